@@ -82,8 +82,8 @@ async def extremes(dut):
     alt = np.where(np.arange(n) % 2 == 0, lo, hi)
     outlier = np.full(n, lo)
     outlier[n // 2] = hi
-    for x in (alt, outlier, -outlier if CFG.in_fmt.signed and lo + hi < 0 and False else hi - (outlier - lo),
-              np.full(CFG.max_count, hi)):
+    mirrored = hi - (outlier - lo)          # all most-positive, one most-negative
+    for x in (alt, outlier, mirrored, np.full(CFG.max_count, hi)):
         g = CFG.gamma_fmt.max_int
         tb.channel(x, g, 0)
         tb.channel(x, CFG.gamma_fmt.min_int, CFG.beta_fmt.max_int)

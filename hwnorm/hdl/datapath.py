@@ -33,9 +33,7 @@ class RangeNorm(wiring.Component):
         if cfg.kind != "range":
             raise ValueError(f"kind={cfg.kind!r} is not supported by RangeNorm: allowed range")
         self.cfg = cfg
-        self.recip_unit = Reciprocal(cfg.den_bits, cfg.recip_bits)
-        # cycles from the last pass-1 value to the first pass-2 value: SIGMA, DEN, START, divider, MULT, ALIGN, BIAS
-        self.scale_latency = 3 + self.recip_unit.latency + 3
+        self.scale_latency = self.scale_latency_for(cfg)
         super().__init__({
             "chan": In(stream.Signature(_layout(cfg.channel_fields))),
             "i": In(stream.Signature(fmt_shape(cfg.in_fmt))),
@@ -43,12 +41,18 @@ class RangeNorm(wiring.Component):
             "stats": Out(stream.Signature(_layout(cfg.stats_fields))),
         })
 
+    @staticmethod
+    def scale_latency_for(cfg) -> int:
+        """Cycles from the last pass-1 value to the first cycle pass 2 is accepted:
+        SIGMA, DEN, START, the reciprocal, then MULT (on done), ALIGN, BIAS."""
+        return 3 + Reciprocal.latency_for(cfg.recip_bits) + 3
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         m.submodules.pass1 = pass1 = RangeStats(cfg)
         m.submodules.pass2 = pass2 = NormalizeAffine(cfg)
-        m.submodules.recip = recip = self.recip_unit
+        m.submodules.recip = recip = Reciprocal(cfg.den_bits, cfg.recip_bits)
 
         chan = Signal.like(self.chan.payload)
         seen = Signal(cfg.count_bits)          # values accepted in the current pass

@@ -14,7 +14,7 @@ class Reciprocal(wiring.Component):
     def __init__(self, den_bits: int, recip_bits: int):
         self.den_bits = den_bits
         self.recip_bits = recip_bits          # Q
-        self.latency = recip_bits + 2         # normalize + Q+1 divide steps
+        self.latency = self.latency_for(recip_bits)
         super().__init__({
             "start": In(1),
             "den": In(unsigned(den_bits)),
@@ -22,6 +22,11 @@ class Reciprocal(wiring.Component):
             "recip": Out(unsigned(recip_bits + 1)),
             "lead": Out(range(den_bits)),
         })
+
+    @staticmethod
+    def latency_for(recip_bits: int) -> int:
+        """Cycles from `start` to `done`: 1 to normalize, Q+1 divide steps."""
+        return recip_bits + 2
 
     def elaborate(self, platform):
         m = Module()

@@ -1,0 +1,40 @@
+# hwnorm: `make sim` and `make test` are all a fresh clone needs (they create .venv on first use).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hwnorm-installed
+JOBS   ?= auto
+
+.PHONY: install sim test verilog golden numerics clean distclean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## cocotb regression of every datapath in Verilator; FULL=1 runs the full matrix
+sim: $(STAMP)
+	$(VENV)/bin/hwnorm sim $(if $(FULL),--full)
+
+## the whole test suite (unit, golden, rtl staleness, simulation), in parallel
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+## regenerate rtl/ from the generators
+verilog: $(STAMP)
+	$(VENV)/bin/hwnorm verilog
+
+## regenerate the frozen vectors in golden/ (only when the specification changes on purpose)
+golden: $(STAMP)
+	$(VENV)/bin/hwnorm golden
+
+numerics: $(STAMP)
+	$(VENV)/bin/hwnorm numerics
+
+clean:
+	rm -rf build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

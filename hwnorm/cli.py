@@ -1,0 +1,120 @@
+"""The `hwnorm` command: verilog, sim, numerics, golden."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ROUNDING_MODES, FixedFormat, NormConfig, default_configs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _fmt(text: str) -> FixedFormat:
+    try:
+        return FixedFormat.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _add_config_args(p: argparse.ArgumentParser):
+    d = NormConfig()
+    g = p.add_argument_group("configuration (defaults: the range_s8 configuration)")
+    g.add_argument("--kind", default=d.kind)
+    g.add_argument("--in-fmt", type=_fmt, default=d.in_fmt, help="input format, e.g. s8.4 (sign, bits, fraction bits)")
+    g.add_argument("--out-fmt", type=_fmt, default=d.out_fmt)
+    g.add_argument("--gamma-fmt", type=_fmt, default=d.gamma_fmt)
+    g.add_argument("--beta-fmt", type=_fmt, default=d.beta_fmt)
+    g.add_argument("--max-count", type=int, default=d.max_count, help="largest number of values per channel")
+    g.add_argument("--chunks", type=int, default=d.chunks, help="chunks whose ranges are averaged (1 = plain range)")
+    g.add_argument("--rounding", default=d.rounding, help=f"one of {', '.join(ROUNDING_MODES)}")
+    g.add_argument("--eps", type=float, default=d.eps)
+
+
+def _config(args) -> NormConfig:
+    return NormConfig(kind=args.kind, in_fmt=args.in_fmt, out_fmt=args.out_fmt, gamma_fmt=args.gamma_fmt,
+                      beta_fmt=args.beta_fmt, max_count=args.max_count, chunks=args.chunks,
+                      rounding=args.rounding, eps=args.eps)
+
+
+def cmd_verilog(args) -> int:
+    from .emit import verilog_text, write_defaults
+    if args.custom:
+        cfg = _config(args)
+        out = Path(args.output or f"{cfg.name}.v")
+        out.write_text(verilog_text(cfg))
+        print(f"wrote {out} ({cfg.describe()})")
+        return 0
+    for path in write_defaults(Path(args.output) if args.output else REPO / "rtl"):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_sim(rest: list[str]) -> int:
+    if not (REPO / "sim" / "runner.py").exists():
+        print("error: `hwnorm sim` needs a source checkout (sim/ beside hwnorm/); "
+              "run it from a clone with `pip install -e .`", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(REPO))
+    from sim.runner import main as sim_main
+    return sim_main(rest)
+
+
+def cmd_numerics(args) -> int:
+    from .numerics import measure
+    cfgs = default_configs() if not args.custom else {"custom": _config(args)}
+    print(f"{'config':12s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
+    for key, cfg in cfgs.items():
+        e = measure(cfg, seed=args.seed, trials=args.trials)
+        print(f"{key:12s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}")
+    return 0
+
+
+def cmd_golden(args) -> int:
+    from .vectors import GOLDEN_DIR, write_vectors
+    for path in write_vectors(Path(args.output) if args.output else GOLDEN_DIR):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hwnorm", description="Hardware datapaths for low-precision normalization layers.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("verilog", help="write Verilog: the default configurations to rtl/, or one --custom configuration")
+    p.add_argument("-o", "--output", help="output directory (default rtl/) or, with --custom, file")
+    p.add_argument("--custom", action="store_true", help="generate the configuration given by the options below")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("sim", help="cocotb/Verilator regression (options after 'sim' go to sim/runner.py; see 'hwnorm sim -h')",
+                       add_help=False)
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("numerics", help="error of the bit-exact model against the float reference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_numerics)
+
+    p = sub.add_parser("golden", help="regenerate the frozen reference vectors in golden/")
+    p.add_argument("-o", "--output", help="output directory (default golden/)")
+    p.set_defaults(func=cmd_golden)
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sim"]:          # everything after 'sim' belongs to sim/runner.py
+        return cmd_sim(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"hwnorm {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import pytest
+
+from hwnorm.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "hwnorm.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_subcommands():
+    r = run("--help")
+    assert r.returncode == 0
+    for sub in ("verilog", "sim", "numerics", "golden"):
+        assert sub in r.stdout
+
+
+def test_sim_help_goes_to_the_runner():
+    r = run("sim", "--help")
+    assert r.returncode == 0 and "--full" in r.stdout
+
+
+def test_verilog_custom_config(tmp_path):
+    out = tmp_path / "x.v"
+    assert main(["verilog", "--custom", "--in-fmt", "s6.2", "--chunks", "1", "--max-count", "32", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module hwnorm_range_" in text and "i__payload" in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["verilog", "--custom", "--chunks", "0"], ["chunks=0", "[1, 64]"]),
+    (["verilog", "--custom", "--rounding", "up"], ["rounding='up'", "half_up"]),
+    (["verilog", "--custom", "--in-fmt", "s40.2"], ["--in-fmt", "bits=40", "[2, 32]"]),
+    (["numerics", "--custom", "--max-count", "0"], ["max_count=0"]),
+])
+def test_bad_configuration_is_a_clear_error(args, words):
+    r = run(*args)
+    assert r.returncode == 2
+    for w in words:
+        assert w in r.stderr
+
+
+def test_numerics_prints_bound(capsys):
+    assert main(["numerics", "--custom", "--max-count", "64", "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "max err" in out and "custom" in out

@@ -1,0 +1,69 @@
+import pytest
+
+from hwnorm import FixedFormat, NormConfig, default_configs
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(kind="l3"), ["kind", "'l3'", "range"]),
+    (dict(max_count=0), ["max_count=0", "[1, 1048576]"]),
+    (dict(max_count=1 << 21), ["max_count=2097152", "[1, 1048576]"]),
+    (dict(chunks=0), ["chunks=0", "[1, 64]"]),
+    (dict(chunks=65), ["chunks=65", "[1, 64]"]),
+    (dict(rounding="nearest"), ["rounding='nearest'", "half_up", "half_even", "floor"]),
+    (dict(eps=0.0), ["eps=0.0", "(0, 1)"]),
+    (dict(eps=float("nan")), ["eps=nan"]),
+    (dict(max_count=2.5), ["max_count", "2.5"]),
+])
+def test_bad_config_names_field_value_and_range(kwargs, words):
+    with pytest.raises(ValueError) as e:
+        NormConfig(**kwargs)
+    for w in words:
+        assert w in str(e.value)
+
+
+@pytest.mark.parametrize("bits, frac, words", [(1, 0, ["bits=1", "[2, 32]"]), (33, 0, ["bits=33"]),
+                                               (8, -1, ["frac=-1", "[0, 32]"]), (8, 40, ["frac=40"])])
+def test_bad_format(bits, frac, words):
+    with pytest.raises(ValueError) as e:
+        FixedFormat(bits, frac)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_format_parse_and_limits():
+    f = FixedFormat.parse("s8.4")
+    assert (f.bits, f.frac, f.signed, f.min_int, f.max_int) == (8, 4, True, -128, 127)
+    u = FixedFormat.parse("u16.8")
+    assert (u.min_int, u.max_int, str(u)) == (0, 65535, "u16.8")
+    for bad in ("8.4", "s8", "x8.4", "sa.b"):
+        with pytest.raises(ValueError, match="form"):
+            FixedFormat.parse(bad)
+
+
+def test_json_round_trip_and_hash():
+    for cfg in default_configs().values():
+        again = NormConfig.from_json(cfg.to_json())
+        assert again == cfg and again.hash == cfg.hash
+    a, b = NormConfig(), NormConfig(chunks=1)
+    assert a.hash != b.hash
+    with pytest.raises(ValueError, match="unknown NormConfig field"):
+        NormConfig.from_dict({"lanes": 4})
+
+
+def test_derived_widths_are_consistent():
+    for cfg in list(default_configs().values()) + [NormConfig(max_count=1), NormConfig(beta_fmt=FixedFormat(16, 14))]:
+        w = cfg.widths()
+        assert cfg.eps_int >= 1
+        assert cfg.shift_min <= cfg.shift_max
+        assert cfg.den_bits >= cfg.sigma_bits + cfg.max_count.bit_length() - 1
+        assert cfg.const_frac_bits > cfg.precision_bits
+        assert all(isinstance(v, int) for v in w.values())
+    wide_beta = NormConfig(beta_fmt=FixedFormat(16, 14))
+    assert wide_beta.shift_min == 14 - 5
+
+
+def test_field_layouts_cover_hardware_ports():
+    cfg = NormConfig()
+    names = [f[0] for f in cfg.channel_fields]
+    assert names == ["count", "chunk_size", "c_full", "c_last", "gamma", "beta"]
+    assert [f[0] for f in cfg.stats_fields] == ["sum", "sigma", "sat"]
