@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnorm-installed
 JOBS   ?= auto
 
-.PHONY: install sim test verilog golden numerics clean distclean
+.PHONY: install sim test verilog golden numerics docs clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ verilog: $(STAMP)
 golden: $(STAMP)
 	$(VENV)/bin/hwnorm golden
 
+## regenerate the tables in docs/ (numeric error, passes and latency)
+docs: $(STAMP)
+	$(VENV)/bin/hwnorm tables --write
+
 numerics: $(STAMP)
-	$(VENV)/bin/hwnorm numerics
+	$(VENV)/bin/hwnorm numerics --write
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,11 +1,11 @@
-"""The `hwnorm` command: verilog, sim, numerics, golden."""
+"""The `hwnorm` command: verilog, sim, numerics, tables, golden."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from .config import ROUNDING_MODES, FixedFormat, NormConfig, default_configs
+from .config import KINDS, ROUNDING_MODES, FixedFormat, NormConfig, default_configs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,21 +20,24 @@ def _fmt(text: str) -> FixedFormat:
 def _add_config_args(p: argparse.ArgumentParser):
     d = NormConfig()
     g = p.add_argument_group("configuration (defaults: the range_s8 configuration)")
-    g.add_argument("--kind", default=d.kind)
+    g.add_argument("--kind", default=d.kind, help=f"one of {', '.join(KINDS)}")
     g.add_argument("--in-fmt", type=_fmt, default=d.in_fmt, help="input format, e.g. s8.4 (sign, bits, fraction bits)")
     g.add_argument("--out-fmt", type=_fmt, default=d.out_fmt)
     g.add_argument("--gamma-fmt", type=_fmt, default=d.gamma_fmt)
     g.add_argument("--beta-fmt", type=_fmt, default=d.beta_fmt)
     g.add_argument("--max-count", type=int, default=d.max_count, help="largest number of values per channel")
-    g.add_argument("--chunks", type=int, default=d.chunks, help="chunks whose ranges are averaged (1 = plain range)")
+    g.add_argument("--chunks", type=int, default=None, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
+    g.add_argument("--k", type=int, default=None, help="topk: largest deviations averaged (default 10)")
+    g.add_argument("--lanes", type=int, default=d.lanes, help="values per clock: 1, 2, 4 or 8")
     g.add_argument("--rounding", default=d.rounding, help=f"one of {', '.join(ROUNDING_MODES)}")
-    g.add_argument("--eps", type=float, default=d.eps)
+    g.add_argument("--eps", type=float, default=None, help="default: the kind's reference value")
+    g.add_argument("--stat-frac-bits", type=int, default=d.stat_frac_bits, help="extra fraction bits of the inference mean")
 
 
 def _config(args) -> NormConfig:
     return NormConfig(kind=args.kind, in_fmt=args.in_fmt, out_fmt=args.out_fmt, gamma_fmt=args.gamma_fmt,
-                      beta_fmt=args.beta_fmt, max_count=args.max_count, chunks=args.chunks,
-                      rounding=args.rounding, eps=args.eps)
+                      beta_fmt=args.beta_fmt, max_count=args.max_count, chunks=args.chunks, k=args.k,
+                      lanes=args.lanes, rounding=args.rounding, eps=args.eps, stat_frac_bits=args.stat_frac_bits)
 
 
 def cmd_verilog(args) -> int:
@@ -61,12 +64,31 @@ def cmd_sim(rest: list[str]) -> int:
 
 
 def cmd_numerics(args) -> int:
-    from .numerics import measure
-    cfgs = default_configs() if not args.custom else {"custom": _config(args)}
-    print(f"{'config':12s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
-    for key, cfg in cfgs.items():
-        e = measure(cfg, seed=args.seed, trials=args.trials)
-        print(f"{key:12s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}")
+    from .numerics import measure, measure_infer
+    from .reports import DOCS, numerics_table, replace_block
+    if not args.custom:
+        table = numerics_table(seed=args.seed, trials=args.trials)
+        print(table)
+        if args.write:
+            changed = replace_block(DOCS / "numerics.md", "numerics", table)
+            print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
+        return 0
+    cfg = _config(args)
+    print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
+    for mode, fn in (("training", measure), ("inference", measure_infer)):
+        e = fn(cfg, seed=args.seed, trials=args.trials)
+        print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from .reports import DOCS, doc_tables, replace_block
+    for (doc, block), text in doc_tables().items():
+        if args.write:
+            changed = replace_block(DOCS / doc, block, text)
+            print(f"{'updated' if changed else 'unchanged'}: docs/{doc} ({block})")
+        else:
+            print(f"## docs/{doc}: {block}\n{text}\n")
     return 0
 
 
@@ -94,9 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("numerics", help="error of the bit-exact model against the float reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--write", action="store_true", help="also rewrite the table in docs/numerics.md")
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
+
+    p = sub.add_parser("tables", help="the generated tables of docs/ (numeric error, passes and latency)")
+    p.add_argument("--write", action="store_true", help="rewrite the tables inside docs/*.md")
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("golden", help="regenerate the frozen reference vectors in golden/")
     p.add_argument("-o", "--output", help="output directory (default golden/)")

@@ -16,12 +16,17 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range",)
+KINDS = ("range", "l1", "linf", "topk", "l2")
 ROUNDING_MODES = ("half_up", "half_even", "floor")
+LANES = (1, 2, 4, 8)
 BITS_RANGE = (2, 32)
 FRAC_RANGE = (0, 32)
 MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
+K_RANGE = (1, 32)
+STAT_FRAC_RANGE = (0, 16)
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 3, "l2": 2}
 
 
 def _check_range(name: str, value, lo, hi):
@@ -83,8 +88,11 @@ class NormConfig:
     """Everything that defines one generated normalization datapath.
 
     `max_count` bounds the values per channel (N*H*W for batch-norm) the hardware accepts;
-    the count itself is given per channel at run time. `chunks` is the number of consecutive
-    chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range).
+    the count itself is given per channel at run time. `chunks` (range only) is the number of
+    consecutive chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range);
+    `k` (topk only) the number of largest deviations averaged (linf is k = 1). `lanes` values
+    enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
+    Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     """
 
     kind: str = "range"
@@ -93,13 +101,28 @@ class NormConfig:
     gamma_fmt: FixedFormat = field(default_factory=lambda: FixedFormat(8, 6))
     beta_fmt: FixedFormat = field(default_factory=lambda: FixedFormat(8, 5))
     max_count: int = 4096
-    chunks: int = 10
+    chunks: int | None = None
+    k: int | None = None
+    lanes: int = 1
     rounding: str = "half_up"
-    eps: float = 1e-7
+    eps: float | None = None
+    stat_frac_bits: int = 8
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported: allowed {', '.join(KINDS)}")
+        defaults = {"chunks": 10 if self.kind == "range" else 1,
+                    "k": {"topk": 10, "linf": 1}.get(self.kind, 1),
+                    "eps": DEFAULT_EPS[self.kind]}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.kind != "range" and self.chunks != 1:
+            raise ValueError(f"chunks={self.chunks!r} applies to kind='range' only: allowed 1 for kind={self.kind!r}")
+        if self.kind == "linf" and self.k != 1:
+            raise ValueError(f"k={self.k!r} is not allowed for kind='linf' (k = 1 by definition): use kind='topk'")
+        if self.kind not in ("linf", "topk") and self.k != 1:
+            raise ValueError(f"k={self.k!r} applies to kind='topk' only: allowed 1 for kind={self.kind!r}")
         for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
             fmt = getattr(self, name)
             if not isinstance(fmt, FixedFormat):
@@ -107,9 +130,13 @@ class NormConfig:
             fmt.validate(name)
         _check_range("max_count", self.max_count, *MAX_COUNT_RANGE)
         _check_range("chunks", self.chunks, *CHUNKS_RANGE)
+        _check_range("k", self.k, *K_RANGE)
+        _check_range("stat_frac_bits", self.stat_frac_bits, *STAT_FRAC_RANGE)
+        if self.lanes not in LANES or isinstance(self.lanes, bool):
+            raise ValueError(f"lanes={self.lanes!r} is not supported: allowed {', '.join(map(str, LANES))}")
         if self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding={self.rounding!r} is not supported: allowed {', '.join(ROUNDING_MODES)}")
-        if not isinstance(self.eps, (int, float)) or not (0.0 < self.eps < 1.0) or math.isnan(self.eps):
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (0.0 < self.eps < 1.0):
             raise ValueError(f"eps={self.eps!r} is out of range: allowed (0, 1)")
 
     # -- identity -------------------------------------------------------------------------
@@ -149,9 +176,15 @@ class NormConfig:
         return f"hwnorm_{self.kind}_{self.hash}"
 
     def describe(self) -> str:
-        return (f"{self.kind} in={self.in_fmt} out={self.out_fmt} gamma={self.gamma_fmt} "
-                f"beta={self.beta_fmt} max_count={self.max_count} chunks={self.chunks} "
+        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}"}.get(self.kind, "")
+        return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
+                f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}")
+
+    @property
+    def passes(self) -> int:
+        """Passes over a channel's data in training mode (inference is always one)."""
+        return PASSES[self.kind]
 
     # -- derived widths (see docs/numerics.md) ----------------------------------------------
 
@@ -161,14 +194,35 @@ class NormConfig:
         return self.max_count.bit_length()
 
     @cached_property
+    def _xmax(self) -> int:
+        """Largest |x| and largest range of the input codes."""
+        return (1 << self.in_fmt.bits) - 1
+
+    @cached_property
     def sum_bits(self) -> int:
         """Signed width of the sum accumulator S = sum(x)."""
         return self.in_fmt.bits + self.count_bits + (0 if self.in_fmt.signed else 1)
 
     @cached_property
+    def sq_sum_bits(self) -> int:
+        """Unsigned width of sum(x^2) (l2)."""
+        return (self.max_count * max(self.in_fmt.min_int ** 2, self.in_fmt.max_int ** 2)).bit_length()
+
+    @cached_property
     def range_sum_bits(self) -> int:
-        """Unsigned width of the sum of closed-chunk ranges."""
+        """Unsigned width of the sum of closed-chunk ranges (range)."""
         return self.in_fmt.bits + self.chunks.bit_length()
+
+    @cached_property
+    def dev_bits(self) -> int:
+        """Unsigned width of |d| = |n*x - S| (n times the absolute deviation)."""
+        return (self.max_count * self._xmax).bit_length()
+
+    @cached_property
+    def dev_sum_bits(self) -> int:
+        """Unsigned width of the sum of |d| over a channel (l1) or over the top k (topk)."""
+        terms = self.max_count if self.kind == "l1" else self.k
+        return (terms * self.max_count * self._xmax).bit_length()
 
     @cached_property
     def precision_bits(self) -> int:
@@ -184,9 +238,19 @@ class NormConfig:
 
     @cached_property
     def const_frac_bits(self) -> int:
-        """CF: fraction bits of the host constants c_full/c_last and of eps."""
-        c_min = constants.c_range_min(self.max_count, self.chunks)
+        """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
+        if self.kind == "l2":
+            return self.precision_bits + 2
+        c_min, _ = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
         return self.precision_bits + 1 + math.ceil(-math.log2(c_min))
+
+    @cached_property
+    def const_bits(self) -> int:
+        """Unsigned width of the host constants (c_full, c_last or c)."""
+        if self.kind == "l2":
+            return 0
+        _, c_max = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
+        return constants.quantize_const(c_max, self.const_frac_bits).bit_length()
 
     @cached_property
     def recip_bits(self) -> int:
@@ -195,28 +259,47 @@ class NormConfig:
 
     @cached_property
     def eps_int(self) -> int:
-        """eps in units of 2**-(CF + in_frac), at least 1 so the denominator is never zero."""
-        return max(1, int(math.floor(self.eps * 2.0 ** (self.const_frac_bits + self.in_fmt.frac) + 0.5)))
+        """eps in units of 2**-(CF + in_frac), at least 1 so the denominator is never zero (not l2)."""
+        return max(1, constants.quantize_const(self.eps, self.const_frac_bits + self.in_fmt.frac))
 
     @cached_property
-    def const_bits(self) -> int:
-        """Unsigned width of c_full / c_last (every C(m)/K < 1)."""
-        return self.const_frac_bits
+    def eps_n_bits(self) -> int:
+        """Width of the l2 host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
+        top = constants.quantize_const(self.max_count ** 2 * self.eps, 2 * (self.in_fmt.frac + self.const_frac_bits))
+        return max(1, top).bit_length()
 
     @cached_property
-    def sigma_bits(self) -> int:
-        """Unsigned width of T = c_full*R_closed + c_last*R_open + eps (the reported sigma)."""
-        t_max = ((1 << self.const_bits) - 1) * self.chunks * ((1 << self.in_fmt.bits) - 1) + self.eps_int
-        return t_max.bit_length()
+    def var_bits(self) -> int:
+        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2)."""
+        return (self.max_count ** 2 * self._xmax ** 2 // 4 + 1).bit_length()
+
+    @cached_property
+    def w_bits(self) -> int:
+        """Unsigned width of W = V * 2**(2 CF) + eps_n, whose square root is Den (l2)."""
+        return ((((1 << self.var_bits) - 1) << (2 * self.const_frac_bits)) + (1 << self.eps_n_bits)).bit_length()
+
+    @cached_property
+    def den_max(self) -> int:
+        """An upper bound of Den = n * sigma_hat * 2**(CF + in_frac) over all inputs and counts."""
+        n, x, cf = self.max_count, self._xmax, self.const_frac_bits
+        cmax = (1 << self.const_bits) - 1
+        if self.kind == "range":
+            return n * (cmax * self.chunks * x + self.eps_int)
+        if self.kind == "l2":
+            return math.isqrt((1 << self.w_bits) - 1)
+        scaled = {"l1": constants.L1_CONST * 2.0 ** cf * n + n,
+                  "linf": cmax + 1.0,
+                  "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[self.kind]
+        return int(math.ceil(scaled)) * n * x + n * self.eps_int
 
     @cached_property
     def den_bits(self) -> int:
-        """Unsigned width of Den = n * T."""
-        return (self.max_count * ((1 << self.sigma_bits) - 1)).bit_length()
+        """Unsigned width of Den."""
+        return self.den_max.bit_length()
 
     @cached_property
     def shift_base(self) -> int:
-        """SH = L + shift_base, the output right shift before clamping to shift_min."""
+        """SH = L + shift_base in training, before clamping to shift_min."""
         return self.recip_bits - self.const_frac_bits - self.out_fmt.frac + self.gamma_fmt.frac
 
     @cached_property
@@ -225,23 +308,51 @@ class NormConfig:
         return max(0, self.beta_fmt.frac - self.out_fmt.frac)
 
     @cached_property
+    def scale_span(self) -> tuple[int, int]:
+        """log2 of the inference scales (1/sigma, real units) the hardware must accept at least:
+        sigma from 2**-8 input LSBs up to 16 times the input span."""
+        span_log2 = self.in_fmt.bits - self.in_fmt.frac
+        return -(span_log2 + 4), self.in_fmt.frac + 8
+
+    @cached_property
     def shift_max(self) -> int:
-        return max(self.den_bits - 1 + self.shift_base, self.shift_min)
+        """Largest output shift: training's largest Den, or inference's smallest scale."""
+        inf = self.inf_shift_base - (self.scale_span[0] - self.recip_bits)
+        return max(self.den_bits - 1 + self.shift_base, inf, self.shift_min)
 
     @cached_property
     def pre_shift_max(self) -> int:
-        """Largest left shift applied to the multiplier M when SH < shift_min."""
-        return max(0, self.shift_min - self.shift_base)
+        """Largest left shift applied to the multiplier M when SH < shift_min (training's smallest Den,
+        or inference's largest scale)."""
+        inf = self.inf_shift_base - (self.scale_span[1] - self.recip_bits)
+        return max(0, self.shift_min - self.shift_base, self.shift_min - inf)
+
+    @cached_property
+    def mean_bits(self) -> int:
+        """Signed width of the inference mean: input codes with stat_frac_bits more fraction bits."""
+        return self.in_fmt.bits + self.stat_frac_bits + (0 if self.in_fmt.signed else 1)
+
+    @cached_property
+    def inf_shift_base(self) -> int:
+        """SH = inf_shift_base - scale_exp in inference."""
+        return self.gamma_fmt.frac + self.in_fmt.frac + self.stat_frac_bits - self.out_fmt.frac
+
+    @cached_property
+    def scale_exp_range(self) -> tuple[int, int]:
+        """Allowed inference scale exponents: SH stays within [shift_min - pre_shift_max, shift_max]."""
+        lo = max(self.inf_shift_base - self.shift_max, -(1 << (constants.SCALE_EXP_BITS - 1)))
+        hi = min(self.inf_shift_base - self.shift_min + self.pre_shift_max, (1 << (constants.SCALE_EXP_BITS - 1)) - 1)
+        return lo, hi
 
     @cached_property
     def mult_bits(self) -> int:
-        """Signed width of the per-channel multiplier M = gamma * recip (after the pre-shift)."""
+        """Signed width of the per-channel multiplier M = gamma * mantissa (after the pre-shift)."""
         return self.gamma_fmt.bits + self.recip_bits + 2 + self.pre_shift_max
 
     @cached_property
     def diff_bits(self) -> int:
-        """Signed width of d = n*x - S (the exact centred value, scaled by n)."""
-        return (self.max_count * ((1 << self.in_fmt.bits) - 1)).bit_length() + 1
+        """Signed width of the centred value: d = n*x - S (training) or x*2**MF - mean (inference)."""
+        return max(self.dev_bits, self.mean_bits) + 2
 
     @cached_property
     def acc_bits(self) -> int:
@@ -253,30 +364,40 @@ class NormConfig:
     @property
     def channel_fields(self) -> list[tuple[str, int, bool]]:
         """(name, width, signed) of the per-channel descriptor the host sends, LSB first."""
-        return [("count", self.count_bits, False), ("chunk_size", self.count_bits, False),
-                ("c_full", self.const_bits, False), ("c_last", self.const_bits, False),
-                ("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed),
-                ("beta", self.beta_fmt.bits, self.beta_fmt.signed)]
+        kind_fields = {
+            "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
+                      ("c_last", self.const_bits, False)],
+            "l2": [("eps_n", self.eps_n_bits, False)],
+        }.get(self.kind, [("c", self.const_bits, False)])
+        return ([("infer", 1, False), ("count", self.count_bits, False)] + kind_fields +
+                [("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed),
+                 ("beta", self.beta_fmt.bits, self.beta_fmt.signed),
+                 ("mean", self.mean_bits, True), ("scale_m", self.recip_bits + 1, False),
+                 ("scale_exp", constants.SCALE_EXP_BITS, True)])
 
     @property
     def stats_fields(self) -> list[tuple[str, int, bool]]:
         """(name, width, signed) of the per-channel statistics the hardware reports, LSB first."""
-        return [("sum", self.sum_bits, True), ("sigma", self.sigma_bits, False),
-                ("sat", self.count_bits, False)]
+        return [("sum", self.sum_bits, True), ("den", self.den_bits, False), ("sat", self.count_bits, False)]
 
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""
-        names = ["count_bits", "sum_bits", "range_sum_bits", "precision_bits", "const_frac_bits",
-                 "recip_bits", "eps_int", "sigma_bits", "den_bits", "shift_base", "shift_min",
-                 "shift_max", "mult_bits", "diff_bits", "acc_bits"]
+        names = ["count_bits", "sum_bits", "precision_bits", "const_frac_bits", "const_bits",
+                 "recip_bits", "den_bits", "shift_base", "shift_min", "shift_max", "mult_bits",
+                 "diff_bits", "acc_bits"]
         return {n: getattr(self, n) for n in names}
 
 
+FORMATS_8 = dict(in_fmt=FixedFormat(8, 4), out_fmt=FixedFormat(8, 5), gamma_fmt=FixedFormat(8, 6),
+                 beta_fmt=FixedFormat(8, 5))
+FORMATS_16 = dict(in_fmt=FixedFormat(16, 8), out_fmt=FixedFormat(16, 12), gamma_fmt=FixedFormat(16, 12),
+                  beta_fmt=FixedFormat(16, 12))
+
+
 def default_configs() -> dict[str, NormConfig]:
-    """The configurations whose Verilog is committed under rtl/."""
-    return {
-        "range_s8": NormConfig(),
-        "range_s16": NormConfig(
-            in_fmt=FixedFormat(16, 8), out_fmt=FixedFormat(16, 12),
-            gamma_fmt=FixedFormat(16, 12), beta_fmt=FixedFormat(16, 12)),
-    }
+    """The configurations whose Verilog is committed under rtl/: every kind at 8 and 16 bits."""
+    out = {}
+    for kind in KINDS:
+        for width, fmts in ((8, FORMATS_8), (16, FORMATS_16)):
+            out[f"{kind}_s{width}"] = NormConfig(kind=kind, **fmts)
+    return out

@@ -1,26 +1,32 @@
-"""Constants of the Range BN estimator and the per-channel values the host gives the hardware.
+"""Constants of the deviation estimators, and the per-channel values the host gives the hardware.
 
-A constant that depends on the element count n is computed by the host (here), not in
-hardware: the datapath receives `chunk_size`, `c_full` and `c_last` with each channel.
+A constant that depends on the element count n is computed by the host (here), not in hardware:
+the datapath receives it with each channel's descriptor. Nothing here depends on data.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-# 0.5 * 0.35 * (1 + sqrt(pi * ln 4)), the reference implementation's numerator of C_range(m)
-_RANGE_NUM = 0.5 * 0.35 * (1.0 + math.sqrt(math.pi * math.log(4.0)))
+# 0.5 * (1 + sqrt(pi * ln 4)): numerator of the reference implementation's L-inf constant
+_INF_NUM = 0.5 * (1.0 + math.sqrt(math.pi * math.log(4.0)))
+# the Range BN constant is 0.35 times the L-inf one (reference implementation)
+_RANGE_NUM = 0.35 * _INF_NUM
+L1_CONST = math.sqrt(math.pi / 2.0)
+SCALE_EXP_BITS = 8           # signed exponent of the inference scale
 
 
 def c_range(m: int) -> float:
     """C_range(m) = 0.5*0.35*(1+sqrt(pi ln 4)) / sqrt(2 ln m); 0 for a chunk of one value.
 
-    A one-value chunk has range 0, and the reference formula divides by ln(1) = 0; hwnorm
+    A one-value chunk has range 0 and the reference formula divides by ln(1) = 0; hwnorm
     defines its contribution as 0 instead of NaN.
     """
-    if m < 2:
-        return 0.0
-    return _RANGE_NUM / math.sqrt(2.0 * math.log(m))
+    return 0.0 if m < 2 else _RANGE_NUM / math.sqrt(2.0 * math.log(m))
+
+
+def c_inf(n: int) -> float:
+    """C_inf(n) = 0.5*(1+sqrt(pi ln 4)) / sqrt(2 ln n); 0 for n = 1 (then every x - mu is 0)."""
+    return 0.0 if n < 2 else _INF_NUM / math.sqrt(2.0 * math.log(n))
 
 
 def chunk_sizes(n: int, chunks: int) -> list[int]:
@@ -37,21 +43,20 @@ def chunk_sizes(n: int, chunks: int) -> list[int]:
     return sizes
 
 
-def c_range_min(max_count: int, chunks: int) -> float:
-    """Smallest non-zero c_full/c_last over all counts up to max_count (fixes the constant format)."""
-    m_max = max(2, -(-max_count // chunks))
-    return c_range(m_max) / chunks
+def topk_eff(n: int, k: int) -> int:
+    """Values averaged by top-k: k, or all n when n < k."""
+    return min(n, k)
 
 
-@dataclass(frozen=True)
-class ChannelParams:
-    """What the host writes to the hardware for one channel of n values."""
-
-    count: int
-    chunk_size: int
-    c_full: int   # C_range(chunk_size) / K, unsigned, const_frac_bits fraction bits
-    c_last: int   # C_range(size of the last chunk) / K, same format
-    chunk_count: int  # K, the number of chunks torch.chunk yields
+def const_bounds(kind: str, max_count: int, chunks: int, k: int) -> tuple[float, float]:
+    """(smallest non-zero, largest) deviation constant over every count up to max_count."""
+    if kind == "range":
+        return c_range(max(2, -(-max_count // chunks))) / chunks, c_range(2)
+    if kind in ("linf", "topk"):
+        return c_inf(max(2, max_count)) / k, c_inf(2)
+    if kind == "l1":
+        return L1_CONST / max_count, L1_CONST
+    raise ValueError(f"kind={kind!r} has no deviation constant")
 
 
 def quantize_const(value: float, frac_bits: int) -> int:
@@ -59,17 +64,59 @@ def quantize_const(value: float, frac_bits: int) -> int:
     return int(math.floor(value * (1 << frac_bits) + 0.5))
 
 
-def channel_params(cfg, count: int) -> ChannelParams:
-    """Host-side constants for one channel of `count` values under configuration `cfg`."""
+def _check_count(cfg, count):
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cfg.max_count:
-        raise ValueError(f"count={count!r} is out of range: allowed [1, max_count={cfg.max_count}]")
-    sizes = chunk_sizes(count, cfg.chunks)
-    k = len(sizes)
+        raise ValueError(f"count={count!r} is out of range: allowed [1, max_count={cfg.max_count}] "
+                         f"(raise max_count in the NormConfig to accept more values per channel)")
+
+
+def channel_params(cfg, count: int) -> dict:
+    """Host-side descriptor fields for one training-mode channel of `count` values.
+
+    range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
+    l1: c = sqrt(pi/2)/n;  linf/topk: c = C_inf(n)/min(k, n);  l2: eps_n = n^2 eps 2^(2(F_in+CF)).
+    """
+    _check_count(cfg, count)
     cf = cfg.const_frac_bits
-    return ChannelParams(
-        count=count,
-        chunk_size=sizes[0],
-        c_full=quantize_const(c_range(sizes[0]) / k, cf),
-        c_last=quantize_const(c_range(sizes[-1]) / k, cf),
-        chunk_count=k,
-    )
+    p = {"count": count}
+    if cfg.kind == "range":
+        sizes = chunk_sizes(count, cfg.chunks)
+        p.update(chunk_size=sizes[0], c_full=quantize_const(c_range(sizes[0]) / len(sizes), cf),
+                 c_last=quantize_const(c_range(sizes[-1]) / len(sizes), cf))
+    elif cfg.kind == "l1":
+        p["c"] = quantize_const(L1_CONST / count, cf)
+    elif cfg.kind in ("linf", "topk"):
+        p["c"] = quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf)
+    elif cfg.kind == "l2":
+        p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
+    return p
+
+
+def inference_params(cfg, mean: float, scale: float) -> dict:
+    """Descriptor fields for one inference-mode channel: y = gamma * (x - mean) * scale + beta.
+
+    mean is rounded to in_fmt with stat_frac_bits more fraction bits; scale (> 0) to a Q+1-bit
+    mantissa and an exponent: scale ~ scale_m * 2**scale_exp. Values the hardware cannot represent
+    raise ValueError naming the allowed range.
+    """
+    fi, mf = cfg.in_fmt, cfg.stat_frac_bits
+    if not (math.isfinite(mean) and math.isfinite(scale)):
+        raise ValueError(f"mean={mean!r}, scale={scale!r}: both must be finite")
+    mean_q = int(math.floor(mean * 2.0 ** (fi.frac + mf) + 0.5))
+    lo, hi = fi.min_int << mf, fi.max_int << mf
+    if not lo <= mean_q <= hi:
+        raise ValueError(f"mean={mean!r} is out of range: allowed [{lo * 2.0 ** -(fi.frac + mf)}, "
+                         f"{hi * 2.0 ** -(fi.frac + mf)}] (the input format {fi})")
+    e_lo, e_hi = cfg.scale_exp_range
+    q = cfg.recip_bits
+    s_min, s_max = 2.0 ** (q + e_lo), (2.0 ** (q + 1) - 1) * 2.0 ** e_hi
+    if not s_min <= scale <= s_max:
+        raise ValueError(f"scale={scale!r} is out of range: allowed [{s_min:.6g}, {s_max:.6g}] for this configuration")
+    _, e = math.frexp(scale)                      # 2**(e-1) <= scale < 2**e
+    exp = max(e - 1 - q, e_lo)                     # scale / 2**exp in [2**q, 2**(q+1)) unless clamped
+    man = int(math.floor(scale * 2.0 ** -exp + 0.5))
+    if man == 1 << (q + 1):                        # rounding carried out of the mantissa
+        man, exp = 1 << q, exp + 1
+    if exp > e_hi or man < 1:
+        raise ValueError(f"scale={scale!r} is out of range: allowed [{s_min:.6g}, {s_max:.6g}] for this configuration")
+    return {"mean": mean_q, "scale_m": man, "scale_exp": exp}

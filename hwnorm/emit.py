@@ -6,16 +6,14 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from .config import NormConfig, default_configs
-from .hdl import RangeNorm
+from .hdl import NormDatapath
 
 RTL_DIR = Path(__file__).resolve().parent.parent / "rtl"
 
 
 def generator_for(cfg: NormConfig):
     """The Amaranth component that implements `cfg`."""
-    if cfg.kind == "range":
-        return RangeNorm(cfg)
-    raise ValueError(f"kind={cfg.kind!r} has no generator: allowed range")
+    return NormDatapath(cfg)
 
 
 def verilog_text(cfg: NormConfig, name: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Measuring the bit-exact model against the float reference: the error bound of docs/numerics.md."""
+"""Measuring the bit-exact models against the float references: the error table of docs/numerics.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import NormConfig
+from .constants import inference_params
 from .fixed import round_mode
-from .golden import range_bn, reference_out_lsb
+from .golden import infer, infer_out_lsb, train, train_out_lsb
 
 
 @dataclass
@@ -21,12 +22,12 @@ class ErrorStats:
     saturated: int
 
 
-def cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
-    """Random and adversarial (x, gamma, beta) cases: several counts, narrow ranges, extremes, ties, limits."""
+def train_cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
+    """Random and adversarial (x, gamma, beta) cases: several counts, narrow ranges, extremes, limits."""
     fi, fg, fb = cfg.in_fmt, cfg.gamma_fmt, cfg.beta_fmt
     counts = sorted({c for c in (1, 2, 3, 10, 11, 13, 64, 100, cfg.max_count) if c <= cfg.max_count})
     for n in counts:
-        for t in range(trials):
+        for _ in range(trials):
             ch = 8
             g = rng.integers(fg.min_int, fg.max_int + 1, size=ch)
             b = rng.integers(fb.min_int, fb.max_int + 1, size=ch)
@@ -40,21 +41,56 @@ def cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
         yield np.full((2, n), fi.max_int), np.array([fg.max_int, 1]), np.array([fb.min_int, fb.max_int])
 
 
-def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
-    rng = np.random.default_rng(seed)
+def infer_cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
+    """(x, gamma, beta, mean, scale_m, scale_exp) with running statistics from random float data."""
+    fi, fg, fb = cfg.in_fmt, cfg.gamma_fmt, cfg.beta_fmt
+    span = (fi.max_int - fi.min_int) * fi.lsb
+    for _ in range(trials):
+        ch, n = 8, min(64, cfg.max_count)
+        x = rng.integers(fi.min_int, fi.max_int + 1, size=(ch, n))
+        g = rng.integers(fg.min_int, fg.max_int + 1, size=ch)
+        b = rng.integers(fb.min_int, fb.max_int + 1, size=ch)
+        means = rng.uniform(fi.min_int * fi.lsb, fi.max_int * fi.lsb, size=ch)
+        scales = np.exp2(rng.uniform(-2, 4, size=ch)) / span
+        p = [inference_params(cfg, float(m), float(s)) for m, s in zip(means, scales)]
+        yield x, g, b, [q["mean"] for q in p], [q["scale_m"] for q in p], [q["scale_exp"] for q in p]
+
+
+def _accumulate(acc, cfg, res, ref):
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-    values, total, max_err, max_unr, sat = 0, 0.0, 0.0, 0.0, 0
-    for x, g, b in cases(cfg, rng, trials):
-        res = range_bn(cfg, x, g, b)
-        ref = reference_out_lsb(cfg, x, g, b)
-        want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
-        err = np.abs(res.y - want)
-        inside = (ref >= lo) & (ref <= hi)
-        if inside.any():
-            max_unr = max(max_unr, float(np.abs(res.unrounded - ref)[inside].max()))
-        values += err.size
-        total += float(err.sum())
-        max_err = max(max_err, float(err.max()))
-        sat += int(res.stats.sat.sum())
-    return ErrorStats(values=values, max_err=max_err, mean_err=total / values, max_unrounded=max_unr,
-                      saturated=sat)
+    want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
+    err = np.abs(res.y - want)
+    inside = (ref >= lo) & (ref <= hi)
+    if inside.any():
+        acc["max_unr"] = max(acc["max_unr"], float(np.abs(res.unrounded - ref)[inside].max()))
+    acc["values"] += err.size
+    acc["total"] += float(err.sum())
+    acc["max_err"] = max(acc["max_err"], float(err.max()))
+    acc["sat"] += int(res.stats.sat.sum())
+
+
+def _stats(acc) -> ErrorStats:
+    return ErrorStats(values=acc["values"], max_err=acc["max_err"], mean_err=acc["total"] / max(1, acc["values"]),
+                      max_unrounded=acc["max_unr"], saturated=acc["sat"])
+
+
+def _new():
+    return dict(values=0, total=0.0, max_err=0.0, max_unr=0.0, sat=0)
+
+
+def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
+    """Training mode: bit-exact model against the float reference."""
+    rng = np.random.default_rng(seed)
+    acc = _new()
+    for x, g, b in train_cases(cfg, rng, trials):
+        _accumulate(acc, cfg, train(cfg, x, g, b), train_out_lsb(cfg, x, g, b))
+    return _stats(acc)
+
+
+def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
+    """Inference mode: bit-exact model against the float reference on the same mean/scale codes."""
+    rng = np.random.default_rng(seed)
+    acc = _new()
+    for case in infer_cases(cfg, rng, trials):
+        _accumulate(acc, cfg, infer(cfg, *case), infer_out_lsb(cfg, *case))
+    return _stats(acc)

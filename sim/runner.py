@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwnorm.config import FixedFormat, NormConfig, default_configs
@@ -26,7 +26,7 @@ from hwnorm.toolchain import setup_verilator_env
 SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
-TEST_MODULES = {"range": "test_range"}
+TEST_MODULE = "test_norm"
 BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
 
 
@@ -114,7 +114,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False) -> Ru
     results_json = test_dir / "hwnorm_results.jsonl"
     env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json),
            "HWNORM_FULL": "1" if full else "0"}
-    xml = _runner().test(test_module=TEST_MODULES[cfg.kind], hdl_toplevel=cfg.name, build_dir=build_dir,
+    xml = _runner().test(test_module=TEST_MODULE, hdl_toplevel=cfg.name, build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
     tests, failed = get_results(Path(xml))
@@ -136,16 +136,25 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False) -> Ru
 
 
 def regression_configs(full: bool = False) -> dict[str, NormConfig]:
-    """The configuration matrix of `make sim` (and a larger one with FULL=1)."""
-    cfgs = dict(default_configs())
-    cfgs["range_s8_plain_even_u"] = NormConfig(chunks=1, rounding="half_even", max_count=1000,
+    """The configuration matrix of `make sim`: every kind x 8/16-bit formats x lanes 1 and 4, plus
+    variants (plain range, other rounding modes, unsigned formats, other k); FULL=1 adds lanes 2 and 8
+    and more variants."""
+    cfgs = {}
+    for key, cfg in default_configs().items():
+        for lanes in ((1, 2, 4, 8) if full else (1, 4)):
+            cfgs[f"{key}_p{lanes}"] = replace(cfg, lanes=lanes)
+    cfgs["range_plain_even_u_p2"] = NormConfig(chunks=1, rounding="half_even", max_count=1000, lanes=2,
                                                out_fmt=FixedFormat(8, 5, signed=False))
+    cfgs["topk3_floor_p4"] = NormConfig(kind="topk", k=3, rounding="floor", max_count=500, lanes=4)
     if full:
-        cfgs["range_s12_floor"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
-                                             gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
-                                             rounding="floor", max_count=300, chunks=4)
-        cfgs["range_u8_wide_beta"] = NormConfig(in_fmt=FixedFormat(8, 8, signed=False),
-                                                beta_fmt=FixedFormat(12, 9), max_count=64, chunks=3)
+        cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
+                                                gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
+                                                rounding="floor", max_count=300, chunks=4)
+        cfgs["l2_u8_wide_beta_p4"] = NormConfig(kind="l2", in_fmt=FixedFormat(8, 8, signed=False),
+                                                beta_fmt=FixedFormat(12, 9), max_count=64, lanes=4)
+        cfgs["l1_even_p8"] = NormConfig(kind="l1", rounding="half_even", max_count=200, lanes=8)
+        cfgs["linf_u8_p2"] = NormConfig(kind="linf", in_fmt=FixedFormat(8, 8, signed=False),
+                                        out_fmt=FixedFormat(8, 5, signed=False), max_count=100, lanes=2)
     return cfgs
 
 
@@ -176,8 +185,9 @@ def main(argv=None) -> int:
             r = fut.result()
             total.add(r)
             lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
-            print(f"{k:28s} {r.tests:3d} tests {r.failed} failed {r.cycles:9d} cycles {r.values:8d} values "
-                  f"{r.mismatches} mismatches, scale latency {lat} cycles, {r.wall:.1f} s"
+            gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
+            print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
+                  f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
                   + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
     print(total.summary() + f" in {time.monotonic() - t0:.1f} s")
     return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 else 1

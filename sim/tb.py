@@ -18,7 +18,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import channel_params
-from hwnorm.golden import range_bn
+from hwnorm.golden import infer, train
 
 
 def pack(fields, values: dict) -> int:
@@ -107,27 +107,31 @@ class Expected:
     x: np.ndarray
     y: list
     stats: dict
-    params: object
+    infer: bool
 
 
 class Scoreboard:
-    """Compares every output value and every channel's statistics bit-exactly with the golden model."""
+    """Compares every output value and every channel's statistics bit-exactly with the golden model.
+
+    Outputs are compared beat by beat: `lanes` values, the masked lanes of a channel's last beat
+    must be 0.
+    """
 
     def __init__(self, log, max_reports: int = 10):
         self.log = log
-        self.outputs: deque = deque()      # expected output values, in order
+        self.beats: deque = deque()        # expected output beats: (values, valid lanes)
         self.stats: deque = deque()        # expected stats dicts, in order
         self.values = 0
         self.stats_checked = 0
         self.mismatches = 0
         self.max_reports = max_reports
 
-    def expect(self, exp: Expected):
-        self.outputs.extend(exp.y)
-        self.stats.append(exp.stats)
+    def expect(self, beats, stats):
+        self.beats.extend(beats)
+        self.stats.append(stats)
 
     def clear(self):
-        self.outputs.clear()
+        self.beats.clear()
         self.stats.clear()
 
     def _mismatch(self, msg):
@@ -135,14 +139,14 @@ class Scoreboard:
         if self.mismatches <= self.max_reports:
             self.log.error("mismatch: %s", msg)
 
-    def on_output(self, value: int, cycle: int):
-        if not self.outputs:
-            self._mismatch(f"unexpected output {value} at cycle {cycle}")
+    def on_beat(self, lanes: list, cycle: int):
+        if not self.beats:
+            self._mismatch(f"unexpected output beat {lanes} at cycle {cycle}")
             return
-        want = self.outputs.popleft()
-        self.values += 1
-        if value != want:
-            self._mismatch(f"output {self.values - 1}: got {value}, expected {want} (cycle {cycle})")
+        want, valid = self.beats.popleft()
+        self.values += valid
+        if lanes != want:
+            self._mismatch(f"output beat: got {lanes}, expected {want} ({valid} valid lanes, cycle {cycle})")
 
     def on_stats(self, got: dict, cycle: int):
         if not self.stats:
@@ -155,29 +159,96 @@ class Scoreboard:
 
     @property
     def done(self) -> bool:
-        return not self.outputs and not self.stats
+        return not self.beats and not self.stats
 
 
-class RangeNormTB:
-    """Drives channels through RangeNorm: descriptor, pass 1 values, pass 2 values; checks all outputs."""
+class NormTB:
+    """Drives channels through NormDatapath (descriptor, then each pass's beats) and checks all outputs.
+
+    Also measures, from the DUT's own i.ready, the cycles between passes (`gaps`, by name).
+    """
 
     def __init__(self, dut, cfg: NormConfig, rng, gap: float = 0.0, stall: float = 0.0):
         self.dut, self.cfg, self.rng = dut, cfg, rng
+        self.lanes = cfg.lanes
         self.chan = StreamDriver(dut, "chan", rng, gap=gap)
         self.data = StreamDriver(dut, "i", rng, gap=gap)
         self.scoreboard = Scoreboard(dut._log)
-        self.out = StreamMonitor(dut, "o", rng, self.scoreboard.on_output, stall=stall,
-                                 signed=cfg.out_fmt.signed)
+        self.out = StreamMonitor(dut, "o", rng, self._on_out, stall=stall)
         self.stat = StreamMonitor(dut, "stats", rng, self._on_stats, stall=stall)
         self.parts = [self.chan, self.data, self.out, self.stat]
         self.cycle = 0
-        self.latencies: set[int] = set()
-        self._ready_watch = None     # cycle of the last pass-1 value, while waiting for pass 2
-        self.pass1_end: deque = deque()  # index (1-based) of each channel's last pass-1 value
-        self.queued = 0                  # data values queued since the last reset
+        self.gaps: dict[str, set] = {}
+        self.boundaries: deque = deque()   # (beat index after which a pass ends, gap name)
+        self.queued = 0                    # beats queued since the last reset
+        self._watch = None
+
+    # -- packing ------------------------------------------------------------------------------
+
+    def _pack_lanes(self, values, bits):
+        word = 0
+        for j, v in enumerate(values):
+            word |= (int(v) & ((1 << bits) - 1)) << (j * bits)
+        return word
+
+    def _on_out(self, word: int, cycle: int):
+        fmt = self.cfg.out_fmt
+        vals = []
+        for j in range(self.lanes):
+            v = (word >> (j * fmt.bits)) & ((1 << fmt.bits) - 1)
+            if fmt.signed and v >> (fmt.bits - 1):
+                v -= 1 << fmt.bits
+            vals.append(v)
+        self.scoreboard.on_beat(vals, cycle)
 
     def _on_stats(self, word: int, cycle: int):
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
+
+    def _beats(self, x):
+        """x as beats of `lanes` values; the masked lanes of the last beat carry random junk."""
+        fi, p = self.cfg.in_fmt, self.lanes
+        beats = []
+        for b in range(0, len(x), p):
+            vals = [int(v) for v in x[b:b + p]]
+            vals += [self.rng.randint(fi.min_int, fi.max_int) for _ in range(p - len(vals))]
+            beats.append(self._pack_lanes(vals, fi.bits))
+        return beats
+
+    # -- channels -----------------------------------------------------------------------------
+
+    def channel(self, x, gamma: int, beta: int, inference: dict | None = None) -> Expected:
+        """Queue one channel (codes x) in training mode, or in inference mode with
+        `inference` = {mean, scale_m, scale_exp} (see hwnorm.constants.inference_params)."""
+        cfg = self.cfg
+        x = np.asarray(x, dtype=np.int64)
+        desc = {name: 0 for name, _, _ in cfg.channel_fields}
+        desc.update(count=len(x), gamma=gamma, beta=beta)
+        if inference is None:
+            res = train(cfg, x[None, :], [gamma], [beta])
+            desc.update(channel_params(cfg, len(x)))
+            passes = cfg.passes
+        else:
+            res = infer(cfg, x[None, :], [gamma], [beta], [inference["mean"]], [inference["scale_m"]],
+                        [inference["scale_exp"]])
+            desc.update(infer=1, **inference)
+            passes = 1
+        self.chan.send([pack(cfg.channel_fields, desc)])
+        beats = self._beats(x)
+        for p in range(passes):
+            self.data.send(beats)
+            self.queued += len(beats)
+            if p < passes - 1:
+                self.boundaries.append((self.queued, "scale" if p == passes - 2 else "pass"))
+        y = [int(v) for v in res.y[0]]
+        out_beats = []
+        for b in range(0, len(y), self.lanes):
+            vals = y[b:b + self.lanes]
+            out_beats.append((vals + [0] * (self.lanes - len(vals)), len(vals)))
+        stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0])}
+        self.scoreboard.expect(out_beats, stats)
+        return Expected(x=x, y=y, stats=stats, infer=inference is not None)
+
+    # -- clocking -----------------------------------------------------------------------------
 
     async def start(self):
         self.dut.rst.value = 1
@@ -189,32 +260,16 @@ class RangeNormTB:
         for p in (self.chan, self.data):
             p.clear()
         self.scoreboard.clear()
-        self.pass1_end.clear()
+        self.boundaries.clear()
         self.data.accepted.clear()
         self.queued = 0
-        self._ready_watch = None
+        self._watch = None
         for k in range(cycles + 1):
             await RisingEdge(self.dut.clk)
             self.cycle += 1
             self.dut.rst.value = int(k < cycles)
             for p in self.parts:
                 p.drive()
-
-    def channel(self, x, gamma: int, beta: int) -> Expected:
-        """Queue one channel (values x, integer codes) and its expected results."""
-        x = np.asarray(x, dtype=np.int64)
-        res = range_bn(self.cfg, x[None, :], [gamma], [beta])
-        hp = channel_params(self.cfg, len(x))
-        desc = dict(count=hp.count, chunk_size=hp.chunk_size, c_full=hp.c_full, c_last=hp.c_last,
-                    gamma=gamma, beta=beta)
-        self.chan.send([pack(self.cfg.channel_fields, desc)])
-        self.data.send([int(v) for v in x] * 2)      # pass 1, then pass 2 (no on-chip buffer)
-        self.pass1_end.append(self.queued + len(x))
-        self.queued += 2 * len(x)
-        stats = {"sum": int(res.stats.sum[0]), "sigma": int(res.stats.sigma[0]), "sat": int(res.stats.sat[0])}
-        exp = Expected(x=x, y=[int(v) for v in res.y[0]], stats=stats, params=hp)
-        self.scoreboard.expect(exp)
-        return exp
 
     async def step(self):
         await RisingEdge(self.dut.clk)
@@ -224,17 +279,17 @@ class RangeNormTB:
         await ReadOnly()
         for p in self.parts:
             p.sample(self.cycle)
-        self._watch_latency()
+        self._watch_gaps()
 
-    def _watch_latency(self):
-        """Latency between passes: from the last pass-1 handshake to the first cycle i.ready is high again."""
-        n_acc = len(self.data.accepted)
-        if self._ready_watch is None and self.pass1_end and n_acc >= self.pass1_end[0]:
-            self._ready_watch = self.data.accepted[self.pass1_end.popleft() - 1]
+    def _watch_gaps(self):
+        """From the last beat of a pass to the first cycle i.ready is high again."""
+        if self._watch is None and self.boundaries and len(self.data.accepted) >= self.boundaries[0][0]:
+            idx, name = self.boundaries.popleft()
+            self._watch = (self.data.accepted[idx - 1], name)
             return
-        if self._ready_watch is not None and self.cycle > self._ready_watch and int(self.data.ready.value):
-            self.latencies.add(self.cycle - self._ready_watch)
-            self._ready_watch = None
+        if self._watch is not None and self.cycle > self._watch[0] and int(self.data.ready.value):
+            self.gaps.setdefault(self._watch[1], set()).add(self.cycle - self._watch[0])
+            self._watch = None
 
     async def run(self, max_cycles: int = 2_000_000):
         """Clock until every queued channel has produced all outputs and stats."""
@@ -247,13 +302,15 @@ class RangeNormTB:
 
     def record(self, name: str, **extra):
         """Append this test's counters to the runner's results file and assert the scoreboard is clean."""
+        gaps = {k: sorted(v) for k, v in self.gaps.items()}
         rec = dict(test=name, cycles=self.cycle, values=self.scoreboard.values,
                    stats=self.scoreboard.stats_checked, mismatches=self.scoreboard.mismatches,
-                   latency=min(self.latencies) if self.latencies else None, **extra)
+                   latency=gaps.get("scale", [None])[0], pass_gap=gaps.get("pass", [None])[0], **extra)
         path = os.environ.get("HWNORM_RESULTS")
         if path:
             with open(path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
         assert self.scoreboard.mismatches == 0, f"{self.scoreboard.mismatches} mismatches"
-        assert len(self.latencies) <= 1, f"latency between passes is not fixed: {sorted(self.latencies)}"
+        for k, v in gaps.items():
+            assert len(v) == 1, f"{k} latency between passes is not fixed: {v}"
         return rec

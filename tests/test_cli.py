@@ -13,7 +13,7 @@ def run(*args):
 def test_help_lists_subcommands():
     r = run("--help")
     assert r.returncode == 0
-    for sub in ("verilog", "sim", "numerics", "golden"):
+    for sub in ("verilog", "sim", "numerics", "tables", "golden"):
         assert sub in r.stdout
 
 
@@ -24,9 +24,10 @@ def test_sim_help_goes_to_the_runner():
 
 def test_verilog_custom_config(tmp_path):
     out = tmp_path / "x.v"
-    assert main(["verilog", "--custom", "--in-fmt", "s6.2", "--chunks", "1", "--max-count", "32", "-o", str(out)]) == 0
+    assert main(["verilog", "--custom", "--kind", "topk", "--k", "4", "--lanes", "2", "--in-fmt", "s6.2",
+                 "--max-count", "32", "-o", str(out)]) == 0
     text = out.read_text()
-    assert "module hwnorm_range_" in text and "i__payload" in text
+    assert "module hwnorm_topk_" in text and "input [11:0] i__payload" in text
 
 
 @pytest.mark.parametrize("args, words", [
@@ -34,6 +35,9 @@ def test_verilog_custom_config(tmp_path):
     (["verilog", "--custom", "--rounding", "up"], ["rounding='up'", "half_up"]),
     (["verilog", "--custom", "--in-fmt", "s40.2"], ["--in-fmt", "bits=40", "[2, 32]"]),
     (["numerics", "--custom", "--max-count", "0"], ["max_count=0"]),
+    (["verilog", "--custom", "--kind", "l1", "--chunks", "4"], ["chunks=4", "kind='range' only"]),
+    (["verilog", "--custom", "--kind", "topk", "--k", "99"], ["k=99", "[1, 32]"]),
+    (["verilog", "--custom", "--lanes", "3"], ["lanes=3", "1, 2, 4, 8"]),
 ])
 def test_bad_configuration_is_a_clear_error(args, words):
     r = run(*args)
@@ -45,4 +49,4 @@ def test_bad_configuration_is_a_clear_error(args, words):
 def test_numerics_prints_bound(capsys):
     assert main(["numerics", "--custom", "--max-count", "64", "--trials", "1"]) == 0
     out = capsys.readouterr().out
-    assert "max err" in out and "custom" in out
+    assert "max err" in out and "training" in out and "inference" in out

@@ -4,7 +4,15 @@ from hwnorm import FixedFormat, NormConfig, default_configs
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(kind="l3"), ["kind", "'l3'", "range"]),
+    (dict(kind="l3"), ["kind", "'l3'", "range, l1, linf, topk, l2"]),
+    (dict(kind="l1", chunks=10), ["chunks=10", "kind='range' only", "allowed 1"]),
+    (dict(kind="linf", k=3), ["k=3", "kind='linf'", "topk"]),
+    (dict(kind="range", k=3), ["k=3", "kind='topk' only"]),
+    (dict(kind="topk", k=0), ["k=0", "[1, 32]"]),
+    (dict(kind="topk", k=33), ["k=33", "[1, 32]"]),
+    (dict(lanes=3), ["lanes=3", "1, 2, 4, 8"]),
+    (dict(lanes=16), ["lanes=16", "1, 2, 4, 8"]),
+    (dict(stat_frac_bits=17), ["stat_frac_bits=17", "[0, 16]"]),
     (dict(max_count=0), ["max_count=0", "[1, 1048576]"]),
     (dict(max_count=1 << 21), ["max_count=2097152", "[1, 1048576]"]),
     (dict(chunks=0), ["chunks=0", "[1, 64]"]),
@@ -46,8 +54,15 @@ def test_json_round_trip_and_hash():
         assert again == cfg and again.hash == cfg.hash
     a, b = NormConfig(), NormConfig(chunks=1)
     assert a.hash != b.hash
+    assert NormConfig(lanes=4).hash != a.hash
     with pytest.raises(ValueError, match="unknown NormConfig field"):
-        NormConfig.from_dict({"lanes": 4})
+        NormConfig.from_dict({"width": 4})
+
+
+def test_kind_defaults():
+    assert (NormConfig().chunks, NormConfig().eps) == (10, 1e-7)
+    assert (NormConfig(kind="topk").k, NormConfig(kind="linf").k, NormConfig(kind="l2").eps) == (10, 1, 1e-5)
+    assert [NormConfig(kind=k).passes for k in ("range", "l1", "linf", "topk", "l2")] == [2, 3, 2, 3, 2]
 
 
 def test_derived_widths_are_consistent():
@@ -55,7 +70,8 @@ def test_derived_widths_are_consistent():
         w = cfg.widths()
         assert cfg.eps_int >= 1
         assert cfg.shift_min <= cfg.shift_max
-        assert cfg.den_bits >= cfg.sigma_bits + cfg.max_count.bit_length() - 1
+        assert cfg.den_bits > cfg.in_fmt.bits
+        assert cfg.scale_exp_range[0] < cfg.scale_exp_range[1]
         assert cfg.const_frac_bits > cfg.precision_bits
         assert all(isinstance(v, int) for v in w.values())
     wide_beta = NormConfig(beta_fmt=FixedFormat(16, 14))
@@ -65,5 +81,8 @@ def test_derived_widths_are_consistent():
 def test_field_layouts_cover_hardware_ports():
     cfg = NormConfig()
     names = [f[0] for f in cfg.channel_fields]
-    assert names == ["count", "chunk_size", "c_full", "c_last", "gamma", "beta"]
-    assert [f[0] for f in cfg.stats_fields] == ["sum", "sigma", "sat"]
+    assert names == ["infer", "count", "chunk_size", "c_full", "c_last", "gamma", "beta", "mean", "scale_m",
+                     "scale_exp"]
+    assert [f[0] for f in NormConfig(kind="topk").channel_fields][2] == "c"
+    assert [f[0] for f in NormConfig(kind="l2").channel_fields][2] == "eps_n"
+    assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat"]

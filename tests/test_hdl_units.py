@@ -32,3 +32,33 @@ def test_reciprocal_is_floor_of_normalized_division_with_fixed_latency():
     sim.add_testbench(bench)
     sim.run()
     assert set(seen) == {dut.latency}
+
+
+def test_isqrt_is_floor_sqrt_with_fixed_latency():
+    import math
+
+    from hwnorm.hdl.blocks import ISqrt
+
+    dut = ISqrt(w_bits=37)
+    rnd = random.Random(9)
+    ws = [0, 1, 2, 3, 4, 15, 16, 17, (1 << 37) - 1, (1 << 36)] + [rnd.randrange(0, 1 << 37) for _ in range(40)]
+    seen = []
+
+    async def bench(ctx):
+        for w in ws:
+            ctx.set(dut.w, w)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                cycles += 1
+            assert ctx.get(dut.root) == math.isqrt(w), w
+            seen.append(cycles)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert set(seen) == {ISqrt.latency_for(37)}

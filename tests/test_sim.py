@@ -1,10 +1,19 @@
-"""The cocotb regression in Verilator, one pytest case per regression configuration."""
+"""The cocotb regression in Verilator, one pytest case per configuration of the `make sim` matrix."""
 import pytest
 
-from hwnorm.hdl import RangeNorm
+from hwnorm.hdl import NormDatapath
 from sim.runner import regression_configs, run
 
 CONFIGS = regression_configs(full=False)
+COCOTB_TESTS = 8
+
+
+def test_matrix_covers_every_kind_width_and_lanes():
+    seen = {(c.kind, c.in_fmt.bits, c.lanes) for c in CONFIGS.values()}
+    for kind in ("range", "l1", "linf", "topk", "l2"):
+        for bits in (8, 16):
+            for lanes in (1, 4):
+                assert (kind, bits, lanes) in seen
 
 
 @pytest.mark.parametrize("key", sorted(CONFIGS))
@@ -12,9 +21,11 @@ def test_cocotb_regression_is_bit_exact(key):
     cfg = CONFIGS[key]
     r = run(cfg, seed=11)
     logs = [rec["log"] for rec in r.records if "log" in rec]
-    assert r.tests == 6, logs
+    assert r.tests == COCOTB_TESTS, logs
     assert r.failed == 0, f"cocotb tests failed, see {logs}"
     assert r.mismatches == 0
-    assert r.values > 1000 and r.stats > 20
+    assert r.values > 3000 and r.stats > 40
     latencies = {rec["latency"] for rec in r.records if rec.get("latency") is not None}
-    assert latencies == {RangeNorm.scale_latency_for(cfg)}
+    assert latencies == {NormDatapath.scale_latency_for(cfg)}
+    gaps = {rec["pass_gap"] for rec in r.records if rec.get("pass_gap") is not None}
+    assert gaps == ({NormDatapath.pass_gap_for(cfg)} if cfg.passes == 3 else set())

@@ -1,13 +1,14 @@
-"""Float64 reference of Range batch-norm, as in the public reference implementation.
+"""Float64 references of the normalizations, as in the public reference implementations.
 
-x has shape (C, n): per channel, the n values the layer reduces over.
+x has shape (C, n): per channel, the n values the layer reduces over. Every kind shares the
+mean and the affine step; they differ only in the deviation estimate sigma_hat.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..config import NormConfig
-from ..constants import c_range, chunk_sizes
+from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
 def _as_2d(name: str, x) -> np.ndarray:
@@ -19,8 +20,12 @@ def _as_2d(name: str, x) -> np.ndarray:
     return x
 
 
+def _col(v) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64).reshape(-1, 1)
+
+
 def range_sigma(x, chunks: int = 10, eps: float = 1e-7) -> np.ndarray:
-    """sigma_hat per channel: mean over torch.chunk chunks of C_range(m) * (max - min), plus eps."""
+    """Mean over torch.chunk chunks of C_range(m) * (max - min), plus eps."""
     x = _as_2d("x", x)
     sizes = chunk_sizes(x.shape[1], chunks)
     acc = np.zeros(x.shape[0])
@@ -32,28 +37,58 @@ def range_sigma(x, chunks: int = 10, eps: float = 1e-7) -> np.ndarray:
     return acc / len(sizes) + eps
 
 
-def range_bn_train(x, gamma, beta, chunks: int = 10, eps: float = 1e-7):
-    """Training-mode Range BN with batch statistics. Returns (y, mean, sigma_hat)."""
+def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5) -> np.ndarray:
+    """The deviation estimate of `kind` per channel (see shared norms table in docs/numerics.md)."""
+    x = _as_2d("x", x)
+    n = x.shape[1]
+    dev = np.abs(x - x.mean(axis=1, keepdims=True))
+    if kind == "range":
+        return range_sigma(x, chunks, eps)
+    if kind == "l1":
+        return L1_CONST * dev.mean(axis=1) + eps
+    if kind in ("linf", "topk"):
+        kk = 1 if kind == "linf" else topk_eff(n, k)
+        top = -np.sort(-dev, axis=1)[:, :kk]
+        return c_inf(n) * top.mean(axis=1) + eps
+    if kind == "l2":
+        return np.sqrt((dev ** 2).mean(axis=1) + eps)
+    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2")
+
+
+def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7):
+    """Training-mode normalization with batch statistics. Returns (y, mean, sigma_hat)."""
     x = _as_2d("x", x)
     mean = x.mean(axis=1)
-    sigma = range_sigma(x, chunks, eps)
-    g = np.asarray(gamma, dtype=np.float64).reshape(-1, 1)
-    b = np.asarray(beta, dtype=np.float64).reshape(-1, 1)
-    y = g * (x - mean[:, None]) / sigma[:, None] + b
+    sigma = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps)
+    y = _col(gamma) * (x - mean[:, None]) / sigma[:, None] + _col(beta)
     return y, mean, sigma
 
 
-def range_bn_infer(x, gamma, beta, mean, scale):
-    """Inference-mode Range BN: y = gamma * (x - mean) * scale + beta with given per-channel mean/scale."""
+def norm_infer(x, gamma, beta, mean, scale):
+    """Inference-mode normalization: y = gamma * (x - mean) * scale + beta with given per-channel mean/scale."""
     x = _as_2d("x", x)
-    col = lambda v: np.asarray(v, dtype=np.float64).reshape(-1, 1)  # noqa: E731
-    return col(gamma) * (x - col(mean)) * col(scale) + col(beta)
+    return _col(gamma) * (x - _col(mean)) * _col(scale) + _col(beta)
 
 
-def reference_out_lsb(cfg: NormConfig, x, gamma, beta) -> np.ndarray:
+def range_bn_train(x, gamma, beta, chunks: int = 10, eps: float = 1e-7):
+    """Range BN (the reference RangeBN), training mode."""
+    return norm_train(x, gamma, beta, "range", chunks=chunks, eps=eps)
+
+
+def train_out_lsb(cfg: NormConfig, x, gamma, beta) -> np.ndarray:
     """The float reference on fixed-point codes, in output LSBs, unrounded and unsaturated."""
-    xf = np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb
-    gf = np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb
-    bf = np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb
-    y, _, _ = range_bn_train(xf, gf, bf, cfg.chunks, cfg.eps)
+    y, _, _ = norm_train(np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb,
+                         np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb,
+                         np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb,
+                         cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+    return y * (1 << cfg.out_fmt.frac)
+
+
+def infer_out_lsb(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp) -> np.ndarray:
+    """Inference reference on codes (mean, scale as the hardware holds them), in output LSBs."""
+    mean_f = np.asarray(mean, dtype=np.float64) * 2.0 ** -(cfg.in_fmt.frac + cfg.stat_frac_bits)
+    scale_f = np.asarray(scale_m, dtype=np.float64) * np.exp2(np.asarray(scale_exp, dtype=np.float64))
+    y = norm_infer(np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb,
+                   np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb,
+                   np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb, mean_f, scale_f)
     return y * (1 << cfg.out_fmt.frac)

@@ -1,5 +1,6 @@
 """Amaranth generators. Never imports hwnorm.golden (two independent implementations)."""
-from .datapath import RangeNorm
+from .datapath import NormDatapath
+from .deviation import DEVIATIONS
 from .reciprocal import Reciprocal
 
-__all__ = ["RangeNorm", "Reciprocal"]
+__all__ = ["NormDatapath", "DEVIATIONS", "Reciprocal"]

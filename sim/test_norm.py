@@ -1,0 +1,193 @@
+"""cocotb regression of NormDatapath (every kind): bit-exact against hwnorm.golden, with random
+input gaps and output back-pressure. The configuration comes from HWNORM_CONFIG (JSON), set by
+sim/runner.py; HWNORM_FULL=1 makes the random tests longer.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import cocotb
+import numpy as np
+
+from hwnorm.config import NormConfig
+from hwnorm.constants import inference_params
+from tb import NormTB
+
+CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
+FULL = os.environ.get("HWNORM_FULL") == "1"
+FI, FG, FB = CFG.in_fmt, CFG.gamma_fmt, CFG.beta_fmt
+
+
+def _rngs():
+    seed = cocotb.RANDOM_SEED
+    return random.Random(seed), np.random.default_rng(seed)
+
+
+def _counts():
+    """1, 2, a prime, a power of two, fewer values than chunks need, and the configured maximum."""
+    n = [1, 2, 13, 64, 11, CFG.max_count]
+    if FULL:
+        n += [3, 97, 128, 255, CFG.max_count - 1]
+    return sorted({c for c in n if 1 <= c <= CFG.max_count})
+
+
+def _affine(rng):
+    g = int(rng.integers(max(FG.min_int, -(2 << FG.frac)), min(FG.max_int, 2 << FG.frac) + 1))
+    b = int(rng.integers(FB.min_int, FB.max_int + 1) // 4)
+    return g, b
+
+
+def _x(rng, n):
+    return rng.integers(FI.min_int, FI.max_int + 1, size=n)
+
+
+def _inference(rng):
+    """Random running statistics, as the host maps them to the hardware format."""
+    span = (FI.max_int - FI.min_int) * FI.lsb
+    mean = float(rng.uniform(FI.min_int, FI.max_int)) * FI.lsb
+    scale = float(2.0 ** rng.uniform(-1, 4)) / span
+    return inference_params(CFG, mean, scale)
+
+
+@cocotb.test()
+async def random_counts(dut):
+    """Random data at every interesting count, 30% input gaps, 30% output back-pressure."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.3, stall=0.3)
+    await tb.start()
+    for n in _counts():
+        for _ in range(3 if FULL else 1):
+            tb.channel(_x(rng, n), *_affine(rng))
+    for n in (5, 40):       # narrow data around a random centre: small deviations, large multipliers
+        centre = int(rng.integers(FI.min_int + 4, FI.max_int - 3))
+        tb.channel(centre + rng.integers(-3, 4, size=n), *_affine(rng))
+    await tb.run()
+    tb.record("random_counts")
+
+
+@cocotb.test()
+async def inference(dut):
+    """Inference channels (one pass, given mean/scale) interleaved with training channels."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.25, stall=0.25)
+    await tb.start()
+    for i, n in enumerate((1, 7, 64, 13, min(CFG.max_count, 300)) * (3 if FULL else 1)):
+        tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng))
+        if i % 2:
+            tb.channel(_x(rng, n), *_affine(rng))
+    # extreme scales: the smallest and largest the configuration accepts
+    lo, hi = CFG.scale_exp_range
+    for exp, man in ((lo, 1 << CFG.recip_bits), (hi, (1 << (CFG.recip_bits + 1)) - 1)):
+        tb.channel(_x(rng, 9), *_affine(rng), inference={"mean": 0, "scale_m": man, "scale_exp": exp})
+    await tb.run()
+    tb.record("inference")
+
+
+@cocotb.test()
+async def all_equal(dut):
+    """Zero deviation: sigma is eps alone and every output is beta."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
+    await tb.start()
+    for n, v in ((1, FI.max_int), (7, 0), (64, FI.min_int), (33, 3)):
+        tb.channel(np.full(min(n, CFG.max_count), v), *_affine(rng))
+    await tb.run()
+    tb.record("all_equal")
+
+
+@cocotb.test()
+async def extremes(dut):
+    """Most negative / most positive inputs, alternating and with single outliers, extreme gamma/beta."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.1, stall=0.1)
+    await tb.start()
+    lo, hi = FI.min_int, FI.max_int
+    n = min(CFG.max_count, 50)
+    alt = np.where(np.arange(n) % 2 == 0, lo, hi)
+    outlier = np.full(n, lo)
+    outlier[n // 2] = hi
+    mirrored = hi - (outlier - lo)          # all most-positive, one most-negative
+    for x in (alt, outlier, mirrored, np.full(CFG.max_count, hi)):
+        tb.channel(x, FG.max_int, 0)
+        tb.channel(x, FG.min_int, FB.max_int)
+    await tb.run()
+    tb.record("extremes")
+
+
+@cocotb.test()
+async def ties(dut):
+    """Repeated values: ties for the maximum, the minimum and the k-th largest deviation."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
+    await tb.start()
+    a, b = FI.min_int // 2 if FI.signed else 1, FI.max_int // 2
+    for n in (2, 12, 31, min(CFG.max_count, 64)):
+        n = min(n, CFG.max_count)
+        two = np.where(np.arange(n) % 3 == 0, a, b)                 # only two distinct values
+        tb.channel(two, *_affine(rng))
+        sym = np.concatenate([np.full(n // 2, a), np.full(n - n // 2, b)])   # symmetric: ties in |x - mu|
+        tb.channel(rng.permutation(sym), *_affine(rng))
+        few = rng.choice([a, 0, b], size=n)
+        tb.channel(few, *_affine(rng))
+    await tb.run()
+    tb.record("ties")
+
+
+@cocotb.test()
+async def saturating_affine(dut):
+    """gamma and beta at their limits: outputs saturate and the hardware counts them."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.3)
+    await tb.start()
+    total = 0
+    for g in (FG.max_int, FG.min_int):
+        for b in (FB.max_int, FB.min_int, 0):
+            total += tb.channel(_x(rng, min(30, CFG.max_count)), g, b).stats["sat"]
+    await tb.run()
+    assert total > 0, "saturation case did not saturate: test data is wrong"
+    tb.record("saturating_affine", saturated=total)
+
+
+@cocotb.test()
+async def reset_mid_channel(dut):
+    """Reset during the first pass and during the last pass; the next channels must be exact."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
+    await tb.start()
+    n = min(CFG.max_count, 40)
+    beats = -(-n // CFG.lanes)
+    for stop_after in (beats // 2, (CFG.passes - 1) * beats + beats // 2):
+        tb.channel(_x(rng, n), *_affine(rng))
+        while len(tb.data.accepted) < max(1, stop_after):
+            await tb.step()
+        await tb.reset()
+        tb.channel(_x(rng, n), *_affine(rng))
+        await tb.run()
+    tb.record("reset_mid_channel")
+
+
+@cocotb.test()
+async def back_to_back(dut):
+    """Channels back to back with no gaps or back-pressure: one beat (`lanes` values) per clock in
+    every pass, and a fixed latency between passes."""
+    r, rng = _rngs()
+    tb = NormTB(dut, CFG, r)
+    await tb.start()
+    counts = [min(CFG.max_count, c) for c in (16, 100, 1, 37, 256)]
+    for n in counts:
+        tb.channel(_x(rng, n), *_affine(rng))
+    tb.channel(_x(rng, counts[1]), *_affine(rng), inference=_inference(rng))
+    await tb.run()
+    acc = tb.data.accepted
+    pos = 0
+    for n, passes in [(c, CFG.passes) for c in counts] + [(counts[1], 1)]:
+        beats = -(-n // CFG.lanes)
+        for p in range(passes):
+            run = acc[pos:pos + beats]
+            assert run[-1] - run[0] == beats - 1, \
+                f"pass {p + 1} of a {n}-value channel took {run[-1] - run[0] + 1} cycles for {beats} beats"
+            pos += beats
+    rec = tb.record("back_to_back", values_per_cycle=CFG.lanes)
+    dut._log.info("back_to_back: %d cycles, gaps %s", tb.cycle, tb.gaps)
+    return rec
