@@ -19,11 +19,6 @@ FULL = os.environ.get("HWNORM_FULL") == "1"
 FI, FG, FB = CFG.in_fmt, CFG.gamma_fmt, CFG.beta_fmt
 
 
-def _rngs():
-    seed = cocotb.RANDOM_SEED
-    return random.Random(seed), np.random.default_rng(seed)
-
-
 def _counts():
     """1, 2, a prime, a power of two, fewer values than chunks need, and the configured maximum."""
     n = [1, 2, 13, 64, 11, CFG.max_count]
@@ -42,6 +37,15 @@ def _x(rng, n):
     return rng.integers(FI.min_int, FI.max_int + 1, size=n)
 
 
+async def _bench(dut, gap=0.0, stall=0.0):
+    """A started testbench and its random generators (seeded from cocotb's RANDOM_SEED)."""
+    seed = cocotb.RANDOM_SEED
+    rng = np.random.default_rng(seed)
+    tb = NormTB(dut, CFG, random.Random(seed), gap=gap, stall=stall)
+    await tb.start()
+    return tb, rng
+
+
 def _inference(rng):
     """Random running statistics, as the host maps them to the hardware format."""
     span = (FI.max_int - FI.min_int) * FI.lsb
@@ -53,9 +57,7 @@ def _inference(rng):
 @cocotb.test()
 async def random_counts(dut):
     """Random data at every interesting count, 30% input gaps, 30% output back-pressure."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.3, stall=0.3)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.3, 0.3)
     for n in _counts():
         for _ in range(3 if FULL else 1):
             tb.channel(_x(rng, n), *_affine(rng))
@@ -69,9 +71,7 @@ async def random_counts(dut):
 @cocotb.test()
 async def inference(dut):
     """Inference channels (one pass, given mean/scale) interleaved with training channels."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.25, stall=0.25)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.25, 0.25)
     for i, n in enumerate((1, 7, 64, 13, min(CFG.max_count, 300)) * (3 if FULL else 1)):
         tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng))
         if i % 2:
@@ -87,9 +87,7 @@ async def inference(dut):
 @cocotb.test()
 async def all_equal(dut):
     """Zero deviation: sigma is eps alone and every output is beta."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.2, 0.2)
     for n, v in ((1, FI.max_int), (7, 0), (64, FI.min_int), (33, 3)):
         tb.channel(np.full(min(n, CFG.max_count), v), *_affine(rng))
     await tb.run()
@@ -99,9 +97,7 @@ async def all_equal(dut):
 @cocotb.test()
 async def extremes(dut):
     """Most negative / most positive inputs, alternating and with single outliers, extreme gamma/beta."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.1, stall=0.1)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.1, 0.1)
     lo, hi = FI.min_int, FI.max_int
     n = min(CFG.max_count, 50)
     alt = np.where(np.arange(n) % 2 == 0, lo, hi)
@@ -118,9 +114,7 @@ async def extremes(dut):
 @cocotb.test()
 async def ties(dut):
     """Repeated values: ties for the maximum, the minimum and the k-th largest deviation."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.2, 0.2)
     a, b = FI.min_int // 2 if FI.signed else 1, FI.max_int // 2
     for n in (2, 12, 31, min(CFG.max_count, 64)):
         n = min(n, CFG.max_count)
@@ -137,9 +131,7 @@ async def ties(dut):
 @cocotb.test()
 async def saturating_affine(dut):
     """gamma and beta at their limits: outputs saturate and the hardware counts them."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.3)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.2, 0.3)
     total = 0
     for g in (FG.max_int, FG.min_int):
         for b in (FB.max_int, FB.min_int, 0):
@@ -152,9 +144,7 @@ async def saturating_affine(dut):
 @cocotb.test()
 async def reset_mid_channel(dut):
     """Reset during the first pass and during the last pass; the next channels must be exact."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r, gap=0.2, stall=0.2)
-    await tb.start()
+    tb, rng = await _bench(dut, 0.2, 0.2)
     n = min(CFG.max_count, 40)
     beats = -(-n // CFG.lanes)
     for stop_after in (beats // 2, (CFG.passes - 1) * beats + beats // 2):
@@ -171,9 +161,7 @@ async def reset_mid_channel(dut):
 async def back_to_back(dut):
     """Channels back to back with no gaps or back-pressure: one beat (`lanes` values) per clock in
     every pass, and a fixed latency between passes."""
-    r, rng = _rngs()
-    tb = NormTB(dut, CFG, r)
-    await tb.start()
+    tb, rng = await _bench(dut)
     counts = [min(CFG.max_count, c) for c in (16, 100, 1, 37, 256)]
     for n in counts:
         tb.channel(_x(rng, n), *_affine(rng))

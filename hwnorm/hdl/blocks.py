@@ -56,40 +56,51 @@ class _BeatUnit(wiring.Component):
             **members,
         })
 
-    def lane(self, j):
-        return self.valid & self.mask[j]
 
+class _LaneAccumulator(_BeatUnit):
+    """Accumulates term(x) over the channel: one term per lane, an adder tree, an accumulator."""
 
-class SumUnit(_BeatUnit):
-    """S = sum(x): an adder tree across lanes and an accumulator."""
+    output = None
 
-    def __init__(self, cfg):
-        super().__init__(cfg, {"sum": Out(signed(cfg.sum_bits))})
+    def __init__(self, cfg, shape):
+        super().__init__(cfg, {self.output: Out(shape)})
 
-    def elaborate(self, platform):
-        m = Module()
-        beat = tree_sum(Mux(self.mask[j], self.x[j], 0) for j in range(self.cfg.lanes))
-        with m.If(self.clear):
-            m.d.sync += self.sum.eq(0)
-        with m.Elif(self.valid):
-            m.d.sync += self.sum.eq(self.sum + beat)
-        return m
-
-
-class SumSquares(_BeatUnit):
-    """sum(x^2) for the L2 baseline: one squarer per lane, an adder tree, an accumulator."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg, {"sq_sum": Out(cfg.sq_sum_bits)})
+    def term(self, x):
+        raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
-        beat = tree_sum(Mux(self.mask[j], self.x[j] * self.x[j], 0) for j in range(self.cfg.lanes))
+        acc = getattr(self, self.output)
+        beat = tree_sum(Mux(self.mask[j], self.term(self.x[j]), 0) for j in range(self.cfg.lanes))
         with m.If(self.clear):
-            m.d.sync += self.sq_sum.eq(0)
+            m.d.sync += acc.eq(0)
         with m.Elif(self.valid):
-            m.d.sync += self.sq_sum.eq(self.sq_sum + beat)
+            m.d.sync += acc.eq(acc + beat)
         return m
+
+
+class SumUnit(_LaneAccumulator):
+    """S = sum(x)."""
+
+    output = "sum"
+
+    def __init__(self, cfg):
+        super().__init__(cfg, signed(cfg.sum_bits))
+
+    def term(self, x):
+        return x
+
+
+class SumSquares(_LaneAccumulator):
+    """sum(x^2) for the L2 baseline: a squarer per lane."""
+
+    output = "sq_sum"
+
+    def __init__(self, cfg):
+        super().__init__(cfg, cfg.sq_sum_bits)
+
+    def term(self, x):
+        return x * x
 
 
 class MinMax(_BeatUnit):
