@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnorm-installed
 JOBS   ?= auto
 
-.PHONY: install sim test verilog golden numerics docs clean distclean
+.PHONY: install sim test verilog golden numerics docs bench accuracy clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ verilog: $(STAMP)
 ## regenerate the frozen vectors in golden/ (only when the specification changes on purpose)
 golden: $(STAMP)
 	$(VENV)/bin/hwnorm golden
+
+## values/s through the golden model, the rtl backend, cocotb and raw Verilator, with ratios
+bench: $(STAMP)
+	$(VENV)/bin/hwnorm bench
+
+## end-to-end accuracy of every norm kind on sklearn digits, float / golden / rtl at 8 and 16 bits
+accuracy: $(STAMP)
+	$(VENV)/bin/hwnorm accuracy
 
 ## regenerate the tables in docs/ (numeric error, passes and latency)
 docs: $(STAMP)

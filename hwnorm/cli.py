@@ -1,4 +1,4 @@
-"""The `hwnorm` command: verilog, sim, numerics, tables, golden."""
+"""The `hwnorm` command: verilog, sim, numerics, accuracy, bench, tables, golden."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,37 @@ def cmd_numerics(args) -> int:
     return 0
 
 
+def _dump_json(path, data):
+    import json
+    text = json.dumps(data, indent=2, sort_keys=True)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
+def cmd_accuracy(args) -> int:
+    from .torch.accuracy import format_table, run
+    res = run(kinds=args.kinds, backends=args.backends, fmts=args.fmts, epochs=args.epochs, seed=args.seed,
+              quiet=args.quiet)
+    if args.json != "-":
+        print(format_table(res))
+    if args.json:
+        _dump_json(args.json, res)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run
+    res = run(kind=args.kind, fmt=args.fmt, lanes=args.lanes, channels=args.channels, count=args.count,
+              cocotb=not args.no_cocotb, quiet=args.quiet)
+    if args.json != "-":
+        print(format_report(res))
+    if args.json:
+        _dump_json(args.json, res)
+    return 0
+
+
 def cmd_tables(args) -> int:
     from .reports import DOCS, doc_tables, replace_block
     for (doc, block), text in doc_tables().items():
@@ -120,6 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
+
+    p = sub.add_parser("accuracy", help="train a small CNN on sklearn digits per norm kind; accuracy on float/golden/rtl")
+    p.add_argument("--kinds", nargs="+", default=["l2", "range", "l1", "linf", "topk"])
+    p.add_argument("--backends", nargs="+", default=["float", "golden", "rtl"])
+    p.add_argument("--fmts", nargs="+", default=["s8", "s16"])
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_accuracy)
+
+    p = sub.add_parser("bench", help="values/s: golden model, rtl backend, cocotb path and raw Verilator, with ratios")
+    p.add_argument("--kind", default="range")
+    p.add_argument("--fmt", default="s8", choices=["s8", "s16"])
+    p.add_argument("--lanes", type=int, default=1)
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--count", type=int, default=4096, help="values per channel")
+    p.add_argument("--no-cocotb", action="store_true", help="skip the cocotb path (no source checkout needed)")
+    p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tables", help="the generated tables of docs/ (numeric error, passes and latency)")
     p.add_argument("--write", action="store_true", help="rewrite the tables inside docs/*.md")

@@ -18,27 +18,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import channel_params
+from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
-
-
-def pack(fields, values: dict) -> int:
-    """Pack named integers into one vector, first field at the LSB (amaranth StructLayout order)."""
-    word, offset = 0, 0
-    for name, width, _signed in fields:
-        word |= (int(values[name]) & ((1 << width) - 1)) << offset
-        offset += width
-    return word
-
-
-def unpack(fields, word: int) -> dict:
-    out, offset = {}, 0
-    for name, width, signed in fields:
-        v = (word >> offset) & ((1 << width) - 1)
-        if signed and v >> (width - 1):
-            v -= 1 << width
-        out[name] = v
-        offset += width
-    return out
 
 
 class StreamDriver:

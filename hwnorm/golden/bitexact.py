@@ -94,7 +94,7 @@ def deviation_den(cfg: NormConfig, xo, s, hp) -> np.ndarray:
     raise ValueError(f"kind={cfg.kind!r} is not supported")
 
 
-def _affine(cfg: NormConfig, d, mult, shift_raw, beta):
+def _affine(cfg: NormConfig, d, mult, shift_raw, beta, unrounded: bool = True):
     """Shared last steps: align SH >= shift_min, add beta and half, shift, round, saturate."""
     low = shift_raw < cfg.shift_min
     mult = np.left_shift(mult, np.where(low, cfg.shift_min - shift_raw, 0))
@@ -114,13 +114,16 @@ def _affine(cfg: NormConfig, d, mult, shift_raw, beta):
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
     sat = ((yq < lo) | (yq > hi)).sum(axis=1).astype(np.int64)
     y = np.clip(yq, lo, hi).astype(np.int64)
-    unrounded = np.array([[float(Fraction(int(v), 1 << int(k))) for v in row]
-                          for row, k in zip(acc - _col(half), shift)], dtype=np.float64).reshape(acc.shape)
-    return y, sat, mult, shift.astype(np.int64), unrounded
+    unr = None
+    if unrounded:
+        unr = np.array([[float(Fraction(int(v), 1 << int(k))) for v in row]
+                        for row, k in zip(acc - _col(half), shift)], dtype=np.float64).reshape(acc.shape)
+    return y, sat, mult, shift.astype(np.int64), unr
 
 
-def train(cfg: NormConfig, x, gamma, beta) -> Result:
-    """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,)."""
+def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True) -> Result:
+    """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,).
+    `unrounded=False` skips the (slow, exact) float of the value before rounding."""
     xo, g, b = _check(cfg, x, gamma, beta)
     n = xo.shape[1]
     hp = channel_params(cfg, n)
@@ -130,12 +133,12 @@ def train(cfg: NormConfig, x, gamma, beta) -> Result:
     q = cfg.recip_bits
     recip = np.array([(1 << int(l + q)) // int(dd) for l, dd in zip(lead, den)], dtype=object)
     d = n * xo - _col(s)                                     # exact: d / n = x - mu
-    y, sat, mult, shift, unr = _affine(cfg, d, g * recip, lead + cfg.shift_base, b)
+    y, sat, mult, shift, unr = _affine(cfg, d, g * recip, lead + cfg.shift_base, b, unrounded)
     return Result(y=y, stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat),
                   mult=mult, shift=shift, unrounded=unr)
 
 
-def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp) -> Result:
+def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, unrounded: bool = True) -> Result:
     """Inference mode: y = gamma * (x - mean) * scale + beta, mean/scale as the hardware holds them
     (see constants.inference_params): exact up to the final rounding."""
     xo, g, b = _check(cfg, x, gamma, beta)
@@ -156,7 +159,7 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp) -> Result:
         raise ValueError(f"mean holds a value out of range: allowed [{m_lo}, {m_hi}]")
     d = np.left_shift(xo, cfg.stat_frac_bits) - _col(mean)
     shift_raw = np.array([cfg.inf_shift_base - int(e) for e in scale_exp], dtype=object)
-    y, sat, mult, shift, unr = _affine(cfg, d, g * scale_m, shift_raw, b)
+    y, sat, mult, shift, unr = _affine(cfg, d, g * scale_m, shift_raw, b, unrounded)
     zeros = np.zeros(c, dtype=np.int64)
     return Result(y=y, stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat),
                   mult=mult, shift=shift, unrounded=unr)

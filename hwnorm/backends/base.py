@@ -1,0 +1,144 @@
+"""The backend interface: a normalization layer's channels (C, n) in float, out in float.
+
+`float` runs the float reference. `golden` and `rtl` map the activations to the configuration's
+fixed-point input format (one LSB = `in_scale`, chosen per layer by the caller), run the bit-exact
+model or the Verilated hardware on the codes, and map the output codes back; both produce the same
+bits. Saturation of the inputs (quantization) and of the outputs (datapath clamp) is counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import NormConfig
+from ..constants import inference_params
+from ..fixed import quantize
+from ..golden import norm_infer, norm_train
+
+
+@dataclass
+class LayerResult:
+    y: np.ndarray                    # (C, n) float64, real units
+    mean: np.ndarray | None = None   # training: batch mean per channel (real units)
+    sigma: np.ndarray | None = None  # training: batch sigma_hat per channel (real units)
+    saturated_in: int = 0            # input values clipped by the quantization
+    saturated_out: int = 0           # outputs clamped by the datapath
+    values: int = 0
+
+
+class Backend:
+    """forward(cfg, x, gamma, beta, train=..., mean=..., sigma=..., in_scale=...) -> LayerResult."""
+
+    name = "?"
+    cycles = 0
+
+    def forward(self, cfg: NormConfig, x, gamma, beta, *, train: bool, mean=None, sigma=None,
+                in_scale: float = 1.0) -> LayerResult:
+        raise NotImplementedError
+
+
+class FloatBackend(Backend):
+    """The float64 reference (hwnorm.golden.reference): no quantization."""
+
+    name = "float"
+
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+        if train:
+            y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+            return LayerResult(y=y, mean=m, sigma=s, values=x.size)
+        return LayerResult(y=norm_infer(x, gamma, beta, mean, 1.0 / np.asarray(sigma)), values=x.size)
+
+
+class FixedPointBackend(Backend):
+    """Shared float <-> fixed-point mapping; subclasses run the codes (train_codes / infer_codes)."""
+
+    def train_codes(self, cfg, x, g, b):
+        """-> (y codes (C, n), sum (C,), den (C,), sat (C,))"""
+        raise NotImplementedError
+
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
+        """-> (y codes (C, n), sat (C,))"""
+        raise NotImplementedError
+
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+        x = np.asarray(x, dtype=np.float64)
+        channels, n = x.shape
+        xq, sat_in = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)
+        g, sat_g = quantize(gamma, cfg.gamma_fmt)
+        b, sat_b = quantize(beta, cfg.beta_fmt)
+        unit = in_scale * (1 << cfg.in_fmt.frac)          # real value of 1.0 in the hardware's input format
+        out_lsb = cfg.out_fmt.lsb
+        if train:
+            if n > cfg.max_count:
+                raise ValueError(f"count={n} values per channel exceeds max_count={cfg.max_count} of the "
+                                 f"generated configuration: generate one with a larger max_count")
+            y, s, den, sat = self.train_codes(cfg, xq, g, b)
+            mean_hw = np.asarray(s, dtype=np.float64) / n * cfg.in_fmt.lsb
+            sigma_hw = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
+            return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in + sat_g + sat_b,
+                               saturated_out=int(np.sum(sat)), values=x.size)
+        p = [inference_params(cfg, float(mu) / unit, unit / float(sg)) for mu, sg in zip(mean, sigma)]
+        stat = [np.array([q[k] for q in p], dtype=np.int64) for k in ("mean", "scale_m", "scale_exp")]
+        y = np.empty((channels, n), dtype=np.int64)
+        sat_out = 0
+        for lo in range(0, n, cfg.max_count):            # inference is per value: long channels in pieces
+            hi = min(n, lo + cfg.max_count)
+            y[:, lo:hi], sat = self.infer_codes(cfg, xq[:, lo:hi], g, b, *stat)
+            sat_out += int(np.sum(sat))
+        return LayerResult(y=y * out_lsb, saturated_in=sat_in + sat_g + sat_b, saturated_out=sat_out, values=x.size)
+
+
+class GoldenBackend(FixedPointBackend):
+    """The bit-exact NumPy model (hwnorm.golden.bitexact)."""
+
+    name = "golden"
+
+    def train_codes(self, cfg, x, g, b):
+        from ..golden import train
+        r = train(cfg, x, g, b, unrounded=False)
+        return r.y, r.stats.sum, r.stats.den, r.stats.sat
+
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
+        from ..golden import infer
+        r = infer(cfg, x, g, b, mean, scale_m, scale_exp, unrounded=False)
+        return r.y, r.stats.sat
+
+
+class RtlBackend(FixedPointBackend):
+    """The generated Verilog in Verilator, cycle-accurate, in-process (one model per configuration)."""
+
+    name = "rtl"
+
+    def __init__(self):
+        self.models = {}
+
+    def model(self, cfg):
+        if cfg not in self.models:
+            from .verilator import VerilatedDatapath
+            self.models[cfg] = VerilatedDatapath(cfg)
+        return self.models[cfg]
+
+    @property
+    def cycles(self) -> int:
+        return sum(m.cycles for m in self.models.values())
+
+    def train_codes(self, cfg, x, g, b):
+        y, stats = self.model(cfg).train(x, g, b)
+        return y, [s["sum"] for s in stats], [s["den"] for s in stats], [s["sat"] for s in stats]
+
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
+        y, stats = self.model(cfg).infer(x, g, b, mean, scale_m, scale_exp)
+        return y, [s["sat"] for s in stats]
+
+
+BACKENDS = {"float": FloatBackend, "golden": GoldenBackend, "rtl": RtlBackend}
+
+
+def get_backend(name) -> Backend:
+    """A backend by name (float, golden, rtl), or the Backend instance itself."""
+    if isinstance(name, Backend):
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is not supported: allowed {', '.join(BACKENDS)}")
+    return BACKENDS[name]()

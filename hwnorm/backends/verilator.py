@@ -1,0 +1,168 @@
+"""The `rtl` backend: the generated Verilog, Verilated and driven in-process through a small C++
+harness (harness.cpp) loaded with ctypes. Whole channels run in C++; Python only packs arguments.
+
+Builds are cached per configuration (and per Verilog/harness text) under build/rtl/, under an
+exclusive file lock, and published by an atomic rename, so concurrent processes never see a
+half-written library.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..config import NormConfig
+from ..constants import channel_params
+from ..emit import verilog_text
+from ..fields import from_words, to_words, unpack, width
+from ..toolchain import setup_verilator_env, verilator_root
+
+HARNESS = Path(__file__).resolve().parent / "harness.cpp"
+BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
+                   "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
+CXXFLAGS = ["-O2", "-fPIC"]
+
+
+class BuildError(RuntimeError):
+    """Verilator or the C++ compiler failed; the message carries their output."""
+
+
+def _run(cmd, cwd, env, what):
+    try:
+        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        raise BuildError(f"{what} failed: {cmd[0]!r} not found ({e}). Install a C++ compiler "
+                         f"(e.g. apt-get install g++) or set CXX") from e
+    if r.returncode != 0:
+        out = (r.stdout + r.stderr)[-6000:]
+        raise BuildError(f"{what} failed (exit {r.returncode}): {' '.join(map(str, cmd))}\n{out}")
+    return r
+
+
+def library_path(cfg: NormConfig) -> Path:
+    """Build (once) and return the shared library of cfg's Verilated datapath."""
+    text = verilog_text(cfg)
+    cxx = os.environ.get("CXX", "g++")
+    key = hashlib.sha256("\n".join([text, HARNESS.read_text(), cxx, *VERILATOR_FLAGS, *CXXFLAGS]).encode()).hexdigest()[:12]
+    out_dir = BUILD_ROOT / "rtl" / f"{cfg.name}-{key}"
+    lib = out_dir / "libhwnorm.so"
+    if lib.exists():
+        return lib
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f"{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.exists():
+            return lib
+        env = setup_verilator_env(dict(os.environ))
+        root = verilator_root()
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=out_dir.parent))
+        try:
+            (work / "top.v").write_text(text)
+            cmd = ["verilator", "--cc", "top.v", "--top-module", cfg.name, "--prefix", "Vtop", "-Mdir", "obj",
+                   *VERILATOR_FLAGS, "-CFLAGS", " ".join(CXXFLAGS), "--build", "-j", str(os.cpu_count() or 1)]
+            try:
+                _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
+            except BuildError:   # verilated.mk's parallel precompiled-header race: a second make succeeds
+                _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
+            _run([cxx, "-shared", *CXXFLAGS, "-I", "obj", "-I", str(root / "include"),
+                  "-I", str(root / "include" / "vltstd"), str(HARNESS), "obj/Vtop__ALL.a", "obj/libverilated.a",
+                  "-o", "libhwnorm.so", "-pthread"], work, env, f"C++ build of the harness for {cfg.describe()}")
+            out_dir.mkdir(exist_ok=True)
+            tmp = out_dir / f".libhwnorm.so.{os.getpid()}"
+            shutil.copy2(work / "libhwnorm.so", tmp)
+            os.replace(tmp, lib)                       # atomic: readers see all of it or nothing
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+def _load(lib: Path):
+    so = ctypes.CDLL(str(lib))
+    vp, i32, u64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
+    ptr = np.ctypeslib.ndpointer
+    so.hw_new.restype = vp
+    so.hw_free.argtypes = [vp]
+    so.hw_cycles.argtypes = [vp]
+    so.hw_cycles.restype = u64
+    so.hw_run.restype = i32
+    so.hw_run.argtypes = [vp, i32, i32, i32, ptr(np.uint32, flags="C"), i32, ptr(np.int32, flags="C"),
+                          ptr(np.int32, flags="C"), ptr(np.uint32, flags="C"), i32, i32, i32, i32, i32, i32, i32,
+                          u64, ctypes.POINTER(i32)]
+    so.hw_bench.restype = ctypes.c_double
+    so.hw_bench.argtypes = [vp, i32, i32, ptr(np.uint32, flags="C"), i32, i32, i32, i32, i32, i32, i32, i32, i32,
+                            ctypes.POINTER(ctypes.c_double)]
+    return so
+
+
+class VerilatedDatapath:
+    """One Verilated instance of cfg's datapath, running whole channels per call."""
+
+    def __init__(self, cfg: NormConfig):
+        self.cfg = cfg
+        self.lib = _load(library_path(cfg))
+        self.handle = self.lib.hw_new()
+        self.desc_bits = width(cfg.channel_fields)
+        self.desc_nw = len(to_words(0, self.desc_bits))
+        self.stats_nw = len(to_words(0, width(cfg.stats_fields)))
+        self.in_nw = len(to_words(0, cfg.in_fmt.bits * cfg.lanes))
+        self.out_nw = len(to_words(0, cfg.out_fmt.bits * cfg.lanes))
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self.lib.hw_free(self.handle)
+            self.handle = None
+
+    @property
+    def cycles(self) -> int:
+        return int(self.lib.hw_cycles(self.handle))
+
+    def _desc_words(self, descs: list[dict]) -> np.ndarray:
+        from ..fields import pack
+        words = [to_words(pack(self.cfg.channel_fields, d), self.desc_bits) for d in descs]
+        return np.ascontiguousarray(np.array(words, dtype=np.uint32).reshape(len(descs), self.desc_nw))
+
+    def run(self, x: np.ndarray, descs: list[dict], passes: int):
+        """x: (C, n) int codes; descs: one descriptor dict per channel. Returns (y codes, stats dicts)."""
+        cfg = self.cfg
+        x = np.ascontiguousarray(x, dtype=np.int32)
+        nch, n = x.shape
+        y = np.zeros_like(x)
+        stats = np.zeros((nch, self.stats_nw), dtype=np.uint32)
+        failed = ctypes.c_int(-1)
+        limit = (passes + 2) * (n + 1000) * 4 + 10000
+        rc = self.lib.hw_run(self.handle, nch, n, passes, self._desc_words(descs), self.desc_nw, x, y, stats,
+                             self.stats_nw, cfg.lanes, cfg.in_fmt.bits, cfg.out_fmt.bits, int(cfg.out_fmt.signed),
+                             self.in_nw, self.out_nw, limit, ctypes.byref(failed))
+        if rc != 0:
+            raise RuntimeError(f"the Verilated datapath hung on channel {failed.value} ({cfg.describe()})")
+        return y, [unpack(cfg.stats_fields, from_words(row)) for row in stats]
+
+    def train(self, x, gamma, beta):
+        n = x.shape[1]
+        base = channel_params(self.cfg, n)
+        descs = [dict(base, gamma=int(g), beta=int(b)) for g, b in zip(gamma, beta)]
+        return self.run(x, descs, self.cfg.passes)
+
+    def infer(self, x, gamma, beta, mean, scale_m, scale_exp):
+        n = x.shape[1]
+        descs = [dict(infer=1, count=n, gamma=int(g), beta=int(b), mean=int(m), scale_m=int(s), scale_exp=int(e))
+                 for g, b, m, s, e in zip(gamma, beta, mean, scale_m, scale_exp)]
+        return self.run(x, descs, 1)
+
+    def bench(self, n: int, reps: int) -> tuple[float, float]:
+        """Raw rate of this model without Python: (values per second, cycles per second)."""
+        cfg = self.cfg
+        desc = self._desc_words([dict(channel_params(cfg, n), gamma=1 << cfg.gamma_fmt.frac, beta=0)])
+        cps = ctypes.c_double(0.0)
+        vps = self.lib.hw_bench(self.handle, n, cfg.passes, desc, self.desc_nw, reps, cfg.lanes, cfg.in_fmt.bits,
+                                cfg.out_fmt.bits, int(cfg.out_fmt.signed), self.in_nw, self.out_nw, self.stats_nw,
+                                ctypes.byref(cps))
+        return vps, cps.value
