@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnorm-installed
 JOBS   ?= auto
 
-.PHONY: install sim test verilog golden numerics docs bench accuracy clean distclean
+.PHONY: install sim test verilog golden numerics docs bench accuracy synth report clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ bench: $(STAMP)
 ## end-to-end accuracy of every norm kind on sklearn digits, float / golden / rtl at 8 and 16 bits
 accuracy: $(STAMP)
 	$(VENV)/bin/hwnorm accuracy
+
+## synthesis area and timing of every kind x width x lanes (Yosys + nextpnr from PyPI; cached)
+synth: $(STAMP)
+	$(VENV)/bin/hwnorm synth
+
+## docs/results.md and docs/img/: synthesis, numeric error, latency, speed, accuracy
+report: $(STAMP)
+	$(VENV)/bin/hwnorm report
 
 ## regenerate the tables in docs/ (numeric error, passes and latency)
 docs: $(STAMP)

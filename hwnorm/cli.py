@@ -1,4 +1,4 @@
-"""The `hwnorm` command: verilog, sim, numerics, accuracy, bench, tables, golden."""
+"""The `hwnorm` command: verilog, sim, numerics, accuracy, bench, synth, report, tables, golden."""
 from __future__ import annotations
 
 import argparse
@@ -112,6 +112,63 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .reports.synth import sweep, sweep_configs
+    cfgs = sweep_configs()
+    if args.only:
+        unknown = [k for k in args.only if k not in cfgs]
+        if unknown:
+            print(f"hwnorm synth: error: --only {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}", file=sys.stderr)
+            return 2
+        cfgs = {k: cfgs[k] for k in args.only}
+    t0 = time.monotonic()
+    with tqdm(total=len(cfgs), desc="synth", disable=args.quiet) as bar:
+        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, progress=bar)
+    print(f"{'config':12s} {'LUT4':>6s} {'carry':>6s} {'FF':>6s} {'DSP':>4s} {'gates':>7s} {'Fmax MHz':>9s}  timing")
+    for name in cfgs:
+        if name in rows:
+            r = rows[name]
+            fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-"
+            print(f"{name:12s} {r['luts']:6d} {r['carries']:6d} {r['ffs']:6d} {r['dsps']:4d} {r['gates']:7d} {fmax:>9s}  {r['timing']}")
+    for name, err in errors.items():
+        print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+    print(f"hwnorm synth: {len(rows)} configurations synthesized, {len(errors)} failed, {time.monotonic() - t0:.1f} s")
+    return 1 if errors else 0
+
+
+def cmd_report(args) -> int:
+    """docs/results.md (+ plots): synthesis (cached), numerics, bench, accuracy, in one command."""
+    import dataclasses
+
+    from .bench import run as bench_run
+    from .reports import DOCS, replace_block
+    from .reports.results import headline, load_json, write
+    from .reports.synth import sweep, sweep_configs
+    from .reports.tables import numerics_rows, numerics_table
+    from .torch.accuracy import run as accuracy_run
+    rows, errors = sweep(sweep_configs(), jobs=args.jobs)
+    for name, err in errors.items():
+        print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+    nrows = numerics_rows()
+    numeric = {k: dataclasses.asdict(t) for k, (t, _) in nrows.items()}
+    bench = load_json(DOCS / "bench.json") if args.reuse else None
+    if bench is None:
+        bench = bench_run(quiet=args.quiet)
+        _dump_json(DOCS / "bench.json", bench)
+    acc = load_json(DOCS / "accuracy.json") if args.reuse else None
+    if acc is None:
+        acc = accuracy_run(quiet=args.quiet)
+        _dump_json(DOCS / "accuracy.json", acc)
+    path = write(rows, errors, numeric, numerics_table(rows=nrows), bench, acc)
+    replace_block(REPO / "README.md", "headline", "**" + headline(rows, numeric) + "**")
+    print(f"wrote {path} and docs/img/*.png; README headline updated")
+    return 1 if errors else 0
+
+
 def cmd_tables(args) -> int:
     from .reports import DOCS, doc_tables, replace_block
     for (doc, block), text in doc_tables().items():
@@ -172,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("synth", help="Yosys/nextpnr synthesis of every kind x width 8/16 x lanes 1/4 (cached)")
+    p.add_argument("--only", nargs="+", help="only these configurations (e.g. range_s8_p1)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--no-pnr", action="store_true", help="skip place-and-route (timing from Yosys only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--reuse", action="store_true", help="reuse docs/bench.json and docs/accuracy.json if present")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("tables", help="the generated tables of docs/ (numeric error, passes and latency)")
     p.add_argument("--write", action="store_true", help="rewrite the tables inside docs/*.md")

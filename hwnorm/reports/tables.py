@@ -4,30 +4,36 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import default_configs
-from .numerics import measure, measure_infer
+from ..config import default_configs
+from ..numerics import measure, measure_infer
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def numerics_table(seed: int = 0, trials: int = 4) -> str:
+def numerics_rows(seed: int = 0, trials: int = 4) -> dict:
+    """{config name: (training ErrorStats, inference ErrorStats)} for every default configuration."""
+    return {key: (measure(cfg, seed=seed, trials=trials), measure_infer(cfg, seed=seed, trials=trials))
+            for key, cfg in default_configs().items()}
+
+
+def numerics_table(seed: int = 0, trials: int = 4, rows: dict | None = None) -> str:
     """Error of every default configuration's bit-exact model against its float reference."""
-    rows = ["| config | kind | formats (in -> out) | values | train max err | train mean err | "
-            "train max err before rounding | inference max err | inference max err before rounding |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = rows if rows is not None else numerics_rows(seed, trials)
+    out = ["| config | kind | formats (in -> out) | values | train max err | train mean err | "
+           "train max err before rounding | inference max err | inference max err before rounding |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for key, cfg in default_configs().items():
-        t = measure(cfg, seed=seed, trials=trials)
-        i = measure_infer(cfg, seed=seed, trials=trials)
-        rows.append(f"| {key} | {cfg.kind} | {cfg.in_fmt} -> {cfg.out_fmt} | {t.values + i.values} | "
-                    f"{t.max_err:.0f} | {t.mean_err:.5f} | {t.max_unrounded:.4f} | {i.max_err:.0f} | "
-                    f"{i.max_unrounded:.1e} |")
-    return "\n".join(rows)
+        t, i = rows[key]
+        out.append(f"| {key} | {cfg.kind} | {cfg.in_fmt} -> {cfg.out_fmt} | {t.values + i.values} | "
+                   f"{t.max_err:.0f} | {t.mean_err:.5f} | {t.max_unrounded:.4f} | {i.max_err:.0f} | "
+                   f"{i.max_unrounded:.1e} |")
+    return "\n".join(out)
 
 
 def latency_table() -> str:
     """Passes, cycles per value and fixed latencies of every kind, from the generator's own formulas
     (the testbench measures them and tests/test_sim.py asserts they agree)."""
-    from .hdl import NormDatapath
+    from ..hdl import NormDatapath
     rows = ["| kind | passes (training) | values per clock in every pass | gap pass 1 -> 2 | "
             "fixed latency before the normalize pass (8-bit / 16-bit) | statistics hardware | "
             "state besides accumulators |",
