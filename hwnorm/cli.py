@@ -90,26 +90,27 @@ def _dump_json(path, data):
         Path(path).write_text(text + "\n")
 
 
+def _emit(res: dict, text: str, json_path: str | None) -> int:
+    """Print the table (unless --json -), and write the JSON where --json says."""
+    if json_path != "-":
+        print(text)
+    if json_path:
+        _dump_json(json_path, res)
+    return 0
+
+
 def cmd_accuracy(args) -> int:
     from .torch.accuracy import format_table, run
     res = run(kinds=args.kinds, backends=args.backends, fmts=args.fmts, epochs=args.epochs, seed=args.seed,
               quiet=args.quiet)
-    if args.json != "-":
-        print(format_table(res))
-    if args.json:
-        _dump_json(args.json, res)
-    return 0
+    return _emit(res, format_table(res), args.json)
 
 
 def cmd_bench(args) -> int:
     from .bench import format_report, run
     res = run(kind=args.kind, fmt=args.fmt, lanes=args.lanes, channels=args.channels, count=args.count,
               cocotb=not args.no_cocotb, quiet=args.quiet)
-    if args.json != "-":
-        print(format_report(res))
-    if args.json:
-        _dump_json(args.json, res)
-    return 0
+    return _emit(res, format_report(res), args.json)
 
 
 def cmd_synth(args) -> int:

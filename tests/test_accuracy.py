@@ -35,3 +35,11 @@ def test_cli_json_output():
     data = json.loads(r.stdout)
     assert data["kinds"]["linf"]["evals"][0]["backend"] == "float"
     assert 0.5 < data["kinds"]["linf"]["float_accuracy"] <= 1.0
+
+
+def test_bad_arguments_fail_before_training():
+    for args, words in ((["--kinds", "l3"], "kinds=['l3']"), (["--backends", "fpga"], "backends=['fpga']"),
+                        (["--fmts", "s4"], "fmts=['s4']")):
+        r = subprocess.run([sys.executable, "-m", "hwnorm.cli", "accuracy", "--quiet", *args], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and "allowed" in r.stderr

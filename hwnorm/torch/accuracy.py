@@ -97,6 +97,13 @@ def run(kinds=("l2", "range", "l1", "linf", "topk"), backends=("float", "golden"
         epochs: int = 12, seed: int = 0, quiet: bool = False) -> dict:
     """Train every kind, evaluate it on every backend and format. Deterministic for a given seed."""
     from tqdm import tqdm
+
+    from ..backends.base import BACKENDS
+    from .hook import FORMATS
+    for name, values, allowed in (("kinds", kinds, NORMS), ("backends", backends, BACKENDS), ("fmts", fmts, FORMATS)):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f"{name}={bad} not supported: allowed {', '.join(allowed)}")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
@@ -104,8 +111,6 @@ def run(kinds=("l2", "range", "l1", "linf", "topk"), backends=("float", "golden"
     t_start = time.perf_counter()
     results = {"seed": seed, "epochs": epochs, "train_size": len(y_tr), "test_size": len(y_te), "kinds": {}}
     for kind in kinds:
-        if kind not in NORMS:
-            raise ValueError(f"kind={kind!r} is not supported: allowed {', '.join(NORMS)}")
         with tqdm(total=steps, desc=f"train {kind}", disable=quiet, leave=False) as bar:
             model = train_model(kind, x_tr, y_tr, epochs, seed, progress=bar)
         float_pred = predict(model, x_te)

@@ -182,7 +182,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         try:
             if train:
                 res = backend.forward(cfg, xc, gamma, beta, train=True, in_scale=in_scale)
-                _update_running(module, res.mean, res.sigma, n) if module.training else None
+                if module.training:
+                    _update_running(module, res.mean, res.sigma, n)
             else:
                 mean, sigma = (v.detach().to(torch.float64).cpu().numpy() for v in _running(module))
                 res = backend.forward(cfg, xc, gamma, beta, train=False, mean=mean, sigma=sigma, in_scale=in_scale)
