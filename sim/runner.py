@@ -27,9 +27,6 @@ SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
-# verilated.mk can race on its precompiled header under `make -j` ("Vtop__pch.h.fast: linker input
-# file not found", verilator/verilator#5724); a second make then succeeds.
-BUILD_ATTEMPTS = 2
 BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
 
 
@@ -70,17 +67,12 @@ def build(cfg: NormConfig) -> Path:
         src = build_dir / f"{cfg.name}.v"
         src.write_text(text)
         log = build_dir / "build.log"
-        for attempt in range(BUILD_ATTEMPTS):
-            try:
-                _runner().build(sources=[src], hdl_toplevel=cfg.name, build_dir=build_dir,
-                                build_args=BUILD_ARGS, always=True, log_file=log)
-                break
-            except (Exception, SystemExit) as e:
-                tail = log.read_text()[-4000:] if log.exists() else ""
-                if attempt + 1 == BUILD_ATTEMPTS:
-                    raise RuntimeError(f"Verilator build failed for {cfg.describe()}:\n{tail}") from e
-                print(f"Verilator build of {cfg.name} failed, retrying once (verilated.mk's parallel "
-                      f"precompiled-header race):\n{tail[-600:]}", file=sys.stderr)
+        try:
+            _runner().build(sources=[src], hdl_toplevel=cfg.name, build_dir=build_dir,
+                            build_args=BUILD_ARGS, always=True, log_file=log)
+        except (Exception, SystemExit) as e:
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise RuntimeError(f"Verilator build failed for {cfg.describe()}:\n{tail}") from e
         stamp.write_text(cfg.to_json())
     return build_dir
 

@@ -68,10 +68,7 @@ def library_path(cfg: NormConfig) -> Path:
             (work / "top.v").write_text(text)
             cmd = ["verilator", "--cc", "top.v", "--top-module", cfg.name, "--prefix", "Vtop", "-Mdir", "obj",
                    *VERILATOR_FLAGS, "-CFLAGS", " ".join(CXXFLAGS), "--build", "-j", str(os.cpu_count() or 1)]
-            try:
-                _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
-            except BuildError:   # verilated.mk's parallel precompiled-header race: a second make succeeds
-                _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
+            _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
             _run([cxx, "-shared", *CXXFLAGS, "-I", "obj", "-I", str(root / "include"),
                   "-I", str(root / "include" / "vltstd"), str(HARNESS), "obj/Vtop__ALL.a", "obj/libverilated.a",
                   "-o", "libhwnorm.so", "-pthread"], work, env, f"C++ build of the harness for {cfg.describe()}")
