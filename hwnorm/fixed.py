@@ -42,11 +42,6 @@ def quantize(x, fmt: FixedFormat) -> tuple[np.ndarray, int]:
     return np.clip(q, fmt.min_int, fmt.max_int).astype(np.int64), sat
 
 
-def dequantize(q, fmt: FixedFormat) -> np.ndarray:
-    """Codes of `fmt` to float64 values."""
-    return np.asarray(q, dtype=np.float64) * fmt.lsb
-
-
 def round_mode(v, mode: str) -> np.ndarray:
     """Round float64 values to integers with one of the config's rounding modes."""
     v = np.asarray(v, dtype=np.float64)

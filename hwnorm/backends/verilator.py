@@ -21,7 +21,7 @@ import numpy as np
 from ..config import NormConfig
 from ..constants import channel_params
 from ..emit import verilog_text
-from ..fields import from_words, to_words, unpack, width
+from ..fields import from_words, pack, to_words, unpack, width
 from ..toolchain import setup_verilator_env, verilator_root
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
@@ -122,7 +122,6 @@ class VerilatedDatapath:
         return int(self.lib.hw_cycles(self.handle))
 
     def _desc_words(self, descs: list[dict]) -> np.ndarray:
-        from ..fields import pack
         words = [to_words(pack(self.cfg.channel_fields, d), self.desc_bits) for d in descs]
         return np.ascontiguousarray(np.array(words, dtype=np.uint32).reshape(len(descs), self.desc_nw))
 
