@@ -26,7 +26,8 @@ CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
 DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 3, "l2": 2}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2}
+GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 
 
 def _check_range(name: str, value, lo, hi):
@@ -107,6 +108,7 @@ class NormConfig:
     rounding: str = "half_up"
     eps: float | None = None
     stat_frac_bits: int = 8
+    inference_only: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -138,6 +140,11 @@ class NormConfig:
             raise ValueError(f"rounding={self.rounding!r} is not supported: allowed {', '.join(ROUNDING_MODES)}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (0.0 < self.eps < 1.0):
             raise ValueError(f"eps={self.eps!r} is out of range: allowed (0, 1)")
+        if not isinstance(self.inference_only, bool):
+            raise ValueError(f"inference_only={self.inference_only!r} is not supported: allowed True or False")
+        if self.scale_exp_range[0] > self.scale_exp_range[1]:
+            raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
+                             f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
 
     # -- identity -------------------------------------------------------------------------
 
@@ -179,7 +186,7 @@ class NormConfig:
         extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}"}.get(self.kind, "")
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
-                f"rounding={self.rounding}")
+                f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
 
     @property
     def passes(self) -> int:
@@ -315,60 +322,102 @@ class NormConfig:
         return -(span_log2 + 4), self.in_fmt.frac + 8
 
     @cached_property
-    def shift_max(self) -> int:
-        """Largest output shift: training's largest Den, or inference's smallest scale."""
-        inf = self.inf_shift_base - (self.scale_span[0] - self.recip_bits)
-        return max(self.den_bits - 1 + self.shift_base, inf, self.shift_min)
-
-    @cached_property
-    def pre_shift_max(self) -> int:
-        """Largest left shift applied to the multiplier M when SH < shift_min (training's smallest Den,
-        or inference's largest scale)."""
-        inf = self.inf_shift_base - (self.scale_span[1] - self.recip_bits)
-        return max(0, self.shift_min - self.shift_base, self.shift_min - inf)
-
-    @cached_property
     def mean_bits(self) -> int:
         """Signed width of the inference mean: input codes with stat_frac_bits more fraction bits."""
         return self.in_fmt.bits + self.stat_frac_bits + (0 if self.in_fmt.signed else 1)
 
     @cached_property
     def inf_shift_base(self) -> int:
-        """SH = inf_shift_base - scale_exp in inference."""
+        """SH0 = inf_shift_base - scale_exp in inference."""
         return self.gamma_fmt.frac + self.in_fmt.frac + self.stat_frac_bits - self.out_fmt.frac
 
-    @cached_property
-    def scale_exp_range(self) -> tuple[int, int]:
-        """Allowed inference scale exponents: SH stays within [shift_min - pre_shift_max, shift_max]."""
-        lo = max(self.inf_shift_base - self.shift_max, -(1 << (constants.SCALE_EXP_BITS - 1)))
-        hi = min(self.inf_shift_base - self.shift_min + self.pre_shift_max, (1 << (constants.SCALE_EXP_BITS - 1)) - 1)
-        return lo, hi
+    # -- the normalize pass y = sat(round((x*A + B) >> SH)) (docs/numerics.md) -------------------
 
     @cached_property
-    def mult_bits(self) -> int:
-        """Signed width of the per-channel multiplier M = gamma * mantissa (after the pre-shift)."""
-        return self.gamma_fmt.bits + self.recip_bits + 2 + self.pre_shift_max
+    def guard_bits(self) -> int:
+        """G: SH >= shift_min + G, so B's rounding costs at most 2**-G output LSBs."""
+        return GUARD_BITS
 
     @cached_property
-    def diff_bits(self) -> int:
-        """Signed width of the centred value: d = n*x - S (training) or x*2**MF - mean (inference)."""
-        return max(self.dev_bits, self.mean_bits) + 2
+    def shift_lo(self) -> int:
+        """Smallest output shift SH: beta aligns exactly and G guard bits remain."""
+        return self.shift_min + self.guard_bits
+
+    @cached_property
+    def _gamma_mag(self) -> int:
+        return max(-self.gamma_fmt.min_int, self.gamma_fmt.max_int)
+
+    @cached_property
+    def _x_mag(self) -> int:
+        return max(-self.in_fmt.min_int, self.in_fmt.max_int)
+
+    @cached_property
+    def den_per_count_log2_min(self) -> int:
+        """A lower bound of L - floor(log2 n) over every legal channel (L = Den's leading one).
+        Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data)."""
+        if self.kind == "l2":
+            e2 = self.eps * 2.0 ** (2 * (self.in_fmt.frac + self.const_frac_bits))
+            lo_val = max(1.0 / self.max_count, math.sqrt(max(0.0, e2 - 0.5)) - 1.0)
+        else:
+            lo_val = float(self.eps_int)
+        return math.floor(math.log2(lo_val)) - 1
+
+    @cached_property
+    def shift_max(self) -> int:
+        """Largest output shift SH: any |x - mu| < 2**in_bits then moves the output by less than
+        2**-(G+1) LSB per unit of A, so a smaller gain needs no larger shift (docs/numerics.md)."""
+        return max(self.shift_lo, self.in_fmt.bits + self.guard_bits + 1)
+
+    def _a_bound(self, m_max: int, k_bits: int, sh0_min: int) -> int:
+        """|A| < 2 |M| 2**max(0, tK + SH_lo - SH0) (docs/numerics.md)."""
+        return 2 * m_max << max(0, k_bits + self.shift_lo - sh0_min)
+
+    @cached_property
+    def a_bits(self) -> int:
+        """Signed width of the per-channel multiplier A of the normalize pass."""
+        q = self.recip_bits
+        inf = self._a_bound(self._gamma_mag << (q + 1), self.stat_frac_bits,
+                            self.inf_shift_base - (self.scale_span[1] - q))
+        train = 0 if self.inference_only else self._a_bound(
+            self._gamma_mag << q, 0, self.den_per_count_log2_min + self.shift_base)
+        return max(inf, train).bit_length() + 1
+
+    @cached_property
+    def b_bits(self) -> int:
+        """Signed width of the per-channel offset B = bias - floor(A C / K)."""
+        bias = ((-self.beta_fmt.min_int if self.beta_fmt.signed else self.beta_fmt.max_int)
+                << (self.shift_max + self.out_fmt.frac - self.beta_fmt.frac)) + (1 << self.shift_max)
+        return (bias + (self._x_mag << (self.a_bits - 1)) + 1).bit_length() + 1
 
     @cached_property
     def acc_bits(self) -> int:
-        """Signed width of the output accumulator d*M + beta_aligned + half."""
-        prod = self.diff_bits + self.mult_bits
-        beta_al = self.beta_fmt.bits + 1 + self.shift_max + self.out_fmt.frac - self.beta_fmt.frac
-        return max(prod, beta_al) + 2
+        """Signed width of the normalize pass accumulator x*A + B."""
+        x_bits = self.in_fmt.bits + (0 if self.in_fmt.signed else 1)
+        return max(x_bits + self.a_bits, self.b_bits) + 1
+
+    @cached_property
+    def scale_exp_range(self) -> tuple[int, int]:
+        """Allowed inference scale exponents: A stays within a_bits (any small scale is accepted)."""
+        q, mf = self.recip_bits, self.stat_frac_bits
+        lo = -(1 << (constants.SCALE_EXP_BITS - 1))
+        m_max = self._gamma_mag << (q + 1)
+        e = self.scale_span[1] - q
+        while e < (1 << (constants.SCALE_EXP_BITS - 1)) - 1 and \
+                self._a_bound(m_max, mf, self.inf_shift_base - (e + 1)) < 1 << (self.a_bits - 1):
+            e += 1
+        return lo, min(e, (1 << (constants.SCALE_EXP_BITS - 1)) - 1)
 
     @property
     def channel_fields(self) -> list[tuple[str, int, bool]]:
         """(name, width, signed) of the per-channel descriptor the host sends, LSB first."""
+        neps = [("neps", (self.max_count * self.eps_int).bit_length(), False)]
         kind_fields = {
             "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
                       ("c_last", self.const_bits, False)],
             "l2": [("eps_n", self.eps_n_bits, False)],
-        }.get(self.kind, [("c", self.const_bits, False)])
+        }.get(self.kind, [("c", self.const_bits, False)] + neps)
+        if self.inference_only:
+            kind_fields = []
         return ([("infer", 1, False), ("count", self.count_bits, False)] + kind_fields +
                 [("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed),
                  ("beta", self.beta_fmt.bits, self.beta_fmt.signed),
@@ -383,8 +432,8 @@ class NormConfig:
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""
         names = ["count_bits", "sum_bits", "precision_bits", "const_frac_bits", "const_bits",
-                 "recip_bits", "den_bits", "shift_base", "shift_min", "shift_max", "mult_bits",
-                 "diff_bits", "acc_bits"]
+                 "recip_bits", "den_bits", "shift_base", "shift_lo", "shift_max", "a_bits",
+                 "b_bits", "acc_bits"]
         return {n: getattr(self, n) for n in names}
 
 

@@ -74,7 +74,8 @@ def channel_params(cfg, count: int) -> dict:
     """Host-side descriptor fields for one training-mode channel of `count` values.
 
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
-    l1: c = sqrt(pi/2)/n;  linf/topk: c = C_inf(n)/min(k, n);  l2: eps_n = n^2 eps 2^(2(F_in+CF)).
+    l1: c = sqrt(pi/2)/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/linf/topk: neps = n eps_int;
+    l2: eps_n = n^2 eps 2^(2(F_in+CF)).
     """
     _check_count(cfg, count)
     cf = cfg.const_frac_bits
@@ -84,9 +85,9 @@ def channel_params(cfg, count: int) -> dict:
         p.update(chunk_size=sizes[0], c_full=quantize_const(c_range(sizes[0]) / len(sizes), cf),
                  c_last=quantize_const(c_range(sizes[-1]) / len(sizes), cf))
     elif cfg.kind == "l1":
-        p["c"] = quantize_const(L1_CONST / count, cf)
+        p.update(c=quantize_const(L1_CONST / count, cf), neps=count * cfg.eps_int)
     elif cfg.kind in ("linf", "topk"):
-        p["c"] = quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf)
+        p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
     elif cfg.kind == "l2":
         p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
     return p

@@ -148,6 +148,7 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     cfgs["range_plain_even_u_p2"] = NormConfig(chunks=1, rounding="half_even", max_count=1000, lanes=2,
                                                out_fmt=FixedFormat(8, 5, signed=False))
     cfgs["topk3_floor_p4"] = NormConfig(kind="topk", k=3, rounding="floor", max_count=500, lanes=4)
+    cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
     if full:
         cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
                                                 gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),

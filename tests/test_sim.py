@@ -26,6 +26,6 @@ def test_cocotb_regression_is_bit_exact(key):
     assert r.mismatches == 0
     assert r.values > 3000 and r.stats > 40
     latencies = {rec["latency"] for rec in r.records if rec.get("latency") is not None}
-    assert latencies == {NormDatapath.scale_latency_for(cfg)}
+    assert latencies == (set() if cfg.inference_only else {NormDatapath.scale_latency_for(cfg)})
     gaps = {rec["pass_gap"] for rec in r.records if rec.get("pass_gap") is not None}
     assert gaps == ({NormDatapath.pass_gap_for(cfg)} if cfg.passes == 3 else set())

@@ -1,6 +1,10 @@
-"""Amaranth generators. Never imports hwnorm.golden (two independent implementations)."""
+"""Amaranth generators, one file per hardware block. Never imports hwnorm.golden (two independent
+implementations of one specification, held together by the testbench)."""
+from .channel_math import ChannelMath
 from .datapath import NormDatapath
-from .deviation import DEVIATIONS
-from .reciprocal import Reciprocal
+from .normalize import NormalizeAffine
+from .sequential import ISqrt, SeqDiv, SeqMul
+from .statistics import StatisticsUnit, statistics_verilog
 
-__all__ = ["NormDatapath", "DEVIATIONS", "Reciprocal"]
+__all__ = ["ChannelMath", "ISqrt", "NormDatapath", "NormalizeAffine", "SeqDiv", "SeqMul", "StatisticsUnit",
+           "statistics_verilog"]

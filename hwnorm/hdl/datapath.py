@@ -3,19 +3,22 @@
 Block diagram (docs/architecture.md):
 
     chan ─► descriptor registers
-    i ─► SumUnit (S) ─┐                                  ┌─ training: M = gamma * recip, SH = L + base
-    i ─► Deviation ───┴─► Den ─► Reciprocal (mantissa, L)┤
-         (pass 1, or pass 2 for l1/topk)                 └─ inference: M = gamma * scale_m, SH = base - exp
-                                        ALIGN (SH >= SH_min) ─► BIAS ─► NormalizeAffine (last pass) ─► o
-                                                                 stats (S, Den, saturated count) ─► stats
+    i ─► StatisticsUnit (per lane: the sum and the kind's own statistics) ──┐
+                                                                           ▼
+             ChannelMath (shared, sequential): Den, reciprocal, A, B, SH  (inference: A, B, SH from
+                                                                           the given mean and scale)
+                                                                           ▼
+    i ─► NormalizeAffine (last pass, per lane: y = sat(round((x*A + B) >> SH))) ─► o
+                                   stats (S, Den, saturated count) ─► stats
 """
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .blocks import NormalizeAffine, SumUnit, fmt_shape, lanes_of
-from .deviation import DEVIATIONS, channel_layout
-from .reciprocal import Reciprocal
+from .channel_math import ChannelMath
+from .common import channel_layout, fmt_shape, lanes_of
+from .normalize import NormalizeAffine
+from .statistics import StatisticsUnit
 
 
 class NormDatapath(wiring.Component):
@@ -24,13 +27,13 @@ class NormDatapath(wiring.Component):
     Per channel: a descriptor on `chan` (see NormConfig.channel_fields). Training (`infer` = 0):
     the channel's `count` values arrive on `i` once per pass (`cfg.passes` passes; the host resends
     them, there is no on-chip buffer), `lanes` per beat, the last beat masked; `i.ready` is low for a
-    fixed latency before the last pass, which produces the outputs on `o`. Inference (`infer` = 1):
-    one pass with the given mean and scale. Then one word on `stats`.
+    fixed latency before each later pass, while ChannelMath runs; the last pass produces the outputs
+    on `o`. Inference (`infer` = 1, or any channel of an inference-only build): one pass with the given
+    mean and scale. Then one word on `stats`.
     """
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.scale_latency = self.scale_latency_for(cfg)
         lanes = cfg.lanes
         super().__init__({
             "chan": In(stream.Signature(channel_layout(cfg))),
@@ -42,119 +45,98 @@ class NormDatapath(wiring.Component):
 
     @staticmethod
     def scale_latency_for(cfg) -> int:
-        """Cycles from the last value of the statistics pass to the first cycle the normalize pass is
-        accepted: DRAIN (l1/topk pipeline), START, the Den steps, RECIP start, the reciprocal,
-        then MULT (on done), ALIGN, BIAS."""
-        dev = DEVIATIONS[cfg.kind]
-        drain = 1 if cfg.kind in ("l1", "topk") else 0
-        return drain + 1 + dev.den_latency_for(cfg) + 1 + Reciprocal.latency_for(cfg.recip_bits) + 3
+        """Cycles between the last value of the statistics passes and the first value of the normalize
+        pass: ChannelMath's training program, plus the hand-over cycles."""
+        return ChannelMath.latency_for(cfg, "train") + 1
 
     @staticmethod
     def pass_gap_for(cfg) -> int:
-        """Cycles between the last value of pass 1 and the first of pass 2 in the three-pass kinds."""
-        return 1
+        """Cycles between the last value of pass 1 and the first of pass 2 in the three-pass kinds (L1)."""
+        return ChannelMath.latency_for(cfg, "mid") + 1
+
+    @staticmethod
+    def infer_latency_for(cfg) -> int:
+        """Cycles from an inference descriptor to the first value accepted."""
+        return ChannelMath.latency_for(cfg, "infer") + 1
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
-        m.submodules.sum = su = SumUnit(cfg)
-        m.submodules.dev = dev = DEVIATIONS[cfg.kind](cfg)
+        m.submodules.stats_unit = st = StatisticsUnit(cfg)
+        m.submodules.math = cm = ChannelMath(cfg)
+        cm.stats_unit = st
         m.submodules.norm = norm = NormalizeAffine(cfg)
-        m.submodules.recip = recip = Reciprocal(cfg.den_bits, cfg.recip_bits)
 
         chan = Signal.like(self.chan.payload)
         seen = Signal(cfg.count_bits + 4)        # values accepted in the current pass
         mask = Signal(lanes)
         last = Signal()
-        den = Signal(cfg.den_bits)
-        shift_lim = max(abs(cfg.shift_base) + cfg.den_bits, abs(cfg.inf_shift_base) + 128, cfg.shift_max)
-        shift_w = shift_lim.bit_length() + 1
-        mult_raw = Signal(signed(cfg.mult_bits))
-        shift_raw = Signal(signed(shift_w))
-        mult = Signal(signed(cfg.mult_bits))
-        shift = Signal(range(cfg.shift_max + 1))
-        bias = Signal(signed(cfg.acc_bits))
         beat = Signal()                           # a beat is accepted this cycle
 
         m.d.comb += [mask[j].eq(seen + j < chan.count) for j in range(lanes)]
         m.d.comb += last.eq(seen + lanes >= chan.count)
-        for unit in (su, dev):
-            m.d.comb += [unit.x.eq(self.i.payload), unit.mask.eq(mask)]
+        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
+        if cfg.kind == "range" and not cfg.inference_only:
+            m.d.comb += st.chunk_size.eq(chan.chunk_size)
+        if cfg.kind == "l1":
+            m.d.comb += st.floor_mean.eq(cm.floor_mean)
+        if cfg.kind == "topk":
+            m.d.comb += [st.pop_top.eq(cm.pop_top), st.pop_bottom.eq(cm.pop_bottom)]
         m.d.comb += [
-            dev.count.eq(chan.count), dev.sum.eq(su.sum), dev.chan.eq(chan),
             norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
-            norm.infer.eq(chan.infer), norm.count.eq(chan.count), norm.sum.eq(su.sum),
-            norm.mean.eq(chan.mean), norm.mult.eq(mult), norm.bias.eq(bias), norm.shift.eq(shift),
+            norm.a.eq(cm.a), norm.b.eq(cm.b), norm.shift.eq(cm.sh),
             self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid), norm.o.ready.eq(self.o.ready),
-            recip.den.eq(den),
-            self.stats.payload.sum.eq(su.sum), self.stats.payload.den.eq(den),
+            self.stats.payload.sum.eq(st.sum), self.stats.payload.den.eq(Mux(chan.infer, 0, cm.den)),
             self.stats.payload.sat.eq(norm.sat_count),
         ]
         with m.If(beat):
             m.d.sync += seen.eq(seen + lanes)
 
-        def take_pass(units, next_state):
-            """A statistics pass: every beat goes to `units`; after the last one, `seen` restarts."""
-            m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid)]
-            for u in units:
-                m.d.comb += u.valid.eq(self.i.valid)
+        def take_pass(next_state, second=False):
+            """A statistics pass: every beat goes to the statistics unit; after the last one, `seen` restarts."""
+            m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid), st.valid.eq(self.i.valid)]
+            if cfg.kind == "l1":
+                m.d.comb += st.second.eq(second)
             with m.If(self.i.valid & last):
                 m.d.sync += seen.eq(0)
                 m.next = next_state
 
-        three_pass = cfg.passes == 3
+        def run_math(entry, then):
+            m.d.comb += [cm.start.eq(1), cm.entry.eq(ChannelMath.ENTRIES.index(entry))]
+            m.next = then
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.chan.ready.eq(1)
                 with m.If(self.chan.valid):
-                    m.d.sync += [chan.eq(self.chan.payload), seen.eq(0), den.eq(0)]
-                    m.d.comb += [su.clear.eq(1), dev.clear.eq(1), norm.clear.eq(1)]
-                    with m.If(self.chan.payload.infer):
-                        m.next = "INFER"
-                    with m.Else():
-                        m.next = "PASS1"
-            with m.State("PASS1"):
-                take_pass([su] if three_pass else [su, dev], "PASS2" if three_pass else "START")
-            if three_pass:
-                with m.State("PASS2"):
-                    take_pass([dev], "DRAIN")
-                with m.State("DRAIN"):            # the |d| stage of l1/topk
-                    m.next = "START"
-            with m.State("START"):
-                m.d.comb += dev.start.eq(1)
-                m.next = "DEN"
-            with m.State("DEN"):
-                with m.If(dev.done):
-                    m.d.sync += den.eq(dev.den)
-                    m.next = "RECIP_START"
-            with m.State("RECIP_START"):
-                m.d.comb += recip.start.eq(1)
-                m.next = "RECIP"
-            with m.State("RECIP"):
-                with m.If(recip.done):
-                    m.d.sync += [mult_raw.eq(chan.gamma * recip.recip),
-                                 shift_raw.eq(recip.lead + cfg.shift_base)]
-                    m.next = "ALIGN"
-            with m.State("INFER"):
-                m.d.sync += [mult_raw.eq(chan.gamma * chan.scale_m),
-                             shift_raw.eq(cfg.inf_shift_base - chan.scale_exp)]
-                m.next = "ALIGN"
-            with m.State("ALIGN"):
-                # keep SH >= shift_min (so beta aligns exactly) by moving the excess into M
-                pre = Signal(range(cfg.pre_shift_max + 1))
-                m.d.comb += pre.eq(cfg.shift_min - shift_raw)
-                with m.If(shift_raw < cfg.shift_min):
-                    m.d.sync += [mult.eq(mult_raw << pre), shift.eq(cfg.shift_min)]
-                with m.Else():
-                    m.d.sync += [mult.eq(mult_raw), shift.eq(shift_raw)]
-                m.next = "BIAS"
-            with m.State("BIAS"):
-                half = 0 if cfg.rounding == "floor" else (Const(1, 1) << shift) >> 1
-                bsh = Signal(range(cfg.shift_max + cfg.out_fmt.frac + 1))
-                m.d.comb += bsh.eq(shift + (cfg.out_fmt.frac - cfg.beta_fmt.frac))
-                m.d.sync += bias.eq((chan.beta << bsh) + half)
-                m.next = "NORM"
+                    m.d.sync += [chan.eq(self.chan.payload), seen.eq(0)]
+                    m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
+                    if cfg.inference_only:
+                        m.next = "GO_INFER"
+                    else:
+                        with m.If(self.chan.payload.infer):
+                            m.next = "GO_INFER"
+                        with m.Else():
+                            m.next = "PASS1"
+            if not cfg.inference_only:
+                with m.State("PASS1"):
+                    take_pass("GO_MID" if cfg.passes == 3 else "GO_TRAIN")
+                if cfg.passes == 3:
+                    with m.State("GO_MID"):
+                        run_math("mid", "WAIT_MID")
+                    with m.State("WAIT_MID"):
+                        with m.If(cm.done):
+                            m.next = "PASS2"
+                    with m.State("PASS2"):
+                        take_pass("GO_TRAIN", second=True)
+                with m.State("GO_TRAIN"):
+                    run_math("train", "WAIT_MATH")
+            with m.State("GO_INFER"):
+                run_math("infer", "WAIT_MATH")
+            with m.State("WAIT_MATH"):
+                with m.If(cm.done):
+                    m.next = "NORM"
             with m.State("NORM"):
                 more = Signal()
                 m.d.comb += more.eq(seen < chan.count)
@@ -167,4 +149,3 @@ class NormDatapath(wiring.Component):
                 with m.If(self.stats.ready):
                     m.next = "IDLE"
         return m
-

@@ -126,28 +126,10 @@ def _lc_overflow(log: str):
 
 
 def deviation_unit(cfg: NormConfig) -> dict:
-    """Area of the kind's statistics hardware alone (SumUnit + the Deviation unit: what distinguishes
-    the kinds), iCE40 and generic gates; cached like synth()."""
-    from amaranth.back import verilog
-    from amaranth.hdl import Elaboratable, Module
-
-    from ..hdl.blocks import SumUnit
-    from ..hdl.deviation import DEVIATIONS
-
-    class StatsUnit(Elaboratable):
-        def __init__(self):
-            self.sum, self.dev = SumUnit(cfg), DEVIATIONS[cfg.kind](cfg)
-
-        def elaborate(self, platform):
-            m = Module()
-            m.submodules.sum, m.submodules.dev = self.sum, self.dev
-            m.d.comb += [self.dev.sum.eq(self.sum.sum), self.dev.x.eq(self.sum.x), self.dev.mask.eq(self.sum.mask)]
-            return m
-
-    unit = StatsUnit()
-    ports = [unit.sum.clear, unit.sum.valid, unit.sum.x.as_value(), unit.sum.mask, unit.dev.clear, unit.dev.valid,
-             unit.dev.count, unit.dev.chan.as_value(), unit.dev.start, unit.dev.done, unit.dev.den, unit.dev.busy]
-    text = verilog.convert(unit, name="hwnorm_stats_top", ports=ports, strip_internal_attrs=True)
+    """Area of the kind's per-lane statistics hardware alone (hwnorm.hdl.StatisticsUnit: the sum and
+    the kind's own unit, what distinguishes the kinds), iCE40 and generic gates; cached like synth()."""
+    from ..hdl.statistics import statistics_verilog
+    text = statistics_verilog(cfg, name="hwnorm_stats_top")
 
     def build(work: Path) -> dict:
         (work / "top.v").write_text(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..config import default_configs
+from ..config import NormConfig, default_configs
 from ..numerics import measure, measure_infer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -30,27 +30,44 @@ def numerics_table(seed: int = 0, trials: int = 4, rows: dict | None = None) -> 
     return "\n".join(out)
 
 
-def latency_table() -> str:
-    """Passes, cycles per value and fixed latencies of every kind, from the generator's own formulas
-    (the testbench measures them and tests/test_sim.py asserts they agree)."""
+def channel_cycles(cfg, n: int) -> int:
+    """Clock cycles of one training channel of n values, descriptor to statistics word, with no stalls:
+    the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs."""
     from ..hdl import NormDatapath
-    rows = ["| kind | passes (training) | values per clock in every pass | gap pass 1 -> 2 | "
-            "fixed latency before the normalize pass (8-bit / 16-bit) | statistics hardware | "
-            "state besides accumulators |",
-            "|---|---|---|---|---|---|---|"]
-    hw = {"range": ("compare chain across lanes (segmented by chunk starts), range adder", "none"),
-          "l1": ("|n*x - S| per lane, adder tree", "none"),
-          "linf": ("max/min compare trees", "none"),
-          "topk": ("|n*x - S| per lane, k x lanes comparators", "k-entry sorted register"),
-          "l2": ("a squarer per lane, 2x-wide accumulators, square root", "none")}
+    from ..hdl.normalize import STAGES
+    beats = -(-n // cfg.lanes)
+    gap = NormDatapath.pass_gap_for(cfg) if cfg.passes == 3 else 0
+    return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + STAGES + 1
+
+
+def latency_table() -> str:
+    """Passes, per-lane hardware, fixed latencies and whole-channel throughput of every kind, from the
+    generator's own formulas (the testbench measures the latencies and tests/test_sim.py asserts they agree)."""
+    from ..hdl import NormDatapath
+    rows = ["| kind | passes (training) | per-lane statistics hardware | gap pass 1 -> 2 (8 / 16-bit) | "
+            "per-channel latency before the normalize pass (8-bit / 16-bit) | whole channel of 1024 values, "
+            "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) |",
+            "|---|---|---|---|---|---|"]
+    hw = {"range": "sum; max/min compare chain across lanes, segmented by chunk starts",
+          "l1": "sum; in pass 2 a comparator x > floor(mean), sum and count of the values above",
+          "linf": "sum; max/min compare trees",
+          "topk": "sum; two k-entry sorted registers (k largest, k smallest values)",
+          "l2": "sum; a squarer per lane and the wide sum of squares"}
     cfgs = default_configs()
     for kind in ("range", "l1", "linf", "topk", "l2"):
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]
-        gap = f"{NormDatapath.pass_gap_for(c8)} cycle" if c8.passes == 3 else "-"
-        rows.append(f"| {kind} | {c8.passes} | lanes | {gap} | {NormDatapath.scale_latency_for(c8)} / "
-                    f"{NormDatapath.scale_latency_for(c16)} cycles | {hw[kind][0]} | {hw[kind][1]} |")
-    rows.append("| inference (any kind) | 1 | lanes | - | 3 set-up cycles after the descriptor | "
-                "multiplier only | none |")
+        gap = (f"{NormDatapath.pass_gap_for(c8)} / {NormDatapath.pass_gap_for(c16)} cycles"
+               if c8.passes == 3 else "-")
+        rates = []
+        for lanes in (1, 4):
+            c = NormConfig.from_dict({**c8.to_dict(), "lanes": lanes})
+            rate = 1024 / channel_cycles(c, 1024)
+            rates.append(f"{rate:.2f} ({0.9 * lanes / c.passes:.2f})")
+        rows.append(f"| {kind} | {c8.passes} | {hw[kind]} | {gap} | {NormDatapath.scale_latency_for(c8)} / "
+                    f"{NormDatapath.scale_latency_for(c16)} cycles | {' / '.join(rates)} |")
+    c8, c16 = cfgs["range_s8"], cfgs["range_s16"]
+    rows.append(f"| inference (any kind) | 1 | the multiply-add only | - | {NormDatapath.infer_latency_for(c8)} / "
+                f"{NormDatapath.infer_latency_for(c16)} cycles after the descriptor | - |")
     return "\n".join(rows)
 
 

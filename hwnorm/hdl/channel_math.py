@@ -1,0 +1,327 @@
+"""ChannelMath: all per-channel arithmetic on one shared sequential unit (docs/numerics.md).
+
+Between the passes it turns the channel's statistics into Den (the kind's deviation), the reciprocal
+R = floor(2**(L+Q) / Den), and the normalize pass's A, B and SH; in inference it turns the given
+mean and scale into A, B and SH. Each program is a fixed list of steps on a shift-add multiplier, a
+restoring divider and (L2) a square root, so its latency is fixed and known (`latency`), and paid once
+per channel, not per value.
+"""
+from dataclasses import dataclass
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import channel_layout, leading_one
+from .sequential import ISqrt, SeqDiv, SeqMul
+from .statistics import StatisticsUnit
+
+
+@dataclass
+class Mul:
+    """dst = a * b + c, b unsigned and below 2**b_bits."""
+    dst: object
+    a: object
+    b: object
+    b_bits: int
+    c: object = 0
+
+    def cycles(self):
+        return self.b_bits + 2
+
+
+@dataclass
+class Div:
+    """dst = floor(num / den) for den > 0; |dst| < 2**q_bits."""
+    dst: object
+    num: object
+    den: object
+    q_bits: int
+
+    def cycles(self):
+        return self.q_bits + 2
+
+
+@dataclass
+class Sqrt:
+    """dst = floor(sqrt(w)), w < 2**w_bits."""
+    dst: object
+    w: object
+    w_bits: int
+
+    def cycles(self):
+        return ISqrt.steps_for(self.w_bits) + 2
+
+
+@dataclass
+class Set:
+    """Registers loaded in one cycle from small combinational logic."""
+    assigns: list
+
+    def cycles(self):
+        return 1
+
+
+@dataclass
+class Merge:
+    """Top-k: k cycles picking, from the k largest and k smallest values, the min(k, n) largest
+    deviations (each step compares top + bottom with floor(2S/n))."""
+    k: int
+
+    def cycles(self):
+        return self.k
+
+
+def _abs(v):
+    return Mux(v < 0, -v, v)
+
+
+def _bits(v) -> int:
+    return len(v)
+
+
+class ChannelMath(wiring.Component):
+    """`start` with `entry` (0: between L1's passes, 1: after the statistics passes, 2: inference);
+    `done` pulses when den / a / b / sh (and L1's floor_mean) hold the channel's values."""
+
+    ENTRIES = ("mid", "train", "infer")
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "start": In(1), "entry": In(2), "done": Out(1),
+            "chan": In(channel_layout(cfg)),
+            "den": Out(max(1, cfg.den_bits)), "a": Out(signed(cfg.a_bits)), "b": Out(signed(cfg.b_bits)),
+            "sh": Out(range(cfg.shift_max + 1)), "floor_mean": Out(signed(cfg.in_fmt.bits + 1)),
+            "pop_top": Out(1), "pop_bottom": Out(1),
+        })
+        self.stats_unit = None          # set by the datapath: the StatisticsUnit whose outputs it reads
+
+    # -- the programs -------------------------------------------------------------------------
+
+    def programs(self, st):
+        """{entry: [steps]} over the statistics unit `st` (its outputs are stable while a program runs)."""
+        cfg, chan = self.cfg, self.chan
+        n, s = chan.count, st.sum
+        q = cfg.recip_bits
+        r = self._regs
+        progs = {"mid": [], "train": [], "infer": []}
+        if cfg.inference_only:
+            progs.pop("mid"), progs.pop("train")
+        else:
+            progs["mid"] = self._mid_program(st)
+            progs["train"] = self._den_program(st) + [
+                Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))]),
+                Div(r["recip"], Const(1, 1) << (r["lead"] + q), self.den, q + 1),
+                Mul(r["m"], Mux(chan.gamma < 0, -r["recip"], r["recip"]), _abs(chan.gamma), cfg.gamma_fmt.bits),
+                Mul(r["km"], r["m"], n, cfg.count_bits),
+                Set([r["sh0"].eq(r["lead"] + cfg.shift_base), r["tk"].eq(leading_one(self._m, n, "count_lead"))]),
+            ] + self._affine_program(s, n, train=True)
+        progs["infer"] = [
+            Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits),
+            Set([r["km"].eq(Mux(chan.gamma < 0, -r["m"], r["m"]) << cfg.stat_frac_bits),
+                 r["sh0"].eq(cfg.inf_shift_base - chan.scale_exp), r["tk"].eq(cfg.stat_frac_bits)]),
+        ] + self._affine_program(chan.mean, None, train=False)
+        return progs
+
+    def _mid_program(self, st):
+        cfg, n, s = self.cfg, self.chan.count, st.sum
+        if cfg.kind == "l1":        # floor(S / n): the second pass compares every value with it
+            return [Div(self.floor_mean, s, n, cfg.in_fmt.bits + 1)]
+        return []
+
+    def _den_program(self, st):
+        """Den = n * sigma_hat * 2**(CF + F_in), exactly as the golden model defines it."""
+        cfg, chan, r = self.cfg, self.chan, self._regs
+        n, s = chan.count, st.sum
+        cb, ib = cfg.count_bits, cfg.in_fmt.bits
+        t = r["t"]
+        if cfg.kind == "range":
+            return [Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
+                    Mul(t, chan.c_last, st.r_open, ib, t),
+                    Mul(self.den, t, n, cb)]
+        if cfg.kind == "linf":
+            u = r["u"]
+            return [Mul(u, st.hi, n, cb, -s),                       # n max - S
+                    Mul(t, -st.lo, n, cb, s),                       # S - n min
+                    Set([t.eq(Mux(u > t, u, t))]),                  # n max|x - mu|
+                    Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+        if cfg.kind == "l1":                                        # sum|nx - S| = 2 (n s_hi - c_hi S)
+            return [Mul(t, st.s_hi, n, cb),
+                    Mul(t, -s, st.c_hi, cb, t),
+                    Mul(self.den, t << 1, chan.c, cfg.const_bits, chan.neps)]
+        if cfg.kind == "topk":                                      # sum of the min(k, n) largest |nx - S|
+            h, cnt = r["hsum"], r["dcount"]
+            kb = cfg.k.bit_length() + 1
+            return [Div(r["f2"], s << 1, n, ib + 2),
+                    Set([h.eq(0), cnt.eq(0), r["step"].eq(0)]),
+                    Merge(cfg.k),
+                    Mul(t, h, n, cb),
+                    Mul(t, Mux(cnt < 0, -s, s), _abs(cnt), kb, t),
+                    Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+        if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
+            return [Mul(t, st.sq_sum, n, cb),
+                    Mul(t, -_abs(s), _abs(s), cfg.sum_bits, t),
+                    Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
+        raise ValueError(cfg.kind)
+
+    def _affine_program(self, c, n, train: bool):
+        """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md)."""
+        cfg, r = self.cfg, self._regs
+        sh0, tk, pre, t = r["sh0"], r["tk"], r["pre"], r["tsh"]
+        lo, hi = cfg.shift_lo, cfg.shift_max
+        c_bits = cfg.sum_bits if train else cfg.mean_bits
+        x_mag = max(-cfg.in_fmt.min_int, cfg.in_fmt.max_int)
+        q_bits = cfg.a_bits - 1 + x_mag.bit_length() + 1
+        below = sh0 < lo
+        t_norm = Mux(sh0 - lo < tk, sh0 - lo, tk)
+        shb = Signal(range(cfg.shift_max + cfg.out_fmt.frac - min(cfg.beta_fmt.frac, cfg.out_fmt.frac) + 1),
+                     name="beta_shift")
+        steps = [
+            Set([pre.eq(Mux(below, lo - sh0, 0)),
+                 t.eq(Mux(below, 0, Mux(t_norm > sh0 - hi, t_norm, sh0 - hi)))]),
+            Set([self.a.eq((r["km"] << pre) >> t), self.sh.eq(sh0 + pre - t)]),
+            Mul(r["p"], Mux(c < 0, -self.a, self.a), _abs(c), c_bits),
+        ]
+        if train:
+            steps.append(Div(r["quot"], r["p"], n, q_bits))
+        else:
+            steps.append(Set([r["quot"].eq(r["p"] >> cfg.stat_frac_bits)]))
+        self._m.d.comb += shb.eq(self.sh + (cfg.out_fmt.frac - cfg.beta_fmt.frac))
+        half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
+        steps.append(Set([self.b.eq((self.chan.beta << shb) + half - r["quot"])]))
+        return steps
+
+    @classmethod
+    def latency_for(cls, cfg, entry: str) -> int:
+        """Cycles from `start` to the cycle after `done` (the program's steps plus 1 to enter, 1 to finish)."""
+        inst, m = cls(cfg), Module()
+        inst._MustUse__silence = m._MustUse__silence = True      # built only to count its steps
+        inst._build(m, _FakeStats(cfg))
+        return sum(step.cycles() for step in inst._progs[entry]) + 2
+
+    # -- elaboration --------------------------------------------------------------------------
+
+    def _build(self, m, st):
+        cfg = self.cfg
+        self._m = m
+        q = cfg.recip_bits
+        sh_w = max(abs(cfg.shift_base) + cfg.den_bits, cfg.inf_shift_base + 130, cfg.shift_max).bit_length() + 2
+        t_bits = cfg.const_bits + cfg.den_bits + 2 * cfg.sum_bits + cfg.in_fmt.bits + 8
+        self._regs = r = {
+            "t": Signal(signed(t_bits), name="t"), "u": Signal(signed(t_bits), name="u"),
+            "lead": Signal(range(max(2, cfg.den_bits)), name="lead"),
+            "recip": Signal(q + 2, name="recip"),
+            "m": Signal(signed(cfg.gamma_fmt.bits + q + 3), name="m"),
+            "km": Signal(signed(cfg.gamma_fmt.bits + q + 3 + max(cfg.count_bits, cfg.stat_frac_bits) + 1), name="km"),
+            "sh0": Signal(signed(sh_w), name="sh0"), "tk": Signal(range(max(cfg.count_bits, cfg.stat_frac_bits) + 1), name="tk"),
+            "pre": Signal(range(max(2, cfg.shift_lo + abs(cfg.shift_base) + 2 + cfg.inf_shift_base + 130)), name="pre"),
+            "tsh": Signal(range(1 << sh_w), name="tsh"),
+            "p": Signal(signed(cfg.a_bits + max(cfg.sum_bits, cfg.mean_bits) + 2), name="p"),
+            "quot": Signal(signed(cfg.a_bits + cfg.in_fmt.bits + 4), name="quot"),
+            "f2": Signal(signed(cfg.in_fmt.bits + 3), name="f2"),
+            "hsum": Signal(signed(cfg.in_fmt.bits + cfg.k.bit_length() + 2), name="hsum"),
+            "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
+            "step": Signal(range(cfg.k + 1), name="merge_step"),
+        }
+        self._progs = self.programs(st)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        st = self.stats_unit
+        self._build(m, st)
+        progs = self._progs
+        r = self._regs
+        steps = [s for p in progs.values() for s in p]
+        muls = [s for s in steps if isinstance(s, Mul)]
+        divs = [s for s in steps if isinstance(s, Div)]
+        sqrts = [s for s in steps if isinstance(s, Sqrt)]
+
+        def width(v):
+            return len(v) if hasattr(v, "shape") else max(1, int(v).bit_length())
+
+        mul = div = root = None
+        if muls:
+            a_bits = max(width(s.a) for s in muls) + 1
+            b_bits = max(s.b_bits for s in muls)
+            p_bits = max(max(len(s.dst) for s in muls), max(width(s.a) + s.b_bits for s in muls)) + 2
+            m.submodules.mul = mul = SeqMul(a_bits, b_bits, p_bits)
+        if divs:
+            d_bits = max(width(s.den) for s in divs)
+            q_bits = max(s.q_bits for s in divs)
+            m.submodules.div = div = SeqDiv(d_bits, q_bits)
+        if sqrts:
+            m.submodules.isqrt = root = ISqrt(max(s.w_bits for s in sqrts))
+
+        k = cfg.k
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.Switch(self.entry):
+                        for i, name in enumerate(self.ENTRIES):
+                            if name in progs:
+                                with m.Case(i):
+                                    m.next = f"{name}_0" if progs[name] else "DONE"
+            for name, prog in progs.items():
+                for i, step in enumerate(prog):
+                    nxt = f"{name}_{i + 1}" if i + 1 < len(prog) else "DONE"
+                    here = f"{name}_{i}"
+                    if isinstance(step, Set):
+                        with m.State(here):
+                            m.d.sync += step.assigns
+                            m.next = nxt
+                    elif isinstance(step, Merge):
+                        with m.State(here):
+                            kk = Mux(self.chan.count < k, self.chan.count, k)
+                            take = Signal(name=f"take_top_{name}_{i}")
+                            on = Signal(name=f"merge_on_{name}_{i}")
+                            m.d.comb += [on.eq(r["step"] < kk),
+                                         take.eq((st.top + st.bottom) > r["f2"])]
+                            with m.If(on):
+                                with m.If(take):
+                                    m.d.comb += self.pop_top.eq(1)
+                                    m.d.sync += [r["hsum"].eq(r["hsum"] + st.top), r["dcount"].eq(r["dcount"] - 1)]
+                                with m.Else():
+                                    m.d.comb += self.pop_bottom.eq(1)
+                                    m.d.sync += [r["hsum"].eq(r["hsum"] - st.bottom), r["dcount"].eq(r["dcount"] + 1)]
+                            m.d.sync += r["step"].eq(r["step"] + 1)
+                            with m.If(r["step"] == k - 1):
+                                m.next = nxt
+                    else:
+                        eng = {Mul: mul, Div: div, Sqrt: root}[type(step)]
+                        with m.State(here):
+                            m.d.comb += eng.start.eq(1)
+                            if isinstance(step, Mul):
+                                m.d.comb += [mul.a.eq(step.a), mul.b.eq(step.b), mul.c.eq(step.c),
+                                             mul.steps.eq(step.b_bits)]
+                            elif isinstance(step, Div):
+                                mag = Signal(len(div.rem_init) + div.q_bits + 1, name=f"mag_{name}_{i}")
+                                m.d.comb += [mag.eq(_abs(step.num)),
+                                             div.rem_init.eq(mag >> step.q_bits),
+                                             div.lo_init.eq(mag[:step.q_bits] << (div.q_bits - step.q_bits)),
+                                             div.neg.eq(step.num < 0), div.den.eq(step.den),
+                                             div.steps.eq(step.q_bits)]
+                            else:
+                                m.d.comb += root.w.eq(step.w)
+                            m.next = here + "_wait"
+                        with m.State(here + "_wait"):
+                            with m.If(eng.done):
+                                result = {Mul: lambda: mul.p, Div: lambda: div.q, Sqrt: lambda: root.root}[type(step)]()
+                                m.d.sync += step.dst.eq(result)
+                                m.next = nxt
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m
+
+
+class _FakeStats:
+    """Stand-in statistics outputs for counting a program's steps without elaborating the datapath."""
+
+    def __init__(self, cfg):
+        unit = StatisticsUnit(cfg)
+        unit._MustUse__silence = True
+        for name, member in unit.signature.members.items():
+            if member.flow == Out:
+                setattr(self, name, Signal(member.shape, name=f"fake_{name}"))

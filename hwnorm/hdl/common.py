@@ -1,0 +1,68 @@
+"""Shapes and small combinational helpers shared by the hardware blocks."""
+from amaranth.hdl import Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In
+
+
+def fmt_shape(fmt):
+    """Amaranth shape of a FixedFormat's integer code."""
+    return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
+
+
+def lanes_of(shape, lanes):
+    """Payload layout of `lanes` values per beat, lane 0 in the least significant bits."""
+    return data.ArrayLayout(shape, lanes)
+
+
+def channel_layout(cfg):
+    """The per-channel descriptor (NormConfig.channel_fields) as a struct."""
+    return data.StructLayout({n: (signed(w) if s else w) for n, w, s in cfg.channel_fields})
+
+
+def tree_sum(terms):
+    """Balanced adder tree over a list of values (an expression; widths grow as needed)."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def tree_reduce(terms, pick):
+    """Balanced tree of a binary selection (max/min): pick(a, b) -> a or b as an expression."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [pick(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def vmax(a, b):
+    return Mux(a > b, a, b)
+
+
+def vmin(a, b):
+    return Mux(a < b, a, b)
+
+
+def leading_one(m, value, name):
+    """A signal holding the position of `value`'s highest set bit (0 for 0): a priority encoder."""
+    width = len(value)
+    lead = Signal(range(max(2, width)), name=name)
+    for b in range(width):
+        with m.If(value[b]):
+            m.d.comb += lead.eq(b)
+    return lead
+
+
+class BeatUnit(wiring.Component):
+    """A per-lane statistics unit fed one beat of `lanes` values per clock: `valid`, the values `x`
+    and a per-lane `mask` (the masked last beat of a channel); `clear` starts a channel."""
+
+    def __init__(self, cfg, members):
+        self.cfg = cfg
+        super().__init__({
+            "clear": In(1),
+            "valid": In(1),
+            "x": In(lanes_of(fmt_shape(cfg.in_fmt), cfg.lanes)),
+            "mask": In(cfg.lanes),
+            **members,
+        })

@@ -1,0 +1,84 @@
+"""The normalize pass, `lanes` values per clock: y = sat(round((x*A + B) >> SH)).
+
+One multiply-add per lane; A, B and SH are per channel (channel_math.py), the same in training and
+inference. Pipeline: input register, multiply, add, shift, round and saturate: no stage deeper than
+one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
+last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`.
+"""
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import fmt_shape, lanes_of, tree_sum
+
+STAGES = 5
+
+
+class NormalizeAffine(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.latency = STAGES
+        lanes = cfg.lanes
+        super().__init__({
+            "i": In(stream.Signature(lanes_of(fmt_shape(cfg.in_fmt), lanes))),
+            "mask": In(lanes),
+            "o": Out(stream.Signature(lanes_of(fmt_shape(cfg.out_fmt), lanes))),
+            "clear": In(1),
+            "a": In(signed(cfg.a_bits)),
+            "b": In(signed(cfg.b_bits)),
+            "shift": In(range(cfg.shift_max + 1)),
+            "busy": Out(1),
+            "sat_count": Out(cfg.count_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        lanes = cfg.lanes
+        lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+        ce = Signal()
+        v = [Signal(name=f"v{k}") for k in range(STAGES)]
+        ok = [Signal(lanes, name=f"ok{k}") for k in range(STAGES)]
+        last = STAGES - 1
+        m.d.comb += [
+            ce.eq(~v[last] | self.o.ready),
+            self.i.ready.eq(ce),
+            self.o.valid.eq(v[last]),
+            self.busy.eq(tree_sum(v) != 0),
+        ]
+        with m.If(self.clear):
+            m.d.sync += [s.eq(0) for s in v] + [self.sat_count.eq(0)]
+        with m.Elif(ce):
+            m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.mask)]
+            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)] + [ok[k].eq(ok[k - 1]) for k in range(1, STAGES)]
+        x_shape = signed(cfg.in_fmt.bits + (0 if cfg.in_fmt.signed else 1))
+        sat_flags = []
+        for j in range(lanes):
+            x = Signal(x_shape, name=f"x{j}")
+            p = Signal(signed(len(x) + cfg.a_bits), name=f"p{j}")
+            acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
+            q = Signal(signed(cfg.acc_bits), name=f"q{j}")
+            over, under = Signal(name=f"over{j}"), Signal(name=f"under{j}")
+            y = Signal(fmt_shape(cfg.out_fmt), name=f"y{j}")
+            qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
+            m.d.comb += qs.eq(acc >> self.shift)
+            if cfg.rounding == "half_even":
+                tie = Signal(name=f"tie{j}")
+                m.d.comb += tie.eq((acc.as_unsigned() & ((1 << self.shift) - 1)) == 0)
+                qr = qs - (tie & qs[0])
+            else:
+                qr = qs
+            with m.If(~self.clear & ce):
+                m.d.sync += [
+                    x.eq(self.i.payload[j]),
+                    p.eq(x * self.a),
+                    acc.eq(p + self.b),
+                    q.eq(qr),
+                    over.eq(qr > hi), under.eq(qr < lo),
+                    y.eq(Mux(ok[3][j], Mux(over, hi, Mux(under, lo, q)), 0)),
+                ]
+            sat_flags.append(v[3] & ok[3][j] & (over | under))
+            m.d.comb += self.o.payload[j].eq(y)
+        with m.If(~self.clear & ce):
+            m.d.sync += self.sat_count.eq(self.sat_count + tree_sum(sat_flags))
+        return m

@@ -1,0 +1,243 @@
+"""Per-lane statistics hardware: what each kind pays for every value of the statistics passes.
+
+Every kind: the sum S. Range: the chunked max/min scan; L-inf: max and min; L2: a squarer per lane
+and the wide sum of squares; L1: in its second pass, a comparator x > floor(mean) per lane with the
+sum and count of the values above; top-k: the k largest and the k smallest values (two sorted
+registers), from which the sequential unit picks the k largest deviations. Nothing here multiplies
+by the count: that is the sequential unit's job (channel_math.py).
+"""
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib.wiring import In, Out
+
+from .common import BeatUnit, fmt_shape, tree_reduce, tree_sum, vmax, vmin
+
+
+class _LaneAccumulator(BeatUnit):
+    """Accumulates term(x) over the channel: one term per lane, an adder tree, an accumulator."""
+
+    output = None
+
+    def __init__(self, cfg, shape):
+        super().__init__(cfg, {self.output: Out(shape)})
+
+    def term(self, x):
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = getattr(self, self.output)
+        beat = tree_sum(Mux(self.mask[j], self.term(self.x[j]), 0) for j in range(self.cfg.lanes))
+        with m.If(self.clear):
+            m.d.sync += acc.eq(0)
+        with m.Elif(self.valid):
+            m.d.sync += acc.eq(acc + beat)
+        return m
+
+
+class SumUnit(_LaneAccumulator):
+    """S = sum(x)."""
+
+    output = "sum"
+
+    def __init__(self, cfg):
+        super().__init__(cfg, signed(cfg.sum_bits))
+
+    def term(self, x):
+        return x
+
+
+class SumSquares(_LaneAccumulator):
+    """sum(x^2) for the L2 baseline: a squarer per lane."""
+
+    output = "sq_sum"
+
+    def __init__(self, cfg):
+        super().__init__(cfg, cfg.sq_sum_bits)
+
+    def term(self, x):
+        return x * x
+
+
+class MinMax(BeatUnit):
+    """max(x) and min(x) over the channel: compare trees across lanes."""
+
+    def __init__(self, cfg):
+        shape = fmt_shape(cfg.in_fmt)
+        super().__init__(cfg, {"hi": Out(shape), "lo": Out(shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        fi = self.cfg.in_fmt
+        lanes = range(self.cfg.lanes)
+        # masked lanes take the neutral element of the comparison
+        hi = tree_reduce([Mux(self.mask[j], self.x[j], fi.min_int) for j in lanes], vmax)
+        lo = tree_reduce([Mux(self.mask[j], self.x[j], fi.max_int) for j in lanes], vmin)
+        with m.If(self.clear):
+            m.d.sync += [self.hi.eq(fi.min_int), self.lo.eq(fi.max_int)]
+        with m.Elif(self.valid):
+            m.d.sync += [self.hi.eq(vmax(self.hi, hi)), self.lo.eq(vmin(self.lo, lo))]
+        return m
+
+
+class ChunkRange(BeatUnit):
+    """Range BN's chunked ranges: max - min per chunk of `chunk_size` consecutive values.
+
+    A chunk is closed lazily, when the first value of the next one arrives, so at the end of the
+    pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
+    last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
+    the lanes closes each segment that a start ends.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
+                               "r_open": Out(cfg.in_fmt.bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        shape = fmt_shape(cfg.in_fmt)
+        hi, lo = Signal(shape), Signal(shape)
+        pos0 = Signal(cfg.count_bits)          # position inside its chunk of the next beat's lane 0
+        have = Signal()                        # an open chunk exists
+        m.d.comb += self.r_open.eq(hi - lo)
+
+        cur_hi, cur_lo, cur_have = hi, lo, have
+        pos = pos0
+        closed = []
+        for j in range(cfg.lanes):
+            start = Signal(name=f"start{j}")
+            m.d.comb += start.eq(self.mask[j] & (pos == 0))
+            closed.append(Mux(start & cur_have, cur_hi - cur_lo, 0))
+            nhi, nlo, nhave = Signal(shape, name=f"hi{j}"), Signal(shape, name=f"lo{j}"), Signal(name=f"have{j}")
+            m.d.comb += [
+                nhi.eq(Mux(start, self.x[j], Mux(self.mask[j], vmax(cur_hi, self.x[j]), cur_hi))),
+                nlo.eq(Mux(start, self.x[j], Mux(self.mask[j], vmin(cur_lo, self.x[j]), cur_lo))),
+                nhave.eq(cur_have | self.mask[j]),
+            ]
+            npos = Signal(cfg.count_bits, name=f"pos{j + 1}")
+            m.d.comb += npos.eq(Mux(pos + 1 == self.chunk_size, 0, pos + 1))
+            cur_hi, cur_lo, cur_have, pos = nhi, nlo, nhave, npos
+
+        with m.If(self.clear):
+            m.d.sync += [self.r_closed.eq(0), have.eq(0), pos0.eq(0)]
+        with m.Elif(self.valid):
+            m.d.sync += [self.r_closed.eq(self.r_closed + tree_sum(closed)),
+                         hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have), pos0.eq(pos)]
+        return m
+
+
+class AboveMean(BeatUnit):
+    """L1's second pass: the sum `s_hi` and the count `c_hi` of the values above `floor_mean`.
+
+    x > mu exactly when x > floor(mu) (x is an integer), so sum|n x - S| = 2 (n s_hi - c_hi S):
+    one comparator per lane instead of a count-wide multiply and subtract."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"floor_mean": In(signed(cfg.in_fmt.bits + 1)),
+                               "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = range(self.cfg.lanes)
+        above = [Signal(name=f"above{j}") for j in lanes]
+        m.d.comb += [above[j].eq(self.mask[j] & (self.x[j] > self.floor_mean)) for j in lanes]
+        with m.If(self.clear):
+            m.d.sync += [self.s_hi.eq(0), self.c_hi.eq(0)]
+        with m.Elif(self.valid):
+            m.d.sync += [self.s_hi.eq(self.s_hi + tree_sum(Mux(above[j], self.x[j], 0) for j in lanes)),
+                         self.c_hi.eq(self.c_hi + tree_sum(above[j] for j in lanes))]
+        return m
+
+
+class ExtremeK(BeatUnit):
+    """The k largest (or smallest) values of the channel in a sorted register, `head` = the most extreme.
+
+    Each lane's value is inserted in turn (lanes-deep chain). Empty slots hold the neutral value, so
+    the first min(k, n) slots are the min(k, n) most extreme values. `pop` shifts the register by one
+    toward the head (the sequential unit's merge reads the values one by one)."""
+
+    def __init__(self, cfg, largest: bool):
+        self.largest = largest
+        super().__init__(cfg, {"pop": In(1), "head": Out(fmt_shape(cfg.in_fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        neutral = cfg.in_fmt.min_int if self.largest else cfg.in_fmt.max_int
+        slots = [Signal(fmt_shape(cfg.in_fmt), name=f"slot{i}", init=neutral) for i in range(cfg.k)]
+        cur = slots
+        for j in range(cfg.lanes):
+            nxt = [Signal(fmt_shape(cfg.in_fmt), name=f"ins{j}_{i}") for i in range(cfg.k)]
+            beats = [Signal(name=f"beats{j}_{i}") for i in range(cfg.k)]
+            for i in range(cfg.k):
+                better = self.x[j] > cur[i] if self.largest else self.x[j] < cur[i]
+                m.d.comb += beats[i].eq(self.mask[j] & better)
+                moved_down = cur[i - 1] if i else self.x[j]
+                m.d.comb += nxt[i].eq(Mux(beats[i], Mux(beats[i - 1] if i else 0, moved_down, self.x[j]), cur[i]))
+            cur = nxt
+        m.d.comb += self.head.eq(slots[0])
+        with m.If(self.clear):
+            m.d.sync += [s.eq(neutral) for s in slots]
+        with m.Elif(self.pop):
+            m.d.sync += [s.eq(n) for s, n in zip(slots, slots[1:] + [neutral])]
+        with m.Elif(self.valid):
+            m.d.sync += [s.eq(c) for s, c in zip(slots, cur)]
+        return m
+
+
+class StatisticsUnit(BeatUnit):
+    """The per-lane statistics hardware of cfg's kind (the sum and the kind's own unit): what
+    distinguishes the kinds; synthesized alone by `hwnorm synth`.
+
+    `second` selects L1's second pass (the values above `floor_mean`); top-k's `pop_top`/`pop_bottom`
+    step its sorted registers during the merge. Outputs by kind: `sum`; range `r_closed`, `r_open`;
+    linf `hi`, `lo`; l2 `sq_sum`; l1 `s_hi`, `c_hi`; topk `top`, `bottom`."""
+
+    def __init__(self, cfg):
+        shape = fmt_shape(cfg.in_fmt)
+        members = {"sum": Out(signed(cfg.sum_bits))}
+        members.update({
+            "range": {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
+                      "r_open": Out(cfg.in_fmt.bits)},
+            "linf": {"hi": Out(shape), "lo": Out(shape)},
+            "l2": {"sq_sum": Out(cfg.sq_sum_bits)},
+            "l1": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
+                   "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)},
+            "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
+        }[cfg.kind])
+        super().__init__(cfg, members)
+
+    def _feed(self, m, unit, valid):
+        m.d.comb += [unit.clear.eq(self.clear), unit.valid.eq(valid), unit.x.eq(self.x), unit.mask.eq(self.mask)]
+        return unit
+
+    def elaborate(self, platform):
+        m = Module()
+        kind = self.cfg.kind
+        first = self.valid & ~self.second if kind == "l1" else self.valid
+        m.submodules.sum = su = self._feed(m, SumUnit(self.cfg), first)
+        m.d.comb += self.sum.eq(su.sum)
+        if kind == "range":
+            m.submodules.ranges = r = self._feed(m, ChunkRange(self.cfg), first)
+            m.d.comb += [r.chunk_size.eq(self.chunk_size), self.r_closed.eq(r.r_closed), self.r_open.eq(r.r_open)]
+        elif kind == "linf":
+            m.submodules.minmax = mm = self._feed(m, MinMax(self.cfg), first)
+            m.d.comb += [self.hi.eq(mm.hi), self.lo.eq(mm.lo)]
+        elif kind == "l2":
+            m.submodules.squares = sq = self._feed(m, SumSquares(self.cfg), first)
+            m.d.comb += self.sq_sum.eq(sq.sq_sum)
+        elif kind == "l1":
+            m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), self.valid & self.second)
+            m.d.comb += [ab.floor_mean.eq(self.floor_mean), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]
+        elif kind == "topk":
+            m.submodules.top = top = self._feed(m, ExtremeK(self.cfg, largest=True), first)
+            m.submodules.bottom = bot = self._feed(m, ExtremeK(self.cfg, largest=False), first)
+            m.d.comb += [top.pop.eq(self.pop_top), bot.pop.eq(self.pop_bottom),
+                         self.top.eq(top.head), self.bottom.eq(bot.head)]
+        return m
+
+
+def statistics_verilog(cfg, name: str = "hwnorm_stats") -> str:
+    """Verilog of cfg's StatisticsUnit alone (for synthesis)."""
+    from amaranth.back import verilog
+    return verilog.convert(StatisticsUnit(cfg), name=name, strip_internal_attrs=True)
