@@ -1,16 +1,97 @@
-"""Unit tests of single Amaranth blocks in Amaranth's own simulator (the datapath is tested in cocotb)."""
+"""Unit tests of single Amaranth blocks in Amaranth's own simulator (the datapath is tested in cocotb).
+
+One test per hardware block, in the manner of Glasgow's gateware tests: the block runs in
+`amaranth.sim.Simulator` on random operands (fixed seeds) and on edge cases, and every result is
+compared with a `ref_*` function, a few lines of plain Python/NumPy that do the same job.
+"""
 import math
 import random
 
+import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
-from hwnorm.hdl import Reciprocal
-from hwnorm.hdl.blocks import ISqrt
+from hwnorm.config import FixedFormat, NormConfig
+from hwnorm.hdl.normalize import NormalizeAffine
+from hwnorm.hdl.sequential import ISqrt, SeqDiv, SeqMul
+from hwnorm.hdl.statistics import AboveMean, ChunkRange, ExtremeK, MinMax, StatisticsUnit, SumSquares, SumUnit
+
+S8 = FixedFormat(8, 4)
+U8 = FixedFormat(8, 4, signed=False)
+MAX_COUNT = 64
+GUARD_CYCLES = 20_000       # a block that never answers fails the test instead of hanging it
+
+
+# -- the references: what each block computes, in plain Python/NumPy -----------------------------
+
+def ref_mul(a, b, c):
+    return a * b + c
+
+
+def ref_div(num, den):
+    return num // den
+
+
+def ref_isqrt(w):
+    return math.isqrt(w)
+
+
+def ref_sum(values):
+    return int(np.sum(np.asarray(values, dtype=np.int64)))
+
+
+def ref_sum_squares(values):
+    v = np.asarray(values, dtype=np.int64)
+    return int(np.dot(v, v))
+
+
+def ref_max_min(values):
+    return int(np.max(values)), int(np.min(values))
+
+
+def ref_chunk_ranges(values, chunk_size):
+    """(sum of the ranges of all chunks but the last, the last chunk's range)."""
+    ranges = [max(c) - min(c) for c in (values[i:i + chunk_size] for i in range(0, len(values), chunk_size))]
+    return sum(ranges[:-1]), ranges[-1]
+
+
+def ref_above_mean(values, floor_mean):
+    """(sum, count) of the values above floor_mean."""
+    v = np.asarray(values, dtype=np.int64)
+    above = v[v > floor_mean]
+    return int(above.sum()), int(above.size)
+
+
+def ref_extreme_k(values, k, largest, fmt):
+    """The k largest (smallest) values, most extreme first, padded with the neutral value."""
+    neutral = fmt.min_int if largest else fmt.max_int
+    ordered = sorted(values)[::-1] if largest else sorted(values)
+    return (ordered + [neutral] * k)[:k]
+
+
+def ref_normalize(x, a, b, shift, rounding, fmt):
+    """(y, saturated) of y = clamp(round((x*A + B) >> SH)); B already holds the rounding half."""
+    acc = x * a + b
+    q = acc >> shift
+    if rounding == "half_even" and acc & ((1 << shift) - 1) == 0 and q & 1:
+        q -= 1
+    y = min(max(q, fmt.min_int), fmt.max_int)
+    return y, y != q
+
+
+# -- simulation helpers ----------------------------------------------------------------------------
+
+def simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def run_sequential(dut, inputs, apply, check):
-    """For each input: apply() it with a one-cycle start pulse, wait for done, check(); returns the latencies."""
-    seen = []
+    """For each input: apply() it with a one-cycle `start` pulse, wait for `done`, check() the result
+    and that `done` is a one-cycle pulse. Returns the latency (cycles from start to done) of each."""
+    latencies = []
 
     async def bench(ctx):
         for value in inputs:
@@ -22,35 +103,407 @@ def run_sequential(dut, inputs, apply, check):
             while not ctx.get(dut.done):
                 await ctx.tick()
                 cycles += 1
+                assert cycles < GUARD_CYCLES, f"done never came for {value}"
             check(ctx, value)
-            seen.append(cycles)
+            latencies.append(cycles)
+            await ctx.tick()
+            assert not ctx.get(dut.done), f"done is longer than one cycle for {value}"
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return set(seen)
-
-
-def test_reciprocal_is_floor_of_normalized_division_with_fixed_latency():
-    dut = Reciprocal(den_bits=20, recip_bits=9)
-    rnd = random.Random(5)
-    dens = [1, 2, 3, (1 << 19), (1 << 20) - 1, 12345] + [rnd.randrange(1, 1 << 20) for _ in range(40)]
-
-    def check(ctx, den):
-        lead = den.bit_length() - 1
-        assert ctx.get(dut.lead) == lead
-        assert ctx.get(dut.recip) == (1 << (lead + 9)) // den, den
-
-    assert run_sequential(dut, dens, lambda ctx, den: ctx.set(dut.den, den), check) == {dut.latency}
+    simulate(dut, bench)
+    return latencies
 
 
-def test_isqrt_is_floor_sqrt_with_fixed_latency():
-    dut = ISqrt(w_bits=37)
-    rnd = random.Random(9)
-    ws = [0, 1, 2, 3, 4, 15, 16, 17, (1 << 37) - 1, (1 << 36)] + [rnd.randrange(0, 1 << 37) for _ in range(40)]
+def stats_config(kind, lanes, in_fmt=S8, **kw):
+    return NormConfig(kind=kind, lanes=lanes, in_fmt=in_fmt, max_count=MAX_COUNT, **kw)
+
+
+def beats_of(values, lanes):
+    """(lane values, mask) per beat: the last beat is masked when len(values) is not a multiple of lanes."""
+    return [(list(values[i:i + lanes]), (1 << len(values[i:i + lanes])) - 1) for i in range(0, len(values), lanes)]
+
+
+def random_values(rnd, fmt, n):
+    return [rnd.randint(fmt.min_int, fmt.max_int) for _ in range(n)]
+
+
+def channel_sets(rnd, fmt, lanes):
+    """Channels of values: single values, full and masked last beats, random lengths, all-extreme channels."""
+    sizes = [1, 2, lanes, lanes + 1, 2 * lanes + 3, rnd.randint(5, MAX_COUNT - 1), MAX_COUNT]
+    channels = [random_values(rnd, fmt, n) for n in sizes]
+    channels += [[fmt.min_int] * MAX_COUNT, [fmt.max_int] * MAX_COUNT,
+                 [rnd.choice((fmt.min_int, fmt.max_int)) for _ in range(4 * lanes + 1)]]
+    return channels
+
+
+async def feed_channel(ctx, dut, values, rnd, clear=True, **held):
+    """Set the `held` inputs, start a channel with a one-cycle `clear` (unless clear=False) and feed
+    `values` beat by beat, with random idle cycles between beats. Masked-out lanes and idle cycles
+    carry random junk, which the block must ignore."""
+    cfg = dut.cfg
+    for name, value in held.items():
+        ctx.set(getattr(dut, name), value)
+    if clear:
+        ctx.set(dut.valid, 0)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+    for lanes_in, mask in beats_of(values, cfg.lanes):
+        while rnd.random() < 0.25:
+            ctx.set(dut.x, random_values(rnd, cfg.in_fmt, cfg.lanes))
+            ctx.set(dut.mask, rnd.getrandbits(cfg.lanes))
+            ctx.set(dut.valid, 0)
+            await ctx.tick()
+        ctx.set(dut.x, lanes_in + random_values(rnd, cfg.in_fmt, cfg.lanes - len(lanes_in)))
+        ctx.set(dut.mask, mask)
+        ctx.set(dut.valid, 1)
+        await ctx.tick()
+    ctx.set(dut.valid, 0)
+
+
+def run_channels(dut, channels, check, seed):
+    """Feed each (values, held inputs) channel, then check(ctx, values, held) the block's outputs."""
+    rnd = random.Random(seed)
+
+    async def bench(ctx):
+        for values, held in channels:
+            await feed_channel(ctx, dut, values, rnd, **held)
+            check(ctx, values, held)
+
+    simulate(dut, bench)
+
+
+# -- sequential arithmetic -------------------------------------------------------------------------
+
+def test_seq_mul_computes_a_times_b_plus_c_in_steps_plus_one_cycles():
+    a_bits, b_bits, p_bits, c_mag = 8, 10, 20, 1 << 18
+    dut = SeqMul(a_bits, b_bits, p_bits)
+    rnd = random.Random(1)
+    a_lo, a_hi = -(1 << (a_bits - 1)), (1 << (a_bits - 1)) - 1
+    cases = []
+    for steps in (1, 2, 5, 9, b_bits):
+        b_hi = (1 << steps) - 1
+        cases += [(a_lo, b_hi, -c_mag, steps), (a_hi, b_hi, c_mag - 1, steps), (-1, b_hi, 0, steps),
+                  (a_lo, 0, -1, steps), (a_hi, 0, 12345, steps), (0, b_hi, -777, steps), (-3, 1, 0, steps)]
+        cases += [(rnd.randint(a_lo, a_hi), rnd.randint(0, b_hi), rnd.randint(-c_mag, c_mag - 1), steps)
+                  for _ in range(16)]
+
+    def apply(ctx, case):
+        a, b, c, steps = case
+        ctx.set(dut.a, a)
+        ctx.set(dut.b, b)
+        ctx.set(dut.c, c)
+        ctx.set(dut.steps, steps)
+
+    def check(ctx, case):
+        assert ctx.get(dut.p) == ref_mul(*case[:3]), case
+
+    latencies = run_sequential(dut, cases, apply, check)
+    assert latencies == [steps + 1 for *_, steps in cases]
+
+
+def split_dividend(num, steps, q_bits):
+    """SeqDiv's operand split of a signed dividend: (rem_init, lo_init, neg)."""
+    mag = abs(num)
+    return mag >> steps, (mag & ((1 << steps) - 1)) << (q_bits - steps), int(num < 0)
+
+
+def test_seq_div_computes_floor_of_signed_num_over_den_in_steps_plus_one_cycles():
+    d_bits, q_bits = 12, 10
+    dut = SeqDiv(d_bits, q_bits)
+    rnd = random.Random(2)
+    cases = []
+    for steps in (1, 3, 6, q_bits):
+        for den in (1, 2, 3, 7, (1 << d_bits) - 1, 1 << (d_bits - 1), rnd.randrange(1, 1 << d_bits)):
+            top = (den << steps) - 1                               # largest |num| with rem_init < den
+            q = rnd.randint(1, (1 << steps) - 1) if steps > 1 else 1
+            cases += [(0, den, steps), (top, den, steps), (-top, den, steps),
+                      (den * q, den, steps), (-den * q, den, steps),           # exact: remainder 0
+                      (-den, den, steps), (-1, den, steps), (1, den, steps)]
+            cases += [(rnd.choice((-1, 1)) * rnd.randint(0, top), den, steps) for _ in range(3)]
+
+    def apply(ctx, case):
+        num, den, steps = case
+        rem_init, lo_init, neg = split_dividend(num, steps, q_bits)
+        assert rem_init < den
+        ctx.set(dut.rem_init, rem_init)
+        ctx.set(dut.lo_init, lo_init)
+        ctx.set(dut.neg, neg)
+        ctx.set(dut.den, den)
+        ctx.set(dut.steps, steps)
+
+    def check(ctx, case):
+        assert ctx.get(dut.q) == ref_div(*case[:2]), case
+
+    latencies = run_sequential(dut, cases, apply, check)
+    assert latencies == [steps + 1 for *_, steps in cases]
+
+
+@pytest.mark.parametrize("w_bits", [16, 37])
+def test_isqrt_computes_floor_sqrt_with_fixed_latency_of_steps_plus_one(w_bits):
+    dut = ISqrt(w_bits)
+    rnd = random.Random(w_bits)
+    top = (1 << w_bits) - 1
+    r_top = math.isqrt(top)
+    ws = [0, 1, 2, 3, 4, 5, 8, 9, 15, 16, 17, top, top - 1, 1 << (w_bits - 1), r_top * r_top, r_top * r_top - 1]
+    for _ in range(12):
+        r = rnd.randint(1, r_top)
+        ws += [r * r, r * r - 1, min(r * r + r, top)]
+    ws += [rnd.randint(0, top) for _ in range(30)]
 
     def check(ctx, w):
-        assert ctx.get(dut.root) == math.isqrt(w), w
+        assert ctx.get(dut.root) == ref_isqrt(w), w
 
-    assert run_sequential(dut, ws, lambda ctx, w: ctx.set(dut.w, w), check) == {ISqrt.latency_for(37)}
+    latencies = run_sequential(dut, ws, lambda ctx, w: ctx.set(dut.w, w), check)
+    assert set(latencies) == {ISqrt.steps_for(w_bits) + 1}
+
+
+# -- per-lane statistics -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("in_fmt", [S8, U8], ids=str)
+def test_sum_unit_adds_the_masked_in_lanes_of_a_channel(lanes, in_fmt):
+    dut = SumUnit(stats_config("range", lanes, in_fmt))
+    channels = [(values, {}) for values in channel_sets(random.Random(10 + lanes), in_fmt, lanes)]
+
+    def check(ctx, values, held):
+        assert ctx.get(dut.sum) == ref_sum(values), values
+
+    run_channels(dut, channels, check, seed=lanes)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("in_fmt", [S8, U8], ids=str)
+def test_sum_squares_adds_the_squares_of_the_masked_in_lanes(lanes, in_fmt):
+    dut = SumSquares(stats_config("l2", lanes, in_fmt))
+    channels = [(values, {}) for values in channel_sets(random.Random(20 + lanes), in_fmt, lanes)]
+
+    def check(ctx, values, held):
+        assert ctx.get(dut.sq_sum) == ref_sum_squares(values), values
+
+    run_channels(dut, channels, check, seed=lanes)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("in_fmt", [S8, U8], ids=str)
+def test_min_max_finds_the_largest_and_smallest_masked_in_value(lanes, in_fmt):
+    dut = MinMax(stats_config("linf", lanes, in_fmt))
+    rnd = random.Random(30 + lanes)
+    channels = channel_sets(rnd, in_fmt, lanes)
+    channels += [[in_fmt.max_int] + [0] * lanes, [in_fmt.min_int] + [in_fmt.max_int] * 5, [3] * (lanes + 1)]
+
+    def check(ctx, values, held):
+        assert (ctx.get(dut.hi), ctx.get(dut.lo)) == ref_max_min(values), values
+
+    run_channels(dut, [(v, {}) for v in channels], check, seed=lanes)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_chunk_range_sums_closed_chunk_ranges_and_keeps_the_last_chunk_open(lanes):
+    cfg = stats_config("range", lanes, chunks=16)
+    dut = ChunkRange(cfg)
+    fmt = cfg.in_fmt
+    rnd = random.Random(40 + lanes)
+    cases = [(1, 1), (4, 1), (16, 1), (3, 3), (6, 3), (7, 3), (12, 3), (13, 3), (30, 3), (47, 3),
+             (10, 4), (9, 5), (11, 5), (16, 16), (20, 20), (64, 4), (40, 7), (33, 2), (63, 5)]
+    cases += [(n, -(-n // cfg.chunks)) for n in (rnd.randint(2, MAX_COUNT) for _ in range(4))]
+    channels = [(random_values(rnd, fmt, n), {"chunk_size": cs}) for n, cs in cases]
+    # the widest ranges: every chunk holds both extremes (15 closed chunks of range 255)
+    channels.append(([fmt.min_int, fmt.max_int] * 16, {"chunk_size": 2}))
+    channels.append(([fmt.max_int, fmt.min_int, 0] * 5 + [fmt.min_int], {"chunk_size": 3}))
+
+    def check(ctx, values, held):
+        assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == ref_chunk_ranges(values, held["chunk_size"]), \
+            (held, values)
+
+    run_channels(dut, channels, check, seed=lanes)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("in_fmt", [S8, U8], ids=str)
+def test_above_mean_sums_and_counts_the_values_above_floor_mean(lanes, in_fmt):
+    dut = AboveMean(stats_config("l1", lanes, in_fmt))
+    rnd = random.Random(50 + lanes)
+    fm_lo, fm_hi = -(1 << in_fmt.bits), (1 << in_fmt.bits) - 1          # floor_mean's range
+    channels = []
+    for values in channel_sets(rnd, in_fmt, lanes):
+        for floor_mean in (sum(values) // len(values), min(values) - 1, min(values), max(values),
+                           rnd.randint(fm_lo, fm_hi)):
+            channels.append((values, {"floor_mean": max(fm_lo, min(fm_hi, floor_mean))}))
+    channels += [(random_values(rnd, in_fmt, 9), {"floor_mean": fm}) for fm in (fm_lo, fm_hi)]
+
+    def check(ctx, values, held):
+        assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, held["floor_mean"]), \
+            (held, values)
+
+    run_channels(dut, channels, check, seed=lanes)
+
+
+def extreme_k_channels(rnd, fmt, lanes, k):
+    """Random values, ties, fewer values than k, and values equal to either end of the format."""
+    channels = [random_values(rnd, fmt, n) for n in (1, k - 1, k, k + 1, lanes + 1, 2 * lanes + 3, MAX_COUNT)]
+    channels += [[rnd.randint(-2, 2) + (fmt.min_int + fmt.max_int) // 2 for _ in range(n)] for n in (7, 30)]
+    channels += [[5] * (k + 2), [fmt.max_int] * k + [fmt.min_int] * k, [fmt.min_int, fmt.max_int, 0],
+                 sorted(random_values(rnd, fmt, 13)), sorted(random_values(rnd, fmt, 13), reverse=True)]
+    return [c for c in channels if c]
+
+
+@pytest.mark.parametrize("largest", [True, False], ids=["largest", "smallest"])
+@pytest.mark.parametrize("lanes,k,in_fmt", [(1, 3, S8), (4, 3, S8), (4, 8, S8), (4, 3, U8)], ids=str)
+def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order(largest, lanes, k, in_fmt):
+    cfg = stats_config("topk", lanes, in_fmt, k=k)
+    dut = ExtremeK(cfg, largest=largest)
+    rnd = random.Random(60 + 2 * lanes + k)
+    channels = extreme_k_channels(rnd, in_fmt, lanes, k)
+    neutral = in_fmt.min_int if largest else in_fmt.max_int
+
+    async def bench(ctx):
+        for values in channels:
+            await feed_channel(ctx, dut, values, rnd)
+            heads = []
+            for _ in range(k):
+                heads.append(ctx.get(dut.head))
+                ctx.set(dut.pop, 1)
+                await ctx.tick()
+                ctx.set(dut.pop, 0)
+            assert heads == ref_extreme_k(values, k, largest, in_fmt), values
+            assert ctx.get(dut.head) == neutral, "k pops leave only neutral values"
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2"])
+def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
+    cfg = stats_config(kind, 4, k=3 if kind == "topk" else None)
+    dut = StatisticsUnit(cfg)
+    rnd = random.Random(70)
+    channels = [random_values(rnd, cfg.in_fmt, n) for n in (1, 6, 23, MAX_COUNT)]
+
+    async def bench(ctx):
+        for values in channels:
+            held = {"chunk_size": -(-len(values) // cfg.chunks)} if kind == "range" else {}
+            if kind == "l1":
+                held["second"] = 0
+            await feed_channel(ctx, dut, values, rnd, **held)
+            if kind == "l1":                                    # the second pass, on the same channel
+                floor_mean = ref_sum(values) // len(values)
+                await feed_channel(ctx, dut, values, rnd, clear=False, second=1, floor_mean=floor_mean)
+                assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, floor_mean)
+            assert ctx.get(dut.sum) == ref_sum(values), "the first pass's sum"
+            if kind == "range":
+                assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == \
+                    ref_chunk_ranges(values, held["chunk_size"])
+            elif kind == "linf":
+                assert (ctx.get(dut.hi), ctx.get(dut.lo)) == ref_max_min(values)
+            elif kind == "l2":
+                assert ctx.get(dut.sq_sum) == ref_sum_squares(values)
+            elif kind == "topk":
+                for largest, head, pop in ((True, dut.top, dut.pop_top), (False, dut.bottom, dut.pop_bottom)):
+                    heads = []
+                    for _ in range(cfg.k):
+                        heads.append(ctx.get(head))
+                        ctx.set(pop, 1)
+                        await ctx.tick()
+                        ctx.set(pop, 0)
+                    assert heads == ref_extreme_k(values, cfg.k, largest, cfg.in_fmt)
+
+    simulate(dut, bench)
+
+
+# -- the normalize pass --------------------------------------------------------------------------------
+
+def normalize_channels(cfg, rnd):
+    """(x values, A, B, SH) per channel: typical gains with a mix of saturated outputs, gains that make
+    exact ties, the extreme A, B and SH of the configuration, and A = 0."""
+    a_lo, a_hi = -(1 << (cfg.a_bits - 1)), (1 << (cfg.a_bits - 1)) - 1
+    b_lo, b_hi = -(1 << (cfg.b_bits - 1)), (1 << (cfg.b_bits - 1)) - 1
+    fi, fo = cfg.in_fmt, cfg.out_fmt
+    out_mid = (fo.min_int + fo.max_int) // 2
+
+    def half(sh):
+        return 0 if cfg.rounding == "floor" else 1 << (sh - 1)
+
+    def xs(n):
+        return random_values(rnd, fi, n - 2) + [fi.min_int, fi.max_int]
+
+    channels = []
+    for _ in range(3):                  # typical: |gain| up to 2 output LSBs per input LSB
+        sh = rnd.randint(cfg.shift_lo, cfg.shift_max)
+        a = rnd.randint(-(2 << sh), 2 << sh)
+        b = (rnd.randint(out_mid - 64, out_mid + 64) << sh) + half(sh)
+        channels.append((xs(rnd.randint(20, MAX_COUNT)), a, b, sh))
+    for _ in range(2):                  # ties: x*A is an odd multiple of 2**(SH-1) for odd x
+        sh = rnd.randint(cfg.shift_lo, cfg.shift_max)
+        a = rnd.choice((-3, -1, 1, 3)) << (sh - 1)
+        b = (rnd.randint(out_mid - 32, out_mid + 32) << sh) + half(sh)
+        channels.append((xs(MAX_COUNT), a, b, sh))
+    channels += [(xs(37), a_lo, b_hi, cfg.shift_lo), (xs(37), a_hi, b_lo, cfg.shift_max),
+                 (xs(29), a_hi, b_hi, cfg.shift_lo), (xs(29), a_lo, b_lo, cfg.shift_max),
+                 (xs(11), 0, (out_mid << cfg.shift_lo) + half(cfg.shift_lo), cfg.shift_lo),
+                 (xs(1), 1 << cfg.shift_max, half(cfg.shift_max), cfg.shift_max)]    # y = x, clamped
+    return channels
+
+
+@pytest.mark.parametrize("cfg", [
+    NormConfig(kind="linf", lanes=1, rounding="half_up", max_count=MAX_COUNT),
+    NormConfig(kind="range", lanes=4, rounding="half_even", max_count=MAX_COUNT),
+    NormConfig(kind="l2", lanes=4, rounding="floor", max_count=MAX_COUNT),
+    NormConfig(kind="l1", lanes=2, rounding="half_even", in_fmt=U8, out_fmt=FixedFormat(8, 5, signed=False),
+               max_count=MAX_COUNT),
+], ids=lambda cfg: f"{cfg.lanes}lanes-{cfg.rounding}-{cfg.in_fmt}-{cfg.out_fmt}")
+def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_pipeline(cfg):
+    dut = NormalizeAffine(cfg)
+    rnd = random.Random(80 + cfg.lanes)
+    lanes = cfg.lanes
+    channels = normalize_channels(cfg, rnd)
+    ties = sum(ref_normalize(x, a, b, sh, "floor", cfg.out_fmt)[0] != ref_normalize(x, a, b, sh, "half_even",
+                                                                                     cfg.out_fmt)[0]
+               for xs, a, b, sh in channels for x in xs)
+    assert ties > 0, "the channels must hold ties that half_even rounds down"
+
+    async def bench(ctx):
+        for index, (xs, a, b, sh) in enumerate(channels):
+            steady = index == 0             # the first channel: always valid and ready (the latency)
+            beats = beats_of(xs, lanes)
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.shift, sh)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            sent, got, t_in, t_out, cycle = 0, [], [], [], 0
+            while len(got) < len(beats):
+                offer = sent < len(beats) and (steady or rnd.random() < 0.8)
+                payload, mask = beats[sent] if offer else ([], rnd.getrandbits(lanes))
+                ctx.set(dut.i.payload, payload + random_values(rnd, cfg.in_fmt, lanes - len(payload)))
+                ctx.set(dut.mask, mask)
+                ctx.set(dut.i.valid, offer)
+                ready = steady or rnd.random() < 0.6
+                ctx.set(dut.o.ready, ready)
+                taken = offer and ctx.get(dut.i.ready)
+                if taken:
+                    t_in.append(cycle)
+                if ready and ctx.get(dut.o.valid):
+                    got.append([ctx.get(dut.o.payload[j]) for j in range(lanes)])
+                    t_out.append(cycle)
+                await ctx.tick()
+                sent += taken
+                cycle += 1
+                assert cycle < GUARD_CYCLES, "the pipeline stopped"
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 0)
+            want, sat = [], 0
+            for lanes_in, mask in beats:
+                refs = [ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt) for x in lanes_in]
+                want.append([y for y, _ in refs] + [0] * (lanes - len(lanes_in)))     # masked lanes: 0
+                sat += sum(s for _, s in refs)
+            assert got == want, (a, b, sh)
+            assert ctx.get(dut.sat_count) == sat, (a, b, sh)
+            assert not ctx.get(dut.busy), "the pipeline is empty once every beat is out"
+            latency = [o - i for i, o in zip(t_in, t_out)]
+            if steady:
+                assert set(latency) == {dut.latency}
+            else:
+                assert min(latency) >= dut.latency
+
+    simulate(dut, bench)
