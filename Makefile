@@ -38,7 +38,7 @@ bench: $(STAMP)
 accuracy: $(STAMP)
 	$(VENV)/bin/hwnorm accuracy
 
-## synthesis area and timing of every kind x width x lanes (Yosys + nextpnr from PyPI; cached)
+## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached)
 synth: $(STAMP)
 	$(VENV)/bin/hwnorm synth
 

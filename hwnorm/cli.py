@@ -118,7 +118,7 @@ def cmd_synth(args) -> int:
 
     from tqdm import tqdm
 
-    from .reports.synth import sweep, sweep_configs
+    from .reports.synth import sweep, sweep_configs, timing_summary
     cfgs = sweep_configs()
     if args.only:
         unknown = [k for k in args.only if k not in cfgs]
@@ -128,30 +128,38 @@ def cmd_synth(args) -> int:
         cfgs = {k: cfgs[k] for k in args.only}
     t0 = time.monotonic()
     with tqdm(total=len(cfgs), desc="synth", disable=args.quiet) as bar:
-        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, progress=bar)
-    print(f"{'config':12s} {'LUT4':>6s} {'carry':>6s} {'FF':>6s} {'DSP':>4s} {'gates':>7s} {'Fmax MHz':>9s}  timing")
+        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar)
+    wall = time.monotonic() - t0
+    mhz = lambda f: f"{f:.1f}" if f else "-"  # noqa: E731
+    print(f"{'config':12s} {'gates':>7s} | ECP5 {'LUT4':>6s} {'noDSP':>6s} {'CCU2C':>5s} {'FF':>5s} {'MULT':>4s} "
+          f"{'MHz':>6s} | iCE40 {'LUT4':>6s} {'noDSP':>6s} {'MAC':>3s} {'MHz':>5s} | stats gates")
     for name in cfgs:
         if name in rows:
             r = rows[name]
-            fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-"
-            print(f"{name:12s} {r['luts']:6d} {r['carries']:6d} {r['ffs']:6d} {r['dsps']:4d} {r['gates']:7d} {fmax:>9s}  {r['timing']}")
+            print(f"{name:12s} {r['gates']:7d} |      {r['ecp5_luts']:6d} {r['ecp5_luts_nodsp']:6d} {r['ecp5_ccu2c']:5d} "
+                  f"{r['ecp5_ffs']:5d} {r['ecp5_mult18']:4d} {mhz(r['fmax_ecp5']):>6s} |       {r['ice40_luts']:6d} "
+                  f"{r['ice40_luts_nodsp']:6d} {r['ice40_dsps']:3d} {mhz(r['fmax_ice40']):>5s} | {r['stats_gates']}")
     for name, err in errors.items():
         print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
-    print(f"hwnorm synth: {len(rows)} configurations synthesized, {len(errors)} failed, {time.monotonic() - t0:.1f} s")
+    print(timing_summary(rows, wall))
+    print(f"hwnorm synth: {len(rows)} configurations ok, {len(errors)} failed, {wall:.1f} s")
     return 1 if errors else 0
 
 
 def cmd_report(args) -> int:
     """docs/results.md (+ plots): synthesis (cached), numerics, bench, accuracy, in one command."""
     import dataclasses
+    import time
 
     from .bench import run as bench_run
     from .reports import DOCS, replace_block
-    from .reports.results import headline, load_json, write
-    from .reports.synth import sweep, sweep_configs
+    from .reports.results import load_json, readme_headline, write
+    from .reports.synth import sweep, sweep_configs, timing_summary
     from .reports.tables import numerics_rows, numerics_table
     from .torch.accuracy import run as accuracy_run
-    rows, errors = sweep(sweep_configs(), jobs=args.jobs)
+    t0 = time.monotonic()
+    rows, errors = sweep(sweep_configs(), jobs=args.jobs, ice40_pnr=args.ice40_pnr)
+    print(timing_summary(rows, time.monotonic() - t0))
     for name, err in errors.items():
         print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
     nrows = numerics_rows()
@@ -165,7 +173,7 @@ def cmd_report(args) -> int:
         acc = accuracy_run(quiet=args.quiet)
         _dump_json(DOCS / "accuracy.json", acc)
     path = write(rows, errors, numeric, numerics_table(rows=nrows), bench, acc)
-    replace_block(REPO / "README.md", "headline", "**" + headline(rows, numeric) + "**")
+    replace_block(REPO / "README.md", "headline", readme_headline(rows, numeric))
     print(f"wrote {path} and docs/img/*.png; README headline updated")
     return 1 if errors else 0
 
@@ -231,15 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("synth", help="Yosys/nextpnr synthesis of every kind x width 8/16 x lanes 1/4 (cached)")
+    p = sub.add_parser("synth", help="Yosys/nextpnr synthesis (ECP5 main target, iCE40, generic gates) of every kind x "
+                                     "width 8/16 x lanes 1/4 (cached)")
     p.add_argument("--only", nargs="+", help="only these configurations (e.g. range_s8_p1)")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--no-pnr", action="store_true", help="skip place-and-route (timing from Yosys only)")
+    p.add_argument("--jobs", type=int, default=2, help="configurations (and so place-and-route runs) at once")
+    p.add_argument("--no-pnr", action="store_true", help="skip place-and-route (no Fmax)")
+    p.add_argument("--ice40-pnr", action="store_true",
+                   help="also place and route on an iCE40 HX8K where the design fits (slow; cached apart)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--ice40-pnr", action="store_true", help="as for hwnorm synth")
     p.add_argument("--reuse", action="store_true", help="reuse docs/bench.json and docs/accuracy.json if present")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report)

