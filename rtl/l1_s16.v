@@ -4,7 +4,7 @@
 
 module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [74:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -12,19 +12,18 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [17:0] \$19 ;
-  wire [17:0] \$2 ;
+  wire [13:0] \$17 ;
+  wire [13:0] \$18 ;
+  wire \$19 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  reg [16:0] \$25 ;
-  reg [174:0] \$26 ;
-  reg [3:0] \$27 ;
-  wire [74:0] \$3 ;
+  reg [12:0] \$24 ;
+  reg [174:0] \$25 ;
+  reg [3:0] \$26 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -96,8 +95,9 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire i__valid;
   reg \i__valid$46 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$24 ;
   reg more;
   output [15:0] o__payload;
@@ -116,7 +116,6 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [28:0] s_hi;
   wire [12:0] sat_count;
   reg second;
-  reg [16:0] seen = 17'h00000;
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
@@ -133,41 +132,40 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 75'h0000000000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$47  & more;
-  assign \$7  = i__valid & \i__ready$47 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = fsm_state == 3'h7;
-  assign \$17  = fsm_state == 4'h8;
-  assign \$18  = fsm_state == 4'h9;
-  assign \$19  = seen + 1'h1;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 75'h0000000000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$47  & more;
+  assign \$5  = i__valid & \i__ready$47 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = fsm_state == 3'h7;
+  assign \$15  = fsm_state == 4'h8;
+  assign \$16  = fsm_state == 4'h9;
+  assign \$17  = left - 1'h1;
+  assign \$18  = last ? 14'h0000 : \$17 ;
+  assign \$19  = i__valid & last;
   assign \$20  = i__valid & last;
-  assign \$21  = i__valid & last;
-  assign \$22  = ~ more;
-  assign \$23  = ~ busy;
-  assign \$24  = \$22  & \$23 ;
+  assign \$21  = ~ more;
+  assign \$22  = ~ busy;
+  assign \$23  = \$21  & \$22 ;
   always @(posedge clk)
-    seen <= \$25 ;
+    left <= \$24 ;
   always @(posedge clk)
-    chan <= \$26 ;
+    chan <= \$25 ;
   always @(posedge clk)
-    fsm_state <= \$27 ;
+    fsm_state <= \$26 ;
   \hwnorm_l1_s16.math  math (
-    .\a$28 (a),
-    .\b$47 (b),
+    .\a$30 (a),
+    .\b$51 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -178,7 +176,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$34 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_l1_s16.norm  norm (
@@ -196,7 +194,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_l1_s16.stats_unit  stats_unit (
     .c_hi(c_hi),
@@ -260,7 +258,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h7:
           /* empty */;
       4'h8:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -284,7 +282,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h7:
           /* empty */;
       4'h8:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -380,7 +378,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h7:
           /* empty */;
       4'h8:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -404,7 +402,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h7:
           /* empty */;
       4'h8:
-          \i__valid$46  = \$5 ;
+          \i__valid$46  = \$3 ;
     endcase
   end
   always @* begin
@@ -435,95 +433,95 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = seen;
+    \$24  = left;
     if (beat) begin
-      \$25  = \$19 [16:0];
+      \$24  = \$18 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$25  = 17'h00000;
+            \$24  = chan__payload[13:1];
           end
       4'h2:
-          if (\$20 ) begin
-            \$25  = 17'h00000;
+          if (\$19 ) begin
+            \$24  = chan[13:1];
           end
       4'h3:
           /* empty */;
       4'h4:
           /* empty */;
       4'h5:
-          if (\$21 ) begin
-            \$25  = 17'h00000;
+          if (\$20 ) begin
+            \$24  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$25  = 17'h00000;
+      \$24  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = chan;
+    \$25  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$26  = chan__payload;
+            \$25  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$26  = 175'h00000000000000000000000000000000000000000000;
+      \$25  = 175'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = fsm_state;
+    \$26  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$27  = 4'h1;
+              \$26  = 4'h1;
             end else begin
-              \$27  = 4'h2;
+              \$26  = 4'h2;
             end
           end
       4'h2:
-          if (\$20 ) begin
-            \$27  = 4'h3;
+          if (\$19 ) begin
+            \$26  = 4'h3;
           end
       4'h3:
-          \$27  = 4'h4;
+          \$26  = 4'h4;
       4'h4:
           if (done) begin
-            \$27  = 4'h5;
+            \$26  = 4'h5;
           end
       4'h5:
-          if (\$21 ) begin
-            \$27  = 4'h6;
+          if (\$20 ) begin
+            \$26  = 4'h6;
           end
       4'h6:
-          \$27  = 4'h7;
+          \$26  = 4'h7;
       4'h1:
-          \$27  = 4'h7;
+          \$26  = 4'h7;
       4'h7:
           if (done) begin
-            \$27  = 4'h8;
+            \$26  = 4'h8;
           end
       4'h8:
-          if (\$24 ) begin
-            \$27  = 4'h9;
+          if (\$23 ) begin
+            \$26  = 4'h9;
           end
       4'h9:
           if (stats__ready) begin
-            \$27  = 4'h0;
+            \$26  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$27  = 4'h0;
+      \$26  = 4'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \floor_mean$22  = floor_mean;
   assign \i__payload$23  = i__payload;
@@ -548,6 +546,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \stats__payload.sum  = stats__payload[28:0];
   assign \stats__payload.den  = stats__payload[103:29];
   assign \stats__payload.sat  = stats__payload[116:104];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
@@ -557,7 +556,6 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \chan.mean  = chan[142:119];
   assign \chan.scale_m  = chan[166:143];
   assign \chan.scale_exp  = chan[174:167];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[48:14];
@@ -570,121 +568,357 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \i__payload$23[0]  = i__payload;
   assign \o__payload$31[0]  = o__payload;
   assign stats__payload[116:104] = sat_count;
-  assign stats__payload[103:29] = \$3 ;
+  assign stats__payload[103:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, \a$28 , sh, \b$47 , clk);
+module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$30 , \b$51 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [5:0] \$1 ;
-  wire [192:0] \$10 ;
-  wire [10:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [10:0] \$102 ;
-  wire [10:0] \$103 ;
-  wire [310:0] \$104 ;
-  wire [310:0] \$105 ;
-  wire [10:0] \$106 ;
-  wire [11:0] \$107 ;
-  wire [46:0] \$108 ;
-  wire [31:0] \$109 ;
-  wire [7:0] \$11 ;
-  wire [31:0] \$110 ;
-  wire [47:0] \$111 ;
-  wire [62:0] \$112 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire [6:0] \$101 ;
+  wire [6:0] \$102 ;
+  wire [6:0] \$103 ;
+  wire [6:0] \$104 ;
+  wire [6:0] \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [42:0] \$114 ;
-  wire [42:0] \$115 ;
-  wire [57:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire \$118 ;
-  wire [10:0] \$119 ;
-  wire [255:0] \$12 ;
-  wire [10:0] \$120 ;
-  wire \$121 ;
-  wire [10:0] \$122 ;
-  wire \$123 ;
-  wire [10:0] \$124 ;
-  wire [10:0] \$125 ;
-  wire [10:0] \$126 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire [6:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire [6:0] \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire [6:0] \$121 ;
+  wire [6:0] \$122 ;
+  wire [6:0] \$123 ;
+  wire [6:0] \$124 ;
+  wire \$125 ;
+  wire \$126 ;
   wire \$127 ;
-  wire [10:0] \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire [10:0] \$130 ;
-  wire [10:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [10:0] \$133 ;
-  wire [10:0] \$134 ;
-  wire [310:0] \$135 ;
-  wire [310:0] \$136 ;
-  wire [10:0] \$137 ;
-  wire [11:0] \$138 ;
-  wire [72:0] \$139 ;
-  wire [7:0] \$14 ;
-  wire [46:0] \$140 ;
-  wire [31:0] \$141 ;
-  wire [31:0] \$142 ;
-  wire [47:0] \$143 ;
-  wire [62:0] \$144 ;
-  reg [5:0] \$145 ;
-  reg [16:0] \$146 ;
-  reg [191:0] \$147 ;
-  reg [74:0] \$148 ;
-  reg [6:0] \$149 ;
-  wire [255:0] \$15 ;
-  reg [24:0] \$150 ;
-  reg [41:0] \$151 ;
-  reg [55:0] \$152 ;
-  reg [9:0] \$153 ;
-  reg [3:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [9:0] \$156 ;
-  reg [41:0] \$157 ;
-  reg [4:0] \$158 ;
-  reg [72:0] \$159 ;
-  wire [256:0] \$16 ;
-  reg [61:0] \$160 ;
-  reg [57:0] \$161 ;
-  wire [7:0] \$17 ;
-  wire [255:0] \$18 ;
-  wire [256:0] \$19 ;
-  wire [5:0] \$2 ;
-  wire [133:0] \$20 ;
-  wire [86:0] \$21 ;
-  wire [7:0] \$22 ;
-  wire [255:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire [25:0] \$26 ;
-  wire [25:0] \$27 ;
+  wire \$128 ;
+  wire [6:0] \$129 ;
+  wire [6:0] \$13 ;
+  wire [6:0] \$130 ;
+  wire [6:0] \$131 ;
+  wire \$132 ;
+  wire [6:0] \$133 ;
+  wire [6:0] \$134 ;
+  wire [6:0] \$135 ;
+  wire [6:0] \$136 ;
+  wire [6:0] \$137 ;
+  wire [6:0] \$138 ;
+  wire \$139 ;
+  wire [6:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire [6:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [6:0] \$167 ;
+  wire \$168 ;
+  wire [6:0] \$169 ;
+  wire \$17 ;
+  wire [6:0] \$170 ;
+  wire [6:0] \$171 ;
+  wire [6:0] \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire [6:0] \$177 ;
+  wire [6:0] \$178 ;
+  wire [6:0] \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire [6:0] \$181 ;
+  wire [6:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire [6:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [6:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire [6:0] \$197 ;
+  wire [6:0] \$198 ;
+  wire [6:0] \$199 ;
+  wire \$2 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire [6:0] \$201 ;
+  wire [6:0] \$202 ;
+  wire [6:0] \$203 ;
+  wire [6:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [6:0] \$209 ;
+  wire [6:0] \$21 ;
+  wire [6:0] \$210 ;
+  wire [6:0] \$211 ;
+  wire \$212 ;
+  wire [6:0] \$213 ;
+  wire [6:0] \$214 ;
+  wire [6:0] \$215 ;
+  wire [6:0] \$216 ;
+  wire [6:0] \$217 ;
+  wire [6:0] \$218 ;
+  wire [6:0] \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire [3:0] \$225 ;
+  wire [3:0] \$226 ;
+  wire [3:0] \$227 ;
+  wire [3:0] \$228 ;
+  wire \$229 ;
+  wire [6:0] \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire [3:0] \$233 ;
+  wire [3:0] \$234 ;
+  wire [3:0] \$235 ;
+  wire \$236 ;
+  wire [3:0] \$237 ;
+  wire [3:0] \$238 ;
+  wire [3:0] \$239 ;
+  wire [6:0] \$24 ;
+  wire [3:0] \$240 ;
+  wire [5:0] \$241 ;
+  wire [5:0] \$242 ;
+  wire [73:0] \$243 ;
+  wire [79:0] \$244 ;
+  wire [46:0] \$245 ;
+  wire \$246 ;
+  wire [7:0] \$247 ;
+  wire [127:0] \$248 ;
+  wire [127:0] \$249 ;
+  wire [6:0] \$25 ;
+  wire \$250 ;
+  wire [57:0] \$251 ;
+  wire \$252 ;
+  wire [16:0] \$253 ;
+  wire [16:0] \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire [29:0] \$257 ;
+  wire [29:0] \$258 ;
+  wire \$259 ;
+  wire [6:0] \$26 ;
+  wire [73:0] \$260 ;
+  wire [58:0] \$261 ;
+  wire \$262 ;
+  wire [16:0] \$263 ;
+  wire [16:0] \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [24:0] \$267 ;
+  wire [24:0] \$268 ;
+  wire \$269 ;
+  wire [6:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [16:0] \$29 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire [74:0] \$309 ;
   wire \$31 ;
-  wire [42:0] \$32 ;
-  wire [42:0] \$33 ;
+  wire [74:0] \$310 ;
+  wire \$311 ;
+  wire [8:0] \$312 ;
+  wire \$313 ;
+  wire [10:0] \$314 ;
+  wire [10:0] \$315 ;
+  wire \$316 ;
+  wire [10:0] \$317 ;
+  wire \$318 ;
+  wire [10:0] \$319 ;
+  wire \$32 ;
+  wire [10:0] \$320 ;
+  wire [10:0] \$321 ;
+  wire \$322 ;
+  wire [10:0] \$323 ;
+  wire \$324 ;
+  wire [10:0] \$325 ;
+  wire [10:0] \$326 ;
+  wire [10:0] \$327 ;
+  wire [10:0] \$328 ;
+  wire [10:0] \$329 ;
+  wire \$33 ;
+  wire [70:0] \$330 ;
+  wire \$331 ;
+  wire [9:0] \$332 ;
+  wire [10:0] \$333 ;
+  wire [11:0] \$334 ;
+  wire [70:0] \$335 ;
+  wire [46:0] \$336 ;
+  wire [31:0] \$337 ;
+  wire [31:0] \$338 ;
+  wire [47:0] \$339 ;
   wire \$34 ;
-  wire [29:0] \$35 ;
-  wire [29:0] \$36 ;
+  wire \$340 ;
+  wire [74:0] \$341 ;
+  wire [74:0] \$342 ;
+  wire \$343 ;
+  wire [62:0] \$344 ;
+  wire [56:0] \$345 ;
+  wire [8:0] \$346 ;
+  wire \$347 ;
+  wire [10:0] \$348 ;
+  wire [10:0] \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire [10:0] \$351 ;
+  wire \$352 ;
+  wire [10:0] \$353 ;
+  wire [10:0] \$354 ;
+  wire [10:0] \$355 ;
+  wire \$356 ;
+  wire [10:0] \$357 ;
+  wire \$358 ;
+  wire [10:0] \$359 ;
+  wire \$36 ;
+  wire [10:0] \$360 ;
+  wire [10:0] \$361 ;
+  wire [10:0] \$362 ;
+  wire [10:0] \$363 ;
+  wire [70:0] \$364 ;
+  wire \$365 ;
+  wire [9:0] \$366 ;
+  wire [10:0] \$367 ;
+  wire [11:0] \$368 ;
+  wire [70:0] \$369 ;
   wire \$37 ;
-  wire [73:0] \$38 ;
-  wire [73:0] \$39 ;
-  wire [29:0] \$4 ;
-  wire [133:0] \$40 ;
-  wire [58:0] \$41 ;
+  wire [46:0] \$370 ;
+  wire [31:0] \$371 ;
+  wire [31:0] \$372 ;
+  wire [47:0] \$373 ;
+  wire [72:0] \$374 ;
+  wire [62:0] \$375 ;
+  reg [5:0] \$376 ;
+  reg [73:0] \$377 ;
+  reg \$378 ;
+  reg [16:0] \$379 ;
+  wire \$38 ;
+  reg [45:0] \$380 ;
+  reg [74:0] \$381 ;
+  reg [6:0] \$382 ;
+  reg [24:0] \$383 ;
+  reg [41:0] \$384 ;
+  reg [55:0] \$385 ;
+  reg [9:0] \$386 ;
+  reg [3:0] \$387 ;
+  reg [3:0] \$388 ;
+  reg [9:0] \$389 ;
+  wire \$39 ;
+  reg [70:0] \$390 ;
+  reg [6:0] \$391 ;
+  reg [4:0] \$392 ;
+  reg [41:0] \$393 ;
+  reg [57:0] \$394 ;
+  reg [72:0] \$395 ;
+  reg [61:0] \$396 ;
+  reg [57:0] \$397 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [16:0] \$44 ;
-  wire [16:0] \$45 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
-  wire [42:0] \$47 ;
-  wire [42:0] \$48 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire [29:0] \$5 ;
-  wire [24:0] \$50 ;
-  wire [24:0] \$51 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -693,7 +927,7 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [133:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -704,7 +938,7 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [79:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -721,31 +955,32 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire [8:0] \$86 ;
-  wire \$87 ;
-  wire [10:0] \$88 ;
-  wire [10:0] \$89 ;
-  wire [29:0] \$9 ;
-  wire \$90 ;
-  wire [10:0] \$91 ;
-  wire \$92 ;
-  wire [10:0] \$93 ;
-  wire [10:0] \$94 ;
-  wire [10:0] \$95 ;
+  wire [6:0] \$85 ;
+  wire [6:0] \$86 ;
+  wire [6:0] \$87 ;
+  wire \$88 ;
+  wire [6:0] \$89 ;
+  wire \$9 ;
+  wire [6:0] \$90 ;
+  wire [6:0] \$91 ;
+  wire [6:0] \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
   wire \$96 ;
-  wire [10:0] \$97 ;
-  wire \$98 ;
-  wire [10:0] \$99 ;
-  reg [193:0] a;
-  output [41:0] \a$28 ;
-  reg [41:0] \a$28  = 42'h00000000000;
+  wire [6:0] \$97 ;
+  wire [6:0] \$98 ;
+  wire [6:0] \$99 ;
+  reg [47:0] a;
+  output [41:0] \a$30 ;
+  reg [41:0] \a$30  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$47 ;
-  reg [57:0] \b$47  = 58'h000000000000000;
+  output [57:0] \b$51 ;
+  reg [57:0] \b$51  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [229:0] c;
+  reg [57:0] bias = 58'h000000000000000;
+  reg [83:0] c;
   input [12:0] c_hi;
   wire [12:0] c_hi;
   input [174:0] chan;
@@ -761,31 +996,33 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [74:0] den;
   reg [74:0] den = 75'h0000000000000000000;
-  reg [74:0] \den$14 ;
-  reg [6:0] den_lead;
+  reg [74:0] \den$16 ;
+  wire [6:0] den_lead;
+  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg div_neg = 1'h0;
+  reg [73:0] div_num;
   output done;
   reg done;
-  wire \done$36 ;
-  wire \done$39 ;
+  wire \done$37 ;
+  wire \done$40 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
   reg [16:0] floor_mean = 17'h00000;
   reg [5:0] fsm_state = 6'h00;
   reg [55:0] km = 56'h00000000000000;
+  reg [70:0] km_pre = 71'h000000000000000000;
   reg [6:0] lead = 7'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg [133:0] mag_mid_0;
-  reg [133:0] mag_train_11;
-  reg [133:0] mag_train_4;
   reg neg;
+  reg \neg$23 ;
   reg [72:0] p = 73'h0000000000000000000;
-  wire [229:0] \p$40 ;
-  reg [7:0] pre = 8'h00;
+  wire [83:0] \p$41 ;
+  reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
@@ -798,187 +1035,433 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$16 ;
-  input \start$34 ;
-  wire \start$34 ;
+  reg \start$18 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [5:0] steps;
-  reg [5:0] \steps$21 ;
+  reg [5:0] \steps$24 ;
   input [28:0] sum;
   wire [28:0] sum;
-  reg [191:0] t = 192'h000000000000000000000000000000000000000000000000;
+  reg [45:0] t = 46'h000000000000;
+  reg [6:0] t_clamped = 7'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = $signed(sum) < $signed(1'h0);
-  assign \$4  = - $signed(sum);
-  assign \$5  = \$3  ? \$4  : { sum[28], sum };
-  assign \$8  = $signed(sum) < $signed(1'h0);
-  assign \$9  = - $signed(sum);
-  assign \$11  = lead + 5'h17;
-  assign \$12  = 1'h1 << \$11 ;
-  assign \$13  = \$12  < 1'h0;
-  assign \$14  = lead + 5'h17;
-  assign \$15  = 1'h1 << \$14 ;
-  assign \$16  = - \$15 ;
-  assign \$17  = lead + 5'h17;
-  assign \$18  = 1'h1 << \$17 ;
-  assign \$19  = \$13  ? \$16  : { 1'h0, \$18  };
-  assign \$22  = lead + 5'h17;
-  assign \$23  = 1'h1 << \$22 ;
-  assign \$24  = \$23  < 1'h0;
-  assign \$25  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$26  = - recip;
-  assign \$27  = \$25  ? \$26  : { 1'h0, recip };
-  assign \$28  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$29  = - $signed(chan[102:87]);
-  assign \$30  = \$28  ? \$29  : { chan[102], chan[102:87] };
-  assign \$31  = $signed(sum) < $signed(1'h0);
-  assign \$32  = - $signed(\a$28 );
-  assign \$33  = \$31  ? \$32  : { \a$28 [41], \a$28  };
-  assign \$34  = $signed(sum) < $signed(1'h0);
-  assign \$35  = - $signed(sum);
-  assign \$36  = \$34  ? \$35  : { sum[28], sum };
-  assign \$37  = $signed(p) < $signed(1'h0);
-  assign \$38  = - $signed(p);
-  assign \$39  = \$37  ? \$38  : { p[72], p };
-  assign \$42  = $signed(p) < $signed(1'h0);
-  assign \$43  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$44  = - $signed(chan[102:87]);
-  assign \$45  = \$43  ? \$44  : { chan[102], chan[102:87] };
-  assign \$46  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$47  = - $signed(\a$28 );
-  assign \$48  = \$46  ? \$47  : { \a$28 [41], \a$28  };
-  assign \$49  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$50  = - $signed(chan[142:119]);
-  assign \$51  = \$49  ? \$50  : { chan[142], chan[142:119] };
-  assign \$52  = ! fsm_state;
-  assign \$53  = fsm_state == 1'h1;
-  assign \$54  = fsm_state == 2'h2;
-  assign \$55  = fsm_state == 2'h3;
-  assign \$56  = fsm_state == 3'h4;
-  assign \$57  = fsm_state == 3'h5;
-  assign \$58  = fsm_state == 3'h6;
-  assign \$59  = fsm_state == 3'h7;
-  assign \$60  = fsm_state == 4'h8;
-  assign \$61  = fsm_state == 4'h9;
-  assign \$62  = fsm_state == 4'ha;
-  assign \$63  = fsm_state == 4'hb;
-  assign \$64  = fsm_state == 4'hc;
-  assign \$65  = fsm_state == 4'hd;
-  assign \$66  = fsm_state == 4'he;
-  assign \$67  = fsm_state == 4'hf;
-  assign \$68  = fsm_state == 5'h10;
-  assign \$69  = fsm_state == 5'h11;
-  assign \$70  = fsm_state == 5'h12;
-  assign \$71  = fsm_state == 5'h13;
-  assign \$72  = fsm_state == 5'h14;
-  assign \$73  = fsm_state == 5'h15;
-  assign \$74  = fsm_state == 5'h16;
-  assign \$75  = fsm_state == 5'h17;
-  assign \$76  = fsm_state == 5'h18;
-  assign \$77  = fsm_state == 5'h19;
-  assign \$78  = fsm_state == 5'h1a;
-  assign \$79  = fsm_state == 5'h1b;
-  assign \$80  = fsm_state == 5'h1c;
-  assign \$81  = fsm_state == 5'h1d;
-  assign \$82  = fsm_state == 5'h1e;
-  assign \$83  = fsm_state == 5'h1f;
-  assign \$84  = fsm_state == 6'h20;
-  assign \$85  = fsm_state == 6'h21;
-  assign \$86  = lead + 9'h1f5;
-  assign \$87  = $signed(sh0) < $signed(4'h4);
-  assign \$88  = $signed(4'h4) - $signed(sh0);
-  assign \$89  = \$87  ? \$88  : 11'h000;
-  assign \$90  = $signed(sh0) < $signed(4'h4);
-  assign \$91  = $signed(sh0) - $signed(4'h4);
-  assign \$92  = $signed(\$91 ) < $signed({ 1'h0, tk });
-  assign \$93  = $signed(sh0) - $signed(4'h4);
-  assign \$94  = \$92  ? \$93  : { 7'h00, tk };
-  assign \$95  = $signed(sh0) - $signed(6'h15);
-  assign \$96  = $signed(\$94 ) > $signed(\$95 );
-  assign \$97  = $signed(sh0) - $signed(4'h4);
-  assign \$98  = $signed(\$97 ) < $signed({ 1'h0, tk });
-  assign \$99  = $signed(sh0) - $signed(4'h4);
-  assign \$100  = \$98  ? \$99  : { 7'h00, tk };
-  assign \$101  = $signed(sh0) - $signed(6'h15);
-  assign \$102  = \$96  ? \$100  : \$101 ;
-  assign \$103  = \$90  ? 11'h000 : \$102 ;
-  assign \$104  = $signed(km) << pre;
-  assign \$105  = $signed(\$104 ) >>> tsh;
-  assign \$106  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$107  = $signed(\$106 ) - $signed({ 1'h0, tsh });
-  assign \$108  = $signed(chan[118:103]) << \$1 [4:0];
-  assign \$109  = 1'h1 << sh;
-  assign \$111  = $signed(\$108 ) + $signed({ 1'h0, \$110  });
-  assign \$112  = $signed(\$111 ) - $signed(quot);
-  assign \$113  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$114  = - $signed(m);
-  assign \$115  = \$113  ? \$114  : { m[41], m };
-  assign \$117  = $signed(6'h10) - $signed(chan[174:167]);
-  assign \$118  = $signed(sh0) < $signed(4'h4);
-  assign \$119  = $signed(4'h4) - $signed(sh0);
-  assign \$120  = \$118  ? \$119  : 11'h000;
-  assign \$121  = $signed(sh0) < $signed(4'h4);
-  assign \$122  = $signed(sh0) - $signed(4'h4);
-  assign \$123  = $signed(\$122 ) < $signed({ 1'h0, tk });
-  assign \$124  = $signed(sh0) - $signed(4'h4);
-  assign \$125  = \$123  ? \$124  : { 7'h00, tk };
-  assign \$126  = $signed(sh0) - $signed(6'h15);
-  assign \$127  = $signed(\$125 ) > $signed(\$126 );
-  assign \$128  = $signed(sh0) - $signed(4'h4);
-  assign \$129  = $signed(\$128 ) < $signed({ 1'h0, tk });
-  assign \$130  = $signed(sh0) - $signed(4'h4);
-  assign \$131  = \$129  ? \$130  : { 7'h00, tk };
-  assign \$132  = $signed(sh0) - $signed(6'h15);
-  assign \$133  = \$127  ? \$131  : \$132 ;
-  assign \$134  = \$121  ? 11'h000 : \$133 ;
-  assign \$135  = $signed(km) << pre;
-  assign \$136  = $signed(\$135 ) >>> tsh;
-  assign \$137  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$138  = $signed(\$137 ) - $signed({ 1'h0, tsh });
-  assign \$140  = $signed(chan[118:103]) << \$2 [4:0];
-  assign \$141  = 1'h1 << sh;
-  assign \$143  = $signed(\$140 ) + $signed({ 1'h0, \$142  });
-  assign \$144  = $signed(\$143 ) - $signed(quot);
+  assign \$1  = den[64] | den[65];
+  assign \$2  = den[66] | den[67];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[68] | den[69];
+  assign \$5  = den[70] | den[71];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[72] | den[73];
+  assign \$9  = \$8  | den[74];
+  assign \$10  = \$7  | \$9 ;
+  assign \$11  = den[72] | den[73];
+  assign \$12  = \$11  | den[74];
+  assign \$13  = den[73] ? 7'h49 : 7'h48;
+  assign \$14  = den[74] ? 7'h4a : \$13 ;
+  assign \$15  = den[68] | den[69];
+  assign \$16  = den[70] | den[71];
+  assign \$17  = \$15  | \$16 ;
+  assign \$18  = den[70] | den[71];
+  assign \$19  = den[71] ? 7'h47 : 7'h46;
+  assign \$20  = den[69] ? 7'h45 : 7'h44;
+  assign \$21  = \$18  ? \$19  : \$20 ;
+  assign \$22  = den[66] | den[67];
+  assign \$23  = den[67] ? 7'h43 : 7'h42;
+  assign \$24  = den[65] ? 7'h41 : 7'h40;
+  assign \$25  = \$22  ? \$23  : \$24 ;
+  assign \$26  = \$17  ? \$21  : \$25 ;
+  assign \$27  = \$12  ? \$14  : \$26 ;
+  assign \$28  = den[32] | den[33];
+  assign \$29  = den[34] | den[35];
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = den[36] | den[37];
+  assign \$32  = den[38] | den[39];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$30  | \$33 ;
+  assign \$35  = den[40] | den[41];
+  assign \$36  = den[42] | den[43];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = den[44] | den[45];
+  assign \$39  = den[46] | den[47];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$37  | \$40 ;
+  assign \$42  = \$34  | \$41 ;
+  assign \$43  = den[48] | den[49];
+  assign \$44  = den[50] | den[51];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = den[52] | den[53];
+  assign \$47  = den[54] | den[55];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$45  | \$48 ;
+  assign \$50  = den[56] | den[57];
+  assign \$51  = den[58] | den[59];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = den[60] | den[61];
+  assign \$54  = den[62] | den[63];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$52  | \$55 ;
+  assign \$57  = \$49  | \$56 ;
+  assign \$58  = \$42  | \$57 ;
+  assign \$59  = den[48] | den[49];
+  assign \$60  = den[50] | den[51];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = den[52] | den[53];
+  assign \$63  = den[54] | den[55];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$61  | \$64 ;
+  assign \$66  = den[56] | den[57];
+  assign \$67  = den[58] | den[59];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = den[60] | den[61];
+  assign \$70  = den[62] | den[63];
+  assign \$71  = \$69  | \$70 ;
+  assign \$72  = \$68  | \$71 ;
+  assign \$73  = \$65  | \$72 ;
+  assign \$74  = den[56] | den[57];
+  assign \$75  = den[58] | den[59];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = den[60] | den[61];
+  assign \$78  = den[62] | den[63];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = \$76  | \$79 ;
+  assign \$81  = den[60] | den[61];
+  assign \$82  = den[62] | den[63];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = den[62] | den[63];
+  assign \$85  = den[63] ? 7'h3f : 7'h3e;
+  assign \$86  = den[61] ? 7'h3d : 7'h3c;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = den[58] | den[59];
+  assign \$89  = den[59] ? 7'h3b : 7'h3a;
+  assign \$90  = den[57] ? 7'h39 : 7'h38;
+  assign \$91  = \$88  ? \$89  : \$90 ;
+  assign \$92  = \$83  ? \$87  : \$91 ;
+  assign \$93  = den[52] | den[53];
+  assign \$94  = den[54] | den[55];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = den[54] | den[55];
+  assign \$97  = den[55] ? 7'h37 : 7'h36;
+  assign \$98  = den[53] ? 7'h35 : 7'h34;
+  assign \$99  = \$96  ? \$97  : \$98 ;
+  assign \$100  = den[50] | den[51];
+  assign \$101  = den[51] ? 7'h33 : 7'h32;
+  assign \$102  = den[49] ? 7'h31 : 7'h30;
+  assign \$103  = \$100  ? \$101  : \$102 ;
+  assign \$104  = \$95  ? \$99  : \$103 ;
+  assign \$105  = \$80  ? \$92  : \$104 ;
+  assign \$106  = den[40] | den[41];
+  assign \$107  = den[42] | den[43];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = den[44] | den[45];
+  assign \$110  = den[46] | den[47];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = \$108  | \$111 ;
+  assign \$113  = den[44] | den[45];
+  assign \$114  = den[46] | den[47];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = den[46] | den[47];
+  assign \$117  = den[47] ? 7'h2f : 7'h2e;
+  assign \$118  = den[45] ? 7'h2d : 7'h2c;
+  assign \$119  = \$116  ? \$117  : \$118 ;
+  assign \$120  = den[42] | den[43];
+  assign \$121  = den[43] ? 7'h2b : 7'h2a;
+  assign \$122  = den[41] ? 7'h29 : 7'h28;
+  assign \$123  = \$120  ? \$121  : \$122 ;
+  assign \$124  = \$115  ? \$119  : \$123 ;
+  assign \$125  = den[36] | den[37];
+  assign \$126  = den[38] | den[39];
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = den[38] | den[39];
+  assign \$129  = den[39] ? 7'h27 : 7'h26;
+  assign \$130  = den[37] ? 7'h25 : 7'h24;
+  assign \$131  = \$128  ? \$129  : \$130 ;
+  assign \$132  = den[34] | den[35];
+  assign \$133  = den[35] ? 7'h23 : 7'h22;
+  assign \$134  = den[33] ? 7'h21 : 7'h20;
+  assign \$135  = \$132  ? \$133  : \$134 ;
+  assign \$136  = \$127  ? \$131  : \$135 ;
+  assign \$137  = \$112  ? \$124  : \$136 ;
+  assign \$138  = \$73  ? \$105  : \$137 ;
+  assign \$139  = den[16] | den[17];
+  assign \$140  = den[18] | den[19];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = den[20] | den[21];
+  assign \$143  = den[22] | den[23];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$141  | \$144 ;
+  assign \$146  = den[24] | den[25];
+  assign \$147  = den[26] | den[27];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = den[28] | den[29];
+  assign \$150  = den[30] | den[31];
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = \$148  | \$151 ;
+  assign \$153  = \$145  | \$152 ;
+  assign \$154  = den[24] | den[25];
+  assign \$155  = den[26] | den[27];
+  assign \$156  = \$154  | \$155 ;
+  assign \$157  = den[28] | den[29];
+  assign \$158  = den[30] | den[31];
+  assign \$159  = \$157  | \$158 ;
+  assign \$160  = \$156  | \$159 ;
+  assign \$161  = den[28] | den[29];
+  assign \$162  = den[30] | den[31];
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = den[30] | den[31];
+  assign \$165  = den[31] ? 7'h1f : 7'h1e;
+  assign \$166  = den[29] ? 7'h1d : 7'h1c;
+  assign \$167  = \$164  ? \$165  : \$166 ;
+  assign \$168  = den[26] | den[27];
+  assign \$169  = den[27] ? 7'h1b : 7'h1a;
+  assign \$170  = den[25] ? 7'h19 : 7'h18;
+  assign \$171  = \$168  ? \$169  : \$170 ;
+  assign \$172  = \$163  ? \$167  : \$171 ;
+  assign \$173  = den[20] | den[21];
+  assign \$174  = den[22] | den[23];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = den[22] | den[23];
+  assign \$177  = den[23] ? 7'h17 : 7'h16;
+  assign \$178  = den[21] ? 7'h15 : 7'h14;
+  assign \$179  = \$176  ? \$177  : \$178 ;
+  assign \$180  = den[18] | den[19];
+  assign \$181  = den[19] ? 7'h13 : 7'h12;
+  assign \$182  = den[17] ? 7'h11 : 7'h10;
+  assign \$183  = \$180  ? \$181  : \$182 ;
+  assign \$184  = \$175  ? \$179  : \$183 ;
+  assign \$185  = \$160  ? \$172  : \$184 ;
+  assign \$186  = den[8] | den[9];
+  assign \$187  = den[10] | den[11];
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = den[12] | den[13];
+  assign \$190  = den[14] | den[15];
+  assign \$191  = \$189  | \$190 ;
+  assign \$192  = \$188  | \$191 ;
+  assign \$193  = den[12] | den[13];
+  assign \$194  = den[14] | den[15];
+  assign \$195  = \$193  | \$194 ;
+  assign \$196  = den[14] | den[15];
+  assign \$197  = den[15] ? 7'h0f : 7'h0e;
+  assign \$198  = den[13] ? 7'h0d : 7'h0c;
+  assign \$199  = \$196  ? \$197  : \$198 ;
+  assign \$200  = den[10] | den[11];
+  assign \$201  = den[11] ? 7'h0b : 7'h0a;
+  assign \$202  = den[9] ? 7'h09 : 7'h08;
+  assign \$203  = \$200  ? \$201  : \$202 ;
+  assign \$204  = \$195  ? \$199  : \$203 ;
+  assign \$205  = den[4] | den[5];
+  assign \$206  = den[6] | den[7];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = den[6] | den[7];
+  assign \$209  = den[7] ? 7'h07 : 7'h06;
+  assign \$210  = den[5] ? 7'h05 : 7'h04;
+  assign \$211  = \$208  ? \$209  : \$210 ;
+  assign \$212  = den[2] | den[3];
+  assign \$213  = den[3] ? 7'h03 : 7'h02;
+  assign \$214  = den[1] ? 7'h01 : 7'h00;
+  assign \$215  = \$212  ? \$213  : \$214 ;
+  assign \$216  = \$207  ? \$211  : \$215 ;
+  assign \$217  = \$192  ? \$204  : \$216 ;
+  assign \$218  = \$153  ? \$185  : \$217 ;
+  assign \$219  = \$58  ? \$138  : \$218 ;
+  assign den_lead = \$10  ? \$27  : \$219 ;
+  assign \$220  = chan[9] | chan[10];
+  assign \$221  = chan[11] | chan[12];
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = \$222  | chan[13];
+  assign \$224  = chan[11] | chan[12];
+  assign \$225  = chan[12] ? 4'hb : 4'ha;
+  assign \$226  = chan[10] ? 4'h9 : 4'h8;
+  assign \$227  = \$224  ? \$225  : \$226 ;
+  assign \$228  = chan[13] ? 4'hc : \$227 ;
+  assign \$229  = chan[5] | chan[6];
+  assign \$230  = chan[7] | chan[8];
+  assign \$231  = \$229  | \$230 ;
+  assign \$232  = chan[7] | chan[8];
+  assign \$233  = chan[8] ? 4'h7 : 4'h6;
+  assign \$234  = chan[6] ? 4'h5 : 4'h4;
+  assign \$235  = \$232  ? \$233  : \$234 ;
+  assign \$236  = chan[3] | chan[4];
+  assign \$237  = chan[4] ? 4'h3 : 4'h2;
+  assign \$238  = chan[2] ? 4'h1 : 4'h0;
+  assign \$239  = \$236  ? \$237  : \$238 ;
+  assign \$240  = \$231  ? \$235  : \$239 ;
+  assign count_lead = \$223  ? \$228  : \$240 ;
+  assign \$241  = sh + 1'h0;
+  assign \$242  = sh + 1'h0;
+  assign \$246  = ! lead;
+  assign \$247  = lead - 1'h1;
+  assign \$248  = 1'h1 << \$247 [6:0];
+  assign \$249  = \$246  ? 128'h00000000000000000000000000000000 : \$248 ;
+  assign \$250  = ! lead;
+  assign \$251  = \$250  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$252  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$253  = - $signed(chan[102:87]);
+  assign \$254  = \$252  ? \$253  : { chan[102], chan[102:87] };
+  assign \$255  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$256  = $signed(sum) < $signed(1'h0);
+  assign \$257  = - $signed(sum);
+  assign \$258  = \$256  ? \$257  : { sum[28], sum };
+  assign \$259  = $signed(sum) < $signed(1'h0);
+  assign \$262  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$263  = - $signed(chan[102:87]);
+  assign \$264  = \$262  ? \$263  : { chan[102], chan[102:87] };
+  assign \$265  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$266  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$267  = - $signed(chan[142:119]);
+  assign \$268  = \$266  ? \$267  : { chan[142], chan[142:119] };
+  assign \$269  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$270  = ! fsm_state;
+  assign \$271  = fsm_state == 1'h1;
+  assign \$272  = fsm_state == 2'h2;
+  assign \$273  = fsm_state == 2'h3;
+  assign \$274  = fsm_state == 3'h4;
+  assign \$275  = fsm_state == 3'h5;
+  assign \$276  = fsm_state == 3'h6;
+  assign \$277  = fsm_state == 3'h7;
+  assign \$278  = fsm_state == 4'h8;
+  assign \$279  = fsm_state == 4'h9;
+  assign \$280  = fsm_state == 4'ha;
+  assign \$281  = fsm_state == 4'hb;
+  assign \$282  = fsm_state == 4'hc;
+  assign \$283  = fsm_state == 4'hd;
+  assign \$284  = fsm_state == 4'he;
+  assign \$285  = fsm_state == 4'hf;
+  assign \$286  = fsm_state == 5'h10;
+  assign \$287  = fsm_state == 5'h11;
+  assign \$288  = fsm_state == 5'h12;
+  assign \$289  = fsm_state == 5'h13;
+  assign \$290  = fsm_state == 5'h14;
+  assign \$291  = fsm_state == 5'h15;
+  assign \$292  = fsm_state == 5'h16;
+  assign \$293  = fsm_state == 5'h17;
+  assign \$294  = fsm_state == 5'h18;
+  assign \$295  = fsm_state == 5'h19;
+  assign \$296  = fsm_state == 5'h1a;
+  assign \$297  = fsm_state == 5'h1b;
+  assign \$298  = fsm_state == 5'h1c;
+  assign \$299  = fsm_state == 5'h1d;
+  assign \$300  = fsm_state == 5'h1e;
+  assign \$301  = fsm_state == 5'h1f;
+  assign \$302  = fsm_state == 6'h20;
+  assign \$303  = fsm_state == 6'h21;
+  assign \$304  = fsm_state == 6'h22;
+  assign \$305  = fsm_state == 6'h23;
+  assign \$306  = fsm_state == 6'h24;
+  assign \$307  = fsm_state == 6'h25;
+  assign \$308  = $signed(div_num) < $signed(1'h0);
+  assign \$309  = - $signed(div_num);
+  assign \$310  = \$308  ? \$309  : { div_num[73], div_num };
+  assign \$311  = $signed(div_num) < $signed(1'h0);
+  assign \$312  = lead + 9'h1f5;
+  assign \$313  = $signed(sh0) < $signed(4'h4);
+  assign \$314  = $signed(4'h4) - $signed(sh0);
+  assign \$315  = \$313  ? \$314  : 11'h000;
+  assign \$316  = $signed(sh0) < $signed(4'h4);
+  assign \$317  = $signed(sh0) - $signed(4'h4);
+  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
+  assign \$319  = $signed(sh0) - $signed(4'h4);
+  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
+  assign \$321  = $signed(sh0) - $signed(6'h15);
+  assign \$322  = $signed(\$320 ) > $signed(\$321 );
+  assign \$323  = $signed(sh0) - $signed(4'h4);
+  assign \$324  = $signed(\$323 ) < $signed({ 1'h0, tk });
+  assign \$325  = $signed(sh0) - $signed(4'h4);
+  assign \$326  = \$324  ? \$325  : { 7'h00, tk };
+  assign \$327  = $signed(sh0) - $signed(6'h15);
+  assign \$328  = \$322  ? \$326  : \$327 ;
+  assign \$329  = \$316  ? 11'h000 : \$328 ;
+  assign \$330  = $signed(km) << pre;
+  assign \$331  = tsh > 7'h47;
+  assign \$332  = \$331  ? 10'h047 : tsh;
+  assign \$333  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$334  = $signed(\$333 ) - $signed({ 1'h0, tsh });
+  assign \$335  = $signed(km_pre) >>> t_clamped;
+  assign \$336  = $signed(chan[118:103]) << \$241 [4:0];
+  assign \$337  = 1'h1 << sh;
+  assign \$339  = $signed(\$336 ) + $signed({ 1'h0, \$338  });
+  assign \$340  = $signed(div_num) < $signed(1'h0);
+  assign \$341  = - $signed(div_num);
+  assign \$342  = \$340  ? \$341  : { div_num[73], div_num };
+  assign \$343  = $signed(div_num) < $signed(1'h0);
+  assign \$344  = $signed(bias) - $signed(quot);
+  assign \$346  = $signed(6'h10) - $signed(chan[174:167]);
+  assign \$347  = $signed(sh0) < $signed(4'h4);
+  assign \$348  = $signed(4'h4) - $signed(sh0);
+  assign \$349  = \$347  ? \$348  : 11'h000;
+  assign \$350  = $signed(sh0) < $signed(4'h4);
+  assign \$351  = $signed(sh0) - $signed(4'h4);
+  assign \$352  = $signed(\$351 ) < $signed({ 1'h0, tk });
+  assign \$353  = $signed(sh0) - $signed(4'h4);
+  assign \$354  = \$352  ? \$353  : { 7'h00, tk };
+  assign \$355  = $signed(sh0) - $signed(6'h15);
+  assign \$356  = $signed(\$354 ) > $signed(\$355 );
+  assign \$357  = $signed(sh0) - $signed(4'h4);
+  assign \$358  = $signed(\$357 ) < $signed({ 1'h0, tk });
+  assign \$359  = $signed(sh0) - $signed(4'h4);
+  assign \$360  = \$358  ? \$359  : { 7'h00, tk };
+  assign \$361  = $signed(sh0) - $signed(6'h15);
+  assign \$362  = \$356  ? \$360  : \$361 ;
+  assign \$363  = \$350  ? 11'h000 : \$362 ;
+  assign \$364  = $signed(km) << pre;
+  assign \$365  = tsh > 7'h47;
+  assign \$366  = \$365  ? 10'h047 : tsh;
+  assign \$367  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$368  = $signed(\$367 ) - $signed({ 1'h0, tsh });
+  assign \$369  = $signed(km_pre) >>> t_clamped;
+  assign \$370  = $signed(chan[118:103]) << \$242 [4:0];
+  assign \$371  = 1'h1 << sh;
+  assign \$373  = $signed(\$370 ) + $signed({ 1'h0, \$372  });
+  assign \$375  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$145 ;
+    fsm_state <= \$376 ;
   always @(posedge clk)
-    floor_mean <= \$146 ;
+    div_mag <= \$377 ;
   always @(posedge clk)
-    t <= \$147 ;
+    div_neg <= \$378 ;
   always @(posedge clk)
-    den <= \$148 ;
+    floor_mean <= \$379 ;
   always @(posedge clk)
-    lead <= \$149 ;
+    t <= \$380 ;
   always @(posedge clk)
-    recip <= \$150 ;
+    den <= \$381 ;
   always @(posedge clk)
-    m <= \$151 ;
+    lead <= \$382 ;
   always @(posedge clk)
-    km <= \$152 ;
+    recip <= \$383 ;
   always @(posedge clk)
-    sh0 <= \$153 ;
+    m <= \$384 ;
   always @(posedge clk)
-    tk <= \$154 ;
+    km <= \$385 ;
   always @(posedge clk)
-    pre <= \$155 ;
+    sh0 <= \$386 ;
   always @(posedge clk)
-    tsh <= \$156 ;
+    tk <= \$387 ;
   always @(posedge clk)
-    \a$28  <= \$157 ;
+    pre <= \$388 ;
   always @(posedge clk)
-    sh <= \$158 ;
+    tsh <= \$389 ;
   always @(posedge clk)
-    p <= \$159 ;
+    km_pre <= \$390 ;
   always @(posedge clk)
-    quot <= \$160 ;
+    t_clamped <= \$391 ;
   always @(posedge clk)
-    \b$47  <= \$161 ;
+    sh <= \$392 ;
+  always @(posedge clk)
+    \a$30  <= \$393 ;
+  always @(posedge clk)
+    bias <= \$394 ;
+  always @(posedge clk)
+    p <= \$395 ;
+  always @(posedge clk)
+    quot <= \$396 ;
+  always @(posedge clk)
+    \b$51  <= \$397 ;
   \hwnorm_l1_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$14 ),
-    .done(\done$36 ),
+    .\den$14 (\den$16 ),
+    .done(\done$37 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -992,297 +1475,26 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$39 ),
-    .p(\p$40 ),
+    .done(\done$40 ),
+    .\neg$12 (\neg$23 ),
+    .p(\p$41 ),
     .rst(rst),
-    .start(\start$16 ),
-    .steps(\steps$21 )
+    .start(\start$18 ),
+    .steps(\steps$24 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 7'h00;
-    if (den[0]) begin
-      den_lead = 7'h00;
-    end
-    if (den[1]) begin
-      den_lead = 7'h01;
-    end
-    if (den[2]) begin
-      den_lead = 7'h02;
-    end
-    if (den[3]) begin
-      den_lead = 7'h03;
-    end
-    if (den[4]) begin
-      den_lead = 7'h04;
-    end
-    if (den[5]) begin
-      den_lead = 7'h05;
-    end
-    if (den[6]) begin
-      den_lead = 7'h06;
-    end
-    if (den[7]) begin
-      den_lead = 7'h07;
-    end
-    if (den[8]) begin
-      den_lead = 7'h08;
-    end
-    if (den[9]) begin
-      den_lead = 7'h09;
-    end
-    if (den[10]) begin
-      den_lead = 7'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 7'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 7'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 7'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 7'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 7'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 7'h10;
-    end
-    if (den[17]) begin
-      den_lead = 7'h11;
-    end
-    if (den[18]) begin
-      den_lead = 7'h12;
-    end
-    if (den[19]) begin
-      den_lead = 7'h13;
-    end
-    if (den[20]) begin
-      den_lead = 7'h14;
-    end
-    if (den[21]) begin
-      den_lead = 7'h15;
-    end
-    if (den[22]) begin
-      den_lead = 7'h16;
-    end
-    if (den[23]) begin
-      den_lead = 7'h17;
-    end
-    if (den[24]) begin
-      den_lead = 7'h18;
-    end
-    if (den[25]) begin
-      den_lead = 7'h19;
-    end
-    if (den[26]) begin
-      den_lead = 7'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 7'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 7'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 7'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 7'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 7'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 7'h20;
-    end
-    if (den[33]) begin
-      den_lead = 7'h21;
-    end
-    if (den[34]) begin
-      den_lead = 7'h22;
-    end
-    if (den[35]) begin
-      den_lead = 7'h23;
-    end
-    if (den[36]) begin
-      den_lead = 7'h24;
-    end
-    if (den[37]) begin
-      den_lead = 7'h25;
-    end
-    if (den[38]) begin
-      den_lead = 7'h26;
-    end
-    if (den[39]) begin
-      den_lead = 7'h27;
-    end
-    if (den[40]) begin
-      den_lead = 7'h28;
-    end
-    if (den[41]) begin
-      den_lead = 7'h29;
-    end
-    if (den[42]) begin
-      den_lead = 7'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 7'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 7'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 7'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 7'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 7'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 7'h30;
-    end
-    if (den[49]) begin
-      den_lead = 7'h31;
-    end
-    if (den[50]) begin
-      den_lead = 7'h32;
-    end
-    if (den[51]) begin
-      den_lead = 7'h33;
-    end
-    if (den[52]) begin
-      den_lead = 7'h34;
-    end
-    if (den[53]) begin
-      den_lead = 7'h35;
-    end
-    if (den[54]) begin
-      den_lead = 7'h36;
-    end
-    if (den[55]) begin
-      den_lead = 7'h37;
-    end
-    if (den[56]) begin
-      den_lead = 7'h38;
-    end
-    if (den[57]) begin
-      den_lead = 7'h39;
-    end
-    if (den[58]) begin
-      den_lead = 7'h3a;
-    end
-    if (den[59]) begin
-      den_lead = 7'h3b;
-    end
-    if (den[60]) begin
-      den_lead = 7'h3c;
-    end
-    if (den[61]) begin
-      den_lead = 7'h3d;
-    end
-    if (den[62]) begin
-      den_lead = 7'h3e;
-    end
-    if (den[63]) begin
-      den_lead = 7'h3f;
-    end
-    if (den[64]) begin
-      den_lead = 7'h40;
-    end
-    if (den[65]) begin
-      den_lead = 7'h41;
-    end
-    if (den[66]) begin
-      den_lead = 7'h42;
-    end
-    if (den[67]) begin
-      den_lead = 7'h43;
-    end
-    if (den[68]) begin
-      den_lead = 7'h44;
-    end
-    if (den[69]) begin
-      den_lead = 7'h45;
-    end
-    if (den[70]) begin
-      den_lead = 7'h46;
-    end
-    if (den[71]) begin
-      den_lead = 7'h47;
-    end
-    if (den[72]) begin
-      den_lead = 7'h48;
-    end
-    if (den[73]) begin
-      den_lead = 7'h49;
-    end
-    if (den[74]) begin
-      den_lead = 7'h4a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
+    div_num = 74'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          start = 1'h1;
+          div_num = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1295,7 +1507,7 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          start = 1'h1;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1317,17 +1529,67 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          start = 1'h1;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          div_num = { p[72], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_mid_0 = 134'h0000000000000000000000000000000000;
+    start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          mag_mid_0 = { \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5  };
+          /* empty */;
+      6'h04:
+          start = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          start = 1'h1;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          start = 1'h1;
     endcase
   end
   always @* begin
@@ -1337,12 +1599,12 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h00:
           /* empty */;
       6'h01:
-          rem_init = \$6 [74:0];
+          /* empty */;
       6'h04:
+          rem_init = { 1'h0, \$243  };
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1355,9 +1617,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = \$20 [74:0];
-      6'h0d:
           /* empty */;
+      6'h0d:
+          rem_init = \$249 [74:0];
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1377,7 +1639,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          rem_init = \$40 [74:0];
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = { 1'h0, \$260  };
     endcase
   end
   always @* begin
@@ -1387,12 +1655,12 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h00:
           /* empty */;
       6'h01:
-          lo_init = \$7 [57:0];
+          /* empty */;
       6'h04:
+          lo_init = \$244 [57:0];
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1405,9 +1673,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$21 [57:0];
-      6'h0d:
           /* empty */;
+      6'h0d:
+          lo_init = \$251 ;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1427,7 +1695,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          lo_init = \$41 [57:0];
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$261 [57:0];
     endcase
   end
   always @* begin
@@ -1437,12 +1711,12 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h00:
           /* empty */;
       6'h01:
-          neg = \$8 ;
+          /* empty */;
       6'h04:
+          neg = div_neg;
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1455,9 +1729,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$24 ;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          neg = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1477,22 +1751,28 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          neg = \$42 ;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$14  = 75'h0000000000000000000;
+    \den$16  = 75'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          \den$14  = { 62'h0000000000000000, chan[13:1] };
+          /* empty */;
       6'h04:
+          \den$16  = { 62'h0000000000000000, chan[13:1] };
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1505,9 +1785,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$14  = den;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          \den$16  = den;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1527,7 +1807,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          \den$14  = { 62'h0000000000000000, chan[13:1] };
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \den$16  = { 62'h0000000000000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1537,12 +1823,12 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h00:
           /* empty */;
       6'h01:
-          steps = 6'h11;
+          /* empty */;
       6'h04:
+          steps = 6'h11;
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1555,9 +1841,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 6'h18;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          steps = 6'h18;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1577,12 +1863,18 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
           steps = 6'h3a;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
+    \start$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1590,18 +1882,18 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
-          \start$16  = 1'h1;
-      6'h06:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h07:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h08:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h09:
-          \start$16  = 1'h1;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          \start$18  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1609,13 +1901,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0d:
           /* empty */;
       6'h0e:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h0f:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h10:
-          \start$16  = 1'h1;
-      6'h11:
           /* empty */;
+      6'h11:
+          \start$18  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
@@ -1623,32 +1915,40 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          \start$16  = 1'h1;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
+      6'h03:
+          \start$18  = 1'h1;
       6'h1d:
           /* empty */;
       6'h1e:
-          \start$16  = 1'h1;
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \start$18  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 194'h0000000000000000000000000000000000000000000000000;
+    a = 48'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1656,18 +1956,18 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
-          a = { s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi };
-      6'h06:
-          /* empty */;
+          a = { s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi };
       6'h07:
-          a = { \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9 [29], \$9  };
+          /* empty */;
       6'h08:
-          /* empty */;
+          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h09:
-          a = { \$10 [192], \$10  };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          a = { \$245 [46], \$245  };
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1675,13 +1975,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0d:
           /* empty */;
       6'h0e:
-          a = { \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27 [25], \$27  };
+          /* empty */;
       6'h0f:
-          /* empty */;
+          a = { 23'h000000, recip };
       6'h10:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h12:
           /* empty */;
       6'h13:
@@ -1689,27 +1989,35 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          a = { \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33 [42], \$33  };
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 170'h0000000000000000000000000000000000000000000, chan[166:143] };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
+      6'h03:
+          a = { 24'h000000, chan[166:143] };
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48  };
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
     endcase
   end
   always @* begin
@@ -1722,18 +2030,18 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           b = { 22'h000000, chan[13:1] };
-      6'h06:
-          /* empty */;
       6'h07:
+          /* empty */;
+      6'h08:
           b = { 22'h000000, c_hi };
-      6'h08:
-          /* empty */;
       6'h09:
+          /* empty */;
+      6'h0a:
           b = chan[48:14];
-      6'h0a:
-          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1741,13 +2049,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30 [16], \$30  };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          b = { \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254  };
       6'h10:
+          /* empty */;
+      6'h11:
           b = { 22'h000000, chan[13:1] };
-      6'h11:
-          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -1755,98 +2063,40 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          b = { \$36 [29], \$36 [29], \$36 [29], \$36 [29], \$36 [29], \$36  };
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          b = { \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          b = { \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51 [24], \$51  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 230'h0000000000000000000000000000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
-      6'h06:
-          /* empty */;
-      6'h07:
-          c = { t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t[191], t };
-      6'h08:
-          /* empty */;
-      6'h09:
-          c = { 192'h000000000000000000000000000000000000000000000000, chan[86:49] };
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
       6'h03:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          b = { \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264  };
       6'h1d:
           /* empty */;
       6'h1e:
-          c = 230'h0000000000000000000000000000000000000000000000000000000000;
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          b = { \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$21  = 6'h00;
+    c = 84'h000000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1854,112 +2104,18 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
-          \steps$21  = 6'h0d;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$21  = 6'h0d;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \steps$21  = 6'h23;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \steps$21  = 6'h10;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \steps$21  = 6'h0d;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \steps$21  = 6'h1d;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          \steps$21  = 6'h10;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \steps$21  = 6'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 134'h0000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
+          c = 84'h000000000000000000000;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          mag_train_4 = \$19 [133:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 134'h0000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          c = { 46'h000000000000, chan[86:49] };
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1969,11 +2125,11 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          c = 84'h000000000000000000000;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          c = 84'h000000000000000000000;
       6'h12:
           /* empty */;
       6'h13:
@@ -1985,7 +2141,179 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          mag_train_11 = { \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39 [73], \$39  };
+          c = 84'h000000000000000000000;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          c = 84'h000000000000000000000;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          c = 84'h000000000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$23  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          \neg$23  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \neg$23  = 1'h1;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$23  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \neg$23  = \$255 ;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$23  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$23  = \$259 ;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          \neg$23  = \$265 ;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \neg$23  = \$269 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \steps$24  = 6'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          \steps$24  = 6'h0d;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \steps$24  = 6'h0d;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \steps$24  = 6'h23;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \steps$24  = 6'h10;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$24  = 6'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \steps$24  = 6'h1d;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          \steps$24  = 6'h10;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \steps$24  = 6'h18;
     endcase
   end
   always @* begin
@@ -1998,9 +2326,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2040,13 +2368,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -2058,524 +2386,147 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h21:
           /* empty */;
-      6'h05:
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h06:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = fsm_state;
+    \$376  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$34 ) begin
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$145  = 6'h01;
+                  \$376  = 6'h01;
               2'h1:
-                  \$145  = 6'h02;
+                  \$376  = 6'h02;
               2'h2:
-                  \$145  = 6'h03;
+                  \$376  = 6'h03;
             endcase
           end
       6'h01:
-          \$145  = 6'h04;
+          \$376  = 6'h04;
       6'h04:
-          if (\done$36 ) begin
-            \$145  = 6'h05;
-          end
-      6'h02:
-          \$145  = 6'h06;
-      6'h06:
-          if (\done$39 ) begin
-            \$145  = 6'h07;
-          end
-      6'h07:
-          \$145  = 6'h08;
-      6'h08:
-          if (\done$39 ) begin
-            \$145  = 6'h09;
-          end
-      6'h09:
-          \$145  = 6'h0a;
-      6'h0a:
-          if (\done$39 ) begin
-            \$145  = 6'h0b;
-          end
-      6'h0b:
-          \$145  = 6'h0c;
-      6'h0c:
-          \$145  = 6'h0d;
-      6'h0d:
-          if (\done$36 ) begin
-            \$145  = 6'h0e;
-          end
-      6'h0e:
-          \$145  = 6'h0f;
-      6'h0f:
-          if (\done$39 ) begin
-            \$145  = 6'h10;
-          end
-      6'h10:
-          \$145  = 6'h11;
-      6'h11:
-          if (\done$39 ) begin
-            \$145  = 6'h12;
-          end
-      6'h12:
-          \$145  = 6'h13;
-      6'h13:
-          \$145  = 6'h14;
-      6'h14:
-          \$145  = 6'h15;
-      6'h15:
-          \$145  = 6'h16;
-      6'h16:
-          if (\done$39 ) begin
-            \$145  = 6'h17;
-          end
-      6'h17:
-          \$145  = 6'h18;
-      6'h18:
-          if (\done$36 ) begin
-            \$145  = 6'h19;
-          end
-      6'h19:
-          \$145  = 6'h05;
-      6'h03:
-          \$145  = 6'h1a;
-      6'h1a:
-          if (\done$39 ) begin
-            \$145  = 6'h1b;
-          end
-      6'h1b:
-          \$145  = 6'h1c;
-      6'h1c:
-          \$145  = 6'h1d;
-      6'h1d:
-          \$145  = 6'h1e;
-      6'h1e:
-          \$145  = 6'h1f;
-      6'h1f:
-          if (\done$39 ) begin
-            \$145  = 6'h20;
-          end
-      6'h20:
-          \$145  = 6'h21;
-      6'h21:
-          \$145  = 6'h05;
+          \$376  = 6'h05;
       6'h05:
-          \$145  = 6'h00;
-    endcase
-    if (rst) begin
-      \$145  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          if (\done$36 ) begin
-            \$146  = q[16:0];
+          if (\done$37 ) begin
+            \$376  = 6'h06;
           end
-    endcase
-    if (rst) begin
-      \$146  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
-          if (\done$39 ) begin
-            \$147  = \p$40 [191:0];
-          end
+          \$376  = 6'h07;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$39 ) begin
-            \$147  = \p$40 [191:0];
+          if (\done$40 ) begin
+            \$376  = 6'h08;
           end
-    endcase
-    if (rst) begin
-      \$147  = 192'h000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
       6'h08:
-          /* empty */;
+          \$376  = 6'h09;
       6'h09:
-          /* empty */;
-      6'h0a:
-          if (\done$39 ) begin
-            \$148  = \p$40 [74:0];
+          if (\done$40 ) begin
+            \$376  = 6'h0a;
           end
-    endcase
-    if (rst) begin
-      \$148  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
-          /* empty */;
+          \$376  = 6'h0b;
       6'h0b:
-          \$149  = den_lead;
-    endcase
-    if (rst) begin
-      \$149  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
+          if (\done$40 ) begin
+            \$376  = 6'h0c;
+          end
       6'h0c:
-          /* empty */;
+          \$376  = 6'h0d;
       6'h0d:
-          if (\done$36 ) begin
-            \$150  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$150  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
+          \$376  = 6'h0e;
       6'h0e:
-          /* empty */;
+          if (\done$37 ) begin
+            \$376  = 6'h0f;
+          end
       6'h0f:
-          if (\done$39 ) begin
-            \$151  = \p$40 [41:0];
-          end
+          \$376  = 6'h10;
       6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$151  = \p$40 [41:0];
+          if (\done$40 ) begin
+            \$376  = 6'h11;
           end
-    endcase
-    if (rst) begin
-      \$151  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
       6'h11:
-          if (\done$39 ) begin
-            \$152  = \p$40 [55:0];
-          end
+          \$376  = 6'h12;
       6'h12:
-          /* empty */;
+          if (\done$40 ) begin
+            \$376  = 6'h13;
+          end
       6'h13:
-          /* empty */;
+          \$376  = 6'h14;
       6'h14:
-          /* empty */;
+          \$376  = 6'h15;
       6'h15:
-          /* empty */;
+          \$376  = 6'h16;
       6'h16:
-          /* empty */;
+          \$376  = 6'h17;
       6'h17:
-          /* empty */;
+          \$376  = 6'h18;
       6'h18:
-          /* empty */;
+          if (\done$40 ) begin
+            \$376  = 6'h19;
+          end
       6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
+          \$376  = 6'h1a;
       6'h1a:
-          /* empty */;
+          \$376  = 6'h1b;
       6'h1b:
-          \$152  = \$116 [55:0];
-    endcase
-    if (rst) begin
-      \$152  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$153  = { \$86 [8], \$86  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
+          if (\done$37 ) begin
+            \$376  = 6'h1c;
+          end
+      6'h1c:
+          \$376  = 6'h06;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$153  = { \$117 [8], \$117  };
+          \$376  = 6'h1d;
+      6'h1d:
+          if (\done$40 ) begin
+            \$376  = 6'h1e;
+          end
+      6'h1e:
+          \$376  = 6'h1f;
+      6'h1f:
+          \$376  = 6'h20;
+      6'h20:
+          \$376  = 6'h21;
+      6'h21:
+          \$376  = 6'h22;
+      6'h22:
+          \$376  = 6'h23;
+      6'h23:
+          if (\done$40 ) begin
+            \$376  = 6'h24;
+          end
+      6'h24:
+          \$376  = 6'h25;
+      6'h25:
+          \$376  = 6'h06;
+      6'h06:
+          \$376  = 6'h00;
     endcase
     if (rst) begin
-      \$153  = 10'h000;
+      \$376  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = tk;
+    \$377  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          /* empty */;
+          \$377  = \$310 [73:0];
       6'h04:
           /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$154  = count_lead;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$154  = 4'h8;
-    endcase
-    if (rst) begin
-      \$154  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2602,7 +2553,7 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h12:
           /* empty */;
       6'h13:
-          \$155  = \$89 [7:0];
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2614,155 +2565,290 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h18:
           /* empty */;
       6'h19:
+          \$377  = \$342 [73:0];
+    endcase
+    if (rst) begin
+      \$377  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$378  = div_neg;
+    casez (fsm_state)
+      6'h00:
           /* empty */;
-      6'h03:
+      6'h01:
+          \$378  = \$311 ;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$378  = \$343 ;
+    endcase
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$379  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$37 ) begin
+            \$379  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$379  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          if (\done$40 ) begin
+            \$380  = \p$41 [45:0];
+          end
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$40 ) begin
+            \$380  = \p$41 [45:0];
+          end
+    endcase
+    if (rst) begin
+      \$380  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$381  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$40 ) begin
+            \$381  = \p$41 [74:0];
+          end
+    endcase
+    if (rst) begin
+      \$381  = 75'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$382  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$382  = den_lead;
+    endcase
+    if (rst) begin
+      \$382  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$37 ) begin
+            \$383  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$383  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$384  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$40 ) begin
+            \$384  = \p$41 [41:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$155  = \$120 [7:0];
-    endcase
-    if (rst) begin
-      \$155  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$156  = \$103 [9:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$156  = \$134 [9:0];
-    endcase
-    if (rst) begin
-      \$156  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = \a$28 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$157  = \$105 [41:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
           /* empty */;
       6'h1d:
-          \$157  = \$136 [41:0];
+          if (\done$40 ) begin
+            \$384  = \p$41 [41:0];
+          end
     endcase
     if (rst) begin
-      \$157  = 42'h00000000000;
+      \$384  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = sh;
+    \$385  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2770,9 +2856,9 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2797,11 +2883,13 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          if (\done$40 ) begin
+            \$385  = \p$41 [55:0];
+          end
       6'h13:
           /* empty */;
       6'h14:
-          \$158  = \$107 [4:0];
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2812,24 +2900,26 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
-          \$158  = \$138 [4:0];
+          /* empty */;
+      6'h1e:
+          \$385  = \$345 [55:0];
     endcase
     if (rst) begin
-      \$158  = 5'h00;
+      \$385  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = p;
+    \$386  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2837,9 +2927,147 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$386  = { \$312 [8], \$312  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$386  = { \$346 [8], \$346  };
+    endcase
+    if (rst) begin
+      \$386  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$387  = count_lead;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$387  = 4'h8;
+    endcase
+    if (rst) begin
+      \$387  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2868,43 +3096,39 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$388  = \$315 [3:0];
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$39 ) begin
-            \$159  = \p$40 [72:0];
-          end
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$39 ) begin
-            \$159  = \p$40 [72:0];
-          end
+          \$388  = \$349 [3:0];
     endcase
     if (rst) begin
-      \$159  = 73'h0000000000000000000;
+      \$388  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$160  = quot;
+    \$389  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2912,9 +3136,80 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$389  = \$329 [9:0];
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$389  = \$363 [9:0];
+    endcase
+    if (rst) begin
+      \$389  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2945,24 +3240,22 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$390  = \$330 ;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$36 ) begin
-            \$160  = { q[59], q[59], q };
-          end
-      6'h19:
           /* empty */;
-      6'h03:
+      6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -2971,15 +3264,15 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h1f:
           /* empty */;
       6'h20:
-          \$160  = \$139 [61:0];
+          \$390  = \$364 ;
     endcase
     if (rst) begin
-      \$160  = 62'h0000000000000000;
+      \$390  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$161  = \b$47 ;
+    \$391  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2987,9 +3280,155 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$391  = \$332 [6:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$391  = \$366 [6:0];
+    endcase
+    if (rst) begin
+      \$391  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$392  = \$334 [4:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$392  = \$368 [4:0];
+    endcase
+    if (rst) begin
+      \$392  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = \a$30 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -3022,20 +3461,20 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$393  = \$335 [41:0];
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          \$161  = \$112 [57:0];
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3046,14 +3485,338 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          \$161  = \$144 [57:0];
+          \$393  = \$369 [41:0];
     endcase
     if (rst) begin
-      \$161  = 58'h000000000000000;
+      \$393  = 42'h00000000000;
     end
   end
-  assign beta_shift = \$1 [4:0];
-  assign \beta_shift$6  = \$2 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$394  = { \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339  };
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$394  = { \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373  };
+    endcase
+    if (rst) begin
+      \$394  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$40 ) begin
+            \$395  = \p$41 [72:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$40 ) begin
+            \$395  = \p$41 [72:0];
+          end
+    endcase
+    if (rst) begin
+      \$395  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$37 ) begin
+            \$396  = { q[59], q[59], q };
+          end
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$396  = \$374 [61:0];
+    endcase
+    if (rst) begin
+      \$396  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = \b$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$397  = \$344 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$397  = \$375 [57:0];
+    endcase
+    if (rst) begin
+      \$397  = 58'h000000000000000;
+    end
+  end
+  assign beta_shift = \$241 [4:0];
+  assign \beta_shift$6  = \$242 [4:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
@@ -3063,17 +3826,15 @@ module \hwnorm_l1_s16.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done,
   assign \chan.mean  = chan[142:119];
   assign \chan.scale_m  = chan[166:143];
   assign \chan.scale_exp  = chan[174:167];
-  assign \$6  = { 17'h00000, mag_mid_0[133:17] };
-  assign \$7  = { 22'h000000, mag_mid_0[16:0], 41'h00000000000 };
-  assign \$10  = { t, 1'h0 };
-  assign \$20  = { 24'h000000, mag_train_4[133:24] };
-  assign \$21  = { 29'h00000000, mag_train_4[23:0], 34'h000000000 };
-  assign \$40  = { 58'h000000000000000, mag_train_11[133:58] };
-  assign \$41  = { 1'h0, mag_train_11[57:0] };
-  assign \$110  = { 1'h0, \$109 [31:1] };
-  assign \$116  = { \$115 [42], \$115 [42], \$115 [42], \$115 [42], \$115 [42], \$115 [42], \$115 [42], \$115 , 8'h00 };
-  assign \$139  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
-  assign \$142  = { 1'h0, \$141 [31:1] };
+  assign \$243  = { 17'h00000, div_mag[73:17] };
+  assign \$244  = { 22'h000000, div_mag[16:0], 41'h00000000000 };
+  assign \$245  = { t, 1'h0 };
+  assign \$260  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$261  = { 1'h0, div_mag[57:0] };
+  assign \$338  = { 1'h0, \$337 [31:1] };
+  assign \$345  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$372  = { 1'h0, \$371 [31:1] };
+  assign \$374  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -3089,10 +3850,10 @@ module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   reg [57:0] \$17 ;
   reg [74:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [58:0] \$2 ;
   reg [57:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [58:0] \$3 ;
+  wire \$3 ;
   wire [59:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -3127,9 +3888,9 @@ module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   wire [5:0] steps;
   wire [75:0] trial;
   assign trial = \$1  | { 75'h0000000000000000000, lo[57] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3239,34 +4000,40 @@ module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l1_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_l1_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [34:0] \$10 ;
-  reg [5:0] \$11 ;
-  wire [230:0] \$2 ;
-  wire [230:0] \$3 ;
-  wire [34:0] \$4 ;
-  wire [6:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [229:0] \$8 ;
-  reg [229:0] \$9 ;
-  input [193:0] a;
-  wire [193:0] a;
-  reg [229:0] a_sh = 230'h0000000000000000000000000000000000000000000000000000000000;
+  reg [83:0] \$10 ;
+  reg [83:0] \$11 ;
+  reg [34:0] \$12 ;
+  reg \$13 ;
+  reg [5:0] \$14 ;
+  wire [84:0] \$2 ;
+  wire [85:0] \$3 ;
+  wire [86:0] \$4 ;
+  wire [84:0] \$5 ;
+  wire [34:0] \$6 ;
+  wire [6:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [47:0] a;
+  wire [47:0] a;
+  reg [83:0] a_sh = 84'h000000000000000000000;
   input [34:0] b;
   wire [34:0] b;
   reg [34:0] b_sh = 35'h000000000;
-  input [229:0] c;
-  wire [229:0] c;
+  input [83:0] c;
+  wire [83:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  output [229:0] p;
-  reg [229:0] p = 230'h0000000000000000000000000000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [83:0] p;
+  reg [83:0] p = 84'h000000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3274,126 +4041,145 @@ module \hwnorm_l1_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [5:0] steps;
   wire [5:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[83], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [229:0];
+        \$10  = \$4 [83:0];
       end
     end
     if (rst) begin
-      \$8  = 230'h0000000000000000000000000000000000000000000000000000000000;
+      \$10  = 84'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a[193], a };
+      \$11  = { a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a[47], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [229:0];
+      \$11  = \$5 [83:0];
     end
     if (rst) begin
-      \$9  = 230'h0000000000000000000000000000000000000000000000000000000000;
+      \$11  = 84'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 35'h000000000;
+      \$12  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [5:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 6'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[34:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [5:0];
+    end
+    if (rst) begin
+      \$14  = 6'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[34:1] };
 endmodule
 
-module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [58:0] \$12 ;
-  wire [58:0] \$13 ;
+  wire [58:0] \$10 ;
+  wire [58:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [58:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [58:0] \$15 ;
+  wire [58:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [15:0] \$32 ;
-  reg [57:0] \$33 ;
-  reg [58:0] \$34 ;
-  reg [58:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [15:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [57:0] \$37 ;
+  reg [58:0] \$38 ;
+  reg [58:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [58:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [57:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire \$8 ;
+  wire [57:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -3427,10 +4213,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [57:0] p0 = 58'h000000000000000;
   reg [58:0] q0 = 59'h000000000000000;
-  wire [58:0] qs0;
+  reg [58:0] qs0 = 59'h000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3442,101 +4229,135 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(16'h7fff);
-  assign \$11  = $signed(qs0) < $signed(16'h8000);
-  assign \$12  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$13  = over0 ? 59'h000000000007fff : \$12 ;
-  assign \$14  = ok3 ? \$13  : 59'h000000000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(16'h7fff);
+  assign \$13  = $signed(qs0) < $signed(16'h8000);
+  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
+  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [15:0];
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3544,11 +4365,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3556,11 +4377,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3568,23 +4389,23 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3592,10 +4413,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3603,21 +4425,23 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3625,10 +4449,10 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3636,76 +4460,80 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 16'h0000;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 58'h000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 59'h000000000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 59'h000000000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [15:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 16'h0000;
+      \$38  = 59'h000000000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

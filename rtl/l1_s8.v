@@ -4,7 +4,7 @@
 
 module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [58:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -12,19 +12,18 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [17:0] \$19 ;
-  wire [17:0] \$2 ;
+  wire [13:0] \$17 ;
+  wire [13:0] \$18 ;
+  wire \$19 ;
+  wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  reg [16:0] \$25 ;
-  reg [122:0] \$26 ;
-  reg [3:0] \$27 ;
-  wire [58:0] \$3 ;
+  reg [12:0] \$24 ;
+  reg [122:0] \$25 ;
+  reg [3:0] \$26 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -96,8 +95,9 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire i__valid;
   reg \i__valid$46 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$24 ;
   reg more;
   output [7:0] o__payload;
@@ -116,7 +116,6 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire [20:0] s_hi;
   wire [12:0] sat_count;
   reg second;
-  reg [16:0] seen = 17'h00000;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
@@ -133,41 +132,40 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 59'h000000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$47  & more;
-  assign \$7  = i__valid & \i__ready$47 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = fsm_state == 3'h7;
-  assign \$17  = fsm_state == 4'h8;
-  assign \$18  = fsm_state == 4'h9;
-  assign \$19  = seen + 1'h1;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 59'h000000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$47  & more;
+  assign \$5  = i__valid & \i__ready$47 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = fsm_state == 3'h7;
+  assign \$15  = fsm_state == 4'h8;
+  assign \$16  = fsm_state == 4'h9;
+  assign \$17  = left - 1'h1;
+  assign \$18  = last ? 14'h0000 : \$17 ;
+  assign \$19  = i__valid & last;
   assign \$20  = i__valid & last;
-  assign \$21  = i__valid & last;
-  assign \$22  = ~ more;
-  assign \$23  = ~ busy;
-  assign \$24  = \$22  & \$23 ;
+  assign \$21  = ~ more;
+  assign \$22  = ~ busy;
+  assign \$23  = \$21  & \$22 ;
   always @(posedge clk)
-    seen <= \$25 ;
+    left <= \$24 ;
   always @(posedge clk)
-    chan <= \$26 ;
+    chan <= \$25 ;
   always @(posedge clk)
-    fsm_state <= \$27 ;
+    fsm_state <= \$26 ;
   \hwnorm_l1_s8.math  math (
-    .\a$28 (a),
-    .\b$47 (b),
+    .\a$30 (a),
+    .\b$51 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -178,7 +176,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$34 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_l1_s8.norm  norm (
@@ -196,7 +194,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_l1_s8.stats_unit  stats_unit (
     .c_hi(c_hi),
@@ -260,7 +258,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       4'h7:
           /* empty */;
       4'h8:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -284,7 +282,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       4'h7:
           /* empty */;
       4'h8:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -380,7 +378,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       4'h7:
           /* empty */;
       4'h8:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -404,7 +402,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       4'h7:
           /* empty */;
       4'h8:
-          \i__valid$46  = \$5 ;
+          \i__valid$46  = \$3 ;
     endcase
   end
   always @* begin
@@ -435,95 +433,95 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = seen;
+    \$24  = left;
     if (beat) begin
-      \$25  = \$19 [16:0];
+      \$24  = \$18 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$25  = 17'h00000;
+            \$24  = chan__payload[13:1];
           end
       4'h2:
-          if (\$20 ) begin
-            \$25  = 17'h00000;
+          if (\$19 ) begin
+            \$24  = chan[13:1];
           end
       4'h3:
           /* empty */;
       4'h4:
           /* empty */;
       4'h5:
-          if (\$21 ) begin
-            \$25  = 17'h00000;
+          if (\$20 ) begin
+            \$24  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$25  = 17'h00000;
+      \$24  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = chan;
+    \$25  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$26  = chan__payload;
+            \$25  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$26  = 123'h0000000000000000000000000000000;
+      \$25  = 123'h0000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = fsm_state;
+    \$26  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$27  = 4'h1;
+              \$26  = 4'h1;
             end else begin
-              \$27  = 4'h2;
+              \$26  = 4'h2;
             end
           end
       4'h2:
-          if (\$20 ) begin
-            \$27  = 4'h3;
+          if (\$19 ) begin
+            \$26  = 4'h3;
           end
       4'h3:
-          \$27  = 4'h4;
+          \$26  = 4'h4;
       4'h4:
           if (done) begin
-            \$27  = 4'h5;
+            \$26  = 4'h5;
           end
       4'h5:
-          if (\$21 ) begin
-            \$27  = 4'h6;
+          if (\$20 ) begin
+            \$26  = 4'h6;
           end
       4'h6:
-          \$27  = 4'h7;
+          \$26  = 4'h7;
       4'h1:
-          \$27  = 4'h7;
+          \$26  = 4'h7;
       4'h7:
           if (done) begin
-            \$27  = 4'h8;
+            \$26  = 4'h8;
           end
       4'h8:
-          if (\$24 ) begin
-            \$27  = 4'h9;
+          if (\$23 ) begin
+            \$26  = 4'h9;
           end
       4'h9:
           if (stats__ready) begin
-            \$27  = 4'h0;
+            \$26  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$27  = 4'h0;
+      \$26  = 4'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \floor_mean$22  = floor_mean;
   assign \i__payload$23  = i__payload;
@@ -548,6 +546,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[79:21];
   assign \stats__payload.sat  = stats__payload[92:80];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
@@ -557,7 +556,6 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[40:14];
@@ -570,182 +568,366 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \i__payload$23[0]  = i__payload;
   assign \o__payload$31[0]  = o__payload;
   assign stats__payload[92:80] = sat_count;
-  assign stats__payload[79:21] = \$3 ;
+  assign stats__payload[79:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, \a$28 , sh, \b$47 , clk);
+module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$30 , \b$51 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [4:0] \$1 ;
-  wire [144:0] \$10 ;
-  wire [10:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [10:0] \$102 ;
-  wire [10:0] \$103 ;
-  wire [294:0] \$104 ;
-  wire [294:0] \$105 ;
-  wire [10:0] \$106 ;
-  wire [11:0] \$107 ;
-  wire [22:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [6:0] \$11 ;
-  wire [15:0] \$110 ;
-  wire [23:0] \$111 ;
-  wire [39:0] \$112 ;
-  wire \$113 ;
-  wire [26:0] \$114 ;
-  wire [26:0] \$115 ;
-  wire [41:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire \$118 ;
-  wire [10:0] \$119 ;
-  wire [127:0] \$12 ;
-  wire [10:0] \$120 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [5:0] \$113 ;
+  wire [5:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire \$116 ;
+  wire [5:0] \$117 ;
+  wire [5:0] \$118 ;
+  wire [5:0] \$119 ;
+  wire \$12 ;
+  wire [5:0] \$120 ;
   wire \$121 ;
-  wire [10:0] \$122 ;
+  wire \$122 ;
   wire \$123 ;
-  wire [10:0] \$124 ;
-  wire [10:0] \$125 ;
-  wire [10:0] \$126 ;
-  wire \$127 ;
-  wire [10:0] \$128 ;
-  wire \$129 ;
+  wire \$124 ;
+  wire [5:0] \$125 ;
+  wire [5:0] \$126 ;
+  wire [5:0] \$127 ;
+  wire \$128 ;
+  wire [5:0] \$129 ;
   wire \$13 ;
-  wire [10:0] \$130 ;
-  wire [10:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [10:0] \$133 ;
-  wire [10:0] \$134 ;
-  wire [294:0] \$135 ;
-  wire [294:0] \$136 ;
-  wire [10:0] \$137 ;
-  wire [11:0] \$138 ;
-  wire [49:0] \$139 ;
-  wire [6:0] \$14 ;
-  wire [22:0] \$140 ;
-  wire [15:0] \$141 ;
-  wire [15:0] \$142 ;
-  wire [23:0] \$143 ;
-  wire [39:0] \$144 ;
-  reg [5:0] \$145 ;
-  reg [8:0] \$146 ;
-  reg [143:0] \$147 ;
-  reg [58:0] \$148 ;
-  reg [5:0] \$149 ;
-  wire [127:0] \$15 ;
-  reg [16:0] \$150 ;
-  reg [25:0] \$151 ;
-  reg [39:0] \$152 ;
-  reg [9:0] \$153 ;
-  reg [3:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [9:0] \$156 ;
-  reg [26:0] \$157 ;
-  reg [3:0] \$158 ;
-  reg [49:0] \$159 ;
-  wire [128:0] \$16 ;
-  reg [38:0] \$160 ;
-  reg [34:0] \$161 ;
-  wire [6:0] \$17 ;
-  wire [127:0] \$18 ;
-  wire [128:0] \$19 ;
-  wire [4:0] \$2 ;
-  wire [94:0] \$20 ;
-  wire [46:0] \$21 ;
-  wire [6:0] \$22 ;
-  wire [127:0] \$23 ;
+  wire [5:0] \$130 ;
+  wire [5:0] \$131 ;
+  wire [5:0] \$132 ;
+  wire [5:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire [5:0] \$145 ;
+  wire [5:0] \$146 ;
+  wire [5:0] \$147 ;
+  wire \$148 ;
+  wire [5:0] \$149 ;
+  wire \$15 ;
+  wire [5:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire [5:0] \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire [5:0] \$157 ;
+  wire [5:0] \$158 ;
+  wire [5:0] \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire [5:0] \$161 ;
+  wire [5:0] \$162 ;
+  wire [5:0] \$163 ;
+  wire [5:0] \$164 ;
+  wire [5:0] \$165 ;
+  wire [5:0] \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire [3:0] \$172 ;
+  wire [3:0] \$173 ;
+  wire [3:0] \$174 ;
+  wire [3:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire [3:0] \$180 ;
+  wire [3:0] \$181 ;
+  wire [3:0] \$182 ;
+  wire \$183 ;
+  wire [3:0] \$184 ;
+  wire [3:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire [3:0] \$187 ;
+  wire [4:0] \$188 ;
+  wire [4:0] \$189 ;
+  wire \$19 ;
+  wire [50:0] \$190 ;
+  wire [39:0] \$191 ;
+  wire [38:0] \$192 ;
+  wire \$193 ;
+  wire [6:0] \$194 ;
+  wire [63:0] \$195 ;
+  wire [63:0] \$196 ;
+  wire \$197 ;
+  wire [34:0] \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire [8:0] \$200 ;
+  wire [8:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire [21:0] \$204 ;
+  wire [21:0] \$205 ;
+  wire \$206 ;
+  wire [50:0] \$207 ;
+  wire [35:0] \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire [8:0] \$210 ;
+  wire [8:0] \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire [16:0] \$214 ;
+  wire [16:0] \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [17:0] \$26 ;
-  wire [17:0] \$27 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire [51:0] \$256 ;
+  wire [51:0] \$257 ;
+  wire \$258 ;
+  wire [7:0] \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire [10:0] \$261 ;
+  wire [10:0] \$262 ;
+  wire \$263 ;
+  wire [10:0] \$264 ;
+  wire \$265 ;
+  wire [10:0] \$266 ;
+  wire [10:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire [10:0] \$270 ;
+  wire \$271 ;
+  wire [10:0] \$272 ;
+  wire [10:0] \$273 ;
+  wire [10:0] \$274 ;
+  wire [10:0] \$275 ;
+  wire [10:0] \$276 ;
+  wire [54:0] \$277 ;
+  wire \$278 ;
+  wire [9:0] \$279 ;
   wire \$28 ;
-  wire [8:0] \$29 ;
+  wire [10:0] \$280 ;
+  wire [11:0] \$281 ;
+  wire [53:0] \$282 ;
+  wire [22:0] \$283 ;
+  wire [15:0] \$284 ;
+  wire [15:0] \$285 ;
+  wire [23:0] \$286 ;
+  wire \$287 ;
+  wire [51:0] \$288 ;
+  wire [51:0] \$289 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire [39:0] \$291 ;
+  wire [40:0] \$292 ;
+  wire [8:0] \$293 ;
+  wire \$294 ;
+  wire [10:0] \$295 ;
+  wire [10:0] \$296 ;
+  wire \$297 ;
+  wire [10:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [8:0] \$30 ;
+  wire \$30 ;
+  wire [10:0] \$300 ;
+  wire [10:0] \$301 ;
+  wire [10:0] \$302 ;
+  wire \$303 ;
+  wire [10:0] \$304 ;
+  wire \$305 ;
+  wire [10:0] \$306 ;
+  wire [10:0] \$307 ;
+  wire [10:0] \$308 ;
+  wire [10:0] \$309 ;
   wire \$31 ;
-  wire [27:0] \$32 ;
-  wire [27:0] \$33 ;
+  wire [10:0] \$310 ;
+  wire [54:0] \$311 ;
+  wire \$312 ;
+  wire [9:0] \$313 ;
+  wire [10:0] \$314 ;
+  wire [11:0] \$315 ;
+  wire [53:0] \$316 ;
+  wire [22:0] \$317 ;
+  wire [15:0] \$318 ;
+  wire [15:0] \$319 ;
+  wire \$32 ;
+  wire [23:0] \$320 ;
+  wire [49:0] \$321 ;
+  wire [39:0] \$322 ;
+  reg [5:0] \$323 ;
+  reg [50:0] \$324 ;
+  reg \$325 ;
+  reg [8:0] \$326 ;
+  reg [37:0] \$327 ;
+  reg [58:0] \$328 ;
+  reg [5:0] \$329 ;
+  wire \$33 ;
+  reg [16:0] \$330 ;
+  reg [25:0] \$331 ;
+  reg [39:0] \$332 ;
+  reg [9:0] \$333 ;
+  reg [3:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [9:0] \$336 ;
+  reg [53:0] \$337 ;
+  reg [5:0] \$338 ;
+  reg [3:0] \$339 ;
   wire \$34 ;
-  wire [21:0] \$35 ;
-  wire [21:0] \$36 ;
+  reg [26:0] \$340 ;
+  reg [34:0] \$341 ;
+  reg [49:0] \$342 ;
+  reg [38:0] \$343 ;
+  reg [34:0] \$344 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
-  wire [50:0] \$38 ;
-  wire [50:0] \$39 ;
-  wire [21:0] \$4 ;
-  wire [94:0] \$40 ;
-  wire [35:0] \$41 ;
+  wire \$38 ;
+  wire [5:0] \$39 ;
+  wire \$4 ;
+  wire [5:0] \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire [8:0] \$44 ;
-  wire [8:0] \$45 ;
-  wire \$46 ;
-  wire [27:0] \$47 ;
-  wire [27:0] \$48 ;
-  wire \$49 ;
-  wire [21:0] \$5 ;
-  wire [16:0] \$50 ;
-  wire [16:0] \$51 ;
-  wire \$52 ;
-  wire \$53 ;
+  wire \$44 ;
+  wire [5:0] \$45 ;
+  wire [5:0] \$46 ;
+  wire [5:0] \$47 ;
+  wire \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
+  wire [5:0] \$51 ;
+  wire [5:0] \$52 ;
+  wire [5:0] \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [94:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
+  wire [5:0] \$65 ;
+  wire [5:0] \$66 ;
+  wire [5:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
-  wire [39:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire [5:0] \$69 ;
+  wire \$7 ;
+  wire [5:0] \$70 ;
+  wire [5:0] \$71 ;
+  wire [5:0] \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [5:0] \$77 ;
+  wire [5:0] \$78 ;
+  wire [5:0] \$79 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire [7:0] \$86 ;
+  wire [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire [5:0] \$86 ;
   wire \$87 ;
-  wire [10:0] \$88 ;
-  wire [10:0] \$89 ;
-  wire [21:0] \$9 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
   wire \$90 ;
-  wire [10:0] \$91 ;
+  wire \$91 ;
   wire \$92 ;
-  wire [10:0] \$93 ;
-  wire [10:0] \$94 ;
-  wire [10:0] \$95 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
   wire \$96 ;
-  wire [10:0] \$97 ;
+  wire \$97 ;
   wire \$98 ;
-  wire [10:0] \$99 ;
-  reg [145:0] a;
-  output [26:0] \a$28 ;
-  reg [26:0] \a$28  = 27'h0000000;
+  wire \$99 ;
+  reg [39:0] a;
+  output [26:0] \a$30 ;
+  reg [26:0] \a$30  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$47 ;
-  reg [34:0] \b$47  = 35'h000000000;
+  output [34:0] \b$51 ;
+  reg [34:0] \b$51  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [173:0] c;
+  reg [34:0] bias = 35'h000000000;
+  reg [67:0] c;
   input [12:0] c_hi;
   wire [12:0] c_hi;
   input [122:0] chan;
@@ -761,31 +943,33 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [58:0] den;
   reg [58:0] den = 59'h000000000000000;
-  reg [58:0] \den$14 ;
-  reg [5:0] den_lead;
+  reg [58:0] \den$16 ;
+  wire [5:0] den_lead;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num;
   output done;
   reg done;
-  wire \done$36 ;
-  wire \done$39 ;
+  wire \done$37 ;
+  wire \done$40 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
   reg [8:0] floor_mean = 9'h000;
   reg [5:0] fsm_state = 6'h00;
   reg [39:0] km = 40'h0000000000;
+  reg [53:0] km_pre = 54'h00000000000000;
   reg [5:0] lead = 6'h00;
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg [94:0] mag_mid_0;
-  reg [94:0] mag_train_11;
-  reg [94:0] mag_train_4;
   reg neg;
+  reg \neg$23 ;
   reg [49:0] p = 50'h0000000000000;
-  wire [173:0] \p$40 ;
-  reg [7:0] pre = 8'h00;
+  wire [67:0] \p$41 ;
+  reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
@@ -798,187 +982,380 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$16 ;
-  input \start$34 ;
-  wire \start$34 ;
+  reg \start$18 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [5:0] steps;
-  reg [4:0] \steps$21 ;
+  reg [4:0] \steps$24 ;
   input [20:0] sum;
   wire [20:0] sum;
-  reg [143:0] t = 144'h000000000000000000000000000000000000;
+  reg [37:0] t = 38'h0000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = $signed(sum) < $signed(1'h0);
-  assign \$4  = - $signed(sum);
-  assign \$5  = \$3  ? \$4  : { sum[20], sum };
-  assign \$8  = $signed(sum) < $signed(1'h0);
-  assign \$9  = - $signed(sum);
-  assign \$11  = lead + 4'hf;
-  assign \$12  = 1'h1 << \$11 ;
-  assign \$13  = \$12  < 1'h0;
-  assign \$14  = lead + 4'hf;
-  assign \$15  = 1'h1 << \$14 ;
-  assign \$16  = - \$15 ;
-  assign \$17  = lead + 4'hf;
-  assign \$18  = 1'h1 << \$17 ;
-  assign \$19  = \$13  ? \$16  : { 1'h0, \$18  };
-  assign \$22  = lead + 4'hf;
-  assign \$23  = 1'h1 << \$22 ;
-  assign \$24  = \$23  < 1'h0;
-  assign \$25  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$26  = - recip;
-  assign \$27  = \$25  ? \$26  : { 1'h0, recip };
-  assign \$28  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$29  = - $signed(chan[74:67]);
-  assign \$30  = \$28  ? \$29  : { chan[74], chan[74:67] };
-  assign \$31  = $signed(sum) < $signed(1'h0);
-  assign \$32  = - $signed(\a$28 );
-  assign \$33  = \$31  ? \$32  : { \a$28 [26], \a$28  };
-  assign \$34  = $signed(sum) < $signed(1'h0);
-  assign \$35  = - $signed(sum);
-  assign \$36  = \$34  ? \$35  : { sum[20], sum };
-  assign \$37  = $signed(p) < $signed(1'h0);
-  assign \$38  = - $signed(p);
-  assign \$39  = \$37  ? \$38  : { p[49], p };
-  assign \$42  = $signed(p) < $signed(1'h0);
-  assign \$43  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$44  = - $signed(chan[74:67]);
-  assign \$45  = \$43  ? \$44  : { chan[74], chan[74:67] };
-  assign \$46  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$47  = - $signed(\a$28 );
-  assign \$48  = \$46  ? \$47  : { \a$28 [26], \a$28  };
-  assign \$49  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$50  = - $signed(chan[98:83]);
-  assign \$51  = \$49  ? \$50  : { chan[98], chan[98:83] };
-  assign \$52  = ! fsm_state;
-  assign \$53  = fsm_state == 1'h1;
-  assign \$54  = fsm_state == 2'h2;
-  assign \$55  = fsm_state == 2'h3;
-  assign \$56  = fsm_state == 3'h4;
-  assign \$57  = fsm_state == 3'h5;
-  assign \$58  = fsm_state == 3'h6;
-  assign \$59  = fsm_state == 3'h7;
-  assign \$60  = fsm_state == 4'h8;
-  assign \$61  = fsm_state == 4'h9;
-  assign \$62  = fsm_state == 4'ha;
-  assign \$63  = fsm_state == 4'hb;
-  assign \$64  = fsm_state == 4'hc;
-  assign \$65  = fsm_state == 4'hd;
-  assign \$66  = fsm_state == 4'he;
-  assign \$67  = fsm_state == 4'hf;
-  assign \$68  = fsm_state == 5'h10;
-  assign \$69  = fsm_state == 5'h11;
-  assign \$70  = fsm_state == 5'h12;
-  assign \$71  = fsm_state == 5'h13;
-  assign \$72  = fsm_state == 5'h14;
-  assign \$73  = fsm_state == 5'h15;
-  assign \$74  = fsm_state == 5'h16;
-  assign \$75  = fsm_state == 5'h17;
-  assign \$76  = fsm_state == 5'h18;
-  assign \$77  = fsm_state == 5'h19;
-  assign \$78  = fsm_state == 5'h1a;
-  assign \$79  = fsm_state == 5'h1b;
-  assign \$80  = fsm_state == 5'h1c;
-  assign \$81  = fsm_state == 5'h1d;
-  assign \$82  = fsm_state == 5'h1e;
-  assign \$83  = fsm_state == 5'h1f;
-  assign \$84  = fsm_state == 6'h20;
-  assign \$85  = fsm_state == 6'h21;
-  assign \$86  = lead + 8'hf6;
-  assign \$87  = $signed(sh0) < $signed(4'h4);
-  assign \$88  = $signed(4'h4) - $signed(sh0);
-  assign \$89  = \$87  ? \$88  : 11'h000;
-  assign \$90  = $signed(sh0) < $signed(4'h4);
-  assign \$91  = $signed(sh0) - $signed(4'h4);
-  assign \$92  = $signed(\$91 ) < $signed({ 1'h0, tk });
-  assign \$93  = $signed(sh0) - $signed(4'h4);
-  assign \$94  = \$92  ? \$93  : { 7'h00, tk };
-  assign \$95  = $signed(sh0) - $signed(5'h0d);
-  assign \$96  = $signed(\$94 ) > $signed(\$95 );
-  assign \$97  = $signed(sh0) - $signed(4'h4);
-  assign \$98  = $signed(\$97 ) < $signed({ 1'h0, tk });
-  assign \$99  = $signed(sh0) - $signed(4'h4);
-  assign \$100  = \$98  ? \$99  : { 7'h00, tk };
-  assign \$101  = $signed(sh0) - $signed(5'h0d);
-  assign \$102  = \$96  ? \$100  : \$101 ;
-  assign \$103  = \$90  ? 11'h000 : \$102 ;
-  assign \$104  = $signed(km) << pre;
-  assign \$105  = $signed(\$104 ) >>> tsh;
-  assign \$106  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$107  = $signed(\$106 ) - $signed({ 1'h0, tsh });
-  assign \$108  = $signed(chan[82:75]) << \$1 [3:0];
-  assign \$109  = 1'h1 << sh;
-  assign \$111  = $signed(\$108 ) + $signed({ 1'h0, \$110  });
-  assign \$112  = $signed(\$111 ) - $signed(quot);
-  assign \$113  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$114  = - $signed(m);
-  assign \$115  = \$113  ? \$114  : { m[25], m };
-  assign \$117  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$118  = $signed(sh0) < $signed(4'h4);
-  assign \$119  = $signed(4'h4) - $signed(sh0);
-  assign \$120  = \$118  ? \$119  : 11'h000;
-  assign \$121  = $signed(sh0) < $signed(4'h4);
-  assign \$122  = $signed(sh0) - $signed(4'h4);
-  assign \$123  = $signed(\$122 ) < $signed({ 1'h0, tk });
-  assign \$124  = $signed(sh0) - $signed(4'h4);
-  assign \$125  = \$123  ? \$124  : { 7'h00, tk };
-  assign \$126  = $signed(sh0) - $signed(5'h0d);
-  assign \$127  = $signed(\$125 ) > $signed(\$126 );
-  assign \$128  = $signed(sh0) - $signed(4'h4);
-  assign \$129  = $signed(\$128 ) < $signed({ 1'h0, tk });
-  assign \$130  = $signed(sh0) - $signed(4'h4);
-  assign \$131  = \$129  ? \$130  : { 7'h00, tk };
-  assign \$132  = $signed(sh0) - $signed(5'h0d);
-  assign \$133  = \$127  ? \$131  : \$132 ;
-  assign \$134  = \$121  ? 11'h000 : \$133 ;
-  assign \$135  = $signed(km) << pre;
-  assign \$136  = $signed(\$135 ) >>> tsh;
-  assign \$137  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$138  = $signed(\$137 ) - $signed({ 1'h0, tsh });
-  assign \$140  = $signed(chan[82:75]) << \$2 [3:0];
-  assign \$141  = 1'h1 << sh;
-  assign \$143  = $signed(\$140 ) + $signed({ 1'h0, \$142  });
-  assign \$144  = $signed(\$143 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
+  assign \$12  = den[46] | den[47];
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$10  | \$13 ;
+  assign \$15  = \$7  | \$14 ;
+  assign \$16  = den[48] | den[49];
+  assign \$17  = den[50] | den[51];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = den[52] | den[53];
+  assign \$20  = den[54] | den[55];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = den[56] | den[57];
+  assign \$24  = \$23  | den[58];
+  assign \$25  = \$22  | \$24 ;
+  assign \$26  = \$15  | \$25 ;
+  assign \$27  = den[48] | den[49];
+  assign \$28  = den[50] | den[51];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = den[52] | den[53];
+  assign \$31  = den[54] | den[55];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = \$29  | \$32 ;
+  assign \$34  = den[56] | den[57];
+  assign \$35  = \$34  | den[58];
+  assign \$36  = \$33  | \$35 ;
+  assign \$37  = den[56] | den[57];
+  assign \$38  = \$37  | den[58];
+  assign \$39  = den[57] ? 6'h39 : 6'h38;
+  assign \$40  = den[58] ? 6'h3a : \$39 ;
+  assign \$41  = den[52] | den[53];
+  assign \$42  = den[54] | den[55];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = den[54] | den[55];
+  assign \$45  = den[55] ? 6'h37 : 6'h36;
+  assign \$46  = den[53] ? 6'h35 : 6'h34;
+  assign \$47  = \$44  ? \$45  : \$46 ;
+  assign \$48  = den[50] | den[51];
+  assign \$49  = den[51] ? 6'h33 : 6'h32;
+  assign \$50  = den[49] ? 6'h31 : 6'h30;
+  assign \$51  = \$48  ? \$49  : \$50 ;
+  assign \$52  = \$43  ? \$47  : \$51 ;
+  assign \$53  = \$38  ? \$40  : \$52 ;
+  assign \$54  = den[40] | den[41];
+  assign \$55  = den[42] | den[43];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = den[44] | den[45];
+  assign \$58  = den[46] | den[47];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = \$56  | \$59 ;
+  assign \$61  = den[44] | den[45];
+  assign \$62  = den[46] | den[47];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = den[46] | den[47];
+  assign \$65  = den[47] ? 6'h2f : 6'h2e;
+  assign \$66  = den[45] ? 6'h2d : 6'h2c;
+  assign \$67  = \$64  ? \$65  : \$66 ;
+  assign \$68  = den[42] | den[43];
+  assign \$69  = den[43] ? 6'h2b : 6'h2a;
+  assign \$70  = den[41] ? 6'h29 : 6'h28;
+  assign \$71  = \$68  ? \$69  : \$70 ;
+  assign \$72  = \$63  ? \$67  : \$71 ;
+  assign \$73  = den[36] | den[37];
+  assign \$74  = den[38] | den[39];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = den[38] | den[39];
+  assign \$77  = den[39] ? 6'h27 : 6'h26;
+  assign \$78  = den[37] ? 6'h25 : 6'h24;
+  assign \$79  = \$76  ? \$77  : \$78 ;
+  assign \$80  = den[34] | den[35];
+  assign \$81  = den[35] ? 6'h23 : 6'h22;
+  assign \$82  = den[33] ? 6'h21 : 6'h20;
+  assign \$83  = \$80  ? \$81  : \$82 ;
+  assign \$84  = \$75  ? \$79  : \$83 ;
+  assign \$85  = \$60  ? \$72  : \$84 ;
+  assign \$86  = \$36  ? \$53  : \$85 ;
+  assign \$87  = den[16] | den[17];
+  assign \$88  = den[18] | den[19];
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = den[20] | den[21];
+  assign \$91  = den[22] | den[23];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \$89  | \$92 ;
+  assign \$94  = den[24] | den[25];
+  assign \$95  = den[26] | den[27];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = den[28] | den[29];
+  assign \$98  = den[30] | den[31];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = \$96  | \$99 ;
+  assign \$101  = \$93  | \$100 ;
+  assign \$102  = den[24] | den[25];
+  assign \$103  = den[26] | den[27];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = den[28] | den[29];
+  assign \$106  = den[30] | den[31];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = \$104  | \$107 ;
+  assign \$109  = den[28] | den[29];
+  assign \$110  = den[30] | den[31];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = den[30] | den[31];
+  assign \$113  = den[31] ? 6'h1f : 6'h1e;
+  assign \$114  = den[29] ? 6'h1d : 6'h1c;
+  assign \$115  = \$112  ? \$113  : \$114 ;
+  assign \$116  = den[26] | den[27];
+  assign \$117  = den[27] ? 6'h1b : 6'h1a;
+  assign \$118  = den[25] ? 6'h19 : 6'h18;
+  assign \$119  = \$116  ? \$117  : \$118 ;
+  assign \$120  = \$111  ? \$115  : \$119 ;
+  assign \$121  = den[20] | den[21];
+  assign \$122  = den[22] | den[23];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = den[22] | den[23];
+  assign \$125  = den[23] ? 6'h17 : 6'h16;
+  assign \$126  = den[21] ? 6'h15 : 6'h14;
+  assign \$127  = \$124  ? \$125  : \$126 ;
+  assign \$128  = den[18] | den[19];
+  assign \$129  = den[19] ? 6'h13 : 6'h12;
+  assign \$130  = den[17] ? 6'h11 : 6'h10;
+  assign \$131  = \$128  ? \$129  : \$130 ;
+  assign \$132  = \$123  ? \$127  : \$131 ;
+  assign \$133  = \$108  ? \$120  : \$132 ;
+  assign \$134  = den[8] | den[9];
+  assign \$135  = den[10] | den[11];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = den[12] | den[13];
+  assign \$138  = den[14] | den[15];
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = \$136  | \$139 ;
+  assign \$141  = den[12] | den[13];
+  assign \$142  = den[14] | den[15];
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = den[14] | den[15];
+  assign \$145  = den[15] ? 6'h0f : 6'h0e;
+  assign \$146  = den[13] ? 6'h0d : 6'h0c;
+  assign \$147  = \$144  ? \$145  : \$146 ;
+  assign \$148  = den[10] | den[11];
+  assign \$149  = den[11] ? 6'h0b : 6'h0a;
+  assign \$150  = den[9] ? 6'h09 : 6'h08;
+  assign \$151  = \$148  ? \$149  : \$150 ;
+  assign \$152  = \$143  ? \$147  : \$151 ;
+  assign \$153  = den[4] | den[5];
+  assign \$154  = den[6] | den[7];
+  assign \$155  = \$153  | \$154 ;
+  assign \$156  = den[6] | den[7];
+  assign \$157  = den[7] ? 6'h07 : 6'h06;
+  assign \$158  = den[5] ? 6'h05 : 6'h04;
+  assign \$159  = \$156  ? \$157  : \$158 ;
+  assign \$160  = den[2] | den[3];
+  assign \$161  = den[3] ? 6'h03 : 6'h02;
+  assign \$162  = den[1] ? 6'h01 : 6'h00;
+  assign \$163  = \$160  ? \$161  : \$162 ;
+  assign \$164  = \$155  ? \$159  : \$163 ;
+  assign \$165  = \$140  ? \$152  : \$164 ;
+  assign \$166  = \$101  ? \$133  : \$165 ;
+  assign den_lead = \$26  ? \$86  : \$166 ;
+  assign \$167  = chan[9] | chan[10];
+  assign \$168  = chan[11] | chan[12];
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = \$169  | chan[13];
+  assign \$171  = chan[11] | chan[12];
+  assign \$172  = chan[12] ? 4'hb : 4'ha;
+  assign \$173  = chan[10] ? 4'h9 : 4'h8;
+  assign \$174  = \$171  ? \$172  : \$173 ;
+  assign \$175  = chan[13] ? 4'hc : \$174 ;
+  assign \$176  = chan[5] | chan[6];
+  assign \$177  = chan[7] | chan[8];
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = chan[7] | chan[8];
+  assign \$180  = chan[8] ? 4'h7 : 4'h6;
+  assign \$181  = chan[6] ? 4'h5 : 4'h4;
+  assign \$182  = \$179  ? \$180  : \$181 ;
+  assign \$183  = chan[3] | chan[4];
+  assign \$184  = chan[4] ? 4'h3 : 4'h2;
+  assign \$185  = chan[2] ? 4'h1 : 4'h0;
+  assign \$186  = \$183  ? \$184  : \$185 ;
+  assign \$187  = \$178  ? \$182  : \$186 ;
+  assign count_lead = \$170  ? \$175  : \$187 ;
+  assign \$188  = sh + 1'h0;
+  assign \$189  = sh + 1'h0;
+  assign \$193  = ! lead;
+  assign \$194  = lead - 1'h1;
+  assign \$195  = 1'h1 << \$194 [5:0];
+  assign \$196  = \$193  ? 64'h0000000000000000 : \$195 ;
+  assign \$197  = ! lead;
+  assign \$198  = \$197  ? 35'h400000000 : 35'h000000000;
+  assign \$199  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$200  = - $signed(chan[74:67]);
+  assign \$201  = \$199  ? \$200  : { chan[74], chan[74:67] };
+  assign \$202  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$203  = $signed(sum) < $signed(1'h0);
+  assign \$204  = - $signed(sum);
+  assign \$205  = \$203  ? \$204  : { sum[20], sum };
+  assign \$206  = $signed(sum) < $signed(1'h0);
+  assign \$209  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$210  = - $signed(chan[74:67]);
+  assign \$211  = \$209  ? \$210  : { chan[74], chan[74:67] };
+  assign \$212  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$213  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$214  = - $signed(chan[98:83]);
+  assign \$215  = \$213  ? \$214  : { chan[98], chan[98:83] };
+  assign \$216  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$217  = ! fsm_state;
+  assign \$218  = fsm_state == 1'h1;
+  assign \$219  = fsm_state == 2'h2;
+  assign \$220  = fsm_state == 2'h3;
+  assign \$221  = fsm_state == 3'h4;
+  assign \$222  = fsm_state == 3'h5;
+  assign \$223  = fsm_state == 3'h6;
+  assign \$224  = fsm_state == 3'h7;
+  assign \$225  = fsm_state == 4'h8;
+  assign \$226  = fsm_state == 4'h9;
+  assign \$227  = fsm_state == 4'ha;
+  assign \$228  = fsm_state == 4'hb;
+  assign \$229  = fsm_state == 4'hc;
+  assign \$230  = fsm_state == 4'hd;
+  assign \$231  = fsm_state == 4'he;
+  assign \$232  = fsm_state == 4'hf;
+  assign \$233  = fsm_state == 5'h10;
+  assign \$234  = fsm_state == 5'h11;
+  assign \$235  = fsm_state == 5'h12;
+  assign \$236  = fsm_state == 5'h13;
+  assign \$237  = fsm_state == 5'h14;
+  assign \$238  = fsm_state == 5'h15;
+  assign \$239  = fsm_state == 5'h16;
+  assign \$240  = fsm_state == 5'h17;
+  assign \$241  = fsm_state == 5'h18;
+  assign \$242  = fsm_state == 5'h19;
+  assign \$243  = fsm_state == 5'h1a;
+  assign \$244  = fsm_state == 5'h1b;
+  assign \$245  = fsm_state == 5'h1c;
+  assign \$246  = fsm_state == 5'h1d;
+  assign \$247  = fsm_state == 5'h1e;
+  assign \$248  = fsm_state == 5'h1f;
+  assign \$249  = fsm_state == 6'h20;
+  assign \$250  = fsm_state == 6'h21;
+  assign \$251  = fsm_state == 6'h22;
+  assign \$252  = fsm_state == 6'h23;
+  assign \$253  = fsm_state == 6'h24;
+  assign \$254  = fsm_state == 6'h25;
+  assign \$255  = $signed(div_num) < $signed(1'h0);
+  assign \$256  = - $signed(div_num);
+  assign \$257  = \$255  ? \$256  : { div_num[50], div_num };
+  assign \$258  = $signed(div_num) < $signed(1'h0);
+  assign \$259  = lead + 8'hf6;
+  assign \$260  = $signed(sh0) < $signed(4'h4);
+  assign \$261  = $signed(4'h4) - $signed(sh0);
+  assign \$262  = \$260  ? \$261  : 11'h000;
+  assign \$263  = $signed(sh0) < $signed(4'h4);
+  assign \$264  = $signed(sh0) - $signed(4'h4);
+  assign \$265  = $signed(\$264 ) < $signed({ 1'h0, tk });
+  assign \$266  = $signed(sh0) - $signed(4'h4);
+  assign \$267  = \$265  ? \$266  : { 7'h00, tk };
+  assign \$268  = $signed(sh0) - $signed(5'h0d);
+  assign \$269  = $signed(\$267 ) > $signed(\$268 );
+  assign \$270  = $signed(sh0) - $signed(4'h4);
+  assign \$271  = $signed(\$270 ) < $signed({ 1'h0, tk });
+  assign \$272  = $signed(sh0) - $signed(4'h4);
+  assign \$273  = \$271  ? \$272  : { 7'h00, tk };
+  assign \$274  = $signed(sh0) - $signed(5'h0d);
+  assign \$275  = \$269  ? \$273  : \$274 ;
+  assign \$276  = \$263  ? 11'h000 : \$275 ;
+  assign \$277  = $signed(km) << pre;
+  assign \$278  = tsh > 6'h36;
+  assign \$279  = \$278  ? 10'h036 : tsh;
+  assign \$280  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$281  = $signed(\$280 ) - $signed({ 1'h0, tsh });
+  assign \$282  = $signed(km_pre) >>> t_clamped;
+  assign \$283  = $signed(chan[82:75]) << \$188 [3:0];
+  assign \$284  = 1'h1 << sh;
+  assign \$286  = $signed(\$283 ) + $signed({ 1'h0, \$285  });
+  assign \$287  = $signed(div_num) < $signed(1'h0);
+  assign \$288  = - $signed(div_num);
+  assign \$289  = \$287  ? \$288  : { div_num[50], div_num };
+  assign \$290  = $signed(div_num) < $signed(1'h0);
+  assign \$291  = $signed(bias) - $signed(quot);
+  assign \$293  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$294  = $signed(sh0) < $signed(4'h4);
+  assign \$295  = $signed(4'h4) - $signed(sh0);
+  assign \$296  = \$294  ? \$295  : 11'h000;
+  assign \$297  = $signed(sh0) < $signed(4'h4);
+  assign \$298  = $signed(sh0) - $signed(4'h4);
+  assign \$299  = $signed(\$298 ) < $signed({ 1'h0, tk });
+  assign \$300  = $signed(sh0) - $signed(4'h4);
+  assign \$301  = \$299  ? \$300  : { 7'h00, tk };
+  assign \$302  = $signed(sh0) - $signed(5'h0d);
+  assign \$303  = $signed(\$301 ) > $signed(\$302 );
+  assign \$304  = $signed(sh0) - $signed(4'h4);
+  assign \$305  = $signed(\$304 ) < $signed({ 1'h0, tk });
+  assign \$306  = $signed(sh0) - $signed(4'h4);
+  assign \$307  = \$305  ? \$306  : { 7'h00, tk };
+  assign \$308  = $signed(sh0) - $signed(5'h0d);
+  assign \$309  = \$303  ? \$307  : \$308 ;
+  assign \$310  = \$297  ? 11'h000 : \$309 ;
+  assign \$311  = $signed(km) << pre;
+  assign \$312  = tsh > 6'h36;
+  assign \$313  = \$312  ? 10'h036 : tsh;
+  assign \$314  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$315  = $signed(\$314 ) - $signed({ 1'h0, tsh });
+  assign \$316  = $signed(km_pre) >>> t_clamped;
+  assign \$317  = $signed(chan[82:75]) << \$189 [3:0];
+  assign \$318  = 1'h1 << sh;
+  assign \$320  = $signed(\$317 ) + $signed({ 1'h0, \$319  });
+  assign \$322  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$145 ;
+    fsm_state <= \$323 ;
   always @(posedge clk)
-    floor_mean <= \$146 ;
+    div_mag <= \$324 ;
   always @(posedge clk)
-    t <= \$147 ;
+    div_neg <= \$325 ;
   always @(posedge clk)
-    den <= \$148 ;
+    floor_mean <= \$326 ;
   always @(posedge clk)
-    lead <= \$149 ;
+    t <= \$327 ;
   always @(posedge clk)
-    recip <= \$150 ;
+    den <= \$328 ;
   always @(posedge clk)
-    m <= \$151 ;
+    lead <= \$329 ;
   always @(posedge clk)
-    km <= \$152 ;
+    recip <= \$330 ;
   always @(posedge clk)
-    sh0 <= \$153 ;
+    m <= \$331 ;
   always @(posedge clk)
-    tk <= \$154 ;
+    km <= \$332 ;
   always @(posedge clk)
-    pre <= \$155 ;
+    sh0 <= \$333 ;
   always @(posedge clk)
-    tsh <= \$156 ;
+    tk <= \$334 ;
   always @(posedge clk)
-    \a$28  <= \$157 ;
+    pre <= \$335 ;
   always @(posedge clk)
-    sh <= \$158 ;
+    tsh <= \$336 ;
   always @(posedge clk)
-    p <= \$159 ;
+    km_pre <= \$337 ;
   always @(posedge clk)
-    quot <= \$160 ;
+    t_clamped <= \$338 ;
   always @(posedge clk)
-    \b$47  <= \$161 ;
+    sh <= \$339 ;
+  always @(posedge clk)
+    \a$30  <= \$340 ;
+  always @(posedge clk)
+    bias <= \$341 ;
+  always @(posedge clk)
+    p <= \$342 ;
+  always @(posedge clk)
+    quot <= \$343 ;
+  always @(posedge clk)
+    \b$51  <= \$344 ;
   \hwnorm_l1_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$14 ),
-    .done(\done$36 ),
+    .\den$14 (\den$16 ),
+    .done(\done$37 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -992,249 +1369,26 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$39 ),
-    .p(\p$40 ),
+    .done(\done$40 ),
+    .\neg$12 (\neg$23 ),
+    .p(\p$41 ),
     .rst(rst),
-    .start(\start$16 ),
-    .steps(\steps$21 )
+    .start(\start$18 ),
+    .steps(\steps$24 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 6'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 6'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 6'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 6'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 6'h30;
-    end
-    if (den[49]) begin
-      den_lead = 6'h31;
-    end
-    if (den[50]) begin
-      den_lead = 6'h32;
-    end
-    if (den[51]) begin
-      den_lead = 6'h33;
-    end
-    if (den[52]) begin
-      den_lead = 6'h34;
-    end
-    if (den[53]) begin
-      den_lead = 6'h35;
-    end
-    if (den[54]) begin
-      den_lead = 6'h36;
-    end
-    if (den[55]) begin
-      den_lead = 6'h37;
-    end
-    if (den[56]) begin
-      den_lead = 6'h38;
-    end
-    if (den[57]) begin
-      den_lead = 6'h39;
-    end
-    if (den[58]) begin
-      den_lead = 6'h3a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
+    div_num = 51'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          start = 1'h1;
+          div_num = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1247,7 +1401,7 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          start = 1'h1;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1269,17 +1423,67 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          start = 1'h1;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          div_num = { p[49], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_mid_0 = 95'h000000000000000000000000;
+    start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          mag_mid_0 = { \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5  };
+          /* empty */;
+      6'h04:
+          start = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          start = 1'h1;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          start = 1'h1;
     endcase
   end
   always @* begin
@@ -1289,12 +1493,12 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h00:
           /* empty */;
       6'h01:
-          rem_init = \$6 [58:0];
+          /* empty */;
       6'h04:
+          rem_init = { 8'h00, \$190  };
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1307,9 +1511,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = \$20 [58:0];
-      6'h0d:
           /* empty */;
+      6'h0d:
+          rem_init = \$196 [58:0];
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1329,7 +1533,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          rem_init = \$40 [58:0];
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          rem_init = { 8'h00, \$207  };
     endcase
   end
   always @* begin
@@ -1339,12 +1549,12 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h00:
           /* empty */;
       6'h01:
-          lo_init = \$7 [34:0];
+          /* empty */;
       6'h04:
+          lo_init = \$191 [34:0];
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1357,9 +1567,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$21 [34:0];
-      6'h0d:
           /* empty */;
+      6'h0d:
+          lo_init = \$198 ;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1379,7 +1589,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          lo_init = \$41 [34:0];
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          lo_init = \$208 [34:0];
     endcase
   end
   always @* begin
@@ -1389,12 +1605,12 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h00:
           /* empty */;
       6'h01:
-          neg = \$8 ;
+          /* empty */;
       6'h04:
+          neg = div_neg;
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1407,9 +1623,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$24 ;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          neg = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1429,22 +1645,28 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          neg = \$42 ;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$14  = 59'h000000000000000;
+    \den$16  = 59'h000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          \den$14  = { 46'h000000000000, chan[13:1] };
+          /* empty */;
       6'h04:
+          \den$16  = { 46'h000000000000, chan[13:1] };
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1457,9 +1679,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$14  = den;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          \den$16  = den;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1479,7 +1701,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          \den$14  = { 46'h000000000000, chan[13:1] };
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \den$16  = { 46'h000000000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1489,12 +1717,12 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h00:
           /* empty */;
       6'h01:
-          steps = 6'h09;
+          /* empty */;
       6'h04:
+          steps = 6'h09;
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1507,9 +1735,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 6'h10;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          steps = 6'h10;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1529,12 +1757,18 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
           steps = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
+    \start$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1542,18 +1776,18 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
-          \start$16  = 1'h1;
-      6'h06:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h07:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h08:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h09:
-          \start$16  = 1'h1;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          \start$18  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1561,13 +1795,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0d:
           /* empty */;
       6'h0e:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h0f:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h10:
-          \start$16  = 1'h1;
-      6'h11:
           /* empty */;
+      6'h11:
+          \start$18  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
@@ -1575,32 +1809,40 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          \start$16  = 1'h1;
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \start$18  = 1'h1;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          \start$16  = 1'h1;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
+      6'h03:
+          \start$18  = 1'h1;
       6'h1d:
           /* empty */;
       6'h1e:
-          \start$16  = 1'h1;
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \start$18  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 146'h0000000000000000000000000000000000000;
+    a = 40'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1608,18 +1850,18 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
-          a = { s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi };
-      6'h06:
-          /* empty */;
+          a = { s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi };
       6'h07:
-          a = { \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9 [21], \$9  };
+          /* empty */;
       6'h08:
-          /* empty */;
+          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h09:
-          a = { \$10 [144], \$10  };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          a = { \$192 [38], \$192  };
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1627,13 +1869,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0d:
           /* empty */;
       6'h0e:
-          a = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+          /* empty */;
       6'h0f:
-          /* empty */;
+          a = { 23'h000000, recip };
       6'h10:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h11:
           /* empty */;
+      6'h11:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h12:
           /* empty */;
       6'h13:
@@ -1641,27 +1883,35 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          a = { \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33 [27], \$33  };
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 130'h000000000000000000000000000000000, chan[114:99] };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
+      6'h03:
+          a = { 24'h000000, chan[114:99] };
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48 [27], \$48  };
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
     endcase
   end
   always @* begin
@@ -1674,18 +1924,18 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           b = { 14'h0000, chan[13:1] };
-      6'h06:
-          /* empty */;
       6'h07:
+          /* empty */;
+      6'h08:
           b = { 14'h0000, c_hi };
-      6'h08:
-          /* empty */;
       6'h09:
+          /* empty */;
+      6'h0a:
           b = chan[40:14];
-      6'h0a:
-          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1693,13 +1943,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30 [8], \$30  };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          b = { \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201  };
       6'h10:
+          /* empty */;
+      6'h11:
           b = { 14'h0000, chan[13:1] };
-      6'h11:
-          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -1707,98 +1957,40 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          b = { \$36 [21], \$36 [21], \$36 [21], \$36 [21], \$36 [21], \$36  };
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          b = { \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45 [8], \$45  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          b = { \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51 [16], \$51  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 174'h00000000000000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          c = 174'h00000000000000000000000000000000000000000000;
-      6'h06:
-          /* empty */;
-      6'h07:
-          c = { t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t[143], t };
-      6'h08:
-          /* empty */;
-      6'h09:
-          c = { 148'h0000000000000000000000000000000000000, chan[66:41] };
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          c = 174'h00000000000000000000000000000000000000000000;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          c = 174'h00000000000000000000000000000000000000000000;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          c = 174'h00000000000000000000000000000000000000000000;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
       6'h03:
-          c = 174'h00000000000000000000000000000000000000000000;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          b = { \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211  };
       6'h1d:
           /* empty */;
       6'h1e:
-          c = 174'h00000000000000000000000000000000000000000000;
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          b = { \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$21  = 5'h00;
+    c = 68'h00000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1806,112 +1998,18 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
-          \steps$21  = 5'h0d;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$21  = 5'h0d;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \steps$21  = 5'h1b;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \steps$21  = 5'h08;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \steps$21  = 5'h0d;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \steps$21  = 5'h15;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          \steps$21  = 5'h08;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \steps$21  = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 95'h000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
+          c = 68'h00000000000000000;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          mag_train_4 = \$19 [94:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 95'h000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          c = { 42'h00000000000, chan[66:41] };
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1921,11 +2019,11 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          c = 68'h00000000000000000;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          c = 68'h00000000000000000;
       6'h12:
           /* empty */;
       6'h13:
@@ -1937,7 +2035,179 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          mag_train_11 = { \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39 [50], \$39  };
+          c = 68'h00000000000000000;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          c = 68'h00000000000000000;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          c = 68'h00000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$23  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          \neg$23  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \neg$23  = 1'h1;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$23  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \neg$23  = \$202 ;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$23  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$23  = \$206 ;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          \neg$23  = \$212 ;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \neg$23  = \$216 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \steps$24  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          \steps$24  = 5'h0d;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \steps$24  = 5'h0d;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \steps$24  = 5'h1b;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \steps$24  = 5'h08;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$24  = 5'h0d;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \steps$24  = 5'h15;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          \steps$24  = 5'h08;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \steps$24  = 5'h10;
     endcase
   end
   always @* begin
@@ -1950,9 +2220,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -1992,13 +2262,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -2010,524 +2280,147 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h21:
           /* empty */;
-      6'h05:
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h06:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = fsm_state;
+    \$323  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$34 ) begin
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$145  = 6'h01;
+                  \$323  = 6'h01;
               2'h1:
-                  \$145  = 6'h02;
+                  \$323  = 6'h02;
               2'h2:
-                  \$145  = 6'h03;
+                  \$323  = 6'h03;
             endcase
           end
       6'h01:
-          \$145  = 6'h04;
+          \$323  = 6'h04;
       6'h04:
-          if (\done$36 ) begin
-            \$145  = 6'h05;
-          end
-      6'h02:
-          \$145  = 6'h06;
-      6'h06:
-          if (\done$39 ) begin
-            \$145  = 6'h07;
-          end
-      6'h07:
-          \$145  = 6'h08;
-      6'h08:
-          if (\done$39 ) begin
-            \$145  = 6'h09;
-          end
-      6'h09:
-          \$145  = 6'h0a;
-      6'h0a:
-          if (\done$39 ) begin
-            \$145  = 6'h0b;
-          end
-      6'h0b:
-          \$145  = 6'h0c;
-      6'h0c:
-          \$145  = 6'h0d;
-      6'h0d:
-          if (\done$36 ) begin
-            \$145  = 6'h0e;
-          end
-      6'h0e:
-          \$145  = 6'h0f;
-      6'h0f:
-          if (\done$39 ) begin
-            \$145  = 6'h10;
-          end
-      6'h10:
-          \$145  = 6'h11;
-      6'h11:
-          if (\done$39 ) begin
-            \$145  = 6'h12;
-          end
-      6'h12:
-          \$145  = 6'h13;
-      6'h13:
-          \$145  = 6'h14;
-      6'h14:
-          \$145  = 6'h15;
-      6'h15:
-          \$145  = 6'h16;
-      6'h16:
-          if (\done$39 ) begin
-            \$145  = 6'h17;
-          end
-      6'h17:
-          \$145  = 6'h18;
-      6'h18:
-          if (\done$36 ) begin
-            \$145  = 6'h19;
-          end
-      6'h19:
-          \$145  = 6'h05;
-      6'h03:
-          \$145  = 6'h1a;
-      6'h1a:
-          if (\done$39 ) begin
-            \$145  = 6'h1b;
-          end
-      6'h1b:
-          \$145  = 6'h1c;
-      6'h1c:
-          \$145  = 6'h1d;
-      6'h1d:
-          \$145  = 6'h1e;
-      6'h1e:
-          \$145  = 6'h1f;
-      6'h1f:
-          if (\done$39 ) begin
-            \$145  = 6'h20;
-          end
-      6'h20:
-          \$145  = 6'h21;
-      6'h21:
-          \$145  = 6'h05;
+          \$323  = 6'h05;
       6'h05:
-          \$145  = 6'h00;
-    endcase
-    if (rst) begin
-      \$145  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          if (\done$36 ) begin
-            \$146  = q[8:0];
+          if (\done$37 ) begin
+            \$323  = 6'h06;
           end
-    endcase
-    if (rst) begin
-      \$146  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
-          if (\done$39 ) begin
-            \$147  = \p$40 [143:0];
-          end
+          \$323  = 6'h07;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$39 ) begin
-            \$147  = \p$40 [143:0];
+          if (\done$40 ) begin
+            \$323  = 6'h08;
           end
-    endcase
-    if (rst) begin
-      \$147  = 144'h000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
       6'h08:
-          /* empty */;
+          \$323  = 6'h09;
       6'h09:
-          /* empty */;
-      6'h0a:
-          if (\done$39 ) begin
-            \$148  = \p$40 [58:0];
+          if (\done$40 ) begin
+            \$323  = 6'h0a;
           end
-    endcase
-    if (rst) begin
-      \$148  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
       6'h0a:
-          /* empty */;
+          \$323  = 6'h0b;
       6'h0b:
-          \$149  = den_lead;
-    endcase
-    if (rst) begin
-      \$149  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
+          if (\done$40 ) begin
+            \$323  = 6'h0c;
+          end
       6'h0c:
-          /* empty */;
+          \$323  = 6'h0d;
       6'h0d:
-          if (\done$36 ) begin
-            \$150  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$150  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
+          \$323  = 6'h0e;
       6'h0e:
-          /* empty */;
+          if (\done$37 ) begin
+            \$323  = 6'h0f;
+          end
       6'h0f:
-          if (\done$39 ) begin
-            \$151  = \p$40 [25:0];
-          end
+          \$323  = 6'h10;
       6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$151  = \p$40 [25:0];
+          if (\done$40 ) begin
+            \$323  = 6'h11;
           end
-    endcase
-    if (rst) begin
-      \$151  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
       6'h11:
-          if (\done$39 ) begin
-            \$152  = \p$40 [39:0];
-          end
+          \$323  = 6'h12;
       6'h12:
-          /* empty */;
+          if (\done$40 ) begin
+            \$323  = 6'h13;
+          end
       6'h13:
-          /* empty */;
+          \$323  = 6'h14;
       6'h14:
-          /* empty */;
+          \$323  = 6'h15;
       6'h15:
-          /* empty */;
+          \$323  = 6'h16;
       6'h16:
-          /* empty */;
+          \$323  = 6'h17;
       6'h17:
-          /* empty */;
+          \$323  = 6'h18;
       6'h18:
-          /* empty */;
+          if (\done$40 ) begin
+            \$323  = 6'h19;
+          end
       6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
+          \$323  = 6'h1a;
       6'h1a:
-          /* empty */;
+          \$323  = 6'h1b;
       6'h1b:
-          \$152  = \$116 [39:0];
-    endcase
-    if (rst) begin
-      \$152  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$153  = { \$86 [7], \$86 [7], \$86  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
+          if (\done$37 ) begin
+            \$323  = 6'h1c;
+          end
+      6'h1c:
+          \$323  = 6'h06;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$153  = { \$117 [8], \$117  };
+          \$323  = 6'h1d;
+      6'h1d:
+          if (\done$40 ) begin
+            \$323  = 6'h1e;
+          end
+      6'h1e:
+          \$323  = 6'h1f;
+      6'h1f:
+          \$323  = 6'h20;
+      6'h20:
+          \$323  = 6'h21;
+      6'h21:
+          \$323  = 6'h22;
+      6'h22:
+          \$323  = 6'h23;
+      6'h23:
+          if (\done$40 ) begin
+            \$323  = 6'h24;
+          end
+      6'h24:
+          \$323  = 6'h25;
+      6'h25:
+          \$323  = 6'h06;
+      6'h06:
+          \$323  = 6'h00;
     endcase
     if (rst) begin
-      \$153  = 10'h000;
+      \$323  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = tk;
+    \$324  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
-          /* empty */;
+          \$324  = \$257 [50:0];
       6'h04:
           /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$154  = count_lead;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$154  = 4'h8;
-    endcase
-    if (rst) begin
-      \$154  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
+      6'h05:
           /* empty */;
       6'h02:
-          /* empty */;
-      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2554,7 +2447,7 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h12:
           /* empty */;
       6'h13:
-          \$155  = \$89 [7:0];
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2566,155 +2459,290 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h18:
           /* empty */;
       6'h19:
+          \$324  = \$289 [50:0];
+    endcase
+    if (rst) begin
+      \$324  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = div_neg;
+    casez (fsm_state)
+      6'h00:
           /* empty */;
-      6'h03:
+      6'h01:
+          \$325  = \$258 ;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$325  = \$290 ;
+    endcase
+    if (rst) begin
+      \$325  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$37 ) begin
+            \$326  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$326  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          if (\done$40 ) begin
+            \$327  = \p$41 [37:0];
+          end
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$40 ) begin
+            \$327  = \p$41 [37:0];
+          end
+    endcase
+    if (rst) begin
+      \$327  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$40 ) begin
+            \$328  = \p$41 [58:0];
+          end
+    endcase
+    if (rst) begin
+      \$328  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$329  = den_lead;
+    endcase
+    if (rst) begin
+      \$329  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$37 ) begin
+            \$330  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$330  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$40 ) begin
+            \$331  = \p$41 [25:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$155  = \$120 [7:0];
-    endcase
-    if (rst) begin
-      \$155  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$156  = \$103 [9:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$156  = \$134 [9:0];
-    endcase
-    if (rst) begin
-      \$156  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = \a$28 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$157  = \$105 [26:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
           /* empty */;
       6'h1d:
-          \$157  = \$136 [26:0];
+          if (\done$40 ) begin
+            \$331  = \p$41 [25:0];
+          end
     endcase
     if (rst) begin
-      \$157  = 27'h0000000;
+      \$331  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = sh;
+    \$332  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2722,9 +2750,9 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
-      6'h02:
+      6'h05:
           /* empty */;
-      6'h06:
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2749,11 +2777,13 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          if (\done$40 ) begin
+            \$332  = \p$41 [39:0];
+          end
       6'h13:
           /* empty */;
       6'h14:
-          \$158  = \$107 [3:0];
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2764,24 +2794,26 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
-          \$158  = \$138 [3:0];
+          /* empty */;
+      6'h1e:
+          \$332  = \$292 [39:0];
     endcase
     if (rst) begin
-      \$158  = 4'h0;
+      \$332  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = p;
+    \$333  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2789,9 +2821,147 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$333  = { \$259 [7], \$259 [7], \$259  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$333  = { \$293 [8], \$293  };
+    endcase
+    if (rst) begin
+      \$333  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$334  = count_lead;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$334  = 4'h8;
+    endcase
+    if (rst) begin
+      \$334  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2820,43 +2990,39 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$335  = \$262 [3:0];
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$39 ) begin
-            \$159  = \p$40 [49:0];
-          end
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$39 ) begin
-            \$159  = \p$40 [49:0];
-          end
+          \$335  = \$296 [3:0];
     endcase
     if (rst) begin
-      \$159  = 50'h0000000000000;
+      \$335  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$160  = quot;
+    \$336  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2864,9 +3030,80 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$336  = \$276 [9:0];
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$336  = \$310 [9:0];
+    endcase
+    if (rst) begin
+      \$336  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2897,24 +3134,22 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$337  = \$277 [53:0];
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$36 ) begin
-            \$160  = { q[36], q[36], q };
-          end
-      6'h19:
           /* empty */;
-      6'h03:
+      6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -2923,15 +3158,15 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1f:
           /* empty */;
       6'h20:
-          \$160  = \$139 [38:0];
+          \$337  = \$311 [53:0];
     endcase
     if (rst) begin
-      \$160  = 39'h0000000000;
+      \$337  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$161  = \b$47 ;
+    \$338  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2939,9 +3174,155 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h04:
           /* empty */;
+      6'h05:
+          /* empty */;
       6'h02:
           /* empty */;
-      6'h06:
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$338  = \$279 [5:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$338  = \$313 [5:0];
+    endcase
+    if (rst) begin
+      \$338  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$339  = \$281 [3:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$339  = \$315 [3:0];
+    endcase
+    if (rst) begin
+      \$339  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = \a$30 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
           /* empty */;
       6'h07:
           /* empty */;
@@ -2974,20 +3355,20 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$340  = \$282 [26:0];
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          \$161  = \$112 [34:0];
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -2998,14 +3379,338 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          \$161  = \$144 [34:0];
+          \$340  = \$316 [26:0];
     endcase
     if (rst) begin
-      \$161  = 35'h000000000;
+      \$340  = 27'h0000000;
     end
   end
-  assign beta_shift = \$1 [3:0];
-  assign \beta_shift$6  = \$2 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$341  = { \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286  };
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$341  = { \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320  };
+    endcase
+    if (rst) begin
+      \$341  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$40 ) begin
+            \$342  = \p$41 [49:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$40 ) begin
+            \$342  = \p$41 [49:0];
+          end
+    endcase
+    if (rst) begin
+      \$342  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$37 ) begin
+            \$343  = { q[36], q[36], q };
+          end
+      6'h1c:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$343  = \$321 [38:0];
+    endcase
+    if (rst) begin
+      \$343  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = \b$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$344  = \$291 [34:0];
+      6'h03:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$344  = \$322 [34:0];
+    endcase
+    if (rst) begin
+      \$344  = 35'h000000000;
+    end
+  end
+  assign beta_shift = \$188 [3:0];
+  assign \beta_shift$6  = \$189 [3:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
@@ -3015,17 +3720,15 @@ module \hwnorm_l1_s8.math (rst, \start$34 , entry, chan, sum, s_hi, c_hi, done, 
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \$6  = { 9'h000, mag_mid_0[94:9] };
-  assign \$7  = { 5'h00, mag_mid_0[8:0], 26'h0000000 };
-  assign \$10  = { t, 1'h0 };
-  assign \$20  = { 16'h0000, mag_train_4[94:16] };
-  assign \$21  = { 12'h000, mag_train_4[15:0], 19'h00000 };
-  assign \$40  = { 35'h000000000, mag_train_11[94:35] };
-  assign \$41  = { 1'h0, mag_train_11[34:0] };
-  assign \$110  = { 1'h0, \$109 [15:1] };
-  assign \$116  = { \$115 [26], \$115 [26], \$115 [26], \$115 [26], \$115 [26], \$115 [26], \$115 [26], \$115 , 8'h00 };
-  assign \$139  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
-  assign \$142  = { 1'h0, \$141 [15:1] };
+  assign \$190  = { 9'h000, div_mag[50:9] };
+  assign \$191  = { 5'h00, div_mag[8:0], 26'h0000000 };
+  assign \$192  = { t, 1'h0 };
+  assign \$207  = { 35'h000000000, div_mag[50:35] };
+  assign \$208  = { 1'h0, div_mag[34:0] };
+  assign \$285  = { 1'h0, \$284 [15:1] };
+  assign \$292  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$319  = { 1'h0, \$318 [15:1] };
+  assign \$321  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
 endmodule
 
 module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -3041,10 +3744,10 @@ module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   reg [34:0] \$17 ;
   reg [58:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [35:0] \$2 ;
   reg [34:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [35:0] \$3 ;
+  wire \$3 ;
   wire [36:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -3079,9 +3782,9 @@ module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   wire [5:0] steps;
   wire [59:0] trial;
   assign trial = \$1  | { 59'h000000000000000, lo[34] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3191,34 +3894,40 @@ module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l1_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_l1_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [26:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [174:0] \$2 ;
-  wire [174:0] \$3 ;
-  wire [26:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [173:0] \$8 ;
-  reg [173:0] \$9 ;
-  input [145:0] a;
-  wire [145:0] a;
-  reg [173:0] a_sh = 174'h00000000000000000000000000000000000000000000;
+  reg [67:0] \$10 ;
+  reg [67:0] \$11 ;
+  reg [26:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [68:0] \$2 ;
+  wire [69:0] \$3 ;
+  wire [70:0] \$4 ;
+  wire [68:0] \$5 ;
+  wire [26:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [39:0] a;
+  wire [39:0] a;
+  reg [67:0] a_sh = 68'h00000000000000000;
   input [26:0] b;
   wire [26:0] b;
   reg [26:0] b_sh = 27'h0000000;
-  input [173:0] c;
-  wire [173:0] c;
+  input [67:0] c;
+  wire [67:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [173:0] p;
-  reg [173:0] p = 174'h00000000000000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [67:0] p;
+  reg [67:0] p = 68'h00000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3226,126 +3935,145 @@ module \hwnorm_l1_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[67], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [173:0];
+        \$10  = \$4 [67:0];
       end
     end
     if (rst) begin
-      \$8  = 174'h00000000000000000000000000000000000000000000;
+      \$10  = 68'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a[145], a };
+      \$11  = { a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a[39], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [173:0];
+      \$11  = \$5 [67:0];
     end
     if (rst) begin
-      \$9  = 174'h00000000000000000000000000000000000000000000;
+      \$11  = 68'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 27'h0000000;
+      \$12  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[26:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[26:1] };
 endmodule
 
-module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [35:0] \$12 ;
-  wire [35:0] \$13 ;
+  wire [35:0] \$10 ;
+  wire [35:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [35:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [35:0] \$15 ;
+  wire [35:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [7:0] \$32 ;
-  reg [34:0] \$33 ;
-  reg [35:0] \$34 ;
-  reg [35:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [7:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [7:0] \$36 ;
+  reg [34:0] \$37 ;
+  reg [35:0] \$38 ;
+  reg [35:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [35:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [34:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire \$8 ;
+  wire [34:0] \$9 ;
   input [26:0] a;
   wire [26:0] a;
   reg [35:0] acc0 = 36'h000000000;
@@ -3379,10 +4107,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [34:0] p0 = 35'h000000000;
   reg [35:0] q0 = 36'h000000000;
-  wire [35:0] qs0;
+  reg [35:0] qs0 = 36'h000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3394,101 +4123,135 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(8'h7f);
-  assign \$11  = $signed(qs0) < $signed(8'h80);
-  assign \$12  = under0 ? 36'hfffffff80 : q0;
-  assign \$13  = over0 ? 36'h00000007f : \$12 ;
-  assign \$14  = ok3 ? \$13  : 36'h000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(8'h7f);
+  assign \$13  = $signed(qs0) < $signed(8'h80);
+  assign \$14  = under0 ? 36'hfffffff80 : q0;
+  assign \$15  = over0 ? 36'h00000007f : \$14 ;
+  assign \$16  = ok4 ? \$15  : 36'h000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3496,11 +4259,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3508,11 +4271,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3520,23 +4283,23 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3544,10 +4307,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3555,21 +4319,23 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3577,10 +4343,10 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3588,76 +4354,80 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 35'h000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 36'h000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 36'h000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [7:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 36'h000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

@@ -4,23 +4,22 @@
 
 module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [50:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [171:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [50:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [171:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -86,8 +85,9 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire i__valid;
   reg \i__valid$43 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$22 ;
   reg more;
   output [15:0] o__payload;
@@ -104,7 +104,6 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [4:0] sh;
   wire [4:0] shift;
   wire [42:0] sq_sum;
@@ -122,37 +121,36 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 51'h0000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$44  & more;
-  assign \$7  = i__valid & \i__ready$44 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 51'h0000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$44  & more;
+  assign \$5  = i__valid & \i__ready$44 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_l2_s16.math  math (
     .\a$28 (a),
-    .\b$48 (b),
+    .\b$53 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -161,7 +159,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$34 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_l2_s16.norm  norm (
@@ -179,7 +177,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_l2_s16.stats_unit  stats_unit (
     .clear(clear),
@@ -234,7 +232,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -252,7 +250,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -308,7 +306,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -326,7 +324,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$43  = \$5 ;
+          \i__valid$43  = \$3 ;
     endcase
   end
   always @* begin
@@ -351,77 +349,77 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 172'h0000000000000000000000000000000000000000000;
+      \$21  = 172'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \i__payload$21  = i__payload;
   assign \mask$22  = mask;
@@ -444,6 +442,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \stats__payload.sum  = stats__payload[28:0];
   assign \stats__payload.den  = stats__payload[79:29];
   assign \stats__payload.sat  = stats__payload[92:80];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[83:14];
@@ -452,7 +451,6 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \chan.mean  = chan[139:116];
   assign \chan.scale_m  = chan[163:140];
   assign \chan.scale_exp  = chan[171:164];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.eps_n  = chan[83:14];
@@ -464,128 +462,279 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$29[0]  = o__payload;
   assign stats__payload[92:80] = sat_count;
-  assign stats__payload[79:29] = \$3 ;
+  assign stats__payload[79:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den, \a$28 , sh, \b$48 , clk);
+module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den, sh, \a$28 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [5:0] \$1 ;
-  wire [195:0] \$10 ;
-  wire [10:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [10:0] \$102 ;
-  wire [310:0] \$103 ;
-  wire [310:0] \$104 ;
-  wire [10:0] \$105 ;
-  wire [11:0] \$106 ;
-  wire [46:0] \$107 ;
-  wire [31:0] \$108 ;
-  wire [31:0] \$109 ;
-  wire [196:0] \$11 ;
-  wire [47:0] \$110 ;
-  wire [62:0] \$111 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire [5:0] \$100 ;
+  wire [5:0] \$101 ;
+  wire [5:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
   wire \$112 ;
-  wire [42:0] \$113 ;
-  wire [42:0] \$114 ;
-  wire [57:0] \$115 ;
-  wire [8:0] \$116 ;
+  wire \$113 ;
+  wire [5:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire [5:0] \$116 ;
   wire \$117 ;
-  wire [10:0] \$118 ;
-  wire [10:0] \$119 ;
-  wire [6:0] \$12 ;
-  wire \$120 ;
-  wire [10:0] \$121 ;
+  wire [5:0] \$118 ;
+  wire [5:0] \$119 ;
+  wire \$12 ;
+  wire [5:0] \$120 ;
+  wire [5:0] \$121 ;
   wire \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [10:0] \$125 ;
-  wire \$126 ;
-  wire [10:0] \$127 ;
-  wire \$128 ;
-  wire [10:0] \$129 ;
-  wire [127:0] \$13 ;
-  wire [10:0] \$130 ;
-  wire [10:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [10:0] \$133 ;
-  wire [310:0] \$134 ;
-  wire [310:0] \$135 ;
-  wire [10:0] \$136 ;
-  wire [11:0] \$137 ;
-  wire [72:0] \$138 ;
-  wire [46:0] \$139 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [5:0] \$126 ;
+  wire [5:0] \$127 ;
+  wire [5:0] \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire [5:0] \$130 ;
+  wire [5:0] \$131 ;
+  wire [5:0] \$132 ;
+  wire [5:0] \$133 ;
+  wire [5:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [31:0] \$140 ;
-  wire [31:0] \$141 ;
-  wire [47:0] \$142 ;
-  wire [62:0] \$143 ;
-  reg [4:0] \$144 ;
-  reg [132:0] \$145 ;
-  reg [50:0] \$146 ;
-  reg [5:0] \$147 ;
-  reg [24:0] \$148 ;
-  reg [41:0] \$149 ;
-  wire [6:0] \$15 ;
-  reg [55:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [3:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [9:0] \$154 ;
-  reg [41:0] \$155 ;
-  reg [4:0] \$156 ;
-  reg [72:0] \$157 ;
-  reg [61:0] \$158 ;
-  reg [57:0] \$159 ;
-  wire [127:0] \$16 ;
-  wire [128:0] \$17 ;
-  wire [6:0] \$18 ;
-  wire [127:0] \$19 ;
-  wire [5:0] \$2 ;
-  wire [128:0] \$20 ;
-  wire [109:0] \$21 ;
-  wire [86:0] \$22 ;
-  wire [6:0] \$23 ;
-  wire [127:0] \$24 ;
+  wire \$140 ;
+  wire [3:0] \$141 ;
+  wire [3:0] \$142 ;
+  wire [3:0] \$143 ;
+  wire [3:0] \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [3:0] \$149 ;
+  wire \$15 ;
+  wire [3:0] \$150 ;
+  wire [3:0] \$151 ;
+  wire \$152 ;
+  wire [3:0] \$153 ;
+  wire [3:0] \$154 ;
+  wire [3:0] \$155 ;
+  wire [3:0] \$156 ;
+  wire [5:0] \$157 ;
+  wire [5:0] \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire [29:0] \$160 ;
+  wire [29:0] \$161 ;
+  wire \$162 ;
+  wire [29:0] \$163 ;
+  wire [29:0] \$164 ;
+  wire [135:0] \$165 ;
+  wire [136:0] \$166 ;
+  wire \$167 ;
+  wire [6:0] \$168 ;
+  wire [63:0] \$169 ;
+  wire \$17 ;
+  wire [63:0] \$170 ;
+  wire \$171 ;
+  wire [57:0] \$172 ;
+  wire \$173 ;
+  wire [16:0] \$174 ;
+  wire [16:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire [29:0] \$178 ;
+  wire [29:0] \$179 ;
+  wire \$18 ;
+  wire \$180 ;
+  wire [73:0] \$181 ;
+  wire [58:0] \$182 ;
+  wire \$183 ;
+  wire [16:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [24:0] \$188 ;
+  wire [24:0] \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire [5:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [5:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire [6:0] \$226 ;
+  wire \$227 ;
+  wire [10:0] \$228 ;
+  wire [10:0] \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire [10:0] \$231 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
+  wire [10:0] \$234 ;
+  wire [10:0] \$235 ;
+  wire \$236 ;
+  wire [10:0] \$237 ;
+  wire \$238 ;
+  wire [10:0] \$239 ;
+  wire \$24 ;
+  wire [10:0] \$240 ;
+  wire [10:0] \$241 ;
+  wire [10:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire [62:0] \$244 ;
+  wire \$245 ;
+  wire [9:0] \$246 ;
+  wire [10:0] \$247 ;
+  wire [11:0] \$248 ;
+  wire [59:0] \$249 ;
   wire \$25 ;
+  wire [46:0] \$250 ;
+  wire [31:0] \$251 ;
+  wire [31:0] \$252 ;
+  wire [47:0] \$253 ;
+  wire \$254 ;
+  wire [74:0] \$255 ;
+  wire [74:0] \$256 ;
+  wire \$257 ;
+  wire [62:0] \$258 ;
+  wire [56:0] \$259 ;
   wire \$26 ;
-  wire [25:0] \$27 ;
-  wire [25:0] \$28 ;
+  wire [8:0] \$260 ;
+  wire \$261 ;
+  wire [10:0] \$262 ;
+  wire [10:0] \$263 ;
+  wire \$264 ;
+  wire [10:0] \$265 ;
+  wire \$266 ;
+  wire [10:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire [10:0] \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire [10:0] \$271 ;
+  wire \$272 ;
+  wire [10:0] \$273 ;
+  wire [10:0] \$274 ;
+  wire [10:0] \$275 ;
+  wire [10:0] \$276 ;
+  wire [10:0] \$277 ;
+  wire [62:0] \$278 ;
+  wire \$279 ;
+  wire \$28 ;
+  wire [9:0] \$280 ;
+  wire [10:0] \$281 ;
+  wire [11:0] \$282 ;
+  wire [59:0] \$283 ;
+  wire [46:0] \$284 ;
+  wire [31:0] \$285 ;
+  wire [31:0] \$286 ;
+  wire [47:0] \$287 ;
+  wire [72:0] \$288 ;
+  wire [62:0] \$289 ;
   wire \$29 ;
+  reg [5:0] \$290 ;
+  reg [72:0] \$291 ;
+  reg [50:0] \$292 ;
+  reg [5:0] \$293 ;
+  reg [24:0] \$294 ;
+  reg [41:0] \$295 ;
+  reg [55:0] \$296 ;
+  reg [9:0] \$297 ;
+  reg [3:0] \$298 ;
+  reg [2:0] \$299 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
-  wire [16:0] \$31 ;
+  wire \$30 ;
+  reg [9:0] \$300 ;
+  reg [59:0] \$301 ;
+  reg [5:0] \$302 ;
+  reg [4:0] \$303 ;
+  reg [41:0] \$304 ;
+  reg [57:0] \$305 ;
+  reg [72:0] \$306 ;
+  reg [73:0] \$307 ;
+  reg \$308 ;
+  reg [61:0] \$309 ;
+  wire \$31 ;
+  reg [57:0] \$310 ;
   wire \$32 ;
-  wire [42:0] \$33 ;
-  wire [42:0] \$34 ;
-  wire \$35 ;
-  wire [29:0] \$36 ;
-  wire [29:0] \$37 ;
-  wire \$38 ;
-  wire [73:0] \$39 ;
-  wire [29:0] \$4 ;
-  wire [73:0] \$40 ;
-  wire [109:0] \$41 ;
-  wire [58:0] \$42 ;
+  wire \$33 ;
+  wire [5:0] \$34 ;
+  wire [5:0] \$35 ;
+  wire [5:0] \$36 ;
+  wire \$37 ;
+  wire [5:0] \$38 ;
+  wire [5:0] \$39 ;
+  wire \$4 ;
+  wire [5:0] \$40 ;
+  wire [5:0] \$41 ;
+  wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [16:0] \$45 ;
-  wire [16:0] \$46 ;
-  wire \$47 ;
-  wire [42:0] \$48 ;
-  wire [42:0] \$49 ;
-  wire [29:0] \$5 ;
-  wire \$50 ;
-  wire [24:0] \$51 ;
-  wire [24:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire \$45 ;
+  wire [5:0] \$46 ;
+  wire [5:0] \$47 ;
+  wire [5:0] \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
+  wire [5:0] \$51 ;
+  wire [5:0] \$52 ;
+  wire [5:0] \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [30:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -607,37 +756,38 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [29:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire [6:0] \$85 ;
-  wire \$86 ;
-  wire [10:0] \$87 ;
-  wire [10:0] \$88 ;
-  wire \$89 ;
-  wire [29:0] \$9 ;
-  wire [10:0] \$90 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire \$85 ;
+  wire [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [5:0] \$88 ;
+  wire [5:0] \$89 ;
+  wire \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [10:0] \$92 ;
-  wire [10:0] \$93 ;
-  wire [10:0] \$94 ;
-  wire \$95 ;
-  wire [10:0] \$96 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire [5:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [5:0] \$96 ;
   wire \$97 ;
-  wire [10:0] \$98 ;
-  wire [10:0] \$99 ;
+  wire [5:0] \$98 ;
+  wire [5:0] \$99 ;
   reg [43:0] a;
   output [41:0] \a$28 ;
   reg [41:0] \a$28  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$48 ;
-  reg [57:0] \b$48  = 58'h000000000000000;
+  output [57:0] \b$53 ;
+  reg [57:0] \b$53  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [134:0] c;
+  reg [57:0] bias = 58'h000000000000000;
+  reg [74:0] c;
   input [171:0] chan;
   wire [171:0] chan;
   wire [15:0] \chan.beta ;
@@ -650,29 +800,32 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [50:0] den;
   reg [50:0] den = 51'h0000000000000;
   reg [50:0] \den$24 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg div_neg = 1'h0;
+  reg [73:0] div_num;
   output done;
   reg done;
-  wire \done$36 ;
   wire \done$38 ;
   wire \done$40 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [4:0] fsm_state = 5'h00;
+  reg [5:0] fsm_state = 6'h00;
   reg [55:0] km = 56'h00000000000000;
+  reg [59:0] km_pre = 60'h000000000000000;
   reg [5:0] lead = 6'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg [109:0] mag_train_11;
-  reg [109:0] mag_train_4;
   reg neg;
+  reg \neg$23 ;
   reg [72:0] p = 73'h0000000000000000000;
-  wire [134:0] \p$37 ;
-  reg [7:0] pre = 8'h00;
+  wire [74:0] \p$39 ;
+  reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
@@ -686,202 +839,363 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
   input [42:0] sq_sum;
   wire [42:0] sq_sum;
   reg start;
-  reg \start$16 ;
-  reg \start$18 ;
-  input \start$34 ;
-  wire \start$34 ;
+  reg \start$17 ;
+  reg \start$19 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg [4:0] steps;
   reg [5:0] \steps$25 ;
   input [28:0] sum;
   wire [28:0] sum;
-  reg [132:0] t = 133'h0000000000000000000000000000000000;
+  reg [72:0] t = 73'h0000000000000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
   reg [100:0] w;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = $signed(sum) < $signed(1'h0);
-  assign \$4  = - $signed(sum);
-  assign \$5  = \$3  ? \$4  : { sum[28], sum };
-  assign \$6  = - $signed(\$5 );
-  assign \$7  = $signed(sum) < $signed(1'h0);
-  assign \$8  = - $signed(sum);
-  assign \$9  = \$7  ? \$8  : { sum[28], sum };
-  assign \$11  = $signed(\$10 ) + $signed({ 1'h0, chan[83:14] });
-  assign \$12  = lead + 5'h17;
-  assign \$13  = 1'h1 << \$12 ;
-  assign \$14  = \$13  < 1'h0;
-  assign \$15  = lead + 5'h17;
-  assign \$16  = 1'h1 << \$15 ;
-  assign \$17  = - \$16 ;
-  assign \$18  = lead + 5'h17;
-  assign \$19  = 1'h1 << \$18 ;
-  assign \$20  = \$14  ? \$17  : { 1'h0, \$19  };
-  assign \$23  = lead + 5'h17;
-  assign \$24  = 1'h1 << \$23 ;
-  assign \$25  = \$24  < 1'h0;
-  assign \$26  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$27  = - recip;
-  assign \$28  = \$26  ? \$27  : { 1'h0, recip };
-  assign \$29  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$30  = - $signed(chan[99:84]);
-  assign \$31  = \$29  ? \$30  : { chan[99], chan[99:84] };
-  assign \$32  = $signed(sum) < $signed(1'h0);
-  assign \$33  = - $signed(\a$28 );
-  assign \$34  = \$32  ? \$33  : { \a$28 [41], \a$28  };
-  assign \$35  = $signed(sum) < $signed(1'h0);
-  assign \$36  = - $signed(sum);
-  assign \$37  = \$35  ? \$36  : { sum[28], sum };
-  assign \$38  = $signed(p) < $signed(1'h0);
-  assign \$39  = - $signed(p);
-  assign \$40  = \$38  ? \$39  : { p[72], p };
-  assign \$43  = $signed(p) < $signed(1'h0);
-  assign \$44  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$45  = - $signed(chan[99:84]);
-  assign \$46  = \$44  ? \$45  : { chan[99], chan[99:84] };
-  assign \$47  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$48  = - $signed(\a$28 );
-  assign \$49  = \$47  ? \$48  : { \a$28 [41], \a$28  };
-  assign \$50  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$51  = - $signed(chan[139:116]);
-  assign \$52  = \$50  ? \$51  : { chan[139], chan[139:116] };
-  assign \$53  = ! fsm_state;
-  assign \$54  = fsm_state == 1'h1;
-  assign \$55  = fsm_state == 2'h2;
-  assign \$56  = fsm_state == 2'h3;
-  assign \$57  = fsm_state == 3'h4;
-  assign \$58  = fsm_state == 3'h5;
-  assign \$59  = fsm_state == 3'h6;
-  assign \$60  = fsm_state == 3'h7;
-  assign \$61  = fsm_state == 4'h8;
-  assign \$62  = fsm_state == 4'h9;
-  assign \$63  = fsm_state == 4'ha;
-  assign \$64  = fsm_state == 4'hb;
-  assign \$65  = fsm_state == 4'hc;
-  assign \$66  = fsm_state == 4'hd;
-  assign \$67  = fsm_state == 4'he;
-  assign \$68  = fsm_state == 4'hf;
-  assign \$69  = fsm_state == 5'h10;
-  assign \$70  = fsm_state == 5'h11;
-  assign \$71  = fsm_state == 5'h12;
-  assign \$72  = fsm_state == 5'h13;
-  assign \$73  = fsm_state == 5'h14;
-  assign \$74  = fsm_state == 5'h15;
-  assign \$75  = fsm_state == 5'h16;
-  assign \$76  = fsm_state == 5'h17;
-  assign \$77  = fsm_state == 5'h18;
-  assign \$78  = fsm_state == 5'h19;
-  assign \$79  = fsm_state == 5'h1a;
-  assign \$80  = fsm_state == 5'h1b;
-  assign \$81  = fsm_state == 5'h1c;
-  assign \$82  = fsm_state == 5'h1d;
-  assign \$83  = fsm_state == 5'h1e;
-  assign \$84  = fsm_state == 5'h1f;
-  assign \$85  = lead + 1'h0;
-  assign \$86  = $signed(sh0) < $signed(4'h4);
-  assign \$87  = $signed(4'h4) - $signed(sh0);
-  assign \$88  = \$86  ? \$87  : 11'h000;
-  assign \$89  = $signed(sh0) < $signed(4'h4);
-  assign \$90  = $signed(sh0) - $signed(4'h4);
-  assign \$91  = $signed(\$90 ) < $signed({ 1'h0, tk });
-  assign \$92  = $signed(sh0) - $signed(4'h4);
-  assign \$93  = \$91  ? \$92  : { 7'h00, tk };
-  assign \$94  = $signed(sh0) - $signed(6'h15);
-  assign \$95  = $signed(\$93 ) > $signed(\$94 );
-  assign \$96  = $signed(sh0) - $signed(4'h4);
-  assign \$97  = $signed(\$96 ) < $signed({ 1'h0, tk });
-  assign \$98  = $signed(sh0) - $signed(4'h4);
-  assign \$99  = \$97  ? \$98  : { 7'h00, tk };
-  assign \$100  = $signed(sh0) - $signed(6'h15);
-  assign \$101  = \$95  ? \$99  : \$100 ;
-  assign \$102  = \$89  ? 11'h000 : \$101 ;
-  assign \$103  = $signed(km) << pre;
-  assign \$104  = $signed(\$103 ) >>> tsh;
-  assign \$105  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$106  = $signed(\$105 ) - $signed({ 1'h0, tsh });
-  assign \$107  = $signed(chan[115:100]) << \$1 [4:0];
-  assign \$108  = 1'h1 << sh;
-  assign \$110  = $signed(\$107 ) + $signed({ 1'h0, \$109  });
-  assign \$111  = $signed(\$110 ) - $signed(quot);
-  assign \$112  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$113  = - $signed(m);
-  assign \$114  = \$112  ? \$113  : { m[41], m };
-  assign \$116  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$117  = $signed(sh0) < $signed(4'h4);
-  assign \$118  = $signed(4'h4) - $signed(sh0);
-  assign \$119  = \$117  ? \$118  : 11'h000;
-  assign \$120  = $signed(sh0) < $signed(4'h4);
-  assign \$121  = $signed(sh0) - $signed(4'h4);
-  assign \$122  = $signed(\$121 ) < $signed({ 1'h0, tk });
-  assign \$123  = $signed(sh0) - $signed(4'h4);
-  assign \$124  = \$122  ? \$123  : { 7'h00, tk };
-  assign \$125  = $signed(sh0) - $signed(6'h15);
-  assign \$126  = $signed(\$124 ) > $signed(\$125 );
-  assign \$127  = $signed(sh0) - $signed(4'h4);
-  assign \$128  = $signed(\$127 ) < $signed({ 1'h0, tk });
-  assign \$129  = $signed(sh0) - $signed(4'h4);
-  assign \$130  = \$128  ? \$129  : { 7'h00, tk };
-  assign \$131  = $signed(sh0) - $signed(6'h15);
-  assign \$132  = \$126  ? \$130  : \$131 ;
-  assign \$133  = \$120  ? 11'h000 : \$132 ;
-  assign \$134  = $signed(km) << pre;
-  assign \$135  = $signed(\$134 ) >>> tsh;
-  assign \$136  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$137  = $signed(\$136 ) - $signed({ 1'h0, tsh });
-  assign \$139  = $signed(chan[115:100]) << \$2 [4:0];
-  assign \$140  = 1'h1 << sh;
-  assign \$142  = $signed(\$139 ) + $signed({ 1'h0, \$141  });
-  assign \$143  = $signed(\$142 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
+  assign \$12  = den[46] | den[47];
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$10  | \$13 ;
+  assign \$15  = \$7  | \$14 ;
+  assign \$16  = den[48] | den[49];
+  assign \$17  = \$16  | den[50];
+  assign \$18  = \$15  | \$17 ;
+  assign \$19  = den[48] | den[49];
+  assign \$20  = \$19  | den[50];
+  assign \$21  = den[49] ? 6'h31 : 6'h30;
+  assign \$22  = den[50] ? 6'h32 : \$21 ;
+  assign \$23  = den[40] | den[41];
+  assign \$24  = den[42] | den[43];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = den[44] | den[45];
+  assign \$27  = den[46] | den[47];
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = \$25  | \$28 ;
+  assign \$30  = den[44] | den[45];
+  assign \$31  = den[46] | den[47];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = den[46] | den[47];
+  assign \$34  = den[47] ? 6'h2f : 6'h2e;
+  assign \$35  = den[45] ? 6'h2d : 6'h2c;
+  assign \$36  = \$33  ? \$34  : \$35 ;
+  assign \$37  = den[42] | den[43];
+  assign \$38  = den[43] ? 6'h2b : 6'h2a;
+  assign \$39  = den[41] ? 6'h29 : 6'h28;
+  assign \$40  = \$37  ? \$38  : \$39 ;
+  assign \$41  = \$32  ? \$36  : \$40 ;
+  assign \$42  = den[36] | den[37];
+  assign \$43  = den[38] | den[39];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = den[38] | den[39];
+  assign \$46  = den[39] ? 6'h27 : 6'h26;
+  assign \$47  = den[37] ? 6'h25 : 6'h24;
+  assign \$48  = \$45  ? \$46  : \$47 ;
+  assign \$49  = den[34] | den[35];
+  assign \$50  = den[35] ? 6'h23 : 6'h22;
+  assign \$51  = den[33] ? 6'h21 : 6'h20;
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = \$44  ? \$48  : \$52 ;
+  assign \$54  = \$29  ? \$41  : \$53 ;
+  assign \$55  = \$20  ? \$22  : \$54 ;
+  assign \$56  = den[16] | den[17];
+  assign \$57  = den[18] | den[19];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = den[20] | den[21];
+  assign \$60  = den[22] | den[23];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$58  | \$61 ;
+  assign \$63  = den[24] | den[25];
+  assign \$64  = den[26] | den[27];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = den[28] | den[29];
+  assign \$67  = den[30] | den[31];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$65  | \$68 ;
+  assign \$70  = \$62  | \$69 ;
+  assign \$71  = den[24] | den[25];
+  assign \$72  = den[26] | den[27];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = den[28] | den[29];
+  assign \$75  = den[30] | den[31];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = \$73  | \$76 ;
+  assign \$78  = den[28] | den[29];
+  assign \$79  = den[30] | den[31];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = den[30] | den[31];
+  assign \$82  = den[31] ? 6'h1f : 6'h1e;
+  assign \$83  = den[29] ? 6'h1d : 6'h1c;
+  assign \$84  = \$81  ? \$82  : \$83 ;
+  assign \$85  = den[26] | den[27];
+  assign \$86  = den[27] ? 6'h1b : 6'h1a;
+  assign \$87  = den[25] ? 6'h19 : 6'h18;
+  assign \$88  = \$85  ? \$86  : \$87 ;
+  assign \$89  = \$80  ? \$84  : \$88 ;
+  assign \$90  = den[20] | den[21];
+  assign \$91  = den[22] | den[23];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = den[22] | den[23];
+  assign \$94  = den[23] ? 6'h17 : 6'h16;
+  assign \$95  = den[21] ? 6'h15 : 6'h14;
+  assign \$96  = \$93  ? \$94  : \$95 ;
+  assign \$97  = den[18] | den[19];
+  assign \$98  = den[19] ? 6'h13 : 6'h12;
+  assign \$99  = den[17] ? 6'h11 : 6'h10;
+  assign \$100  = \$97  ? \$98  : \$99 ;
+  assign \$101  = \$92  ? \$96  : \$100 ;
+  assign \$102  = \$77  ? \$89  : \$101 ;
+  assign \$103  = den[8] | den[9];
+  assign \$104  = den[10] | den[11];
+  assign \$105  = \$103  | \$104 ;
+  assign \$106  = den[12] | den[13];
+  assign \$107  = den[14] | den[15];
+  assign \$108  = \$106  | \$107 ;
+  assign \$109  = \$105  | \$108 ;
+  assign \$110  = den[12] | den[13];
+  assign \$111  = den[14] | den[15];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = den[14] | den[15];
+  assign \$114  = den[15] ? 6'h0f : 6'h0e;
+  assign \$115  = den[13] ? 6'h0d : 6'h0c;
+  assign \$116  = \$113  ? \$114  : \$115 ;
+  assign \$117  = den[10] | den[11];
+  assign \$118  = den[11] ? 6'h0b : 6'h0a;
+  assign \$119  = den[9] ? 6'h09 : 6'h08;
+  assign \$120  = \$117  ? \$118  : \$119 ;
+  assign \$121  = \$112  ? \$116  : \$120 ;
+  assign \$122  = den[4] | den[5];
+  assign \$123  = den[6] | den[7];
+  assign \$124  = \$122  | \$123 ;
+  assign \$125  = den[6] | den[7];
+  assign \$126  = den[7] ? 6'h07 : 6'h06;
+  assign \$127  = den[5] ? 6'h05 : 6'h04;
+  assign \$128  = \$125  ? \$126  : \$127 ;
+  assign \$129  = den[2] | den[3];
+  assign \$130  = den[3] ? 6'h03 : 6'h02;
+  assign \$131  = den[1] ? 6'h01 : 6'h00;
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = \$124  ? \$128  : \$132 ;
+  assign \$134  = \$109  ? \$121  : \$133 ;
+  assign \$135  = \$70  ? \$102  : \$134 ;
+  assign den_lead = \$18  ? \$55  : \$135 ;
+  assign \$136  = chan[9] | chan[10];
+  assign \$137  = chan[11] | chan[12];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = \$138  | chan[13];
+  assign \$140  = chan[11] | chan[12];
+  assign \$141  = chan[12] ? 4'hb : 4'ha;
+  assign \$142  = chan[10] ? 4'h9 : 4'h8;
+  assign \$143  = \$140  ? \$141  : \$142 ;
+  assign \$144  = chan[13] ? 4'hc : \$143 ;
+  assign \$145  = chan[5] | chan[6];
+  assign \$146  = chan[7] | chan[8];
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = chan[7] | chan[8];
+  assign \$149  = chan[8] ? 4'h7 : 4'h6;
+  assign \$150  = chan[6] ? 4'h5 : 4'h4;
+  assign \$151  = \$148  ? \$149  : \$150 ;
+  assign \$152  = chan[3] | chan[4];
+  assign \$153  = chan[4] ? 4'h3 : 4'h2;
+  assign \$154  = chan[2] ? 4'h1 : 4'h0;
+  assign \$155  = \$152  ? \$153  : \$154 ;
+  assign \$156  = \$147  ? \$151  : \$155 ;
+  assign count_lead = \$139  ? \$144  : \$156 ;
+  assign \$157  = sh + 1'h0;
+  assign \$158  = sh + 1'h0;
+  assign \$159  = $signed(sum) < $signed(1'h0);
+  assign \$160  = - $signed(sum);
+  assign \$161  = \$159  ? \$160  : { sum[28], sum };
+  assign \$162  = $signed(sum) < $signed(1'h0);
+  assign \$163  = - $signed(sum);
+  assign \$164  = \$162  ? \$163  : { sum[28], sum };
+  assign \$166  = $signed(\$165 ) + $signed({ 1'h0, chan[83:14] });
+  assign \$167  = ! lead;
+  assign \$168  = lead - 1'h1;
+  assign \$169  = 1'h1 << \$168 [5:0];
+  assign \$170  = \$167  ? 64'h0000000000000000 : \$169 ;
+  assign \$171  = ! lead;
+  assign \$172  = \$171  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$173  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$174  = - $signed(chan[99:84]);
+  assign \$175  = \$173  ? \$174  : { chan[99], chan[99:84] };
+  assign \$176  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$177  = $signed(sum) < $signed(1'h0);
+  assign \$178  = - $signed(sum);
+  assign \$179  = \$177  ? \$178  : { sum[28], sum };
+  assign \$180  = $signed(sum) < $signed(1'h0);
+  assign \$183  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$184  = - $signed(chan[99:84]);
+  assign \$185  = \$183  ? \$184  : { chan[99], chan[99:84] };
+  assign \$186  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$187  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$188  = - $signed(chan[139:116]);
+  assign \$189  = \$187  ? \$188  : { chan[139], chan[139:116] };
+  assign \$190  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$191  = ! fsm_state;
+  assign \$192  = fsm_state == 1'h1;
+  assign \$193  = fsm_state == 2'h2;
+  assign \$194  = fsm_state == 2'h3;
+  assign \$195  = fsm_state == 3'h4;
+  assign \$196  = fsm_state == 3'h5;
+  assign \$197  = fsm_state == 3'h6;
+  assign \$198  = fsm_state == 3'h7;
+  assign \$199  = fsm_state == 4'h8;
+  assign \$200  = fsm_state == 4'h9;
+  assign \$201  = fsm_state == 4'ha;
+  assign \$202  = fsm_state == 4'hb;
+  assign \$203  = fsm_state == 4'hc;
+  assign \$204  = fsm_state == 4'hd;
+  assign \$205  = fsm_state == 4'he;
+  assign \$206  = fsm_state == 4'hf;
+  assign \$207  = fsm_state == 5'h10;
+  assign \$208  = fsm_state == 5'h11;
+  assign \$209  = fsm_state == 5'h12;
+  assign \$210  = fsm_state == 5'h13;
+  assign \$211  = fsm_state == 5'h14;
+  assign \$212  = fsm_state == 5'h15;
+  assign \$213  = fsm_state == 5'h16;
+  assign \$214  = fsm_state == 5'h17;
+  assign \$215  = fsm_state == 5'h18;
+  assign \$216  = fsm_state == 5'h19;
+  assign \$217  = fsm_state == 5'h1a;
+  assign \$218  = fsm_state == 5'h1b;
+  assign \$219  = fsm_state == 5'h1c;
+  assign \$220  = fsm_state == 5'h1d;
+  assign \$221  = fsm_state == 5'h1e;
+  assign \$222  = fsm_state == 5'h1f;
+  assign \$223  = fsm_state == 6'h20;
+  assign \$224  = fsm_state == 6'h21;
+  assign \$225  = fsm_state == 6'h22;
+  assign \$226  = lead + 1'h0;
+  assign \$227  = $signed(sh0) < $signed(4'h4);
+  assign \$228  = $signed(4'h4) - $signed(sh0);
+  assign \$229  = \$227  ? \$228  : 11'h000;
+  assign \$230  = $signed(sh0) < $signed(4'h4);
+  assign \$231  = $signed(sh0) - $signed(4'h4);
+  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
+  assign \$235  = $signed(sh0) - $signed(6'h15);
+  assign \$236  = $signed(\$234 ) > $signed(\$235 );
+  assign \$237  = $signed(sh0) - $signed(4'h4);
+  assign \$238  = $signed(\$237 ) < $signed({ 1'h0, tk });
+  assign \$239  = $signed(sh0) - $signed(4'h4);
+  assign \$240  = \$238  ? \$239  : { 7'h00, tk };
+  assign \$241  = $signed(sh0) - $signed(6'h15);
+  assign \$242  = \$236  ? \$240  : \$241 ;
+  assign \$243  = \$230  ? 11'h000 : \$242 ;
+  assign \$244  = $signed(km) << pre;
+  assign \$245  = tsh > 6'h3c;
+  assign \$246  = \$245  ? 10'h03c : tsh;
+  assign \$247  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$248  = $signed(\$247 ) - $signed({ 1'h0, tsh });
+  assign \$249  = $signed(km_pre) >>> t_clamped;
+  assign \$250  = $signed(chan[115:100]) << \$157 [4:0];
+  assign \$251  = 1'h1 << sh;
+  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252  });
+  assign \$254  = $signed(div_num) < $signed(1'h0);
+  assign \$255  = - $signed(div_num);
+  assign \$256  = \$254  ? \$255  : { div_num[73], div_num };
+  assign \$257  = $signed(div_num) < $signed(1'h0);
+  assign \$258  = $signed(bias) - $signed(quot);
+  assign \$260  = $signed(6'h10) - $signed(chan[171:164]);
+  assign \$261  = $signed(sh0) < $signed(4'h4);
+  assign \$262  = $signed(4'h4) - $signed(sh0);
+  assign \$263  = \$261  ? \$262  : 11'h000;
+  assign \$264  = $signed(sh0) < $signed(4'h4);
+  assign \$265  = $signed(sh0) - $signed(4'h4);
+  assign \$266  = $signed(\$265 ) < $signed({ 1'h0, tk });
+  assign \$267  = $signed(sh0) - $signed(4'h4);
+  assign \$268  = \$266  ? \$267  : { 7'h00, tk };
+  assign \$269  = $signed(sh0) - $signed(6'h15);
+  assign \$270  = $signed(\$268 ) > $signed(\$269 );
+  assign \$271  = $signed(sh0) - $signed(4'h4);
+  assign \$272  = $signed(\$271 ) < $signed({ 1'h0, tk });
+  assign \$273  = $signed(sh0) - $signed(4'h4);
+  assign \$274  = \$272  ? \$273  : { 7'h00, tk };
+  assign \$275  = $signed(sh0) - $signed(6'h15);
+  assign \$276  = \$270  ? \$274  : \$275 ;
+  assign \$277  = \$264  ? 11'h000 : \$276 ;
+  assign \$278  = $signed(km) << pre;
+  assign \$279  = tsh > 6'h3c;
+  assign \$280  = \$279  ? 10'h03c : tsh;
+  assign \$281  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$282  = $signed(\$281 ) - $signed({ 1'h0, tsh });
+  assign \$283  = $signed(km_pre) >>> t_clamped;
+  assign \$284  = $signed(chan[115:100]) << \$158 [4:0];
+  assign \$285  = 1'h1 << sh;
+  assign \$287  = $signed(\$284 ) + $signed({ 1'h0, \$286  });
+  assign \$289  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$144 ;
+    fsm_state <= \$290 ;
   always @(posedge clk)
-    t <= \$145 ;
+    t <= \$291 ;
   always @(posedge clk)
-    den <= \$146 ;
+    den <= \$292 ;
   always @(posedge clk)
-    lead <= \$147 ;
+    lead <= \$293 ;
   always @(posedge clk)
-    recip <= \$148 ;
+    recip <= \$294 ;
   always @(posedge clk)
-    m <= \$149 ;
+    m <= \$295 ;
   always @(posedge clk)
-    km <= \$150 ;
+    km <= \$296 ;
   always @(posedge clk)
-    sh0 <= \$151 ;
+    sh0 <= \$297 ;
   always @(posedge clk)
-    tk <= \$152 ;
+    tk <= \$298 ;
   always @(posedge clk)
-    pre <= \$153 ;
+    pre <= \$299 ;
   always @(posedge clk)
-    tsh <= \$154 ;
+    tsh <= \$300 ;
   always @(posedge clk)
-    \a$28  <= \$155 ;
+    km_pre <= \$301 ;
   always @(posedge clk)
-    sh <= \$156 ;
+    t_clamped <= \$302 ;
   always @(posedge clk)
-    p <= \$157 ;
+    sh <= \$303 ;
   always @(posedge clk)
-    quot <= \$158 ;
+    \a$28  <= \$304 ;
   always @(posedge clk)
-    \b$48  <= \$159 ;
+    bias <= \$305 ;
+  always @(posedge clk)
+    p <= \$306 ;
+  always @(posedge clk)
+    div_mag <= \$307 ;
+  always @(posedge clk)
+    div_neg <= \$308 ;
+  always @(posedge clk)
+    quot <= \$309 ;
+  always @(posedge clk)
+    \b$53  <= \$310 ;
   \hwnorm_l2_s16.math.div  div (
     .clk(clk),
     .\den$14 (\den$24 ),
-    .done(\done$40 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$18 ),
+    .start(\start$19 ),
     .steps(\steps$25 )
   );
   \hwnorm_l2_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .root(root),
     .rst(rst),
-    .start(\start$16 ),
+    .start(\start$17 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s16.math.mul  mul (
@@ -889,271 +1203,78 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$36 ),
-    .p(\p$37 ),
+    .done(\done$38 ),
+    .\neg$12 (neg),
+    .p(\p$39 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 6'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 6'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 6'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 6'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 6'h30;
-    end
-    if (den[49]) begin
-      den_lead = 6'h31;
-    end
-    if (den[50]) begin
-      den_lead = 6'h32;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           start = 1'h1;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           start = 1'h1;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           start = 1'h1;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           start = 1'h1;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
+          /* empty */;
+      6'h14:
           start = 1'h1;
-      5'h14:
+      6'h15:
           /* empty */;
-      5'h15:
+      6'h16:
           /* empty */;
-      5'h16:
+      6'h17:
           /* empty */;
-      5'h17:
+      6'h18:
           /* empty */;
-      5'h03:
+      6'h19:
+          /* empty */;
+      6'h03:
           start = 1'h1;
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
+      6'h1e:
+          /* empty */;
+      6'h1f:
           start = 1'h1;
     endcase
   end
@@ -1161,537 +1282,625 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 44'h00000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           a = { 1'h0, sq_sum };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
-          a = { \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6 [30], \$6  };
-      5'h06:
+      6'h05:
+          a = { \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161  };
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          a = { \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28 [25], \$28  };
-      5'h0d:
+      6'h0c:
+          a = { 19'h00000, recip };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           a = { m[41], m[41], m };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          a = { \$34 [42], \$34  };
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          a = { \a$28 [41], \a$28 [41], \a$28  };
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
           a = { 20'h00000, chan[163:140] };
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
-          a = { \$49 [42], \$49  };
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          a = { \a$28 [41], \a$28 [41], \a$28  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 29'h00000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           b = { 16'h0000, chan[13:1] };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
-          b = \$9 [28:0];
-      5'h06:
+      6'h05:
+          b = \$164 [28:0];
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          b = { \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31 [16], \$31  };
-      5'h0d:
+      6'h0c:
+          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           b = { 16'h0000, chan[13:1] };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          b = \$37 [28:0];
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          b = \$179 [28:0];
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          b = { \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46 [16], \$46  };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          b = { \$52 [24], \$52 [24], \$52 [24], \$52 [24], \$52  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 135'h0000000000000000000000000000000000;
+    c = 75'h0000000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          c = 135'h0000000000000000000000000000000000;
-      5'h04:
+      6'h02:
+          c = 75'h0000000000000000000;
+      6'h04:
           /* empty */;
-      5'h05:
-          c = { t[132], t[132], t };
-      5'h06:
+      6'h05:
+          c = { t[72], t[72], t };
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          c = 135'h0000000000000000000000000000000000;
-      5'h0d:
+      6'h0c:
+          c = 75'h0000000000000000000;
+      6'h0d:
           /* empty */;
-      5'h0e:
-          c = 135'h0000000000000000000000000000000000;
-      5'h0f:
+      6'h0e:
+          c = 75'h0000000000000000000;
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          c = 135'h0000000000000000000000000000000000;
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          c = 75'h0000000000000000000;
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          c = 135'h0000000000000000000000000000000000;
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          c = 75'h0000000000000000000;
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          c = 135'h0000000000000000000000000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 5'h00;
-    casez (fsm_state)
-      5'h00:
+      6'h1c:
           /* empty */;
-      5'h02:
-          steps = 5'h0d;
-      5'h04:
+      6'h1d:
           /* empty */;
-      5'h05:
-          steps = 5'h1d;
-      5'h06:
+      6'h1e:
           /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          steps = 5'h10;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          steps = 5'h0d;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          steps = 5'h1d;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          steps = 5'h10;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          steps = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          \start$16  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    w = 101'h00000000000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          w = \$11 [100:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          \start$18  = 1'h1;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          \start$18  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 110'h0000000000000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          mag_train_4 = \$20 [109:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 51'h0000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          rem_init = \$21 [50:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          rem_init = \$41 [50:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          lo_init = \$22 [57:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          lo_init = \$42 [57:0];
+      6'h1f:
+          c = 75'h0000000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
+          neg = 1'h0;
+      6'h04:
           /* empty */;
-      5'h04:
+      6'h05:
+          neg = 1'h1;
+      6'h06:
           /* empty */;
-      5'h05:
+      6'h07:
           /* empty */;
-      5'h06:
+      6'h08:
           /* empty */;
-      5'h07:
+      6'h09:
           /* empty */;
-      5'h08:
+      6'h0a:
           /* empty */;
-      5'h09:
+      6'h0b:
           /* empty */;
-      5'h0a:
-          neg = \$25 ;
-      5'h0b:
+      6'h0c:
+          neg = \$176 ;
+      6'h0d:
           /* empty */;
-      5'h0c:
+      6'h0e:
+          neg = 1'h0;
+      6'h0f:
           /* empty */;
-      5'h0d:
+      6'h10:
           /* empty */;
-      5'h0e:
+      6'h11:
           /* empty */;
-      5'h0f:
+      6'h12:
           /* empty */;
-      5'h10:
+      6'h13:
           /* empty */;
-      5'h11:
+      6'h14:
+          neg = \$180 ;
+      6'h15:
           /* empty */;
-      5'h12:
+      6'h16:
           /* empty */;
-      5'h13:
+      6'h17:
           /* empty */;
-      5'h14:
+      6'h18:
           /* empty */;
-      5'h15:
-          neg = \$43 ;
+      6'h19:
+          /* empty */;
+      6'h03:
+          neg = \$186 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          neg = \$190 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 5'h0d;
+      6'h04:
+          /* empty */;
+      6'h05:
+          steps = 5'h1d;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          steps = 5'h10;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 5'h0d;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 5'h1d;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          steps = 5'h10;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          steps = 5'h18;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$17  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$17  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    w = 101'h00000000000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          w = \$166 [100:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$19  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \start$19  = 1'h1;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \start$19  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    rem_init = 51'h0000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          rem_init = \$170 [50:0];
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          rem_init = \$181 [50:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    lo_init = 58'h000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          lo_init = \$172 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          lo_init = \$182 [57:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$23  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$23  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \den$24  = 51'h0000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \den$24  = den;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \den$24  = { 38'h0000000000, chan[13:1] };
     endcase
   end
@@ -1699,1075 +1908,1448 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \steps$25  = 6'h00;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \steps$25  = 6'h18;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \steps$25  = 6'h3a;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 110'h0000000000000000000000000000;
+    div_num = 74'h0000000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
-          mag_train_11 = { \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40 [73], \$40  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          div_num = { p[72], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
           /* empty */;
-      5'h18:
+      6'h19:
           /* empty */;
-      5'h19:
+      6'h03:
           /* empty */;
-      5'h1a:
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
+      6'h1c:
           /* empty */;
-      5'h1d:
+      6'h1d:
           /* empty */;
-      5'h1e:
+      6'h1e:
           /* empty */;
-      5'h1f:
+      6'h1f:
           /* empty */;
-      5'h01:
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = fsm_state;
-    (* full_case = 32'd1 *)
+    \$290  = fsm_state;
     casez (fsm_state)
-      5'h00:
-          if (\start$34 ) begin
+      6'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$144  = 5'h01;
+                  \$290  = 6'h01;
               2'h1:
-                  \$144  = 5'h02;
+                  \$290  = 6'h02;
               2'h2:
-                  \$144  = 5'h03;
+                  \$290  = 6'h03;
             endcase
           end
-      5'h02:
-          \$144  = 5'h04;
-      5'h04:
-          if (\done$36 ) begin
-            \$144  = 5'h05;
-          end
-      5'h05:
-          \$144  = 5'h06;
-      5'h06:
-          if (\done$36 ) begin
-            \$144  = 5'h07;
-          end
-      5'h07:
-          \$144  = 5'h08;
-      5'h08:
+      6'h02:
+          \$290  = 6'h04;
+      6'h04:
           if (\done$38 ) begin
-            \$144  = 5'h09;
+            \$290  = 6'h05;
           end
-      5'h09:
-          \$144  = 5'h0a;
-      5'h0a:
-          \$144  = 5'h0b;
-      5'h0b:
-          if (\done$40 ) begin
-            \$144  = 5'h0c;
-          end
-      5'h0c:
-          \$144  = 5'h0d;
-      5'h0d:
-          if (\done$36 ) begin
-            \$144  = 5'h0e;
-          end
-      5'h0e:
-          \$144  = 5'h0f;
-      5'h0f:
-          if (\done$36 ) begin
-            \$144  = 5'h10;
-          end
-      5'h10:
-          \$144  = 5'h11;
-      5'h11:
-          \$144  = 5'h12;
-      5'h12:
-          \$144  = 5'h13;
-      5'h13:
-          \$144  = 5'h14;
-      5'h14:
-          if (\done$36 ) begin
-            \$144  = 5'h15;
-          end
-      5'h15:
-          \$144  = 5'h16;
-      5'h16:
-          if (\done$40 ) begin
-            \$144  = 5'h17;
-          end
-      5'h17:
-          \$144  = 5'h01;
-      5'h03:
-          \$144  = 5'h18;
-      5'h18:
-          if (\done$36 ) begin
-            \$144  = 5'h19;
-          end
-      5'h19:
-          \$144  = 5'h1a;
-      5'h1a:
-          \$144  = 5'h1b;
-      5'h1b:
-          \$144  = 5'h1c;
-      5'h1c:
-          \$144  = 5'h1d;
-      5'h1d:
-          if (\done$36 ) begin
-            \$144  = 5'h1e;
-          end
-      5'h1e:
-          \$144  = 5'h1f;
-      5'h1f:
-          \$144  = 5'h01;
-      5'h01:
-          \$144  = 5'h00;
-    endcase
-    if (rst) begin
-      \$144  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = t;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          if (\done$36 ) begin
-            \$145  = \p$37 [132:0];
-          end
-      5'h05:
-          /* empty */;
-      5'h06:
-          if (\done$36 ) begin
-            \$145  = \p$37 [132:0];
-          end
-    endcase
-    if (rst) begin
-      \$145  = 133'h0000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = den;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
+      6'h05:
+          \$290  = 6'h06;
+      6'h06:
           if (\done$38 ) begin
-            \$146  = root;
+            \$290  = 6'h07;
           end
-    endcase
-    if (rst) begin
-      \$146  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = lead;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          \$147  = den_lead;
-    endcase
-    if (rst) begin
-      \$147  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = recip;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
+      6'h07:
+          \$290  = 6'h08;
+      6'h08:
           if (\done$40 ) begin
-            \$148  = q[24:0];
+            \$290  = 6'h09;
+          end
+      6'h09:
+          \$290  = 6'h0a;
+      6'h0a:
+          \$290  = 6'h0b;
+      6'h0b:
+          if (\done$42 ) begin
+            \$290  = 6'h0c;
+          end
+      6'h0c:
+          \$290  = 6'h0d;
+      6'h0d:
+          if (\done$38 ) begin
+            \$290  = 6'h0e;
+          end
+      6'h0e:
+          \$290  = 6'h0f;
+      6'h0f:
+          if (\done$38 ) begin
+            \$290  = 6'h10;
+          end
+      6'h10:
+          \$290  = 6'h11;
+      6'h11:
+          \$290  = 6'h12;
+      6'h12:
+          \$290  = 6'h13;
+      6'h13:
+          \$290  = 6'h14;
+      6'h14:
+          \$290  = 6'h15;
+      6'h15:
+          if (\done$38 ) begin
+            \$290  = 6'h16;
+          end
+      6'h16:
+          \$290  = 6'h17;
+      6'h17:
+          \$290  = 6'h18;
+      6'h18:
+          if (\done$42 ) begin
+            \$290  = 6'h19;
+          end
+      6'h19:
+          \$290  = 6'h01;
+      6'h03:
+          \$290  = 6'h1a;
+      6'h1a:
+          if (\done$38 ) begin
+            \$290  = 6'h1b;
+          end
+      6'h1b:
+          \$290  = 6'h1c;
+      6'h1c:
+          \$290  = 6'h1d;
+      6'h1d:
+          \$290  = 6'h1e;
+      6'h1e:
+          \$290  = 6'h1f;
+      6'h1f:
+          \$290  = 6'h20;
+      6'h20:
+          if (\done$38 ) begin
+            \$290  = 6'h21;
+          end
+      6'h21:
+          \$290  = 6'h22;
+      6'h22:
+          \$290  = 6'h01;
+      6'h01:
+          \$290  = 6'h00;
+    endcase
+    if (rst) begin
+      \$290  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          if (\done$38 ) begin
+            \$291  = \p$39 [72:0];
+          end
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$38 ) begin
+            \$291  = \p$39 [72:0];
           end
     endcase
     if (rst) begin
-      \$148  = 25'h0000000;
+      \$291  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = m;
+    \$292  = den;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          if (\done$36 ) begin
-            \$149  = \p$37 [41:0];
-          end
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          if (\done$36 ) begin
-            \$149  = \p$37 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$149  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = km;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          if (\done$36 ) begin
-            \$150  = \p$37 [55:0];
-          end
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$150  = \$115 [55:0];
-    endcase
-    if (rst) begin
-      \$150  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = sh0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$151  = { 3'h0, \$85  };
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$151  = { \$116 [8], \$116  };
-    endcase
-    if (rst) begin
-      \$151  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = tk;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$152  = count_lead;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$152  = 4'h8;
-    endcase
-    if (rst) begin
-      \$152  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = pre;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$153  = \$88 [7:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$153  = \$119 [7:0];
-    endcase
-    if (rst) begin
-      \$153  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = tsh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$154  = \$102 [9:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$154  = \$133 [9:0];
-    endcase
-    if (rst) begin
-      \$154  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = \a$28 ;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$155  = \$104 [41:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$155  = \$135 [41:0];
-    endcase
-    if (rst) begin
-      \$155  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = sh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$156  = \$106 [4:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$156  = \$137 [4:0];
-    endcase
-    if (rst) begin
-      \$156  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = p;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          if (\done$36 ) begin
-            \$157  = \p$37 [72:0];
-          end
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          if (\done$36 ) begin
-            \$157  = \p$37 [72:0];
-          end
-    endcase
-    if (rst) begin
-      \$157  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = quot;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
+      6'h08:
           if (\done$40 ) begin
-            \$158  = { q[59], q[59], q };
+            \$292  = root;
           end
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          \$158  = \$138 [61:0];
     endcase
     if (rst) begin
-      \$158  = 62'h0000000000000000;
+      \$292  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = \b$48 ;
+    \$293  = lead;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          \$159  = \$111 [57:0];
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          /* empty */;
-      5'h1f:
-          \$159  = \$143 [57:0];
+      6'h09:
+          \$293  = den_lead;
     endcase
     if (rst) begin
-      \$159  = 58'h000000000000000;
+      \$293  = 6'h00;
     end
   end
-  assign beta_shift = \$1 [4:0];
-  assign \beta_shift$6  = \$2 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$294  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$294  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$38 ) begin
+            \$295  = \p$39 [41:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          if (\done$38 ) begin
+            \$295  = \p$39 [41:0];
+          end
+    endcase
+    if (rst) begin
+      \$295  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$38 ) begin
+            \$296  = \p$39 [55:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$296  = \$259 [55:0];
+    endcase
+    if (rst) begin
+      \$296  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$297  = { 3'h0, \$226  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$297  = { \$260 [8], \$260  };
+    endcase
+    if (rst) begin
+      \$297  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$298  = count_lead;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$298  = 4'h8;
+    endcase
+    if (rst) begin
+      \$298  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$299  = \$229 [2:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$299  = \$263 [2:0];
+    endcase
+    if (rst) begin
+      \$299  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$300  = \$243 [9:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$300  = \$277 [9:0];
+    endcase
+    if (rst) begin
+      \$300  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$301  = \$244 [59:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$301  = \$278 [59:0];
+    endcase
+    if (rst) begin
+      \$301  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$302  = \$246 [5:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$302  = \$280 [5:0];
+    endcase
+    if (rst) begin
+      \$302  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$303  = \$248 [4:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$303  = \$282 [4:0];
+    endcase
+    if (rst) begin
+      \$303  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = \a$28 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$304  = \$249 [41:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$304  = \$283 [41:0];
+    endcase
+    if (rst) begin
+      \$304  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$305  = { \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$305  = { \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287  };
+    endcase
+    if (rst) begin
+      \$305  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$38 ) begin
+            \$306  = \p$39 [72:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          if (\done$38 ) begin
+            \$306  = \p$39 [72:0];
+          end
+    endcase
+    if (rst) begin
+      \$306  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$307  = \$256 [73:0];
+    endcase
+    if (rst) begin
+      \$307  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$308  = \$257 ;
+    endcase
+    if (rst) begin
+      \$308  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$42 ) begin
+            \$309  = { q[59], q[59], q };
+          end
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$309  = \$288 [61:0];
+    endcase
+    if (rst) begin
+      \$309  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$310  = \$258 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$310  = \$289 [57:0];
+    endcase
+    if (rst) begin
+      \$310  = 58'h000000000000000;
+    end
+  end
+  assign beta_shift = \$157 [4:0];
+  assign \beta_shift$6  = \$158 [4:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[83:14];
@@ -2776,15 +3358,13 @@ module \hwnorm_l2_s16.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den
   assign \chan.mean  = chan[139:116];
   assign \chan.scale_m  = chan[163:140];
   assign \chan.scale_exp  = chan[171:164];
-  assign \$10  = { t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t[132], t, 46'h000000000000 };
-  assign \$21  = { 24'h000000, mag_train_4[109:24] };
-  assign \$22  = { 29'h00000000, mag_train_4[23:0], 34'h000000000 };
-  assign \$41  = { 58'h000000000000000, mag_train_11[109:58] };
-  assign \$42  = { 1'h0, mag_train_11[57:0] };
-  assign \$109  = { 1'h0, \$108 [31:1] };
-  assign \$115  = { \$114 [42], \$114 [42], \$114 [42], \$114 [42], \$114 [42], \$114 [42], \$114 [42], \$114 , 8'h00 };
-  assign \$138  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
-  assign \$141  = { 1'h0, \$140 [31:1] };
+  assign \$165  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
+  assign \$181  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$182  = { 1'h0, div_mag[57:0] };
+  assign \$252  = { 1'h0, \$251 [31:1] };
+  assign \$259  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$286  = { 1'h0, \$285 [31:1] };
+  assign \$288  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2800,10 +3380,10 @@ module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   reg [57:0] \$17 ;
   reg [50:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [58:0] \$2 ;
   reg [57:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [58:0] \$3 ;
+  wire \$3 ;
   wire [59:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2838,9 +3418,9 @@ module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   wire [5:0] steps;
   wire [51:0] trial;
   assign trial = \$1  | { 51'h0000000000000, lo[57] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3090,34 +3670,40 @@ module \hwnorm_l2_s16.math.isqrt (rst, start, \w$11 , done, root, clk);
   assign \$11  = { 1'h0, w, 2'h0 };
 endmodule
 
-module \hwnorm_l2_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_l2_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  reg [28:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [135:0] \$2 ;
-  wire [135:0] \$3 ;
-  wire [28:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [134:0] \$8 ;
-  reg [134:0] \$9 ;
+  reg [74:0] \$10 ;
+  reg [74:0] \$11 ;
+  reg [28:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [75:0] \$2 ;
+  wire [76:0] \$3 ;
+  wire [77:0] \$4 ;
+  wire [75:0] \$5 ;
+  wire [28:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
   input [43:0] a;
   wire [43:0] a;
-  reg [134:0] a_sh = 135'h0000000000000000000000000000000000;
+  reg [74:0] a_sh = 75'h0000000000000000000;
   input [28:0] b;
   wire [28:0] b;
   reg [28:0] b_sh = 29'h00000000;
-  input [134:0] c;
-  wire [134:0] c;
+  input [74:0] c;
+  wire [74:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [134:0] p;
-  reg [134:0] p = 135'h0000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [74:0] p;
+  reg [74:0] p = 75'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3125,126 +3711,145 @@ module \hwnorm_l2_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [134:0];
+        \$10  = \$4 [74:0];
       end
     end
     if (rst) begin
-      \$8  = 135'h0000000000000000000000000000000000;
+      \$10  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a };
+      \$11  = { a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a[43], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [134:0];
+      \$11  = \$5 [74:0];
     end
     if (rst) begin
-      \$9  = 135'h0000000000000000000000000000000000;
+      \$11  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 29'h00000000;
+      \$12  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[28:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [58:0] \$12 ;
-  wire [58:0] \$13 ;
+  wire [58:0] \$10 ;
+  wire [58:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [58:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [58:0] \$15 ;
+  wire [58:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [15:0] \$32 ;
-  reg [57:0] \$33 ;
-  reg [58:0] \$34 ;
-  reg [58:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [15:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [57:0] \$37 ;
+  reg [58:0] \$38 ;
+  reg [58:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [58:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [57:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire \$8 ;
+  wire [57:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -3278,10 +3883,11 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [57:0] p0 = 58'h000000000000000;
   reg [58:0] q0 = 59'h000000000000000;
-  wire [58:0] qs0;
+  reg [58:0] qs0 = 59'h000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3293,101 +3899,135 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(16'h7fff);
-  assign \$11  = $signed(qs0) < $signed(16'h8000);
-  assign \$12  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$13  = over0 ? 59'h000000000007fff : \$12 ;
-  assign \$14  = ok3 ? \$13  : 59'h000000000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(16'h7fff);
+  assign \$13  = $signed(qs0) < $signed(16'h8000);
+  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
+  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [15:0];
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3395,11 +4035,11 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3407,11 +4047,11 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3419,23 +4059,23 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3443,10 +4083,11 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3454,21 +4095,23 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3476,10 +4119,10 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3487,76 +4130,80 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 16'h0000;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 58'h000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 59'h000000000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 59'h000000000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [15:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 16'h0000;
+      \$38  = 59'h000000000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

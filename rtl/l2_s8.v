@@ -4,23 +4,22 @@
 
 module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [34:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [115:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [34:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [115:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -86,8 +85,9 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire i__valid;
   reg \i__valid$43 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$22 ;
   reg more;
   output [7:0] o__payload;
@@ -104,7 +104,6 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [3:0] sh;
   wire [3:0] shift;
   wire [26:0] sq_sum;
@@ -122,37 +121,36 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 35'h000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$44  & more;
-  assign \$7  = i__valid & \i__ready$44 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 35'h000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$44  & more;
+  assign \$5  = i__valid & \i__ready$44 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_l2_s8.math  math (
     .\a$28 (a),
-    .\b$48 (b),
+    .\b$53 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -161,7 +159,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$34 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_l2_s8.norm  norm (
@@ -179,7 +177,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_l2_s8.stats_unit  stats_unit (
     .clear(clear),
@@ -234,7 +232,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -252,7 +250,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -308,7 +306,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -326,7 +324,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$43  = \$5 ;
+          \i__valid$43  = \$3 ;
     endcase
   end
   always @* begin
@@ -351,77 +349,77 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 116'h00000000000000000000000000000;
+      \$21  = 116'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \i__payload$21  = i__payload;
   assign \mask$22  = mask;
@@ -444,6 +442,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[55:21];
   assign \stats__payload.sat  = stats__payload[68:56];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[59:14];
@@ -452,7 +451,6 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \chan.mean  = chan[91:76];
   assign \chan.scale_m  = chan[107:92];
   assign \chan.scale_exp  = chan[115:108];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.eps_n  = chan[59:14];
@@ -464,120 +462,220 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$29[0]  = o__payload;
   assign stats__payload[68:56] = sat_count;
-  assign stats__payload[55:21] = \$3 ;
+  assign stats__payload[55:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den, \a$28 , sh, \b$48 , clk);
+module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den, sh, \a$28 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [4:0] \$1 ;
-  wire [123:0] \$10 ;
-  wire [10:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [10:0] \$102 ;
-  wire [294:0] \$103 ;
-  wire [294:0] \$104 ;
-  wire [10:0] \$105 ;
-  wire [11:0] \$106 ;
-  wire [22:0] \$107 ;
-  wire [15:0] \$108 ;
-  wire [15:0] \$109 ;
-  wire [124:0] \$11 ;
-  wire [23:0] \$110 ;
-  wire [38:0] \$111 ;
-  wire \$112 ;
-  wire [26:0] \$113 ;
-  wire [26:0] \$114 ;
-  wire [41:0] \$115 ;
-  wire [8:0] \$116 ;
-  wire \$117 ;
-  wire [10:0] \$118 ;
-  wire [10:0] \$119 ;
-  wire [6:0] \$12 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire [3:0] \$100 ;
+  wire \$101 ;
+  wire [3:0] \$102 ;
+  wire [3:0] \$103 ;
+  wire [3:0] \$104 ;
+  wire [3:0] \$105 ;
+  wire [4:0] \$106 ;
+  wire [4:0] \$107 ;
+  wire \$108 ;
+  wire [21:0] \$109 ;
+  wire \$11 ;
+  wire [21:0] \$110 ;
+  wire \$111 ;
+  wire [21:0] \$112 ;
+  wire [21:0] \$113 ;
+  wire [87:0] \$114 ;
+  wire [88:0] \$115 ;
+  wire \$116 ;
+  wire [6:0] \$117 ;
+  wire [63:0] \$118 ;
+  wire [63:0] \$119 ;
+  wire \$12 ;
   wire \$120 ;
-  wire [10:0] \$121 ;
+  wire [33:0] \$121 ;
   wire \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [10:0] \$125 ;
+  wire [8:0] \$123 ;
+  wire [8:0] \$124 ;
+  wire \$125 ;
   wire \$126 ;
-  wire [10:0] \$127 ;
-  wire \$128 ;
-  wire [10:0] \$129 ;
-  wire [127:0] \$13 ;
-  wire [10:0] \$130 ;
-  wire [10:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [10:0] \$133 ;
-  wire [294:0] \$134 ;
-  wire [294:0] \$135 ;
-  wire [10:0] \$136 ;
-  wire [11:0] \$137 ;
-  wire [48:0] \$138 ;
-  wire [22:0] \$139 ;
+  wire [21:0] \$127 ;
+  wire [21:0] \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire [49:0] \$130 ;
+  wire [34:0] \$131 ;
+  wire \$132 ;
+  wire [8:0] \$133 ;
+  wire [8:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire [16:0] \$137 ;
+  wire [16:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [15:0] \$140 ;
-  wire [15:0] \$141 ;
-  wire [23:0] \$142 ;
-  wire [38:0] \$143 ;
-  reg [4:0] \$144 ;
-  reg [92:0] \$145 ;
-  reg [34:0] \$146 ;
-  reg [5:0] \$147 ;
-  reg [16:0] \$148 ;
-  reg [25:0] \$149 ;
-  wire [6:0] \$15 ;
-  reg [39:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [3:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [9:0] \$154 ;
-  reg [25:0] \$155 ;
-  reg [3:0] \$156 ;
-  reg [48:0] \$157 ;
-  reg [37:0] \$158 ;
-  reg [33:0] \$159 ;
-  wire [127:0] \$16 ;
-  wire [128:0] \$17 ;
-  wire [6:0] \$18 ;
-  wire [127:0] \$19 ;
-  wire [4:0] \$2 ;
-  wire [128:0] \$20 ;
-  wire [69:0] \$21 ;
-  wire [46:0] \$22 ;
-  wire [6:0] \$23 ;
-  wire [127:0] \$24 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire [6:0] \$175 ;
+  wire \$176 ;
+  wire [10:0] \$177 ;
+  wire [10:0] \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire [10:0] \$180 ;
+  wire \$181 ;
+  wire [10:0] \$182 ;
+  wire [10:0] \$183 ;
+  wire [10:0] \$184 ;
+  wire \$185 ;
+  wire [10:0] \$186 ;
+  wire \$187 ;
+  wire [10:0] \$188 ;
+  wire [10:0] \$189 ;
+  wire \$19 ;
+  wire [10:0] \$190 ;
+  wire [10:0] \$191 ;
+  wire [10:0] \$192 ;
+  wire [42:0] \$193 ;
+  wire \$194 ;
+  wire [9:0] \$195 ;
+  wire [10:0] \$196 ;
+  wire [11:0] \$197 ;
+  wire [42:0] \$198 ;
+  wire [22:0] \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire [15:0] \$200 ;
+  wire [15:0] \$201 ;
+  wire [23:0] \$202 ;
+  wire \$203 ;
+  wire [50:0] \$204 ;
+  wire [50:0] \$205 ;
+  wire \$206 ;
+  wire [38:0] \$207 ;
+  wire [40:0] \$208 ;
+  wire [8:0] \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire [10:0] \$211 ;
+  wire [10:0] \$212 ;
+  wire \$213 ;
+  wire [10:0] \$214 ;
+  wire \$215 ;
+  wire [10:0] \$216 ;
+  wire [10:0] \$217 ;
+  wire [10:0] \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire [10:0] \$220 ;
+  wire \$221 ;
+  wire [10:0] \$222 ;
+  wire [10:0] \$223 ;
+  wire [10:0] \$224 ;
+  wire [10:0] \$225 ;
+  wire [10:0] \$226 ;
+  wire [42:0] \$227 ;
+  wire \$228 ;
+  wire [9:0] \$229 ;
+  wire \$23 ;
+  wire [10:0] \$230 ;
+  wire [11:0] \$231 ;
+  wire [42:0] \$232 ;
+  wire [22:0] \$233 ;
+  wire [15:0] \$234 ;
+  wire [15:0] \$235 ;
+  wire [23:0] \$236 ;
+  wire [48:0] \$237 ;
+  wire [38:0] \$238 ;
+  reg [5:0] \$239 ;
+  wire \$24 ;
+  reg [56:0] \$240 ;
+  reg [34:0] \$241 ;
+  reg [5:0] \$242 ;
+  reg [16:0] \$243 ;
+  reg [25:0] \$244 ;
+  reg [39:0] \$245 ;
+  reg [9:0] \$246 ;
+  reg [3:0] \$247 ;
+  reg [1:0] \$248 ;
+  reg [9:0] \$249 ;
   wire \$25 ;
+  reg [42:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [3:0] \$252 ;
+  reg [25:0] \$253 ;
+  reg [33:0] \$254 ;
+  reg [48:0] \$255 ;
+  reg [49:0] \$256 ;
+  reg \$257 ;
+  reg [37:0] \$258 ;
+  reg [33:0] \$259 ;
   wire \$26 ;
-  wire [17:0] \$27 ;
-  wire [17:0] \$28 ;
+  wire \$27 ;
+  wire \$28 ;
   wire \$29 ;
-  wire \$3 ;
-  wire [8:0] \$30 ;
-  wire [8:0] \$31 ;
-  wire \$32 ;
-  wire [26:0] \$33 ;
-  wire [26:0] \$34 ;
-  wire \$35 ;
-  wire [21:0] \$36 ;
-  wire [21:0] \$37 ;
-  wire \$38 ;
-  wire [49:0] \$39 ;
-  wire [21:0] \$4 ;
-  wire [49:0] \$40 ;
-  wire [69:0] \$41 ;
-  wire [34:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
-  wire [8:0] \$45 ;
-  wire [8:0] \$46 ;
-  wire \$47 ;
-  wire [26:0] \$48 ;
-  wire [26:0] \$49 ;
-  wire [21:0] \$5 ;
-  wire \$50 ;
-  wire [16:0] \$51 ;
-  wire [16:0] \$52 ;
+  wire [5:0] \$3 ;
+  wire \$30 ;
+  wire [5:0] \$31 ;
+  wire [5:0] \$32 ;
+  wire [5:0] \$33 ;
+  wire \$34 ;
+  wire [5:0] \$35 ;
+  wire [5:0] \$36 ;
+  wire [5:0] \$37 ;
+  wire [5:0] \$38 ;
+  wire \$39 ;
+  wire [5:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [5:0] \$43 ;
+  wire [5:0] \$44 ;
+  wire [5:0] \$45 ;
+  wire \$46 ;
+  wire [5:0] \$47 ;
+  wire [5:0] \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
+  wire [5:0] \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
@@ -585,59 +683,60 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [22:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire [5:0] \$63 ;
+  wire [5:0] \$64 ;
+  wire [5:0] \$65 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [5:0] \$67 ;
+  wire [5:0] \$68 ;
+  wire [5:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
+  wire [5:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
+  wire [5:0] \$75 ;
+  wire [5:0] \$76 ;
+  wire [5:0] \$77 ;
   wire \$78 ;
-  wire \$79 ;
-  wire [21:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire [6:0] \$85 ;
+  wire [5:0] \$79 ;
+  wire \$8 ;
+  wire [5:0] \$80 ;
+  wire [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire [10:0] \$87 ;
-  wire [10:0] \$88 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
-  wire [21:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire \$91 ;
-  wire [10:0] \$92 ;
-  wire [10:0] \$93 ;
-  wire [10:0] \$94 ;
+  wire \$9 ;
+  wire [3:0] \$90 ;
+  wire [3:0] \$91 ;
+  wire [3:0] \$92 ;
+  wire [3:0] \$93 ;
+  wire \$94 ;
   wire \$95 ;
-  wire [10:0] \$96 ;
+  wire \$96 ;
   wire \$97 ;
-  wire [10:0] \$98 ;
-  wire [10:0] \$99 ;
+  wire [3:0] \$98 ;
+  wire [3:0] \$99 ;
   reg [27:0] a;
   output [25:0] \a$28 ;
   reg [25:0] \a$28  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$48 ;
-  reg [33:0] \b$48  = 34'h000000000;
+  output [33:0] \b$53 ;
+  reg [33:0] \b$53  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [94:0] c;
+  reg [33:0] bias = 34'h000000000;
+  reg [58:0] c;
   input [115:0] chan;
   wire [115:0] chan;
   wire [7:0] \chan.beta ;
@@ -650,29 +749,32 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [34:0] den;
   reg [34:0] den = 35'h000000000;
   reg [34:0] \den$24 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [49:0] div_mag = 50'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [49:0] div_num;
   output done;
   reg done;
-  wire \done$36 ;
   wire \done$38 ;
   wire \done$40 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [4:0] fsm_state = 5'h00;
+  reg [5:0] fsm_state = 6'h00;
   reg [39:0] km = 40'h0000000000;
+  reg [42:0] km_pre = 43'h00000000000;
   reg [5:0] lead = 6'h00;
   reg [33:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg [69:0] mag_train_11;
-  reg [69:0] mag_train_4;
   reg neg;
+  reg \neg$23 ;
   reg [48:0] p = 49'h0000000000000;
-  wire [94:0] \p$37 ;
-  reg [7:0] pre = 8'h00;
+  wire [58:0] \p$39 ;
+  reg [1:0] pre = 2'h0;
   wire [35:0] q;
   reg [37:0] quot = 38'h0000000000;
   reg [16:0] recip = 17'h00000;
@@ -686,202 +788,312 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
   input [26:0] sq_sum;
   wire [26:0] sq_sum;
   reg start;
-  reg \start$16 ;
-  reg \start$18 ;
-  input \start$34 ;
-  wire \start$34 ;
+  reg \start$17 ;
+  reg \start$19 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg [4:0] steps;
   reg [5:0] \steps$25 ;
   input [20:0] sum;
   wire [20:0] sum;
-  reg [92:0] t = 93'h000000000000000000000000;
+  reg [56:0] t = 57'h000000000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
   reg [68:0] w;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = $signed(sum) < $signed(1'h0);
-  assign \$4  = - $signed(sum);
-  assign \$5  = \$3  ? \$4  : { sum[20], sum };
-  assign \$6  = - $signed(\$5 );
-  assign \$7  = $signed(sum) < $signed(1'h0);
-  assign \$8  = - $signed(sum);
-  assign \$9  = \$7  ? \$8  : { sum[20], sum };
-  assign \$11  = $signed(\$10 ) + $signed({ 1'h0, chan[59:14] });
-  assign \$12  = lead + 4'hf;
-  assign \$13  = 1'h1 << \$12 ;
-  assign \$14  = \$13  < 1'h0;
-  assign \$15  = lead + 4'hf;
-  assign \$16  = 1'h1 << \$15 ;
-  assign \$17  = - \$16 ;
-  assign \$18  = lead + 4'hf;
-  assign \$19  = 1'h1 << \$18 ;
-  assign \$20  = \$14  ? \$17  : { 1'h0, \$19  };
-  assign \$23  = lead + 4'hf;
-  assign \$24  = 1'h1 << \$23 ;
-  assign \$25  = \$24  < 1'h0;
-  assign \$26  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$27  = - recip;
-  assign \$28  = \$26  ? \$27  : { 1'h0, recip };
-  assign \$29  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$30  = - $signed(chan[67:60]);
-  assign \$31  = \$29  ? \$30  : { chan[67], chan[67:60] };
-  assign \$32  = $signed(sum) < $signed(1'h0);
-  assign \$33  = - $signed(\a$28 );
-  assign \$34  = \$32  ? \$33  : { \a$28 [25], \a$28  };
-  assign \$35  = $signed(sum) < $signed(1'h0);
-  assign \$36  = - $signed(sum);
-  assign \$37  = \$35  ? \$36  : { sum[20], sum };
-  assign \$38  = $signed(p) < $signed(1'h0);
-  assign \$39  = - $signed(p);
-  assign \$40  = \$38  ? \$39  : { p[48], p };
-  assign \$43  = $signed(p) < $signed(1'h0);
-  assign \$44  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$45  = - $signed(chan[67:60]);
-  assign \$46  = \$44  ? \$45  : { chan[67], chan[67:60] };
-  assign \$47  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$48  = - $signed(\a$28 );
-  assign \$49  = \$47  ? \$48  : { \a$28 [25], \a$28  };
-  assign \$50  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$51  = - $signed(chan[91:76]);
-  assign \$52  = \$50  ? \$51  : { chan[91], chan[91:76] };
-  assign \$53  = ! fsm_state;
-  assign \$54  = fsm_state == 1'h1;
-  assign \$55  = fsm_state == 2'h2;
-  assign \$56  = fsm_state == 2'h3;
-  assign \$57  = fsm_state == 3'h4;
-  assign \$58  = fsm_state == 3'h5;
-  assign \$59  = fsm_state == 3'h6;
-  assign \$60  = fsm_state == 3'h7;
-  assign \$61  = fsm_state == 4'h8;
-  assign \$62  = fsm_state == 4'h9;
-  assign \$63  = fsm_state == 4'ha;
-  assign \$64  = fsm_state == 4'hb;
-  assign \$65  = fsm_state == 4'hc;
-  assign \$66  = fsm_state == 4'hd;
-  assign \$67  = fsm_state == 4'he;
-  assign \$68  = fsm_state == 4'hf;
-  assign \$69  = fsm_state == 5'h10;
-  assign \$70  = fsm_state == 5'h11;
-  assign \$71  = fsm_state == 5'h12;
-  assign \$72  = fsm_state == 5'h13;
-  assign \$73  = fsm_state == 5'h14;
-  assign \$74  = fsm_state == 5'h15;
-  assign \$75  = fsm_state == 5'h16;
-  assign \$76  = fsm_state == 5'h17;
-  assign \$77  = fsm_state == 5'h18;
-  assign \$78  = fsm_state == 5'h19;
-  assign \$79  = fsm_state == 5'h1a;
-  assign \$80  = fsm_state == 5'h1b;
-  assign \$81  = fsm_state == 5'h1c;
-  assign \$82  = fsm_state == 5'h1d;
-  assign \$83  = fsm_state == 5'h1e;
-  assign \$84  = fsm_state == 5'h1f;
-  assign \$85  = lead + 1'h1;
-  assign \$86  = $signed(sh0) < $signed(4'h4);
-  assign \$87  = $signed(4'h4) - $signed(sh0);
-  assign \$88  = \$86  ? \$87  : 11'h000;
-  assign \$89  = $signed(sh0) < $signed(4'h4);
-  assign \$90  = $signed(sh0) - $signed(4'h4);
-  assign \$91  = $signed(\$90 ) < $signed({ 1'h0, tk });
-  assign \$92  = $signed(sh0) - $signed(4'h4);
-  assign \$93  = \$91  ? \$92  : { 7'h00, tk };
-  assign \$94  = $signed(sh0) - $signed(5'h0d);
-  assign \$95  = $signed(\$93 ) > $signed(\$94 );
-  assign \$96  = $signed(sh0) - $signed(4'h4);
-  assign \$97  = $signed(\$96 ) < $signed({ 1'h0, tk });
-  assign \$98  = $signed(sh0) - $signed(4'h4);
-  assign \$99  = \$97  ? \$98  : { 7'h00, tk };
-  assign \$100  = $signed(sh0) - $signed(5'h0d);
-  assign \$101  = \$95  ? \$99  : \$100 ;
-  assign \$102  = \$89  ? 11'h000 : \$101 ;
-  assign \$103  = $signed(km) << pre;
-  assign \$104  = $signed(\$103 ) >>> tsh;
-  assign \$105  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$106  = $signed(\$105 ) - $signed({ 1'h0, tsh });
-  assign \$107  = $signed(chan[75:68]) << \$1 [3:0];
-  assign \$108  = 1'h1 << sh;
-  assign \$110  = $signed(\$107 ) + $signed({ 1'h0, \$109  });
-  assign \$111  = $signed(\$110 ) - $signed(quot);
-  assign \$112  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$113  = - $signed(m);
-  assign \$114  = \$112  ? \$113  : { m[25], m };
-  assign \$116  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$117  = $signed(sh0) < $signed(4'h4);
-  assign \$118  = $signed(4'h4) - $signed(sh0);
-  assign \$119  = \$117  ? \$118  : 11'h000;
-  assign \$120  = $signed(sh0) < $signed(4'h4);
-  assign \$121  = $signed(sh0) - $signed(4'h4);
-  assign \$122  = $signed(\$121 ) < $signed({ 1'h0, tk });
-  assign \$123  = $signed(sh0) - $signed(4'h4);
-  assign \$124  = \$122  ? \$123  : { 7'h00, tk };
-  assign \$125  = $signed(sh0) - $signed(5'h0d);
-  assign \$126  = $signed(\$124 ) > $signed(\$125 );
-  assign \$127  = $signed(sh0) - $signed(4'h4);
-  assign \$128  = $signed(\$127 ) < $signed({ 1'h0, tk });
-  assign \$129  = $signed(sh0) - $signed(4'h4);
-  assign \$130  = \$128  ? \$129  : { 7'h00, tk };
-  assign \$131  = $signed(sh0) - $signed(5'h0d);
-  assign \$132  = \$126  ? \$130  : \$131 ;
-  assign \$133  = \$120  ? 11'h000 : \$132 ;
-  assign \$134  = $signed(km) << pre;
-  assign \$135  = $signed(\$134 ) >>> tsh;
-  assign \$136  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$137  = $signed(\$136 ) - $signed({ 1'h0, tsh });
-  assign \$139  = $signed(chan[75:68]) << \$2 [3:0];
-  assign \$140  = 1'h1 << sh;
-  assign \$142  = $signed(\$139 ) + $signed({ 1'h0, \$141  });
-  assign \$143  = $signed(\$142 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = \$1  | den[34];
+  assign \$3  = den[33] ? 6'h21 : 6'h20;
+  assign \$4  = den[34] ? 6'h22 : \$3 ;
+  assign \$5  = den[16] | den[17];
+  assign \$6  = den[18] | den[19];
+  assign \$7  = \$5  | \$6 ;
+  assign \$8  = den[20] | den[21];
+  assign \$9  = den[22] | den[23];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = \$7  | \$10 ;
+  assign \$12  = den[24] | den[25];
+  assign \$13  = den[26] | den[27];
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = den[28] | den[29];
+  assign \$16  = den[30] | den[31];
+  assign \$17  = \$15  | \$16 ;
+  assign \$18  = \$14  | \$17 ;
+  assign \$19  = \$11  | \$18 ;
+  assign \$20  = den[24] | den[25];
+  assign \$21  = den[26] | den[27];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = den[28] | den[29];
+  assign \$24  = den[30] | den[31];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = \$22  | \$25 ;
+  assign \$27  = den[28] | den[29];
+  assign \$28  = den[30] | den[31];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = den[30] | den[31];
+  assign \$31  = den[31] ? 6'h1f : 6'h1e;
+  assign \$32  = den[29] ? 6'h1d : 6'h1c;
+  assign \$33  = \$30  ? \$31  : \$32 ;
+  assign \$34  = den[26] | den[27];
+  assign \$35  = den[27] ? 6'h1b : 6'h1a;
+  assign \$36  = den[25] ? 6'h19 : 6'h18;
+  assign \$37  = \$34  ? \$35  : \$36 ;
+  assign \$38  = \$29  ? \$33  : \$37 ;
+  assign \$39  = den[20] | den[21];
+  assign \$40  = den[22] | den[23];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = den[22] | den[23];
+  assign \$43  = den[23] ? 6'h17 : 6'h16;
+  assign \$44  = den[21] ? 6'h15 : 6'h14;
+  assign \$45  = \$42  ? \$43  : \$44 ;
+  assign \$46  = den[18] | den[19];
+  assign \$47  = den[19] ? 6'h13 : 6'h12;
+  assign \$48  = den[17] ? 6'h11 : 6'h10;
+  assign \$49  = \$46  ? \$47  : \$48 ;
+  assign \$50  = \$41  ? \$45  : \$49 ;
+  assign \$51  = \$26  ? \$38  : \$50 ;
+  assign \$52  = den[8] | den[9];
+  assign \$53  = den[10] | den[11];
+  assign \$54  = \$52  | \$53 ;
+  assign \$55  = den[12] | den[13];
+  assign \$56  = den[14] | den[15];
+  assign \$57  = \$55  | \$56 ;
+  assign \$58  = \$54  | \$57 ;
+  assign \$59  = den[12] | den[13];
+  assign \$60  = den[14] | den[15];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = den[14] | den[15];
+  assign \$63  = den[15] ? 6'h0f : 6'h0e;
+  assign \$64  = den[13] ? 6'h0d : 6'h0c;
+  assign \$65  = \$62  ? \$63  : \$64 ;
+  assign \$66  = den[10] | den[11];
+  assign \$67  = den[11] ? 6'h0b : 6'h0a;
+  assign \$68  = den[9] ? 6'h09 : 6'h08;
+  assign \$69  = \$66  ? \$67  : \$68 ;
+  assign \$70  = \$61  ? \$65  : \$69 ;
+  assign \$71  = den[4] | den[5];
+  assign \$72  = den[6] | den[7];
+  assign \$73  = \$71  | \$72 ;
+  assign \$74  = den[6] | den[7];
+  assign \$75  = den[7] ? 6'h07 : 6'h06;
+  assign \$76  = den[5] ? 6'h05 : 6'h04;
+  assign \$77  = \$74  ? \$75  : \$76 ;
+  assign \$78  = den[2] | den[3];
+  assign \$79  = den[3] ? 6'h03 : 6'h02;
+  assign \$80  = den[1] ? 6'h01 : 6'h00;
+  assign \$81  = \$78  ? \$79  : \$80 ;
+  assign \$82  = \$73  ? \$77  : \$81 ;
+  assign \$83  = \$58  ? \$70  : \$82 ;
+  assign \$84  = \$19  ? \$51  : \$83 ;
+  assign den_lead = \$2  ? \$4  : \$84 ;
+  assign \$85  = chan[9] | chan[10];
+  assign \$86  = chan[11] | chan[12];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = \$87  | chan[13];
+  assign \$89  = chan[11] | chan[12];
+  assign \$90  = chan[12] ? 4'hb : 4'ha;
+  assign \$91  = chan[10] ? 4'h9 : 4'h8;
+  assign \$92  = \$89  ? \$90  : \$91 ;
+  assign \$93  = chan[13] ? 4'hc : \$92 ;
+  assign \$94  = chan[5] | chan[6];
+  assign \$95  = chan[7] | chan[8];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = chan[7] | chan[8];
+  assign \$98  = chan[8] ? 4'h7 : 4'h6;
+  assign \$99  = chan[6] ? 4'h5 : 4'h4;
+  assign \$100  = \$97  ? \$98  : \$99 ;
+  assign \$101  = chan[3] | chan[4];
+  assign \$102  = chan[4] ? 4'h3 : 4'h2;
+  assign \$103  = chan[2] ? 4'h1 : 4'h0;
+  assign \$104  = \$101  ? \$102  : \$103 ;
+  assign \$105  = \$96  ? \$100  : \$104 ;
+  assign count_lead = \$88  ? \$93  : \$105 ;
+  assign \$106  = sh + 1'h0;
+  assign \$107  = sh + 1'h0;
+  assign \$108  = $signed(sum) < $signed(1'h0);
+  assign \$109  = - $signed(sum);
+  assign \$110  = \$108  ? \$109  : { sum[20], sum };
+  assign \$111  = $signed(sum) < $signed(1'h0);
+  assign \$112  = - $signed(sum);
+  assign \$113  = \$111  ? \$112  : { sum[20], sum };
+  assign \$115  = $signed(\$114 ) + $signed({ 1'h0, chan[59:14] });
+  assign \$116  = ! lead;
+  assign \$117  = lead - 1'h1;
+  assign \$118  = 1'h1 << \$117 [5:0];
+  assign \$119  = \$116  ? 64'h0000000000000000 : \$118 ;
+  assign \$120  = ! lead;
+  assign \$121  = \$120  ? 34'h200000000 : 34'h000000000;
+  assign \$122  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$123  = - $signed(chan[67:60]);
+  assign \$124  = \$122  ? \$123  : { chan[67], chan[67:60] };
+  assign \$125  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$126  = $signed(sum) < $signed(1'h0);
+  assign \$127  = - $signed(sum);
+  assign \$128  = \$126  ? \$127  : { sum[20], sum };
+  assign \$129  = $signed(sum) < $signed(1'h0);
+  assign \$132  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$133  = - $signed(chan[67:60]);
+  assign \$134  = \$132  ? \$133  : { chan[67], chan[67:60] };
+  assign \$135  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$136  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$137  = - $signed(chan[91:76]);
+  assign \$138  = \$136  ? \$137  : { chan[91], chan[91:76] };
+  assign \$139  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$140  = ! fsm_state;
+  assign \$141  = fsm_state == 1'h1;
+  assign \$142  = fsm_state == 2'h2;
+  assign \$143  = fsm_state == 2'h3;
+  assign \$144  = fsm_state == 3'h4;
+  assign \$145  = fsm_state == 3'h5;
+  assign \$146  = fsm_state == 3'h6;
+  assign \$147  = fsm_state == 3'h7;
+  assign \$148  = fsm_state == 4'h8;
+  assign \$149  = fsm_state == 4'h9;
+  assign \$150  = fsm_state == 4'ha;
+  assign \$151  = fsm_state == 4'hb;
+  assign \$152  = fsm_state == 4'hc;
+  assign \$153  = fsm_state == 4'hd;
+  assign \$154  = fsm_state == 4'he;
+  assign \$155  = fsm_state == 4'hf;
+  assign \$156  = fsm_state == 5'h10;
+  assign \$157  = fsm_state == 5'h11;
+  assign \$158  = fsm_state == 5'h12;
+  assign \$159  = fsm_state == 5'h13;
+  assign \$160  = fsm_state == 5'h14;
+  assign \$161  = fsm_state == 5'h15;
+  assign \$162  = fsm_state == 5'h16;
+  assign \$163  = fsm_state == 5'h17;
+  assign \$164  = fsm_state == 5'h18;
+  assign \$165  = fsm_state == 5'h19;
+  assign \$166  = fsm_state == 5'h1a;
+  assign \$167  = fsm_state == 5'h1b;
+  assign \$168  = fsm_state == 5'h1c;
+  assign \$169  = fsm_state == 5'h1d;
+  assign \$170  = fsm_state == 5'h1e;
+  assign \$171  = fsm_state == 5'h1f;
+  assign \$172  = fsm_state == 6'h20;
+  assign \$173  = fsm_state == 6'h21;
+  assign \$174  = fsm_state == 6'h22;
+  assign \$175  = lead + 1'h1;
+  assign \$176  = $signed(sh0) < $signed(4'h4);
+  assign \$177  = $signed(4'h4) - $signed(sh0);
+  assign \$178  = \$176  ? \$177  : 11'h000;
+  assign \$179  = $signed(sh0) < $signed(4'h4);
+  assign \$180  = $signed(sh0) - $signed(4'h4);
+  assign \$181  = $signed(\$180 ) < $signed({ 1'h0, tk });
+  assign \$182  = $signed(sh0) - $signed(4'h4);
+  assign \$183  = \$181  ? \$182  : { 7'h00, tk };
+  assign \$184  = $signed(sh0) - $signed(5'h0d);
+  assign \$185  = $signed(\$183 ) > $signed(\$184 );
+  assign \$186  = $signed(sh0) - $signed(4'h4);
+  assign \$187  = $signed(\$186 ) < $signed({ 1'h0, tk });
+  assign \$188  = $signed(sh0) - $signed(4'h4);
+  assign \$189  = \$187  ? \$188  : { 7'h00, tk };
+  assign \$190  = $signed(sh0) - $signed(5'h0d);
+  assign \$191  = \$185  ? \$189  : \$190 ;
+  assign \$192  = \$179  ? 11'h000 : \$191 ;
+  assign \$193  = $signed(km) << pre;
+  assign \$194  = tsh > 6'h2b;
+  assign \$195  = \$194  ? 10'h02b : tsh;
+  assign \$196  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$197  = $signed(\$196 ) - $signed({ 1'h0, tsh });
+  assign \$198  = $signed(km_pre) >>> t_clamped;
+  assign \$199  = $signed(chan[75:68]) << \$106 [3:0];
+  assign \$200  = 1'h1 << sh;
+  assign \$202  = $signed(\$199 ) + $signed({ 1'h0, \$201  });
+  assign \$203  = $signed(div_num) < $signed(1'h0);
+  assign \$204  = - $signed(div_num);
+  assign \$205  = \$203  ? \$204  : { div_num[49], div_num };
+  assign \$206  = $signed(div_num) < $signed(1'h0);
+  assign \$207  = $signed(bias) - $signed(quot);
+  assign \$209  = $signed(5'h0d) - $signed(chan[115:108]);
+  assign \$210  = $signed(sh0) < $signed(4'h4);
+  assign \$211  = $signed(4'h4) - $signed(sh0);
+  assign \$212  = \$210  ? \$211  : 11'h000;
+  assign \$213  = $signed(sh0) < $signed(4'h4);
+  assign \$214  = $signed(sh0) - $signed(4'h4);
+  assign \$215  = $signed(\$214 ) < $signed({ 1'h0, tk });
+  assign \$216  = $signed(sh0) - $signed(4'h4);
+  assign \$217  = \$215  ? \$216  : { 7'h00, tk };
+  assign \$218  = $signed(sh0) - $signed(5'h0d);
+  assign \$219  = $signed(\$217 ) > $signed(\$218 );
+  assign \$220  = $signed(sh0) - $signed(4'h4);
+  assign \$221  = $signed(\$220 ) < $signed({ 1'h0, tk });
+  assign \$222  = $signed(sh0) - $signed(4'h4);
+  assign \$223  = \$221  ? \$222  : { 7'h00, tk };
+  assign \$224  = $signed(sh0) - $signed(5'h0d);
+  assign \$225  = \$219  ? \$223  : \$224 ;
+  assign \$226  = \$213  ? 11'h000 : \$225 ;
+  assign \$227  = $signed(km) << pre;
+  assign \$228  = tsh > 6'h2b;
+  assign \$229  = \$228  ? 10'h02b : tsh;
+  assign \$230  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$231  = $signed(\$230 ) - $signed({ 1'h0, tsh });
+  assign \$232  = $signed(km_pre) >>> t_clamped;
+  assign \$233  = $signed(chan[75:68]) << \$107 [3:0];
+  assign \$234  = 1'h1 << sh;
+  assign \$236  = $signed(\$233 ) + $signed({ 1'h0, \$235  });
+  assign \$238  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$144 ;
+    fsm_state <= \$239 ;
   always @(posedge clk)
-    t <= \$145 ;
+    t <= \$240 ;
   always @(posedge clk)
-    den <= \$146 ;
+    den <= \$241 ;
   always @(posedge clk)
-    lead <= \$147 ;
+    lead <= \$242 ;
   always @(posedge clk)
-    recip <= \$148 ;
+    recip <= \$243 ;
   always @(posedge clk)
-    m <= \$149 ;
+    m <= \$244 ;
   always @(posedge clk)
-    km <= \$150 ;
+    km <= \$245 ;
   always @(posedge clk)
-    sh0 <= \$151 ;
+    sh0 <= \$246 ;
   always @(posedge clk)
-    tk <= \$152 ;
+    tk <= \$247 ;
   always @(posedge clk)
-    pre <= \$153 ;
+    pre <= \$248 ;
   always @(posedge clk)
-    tsh <= \$154 ;
+    tsh <= \$249 ;
   always @(posedge clk)
-    \a$28  <= \$155 ;
+    km_pre <= \$250 ;
   always @(posedge clk)
-    sh <= \$156 ;
+    t_clamped <= \$251 ;
   always @(posedge clk)
-    p <= \$157 ;
+    sh <= \$252 ;
   always @(posedge clk)
-    quot <= \$158 ;
+    \a$28  <= \$253 ;
   always @(posedge clk)
-    \b$48  <= \$159 ;
+    bias <= \$254 ;
+  always @(posedge clk)
+    p <= \$255 ;
+  always @(posedge clk)
+    div_mag <= \$256 ;
+  always @(posedge clk)
+    div_neg <= \$257 ;
+  always @(posedge clk)
+    quot <= \$258 ;
+  always @(posedge clk)
+    \b$53  <= \$259 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
     .\den$14 (\den$24 ),
-    .done(\done$40 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$18 ),
+    .start(\start$19 ),
     .steps(\steps$25 )
   );
   \hwnorm_l2_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .root(root),
     .rst(rst),
-    .start(\start$16 ),
+    .start(\start$17 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s8.math.mul  mul (
@@ -889,223 +1101,78 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$36 ),
-    .p(\p$37 ),
+    .done(\done$38 ),
+    .\neg$12 (neg),
+    .p(\p$39 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           start = 1'h1;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           start = 1'h1;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           start = 1'h1;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           start = 1'h1;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
+          /* empty */;
+      6'h14:
           start = 1'h1;
-      5'h14:
+      6'h15:
           /* empty */;
-      5'h15:
+      6'h16:
           /* empty */;
-      5'h16:
+      6'h17:
           /* empty */;
-      5'h17:
+      6'h18:
           /* empty */;
-      5'h03:
+      6'h19:
+          /* empty */;
+      6'h03:
           start = 1'h1;
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
+      6'h1e:
+          /* empty */;
+      6'h1f:
           start = 1'h1;
     endcase
   end
@@ -1113,537 +1180,625 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 28'h0000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           a = { 1'h0, sq_sum };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
-          a = { \$6 [22], \$6 [22], \$6 [22], \$6 [22], \$6 [22], \$6  };
-      5'h06:
+      6'h05:
+          a = { \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110  };
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          a = { \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28 [17], \$28  };
-      5'h0d:
+      6'h0c:
+          a = { 11'h000, recip };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           a = { m[25], m[25], m };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          a = { \$34 [26], \$34  };
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          a = { \a$28 [25], \a$28 [25], \a$28  };
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
           a = { 12'h000, chan[107:92] };
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
-          a = { \$49 [26], \$49  };
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          a = { \a$28 [25], \a$28 [25], \a$28  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 21'h000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           b = { 8'h00, chan[13:1] };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
-          b = \$9 [20:0];
-      5'h06:
+      6'h05:
+          b = \$113 [20:0];
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          b = { \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31 [8], \$31  };
-      5'h0d:
+      6'h0c:
+          b = { \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124  };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           b = { 8'h00, chan[13:1] };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          b = \$37 [20:0];
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          b = \$128 [20:0];
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          b = { \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46 [8], \$46  };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          b = { \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134  };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          b = { \$52 [16], \$52 [16], \$52 [16], \$52 [16], \$52  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          b = { \$138 [16], \$138 [16], \$138 [16], \$138 [16], \$138  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 95'h000000000000000000000000;
+    c = 59'h000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          c = 95'h000000000000000000000000;
-      5'h04:
+      6'h02:
+          c = 59'h000000000000000;
+      6'h04:
           /* empty */;
-      5'h05:
-          c = { t[92], t[92], t };
-      5'h06:
+      6'h05:
+          c = { t[56], t[56], t };
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          c = 95'h000000000000000000000000;
-      5'h0d:
+      6'h0c:
+          c = 59'h000000000000000;
+      6'h0d:
           /* empty */;
-      5'h0e:
-          c = 95'h000000000000000000000000;
-      5'h0f:
+      6'h0e:
+          c = 59'h000000000000000;
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          c = 95'h000000000000000000000000;
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          c = 59'h000000000000000;
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          c = 95'h000000000000000000000000;
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          c = 59'h000000000000000;
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          c = 95'h000000000000000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 5'h00;
-    casez (fsm_state)
-      5'h00:
+      6'h1c:
           /* empty */;
-      5'h02:
-          steps = 5'h0d;
-      5'h04:
+      6'h1d:
           /* empty */;
-      5'h05:
-          steps = 5'h15;
-      5'h06:
+      6'h1e:
           /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          steps = 5'h08;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          steps = 5'h0d;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          steps = 5'h15;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          steps = 5'h08;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          steps = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          \start$16  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    w = 69'h000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          w = \$11 [68:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          \start$18  = 1'h1;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          \start$18  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 70'h000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          mag_train_4 = \$20 [69:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 35'h000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          rem_init = \$21 [34:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          rem_init = \$41 [34:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 34'h000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          lo_init = \$22 [33:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          lo_init = \$42 [33:0];
+      6'h1f:
+          c = 59'h000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
+          neg = 1'h0;
+      6'h04:
           /* empty */;
-      5'h04:
+      6'h05:
+          neg = 1'h1;
+      6'h06:
           /* empty */;
-      5'h05:
+      6'h07:
           /* empty */;
-      5'h06:
+      6'h08:
           /* empty */;
-      5'h07:
+      6'h09:
           /* empty */;
-      5'h08:
+      6'h0a:
           /* empty */;
-      5'h09:
+      6'h0b:
           /* empty */;
-      5'h0a:
-          neg = \$25 ;
-      5'h0b:
+      6'h0c:
+          neg = \$125 ;
+      6'h0d:
           /* empty */;
-      5'h0c:
+      6'h0e:
+          neg = 1'h0;
+      6'h0f:
           /* empty */;
-      5'h0d:
+      6'h10:
           /* empty */;
-      5'h0e:
+      6'h11:
           /* empty */;
-      5'h0f:
+      6'h12:
           /* empty */;
-      5'h10:
+      6'h13:
           /* empty */;
-      5'h11:
+      6'h14:
+          neg = \$129 ;
+      6'h15:
           /* empty */;
-      5'h12:
+      6'h16:
           /* empty */;
-      5'h13:
+      6'h17:
           /* empty */;
-      5'h14:
+      6'h18:
           /* empty */;
-      5'h15:
-          neg = \$43 ;
+      6'h19:
+          /* empty */;
+      6'h03:
+          neg = \$135 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          neg = \$139 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 5'h0d;
+      6'h04:
+          /* empty */;
+      6'h05:
+          steps = 5'h15;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          steps = 5'h08;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 5'h0d;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 5'h15;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          steps = 5'h08;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          steps = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$17  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \start$17  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    w = 69'h000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          w = \$115 [68:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$19  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \start$19  = 1'h1;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \start$19  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    rem_init = 35'h000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          rem_init = \$119 [34:0];
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          rem_init = \$130 [34:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    lo_init = 34'h000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          lo_init = \$121 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          lo_init = \$131 [33:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$23  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$23  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \den$24  = 35'h000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \den$24  = den;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \den$24  = { 22'h000000, chan[13:1] };
     endcase
   end
@@ -1651,1075 +1806,1448 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \steps$25  = 6'h00;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \steps$25  = 6'h10;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \steps$25  = 6'h22;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 70'h000000000000000000;
+    div_num = 50'h0000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
-          mag_train_11 = { \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40 [49], \$40  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          div_num = { p[48], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
           /* empty */;
-      5'h18:
+      6'h19:
           /* empty */;
-      5'h19:
+      6'h03:
           /* empty */;
-      5'h1a:
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
+      6'h1c:
           /* empty */;
-      5'h1d:
+      6'h1d:
           /* empty */;
-      5'h1e:
+      6'h1e:
           /* empty */;
-      5'h1f:
+      6'h1f:
           /* empty */;
-      5'h01:
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = fsm_state;
-    (* full_case = 32'd1 *)
+    \$239  = fsm_state;
     casez (fsm_state)
-      5'h00:
-          if (\start$34 ) begin
+      6'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$144  = 5'h01;
+                  \$239  = 6'h01;
               2'h1:
-                  \$144  = 5'h02;
+                  \$239  = 6'h02;
               2'h2:
-                  \$144  = 5'h03;
+                  \$239  = 6'h03;
             endcase
           end
-      5'h02:
-          \$144  = 5'h04;
-      5'h04:
-          if (\done$36 ) begin
-            \$144  = 5'h05;
-          end
-      5'h05:
-          \$144  = 5'h06;
-      5'h06:
-          if (\done$36 ) begin
-            \$144  = 5'h07;
-          end
-      5'h07:
-          \$144  = 5'h08;
-      5'h08:
+      6'h02:
+          \$239  = 6'h04;
+      6'h04:
           if (\done$38 ) begin
-            \$144  = 5'h09;
+            \$239  = 6'h05;
           end
-      5'h09:
-          \$144  = 5'h0a;
-      5'h0a:
-          \$144  = 5'h0b;
-      5'h0b:
-          if (\done$40 ) begin
-            \$144  = 5'h0c;
-          end
-      5'h0c:
-          \$144  = 5'h0d;
-      5'h0d:
-          if (\done$36 ) begin
-            \$144  = 5'h0e;
-          end
-      5'h0e:
-          \$144  = 5'h0f;
-      5'h0f:
-          if (\done$36 ) begin
-            \$144  = 5'h10;
-          end
-      5'h10:
-          \$144  = 5'h11;
-      5'h11:
-          \$144  = 5'h12;
-      5'h12:
-          \$144  = 5'h13;
-      5'h13:
-          \$144  = 5'h14;
-      5'h14:
-          if (\done$36 ) begin
-            \$144  = 5'h15;
-          end
-      5'h15:
-          \$144  = 5'h16;
-      5'h16:
-          if (\done$40 ) begin
-            \$144  = 5'h17;
-          end
-      5'h17:
-          \$144  = 5'h01;
-      5'h03:
-          \$144  = 5'h18;
-      5'h18:
-          if (\done$36 ) begin
-            \$144  = 5'h19;
-          end
-      5'h19:
-          \$144  = 5'h1a;
-      5'h1a:
-          \$144  = 5'h1b;
-      5'h1b:
-          \$144  = 5'h1c;
-      5'h1c:
-          \$144  = 5'h1d;
-      5'h1d:
-          if (\done$36 ) begin
-            \$144  = 5'h1e;
-          end
-      5'h1e:
-          \$144  = 5'h1f;
-      5'h1f:
-          \$144  = 5'h01;
-      5'h01:
-          \$144  = 5'h00;
-    endcase
-    if (rst) begin
-      \$144  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = t;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          if (\done$36 ) begin
-            \$145  = \p$37 [92:0];
-          end
-      5'h05:
-          /* empty */;
-      5'h06:
-          if (\done$36 ) begin
-            \$145  = \p$37 [92:0];
-          end
-    endcase
-    if (rst) begin
-      \$145  = 93'h000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = den;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
+      6'h05:
+          \$239  = 6'h06;
+      6'h06:
           if (\done$38 ) begin
-            \$146  = root;
+            \$239  = 6'h07;
           end
-    endcase
-    if (rst) begin
-      \$146  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = lead;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          \$147  = den_lead;
-    endcase
-    if (rst) begin
-      \$147  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = recip;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
+      6'h07:
+          \$239  = 6'h08;
+      6'h08:
           if (\done$40 ) begin
-            \$148  = q[16:0];
+            \$239  = 6'h09;
+          end
+      6'h09:
+          \$239  = 6'h0a;
+      6'h0a:
+          \$239  = 6'h0b;
+      6'h0b:
+          if (\done$42 ) begin
+            \$239  = 6'h0c;
+          end
+      6'h0c:
+          \$239  = 6'h0d;
+      6'h0d:
+          if (\done$38 ) begin
+            \$239  = 6'h0e;
+          end
+      6'h0e:
+          \$239  = 6'h0f;
+      6'h0f:
+          if (\done$38 ) begin
+            \$239  = 6'h10;
+          end
+      6'h10:
+          \$239  = 6'h11;
+      6'h11:
+          \$239  = 6'h12;
+      6'h12:
+          \$239  = 6'h13;
+      6'h13:
+          \$239  = 6'h14;
+      6'h14:
+          \$239  = 6'h15;
+      6'h15:
+          if (\done$38 ) begin
+            \$239  = 6'h16;
+          end
+      6'h16:
+          \$239  = 6'h17;
+      6'h17:
+          \$239  = 6'h18;
+      6'h18:
+          if (\done$42 ) begin
+            \$239  = 6'h19;
+          end
+      6'h19:
+          \$239  = 6'h01;
+      6'h03:
+          \$239  = 6'h1a;
+      6'h1a:
+          if (\done$38 ) begin
+            \$239  = 6'h1b;
+          end
+      6'h1b:
+          \$239  = 6'h1c;
+      6'h1c:
+          \$239  = 6'h1d;
+      6'h1d:
+          \$239  = 6'h1e;
+      6'h1e:
+          \$239  = 6'h1f;
+      6'h1f:
+          \$239  = 6'h20;
+      6'h20:
+          if (\done$38 ) begin
+            \$239  = 6'h21;
+          end
+      6'h21:
+          \$239  = 6'h22;
+      6'h22:
+          \$239  = 6'h01;
+      6'h01:
+          \$239  = 6'h00;
+    endcase
+    if (rst) begin
+      \$239  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          if (\done$38 ) begin
+            \$240  = \p$39 [56:0];
+          end
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$38 ) begin
+            \$240  = \p$39 [56:0];
           end
     endcase
     if (rst) begin
-      \$148  = 17'h00000;
+      \$240  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = m;
+    \$241  = den;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          if (\done$36 ) begin
-            \$149  = \p$37 [25:0];
-          end
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          if (\done$36 ) begin
-            \$149  = \p$37 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$149  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = km;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          if (\done$36 ) begin
-            \$150  = \p$37 [39:0];
-          end
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$150  = \$115 [39:0];
-    endcase
-    if (rst) begin
-      \$150  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = sh0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$151  = { 3'h0, \$85  };
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$151  = { \$116 [8], \$116  };
-    endcase
-    if (rst) begin
-      \$151  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = tk;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$152  = count_lead;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$152  = 4'h8;
-    endcase
-    if (rst) begin
-      \$152  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = pre;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$153  = \$88 [7:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$153  = \$119 [7:0];
-    endcase
-    if (rst) begin
-      \$153  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = tsh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$154  = \$102 [9:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$154  = \$133 [9:0];
-    endcase
-    if (rst) begin
-      \$154  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = \a$28 ;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$155  = \$104 [25:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$155  = \$135 [25:0];
-    endcase
-    if (rst) begin
-      \$155  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = sh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$156  = \$106 [3:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$156  = \$137 [3:0];
-    endcase
-    if (rst) begin
-      \$156  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = p;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          if (\done$36 ) begin
-            \$157  = \p$37 [48:0];
-          end
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          if (\done$36 ) begin
-            \$157  = \p$37 [48:0];
-          end
-    endcase
-    if (rst) begin
-      \$157  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = quot;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
+      6'h08:
           if (\done$40 ) begin
-            \$158  = { q[35], q[35], q };
+            \$241  = root;
           end
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          \$158  = \$138 [37:0];
     endcase
     if (rst) begin
-      \$158  = 38'h0000000000;
+      \$241  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = \b$48 ;
+    \$242  = lead;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          \$159  = \$111 [33:0];
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          /* empty */;
-      5'h1f:
-          \$159  = \$143 [33:0];
+      6'h09:
+          \$242  = den_lead;
     endcase
     if (rst) begin
-      \$159  = 34'h000000000;
+      \$242  = 6'h00;
     end
   end
-  assign beta_shift = \$1 [3:0];
-  assign \beta_shift$6  = \$2 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$243  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$243  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$38 ) begin
+            \$244  = \p$39 [25:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          if (\done$38 ) begin
+            \$244  = \p$39 [25:0];
+          end
+    endcase
+    if (rst) begin
+      \$244  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$38 ) begin
+            \$245  = \p$39 [39:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$245  = \$208 [39:0];
+    endcase
+    if (rst) begin
+      \$245  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$246  = { 3'h0, \$175  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$246  = { \$209 [8], \$209  };
+    endcase
+    if (rst) begin
+      \$246  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$247  = count_lead;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$247  = 4'h8;
+    endcase
+    if (rst) begin
+      \$247  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$248  = \$178 [1:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$248  = \$212 [1:0];
+    endcase
+    if (rst) begin
+      \$248  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$249  = \$192 [9:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$249  = \$226 [9:0];
+    endcase
+    if (rst) begin
+      \$249  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$250  = \$193 ;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$250  = \$227 ;
+    endcase
+    if (rst) begin
+      \$250  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$251  = \$195 [5:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$251  = \$229 [5:0];
+    endcase
+    if (rst) begin
+      \$251  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$252  = \$197 [3:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$252  = \$231 [3:0];
+    endcase
+    if (rst) begin
+      \$252  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = \a$28 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$253  = \$198 [25:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$253  = \$232 [25:0];
+    endcase
+    if (rst) begin
+      \$253  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$254  = { \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$254  = { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  };
+    endcase
+    if (rst) begin
+      \$254  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$38 ) begin
+            \$255  = \p$39 [48:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          if (\done$38 ) begin
+            \$255  = \p$39 [48:0];
+          end
+    endcase
+    if (rst) begin
+      \$255  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$256  = \$205 [49:0];
+    endcase
+    if (rst) begin
+      \$256  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$257  = \$206 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$42 ) begin
+            \$258  = { q[35], q[35], q };
+          end
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$258  = \$237 [37:0];
+    endcase
+    if (rst) begin
+      \$258  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$259  = \$207 [33:0];
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$259  = \$238 [33:0];
+    endcase
+    if (rst) begin
+      \$259  = 34'h000000000;
+    end
+  end
+  assign beta_shift = \$106 [3:0];
+  assign \beta_shift$6  = \$107 [3:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[59:14];
@@ -2728,15 +3256,13 @@ module \hwnorm_l2_s8.math (rst, \start$34 , entry, chan, sum, sq_sum, done, den,
   assign \chan.mean  = chan[91:76];
   assign \chan.scale_m  = chan[107:92];
   assign \chan.scale_exp  = chan[115:108];
-  assign \$10  = { t[92], t, 30'h00000000 };
-  assign \$21  = { 16'h0000, mag_train_4[69:16] };
-  assign \$22  = { 13'h0000, mag_train_4[15:0], 18'h00000 };
-  assign \$41  = { 34'h000000000, mag_train_11[69:34] };
-  assign \$42  = { 1'h0, mag_train_11[33:0] };
-  assign \$109  = { 1'h0, \$108 [15:1] };
-  assign \$115  = { \$114 [26], \$114 [26], \$114 [26], \$114 [26], \$114 [26], \$114 [26], \$114 [26], \$114 , 8'h00 };
-  assign \$138  = { p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48:8] };
-  assign \$141  = { 1'h0, \$140 [15:1] };
+  assign \$114  = { t[56], t, 30'h00000000 };
+  assign \$130  = { 34'h000000000, div_mag[49:34] };
+  assign \$131  = { 1'h0, div_mag[33:0] };
+  assign \$201  = { 1'h0, \$200 [15:1] };
+  assign \$208  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$235  = { 1'h0, \$234 [15:1] };
+  assign \$237  = { p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48:8] };
 endmodule
 
 module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2752,10 +3278,10 @@ module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   reg [33:0] \$17 ;
   reg [34:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [34:0] \$2 ;
   reg [33:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [34:0] \$3 ;
+  wire \$3 ;
   wire [35:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2790,9 +3316,9 @@ module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   wire [5:0] steps;
   wire [35:0] trial;
   assign trial = \$1  | { 35'h000000000, lo[33] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3042,34 +3568,40 @@ module \hwnorm_l2_s8.math.isqrt (rst, start, \w$11 , done, root, clk);
   assign \$11  = { 1'h0, w, 2'h0 };
 endmodule
 
-module \hwnorm_l2_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_l2_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  reg [20:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [95:0] \$2 ;
-  wire [95:0] \$3 ;
-  wire [20:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [94:0] \$8 ;
-  reg [94:0] \$9 ;
+  reg [58:0] \$10 ;
+  reg [58:0] \$11 ;
+  reg [20:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [59:0] \$2 ;
+  wire [60:0] \$3 ;
+  wire [61:0] \$4 ;
+  wire [59:0] \$5 ;
+  wire [20:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
   input [27:0] a;
   wire [27:0] a;
-  reg [94:0] a_sh = 95'h000000000000000000000000;
+  reg [58:0] a_sh = 59'h000000000000000;
   input [20:0] b;
   wire [20:0] b;
   reg [20:0] b_sh = 21'h000000;
-  input [94:0] c;
-  wire [94:0] c;
+  input [58:0] c;
+  wire [58:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [94:0] p;
-  reg [94:0] p = 95'h000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [58:0] p;
+  reg [58:0] p = 59'h000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3077,126 +3609,145 @@ module \hwnorm_l2_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[58], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [94:0];
+        \$10  = \$4 [58:0];
       end
     end
     if (rst) begin
-      \$8  = 95'h000000000000000000000000;
+      \$10  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
+      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [94:0];
+      \$11  = \$5 [58:0];
     end
     if (rst) begin
-      \$9  = 95'h000000000000000000000000;
+      \$11  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 21'h000000;
+      \$12  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[20:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [34:0] \$12 ;
-  wire [34:0] \$13 ;
+  wire [34:0] \$10 ;
+  wire [34:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [34:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [34:0] \$15 ;
+  wire [34:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [7:0] \$32 ;
-  reg [33:0] \$33 ;
-  reg [34:0] \$34 ;
-  reg [34:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [7:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [7:0] \$36 ;
+  reg [33:0] \$37 ;
+  reg [34:0] \$38 ;
+  reg [34:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [34:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [33:0] \$8 ;
-  wire [34:0] \$9 ;
+  wire \$8 ;
+  wire [33:0] \$9 ;
   input [25:0] a;
   wire [25:0] a;
   reg [34:0] acc0 = 35'h000000000;
@@ -3230,10 +3781,11 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0 = 34'h000000000;
   reg [34:0] q0 = 35'h000000000;
-  wire [34:0] qs0;
+  reg [34:0] qs0 = 35'h000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3245,101 +3797,135 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(8'h7f);
-  assign \$11  = $signed(qs0) < $signed(8'h80);
-  assign \$12  = under0 ? 35'h7ffffff80 : q0;
-  assign \$13  = over0 ? 35'h00000007f : \$12 ;
-  assign \$14  = ok3 ? \$13  : 35'h000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(8'h7f);
+  assign \$13  = $signed(qs0) < $signed(8'h80);
+  assign \$14  = under0 ? 35'h7ffffff80 : q0;
+  assign \$15  = over0 ? 35'h00000007f : \$14 ;
+  assign \$16  = ok4 ? \$15  : 35'h000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3347,11 +3933,11 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3359,11 +3945,11 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3371,23 +3957,23 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3395,10 +3981,11 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3406,21 +3993,23 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3428,10 +4017,10 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3439,76 +4028,80 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 34'h000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 35'h000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 35'h000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [7:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 35'h000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

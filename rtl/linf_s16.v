@@ -4,23 +4,22 @@
 
 module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [52:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [154:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [52:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [154:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -90,9 +89,10 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire i__valid;
   reg \i__valid$43 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire [15:0] lo;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$22 ;
   reg more;
   output [15:0] o__payload;
@@ -109,7 +109,6 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
@@ -126,37 +125,36 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 53'h00000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$44  & more;
-  assign \$7  = i__valid & \i__ready$44 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 53'h00000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$44  & more;
+  assign \$5  = i__valid & \i__ready$44 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_linf_s16.math  math (
     .\a$27 (a),
-    .\b$46 (b),
+    .\b$51 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -166,7 +164,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$33 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_linf_s16.norm  norm (
@@ -184,7 +182,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_linf_s16.stats_unit  stats_unit (
     .clear(clear),
@@ -240,7 +238,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -258,7 +256,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -314,7 +312,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -332,7 +330,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$43  = \$5 ;
+          \i__valid$43  = \$3 ;
     endcase
   end
   always @* begin
@@ -357,77 +355,77 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 155'h000000000000000000000000000000000000000;
+      \$21  = 155'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \i__payload$21  = i__payload;
   assign \mask$22  = mask;
@@ -451,6 +449,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \stats__payload.sum  = stats__payload[28:0];
   assign \stats__payload.den  = stats__payload[81:29];
   assign \stats__payload.sat  = stats__payload[94:82];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[38:14];
@@ -460,7 +459,6 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan.mean  = chan[122:99];
   assign \chan.scale_m  = chan[146:123];
   assign \chan.scale_exp  = chan[154:147];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[38:14];
@@ -473,128 +471,286 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$29[0]  = o__payload;
   assign stats__payload[94:82] = sat_count;
-  assign stats__payload[81:29] = \$3 ;
+  assign stats__payload[81:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, den, \a$27 , sh, \b$46 , clk);
+module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$27 , \b$51 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [5:0] \$1 ;
-  wire [128:0] \$10 ;
-  wire [310:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [11:0] \$102 ;
-  wire [46:0] \$103 ;
-  wire [31:0] \$104 ;
-  wire [31:0] \$105 ;
-  wire [47:0] \$106 ;
-  wire [62:0] \$107 ;
-  wire \$108 ;
-  wire [42:0] \$109 ;
-  wire [6:0] \$11 ;
-  wire [42:0] \$110 ;
-  wire [57:0] \$111 ;
-  wire [8:0] \$112 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire [5:0] \$101 ;
+  wire [5:0] \$102 ;
+  wire [5:0] \$103 ;
+  wire \$104 ;
+  wire [5:0] \$105 ;
+  wire [5:0] \$106 ;
+  wire [5:0] \$107 ;
+  wire [5:0] \$108 ;
+  wire [5:0] \$109 ;
+  wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
+  wire \$114 ;
+  wire \$115 ;
   wire \$116 ;
-  wire [10:0] \$117 ;
+  wire \$117 ;
   wire \$118 ;
-  wire [10:0] \$119 ;
-  wire [127:0] \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire \$122 ;
-  wire [10:0] \$123 ;
+  wire \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire [5:0] \$121 ;
+  wire [5:0] \$122 ;
+  wire [5:0] \$123 ;
   wire \$124 ;
-  wire [10:0] \$125 ;
-  wire [10:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [10:0] \$128 ;
-  wire [10:0] \$129 ;
-  wire [128:0] \$13 ;
-  wire [310:0] \$130 ;
-  wire [310:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [11:0] \$133 ;
-  wire [72:0] \$134 ;
-  wire [46:0] \$135 ;
-  wire [31:0] \$136 ;
-  wire [31:0] \$137 ;
-  wire [47:0] \$138 ;
-  wire [62:0] \$139 ;
-  wire [111:0] \$14 ;
-  reg [5:0] \$140 ;
-  reg [159:0] \$141 ;
-  reg [159:0] \$142 ;
-  reg [52:0] \$143 ;
-  reg [5:0] \$144 ;
-  reg [24:0] \$145 ;
-  reg [41:0] \$146 ;
-  reg [55:0] \$147 ;
-  reg [9:0] \$148 ;
-  reg [3:0] \$149 ;
-  wire [86:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [41:0] \$152 ;
-  reg [4:0] \$153 ;
-  reg [72:0] \$154 ;
-  reg [61:0] \$155 ;
-  reg [57:0] \$156 ;
-  wire [6:0] \$16 ;
-  wire [127:0] \$17 ;
+  wire [5:0] \$125 ;
+  wire [5:0] \$126 ;
+  wire [5:0] \$127 ;
+  wire [5:0] \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [5:0] \$133 ;
+  wire [5:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire \$136 ;
+  wire [5:0] \$137 ;
+  wire [5:0] \$138 ;
+  wire [5:0] \$139 ;
+  wire \$14 ;
+  wire [5:0] \$140 ;
+  wire [5:0] \$141 ;
+  wire [5:0] \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [3:0] \$148 ;
+  wire [3:0] \$149 ;
+  wire \$15 ;
+  wire [3:0] \$150 ;
+  wire [3:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [3:0] \$156 ;
+  wire [3:0] \$157 ;
+  wire [3:0] \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire [3:0] \$160 ;
+  wire [3:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire [3:0] \$163 ;
+  wire [5:0] \$164 ;
+  wire [5:0] \$165 ;
+  wire [29:0] \$166 ;
+  wire \$167 ;
+  wire [6:0] \$168 ;
+  wire [63:0] \$169 ;
+  wire \$17 ;
+  wire [63:0] \$170 ;
+  wire \$171 ;
+  wire [57:0] \$172 ;
+  wire \$173 ;
+  wire [16:0] \$174 ;
+  wire [16:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire [29:0] \$178 ;
+  wire [29:0] \$179 ;
   wire \$18 ;
+  wire \$180 ;
+  wire [73:0] \$181 ;
+  wire [58:0] \$182 ;
+  wire \$183 ;
+  wire [16:0] \$184 ;
+  wire [16:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [24:0] \$188 ;
+  wire [24:0] \$189 ;
   wire \$19 ;
-  wire [5:0] \$2 ;
-  wire [25:0] \$20 ;
-  wire [25:0] \$21 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
+  wire \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [16:0] \$23 ;
-  wire [16:0] \$24 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire [32:0] \$228 ;
+  wire [7:0] \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire [10:0] \$231 ;
+  wire [10:0] \$232 ;
+  wire \$233 ;
+  wire [10:0] \$234 ;
+  wire \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire [10:0] \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire [10:0] \$240 ;
+  wire \$241 ;
+  wire [10:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire [10:0] \$244 ;
+  wire [10:0] \$245 ;
+  wire [10:0] \$246 ;
+  wire [62:0] \$247 ;
+  wire \$248 ;
+  wire [9:0] \$249 ;
   wire \$25 ;
-  wire [42:0] \$26 ;
-  wire [42:0] \$27 ;
-  wire \$28 ;
-  wire [29:0] \$29 ;
-  wire [29:0] \$3 ;
-  wire [29:0] \$30 ;
+  wire [10:0] \$250 ;
+  wire [11:0] \$251 ;
+  wire [60:0] \$252 ;
+  wire [46:0] \$253 ;
+  wire [31:0] \$254 ;
+  wire [31:0] \$255 ;
+  wire [47:0] \$256 ;
+  wire \$257 ;
+  wire [74:0] \$258 ;
+  wire [74:0] \$259 ;
+  wire [5:0] \$26 ;
+  wire \$260 ;
+  wire [62:0] \$261 ;
+  wire [56:0] \$262 ;
+  wire [8:0] \$263 ;
+  wire \$264 ;
+  wire [10:0] \$265 ;
+  wire [10:0] \$266 ;
+  wire \$267 ;
+  wire [10:0] \$268 ;
+  wire \$269 ;
+  wire [5:0] \$27 ;
+  wire [10:0] \$270 ;
+  wire [10:0] \$271 ;
+  wire [10:0] \$272 ;
+  wire \$273 ;
+  wire [10:0] \$274 ;
+  wire \$275 ;
+  wire [10:0] \$276 ;
+  wire [10:0] \$277 ;
+  wire [10:0] \$278 ;
+  wire [10:0] \$279 ;
+  wire [5:0] \$28 ;
+  wire [10:0] \$280 ;
+  wire [62:0] \$281 ;
+  wire \$282 ;
+  wire [9:0] \$283 ;
+  wire [10:0] \$284 ;
+  wire [11:0] \$285 ;
+  wire [60:0] \$286 ;
+  wire [46:0] \$287 ;
+  wire [31:0] \$288 ;
+  wire [31:0] \$289 ;
+  wire [5:0] \$29 ;
+  wire [47:0] \$290 ;
+  wire [72:0] \$291 ;
+  wire [62:0] \$292 ;
+  reg [5:0] \$293 ;
+  reg [32:0] \$294 ;
+  reg [32:0] \$295 ;
+  reg [52:0] \$296 ;
+  reg [5:0] \$297 ;
+  reg [24:0] \$298 ;
+  reg [41:0] \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  reg [55:0] \$300 ;
+  reg [9:0] \$301 ;
+  reg [3:0] \$302 ;
+  reg [2:0] \$303 ;
+  reg [9:0] \$304 ;
+  reg [60:0] \$305 ;
+  reg [5:0] \$306 ;
+  reg [4:0] \$307 ;
+  reg [41:0] \$308 ;
+  reg [57:0] \$309 ;
   wire \$31 ;
-  wire [73:0] \$32 ;
-  wire [73:0] \$33 ;
-  wire [111:0] \$34 ;
-  wire [58:0] \$35 ;
+  reg [72:0] \$310 ;
+  reg [73:0] \$311 ;
+  reg \$312 ;
+  reg [61:0] \$313 ;
+  reg [57:0] \$314 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [16:0] \$38 ;
-  wire [16:0] \$39 ;
-  wire [16:0] \$4 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
   wire \$40 ;
-  wire [42:0] \$41 ;
-  wire [42:0] \$42 ;
-  wire \$43 ;
-  wire [24:0] \$44 ;
-  wire [24:0] \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [5:0] \$41 ;
+  wire [5:0] \$42 ;
+  wire [5:0] \$43 ;
+  wire \$44 ;
+  wire [5:0] \$45 ;
+  wire [5:0] \$46 ;
+  wire [5:0] \$47 ;
+  wire [5:0] \$48 ;
   wire \$49 ;
-  wire [6:0] \$5 ;
+  wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
+  wire [5:0] \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
   wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [127:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire [5:0] \$57 ;
+  wire [5:0] \$58 ;
+  wire [5:0] \$59 ;
+  wire \$6 ;
+  wire [5:0] \$60 ;
+  wire [5:0] \$61 ;
+  wire [5:0] \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -613,37 +769,38 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [6:0] \$8 ;
-  wire [159:0] \$80 ;
-  wire [7:0] \$81 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
   wire \$82 ;
-  wire [10:0] \$83 ;
-  wire [10:0] \$84 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [10:0] \$86 ;
+  wire \$86 ;
   wire \$87 ;
-  wire [10:0] \$88 ;
-  wire [10:0] \$89 ;
-  wire [127:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire \$91 ;
-  wire [10:0] \$92 ;
-  wire \$93 ;
-  wire [10:0] \$94 ;
-  wire [10:0] \$95 ;
-  wire [10:0] \$96 ;
-  wire [10:0] \$97 ;
-  wire [10:0] \$98 ;
-  wire [310:0] \$99 ;
-  reg [160:0] a;
+  wire \$88 ;
+  wire [5:0] \$89 ;
+  wire \$9 ;
+  wire [5:0] \$90 ;
+  wire [5:0] \$91 ;
+  wire \$92 ;
+  wire [5:0] \$93 ;
+  wire [5:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [5:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg [42:0] a;
   output [41:0] \a$27 ;
   reg [41:0] \a$27  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$46 ;
-  reg [57:0] \b$46  = 58'h000000000000000;
+  output [57:0] \b$51 ;
+  reg [57:0] \b$51  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [186:0] c;
+  reg [57:0] bias = 58'h000000000000000;
+  reg [74:0] c;
   input [154:0] chan;
   wire [154:0] chan;
   wire [15:0] \chan.beta ;
@@ -657,32 +814,35 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [52:0] den;
   reg [52:0] den = 53'h00000000000000;
   reg [52:0] \den$23 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg div_neg = 1'h0;
+  reg [73:0] div_num;
   output done;
   reg done;
-  wire \done$35 ;
-  wire \done$38 ;
+  wire \done$37 ;
+  wire \done$40 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] hi;
   wire [15:0] hi;
   reg [55:0] km = 56'h00000000000000;
+  reg [60:0] km_pre = 61'h0000000000000000;
   reg [5:0] lead = 6'h00;
   input [15:0] lo;
   wire [15:0] lo;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg [111:0] mag_train_12;
-  reg [111:0] mag_train_5;
   reg neg;
+  reg \neg$22 ;
   reg [72:0] p = 73'h0000000000000000000;
-  wire [186:0] \p$37 ;
-  reg [7:0] pre = 8'h00;
+  wire [74:0] \p$39 ;
+  reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
@@ -693,192 +853,360 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$17 ;
-  input \start$33 ;
-  wire \start$33 ;
+  reg \start$18 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [4:0] steps;
   reg [5:0] \steps$24 ;
   input [28:0] sum;
   wire [28:0] sum;
-  reg [159:0] t = 160'h0000000000000000000000000000000000000000;
+  reg [32:0] t = 33'h000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  reg [159:0] u = 160'h0000000000000000000000000000000000000000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = - $signed(sum);
-  assign \$4  = - $signed(lo);
-  assign \$5  = lead + 5'h17;
-  assign \$6  = 1'h1 << \$5 ;
-  assign \$7  = \$6  < 1'h0;
-  assign \$8  = lead + 5'h17;
-  assign \$9  = 1'h1 << \$8 ;
-  assign \$10  = - \$9 ;
-  assign \$11  = lead + 5'h17;
-  assign \$12  = 1'h1 << \$11 ;
-  assign \$13  = \$7  ? \$10  : { 1'h0, \$12  };
-  assign \$16  = lead + 5'h17;
-  assign \$17  = 1'h1 << \$16 ;
-  assign \$18  = \$17  < 1'h0;
-  assign \$19  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$20  = - recip;
-  assign \$21  = \$19  ? \$20  : { 1'h0, recip };
-  assign \$22  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$23  = - $signed(chan[82:67]);
-  assign \$24  = \$22  ? \$23  : { chan[82], chan[82:67] };
-  assign \$25  = $signed(sum) < $signed(1'h0);
-  assign \$26  = - $signed(\a$27 );
-  assign \$27  = \$25  ? \$26  : { \a$27 [41], \a$27  };
-  assign \$28  = $signed(sum) < $signed(1'h0);
-  assign \$29  = - $signed(sum);
-  assign \$30  = \$28  ? \$29  : { sum[28], sum };
-  assign \$31  = $signed(p) < $signed(1'h0);
-  assign \$32  = - $signed(p);
-  assign \$33  = \$31  ? \$32  : { p[72], p };
-  assign \$36  = $signed(p) < $signed(1'h0);
-  assign \$37  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$38  = - $signed(chan[82:67]);
-  assign \$39  = \$37  ? \$38  : { chan[82], chan[82:67] };
-  assign \$40  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$41  = - $signed(\a$27 );
-  assign \$42  = \$40  ? \$41  : { \a$27 [41], \a$27  };
-  assign \$43  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$44  = - $signed(chan[122:99]);
-  assign \$45  = \$43  ? \$44  : { chan[122], chan[122:99] };
-  assign \$46  = ! fsm_state;
-  assign \$47  = fsm_state == 1'h1;
-  assign \$48  = fsm_state == 2'h2;
-  assign \$49  = fsm_state == 2'h3;
-  assign \$50  = fsm_state == 3'h4;
-  assign \$51  = fsm_state == 3'h5;
-  assign \$52  = fsm_state == 3'h6;
-  assign \$53  = fsm_state == 3'h7;
-  assign \$54  = fsm_state == 4'h8;
-  assign \$55  = fsm_state == 4'h9;
-  assign \$56  = fsm_state == 4'ha;
-  assign \$57  = fsm_state == 4'hb;
-  assign \$58  = fsm_state == 4'hc;
-  assign \$59  = fsm_state == 4'hd;
-  assign \$60  = fsm_state == 4'he;
-  assign \$61  = fsm_state == 4'hf;
-  assign \$62  = fsm_state == 5'h10;
-  assign \$63  = fsm_state == 5'h11;
-  assign \$64  = fsm_state == 5'h12;
-  assign \$65  = fsm_state == 5'h13;
-  assign \$66  = fsm_state == 5'h14;
-  assign \$67  = fsm_state == 5'h15;
-  assign \$68  = fsm_state == 5'h16;
-  assign \$69  = fsm_state == 5'h17;
-  assign \$70  = fsm_state == 5'h18;
-  assign \$71  = fsm_state == 5'h19;
-  assign \$72  = fsm_state == 5'h1a;
-  assign \$73  = fsm_state == 5'h1b;
-  assign \$74  = fsm_state == 5'h1c;
-  assign \$75  = fsm_state == 5'h1d;
-  assign \$76  = fsm_state == 5'h1e;
-  assign \$77  = fsm_state == 5'h1f;
-  assign \$78  = fsm_state == 6'h20;
-  assign \$79  = $signed(u) > $signed(t);
-  assign \$80  = \$79  ? u : t;
-  assign \$81  = lead + 8'hff;
-  assign \$82  = $signed(sh0) < $signed(4'h4);
-  assign \$83  = $signed(4'h4) - $signed(sh0);
-  assign \$84  = \$82  ? \$83  : 11'h000;
-  assign \$85  = $signed(sh0) < $signed(4'h4);
-  assign \$86  = $signed(sh0) - $signed(4'h4);
-  assign \$87  = $signed(\$86 ) < $signed({ 1'h0, tk });
-  assign \$88  = $signed(sh0) - $signed(4'h4);
-  assign \$89  = \$87  ? \$88  : { 7'h00, tk };
-  assign \$90  = $signed(sh0) - $signed(6'h15);
-  assign \$91  = $signed(\$89 ) > $signed(\$90 );
-  assign \$92  = $signed(sh0) - $signed(4'h4);
-  assign \$93  = $signed(\$92 ) < $signed({ 1'h0, tk });
-  assign \$94  = $signed(sh0) - $signed(4'h4);
-  assign \$95  = \$93  ? \$94  : { 7'h00, tk };
-  assign \$96  = $signed(sh0) - $signed(6'h15);
-  assign \$97  = \$91  ? \$95  : \$96 ;
-  assign \$98  = \$85  ? 11'h000 : \$97 ;
-  assign \$99  = $signed(km) << pre;
-  assign \$100  = $signed(\$99 ) >>> tsh;
-  assign \$101  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$102  = $signed(\$101 ) - $signed({ 1'h0, tsh });
-  assign \$103  = $signed(chan[98:83]) << \$1 [4:0];
-  assign \$104  = 1'h1 << sh;
-  assign \$106  = $signed(\$103 ) + $signed({ 1'h0, \$105  });
-  assign \$107  = $signed(\$106 ) - $signed(quot);
-  assign \$108  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$109  = - $signed(m);
-  assign \$110  = \$108  ? \$109  : { m[41], m };
-  assign \$112  = $signed(6'h10) - $signed(chan[154:147]);
-  assign \$113  = $signed(sh0) < $signed(4'h4);
-  assign \$114  = $signed(4'h4) - $signed(sh0);
-  assign \$115  = \$113  ? \$114  : 11'h000;
-  assign \$116  = $signed(sh0) < $signed(4'h4);
-  assign \$117  = $signed(sh0) - $signed(4'h4);
-  assign \$118  = $signed(\$117 ) < $signed({ 1'h0, tk });
-  assign \$119  = $signed(sh0) - $signed(4'h4);
-  assign \$120  = \$118  ? \$119  : { 7'h00, tk };
-  assign \$121  = $signed(sh0) - $signed(6'h15);
-  assign \$122  = $signed(\$120 ) > $signed(\$121 );
-  assign \$123  = $signed(sh0) - $signed(4'h4);
-  assign \$124  = $signed(\$123 ) < $signed({ 1'h0, tk });
-  assign \$125  = $signed(sh0) - $signed(4'h4);
-  assign \$126  = \$124  ? \$125  : { 7'h00, tk };
-  assign \$127  = $signed(sh0) - $signed(6'h15);
-  assign \$128  = \$122  ? \$126  : \$127 ;
-  assign \$129  = \$116  ? 11'h000 : \$128 ;
-  assign \$130  = $signed(km) << pre;
-  assign \$131  = $signed(\$130 ) >>> tsh;
-  assign \$132  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$133  = $signed(\$132 ) - $signed({ 1'h0, tsh });
-  assign \$135  = $signed(chan[98:83]) << \$2 [4:0];
-  assign \$136  = 1'h1 << sh;
-  assign \$138  = $signed(\$135 ) + $signed({ 1'h0, \$137  });
-  assign \$139  = $signed(\$138 ) - $signed(quot);
+  reg [32:0] u = 33'h000000000;
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
+  assign \$12  = den[46] | den[47];
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$10  | \$13 ;
+  assign \$15  = \$7  | \$14 ;
+  assign \$16  = den[48] | den[49];
+  assign \$17  = den[50] | den[51];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = \$18  | den[52];
+  assign \$20  = \$15  | \$19 ;
+  assign \$21  = den[48] | den[49];
+  assign \$22  = den[50] | den[51];
+  assign \$23  = \$21  | \$22 ;
+  assign \$24  = \$23  | den[52];
+  assign \$25  = den[50] | den[51];
+  assign \$26  = den[51] ? 6'h33 : 6'h32;
+  assign \$27  = den[49] ? 6'h31 : 6'h30;
+  assign \$28  = \$25  ? \$26  : \$27 ;
+  assign \$29  = den[52] ? 6'h34 : \$28 ;
+  assign \$30  = den[40] | den[41];
+  assign \$31  = den[42] | den[43];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = den[44] | den[45];
+  assign \$34  = den[46] | den[47];
+  assign \$35  = \$33  | \$34 ;
+  assign \$36  = \$32  | \$35 ;
+  assign \$37  = den[44] | den[45];
+  assign \$38  = den[46] | den[47];
+  assign \$39  = \$37  | \$38 ;
+  assign \$40  = den[46] | den[47];
+  assign \$41  = den[47] ? 6'h2f : 6'h2e;
+  assign \$42  = den[45] ? 6'h2d : 6'h2c;
+  assign \$43  = \$40  ? \$41  : \$42 ;
+  assign \$44  = den[42] | den[43];
+  assign \$45  = den[43] ? 6'h2b : 6'h2a;
+  assign \$46  = den[41] ? 6'h29 : 6'h28;
+  assign \$47  = \$44  ? \$45  : \$46 ;
+  assign \$48  = \$39  ? \$43  : \$47 ;
+  assign \$49  = den[36] | den[37];
+  assign \$50  = den[38] | den[39];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = den[38] | den[39];
+  assign \$53  = den[39] ? 6'h27 : 6'h26;
+  assign \$54  = den[37] ? 6'h25 : 6'h24;
+  assign \$55  = \$52  ? \$53  : \$54 ;
+  assign \$56  = den[34] | den[35];
+  assign \$57  = den[35] ? 6'h23 : 6'h22;
+  assign \$58  = den[33] ? 6'h21 : 6'h20;
+  assign \$59  = \$56  ? \$57  : \$58 ;
+  assign \$60  = \$51  ? \$55  : \$59 ;
+  assign \$61  = \$36  ? \$48  : \$60 ;
+  assign \$62  = \$24  ? \$29  : \$61 ;
+  assign \$63  = den[16] | den[17];
+  assign \$64  = den[18] | den[19];
+  assign \$65  = \$63  | \$64 ;
+  assign \$66  = den[20] | den[21];
+  assign \$67  = den[22] | den[23];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = \$65  | \$68 ;
+  assign \$70  = den[24] | den[25];
+  assign \$71  = den[26] | den[27];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = den[28] | den[29];
+  assign \$74  = den[30] | den[31];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = \$72  | \$75 ;
+  assign \$77  = \$69  | \$76 ;
+  assign \$78  = den[24] | den[25];
+  assign \$79  = den[26] | den[27];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = den[28] | den[29];
+  assign \$82  = den[30] | den[31];
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = \$80  | \$83 ;
+  assign \$85  = den[28] | den[29];
+  assign \$86  = den[30] | den[31];
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = den[30] | den[31];
+  assign \$89  = den[31] ? 6'h1f : 6'h1e;
+  assign \$90  = den[29] ? 6'h1d : 6'h1c;
+  assign \$91  = \$88  ? \$89  : \$90 ;
+  assign \$92  = den[26] | den[27];
+  assign \$93  = den[27] ? 6'h1b : 6'h1a;
+  assign \$94  = den[25] ? 6'h19 : 6'h18;
+  assign \$95  = \$92  ? \$93  : \$94 ;
+  assign \$96  = \$87  ? \$91  : \$95 ;
+  assign \$97  = den[20] | den[21];
+  assign \$98  = den[22] | den[23];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = den[22] | den[23];
+  assign \$101  = den[23] ? 6'h17 : 6'h16;
+  assign \$102  = den[21] ? 6'h15 : 6'h14;
+  assign \$103  = \$100  ? \$101  : \$102 ;
+  assign \$104  = den[18] | den[19];
+  assign \$105  = den[19] ? 6'h13 : 6'h12;
+  assign \$106  = den[17] ? 6'h11 : 6'h10;
+  assign \$107  = \$104  ? \$105  : \$106 ;
+  assign \$108  = \$99  ? \$103  : \$107 ;
+  assign \$109  = \$84  ? \$96  : \$108 ;
+  assign \$110  = den[8] | den[9];
+  assign \$111  = den[10] | den[11];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = den[12] | den[13];
+  assign \$114  = den[14] | den[15];
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = \$112  | \$115 ;
+  assign \$117  = den[12] | den[13];
+  assign \$118  = den[14] | den[15];
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = den[14] | den[15];
+  assign \$121  = den[15] ? 6'h0f : 6'h0e;
+  assign \$122  = den[13] ? 6'h0d : 6'h0c;
+  assign \$123  = \$120  ? \$121  : \$122 ;
+  assign \$124  = den[10] | den[11];
+  assign \$125  = den[11] ? 6'h0b : 6'h0a;
+  assign \$126  = den[9] ? 6'h09 : 6'h08;
+  assign \$127  = \$124  ? \$125  : \$126 ;
+  assign \$128  = \$119  ? \$123  : \$127 ;
+  assign \$129  = den[4] | den[5];
+  assign \$130  = den[6] | den[7];
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = den[6] | den[7];
+  assign \$133  = den[7] ? 6'h07 : 6'h06;
+  assign \$134  = den[5] ? 6'h05 : 6'h04;
+  assign \$135  = \$132  ? \$133  : \$134 ;
+  assign \$136  = den[2] | den[3];
+  assign \$137  = den[3] ? 6'h03 : 6'h02;
+  assign \$138  = den[1] ? 6'h01 : 6'h00;
+  assign \$139  = \$136  ? \$137  : \$138 ;
+  assign \$140  = \$131  ? \$135  : \$139 ;
+  assign \$141  = \$116  ? \$128  : \$140 ;
+  assign \$142  = \$77  ? \$109  : \$141 ;
+  assign den_lead = \$20  ? \$62  : \$142 ;
+  assign \$143  = chan[9] | chan[10];
+  assign \$144  = chan[11] | chan[12];
+  assign \$145  = \$143  | \$144 ;
+  assign \$146  = \$145  | chan[13];
+  assign \$147  = chan[11] | chan[12];
+  assign \$148  = chan[12] ? 4'hb : 4'ha;
+  assign \$149  = chan[10] ? 4'h9 : 4'h8;
+  assign \$150  = \$147  ? \$148  : \$149 ;
+  assign \$151  = chan[13] ? 4'hc : \$150 ;
+  assign \$152  = chan[5] | chan[6];
+  assign \$153  = chan[7] | chan[8];
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = chan[7] | chan[8];
+  assign \$156  = chan[8] ? 4'h7 : 4'h6;
+  assign \$157  = chan[6] ? 4'h5 : 4'h4;
+  assign \$158  = \$155  ? \$156  : \$157 ;
+  assign \$159  = chan[3] | chan[4];
+  assign \$160  = chan[4] ? 4'h3 : 4'h2;
+  assign \$161  = chan[2] ? 4'h1 : 4'h0;
+  assign \$162  = \$159  ? \$160  : \$161 ;
+  assign \$163  = \$154  ? \$158  : \$162 ;
+  assign count_lead = \$146  ? \$151  : \$163 ;
+  assign \$164  = sh + 1'h0;
+  assign \$165  = sh + 1'h0;
+  assign \$166  = - $signed(sum);
+  assign \$167  = ! lead;
+  assign \$168  = lead - 1'h1;
+  assign \$169  = 1'h1 << \$168 [5:0];
+  assign \$170  = \$167  ? 64'h0000000000000000 : \$169 ;
+  assign \$171  = ! lead;
+  assign \$172  = \$171  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$173  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$174  = - $signed(chan[82:67]);
+  assign \$175  = \$173  ? \$174  : { chan[82], chan[82:67] };
+  assign \$176  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$177  = $signed(sum) < $signed(1'h0);
+  assign \$178  = - $signed(sum);
+  assign \$179  = \$177  ? \$178  : { sum[28], sum };
+  assign \$180  = $signed(sum) < $signed(1'h0);
+  assign \$183  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$184  = - $signed(chan[82:67]);
+  assign \$185  = \$183  ? \$184  : { chan[82], chan[82:67] };
+  assign \$186  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$187  = $signed(chan[122:99]) < $signed(1'h0);
+  assign \$188  = - $signed(chan[122:99]);
+  assign \$189  = \$187  ? \$188  : { chan[122], chan[122:99] };
+  assign \$190  = $signed(chan[122:99]) < $signed(1'h0);
+  assign \$191  = ! fsm_state;
+  assign \$192  = fsm_state == 1'h1;
+  assign \$193  = fsm_state == 2'h2;
+  assign \$194  = fsm_state == 2'h3;
+  assign \$195  = fsm_state == 3'h4;
+  assign \$196  = fsm_state == 3'h5;
+  assign \$197  = fsm_state == 3'h6;
+  assign \$198  = fsm_state == 3'h7;
+  assign \$199  = fsm_state == 4'h8;
+  assign \$200  = fsm_state == 4'h9;
+  assign \$201  = fsm_state == 4'ha;
+  assign \$202  = fsm_state == 4'hb;
+  assign \$203  = fsm_state == 4'hc;
+  assign \$204  = fsm_state == 4'hd;
+  assign \$205  = fsm_state == 4'he;
+  assign \$206  = fsm_state == 4'hf;
+  assign \$207  = fsm_state == 5'h10;
+  assign \$208  = fsm_state == 5'h11;
+  assign \$209  = fsm_state == 5'h12;
+  assign \$210  = fsm_state == 5'h13;
+  assign \$211  = fsm_state == 5'h14;
+  assign \$212  = fsm_state == 5'h15;
+  assign \$213  = fsm_state == 5'h16;
+  assign \$214  = fsm_state == 5'h17;
+  assign \$215  = fsm_state == 5'h18;
+  assign \$216  = fsm_state == 5'h19;
+  assign \$217  = fsm_state == 5'h1a;
+  assign \$218  = fsm_state == 5'h1b;
+  assign \$219  = fsm_state == 5'h1c;
+  assign \$220  = fsm_state == 5'h1d;
+  assign \$221  = fsm_state == 5'h1e;
+  assign \$222  = fsm_state == 5'h1f;
+  assign \$223  = fsm_state == 6'h20;
+  assign \$224  = fsm_state == 6'h21;
+  assign \$225  = fsm_state == 6'h22;
+  assign \$226  = fsm_state == 6'h23;
+  assign \$227  = $signed(u) > $signed(t);
+  assign \$228  = \$227  ? u : t;
+  assign \$229  = lead + 8'hff;
+  assign \$230  = $signed(sh0) < $signed(4'h4);
+  assign \$231  = $signed(4'h4) - $signed(sh0);
+  assign \$232  = \$230  ? \$231  : 11'h000;
+  assign \$233  = $signed(sh0) < $signed(4'h4);
+  assign \$234  = $signed(sh0) - $signed(4'h4);
+  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
+  assign \$236  = $signed(sh0) - $signed(4'h4);
+  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
+  assign \$238  = $signed(sh0) - $signed(6'h15);
+  assign \$239  = $signed(\$237 ) > $signed(\$238 );
+  assign \$240  = $signed(sh0) - $signed(4'h4);
+  assign \$241  = $signed(\$240 ) < $signed({ 1'h0, tk });
+  assign \$242  = $signed(sh0) - $signed(4'h4);
+  assign \$243  = \$241  ? \$242  : { 7'h00, tk };
+  assign \$244  = $signed(sh0) - $signed(6'h15);
+  assign \$245  = \$239  ? \$243  : \$244 ;
+  assign \$246  = \$233  ? 11'h000 : \$245 ;
+  assign \$247  = $signed(km) << pre;
+  assign \$248  = tsh > 6'h3d;
+  assign \$249  = \$248  ? 10'h03d : tsh;
+  assign \$250  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, tsh });
+  assign \$252  = $signed(km_pre) >>> t_clamped;
+  assign \$253  = $signed(chan[98:83]) << \$164 [4:0];
+  assign \$254  = 1'h1 << sh;
+  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
+  assign \$257  = $signed(div_num) < $signed(1'h0);
+  assign \$258  = - $signed(div_num);
+  assign \$259  = \$257  ? \$258  : { div_num[73], div_num };
+  assign \$260  = $signed(div_num) < $signed(1'h0);
+  assign \$261  = $signed(bias) - $signed(quot);
+  assign \$263  = $signed(6'h10) - $signed(chan[154:147]);
+  assign \$264  = $signed(sh0) < $signed(4'h4);
+  assign \$265  = $signed(4'h4) - $signed(sh0);
+  assign \$266  = \$264  ? \$265  : 11'h000;
+  assign \$267  = $signed(sh0) < $signed(4'h4);
+  assign \$268  = $signed(sh0) - $signed(4'h4);
+  assign \$269  = $signed(\$268 ) < $signed({ 1'h0, tk });
+  assign \$270  = $signed(sh0) - $signed(4'h4);
+  assign \$271  = \$269  ? \$270  : { 7'h00, tk };
+  assign \$272  = $signed(sh0) - $signed(6'h15);
+  assign \$273  = $signed(\$271 ) > $signed(\$272 );
+  assign \$274  = $signed(sh0) - $signed(4'h4);
+  assign \$275  = $signed(\$274 ) < $signed({ 1'h0, tk });
+  assign \$276  = $signed(sh0) - $signed(4'h4);
+  assign \$277  = \$275  ? \$276  : { 7'h00, tk };
+  assign \$278  = $signed(sh0) - $signed(6'h15);
+  assign \$279  = \$273  ? \$277  : \$278 ;
+  assign \$280  = \$267  ? 11'h000 : \$279 ;
+  assign \$281  = $signed(km) << pre;
+  assign \$282  = tsh > 6'h3d;
+  assign \$283  = \$282  ? 10'h03d : tsh;
+  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
+  assign \$286  = $signed(km_pre) >>> t_clamped;
+  assign \$287  = $signed(chan[98:83]) << \$165 [4:0];
+  assign \$288  = 1'h1 << sh;
+  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
+  assign \$292  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$140 ;
+    fsm_state <= \$293 ;
   always @(posedge clk)
-    u <= \$141 ;
+    u <= \$294 ;
   always @(posedge clk)
-    t <= \$142 ;
+    t <= \$295 ;
   always @(posedge clk)
-    den <= \$143 ;
+    den <= \$296 ;
   always @(posedge clk)
-    lead <= \$144 ;
+    lead <= \$297 ;
   always @(posedge clk)
-    recip <= \$145 ;
+    recip <= \$298 ;
   always @(posedge clk)
-    m <= \$146 ;
+    m <= \$299 ;
   always @(posedge clk)
-    km <= \$147 ;
+    km <= \$300 ;
   always @(posedge clk)
-    sh0 <= \$148 ;
+    sh0 <= \$301 ;
   always @(posedge clk)
-    tk <= \$149 ;
+    tk <= \$302 ;
   always @(posedge clk)
-    pre <= \$150 ;
+    pre <= \$303 ;
   always @(posedge clk)
-    tsh <= \$151 ;
+    tsh <= \$304 ;
   always @(posedge clk)
-    \a$27  <= \$152 ;
+    km_pre <= \$305 ;
   always @(posedge clk)
-    sh <= \$153 ;
+    t_clamped <= \$306 ;
   always @(posedge clk)
-    p <= \$154 ;
+    sh <= \$307 ;
   always @(posedge clk)
-    quot <= \$155 ;
+    \a$27  <= \$308 ;
   always @(posedge clk)
-    \b$46  <= \$156 ;
+    bias <= \$309 ;
+  always @(posedge clk)
+    p <= \$310 ;
+  always @(posedge clk)
+    div_mag <= \$311 ;
+  always @(posedge clk)
+    div_neg <= \$312 ;
+  always @(posedge clk)
+    quot <= \$313 ;
+  always @(posedge clk)
+    \b$51  <= \$314 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
     .\den$14 (\den$23 ),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$22 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$17 ),
+    .start(\start$18 ),
     .steps(\steps$24 )
   );
   \hwnorm_linf_s16.math.mul  mul (
@@ -886,218 +1214,13 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$35 ),
-    .p(\p$37 ),
+    .done(\done$37 ),
+    .\neg$12 (neg),
+    .p(\p$39 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 6'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 6'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 6'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 6'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 6'h30;
-    end
-    if (den[49]) begin
-      den_lead = 6'h31;
-    end
-    if (den[50]) begin
-      den_lead = 6'h32;
-    end
-    if (den[51]) begin
-      den_lead = 6'h33;
-    end
-    if (den[52]) begin
-      den_lead = 6'h34;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
@@ -1139,47 +1262,53 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
-      6'h15:
           /* empty */;
+      6'h15:
+          start = 1'h1;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           start = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 161'h00000000000000000000000000000000000000000;
+    a = 43'h00000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
+          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
       6'h04:
           /* empty */;
       6'h05:
-          a = { \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4 [16], \$4  };
+          a = { lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[159], t };
+          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1189,11 +1318,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21 [25], \$21  };
+          a = { 18'h00000, recip };
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
+          a = { m[41], m };
       6'h10:
           /* empty */;
       6'h11:
@@ -1203,27 +1332,33 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          a = { \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27 [42], \$27  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { \a$27 [41], \a$27  };
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          a = { 137'h00000000000000000000000000000000000, chan[146:123] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          a = { 19'h00000, chan[146:123] };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          a = { \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42 [42], \$42  };
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          a = { \a$27 [41], \a$27  };
     endcase
   end
   always @* begin
@@ -1253,7 +1388,7 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24 [16], \$24  };
+          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1267,47 +1402,53 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          b = \$30 [28:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = \$179 [28:0];
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          b = { \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39 [16], \$39  };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          b = { \$45 [24], \$45 [24], \$45 [24], \$45 [24], \$45  };
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 187'h00000000000000000000000000000000000000000000000;
+    c = 75'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          c = { \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3  };
+          c = { \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166  };
       6'h04:
           /* empty */;
       6'h05:
-          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 159'h0000000000000000000000000000000000000000, chan[66:39] };
+          c = { 47'h000000000000, chan[66:39] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1317,11 +1458,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 187'h00000000000000000000000000000000000000000000000;
+          c = 75'h0000000000000000000;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 187'h00000000000000000000000000000000000000000000000;
+          c = 75'h0000000000000000000;
       6'h10:
           /* empty */;
       6'h11:
@@ -1331,27 +1472,103 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          c = 187'h00000000000000000000000000000000000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 75'h0000000000000000000;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          c = 187'h00000000000000000000000000000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          c = 187'h00000000000000000000000000000000000000000000000;
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          c = 75'h0000000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = 1'h0;
+      6'h04:
+          /* empty */;
+      6'h05:
+          neg = 1'h1;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          neg = 1'h0;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          neg = \$176 ;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          neg = 1'h0;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          neg = \$180 ;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          neg = \$186 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          neg = \$190 ;
     endcase
   end
   always @* begin
@@ -1395,32 +1612,38 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h1d;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h1d;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          steps = 5'h10;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           steps = 5'h18;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
+    \start$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1441,7 +1664,7 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$17  = 1'h1;
+          \start$18  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1463,33 +1686,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          \start$17  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_5 = 112'h0000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h17:
           /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          mag_train_5 = \$13 [111:0];
+      6'h18:
+          \start$18  = 1'h1;
     endcase
   end
   always @* begin
@@ -1515,7 +1716,7 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$14 [52:0];
+          rem_init = \$170 [52:0];
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1537,7 +1738,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          rem_init = \$34 [52:0];
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          rem_init = \$181 [52:0];
     endcase
   end
   always @* begin
@@ -1563,7 +1768,7 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$15 [57:0];
+          lo_init = \$172 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1585,12 +1790,16 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          lo_init = \$35 [57:0];
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          lo_init = \$182 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    neg = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1611,7 +1820,7 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$18 ;
+          \neg$22  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1633,7 +1842,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          neg = \$36 ;
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$22  = div_neg;
     endcase
   end
   always @* begin
@@ -1681,6 +1894,10 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
           \den$23  = { 40'h0000000000, chan[13:1] };
     endcase
   end
@@ -1729,12 +1946,16 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
           \steps$24  = 6'h3a;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_12 = 112'h0000000000000000000000000000;
+    div_num = 74'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1777,7 +1998,9 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          mag_train_12 = { \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33 [73], \$33  };
+          /* empty */;
+      6'h17:
+          div_num = { p[72], p };
     endcase
   end
   always @* begin
@@ -1830,11 +2053,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -1847,6 +2070,12 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1854,151 +2083,134 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$140  = fsm_state;
+    \$293  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$33 ) begin
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$140  = 6'h01;
+                  \$293  = 6'h01;
               2'h1:
-                  \$140  = 6'h02;
+                  \$293  = 6'h02;
               2'h2:
-                  \$140  = 6'h03;
+                  \$293  = 6'h03;
             endcase
           end
       6'h02:
-          \$140  = 6'h04;
+          \$293  = 6'h04;
       6'h04:
-          if (\done$35 ) begin
-            \$140  = 6'h05;
+          if (\done$37 ) begin
+            \$293  = 6'h05;
           end
       6'h05:
-          \$140  = 6'h06;
+          \$293  = 6'h06;
       6'h06:
-          if (\done$35 ) begin
-            \$140  = 6'h07;
+          if (\done$37 ) begin
+            \$293  = 6'h07;
           end
       6'h07:
-          \$140  = 6'h08;
+          \$293  = 6'h08;
       6'h08:
-          \$140  = 6'h09;
+          \$293  = 6'h09;
       6'h09:
-          if (\done$35 ) begin
-            \$140  = 6'h0a;
+          if (\done$37 ) begin
+            \$293  = 6'h0a;
           end
       6'h0a:
-          \$140  = 6'h0b;
+          \$293  = 6'h0b;
       6'h0b:
-          \$140  = 6'h0c;
+          \$293  = 6'h0c;
       6'h0c:
-          if (\done$38 ) begin
-            \$140  = 6'h0d;
+          if (\done$40 ) begin
+            \$293  = 6'h0d;
           end
       6'h0d:
-          \$140  = 6'h0e;
+          \$293  = 6'h0e;
       6'h0e:
-          if (\done$35 ) begin
-            \$140  = 6'h0f;
+          if (\done$37 ) begin
+            \$293  = 6'h0f;
           end
       6'h0f:
-          \$140  = 6'h10;
+          \$293  = 6'h10;
       6'h10:
-          if (\done$35 ) begin
-            \$140  = 6'h11;
+          if (\done$37 ) begin
+            \$293  = 6'h11;
           end
       6'h11:
-          \$140  = 6'h12;
+          \$293  = 6'h12;
       6'h12:
-          \$140  = 6'h13;
+          \$293  = 6'h13;
       6'h13:
-          \$140  = 6'h14;
+          \$293  = 6'h14;
       6'h14:
-          \$140  = 6'h15;
+          \$293  = 6'h15;
       6'h15:
-          if (\done$35 ) begin
-            \$140  = 6'h16;
-          end
+          \$293  = 6'h16;
       6'h16:
-          \$140  = 6'h17;
-      6'h17:
-          if (\done$38 ) begin
-            \$140  = 6'h18;
+          if (\done$37 ) begin
+            \$293  = 6'h17;
           end
+      6'h17:
+          \$293  = 6'h18;
       6'h18:
-          \$140  = 6'h01;
-      6'h03:
-          \$140  = 6'h19;
+          \$293  = 6'h19;
       6'h19:
-          if (\done$35 ) begin
-            \$140  = 6'h1a;
+          if (\done$40 ) begin
+            \$293  = 6'h1a;
           end
       6'h1a:
-          \$140  = 6'h1b;
+          \$293  = 6'h01;
+      6'h03:
+          \$293  = 6'h1b;
       6'h1b:
-          \$140  = 6'h1c;
-      6'h1c:
-          \$140  = 6'h1d;
-      6'h1d:
-          \$140  = 6'h1e;
-      6'h1e:
-          if (\done$35 ) begin
-            \$140  = 6'h1f;
+          if (\done$37 ) begin
+            \$293  = 6'h1c;
           end
+      6'h1c:
+          \$293  = 6'h1d;
+      6'h1d:
+          \$293  = 6'h1e;
+      6'h1e:
+          \$293  = 6'h1f;
       6'h1f:
-          \$140  = 6'h20;
+          \$293  = 6'h20;
       6'h20:
-          \$140  = 6'h01;
+          \$293  = 6'h21;
+      6'h21:
+          if (\done$37 ) begin
+            \$293  = 6'h22;
+          end
+      6'h22:
+          \$293  = 6'h23;
+      6'h23:
+          \$293  = 6'h01;
       6'h01:
-          \$140  = 6'h00;
+          \$293  = 6'h00;
     endcase
     if (rst) begin
-      \$140  = 6'h00;
+      \$293  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$141  = u;
+    \$294  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          if (\done$35 ) begin
-            \$141  = \p$37 [159:0];
+          if (\done$37 ) begin
+            \$294  = \p$39 [32:0];
           end
     endcase
     if (rst) begin
-      \$141  = 160'h0000000000000000000000000000000000000000;
+      \$294  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$142  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$35 ) begin
-            \$142  = \p$37 [159:0];
-          end
-      6'h07:
-          \$142  = \$80 ;
-    endcase
-    if (rst) begin
-      \$142  = 160'h0000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$143  = den;
+    \$295  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2009,23 +2221,19 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$35 ) begin
-            \$143  = \p$37 [52:0];
+          if (\done$37 ) begin
+            \$295  = \p$39 [32:0];
           end
+      6'h07:
+          \$295  = \$228 ;
     endcase
     if (rst) begin
-      \$143  = 53'h00000000000000;
+      \$295  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = lead;
+    \$296  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2042,17 +2250,17 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
-      6'h0a:
-          \$144  = den_lead;
+          if (\done$37 ) begin
+            \$296  = \p$39 [52:0];
+          end
     endcase
     if (rst) begin
-      \$144  = 6'h00;
+      \$296  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = recip;
+    \$297  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2071,21 +2279,15 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$38 ) begin
-            \$145  = q[24:0];
-          end
+          \$297  = den_lead;
     endcase
     if (rst) begin
-      \$145  = 25'h0000000;
+      \$297  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = m;
+    \$298  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2108,47 +2310,17 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$35 ) begin
-            \$146  = \p$37 [41:0];
-          end
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          if (\done$35 ) begin
-            \$146  = \p$37 [41:0];
+          if (\done$40 ) begin
+            \$298  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$146  = 42'h00000000000;
+      \$298  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = km;
+    \$299  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2175,13 +2347,13 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          if (\done$37 ) begin
+            \$299  = \p$39 [41:0];
+          end
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$35 ) begin
-            \$147  = \p$37 [55:0];
-          end
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -2197,206 +2369,25 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          \$147  = \$111 [55:0];
-    endcase
-    if (rst) begin
-      \$147  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$148  = { \$81 [7], \$81 [7], \$81  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$148  = { \$112 [8], \$112  };
-    endcase
-    if (rst) begin
-      \$148  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$149  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$149  = 4'h8;
-    endcase
-    if (rst) begin
-      \$149  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$150  = \$84 [7:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
-          \$150  = \$115 [7:0];
+          if (\done$37 ) begin
+            \$299  = \p$39 [41:0];
+          end
     endcase
     if (rst) begin
-      \$150  = 8'h00;
+      \$299  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = tsh;
+    \$300  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2427,11 +2418,13 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h0f:
           /* empty */;
       6'h10:
-          /* empty */;
+          if (\done$37 ) begin
+            \$300  = \p$39 [55:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
-          \$151  = \$98 [9:0];
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2444,87 +2437,24 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h1b:
-          \$151  = \$129 [9:0];
-    endcase
-    if (rst) begin
-      \$151  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$152  = \$100 [41:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$152  = \$131 [41:0];
+          \$300  = \$262 [55:0];
     endcase
     if (rst) begin
-      \$152  = 42'h00000000000;
+      \$300  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = sh;
+    \$301  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2557,11 +2487,11 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$301  = { \$229 [7], \$229 [7], \$229  };
       6'h12:
           /* empty */;
       6'h13:
-          \$153  = \$102 [4:0];
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2572,24 +2502,223 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$153  = \$133 [4:0];
+          \$301  = { \$263 [8], \$263  };
     endcase
     if (rst) begin
-      \$153  = 5'h00;
+      \$301  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = p;
+    \$302  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$302  = count_lead;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$302  = 4'h8;
+    endcase
+    if (rst) begin
+      \$302  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$303  = \$232 [2:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$303  = \$266 [2:0];
+    endcase
+    if (rst) begin
+      \$303  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$304  = \$246 [9:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$304  = \$280 [9:0];
+    endcase
+    if (rst) begin
+      \$304  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2626,24 +2755,22 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          \$305  = \$247 [60:0];
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$35 ) begin
-            \$154  = \p$37 [72:0];
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2652,17 +2779,153 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h1d:
           /* empty */;
       6'h1e:
-          if (\done$35 ) begin
-            \$154  = \p$37 [72:0];
-          end
+          \$305  = \$281 [60:0];
     endcase
     if (rst) begin
-      \$154  = 73'h0000000000000000000;
+      \$305  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = quot;
+    \$306  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$306  = \$249 [5:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$306  = \$283 [5:0];
+    endcase
+    if (rst) begin
+      \$306  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$307  = \$251 [4:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$307  = \$285 [4:0];
+    endcase
+    if (rst) begin
+      \$307  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = \a$27 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2701,22 +2964,20 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$308  = \$252 [41:0];
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$38 ) begin
-            \$155  = { q[59], q[59], q };
-          end
-      6'h18:
           /* empty */;
-      6'h03:
+      6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2727,15 +2988,86 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h1e:
           /* empty */;
       6'h1f:
-          \$155  = \$134 [61:0];
+          \$308  = \$286 [41:0];
     endcase
     if (rst) begin
-      \$155  = 62'h0000000000000000;
+      \$308  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = \b$46 ;
+    \$309  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$309  = { \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$309  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
+    endcase
+    if (rst) begin
+      \$309  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = p;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2778,16 +3110,18 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$37 ) begin
+            \$310  = \p$39 [72:0];
+          end
       6'h17:
           /* empty */;
       6'h18:
-          \$156  = \$107 [57:0];
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2800,14 +3134,282 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          \$156  = \$139 [57:0];
+          /* empty */;
+      6'h21:
+          if (\done$37 ) begin
+            \$310  = \p$39 [72:0];
+          end
     endcase
     if (rst) begin
-      \$156  = 58'h000000000000000;
+      \$310  = 73'h0000000000000000000;
     end
   end
-  assign beta_shift = \$1 [4:0];
-  assign \beta_shift$6  = \$2 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$311  = \$259 [73:0];
+    endcase
+    if (rst) begin
+      \$311  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$312  = \$260 ;
+    endcase
+    if (rst) begin
+      \$312  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          if (\done$40 ) begin
+            \$313  = { q[59], q[59], q };
+          end
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$313  = \$291 [61:0];
+    endcase
+    if (rst) begin
+      \$313  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \b$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$314  = \$261 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$314  = \$292 [57:0];
+    endcase
+    if (rst) begin
+      \$314  = 58'h000000000000000;
+    end
+  end
+  assign beta_shift = \$164 [4:0];
+  assign \beta_shift$6  = \$165 [4:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[38:14];
@@ -2817,14 +3419,12 @@ module \hwnorm_linf_s16.math (rst, \start$33 , entry, chan, sum, hi, lo, done, d
   assign \chan.mean  = chan[122:99];
   assign \chan.scale_m  = chan[146:123];
   assign \chan.scale_exp  = chan[154:147];
-  assign \$14  = { 24'h000000, mag_train_5[111:24] };
-  assign \$15  = { 29'h00000000, mag_train_5[23:0], 34'h000000000 };
-  assign \$34  = { 58'h000000000000000, mag_train_12[111:58] };
-  assign \$35  = { 1'h0, mag_train_12[57:0] };
-  assign \$105  = { 1'h0, \$104 [31:1] };
-  assign \$111  = { \$110 [42], \$110 [42], \$110 [42], \$110 [42], \$110 [42], \$110 [42], \$110 [42], \$110 , 8'h00 };
-  assign \$134  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
-  assign \$137  = { 1'h0, \$136 [31:1] };
+  assign \$181  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$182  = { 1'h0, div_mag[57:0] };
+  assign \$255  = { 1'h0, \$254 [31:1] };
+  assign \$262  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$289  = { 1'h0, \$288 [31:1] };
+  assign \$291  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2840,10 +3440,10 @@ module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   reg [57:0] \$17 ;
   reg [52:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [58:0] \$2 ;
   reg [57:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [58:0] \$3 ;
+  wire \$3 ;
   wire [59:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2878,9 +3478,9 @@ module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   wire [5:0] steps;
   wire [53:0] trial;
   assign trial = \$1  | { 53'h00000000000000, lo[57] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -2990,34 +3590,40 @@ module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_linf_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_linf_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [28:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [187:0] \$2 ;
-  wire [187:0] \$3 ;
-  wire [28:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [186:0] \$8 ;
-  reg [186:0] \$9 ;
-  input [160:0] a;
-  wire [160:0] a;
-  reg [186:0] a_sh = 187'h00000000000000000000000000000000000000000000000;
+  reg [74:0] \$10 ;
+  reg [74:0] \$11 ;
+  reg [28:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [75:0] \$2 ;
+  wire [76:0] \$3 ;
+  wire [77:0] \$4 ;
+  wire [75:0] \$5 ;
+  wire [28:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [42:0] a;
+  wire [42:0] a;
+  reg [74:0] a_sh = 75'h0000000000000000000;
   input [28:0] b;
   wire [28:0] b;
   reg [28:0] b_sh = 29'h00000000;
-  input [186:0] c;
-  wire [186:0] c;
+  input [74:0] c;
+  wire [74:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [186:0] p;
-  reg [186:0] p = 187'h00000000000000000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [74:0] p;
+  reg [74:0] p = 75'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3025,126 +3631,145 @@ module \hwnorm_linf_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [186:0];
+        \$10  = \$4 [74:0];
       end
     end
     if (rst) begin
-      \$8  = 187'h00000000000000000000000000000000000000000000000;
+      \$10  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a[160], a };
+      \$11  = { a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [186:0];
+      \$11  = \$5 [74:0];
     end
     if (rst) begin
-      \$9  = 187'h00000000000000000000000000000000000000000000000;
+      \$11  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 29'h00000000;
+      \$12  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[28:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [58:0] \$12 ;
-  wire [58:0] \$13 ;
+  wire [58:0] \$10 ;
+  wire [58:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [58:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [58:0] \$15 ;
+  wire [58:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [15:0] \$32 ;
-  reg [57:0] \$33 ;
-  reg [58:0] \$34 ;
-  reg [58:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [15:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [57:0] \$37 ;
+  reg [58:0] \$38 ;
+  reg [58:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [58:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [57:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire \$8 ;
+  wire [57:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -3178,10 +3803,11 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [57:0] p0 = 58'h000000000000000;
   reg [58:0] q0 = 59'h000000000000000;
-  wire [58:0] qs0;
+  reg [58:0] qs0 = 59'h000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3193,101 +3819,135 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(16'h7fff);
-  assign \$11  = $signed(qs0) < $signed(16'h8000);
-  assign \$12  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$13  = over0 ? 59'h000000000007fff : \$12 ;
-  assign \$14  = ok3 ? \$13  : 59'h000000000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(16'h7fff);
+  assign \$13  = $signed(qs0) < $signed(16'h8000);
+  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
+  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [15:0];
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3295,11 +3955,11 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3307,11 +3967,11 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3319,23 +3979,23 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3343,10 +4003,11 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3354,21 +4015,23 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3376,10 +4039,10 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3387,76 +4050,80 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 16'h0000;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 58'h000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 59'h000000000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 59'h000000000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [15:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 16'h0000;
+      \$38  = 59'h000000000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

@@ -4,23 +4,22 @@
 
 module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [36:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [102:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [36:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [102:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -90,9 +89,10 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire i__valid;
   reg \i__valid$43 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire [7:0] lo;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$22 ;
   reg more;
   output [7:0] o__payload;
@@ -109,7 +109,6 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
@@ -126,37 +125,36 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 37'h0000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$44  & more;
-  assign \$7  = i__valid & \i__ready$44 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 37'h0000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$44  & more;
+  assign \$5  = i__valid & \i__ready$44 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_linf_s8.math  math (
     .\a$27 (a),
-    .\b$46 (b),
+    .\b$51 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -166,7 +164,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$33 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_linf_s8.norm  norm (
@@ -184,7 +182,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_linf_s8.stats_unit  stats_unit (
     .clear(clear),
@@ -240,7 +238,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -258,7 +256,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -314,7 +312,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -332,7 +330,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$43  = \$5 ;
+          \i__valid$43  = \$3 ;
     endcase
   end
   always @* begin
@@ -357,77 +355,77 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 103'h00000000000000000000000000;
+      \$21  = 103'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \i__payload$21  = i__payload;
   assign \mask$22  = mask;
@@ -451,6 +449,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[57:21];
   assign \stats__payload.sat  = stats__payload[70:58];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[30:14];
@@ -460,7 +459,6 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan.mean  = chan[78:63];
   assign \chan.scale_m  = chan[94:79];
   assign \chan.scale_exp  = chan[102:95];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[30:14];
@@ -473,125 +471,230 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$29[0]  = o__payload;
   assign stats__payload[70:58] = sat_count;
-  assign stats__payload[57:21] = \$3 ;
+  assign stats__payload[57:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, den, \a$27 , sh, \b$46 , clk);
+module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$27 , \b$51 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [4:0] \$1 ;
-  wire [128:0] \$10 ;
-  wire [294:0] \$100 ;
-  wire [10:0] \$101 ;
-  wire [11:0] \$102 ;
-  wire [22:0] \$103 ;
-  wire [15:0] \$104 ;
-  wire [15:0] \$105 ;
-  wire [23:0] \$106 ;
-  wire [39:0] \$107 ;
-  wire \$108 ;
-  wire [26:0] \$109 ;
-  wire [6:0] \$11 ;
-  wire [26:0] \$110 ;
-  wire [41:0] \$111 ;
-  wire [8:0] \$112 ;
-  wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
-  wire \$116 ;
-  wire [10:0] \$117 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [3:0] \$103 ;
+  wire [3:0] \$104 ;
+  wire [3:0] \$105 ;
+  wire \$106 ;
+  wire [3:0] \$107 ;
+  wire [3:0] \$108 ;
+  wire [3:0] \$109 ;
+  wire \$11 ;
+  wire [3:0] \$110 ;
+  wire [4:0] \$111 ;
+  wire [4:0] \$112 ;
+  wire [21:0] \$113 ;
+  wire \$114 ;
+  wire [6:0] \$115 ;
+  wire [63:0] \$116 ;
+  wire [63:0] \$117 ;
   wire \$118 ;
-  wire [10:0] \$119 ;
-  wire [127:0] \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire \$122 ;
-  wire [10:0] \$123 ;
+  wire [34:0] \$119 ;
+  wire \$12 ;
+  wire \$120 ;
+  wire [8:0] \$121 ;
+  wire [8:0] \$122 ;
+  wire \$123 ;
   wire \$124 ;
-  wire [10:0] \$125 ;
-  wire [10:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [10:0] \$128 ;
-  wire [10:0] \$129 ;
-  wire [128:0] \$13 ;
-  wire [294:0] \$130 ;
-  wire [294:0] \$131 ;
-  wire [10:0] \$132 ;
-  wire [11:0] \$133 ;
-  wire [49:0] \$134 ;
-  wire [22:0] \$135 ;
-  wire [15:0] \$136 ;
-  wire [15:0] \$137 ;
-  wire [23:0] \$138 ;
-  wire [39:0] \$139 ;
-  wire [72:0] \$14 ;
-  reg [5:0] \$140 ;
-  reg [111:0] \$141 ;
-  reg [111:0] \$142 ;
-  reg [36:0] \$143 ;
-  reg [5:0] \$144 ;
-  reg [16:0] \$145 ;
-  reg [25:0] \$146 ;
-  reg [39:0] \$147 ;
-  reg [9:0] \$148 ;
-  reg [3:0] \$149 ;
-  wire [46:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [9:0] \$151 ;
-  reg [26:0] \$152 ;
-  reg [3:0] \$153 ;
-  reg [49:0] \$154 ;
-  reg [38:0] \$155 ;
-  reg [34:0] \$156 ;
-  wire [6:0] \$16 ;
-  wire [127:0] \$17 ;
+  wire [21:0] \$125 ;
+  wire [21:0] \$126 ;
+  wire \$127 ;
+  wire [50:0] \$128 ;
+  wire [35:0] \$129 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire [8:0] \$131 ;
+  wire [8:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [16:0] \$135 ;
+  wire [16:0] \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire [24:0] \$175 ;
+  wire [6:0] \$176 ;
+  wire \$177 ;
+  wire [10:0] \$178 ;
+  wire [10:0] \$179 ;
   wire \$18 ;
+  wire \$180 ;
+  wire [10:0] \$181 ;
+  wire \$182 ;
+  wire [10:0] \$183 ;
+  wire [10:0] \$184 ;
+  wire [10:0] \$185 ;
+  wire \$186 ;
+  wire [10:0] \$187 ;
+  wire \$188 ;
+  wire [10:0] \$189 ;
   wire \$19 ;
-  wire [4:0] \$2 ;
-  wire [17:0] \$20 ;
-  wire [17:0] \$21 ;
+  wire [10:0] \$190 ;
+  wire [10:0] \$191 ;
+  wire [10:0] \$192 ;
+  wire [10:0] \$193 ;
+  wire [46:0] \$194 ;
+  wire \$195 ;
+  wire [9:0] \$196 ;
+  wire [10:0] \$197 ;
+  wire [11:0] \$198 ;
+  wire [43:0] \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire [22:0] \$200 ;
+  wire [15:0] \$201 ;
+  wire [15:0] \$202 ;
+  wire [23:0] \$203 ;
+  wire \$204 ;
+  wire [51:0] \$205 ;
+  wire [51:0] \$206 ;
+  wire \$207 ;
+  wire [39:0] \$208 ;
+  wire [40:0] \$209 ;
+  wire \$21 ;
+  wire [8:0] \$210 ;
+  wire \$211 ;
+  wire [10:0] \$212 ;
+  wire [10:0] \$213 ;
+  wire \$214 ;
+  wire [10:0] \$215 ;
+  wire \$216 ;
+  wire [10:0] \$217 ;
+  wire [10:0] \$218 ;
+  wire [10:0] \$219 ;
   wire \$22 ;
-  wire [8:0] \$23 ;
-  wire [8:0] \$24 ;
+  wire \$220 ;
+  wire [10:0] \$221 ;
+  wire \$222 ;
+  wire [10:0] \$223 ;
+  wire [10:0] \$224 ;
+  wire [10:0] \$225 ;
+  wire [10:0] \$226 ;
+  wire [10:0] \$227 ;
+  wire [46:0] \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire [9:0] \$230 ;
+  wire [10:0] \$231 ;
+  wire [11:0] \$232 ;
+  wire [43:0] \$233 ;
+  wire [22:0] \$234 ;
+  wire [15:0] \$235 ;
+  wire [15:0] \$236 ;
+  wire [23:0] \$237 ;
+  wire [49:0] \$238 ;
+  wire [39:0] \$239 ;
+  wire \$24 ;
+  reg [5:0] \$240 ;
+  reg [24:0] \$241 ;
+  reg [24:0] \$242 ;
+  reg [36:0] \$243 ;
+  reg [5:0] \$244 ;
+  reg [16:0] \$245 ;
+  reg [25:0] \$246 ;
+  reg [39:0] \$247 ;
+  reg [9:0] \$248 ;
+  reg [3:0] \$249 ;
   wire \$25 ;
-  wire [27:0] \$26 ;
-  wire [27:0] \$27 ;
+  reg [2:0] \$250 ;
+  reg [9:0] \$251 ;
+  reg [43:0] \$252 ;
+  reg [5:0] \$253 ;
+  reg [3:0] \$254 ;
+  reg [26:0] \$255 ;
+  reg [34:0] \$256 ;
+  reg [49:0] \$257 ;
+  reg [50:0] \$258 ;
+  reg \$259 ;
+  wire \$26 ;
+  reg [38:0] \$260 ;
+  reg [34:0] \$261 ;
+  wire \$27 ;
   wire \$28 ;
-  wire [21:0] \$29 ;
-  wire [21:0] \$3 ;
-  wire [21:0] \$30 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
   wire \$31 ;
-  wire [50:0] \$32 ;
-  wire [50:0] \$33 ;
-  wire [72:0] \$34 ;
-  wire [35:0] \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire [8:0] \$38 ;
-  wire [8:0] \$39 ;
-  wire [8:0] \$4 ;
-  wire \$40 ;
-  wire [27:0] \$41 ;
-  wire [27:0] \$42 ;
-  wire \$43 ;
-  wire [16:0] \$44 ;
-  wire [16:0] \$45 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [5:0] \$36 ;
+  wire [5:0] \$37 ;
+  wire [5:0] \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire [5:0] \$40 ;
+  wire [5:0] \$41 ;
+  wire [5:0] \$42 ;
+  wire [5:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
-  wire [6:0] \$5 ;
-  wire \$50 ;
+  wire [5:0] \$48 ;
+  wire [5:0] \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
   wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire [5:0] \$52 ;
+  wire [5:0] \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [5:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [127:0] \$6 ;
+  wire [5:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -600,50 +703,51 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
-  wire \$7 ;
-  wire \$70 ;
+  wire [5:0] \$68 ;
+  wire [5:0] \$69 ;
+  wire [5:0] \$7 ;
+  wire [5:0] \$70 ;
   wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [5:0] \$72 ;
+  wire [5:0] \$73 ;
+  wire [5:0] \$74 ;
+  wire [5:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [6:0] \$8 ;
-  wire [111:0] \$80 ;
-  wire [6:0] \$81 ;
-  wire \$82 ;
-  wire [10:0] \$83 ;
-  wire [10:0] \$84 ;
-  wire \$85 ;
-  wire [10:0] \$86 ;
-  wire \$87 ;
-  wire [10:0] \$88 ;
-  wire [10:0] \$89 ;
-  wire [127:0] \$9 ;
-  wire [10:0] \$90 ;
+  wire [5:0] \$8 ;
+  wire [5:0] \$80 ;
+  wire [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire \$83 ;
+  wire [5:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [5:0] \$88 ;
+  wire [5:0] \$89 ;
+  wire [5:0] \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [10:0] \$92 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [10:0] \$94 ;
-  wire [10:0] \$95 ;
-  wire [10:0] \$96 ;
-  wire [10:0] \$97 ;
-  wire [10:0] \$98 ;
-  wire [294:0] \$99 ;
-  reg [112:0] a;
+  wire \$94 ;
+  wire [3:0] \$95 ;
+  wire [3:0] \$96 ;
+  wire [3:0] \$97 ;
+  wire [3:0] \$98 ;
+  wire \$99 ;
+  reg [27:0] a;
   output [26:0] \a$27 ;
   reg [26:0] \a$27  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$46 ;
-  reg [34:0] \b$46  = 35'h000000000;
+  output [34:0] \b$51 ;
+  reg [34:0] \b$51  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [130:0] c;
+  reg [34:0] bias = 35'h000000000;
+  reg [51:0] c;
   input [102:0] chan;
   wire [102:0] chan;
   wire [7:0] \chan.beta ;
@@ -657,32 +761,35 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [36:0] den;
   reg [36:0] den = 37'h0000000000;
   reg [36:0] \den$23 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num;
   output done;
   reg done;
-  wire \done$35 ;
-  wire \done$38 ;
+  wire \done$37 ;
+  wire \done$40 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
   input [7:0] hi;
   wire [7:0] hi;
   reg [39:0] km = 40'h0000000000;
+  reg [43:0] km_pre = 44'h00000000000;
   reg [5:0] lead = 6'h00;
   input [7:0] lo;
   wire [7:0] lo;
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg [72:0] mag_train_12;
-  reg [72:0] mag_train_5;
   reg neg;
+  reg \neg$22 ;
   reg [49:0] p = 50'h0000000000000;
-  wire [130:0] \p$37 ;
-  reg [7:0] pre = 8'h00;
+  wire [51:0] \p$39 ;
+  reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
@@ -693,192 +800,307 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$17 ;
-  input \start$33 ;
-  wire \start$33 ;
+  reg \start$18 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [4:0] steps;
   reg [5:0] \steps$24 ;
   input [20:0] sum;
   wire [20:0] sum;
-  reg [111:0] t = 112'h0000000000000000000000000000;
+  reg [24:0] t = 25'h0000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  reg [111:0] u = 112'h0000000000000000000000000000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = - $signed(sum);
-  assign \$4  = - $signed(lo);
-  assign \$5  = lead + 4'hf;
-  assign \$6  = 1'h1 << \$5 ;
-  assign \$7  = \$6  < 1'h0;
-  assign \$8  = lead + 4'hf;
-  assign \$9  = 1'h1 << \$8 ;
-  assign \$10  = - \$9 ;
-  assign \$11  = lead + 4'hf;
-  assign \$12  = 1'h1 << \$11 ;
-  assign \$13  = \$7  ? \$10  : { 1'h0, \$12  };
-  assign \$16  = lead + 4'hf;
-  assign \$17  = 1'h1 << \$16 ;
-  assign \$18  = \$17  < 1'h0;
-  assign \$19  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$20  = - recip;
-  assign \$21  = \$19  ? \$20  : { 1'h0, recip };
-  assign \$22  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$23  = - $signed(chan[54:47]);
-  assign \$24  = \$22  ? \$23  : { chan[54], chan[54:47] };
-  assign \$25  = $signed(sum) < $signed(1'h0);
-  assign \$26  = - $signed(\a$27 );
-  assign \$27  = \$25  ? \$26  : { \a$27 [26], \a$27  };
-  assign \$28  = $signed(sum) < $signed(1'h0);
-  assign \$29  = - $signed(sum);
-  assign \$30  = \$28  ? \$29  : { sum[20], sum };
-  assign \$31  = $signed(p) < $signed(1'h0);
-  assign \$32  = - $signed(p);
-  assign \$33  = \$31  ? \$32  : { p[49], p };
-  assign \$36  = $signed(p) < $signed(1'h0);
-  assign \$37  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$38  = - $signed(chan[54:47]);
-  assign \$39  = \$37  ? \$38  : { chan[54], chan[54:47] };
-  assign \$40  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$41  = - $signed(\a$27 );
-  assign \$42  = \$40  ? \$41  : { \a$27 [26], \a$27  };
-  assign \$43  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$44  = - $signed(chan[78:63]);
-  assign \$45  = \$43  ? \$44  : { chan[78], chan[78:63] };
-  assign \$46  = ! fsm_state;
-  assign \$47  = fsm_state == 1'h1;
-  assign \$48  = fsm_state == 2'h2;
-  assign \$49  = fsm_state == 2'h3;
-  assign \$50  = fsm_state == 3'h4;
-  assign \$51  = fsm_state == 3'h5;
-  assign \$52  = fsm_state == 3'h6;
-  assign \$53  = fsm_state == 3'h7;
-  assign \$54  = fsm_state == 4'h8;
-  assign \$55  = fsm_state == 4'h9;
-  assign \$56  = fsm_state == 4'ha;
-  assign \$57  = fsm_state == 4'hb;
-  assign \$58  = fsm_state == 4'hc;
-  assign \$59  = fsm_state == 4'hd;
-  assign \$60  = fsm_state == 4'he;
-  assign \$61  = fsm_state == 4'hf;
-  assign \$62  = fsm_state == 5'h10;
-  assign \$63  = fsm_state == 5'h11;
-  assign \$64  = fsm_state == 5'h12;
-  assign \$65  = fsm_state == 5'h13;
-  assign \$66  = fsm_state == 5'h14;
-  assign \$67  = fsm_state == 5'h15;
-  assign \$68  = fsm_state == 5'h16;
-  assign \$69  = fsm_state == 5'h17;
-  assign \$70  = fsm_state == 5'h18;
-  assign \$71  = fsm_state == 5'h19;
-  assign \$72  = fsm_state == 5'h1a;
-  assign \$73  = fsm_state == 5'h1b;
-  assign \$74  = fsm_state == 5'h1c;
-  assign \$75  = fsm_state == 5'h1d;
-  assign \$76  = fsm_state == 5'h1e;
-  assign \$77  = fsm_state == 5'h1f;
-  assign \$78  = fsm_state == 6'h20;
-  assign \$79  = $signed(u) > $signed(t);
-  assign \$80  = \$79  ? u : t;
-  assign \$81  = lead + 1'h0;
-  assign \$82  = $signed(sh0) < $signed(4'h4);
-  assign \$83  = $signed(4'h4) - $signed(sh0);
-  assign \$84  = \$82  ? \$83  : 11'h000;
-  assign \$85  = $signed(sh0) < $signed(4'h4);
-  assign \$86  = $signed(sh0) - $signed(4'h4);
-  assign \$87  = $signed(\$86 ) < $signed({ 1'h0, tk });
-  assign \$88  = $signed(sh0) - $signed(4'h4);
-  assign \$89  = \$87  ? \$88  : { 7'h00, tk };
-  assign \$90  = $signed(sh0) - $signed(5'h0d);
-  assign \$91  = $signed(\$89 ) > $signed(\$90 );
-  assign \$92  = $signed(sh0) - $signed(4'h4);
-  assign \$93  = $signed(\$92 ) < $signed({ 1'h0, tk });
-  assign \$94  = $signed(sh0) - $signed(4'h4);
-  assign \$95  = \$93  ? \$94  : { 7'h00, tk };
-  assign \$96  = $signed(sh0) - $signed(5'h0d);
-  assign \$97  = \$91  ? \$95  : \$96 ;
-  assign \$98  = \$85  ? 11'h000 : \$97 ;
-  assign \$99  = $signed(km) << pre;
-  assign \$100  = $signed(\$99 ) >>> tsh;
-  assign \$101  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$102  = $signed(\$101 ) - $signed({ 1'h0, tsh });
-  assign \$103  = $signed(chan[62:55]) << \$1 [3:0];
-  assign \$104  = 1'h1 << sh;
-  assign \$106  = $signed(\$103 ) + $signed({ 1'h0, \$105  });
-  assign \$107  = $signed(\$106 ) - $signed(quot);
-  assign \$108  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$109  = - $signed(m);
-  assign \$110  = \$108  ? \$109  : { m[25], m };
-  assign \$112  = $signed(5'h0d) - $signed(chan[102:95]);
-  assign \$113  = $signed(sh0) < $signed(4'h4);
-  assign \$114  = $signed(4'h4) - $signed(sh0);
-  assign \$115  = \$113  ? \$114  : 11'h000;
-  assign \$116  = $signed(sh0) < $signed(4'h4);
-  assign \$117  = $signed(sh0) - $signed(4'h4);
-  assign \$118  = $signed(\$117 ) < $signed({ 1'h0, tk });
-  assign \$119  = $signed(sh0) - $signed(4'h4);
-  assign \$120  = \$118  ? \$119  : { 7'h00, tk };
-  assign \$121  = $signed(sh0) - $signed(5'h0d);
-  assign \$122  = $signed(\$120 ) > $signed(\$121 );
-  assign \$123  = $signed(sh0) - $signed(4'h4);
-  assign \$124  = $signed(\$123 ) < $signed({ 1'h0, tk });
-  assign \$125  = $signed(sh0) - $signed(4'h4);
-  assign \$126  = \$124  ? \$125  : { 7'h00, tk };
-  assign \$127  = $signed(sh0) - $signed(5'h0d);
-  assign \$128  = \$122  ? \$126  : \$127 ;
-  assign \$129  = \$116  ? 11'h000 : \$128 ;
-  assign \$130  = $signed(km) << pre;
-  assign \$131  = $signed(\$130 ) >>> tsh;
-  assign \$132  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$133  = $signed(\$132 ) - $signed({ 1'h0, tsh });
-  assign \$135  = $signed(chan[62:55]) << \$2 [3:0];
-  assign \$136  = 1'h1 << sh;
-  assign \$138  = $signed(\$135 ) + $signed({ 1'h0, \$137  });
-  assign \$139  = $signed(\$138 ) - $signed(quot);
+  reg [24:0] u = 25'h0000000;
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = \$3  | den[36];
+  assign \$5  = den[34] | den[35];
+  assign \$6  = den[35] ? 6'h23 : 6'h22;
+  assign \$7  = den[33] ? 6'h21 : 6'h20;
+  assign \$8  = \$5  ? \$6  : \$7 ;
+  assign \$9  = den[36] ? 6'h24 : \$8 ;
+  assign \$10  = den[16] | den[17];
+  assign \$11  = den[18] | den[19];
+  assign \$12  = \$10  | \$11 ;
+  assign \$13  = den[20] | den[21];
+  assign \$14  = den[22] | den[23];
+  assign \$15  = \$13  | \$14 ;
+  assign \$16  = \$12  | \$15 ;
+  assign \$17  = den[24] | den[25];
+  assign \$18  = den[26] | den[27];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = den[28] | den[29];
+  assign \$21  = den[30] | den[31];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$19  | \$22 ;
+  assign \$24  = \$16  | \$23 ;
+  assign \$25  = den[24] | den[25];
+  assign \$26  = den[26] | den[27];
+  assign \$27  = \$25  | \$26 ;
+  assign \$28  = den[28] | den[29];
+  assign \$29  = den[30] | den[31];
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = \$27  | \$30 ;
+  assign \$32  = den[28] | den[29];
+  assign \$33  = den[30] | den[31];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = den[30] | den[31];
+  assign \$36  = den[31] ? 6'h1f : 6'h1e;
+  assign \$37  = den[29] ? 6'h1d : 6'h1c;
+  assign \$38  = \$35  ? \$36  : \$37 ;
+  assign \$39  = den[26] | den[27];
+  assign \$40  = den[27] ? 6'h1b : 6'h1a;
+  assign \$41  = den[25] ? 6'h19 : 6'h18;
+  assign \$42  = \$39  ? \$40  : \$41 ;
+  assign \$43  = \$34  ? \$38  : \$42 ;
+  assign \$44  = den[20] | den[21];
+  assign \$45  = den[22] | den[23];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = den[22] | den[23];
+  assign \$48  = den[23] ? 6'h17 : 6'h16;
+  assign \$49  = den[21] ? 6'h15 : 6'h14;
+  assign \$50  = \$47  ? \$48  : \$49 ;
+  assign \$51  = den[18] | den[19];
+  assign \$52  = den[19] ? 6'h13 : 6'h12;
+  assign \$53  = den[17] ? 6'h11 : 6'h10;
+  assign \$54  = \$51  ? \$52  : \$53 ;
+  assign \$55  = \$46  ? \$50  : \$54 ;
+  assign \$56  = \$31  ? \$43  : \$55 ;
+  assign \$57  = den[8] | den[9];
+  assign \$58  = den[10] | den[11];
+  assign \$59  = \$57  | \$58 ;
+  assign \$60  = den[12] | den[13];
+  assign \$61  = den[14] | den[15];
+  assign \$62  = \$60  | \$61 ;
+  assign \$63  = \$59  | \$62 ;
+  assign \$64  = den[12] | den[13];
+  assign \$65  = den[14] | den[15];
+  assign \$66  = \$64  | \$65 ;
+  assign \$67  = den[14] | den[15];
+  assign \$68  = den[15] ? 6'h0f : 6'h0e;
+  assign \$69  = den[13] ? 6'h0d : 6'h0c;
+  assign \$70  = \$67  ? \$68  : \$69 ;
+  assign \$71  = den[10] | den[11];
+  assign \$72  = den[11] ? 6'h0b : 6'h0a;
+  assign \$73  = den[9] ? 6'h09 : 6'h08;
+  assign \$74  = \$71  ? \$72  : \$73 ;
+  assign \$75  = \$66  ? \$70  : \$74 ;
+  assign \$76  = den[4] | den[5];
+  assign \$77  = den[6] | den[7];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = den[6] | den[7];
+  assign \$80  = den[7] ? 6'h07 : 6'h06;
+  assign \$81  = den[5] ? 6'h05 : 6'h04;
+  assign \$82  = \$79  ? \$80  : \$81 ;
+  assign \$83  = den[2] | den[3];
+  assign \$84  = den[3] ? 6'h03 : 6'h02;
+  assign \$85  = den[1] ? 6'h01 : 6'h00;
+  assign \$86  = \$83  ? \$84  : \$85 ;
+  assign \$87  = \$78  ? \$82  : \$86 ;
+  assign \$88  = \$63  ? \$75  : \$87 ;
+  assign \$89  = \$24  ? \$56  : \$88 ;
+  assign den_lead = \$4  ? \$9  : \$89 ;
+  assign \$90  = chan[9] | chan[10];
+  assign \$91  = chan[11] | chan[12];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = \$92  | chan[13];
+  assign \$94  = chan[11] | chan[12];
+  assign \$95  = chan[12] ? 4'hb : 4'ha;
+  assign \$96  = chan[10] ? 4'h9 : 4'h8;
+  assign \$97  = \$94  ? \$95  : \$96 ;
+  assign \$98  = chan[13] ? 4'hc : \$97 ;
+  assign \$99  = chan[5] | chan[6];
+  assign \$100  = chan[7] | chan[8];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = chan[7] | chan[8];
+  assign \$103  = chan[8] ? 4'h7 : 4'h6;
+  assign \$104  = chan[6] ? 4'h5 : 4'h4;
+  assign \$105  = \$102  ? \$103  : \$104 ;
+  assign \$106  = chan[3] | chan[4];
+  assign \$107  = chan[4] ? 4'h3 : 4'h2;
+  assign \$108  = chan[2] ? 4'h1 : 4'h0;
+  assign \$109  = \$106  ? \$107  : \$108 ;
+  assign \$110  = \$101  ? \$105  : \$109 ;
+  assign count_lead = \$93  ? \$98  : \$110 ;
+  assign \$111  = sh + 1'h0;
+  assign \$112  = sh + 1'h0;
+  assign \$113  = - $signed(sum);
+  assign \$114  = ! lead;
+  assign \$115  = lead - 1'h1;
+  assign \$116  = 1'h1 << \$115 [5:0];
+  assign \$117  = \$114  ? 64'h0000000000000000 : \$116 ;
+  assign \$118  = ! lead;
+  assign \$119  = \$118  ? 35'h400000000 : 35'h000000000;
+  assign \$120  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$121  = - $signed(chan[54:47]);
+  assign \$122  = \$120  ? \$121  : { chan[54], chan[54:47] };
+  assign \$123  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$124  = $signed(sum) < $signed(1'h0);
+  assign \$125  = - $signed(sum);
+  assign \$126  = \$124  ? \$125  : { sum[20], sum };
+  assign \$127  = $signed(sum) < $signed(1'h0);
+  assign \$130  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$131  = - $signed(chan[54:47]);
+  assign \$132  = \$130  ? \$131  : { chan[54], chan[54:47] };
+  assign \$133  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$134  = $signed(chan[78:63]) < $signed(1'h0);
+  assign \$135  = - $signed(chan[78:63]);
+  assign \$136  = \$134  ? \$135  : { chan[78], chan[78:63] };
+  assign \$137  = $signed(chan[78:63]) < $signed(1'h0);
+  assign \$138  = ! fsm_state;
+  assign \$139  = fsm_state == 1'h1;
+  assign \$140  = fsm_state == 2'h2;
+  assign \$141  = fsm_state == 2'h3;
+  assign \$142  = fsm_state == 3'h4;
+  assign \$143  = fsm_state == 3'h5;
+  assign \$144  = fsm_state == 3'h6;
+  assign \$145  = fsm_state == 3'h7;
+  assign \$146  = fsm_state == 4'h8;
+  assign \$147  = fsm_state == 4'h9;
+  assign \$148  = fsm_state == 4'ha;
+  assign \$149  = fsm_state == 4'hb;
+  assign \$150  = fsm_state == 4'hc;
+  assign \$151  = fsm_state == 4'hd;
+  assign \$152  = fsm_state == 4'he;
+  assign \$153  = fsm_state == 4'hf;
+  assign \$154  = fsm_state == 5'h10;
+  assign \$155  = fsm_state == 5'h11;
+  assign \$156  = fsm_state == 5'h12;
+  assign \$157  = fsm_state == 5'h13;
+  assign \$158  = fsm_state == 5'h14;
+  assign \$159  = fsm_state == 5'h15;
+  assign \$160  = fsm_state == 5'h16;
+  assign \$161  = fsm_state == 5'h17;
+  assign \$162  = fsm_state == 5'h18;
+  assign \$163  = fsm_state == 5'h19;
+  assign \$164  = fsm_state == 5'h1a;
+  assign \$165  = fsm_state == 5'h1b;
+  assign \$166  = fsm_state == 5'h1c;
+  assign \$167  = fsm_state == 5'h1d;
+  assign \$168  = fsm_state == 5'h1e;
+  assign \$169  = fsm_state == 5'h1f;
+  assign \$170  = fsm_state == 6'h20;
+  assign \$171  = fsm_state == 6'h21;
+  assign \$172  = fsm_state == 6'h22;
+  assign \$173  = fsm_state == 6'h23;
+  assign \$174  = $signed(u) > $signed(t);
+  assign \$175  = \$174  ? u : t;
+  assign \$176  = lead + 1'h0;
+  assign \$177  = $signed(sh0) < $signed(4'h4);
+  assign \$178  = $signed(4'h4) - $signed(sh0);
+  assign \$179  = \$177  ? \$178  : 11'h000;
+  assign \$180  = $signed(sh0) < $signed(4'h4);
+  assign \$181  = $signed(sh0) - $signed(4'h4);
+  assign \$182  = $signed(\$181 ) < $signed({ 1'h0, tk });
+  assign \$183  = $signed(sh0) - $signed(4'h4);
+  assign \$184  = \$182  ? \$183  : { 7'h00, tk };
+  assign \$185  = $signed(sh0) - $signed(5'h0d);
+  assign \$186  = $signed(\$184 ) > $signed(\$185 );
+  assign \$187  = $signed(sh0) - $signed(4'h4);
+  assign \$188  = $signed(\$187 ) < $signed({ 1'h0, tk });
+  assign \$189  = $signed(sh0) - $signed(4'h4);
+  assign \$190  = \$188  ? \$189  : { 7'h00, tk };
+  assign \$191  = $signed(sh0) - $signed(5'h0d);
+  assign \$192  = \$186  ? \$190  : \$191 ;
+  assign \$193  = \$180  ? 11'h000 : \$192 ;
+  assign \$194  = $signed(km) << pre;
+  assign \$195  = tsh > 6'h2c;
+  assign \$196  = \$195  ? 10'h02c : tsh;
+  assign \$197  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$198  = $signed(\$197 ) - $signed({ 1'h0, tsh });
+  assign \$199  = $signed(km_pre) >>> t_clamped;
+  assign \$200  = $signed(chan[62:55]) << \$111 [3:0];
+  assign \$201  = 1'h1 << sh;
+  assign \$203  = $signed(\$200 ) + $signed({ 1'h0, \$202  });
+  assign \$204  = $signed(div_num) < $signed(1'h0);
+  assign \$205  = - $signed(div_num);
+  assign \$206  = \$204  ? \$205  : { div_num[50], div_num };
+  assign \$207  = $signed(div_num) < $signed(1'h0);
+  assign \$208  = $signed(bias) - $signed(quot);
+  assign \$210  = $signed(5'h0d) - $signed(chan[102:95]);
+  assign \$211  = $signed(sh0) < $signed(4'h4);
+  assign \$212  = $signed(4'h4) - $signed(sh0);
+  assign \$213  = \$211  ? \$212  : 11'h000;
+  assign \$214  = $signed(sh0) < $signed(4'h4);
+  assign \$215  = $signed(sh0) - $signed(4'h4);
+  assign \$216  = $signed(\$215 ) < $signed({ 1'h0, tk });
+  assign \$217  = $signed(sh0) - $signed(4'h4);
+  assign \$218  = \$216  ? \$217  : { 7'h00, tk };
+  assign \$219  = $signed(sh0) - $signed(5'h0d);
+  assign \$220  = $signed(\$218 ) > $signed(\$219 );
+  assign \$221  = $signed(sh0) - $signed(4'h4);
+  assign \$222  = $signed(\$221 ) < $signed({ 1'h0, tk });
+  assign \$223  = $signed(sh0) - $signed(4'h4);
+  assign \$224  = \$222  ? \$223  : { 7'h00, tk };
+  assign \$225  = $signed(sh0) - $signed(5'h0d);
+  assign \$226  = \$220  ? \$224  : \$225 ;
+  assign \$227  = \$214  ? 11'h000 : \$226 ;
+  assign \$228  = $signed(km) << pre;
+  assign \$229  = tsh > 6'h2c;
+  assign \$230  = \$229  ? 10'h02c : tsh;
+  assign \$231  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$232  = $signed(\$231 ) - $signed({ 1'h0, tsh });
+  assign \$233  = $signed(km_pre) >>> t_clamped;
+  assign \$234  = $signed(chan[62:55]) << \$112 [3:0];
+  assign \$235  = 1'h1 << sh;
+  assign \$237  = $signed(\$234 ) + $signed({ 1'h0, \$236  });
+  assign \$239  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$140 ;
+    fsm_state <= \$240 ;
   always @(posedge clk)
-    u <= \$141 ;
+    u <= \$241 ;
   always @(posedge clk)
-    t <= \$142 ;
+    t <= \$242 ;
   always @(posedge clk)
-    den <= \$143 ;
+    den <= \$243 ;
   always @(posedge clk)
-    lead <= \$144 ;
+    lead <= \$244 ;
   always @(posedge clk)
-    recip <= \$145 ;
+    recip <= \$245 ;
   always @(posedge clk)
-    m <= \$146 ;
+    m <= \$246 ;
   always @(posedge clk)
-    km <= \$147 ;
+    km <= \$247 ;
   always @(posedge clk)
-    sh0 <= \$148 ;
+    sh0 <= \$248 ;
   always @(posedge clk)
-    tk <= \$149 ;
+    tk <= \$249 ;
   always @(posedge clk)
-    pre <= \$150 ;
+    pre <= \$250 ;
   always @(posedge clk)
-    tsh <= \$151 ;
+    tsh <= \$251 ;
   always @(posedge clk)
-    \a$27  <= \$152 ;
+    km_pre <= \$252 ;
   always @(posedge clk)
-    sh <= \$153 ;
+    t_clamped <= \$253 ;
   always @(posedge clk)
-    p <= \$154 ;
+    sh <= \$254 ;
   always @(posedge clk)
-    quot <= \$155 ;
+    \a$27  <= \$255 ;
   always @(posedge clk)
-    \b$46  <= \$156 ;
+    bias <= \$256 ;
+  always @(posedge clk)
+    p <= \$257 ;
+  always @(posedge clk)
+    div_mag <= \$258 ;
+  always @(posedge clk)
+    div_neg <= \$259 ;
+  always @(posedge clk)
+    quot <= \$260 ;
+  always @(posedge clk)
+    \b$51  <= \$261 ;
   \hwnorm_linf_s8.math.div  div (
     .clk(clk),
     .\den$14 (\den$23 ),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$22 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$17 ),
+    .start(\start$18 ),
     .steps(\steps$24 )
   );
   \hwnorm_linf_s8.math.mul  mul (
@@ -886,170 +1108,13 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$35 ),
-    .p(\p$37 ),
+    .done(\done$37 ),
+    .\neg$12 (neg),
+    .p(\p$39 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
@@ -1091,47 +1156,53 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
-      6'h15:
           /* empty */;
+      6'h15:
+          start = 1'h1;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           start = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 113'h00000000000000000000000000000;
+    a = 28'h0000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          a = { hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi };
+          a = { hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi };
       6'h04:
           /* empty */;
       6'h05:
-          a = { \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4 [8], \$4  };
+          a = { lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[111], t };
+          a = { t[24], t[24], t[24], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1141,11 +1212,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+          a = { 11'h000, recip };
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          a = { m[25], m[25], m };
       6'h10:
           /* empty */;
       6'h11:
@@ -1155,27 +1226,33 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          a = { \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27 [27], \$27  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { \a$27 [26], \a$27  };
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          a = { 97'h0000000000000000000000000, chan[94:79] };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          a = { 12'h000, chan[94:79] };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          a = { \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42 [27], \$42  };
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          a = { \a$27 [26], \a$27  };
     endcase
   end
   always @* begin
@@ -1205,7 +1282,7 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24 [8], \$24  };
+          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1219,47 +1296,53 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          b = \$30 [20:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = \$126 [20:0];
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          b = { \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39 [8], \$39  };
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          b = { \$45 [16], \$45 [16], \$45 [16], \$45 [16], \$45  };
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          b = { \$136 [16], \$136 [16], \$136 [16], \$136 [16], \$136  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 131'h000000000000000000000000000000000;
+    c = 52'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          c = { \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3  };
+          c = { \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113  };
       6'h04:
           /* empty */;
       6'h05:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 115'h00000000000000000000000000000, chan[46:31] };
+          c = { 36'h000000000, chan[46:31] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1269,11 +1352,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 131'h000000000000000000000000000000000;
+          c = 52'h0000000000000;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 131'h000000000000000000000000000000000;
+          c = 52'h0000000000000;
       6'h10:
           /* empty */;
       6'h11:
@@ -1283,27 +1366,103 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          c = 131'h000000000000000000000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 52'h0000000000000;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          c = 131'h000000000000000000000000000000000;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          c = 52'h0000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          c = 131'h000000000000000000000000000000000;
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          c = 52'h0000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    neg = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          neg = 1'h0;
+      6'h04:
+          /* empty */;
+      6'h05:
+          neg = 1'h1;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          neg = 1'h0;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          neg = \$123 ;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          neg = 1'h0;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          neg = \$127 ;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          neg = \$133 ;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          neg = \$137 ;
     endcase
   end
   always @* begin
@@ -1347,32 +1506,38 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h15;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h15;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
+      6'h03:
+          steps = 5'h08;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           steps = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
+    \start$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1393,7 +1558,7 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$17  = 1'h1;
+          \start$18  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1415,33 +1580,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          \start$17  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_5 = 73'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h17:
           /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          mag_train_5 = \$13 [72:0];
+      6'h18:
+          \start$18  = 1'h1;
     endcase
   end
   always @* begin
@@ -1467,7 +1610,7 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$14 [36:0];
+          rem_init = \$117 [36:0];
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1489,7 +1632,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          rem_init = \$34 [36:0];
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          rem_init = \$128 [36:0];
     endcase
   end
   always @* begin
@@ -1515,7 +1662,7 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$15 [34:0];
+          lo_init = \$119 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1537,12 +1684,16 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          lo_init = \$35 [34:0];
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          lo_init = \$129 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    neg = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1563,7 +1714,7 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$18 ;
+          \neg$22  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1585,7 +1736,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          neg = \$36 ;
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \neg$22  = div_neg;
     endcase
   end
   always @* begin
@@ -1633,6 +1788,10 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
           \den$23  = { 24'h000000, chan[13:1] };
     endcase
   end
@@ -1681,12 +1840,16 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
           \steps$24  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_12 = 73'h0000000000000000000;
+    div_num = 51'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1729,7 +1892,9 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          mag_train_12 = { \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33 [50], \$33  };
+          /* empty */;
+      6'h17:
+          div_num = { p[49], p };
     endcase
   end
   always @* begin
@@ -1782,11 +1947,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -1799,6 +1964,12 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1806,151 +1977,134 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$140  = fsm_state;
+    \$240  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$33 ) begin
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$140  = 6'h01;
+                  \$240  = 6'h01;
               2'h1:
-                  \$140  = 6'h02;
+                  \$240  = 6'h02;
               2'h2:
-                  \$140  = 6'h03;
+                  \$240  = 6'h03;
             endcase
           end
       6'h02:
-          \$140  = 6'h04;
+          \$240  = 6'h04;
       6'h04:
-          if (\done$35 ) begin
-            \$140  = 6'h05;
+          if (\done$37 ) begin
+            \$240  = 6'h05;
           end
       6'h05:
-          \$140  = 6'h06;
+          \$240  = 6'h06;
       6'h06:
-          if (\done$35 ) begin
-            \$140  = 6'h07;
+          if (\done$37 ) begin
+            \$240  = 6'h07;
           end
       6'h07:
-          \$140  = 6'h08;
+          \$240  = 6'h08;
       6'h08:
-          \$140  = 6'h09;
+          \$240  = 6'h09;
       6'h09:
-          if (\done$35 ) begin
-            \$140  = 6'h0a;
+          if (\done$37 ) begin
+            \$240  = 6'h0a;
           end
       6'h0a:
-          \$140  = 6'h0b;
+          \$240  = 6'h0b;
       6'h0b:
-          \$140  = 6'h0c;
+          \$240  = 6'h0c;
       6'h0c:
-          if (\done$38 ) begin
-            \$140  = 6'h0d;
+          if (\done$40 ) begin
+            \$240  = 6'h0d;
           end
       6'h0d:
-          \$140  = 6'h0e;
+          \$240  = 6'h0e;
       6'h0e:
-          if (\done$35 ) begin
-            \$140  = 6'h0f;
+          if (\done$37 ) begin
+            \$240  = 6'h0f;
           end
       6'h0f:
-          \$140  = 6'h10;
+          \$240  = 6'h10;
       6'h10:
-          if (\done$35 ) begin
-            \$140  = 6'h11;
+          if (\done$37 ) begin
+            \$240  = 6'h11;
           end
       6'h11:
-          \$140  = 6'h12;
+          \$240  = 6'h12;
       6'h12:
-          \$140  = 6'h13;
+          \$240  = 6'h13;
       6'h13:
-          \$140  = 6'h14;
+          \$240  = 6'h14;
       6'h14:
-          \$140  = 6'h15;
+          \$240  = 6'h15;
       6'h15:
-          if (\done$35 ) begin
-            \$140  = 6'h16;
-          end
+          \$240  = 6'h16;
       6'h16:
-          \$140  = 6'h17;
-      6'h17:
-          if (\done$38 ) begin
-            \$140  = 6'h18;
+          if (\done$37 ) begin
+            \$240  = 6'h17;
           end
+      6'h17:
+          \$240  = 6'h18;
       6'h18:
-          \$140  = 6'h01;
-      6'h03:
-          \$140  = 6'h19;
+          \$240  = 6'h19;
       6'h19:
-          if (\done$35 ) begin
-            \$140  = 6'h1a;
+          if (\done$40 ) begin
+            \$240  = 6'h1a;
           end
       6'h1a:
-          \$140  = 6'h1b;
+          \$240  = 6'h01;
+      6'h03:
+          \$240  = 6'h1b;
       6'h1b:
-          \$140  = 6'h1c;
-      6'h1c:
-          \$140  = 6'h1d;
-      6'h1d:
-          \$140  = 6'h1e;
-      6'h1e:
-          if (\done$35 ) begin
-            \$140  = 6'h1f;
+          if (\done$37 ) begin
+            \$240  = 6'h1c;
           end
+      6'h1c:
+          \$240  = 6'h1d;
+      6'h1d:
+          \$240  = 6'h1e;
+      6'h1e:
+          \$240  = 6'h1f;
       6'h1f:
-          \$140  = 6'h20;
+          \$240  = 6'h20;
       6'h20:
-          \$140  = 6'h01;
+          \$240  = 6'h21;
+      6'h21:
+          if (\done$37 ) begin
+            \$240  = 6'h22;
+          end
+      6'h22:
+          \$240  = 6'h23;
+      6'h23:
+          \$240  = 6'h01;
       6'h01:
-          \$140  = 6'h00;
+          \$240  = 6'h00;
     endcase
     if (rst) begin
-      \$140  = 6'h00;
+      \$240  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$141  = u;
+    \$241  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          if (\done$35 ) begin
-            \$141  = \p$37 [111:0];
+          if (\done$37 ) begin
+            \$241  = \p$39 [24:0];
           end
     endcase
     if (rst) begin
-      \$141  = 112'h0000000000000000000000000000;
+      \$241  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$142  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$35 ) begin
-            \$142  = \p$37 [111:0];
-          end
-      6'h07:
-          \$142  = \$80 ;
-    endcase
-    if (rst) begin
-      \$142  = 112'h0000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$143  = den;
+    \$242  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1961,23 +2115,19 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$35 ) begin
-            \$143  = \p$37 [36:0];
+          if (\done$37 ) begin
+            \$242  = \p$39 [24:0];
           end
+      6'h07:
+          \$242  = \$175 ;
     endcase
     if (rst) begin
-      \$143  = 37'h0000000000;
+      \$242  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = lead;
+    \$243  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1994,17 +2144,17 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
-      6'h0a:
-          \$144  = den_lead;
+          if (\done$37 ) begin
+            \$243  = \p$39 [36:0];
+          end
     endcase
     if (rst) begin
-      \$144  = 6'h00;
+      \$243  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = recip;
+    \$244  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2023,21 +2173,15 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$38 ) begin
-            \$145  = q[16:0];
-          end
+          \$244  = den_lead;
     endcase
     if (rst) begin
-      \$145  = 17'h00000;
+      \$244  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = m;
+    \$245  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2060,47 +2204,17 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$35 ) begin
-            \$146  = \p$37 [25:0];
-          end
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          if (\done$35 ) begin
-            \$146  = \p$37 [25:0];
+          if (\done$40 ) begin
+            \$245  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$146  = 26'h0000000;
+      \$245  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = km;
+    \$246  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2127,13 +2241,13 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          if (\done$37 ) begin
+            \$246  = \p$39 [25:0];
+          end
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$35 ) begin
-            \$147  = \p$37 [39:0];
-          end
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -2149,206 +2263,25 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          \$147  = \$111 [39:0];
-    endcase
-    if (rst) begin
-      \$147  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$148  = { 3'h0, \$81  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$148  = { \$112 [8], \$112  };
-    endcase
-    if (rst) begin
-      \$148  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$149  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$149  = 4'h8;
-    endcase
-    if (rst) begin
-      \$149  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$150  = \$84 [7:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
-          \$150  = \$115 [7:0];
+          if (\done$37 ) begin
+            \$246  = \p$39 [25:0];
+          end
     endcase
     if (rst) begin
-      \$150  = 8'h00;
+      \$246  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = tsh;
+    \$247  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2379,11 +2312,13 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h0f:
           /* empty */;
       6'h10:
-          /* empty */;
+          if (\done$37 ) begin
+            \$247  = \p$39 [39:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
-          \$151  = \$98 [9:0];
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2396,87 +2331,24 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h1b:
-          \$151  = \$129 [9:0];
-    endcase
-    if (rst) begin
-      \$151  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$152  = \$100 [26:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$152  = \$131 [26:0];
+          \$247  = \$209 [39:0];
     endcase
     if (rst) begin
-      \$152  = 27'h0000000;
+      \$247  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = sh;
+    \$248  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2509,11 +2381,11 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$248  = { 3'h0, \$176  };
       6'h12:
           /* empty */;
       6'h13:
-          \$153  = \$102 [3:0];
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2524,24 +2396,223 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$153  = \$133 [3:0];
+          \$248  = { \$210 [8], \$210  };
     endcase
     if (rst) begin
-      \$153  = 4'h0;
+      \$248  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = p;
+    \$249  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$249  = count_lead;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$249  = 4'h8;
+    endcase
+    if (rst) begin
+      \$249  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$250  = \$179 [2:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$250  = \$213 [2:0];
+    endcase
+    if (rst) begin
+      \$250  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$251  = \$193 [9:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$251  = \$227 [9:0];
+    endcase
+    if (rst) begin
+      \$251  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2578,24 +2649,22 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          \$252  = \$194 [43:0];
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$35 ) begin
-            \$154  = \p$37 [49:0];
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2604,17 +2673,153 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h1d:
           /* empty */;
       6'h1e:
-          if (\done$35 ) begin
-            \$154  = \p$37 [49:0];
-          end
+          \$252  = \$228 [43:0];
     endcase
     if (rst) begin
-      \$154  = 50'h0000000000000;
+      \$252  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = quot;
+    \$253  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$253  = \$196 [5:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$253  = \$230 [5:0];
+    endcase
+    if (rst) begin
+      \$253  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$254  = \$198 [3:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$254  = \$232 [3:0];
+    endcase
+    if (rst) begin
+      \$254  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \a$27 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2653,22 +2858,20 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$255  = \$199 [26:0];
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$38 ) begin
-            \$155  = { q[36], q[36], q };
-          end
-      6'h18:
           /* empty */;
-      6'h03:
+      6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2679,15 +2882,86 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$155  = \$134 [38:0];
+          \$255  = \$233 [26:0];
     endcase
     if (rst) begin
-      \$155  = 39'h0000000000;
+      \$255  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = \b$46 ;
+    \$256  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$256  = { \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$256  = { \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237  };
+    endcase
+    if (rst) begin
+      \$256  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = p;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2730,16 +3004,18 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$37 ) begin
+            \$257  = \p$39 [49:0];
+          end
       6'h17:
           /* empty */;
       6'h18:
-          \$156  = \$107 [34:0];
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2752,14 +3028,282 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          \$156  = \$139 [34:0];
+          /* empty */;
+      6'h21:
+          if (\done$37 ) begin
+            \$257  = \p$39 [49:0];
+          end
     endcase
     if (rst) begin
-      \$156  = 35'h000000000;
+      \$257  = 50'h0000000000000;
     end
   end
-  assign beta_shift = \$1 [3:0];
-  assign \beta_shift$6  = \$2 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$258  = \$206 [50:0];
+    endcase
+    if (rst) begin
+      \$258  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$259  = \$207 ;
+    endcase
+    if (rst) begin
+      \$259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          if (\done$40 ) begin
+            \$260  = { q[36], q[36], q };
+          end
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$260  = \$238 [38:0];
+    endcase
+    if (rst) begin
+      \$260  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = \b$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$261  = \$208 [34:0];
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$261  = \$239 [34:0];
+    endcase
+    if (rst) begin
+      \$261  = 35'h000000000;
+    end
+  end
+  assign beta_shift = \$111 [3:0];
+  assign \beta_shift$6  = \$112 [3:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[30:14];
@@ -2769,14 +3313,12 @@ module \hwnorm_linf_s8.math (rst, \start$33 , entry, chan, sum, hi, lo, done, de
   assign \chan.mean  = chan[78:63];
   assign \chan.scale_m  = chan[94:79];
   assign \chan.scale_exp  = chan[102:95];
-  assign \$14  = { 16'h0000, mag_train_5[72:16] };
-  assign \$15  = { 12'h000, mag_train_5[15:0], 19'h00000 };
-  assign \$34  = { 35'h000000000, mag_train_12[72:35] };
-  assign \$35  = { 1'h0, mag_train_12[34:0] };
-  assign \$105  = { 1'h0, \$104 [15:1] };
-  assign \$111  = { \$110 [26], \$110 [26], \$110 [26], \$110 [26], \$110 [26], \$110 [26], \$110 [26], \$110 , 8'h00 };
-  assign \$134  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
-  assign \$137  = { 1'h0, \$136 [15:1] };
+  assign \$128  = { 35'h000000000, div_mag[50:35] };
+  assign \$129  = { 1'h0, div_mag[34:0] };
+  assign \$202  = { 1'h0, \$201 [15:1] };
+  assign \$209  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$236  = { 1'h0, \$235 [15:1] };
+  assign \$238  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
 endmodule
 
 module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2792,10 +3334,10 @@ module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   reg [34:0] \$17 ;
   reg [36:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [35:0] \$2 ;
   reg [34:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [35:0] \$3 ;
+  wire \$3 ;
   wire [36:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2830,9 +3372,9 @@ module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   wire [5:0] steps;
   wire [37:0] trial;
   assign trial = \$1  | { 37'h0000000000, lo[34] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -2942,34 +3484,40 @@ module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_linf_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_linf_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [20:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [131:0] \$2 ;
-  wire [131:0] \$3 ;
-  wire [20:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [130:0] \$8 ;
-  reg [130:0] \$9 ;
-  input [112:0] a;
-  wire [112:0] a;
-  reg [130:0] a_sh = 131'h000000000000000000000000000000000;
+  reg [51:0] \$10 ;
+  reg [51:0] \$11 ;
+  reg [20:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [52:0] \$2 ;
+  wire [53:0] \$3 ;
+  wire [54:0] \$4 ;
+  wire [52:0] \$5 ;
+  wire [20:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [27:0] a;
+  wire [27:0] a;
+  reg [51:0] a_sh = 52'h0000000000000;
   input [20:0] b;
   wire [20:0] b;
   reg [20:0] b_sh = 21'h000000;
-  input [130:0] c;
-  wire [130:0] c;
+  input [51:0] c;
+  wire [51:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [130:0] p;
-  reg [130:0] p = 131'h000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [51:0] p;
+  reg [51:0] p = 52'h0000000000000;
   input rst;
   wire rst;
   input start;
@@ -2977,126 +3525,145 @@ module \hwnorm_linf_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[51], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [130:0];
+        \$10  = \$4 [51:0];
       end
     end
     if (rst) begin
-      \$8  = 131'h000000000000000000000000000000000;
+      \$10  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a[112], a };
+      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [130:0];
+      \$11  = \$5 [51:0];
     end
     if (rst) begin
-      \$9  = 131'h000000000000000000000000000000000;
+      \$11  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 21'h000000;
+      \$12  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[20:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [35:0] \$12 ;
-  wire [35:0] \$13 ;
+  wire [35:0] \$10 ;
+  wire [35:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [35:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [35:0] \$15 ;
+  wire [35:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [7:0] \$32 ;
-  reg [34:0] \$33 ;
-  reg [35:0] \$34 ;
-  reg [35:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [7:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [7:0] \$36 ;
+  reg [34:0] \$37 ;
+  reg [35:0] \$38 ;
+  reg [35:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [35:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [34:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire \$8 ;
+  wire [34:0] \$9 ;
   input [26:0] a;
   wire [26:0] a;
   reg [35:0] acc0 = 36'h000000000;
@@ -3130,10 +3697,11 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [34:0] p0 = 35'h000000000;
   reg [35:0] q0 = 36'h000000000;
-  wire [35:0] qs0;
+  reg [35:0] qs0 = 36'h000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3145,101 +3713,135 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(8'h7f);
-  assign \$11  = $signed(qs0) < $signed(8'h80);
-  assign \$12  = under0 ? 36'hfffffff80 : q0;
-  assign \$13  = over0 ? 36'h00000007f : \$12 ;
-  assign \$14  = ok3 ? \$13  : 36'h000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(8'h7f);
+  assign \$13  = $signed(qs0) < $signed(8'h80);
+  assign \$14  = under0 ? 36'hfffffff80 : q0;
+  assign \$15  = over0 ? 36'h00000007f : \$14 ;
+  assign \$16  = ok4 ? \$15  : 36'h000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3247,11 +3849,11 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3259,11 +3861,11 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3271,23 +3873,23 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3295,10 +3897,11 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3306,21 +3909,23 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3328,10 +3933,10 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3339,76 +3944,80 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 35'h000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 36'h000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 36'h000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [7:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 36'h000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

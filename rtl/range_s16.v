@@ -4,23 +4,22 @@
 
 module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [59:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [170:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [59:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [170:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -93,8 +92,9 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire i__valid;
   reg \i__valid$44 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$23 ;
   reg more;
   output [15:0] o__payload;
@@ -113,7 +113,6 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
@@ -130,37 +129,36 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 60'h000000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$45  & more;
-  assign \$7  = i__valid & \i__ready$45 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 60'h000000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$45  & more;
+  assign \$5  = i__valid & \i__ready$45 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_range_s16.math  math (
-    .\a$27 (a),
-    .\b$45 (b),
+    .\a$26 (a),
+    .\b$50 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -170,7 +168,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$33 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_range_s16.norm  norm (
@@ -188,7 +186,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_range_s16.stats_unit  stats_unit (
     .chunk_size(chan[26:14]),
@@ -245,7 +243,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -263,7 +261,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -319,7 +317,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -337,7 +335,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$44  = \$5 ;
+          \i__valid$44  = \$3 ;
     endcase
   end
   always @* begin
@@ -362,77 +360,77 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 171'h0000000000000000000000000000000000000000000;
+      \$21  = 171'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign chunk_size = chan[26:14];
   assign \i__payload$22  = i__payload;
@@ -458,6 +456,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \stats__payload.sum  = stats__payload[28:0];
   assign \stats__payload.den  = stats__payload[88:29];
   assign \stats__payload.sat  = stats__payload[101:89];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -468,7 +467,6 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan.mean  = chan[138:115];
   assign \chan.scale_m  = chan[162:139];
   assign \chan.scale_exp  = chan[170:163];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.chunk_size  = chan[26:14];
@@ -482,119 +480,307 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \i__payload$22[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[101:89] = sat_count;
-  assign stats__payload[88:29] = \$3 ;
+  assign stats__payload[88:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_closed, done, den, \a$27 , sh, \b$45 , clk);
+module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$26 , \b$50 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [5:0] \$1 ;
-  wire [127:0] \$10 ;
-  wire [31:0] \$100 ;
-  wire [47:0] \$101 ;
-  wire [62:0] \$102 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
-  wire [42:0] \$104 ;
-  wire [42:0] \$105 ;
-  wire [57:0] \$106 ;
-  wire [8:0] \$107 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
   wire \$108 ;
-  wire [10:0] \$109 ;
-  wire [128:0] \$11 ;
-  wire [10:0] \$110 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [10:0] \$112 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
-  wire [10:0] \$116 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
-  wire [10:0] \$118 ;
-  wire \$119 ;
-  wire [118:0] \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire [10:0] \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [310:0] \$125 ;
-  wire [310:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [11:0] \$128 ;
-  wire [72:0] \$129 ;
-  wire [86:0] \$13 ;
-  wire [46:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire [31:0] \$132 ;
-  wire [47:0] \$133 ;
-  wire [62:0] \$134 ;
-  reg [4:0] \$135 ;
-  reg [169:0] \$136 ;
-  reg [59:0] \$137 ;
-  reg [5:0] \$138 ;
-  reg [24:0] \$139 ;
-  wire [6:0] \$14 ;
-  reg [41:0] \$140 ;
-  reg [55:0] \$141 ;
-  reg [9:0] \$142 ;
-  reg [3:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [9:0] \$145 ;
-  reg [41:0] \$146 ;
-  reg [4:0] \$147 ;
-  reg [72:0] \$148 ;
-  reg [61:0] \$149 ;
-  wire [127:0] \$15 ;
-  reg [57:0] \$150 ;
+  wire [5:0] \$118 ;
+  wire [5:0] \$119 ;
+  wire \$12 ;
+  wire [5:0] \$120 ;
+  wire \$121 ;
+  wire [5:0] \$122 ;
+  wire [5:0] \$123 ;
+  wire [5:0] \$124 ;
+  wire [5:0] \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire \$13 ;
+  wire [5:0] \$130 ;
+  wire [5:0] \$131 ;
+  wire [5:0] \$132 ;
+  wire \$133 ;
+  wire [5:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire [5:0] \$136 ;
+  wire [5:0] \$137 ;
+  wire [5:0] \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire \$15 ;
+  wire [5:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire [5:0] \$152 ;
+  wire \$153 ;
+  wire [5:0] \$154 ;
+  wire [5:0] \$155 ;
+  wire [5:0] \$156 ;
+  wire [5:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire [5:0] \$162 ;
+  wire [5:0] \$163 ;
+  wire [5:0] \$164 ;
+  wire \$165 ;
+  wire [5:0] \$166 ;
+  wire [5:0] \$167 ;
+  wire [5:0] \$168 ;
+  wire [5:0] \$169 ;
   wire \$17 ;
-  wire [25:0] \$18 ;
-  wire [25:0] \$19 ;
-  wire [5:0] \$2 ;
+  wire [5:0] \$170 ;
+  wire [5:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire [3:0] \$177 ;
+  wire [3:0] \$178 ;
+  wire [3:0] \$179 ;
+  wire \$18 ;
+  wire [3:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [3:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire [3:0] \$187 ;
+  wire \$188 ;
+  wire [3:0] \$189 ;
+  wire \$19 ;
+  wire [3:0] \$190 ;
+  wire [3:0] \$191 ;
+  wire [3:0] \$192 ;
+  wire [5:0] \$193 ;
+  wire [5:0] \$194 ;
+  wire \$195 ;
+  wire [6:0] \$196 ;
+  wire [63:0] \$197 ;
+  wire [63:0] \$198 ;
+  wire \$199 ;
+  wire \$2 ;
   wire \$20 ;
-  wire [16:0] \$21 ;
-  wire [16:0] \$22 ;
+  wire [57:0] \$200 ;
+  wire \$201 ;
+  wire [16:0] \$202 ;
+  wire [16:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [29:0] \$206 ;
+  wire [29:0] \$207 ;
+  wire \$208 ;
+  wire [73:0] \$209 ;
+  wire \$21 ;
+  wire [58:0] \$210 ;
+  wire \$211 ;
+  wire [16:0] \$212 ;
+  wire [16:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [24:0] \$216 ;
+  wire [24:0] \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  wire [42:0] \$24 ;
-  wire [42:0] \$25 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [7:0] \$254 ;
+  wire \$255 ;
+  wire [10:0] \$256 ;
+  wire [10:0] \$257 ;
+  wire \$258 ;
+  wire [10:0] \$259 ;
   wire \$26 ;
-  wire [29:0] \$27 ;
-  wire [29:0] \$28 ;
+  wire \$260 ;
+  wire [10:0] \$261 ;
+  wire [10:0] \$262 ;
+  wire [10:0] \$263 ;
+  wire \$264 ;
+  wire [10:0] \$265 ;
+  wire \$266 ;
+  wire [10:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire [10:0] \$269 ;
+  wire \$27 ;
+  wire [10:0] \$270 ;
+  wire [10:0] \$271 ;
+  wire [70:0] \$272 ;
+  wire \$273 ;
+  wire [9:0] \$274 ;
+  wire [10:0] \$275 ;
+  wire [11:0] \$276 ;
+  wire [65:0] \$277 ;
+  wire [46:0] \$278 ;
+  wire [31:0] \$279 ;
+  wire \$28 ;
+  wire [31:0] \$280 ;
+  wire [47:0] \$281 ;
+  wire \$282 ;
+  wire [74:0] \$283 ;
+  wire [74:0] \$284 ;
+  wire \$285 ;
+  wire [62:0] \$286 ;
+  wire [56:0] \$287 ;
+  wire [8:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [6:0] \$3 ;
-  wire [73:0] \$30 ;
-  wire [73:0] \$31 ;
-  wire [118:0] \$32 ;
-  wire [58:0] \$33 ;
+  wire [10:0] \$290 ;
+  wire [10:0] \$291 ;
+  wire \$292 ;
+  wire [10:0] \$293 ;
+  wire \$294 ;
+  wire [10:0] \$295 ;
+  wire [10:0] \$296 ;
+  wire [10:0] \$297 ;
+  wire \$298 ;
+  wire [10:0] \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire [10:0] \$301 ;
+  wire [10:0] \$302 ;
+  wire [10:0] \$303 ;
+  wire [10:0] \$304 ;
+  wire [10:0] \$305 ;
+  wire [70:0] \$306 ;
+  wire \$307 ;
+  wire [9:0] \$308 ;
+  wire [10:0] \$309 ;
+  wire \$31 ;
+  wire [11:0] \$310 ;
+  wire [65:0] \$311 ;
+  wire [46:0] \$312 ;
+  wire [31:0] \$313 ;
+  wire [31:0] \$314 ;
+  wire [47:0] \$315 ;
+  wire [72:0] \$316 ;
+  wire [62:0] \$317 ;
+  reg [5:0] \$318 ;
+  reg [50:0] \$319 ;
+  wire \$32 ;
+  reg [59:0] \$320 ;
+  reg [5:0] \$321 ;
+  reg [24:0] \$322 ;
+  reg [41:0] \$323 ;
+  reg [55:0] \$324 ;
+  reg [9:0] \$325 ;
+  reg [3:0] \$326 ;
+  reg [3:0] \$327 ;
+  reg [9:0] \$328 ;
+  reg [65:0] \$329 ;
+  wire \$33 ;
+  reg [6:0] \$330 ;
+  reg [4:0] \$331 ;
+  reg [41:0] \$332 ;
+  reg [57:0] \$333 ;
+  reg [72:0] \$334 ;
+  reg [73:0] \$335 ;
+  reg \$336 ;
+  reg [61:0] \$337 ;
+  reg [57:0] \$338 ;
   wire \$34 ;
   wire \$35 ;
-  wire [16:0] \$36 ;
-  wire [16:0] \$37 ;
+  wire \$36 ;
+  wire \$37 ;
   wire \$38 ;
-  wire [42:0] \$39 ;
-  wire [127:0] \$4 ;
-  wire [42:0] \$40 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
   wire \$41 ;
-  wire [24:0] \$42 ;
-  wire [24:0] \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire \$42 ;
+  wire [5:0] \$43 ;
+  wire [5:0] \$44 ;
+  wire [5:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [5:0] \$50 ;
+  wire [5:0] \$51 ;
+  wire [5:0] \$52 ;
   wire \$53 ;
-  wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire \$57 ;
-  wire \$58 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [5:0] \$56 ;
+  wire [5:0] \$57 ;
+  wire [5:0] \$58 ;
   wire \$59 ;
-  wire [6:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -605,48 +791,49 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [127:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire \$7 ;
+  wire [5:0] \$70 ;
+  wire [5:0] \$71 ;
+  wire [5:0] \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire [7:0] \$76 ;
-  wire \$77 ;
-  wire [10:0] \$78 ;
-  wire [10:0] \$79 ;
-  wire [128:0] \$8 ;
+  wire [5:0] \$74 ;
+  wire [5:0] \$75 ;
+  wire [5:0] \$76 ;
+  wire [5:0] \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
   wire \$80 ;
-  wire [10:0] \$81 ;
-  wire \$82 ;
-  wire [10:0] \$83 ;
-  wire [10:0] \$84 ;
-  wire [10:0] \$85 ;
-  wire \$86 ;
-  wire [10:0] \$87 ;
-  wire \$88 ;
-  wire [10:0] \$89 ;
-  wire [6:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire [10:0] \$91 ;
-  wire [10:0] \$92 ;
-  wire [10:0] \$93 ;
-  wire [310:0] \$94 ;
-  wire [310:0] \$95 ;
-  wire [10:0] \$96 ;
-  wire [11:0] \$97 ;
-  wire [46:0] \$98 ;
-  wire [31:0] \$99 ;
-  reg [170:0] a;
-  output [41:0] \a$27 ;
-  reg [41:0] \a$27  = 42'h00000000000;
+  wire \$81 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire \$85 ;
+  wire [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [5:0] \$88 ;
+  wire [5:0] \$89 ;
+  wire \$9 ;
+  wire [5:0] \$90 ;
+  wire [5:0] \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg [51:0] a;
+  output [41:0] \a$26 ;
+  reg [41:0] \a$26  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$45 ;
-  reg [57:0] \b$45  = 58'h000000000000000;
+  output [57:0] \b$50 ;
+  reg [57:0] \b$50  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [184:0] c;
+  reg [57:0] bias = 58'h000000000000000;
+  reg [74:0] c;
   input [170:0] chan;
   wire [170:0] chan;
   wire [15:0] \chan.beta ;
@@ -661,28 +848,31 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [59:0] den;
   reg [59:0] den = 60'h000000000000000;
   reg [59:0] \den$22 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg div_neg = 1'h0;
+  reg [73:0] div_num;
   output done;
   reg done;
-  wire \done$35 ;
   wire \done$37 ;
+  wire \done$39 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [4:0] fsm_state = 5'h00;
+  reg [5:0] fsm_state = 6'h00;
   reg [55:0] km = 56'h00000000000000;
+  reg [65:0] km_pre = 66'h00000000000000000;
   reg [5:0] lead = 6'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg [118:0] mag_train_11;
-  reg [118:0] mag_train_4;
   reg neg;
+  reg \neg$21 ;
   reg [72:0] p = 73'h0000000000000000000;
-  wire [184:0] \p$36 ;
-  reg [7:0] pre = 8'h00;
+  wire [74:0] \p$38 ;
+  reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   input [19:0] r_closed;
@@ -697,184 +887,382 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$16 ;
-  input \start$33 ;
-  wire \start$33 ;
+  reg \start$17 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [4:0] steps;
   reg [5:0] \steps$23 ;
   input [28:0] sum;
   wire [28:0] sum;
-  reg [169:0] t = 170'h0000000000000000000000000000000000000000000;
+  reg [50:0] t = 51'h0000000000000;
+  reg [6:0] t_clamped = 7'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = lead + 5'h17;
-  assign \$4  = 1'h1 << \$3 ;
-  assign \$5  = \$4  < 1'h0;
-  assign \$6  = lead + 5'h17;
-  assign \$7  = 1'h1 << \$6 ;
-  assign \$8  = - \$7 ;
-  assign \$9  = lead + 5'h17;
-  assign \$10  = 1'h1 << \$9 ;
-  assign \$11  = \$5  ? \$8  : { 1'h0, \$10  };
-  assign \$14  = lead + 5'h17;
-  assign \$15  = 1'h1 << \$14 ;
-  assign \$16  = \$15  < 1'h0;
-  assign \$17  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$18  = - recip;
-  assign \$19  = \$17  ? \$18  : { 1'h0, recip };
-  assign \$20  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$21  = - $signed(chan[98:83]);
-  assign \$22  = \$20  ? \$21  : { chan[98], chan[98:83] };
-  assign \$23  = $signed(sum) < $signed(1'h0);
-  assign \$24  = - $signed(\a$27 );
-  assign \$25  = \$23  ? \$24  : { \a$27 [41], \a$27  };
-  assign \$26  = $signed(sum) < $signed(1'h0);
-  assign \$27  = - $signed(sum);
-  assign \$28  = \$26  ? \$27  : { sum[28], sum };
-  assign \$29  = $signed(p) < $signed(1'h0);
-  assign \$30  = - $signed(p);
-  assign \$31  = \$29  ? \$30  : { p[72], p };
-  assign \$34  = $signed(p) < $signed(1'h0);
-  assign \$35  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$36  = - $signed(chan[98:83]);
-  assign \$37  = \$35  ? \$36  : { chan[98], chan[98:83] };
-  assign \$38  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$39  = - $signed(\a$27 );
-  assign \$40  = \$38  ? \$39  : { \a$27 [41], \a$27  };
-  assign \$41  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$42  = - $signed(chan[138:115]);
-  assign \$43  = \$41  ? \$42  : { chan[138], chan[138:115] };
-  assign \$44  = ! fsm_state;
-  assign \$45  = fsm_state == 1'h1;
-  assign \$46  = fsm_state == 2'h2;
-  assign \$47  = fsm_state == 2'h3;
-  assign \$48  = fsm_state == 3'h4;
-  assign \$49  = fsm_state == 3'h5;
-  assign \$50  = fsm_state == 3'h6;
-  assign \$51  = fsm_state == 3'h7;
-  assign \$52  = fsm_state == 4'h8;
-  assign \$53  = fsm_state == 4'h9;
-  assign \$54  = fsm_state == 4'ha;
-  assign \$55  = fsm_state == 4'hb;
-  assign \$56  = fsm_state == 4'hc;
-  assign \$57  = fsm_state == 4'hd;
-  assign \$58  = fsm_state == 4'he;
-  assign \$59  = fsm_state == 4'hf;
-  assign \$60  = fsm_state == 5'h10;
-  assign \$61  = fsm_state == 5'h11;
-  assign \$62  = fsm_state == 5'h12;
-  assign \$63  = fsm_state == 5'h13;
-  assign \$64  = fsm_state == 5'h14;
-  assign \$65  = fsm_state == 5'h15;
-  assign \$66  = fsm_state == 5'h16;
-  assign \$67  = fsm_state == 5'h17;
-  assign \$68  = fsm_state == 5'h18;
-  assign \$69  = fsm_state == 5'h19;
-  assign \$70  = fsm_state == 5'h1a;
-  assign \$71  = fsm_state == 5'h1b;
-  assign \$72  = fsm_state == 5'h1c;
-  assign \$73  = fsm_state == 5'h1d;
-  assign \$74  = fsm_state == 5'h1e;
-  assign \$75  = fsm_state == 5'h1f;
-  assign \$76  = lead + 8'hfa;
-  assign \$77  = $signed(sh0) < $signed(4'h4);
-  assign \$78  = $signed(4'h4) - $signed(sh0);
-  assign \$79  = \$77  ? \$78  : 11'h000;
-  assign \$80  = $signed(sh0) < $signed(4'h4);
-  assign \$81  = $signed(sh0) - $signed(4'h4);
-  assign \$82  = $signed(\$81 ) < $signed({ 1'h0, tk });
-  assign \$83  = $signed(sh0) - $signed(4'h4);
-  assign \$84  = \$82  ? \$83  : { 7'h00, tk };
-  assign \$85  = $signed(sh0) - $signed(6'h15);
-  assign \$86  = $signed(\$84 ) > $signed(\$85 );
-  assign \$87  = $signed(sh0) - $signed(4'h4);
-  assign \$88  = $signed(\$87 ) < $signed({ 1'h0, tk });
-  assign \$89  = $signed(sh0) - $signed(4'h4);
-  assign \$90  = \$88  ? \$89  : { 7'h00, tk };
-  assign \$91  = $signed(sh0) - $signed(6'h15);
-  assign \$92  = \$86  ? \$90  : \$91 ;
-  assign \$93  = \$80  ? 11'h000 : \$92 ;
-  assign \$94  = $signed(km) << pre;
-  assign \$95  = $signed(\$94 ) >>> tsh;
-  assign \$96  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$97  = $signed(\$96 ) - $signed({ 1'h0, tsh });
-  assign \$98  = $signed(chan[114:99]) << \$1 [4:0];
-  assign \$99  = 1'h1 << sh;
-  assign \$101  = $signed(\$98 ) + $signed({ 1'h0, \$100  });
-  assign \$102  = $signed(\$101 ) - $signed(quot);
-  assign \$103  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$104  = - $signed(m);
-  assign \$105  = \$103  ? \$104  : { m[41], m };
-  assign \$107  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$108  = $signed(sh0) < $signed(4'h4);
-  assign \$109  = $signed(4'h4) - $signed(sh0);
-  assign \$110  = \$108  ? \$109  : 11'h000;
-  assign \$111  = $signed(sh0) < $signed(4'h4);
-  assign \$112  = $signed(sh0) - $signed(4'h4);
-  assign \$113  = $signed(\$112 ) < $signed({ 1'h0, tk });
-  assign \$114  = $signed(sh0) - $signed(4'h4);
-  assign \$115  = \$113  ? \$114  : { 7'h00, tk };
-  assign \$116  = $signed(sh0) - $signed(6'h15);
-  assign \$117  = $signed(\$115 ) > $signed(\$116 );
-  assign \$118  = $signed(sh0) - $signed(4'h4);
-  assign \$119  = $signed(\$118 ) < $signed({ 1'h0, tk });
-  assign \$120  = $signed(sh0) - $signed(4'h4);
-  assign \$121  = \$119  ? \$120  : { 7'h00, tk };
-  assign \$122  = $signed(sh0) - $signed(6'h15);
-  assign \$123  = \$117  ? \$121  : \$122 ;
-  assign \$124  = \$111  ? 11'h000 : \$123 ;
-  assign \$125  = $signed(km) << pre;
-  assign \$126  = $signed(\$125 ) >>> tsh;
-  assign \$127  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$128  = $signed(\$127 ) - $signed({ 1'h0, tsh });
-  assign \$130  = $signed(chan[114:99]) << \$2 [4:0];
-  assign \$131  = 1'h1 << sh;
-  assign \$133  = $signed(\$130 ) + $signed({ 1'h0, \$132  });
-  assign \$134  = $signed(\$133 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
+  assign \$12  = den[46] | den[47];
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$10  | \$13 ;
+  assign \$15  = \$7  | \$14 ;
+  assign \$16  = den[48] | den[49];
+  assign \$17  = den[50] | den[51];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = den[52] | den[53];
+  assign \$20  = den[54] | den[55];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = den[56] | den[57];
+  assign \$24  = den[58] | den[59];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = \$22  | \$25 ;
+  assign \$27  = \$15  | \$26 ;
+  assign \$28  = den[48] | den[49];
+  assign \$29  = den[50] | den[51];
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = den[52] | den[53];
+  assign \$32  = den[54] | den[55];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = \$30  | \$33 ;
+  assign \$35  = den[56] | den[57];
+  assign \$36  = den[58] | den[59];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$34  | \$37 ;
+  assign \$39  = den[56] | den[57];
+  assign \$40  = den[58] | den[59];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = den[58] | den[59];
+  assign \$43  = den[59] ? 6'h3b : 6'h3a;
+  assign \$44  = den[57] ? 6'h39 : 6'h38;
+  assign \$45  = \$42  ? \$43  : \$44 ;
+  assign \$46  = den[52] | den[53];
+  assign \$47  = den[54] | den[55];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = den[54] | den[55];
+  assign \$50  = den[55] ? 6'h37 : 6'h36;
+  assign \$51  = den[53] ? 6'h35 : 6'h34;
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = den[50] | den[51];
+  assign \$54  = den[51] ? 6'h33 : 6'h32;
+  assign \$55  = den[49] ? 6'h31 : 6'h30;
+  assign \$56  = \$53  ? \$54  : \$55 ;
+  assign \$57  = \$48  ? \$52  : \$56 ;
+  assign \$58  = \$41  ? \$45  : \$57 ;
+  assign \$59  = den[40] | den[41];
+  assign \$60  = den[42] | den[43];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = den[44] | den[45];
+  assign \$63  = den[46] | den[47];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = \$61  | \$64 ;
+  assign \$66  = den[44] | den[45];
+  assign \$67  = den[46] | den[47];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = den[46] | den[47];
+  assign \$70  = den[47] ? 6'h2f : 6'h2e;
+  assign \$71  = den[45] ? 6'h2d : 6'h2c;
+  assign \$72  = \$69  ? \$70  : \$71 ;
+  assign \$73  = den[42] | den[43];
+  assign \$74  = den[43] ? 6'h2b : 6'h2a;
+  assign \$75  = den[41] ? 6'h29 : 6'h28;
+  assign \$76  = \$73  ? \$74  : \$75 ;
+  assign \$77  = \$68  ? \$72  : \$76 ;
+  assign \$78  = den[36] | den[37];
+  assign \$79  = den[38] | den[39];
+  assign \$80  = \$78  | \$79 ;
+  assign \$81  = den[38] | den[39];
+  assign \$82  = den[39] ? 6'h27 : 6'h26;
+  assign \$83  = den[37] ? 6'h25 : 6'h24;
+  assign \$84  = \$81  ? \$82  : \$83 ;
+  assign \$85  = den[34] | den[35];
+  assign \$86  = den[35] ? 6'h23 : 6'h22;
+  assign \$87  = den[33] ? 6'h21 : 6'h20;
+  assign \$88  = \$85  ? \$86  : \$87 ;
+  assign \$89  = \$80  ? \$84  : \$88 ;
+  assign \$90  = \$65  ? \$77  : \$89 ;
+  assign \$91  = \$38  ? \$58  : \$90 ;
+  assign \$92  = den[16] | den[17];
+  assign \$93  = den[18] | den[19];
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = den[20] | den[21];
+  assign \$96  = den[22] | den[23];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = \$94  | \$97 ;
+  assign \$99  = den[24] | den[25];
+  assign \$100  = den[26] | den[27];
+  assign \$101  = \$99  | \$100 ;
+  assign \$102  = den[28] | den[29];
+  assign \$103  = den[30] | den[31];
+  assign \$104  = \$102  | \$103 ;
+  assign \$105  = \$101  | \$104 ;
+  assign \$106  = \$98  | \$105 ;
+  assign \$107  = den[24] | den[25];
+  assign \$108  = den[26] | den[27];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = den[28] | den[29];
+  assign \$111  = den[30] | den[31];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = \$109  | \$112 ;
+  assign \$114  = den[28] | den[29];
+  assign \$115  = den[30] | den[31];
+  assign \$116  = \$114  | \$115 ;
+  assign \$117  = den[30] | den[31];
+  assign \$118  = den[31] ? 6'h1f : 6'h1e;
+  assign \$119  = den[29] ? 6'h1d : 6'h1c;
+  assign \$120  = \$117  ? \$118  : \$119 ;
+  assign \$121  = den[26] | den[27];
+  assign \$122  = den[27] ? 6'h1b : 6'h1a;
+  assign \$123  = den[25] ? 6'h19 : 6'h18;
+  assign \$124  = \$121  ? \$122  : \$123 ;
+  assign \$125  = \$116  ? \$120  : \$124 ;
+  assign \$126  = den[20] | den[21];
+  assign \$127  = den[22] | den[23];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = den[22] | den[23];
+  assign \$130  = den[23] ? 6'h17 : 6'h16;
+  assign \$131  = den[21] ? 6'h15 : 6'h14;
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = den[18] | den[19];
+  assign \$134  = den[19] ? 6'h13 : 6'h12;
+  assign \$135  = den[17] ? 6'h11 : 6'h10;
+  assign \$136  = \$133  ? \$134  : \$135 ;
+  assign \$137  = \$128  ? \$132  : \$136 ;
+  assign \$138  = \$113  ? \$125  : \$137 ;
+  assign \$139  = den[8] | den[9];
+  assign \$140  = den[10] | den[11];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = den[12] | den[13];
+  assign \$143  = den[14] | den[15];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = \$141  | \$144 ;
+  assign \$146  = den[12] | den[13];
+  assign \$147  = den[14] | den[15];
+  assign \$148  = \$146  | \$147 ;
+  assign \$149  = den[14] | den[15];
+  assign \$150  = den[15] ? 6'h0f : 6'h0e;
+  assign \$151  = den[13] ? 6'h0d : 6'h0c;
+  assign \$152  = \$149  ? \$150  : \$151 ;
+  assign \$153  = den[10] | den[11];
+  assign \$154  = den[11] ? 6'h0b : 6'h0a;
+  assign \$155  = den[9] ? 6'h09 : 6'h08;
+  assign \$156  = \$153  ? \$154  : \$155 ;
+  assign \$157  = \$148  ? \$152  : \$156 ;
+  assign \$158  = den[4] | den[5];
+  assign \$159  = den[6] | den[7];
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = den[6] | den[7];
+  assign \$162  = den[7] ? 6'h07 : 6'h06;
+  assign \$163  = den[5] ? 6'h05 : 6'h04;
+  assign \$164  = \$161  ? \$162  : \$163 ;
+  assign \$165  = den[2] | den[3];
+  assign \$166  = den[3] ? 6'h03 : 6'h02;
+  assign \$167  = den[1] ? 6'h01 : 6'h00;
+  assign \$168  = \$165  ? \$166  : \$167 ;
+  assign \$169  = \$160  ? \$164  : \$168 ;
+  assign \$170  = \$145  ? \$157  : \$169 ;
+  assign \$171  = \$106  ? \$138  : \$170 ;
+  assign den_lead = \$27  ? \$91  : \$171 ;
+  assign \$172  = chan[9] | chan[10];
+  assign \$173  = chan[11] | chan[12];
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = \$174  | chan[13];
+  assign \$176  = chan[11] | chan[12];
+  assign \$177  = chan[12] ? 4'hb : 4'ha;
+  assign \$178  = chan[10] ? 4'h9 : 4'h8;
+  assign \$179  = \$176  ? \$177  : \$178 ;
+  assign \$180  = chan[13] ? 4'hc : \$179 ;
+  assign \$181  = chan[5] | chan[6];
+  assign \$182  = chan[7] | chan[8];
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = chan[7] | chan[8];
+  assign \$185  = chan[8] ? 4'h7 : 4'h6;
+  assign \$186  = chan[6] ? 4'h5 : 4'h4;
+  assign \$187  = \$184  ? \$185  : \$186 ;
+  assign \$188  = chan[3] | chan[4];
+  assign \$189  = chan[4] ? 4'h3 : 4'h2;
+  assign \$190  = chan[2] ? 4'h1 : 4'h0;
+  assign \$191  = \$188  ? \$189  : \$190 ;
+  assign \$192  = \$183  ? \$187  : \$191 ;
+  assign count_lead = \$175  ? \$180  : \$192 ;
+  assign \$193  = sh + 1'h0;
+  assign \$194  = sh + 1'h0;
+  assign \$195  = ! lead;
+  assign \$196  = lead - 1'h1;
+  assign \$197  = 1'h1 << \$196 [5:0];
+  assign \$198  = \$195  ? 64'h0000000000000000 : \$197 ;
+  assign \$199  = ! lead;
+  assign \$200  = \$199  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$201  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$202  = - $signed(chan[98:83]);
+  assign \$203  = \$201  ? \$202  : { chan[98], chan[98:83] };
+  assign \$204  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$205  = $signed(sum) < $signed(1'h0);
+  assign \$206  = - $signed(sum);
+  assign \$207  = \$205  ? \$206  : { sum[28], sum };
+  assign \$208  = $signed(sum) < $signed(1'h0);
+  assign \$211  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$212  = - $signed(chan[98:83]);
+  assign \$213  = \$211  ? \$212  : { chan[98], chan[98:83] };
+  assign \$214  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$215  = $signed(chan[138:115]) < $signed(1'h0);
+  assign \$216  = - $signed(chan[138:115]);
+  assign \$217  = \$215  ? \$216  : { chan[138], chan[138:115] };
+  assign \$218  = $signed(chan[138:115]) < $signed(1'h0);
+  assign \$219  = ! fsm_state;
+  assign \$220  = fsm_state == 1'h1;
+  assign \$221  = fsm_state == 2'h2;
+  assign \$222  = fsm_state == 2'h3;
+  assign \$223  = fsm_state == 3'h4;
+  assign \$224  = fsm_state == 3'h5;
+  assign \$225  = fsm_state == 3'h6;
+  assign \$226  = fsm_state == 3'h7;
+  assign \$227  = fsm_state == 4'h8;
+  assign \$228  = fsm_state == 4'h9;
+  assign \$229  = fsm_state == 4'ha;
+  assign \$230  = fsm_state == 4'hb;
+  assign \$231  = fsm_state == 4'hc;
+  assign \$232  = fsm_state == 4'hd;
+  assign \$233  = fsm_state == 4'he;
+  assign \$234  = fsm_state == 4'hf;
+  assign \$235  = fsm_state == 5'h10;
+  assign \$236  = fsm_state == 5'h11;
+  assign \$237  = fsm_state == 5'h12;
+  assign \$238  = fsm_state == 5'h13;
+  assign \$239  = fsm_state == 5'h14;
+  assign \$240  = fsm_state == 5'h15;
+  assign \$241  = fsm_state == 5'h16;
+  assign \$242  = fsm_state == 5'h17;
+  assign \$243  = fsm_state == 5'h18;
+  assign \$244  = fsm_state == 5'h19;
+  assign \$245  = fsm_state == 5'h1a;
+  assign \$246  = fsm_state == 5'h1b;
+  assign \$247  = fsm_state == 5'h1c;
+  assign \$248  = fsm_state == 5'h1d;
+  assign \$249  = fsm_state == 5'h1e;
+  assign \$250  = fsm_state == 5'h1f;
+  assign \$251  = fsm_state == 6'h20;
+  assign \$252  = fsm_state == 6'h21;
+  assign \$253  = fsm_state == 6'h22;
+  assign \$254  = lead + 8'hfa;
+  assign \$255  = $signed(sh0) < $signed(4'h4);
+  assign \$256  = $signed(4'h4) - $signed(sh0);
+  assign \$257  = \$255  ? \$256  : 11'h000;
+  assign \$258  = $signed(sh0) < $signed(4'h4);
+  assign \$259  = $signed(sh0) - $signed(4'h4);
+  assign \$260  = $signed(\$259 ) < $signed({ 1'h0, tk });
+  assign \$261  = $signed(sh0) - $signed(4'h4);
+  assign \$262  = \$260  ? \$261  : { 7'h00, tk };
+  assign \$263  = $signed(sh0) - $signed(6'h15);
+  assign \$264  = $signed(\$262 ) > $signed(\$263 );
+  assign \$265  = $signed(sh0) - $signed(4'h4);
+  assign \$266  = $signed(\$265 ) < $signed({ 1'h0, tk });
+  assign \$267  = $signed(sh0) - $signed(4'h4);
+  assign \$268  = \$266  ? \$267  : { 7'h00, tk };
+  assign \$269  = $signed(sh0) - $signed(6'h15);
+  assign \$270  = \$264  ? \$268  : \$269 ;
+  assign \$271  = \$258  ? 11'h000 : \$270 ;
+  assign \$272  = $signed(km) << pre;
+  assign \$273  = tsh > 7'h42;
+  assign \$274  = \$273  ? 10'h042 : tsh;
+  assign \$275  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$276  = $signed(\$275 ) - $signed({ 1'h0, tsh });
+  assign \$277  = $signed(km_pre) >>> t_clamped;
+  assign \$278  = $signed(chan[114:99]) << \$193 [4:0];
+  assign \$279  = 1'h1 << sh;
+  assign \$281  = $signed(\$278 ) + $signed({ 1'h0, \$280  });
+  assign \$282  = $signed(div_num) < $signed(1'h0);
+  assign \$283  = - $signed(div_num);
+  assign \$284  = \$282  ? \$283  : { div_num[73], div_num };
+  assign \$285  = $signed(div_num) < $signed(1'h0);
+  assign \$286  = $signed(bias) - $signed(quot);
+  assign \$288  = $signed(6'h10) - $signed(chan[170:163]);
+  assign \$289  = $signed(sh0) < $signed(4'h4);
+  assign \$290  = $signed(4'h4) - $signed(sh0);
+  assign \$291  = \$289  ? \$290  : 11'h000;
+  assign \$292  = $signed(sh0) < $signed(4'h4);
+  assign \$293  = $signed(sh0) - $signed(4'h4);
+  assign \$294  = $signed(\$293 ) < $signed({ 1'h0, tk });
+  assign \$295  = $signed(sh0) - $signed(4'h4);
+  assign \$296  = \$294  ? \$295  : { 7'h00, tk };
+  assign \$297  = $signed(sh0) - $signed(6'h15);
+  assign \$298  = $signed(\$296 ) > $signed(\$297 );
+  assign \$299  = $signed(sh0) - $signed(4'h4);
+  assign \$300  = $signed(\$299 ) < $signed({ 1'h0, tk });
+  assign \$301  = $signed(sh0) - $signed(4'h4);
+  assign \$302  = \$300  ? \$301  : { 7'h00, tk };
+  assign \$303  = $signed(sh0) - $signed(6'h15);
+  assign \$304  = \$298  ? \$302  : \$303 ;
+  assign \$305  = \$292  ? 11'h000 : \$304 ;
+  assign \$306  = $signed(km) << pre;
+  assign \$307  = tsh > 7'h42;
+  assign \$308  = \$307  ? 10'h042 : tsh;
+  assign \$309  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$310  = $signed(\$309 ) - $signed({ 1'h0, tsh });
+  assign \$311  = $signed(km_pre) >>> t_clamped;
+  assign \$312  = $signed(chan[114:99]) << \$194 [4:0];
+  assign \$313  = 1'h1 << sh;
+  assign \$315  = $signed(\$312 ) + $signed({ 1'h0, \$314  });
+  assign \$317  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$135 ;
+    fsm_state <= \$318 ;
   always @(posedge clk)
-    t <= \$136 ;
+    t <= \$319 ;
   always @(posedge clk)
-    den <= \$137 ;
+    den <= \$320 ;
   always @(posedge clk)
-    lead <= \$138 ;
+    lead <= \$321 ;
   always @(posedge clk)
-    recip <= \$139 ;
+    recip <= \$322 ;
   always @(posedge clk)
-    m <= \$140 ;
+    m <= \$323 ;
   always @(posedge clk)
-    km <= \$141 ;
+    km <= \$324 ;
   always @(posedge clk)
-    sh0 <= \$142 ;
+    sh0 <= \$325 ;
   always @(posedge clk)
-    tk <= \$143 ;
+    tk <= \$326 ;
   always @(posedge clk)
-    pre <= \$144 ;
+    pre <= \$327 ;
   always @(posedge clk)
-    tsh <= \$145 ;
+    tsh <= \$328 ;
   always @(posedge clk)
-    \a$27  <= \$146 ;
+    km_pre <= \$329 ;
   always @(posedge clk)
-    sh <= \$147 ;
+    t_clamped <= \$330 ;
   always @(posedge clk)
-    p <= \$148 ;
+    sh <= \$331 ;
   always @(posedge clk)
-    quot <= \$149 ;
+    \a$26  <= \$332 ;
   always @(posedge clk)
-    \b$45  <= \$150 ;
+    bias <= \$333 ;
+  always @(posedge clk)
+    p <= \$334 ;
+  always @(posedge clk)
+    div_mag <= \$335 ;
+  always @(posedge clk)
+    div_neg <= \$336 ;
+  always @(posedge clk)
+    quot <= \$337 ;
+  always @(posedge clk)
+    \b$50  <= \$338 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
-    .done(\done$37 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$21 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$16 ),
+    .start(\start$17 ),
     .steps(\steps$23 )
   );
   \hwnorm_range_s16.math.mul  mul (
@@ -882,800 +1270,668 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$35 ),
-    .p(\p$36 ),
+    .done(\done$37 ),
+    .\neg$12 (neg),
+    .p(\p$38 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 6'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 6'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 6'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 6'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 6'h30;
-    end
-    if (den[49]) begin
-      den_lead = 6'h31;
-    end
-    if (den[50]) begin
-      den_lead = 6'h32;
-    end
-    if (den[51]) begin
-      den_lead = 6'h33;
-    end
-    if (den[52]) begin
-      den_lead = 6'h34;
-    end
-    if (den[53]) begin
-      den_lead = 6'h35;
-    end
-    if (den[54]) begin
-      den_lead = 6'h36;
-    end
-    if (den[55]) begin
-      den_lead = 6'h37;
-    end
-    if (den[56]) begin
-      den_lead = 6'h38;
-    end
-    if (den[57]) begin
-      den_lead = 6'h39;
-    end
-    if (den[58]) begin
-      den_lead = 6'h3a;
-    end
-    if (den[59]) begin
-      den_lead = 6'h3b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           start = 1'h1;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           start = 1'h1;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           start = 1'h1;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           start = 1'h1;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           start = 1'h1;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
+          /* empty */;
+      6'h14:
           start = 1'h1;
-      5'h14:
+      6'h15:
           /* empty */;
-      5'h15:
+      6'h16:
           /* empty */;
-      5'h16:
+      6'h17:
           /* empty */;
-      5'h17:
+      6'h18:
           /* empty */;
-      5'h03:
+      6'h19:
+          /* empty */;
+      6'h03:
           start = 1'h1;
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
+      6'h1e:
+          /* empty */;
+      6'h1f:
           start = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 171'h0000000000000000000000000000000000000000000;
+    a = 52'h0000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          a = { 143'h000000000000000000000000000000000000, chan[54:27] };
-      5'h04:
+      6'h02:
+          a = { 24'h000000, chan[54:27] };
+      6'h04:
           /* empty */;
-      5'h05:
-          a = { 143'h000000000000000000000000000000000000, chan[82:55] };
-      5'h06:
+      6'h05:
+          a = { 24'h000000, chan[82:55] };
+      6'h06:
           /* empty */;
-      5'h07:
-          a = { t[169], t };
-      5'h08:
+      6'h07:
+          a = { t[50], t };
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          a = { \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19 [25], \$19  };
-      5'h0d:
+      6'h0c:
+          a = { 27'h0000000, recip };
+      6'h0d:
           /* empty */;
-      5'h0e:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      5'h0f:
+      6'h0e:
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          a = { \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25 [42], \$25  };
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          a = { 147'h0000000000000000000000000000000000000, chan[162:139] };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          a = { 28'h0000000, chan[162:139] };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          a = { \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40 [42], \$40  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 29'h00000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           b = { 9'h000, r_closed };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           b = { 13'h0000, r_open };
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           b = { 16'h0000, chan[13:1] };
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          b = { \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22  };
-      5'h0d:
+      6'h0c:
+          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           b = { 16'h0000, chan[13:1] };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          b = \$28 [28:0];
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          b = \$207 [28:0];
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          b = { \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37 [16], \$37  };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          b = { \$43 [24], \$43 [24], \$43 [24], \$43 [24], \$43  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          b = { \$217 [24], \$217 [24], \$217 [24], \$217 [24], \$217  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 185'h00000000000000000000000000000000000000000000000;
+    c = 75'h0000000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          c = 185'h000000000000000000000000000000000000000000035b0;
-      5'h04:
+      6'h02:
+          c = 75'h00000000000000035b0;
+      6'h04:
           /* empty */;
-      5'h05:
-          c = { t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t[169], t };
-      5'h06:
+      6'h05:
+          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+      6'h06:
           /* empty */;
-      5'h07:
-          c = 185'h00000000000000000000000000000000000000000000000;
-      5'h08:
+      6'h07:
+          c = 75'h0000000000000000000;
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          c = 185'h00000000000000000000000000000000000000000000000;
-      5'h0d:
+      6'h0c:
+          c = 75'h0000000000000000000;
+      6'h0d:
           /* empty */;
-      5'h0e:
-          c = 185'h00000000000000000000000000000000000000000000000;
-      5'h0f:
+      6'h0e:
+          c = 75'h0000000000000000000;
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          c = 185'h00000000000000000000000000000000000000000000000;
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          c = 75'h0000000000000000000;
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          c = 185'h00000000000000000000000000000000000000000000000;
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          c = 75'h0000000000000000000;
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          c = 185'h00000000000000000000000000000000000000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 5'h00;
-    casez (fsm_state)
-      5'h00:
+      6'h1c:
           /* empty */;
-      5'h02:
-          steps = 5'h14;
-      5'h04:
+      6'h1d:
           /* empty */;
-      5'h05:
-          steps = 5'h10;
-      5'h06:
+      6'h1e:
           /* empty */;
-      5'h07:
-          steps = 5'h0d;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          steps = 5'h10;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          steps = 5'h0d;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          steps = 5'h1d;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          steps = 5'h10;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          steps = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          \start$16  = 1'h1;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          \start$16  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 119'h000000000000000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          mag_train_4 = \$11 [118:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 60'h000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          rem_init = \$12 [59:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          rem_init = \$32 [59:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          lo_init = \$13 [57:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          lo_init = \$33 [57:0];
+      6'h1f:
+          c = 75'h0000000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
+          neg = 1'h0;
+      6'h04:
           /* empty */;
-      5'h04:
+      6'h05:
+          neg = 1'h0;
+      6'h06:
           /* empty */;
-      5'h05:
+      6'h07:
+          neg = 1'h0;
+      6'h08:
           /* empty */;
-      5'h06:
+      6'h09:
           /* empty */;
-      5'h07:
+      6'h0a:
           /* empty */;
-      5'h08:
+      6'h0b:
           /* empty */;
-      5'h09:
+      6'h0c:
+          neg = \$204 ;
+      6'h0d:
           /* empty */;
-      5'h0a:
-          neg = \$16 ;
-      5'h0b:
+      6'h0e:
+          neg = 1'h0;
+      6'h0f:
           /* empty */;
-      5'h0c:
+      6'h10:
           /* empty */;
-      5'h0d:
+      6'h11:
           /* empty */;
-      5'h0e:
+      6'h12:
           /* empty */;
-      5'h0f:
+      6'h13:
           /* empty */;
-      5'h10:
+      6'h14:
+          neg = \$208 ;
+      6'h15:
           /* empty */;
-      5'h11:
+      6'h16:
           /* empty */;
-      5'h12:
+      6'h17:
           /* empty */;
-      5'h13:
+      6'h18:
           /* empty */;
-      5'h14:
+      6'h19:
           /* empty */;
-      5'h15:
-          neg = \$34 ;
+      6'h03:
+          neg = \$214 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          neg = \$218 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 5'h14;
+      6'h04:
+          /* empty */;
+      6'h05:
+          steps = 5'h10;
+      6'h06:
+          /* empty */;
+      6'h07:
+          steps = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          steps = 5'h10;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 5'h0d;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 5'h1d;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          steps = 5'h10;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          steps = 5'h18;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$17  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \start$17  = 1'h1;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \start$17  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    rem_init = 60'h000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          rem_init = \$198 [59:0];
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          rem_init = \$209 [59:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    lo_init = 58'h000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          lo_init = \$200 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          lo_init = \$210 [57:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$21  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$21  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$21  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \den$22  = 60'h000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \den$22  = den;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \den$22  = { 47'h000000000000, chan[13:1] };
     endcase
   end
@@ -1683,1075 +1939,1448 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \steps$23  = 6'h00;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \steps$23  = 6'h18;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \steps$23  = 6'h3a;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 119'h000000000000000000000000000000;
+    div_num = 74'h0000000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
-          mag_train_11 = { \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31 [73], \$31  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          div_num = { p[72], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
           /* empty */;
-      5'h18:
+      6'h19:
           /* empty */;
-      5'h19:
+      6'h03:
           /* empty */;
-      5'h1a:
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
+      6'h1c:
           /* empty */;
-      5'h1d:
+      6'h1d:
           /* empty */;
-      5'h1e:
+      6'h1e:
           /* empty */;
-      5'h1f:
+      6'h1f:
           /* empty */;
-      5'h01:
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$135  = fsm_state;
-    (* full_case = 32'd1 *)
+    \$318  = fsm_state;
     casez (fsm_state)
-      5'h00:
-          if (\start$33 ) begin
+      6'h00:
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$135  = 5'h01;
+                  \$318  = 6'h01;
               2'h1:
-                  \$135  = 5'h02;
+                  \$318  = 6'h02;
               2'h2:
-                  \$135  = 5'h03;
+                  \$318  = 6'h03;
             endcase
           end
-      5'h02:
-          \$135  = 5'h04;
-      5'h04:
-          if (\done$35 ) begin
-            \$135  = 5'h05;
-          end
-      5'h05:
-          \$135  = 5'h06;
-      5'h06:
-          if (\done$35 ) begin
-            \$135  = 5'h07;
-          end
-      5'h07:
-          \$135  = 5'h08;
-      5'h08:
-          if (\done$35 ) begin
-            \$135  = 5'h09;
-          end
-      5'h09:
-          \$135  = 5'h0a;
-      5'h0a:
-          \$135  = 5'h0b;
-      5'h0b:
+      6'h02:
+          \$318  = 6'h04;
+      6'h04:
           if (\done$37 ) begin
-            \$135  = 5'h0c;
+            \$318  = 6'h05;
           end
-      5'h0c:
-          \$135  = 5'h0d;
-      5'h0d:
-          if (\done$35 ) begin
-            \$135  = 5'h0e;
-          end
-      5'h0e:
-          \$135  = 5'h0f;
-      5'h0f:
-          if (\done$35 ) begin
-            \$135  = 5'h10;
-          end
-      5'h10:
-          \$135  = 5'h11;
-      5'h11:
-          \$135  = 5'h12;
-      5'h12:
-          \$135  = 5'h13;
-      5'h13:
-          \$135  = 5'h14;
-      5'h14:
-          if (\done$35 ) begin
-            \$135  = 5'h15;
-          end
-      5'h15:
-          \$135  = 5'h16;
-      5'h16:
+      6'h05:
+          \$318  = 6'h06;
+      6'h06:
           if (\done$37 ) begin
-            \$135  = 5'h17;
+            \$318  = 6'h07;
           end
-      5'h17:
-          \$135  = 5'h01;
-      5'h03:
-          \$135  = 5'h18;
-      5'h18:
-          if (\done$35 ) begin
-            \$135  = 5'h19;
-          end
-      5'h19:
-          \$135  = 5'h1a;
-      5'h1a:
-          \$135  = 5'h1b;
-      5'h1b:
-          \$135  = 5'h1c;
-      5'h1c:
-          \$135  = 5'h1d;
-      5'h1d:
-          if (\done$35 ) begin
-            \$135  = 5'h1e;
-          end
-      5'h1e:
-          \$135  = 5'h1f;
-      5'h1f:
-          \$135  = 5'h01;
-      5'h01:
-          \$135  = 5'h00;
-    endcase
-    if (rst) begin
-      \$135  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$136  = t;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          if (\done$35 ) begin
-            \$136  = \p$36 [169:0];
-          end
-      5'h05:
-          /* empty */;
-      5'h06:
-          if (\done$35 ) begin
-            \$136  = \p$36 [169:0];
-          end
-    endcase
-    if (rst) begin
-      \$136  = 170'h0000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$137  = den;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          if (\done$35 ) begin
-            \$137  = \p$36 [59:0];
-          end
-    endcase
-    if (rst) begin
-      \$137  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$138  = lead;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          \$138  = den_lead;
-    endcase
-    if (rst) begin
-      \$138  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$139  = recip;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
+      6'h07:
+          \$318  = 6'h08;
+      6'h08:
           if (\done$37 ) begin
-            \$139  = q[24:0];
+            \$318  = 6'h09;
           end
-    endcase
-    if (rst) begin
-      \$139  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$140  = m;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          if (\done$35 ) begin
-            \$140  = \p$36 [41:0];
+      6'h09:
+          \$318  = 6'h0a;
+      6'h0a:
+          \$318  = 6'h0b;
+      6'h0b:
+          if (\done$39 ) begin
+            \$318  = 6'h0c;
           end
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          if (\done$35 ) begin
-            \$140  = \p$36 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$140  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$141  = km;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          if (\done$35 ) begin
-            \$141  = \p$36 [55:0];
-          end
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$141  = \$106 [55:0];
-    endcase
-    if (rst) begin
-      \$141  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$142  = sh0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$142  = { \$76 [7], \$76 [7], \$76  };
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$142  = { \$107 [8], \$107  };
-    endcase
-    if (rst) begin
-      \$142  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$143  = tk;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$143  = count_lead;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$143  = 4'h8;
-    endcase
-    if (rst) begin
-      \$143  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = pre;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$144  = \$79 [7:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$144  = \$110 [7:0];
-    endcase
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = tsh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$145  = \$93 [9:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$145  = \$124 [9:0];
-    endcase
-    if (rst) begin
-      \$145  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = \a$27 ;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$146  = \$95 [41:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$146  = \$126 [41:0];
-    endcase
-    if (rst) begin
-      \$146  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = sh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$147  = \$97 [4:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$147  = \$128 [4:0];
-    endcase
-    if (rst) begin
-      \$147  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = p;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          if (\done$35 ) begin
-            \$148  = \p$36 [72:0];
-          end
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          if (\done$35 ) begin
-            \$148  = \p$36 [72:0];
-          end
-    endcase
-    if (rst) begin
-      \$148  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = quot;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
+      6'h0c:
+          \$318  = 6'h0d;
+      6'h0d:
           if (\done$37 ) begin
-            \$149  = { q[59], q[59], q };
+            \$318  = 6'h0e;
           end
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          \$149  = \$129 [61:0];
+      6'h0e:
+          \$318  = 6'h0f;
+      6'h0f:
+          if (\done$37 ) begin
+            \$318  = 6'h10;
+          end
+      6'h10:
+          \$318  = 6'h11;
+      6'h11:
+          \$318  = 6'h12;
+      6'h12:
+          \$318  = 6'h13;
+      6'h13:
+          \$318  = 6'h14;
+      6'h14:
+          \$318  = 6'h15;
+      6'h15:
+          if (\done$37 ) begin
+            \$318  = 6'h16;
+          end
+      6'h16:
+          \$318  = 6'h17;
+      6'h17:
+          \$318  = 6'h18;
+      6'h18:
+          if (\done$39 ) begin
+            \$318  = 6'h19;
+          end
+      6'h19:
+          \$318  = 6'h01;
+      6'h03:
+          \$318  = 6'h1a;
+      6'h1a:
+          if (\done$37 ) begin
+            \$318  = 6'h1b;
+          end
+      6'h1b:
+          \$318  = 6'h1c;
+      6'h1c:
+          \$318  = 6'h1d;
+      6'h1d:
+          \$318  = 6'h1e;
+      6'h1e:
+          \$318  = 6'h1f;
+      6'h1f:
+          \$318  = 6'h20;
+      6'h20:
+          if (\done$37 ) begin
+            \$318  = 6'h21;
+          end
+      6'h21:
+          \$318  = 6'h22;
+      6'h22:
+          \$318  = 6'h01;
+      6'h01:
+          \$318  = 6'h00;
     endcase
     if (rst) begin
-      \$149  = 62'h0000000000000000;
+      \$318  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = \b$45 ;
+    \$319  = t;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
+          if (\done$37 ) begin
+            \$319  = \p$38 [50:0];
+          end
+      6'h05:
           /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          \$150  = \$102 [57:0];
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          /* empty */;
-      5'h1f:
-          \$150  = \$134 [57:0];
+      6'h06:
+          if (\done$37 ) begin
+            \$319  = \p$38 [50:0];
+          end
     endcase
     if (rst) begin
-      \$150  = 58'h000000000000000;
+      \$319  = 51'h0000000000000;
     end
   end
-  assign beta_shift = \$1 [4:0];
-  assign \beta_shift$6  = \$2 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$37 ) begin
+            \$320  = \p$38 [59:0];
+          end
+    endcase
+    if (rst) begin
+      \$320  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$321  = den_lead;
+    endcase
+    if (rst) begin
+      \$321  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$39 ) begin
+            \$322  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$322  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$37 ) begin
+            \$323  = \p$38 [41:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          if (\done$37 ) begin
+            \$323  = \p$38 [41:0];
+          end
+    endcase
+    if (rst) begin
+      \$323  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$37 ) begin
+            \$324  = \p$38 [55:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$324  = \$287 [55:0];
+    endcase
+    if (rst) begin
+      \$324  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$325  = { \$254 [7], \$254 [7], \$254  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$325  = { \$288 [8], \$288  };
+    endcase
+    if (rst) begin
+      \$325  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$326  = count_lead;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$326  = 4'h8;
+    endcase
+    if (rst) begin
+      \$326  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$327  = \$257 [3:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$327  = \$291 [3:0];
+    endcase
+    if (rst) begin
+      \$327  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$328  = \$271 [9:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$328  = \$305 [9:0];
+    endcase
+    if (rst) begin
+      \$328  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$329  = \$272 [65:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$329  = \$306 [65:0];
+    endcase
+    if (rst) begin
+      \$329  = 66'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$330  = \$274 [6:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$330  = \$308 [6:0];
+    endcase
+    if (rst) begin
+      \$330  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$331  = \$276 [4:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$331  = \$310 [4:0];
+    endcase
+    if (rst) begin
+      \$331  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = \a$26 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$332  = \$277 [41:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$332  = \$311 [41:0];
+    endcase
+    if (rst) begin
+      \$332  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$333  = { \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$333  = { \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315  };
+    endcase
+    if (rst) begin
+      \$333  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$37 ) begin
+            \$334  = \p$38 [72:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          if (\done$37 ) begin
+            \$334  = \p$38 [72:0];
+          end
+    endcase
+    if (rst) begin
+      \$334  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$335  = \$284 [73:0];
+    endcase
+    if (rst) begin
+      \$335  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$336  = \$285 ;
+    endcase
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$39 ) begin
+            \$337  = { q[59], q[59], q };
+          end
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$337  = \$316 [61:0];
+    endcase
+    if (rst) begin
+      \$337  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$338  = \$286 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$338  = \$317 [57:0];
+    endcase
+    if (rst) begin
+      \$338  = 58'h000000000000000;
+    end
+  end
+  assign beta_shift = \$193 [4:0];
+  assign \beta_shift$6  = \$194 [4:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -2762,14 +3391,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$33 , entry, chan, sum, r_clos
   assign \chan.mean  = chan[138:115];
   assign \chan.scale_m  = chan[162:139];
   assign \chan.scale_exp  = chan[170:163];
-  assign \$12  = { 24'h000000, mag_train_4[118:24] };
-  assign \$13  = { 29'h00000000, mag_train_4[23:0], 34'h000000000 };
-  assign \$32  = { 58'h000000000000000, mag_train_11[118:58] };
-  assign \$33  = { 1'h0, mag_train_11[57:0] };
-  assign \$100  = { 1'h0, \$99 [31:1] };
-  assign \$106  = { \$105 [42], \$105 [42], \$105 [42], \$105 [42], \$105 [42], \$105 [42], \$105 [42], \$105 , 8'h00 };
-  assign \$129  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
-  assign \$132  = { 1'h0, \$131 [31:1] };
+  assign \$209  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$210  = { 1'h0, div_mag[57:0] };
+  assign \$280  = { 1'h0, \$279 [31:1] };
+  assign \$287  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$314  = { 1'h0, \$313 [31:1] };
+  assign \$316  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2785,10 +3412,10 @@ module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \
   reg [57:0] \$17 ;
   reg [59:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [58:0] \$2 ;
   reg [57:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [58:0] \$3 ;
+  wire \$3 ;
   wire [59:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2823,9 +3450,9 @@ module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \
   wire [5:0] steps;
   wire [60:0] trial;
   assign trial = \$1  | { 60'h000000000000000, lo[57] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -2935,34 +3562,40 @@ module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_range_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_range_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [28:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [185:0] \$2 ;
-  wire [185:0] \$3 ;
-  wire [28:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [184:0] \$8 ;
-  reg [184:0] \$9 ;
-  input [170:0] a;
-  wire [170:0] a;
-  reg [184:0] a_sh = 185'h00000000000000000000000000000000000000000000000;
+  reg [74:0] \$10 ;
+  reg [74:0] \$11 ;
+  reg [28:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [75:0] \$2 ;
+  wire [76:0] \$3 ;
+  wire [77:0] \$4 ;
+  wire [75:0] \$5 ;
+  wire [28:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [51:0] a;
+  wire [51:0] a;
+  reg [74:0] a_sh = 75'h0000000000000000000;
   input [28:0] b;
   wire [28:0] b;
   reg [28:0] b_sh = 29'h00000000;
-  input [184:0] c;
-  wire [184:0] c;
+  input [74:0] c;
+  wire [74:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [184:0] p;
-  reg [184:0] p = 185'h00000000000000000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [74:0] p;
+  reg [74:0] p = 75'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -2970,126 +3603,145 @@ module \hwnorm_range_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [184:0];
+        \$10  = \$4 [74:0];
       end
     end
     if (rst) begin
-      \$8  = 185'h00000000000000000000000000000000000000000000000;
+      \$10  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a[170], a };
+      \$11  = { a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [184:0];
+      \$11  = \$5 [74:0];
     end
     if (rst) begin
-      \$9  = 185'h00000000000000000000000000000000000000000000000;
+      \$11  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 29'h00000000;
+      \$12  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[28:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [58:0] \$12 ;
-  wire [58:0] \$13 ;
+  wire [58:0] \$10 ;
+  wire [58:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [58:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [58:0] \$15 ;
+  wire [58:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [15:0] \$32 ;
-  reg [57:0] \$33 ;
-  reg [58:0] \$34 ;
-  reg [58:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [15:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [57:0] \$37 ;
+  reg [58:0] \$38 ;
+  reg [58:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [58:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [57:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire \$8 ;
+  wire [57:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -3123,10 +3775,11 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [57:0] p0 = 58'h000000000000000;
   reg [58:0] q0 = 59'h000000000000000;
-  wire [58:0] qs0;
+  reg [58:0] qs0 = 59'h000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3138,101 +3791,135 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(16'h7fff);
-  assign \$11  = $signed(qs0) < $signed(16'h8000);
-  assign \$12  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$13  = over0 ? 59'h000000000007fff : \$12 ;
-  assign \$14  = ok3 ? \$13  : 59'h000000000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(16'h7fff);
+  assign \$13  = $signed(qs0) < $signed(16'h8000);
+  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
+  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [15:0];
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3240,11 +3927,11 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3252,11 +3939,11 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3264,23 +3951,23 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3288,10 +3975,11 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3299,21 +3987,23 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3321,10 +4011,10 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3332,76 +4022,80 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 16'h0000;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 58'h000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 59'h000000000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 59'h000000000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [15:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 16'h0000;
+      \$38  = 59'h000000000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

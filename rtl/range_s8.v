@@ -4,23 +4,22 @@
 
 module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [43:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [122:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [43:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [122:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -93,8 +92,9 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire i__valid;
   reg \i__valid$44 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$23 ;
   reg more;
   output [7:0] o__payload;
@@ -113,7 +113,6 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
@@ -130,37 +129,36 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 44'h00000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$45  & more;
-  assign \$7  = i__valid & \i__ready$45 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 44'h00000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$45  & more;
+  assign \$5  = i__valid & \i__ready$45 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_range_s8.math  math (
-    .\a$27 (a),
-    .\b$45 (b),
+    .\a$26 (a),
+    .\b$50 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -170,7 +168,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$33 (start),
+    .\start$35 (start),
     .sum(sum)
   );
   \hwnorm_range_s8.norm  norm (
@@ -188,7 +186,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_range_s8.stats_unit  stats_unit (
     .chunk_size(chan[26:14]),
@@ -245,7 +243,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -263,7 +261,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -319,7 +317,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -337,7 +335,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$44  = \$5 ;
+          \i__valid$44  = \$3 ;
     endcase
   end
   always @* begin
@@ -362,77 +360,77 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 123'h0000000000000000000000000000000;
+      \$21  = 123'h0000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign chunk_size = chan[26:14];
   assign \i__payload$22  = i__payload;
@@ -458,6 +456,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[64:21];
   assign \stats__payload.sat  = stats__payload[77:65];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -468,7 +467,6 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.chunk_size  = chan[26:14];
@@ -482,101 +480,229 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \i__payload$22[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[77:65] = sat_count;
-  assign stats__payload[64:21] = \$3 ;
+  assign stats__payload[64:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_closed, done, den, \a$27 , sh, \b$45 , clk);
+module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$26 , \b$50 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [4:0] \$1 ;
-  wire [127:0] \$10 ;
-  wire [15:0] \$100 ;
-  wire [23:0] \$101 ;
-  wire [46:0] \$102 ;
-  wire \$103 ;
-  wire [26:0] \$104 ;
-  wire [26:0] \$105 ;
-  wire [41:0] \$106 ;
-  wire [8:0] \$107 ;
-  wire \$108 ;
-  wire [10:0] \$109 ;
-  wire [128:0] \$11 ;
-  wire [10:0] \$110 ;
-  wire \$111 ;
-  wire [10:0] \$112 ;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire [5:0] \$102 ;
+  wire [5:0] \$103 ;
+  wire [5:0] \$104 ;
+  wire \$105 ;
+  wire [5:0] \$106 ;
+  wire [5:0] \$107 ;
+  wire [5:0] \$108 ;
+  wire [5:0] \$109 ;
+  wire \$11 ;
+  wire [5:0] \$110 ;
+  wire [5:0] \$111 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
-  wire [10:0] \$116 ;
-  wire \$117 ;
-  wire [10:0] \$118 ;
-  wire \$119 ;
-  wire [86:0] \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire [10:0] \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [294:0] \$125 ;
-  wire [294:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [11:0] \$128 ;
-  wire [56:0] \$129 ;
-  wire [46:0] \$13 ;
-  wire [22:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire [15:0] \$132 ;
-  wire [23:0] \$133 ;
-  wire [46:0] \$134 ;
-  reg [4:0] \$135 ;
-  reg [121:0] \$136 ;
-  reg [43:0] \$137 ;
-  reg [5:0] \$138 ;
-  reg [16:0] \$139 ;
-  wire [6:0] \$14 ;
-  reg [25:0] \$140 ;
-  reg [39:0] \$141 ;
-  reg [9:0] \$142 ;
-  reg [3:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [9:0] \$145 ;
-  reg [33:0] \$146 ;
-  reg [3:0] \$147 ;
-  reg [56:0] \$148 ;
-  reg [45:0] \$149 ;
-  wire [127:0] \$15 ;
-  reg [41:0] \$150 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire [17:0] \$18 ;
-  wire [17:0] \$19 ;
-  wire [4:0] \$2 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire [3:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [3:0] \$119 ;
+  wire \$12 ;
+  wire [3:0] \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [3:0] \$125 ;
+  wire [3:0] \$126 ;
+  wire [3:0] \$127 ;
+  wire \$128 ;
+  wire [3:0] \$129 ;
+  wire \$13 ;
+  wire [3:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire [3:0] \$132 ;
+  wire [4:0] \$133 ;
+  wire [4:0] \$134 ;
+  wire \$135 ;
+  wire [6:0] \$136 ;
+  wire [63:0] \$137 ;
+  wire [63:0] \$138 ;
+  wire \$139 ;
+  wire \$14 ;
+  wire [41:0] \$140 ;
+  wire \$141 ;
+  wire [8:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [21:0] \$146 ;
+  wire [21:0] \$147 ;
+  wire \$148 ;
+  wire [57:0] \$149 ;
+  wire \$15 ;
+  wire [42:0] \$150 ;
+  wire \$151 ;
+  wire [8:0] \$152 ;
+  wire [8:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [5:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [5:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [5:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [7:0] \$194 ;
+  wire \$195 ;
+  wire [10:0] \$196 ;
+  wire [10:0] \$197 ;
+  wire \$198 ;
+  wire [10:0] \$199 ;
+  wire \$2 ;
   wire \$20 ;
-  wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  wire \$23 ;
-  wire [34:0] \$24 ;
-  wire [34:0] \$25 ;
+  wire \$200 ;
+  wire [10:0] \$201 ;
+  wire [10:0] \$202 ;
+  wire [10:0] \$203 ;
+  wire \$204 ;
+  wire [10:0] \$205 ;
+  wire \$206 ;
+  wire [10:0] \$207 ;
+  wire [10:0] \$208 ;
+  wire [10:0] \$209 ;
+  wire \$21 ;
+  wire [10:0] \$210 ;
+  wire [10:0] \$211 ;
+  wire [54:0] \$212 ;
+  wire \$213 ;
+  wire [9:0] \$214 ;
+  wire [10:0] \$215 ;
+  wire [11:0] \$216 ;
+  wire [48:0] \$217 ;
+  wire [22:0] \$218 ;
+  wire [15:0] \$219 ;
+  wire \$22 ;
+  wire [15:0] \$220 ;
+  wire [23:0] \$221 ;
+  wire \$222 ;
+  wire [58:0] \$223 ;
+  wire [58:0] \$224 ;
+  wire \$225 ;
+  wire [46:0] \$226 ;
+  wire [40:0] \$227 ;
+  wire [8:0] \$228 ;
+  wire \$229 ;
+  wire [5:0] \$23 ;
+  wire [10:0] \$230 ;
+  wire [10:0] \$231 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
+  wire \$234 ;
+  wire [10:0] \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire \$238 ;
+  wire [10:0] \$239 ;
+  wire [5:0] \$24 ;
+  wire \$240 ;
+  wire [10:0] \$241 ;
+  wire [10:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire [10:0] \$244 ;
+  wire [10:0] \$245 ;
+  wire [54:0] \$246 ;
+  wire \$247 ;
+  wire [9:0] \$248 ;
+  wire [10:0] \$249 ;
+  wire [5:0] \$25 ;
+  wire [11:0] \$250 ;
+  wire [48:0] \$251 ;
+  wire [22:0] \$252 ;
+  wire [15:0] \$253 ;
+  wire [15:0] \$254 ;
+  wire [23:0] \$255 ;
+  wire [56:0] \$256 ;
+  wire [46:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [34:0] \$259 ;
   wire \$26 ;
-  wire [21:0] \$27 ;
-  wire [21:0] \$28 ;
-  wire \$29 ;
-  wire [6:0] \$3 ;
-  wire [57:0] \$30 ;
-  wire [57:0] \$31 ;
-  wire [86:0] \$32 ;
-  wire [42:0] \$33 ;
+  reg [43:0] \$260 ;
+  reg [5:0] \$261 ;
+  reg [16:0] \$262 ;
+  reg [25:0] \$263 ;
+  reg [39:0] \$264 ;
+  reg [9:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg [9:0] \$268 ;
+  reg [48:0] \$269 ;
+  wire [5:0] \$27 ;
+  reg [5:0] \$270 ;
+  reg [3:0] \$271 ;
+  reg [33:0] \$272 ;
+  reg [41:0] \$273 ;
+  reg [56:0] \$274 ;
+  reg [57:0] \$275 ;
+  reg \$276 ;
+  reg [45:0] \$277 ;
+  reg [41:0] \$278 ;
+  wire [5:0] \$28 ;
+  wire [5:0] \$29 ;
+  wire \$3 ;
+  wire [5:0] \$30 ;
+  wire [5:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [8:0] \$36 ;
-  wire [8:0] \$37 ;
+  wire \$36 ;
+  wire \$37 ;
   wire \$38 ;
-  wire [34:0] \$39 ;
-  wire [127:0] \$4 ;
-  wire [34:0] \$40 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
   wire \$41 ;
-  wire [16:0] \$42 ;
-  wire [16:0] \$43 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
@@ -592,61 +718,62 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [6:0] \$6 ;
-  wire \$60 ;
+  wire [5:0] \$58 ;
+  wire [5:0] \$59 ;
+  wire \$6 ;
+  wire [5:0] \$60 ;
   wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
+  wire [5:0] \$62 ;
+  wire [5:0] \$63 ;
+  wire [5:0] \$64 ;
+  wire [5:0] \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [127:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
+  wire \$7 ;
+  wire [5:0] \$70 ;
+  wire [5:0] \$71 ;
+  wire [5:0] \$72 ;
   wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
-  wire [7:0] \$76 ;
-  wire \$77 ;
-  wire [10:0] \$78 ;
-  wire [10:0] \$79 ;
-  wire [128:0] \$8 ;
+  wire [5:0] \$74 ;
+  wire [5:0] \$75 ;
+  wire [5:0] \$76 ;
+  wire [5:0] \$77 ;
+  wire [5:0] \$78 ;
+  wire \$79 ;
+  wire \$8 ;
   wire \$80 ;
-  wire [10:0] \$81 ;
+  wire \$81 ;
   wire \$82 ;
-  wire [10:0] \$83 ;
-  wire [10:0] \$84 ;
-  wire [10:0] \$85 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
-  wire [10:0] \$87 ;
+  wire \$87 ;
   wire \$88 ;
-  wire [10:0] \$89 ;
-  wire [6:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire [10:0] \$91 ;
-  wire [10:0] \$92 ;
-  wire [10:0] \$93 ;
-  wire [294:0] \$94 ;
-  wire [294:0] \$95 ;
-  wire [10:0] \$96 ;
-  wire [11:0] \$97 ;
-  wire [22:0] \$98 ;
-  wire [15:0] \$99 ;
-  reg [122:0] a;
-  output [33:0] \a$27 ;
-  reg [33:0] \a$27  = 34'h000000000;
+  wire \$89 ;
+  wire \$9 ;
+  wire [5:0] \$90 ;
+  wire [5:0] \$91 ;
+  wire [5:0] \$92 ;
+  wire \$93 ;
+  wire [5:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [5:0] \$96 ;
+  wire [5:0] \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  reg [35:0] a;
+  output [33:0] \a$26 ;
+  reg [33:0] \a$26  = 34'h000000000;
   reg [20:0] b;
-  output [41:0] \b$45 ;
-  reg [41:0] \b$45  = 42'h00000000000;
+  output [41:0] \b$50 ;
+  reg [41:0] \b$50  = 42'h00000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [136:0] c;
+  reg [41:0] bias = 42'h00000000000;
+  reg [58:0] c;
   input [122:0] chan;
   wire [122:0] chan;
   wire [7:0] \chan.beta ;
@@ -661,28 +788,31 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   output [43:0] den;
   reg [43:0] den = 44'h00000000000;
   reg [43:0] \den$22 ;
-  reg [5:0] den_lead;
+  wire [5:0] den_lead;
+  reg [57:0] div_mag = 58'h000000000000000;
+  reg div_neg = 1'h0;
+  reg [57:0] div_num;
   output done;
   reg done;
-  wire \done$35 ;
   wire \done$37 ;
+  wire \done$39 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [4:0] fsm_state = 5'h00;
+  reg [5:0] fsm_state = 6'h00;
   reg [39:0] km = 40'h0000000000;
+  reg [48:0] km_pre = 49'h0000000000000;
   reg [5:0] lead = 6'h00;
   reg [41:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg [86:0] mag_train_11;
-  reg [86:0] mag_train_4;
   reg neg;
+  reg \neg$21 ;
   reg [56:0] p = 57'h000000000000000;
-  wire [136:0] \p$36 ;
-  reg [7:0] pre = 8'h00;
+  wire [58:0] \p$38 ;
+  reg [3:0] pre = 4'h0;
   wire [43:0] q;
   reg [45:0] quot = 46'h000000000000;
   input [11:0] r_closed;
@@ -697,184 +827,322 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$16 ;
-  input \start$33 ;
-  wire \start$33 ;
+  reg \start$17 ;
+  input \start$35 ;
+  wire \start$35 ;
   reg [4:0] steps;
   reg [5:0] \steps$23 ;
   input [20:0] sum;
   wire [20:0] sum;
-  reg [121:0] t = 122'h0000000000000000000000000000000;
+  reg [34:0] t = 35'h000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$3  = lead + 4'hf;
-  assign \$4  = 1'h1 << \$3 ;
-  assign \$5  = \$4  < 1'h0;
-  assign \$6  = lead + 4'hf;
-  assign \$7  = 1'h1 << \$6 ;
-  assign \$8  = - \$7 ;
-  assign \$9  = lead + 4'hf;
-  assign \$10  = 1'h1 << \$9 ;
-  assign \$11  = \$5  ? \$8  : { 1'h0, \$10  };
-  assign \$14  = lead + 4'hf;
-  assign \$15  = 1'h1 << \$14 ;
-  assign \$16  = \$15  < 1'h0;
-  assign \$17  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$18  = - recip;
-  assign \$19  = \$17  ? \$18  : { 1'h0, recip };
-  assign \$20  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$21  = - $signed(chan[74:67]);
-  assign \$22  = \$20  ? \$21  : { chan[74], chan[74:67] };
-  assign \$23  = $signed(sum) < $signed(1'h0);
-  assign \$24  = - $signed(\a$27 );
-  assign \$25  = \$23  ? \$24  : { \a$27 [33], \a$27  };
-  assign \$26  = $signed(sum) < $signed(1'h0);
-  assign \$27  = - $signed(sum);
-  assign \$28  = \$26  ? \$27  : { sum[20], sum };
-  assign \$29  = $signed(p) < $signed(1'h0);
-  assign \$30  = - $signed(p);
-  assign \$31  = \$29  ? \$30  : { p[56], p };
-  assign \$34  = $signed(p) < $signed(1'h0);
-  assign \$35  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$36  = - $signed(chan[74:67]);
-  assign \$37  = \$35  ? \$36  : { chan[74], chan[74:67] };
-  assign \$38  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$39  = - $signed(\a$27 );
-  assign \$40  = \$38  ? \$39  : { \a$27 [33], \a$27  };
-  assign \$41  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$42  = - $signed(chan[98:83]);
-  assign \$43  = \$41  ? \$42  : { chan[98], chan[98:83] };
-  assign \$44  = ! fsm_state;
-  assign \$45  = fsm_state == 1'h1;
-  assign \$46  = fsm_state == 2'h2;
-  assign \$47  = fsm_state == 2'h3;
-  assign \$48  = fsm_state == 3'h4;
-  assign \$49  = fsm_state == 3'h5;
-  assign \$50  = fsm_state == 3'h6;
-  assign \$51  = fsm_state == 3'h7;
-  assign \$52  = fsm_state == 4'h8;
-  assign \$53  = fsm_state == 4'h9;
-  assign \$54  = fsm_state == 4'ha;
-  assign \$55  = fsm_state == 4'hb;
-  assign \$56  = fsm_state == 4'hc;
-  assign \$57  = fsm_state == 4'hd;
-  assign \$58  = fsm_state == 4'he;
-  assign \$59  = fsm_state == 4'hf;
-  assign \$60  = fsm_state == 5'h10;
-  assign \$61  = fsm_state == 5'h11;
-  assign \$62  = fsm_state == 5'h12;
-  assign \$63  = fsm_state == 5'h13;
-  assign \$64  = fsm_state == 5'h14;
-  assign \$65  = fsm_state == 5'h15;
-  assign \$66  = fsm_state == 5'h16;
-  assign \$67  = fsm_state == 5'h17;
-  assign \$68  = fsm_state == 5'h18;
-  assign \$69  = fsm_state == 5'h19;
-  assign \$70  = fsm_state == 5'h1a;
-  assign \$71  = fsm_state == 5'h1b;
-  assign \$72  = fsm_state == 5'h1c;
-  assign \$73  = fsm_state == 5'h1d;
-  assign \$74  = fsm_state == 5'h1e;
-  assign \$75  = fsm_state == 5'h1f;
-  assign \$76  = lead + 8'hfb;
-  assign \$77  = $signed(sh0) < $signed(4'h4);
-  assign \$78  = $signed(4'h4) - $signed(sh0);
-  assign \$79  = \$77  ? \$78  : 11'h000;
-  assign \$80  = $signed(sh0) < $signed(4'h4);
-  assign \$81  = $signed(sh0) - $signed(4'h4);
-  assign \$82  = $signed(\$81 ) < $signed({ 1'h0, tk });
-  assign \$83  = $signed(sh0) - $signed(4'h4);
-  assign \$84  = \$82  ? \$83  : { 7'h00, tk };
-  assign \$85  = $signed(sh0) - $signed(5'h0d);
-  assign \$86  = $signed(\$84 ) > $signed(\$85 );
-  assign \$87  = $signed(sh0) - $signed(4'h4);
-  assign \$88  = $signed(\$87 ) < $signed({ 1'h0, tk });
-  assign \$89  = $signed(sh0) - $signed(4'h4);
-  assign \$90  = \$88  ? \$89  : { 7'h00, tk };
-  assign \$91  = $signed(sh0) - $signed(5'h0d);
-  assign \$92  = \$86  ? \$90  : \$91 ;
-  assign \$93  = \$80  ? 11'h000 : \$92 ;
-  assign \$94  = $signed(km) << pre;
-  assign \$95  = $signed(\$94 ) >>> tsh;
-  assign \$96  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$97  = $signed(\$96 ) - $signed({ 1'h0, tsh });
-  assign \$98  = $signed(chan[82:75]) << \$1 [3:0];
-  assign \$99  = 1'h1 << sh;
-  assign \$101  = $signed(\$98 ) + $signed({ 1'h0, \$100  });
-  assign \$102  = $signed(\$101 ) - $signed(quot);
-  assign \$103  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$104  = - $signed(m);
-  assign \$105  = \$103  ? \$104  : { m[25], m };
-  assign \$107  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$108  = $signed(sh0) < $signed(4'h4);
-  assign \$109  = $signed(4'h4) - $signed(sh0);
-  assign \$110  = \$108  ? \$109  : 11'h000;
-  assign \$111  = $signed(sh0) < $signed(4'h4);
-  assign \$112  = $signed(sh0) - $signed(4'h4);
-  assign \$113  = $signed(\$112 ) < $signed({ 1'h0, tk });
-  assign \$114  = $signed(sh0) - $signed(4'h4);
-  assign \$115  = \$113  ? \$114  : { 7'h00, tk };
-  assign \$116  = $signed(sh0) - $signed(5'h0d);
-  assign \$117  = $signed(\$115 ) > $signed(\$116 );
-  assign \$118  = $signed(sh0) - $signed(4'h4);
-  assign \$119  = $signed(\$118 ) < $signed({ 1'h0, tk });
-  assign \$120  = $signed(sh0) - $signed(4'h4);
-  assign \$121  = \$119  ? \$120  : { 7'h00, tk };
-  assign \$122  = $signed(sh0) - $signed(5'h0d);
-  assign \$123  = \$117  ? \$121  : \$122 ;
-  assign \$124  = \$111  ? 11'h000 : \$123 ;
-  assign \$125  = $signed(km) << pre;
-  assign \$126  = $signed(\$125 ) >>> tsh;
-  assign \$127  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$128  = $signed(\$127 ) - $signed({ 1'h0, tsh });
-  assign \$130  = $signed(chan[82:75]) << \$2 [3:0];
-  assign \$131  = 1'h1 << sh;
-  assign \$133  = $signed(\$130 ) + $signed({ 1'h0, \$132  });
-  assign \$134  = $signed(\$133 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = \$7  | \$10 ;
+  assign \$12  = den[40] | den[41];
+  assign \$13  = den[42] | den[43];
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = den[42] | den[43];
+  assign \$16  = den[43] ? 6'h2b : 6'h2a;
+  assign \$17  = den[41] ? 6'h29 : 6'h28;
+  assign \$18  = \$15  ? \$16  : \$17 ;
+  assign \$19  = den[36] | den[37];
+  assign \$20  = den[38] | den[39];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = den[38] | den[39];
+  assign \$23  = den[39] ? 6'h27 : 6'h26;
+  assign \$24  = den[37] ? 6'h25 : 6'h24;
+  assign \$25  = \$22  ? \$23  : \$24 ;
+  assign \$26  = den[34] | den[35];
+  assign \$27  = den[35] ? 6'h23 : 6'h22;
+  assign \$28  = den[33] ? 6'h21 : 6'h20;
+  assign \$29  = \$26  ? \$27  : \$28 ;
+  assign \$30  = \$21  ? \$25  : \$29 ;
+  assign \$31  = \$14  ? \$18  : \$30 ;
+  assign \$32  = den[16] | den[17];
+  assign \$33  = den[18] | den[19];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = den[20] | den[21];
+  assign \$36  = den[22] | den[23];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$34  | \$37 ;
+  assign \$39  = den[24] | den[25];
+  assign \$40  = den[26] | den[27];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = den[28] | den[29];
+  assign \$43  = den[30] | den[31];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$41  | \$44 ;
+  assign \$46  = \$38  | \$45 ;
+  assign \$47  = den[24] | den[25];
+  assign \$48  = den[26] | den[27];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = den[28] | den[29];
+  assign \$51  = den[30] | den[31];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$49  | \$52 ;
+  assign \$54  = den[28] | den[29];
+  assign \$55  = den[30] | den[31];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = den[30] | den[31];
+  assign \$58  = den[31] ? 6'h1f : 6'h1e;
+  assign \$59  = den[29] ? 6'h1d : 6'h1c;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = den[26] | den[27];
+  assign \$62  = den[27] ? 6'h1b : 6'h1a;
+  assign \$63  = den[25] ? 6'h19 : 6'h18;
+  assign \$64  = \$61  ? \$62  : \$63 ;
+  assign \$65  = \$56  ? \$60  : \$64 ;
+  assign \$66  = den[20] | den[21];
+  assign \$67  = den[22] | den[23];
+  assign \$68  = \$66  | \$67 ;
+  assign \$69  = den[22] | den[23];
+  assign \$70  = den[23] ? 6'h17 : 6'h16;
+  assign \$71  = den[21] ? 6'h15 : 6'h14;
+  assign \$72  = \$69  ? \$70  : \$71 ;
+  assign \$73  = den[18] | den[19];
+  assign \$74  = den[19] ? 6'h13 : 6'h12;
+  assign \$75  = den[17] ? 6'h11 : 6'h10;
+  assign \$76  = \$73  ? \$74  : \$75 ;
+  assign \$77  = \$68  ? \$72  : \$76 ;
+  assign \$78  = \$53  ? \$65  : \$77 ;
+  assign \$79  = den[8] | den[9];
+  assign \$80  = den[10] | den[11];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = den[12] | den[13];
+  assign \$83  = den[14] | den[15];
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = \$81  | \$84 ;
+  assign \$86  = den[12] | den[13];
+  assign \$87  = den[14] | den[15];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = den[14] | den[15];
+  assign \$90  = den[15] ? 6'h0f : 6'h0e;
+  assign \$91  = den[13] ? 6'h0d : 6'h0c;
+  assign \$92  = \$89  ? \$90  : \$91 ;
+  assign \$93  = den[10] | den[11];
+  assign \$94  = den[11] ? 6'h0b : 6'h0a;
+  assign \$95  = den[9] ? 6'h09 : 6'h08;
+  assign \$96  = \$93  ? \$94  : \$95 ;
+  assign \$97  = \$88  ? \$92  : \$96 ;
+  assign \$98  = den[4] | den[5];
+  assign \$99  = den[6] | den[7];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = den[6] | den[7];
+  assign \$102  = den[7] ? 6'h07 : 6'h06;
+  assign \$103  = den[5] ? 6'h05 : 6'h04;
+  assign \$104  = \$101  ? \$102  : \$103 ;
+  assign \$105  = den[2] | den[3];
+  assign \$106  = den[3] ? 6'h03 : 6'h02;
+  assign \$107  = den[1] ? 6'h01 : 6'h00;
+  assign \$108  = \$105  ? \$106  : \$107 ;
+  assign \$109  = \$100  ? \$104  : \$108 ;
+  assign \$110  = \$85  ? \$97  : \$109 ;
+  assign \$111  = \$46  ? \$78  : \$110 ;
+  assign den_lead = \$11  ? \$31  : \$111 ;
+  assign \$112  = chan[9] | chan[10];
+  assign \$113  = chan[11] | chan[12];
+  assign \$114  = \$112  | \$113 ;
+  assign \$115  = \$114  | chan[13];
+  assign \$116  = chan[11] | chan[12];
+  assign \$117  = chan[12] ? 4'hb : 4'ha;
+  assign \$118  = chan[10] ? 4'h9 : 4'h8;
+  assign \$119  = \$116  ? \$117  : \$118 ;
+  assign \$120  = chan[13] ? 4'hc : \$119 ;
+  assign \$121  = chan[5] | chan[6];
+  assign \$122  = chan[7] | chan[8];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = chan[7] | chan[8];
+  assign \$125  = chan[8] ? 4'h7 : 4'h6;
+  assign \$126  = chan[6] ? 4'h5 : 4'h4;
+  assign \$127  = \$124  ? \$125  : \$126 ;
+  assign \$128  = chan[3] | chan[4];
+  assign \$129  = chan[4] ? 4'h3 : 4'h2;
+  assign \$130  = chan[2] ? 4'h1 : 4'h0;
+  assign \$131  = \$128  ? \$129  : \$130 ;
+  assign \$132  = \$123  ? \$127  : \$131 ;
+  assign count_lead = \$115  ? \$120  : \$132 ;
+  assign \$133  = sh + 1'h0;
+  assign \$134  = sh + 1'h0;
+  assign \$135  = ! lead;
+  assign \$136  = lead - 1'h1;
+  assign \$137  = 1'h1 << \$136 [5:0];
+  assign \$138  = \$135  ? 64'h0000000000000000 : \$137 ;
+  assign \$139  = ! lead;
+  assign \$140  = \$139  ? 42'h20000000000 : 42'h00000000000;
+  assign \$141  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$142  = - $signed(chan[74:67]);
+  assign \$143  = \$141  ? \$142  : { chan[74], chan[74:67] };
+  assign \$144  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$145  = $signed(sum) < $signed(1'h0);
+  assign \$146  = - $signed(sum);
+  assign \$147  = \$145  ? \$146  : { sum[20], sum };
+  assign \$148  = $signed(sum) < $signed(1'h0);
+  assign \$151  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$152  = - $signed(chan[74:67]);
+  assign \$153  = \$151  ? \$152  : { chan[74], chan[74:67] };
+  assign \$154  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$155  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$156  = - $signed(chan[98:83]);
+  assign \$157  = \$155  ? \$156  : { chan[98], chan[98:83] };
+  assign \$158  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$159  = ! fsm_state;
+  assign \$160  = fsm_state == 1'h1;
+  assign \$161  = fsm_state == 2'h2;
+  assign \$162  = fsm_state == 2'h3;
+  assign \$163  = fsm_state == 3'h4;
+  assign \$164  = fsm_state == 3'h5;
+  assign \$165  = fsm_state == 3'h6;
+  assign \$166  = fsm_state == 3'h7;
+  assign \$167  = fsm_state == 4'h8;
+  assign \$168  = fsm_state == 4'h9;
+  assign \$169  = fsm_state == 4'ha;
+  assign \$170  = fsm_state == 4'hb;
+  assign \$171  = fsm_state == 4'hc;
+  assign \$172  = fsm_state == 4'hd;
+  assign \$173  = fsm_state == 4'he;
+  assign \$174  = fsm_state == 4'hf;
+  assign \$175  = fsm_state == 5'h10;
+  assign \$176  = fsm_state == 5'h11;
+  assign \$177  = fsm_state == 5'h12;
+  assign \$178  = fsm_state == 5'h13;
+  assign \$179  = fsm_state == 5'h14;
+  assign \$180  = fsm_state == 5'h15;
+  assign \$181  = fsm_state == 5'h16;
+  assign \$182  = fsm_state == 5'h17;
+  assign \$183  = fsm_state == 5'h18;
+  assign \$184  = fsm_state == 5'h19;
+  assign \$185  = fsm_state == 5'h1a;
+  assign \$186  = fsm_state == 5'h1b;
+  assign \$187  = fsm_state == 5'h1c;
+  assign \$188  = fsm_state == 5'h1d;
+  assign \$189  = fsm_state == 5'h1e;
+  assign \$190  = fsm_state == 5'h1f;
+  assign \$191  = fsm_state == 6'h20;
+  assign \$192  = fsm_state == 6'h21;
+  assign \$193  = fsm_state == 6'h22;
+  assign \$194  = lead + 8'hfb;
+  assign \$195  = $signed(sh0) < $signed(4'h4);
+  assign \$196  = $signed(4'h4) - $signed(sh0);
+  assign \$197  = \$195  ? \$196  : 11'h000;
+  assign \$198  = $signed(sh0) < $signed(4'h4);
+  assign \$199  = $signed(sh0) - $signed(4'h4);
+  assign \$200  = $signed(\$199 ) < $signed({ 1'h0, tk });
+  assign \$201  = $signed(sh0) - $signed(4'h4);
+  assign \$202  = \$200  ? \$201  : { 7'h00, tk };
+  assign \$203  = $signed(sh0) - $signed(5'h0d);
+  assign \$204  = $signed(\$202 ) > $signed(\$203 );
+  assign \$205  = $signed(sh0) - $signed(4'h4);
+  assign \$206  = $signed(\$205 ) < $signed({ 1'h0, tk });
+  assign \$207  = $signed(sh0) - $signed(4'h4);
+  assign \$208  = \$206  ? \$207  : { 7'h00, tk };
+  assign \$209  = $signed(sh0) - $signed(5'h0d);
+  assign \$210  = \$204  ? \$208  : \$209 ;
+  assign \$211  = \$198  ? 11'h000 : \$210 ;
+  assign \$212  = $signed(km) << pre;
+  assign \$213  = tsh > 6'h31;
+  assign \$214  = \$213  ? 10'h031 : tsh;
+  assign \$215  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$216  = $signed(\$215 ) - $signed({ 1'h0, tsh });
+  assign \$217  = $signed(km_pre) >>> t_clamped;
+  assign \$218  = $signed(chan[82:75]) << \$133 [3:0];
+  assign \$219  = 1'h1 << sh;
+  assign \$221  = $signed(\$218 ) + $signed({ 1'h0, \$220  });
+  assign \$222  = $signed(div_num) < $signed(1'h0);
+  assign \$223  = - $signed(div_num);
+  assign \$224  = \$222  ? \$223  : { div_num[57], div_num };
+  assign \$225  = $signed(div_num) < $signed(1'h0);
+  assign \$226  = $signed(bias) - $signed(quot);
+  assign \$228  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$229  = $signed(sh0) < $signed(4'h4);
+  assign \$230  = $signed(4'h4) - $signed(sh0);
+  assign \$231  = \$229  ? \$230  : 11'h000;
+  assign \$232  = $signed(sh0) < $signed(4'h4);
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
+  assign \$235  = $signed(sh0) - $signed(4'h4);
+  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
+  assign \$237  = $signed(sh0) - $signed(5'h0d);
+  assign \$238  = $signed(\$236 ) > $signed(\$237 );
+  assign \$239  = $signed(sh0) - $signed(4'h4);
+  assign \$240  = $signed(\$239 ) < $signed({ 1'h0, tk });
+  assign \$241  = $signed(sh0) - $signed(4'h4);
+  assign \$242  = \$240  ? \$241  : { 7'h00, tk };
+  assign \$243  = $signed(sh0) - $signed(5'h0d);
+  assign \$244  = \$238  ? \$242  : \$243 ;
+  assign \$245  = \$232  ? 11'h000 : \$244 ;
+  assign \$246  = $signed(km) << pre;
+  assign \$247  = tsh > 6'h31;
+  assign \$248  = \$247  ? 10'h031 : tsh;
+  assign \$249  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$250  = $signed(\$249 ) - $signed({ 1'h0, tsh });
+  assign \$251  = $signed(km_pre) >>> t_clamped;
+  assign \$252  = $signed(chan[82:75]) << \$134 [3:0];
+  assign \$253  = 1'h1 << sh;
+  assign \$255  = $signed(\$252 ) + $signed({ 1'h0, \$254  });
+  assign \$257  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$135 ;
+    fsm_state <= \$258 ;
   always @(posedge clk)
-    t <= \$136 ;
+    t <= \$259 ;
   always @(posedge clk)
-    den <= \$137 ;
+    den <= \$260 ;
   always @(posedge clk)
-    lead <= \$138 ;
+    lead <= \$261 ;
   always @(posedge clk)
-    recip <= \$139 ;
+    recip <= \$262 ;
   always @(posedge clk)
-    m <= \$140 ;
+    m <= \$263 ;
   always @(posedge clk)
-    km <= \$141 ;
+    km <= \$264 ;
   always @(posedge clk)
-    sh0 <= \$142 ;
+    sh0 <= \$265 ;
   always @(posedge clk)
-    tk <= \$143 ;
+    tk <= \$266 ;
   always @(posedge clk)
-    pre <= \$144 ;
+    pre <= \$267 ;
   always @(posedge clk)
-    tsh <= \$145 ;
+    tsh <= \$268 ;
   always @(posedge clk)
-    \a$27  <= \$146 ;
+    km_pre <= \$269 ;
   always @(posedge clk)
-    sh <= \$147 ;
+    t_clamped <= \$270 ;
   always @(posedge clk)
-    p <= \$148 ;
+    sh <= \$271 ;
   always @(posedge clk)
-    quot <= \$149 ;
+    \a$26  <= \$272 ;
   always @(posedge clk)
-    \b$45  <= \$150 ;
+    bias <= \$273 ;
+  always @(posedge clk)
+    p <= \$274 ;
+  always @(posedge clk)
+    div_mag <= \$275 ;
+  always @(posedge clk)
+    div_neg <= \$276 ;
+  always @(posedge clk)
+    quot <= \$277 ;
+  always @(posedge clk)
+    \b$50  <= \$278 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
-    .done(\done$37 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
-    .\neg$15 (neg),
+    .\neg$15 (\neg$21 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$16 ),
+    .start(\start$17 ),
     .steps(\steps$23 )
   );
   \hwnorm_range_s8.math.mul  mul (
@@ -882,752 +1150,668 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$35 ),
-    .p(\p$36 ),
+    .done(\done$37 ),
+    .\neg$12 (neg),
+    .p(\p$38 ),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     start = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           start = 1'h1;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           start = 1'h1;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           start = 1'h1;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           start = 1'h1;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           start = 1'h1;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
+          /* empty */;
+      6'h14:
           start = 1'h1;
-      5'h14:
+      6'h15:
           /* empty */;
-      5'h15:
+      6'h16:
           /* empty */;
-      5'h16:
+      6'h17:
           /* empty */;
-      5'h17:
+      6'h18:
           /* empty */;
-      5'h03:
+      6'h19:
+          /* empty */;
+      6'h03:
           start = 1'h1;
-      5'h18:
+      6'h1a:
           /* empty */;
-      5'h19:
+      6'h1b:
           /* empty */;
-      5'h1a:
+      6'h1c:
           /* empty */;
-      5'h1b:
+      6'h1d:
           /* empty */;
-      5'h1c:
+      6'h1e:
+          /* empty */;
+      6'h1f:
           start = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 123'h0000000000000000000000000000000;
+    a = 36'h000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          a = { 103'h00000000000000000000000000, chan[46:27] };
-      5'h04:
+      6'h02:
+          a = { 16'h0000, chan[46:27] };
+      6'h04:
           /* empty */;
-      5'h05:
-          a = { 103'h00000000000000000000000000, chan[66:47] };
-      5'h06:
+      6'h05:
+          a = { 16'h0000, chan[66:47] };
+      6'h06:
           /* empty */;
-      5'h07:
-          a = { t[121], t };
-      5'h08:
+      6'h07:
+          a = { t[34], t };
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          a = { \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19 [17], \$19  };
-      5'h0d:
+      6'h0c:
+          a = { 19'h00000, recip };
+      6'h0d:
           /* empty */;
-      5'h0e:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      5'h0f:
+      6'h0e:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          a = { \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25 [34], \$25  };
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          a = { \a$26 [33], \a$26 [33], \a$26  };
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          a = { 107'h000000000000000000000000000, chan[114:99] };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          a = { 20'h00000, chan[114:99] };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          a = { \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40 [34], \$40  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          a = { \a$26 [33], \a$26 [33], \a$26  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 21'h000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           b = { 9'h000, r_closed };
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           b = { 13'h0000, r_open };
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           b = { 8'h00, chan[13:1] };
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          b = { \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22  };
-      5'h0d:
+      6'h0c:
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           b = { 8'h00, chan[13:1] };
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          b = \$28 [20:0];
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          b = \$147 [20:0];
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          b = { \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37 [8], \$37  };
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          b = { \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43  };
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 137'h00000000000000000000000000000000000;
+    c = 59'h000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
-          c = 137'h00000000000000000000000000000000003;
-      5'h04:
+      6'h02:
+          c = 59'h000000000000003;
+      6'h04:
           /* empty */;
-      5'h05:
-          c = { t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t[121], t };
-      5'h06:
+      6'h05:
+          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+      6'h06:
           /* empty */;
-      5'h07:
-          c = 137'h00000000000000000000000000000000000;
-      5'h08:
+      6'h07:
+          c = 59'h000000000000000;
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
-          c = 137'h00000000000000000000000000000000000;
-      5'h0d:
+      6'h0c:
+          c = 59'h000000000000000;
+      6'h0d:
           /* empty */;
-      5'h0e:
-          c = 137'h00000000000000000000000000000000000;
-      5'h0f:
+      6'h0e:
+          c = 59'h000000000000000;
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
-          c = 137'h00000000000000000000000000000000000;
-      5'h14:
+      6'h13:
           /* empty */;
-      5'h15:
+      6'h14:
+          c = 59'h000000000000000;
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
-          c = 137'h00000000000000000000000000000000000;
-      5'h18:
+      6'h18:
           /* empty */;
-      5'h19:
+      6'h19:
           /* empty */;
-      5'h1a:
+      6'h03:
+          c = 59'h000000000000000;
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
-          c = 137'h00000000000000000000000000000000000;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 5'h00;
-    casez (fsm_state)
-      5'h00:
+      6'h1c:
           /* empty */;
-      5'h02:
-          steps = 5'h0c;
-      5'h04:
+      6'h1d:
           /* empty */;
-      5'h05:
-          steps = 5'h08;
-      5'h06:
+      6'h1e:
           /* empty */;
-      5'h07:
-          steps = 5'h0d;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          steps = 5'h08;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          steps = 5'h0d;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          steps = 5'h15;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          steps = 5'h08;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          steps = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$16  = 1'h0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          \start$16  = 1'h1;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          \start$16  = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_4 = 87'h0000000000000000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          mag_train_4 = \$11 [86:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 44'h00000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          rem_init = \$12 [43:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          rem_init = \$32 [43:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 42'h00000000000;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          lo_init = \$13 [41:0];
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          lo_init = \$33 [41:0];
+      6'h1f:
+          c = 59'h000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
+          neg = 1'h0;
+      6'h04:
           /* empty */;
-      5'h04:
+      6'h05:
+          neg = 1'h0;
+      6'h06:
           /* empty */;
-      5'h05:
+      6'h07:
+          neg = 1'h0;
+      6'h08:
           /* empty */;
-      5'h06:
+      6'h09:
           /* empty */;
-      5'h07:
+      6'h0a:
           /* empty */;
-      5'h08:
+      6'h0b:
           /* empty */;
-      5'h09:
+      6'h0c:
+          neg = \$144 ;
+      6'h0d:
           /* empty */;
-      5'h0a:
-          neg = \$16 ;
-      5'h0b:
+      6'h0e:
+          neg = 1'h0;
+      6'h0f:
           /* empty */;
-      5'h0c:
+      6'h10:
           /* empty */;
-      5'h0d:
+      6'h11:
           /* empty */;
-      5'h0e:
+      6'h12:
           /* empty */;
-      5'h0f:
+      6'h13:
           /* empty */;
-      5'h10:
+      6'h14:
+          neg = \$148 ;
+      6'h15:
           /* empty */;
-      5'h11:
+      6'h16:
           /* empty */;
-      5'h12:
+      6'h17:
           /* empty */;
-      5'h13:
+      6'h18:
           /* empty */;
-      5'h14:
+      6'h19:
           /* empty */;
-      5'h15:
-          neg = \$34 ;
+      6'h03:
+          neg = \$154 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          neg = \$158 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          steps = 5'h0c;
+      6'h04:
+          /* empty */;
+      6'h05:
+          steps = 5'h08;
+      6'h06:
+          /* empty */;
+      6'h07:
+          steps = 5'h0d;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          steps = 5'h08;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          steps = 5'h0d;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 5'h15;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          steps = 5'h08;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          steps = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \start$17  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \start$17  = 1'h1;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \start$17  = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    rem_init = 44'h00000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          rem_init = \$138 [43:0];
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          rem_init = \$149 [43:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    lo_init = 42'h00000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          lo_init = \$140 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          lo_init = \$150 [41:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$21  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$21  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \neg$21  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \den$22  = 44'h00000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \den$22  = den;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \den$22  = { 31'h00000000, chan[13:1] };
     endcase
   end
@@ -1635,1075 +1819,1448 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \steps$23  = 6'h00;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           \steps$23  = 6'h10;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
           \steps$23  = 6'h2a;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_11 = 87'h0000000000000000000000;
+    div_num = 58'h000000000000000;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
-          mag_train_11 = { \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31 [57], \$31  };
+      6'h15:
+          /* empty */;
+      6'h16:
+          div_num = { p[56], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
-    (* full_case = 32'd1 *)
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
           /* empty */;
-      5'h05:
+      6'h05:
           /* empty */;
-      5'h06:
+      6'h06:
           /* empty */;
-      5'h07:
+      6'h07:
           /* empty */;
-      5'h08:
+      6'h08:
           /* empty */;
-      5'h09:
+      6'h09:
           /* empty */;
-      5'h0a:
+      6'h0a:
           /* empty */;
-      5'h0b:
+      6'h0b:
           /* empty */;
-      5'h0c:
+      6'h0c:
           /* empty */;
-      5'h0d:
+      6'h0d:
           /* empty */;
-      5'h0e:
+      6'h0e:
           /* empty */;
-      5'h0f:
+      6'h0f:
           /* empty */;
-      5'h10:
+      6'h10:
           /* empty */;
-      5'h11:
+      6'h11:
           /* empty */;
-      5'h12:
+      6'h12:
           /* empty */;
-      5'h13:
+      6'h13:
           /* empty */;
-      5'h14:
+      6'h14:
           /* empty */;
-      5'h15:
+      6'h15:
           /* empty */;
-      5'h16:
+      6'h16:
           /* empty */;
-      5'h17:
+      6'h17:
           /* empty */;
-      5'h03:
+      6'h18:
           /* empty */;
-      5'h18:
+      6'h19:
           /* empty */;
-      5'h19:
+      6'h03:
           /* empty */;
-      5'h1a:
+      6'h1a:
           /* empty */;
-      5'h1b:
+      6'h1b:
           /* empty */;
-      5'h1c:
+      6'h1c:
           /* empty */;
-      5'h1d:
+      6'h1d:
           /* empty */;
-      5'h1e:
+      6'h1e:
           /* empty */;
-      5'h1f:
+      6'h1f:
           /* empty */;
-      5'h01:
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$135  = fsm_state;
-    (* full_case = 32'd1 *)
+    \$258  = fsm_state;
     casez (fsm_state)
-      5'h00:
-          if (\start$33 ) begin
+      6'h00:
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$135  = 5'h01;
+                  \$258  = 6'h01;
               2'h1:
-                  \$135  = 5'h02;
+                  \$258  = 6'h02;
               2'h2:
-                  \$135  = 5'h03;
+                  \$258  = 6'h03;
             endcase
           end
-      5'h02:
-          \$135  = 5'h04;
-      5'h04:
-          if (\done$35 ) begin
-            \$135  = 5'h05;
-          end
-      5'h05:
-          \$135  = 5'h06;
-      5'h06:
-          if (\done$35 ) begin
-            \$135  = 5'h07;
-          end
-      5'h07:
-          \$135  = 5'h08;
-      5'h08:
-          if (\done$35 ) begin
-            \$135  = 5'h09;
-          end
-      5'h09:
-          \$135  = 5'h0a;
-      5'h0a:
-          \$135  = 5'h0b;
-      5'h0b:
+      6'h02:
+          \$258  = 6'h04;
+      6'h04:
           if (\done$37 ) begin
-            \$135  = 5'h0c;
+            \$258  = 6'h05;
           end
-      5'h0c:
-          \$135  = 5'h0d;
-      5'h0d:
-          if (\done$35 ) begin
-            \$135  = 5'h0e;
-          end
-      5'h0e:
-          \$135  = 5'h0f;
-      5'h0f:
-          if (\done$35 ) begin
-            \$135  = 5'h10;
-          end
-      5'h10:
-          \$135  = 5'h11;
-      5'h11:
-          \$135  = 5'h12;
-      5'h12:
-          \$135  = 5'h13;
-      5'h13:
-          \$135  = 5'h14;
-      5'h14:
-          if (\done$35 ) begin
-            \$135  = 5'h15;
-          end
-      5'h15:
-          \$135  = 5'h16;
-      5'h16:
+      6'h05:
+          \$258  = 6'h06;
+      6'h06:
           if (\done$37 ) begin
-            \$135  = 5'h17;
+            \$258  = 6'h07;
           end
-      5'h17:
-          \$135  = 5'h01;
-      5'h03:
-          \$135  = 5'h18;
-      5'h18:
-          if (\done$35 ) begin
-            \$135  = 5'h19;
-          end
-      5'h19:
-          \$135  = 5'h1a;
-      5'h1a:
-          \$135  = 5'h1b;
-      5'h1b:
-          \$135  = 5'h1c;
-      5'h1c:
-          \$135  = 5'h1d;
-      5'h1d:
-          if (\done$35 ) begin
-            \$135  = 5'h1e;
-          end
-      5'h1e:
-          \$135  = 5'h1f;
-      5'h1f:
-          \$135  = 5'h01;
-      5'h01:
-          \$135  = 5'h00;
-    endcase
-    if (rst) begin
-      \$135  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$136  = t;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          if (\done$35 ) begin
-            \$136  = \p$36 [121:0];
-          end
-      5'h05:
-          /* empty */;
-      5'h06:
-          if (\done$35 ) begin
-            \$136  = \p$36 [121:0];
-          end
-    endcase
-    if (rst) begin
-      \$136  = 122'h0000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$137  = den;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          if (\done$35 ) begin
-            \$137  = \p$36 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$137  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$138  = lead;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          \$138  = den_lead;
-    endcase
-    if (rst) begin
-      \$138  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$139  = recip;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
+      6'h07:
+          \$258  = 6'h08;
+      6'h08:
           if (\done$37 ) begin
-            \$139  = q[16:0];
+            \$258  = 6'h09;
           end
-    endcase
-    if (rst) begin
-      \$139  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$140  = m;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          if (\done$35 ) begin
-            \$140  = \p$36 [25:0];
+      6'h09:
+          \$258  = 6'h0a;
+      6'h0a:
+          \$258  = 6'h0b;
+      6'h0b:
+          if (\done$39 ) begin
+            \$258  = 6'h0c;
           end
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          if (\done$35 ) begin
-            \$140  = \p$36 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$140  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$141  = km;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          if (\done$35 ) begin
-            \$141  = \p$36 [39:0];
-          end
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$141  = \$106 [39:0];
-    endcase
-    if (rst) begin
-      \$141  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$142  = sh0;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$142  = { \$76 [7], \$76 [7], \$76  };
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$142  = { \$107 [8], \$107  };
-    endcase
-    if (rst) begin
-      \$142  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$143  = tk;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          \$143  = count_lead;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          \$143  = 4'h8;
-    endcase
-    if (rst) begin
-      \$143  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = pre;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$144  = \$79 [7:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$144  = \$110 [7:0];
-    endcase
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = tsh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          \$145  = \$93 [9:0];
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          \$145  = \$124 [9:0];
-    endcase
-    if (rst) begin
-      \$145  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = \a$27 ;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$146  = \$95 [33:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$146  = \$126 [33:0];
-    endcase
-    if (rst) begin
-      \$146  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = sh;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          \$147  = \$97 [3:0];
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          \$147  = \$128 [3:0];
-    endcase
-    if (rst) begin
-      \$147  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = p;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          if (\done$35 ) begin
-            \$148  = \p$36 [56:0];
-          end
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          if (\done$35 ) begin
-            \$148  = \p$36 [56:0];
-          end
-    endcase
-    if (rst) begin
-      \$148  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = quot;
-    casez (fsm_state)
-      5'h00:
-          /* empty */;
-      5'h02:
-          /* empty */;
-      5'h04:
-          /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
+      6'h0c:
+          \$258  = 6'h0d;
+      6'h0d:
           if (\done$37 ) begin
-            \$149  = { q[43], q[43], q };
+            \$258  = 6'h0e;
           end
-      5'h17:
-          /* empty */;
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          \$149  = \$129 [45:0];
+      6'h0e:
+          \$258  = 6'h0f;
+      6'h0f:
+          if (\done$37 ) begin
+            \$258  = 6'h10;
+          end
+      6'h10:
+          \$258  = 6'h11;
+      6'h11:
+          \$258  = 6'h12;
+      6'h12:
+          \$258  = 6'h13;
+      6'h13:
+          \$258  = 6'h14;
+      6'h14:
+          \$258  = 6'h15;
+      6'h15:
+          if (\done$37 ) begin
+            \$258  = 6'h16;
+          end
+      6'h16:
+          \$258  = 6'h17;
+      6'h17:
+          \$258  = 6'h18;
+      6'h18:
+          if (\done$39 ) begin
+            \$258  = 6'h19;
+          end
+      6'h19:
+          \$258  = 6'h01;
+      6'h03:
+          \$258  = 6'h1a;
+      6'h1a:
+          if (\done$37 ) begin
+            \$258  = 6'h1b;
+          end
+      6'h1b:
+          \$258  = 6'h1c;
+      6'h1c:
+          \$258  = 6'h1d;
+      6'h1d:
+          \$258  = 6'h1e;
+      6'h1e:
+          \$258  = 6'h1f;
+      6'h1f:
+          \$258  = 6'h20;
+      6'h20:
+          if (\done$37 ) begin
+            \$258  = 6'h21;
+          end
+      6'h21:
+          \$258  = 6'h22;
+      6'h22:
+          \$258  = 6'h01;
+      6'h01:
+          \$258  = 6'h00;
     endcase
     if (rst) begin
-      \$149  = 46'h000000000000;
+      \$258  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = \b$45 ;
+    \$259  = t;
     casez (fsm_state)
-      5'h00:
+      6'h00:
           /* empty */;
-      5'h02:
+      6'h02:
           /* empty */;
-      5'h04:
+      6'h04:
+          if (\done$37 ) begin
+            \$259  = \p$38 [34:0];
+          end
+      6'h05:
           /* empty */;
-      5'h05:
-          /* empty */;
-      5'h06:
-          /* empty */;
-      5'h07:
-          /* empty */;
-      5'h08:
-          /* empty */;
-      5'h09:
-          /* empty */;
-      5'h0a:
-          /* empty */;
-      5'h0b:
-          /* empty */;
-      5'h0c:
-          /* empty */;
-      5'h0d:
-          /* empty */;
-      5'h0e:
-          /* empty */;
-      5'h0f:
-          /* empty */;
-      5'h10:
-          /* empty */;
-      5'h11:
-          /* empty */;
-      5'h12:
-          /* empty */;
-      5'h13:
-          /* empty */;
-      5'h14:
-          /* empty */;
-      5'h15:
-          /* empty */;
-      5'h16:
-          /* empty */;
-      5'h17:
-          \$150  = \$102 [41:0];
-      5'h03:
-          /* empty */;
-      5'h18:
-          /* empty */;
-      5'h19:
-          /* empty */;
-      5'h1a:
-          /* empty */;
-      5'h1b:
-          /* empty */;
-      5'h1c:
-          /* empty */;
-      5'h1d:
-          /* empty */;
-      5'h1e:
-          /* empty */;
-      5'h1f:
-          \$150  = \$134 [41:0];
+      6'h06:
+          if (\done$37 ) begin
+            \$259  = \p$38 [34:0];
+          end
     endcase
     if (rst) begin
-      \$150  = 42'h00000000000;
+      \$259  = 35'h000000000;
     end
   end
-  assign beta_shift = \$1 [3:0];
-  assign \beta_shift$6  = \$2 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$37 ) begin
+            \$260  = \p$38 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$260  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$261  = den_lead;
+    endcase
+    if (rst) begin
+      \$261  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$39 ) begin
+            \$262  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$262  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$37 ) begin
+            \$263  = \p$38 [25:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          if (\done$37 ) begin
+            \$263  = \p$38 [25:0];
+          end
+    endcase
+    if (rst) begin
+      \$263  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$37 ) begin
+            \$264  = \p$38 [39:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$264  = \$227 [39:0];
+    endcase
+    if (rst) begin
+      \$264  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$265  = { \$194 [7], \$194 [7], \$194  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$265  = { \$228 [8], \$228  };
+    endcase
+    if (rst) begin
+      \$265  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$266  = count_lead;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$266  = 4'h8;
+    endcase
+    if (rst) begin
+      \$266  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$267  = \$197 [3:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$267  = \$231 [3:0];
+    endcase
+    if (rst) begin
+      \$267  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$268  = \$211 [9:0];
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$268  = \$245 [9:0];
+    endcase
+    if (rst) begin
+      \$268  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$269  = \$212 [48:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$269  = \$246 [48:0];
+    endcase
+    if (rst) begin
+      \$269  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$270  = \$214 [5:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$270  = \$248 [5:0];
+    endcase
+    if (rst) begin
+      \$270  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$271  = \$216 [3:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$271  = \$250 [3:0];
+    endcase
+    if (rst) begin
+      \$271  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = \a$26 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$272  = \$217 [33:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$272  = \$251 [33:0];
+    endcase
+    if (rst) begin
+      \$272  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$273  = { \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221  };
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$273  = { \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255  };
+    endcase
+    if (rst) begin
+      \$273  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$37 ) begin
+            \$274  = \p$38 [56:0];
+          end
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          if (\done$37 ) begin
+            \$274  = \p$38 [56:0];
+          end
+    endcase
+    if (rst) begin
+      \$274  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$275  = \$224 [57:0];
+    endcase
+    if (rst) begin
+      \$275  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$276  = \$225 ;
+    endcase
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$39 ) begin
+            \$277  = { q[43], q[43], q };
+          end
+      6'h19:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$277  = \$256 [45:0];
+    endcase
+    if (rst) begin
+      \$277  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$278  = \$226 [41:0];
+      6'h03:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$278  = \$257 [41:0];
+    endcase
+    if (rst) begin
+      \$278  = 42'h00000000000;
+    end
+  end
+  assign beta_shift = \$133 [3:0];
+  assign \beta_shift$6  = \$134 [3:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -2714,14 +3271,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$33 , entry, chan, sum, r_close
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \$12  = { 16'h0000, mag_train_4[86:16] };
-  assign \$13  = { 5'h00, mag_train_4[15:0], 26'h0000000 };
-  assign \$32  = { 42'h00000000000, mag_train_11[86:42] };
-  assign \$33  = { 1'h0, mag_train_11[41:0] };
-  assign \$100  = { 1'h0, \$99 [15:1] };
-  assign \$106  = { \$105 [26], \$105 [26], \$105 [26], \$105 [26], \$105 [26], \$105 [26], \$105 [26], \$105 , 8'h00 };
-  assign \$129  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
-  assign \$132  = { 1'h0, \$131 [15:1] };
+  assign \$149  = { 42'h00000000000, div_mag[57:42] };
+  assign \$150  = { 1'h0, div_mag[41:0] };
+  assign \$220  = { 1'h0, \$219 [15:1] };
+  assign \$227  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$254  = { 1'h0, \$253 [15:1] };
+  assign \$256  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -2737,10 +3292,10 @@ module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   reg [41:0] \$17 ;
   reg [43:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [42:0] \$2 ;
   reg [41:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [42:0] \$3 ;
+  wire \$3 ;
   wire [43:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -2775,9 +3330,9 @@ module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   wire [5:0] steps;
   wire [44:0] trial;
   assign trial = \$1  | { 44'h00000000000, lo[41] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -2887,34 +3442,40 @@ module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_range_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_range_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [20:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [137:0] \$2 ;
-  wire [137:0] \$3 ;
-  wire [20:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [136:0] \$8 ;
-  reg [136:0] \$9 ;
-  input [122:0] a;
-  wire [122:0] a;
-  reg [136:0] a_sh = 137'h00000000000000000000000000000000000;
+  reg [58:0] \$10 ;
+  reg [58:0] \$11 ;
+  reg [20:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [59:0] \$2 ;
+  wire [60:0] \$3 ;
+  wire [61:0] \$4 ;
+  wire [59:0] \$5 ;
+  wire [20:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [35:0] a;
+  wire [35:0] a;
+  reg [58:0] a_sh = 59'h000000000000000;
   input [20:0] b;
   wire [20:0] b;
   reg [20:0] b_sh = 21'h000000;
-  input [136:0] c;
-  wire [136:0] c;
+  input [58:0] c;
+  wire [58:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [136:0] p;
-  reg [136:0] p = 137'h00000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [58:0] p;
+  reg [58:0] p = 59'h000000000000000;
   input rst;
   wire rst;
   input start;
@@ -2922,126 +3483,145 @@ module \hwnorm_range_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[58], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [136:0];
+        \$10  = \$4 [58:0];
       end
     end
     if (rst) begin
-      \$8  = 137'h00000000000000000000000000000000000;
+      \$10  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a[122], a };
+      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [136:0];
+      \$11  = \$5 [58:0];
     end
     if (rst) begin
-      \$9  = 137'h00000000000000000000000000000000000;
+      \$11  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 21'h000000;
+      \$12  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[20:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [42:0] \$12 ;
-  wire [42:0] \$13 ;
+  wire [42:0] \$10 ;
+  wire [42:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [42:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [42:0] \$15 ;
+  wire [42:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [7:0] \$32 ;
-  reg [41:0] \$33 ;
-  reg [42:0] \$34 ;
-  reg [42:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [7:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [7:0] \$36 ;
+  reg [41:0] \$37 ;
+  reg [42:0] \$38 ;
+  reg [42:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [42:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [41:0] \$8 ;
-  wire [42:0] \$9 ;
+  wire \$8 ;
+  wire [41:0] \$9 ;
   input [33:0] a;
   wire [33:0] a;
   reg [42:0] acc0 = 43'h00000000000;
@@ -3075,10 +3655,11 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [41:0] p0 = 42'h00000000000;
   reg [42:0] q0 = 43'h00000000000;
-  wire [42:0] qs0;
+  reg [42:0] qs0 = 43'h00000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3090,101 +3671,135 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(8'h7f);
-  assign \$11  = $signed(qs0) < $signed(8'h80);
-  assign \$12  = under0 ? 43'h7ffffffff80 : q0;
-  assign \$13  = over0 ? 43'h0000000007f : \$12 ;
-  assign \$14  = ok3 ? \$13  : 43'h00000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(8'h7f);
+  assign \$13  = $signed(qs0) < $signed(8'h80);
+  assign \$14  = under0 ? 43'h7ffffffff80 : q0;
+  assign \$15  = over0 ? 43'h0000000007f : \$14 ;
+  assign \$16  = ok4 ? \$15  : 43'h00000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3192,11 +3807,11 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3204,11 +3819,11 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3216,23 +3831,23 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3240,10 +3855,11 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3251,21 +3867,23 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3273,10 +3891,10 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3284,76 +3902,80 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 42'h00000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 43'h00000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 43'h00000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [7:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 43'h00000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

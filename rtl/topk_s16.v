@@ -4,23 +4,22 @@
 
 module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [55:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [160:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [55:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [160:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -90,8 +89,9 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire i__valid;
   reg \i__valid$47 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$26 ;
   reg more;
   output [15:0] o__payload;
@@ -112,7 +112,6 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
@@ -130,37 +129,36 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 56'h00000000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$48  & more;
-  assign \$7  = i__valid & \i__ready$48 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 56'h00000000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$48  & more;
+  assign \$5  = i__valid & \i__ready$48 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_topk_s16.math  math (
-    .\a$36 (a),
-    .\b$54 (b),
+    .\a$38 (a),
+    .\b$58 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -171,7 +169,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$42 (start),
+    .\start$43 (start),
     .sum(sum),
     .top(top)
   );
@@ -190,7 +188,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_topk_s16.stats_unit  stats_unit (
     .bottom(bottom),
@@ -248,7 +246,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -266,7 +264,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -322,7 +320,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -340,7 +338,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$47  = \$5 ;
+          \i__valid$47  = \$3 ;
     endcase
   end
   always @* begin
@@ -365,77 +363,77 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 161'h00000000000000000000000000000000000000000;
+      \$21  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \pop_top$22  = pop_top;
   assign \pop_bottom$24  = pop_bottom;
@@ -461,6 +459,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \stats__payload.sum  = stats__payload[28:0];
   assign \stats__payload.den  = stats__payload[84:29];
   assign \stats__payload.sat  = stats__payload[97:85];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[41:14];
@@ -470,7 +469,6 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan.mean  = chan[128:105];
   assign \chan.scale_m  = chan[152:129];
   assign \chan.scale_exp  = chan[160:153];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[41:14];
@@ -483,176 +481,344 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \i__payload$25[0]  = i__payload;
   assign \o__payload$33[0]  = o__payload;
   assign stats__payload[97:85] = sat_count;
-  assign stats__payload[84:29] = \$3 ;
+  assign stats__payload[84:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, \a$36 , sh, \b$54 , clk);
+module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$38 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [5:0] \$1 ;
-  wire [80:0] \$10 ;
+  wire \$1 ;
+  wire \$10 ;
   wire \$100 ;
-  wire [22:0] \$101 ;
-  wire [6:0] \$102 ;
-  wire [22:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [4:0] \$105 ;
-  wire \$106 ;
-  wire [7:0] \$107 ;
-  wire \$108 ;
-  wire [10:0] \$109 ;
-  wire [29:0] \$11 ;
-  wire [10:0] \$110 ;
+  wire \$101 ;
+  wire [5:0] \$102 ;
+  wire [5:0] \$103 ;
+  wire [5:0] \$104 ;
+  wire \$105 ;
+  wire [5:0] \$106 ;
+  wire [5:0] \$107 ;
+  wire [5:0] \$108 ;
+  wire [5:0] \$109 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [10:0] \$112 ;
+  wire \$112 ;
   wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
-  wire [10:0] \$116 ;
+  wire [5:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire [5:0] \$116 ;
   wire \$117 ;
-  wire [10:0] \$118 ;
-  wire \$119 ;
+  wire [5:0] \$118 ;
+  wire [5:0] \$119 ;
   wire \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire [10:0] \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [310:0] \$125 ;
-  wire [310:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [11:0] \$128 ;
-  wire [46:0] \$129 ;
+  wire [5:0] \$120 ;
+  wire [5:0] \$121 ;
+  wire [5:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [31:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire [47:0] \$132 ;
-  wire [62:0] \$133 ;
-  wire \$134 ;
-  wire [42:0] \$135 ;
-  wire [42:0] \$136 ;
-  wire [57:0] \$137 ;
-  wire [8:0] \$138 ;
-  wire \$139 ;
-  wire [12:0] \$14 ;
-  wire [10:0] \$140 ;
-  wire [10:0] \$141 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [5:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire [5:0] \$136 ;
+  wire \$137 ;
+  wire [5:0] \$138 ;
+  wire [5:0] \$139 ;
+  wire \$14 ;
+  wire [5:0] \$140 ;
+  wire [5:0] \$141 ;
   wire \$142 ;
-  wire [10:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
-  wire [10:0] \$145 ;
-  wire [10:0] \$146 ;
-  wire [10:0] \$147 ;
-  wire \$148 ;
-  wire [10:0] \$149 ;
+  wire \$145 ;
+  wire [5:0] \$146 ;
+  wire [5:0] \$147 ;
+  wire [5:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire [10:0] \$151 ;
-  wire [10:0] \$152 ;
-  wire [10:0] \$153 ;
-  wire [10:0] \$154 ;
-  wire [10:0] \$155 ;
-  wire [310:0] \$156 ;
-  wire [310:0] \$157 ;
-  wire [10:0] \$158 ;
-  wire [11:0] \$159 ;
-  wire [16:0] \$16 ;
-  wire [72:0] \$160 ;
-  wire [46:0] \$161 ;
-  wire [31:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [47:0] \$164 ;
-  wire [62:0] \$165 ;
-  reg [5:0] \$166 ;
-  reg [18:0] \$167 ;
-  reg [21:0] \$168 ;
-  reg [5:0] \$169 ;
+  wire [5:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire [5:0] \$152 ;
+  wire [5:0] \$153 ;
+  wire [5:0] \$154 ;
+  wire [5:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire \$16 ;
+  wire \$160 ;
+  wire [3:0] \$161 ;
+  wire [3:0] \$162 ;
+  wire [3:0] \$163 ;
+  wire [3:0] \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire [3:0] \$169 ;
   wire \$17 ;
-  reg [3:0] \$170 ;
-  reg [165:0] \$171 ;
-  reg [55:0] \$172 ;
-  reg [5:0] \$173 ;
-  reg [24:0] \$174 ;
-  reg [41:0] \$175 ;
-  reg [55:0] \$176 ;
-  reg [9:0] \$177 ;
-  reg [3:0] \$178 ;
-  reg [7:0] \$179 ;
+  wire [3:0] \$170 ;
+  wire [3:0] \$171 ;
+  wire \$172 ;
+  wire [3:0] \$173 ;
+  wire [3:0] \$174 ;
+  wire [3:0] \$175 ;
+  wire [3:0] \$176 ;
+  wire [5:0] \$177 ;
+  wire [5:0] \$178 ;
+  wire [29:0] \$179 ;
   wire \$18 ;
-  reg [9:0] \$180 ;
-  reg [41:0] \$181 ;
-  reg [4:0] \$182 ;
-  reg [72:0] \$183 ;
-  reg [61:0] \$184 ;
-  reg [57:0] \$185 ;
-  wire [29:0] \$19 ;
-  wire [5:0] \$2 ;
-  wire [29:0] \$20 ;
+  wire [73:0] \$180 ;
+  wire [80:0] \$181 ;
+  wire \$182 ;
+  wire [12:0] \$183 ;
+  wire \$184 ;
+  wire [16:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [6:0] \$188 ;
+  wire [6:0] \$189 ;
+  wire \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire [6:0] \$192 ;
+  wire [63:0] \$193 ;
+  wire [63:0] \$194 ;
+  wire \$195 ;
+  wire [57:0] \$196 ;
+  wire \$197 ;
+  wire [16:0] \$198 ;
+  wire [16:0] \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire [29:0] \$202 ;
+  wire [29:0] \$203 ;
+  wire \$204 ;
+  wire [73:0] \$205 ;
+  wire [58:0] \$206 ;
+  wire \$207 ;
+  wire [16:0] \$208 ;
+  wire [16:0] \$209 ;
   wire \$21 ;
-  wire [6:0] \$22 ;
-  wire [6:0] \$23 ;
-  wire [6:0] \$24 ;
-  wire [127:0] \$25 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [24:0] \$212 ;
+  wire [24:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire [74:0] \$256 ;
+  wire [74:0] \$257 ;
+  wire \$258 ;
+  wire [22:0] \$259 ;
   wire \$26 ;
-  wire [6:0] \$27 ;
-  wire [127:0] \$28 ;
-  wire [128:0] \$29 ;
-  wire [29:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [127:0] \$31 ;
-  wire [128:0] \$32 ;
-  wire [114:0] \$33 ;
-  wire [86:0] \$34 ;
-  wire [6:0] \$35 ;
-  wire [127:0] \$36 ;
-  wire \$37 ;
+  wire [6:0] \$260 ;
+  wire [22:0] \$261 ;
+  wire [6:0] \$262 ;
+  wire [4:0] \$263 ;
+  wire \$264 ;
+  wire [7:0] \$265 ;
+  wire \$266 ;
+  wire [10:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire [10:0] \$270 ;
+  wire \$271 ;
+  wire [10:0] \$272 ;
+  wire [10:0] \$273 ;
+  wire [10:0] \$274 ;
+  wire \$275 ;
+  wire [10:0] \$276 ;
+  wire \$277 ;
+  wire [10:0] \$278 ;
+  wire [10:0] \$279 ;
+  wire \$28 ;
+  wire [10:0] \$280 ;
+  wire [10:0] \$281 ;
+  wire [10:0] \$282 ;
+  wire [70:0] \$283 ;
+  wire \$284 ;
+  wire [9:0] \$285 ;
+  wire [10:0] \$286 ;
+  wire [11:0] \$287 ;
+  wire [63:0] \$288 ;
+  wire [46:0] \$289 ;
+  wire \$29 ;
+  wire [31:0] \$290 ;
+  wire [31:0] \$291 ;
+  wire [47:0] \$292 ;
+  wire \$293 ;
+  wire [74:0] \$294 ;
+  wire [74:0] \$295 ;
+  wire \$296 ;
+  wire [62:0] \$297 ;
+  wire [56:0] \$298 ;
+  wire [8:0] \$299 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$300 ;
+  wire [10:0] \$301 ;
+  wire [10:0] \$302 ;
+  wire \$303 ;
+  wire [10:0] \$304 ;
+  wire \$305 ;
+  wire [10:0] \$306 ;
+  wire [10:0] \$307 ;
+  wire [10:0] \$308 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire [10:0] \$310 ;
+  wire \$311 ;
+  wire [10:0] \$312 ;
+  wire [10:0] \$313 ;
+  wire [10:0] \$314 ;
+  wire [10:0] \$315 ;
+  wire [10:0] \$316 ;
+  wire [70:0] \$317 ;
+  wire \$318 ;
+  wire [9:0] \$319 ;
+  wire \$32 ;
+  wire [10:0] \$320 ;
+  wire [11:0] \$321 ;
+  wire [63:0] \$322 ;
+  wire [46:0] \$323 ;
+  wire [31:0] \$324 ;
+  wire [31:0] \$325 ;
+  wire [47:0] \$326 ;
+  wire [72:0] \$327 ;
+  wire [62:0] \$328 ;
+  reg [5:0] \$329 ;
+  wire \$33 ;
+  reg [73:0] \$330 ;
+  reg \$331 ;
+  reg [18:0] \$332 ;
+  reg [21:0] \$333 ;
+  reg [5:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [45:0] \$336 ;
+  reg [55:0] \$337 ;
+  reg [5:0] \$338 ;
+  reg [24:0] \$339 ;
+  wire \$34 ;
+  reg [41:0] \$340 ;
+  reg [55:0] \$341 ;
+  reg [9:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [9:0] \$345 ;
+  reg [63:0] \$346 ;
+  reg [6:0] \$347 ;
+  reg [4:0] \$348 ;
+  reg [41:0] \$349 ;
+  wire [5:0] \$35 ;
+  reg [57:0] \$350 ;
+  reg [72:0] \$351 ;
+  reg [61:0] \$352 ;
+  reg [57:0] \$353 ;
+  wire [5:0] \$36 ;
+  wire [5:0] \$37 ;
   wire \$38 ;
-  wire [25:0] \$39 ;
+  wire [5:0] \$39 ;
   wire \$4 ;
-  wire [25:0] \$40 ;
-  wire \$41 ;
-  wire [16:0] \$42 ;
-  wire [16:0] \$43 ;
+  wire [5:0] \$40 ;
+  wire [5:0] \$41 ;
+  wire [5:0] \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [42:0] \$45 ;
-  wire [42:0] \$46 ;
+  wire \$45 ;
+  wire \$46 ;
   wire \$47 ;
-  wire [29:0] \$48 ;
-  wire [29:0] \$49 ;
-  wire [29:0] \$5 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire \$5 ;
   wire \$50 ;
-  wire [73:0] \$51 ;
-  wire [73:0] \$52 ;
-  wire [114:0] \$53 ;
-  wire [58:0] \$54 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire [16:0] \$57 ;
-  wire [16:0] \$58 ;
-  wire \$59 ;
-  wire [30:0] \$6 ;
-  wire [42:0] \$60 ;
-  wire [42:0] \$61 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [5:0] \$56 ;
+  wire \$57 ;
+  wire [5:0] \$58 ;
+  wire [5:0] \$59 ;
+  wire \$6 ;
+  wire [5:0] \$60 ;
+  wire [5:0] \$61 ;
   wire \$62 ;
-  wire [24:0] \$63 ;
-  wire [24:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
+  wire [5:0] \$66 ;
+  wire [5:0] \$67 ;
+  wire [5:0] \$68 ;
   wire \$69 ;
-  wire [29:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire \$7 ;
+  wire [5:0] \$70 ;
+  wire [5:0] \$71 ;
+  wire [5:0] \$72 ;
+  wire [5:0] \$73 ;
+  wire [5:0] \$74 ;
+  wire [5:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [30:0] \$8 ;
+  wire \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -663,7 +829,7 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire [114:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -674,17 +840,18 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [166:0] a;
-  output [41:0] \a$36 ;
-  reg [41:0] \a$36  = 42'h00000000000;
+  reg [46:0] a;
+  output [41:0] \a$38 ;
+  reg [41:0] \a$38  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$54 ;
-  reg [57:0] \b$54  = 58'h000000000000000;
+  output [57:0] \b$58 ;
+  reg [57:0] \b$58  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
+  reg [57:0] bias = 58'h000000000000000;
   input [15:0] bottom;
   wire [15:0] bottom;
-  reg [195:0] c;
+  reg [75:0] c;
   input [160:0] chan;
   wire [160:0] chan;
   wire [15:0] \chan.beta ;
@@ -698,38 +865,40 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   reg [5:0] dcount = 6'h00;
   output [55:0] den;
   reg [55:0] den = 56'h00000000000000;
-  reg [55:0] \den$14 ;
-  reg [5:0] den_lead;
+  reg [55:0] \den$16 ;
+  wire [5:0] den_lead;
+  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg div_neg = 1'h0;
+  reg [73:0] div_num;
   output done;
   reg done;
-  wire \done$44 ;
-  wire \done$46 ;
+  wire \done$45 ;
+  wire \done$47 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [18:0] f2 = 19'h00000;
   reg [5:0] fsm_state = 6'h00;
   reg [21:0] hsum = 22'h000000;
   reg [55:0] km = 56'h00000000000000;
+  reg [63:0] km_pre = 64'h0000000000000000;
   reg [5:0] lead = 6'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg [114:0] mag_train_0;
-  reg [114:0] mag_train_14;
-  reg [114:0] mag_train_7;
   reg merge_on_train_2;
   reg [3:0] merge_step = 4'h0;
   reg neg;
+  reg \neg$31 ;
   reg [72:0] p = 73'h0000000000000000000;
-  wire [195:0] \p$47 ;
+  wire [75:0] \p$48 ;
   output pop_bottom;
   reg pop_bottom;
   output pop_top;
   reg pop_top;
-  reg [7:0] pre = 8'h00;
+  reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
@@ -740,214 +909,395 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$24 ;
-  input \start$42 ;
-  wire \start$42 ;
+  reg \start$26 ;
+  input \start$43 ;
+  wire \start$43 ;
   reg [5:0] steps;
-  reg [4:0] \steps$29 ;
+  reg [4:0] \steps$32 ;
   input [28:0] sum;
   wire [28:0] sum;
-  reg [165:0] t = 166'h000000000000000000000000000000000000000000;
+  reg [45:0] t = 46'h000000000000;
+  reg [6:0] t_clamped = 7'h00;
   reg take_top_train_2;
   reg [3:0] tk = 4'h0;
   input [15:0] top;
   wire [15:0] top;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$4  = $signed(\$3 ) < $signed(1'h0);
-  assign \$6  = - $signed(\$5 );
-  assign \$8  = \$4  ? \$6  : { \$7 [29], \$7  };
-  assign \$12  = $signed(\$11 ) < $signed(1'h0);
-  assign \$13  = chan[13:1] < 4'ha;
-  assign \$14  = \$13  ? chan[13:1] : 13'h000a;
-  assign \$15  = merge_step < \$14 ;
-  assign \$16  = $signed(top) + $signed(bottom);
-  assign \$17  = $signed(\$16 ) > $signed(f2);
-  assign \$18  = $signed(dcount) < $signed(1'h0);
-  assign \$19  = - $signed(sum);
-  assign \$20  = \$18  ? \$19  : { sum[28], sum };
-  assign \$21  = $signed(dcount) < $signed(1'h0);
-  assign \$22  = - $signed(dcount);
-  assign \$23  = \$21  ? \$22  : { dcount[5], dcount };
-  assign \$24  = lead + 5'h17;
-  assign \$25  = 1'h1 << \$24 ;
-  assign \$26  = \$25  < 1'h0;
-  assign \$27  = lead + 5'h17;
-  assign \$28  = 1'h1 << \$27 ;
-  assign \$29  = - \$28 ;
-  assign \$30  = lead + 5'h17;
-  assign \$31  = 1'h1 << \$30 ;
-  assign \$32  = \$26  ? \$29  : { 1'h0, \$31  };
-  assign \$35  = lead + 5'h17;
-  assign \$36  = 1'h1 << \$35 ;
-  assign \$37  = \$36  < 1'h0;
-  assign \$38  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$39  = - recip;
-  assign \$40  = \$38  ? \$39  : { 1'h0, recip };
-  assign \$41  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$42  = - $signed(chan[88:73]);
-  assign \$43  = \$41  ? \$42  : { chan[88], chan[88:73] };
-  assign \$44  = $signed(sum) < $signed(1'h0);
-  assign \$45  = - $signed(\a$36 );
-  assign \$46  = \$44  ? \$45  : { \a$36 [41], \a$36  };
-  assign \$47  = $signed(sum) < $signed(1'h0);
-  assign \$48  = - $signed(sum);
-  assign \$49  = \$47  ? \$48  : { sum[28], sum };
-  assign \$50  = $signed(p) < $signed(1'h0);
-  assign \$51  = - $signed(p);
-  assign \$52  = \$50  ? \$51  : { p[72], p };
-  assign \$55  = $signed(p) < $signed(1'h0);
-  assign \$56  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$57  = - $signed(chan[88:73]);
-  assign \$58  = \$56  ? \$57  : { chan[88], chan[88:73] };
-  assign \$59  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$60  = - $signed(\a$36 );
-  assign \$61  = \$59  ? \$60  : { \a$36 [41], \a$36  };
-  assign \$62  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$63  = - $signed(chan[128:105]);
-  assign \$64  = \$62  ? \$63  : { chan[128], chan[128:105] };
-  assign \$65  = ! fsm_state;
-  assign \$66  = fsm_state == 1'h1;
-  assign \$67  = fsm_state == 2'h2;
-  assign \$68  = fsm_state == 2'h3;
-  assign \$69  = fsm_state == 3'h4;
-  assign \$70  = fsm_state == 3'h5;
-  assign \$71  = fsm_state == 3'h6;
-  assign \$72  = fsm_state == 3'h7;
-  assign \$73  = fsm_state == 4'h8;
-  assign \$74  = fsm_state == 4'h9;
-  assign \$75  = fsm_state == 4'ha;
-  assign \$76  = fsm_state == 4'hb;
-  assign \$77  = fsm_state == 4'hc;
-  assign \$78  = fsm_state == 4'hd;
-  assign \$79  = fsm_state == 4'he;
-  assign \$80  = fsm_state == 4'hf;
-  assign \$81  = fsm_state == 5'h10;
-  assign \$82  = fsm_state == 5'h11;
-  assign \$83  = fsm_state == 5'h12;
-  assign \$84  = fsm_state == 5'h13;
-  assign \$85  = fsm_state == 5'h14;
-  assign \$86  = fsm_state == 5'h15;
-  assign \$87  = fsm_state == 5'h16;
-  assign \$88  = fsm_state == 5'h17;
-  assign \$89  = fsm_state == 5'h18;
-  assign \$90  = fsm_state == 5'h19;
-  assign \$91  = fsm_state == 5'h1a;
-  assign \$92  = fsm_state == 5'h1b;
-  assign \$93  = fsm_state == 5'h1c;
-  assign \$94  = fsm_state == 5'h1d;
-  assign \$95  = fsm_state == 5'h1e;
-  assign \$96  = fsm_state == 5'h1f;
-  assign \$97  = fsm_state == 6'h20;
-  assign \$98  = fsm_state == 6'h21;
-  assign \$99  = fsm_state == 6'h22;
-  assign \$100  = fsm_state == 6'h23;
-  assign \$101  = $signed(hsum) + $signed(top);
-  assign \$102  = $signed(dcount) - $signed(2'h1);
-  assign \$103  = $signed(hsum) - $signed(bottom);
-  assign \$104  = $signed(dcount) + $signed(2'h1);
-  assign \$105  = merge_step + 1'h1;
-  assign \$106  = merge_step == 4'h9;
-  assign \$107  = lead + 8'hfc;
-  assign \$108  = $signed(sh0) < $signed(4'h4);
-  assign \$109  = $signed(4'h4) - $signed(sh0);
-  assign \$110  = \$108  ? \$109  : 11'h000;
-  assign \$111  = $signed(sh0) < $signed(4'h4);
-  assign \$112  = $signed(sh0) - $signed(4'h4);
-  assign \$113  = $signed(\$112 ) < $signed({ 1'h0, tk });
-  assign \$114  = $signed(sh0) - $signed(4'h4);
-  assign \$115  = \$113  ? \$114  : { 7'h00, tk };
-  assign \$116  = $signed(sh0) - $signed(6'h15);
-  assign \$117  = $signed(\$115 ) > $signed(\$116 );
-  assign \$118  = $signed(sh0) - $signed(4'h4);
-  assign \$119  = $signed(\$118 ) < $signed({ 1'h0, tk });
-  assign \$120  = $signed(sh0) - $signed(4'h4);
-  assign \$121  = \$119  ? \$120  : { 7'h00, tk };
-  assign \$122  = $signed(sh0) - $signed(6'h15);
-  assign \$123  = \$117  ? \$121  : \$122 ;
-  assign \$124  = \$111  ? 11'h000 : \$123 ;
-  assign \$125  = $signed(km) << pre;
-  assign \$126  = $signed(\$125 ) >>> tsh;
-  assign \$127  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$128  = $signed(\$127 ) - $signed({ 1'h0, tsh });
-  assign \$129  = $signed(chan[104:89]) << \$1 [4:0];
-  assign \$130  = 1'h1 << sh;
-  assign \$132  = $signed(\$129 ) + $signed({ 1'h0, \$131  });
-  assign \$133  = $signed(\$132 ) - $signed(quot);
-  assign \$134  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$135  = - $signed(m);
-  assign \$136  = \$134  ? \$135  : { m[41], m };
-  assign \$138  = $signed(6'h10) - $signed(chan[160:153]);
-  assign \$139  = $signed(sh0) < $signed(4'h4);
-  assign \$140  = $signed(4'h4) - $signed(sh0);
-  assign \$141  = \$139  ? \$140  : 11'h000;
-  assign \$142  = $signed(sh0) < $signed(4'h4);
-  assign \$143  = $signed(sh0) - $signed(4'h4);
-  assign \$144  = $signed(\$143 ) < $signed({ 1'h0, tk });
-  assign \$145  = $signed(sh0) - $signed(4'h4);
-  assign \$146  = \$144  ? \$145  : { 7'h00, tk };
-  assign \$147  = $signed(sh0) - $signed(6'h15);
-  assign \$148  = $signed(\$146 ) > $signed(\$147 );
-  assign \$149  = $signed(sh0) - $signed(4'h4);
-  assign \$150  = $signed(\$149 ) < $signed({ 1'h0, tk });
-  assign \$151  = $signed(sh0) - $signed(4'h4);
-  assign \$152  = \$150  ? \$151  : { 7'h00, tk };
-  assign \$153  = $signed(sh0) - $signed(6'h15);
-  assign \$154  = \$148  ? \$152  : \$153 ;
-  assign \$155  = \$142  ? 11'h000 : \$154 ;
-  assign \$156  = $signed(km) << pre;
-  assign \$157  = $signed(\$156 ) >>> tsh;
-  assign \$158  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$159  = $signed(\$158 ) - $signed({ 1'h0, tsh });
-  assign \$161  = $signed(chan[104:89]) << \$2 [4:0];
-  assign \$162  = 1'h1 << sh;
-  assign \$164  = $signed(\$161 ) + $signed({ 1'h0, \$163  });
-  assign \$165  = $signed(\$164 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
+  assign \$12  = den[46] | den[47];
+  assign \$13  = \$11  | \$12 ;
+  assign \$14  = \$10  | \$13 ;
+  assign \$15  = \$7  | \$14 ;
+  assign \$16  = den[48] | den[49];
+  assign \$17  = den[50] | den[51];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = den[52] | den[53];
+  assign \$20  = den[54] | den[55];
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$18  | \$21 ;
+  assign \$23  = \$15  | \$22 ;
+  assign \$24  = den[48] | den[49];
+  assign \$25  = den[50] | den[51];
+  assign \$26  = \$24  | \$25 ;
+  assign \$27  = den[52] | den[53];
+  assign \$28  = den[54] | den[55];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = \$26  | \$29 ;
+  assign \$31  = den[52] | den[53];
+  assign \$32  = den[54] | den[55];
+  assign \$33  = \$31  | \$32 ;
+  assign \$34  = den[54] | den[55];
+  assign \$35  = den[55] ? 6'h37 : 6'h36;
+  assign \$36  = den[53] ? 6'h35 : 6'h34;
+  assign \$37  = \$34  ? \$35  : \$36 ;
+  assign \$38  = den[50] | den[51];
+  assign \$39  = den[51] ? 6'h33 : 6'h32;
+  assign \$40  = den[49] ? 6'h31 : 6'h30;
+  assign \$41  = \$38  ? \$39  : \$40 ;
+  assign \$42  = \$33  ? \$37  : \$41 ;
+  assign \$43  = den[40] | den[41];
+  assign \$44  = den[42] | den[43];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = den[44] | den[45];
+  assign \$47  = den[46] | den[47];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$45  | \$48 ;
+  assign \$50  = den[44] | den[45];
+  assign \$51  = den[46] | den[47];
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = den[46] | den[47];
+  assign \$54  = den[47] ? 6'h2f : 6'h2e;
+  assign \$55  = den[45] ? 6'h2d : 6'h2c;
+  assign \$56  = \$53  ? \$54  : \$55 ;
+  assign \$57  = den[42] | den[43];
+  assign \$58  = den[43] ? 6'h2b : 6'h2a;
+  assign \$59  = den[41] ? 6'h29 : 6'h28;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = \$52  ? \$56  : \$60 ;
+  assign \$62  = den[36] | den[37];
+  assign \$63  = den[38] | den[39];
+  assign \$64  = \$62  | \$63 ;
+  assign \$65  = den[38] | den[39];
+  assign \$66  = den[39] ? 6'h27 : 6'h26;
+  assign \$67  = den[37] ? 6'h25 : 6'h24;
+  assign \$68  = \$65  ? \$66  : \$67 ;
+  assign \$69  = den[34] | den[35];
+  assign \$70  = den[35] ? 6'h23 : 6'h22;
+  assign \$71  = den[33] ? 6'h21 : 6'h20;
+  assign \$72  = \$69  ? \$70  : \$71 ;
+  assign \$73  = \$64  ? \$68  : \$72 ;
+  assign \$74  = \$49  ? \$61  : \$73 ;
+  assign \$75  = \$30  ? \$42  : \$74 ;
+  assign \$76  = den[16] | den[17];
+  assign \$77  = den[18] | den[19];
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = den[20] | den[21];
+  assign \$80  = den[22] | den[23];
+  assign \$81  = \$79  | \$80 ;
+  assign \$82  = \$78  | \$81 ;
+  assign \$83  = den[24] | den[25];
+  assign \$84  = den[26] | den[27];
+  assign \$85  = \$83  | \$84 ;
+  assign \$86  = den[28] | den[29];
+  assign \$87  = den[30] | den[31];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = \$85  | \$88 ;
+  assign \$90  = \$82  | \$89 ;
+  assign \$91  = den[24] | den[25];
+  assign \$92  = den[26] | den[27];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = den[28] | den[29];
+  assign \$95  = den[30] | den[31];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$93  | \$96 ;
+  assign \$98  = den[28] | den[29];
+  assign \$99  = den[30] | den[31];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = den[30] | den[31];
+  assign \$102  = den[31] ? 6'h1f : 6'h1e;
+  assign \$103  = den[29] ? 6'h1d : 6'h1c;
+  assign \$104  = \$101  ? \$102  : \$103 ;
+  assign \$105  = den[26] | den[27];
+  assign \$106  = den[27] ? 6'h1b : 6'h1a;
+  assign \$107  = den[25] ? 6'h19 : 6'h18;
+  assign \$108  = \$105  ? \$106  : \$107 ;
+  assign \$109  = \$100  ? \$104  : \$108 ;
+  assign \$110  = den[20] | den[21];
+  assign \$111  = den[22] | den[23];
+  assign \$112  = \$110  | \$111 ;
+  assign \$113  = den[22] | den[23];
+  assign \$114  = den[23] ? 6'h17 : 6'h16;
+  assign \$115  = den[21] ? 6'h15 : 6'h14;
+  assign \$116  = \$113  ? \$114  : \$115 ;
+  assign \$117  = den[18] | den[19];
+  assign \$118  = den[19] ? 6'h13 : 6'h12;
+  assign \$119  = den[17] ? 6'h11 : 6'h10;
+  assign \$120  = \$117  ? \$118  : \$119 ;
+  assign \$121  = \$112  ? \$116  : \$120 ;
+  assign \$122  = \$97  ? \$109  : \$121 ;
+  assign \$123  = den[8] | den[9];
+  assign \$124  = den[10] | den[11];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = den[12] | den[13];
+  assign \$127  = den[14] | den[15];
+  assign \$128  = \$126  | \$127 ;
+  assign \$129  = \$125  | \$128 ;
+  assign \$130  = den[12] | den[13];
+  assign \$131  = den[14] | den[15];
+  assign \$132  = \$130  | \$131 ;
+  assign \$133  = den[14] | den[15];
+  assign \$134  = den[15] ? 6'h0f : 6'h0e;
+  assign \$135  = den[13] ? 6'h0d : 6'h0c;
+  assign \$136  = \$133  ? \$134  : \$135 ;
+  assign \$137  = den[10] | den[11];
+  assign \$138  = den[11] ? 6'h0b : 6'h0a;
+  assign \$139  = den[9] ? 6'h09 : 6'h08;
+  assign \$140  = \$137  ? \$138  : \$139 ;
+  assign \$141  = \$132  ? \$136  : \$140 ;
+  assign \$142  = den[4] | den[5];
+  assign \$143  = den[6] | den[7];
+  assign \$144  = \$142  | \$143 ;
+  assign \$145  = den[6] | den[7];
+  assign \$146  = den[7] ? 6'h07 : 6'h06;
+  assign \$147  = den[5] ? 6'h05 : 6'h04;
+  assign \$148  = \$145  ? \$146  : \$147 ;
+  assign \$149  = den[2] | den[3];
+  assign \$150  = den[3] ? 6'h03 : 6'h02;
+  assign \$151  = den[1] ? 6'h01 : 6'h00;
+  assign \$152  = \$149  ? \$150  : \$151 ;
+  assign \$153  = \$144  ? \$148  : \$152 ;
+  assign \$154  = \$129  ? \$141  : \$153 ;
+  assign \$155  = \$90  ? \$122  : \$154 ;
+  assign den_lead = \$23  ? \$75  : \$155 ;
+  assign \$156  = chan[9] | chan[10];
+  assign \$157  = chan[11] | chan[12];
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = \$158  | chan[13];
+  assign \$160  = chan[11] | chan[12];
+  assign \$161  = chan[12] ? 4'hb : 4'ha;
+  assign \$162  = chan[10] ? 4'h9 : 4'h8;
+  assign \$163  = \$160  ? \$161  : \$162 ;
+  assign \$164  = chan[13] ? 4'hc : \$163 ;
+  assign \$165  = chan[5] | chan[6];
+  assign \$166  = chan[7] | chan[8];
+  assign \$167  = \$165  | \$166 ;
+  assign \$168  = chan[7] | chan[8];
+  assign \$169  = chan[8] ? 4'h7 : 4'h6;
+  assign \$170  = chan[6] ? 4'h5 : 4'h4;
+  assign \$171  = \$168  ? \$169  : \$170 ;
+  assign \$172  = chan[3] | chan[4];
+  assign \$173  = chan[4] ? 4'h3 : 4'h2;
+  assign \$174  = chan[2] ? 4'h1 : 4'h0;
+  assign \$175  = \$172  ? \$173  : \$174 ;
+  assign \$176  = \$167  ? \$171  : \$175 ;
+  assign count_lead = \$159  ? \$164  : \$176 ;
+  assign \$177  = sh + 1'h0;
+  assign \$178  = sh + 1'h0;
+  assign \$182  = chan[13:1] < 4'ha;
+  assign \$183  = \$182  ? chan[13:1] : 13'h000a;
+  assign \$184  = merge_step < \$183 ;
+  assign \$185  = $signed(top) + $signed(bottom);
+  assign \$186  = $signed(\$185 ) > $signed(f2);
+  assign \$187  = $signed(dcount) < $signed(1'h0);
+  assign \$188  = - $signed(dcount);
+  assign \$189  = \$187  ? \$188  : { dcount[5], dcount };
+  assign \$190  = $signed(dcount) < $signed(1'h0);
+  assign \$191  = ! lead;
+  assign \$192  = lead - 1'h1;
+  assign \$193  = 1'h1 << \$192 [5:0];
+  assign \$194  = \$191  ? 64'h0000000000000000 : \$193 ;
+  assign \$195  = ! lead;
+  assign \$196  = \$195  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$197  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$198  = - $signed(chan[88:73]);
+  assign \$199  = \$197  ? \$198  : { chan[88], chan[88:73] };
+  assign \$200  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$201  = $signed(sum) < $signed(1'h0);
+  assign \$202  = - $signed(sum);
+  assign \$203  = \$201  ? \$202  : { sum[28], sum };
+  assign \$204  = $signed(sum) < $signed(1'h0);
+  assign \$207  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$208  = - $signed(chan[88:73]);
+  assign \$209  = \$207  ? \$208  : { chan[88], chan[88:73] };
+  assign \$210  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$211  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$212  = - $signed(chan[128:105]);
+  assign \$213  = \$211  ? \$212  : { chan[128], chan[128:105] };
+  assign \$214  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$215  = ! fsm_state;
+  assign \$216  = fsm_state == 1'h1;
+  assign \$217  = fsm_state == 2'h2;
+  assign \$218  = fsm_state == 2'h3;
+  assign \$219  = fsm_state == 3'h4;
+  assign \$220  = fsm_state == 3'h5;
+  assign \$221  = fsm_state == 3'h6;
+  assign \$222  = fsm_state == 3'h7;
+  assign \$223  = fsm_state == 4'h8;
+  assign \$224  = fsm_state == 4'h9;
+  assign \$225  = fsm_state == 4'ha;
+  assign \$226  = fsm_state == 4'hb;
+  assign \$227  = fsm_state == 4'hc;
+  assign \$228  = fsm_state == 4'hd;
+  assign \$229  = fsm_state == 4'he;
+  assign \$230  = fsm_state == 4'hf;
+  assign \$231  = fsm_state == 5'h10;
+  assign \$232  = fsm_state == 5'h11;
+  assign \$233  = fsm_state == 5'h12;
+  assign \$234  = fsm_state == 5'h13;
+  assign \$235  = fsm_state == 5'h14;
+  assign \$236  = fsm_state == 5'h15;
+  assign \$237  = fsm_state == 5'h16;
+  assign \$238  = fsm_state == 5'h17;
+  assign \$239  = fsm_state == 5'h18;
+  assign \$240  = fsm_state == 5'h19;
+  assign \$241  = fsm_state == 5'h1a;
+  assign \$242  = fsm_state == 5'h1b;
+  assign \$243  = fsm_state == 5'h1c;
+  assign \$244  = fsm_state == 5'h1d;
+  assign \$245  = fsm_state == 5'h1e;
+  assign \$246  = fsm_state == 5'h1f;
+  assign \$247  = fsm_state == 6'h20;
+  assign \$248  = fsm_state == 6'h21;
+  assign \$249  = fsm_state == 6'h22;
+  assign \$250  = fsm_state == 6'h23;
+  assign \$251  = fsm_state == 6'h24;
+  assign \$252  = fsm_state == 6'h25;
+  assign \$253  = fsm_state == 6'h26;
+  assign \$254  = fsm_state == 6'h27;
+  assign \$255  = $signed(div_num) < $signed(1'h0);
+  assign \$256  = - $signed(div_num);
+  assign \$257  = \$255  ? \$256  : { div_num[73], div_num };
+  assign \$258  = $signed(div_num) < $signed(1'h0);
+  assign \$259  = $signed(hsum) + $signed(top);
+  assign \$260  = $signed(dcount) - $signed(2'h1);
+  assign \$261  = $signed(hsum) - $signed(bottom);
+  assign \$262  = $signed(dcount) + $signed(2'h1);
+  assign \$263  = merge_step + 1'h1;
+  assign \$264  = merge_step == 4'h9;
+  assign \$265  = lead + 8'hfc;
+  assign \$266  = $signed(sh0) < $signed(4'h4);
+  assign \$267  = $signed(4'h4) - $signed(sh0);
+  assign \$268  = \$266  ? \$267  : 11'h000;
+  assign \$269  = $signed(sh0) < $signed(4'h4);
+  assign \$270  = $signed(sh0) - $signed(4'h4);
+  assign \$271  = $signed(\$270 ) < $signed({ 1'h0, tk });
+  assign \$272  = $signed(sh0) - $signed(4'h4);
+  assign \$273  = \$271  ? \$272  : { 7'h00, tk };
+  assign \$274  = $signed(sh0) - $signed(6'h15);
+  assign \$275  = $signed(\$273 ) > $signed(\$274 );
+  assign \$276  = $signed(sh0) - $signed(4'h4);
+  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
+  assign \$278  = $signed(sh0) - $signed(4'h4);
+  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
+  assign \$280  = $signed(sh0) - $signed(6'h15);
+  assign \$281  = \$275  ? \$279  : \$280 ;
+  assign \$282  = \$269  ? 11'h000 : \$281 ;
+  assign \$283  = $signed(km) << pre;
+  assign \$284  = tsh > 7'h40;
+  assign \$285  = \$284  ? 10'h040 : tsh;
+  assign \$286  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$287  = $signed(\$286 ) - $signed({ 1'h0, tsh });
+  assign \$288  = $signed(km_pre) >>> t_clamped;
+  assign \$289  = $signed(chan[104:89]) << \$177 [4:0];
+  assign \$290  = 1'h1 << sh;
+  assign \$292  = $signed(\$289 ) + $signed({ 1'h0, \$291  });
+  assign \$293  = $signed(div_num) < $signed(1'h0);
+  assign \$294  = - $signed(div_num);
+  assign \$295  = \$293  ? \$294  : { div_num[73], div_num };
+  assign \$296  = $signed(div_num) < $signed(1'h0);
+  assign \$297  = $signed(bias) - $signed(quot);
+  assign \$299  = $signed(6'h10) - $signed(chan[160:153]);
+  assign \$300  = $signed(sh0) < $signed(4'h4);
+  assign \$301  = $signed(4'h4) - $signed(sh0);
+  assign \$302  = \$300  ? \$301  : 11'h000;
+  assign \$303  = $signed(sh0) < $signed(4'h4);
+  assign \$304  = $signed(sh0) - $signed(4'h4);
+  assign \$305  = $signed(\$304 ) < $signed({ 1'h0, tk });
+  assign \$306  = $signed(sh0) - $signed(4'h4);
+  assign \$307  = \$305  ? \$306  : { 7'h00, tk };
+  assign \$308  = $signed(sh0) - $signed(6'h15);
+  assign \$309  = $signed(\$307 ) > $signed(\$308 );
+  assign \$310  = $signed(sh0) - $signed(4'h4);
+  assign \$311  = $signed(\$310 ) < $signed({ 1'h0, tk });
+  assign \$312  = $signed(sh0) - $signed(4'h4);
+  assign \$313  = \$311  ? \$312  : { 7'h00, tk };
+  assign \$314  = $signed(sh0) - $signed(6'h15);
+  assign \$315  = \$309  ? \$313  : \$314 ;
+  assign \$316  = \$303  ? 11'h000 : \$315 ;
+  assign \$317  = $signed(km) << pre;
+  assign \$318  = tsh > 7'h40;
+  assign \$319  = \$318  ? 10'h040 : tsh;
+  assign \$320  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$321  = $signed(\$320 ) - $signed({ 1'h0, tsh });
+  assign \$322  = $signed(km_pre) >>> t_clamped;
+  assign \$323  = $signed(chan[104:89]) << \$178 [4:0];
+  assign \$324  = 1'h1 << sh;
+  assign \$326  = $signed(\$323 ) + $signed({ 1'h0, \$325  });
+  assign \$328  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$166 ;
+    fsm_state <= \$329 ;
   always @(posedge clk)
-    f2 <= \$167 ;
+    div_mag <= \$330 ;
   always @(posedge clk)
-    hsum <= \$168 ;
+    div_neg <= \$331 ;
   always @(posedge clk)
-    dcount <= \$169 ;
+    f2 <= \$332 ;
   always @(posedge clk)
-    merge_step <= \$170 ;
+    hsum <= \$333 ;
   always @(posedge clk)
-    t <= \$171 ;
+    dcount <= \$334 ;
   always @(posedge clk)
-    den <= \$172 ;
+    merge_step <= \$335 ;
   always @(posedge clk)
-    lead <= \$173 ;
+    t <= \$336 ;
   always @(posedge clk)
-    recip <= \$174 ;
+    den <= \$337 ;
   always @(posedge clk)
-    m <= \$175 ;
+    lead <= \$338 ;
   always @(posedge clk)
-    km <= \$176 ;
+    recip <= \$339 ;
   always @(posedge clk)
-    sh0 <= \$177 ;
+    m <= \$340 ;
   always @(posedge clk)
-    tk <= \$178 ;
+    km <= \$341 ;
   always @(posedge clk)
-    pre <= \$179 ;
+    sh0 <= \$342 ;
   always @(posedge clk)
-    tsh <= \$180 ;
+    tk <= \$343 ;
   always @(posedge clk)
-    \a$36  <= \$181 ;
+    pre <= \$344 ;
   always @(posedge clk)
-    sh <= \$182 ;
+    tsh <= \$345 ;
   always @(posedge clk)
-    p <= \$183 ;
+    km_pre <= \$346 ;
   always @(posedge clk)
-    quot <= \$184 ;
+    t_clamped <= \$347 ;
   always @(posedge clk)
-    \b$54  <= \$185 ;
+    sh <= \$348 ;
+  always @(posedge clk)
+    \a$38  <= \$349 ;
+  always @(posedge clk)
+    bias <= \$350 ;
+  always @(posedge clk)
+    p <= \$351 ;
+  always @(posedge clk)
+    quot <= \$352 ;
+  always @(posedge clk)
+    \b$58  <= \$353 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$14 ),
-    .done(\done$44 ),
+    .\den$14 (\den$16 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -961,235 +1311,21 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$46 ),
-    .p(\p$47 ),
+    .done(\done$47 ),
+    .\neg$12 (\neg$31 ),
+    .p(\p$48 ),
     .rst(rst),
-    .start(\start$24 ),
-    .steps(\steps$29 )
+    .start(\start$26 ),
+    .steps(\steps$32 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-    if (den[40]) begin
-      den_lead = 6'h28;
-    end
-    if (den[41]) begin
-      den_lead = 6'h29;
-    end
-    if (den[42]) begin
-      den_lead = 6'h2a;
-    end
-    if (den[43]) begin
-      den_lead = 6'h2b;
-    end
-    if (den[44]) begin
-      den_lead = 6'h2c;
-    end
-    if (den[45]) begin
-      den_lead = 6'h2d;
-    end
-    if (den[46]) begin
-      den_lead = 6'h2e;
-    end
-    if (den[47]) begin
-      den_lead = 6'h2f;
-    end
-    if (den[48]) begin
-      den_lead = 6'h30;
-    end
-    if (den[49]) begin
-      den_lead = 6'h31;
-    end
-    if (den[50]) begin
-      den_lead = 6'h32;
-    end
-    if (den[51]) begin
-      den_lead = 6'h33;
-    end
-    if (den[52]) begin
-      den_lead = 6'h34;
-    end
-    if (den[53]) begin
-      den_lead = 6'h35;
-    end
-    if (den[54]) begin
-      den_lead = 6'h36;
-    end
-    if (den[55]) begin
-      den_lead = 6'h37;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
+    div_num = 74'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          start = 1'h1;
+          div_num = { \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179  };
       6'h04:
           /* empty */;
       6'h05:
@@ -1211,7 +1347,7 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          start = 1'h1;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1233,17 +1369,71 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          start = 1'h1;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          div_num = { p[72], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_0 = 115'h00000000000000000000000000000;
+    start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          mag_train_0 = { \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8 [30], \$8  };
+          /* empty */;
+      6'h04:
+          start = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          start = 1'h1;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
     endcase
   end
   always @* begin
@@ -1253,9 +1443,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h00:
           /* empty */;
       6'h02:
-          rem_init = \$9 [55:0];
-      6'h04:
           /* empty */;
+      6'h04:
+          rem_init = \$180 [55:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -1275,9 +1465,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          rem_init = \$33 [55:0];
-      6'h0f:
           /* empty */;
+      6'h0f:
+          rem_init = \$194 [55:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1297,7 +1487,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          rem_init = \$53 [55:0];
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = \$205 [55:0];
     endcase
   end
   always @* begin
@@ -1307,9 +1503,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = \$10 [57:0];
-      6'h04:
           /* empty */;
+      6'h04:
+          lo_init = \$181 [57:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -1329,9 +1525,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$34 [57:0];
-      6'h0f:
           /* empty */;
+      6'h0f:
+          lo_init = \$196 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1351,7 +1547,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          lo_init = \$54 [57:0];
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$206 [57:0];
     endcase
   end
   always @* begin
@@ -1361,9 +1563,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$12 ;
-      6'h04:
           /* empty */;
+      6'h04:
+          neg = div_neg;
       6'h05:
           /* empty */;
       6'h06:
@@ -1383,9 +1585,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$37 ;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          neg = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1405,19 +1607,25 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          neg = \$55 ;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$14  = 56'h00000000000000;
+    \den$16  = 56'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \den$14  = { 43'h00000000000, chan[13:1] };
-      6'h04:
           /* empty */;
+      6'h04:
+          \den$16  = { 43'h00000000000, chan[13:1] };
       6'h05:
           /* empty */;
       6'h06:
@@ -1437,9 +1645,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          \den$14  = den;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          \den$16  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1459,7 +1667,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          \den$14  = { 43'h00000000000, chan[13:1] };
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \den$16  = { 43'h00000000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1469,9 +1683,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h00:
           /* empty */;
       6'h02:
-          steps = 6'h12;
-      6'h04:
           /* empty */;
+      6'h04:
+          steps = 6'h12;
       6'h05:
           /* empty */;
       6'h06:
@@ -1491,9 +1705,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          steps = 6'h18;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          steps = 6'h18;
       6'h10:
           /* empty */;
       6'h11:
@@ -1513,6 +1727,12 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
           steps = 6'h3a;
     endcase
   end
@@ -1529,7 +1749,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h05:
           /* empty */;
       6'h06:
-          merge_on_train_2 = \$15 ;
+          /* empty */;
+      6'h07:
+          merge_on_train_2 = \$184 ;
     endcase
   end
   always @* begin
@@ -1545,7 +1767,9 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h05:
           /* empty */;
       6'h06:
-          take_top_train_2 = \$17 ;
+          /* empty */;
+      6'h07:
+          take_top_train_2 = \$186 ;
     endcase
   end
   always @* begin
@@ -1561,6 +1785,8 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h05:
           /* empty */;
       6'h06:
+          /* empty */;
+      6'h07:
           if (merge_on_train_2) begin
             if (take_top_train_2) begin
               pop_top = 1'h1;
@@ -1581,6 +1807,8 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h05:
           /* empty */;
       6'h06:
+          /* empty */;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
@@ -1592,7 +1820,7 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$24  = 1'h0;
+    \start$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1605,17 +1833,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h06:
           /* empty */;
       6'h07:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h08:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h09:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h0a:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h0b:
-          \start$24  = 1'h1;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \start$26  = 1'h1;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1623,13 +1851,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0f:
           /* empty */;
       6'h10:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h11:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h12:
-          \start$24  = 1'h1;
-      6'h13:
           /* empty */;
+      6'h13:
+          \start$26  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
@@ -1637,32 +1865,40 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          \start$24  = 1'h1;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
+      6'h03:
+          \start$26  = 1'h1;
       6'h1f:
           /* empty */;
       6'h20:
-          \start$24  = 1'h1;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \start$26  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 167'h000000000000000000000000000000000000000000;
+    a = 47'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1675,17 +1911,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h06:
           /* empty */;
       6'h07:
-          a = { hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum };
+          /* empty */;
       6'h08:
-          /* empty */;
+          a = { hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum };
       6'h09:
-          a = { \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20 [29], \$20  };
+          /* empty */;
       6'h0a:
-          /* empty */;
+          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h0b:
-          a = { t[165], t };
-      6'h0c:
           /* empty */;
+      6'h0c:
+          a = { t[45], t };
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1693,13 +1929,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0f:
           /* empty */;
       6'h10:
-          a = { \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40 [25], \$40  };
+          /* empty */;
       6'h11:
-          /* empty */;
+          a = { 22'h000000, recip };
       6'h12:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h13:
           /* empty */;
+      6'h13:
+          a = { m[41], m[41], m[41], m[41], m[41], m };
       6'h14:
           /* empty */;
       6'h15:
@@ -1707,27 +1943,35 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          a = { \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46 [42], \$46  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          a = { 143'h000000000000000000000000000000000000, chan[152:129] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
+      6'h03:
+          a = { 23'h000000, chan[152:129] };
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61 [42], \$61  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
     endcase
   end
   always @* begin
@@ -1745,17 +1989,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h06:
           /* empty */;
       6'h07:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h08:
-          /* empty */;
+          b = { 16'h0000, chan[13:1] };
       6'h09:
-          b = { \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23  };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          b = { \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189  };
       6'h0b:
+          /* empty */;
+      6'h0c:
           b = { 1'h0, chan[41:14] };
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1763,13 +2007,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0f:
           /* empty */;
       6'h10:
-          b = { \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43 [16], \$43  };
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199  };
       6'h12:
+          /* empty */;
+      6'h13:
           b = { 16'h0000, chan[13:1] };
-      6'h13:
-          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1777,172 +2021,40 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          b = \$49 [28:0];
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          b = \$203 [28:0];
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          b = { \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58 [16], \$58  };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          b = { \$64 [24], \$64 [24], \$64 [24], \$64 [24], \$64  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 196'h0000000000000000000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          c = 196'h0000000000000000000000000000000000000000000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          c = { t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t[165], t };
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          c = { 165'h000000000000000000000000000000000000000000, chan[72:42] };
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          c = 196'h0000000000000000000000000000000000000000000000000;
-      6'h11:
-          /* empty */;
-      6'h12:
-          c = 196'h0000000000000000000000000000000000000000000000000;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          c = 196'h0000000000000000000000000000000000000000000000000;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
       6'h03:
-          c = 196'h0000000000000000000000000000000000000000000000000;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          b = { \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209  };
       6'h1f:
           /* empty */;
       6'h20:
-          c = 196'h0000000000000000000000000000000000000000000000000;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          b = { \$213 [24], \$213 [24], \$213 [24], \$213 [24], \$213  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$29  = 5'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$29  = 5'h0d;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \steps$29  = 5'h05;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \steps$29  = 5'h1c;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \steps$29  = 5'h10;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \steps$29  = 5'h0d;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \steps$29  = 5'h1d;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          \steps$29  = 5'h10;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \steps$29  = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_7 = 115'h00000000000000000000000000000;
+    c = 76'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1957,47 +2069,15 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = 76'h0000000000000000000;
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
+          c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          mag_train_7 = \$32 [114:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_14 = 115'h00000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
+          c = { 45'h000000000000, chan[72:42] };
       6'h0d:
           /* empty */;
       6'h0e:
@@ -2007,11 +2087,11 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          c = 76'h0000000000000000000;
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          c = 76'h0000000000000000000;
       6'h14:
           /* empty */;
       6'h15:
@@ -2023,7 +2103,187 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          mag_train_14 = { \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52 [73], \$52  };
+          c = 76'h0000000000000000000;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          c = 76'h0000000000000000000;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          c = 76'h0000000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$31  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \neg$31  = 1'h0;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$31  = \$190 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \neg$31  = 1'h0;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$31  = \$200 ;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$31  = 1'h0;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \neg$31  = \$204 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          \neg$31  = \$210 ;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \neg$31  = \$214 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \steps$32  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \steps$32  = 5'h0d;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \steps$32  = 5'h05;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \steps$32  = 5'h1c;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$32  = 5'h10;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$32  = 5'h0d;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \steps$32  = 5'h1d;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          \steps$32  = 5'h10;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \steps$32  = 5'h18;
     endcase
   end
   always @* begin
@@ -2082,13 +2342,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -2099,6 +2359,14 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2106,138 +2374,251 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$166  = fsm_state;
+    \$329  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$42 ) begin
+          if (\start$43 ) begin
             casez (entry)
               2'h0:
-                  \$166  = 6'h01;
+                  \$329  = 6'h01;
               2'h1:
-                  \$166  = 6'h02;
+                  \$329  = 6'h02;
               2'h2:
-                  \$166  = 6'h03;
+                  \$329  = 6'h03;
             endcase
           end
       6'h02:
-          \$166  = 6'h04;
+          \$329  = 6'h04;
       6'h04:
-          if (\done$44 ) begin
-            \$166  = 6'h05;
-          end
+          \$329  = 6'h05;
       6'h05:
-          \$166  = 6'h06;
+          if (\done$45 ) begin
+            \$329  = 6'h06;
+          end
       6'h06:
-          if (\$106 ) begin
-            \$166  = 6'h07;
-          end
+          \$329  = 6'h07;
       6'h07:
-          \$166  = 6'h08;
+          if (\$264 ) begin
+            \$329  = 6'h08;
+          end
       6'h08:
-          if (\done$46 ) begin
-            \$166  = 6'h09;
-          end
+          \$329  = 6'h09;
       6'h09:
-          \$166  = 6'h0a;
+          if (\done$47 ) begin
+            \$329  = 6'h0a;
+          end
       6'h0a:
-          if (\done$46 ) begin
-            \$166  = 6'h0b;
-          end
+          \$329  = 6'h0b;
       6'h0b:
-          \$166  = 6'h0c;
+          if (\done$47 ) begin
+            \$329  = 6'h0c;
+          end
       6'h0c:
-          if (\done$46 ) begin
-            \$166  = 6'h0d;
-          end
+          \$329  = 6'h0d;
       6'h0d:
-          \$166  = 6'h0e;
+          if (\done$47 ) begin
+            \$329  = 6'h0e;
+          end
       6'h0e:
-          \$166  = 6'h0f;
+          \$329  = 6'h0f;
       6'h0f:
-          if (\done$44 ) begin
-            \$166  = 6'h10;
-          end
+          \$329  = 6'h10;
       6'h10:
-          \$166  = 6'h11;
+          if (\done$45 ) begin
+            \$329  = 6'h11;
+          end
       6'h11:
-          if (\done$46 ) begin
-            \$166  = 6'h12;
-          end
+          \$329  = 6'h12;
       6'h12:
-          \$166  = 6'h13;
+          if (\done$47 ) begin
+            \$329  = 6'h13;
+          end
       6'h13:
-          if (\done$46 ) begin
-            \$166  = 6'h14;
-          end
+          \$329  = 6'h14;
       6'h14:
-          \$166  = 6'h15;
-      6'h15:
-          \$166  = 6'h16;
-      6'h16:
-          \$166  = 6'h17;
-      6'h17:
-          \$166  = 6'h18;
-      6'h18:
-          if (\done$46 ) begin
-            \$166  = 6'h19;
+          if (\done$47 ) begin
+            \$329  = 6'h15;
           end
+      6'h15:
+          \$329  = 6'h16;
+      6'h16:
+          \$329  = 6'h17;
+      6'h17:
+          \$329  = 6'h18;
+      6'h18:
+          \$329  = 6'h19;
       6'h19:
-          \$166  = 6'h1a;
+          \$329  = 6'h1a;
       6'h1a:
-          if (\done$44 ) begin
-            \$166  = 6'h1b;
+          if (\done$47 ) begin
+            \$329  = 6'h1b;
           end
       6'h1b:
-          \$166  = 6'h01;
-      6'h03:
-          \$166  = 6'h1c;
+          \$329  = 6'h1c;
       6'h1c:
-          if (\done$46 ) begin
-            \$166  = 6'h1d;
-          end
+          \$329  = 6'h1d;
       6'h1d:
-          \$166  = 6'h1e;
-      6'h1e:
-          \$166  = 6'h1f;
-      6'h1f:
-          \$166  = 6'h20;
-      6'h20:
-          \$166  = 6'h21;
-      6'h21:
-          if (\done$46 ) begin
-            \$166  = 6'h22;
+          if (\done$45 ) begin
+            \$329  = 6'h1e;
           end
+      6'h1e:
+          \$329  = 6'h01;
+      6'h03:
+          \$329  = 6'h1f;
+      6'h1f:
+          if (\done$47 ) begin
+            \$329  = 6'h20;
+          end
+      6'h20:
+          \$329  = 6'h21;
+      6'h21:
+          \$329  = 6'h22;
       6'h22:
-          \$166  = 6'h23;
+          \$329  = 6'h23;
       6'h23:
-          \$166  = 6'h01;
+          \$329  = 6'h24;
+      6'h24:
+          \$329  = 6'h25;
+      6'h25:
+          if (\done$47 ) begin
+            \$329  = 6'h26;
+          end
+      6'h26:
+          \$329  = 6'h27;
+      6'h27:
+          \$329  = 6'h01;
       6'h01:
-          \$166  = 6'h00;
+          \$329  = 6'h00;
     endcase
     if (rst) begin
-      \$166  = 6'h00;
+      \$329  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$167  = f2;
+    \$330  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
+          \$330  = \$257 [73:0];
       6'h04:
-          if (\done$44 ) begin
-            \$167  = q[18:0];
-          end
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$330  = \$295 [73:0];
     endcase
     if (rst) begin
-      \$167  = 19'h00000;
+      \$330  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$168  = hsum;
+    \$331  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$331  = \$258 ;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$331  = \$296 ;
+    endcase
+    if (rst) begin
+      \$331  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = f2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2246,24 +2627,45 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h04:
           /* empty */;
       6'h05:
-          \$168  = 22'h000000;
+          if (\done$45 ) begin
+            \$332  = q[18:0];
+          end
+    endcase
+    if (rst) begin
+      \$332  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
       6'h06:
+          \$333  = 22'h000000;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
-              \$168  = \$101 [21:0];
+              \$333  = \$259 [21:0];
             end else begin
-              \$168  = \$103 [21:0];
+              \$333  = \$261 [21:0];
             end
           end
     endcase
     if (rst) begin
-      \$168  = 22'h000000;
+      \$333  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$169  = dcount;
+    \$334  = dcount;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2272,43 +2674,26 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h04:
           /* empty */;
       6'h05:
-          \$169  = 6'h00;
+          /* empty */;
       6'h06:
+          \$334  = 6'h00;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
-              \$169  = \$102 [5:0];
+              \$334  = \$260 [5:0];
             end else begin
-              \$169  = \$104 [5:0];
+              \$334  = \$262 [5:0];
             end
           end
     endcase
     if (rst) begin
-      \$169  = 6'h00;
+      \$334  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$170  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$170  = 4'h0;
-      6'h06:
-          \$170  = \$105 [3:0];
-    endcase
-    if (rst) begin
-      \$170  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$171  = t;
+    \$335  = merge_step;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2319,27 +2704,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
+          \$335  = 4'h0;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$46 ) begin
-            \$171  = \p$47 [165:0];
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          if (\done$46 ) begin
-            \$171  = \p$47 [165:0];
-          end
+          \$335  = \$263 [3:0];
     endcase
     if (rst) begin
-      \$171  = 166'h000000000000000000000000000000000000000000;
+      \$335  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = den;
+    \$336  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2356,23 +2731,23 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          if (\done$47 ) begin
+            \$336  = \p$48 [45:0];
+          end
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$46 ) begin
-            \$172  = \p$47 [55:0];
+          if (\done$47 ) begin
+            \$336  = \p$48 [45:0];
           end
     endcase
     if (rst) begin
-      \$172  = 56'h00000000000000;
+      \$336  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = lead;
+    \$337  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2397,15 +2772,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0c:
           /* empty */;
       6'h0d:
-          \$173  = den_lead;
+          if (\done$47 ) begin
+            \$337  = \p$48 [55:0];
+          end
     endcase
     if (rst) begin
-      \$173  = 6'h00;
+      \$337  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = recip;
+    \$338  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2432,19 +2809,15 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
-          if (\done$44 ) begin
-            \$174  = q[24:0];
-          end
+          \$338  = den_lead;
     endcase
     if (rst) begin
-      \$174  = 25'h0000000;
+      \$338  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = m;
+    \$339  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2475,45 +2848,17 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h0f:
           /* empty */;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$46 ) begin
-            \$175  = \p$47 [41:0];
-          end
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          if (\done$46 ) begin
-            \$175  = \p$47 [41:0];
+          if (\done$45 ) begin
+            \$339  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$175  = 42'h00000000000;
+      \$339  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$176  = km;
+    \$340  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2548,216 +2893,15 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$46 ) begin
-            \$176  = \p$47 [55:0];
+          if (\done$47 ) begin
+            \$340  = \p$48 [41:0];
           end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$176  = \$137 [55:0];
-    endcase
-    if (rst) begin
-      \$176  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$177  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$177  = { \$107 [7], \$107 [7], \$107  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$177  = { \$138 [8], \$138  };
-    endcase
-    if (rst) begin
-      \$177  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$178  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$178  = 4'h8;
-    endcase
-    if (rst) begin
-      \$178  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          \$179  = \$110 [7:0];
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -2769,163 +2913,27 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$179  = \$141 [7:0];
-    endcase
-    if (rst) begin
-      \$179  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$180  = \$124 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$180  = \$155 [9:0];
-    endcase
-    if (rst) begin
-      \$180  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = \a$36 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$181  = \$126 [41:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
           /* empty */;
       6'h1f:
-          \$181  = \$157 [41:0];
+          if (\done$47 ) begin
+            \$340  = \p$48 [41:0];
+          end
     endcase
     if (rst) begin
-      \$181  = 42'h00000000000;
+      \$340  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = sh;
+    \$341  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2964,11 +2972,13 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          if (\done$47 ) begin
+            \$341  = \p$48 [55:0];
+          end
       6'h15:
           /* empty */;
       6'h16:
-          \$182  = \$128 [4:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -2979,24 +2989,172 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
-          \$182  = \$159 [4:0];
+          /* empty */;
+      6'h20:
+          \$341  = \$298 [55:0];
     endcase
     if (rst) begin
-      \$182  = 5'h00;
+      \$341  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = p;
+    \$342  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$342  = { \$265 [7], \$265 [7], \$265  };
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$342  = { \$299 [8], \$299  };
+    endcase
+    if (rst) begin
+      \$342  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$343  = count_lead;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$343  = 4'h8;
+    endcase
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3039,43 +3197,114 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$344  = \$268 [3:0];
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$46 ) begin
-            \$183  = \p$47 [72:0];
-          end
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$46 ) begin
-            \$183  = \p$47 [72:0];
-          end
+          \$344  = \$302 [3:0];
     endcase
     if (rst) begin
-      \$183  = 73'h0000000000000000000;
+      \$344  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = quot;
+    \$345  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$345  = \$282 [9:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$345  = \$316 [9:0];
+    endcase
+    if (rst) begin
+      \$345  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3120,24 +3349,22 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$346  = \$283 [63:0];
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          if (\done$44 ) begin
-            \$184  = { q[59], q[59], q };
-          end
-      6'h1b:
           /* empty */;
-      6'h03:
+      6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3146,15 +3373,169 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          \$184  = \$160 [61:0];
+          \$346  = \$317 [63:0];
     endcase
     if (rst) begin
-      \$184  = 62'h0000000000000000;
+      \$346  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = \b$54 ;
+    \$347  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$347  = \$285 [6:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$347  = \$319 [6:0];
+    endcase
+    if (rst) begin
+      \$347  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$348  = \$287 [4:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$348  = \$321 [4:0];
+    endcase
+    if (rst) begin
+      \$348  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = \a$38 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3201,20 +3582,20 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$349  = \$288 [41:0];
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \$185  = \$133 [57:0];
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3225,14 +3606,354 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
       6'h22:
           /* empty */;
       6'h23:
-          \$185  = \$165 [57:0];
+          \$349  = \$322 [41:0];
     endcase
     if (rst) begin
-      \$185  = 58'h000000000000000;
+      \$349  = 42'h00000000000;
     end
   end
-  assign beta_shift = \$1 [4:0];
-  assign \beta_shift$6  = \$2 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$350  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$350  = { \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326  };
+    endcase
+    if (rst) begin
+      \$350  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          if (\done$47 ) begin
+            \$351  = \p$48 [72:0];
+          end
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          if (\done$47 ) begin
+            \$351  = \p$48 [72:0];
+          end
+    endcase
+    if (rst) begin
+      \$351  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$45 ) begin
+            \$352  = { q[59], q[59], q };
+          end
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$352  = \$327 [61:0];
+    endcase
+    if (rst) begin
+      \$352  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = \b$58 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$353  = \$297 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$353  = \$328 [57:0];
+    endcase
+    if (rst) begin
+      \$353  = 58'h000000000000000;
+    end
+  end
+  assign beta_shift = \$177 [4:0];
+  assign \beta_shift$6  = \$178 [4:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[41:14];
@@ -3242,20 +3963,15 @@ module \hwnorm_topk_s16.math (rst, \start$42 , entry, chan, sum, top, bottom, po
   assign \chan.mean  = chan[128:105];
   assign \chan.scale_m  = chan[152:129];
   assign \chan.scale_exp  = chan[160:153];
-  assign \$3  = { sum, 1'h0 };
-  assign \$5  = { sum, 1'h0 };
-  assign \$7  = { sum, 1'h0 };
-  assign \$9  = { 18'h00000, mag_train_0[114:18] };
-  assign \$10  = { 23'h000000, mag_train_0[17:0], 40'h0000000000 };
-  assign \$11  = { sum, 1'h0 };
-  assign \$33  = { 24'h000000, mag_train_7[114:24] };
-  assign \$34  = { 29'h00000000, mag_train_7[23:0], 34'h000000000 };
-  assign \$53  = { 58'h000000000000000, mag_train_14[114:58] };
-  assign \$54  = { 1'h0, mag_train_14[57:0] };
-  assign \$131  = { 1'h0, \$130 [31:1] };
-  assign \$137  = { \$136 [42], \$136 [42], \$136 [42], \$136 [42], \$136 [42], \$136 [42], \$136 [42], \$136 , 8'h00 };
-  assign \$160  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
-  assign \$163  = { 1'h0, \$162 [31:1] };
+  assign \$179  = { sum, 1'h0 };
+  assign \$180  = { 18'h00000, div_mag[73:18] };
+  assign \$181  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
+  assign \$205  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$206  = { 1'h0, div_mag[57:0] };
+  assign \$291  = { 1'h0, \$290 [31:1] };
+  assign \$298  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$325  = { 1'h0, \$324 [31:1] };
+  assign \$327  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -3271,10 +3987,10 @@ module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   reg [57:0] \$17 ;
   reg [55:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [58:0] \$2 ;
   reg [57:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [58:0] \$3 ;
+  wire \$3 ;
   wire [59:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -3309,9 +4025,9 @@ module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   wire [5:0] steps;
   wire [56:0] trial;
   assign trial = \$1  | { 56'h00000000000000, lo[57] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3421,34 +4137,40 @@ module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_topk_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_topk_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [28:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [196:0] \$2 ;
-  wire [196:0] \$3 ;
-  wire [28:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [195:0] \$8 ;
-  reg [195:0] \$9 ;
-  input [166:0] a;
-  wire [166:0] a;
-  reg [195:0] a_sh = 196'h0000000000000000000000000000000000000000000000000;
+  reg [75:0] \$10 ;
+  reg [75:0] \$11 ;
+  reg [28:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [76:0] \$2 ;
+  wire [77:0] \$3 ;
+  wire [78:0] \$4 ;
+  wire [76:0] \$5 ;
+  wire [28:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [46:0] a;
+  wire [46:0] a;
+  reg [75:0] a_sh = 76'h0000000000000000000;
   input [28:0] b;
   wire [28:0] b;
   reg [28:0] b_sh = 29'h00000000;
-  input [195:0] c;
-  wire [195:0] c;
+  input [75:0] c;
+  wire [75:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [195:0] p;
-  reg [195:0] p = 196'h0000000000000000000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [75:0] p;
+  reg [75:0] p = 76'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3456,126 +4178,145 @@ module \hwnorm_topk_s16.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[75], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [195:0];
+        \$10  = \$4 [75:0];
       end
     end
     if (rst) begin
-      \$8  = 196'h0000000000000000000000000000000000000000000000000;
+      \$10  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a[166], a };
+      \$11  = { a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [195:0];
+      \$11  = \$5 [75:0];
     end
     if (rst) begin
-      \$9  = 196'h0000000000000000000000000000000000000000000000000;
+      \$11  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 29'h00000000;
+      \$12  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[28:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [58:0] \$12 ;
-  wire [58:0] \$13 ;
+  wire [58:0] \$10 ;
+  wire [58:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [58:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [58:0] \$15 ;
+  wire [58:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [15:0] \$32 ;
-  reg [57:0] \$33 ;
-  reg [58:0] \$34 ;
-  reg [58:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [15:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [57:0] \$37 ;
+  reg [58:0] \$38 ;
+  reg [58:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [58:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [15:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [57:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire \$8 ;
+  wire [57:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -3609,10 +4350,11 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [57:0] p0 = 58'h000000000000000;
   reg [58:0] q0 = 59'h000000000000000;
-  wire [58:0] qs0;
+  reg [58:0] qs0 = 59'h000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3624,101 +4366,135 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(16'h7fff);
-  assign \$11  = $signed(qs0) < $signed(16'h8000);
-  assign \$12  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$13  = over0 ? 59'h000000000007fff : \$12 ;
-  assign \$14  = ok3 ? \$13  : 59'h000000000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(16'h7fff);
+  assign \$13  = $signed(qs0) < $signed(16'h8000);
+  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
+  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [15:0];
+    end
+    if (rst) begin
+      \$43  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3726,11 +4502,11 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3738,11 +4514,11 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3750,23 +4526,23 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3774,10 +4550,11 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3785,21 +4562,23 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3807,10 +4586,10 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3818,76 +4597,80 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 16'h0000;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 58'h000000000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 59'h000000000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 59'h000000000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [15:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 16'h0000;
+      \$38  = 59'h000000000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

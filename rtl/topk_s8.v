@@ -4,23 +4,22 @@
 
 module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [17:0] \$1 ;
+  wire [39:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire [17:0] \$16 ;
+  wire [13:0] \$14 ;
+  wire [13:0] \$15 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [17:0] \$2 ;
-  wire \$20 ;
-  reg [16:0] \$21 ;
-  reg [108:0] \$22 ;
-  reg [2:0] \$23 ;
-  wire [39:0] \$3 ;
+  wire \$2 ;
+  reg [12:0] \$20 ;
+  reg [108:0] \$21 ;
+  reg [2:0] \$22 ;
+  wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -90,8 +89,9 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire i__valid;
   reg \i__valid$47 ;
   wire last;
+  reg [12:0] left = 13'h0000;
   wire mask;
-  wire \mask$19 ;
+  wire \mask$18 ;
   wire \mask$26 ;
   reg more;
   output [7:0] o__payload;
@@ -112,7 +112,6 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input rst;
   wire rst;
   wire [12:0] sat_count;
-  reg [16:0] seen = 17'h00000;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
@@ -130,37 +129,36 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = seen + 1'h0;
-  assign mask = \$1  < chan[13:1];
-  assign \$2  = seen + 1'h1;
-  assign last = \$2  >= chan[13:1];
-  assign \$3  = chan[0] ? 40'h0000000000 : den;
-  assign \$4  = seen < chan[13:1];
-  assign \$5  = i__valid & more;
-  assign \$6  = \i__ready$48  & more;
-  assign \$7  = i__valid & \i__ready$48 ;
-  assign \$8  = \$7  & more;
-  assign \$9  = ! fsm_state;
-  assign \$10  = fsm_state == 1'h1;
-  assign \$11  = fsm_state == 2'h2;
-  assign \$12  = fsm_state == 2'h3;
-  assign \$13  = fsm_state == 3'h4;
-  assign \$14  = fsm_state == 3'h5;
-  assign \$15  = fsm_state == 3'h6;
-  assign \$16  = seen + 1'h1;
-  assign \$17  = i__valid & last;
-  assign \$18  = ~ more;
-  assign \$19  = ~ busy;
-  assign \$20  = \$18  & \$19 ;
+  assign mask = left > 1'h0;
+  assign last = left <= 1'h1;
+  assign \$1  = chan[0] ? 40'h0000000000 : den;
+  assign \$2  = | left;
+  assign \$3  = i__valid & more;
+  assign \$4  = \i__ready$48  & more;
+  assign \$5  = i__valid & \i__ready$48 ;
+  assign \$6  = \$5  & more;
+  assign \$7  = ! fsm_state;
+  assign \$8  = fsm_state == 1'h1;
+  assign \$9  = fsm_state == 2'h2;
+  assign \$10  = fsm_state == 2'h3;
+  assign \$11  = fsm_state == 3'h4;
+  assign \$12  = fsm_state == 3'h5;
+  assign \$13  = fsm_state == 3'h6;
+  assign \$14  = left - 1'h1;
+  assign \$15  = last ? 14'h0000 : \$14 ;
+  assign \$16  = i__valid & last;
+  assign \$17  = ~ more;
+  assign \$18  = ~ busy;
+  assign \$19  = \$17  & \$18 ;
   always @(posedge clk)
-    seen <= \$21 ;
+    left <= \$20 ;
   always @(posedge clk)
-    chan <= \$22 ;
+    chan <= \$21 ;
   always @(posedge clk)
-    fsm_state <= \$23 ;
+    fsm_state <= \$22 ;
   \hwnorm_topk_s8.math  math (
-    .\a$36 (a),
-    .\b$54 (b),
+    .\a$38 (a),
+    .\b$58 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -171,7 +169,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$42 (start),
+    .\start$43 (start),
     .sum(sum),
     .top(top)
   );
@@ -190,7 +188,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .v4(o__valid)
+    .v5(o__valid)
   );
   \hwnorm_topk_s8.stats_unit  stats_unit (
     .bottom(bottom),
@@ -248,7 +246,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          i__ready = \$6 ;
+          i__ready = \$4 ;
     endcase
   end
   always @* begin
@@ -266,7 +264,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          beat = \$8 ;
+          beat = \$6 ;
     endcase
   end
   always @* begin
@@ -322,7 +320,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          more = \$4 ;
+          more = \$2 ;
     endcase
   end
   always @* begin
@@ -340,7 +338,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h4:
           /* empty */;
       3'h5:
-          \i__valid$47  = \$5 ;
+          \i__valid$47  = \$3 ;
     endcase
   end
   always @* begin
@@ -365,77 +363,77 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = seen;
+    \$20  = left;
     if (beat) begin
-      \$21  = \$16 [16:0];
+      \$20  = \$15 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = 17'h00000;
+            \$20  = chan__payload[13:1];
           end
       3'h2:
-          if (\$17 ) begin
-            \$21  = 17'h00000;
+          if (\$16 ) begin
+            \$20  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$21  = 17'h00000;
+      \$20  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = chan;
+    \$21  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$22  = chan__payload;
+            \$21  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$22  = 109'h0000000000000000000000000000;
+      \$21  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = fsm_state;
+    \$22  = fsm_state;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (chan__payload[0]) begin
-              \$23  = 3'h1;
+              \$22  = 3'h1;
             end else begin
-              \$23  = 3'h2;
+              \$22  = 3'h2;
             end
           end
       3'h2:
-          if (\$17 ) begin
-            \$23  = 3'h3;
+          if (\$16 ) begin
+            \$22  = 3'h3;
           end
       3'h3:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h1:
-          \$23  = 3'h4;
+          \$22  = 3'h4;
       3'h4:
           if (done) begin
-            \$23  = 3'h5;
+            \$22  = 3'h5;
           end
       3'h5:
-          if (\$20 ) begin
-            \$23  = 3'h6;
+          if (\$19 ) begin
+            \$22  = 3'h6;
           end
       3'h6:
           if (stats__ready) begin
-            \$23  = 3'h0;
+            \$22  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$23  = 3'h0;
+      \$22  = 3'h0;
     end
   end
   assign x = i__payload;
-  assign \mask$19  = mask;
+  assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \pop_top$22  = pop_top;
   assign \pop_bottom$24  = pop_bottom;
@@ -461,6 +459,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[60:21];
   assign \stats__payload.sat  = stats__payload[73:61];
+  assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[33:14];
@@ -470,7 +469,6 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan.mean  = chan[84:69];
   assign \chan.scale_m  = chan[100:85];
   assign \chan.scale_exp  = chan[108:101];
-  assign \x[0]  = i__payload;
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[33:14];
@@ -483,165 +481,277 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \i__payload$25[0]  = i__payload;
   assign \o__payload$33[0]  = o__payload;
   assign stats__payload[73:61] = sat_count;
-  assign stats__payload[60:21] = \$3 ;
+  assign stats__payload[60:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, \a$36 , sh, \b$54 , clk);
+module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$38 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire [4:0] \$1 ;
-  wire [40:0] \$10 ;
+  wire \$1 ;
+  wire \$10 ;
   wire \$100 ;
-  wire [14:0] \$101 ;
-  wire [6:0] \$102 ;
-  wire [14:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [4:0] \$105 ;
-  wire \$106 ;
-  wire [7:0] \$107 ;
-  wire \$108 ;
-  wire [10:0] \$109 ;
-  wire [21:0] \$11 ;
-  wire [10:0] \$110 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [3:0] \$105 ;
+  wire [3:0] \$106 ;
+  wire [3:0] \$107 ;
+  wire [3:0] \$108 ;
+  wire \$109 ;
+  wire \$11 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [10:0] \$112 ;
-  wire \$113 ;
-  wire [10:0] \$114 ;
-  wire [10:0] \$115 ;
-  wire [10:0] \$116 ;
-  wire \$117 ;
-  wire [10:0] \$118 ;
-  wire \$119 ;
-  wire \$12 ;
-  wire [10:0] \$120 ;
-  wire [10:0] \$121 ;
-  wire [10:0] \$122 ;
-  wire [10:0] \$123 ;
-  wire [10:0] \$124 ;
-  wire [294:0] \$125 ;
-  wire [294:0] \$126 ;
-  wire [10:0] \$127 ;
-  wire [11:0] \$128 ;
-  wire [22:0] \$129 ;
-  wire \$13 ;
-  wire [15:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire [23:0] \$132 ;
-  wire [39:0] \$133 ;
+  wire \$112 ;
+  wire [3:0] \$113 ;
+  wire [3:0] \$114 ;
+  wire [3:0] \$115 ;
+  wire \$116 ;
+  wire [3:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [3:0] \$119 ;
+  wire [5:0] \$12 ;
+  wire [3:0] \$120 ;
+  wire [4:0] \$121 ;
+  wire [4:0] \$122 ;
+  wire [21:0] \$123 ;
+  wire [50:0] \$124 ;
+  wire [40:0] \$125 ;
+  wire \$126 ;
+  wire [12:0] \$127 ;
+  wire \$128 ;
+  wire [8:0] \$129 ;
+  wire [5:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [6:0] \$132 ;
+  wire [6:0] \$133 ;
   wire \$134 ;
-  wire [26:0] \$135 ;
-  wire [26:0] \$136 ;
-  wire [41:0] \$137 ;
-  wire [8:0] \$138 ;
+  wire \$135 ;
+  wire [6:0] \$136 ;
+  wire [63:0] \$137 ;
+  wire [63:0] \$138 ;
   wire \$139 ;
-  wire [12:0] \$14 ;
-  wire [10:0] \$140 ;
-  wire [10:0] \$141 ;
-  wire \$142 ;
-  wire [10:0] \$143 ;
+  wire [5:0] \$14 ;
+  wire [34:0] \$140 ;
+  wire \$141 ;
+  wire [8:0] \$142 ;
+  wire [8:0] \$143 ;
   wire \$144 ;
-  wire [10:0] \$145 ;
-  wire [10:0] \$146 ;
-  wire [10:0] \$147 ;
+  wire \$145 ;
+  wire [21:0] \$146 ;
+  wire [21:0] \$147 ;
   wire \$148 ;
-  wire [10:0] \$149 ;
+  wire [50:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire [10:0] \$151 ;
-  wire [10:0] \$152 ;
-  wire [10:0] \$153 ;
-  wire [10:0] \$154 ;
-  wire [10:0] \$155 ;
-  wire [294:0] \$156 ;
-  wire [294:0] \$157 ;
-  wire [10:0] \$158 ;
-  wire [11:0] \$159 ;
-  wire [8:0] \$16 ;
-  wire [49:0] \$160 ;
-  wire [22:0] \$161 ;
-  wire [15:0] \$162 ;
-  wire [15:0] \$163 ;
-  wire [23:0] \$164 ;
-  wire [39:0] \$165 ;
-  reg [5:0] \$166 ;
-  reg [10:0] \$167 ;
-  reg [13:0] \$168 ;
-  reg [5:0] \$169 ;
-  wire \$17 ;
-  reg [3:0] \$170 ;
-  reg [117:0] \$171 ;
-  reg [39:0] \$172 ;
-  reg [5:0] \$173 ;
-  reg [16:0] \$174 ;
-  reg [25:0] \$175 ;
-  reg [39:0] \$176 ;
-  reg [9:0] \$177 ;
-  reg [3:0] \$178 ;
-  reg [7:0] \$179 ;
-  wire \$18 ;
-  reg [9:0] \$180 ;
-  reg [26:0] \$181 ;
-  reg [3:0] \$182 ;
-  reg [49:0] \$183 ;
-  reg [38:0] \$184 ;
-  reg [34:0] \$185 ;
-  wire [21:0] \$19 ;
-  wire [4:0] \$2 ;
-  wire [21:0] \$20 ;
+  wire [35:0] \$150 ;
+  wire \$151 ;
+  wire [8:0] \$152 ;
+  wire [8:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
+  wire [5:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [5:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [5:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
+  wire [5:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire [51:0] \$200 ;
+  wire [51:0] \$201 ;
+  wire \$202 ;
+  wire [14:0] \$203 ;
+  wire [6:0] \$204 ;
+  wire [14:0] \$205 ;
+  wire [6:0] \$206 ;
+  wire [4:0] \$207 ;
+  wire \$208 ;
+  wire [7:0] \$209 ;
   wire \$21 ;
-  wire [6:0] \$22 ;
-  wire [6:0] \$23 ;
-  wire [6:0] \$24 ;
-  wire [127:0] \$25 ;
+  wire \$210 ;
+  wire [10:0] \$211 ;
+  wire [10:0] \$212 ;
+  wire \$213 ;
+  wire [10:0] \$214 ;
+  wire \$215 ;
+  wire [10:0] \$216 ;
+  wire [10:0] \$217 ;
+  wire [10:0] \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire [10:0] \$220 ;
+  wire \$221 ;
+  wire [10:0] \$222 ;
+  wire [10:0] \$223 ;
+  wire [10:0] \$224 ;
+  wire [10:0] \$225 ;
+  wire [10:0] \$226 ;
+  wire [46:0] \$227 ;
+  wire \$228 ;
+  wire [9:0] \$229 ;
+  wire \$23 ;
+  wire [10:0] \$230 ;
+  wire [11:0] \$231 ;
+  wire [46:0] \$232 ;
+  wire [22:0] \$233 ;
+  wire [15:0] \$234 ;
+  wire [15:0] \$235 ;
+  wire [23:0] \$236 ;
+  wire \$237 ;
+  wire [51:0] \$238 ;
+  wire [51:0] \$239 ;
+  wire \$24 ;
+  wire \$240 ;
+  wire [39:0] \$241 ;
+  wire [40:0] \$242 ;
+  wire [8:0] \$243 ;
+  wire \$244 ;
+  wire [10:0] \$245 ;
+  wire [10:0] \$246 ;
+  wire \$247 ;
+  wire [10:0] \$248 ;
+  wire \$249 ;
+  wire \$25 ;
+  wire [10:0] \$250 ;
+  wire [10:0] \$251 ;
+  wire [10:0] \$252 ;
+  wire \$253 ;
+  wire [10:0] \$254 ;
+  wire \$255 ;
+  wire [10:0] \$256 ;
+  wire [10:0] \$257 ;
+  wire [10:0] \$258 ;
+  wire [10:0] \$259 ;
   wire \$26 ;
-  wire [6:0] \$27 ;
-  wire [127:0] \$28 ;
-  wire [128:0] \$29 ;
-  wire [21:0] \$3 ;
-  wire [6:0] \$30 ;
-  wire [127:0] \$31 ;
-  wire [128:0] \$32 ;
-  wire [75:0] \$33 ;
-  wire [46:0] \$34 ;
-  wire [6:0] \$35 ;
-  wire [127:0] \$36 ;
+  wire [10:0] \$260 ;
+  wire [46:0] \$261 ;
+  wire \$262 ;
+  wire [9:0] \$263 ;
+  wire [10:0] \$264 ;
+  wire [11:0] \$265 ;
+  wire [46:0] \$266 ;
+  wire [22:0] \$267 ;
+  wire [15:0] \$268 ;
+  wire [15:0] \$269 ;
+  wire \$27 ;
+  wire [23:0] \$270 ;
+  wire [49:0] \$271 ;
+  wire [39:0] \$272 ;
+  reg [5:0] \$273 ;
+  reg [50:0] \$274 ;
+  reg \$275 ;
+  reg [10:0] \$276 ;
+  reg [13:0] \$277 ;
+  reg [5:0] \$278 ;
+  reg [3:0] \$279 ;
+  wire \$28 ;
+  reg [37:0] \$280 ;
+  reg [39:0] \$281 ;
+  reg [5:0] \$282 ;
+  reg [16:0] \$283 ;
+  reg [25:0] \$284 ;
+  reg [39:0] \$285 ;
+  reg [9:0] \$286 ;
+  reg [3:0] \$287 ;
+  reg [2:0] \$288 ;
+  reg [9:0] \$289 ;
+  wire \$29 ;
+  reg [46:0] \$290 ;
+  reg [5:0] \$291 ;
+  reg [3:0] \$292 ;
+  reg [26:0] \$293 ;
+  reg [34:0] \$294 ;
+  reg [49:0] \$295 ;
+  reg [38:0] \$296 ;
+  reg [34:0] \$297 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [17:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [17:0] \$40 ;
+  wire \$40 ;
   wire \$41 ;
-  wire [8:0] \$42 ;
-  wire [8:0] \$43 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [27:0] \$45 ;
-  wire [27:0] \$46 ;
-  wire \$47 ;
-  wire [21:0] \$48 ;
-  wire [21:0] \$49 ;
-  wire [21:0] \$5 ;
-  wire \$50 ;
-  wire [50:0] \$51 ;
-  wire [50:0] \$52 ;
-  wire [75:0] \$53 ;
-  wire [35:0] \$54 ;
+  wire \$45 ;
+  wire [5:0] \$46 ;
+  wire [5:0] \$47 ;
+  wire [5:0] \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire [5:0] \$50 ;
+  wire [5:0] \$51 ;
+  wire [5:0] \$52 ;
+  wire [5:0] \$53 ;
+  wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [8:0] \$57 ;
-  wire [8:0] \$58 ;
-  wire \$59 ;
-  wire [22:0] \$6 ;
-  wire [27:0] \$60 ;
-  wire [27:0] \$61 ;
-  wire \$62 ;
-  wire [16:0] \$63 ;
-  wire [16:0] \$64 ;
-  wire \$65 ;
-  wire \$66 ;
+  wire \$57 ;
+  wire [5:0] \$58 ;
+  wire [5:0] \$59 ;
+  wire \$6 ;
+  wire [5:0] \$60 ;
+  wire \$61 ;
+  wire [5:0] \$62 ;
+  wire [5:0] \$63 ;
+  wire [5:0] \$64 ;
+  wire [5:0] \$65 ;
+  wire [5:0] \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [21:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -650,41 +760,42 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
-  wire [22:0] \$8 ;
-  wire \$80 ;
+  wire [5:0] \$78 ;
+  wire [5:0] \$79 ;
+  wire \$8 ;
+  wire [5:0] \$80 ;
   wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire [5:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire [75:0] \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire \$9 ;
+  wire [5:0] \$90 ;
+  wire [5:0] \$91 ;
+  wire [5:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  reg [118:0] a;
-  output [26:0] \a$36 ;
-  reg [26:0] \a$36  = 27'h0000000;
+  wire [5:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [5:0] \$96 ;
+  wire [5:0] \$97 ;
+  wire [5:0] \$98 ;
+  wire [5:0] \$99 ;
+  reg [38:0] a;
+  output [26:0] \a$38 ;
+  reg [26:0] \a$38  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$54 ;
-  reg [34:0] \b$54  = 35'h000000000;
+  output [34:0] \b$58 ;
+  reg [34:0] \b$58  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
+  reg [34:0] bias = 35'h000000000;
   input [7:0] bottom;
   wire [7:0] bottom;
-  reg [139:0] c;
+  reg [59:0] c;
   input [108:0] chan;
   wire [108:0] chan;
   wire [7:0] \chan.beta ;
@@ -698,38 +809,40 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  reg [3:0] count_lead;
+  wire [3:0] count_lead;
   reg [5:0] dcount = 6'h00;
   output [39:0] den;
   reg [39:0] den = 40'h0000000000;
-  reg [39:0] \den$14 ;
-  reg [5:0] den_lead;
+  reg [39:0] \den$16 ;
+  wire [5:0] den_lead;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num;
   output done;
   reg done;
-  wire \done$44 ;
-  wire \done$46 ;
+  wire \done$45 ;
+  wire \done$47 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [10:0] f2 = 11'h000;
   reg [5:0] fsm_state = 6'h00;
   reg [13:0] hsum = 14'h0000;
   reg [39:0] km = 40'h0000000000;
+  reg [46:0] km_pre = 47'h000000000000;
   reg [5:0] lead = 6'h00;
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg [75:0] mag_train_0;
-  reg [75:0] mag_train_14;
-  reg [75:0] mag_train_7;
   reg merge_on_train_2;
   reg [3:0] merge_step = 4'h0;
   reg neg;
+  reg \neg$31 ;
   reg [49:0] p = 50'h0000000000000;
-  wire [139:0] \p$47 ;
+  wire [59:0] \p$48 ;
   output pop_bottom;
   reg pop_bottom;
   output pop_top;
   reg pop_top;
-  reg [7:0] pre = 8'h00;
+  reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
@@ -740,214 +853,339 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start;
-  reg \start$24 ;
-  input \start$42 ;
-  wire \start$42 ;
+  reg \start$26 ;
+  input \start$43 ;
+  wire \start$43 ;
   reg [5:0] steps;
-  reg [4:0] \steps$29 ;
+  reg [4:0] \steps$32 ;
   input [20:0] sum;
   wire [20:0] sum;
-  reg [117:0] t = 118'h000000000000000000000000000000;
+  reg [37:0] t = 38'h0000000000;
+  reg [5:0] t_clamped = 6'h00;
   reg take_top_train_2;
   reg [3:0] tk = 4'h0;
   input [7:0] top;
   wire [7:0] top;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = sh + 1'h0;
-  assign \$2  = sh + 1'h0;
-  assign \$4  = $signed(\$3 ) < $signed(1'h0);
-  assign \$6  = - $signed(\$5 );
-  assign \$8  = \$4  ? \$6  : { \$7 [21], \$7  };
-  assign \$12  = $signed(\$11 ) < $signed(1'h0);
-  assign \$13  = chan[13:1] < 4'ha;
-  assign \$14  = \$13  ? chan[13:1] : 13'h000a;
-  assign \$15  = merge_step < \$14 ;
-  assign \$16  = $signed(top) + $signed(bottom);
-  assign \$17  = $signed(\$16 ) > $signed(f2);
-  assign \$18  = $signed(dcount) < $signed(1'h0);
-  assign \$19  = - $signed(sum);
-  assign \$20  = \$18  ? \$19  : { sum[20], sum };
-  assign \$21  = $signed(dcount) < $signed(1'h0);
-  assign \$22  = - $signed(dcount);
-  assign \$23  = \$21  ? \$22  : { dcount[5], dcount };
-  assign \$24  = lead + 4'hf;
-  assign \$25  = 1'h1 << \$24 ;
-  assign \$26  = \$25  < 1'h0;
-  assign \$27  = lead + 4'hf;
-  assign \$28  = 1'h1 << \$27 ;
-  assign \$29  = - \$28 ;
-  assign \$30  = lead + 4'hf;
-  assign \$31  = 1'h1 << \$30 ;
-  assign \$32  = \$26  ? \$29  : { 1'h0, \$31  };
-  assign \$35  = lead + 4'hf;
-  assign \$36  = 1'h1 << \$35 ;
-  assign \$37  = \$36  < 1'h0;
-  assign \$38  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$39  = - recip;
-  assign \$40  = \$38  ? \$39  : { 1'h0, recip };
-  assign \$41  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$42  = - $signed(chan[60:53]);
-  assign \$43  = \$41  ? \$42  : { chan[60], chan[60:53] };
-  assign \$44  = $signed(sum) < $signed(1'h0);
-  assign \$45  = - $signed(\a$36 );
-  assign \$46  = \$44  ? \$45  : { \a$36 [26], \a$36  };
-  assign \$47  = $signed(sum) < $signed(1'h0);
-  assign \$48  = - $signed(sum);
-  assign \$49  = \$47  ? \$48  : { sum[20], sum };
-  assign \$50  = $signed(p) < $signed(1'h0);
-  assign \$51  = - $signed(p);
-  assign \$52  = \$50  ? \$51  : { p[49], p };
-  assign \$55  = $signed(p) < $signed(1'h0);
-  assign \$56  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$57  = - $signed(chan[60:53]);
-  assign \$58  = \$56  ? \$57  : { chan[60], chan[60:53] };
-  assign \$59  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$60  = - $signed(\a$36 );
-  assign \$61  = \$59  ? \$60  : { \a$36 [26], \a$36  };
-  assign \$62  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$63  = - $signed(chan[84:69]);
-  assign \$64  = \$62  ? \$63  : { chan[84], chan[84:69] };
-  assign \$65  = ! fsm_state;
-  assign \$66  = fsm_state == 1'h1;
-  assign \$67  = fsm_state == 2'h2;
-  assign \$68  = fsm_state == 2'h3;
-  assign \$69  = fsm_state == 3'h4;
-  assign \$70  = fsm_state == 3'h5;
-  assign \$71  = fsm_state == 3'h6;
-  assign \$72  = fsm_state == 3'h7;
-  assign \$73  = fsm_state == 4'h8;
-  assign \$74  = fsm_state == 4'h9;
-  assign \$75  = fsm_state == 4'ha;
-  assign \$76  = fsm_state == 4'hb;
-  assign \$77  = fsm_state == 4'hc;
-  assign \$78  = fsm_state == 4'hd;
-  assign \$79  = fsm_state == 4'he;
-  assign \$80  = fsm_state == 4'hf;
-  assign \$81  = fsm_state == 5'h10;
-  assign \$82  = fsm_state == 5'h11;
-  assign \$83  = fsm_state == 5'h12;
-  assign \$84  = fsm_state == 5'h13;
-  assign \$85  = fsm_state == 5'h14;
-  assign \$86  = fsm_state == 5'h15;
-  assign \$87  = fsm_state == 5'h16;
-  assign \$88  = fsm_state == 5'h17;
-  assign \$89  = fsm_state == 5'h18;
-  assign \$90  = fsm_state == 5'h19;
-  assign \$91  = fsm_state == 5'h1a;
-  assign \$92  = fsm_state == 5'h1b;
-  assign \$93  = fsm_state == 5'h1c;
-  assign \$94  = fsm_state == 5'h1d;
-  assign \$95  = fsm_state == 5'h1e;
-  assign \$96  = fsm_state == 5'h1f;
-  assign \$97  = fsm_state == 6'h20;
-  assign \$98  = fsm_state == 6'h21;
-  assign \$99  = fsm_state == 6'h22;
-  assign \$100  = fsm_state == 6'h23;
-  assign \$101  = $signed(hsum) + $signed(top);
-  assign \$102  = $signed(dcount) - $signed(2'h1);
-  assign \$103  = $signed(hsum) - $signed(bottom);
-  assign \$104  = $signed(dcount) + $signed(2'h1);
-  assign \$105  = merge_step + 1'h1;
-  assign \$106  = merge_step == 4'h9;
-  assign \$107  = lead + 8'hfd;
-  assign \$108  = $signed(sh0) < $signed(4'h4);
-  assign \$109  = $signed(4'h4) - $signed(sh0);
-  assign \$110  = \$108  ? \$109  : 11'h000;
-  assign \$111  = $signed(sh0) < $signed(4'h4);
-  assign \$112  = $signed(sh0) - $signed(4'h4);
-  assign \$113  = $signed(\$112 ) < $signed({ 1'h0, tk });
-  assign \$114  = $signed(sh0) - $signed(4'h4);
-  assign \$115  = \$113  ? \$114  : { 7'h00, tk };
-  assign \$116  = $signed(sh0) - $signed(5'h0d);
-  assign \$117  = $signed(\$115 ) > $signed(\$116 );
-  assign \$118  = $signed(sh0) - $signed(4'h4);
-  assign \$119  = $signed(\$118 ) < $signed({ 1'h0, tk });
-  assign \$120  = $signed(sh0) - $signed(4'h4);
-  assign \$121  = \$119  ? \$120  : { 7'h00, tk };
-  assign \$122  = $signed(sh0) - $signed(5'h0d);
-  assign \$123  = \$117  ? \$121  : \$122 ;
-  assign \$124  = \$111  ? 11'h000 : \$123 ;
-  assign \$125  = $signed(km) << pre;
-  assign \$126  = $signed(\$125 ) >>> tsh;
-  assign \$127  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$128  = $signed(\$127 ) - $signed({ 1'h0, tsh });
-  assign \$129  = $signed(chan[68:61]) << \$1 [3:0];
-  assign \$130  = 1'h1 << sh;
-  assign \$132  = $signed(\$129 ) + $signed({ 1'h0, \$131  });
-  assign \$133  = $signed(\$132 ) - $signed(quot);
-  assign \$134  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$135  = - $signed(m);
-  assign \$136  = \$134  ? \$135  : { m[25], m };
-  assign \$138  = $signed(5'h0d) - $signed(chan[108:101]);
-  assign \$139  = $signed(sh0) < $signed(4'h4);
-  assign \$140  = $signed(4'h4) - $signed(sh0);
-  assign \$141  = \$139  ? \$140  : 11'h000;
-  assign \$142  = $signed(sh0) < $signed(4'h4);
-  assign \$143  = $signed(sh0) - $signed(4'h4);
-  assign \$144  = $signed(\$143 ) < $signed({ 1'h0, tk });
-  assign \$145  = $signed(sh0) - $signed(4'h4);
-  assign \$146  = \$144  ? \$145  : { 7'h00, tk };
-  assign \$147  = $signed(sh0) - $signed(5'h0d);
-  assign \$148  = $signed(\$146 ) > $signed(\$147 );
-  assign \$149  = $signed(sh0) - $signed(4'h4);
-  assign \$150  = $signed(\$149 ) < $signed({ 1'h0, tk });
-  assign \$151  = $signed(sh0) - $signed(4'h4);
-  assign \$152  = \$150  ? \$151  : { 7'h00, tk };
-  assign \$153  = $signed(sh0) - $signed(5'h0d);
-  assign \$154  = \$148  ? \$152  : \$153 ;
-  assign \$155  = \$142  ? 11'h000 : \$154 ;
-  assign \$156  = $signed(km) << pre;
-  assign \$157  = $signed(\$156 ) >>> tsh;
-  assign \$158  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$159  = $signed(\$158 ) - $signed({ 1'h0, tsh });
-  assign \$161  = $signed(chan[68:61]) << \$2 [3:0];
-  assign \$162  = 1'h1 << sh;
-  assign \$164  = $signed(\$161 ) + $signed({ 1'h0, \$163  });
-  assign \$165  = $signed(\$164 ) - $signed(quot);
+  assign \$1  = den[32] | den[33];
+  assign \$2  = den[34] | den[35];
+  assign \$3  = \$1  | \$2 ;
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[36] | den[37];
+  assign \$9  = den[38] | den[39];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[38] | den[39];
+  assign \$12  = den[39] ? 6'h27 : 6'h26;
+  assign \$13  = den[37] ? 6'h25 : 6'h24;
+  assign \$14  = \$11  ? \$12  : \$13 ;
+  assign \$15  = den[34] | den[35];
+  assign \$16  = den[35] ? 6'h23 : 6'h22;
+  assign \$17  = den[33] ? 6'h21 : 6'h20;
+  assign \$18  = \$15  ? \$16  : \$17 ;
+  assign \$19  = \$10  ? \$14  : \$18 ;
+  assign \$20  = den[16] | den[17];
+  assign \$21  = den[18] | den[19];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = den[20] | den[21];
+  assign \$24  = den[22] | den[23];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = \$22  | \$25 ;
+  assign \$27  = den[24] | den[25];
+  assign \$28  = den[26] | den[27];
+  assign \$29  = \$27  | \$28 ;
+  assign \$30  = den[28] | den[29];
+  assign \$31  = den[30] | den[31];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = \$29  | \$32 ;
+  assign \$34  = \$26  | \$33 ;
+  assign \$35  = den[24] | den[25];
+  assign \$36  = den[26] | den[27];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = den[28] | den[29];
+  assign \$39  = den[30] | den[31];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$37  | \$40 ;
+  assign \$42  = den[28] | den[29];
+  assign \$43  = den[30] | den[31];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = den[30] | den[31];
+  assign \$46  = den[31] ? 6'h1f : 6'h1e;
+  assign \$47  = den[29] ? 6'h1d : 6'h1c;
+  assign \$48  = \$45  ? \$46  : \$47 ;
+  assign \$49  = den[26] | den[27];
+  assign \$50  = den[27] ? 6'h1b : 6'h1a;
+  assign \$51  = den[25] ? 6'h19 : 6'h18;
+  assign \$52  = \$49  ? \$50  : \$51 ;
+  assign \$53  = \$44  ? \$48  : \$52 ;
+  assign \$54  = den[20] | den[21];
+  assign \$55  = den[22] | den[23];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = den[22] | den[23];
+  assign \$58  = den[23] ? 6'h17 : 6'h16;
+  assign \$59  = den[21] ? 6'h15 : 6'h14;
+  assign \$60  = \$57  ? \$58  : \$59 ;
+  assign \$61  = den[18] | den[19];
+  assign \$62  = den[19] ? 6'h13 : 6'h12;
+  assign \$63  = den[17] ? 6'h11 : 6'h10;
+  assign \$64  = \$61  ? \$62  : \$63 ;
+  assign \$65  = \$56  ? \$60  : \$64 ;
+  assign \$66  = \$41  ? \$53  : \$65 ;
+  assign \$67  = den[8] | den[9];
+  assign \$68  = den[10] | den[11];
+  assign \$69  = \$67  | \$68 ;
+  assign \$70  = den[12] | den[13];
+  assign \$71  = den[14] | den[15];
+  assign \$72  = \$70  | \$71 ;
+  assign \$73  = \$69  | \$72 ;
+  assign \$74  = den[12] | den[13];
+  assign \$75  = den[14] | den[15];
+  assign \$76  = \$74  | \$75 ;
+  assign \$77  = den[14] | den[15];
+  assign \$78  = den[15] ? 6'h0f : 6'h0e;
+  assign \$79  = den[13] ? 6'h0d : 6'h0c;
+  assign \$80  = \$77  ? \$78  : \$79 ;
+  assign \$81  = den[10] | den[11];
+  assign \$82  = den[11] ? 6'h0b : 6'h0a;
+  assign \$83  = den[9] ? 6'h09 : 6'h08;
+  assign \$84  = \$81  ? \$82  : \$83 ;
+  assign \$85  = \$76  ? \$80  : \$84 ;
+  assign \$86  = den[4] | den[5];
+  assign \$87  = den[6] | den[7];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = den[6] | den[7];
+  assign \$90  = den[7] ? 6'h07 : 6'h06;
+  assign \$91  = den[5] ? 6'h05 : 6'h04;
+  assign \$92  = \$89  ? \$90  : \$91 ;
+  assign \$93  = den[2] | den[3];
+  assign \$94  = den[3] ? 6'h03 : 6'h02;
+  assign \$95  = den[1] ? 6'h01 : 6'h00;
+  assign \$96  = \$93  ? \$94  : \$95 ;
+  assign \$97  = \$88  ? \$92  : \$96 ;
+  assign \$98  = \$73  ? \$85  : \$97 ;
+  assign \$99  = \$34  ? \$66  : \$98 ;
+  assign den_lead = \$7  ? \$19  : \$99 ;
+  assign \$100  = chan[9] | chan[10];
+  assign \$101  = chan[11] | chan[12];
+  assign \$102  = \$100  | \$101 ;
+  assign \$103  = \$102  | chan[13];
+  assign \$104  = chan[11] | chan[12];
+  assign \$105  = chan[12] ? 4'hb : 4'ha;
+  assign \$106  = chan[10] ? 4'h9 : 4'h8;
+  assign \$107  = \$104  ? \$105  : \$106 ;
+  assign \$108  = chan[13] ? 4'hc : \$107 ;
+  assign \$109  = chan[5] | chan[6];
+  assign \$110  = chan[7] | chan[8];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = chan[7] | chan[8];
+  assign \$113  = chan[8] ? 4'h7 : 4'h6;
+  assign \$114  = chan[6] ? 4'h5 : 4'h4;
+  assign \$115  = \$112  ? \$113  : \$114 ;
+  assign \$116  = chan[3] | chan[4];
+  assign \$117  = chan[4] ? 4'h3 : 4'h2;
+  assign \$118  = chan[2] ? 4'h1 : 4'h0;
+  assign \$119  = \$116  ? \$117  : \$118 ;
+  assign \$120  = \$111  ? \$115  : \$119 ;
+  assign count_lead = \$103  ? \$108  : \$120 ;
+  assign \$121  = sh + 1'h0;
+  assign \$122  = sh + 1'h0;
+  assign \$126  = chan[13:1] < 4'ha;
+  assign \$127  = \$126  ? chan[13:1] : 13'h000a;
+  assign \$128  = merge_step < \$127 ;
+  assign \$129  = $signed(top) + $signed(bottom);
+  assign \$130  = $signed(\$129 ) > $signed(f2);
+  assign \$131  = $signed(dcount) < $signed(1'h0);
+  assign \$132  = - $signed(dcount);
+  assign \$133  = \$131  ? \$132  : { dcount[5], dcount };
+  assign \$134  = $signed(dcount) < $signed(1'h0);
+  assign \$135  = ! lead;
+  assign \$136  = lead - 1'h1;
+  assign \$137  = 1'h1 << \$136 [5:0];
+  assign \$138  = \$135  ? 64'h0000000000000000 : \$137 ;
+  assign \$139  = ! lead;
+  assign \$140  = \$139  ? 35'h400000000 : 35'h000000000;
+  assign \$141  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$142  = - $signed(chan[60:53]);
+  assign \$143  = \$141  ? \$142  : { chan[60], chan[60:53] };
+  assign \$144  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$145  = $signed(sum) < $signed(1'h0);
+  assign \$146  = - $signed(sum);
+  assign \$147  = \$145  ? \$146  : { sum[20], sum };
+  assign \$148  = $signed(sum) < $signed(1'h0);
+  assign \$151  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$152  = - $signed(chan[60:53]);
+  assign \$153  = \$151  ? \$152  : { chan[60], chan[60:53] };
+  assign \$154  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$155  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$156  = - $signed(chan[84:69]);
+  assign \$157  = \$155  ? \$156  : { chan[84], chan[84:69] };
+  assign \$158  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$159  = ! fsm_state;
+  assign \$160  = fsm_state == 1'h1;
+  assign \$161  = fsm_state == 2'h2;
+  assign \$162  = fsm_state == 2'h3;
+  assign \$163  = fsm_state == 3'h4;
+  assign \$164  = fsm_state == 3'h5;
+  assign \$165  = fsm_state == 3'h6;
+  assign \$166  = fsm_state == 3'h7;
+  assign \$167  = fsm_state == 4'h8;
+  assign \$168  = fsm_state == 4'h9;
+  assign \$169  = fsm_state == 4'ha;
+  assign \$170  = fsm_state == 4'hb;
+  assign \$171  = fsm_state == 4'hc;
+  assign \$172  = fsm_state == 4'hd;
+  assign \$173  = fsm_state == 4'he;
+  assign \$174  = fsm_state == 4'hf;
+  assign \$175  = fsm_state == 5'h10;
+  assign \$176  = fsm_state == 5'h11;
+  assign \$177  = fsm_state == 5'h12;
+  assign \$178  = fsm_state == 5'h13;
+  assign \$179  = fsm_state == 5'h14;
+  assign \$180  = fsm_state == 5'h15;
+  assign \$181  = fsm_state == 5'h16;
+  assign \$182  = fsm_state == 5'h17;
+  assign \$183  = fsm_state == 5'h18;
+  assign \$184  = fsm_state == 5'h19;
+  assign \$185  = fsm_state == 5'h1a;
+  assign \$186  = fsm_state == 5'h1b;
+  assign \$187  = fsm_state == 5'h1c;
+  assign \$188  = fsm_state == 5'h1d;
+  assign \$189  = fsm_state == 5'h1e;
+  assign \$190  = fsm_state == 5'h1f;
+  assign \$191  = fsm_state == 6'h20;
+  assign \$192  = fsm_state == 6'h21;
+  assign \$193  = fsm_state == 6'h22;
+  assign \$194  = fsm_state == 6'h23;
+  assign \$195  = fsm_state == 6'h24;
+  assign \$196  = fsm_state == 6'h25;
+  assign \$197  = fsm_state == 6'h26;
+  assign \$198  = fsm_state == 6'h27;
+  assign \$199  = $signed(div_num) < $signed(1'h0);
+  assign \$200  = - $signed(div_num);
+  assign \$201  = \$199  ? \$200  : { div_num[50], div_num };
+  assign \$202  = $signed(div_num) < $signed(1'h0);
+  assign \$203  = $signed(hsum) + $signed(top);
+  assign \$204  = $signed(dcount) - $signed(2'h1);
+  assign \$205  = $signed(hsum) - $signed(bottom);
+  assign \$206  = $signed(dcount) + $signed(2'h1);
+  assign \$207  = merge_step + 1'h1;
+  assign \$208  = merge_step == 4'h9;
+  assign \$209  = lead + 8'hfd;
+  assign \$210  = $signed(sh0) < $signed(4'h4);
+  assign \$211  = $signed(4'h4) - $signed(sh0);
+  assign \$212  = \$210  ? \$211  : 11'h000;
+  assign \$213  = $signed(sh0) < $signed(4'h4);
+  assign \$214  = $signed(sh0) - $signed(4'h4);
+  assign \$215  = $signed(\$214 ) < $signed({ 1'h0, tk });
+  assign \$216  = $signed(sh0) - $signed(4'h4);
+  assign \$217  = \$215  ? \$216  : { 7'h00, tk };
+  assign \$218  = $signed(sh0) - $signed(5'h0d);
+  assign \$219  = $signed(\$217 ) > $signed(\$218 );
+  assign \$220  = $signed(sh0) - $signed(4'h4);
+  assign \$221  = $signed(\$220 ) < $signed({ 1'h0, tk });
+  assign \$222  = $signed(sh0) - $signed(4'h4);
+  assign \$223  = \$221  ? \$222  : { 7'h00, tk };
+  assign \$224  = $signed(sh0) - $signed(5'h0d);
+  assign \$225  = \$219  ? \$223  : \$224 ;
+  assign \$226  = \$213  ? 11'h000 : \$225 ;
+  assign \$227  = $signed(km) << pre;
+  assign \$228  = tsh > 6'h2f;
+  assign \$229  = \$228  ? 10'h02f : tsh;
+  assign \$230  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$231  = $signed(\$230 ) - $signed({ 1'h0, tsh });
+  assign \$232  = $signed(km_pre) >>> t_clamped;
+  assign \$233  = $signed(chan[68:61]) << \$121 [3:0];
+  assign \$234  = 1'h1 << sh;
+  assign \$236  = $signed(\$233 ) + $signed({ 1'h0, \$235  });
+  assign \$237  = $signed(div_num) < $signed(1'h0);
+  assign \$238  = - $signed(div_num);
+  assign \$239  = \$237  ? \$238  : { div_num[50], div_num };
+  assign \$240  = $signed(div_num) < $signed(1'h0);
+  assign \$241  = $signed(bias) - $signed(quot);
+  assign \$243  = $signed(5'h0d) - $signed(chan[108:101]);
+  assign \$244  = $signed(sh0) < $signed(4'h4);
+  assign \$245  = $signed(4'h4) - $signed(sh0);
+  assign \$246  = \$244  ? \$245  : 11'h000;
+  assign \$247  = $signed(sh0) < $signed(4'h4);
+  assign \$248  = $signed(sh0) - $signed(4'h4);
+  assign \$249  = $signed(\$248 ) < $signed({ 1'h0, tk });
+  assign \$250  = $signed(sh0) - $signed(4'h4);
+  assign \$251  = \$249  ? \$250  : { 7'h00, tk };
+  assign \$252  = $signed(sh0) - $signed(5'h0d);
+  assign \$253  = $signed(\$251 ) > $signed(\$252 );
+  assign \$254  = $signed(sh0) - $signed(4'h4);
+  assign \$255  = $signed(\$254 ) < $signed({ 1'h0, tk });
+  assign \$256  = $signed(sh0) - $signed(4'h4);
+  assign \$257  = \$255  ? \$256  : { 7'h00, tk };
+  assign \$258  = $signed(sh0) - $signed(5'h0d);
+  assign \$259  = \$253  ? \$257  : \$258 ;
+  assign \$260  = \$247  ? 11'h000 : \$259 ;
+  assign \$261  = $signed(km) << pre;
+  assign \$262  = tsh > 6'h2f;
+  assign \$263  = \$262  ? 10'h02f : tsh;
+  assign \$264  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$265  = $signed(\$264 ) - $signed({ 1'h0, tsh });
+  assign \$266  = $signed(km_pre) >>> t_clamped;
+  assign \$267  = $signed(chan[68:61]) << \$122 [3:0];
+  assign \$268  = 1'h1 << sh;
+  assign \$270  = $signed(\$267 ) + $signed({ 1'h0, \$269  });
+  assign \$272  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$166 ;
+    fsm_state <= \$273 ;
   always @(posedge clk)
-    f2 <= \$167 ;
+    div_mag <= \$274 ;
   always @(posedge clk)
-    hsum <= \$168 ;
+    div_neg <= \$275 ;
   always @(posedge clk)
-    dcount <= \$169 ;
+    f2 <= \$276 ;
   always @(posedge clk)
-    merge_step <= \$170 ;
+    hsum <= \$277 ;
   always @(posedge clk)
-    t <= \$171 ;
+    dcount <= \$278 ;
   always @(posedge clk)
-    den <= \$172 ;
+    merge_step <= \$279 ;
   always @(posedge clk)
-    lead <= \$173 ;
+    t <= \$280 ;
   always @(posedge clk)
-    recip <= \$174 ;
+    den <= \$281 ;
   always @(posedge clk)
-    m <= \$175 ;
+    lead <= \$282 ;
   always @(posedge clk)
-    km <= \$176 ;
+    recip <= \$283 ;
   always @(posedge clk)
-    sh0 <= \$177 ;
+    m <= \$284 ;
   always @(posedge clk)
-    tk <= \$178 ;
+    km <= \$285 ;
   always @(posedge clk)
-    pre <= \$179 ;
+    sh0 <= \$286 ;
   always @(posedge clk)
-    tsh <= \$180 ;
+    tk <= \$287 ;
   always @(posedge clk)
-    \a$36  <= \$181 ;
+    pre <= \$288 ;
   always @(posedge clk)
-    sh <= \$182 ;
+    tsh <= \$289 ;
   always @(posedge clk)
-    p <= \$183 ;
+    km_pre <= \$290 ;
   always @(posedge clk)
-    quot <= \$184 ;
+    t_clamped <= \$291 ;
   always @(posedge clk)
-    \b$54  <= \$185 ;
+    sh <= \$292 ;
+  always @(posedge clk)
+    \a$38  <= \$293 ;
+  always @(posedge clk)
+    bias <= \$294 ;
+  always @(posedge clk)
+    p <= \$295 ;
+  always @(posedge clk)
+    quot <= \$296 ;
+  always @(posedge clk)
+    \b$58  <= \$297 ;
   \hwnorm_topk_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$14 ),
-    .done(\done$44 ),
+    .\den$14 (\den$16 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -961,187 +1199,21 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$46 ),
-    .p(\p$47 ),
+    .done(\done$47 ),
+    .\neg$12 (\neg$31 ),
+    .p(\p$48 ),
     .rst(rst),
-    .start(\start$24 ),
-    .steps(\steps$29 )
+    .start(\start$26 ),
+    .steps(\steps$32 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    den_lead = 6'h00;
-    if (den[0]) begin
-      den_lead = 6'h00;
-    end
-    if (den[1]) begin
-      den_lead = 6'h01;
-    end
-    if (den[2]) begin
-      den_lead = 6'h02;
-    end
-    if (den[3]) begin
-      den_lead = 6'h03;
-    end
-    if (den[4]) begin
-      den_lead = 6'h04;
-    end
-    if (den[5]) begin
-      den_lead = 6'h05;
-    end
-    if (den[6]) begin
-      den_lead = 6'h06;
-    end
-    if (den[7]) begin
-      den_lead = 6'h07;
-    end
-    if (den[8]) begin
-      den_lead = 6'h08;
-    end
-    if (den[9]) begin
-      den_lead = 6'h09;
-    end
-    if (den[10]) begin
-      den_lead = 6'h0a;
-    end
-    if (den[11]) begin
-      den_lead = 6'h0b;
-    end
-    if (den[12]) begin
-      den_lead = 6'h0c;
-    end
-    if (den[13]) begin
-      den_lead = 6'h0d;
-    end
-    if (den[14]) begin
-      den_lead = 6'h0e;
-    end
-    if (den[15]) begin
-      den_lead = 6'h0f;
-    end
-    if (den[16]) begin
-      den_lead = 6'h10;
-    end
-    if (den[17]) begin
-      den_lead = 6'h11;
-    end
-    if (den[18]) begin
-      den_lead = 6'h12;
-    end
-    if (den[19]) begin
-      den_lead = 6'h13;
-    end
-    if (den[20]) begin
-      den_lead = 6'h14;
-    end
-    if (den[21]) begin
-      den_lead = 6'h15;
-    end
-    if (den[22]) begin
-      den_lead = 6'h16;
-    end
-    if (den[23]) begin
-      den_lead = 6'h17;
-    end
-    if (den[24]) begin
-      den_lead = 6'h18;
-    end
-    if (den[25]) begin
-      den_lead = 6'h19;
-    end
-    if (den[26]) begin
-      den_lead = 6'h1a;
-    end
-    if (den[27]) begin
-      den_lead = 6'h1b;
-    end
-    if (den[28]) begin
-      den_lead = 6'h1c;
-    end
-    if (den[29]) begin
-      den_lead = 6'h1d;
-    end
-    if (den[30]) begin
-      den_lead = 6'h1e;
-    end
-    if (den[31]) begin
-      den_lead = 6'h1f;
-    end
-    if (den[32]) begin
-      den_lead = 6'h20;
-    end
-    if (den[33]) begin
-      den_lead = 6'h21;
-    end
-    if (den[34]) begin
-      den_lead = 6'h22;
-    end
-    if (den[35]) begin
-      den_lead = 6'h23;
-    end
-    if (den[36]) begin
-      den_lead = 6'h24;
-    end
-    if (den[37]) begin
-      den_lead = 6'h25;
-    end
-    if (den[38]) begin
-      den_lead = 6'h26;
-    end
-    if (den[39]) begin
-      den_lead = 6'h27;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    count_lead = 4'h0;
-    if (chan[1]) begin
-      count_lead = 4'h0;
-    end
-    if (chan[2]) begin
-      count_lead = 4'h1;
-    end
-    if (chan[3]) begin
-      count_lead = 4'h2;
-    end
-    if (chan[4]) begin
-      count_lead = 4'h3;
-    end
-    if (chan[5]) begin
-      count_lead = 4'h4;
-    end
-    if (chan[6]) begin
-      count_lead = 4'h5;
-    end
-    if (chan[7]) begin
-      count_lead = 4'h6;
-    end
-    if (chan[8]) begin
-      count_lead = 4'h7;
-    end
-    if (chan[9]) begin
-      count_lead = 4'h8;
-    end
-    if (chan[10]) begin
-      count_lead = 4'h9;
-    end
-    if (chan[11]) begin
-      count_lead = 4'ha;
-    end
-    if (chan[12]) begin
-      count_lead = 4'hb;
-    end
-    if (chan[13]) begin
-      count_lead = 4'hc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
+    div_num = 51'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          start = 1'h1;
+          div_num = { \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123  };
       6'h04:
           /* empty */;
       6'h05:
@@ -1163,7 +1235,7 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          start = 1'h1;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1185,17 +1257,71 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          start = 1'h1;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          div_num = { p[49], p };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_0 = 76'h0000000000000000000;
+    start = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          mag_train_0 = { \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8 [22], \$8  };
+          /* empty */;
+      6'h04:
+          start = 1'h1;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          start = 1'h1;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          start = 1'h1;
     endcase
   end
   always @* begin
@@ -1205,9 +1331,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h00:
           /* empty */;
       6'h02:
-          rem_init = \$9 [39:0];
-      6'h04:
           /* empty */;
+      6'h04:
+          rem_init = \$124 [39:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -1227,9 +1353,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          rem_init = \$33 [39:0];
-      6'h0f:
           /* empty */;
+      6'h0f:
+          rem_init = \$138 [39:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1249,7 +1375,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          rem_init = \$53 [39:0];
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          rem_init = \$149 [39:0];
     endcase
   end
   always @* begin
@@ -1259,9 +1391,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = \$10 [34:0];
-      6'h04:
           /* empty */;
+      6'h04:
+          lo_init = \$125 [34:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -1281,9 +1413,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$34 [34:0];
-      6'h0f:
           /* empty */;
+      6'h0f:
+          lo_init = \$140 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1303,7 +1435,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          lo_init = \$54 [34:0];
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          lo_init = \$150 [34:0];
     endcase
   end
   always @* begin
@@ -1313,9 +1451,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$12 ;
-      6'h04:
           /* empty */;
+      6'h04:
+          neg = div_neg;
       6'h05:
           /* empty */;
       6'h06:
@@ -1335,9 +1473,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$37 ;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          neg = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1357,19 +1495,25 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          neg = \$55 ;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$14  = 40'h0000000000;
+    \den$16  = 40'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \den$14  = { 27'h0000000, chan[13:1] };
-      6'h04:
           /* empty */;
+      6'h04:
+          \den$16  = { 27'h0000000, chan[13:1] };
       6'h05:
           /* empty */;
       6'h06:
@@ -1389,9 +1533,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          \den$14  = den;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          \den$16  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1411,7 +1555,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          \den$14  = { 27'h0000000, chan[13:1] };
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \den$16  = { 27'h0000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1421,9 +1571,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h00:
           /* empty */;
       6'h02:
-          steps = 6'h0a;
-      6'h04:
           /* empty */;
+      6'h04:
+          steps = 6'h0a;
       6'h05:
           /* empty */;
       6'h06:
@@ -1443,9 +1593,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          steps = 6'h10;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          steps = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
@@ -1465,6 +1615,12 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
           steps = 6'h23;
     endcase
   end
@@ -1481,7 +1637,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h05:
           /* empty */;
       6'h06:
-          merge_on_train_2 = \$15 ;
+          /* empty */;
+      6'h07:
+          merge_on_train_2 = \$128 ;
     endcase
   end
   always @* begin
@@ -1497,7 +1655,9 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h05:
           /* empty */;
       6'h06:
-          take_top_train_2 = \$17 ;
+          /* empty */;
+      6'h07:
+          take_top_train_2 = \$130 ;
     endcase
   end
   always @* begin
@@ -1513,6 +1673,8 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h05:
           /* empty */;
       6'h06:
+          /* empty */;
+      6'h07:
           if (merge_on_train_2) begin
             if (take_top_train_2) begin
               pop_top = 1'h1;
@@ -1533,6 +1695,8 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h05:
           /* empty */;
       6'h06:
+          /* empty */;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
@@ -1544,7 +1708,7 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$24  = 1'h0;
+    \start$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1557,17 +1721,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h06:
           /* empty */;
       6'h07:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h08:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h09:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h0a:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h0b:
-          \start$24  = 1'h1;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \start$26  = 1'h1;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1575,13 +1739,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0f:
           /* empty */;
       6'h10:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h11:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h12:
-          \start$24  = 1'h1;
-      6'h13:
           /* empty */;
+      6'h13:
+          \start$26  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
@@ -1589,32 +1753,40 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          \start$24  = 1'h1;
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \start$26  = 1'h1;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          \start$24  = 1'h1;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
+      6'h03:
+          \start$26  = 1'h1;
       6'h1f:
           /* empty */;
       6'h20:
-          \start$24  = 1'h1;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \start$26  = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 119'h000000000000000000000000000000;
+    a = 39'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1627,17 +1799,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h06:
           /* empty */;
       6'h07:
-          a = { hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum };
+          /* empty */;
       6'h08:
-          /* empty */;
+          a = { hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum };
       6'h09:
-          a = { \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20 [21], \$20  };
+          /* empty */;
       6'h0a:
-          /* empty */;
+          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h0b:
-          a = { t[117], t };
-      6'h0c:
           /* empty */;
+      6'h0c:
+          a = { t[37], t };
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1645,13 +1817,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0f:
           /* empty */;
       6'h10:
-          a = { \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40 [17], \$40  };
+          /* empty */;
       6'h11:
-          /* empty */;
+          a = { 22'h000000, recip };
       6'h12:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h13:
           /* empty */;
+      6'h13:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h14:
           /* empty */;
       6'h15:
@@ -1659,27 +1831,35 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          a = { \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46 [27], \$46  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          a = { \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          a = { 103'h00000000000000000000000000, chan[100:85] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
+      6'h03:
+          a = { 23'h000000, chan[100:85] };
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61 [27], \$61  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          a = { \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38  };
     endcase
   end
   always @* begin
@@ -1697,17 +1877,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h06:
           /* empty */;
       6'h07:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h08:
-          /* empty */;
+          b = { 8'h00, chan[13:1] };
       6'h09:
-          b = { \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23 [6], \$23  };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          b = { \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133  };
       6'h0b:
+          /* empty */;
+      6'h0c:
           b = { 1'h0, chan[33:14] };
-      6'h0c:
-          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1715,13 +1895,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0f:
           /* empty */;
       6'h10:
-          b = { \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43 [8], \$43  };
-      6'h11:
           /* empty */;
+      6'h11:
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
       6'h12:
+          /* empty */;
+      6'h13:
           b = { 8'h00, chan[13:1] };
-      6'h13:
-          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1729,172 +1909,40 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          b = \$49 [20:0];
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          b = \$147 [20:0];
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          b = { \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58 [8], \$58  };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          b = { \$64 [16], \$64 [16], \$64 [16], \$64 [16], \$64  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 140'h00000000000000000000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          c = 140'h00000000000000000000000000000000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          c = { t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t[117], t };
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          c = { 121'h0000000000000000000000000000000, chan[52:34] };
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          c = 140'h00000000000000000000000000000000000;
-      6'h11:
-          /* empty */;
-      6'h12:
-          c = 140'h00000000000000000000000000000000000;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          c = 140'h00000000000000000000000000000000000;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
       6'h03:
-          c = 140'h00000000000000000000000000000000000;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1f:
           /* empty */;
       6'h20:
-          c = 140'h00000000000000000000000000000000000;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$29  = 5'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \steps$29  = 5'h0d;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \steps$29  = 5'h05;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \steps$29  = 5'h14;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \steps$29  = 5'h08;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \steps$29  = 5'h0d;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \steps$29  = 5'h15;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          \steps$29  = 5'h08;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \steps$29  = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_7 = 76'h0000000000000000000;
+    c = 60'h000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1909,47 +1957,15 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = 60'h000000000000000;
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
+          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          mag_train_7 = \$32 [75:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    mag_train_14 = 76'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
+          c = { 41'h00000000000, chan[52:34] };
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1959,11 +1975,11 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          c = 60'h000000000000000;
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          c = 60'h000000000000000;
       6'h14:
           /* empty */;
       6'h15:
@@ -1975,7 +1991,187 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          mag_train_14 = { \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52 [50], \$52  };
+          c = 60'h000000000000000;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          c = 60'h000000000000000;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          c = 60'h000000000000000;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \neg$31  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \neg$31  = 1'h0;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \neg$31  = \$134 ;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \neg$31  = 1'h0;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \neg$31  = \$144 ;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$31  = 1'h0;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \neg$31  = \$148 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          \neg$31  = \$154 ;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \neg$31  = \$158 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \steps$32  = 5'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \steps$32  = 5'h0d;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \steps$32  = 5'h05;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \steps$32  = 5'h14;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \steps$32  = 5'h08;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$32  = 5'h0d;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \steps$32  = 5'h15;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          \steps$32  = 5'h08;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \steps$32  = 5'h10;
     endcase
   end
   always @* begin
@@ -2034,13 +2230,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -2051,6 +2247,14 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2058,138 +2262,251 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$166  = fsm_state;
+    \$273  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$42 ) begin
+          if (\start$43 ) begin
             casez (entry)
               2'h0:
-                  \$166  = 6'h01;
+                  \$273  = 6'h01;
               2'h1:
-                  \$166  = 6'h02;
+                  \$273  = 6'h02;
               2'h2:
-                  \$166  = 6'h03;
+                  \$273  = 6'h03;
             endcase
           end
       6'h02:
-          \$166  = 6'h04;
+          \$273  = 6'h04;
       6'h04:
-          if (\done$44 ) begin
-            \$166  = 6'h05;
-          end
+          \$273  = 6'h05;
       6'h05:
-          \$166  = 6'h06;
+          if (\done$45 ) begin
+            \$273  = 6'h06;
+          end
       6'h06:
-          if (\$106 ) begin
-            \$166  = 6'h07;
-          end
+          \$273  = 6'h07;
       6'h07:
-          \$166  = 6'h08;
+          if (\$208 ) begin
+            \$273  = 6'h08;
+          end
       6'h08:
-          if (\done$46 ) begin
-            \$166  = 6'h09;
-          end
+          \$273  = 6'h09;
       6'h09:
-          \$166  = 6'h0a;
+          if (\done$47 ) begin
+            \$273  = 6'h0a;
+          end
       6'h0a:
-          if (\done$46 ) begin
-            \$166  = 6'h0b;
-          end
+          \$273  = 6'h0b;
       6'h0b:
-          \$166  = 6'h0c;
+          if (\done$47 ) begin
+            \$273  = 6'h0c;
+          end
       6'h0c:
-          if (\done$46 ) begin
-            \$166  = 6'h0d;
-          end
+          \$273  = 6'h0d;
       6'h0d:
-          \$166  = 6'h0e;
+          if (\done$47 ) begin
+            \$273  = 6'h0e;
+          end
       6'h0e:
-          \$166  = 6'h0f;
+          \$273  = 6'h0f;
       6'h0f:
-          if (\done$44 ) begin
-            \$166  = 6'h10;
-          end
+          \$273  = 6'h10;
       6'h10:
-          \$166  = 6'h11;
+          if (\done$45 ) begin
+            \$273  = 6'h11;
+          end
       6'h11:
-          if (\done$46 ) begin
-            \$166  = 6'h12;
-          end
+          \$273  = 6'h12;
       6'h12:
-          \$166  = 6'h13;
+          if (\done$47 ) begin
+            \$273  = 6'h13;
+          end
       6'h13:
-          if (\done$46 ) begin
-            \$166  = 6'h14;
-          end
+          \$273  = 6'h14;
       6'h14:
-          \$166  = 6'h15;
-      6'h15:
-          \$166  = 6'h16;
-      6'h16:
-          \$166  = 6'h17;
-      6'h17:
-          \$166  = 6'h18;
-      6'h18:
-          if (\done$46 ) begin
-            \$166  = 6'h19;
+          if (\done$47 ) begin
+            \$273  = 6'h15;
           end
+      6'h15:
+          \$273  = 6'h16;
+      6'h16:
+          \$273  = 6'h17;
+      6'h17:
+          \$273  = 6'h18;
+      6'h18:
+          \$273  = 6'h19;
       6'h19:
-          \$166  = 6'h1a;
+          \$273  = 6'h1a;
       6'h1a:
-          if (\done$44 ) begin
-            \$166  = 6'h1b;
+          if (\done$47 ) begin
+            \$273  = 6'h1b;
           end
       6'h1b:
-          \$166  = 6'h01;
-      6'h03:
-          \$166  = 6'h1c;
+          \$273  = 6'h1c;
       6'h1c:
-          if (\done$46 ) begin
-            \$166  = 6'h1d;
-          end
+          \$273  = 6'h1d;
       6'h1d:
-          \$166  = 6'h1e;
-      6'h1e:
-          \$166  = 6'h1f;
-      6'h1f:
-          \$166  = 6'h20;
-      6'h20:
-          \$166  = 6'h21;
-      6'h21:
-          if (\done$46 ) begin
-            \$166  = 6'h22;
+          if (\done$45 ) begin
+            \$273  = 6'h1e;
           end
+      6'h1e:
+          \$273  = 6'h01;
+      6'h03:
+          \$273  = 6'h1f;
+      6'h1f:
+          if (\done$47 ) begin
+            \$273  = 6'h20;
+          end
+      6'h20:
+          \$273  = 6'h21;
+      6'h21:
+          \$273  = 6'h22;
       6'h22:
-          \$166  = 6'h23;
+          \$273  = 6'h23;
       6'h23:
-          \$166  = 6'h01;
+          \$273  = 6'h24;
+      6'h24:
+          \$273  = 6'h25;
+      6'h25:
+          if (\done$47 ) begin
+            \$273  = 6'h26;
+          end
+      6'h26:
+          \$273  = 6'h27;
+      6'h27:
+          \$273  = 6'h01;
       6'h01:
-          \$166  = 6'h00;
+          \$273  = 6'h00;
     endcase
     if (rst) begin
-      \$166  = 6'h00;
+      \$273  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$167  = f2;
+    \$274  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
+          \$274  = \$201 [50:0];
       6'h04:
-          if (\done$44 ) begin
-            \$167  = q[10:0];
-          end
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$274  = \$239 [50:0];
     endcase
     if (rst) begin
-      \$167  = 11'h000;
+      \$274  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$168  = hsum;
+    \$275  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$275  = \$202 ;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$275  = \$240 ;
+    endcase
+    if (rst) begin
+      \$275  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = f2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2198,24 +2515,45 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h04:
           /* empty */;
       6'h05:
-          \$168  = 14'h0000;
+          if (\done$45 ) begin
+            \$276  = q[10:0];
+          end
+    endcase
+    if (rst) begin
+      \$276  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
       6'h06:
+          \$277  = 14'h0000;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
-              \$168  = \$101 [13:0];
+              \$277  = \$203 [13:0];
             end else begin
-              \$168  = \$103 [13:0];
+              \$277  = \$205 [13:0];
             end
           end
     endcase
     if (rst) begin
-      \$168  = 14'h0000;
+      \$277  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$169  = dcount;
+    \$278  = dcount;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2224,43 +2562,26 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h04:
           /* empty */;
       6'h05:
-          \$169  = 6'h00;
+          /* empty */;
       6'h06:
+          \$278  = 6'h00;
+      6'h07:
           if (merge_on_train_2) begin
             (* full_case = 32'd1 *)
             if (take_top_train_2) begin
-              \$169  = \$102 [5:0];
+              \$278  = \$204 [5:0];
             end else begin
-              \$169  = \$104 [5:0];
+              \$278  = \$206 [5:0];
             end
           end
     endcase
     if (rst) begin
-      \$169  = 6'h00;
+      \$278  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$170  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$170  = 4'h0;
-      6'h06:
-          \$170  = \$105 [3:0];
-    endcase
-    if (rst) begin
-      \$170  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$171  = t;
+    \$279  = merge_step;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2271,27 +2592,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
+          \$279  = 4'h0;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$46 ) begin
-            \$171  = \p$47 [117:0];
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          if (\done$46 ) begin
-            \$171  = \p$47 [117:0];
-          end
+          \$279  = \$207 [3:0];
     endcase
     if (rst) begin
-      \$171  = 118'h000000000000000000000000000000;
+      \$279  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = den;
+    \$280  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2308,23 +2619,23 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          if (\done$47 ) begin
+            \$280  = \p$48 [37:0];
+          end
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$46 ) begin
-            \$172  = \p$47 [39:0];
+          if (\done$47 ) begin
+            \$280  = \p$48 [37:0];
           end
     endcase
     if (rst) begin
-      \$172  = 40'h0000000000;
+      \$280  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = lead;
+    \$281  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2349,15 +2660,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0c:
           /* empty */;
       6'h0d:
-          \$173  = den_lead;
+          if (\done$47 ) begin
+            \$281  = \p$48 [39:0];
+          end
     endcase
     if (rst) begin
-      \$173  = 6'h00;
+      \$281  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = recip;
+    \$282  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2384,19 +2697,15 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
-          if (\done$44 ) begin
-            \$174  = q[16:0];
-          end
+          \$282  = den_lead;
     endcase
     if (rst) begin
-      \$174  = 17'h00000;
+      \$282  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = m;
+    \$283  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2427,45 +2736,17 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h0f:
           /* empty */;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$46 ) begin
-            \$175  = \p$47 [25:0];
-          end
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          if (\done$46 ) begin
-            \$175  = \p$47 [25:0];
+          if (\done$45 ) begin
+            \$283  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$175  = 26'h0000000;
+      \$283  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$176  = km;
+    \$284  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2500,216 +2781,15 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$46 ) begin
-            \$176  = \p$47 [39:0];
+          if (\done$47 ) begin
+            \$284  = \p$48 [25:0];
           end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$176  = \$137 [39:0];
-    endcase
-    if (rst) begin
-      \$176  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$177  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$177  = { \$107 [7], \$107 [7], \$107  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$177  = { \$138 [8], \$138  };
-    endcase
-    if (rst) begin
-      \$177  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$178  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$178  = 4'h8;
-    endcase
-    if (rst) begin
-      \$178  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          \$179  = \$110 [7:0];
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -2721,163 +2801,27 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$179  = \$141 [7:0];
-    endcase
-    if (rst) begin
-      \$179  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$180  = \$124 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
           /* empty */;
       6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$180  = \$155 [9:0];
-    endcase
-    if (rst) begin
-      \$180  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = \a$36 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$181  = \$126 [26:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
           /* empty */;
       6'h1f:
-          \$181  = \$157 [26:0];
+          if (\done$47 ) begin
+            \$284  = \p$48 [25:0];
+          end
     endcase
     if (rst) begin
-      \$181  = 27'h0000000;
+      \$284  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = sh;
+    \$285  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2916,11 +2860,13 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          if (\done$47 ) begin
+            \$285  = \p$48 [39:0];
+          end
       6'h15:
           /* empty */;
       6'h16:
-          \$182  = \$128 [3:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -2931,24 +2877,172 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
-          \$182  = \$159 [3:0];
+          /* empty */;
+      6'h20:
+          \$285  = \$242 [39:0];
     endcase
     if (rst) begin
-      \$182  = 4'h0;
+      \$285  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = p;
+    \$286  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$286  = { \$209 [7], \$209 [7], \$209  };
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$286  = { \$243 [8], \$243  };
+    endcase
+    if (rst) begin
+      \$286  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$287  = count_lead;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$287  = 4'h8;
+    endcase
+    if (rst) begin
+      \$287  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2991,43 +3085,114 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$288  = \$212 [2:0];
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$46 ) begin
-            \$183  = \p$47 [49:0];
-          end
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$46 ) begin
-            \$183  = \p$47 [49:0];
-          end
+          \$288  = \$246 [2:0];
     endcase
     if (rst) begin
-      \$183  = 50'h0000000000000;
+      \$288  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = quot;
+    \$289  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$289  = \$226 [9:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$289  = \$260 [9:0];
+    endcase
+    if (rst) begin
+      \$289  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3072,24 +3237,22 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$290  = \$227 ;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          if (\done$44 ) begin
-            \$184  = { q[36], q[36], q };
-          end
-      6'h1b:
           /* empty */;
-      6'h03:
+      6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3098,15 +3261,169 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          \$184  = \$160 [38:0];
+          \$290  = \$261 ;
     endcase
     if (rst) begin
-      \$184  = 39'h0000000000;
+      \$290  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = \b$54 ;
+    \$291  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$291  = \$229 [5:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$291  = \$263 [5:0];
+    endcase
+    if (rst) begin
+      \$291  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$292  = \$231 [3:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$292  = \$265 [3:0];
+    endcase
+    if (rst) begin
+      \$292  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = \a$38 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3153,20 +3470,20 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$293  = \$232 [26:0];
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \$185  = \$133 [34:0];
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3177,14 +3494,354 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
       6'h22:
           /* empty */;
       6'h23:
-          \$185  = \$165 [34:0];
+          \$293  = \$266 [26:0];
     endcase
     if (rst) begin
-      \$185  = 35'h000000000;
+      \$293  = 27'h0000000;
     end
   end
-  assign beta_shift = \$1 [3:0];
-  assign \beta_shift$6  = \$2 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$294  = { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  };
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$294  = { \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270  };
+    endcase
+    if (rst) begin
+      \$294  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          if (\done$47 ) begin
+            \$295  = \p$48 [49:0];
+          end
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          if (\done$47 ) begin
+            \$295  = \p$48 [49:0];
+          end
+    endcase
+    if (rst) begin
+      \$295  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$45 ) begin
+            \$296  = { q[36], q[36], q };
+          end
+      6'h1e:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$296  = \$271 [38:0];
+    endcase
+    if (rst) begin
+      \$296  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = \b$58 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$297  = \$241 [34:0];
+      6'h03:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$297  = \$272 [34:0];
+    endcase
+    if (rst) begin
+      \$297  = 35'h000000000;
+    end
+  end
+  assign beta_shift = \$121 [3:0];
+  assign \beta_shift$6  = \$122 [3:0];
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[33:14];
@@ -3194,20 +3851,15 @@ module \hwnorm_topk_s8.math (rst, \start$42 , entry, chan, sum, top, bottom, pop
   assign \chan.mean  = chan[84:69];
   assign \chan.scale_m  = chan[100:85];
   assign \chan.scale_exp  = chan[108:101];
-  assign \$3  = { sum, 1'h0 };
-  assign \$5  = { sum, 1'h0 };
-  assign \$7  = { sum, 1'h0 };
-  assign \$9  = { 10'h000, mag_train_0[75:10] };
-  assign \$10  = { 6'h00, mag_train_0[9:0], 25'h0000000 };
-  assign \$11  = { sum, 1'h0 };
-  assign \$33  = { 16'h0000, mag_train_7[75:16] };
-  assign \$34  = { 12'h000, mag_train_7[15:0], 19'h00000 };
-  assign \$53  = { 35'h000000000, mag_train_14[75:35] };
-  assign \$54  = { 1'h0, mag_train_14[34:0] };
-  assign \$131  = { 1'h0, \$130 [15:1] };
-  assign \$137  = { \$136 [26], \$136 [26], \$136 [26], \$136 [26], \$136 [26], \$136 [26], \$136 [26], \$136 , 8'h00 };
-  assign \$160  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
-  assign \$163  = { 1'h0, \$162 [15:1] };
+  assign \$123  = { sum, 1'h0 };
+  assign \$124  = { 10'h000, div_mag[50:10] };
+  assign \$125  = { 6'h00, div_mag[9:0], 25'h0000000 };
+  assign \$149  = { 35'h000000000, div_mag[50:35] };
+  assign \$150  = { 1'h0, div_mag[34:0] };
+  assign \$235  = { 1'h0, \$234 [15:1] };
+  assign \$242  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$269  = { 1'h0, \$268 [15:1] };
+  assign \$271  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
 endmodule
 
 module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -3223,10 +3875,10 @@ module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   reg [34:0] \$17 ;
   reg [39:0] \$18 ;
   reg \$19 ;
-  wire \$2 ;
+  wire [35:0] \$2 ;
   reg [34:0] \$20 ;
   reg [5:0] \$21 ;
-  wire [35:0] \$3 ;
+  wire \$3 ;
   wire [36:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -3261,9 +3913,9 @@ module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   wire [5:0] steps;
   wire [40:0] trial;
   assign trial = \$1  | { 40'h0000000000, lo[34] };
-  assign \$2  = | rem;
-  assign \$3  = quot + \$2 ;
-  assign \$4  = - \$3 ;
+  assign \$2  = ~ { 1'h0, quot };
+  assign \$3  = ! rem;
+  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
   assign q = neg ? \$4  : { 2'h0, quot };
   assign \$5  = | left;
   assign \$6  = trial >= den;
@@ -3373,34 +4025,40 @@ module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   assign \$12  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_topk_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
+module \hwnorm_topk_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [20:0] \$10 ;
-  reg [4:0] \$11 ;
-  wire [140:0] \$2 ;
-  wire [140:0] \$3 ;
-  wire [20:0] \$4 ;
-  wire [5:0] \$5 ;
-  wire \$6 ;
-  reg \$7 ;
-  reg [139:0] \$8 ;
-  reg [139:0] \$9 ;
-  input [118:0] a;
-  wire [118:0] a;
-  reg [139:0] a_sh = 140'h00000000000000000000000000000000000;
+  reg [59:0] \$10 ;
+  reg [59:0] \$11 ;
+  reg [20:0] \$12 ;
+  reg \$13 ;
+  reg [4:0] \$14 ;
+  wire [60:0] \$2 ;
+  wire [61:0] \$3 ;
+  wire [62:0] \$4 ;
+  wire [60:0] \$5 ;
+  wire [20:0] \$6 ;
+  wire [5:0] \$7 ;
+  wire \$8 ;
+  reg \$9 ;
+  input [38:0] a;
+  wire [38:0] a;
+  reg [59:0] a_sh = 60'h000000000000000;
   input [20:0] b;
   wire [20:0] b;
   reg [20:0] b_sh = 21'h000000;
-  input [139:0] c;
-  wire [139:0] c;
+  input [59:0] c;
+  wire [59:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  output [139:0] p;
-  reg [139:0] p = 140'h00000000000000000000000000000000000;
+  reg neg = 1'h0;
+  input \neg$12 ;
+  wire \neg$12 ;
+  output [59:0] p;
+  reg [59:0] p = 60'h000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3408,126 +4066,145 @@ module \hwnorm_topk_s8.math.mul (rst, start, a, b, c, steps, done, p, clk);
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = $signed(p) + $signed(a_sh);
-  assign \$5  = left - 1'h1;
-  assign \$6  = left == 1'h1;
+  assign \$2  = { a_sh[59], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$3  = $signed(p) + $signed(\$2 );
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
+  assign \$7  = left - 1'h1;
+  assign \$8  = left == 1'h1;
   always @(posedge clk)
-    done <= \$7 ;
+    done <= \$9 ;
   always @(posedge clk)
-    p <= \$8 ;
+    p <= \$10 ;
   always @(posedge clk)
-    a_sh <= \$9 ;
+    a_sh <= \$11 ;
   always @(posedge clk)
-    b_sh <= \$10 ;
+    b_sh <= \$12 ;
   always @(posedge clk)
-    left <= \$11 ;
+    neg <= \$13 ;
+  always @(posedge clk)
+    left <= \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = 1'h0;
+    \$9  = 1'h0;
     if (start) begin
     end else if (\$1 ) begin
-      if (\$6 ) begin
-        \$7  = 1'h1;
+      if (\$8 ) begin
+        \$9  = 1'h1;
       end
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$9  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = p;
+    \$10  = p;
     if (start) begin
-      \$8  = c;
+      \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$8  = \$2 [139:0];
+        \$10  = \$4 [59:0];
       end
     end
     if (rst) begin
-      \$8  = 140'h00000000000000000000000000000000000;
+      \$10  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = a_sh;
+    \$11  = a_sh;
     if (start) begin
-      \$9  = { a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a[118], a };
+      \$11  = { a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a };
     end else if (\$1 ) begin
-      \$9  = \$3 [139:0];
+      \$11  = \$5 [59:0];
     end
     if (rst) begin
-      \$9  = 140'h00000000000000000000000000000000000;
+      \$11  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = b_sh;
+    \$12  = b_sh;
     if (start) begin
-      \$10  = b;
+      \$12  = b;
     end else if (\$1 ) begin
-      \$10  = \$4 ;
+      \$12  = \$6 ;
     end
     if (rst) begin
-      \$10  = 21'h000000;
+      \$12  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = left;
+    \$13  = neg;
     if (start) begin
-      \$11  = steps;
-    end else if (\$1 ) begin
-      \$11  = \$5 [4:0];
+      \$13  = \neg$12 ;
     end
     if (rst) begin
-      \$11  = 5'h00;
+      \$13  = 1'h0;
     end
   end
-  assign \$3  = { a_sh, 1'h0 };
-  assign \$4  = { 1'h0, b_sh[20:1] };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$14  = left;
+    if (start) begin
+      \$14  = steps;
+    end else if (\$1 ) begin
+      \$14  = \$7 [4:0];
+    end
+    if (rst) begin
+      \$14  = 5'h00;
+    end
+  end
+  assign \$5  = { a_sh, 1'h0 };
+  assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, a, shift, b, v4, sat_count, o__payload, i__payload);
+module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [35:0] \$12 ;
-  wire [35:0] \$13 ;
+  wire [35:0] \$10 ;
+  wire [35:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
   wire [35:0] \$14 ;
-  wire \$15 ;
-  wire \$16 ;
+  wire [35:0] \$15 ;
+  wire [35:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
-  wire [13:0] \$20 ;
-  reg \$21 ;
-  reg \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [13:0] \$22 ;
   reg \$23 ;
   reg \$24 ;
   reg \$25 ;
-  reg [12:0] \$26 ;
+  reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg \$29 ;
+  reg [12:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
-  reg [7:0] \$32 ;
-  reg [34:0] \$33 ;
-  reg [35:0] \$34 ;
-  reg [35:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [7:0] \$38 ;
+  reg \$32 ;
+  reg \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [7:0] \$36 ;
+  reg [34:0] \$37 ;
+  reg [35:0] \$38 ;
+  reg [35:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [3:0] \$5 ;
-  wire \$6 ;
+  reg [35:0] \$40 ;
+  reg \$41 ;
+  reg \$42 ;
+  reg [7:0] \$43 ;
+  wire [1:0] \$5 ;
+  wire [3:0] \$6 ;
   wire \$7 ;
-  wire [34:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire \$8 ;
+  wire [34:0] \$9 ;
   input [26:0] a;
   wire [26:0] a;
   reg [35:0] acc0 = 36'h000000000;
@@ -3561,10 +4238,11 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok2 = 1'h0;
   reg ok3 = 1'h0;
   reg ok4 = 1'h0;
+  reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [34:0] p0 = 35'h000000000;
   reg [35:0] q0 = 36'h000000000;
-  wire [35:0] qs0;
+  reg [35:0] qs0 = 36'h000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3576,101 +4254,135 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg v1 = 1'h0;
   reg v2 = 1'h0;
   reg v3 = 1'h0;
-  output v4;
   reg v4 = 1'h0;
+  output v5;
+  reg v5 = 1'h0;
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
-  assign \$1  = ~ v4;
+  always @(posedge clk)
+    qs0 <= \$39 ;
+  always @(posedge clk)
+    q0 <= \$40 ;
+  always @(posedge clk)
+    over0 <= \$41 ;
+  always @(posedge clk)
+    under0 <= \$42 ;
+  always @(posedge clk)
+    o__payload <= \$43 ;
+  assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
   assign \$3  = v2 + v3;
   assign \$4  = \$2  + \$3 ;
-  assign \$5  = \$4  + v4;
-  assign busy = | \$5 ;
-  assign qs0 = $signed(acc0) >>> shift;
-  assign \$6  = ~ clear;
-  assign \$7  = \$6  & ce;
-  assign \$8  = $signed(x0) * $signed(a);
-  assign \$9  = $signed(p0) + $signed(b);
-  assign \$10  = $signed(qs0) > $signed(8'h7f);
-  assign \$11  = $signed(qs0) < $signed(8'h80);
-  assign \$12  = under0 ? 36'hfffffff80 : q0;
-  assign \$13  = over0 ? 36'h00000007f : \$12 ;
-  assign \$14  = ok3 ? \$13  : 36'h000000000;
-  assign \$15  = ~ clear;
-  assign \$16  = \$15  & ce;
-  assign \$17  = v3 & ok3;
-  assign \$18  = over0 | under0;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = sat_count + \$19 ;
+  assign \$5  = v4 + v5;
+  assign \$6  = \$4  + \$5 ;
+  assign busy = | \$6 ;
+  assign \$7  = ~ clear;
+  assign \$8  = \$7  & ce;
+  assign \$9  = $signed(x0) * $signed(a);
+  assign \$10  = $signed(p0) + $signed(b);
+  assign \$11  = $signed(acc0) >>> shift;
+  assign \$12  = $signed(qs0) > $signed(8'h7f);
+  assign \$13  = $signed(qs0) < $signed(8'h80);
+  assign \$14  = under0 ? 36'hfffffff80 : q0;
+  assign \$15  = over0 ? 36'h00000007f : \$14 ;
+  assign \$16  = ok4 ? \$15  : 36'h000000000;
+  assign \$17  = ~ clear;
+  assign \$18  = \$17  & ce;
+  assign \$19  = v4 & ok4;
+  assign \$20  = over0 | under0;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = sat_count + \$21 ;
   always @(posedge clk)
-    v0 <= \$21 ;
+    v0 <= \$23 ;
   always @(posedge clk)
-    v1 <= \$22 ;
+    v1 <= \$24 ;
   always @(posedge clk)
-    v2 <= \$23 ;
+    v2 <= \$25 ;
   always @(posedge clk)
-    v3 <= \$24 ;
+    v3 <= \$26 ;
   always @(posedge clk)
-    v4 <= \$25 ;
+    v4 <= \$27 ;
   always @(posedge clk)
-    sat_count <= \$26 ;
+    v5 <= \$28 ;
   always @(posedge clk)
-    ok0 <= \$27 ;
+    sat_count <= \$29 ;
   always @(posedge clk)
-    ok1 <= \$28 ;
+    ok0 <= \$30 ;
   always @(posedge clk)
-    ok2 <= \$29 ;
+    ok1 <= \$31 ;
   always @(posedge clk)
-    ok3 <= \$30 ;
+    ok2 <= \$32 ;
   always @(posedge clk)
-    ok4 <= \$31 ;
+    ok3 <= \$33 ;
   always @(posedge clk)
-    x0 <= \$32 ;
+    ok4 <= \$34 ;
   always @(posedge clk)
-    p0 <= \$33 ;
+    ok5 <= \$35 ;
   always @(posedge clk)
-    acc0 <= \$34 ;
+    x0 <= \$36 ;
   always @(posedge clk)
-    q0 <= \$35 ;
+    p0 <= \$37 ;
   always @(posedge clk)
-    over0 <= \$36 ;
-  always @(posedge clk)
-    under0 <= \$37 ;
-  always @(posedge clk)
-    o__payload <= \$38 ;
+    acc0 <= \$38 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$21  = v0;
-    if (clear) begin
-      \$21  = 1'h0;
-    end else if (ce) begin
-      \$21  = i__valid;
+    \$39  = qs0;
+    if (\$8 ) begin
+      \$39  = \$11 ;
     end
     if (rst) begin
-      \$21  = 1'h0;
+      \$39  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$22  = v1;
-    if (clear) begin
-      \$22  = 1'h0;
-    end else if (ce) begin
-      \$22  = v0;
+    \$40  = q0;
+    if (\$8 ) begin
+      \$40  = qs0;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$40  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v2;
+    \$41  = over0;
+    if (\$8 ) begin
+      \$41  = \$12 ;
+    end
+    if (rst) begin
+      \$41  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = under0;
+    if (\$8 ) begin
+      \$42  = \$13 ;
+    end
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = o__payload;
+    if (\$8 ) begin
+      \$43  = \$16 [7:0];
+    end
+    if (rst) begin
+      \$43  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = v0;
     if (clear) begin
       \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = v1;
+      \$23  = i__valid;
     end
     if (rst) begin
       \$23  = 1'h0;
@@ -3678,11 +4390,11 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v3;
+    \$24  = v1;
     if (clear) begin
       \$24  = 1'h0;
     end else if (ce) begin
-      \$24  = v2;
+      \$24  = v0;
     end
     if (rst) begin
       \$24  = 1'h0;
@@ -3690,11 +4402,11 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v4;
+    \$25  = v2;
     if (clear) begin
       \$25  = 1'h0;
     end else if (ce) begin
-      \$25  = v3;
+      \$25  = v1;
     end
     if (rst) begin
       \$25  = 1'h0;
@@ -3702,23 +4414,23 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = sat_count;
+    \$26  = v3;
     if (clear) begin
-      \$26  = 13'h0000;
-    end
-    if (\$16 ) begin
-      \$26  = \$20 [12:0];
+      \$26  = 1'h0;
+    end else if (ce) begin
+      \$26  = v2;
     end
     if (rst) begin
-      \$26  = 13'h0000;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = ok0;
+    \$27  = v4;
     if (clear) begin
+      \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = mask;
+      \$27  = v3;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -3726,10 +4438,11 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = ok1;
+    \$28  = v5;
     if (clear) begin
+      \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = ok0;
+      \$28  = v4;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -3737,21 +4450,23 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = ok2;
+    \$29  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$29  = ok1;
+      \$29  = 13'h0000;
+    end
+    if (\$18 ) begin
+      \$29  = \$22 [12:0];
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok3;
+    \$30  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$30  = ok2;
+      \$30  = mask;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -3759,10 +4474,10 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok4;
+    \$31  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$31  = ok3;
+      \$31  = ok0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -3770,76 +4485,80 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = x0;
-    if (\$7 ) begin
-      \$32  = i__payload;
+    \$32  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$32  = ok1;
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = p0;
-    if (\$7 ) begin
-      \$33  = \$8 ;
+    \$33  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$33  = ok2;
     end
     if (rst) begin
-      \$33  = 35'h000000000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = acc0;
-    if (\$7 ) begin
-      \$34  = \$9 ;
+    \$34  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$34  = ok3;
     end
     if (rst) begin
-      \$34  = 36'h000000000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = q0;
-    if (\$7 ) begin
-      \$35  = qs0;
+    \$35  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$35  = ok4;
     end
     if (rst) begin
-      \$35  = 36'h000000000;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = over0;
-    if (\$7 ) begin
-      \$36  = \$10 ;
+    \$36  = x0;
+    if (\$8 ) begin
+      \$36  = i__payload;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = under0;
-    if (\$7 ) begin
-      \$37  = \$11 ;
+    \$37  = p0;
+    if (\$8 ) begin
+      \$37  = \$9 ;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = o__payload;
-    if (\$7 ) begin
-      \$38  = \$14 [7:0];
+    \$38  = acc0;
+    if (\$8 ) begin
+      \$38  = \$10 ;
     end
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 36'h000000000;
     end
   end
   assign i__ready = ce;
-  assign o__valid = v4;
+  assign o__valid = v5;
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;

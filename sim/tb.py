@@ -159,6 +159,7 @@ class NormTB:
         self.stat = StreamMonitor(dut, "stats", rng, self._on_stats, stall=stall)
         self.parts = [self.chan, self.data, self.out, self.stat]
         self.cycle = 0
+        self.stats_at: list[int] = []       # cycle of every statistics word
         self.gaps: dict[str, set] = {}
         self.boundaries: deque = deque()   # (beat index after which a pass ends, gap name)
         self.queued = 0                    # beats queued since the last reset
@@ -183,6 +184,7 @@ class NormTB:
         self.scoreboard.on_beat(vals, cycle)
 
     def _on_stats(self, word: int, cycle: int):
+        self.stats_at.append(cycle)
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
 
     def _beats(self, x):

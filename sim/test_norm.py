@@ -177,6 +177,14 @@ async def back_to_back(dut):
             assert run[-1] - run[0] == beats - 1, \
                 f"pass {p + 1} of a {n}-value channel took {run[-1] - run[0] + 1} cycles for {beats} beats"
             pos += beats
-    rec = tb.record("back_to_back", values_per_cycle=CFG.lanes)
+    # a whole channel (up to 1024 values), descriptor to statistics word, with nothing stalling it
+    n = min(CFG.max_count, 1024)
+    start = tb.cycle
+    tb.channel(_x(rng, n), *_affine(rng))
+    await tb.run()
+    whole = tb.stats_at[-1] - tb.chan.accepted[-1] + 1
+    dut._log.info("whole channel of %d values: %d cycles, %.3f values per cycle", n, whole, n / whole)
+    assert tb.chan.accepted[-1] >= start
+    rec = tb.record("back_to_back", values_per_cycle=CFG.lanes, channel_values=n, channel_cycles=whole)
     dut._log.info("back_to_back: %d cycles, gaps %s", tb.cycle, tb.gaps)
     return rec

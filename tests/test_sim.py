@@ -2,6 +2,7 @@
 import pytest
 
 from hwnorm.hdl import NormDatapath
+from hwnorm.reports.tables import channel_cycles
 from sim.runner import regression_configs, run
 
 CONFIGS = regression_configs(full=False)
@@ -27,5 +28,9 @@ def test_cocotb_regression_is_bit_exact(key):
     assert r.values > 3000 and r.stats > 40
     latencies = {rec["latency"] for rec in r.records if rec.get("latency") is not None}
     assert latencies == (set() if cfg.inference_only else {NormDatapath.scale_latency_for(cfg)})
+    whole = [rec for rec in r.records if rec.get("channel_cycles") is not None]
+    assert len(whole) == 1
+    if not cfg.inference_only:      # the measured whole channel is the documented formula
+        assert whole[0]["channel_cycles"] == channel_cycles(cfg, whole[0]["channel_values"])
     gaps = {rec["pass_gap"] for rec in r.records if rec.get("pass_gap") is not None}
     assert gaps == ({NormDatapath.pass_gap_for(cfg)} if cfg.passes == 3 else set())

@@ -19,12 +19,13 @@ from .statistics import StatisticsUnit
 
 @dataclass
 class Mul:
-    """dst = a * b + c, b unsigned and below 2**b_bits."""
+    """dst = c + a * b (c - a * b when `neg`), b unsigned and below 2**b_bits."""
     dst: object
     a: object
     b: object
     b_bits: int
     c: object = 0
+    neg: object = 0
 
     def cycles(self):
         return self.b_bits + 2
@@ -37,6 +38,23 @@ class Div:
     num: object
     den: object
     q_bits: int
+
+    def cycles(self):
+        return self.q_bits + 3      # one more to register |num|
+
+
+@dataclass
+class Recip:
+    """dst = floor(2**(lead + q) / den), lead = den's leading one: a division whose numerator is a
+    single bit, loaded by a decoder instead of a shifter."""
+    dst: object
+    lead: object
+    den: object
+    q: int
+
+    @property
+    def q_bits(self):
+        return self.q + 1
 
     def cycles(self):
         return self.q_bits + 2
@@ -112,14 +130,14 @@ class ChannelMath(wiring.Component):
             progs["mid"] = self._mid_program(st)
             progs["train"] = self._den_program(st) + [
                 Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))]),
-                Div(r["recip"], Const(1, 1) << (r["lead"] + q), self.den, q + 1),
-                Mul(r["m"], Mux(chan.gamma < 0, -r["recip"], r["recip"]), _abs(chan.gamma), cfg.gamma_fmt.bits),
+                Recip(r["recip"], r["lead"], self.den, q),
+                Mul(r["m"], r["recip"], _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
                 Mul(r["km"], r["m"], n, cfg.count_bits),
                 Set([r["sh0"].eq(r["lead"] + cfg.shift_base), r["tk"].eq(leading_one(self._m, n, "count_lead"))]),
             ] + self._affine_program(s, n, train=True)
         progs["infer"] = [
-            Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits),
-            Set([r["km"].eq(Mux(chan.gamma < 0, -r["m"], r["m"]) << cfg.stat_frac_bits),
+            Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
+            Set([r["km"].eq(r["m"] << cfg.stat_frac_bits),
                  r["sh0"].eq(cfg.inf_shift_base - chan.scale_exp), r["tk"].eq(cfg.stat_frac_bits)]),
         ] + self._affine_program(chan.mean, None, train=False)
         return progs
@@ -143,12 +161,12 @@ class ChannelMath(wiring.Component):
         if cfg.kind == "linf":
             u = r["u"]
             return [Mul(u, st.hi, n, cb, -s),                       # n max - S
-                    Mul(t, -st.lo, n, cb, s),                       # S - n min
+                    Mul(t, st.lo, n, cb, s, neg=1),                 # S - n min
                     Set([t.eq(Mux(u > t, u, t))]),                  # n max|x - mu|
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "l1":                                        # sum|nx - S| = 2 (n s_hi - c_hi S)
             return [Mul(t, st.s_hi, n, cb),
-                    Mul(t, -s, st.c_hi, cb, t),
+                    Mul(t, s, st.c_hi, cb, t, neg=1),
                     Mul(self.den, t << 1, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "topk":                                      # sum of the min(k, n) largest |nx - S|
             h, cnt = r["hsum"], r["dcount"]
@@ -157,11 +175,11 @@ class ChannelMath(wiring.Component):
                     Set([h.eq(0), cnt.eq(0), r["step"].eq(0)]),
                     Merge(cfg.k),
                     Mul(t, h, n, cb),
-                    Mul(t, Mux(cnt < 0, -s, s), _abs(cnt), kb, t),
+                    Mul(t, s, _abs(cnt), kb, t, neg=cnt < 0),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
             return [Mul(t, st.sq_sum, n, cb),
-                    Mul(t, -_abs(s), _abs(s), cfg.sum_bits, t),
+                    Mul(t, _abs(s), _abs(s), cfg.sum_bits, t, neg=1),
                     Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
         raise ValueError(cfg.kind)
 
@@ -177,19 +195,21 @@ class ChannelMath(wiring.Component):
         t_norm = Mux(sh0 - lo < tk, sh0 - lo, tk)
         shb = Signal(range(cfg.shift_max + cfg.out_fmt.frac - min(cfg.beta_fmt.frac, cfg.out_fmt.frac) + 1),
                      name="beta_shift")
+        kmp, tcl, bias = r["kmp"], r["tcl"], r["bias"]
+        self._m.d.comb += shb.eq(self.sh + (cfg.out_fmt.frac - cfg.beta_fmt.frac))
+        half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
         steps = [
             Set([pre.eq(Mux(below, lo - sh0, 0)),
                  t.eq(Mux(below, 0, Mux(t_norm > sh0 - hi, t_norm, sh0 - hi)))]),
-            Set([self.a.eq((r["km"] << pre) >> t), self.sh.eq(sh0 + pre - t)]),
-            Mul(r["p"], Mux(c < 0, -self.a, self.a), _abs(c), c_bits),
+            Set([kmp.eq(r["km"] << pre), tcl.eq(Mux(t > len(kmp), len(kmp), t)), self.sh.eq(sh0 + pre - t)]),
+            Set([self.a.eq(kmp >> tcl), bias.eq((self.chan.beta << shb) + half)]),
+            Mul(r["p"], self.a, _abs(c), c_bits, neg=c < 0),
         ]
         if train:
             steps.append(Div(r["quot"], r["p"], n, q_bits))
         else:
             steps.append(Set([r["quot"].eq(r["p"] >> cfg.stat_frac_bits)]))
-        self._m.d.comb += shb.eq(self.sh + (cfg.out_fmt.frac - cfg.beta_fmt.frac))
-        half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
-        steps.append(Set([self.b.eq((self.chan.beta << shb) + half - r["quot"])]))
+        steps.append(Set([self.b.eq(bias - r["quot"])]))
         return steps
 
     @classmethod
@@ -207,20 +227,30 @@ class ChannelMath(wiring.Component):
         self._m = m
         q = cfg.recip_bits
         sh_w = max(abs(cfg.shift_base) + cfg.den_bits, cfg.inf_shift_base + 130, cfg.shift_max).bit_length() + 2
-        t_bits = cfg.const_bits + cfg.den_bits + 2 * cfg.sum_bits + cfg.in_fmt.bits + 8
+        cb, ib, sb = cfg.count_bits, cfg.in_fmt.bits, cfg.sum_bits
+        hsum_bits = ib + cfg.k.bit_length() + 2
+        t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
+                      "topk": cb + max(hsum_bits, sb) + 2, "l2": cb + max(cfg.sq_sum_bits, 2 * sb)}[cfg.kind]
+        m_bits = cfg.gamma_fmt.bits + q + 3
+        km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
+        e_hi = cfg.scale_exp_range[1]
+        pre_max = max(1, cfg.shift_lo - cfg.shift_base, cfg.shift_lo - (cfg.inf_shift_base - e_hi))
         self._regs = r = {
             "t": Signal(signed(t_bits), name="t"), "u": Signal(signed(t_bits), name="u"),
             "lead": Signal(range(max(2, cfg.den_bits)), name="lead"),
             "recip": Signal(q + 2, name="recip"),
-            "m": Signal(signed(cfg.gamma_fmt.bits + q + 3), name="m"),
-            "km": Signal(signed(cfg.gamma_fmt.bits + q + 3 + max(cfg.count_bits, cfg.stat_frac_bits) + 1), name="km"),
-            "sh0": Signal(signed(sh_w), name="sh0"), "tk": Signal(range(max(cfg.count_bits, cfg.stat_frac_bits) + 1), name="tk"),
-            "pre": Signal(range(max(2, cfg.shift_lo + abs(cfg.shift_base) + 2 + cfg.inf_shift_base + 130)), name="pre"),
+            "m": Signal(signed(m_bits), name="m"),
+            "km": Signal(signed(km_bits), name="km"),
+            "sh0": Signal(signed(sh_w), name="sh0"), "tk": Signal(range(max(cb, cfg.stat_frac_bits) + 1), name="tk"),
+            "pre": Signal(range(pre_max + 1), name="pre"),
+            "kmp": Signal(signed(km_bits + pre_max), name="km_pre"),
+            "tcl": Signal(range(km_bits + pre_max + 1), name="t_clamped"),
+            "bias": Signal(signed(cfg.b_bits), name="bias"),
             "tsh": Signal(range(1 << sh_w), name="tsh"),
-            "p": Signal(signed(cfg.a_bits + max(cfg.sum_bits, cfg.mean_bits) + 2), name="p"),
-            "quot": Signal(signed(cfg.a_bits + cfg.in_fmt.bits + 4), name="quot"),
-            "f2": Signal(signed(cfg.in_fmt.bits + 3), name="f2"),
-            "hsum": Signal(signed(cfg.in_fmt.bits + cfg.k.bit_length() + 2), name="hsum"),
+            "p": Signal(signed(cfg.a_bits + max(sb, cfg.mean_bits) + 2), name="p"),
+            "quot": Signal(signed(cfg.a_bits + ib + 4), name="quot"),
+            "f2": Signal(signed(ib + 3), name="f2"),
+            "hsum": Signal(signed(hsum_bits), name="hsum"),
             "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
             "step": Signal(range(cfg.k + 1), name="merge_step"),
         }
@@ -235,7 +265,7 @@ class ChannelMath(wiring.Component):
         r = self._regs
         steps = [s for p in progs.values() for s in p]
         muls = [s for s in steps if isinstance(s, Mul)]
-        divs = [s for s in steps if isinstance(s, Div)]
+        divs = [s for s in steps if isinstance(s, (Div, Recip))]
         sqrts = [s for s in steps if isinstance(s, Sqrt)]
 
         def width(v):
@@ -251,8 +281,17 @@ class ChannelMath(wiring.Component):
             d_bits = max(width(s.den) for s in divs)
             q_bits = max(s.q_bits for s in divs)
             m.submodules.div = div = SeqDiv(d_bits, q_bits)
+            nums = [s.num for s in divs if isinstance(s, Div)]
+            if nums:        # one registered magnitude for every signed division (the steps take turns)
+                div_num = Signal(signed(max(width(v) for v in nums) + 1), name="div_num")
+                div_mag = Signal(len(div_num), name="div_mag")
+                div_neg = Signal(name="div_neg")
         if sqrts:
             m.submodules.isqrt = root = ISqrt(max(s.w_bits for s in sqrts))
+
+        def entry(name, i):
+            """The first state of step i of program `name` (a division first registers |num|)."""
+            return f"{name}_{i}_abs" if isinstance(progs[name][i], Div) else f"{name}_{i}"
 
         k = cfg.k
         with m.FSM():
@@ -262,10 +301,10 @@ class ChannelMath(wiring.Component):
                         for i, name in enumerate(self.ENTRIES):
                             if name in progs:
                                 with m.Case(i):
-                                    m.next = f"{name}_0" if progs[name] else "DONE"
+                                    m.next = entry(name, 0) if progs[name] else "DONE"
             for name, prog in progs.items():
                 for i, step in enumerate(prog):
-                    nxt = f"{name}_{i + 1}" if i + 1 < len(prog) else "DONE"
+                    nxt = entry(name, i + 1) if i + 1 < len(prog) else "DONE"
                     here = f"{name}_{i}"
                     if isinstance(step, Set):
                         with m.State(here):
@@ -289,25 +328,33 @@ class ChannelMath(wiring.Component):
                             with m.If(r["step"] == k - 1):
                                 m.next = nxt
                     else:
-                        eng = {Mul: mul, Div: div, Sqrt: root}[type(step)]
+                        eng = {Mul: mul, Div: div, Recip: div, Sqrt: root}[type(step)]
+                        if isinstance(step, Div):
+                            with m.State(here + "_abs"):
+                                m.d.comb += div_num.eq(step.num)
+                                m.d.sync += [div_mag.eq(_abs(div_num)), div_neg.eq(div_num < 0)]
+                                m.next = here
                         with m.State(here):
                             m.d.comb += eng.start.eq(1)
                             if isinstance(step, Mul):
                                 m.d.comb += [mul.a.eq(step.a), mul.b.eq(step.b), mul.c.eq(step.c),
-                                             mul.steps.eq(step.b_bits)]
+                                             mul.neg.eq(step.neg), mul.steps.eq(step.b_bits)]
                             elif isinstance(step, Div):
-                                mag = Signal(len(div.rem_init) + div.q_bits + 1, name=f"mag_{name}_{i}")
-                                m.d.comb += [mag.eq(_abs(step.num)),
-                                             div.rem_init.eq(mag >> step.q_bits),
-                                             div.lo_init.eq(mag[:step.q_bits] << (div.q_bits - step.q_bits)),
-                                             div.neg.eq(step.num < 0), div.den.eq(step.den),
+                                m.d.comb += [div.rem_init.eq(div_mag >> step.q_bits),
+                                             div.lo_init.eq(div_mag[:step.q_bits] << (div.q_bits - step.q_bits)),
+                                             div.neg.eq(div_neg), div.den.eq(step.den),
                                              div.steps.eq(step.q_bits)]
+                            elif isinstance(step, Recip):      # 2**(lead+q) = (2**(lead-1) << (q+1)) + [lead = 0] 2**q
+                                m.d.comb += [div.rem_init.eq(Mux(step.lead == 0, 0, Const(1, 1) << (step.lead - 1)[:len(step.lead)])),
+                                             div.lo_init.eq(Mux(step.lead == 0, 1 << (div.q_bits - 1), 0)),
+                                             div.neg.eq(0), div.den.eq(step.den), div.steps.eq(step.q_bits)]
                             else:
                                 m.d.comb += root.w.eq(step.w)
                             m.next = here + "_wait"
                         with m.State(here + "_wait"):
                             with m.If(eng.done):
-                                result = {Mul: lambda: mul.p, Div: lambda: div.q, Sqrt: lambda: root.root}[type(step)]()
+                                result = {Mul: lambda: mul.p, Div: lambda: div.q, Recip: lambda: div.q,
+                                          Sqrt: lambda: root.root}[type(step)]()
                                 m.d.sync += step.dst.eq(result)
                                 m.next = nxt
             with m.State("DONE"):

@@ -1,5 +1,5 @@
 """Shapes and small combinational helpers shared by the hardware blocks."""
-from amaranth.hdl import Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
@@ -44,12 +44,22 @@ def vmin(a, b):
 
 
 def leading_one(m, value, name):
-    """A signal holding the position of `value`'s highest set bit (0 for 0): a priority encoder."""
+    """A signal holding the position of `value`'s highest set bit (0 for 0): a balanced tree of
+    (found, position) pairs, log2(width) levels deep."""
     width = len(value)
+    pos_bits = max(1, (width - 1).bit_length())
+    nodes = [(value[b], Const(b, pos_bits)) for b in range(width)]
+    while len(nodes) > 1:
+        merged = []
+        for i in range(0, len(nodes), 2):
+            if i + 1 == len(nodes):
+                merged.append(nodes[i])
+                continue
+            (lo_any, lo_pos), (hi_any, hi_pos) = nodes[i], nodes[i + 1]
+            merged.append((lo_any | hi_any, Mux(hi_any, hi_pos, lo_pos)))
+        nodes = merged
     lead = Signal(range(max(2, width)), name=name)
-    for b in range(width):
-        with m.If(value[b]):
-            m.d.comb += lead.eq(b)
+    m.d.comb += lead.eq(nodes[0][1])
     return lead
 
 

@@ -69,13 +69,13 @@ class NormDatapath(wiring.Component):
         m.submodules.norm = norm = NormalizeAffine(cfg)
 
         chan = Signal.like(self.chan.payload)
-        seen = Signal(cfg.count_bits + 4)        # values accepted in the current pass
+        left = Signal(cfg.count_bits)            # values still to come in the current pass
         mask = Signal(lanes)
         last = Signal()
         beat = Signal()                           # a beat is accepted this cycle
 
-        m.d.comb += [mask[j].eq(seen + j < chan.count) for j in range(lanes)]
-        m.d.comb += last.eq(seen + lanes >= chan.count)
+        m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
+        m.d.comb += last.eq(left <= lanes)
         m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
         if cfg.kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
@@ -91,15 +91,15 @@ class NormDatapath(wiring.Component):
             self.stats.payload.sat.eq(norm.sat_count),
         ]
         with m.If(beat):
-            m.d.sync += seen.eq(seen + lanes)
+            m.d.sync += left.eq(Mux(last, 0, left - lanes))
 
         def take_pass(next_state, second=False):
-            """A statistics pass: every beat goes to the statistics unit; after the last one, `seen` restarts."""
+            """A statistics pass: every beat goes to the statistics unit; after the last one, `left` reloads for the next pass."""
             m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid), st.valid.eq(self.i.valid)]
             if cfg.kind == "l1":
                 m.d.comb += st.second.eq(second)
             with m.If(self.i.valid & last):
-                m.d.sync += seen.eq(0)
+                m.d.sync += left.eq(chan.count)          # the next pass sends the channel again
                 m.next = next_state
 
         def run_math(entry, then):
@@ -110,7 +110,7 @@ class NormDatapath(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.chan.ready.eq(1)
                 with m.If(self.chan.valid):
-                    m.d.sync += [chan.eq(self.chan.payload), seen.eq(0)]
+                    m.d.sync += [chan.eq(self.chan.payload), left.eq(self.chan.payload.count)]
                     m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
                     if cfg.inference_only:
                         m.next = "GO_INFER"
@@ -139,7 +139,7 @@ class NormDatapath(wiring.Component):
                     m.next = "NORM"
             with m.State("NORM"):
                 more = Signal()
-                m.d.comb += more.eq(seen < chan.count)
+                m.d.comb += more.eq(left != 0)
                 m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
                              beat.eq(self.i.valid & norm.i.ready & more)]
                 with m.If(~more & ~norm.busy):

@@ -1,8 +1,8 @@
 """The normalize pass, `lanes` values per clock: y = sat(round((x*A + B) >> SH)).
 
 One multiply-add per lane; A, B and SH are per channel (channel_math.py), the same in training and
-inference. Pipeline: input register, multiply, add, shift, round and saturate: no stage deeper than
-one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
+inference. Pipeline: input register, multiply, add, shift (and tie detect), round and compare, clamp:
+no stage deeper than one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
 last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`.
 """
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .common import fmt_shape, lanes_of, tree_sum
 
-STAGES = 5
+STAGES = 6
 
 
 class NormalizeAffine(wiring.Component):
@@ -61,23 +61,21 @@ class NormalizeAffine(wiring.Component):
             over, under = Signal(name=f"over{j}"), Signal(name=f"under{j}")
             y = Signal(fmt_shape(cfg.out_fmt), name=f"y{j}")
             qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
-            m.d.comb += qs.eq(acc >> self.shift)
-            if cfg.rounding == "half_even":
-                tie = Signal(name=f"tie{j}")
-                m.d.comb += tie.eq((acc.as_unsigned() & ((1 << self.shift) - 1)) == 0)
-                qr = qs - (tie & qs[0])
-            else:
-                qr = qs
+            tie = Signal(name=f"tie{j}")
+            qr = qs - (tie & qs[0]) if cfg.rounding == "half_even" else qs
             with m.If(~self.clear & ce):
                 m.d.sync += [
                     x.eq(self.i.payload[j]),
                     p.eq(x * self.a),
                     acc.eq(p + self.b),
+                    qs.eq(acc >> self.shift),
                     q.eq(qr),
                     over.eq(qr > hi), under.eq(qr < lo),
-                    y.eq(Mux(ok[3][j], Mux(over, hi, Mux(under, lo, q)), 0)),
+                    y.eq(Mux(ok[4][j], Mux(over, hi, Mux(under, lo, q)), 0)),
                 ]
-            sat_flags.append(v[3] & ok[3][j] & (over | under))
+                if cfg.rounding == "half_even":
+                    m.d.sync += tie.eq((acc.as_unsigned() & ((1 << self.shift) - 1)) == 0)
+            sat_flags.append(v[4] & ok[4][j] & (over | under))
             m.d.comb += self.o.payload[j].eq(y)
         with m.If(~self.clear & ce):
             m.d.sync += self.sat_count.eq(self.sat_count + tree_sum(sat_flags))

@@ -4,32 +4,35 @@ so their cost is paid once per datapath, not per lane, and their latency once pe
 
 Each engine: operands with `start` (one cycle); `done` pulses `steps` + 1 cycles later with the result.
 """
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
 class SeqMul(wiring.Component):
-    """p = a * b + c, LSB first: `steps` iterations (b < 2**steps), one adder of the product's width."""
+    """p = c + a * b, or c - a * b with `neg`, LSB first: `steps` iterations (b < 2**steps), one adder
+    of the product's width (and one negation of `a` when it is loaded)."""
 
     def __init__(self, a_bits: int, b_bits: int, p_bits: int):
         self.a_bits, self.b_bits, self.p_bits = a_bits, b_bits, p_bits
         super().__init__({
             "start": In(1), "a": In(signed(a_bits)), "b": In(unsigned(b_bits)), "c": In(signed(p_bits)),
-            "steps": In(range(b_bits + 1)), "done": Out(1), "p": Out(signed(p_bits)),
+            "neg": In(1), "steps": In(range(b_bits + 1)), "done": Out(1), "p": Out(signed(p_bits)),
         })
 
     def elaborate(self, platform):
         m = Module()
         a_sh = Signal(signed(self.p_bits))
         b_sh = Signal(self.b_bits)
+        neg = Signal()
         left = Signal(range(self.b_bits + 1))
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
-            m.d.sync += [self.p.eq(self.c), a_sh.eq(self.a), b_sh.eq(self.b), left.eq(self.steps)]
+            m.d.sync += [self.p.eq(self.c), a_sh.eq(self.a), b_sh.eq(self.b), neg.eq(self.neg),
+                         left.eq(self.steps)]
         with m.Elif(left != 0):
-            with m.If(b_sh[0]):
-                m.d.sync += self.p.eq(self.p + a_sh)
+            with m.If(b_sh[0]):           # p - a_sh = p + ~a_sh + 1: one adder with a carry in
+                m.d.sync += self.p.eq(self.p + (a_sh ^ neg.replicate(self.p_bits)).as_signed() + neg)
             m.d.sync += [a_sh.eq(a_sh << 1), b_sh.eq(b_sh >> 1), left.eq(left - 1)]
             with m.If(left == 1):
                 m.d.sync += self.done.eq(1)
@@ -59,8 +62,9 @@ class SeqDiv(wiring.Component):
         neg = Signal()
         left = Signal(range(self.q_bits + 1))
         trial = Signal(self.d_bits + 1)
+        # floor for a negative numerator: -(quot + [rem != 0]) = ~quot + [rem == 0], one adder
         m.d.comb += [trial.eq((rem << 1) | lo[-1]),
-                     self.q.eq(Mux(neg, -(quot + (rem != 0)), quot))]
+                     self.q.eq(Mux(neg, ~Cat(quot, Const(0, 1)).as_signed() + (rem == 0), quot))]
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
             m.d.sync += [rem.eq(self.rem_init), lo.eq(self.lo_init), den.eq(self.den), neg.eq(self.neg),
