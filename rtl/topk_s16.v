@@ -4723,10 +4723,10 @@ module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bott
   \hwnorm_topk_s16.stats_unit.bottom$30  \bottom$30  (
     .clear(clear),
     .clk(clk),
+    .head(bottom),
     .mask(mask),
     .pop(\pop$20 ),
     .rst(rst),
-    .slot0(bottom),
     .valid(valid),
     .x(x)
   );
@@ -4742,10 +4742,10 @@ module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bott
   \hwnorm_topk_s16.stats_unit.top$29  \top$29  (
     .clear(clear),
     .clk(clk),
+    .head(top),
     .mask(mask),
     .pop(pop),
     .rst(rst),
-    .slot0(top),
     .valid(valid),
     .x(x)
   );
@@ -4772,23 +4772,23 @@ module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bott
   assign \x$16[0]  = x;
 endmodule
 
-module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot0, pop, x);
+module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head, pop, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
-  wire \$11 ;
+  wire [15:0] \$11 ;
   wire [15:0] \$12 ;
-  wire \$13 ;
+  wire [15:0] \$13 ;
   wire [15:0] \$14 ;
-  wire \$15 ;
+  wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire \$17 ;
+  wire [15:0] \$17 ;
   wire [15:0] \$18 ;
-  wire \$19 ;
-  wire [15:0] \$2 ;
+  wire [15:0] \$19 ;
+  wire \$2 ;
   wire [15:0] \$20 ;
-  reg [15:0] \$21 ;
-  reg [15:0] \$22 ;
+  wire [15:0] \$21 ;
+  wire [15:0] \$22 ;
   reg [15:0] \$23 ;
   reg [15:0] \$24 ;
   reg [15:0] \$25 ;
@@ -4798,12 +4798,14 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   reg [15:0] \$29 ;
   wire \$3 ;
   reg [15:0] \$30 ;
+  reg [15:0] \$31 ;
+  reg [15:0] \$32 ;
   wire [15:0] \$4 ;
-  wire \$5 ;
+  wire [15:0] \$5 ;
   wire [15:0] \$6 ;
-  wire \$7 ;
+  wire [15:0] \$7 ;
   wire [15:0] \$8 ;
-  wire \$9 ;
+  wire [15:0] \$9 ;
   wire beats0_0;
   wire beats0_1;
   wire beats0_2;
@@ -4814,140 +4816,94 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   wire beats0_7;
   wire beats0_8;
   wire beats0_9;
+  wire best_lane;
   input clear;
   wire clear;
   input clk;
   wire clk;
-  (* init = 16'h7fff *)
-  wire [15:0] head;
-  wire [15:0] ins0_0;
-  wire [15:0] ins0_1;
-  wire [15:0] ins0_2;
-  wire [15:0] ins0_3;
-  wire [15:0] ins0_4;
-  wire [15:0] ins0_5;
-  wire [15:0] ins0_6;
-  wire [15:0] ins0_7;
-  wire [15:0] ins0_8;
-  wire [15:0] ins0_9;
+  output [15:0] head;
+  reg [15:0] head = 16'h7fff;
   input mask;
   wire mask;
   input pop;
   wire pop;
   input rst;
   wire rst;
-  output [15:0] slot0;
-  reg [15:0] slot0 = 16'h7fff;
-  reg [15:0] slot1 = 16'h7fff;
-  reg [15:0] slot2 = 16'h7fff;
-  reg [15:0] slot3 = 16'h7fff;
-  reg [15:0] slot4 = 16'h7fff;
-  reg [15:0] slot5 = 16'h7fff;
-  reg [15:0] slot6 = 16'h7fff;
-  reg [15:0] slot7 = 16'h7fff;
-  reg [15:0] slot8 = 16'h7fff;
-  reg [15:0] slot9 = 16'h7fff;
+  (* init = 16'h7fff *)
+  wire [15:0] slot0_0;
+  reg [15:0] slot0_1 = 16'h7fff;
+  reg [15:0] slot0_2 = 16'h7fff;
+  reg [15:0] slot0_3 = 16'h7fff;
+  reg [15:0] slot0_4 = 16'h7fff;
+  reg [15:0] slot0_5 = 16'h7fff;
+  reg [15:0] slot0_6 = 16'h7fff;
+  reg [15:0] slot0_7 = 16'h7fff;
+  reg [15:0] slot0_8 = 16'h7fff;
+  reg [15:0] slot0_9 = 16'h7fff;
   input valid;
   wire valid;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed(x) < $signed(slot0);
-  assign beats0_0 = mask & \$1 ;
-  assign ins0_0 = beats0_0 ? \$2  : slot0;
-  assign \$3  = $signed(x) < $signed(slot1);
-  assign beats0_1 = mask & \$3 ;
-  assign \$4  = beats0_0 ? slot0 : x;
-  assign ins0_1 = beats0_1 ? \$4  : slot1;
-  assign \$5  = $signed(x) < $signed(slot2);
-  assign beats0_2 = mask & \$5 ;
-  assign \$6  = beats0_1 ? slot1 : x;
-  assign ins0_2 = beats0_2 ? \$6  : slot2;
-  assign \$7  = $signed(x) < $signed(slot3);
-  assign beats0_3 = mask & \$7 ;
-  assign \$8  = beats0_2 ? slot2 : x;
-  assign ins0_3 = beats0_3 ? \$8  : slot3;
-  assign \$9  = $signed(x) < $signed(slot4);
-  assign beats0_4 = mask & \$9 ;
-  assign \$10  = beats0_3 ? slot3 : x;
-  assign ins0_4 = beats0_4 ? \$10  : slot4;
-  assign \$11  = $signed(x) < $signed(slot5);
-  assign beats0_5 = mask & \$11 ;
-  assign \$12  = beats0_4 ? slot4 : x;
-  assign ins0_5 = beats0_5 ? \$12  : slot5;
-  assign \$13  = $signed(x) < $signed(slot6);
-  assign beats0_6 = mask & \$13 ;
-  assign \$14  = beats0_5 ? slot5 : x;
-  assign ins0_6 = beats0_6 ? \$14  : slot6;
-  assign \$15  = $signed(x) < $signed(slot7);
-  assign beats0_7 = mask & \$15 ;
-  assign \$16  = beats0_6 ? slot6 : x;
-  assign ins0_7 = beats0_7 ? \$16  : slot7;
-  assign \$17  = $signed(x) < $signed(slot8);
-  assign beats0_8 = mask & \$17 ;
-  assign \$18  = beats0_7 ? slot7 : x;
-  assign ins0_8 = beats0_8 ? \$18  : slot8;
-  assign \$19  = $signed(x) < $signed(slot9);
-  assign beats0_9 = mask & \$19 ;
-  assign \$20  = beats0_8 ? slot8 : x;
-  assign ins0_9 = beats0_9 ? \$20  : slot9;
+  assign beats0_0 = $signed(x) < $signed(head);
+  assign beats0_1 = $signed(x) < $signed(slot0_1);
+  assign beats0_2 = $signed(x) < $signed(slot0_2);
+  assign beats0_3 = $signed(x) < $signed(slot0_3);
+  assign beats0_4 = $signed(x) < $signed(slot0_4);
+  assign beats0_5 = $signed(x) < $signed(slot0_5);
+  assign beats0_6 = $signed(x) < $signed(slot0_6);
+  assign beats0_7 = $signed(x) < $signed(slot0_7);
+  assign beats0_8 = $signed(x) < $signed(slot0_8);
+  assign beats0_9 = $signed(x) < $signed(slot0_9);
+  assign \$3  = valid & mask;
+  assign \$4  = beats0_0 ? x : head;
+  assign \$5  = beats0_0 ? head : x;
+  assign \$6  = beats0_1 ? \$5  : slot0_1;
+  assign \$7  = beats0_1 ? slot0_1 : x;
+  assign \$8  = beats0_2 ? \$7  : slot0_2;
+  assign \$9  = beats0_2 ? slot0_2 : x;
+  assign \$10  = beats0_3 ? \$9  : slot0_3;
+  assign \$11  = beats0_3 ? slot0_3 : x;
+  assign \$12  = beats0_4 ? \$11  : slot0_4;
+  assign \$13  = beats0_4 ? slot0_4 : x;
+  assign \$14  = beats0_5 ? \$13  : slot0_5;
+  assign \$15  = beats0_5 ? slot0_5 : x;
+  assign \$16  = beats0_6 ? \$15  : slot0_6;
+  assign \$17  = beats0_6 ? slot0_6 : x;
+  assign \$18  = beats0_7 ? \$17  : slot0_7;
+  assign \$19  = beats0_7 ? slot0_7 : x;
+  assign \$20  = beats0_8 ? \$19  : slot0_8;
+  assign \$21  = beats0_8 ? slot0_8 : x;
+  assign \$22  = beats0_9 ? \$21  : slot0_9;
   always @(posedge clk)
-    slot0 <= \$21 ;
+    head <= \$23 ;
   always @(posedge clk)
-    slot1 <= \$22 ;
+    slot0_1 <= \$24 ;
   always @(posedge clk)
-    slot2 <= \$23 ;
+    slot0_2 <= \$25 ;
   always @(posedge clk)
-    slot3 <= \$24 ;
+    slot0_3 <= \$26 ;
   always @(posedge clk)
-    slot4 <= \$25 ;
+    slot0_4 <= \$27 ;
   always @(posedge clk)
-    slot5 <= \$26 ;
+    slot0_5 <= \$28 ;
   always @(posedge clk)
-    slot6 <= \$27 ;
+    slot0_6 <= \$29 ;
   always @(posedge clk)
-    slot7 <= \$28 ;
+    slot0_7 <= \$30 ;
   always @(posedge clk)
-    slot8 <= \$29 ;
+    slot0_8 <= \$31 ;
   always @(posedge clk)
-    slot9 <= \$30 ;
+    slot0_9 <= \$32 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$21  = slot0;
-    if (clear) begin
-      \$21  = 16'h7fff;
-    end else if (pop) begin
-      \$21  = slot1;
-    end else if (valid) begin
-      \$21  = ins0_0;
-    end
-    if (rst) begin
-      \$21  = 16'h7fff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$22  = slot1;
-    if (clear) begin
-      \$22  = 16'h7fff;
-    end else if (pop) begin
-      \$22  = slot2;
-    end else if (valid) begin
-      \$22  = ins0_1;
-    end
-    if (rst) begin
-      \$22  = 16'h7fff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$23  = slot2;
+    \$23  = head;
     if (clear) begin
       \$23  = 16'h7fff;
-    end else if (pop) begin
-      \$23  = slot3;
-    end else if (valid) begin
-      \$23  = ins0_2;
+    end else if (\$2 ) begin
+      \$23  = slot0_1;
+    end else if (\$3 ) begin
+      \$23  = \$4 ;
     end
     if (rst) begin
       \$23  = 16'h7fff;
@@ -4955,13 +4911,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$24  = slot3;
+    \$24  = slot0_1;
     if (clear) begin
       \$24  = 16'h7fff;
-    end else if (pop) begin
-      \$24  = slot4;
-    end else if (valid) begin
-      \$24  = ins0_3;
+    end else if (\$2 ) begin
+      \$24  = slot0_2;
+    end else if (\$3 ) begin
+      \$24  = \$6 ;
     end
     if (rst) begin
       \$24  = 16'h7fff;
@@ -4969,13 +4925,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$25  = slot4;
+    \$25  = slot0_2;
     if (clear) begin
       \$25  = 16'h7fff;
-    end else if (pop) begin
-      \$25  = slot5;
-    end else if (valid) begin
-      \$25  = ins0_4;
+    end else if (\$2 ) begin
+      \$25  = slot0_3;
+    end else if (\$3 ) begin
+      \$25  = \$8 ;
     end
     if (rst) begin
       \$25  = 16'h7fff;
@@ -4983,13 +4939,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$26  = slot5;
+    \$26  = slot0_3;
     if (clear) begin
       \$26  = 16'h7fff;
-    end else if (pop) begin
-      \$26  = slot6;
-    end else if (valid) begin
-      \$26  = ins0_5;
+    end else if (\$2 ) begin
+      \$26  = slot0_4;
+    end else if (\$3 ) begin
+      \$26  = \$10 ;
     end
     if (rst) begin
       \$26  = 16'h7fff;
@@ -4997,13 +4953,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = slot6;
+    \$27  = slot0_4;
     if (clear) begin
       \$27  = 16'h7fff;
-    end else if (pop) begin
-      \$27  = slot7;
-    end else if (valid) begin
-      \$27  = ins0_6;
+    end else if (\$2 ) begin
+      \$27  = slot0_5;
+    end else if (\$3 ) begin
+      \$27  = \$12 ;
     end
     if (rst) begin
       \$27  = 16'h7fff;
@@ -5011,13 +4967,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = slot7;
+    \$28  = slot0_5;
     if (clear) begin
       \$28  = 16'h7fff;
-    end else if (pop) begin
-      \$28  = slot8;
-    end else if (valid) begin
-      \$28  = ins0_7;
+    end else if (\$2 ) begin
+      \$28  = slot0_6;
+    end else if (\$3 ) begin
+      \$28  = \$14 ;
     end
     if (rst) begin
       \$28  = 16'h7fff;
@@ -5025,13 +4981,13 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = slot8;
+    \$29  = slot0_6;
     if (clear) begin
       \$29  = 16'h7fff;
-    end else if (pop) begin
-      \$29  = slot9;
-    end else if (valid) begin
-      \$29  = ins0_8;
+    end else if (\$2 ) begin
+      \$29  = slot0_7;
+    end else if (\$3 ) begin
+      \$29  = \$16 ;
     end
     if (rst) begin
       \$29  = 16'h7fff;
@@ -5039,21 +4995,51 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, slot
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = slot9;
+    \$30  = slot0_7;
     if (clear) begin
       \$30  = 16'h7fff;
-    end else if (pop) begin
-      \$30  = 16'h7fff;
-    end else if (valid) begin
-      \$30  = ins0_9;
+    end else if (\$2 ) begin
+      \$30  = slot0_8;
+    end else if (\$3 ) begin
+      \$30  = \$18 ;
     end
     if (rst) begin
       \$30  = 16'h7fff;
     end
   end
-  assign head = slot0;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$31  = slot0_8;
+    if (clear) begin
+      \$31  = 16'h7fff;
+    end else if (\$2 ) begin
+      \$31  = slot0_9;
+    end else if (\$3 ) begin
+      \$31  = \$20 ;
+    end
+    if (rst) begin
+      \$31  = 16'h7fff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$32  = slot0_9;
+    if (clear) begin
+      \$32  = 16'h7fff;
+    end else if (\$2 ) begin
+      \$32  = 16'h7fff;
+    end else if (\$3 ) begin
+      \$32  = \$22 ;
+    end
+    if (rst) begin
+      \$32  = 16'h7fff;
+    end
+  end
+  assign slot0_0 = head;
+  assign best_lane = 1'h0;
   assign \x[0]  = x;
-  assign \$2  = x;
+  assign \$1  = 1'h1;
+  assign \$2  = pop;
 endmodule
 
 module \hwnorm_topk_s16.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x);
@@ -5095,23 +5081,23 @@ module \hwnorm_topk_s16.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x)
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, pop, x);
+module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, pop, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
-  wire \$11 ;
+  wire [15:0] \$11 ;
   wire [15:0] \$12 ;
-  wire \$13 ;
+  wire [15:0] \$13 ;
   wire [15:0] \$14 ;
-  wire \$15 ;
+  wire [15:0] \$15 ;
   wire [15:0] \$16 ;
-  wire \$17 ;
+  wire [15:0] \$17 ;
   wire [15:0] \$18 ;
-  wire \$19 ;
-  wire [15:0] \$2 ;
+  wire [15:0] \$19 ;
+  wire \$2 ;
   wire [15:0] \$20 ;
-  reg [15:0] \$21 ;
-  reg [15:0] \$22 ;
+  wire [15:0] \$21 ;
+  wire [15:0] \$22 ;
   reg [15:0] \$23 ;
   reg [15:0] \$24 ;
   reg [15:0] \$25 ;
@@ -5121,12 +5107,14 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   reg [15:0] \$29 ;
   wire \$3 ;
   reg [15:0] \$30 ;
+  reg [15:0] \$31 ;
+  reg [15:0] \$32 ;
   wire [15:0] \$4 ;
-  wire \$5 ;
+  wire [15:0] \$5 ;
   wire [15:0] \$6 ;
-  wire \$7 ;
+  wire [15:0] \$7 ;
   wire [15:0] \$8 ;
-  wire \$9 ;
+  wire [15:0] \$9 ;
   wire beats0_0;
   wire beats0_1;
   wire beats0_2;
@@ -5137,140 +5125,94 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   wire beats0_7;
   wire beats0_8;
   wire beats0_9;
+  wire best_lane;
   input clear;
   wire clear;
   input clk;
   wire clk;
-  (* init = 16'h8000 *)
-  wire [15:0] head;
-  wire [15:0] ins0_0;
-  wire [15:0] ins0_1;
-  wire [15:0] ins0_2;
-  wire [15:0] ins0_3;
-  wire [15:0] ins0_4;
-  wire [15:0] ins0_5;
-  wire [15:0] ins0_6;
-  wire [15:0] ins0_7;
-  wire [15:0] ins0_8;
-  wire [15:0] ins0_9;
+  output [15:0] head;
+  reg [15:0] head = 16'h8000;
   input mask;
   wire mask;
   input pop;
   wire pop;
   input rst;
   wire rst;
-  output [15:0] slot0;
-  reg [15:0] slot0 = 16'h8000;
-  reg [15:0] slot1 = 16'h8000;
-  reg [15:0] slot2 = 16'h8000;
-  reg [15:0] slot3 = 16'h8000;
-  reg [15:0] slot4 = 16'h8000;
-  reg [15:0] slot5 = 16'h8000;
-  reg [15:0] slot6 = 16'h8000;
-  reg [15:0] slot7 = 16'h8000;
-  reg [15:0] slot8 = 16'h8000;
-  reg [15:0] slot9 = 16'h8000;
+  (* init = 16'h8000 *)
+  wire [15:0] slot0_0;
+  reg [15:0] slot0_1 = 16'h8000;
+  reg [15:0] slot0_2 = 16'h8000;
+  reg [15:0] slot0_3 = 16'h8000;
+  reg [15:0] slot0_4 = 16'h8000;
+  reg [15:0] slot0_5 = 16'h8000;
+  reg [15:0] slot0_6 = 16'h8000;
+  reg [15:0] slot0_7 = 16'h8000;
+  reg [15:0] slot0_8 = 16'h8000;
+  reg [15:0] slot0_9 = 16'h8000;
   input valid;
   wire valid;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed(x) > $signed(slot0);
-  assign beats0_0 = mask & \$1 ;
-  assign ins0_0 = beats0_0 ? \$2  : slot0;
-  assign \$3  = $signed(x) > $signed(slot1);
-  assign beats0_1 = mask & \$3 ;
-  assign \$4  = beats0_0 ? slot0 : x;
-  assign ins0_1 = beats0_1 ? \$4  : slot1;
-  assign \$5  = $signed(x) > $signed(slot2);
-  assign beats0_2 = mask & \$5 ;
-  assign \$6  = beats0_1 ? slot1 : x;
-  assign ins0_2 = beats0_2 ? \$6  : slot2;
-  assign \$7  = $signed(x) > $signed(slot3);
-  assign beats0_3 = mask & \$7 ;
-  assign \$8  = beats0_2 ? slot2 : x;
-  assign ins0_3 = beats0_3 ? \$8  : slot3;
-  assign \$9  = $signed(x) > $signed(slot4);
-  assign beats0_4 = mask & \$9 ;
-  assign \$10  = beats0_3 ? slot3 : x;
-  assign ins0_4 = beats0_4 ? \$10  : slot4;
-  assign \$11  = $signed(x) > $signed(slot5);
-  assign beats0_5 = mask & \$11 ;
-  assign \$12  = beats0_4 ? slot4 : x;
-  assign ins0_5 = beats0_5 ? \$12  : slot5;
-  assign \$13  = $signed(x) > $signed(slot6);
-  assign beats0_6 = mask & \$13 ;
-  assign \$14  = beats0_5 ? slot5 : x;
-  assign ins0_6 = beats0_6 ? \$14  : slot6;
-  assign \$15  = $signed(x) > $signed(slot7);
-  assign beats0_7 = mask & \$15 ;
-  assign \$16  = beats0_6 ? slot6 : x;
-  assign ins0_7 = beats0_7 ? \$16  : slot7;
-  assign \$17  = $signed(x) > $signed(slot8);
-  assign beats0_8 = mask & \$17 ;
-  assign \$18  = beats0_7 ? slot7 : x;
-  assign ins0_8 = beats0_8 ? \$18  : slot8;
-  assign \$19  = $signed(x) > $signed(slot9);
-  assign beats0_9 = mask & \$19 ;
-  assign \$20  = beats0_8 ? slot8 : x;
-  assign ins0_9 = beats0_9 ? \$20  : slot9;
+  assign beats0_0 = $signed(x) > $signed(head);
+  assign beats0_1 = $signed(x) > $signed(slot0_1);
+  assign beats0_2 = $signed(x) > $signed(slot0_2);
+  assign beats0_3 = $signed(x) > $signed(slot0_3);
+  assign beats0_4 = $signed(x) > $signed(slot0_4);
+  assign beats0_5 = $signed(x) > $signed(slot0_5);
+  assign beats0_6 = $signed(x) > $signed(slot0_6);
+  assign beats0_7 = $signed(x) > $signed(slot0_7);
+  assign beats0_8 = $signed(x) > $signed(slot0_8);
+  assign beats0_9 = $signed(x) > $signed(slot0_9);
+  assign \$3  = valid & mask;
+  assign \$4  = beats0_0 ? x : head;
+  assign \$5  = beats0_0 ? head : x;
+  assign \$6  = beats0_1 ? \$5  : slot0_1;
+  assign \$7  = beats0_1 ? slot0_1 : x;
+  assign \$8  = beats0_2 ? \$7  : slot0_2;
+  assign \$9  = beats0_2 ? slot0_2 : x;
+  assign \$10  = beats0_3 ? \$9  : slot0_3;
+  assign \$11  = beats0_3 ? slot0_3 : x;
+  assign \$12  = beats0_4 ? \$11  : slot0_4;
+  assign \$13  = beats0_4 ? slot0_4 : x;
+  assign \$14  = beats0_5 ? \$13  : slot0_5;
+  assign \$15  = beats0_5 ? slot0_5 : x;
+  assign \$16  = beats0_6 ? \$15  : slot0_6;
+  assign \$17  = beats0_6 ? slot0_6 : x;
+  assign \$18  = beats0_7 ? \$17  : slot0_7;
+  assign \$19  = beats0_7 ? slot0_7 : x;
+  assign \$20  = beats0_8 ? \$19  : slot0_8;
+  assign \$21  = beats0_8 ? slot0_8 : x;
+  assign \$22  = beats0_9 ? \$21  : slot0_9;
   always @(posedge clk)
-    slot0 <= \$21 ;
+    head <= \$23 ;
   always @(posedge clk)
-    slot1 <= \$22 ;
+    slot0_1 <= \$24 ;
   always @(posedge clk)
-    slot2 <= \$23 ;
+    slot0_2 <= \$25 ;
   always @(posedge clk)
-    slot3 <= \$24 ;
+    slot0_3 <= \$26 ;
   always @(posedge clk)
-    slot4 <= \$25 ;
+    slot0_4 <= \$27 ;
   always @(posedge clk)
-    slot5 <= \$26 ;
+    slot0_5 <= \$28 ;
   always @(posedge clk)
-    slot6 <= \$27 ;
+    slot0_6 <= \$29 ;
   always @(posedge clk)
-    slot7 <= \$28 ;
+    slot0_7 <= \$30 ;
   always @(posedge clk)
-    slot8 <= \$29 ;
+    slot0_8 <= \$31 ;
   always @(posedge clk)
-    slot9 <= \$30 ;
+    slot0_9 <= \$32 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$21  = slot0;
-    if (clear) begin
-      \$21  = 16'h8000;
-    end else if (pop) begin
-      \$21  = slot1;
-    end else if (valid) begin
-      \$21  = ins0_0;
-    end
-    if (rst) begin
-      \$21  = 16'h8000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$22  = slot1;
-    if (clear) begin
-      \$22  = 16'h8000;
-    end else if (pop) begin
-      \$22  = slot2;
-    end else if (valid) begin
-      \$22  = ins0_1;
-    end
-    if (rst) begin
-      \$22  = 16'h8000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$23  = slot2;
+    \$23  = head;
     if (clear) begin
       \$23  = 16'h8000;
-    end else if (pop) begin
-      \$23  = slot3;
-    end else if (valid) begin
-      \$23  = ins0_2;
+    end else if (\$2 ) begin
+      \$23  = slot0_1;
+    end else if (\$3 ) begin
+      \$23  = \$4 ;
     end
     if (rst) begin
       \$23  = 16'h8000;
@@ -5278,13 +5220,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$24  = slot3;
+    \$24  = slot0_1;
     if (clear) begin
       \$24  = 16'h8000;
-    end else if (pop) begin
-      \$24  = slot4;
-    end else if (valid) begin
-      \$24  = ins0_3;
+    end else if (\$2 ) begin
+      \$24  = slot0_2;
+    end else if (\$3 ) begin
+      \$24  = \$6 ;
     end
     if (rst) begin
       \$24  = 16'h8000;
@@ -5292,13 +5234,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$25  = slot4;
+    \$25  = slot0_2;
     if (clear) begin
       \$25  = 16'h8000;
-    end else if (pop) begin
-      \$25  = slot5;
-    end else if (valid) begin
-      \$25  = ins0_4;
+    end else if (\$2 ) begin
+      \$25  = slot0_3;
+    end else if (\$3 ) begin
+      \$25  = \$8 ;
     end
     if (rst) begin
       \$25  = 16'h8000;
@@ -5306,13 +5248,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$26  = slot5;
+    \$26  = slot0_3;
     if (clear) begin
       \$26  = 16'h8000;
-    end else if (pop) begin
-      \$26  = slot6;
-    end else if (valid) begin
-      \$26  = ins0_5;
+    end else if (\$2 ) begin
+      \$26  = slot0_4;
+    end else if (\$3 ) begin
+      \$26  = \$10 ;
     end
     if (rst) begin
       \$26  = 16'h8000;
@@ -5320,13 +5262,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$27  = slot6;
+    \$27  = slot0_4;
     if (clear) begin
       \$27  = 16'h8000;
-    end else if (pop) begin
-      \$27  = slot7;
-    end else if (valid) begin
-      \$27  = ins0_6;
+    end else if (\$2 ) begin
+      \$27  = slot0_5;
+    end else if (\$3 ) begin
+      \$27  = \$12 ;
     end
     if (rst) begin
       \$27  = 16'h8000;
@@ -5334,13 +5276,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$28  = slot7;
+    \$28  = slot0_5;
     if (clear) begin
       \$28  = 16'h8000;
-    end else if (pop) begin
-      \$28  = slot8;
-    end else if (valid) begin
-      \$28  = ins0_7;
+    end else if (\$2 ) begin
+      \$28  = slot0_6;
+    end else if (\$3 ) begin
+      \$28  = \$14 ;
     end
     if (rst) begin
       \$28  = 16'h8000;
@@ -5348,13 +5290,13 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$29  = slot8;
+    \$29  = slot0_6;
     if (clear) begin
       \$29  = 16'h8000;
-    end else if (pop) begin
-      \$29  = slot9;
-    end else if (valid) begin
-      \$29  = ins0_8;
+    end else if (\$2 ) begin
+      \$29  = slot0_7;
+    end else if (\$3 ) begin
+      \$29  = \$16 ;
     end
     if (rst) begin
       \$29  = 16'h8000;
@@ -5362,19 +5304,49 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, slot0, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$30  = slot9;
+    \$30  = slot0_7;
     if (clear) begin
       \$30  = 16'h8000;
-    end else if (pop) begin
-      \$30  = 16'h8000;
-    end else if (valid) begin
-      \$30  = ins0_9;
+    end else if (\$2 ) begin
+      \$30  = slot0_8;
+    end else if (\$3 ) begin
+      \$30  = \$18 ;
     end
     if (rst) begin
       \$30  = 16'h8000;
     end
   end
-  assign head = slot0;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$31  = slot0_8;
+    if (clear) begin
+      \$31  = 16'h8000;
+    end else if (\$2 ) begin
+      \$31  = slot0_9;
+    end else if (\$3 ) begin
+      \$31  = \$20 ;
+    end
+    if (rst) begin
+      \$31  = 16'h8000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$32  = slot0_9;
+    if (clear) begin
+      \$32  = 16'h8000;
+    end else if (\$2 ) begin
+      \$32  = 16'h8000;
+    end else if (\$3 ) begin
+      \$32  = \$22 ;
+    end
+    if (rst) begin
+      \$32  = 16'h8000;
+    end
+  end
+  assign slot0_0 = head;
+  assign best_lane = 1'h0;
   assign \x[0]  = x;
-  assign \$2  = x;
+  assign \$1  = 1'h1;
+  assign \$2  = pop;
 endmodule

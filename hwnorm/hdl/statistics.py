@@ -2,11 +2,11 @@
 
 Every kind: the sum S. Range: the chunked max/min scan; L-inf: max and min; L2: a squarer per lane
 and the wide sum of squares; L1: in its second pass, a comparator x > floor(mean) per lane with the
-sum and count of the values above; top-k: the k largest and the k smallest values (two sorted
-registers), from which the sequential unit picks the k largest deviations. Nothing here multiplies
+sum and count of the values above; top-k: the k largest and the k smallest values (a sorted register per lane and side), from which the
+sequential unit picks the k largest deviations. Nothing here multiplies
 by the count: that is the sequential unit's job (channel_math.py).
 """
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from .common import BeatUnit, fmt_shape, tree_reduce, tree_sum, vmax, vmin
@@ -150,38 +150,53 @@ class AboveMean(BeatUnit):
 
 
 class ExtremeK(BeatUnit):
-    """The k largest (or smallest) values of the channel in a sorted register, `head` = the most extreme.
+    """The k largest (or smallest) values of the channel, `head` = the most extreme one not yet popped.
 
-    Each lane's value is inserted in turn (lanes-deep chain). Empty slots hold the neutral value, so
-    the first min(k, n) slots are the min(k, n) most extreme values. `pop` shifts the register by one
-    toward the head (the sequential unit's merge reads the values one by one)."""
+    One k-slot sorted register per lane, each inserting its lane's value (one compare and one mux per
+    slot, so the depth does not grow with the lanes); empty slots hold the neutral value, so the first
+    min(k, n) values popped are the min(k, n) most extreme of the channel. `head` is the best of the
+    lanes' heads, and `pop` shifts that lane's register by one (a k-way merge, one value per pop)."""
 
     def __init__(self, cfg, largest: bool):
         self.largest = largest
         super().__init__(cfg, {"pop": In(1), "head": Out(fmt_shape(cfg.in_fmt))})
 
+    def _better(self, a, b):
+        return a > b if self.largest else a < b
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
+        shape = fmt_shape(cfg.in_fmt)
         neutral = cfg.in_fmt.min_int if self.largest else cfg.in_fmt.max_int
-        slots = [Signal(fmt_shape(cfg.in_fmt), name=f"slot{i}", init=neutral) for i in range(cfg.k)]
-        cur = slots
-        for j in range(cfg.lanes):
-            nxt = [Signal(fmt_shape(cfg.in_fmt), name=f"ins{j}_{i}") for i in range(cfg.k)]
+        regs = [[Signal(shape, name=f"slot{j}_{i}", init=neutral) for i in range(cfg.k)] for j in range(cfg.lanes)]
+        # the best head across lanes, with its lane (ties: the lowest lane)
+        nodes = [(r[0], Const(j, max(1, (cfg.lanes - 1).bit_length()))) for j, r in enumerate(regs)]
+        while len(nodes) > 1:
+            nxt = []
+            for i in range(0, len(nodes), 2):
+                if i + 1 == len(nodes):
+                    nxt.append(nodes[i])
+                    continue
+                (va, ia), (vb, ib) = nodes[i], nodes[i + 1]
+                take_b = self._better(vb, va)
+                nxt.append((Mux(take_b, vb, va), Mux(take_b, ib, ia)))
+            nodes = nxt
+        best = Signal(range(max(2, cfg.lanes)), name="best_lane")
+        m.d.comb += [self.head.eq(nodes[0][0]), best.eq(nodes[0][1])]
+        for j, slots in enumerate(regs):
+            x = self.x[j]
             beats = [Signal(name=f"beats{j}_{i}") for i in range(cfg.k)]
+            ins = []
             for i in range(cfg.k):
-                better = self.x[j] > cur[i] if self.largest else self.x[j] < cur[i]
-                m.d.comb += beats[i].eq(self.mask[j] & better)
-                moved_down = cur[i - 1] if i else self.x[j]
-                m.d.comb += nxt[i].eq(Mux(beats[i], Mux(beats[i - 1] if i else 0, moved_down, self.x[j]), cur[i]))
-            cur = nxt
-        m.d.comb += self.head.eq(slots[0])
-        with m.If(self.clear):
-            m.d.sync += [s.eq(neutral) for s in slots]
-        with m.Elif(self.pop):
-            m.d.sync += [s.eq(n) for s, n in zip(slots, slots[1:] + [neutral])]
-        with m.Elif(self.valid):
-            m.d.sync += [s.eq(c) for s, c in zip(slots, cur)]
+                m.d.comb += beats[i].eq(self._better(x, slots[i]))
+                ins.append(Mux(beats[i], Mux(beats[i - 1], slots[i - 1], x) if i else x, slots[i]))
+            with m.If(self.clear):
+                m.d.sync += [s_.eq(neutral) for s_ in slots]
+            with m.Elif(self.pop & (best == j)):
+                m.d.sync += [s_.eq(n_) for s_, n_ in zip(slots, slots[1:] + [neutral])]
+            with m.Elif(self.valid & self.mask[j]):
+                m.d.sync += [s_.eq(v_) for s_, v_ in zip(slots, ins)]
         return m
 
 
