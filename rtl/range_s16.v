@@ -4177,26 +4177,33 @@ endmodule
 module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid, chunk_size, r_closed, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [16:0] \$1 ;
-  wire \$10 ;
-  wire [13:0] \$11 ;
-  wire [13:0] \$12 ;
+  wire [13:0] \$10 ;
+  wire [14:0] \$11 ;
+  wire [15:0] \$12 ;
   wire \$13 ;
-  wire [16:0] \$14 ;
-  wire [16:0] \$15 ;
-  wire [21:0] \$16 ;
-  reg [19:0] \$17 ;
-  reg \$18 ;
-  reg [12:0] \$19 ;
-  wire \$2 ;
-  reg [15:0] \$20 ;
-  reg [15:0] \$21 ;
-  wire \$3 ;
-  wire [15:0] \$4 ;
-  wire [15:0] \$5 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
+  wire \$16 ;
+  wire [15:0] \$17 ;
+  wire [15:0] \$18 ;
+  wire [20:0] \$19 ;
+  wire [13:0] \$2 ;
+  wire \$20 ;
+  wire [16:0] \$21 ;
+  wire [16:0] \$22 ;
+  reg [19:0] \$23 ;
+  reg [17:0] \$24 ;
+  reg \$25 ;
+  reg [12:0] \$26 ;
+  reg [15:0] \$27 ;
+  reg [15:0] \$28 ;
+  wire [14:0] \$3 ;
+  wire \$4 ;
+  wire [13:0] \$5 ;
   wire \$6 ;
-  wire [15:0] \$7 ;
-  wire [15:0] \$8 ;
-  wire [13:0] \$9 ;
+  wire [13:0] \$7 ;
+  wire [14:0] \$8 ;
+  wire \$9 ;
   reg [15:0] \$signal  = 16'h0000;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -4204,15 +4211,17 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire clear;
   input clk;
   wire clk;
+  reg [12:0] \dist  = 13'h0000;
   reg have = 1'h0;
   wire have0;
   wire [15:0] hi0;
+  wire is_start0;
   reg [15:0] lo = 16'h0000;
   wire [15:0] lo0;
   input mask;
   wire mask;
-  reg [12:0] pos0 = 13'h0000;
-  wire [12:0] pos1;
+  reg [12:0] nxt;
+  reg [17:0] pending = 18'h00000;
   output [19:0] r_closed;
   reg [19:0] r_closed = 20'h00000;
   output [15:0] r_open;
@@ -4226,96 +4235,123 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [15:0] x;
   wire [15:0] \x[0] ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
-  assign \$2  = ! pos0;
-  assign start0 = mask & \$2 ;
-  assign \$3  = $signed(\$signal ) > $signed(x);
-  assign \$4  = \$3  ? \$signal  : x;
-  assign \$5  = mask ? \$4  : \$signal ;
-  assign hi0 = start0 ? x : \$5 ;
-  assign \$6  = $signed(lo) < $signed(x);
-  assign \$7  = \$6  ? lo : x;
-  assign \$8  = mask ? \$7  : lo;
-  assign lo0 = start0 ? x : \$8 ;
+  assign \$2  = 1'h0 * chunk_size;
+  assign \$3  = \dist  + \$2 ;
+  assign \$4  = ! \$3 ;
+  assign \$5  = \dist  - 1'h1;
+  assign \$6  = \dist  < 1'h1;
+  assign \$7  = 1'h1 * chunk_size;
+  assign \$8  = \dist  + \$7 ;
+  assign \$9  = \$8  >= 1'h1;
+  assign \$10  = 1'h1 * chunk_size;
+  assign \$11  = \dist  + \$10 ;
+  assign \$12  = \$11  - 1'h1;
+  assign start0 = mask & is_start0;
+  assign \$13  = $signed(\$signal ) > $signed(x);
+  assign \$14  = \$13  ? \$signal  : x;
+  assign \$15  = mask ? \$14  : \$signal ;
+  assign hi0 = start0 ? x : \$15 ;
+  assign \$16  = $signed(lo) < $signed(x);
+  assign \$17  = \$16  ? lo : x;
+  assign \$18  = mask ? \$17  : lo;
+  assign lo0 = start0 ? x : \$18 ;
   assign have0 = have | mask;
-  assign \$9  = pos0 + 1'h1;
-  assign \$10  = \$9  == chunk_size;
-  assign \$11  = pos0 + 1'h1;
-  assign \$12  = \$10  ? 14'h0000 : \$11 ;
-  assign \$13  = start0 & have;
-  assign \$14  = $signed(\$signal ) - $signed(lo);
-  assign \$15  = \$13  ? \$14  : 17'h00000;
-  assign \$16  = $signed({ 1'h0, r_closed }) + $signed(\$15 );
+  assign \$19  = r_closed + pending;
+  assign \$20  = start0 & have;
+  assign \$21  = $signed(\$signal ) - $signed(lo);
+  assign \$22  = \$20  ? \$21  : 17'h00000;
   always @(posedge clk)
-    r_closed <= \$17 ;
+    r_closed <= \$23 ;
   always @(posedge clk)
-    have <= \$18 ;
+    pending <= \$24 ;
   always @(posedge clk)
-    pos0 <= \$19 ;
+    have <= \$25 ;
   always @(posedge clk)
-    \$signal  <= \$20 ;
+    \dist  <= \$26 ;
   always @(posedge clk)
-    lo <= \$21 ;
+    \$signal  <= \$27 ;
+  always @(posedge clk)
+    lo <= \$28 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$17  = r_closed;
-    if (clear) begin
-      \$17  = 20'h00000;
-    end else if (valid) begin
-      \$17  = \$16 [19:0];
-    end
-    if (rst) begin
-      \$17  = 20'h00000;
+    nxt = \$5 [12:0];
+    if (\$6 ) begin
+      if (\$9 ) begin
+        nxt = \$12 [12:0];
+      end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$18  = have;
+    \$23  = \$19 [19:0];
     if (clear) begin
-      \$18  = 1'h0;
-    end else if (valid) begin
-      \$18  = have0;
+      \$23  = 20'h00000;
     end
     if (rst) begin
-      \$18  = 1'h0;
+      \$23  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$19  = pos0;
+    \$24  = 18'h00000;
     if (clear) begin
-      \$19  = 13'h0000;
+      \$24  = 18'h00000;
     end else if (valid) begin
-      \$19  = \$12 [12:0];
+      \$24  = { \$22 [16], \$22  };
     end
     if (rst) begin
-      \$19  = 13'h0000;
+      \$24  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$20  = \$signal ;
+    \$25  = have;
     if (clear) begin
+      \$25  = 1'h0;
     end else if (valid) begin
-      \$20  = hi0;
+      \$25  = have0;
     end
     if (rst) begin
-      \$20  = 16'h0000;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$21  = lo;
+    \$26  = \dist ;
     if (clear) begin
+      \$26  = 13'h0000;
     end else if (valid) begin
-      \$21  = lo0;
+      \$26  = nxt;
     end
     if (rst) begin
-      \$21  = 16'h0000;
+      \$26  = 13'h0000;
     end
   end
-  assign pos1 = \$12 [12:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$27  = \$signal ;
+    if (clear) begin
+    end else if (valid) begin
+      \$27  = hi0;
+    end
+    if (rst) begin
+      \$27  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$28  = lo;
+    if (clear) begin
+    end else if (valid) begin
+      \$28  = lo0;
+    end
+    if (rst) begin
+      \$28  = 16'h0000;
+    end
+  end
   assign r_open = \$1 [15:0];
   assign \x[0]  = x;
+  assign is_start0 = \$4 ;
 endmodule
 
 module \hwnorm_range_s16.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);

@@ -6,7 +6,7 @@ sum and count of the values above; top-k: the k largest and the k smallest value
 sequential unit picks the k largest deviations. Nothing here multiplies
 by the count: that is the sequential unit's job (channel_math.py).
 """
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from .common import BeatUnit, fmt_shape, tree_reduce, tree_sum, vmax, vmin
@@ -85,7 +85,9 @@ class ChunkRange(BeatUnit):
     A chunk is closed lazily, when the first value of the next one arrives, so at the end of the
     pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
     last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
-    the lanes closes each segment that a start ends.
+    the lanes closes each segment that a start ends. The starts come from one register, the distance
+    to the next chunk start, so no lane waits on another lane's position; the closed ranges of a beat
+    are summed into `r_closed` one cycle later (in time for the first read after the pass).
     """
 
     def __init__(self, cfg):
@@ -95,18 +97,33 @@ class ChunkRange(BeatUnit):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
+        lanes = cfg.lanes
+        cs = self.chunk_size
         shape = fmt_shape(cfg.in_fmt)
         hi, lo = Signal(shape), Signal(shape)
-        pos0 = Signal(cfg.count_bits)          # position inside its chunk of the next beat's lane 0
+        dist = Signal(cfg.count_bits)          # values before the next chunk start (< chunk_size)
         have = Signal()                        # an open chunk exists
+        pending = Signal(cfg.in_fmt.bits + lanes.bit_length() + 1)   # the last beat's closed ranges
         m.d.comb += self.r_open.eq(hi - lo)
 
+        # lane j starts a chunk when j = dist + i * chunk_size for some i >= 0
+        starts_at = [dist + i * cs for i in range(lanes)]
+        is_start = [Signal(name=f"is_start{j}") for j in range(lanes)]
+        for j in range(lanes):
+            m.d.comb += is_start[j].eq(Cat(*[p == j for p in starts_at[:j + 1]]).any())
+        # the next beat's distance: the first start at or after `lanes`, minus lanes
+        nxt = Signal(cfg.count_bits)
+        m.d.comb += nxt.eq(dist - lanes)
+        for i in reversed(range(1, lanes + 1)):
+            with m.If(dist < lanes):
+                with m.If(dist + i * cs >= lanes):
+                    m.d.comb += nxt.eq(dist + i * cs - lanes)
+
         cur_hi, cur_lo, cur_have = hi, lo, have
-        pos = pos0
         closed = []
-        for j in range(cfg.lanes):
+        for j in range(lanes):
             start = Signal(name=f"start{j}")
-            m.d.comb += start.eq(self.mask[j] & (pos == 0))
+            m.d.comb += start.eq(self.mask[j] & is_start[j])
             closed.append(Mux(start & cur_have, cur_hi - cur_lo, 0))
             nhi, nlo, nhave = Signal(shape, name=f"hi{j}"), Signal(shape, name=f"lo{j}"), Signal(name=f"have{j}")
             m.d.comb += [
@@ -114,15 +131,14 @@ class ChunkRange(BeatUnit):
                 nlo.eq(Mux(start, self.x[j], Mux(self.mask[j], vmin(cur_lo, self.x[j]), cur_lo))),
                 nhave.eq(cur_have | self.mask[j]),
             ]
-            npos = Signal(cfg.count_bits, name=f"pos{j + 1}")
-            m.d.comb += npos.eq(Mux(pos + 1 == self.chunk_size, 0, pos + 1))
-            cur_hi, cur_lo, cur_have, pos = nhi, nlo, nhave, npos
+            cur_hi, cur_lo, cur_have = nhi, nlo, nhave
 
+        m.d.sync += [self.r_closed.eq(self.r_closed + pending), pending.eq(0)]
         with m.If(self.clear):
-            m.d.sync += [self.r_closed.eq(0), have.eq(0), pos0.eq(0)]
+            m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), dist.eq(0)]
         with m.Elif(self.valid):
-            m.d.sync += [self.r_closed.eq(self.r_closed + tree_sum(closed)),
-                         hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have), pos0.eq(pos)]
+            m.d.sync += [pending.eq(tree_sum(closed)), hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have),
+                         dist.eq(nxt)]
         return m
 
 
