@@ -4138,27 +4138,27 @@ endmodule
 module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [58:0] \$10 ;
-  wire [58:0] \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [58:0] \$14 ;
-  wire [58:0] \$15 ;
-  wire [58:0] \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [32:0] \$10 ;
+  wire [23:0] \$11 ;
+  wire [34:0] \$12 ;
+  wire [64:0] \$13 ;
+  wire [65:0] \$14 ;
+  wire [87:0] \$15 ;
+  wire [88:0] \$16 ;
+  wire [89:0] \$17 ;
+  wire [58:0] \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire [13:0] \$22 ;
-  reg \$23 ;
-  reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg [12:0] \$29 ;
+  wire [58:0] \$21 ;
+  wire [58:0] \$22 ;
+  wire [58:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire [13:0] \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
@@ -4166,20 +4166,29 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg \$33 ;
   reg \$34 ;
   reg \$35 ;
-  reg [15:0] \$36 ;
-  reg [57:0] \$37 ;
-  reg [58:0] \$38 ;
-  reg [58:0] \$39 ;
+  reg [12:0] \$36 ;
+  reg \$37 ;
+  reg \$38 ;
+  reg \$39 ;
   wire [2:0] \$4 ;
-  reg [58:0] \$40 ;
+  reg \$40 ;
   reg \$41 ;
   reg \$42 ;
   reg [15:0] \$43 ;
+  reg [33:0] \$44 ;
+  reg [33:0] \$45 ;
+  reg [24:0] \$46 ;
+  reg [58:0] \$47 ;
+  reg [58:0] \$48 ;
+  reg [58:0] \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [15:0] \$52 ;
   wire [3:0] \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [57:0] \$9 ;
+  wire [32:0] \$9 ;
   input [41:0] a;
   wire [41:0] a;
   reg [58:0] acc0 = 59'h000000000000000;
@@ -4215,7 +4224,9 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [57:0] p0 = 58'h000000000000000;
+  reg [33:0] p0_0 = 34'h000000000;
+  reg [33:0] p0_17 = 34'h000000000;
+  reg [24:0] p0_34 = 25'h0000000;
   reg [58:0] q0 = 59'h000000000000000;
   reg [58:0] qs0 = 59'h000000000000000;
   input rst;
@@ -4236,15 +4247,35 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   (* init = 16'h0000 *)
   wire [15:0] y0;
   always @(posedge clk)
-    qs0 <= \$39 ;
+    ok1 <= \$38 ;
   always @(posedge clk)
-    q0 <= \$40 ;
+    ok2 <= \$39 ;
   always @(posedge clk)
-    over0 <= \$41 ;
+    ok3 <= \$40 ;
   always @(posedge clk)
-    under0 <= \$42 ;
+    ok4 <= \$41 ;
   always @(posedge clk)
-    o__payload <= \$43 ;
+    ok5 <= \$42 ;
+  always @(posedge clk)
+    x0 <= \$43 ;
+  always @(posedge clk)
+    p0_0 <= \$44 ;
+  always @(posedge clk)
+    p0_17 <= \$45 ;
+  always @(posedge clk)
+    p0_34 <= \$46 ;
+  always @(posedge clk)
+    acc0 <= \$47 ;
+  always @(posedge clk)
+    qs0 <= \$48 ;
+  always @(posedge clk)
+    q0 <= \$49 ;
+  always @(posedge clk)
+    over0 <= \$50 ;
+  always @(posedge clk)
+    under0 <= \$51 ;
+  always @(posedge clk)
+    o__payload <= \$52 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4255,77 +4286,79 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed(a);
-  assign \$10  = $signed(p0) + $signed(b);
-  assign \$11  = $signed(acc0) >>> shift;
-  assign \$12  = $signed(qs0) > $signed(16'h7fff);
-  assign \$13  = $signed(qs0) < $signed(16'h8000);
-  assign \$14  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$15  = over0 ? 59'h000000000007fff : \$14 ;
-  assign \$16  = ok4 ? \$15  : 59'h000000000000000;
-  assign \$17  = ~ clear;
-  assign \$18  = \$17  & ce;
-  assign \$19  = v4 & ok4;
-  assign \$20  = over0 | under0;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = sat_count + \$21 ;
+  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
+  assign \$11  = $signed(x0) * $signed(a[41:34]);
+  assign \$14  = $signed(\$12 ) + $signed(\$13 );
+  assign \$16  = $signed(\$15 ) + $signed(b);
+  assign \$17  = $signed(\$14 ) + $signed(\$16 );
+  assign \$18  = $signed(acc0) >>> shift;
+  assign \$19  = $signed(qs0) > $signed(16'h7fff);
+  assign \$20  = $signed(qs0) < $signed(16'h8000);
+  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
+  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
+  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
+  assign \$24  = ~ clear;
+  assign \$25  = \$24  & ce;
+  assign \$26  = v4 & ok4;
+  assign \$27  = over0 | under0;
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = sat_count + \$28 ;
   always @(posedge clk)
-    v0 <= \$23 ;
+    v0 <= \$30 ;
   always @(posedge clk)
-    v1 <= \$24 ;
+    v1 <= \$31 ;
   always @(posedge clk)
-    v2 <= \$25 ;
+    v2 <= \$32 ;
   always @(posedge clk)
-    v3 <= \$26 ;
+    v3 <= \$33 ;
   always @(posedge clk)
-    v4 <= \$27 ;
+    v4 <= \$34 ;
   always @(posedge clk)
-    v5 <= \$28 ;
+    v5 <= \$35 ;
   always @(posedge clk)
-    sat_count <= \$29 ;
+    sat_count <= \$36 ;
   always @(posedge clk)
-    ok0 <= \$30 ;
-  always @(posedge clk)
-    ok1 <= \$31 ;
-  always @(posedge clk)
-    ok2 <= \$32 ;
-  always @(posedge clk)
-    ok3 <= \$33 ;
-  always @(posedge clk)
-    ok4 <= \$34 ;
-  always @(posedge clk)
-    ok5 <= \$35 ;
-  always @(posedge clk)
-    x0 <= \$36 ;
-  always @(posedge clk)
-    p0 <= \$37 ;
-  always @(posedge clk)
-    acc0 <= \$38 ;
+    ok0 <= \$37 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = qs0;
-    if (\$8 ) begin
-      \$39  = \$11 ;
+    \$38  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$38  = ok0;
     end
     if (rst) begin
-      \$39  = 59'h000000000000000;
+      \$38  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = q0;
-    if (\$8 ) begin
-      \$40  = qs0;
+    \$39  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$39  = ok1;
     end
     if (rst) begin
-      \$40  = 59'h000000000000000;
+      \$39  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = over0;
-    if (\$8 ) begin
-      \$41  = \$12 ;
+    \$40  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$40  = ok2;
+    end
+    if (rst) begin
+      \$40  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$41  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$41  = ok3;
     end
     if (rst) begin
       \$41  = 1'h0;
@@ -4333,9 +4366,10 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = under0;
-    if (\$8 ) begin
-      \$42  = \$13 ;
+    \$42  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$42  = ok4;
     end
     if (rst) begin
       \$42  = 1'h0;
@@ -4343,9 +4377,9 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = o__payload;
+    \$43  = x0;
     if (\$8 ) begin
-      \$43  = \$16 [15:0];
+      \$43  = i__payload;
     end
     if (rst) begin
       \$43  = 16'h0000;
@@ -4353,95 +4387,101 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v0;
-    if (clear) begin
-      \$23  = 1'h0;
-    end else if (ce) begin
-      \$23  = i__valid;
+    \$44  = p0_0;
+    if (\$8 ) begin
+      \$44  = { \$9 [32], \$9  };
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$44  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v1;
-    if (clear) begin
-      \$24  = 1'h0;
-    end else if (ce) begin
-      \$24  = v0;
+    \$45  = p0_17;
+    if (\$8 ) begin
+      \$45  = { \$10 [32], \$10  };
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$45  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v2;
-    if (clear) begin
-      \$25  = 1'h0;
-    end else if (ce) begin
-      \$25  = v1;
+    \$46  = p0_34;
+    if (\$8 ) begin
+      \$46  = { \$11 [23], \$11  };
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$46  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = v3;
-    if (clear) begin
-      \$26  = 1'h0;
-    end else if (ce) begin
-      \$26  = v2;
+    \$47  = acc0;
+    if (\$8 ) begin
+      \$47  = \$17 [58:0];
     end
     if (rst) begin
-      \$26  = 1'h0;
+      \$47  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v4;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = v3;
+    \$48  = qs0;
+    if (\$8 ) begin
+      \$48  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$48  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v5;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v4;
+    \$49  = q0;
+    if (\$8 ) begin
+      \$49  = qs0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$49  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = sat_count;
-    if (clear) begin
-      \$29  = 13'h0000;
-    end
-    if (\$18 ) begin
-      \$29  = \$22 [12:0];
+    \$50  = over0;
+    if (\$8 ) begin
+      \$50  = \$19 ;
     end
     if (rst) begin
-      \$29  = 13'h0000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok0;
+    \$51  = under0;
+    if (\$8 ) begin
+      \$51  = \$20 ;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = o__payload;
+    if (\$8 ) begin
+      \$52  = \$23 [15:0];
+    end
+    if (rst) begin
+      \$52  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$30  = v0;
     if (clear) begin
+      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = mask;
+      \$30  = i__valid;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -4449,10 +4489,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok1;
+    \$31  = v1;
     if (clear) begin
+      \$31  = 1'h0;
     end else if (ce) begin
-      \$31  = ok0;
+      \$31  = v0;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -4460,10 +4501,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = ok2;
+    \$32  = v2;
     if (clear) begin
+      \$32  = 1'h0;
     end else if (ce) begin
-      \$32  = ok1;
+      \$32  = v1;
     end
     if (rst) begin
       \$32  = 1'h0;
@@ -4471,10 +4513,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = ok3;
+    \$33  = v3;
     if (clear) begin
+      \$33  = 1'h0;
     end else if (ce) begin
-      \$33  = ok2;
+      \$33  = v2;
     end
     if (rst) begin
       \$33  = 1'h0;
@@ -4482,10 +4525,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok4;
+    \$34  = v4;
     if (clear) begin
+      \$34  = 1'h0;
     end else if (ce) begin
-      \$34  = ok3;
+      \$34  = v3;
     end
     if (rst) begin
       \$34  = 1'h0;
@@ -4493,10 +4537,11 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok5;
+    \$35  = v5;
     if (clear) begin
+      \$35  = 1'h0;
     end else if (ce) begin
-      \$35  = ok4;
+      \$35  = v4;
     end
     if (rst) begin
       \$35  = 1'h0;
@@ -4504,32 +4549,26 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = x0;
-    if (\$8 ) begin
-      \$36  = i__payload;
+    \$36  = sat_count;
+    if (clear) begin
+      \$36  = 13'h0000;
+    end
+    if (\$25 ) begin
+      \$36  = \$29 [12:0];
     end
     if (rst) begin
-      \$36  = 16'h0000;
+      \$36  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = p0;
-    if (\$8 ) begin
-      \$37  = \$9 ;
+    \$37  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$37  = mask;
     end
     if (rst) begin
-      \$37  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = acc0;
-    if (\$8 ) begin
-      \$38  = \$10 ;
-    end
-    if (rst) begin
-      \$38  = 59'h000000000000000;
+      \$37  = 1'h0;
     end
   end
   assign i__ready = ce;
@@ -4537,6 +4576,9 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
+  assign \$12  = { p0_0[33], p0_0 };
+  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
+  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
 endmodule
 
 module \hwnorm_l1_s16.stats_unit (clk, rst, mask, clear, \valid$3 , second, sum, s_hi, c_hi, floor_mean, x);

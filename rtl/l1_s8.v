@@ -4032,48 +4032,53 @@ endmodule
 module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [35:0] \$10 ;
-  wire [35:0] \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [35:0] \$14 ;
+  wire [17:0] \$10 ;
+  wire [26:0] \$11 ;
+  wire [49:0] \$12 ;
+  wire [50:0] \$13 ;
+  wire [51:0] \$14 ;
   wire [35:0] \$15 ;
-  wire [35:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [35:0] \$18 ;
+  wire [35:0] \$19 ;
   wire [1:0] \$2 ;
-  wire \$20 ;
+  wire [35:0] \$20 ;
   wire \$21 ;
-  wire [13:0] \$22 ;
-  reg \$23 ;
-  reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [13:0] \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg [12:0] \$29 ;
+  reg \$29 ;
   wire [1:0] \$3 ;
   reg \$30 ;
   reg \$31 ;
   reg \$32 ;
-  reg \$33 ;
+  reg [12:0] \$33 ;
   reg \$34 ;
   reg \$35 ;
-  reg [7:0] \$36 ;
-  reg [34:0] \$37 ;
-  reg [35:0] \$38 ;
-  reg [35:0] \$39 ;
+  reg \$36 ;
+  reg \$37 ;
+  reg \$38 ;
+  reg \$39 ;
   wire [2:0] \$4 ;
-  reg [35:0] \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [7:0] \$43 ;
+  reg [7:0] \$40 ;
+  reg [25:0] \$41 ;
+  reg [18:0] \$42 ;
+  reg [35:0] \$43 ;
+  reg [35:0] \$44 ;
+  reg [35:0] \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg [7:0] \$48 ;
   wire [1:0] \$5 ;
   wire [3:0] \$6 ;
   wire \$7 ;
   wire \$8 ;
-  wire [34:0] \$9 ;
+  wire [24:0] \$9 ;
   input [26:0] a;
   wire [26:0] a;
   reg [35:0] acc0 = 36'h000000000;
@@ -4109,7 +4114,8 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [34:0] p0 = 35'h000000000;
+  reg [25:0] p0_0 = 26'h0000000;
+  reg [18:0] p0_17 = 19'h00000;
   reg [35:0] q0 = 36'h000000000;
   reg [35:0] qs0 = 36'h000000000;
   input rst;
@@ -4130,15 +4136,27 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   (* init = 8'h00 *)
   wire [7:0] y0;
   always @(posedge clk)
-    qs0 <= \$39 ;
+    ok4 <= \$38 ;
   always @(posedge clk)
-    q0 <= \$40 ;
+    ok5 <= \$39 ;
   always @(posedge clk)
-    over0 <= \$41 ;
+    x0 <= \$40 ;
   always @(posedge clk)
-    under0 <= \$42 ;
+    p0_0 <= \$41 ;
   always @(posedge clk)
-    o__payload <= \$43 ;
+    p0_17 <= \$42 ;
+  always @(posedge clk)
+    acc0 <= \$43 ;
+  always @(posedge clk)
+    qs0 <= \$44 ;
+  always @(posedge clk)
+    q0 <= \$45 ;
+  always @(posedge clk)
+    over0 <= \$46 ;
+  always @(posedge clk)
+    under0 <= \$47 ;
+  always @(posedge clk)
+    o__payload <= \$48 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4149,157 +4167,152 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed(a);
-  assign \$10  = $signed(p0) + $signed(b);
-  assign \$11  = $signed(acc0) >>> shift;
-  assign \$12  = $signed(qs0) > $signed(8'h7f);
-  assign \$13  = $signed(qs0) < $signed(8'h80);
-  assign \$14  = under0 ? 36'hfffffff80 : q0;
-  assign \$15  = over0 ? 36'h00000007f : \$14 ;
-  assign \$16  = ok4 ? \$15  : 36'h000000000;
-  assign \$17  = ~ clear;
-  assign \$18  = \$17  & ce;
-  assign \$19  = v4 & ok4;
-  assign \$20  = over0 | under0;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = sat_count + \$21 ;
+  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$10  = $signed(x0) * $signed(a[26:17]);
+  assign \$13  = $signed(\$11 ) + $signed(\$12 );
+  assign \$14  = $signed(\$13 ) + $signed(b);
+  assign \$15  = $signed(acc0) >>> shift;
+  assign \$16  = $signed(qs0) > $signed(8'h7f);
+  assign \$17  = $signed(qs0) < $signed(8'h80);
+  assign \$18  = under0 ? 36'hfffffff80 : q0;
+  assign \$19  = over0 ? 36'h00000007f : \$18 ;
+  assign \$20  = ok4 ? \$19  : 36'h000000000;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = v4 & ok4;
+  assign \$24  = over0 | under0;
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = sat_count + \$25 ;
   always @(posedge clk)
-    v0 <= \$23 ;
+    v0 <= \$27 ;
   always @(posedge clk)
-    v1 <= \$24 ;
+    v1 <= \$28 ;
   always @(posedge clk)
-    v2 <= \$25 ;
+    v2 <= \$29 ;
   always @(posedge clk)
-    v3 <= \$26 ;
+    v3 <= \$30 ;
   always @(posedge clk)
-    v4 <= \$27 ;
+    v4 <= \$31 ;
   always @(posedge clk)
-    v5 <= \$28 ;
+    v5 <= \$32 ;
   always @(posedge clk)
-    sat_count <= \$29 ;
+    sat_count <= \$33 ;
   always @(posedge clk)
-    ok0 <= \$30 ;
+    ok0 <= \$34 ;
   always @(posedge clk)
-    ok1 <= \$31 ;
+    ok1 <= \$35 ;
   always @(posedge clk)
-    ok2 <= \$32 ;
+    ok2 <= \$36 ;
   always @(posedge clk)
-    ok3 <= \$33 ;
-  always @(posedge clk)
-    ok4 <= \$34 ;
-  always @(posedge clk)
-    ok5 <= \$35 ;
-  always @(posedge clk)
-    x0 <= \$36 ;
-  always @(posedge clk)
-    p0 <= \$37 ;
-  always @(posedge clk)
-    acc0 <= \$38 ;
+    ok3 <= \$37 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = qs0;
-    if (\$8 ) begin
-      \$39  = \$11 ;
-    end
-    if (rst) begin
-      \$39  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = q0;
-    if (\$8 ) begin
-      \$40  = qs0;
-    end
-    if (rst) begin
-      \$40  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = over0;
-    if (\$8 ) begin
-      \$41  = \$12 ;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = under0;
-    if (\$8 ) begin
-      \$42  = \$13 ;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = o__payload;
-    if (\$8 ) begin
-      \$43  = \$16 [7:0];
-    end
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$23  = v0;
+    \$39  = ok5;
     if (clear) begin
-      \$23  = 1'h0;
     end else if (ce) begin
-      \$23  = i__valid;
+      \$39  = ok4;
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$39  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$24  = v1;
-    if (clear) begin
-      \$24  = 1'h0;
-    end else if (ce) begin
-      \$24  = v0;
+    \$40  = x0;
+    if (\$8 ) begin
+      \$40  = i__payload;
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$40  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$25  = v2;
-    if (clear) begin
-      \$25  = 1'h0;
-    end else if (ce) begin
-      \$25  = v1;
+    \$41  = p0_0;
+    if (\$8 ) begin
+      \$41  = { \$9 [24], \$9  };
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$41  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$26  = v3;
-    if (clear) begin
-      \$26  = 1'h0;
-    end else if (ce) begin
-      \$26  = v2;
+    \$42  = p0_17;
+    if (\$8 ) begin
+      \$42  = { \$10 [17], \$10  };
     end
     if (rst) begin
-      \$26  = 1'h0;
+      \$42  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v4;
+    \$43  = acc0;
+    if (\$8 ) begin
+      \$43  = \$14 [35:0];
+    end
+    if (rst) begin
+      \$43  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$44  = qs0;
+    if (\$8 ) begin
+      \$44  = \$15 ;
+    end
+    if (rst) begin
+      \$44  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$45  = q0;
+    if (\$8 ) begin
+      \$45  = qs0;
+    end
+    if (rst) begin
+      \$45  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = over0;
+    if (\$8 ) begin
+      \$46  = \$16 ;
+    end
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = under0;
+    if (\$8 ) begin
+      \$47  = \$17 ;
+    end
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = o__payload;
+    if (\$8 ) begin
+      \$48  = \$20 [7:0];
+    end
+    if (rst) begin
+      \$48  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$27  = v0;
     if (clear) begin
       \$27  = 1'h0;
     end else if (ce) begin
-      \$27  = v3;
+      \$27  = i__valid;
     end
     if (rst) begin
       \$27  = 1'h0;
@@ -4307,11 +4320,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v5;
+    \$28  = v1;
     if (clear) begin
       \$28  = 1'h0;
     end else if (ce) begin
-      \$28  = v4;
+      \$28  = v0;
     end
     if (rst) begin
       \$28  = 1'h0;
@@ -4319,23 +4332,23 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = sat_count;
+    \$29  = v2;
     if (clear) begin
-      \$29  = 13'h0000;
-    end
-    if (\$18 ) begin
-      \$29  = \$22 [12:0];
+      \$29  = 1'h0;
+    end else if (ce) begin
+      \$29  = v1;
     end
     if (rst) begin
-      \$29  = 13'h0000;
+      \$29  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = ok0;
+    \$30  = v3;
     if (clear) begin
+      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = mask;
+      \$30  = v2;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -4343,10 +4356,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = ok1;
+    \$31  = v4;
     if (clear) begin
+      \$31  = 1'h0;
     end else if (ce) begin
-      \$31  = ok0;
+      \$31  = v3;
     end
     if (rst) begin
       \$31  = 1'h0;
@@ -4354,10 +4368,11 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = ok2;
+    \$32  = v5;
     if (clear) begin
+      \$32  = 1'h0;
     end else if (ce) begin
-      \$32  = ok1;
+      \$32  = v4;
     end
     if (rst) begin
       \$32  = 1'h0;
@@ -4365,21 +4380,23 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = ok3;
+    \$33  = sat_count;
     if (clear) begin
-    end else if (ce) begin
-      \$33  = ok2;
+      \$33  = 13'h0000;
+    end
+    if (\$22 ) begin
+      \$33  = \$26 [12:0];
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$33  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok4;
+    \$34  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$34  = ok3;
+      \$34  = mask;
     end
     if (rst) begin
       \$34  = 1'h0;
@@ -4387,10 +4404,10 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok5;
+    \$35  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$35  = ok4;
+      \$35  = ok0;
     end
     if (rst) begin
       \$35  = 1'h0;
@@ -4398,32 +4415,35 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = x0;
-    if (\$8 ) begin
-      \$36  = i__payload;
+    \$36  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$36  = ok1;
     end
     if (rst) begin
-      \$36  = 8'h00;
+      \$36  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = p0;
-    if (\$8 ) begin
-      \$37  = \$9 ;
+    \$37  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$37  = ok2;
     end
     if (rst) begin
-      \$37  = 35'h000000000;
+      \$37  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = acc0;
-    if (\$8 ) begin
-      \$38  = \$10 ;
+    \$38  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$38  = ok3;
     end
     if (rst) begin
-      \$38  = 36'h000000000;
+      \$38  = 1'h0;
     end
   end
   assign i__ready = ce;
@@ -4431,6 +4451,8 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
+  assign \$11  = { p0_0[25], p0_0 };
+  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_l1_s8.stats_unit (clk, rst, mask, clear, \valid$3 , second, sum, s_hi, c_hi, floor_mean, x);

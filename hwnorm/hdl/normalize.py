@@ -1,8 +1,9 @@
 """The normalize pass, `lanes` values per clock: y = sat(round((x*A + B) >> SH)).
 
 One multiply-add per lane; A, B and SH are per channel (channel_math.py), the same in training and
-inference. Pipeline: input register, multiply, add, shift (and tie detect), round and compare, clamp:
-no stage deeper than one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
+inference. Pipeline: input register, multiply (partial products of 17-bit slices of A, one 18x18
+DSP multiplier each), add (the partial products and B), shift (and tie detect), round and compare,
+clamp: no stage deeper than one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
 last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`.
 """
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -12,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from .common import fmt_shape, lanes_of, tree_sum
 
 STAGES = 6
+DSP_BITS = 17                 # unsigned slice of A per partial product: a signed 18x18 multiplier
 
 
 class NormalizeAffine(wiring.Component):
@@ -55,7 +57,14 @@ class NormalizeAffine(wiring.Component):
         sat_flags = []
         for j in range(lanes):
             x = Signal(x_shape, name=f"x{j}")
-            p = Signal(signed(len(x) + cfg.a_bits), name=f"p{j}")
+            # x*A as partial products of at most DSP_BITS-bit slices of A (one 18x18 multiplier each),
+            # added with B in the next stage: no stage holds more than one multiplier
+            parts = []
+            for bottom in range(0, cfg.a_bits, DSP_BITS):
+                top = min(bottom + DSP_BITS, cfg.a_bits)
+                piece = self.a[bottom:top] if top < cfg.a_bits else self.a[bottom:top].as_signed()
+                pp = Signal(signed(len(x) + top - bottom + 1), name=f"p{j}_{bottom}")
+                parts.append((pp, piece, bottom))
             acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
             q = Signal(signed(cfg.acc_bits), name=f"q{j}")
             over, under = Signal(name=f"over{j}"), Signal(name=f"under{j}")
@@ -66,8 +75,8 @@ class NormalizeAffine(wiring.Component):
             with m.If(~self.clear & ce):
                 m.d.sync += [
                     x.eq(self.i.payload[j]),
-                    p.eq(x * self.a),
-                    acc.eq(p + self.b),
+                    *[pp.eq(x * piece) for pp, piece, _ in parts],
+                    acc.eq(tree_sum([pp << at for pp, _, at in parts] + [self.b])),
                     qs.eq(acc >> self.shift),
                     q.eq(qr),
                     over.eq(qr > hi), under.eq(qr < lo),
