@@ -48,10 +48,10 @@ def latency_table() -> str:
             "per-channel latency before the normalize pass (8-bit / 16-bit) | whole channel of 1024 values, "
             "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) |",
             "|---|---|---|---|---|---|"]
-    hw = {"range": "sum; max/min compare chain across lanes, segmented by chunk starts",
+    hw = {"range": "sum; max/min compare chain across lanes, segmented by chunk starts (from one distance register)",
           "l1": "sum; in pass 2 a comparator x > floor(mean), sum and count of the values above",
           "linf": "sum; max/min compare trees",
-          "topk": "sum; two k-entry sorted registers (k largest, k smallest values)",
+          "topk": "sum; a k-entry sorted register per lane for the k largest and one for the k smallest values",
           "l2": "sum; a squarer per lane and the wide sum of squares"}
     cfgs = default_configs()
     for kind in ("range", "l1", "linf", "topk", "l2"):
