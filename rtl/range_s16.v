@@ -658,100 +658,101 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
-  wire [7:0] \$254 ;
-  wire \$255 ;
-  wire [10:0] \$256 ;
+  wire \$254 ;
+  wire [7:0] \$255 ;
+  wire \$256 ;
   wire [10:0] \$257 ;
-  wire \$258 ;
-  wire [10:0] \$259 ;
+  wire [10:0] \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [10:0] \$261 ;
+  wire [10:0] \$260 ;
+  wire \$261 ;
   wire [10:0] \$262 ;
   wire [10:0] \$263 ;
-  wire \$264 ;
-  wire [10:0] \$265 ;
-  wire \$266 ;
-  wire [10:0] \$267 ;
+  wire [10:0] \$264 ;
+  wire \$265 ;
+  wire [10:0] \$266 ;
+  wire \$267 ;
   wire [10:0] \$268 ;
   wire [10:0] \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
   wire [10:0] \$271 ;
-  wire [70:0] \$272 ;
-  wire \$273 ;
-  wire [9:0] \$274 ;
-  wire [10:0] \$275 ;
-  wire [11:0] \$276 ;
-  wire [65:0] \$277 ;
-  wire [46:0] \$278 ;
-  wire [31:0] \$279 ;
+  wire [10:0] \$272 ;
+  wire [70:0] \$273 ;
+  wire \$274 ;
+  wire [9:0] \$275 ;
+  wire [10:0] \$276 ;
+  wire [11:0] \$277 ;
+  wire [65:0] \$278 ;
+  wire [46:0] \$279 ;
   wire \$28 ;
   wire [31:0] \$280 ;
-  wire [47:0] \$281 ;
-  wire \$282 ;
-  wire [74:0] \$283 ;
+  wire [31:0] \$281 ;
+  wire [47:0] \$282 ;
+  wire \$283 ;
   wire [74:0] \$284 ;
-  wire \$285 ;
-  wire [62:0] \$286 ;
-  wire [56:0] \$287 ;
-  wire [8:0] \$288 ;
-  wire \$289 ;
+  wire [74:0] \$285 ;
+  wire \$286 ;
+  wire [62:0] \$287 ;
+  wire [56:0] \$288 ;
+  wire [8:0] \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
+  wire \$290 ;
   wire [10:0] \$291 ;
-  wire \$292 ;
-  wire [10:0] \$293 ;
-  wire \$294 ;
-  wire [10:0] \$295 ;
+  wire [10:0] \$292 ;
+  wire \$293 ;
+  wire [10:0] \$294 ;
+  wire \$295 ;
   wire [10:0] \$296 ;
   wire [10:0] \$297 ;
-  wire \$298 ;
-  wire [10:0] \$299 ;
+  wire [10:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [10:0] \$301 ;
+  wire [10:0] \$300 ;
+  wire \$301 ;
   wire [10:0] \$302 ;
   wire [10:0] \$303 ;
   wire [10:0] \$304 ;
   wire [10:0] \$305 ;
-  wire [70:0] \$306 ;
-  wire \$307 ;
-  wire [9:0] \$308 ;
-  wire [10:0] \$309 ;
+  wire [10:0] \$306 ;
+  wire [70:0] \$307 ;
+  wire \$308 ;
+  wire [9:0] \$309 ;
   wire \$31 ;
-  wire [11:0] \$310 ;
-  wire [65:0] \$311 ;
-  wire [46:0] \$312 ;
-  wire [31:0] \$313 ;
+  wire [10:0] \$310 ;
+  wire [11:0] \$311 ;
+  wire [65:0] \$312 ;
+  wire [46:0] \$313 ;
   wire [31:0] \$314 ;
-  wire [47:0] \$315 ;
-  wire [72:0] \$316 ;
-  wire [62:0] \$317 ;
-  reg [5:0] \$318 ;
-  reg [50:0] \$319 ;
+  wire [31:0] \$315 ;
+  wire [47:0] \$316 ;
+  wire [72:0] \$317 ;
+  wire [62:0] \$318 ;
+  reg [5:0] \$319 ;
   wire \$32 ;
-  reg [59:0] \$320 ;
-  reg [5:0] \$321 ;
-  reg [24:0] \$322 ;
-  reg [41:0] \$323 ;
-  reg [55:0] \$324 ;
-  reg [9:0] \$325 ;
-  reg [3:0] \$326 ;
+  reg [50:0] \$320 ;
+  reg [59:0] \$321 ;
+  reg [5:0] \$322 ;
+  reg [24:0] \$323 ;
+  reg [41:0] \$324 ;
+  reg [55:0] \$325 ;
+  reg [9:0] \$326 ;
   reg [3:0] \$327 ;
-  reg [9:0] \$328 ;
-  reg [65:0] \$329 ;
+  reg [3:0] \$328 ;
+  reg [9:0] \$329 ;
   wire \$33 ;
-  reg [6:0] \$330 ;
-  reg [4:0] \$331 ;
-  reg [41:0] \$332 ;
-  reg [57:0] \$333 ;
-  reg [72:0] \$334 ;
-  reg [73:0] \$335 ;
-  reg \$336 ;
-  reg [61:0] \$337 ;
-  reg [57:0] \$338 ;
+  reg [65:0] \$330 ;
+  reg [6:0] \$331 ;
+  reg [4:0] \$332 ;
+  reg [41:0] \$333 ;
+  reg [57:0] \$334 ;
+  reg [72:0] \$335 ;
+  reg [73:0] \$336 ;
+  reg \$337 ;
+  reg [61:0] \$338 ;
+  reg [57:0] \$339 ;
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
@@ -1151,108 +1152,109 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \$251  = fsm_state == 6'h20;
   assign \$252  = fsm_state == 6'h21;
   assign \$253  = fsm_state == 6'h22;
-  assign \$254  = lead + 8'hfa;
-  assign \$255  = $signed(sh0) < $signed(4'h4);
-  assign \$256  = $signed(4'h4) - $signed(sh0);
-  assign \$257  = \$255  ? \$256  : 11'h000;
-  assign \$258  = $signed(sh0) < $signed(4'h4);
-  assign \$259  = $signed(sh0) - $signed(4'h4);
-  assign \$260  = $signed(\$259 ) < $signed({ 1'h0, tk });
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = \$260  ? \$261  : { 7'h00, tk };
-  assign \$263  = $signed(sh0) - $signed(6'h15);
-  assign \$264  = $signed(\$262 ) > $signed(\$263 );
-  assign \$265  = $signed(sh0) - $signed(4'h4);
-  assign \$266  = $signed(\$265 ) < $signed({ 1'h0, tk });
-  assign \$267  = $signed(sh0) - $signed(4'h4);
-  assign \$268  = \$266  ? \$267  : { 7'h00, tk };
-  assign \$269  = $signed(sh0) - $signed(6'h15);
-  assign \$270  = \$264  ? \$268  : \$269 ;
-  assign \$271  = \$258  ? 11'h000 : \$270 ;
-  assign \$272  = $signed(km) << pre;
-  assign \$273  = tsh > 7'h42;
-  assign \$274  = \$273  ? 10'h042 : tsh;
-  assign \$275  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$276  = $signed(\$275 ) - $signed({ 1'h0, tsh });
-  assign \$277  = $signed(km_pre) >>> t_clamped;
-  assign \$278  = $signed(chan[114:99]) << \$193 [4:0];
-  assign \$279  = 1'h1 << sh;
-  assign \$281  = $signed(\$278 ) + $signed({ 1'h0, \$280  });
-  assign \$282  = $signed(div_num) < $signed(1'h0);
-  assign \$283  = - $signed(div_num);
-  assign \$284  = \$282  ? \$283  : { div_num[73], div_num };
-  assign \$285  = $signed(div_num) < $signed(1'h0);
-  assign \$286  = $signed(bias) - $signed(quot);
-  assign \$288  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$289  = $signed(sh0) < $signed(4'h4);
-  assign \$290  = $signed(4'h4) - $signed(sh0);
-  assign \$291  = \$289  ? \$290  : 11'h000;
-  assign \$292  = $signed(sh0) < $signed(4'h4);
-  assign \$293  = $signed(sh0) - $signed(4'h4);
-  assign \$294  = $signed(\$293 ) < $signed({ 1'h0, tk });
-  assign \$295  = $signed(sh0) - $signed(4'h4);
-  assign \$296  = \$294  ? \$295  : { 7'h00, tk };
-  assign \$297  = $signed(sh0) - $signed(6'h15);
-  assign \$298  = $signed(\$296 ) > $signed(\$297 );
-  assign \$299  = $signed(sh0) - $signed(4'h4);
-  assign \$300  = $signed(\$299 ) < $signed({ 1'h0, tk });
-  assign \$301  = $signed(sh0) - $signed(4'h4);
-  assign \$302  = \$300  ? \$301  : { 7'h00, tk };
-  assign \$303  = $signed(sh0) - $signed(6'h15);
-  assign \$304  = \$298  ? \$302  : \$303 ;
-  assign \$305  = \$292  ? 11'h000 : \$304 ;
-  assign \$306  = $signed(km) << pre;
-  assign \$307  = tsh > 7'h42;
-  assign \$308  = \$307  ? 10'h042 : tsh;
-  assign \$309  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$310  = $signed(\$309 ) - $signed({ 1'h0, tsh });
-  assign \$311  = $signed(km_pre) >>> t_clamped;
-  assign \$312  = $signed(chan[114:99]) << \$194 [4:0];
-  assign \$313  = 1'h1 << sh;
-  assign \$315  = $signed(\$312 ) + $signed({ 1'h0, \$314  });
-  assign \$317  = $signed(bias) - $signed(quot);
+  assign \$254  = fsm_state == 6'h23;
+  assign \$255  = lead + 8'hfa;
+  assign \$256  = $signed(sh0) < $signed(4'h4);
+  assign \$257  = $signed(4'h4) - $signed(sh0);
+  assign \$258  = \$256  ? \$257  : 11'h000;
+  assign \$259  = $signed(sh0) < $signed(4'h4);
+  assign \$260  = $signed(sh0) - $signed(4'h4);
+  assign \$261  = $signed(\$260 ) < $signed({ 1'h0, tk });
+  assign \$262  = $signed(sh0) - $signed(4'h4);
+  assign \$263  = \$261  ? \$262  : { 7'h00, tk };
+  assign \$264  = $signed(sh0) - $signed(6'h15);
+  assign \$265  = $signed(\$263 ) > $signed(\$264 );
+  assign \$266  = $signed(sh0) - $signed(4'h4);
+  assign \$267  = $signed(\$266 ) < $signed({ 1'h0, tk });
+  assign \$268  = $signed(sh0) - $signed(4'h4);
+  assign \$269  = \$267  ? \$268  : { 7'h00, tk };
+  assign \$270  = $signed(sh0) - $signed(6'h15);
+  assign \$271  = \$265  ? \$269  : \$270 ;
+  assign \$272  = \$259  ? 11'h000 : \$271 ;
+  assign \$273  = $signed(km) << pre;
+  assign \$274  = tsh > 7'h42;
+  assign \$275  = \$274  ? 10'h042 : tsh;
+  assign \$276  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$277  = $signed(\$276 ) - $signed({ 1'h0, tsh });
+  assign \$278  = $signed(km_pre) >>> t_clamped;
+  assign \$279  = $signed(chan[114:99]) << \$193 [4:0];
+  assign \$280  = 1'h1 << sh;
+  assign \$282  = $signed(\$279 ) + $signed({ 1'h0, \$281  });
+  assign \$283  = $signed(div_num) < $signed(1'h0);
+  assign \$284  = - $signed(div_num);
+  assign \$285  = \$283  ? \$284  : { div_num[73], div_num };
+  assign \$286  = $signed(div_num) < $signed(1'h0);
+  assign \$287  = $signed(bias) - $signed(quot);
+  assign \$289  = $signed(6'h10) - $signed(chan[170:163]);
+  assign \$290  = $signed(sh0) < $signed(4'h4);
+  assign \$291  = $signed(4'h4) - $signed(sh0);
+  assign \$292  = \$290  ? \$291  : 11'h000;
+  assign \$293  = $signed(sh0) < $signed(4'h4);
+  assign \$294  = $signed(sh0) - $signed(4'h4);
+  assign \$295  = $signed(\$294 ) < $signed({ 1'h0, tk });
+  assign \$296  = $signed(sh0) - $signed(4'h4);
+  assign \$297  = \$295  ? \$296  : { 7'h00, tk };
+  assign \$298  = $signed(sh0) - $signed(6'h15);
+  assign \$299  = $signed(\$297 ) > $signed(\$298 );
+  assign \$300  = $signed(sh0) - $signed(4'h4);
+  assign \$301  = $signed(\$300 ) < $signed({ 1'h0, tk });
+  assign \$302  = $signed(sh0) - $signed(4'h4);
+  assign \$303  = \$301  ? \$302  : { 7'h00, tk };
+  assign \$304  = $signed(sh0) - $signed(6'h15);
+  assign \$305  = \$299  ? \$303  : \$304 ;
+  assign \$306  = \$293  ? 11'h000 : \$305 ;
+  assign \$307  = $signed(km) << pre;
+  assign \$308  = tsh > 7'h42;
+  assign \$309  = \$308  ? 10'h042 : tsh;
+  assign \$310  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$311  = $signed(\$310 ) - $signed({ 1'h0, tsh });
+  assign \$312  = $signed(km_pre) >>> t_clamped;
+  assign \$313  = $signed(chan[114:99]) << \$194 [4:0];
+  assign \$314  = 1'h1 << sh;
+  assign \$316  = $signed(\$313 ) + $signed({ 1'h0, \$315  });
+  assign \$318  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$318 ;
+    fsm_state <= \$319 ;
   always @(posedge clk)
-    t <= \$319 ;
+    t <= \$320 ;
   always @(posedge clk)
-    den <= \$320 ;
+    den <= \$321 ;
   always @(posedge clk)
-    lead <= \$321 ;
+    lead <= \$322 ;
   always @(posedge clk)
-    recip <= \$322 ;
+    recip <= \$323 ;
   always @(posedge clk)
-    m <= \$323 ;
+    m <= \$324 ;
   always @(posedge clk)
-    km <= \$324 ;
+    km <= \$325 ;
   always @(posedge clk)
-    sh0 <= \$325 ;
+    sh0 <= \$326 ;
   always @(posedge clk)
-    tk <= \$326 ;
+    tk <= \$327 ;
   always @(posedge clk)
-    pre <= \$327 ;
+    pre <= \$328 ;
   always @(posedge clk)
-    tsh <= \$328 ;
+    tsh <= \$329 ;
   always @(posedge clk)
-    km_pre <= \$329 ;
+    km_pre <= \$330 ;
   always @(posedge clk)
-    t_clamped <= \$330 ;
+    t_clamped <= \$331 ;
   always @(posedge clk)
-    sh <= \$331 ;
+    sh <= \$332 ;
   always @(posedge clk)
-    \a$26  <= \$332 ;
+    \a$26  <= \$333 ;
   always @(posedge clk)
-    bias <= \$333 ;
+    bias <= \$334 ;
   always @(posedge clk)
-    p <= \$334 ;
+    p <= \$335 ;
   always @(posedge clk)
-    div_mag <= \$335 ;
+    div_mag <= \$336 ;
   always @(posedge clk)
-    div_neg <= \$336 ;
+    div_neg <= \$337 ;
   always @(posedge clk)
-    quot <= \$337 ;
+    quot <= \$338 ;
   always @(posedge clk)
-    \b$50  <= \$338 ;
+    \b$50  <= \$339 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
@@ -1284,17 +1286,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          start = 1'h1;
+          /* empty */;
       6'h04:
-          /* empty */;
+          start = 1'h1;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
           start = 1'h1;
-      6'h08:
+      6'h07:
           /* empty */;
+      6'h08:
+          start = 1'h1;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1302,13 +1304,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          start = 1'h1;
+          /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           start = 1'h1;
-      6'h0f:
+      6'h0e:
           /* empty */;
+      6'h0f:
+          start = 1'h1;
       6'h10:
           /* empty */;
       6'h11:
@@ -1318,9 +1320,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
-      6'h15:
           /* empty */;
+      6'h15:
+          start = 1'h1;
       6'h16:
           /* empty */;
       6'h17:
@@ -1329,10 +1331,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h1a:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1342,6 +1344,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           start = 1'h1;
     endcase
   end
@@ -1352,17 +1356,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          a = { 24'h000000, chan[54:27] };
+          /* empty */;
       6'h04:
-          /* empty */;
+          a = { 24'h000000, chan[54:27] };
       6'h05:
-          a = { 24'h000000, chan[82:55] };
+          /* empty */;
       6'h06:
-          /* empty */;
+          a = { 24'h000000, chan[82:55] };
       6'h07:
-          a = { t[50], t };
-      6'h08:
           /* empty */;
+      6'h08:
+          a = { t[50], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1370,13 +1374,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { 27'h0000000, recip };
+          /* empty */;
       6'h0d:
-          /* empty */;
+          a = { 27'h0000000, recip };
       6'h0e:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h10:
           /* empty */;
       6'h11:
@@ -1386,9 +1390,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
       6'h16:
           /* empty */;
       6'h17:
@@ -1397,10 +1401,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 28'h0000000, chan[162:139] };
       6'h1a:
           /* empty */;
+      6'h03:
+          a = { 28'h0000000, chan[162:139] };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1410,6 +1414,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
     endcase
   end
@@ -1420,17 +1426,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h04:
-          /* empty */;
+          b = { 9'h000, r_closed };
       6'h05:
-          b = { 13'h0000, r_open };
+          /* empty */;
       6'h06:
-          /* empty */;
+          b = { 13'h0000, r_open };
       6'h07:
-          b = { 16'h0000, chan[13:1] };
-      6'h08:
           /* empty */;
+      6'h08:
+          b = { 16'h0000, chan[13:1] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1438,13 +1444,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
+          /* empty */;
       6'h0d:
-          /* empty */;
+          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
       6'h0e:
-          b = { 16'h0000, chan[13:1] };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          b = { 16'h0000, chan[13:1] };
       6'h10:
           /* empty */;
       6'h11:
@@ -1454,9 +1460,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          b = \$207 [28:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = \$207 [28:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -1465,10 +1471,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
       6'h1a:
           /* empty */;
+      6'h03:
+          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1478,6 +1484,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           b = { \$217 [24], \$217 [24], \$217 [24], \$217 [24], \$217  };
     endcase
   end
@@ -1488,17 +1496,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          c = 75'h00000000000000035b0;
+          /* empty */;
       6'h04:
-          /* empty */;
+          c = 75'h00000000000000035b0;
       6'h05:
-          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+          /* empty */;
       6'h06:
-          /* empty */;
+          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
       6'h07:
-          c = 75'h0000000000000000000;
-      6'h08:
           /* empty */;
+      6'h08:
+          c = 75'h0000000000000000000;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1506,13 +1514,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           c = 75'h0000000000000000000;
-      6'h0f:
+      6'h0e:
           /* empty */;
+      6'h0f:
+          c = 75'h0000000000000000000;
       6'h10:
           /* empty */;
       6'h11:
@@ -1522,9 +1530,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          c = 75'h0000000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 75'h0000000000000000000;
       6'h16:
           /* empty */;
       6'h17:
@@ -1533,10 +1541,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          c = 75'h0000000000000000000;
       6'h1a:
           /* empty */;
+      6'h03:
+          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1546,6 +1554,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           c = 75'h0000000000000000000;
     endcase
   end
@@ -1556,17 +1566,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
+          /* empty */;
       6'h04:
-          /* empty */;
+          neg = 1'h0;
       6'h05:
-          neg = 1'h0;
+          /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
           neg = 1'h0;
-      6'h08:
+      6'h07:
           /* empty */;
+      6'h08:
+          neg = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1574,13 +1584,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$204 ;
+          /* empty */;
       6'h0d:
-          /* empty */;
+          neg = \$204 ;
       6'h0e:
-          neg = 1'h0;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          neg = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1590,9 +1600,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$208 ;
-      6'h15:
           /* empty */;
+      6'h15:
+          neg = \$208 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1601,10 +1611,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          neg = \$214 ;
       6'h1a:
           /* empty */;
+      6'h03:
+          neg = \$214 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1614,6 +1624,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           neg = \$218 ;
     endcase
   end
@@ -1624,17 +1636,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h14;
+          /* empty */;
       6'h04:
-          /* empty */;
+          steps = 5'h14;
       6'h05:
-          steps = 5'h10;
+          /* empty */;
       6'h06:
-          /* empty */;
+          steps = 5'h10;
       6'h07:
-          steps = 5'h0d;
-      6'h08:
           /* empty */;
+      6'h08:
+          steps = 5'h0d;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1642,13 +1654,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 5'h10;
+          /* empty */;
       6'h0d:
-          /* empty */;
+          steps = 5'h10;
       6'h0e:
-          steps = 5'h0d;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          steps = 5'h0d;
       6'h10:
           /* empty */;
       6'h11:
@@ -1658,9 +1670,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h1d;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h1d;
       6'h16:
           /* empty */;
       6'h17:
@@ -1669,10 +1681,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h1a:
           /* empty */;
+      6'h03:
+          steps = 5'h10;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1682,6 +1694,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           steps = 5'h18;
     endcase
   end
@@ -1706,9 +1720,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          \start$17  = 1'h1;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \start$17  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1732,6 +1746,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \start$17  = 1'h1;
     endcase
   end
@@ -1756,9 +1772,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          rem_init = \$198 [59:0];
-      6'h0b:
           /* empty */;
+      6'h0b:
+          rem_init = \$198 [59:0];
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1782,6 +1798,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           rem_init = \$209 [59:0];
     endcase
   end
@@ -1806,9 +1824,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$200 ;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          lo_init = \$200 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1832,6 +1850,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$210 [57:0];
     endcase
   end
@@ -1856,9 +1876,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$21  = 1'h0;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \neg$21  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1882,6 +1902,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \neg$21  = div_neg;
     endcase
   end
@@ -1906,9 +1928,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          \den$22  = den;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \den$22  = den;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1932,6 +1954,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \den$22  = { 47'h000000000000, chan[13:1] };
     endcase
   end
@@ -1956,9 +1980,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$23  = 6'h18;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \steps$23  = 6'h18;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1982,6 +2006,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \steps$23  = 6'h3a;
     endcase
   end
@@ -2030,6 +2056,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
           div_num = { p[72], p };
     endcase
   end
@@ -2085,9 +2113,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2104,6 +2132,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
+          /* empty */;
+      6'h23:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2111,138 +2141,117 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = fsm_state;
+    \$319  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$318  = 6'h01;
+                  \$319  = 6'h01;
               2'h1:
-                  \$318  = 6'h02;
+                  \$319  = 6'h02;
               2'h2:
-                  \$318  = 6'h03;
+                  \$319  = 6'h03;
             endcase
           end
       6'h02:
-          \$318  = 6'h04;
+          \$319  = 6'h04;
       6'h04:
-          if (\done$37 ) begin
-            \$318  = 6'h05;
-          end
+          \$319  = 6'h05;
       6'h05:
-          \$318  = 6'h06;
+          if (\done$37 ) begin
+            \$319  = 6'h06;
+          end
       6'h06:
-          if (\done$37 ) begin
-            \$318  = 6'h07;
-          end
+          \$319  = 6'h07;
       6'h07:
-          \$318  = 6'h08;
+          if (\done$37 ) begin
+            \$319  = 6'h08;
+          end
       6'h08:
-          if (\done$37 ) begin
-            \$318  = 6'h09;
-          end
+          \$319  = 6'h09;
       6'h09:
-          \$318  = 6'h0a;
+          if (\done$37 ) begin
+            \$319  = 6'h0a;
+          end
       6'h0a:
-          \$318  = 6'h0b;
+          \$319  = 6'h0b;
       6'h0b:
-          if (\done$39 ) begin
-            \$318  = 6'h0c;
-          end
+          \$319  = 6'h0c;
       6'h0c:
-          \$318  = 6'h0d;
-      6'h0d:
-          if (\done$37 ) begin
-            \$318  = 6'h0e;
-          end
-      6'h0e:
-          \$318  = 6'h0f;
-      6'h0f:
-          if (\done$37 ) begin
-            \$318  = 6'h10;
-          end
-      6'h10:
-          \$318  = 6'h11;
-      6'h11:
-          \$318  = 6'h12;
-      6'h12:
-          \$318  = 6'h13;
-      6'h13:
-          \$318  = 6'h14;
-      6'h14:
-          \$318  = 6'h15;
-      6'h15:
-          if (\done$37 ) begin
-            \$318  = 6'h16;
-          end
-      6'h16:
-          \$318  = 6'h17;
-      6'h17:
-          \$318  = 6'h18;
-      6'h18:
           if (\done$39 ) begin
-            \$318  = 6'h19;
+            \$319  = 6'h0d;
           end
-      6'h19:
-          \$318  = 6'h01;
-      6'h03:
-          \$318  = 6'h1a;
-      6'h1a:
+      6'h0d:
+          \$319  = 6'h0e;
+      6'h0e:
           if (\done$37 ) begin
-            \$318  = 6'h1b;
+            \$319  = 6'h0f;
           end
+      6'h0f:
+          \$319  = 6'h10;
+      6'h10:
+          if (\done$37 ) begin
+            \$319  = 6'h11;
+          end
+      6'h11:
+          \$319  = 6'h12;
+      6'h12:
+          \$319  = 6'h13;
+      6'h13:
+          \$319  = 6'h14;
+      6'h14:
+          \$319  = 6'h15;
+      6'h15:
+          \$319  = 6'h16;
+      6'h16:
+          if (\done$37 ) begin
+            \$319  = 6'h17;
+          end
+      6'h17:
+          \$319  = 6'h18;
+      6'h18:
+          \$319  = 6'h19;
+      6'h19:
+          if (\done$39 ) begin
+            \$319  = 6'h1a;
+          end
+      6'h1a:
+          \$319  = 6'h01;
+      6'h03:
+          \$319  = 6'h1b;
       6'h1b:
-          \$318  = 6'h1c;
+          if (\done$37 ) begin
+            \$319  = 6'h1c;
+          end
       6'h1c:
-          \$318  = 6'h1d;
+          \$319  = 6'h1d;
       6'h1d:
-          \$318  = 6'h1e;
+          \$319  = 6'h1e;
       6'h1e:
-          \$318  = 6'h1f;
+          \$319  = 6'h1f;
       6'h1f:
-          \$318  = 6'h20;
+          \$319  = 6'h20;
       6'h20:
-          if (\done$37 ) begin
-            \$318  = 6'h21;
-          end
+          \$319  = 6'h21;
       6'h21:
-          \$318  = 6'h22;
+          if (\done$37 ) begin
+            \$319  = 6'h22;
+          end
       6'h22:
-          \$318  = 6'h01;
+          \$319  = 6'h23;
+      6'h23:
+          \$319  = 6'h01;
       6'h01:
-          \$318  = 6'h00;
+          \$319  = 6'h00;
     endcase
     if (rst) begin
-      \$318  = 6'h00;
+      \$319  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          if (\done$37 ) begin
-            \$319  = \p$38 [50:0];
-          end
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$37 ) begin
-            \$319  = \p$38 [50:0];
-          end
-    endcase
-    if (rst) begin
-      \$319  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = den;
+    \$320  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2251,23 +2260,23 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
+          if (\done$37 ) begin
+            \$320  = \p$38 [50:0];
+          end
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           if (\done$37 ) begin
-            \$320  = \p$38 [59:0];
+            \$320  = \p$38 [50:0];
           end
     endcase
     if (rst) begin
-      \$320  = 60'h000000000000000;
+      \$320  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = lead;
+    \$321  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2284,15 +2293,44 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h08:
           /* empty */;
       6'h09:
-          \$321  = den_lead;
+          if (\done$37 ) begin
+            \$321  = \p$38 [59:0];
+          end
     endcase
     if (rst) begin
-      \$321  = 6'h00;
+      \$321  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = recip;
+    \$322  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$322  = den_lead;
+    endcase
+    if (rst) begin
+      \$322  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2313,82 +2351,19 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
+          /* empty */;
+      6'h0c:
           if (\done$39 ) begin
-            \$322  = q[24:0];
+            \$323  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$322  = 25'h0000000;
+      \$323  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$37 ) begin
-            \$323  = \p$38 [41:0];
-          end
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$37 ) begin
-            \$323  = \p$38 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$323  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = km;
+    \$324  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2415,11 +2390,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           if (\done$37 ) begin
-            \$324  = \p$38 [55:0];
+            \$324  = \p$38 [41:0];
           end
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -2440,20 +2415,22 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
-          \$324  = \$287 [55:0];
+          if (\done$37 ) begin
+            \$324  = \p$38 [41:0];
+          end
     endcase
     if (rst) begin
-      \$324  = 56'h00000000000000;
+      \$324  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = sh0;
+    \$325  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2484,7 +2461,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0f:
           /* empty */;
       6'h10:
-          \$325  = { \$254 [7], \$254 [7], \$254  };
+          if (\done$37 ) begin
+            \$325  = \p$38 [55:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
@@ -2503,140 +2482,144 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
-      6'h1b:
-          \$325  = { \$288 [8], \$288  };
-    endcase
-    if (rst) begin
-      \$325  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$326  = count_lead;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$326  = 4'h8;
-    endcase
-    if (rst) begin
-      \$326  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$327  = \$257 [3:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$327  = \$291 [3:0];
+          \$325  = \$288 [55:0];
+    endcase
+    if (rst) begin
+      \$325  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$326  = { \$255 [7], \$255 [7], \$255  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$326  = { \$289 [8], \$289  };
+    endcase
+    if (rst) begin
+      \$326  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$327  = count_lead;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$327  = 4'h8;
     endcase
     if (rst) begin
       \$327  = 4'h0;
@@ -2644,72 +2627,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$328  = \$271 [9:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$328  = \$305 [9:0];
-    endcase
-    if (rst) begin
-      \$328  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = km_pre;
+    \$328  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2744,7 +2662,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h11:
           /* empty */;
       6'h12:
-          \$329  = \$272 [65:0];
+          \$328  = \$258 [3:0];
       6'h13:
           /* empty */;
       6'h14:
@@ -2759,24 +2677,24 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$329  = \$306 [65:0];
+          \$328  = \$292 [3:0];
     endcase
     if (rst) begin
-      \$329  = 66'h00000000000000000;
+      \$328  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = t_clamped;
+    \$329  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2811,7 +2729,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h11:
           /* empty */;
       6'h12:
-          \$330  = \$274 [6:0];
+          \$329  = \$272 [9:0];
       6'h13:
           /* empty */;
       6'h14:
@@ -2826,91 +2744,24 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$330  = \$308 [6:0];
+          \$329  = \$306 [9:0];
     endcase
     if (rst) begin
-      \$330  = 7'h00;
+      \$329  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$331  = \$276 [4:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$331  = \$310 [4:0];
-    endcase
-    if (rst) begin
-      \$331  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \a$26 ;
+    \$330  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2947,7 +2798,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h12:
           /* empty */;
       6'h13:
-          \$332  = \$277 [41:0];
+          \$330  = \$273 [65:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2960,9 +2811,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2971,15 +2822,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1d:
           /* empty */;
       6'h1e:
-          \$332  = \$311 [41:0];
+          \$330  = \$307 [65:0];
     endcase
     if (rst) begin
-      \$332  = 42'h00000000000;
+      \$330  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = bias;
+    \$331  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3016,7 +2867,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h12:
           /* empty */;
       6'h13:
-          \$333  = { \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281 [47], \$281  };
+          \$331  = \$275 [6:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -3029,9 +2880,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3040,15 +2891,84 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1d:
           /* empty */;
       6'h1e:
-          \$333  = { \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315 [47], \$315  };
+          \$331  = \$309 [6:0];
     endcase
     if (rst) begin
-      \$333  = 58'h000000000000000;
+      \$331  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = p;
+    \$332  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$332  = \$277 [4:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$332  = \$311 [4:0];
+    endcase
+    if (rst) begin
+      \$332  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = \a$26 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3087,11 +3007,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$333  = \$278 [41:0];
       6'h15:
-          if (\done$37 ) begin
-            \$334  = \p$38 [72:0];
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -3100,9 +3018,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3113,19 +3031,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
-      6'h20:
-          if (\done$37 ) begin
-            \$334  = \p$38 [72:0];
-          end
+          \$333  = \$312 [41:0];
     endcase
     if (rst) begin
-      \$334  = 73'h0000000000000000000;
+      \$333  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = div_mag;
+    \$334  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3164,109 +3078,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$335  = \$284 [73:0];
-    endcase
-    if (rst) begin
-      \$335  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$336  = \$285 ;
-    endcase
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
+          \$334  = { \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282  };
       6'h15:
           /* empty */;
       6'h16:
@@ -3274,14 +3086,85 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$39 ) begin
-            \$337  = { q[59], q[59], q };
-          end
+          /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h03:
           /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$334  = { \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316  };
+    endcase
+    if (rst) begin
+      \$334  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$37 ) begin
+            \$335  = \p$38 [72:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3296,15 +3179,123 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h20:
           /* empty */;
       6'h21:
-          \$337  = \$316 [61:0];
+          if (\done$37 ) begin
+            \$335  = \p$38 [72:0];
+          end
     endcase
     if (rst) begin
-      \$337  = 62'h0000000000000000;
+      \$335  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = \b$50 ;
+    \$336  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$336  = \$285 [73:0];
+    endcase
+    if (rst) begin
+      \$336  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$337  = \$286 ;
+    endcase
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3353,10 +3344,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          \$338  = \$286 [57:0];
-      6'h03:
-          /* empty */;
+          if (\done$39 ) begin
+            \$338  = { q[59], q[59], q };
+          end
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3373,10 +3366,89 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          \$338  = \$317 [57:0];
+          \$338  = \$317 [61:0];
     endcase
     if (rst) begin
-      \$338  = 58'h000000000000000;
+      \$338  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$339  = \$287 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$339  = \$318 [57:0];
+    endcase
+    if (rst) begin
+      \$339  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$193 [4:0];
@@ -3393,10 +3465,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \chan.scale_exp  = chan[170:163];
   assign \$209  = { 58'h000000000000000, div_mag[73:58] };
   assign \$210  = { 1'h0, div_mag[57:0] };
-  assign \$280  = { 1'h0, \$279 [31:1] };
-  assign \$287  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$314  = { 1'h0, \$313 [31:1] };
-  assign \$316  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$281  = { 1'h0, \$280 [31:1] };
+  assign \$288  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$315  = { 1'h0, \$314 [31:1] };
+  assign \$317  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -4222,47 +4294,75 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [13:0] \$10 ;
   wire [14:0] \$11 ;
   wire [15:0] \$12 ;
-  wire \$13 ;
-  wire [15:0] \$14 ;
-  wire [15:0] \$15 ;
+  wire [13:0] \$13 ;
+  wire \$14 ;
+  wire [13:0] \$15 ;
   wire \$16 ;
-  wire [15:0] \$17 ;
-  wire [15:0] \$18 ;
-  wire [20:0] \$19 ;
+  wire [13:0] \$17 ;
+  wire [14:0] \$18 ;
+  wire \$19 ;
   wire [13:0] \$2 ;
   wire \$20 ;
-  wire [16:0] \$21 ;
-  wire [16:0] \$22 ;
-  reg [19:0] \$23 ;
-  reg [17:0] \$24 ;
-  reg \$25 ;
-  reg [12:0] \$26 ;
-  reg [15:0] \$27 ;
-  reg [15:0] \$28 ;
-  wire [14:0] \$3 ;
-  wire \$4 ;
-  wire [13:0] \$5 ;
-  wire \$6 ;
-  wire [13:0] \$7 ;
-  wire [14:0] \$8 ;
+  wire [13:0] \$21 ;
+  wire [14:0] \$22 ;
+  wire [15:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [15:0] \$27 ;
+  wire [15:0] \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [15:0] \$32 ;
+  wire [15:0] \$33 ;
+  wire [16:0] \$34 ;
+  wire [16:0] \$35 ;
+  wire [20:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [13:0] \$4 ;
+  reg [17:0] \$40 ;
+  reg [19:0] \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg [12:0] \$44 ;
+  reg \$45 ;
+  reg [15:0] \$46 ;
+  reg [15:0] \$47 ;
+  reg [15:0] \$48 ;
+  reg [15:0] \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  wire [13:0] \$6 ;
+  wire [14:0] \$7 ;
+  wire \$8 ;
   wire \$9 ;
   reg [15:0] \$signal  = 16'h0000;
+  reg [12:0] after_next;
+  wire after_start0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
   input clear;
   wire clear;
   input clk;
   wire clk;
+  reg [15:0] closed_hi0 = 16'h0000;
+  reg [15:0] closed_lo0 = 16'h0000;
+  reg closed_ok = 1'h0;
+  reg [12:0] cur_next;
+  wire cur_start0;
   reg [12:0] \dist  = 13'h0000;
+  reg fresh = 1'h0;
   reg have = 1'h0;
   wire have0;
   wire [15:0] hi0;
-  wire is_start0;
   reg [15:0] lo = 16'h0000;
   wire [15:0] lo0;
   input mask;
   wire mask;
-  reg [12:0] nxt;
   reg [17:0] pending = 18'h00000;
   output [19:0] r_closed;
   reg [19:0] r_closed = 20'h00000;
@@ -4270,130 +4370,216 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [15:0] r_open;
   input rst;
   wire rst;
-  wire start0;
+  reg start_next = 1'h0;
   input valid;
   wire valid;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  always @(posedge clk)
+    r_closed <= \$41 ;
+  always @(posedge clk)
+    closed_ok <= \$42 ;
+  always @(posedge clk)
+    have <= \$43 ;
+  always @(posedge clk)
+    \dist  <= \$44 ;
+  always @(posedge clk)
+    fresh <= \$45 ;
+  always @(posedge clk)
+    closed_hi0 <= \$46 ;
+  always @(posedge clk)
+    closed_lo0 <= \$47 ;
+  always @(posedge clk)
+    \$signal  <= \$48 ;
+  always @(posedge clk)
+    lo <= \$49 ;
+  always @(posedge clk)
+    start_next <= \$50 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
-  assign \$2  = 1'h0 * chunk_size;
-  assign \$3  = \dist  + \$2 ;
-  assign \$4  = ! \$3 ;
-  assign \$5  = \dist  - 1'h1;
-  assign \$6  = \dist  < 1'h1;
-  assign \$7  = 1'h1 * chunk_size;
-  assign \$8  = \dist  + \$7 ;
-  assign \$9  = \$8  >= 1'h1;
-  assign \$10  = 1'h1 * chunk_size;
+  assign \$2  = \dist  + 1'h0;
+  assign \$3  = ! \$2 ;
+  assign \$4  = \dist  - 1'h1;
+  assign \$5  = \dist  < 1'h1;
+  assign \$7  = \dist  + \$6 ;
+  assign \$8  = \$7  >= 1'h1;
+  assign \$9  = \$5  & \$8 ;
   assign \$11  = \dist  + \$10 ;
   assign \$12  = \$11  - 1'h1;
-  assign start0 = mask & is_start0;
-  assign \$13  = $signed(\$signal ) > $signed(x);
-  assign \$14  = \$13  ? \$signal  : x;
-  assign \$15  = mask ? \$14  : \$signal ;
-  assign hi0 = start0 ? x : \$15 ;
-  assign \$16  = $signed(lo) < $signed(x);
-  assign \$17  = \$16  ? lo : x;
-  assign \$18  = mask ? \$17  : lo;
-  assign lo0 = start0 ? x : \$18 ;
+  assign \$13  = cur_next + 1'h0;
+  assign \$14  = ! \$13 ;
+  assign \$15  = cur_next - 1'h1;
+  assign \$16  = cur_next < 1'h1;
+  assign \$18  = cur_next + \$17 ;
+  assign \$19  = \$18  >= 1'h1;
+  assign \$20  = \$16  & \$19 ;
+  assign \$22  = cur_next + \$21 ;
+  assign \$23  = \$22  - 1'h1;
+  assign \$24  = fresh ? 1'h1 : start_next;
+  assign \$25  = mask & \$24 ;
+  assign \$26  = $signed(\$signal ) > $signed(x);
+  assign \$27  = \$26  ? \$signal  : x;
+  assign \$28  = mask ? \$27  : \$signal ;
+  assign hi0 = \$25  ? x : \$28 ;
+  assign \$29  = fresh ? 1'h1 : start_next;
+  assign \$30  = mask & \$29 ;
+  assign \$31  = $signed(lo) < $signed(x);
+  assign \$32  = \$31  ? lo : x;
+  assign \$33  = mask ? \$32  : lo;
+  assign lo0 = \$30  ? x : \$33 ;
   assign have0 = have | mask;
-  assign \$19  = r_closed + pending;
-  assign \$20  = start0 & have;
-  assign \$21  = $signed(\$signal ) - $signed(lo);
-  assign \$22  = \$20  ? \$21  : 17'h00000;
+  assign \$34  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$35  = closed_ok ? \$34  : 17'h00000;
+  assign \$36  = r_closed + pending;
+  assign \$37  = fresh ? 1'h1 : start_next;
+  assign \$38  = mask & \$37 ;
+  assign \$39  = \$38  & have;
   always @(posedge clk)
-    r_closed <= \$23 ;
-  always @(posedge clk)
-    pending <= \$24 ;
-  always @(posedge clk)
-    have <= \$25 ;
-  always @(posedge clk)
-    \dist  <= \$26 ;
-  always @(posedge clk)
-    \$signal  <= \$27 ;
-  always @(posedge clk)
-    lo <= \$28 ;
+    pending <= \$40 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    nxt = \$5 [12:0];
-    if (\$6 ) begin
-      if (\$9 ) begin
-        nxt = \$12 [12:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$23  = \$19 [19:0];
-    if (clear) begin
-      \$23  = 20'h00000;
-    end
-    if (rst) begin
-      \$23  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$24  = 18'h00000;
-    if (clear) begin
-      \$24  = 18'h00000;
-    end else if (valid) begin
-      \$24  = { \$22 [16], \$22  };
-    end
-    if (rst) begin
-      \$24  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$25  = have;
-    if (clear) begin
-      \$25  = 1'h0;
-    end else if (valid) begin
-      \$25  = have0;
-    end
-    if (rst) begin
-      \$25  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$26  = \dist ;
-    if (clear) begin
-      \$26  = 13'h0000;
-    end else if (valid) begin
-      \$26  = nxt;
-    end
-    if (rst) begin
-      \$26  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = \$signal ;
+    \$42  = 1'h0;
     if (clear) begin
     end else if (valid) begin
-      \$27  = hi0;
+      \$42  = \$39 ;
     end
     if (rst) begin
-      \$27  = 16'h0000;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = lo;
+    \$43  = have;
     if (clear) begin
+      \$43  = 1'h0;
     end else if (valid) begin
-      \$28  = lo0;
+      \$43  = have0;
     end
     if (rst) begin
-      \$28  = 16'h0000;
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$44  = \dist ;
+    if (clear) begin
+      \$44  = 13'h0000;
+    end else if (valid) begin
+      \$44  = cur_next;
+    end
+    if (rst) begin
+      \$44  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$45  = fresh;
+    if (clear) begin
+      \$45  = 1'h1;
+    end else if (valid) begin
+      \$45  = 1'h0;
+    end
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$46  = closed_hi0;
+    if (clear) begin
+    end else if (valid) begin
+      \$46  = \$signal ;
+    end
+    if (rst) begin
+      \$46  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$47  = closed_lo0;
+    if (clear) begin
+    end else if (valid) begin
+      \$47  = lo;
+    end
+    if (rst) begin
+      \$47  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$48  = \$signal ;
+    if (clear) begin
+    end else if (valid) begin
+      \$48  = hi0;
+    end
+    if (rst) begin
+      \$48  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = lo;
+    if (clear) begin
+    end else if (valid) begin
+      \$49  = lo0;
+    end
+    if (rst) begin
+      \$49  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = start_next;
+    if (clear) begin
+    end else if (valid) begin
+      \$50  = after_start0;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    cur_next = \$4 [12:0];
+    if (\$9 ) begin
+      cur_next = \$12 [12:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    after_next = \$15 [12:0];
+    if (\$20 ) begin
+      after_next = \$23 [12:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$40  = { \$35 [16], \$35  };
+    if (clear) begin
+      \$40  = 18'h00000;
+    end
+    if (rst) begin
+      \$40  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$41  = \$36 [19:0];
+    if (clear) begin
+      \$41  = 20'h00000;
+    end
+    if (rst) begin
+      \$41  = 20'h00000;
     end
   end
   assign r_open = \$1 [15:0];
   assign \x[0]  = x;
-  assign is_start0 = \$4 ;
+  assign cur_start0 = \$3 ;
+  assign \$6  = { 1'h0, chunk_size };
+  assign \$10  = { 1'h0, chunk_size };
+  assign after_start0 = \$14 ;
+  assign \$17  = { 1'h0, chunk_size };
+  assign \$21  = { 1'h0, chunk_size };
 endmodule
 
 module \hwnorm_range_s16.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);

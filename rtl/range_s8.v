@@ -591,100 +591,101 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [7:0] \$194 ;
-  wire \$195 ;
-  wire [10:0] \$196 ;
+  wire \$194 ;
+  wire [7:0] \$195 ;
+  wire \$196 ;
   wire [10:0] \$197 ;
-  wire \$198 ;
-  wire [10:0] \$199 ;
+  wire [10:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [10:0] \$201 ;
+  wire [10:0] \$200 ;
+  wire \$201 ;
   wire [10:0] \$202 ;
   wire [10:0] \$203 ;
-  wire \$204 ;
-  wire [10:0] \$205 ;
-  wire \$206 ;
-  wire [10:0] \$207 ;
+  wire [10:0] \$204 ;
+  wire \$205 ;
+  wire [10:0] \$206 ;
+  wire \$207 ;
   wire [10:0] \$208 ;
   wire [10:0] \$209 ;
   wire \$21 ;
   wire [10:0] \$210 ;
   wire [10:0] \$211 ;
-  wire [54:0] \$212 ;
-  wire \$213 ;
-  wire [9:0] \$214 ;
-  wire [10:0] \$215 ;
-  wire [11:0] \$216 ;
-  wire [48:0] \$217 ;
-  wire [22:0] \$218 ;
-  wire [15:0] \$219 ;
+  wire [10:0] \$212 ;
+  wire [54:0] \$213 ;
+  wire \$214 ;
+  wire [9:0] \$215 ;
+  wire [10:0] \$216 ;
+  wire [11:0] \$217 ;
+  wire [48:0] \$218 ;
+  wire [22:0] \$219 ;
   wire \$22 ;
   wire [15:0] \$220 ;
-  wire [23:0] \$221 ;
-  wire \$222 ;
-  wire [58:0] \$223 ;
+  wire [15:0] \$221 ;
+  wire [23:0] \$222 ;
+  wire \$223 ;
   wire [58:0] \$224 ;
-  wire \$225 ;
-  wire [46:0] \$226 ;
-  wire [40:0] \$227 ;
-  wire [8:0] \$228 ;
-  wire \$229 ;
+  wire [58:0] \$225 ;
+  wire \$226 ;
+  wire [46:0] \$227 ;
+  wire [40:0] \$228 ;
+  wire [8:0] \$229 ;
   wire [5:0] \$23 ;
-  wire [10:0] \$230 ;
+  wire \$230 ;
   wire [10:0] \$231 ;
-  wire \$232 ;
-  wire [10:0] \$233 ;
-  wire \$234 ;
-  wire [10:0] \$235 ;
+  wire [10:0] \$232 ;
+  wire \$233 ;
+  wire [10:0] \$234 ;
+  wire \$235 ;
   wire [10:0] \$236 ;
   wire [10:0] \$237 ;
-  wire \$238 ;
-  wire [10:0] \$239 ;
+  wire [10:0] \$238 ;
+  wire \$239 ;
   wire [5:0] \$24 ;
-  wire \$240 ;
-  wire [10:0] \$241 ;
+  wire [10:0] \$240 ;
+  wire \$241 ;
   wire [10:0] \$242 ;
   wire [10:0] \$243 ;
   wire [10:0] \$244 ;
   wire [10:0] \$245 ;
-  wire [54:0] \$246 ;
-  wire \$247 ;
-  wire [9:0] \$248 ;
-  wire [10:0] \$249 ;
+  wire [10:0] \$246 ;
+  wire [54:0] \$247 ;
+  wire \$248 ;
+  wire [9:0] \$249 ;
   wire [5:0] \$25 ;
-  wire [11:0] \$250 ;
-  wire [48:0] \$251 ;
-  wire [22:0] \$252 ;
-  wire [15:0] \$253 ;
+  wire [10:0] \$250 ;
+  wire [11:0] \$251 ;
+  wire [48:0] \$252 ;
+  wire [22:0] \$253 ;
   wire [15:0] \$254 ;
-  wire [23:0] \$255 ;
-  wire [56:0] \$256 ;
-  wire [46:0] \$257 ;
-  reg [5:0] \$258 ;
-  reg [34:0] \$259 ;
+  wire [15:0] \$255 ;
+  wire [23:0] \$256 ;
+  wire [56:0] \$257 ;
+  wire [46:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  reg [43:0] \$260 ;
-  reg [5:0] \$261 ;
-  reg [16:0] \$262 ;
-  reg [25:0] \$263 ;
-  reg [39:0] \$264 ;
-  reg [9:0] \$265 ;
-  reg [3:0] \$266 ;
+  reg [34:0] \$260 ;
+  reg [43:0] \$261 ;
+  reg [5:0] \$262 ;
+  reg [16:0] \$263 ;
+  reg [25:0] \$264 ;
+  reg [39:0] \$265 ;
+  reg [9:0] \$266 ;
   reg [3:0] \$267 ;
-  reg [9:0] \$268 ;
-  reg [48:0] \$269 ;
+  reg [3:0] \$268 ;
+  reg [9:0] \$269 ;
   wire [5:0] \$27 ;
-  reg [5:0] \$270 ;
-  reg [3:0] \$271 ;
-  reg [33:0] \$272 ;
-  reg [41:0] \$273 ;
-  reg [56:0] \$274 ;
-  reg [57:0] \$275 ;
-  reg \$276 ;
-  reg [45:0] \$277 ;
-  reg [41:0] \$278 ;
+  reg [48:0] \$270 ;
+  reg [5:0] \$271 ;
+  reg [3:0] \$272 ;
+  reg [33:0] \$273 ;
+  reg [41:0] \$274 ;
+  reg [56:0] \$275 ;
+  reg [57:0] \$276 ;
+  reg \$277 ;
+  reg [45:0] \$278 ;
+  reg [41:0] \$279 ;
   wire [5:0] \$28 ;
   wire [5:0] \$29 ;
   wire \$3 ;
@@ -1031,108 +1032,109 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \$191  = fsm_state == 6'h20;
   assign \$192  = fsm_state == 6'h21;
   assign \$193  = fsm_state == 6'h22;
-  assign \$194  = lead + 8'hfb;
-  assign \$195  = $signed(sh0) < $signed(4'h4);
-  assign \$196  = $signed(4'h4) - $signed(sh0);
-  assign \$197  = \$195  ? \$196  : 11'h000;
-  assign \$198  = $signed(sh0) < $signed(4'h4);
-  assign \$199  = $signed(sh0) - $signed(4'h4);
-  assign \$200  = $signed(\$199 ) < $signed({ 1'h0, tk });
-  assign \$201  = $signed(sh0) - $signed(4'h4);
-  assign \$202  = \$200  ? \$201  : { 7'h00, tk };
-  assign \$203  = $signed(sh0) - $signed(5'h0d);
-  assign \$204  = $signed(\$202 ) > $signed(\$203 );
-  assign \$205  = $signed(sh0) - $signed(4'h4);
-  assign \$206  = $signed(\$205 ) < $signed({ 1'h0, tk });
-  assign \$207  = $signed(sh0) - $signed(4'h4);
-  assign \$208  = \$206  ? \$207  : { 7'h00, tk };
-  assign \$209  = $signed(sh0) - $signed(5'h0d);
-  assign \$210  = \$204  ? \$208  : \$209 ;
-  assign \$211  = \$198  ? 11'h000 : \$210 ;
-  assign \$212  = $signed(km) << pre;
-  assign \$213  = tsh > 6'h31;
-  assign \$214  = \$213  ? 10'h031 : tsh;
-  assign \$215  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$216  = $signed(\$215 ) - $signed({ 1'h0, tsh });
-  assign \$217  = $signed(km_pre) >>> t_clamped;
-  assign \$218  = $signed(chan[82:75]) << \$133 [3:0];
-  assign \$219  = 1'h1 << sh;
-  assign \$221  = $signed(\$218 ) + $signed({ 1'h0, \$220  });
-  assign \$222  = $signed(div_num) < $signed(1'h0);
-  assign \$223  = - $signed(div_num);
-  assign \$224  = \$222  ? \$223  : { div_num[57], div_num };
-  assign \$225  = $signed(div_num) < $signed(1'h0);
-  assign \$226  = $signed(bias) - $signed(quot);
-  assign \$228  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$229  = $signed(sh0) < $signed(4'h4);
-  assign \$230  = $signed(4'h4) - $signed(sh0);
-  assign \$231  = \$229  ? \$230  : 11'h000;
-  assign \$232  = $signed(sh0) < $signed(4'h4);
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
-  assign \$235  = $signed(sh0) - $signed(4'h4);
-  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
-  assign \$237  = $signed(sh0) - $signed(5'h0d);
-  assign \$238  = $signed(\$236 ) > $signed(\$237 );
-  assign \$239  = $signed(sh0) - $signed(4'h4);
-  assign \$240  = $signed(\$239 ) < $signed({ 1'h0, tk });
-  assign \$241  = $signed(sh0) - $signed(4'h4);
-  assign \$242  = \$240  ? \$241  : { 7'h00, tk };
-  assign \$243  = $signed(sh0) - $signed(5'h0d);
-  assign \$244  = \$238  ? \$242  : \$243 ;
-  assign \$245  = \$232  ? 11'h000 : \$244 ;
-  assign \$246  = $signed(km) << pre;
-  assign \$247  = tsh > 6'h31;
-  assign \$248  = \$247  ? 10'h031 : tsh;
-  assign \$249  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$250  = $signed(\$249 ) - $signed({ 1'h0, tsh });
-  assign \$251  = $signed(km_pre) >>> t_clamped;
-  assign \$252  = $signed(chan[82:75]) << \$134 [3:0];
-  assign \$253  = 1'h1 << sh;
-  assign \$255  = $signed(\$252 ) + $signed({ 1'h0, \$254  });
-  assign \$257  = $signed(bias) - $signed(quot);
+  assign \$194  = fsm_state == 6'h23;
+  assign \$195  = lead + 8'hfb;
+  assign \$196  = $signed(sh0) < $signed(4'h4);
+  assign \$197  = $signed(4'h4) - $signed(sh0);
+  assign \$198  = \$196  ? \$197  : 11'h000;
+  assign \$199  = $signed(sh0) < $signed(4'h4);
+  assign \$200  = $signed(sh0) - $signed(4'h4);
+  assign \$201  = $signed(\$200 ) < $signed({ 1'h0, tk });
+  assign \$202  = $signed(sh0) - $signed(4'h4);
+  assign \$203  = \$201  ? \$202  : { 7'h00, tk };
+  assign \$204  = $signed(sh0) - $signed(5'h0d);
+  assign \$205  = $signed(\$203 ) > $signed(\$204 );
+  assign \$206  = $signed(sh0) - $signed(4'h4);
+  assign \$207  = $signed(\$206 ) < $signed({ 1'h0, tk });
+  assign \$208  = $signed(sh0) - $signed(4'h4);
+  assign \$209  = \$207  ? \$208  : { 7'h00, tk };
+  assign \$210  = $signed(sh0) - $signed(5'h0d);
+  assign \$211  = \$205  ? \$209  : \$210 ;
+  assign \$212  = \$199  ? 11'h000 : \$211 ;
+  assign \$213  = $signed(km) << pre;
+  assign \$214  = tsh > 6'h31;
+  assign \$215  = \$214  ? 10'h031 : tsh;
+  assign \$216  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$217  = $signed(\$216 ) - $signed({ 1'h0, tsh });
+  assign \$218  = $signed(km_pre) >>> t_clamped;
+  assign \$219  = $signed(chan[82:75]) << \$133 [3:0];
+  assign \$220  = 1'h1 << sh;
+  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
+  assign \$223  = $signed(div_num) < $signed(1'h0);
+  assign \$224  = - $signed(div_num);
+  assign \$225  = \$223  ? \$224  : { div_num[57], div_num };
+  assign \$226  = $signed(div_num) < $signed(1'h0);
+  assign \$227  = $signed(bias) - $signed(quot);
+  assign \$229  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$230  = $signed(sh0) < $signed(4'h4);
+  assign \$231  = $signed(4'h4) - $signed(sh0);
+  assign \$232  = \$230  ? \$231  : 11'h000;
+  assign \$233  = $signed(sh0) < $signed(4'h4);
+  assign \$234  = $signed(sh0) - $signed(4'h4);
+  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
+  assign \$236  = $signed(sh0) - $signed(4'h4);
+  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
+  assign \$238  = $signed(sh0) - $signed(5'h0d);
+  assign \$239  = $signed(\$237 ) > $signed(\$238 );
+  assign \$240  = $signed(sh0) - $signed(4'h4);
+  assign \$241  = $signed(\$240 ) < $signed({ 1'h0, tk });
+  assign \$242  = $signed(sh0) - $signed(4'h4);
+  assign \$243  = \$241  ? \$242  : { 7'h00, tk };
+  assign \$244  = $signed(sh0) - $signed(5'h0d);
+  assign \$245  = \$239  ? \$243  : \$244 ;
+  assign \$246  = \$233  ? 11'h000 : \$245 ;
+  assign \$247  = $signed(km) << pre;
+  assign \$248  = tsh > 6'h31;
+  assign \$249  = \$248  ? 10'h031 : tsh;
+  assign \$250  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, tsh });
+  assign \$252  = $signed(km_pre) >>> t_clamped;
+  assign \$253  = $signed(chan[82:75]) << \$134 [3:0];
+  assign \$254  = 1'h1 << sh;
+  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
+  assign \$258  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$258 ;
+    fsm_state <= \$259 ;
   always @(posedge clk)
-    t <= \$259 ;
+    t <= \$260 ;
   always @(posedge clk)
-    den <= \$260 ;
+    den <= \$261 ;
   always @(posedge clk)
-    lead <= \$261 ;
+    lead <= \$262 ;
   always @(posedge clk)
-    recip <= \$262 ;
+    recip <= \$263 ;
   always @(posedge clk)
-    m <= \$263 ;
+    m <= \$264 ;
   always @(posedge clk)
-    km <= \$264 ;
+    km <= \$265 ;
   always @(posedge clk)
-    sh0 <= \$265 ;
+    sh0 <= \$266 ;
   always @(posedge clk)
-    tk <= \$266 ;
+    tk <= \$267 ;
   always @(posedge clk)
-    pre <= \$267 ;
+    pre <= \$268 ;
   always @(posedge clk)
-    tsh <= \$268 ;
+    tsh <= \$269 ;
   always @(posedge clk)
-    km_pre <= \$269 ;
+    km_pre <= \$270 ;
   always @(posedge clk)
-    t_clamped <= \$270 ;
+    t_clamped <= \$271 ;
   always @(posedge clk)
-    sh <= \$271 ;
+    sh <= \$272 ;
   always @(posedge clk)
-    \a$26  <= \$272 ;
+    \a$26  <= \$273 ;
   always @(posedge clk)
-    bias <= \$273 ;
+    bias <= \$274 ;
   always @(posedge clk)
-    p <= \$274 ;
+    p <= \$275 ;
   always @(posedge clk)
-    div_mag <= \$275 ;
+    div_mag <= \$276 ;
   always @(posedge clk)
-    div_neg <= \$276 ;
+    div_neg <= \$277 ;
   always @(posedge clk)
-    quot <= \$277 ;
+    quot <= \$278 ;
   always @(posedge clk)
-    \b$50  <= \$278 ;
+    \b$50  <= \$279 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
@@ -1164,17 +1166,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          start = 1'h1;
+          /* empty */;
       6'h04:
-          /* empty */;
+          start = 1'h1;
       6'h05:
-          start = 1'h1;
+          /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
           start = 1'h1;
-      6'h08:
+      6'h07:
           /* empty */;
+      6'h08:
+          start = 1'h1;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1182,13 +1184,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          start = 1'h1;
+          /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           start = 1'h1;
-      6'h0f:
+      6'h0e:
           /* empty */;
+      6'h0f:
+          start = 1'h1;
       6'h10:
           /* empty */;
       6'h11:
@@ -1198,9 +1200,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          start = 1'h1;
-      6'h15:
           /* empty */;
+      6'h15:
+          start = 1'h1;
       6'h16:
           /* empty */;
       6'h17:
@@ -1209,10 +1211,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h1a:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1222,6 +1224,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           start = 1'h1;
     endcase
   end
@@ -1232,17 +1236,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          a = { 16'h0000, chan[46:27] };
+          /* empty */;
       6'h04:
-          /* empty */;
+          a = { 16'h0000, chan[46:27] };
       6'h05:
-          a = { 16'h0000, chan[66:47] };
+          /* empty */;
       6'h06:
-          /* empty */;
+          a = { 16'h0000, chan[66:47] };
       6'h07:
-          a = { t[34], t };
-      6'h08:
           /* empty */;
+      6'h08:
+          a = { t[34], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1250,13 +1254,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { 19'h00000, recip };
+          /* empty */;
       6'h0d:
-          /* empty */;
+          a = { 19'h00000, recip };
       6'h0e:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h10:
           /* empty */;
       6'h11:
@@ -1266,9 +1270,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          a = { \a$26 [33], \a$26 [33], \a$26  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { \a$26 [33], \a$26 [33], \a$26  };
       6'h16:
           /* empty */;
       6'h17:
@@ -1277,10 +1281,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 20'h00000, chan[114:99] };
       6'h1a:
           /* empty */;
+      6'h03:
+          a = { 20'h00000, chan[114:99] };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1290,6 +1294,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           a = { \a$26 [33], \a$26 [33], \a$26  };
     endcase
   end
@@ -1300,17 +1306,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h04:
-          /* empty */;
+          b = { 9'h000, r_closed };
       6'h05:
-          b = { 13'h0000, r_open };
+          /* empty */;
       6'h06:
-          /* empty */;
+          b = { 13'h0000, r_open };
       6'h07:
-          b = { 8'h00, chan[13:1] };
-      6'h08:
           /* empty */;
+      6'h08:
+          b = { 8'h00, chan[13:1] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1318,13 +1324,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          /* empty */;
       6'h0d:
-          /* empty */;
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
       6'h0e:
-          b = { 8'h00, chan[13:1] };
-      6'h0f:
           /* empty */;
+      6'h0f:
+          b = { 8'h00, chan[13:1] };
       6'h10:
           /* empty */;
       6'h11:
@@ -1334,9 +1340,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          b = \$147 [20:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = \$147 [20:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -1345,10 +1351,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1a:
           /* empty */;
+      6'h03:
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1358,6 +1364,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
     endcase
   end
@@ -1368,17 +1376,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          c = 59'h000000000000003;
+          /* empty */;
       6'h04:
-          /* empty */;
+          c = 59'h000000000000003;
       6'h05:
-          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+          /* empty */;
       6'h06:
-          /* empty */;
+          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
       6'h07:
-          c = 59'h000000000000000;
-      6'h08:
           /* empty */;
+      6'h08:
+          c = 59'h000000000000000;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1386,13 +1394,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           c = 59'h000000000000000;
-      6'h0f:
+      6'h0e:
           /* empty */;
+      6'h0f:
+          c = 59'h000000000000000;
       6'h10:
           /* empty */;
       6'h11:
@@ -1402,9 +1410,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          c = 59'h000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 59'h000000000000000;
       6'h16:
           /* empty */;
       6'h17:
@@ -1413,10 +1421,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          c = 59'h000000000000000;
       6'h1a:
           /* empty */;
+      6'h03:
+          c = 59'h000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1426,6 +1434,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           c = 59'h000000000000000;
     endcase
   end
@@ -1436,17 +1446,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
+          /* empty */;
       6'h04:
-          /* empty */;
+          neg = 1'h0;
       6'h05:
-          neg = 1'h0;
+          /* empty */;
       6'h06:
-          /* empty */;
-      6'h07:
           neg = 1'h0;
-      6'h08:
+      6'h07:
           /* empty */;
+      6'h08:
+          neg = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1454,13 +1464,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$144 ;
+          /* empty */;
       6'h0d:
-          /* empty */;
+          neg = \$144 ;
       6'h0e:
-          neg = 1'h0;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          neg = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1470,9 +1480,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$148 ;
-      6'h15:
           /* empty */;
+      6'h15:
+          neg = \$148 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1481,10 +1491,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          neg = \$154 ;
       6'h1a:
           /* empty */;
+      6'h03:
+          neg = \$154 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1494,6 +1504,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           neg = \$158 ;
     endcase
   end
@@ -1504,17 +1516,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h0c;
+          /* empty */;
       6'h04:
-          /* empty */;
+          steps = 5'h0c;
       6'h05:
-          steps = 5'h08;
+          /* empty */;
       6'h06:
-          /* empty */;
+          steps = 5'h08;
       6'h07:
-          steps = 5'h0d;
-      6'h08:
           /* empty */;
+      6'h08:
+          steps = 5'h0d;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1522,13 +1534,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 5'h08;
+          /* empty */;
       6'h0d:
-          /* empty */;
+          steps = 5'h08;
       6'h0e:
-          steps = 5'h0d;
-      6'h0f:
           /* empty */;
+      6'h0f:
+          steps = 5'h0d;
       6'h10:
           /* empty */;
       6'h11:
@@ -1538,9 +1550,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h15;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h15;
       6'h16:
           /* empty */;
       6'h17:
@@ -1549,10 +1561,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h1a:
           /* empty */;
+      6'h03:
+          steps = 5'h08;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1562,6 +1574,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
           steps = 5'h10;
     endcase
   end
@@ -1586,9 +1600,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          \start$17  = 1'h1;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \start$17  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1612,6 +1626,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \start$17  = 1'h1;
     endcase
   end
@@ -1636,9 +1652,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          rem_init = \$138 [43:0];
-      6'h0b:
           /* empty */;
+      6'h0b:
+          rem_init = \$138 [43:0];
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1662,6 +1678,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           rem_init = \$149 [43:0];
     endcase
   end
@@ -1686,9 +1704,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$140 ;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          lo_init = \$140 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1712,6 +1730,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$150 [41:0];
     endcase
   end
@@ -1736,9 +1756,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$21  = 1'h0;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \neg$21  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1762,6 +1782,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \neg$21  = div_neg;
     endcase
   end
@@ -1786,9 +1808,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          \den$22  = den;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \den$22  = den;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1812,6 +1834,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \den$22  = { 31'h00000000, chan[13:1] };
     endcase
   end
@@ -1836,9 +1860,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$23  = 6'h10;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \steps$23  = 6'h10;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1862,6 +1886,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           \steps$23  = 6'h2a;
     endcase
   end
@@ -1910,6 +1936,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h15:
           /* empty */;
       6'h16:
+          /* empty */;
+      6'h17:
           div_num = { p[56], p };
     endcase
   end
@@ -1965,9 +1993,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -1984,6 +2012,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
+          /* empty */;
+      6'h23:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1991,138 +2021,117 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = fsm_state;
+    \$259  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$258  = 6'h01;
+                  \$259  = 6'h01;
               2'h1:
-                  \$258  = 6'h02;
+                  \$259  = 6'h02;
               2'h2:
-                  \$258  = 6'h03;
+                  \$259  = 6'h03;
             endcase
           end
       6'h02:
-          \$258  = 6'h04;
+          \$259  = 6'h04;
       6'h04:
-          if (\done$37 ) begin
-            \$258  = 6'h05;
-          end
+          \$259  = 6'h05;
       6'h05:
-          \$258  = 6'h06;
+          if (\done$37 ) begin
+            \$259  = 6'h06;
+          end
       6'h06:
-          if (\done$37 ) begin
-            \$258  = 6'h07;
-          end
+          \$259  = 6'h07;
       6'h07:
-          \$258  = 6'h08;
+          if (\done$37 ) begin
+            \$259  = 6'h08;
+          end
       6'h08:
-          if (\done$37 ) begin
-            \$258  = 6'h09;
-          end
+          \$259  = 6'h09;
       6'h09:
-          \$258  = 6'h0a;
+          if (\done$37 ) begin
+            \$259  = 6'h0a;
+          end
       6'h0a:
-          \$258  = 6'h0b;
+          \$259  = 6'h0b;
       6'h0b:
-          if (\done$39 ) begin
-            \$258  = 6'h0c;
-          end
+          \$259  = 6'h0c;
       6'h0c:
-          \$258  = 6'h0d;
-      6'h0d:
-          if (\done$37 ) begin
-            \$258  = 6'h0e;
-          end
-      6'h0e:
-          \$258  = 6'h0f;
-      6'h0f:
-          if (\done$37 ) begin
-            \$258  = 6'h10;
-          end
-      6'h10:
-          \$258  = 6'h11;
-      6'h11:
-          \$258  = 6'h12;
-      6'h12:
-          \$258  = 6'h13;
-      6'h13:
-          \$258  = 6'h14;
-      6'h14:
-          \$258  = 6'h15;
-      6'h15:
-          if (\done$37 ) begin
-            \$258  = 6'h16;
-          end
-      6'h16:
-          \$258  = 6'h17;
-      6'h17:
-          \$258  = 6'h18;
-      6'h18:
           if (\done$39 ) begin
-            \$258  = 6'h19;
+            \$259  = 6'h0d;
           end
-      6'h19:
-          \$258  = 6'h01;
-      6'h03:
-          \$258  = 6'h1a;
-      6'h1a:
+      6'h0d:
+          \$259  = 6'h0e;
+      6'h0e:
           if (\done$37 ) begin
-            \$258  = 6'h1b;
+            \$259  = 6'h0f;
           end
+      6'h0f:
+          \$259  = 6'h10;
+      6'h10:
+          if (\done$37 ) begin
+            \$259  = 6'h11;
+          end
+      6'h11:
+          \$259  = 6'h12;
+      6'h12:
+          \$259  = 6'h13;
+      6'h13:
+          \$259  = 6'h14;
+      6'h14:
+          \$259  = 6'h15;
+      6'h15:
+          \$259  = 6'h16;
+      6'h16:
+          if (\done$37 ) begin
+            \$259  = 6'h17;
+          end
+      6'h17:
+          \$259  = 6'h18;
+      6'h18:
+          \$259  = 6'h19;
+      6'h19:
+          if (\done$39 ) begin
+            \$259  = 6'h1a;
+          end
+      6'h1a:
+          \$259  = 6'h01;
+      6'h03:
+          \$259  = 6'h1b;
       6'h1b:
-          \$258  = 6'h1c;
+          if (\done$37 ) begin
+            \$259  = 6'h1c;
+          end
       6'h1c:
-          \$258  = 6'h1d;
+          \$259  = 6'h1d;
       6'h1d:
-          \$258  = 6'h1e;
+          \$259  = 6'h1e;
       6'h1e:
-          \$258  = 6'h1f;
+          \$259  = 6'h1f;
       6'h1f:
-          \$258  = 6'h20;
+          \$259  = 6'h20;
       6'h20:
-          if (\done$37 ) begin
-            \$258  = 6'h21;
-          end
+          \$259  = 6'h21;
       6'h21:
-          \$258  = 6'h22;
+          if (\done$37 ) begin
+            \$259  = 6'h22;
+          end
       6'h22:
-          \$258  = 6'h01;
+          \$259  = 6'h23;
+      6'h23:
+          \$259  = 6'h01;
       6'h01:
-          \$258  = 6'h00;
+          \$259  = 6'h00;
     endcase
     if (rst) begin
-      \$258  = 6'h00;
+      \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          if (\done$37 ) begin
-            \$259  = \p$38 [34:0];
-          end
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$37 ) begin
-            \$259  = \p$38 [34:0];
-          end
-    endcase
-    if (rst) begin
-      \$259  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = den;
+    \$260  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2131,23 +2140,23 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
+          if (\done$37 ) begin
+            \$260  = \p$38 [34:0];
+          end
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           if (\done$37 ) begin
-            \$260  = \p$38 [43:0];
+            \$260  = \p$38 [34:0];
           end
     endcase
     if (rst) begin
-      \$260  = 44'h00000000000;
+      \$260  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = lead;
+    \$261  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2164,15 +2173,44 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h08:
           /* empty */;
       6'h09:
-          \$261  = den_lead;
+          if (\done$37 ) begin
+            \$261  = \p$38 [43:0];
+          end
     endcase
     if (rst) begin
-      \$261  = 6'h00;
+      \$261  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = recip;
+    \$262  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$262  = den_lead;
+    endcase
+    if (rst) begin
+      \$262  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2193,82 +2231,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
+          /* empty */;
+      6'h0c:
           if (\done$39 ) begin
-            \$262  = q[16:0];
+            \$263  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$262  = 17'h00000;
+      \$263  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$37 ) begin
-            \$263  = \p$38 [25:0];
-          end
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$37 ) begin
-            \$263  = \p$38 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$263  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = km;
+    \$264  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2295,11 +2270,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           if (\done$37 ) begin
-            \$264  = \p$38 [39:0];
+            \$264  = \p$38 [25:0];
           end
+      6'h0f:
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -2320,20 +2295,22 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
-          \$264  = \$227 [39:0];
+          if (\done$37 ) begin
+            \$264  = \p$38 [25:0];
+          end
     endcase
     if (rst) begin
-      \$264  = 40'h0000000000;
+      \$264  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = sh0;
+    \$265  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2364,7 +2341,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$265  = { \$194 [7], \$194 [7], \$194  };
+          if (\done$37 ) begin
+            \$265  = \p$38 [39:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
@@ -2383,140 +2362,144 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
-      6'h1b:
-          \$265  = { \$228 [8], \$228  };
-    endcase
-    if (rst) begin
-      \$265  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$266  = count_lead;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$266  = 4'h8;
-    endcase
-    if (rst) begin
-      \$266  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$267  = \$197 [3:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          \$267  = \$231 [3:0];
+          \$265  = \$228 [39:0];
+    endcase
+    if (rst) begin
+      \$265  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$266  = { \$195 [7], \$195 [7], \$195  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$266  = { \$229 [8], \$229  };
+    endcase
+    if (rst) begin
+      \$266  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$267  = count_lead;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$267  = 4'h8;
     endcase
     if (rst) begin
       \$267  = 4'h0;
@@ -2524,72 +2507,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$268  = \$211 [9:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$268  = \$245 [9:0];
-    endcase
-    if (rst) begin
-      \$268  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = km_pre;
+    \$268  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2624,7 +2542,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h11:
           /* empty */;
       6'h12:
-          \$269  = \$212 [48:0];
+          \$268  = \$198 [3:0];
       6'h13:
           /* empty */;
       6'h14:
@@ -2639,24 +2557,24 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$269  = \$246 [48:0];
+          \$268  = \$232 [3:0];
     endcase
     if (rst) begin
-      \$269  = 49'h0000000000000;
+      \$268  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = t_clamped;
+    \$269  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2691,7 +2609,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h11:
           /* empty */;
       6'h12:
-          \$270  = \$214 [5:0];
+          \$269  = \$212 [9:0];
       6'h13:
           /* empty */;
       6'h14:
@@ -2706,91 +2624,24 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$270  = \$248 [5:0];
+          \$269  = \$246 [9:0];
     endcase
     if (rst) begin
-      \$270  = 6'h00;
+      \$269  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$271  = \$216 [3:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$271  = \$250 [3:0];
-    endcase
-    if (rst) begin
-      \$271  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = \a$26 ;
+    \$270  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2827,7 +2678,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$272  = \$217 [33:0];
+          \$270  = \$213 [48:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2840,9 +2691,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2851,15 +2702,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1d:
           /* empty */;
       6'h1e:
-          \$272  = \$251 [33:0];
+          \$270  = \$247 [48:0];
     endcase
     if (rst) begin
-      \$272  = 34'h000000000;
+      \$270  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = bias;
+    \$271  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2896,7 +2747,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$273  = { \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221 [23], \$221  };
+          \$271  = \$215 [5:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2909,9 +2760,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2920,15 +2771,84 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1d:
           /* empty */;
       6'h1e:
-          \$273  = { \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255 [23], \$255  };
+          \$271  = \$249 [5:0];
     endcase
     if (rst) begin
-      \$273  = 42'h00000000000;
+      \$271  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = p;
+    \$272  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$272  = \$217 [3:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$272  = \$251 [3:0];
+    endcase
+    if (rst) begin
+      \$272  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = \a$26 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2967,11 +2887,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$273  = \$218 [33:0];
       6'h15:
-          if (\done$37 ) begin
-            \$274  = \p$38 [56:0];
-          end
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -2980,9 +2898,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -2993,19 +2911,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
-      6'h20:
-          if (\done$37 ) begin
-            \$274  = \p$38 [56:0];
-          end
+          \$273  = \$252 [33:0];
     endcase
     if (rst) begin
-      \$274  = 57'h000000000000000;
+      \$273  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = div_mag;
+    \$274  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3044,109 +2958,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$275  = \$224 [57:0];
-    endcase
-    if (rst) begin
-      \$275  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$276  = \$225 ;
-    endcase
-    if (rst) begin
-      \$276  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
+          \$274  = { \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222  };
       6'h15:
           /* empty */;
       6'h16:
@@ -3154,14 +2966,85 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$39 ) begin
-            \$277  = { q[43], q[43], q };
-          end
+          /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h03:
           /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$274  = { \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256  };
+    endcase
+    if (rst) begin
+      \$274  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$37 ) begin
+            \$275  = \p$38 [56:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3176,15 +3059,123 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h20:
           /* empty */;
       6'h21:
-          \$277  = \$256 [45:0];
+          if (\done$37 ) begin
+            \$275  = \p$38 [56:0];
+          end
     endcase
     if (rst) begin
-      \$277  = 46'h000000000000;
+      \$275  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \b$50 ;
+    \$276  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$276  = \$225 [57:0];
+    endcase
+    if (rst) begin
+      \$276  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$277  = \$226 ;
+    endcase
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3233,10 +3224,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \$278  = \$226 [41:0];
-      6'h03:
-          /* empty */;
+          if (\done$39 ) begin
+            \$278  = { q[43], q[43], q };
+          end
       6'h1a:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3253,10 +3246,89 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \$278  = \$257 [41:0];
+          \$278  = \$257 [45:0];
     endcase
     if (rst) begin
-      \$278  = 42'h00000000000;
+      \$278  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$279  = \$227 [41:0];
+      6'h03:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$279  = \$258 [41:0];
+    endcase
+    if (rst) begin
+      \$279  = 42'h00000000000;
     end
   end
   assign beta_shift = \$133 [3:0];
@@ -3273,10 +3345,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \chan.scale_exp  = chan[122:115];
   assign \$149  = { 42'h00000000000, div_mag[57:42] };
   assign \$150  = { 1'h0, div_mag[41:0] };
-  assign \$220  = { 1'h0, \$219 [15:1] };
-  assign \$227  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$254  = { 1'h0, \$253 [15:1] };
-  assign \$256  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
+  assign \$221  = { 1'h0, \$220 [15:1] };
+  assign \$228  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$255  = { 1'h0, \$254 [15:1] };
+  assign \$257  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -4082,47 +4154,75 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [13:0] \$10 ;
   wire [14:0] \$11 ;
   wire [15:0] \$12 ;
-  wire \$13 ;
-  wire [7:0] \$14 ;
-  wire [7:0] \$15 ;
+  wire [13:0] \$13 ;
+  wire \$14 ;
+  wire [13:0] \$15 ;
   wire \$16 ;
-  wire [7:0] \$17 ;
-  wire [7:0] \$18 ;
-  wire [12:0] \$19 ;
+  wire [13:0] \$17 ;
+  wire [14:0] \$18 ;
+  wire \$19 ;
   wire [13:0] \$2 ;
   wire \$20 ;
-  wire [8:0] \$21 ;
-  wire [8:0] \$22 ;
-  reg [11:0] \$23 ;
-  reg [9:0] \$24 ;
-  reg \$25 ;
-  reg [12:0] \$26 ;
-  reg [7:0] \$27 ;
-  reg [7:0] \$28 ;
-  wire [14:0] \$3 ;
-  wire \$4 ;
-  wire [13:0] \$5 ;
-  wire \$6 ;
-  wire [13:0] \$7 ;
-  wire [14:0] \$8 ;
+  wire [13:0] \$21 ;
+  wire [14:0] \$22 ;
+  wire [15:0] \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [7:0] \$27 ;
+  wire [7:0] \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [7:0] \$32 ;
+  wire [7:0] \$33 ;
+  wire [8:0] \$34 ;
+  wire [8:0] \$35 ;
+  wire [12:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [13:0] \$4 ;
+  reg [9:0] \$40 ;
+  reg [11:0] \$41 ;
+  reg \$42 ;
+  reg \$43 ;
+  reg [12:0] \$44 ;
+  reg \$45 ;
+  reg [7:0] \$46 ;
+  reg [7:0] \$47 ;
+  reg [7:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  wire [13:0] \$6 ;
+  wire [14:0] \$7 ;
+  wire \$8 ;
   wire \$9 ;
   reg [7:0] \$signal  = 8'h00;
+  reg [12:0] after_next;
+  wire after_start0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
   input clear;
   wire clear;
   input clk;
   wire clk;
+  reg [7:0] closed_hi0 = 8'h00;
+  reg [7:0] closed_lo0 = 8'h00;
+  reg closed_ok = 1'h0;
+  reg [12:0] cur_next;
+  wire cur_start0;
   reg [12:0] \dist  = 13'h0000;
+  reg fresh = 1'h0;
   reg have = 1'h0;
   wire have0;
   wire [7:0] hi0;
-  wire is_start0;
   reg [7:0] lo = 8'h00;
   wire [7:0] lo0;
   input mask;
   wire mask;
-  reg [12:0] nxt;
   reg [9:0] pending = 10'h000;
   output [11:0] r_closed;
   reg [11:0] r_closed = 12'h000;
@@ -4130,130 +4230,216 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [7:0] r_open;
   input rst;
   wire rst;
-  wire start0;
+  reg start_next = 1'h0;
   input valid;
   wire valid;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  always @(posedge clk)
+    r_closed <= \$41 ;
+  always @(posedge clk)
+    closed_ok <= \$42 ;
+  always @(posedge clk)
+    have <= \$43 ;
+  always @(posedge clk)
+    \dist  <= \$44 ;
+  always @(posedge clk)
+    fresh <= \$45 ;
+  always @(posedge clk)
+    closed_hi0 <= \$46 ;
+  always @(posedge clk)
+    closed_lo0 <= \$47 ;
+  always @(posedge clk)
+    \$signal  <= \$48 ;
+  always @(posedge clk)
+    lo <= \$49 ;
+  always @(posedge clk)
+    start_next <= \$50 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
-  assign \$2  = 1'h0 * chunk_size;
-  assign \$3  = \dist  + \$2 ;
-  assign \$4  = ! \$3 ;
-  assign \$5  = \dist  - 1'h1;
-  assign \$6  = \dist  < 1'h1;
-  assign \$7  = 1'h1 * chunk_size;
-  assign \$8  = \dist  + \$7 ;
-  assign \$9  = \$8  >= 1'h1;
-  assign \$10  = 1'h1 * chunk_size;
+  assign \$2  = \dist  + 1'h0;
+  assign \$3  = ! \$2 ;
+  assign \$4  = \dist  - 1'h1;
+  assign \$5  = \dist  < 1'h1;
+  assign \$7  = \dist  + \$6 ;
+  assign \$8  = \$7  >= 1'h1;
+  assign \$9  = \$5  & \$8 ;
   assign \$11  = \dist  + \$10 ;
   assign \$12  = \$11  - 1'h1;
-  assign start0 = mask & is_start0;
-  assign \$13  = $signed(\$signal ) > $signed(x);
-  assign \$14  = \$13  ? \$signal  : x;
-  assign \$15  = mask ? \$14  : \$signal ;
-  assign hi0 = start0 ? x : \$15 ;
-  assign \$16  = $signed(lo) < $signed(x);
-  assign \$17  = \$16  ? lo : x;
-  assign \$18  = mask ? \$17  : lo;
-  assign lo0 = start0 ? x : \$18 ;
+  assign \$13  = cur_next + 1'h0;
+  assign \$14  = ! \$13 ;
+  assign \$15  = cur_next - 1'h1;
+  assign \$16  = cur_next < 1'h1;
+  assign \$18  = cur_next + \$17 ;
+  assign \$19  = \$18  >= 1'h1;
+  assign \$20  = \$16  & \$19 ;
+  assign \$22  = cur_next + \$21 ;
+  assign \$23  = \$22  - 1'h1;
+  assign \$24  = fresh ? 1'h1 : start_next;
+  assign \$25  = mask & \$24 ;
+  assign \$26  = $signed(\$signal ) > $signed(x);
+  assign \$27  = \$26  ? \$signal  : x;
+  assign \$28  = mask ? \$27  : \$signal ;
+  assign hi0 = \$25  ? x : \$28 ;
+  assign \$29  = fresh ? 1'h1 : start_next;
+  assign \$30  = mask & \$29 ;
+  assign \$31  = $signed(lo) < $signed(x);
+  assign \$32  = \$31  ? lo : x;
+  assign \$33  = mask ? \$32  : lo;
+  assign lo0 = \$30  ? x : \$33 ;
   assign have0 = have | mask;
-  assign \$19  = r_closed + pending;
-  assign \$20  = start0 & have;
-  assign \$21  = $signed(\$signal ) - $signed(lo);
-  assign \$22  = \$20  ? \$21  : 9'h000;
+  assign \$34  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$35  = closed_ok ? \$34  : 9'h000;
+  assign \$36  = r_closed + pending;
+  assign \$37  = fresh ? 1'h1 : start_next;
+  assign \$38  = mask & \$37 ;
+  assign \$39  = \$38  & have;
   always @(posedge clk)
-    r_closed <= \$23 ;
-  always @(posedge clk)
-    pending <= \$24 ;
-  always @(posedge clk)
-    have <= \$25 ;
-  always @(posedge clk)
-    \dist  <= \$26 ;
-  always @(posedge clk)
-    \$signal  <= \$27 ;
-  always @(posedge clk)
-    lo <= \$28 ;
+    pending <= \$40 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    nxt = \$5 [12:0];
-    if (\$6 ) begin
-      if (\$9 ) begin
-        nxt = \$12 [12:0];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$23  = \$19 [11:0];
-    if (clear) begin
-      \$23  = 12'h000;
-    end
-    if (rst) begin
-      \$23  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$24  = 10'h000;
-    if (clear) begin
-      \$24  = 10'h000;
-    end else if (valid) begin
-      \$24  = { \$22 [8], \$22  };
-    end
-    if (rst) begin
-      \$24  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$25  = have;
-    if (clear) begin
-      \$25  = 1'h0;
-    end else if (valid) begin
-      \$25  = have0;
-    end
-    if (rst) begin
-      \$25  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$26  = \dist ;
-    if (clear) begin
-      \$26  = 13'h0000;
-    end else if (valid) begin
-      \$26  = nxt;
-    end
-    if (rst) begin
-      \$26  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = \$signal ;
+    \$42  = 1'h0;
     if (clear) begin
     end else if (valid) begin
-      \$27  = hi0;
+      \$42  = \$39 ;
     end
     if (rst) begin
-      \$27  = 8'h00;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = lo;
+    \$43  = have;
     if (clear) begin
+      \$43  = 1'h0;
     end else if (valid) begin
-      \$28  = lo0;
+      \$43  = have0;
     end
     if (rst) begin
-      \$28  = 8'h00;
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$44  = \dist ;
+    if (clear) begin
+      \$44  = 13'h0000;
+    end else if (valid) begin
+      \$44  = cur_next;
+    end
+    if (rst) begin
+      \$44  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$45  = fresh;
+    if (clear) begin
+      \$45  = 1'h1;
+    end else if (valid) begin
+      \$45  = 1'h0;
+    end
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$46  = closed_hi0;
+    if (clear) begin
+    end else if (valid) begin
+      \$46  = \$signal ;
+    end
+    if (rst) begin
+      \$46  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$47  = closed_lo0;
+    if (clear) begin
+    end else if (valid) begin
+      \$47  = lo;
+    end
+    if (rst) begin
+      \$47  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$48  = \$signal ;
+    if (clear) begin
+    end else if (valid) begin
+      \$48  = hi0;
+    end
+    if (rst) begin
+      \$48  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = lo;
+    if (clear) begin
+    end else if (valid) begin
+      \$49  = lo0;
+    end
+    if (rst) begin
+      \$49  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = start_next;
+    if (clear) begin
+    end else if (valid) begin
+      \$50  = after_start0;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    cur_next = \$4 [12:0];
+    if (\$9 ) begin
+      cur_next = \$12 [12:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    after_next = \$15 [12:0];
+    if (\$20 ) begin
+      after_next = \$23 [12:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$40  = { \$35 [8], \$35  };
+    if (clear) begin
+      \$40  = 10'h000;
+    end
+    if (rst) begin
+      \$40  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$41  = \$36 [11:0];
+    if (clear) begin
+      \$41  = 12'h000;
+    end
+    if (rst) begin
+      \$41  = 12'h000;
     end
   end
   assign r_open = \$1 [7:0];
   assign \x[0]  = x;
-  assign is_start0 = \$4 ;
+  assign cur_start0 = \$3 ;
+  assign \$6  = { 1'h0, chunk_size };
+  assign \$10  = { 1'h0, chunk_size };
+  assign after_start0 = \$14 ;
+  assign \$17  = { 1'h0, chunk_size };
+  assign \$21  = { 1'h0, chunk_size };
 endmodule
 
 module \hwnorm_range_s8.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);

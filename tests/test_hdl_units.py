@@ -136,17 +136,21 @@ def channel_sets(rnd, fmt, lanes):
 
 
 async def feed_channel(ctx, dut, values, rnd, clear=True, **held):
-    """Set the `held` inputs, start a channel with a one-cycle `clear` (unless clear=False) and feed
+    """Start a channel with a one-cycle `clear` (unless clear=False), set the `held` inputs and feed
     `values` beat by beat, with random idle cycles between beats. Masked-out lanes and idle cycles
-    carry random junk, which the block must ignore."""
+    carry random junk, which the block must ignore; so do the held inputs during `clear` (the datapath
+    loads the channel's descriptor in that same cycle)."""
     cfg = dut.cfg
-    for name, value in held.items():
-        ctx.set(getattr(dut, name), value)
     if clear:
+        for name in held:
+            port = getattr(dut, name)
+            ctx.set(port, rnd.getrandbits(len(port)))
         ctx.set(dut.valid, 0)
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
+    for name, value in held.items():
+        ctx.set(getattr(dut, name), value)
     for lanes_in, mask in beats_of(values, cfg.lanes):
         while rnd.random() < 0.25:
             ctx.set(dut.x, random_values(rnd, cfg.in_fmt, cfg.lanes))
@@ -318,7 +322,7 @@ def test_chunk_range_sums_closed_chunk_ranges_and_keeps_the_last_chunk_open(lane
         assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == ref_chunk_ranges(values, held["chunk_size"]), \
             (held, values)
 
-    run_channels(dut, channels, check, seed=lanes, settle=1)
+    run_channels(dut, channels, check, seed=lanes, settle=ChunkRange.LATENCY)
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -396,7 +400,8 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
                 assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, floor_mean)
             assert ctx.get(dut.sum) == ref_sum(values), "the first pass's sum"
             if kind == "range":
-                await ctx.tick()                                # r_closed adds the last beat a cycle later
+                for _ in range(ChunkRange.LATENCY):          # r_closed adds the last beat later
+                    await ctx.tick()
                 assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == \
                     ref_chunk_ranges(values, held["chunk_size"])
             elif kind == "linf":

@@ -85,46 +85,63 @@ class ChunkRange(BeatUnit):
     A chunk is closed lazily, when the first value of the next one arrives, so at the end of the
     pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
     last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
-    the lanes closes each segment that a start ends. The starts come from one register, the distance
-    to the next chunk start, so no lane waits on another lane's position; the closed ranges of a beat
-    are summed into `r_closed` one cycle later (in time for the first read after the pass).
+    the lanes closes each segment that a start ends. The starts of each beat are computed a beat ahead
+    from one register, the distance to the next chunk start, so no lane waits on another lane's
+    position; a beat's closed ranges are summed into `r_closed` two cycles later (LATENCY).
     """
+
+    LATENCY = 2         # cycles after the last beat until r_closed holds it
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                                "r_open": Out(cfg.in_fmt.bits)})
 
+    def _starts(self, m, dist, cs, name):
+        """Lane j starts a chunk when j = dist + i * cs for some i >= 0 (with dist < cs); cs * i by
+        shifts and adds. Returns the flags and the next beat's distance (the first start at or after
+        `lanes`, minus lanes)."""
+        lanes = self.cfg.lanes
+        mult = [tree_sum([cs << b for b in range(i.bit_length()) if i >> b & 1]) if i else 0
+                for i in range(lanes + 1)]
+        flags = [Signal(name=f"{name}_start{j}") for j in range(lanes)]
+        for j in range(lanes):
+            m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
+        nxt = Signal(self.cfg.count_bits, name=f"{name}_next")
+        m.d.comb += nxt.eq(dist - lanes)
+        for i in reversed(range(1, lanes + 1)):
+            with m.If((dist < lanes) & (dist + mult[i] >= lanes)):
+                m.d.comb += nxt.eq(dist + mult[i] - lanes)
+        return flags, nxt
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
-        cs = self.chunk_size
         shape = fmt_shape(cfg.in_fmt)
         hi, lo = Signal(shape), Signal(shape)
-        dist = Signal(cfg.count_bits)          # values before the next chunk start (< chunk_size)
+        dist = Signal(cfg.count_bits)          # values before the next beat's first chunk start (< chunk_size)
+        cs = self.chunk_size                   # held by the caller for the whole pass (not yet at `clear`)
         have = Signal()                        # an open chunk exists
-        pending = Signal(cfg.in_fmt.bits + lanes.bit_length() + 1)   # the last beat's closed ranges
+        fresh = Signal()                       # the next beat is the channel's first
+        start_next = Signal(lanes)             # the chunk starts of the next beat (after the first)
         m.d.comb += self.r_open.eq(hi - lo)
 
-        # lane j starts a chunk when j = dist + i * chunk_size for some i >= 0
-        starts_at = [dist + i * cs for i in range(lanes)]
-        is_start = [Signal(name=f"is_start{j}") for j in range(lanes)]
-        for j in range(lanes):
-            m.d.comb += is_start[j].eq(Cat(*[p == j for p in starts_at[:j + 1]]).any())
-        # the next beat's distance: the first start at or after `lanes`, minus lanes
-        nxt = Signal(cfg.count_bits)
-        m.d.comb += nxt.eq(dist - lanes)
-        for i in reversed(range(1, lanes + 1)):
-            with m.If(dist < lanes):
-                with m.If(dist + i * cs >= lanes):
-                    m.d.comb += nxt.eq(dist + i * cs - lanes)
+        # the first beat: lane j starts a chunk when chunk_size divides j (compares with constants)
+        first = Cat(*[Cat(*[cs == j // i for i in range(1, j + 1) if j % i == 0]).any() if j else 1
+                      for j in range(lanes)])
+        _, nxt = self._starts(m, dist, cs, "cur")
+        after, _ = self._starts(m, nxt, cs, "after")                     # the beat after this one
+        starts = Mux(fresh, first, start_next)
 
+        # the segmented max/min scan across the lanes: stage 1 registers each lane's closed range
         cur_hi, cur_lo, cur_have = hi, lo, have
-        closed = []
+        closed_hi = [Signal(shape, name=f"closed_hi{j}") for j in range(lanes)]
+        closed_lo = [Signal(shape, name=f"closed_lo{j}") for j in range(lanes)]
+        closed_ok = Signal(lanes)
+        updates = []
         for j in range(lanes):
-            start = Signal(name=f"start{j}")
-            m.d.comb += start.eq(self.mask[j] & is_start[j])
-            closed.append(Mux(start & cur_have, cur_hi - cur_lo, 0))
+            start = self.mask[j] & starts[j]
+            updates += [closed_hi[j].eq(cur_hi), closed_lo[j].eq(cur_lo), closed_ok[j].eq(start & cur_have)]
             nhi, nlo, nhave = Signal(shape, name=f"hi{j}"), Signal(shape, name=f"lo{j}"), Signal(name=f"have{j}")
             m.d.comb += [
                 nhi.eq(Mux(start, self.x[j], Mux(self.mask[j], vmax(cur_hi, self.x[j]), cur_hi))),
@@ -132,13 +149,15 @@ class ChunkRange(BeatUnit):
                 nhave.eq(cur_have | self.mask[j]),
             ]
             cur_hi, cur_lo, cur_have = nhi, nlo, nhave
-
-        m.d.sync += [self.r_closed.eq(self.r_closed + pending), pending.eq(0)]
+        # stage 2 sums them, stage 3 adds the sum to r_closed: ready two cycles after the last beat
+        pending = Signal(cfg.in_fmt.bits + lanes.bit_length() + 1)
+        m.d.sync += [pending.eq(tree_sum(Mux(closed_ok[j], closed_hi[j] - closed_lo[j], 0) for j in range(lanes))),
+                     self.r_closed.eq(self.r_closed + pending), closed_ok.eq(0)]
         with m.If(self.clear):
-            m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), dist.eq(0)]
+            m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), dist.eq(0), fresh.eq(1)]
         with m.Elif(self.valid):
-            m.d.sync += [pending.eq(tree_sum(closed)), hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have),
-                         dist.eq(nxt)]
+            m.d.sync += updates + [hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have), dist.eq(nxt), fresh.eq(0),
+                                   start_next.eq(Cat(*after))]
         return m
 
 
