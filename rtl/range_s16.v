@@ -659,101 +659,102 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$252 ;
   wire \$253 ;
   wire \$254 ;
-  wire [7:0] \$255 ;
-  wire \$256 ;
-  wire [10:0] \$257 ;
+  wire \$255 ;
+  wire [7:0] \$256 ;
+  wire \$257 ;
   wire [10:0] \$258 ;
-  wire \$259 ;
+  wire [10:0] \$259 ;
   wire \$26 ;
-  wire [10:0] \$260 ;
-  wire \$261 ;
-  wire [10:0] \$262 ;
+  wire \$260 ;
+  wire [10:0] \$261 ;
+  wire \$262 ;
   wire [10:0] \$263 ;
   wire [10:0] \$264 ;
-  wire \$265 ;
-  wire [10:0] \$266 ;
-  wire \$267 ;
-  wire [10:0] \$268 ;
+  wire [10:0] \$265 ;
+  wire \$266 ;
+  wire [10:0] \$267 ;
+  wire \$268 ;
   wire [10:0] \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
   wire [10:0] \$271 ;
   wire [10:0] \$272 ;
-  wire [70:0] \$273 ;
-  wire \$274 ;
-  wire [9:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire [11:0] \$277 ;
-  wire [65:0] \$278 ;
-  wire [46:0] \$279 ;
+  wire [10:0] \$273 ;
+  wire [70:0] \$274 ;
+  wire \$275 ;
+  wire [9:0] \$276 ;
+  wire [10:0] \$277 ;
+  wire [11:0] \$278 ;
+  wire [65:0] \$279 ;
   wire \$28 ;
-  wire [31:0] \$280 ;
+  wire [46:0] \$280 ;
   wire [31:0] \$281 ;
-  wire [47:0] \$282 ;
-  wire \$283 ;
-  wire [74:0] \$284 ;
+  wire [31:0] \$282 ;
+  wire [47:0] \$283 ;
+  wire \$284 ;
   wire [74:0] \$285 ;
-  wire \$286 ;
-  wire [62:0] \$287 ;
-  wire [56:0] \$288 ;
-  wire [8:0] \$289 ;
+  wire [74:0] \$286 ;
+  wire \$287 ;
+  wire [62:0] \$288 ;
+  wire [56:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [10:0] \$291 ;
+  wire [8:0] \$290 ;
+  wire \$291 ;
   wire [10:0] \$292 ;
-  wire \$293 ;
-  wire [10:0] \$294 ;
-  wire \$295 ;
-  wire [10:0] \$296 ;
+  wire [10:0] \$293 ;
+  wire \$294 ;
+  wire [10:0] \$295 ;
+  wire \$296 ;
   wire [10:0] \$297 ;
   wire [10:0] \$298 ;
-  wire \$299 ;
+  wire [10:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire \$301 ;
-  wire [10:0] \$302 ;
+  wire \$300 ;
+  wire [10:0] \$301 ;
+  wire \$302 ;
   wire [10:0] \$303 ;
   wire [10:0] \$304 ;
   wire [10:0] \$305 ;
   wire [10:0] \$306 ;
-  wire [70:0] \$307 ;
-  wire \$308 ;
-  wire [9:0] \$309 ;
+  wire [10:0] \$307 ;
+  wire [70:0] \$308 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire [11:0] \$311 ;
-  wire [65:0] \$312 ;
-  wire [46:0] \$313 ;
-  wire [31:0] \$314 ;
+  wire [9:0] \$310 ;
+  wire [10:0] \$311 ;
+  wire [11:0] \$312 ;
+  wire [65:0] \$313 ;
+  wire [46:0] \$314 ;
   wire [31:0] \$315 ;
-  wire [47:0] \$316 ;
-  wire [72:0] \$317 ;
-  wire [62:0] \$318 ;
-  reg [5:0] \$319 ;
+  wire [31:0] \$316 ;
+  wire [47:0] \$317 ;
+  wire [72:0] \$318 ;
+  wire [62:0] \$319 ;
   wire \$32 ;
-  reg [50:0] \$320 ;
-  reg [59:0] \$321 ;
-  reg [5:0] \$322 ;
-  reg [24:0] \$323 ;
-  reg [41:0] \$324 ;
-  reg [55:0] \$325 ;
-  reg [9:0] \$326 ;
-  reg [3:0] \$327 ;
+  reg [5:0] \$320 ;
+  reg [50:0] \$321 ;
+  reg [59:0] \$322 ;
+  reg [5:0] \$323 ;
+  reg [24:0] \$324 ;
+  reg [41:0] \$325 ;
+  reg [55:0] \$326 ;
+  reg [9:0] \$327 ;
   reg [3:0] \$328 ;
-  reg [9:0] \$329 ;
+  reg [3:0] \$329 ;
   wire \$33 ;
-  reg [65:0] \$330 ;
-  reg [6:0] \$331 ;
-  reg [4:0] \$332 ;
-  reg [41:0] \$333 ;
-  reg [57:0] \$334 ;
-  reg [72:0] \$335 ;
-  reg [73:0] \$336 ;
-  reg \$337 ;
-  reg [61:0] \$338 ;
-  reg [57:0] \$339 ;
+  reg [9:0] \$330 ;
+  reg [65:0] \$331 ;
+  reg [6:0] \$332 ;
+  reg [4:0] \$333 ;
+  reg [41:0] \$334 ;
+  reg [57:0] \$335 ;
+  reg [72:0] \$336 ;
+  reg [73:0] \$337 ;
+  reg \$338 ;
+  reg [61:0] \$339 ;
   wire \$34 ;
+  reg [57:0] \$340 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
@@ -1153,108 +1154,109 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \$252  = fsm_state == 6'h21;
   assign \$253  = fsm_state == 6'h22;
   assign \$254  = fsm_state == 6'h23;
-  assign \$255  = lead + 8'hfa;
-  assign \$256  = $signed(sh0) < $signed(4'h4);
-  assign \$257  = $signed(4'h4) - $signed(sh0);
-  assign \$258  = \$256  ? \$257  : 11'h000;
-  assign \$259  = $signed(sh0) < $signed(4'h4);
-  assign \$260  = $signed(sh0) - $signed(4'h4);
-  assign \$261  = $signed(\$260 ) < $signed({ 1'h0, tk });
-  assign \$262  = $signed(sh0) - $signed(4'h4);
-  assign \$263  = \$261  ? \$262  : { 7'h00, tk };
-  assign \$264  = $signed(sh0) - $signed(6'h15);
-  assign \$265  = $signed(\$263 ) > $signed(\$264 );
-  assign \$266  = $signed(sh0) - $signed(4'h4);
-  assign \$267  = $signed(\$266 ) < $signed({ 1'h0, tk });
-  assign \$268  = $signed(sh0) - $signed(4'h4);
-  assign \$269  = \$267  ? \$268  : { 7'h00, tk };
-  assign \$270  = $signed(sh0) - $signed(6'h15);
-  assign \$271  = \$265  ? \$269  : \$270 ;
-  assign \$272  = \$259  ? 11'h000 : \$271 ;
-  assign \$273  = $signed(km) << pre;
-  assign \$274  = tsh > 7'h42;
-  assign \$275  = \$274  ? 10'h042 : tsh;
-  assign \$276  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$277  = $signed(\$276 ) - $signed({ 1'h0, tsh });
-  assign \$278  = $signed(km_pre) >>> t_clamped;
-  assign \$279  = $signed(chan[114:99]) << \$193 [4:0];
-  assign \$280  = 1'h1 << sh;
-  assign \$282  = $signed(\$279 ) + $signed({ 1'h0, \$281  });
-  assign \$283  = $signed(div_num) < $signed(1'h0);
-  assign \$284  = - $signed(div_num);
-  assign \$285  = \$283  ? \$284  : { div_num[73], div_num };
-  assign \$286  = $signed(div_num) < $signed(1'h0);
-  assign \$287  = $signed(bias) - $signed(quot);
-  assign \$289  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$290  = $signed(sh0) < $signed(4'h4);
-  assign \$291  = $signed(4'h4) - $signed(sh0);
-  assign \$292  = \$290  ? \$291  : 11'h000;
-  assign \$293  = $signed(sh0) < $signed(4'h4);
-  assign \$294  = $signed(sh0) - $signed(4'h4);
-  assign \$295  = $signed(\$294 ) < $signed({ 1'h0, tk });
-  assign \$296  = $signed(sh0) - $signed(4'h4);
-  assign \$297  = \$295  ? \$296  : { 7'h00, tk };
-  assign \$298  = $signed(sh0) - $signed(6'h15);
-  assign \$299  = $signed(\$297 ) > $signed(\$298 );
-  assign \$300  = $signed(sh0) - $signed(4'h4);
-  assign \$301  = $signed(\$300 ) < $signed({ 1'h0, tk });
-  assign \$302  = $signed(sh0) - $signed(4'h4);
-  assign \$303  = \$301  ? \$302  : { 7'h00, tk };
-  assign \$304  = $signed(sh0) - $signed(6'h15);
-  assign \$305  = \$299  ? \$303  : \$304 ;
-  assign \$306  = \$293  ? 11'h000 : \$305 ;
-  assign \$307  = $signed(km) << pre;
-  assign \$308  = tsh > 7'h42;
-  assign \$309  = \$308  ? 10'h042 : tsh;
-  assign \$310  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$311  = $signed(\$310 ) - $signed({ 1'h0, tsh });
-  assign \$312  = $signed(km_pre) >>> t_clamped;
-  assign \$313  = $signed(chan[114:99]) << \$194 [4:0];
-  assign \$314  = 1'h1 << sh;
-  assign \$316  = $signed(\$313 ) + $signed({ 1'h0, \$315  });
-  assign \$318  = $signed(bias) - $signed(quot);
+  assign \$255  = fsm_state == 6'h24;
+  assign \$256  = lead + 8'hfa;
+  assign \$257  = $signed(sh0) < $signed(4'h4);
+  assign \$258  = $signed(4'h4) - $signed(sh0);
+  assign \$259  = \$257  ? \$258  : 11'h000;
+  assign \$260  = $signed(sh0) < $signed(4'h4);
+  assign \$261  = $signed(sh0) - $signed(4'h4);
+  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
+  assign \$263  = $signed(sh0) - $signed(4'h4);
+  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
+  assign \$265  = $signed(sh0) - $signed(6'h15);
+  assign \$266  = $signed(\$264 ) > $signed(\$265 );
+  assign \$267  = $signed(sh0) - $signed(4'h4);
+  assign \$268  = $signed(\$267 ) < $signed({ 1'h0, tk });
+  assign \$269  = $signed(sh0) - $signed(4'h4);
+  assign \$270  = \$268  ? \$269  : { 7'h00, tk };
+  assign \$271  = $signed(sh0) - $signed(6'h15);
+  assign \$272  = \$266  ? \$270  : \$271 ;
+  assign \$273  = \$260  ? 11'h000 : \$272 ;
+  assign \$274  = $signed(km) << pre;
+  assign \$275  = tsh > 7'h42;
+  assign \$276  = \$275  ? 10'h042 : tsh;
+  assign \$277  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$278  = $signed(\$277 ) - $signed({ 1'h0, tsh });
+  assign \$279  = $signed(km_pre) >>> t_clamped;
+  assign \$280  = $signed(chan[114:99]) << \$193 [4:0];
+  assign \$281  = 1'h1 << sh;
+  assign \$283  = $signed(\$280 ) + $signed({ 1'h0, \$282  });
+  assign \$284  = $signed(div_num) < $signed(1'h0);
+  assign \$285  = - $signed(div_num);
+  assign \$286  = \$284  ? \$285  : { div_num[73], div_num };
+  assign \$287  = $signed(div_num) < $signed(1'h0);
+  assign \$288  = $signed(bias) - $signed(quot);
+  assign \$290  = $signed(6'h10) - $signed(chan[170:163]);
+  assign \$291  = $signed(sh0) < $signed(4'h4);
+  assign \$292  = $signed(4'h4) - $signed(sh0);
+  assign \$293  = \$291  ? \$292  : 11'h000;
+  assign \$294  = $signed(sh0) < $signed(4'h4);
+  assign \$295  = $signed(sh0) - $signed(4'h4);
+  assign \$296  = $signed(\$295 ) < $signed({ 1'h0, tk });
+  assign \$297  = $signed(sh0) - $signed(4'h4);
+  assign \$298  = \$296  ? \$297  : { 7'h00, tk };
+  assign \$299  = $signed(sh0) - $signed(6'h15);
+  assign \$300  = $signed(\$298 ) > $signed(\$299 );
+  assign \$301  = $signed(sh0) - $signed(4'h4);
+  assign \$302  = $signed(\$301 ) < $signed({ 1'h0, tk });
+  assign \$303  = $signed(sh0) - $signed(4'h4);
+  assign \$304  = \$302  ? \$303  : { 7'h00, tk };
+  assign \$305  = $signed(sh0) - $signed(6'h15);
+  assign \$306  = \$300  ? \$304  : \$305 ;
+  assign \$307  = \$294  ? 11'h000 : \$306 ;
+  assign \$308  = $signed(km) << pre;
+  assign \$309  = tsh > 7'h42;
+  assign \$310  = \$309  ? 10'h042 : tsh;
+  assign \$311  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$312  = $signed(\$311 ) - $signed({ 1'h0, tsh });
+  assign \$313  = $signed(km_pre) >>> t_clamped;
+  assign \$314  = $signed(chan[114:99]) << \$194 [4:0];
+  assign \$315  = 1'h1 << sh;
+  assign \$317  = $signed(\$314 ) + $signed({ 1'h0, \$316  });
+  assign \$319  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$319 ;
+    fsm_state <= \$320 ;
   always @(posedge clk)
-    t <= \$320 ;
+    t <= \$321 ;
   always @(posedge clk)
-    den <= \$321 ;
+    den <= \$322 ;
   always @(posedge clk)
-    lead <= \$322 ;
+    lead <= \$323 ;
   always @(posedge clk)
-    recip <= \$323 ;
+    recip <= \$324 ;
   always @(posedge clk)
-    m <= \$324 ;
+    m <= \$325 ;
   always @(posedge clk)
-    km <= \$325 ;
+    km <= \$326 ;
   always @(posedge clk)
-    sh0 <= \$326 ;
+    sh0 <= \$327 ;
   always @(posedge clk)
-    tk <= \$327 ;
+    tk <= \$328 ;
   always @(posedge clk)
-    pre <= \$328 ;
+    pre <= \$329 ;
   always @(posedge clk)
-    tsh <= \$329 ;
+    tsh <= \$330 ;
   always @(posedge clk)
-    km_pre <= \$330 ;
+    km_pre <= \$331 ;
   always @(posedge clk)
-    t_clamped <= \$331 ;
+    t_clamped <= \$332 ;
   always @(posedge clk)
-    sh <= \$332 ;
+    sh <= \$333 ;
   always @(posedge clk)
-    \a$26  <= \$333 ;
+    \a$26  <= \$334 ;
   always @(posedge clk)
-    bias <= \$334 ;
+    bias <= \$335 ;
   always @(posedge clk)
-    p <= \$335 ;
+    p <= \$336 ;
   always @(posedge clk)
-    div_mag <= \$336 ;
+    div_mag <= \$337 ;
   always @(posedge clk)
-    div_neg <= \$337 ;
+    div_neg <= \$338 ;
   always @(posedge clk)
-    quot <= \$338 ;
+    quot <= \$339 ;
   always @(posedge clk)
-    \b$50  <= \$339 ;
+    \b$50  <= \$340 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
@@ -1288,17 +1290,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          start = 1'h1;
+          /* empty */;
       6'h05:
-          /* empty */;
+          start = 1'h1;
       6'h06:
-          start = 1'h1;
+          /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           start = 1'h1;
-      6'h09:
+      6'h08:
           /* empty */;
+      6'h09:
+          start = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1306,13 +1308,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
+          /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           start = 1'h1;
-      6'h10:
+      6'h0f:
           /* empty */;
+      6'h10:
+          start = 1'h1;
       6'h11:
           /* empty */;
       6'h12:
@@ -1322,9 +1324,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          start = 1'h1;
-      6'h16:
           /* empty */;
+      6'h16:
+          start = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
@@ -1333,10 +1335,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h1b:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1346,6 +1348,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           start = 1'h1;
     endcase
   end
@@ -1358,17 +1362,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          a = { 24'h000000, chan[54:27] };
+          /* empty */;
       6'h05:
-          /* empty */;
+          a = { 24'h000000, chan[54:27] };
       6'h06:
-          a = { 24'h000000, chan[82:55] };
+          /* empty */;
       6'h07:
-          /* empty */;
+          a = { 24'h000000, chan[82:55] };
       6'h08:
-          a = { t[50], t };
-      6'h09:
           /* empty */;
+      6'h09:
+          a = { t[50], t };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1376,13 +1380,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { 27'h0000000, recip };
+          /* empty */;
       6'h0e:
-          /* empty */;
+          a = { 27'h0000000, recip };
       6'h0f:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h10:
           /* empty */;
+      6'h10:
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h11:
           /* empty */;
       6'h12:
@@ -1392,9 +1396,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
-      6'h16:
           /* empty */;
+      6'h16:
+          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
       6'h17:
           /* empty */;
       6'h18:
@@ -1403,10 +1407,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          a = { 28'h0000000, chan[162:139] };
       6'h1b:
           /* empty */;
+      6'h03:
+          a = { 28'h0000000, chan[162:139] };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1416,6 +1420,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
     endcase
   end
@@ -1428,17 +1434,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h05:
-          /* empty */;
+          b = { 9'h000, r_closed };
       6'h06:
-          b = { 13'h0000, r_open };
+          /* empty */;
       6'h07:
-          /* empty */;
+          b = { 13'h0000, r_open };
       6'h08:
-          b = { 16'h0000, chan[13:1] };
-      6'h09:
           /* empty */;
+      6'h09:
+          b = { 16'h0000, chan[13:1] };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1446,13 +1452,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
+          /* empty */;
       6'h0e:
-          /* empty */;
+          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
       6'h0f:
-          b = { 16'h0000, chan[13:1] };
-      6'h10:
           /* empty */;
+      6'h10:
+          b = { 16'h0000, chan[13:1] };
       6'h11:
           /* empty */;
       6'h12:
@@ -1462,9 +1468,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          b = \$207 [28:0];
-      6'h16:
           /* empty */;
+      6'h16:
+          b = \$207 [28:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -1473,10 +1479,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
       6'h1b:
           /* empty */;
+      6'h03:
+          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1486,6 +1492,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           b = { \$217 [24], \$217 [24], \$217 [24], \$217 [24], \$217  };
     endcase
   end
@@ -1498,17 +1506,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          c = 75'h00000000000000035b0;
+          /* empty */;
       6'h05:
-          /* empty */;
+          c = 75'h00000000000000035b0;
       6'h06:
-          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+          /* empty */;
       6'h07:
-          /* empty */;
+          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
       6'h08:
-          c = 75'h0000000000000000000;
-      6'h09:
           /* empty */;
+      6'h09:
+          c = 75'h0000000000000000000;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1516,13 +1524,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           c = 75'h0000000000000000000;
-      6'h10:
+      6'h0f:
           /* empty */;
+      6'h10:
+          c = 75'h0000000000000000000;
       6'h11:
           /* empty */;
       6'h12:
@@ -1532,9 +1540,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          c = 75'h0000000000000000000;
-      6'h16:
           /* empty */;
+      6'h16:
+          c = 75'h0000000000000000000;
       6'h17:
           /* empty */;
       6'h18:
@@ -1543,10 +1551,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
+      6'h03:
+          c = 75'h0000000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1556,6 +1564,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           c = 75'h0000000000000000000;
     endcase
   end
@@ -1568,17 +1578,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          neg = 1'h0;
+          /* empty */;
       6'h05:
-          /* empty */;
+          neg = 1'h0;
       6'h06:
-          neg = 1'h0;
+          /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           neg = 1'h0;
-      6'h09:
+      6'h08:
           /* empty */;
+      6'h09:
+          neg = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1586,13 +1596,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$204 ;
+          /* empty */;
       6'h0e:
-          /* empty */;
+          neg = \$204 ;
       6'h0f:
-          neg = 1'h0;
-      6'h10:
           /* empty */;
+      6'h10:
+          neg = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
@@ -1602,9 +1612,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          neg = \$208 ;
-      6'h16:
           /* empty */;
+      6'h16:
+          neg = \$208 ;
       6'h17:
           /* empty */;
       6'h18:
@@ -1613,10 +1623,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          neg = \$214 ;
       6'h1b:
           /* empty */;
+      6'h03:
+          neg = \$214 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1626,6 +1636,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           neg = \$218 ;
     endcase
   end
@@ -1638,17 +1650,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h02:
           /* empty */;
       6'h04:
-          steps = 5'h14;
+          /* empty */;
       6'h05:
-          /* empty */;
+          steps = 5'h14;
       6'h06:
-          steps = 5'h10;
+          /* empty */;
       6'h07:
-          /* empty */;
+          steps = 5'h10;
       6'h08:
-          steps = 5'h0d;
-      6'h09:
           /* empty */;
+      6'h09:
+          steps = 5'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1656,13 +1668,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h10;
+          /* empty */;
       6'h0e:
-          /* empty */;
+          steps = 5'h10;
       6'h0f:
-          steps = 5'h0d;
-      6'h10:
           /* empty */;
+      6'h10:
+          steps = 5'h0d;
       6'h11:
           /* empty */;
       6'h12:
@@ -1672,9 +1684,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          steps = 5'h1d;
-      6'h16:
           /* empty */;
+      6'h16:
+          steps = 5'h1d;
       6'h17:
           /* empty */;
       6'h18:
@@ -1683,10 +1695,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h1b:
           /* empty */;
+      6'h03:
+          steps = 5'h10;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1696,6 +1708,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           steps = 5'h18;
     endcase
   end
@@ -1722,9 +1736,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$17  = 1'h1;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \start$17  = 1'h1;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1748,6 +1762,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \start$17  = 1'h1;
     endcase
   end
@@ -1774,9 +1790,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$198 [59:0];
-      6'h0c:
           /* empty */;
+      6'h0c:
+          rem_init = \$198 [59:0];
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1800,6 +1816,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           rem_init = \$209 [59:0];
     endcase
   end
@@ -1826,9 +1844,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$200 ;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          lo_init = \$200 ;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1852,6 +1870,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           lo_init = \$210 [57:0];
     endcase
   end
@@ -1878,9 +1898,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$21  = 1'h0;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \neg$21  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1904,6 +1924,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \neg$21  = div_neg;
     endcase
   end
@@ -1930,9 +1952,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          \den$22  = den;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \den$22  = den;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1956,6 +1978,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \den$22  = { 47'h000000000000, chan[13:1] };
     endcase
   end
@@ -1982,9 +2006,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$23  = 6'h18;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \steps$23  = 6'h18;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -2008,6 +2032,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \steps$23  = 6'h3a;
     endcase
   end
@@ -2058,6 +2084,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           div_num = { p[72], p };
     endcase
   end
@@ -2115,9 +2143,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -2134,6 +2162,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2141,142 +2171,119 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = fsm_state;
+    \$320  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$319  = 6'h01;
+                  \$320  = 6'h01;
               2'h1:
-                  \$319  = 6'h02;
+                  \$320  = 6'h02;
               2'h2:
-                  \$319  = 6'h03;
+                  \$320  = 6'h03;
             endcase
           end
       6'h02:
-          \$319  = 6'h04;
+          \$320  = 6'h04;
       6'h04:
-          \$319  = 6'h05;
+          \$320  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$319  = 6'h06;
-          end
+          \$320  = 6'h06;
       6'h06:
-          \$319  = 6'h07;
+          if (\done$37 ) begin
+            \$320  = 6'h07;
+          end
       6'h07:
-          if (\done$37 ) begin
-            \$319  = 6'h08;
-          end
+          \$320  = 6'h08;
       6'h08:
-          \$319  = 6'h09;
+          if (\done$37 ) begin
+            \$320  = 6'h09;
+          end
       6'h09:
-          if (\done$37 ) begin
-            \$319  = 6'h0a;
-          end
+          \$320  = 6'h0a;
       6'h0a:
-          \$319  = 6'h0b;
+          if (\done$37 ) begin
+            \$320  = 6'h0b;
+          end
       6'h0b:
-          \$319  = 6'h0c;
+          \$320  = 6'h0c;
       6'h0c:
-          if (\done$39 ) begin
-            \$319  = 6'h0d;
-          end
+          \$320  = 6'h0d;
       6'h0d:
-          \$319  = 6'h0e;
-      6'h0e:
-          if (\done$37 ) begin
-            \$319  = 6'h0f;
-          end
-      6'h0f:
-          \$319  = 6'h10;
-      6'h10:
-          if (\done$37 ) begin
-            \$319  = 6'h11;
-          end
-      6'h11:
-          \$319  = 6'h12;
-      6'h12:
-          \$319  = 6'h13;
-      6'h13:
-          \$319  = 6'h14;
-      6'h14:
-          \$319  = 6'h15;
-      6'h15:
-          \$319  = 6'h16;
-      6'h16:
-          if (\done$37 ) begin
-            \$319  = 6'h17;
-          end
-      6'h17:
-          \$319  = 6'h18;
-      6'h18:
-          \$319  = 6'h19;
-      6'h19:
           if (\done$39 ) begin
-            \$319  = 6'h1a;
+            \$320  = 6'h0e;
           end
-      6'h1a:
-          \$319  = 6'h01;
-      6'h03:
-          \$319  = 6'h1b;
-      6'h1b:
+      6'h0e:
+          \$320  = 6'h0f;
+      6'h0f:
           if (\done$37 ) begin
-            \$319  = 6'h1c;
+            \$320  = 6'h10;
           end
+      6'h10:
+          \$320  = 6'h11;
+      6'h11:
+          if (\done$37 ) begin
+            \$320  = 6'h12;
+          end
+      6'h12:
+          \$320  = 6'h13;
+      6'h13:
+          \$320  = 6'h14;
+      6'h14:
+          \$320  = 6'h15;
+      6'h15:
+          \$320  = 6'h16;
+      6'h16:
+          \$320  = 6'h17;
+      6'h17:
+          if (\done$37 ) begin
+            \$320  = 6'h18;
+          end
+      6'h18:
+          \$320  = 6'h19;
+      6'h19:
+          \$320  = 6'h1a;
+      6'h1a:
+          if (\done$39 ) begin
+            \$320  = 6'h1b;
+          end
+      6'h1b:
+          \$320  = 6'h01;
+      6'h03:
+          \$320  = 6'h1c;
       6'h1c:
-          \$319  = 6'h1d;
+          if (\done$37 ) begin
+            \$320  = 6'h1d;
+          end
       6'h1d:
-          \$319  = 6'h1e;
+          \$320  = 6'h1e;
       6'h1e:
-          \$319  = 6'h1f;
+          \$320  = 6'h1f;
       6'h1f:
-          \$319  = 6'h20;
+          \$320  = 6'h20;
       6'h20:
-          \$319  = 6'h21;
+          \$320  = 6'h21;
       6'h21:
-          if (\done$37 ) begin
-            \$319  = 6'h22;
-          end
+          \$320  = 6'h22;
       6'h22:
-          \$319  = 6'h23;
+          if (\done$37 ) begin
+            \$320  = 6'h23;
+          end
       6'h23:
-          \$319  = 6'h01;
+          \$320  = 6'h24;
+      6'h24:
+          \$320  = 6'h01;
       6'h01:
-          \$319  = 6'h00;
+          \$320  = 6'h00;
     endcase
     if (rst) begin
-      \$319  = 6'h00;
+      \$320  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$37 ) begin
-            \$320  = \p$38 [50:0];
-          end
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$37 ) begin
-            \$320  = \p$38 [50:0];
-          end
-    endcase
-    if (rst) begin
-      \$320  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = den;
+    \$321  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2287,23 +2294,23 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
+          if (\done$37 ) begin
+            \$321  = \p$38 [50:0];
+          end
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
-      6'h09:
           if (\done$37 ) begin
-            \$321  = \p$38 [59:0];
+            \$321  = \p$38 [50:0];
           end
     endcase
     if (rst) begin
-      \$321  = 60'h000000000000000;
+      \$321  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = lead;
+    \$322  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2322,15 +2329,46 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h09:
           /* empty */;
       6'h0a:
-          \$322  = den_lead;
+          if (\done$37 ) begin
+            \$322  = \p$38 [59:0];
+          end
     endcase
     if (rst) begin
-      \$322  = 6'h00;
+      \$322  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = recip;
+    \$323  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          \$323  = den_lead;
+    endcase
+    if (rst) begin
+      \$323  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2353,84 +2391,19 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
+          /* empty */;
+      6'h0d:
           if (\done$39 ) begin
-            \$323  = q[24:0];
+            \$324  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$323  = 25'h0000000;
+      \$324  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$37 ) begin
-            \$324  = \p$38 [41:0];
-          end
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          if (\done$37 ) begin
-            \$324  = \p$38 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$324  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = km;
+    \$325  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2459,11 +2432,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
-      6'h10:
           if (\done$37 ) begin
-            \$325  = \p$38 [55:0];
+            \$325  = \p$38 [41:0];
           end
+      6'h10:
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -2484,20 +2457,22 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
-          \$325  = \$288 [55:0];
+          if (\done$37 ) begin
+            \$325  = \p$38 [41:0];
+          end
     endcase
     if (rst) begin
-      \$325  = 56'h00000000000000;
+      \$325  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = sh0;
+    \$326  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2530,7 +2505,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          \$326  = { \$255 [7], \$255 [7], \$255  };
+          if (\done$37 ) begin
+            \$326  = \p$38 [55:0];
+          end
       6'h12:
           /* empty */;
       6'h13:
@@ -2549,144 +2526,148 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
           /* empty */;
-      6'h1c:
-          \$326  = { \$289 [8], \$289  };
-    endcase
-    if (rst) begin
-      \$326  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$327  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$327  = 4'h8;
-    endcase
-    if (rst) begin
-      \$327  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$328  = \$258 [3:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$328  = \$292 [3:0];
+          \$326  = \$289 [55:0];
+    endcase
+    if (rst) begin
+      \$326  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$327  = { \$256 [7], \$256 [7], \$256  };
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$327  = { \$290 [8], \$290  };
+    endcase
+    if (rst) begin
+      \$327  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$328  = count_lead;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$328  = 4'h8;
     endcase
     if (rst) begin
       \$328  = 4'h0;
@@ -2694,74 +2675,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$329  = \$272 [9:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$329  = \$306 [9:0];
-    endcase
-    if (rst) begin
-      \$329  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = km_pre;
+    \$329  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2798,7 +2712,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h12:
           /* empty */;
       6'h13:
-          \$330  = \$273 [65:0];
+          \$329  = \$259 [3:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2813,24 +2727,24 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$330  = \$307 [65:0];
+          \$329  = \$293 [3:0];
     endcase
     if (rst) begin
-      \$330  = 66'h00000000000000000;
+      \$329  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = t_clamped;
+    \$330  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2867,7 +2781,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h12:
           /* empty */;
       6'h13:
-          \$331  = \$275 [6:0];
+          \$330  = \$273 [9:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2882,93 +2796,24 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$331  = \$309 [6:0];
+          \$330  = \$307 [9:0];
     endcase
     if (rst) begin
-      \$331  = 7'h00;
+      \$330  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$332  = \$277 [4:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$332  = \$311 [4:0];
-    endcase
-    if (rst) begin
-      \$332  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \a$26 ;
+    \$331  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3007,7 +2852,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          \$333  = \$278 [41:0];
+          \$331  = \$274 [65:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -3020,9 +2865,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3031,15 +2876,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
-          \$333  = \$312 [41:0];
+          \$331  = \$308 [65:0];
     endcase
     if (rst) begin
-      \$333  = 42'h00000000000;
+      \$331  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = bias;
+    \$332  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3078,7 +2923,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          \$334  = { \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282 [47], \$282  };
+          \$332  = \$276 [6:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -3091,9 +2936,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3102,15 +2947,86 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
-          \$334  = { \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316 [47], \$316  };
+          \$332  = \$310 [6:0];
     endcase
     if (rst) begin
-      \$334  = 58'h000000000000000;
+      \$332  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = p;
+    \$333  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$333  = \$278 [4:0];
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$333  = \$312 [4:0];
+    endcase
+    if (rst) begin
+      \$333  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = \a$26 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3151,11 +3067,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$334  = \$279 [41:0];
       6'h16:
-          if (\done$37 ) begin
-            \$335  = \p$38 [72:0];
-          end
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -3164,9 +3078,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3177,19 +3091,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$37 ) begin
-            \$335  = \p$38 [72:0];
-          end
+          \$334  = \$313 [41:0];
     endcase
     if (rst) begin
-      \$335  = 73'h0000000000000000000;
+      \$334  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = div_mag;
+    \$335  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3230,113 +3140,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$336  = \$285 [73:0];
-    endcase
-    if (rst) begin
-      \$336  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$337  = \$286 ;
-    endcase
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
+          \$335  = { \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283  };
       6'h16:
           /* empty */;
       6'h17:
@@ -3344,14 +3148,87 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$39 ) begin
-            \$338  = { q[59], q[59], q };
-          end
+          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
           /* empty */;
       6'h03:
           /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$335  = { \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317  };
+    endcase
+    if (rst) begin
+      \$335  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          if (\done$37 ) begin
+            \$336  = \p$38 [72:0];
+          end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3366,15 +3243,127 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          \$338  = \$317 [61:0];
+          if (\done$37 ) begin
+            \$336  = \p$38 [72:0];
+          end
     endcase
     if (rst) begin
-      \$338  = 62'h0000000000000000;
+      \$336  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = \b$50 ;
+    \$337  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$337  = \$286 [73:0];
+    endcase
+    if (rst) begin
+      \$337  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$338  = \$287 ;
+    endcase
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3425,10 +3414,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h19:
           /* empty */;
       6'h1a:
-          \$339  = \$287 [57:0];
-      6'h03:
-          /* empty */;
+          if (\done$39 ) begin
+            \$339  = { q[59], q[59], q };
+          end
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3445,10 +3436,91 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h22:
           /* empty */;
       6'h23:
-          \$339  = \$318 [57:0];
+          \$339  = \$318 [61:0];
     endcase
     if (rst) begin
-      \$339  = 58'h000000000000000;
+      \$339  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$340  = \$288 [57:0];
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$340  = \$319 [57:0];
+    endcase
+    if (rst) begin
+      \$340  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$193 [4:0];
@@ -3465,10 +3537,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \chan.scale_exp  = chan[170:163];
   assign \$209  = { 58'h000000000000000, div_mag[73:58] };
   assign \$210  = { 1'h0, div_mag[57:0] };
-  assign \$281  = { 1'h0, \$280 [31:1] };
-  assign \$288  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$315  = { 1'h0, \$314 [31:1] };
-  assign \$317  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$282  = { 1'h0, \$281 [31:1] };
+  assign \$289  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$316  = { 1'h0, \$315 [31:1] };
+  assign \$318  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -4306,36 +4378,45 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [13:0] \$21 ;
   wire [14:0] \$22 ;
   wire [15:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire [15:0] \$24 ;
+  wire [15:0] \$25 ;
   wire \$26 ;
-  wire [15:0] \$27 ;
-  wire [15:0] \$28 ;
+  wire \$27 ;
+  wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [15:0] \$32 ;
-  wire [15:0] \$33 ;
-  wire [16:0] \$34 ;
-  wire [16:0] \$35 ;
-  wire [20:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [16:0] \$32 ;
+  wire [16:0] \$33 ;
+  wire [20:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [15:0] \$37 ;
+  wire [15:0] \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
-  reg [17:0] \$40 ;
-  reg [19:0] \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg [12:0] \$44 ;
-  reg \$45 ;
-  reg [15:0] \$46 ;
-  reg [15:0] \$47 ;
-  reg [15:0] \$48 ;
-  reg [15:0] \$49 ;
+  wire [15:0] \$40 ;
+  wire [15:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  reg [15:0] \$44 ;
+  reg [15:0] \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [17:0] \$49 ;
   wire \$5 ;
-  reg \$50 ;
+  reg [19:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg [15:0] \$53 ;
+  reg [15:0] \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg [15:0] \$57 ;
+  reg [15:0] \$58 ;
+  reg \$59 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire \$8 ;
@@ -4343,6 +4424,7 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   reg [15:0] \$signal  = 16'h0000;
   reg [12:0] after_next;
   wire after_start0;
+  reg beat = 1'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
   input clear;
@@ -4357,10 +4439,7 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
-  wire have0;
-  wire [15:0] hi0;
   reg [15:0] lo = 16'h0000;
-  wire [15:0] lo0;
   input mask;
   wire mask;
   reg [17:0] pending = 18'h00000;
@@ -4370,32 +4449,53 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [15:0] r_open;
   input rst;
   wire rst;
+  reg st = 1'h0;
   reg start_next = 1'h0;
   input valid;
   wire valid;
+  reg w_any0_0 = 1'h0;
+  reg [15:0] w_hi0_0 = 16'h0000;
+  reg [15:0] w_lo0_0 = 16'h0000;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$39  = $signed(lo) < $signed(w_lo0_0);
+  assign \$40  = \$39  ? lo : w_lo0_0;
+  assign \$41  = st ? w_lo0_0 : \$40 ;
+  assign \$42  = have | w_any0_0;
+  assign \$43  = st ? 1'h1 : \$42 ;
   always @(posedge clk)
-    r_closed <= \$41 ;
+    w_hi0_0 <= \$44 ;
   always @(posedge clk)
-    closed_ok <= \$42 ;
+    w_lo0_0 <= \$45 ;
   always @(posedge clk)
-    have <= \$43 ;
+    w_any0_0 <= \$46 ;
   always @(posedge clk)
-    \dist  <= \$44 ;
+    st <= \$47 ;
   always @(posedge clk)
-    fresh <= \$45 ;
+    beat <= \$48 ;
   always @(posedge clk)
-    closed_hi0 <= \$46 ;
+    pending <= \$49 ;
   always @(posedge clk)
-    closed_lo0 <= \$47 ;
+    r_closed <= \$50 ;
   always @(posedge clk)
-    \$signal  <= \$48 ;
+    closed_ok <= \$51 ;
   always @(posedge clk)
-    lo <= \$49 ;
+    have <= \$52 ;
   always @(posedge clk)
-    start_next <= \$50 ;
+    \$signal  <= \$53 ;
+  always @(posedge clk)
+    lo <= \$54 ;
+  always @(posedge clk)
+    \dist  <= \$55 ;
+  always @(posedge clk)
+    fresh <= \$56 ;
+  always @(posedge clk)
+    closed_hi0 <= \$57 ;
+  always @(posedge clk)
+    closed_lo0 <= \$58 ;
+  always @(posedge clk)
+    start_next <= \$59 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
   assign \$2  = \dist  + 1'h0;
   assign \$3  = ! \$2 ;
@@ -4415,129 +4515,20 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   assign \$20  = \$16  & \$19 ;
   assign \$22  = cur_next + \$21 ;
   assign \$23  = \$22  - 1'h1;
-  assign \$24  = fresh ? 1'h1 : start_next;
-  assign \$25  = mask & \$24 ;
-  assign \$26  = $signed(\$signal ) > $signed(x);
-  assign \$27  = \$26  ? \$signal  : x;
-  assign \$28  = mask ? \$27  : \$signal ;
-  assign hi0 = \$25  ? x : \$28 ;
-  assign \$29  = fresh ? 1'h1 : start_next;
-  assign \$30  = mask & \$29 ;
-  assign \$31  = $signed(lo) < $signed(x);
-  assign \$32  = \$31  ? lo : x;
-  assign \$33  = mask ? \$32  : lo;
-  assign lo0 = \$30  ? x : \$33 ;
-  assign have0 = have | mask;
-  assign \$34  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$35  = closed_ok ? \$34  : 17'h00000;
-  assign \$36  = r_closed + pending;
-  assign \$37  = fresh ? 1'h1 : start_next;
-  assign \$38  = mask & \$37 ;
-  assign \$39  = \$38  & have;
-  always @(posedge clk)
-    pending <= \$40 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = 1'h0;
-    if (clear) begin
-    end else if (valid) begin
-      \$42  = \$39 ;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = have;
-    if (clear) begin
-      \$43  = 1'h0;
-    end else if (valid) begin
-      \$43  = have0;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = \dist ;
-    if (clear) begin
-      \$44  = 13'h0000;
-    end else if (valid) begin
-      \$44  = cur_next;
-    end
-    if (rst) begin
-      \$44  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = fresh;
-    if (clear) begin
-      \$45  = 1'h1;
-    end else if (valid) begin
-      \$45  = 1'h0;
-    end
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = closed_hi0;
-    if (clear) begin
-    end else if (valid) begin
-      \$46  = \$signal ;
-    end
-    if (rst) begin
-      \$46  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = closed_lo0;
-    if (clear) begin
-    end else if (valid) begin
-      \$47  = lo;
-    end
-    if (rst) begin
-      \$47  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = \$signal ;
-    if (clear) begin
-    end else if (valid) begin
-      \$48  = hi0;
-    end
-    if (rst) begin
-      \$48  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = lo;
-    if (clear) begin
-    end else if (valid) begin
-      \$49  = lo0;
-    end
-    if (rst) begin
-      \$49  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = start_next;
-    if (clear) begin
-    end else if (valid) begin
-      \$50  = after_start0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
+  assign \$24  = mask ? x : 16'h8000;
+  assign \$25  = mask ? x : 16'h7fff;
+  assign \$27  = fresh ? 1'h1 : start_next;
+  assign \$28  = mask & \$27 ;
+  assign \$29  = valid ? \$28  : 1'h0;
+  assign \$30  = ~ clear;
+  assign \$31  = valid & \$30 ;
+  assign \$32  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$33  = closed_ok ? \$32  : 17'h00000;
+  assign \$34  = r_closed + pending;
+  assign \$35  = st & have;
+  assign \$36  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$37  = \$36  ? \$signal  : w_hi0_0;
+  assign \$38  = st ? w_hi0_0 : \$37 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     cur_next = \$4 [12:0];
@@ -4554,22 +4545,188 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = { \$35 [16], \$35  };
-    if (clear) begin
-      \$40  = 18'h00000;
-    end
+    \$44  = \$24 ;
     if (rst) begin
-      \$40  = 18'h00000;
+      \$44  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = \$36 [19:0];
+    \$45  = \$25 ;
+    if (rst) begin
+      \$45  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$46  = \$26 ;
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$47  = \$29 ;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$48  = \$31 ;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = { \$33 [16], \$33  };
     if (clear) begin
-      \$41  = 20'h00000;
+      \$49  = 18'h00000;
     end
     if (rst) begin
-      \$41  = 20'h00000;
+      \$49  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = \$34 [19:0];
+    if (clear) begin
+      \$50  = 20'h00000;
+    end
+    if (rst) begin
+      \$50  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$51  = 1'h0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$51  = \$35 ;
+      end
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$52  = have;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$52  = 1'h0;
+    end else begin
+      if (beat) begin
+        \$52  = \$43 ;
+      end
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = \$signal ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$53  = 16'h8000;
+    end else begin
+      if (beat) begin
+        \$53  = \$38 ;
+      end
+    end
+    if (rst) begin
+      \$53  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = lo;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$54  = 16'h7fff;
+    end else begin
+      if (beat) begin
+        \$54  = \$41 ;
+      end
+    end
+    if (rst) begin
+      \$54  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = \dist ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$55  = 13'h0000;
+    end else begin
+      if (valid) begin
+        \$55  = cur_next;
+      end
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = fresh;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$56  = 1'h1;
+    end else begin
+      if (valid) begin
+        \$56  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = closed_hi0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$57  = \$signal ;
+      end
+    end
+    if (rst) begin
+      \$57  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = closed_lo0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$58  = lo;
+      end
+    end
+    if (rst) begin
+      \$58  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = start_next;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$59  = after_start0;
+      end
+    end
+    if (rst) begin
+      \$59  = 1'h0;
     end
   end
   assign r_open = \$1 [15:0];
@@ -4580,6 +4737,7 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   assign after_start0 = \$14 ;
   assign \$17  = { 1'h0, chunk_size };
   assign \$21  = { 1'h0, chunk_size };
+  assign \$26  = mask;
 endmodule
 
 module \hwnorm_range_s16.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);

@@ -592,101 +592,102 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire [7:0] \$195 ;
-  wire \$196 ;
-  wire [10:0] \$197 ;
+  wire \$195 ;
+  wire [7:0] \$196 ;
+  wire \$197 ;
   wire [10:0] \$198 ;
-  wire \$199 ;
+  wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire \$201 ;
-  wire [10:0] \$202 ;
+  wire \$200 ;
+  wire [10:0] \$201 ;
+  wire \$202 ;
   wire [10:0] \$203 ;
   wire [10:0] \$204 ;
-  wire \$205 ;
-  wire [10:0] \$206 ;
-  wire \$207 ;
-  wire [10:0] \$208 ;
+  wire [10:0] \$205 ;
+  wire \$206 ;
+  wire [10:0] \$207 ;
+  wire \$208 ;
   wire [10:0] \$209 ;
   wire \$21 ;
   wire [10:0] \$210 ;
   wire [10:0] \$211 ;
   wire [10:0] \$212 ;
-  wire [54:0] \$213 ;
-  wire \$214 ;
-  wire [9:0] \$215 ;
-  wire [10:0] \$216 ;
-  wire [11:0] \$217 ;
-  wire [48:0] \$218 ;
-  wire [22:0] \$219 ;
+  wire [10:0] \$213 ;
+  wire [54:0] \$214 ;
+  wire \$215 ;
+  wire [9:0] \$216 ;
+  wire [10:0] \$217 ;
+  wire [11:0] \$218 ;
+  wire [48:0] \$219 ;
   wire \$22 ;
-  wire [15:0] \$220 ;
+  wire [22:0] \$220 ;
   wire [15:0] \$221 ;
-  wire [23:0] \$222 ;
-  wire \$223 ;
-  wire [58:0] \$224 ;
+  wire [15:0] \$222 ;
+  wire [23:0] \$223 ;
+  wire \$224 ;
   wire [58:0] \$225 ;
-  wire \$226 ;
-  wire [46:0] \$227 ;
-  wire [40:0] \$228 ;
-  wire [8:0] \$229 ;
+  wire [58:0] \$226 ;
+  wire \$227 ;
+  wire [46:0] \$228 ;
+  wire [40:0] \$229 ;
   wire [5:0] \$23 ;
-  wire \$230 ;
-  wire [10:0] \$231 ;
+  wire [8:0] \$230 ;
+  wire \$231 ;
   wire [10:0] \$232 ;
-  wire \$233 ;
-  wire [10:0] \$234 ;
-  wire \$235 ;
-  wire [10:0] \$236 ;
+  wire [10:0] \$233 ;
+  wire \$234 ;
+  wire [10:0] \$235 ;
+  wire \$236 ;
   wire [10:0] \$237 ;
   wire [10:0] \$238 ;
-  wire \$239 ;
+  wire [10:0] \$239 ;
   wire [5:0] \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
-  wire [10:0] \$242 ;
+  wire \$240 ;
+  wire [10:0] \$241 ;
+  wire \$242 ;
   wire [10:0] \$243 ;
   wire [10:0] \$244 ;
   wire [10:0] \$245 ;
   wire [10:0] \$246 ;
-  wire [54:0] \$247 ;
-  wire \$248 ;
-  wire [9:0] \$249 ;
+  wire [10:0] \$247 ;
+  wire [54:0] \$248 ;
+  wire \$249 ;
   wire [5:0] \$25 ;
-  wire [10:0] \$250 ;
-  wire [11:0] \$251 ;
-  wire [48:0] \$252 ;
-  wire [22:0] \$253 ;
-  wire [15:0] \$254 ;
+  wire [9:0] \$250 ;
+  wire [10:0] \$251 ;
+  wire [11:0] \$252 ;
+  wire [48:0] \$253 ;
+  wire [22:0] \$254 ;
   wire [15:0] \$255 ;
-  wire [23:0] \$256 ;
-  wire [56:0] \$257 ;
-  wire [46:0] \$258 ;
-  reg [5:0] \$259 ;
+  wire [15:0] \$256 ;
+  wire [23:0] \$257 ;
+  wire [56:0] \$258 ;
+  wire [46:0] \$259 ;
   wire \$26 ;
-  reg [34:0] \$260 ;
-  reg [43:0] \$261 ;
-  reg [5:0] \$262 ;
-  reg [16:0] \$263 ;
-  reg [25:0] \$264 ;
-  reg [39:0] \$265 ;
-  reg [9:0] \$266 ;
-  reg [3:0] \$267 ;
+  reg [5:0] \$260 ;
+  reg [34:0] \$261 ;
+  reg [43:0] \$262 ;
+  reg [5:0] \$263 ;
+  reg [16:0] \$264 ;
+  reg [25:0] \$265 ;
+  reg [39:0] \$266 ;
+  reg [9:0] \$267 ;
   reg [3:0] \$268 ;
-  reg [9:0] \$269 ;
+  reg [3:0] \$269 ;
   wire [5:0] \$27 ;
-  reg [48:0] \$270 ;
-  reg [5:0] \$271 ;
-  reg [3:0] \$272 ;
-  reg [33:0] \$273 ;
-  reg [41:0] \$274 ;
-  reg [56:0] \$275 ;
-  reg [57:0] \$276 ;
-  reg \$277 ;
-  reg [45:0] \$278 ;
-  reg [41:0] \$279 ;
+  reg [9:0] \$270 ;
+  reg [48:0] \$271 ;
+  reg [5:0] \$272 ;
+  reg [3:0] \$273 ;
+  reg [33:0] \$274 ;
+  reg [41:0] \$275 ;
+  reg [56:0] \$276 ;
+  reg [57:0] \$277 ;
+  reg \$278 ;
+  reg [45:0] \$279 ;
   wire [5:0] \$28 ;
+  reg [41:0] \$280 ;
   wire [5:0] \$29 ;
   wire \$3 ;
   wire [5:0] \$30 ;
@@ -1033,108 +1034,109 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \$192  = fsm_state == 6'h21;
   assign \$193  = fsm_state == 6'h22;
   assign \$194  = fsm_state == 6'h23;
-  assign \$195  = lead + 8'hfb;
-  assign \$196  = $signed(sh0) < $signed(4'h4);
-  assign \$197  = $signed(4'h4) - $signed(sh0);
-  assign \$198  = \$196  ? \$197  : 11'h000;
-  assign \$199  = $signed(sh0) < $signed(4'h4);
-  assign \$200  = $signed(sh0) - $signed(4'h4);
-  assign \$201  = $signed(\$200 ) < $signed({ 1'h0, tk });
-  assign \$202  = $signed(sh0) - $signed(4'h4);
-  assign \$203  = \$201  ? \$202  : { 7'h00, tk };
-  assign \$204  = $signed(sh0) - $signed(5'h0d);
-  assign \$205  = $signed(\$203 ) > $signed(\$204 );
-  assign \$206  = $signed(sh0) - $signed(4'h4);
-  assign \$207  = $signed(\$206 ) < $signed({ 1'h0, tk });
-  assign \$208  = $signed(sh0) - $signed(4'h4);
-  assign \$209  = \$207  ? \$208  : { 7'h00, tk };
-  assign \$210  = $signed(sh0) - $signed(5'h0d);
-  assign \$211  = \$205  ? \$209  : \$210 ;
-  assign \$212  = \$199  ? 11'h000 : \$211 ;
-  assign \$213  = $signed(km) << pre;
-  assign \$214  = tsh > 6'h31;
-  assign \$215  = \$214  ? 10'h031 : tsh;
-  assign \$216  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$217  = $signed(\$216 ) - $signed({ 1'h0, tsh });
-  assign \$218  = $signed(km_pre) >>> t_clamped;
-  assign \$219  = $signed(chan[82:75]) << \$133 [3:0];
-  assign \$220  = 1'h1 << sh;
-  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
-  assign \$223  = $signed(div_num) < $signed(1'h0);
-  assign \$224  = - $signed(div_num);
-  assign \$225  = \$223  ? \$224  : { div_num[57], div_num };
-  assign \$226  = $signed(div_num) < $signed(1'h0);
-  assign \$227  = $signed(bias) - $signed(quot);
-  assign \$229  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$230  = $signed(sh0) < $signed(4'h4);
-  assign \$231  = $signed(4'h4) - $signed(sh0);
-  assign \$232  = \$230  ? \$231  : 11'h000;
-  assign \$233  = $signed(sh0) < $signed(4'h4);
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = $signed(sh0) - $signed(5'h0d);
-  assign \$239  = $signed(\$237 ) > $signed(\$238 );
-  assign \$240  = $signed(sh0) - $signed(4'h4);
-  assign \$241  = $signed(\$240 ) < $signed({ 1'h0, tk });
-  assign \$242  = $signed(sh0) - $signed(4'h4);
-  assign \$243  = \$241  ? \$242  : { 7'h00, tk };
-  assign \$244  = $signed(sh0) - $signed(5'h0d);
-  assign \$245  = \$239  ? \$243  : \$244 ;
-  assign \$246  = \$233  ? 11'h000 : \$245 ;
-  assign \$247  = $signed(km) << pre;
-  assign \$248  = tsh > 6'h31;
-  assign \$249  = \$248  ? 10'h031 : tsh;
-  assign \$250  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, tsh });
-  assign \$252  = $signed(km_pre) >>> t_clamped;
-  assign \$253  = $signed(chan[82:75]) << \$134 [3:0];
-  assign \$254  = 1'h1 << sh;
-  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
-  assign \$258  = $signed(bias) - $signed(quot);
+  assign \$195  = fsm_state == 6'h24;
+  assign \$196  = lead + 8'hfb;
+  assign \$197  = $signed(sh0) < $signed(4'h4);
+  assign \$198  = $signed(4'h4) - $signed(sh0);
+  assign \$199  = \$197  ? \$198  : 11'h000;
+  assign \$200  = $signed(sh0) < $signed(4'h4);
+  assign \$201  = $signed(sh0) - $signed(4'h4);
+  assign \$202  = $signed(\$201 ) < $signed({ 1'h0, tk });
+  assign \$203  = $signed(sh0) - $signed(4'h4);
+  assign \$204  = \$202  ? \$203  : { 7'h00, tk };
+  assign \$205  = $signed(sh0) - $signed(5'h0d);
+  assign \$206  = $signed(\$204 ) > $signed(\$205 );
+  assign \$207  = $signed(sh0) - $signed(4'h4);
+  assign \$208  = $signed(\$207 ) < $signed({ 1'h0, tk });
+  assign \$209  = $signed(sh0) - $signed(4'h4);
+  assign \$210  = \$208  ? \$209  : { 7'h00, tk };
+  assign \$211  = $signed(sh0) - $signed(5'h0d);
+  assign \$212  = \$206  ? \$210  : \$211 ;
+  assign \$213  = \$200  ? 11'h000 : \$212 ;
+  assign \$214  = $signed(km) << pre;
+  assign \$215  = tsh > 6'h31;
+  assign \$216  = \$215  ? 10'h031 : tsh;
+  assign \$217  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$218  = $signed(\$217 ) - $signed({ 1'h0, tsh });
+  assign \$219  = $signed(km_pre) >>> t_clamped;
+  assign \$220  = $signed(chan[82:75]) << \$133 [3:0];
+  assign \$221  = 1'h1 << sh;
+  assign \$223  = $signed(\$220 ) + $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(div_num) < $signed(1'h0);
+  assign \$225  = - $signed(div_num);
+  assign \$226  = \$224  ? \$225  : { div_num[57], div_num };
+  assign \$227  = $signed(div_num) < $signed(1'h0);
+  assign \$228  = $signed(bias) - $signed(quot);
+  assign \$230  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$231  = $signed(sh0) < $signed(4'h4);
+  assign \$232  = $signed(4'h4) - $signed(sh0);
+  assign \$233  = \$231  ? \$232  : 11'h000;
+  assign \$234  = $signed(sh0) < $signed(4'h4);
+  assign \$235  = $signed(sh0) - $signed(4'h4);
+  assign \$236  = $signed(\$235 ) < $signed({ 1'h0, tk });
+  assign \$237  = $signed(sh0) - $signed(4'h4);
+  assign \$238  = \$236  ? \$237  : { 7'h00, tk };
+  assign \$239  = $signed(sh0) - $signed(5'h0d);
+  assign \$240  = $signed(\$238 ) > $signed(\$239 );
+  assign \$241  = $signed(sh0) - $signed(4'h4);
+  assign \$242  = $signed(\$241 ) < $signed({ 1'h0, tk });
+  assign \$243  = $signed(sh0) - $signed(4'h4);
+  assign \$244  = \$242  ? \$243  : { 7'h00, tk };
+  assign \$245  = $signed(sh0) - $signed(5'h0d);
+  assign \$246  = \$240  ? \$244  : \$245 ;
+  assign \$247  = \$234  ? 11'h000 : \$246 ;
+  assign \$248  = $signed(km) << pre;
+  assign \$249  = tsh > 6'h31;
+  assign \$250  = \$249  ? 10'h031 : tsh;
+  assign \$251  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$252  = $signed(\$251 ) - $signed({ 1'h0, tsh });
+  assign \$253  = $signed(km_pre) >>> t_clamped;
+  assign \$254  = $signed(chan[82:75]) << \$134 [3:0];
+  assign \$255  = 1'h1 << sh;
+  assign \$257  = $signed(\$254 ) + $signed({ 1'h0, \$256  });
+  assign \$259  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$259 ;
+    fsm_state <= \$260 ;
   always @(posedge clk)
-    t <= \$260 ;
+    t <= \$261 ;
   always @(posedge clk)
-    den <= \$261 ;
+    den <= \$262 ;
   always @(posedge clk)
-    lead <= \$262 ;
+    lead <= \$263 ;
   always @(posedge clk)
-    recip <= \$263 ;
+    recip <= \$264 ;
   always @(posedge clk)
-    m <= \$264 ;
+    m <= \$265 ;
   always @(posedge clk)
-    km <= \$265 ;
+    km <= \$266 ;
   always @(posedge clk)
-    sh0 <= \$266 ;
+    sh0 <= \$267 ;
   always @(posedge clk)
-    tk <= \$267 ;
+    tk <= \$268 ;
   always @(posedge clk)
-    pre <= \$268 ;
+    pre <= \$269 ;
   always @(posedge clk)
-    tsh <= \$269 ;
+    tsh <= \$270 ;
   always @(posedge clk)
-    km_pre <= \$270 ;
+    km_pre <= \$271 ;
   always @(posedge clk)
-    t_clamped <= \$271 ;
+    t_clamped <= \$272 ;
   always @(posedge clk)
-    sh <= \$272 ;
+    sh <= \$273 ;
   always @(posedge clk)
-    \a$26  <= \$273 ;
+    \a$26  <= \$274 ;
   always @(posedge clk)
-    bias <= \$274 ;
+    bias <= \$275 ;
   always @(posedge clk)
-    p <= \$275 ;
+    p <= \$276 ;
   always @(posedge clk)
-    div_mag <= \$276 ;
+    div_mag <= \$277 ;
   always @(posedge clk)
-    div_neg <= \$277 ;
+    div_neg <= \$278 ;
   always @(posedge clk)
-    quot <= \$278 ;
+    quot <= \$279 ;
   always @(posedge clk)
-    \b$50  <= \$279 ;
+    \b$50  <= \$280 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
     .\den$14 (\den$22 ),
@@ -1168,17 +1170,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          start = 1'h1;
+          /* empty */;
       6'h05:
-          /* empty */;
+          start = 1'h1;
       6'h06:
-          start = 1'h1;
+          /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           start = 1'h1;
-      6'h09:
+      6'h08:
           /* empty */;
+      6'h09:
+          start = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1186,13 +1188,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          start = 1'h1;
+          /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           start = 1'h1;
-      6'h10:
+      6'h0f:
           /* empty */;
+      6'h10:
+          start = 1'h1;
       6'h11:
           /* empty */;
       6'h12:
@@ -1202,9 +1204,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          start = 1'h1;
-      6'h16:
           /* empty */;
+      6'h16:
+          start = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
@@ -1213,10 +1215,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          start = 1'h1;
       6'h1b:
           /* empty */;
+      6'h03:
+          start = 1'h1;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1226,6 +1228,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           start = 1'h1;
     endcase
   end
@@ -1238,17 +1242,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          a = { 16'h0000, chan[46:27] };
+          /* empty */;
       6'h05:
-          /* empty */;
+          a = { 16'h0000, chan[46:27] };
       6'h06:
-          a = { 16'h0000, chan[66:47] };
+          /* empty */;
       6'h07:
-          /* empty */;
+          a = { 16'h0000, chan[66:47] };
       6'h08:
-          a = { t[34], t };
-      6'h09:
           /* empty */;
+      6'h09:
+          a = { t[34], t };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1256,13 +1260,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { 19'h00000, recip };
+          /* empty */;
       6'h0e:
-          /* empty */;
+          a = { 19'h00000, recip };
       6'h0f:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h10:
           /* empty */;
+      6'h10:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h11:
           /* empty */;
       6'h12:
@@ -1272,9 +1276,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          a = { \a$26 [33], \a$26 [33], \a$26  };
-      6'h16:
           /* empty */;
+      6'h16:
+          a = { \a$26 [33], \a$26 [33], \a$26  };
       6'h17:
           /* empty */;
       6'h18:
@@ -1283,10 +1287,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          a = { 20'h00000, chan[114:99] };
       6'h1b:
           /* empty */;
+      6'h03:
+          a = { 20'h00000, chan[114:99] };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1296,6 +1300,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           a = { \a$26 [33], \a$26 [33], \a$26  };
     endcase
   end
@@ -1308,17 +1314,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h05:
-          /* empty */;
+          b = { 9'h000, r_closed };
       6'h06:
-          b = { 13'h0000, r_open };
+          /* empty */;
       6'h07:
-          /* empty */;
+          b = { 13'h0000, r_open };
       6'h08:
-          b = { 8'h00, chan[13:1] };
-      6'h09:
           /* empty */;
+      6'h09:
+          b = { 8'h00, chan[13:1] };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1326,13 +1332,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          /* empty */;
       6'h0e:
-          /* empty */;
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
       6'h0f:
-          b = { 8'h00, chan[13:1] };
-      6'h10:
           /* empty */;
+      6'h10:
+          b = { 8'h00, chan[13:1] };
       6'h11:
           /* empty */;
       6'h12:
@@ -1342,9 +1348,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          b = \$147 [20:0];
-      6'h16:
           /* empty */;
+      6'h16:
+          b = \$147 [20:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -1353,10 +1359,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1b:
           /* empty */;
+      6'h03:
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1366,6 +1372,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
     endcase
   end
@@ -1378,17 +1386,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          c = 59'h000000000000003;
+          /* empty */;
       6'h05:
-          /* empty */;
+          c = 59'h000000000000003;
       6'h06:
-          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+          /* empty */;
       6'h07:
-          /* empty */;
+          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
       6'h08:
-          c = 59'h000000000000000;
-      6'h09:
           /* empty */;
+      6'h09:
+          c = 59'h000000000000000;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1396,13 +1404,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h0e:
-          /* empty */;
-      6'h0f:
           c = 59'h000000000000000;
-      6'h10:
+      6'h0f:
           /* empty */;
+      6'h10:
+          c = 59'h000000000000000;
       6'h11:
           /* empty */;
       6'h12:
@@ -1412,9 +1420,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          c = 59'h000000000000000;
-      6'h16:
           /* empty */;
+      6'h16:
+          c = 59'h000000000000000;
       6'h17:
           /* empty */;
       6'h18:
@@ -1423,10 +1431,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          c = 59'h000000000000000;
       6'h1b:
           /* empty */;
+      6'h03:
+          c = 59'h000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1436,6 +1444,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           c = 59'h000000000000000;
     endcase
   end
@@ -1448,17 +1458,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          neg = 1'h0;
+          /* empty */;
       6'h05:
-          /* empty */;
+          neg = 1'h0;
       6'h06:
-          neg = 1'h0;
+          /* empty */;
       6'h07:
-          /* empty */;
-      6'h08:
           neg = 1'h0;
-      6'h09:
+      6'h08:
           /* empty */;
+      6'h09:
+          neg = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1466,13 +1476,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$144 ;
+          /* empty */;
       6'h0e:
-          /* empty */;
+          neg = \$144 ;
       6'h0f:
-          neg = 1'h0;
-      6'h10:
           /* empty */;
+      6'h10:
+          neg = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
@@ -1482,9 +1492,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          neg = \$148 ;
-      6'h16:
           /* empty */;
+      6'h16:
+          neg = \$148 ;
       6'h17:
           /* empty */;
       6'h18:
@@ -1493,10 +1503,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          neg = \$154 ;
       6'h1b:
           /* empty */;
+      6'h03:
+          neg = \$154 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1506,6 +1516,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           neg = \$158 ;
     endcase
   end
@@ -1518,17 +1530,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h02:
           /* empty */;
       6'h04:
-          steps = 5'h0c;
+          /* empty */;
       6'h05:
-          /* empty */;
+          steps = 5'h0c;
       6'h06:
-          steps = 5'h08;
+          /* empty */;
       6'h07:
-          /* empty */;
+          steps = 5'h08;
       6'h08:
-          steps = 5'h0d;
-      6'h09:
           /* empty */;
+      6'h09:
+          steps = 5'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1536,13 +1548,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h08;
+          /* empty */;
       6'h0e:
-          /* empty */;
+          steps = 5'h08;
       6'h0f:
-          steps = 5'h0d;
-      6'h10:
           /* empty */;
+      6'h10:
+          steps = 5'h0d;
       6'h11:
           /* empty */;
       6'h12:
@@ -1552,9 +1564,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          steps = 5'h15;
-      6'h16:
           /* empty */;
+      6'h16:
+          steps = 5'h15;
       6'h17:
           /* empty */;
       6'h18:
@@ -1563,10 +1575,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h1b:
           /* empty */;
+      6'h03:
+          steps = 5'h08;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1576,6 +1588,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
           steps = 5'h10;
     endcase
   end
@@ -1602,9 +1616,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$17  = 1'h1;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \start$17  = 1'h1;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1628,6 +1642,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \start$17  = 1'h1;
     endcase
   end
@@ -1654,9 +1670,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$138 [43:0];
-      6'h0c:
           /* empty */;
+      6'h0c:
+          rem_init = \$138 [43:0];
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1680,6 +1696,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           rem_init = \$149 [43:0];
     endcase
   end
@@ -1706,9 +1724,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$140 ;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          lo_init = \$140 ;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1732,6 +1750,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           lo_init = \$150 [41:0];
     endcase
   end
@@ -1758,9 +1778,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$21  = 1'h0;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \neg$21  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1784,6 +1804,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \neg$21  = div_neg;
     endcase
   end
@@ -1810,9 +1832,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          \den$22  = den;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \den$22  = den;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1836,6 +1858,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \den$22  = { 31'h00000000, chan[13:1] };
     endcase
   end
@@ -1862,9 +1886,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$23  = 6'h10;
-      6'h0c:
           /* empty */;
+      6'h0c:
+          \steps$23  = 6'h10;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1888,6 +1912,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
           \steps$23  = 6'h2a;
     endcase
   end
@@ -1938,6 +1964,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
           div_num = { p[56], p };
     endcase
   end
@@ -1995,9 +2023,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -2014,6 +2042,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2021,142 +2051,119 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = fsm_state;
+    \$260  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$259  = 6'h01;
+                  \$260  = 6'h01;
               2'h1:
-                  \$259  = 6'h02;
+                  \$260  = 6'h02;
               2'h2:
-                  \$259  = 6'h03;
+                  \$260  = 6'h03;
             endcase
           end
       6'h02:
-          \$259  = 6'h04;
+          \$260  = 6'h04;
       6'h04:
-          \$259  = 6'h05;
+          \$260  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$259  = 6'h06;
-          end
+          \$260  = 6'h06;
       6'h06:
-          \$259  = 6'h07;
+          if (\done$37 ) begin
+            \$260  = 6'h07;
+          end
       6'h07:
-          if (\done$37 ) begin
-            \$259  = 6'h08;
-          end
+          \$260  = 6'h08;
       6'h08:
-          \$259  = 6'h09;
+          if (\done$37 ) begin
+            \$260  = 6'h09;
+          end
       6'h09:
-          if (\done$37 ) begin
-            \$259  = 6'h0a;
-          end
+          \$260  = 6'h0a;
       6'h0a:
-          \$259  = 6'h0b;
+          if (\done$37 ) begin
+            \$260  = 6'h0b;
+          end
       6'h0b:
-          \$259  = 6'h0c;
+          \$260  = 6'h0c;
       6'h0c:
-          if (\done$39 ) begin
-            \$259  = 6'h0d;
-          end
+          \$260  = 6'h0d;
       6'h0d:
-          \$259  = 6'h0e;
-      6'h0e:
-          if (\done$37 ) begin
-            \$259  = 6'h0f;
-          end
-      6'h0f:
-          \$259  = 6'h10;
-      6'h10:
-          if (\done$37 ) begin
-            \$259  = 6'h11;
-          end
-      6'h11:
-          \$259  = 6'h12;
-      6'h12:
-          \$259  = 6'h13;
-      6'h13:
-          \$259  = 6'h14;
-      6'h14:
-          \$259  = 6'h15;
-      6'h15:
-          \$259  = 6'h16;
-      6'h16:
-          if (\done$37 ) begin
-            \$259  = 6'h17;
-          end
-      6'h17:
-          \$259  = 6'h18;
-      6'h18:
-          \$259  = 6'h19;
-      6'h19:
           if (\done$39 ) begin
-            \$259  = 6'h1a;
+            \$260  = 6'h0e;
           end
-      6'h1a:
-          \$259  = 6'h01;
-      6'h03:
-          \$259  = 6'h1b;
-      6'h1b:
+      6'h0e:
+          \$260  = 6'h0f;
+      6'h0f:
           if (\done$37 ) begin
-            \$259  = 6'h1c;
+            \$260  = 6'h10;
           end
+      6'h10:
+          \$260  = 6'h11;
+      6'h11:
+          if (\done$37 ) begin
+            \$260  = 6'h12;
+          end
+      6'h12:
+          \$260  = 6'h13;
+      6'h13:
+          \$260  = 6'h14;
+      6'h14:
+          \$260  = 6'h15;
+      6'h15:
+          \$260  = 6'h16;
+      6'h16:
+          \$260  = 6'h17;
+      6'h17:
+          if (\done$37 ) begin
+            \$260  = 6'h18;
+          end
+      6'h18:
+          \$260  = 6'h19;
+      6'h19:
+          \$260  = 6'h1a;
+      6'h1a:
+          if (\done$39 ) begin
+            \$260  = 6'h1b;
+          end
+      6'h1b:
+          \$260  = 6'h01;
+      6'h03:
+          \$260  = 6'h1c;
       6'h1c:
-          \$259  = 6'h1d;
+          if (\done$37 ) begin
+            \$260  = 6'h1d;
+          end
       6'h1d:
-          \$259  = 6'h1e;
+          \$260  = 6'h1e;
       6'h1e:
-          \$259  = 6'h1f;
+          \$260  = 6'h1f;
       6'h1f:
-          \$259  = 6'h20;
+          \$260  = 6'h20;
       6'h20:
-          \$259  = 6'h21;
+          \$260  = 6'h21;
       6'h21:
-          if (\done$37 ) begin
-            \$259  = 6'h22;
-          end
+          \$260  = 6'h22;
       6'h22:
-          \$259  = 6'h23;
+          if (\done$37 ) begin
+            \$260  = 6'h23;
+          end
       6'h23:
-          \$259  = 6'h01;
+          \$260  = 6'h24;
+      6'h24:
+          \$260  = 6'h01;
       6'h01:
-          \$259  = 6'h00;
+          \$260  = 6'h00;
     endcase
     if (rst) begin
-      \$259  = 6'h00;
+      \$260  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$37 ) begin
-            \$260  = \p$38 [34:0];
-          end
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$37 ) begin
-            \$260  = \p$38 [34:0];
-          end
-    endcase
-    if (rst) begin
-      \$260  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = den;
+    \$261  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2167,23 +2174,23 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h05:
           /* empty */;
       6'h06:
-          /* empty */;
+          if (\done$37 ) begin
+            \$261  = \p$38 [34:0];
+          end
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
-      6'h09:
           if (\done$37 ) begin
-            \$261  = \p$38 [43:0];
+            \$261  = \p$38 [34:0];
           end
     endcase
     if (rst) begin
-      \$261  = 44'h00000000000;
+      \$261  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = lead;
+    \$262  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2202,15 +2209,46 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h09:
           /* empty */;
       6'h0a:
-          \$262  = den_lead;
+          if (\done$37 ) begin
+            \$262  = \p$38 [43:0];
+          end
     endcase
     if (rst) begin
-      \$262  = 6'h00;
+      \$262  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = recip;
+    \$263  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          \$263  = den_lead;
+    endcase
+    if (rst) begin
+      \$263  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2233,84 +2271,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
+          /* empty */;
+      6'h0d:
           if (\done$39 ) begin
-            \$263  = q[16:0];
+            \$264  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$263  = 17'h00000;
+      \$264  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$37 ) begin
-            \$264  = \p$38 [25:0];
-          end
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          if (\done$37 ) begin
-            \$264  = \p$38 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$264  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = km;
+    \$265  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2339,11 +2312,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
-      6'h10:
           if (\done$37 ) begin
-            \$265  = \p$38 [39:0];
+            \$265  = \p$38 [25:0];
           end
+      6'h10:
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -2364,20 +2337,22 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
-          \$265  = \$228 [39:0];
+          if (\done$37 ) begin
+            \$265  = \p$38 [25:0];
+          end
     endcase
     if (rst) begin
-      \$265  = 40'h0000000000;
+      \$265  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = sh0;
+    \$266  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2410,7 +2385,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          \$266  = { \$195 [7], \$195 [7], \$195  };
+          if (\done$37 ) begin
+            \$266  = \p$38 [39:0];
+          end
       6'h12:
           /* empty */;
       6'h13:
@@ -2429,144 +2406,148 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
           /* empty */;
-      6'h1c:
-          \$266  = { \$229 [8], \$229  };
-    endcase
-    if (rst) begin
-      \$266  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$267  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$267  = 4'h8;
-    endcase
-    if (rst) begin
-      \$267  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$268  = \$198 [3:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$268  = \$232 [3:0];
+          \$266  = \$229 [39:0];
+    endcase
+    if (rst) begin
+      \$266  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$267  = { \$196 [7], \$196 [7], \$196  };
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$267  = { \$230 [8], \$230  };
+    endcase
+    if (rst) begin
+      \$267  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$268  = count_lead;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$268  = 4'h8;
     endcase
     if (rst) begin
       \$268  = 4'h0;
@@ -2574,74 +2555,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$269  = \$212 [9:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$269  = \$246 [9:0];
-    endcase
-    if (rst) begin
-      \$269  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = km_pre;
+    \$269  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2678,7 +2592,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$270  = \$213 [48:0];
+          \$269  = \$199 [3:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2693,24 +2607,24 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$270  = \$247 [48:0];
+          \$269  = \$233 [3:0];
     endcase
     if (rst) begin
-      \$270  = 49'h0000000000000;
+      \$269  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = t_clamped;
+    \$270  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2747,7 +2661,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$271  = \$215 [5:0];
+          \$270  = \$213 [9:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -2762,93 +2676,24 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          \$271  = \$249 [5:0];
+          \$270  = \$247 [9:0];
     endcase
     if (rst) begin
-      \$271  = 6'h00;
+      \$270  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$272  = \$217 [3:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$272  = \$251 [3:0];
-    endcase
-    if (rst) begin
-      \$272  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = \a$26 ;
+    \$271  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2887,7 +2732,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          \$273  = \$218 [33:0];
+          \$271  = \$214 [48:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -2900,9 +2745,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -2911,15 +2756,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
-          \$273  = \$252 [33:0];
+          \$271  = \$248 [48:0];
     endcase
     if (rst) begin
-      \$273  = 34'h000000000;
+      \$271  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = bias;
+    \$272  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2958,7 +2803,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          \$274  = { \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222  };
+          \$272  = \$216 [5:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -2971,9 +2816,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -2982,15 +2827,86 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
-          \$274  = { \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256  };
+          \$272  = \$250 [5:0];
     endcase
     if (rst) begin
-      \$274  = 42'h00000000000;
+      \$272  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = p;
+    \$273  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$273  = \$218 [3:0];
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$273  = \$252 [3:0];
+    endcase
+    if (rst) begin
+      \$273  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \a$26 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3031,11 +2947,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$274  = \$219 [33:0];
       6'h16:
-          if (\done$37 ) begin
-            \$275  = \p$38 [56:0];
-          end
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -3044,9 +2958,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3057,19 +2971,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$37 ) begin
-            \$275  = \p$38 [56:0];
-          end
+          \$274  = \$253 [33:0];
     endcase
     if (rst) begin
-      \$275  = 57'h000000000000000;
+      \$274  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = div_mag;
+    \$275  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3110,113 +3020,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$276  = \$225 [57:0];
-    endcase
-    if (rst) begin
-      \$276  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$277  = \$226 ;
-    endcase
-    if (rst) begin
-      \$277  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
+          \$275  = { \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223  };
       6'h16:
           /* empty */;
       6'h17:
@@ -3224,14 +3028,87 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$39 ) begin
-            \$278  = { q[43], q[43], q };
-          end
+          /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
           /* empty */;
       6'h03:
           /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$275  = { \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257  };
+    endcase
+    if (rst) begin
+      \$275  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          if (\done$37 ) begin
+            \$276  = \p$38 [56:0];
+          end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3246,15 +3123,127 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \$278  = \$257 [45:0];
+          if (\done$37 ) begin
+            \$276  = \p$38 [56:0];
+          end
     endcase
     if (rst) begin
-      \$278  = 46'h000000000000;
+      \$276  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \b$50 ;
+    \$277  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$277  = \$226 [57:0];
+    endcase
+    if (rst) begin
+      \$277  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$278  = \$227 ;
+    endcase
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3305,10 +3294,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          \$279  = \$227 [41:0];
-      6'h03:
-          /* empty */;
+          if (\done$39 ) begin
+            \$279  = { q[43], q[43], q };
+          end
       6'h1b:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3325,10 +3316,91 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h22:
           /* empty */;
       6'h23:
-          \$279  = \$258 [41:0];
+          \$279  = \$258 [45:0];
     endcase
     if (rst) begin
-      \$279  = 42'h00000000000;
+      \$279  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = \b$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$280  = \$228 [41:0];
+      6'h03:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$280  = \$259 [41:0];
+    endcase
+    if (rst) begin
+      \$280  = 42'h00000000000;
     end
   end
   assign beta_shift = \$133 [3:0];
@@ -3345,10 +3417,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \chan.scale_exp  = chan[122:115];
   assign \$149  = { 42'h00000000000, div_mag[57:42] };
   assign \$150  = { 1'h0, div_mag[41:0] };
-  assign \$221  = { 1'h0, \$220 [15:1] };
-  assign \$228  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$255  = { 1'h0, \$254 [15:1] };
-  assign \$257  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
+  assign \$222  = { 1'h0, \$221 [15:1] };
+  assign \$229  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$256  = { 1'h0, \$255 [15:1] };
+  assign \$258  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
@@ -4166,36 +4238,45 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [13:0] \$21 ;
   wire [14:0] \$22 ;
   wire [15:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire [7:0] \$24 ;
+  wire [7:0] \$25 ;
   wire \$26 ;
-  wire [7:0] \$27 ;
-  wire [7:0] \$28 ;
+  wire \$27 ;
+  wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [7:0] \$32 ;
-  wire [7:0] \$33 ;
-  wire [8:0] \$34 ;
-  wire [8:0] \$35 ;
-  wire [12:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
+  wire [8:0] \$32 ;
+  wire [8:0] \$33 ;
+  wire [12:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [7:0] \$37 ;
+  wire [7:0] \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
-  reg [9:0] \$40 ;
-  reg [11:0] \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg [12:0] \$44 ;
-  reg \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [7:0] \$48 ;
-  reg [7:0] \$49 ;
+  wire [7:0] \$40 ;
+  wire [7:0] \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  reg [7:0] \$44 ;
+  reg [7:0] \$45 ;
+  reg \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [9:0] \$49 ;
   wire \$5 ;
-  reg \$50 ;
+  reg [11:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg [7:0] \$53 ;
+  reg [7:0] \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg [7:0] \$57 ;
+  reg [7:0] \$58 ;
+  reg \$59 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire \$8 ;
@@ -4203,6 +4284,7 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   reg [7:0] \$signal  = 8'h00;
   reg [12:0] after_next;
   wire after_start0;
+  reg beat = 1'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
   input clear;
@@ -4217,10 +4299,7 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
-  wire have0;
-  wire [7:0] hi0;
   reg [7:0] lo = 8'h00;
-  wire [7:0] lo0;
   input mask;
   wire mask;
   reg [9:0] pending = 10'h000;
@@ -4230,32 +4309,53 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [7:0] r_open;
   input rst;
   wire rst;
+  reg st = 1'h0;
   reg start_next = 1'h0;
   input valid;
   wire valid;
+  reg w_any0_0 = 1'h0;
+  reg [7:0] w_hi0_0 = 8'h00;
+  reg [7:0] w_lo0_0 = 8'h00;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$39  = $signed(lo) < $signed(w_lo0_0);
+  assign \$40  = \$39  ? lo : w_lo0_0;
+  assign \$41  = st ? w_lo0_0 : \$40 ;
+  assign \$42  = have | w_any0_0;
+  assign \$43  = st ? 1'h1 : \$42 ;
   always @(posedge clk)
-    r_closed <= \$41 ;
+    w_hi0_0 <= \$44 ;
   always @(posedge clk)
-    closed_ok <= \$42 ;
+    w_lo0_0 <= \$45 ;
   always @(posedge clk)
-    have <= \$43 ;
+    w_any0_0 <= \$46 ;
   always @(posedge clk)
-    \dist  <= \$44 ;
+    st <= \$47 ;
   always @(posedge clk)
-    fresh <= \$45 ;
+    beat <= \$48 ;
   always @(posedge clk)
-    closed_hi0 <= \$46 ;
+    pending <= \$49 ;
   always @(posedge clk)
-    closed_lo0 <= \$47 ;
+    r_closed <= \$50 ;
   always @(posedge clk)
-    \$signal  <= \$48 ;
+    closed_ok <= \$51 ;
   always @(posedge clk)
-    lo <= \$49 ;
+    have <= \$52 ;
   always @(posedge clk)
-    start_next <= \$50 ;
+    \$signal  <= \$53 ;
+  always @(posedge clk)
+    lo <= \$54 ;
+  always @(posedge clk)
+    \dist  <= \$55 ;
+  always @(posedge clk)
+    fresh <= \$56 ;
+  always @(posedge clk)
+    closed_hi0 <= \$57 ;
+  always @(posedge clk)
+    closed_lo0 <= \$58 ;
+  always @(posedge clk)
+    start_next <= \$59 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
   assign \$2  = \dist  + 1'h0;
   assign \$3  = ! \$2 ;
@@ -4275,129 +4375,20 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   assign \$20  = \$16  & \$19 ;
   assign \$22  = cur_next + \$21 ;
   assign \$23  = \$22  - 1'h1;
-  assign \$24  = fresh ? 1'h1 : start_next;
-  assign \$25  = mask & \$24 ;
-  assign \$26  = $signed(\$signal ) > $signed(x);
-  assign \$27  = \$26  ? \$signal  : x;
-  assign \$28  = mask ? \$27  : \$signal ;
-  assign hi0 = \$25  ? x : \$28 ;
-  assign \$29  = fresh ? 1'h1 : start_next;
-  assign \$30  = mask & \$29 ;
-  assign \$31  = $signed(lo) < $signed(x);
-  assign \$32  = \$31  ? lo : x;
-  assign \$33  = mask ? \$32  : lo;
-  assign lo0 = \$30  ? x : \$33 ;
-  assign have0 = have | mask;
-  assign \$34  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$35  = closed_ok ? \$34  : 9'h000;
-  assign \$36  = r_closed + pending;
-  assign \$37  = fresh ? 1'h1 : start_next;
-  assign \$38  = mask & \$37 ;
-  assign \$39  = \$38  & have;
-  always @(posedge clk)
-    pending <= \$40 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = 1'h0;
-    if (clear) begin
-    end else if (valid) begin
-      \$42  = \$39 ;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = have;
-    if (clear) begin
-      \$43  = 1'h0;
-    end else if (valid) begin
-      \$43  = have0;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = \dist ;
-    if (clear) begin
-      \$44  = 13'h0000;
-    end else if (valid) begin
-      \$44  = cur_next;
-    end
-    if (rst) begin
-      \$44  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = fresh;
-    if (clear) begin
-      \$45  = 1'h1;
-    end else if (valid) begin
-      \$45  = 1'h0;
-    end
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = closed_hi0;
-    if (clear) begin
-    end else if (valid) begin
-      \$46  = \$signal ;
-    end
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = closed_lo0;
-    if (clear) begin
-    end else if (valid) begin
-      \$47  = lo;
-    end
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = \$signal ;
-    if (clear) begin
-    end else if (valid) begin
-      \$48  = hi0;
-    end
-    if (rst) begin
-      \$48  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = lo;
-    if (clear) begin
-    end else if (valid) begin
-      \$49  = lo0;
-    end
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = start_next;
-    if (clear) begin
-    end else if (valid) begin
-      \$50  = after_start0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
+  assign \$24  = mask ? x : 8'h80;
+  assign \$25  = mask ? x : 8'h7f;
+  assign \$27  = fresh ? 1'h1 : start_next;
+  assign \$28  = mask & \$27 ;
+  assign \$29  = valid ? \$28  : 1'h0;
+  assign \$30  = ~ clear;
+  assign \$31  = valid & \$30 ;
+  assign \$32  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$33  = closed_ok ? \$32  : 9'h000;
+  assign \$34  = r_closed + pending;
+  assign \$35  = st & have;
+  assign \$36  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$37  = \$36  ? \$signal  : w_hi0_0;
+  assign \$38  = st ? w_hi0_0 : \$37 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     cur_next = \$4 [12:0];
@@ -4414,22 +4405,188 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = { \$35 [8], \$35  };
-    if (clear) begin
-      \$40  = 10'h000;
-    end
+    \$44  = \$24 ;
     if (rst) begin
-      \$40  = 10'h000;
+      \$44  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = \$36 [11:0];
+    \$45  = \$25 ;
+    if (rst) begin
+      \$45  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$46  = \$26 ;
+    if (rst) begin
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$47  = \$29 ;
+    if (rst) begin
+      \$47  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$48  = \$31 ;
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = { \$33 [8], \$33  };
     if (clear) begin
-      \$41  = 12'h000;
+      \$49  = 10'h000;
     end
     if (rst) begin
-      \$41  = 12'h000;
+      \$49  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = \$34 [11:0];
+    if (clear) begin
+      \$50  = 12'h000;
+    end
+    if (rst) begin
+      \$50  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$51  = 1'h0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$51  = \$35 ;
+      end
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$52  = have;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$52  = 1'h0;
+    end else begin
+      if (beat) begin
+        \$52  = \$43 ;
+      end
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = \$signal ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$53  = 8'h80;
+    end else begin
+      if (beat) begin
+        \$53  = \$38 ;
+      end
+    end
+    if (rst) begin
+      \$53  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = lo;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$54  = 8'h7f;
+    end else begin
+      if (beat) begin
+        \$54  = \$41 ;
+      end
+    end
+    if (rst) begin
+      \$54  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = \dist ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$55  = 13'h0000;
+    end else begin
+      if (valid) begin
+        \$55  = cur_next;
+      end
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = fresh;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$56  = 1'h1;
+    end else begin
+      if (valid) begin
+        \$56  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = closed_hi0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$57  = \$signal ;
+      end
+    end
+    if (rst) begin
+      \$57  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = closed_lo0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$58  = lo;
+      end
+    end
+    if (rst) begin
+      \$58  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = start_next;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$59  = after_start0;
+      end
+    end
+    if (rst) begin
+      \$59  = 1'h0;
     end
   end
   assign r_open = \$1 [7:0];
@@ -4440,6 +4597,7 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   assign after_start0 = \$14 ;
   assign \$17  = { 1'h0, chunk_size };
   assign \$21  = { 1'h0, chunk_size };
+  assign \$26  = mask;
 endmodule
 
 module \hwnorm_range_s8.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);

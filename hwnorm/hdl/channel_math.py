@@ -154,8 +154,8 @@ class ChannelMath(wiring.Component):
         n, s = chan.count, st.sum
         cb, ib = cfg.count_bits, cfg.in_fmt.bits
         t = r["t"]
-        if cfg.kind == "range":             # a cycle for ChunkRange's pipelined r_closed (ChunkRange.LATENCY)
-            return [Set([]),
+        if cfg.kind == "range":             # two cycles for ChunkRange's pipelined r_closed (ChunkRange.LATENCY)
+            return [Set([]), Set([]),
                     Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
                     Mul(t, chan.c_last, st.r_open, ib, t),
                     Mul(self.den, t, n, cb)]

@@ -86,11 +86,13 @@ class ChunkRange(BeatUnit):
     pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
     last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
     the lanes closes each segment that a start ends. The starts of each beat are computed a beat ahead
-    from one register, the distance to the next chunk start, so no lane waits on another lane's
-    position; a beat's closed ranges are summed into `r_closed` two cycles later (LATENCY).
+    from one register, the distance to the next chunk start; the max and min of every window of the
+    beat's lanes are registered first (no dependence on earlier beats), then combined with the carried
+    chunk in one compare per lane, so no path runs through the lanes one after another. A beat's
+    closed ranges reach `r_closed` LATENCY cycles later.
     """
 
-    LATENCY = 2         # cycles after the last beat until r_closed holds it
+    LATENCY = 3         # cycles after the last beat until r_closed holds it (and 1 until r_open does)
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
@@ -117,11 +119,12 @@ class ChunkRange(BeatUnit):
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
-        shape = fmt_shape(cfg.in_fmt)
-        hi, lo = Signal(shape), Signal(shape)
+        fi = cfg.in_fmt
+        shape = fmt_shape(fi)
+        hi, lo = Signal(shape), Signal(shape)  # the open chunk's max and min so far
+        have = Signal()                        # an open chunk exists
         dist = Signal(cfg.count_bits)          # values before the next beat's first chunk start (< chunk_size)
         cs = self.chunk_size                   # held by the caller for the whole pass (not yet at `clear`)
-        have = Signal()                        # an open chunk exists
         fresh = Signal()                       # the next beat is the channel's first
         start_next = Signal(lanes)             # the chunk starts of the next beat (after the first)
         m.d.comb += self.r_open.eq(hi - lo)
@@ -133,31 +136,56 @@ class ChunkRange(BeatUnit):
         after, _ = self._starts(m, nxt, cs, "after")                     # the beat after this one
         starts = Mux(fresh, first, start_next)
 
-        # the segmented max/min scan across the lanes: stage 1 registers each lane's closed range
-        cur_hi, cur_lo, cur_have = hi, lo, have
+        # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts
+        win = {}
+        for a_ in range(lanes):
+            for b_ in range(a_, lanes):
+                w_hi, w_lo = Signal(shape, name=f"w_hi{a_}_{b_}"), Signal(shape, name=f"w_lo{a_}_{b_}")
+                w_any = Signal(name=f"w_any{a_}_{b_}")
+                ls = range(a_, b_ + 1)
+                m.d.sync += [
+                    w_hi.eq(tree_reduce([Mux(self.mask[j], self.x[j], fi.min_int) for j in ls], vmax)),
+                    w_lo.eq(tree_reduce([Mux(self.mask[j], self.x[j], fi.max_int) for j in ls], vmin)),
+                    w_any.eq(self.mask[a_:b_ + 1].any()),
+                ]
+                win[a_, b_] = (w_hi, w_lo, w_any)
+        st = Signal(lanes)                     # the registered beat's chunk starts
+        beat = Signal()                        # stage A holds a beat
+        m.d.sync += [st.eq(Mux(self.valid, self.mask & starts, 0)), beat.eq(self.valid & ~self.clear)]
+
+        # stage B: each start closes the segment before it (from the previous start, or the carried
+        # chunk and the beat's first lanes); the carried chunk continues from the last start
         closed_hi = [Signal(shape, name=f"closed_hi{j}") for j in range(lanes)]
         closed_lo = [Signal(shape, name=f"closed_lo{j}") for j in range(lanes)]
         closed_ok = Signal(lanes)
-        updates = []
+        stage_b = []
         for j in range(lanes):
-            start = self.mask[j] & starts[j]
-            updates += [closed_hi[j].eq(cur_hi), closed_lo[j].eq(cur_lo), closed_ok[j].eq(start & cur_have)]
-            nhi, nlo, nhave = Signal(shape, name=f"hi{j}"), Signal(shape, name=f"lo{j}"), Signal(name=f"have{j}")
-            m.d.comb += [
-                nhi.eq(Mux(start, self.x[j], Mux(self.mask[j], vmax(cur_hi, self.x[j]), cur_hi))),
-                nlo.eq(Mux(start, self.x[j], Mux(self.mask[j], vmin(cur_lo, self.x[j]), cur_lo))),
-                nhave.eq(cur_have | self.mask[j]),
-            ]
-            cur_hi, cur_lo, cur_have = nhi, nlo, nhave
-        # stage 2 sums them, stage 3 adds the sum to r_closed: ready two cycles after the last beat
-        pending = Signal(cfg.in_fmt.bits + lanes.bit_length() + 1)
+            c_hi, c_lo, c_ok = hi, lo, have                      # no earlier start in the beat
+            if j:
+                w_hi, w_lo, w_any = win[0, j - 1]
+                c_hi, c_lo, c_ok = vmax(hi, w_hi), vmin(lo, w_lo), have | w_any
+            for p in range(j):                                    # the latest earlier start p wins
+                w_hi, w_lo, _ = win[p, j - 1]
+                c_hi, c_lo, c_ok = Mux(st[p], w_hi, c_hi), Mux(st[p], w_lo, c_lo), Mux(st[p], 1, c_ok)
+            stage_b += [closed_hi[j].eq(c_hi), closed_lo[j].eq(c_lo), closed_ok[j].eq(st[j] & c_ok)]
+        w_hi, w_lo, w_any = win[0, lanes - 1]
+        n_hi, n_lo, n_have = vmax(hi, w_hi), vmin(lo, w_lo), have | w_any
+        for s_ in range(lanes):                                   # the last start wins
+            w_hi, w_lo, _ = win[s_, lanes - 1]
+            n_hi, n_lo, n_have = Mux(st[s_], w_hi, n_hi), Mux(st[s_], w_lo, n_lo), Mux(st[s_], 1, n_have)
+
+        # stage C sums the closed ranges, stage D adds the sum to r_closed (LATENCY cycles after a beat)
+        pending = Signal(fi.bits + lanes.bit_length() + 1)
         m.d.sync += [pending.eq(tree_sum(Mux(closed_ok[j], closed_hi[j] - closed_lo[j], 0) for j in range(lanes))),
                      self.r_closed.eq(self.r_closed + pending), closed_ok.eq(0)]
         with m.If(self.clear):
-            m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), dist.eq(0), fresh.eq(1)]
-        with m.Elif(self.valid):
-            m.d.sync += updates + [hi.eq(cur_hi), lo.eq(cur_lo), have.eq(cur_have), dist.eq(nxt), fresh.eq(0),
-                                   start_next.eq(Cat(*after))]
+            m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), hi.eq(fi.min_int), lo.eq(fi.max_int),
+                         dist.eq(0), fresh.eq(1)]
+        with m.Else():
+            with m.If(beat):
+                m.d.sync += stage_b + [hi.eq(n_hi), lo.eq(n_lo), have.eq(n_have)]
+            with m.If(self.valid):
+                m.d.sync += [dist.eq(nxt), fresh.eq(0), start_next.eq(Cat(*after))]
         return m
 
 
