@@ -184,12 +184,12 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the regression configurations and exit")
     soak = ap.add_argument_group("soak (sim/soak.py): random configurations, rtl backend against the golden model")
     soak.add_argument("--soak", type=int, metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
-    soak.add_argument("--soak-configs", type=int, default=32, metavar="K", help="random configurations (default 32)")
+    soak.add_argument("--soak-configs", type=int, default=16, metavar="K", help="random configurations (default 16)")
     soak.add_argument("--soak-seed", type=int, metavar="S", help="only the configuration of seed S (as printed), with all N values")
-    soak.add_argument("--soak-cocotb", type=int, default=20_000, metavar="M",
+    soak.add_argument("--soak-cocotb", type=int, default=25_000, metavar="M",
                       help="values through the cocotb testbench (random stalls and resets) per cocotb configuration")
-    soak.add_argument("--soak-cocotb-configs", type=int, default=4, metavar="J",
-                      help="how many of the configurations also run the cocotb protocol soak (default 4)")
+    soak.add_argument("--soak-cocotb-configs", type=int, default=2, metavar="J",
+                      help="how many of the configurations also run the cocotb protocol soak (default 2)")
     args = ap.parse_args(argv)
     if args.soak is not None or args.soak_seed is not None:
         from sim.soak import main as soak_main

@@ -41,6 +41,30 @@ def test_batches_are_reproducible_valid_and_varied():
     assert set(d for bt in a for d in bt.dists) == set(soak.DISTRIBUTIONS)
 
 
+SCRIPT = """
+import hashlib, sys
+from sim import soak
+h = hashlib.sha256()
+cfg = soak.draw_config(1015)
+for b in soak.batches(cfg, 1015, 30000):
+    h.update(b.x.tobytes()); h.update(b.gamma.tobytes()); h.update(str(b.inference).encode())
+print(cfg.to_json(), h.hexdigest())
+"""
+
+
+def test_a_seed_reproduces_in_another_process():
+    """The printed seed must reproduce the configuration and its data whatever the hash seed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    outs = {subprocess.run([sys.executable, "-c", SCRIPT], cwd=repo, capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED=str(h), PYTHONPATH=str(repo))).stdout
+            for h in (1, 2, 3)}
+    assert len(outs) == 1, outs
+
+
 def test_special_counts_hit_the_coverage_count_bins():
     for s in SEEDS:
         cfg = soak.draw_config(s)
