@@ -16,7 +16,8 @@ from hwnorm.config import (BITS_RANGE, CHUNKS_RANGE, FRAC_RANGE, K_RANGE, KINDS,
                            ROUNDING_MODES, STAT_FRAC_RANGE, FixedFormat, NormConfig)
 from hwnorm.constants import chunk_sizes
 from hwnorm.fixed import round_mode
-from hwnorm.golden import train, train_out_lsb
+from hwnorm.constants import inference_params
+from hwnorm.golden import infer, infer_out_lsb, train, train_out_lsb
 from hwnorm.torch import to_hardware
 
 FAST = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -167,6 +168,28 @@ def test_golden_within_one_lsb_of_float_reference(case):
     err = np.abs(res.y - want).max(axis=1)
     keep = ~_eps_only(cfg, x)
     assert np.all(err[keep] <= 1), (cfg.describe(), x[keep][np.argmax(err[keep])], err)
+
+
+@MEDIUM
+@given(golden_case(), st.data())
+def test_golden_inference_within_one_lsb_of_float_reference(case, data):
+    """Inference with any mean in the input range and any scale the configuration accepts."""
+    cfg, x, g, b = case
+    fi = cfg.in_fmt
+    p = []
+    for _ in range(x.shape[0]):
+        mean = data.draw(st.floats(fi.min_int * fi.lsb, fi.max_int * fi.lsb))
+        scale = 2.0 ** data.draw(st.floats(-6, 10)) / ((fi.max_int - fi.min_int + 1) * fi.lsb)
+        try:
+            p.append(inference_params(cfg, mean, scale))
+        except ValueError as e:
+            assert "scale=" in str(e) and "allowed" in str(e)
+            assume(False)
+    args = [np.array([q[k] for q in p]) for k in ("mean", "scale_m", "scale_exp")]
+    res = infer(cfg, x, g, b, *args, unrounded=False)
+    ref = infer_out_lsb(cfg, x, g, b, *args)
+    want = np.clip(round_mode(ref, cfg.rounding), cfg.out_fmt.min_int, cfg.out_fmt.max_int)
+    assert np.abs(res.y - want).max() <= 1, cfg.describe()
 
 
 # -- the PyTorch path against PyTorch's own BatchNorm (kind l2) ----------------------------------
