@@ -233,7 +233,7 @@ def _bn(shape, w, b, affine):
 def _out_lsb_err(cfg, y_hw, y_ref):
     """Output codes of the hardware against PyTorch's result rounded to the output format, in LSBs."""
     lsb = cfg.out_fmt.lsb
-    want = torch.clamp(torch.round(y_ref.double() / lsb), cfg.out_fmt.min_int, cfg.out_fmt.max_int)
+    want = torch.clamp(torch.round(y_ref.detach().double() / lsb), cfg.out_fmt.min_int, cfg.out_fmt.max_int)
     got = torch.round(y_hw.detach().double() / lsb)      # codes (the straight-through sum adds float32 rounding)
     return float((got - want).abs().max())
 
