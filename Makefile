@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnorm-installed
 JOBS   ?= auto
 
-.PHONY: install sim test verilog golden numerics docs bench accuracy synth report clean distclean
+.PHONY: install sim soak test verilog golden numerics docs bench accuracy synth report clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ install: $(STAMP)
 ## cocotb regression of every datapath in Verilator; FULL=1 runs the full matrix
 sim: $(STAMP)
 	$(VENV)/bin/hwnorm sim $(if $(FULL),--full)
+
+## soak: 10M values through random configurations, Verilated model vs golden model bit for bit, plus the
+## cocotb testbench with random stalls and resets on some of them (SEED=, CONFIGS= to vary; < 10 min)
+SOAK_VALUES ?= 10000000
+soak: $(STAMP)
+	$(VENV)/bin/hwnorm sim --soak $(SOAK_VALUES) --seed $(or $(SEED),1) $(if $(CONFIGS),--soak-configs $(CONFIGS))
 
 ## the whole test suite (unit, golden, rtl staleness, simulation), in parallel
 test: $(STAMP)

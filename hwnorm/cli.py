@@ -17,6 +17,23 @@ def _fmt(text: str) -> FixedFormat:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]; the error names the value and the allowed range
+    (argparse prefixes the option)."""
+    allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer: allowed an integer {allowed}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is out of range: allowed {allowed}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
 def _add_config_args(p: argparse.ArgumentParser):
     d = NormConfig()
     g = p.add_argument_group("configuration (defaults: the range_s8 configuration)")
@@ -212,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("numerics", help="error of the bit-exact model against the float reference")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--trials", type=int_in(1), default=4)
     p.add_argument("--write", action="store_true", help="also rewrite the table in docs/numerics.md")
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
     _add_config_args(p)
@@ -222,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", default=["l2", "range", "l1", "linf", "topk"])
     p.add_argument("--backends", nargs="+", default=["float", "golden", "rtl"])
     p.add_argument("--fmts", nargs="+", default=["s8", "s16"])
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int_in(1), default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -232,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="range")
     p.add_argument("--fmt", default="s8", choices=["s8", "s16"])
     p.add_argument("--lanes", type=int, default=1)
-    p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--count", type=int, default=4096, help="values per channel")
+    p.add_argument("--channels", type=int_in(1), default=8)
+    p.add_argument("--count", type=int_in(1, 1 << 20), default=4096, help="values per channel")
     p.add_argument("--no-cocotb", action="store_true", help="skip the cocotb path (no source checkout needed)")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -242,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="Yosys/nextpnr synthesis (ECP5 main target, iCE40, generic gates) of every kind x "
                                      "width 8/16 x lanes 1/4 (cached)")
     p.add_argument("--only", nargs="+", help="only these configurations (e.g. range_s8_p1)")
-    p.add_argument("--jobs", type=int, default=2, help="configurations (and so place-and-route runs) at once")
+    p.add_argument("--jobs", type=int_in(1), default=2, help="configurations (and so place-and-route runs) at once")
     p.add_argument("--no-pnr", action="store_true", help="skip place-and-route (no Fmax)")
     p.add_argument("--ice40-pnr", action="store_true",
                    help="also place and route on an iCE40 HX8K where the design fits (slow; cached apart)")
@@ -250,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=int_in(1), default=2)
     p.add_argument("--ice40-pnr", action="store_true", help="as for hwnorm synth")
     p.add_argument("--reuse", action="store_true", help="reuse docs/bench.json and docs/accuracy.json if present")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -275,6 +292,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except ValueError as e:
         print(f"hwnorm {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:              # e.g. -o into a directory that cannot be written
+        where = f" {e.filename}" if e.filename else ""
+        print(f"hwnorm {args.cmd}: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return 2
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -32,9 +33,16 @@ GUARD_BITS = 4               # fraction bits of the accumulator below the output
 
 def _check_range(name: str, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise ValueError(f"{name}={value!r} is not an integer: allowed an integer in [{lo}, {hi}]")
     if not lo <= value <= hi:
         raise ValueError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+
+
+def _as_int(value):
+    """NumPy (or any other Integral) integers as Python ints; anything else unchanged (validated later)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+        return int(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,13 +54,15 @@ class FixedFormat:
     signed: bool = True
 
     def __post_init__(self):
+        object.__setattr__(self, "bits", _as_int(self.bits))
+        object.__setattr__(self, "frac", _as_int(self.frac))
         self.validate("format")
 
     def validate(self, name: str):
         _check_range(f"{name}.bits", self.bits, *BITS_RANGE)
         _check_range(f"{name}.frac", self.frac, *FRAC_RANGE)
         if not isinstance(self.signed, bool):
-            raise ValueError(f"{name}.signed must be True or False, got {self.signed!r}")
+            raise ValueError(f"{name}.signed={self.signed!r} is not a bool: allowed True or False")
 
     @property
     def min_int(self) -> int:
@@ -72,16 +82,19 @@ class FixedFormat:
     @classmethod
     def parse(cls, text: str) -> "FixedFormat":
         """Parse 's8.4' / 'u16.8' (sign, total bits, fraction bits)."""
+        form = "s<bits>.<frac> or u<bits>.<frac>: allowed e.g. 's8.4', 'u16.8'"
+        if not isinstance(text, str):
+            raise ValueError(f"format {text!r} is not a string of the form {form}")
         t = text.strip().lower()
         if not t or t[0] not in "su" or "." not in t:
-            raise ValueError(f"format {text!r} is not of the form s<bits>.<frac> or u<bits>.<frac>")
+            raise ValueError(f"format {text!r} is not of the form {form}")
         bits, frac = t[1:].split(".", 1)
         try:
             return cls(int(bits), int(frac), t[0] == "s")
         except ValueError as e:
-            if "out of range" in str(e) or "must be" in str(e):
+            if "allowed" in str(e):
                 raise
-            raise ValueError(f"format {text!r} is not of the form s<bits>.<frac> or u<bits>.<frac>") from e
+            raise ValueError(f"format {text!r} is not of the form {form}") from e
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,16 @@ class NormConfig:
     inference_only: bool = False
 
     def __post_init__(self):
-        if self.kind not in KINDS:
+        for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
+            object.__setattr__(self, name, _as_int(getattr(self, name)))
+        for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
+            fmt = getattr(self, name)
+            if isinstance(fmt, str):                 # "s8.4" / "u16.8"
+                try:
+                    object.__setattr__(self, name, FixedFormat.parse(fmt))
+                except ValueError as e:
+                    raise ValueError(f"{name}={fmt!r} is not a valid format: {e}") from None
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported: allowed {', '.join(KINDS)}")
         defaults = {"chunks": 10 if self.kind == "range" else 1,
                     "k": {"topk": 10, "linf": 1}.get(self.kind, 1),
@@ -128,15 +150,16 @@ class NormConfig:
         for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
             fmt = getattr(self, name)
             if not isinstance(fmt, FixedFormat):
-                raise ValueError(f"{name} must be a FixedFormat, got {fmt!r}")
+                raise ValueError(f"{name}={fmt!r} is not a format: allowed a FixedFormat or a string such as "
+                                 f"'s8.4' (signed) / 'u8.4' (unsigned)")
             fmt.validate(name)
         _check_range("max_count", self.max_count, *MAX_COUNT_RANGE)
         _check_range("chunks", self.chunks, *CHUNKS_RANGE)
         _check_range("k", self.k, *K_RANGE)
         _check_range("stat_frac_bits", self.stat_frac_bits, *STAT_FRAC_RANGE)
-        if self.lanes not in LANES or isinstance(self.lanes, bool):
+        if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes not in LANES:
             raise ValueError(f"lanes={self.lanes!r} is not supported: allowed {', '.join(map(str, LANES))}")
-        if self.rounding not in ROUNDING_MODES:
+        if not isinstance(self.rounding, str) or self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding={self.rounding!r} is not supported: allowed {', '.join(ROUNDING_MODES)}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (0.0 < self.eps < 1.0):
             raise ValueError(f"eps={self.eps!r} is out of range: allowed (0, 1)")

@@ -1,7 +1,8 @@
 """Build the generated Verilog with Verilator (cached per configuration) and run cocotb tests on it.
 
-`python -m sim.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix and
-prints one summary line: tests, cycles simulated, values checked, mismatches.
+`python -m sim.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix, prints the
+functional coverage report (sim/funcov.py; it fails if an applicable bin is never hit) and one summary
+line: tests, cycles simulated, values checked, mismatches. `--soak N` runs the soak instead (sim/soak.py).
 """
 from __future__ import annotations
 
@@ -90,11 +91,13 @@ class RunResult:
     mismatches: int = 0
     wall: float = 0.0
     records: list = field(default_factory=list)
+    coverage: dict = field(default_factory=dict)     # {config: {point: {bin: hits}}}
 
     def add(self, other: "RunResult"):
         for k in ("tests", "failed", "cycles", "values", "stats", "mismatches"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.records += other.records
+        self.coverage.update(other.coverage)
 
     def summary(self) -> str:
         return (f"hwnorm sim: {self.tests} tests, {self.failed} failed, {self.cycles} cycles simulated, "
@@ -114,7 +117,8 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     runs.mkdir(parents=True, exist_ok=True)
     test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
     results_json = test_dir / "hwnorm_results.jsonl"
-    env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json),
+    coverage_json = test_dir / "hwnorm_coverage.json"
+    env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
            "HWNORM_FULL": "1" if full else "0", **(env or {})}
     xml = _runner().test(test_module=module, hdl_toplevel=cfg.name, build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
@@ -129,12 +133,22 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
             res.values += rec["values"]
             res.stats += rec["stats"]
             res.mismatches += rec["mismatches"]
+    if coverage_json.exists():
+        res.coverage[cfg.describe()] = json.loads(coverage_json.read_text())["points"]
     res.wall = time.monotonic() - t0
     if failed == 0:
         shutil.rmtree(test_dir, ignore_errors=True)
     else:
         res.records.append({"log": str(test_dir / "sim.log")})
     return res
+
+
+def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
+    """Names of the cocotb tests of `module` (functions decorated with cocotb.test), read from its source."""
+    import ast
+    tree = ast.parse((SIM_DIR / f"{module}.py").read_text())
+    return [f.name for f in tree.body if isinstance(f, ast.AsyncFunctionDef)
+            and any("cocotb.test" in ast.unparse(d) for d in f.decorator_list)]
 
 
 def regression_configs(full: bool = False) -> dict[str, NormConfig]:
@@ -167,14 +181,34 @@ def main(argv=None) -> int:
     ap.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
     ap.add_argument("--test", help="only this cocotb test")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel simulators (at least 1)")
     ap.add_argument("--list", action="store_true", help="list the regression configurations and exit")
+    soak = ap.add_argument_group("soak (sim/soak.py): random configurations, rtl backend against the golden model")
+    soak.add_argument("--soak", type=int, metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
+    soak.add_argument("--soak-configs", type=int, default=16, metavar="K", help="random configurations (default 16)")
+    soak.add_argument("--soak-seed", type=int, metavar="S", help="only the configuration of seed S (as printed), with all N values")
+    soak.add_argument("--soak-cocotb", type=int, default=25_000, metavar="M",
+                      help="values through the cocotb testbench (random stalls and resets) per cocotb configuration")
+    soak.add_argument("--soak-cocotb-configs", type=int, default=2, metavar="J",
+                      help="how many of the configurations also run the cocotb protocol soak (default 2)")
     args = ap.parse_args(argv)
+    if args.soak is not None or args.soak_seed is not None:
+        from sim.soak import main as soak_main
+        if args.soak is None:
+            ap.error("--soak-seed needs --soak N (the values to run through that configuration)")
+        for name in ("soak", "soak_configs", "soak_cocotb", "soak_cocotb_configs", "jobs"):
+            lo = 0 if name in ("soak_cocotb", "soak_cocotb_configs") else 1
+            if getattr(args, name) < lo:
+                ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} is out of range: allowed >= {lo}")
+        return soak_main(args.soak, configs=args.soak_configs, master_seed=args.seed, only_seed=args.soak_seed,
+                         cocotb_configs=args.soak_cocotb_configs, cocotb_values=args.soak_cocotb, jobs=args.jobs)
     cfgs = regression_configs(args.full)
     if args.list:
         for k, c in cfgs.items():
             print(f"{k:28s} {c.describe()}")
         return 0
+    if args.test is not None and args.test not in cocotb_tests():
+        ap.error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]
         if unknown:
@@ -186,14 +220,21 @@ def main(argv=None) -> int:
         futures = {k: pool.submit(run, c, args.test, args.seed, args.full) for k, c in cfgs.items()}
         for k, fut in futures.items():
             r = fut.result()
+            r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name
             total.add(r)
             lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
             gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
             print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
                   f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
                   + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
+    from sim.funcov import format_report, summarize
+    print(format_report(total.coverage))
+    _, _, _, missed = summarize(total.coverage)
+    closed = not missed or args.test is not None         # one test alone cannot close coverage
+    if missed and args.test is not None:
+        print(f"(coverage not enforced: only --test {args.test} ran)")
     print(total.summary() + f" in {time.monotonic() - t0:.1f} s")
-    return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 else 1
+    return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 and closed else 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from hwnorm.constants import channel_params, inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
 
+from funcov import Coverage
+
 
 class StreamDriver:
     """Drives a valid/ready stream from a queue, idling a random fraction `gap` of the cycles."""
@@ -34,6 +36,7 @@ class StreamDriver:
         self.queue: deque = deque()
         self.current = None
         self.accepted: list[int] = []    # cycle of every handshake
+        self.presented = False           # valid was high this cycle
         self.valid.value = 0
 
     def send(self, items):
@@ -46,7 +49,8 @@ class StreamDriver:
     def drive(self):
         if self.current is None and self.queue and self.rng.random() >= self.gap:
             self.current = self.queue.popleft()
-        self.valid.value = int(self.current is not None)
+        self.presented = self.current is not None
+        self.valid.value = int(self.presented)
         if self.current is not None:
             self.payload.value = self.current & ((1 << self.width) - 1)
 
@@ -146,7 +150,8 @@ class Scoreboard:
 class NormTB:
     """Drives channels through NormDatapath (descriptor, then each pass's beats) and checks all outputs.
 
-    Also measures, from the DUT's own i.ready, the cycles between passes (`gaps`, by name).
+    Also measures, from the DUT's own i.ready, the cycles between passes (`gaps`, by name), and samples
+    functional coverage (sim/funcov.py) from the stimulus, the stream handshakes and the pass it drives.
     """
 
     def __init__(self, dut, cfg: NormConfig, rng, gap: float = 0.0, stall: float = 0.0):
@@ -164,6 +169,10 @@ class NormTB:
         self.boundaries: deque = deque()   # (beat index after which a pass ends, gap name)
         self.queued = 0                    # beats queued since the last reset
         self._watch = None
+        self.cov = Coverage(cfg)
+        self.pending: deque = deque()      # channels queued and not yet complete (their stats not seen)
+        self.channels = 0                  # channels queued since the last reset
+        self.stall_events: set = set()
 
     # -- packing ------------------------------------------------------------------------------
 
@@ -182,10 +191,17 @@ class NormTB:
                 v -= 1 << fmt.bits
             vals.append(v)
         self.scoreboard.on_beat(vals, cycle)
+        if self.pending:
+            self.pending[0]["out"] += 1
 
     def _on_stats(self, word: int, cycle: int):
         self.stats_at.append(cycle)
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
+        if self.pending:
+            ch = self.pending.popleft()
+            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"])
+            self.cov.stall(self.stall_events)
+            self.stall_events = set()
 
     def _beats(self, x):
         """x as beats of `lanes` values; the masked lanes of the last beat carry random junk."""
@@ -230,6 +246,11 @@ class NormTB:
             passes = 1
         self.chan.send([pack(cfg.channel_fields, desc)])
         beats = self._beats(x)
+        unrounded = getattr(res, "unrounded", None)
+        self.pending.append(dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
+                                 infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
+                                 unrounded=None if unrounded is None else unrounded[0]))
+        self.channels += 1
         for p in range(passes):
             self.data.send(beats)
             self.queued += len(beats)
@@ -249,15 +270,62 @@ class NormTB:
     async def start(self):
         self.dut.rst.value = 1
         Clock(self.dut.clk, 10, unit="ns").start()
-        await self.reset()
+        await self.reset(sample=False)
 
-    async def reset(self, cycles: int = 3):
-        """Hold rst for `cycles` clocks, dropping everything queued or expected (also mid-channel)."""
+    def state(self) -> str:
+        """The state the DUT is in, as far as the testbench knows it (after the last step()): idle,
+        setup, p1..pN / infer (mid-pass), gap1.. (between passes), drain, stats (see sim/funcov.py)."""
+        if not self.pending:
+            return "idle"
+        h = self.pending[0]
+        if len(self.chan.accepted) <= h["idx"]:
+            return "idle"
+        rel = len(self.data.accepted) - h["start"]
+        if rel <= 0:
+            return "setup"
+        if rel < h["passes"] * h["beats"]:
+            j, within = divmod(rel, h["beats"])
+            if within:
+                return "infer" if h["infer"] else f"p{j + 1}"
+            return f"gap{j}"
+        return "drain" if h["out"] < h["beats"] else "stats"
+
+    def _watch_stalls(self):
+        """Stall events of the channel in the DUT, by pass (sampled into coverage when it completes)."""
+        if not self.pending:
+            return
+        h = self.pending[0]
+        ev = self.stall_events
+        last = "infer" if h["infer"] else f"p{h['passes']}"
+        if len(self.chan.accepted) > h["idx"]:
+            rel = len(self.data.accepted) - h["start"]
+            if 0 < rel < h["passes"] * h["beats"] and rel % h["beats"]:
+                label = "infer" if h["infer"] else f"p{rel // h['beats'] + 1}"
+                if not self.data.presented:
+                    ev.add(f"{label}:input_gap")
+                elif label == last and not int(self.data.ready.value):
+                    ev.add(f"{label}:i_held")
+                if not self.out._ready:
+                    ev.add(f"{label}:o_ready_low")
+        if not self.out._ready and int(self.out.valid.value):
+            ev.add(f"{last}:o_backpressure")
+        if not self.stat._ready and int(self.stat.valid.value):
+            ev.add("stats_backpressure")
+
+    async def reset(self, cycles: int = 3, sample: bool = True):
+        """Hold rst for `cycles` clocks, dropping everything queued or expected (also mid-channel).
+        The state the DUT is in when rst takes effect is sampled into coverage (unless `sample` is False)."""
+        if sample:
+            self.cov.reset(self.state())
         for p in (self.chan, self.data):
             p.clear()
         self.scoreboard.clear()
         self.boundaries.clear()
         self.data.accepted.clear()
+        self.chan.accepted.clear()
+        self.pending.clear()
+        self.stall_events = set()
+        self.channels = 0
         self.queued = 0
         self._watch = None
         for k in range(cycles + 1):
@@ -276,6 +344,7 @@ class NormTB:
         for p in self.parts:
             p.sample(self.cycle)
         self._watch_gaps()
+        self._watch_stalls()
 
     def _watch_gaps(self):
         """From the last beat of a pass to the first cycle i.ready is high again."""
@@ -302,6 +371,7 @@ class NormTB:
         rec = dict(test=name, cycles=self.cycle, values=self.scoreboard.values,
                    stats=self.scoreboard.stats_checked, mismatches=self.scoreboard.mismatches,
                    latency=gaps.get("scale", [None])[0], pass_gap=gaps.get("pass", [None])[0], **extra)
+        self.cov.export()
         path = os.environ.get("HWNORM_RESULTS")
         if path:
             with open(path, "a") as f:

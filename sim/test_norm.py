@@ -188,3 +188,64 @@ async def back_to_back(dut):
     rec = tb.record("back_to_back", values_per_cycle=CFG.lanes, channel_values=n, channel_cycles=whole)
     dut._log.info("back_to_back: %d cycles, gaps %s", tb.cycle, tb.gaps)
     return rec
+
+
+def _boundary_counts():
+    """Counts at every boundary the coverage model names: 1, 2, around lanes, every masked width of the
+    last beat, chunk sizes 1..2*lanes+1 (chunk starts on every lane), fewer chunks than asked, k +- 1."""
+    p, top = CFG.lanes, CFG.max_count
+    c = {1, 2, p - 1, p, p + 1} | {p * m + r for m in (1, 2) for r in range(p)}
+    if CFG.kind == "range" and CFG.chunks > 1:
+        k = CFG.chunks
+        c |= {k - 1, k + 1, 3 * k + 1} | {k * m for m in range(1, 2 * p + 2)}
+    if CFG.kind == "topk":
+        c |= {CFG.k - 1, CFG.k, CFG.k + 1}
+    return sorted(v for v in c if 1 <= v <= top)
+
+
+@cocotb.test()
+async def boundaries(dut):
+    """Channels at every boundary count, random and two-valued data, with input gaps and back-pressure."""
+    tb, rng = await _bench(dut, 0.2, 0.2)
+    a, b = FI.min_int // 3, FI.max_int // 2
+    for i, n in enumerate(_boundary_counts()):
+        tb.channel(_x(rng, n), *_affine(rng))
+        tb.channel(rng.choice([a, b], size=n), *_affine(rng))
+        if i % 3 == 0:
+            tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng))
+    await tb.run()
+    tb.record("boundaries")
+
+
+async def _reach(tb, rng, state: str, n: int, limit: int = 200_000):
+    """Queue a channel and clock until the testbench knows the DUT is in `state` (see NormTB.state)."""
+    if state == "idle":
+        tb.channel(_x(rng, n), *_affine(rng))
+        await tb.run()
+        return
+    tb.data.gap = 1.0 if state == "setup" else 0.0       # setup: the descriptor goes in, no value follows
+    tb.stat.stall = 1.0 if state == "stats" else 0.0      # stats: the statistics word is held back
+    tb.out.stall = 0.0
+    tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng) if state == "infer" else None)
+    for _ in range(limit):
+        await tb.step()
+        if tb.state() == state:
+            break
+    else:
+        raise AssertionError(f"the testbench never saw state {state!r} in {limit} cycles")
+    tb.data.gap = tb.stat.stall = 0.0
+
+
+@cocotb.test()
+async def reset_every_state(dut):
+    """A reset in every state the testbench can put the DUT in (idle, setup, each pass, between passes,
+    draining, holding stats, inference); the channel after each reset must be exact."""
+    tb, rng = await _bench(dut)
+    n = min(CFG.max_count, 4 * CFG.lanes + 1)
+    states = tb.cov.bins.get("reset", [])
+    for state in states:
+        await _reach(tb, rng, state, n)
+        await tb.reset()
+        tb.channel(_x(rng, n), *_affine(rng))
+        await tb.run()
+    tb.record("reset_every_state", states=len(states))

@@ -3,10 +3,15 @@ import pytest
 
 from hwnorm.hdl import NormDatapath
 from hwnorm.reports.tables import channel_cycles
-from sim.runner import regression_configs, run
+from sim.funcov import summarize
+from sim.runner import cocotb_tests, regression_configs, run
 
 CONFIGS = regression_configs(full=False)
-COCOTB_TESTS = 8
+COCOTB_TESTS = 10
+
+
+def test_cocotb_tests_are_listed():
+    assert len(cocotb_tests()) == COCOTB_TESTS and "reset_every_state" in cocotb_tests()
 
 
 def test_matrix_covers_every_kind_width_and_lanes():
@@ -26,6 +31,8 @@ def test_cocotb_regression_is_bit_exact(key):
     assert r.failed == 0, f"cocotb tests failed, see {logs}"
     assert r.mismatches == 0
     assert r.values > 3000 and r.stats > 40
+    hit, total, _, missed = summarize(r.coverage)       # every applicable coverage bin of this configuration
+    assert total >= 30 and not missed, missed
     latencies = {rec["latency"] for rec in r.records if rec.get("latency") is not None}
     assert latencies == (set() if cfg.inference_only else {NormDatapath.scale_latency_for(cfg)})
     whole = [rec for rec in r.records if rec.get("channel_cycles") is not None]

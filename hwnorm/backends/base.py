@@ -7,6 +7,8 @@ bits. Saturation of the inputs (quantization) and of the outputs (datapath clamp
 """
 from __future__ import annotations
 
+import numbers
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,46 @@ class LayerResult:
     values: int = 0
 
 
+def _per_channel(name: str, v, channels: int, positive: bool = False) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}={v!r} is not numeric: allowed {channels} finite numbers, one per channel") from e
+    if a.shape[0] != channels:
+        raise ValueError(f"{name} has {a.shape[0]} entries: allowed one per channel ({channels})")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds NaN or Inf: allowed finite numbers")
+    if positive and not np.all(a > 0):
+        raise ValueError(f"{name} holds {float(a[~(a > 0)][0])!r}: allowed values > 0")
+    return a
+
+
+def check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale):
+    """Validate Backend.forward's arguments; returns (x, gamma, beta, mean, sigma) as float64 arrays."""
+    from ..config import NormConfig
+    if not isinstance(cfg, NormConfig):
+        raise ValueError(f"cfg={cfg!r} is not supported: allowed a NormConfig")
+    if not isinstance(train, (bool, np.bool_)):
+        raise ValueError(f"train={train!r} is not a bool: allowed True (batch statistics) or False (mean/sigma given)")
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"x is not numeric: allowed a (channels, n) array of finite numbers") from e
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x has shape {x.shape}: allowed (channels, n) with channels >= 1 and n >= 1")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x holds NaN or Inf: allowed finite numbers")
+    if isinstance(in_scale, bool) or not isinstance(in_scale, numbers.Real) or not (math.isfinite(in_scale) and in_scale > 0):
+        raise ValueError(f"in_scale={in_scale!r} is out of range: allowed a finite number > 0 (one input LSB in real units)")
+    c = x.shape[0]
+    gamma, beta = _per_channel("gamma", gamma, c), _per_channel("beta", beta, c)
+    if not train:
+        if mean is None or sigma is None:
+            raise ValueError("train=False needs mean= and sigma= (one per channel; sigma > 0)")
+        mean, sigma = _per_channel("mean", mean, c), _per_channel("sigma", sigma, c, positive=True)
+    return x, gamma, beta, mean, sigma
+
+
 class Backend:
     """forward(cfg, x, gamma, beta, train=..., mean=..., sigma=..., in_scale=...) -> LayerResult."""
 
@@ -44,6 +86,7 @@ class FloatBackend(Backend):
     name = "float"
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+        x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         if train:
             y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
             return LayerResult(y=y, mean=m, sigma=s, values=x.size)
@@ -62,7 +105,7 @@ class FixedPointBackend(Backend):
         raise NotImplementedError
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
-        x = np.asarray(x, dtype=np.float64)
+        x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         channels, n = x.shape
         xq, sat_in = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)
         g, sat_g = quantize(gamma, cfg.gamma_fmt)
@@ -139,6 +182,6 @@ def get_backend(name) -> Backend:
     """A backend by name (float, golden, rtl), or the Backend instance itself."""
     if isinstance(name, Backend):
         return name
-    if name not in BACKENDS:
+    if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend={name!r} is not supported: allowed {', '.join(BACKENDS)}")
     return BACKENDS[name]()

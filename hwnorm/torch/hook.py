@@ -23,9 +23,10 @@ from torch.nn import functional as F
 
 from ..backends import get_backend
 from ..config import FORMATS_8, FORMATS_16, FixedFormat, NormConfig
-from .nn import _DeviationBatchNorm, module_kind
+from .nn import _DeviationBatchNorm, check_input, module_kind
 
 FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
+FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
 
 
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
@@ -33,11 +34,17 @@ def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, roundi
     kind = module_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
+    allowed = f"{', '.join(map(repr, FORMATS))} or a dict of {', '.join(FORMAT_KEYS)}"
     if isinstance(fmt, str):
         if fmt not in FORMATS:
-            raise ValueError(f"fmt={fmt!r} is not supported: allowed {', '.join(FORMATS)} or a dict of formats")
+            raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
         fmt = FORMATS[fmt]
-    fmts = {k: FixedFormat.parse(v) if isinstance(v, str) else v for k, v in fmt.items()}
+    if not isinstance(fmt, dict):
+        raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
+    unknown = sorted(set(fmt) - set(FORMAT_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"fmt has unknown key(s) {', '.join(map(repr, unknown))}: allowed {', '.join(FORMAT_KEYS)}")
+    fmts = dict(fmt)
     return NormConfig(max_count=max_count, lanes=lanes, rounding=rounding, **fmts, **kind)
 
 
@@ -156,12 +163,24 @@ def _update_running(module, mean, sigma, n):
         module.running_var.mul_(1 - m).add_(torch.as_tensor(var, dtype=module.running_var.dtype), alpha=m)
 
 
+def _dims(module) -> tuple:
+    if isinstance(module, _DeviationBatchNorm):
+        return module.dims
+    return (4,) if isinstance(module, nn.BatchNorm2d) else (2, 3)
+
+
 def _hardware_forward(session: HardwareSession, name: str, module):
     st = session.layers[name]
     cfg = st.config
     backend = session.backend
 
     def forward(x):
+        try:
+            check_input(module, x, _dims(module))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
+        if x.numel() == 0:                # an empty batch: empty output, running statistics untouched
+            return x.clone()
         if not torch.isfinite(x).all():
             raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
@@ -209,13 +228,19 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     per channel of a training batch (N*H*W). Returns a HardwareSession; use it as a context manager
     to restore the model afterwards.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     session = HardwareSession(model=model, backend=get_backend(backend))
     for name, module in model.named_modules():
         if module_kind(module) is None:
             continue
         if "forward" in module.__dict__:
             raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
-        session.layers[name] = LayerStats(name=name, config=layer_config(module, fmt, max_count, lanes, rounding))
+        try:
+            cfg = layer_config(module, fmt, max_count, lanes, rounding)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
+        session.layers[name] = LayerStats(name=name, config=cfg)
         session._saved[name] = module
         module.forward = _hardware_forward(session, name, module)
     if not session.layers:

@@ -8,21 +8,70 @@ selected elements, as autograd does for torch.max/torch.topk.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
 from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)     # statistics and normalization computed in float32
+
+
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """`value` as an int in [lo, hi] (NumPy integers accepted), or a ValueError naming it and the range."""
+    allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}={value!r} is not an integer: allowed an integer {allowed}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}={value} is out of range: allowed {allowed}")
+    return value
+
+
+def check_real(name: str, value, lo: float, hi: float, lo_open: bool, hi_open: bool) -> float:
+    allowed = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}={value!r} is not a number: allowed {allowed}")
+    v = float(value)
+    if not (v > lo if lo_open else v >= lo) or not (v < hi if hi_open else v <= hi):
+        raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
+    return v
+
+
+def check_input(module, x, dims) -> None:
+    """The input of a normalization layer: a floating-point tensor of an accepted rank with
+    num_features channels in dimension 1 (any memory format, e.g. channels_last)."""
+    name = type(module).__name__
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: input dtype {x.dtype} is not supported: allowed floating-point tensors "
+                         f"(float16, bfloat16, float32, float64)")
+    if x.dim() not in dims:
+        raise ValueError(f"{name} expects a {' or '.join(f'{d}-D' for d in dims)} input (N, C, ...), "
+                         f"got a {x.dim()}-D input of shape {tuple(x.shape)}")
+    if x.shape[1] != module.num_features:
+        raise ValueError(f"{name}({module.num_features}) expects {module.num_features} channels in dimension 1, "
+                         f"got {x.shape[1]} channels (input shape {tuple(x.shape)})")
+
+
 class _DeviationBatchNorm(nn.Module):
     kind = None
     dims = None          # accepted input ranks
 
-    def __init__(self, num_features: int, eps: float | None = None, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float | None = None, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features={num_features!r} is out of range: allowed >= 1")
+        num_features = check_int("num_features", num_features, 1)
+        if eps is not None:
+            eps = check_real("eps", eps, 0.0, 1.0, True, True)
+        if momentum is not None:
+            momentum = check_real("momentum", momentum, 0.0, 1.0, False, False)
+        for name, v in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name}={v!r} is not a bool: allowed True or False")
         self.num_features = num_features
         self.eps = eps if eps is not None else (1e-7 if self.kind == "range" else 1e-5)
         self.momentum = momentum
@@ -45,11 +94,9 @@ class _DeviationBatchNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
 
     def _flat(self, x):
-        if x.dim() not in self.dims:
-            raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}-D' for d in self.dims)} input, "
-                             f"got shape {tuple(x.shape)}")
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} channels")
+        check_input(self, x, self.dims)
+        if x.dtype in LOW_PRECISION:
+            x = x.float()
         return x.transpose(0, 1).reshape(self.num_features, -1)
 
     def deviation(self, xc, mean):
@@ -64,10 +111,11 @@ class _DeviationBatchNorm(nn.Module):
 
     def normalize(self, x, mean, sigma):
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        y = (x - mean.view(shape)) / sigma.view(shape)
+        xf = x.float() if x.dtype in LOW_PRECISION else x
+        y = (xf - mean.view(shape)) / sigma.view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(x.dtype) if x.dtype in LOW_PRECISION else y
 
     def uses_batch_stats(self) -> bool:
         return self.training or not self.track_running_stats
@@ -83,6 +131,9 @@ class _DeviationBatchNorm(nn.Module):
             self.running_sigma.mul_(1 - m).add_(sigma.detach().to(self.running_sigma.dtype), alpha=m)
 
     def forward(self, x):
+        check_input(self, x, self.dims)
+        if x.numel() == 0:                  # an empty batch: empty output, running statistics untouched (as nn.BatchNorm)
+            return x.clone()
         if self.uses_batch_stats():
             mean, sigma = self.batch_stats(x)
             self.update_running(mean, sigma)
@@ -95,9 +146,7 @@ class _RangeMixin:
     kind = "range"
 
     def __init__(self, num_features, chunks: int = 10, **kw):
-        if not isinstance(chunks, int) or not 1 <= chunks <= 64:
-            raise ValueError(f"chunks={chunks!r} is out of range: allowed [1, 64]")
-        self.chunks = chunks
+        self.chunks = check_int("chunks", chunks, 1, 64)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):
@@ -118,9 +167,7 @@ class _TopkMixin:
     kind = "topk"
 
     def __init__(self, num_features, k: int = 10, **kw):
-        if not isinstance(k, int) or not 1 <= k <= 32:
-            raise ValueError(f"k={k!r} is out of range: allowed [1, 32]")
-        self.k = k
+        self.k = check_int("k", k, 1, 32)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):

@@ -1,0 +1,236 @@
+"""Functional coverage of the cocotb testbench (cocotb-coverage), derived only from the stimulus, the
+DUT's stream ports (valid/ready) and what the testbench knows (which pass it is driving).
+
+One `Coverage` per simulator process (one configuration). Its bins are those the configuration can
+reach (a count bin exists only if some count in 1..max_count hits it; masked beats and chunk starts
+inside a beat only with lanes > 1; top-k bins only for linf/topk). `hwnorm sim` merges the files
+every process writes (`export`) and fails if an applicable bin is never hit.
+
+Cover points (hwnorm.<name>):
+  count        1, 2, <lanes, =lanes, max_count; range with chunks > 1: n=chunks (one value per chunk),
+               equal_chunks (n = chunks*m, m >= 2), last_chunk_1 (last chunk holds one value),
+               fewer_chunks (torch.chunk yields fewer than `chunks` chunks)
+  last_beat    masked:<v>: the channel's last beat carries v < lanes valid values
+  chunk_start  lane:<j>: a chunk starts in lane j != 0 of a beat; several_in_beat: two or more in one
+  topk         k>n, k=n (topk), tie_at_k: the k-th and (k+1)-th largest |x - mu| are equal (linf: k = 1)
+  data         zero_deviation (training, all values equal), sat_high, sat_low (outputs clamped)
+  stall        per pass p1..pN / infer: input_gap (the source idles mid-pass), o_ready_low (the sink is not
+               ready while the pass runs); last pass and infer: o_backpressure (o.valid & !o.ready),
+               i_held (i.valid & !i.ready); stats_backpressure (stats.valid & !stats.ready)
+  reset        the state the testbench knows the DUT is in when rst is applied: idle, setup (descriptor
+               taken, no value yet), p1..pN / infer (mid-pass), gap1..gapN-1 (a pass done, the next not
+               started), drain (all values in, outputs pending), stats (outputs out, stats pending)
+  sequence     train>train, train>infer, infer>infer, infer>train (consecutive channels, no reset between)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from cocotb_coverage.coverage import CoverPoint, coverage_db
+
+from hwnorm.config import NormConfig
+from hwnorm.constants import chunk_sizes
+from hwnorm.fixed import round_mode
+
+PREFIX = "hwnorm"
+
+
+def pass_labels(cfg: NormConfig) -> list[str]:
+    return [f"p{j}" for j in range(1, cfg.passes + 1)]
+
+
+def count_labels(cfg: NormConfig, n: int) -> set[str]:
+    p = cfg.lanes
+    out = set()
+    if n == 1:
+        out.add("1")
+    if n == 2:
+        out.add("2")
+    if n < p:
+        out.add("<lanes")
+    if n == p:
+        out.add("=lanes")
+    if n == cfg.max_count:
+        out.add("max_count")
+    if cfg.kind == "range" and cfg.chunks > 1:
+        sizes = chunk_sizes(n, cfg.chunks)
+        if n == cfg.chunks:
+            out.add("n=chunks")
+        if n % cfg.chunks == 0 and n >= 2 * cfg.chunks:
+            out.add("equal_chunks")
+        if sizes[0] >= 2 and sizes[-1] == 1:
+            out.add("last_chunk_1")
+        if n > cfg.chunks and len(sizes) < cfg.chunks:
+            out.add("fewer_chunks")
+    return out
+
+
+def last_beat_labels(cfg: NormConfig, n: int) -> set[str]:
+    r = n % cfg.lanes
+    return {f"masked:{r}"} if r else set()
+
+
+def chunk_start_labels(cfg: NormConfig, n: int) -> set[str]:
+    if cfg.kind != "range" or cfg.chunks < 2 or cfg.lanes < 2:
+        return set()
+    starts = np.cumsum(chunk_sizes(n, cfg.chunks))[:-1]
+    out = {f"lane:{int(s) % cfg.lanes}" for s in starts if s % cfg.lanes}
+    beats = starts // cfg.lanes
+    if len(beats) != len(set(beats.tolist())):
+        out.add("several_in_beat")
+    return out
+
+
+def topk_labels(cfg: NormConfig, x: np.ndarray) -> set[str]:
+    if cfg.kind not in ("linf", "topk"):
+        return set()
+    n, k = len(x), cfg.k
+    out = set()
+    if cfg.kind == "topk" and k > n:
+        out.add("k>n")
+    if cfg.kind == "topk" and k == n:
+        out.add("k=n")
+    if n > k:
+        d = np.sort(np.abs(n * x.astype(object) - int(x.sum())))[::-1]
+        if d[k - 1] == d[k]:
+            out.add("tie_at_k")
+    return out
+
+
+def bins(cfg: NormConfig) -> dict[str, list[str]]:
+    """Every applicable bin of every cover point, for this configuration."""
+    counts = range(1, cfg.max_count + 1)
+    count_bins, beat_bins, start_bins = set(), set(), set()
+    for n in counts:
+        count_bins |= count_labels(cfg, n)
+        beat_bins |= last_beat_labels(cfg, n)
+        start_bins |= chunk_start_labels(cfg, n)
+    order = ["1", "2", "<lanes", "=lanes", "n=chunks", "equal_chunks", "last_chunk_1", "fewer_chunks", "max_count"]
+    out = {"count": [b for b in order if b in count_bins],
+           "last_beat": [f"masked:{r}" for r in range(1, cfg.lanes) if f"masked:{r}" in beat_bins],
+           "chunk_start": [b for b in [f"lane:{j}" for j in range(1, cfg.lanes)] + ["several_in_beat"] if b in start_bins]}
+    topk = []
+    if cfg.kind == "topk":
+        topk += [b for b, ok in (("k>n", cfg.k > 1), ("k=n", cfg.max_count >= cfg.k)) if ok]
+    if cfg.kind in ("linf", "topk") and cfg.max_count > cfg.k:
+        topk.append("tie_at_k")
+    out["topk"] = topk
+    out["data"] = ["zero_deviation", "sat_high", "sat_low"]
+    passes = pass_labels(cfg)
+    stall = [f"{p}:{e}" for p in passes + ["infer"] for e in ("input_gap", "o_ready_low")]
+    stall += [f"{p}:{e}" for p in (passes[-1], "infer") for e in ("o_backpressure", "i_held")]
+    out["stall"] = stall + ["stats_backpressure"]
+    beats_max = -(-cfg.max_count // cfg.lanes)
+    mid = passes + ["infer"] if beats_max >= 2 else []
+    out["reset"] = ["idle", "setup"] + mid + [f"gap{j}" for j in range(1, cfg.passes)] + ["drain", "stats"]
+    out["sequence"] = ["train>train", "train>infer", "infer>infer", "infer>train"]
+    return {k: v for k, v in out.items() if v}
+
+
+class Coverage:
+    """The cover points of one configuration; `channel()` samples a checked channel, `stall()` the
+    stall events of a pass, `reset()` the state at a reset."""
+
+    def __init__(self, cfg: NormConfig):
+        self.cfg = cfg
+        self.bins = bins(cfg)
+        self._sample = {name: self._point(name, b) for name, b in self.bins.items()}
+        self.previous = None
+
+    @staticmethod
+    def _point(name, bin_list):
+        full = f"{PREFIX}.{name}"
+        if full in coverage_db:             # one simulator process, one configuration: reuse
+            return coverage_db[full]._hwnorm_sample
+
+        @CoverPoint(full, xf=lambda labels: labels, rel=lambda labels, b: b in labels, bins=list(bin_list), inj=False)
+        def sample(labels):
+            return None
+        coverage_db[full]._hwnorm_sample = sample
+        return sample
+
+    def hit(self, name: str, labels):
+        labels = set(labels)
+        if name in self._sample and labels:
+            self._sample[name](labels)
+
+    def channel(self, x, infer: bool, y, sat: int, unrounded=None):
+        """A channel whose outputs and statistics the scoreboard checked."""
+        cfg, n = self.cfg, len(x)
+        self.hit("count", count_labels(cfg, n))
+        self.hit("last_beat", last_beat_labels(cfg, n))
+        self.hit("chunk_start", chunk_start_labels(cfg, n))
+        if not infer:
+            self.hit("topk", topk_labels(cfg, np.asarray(x)))
+        data = set()
+        if not infer and np.all(x == x[0]):
+            data.add("zero_deviation")
+        if sat:
+            lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+            if unrounded is not None:
+                q = round_mode(unrounded, cfg.rounding)
+                data |= {"sat_high"} if np.any(q > hi) else set()
+                data |= {"sat_low"} if np.any(q < lo) else set()
+            else:
+                data |= {"sat_high"} if np.any(np.asarray(y) == hi) else set()
+                data |= {"sat_low"} if np.any(np.asarray(y) == lo) else set()
+        self.hit("data", data)
+        mode = "infer" if infer else "train"
+        if self.previous is not None:
+            self.hit("sequence", {f"{self.previous}>{mode}"})
+        self.previous = mode
+
+    def stall(self, events):
+        self.hit("stall", events)
+
+    def reset(self, state: str):
+        self.hit("reset", {state})
+        self.previous = None
+
+    def snapshot(self) -> dict:
+        return {name: {str(b): int(h) for b, h in coverage_db[f"{PREFIX}.{name}"].detailed_coverage.items()}
+                for name in self.bins}
+
+    def export(self, path: str | None = None):
+        """Write {point: {bin: hits}} (cumulative over this process's tests) to `path` / HWNORM_COVERAGE."""
+        path = path or os.environ.get("HWNORM_COVERAGE")
+        if path:
+            with open(path, "w") as f:
+                json.dump({"config": self.cfg.to_json(), "points": self.snapshot()}, f)
+
+
+def summarize(per_config: dict[str, dict]) -> tuple[int, int, dict, list]:
+    """(bins hit, bins total, {point: [hit, total]}, [(config, point, bin) never hit]) over configurations;
+    per_config maps a configuration name to its exported points."""
+    hit = total = 0
+    points: dict[str, list[int]] = {}
+    missed = []
+    for cfg_name, pts in per_config.items():
+        for point, bins_ in pts.items():
+            acc = points.setdefault(point, [0, 0])
+            for b, h in bins_.items():
+                total += 1
+                acc[1] += 1
+                if h > 0:
+                    hit += 1
+                    acc[0] += 1
+                else:
+                    missed.append((cfg_name, point, b))
+    return hit, total, points, missed
+
+
+def format_report(per_config: dict[str, dict]) -> str:
+    hit, total, points, missed = summarize(per_config)
+    lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
+    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence"):
+        if point in points:
+            h, t = points[point]
+            lines.append(f"  {point:12s} {h:5d} / {t:5d}")
+    for cfg_name, point, b in missed[:40]:
+        lines.append(f"  never hit: {cfg_name}: {point} {b}")
+    if len(missed) > 40:
+        lines.append(f"  ... and {len(missed) - 40} more bins never hit")
+    lines.append(f"hwnorm sim coverage: {hit}/{total} bins hit, {len(missed)} never hit")
+    return "\n".join(lines)
