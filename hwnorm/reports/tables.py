@@ -36,7 +36,7 @@ def channel_cycles(cfg, n: int) -> int:
     from ..hdl import NormDatapath
     from ..hdl.normalize import STAGES
     beats = -(-n // cfg.lanes)
-    gap = NormDatapath.pass_gap_for(cfg) if cfg.passes == 3 else 0
+    gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0       # idle cycles between passes 1 and 2
     return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + STAGES + 1
 
 
