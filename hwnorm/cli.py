@@ -175,6 +175,9 @@ def cmd_report(args) -> int:
     from .reports.tables import numerics_rows, numerics_table
     from .torch.accuracy import run as accuracy_run
     t0 = time.monotonic()
+    if args.cached_only:
+        from .reports import synth as synth_mod
+        synth_mod.CACHED_ONLY = True
     rows, errors = sweep(sweep_configs(), jobs=args.jobs, ice40_pnr=args.ice40_pnr)
     print(timing_summary(rows, time.monotonic() - t0))
     for name, err in errors.items():
@@ -269,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")
     p.add_argument("--jobs", type=int_in(1), default=2)
     p.add_argument("--ice40-pnr", action="store_true", help="as for hwnorm synth")
+    p.add_argument("--cached-only", action="store_true",
+                   help="report only the configurations `hwnorm synth` has already synthesized (the others are "
+                        "listed as not synthesized); synthesize nothing")
     p.add_argument("--reuse", action="store_true", help="reuse docs/bench.json and docs/accuracy.json if present")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_report)

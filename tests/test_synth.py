@@ -224,3 +224,17 @@ def test_synth_command_prints_rows_and_the_timing_summary(monkeypatch, capsys):
     assert "range_s8_p1" in out and "110.0" in out and "wall time" in out
     assert main(["synth", "--only", "bogus_s8_p1", "--quiet"]) == 2
 
+
+
+def test_cached_only_reports_a_missing_row_and_builds_nothing(tmp_path, monkeypatch):
+    from hwnorm.reports import synth as s
+    monkeypatch.setattr(s, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(s, "CACHED_ONLY", True)
+    built = []
+    with pytest.raises(s.NotSynthesized, match="not synthesized"):
+        s._cached("cfg", "verilog text", lambda work: built.append(work) or {"gates": 1})
+    assert built == [] and not list(tmp_path.rglob("*.json"))
+    monkeypatch.setattr(s, "CACHED_ONLY", False)
+    assert s._cached("cfg", "verilog text", lambda work: {"gates": 1}) == {"gates": 1}
+    monkeypatch.setattr(s, "CACHED_ONLY", True)
+    assert s._cached("cfg", "verilog text", lambda work: {"gates": 2})["gates"] == 1

@@ -43,6 +43,7 @@ HX8K_LUTS = 7680
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 TOP = "hwnorm_synth_top"
 STATS_TOP = "hwnorm_stats_top"
+CACHED_ONLY = False     # `hwnorm report --cached-only`: report the rows a sweep has made, synthesize nothing
 GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
 ECP5_PNR = ["--85k", "--package", "CABGA756", "--json", "ecp5.json", "--out-of-context", "--timing-allow-fail",
             "--freq", "100", "--seed", "1", "--log", "ecp5_pnr.log"]
@@ -161,14 +162,21 @@ def wrapper(verilog: str, top: str) -> str:
 
 # ---- the flows ----
 
+class NotSynthesized(SynthError):
+    """cached_only: this configuration has no cached row for its current Verilog and flow."""
+
+
 def _cached(name: str, key_text: str, build) -> dict:
     """The row cached under build/synth/<name>-<hash of key_text>.json, or build(workdir) once and
     cache it (written atomically, so only a complete row is ever cached). A row read from the cache
-    comes back with "_cached": True (not stored). A failed build keeps its working directory (logs)."""
+    comes back with "_cached": True (not stored). A failed build keeps its working directory (logs).
+    With CACHED_ONLY set, a missing row raises NotSynthesized instead of building it."""
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     cache = BUILD_ROOT / "synth" / f"{name}-{key}.json"
     if cache.exists():
         return {**json.loads(cache.read_text()), "_cached": True}
+    if CACHED_ONLY:
+        raise NotSynthesized(f"{name}: not synthesized for the current Verilog and flow (run `hwnorm synth`)")
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
     try:
