@@ -126,6 +126,12 @@ def bins(cfg: NormConfig) -> dict[str, list[str]]:
     mid = passes + ["infer"] if beats_max >= 2 else []
     out["reset"] = ["idle", "setup"] + mid + [f"gap{j}" for j in range(1, cfg.passes)] + ["drain", "stats"]
     out["sequence"] = ["train>train", "train>infer", "infer>infer", "infer>train"]
+    if cfg.inference_only:          # every channel is an inference channel: no training bins
+        out["topk"], out["data"] = [], ["sat_high", "sat_low"]
+        out["stall"] = [f"infer:{e}" for e in ("input_gap", "o_ready_low", "o_backpressure", "i_held")]
+        out["stall"] += ["stats_backpressure"]
+        out["reset"] = ["idle", "setup"] + (["infer"] if beats_max >= 2 else []) + ["drain", "stats"]
+        out["sequence"] = ["infer>infer"]
     return {k: v for k, v in out.items() if v}
 
 

@@ -32,7 +32,7 @@ def test_cocotb_regression_is_bit_exact(key):
     assert r.mismatches == 0
     assert r.values > 3000 and r.stats > 40
     hit, total, _, missed = summarize(r.coverage)       # every applicable coverage bin of this configuration
-    assert total >= 30 and not missed, missed
+    assert total >= (20 if cfg.inference_only else 30) and not missed, missed
     latencies = {rec["latency"] for rec in r.records if rec.get("latency") is not None}
     assert latencies == (set() if cfg.inference_only else {NormDatapath.scale_latency_for(cfg)})
     whole = [rec for rec in r.records if rec.get("channel_cycles") is not None]
