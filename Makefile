@@ -34,9 +34,10 @@ golden: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/hwnorm bench
 
-## end-to-end accuracy of every norm kind on sklearn digits, float / golden / rtl at 8 and 16 bits
+## every norm kind trained with its norms on the golden model (digits, MNIST-1D; 8 and 16 bits); FULL=1: the
+## whole sweep (4-16 bits, 3 seeds, narrow-float statistics) and docs/results.md; cached under build/accuracy/
 accuracy: $(STAMP)
-	$(VENV)/bin/hwnorm accuracy
+	$(VENV)/bin/hwnorm accuracy $(if $(FULL),--full --write)
 
 ## synthesis area and timing of every kind x width x lanes (Yosys + nextpnr from PyPI; cached)
 synth: $(STAMP)

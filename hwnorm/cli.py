@@ -107,7 +107,7 @@ def cmd_accuracy(args) -> int:
                 bits=args.bits or (A.FULL_BITS if full else A.DEFAULT_BITS),
                 seeds=args.seeds or (A.FULL_SEEDS if full else (0,)),
                 stats=args.stats if args.stats is not None else (A.FULL_STATS if full else ()),
-                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet)
+                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only)
     res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
     if args.write:
         from .reports import DOCS, replace_block
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "bfloat16 float8_e4m3fn float8_e5m2 (default none; --full all)")
     p.add_argument("--full", action="store_true", help="the whole sweep: bits 4 5 6 8 16, seeds 0 1 2, every stats type")
     p.add_argument("--epochs", type=int, help="override every dataset's epochs")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: summarize the runs of this sweep already in build/accuracy/")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (processes)")
     p.add_argument("--write", action="store_true",
                    help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md")

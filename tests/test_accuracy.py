@@ -130,6 +130,8 @@ def test_interrupted_sweep_resumes_from_the_cache(tmp_path):
     assert len(files) == 2 and not list(tmp_path.rglob("*.tmp"))
     hw = [f for f in files if "-golden-5-" in f.name][0]
     hw.unlink()                                                          # as if interrupted before this run
+    r0 = A.run(**kw, cached_only=True)
+    assert (r0["trained"], r0["cached"], r0["missing"]) == (0, 1, 1) and len(r0["runs"]) == 1
     r2 = A.run(**kw)
     assert (r2["trained"], r2["cached"]) == (1, 1)
     drop = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s") and k != "cached"} for r in rs]  # noqa: E731
@@ -155,6 +157,7 @@ def test_report_section_and_plot(tmp_path):
     assert "| digits | Range | 91.00 ± 1.41 | 70.00 ± 14.14 |" in text and "| digits | Range | 4 bits |" in text
     assert "3.00%" in text                                              # saturated: 6 of 200 values
     w = res["widths"]
-    assert w["l2"]["8"]["widest_statistic"] > w["range"]["8"]["widest_statistic"]
+    assert w["l2"]["8"]["widest_accumulator"] > w["range"]["8"]["widest_accumulator"]
+    assert w["l2"]["8"]["sqrt_input_bits"] > w["l2"]["8"]["widest_accumulator"] and w["range"]["8"]["sqrt_input_bits"] is None
     p = A.accuracy_vs_bits_plot(res, tmp_path / "acc.png")
     assert p.exists() and p.stat().st_size > 1000

@@ -120,7 +120,10 @@ def accuracy_section(acc: dict | None) -> str:
            "scaled to the input codes by its own largest |x|), evaluated on the inference datapath. Formats: "
            "input s<b>.<b-4>, output s<b>.<b-3>, gamma s8.6, beta s8.5 up to 8 bits; s16.8 / s16.12 / s16.12 / "
            "s16.12 at 16. Cells: test accuracy in %, mean ± sample std over seeds (min..max shaded in the plot). "
-           f"Wall time {acc['wall_s']:.0f} s ({acc['trained']} runs trained, {acc['cached']} from the cache).", "",
+           f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
+           + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
+           + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"
+              if "compute_s" in acc else "") + ".", "",
            "![accuracy against bits](img/accuracy_vs_bits.png)", ""]
     exact = [r for r in summ if r["stats"] == "-"]
     cols = [("float", "-")] + sorted({(r["backend"], r["bits"]) for r in exact if r["backend"] != "float"},
@@ -190,13 +193,15 @@ def accuracy_section(acc: dict | None) -> str:
     widths = acc.get("widths") or {}
     if widths:
         bits = list(next(iter(widths.values())))
-        out += ["", "Widths the exact integer statistics need (NormConfig, max_count 4096): the widest statistics "
-                "register (L2: n*sum(x^2) - S^2; Range: sum of ranges; L1: sum |n x - S|; L-inf/top-k: |n x - S| "
-                "and the top-k sum) / the denominator Den.", "",
+        out += ["", "Widths the exact integer statistics need (NormConfig, max_count 4096), in bits: the widest "
+                "accumulator (L2: V = n*sum(x^2) - S^2; Range: S = sum(x), the sum of ranges is narrower; L1: sum "
+                "|n x - S|; L-inf: S and |n x - S|; top-k: the sum of the k largest |n x - S|) / L2's square-root "
+                "input W = V * 2^(2 CF) + eps_n / the denominator Den.", "",
                 "| kind | " + " | ".join(f"{b}b" for b in bits) + " |", "|---|" + "---|" * len(bits)]
         for k, per in widths.items():
             out.append(f"| {KIND_LABEL.get(k, k)} | " + " | ".join(
-                f"{per[b]['widest_statistic']} / {per[b]['den_bits']}" for b in bits) + " |")
+                f"{per[b]['widest_accumulator']} / {per[b]['sqrt_input_bits'] or '-'} / {per[b]['den_bits']}"
+                for b in bits) + " |")
     return "\n".join(out)
 
 

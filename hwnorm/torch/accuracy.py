@@ -367,15 +367,20 @@ def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits
             raise ValueError(f"dataset {d}: {per_channel_count(d)} values per channel exceed max_count={MAX_COUNT}")
     if hw:
         check_formats(kinds, bits, datasets)
-    jobs = []
-    for d in datasets:
-        for k in kinds:
-            for s in seeds:
-                if baseline or "float" in backends:
-                    jobs.append(Job(d, k, "float", None, None, s))
-                jobs += [Job(d, k, b, w, None, s) for b in hw for w in bits]
-                jobs += [Job(d, k, "float", None, t, s) for t in stats]
-    return jobs
+    # the first seed whole, then the other seeds' hardware runs, then their narrow-float runs: an
+    # interrupted sweep has every row for one seed and the spread of the hardware rows first
+    first, hw_rest, stats_rest = [], [], []
+    for i, s in enumerate(seeds):
+        for d in datasets:
+            rows = [Job(d, k, "float", None, None, s) for k in kinds] if baseline or "float" in backends else []
+            rows += [Job(d, k, b, w, None, s) for b in hw for w in bits for k in kinds]
+            narrow = [Job(d, k, "float", None, t, s) for t in stats for k in kinds]
+            if i == 0:
+                first += rows + narrow
+            else:
+                hw_rest += rows
+                stats_rest += narrow
+    return first + hw_rest + stats_rest
 
 
 def check_formats(kinds, bits, datasets=("digits",)):
@@ -408,19 +413,20 @@ def check_formats(kinds, bits, datasets=("digits",)):
 
 
 def widths_table(kinds=KINDS, bits=FULL_BITS) -> dict:
-    """The statistics registers each kind needs per width (NormConfig's derived widths at max_count=4096)."""
+    """The registers each kind's exact integer statistics need per width (NormConfig's derived widths at
+    max_count=4096): every accumulator, the widest of them, the square-root input (L2 only) and Den."""
     from ..config import NormConfig
-    names = ("sum_bits", "sq_sum_bits", "var_bits", "w_bits", "range_sum_bits", "dev_bits", "dev_sum_bits",
-             "den_bits", "acc_bits")
-    kind_regs = {"l2": ("sq_sum_bits", "var_bits", "w_bits"), "range": ("range_sum_bits",), "l1": ("dev_bits", "dev_sum_bits"),
-                 "linf": ("dev_bits",), "topk": ("dev_bits", "dev_sum_bits")}
+    accumulators = {"l2": ("sum_bits", "sq_sum_bits", "var_bits"), "range": ("sum_bits", "range_sum_bits"),
+                    "l1": ("sum_bits", "dev_bits", "dev_sum_bits"), "linf": ("sum_bits", "dev_bits"),
+                    "topk": ("sum_bits", "dev_bits", "dev_sum_bits")}
     out = {}
     for k in kinds:
         for b in bits:
             cfg = NormConfig(kind=k, max_count=MAX_COUNT, **formats(b))
-            regs = {n: getattr(cfg, n) for n in names if n in ("sum_bits", "den_bits", "acc_bits") + kind_regs[k]
-                    and hasattr(cfg, n)}
-            regs["widest_statistic"] = max(v for n, v in regs.items() if n not in ("den_bits", "acc_bits"))
+            regs = {n: getattr(cfg, n) for n in accumulators[k] if hasattr(cfg, n)}
+            regs["widest_accumulator"] = max(regs.values())
+            regs["sqrt_input_bits"] = getattr(cfg, "w_bits", None) if k == "l2" else None
+            regs["den_bits"] = cfg.den_bits
             out.setdefault(k, {})[str(b)] = regs
     return out
 
@@ -438,8 +444,9 @@ def _worker_run(job, kw):
 
 def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,), stats=(),
         epochs: int | None = None, train_limit: int | None = None, jobs: int = 1, cache_dir: Path | str | None = None,
-        quiet: bool = False, baseline: bool = True) -> dict:
-    """Plan, run (cached; `jobs` processes) and summarize a sweep."""
+        quiet: bool = False, baseline: bool = True, cached_only: bool = False) -> dict:
+    """Plan, run (cached; `jobs` processes) and summarize a sweep. `cached_only`: train nothing, summarize
+    the runs already in the cache (e.g. of an interrupted sweep); the others are counted as missing."""
     from tqdm import tqdm
     cache_dir = Path(cache_dir) if cache_dir else BUILD_ROOT / "accuracy"
     todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline)
@@ -457,6 +464,10 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
         load_mnist1d(cache_dir)                  # generate once, before the workers start
     kw = dict(epochs=epochs, train_limit=train_limit, cache_dir=cache_dir)
     pending = [j for j in todo if not j.cache_path(cache_dir, j.recipe(train_limit, epochs)).exists()]
+    missing = len(pending) if cached_only else 0
+    if cached_only:
+        todo = [j for j in todo if j not in pending]
+        pending = []
 
     def steps(j):
         n = train_limit or (1438 if j.dataset == "digits" else int(MNIST1D_SAMPLES * 0.8))
@@ -466,7 +477,7 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
     rows = {}
     with tqdm(total=sum(steps(j) for j in pending), desc=f"accuracy: {len(pending)} runs to train, "
               f"{len(todo) - len(pending)} cached", unit="step", disable=quiet) as bar:
-        if jobs == 1 or len(pending) <= 1:
+        if jobs == 1 or len(pending) <= 1 or not todo:
             for j in todo:
                 bar.set_postfix_str(j.label)
                 rows[j] = cached_run(j, progress=bar.update, **kw)
@@ -495,8 +506,8 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
                                                 train_limit=train_limit) for d in datasets},
             "kinds": list(kinds), "backends": list(backends), "bits": [str(b) for b in bits], "seeds": list(seeds),
             "stats": list(stats), "runs": runs, "summary": summarize(runs), "widths": widths_table(kinds),
-            "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending),
-            "train_compute_s": sum(r["wall_s"] for r in runs if not r.get("cached"))}
+            "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending), "missing": missing,
+            "compute_s": sum(r["wall_s"] for r in runs)}
 
 
 def _group_key(r: dict) -> tuple:
@@ -563,8 +574,9 @@ def format_table(results: dict) -> str:
         se = "-" if r.get("sigma_rel_err") is None else f"{100 * r['sigma_rel_err']:.2f}%"
         lines.append(f"{r['dataset']:8s} {r['kind']:6s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
                      f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {ov:>8s} {se:>9s}")
+    missing = f", {results['missing']} not run yet (--cached-only)" if results.get("missing") else ""
     lines.append(f"{results['trained']} runs trained, {results['cached']} from the cache "
-                 f"(build/accuracy/); wall time {results['wall_s']:.1f} s")
+                 f"(build/accuracy/){missing}; wall time {results['wall_s']:.1f} s")
     return "\n".join(lines)
 
 
