@@ -40,9 +40,10 @@ golden: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/hwnorm bench
 
-## end-to-end accuracy of every norm kind on sklearn digits, float / golden / rtl at 8 and 16 bits
+## every norm kind trained with its norms on the golden model (digits, MNIST-1D; 8 and 16 bits); FULL=1: the
+## whole sweep (4-16 bits, 3 seeds, narrow-float statistics) and docs/results.md; cached under build/accuracy/
 accuracy: $(STAMP)
-	$(VENV)/bin/hwnorm accuracy
+	$(VENV)/bin/hwnorm accuracy $(if $(FULL),--full --write)
 
 ## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached)
 synth: $(STAMP)

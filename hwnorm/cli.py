@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -117,10 +118,23 @@ def _emit(res: dict, text: str, json_path: str | None) -> int:
 
 
 def cmd_accuracy(args) -> int:
-    from .torch.accuracy import format_table, run
-    res = run(kinds=args.kinds, backends=args.backends, fmts=args.fmts, epochs=args.epochs, seed=args.seed,
-              quiet=args.quiet)
-    return _emit(res, format_table(res), args.json)
+    from .torch import accuracy as A
+    full = args.full
+    res = A.run(datasets=args.datasets, kinds=args.kinds, backends=args.backends,
+                bits=args.bits or (A.FULL_BITS if full else A.DEFAULT_BITS),
+                seeds=args.seeds or (A.FULL_SEEDS if full else (0,)),
+                stats=args.stats if args.stats is not None else (A.FULL_STATS if full else ()),
+                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only)
+    res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
+    if args.write:
+        from .reports import DOCS, replace_block
+        from .reports.results import accuracy_section
+        _dump_json(DOCS / "accuracy.json", res)
+        A.accuracy_vs_bits_plot(res, DOCS / "img" / "accuracy_vs_bits.png")
+        replace_block(DOCS / "results.md", "accuracy", accuracy_section(res))
+        print("wrote docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md",
+              file=sys.stderr)
+    return _emit(res, A.format_table(res), args.json)
 
 
 def cmd_bench(args) -> int:
@@ -238,12 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
 
-    p = sub.add_parser("accuracy", help="train a small CNN on sklearn digits per norm kind; accuracy on float/golden/rtl")
+    p = sub.add_parser("accuracy", help="train small CNNs (digits, MNIST-1D) per norm kind with the norms on the "
+                       "hardware (golden/rtl) at given widths, or with narrow-float statistics; cached sweep")
+    p.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"], help="digits, mnist1d")
     p.add_argument("--kinds", nargs="+", default=["l2", "range", "l1", "linf", "topk"])
-    p.add_argument("--backends", nargs="+", default=["float", "golden", "rtl"])
-    p.add_argument("--fmts", nargs="+", default=["s8", "s16"])
-    p.add_argument("--epochs", type=int_in(1), default=12)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backends", nargs="+", default=["golden"],
+                   help="hardware for training and inference: golden, rtl (float: the baseline, always run)")
+    p.add_argument("--bits", nargs="+", help="datapath widths (default 8 16; --full 4 5 6 8 16) or in:out "
+                   "format pairs such as s6.2:s6.3")
+    p.add_argument("--seeds", nargs="+", type=int, help="default 0; --full 0 1 2")
+    p.add_argument("--stats", nargs="*", help="narrow float types for the statistics on the float backend: float16 "
+                   "bfloat16 float8_e4m3fn float8_e5m2 (default none; --full all)")
+    p.add_argument("--full", action="store_true", help="the whole sweep: bits 4 5 6 8 16, seeds 0 1 2, every stats type")
+    p.add_argument("--epochs", type=int_in(1), help="override every dataset's epochs")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: summarize the runs of this sweep already in build/accuracy/")
+    p.add_argument("--jobs", type=int_in(1), default=min(2, os.cpu_count() or 1), help="parallel runs (processes)")
+    p.add_argument("--write", action="store_true",
+                   help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_accuracy)
@@ -294,6 +320,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["sim"]:          # everything after 'sim' belongs to sim/runner.py
         return cmd_sim(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]
     try:
         return args.func(args)
     except ValueError as e:

@@ -190,3 +190,16 @@ def test_two_processes_share_one_build_cache(tmp_path):
     libs = list((tmp_path / "rtl").glob("*/libhwnorm.so"))
     assert len(libs) == 1
     assert not list((tmp_path / "rtl").glob("build-*"))      # no half-finished build left behind
+
+
+def test_in_range_batch_scales_each_training_batch_by_its_own_range():
+    model = small_cnn("range")
+    with pytest.raises(ValueError, match="in_range='auto' is not supported: allowed calibrated, batch"):
+        to_hardware(model, backend="golden", in_range="auto")
+    x = torch.randn(8, 1, 6, 6)
+    for in_range, clipped in (("calibrated", True), ("batch", False)):
+        with to_hardware(model, backend="golden", in_range=in_range) as hw:
+            model.train()
+            model(x)                              # the first batch sets the range
+            model(10 * x)                         # ten times larger: clipped unless rescaled
+        assert (hw.report()["1"]["saturated_in"] > 0) == clipped

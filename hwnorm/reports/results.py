@@ -217,20 +217,110 @@ def plots(rows: dict, errors: dict, img_dir: Path) -> list[Path]:
     return paths
 
 
-def _accuracy_table(acc: dict | None) -> str:
-    if not acc:
-        return "Not measured yet: run `hwnorm accuracy --json docs/accuracy.json`."
-    out = [f"sklearn digits, {acc['train_size']} train / {acc['test_size']} test images, {acc['epochs']} epochs, "
-           f"seed {acc['seed']} (`hwnorm accuracy`).", "",
-           "| kind | float | golden s8 | rtl s8 | golden s16 | rtl s16 | agreement rtl s8 | saturated rtl s8 |",
-           "|---|---|---|---|---|---|---|---|"]
-    for kind, row in acc["kinds"].items():
-        ev = {(e["backend"], e["fmt"]): e for e in row["evals"]}
-        cell = lambda b, f: f"{100 * ev[(b, f)]['accuracy']:.2f}%" if (b, f) in ev else "-"  # noqa: E731
-        agree = f"{100 * ev[('rtl', 's8')]['agreement']:.1f}%" if ("rtl", "s8") in ev else "-"
-        sat = str(ev[("rtl", "s8")]["saturated"]) if ("rtl", "s8") in ev else "-"
-        out.append(f"| {KIND_LABEL.get(kind, kind)} | {100 * row['float_accuracy']:.2f}% | {cell('golden', 's8')} | "
-                   f"{cell('rtl', 's8')} | {cell('golden', 's16')} | {cell('rtl', 's16')} | {agree} | {sat} |")
+def _acc_cell(r: dict | None) -> str:
+    from ..torch.accuracy import cell
+    return "-" if r is None else cell(r)
+
+
+def accuracy_section(acc: dict | None) -> str:
+    """The accuracy section of docs/results.md from `hwnorm accuracy` results (format 2): accuracy per
+    dataset x kind x backend x bits (mean ± std over seeds), where each kind breaks, the narrow-float
+    statistics, the statistics widths and the saturation."""
+    if not acc or acc.get("version") != 2:
+        return "Not measured yet: run `hwnorm accuracy --write` (or `hwnorm accuracy --full --write`)."
+    summ = acc["summary"]
+    seeds = acc["seeds"]
+    recipes = "; ".join(f"{d}: {r['epochs']} epochs, batch {r['batch']}, Adam lr {r['lr']}, channels {r['widths']}"
+                        for d, r in acc["datasets"].items())
+    out = [f"`{acc.get('command', 'hwnorm accuracy')}`: every model trained from scratch per kind, seeds "
+           f"{', '.join(map(str, seeds))} ({recipes}). *float*: the float modules. *golden/rtl b*: trained with every "
+           "normalization layer's forward on the hardware at b-bit input/output (batch statistics from the "
+           "datapath, running statistics from what it reports, straight-through gradient; each training batch "
+           "scaled to the input codes by its own largest |x|), evaluated on the inference datapath. Formats: "
+           "input s<b>.<b-4>, output s<b>.<b-3>, gamma s8.6, beta s8.5 up to 8 bits; s16.8 / s16.12 / s16.12 / "
+           "s16.12 at 16. Cells: test accuracy in %, mean ± sample std over seeds (min..max shaded in the plot). "
+           f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
+           + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
+           + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"
+              if "compute_s" in acc else "") + ".", "",
+           "![accuracy against bits](img/accuracy_vs_bits.png)", ""]
+    exact = [r for r in summ if r["stats"] == "-"]
+    cols = [("float", "-")] + sorted({(r["backend"], r["bits"]) for r in exact if r["backend"] != "float"},
+                                     key=lambda c: (c[0] != "golden", int(c[1]) if c[1].isdigit() else 99, c[1]))
+    idx = {(r["dataset"], r["kind"], r["backend"], r["bits"]): r for r in exact}
+    out += ["| dataset | kind | " + " | ".join("float" if b == "float" else f"{b} {w}b" for b, w in cols) + " |",
+            "|---|---|" + "---|" * len(cols)]
+    for d in acc["datasets"]:
+        for k in acc["kinds"]:
+            out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " +
+                       " | ".join(_acc_cell(idx.get((d, k, b, w))) for b, w in cols) + " |")
+    hw_cols = [c for c in cols if c[0] != "float" and c[1].isdigit()]
+    if hw_cols:
+        out += ["", "Where each kind breaks: the widest width whose mean accuracy is more than 2 points below the "
+                "kind's float baseline (or a diverged seed), per backend; '-' if none of the widths run does.", "",
+                "| dataset | kind | " + " | ".join(sorted({b for b, _ in hw_cols})) + " |",
+                "|---|---|" + "---|" * len({b for b, _ in hw_cols})]
+        for d in acc["datasets"]:
+            for k in acc["kinds"]:
+                base = idx.get((d, k, "float", "-"))
+                cells = []
+                for b in sorted({b for b, _ in hw_cols}):
+                    broken = [int(w) for bb, w in hw_cols if bb == b and (r := idx.get((d, k, b, w))) is not None
+                              and base is not None and base["mean"] is not None
+                              and (r["mean"] is None or r["diverged"] or r["mean"] < base["mean"] - 0.02)]
+                    cells.append(f"{max(broken)} bits" if broken else "-")
+                out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+        out += ["", "Saturation during hardware-in-the-loop training (golden): inputs clipped plus outputs clamped, "
+                "in % of the values through the normalization layers.", "",
+                "| dataset | kind | " + " | ".join(f"{w}b" for b, w in hw_cols if b == "golden") + " |",
+                "|---|---|" + "---|" * len([1 for b, _ in hw_cols if b == "golden"])]
+        for d in acc["datasets"]:
+            for k in acc["kinds"]:
+                cells = []
+                for b, w in hw_cols:
+                    if b != "golden":
+                        continue
+                    r = idx.get((d, k, b, w))
+                    f = None if r is None else r.get("train_saturated_frac")
+                    cells.append("-" if f is None else f"{100 * f:.2f}%")
+                out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+    lowp = [r for r in summ if r["stats"] != "-"]
+    if lowp:
+        types = list(dict.fromkeys(r["stats"] for r in lowp))
+        lidx = {(r["dataset"], r["kind"], r["stats"]): r for r in lowp}
+        out += ["", "Low-precision statistics (float backend): the batch statistics of every normalization layer "
+                "accumulated in a narrow float type (inputs rounded to it; 16 partial sums of n/16 values each, "
+                "then a pairwise tree; every operation rounded; L2 one-pass mean and mean of squares) while "
+                "training, the normalization applied in float; inference with the running statistics in float. "
+                "Cell: accuracy; overflow = channel-batches where a sum reached inf/NaN or the type's largest "
+                "value; err = mean |sigma / sigma_float64 - 1| over finite sigmas.", "",
+                "| dataset | kind | float | " + " | ".join(types) + " |", "|---|---|---|" + "---|" * len(types)]
+        for d in acc["datasets"]:
+            for k in acc["kinds"]:
+                cells = []
+                for t in types:
+                    r = lidx.get((d, k, t))
+                    if r is None:
+                        cells.append("-")
+                        continue
+                    ov = r.get("overflow_frac")
+                    er = r.get("sigma_rel_err")
+                    cells.append(f"{_acc_cell(r)} (overflow {'-' if ov is None else f'{100 * ov:.0f}%'}, "
+                                 f"err {'-' if er is None else f'{100 * er:.1f}%'})")
+                out.append(f"| {d} | {KIND_LABEL.get(k, k)} | {_acc_cell(idx.get((d, k, 'float', '-')))} | "
+                           + " | ".join(cells) + " |")
+    widths = acc.get("widths") or {}
+    if widths:
+        bits = list(next(iter(widths.values())))
+        out += ["", "Widths the exact integer statistics need (NormConfig, max_count 4096), in bits: the widest "
+                "accumulator (L2: V = n*sum(x^2) - S^2; Range: S = sum(x), the sum of ranges is narrower; L1: sum "
+                "|n x - S|; L-inf: S and |n x - S|; top-k: the sum of the k largest |n x - S|) / L2's square-root "
+                "input W = V * 2^(2 CF) + eps_n / the denominator Den.", "",
+                "| kind | " + " | ".join(f"{b}b" for b in bits) + " |", "|---|" + "---|" * len(bits)]
+        for k, per in widths.items():
+            out.append(f"| {KIND_LABEL.get(k, k)} | " + " | ".join(
+                f"{per[b]['widest_accumulator']} / {per[b]['sqrt_input_bits'] or '-'} / {per[b]['den_bits']}"
+                for b in bits) + " |")
     return "\n".join(out)
 
 
@@ -290,12 +380,16 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "## Numeric error (`hwnorm numerics`)", "", numerics_md, "",
               "## Passes and latency", "", latency_table(), "",
               "## Simulation speed (`hwnorm bench`)", "", _bench_text(bench), "",
-              "## End-to-end accuracy (`hwnorm accuracy`)", "", _accuracy_table(acc), ""]
+              "## End-to-end accuracy (`hwnorm accuracy`)", "", "<!-- accuracy:begin -->",
+              accuracy_section(acc), "<!-- accuracy:end -->", ""]
     return "\n".join(parts)
 
 
 def write(rows, synth_errors, numeric, numerics_md, bench, acc, docs: Path = DOCS, before: dict | None = None) -> Path:
     plots(rows, numeric, docs / "img")
+    if acc and acc.get("version") == 2:
+        from ..torch.accuracy import accuracy_vs_bits_plot
+        accuracy_vs_bits_plot(acc, docs / "img" / "accuracy_vs_bits.png")
     path = docs / "results.md"
     path.write_text(render(rows, synth_errors, numeric, numerics_md, bench, acc, before))
     return path

@@ -1,28 +1,64 @@
-"""End-to-end accuracy: a small CNN on scikit-learn's bundled digits, trained with the float modules
-for every norm kind, then evaluated with its normalization on the float, golden and rtl backends.
+"""The accuracy experiment: does each batch-norm kind *train* as well as L2, on the hardware, at low precision?
 
-The digits data ships inside scikit-learn (load_digits): nothing is downloaded.
+Every run trains a small CNN from scratch with its normalization layers on a backend and evaluates it:
+
+- float baseline (`backend="float"`): the float modules (hwnorm.nn / nn.BatchNorm), autograd, float eval;
+- hardware in the loop (`backend="golden"` or `"rtl"`, a format of `bits`): every training forward of every
+  normalization layer runs the training datapath through `to_hardware` (batch statistics from the
+  hardware, running statistics from the mean and sigma it reports, straight-through float gradient;
+  each training batch scaled to the input format by its own largest |x|), then the test set runs through
+  the inference datapath with the running statistics (input range calibrated on 512 training samples);
+- low-precision statistics (`backend="float"`, `stats=<dtype>`): the float backend with the batch
+  statistics accumulated in a narrow floating-point type (hwnorm.torch.lowprec).
+
+Datasets, generated or shipped locally (nothing is downloaded): scikit-learn's digits (8x8 images, conv2d,
+the quick case) and MNIST-1D (the mnist1d package's make_dataset from its templates: 4000 train / 1000 test
+signals of 40 samples, conv1d). Formats per width `bits` (see `formats`): input s<b>.<b-4>, output
+s<b>.<b-3> (range [-4, 4), the s8.5 of the 8-bit datapath), gamma s8.6 and beta s8.5 up to 8 bits; at
+16 bits the project's s16 formats. Results are cached per run under build/accuracy/ (atomic JSON), so an
+interrupted sweep resumes.
 """
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
+import os
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .hook import to_hardware
-from .nn import L1BatchNorm2d, RangeBatchNorm2d, TopkBatchNorm2d
+from .hook import layer_config, to_hardware
+from .nn import module_kind
+from .nn import L1BatchNorm1d, L1BatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d
 
-NORMS = {
-    "l2": nn.BatchNorm2d,
-    "range": RangeBatchNorm2d,
-    "l1": L1BatchNorm2d,
-    "linf": lambda c: TopkBatchNorm2d(c, k=1),
-    "topk": lambda c: TopkBatchNorm2d(c, k=10),
-}
+KINDS = ("l2", "range", "l1", "linf", "topk")
+BACKENDS = ("float", "golden", "rtl")
+DATASETS = ("digits", "mnist1d")
+FULL_BITS = (4, 5, 6, 8, 16)
+DEFAULT_BITS = (8, 16)
+FULL_SEEDS = (0, 1, 2)
+FULL_STATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+RECIPE_VERSION = 1                          # bump when training or evaluation changes: invalidates the cache
+BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 
+NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
+            "linf": lambda c: TopkBatchNorm2d(c, k=1), "topk": lambda c: TopkBatchNorm2d(c, k=10)}
+NORMS_1D = {"l2": nn.BatchNorm1d, "range": RangeBatchNorm1d, "l1": L1BatchNorm1d,
+            "linf": lambda c: TopkBatchNorm1d(c, k=1), "topk": lambda c: TopkBatchNorm1d(c, k=10)}
+
+# per dataset: epochs, batch (full batches only), learning rate (Adam), model widths
+RECIPES = {"digits": dict(epochs=8, batch=64, lr=3e-3, widths=(8, 16)),
+           "mnist1d": dict(epochs=10, batch=64, lr=3e-3, widths=(16, 16, 16))}
+MNIST1D_SAMPLES = 5000                      # the package's default: 4000 train / 1000 test
+CAL_SAMPLES = 512
+MAX_COUNT = 4096
+
+
+# -- data and models -----------------------------------------------------------------------------
 
 def load_digits_split(seed: int, test_fraction: float = 0.2):
     """(x_train, y_train, x_test, y_test): 8x8 images scaled to [0, 1], a seeded stratified split."""
@@ -40,101 +76,554 @@ def load_digits_split(seed: int, test_fraction: float = 0.2):
     return x[~mask], y[~mask], x[mask], y[mask]
 
 
-def make_model(kind: str) -> nn.Module:
-    """conv -> norm -> ReLU, twice, then max-pool and a linear classifier."""
-    norm = NORMS[kind]
+def make_mnist1d(num_samples: int = MNIST1D_SAMPLES) -> dict:
+    """MNIST-1D from the package's templates (make_dataset; its download path is never used). The
+    generator seeds NumPy's and Python's global RNGs: their states are restored afterwards."""
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def load_mnist1d(cache_dir: Path | None = None):
+    """(x_train, y_train, x_test, y_test) of MNIST-1D, (N, 1, 40) float32; generated once, then cached."""
+    path = (cache_dir or BUILD_ROOT / "accuracy") / f"mnist1d_{MNIST1D_SAMPLES}.npz"
+    if path.exists():
+        d = dict(np.load(path))
+    else:
+        d = make_mnist1d()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **d)
+        os.replace(tmp, path)
+    f = lambda v: torch.tensor(v, dtype=torch.float32).unsqueeze(1)  # noqa: E731
+    return f(d["x"]), torch.tensor(d["y"], dtype=torch.long), f(d["x_test"]), torch.tensor(d["y_test"], dtype=torch.long)
+
+
+def load_dataset(name: str, seed: int, cache_dir: Path | None = None):
+    if name == "digits":
+        return load_digits_split(seed)
+    if name == "mnist1d":
+        return load_mnist1d(cache_dir)
+    raise ValueError(f"dataset={name!r} is not supported: allowed {', '.join(DATASETS)}")
+
+
+def make_model(kind: str, dataset: str = "digits") -> nn.Module:
+    """digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear. mnist1d: (conv1d -> norm -> ReLU -> max-pool)
+    x 2, conv1d -> norm -> ReLU, linear."""
+    w = RECIPES[dataset]["widths"]
+    if dataset == "digits":
+        norm = NORMS_2D[kind]
+        return nn.Sequential(
+            nn.Conv2d(1, w[0], 3, padding=1), norm(w[0]), nn.ReLU(),
+            nn.Conv2d(w[0], w[1], 3, padding=1), norm(w[1]), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(w[1] * 4 * 4, 10))
+    norm = NORMS_1D[kind]
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), norm(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), norm(32), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+        nn.Conv1d(1, w[0], 5, padding=2), norm(w[0]), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(w[0], w[1], 3, padding=1), norm(w[1]), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(w[1], w[2], 3, padding=1), norm(w[2]), nn.ReLU(), nn.Flatten(), nn.Linear(w[2] * 10, 10))
 
 
-def train_model(kind, x, y, epochs: int, seed: int, batch: int = 64, progress=None) -> nn.Module:
-    torch.manual_seed(seed)
-    model = make_model(kind)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+def per_channel_count(dataset: str) -> int:
+    """Values per channel of a training batch at the first (widest) normalization layer: N * H * W."""
+    return RECIPES[dataset]["batch"] * (64 if dataset == "digits" else 40)
+
+
+# -- formats ---------------------------------------------------------------------------------------
+
+def formats(bits) -> dict:
+    """The formats of a `bits`-wide datapath (a dict for to_hardware's fmt), or those of an explicit
+    "s<b>.<f>:s<b>.<f>" (input:output) spec. The input's fraction bits only place eps (the hook scales
+    each layer to the whole input code range); the output keeps [-4, 4) up to 8 bits."""
+    from ..config import FORMATS_16, FixedFormat
+    if isinstance(bits, str) and ":" in bits:
+        i, o = (FixedFormat.parse(t) for t in bits.split(":", 1))
+        wide = max(i.bits, o.bits) > 8
+        return dict(in_fmt=i, out_fmt=o, gamma_fmt=FORMATS_16["gamma_fmt"] if wide else FixedFormat(8, 6),
+                    beta_fmt=FORMATS_16["beta_fmt"] if wide else FixedFormat(8, 5))
+    b = int(bits)
+    if b > 8:
+        return dict(in_fmt=FixedFormat(b, b // 2), out_fmt=FixedFormat(b, b - 4), gamma_fmt=FORMATS_16["gamma_fmt"],
+                    beta_fmt=FORMATS_16["beta_fmt"])
+    return dict(in_fmt=FixedFormat(b, max(b - 4, 0)), out_fmt=FixedFormat(b, b - 3), gamma_fmt=FixedFormat(8, 6),
+                beta_fmt=FixedFormat(8, 5))
+
+
+def fmt_label(bits) -> str:
+    f = formats(bits)
+    return f"{f['in_fmt']}:{f['out_fmt']}"
+
+
+def parse_bits(spec) -> int | str:
+    """An int width (2..32) or an "in:out" format pair; anything else names what is allowed."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        b = spec
+    else:
+        text = str(spec).strip()
+        if ":" in text:
+            try:
+                formats(text)
+            except ValueError as e:
+                raise ValueError(f"bits={spec!r}: {e}") from e
+            return text
+        try:
+            b = int(text)
+        except ValueError:
+            raise ValueError(f"bits={spec!r} is not supported: allowed an integer width (e.g. 4, 5, 6, 8, 16) "
+                             f"or an input:output format pair such as s6.2:s6.3") from None
+    if not 2 <= b <= 32:
+        raise ValueError(f"bits={b} is out of range: allowed [2, 32]")
+    return b
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str
+    kind: str
+    backend: str = "float"            # float (baseline or low-precision statistics), golden, rtl
+    bits: int | str | None = None     # hardware width (golden / rtl)
+    stats: str | None = None          # narrow type of the statistics (float backend)
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        what = f"{self.backend} {self.bits}b" if self.bits is not None else (f"float/{self.stats}" if self.stats else "float")
+        return f"{self.dataset} {self.kind} {what} seed {self.seed}"
+
+    def recipe(self, train_limit: int | None = None, epochs: int | None = None) -> dict:
+        r = dict(RECIPES[self.dataset], version=RECIPE_VERSION, cal=CAL_SAMPLES, train_limit=train_limit)
+        if epochs is not None:
+            r["epochs"] = epochs
+        if self.bits is not None:
+            r["fmt"] = {k: str(v) for k, v in formats(self.bits).items()}
+        return r
+
+    def cache_path(self, cache_dir: Path, recipe: dict) -> Path:
+        h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+        bits = str(self.bits).replace(":", "_") if self.bits is not None else "-"
+        name = f"{self.kind}-{self.backend}-{bits}-{self.stats or 'exact'}-seed{self.seed}-{h}.json"
+        return cache_dir / self.dataset / name
+
+
+def make_backend(job: Job):
+    """The backend object a job routes its normalization layers to."""
+    if job.stats:
+        from .lowprec import LowPrecisionStatsBackend
+        return LowPrecisionStatsBackend(job.stats)
+    from ..backends import get_backend
+    return get_backend(job.backend)
+
+
+def _finite_grads(model) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def train_steps(model, x, y, *, epochs: int, batch: int, lr: float, seed: int, progress=None) -> dict:
+    """Adam on full batches; stops at the first non-finite loss or gradient (or non-finite input to a
+    normalization layer routed to hardware) and reports it as diverged."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
+    losses, step = [], 0
     for _ in range(epochs):
         perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y) - batch + 1, batch):     # full batches: n = batch * H * W per channel
+        epoch_loss = []
+        for i in range(0, len(y) - batch + 1, batch):
             idx = perm[i:i + batch]
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            try:
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            except ValueError as e:
+                if "NaN or Inf" not in str(e):
+                    raise
+                return dict(diverged=True, diverged_step=step, reason=str(e), losses=losses)
+            if not torch.isfinite(loss):
+                return dict(diverged=True, diverged_step=step, reason=f"loss {float(loss)}", losses=losses)
             loss.backward()
+            if not _finite_grads(model):
+                return dict(diverged=True, diverged_step=step, reason="non-finite gradient", losses=losses)
             opt.step()
+            epoch_loss.append(float(loss.detach()))
+            step += 1
             if progress is not None:
-                progress.update(1)
-    return model.eval()
+                progress(1)
+        losses.append(float(np.mean(epoch_loss)) if epoch_loss else float("nan"))
+    return dict(diverged=False, diverged_step=None, reason=None, losses=losses)
 
 
 @torch.no_grad()
-def predict(model, x, batch: int = 120, progress=None):
-    out = []
-    for i in range(0, len(x), batch):
-        out.append(model(x[i:i + batch]).argmax(dim=1))
-        if progress is not None:
-            progress.update(1)
-    return torch.cat(out)
+def predict(model, x, batch: int = 250):
+    return torch.cat([model(x[i:i + batch]).argmax(dim=1) for i in range(0, len(x), batch)])
 
 
-def evaluate(model, x_cal, x, y, backend: str, fmt: str, float_pred, progress=None) -> dict:
-    """Accuracy of `model` with its normalization layers on `backend` at `fmt`."""
-    m = copy.deepcopy(model).eval()
-    with to_hardware(m, backend=backend, fmt=fmt) as hw:
-        hw.prepare()                          # Verilator builds (cached) stay out of the timing
-        hw.calibrate([x_cal])
-        t0 = time.perf_counter()
-        pred = predict(m, x, progress=progress)
-        wall = time.perf_counter() - t0
-        cycles = getattr(hw.backend, "cycles", 0)
-        return dict(backend=backend, fmt=fmt, accuracy=float((pred == y).float().mean()),
-                    agreement=float((pred == float_pred).float().mean()), saturated=hw.saturated,
-                    values=hw.values, wall_s=wall, values_per_s=hw.values / wall if wall else 0.0, cycles=int(cycles))
-
-
-def run(kinds=("l2", "range", "l1", "linf", "topk"), backends=("float", "golden", "rtl"), fmts=("s8", "s16"),
-        epochs: int = 12, seed: int = 0, quiet: bool = False) -> dict:
-    """Train every kind, evaluate it on every backend and format. Deterministic for a given seed."""
-    from tqdm import tqdm
-
-    from ..backends.base import BACKENDS
-    from .hook import FORMATS
-    for name, values, allowed in (("kinds", kinds, NORMS), ("backends", backends, BACKENDS), ("fmts", fmts, FORMATS)):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ValueError(f"{name}={bad} not supported: allowed {', '.join(allowed)}")
+def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = None, cache_dir: Path | None = None,
+            progress=None) -> dict:
+    """Train and evaluate one configuration (see the module docstring); a JSON-able row."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    x_tr, y_tr, x_te, y_te = load_digits_split(seed)
-    steps = epochs * (len(y_tr) // 64)
-    t_start = time.perf_counter()
-    results = {"seed": seed, "epochs": epochs, "train_size": len(y_tr), "test_size": len(y_te), "kinds": {}}
-    for kind in kinds:
-        with tqdm(total=steps, desc=f"train {kind}", disable=quiet, leave=False) as bar:
-            model = train_model(kind, x_tr, y_tr, epochs, seed, progress=bar)
-        float_pred = predict(model, x_te)
-        row = {"float_accuracy": float((float_pred == y_te).float().mean()), "evals": []}
-        combos = [(b, f) for b in backends for f in (fmts if b != "float" else ("-",))]
-        for backend, fmt in combos:
-            with tqdm(total=-(-len(y_te) // 120), desc=f"{kind} on {backend} {fmt}", disable=quiet, leave=False) as bar:
-                row["evals"].append(evaluate(model, x_tr[:256], x_te, y_te, backend, fmt if fmt != "-" else "s8",
-                                             float_pred, progress=bar) | ({"fmt": "-"} if fmt == "-" else {}))
-        results["kinds"][kind] = row
-    results["wall_s"] = time.perf_counter() - t_start
-    return results
+    rec = job.recipe(train_limit, epochs)
+    x_tr, y_tr, x_te, y_te = load_dataset(job.dataset, job.seed, cache_dir)
+    if train_limit:
+        x_tr, y_tr = x_tr[:train_limit], y_tr[:train_limit]
+    torch.manual_seed(job.seed)
+    model = make_model(job.kind, job.dataset)
+    t0 = time.perf_counter()
+    row = dict(asdict(job), fmt=fmt_label(job.bits) if job.bits is not None else None, epochs=rec["epochs"],
+               train_size=len(y_tr), test_size=len(y_te))
+    session = None
+    if job.backend != "float" or job.stats:
+        session = to_hardware(model, backend=make_backend(job), fmt=formats(job.bits) if job.bits is not None else "s16",
+                              max_count=MAX_COUNT, in_range="batch")
+        session.prepare()
+    try:
+        tr = train_steps(model, x_tr, y_tr, epochs=rec["epochs"], batch=rec["batch"], lr=rec["lr"], seed=job.seed,
+                         progress=progress)
+        row.update(tr)
+        row["train_s"] = time.perf_counter() - t0
+        if session is not None:
+            row["train_values"] = session.values
+            row["train_saturated_in"] = sum(s.saturated_in for s in session.layers.values())
+            row["train_saturated_out"] = sum(s.saturated_out for s in session.layers.values())
+            if job.stats:
+                row["stats_emulation"] = session.backend.summary()
+        if tr["diverged"]:
+            row["accuracy"] = None
+        else:
+            model.eval()
+            if session is not None:
+                v0, si0, so0 = (session.values, sum(s.saturated_in for s in session.layers.values()),
+                                sum(s.saturated_out for s in session.layers.values()))
+                session.calibrate([x_tr[:CAL_SAMPLES]])
+            pred = predict(model, x_te)
+            row["accuracy"] = float((pred == y_te).float().mean())
+            if session is not None:
+                row["eval_values"] = session.values - v0
+                row["eval_saturated_in"] = sum(s.saturated_in for s in session.layers.values()) - si0
+                row["eval_saturated_out"] = sum(s.saturated_out for s in session.layers.values()) - so0
+    finally:
+        if session is not None:
+            session.restore()
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def _write_atomic(path: Path, data: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def cached_run(job: Job, *, epochs=None, train_limit=None, cache_dir: Path, progress=None) -> dict:
+    """run_job, or its cached row (keyed by the job and its recipe)."""
+    path = job.cache_path(cache_dir, job.recipe(train_limit, epochs))
+    if path.exists():
+        row = json.loads(path.read_text())
+        row["cached"] = True
+        return row
+    row = run_job(job, epochs=epochs, train_limit=train_limit, cache_dir=cache_dir, progress=progress)
+    _write_atomic(path, row)
+    row["cached"] = False
+    return row
+
+
+# -- the sweep -------------------------------------------------------------------------------------
+
+def _check_names(name, values, allowed):
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"{name}={bad} not supported: allowed {', '.join(map(str, allowed))}")
+
+
+def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,),
+         stats=(), baseline: bool = True) -> list[Job]:
+    """The jobs of a sweep, after checking every name and every format (each format is built as the
+    NormConfig of every norm layer, and run once through the golden model, before any training)."""
+    from .lowprec import STATS_DTYPES
+    _check_names("datasets", datasets, DATASETS)
+    _check_names("kinds", kinds, KINDS)
+    _check_names("backends", backends, BACKENDS)
+    _check_names("stats", stats, STATS_DTYPES)
+    bits = [parse_bits(b) for b in bits]
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seed={s!r} is out of range: allowed integers >= 0")
+    hw = [b for b in backends if b != "float"]
+    if hw and not bits:
+        raise ValueError(f"backends {', '.join(hw)} need at least one width in bits (e.g. 8 16)")
+    for d in datasets:
+        if per_channel_count(d) > MAX_COUNT:
+            raise ValueError(f"dataset {d}: {per_channel_count(d)} values per channel exceed max_count={MAX_COUNT}")
+    if hw:
+        check_formats(kinds, bits, datasets)
+    # the first seed whole, then the other seeds' hardware runs, then their narrow-float runs: an
+    # interrupted sweep has every row for one seed and the spread of the hardware rows first
+    first, hw_rest, stats_rest = [], [], []
+    for i, s in enumerate(seeds):
+        for d in datasets:
+            rows = [Job(d, k, "float", None, None, s) for k in kinds] if baseline or "float" in backends else []
+            rows += [Job(d, k, b, w, None, s) for b in hw for w in bits for k in kinds]
+            narrow = [Job(d, k, "float", None, t, s) for t in stats for k in kinds]
+            if i == 0:
+                first += rows + narrow
+            else:
+                hw_rest += rows
+                stats_rest += narrow
+    return first + hw_rest + stats_rest
+
+
+def check_formats(kinds, bits, datasets=("digits",)):
+    """Refuse, before training, a format the datapath cannot build: NormConfig validation of every
+    normalization layer, then one small training and inference call of the golden model."""
+    from ..backends import get_backend
+    golden = get_backend("golden")
+    rng = np.random.default_rng(0)
+    for w in bits:
+        try:
+            fmt = formats(w)
+        except ValueError as e:
+            raise ValueError(f"bits={w}: the datapath cannot be built: {e}") from e
+        for kind in kinds:
+            for d in datasets:
+                for name, module in make_model(kind, d).named_modules():
+                    try:
+                        cfg = layer_config(module, fmt, MAX_COUNT)
+                    except ValueError as e:
+                        if "not a normalization layer" in str(e):
+                            continue
+                        raise ValueError(f"bits={w} ({kind}, layer {name}): the datapath cannot be built: {e}") from e
+            x = rng.normal(size=(2, 64))
+            try:
+                r = golden.forward(cfg, x, np.ones(2), np.zeros(2), train=True, in_scale=4.0 / cfg.in_fmt.max_int)
+                golden.forward(cfg, x, np.ones(2), np.zeros(2), train=False, mean=r.mean, sigma=r.sigma,
+                               in_scale=4.0 / cfg.in_fmt.max_int)
+            except ValueError as e:
+                raise ValueError(f"bits={w} ({kind}): the datapath refuses it: {e}") from e
+
+
+def widths_table(kinds=KINDS, bits=FULL_BITS) -> dict:
+    """The registers each kind's exact integer statistics need per width (NormConfig's derived widths at
+    max_count=4096): every accumulator, the widest of them, the square-root input (L2 only) and Den."""
+    from ..config import NormConfig
+    accumulators = {"l2": ("sum_bits", "sq_sum_bits", "var_bits"), "range": ("sum_bits", "range_sum_bits"),
+                    "l1": ("sum_bits", "dev_bits", "dev_sum_bits"), "linf": ("sum_bits", "dev_bits"),
+                    "topk": ("sum_bits", "dev_bits", "dev_sum_bits")}
+    out = {}
+    for k in kinds:
+        for b in bits:
+            cfg = NormConfig(kind=k, max_count=MAX_COUNT, **formats(b))
+            regs = {n: getattr(cfg, n) for n in accumulators[k] if hasattr(cfg, n)}
+            regs["widest_accumulator"] = max(regs.values())
+            regs["sqrt_input_bits"] = getattr(cfg, "w_bits", None) if k == "l2" else None
+            regs["den_bits"] = cfg.den_bits
+            out.setdefault(k, {})[str(b)] = regs
+    return out
+
+
+def _worker_init(queue):
+    global _QUEUE
+    _QUEUE = queue
+    torch.set_num_threads(1)
+
+
+def _worker_run(job, kw):
+    q = _QUEUE
+    return cached_run(job, progress=lambda n: q.put(n), **kw)
+
+
+def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,), stats=(),
+        epochs: int | None = None, train_limit: int | None = None, jobs: int = 1, cache_dir: Path | str | None = None,
+        quiet: bool = False, baseline: bool = True, cached_only: bool = False) -> dict:
+    """Plan, run (cached; `jobs` processes) and summarize a sweep. `cached_only`: train nothing, summarize
+    the runs already in the cache (e.g. of an interrupted sweep); the others are counted as missing."""
+    from tqdm import tqdm
+    cache_dir = Path(cache_dir) if cache_dir else BUILD_ROOT / "accuracy"
+    todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} is out of range: allowed >= 1")
+    if "rtl" in backends:                        # Verilator builds (cached) before any training
+        from ..backends import get_backend
+        rtl = get_backend("rtl")
+        for w in {j.bits for j in todo if j.backend == "rtl"}:
+            for k in kinds:
+                for name, m in make_model(k, "digits").named_modules():
+                    if module_kind(m) is not None:
+                        rtl.model(layer_config(m, formats(w), MAX_COUNT))
+    if "mnist1d" in datasets:
+        load_mnist1d(cache_dir)                  # generate once, before the workers start
+    kw = dict(epochs=epochs, train_limit=train_limit, cache_dir=cache_dir)
+    pending = [j for j in todo if not j.cache_path(cache_dir, j.recipe(train_limit, epochs)).exists()]
+    missing = len(pending) if cached_only else 0
+    if cached_only:
+        todo = [j for j in todo if j not in pending]
+        pending = []
+
+    def steps(j):
+        n = train_limit or (1438 if j.dataset == "digits" else int(MNIST1D_SAMPLES * 0.8))
+        return (epochs or RECIPES[j.dataset]["epochs"]) * (n // RECIPES[j.dataset]["batch"])
+
+    t0 = time.perf_counter()
+    rows = {}
+    with tqdm(total=sum(steps(j) for j in pending), desc=f"accuracy: {len(pending)} runs to train, "
+              f"{len(todo) - len(pending)} cached", unit="step", disable=quiet) as bar:
+        if jobs == 1 or len(pending) <= 1 or not todo:
+            for j in todo:
+                bar.set_postfix_str(j.label)
+                rows[j] = cached_run(j, progress=bar.update, **kw)
+        else:
+            import multiprocessing as mp
+            import queue as queue_mod
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(q,)) as ex:
+                futs = {ex.submit(_worker_run, j, kw): j for j in todo}
+                left = set(futs)
+                while left:
+                    done, left = wait(left, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        rows[futs[f]] = f.result()
+                        bar.set_postfix_str(futs[f].label)
+                    try:
+                        while True:
+                            bar.update(q.get_nowait())
+                    except queue_mod.Empty:
+                        pass
+    wall = time.perf_counter() - t0
+    runs = [rows[j] for j in todo]
+    return {"version": 2, "datasets": {d: dict(RECIPES[d], **({"epochs": epochs} if epochs else {}),
+                                                train_limit=train_limit) for d in datasets},
+            "kinds": list(kinds), "backends": list(backends), "bits": [str(b) for b in bits], "seeds": list(seeds),
+            "stats": list(stats), "runs": runs, "summary": summarize(runs), "widths": widths_table(kinds),
+            "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending), "missing": missing,
+            "compute_s": sum(r["wall_s"] for r in runs)}
+
+
+def _group_key(r: dict) -> tuple:
+    return (r["dataset"], r["kind"], r["backend"], str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean and spread over seeds per (dataset, kind, backend, bits, stats)."""
+    groups = {}
+    for r in runs:
+        groups.setdefault(_group_key(r), []).append(r)
+    out = []
+    for (d, k, b, w, s), rs in groups.items():
+        acc = [r["accuracy"] for r in rs if not r["diverged"]]
+        vals = sum(r.get("train_values", 0) for r in rs)
+        sat = sum(r.get("train_saturated_in", 0) + r.get("train_saturated_out", 0) for r in rs)
+        row = dict(dataset=d, kind=k, backend=b, bits=w, stats=s, fmt=rs[0]["fmt"], seeds=len(rs),
+                   diverged=len(rs) - len(acc), mean=float(np.mean(acc)) if acc else None,
+                   std=float(np.std(acc, ddof=1)) if len(acc) > 1 else (0.0 if acc else None),
+                   min=min(acc) if acc else None, max=max(acc) if acc else None,
+                   train_saturated_frac=sat / vals if vals else None,
+                   train_saturated_out_frac=(sum(r.get("train_saturated_out", 0) for r in rs) / vals) if vals else None)
+        if s != "-":
+            em = [r["stats_emulation"] for r in rs if "stats_emulation" in r]
+            cb = sum(e["channel_batches"] for e in em)
+            row["overflow_frac"] = sum(e["overflowed"] for e in em) / cb if cb else None
+            row["nonfinite_frac"] = sum(e["nonfinite_sigma"] for e in em) / cb if cb else None
+            errs = [e["sigma_rel_err_mean"] for e in em if e["sigma_rel_err_mean"] is not None]
+            row["sigma_rel_err"] = float(np.mean(errs)) if errs else None
+        out.append(row)
+    order = {k: i for i, k in enumerate(KINDS)}
+
+    def sort_key(r):
+        w = r["bits"]
+        wn = int(w) if w.isdigit() else (1000 if w == "-" else 999)
+        return (DATASETS.index(r["dataset"]), r["backend"] != "float" or r["stats"] != "-", r["stats"] != "-",
+                r["backend"], order[r["kind"]], wn, r["stats"])
+    return sorted(out, key=sort_key)
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def cell(r: dict) -> str:
+    """mean +- spread (over seeds) in percent; diverged seeds named."""
+    if r["mean"] is None:
+        return f"diverged ({r['diverged']}/{r['seeds']})"
+    text = f"{100 * r['mean']:.2f}" + (f" ± {100 * r['std']:.2f}" if r["seeds"] > 1 else "")
+    if r["diverged"]:
+        text += f" ({r['diverged']}/{r['seeds']} diverged)"
+    return text
 
 
 def format_table(results: dict) -> str:
-    lines = [f"digits: {results['train_size']} train / {results['test_size']} test images, "
-             f"{results['epochs']} epochs, seed {results['seed']}",
-             f"{'kind':6s} {'backend':7s} {'fmt':4s} {'accuracy':>8s} {'vs float':>9s} {'agree':>6s} "
-             f"{'saturated':>9s} {'values':>8s} {'wall s':>7s} {'values/s':>10s}"]
-    for kind, row in results["kinds"].items():
-        fa = row["float_accuracy"]
-        for e in row["evals"]:
-            lines.append(f"{kind:6s} {e['backend']:7s} {e['fmt']:4s} {100 * e['accuracy']:7.2f}% "
-                         f"{100 * (e['accuracy'] - fa):+8.2f}pp {100 * e['agreement']:5.1f}% {e['saturated']:9d} "
-                         f"{e['values']:8d} {e['wall_s']:7.2f} {e['values_per_s']:10.0f}")
-    lines.append(f"total wall time {results['wall_s']:.1f} s")
+    lines = []
+    for d, rec in results["datasets"].items():
+        lines.append(f"{d}: {rec['epochs']} epochs, batch {rec['batch']}, Adam lr {rec['lr']}, widths {rec['widths']}")
+    lines.append(f"{'dataset':8s} {'kind':6s} {'backend':7s} {'bits':5s} {'stats':14s} {'seeds':>5s} "
+                 f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'overflow':>8s} {'sigma err':>9s}")
+    for r in results["summary"]:
+        sat = "-" if r["train_saturated_frac"] is None else f"{100 * r['train_saturated_frac']:.2f}%"
+        ov = "-" if r.get("overflow_frac") is None else f"{100 * r['overflow_frac']:.1f}%"
+        se = "-" if r.get("sigma_rel_err") is None else f"{100 * r['sigma_rel_err']:.2f}%"
+        lines.append(f"{r['dataset']:8s} {r['kind']:6s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
+                     f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {ov:>8s} {se:>9s}")
+    missing = f", {results['missing']} not run yet (--cached-only)" if results.get("missing") else ""
+    lines.append(f"{results['trained']} runs trained, {results['cached']} from the cache "
+                 f"(build/accuracy/){missing}; wall time {results['wall_s']:.1f} s")
     return "\n".join(lines)
+
+
+def accuracy_vs_bits_plot(results: dict, path: Path) -> Path | None:
+    """Accuracy against bits, one line per kind (hardware-in-the-loop training), mean with the spread
+    over seeds shaded (min..max), float baseline at the right; one panel per dataset."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    summ = [r for r in results["summary"] if r["stats"] == "-"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in summ))
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        hw = sorted({int(r["bits"]) for r in summ if r["dataset"] == d and r["bits"].isdigit()})
+        xs = {b: i for i, b in enumerate(hw)}
+        xf = len(hw)
+        for ki, k in enumerate(KINDS):
+            for backend in ("golden", "rtl"):
+                rs = sorted((r for r in summ if r["dataset"] == d and r["kind"] == k and r["backend"] == backend
+                             and r["bits"].isdigit() and r["mean"] is not None), key=lambda r: int(r["bits"]))
+                if not rs:
+                    continue
+                x = [xs[int(r["bits"])] + 0.03 * (ki - 2) for r in rs]
+                line, = ax.plot(x, [100 * r["mean"] for r in rs], marker="o", ms=4,
+                                ls="-" if backend == "golden" else "--", label=f"{k} ({backend})")
+                ax.fill_between(x, [100 * r["min"] for r in rs], [100 * r["max"] for r in rs], color=line.get_color(),
+                                alpha=0.15)
+                fl = [r for r in summ if r["dataset"] == d and r["kind"] == k and r["backend"] == "float"
+                      and r["mean"] is not None]
+                if fl and backend == "golden":
+                    ax.errorbar([xf + 0.03 * (ki - 2)], [100 * fl[0]["mean"]],
+                                yerr=[[100 * (fl[0]["mean"] - fl[0]["min"])], [100 * (fl[0]["max"] - fl[0]["mean"])]],
+                                marker="s", ms=4, color=line.get_color(), capsize=2)
+        ax.set_xticks(list(range(len(hw) + 1)), [str(b) for b in hw] + ["float"])
+        ax.set_xlabel("input / output bits (trained on the hardware)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{d}: mean over seeds, min..max shaded")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["run", "plan", "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats",
+           "parse_bits", "check_formats", "make_model", "load_digits_split", "make_mnist1d", "Job"]

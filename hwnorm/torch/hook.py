@@ -27,6 +27,7 @@ from .nn import _DeviationBatchNorm, check_input, module_kind
 
 FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
+IN_RANGES = ("calibrated", "batch")
 
 
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
@@ -68,6 +69,7 @@ class HardwareSession:
 
     model: nn.Module
     backend: object
+    in_range: str = "calibrated"
     layers: dict = field(default_factory=dict)
     _saved: dict = field(default_factory=dict)
 
@@ -192,7 +194,7 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r}: {n} values per channel in training mode exceed max_count="
                              f"{cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware(), or use smaller batches")
-        if st.in_max is None:
+        if st.in_max is None or (train and session.in_range == "batch"):
             st.in_max = float(np.abs(xc).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int
         w = module.weight.detach() if module.affine else torch.ones(c)
@@ -221,16 +223,20 @@ def _hardware_forward(session: HardwareSession, name: str, module):
 
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
-                rounding: str = "half_up") -> HardwareSession:
+                rounding: str = "half_up", in_range: str = "calibrated") -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
 
     `fmt`: "s8", "s16" or a dict of in_fmt/out_fmt/gamma_fmt/beta_fmt. `max_count` bounds the values
-    per channel of a training batch (N*H*W). Returns a HardwareSession; use it as a context manager
+    per channel of a training batch (N*H*W). `in_range`: "calibrated" (the input range from
+    calibrate() or the first batch) or "batch" (each training batch scales by its own largest |x|;
+    inference keeps the calibrated range). Returns a HardwareSession; use it as a context manager
     to restore the model afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    session = HardwareSession(model=model, backend=get_backend(backend))
+    if in_range not in IN_RANGES:
+        raise ValueError(f"in_range={in_range!r} is not supported: allowed {', '.join(IN_RANGES)}")
+    session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
     for name, module in model.named_modules():
         if module_kind(module) is None:
             continue
