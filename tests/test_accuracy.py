@@ -166,9 +166,9 @@ def test_report_section_and_plot(tmp_path):
 def test_results_md_keeps_the_accuracy_block_that_write_replaces(tmp_path):
     from hwnorm.reports import replace_block
     from hwnorm.reports.results import render
-    row = dict(kind="l2", in_bits=8, lanes=1, luts=1, carries=1, ffs=1, dsps=0, brams=0, gates=1, gate_ffs=1,
-               transistors=1, fmax_mhz=None, timing="-")
-    md = render({"range_s8_p1": dict(row, kind="range"), "l2_s8_p1": row}, {}, {}, "(numerics)", None, None)
+    from tests.test_synth import _row          # a synthesis row of the current schema
+    md = render({"range_s8_p1": _row("range", 8, 1, 100, 10), "l2_s8_p1": _row("l2", 8, 1, 120, 20)}, {}, {},
+                "(numerics)", None, None)
     assert "<!-- accuracy:begin -->\nNot measured yet" in md
     (tmp_path / "results.md").write_text(md)
     assert replace_block(tmp_path / "results.md", "accuracy", "(new table)")
