@@ -204,7 +204,7 @@ def cmd_report(args) -> int:
         _dump_json(DOCS / "bench.json", bench)
     acc = load_json(DOCS / "accuracy.json") if args.reuse else None
     if acc is None:
-        acc = accuracy_run(quiet=args.quiet)
+        acc = accuracy_run(quiet=args.quiet, jobs=min(2, os.cpu_count() or 1))
         _dump_json(DOCS / "accuracy.json", acc)
     path = write(rows, errors, numeric, numerics_table(rows=nrows), bench, acc)
     replace_block(REPO / "README.md", "headline", readme_headline(rows, numeric))

@@ -522,7 +522,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     out = []
     for (d, k, b, w, s), rs in groups.items():
         acc = [r["accuracy"] for r in rs if not r["diverged"]]
-        vals = sum(r.get("train_values", 0) for r in rs)
+        vals = sum(r.get("train_values", 0) for r in rs) if b != "float" else 0   # the float backend clips nothing
         sat = sum(r.get("train_saturated_in", 0) + r.get("train_saturated_out", 0) for r in rs)
         row = dict(dataset=d, kind=k, backend=b, bits=w, stats=s, fmt=rs[0]["fmt"], seeds=len(rs),
                    diverged=len(rs) - len(acc), mean=float(np.mean(acc)) if acc else None,
