@@ -195,7 +195,10 @@ def cmd_report(args) -> int:
     rows, errors = sweep(sweep_configs(), jobs=args.jobs, ice40_pnr=args.ice40_pnr)
     print(timing_summary(rows, time.monotonic() - t0))
     for name, err in errors.items():
-        print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+        if "not synthesized" in err:
+            print(f"{name}: not synthesized yet (run `hwnorm synth`)", file=sys.stderr)
+        else:
+            print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
     nrows = numerics_rows()
     numeric = {k: dataclasses.asdict(t) for k, (t, _) in nrows.items()}
     bench = load_json(DOCS / "bench.json") if args.reuse else None

@@ -367,7 +367,13 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "## Area and timing (`hwnorm synth`)", "", FLOW_TEXT, "",
               area_table(rows), ""]
     if synth_errors:
-        parts += ["Failed (no row written): " + ", ".join(sorted(synth_errors)), ""]
+        missing = sorted(k for k, e in synth_errors.items() if "not synthesized" in str(e))
+        failed = sorted(k for k in synth_errors if k not in missing)
+        if missing:
+            parts += ["Not synthesized yet (`hwnorm synth` completes them; this report used `--cached-only`): "
+                      + ", ".join(missing), ""]
+        if failed:
+            parts += ["Failed (no row written): " + ", ".join(failed), ""]
     parts += ["### Before and after", "",
               "Per configuration, `docs/synth_before.json` -> this sweep (ECP5 figures before exist for range_s8_p1 "
               "and l2_s8_p1 only; iCE40 Fmax before only where the design fitted the HX8K).", "",
