@@ -8,7 +8,7 @@ per channel, not per value.
 """
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,10 +92,6 @@ class Merge:
 
 def _abs(v):
     return Mux(v < 0, -v, v)
-
-
-def _bits(v) -> int:
-    return len(v)
 
 
 class ChannelMath(wiring.Component):
@@ -236,7 +232,7 @@ class ChannelMath(wiring.Component):
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]
         pre_max = max(1, cfg.shift_lo - cfg.shift_base, cfg.shift_lo - (cfg.inf_shift_base - e_hi))
-        self._regs = r = {
+        self._regs = {
             "t": Signal(signed(t_bits), name="t"), "u": Signal(signed(t_bits), name="u"),
             "lead": Signal(range(max(2, cfg.den_bits)), name="lead"),
             "recip": Signal(q + 2, name="recip"),
