@@ -164,10 +164,12 @@ async def feed_channel(ctx, dut, values, rnd, clear=True, **held):
     ctx.set(dut.valid, 0)
 
 
-def run_channels(dut, channels, check, seed, settle=0):
-    """Feed each (values, held inputs) channel, wait `settle` idle cycles (a block that sums its last
-    beat one cycle later), then check(ctx, values, held) the block's outputs."""
+def run_channels(dut, channels, check, seed):
+    """Feed each (values, held inputs) channel, wait the block's latency (`latency_for`: its outputs
+    hold the last beat that many cycles after it, no later, as the datapath relies on), then
+    check(ctx, values, held) the block's outputs."""
     rnd = random.Random(seed)
+    settle = dut.latency_for(dut.cfg) - 1
 
     async def bench(ctx):
         for values, held in channels:
@@ -214,7 +216,7 @@ def split_dividend(num, steps, q_bits):
     return mag >> steps, (mag & ((1 << steps) - 1)) << (q_bits - steps), int(num < 0)
 
 
-def test_seq_div_computes_floor_of_signed_num_over_den_in_steps_plus_one_cycles():
+def test_seq_div_computes_floor_of_signed_num_over_den_in_steps_plus_two_cycles():
     d_bits, q_bits = 12, 10
     dut = SeqDiv(d_bits, q_bits)
     rnd = random.Random(2)
@@ -242,7 +244,7 @@ def test_seq_div_computes_floor_of_signed_num_over_den_in_steps_plus_one_cycles(
         assert ctx.get(dut.q) == ref_div(*case[:2]), case
 
     latencies = run_sequential(dut, cases, apply, check)
-    assert latencies == [steps + 1 for *_, steps in cases]
+    assert latencies == [steps + 2 for *_, steps in cases]
 
 
 @pytest.mark.parametrize("w_bits", [16, 37])
@@ -322,7 +324,7 @@ def test_chunk_range_sums_closed_chunk_ranges_and_keeps_the_last_chunk_open(lane
         assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == ref_chunk_ranges(values, held["chunk_size"]), \
             (held, values)
 
-    run_channels(dut, channels, check, seed=lanes, settle=ChunkRange.LATENCY)
+    run_channels(dut, channels, check, seed=lanes)
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -387,6 +389,7 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
     dut = StatisticsUnit(cfg)
     rnd = random.Random(70)
     channels = [random_values(rnd, cfg.in_fmt, n) for n in (1, 6, 23, MAX_COUNT)]
+    settle = StatisticsUnit.latency_for(cfg) - 1
 
     async def bench(ctx):
         for values in channels:
@@ -394,14 +397,16 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
             if kind == "l1":
                 held["second"] = 0
             await feed_channel(ctx, dut, values, rnd, **held)
+            for _ in range(settle):                          # the outputs hold the last beat from here on
+                await ctx.tick()
             if kind == "l1":                                    # the second pass, on the same channel
                 floor_mean = ref_sum(values) // len(values)
                 await feed_channel(ctx, dut, values, rnd, clear=False, second=1, floor_mean=floor_mean)
+                for _ in range(settle):
+                    await ctx.tick()
                 assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, floor_mean)
             assert ctx.get(dut.sum) == ref_sum(values), "the first pass's sum"
             if kind == "range":
-                for _ in range(ChunkRange.LATENCY):          # r_closed adds the last beat later
-                    await ctx.tick()
                 assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == \
                     ref_chunk_ranges(values, held["chunk_size"])
             elif kind == "linf":

@@ -40,7 +40,7 @@ class Div:
     q_bits: int
 
     def cycles(self):
-        return self.q_bits + 3      # one more to register |num|
+        return self.q_bits + 4      # one more to register |num|, one to sign the quotient
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Recip:
         return self.q + 1
 
     def cycles(self):
-        return self.q_bits + 2
+        return self.q_bits + 3
 
 
 @dataclass
@@ -82,12 +82,12 @@ class Set:
 
 @dataclass
 class Merge:
-    """Top-k: k cycles picking, from the k largest and k smallest values, the min(k, n) largest
-    deviations (each step compares top + bottom with floor(2S/n))."""
+    """Top-k: picking, from the k largest and k smallest values, the min(k, n) largest deviations
+    (each pick compares top + bottom with floor(2S/n)); k picks of two cycles and a last compare."""
     k: int
 
     def cycles(self):
-        return self.k
+        return 2 * self.k + 1
 
 
 def _abs(v):
@@ -123,8 +123,12 @@ class ChannelMath(wiring.Component):
         if cfg.inference_only:
             progs.pop("mid"), progs.pop("train")
         else:
-            progs["mid"] = self._mid_program(st)
-            progs["train"] = self._den_program(st) + [
+            # no-op steps while the last beat travels through the statistics pipeline: a program
+            # reads its first statistic two cycles after the last beat (`start`, then its first step)
+            drain = [Set([])] * max(0, StatisticsUnit.latency_for(cfg) - 2)
+            mid = self._mid_program(st)
+            progs["mid"] = drain + mid if mid else []
+            progs["train"] = drain + self._den_program(st) + [
                 Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))]),
                 Recip(r["recip"], r["lead"], self.den, q),
                 Mul(r["m"], r["recip"], _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
@@ -150,9 +154,8 @@ class ChannelMath(wiring.Component):
         n, s = chan.count, st.sum
         cb, ib = cfg.count_bits, cfg.in_fmt.bits
         t = r["t"]
-        if cfg.kind == "range":             # two cycles for ChunkRange's pipelined r_closed (ChunkRange.LATENCY)
-            return [Set([]), Set([]),
-                    Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
+        if cfg.kind == "range":
+            return [Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
                     Mul(t, chan.c_last, st.r_open, ib, t),
                     Mul(self.den, t, n, cb)]
         if cfg.kind == "linf":
@@ -308,22 +311,25 @@ class ChannelMath(wiring.Component):
                             m.d.sync += step.assigns
                             m.next = nxt
                     elif isinstance(step, Merge):
+                        # two cycles per pick: register the heads and the choice, then pop and add,
+                        # so no path runs from the sorted registers' heads back into their enables
+                        top_r, bot_r = Signal.like(st.top, name="head_top"), Signal.like(st.bottom, name="head_bottom")
+                        take, on = Signal(name=f"take_top_{name}_{i}"), Signal(name=f"pick_on_{name}_{i}")
                         with m.State(here):
-                            kk = Mux(self.chan.count < k, self.chan.count, k)
-                            take = Signal(name=f"take_top_{name}_{i}")
-                            on = Signal(name=f"merge_on_{name}_{i}")
-                            m.d.comb += [on.eq(r["step"] < kk),
-                                         take.eq((st.top + st.bottom) > r["f2"])]
-                            with m.If(on):
-                                with m.If(take):
-                                    m.d.comb += self.pop_top.eq(1)
-                                    m.d.sync += [r["hsum"].eq(r["hsum"] + st.top), r["dcount"].eq(r["dcount"] - 1)]
-                                with m.Else():
-                                    m.d.comb += self.pop_bottom.eq(1)
-                                    m.d.sync += [r["hsum"].eq(r["hsum"] - st.bottom), r["dcount"].eq(r["dcount"] + 1)]
-                            m.d.sync += r["step"].eq(r["step"] + 1)
-                            with m.If(r["step"] == k - 1):
+                            m.d.sync += [top_r.eq(st.top), bot_r.eq(st.bottom), take.eq((st.top + st.bottom) > r["f2"]),
+                                         on.eq(r["step"] < Mux(self.chan.count < k, self.chan.count, k))]
+                            m.next = here + "_pop"
+                            with m.If(r["step"] == k):
                                 m.next = nxt
+                        with m.State(here + "_pop"):
+                            with m.If(on & take):
+                                m.d.comb += self.pop_top.eq(1)
+                                m.d.sync += [r["hsum"].eq(r["hsum"] + top_r), r["dcount"].eq(r["dcount"] - 1)]
+                            with m.Elif(on):
+                                m.d.comb += self.pop_bottom.eq(1)
+                                m.d.sync += [r["hsum"].eq(r["hsum"] - bot_r), r["dcount"].eq(r["dcount"] + 1)]
+                            m.d.sync += r["step"].eq(r["step"] + 1)
+                            m.next = here
                     else:
                         eng = {Mul: mul, Div: div, Recip: div, Sqrt: root}[type(step)]
                         if isinstance(step, Div):

@@ -1,5 +1,5 @@
 """Shapes and small combinational helpers shared by the hardware blocks."""
-from amaranth.hdl import Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
@@ -41,6 +41,15 @@ def vmax(a, b):
 
 def vmin(a, b):
     return Mux(a < b, a, b)
+
+
+def stage(m, values, valid, clear, name):
+    """One pipeline register: (registered copies of `values`, their registered valid). `clear`
+    empties the stage, so no value of an earlier channel reaches the next one."""
+    regs = [Signal(Value.cast(v).shape(), name=f"{name}{i}") for i, v in enumerate(values)]
+    valid_r = Signal(name=f"{name}_valid")
+    m.d.sync += [r.eq(v) for r, v in zip(regs, values)] + [valid_r.eq(valid & ~clear)]
+    return regs, valid_r
 
 
 def leading_one(m, value, name):

@@ -2,7 +2,8 @@
 square root, one result bit per clock. The per-channel arithmetic (channel_math.py) runs on them,
 so their cost is paid once per datapath, not per lane, and their latency once per channel.
 
-Each engine: operands with `start` (one cycle); `done` pulses `steps` + 1 cycles later with the result.
+Each engine: operands with `start` (one cycle); `done` pulses `steps` + 1 cycles later with the result
+(the divider: `steps` + 2, its signed quotient is registered).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -43,7 +44,8 @@ class SeqDiv(wiring.Component):
     """q = floor(num / den) for a signed num and den > 0, restoring, `steps` quotient bits.
 
     The caller splits |num| into `rem_init` = |num| >> steps (must be < den) and `lo_init` = the low
-    `steps` bits of |num| aligned to the top of a q_bits-wide register; `neg` = num < 0."""
+    `steps` bits of |num| aligned to the top of a q_bits-wide register; `neg` = num < 0. The quotient's
+    sign is applied in one more cycle, into a register (`done` pulses `steps` + 2 cycles after `start`)."""
 
     def __init__(self, d_bits: int, q_bits: int):
         self.d_bits, self.q_bits = d_bits, q_bits
@@ -62,10 +64,9 @@ class SeqDiv(wiring.Component):
         neg = Signal()
         left = Signal(range(self.q_bits + 1))
         trial = Signal(self.d_bits + 1)
-        # floor for a negative numerator: -(quot + [rem != 0]) = ~quot + [rem == 0], one adder
-        m.d.comb += [trial.eq((rem << 1) | lo[-1]),
-                     self.q.eq(Mux(neg, ~Cat(quot, Const(0, 1)).as_signed() + (rem == 0), quot))]
-        m.d.sync += self.done.eq(0)
+        finish = Signal()
+        m.d.comb += trial.eq((rem << 1) | lo[-1])
+        m.d.sync += [self.done.eq(finish), finish.eq(0)]
         with m.If(self.start):
             m.d.sync += [rem.eq(self.rem_init), lo.eq(self.lo_init), den.eq(self.den), neg.eq(self.neg),
                          quot.eq(0), left.eq(self.steps)]
@@ -74,7 +75,9 @@ class SeqDiv(wiring.Component):
             m.d.sync += [rem.eq(Mux(ge, trial - den, trial)), quot.eq((quot << 1) | ge), lo.eq(lo << 1),
                          left.eq(left - 1)]
             with m.If(left == 1):
-                m.d.sync += self.done.eq(1)
+                m.d.sync += finish.eq(1)
+        with m.If(finish):      # floor for a negative numerator: -(quot + [rem != 0]) = ~quot + [rem == 0]
+            m.d.sync += self.q.eq(Mux(neg, ~Cat(quot, Const(0, 1)).as_signed() + (rem == 0), quot))
         return m
 
 

@@ -9,16 +9,24 @@ by the count: that is the sequential unit's job (channel_math.py).
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
-from .common import BeatUnit, fmt_shape, tree_reduce, tree_sum, vmax, vmin
+from .common import BeatUnit, fmt_shape, stage, tree_reduce, tree_sum, vmax, vmin
 
 
 class _LaneAccumulator(BeatUnit):
-    """Accumulates term(x) over the channel: one term per lane, an adder tree, an accumulator."""
+    """Accumulates term(x) over the channel: one term per lane (registered when it is a multiplier),
+    an adder tree (registered when there are several lanes), an accumulator: no path holds more than
+    one of the three."""
 
     output = None
+    registered_terms = False
 
     def __init__(self, cfg, shape):
         super().__init__(cfg, {self.output: Out(shape)})
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        """L: the output holds a beat from the L-th cycle after the beat's `valid` on."""
+        return 1 + cls.registered_terms + (cfg.lanes > 1)
 
     def term(self, x):
         raise NotImplementedError
@@ -26,10 +34,16 @@ class _LaneAccumulator(BeatUnit):
     def elaborate(self, platform):
         m = Module()
         acc = getattr(self, self.output)
-        beat = tree_sum(Mux(self.mask[j], self.term(self.x[j]), 0) for j in range(self.cfg.lanes))
+        lanes = range(self.cfg.lanes)
+        terms, valid = [Mux(self.mask[j], self.term(self.x[j]), 0) for j in lanes], self.valid
+        if self.registered_terms:
+            terms, valid = stage(m, terms, valid, self.clear, "term")
+        beat = tree_sum(terms)
+        if self.cfg.lanes > 1:
+            (beat,), valid = stage(m, [beat], valid, self.clear, "beat")
         with m.If(self.clear):
             m.d.sync += acc.eq(0)
-        with m.Elif(self.valid):
+        with m.Elif(valid):
             m.d.sync += acc.eq(acc + beat)
         return m
 
@@ -54,16 +68,23 @@ class SumSquares(_LaneAccumulator):
     def __init__(self, cfg):
         super().__init__(cfg, cfg.sq_sum_bits)
 
+    registered_terms = True
+
     def term(self, x):
         return x * x
 
 
 class MinMax(BeatUnit):
-    """max(x) and min(x) over the channel: compare trees across lanes."""
+    """max(x) and min(x) over the channel: compare trees across lanes (registered when there are
+    several lanes), then one compare with the running max and min."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
         super().__init__(cfg, {"hi": Out(shape), "lo": Out(shape)})
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        return 1 + (cfg.lanes > 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -72,9 +93,12 @@ class MinMax(BeatUnit):
         # masked lanes take the neutral element of the comparison
         hi = tree_reduce([Mux(self.mask[j], self.x[j], fi.min_int) for j in lanes], vmax)
         lo = tree_reduce([Mux(self.mask[j], self.x[j], fi.max_int) for j in lanes], vmin)
+        valid = self.valid
+        if self.cfg.lanes > 1:
+            (hi, lo), valid = stage(m, [hi, lo], valid, self.clear, "beat")
         with m.If(self.clear):
             m.d.sync += [self.hi.eq(fi.min_int), self.lo.eq(fi.max_int)]
-        with m.Elif(self.valid):
+        with m.Elif(valid):
             m.d.sync += [self.hi.eq(vmax(self.hi, hi)), self.lo.eq(vmin(self.lo, lo))]
         return m
 
@@ -92,7 +116,11 @@ class ChunkRange(BeatUnit):
     closed ranges reach `r_closed` LATENCY cycles later.
     """
 
-    LATENCY = 3         # cycles after the last beat until r_closed holds it (and 1 until r_open does)
+    LATENCY = 4         # r_closed holds a beat from the 4th cycle after it (r_open from the 2nd)
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        return cls.LATENCY
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
@@ -174,7 +202,7 @@ class ChunkRange(BeatUnit):
             w_hi, w_lo, _ = win[s_, lanes - 1]
             n_hi, n_lo, n_have = Mux(st[s_], w_hi, n_hi), Mux(st[s_], w_lo, n_lo), Mux(st[s_], 1, n_have)
 
-        # stage C sums the closed ranges, stage D adds the sum to r_closed (LATENCY cycles after a beat)
+        # stage C sums the closed ranges, stage D adds the sum to r_closed
         pending = Signal(fi.bits + lanes.bit_length() + 1)
         m.d.sync += [pending.eq(tree_sum(Mux(closed_ok[j], closed_hi[j] - closed_lo[j], 0) for j in range(lanes))),
                      self.r_closed.eq(self.r_closed + pending), closed_ok.eq(0)]
@@ -199,16 +227,25 @@ class AboveMean(BeatUnit):
         super().__init__(cfg, {"floor_mean": In(signed(cfg.in_fmt.bits + 1)),
                                "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)})
 
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        return 2 + (cfg.lanes > 1)
+
     def elaborate(self, platform):
         m = Module()
         lanes = range(self.cfg.lanes)
-        above = [Signal(name=f"above{j}") for j in lanes]
-        m.d.comb += [above[j].eq(self.mask[j] & (self.x[j] > self.floor_mean)) for j in lanes]
+        # stage 1: compare and select per lane; stage 2 (several lanes): the adder trees; then accumulate
+        terms = [Mux(self.mask[j] & (self.x[j] > self.floor_mean), self.x[j], 0) for j in lanes]
+        flags = [self.mask[j] & (self.x[j] > self.floor_mean) for j in lanes]
+        regs, valid = stage(m, terms + flags, self.valid, self.clear, "above")
+        terms, flags = regs[:len(terms)], regs[len(terms):]
+        s_beat, c_beat = tree_sum(terms), tree_sum(flags)
+        if self.cfg.lanes > 1:
+            (s_beat, c_beat), valid = stage(m, [s_beat, c_beat], valid, self.clear, "beat")
         with m.If(self.clear):
             m.d.sync += [self.s_hi.eq(0), self.c_hi.eq(0)]
-        with m.Elif(self.valid):
-            m.d.sync += [self.s_hi.eq(self.s_hi + tree_sum(Mux(above[j], self.x[j], 0) for j in lanes)),
-                         self.c_hi.eq(self.c_hi + tree_sum(above[j] for j in lanes))]
+        with m.Elif(valid):
+            m.d.sync += [self.s_hi.eq(self.s_hi + s_beat), self.c_hi.eq(self.c_hi + c_beat)]
         return m
 
 
@@ -223,6 +260,10 @@ class ExtremeK(BeatUnit):
     def __init__(self, cfg, largest: bool):
         self.largest = largest
         super().__init__(cfg, {"pop": In(1), "head": Out(fmt_shape(cfg.in_fmt))})
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        return 1
 
     def _better(self, a, b):
         return a > b if self.largest else a < b
@@ -285,14 +326,29 @@ class StatisticsUnit(BeatUnit):
         }[cfg.kind])
         super().__init__(cfg, members)
 
+    UNITS = {"range": (ChunkRange,), "linf": (MinMax,), "l2": (SumSquares,), "l1": (AboveMean,),
+             "topk": (ExtremeK,)}
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        """Cycles after a beat's `valid` until every output holds it: the input register, then the
+        slowest of the kind's units (the sum's included)."""
+        return 1 + max(u.latency_for(cfg) for u in (SumUnit, *cls.UNITS[cfg.kind]))
+
     def _feed(self, m, unit, valid):
-        m.d.comb += [unit.clear.eq(self.clear), unit.valid.eq(valid), unit.x.eq(self.x), unit.mask.eq(self.mask)]
+        m.d.comb += [unit.clear.eq(self.clear), unit.valid.eq(valid), unit.x.eq(self._x), unit.mask.eq(self._mask)]
         return unit
 
     def elaborate(self, platform):
         m = Module()
         kind = self.cfg.kind
-        first = self.valid & ~self.second if kind == "l1" else self.valid
+        # the input register: no path runs from the datapath's lane masks or the bus into a unit
+        self._x, self._mask = Signal.like(self.x), Signal.like(self.mask)
+        valid, second = Signal(), Signal()
+        m.d.sync += [self._x.eq(self.x), self._mask.eq(self.mask), valid.eq(self.valid & ~self.clear)]
+        if kind == "l1":
+            m.d.sync += second.eq(self.second)
+        first = valid & ~second
         m.submodules.sum = su = self._feed(m, SumUnit(self.cfg), first)
         m.d.comb += self.sum.eq(su.sum)
         if kind == "range":
@@ -305,7 +361,7 @@ class StatisticsUnit(BeatUnit):
             m.submodules.squares = sq = self._feed(m, SumSquares(self.cfg), first)
             m.d.comb += self.sq_sum.eq(sq.sq_sum)
         elif kind == "l1":
-            m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), self.valid & self.second)
+            m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), valid & second)
             m.d.comb += [ab.floor_mean.eq(self.floor_mean), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]
         elif kind == "topk":
             m.submodules.top = top = self._feed(m, ExtremeK(self.cfg, largest=True), first)
