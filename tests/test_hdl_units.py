@@ -306,7 +306,7 @@ def test_min_max_finds_the_largest_and_smallest_masked_in_value(lanes, in_fmt):
     run_channels(dut, [(v, {}) for v in channels], check, seed=lanes)
 
 
-@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
 def test_chunk_range_sums_closed_chunk_ranges_and_keeps_the_last_chunk_open(lanes):
     cfg = stats_config("range", lanes, chunks=16)
     dut = ChunkRange(cfg)

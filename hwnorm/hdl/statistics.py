@@ -113,14 +113,13 @@ class ChunkRange(BeatUnit):
     from one register, the distance to the next chunk start; the max and min of every window of the
     beat's lanes are registered first (no dependence on earlier beats), then combined with the carried
     chunk in one compare per lane, so no path runs through the lanes one after another. A beat's
-    closed ranges reach `r_closed` LATENCY cycles later.
+    closed ranges reach `r_closed` `latency_for(cfg)` cycles later.
     """
-
-    LATENCY = 4         # r_closed holds a beat from the 4th cycle after it (r_open from the 2nd)
 
     @classmethod
     def latency_for(cls, cfg) -> int:
-        return cls.LATENCY
+        """r_closed holds a beat from this cycle after it on (4; 5 with more than 2 lanes)."""
+        return 4 + (cfg.lanes > 2)
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
@@ -164,22 +163,43 @@ class ChunkRange(BeatUnit):
         after, _ = self._starts(m, nxt, cs, "after")                     # the beat after this one
         starts = Mux(fresh, first, start_next)
 
-        # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts
+        # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts.
+        # With more than 2 lanes, in two steps of one compare each: first the masked lanes and the
+        # max/min of every adjacent pair, then each window from at most two of those pieces (4 lanes).
+        def masked(j, hi_side):
+            return Mux(self.mask[j], self.x[j], fi.min_int if hi_side else fi.max_int)
+
+        st = Signal(lanes)                     # the registered beat's chunk starts
+        beat = Signal()                        # stage A holds a beat
+        if lanes > 2:
+            piece_hi, piece_lo = {}, {}
+            for a_ in range(lanes):
+                for b_ in range(a_, min(a_ + 2, lanes)):
+                    p_hi, p_lo = Signal(shape, name=f"p_hi{a_}_{b_}"), Signal(shape, name=f"p_lo{a_}_{b_}")
+                    m.d.sync += [p_hi.eq(tree_reduce([masked(j, True) for j in range(a_, b_ + 1)], vmax)),
+                                 p_lo.eq(tree_reduce([masked(j, False) for j in range(a_, b_ + 1)], vmin))]
+                    piece_hi[a_, b_], piece_lo[a_, b_] = p_hi, p_lo
+            any_r, st_r, beat_r = Signal(lanes), Signal(lanes), Signal()
+            m.d.sync += [any_r.eq(self.mask), st_r.eq(Mux(self.valid, self.mask & starts, 0)),
+                         beat_r.eq(self.valid & ~self.clear), st.eq(st_r), beat.eq(beat_r & ~self.clear)]
+
+            def cover(a_, b_):
+                return [(i, min(i + 1, b_)) for i in range(a_, b_ + 1, 2)]
+            src_hi = lambda a_, b_: tree_reduce([piece_hi[c] for c in cover(a_, b_)], vmax)   # noqa: E731
+            src_lo = lambda a_, b_: tree_reduce([piece_lo[c] for c in cover(a_, b_)], vmin)   # noqa: E731
+            src_any = lambda a_, b_: any_r[a_:b_ + 1].any()                                 # noqa: E731
+        else:
+            m.d.sync += [st.eq(Mux(self.valid, self.mask & starts, 0)), beat.eq(self.valid & ~self.clear)]
+            src_hi = lambda a_, b_: tree_reduce([masked(j, True) for j in range(a_, b_ + 1)], vmax)   # noqa: E731
+            src_lo = lambda a_, b_: tree_reduce([masked(j, False) for j in range(a_, b_ + 1)], vmin)  # noqa: E731
+            src_any = lambda a_, b_: self.mask[a_:b_ + 1].any()                                      # noqa: E731
         win = {}
         for a_ in range(lanes):
             for b_ in range(a_, lanes):
                 w_hi, w_lo = Signal(shape, name=f"w_hi{a_}_{b_}"), Signal(shape, name=f"w_lo{a_}_{b_}")
                 w_any = Signal(name=f"w_any{a_}_{b_}")
-                ls = range(a_, b_ + 1)
-                m.d.sync += [
-                    w_hi.eq(tree_reduce([Mux(self.mask[j], self.x[j], fi.min_int) for j in ls], vmax)),
-                    w_lo.eq(tree_reduce([Mux(self.mask[j], self.x[j], fi.max_int) for j in ls], vmin)),
-                    w_any.eq(self.mask[a_:b_ + 1].any()),
-                ]
+                m.d.sync += [w_hi.eq(src_hi(a_, b_)), w_lo.eq(src_lo(a_, b_)), w_any.eq(src_any(a_, b_))]
                 win[a_, b_] = (w_hi, w_lo, w_any)
-        st = Signal(lanes)                     # the registered beat's chunk starts
-        beat = Signal()                        # stage A holds a beat
-        m.d.sync += [st.eq(Mux(self.valid, self.mask & starts, 0)), beat.eq(self.valid & ~self.clear)]
 
         # stage B: each start closes the segment before it (from the previous start, or the carried
         # chunk and the beat's first lanes); the carried chunk continues from the last start
