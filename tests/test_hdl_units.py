@@ -151,6 +151,10 @@ async def feed_channel(ctx, dut, values, rnd, clear=True, **held):
         ctx.set(dut.clear, 0)
     for name, value in held.items():
         ctx.set(getattr(dut, name), value)
+    if clear:
+        ctx.set(dut.valid, 0)
+        for _ in range(getattr(dut, "HELD_LEAD", 0)):     # held inputs a block needs before the first beat
+            await ctx.tick()
     for lanes_in, mask in beats_of(values, cfg.lanes):
         while rnd.random() < 0.25:
             ctx.set(dut.x, random_values(rnd, cfg.in_fmt, cfg.lanes))

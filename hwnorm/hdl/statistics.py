@@ -110,11 +110,13 @@ class ChunkRange(BeatUnit):
     pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
     last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
     the lanes closes each segment that a start ends. The starts of each beat are computed a beat ahead
-    from one register, the distance to the next chunk start; the max and min of every window of the
+    from one register, the distance to a later chunk start, primed in the cycle before the first beat; the max and min of every window of the
     beat's lanes are registered first (no dependence on earlier beats), then combined with the carried
     chunk in one compare per lane, so no path runs through the lanes one after another. A beat's
     closed ranges reach `r_closed` `latency_for(cfg)` cycles later.
     """
+
+    HELD_LEAD = 1       # chunk_size must hold from this many cycles before the first beat on
 
     @classmethod
     def latency_for(cls, cfg) -> int:
@@ -150,8 +152,8 @@ class ChunkRange(BeatUnit):
         shape = fmt_shape(fi)
         hi, lo = Signal(shape), Signal(shape)  # the open chunk's max and min so far
         have = Signal()                        # an open chunk exists
-        dist = Signal(cfg.count_bits)          # values before the next beat's first chunk start (< chunk_size)
-        cs = self.chunk_size                   # held by the caller for the whole pass (not yet at `clear`)
+        dist = Signal(cfg.count_bits)          # values before the first chunk start of the beat after the next
+        cs = self.chunk_size                   # held from HELD_LEAD cycles before the first beat to the pass's end
         fresh = Signal()                       # the next beat is the channel's first
         start_next = Signal(lanes)             # the chunk starts of the next beat (after the first)
         m.d.comb += self.r_open.eq(hi - lo)
@@ -159,8 +161,10 @@ class ChunkRange(BeatUnit):
         # the first beat: lane j starts a chunk when chunk_size divides j (compares with constants)
         first = Cat(*[Cat(*[cs == j // i for i in range(1, j + 1) if j % i == 0]).any() if j else 1
                       for j in range(lanes)])
-        _, nxt = self._starts(m, dist, cs, "cur")
-        after, _ = self._starts(m, nxt, cs, "after")                     # the beat after this one
+        # one step ahead, so each register is one adder and compare from another: the starts of the
+        # next beat from `dist`, and the distance one beat further on
+        after, nxt = self._starts(m, dist, cs, "after")
+        _, second = self._starts(m, Const(0, cfg.count_bits), cs, "second")    # the second beat's distance
         starts = Mux(fresh, first, start_next)
 
         # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts.
@@ -228,12 +232,14 @@ class ChunkRange(BeatUnit):
                      self.r_closed.eq(self.r_closed + pending), closed_ok.eq(0)]
         with m.If(self.clear):
             m.d.sync += [self.r_closed.eq(0), pending.eq(0), have.eq(0), hi.eq(fi.min_int), lo.eq(fi.max_int),
-                         dist.eq(0), fresh.eq(1)]
+                         fresh.eq(1)]
         with m.Else():
             with m.If(beat):
                 m.d.sync += stage_b + [hi.eq(n_hi), lo.eq(n_lo), have.eq(n_have)]
             with m.If(self.valid):
                 m.d.sync += [dist.eq(nxt), fresh.eq(0), start_next.eq(Cat(*after))]
+            with m.Elif(fresh):                 # before the first beat: prime the distance
+                m.d.sync += dist.eq(second)
         return m
 
 
