@@ -28,7 +28,7 @@ class Mul:
     neg: object = 0
 
     def cycles(self):
-        return self.b_bits + 2
+        return self.b_bits + 3
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Div:
     q_bits: int
 
     def cycles(self):
-        return self.q_bits + 4      # one more to register |num|, one to sign the quotient
+        return self.q_bits + 5      # two more to register num and |num|, one to sign the quotient
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Recip:
         return self.q + 1
 
     def cycles(self):
-        return self.q_bits + 3
+        return self.q_bits + 4
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Sqrt:
     w_bits: int
 
     def cycles(self):
-        return ISqrt.steps_for(self.w_bits) + 2
+        return ISqrt.steps_for(self.w_bits) + 3
 
 
 @dataclass
@@ -289,9 +289,15 @@ class ChannelMath(wiring.Component):
         if sqrts:
             m.submodules.isqrt = root = ISqrt(max(s.w_bits for s in sqrts))
 
+        go = {e: Signal(name=f"{e.__class__.__name__.lower()}_go") for e in (mul, div, root) if e is not None}
+        m.d.comb += [e.start.eq(g) for e, g in go.items()]
+
         def entry(name, i):
-            """The first state of step i of program `name` (a division first registers |num|)."""
-            return f"{name}_{i}_abs" if isinstance(progs[name][i], Div) else f"{name}_{i}"
+            """The first state of step i of program `name` (a division first registers num and |num|,
+            another engine step first sets its engine's start flip-flop)."""
+            step = progs[name][i]
+            return f"{name}_{i}_num" if isinstance(step, Div) else \
+                f"{name}_{i}_go" if isinstance(step, (Mul, Recip, Sqrt)) else f"{name}_{i}"
 
         k = cfg.k
         with m.FSM():
@@ -332,13 +338,21 @@ class ChannelMath(wiring.Component):
                             m.next = here
                     else:
                         eng = {Mul: mul, Div: div, Recip: div, Sqrt: root}[type(step)]
-                        if isinstance(step, Div):
+                        # an engine's start comes straight from a flip-flop set the cycle before: its
+                        # load enable fans out to every register of the engine
+                        if isinstance(step, Div):       # register the numerator, then its magnitude
+                            with m.State(here + "_num"):
+                                m.d.sync += div_num.eq(step.num)
+                                m.next = here + "_abs"
                             with m.State(here + "_abs"):
-                                m.d.comb += div_num.eq(step.num)
-                                m.d.sync += [div_mag.eq(_abs(div_num)), div_neg.eq(div_num < 0)]
+                                m.d.sync += [div_mag.eq(_abs(div_num)), div_neg.eq(div_num < 0), go[eng].eq(1)]
+                                m.next = here
+                        else:
+                            with m.State(here + "_go"):
+                                m.d.sync += go[eng].eq(1)
                                 m.next = here
                         with m.State(here):
-                            m.d.comb += eng.start.eq(1)
+                            m.d.sync += go[eng].eq(0)
                             if isinstance(step, Mul):
                                 m.d.comb += [mul.a.eq(step.a), mul.b.eq(step.b), mul.c.eq(step.c),
                                              mul.neg.eq(step.neg), mul.steps.eq(step.b_bits)]

@@ -127,16 +127,17 @@ class ChunkRange(BeatUnit):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                                "r_open": Out(cfg.in_fmt.bits)})
 
-    def _starts(self, m, dist, cs, name):
+    def _starts(self, m, dist, cs, name, flags=True):
         """Lane j starts a chunk when j = dist + i * cs for some i >= 0 (with dist < cs); cs * i by
         shifts and adds. Returns the flags and the next beat's distance (the first start at or after
         `lanes`, minus lanes)."""
         lanes = self.cfg.lanes
         mult = [tree_sum([cs << b for b in range(i.bit_length()) if i >> b & 1]) if i else 0
                 for i in range(lanes + 1)]
-        flags = [Signal(name=f"{name}_start{j}") for j in range(lanes)]
-        for j in range(lanes):
-            m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
+        if flags:
+            flags = [Signal(name=f"{name}_start{j}") for j in range(lanes)]
+            for j in range(lanes):
+                m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
         nxt = Signal(self.cfg.count_bits, name=f"{name}_next")
         m.d.comb += nxt.eq(dist - lanes)
         for i in reversed(range(1, lanes + 1)):
@@ -164,7 +165,7 @@ class ChunkRange(BeatUnit):
         # one step ahead, so each register is one adder and compare from another: the starts of the
         # next beat from `dist`, and the distance one beat further on
         after, nxt = self._starts(m, dist, cs, "after")
-        _, second = self._starts(m, Const(0, cfg.count_bits), cs, "second")    # the second beat's distance
+        _, second = self._starts(m, Const(0, cfg.count_bits), cs, "second", flags=False)  # the second beat's distance
         starts = Mux(fresh, first, start_next)
 
         # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts.
