@@ -40,7 +40,7 @@ class Div:
     q_bits: int
 
     def cycles(self):
-        return self.q_bits + 5      # two more to register num and |num|, one to sign the quotient
+        return self.q_bits + 6      # two more to register num and |num|, two to sign the quotient
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Recip:
         return self.q + 1
 
     def cycles(self):
-        return self.q_bits + 4
+        return self.q_bits + 5
 
 
 @dataclass

@@ -3,7 +3,7 @@ square root, one result bit per clock. The per-channel arithmetic (channel_math.
 so their cost is paid once per datapath, not per lane, and their latency once per channel.
 
 Each engine: operands with `start` (one cycle); `done` pulses `steps` + 1 cycles later with the result
-(the divider: `steps` + 2, its signed quotient is registered).
+(the divider: `steps` + 3, its signed quotient is registered).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -45,7 +45,8 @@ class SeqDiv(wiring.Component):
 
     The caller splits |num| into `rem_init` = |num| >> steps (must be < den) and `lo_init` = the low
     `steps` bits of |num| aligned to the top of a q_bits-wide register; `neg` = num < 0. The quotient's
-    sign is applied in one more cycle, into a register (`done` pulses `steps` + 2 cycles after `start`)."""
+    sign is applied in two more cycles (the remainder's zero flag, then the sign), into a register:
+    `done` pulses `steps` + 3 cycles after `start`."""
 
     def __init__(self, d_bits: int, q_bits: int):
         self.d_bits, self.q_bits = d_bits, q_bits
@@ -64,9 +65,10 @@ class SeqDiv(wiring.Component):
         neg = Signal()
         left = Signal(range(self.q_bits + 1))
         trial = Signal(self.d_bits + 1)
-        finish = Signal()
+        finish, sign = Signal(), Signal()
+        rem_zero = Signal()
         m.d.comb += trial.eq((rem << 1) | lo[-1])
-        m.d.sync += [self.done.eq(finish), finish.eq(0)]
+        m.d.sync += [sign.eq(finish), self.done.eq(sign), finish.eq(0)]
         with m.If(self.start):
             m.d.sync += [rem.eq(self.rem_init), lo.eq(self.lo_init), den.eq(self.den), neg.eq(self.neg),
                          quot.eq(0), left.eq(self.steps)]
@@ -76,8 +78,10 @@ class SeqDiv(wiring.Component):
                          left.eq(left - 1)]
             with m.If(left == 1):
                 m.d.sync += finish.eq(1)
-        with m.If(finish):      # floor for a negative numerator: -(quot + [rem != 0]) = ~quot + [rem == 0]
-            m.d.sync += self.q.eq(Mux(neg, ~Cat(quot, Const(0, 1)).as_signed() + (rem == 0), quot))
+        with m.If(finish):
+            m.d.sync += rem_zero.eq(rem == 0)
+        with m.If(sign):        # floor for a negative numerator: -(quot + [rem != 0]) = ~quot + [rem == 0]
+            m.d.sync += self.q.eq(Mux(neg, ~Cat(quot, Const(0, 1)).as_signed() + rem_zero, quot))
         return m
 
 
