@@ -45,12 +45,13 @@ def latency_table() -> str:
     generator's own formulas (the testbench measures the latencies and tests/test_sim.py asserts they agree)."""
     from ..hdl import NormDatapath
     rows = ["| kind | passes (training) | per-lane statistics hardware | gap pass 1 -> 2 (8 / 16-bit) | "
-            "per-channel latency before the normalize pass (8-bit / 16-bit) | whole channel of 1024 values, "
+            "per-channel latency before the normalize pass (8-bit / 16-bit, 1 lane) | whole channel of 1024 values, "
             "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) |",
             "|---|---|---|---|---|---|"]
-    hw = {"range": "sum; max/min compare chain across lanes, segmented by chunk starts (from one distance register)",
-          "l1": "sum; in pass 2 a comparator x > floor(mean), sum and count of the values above",
-          "linf": "sum; max/min compare trees",
+    hw = {"range": "sum; the max/min of every window of a beat's lanes (registered), then one compare per lane "
+                   "with the open chunk, segmented by chunk starts computed a beat ahead",
+          "l1": "sum; in pass 2 a registered comparator x > floor(mean) per lane, sum and count of the values above",
+          "linf": "sum; max/min compare trees (registered), then one compare with the running max/min",
           "topk": "sum; a k-entry sorted register per lane for the k largest and one for the k smallest values",
           "l2": "sum; a squarer per lane and the wide sum of squares"}
     cfgs = default_configs()
