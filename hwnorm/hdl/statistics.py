@@ -110,10 +110,10 @@ class ChunkRange(BeatUnit):
     pass the open chunk is the last one: `r_closed` sums the ranges of the others, `r_open` is the
     last one's. With lanes, a beat may hold several chunk starts: a segmented max/min scan across
     the lanes closes each segment that a start ends. The starts of each beat are computed a beat ahead
-    from one register, the distance to a later chunk start, primed in the cycle before the first beat; the max and min of every window of the
-    beat's lanes are registered first (no dependence on earlier beats), then combined with the carried
-    chunk in one compare per lane, so no path runs through the lanes one after another. A beat's
-    closed ranges reach `r_closed` `latency_for(cfg)` cycles later.
+    from one register, the distance to a later chunk start, primed in the cycle before the first beat;
+    the max and min of every window of the beat's lanes are registered first (no dependence on earlier
+    beats), then combined with the carried chunk in one compare per lane, so no path runs through the
+    lanes one after another. A beat's closed ranges reach `r_closed` `latency_for(cfg)` cycles later.
     """
 
     HELD_LEAD = 1       # chunk_size must hold from this many cycles before the first beat on
