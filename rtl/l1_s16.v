@@ -164,8 +164,8 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_l1_s16.math  math (
-    .\a$30 (a),
-    .\b$51 (b),
+    .\a$31 (a),
+    .\b$53 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -204,9 +204,9 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .mask(mask),
     .rst(rst),
     .s_hi(s_hi),
-    .second(second),
+    .\second$10 (second),
     .sum(sum),
-    .\valid$3 (valid),
+    .valid(valid),
     .x(i__payload)
   );
   always @* begin
@@ -572,7 +572,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$30 , \b$51 , clk);
+module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -807,107 +807,123 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire [74:0] \$309 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [74:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
-  wire [8:0] \$312 ;
+  wire \$312 ;
   wire \$313 ;
-  wire [10:0] \$314 ;
-  wire [10:0] \$315 ;
+  wire \$314 ;
+  wire \$315 ;
   wire \$316 ;
-  wire [10:0] \$317 ;
+  wire \$317 ;
   wire \$318 ;
-  wire [10:0] \$319 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [10:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire \$322 ;
-  wire [10:0] \$323 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire [74:0] \$322 ;
+  wire [74:0] \$323 ;
   wire \$324 ;
-  wire [10:0] \$325 ;
-  wire [10:0] \$326 ;
+  wire [8:0] \$325 ;
+  wire \$326 ;
   wire [10:0] \$327 ;
   wire [10:0] \$328 ;
-  wire [10:0] \$329 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [70:0] \$330 ;
+  wire [10:0] \$330 ;
   wire \$331 ;
-  wire [9:0] \$332 ;
+  wire [10:0] \$332 ;
   wire [10:0] \$333 ;
-  wire [11:0] \$334 ;
-  wire [70:0] \$335 ;
-  wire [46:0] \$336 ;
-  wire [31:0] \$337 ;
-  wire [31:0] \$338 ;
-  wire [47:0] \$339 ;
+  wire [10:0] \$334 ;
+  wire \$335 ;
+  wire [10:0] \$336 ;
+  wire \$337 ;
+  wire [10:0] \$338 ;
+  wire [10:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire [74:0] \$341 ;
-  wire [74:0] \$342 ;
-  wire \$343 ;
-  wire [62:0] \$344 ;
-  wire [56:0] \$345 ;
-  wire [8:0] \$346 ;
-  wire \$347 ;
-  wire [10:0] \$348 ;
-  wire [10:0] \$349 ;
+  wire [10:0] \$340 ;
+  wire [10:0] \$341 ;
+  wire [10:0] \$342 ;
+  wire [70:0] \$343 ;
+  wire \$344 ;
+  wire [9:0] \$345 ;
+  wire [10:0] \$346 ;
+  wire [11:0] \$347 ;
+  wire [70:0] \$348 ;
+  wire [46:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [10:0] \$351 ;
-  wire \$352 ;
-  wire [10:0] \$353 ;
-  wire [10:0] \$354 ;
-  wire [10:0] \$355 ;
+  wire [31:0] \$350 ;
+  wire [31:0] \$351 ;
+  wire [47:0] \$352 ;
+  wire \$353 ;
+  wire [74:0] \$354 ;
+  wire [74:0] \$355 ;
   wire \$356 ;
-  wire [10:0] \$357 ;
-  wire \$358 ;
-  wire [10:0] \$359 ;
+  wire [62:0] \$357 ;
+  wire [56:0] \$358 ;
+  wire [8:0] \$359 ;
   wire \$36 ;
-  wire [10:0] \$360 ;
+  wire \$360 ;
   wire [10:0] \$361 ;
   wire [10:0] \$362 ;
-  wire [10:0] \$363 ;
-  wire [70:0] \$364 ;
+  wire \$363 ;
+  wire [10:0] \$364 ;
   wire \$365 ;
-  wire [9:0] \$366 ;
+  wire [10:0] \$366 ;
   wire [10:0] \$367 ;
-  wire [11:0] \$368 ;
-  wire [70:0] \$369 ;
+  wire [10:0] \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [46:0] \$370 ;
-  wire [31:0] \$371 ;
-  wire [31:0] \$372 ;
-  wire [47:0] \$373 ;
-  wire [72:0] \$374 ;
-  wire [62:0] \$375 ;
-  reg [5:0] \$376 ;
-  reg [73:0] \$377 ;
-  reg \$378 ;
-  reg [16:0] \$379 ;
+  wire [10:0] \$370 ;
+  wire \$371 ;
+  wire [10:0] \$372 ;
+  wire [10:0] \$373 ;
+  wire [10:0] \$374 ;
+  wire [10:0] \$375 ;
+  wire [10:0] \$376 ;
+  wire [70:0] \$377 ;
+  wire \$378 ;
+  wire [9:0] \$379 ;
   wire \$38 ;
-  reg [45:0] \$380 ;
-  reg [74:0] \$381 ;
-  reg [6:0] \$382 ;
-  reg [24:0] \$383 ;
-  reg [41:0] \$384 ;
-  reg [55:0] \$385 ;
-  reg [9:0] \$386 ;
-  reg [3:0] \$387 ;
-  reg [3:0] \$388 ;
-  reg [9:0] \$389 ;
+  wire [10:0] \$380 ;
+  wire [11:0] \$381 ;
+  wire [70:0] \$382 ;
+  wire [46:0] \$383 ;
+  wire [31:0] \$384 ;
+  wire [31:0] \$385 ;
+  wire [47:0] \$386 ;
+  wire [72:0] \$387 ;
+  wire [62:0] \$388 ;
+  reg [5:0] \$389 ;
   wire \$39 ;
-  reg [70:0] \$390 ;
-  reg [6:0] \$391 ;
-  reg [4:0] \$392 ;
-  reg [41:0] \$393 ;
-  reg [57:0] \$394 ;
-  reg [72:0] \$395 ;
-  reg [61:0] \$396 ;
-  reg [57:0] \$397 ;
+  reg [73:0] \$390 ;
+  reg [73:0] \$391 ;
+  reg \$392 ;
+  reg \$393 ;
+  reg [16:0] \$394 ;
+  reg \$395 ;
+  reg [45:0] \$396 ;
+  reg [74:0] \$397 ;
+  reg [6:0] \$398 ;
+  reg [24:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg [41:0] \$400 ;
+  reg [55:0] \$401 ;
+  reg [9:0] \$402 ;
+  reg [3:0] \$403 ;
+  reg [3:0] \$404 ;
+  reg [9:0] \$405 ;
+  reg [70:0] \$406 ;
+  reg [6:0] \$407 ;
+  reg [4:0] \$408 ;
+  reg [41:0] \$409 ;
   wire \$41 ;
+  reg [57:0] \$410 ;
+  reg [72:0] \$411 ;
+  reg [61:0] \$412 ;
+  reg [57:0] \$413 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
@@ -972,11 +988,11 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire [6:0] \$98 ;
   wire [6:0] \$99 ;
   reg [47:0] a;
-  output [41:0] \a$30 ;
-  reg [41:0] \a$30  = 42'h00000000000;
+  output [41:0] \a$31 ;
+  reg [41:0] \a$31  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$51 ;
-  reg [57:0] \b$51  = 58'h000000000000000;
+  output [57:0] \b$53 ;
+  reg [57:0] \b$53  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -999,15 +1015,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire [3:0] count_lead;
   output [74:0] den;
   reg [74:0] den = 75'h0000000000000000000;
-  reg [74:0] \den$16 ;
+  reg [74:0] \den$17 ;
   wire [6:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num;
+  reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$40 ;
+  wire \done$38 ;
+  wire \done$41 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -1020,8 +1036,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg [41:0] m = 42'h00000000000;
   reg neg;
   reg \neg$23 ;
-  reg [72:0] p = 73'h0000000000000000000;
-  wire [83:0] \p$41 ;
+  wire [83:0] p;
+  reg [72:0] \p$51  = 73'h0000000000000000000;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -1031,13 +1047,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire rst;
   input [28:0] s_hi;
   wire [28:0] s_hi;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$18 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [5:0] \steps$24 ;
   input [28:0] sum;
@@ -1350,124 +1370,143 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign \$305  = fsm_state == 6'h23;
   assign \$306  = fsm_state == 6'h24;
   assign \$307  = fsm_state == 6'h25;
-  assign \$308  = $signed(div_num) < $signed(1'h0);
-  assign \$309  = - $signed(div_num);
-  assign \$310  = \$308  ? \$309  : { div_num[73], div_num };
-  assign \$311  = $signed(div_num) < $signed(1'h0);
-  assign \$312  = lead + 9'h1f5;
-  assign \$313  = $signed(sh0) < $signed(4'h4);
-  assign \$314  = $signed(4'h4) - $signed(sh0);
-  assign \$315  = \$313  ? \$314  : 11'h000;
-  assign \$316  = $signed(sh0) < $signed(4'h4);
-  assign \$317  = $signed(sh0) - $signed(4'h4);
-  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
-  assign \$319  = $signed(sh0) - $signed(4'h4);
-  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
-  assign \$321  = $signed(sh0) - $signed(6'h15);
-  assign \$322  = $signed(\$320 ) > $signed(\$321 );
-  assign \$323  = $signed(sh0) - $signed(4'h4);
-  assign \$324  = $signed(\$323 ) < $signed({ 1'h0, tk });
-  assign \$325  = $signed(sh0) - $signed(4'h4);
-  assign \$326  = \$324  ? \$325  : { 7'h00, tk };
-  assign \$327  = $signed(sh0) - $signed(6'h15);
-  assign \$328  = \$322  ? \$326  : \$327 ;
-  assign \$329  = \$316  ? 11'h000 : \$328 ;
-  assign \$330  = $signed(km) << pre;
-  assign \$331  = tsh > 7'h47;
-  assign \$332  = \$331  ? 10'h047 : tsh;
-  assign \$333  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$334  = $signed(\$333 ) - $signed({ 1'h0, tsh });
-  assign \$335  = $signed(km_pre) >>> t_clamped;
-  assign \$336  = $signed(chan[118:103]) << \$241 [4:0];
-  assign \$337  = 1'h1 << sh;
-  assign \$339  = $signed(\$336 ) + $signed({ 1'h0, \$338  });
-  assign \$340  = $signed(div_num) < $signed(1'h0);
-  assign \$341  = - $signed(div_num);
-  assign \$342  = \$340  ? \$341  : { div_num[73], div_num };
-  assign \$343  = $signed(div_num) < $signed(1'h0);
-  assign \$344  = $signed(bias) - $signed(quot);
-  assign \$346  = $signed(6'h10) - $signed(chan[174:167]);
-  assign \$347  = $signed(sh0) < $signed(4'h4);
-  assign \$348  = $signed(4'h4) - $signed(sh0);
-  assign \$349  = \$347  ? \$348  : 11'h000;
-  assign \$350  = $signed(sh0) < $signed(4'h4);
-  assign \$351  = $signed(sh0) - $signed(4'h4);
-  assign \$352  = $signed(\$351 ) < $signed({ 1'h0, tk });
-  assign \$353  = $signed(sh0) - $signed(4'h4);
-  assign \$354  = \$352  ? \$353  : { 7'h00, tk };
-  assign \$355  = $signed(sh0) - $signed(6'h15);
-  assign \$356  = $signed(\$354 ) > $signed(\$355 );
-  assign \$357  = $signed(sh0) - $signed(4'h4);
-  assign \$358  = $signed(\$357 ) < $signed({ 1'h0, tk });
-  assign \$359  = $signed(sh0) - $signed(4'h4);
-  assign \$360  = \$358  ? \$359  : { 7'h00, tk };
-  assign \$361  = $signed(sh0) - $signed(6'h15);
-  assign \$362  = \$356  ? \$360  : \$361 ;
-  assign \$363  = \$350  ? 11'h000 : \$362 ;
-  assign \$364  = $signed(km) << pre;
-  assign \$365  = tsh > 7'h47;
-  assign \$366  = \$365  ? 10'h047 : tsh;
-  assign \$367  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$368  = $signed(\$367 ) - $signed({ 1'h0, tsh });
-  assign \$369  = $signed(km_pre) >>> t_clamped;
-  assign \$370  = $signed(chan[118:103]) << \$242 [4:0];
-  assign \$371  = 1'h1 << sh;
-  assign \$373  = $signed(\$370 ) + $signed({ 1'h0, \$372  });
-  assign \$375  = $signed(bias) - $signed(quot);
+  assign \$308  = fsm_state == 6'h26;
+  assign \$309  = fsm_state == 6'h27;
+  assign \$310  = fsm_state == 6'h28;
+  assign \$311  = fsm_state == 6'h29;
+  assign \$312  = fsm_state == 6'h2a;
+  assign \$313  = fsm_state == 6'h2b;
+  assign \$314  = fsm_state == 6'h2c;
+  assign \$315  = fsm_state == 6'h2d;
+  assign \$316  = fsm_state == 6'h2e;
+  assign \$317  = fsm_state == 6'h2f;
+  assign \$318  = fsm_state == 6'h30;
+  assign \$319  = fsm_state == 6'h31;
+  assign \$320  = fsm_state == 6'h32;
+  assign \$321  = $signed(div_num) < $signed(1'h0);
+  assign \$322  = - $signed(div_num);
+  assign \$323  = \$321  ? \$322  : { div_num[73], div_num };
+  assign \$324  = $signed(div_num) < $signed(1'h0);
+  assign \$325  = lead + 9'h1f5;
+  assign \$326  = $signed(sh0) < $signed(4'h4);
+  assign \$327  = $signed(4'h4) - $signed(sh0);
+  assign \$328  = \$326  ? \$327  : 11'h000;
+  assign \$329  = $signed(sh0) < $signed(4'h4);
+  assign \$330  = $signed(sh0) - $signed(4'h4);
+  assign \$331  = $signed(\$330 ) < $signed({ 1'h0, tk });
+  assign \$332  = $signed(sh0) - $signed(4'h4);
+  assign \$333  = \$331  ? \$332  : { 7'h00, tk };
+  assign \$334  = $signed(sh0) - $signed(6'h15);
+  assign \$335  = $signed(\$333 ) > $signed(\$334 );
+  assign \$336  = $signed(sh0) - $signed(4'h4);
+  assign \$337  = $signed(\$336 ) < $signed({ 1'h0, tk });
+  assign \$338  = $signed(sh0) - $signed(4'h4);
+  assign \$339  = \$337  ? \$338  : { 7'h00, tk };
+  assign \$340  = $signed(sh0) - $signed(6'h15);
+  assign \$341  = \$335  ? \$339  : \$340 ;
+  assign \$342  = \$329  ? 11'h000 : \$341 ;
+  assign \$343  = $signed(km) << pre;
+  assign \$344  = tsh > 7'h47;
+  assign \$345  = \$344  ? 10'h047 : tsh;
+  assign \$346  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$347  = $signed(\$346 ) - $signed({ 1'h0, tsh });
+  assign \$348  = $signed(km_pre) >>> t_clamped;
+  assign \$349  = $signed(chan[118:103]) << \$241 [4:0];
+  assign \$350  = 1'h1 << sh;
+  assign \$352  = $signed(\$349 ) + $signed({ 1'h0, \$351  });
+  assign \$353  = $signed(div_num) < $signed(1'h0);
+  assign \$354  = - $signed(div_num);
+  assign \$355  = \$353  ? \$354  : { div_num[73], div_num };
+  assign \$356  = $signed(div_num) < $signed(1'h0);
+  assign \$357  = $signed(bias) - $signed(quot);
+  assign \$359  = $signed(6'h10) - $signed(chan[174:167]);
+  assign \$360  = $signed(sh0) < $signed(4'h4);
+  assign \$361  = $signed(4'h4) - $signed(sh0);
+  assign \$362  = \$360  ? \$361  : 11'h000;
+  assign \$363  = $signed(sh0) < $signed(4'h4);
+  assign \$364  = $signed(sh0) - $signed(4'h4);
+  assign \$365  = $signed(\$364 ) < $signed({ 1'h0, tk });
+  assign \$366  = $signed(sh0) - $signed(4'h4);
+  assign \$367  = \$365  ? \$366  : { 7'h00, tk };
+  assign \$368  = $signed(sh0) - $signed(6'h15);
+  assign \$369  = $signed(\$367 ) > $signed(\$368 );
+  assign \$370  = $signed(sh0) - $signed(4'h4);
+  assign \$371  = $signed(\$370 ) < $signed({ 1'h0, tk });
+  assign \$372  = $signed(sh0) - $signed(4'h4);
+  assign \$373  = \$371  ? \$372  : { 7'h00, tk };
+  assign \$374  = $signed(sh0) - $signed(6'h15);
+  assign \$375  = \$369  ? \$373  : \$374 ;
+  assign \$376  = \$363  ? 11'h000 : \$375 ;
+  assign \$377  = $signed(km) << pre;
+  assign \$378  = tsh > 7'h47;
+  assign \$379  = \$378  ? 10'h047 : tsh;
+  assign \$380  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$381  = $signed(\$380 ) - $signed({ 1'h0, tsh });
+  assign \$382  = $signed(km_pre) >>> t_clamped;
+  assign \$383  = $signed(chan[118:103]) << \$242 [4:0];
+  assign \$384  = 1'h1 << sh;
+  assign \$386  = $signed(\$383 ) + $signed({ 1'h0, \$385  });
+  assign \$388  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$376 ;
+    fsm_state <= \$389 ;
   always @(posedge clk)
-    div_mag <= \$377 ;
+    div_num <= \$390 ;
   always @(posedge clk)
-    div_neg <= \$378 ;
+    div_mag <= \$391 ;
   always @(posedge clk)
-    floor_mean <= \$379 ;
+    div_neg <= \$392 ;
   always @(posedge clk)
-    t <= \$380 ;
+    \start$9  <= \$393 ;
   always @(posedge clk)
-    den <= \$381 ;
+    floor_mean <= \$394 ;
   always @(posedge clk)
-    lead <= \$382 ;
+    start <= \$395 ;
   always @(posedge clk)
-    recip <= \$383 ;
+    t <= \$396 ;
   always @(posedge clk)
-    m <= \$384 ;
+    den <= \$397 ;
   always @(posedge clk)
-    km <= \$385 ;
+    lead <= \$398 ;
   always @(posedge clk)
-    sh0 <= \$386 ;
+    recip <= \$399 ;
   always @(posedge clk)
-    tk <= \$387 ;
+    m <= \$400 ;
   always @(posedge clk)
-    pre <= \$388 ;
+    km <= \$401 ;
   always @(posedge clk)
-    tsh <= \$389 ;
+    sh0 <= \$402 ;
   always @(posedge clk)
-    km_pre <= \$390 ;
+    tk <= \$403 ;
   always @(posedge clk)
-    t_clamped <= \$391 ;
+    pre <= \$404 ;
   always @(posedge clk)
-    sh <= \$392 ;
+    tsh <= \$405 ;
   always @(posedge clk)
-    \a$30  <= \$393 ;
+    km_pre <= \$406 ;
   always @(posedge clk)
-    bias <= \$394 ;
+    t_clamped <= \$407 ;
   always @(posedge clk)
-    p <= \$395 ;
+    sh <= \$408 ;
   always @(posedge clk)
-    quot <= \$396 ;
+    \a$31  <= \$409 ;
   always @(posedge clk)
-    \b$51  <= \$397 ;
+    bias <= \$410 ;
+  always @(posedge clk)
+    \p$51  <= \$411 ;
+  always @(posedge clk)
+    quot <= \$412 ;
+  always @(posedge clk)
+    \b$53  <= \$413 ;
   \hwnorm_l1_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$16 ),
-    .done(\done$37 ),
+    .\den$13 (\den$17 ),
+    .done(\done$38 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(start),
+    .start(\start$9 ),
     .steps(steps)
   );
   \hwnorm_l1_s16.math.mul  mul (
@@ -1475,123 +1514,13 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$41 ),
     .\neg$12 (\neg$23 ),
-    .p(\p$41 ),
+    .p(p),
     .rst(rst),
-    .start(\start$18 ),
+    .start(start),
     .steps(\steps$24 )
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 74'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          div_num = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          div_num = { p[72], p };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          start = 1'h1;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          start = 1'h1;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     rem_init = 75'h0000000000000000000;
@@ -1601,14 +1530,14 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h01:
           /* empty */;
       6'h04:
-          rem_init = { 1'h0, \$243  };
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          rem_init = { 1'h0, \$243  };
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1619,7 +1548,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h0c:
           /* empty */;
       6'h0d:
-          rem_init = \$249 [74:0];
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1633,7 +1562,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          rem_init = \$249 [74:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -1645,6 +1574,28 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
           rem_init = { 1'h0, \$260  };
     endcase
   end
@@ -1657,14 +1608,14 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h01:
           /* empty */;
       6'h04:
-          lo_init = \$244 [57:0];
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          lo_init = \$244 [57:0];
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1675,7 +1626,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h0c:
           /* empty */;
       6'h0d:
-          lo_init = \$251 ;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1689,7 +1640,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          lo_init = \$251 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1701,6 +1652,28 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
           lo_init = \$261 [57:0];
     endcase
   end
@@ -1713,14 +1686,14 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h01:
           /* empty */;
       6'h04:
-          neg = div_neg;
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          neg = div_neg;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1731,195 +1704,27 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h0c:
           /* empty */;
       6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
           neg = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          neg = div_neg;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$16  = 75'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          \den$16  = { 62'h0000000000000000, chan[13:1] };
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \den$16  = den;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \den$16  = { 62'h0000000000000000, chan[13:1] };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 6'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          steps = 6'h11;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          steps = 6'h18;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          steps = 6'h3a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          \start$18  = 1'h1;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \start$18  = 1'h1;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$18  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \start$18  = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \start$18  = 1'h1;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \start$18  = 1'h1;
       6'h18:
           /* empty */;
       6'h19:
@@ -1930,8 +1735,6 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \start$18  = 1'h1;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1943,7 +1746,169 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h21:
           /* empty */;
       6'h22:
-          \start$18  = 1'h1;
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = div_neg;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \den$17  = 75'h0000000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \den$17  = { 62'h0000000000000000, chan[13:1] };
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \den$17  = den;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \den$17  = { 62'h0000000000000000, chan[13:1] };
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 6'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          steps = 6'h11;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 6'h18;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 6'h3a;
     endcase
   end
   always @* begin
@@ -1958,30 +1923,30 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          a = { s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi };
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { \$245 [46], \$245  };
+          a = { s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 23'h000000, recip };
-      6'h10:
           /* empty */;
+      6'h10:
+          a = { \$245 [46], \$245  };
       6'h11:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m };
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -1993,19 +1958,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
+          a = { 23'h000000, recip };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          a = { 24'h000000, chan[166:143] };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2015,9 +1978,37 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
       6'h22:
-          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          a = { 24'h000000, chan[166:143] };
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
     endcase
   end
   always @* begin
@@ -2032,30 +2023,30 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          b = { 22'h000000, chan[13:1] };
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          b = { 22'h000000, c_hi };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          b = chan[48:14];
+          b = { 22'h000000, chan[13:1] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          b = { 22'h000000, c_hi };
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254  };
-      6'h10:
           /* empty */;
+      6'h10:
+          b = chan[48:14];
       6'h11:
-          b = { 22'h000000, chan[13:1] };
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2067,19 +2058,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258  };
+          b = { \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          b = { 22'h000000, chan[13:1] };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          b = { \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2089,8 +2078,36 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          b = { \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258  };
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          b = { \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264  };
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           b = { \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268  };
     endcase
   end
@@ -2106,30 +2123,30 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          c = 84'h000000000000000000000;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          c = { 46'h000000000000, chan[86:49] };
+          c = 84'h000000000000000000000;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 84'h000000000000000000000;
-      6'h10:
           /* empty */;
+      6'h10:
+          c = { 46'h000000000000, chan[86:49] };
       6'h11:
-          c = 84'h000000000000000000000;
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2147,13 +2164,11 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          c = 84'h000000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          c = 84'h000000000000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2163,8 +2178,36 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          c = 84'h000000000000000000000;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          c = 84'h000000000000000000000;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           c = 84'h000000000000000000000;
     endcase
   end
@@ -2180,12 +2223,12 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          \neg$23  = 1'h0;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          \neg$23  = 1'h1;
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2195,15 +2238,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          \neg$23  = 1'h1;
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$23  = \$255 ;
-      6'h10:
           /* empty */;
-      6'h11:
+      6'h10:
           \neg$23  = 1'h0;
+      6'h11:
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2215,19 +2258,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$259 ;
+          \neg$23  = \$255 ;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \neg$23  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \neg$23  = \$265 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2237,8 +2278,36 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          \neg$23  = \$259 ;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \neg$23  = \$265 ;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           \neg$23  = \$269 ;
     endcase
   end
@@ -2254,30 +2323,30 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          \steps$24  = 6'h0d;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          \steps$24  = 6'h0d;
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$24  = 6'h23;
+          \steps$24  = 6'h0d;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          \steps$24  = 6'h0d;
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$24  = 6'h10;
-      6'h10:
           /* empty */;
+      6'h10:
+          \steps$24  = 6'h23;
       6'h11:
-          \steps$24  = 6'h0d;
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2289,19 +2358,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          \steps$24  = 6'h1d;
+          \steps$24  = 6'h10;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \steps$24  = 6'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \steps$24  = 6'h10;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2311,8 +2378,36 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          \steps$24  = 6'h1d;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \steps$24  = 6'h10;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           \steps$24  = 6'h18;
     endcase
   end
@@ -2328,11 +2423,11 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -2374,8 +2469,6 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2394,1230 +2487,230 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       6'h25:
           /* empty */;
-      6'h06:
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h08:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = fsm_state;
+    \$389  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$376  = 6'h01;
+                  \$389  = 6'h01;
               2'h1:
-                  \$376  = 6'h02;
+                  \$389  = 6'h02;
               2'h2:
-                  \$376  = 6'h03;
+                  \$389  = 6'h03;
             endcase
           end
       6'h01:
-          \$376  = 6'h04;
+          \$389  = 6'h04;
       6'h04:
-          \$376  = 6'h05;
+          \$389  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$376  = 6'h06;
-          end
-      6'h02:
-          \$376  = 6'h07;
-      6'h07:
-          if (\done$40 ) begin
-            \$376  = 6'h08;
-          end
-      6'h08:
-          \$376  = 6'h09;
-      6'h09:
-          if (\done$40 ) begin
-            \$376  = 6'h0a;
-          end
-      6'h0a:
-          \$376  = 6'h0b;
-      6'h0b:
-          if (\done$40 ) begin
-            \$376  = 6'h0c;
-          end
-      6'h0c:
-          \$376  = 6'h0d;
-      6'h0d:
-          \$376  = 6'h0e;
-      6'h0e:
-          if (\done$37 ) begin
-            \$376  = 6'h0f;
-          end
-      6'h0f:
-          \$376  = 6'h10;
-      6'h10:
-          if (\done$40 ) begin
-            \$376  = 6'h11;
-          end
-      6'h11:
-          \$376  = 6'h12;
-      6'h12:
-          if (\done$40 ) begin
-            \$376  = 6'h13;
-          end
-      6'h13:
-          \$376  = 6'h14;
-      6'h14:
-          \$376  = 6'h15;
-      6'h15:
-          \$376  = 6'h16;
-      6'h16:
-          \$376  = 6'h17;
-      6'h17:
-          \$376  = 6'h18;
-      6'h18:
-          if (\done$40 ) begin
-            \$376  = 6'h19;
-          end
-      6'h19:
-          \$376  = 6'h1a;
-      6'h1a:
-          \$376  = 6'h1b;
-      6'h1b:
-          if (\done$37 ) begin
-            \$376  = 6'h1c;
-          end
-      6'h1c:
-          \$376  = 6'h06;
-      6'h03:
-          \$376  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$376  = 6'h1e;
-          end
-      6'h1e:
-          \$376  = 6'h1f;
-      6'h1f:
-          \$376  = 6'h20;
-      6'h20:
-          \$376  = 6'h21;
-      6'h21:
-          \$376  = 6'h22;
-      6'h22:
-          \$376  = 6'h23;
-      6'h23:
-          if (\done$40 ) begin
-            \$376  = 6'h24;
-          end
-      6'h24:
-          \$376  = 6'h25;
-      6'h25:
-          \$376  = 6'h06;
+          \$389  = 6'h06;
       6'h06:
-          \$376  = 6'h00;
-    endcase
-    if (rst) begin
-      \$376  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          \$377  = \$310 [73:0];
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
+          \$389  = 6'h07;
       6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
+          if (\done$38 ) begin
+            \$389  = 6'h08;
+          end
+      6'h02:
+          \$389  = 6'h09;
       6'h09:
-          /* empty */;
+          \$389  = 6'h0a;
       6'h0a:
-          /* empty */;
+          \$389  = 6'h0b;
       6'h0b:
-          /* empty */;
+          if (\done$41 ) begin
+            \$389  = 6'h0c;
+          end
       6'h0c:
-          /* empty */;
+          \$389  = 6'h0d;
       6'h0d:
-          /* empty */;
+          \$389  = 6'h0e;
       6'h0e:
-          /* empty */;
+          if (\done$41 ) begin
+            \$389  = 6'h0f;
+          end
       6'h0f:
-          /* empty */;
+          \$389  = 6'h10;
       6'h10:
-          /* empty */;
+          \$389  = 6'h11;
       6'h11:
-          /* empty */;
+          if (\done$41 ) begin
+            \$389  = 6'h12;
+          end
       6'h12:
-          /* empty */;
+          \$389  = 6'h13;
       6'h13:
-          /* empty */;
+          \$389  = 6'h14;
       6'h14:
-          /* empty */;
+          \$389  = 6'h15;
       6'h15:
-          /* empty */;
+          if (\done$38 ) begin
+            \$389  = 6'h16;
+          end
       6'h16:
-          /* empty */;
+          \$389  = 6'h17;
       6'h17:
-          /* empty */;
+          \$389  = 6'h18;
       6'h18:
-          /* empty */;
+          if (\done$41 ) begin
+            \$389  = 6'h19;
+          end
       6'h19:
-          \$377  = \$342 [73:0];
-    endcase
-    if (rst) begin
-      \$377  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          \$378  = \$311 ;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$378  = \$343 ;
-    endcase
-    if (rst) begin
-      \$378  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$37 ) begin
-            \$379  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$379  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          if (\done$40 ) begin
-            \$380  = \p$41 [45:0];
-          end
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$40 ) begin
-            \$380  = \p$41 [45:0];
-          end
-    endcase
-    if (rst) begin
-      \$380  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$40 ) begin
-            \$381  = \p$41 [74:0];
-          end
-    endcase
-    if (rst) begin
-      \$381  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$382  = den_lead;
-    endcase
-    if (rst) begin
-      \$382  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$37 ) begin
-            \$383  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$383  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$40 ) begin
-            \$384  = \p$41 [41:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
+          \$389  = 6'h1a;
       6'h1a:
-          /* empty */;
+          \$389  = 6'h1b;
       6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          if (\done$40 ) begin
-            \$384  = \p$41 [41:0];
+          if (\done$41 ) begin
+            \$389  = 6'h1c;
           end
-    endcase
-    if (rst) begin
-      \$384  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$40 ) begin
-            \$385  = \p$41 [55:0];
-          end
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
       6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
+          \$389  = 6'h1d;
       6'h1d:
-          /* empty */;
+          \$389  = 6'h1e;
       6'h1e:
-          \$385  = \$345 [55:0];
-    endcase
-    if (rst) begin
-      \$385  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$386  = { \$312 [8], \$312  };
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$386  = { \$346 [8], \$346  };
-    endcase
-    if (rst) begin
-      \$386  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$387  = count_lead;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$387  = 4'h8;
-    endcase
-    if (rst) begin
-      \$387  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$388  = \$315 [3:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          \$389  = 6'h1f;
       6'h1f:
-          \$388  = \$349 [3:0];
-    endcase
-    if (rst) begin
-      \$388  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$389  = \$329 [9:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$389  = \$363 [9:0];
-    endcase
-    if (rst) begin
-      \$389  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$390  = \$330 ;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
+          \$389  = 6'h20;
       6'h20:
-          \$390  = \$364 ;
-    endcase
-    if (rst) begin
-      \$390  = 71'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$391  = \$332 [6:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$391  = \$366 [6:0];
-    endcase
-    if (rst) begin
-      \$391  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$392  = \$334 [4:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$392  = \$368 [4:0];
-    endcase
-    if (rst) begin
-      \$392  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = \a$30 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$393  = \$335 [41:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
+          \$389  = 6'h21;
       6'h21:
-          \$393  = \$369 [41:0];
-    endcase
-    if (rst) begin
-      \$393  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$394  = { \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339 [47], \$339  };
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$394  = { \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373 [47], \$373  };
-    endcase
-    if (rst) begin
-      \$394  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$40 ) begin
-            \$395  = \p$41 [72:0];
+          \$389  = 6'h22;
+      6'h22:
+          if (\done$41 ) begin
+            \$389  = 6'h23;
           end
+      6'h23:
+          \$389  = 6'h24;
+      6'h24:
+          \$389  = 6'h25;
+      6'h25:
+          \$389  = 6'h26;
+      6'h26:
+          if (\done$38 ) begin
+            \$389  = 6'h27;
+          end
+      6'h27:
+          \$389  = 6'h08;
+      6'h03:
+          \$389  = 6'h28;
+      6'h28:
+          \$389  = 6'h29;
+      6'h29:
+          if (\done$41 ) begin
+            \$389  = 6'h2a;
+          end
+      6'h2a:
+          \$389  = 6'h2b;
+      6'h2b:
+          \$389  = 6'h2c;
+      6'h2c:
+          \$389  = 6'h2d;
+      6'h2d:
+          \$389  = 6'h2e;
+      6'h2e:
+          \$389  = 6'h2f;
+      6'h2f:
+          \$389  = 6'h30;
+      6'h30:
+          if (\done$41 ) begin
+            \$389  = 6'h31;
+          end
+      6'h31:
+          \$389  = 6'h32;
+      6'h32:
+          \$389  = 6'h08;
+      6'h08:
+          \$389  = 6'h00;
+    endcase
+    if (rst) begin
+      \$389  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          \$390  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3625,8 +2718,6 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3641,17 +2732,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$40 ) begin
-            \$395  = \p$41 [72:0];
-          end
+          \$390  = { \p$51 [72], \p$51  };
     endcase
     if (rst) begin
-      \$395  = 73'h0000000000000000000;
+      \$390  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = quot;
+    \$391  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3660,12 +2749,12 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
-      6'h02:
+          \$391  = \$323 [73:0];
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -3704,12 +2793,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$37 ) begin
-            \$396  = { q[59], q[59], q };
-          end
-      6'h1c:
           /* empty */;
-      6'h03:
+      6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3726,15 +2811,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$396  = \$374 [61:0];
+          \$391  = \$355 [73:0];
     endcase
     if (rst) begin
-      \$396  = 62'h0000000000000000;
+      \$391  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = \b$51 ;
+    \$392  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3743,12 +2828,12 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
-      6'h02:
+          \$392  = \$324 ;
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -3789,8 +2874,470 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          \$397  = \$344 [57:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$392  = \$356 ;
+    endcase
+    if (rst) begin
+      \$392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$393  = 1'h1;
+      6'h06:
+          \$393  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$393  = 1'h1;
+      6'h14:
+          \$393  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$393  = 1'h1;
+      6'h25:
+          \$393  = 1'h0;
+    endcase
+    if (rst) begin
+      \$393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$394  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$38 ) begin
+            \$394  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$394  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$395  = 1'h1;
+      6'h0a:
+          \$395  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$395  = 1'h1;
+      6'h0d:
+          \$395  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$395  = 1'h1;
+      6'h10:
+          \$395  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$395  = 1'h1;
+      6'h17:
+          \$395  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$395  = 1'h1;
+      6'h1a:
+          \$395  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$395  = 1'h1;
+      6'h21:
+          \$395  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
       6'h03:
+          \$395  = 1'h1;
+      6'h28:
+          \$395  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$395  = 1'h1;
+      6'h2f:
+          \$395  = 1'h0;
+    endcase
+    if (rst) begin
+      \$395  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$41 ) begin
+            \$396  = p[45:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$41 ) begin
+            \$396  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$396  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$41 ) begin
+            \$397  = p[74:0];
+          end
+    endcase
+    if (rst) begin
+      \$397  = 75'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$398  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$398  = den_lead;
+    endcase
+    if (rst) begin
+      \$398  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$399  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$38 ) begin
+            \$399  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$399  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$400  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$41 ) begin
+            \$400  = p[41:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3809,14 +3356,1315 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h24:
           /* empty */;
       6'h25:
-          \$397  = \$375 [57:0];
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          if (\done$41 ) begin
+            \$400  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$397  = 58'h000000000000000;
+      \$400  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$401  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$41 ) begin
+            \$401  = p[55:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$401  = \$358 [55:0];
+    endcase
+    if (rst) begin
+      \$401  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$402  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$402  = { \$325 [8], \$325  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$402  = { \$359 [8], \$359  };
+    endcase
+    if (rst) begin
+      \$402  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$403  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$403  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$403  = 4'h8;
+    endcase
+    if (rst) begin
+      \$403  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$404  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$404  = \$328 [3:0];
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$404  = \$362 [3:0];
+    endcase
+    if (rst) begin
+      \$404  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$405  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$405  = \$342 [9:0];
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$405  = \$376 [9:0];
+    endcase
+    if (rst) begin
+      \$405  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$406  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$406  = \$343 ;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$406  = \$377 ;
+    endcase
+    if (rst) begin
+      \$406  = 71'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$407  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$407  = \$345 [6:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$407  = \$379 [6:0];
+    endcase
+    if (rst) begin
+      \$407  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$408  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$408  = \$347 [4:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$408  = \$381 [4:0];
+    endcase
+    if (rst) begin
+      \$408  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$409  = \a$31 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$409  = \$348 [41:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$409  = \$382 [41:0];
+    endcase
+    if (rst) begin
+      \$409  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$410  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$410  = { \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352  };
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$410  = { \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386  };
+    endcase
+    if (rst) begin
+      \$410  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$411  = \p$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          if (\done$41 ) begin
+            \$411  = p[72:0];
+          end
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          if (\done$41 ) begin
+            \$411  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$411  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$412  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$38 ) begin
+            \$412  = { q[59], q[59], q };
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$412  = \$387 [61:0];
+    endcase
+    if (rst) begin
+      \$412  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$413  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$413  = \$357 [57:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$413  = \$388 [57:0];
+    endcase
+    if (rst) begin
+      \$413  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$241 [4:0];
   assign \beta_shift$6  = \$242 [4:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
@@ -3831,40 +4679,46 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign \$245  = { t, 1'h0 };
   assign \$260  = { 58'h000000000000000, div_mag[73:58] };
   assign \$261  = { 1'h0, div_mag[57:0] };
-  assign \$338  = { 1'h0, \$337 [31:1] };
-  assign \$345  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$372  = { 1'h0, \$371 [31:1] };
-  assign \$374  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$351  = { 1'h0, \$350 [31:1] };
+  assign \$358  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$385  = { 1'h0, \$384 [31:1] };
+  assign \$387  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
 endmodule
 
-module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [75:0] \$1 ;
-  wire \$10 ;
-  wire [58:0] \$11 ;
-  wire [58:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [74:0] \$16 ;
-  reg [57:0] \$17 ;
-  reg [74:0] \$18 ;
-  reg \$19 ;
-  wire [58:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [58:0] \$13 ;
+  wire [59:0] \$14 ;
+  wire [59:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [74:0] \$19 ;
+  wire \$2 ;
   reg [57:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [74:0] \$21 ;
+  reg \$22 ;
+  reg [57:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [59:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [76:0] \$7 ;
-  wire [76:0] \$8 ;
+  wire [76:0] \$4 ;
+  wire [76:0] \$5 ;
+  wire [58:0] \$6 ;
+  wire \$7 ;
+  wire [58:0] \$8 ;
   wire [58:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [74:0] den = 75'h0000000000000000000;
-  input [74:0] \den$14 ;
-  wire [74:0] \den$14 ;
+  input [74:0] \den$13 ;
+  wire [74:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3875,109 +4729,101 @@ module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   input \neg$15 ;
   wire \neg$15 ;
   output [59:0] q;
-  wire [59:0] q;
+  reg [59:0] q = 60'h000000000000000;
   reg [57:0] quot = 58'h000000000000000;
   reg [74:0] rem = 75'h0000000000000000000;
   input [74:0] rem_init;
   wire [74:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [75:0] trial;
   assign trial = \$1  | { 75'h0000000000000000000, lo[57] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 58'h000000000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [74:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [74:0];
     end
     if (rst) begin
-      \$16  = 75'h0000000000000000000;
+      \$19  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [57:0];
-    end
-    if (rst) begin
-      \$17  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 58'h000000000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [57:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [57:0];
     end
     if (rst) begin
       \$20  = 58'h000000000000000;
@@ -3985,22 +4831,74 @@ module \hwnorm_l1_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 75'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 58'h000000000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [57:0];
+    end
+    if (rst) begin
+      \$23  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 60'h000000000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l1_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_l1_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [83:0] \$10 ;
@@ -4581,92 +5479,157 @@ module \hwnorm_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
 endmodule
 
-module \hwnorm_l1_s16.stats_unit (clk, rst, mask, clear, \valid$3 , second, sum, s_hi, c_hi, floor_mean, x);
+module \hwnorm_l1_s16.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_hi, c_hi, floor_mean, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  reg [15:0] \$4 ;
+  reg \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [15:0] \$like  = 16'h0000;
+  reg \$like$4  = 1'h0;
+  wire [15:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   output [12:0] c_hi;
   wire [12:0] c_hi;
-  wire [12:0] \c_hi$20 ;
+  wire [12:0] \c_hi$26 ;
   input clear;
   wire clear;
-  wire \clear$1 ;
   wire \clear$11 ;
+  wire \clear$17 ;
   input clk;
   wire clk;
   input [16:0] floor_mean;
   wire [16:0] floor_mean;
-  wire [16:0] \floor_mean$16 ;
+  wire [16:0] \floor_mean$22 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$14 ;
-  wire \mask$8 ;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   input rst;
   wire rst;
   output [28:0] s_hi;
   wire [28:0] s_hi;
-  wire [28:0] \s_hi$18 ;
-  input second;
-  wire second;
+  wire [28:0] \s_hi$24 ;
+  reg second = 1'h0;
+  input \second$10 ;
+  wire \second$10 ;
   output [28:0] sum;
   wire [28:0] sum;
-  wire [28:0] \sum$10 ;
+  wire [28:0] \sum$16 ;
+  input valid;
   wire valid;
   wire \valid$12 ;
-  input \valid$3 ;
-  wire \valid$3 ;
+  wire \valid$18 ;
   input [15:0] x;
   wire [15:0] x;
+  (* init = 16'h0000 *)
   wire [15:0] \x$13 ;
   wire [15:0] \x$13[0] ;
-  wire [15:0] \x$6 ;
-  wire [15:0] \x$6[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$19 ;
+  wire [15:0] \x$19[0] ;
   wire [15:0] \x[0] ;
-  assign \$1  = ~ second;
-  assign valid = \valid$3  & \$1 ;
-  assign \valid$12  = \valid$3  & second;
+  assign \$3  = ~ second;
+  assign \valid$12  = \$signal  & \$3 ;
+  assign \valid$18  = \$signal  & second;
+  always @(posedge clk)
+    \$like  <= \$4 ;
+  always @(posedge clk)
+    \$like$4  <= \$5 ;
+  always @(posedge clk)
+    \$signal  <= \$6 ;
+  always @(posedge clk)
+    second <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_l1_s16.stats_unit.above  above (
     .c_hi(c_hi),
     .clear(clear),
     .clk(clk),
     .floor_mean(floor_mean),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .s_hi(s_hi),
-    .valid(\valid$12 ),
-    .x(x)
+    .valid(\valid$18 ),
+    .x(\$like )
   );
-  \hwnorm_l1_s16.stats_unit.sum$23  \sum$23  (
+  \hwnorm_l1_s16.stats_unit.sum$27  \sum$27  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$12 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \x$6  = x;
-  assign \mask$8  = mask;
-  assign \sum$10  = sum;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$4  = x;
+    if (rst) begin
+      \$4  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = mask;
+    if (rst) begin
+      \$5  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = \$2 ;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \second$10 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
   assign \clear$11  = clear;
-  assign \x$13  = x;
-  assign \mask$14  = mask;
-  assign \floor_mean$16  = floor_mean;
-  assign \s_hi$18  = s_hi;
-  assign \c_hi$20  = c_hi;
+  assign \x$13  = \$like ;
+  assign \mask$14  = \$like$4 ;
+  assign \sum$16  = sum;
+  assign \clear$17  = clear;
+  assign \x$19  = \$like ;
+  assign \mask$20  = \$like$4 ;
+  assign \floor_mean$22  = floor_mean;
+  assign \s_hi$24  = s_hi;
+  assign \c_hi$26  = c_hi;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$6[0]  = x;
-  assign \x$13[0]  = x;
+  assign \x$13[0]  = \$like ;
+  assign \x$19[0]  = \$like ;
 endmodule
 
-module \hwnorm_l1_s16.stats_unit.above (clk, rst, mask, valid, clear, s_hi, c_hi, floor_mean, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_l1_s16.stats_unit.above (rst, valid, clear, x, mask, s_hi, c_hi, floor_mean, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
-  wire [15:0] \$2 ;
-  wire [29:0] \$3 ;
-  wire [13:0] \$4 ;
-  reg [28:0] \$5 ;
-  reg [12:0] \$6 ;
-  wire above0;
+  reg [15:0] \$10 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg [28:0] \$13 ;
+  reg [12:0] \$14 ;
+  wire \$2 ;
+  wire [15:0] \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire [29:0] \$8 ;
+  wire [13:0] \$9 ;
+  reg [15:0] above0 = 16'h0000;
+  reg above1 = 1'h0;
+  reg above_valid = 1'h0;
   output [12:0] c_hi;
   reg [12:0] c_hi = 13'h0000;
   input clear;
@@ -4686,44 +5649,75 @@ module \hwnorm_l1_s16.stats_unit.above (clk, rst, mask, valid, clear, s_hi, c_hi
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$3  = $signed(s_hi) + $signed(\$2 );
-  assign \$4  = c_hi + above0;
-  always @(posedge clk)
-    s_hi <= \$5 ;
-  always @(posedge clk)
-    c_hi <= \$6 ;
   assign \$1  = $signed(x) > $signed(floor_mean);
-  assign above0 = mask & \$1 ;
-  assign \$2  = above0 ? x : 16'h0000;
+  assign \$2  = mask & \$1 ;
+  assign \$3  = \$2  ? x : 16'h0000;
+  assign \$4  = $signed(x) > $signed(floor_mean);
+  assign \$5  = mask & \$4 ;
+  assign \$6  = ~ clear;
+  assign \$7  = valid & \$6 ;
+  assign \$8  = $signed(s_hi) + $signed(above0);
+  assign \$9  = c_hi + above1;
+  always @(posedge clk)
+    above0 <= \$10 ;
+  always @(posedge clk)
+    above1 <= \$11 ;
+  always @(posedge clk)
+    above_valid <= \$12 ;
+  always @(posedge clk)
+    s_hi <= \$13 ;
+  always @(posedge clk)
+    c_hi <= \$14 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$5  = s_hi;
-    if (clear) begin
-      \$5  = 29'h00000000;
-    end else if (valid) begin
-      \$5  = \$3 [28:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$10  = \$3 ;
     if (rst) begin
-      \$5  = 29'h00000000;
+      \$10  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$6  = c_hi;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$11  = \$5 ;
+    if (rst) begin
+      \$11  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$12  = \$7 ;
+    if (rst) begin
+      \$12  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$13  = s_hi;
     if (clear) begin
-      \$6  = 13'h0000;
-    end else if (valid) begin
-      \$6  = \$4 [12:0];
+      \$13  = 29'h00000000;
+    end else if (above_valid) begin
+      \$13  = \$8 [28:0];
     end
     if (rst) begin
-      \$6  = 13'h0000;
+      \$13  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$14  = c_hi;
+    if (clear) begin
+      \$14  = 13'h0000;
+    end else if (above_valid) begin
+      \$14  = \$9 [12:0];
+    end
+    if (rst) begin
+      \$14  = 13'h0000;
     end
   end
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_l1_s16.stats_unit.sum$23 (clk, rst, mask, valid, clear, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_l1_s16.stats_unit.sum$27 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [29:0] \$2 ;
   reg [28:0] \$3 ;
@@ -4747,7 +5741,7 @@ module \hwnorm_l1_s16.stats_unit.sum$23 (clk, rst, mask, valid, clear, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 29'h00000000;

@@ -164,8 +164,8 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_l1_s8.math  math (
-    .\a$30 (a),
-    .\b$51 (b),
+    .\a$31 (a),
+    .\b$53 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -204,9 +204,9 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .mask(mask),
     .rst(rst),
     .s_hi(s_hi),
-    .second(second),
+    .\second$10 (second),
     .sum(sum),
-    .\valid$3 (valid),
+    .valid(valid),
     .x(i__payload)
   );
   always @* begin
@@ -572,7 +572,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$30 , \b$51 , clk);
+module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -748,107 +748,123 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire [51:0] \$256 ;
-  wire [51:0] \$257 ;
+  wire \$256 ;
+  wire \$257 ;
   wire \$258 ;
-  wire [7:0] \$259 ;
+  wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire [10:0] \$261 ;
-  wire [10:0] \$262 ;
+  wire \$261 ;
+  wire \$262 ;
   wire \$263 ;
-  wire [10:0] \$264 ;
+  wire \$264 ;
   wire \$265 ;
-  wire [10:0] \$266 ;
-  wire [10:0] \$267 ;
-  wire [10:0] \$268 ;
-  wire \$269 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire [51:0] \$269 ;
   wire \$27 ;
-  wire [10:0] \$270 ;
+  wire [51:0] \$270 ;
   wire \$271 ;
-  wire [10:0] \$272 ;
-  wire [10:0] \$273 ;
+  wire [7:0] \$272 ;
+  wire \$273 ;
   wire [10:0] \$274 ;
   wire [10:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire [54:0] \$277 ;
+  wire \$276 ;
+  wire [10:0] \$277 ;
   wire \$278 ;
-  wire [9:0] \$279 ;
+  wire [10:0] \$279 ;
   wire \$28 ;
   wire [10:0] \$280 ;
-  wire [11:0] \$281 ;
-  wire [53:0] \$282 ;
-  wire [22:0] \$283 ;
-  wire [15:0] \$284 ;
-  wire [15:0] \$285 ;
-  wire [23:0] \$286 ;
-  wire \$287 ;
-  wire [51:0] \$288 ;
-  wire [51:0] \$289 ;
+  wire [10:0] \$281 ;
+  wire \$282 ;
+  wire [10:0] \$283 ;
+  wire \$284 ;
+  wire [10:0] \$285 ;
+  wire [10:0] \$286 ;
+  wire [10:0] \$287 ;
+  wire [10:0] \$288 ;
+  wire [10:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [39:0] \$291 ;
-  wire [40:0] \$292 ;
-  wire [8:0] \$293 ;
-  wire \$294 ;
-  wire [10:0] \$295 ;
-  wire [10:0] \$296 ;
-  wire \$297 ;
-  wire [10:0] \$298 ;
-  wire \$299 ;
+  wire [54:0] \$290 ;
+  wire \$291 ;
+  wire [9:0] \$292 ;
+  wire [10:0] \$293 ;
+  wire [11:0] \$294 ;
+  wire [53:0] \$295 ;
+  wire [22:0] \$296 ;
+  wire [15:0] \$297 ;
+  wire [15:0] \$298 ;
+  wire [23:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [10:0] \$301 ;
-  wire [10:0] \$302 ;
+  wire \$300 ;
+  wire [51:0] \$301 ;
+  wire [51:0] \$302 ;
   wire \$303 ;
-  wire [10:0] \$304 ;
-  wire \$305 ;
-  wire [10:0] \$306 ;
-  wire [10:0] \$307 ;
+  wire [39:0] \$304 ;
+  wire [40:0] \$305 ;
+  wire [8:0] \$306 ;
+  wire \$307 ;
   wire [10:0] \$308 ;
   wire [10:0] \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire [54:0] \$311 ;
+  wire \$310 ;
+  wire [10:0] \$311 ;
   wire \$312 ;
-  wire [9:0] \$313 ;
+  wire [10:0] \$313 ;
   wire [10:0] \$314 ;
-  wire [11:0] \$315 ;
-  wire [53:0] \$316 ;
-  wire [22:0] \$317 ;
-  wire [15:0] \$318 ;
-  wire [15:0] \$319 ;
+  wire [10:0] \$315 ;
+  wire \$316 ;
+  wire [10:0] \$317 ;
+  wire \$318 ;
+  wire [10:0] \$319 ;
   wire \$32 ;
-  wire [23:0] \$320 ;
-  wire [49:0] \$321 ;
-  wire [39:0] \$322 ;
-  reg [5:0] \$323 ;
-  reg [50:0] \$324 ;
-  reg \$325 ;
-  reg [8:0] \$326 ;
-  reg [37:0] \$327 ;
-  reg [58:0] \$328 ;
-  reg [5:0] \$329 ;
+  wire [10:0] \$320 ;
+  wire [10:0] \$321 ;
+  wire [10:0] \$322 ;
+  wire [10:0] \$323 ;
+  wire [54:0] \$324 ;
+  wire \$325 ;
+  wire [9:0] \$326 ;
+  wire [10:0] \$327 ;
+  wire [11:0] \$328 ;
+  wire [53:0] \$329 ;
   wire \$33 ;
-  reg [16:0] \$330 ;
-  reg [25:0] \$331 ;
-  reg [39:0] \$332 ;
-  reg [9:0] \$333 ;
-  reg [3:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [9:0] \$336 ;
-  reg [53:0] \$337 ;
-  reg [5:0] \$338 ;
-  reg [3:0] \$339 ;
+  wire [22:0] \$330 ;
+  wire [15:0] \$331 ;
+  wire [15:0] \$332 ;
+  wire [23:0] \$333 ;
+  wire [49:0] \$334 ;
+  wire [39:0] \$335 ;
+  reg [5:0] \$336 ;
+  reg [50:0] \$337 ;
+  reg [50:0] \$338 ;
+  reg \$339 ;
   wire \$34 ;
-  reg [26:0] \$340 ;
-  reg [34:0] \$341 ;
-  reg [49:0] \$342 ;
-  reg [38:0] \$343 ;
-  reg [34:0] \$344 ;
+  reg \$340 ;
+  reg [8:0] \$341 ;
+  reg \$342 ;
+  reg [37:0] \$343 ;
+  reg [58:0] \$344 ;
+  reg [5:0] \$345 ;
+  reg [16:0] \$346 ;
+  reg [25:0] \$347 ;
+  reg [39:0] \$348 ;
+  reg [9:0] \$349 ;
   wire \$35 ;
+  reg [3:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [9:0] \$352 ;
+  reg [53:0] \$353 ;
+  reg [5:0] \$354 ;
+  reg [3:0] \$355 ;
+  reg [26:0] \$356 ;
+  reg [34:0] \$357 ;
+  reg [49:0] \$358 ;
+  reg [38:0] \$359 ;
   wire \$36 ;
+  reg [34:0] \$360 ;
   wire \$37 ;
   wire \$38 ;
   wire [5:0] \$39 ;
@@ -919,11 +935,11 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire \$98 ;
   wire \$99 ;
   reg [39:0] a;
-  output [26:0] \a$30 ;
-  reg [26:0] \a$30  = 27'h0000000;
+  output [26:0] \a$31 ;
+  reg [26:0] \a$31  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$51 ;
-  reg [34:0] \b$51  = 35'h000000000;
+  output [34:0] \b$53 ;
+  reg [34:0] \b$53  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -946,15 +962,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire [3:0] count_lead;
   output [58:0] den;
   reg [58:0] den = 59'h000000000000000;
-  reg [58:0] \den$16 ;
+  reg [58:0] \den$17 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$40 ;
+  wire \done$38 ;
+  wire \done$41 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -967,8 +983,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   reg [25:0] m = 26'h0000000;
   reg neg;
   reg \neg$23 ;
-  reg [49:0] p = 50'h0000000000000;
-  wire [67:0] \p$41 ;
+  wire [67:0] p;
+  reg [49:0] \p$51  = 50'h0000000000000;
   reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -978,13 +994,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire rst;
   input [20:0] s_hi;
   wire [20:0] s_hi;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$18 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$24 ;
   input [20:0] sum;
@@ -1244,124 +1264,143 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   assign \$252  = fsm_state == 6'h23;
   assign \$253  = fsm_state == 6'h24;
   assign \$254  = fsm_state == 6'h25;
-  assign \$255  = $signed(div_num) < $signed(1'h0);
-  assign \$256  = - $signed(div_num);
-  assign \$257  = \$255  ? \$256  : { div_num[50], div_num };
-  assign \$258  = $signed(div_num) < $signed(1'h0);
-  assign \$259  = lead + 8'hf6;
-  assign \$260  = $signed(sh0) < $signed(4'h4);
-  assign \$261  = $signed(4'h4) - $signed(sh0);
-  assign \$262  = \$260  ? \$261  : 11'h000;
-  assign \$263  = $signed(sh0) < $signed(4'h4);
-  assign \$264  = $signed(sh0) - $signed(4'h4);
-  assign \$265  = $signed(\$264 ) < $signed({ 1'h0, tk });
-  assign \$266  = $signed(sh0) - $signed(4'h4);
-  assign \$267  = \$265  ? \$266  : { 7'h00, tk };
-  assign \$268  = $signed(sh0) - $signed(5'h0d);
-  assign \$269  = $signed(\$267 ) > $signed(\$268 );
-  assign \$270  = $signed(sh0) - $signed(4'h4);
-  assign \$271  = $signed(\$270 ) < $signed({ 1'h0, tk });
-  assign \$272  = $signed(sh0) - $signed(4'h4);
-  assign \$273  = \$271  ? \$272  : { 7'h00, tk };
-  assign \$274  = $signed(sh0) - $signed(5'h0d);
-  assign \$275  = \$269  ? \$273  : \$274 ;
-  assign \$276  = \$263  ? 11'h000 : \$275 ;
-  assign \$277  = $signed(km) << pre;
-  assign \$278  = tsh > 6'h36;
-  assign \$279  = \$278  ? 10'h036 : tsh;
-  assign \$280  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$281  = $signed(\$280 ) - $signed({ 1'h0, tsh });
-  assign \$282  = $signed(km_pre) >>> t_clamped;
-  assign \$283  = $signed(chan[82:75]) << \$188 [3:0];
-  assign \$284  = 1'h1 << sh;
-  assign \$286  = $signed(\$283 ) + $signed({ 1'h0, \$285  });
-  assign \$287  = $signed(div_num) < $signed(1'h0);
-  assign \$288  = - $signed(div_num);
-  assign \$289  = \$287  ? \$288  : { div_num[50], div_num };
-  assign \$290  = $signed(div_num) < $signed(1'h0);
-  assign \$291  = $signed(bias) - $signed(quot);
-  assign \$293  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$294  = $signed(sh0) < $signed(4'h4);
-  assign \$295  = $signed(4'h4) - $signed(sh0);
-  assign \$296  = \$294  ? \$295  : 11'h000;
-  assign \$297  = $signed(sh0) < $signed(4'h4);
-  assign \$298  = $signed(sh0) - $signed(4'h4);
-  assign \$299  = $signed(\$298 ) < $signed({ 1'h0, tk });
-  assign \$300  = $signed(sh0) - $signed(4'h4);
-  assign \$301  = \$299  ? \$300  : { 7'h00, tk };
-  assign \$302  = $signed(sh0) - $signed(5'h0d);
-  assign \$303  = $signed(\$301 ) > $signed(\$302 );
-  assign \$304  = $signed(sh0) - $signed(4'h4);
-  assign \$305  = $signed(\$304 ) < $signed({ 1'h0, tk });
-  assign \$306  = $signed(sh0) - $signed(4'h4);
-  assign \$307  = \$305  ? \$306  : { 7'h00, tk };
-  assign \$308  = $signed(sh0) - $signed(5'h0d);
-  assign \$309  = \$303  ? \$307  : \$308 ;
-  assign \$310  = \$297  ? 11'h000 : \$309 ;
-  assign \$311  = $signed(km) << pre;
-  assign \$312  = tsh > 6'h36;
-  assign \$313  = \$312  ? 10'h036 : tsh;
-  assign \$314  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$315  = $signed(\$314 ) - $signed({ 1'h0, tsh });
-  assign \$316  = $signed(km_pre) >>> t_clamped;
-  assign \$317  = $signed(chan[82:75]) << \$189 [3:0];
-  assign \$318  = 1'h1 << sh;
-  assign \$320  = $signed(\$317 ) + $signed({ 1'h0, \$319  });
-  assign \$322  = $signed(bias) - $signed(quot);
+  assign \$255  = fsm_state == 6'h26;
+  assign \$256  = fsm_state == 6'h27;
+  assign \$257  = fsm_state == 6'h28;
+  assign \$258  = fsm_state == 6'h29;
+  assign \$259  = fsm_state == 6'h2a;
+  assign \$260  = fsm_state == 6'h2b;
+  assign \$261  = fsm_state == 6'h2c;
+  assign \$262  = fsm_state == 6'h2d;
+  assign \$263  = fsm_state == 6'h2e;
+  assign \$264  = fsm_state == 6'h2f;
+  assign \$265  = fsm_state == 6'h30;
+  assign \$266  = fsm_state == 6'h31;
+  assign \$267  = fsm_state == 6'h32;
+  assign \$268  = $signed(div_num) < $signed(1'h0);
+  assign \$269  = - $signed(div_num);
+  assign \$270  = \$268  ? \$269  : { div_num[50], div_num };
+  assign \$271  = $signed(div_num) < $signed(1'h0);
+  assign \$272  = lead + 8'hf6;
+  assign \$273  = $signed(sh0) < $signed(4'h4);
+  assign \$274  = $signed(4'h4) - $signed(sh0);
+  assign \$275  = \$273  ? \$274  : 11'h000;
+  assign \$276  = $signed(sh0) < $signed(4'h4);
+  assign \$277  = $signed(sh0) - $signed(4'h4);
+  assign \$278  = $signed(\$277 ) < $signed({ 1'h0, tk });
+  assign \$279  = $signed(sh0) - $signed(4'h4);
+  assign \$280  = \$278  ? \$279  : { 7'h00, tk };
+  assign \$281  = $signed(sh0) - $signed(5'h0d);
+  assign \$282  = $signed(\$280 ) > $signed(\$281 );
+  assign \$283  = $signed(sh0) - $signed(4'h4);
+  assign \$284  = $signed(\$283 ) < $signed({ 1'h0, tk });
+  assign \$285  = $signed(sh0) - $signed(4'h4);
+  assign \$286  = \$284  ? \$285  : { 7'h00, tk };
+  assign \$287  = $signed(sh0) - $signed(5'h0d);
+  assign \$288  = \$282  ? \$286  : \$287 ;
+  assign \$289  = \$276  ? 11'h000 : \$288 ;
+  assign \$290  = $signed(km) << pre;
+  assign \$291  = tsh > 6'h36;
+  assign \$292  = \$291  ? 10'h036 : tsh;
+  assign \$293  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$294  = $signed(\$293 ) - $signed({ 1'h0, tsh });
+  assign \$295  = $signed(km_pre) >>> t_clamped;
+  assign \$296  = $signed(chan[82:75]) << \$188 [3:0];
+  assign \$297  = 1'h1 << sh;
+  assign \$299  = $signed(\$296 ) + $signed({ 1'h0, \$298  });
+  assign \$300  = $signed(div_num) < $signed(1'h0);
+  assign \$301  = - $signed(div_num);
+  assign \$302  = \$300  ? \$301  : { div_num[50], div_num };
+  assign \$303  = $signed(div_num) < $signed(1'h0);
+  assign \$304  = $signed(bias) - $signed(quot);
+  assign \$306  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$307  = $signed(sh0) < $signed(4'h4);
+  assign \$308  = $signed(4'h4) - $signed(sh0);
+  assign \$309  = \$307  ? \$308  : 11'h000;
+  assign \$310  = $signed(sh0) < $signed(4'h4);
+  assign \$311  = $signed(sh0) - $signed(4'h4);
+  assign \$312  = $signed(\$311 ) < $signed({ 1'h0, tk });
+  assign \$313  = $signed(sh0) - $signed(4'h4);
+  assign \$314  = \$312  ? \$313  : { 7'h00, tk };
+  assign \$315  = $signed(sh0) - $signed(5'h0d);
+  assign \$316  = $signed(\$314 ) > $signed(\$315 );
+  assign \$317  = $signed(sh0) - $signed(4'h4);
+  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
+  assign \$319  = $signed(sh0) - $signed(4'h4);
+  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
+  assign \$321  = $signed(sh0) - $signed(5'h0d);
+  assign \$322  = \$316  ? \$320  : \$321 ;
+  assign \$323  = \$310  ? 11'h000 : \$322 ;
+  assign \$324  = $signed(km) << pre;
+  assign \$325  = tsh > 6'h36;
+  assign \$326  = \$325  ? 10'h036 : tsh;
+  assign \$327  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$328  = $signed(\$327 ) - $signed({ 1'h0, tsh });
+  assign \$329  = $signed(km_pre) >>> t_clamped;
+  assign \$330  = $signed(chan[82:75]) << \$189 [3:0];
+  assign \$331  = 1'h1 << sh;
+  assign \$333  = $signed(\$330 ) + $signed({ 1'h0, \$332  });
+  assign \$335  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$323 ;
+    fsm_state <= \$336 ;
   always @(posedge clk)
-    div_mag <= \$324 ;
+    div_num <= \$337 ;
   always @(posedge clk)
-    div_neg <= \$325 ;
+    div_mag <= \$338 ;
   always @(posedge clk)
-    floor_mean <= \$326 ;
+    div_neg <= \$339 ;
   always @(posedge clk)
-    t <= \$327 ;
+    \start$9  <= \$340 ;
   always @(posedge clk)
-    den <= \$328 ;
+    floor_mean <= \$341 ;
   always @(posedge clk)
-    lead <= \$329 ;
+    start <= \$342 ;
   always @(posedge clk)
-    recip <= \$330 ;
+    t <= \$343 ;
   always @(posedge clk)
-    m <= \$331 ;
+    den <= \$344 ;
   always @(posedge clk)
-    km <= \$332 ;
+    lead <= \$345 ;
   always @(posedge clk)
-    sh0 <= \$333 ;
+    recip <= \$346 ;
   always @(posedge clk)
-    tk <= \$334 ;
+    m <= \$347 ;
   always @(posedge clk)
-    pre <= \$335 ;
+    km <= \$348 ;
   always @(posedge clk)
-    tsh <= \$336 ;
+    sh0 <= \$349 ;
   always @(posedge clk)
-    km_pre <= \$337 ;
+    tk <= \$350 ;
   always @(posedge clk)
-    t_clamped <= \$338 ;
+    pre <= \$351 ;
   always @(posedge clk)
-    sh <= \$339 ;
+    tsh <= \$352 ;
   always @(posedge clk)
-    \a$30  <= \$340 ;
+    km_pre <= \$353 ;
   always @(posedge clk)
-    bias <= \$341 ;
+    t_clamped <= \$354 ;
   always @(posedge clk)
-    p <= \$342 ;
+    sh <= \$355 ;
   always @(posedge clk)
-    quot <= \$343 ;
+    \a$31  <= \$356 ;
   always @(posedge clk)
-    \b$51  <= \$344 ;
+    bias <= \$357 ;
+  always @(posedge clk)
+    \p$51  <= \$358 ;
+  always @(posedge clk)
+    quot <= \$359 ;
+  always @(posedge clk)
+    \b$53  <= \$360 ;
   \hwnorm_l1_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$16 ),
-    .done(\done$37 ),
+    .\den$13 (\den$17 ),
+    .done(\done$38 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(start),
+    .start(\start$9 ),
     .steps(steps)
   );
   \hwnorm_l1_s8.math.mul  mul (
@@ -1369,123 +1408,13 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$41 ),
     .\neg$12 (\neg$23 ),
-    .p(\p$41 ),
+    .p(p),
     .rst(rst),
-    .start(\start$18 ),
+    .start(start),
     .steps(\steps$24 )
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 51'h0000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          div_num = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          div_num = { p[49], p };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          start = 1'h1;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          start = 1'h1;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     rem_init = 59'h000000000000000;
@@ -1495,14 +1424,14 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h01:
           /* empty */;
       6'h04:
-          rem_init = { 8'h00, \$190  };
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          rem_init = { 8'h00, \$190  };
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1513,7 +1442,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0c:
           /* empty */;
       6'h0d:
-          rem_init = \$196 [58:0];
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1527,7 +1456,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          rem_init = \$196 [58:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -1539,6 +1468,28 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
           rem_init = { 8'h00, \$207  };
     endcase
   end
@@ -1551,14 +1502,14 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h01:
           /* empty */;
       6'h04:
-          lo_init = \$191 [34:0];
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          lo_init = \$191 [34:0];
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1569,7 +1520,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0c:
           /* empty */;
       6'h0d:
-          lo_init = \$198 ;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1583,7 +1534,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          lo_init = \$198 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1595,6 +1546,28 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h19:
           /* empty */;
       6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
           lo_init = \$208 [34:0];
     endcase
   end
@@ -1607,14 +1580,14 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h01:
           /* empty */;
       6'h04:
-          neg = div_neg;
+          /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          /* empty */;
+      6'h06:
+          neg = div_neg;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -1625,195 +1598,27 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0c:
           /* empty */;
       6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
           neg = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          neg = div_neg;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$16  = 59'h000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          \den$16  = { 46'h000000000000, chan[13:1] };
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \den$16  = den;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \den$16  = { 46'h000000000000, chan[13:1] };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 6'h00;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          steps = 6'h09;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          steps = 6'h10;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          steps = 6'h23;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          \start$18  = 1'h1;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \start$18  = 1'h1;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \start$18  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \start$18  = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \start$18  = 1'h1;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \start$18  = 1'h1;
       6'h18:
           /* empty */;
       6'h19:
@@ -1824,8 +1629,6 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \start$18  = 1'h1;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1837,7 +1640,169 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h21:
           /* empty */;
       6'h22:
-          \start$18  = 1'h1;
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = div_neg;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \den$17  = 59'h000000000000000;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \den$17  = { 46'h000000000000, chan[13:1] };
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \den$17  = den;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \den$17  = { 46'h000000000000, chan[13:1] };
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    steps = 6'h00;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          steps = 6'h09;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          steps = 6'h10;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 6'h23;
     endcase
   end
   always @* begin
@@ -1852,30 +1817,30 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          a = { s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi };
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { \$192 [38], \$192  };
+          a = { s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 23'h000000, recip };
-      6'h10:
           /* empty */;
+      6'h10:
+          a = { \$192 [38], \$192  };
       6'h11:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -1887,19 +1852,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
+          a = { 23'h000000, recip };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          a = { 24'h000000, chan[114:99] };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1909,9 +1872,37 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
       6'h22:
-          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          a = { 24'h000000, chan[114:99] };
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
     endcase
   end
   always @* begin
@@ -1926,30 +1917,30 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          b = { 14'h0000, chan[13:1] };
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          b = { 14'h0000, c_hi };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          b = chan[40:14];
+          b = { 14'h0000, chan[13:1] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          b = { 14'h0000, c_hi };
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201  };
-      6'h10:
           /* empty */;
+      6'h10:
+          b = chan[40:14];
       6'h11:
-          b = { 14'h0000, chan[13:1] };
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -1961,19 +1952,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205  };
+          b = { \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201  };
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          b = { 14'h0000, chan[13:1] };
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          b = { \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1983,8 +1972,36 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          b = { \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205  };
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          b = { \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211  };
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           b = { \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215  };
     endcase
   end
@@ -2000,30 +2017,30 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          c = 68'h00000000000000000;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          c = { 42'h00000000000, chan[66:41] };
+          c = 68'h00000000000000000;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 68'h00000000000000000;
-      6'h10:
           /* empty */;
+      6'h10:
+          c = { 42'h00000000000, chan[66:41] };
       6'h11:
-          c = 68'h00000000000000000;
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2041,13 +2058,11 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          c = 68'h00000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          c = 68'h00000000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2057,8 +2072,36 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          c = 68'h00000000000000000;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          c = 68'h00000000000000000;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           c = 68'h00000000000000000;
     endcase
   end
@@ -2074,12 +2117,12 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          \neg$23  = 1'h0;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          \neg$23  = 1'h1;
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2089,15 +2132,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          \neg$23  = 1'h1;
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$23  = \$202 ;
-      6'h10:
           /* empty */;
-      6'h11:
+      6'h10:
           \neg$23  = 1'h0;
+      6'h11:
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2109,19 +2152,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$206 ;
+          \neg$23  = \$202 ;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \neg$23  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \neg$23  = \$212 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2131,8 +2172,36 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          \neg$23  = \$206 ;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \neg$23  = \$212 ;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           \neg$23  = \$216 ;
     endcase
   end
@@ -2148,30 +2217,30 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
-          \steps$24  = 5'h0d;
+      6'h06:
+          /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
-          \steps$24  = 5'h0d;
+      6'h02:
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$24  = 5'h1b;
+          \steps$24  = 5'h0d;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          \steps$24  = 5'h0d;
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$24  = 5'h08;
-      6'h10:
           /* empty */;
+      6'h10:
+          \steps$24  = 5'h1b;
       6'h11:
-          \steps$24  = 5'h0d;
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
@@ -2183,19 +2252,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          \steps$24  = 5'h15;
+          \steps$24  = 5'h08;
       6'h18:
           /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \steps$24  = 5'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          \steps$24  = 5'h08;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2205,8 +2272,36 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
+          \steps$24  = 5'h15;
       6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \steps$24  = 5'h08;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           \steps$24  = 5'h10;
     endcase
   end
@@ -2222,11 +2317,11 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h05:
           /* empty */;
-      6'h02:
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -2268,8 +2363,6 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h1c:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2288,1230 +2381,230 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
           /* empty */;
       6'h25:
           /* empty */;
-      6'h06:
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h08:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = fsm_state;
+    \$336  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$323  = 6'h01;
+                  \$336  = 6'h01;
               2'h1:
-                  \$323  = 6'h02;
+                  \$336  = 6'h02;
               2'h2:
-                  \$323  = 6'h03;
+                  \$336  = 6'h03;
             endcase
           end
       6'h01:
-          \$323  = 6'h04;
+          \$336  = 6'h04;
       6'h04:
-          \$323  = 6'h05;
+          \$336  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$323  = 6'h06;
-          end
-      6'h02:
-          \$323  = 6'h07;
-      6'h07:
-          if (\done$40 ) begin
-            \$323  = 6'h08;
-          end
-      6'h08:
-          \$323  = 6'h09;
-      6'h09:
-          if (\done$40 ) begin
-            \$323  = 6'h0a;
-          end
-      6'h0a:
-          \$323  = 6'h0b;
-      6'h0b:
-          if (\done$40 ) begin
-            \$323  = 6'h0c;
-          end
-      6'h0c:
-          \$323  = 6'h0d;
-      6'h0d:
-          \$323  = 6'h0e;
-      6'h0e:
-          if (\done$37 ) begin
-            \$323  = 6'h0f;
-          end
-      6'h0f:
-          \$323  = 6'h10;
-      6'h10:
-          if (\done$40 ) begin
-            \$323  = 6'h11;
-          end
-      6'h11:
-          \$323  = 6'h12;
-      6'h12:
-          if (\done$40 ) begin
-            \$323  = 6'h13;
-          end
-      6'h13:
-          \$323  = 6'h14;
-      6'h14:
-          \$323  = 6'h15;
-      6'h15:
-          \$323  = 6'h16;
-      6'h16:
-          \$323  = 6'h17;
-      6'h17:
-          \$323  = 6'h18;
-      6'h18:
-          if (\done$40 ) begin
-            \$323  = 6'h19;
-          end
-      6'h19:
-          \$323  = 6'h1a;
-      6'h1a:
-          \$323  = 6'h1b;
-      6'h1b:
-          if (\done$37 ) begin
-            \$323  = 6'h1c;
-          end
-      6'h1c:
-          \$323  = 6'h06;
-      6'h03:
-          \$323  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$323  = 6'h1e;
-          end
-      6'h1e:
-          \$323  = 6'h1f;
-      6'h1f:
-          \$323  = 6'h20;
-      6'h20:
-          \$323  = 6'h21;
-      6'h21:
-          \$323  = 6'h22;
-      6'h22:
-          \$323  = 6'h23;
-      6'h23:
-          if (\done$40 ) begin
-            \$323  = 6'h24;
-          end
-      6'h24:
-          \$323  = 6'h25;
-      6'h25:
-          \$323  = 6'h06;
+          \$336  = 6'h06;
       6'h06:
-          \$323  = 6'h00;
-    endcase
-    if (rst) begin
-      \$323  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          \$324  = \$257 [50:0];
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
+          \$336  = 6'h07;
       6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
+          if (\done$38 ) begin
+            \$336  = 6'h08;
+          end
+      6'h02:
+          \$336  = 6'h09;
       6'h09:
-          /* empty */;
+          \$336  = 6'h0a;
       6'h0a:
-          /* empty */;
+          \$336  = 6'h0b;
       6'h0b:
-          /* empty */;
+          if (\done$41 ) begin
+            \$336  = 6'h0c;
+          end
       6'h0c:
-          /* empty */;
+          \$336  = 6'h0d;
       6'h0d:
-          /* empty */;
+          \$336  = 6'h0e;
       6'h0e:
-          /* empty */;
+          if (\done$41 ) begin
+            \$336  = 6'h0f;
+          end
       6'h0f:
-          /* empty */;
+          \$336  = 6'h10;
       6'h10:
-          /* empty */;
+          \$336  = 6'h11;
       6'h11:
-          /* empty */;
+          if (\done$41 ) begin
+            \$336  = 6'h12;
+          end
       6'h12:
-          /* empty */;
+          \$336  = 6'h13;
       6'h13:
-          /* empty */;
+          \$336  = 6'h14;
       6'h14:
-          /* empty */;
+          \$336  = 6'h15;
       6'h15:
-          /* empty */;
+          if (\done$38 ) begin
+            \$336  = 6'h16;
+          end
       6'h16:
-          /* empty */;
+          \$336  = 6'h17;
       6'h17:
-          /* empty */;
+          \$336  = 6'h18;
       6'h18:
-          /* empty */;
+          if (\done$41 ) begin
+            \$336  = 6'h19;
+          end
       6'h19:
-          \$324  = \$289 [50:0];
-    endcase
-    if (rst) begin
-      \$324  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          \$325  = \$258 ;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$325  = \$290 ;
-    endcase
-    if (rst) begin
-      \$325  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$37 ) begin
-            \$326  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$326  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          if (\done$40 ) begin
-            \$327  = \p$41 [37:0];
-          end
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$40 ) begin
-            \$327  = \p$41 [37:0];
-          end
-    endcase
-    if (rst) begin
-      \$327  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$40 ) begin
-            \$328  = \p$41 [58:0];
-          end
-    endcase
-    if (rst) begin
-      \$328  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$329  = den_lead;
-    endcase
-    if (rst) begin
-      \$329  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$37 ) begin
-            \$330  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$330  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$40 ) begin
-            \$331  = \p$41 [25:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
+          \$336  = 6'h1a;
       6'h1a:
-          /* empty */;
+          \$336  = 6'h1b;
       6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          if (\done$40 ) begin
-            \$331  = \p$41 [25:0];
+          if (\done$41 ) begin
+            \$336  = 6'h1c;
           end
-    endcase
-    if (rst) begin
-      \$331  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$40 ) begin
-            \$332  = \p$41 [39:0];
-          end
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
       6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
+          \$336  = 6'h1d;
       6'h1d:
-          /* empty */;
+          \$336  = 6'h1e;
       6'h1e:
-          \$332  = \$292 [39:0];
-    endcase
-    if (rst) begin
-      \$332  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$333  = { \$259 [7], \$259 [7], \$259  };
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$333  = { \$293 [8], \$293  };
-    endcase
-    if (rst) begin
-      \$333  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$334  = count_lead;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$334  = 4'h8;
-    endcase
-    if (rst) begin
-      \$334  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$335  = \$262 [3:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          \$336  = 6'h1f;
       6'h1f:
-          \$335  = \$296 [3:0];
-    endcase
-    if (rst) begin
-      \$335  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$336  = \$276 [9:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$336  = \$310 [9:0];
-    endcase
-    if (rst) begin
-      \$336  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$337  = \$277 [53:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
+          \$336  = 6'h20;
       6'h20:
-          \$337  = \$311 [53:0];
-    endcase
-    if (rst) begin
-      \$337  = 54'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$338  = \$279 [5:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$338  = \$313 [5:0];
-    endcase
-    if (rst) begin
-      \$338  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$339  = \$281 [3:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$339  = \$315 [3:0];
-    endcase
-    if (rst) begin
-      \$339  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \a$30 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$340  = \$282 [26:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
+          \$336  = 6'h21;
       6'h21:
-          \$340  = \$316 [26:0];
-    endcase
-    if (rst) begin
-      \$340  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$341  = { \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286 [23], \$286  };
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$341  = { \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320 [23], \$320  };
-    endcase
-    if (rst) begin
-      \$341  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$40 ) begin
-            \$342  = \p$41 [49:0];
+          \$336  = 6'h22;
+      6'h22:
+          if (\done$41 ) begin
+            \$336  = 6'h23;
           end
+      6'h23:
+          \$336  = 6'h24;
+      6'h24:
+          \$336  = 6'h25;
+      6'h25:
+          \$336  = 6'h26;
+      6'h26:
+          if (\done$38 ) begin
+            \$336  = 6'h27;
+          end
+      6'h27:
+          \$336  = 6'h08;
+      6'h03:
+          \$336  = 6'h28;
+      6'h28:
+          \$336  = 6'h29;
+      6'h29:
+          if (\done$41 ) begin
+            \$336  = 6'h2a;
+          end
+      6'h2a:
+          \$336  = 6'h2b;
+      6'h2b:
+          \$336  = 6'h2c;
+      6'h2c:
+          \$336  = 6'h2d;
+      6'h2d:
+          \$336  = 6'h2e;
+      6'h2e:
+          \$336  = 6'h2f;
+      6'h2f:
+          \$336  = 6'h30;
+      6'h30:
+          if (\done$41 ) begin
+            \$336  = 6'h31;
+          end
+      6'h31:
+          \$336  = 6'h32;
+      6'h32:
+          \$336  = 6'h08;
+      6'h08:
+          \$336  = 6'h00;
+    endcase
+    if (rst) begin
+      \$336  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          \$337  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3519,8 +2612,6 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3535,17 +2626,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$40 ) begin
-            \$342  = \p$41 [49:0];
-          end
+          \$337  = { \p$51 [49], \p$51  };
     endcase
     if (rst) begin
-      \$342  = 50'h0000000000000;
+      \$337  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = quot;
+    \$338  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3554,12 +2643,12 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
-      6'h02:
+          \$338  = \$270 [50:0];
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -3598,12 +2687,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$37 ) begin
-            \$343  = { q[36], q[36], q };
-          end
-      6'h1c:
           /* empty */;
-      6'h03:
+      6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3620,15 +2705,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h23:
           /* empty */;
       6'h24:
-          \$343  = \$321 [38:0];
+          \$338  = \$302 [50:0];
     endcase
     if (rst) begin
-      \$343  = 39'h0000000000;
+      \$338  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = \b$51 ;
+    \$339  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3637,12 +2722,12 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
-          /* empty */;
-      6'h02:
+          \$339  = \$271 ;
+      6'h06:
           /* empty */;
       6'h07:
           /* empty */;
-      6'h08:
+      6'h02:
           /* empty */;
       6'h09:
           /* empty */;
@@ -3683,8 +2768,470 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1b:
           /* empty */;
       6'h1c:
-          \$344  = \$291 [34:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$339  = \$303 ;
+    endcase
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$340  = 1'h1;
+      6'h06:
+          \$340  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$340  = 1'h1;
+      6'h14:
+          \$340  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$340  = 1'h1;
+      6'h25:
+          \$340  = 1'h0;
+    endcase
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$38 ) begin
+            \$341  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$341  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$342  = 1'h1;
+      6'h0a:
+          \$342  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$342  = 1'h1;
+      6'h0d:
+          \$342  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$342  = 1'h1;
+      6'h10:
+          \$342  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$342  = 1'h1;
+      6'h17:
+          \$342  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$342  = 1'h1;
+      6'h1a:
+          \$342  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$342  = 1'h1;
+      6'h21:
+          \$342  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
       6'h03:
+          \$342  = 1'h1;
+      6'h28:
+          \$342  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$342  = 1'h1;
+      6'h2f:
+          \$342  = 1'h0;
+    endcase
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$41 ) begin
+            \$343  = p[37:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$41 ) begin
+            \$343  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$343  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$41 ) begin
+            \$344  = p[58:0];
+          end
+    endcase
+    if (rst) begin
+      \$344  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$345  = den_lead;
+    endcase
+    if (rst) begin
+      \$345  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          if (\done$38 ) begin
+            \$346  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$346  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$41 ) begin
+            \$347  = p[25:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
@@ -3703,14 +3250,1315 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h24:
           /* empty */;
       6'h25:
-          \$344  = \$322 [34:0];
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          if (\done$41 ) begin
+            \$347  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$344  = 35'h000000000;
+      \$347  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$41 ) begin
+            \$348  = p[39:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$348  = \$305 [39:0];
+    endcase
+    if (rst) begin
+      \$348  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$349  = { \$272 [7], \$272 [7], \$272  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$349  = { \$306 [8], \$306  };
+    endcase
+    if (rst) begin
+      \$349  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$350  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$350  = 4'h8;
+    endcase
+    if (rst) begin
+      \$350  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$351  = \$275 [3:0];
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$351  = \$309 [3:0];
+    endcase
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$352  = \$289 [9:0];
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$352  = \$323 [9:0];
+    endcase
+    if (rst) begin
+      \$352  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$353  = \$290 [53:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$353  = \$324 [53:0];
+    endcase
+    if (rst) begin
+      \$353  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$354  = \$292 [5:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$354  = \$326 [5:0];
+    endcase
+    if (rst) begin
+      \$354  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$355  = \$294 [3:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$355  = \$328 [3:0];
+    endcase
+    if (rst) begin
+      \$355  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$356  = \a$31 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$356  = \$295 [26:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$356  = \$329 [26:0];
+    endcase
+    if (rst) begin
+      \$356  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$357  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$357  = { \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299  };
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$357  = { \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333  };
+    endcase
+    if (rst) begin
+      \$357  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$358  = \p$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          if (\done$41 ) begin
+            \$358  = p[49:0];
+          end
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          if (\done$41 ) begin
+            \$358  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$358  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$38 ) begin
+            \$359  = { q[36], q[36], q };
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$359  = \$334 [38:0];
+    endcase
+    if (rst) begin
+      \$359  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$360  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$360  = \$304 [34:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$360  = \$335 [34:0];
+    endcase
+    if (rst) begin
+      \$360  = 35'h000000000;
     end
   end
   assign beta_shift = \$188 [3:0];
   assign \beta_shift$6  = \$189 [3:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
@@ -3725,40 +4573,46 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   assign \$192  = { t, 1'h0 };
   assign \$207  = { 35'h000000000, div_mag[50:35] };
   assign \$208  = { 1'h0, div_mag[34:0] };
-  assign \$285  = { 1'h0, \$284 [15:1] };
-  assign \$292  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$319  = { 1'h0, \$318 [15:1] };
-  assign \$321  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
+  assign \$298  = { 1'h0, \$297 [15:1] };
+  assign \$305  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$332  = { 1'h0, \$331 [15:1] };
+  assign \$334  = { \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49:8] };
 endmodule
 
-module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [59:0] \$1 ;
-  wire \$10 ;
-  wire [35:0] \$11 ;
-  wire [35:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [58:0] \$16 ;
-  reg [34:0] \$17 ;
-  reg [58:0] \$18 ;
-  reg \$19 ;
-  wire [35:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [58:0] \$19 ;
+  wire \$2 ;
   reg [34:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [58:0] \$21 ;
+  reg \$22 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [60:0] \$7 ;
-  wire [60:0] \$8 ;
+  wire [60:0] \$4 ;
+  wire [60:0] \$5 ;
+  wire [35:0] \$6 ;
+  wire \$7 ;
+  wire [35:0] \$8 ;
   wire [35:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [58:0] den = 59'h000000000000000;
-  input [58:0] \den$14 ;
-  wire [58:0] \den$14 ;
+  input [58:0] \den$13 ;
+  wire [58:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3769,109 +4623,101 @@ module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   input \neg$15 ;
   wire \neg$15 ;
   output [36:0] q;
-  wire [36:0] q;
+  reg [36:0] q = 37'h0000000000;
   reg [34:0] quot = 35'h000000000;
   reg [58:0] rem = 59'h000000000000000;
   input [58:0] rem_init;
   wire [58:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [59:0] trial;
   assign trial = \$1  | { 59'h000000000000000, lo[34] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 35'h000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [58:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [58:0];
     end
     if (rst) begin
-      \$16  = 59'h000000000000000;
+      \$19  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [34:0];
-    end
-    if (rst) begin
-      \$17  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 35'h000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [34:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
       \$20  = 35'h000000000;
@@ -3879,22 +4725,74 @@ module \hwnorm_l1_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 35'h000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [34:0];
+    end
+    if (rst) begin
+      \$23  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l1_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_l1_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [67:0] \$10 ;
@@ -4455,92 +5353,157 @@ module \hwnorm_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
 endmodule
 
-module \hwnorm_l1_s8.stats_unit (clk, rst, mask, clear, \valid$3 , second, sum, s_hi, c_hi, floor_mean, x);
+module \hwnorm_l1_s8.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_hi, c_hi, floor_mean, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  reg [7:0] \$4 ;
+  reg \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [7:0] \$like  = 8'h00;
+  reg \$like$4  = 1'h0;
+  wire [7:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   output [12:0] c_hi;
   wire [12:0] c_hi;
-  wire [12:0] \c_hi$20 ;
+  wire [12:0] \c_hi$26 ;
   input clear;
   wire clear;
-  wire \clear$1 ;
   wire \clear$11 ;
+  wire \clear$17 ;
   input clk;
   wire clk;
   input [8:0] floor_mean;
   wire [8:0] floor_mean;
-  wire [8:0] \floor_mean$16 ;
+  wire [8:0] \floor_mean$22 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$14 ;
-  wire \mask$8 ;
+  (* init = 1'h0 *)
+  wire \mask$20 ;
   input rst;
   wire rst;
   output [20:0] s_hi;
   wire [20:0] s_hi;
-  wire [20:0] \s_hi$18 ;
-  input second;
-  wire second;
+  wire [20:0] \s_hi$24 ;
+  reg second = 1'h0;
+  input \second$10 ;
+  wire \second$10 ;
   output [20:0] sum;
   wire [20:0] sum;
-  wire [20:0] \sum$10 ;
+  wire [20:0] \sum$16 ;
+  input valid;
   wire valid;
   wire \valid$12 ;
-  input \valid$3 ;
-  wire \valid$3 ;
+  wire \valid$18 ;
   input [7:0] x;
   wire [7:0] x;
+  (* init = 8'h00 *)
   wire [7:0] \x$13 ;
   wire [7:0] \x$13[0] ;
-  wire [7:0] \x$6 ;
-  wire [7:0] \x$6[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$19 ;
+  wire [7:0] \x$19[0] ;
   wire [7:0] \x[0] ;
-  assign \$1  = ~ second;
-  assign valid = \valid$3  & \$1 ;
-  assign \valid$12  = \valid$3  & second;
+  assign \$3  = ~ second;
+  assign \valid$12  = \$signal  & \$3 ;
+  assign \valid$18  = \$signal  & second;
+  always @(posedge clk)
+    \$like  <= \$4 ;
+  always @(posedge clk)
+    \$like$4  <= \$5 ;
+  always @(posedge clk)
+    \$signal  <= \$6 ;
+  always @(posedge clk)
+    second <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_l1_s8.stats_unit.above  above (
     .c_hi(c_hi),
     .clear(clear),
     .clk(clk),
     .floor_mean(floor_mean),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .s_hi(s_hi),
-    .valid(\valid$12 ),
-    .x(x)
+    .valid(\valid$18 ),
+    .x(\$like )
   );
-  \hwnorm_l1_s8.stats_unit.sum$23  \sum$23  (
+  \hwnorm_l1_s8.stats_unit.sum$27  \sum$27  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$12 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \x$6  = x;
-  assign \mask$8  = mask;
-  assign \sum$10  = sum;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$4  = x;
+    if (rst) begin
+      \$4  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = mask;
+    if (rst) begin
+      \$5  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = \$2 ;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \second$10 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
   assign \clear$11  = clear;
-  assign \x$13  = x;
-  assign \mask$14  = mask;
-  assign \floor_mean$16  = floor_mean;
-  assign \s_hi$18  = s_hi;
-  assign \c_hi$20  = c_hi;
+  assign \x$13  = \$like ;
+  assign \mask$14  = \$like$4 ;
+  assign \sum$16  = sum;
+  assign \clear$17  = clear;
+  assign \x$19  = \$like ;
+  assign \mask$20  = \$like$4 ;
+  assign \floor_mean$22  = floor_mean;
+  assign \s_hi$24  = s_hi;
+  assign \c_hi$26  = c_hi;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$6[0]  = x;
-  assign \x$13[0]  = x;
+  assign \x$13[0]  = \$like ;
+  assign \x$19[0]  = \$like ;
 endmodule
 
-module \hwnorm_l1_s8.stats_unit.above (clk, rst, mask, valid, clear, s_hi, c_hi, floor_mean, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_l1_s8.stats_unit.above (rst, valid, clear, x, mask, s_hi, c_hi, floor_mean, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
-  wire [7:0] \$2 ;
-  wire [21:0] \$3 ;
-  wire [13:0] \$4 ;
-  reg [20:0] \$5 ;
-  reg [12:0] \$6 ;
-  wire above0;
+  reg [7:0] \$10 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg [20:0] \$13 ;
+  reg [12:0] \$14 ;
+  wire \$2 ;
+  wire [7:0] \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire [21:0] \$8 ;
+  wire [13:0] \$9 ;
+  reg [7:0] above0 = 8'h00;
+  reg above1 = 1'h0;
+  reg above_valid = 1'h0;
   output [12:0] c_hi;
   reg [12:0] c_hi = 13'h0000;
   input clear;
@@ -4560,44 +5523,75 @@ module \hwnorm_l1_s8.stats_unit.above (clk, rst, mask, valid, clear, s_hi, c_hi,
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$3  = $signed(s_hi) + $signed(\$2 );
-  assign \$4  = c_hi + above0;
-  always @(posedge clk)
-    s_hi <= \$5 ;
-  always @(posedge clk)
-    c_hi <= \$6 ;
   assign \$1  = $signed(x) > $signed(floor_mean);
-  assign above0 = mask & \$1 ;
-  assign \$2  = above0 ? x : 8'h00;
+  assign \$2  = mask & \$1 ;
+  assign \$3  = \$2  ? x : 8'h00;
+  assign \$4  = $signed(x) > $signed(floor_mean);
+  assign \$5  = mask & \$4 ;
+  assign \$6  = ~ clear;
+  assign \$7  = valid & \$6 ;
+  assign \$8  = $signed(s_hi) + $signed(above0);
+  assign \$9  = c_hi + above1;
+  always @(posedge clk)
+    above0 <= \$10 ;
+  always @(posedge clk)
+    above1 <= \$11 ;
+  always @(posedge clk)
+    above_valid <= \$12 ;
+  always @(posedge clk)
+    s_hi <= \$13 ;
+  always @(posedge clk)
+    c_hi <= \$14 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$5  = s_hi;
-    if (clear) begin
-      \$5  = 21'h000000;
-    end else if (valid) begin
-      \$5  = \$3 [20:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$10  = \$3 ;
     if (rst) begin
-      \$5  = 21'h000000;
+      \$10  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$6  = c_hi;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$11  = \$5 ;
+    if (rst) begin
+      \$11  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$12  = \$7 ;
+    if (rst) begin
+      \$12  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$13  = s_hi;
     if (clear) begin
-      \$6  = 13'h0000;
-    end else if (valid) begin
-      \$6  = \$4 [12:0];
+      \$13  = 21'h000000;
+    end else if (above_valid) begin
+      \$13  = \$8 [20:0];
     end
     if (rst) begin
-      \$6  = 13'h0000;
+      \$13  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$14  = c_hi;
+    if (clear) begin
+      \$14  = 13'h0000;
+    end else if (above_valid) begin
+      \$14  = \$9 [12:0];
+    end
+    if (rst) begin
+      \$14  = 13'h0000;
     end
   end
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_l1_s8.stats_unit.sum$23 (clk, rst, mask, valid, clear, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_l1_s8.stats_unit.sum$27 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [7:0] \$1 ;
   wire [21:0] \$2 ;
   reg [20:0] \$3 ;
@@ -4621,7 +5615,7 @@ module \hwnorm_l1_s8.stats_unit.sum$23 (clk, rst, mask, valid, clear, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 21'h000000;

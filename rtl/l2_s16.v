@@ -149,8 +149,8 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_l2_s16.math  math (
-    .\a$28 (a),
-    .\b$53 (b),
+    .\a$31 (a),
+    .\b$56 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$36 (start),
+    .\start$37 (start),
     .sum(sum)
   );
   \hwnorm_l2_s16.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den, sh, \a$28 , \b$53 , clk);
+module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den, sh, \a$31 , \b$56 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -609,102 +609,117 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   wire \$223 ;
   wire \$224 ;
   wire \$225 ;
-  wire [6:0] \$226 ;
+  wire \$226 ;
   wire \$227 ;
-  wire [10:0] \$228 ;
-  wire [10:0] \$229 ;
+  wire \$228 ;
+  wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [10:0] \$231 ;
+  wire \$231 ;
   wire \$232 ;
-  wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
   wire \$236 ;
-  wire [10:0] \$237 ;
+  wire [6:0] \$237 ;
   wire \$238 ;
   wire [10:0] \$239 ;
   wire \$24 ;
   wire [10:0] \$240 ;
-  wire [10:0] \$241 ;
+  wire \$241 ;
   wire [10:0] \$242 ;
-  wire [10:0] \$243 ;
-  wire [62:0] \$244 ;
-  wire \$245 ;
-  wire [9:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire [11:0] \$248 ;
-  wire [59:0] \$249 ;
+  wire \$243 ;
+  wire [10:0] \$244 ;
+  wire [10:0] \$245 ;
+  wire [10:0] \$246 ;
+  wire \$247 ;
+  wire [10:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [46:0] \$250 ;
-  wire [31:0] \$251 ;
-  wire [31:0] \$252 ;
-  wire [47:0] \$253 ;
-  wire \$254 ;
-  wire [74:0] \$255 ;
-  wire [74:0] \$256 ;
-  wire \$257 ;
-  wire [62:0] \$258 ;
-  wire [56:0] \$259 ;
+  wire [10:0] \$250 ;
+  wire [10:0] \$251 ;
+  wire [10:0] \$252 ;
+  wire [10:0] \$253 ;
+  wire [10:0] \$254 ;
+  wire [62:0] \$255 ;
+  wire \$256 ;
+  wire [9:0] \$257 ;
+  wire [10:0] \$258 ;
+  wire [11:0] \$259 ;
   wire \$26 ;
-  wire [8:0] \$260 ;
-  wire \$261 ;
-  wire [10:0] \$262 ;
-  wire [10:0] \$263 ;
-  wire \$264 ;
-  wire [10:0] \$265 ;
-  wire \$266 ;
-  wire [10:0] \$267 ;
-  wire [10:0] \$268 ;
-  wire [10:0] \$269 ;
+  wire [59:0] \$260 ;
+  wire [46:0] \$261 ;
+  wire [31:0] \$262 ;
+  wire [31:0] \$263 ;
+  wire [47:0] \$264 ;
+  wire \$265 ;
+  wire [74:0] \$266 ;
+  wire [74:0] \$267 ;
+  wire \$268 ;
+  wire [62:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire [10:0] \$271 ;
+  wire [56:0] \$270 ;
+  wire [8:0] \$271 ;
   wire \$272 ;
   wire [10:0] \$273 ;
   wire [10:0] \$274 ;
-  wire [10:0] \$275 ;
+  wire \$275 ;
   wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire [62:0] \$278 ;
-  wire \$279 ;
+  wire \$277 ;
+  wire [10:0] \$278 ;
+  wire [10:0] \$279 ;
   wire \$28 ;
-  wire [9:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire [11:0] \$282 ;
-  wire [59:0] \$283 ;
-  wire [46:0] \$284 ;
-  wire [31:0] \$285 ;
-  wire [31:0] \$286 ;
-  wire [47:0] \$287 ;
-  wire [72:0] \$288 ;
+  wire [10:0] \$280 ;
+  wire \$281 ;
+  wire [10:0] \$282 ;
+  wire \$283 ;
+  wire [10:0] \$284 ;
+  wire [10:0] \$285 ;
+  wire [10:0] \$286 ;
+  wire [10:0] \$287 ;
+  wire [10:0] \$288 ;
   wire [62:0] \$289 ;
   wire \$29 ;
-  reg [5:0] \$290 ;
-  reg [72:0] \$291 ;
-  reg [50:0] \$292 ;
-  reg [5:0] \$293 ;
-  reg [24:0] \$294 ;
-  reg [41:0] \$295 ;
-  reg [55:0] \$296 ;
-  reg [9:0] \$297 ;
-  reg [3:0] \$298 ;
-  reg [2:0] \$299 ;
+  wire \$290 ;
+  wire [9:0] \$291 ;
+  wire [10:0] \$292 ;
+  wire [11:0] \$293 ;
+  wire [59:0] \$294 ;
+  wire [46:0] \$295 ;
+  wire [31:0] \$296 ;
+  wire [31:0] \$297 ;
+  wire [47:0] \$298 ;
+  wire [72:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [9:0] \$300 ;
-  reg [59:0] \$301 ;
-  reg [5:0] \$302 ;
-  reg [4:0] \$303 ;
-  reg [41:0] \$304 ;
-  reg [57:0] \$305 ;
-  reg [72:0] \$306 ;
-  reg [73:0] \$307 ;
-  reg \$308 ;
-  reg [61:0] \$309 ;
+  wire [62:0] \$300 ;
+  reg [5:0] \$301 ;
+  reg \$302 ;
+  reg [72:0] \$303 ;
+  reg \$304 ;
+  reg [50:0] \$305 ;
+  reg [5:0] \$306 ;
+  reg \$307 ;
+  reg [24:0] \$308 ;
+  reg [41:0] \$309 ;
   wire \$31 ;
-  reg [57:0] \$310 ;
+  reg [55:0] \$310 ;
+  reg [9:0] \$311 ;
+  reg [3:0] \$312 ;
+  reg [2:0] \$313 ;
+  reg [9:0] \$314 ;
+  reg [59:0] \$315 ;
+  reg [5:0] \$316 ;
+  reg [4:0] \$317 ;
+  reg [41:0] \$318 ;
+  reg [57:0] \$319 ;
   wire \$32 ;
+  reg [72:0] \$320 ;
+  reg [73:0] \$321 ;
+  reg [73:0] \$322 ;
+  reg \$323 ;
+  reg [61:0] \$324 ;
+  reg [57:0] \$325 ;
   wire \$33 ;
   wire [5:0] \$34 ;
   wire [5:0] \$35 ;
@@ -779,11 +794,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [43:0] a;
-  output [41:0] \a$28 ;
-  reg [41:0] \a$28  = 42'h00000000000;
+  output [41:0] \a$31 ;
+  reg [41:0] \a$31  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$53 ;
-  reg [57:0] \b$53  = 58'h000000000000000;
+  output [57:0] \b$56 ;
+  reg [57:0] \b$56  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -803,28 +818,30 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   wire [3:0] count_lead;
   output [50:0] den;
   reg [50:0] den = 51'h0000000000000;
-  reg [50:0] \den$24 ;
+  reg [50:0] \den$27 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num;
+  reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$40 ;
-  wire \done$42 ;
+  wire \done$39 ;
+  wire \done$41 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
+  (* init = 1'h0 *)
+  wire isqrt_go;
   reg [55:0] km = 56'h00000000000000;
   reg [59:0] km_pre = 60'h000000000000000;
   reg [5:0] lead = 6'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$23 ;
-  reg [72:0] p = 73'h0000000000000000000;
-  wire [74:0] \p$39 ;
+  reg \neg$26 ;
+  wire [74:0] p;
+  reg [72:0] \p$53  = 73'h0000000000000000000;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -833,18 +850,22 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   wire [50:0] root;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   input [42:0] sq_sum;
   wire [42:0] sq_sum;
-  reg start;
-  reg \start$17 ;
-  reg \start$19 ;
-  input \start$36 ;
-  wire \start$36 ;
+  reg start = 1'h0;
+  reg \start$11  = 1'h0;
+  input \start$37 ;
+  wire \start$37 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$25 ;
+  reg [5:0] \steps$28 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [72:0] t = 73'h0000000000000000000;
@@ -1076,126 +1097,145 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   assign \$223  = fsm_state == 6'h20;
   assign \$224  = fsm_state == 6'h21;
   assign \$225  = fsm_state == 6'h22;
-  assign \$226  = lead + 1'h0;
-  assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(4'h4) - $signed(sh0);
-  assign \$229  = \$227  ? \$228  : 11'h000;
-  assign \$230  = $signed(sh0) < $signed(4'h4);
-  assign \$231  = $signed(sh0) - $signed(4'h4);
-  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
-  assign \$235  = $signed(sh0) - $signed(6'h15);
-  assign \$236  = $signed(\$234 ) > $signed(\$235 );
-  assign \$237  = $signed(sh0) - $signed(4'h4);
-  assign \$238  = $signed(\$237 ) < $signed({ 1'h0, tk });
-  assign \$239  = $signed(sh0) - $signed(4'h4);
-  assign \$240  = \$238  ? \$239  : { 7'h00, tk };
-  assign \$241  = $signed(sh0) - $signed(6'h15);
-  assign \$242  = \$236  ? \$240  : \$241 ;
-  assign \$243  = \$230  ? 11'h000 : \$242 ;
-  assign \$244  = $signed(km) << pre;
-  assign \$245  = tsh > 6'h3c;
-  assign \$246  = \$245  ? 10'h03c : tsh;
-  assign \$247  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$248  = $signed(\$247 ) - $signed({ 1'h0, tsh });
-  assign \$249  = $signed(km_pre) >>> t_clamped;
-  assign \$250  = $signed(chan[115:100]) << \$157 [4:0];
-  assign \$251  = 1'h1 << sh;
-  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252  });
-  assign \$254  = $signed(div_num) < $signed(1'h0);
-  assign \$255  = - $signed(div_num);
-  assign \$256  = \$254  ? \$255  : { div_num[73], div_num };
-  assign \$257  = $signed(div_num) < $signed(1'h0);
-  assign \$258  = $signed(bias) - $signed(quot);
-  assign \$260  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$261  = $signed(sh0) < $signed(4'h4);
-  assign \$262  = $signed(4'h4) - $signed(sh0);
-  assign \$263  = \$261  ? \$262  : 11'h000;
-  assign \$264  = $signed(sh0) < $signed(4'h4);
-  assign \$265  = $signed(sh0) - $signed(4'h4);
-  assign \$266  = $signed(\$265 ) < $signed({ 1'h0, tk });
-  assign \$267  = $signed(sh0) - $signed(4'h4);
-  assign \$268  = \$266  ? \$267  : { 7'h00, tk };
-  assign \$269  = $signed(sh0) - $signed(6'h15);
-  assign \$270  = $signed(\$268 ) > $signed(\$269 );
-  assign \$271  = $signed(sh0) - $signed(4'h4);
-  assign \$272  = $signed(\$271 ) < $signed({ 1'h0, tk });
-  assign \$273  = $signed(sh0) - $signed(4'h4);
-  assign \$274  = \$272  ? \$273  : { 7'h00, tk };
-  assign \$275  = $signed(sh0) - $signed(6'h15);
-  assign \$276  = \$270  ? \$274  : \$275 ;
-  assign \$277  = \$264  ? 11'h000 : \$276 ;
-  assign \$278  = $signed(km) << pre;
-  assign \$279  = tsh > 6'h3c;
-  assign \$280  = \$279  ? 10'h03c : tsh;
-  assign \$281  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$282  = $signed(\$281 ) - $signed({ 1'h0, tsh });
-  assign \$283  = $signed(km_pre) >>> t_clamped;
-  assign \$284  = $signed(chan[115:100]) << \$158 [4:0];
-  assign \$285  = 1'h1 << sh;
-  assign \$287  = $signed(\$284 ) + $signed({ 1'h0, \$286  });
-  assign \$289  = $signed(bias) - $signed(quot);
+  assign \$226  = fsm_state == 6'h23;
+  assign \$227  = fsm_state == 6'h24;
+  assign \$228  = fsm_state == 6'h25;
+  assign \$229  = fsm_state == 6'h26;
+  assign \$230  = fsm_state == 6'h27;
+  assign \$231  = fsm_state == 6'h28;
+  assign \$232  = fsm_state == 6'h29;
+  assign \$233  = fsm_state == 6'h2a;
+  assign \$234  = fsm_state == 6'h2b;
+  assign \$235  = fsm_state == 6'h2c;
+  assign \$236  = fsm_state == 6'h2d;
+  assign \$237  = lead + 1'h0;
+  assign \$238  = $signed(sh0) < $signed(4'h4);
+  assign \$239  = $signed(4'h4) - $signed(sh0);
+  assign \$240  = \$238  ? \$239  : 11'h000;
+  assign \$241  = $signed(sh0) < $signed(4'h4);
+  assign \$242  = $signed(sh0) - $signed(4'h4);
+  assign \$243  = $signed(\$242 ) < $signed({ 1'h0, tk });
+  assign \$244  = $signed(sh0) - $signed(4'h4);
+  assign \$245  = \$243  ? \$244  : { 7'h00, tk };
+  assign \$246  = $signed(sh0) - $signed(6'h15);
+  assign \$247  = $signed(\$245 ) > $signed(\$246 );
+  assign \$248  = $signed(sh0) - $signed(4'h4);
+  assign \$249  = $signed(\$248 ) < $signed({ 1'h0, tk });
+  assign \$250  = $signed(sh0) - $signed(4'h4);
+  assign \$251  = \$249  ? \$250  : { 7'h00, tk };
+  assign \$252  = $signed(sh0) - $signed(6'h15);
+  assign \$253  = \$247  ? \$251  : \$252 ;
+  assign \$254  = \$241  ? 11'h000 : \$253 ;
+  assign \$255  = $signed(km) << pre;
+  assign \$256  = tsh > 6'h3c;
+  assign \$257  = \$256  ? 10'h03c : tsh;
+  assign \$258  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$259  = $signed(\$258 ) - $signed({ 1'h0, tsh });
+  assign \$260  = $signed(km_pre) >>> t_clamped;
+  assign \$261  = $signed(chan[115:100]) << \$157 [4:0];
+  assign \$262  = 1'h1 << sh;
+  assign \$264  = $signed(\$261 ) + $signed({ 1'h0, \$263  });
+  assign \$265  = $signed(div_num) < $signed(1'h0);
+  assign \$266  = - $signed(div_num);
+  assign \$267  = \$265  ? \$266  : { div_num[73], div_num };
+  assign \$268  = $signed(div_num) < $signed(1'h0);
+  assign \$269  = $signed(bias) - $signed(quot);
+  assign \$271  = $signed(6'h10) - $signed(chan[171:164]);
+  assign \$272  = $signed(sh0) < $signed(4'h4);
+  assign \$273  = $signed(4'h4) - $signed(sh0);
+  assign \$274  = \$272  ? \$273  : 11'h000;
+  assign \$275  = $signed(sh0) < $signed(4'h4);
+  assign \$276  = $signed(sh0) - $signed(4'h4);
+  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
+  assign \$278  = $signed(sh0) - $signed(4'h4);
+  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
+  assign \$280  = $signed(sh0) - $signed(6'h15);
+  assign \$281  = $signed(\$279 ) > $signed(\$280 );
+  assign \$282  = $signed(sh0) - $signed(4'h4);
+  assign \$283  = $signed(\$282 ) < $signed({ 1'h0, tk });
+  assign \$284  = $signed(sh0) - $signed(4'h4);
+  assign \$285  = \$283  ? \$284  : { 7'h00, tk };
+  assign \$286  = $signed(sh0) - $signed(6'h15);
+  assign \$287  = \$281  ? \$285  : \$286 ;
+  assign \$288  = \$275  ? 11'h000 : \$287 ;
+  assign \$289  = $signed(km) << pre;
+  assign \$290  = tsh > 6'h3c;
+  assign \$291  = \$290  ? 10'h03c : tsh;
+  assign \$292  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$293  = $signed(\$292 ) - $signed({ 1'h0, tsh });
+  assign \$294  = $signed(km_pre) >>> t_clamped;
+  assign \$295  = $signed(chan[115:100]) << \$158 [4:0];
+  assign \$296  = 1'h1 << sh;
+  assign \$298  = $signed(\$295 ) + $signed({ 1'h0, \$297  });
+  assign \$300  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$290 ;
+    fsm_state <= \$301 ;
   always @(posedge clk)
-    t <= \$291 ;
+    start <= \$302 ;
   always @(posedge clk)
-    den <= \$292 ;
+    t <= \$303 ;
   always @(posedge clk)
-    lead <= \$293 ;
+    \start$11  <= \$304 ;
   always @(posedge clk)
-    recip <= \$294 ;
+    den <= \$305 ;
   always @(posedge clk)
-    m <= \$295 ;
+    lead <= \$306 ;
   always @(posedge clk)
-    km <= \$296 ;
+    \start$9  <= \$307 ;
   always @(posedge clk)
-    sh0 <= \$297 ;
+    recip <= \$308 ;
   always @(posedge clk)
-    tk <= \$298 ;
+    m <= \$309 ;
   always @(posedge clk)
-    pre <= \$299 ;
+    km <= \$310 ;
   always @(posedge clk)
-    tsh <= \$300 ;
+    sh0 <= \$311 ;
   always @(posedge clk)
-    km_pre <= \$301 ;
+    tk <= \$312 ;
   always @(posedge clk)
-    t_clamped <= \$302 ;
+    pre <= \$313 ;
   always @(posedge clk)
-    sh <= \$303 ;
+    tsh <= \$314 ;
   always @(posedge clk)
-    \a$28  <= \$304 ;
+    km_pre <= \$315 ;
   always @(posedge clk)
-    bias <= \$305 ;
+    t_clamped <= \$316 ;
   always @(posedge clk)
-    p <= \$306 ;
+    sh <= \$317 ;
   always @(posedge clk)
-    div_mag <= \$307 ;
+    \a$31  <= \$318 ;
   always @(posedge clk)
-    div_neg <= \$308 ;
+    bias <= \$319 ;
   always @(posedge clk)
-    quot <= \$309 ;
+    \p$53  <= \$320 ;
   always @(posedge clk)
-    \b$53  <= \$310 ;
+    div_num <= \$321 ;
+  always @(posedge clk)
+    div_mag <= \$322 ;
+  always @(posedge clk)
+    div_neg <= \$323 ;
+  always @(posedge clk)
+    quot <= \$324 ;
+  always @(posedge clk)
+    \b$56  <= \$325 ;
   \hwnorm_l2_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$24 ),
-    .done(\done$42 ),
+    .\den$13 (\den$27 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$23 ),
+    .\neg$15 (\neg$26 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$19 ),
-    .steps(\steps$25 )
+    .start(\start$9 ),
+    .steps(\steps$28 )
   );
   \hwnorm_l2_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$41 ),
     .root(root),
     .rst(rst),
-    .start(\start$17 ),
+    .start(\start$11 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s16.math.mul  mul (
@@ -1203,81 +1243,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .\neg$12 (neg),
-    .p(\p$39 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          start = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          start = 1'h1;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          start = 1'h1;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 44'h00000000000;
@@ -1285,17 +1257,17 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h00:
           /* empty */;
       6'h02:
-          a = { 1'h0, sq_sum };
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          a = { \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161  };
+          a = { 1'h0, sq_sum };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          a = { \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161  };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1303,11 +1275,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { 19'h00000, recip };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          a = { m[41], m[41], m };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1315,13 +1287,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          a = { 19'h00000, recip };
       6'h13:
           /* empty */;
       6'h14:
-          a = { \a$28 [41], \a$28 [41], \a$28  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { m[41], m[41], m };
       6'h16:
           /* empty */;
       6'h17:
@@ -1330,20 +1302,42 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 20'h00000, chan[163:140] };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          a = { \a$31 [41], \a$31 [41], \a$31  };
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          a = { \a$28 [41], \a$28 [41], \a$28  };
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          a = { 20'h00000, chan[163:140] };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \a$31 [41], \a$31 [41], \a$31  };
     endcase
   end
   always @* begin
@@ -1353,17 +1347,17 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h00:
           /* empty */;
       6'h02:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          b = \$164 [28:0];
+          b = { 16'h0000, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          b = \$164 [28:0];
       6'h09:
           /* empty */;
       6'h0a:
@@ -1371,11 +1365,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1383,13 +1377,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
       6'h13:
           /* empty */;
       6'h14:
-          b = \$179 [28:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = { 16'h0000, chan[13:1] };
       6'h16:
           /* empty */;
       6'h17:
@@ -1398,19 +1392,41 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          b = \$179 [28:0];
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
     endcase
   end
@@ -1421,17 +1437,17 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h00:
           /* empty */;
       6'h02:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          c = { t[72], t[72], t };
+          c = 75'h0000000000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = { t[72], t[72], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1439,11 +1455,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1451,13 +1467,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h13:
           /* empty */;
       6'h14:
-          c = 75'h0000000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 75'h0000000000000000000;
       6'h16:
           /* empty */;
       6'h17:
@@ -1466,19 +1482,41 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          c = 75'h0000000000000000000;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          c = 75'h0000000000000000000;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           c = 75'h0000000000000000000;
     endcase
   end
@@ -1489,17 +1527,17 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = 1'h1;
+          neg = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          neg = 1'h1;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1507,11 +1545,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$176 ;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = 1'h0;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1519,13 +1557,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          neg = \$176 ;
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$180 ;
-      6'h15:
           /* empty */;
+      6'h15:
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1534,19 +1572,41 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          neg = \$186 ;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          neg = \$180 ;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          neg = \$186 ;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           neg = \$190 ;
     endcase
   end
@@ -1557,17 +1617,17 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h1d;
+          steps = 5'h0d;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          steps = 5'h1d;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1575,11 +1635,11 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 5'h10;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          steps = 5'h0d;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1587,13 +1647,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          steps = 5'h10;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h1d;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h0d;
       6'h16:
           /* empty */;
       6'h17:
@@ -1602,38 +1662,42 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          steps = 5'h1d;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          steps = 5'h10;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           steps = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$17  = 1'h1;
     endcase
   end
   always @* begin
@@ -1651,57 +1715,15 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h06:
           /* empty */;
       6'h07:
-          w = \$166 [100:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$19  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$19  = 1'h1;
+          /* empty */;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \start$19  = 1'h1;
+          w = \$166 [100:0];
     endcase
   end
   always @* begin
@@ -1725,7 +1747,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          rem_init = \$170 [50:0];
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1735,7 +1757,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          rem_init = \$170 [50:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1751,6 +1773,24 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           rem_init = \$181 [50:0];
     endcase
   end
@@ -1775,7 +1815,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$172 ;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1785,7 +1825,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          lo_init = \$172 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1801,12 +1841,30 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           lo_init = \$182 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1825,7 +1883,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$23  = 1'h0;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1835,7 +1893,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \neg$26  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1851,12 +1909,30 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = div_neg;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \neg$26  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$24  = 51'h0000000000000;
+    \den$27  = 51'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1875,7 +1951,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \den$24  = den;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1885,7 +1961,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \den$27  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1901,12 +1977,30 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \den$24  = { 38'h0000000000, chan[13:1] };
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \den$27  = { 38'h0000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$25  = 6'h00;
+    \steps$28  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1925,7 +2019,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$25  = 6'h18;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1935,7 +2029,7 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \steps$28  = 6'h18;
       6'h10:
           /* empty */;
       6'h11:
@@ -1951,55 +2045,25 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \steps$25  = 6'h3a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 74'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h18:
           /* empty */;
-      6'h04:
+      6'h19:
           /* empty */;
-      6'h05:
+      6'h1a:
           /* empty */;
-      6'h06:
+      6'h1b:
           /* empty */;
-      6'h07:
+      6'h1c:
           /* empty */;
-      6'h08:
+      6'h1d:
           /* empty */;
-      6'h09:
+      6'h1e:
           /* empty */;
-      6'h0a:
+      6'h1f:
           /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          div_num = { p[72], p };
+      6'h20:
+          \steps$28  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2054,8 +2118,6 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2073,6 +2135,30 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h21:
           /* empty */;
       6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2080,299 +2166,152 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = fsm_state;
+    \$301  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$290  = 6'h01;
+                  \$301  = 6'h01;
               2'h1:
-                  \$290  = 6'h02;
+                  \$301  = 6'h02;
               2'h2:
-                  \$290  = 6'h03;
+                  \$301  = 6'h03;
             endcase
           end
       6'h02:
-          \$290  = 6'h04;
+          \$301  = 6'h04;
       6'h04:
-          if (\done$38 ) begin
-            \$290  = 6'h05;
-          end
+          \$301  = 6'h05;
       6'h05:
-          \$290  = 6'h06;
+          \$301  = 6'h06;
       6'h06:
-          if (\done$38 ) begin
-            \$290  = 6'h07;
+          if (\done$39 ) begin
+            \$301  = 6'h07;
           end
       6'h07:
-          \$290  = 6'h08;
+          \$301  = 6'h08;
       6'h08:
-          if (\done$40 ) begin
-            \$290  = 6'h09;
-          end
+          \$301  = 6'h09;
       6'h09:
-          \$290  = 6'h0a;
+          if (\done$39 ) begin
+            \$301  = 6'h0a;
+          end
       6'h0a:
-          \$290  = 6'h0b;
+          \$301  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$290  = 6'h0c;
-          end
+          \$301  = 6'h0c;
       6'h0c:
-          \$290  = 6'h0d;
+          if (\done$41 ) begin
+            \$301  = 6'h0d;
+          end
       6'h0d:
-          if (\done$38 ) begin
-            \$290  = 6'h0e;
-          end
+          \$301  = 6'h0e;
       6'h0e:
-          \$290  = 6'h0f;
+          \$301  = 6'h0f;
       6'h0f:
-          if (\done$38 ) begin
-            \$290  = 6'h10;
-          end
+          \$301  = 6'h10;
       6'h10:
-          \$290  = 6'h11;
+          if (\done$43 ) begin
+            \$301  = 6'h11;
+          end
       6'h11:
-          \$290  = 6'h12;
+          \$301  = 6'h12;
       6'h12:
-          \$290  = 6'h13;
+          \$301  = 6'h13;
       6'h13:
-          \$290  = 6'h14;
+          if (\done$39 ) begin
+            \$301  = 6'h14;
+          end
       6'h14:
-          \$290  = 6'h15;
+          \$301  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$290  = 6'h16;
-          end
+          \$301  = 6'h16;
       6'h16:
-          \$290  = 6'h17;
+          if (\done$39 ) begin
+            \$301  = 6'h17;
+          end
       6'h17:
-          \$290  = 6'h18;
+          \$301  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$290  = 6'h19;
-          end
+          \$301  = 6'h19;
       6'h19:
-          \$290  = 6'h01;
-      6'h03:
-          \$290  = 6'h1a;
+          \$301  = 6'h1a;
       6'h1a:
-          if (\done$38 ) begin
-            \$290  = 6'h1b;
-          end
+          \$301  = 6'h1b;
       6'h1b:
-          \$290  = 6'h1c;
+          \$301  = 6'h1c;
       6'h1c:
-          \$290  = 6'h1d;
+          \$301  = 6'h1d;
       6'h1d:
-          \$290  = 6'h1e;
-      6'h1e:
-          \$290  = 6'h1f;
-      6'h1f:
-          \$290  = 6'h20;
-      6'h20:
-          if (\done$38 ) begin
-            \$290  = 6'h21;
+          if (\done$39 ) begin
+            \$301  = 6'h1e;
           end
+      6'h1e:
+          \$301  = 6'h1f;
+      6'h1f:
+          \$301  = 6'h20;
+      6'h20:
+          \$301  = 6'h21;
       6'h21:
-          \$290  = 6'h22;
+          if (\done$43 ) begin
+            \$301  = 6'h22;
+          end
       6'h22:
-          \$290  = 6'h01;
+          \$301  = 6'h01;
+      6'h03:
+          \$301  = 6'h23;
+      6'h23:
+          \$301  = 6'h24;
+      6'h24:
+          if (\done$39 ) begin
+            \$301  = 6'h25;
+          end
+      6'h25:
+          \$301  = 6'h26;
+      6'h26:
+          \$301  = 6'h27;
+      6'h27:
+          \$301  = 6'h28;
+      6'h28:
+          \$301  = 6'h29;
+      6'h29:
+          \$301  = 6'h2a;
+      6'h2a:
+          \$301  = 6'h2b;
+      6'h2b:
+          if (\done$39 ) begin
+            \$301  = 6'h2c;
+          end
+      6'h2c:
+          \$301  = 6'h2d;
+      6'h2d:
+          \$301  = 6'h01;
       6'h01:
-          \$290  = 6'h00;
+          \$301  = 6'h00;
     endcase
     if (rst) begin
-      \$290  = 6'h00;
+      \$301  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = t;
+    \$302  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          if (\done$38 ) begin
-            \$291  = \p$39 [72:0];
-          end
+          \$302  = 1'h1;
       6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$38 ) begin
-            \$291  = \p$39 [72:0];
-          end
-    endcase
-    if (rst) begin
-      \$291  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
+          \$302  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          \$302  = 1'h1;
       6'h08:
-          if (\done$40 ) begin
-            \$292  = root;
-          end
-    endcase
-    if (rst) begin
-      \$292  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$293  = den_lead;
-    endcase
-    if (rst) begin
-      \$293  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$294  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$38 ) begin
-            \$295  = \p$39 [41:0];
-          end
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$38 ) begin
-            \$295  = \p$39 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$295  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
+          \$302  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2386,21 +2325,19 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          if (\done$38 ) begin
-            \$296  = \p$39 [55:0];
-          end
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$302  = 1'h1;
       6'h12:
-          /* empty */;
+          \$302  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$302  = 1'h1;
       6'h15:
-          /* empty */;
+          \$302  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2408,854 +2345,13 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \$296  = \$259 [55:0];
-    endcase
-    if (rst) begin
-      \$296  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$297  = { 3'h0, \$226  };
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$297  = { \$260 [8], \$260  };
-    endcase
-    if (rst) begin
-      \$297  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$298  = count_lead;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$298  = 4'h8;
-    endcase
-    if (rst) begin
-      \$298  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$299  = \$229 [2:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
+          \$302  = 1'h1;
       6'h1c:
-          \$299  = \$263 [2:0];
-    endcase
-    if (rst) begin
-      \$299  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$300  = \$243 [9:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$300  = \$277 [9:0];
-    endcase
-    if (rst) begin
-      \$300  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$301  = \$244 [59:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$301  = \$278 [59:0];
-    endcase
-    if (rst) begin
-      \$301  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$302  = \$246 [5:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$302  = \$280 [5:0];
-    endcase
-    if (rst) begin
-      \$302  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$303  = \$248 [4:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$303  = \$282 [4:0];
-    endcase
-    if (rst) begin
-      \$303  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = \a$28 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$304  = \$249 [41:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$304  = \$283 [41:0];
-    endcase
-    if (rst) begin
-      \$304  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$305  = { \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253 [47], \$253  };
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$305  = { \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287 [47], \$287  };
-    endcase
-    if (rst) begin
-      \$305  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$38 ) begin
-            \$306  = \p$39 [72:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          if (\done$38 ) begin
-            \$306  = \p$39 [72:0];
-          end
-    endcase
-    if (rst) begin
-      \$306  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$307  = \$256 [73:0];
-    endcase
-    if (rst) begin
-      \$307  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$308  = \$257 ;
-    endcase
-    if (rst) begin
-      \$308  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$42 ) begin
-            \$309  = { q[59], q[59], q };
-          end
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          \$302  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3265,15 +2361,271 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h20:
           /* empty */;
       6'h21:
-          \$309  = \$288 [61:0];
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$302  = 1'h1;
+      6'h23:
+          \$302  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$302  = 1'h1;
+      6'h2a:
+          \$302  = 1'h0;
     endcase
     if (rst) begin
-      \$309  = 62'h0000000000000000;
+      \$302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = \b$53 ;
+    \$303  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$39 ) begin
+            \$303  = p[72:0];
+          end
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$39 ) begin
+            \$303  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$303  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = \start$11 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$304  = 1'h1;
+      6'h0b:
+          \$304  = 1'h0;
+    endcase
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          if (\done$41 ) begin
+            \$305  = root;
+          end
+    endcase
+    if (rst) begin
+      \$305  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$306  = den_lead;
+    endcase
+    if (rst) begin
+      \$306  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$307  = 1'h1;
+      6'h0f:
+          \$307  = 1'h0;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$307  = 1'h1;
+      6'h20:
+          \$307  = 1'h0;
+    endcase
+    if (rst) begin
+      \$307  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$43 ) begin
+            \$308  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$308  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3310,7 +2662,9 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          if (\done$39 ) begin
+            \$309  = p[41:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -3322,8 +2676,6 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$310  = \$258 [57:0];
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
@@ -3342,14 +2694,1387 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
       6'h21:
           /* empty */;
       6'h22:
-          \$310  = \$289 [57:0];
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          if (\done$39 ) begin
+            \$309  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$310  = 58'h000000000000000;
+      \$309  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$39 ) begin
+            \$310  = p[55:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$310  = \$270 [55:0];
+    endcase
+    if (rst) begin
+      \$310  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$311  = { 3'h0, \$237  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$311  = { \$271 [8], \$271  };
+    endcase
+    if (rst) begin
+      \$311  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$312  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$312  = 4'h8;
+    endcase
+    if (rst) begin
+      \$312  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$313  = \$240 [2:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$313  = \$274 [2:0];
+    endcase
+    if (rst) begin
+      \$313  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$314  = \$254 [9:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$314  = \$288 [9:0];
+    endcase
+    if (rst) begin
+      \$314  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$315  = \$255 [59:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$315  = \$289 [59:0];
+    endcase
+    if (rst) begin
+      \$315  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$316  = \$257 [5:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$316  = \$291 [5:0];
+    endcase
+    if (rst) begin
+      \$316  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$317  = \$259 [4:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$317  = \$293 [4:0];
+    endcase
+    if (rst) begin
+      \$317  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \a$31 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$318  = \$260 [41:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$318  = \$294 [41:0];
+    endcase
+    if (rst) begin
+      \$318  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$319  = { \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$319  = { \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298  };
+    endcase
+    if (rst) begin
+      \$319  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = \p$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$39 ) begin
+            \$320  = p[72:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$39 ) begin
+            \$320  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$320  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$321  = { \p$53 [72], \p$53  };
+    endcase
+    if (rst) begin
+      \$321  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$322  = \$267 [73:0];
+    endcase
+    if (rst) begin
+      \$322  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$323  = \$268 ;
+    endcase
+    if (rst) begin
+      \$323  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$43 ) begin
+            \$324  = { q[59], q[59], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$324  = \$299 [61:0];
+    endcase
+    if (rst) begin
+      \$324  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = \b$56 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$325  = \$269 [57:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$325  = \$300 [57:0];
+    endcase
+    if (rst) begin
+      \$325  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$157 [4:0];
   assign \beta_shift$6  = \$158 [4:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
+  assign isqrt_go = \start$11 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[83:14];
@@ -3361,40 +4086,46 @@ module \hwnorm_l2_s16.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den
   assign \$165  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
   assign \$181  = { 58'h000000000000000, div_mag[73:58] };
   assign \$182  = { 1'h0, div_mag[57:0] };
-  assign \$252  = { 1'h0, \$251 [31:1] };
-  assign \$259  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$286  = { 1'h0, \$285 [31:1] };
-  assign \$288  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$263  = { 1'h0, \$262 [31:1] };
+  assign \$270  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$297  = { 1'h0, \$296 [31:1] };
+  assign \$299  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
 endmodule
 
-module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [51:0] \$1 ;
-  wire \$10 ;
-  wire [58:0] \$11 ;
-  wire [58:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [50:0] \$16 ;
-  reg [57:0] \$17 ;
-  reg [50:0] \$18 ;
-  reg \$19 ;
-  wire [58:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [58:0] \$13 ;
+  wire [59:0] \$14 ;
+  wire [59:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [50:0] \$19 ;
+  wire \$2 ;
   reg [57:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [50:0] \$21 ;
+  reg \$22 ;
+  reg [57:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [59:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [52:0] \$7 ;
-  wire [52:0] \$8 ;
+  wire [52:0] \$4 ;
+  wire [52:0] \$5 ;
+  wire [58:0] \$6 ;
+  wire \$7 ;
+  wire [58:0] \$8 ;
   wire [58:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [50:0] den = 51'h0000000000000;
-  input [50:0] \den$14 ;
-  wire [50:0] \den$14 ;
+  input [50:0] \den$13 ;
+  wire [50:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3405,109 +4136,101 @@ module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   input \neg$15 ;
   wire \neg$15 ;
   output [59:0] q;
-  wire [59:0] q;
+  reg [59:0] q = 60'h000000000000000;
   reg [57:0] quot = 58'h000000000000000;
   reg [50:0] rem = 51'h0000000000000;
   input [50:0] rem_init;
   wire [50:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [51:0] trial;
   assign trial = \$1  | { 51'h0000000000000, lo[57] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 58'h000000000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [50:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [50:0];
     end
     if (rst) begin
-      \$16  = 51'h0000000000000;
+      \$19  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [57:0];
-    end
-    if (rst) begin
-      \$17  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 58'h000000000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [57:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [57:0];
     end
     if (rst) begin
       \$20  = 58'h000000000000000;
@@ -3515,22 +4238,74 @@ module \hwnorm_l2_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 58'h000000000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [57:0];
+    end
+    if (rst) begin
+      \$23  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 60'h000000000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l2_s16.math.isqrt (rst, start, \w$11 , done, root, clk);
+module \hwnorm_l2_s16.math.isqrt (rst, \w$11 , start, done, root, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [55:0] \$1 ;
   wire [51:0] \$10 ;
@@ -3670,7 +4445,7 @@ module \hwnorm_l2_s16.math.isqrt (rst, start, \w$11 , done, root, clk);
   assign \$11  = { 1'h0, w, 2'h0 };
 endmodule
 
-module \hwnorm_l2_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_l2_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg [74:0] \$10 ;
@@ -4252,74 +5027,128 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
 endmodule
 
 module \hwnorm_l2_s16.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [15:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [15:0] \$like  = 16'h0000;
+  reg \$like$4  = 1'h0;
+  wire [15:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   input rst;
   wire rst;
+  wire second;
   output [42:0] sq_sum;
   wire [42:0] sq_sum;
-  wire [42:0] \sq_sum$15 ;
+  wire [42:0] \sq_sum$21 ;
   output [28:0] sum;
   wire [28:0] sum;
-  wire [28:0] \sum$9 ;
+  wire [28:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [15:0] x;
   wire [15:0] x;
+  (* init = 16'h0000 *)
   wire [15:0] \x$12 ;
   wire [15:0] \x$12[0] ;
-  wire [15:0] \x$5 ;
-  wire [15:0] \x$5[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$18 ;
+  wire [15:0] \x$18[0] ;
   wire [15:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_l2_s16.stats_unit.squares  squares (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sq_sum(sq_sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_l2_s16.stats_unit.sum$18  \sum$18  (
+  \hwnorm_l2_s16.stats_unit.sum$22  \sum$22  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \sq_sum$15  = sq_sum;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \sq_sum$21  = sq_sum;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_l2_s16.stats_unit.squares (clk, rst, mask, clear, valid, sq_sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_l2_s16.stats_unit.squares (rst, valid, clear, x, mask, sq_sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [31:0] \$1 ;
   wire [31:0] \$2 ;
-  wire [44:0] \$3 ;
-  reg [42:0] \$4 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire [44:0] \$5 ;
+  reg [31:0] \$6 ;
+  reg \$7 ;
+  reg [42:0] \$8 ;
   input clear;
   wire clear;
   input clk;
@@ -4330,33 +5159,55 @@ module \hwnorm_l2_s16.stats_unit.squares (clk, rst, mask, clear, valid, sq_sum, 
   wire rst;
   output [42:0] sq_sum;
   reg [42:0] sq_sum = 43'h00000000000;
+  reg [31:0] term0 = 32'd0;
+  reg term_valid = 1'h0;
   input valid;
   wire valid;
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed(x) * $signed(x);
   assign \$2  = mask ? \$1  : 32'd0;
-  assign \$3  = $signed({ 1'h0, sq_sum }) + $signed(\$2 );
+  assign \$3  = ~ clear;
+  assign \$4  = valid & \$3 ;
+  assign \$5  = $signed({ 1'h0, sq_sum }) + $signed(term0);
   always @(posedge clk)
-    sq_sum <= \$4 ;
+    term0 <= \$6 ;
+  always @(posedge clk)
+    term_valid <= \$7 ;
+  always @(posedge clk)
+    sq_sum <= \$8 ;
+  assign \$1  = $signed(x) * $signed(x);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$4  = sq_sum;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$6  = \$2 ;
+    if (rst) begin
+      \$6  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$7  = \$4 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$8  = sq_sum;
     if (clear) begin
-      \$4  = 43'h00000000000;
-    end else if (valid) begin
-      \$4  = \$3 [42:0];
+      \$8  = 43'h00000000000;
+    end else if (term_valid) begin
+      \$8  = \$5 [42:0];
     end
     if (rst) begin
-      \$4  = 43'h00000000000;
+      \$8  = 43'h00000000000;
     end
   end
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_l2_s16.stats_unit.sum$18 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \hwnorm_l2_s16.stats_unit.sum$22 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [15:0] \$1 ;
   wire [29:0] \$2 ;
   reg [28:0] \$3 ;
@@ -4380,7 +5231,7 @@ module \hwnorm_l2_s16.stats_unit.sum$18 (clk, rst, mask, clear, valid, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 29'h00000000;

@@ -149,8 +149,8 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_l2_s8.math  math (
-    .\a$28 (a),
-    .\b$53 (b),
+    .\a$31 (a),
+    .\b$56 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$36 (start),
+    .\start$37 (start),
     .sum(sum)
   );
   \hwnorm_l2_s8.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den, sh, \a$28 , \b$53 , clk);
+module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den, sh, \a$31 , \b$56 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -552,102 +552,117 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [6:0] \$175 ;
+  wire \$175 ;
   wire \$176 ;
-  wire [10:0] \$177 ;
-  wire [10:0] \$178 ;
+  wire \$177 ;
+  wire \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire [10:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
-  wire [10:0] \$182 ;
-  wire [10:0] \$183 ;
-  wire [10:0] \$184 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
   wire \$185 ;
-  wire [10:0] \$186 ;
+  wire [6:0] \$186 ;
   wire \$187 ;
   wire [10:0] \$188 ;
   wire [10:0] \$189 ;
   wire \$19 ;
-  wire [10:0] \$190 ;
+  wire \$190 ;
   wire [10:0] \$191 ;
-  wire [10:0] \$192 ;
-  wire [42:0] \$193 ;
-  wire \$194 ;
-  wire [9:0] \$195 ;
-  wire [10:0] \$196 ;
-  wire [11:0] \$197 ;
-  wire [42:0] \$198 ;
-  wire [22:0] \$199 ;
+  wire \$192 ;
+  wire [10:0] \$193 ;
+  wire [10:0] \$194 ;
+  wire [10:0] \$195 ;
+  wire \$196 ;
+  wire [10:0] \$197 ;
+  wire \$198 ;
+  wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [15:0] \$200 ;
-  wire [15:0] \$201 ;
-  wire [23:0] \$202 ;
-  wire \$203 ;
-  wire [50:0] \$204 ;
-  wire [50:0] \$205 ;
-  wire \$206 ;
-  wire [38:0] \$207 ;
-  wire [40:0] \$208 ;
-  wire [8:0] \$209 ;
+  wire [10:0] \$200 ;
+  wire [10:0] \$201 ;
+  wire [10:0] \$202 ;
+  wire [10:0] \$203 ;
+  wire [42:0] \$204 ;
+  wire \$205 ;
+  wire [9:0] \$206 ;
+  wire [10:0] \$207 ;
+  wire [11:0] \$208 ;
+  wire [42:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [10:0] \$211 ;
-  wire [10:0] \$212 ;
-  wire \$213 ;
-  wire [10:0] \$214 ;
-  wire \$215 ;
-  wire [10:0] \$216 ;
-  wire [10:0] \$217 ;
-  wire [10:0] \$218 ;
-  wire \$219 ;
+  wire [22:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire [15:0] \$212 ;
+  wire [23:0] \$213 ;
+  wire \$214 ;
+  wire [50:0] \$215 ;
+  wire [50:0] \$216 ;
+  wire \$217 ;
+  wire [38:0] \$218 ;
+  wire [40:0] \$219 ;
   wire \$22 ;
-  wire [10:0] \$220 ;
+  wire [8:0] \$220 ;
   wire \$221 ;
   wire [10:0] \$222 ;
   wire [10:0] \$223 ;
-  wire [10:0] \$224 ;
+  wire \$224 ;
   wire [10:0] \$225 ;
-  wire [10:0] \$226 ;
-  wire [42:0] \$227 ;
-  wire \$228 ;
-  wire [9:0] \$229 ;
+  wire \$226 ;
+  wire [10:0] \$227 ;
+  wire [10:0] \$228 ;
+  wire [10:0] \$229 ;
   wire \$23 ;
-  wire [10:0] \$230 ;
-  wire [11:0] \$231 ;
-  wire [42:0] \$232 ;
-  wire [22:0] \$233 ;
-  wire [15:0] \$234 ;
-  wire [15:0] \$235 ;
-  wire [23:0] \$236 ;
-  wire [48:0] \$237 ;
-  wire [38:0] \$238 ;
-  reg [5:0] \$239 ;
+  wire \$230 ;
+  wire [10:0] \$231 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
+  wire [10:0] \$234 ;
+  wire [10:0] \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire [42:0] \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg [56:0] \$240 ;
-  reg [34:0] \$241 ;
-  reg [5:0] \$242 ;
-  reg [16:0] \$243 ;
-  reg [25:0] \$244 ;
-  reg [39:0] \$245 ;
-  reg [9:0] \$246 ;
-  reg [3:0] \$247 ;
-  reg [1:0] \$248 ;
-  reg [9:0] \$249 ;
+  wire [9:0] \$240 ;
+  wire [10:0] \$241 ;
+  wire [11:0] \$242 ;
+  wire [42:0] \$243 ;
+  wire [22:0] \$244 ;
+  wire [15:0] \$245 ;
+  wire [15:0] \$246 ;
+  wire [23:0] \$247 ;
+  wire [48:0] \$248 ;
+  wire [38:0] \$249 ;
   wire \$25 ;
-  reg [42:0] \$250 ;
-  reg [5:0] \$251 ;
-  reg [3:0] \$252 ;
-  reg [25:0] \$253 ;
-  reg [33:0] \$254 ;
-  reg [48:0] \$255 ;
-  reg [49:0] \$256 ;
-  reg \$257 ;
-  reg [37:0] \$258 ;
-  reg [33:0] \$259 ;
+  reg [5:0] \$250 ;
+  reg \$251 ;
+  reg [56:0] \$252 ;
+  reg \$253 ;
+  reg [34:0] \$254 ;
+  reg [5:0] \$255 ;
+  reg \$256 ;
+  reg [16:0] \$257 ;
+  reg [25:0] \$258 ;
+  reg [39:0] \$259 ;
   wire \$26 ;
+  reg [9:0] \$260 ;
+  reg [3:0] \$261 ;
+  reg [1:0] \$262 ;
+  reg [9:0] \$263 ;
+  reg [42:0] \$264 ;
+  reg [5:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [25:0] \$267 ;
+  reg [33:0] \$268 ;
+  reg [48:0] \$269 ;
   wire \$27 ;
+  reg [49:0] \$270 ;
+  reg [49:0] \$271 ;
+  reg \$272 ;
+  reg [37:0] \$273 ;
+  reg [33:0] \$274 ;
   wire \$28 ;
   wire \$29 ;
   wire [5:0] \$3 ;
@@ -728,11 +743,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   wire [3:0] \$98 ;
   wire [3:0] \$99 ;
   reg [27:0] a;
-  output [25:0] \a$28 ;
-  reg [25:0] \a$28  = 26'h0000000;
+  output [25:0] \a$31 ;
+  reg [25:0] \a$31  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$53 ;
-  reg [33:0] \b$53  = 34'h000000000;
+  output [33:0] \b$56 ;
+  reg [33:0] \b$56  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
@@ -752,28 +767,30 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   wire [3:0] count_lead;
   output [34:0] den;
   reg [34:0] den = 35'h000000000;
-  reg [34:0] \den$24 ;
+  reg [34:0] \den$27 ;
   wire [5:0] den_lead;
   reg [49:0] div_mag = 50'h0000000000000;
   reg div_neg = 1'h0;
-  reg [49:0] div_num;
+  reg [49:0] div_num = 50'h0000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$40 ;
-  wire \done$42 ;
+  wire \done$39 ;
+  wire \done$41 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
+  (* init = 1'h0 *)
+  wire isqrt_go;
   reg [39:0] km = 40'h0000000000;
   reg [42:0] km_pre = 43'h00000000000;
   reg [5:0] lead = 6'h00;
   reg [33:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$23 ;
-  reg [48:0] p = 49'h0000000000000;
-  wire [58:0] \p$39 ;
+  reg \neg$26 ;
+  wire [58:0] p;
+  reg [48:0] \p$53  = 49'h0000000000000;
   reg [1:0] pre = 2'h0;
   wire [35:0] q;
   reg [37:0] quot = 38'h0000000000;
@@ -782,18 +799,22 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   wire [34:0] root;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   input [26:0] sq_sum;
   wire [26:0] sq_sum;
-  reg start;
-  reg \start$17 ;
-  reg \start$19 ;
-  input \start$36 ;
-  wire \start$36 ;
+  reg start = 1'h0;
+  reg \start$11  = 1'h0;
+  input \start$37 ;
+  wire \start$37 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$25 ;
+  reg [5:0] \steps$28 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [56:0] t = 57'h000000000000000;
@@ -974,126 +995,145 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   assign \$172  = fsm_state == 6'h20;
   assign \$173  = fsm_state == 6'h21;
   assign \$174  = fsm_state == 6'h22;
-  assign \$175  = lead + 1'h1;
-  assign \$176  = $signed(sh0) < $signed(4'h4);
-  assign \$177  = $signed(4'h4) - $signed(sh0);
-  assign \$178  = \$176  ? \$177  : 11'h000;
-  assign \$179  = $signed(sh0) < $signed(4'h4);
-  assign \$180  = $signed(sh0) - $signed(4'h4);
-  assign \$181  = $signed(\$180 ) < $signed({ 1'h0, tk });
-  assign \$182  = $signed(sh0) - $signed(4'h4);
-  assign \$183  = \$181  ? \$182  : { 7'h00, tk };
-  assign \$184  = $signed(sh0) - $signed(5'h0d);
-  assign \$185  = $signed(\$183 ) > $signed(\$184 );
-  assign \$186  = $signed(sh0) - $signed(4'h4);
-  assign \$187  = $signed(\$186 ) < $signed({ 1'h0, tk });
-  assign \$188  = $signed(sh0) - $signed(4'h4);
-  assign \$189  = \$187  ? \$188  : { 7'h00, tk };
-  assign \$190  = $signed(sh0) - $signed(5'h0d);
-  assign \$191  = \$185  ? \$189  : \$190 ;
-  assign \$192  = \$179  ? 11'h000 : \$191 ;
-  assign \$193  = $signed(km) << pre;
-  assign \$194  = tsh > 6'h2b;
-  assign \$195  = \$194  ? 10'h02b : tsh;
-  assign \$196  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$197  = $signed(\$196 ) - $signed({ 1'h0, tsh });
-  assign \$198  = $signed(km_pre) >>> t_clamped;
-  assign \$199  = $signed(chan[75:68]) << \$106 [3:0];
-  assign \$200  = 1'h1 << sh;
-  assign \$202  = $signed(\$199 ) + $signed({ 1'h0, \$201  });
-  assign \$203  = $signed(div_num) < $signed(1'h0);
-  assign \$204  = - $signed(div_num);
-  assign \$205  = \$203  ? \$204  : { div_num[49], div_num };
-  assign \$206  = $signed(div_num) < $signed(1'h0);
-  assign \$207  = $signed(bias) - $signed(quot);
-  assign \$209  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$210  = $signed(sh0) < $signed(4'h4);
-  assign \$211  = $signed(4'h4) - $signed(sh0);
-  assign \$212  = \$210  ? \$211  : 11'h000;
-  assign \$213  = $signed(sh0) < $signed(4'h4);
-  assign \$214  = $signed(sh0) - $signed(4'h4);
-  assign \$215  = $signed(\$214 ) < $signed({ 1'h0, tk });
-  assign \$216  = $signed(sh0) - $signed(4'h4);
-  assign \$217  = \$215  ? \$216  : { 7'h00, tk };
-  assign \$218  = $signed(sh0) - $signed(5'h0d);
-  assign \$219  = $signed(\$217 ) > $signed(\$218 );
-  assign \$220  = $signed(sh0) - $signed(4'h4);
-  assign \$221  = $signed(\$220 ) < $signed({ 1'h0, tk });
-  assign \$222  = $signed(sh0) - $signed(4'h4);
-  assign \$223  = \$221  ? \$222  : { 7'h00, tk };
-  assign \$224  = $signed(sh0) - $signed(5'h0d);
-  assign \$225  = \$219  ? \$223  : \$224 ;
-  assign \$226  = \$213  ? 11'h000 : \$225 ;
-  assign \$227  = $signed(km) << pre;
-  assign \$228  = tsh > 6'h2b;
-  assign \$229  = \$228  ? 10'h02b : tsh;
-  assign \$230  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$231  = $signed(\$230 ) - $signed({ 1'h0, tsh });
-  assign \$232  = $signed(km_pre) >>> t_clamped;
-  assign \$233  = $signed(chan[75:68]) << \$107 [3:0];
-  assign \$234  = 1'h1 << sh;
-  assign \$236  = $signed(\$233 ) + $signed({ 1'h0, \$235  });
-  assign \$238  = $signed(bias) - $signed(quot);
+  assign \$175  = fsm_state == 6'h23;
+  assign \$176  = fsm_state == 6'h24;
+  assign \$177  = fsm_state == 6'h25;
+  assign \$178  = fsm_state == 6'h26;
+  assign \$179  = fsm_state == 6'h27;
+  assign \$180  = fsm_state == 6'h28;
+  assign \$181  = fsm_state == 6'h29;
+  assign \$182  = fsm_state == 6'h2a;
+  assign \$183  = fsm_state == 6'h2b;
+  assign \$184  = fsm_state == 6'h2c;
+  assign \$185  = fsm_state == 6'h2d;
+  assign \$186  = lead + 1'h1;
+  assign \$187  = $signed(sh0) < $signed(4'h4);
+  assign \$188  = $signed(4'h4) - $signed(sh0);
+  assign \$189  = \$187  ? \$188  : 11'h000;
+  assign \$190  = $signed(sh0) < $signed(4'h4);
+  assign \$191  = $signed(sh0) - $signed(4'h4);
+  assign \$192  = $signed(\$191 ) < $signed({ 1'h0, tk });
+  assign \$193  = $signed(sh0) - $signed(4'h4);
+  assign \$194  = \$192  ? \$193  : { 7'h00, tk };
+  assign \$195  = $signed(sh0) - $signed(5'h0d);
+  assign \$196  = $signed(\$194 ) > $signed(\$195 );
+  assign \$197  = $signed(sh0) - $signed(4'h4);
+  assign \$198  = $signed(\$197 ) < $signed({ 1'h0, tk });
+  assign \$199  = $signed(sh0) - $signed(4'h4);
+  assign \$200  = \$198  ? \$199  : { 7'h00, tk };
+  assign \$201  = $signed(sh0) - $signed(5'h0d);
+  assign \$202  = \$196  ? \$200  : \$201 ;
+  assign \$203  = \$190  ? 11'h000 : \$202 ;
+  assign \$204  = $signed(km) << pre;
+  assign \$205  = tsh > 6'h2b;
+  assign \$206  = \$205  ? 10'h02b : tsh;
+  assign \$207  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$208  = $signed(\$207 ) - $signed({ 1'h0, tsh });
+  assign \$209  = $signed(km_pre) >>> t_clamped;
+  assign \$210  = $signed(chan[75:68]) << \$106 [3:0];
+  assign \$211  = 1'h1 << sh;
+  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
+  assign \$214  = $signed(div_num) < $signed(1'h0);
+  assign \$215  = - $signed(div_num);
+  assign \$216  = \$214  ? \$215  : { div_num[49], div_num };
+  assign \$217  = $signed(div_num) < $signed(1'h0);
+  assign \$218  = $signed(bias) - $signed(quot);
+  assign \$220  = $signed(5'h0d) - $signed(chan[115:108]);
+  assign \$221  = $signed(sh0) < $signed(4'h4);
+  assign \$222  = $signed(4'h4) - $signed(sh0);
+  assign \$223  = \$221  ? \$222  : 11'h000;
+  assign \$224  = $signed(sh0) < $signed(4'h4);
+  assign \$225  = $signed(sh0) - $signed(4'h4);
+  assign \$226  = $signed(\$225 ) < $signed({ 1'h0, tk });
+  assign \$227  = $signed(sh0) - $signed(4'h4);
+  assign \$228  = \$226  ? \$227  : { 7'h00, tk };
+  assign \$229  = $signed(sh0) - $signed(5'h0d);
+  assign \$230  = $signed(\$228 ) > $signed(\$229 );
+  assign \$231  = $signed(sh0) - $signed(4'h4);
+  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
+  assign \$235  = $signed(sh0) - $signed(5'h0d);
+  assign \$236  = \$230  ? \$234  : \$235 ;
+  assign \$237  = \$224  ? 11'h000 : \$236 ;
+  assign \$238  = $signed(km) << pre;
+  assign \$239  = tsh > 6'h2b;
+  assign \$240  = \$239  ? 10'h02b : tsh;
+  assign \$241  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$242  = $signed(\$241 ) - $signed({ 1'h0, tsh });
+  assign \$243  = $signed(km_pre) >>> t_clamped;
+  assign \$244  = $signed(chan[75:68]) << \$107 [3:0];
+  assign \$245  = 1'h1 << sh;
+  assign \$247  = $signed(\$244 ) + $signed({ 1'h0, \$246  });
+  assign \$249  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$239 ;
+    fsm_state <= \$250 ;
   always @(posedge clk)
-    t <= \$240 ;
+    start <= \$251 ;
   always @(posedge clk)
-    den <= \$241 ;
+    t <= \$252 ;
   always @(posedge clk)
-    lead <= \$242 ;
+    \start$11  <= \$253 ;
   always @(posedge clk)
-    recip <= \$243 ;
+    den <= \$254 ;
   always @(posedge clk)
-    m <= \$244 ;
+    lead <= \$255 ;
   always @(posedge clk)
-    km <= \$245 ;
+    \start$9  <= \$256 ;
   always @(posedge clk)
-    sh0 <= \$246 ;
+    recip <= \$257 ;
   always @(posedge clk)
-    tk <= \$247 ;
+    m <= \$258 ;
   always @(posedge clk)
-    pre <= \$248 ;
+    km <= \$259 ;
   always @(posedge clk)
-    tsh <= \$249 ;
+    sh0 <= \$260 ;
   always @(posedge clk)
-    km_pre <= \$250 ;
+    tk <= \$261 ;
   always @(posedge clk)
-    t_clamped <= \$251 ;
+    pre <= \$262 ;
   always @(posedge clk)
-    sh <= \$252 ;
+    tsh <= \$263 ;
   always @(posedge clk)
-    \a$28  <= \$253 ;
+    km_pre <= \$264 ;
   always @(posedge clk)
-    bias <= \$254 ;
+    t_clamped <= \$265 ;
   always @(posedge clk)
-    p <= \$255 ;
+    sh <= \$266 ;
   always @(posedge clk)
-    div_mag <= \$256 ;
+    \a$31  <= \$267 ;
   always @(posedge clk)
-    div_neg <= \$257 ;
+    bias <= \$268 ;
   always @(posedge clk)
-    quot <= \$258 ;
+    \p$53  <= \$269 ;
   always @(posedge clk)
-    \b$53  <= \$259 ;
+    div_num <= \$270 ;
+  always @(posedge clk)
+    div_mag <= \$271 ;
+  always @(posedge clk)
+    div_neg <= \$272 ;
+  always @(posedge clk)
+    quot <= \$273 ;
+  always @(posedge clk)
+    \b$56  <= \$274 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$24 ),
-    .done(\done$42 ),
+    .\den$13 (\den$27 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$23 ),
+    .\neg$15 (\neg$26 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$19 ),
-    .steps(\steps$25 )
+    .start(\start$9 ),
+    .steps(\steps$28 )
   );
   \hwnorm_l2_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$41 ),
     .root(root),
     .rst(rst),
-    .start(\start$17 ),
+    .start(\start$11 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s8.math.mul  mul (
@@ -1101,81 +1141,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .\neg$12 (neg),
-    .p(\p$39 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          start = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          start = 1'h1;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          start = 1'h1;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 28'h0000000;
@@ -1183,17 +1155,17 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h00:
           /* empty */;
       6'h02:
-          a = { 1'h0, sq_sum };
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          a = { \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110  };
+          a = { 1'h0, sq_sum };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          a = { \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110  };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1201,11 +1173,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { 11'h000, recip };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          a = { m[25], m[25], m };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1213,13 +1185,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          a = { 11'h000, recip };
       6'h13:
           /* empty */;
       6'h14:
-          a = { \a$28 [25], \a$28 [25], \a$28  };
-      6'h15:
           /* empty */;
+      6'h15:
+          a = { m[25], m[25], m };
       6'h16:
           /* empty */;
       6'h17:
@@ -1228,20 +1200,42 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          a = { 12'h000, chan[107:92] };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          a = { \a$31 [25], \a$31 [25], \a$31  };
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          a = { \a$28 [25], \a$28 [25], \a$28  };
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          a = { 12'h000, chan[107:92] };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \a$31 [25], \a$31 [25], \a$31  };
     endcase
   end
   always @* begin
@@ -1251,17 +1245,17 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h00:
           /* empty */;
       6'h02:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          b = \$113 [20:0];
+          b = { 8'h00, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          b = \$113 [20:0];
       6'h09:
           /* empty */;
       6'h0a:
@@ -1269,11 +1263,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124  };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1281,13 +1275,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          b = { \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124  };
       6'h13:
           /* empty */;
       6'h14:
-          b = \$128 [20:0];
-      6'h15:
           /* empty */;
+      6'h15:
+          b = { 8'h00, chan[13:1] };
       6'h16:
           /* empty */;
       6'h17:
@@ -1296,19 +1290,41 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          b = { \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134  };
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          b = \$128 [20:0];
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          b = { \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           b = { \$138 [16], \$138 [16], \$138 [16], \$138 [16], \$138  };
     endcase
   end
@@ -1319,17 +1335,17 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h00:
           /* empty */;
       6'h02:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          c = { t[56], t[56], t };
+          c = 59'h000000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          c = { t[56], t[56], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1337,11 +1353,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1349,13 +1365,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          c = 59'h000000000000000;
       6'h13:
           /* empty */;
       6'h14:
-          c = 59'h000000000000000;
-      6'h15:
           /* empty */;
+      6'h15:
+          c = 59'h000000000000000;
       6'h16:
           /* empty */;
       6'h17:
@@ -1364,19 +1380,41 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          c = 59'h000000000000000;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          c = 59'h000000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          c = 59'h000000000000000;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           c = 59'h000000000000000;
     endcase
   end
@@ -1387,17 +1425,17 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          neg = 1'h1;
+          neg = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          neg = 1'h1;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1405,11 +1443,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = \$125 ;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = 1'h0;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1417,13 +1455,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          neg = \$125 ;
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$129 ;
-      6'h15:
           /* empty */;
+      6'h15:
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1432,19 +1470,41 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          neg = \$135 ;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          neg = \$129 ;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          neg = \$135 ;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           neg = \$139 ;
     endcase
   end
@@ -1455,17 +1515,17 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h0d;
+          /* empty */;
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h15;
+          steps = 5'h0d;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          steps = 5'h15;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1473,11 +1533,11 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 5'h08;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          steps = 5'h0d;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1485,13 +1545,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          steps = 5'h08;
       6'h13:
           /* empty */;
       6'h14:
-          steps = 5'h15;
-      6'h15:
           /* empty */;
+      6'h15:
+          steps = 5'h0d;
       6'h16:
           /* empty */;
       6'h17:
@@ -1500,38 +1560,42 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          steps = 5'h15;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          steps = 5'h08;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           steps = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \start$17  = 1'h1;
     endcase
   end
   always @* begin
@@ -1549,57 +1613,15 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h06:
           /* empty */;
       6'h07:
-          w = \$115 [68:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$19  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$19  = 1'h1;
+          /* empty */;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \start$19  = 1'h1;
+          w = \$115 [68:0];
     endcase
   end
   always @* begin
@@ -1623,7 +1645,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          rem_init = \$119 [34:0];
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1633,7 +1655,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          rem_init = \$119 [34:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1649,6 +1671,24 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           rem_init = \$130 [34:0];
     endcase
   end
@@ -1673,7 +1713,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$121 ;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1683,7 +1723,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          lo_init = \$121 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1699,12 +1739,30 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           lo_init = \$131 [33:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1723,7 +1781,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$23  = 1'h0;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1733,7 +1791,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \neg$26  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1749,12 +1807,30 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = div_neg;
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \neg$26  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$24  = 35'h000000000;
+    \den$27  = 35'h000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1773,7 +1849,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          \den$24  = den;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1783,7 +1859,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \den$27  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1799,12 +1875,30 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
-          \den$24  = { 22'h000000, chan[13:1] };
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \den$27  = { 22'h000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$25  = 6'h00;
+    \steps$28  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1823,7 +1917,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$25  = 6'h10;
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1833,7 +1927,7 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \steps$28  = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
@@ -1849,55 +1943,25 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
-          \steps$25  = 6'h22;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 50'h0000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h18:
           /* empty */;
-      6'h04:
+      6'h19:
           /* empty */;
-      6'h05:
+      6'h1a:
           /* empty */;
-      6'h06:
+      6'h1b:
           /* empty */;
-      6'h07:
+      6'h1c:
           /* empty */;
-      6'h08:
+      6'h1d:
           /* empty */;
-      6'h09:
+      6'h1e:
           /* empty */;
-      6'h0a:
+      6'h1f:
           /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          div_num = { p[48], p };
+      6'h20:
+          \steps$28  = 6'h22;
     endcase
   end
   always @* begin
@@ -1952,8 +2016,6 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h19:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1971,6 +2033,30 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h21:
           /* empty */;
       6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1978,299 +2064,152 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = fsm_state;
+    \$250  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$239  = 6'h01;
+                  \$250  = 6'h01;
               2'h1:
-                  \$239  = 6'h02;
+                  \$250  = 6'h02;
               2'h2:
-                  \$239  = 6'h03;
+                  \$250  = 6'h03;
             endcase
           end
       6'h02:
-          \$239  = 6'h04;
+          \$250  = 6'h04;
       6'h04:
-          if (\done$38 ) begin
-            \$239  = 6'h05;
-          end
+          \$250  = 6'h05;
       6'h05:
-          \$239  = 6'h06;
+          \$250  = 6'h06;
       6'h06:
-          if (\done$38 ) begin
-            \$239  = 6'h07;
+          if (\done$39 ) begin
+            \$250  = 6'h07;
           end
       6'h07:
-          \$239  = 6'h08;
+          \$250  = 6'h08;
       6'h08:
-          if (\done$40 ) begin
-            \$239  = 6'h09;
-          end
+          \$250  = 6'h09;
       6'h09:
-          \$239  = 6'h0a;
+          if (\done$39 ) begin
+            \$250  = 6'h0a;
+          end
       6'h0a:
-          \$239  = 6'h0b;
+          \$250  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$239  = 6'h0c;
-          end
+          \$250  = 6'h0c;
       6'h0c:
-          \$239  = 6'h0d;
+          if (\done$41 ) begin
+            \$250  = 6'h0d;
+          end
       6'h0d:
-          if (\done$38 ) begin
-            \$239  = 6'h0e;
-          end
+          \$250  = 6'h0e;
       6'h0e:
-          \$239  = 6'h0f;
+          \$250  = 6'h0f;
       6'h0f:
-          if (\done$38 ) begin
-            \$239  = 6'h10;
-          end
+          \$250  = 6'h10;
       6'h10:
-          \$239  = 6'h11;
+          if (\done$43 ) begin
+            \$250  = 6'h11;
+          end
       6'h11:
-          \$239  = 6'h12;
+          \$250  = 6'h12;
       6'h12:
-          \$239  = 6'h13;
+          \$250  = 6'h13;
       6'h13:
-          \$239  = 6'h14;
+          if (\done$39 ) begin
+            \$250  = 6'h14;
+          end
       6'h14:
-          \$239  = 6'h15;
+          \$250  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$239  = 6'h16;
-          end
+          \$250  = 6'h16;
       6'h16:
-          \$239  = 6'h17;
+          if (\done$39 ) begin
+            \$250  = 6'h17;
+          end
       6'h17:
-          \$239  = 6'h18;
+          \$250  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$239  = 6'h19;
-          end
+          \$250  = 6'h19;
       6'h19:
-          \$239  = 6'h01;
-      6'h03:
-          \$239  = 6'h1a;
+          \$250  = 6'h1a;
       6'h1a:
-          if (\done$38 ) begin
-            \$239  = 6'h1b;
-          end
+          \$250  = 6'h1b;
       6'h1b:
-          \$239  = 6'h1c;
+          \$250  = 6'h1c;
       6'h1c:
-          \$239  = 6'h1d;
+          \$250  = 6'h1d;
       6'h1d:
-          \$239  = 6'h1e;
-      6'h1e:
-          \$239  = 6'h1f;
-      6'h1f:
-          \$239  = 6'h20;
-      6'h20:
-          if (\done$38 ) begin
-            \$239  = 6'h21;
+          if (\done$39 ) begin
+            \$250  = 6'h1e;
           end
+      6'h1e:
+          \$250  = 6'h1f;
+      6'h1f:
+          \$250  = 6'h20;
+      6'h20:
+          \$250  = 6'h21;
       6'h21:
-          \$239  = 6'h22;
+          if (\done$43 ) begin
+            \$250  = 6'h22;
+          end
       6'h22:
-          \$239  = 6'h01;
+          \$250  = 6'h01;
+      6'h03:
+          \$250  = 6'h23;
+      6'h23:
+          \$250  = 6'h24;
+      6'h24:
+          if (\done$39 ) begin
+            \$250  = 6'h25;
+          end
+      6'h25:
+          \$250  = 6'h26;
+      6'h26:
+          \$250  = 6'h27;
+      6'h27:
+          \$250  = 6'h28;
+      6'h28:
+          \$250  = 6'h29;
+      6'h29:
+          \$250  = 6'h2a;
+      6'h2a:
+          \$250  = 6'h2b;
+      6'h2b:
+          if (\done$39 ) begin
+            \$250  = 6'h2c;
+          end
+      6'h2c:
+          \$250  = 6'h2d;
+      6'h2d:
+          \$250  = 6'h01;
       6'h01:
-          \$239  = 6'h00;
+          \$250  = 6'h00;
     endcase
     if (rst) begin
-      \$239  = 6'h00;
+      \$250  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = t;
+    \$251  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          if (\done$38 ) begin
-            \$240  = \p$39 [56:0];
-          end
+          \$251  = 1'h1;
       6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$38 ) begin
-            \$240  = \p$39 [56:0];
-          end
-    endcase
-    if (rst) begin
-      \$240  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
+          \$251  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          \$251  = 1'h1;
       6'h08:
-          if (\done$40 ) begin
-            \$241  = root;
-          end
-    endcase
-    if (rst) begin
-      \$241  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$242  = den_lead;
-    endcase
-    if (rst) begin
-      \$242  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$243  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$243  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$38 ) begin
-            \$244  = \p$39 [25:0];
-          end
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          if (\done$38 ) begin
-            \$244  = \p$39 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$244  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
+          \$251  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2284,21 +2223,19 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          if (\done$38 ) begin
-            \$245  = \p$39 [39:0];
-          end
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$251  = 1'h1;
       6'h12:
-          /* empty */;
+          \$251  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$251  = 1'h1;
       6'h15:
-          /* empty */;
+          \$251  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2306,854 +2243,13 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \$245  = \$208 [39:0];
-    endcase
-    if (rst) begin
-      \$245  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$246  = { 3'h0, \$175  };
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$246  = { \$209 [8], \$209  };
-    endcase
-    if (rst) begin
-      \$246  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$247  = count_lead;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$247  = 4'h8;
-    endcase
-    if (rst) begin
-      \$247  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$248  = \$178 [1:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
+          \$251  = 1'h1;
       6'h1c:
-          \$248  = \$212 [1:0];
-    endcase
-    if (rst) begin
-      \$248  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$249  = \$192 [9:0];
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$249  = \$226 [9:0];
-    endcase
-    if (rst) begin
-      \$249  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$250  = \$193 ;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$250  = \$227 ;
-    endcase
-    if (rst) begin
-      \$250  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$251  = \$195 [5:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$251  = \$229 [5:0];
-    endcase
-    if (rst) begin
-      \$251  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$252  = \$197 [3:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$252  = \$231 [3:0];
-    endcase
-    if (rst) begin
-      \$252  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = \a$28 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$253  = \$198 [25:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$253  = \$232 [25:0];
-    endcase
-    if (rst) begin
-      \$253  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$254  = { \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202 [23], \$202  };
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$254  = { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  };
-    endcase
-    if (rst) begin
-      \$254  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$38 ) begin
-            \$255  = \p$39 [48:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          if (\done$38 ) begin
-            \$255  = \p$39 [48:0];
-          end
-    endcase
-    if (rst) begin
-      \$255  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$256  = \$205 [49:0];
-    endcase
-    if (rst) begin
-      \$256  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$257  = \$206 ;
-    endcase
-    if (rst) begin
-      \$257  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$42 ) begin
-            \$258  = { q[35], q[35], q };
-          end
-      6'h19:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          \$251  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3163,15 +2259,271 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h20:
           /* empty */;
       6'h21:
-          \$258  = \$237 [37:0];
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$251  = 1'h1;
+      6'h23:
+          \$251  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$251  = 1'h1;
+      6'h2a:
+          \$251  = 1'h0;
     endcase
     if (rst) begin
-      \$258  = 38'h0000000000;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = \b$53 ;
+    \$252  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$39 ) begin
+            \$252  = p[56:0];
+          end
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$39 ) begin
+            \$252  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$252  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = \start$11 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$253  = 1'h1;
+      6'h0b:
+          \$253  = 1'h0;
+    endcase
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          if (\done$41 ) begin
+            \$254  = root;
+          end
+    endcase
+    if (rst) begin
+      \$254  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$255  = den_lead;
+    endcase
+    if (rst) begin
+      \$255  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$256  = 1'h1;
+      6'h0f:
+          \$256  = 1'h0;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$256  = 1'h1;
+      6'h20:
+          \$256  = 1'h0;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$43 ) begin
+            \$257  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3208,7 +2560,9 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          if (\done$39 ) begin
+            \$258  = p[25:0];
+          end
       6'h14:
           /* empty */;
       6'h15:
@@ -3220,8 +2574,6 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$259  = \$207 [33:0];
-      6'h03:
           /* empty */;
       6'h1a:
           /* empty */;
@@ -3240,14 +2592,1387 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
       6'h21:
           /* empty */;
       6'h22:
-          \$259  = \$238 [33:0];
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          if (\done$39 ) begin
+            \$258  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$259  = 34'h000000000;
+      \$258  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$39 ) begin
+            \$259  = p[39:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$259  = \$219 [39:0];
+    endcase
+    if (rst) begin
+      \$259  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$260  = { 3'h0, \$186  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$260  = { \$220 [8], \$220  };
+    endcase
+    if (rst) begin
+      \$260  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$261  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$261  = 4'h8;
+    endcase
+    if (rst) begin
+      \$261  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$262  = \$189 [1:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$262  = \$223 [1:0];
+    endcase
+    if (rst) begin
+      \$262  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$263  = \$203 [9:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$263  = \$237 [9:0];
+    endcase
+    if (rst) begin
+      \$263  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$264  = \$204 ;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$264  = \$238 ;
+    endcase
+    if (rst) begin
+      \$264  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$265  = \$206 [5:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$265  = \$240 [5:0];
+    endcase
+    if (rst) begin
+      \$265  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$266  = \$208 [3:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$266  = \$242 [3:0];
+    endcase
+    if (rst) begin
+      \$266  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = \a$31 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$267  = \$209 [25:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$267  = \$243 [25:0];
+    endcase
+    if (rst) begin
+      \$267  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$268  = { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$268  = { \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247  };
+    endcase
+    if (rst) begin
+      \$268  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = \p$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$39 ) begin
+            \$269  = p[48:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$39 ) begin
+            \$269  = p[48:0];
+          end
+    endcase
+    if (rst) begin
+      \$269  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$270  = { \p$53 [48], \p$53  };
+    endcase
+    if (rst) begin
+      \$270  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$271  = \$216 [49:0];
+    endcase
+    if (rst) begin
+      \$271  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$272  = \$217 ;
+    endcase
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$43 ) begin
+            \$273  = { q[35], q[35], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$273  = \$248 [37:0];
+    endcase
+    if (rst) begin
+      \$273  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \b$56 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$274  = \$218 [33:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$274  = \$249 [33:0];
+    endcase
+    if (rst) begin
+      \$274  = 34'h000000000;
     end
   end
   assign beta_shift = \$106 [3:0];
   assign \beta_shift$6  = \$107 [3:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
+  assign isqrt_go = \start$11 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[59:14];
@@ -3259,40 +3984,46 @@ module \hwnorm_l2_s8.math (rst, \start$36 , entry, chan, sum, sq_sum, done, den,
   assign \$114  = { t[56], t, 30'h00000000 };
   assign \$130  = { 34'h000000000, div_mag[49:34] };
   assign \$131  = { 1'h0, div_mag[33:0] };
-  assign \$201  = { 1'h0, \$200 [15:1] };
-  assign \$208  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$235  = { 1'h0, \$234 [15:1] };
-  assign \$237  = { p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48], p[48:8] };
+  assign \$212  = { 1'h0, \$211 [15:1] };
+  assign \$219  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$246  = { 1'h0, \$245 [15:1] };
+  assign \$248  = { \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48:8] };
 endmodule
 
-module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [35:0] \$1 ;
-  wire \$10 ;
-  wire [34:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [34:0] \$16 ;
-  reg [33:0] \$17 ;
-  reg [34:0] \$18 ;
-  reg \$19 ;
-  wire [34:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [34:0] \$13 ;
+  wire [35:0] \$14 ;
+  wire [35:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [34:0] \$19 ;
+  wire \$2 ;
   reg [33:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [34:0] \$21 ;
+  reg \$22 ;
+  reg [33:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [35:0] \$26 ;
   wire \$3 ;
-  wire [35:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [36:0] \$7 ;
-  wire [36:0] \$8 ;
+  wire [36:0] \$4 ;
+  wire [36:0] \$5 ;
+  wire [34:0] \$6 ;
+  wire \$7 ;
+  wire [34:0] \$8 ;
   wire [34:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [34:0] den = 35'h000000000;
-  input [34:0] \den$14 ;
-  wire [34:0] \den$14 ;
+  input [34:0] \den$13 ;
+  wire [34:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3303,109 +4034,101 @@ module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   input \neg$15 ;
   wire \neg$15 ;
   output [35:0] q;
-  wire [35:0] q;
+  reg [35:0] q = 36'h000000000;
   reg [33:0] quot = 34'h000000000;
   reg [34:0] rem = 35'h000000000;
   input [34:0] rem_init;
   wire [34:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [35:0] trial;
   assign trial = \$1  | { 35'h000000000, lo[33] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 34'h000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 34'h000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [34:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [34:0];
     end
     if (rst) begin
-      \$16  = 35'h000000000;
+      \$19  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [33:0];
-    end
-    if (rst) begin
-      \$17  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 34'h000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [33:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [33:0];
     end
     if (rst) begin
       \$20  = 34'h000000000;
@@ -3413,22 +4136,74 @@ module \hwnorm_l2_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 34'h000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [33:0];
+    end
+    if (rst) begin
+      \$23  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 36'h000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_l2_s8.math.isqrt (rst, start, \w$11 , done, root, clk);
+module \hwnorm_l2_s8.math.isqrt (rst, \w$11 , start, done, root, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [39:0] \$1 ;
   wire [35:0] \$10 ;
@@ -3568,7 +4343,7 @@ module \hwnorm_l2_s8.math.isqrt (rst, start, \w$11 , done, root, clk);
   assign \$11  = { 1'h0, w, 2'h0 };
 endmodule
 
-module \hwnorm_l2_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_l2_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg [58:0] \$10 ;
@@ -4130,74 +4905,128 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
 endmodule
 
 module \hwnorm_l2_s8.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [7:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [7:0] \$like  = 8'h00;
+  reg \$like$4  = 1'h0;
+  wire [7:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   input rst;
   wire rst;
+  wire second;
   output [26:0] sq_sum;
   wire [26:0] sq_sum;
-  wire [26:0] \sq_sum$15 ;
+  wire [26:0] \sq_sum$21 ;
   output [20:0] sum;
   wire [20:0] sum;
-  wire [20:0] \sum$9 ;
+  wire [20:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [7:0] x;
   wire [7:0] x;
+  (* init = 8'h00 *)
   wire [7:0] \x$12 ;
   wire [7:0] \x$12[0] ;
-  wire [7:0] \x$5 ;
-  wire [7:0] \x$5[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$18 ;
+  wire [7:0] \x$18[0] ;
   wire [7:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_l2_s8.stats_unit.squares  squares (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sq_sum(sq_sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_l2_s8.stats_unit.sum$18  \sum$18  (
+  \hwnorm_l2_s8.stats_unit.sum$22  \sum$22  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \sq_sum$15  = sq_sum;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \sq_sum$21  = sq_sum;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_l2_s8.stats_unit.squares (clk, rst, mask, clear, valid, sq_sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_l2_s8.stats_unit.squares (rst, valid, clear, x, mask, sq_sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$2 ;
-  wire [28:0] \$3 ;
-  reg [26:0] \$4 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire [28:0] \$5 ;
+  reg [15:0] \$6 ;
+  reg \$7 ;
+  reg [26:0] \$8 ;
   input clear;
   wire clear;
   input clk;
@@ -4208,33 +5037,55 @@ module \hwnorm_l2_s8.stats_unit.squares (clk, rst, mask, clear, valid, sq_sum, x
   wire rst;
   output [26:0] sq_sum;
   reg [26:0] sq_sum = 27'h0000000;
+  reg [15:0] term0 = 16'h0000;
+  reg term_valid = 1'h0;
   input valid;
   wire valid;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = $signed(x) * $signed(x);
   assign \$2  = mask ? \$1  : 16'h0000;
-  assign \$3  = $signed({ 1'h0, sq_sum }) + $signed(\$2 );
+  assign \$3  = ~ clear;
+  assign \$4  = valid & \$3 ;
+  assign \$5  = $signed({ 1'h0, sq_sum }) + $signed(term0);
   always @(posedge clk)
-    sq_sum <= \$4 ;
+    term0 <= \$6 ;
+  always @(posedge clk)
+    term_valid <= \$7 ;
+  always @(posedge clk)
+    sq_sum <= \$8 ;
+  assign \$1  = $signed(x) * $signed(x);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$4  = sq_sum;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$6  = \$2 ;
+    if (rst) begin
+      \$6  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$7  = \$4 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$8  = sq_sum;
     if (clear) begin
-      \$4  = 27'h0000000;
-    end else if (valid) begin
-      \$4  = \$3 [26:0];
+      \$8  = 27'h0000000;
+    end else if (term_valid) begin
+      \$8  = \$5 [26:0];
     end
     if (rst) begin
-      \$4  = 27'h0000000;
+      \$8  = 27'h0000000;
     end
   end
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_l2_s8.stats_unit.sum$18 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \hwnorm_l2_s8.stats_unit.sum$22 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [7:0] \$1 ;
   wire [21:0] \$2 ;
   reg [20:0] \$3 ;
@@ -4258,7 +5109,7 @@ module \hwnorm_l2_s8.stats_unit.sum$18 (clk, rst, mask, clear, valid, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 21'h000000;

@@ -153,8 +153,8 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_linf_s16.math  math (
-    .\a$27 (a),
-    .\b$51 (b),
+    .\a$29 (a),
+    .\b$53 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -475,7 +475,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$27 , \b$51 , clk);
+module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$29 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -620,104 +620,117 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire \$225 ;
   wire \$226 ;
   wire \$227 ;
-  wire [32:0] \$228 ;
-  wire [7:0] \$229 ;
+  wire \$228 ;
+  wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [10:0] \$231 ;
-  wire [10:0] \$232 ;
+  wire \$231 ;
+  wire \$232 ;
   wire \$233 ;
-  wire [10:0] \$234 ;
+  wire \$234 ;
   wire \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire \$239 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire [32:0] \$238 ;
+  wire [7:0] \$239 ;
   wire \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
+  wire \$240 ;
+  wire [10:0] \$241 ;
   wire [10:0] \$242 ;
-  wire [10:0] \$243 ;
+  wire \$243 ;
   wire [10:0] \$244 ;
-  wire [10:0] \$245 ;
+  wire \$245 ;
   wire [10:0] \$246 ;
-  wire [62:0] \$247 ;
-  wire \$248 ;
-  wire [9:0] \$249 ;
+  wire [10:0] \$247 ;
+  wire [10:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
   wire [10:0] \$250 ;
-  wire [11:0] \$251 ;
-  wire [60:0] \$252 ;
-  wire [46:0] \$253 ;
-  wire [31:0] \$254 ;
-  wire [31:0] \$255 ;
-  wire [47:0] \$256 ;
-  wire \$257 ;
-  wire [74:0] \$258 ;
-  wire [74:0] \$259 ;
+  wire \$251 ;
+  wire [10:0] \$252 ;
+  wire [10:0] \$253 ;
+  wire [10:0] \$254 ;
+  wire [10:0] \$255 ;
+  wire [10:0] \$256 ;
+  wire [62:0] \$257 ;
+  wire \$258 ;
+  wire [9:0] \$259 ;
   wire [5:0] \$26 ;
-  wire \$260 ;
-  wire [62:0] \$261 ;
-  wire [56:0] \$262 ;
-  wire [8:0] \$263 ;
-  wire \$264 ;
-  wire [10:0] \$265 ;
-  wire [10:0] \$266 ;
+  wire [10:0] \$260 ;
+  wire [11:0] \$261 ;
+  wire [60:0] \$262 ;
+  wire [46:0] \$263 ;
+  wire [31:0] \$264 ;
+  wire [31:0] \$265 ;
+  wire [47:0] \$266 ;
   wire \$267 ;
-  wire [10:0] \$268 ;
-  wire \$269 ;
+  wire [74:0] \$268 ;
+  wire [74:0] \$269 ;
   wire [5:0] \$27 ;
-  wire [10:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire [10:0] \$272 ;
-  wire \$273 ;
-  wire [10:0] \$274 ;
-  wire \$275 ;
+  wire \$270 ;
+  wire [62:0] \$271 ;
+  wire [56:0] \$272 ;
+  wire [8:0] \$273 ;
+  wire \$274 ;
+  wire [10:0] \$275 ;
   wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
+  wire \$277 ;
   wire [10:0] \$278 ;
-  wire [10:0] \$279 ;
+  wire \$279 ;
   wire [5:0] \$28 ;
   wire [10:0] \$280 ;
-  wire [62:0] \$281 ;
-  wire \$282 ;
-  wire [9:0] \$283 ;
+  wire [10:0] \$281 ;
+  wire [10:0] \$282 ;
+  wire \$283 ;
   wire [10:0] \$284 ;
-  wire [11:0] \$285 ;
-  wire [60:0] \$286 ;
-  wire [46:0] \$287 ;
-  wire [31:0] \$288 ;
-  wire [31:0] \$289 ;
+  wire \$285 ;
+  wire [10:0] \$286 ;
+  wire [10:0] \$287 ;
+  wire [10:0] \$288 ;
+  wire [10:0] \$289 ;
   wire [5:0] \$29 ;
-  wire [47:0] \$290 ;
-  wire [72:0] \$291 ;
-  wire [62:0] \$292 ;
-  reg [5:0] \$293 ;
-  reg [32:0] \$294 ;
-  reg [32:0] \$295 ;
-  reg [52:0] \$296 ;
-  reg [5:0] \$297 ;
-  reg [24:0] \$298 ;
-  reg [41:0] \$299 ;
+  wire [10:0] \$290 ;
+  wire [62:0] \$291 ;
+  wire \$292 ;
+  wire [9:0] \$293 ;
+  wire [10:0] \$294 ;
+  wire [11:0] \$295 ;
+  wire [60:0] \$296 ;
+  wire [46:0] \$297 ;
+  wire [31:0] \$298 ;
+  wire [31:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [55:0] \$300 ;
-  reg [9:0] \$301 ;
-  reg [3:0] \$302 ;
-  reg [2:0] \$303 ;
-  reg [9:0] \$304 ;
-  reg [60:0] \$305 ;
-  reg [5:0] \$306 ;
-  reg [4:0] \$307 ;
-  reg [41:0] \$308 ;
-  reg [57:0] \$309 ;
+  wire [47:0] \$300 ;
+  wire [72:0] \$301 ;
+  wire [62:0] \$302 ;
+  reg [5:0] \$303 ;
+  reg \$304 ;
+  reg [32:0] \$305 ;
+  reg [32:0] \$306 ;
+  reg [52:0] \$307 ;
+  reg [5:0] \$308 ;
+  reg \$309 ;
   wire \$31 ;
-  reg [72:0] \$310 ;
-  reg [73:0] \$311 ;
-  reg \$312 ;
-  reg [61:0] \$313 ;
-  reg [57:0] \$314 ;
+  reg [24:0] \$310 ;
+  reg [41:0] \$311 ;
+  reg [55:0] \$312 ;
+  reg [9:0] \$313 ;
+  reg [3:0] \$314 ;
+  reg [2:0] \$315 ;
+  reg [9:0] \$316 ;
+  reg [60:0] \$317 ;
+  reg [5:0] \$318 ;
+  reg [4:0] \$319 ;
   wire \$32 ;
+  reg [41:0] \$320 ;
+  reg [57:0] \$321 ;
+  reg [72:0] \$322 ;
+  reg [73:0] \$323 ;
+  reg [73:0] \$324 ;
+  reg \$325 ;
+  reg [61:0] \$326 ;
+  reg [57:0] \$327 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -792,11 +805,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire \$98 ;
   wire \$99 ;
   reg [42:0] a;
-  output [41:0] \a$27 ;
-  reg [41:0] \a$27  = 42'h00000000000;
+  output [41:0] \a$29 ;
+  reg [41:0] \a$29  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$51 ;
-  reg [57:0] \b$51  = 58'h000000000000000;
+  output [57:0] \b$53 ;
+  reg [57:0] \b$53  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -817,11 +830,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire [3:0] count_lead;
   output [52:0] den;
   reg [52:0] den = 53'h00000000000000;
-  reg [52:0] \den$23 ;
+  reg [52:0] \den$25 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num;
+  reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
   wire \done$37 ;
@@ -839,9 +852,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$22 ;
-  reg [72:0] p = 73'h0000000000000000000;
-  wire [74:0] \p$39 ;
+  reg \neg$24 ;
+  wire [74:0] p;
+  reg [72:0] \p$50  = 73'h0000000000000000000;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -849,15 +862,19 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   reg [52:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$18 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$24 ;
+  reg [5:0] \steps$26 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [32:0] t = 33'h000000000;
@@ -1091,123 +1108,139 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   assign \$224  = fsm_state == 6'h21;
   assign \$225  = fsm_state == 6'h22;
   assign \$226  = fsm_state == 6'h23;
-  assign \$227  = $signed(u) > $signed(t);
-  assign \$228  = \$227  ? u : t;
-  assign \$229  = lead + 8'hff;
-  assign \$230  = $signed(sh0) < $signed(4'h4);
-  assign \$231  = $signed(4'h4) - $signed(sh0);
-  assign \$232  = \$230  ? \$231  : 11'h000;
-  assign \$233  = $signed(sh0) < $signed(4'h4);
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = $signed(sh0) - $signed(6'h15);
-  assign \$239  = $signed(\$237 ) > $signed(\$238 );
-  assign \$240  = $signed(sh0) - $signed(4'h4);
-  assign \$241  = $signed(\$240 ) < $signed({ 1'h0, tk });
-  assign \$242  = $signed(sh0) - $signed(4'h4);
-  assign \$243  = \$241  ? \$242  : { 7'h00, tk };
-  assign \$244  = $signed(sh0) - $signed(6'h15);
-  assign \$245  = \$239  ? \$243  : \$244 ;
-  assign \$246  = \$233  ? 11'h000 : \$245 ;
-  assign \$247  = $signed(km) << pre;
-  assign \$248  = tsh > 6'h3d;
-  assign \$249  = \$248  ? 10'h03d : tsh;
-  assign \$250  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, tsh });
-  assign \$252  = $signed(km_pre) >>> t_clamped;
-  assign \$253  = $signed(chan[98:83]) << \$164 [4:0];
-  assign \$254  = 1'h1 << sh;
-  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
-  assign \$257  = $signed(div_num) < $signed(1'h0);
-  assign \$258  = - $signed(div_num);
-  assign \$259  = \$257  ? \$258  : { div_num[73], div_num };
-  assign \$260  = $signed(div_num) < $signed(1'h0);
-  assign \$261  = $signed(bias) - $signed(quot);
-  assign \$263  = $signed(6'h10) - $signed(chan[154:147]);
-  assign \$264  = $signed(sh0) < $signed(4'h4);
-  assign \$265  = $signed(4'h4) - $signed(sh0);
-  assign \$266  = \$264  ? \$265  : 11'h000;
-  assign \$267  = $signed(sh0) < $signed(4'h4);
-  assign \$268  = $signed(sh0) - $signed(4'h4);
-  assign \$269  = $signed(\$268 ) < $signed({ 1'h0, tk });
-  assign \$270  = $signed(sh0) - $signed(4'h4);
-  assign \$271  = \$269  ? \$270  : { 7'h00, tk };
-  assign \$272  = $signed(sh0) - $signed(6'h15);
-  assign \$273  = $signed(\$271 ) > $signed(\$272 );
-  assign \$274  = $signed(sh0) - $signed(4'h4);
-  assign \$275  = $signed(\$274 ) < $signed({ 1'h0, tk });
-  assign \$276  = $signed(sh0) - $signed(4'h4);
-  assign \$277  = \$275  ? \$276  : { 7'h00, tk };
-  assign \$278  = $signed(sh0) - $signed(6'h15);
-  assign \$279  = \$273  ? \$277  : \$278 ;
-  assign \$280  = \$267  ? 11'h000 : \$279 ;
-  assign \$281  = $signed(km) << pre;
-  assign \$282  = tsh > 6'h3d;
-  assign \$283  = \$282  ? 10'h03d : tsh;
-  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
-  assign \$286  = $signed(km_pre) >>> t_clamped;
-  assign \$287  = $signed(chan[98:83]) << \$165 [4:0];
-  assign \$288  = 1'h1 << sh;
-  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
-  assign \$292  = $signed(bias) - $signed(quot);
+  assign \$227  = fsm_state == 6'h24;
+  assign \$228  = fsm_state == 6'h25;
+  assign \$229  = fsm_state == 6'h26;
+  assign \$230  = fsm_state == 6'h27;
+  assign \$231  = fsm_state == 6'h28;
+  assign \$232  = fsm_state == 6'h29;
+  assign \$233  = fsm_state == 6'h2a;
+  assign \$234  = fsm_state == 6'h2b;
+  assign \$235  = fsm_state == 6'h2c;
+  assign \$236  = fsm_state == 6'h2d;
+  assign \$237  = $signed(u) > $signed(t);
+  assign \$238  = \$237  ? u : t;
+  assign \$239  = lead + 8'hff;
+  assign \$240  = $signed(sh0) < $signed(4'h4);
+  assign \$241  = $signed(4'h4) - $signed(sh0);
+  assign \$242  = \$240  ? \$241  : 11'h000;
+  assign \$243  = $signed(sh0) < $signed(4'h4);
+  assign \$244  = $signed(sh0) - $signed(4'h4);
+  assign \$245  = $signed(\$244 ) < $signed({ 1'h0, tk });
+  assign \$246  = $signed(sh0) - $signed(4'h4);
+  assign \$247  = \$245  ? \$246  : { 7'h00, tk };
+  assign \$248  = $signed(sh0) - $signed(6'h15);
+  assign \$249  = $signed(\$247 ) > $signed(\$248 );
+  assign \$250  = $signed(sh0) - $signed(4'h4);
+  assign \$251  = $signed(\$250 ) < $signed({ 1'h0, tk });
+  assign \$252  = $signed(sh0) - $signed(4'h4);
+  assign \$253  = \$251  ? \$252  : { 7'h00, tk };
+  assign \$254  = $signed(sh0) - $signed(6'h15);
+  assign \$255  = \$249  ? \$253  : \$254 ;
+  assign \$256  = \$243  ? 11'h000 : \$255 ;
+  assign \$257  = $signed(km) << pre;
+  assign \$258  = tsh > 6'h3d;
+  assign \$259  = \$258  ? 10'h03d : tsh;
+  assign \$260  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$261  = $signed(\$260 ) - $signed({ 1'h0, tsh });
+  assign \$262  = $signed(km_pre) >>> t_clamped;
+  assign \$263  = $signed(chan[98:83]) << \$164 [4:0];
+  assign \$264  = 1'h1 << sh;
+  assign \$266  = $signed(\$263 ) + $signed({ 1'h0, \$265  });
+  assign \$267  = $signed(div_num) < $signed(1'h0);
+  assign \$268  = - $signed(div_num);
+  assign \$269  = \$267  ? \$268  : { div_num[73], div_num };
+  assign \$270  = $signed(div_num) < $signed(1'h0);
+  assign \$271  = $signed(bias) - $signed(quot);
+  assign \$273  = $signed(6'h10) - $signed(chan[154:147]);
+  assign \$274  = $signed(sh0) < $signed(4'h4);
+  assign \$275  = $signed(4'h4) - $signed(sh0);
+  assign \$276  = \$274  ? \$275  : 11'h000;
+  assign \$277  = $signed(sh0) < $signed(4'h4);
+  assign \$278  = $signed(sh0) - $signed(4'h4);
+  assign \$279  = $signed(\$278 ) < $signed({ 1'h0, tk });
+  assign \$280  = $signed(sh0) - $signed(4'h4);
+  assign \$281  = \$279  ? \$280  : { 7'h00, tk };
+  assign \$282  = $signed(sh0) - $signed(6'h15);
+  assign \$283  = $signed(\$281 ) > $signed(\$282 );
+  assign \$284  = $signed(sh0) - $signed(4'h4);
+  assign \$285  = $signed(\$284 ) < $signed({ 1'h0, tk });
+  assign \$286  = $signed(sh0) - $signed(4'h4);
+  assign \$287  = \$285  ? \$286  : { 7'h00, tk };
+  assign \$288  = $signed(sh0) - $signed(6'h15);
+  assign \$289  = \$283  ? \$287  : \$288 ;
+  assign \$290  = \$277  ? 11'h000 : \$289 ;
+  assign \$291  = $signed(km) << pre;
+  assign \$292  = tsh > 6'h3d;
+  assign \$293  = \$292  ? 10'h03d : tsh;
+  assign \$294  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$295  = $signed(\$294 ) - $signed({ 1'h0, tsh });
+  assign \$296  = $signed(km_pre) >>> t_clamped;
+  assign \$297  = $signed(chan[98:83]) << \$165 [4:0];
+  assign \$298  = 1'h1 << sh;
+  assign \$300  = $signed(\$297 ) + $signed({ 1'h0, \$299  });
+  assign \$302  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$293 ;
+    fsm_state <= \$303 ;
   always @(posedge clk)
-    u <= \$294 ;
+    start <= \$304 ;
   always @(posedge clk)
-    t <= \$295 ;
+    u <= \$305 ;
   always @(posedge clk)
-    den <= \$296 ;
+    t <= \$306 ;
   always @(posedge clk)
-    lead <= \$297 ;
+    den <= \$307 ;
   always @(posedge clk)
-    recip <= \$298 ;
+    lead <= \$308 ;
   always @(posedge clk)
-    m <= \$299 ;
+    \start$9  <= \$309 ;
   always @(posedge clk)
-    km <= \$300 ;
+    recip <= \$310 ;
   always @(posedge clk)
-    sh0 <= \$301 ;
+    m <= \$311 ;
   always @(posedge clk)
-    tk <= \$302 ;
+    km <= \$312 ;
   always @(posedge clk)
-    pre <= \$303 ;
+    sh0 <= \$313 ;
   always @(posedge clk)
-    tsh <= \$304 ;
+    tk <= \$314 ;
   always @(posedge clk)
-    km_pre <= \$305 ;
+    pre <= \$315 ;
   always @(posedge clk)
-    t_clamped <= \$306 ;
+    tsh <= \$316 ;
   always @(posedge clk)
-    sh <= \$307 ;
+    km_pre <= \$317 ;
   always @(posedge clk)
-    \a$27  <= \$308 ;
+    t_clamped <= \$318 ;
   always @(posedge clk)
-    bias <= \$309 ;
+    sh <= \$319 ;
   always @(posedge clk)
-    p <= \$310 ;
+    \a$29  <= \$320 ;
   always @(posedge clk)
-    div_mag <= \$311 ;
+    bias <= \$321 ;
   always @(posedge clk)
-    div_neg <= \$312 ;
+    \p$50  <= \$322 ;
   always @(posedge clk)
-    quot <= \$313 ;
+    div_num <= \$323 ;
   always @(posedge clk)
-    \b$51  <= \$314 ;
+    div_mag <= \$324 ;
+  always @(posedge clk)
+    div_neg <= \$325 ;
+  always @(posedge clk)
+    quot <= \$326 ;
+  always @(posedge clk)
+    \b$53  <= \$327 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$23 ),
+    .\den$13 (\den$25 ),
     .done(\done$40 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$22 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$18 ),
-    .steps(\steps$24 )
+    .start(\start$9 ),
+    .steps(\steps$26 )
   );
   \hwnorm_linf_s16.math.mul  mul (
     .a(a),
@@ -1216,81 +1249,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
     .clk(clk),
     .done(\done$37 ),
     .\neg$12 (neg),
-    .p(\p$39 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          start = 1'h1;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          start = 1'h1;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          start = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          start = 1'h1;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 43'h00000000000;
@@ -1298,43 +1261,43 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h00:
           /* empty */;
       6'h02:
-          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
       6'h05:
-          a = { lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo };
       6'h08:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { 18'h00000, recip };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { m[41], m };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          a = { 18'h00000, recip };
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          a = { \a$27 [41], \a$27  };
+          a = { m[41], m };
       6'h16:
           /* empty */;
       6'h17:
@@ -1345,12 +1308,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          a = { 19'h00000, chan[146:123] };
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          a = { \a$29 [41], \a$29  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1358,7 +1319,29 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [41], \a$27  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          a = { 19'h00000, chan[146:123] };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \a$29 [41], \a$29  };
     endcase
   end
   always @* begin
@@ -1368,43 +1351,43 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h00:
           /* empty */;
       6'h02:
-          b = { 16'h0000, chan[13:1] };
-      6'h04:
           /* empty */;
-      6'h05:
+      6'h04:
           b = { 16'h0000, chan[13:1] };
+      6'h05:
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 16'h0000, chan[13:1] };
       6'h08:
-          b = { 4'h0, chan[38:14] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          b = { 4'h0, chan[38:14] };
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          b = \$179 [28:0];
+          b = { 16'h0000, chan[13:1] };
       6'h16:
           /* empty */;
       6'h17:
@@ -1415,12 +1398,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          b = \$179 [28:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1428,6 +1409,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
     endcase
   end
@@ -1438,37 +1441,37 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h00:
           /* empty */;
       6'h02:
-          c = { \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166  };
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166  };
       6'h05:
-          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h08:
-          c = { 47'h000000000000, chan[66:39] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          c = { 47'h000000000000, chan[66:39] };
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h13:
           /* empty */;
       6'h14:
@@ -1485,12 +1488,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1498,6 +1499,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          c = 75'h0000000000000000000;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           c = 75'h0000000000000000000;
     endcase
   end
@@ -1508,43 +1531,43 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
-      6'h04:
           /* empty */;
+      6'h04:
+          neg = 1'h0;
       6'h05:
-          neg = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          neg = 1'h1;
       6'h08:
-          neg = 1'h0;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          neg = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$176 ;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          neg = \$176 ;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          neg = \$180 ;
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1555,12 +1578,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          neg = \$186 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          neg = \$180 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1568,6 +1589,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          neg = \$186 ;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           neg = \$190 ;
     endcase
   end
@@ -1578,43 +1621,43 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h0d;
-      6'h04:
           /* empty */;
-      6'h05:
+      6'h04:
           steps = 5'h0d;
+      6'h05:
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          steps = 5'h0d;
       6'h08:
-          steps = 5'h19;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          steps = 5'h19;
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h10;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h0d;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          steps = 5'h10;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          steps = 5'h1d;
+          steps = 5'h0d;
       6'h16:
           /* empty */;
       6'h17:
@@ -1625,12 +1668,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          steps = 5'h1d;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1638,59 +1679,29 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          steps = 5'h10;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           steps = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \start$18  = 1'h1;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$18  = 1'h1;
     endcase
   end
   always @* begin
@@ -1716,7 +1727,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$170 [52:0];
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1724,7 +1735,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          rem_init = \$170 [52:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1742,6 +1753,22 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           rem_init = \$181 [52:0];
     endcase
   end
@@ -1768,7 +1795,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$172 ;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1776,7 +1803,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          lo_init = \$172 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1794,12 +1821,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           lo_init = \$182 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$22  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1820,7 +1863,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$22  = 1'h0;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1828,7 +1871,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \neg$24  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1846,12 +1889,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \neg$22  = div_neg;
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 53'h00000000000000;
+    \den$25  = 53'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1872,7 +1931,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          \den$23  = den;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1880,7 +1939,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \den$25  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1898,12 +1957,28 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \den$23  = { 40'h0000000000, chan[13:1] };
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \den$25  = { 40'h0000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1924,7 +1999,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$24  = 6'h18;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1932,7 +2007,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \steps$26  = 6'h18;
       6'h10:
           /* empty */;
       6'h11:
@@ -1950,57 +2025,23 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \steps$24  = 6'h3a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 74'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h19:
           /* empty */;
-      6'h04:
+      6'h1a:
           /* empty */;
-      6'h05:
+      6'h1b:
           /* empty */;
-      6'h06:
+      6'h1c:
           /* empty */;
-      6'h07:
+      6'h1d:
           /* empty */;
-      6'h08:
+      6'h1e:
           /* empty */;
-      6'h09:
+      6'h1f:
           /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          div_num = { p[72], p };
+      6'h20:
+          \steps$26  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2057,8 +2098,6 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2075,7 +2114,29 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h22:
           /* empty */;
+      6'h03:
+          /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2083,287 +2144,178 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = fsm_state;
+    \$303  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$293  = 6'h01;
+                  \$303  = 6'h01;
               2'h1:
-                  \$293  = 6'h02;
+                  \$303  = 6'h02;
               2'h2:
-                  \$293  = 6'h03;
+                  \$303  = 6'h03;
             endcase
           end
       6'h02:
-          \$293  = 6'h04;
+          \$303  = 6'h04;
       6'h04:
-          if (\done$37 ) begin
-            \$293  = 6'h05;
-          end
+          \$303  = 6'h05;
       6'h05:
-          \$293  = 6'h06;
+          if (\done$37 ) begin
+            \$303  = 6'h06;
+          end
       6'h06:
-          if (\done$37 ) begin
-            \$293  = 6'h07;
-          end
+          \$303  = 6'h07;
       6'h07:
-          \$293  = 6'h08;
+          \$303  = 6'h08;
       6'h08:
-          \$293  = 6'h09;
-      6'h09:
           if (\done$37 ) begin
-            \$293  = 6'h0a;
+            \$303  = 6'h09;
           end
+      6'h09:
+          \$303  = 6'h0a;
       6'h0a:
-          \$293  = 6'h0b;
+          \$303  = 6'h0b;
       6'h0b:
-          \$293  = 6'h0c;
+          \$303  = 6'h0c;
       6'h0c:
-          if (\done$40 ) begin
-            \$293  = 6'h0d;
+          if (\done$37 ) begin
+            \$303  = 6'h0d;
           end
       6'h0d:
-          \$293  = 6'h0e;
+          \$303  = 6'h0e;
       6'h0e:
-          if (\done$37 ) begin
-            \$293  = 6'h0f;
-          end
+          \$303  = 6'h0f;
       6'h0f:
-          \$293  = 6'h10;
+          \$303  = 6'h10;
       6'h10:
-          if (\done$37 ) begin
-            \$293  = 6'h11;
+          if (\done$40 ) begin
+            \$303  = 6'h11;
           end
       6'h11:
-          \$293  = 6'h12;
+          \$303  = 6'h12;
       6'h12:
-          \$293  = 6'h13;
+          \$303  = 6'h13;
       6'h13:
-          \$293  = 6'h14;
+          if (\done$37 ) begin
+            \$303  = 6'h14;
+          end
       6'h14:
-          \$293  = 6'h15;
+          \$303  = 6'h15;
       6'h15:
-          \$293  = 6'h16;
+          \$303  = 6'h16;
       6'h16:
           if (\done$37 ) begin
-            \$293  = 6'h17;
+            \$303  = 6'h17;
           end
       6'h17:
-          \$293  = 6'h18;
+          \$303  = 6'h18;
       6'h18:
-          \$293  = 6'h19;
+          \$303  = 6'h19;
       6'h19:
-          if (\done$40 ) begin
-            \$293  = 6'h1a;
-          end
+          \$303  = 6'h1a;
       6'h1a:
-          \$293  = 6'h01;
-      6'h03:
-          \$293  = 6'h1b;
+          \$303  = 6'h1b;
       6'h1b:
-          if (\done$37 ) begin
-            \$293  = 6'h1c;
-          end
+          \$303  = 6'h1c;
       6'h1c:
-          \$293  = 6'h1d;
+          \$303  = 6'h1d;
       6'h1d:
-          \$293  = 6'h1e;
-      6'h1e:
-          \$293  = 6'h1f;
-      6'h1f:
-          \$293  = 6'h20;
-      6'h20:
-          \$293  = 6'h21;
-      6'h21:
           if (\done$37 ) begin
-            \$293  = 6'h22;
+            \$303  = 6'h1e;
+          end
+      6'h1e:
+          \$303  = 6'h1f;
+      6'h1f:
+          \$303  = 6'h20;
+      6'h20:
+          \$303  = 6'h21;
+      6'h21:
+          if (\done$40 ) begin
+            \$303  = 6'h22;
           end
       6'h22:
-          \$293  = 6'h23;
+          \$303  = 6'h01;
+      6'h03:
+          \$303  = 6'h23;
       6'h23:
-          \$293  = 6'h01;
+          \$303  = 6'h24;
+      6'h24:
+          if (\done$37 ) begin
+            \$303  = 6'h25;
+          end
+      6'h25:
+          \$303  = 6'h26;
+      6'h26:
+          \$303  = 6'h27;
+      6'h27:
+          \$303  = 6'h28;
+      6'h28:
+          \$303  = 6'h29;
+      6'h29:
+          \$303  = 6'h2a;
+      6'h2a:
+          \$303  = 6'h2b;
+      6'h2b:
+          if (\done$37 ) begin
+            \$303  = 6'h2c;
+          end
+      6'h2c:
+          \$303  = 6'h2d;
+      6'h2d:
+          \$303  = 6'h01;
       6'h01:
-          \$293  = 6'h00;
+          \$303  = 6'h00;
     endcase
     if (rst) begin
-      \$293  = 6'h00;
+      \$303  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = u;
+    \$304  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
+          \$304  = 1'h1;
       6'h04:
-          if (\done$37 ) begin
-            \$294  = \p$39 [32:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
+          \$304  = 1'h0;
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$37 ) begin
-            \$295  = \p$39 [32:0];
-          end
+          \$304  = 1'h1;
       6'h07:
-          \$295  = \$228 ;
-    endcase
-    if (rst) begin
-      \$295  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$37 ) begin
-            \$296  = \p$39 [52:0];
-          end
-    endcase
-    if (rst) begin
-      \$296  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
+          \$304  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \$297  = den_lead;
-    endcase
-    if (rst) begin
-      \$297  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$304  = 1'h1;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$40 ) begin
-            \$298  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$298  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
+          \$304  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$37 ) begin
-            \$299  = \p$39 [41:0];
-          end
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$304  = 1'h1;
       6'h12:
-          /* empty */;
+          \$304  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$304  = 1'h1;
       6'h15:
-          /* empty */;
+          \$304  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2374,759 +2326,10 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
-          if (\done$37 ) begin
-            \$299  = \p$39 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$299  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$37 ) begin
-            \$300  = \p$39 [55:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
+          \$304  = 1'h1;
       6'h1c:
-          \$300  = \$262 [55:0];
-    endcase
-    if (rst) begin
-      \$300  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$301  = { \$229 [7], \$229 [7], \$229  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$301  = { \$263 [8], \$263  };
-    endcase
-    if (rst) begin
-      \$301  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$302  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$302  = 4'h8;
-    endcase
-    if (rst) begin
-      \$302  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$303  = \$232 [2:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$303  = \$266 [2:0];
-    endcase
-    if (rst) begin
-      \$303  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$304  = \$246 [9:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$304  = \$280 [9:0];
-    endcase
-    if (rst) begin
-      \$304  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$305  = \$247 [60:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$305  = \$281 [60:0];
-    endcase
-    if (rst) begin
-      \$305  = 61'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$306  = \$249 [5:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$306  = \$283 [5:0];
-    endcase
-    if (rst) begin
-      \$306  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$307  = \$251 [4:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$307  = \$285 [4:0];
-    endcase
-    if (rst) begin
-      \$307  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$308  = \$252 [41:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$308  = \$286 [41:0];
-    endcase
-    if (rst) begin
-      \$308  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$309  = { \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256 [47], \$256  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$309  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
-    endcase
-    if (rst) begin
-      \$309  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$37 ) begin
-            \$310  = \p$39 [72:0];
-          end
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          \$304  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3136,17 +2339,54 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$304  = 1'h1;
+      6'h23:
+          \$304  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$304  = 1'h1;
+      6'h2a:
+          \$304  = 1'h0;
+    endcase
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = u;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
           if (\done$37 ) begin
-            \$310  = \p$39 [72:0];
+            \$305  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$310  = 73'h0000000000000000000;
+      \$305  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = div_mag;
+    \$306  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3161,45 +2401,19 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$37 ) begin
+            \$306  = p[32:0];
+          end
       6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$311  = \$259 [73:0];
+          \$306  = \$238 ;
     endcase
     if (rst) begin
-      \$311  = 74'h0000000000000000000;
+      \$306  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = div_neg;
+    \$307  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3222,37 +2436,50 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$312  = \$260 ;
+          if (\done$37 ) begin
+            \$307  = p[52:0];
+          end
     endcase
     if (rst) begin
-      \$312  = 1'h0;
+      \$307  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = quot;
+    \$308  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$308  = den_lead;
+    endcase
+    if (rst) begin
+      \$308  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3279,9 +2506,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \$309  = 1'h1;
       6'h0f:
-          /* empty */;
+          \$309  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -3301,12 +2528,122 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$40 ) begin
-            \$313  = { q[59], q[59], q };
-          end
+          /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$309  = 1'h1;
+      6'h20:
+          \$309  = 1'h0;
+    endcase
+    if (rst) begin
+      \$309  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$40 ) begin
+            \$310  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$310  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          if (\done$37 ) begin
+            \$311  = p[41:0];
+          end
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3323,93 +2660,1386 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h21:
           /* empty */;
       6'h22:
-          \$313  = \$291 [61:0];
-    endcase
-    if (rst) begin
-      \$313  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \b$51 ;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$314  = \$261 [57:0];
       6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
           /* empty */;
       6'h23:
-          \$314  = \$292 [57:0];
+          /* empty */;
+      6'h24:
+          if (\done$37 ) begin
+            \$311  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$314  = 58'h000000000000000;
+      \$311  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$37 ) begin
+            \$312  = p[55:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$312  = \$272 [55:0];
+    endcase
+    if (rst) begin
+      \$312  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$313  = { \$239 [7], \$239 [7], \$239  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$313  = { \$273 [8], \$273  };
+    endcase
+    if (rst) begin
+      \$313  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$314  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$314  = 4'h8;
+    endcase
+    if (rst) begin
+      \$314  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$315  = \$242 [2:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$315  = \$276 [2:0];
+    endcase
+    if (rst) begin
+      \$315  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$316  = \$256 [9:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$316  = \$290 [9:0];
+    endcase
+    if (rst) begin
+      \$316  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$317  = \$257 [60:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$317  = \$291 [60:0];
+    endcase
+    if (rst) begin
+      \$317  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$318  = \$259 [5:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$318  = \$293 [5:0];
+    endcase
+    if (rst) begin
+      \$318  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$319  = \$261 [4:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$319  = \$295 [4:0];
+    endcase
+    if (rst) begin
+      \$319  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = \a$29 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$320  = \$262 [41:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$320  = \$296 [41:0];
+    endcase
+    if (rst) begin
+      \$320  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$321  = { \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$321  = { \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300  };
+    endcase
+    if (rst) begin
+      \$321  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = \p$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$37 ) begin
+            \$322  = p[72:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$37 ) begin
+            \$322  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$322  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$323  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$323  = { \p$50 [72], \p$50  };
+    endcase
+    if (rst) begin
+      \$323  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$324  = \$269 [73:0];
+    endcase
+    if (rst) begin
+      \$324  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$325  = \$270 ;
+    endcase
+    if (rst) begin
+      \$325  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$40 ) begin
+            \$326  = { q[59], q[59], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$326  = \$301 [61:0];
+    endcase
+    if (rst) begin
+      \$326  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$327  = \$271 [57:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$327  = \$302 [57:0];
+    endcase
+    if (rst) begin
+      \$327  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$164 [4:0];
   assign \beta_shift$6  = \$165 [4:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[38:14];
@@ -3421,40 +4051,46 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   assign \chan.scale_exp  = chan[154:147];
   assign \$181  = { 58'h000000000000000, div_mag[73:58] };
   assign \$182  = { 1'h0, div_mag[57:0] };
-  assign \$255  = { 1'h0, \$254 [31:1] };
-  assign \$262  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$289  = { 1'h0, \$288 [31:1] };
-  assign \$291  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$265  = { 1'h0, \$264 [31:1] };
+  assign \$272  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$299  = { 1'h0, \$298 [31:1] };
+  assign \$301  = { \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72:8] };
 endmodule
 
-module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [53:0] \$1 ;
-  wire \$10 ;
-  wire [58:0] \$11 ;
-  wire [58:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [52:0] \$16 ;
-  reg [57:0] \$17 ;
-  reg [52:0] \$18 ;
-  reg \$19 ;
-  wire [58:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [58:0] \$13 ;
+  wire [59:0] \$14 ;
+  wire [59:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [52:0] \$19 ;
+  wire \$2 ;
   reg [57:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [52:0] \$21 ;
+  reg \$22 ;
+  reg [57:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [59:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [54:0] \$7 ;
-  wire [54:0] \$8 ;
+  wire [54:0] \$4 ;
+  wire [54:0] \$5 ;
+  wire [58:0] \$6 ;
+  wire \$7 ;
+  wire [58:0] \$8 ;
   wire [58:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [52:0] den = 53'h00000000000000;
-  input [52:0] \den$14 ;
-  wire [52:0] \den$14 ;
+  input [52:0] \den$13 ;
+  wire [52:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3465,109 +4101,101 @@ module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   input \neg$15 ;
   wire \neg$15 ;
   output [59:0] q;
-  wire [59:0] q;
+  reg [59:0] q = 60'h000000000000000;
   reg [57:0] quot = 58'h000000000000000;
   reg [52:0] rem = 53'h00000000000000;
   input [52:0] rem_init;
   wire [52:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [53:0] trial;
   assign trial = \$1  | { 53'h00000000000000, lo[57] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 58'h000000000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [52:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [52:0];
     end
     if (rst) begin
-      \$16  = 53'h00000000000000;
+      \$19  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [57:0];
-    end
-    if (rst) begin
-      \$17  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 58'h000000000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [57:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [57:0];
     end
     if (rst) begin
       \$20  = 58'h000000000000000;
@@ -3575,22 +4203,74 @@ module \hwnorm_linf_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 58'h000000000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [57:0];
+    end
+    if (rst) begin
+      \$23  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 60'h000000000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_linf_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [74:0] \$10 ;
@@ -4172,75 +4852,125 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
 endmodule
 
 module \hwnorm_linf_s16.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [15:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [15:0] \$like  = 16'h0000;
+  reg \$like$4  = 1'h0;
+  wire [15:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   output [15:0] hi;
   wire [15:0] hi;
-  wire [15:0] \hi$15 ;
+  wire [15:0] \hi$21 ;
   output [15:0] lo;
   wire [15:0] lo;
-  wire [15:0] \lo$17 ;
+  wire [15:0] \lo$23 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   input rst;
   wire rst;
+  wire second;
   output [28:0] sum;
   wire [28:0] sum;
-  wire [28:0] \sum$9 ;
+  wire [28:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [15:0] x;
   wire [15:0] x;
+  (* init = 16'h0000 *)
   wire [15:0] \x$12 ;
   wire [15:0] \x$12[0] ;
-  wire [15:0] \x$5 ;
-  wire [15:0] \x$5[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$18 ;
+  wire [15:0] \x$18[0] ;
   wire [15:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_linf_s16.stats_unit.minmax  minmax (
     .clear(clear),
     .clk(clk),
     .hi(hi),
     .lo(lo),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_linf_s16.stats_unit.sum$20  \sum$20  (
+  \hwnorm_linf_s16.stats_unit.sum$24  \sum$24  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \hi$15  = hi;
-  assign \lo$17  = lo;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \hi$21  = hi;
+  assign \lo$23  = lo;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_linf_s16.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_linf_s16.stats_unit.minmax (rst, valid, clear, x, mask, hi, lo, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [15:0] \$1 ;
   reg [15:0] \$10 ;
   wire \$2 ;
@@ -4281,7 +5011,7 @@ module \hwnorm_linf_s16.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo,
   always @(posedge clk)
     lo <= \$10 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = hi;
     if (clear) begin
       \$9  = 16'h8000;
@@ -4293,7 +5023,7 @@ module \hwnorm_linf_s16.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = lo;
     if (clear) begin
       \$10  = 16'h7fff;
@@ -4307,8 +5037,8 @@ module \hwnorm_linf_s16.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo,
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_linf_s16.stats_unit.sum$20 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_linf_s16.stats_unit.sum$24 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [29:0] \$2 ;
   reg [28:0] \$3 ;
@@ -4332,7 +5062,7 @@ module \hwnorm_linf_s16.stats_unit.sum$20 (clk, rst, mask, clear, valid, sum, x)
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 29'h00000000;

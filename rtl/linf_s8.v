@@ -153,8 +153,8 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_linf_s8.math  math (
-    .\a$27 (a),
-    .\b$51 (b),
+    .\a$29 (a),
+    .\b$53 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -475,7 +475,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$27 , \b$51 , clk);
+module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$29 , \b$53 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -561,104 +561,117 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire [24:0] \$175 ;
-  wire [6:0] \$176 ;
+  wire \$175 ;
+  wire \$176 ;
   wire \$177 ;
-  wire [10:0] \$178 ;
-  wire [10:0] \$179 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [10:0] \$181 ;
+  wire \$181 ;
   wire \$182 ;
-  wire [10:0] \$183 ;
-  wire [10:0] \$184 ;
-  wire [10:0] \$185 ;
-  wire \$186 ;
-  wire [10:0] \$187 ;
-  wire \$188 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [24:0] \$185 ;
+  wire [6:0] \$186 ;
+  wire \$187 ;
+  wire [10:0] \$188 ;
   wire [10:0] \$189 ;
   wire \$19 ;
-  wire [10:0] \$190 ;
+  wire \$190 ;
   wire [10:0] \$191 ;
-  wire [10:0] \$192 ;
+  wire \$192 ;
   wire [10:0] \$193 ;
-  wire [46:0] \$194 ;
-  wire \$195 ;
-  wire [9:0] \$196 ;
+  wire [10:0] \$194 ;
+  wire [10:0] \$195 ;
+  wire \$196 ;
   wire [10:0] \$197 ;
-  wire [11:0] \$198 ;
-  wire [43:0] \$199 ;
+  wire \$198 ;
+  wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [22:0] \$200 ;
-  wire [15:0] \$201 ;
-  wire [15:0] \$202 ;
-  wire [23:0] \$203 ;
-  wire \$204 ;
-  wire [51:0] \$205 ;
-  wire [51:0] \$206 ;
-  wire \$207 ;
-  wire [39:0] \$208 ;
-  wire [40:0] \$209 ;
+  wire [10:0] \$200 ;
+  wire [10:0] \$201 ;
+  wire [10:0] \$202 ;
+  wire [10:0] \$203 ;
+  wire [46:0] \$204 ;
+  wire \$205 ;
+  wire [9:0] \$206 ;
+  wire [10:0] \$207 ;
+  wire [11:0] \$208 ;
+  wire [43:0] \$209 ;
   wire \$21 ;
-  wire [8:0] \$210 ;
-  wire \$211 ;
-  wire [10:0] \$212 ;
-  wire [10:0] \$213 ;
+  wire [22:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire [15:0] \$212 ;
+  wire [23:0] \$213 ;
   wire \$214 ;
-  wire [10:0] \$215 ;
-  wire \$216 ;
-  wire [10:0] \$217 ;
-  wire [10:0] \$218 ;
-  wire [10:0] \$219 ;
+  wire [51:0] \$215 ;
+  wire [51:0] \$216 ;
+  wire \$217 ;
+  wire [39:0] \$218 ;
+  wire [40:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire [10:0] \$221 ;
-  wire \$222 ;
+  wire [8:0] \$220 ;
+  wire \$221 ;
+  wire [10:0] \$222 ;
   wire [10:0] \$223 ;
-  wire [10:0] \$224 ;
+  wire \$224 ;
   wire [10:0] \$225 ;
-  wire [10:0] \$226 ;
+  wire \$226 ;
   wire [10:0] \$227 ;
-  wire [46:0] \$228 ;
-  wire \$229 ;
+  wire [10:0] \$228 ;
+  wire [10:0] \$229 ;
   wire \$23 ;
-  wire [9:0] \$230 ;
+  wire \$230 ;
   wire [10:0] \$231 ;
-  wire [11:0] \$232 ;
-  wire [43:0] \$233 ;
-  wire [22:0] \$234 ;
-  wire [15:0] \$235 ;
-  wire [15:0] \$236 ;
-  wire [23:0] \$237 ;
-  wire [49:0] \$238 ;
-  wire [39:0] \$239 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
+  wire [10:0] \$234 ;
+  wire [10:0] \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire [46:0] \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg [5:0] \$240 ;
-  reg [24:0] \$241 ;
-  reg [24:0] \$242 ;
-  reg [36:0] \$243 ;
-  reg [5:0] \$244 ;
-  reg [16:0] \$245 ;
-  reg [25:0] \$246 ;
-  reg [39:0] \$247 ;
-  reg [9:0] \$248 ;
-  reg [3:0] \$249 ;
+  wire [9:0] \$240 ;
+  wire [10:0] \$241 ;
+  wire [11:0] \$242 ;
+  wire [43:0] \$243 ;
+  wire [22:0] \$244 ;
+  wire [15:0] \$245 ;
+  wire [15:0] \$246 ;
+  wire [23:0] \$247 ;
+  wire [49:0] \$248 ;
+  wire [39:0] \$249 ;
   wire \$25 ;
-  reg [2:0] \$250 ;
-  reg [9:0] \$251 ;
-  reg [43:0] \$252 ;
-  reg [5:0] \$253 ;
-  reg [3:0] \$254 ;
-  reg [26:0] \$255 ;
-  reg [34:0] \$256 ;
-  reg [49:0] \$257 ;
-  reg [50:0] \$258 ;
-  reg \$259 ;
+  reg [5:0] \$250 ;
+  reg \$251 ;
+  reg [24:0] \$252 ;
+  reg [24:0] \$253 ;
+  reg [36:0] \$254 ;
+  reg [5:0] \$255 ;
+  reg \$256 ;
+  reg [16:0] \$257 ;
+  reg [25:0] \$258 ;
+  reg [39:0] \$259 ;
   wire \$26 ;
-  reg [38:0] \$260 ;
-  reg [34:0] \$261 ;
+  reg [9:0] \$260 ;
+  reg [3:0] \$261 ;
+  reg [2:0] \$262 ;
+  reg [9:0] \$263 ;
+  reg [43:0] \$264 ;
+  reg [5:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [26:0] \$267 ;
+  reg [34:0] \$268 ;
+  reg [49:0] \$269 ;
   wire \$27 ;
+  reg [50:0] \$270 ;
+  reg [50:0] \$271 ;
+  reg \$272 ;
+  reg [38:0] \$273 ;
+  reg [34:0] \$274 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -739,11 +752,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire [3:0] \$98 ;
   wire \$99 ;
   reg [27:0] a;
-  output [26:0] \a$27 ;
-  reg [26:0] \a$27  = 27'h0000000;
+  output [26:0] \a$29 ;
+  reg [26:0] \a$29  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$51 ;
-  reg [34:0] \b$51  = 35'h000000000;
+  output [34:0] \b$53 ;
+  reg [34:0] \b$53  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -764,11 +777,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire [3:0] count_lead;
   output [36:0] den;
   reg [36:0] den = 37'h0000000000;
-  reg [36:0] \den$23 ;
+  reg [36:0] \den$25 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
   wire \done$37 ;
@@ -786,9 +799,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$22 ;
-  reg [49:0] p = 50'h0000000000000;
-  wire [51:0] \p$39 ;
+  reg \neg$24 ;
+  wire [51:0] p;
+  reg [49:0] \p$50  = 50'h0000000000000;
   reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -796,15 +809,19 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   reg [36:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$18 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$24 ;
+  reg [5:0] \steps$26 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [24:0] t = 25'h0000000;
@@ -985,123 +1002,139 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   assign \$171  = fsm_state == 6'h21;
   assign \$172  = fsm_state == 6'h22;
   assign \$173  = fsm_state == 6'h23;
-  assign \$174  = $signed(u) > $signed(t);
-  assign \$175  = \$174  ? u : t;
-  assign \$176  = lead + 1'h0;
-  assign \$177  = $signed(sh0) < $signed(4'h4);
-  assign \$178  = $signed(4'h4) - $signed(sh0);
-  assign \$179  = \$177  ? \$178  : 11'h000;
-  assign \$180  = $signed(sh0) < $signed(4'h4);
-  assign \$181  = $signed(sh0) - $signed(4'h4);
-  assign \$182  = $signed(\$181 ) < $signed({ 1'h0, tk });
-  assign \$183  = $signed(sh0) - $signed(4'h4);
-  assign \$184  = \$182  ? \$183  : { 7'h00, tk };
-  assign \$185  = $signed(sh0) - $signed(5'h0d);
-  assign \$186  = $signed(\$184 ) > $signed(\$185 );
-  assign \$187  = $signed(sh0) - $signed(4'h4);
-  assign \$188  = $signed(\$187 ) < $signed({ 1'h0, tk });
-  assign \$189  = $signed(sh0) - $signed(4'h4);
-  assign \$190  = \$188  ? \$189  : { 7'h00, tk };
-  assign \$191  = $signed(sh0) - $signed(5'h0d);
-  assign \$192  = \$186  ? \$190  : \$191 ;
-  assign \$193  = \$180  ? 11'h000 : \$192 ;
-  assign \$194  = $signed(km) << pre;
-  assign \$195  = tsh > 6'h2c;
-  assign \$196  = \$195  ? 10'h02c : tsh;
-  assign \$197  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$198  = $signed(\$197 ) - $signed({ 1'h0, tsh });
-  assign \$199  = $signed(km_pre) >>> t_clamped;
-  assign \$200  = $signed(chan[62:55]) << \$111 [3:0];
-  assign \$201  = 1'h1 << sh;
-  assign \$203  = $signed(\$200 ) + $signed({ 1'h0, \$202  });
-  assign \$204  = $signed(div_num) < $signed(1'h0);
-  assign \$205  = - $signed(div_num);
-  assign \$206  = \$204  ? \$205  : { div_num[50], div_num };
-  assign \$207  = $signed(div_num) < $signed(1'h0);
-  assign \$208  = $signed(bias) - $signed(quot);
-  assign \$210  = $signed(5'h0d) - $signed(chan[102:95]);
-  assign \$211  = $signed(sh0) < $signed(4'h4);
-  assign \$212  = $signed(4'h4) - $signed(sh0);
-  assign \$213  = \$211  ? \$212  : 11'h000;
-  assign \$214  = $signed(sh0) < $signed(4'h4);
-  assign \$215  = $signed(sh0) - $signed(4'h4);
-  assign \$216  = $signed(\$215 ) < $signed({ 1'h0, tk });
-  assign \$217  = $signed(sh0) - $signed(4'h4);
-  assign \$218  = \$216  ? \$217  : { 7'h00, tk };
-  assign \$219  = $signed(sh0) - $signed(5'h0d);
-  assign \$220  = $signed(\$218 ) > $signed(\$219 );
-  assign \$221  = $signed(sh0) - $signed(4'h4);
-  assign \$222  = $signed(\$221 ) < $signed({ 1'h0, tk });
-  assign \$223  = $signed(sh0) - $signed(4'h4);
-  assign \$224  = \$222  ? \$223  : { 7'h00, tk };
-  assign \$225  = $signed(sh0) - $signed(5'h0d);
-  assign \$226  = \$220  ? \$224  : \$225 ;
-  assign \$227  = \$214  ? 11'h000 : \$226 ;
-  assign \$228  = $signed(km) << pre;
-  assign \$229  = tsh > 6'h2c;
-  assign \$230  = \$229  ? 10'h02c : tsh;
-  assign \$231  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$232  = $signed(\$231 ) - $signed({ 1'h0, tsh });
-  assign \$233  = $signed(km_pre) >>> t_clamped;
-  assign \$234  = $signed(chan[62:55]) << \$112 [3:0];
-  assign \$235  = 1'h1 << sh;
-  assign \$237  = $signed(\$234 ) + $signed({ 1'h0, \$236  });
-  assign \$239  = $signed(bias) - $signed(quot);
+  assign \$174  = fsm_state == 6'h24;
+  assign \$175  = fsm_state == 6'h25;
+  assign \$176  = fsm_state == 6'h26;
+  assign \$177  = fsm_state == 6'h27;
+  assign \$178  = fsm_state == 6'h28;
+  assign \$179  = fsm_state == 6'h29;
+  assign \$180  = fsm_state == 6'h2a;
+  assign \$181  = fsm_state == 6'h2b;
+  assign \$182  = fsm_state == 6'h2c;
+  assign \$183  = fsm_state == 6'h2d;
+  assign \$184  = $signed(u) > $signed(t);
+  assign \$185  = \$184  ? u : t;
+  assign \$186  = lead + 1'h0;
+  assign \$187  = $signed(sh0) < $signed(4'h4);
+  assign \$188  = $signed(4'h4) - $signed(sh0);
+  assign \$189  = \$187  ? \$188  : 11'h000;
+  assign \$190  = $signed(sh0) < $signed(4'h4);
+  assign \$191  = $signed(sh0) - $signed(4'h4);
+  assign \$192  = $signed(\$191 ) < $signed({ 1'h0, tk });
+  assign \$193  = $signed(sh0) - $signed(4'h4);
+  assign \$194  = \$192  ? \$193  : { 7'h00, tk };
+  assign \$195  = $signed(sh0) - $signed(5'h0d);
+  assign \$196  = $signed(\$194 ) > $signed(\$195 );
+  assign \$197  = $signed(sh0) - $signed(4'h4);
+  assign \$198  = $signed(\$197 ) < $signed({ 1'h0, tk });
+  assign \$199  = $signed(sh0) - $signed(4'h4);
+  assign \$200  = \$198  ? \$199  : { 7'h00, tk };
+  assign \$201  = $signed(sh0) - $signed(5'h0d);
+  assign \$202  = \$196  ? \$200  : \$201 ;
+  assign \$203  = \$190  ? 11'h000 : \$202 ;
+  assign \$204  = $signed(km) << pre;
+  assign \$205  = tsh > 6'h2c;
+  assign \$206  = \$205  ? 10'h02c : tsh;
+  assign \$207  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$208  = $signed(\$207 ) - $signed({ 1'h0, tsh });
+  assign \$209  = $signed(km_pre) >>> t_clamped;
+  assign \$210  = $signed(chan[62:55]) << \$111 [3:0];
+  assign \$211  = 1'h1 << sh;
+  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
+  assign \$214  = $signed(div_num) < $signed(1'h0);
+  assign \$215  = - $signed(div_num);
+  assign \$216  = \$214  ? \$215  : { div_num[50], div_num };
+  assign \$217  = $signed(div_num) < $signed(1'h0);
+  assign \$218  = $signed(bias) - $signed(quot);
+  assign \$220  = $signed(5'h0d) - $signed(chan[102:95]);
+  assign \$221  = $signed(sh0) < $signed(4'h4);
+  assign \$222  = $signed(4'h4) - $signed(sh0);
+  assign \$223  = \$221  ? \$222  : 11'h000;
+  assign \$224  = $signed(sh0) < $signed(4'h4);
+  assign \$225  = $signed(sh0) - $signed(4'h4);
+  assign \$226  = $signed(\$225 ) < $signed({ 1'h0, tk });
+  assign \$227  = $signed(sh0) - $signed(4'h4);
+  assign \$228  = \$226  ? \$227  : { 7'h00, tk };
+  assign \$229  = $signed(sh0) - $signed(5'h0d);
+  assign \$230  = $signed(\$228 ) > $signed(\$229 );
+  assign \$231  = $signed(sh0) - $signed(4'h4);
+  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
+  assign \$235  = $signed(sh0) - $signed(5'h0d);
+  assign \$236  = \$230  ? \$234  : \$235 ;
+  assign \$237  = \$224  ? 11'h000 : \$236 ;
+  assign \$238  = $signed(km) << pre;
+  assign \$239  = tsh > 6'h2c;
+  assign \$240  = \$239  ? 10'h02c : tsh;
+  assign \$241  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$242  = $signed(\$241 ) - $signed({ 1'h0, tsh });
+  assign \$243  = $signed(km_pre) >>> t_clamped;
+  assign \$244  = $signed(chan[62:55]) << \$112 [3:0];
+  assign \$245  = 1'h1 << sh;
+  assign \$247  = $signed(\$244 ) + $signed({ 1'h0, \$246  });
+  assign \$249  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$240 ;
+    fsm_state <= \$250 ;
   always @(posedge clk)
-    u <= \$241 ;
+    start <= \$251 ;
   always @(posedge clk)
-    t <= \$242 ;
+    u <= \$252 ;
   always @(posedge clk)
-    den <= \$243 ;
+    t <= \$253 ;
   always @(posedge clk)
-    lead <= \$244 ;
+    den <= \$254 ;
   always @(posedge clk)
-    recip <= \$245 ;
+    lead <= \$255 ;
   always @(posedge clk)
-    m <= \$246 ;
+    \start$9  <= \$256 ;
   always @(posedge clk)
-    km <= \$247 ;
+    recip <= \$257 ;
   always @(posedge clk)
-    sh0 <= \$248 ;
+    m <= \$258 ;
   always @(posedge clk)
-    tk <= \$249 ;
+    km <= \$259 ;
   always @(posedge clk)
-    pre <= \$250 ;
+    sh0 <= \$260 ;
   always @(posedge clk)
-    tsh <= \$251 ;
+    tk <= \$261 ;
   always @(posedge clk)
-    km_pre <= \$252 ;
+    pre <= \$262 ;
   always @(posedge clk)
-    t_clamped <= \$253 ;
+    tsh <= \$263 ;
   always @(posedge clk)
-    sh <= \$254 ;
+    km_pre <= \$264 ;
   always @(posedge clk)
-    \a$27  <= \$255 ;
+    t_clamped <= \$265 ;
   always @(posedge clk)
-    bias <= \$256 ;
+    sh <= \$266 ;
   always @(posedge clk)
-    p <= \$257 ;
+    \a$29  <= \$267 ;
   always @(posedge clk)
-    div_mag <= \$258 ;
+    bias <= \$268 ;
   always @(posedge clk)
-    div_neg <= \$259 ;
+    \p$50  <= \$269 ;
   always @(posedge clk)
-    quot <= \$260 ;
+    div_num <= \$270 ;
   always @(posedge clk)
-    \b$51  <= \$261 ;
+    div_mag <= \$271 ;
+  always @(posedge clk)
+    div_neg <= \$272 ;
+  always @(posedge clk)
+    quot <= \$273 ;
+  always @(posedge clk)
+    \b$53  <= \$274 ;
   \hwnorm_linf_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$23 ),
+    .\den$13 (\den$25 ),
     .done(\done$40 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$22 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$18 ),
-    .steps(\steps$24 )
+    .start(\start$9 ),
+    .steps(\steps$26 )
   );
   \hwnorm_linf_s8.math.mul  mul (
     .a(a),
@@ -1110,81 +1143,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
     .clk(clk),
     .done(\done$37 ),
     .\neg$12 (neg),
-    .p(\p$39 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          start = 1'h1;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          start = 1'h1;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          start = 1'h1;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          start = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          start = 1'h1;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 28'h0000000;
@@ -1192,43 +1155,43 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h00:
           /* empty */;
       6'h02:
-          a = { hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi };
-      6'h04:
           /* empty */;
+      6'h04:
+          a = { hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi };
       6'h05:
-          a = { lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          a = { lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo };
       6'h08:
-          a = { t[24], t[24], t[24], t };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          a = { t[24], t[24], t[24], t };
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { 11'h000, recip };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { m[25], m[25], m };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          a = { 11'h000, recip };
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          a = { \a$27 [26], \a$27  };
+          a = { m[25], m[25], m };
       6'h16:
           /* empty */;
       6'h17:
@@ -1239,12 +1202,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          a = { 12'h000, chan[94:79] };
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          a = { \a$29 [26], \a$29  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1252,7 +1213,29 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [26], \a$27  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          a = { 12'h000, chan[94:79] };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \a$29 [26], \a$29  };
     endcase
   end
   always @* begin
@@ -1262,43 +1245,43 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h00:
           /* empty */;
       6'h02:
-          b = { 8'h00, chan[13:1] };
-      6'h04:
           /* empty */;
-      6'h05:
+      6'h04:
           b = { 8'h00, chan[13:1] };
+      6'h05:
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          b = { 8'h00, chan[13:1] };
       6'h08:
-          b = { 4'h0, chan[30:14] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          b = { 4'h0, chan[30:14] };
       6'h0c:
           /* empty */;
       6'h0d:
-          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          b = \$126 [20:0];
+          b = { 8'h00, chan[13:1] };
       6'h16:
           /* empty */;
       6'h17:
@@ -1309,12 +1292,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          b = \$126 [20:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1322,6 +1303,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           b = { \$136 [16], \$136 [16], \$136 [16], \$136 [16], \$136  };
     endcase
   end
@@ -1332,37 +1335,37 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h00:
           /* empty */;
       6'h02:
-          c = { \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113  };
-      6'h04:
           /* empty */;
+      6'h04:
+          c = { \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113  };
       6'h05:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h08:
-          c = { 36'h000000000, chan[46:31] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          c = { 36'h000000000, chan[46:31] };
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 52'h0000000000000;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 52'h0000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          c = 52'h0000000000000;
       6'h13:
           /* empty */;
       6'h14:
@@ -1379,12 +1382,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          c = 52'h0000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          c = 52'h0000000000000;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1392,6 +1393,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          c = 52'h0000000000000;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           c = 52'h0000000000000;
     endcase
   end
@@ -1402,43 +1425,43 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h00:
           /* empty */;
       6'h02:
-          neg = 1'h0;
-      6'h04:
           /* empty */;
+      6'h04:
+          neg = 1'h0;
       6'h05:
-          neg = 1'h1;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          neg = 1'h1;
       6'h08:
-          neg = 1'h0;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          neg = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$123 ;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          neg = \$123 ;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          neg = \$127 ;
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1449,12 +1472,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          neg = \$133 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          neg = \$127 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1462,6 +1483,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          neg = \$133 ;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           neg = \$137 ;
     endcase
   end
@@ -1472,43 +1515,43 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h00:
           /* empty */;
       6'h02:
-          steps = 5'h0d;
-      6'h04:
           /* empty */;
-      6'h05:
+      6'h04:
           steps = 5'h0d;
+      6'h05:
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          steps = 5'h0d;
       6'h08:
-          steps = 5'h11;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          steps = 5'h11;
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = 5'h08;
+          /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h0d;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          steps = 5'h08;
       6'h13:
           /* empty */;
       6'h14:
           /* empty */;
       6'h15:
-          steps = 5'h15;
+          steps = 5'h0d;
       6'h16:
           /* empty */;
       6'h17:
@@ -1519,12 +1562,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          steps = 5'h15;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1532,59 +1573,29 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          steps = 5'h08;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
           steps = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$18  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \start$18  = 1'h1;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \start$18  = 1'h1;
     endcase
   end
   always @* begin
@@ -1610,7 +1621,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          rem_init = \$117 [36:0];
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1618,7 +1629,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          rem_init = \$117 [36:0];
       6'h10:
           /* empty */;
       6'h11:
@@ -1636,6 +1647,22 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           rem_init = \$128 [36:0];
     endcase
   end
@@ -1662,7 +1689,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$119 ;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1670,7 +1697,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          lo_init = \$119 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1688,12 +1715,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
           lo_init = \$129 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$22  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1714,7 +1757,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$22  = 1'h0;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1722,7 +1765,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \neg$24  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1740,12 +1783,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \neg$22  = div_neg;
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 37'h0000000000;
+    \den$25  = 37'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1766,7 +1825,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \den$23  = den;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1774,7 +1833,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \den$25  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1792,12 +1851,28 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \den$23  = { 24'h000000, chan[13:1] };
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \den$25  = { 24'h000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1818,7 +1893,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$24  = 6'h10;
+          /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1826,7 +1901,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \steps$26  = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
@@ -1844,57 +1919,23 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \steps$24  = 6'h23;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 51'h0000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h19:
           /* empty */;
-      6'h04:
+      6'h1a:
           /* empty */;
-      6'h05:
+      6'h1b:
           /* empty */;
-      6'h06:
+      6'h1c:
           /* empty */;
-      6'h07:
+      6'h1d:
           /* empty */;
-      6'h08:
+      6'h1e:
           /* empty */;
-      6'h09:
+      6'h1f:
           /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          div_num = { p[49], p };
+      6'h20:
+          \steps$26  = 6'h23;
     endcase
   end
   always @* begin
@@ -1951,8 +1992,6 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1969,7 +2008,29 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h22:
           /* empty */;
+      6'h03:
+          /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1977,287 +2038,178 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = fsm_state;
+    \$250  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$240  = 6'h01;
+                  \$250  = 6'h01;
               2'h1:
-                  \$240  = 6'h02;
+                  \$250  = 6'h02;
               2'h2:
-                  \$240  = 6'h03;
+                  \$250  = 6'h03;
             endcase
           end
       6'h02:
-          \$240  = 6'h04;
+          \$250  = 6'h04;
       6'h04:
-          if (\done$37 ) begin
-            \$240  = 6'h05;
-          end
+          \$250  = 6'h05;
       6'h05:
-          \$240  = 6'h06;
+          if (\done$37 ) begin
+            \$250  = 6'h06;
+          end
       6'h06:
-          if (\done$37 ) begin
-            \$240  = 6'h07;
-          end
+          \$250  = 6'h07;
       6'h07:
-          \$240  = 6'h08;
+          \$250  = 6'h08;
       6'h08:
-          \$240  = 6'h09;
-      6'h09:
           if (\done$37 ) begin
-            \$240  = 6'h0a;
+            \$250  = 6'h09;
           end
+      6'h09:
+          \$250  = 6'h0a;
       6'h0a:
-          \$240  = 6'h0b;
+          \$250  = 6'h0b;
       6'h0b:
-          \$240  = 6'h0c;
+          \$250  = 6'h0c;
       6'h0c:
-          if (\done$40 ) begin
-            \$240  = 6'h0d;
+          if (\done$37 ) begin
+            \$250  = 6'h0d;
           end
       6'h0d:
-          \$240  = 6'h0e;
+          \$250  = 6'h0e;
       6'h0e:
-          if (\done$37 ) begin
-            \$240  = 6'h0f;
-          end
+          \$250  = 6'h0f;
       6'h0f:
-          \$240  = 6'h10;
+          \$250  = 6'h10;
       6'h10:
-          if (\done$37 ) begin
-            \$240  = 6'h11;
+          if (\done$40 ) begin
+            \$250  = 6'h11;
           end
       6'h11:
-          \$240  = 6'h12;
+          \$250  = 6'h12;
       6'h12:
-          \$240  = 6'h13;
+          \$250  = 6'h13;
       6'h13:
-          \$240  = 6'h14;
+          if (\done$37 ) begin
+            \$250  = 6'h14;
+          end
       6'h14:
-          \$240  = 6'h15;
+          \$250  = 6'h15;
       6'h15:
-          \$240  = 6'h16;
+          \$250  = 6'h16;
       6'h16:
           if (\done$37 ) begin
-            \$240  = 6'h17;
+            \$250  = 6'h17;
           end
       6'h17:
-          \$240  = 6'h18;
+          \$250  = 6'h18;
       6'h18:
-          \$240  = 6'h19;
+          \$250  = 6'h19;
       6'h19:
-          if (\done$40 ) begin
-            \$240  = 6'h1a;
-          end
+          \$250  = 6'h1a;
       6'h1a:
-          \$240  = 6'h01;
-      6'h03:
-          \$240  = 6'h1b;
+          \$250  = 6'h1b;
       6'h1b:
-          if (\done$37 ) begin
-            \$240  = 6'h1c;
-          end
+          \$250  = 6'h1c;
       6'h1c:
-          \$240  = 6'h1d;
+          \$250  = 6'h1d;
       6'h1d:
-          \$240  = 6'h1e;
-      6'h1e:
-          \$240  = 6'h1f;
-      6'h1f:
-          \$240  = 6'h20;
-      6'h20:
-          \$240  = 6'h21;
-      6'h21:
           if (\done$37 ) begin
-            \$240  = 6'h22;
+            \$250  = 6'h1e;
+          end
+      6'h1e:
+          \$250  = 6'h1f;
+      6'h1f:
+          \$250  = 6'h20;
+      6'h20:
+          \$250  = 6'h21;
+      6'h21:
+          if (\done$40 ) begin
+            \$250  = 6'h22;
           end
       6'h22:
-          \$240  = 6'h23;
+          \$250  = 6'h01;
+      6'h03:
+          \$250  = 6'h23;
       6'h23:
-          \$240  = 6'h01;
+          \$250  = 6'h24;
+      6'h24:
+          if (\done$37 ) begin
+            \$250  = 6'h25;
+          end
+      6'h25:
+          \$250  = 6'h26;
+      6'h26:
+          \$250  = 6'h27;
+      6'h27:
+          \$250  = 6'h28;
+      6'h28:
+          \$250  = 6'h29;
+      6'h29:
+          \$250  = 6'h2a;
+      6'h2a:
+          \$250  = 6'h2b;
+      6'h2b:
+          if (\done$37 ) begin
+            \$250  = 6'h2c;
+          end
+      6'h2c:
+          \$250  = 6'h2d;
+      6'h2d:
+          \$250  = 6'h01;
       6'h01:
-          \$240  = 6'h00;
+          \$250  = 6'h00;
     endcase
     if (rst) begin
-      \$240  = 6'h00;
+      \$250  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = u;
+    \$251  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          /* empty */;
+          \$251  = 1'h1;
       6'h04:
-          if (\done$37 ) begin
-            \$241  = \p$39 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$241  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
+          \$251  = 1'h0;
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$37 ) begin
-            \$242  = \p$39 [24:0];
-          end
+          \$251  = 1'h1;
       6'h07:
-          \$242  = \$175 ;
-    endcase
-    if (rst) begin
-      \$242  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$37 ) begin
-            \$243  = \p$39 [36:0];
-          end
-    endcase
-    if (rst) begin
-      \$243  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
+          \$251  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \$244  = den_lead;
-    endcase
-    if (rst) begin
-      \$244  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$251  = 1'h1;
       6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$40 ) begin
-            \$245  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$245  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
+          \$251  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$37 ) begin
-            \$246  = \p$39 [25:0];
-          end
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \$251  = 1'h1;
       6'h12:
-          /* empty */;
+          \$251  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          \$251  = 1'h1;
       6'h15:
-          /* empty */;
+          \$251  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2268,759 +2220,10 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1b:
-          if (\done$37 ) begin
-            \$246  = \p$39 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$246  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$37 ) begin
-            \$247  = \p$39 [39:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
+          \$251  = 1'h1;
       6'h1c:
-          \$247  = \$209 [39:0];
-    endcase
-    if (rst) begin
-      \$247  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$248  = { 3'h0, \$176  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$248  = { \$210 [8], \$210  };
-    endcase
-    if (rst) begin
-      \$248  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$249  = count_lead;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$249  = 4'h8;
-    endcase
-    if (rst) begin
-      \$249  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$250  = \$179 [2:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$250  = \$213 [2:0];
-    endcase
-    if (rst) begin
-      \$250  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$251  = \$193 [9:0];
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$251  = \$227 [9:0];
-    endcase
-    if (rst) begin
-      \$251  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$252  = \$194 [43:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$252  = \$228 [43:0];
-    endcase
-    if (rst) begin
-      \$252  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$253  = \$196 [5:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$253  = \$230 [5:0];
-    endcase
-    if (rst) begin
-      \$253  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$254  = \$198 [3:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$254  = \$232 [3:0];
-    endcase
-    if (rst) begin
-      \$254  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$255  = \$199 [26:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$255  = \$233 [26:0];
-    endcase
-    if (rst) begin
-      \$255  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$256  = { \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$256  = { \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237  };
-    endcase
-    if (rst) begin
-      \$256  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$37 ) begin
-            \$257  = \p$39 [49:0];
-          end
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
+          \$251  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3030,17 +2233,54 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$251  = 1'h1;
+      6'h23:
+          \$251  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$251  = 1'h1;
+      6'h2a:
+          \$251  = 1'h0;
+    endcase
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = u;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
           if (\done$37 ) begin
-            \$257  = \p$39 [49:0];
+            \$252  = p[24:0];
           end
     endcase
     if (rst) begin
-      \$257  = 50'h0000000000000;
+      \$252  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = div_mag;
+    \$253  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3055,45 +2295,19 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
+          if (\done$37 ) begin
+            \$253  = p[24:0];
+          end
       6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$258  = \$206 [50:0];
+          \$253  = \$185 ;
     endcase
     if (rst) begin
-      \$258  = 51'h0000000000000;
+      \$253  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = div_neg;
+    \$254  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3116,37 +2330,50 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$259  = \$207 ;
+          if (\done$37 ) begin
+            \$254  = p[36:0];
+          end
     endcase
     if (rst) begin
-      \$259  = 1'h0;
+      \$254  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = quot;
+    \$255  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$255  = den_lead;
+    endcase
+    if (rst) begin
+      \$255  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3173,9 +2400,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \$256  = 1'h1;
       6'h0f:
-          /* empty */;
+          \$256  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -3195,12 +2422,122 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$40 ) begin
-            \$260  = { q[36], q[36], q };
-          end
+          /* empty */;
       6'h1a:
           /* empty */;
-      6'h03:
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$256  = 1'h1;
+      6'h20:
+          \$256  = 1'h0;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          if (\done$40 ) begin
+            \$257  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = m;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          if (\done$37 ) begin
+            \$258  = p[25:0];
+          end
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
           /* empty */;
       6'h1b:
           /* empty */;
@@ -3217,93 +2554,1386 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h21:
           /* empty */;
       6'h22:
-          \$260  = \$238 [38:0];
-    endcase
-    if (rst) begin
-      \$260  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = \b$51 ;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$261  = \$208 [34:0];
       6'h03:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
           /* empty */;
       6'h23:
-          \$261  = \$239 [34:0];
+          /* empty */;
+      6'h24:
+          if (\done$37 ) begin
+            \$258  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$261  = 35'h000000000;
+      \$258  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$37 ) begin
+            \$259  = p[39:0];
+          end
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$259  = \$219 [39:0];
+    endcase
+    if (rst) begin
+      \$259  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$260  = { 3'h0, \$186  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$260  = { \$220 [8], \$220  };
+    endcase
+    if (rst) begin
+      \$260  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$261  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$261  = 4'h8;
+    endcase
+    if (rst) begin
+      \$261  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$262  = \$189 [2:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$262  = \$223 [2:0];
+    endcase
+    if (rst) begin
+      \$262  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$263  = \$203 [9:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \$263  = \$237 [9:0];
+    endcase
+    if (rst) begin
+      \$263  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$264  = \$204 [43:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$264  = \$238 [43:0];
+    endcase
+    if (rst) begin
+      \$264  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$265  = \$206 [5:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$265  = \$240 [5:0];
+    endcase
+    if (rst) begin
+      \$265  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$266  = \$208 [3:0];
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$266  = \$242 [3:0];
+    endcase
+    if (rst) begin
+      \$266  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = \a$29 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$267  = \$209 [26:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$267  = \$243 [26:0];
+    endcase
+    if (rst) begin
+      \$267  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$268  = { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$268  = { \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247  };
+    endcase
+    if (rst) begin
+      \$268  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = \p$50 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$37 ) begin
+            \$269  = p[49:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$37 ) begin
+            \$269  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$269  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$270  = { \p$50 [49], \p$50  };
+    endcase
+    if (rst) begin
+      \$270  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$271  = \$216 [50:0];
+    endcase
+    if (rst) begin
+      \$271  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$272  = \$217 ;
+    endcase
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$40 ) begin
+            \$273  = { q[36], q[36], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$273  = \$248 [38:0];
+    endcase
+    if (rst) begin
+      \$273  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \b$53 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$274  = \$218 [34:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$274  = \$249 [34:0];
+    endcase
+    if (rst) begin
+      \$274  = 35'h000000000;
     end
   end
   assign beta_shift = \$111 [3:0];
   assign \beta_shift$6  = \$112 [3:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[30:14];
@@ -3315,40 +3945,46 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   assign \chan.scale_exp  = chan[102:95];
   assign \$128  = { 35'h000000000, div_mag[50:35] };
   assign \$129  = { 1'h0, div_mag[34:0] };
-  assign \$202  = { 1'h0, \$201 [15:1] };
-  assign \$209  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$236  = { 1'h0, \$235 [15:1] };
-  assign \$238  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
+  assign \$212  = { 1'h0, \$211 [15:1] };
+  assign \$219  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$246  = { 1'h0, \$245 [15:1] };
+  assign \$248  = { \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49:8] };
 endmodule
 
-module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [37:0] \$1 ;
-  wire \$10 ;
-  wire [35:0] \$11 ;
-  wire [35:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [36:0] \$16 ;
-  reg [34:0] \$17 ;
-  reg [36:0] \$18 ;
-  reg \$19 ;
-  wire [35:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [36:0] \$19 ;
+  wire \$2 ;
   reg [34:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [36:0] \$21 ;
+  reg \$22 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [38:0] \$7 ;
-  wire [38:0] \$8 ;
+  wire [38:0] \$4 ;
+  wire [38:0] \$5 ;
+  wire [35:0] \$6 ;
+  wire \$7 ;
+  wire [35:0] \$8 ;
   wire [35:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [36:0] den = 37'h0000000000;
-  input [36:0] \den$14 ;
-  wire [36:0] \den$14 ;
+  input [36:0] \den$13 ;
+  wire [36:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3359,109 +3995,101 @@ module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   input \neg$15 ;
   wire \neg$15 ;
   output [36:0] q;
-  wire [36:0] q;
+  reg [36:0] q = 37'h0000000000;
   reg [34:0] quot = 35'h000000000;
   reg [36:0] rem = 37'h0000000000;
   input [36:0] rem_init;
   wire [36:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [37:0] trial;
   assign trial = \$1  | { 37'h0000000000, lo[34] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 35'h000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [36:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [36:0];
     end
     if (rst) begin
-      \$16  = 37'h0000000000;
+      \$19  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [34:0];
-    end
-    if (rst) begin
-      \$17  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 35'h000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [34:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
       \$20  = 35'h000000000;
@@ -3469,22 +4097,74 @@ module \hwnorm_linf_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 35'h000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [34:0];
+    end
+    if (rst) begin
+      \$23  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_linf_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [51:0] \$10 ;
@@ -4046,75 +4726,125 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
 endmodule
 
 module \hwnorm_linf_s8.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [7:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [7:0] \$like  = 8'h00;
+  reg \$like$4  = 1'h0;
+  wire [7:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   output [7:0] hi;
   wire [7:0] hi;
-  wire [7:0] \hi$15 ;
+  wire [7:0] \hi$21 ;
   output [7:0] lo;
   wire [7:0] lo;
-  wire [7:0] \lo$17 ;
+  wire [7:0] \lo$23 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   input rst;
   wire rst;
+  wire second;
   output [20:0] sum;
   wire [20:0] sum;
-  wire [20:0] \sum$9 ;
+  wire [20:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [7:0] x;
   wire [7:0] x;
+  (* init = 8'h00 *)
   wire [7:0] \x$12 ;
   wire [7:0] \x$12[0] ;
-  wire [7:0] \x$5 ;
-  wire [7:0] \x$5[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$18 ;
+  wire [7:0] \x$18[0] ;
   wire [7:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_linf_s8.stats_unit.minmax  minmax (
     .clear(clear),
     .clk(clk),
     .hi(hi),
     .lo(lo),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_linf_s8.stats_unit.sum$20  \sum$20  (
+  \hwnorm_linf_s8.stats_unit.sum$24  \sum$24  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \hi$15  = hi;
-  assign \lo$17  = lo;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \hi$21  = hi;
+  assign \lo$23  = lo;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_linf_s8.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_linf_s8.stats_unit.minmax (rst, valid, clear, x, mask, hi, lo, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [7:0] \$1 ;
   reg [7:0] \$10 ;
   wire \$2 ;
@@ -4155,7 +4885,7 @@ module \hwnorm_linf_s8.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo, 
   always @(posedge clk)
     lo <= \$10 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$9  = hi;
     if (clear) begin
       \$9  = 8'h80;
@@ -4167,7 +4897,7 @@ module \hwnorm_linf_s8.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$10  = lo;
     if (clear) begin
       \$10  = 8'h7f;
@@ -4181,8 +4911,8 @@ module \hwnorm_linf_s8.stats_unit.minmax (clk, rst, mask, clear, valid, hi, lo, 
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_linf_s8.stats_unit.sum$20 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_linf_s8.stats_unit.sum$24 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [7:0] \$1 ;
   wire [21:0] \$2 ;
   reg [20:0] \$3 ;
@@ -4206,7 +4936,7 @@ module \hwnorm_linf_s8.stats_unit.sum$20 (clk, rst, mask, clear, valid, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 21'h000000;

@@ -157,8 +157,8 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_range_s16.math  math (
-    .\a$26 (a),
-    .\b$50 (b),
+    .\a$28 (a),
+    .\b$52 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -484,7 +484,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$26 , \b$50 , clk);
+module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$28 , \b$52 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -660,102 +660,116 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire [7:0] \$256 ;
+  wire \$256 ;
   wire \$257 ;
-  wire [10:0] \$258 ;
-  wire [10:0] \$259 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire [10:0] \$261 ;
+  wire \$261 ;
   wire \$262 ;
-  wire [10:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [10:0] \$265 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
   wire \$266 ;
-  wire [10:0] \$267 ;
+  wire [7:0] \$267 ;
   wire \$268 ;
   wire [10:0] \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
-  wire [10:0] \$271 ;
+  wire \$271 ;
   wire [10:0] \$272 ;
-  wire [10:0] \$273 ;
-  wire [70:0] \$274 ;
-  wire \$275 ;
-  wire [9:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire [11:0] \$278 ;
-  wire [65:0] \$279 ;
+  wire \$273 ;
+  wire [10:0] \$274 ;
+  wire [10:0] \$275 ;
+  wire [10:0] \$276 ;
+  wire \$277 ;
+  wire [10:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [46:0] \$280 ;
-  wire [31:0] \$281 ;
-  wire [31:0] \$282 ;
-  wire [47:0] \$283 ;
-  wire \$284 ;
-  wire [74:0] \$285 ;
-  wire [74:0] \$286 ;
-  wire \$287 ;
-  wire [62:0] \$288 ;
-  wire [56:0] \$289 ;
+  wire [10:0] \$280 ;
+  wire [10:0] \$281 ;
+  wire [10:0] \$282 ;
+  wire [10:0] \$283 ;
+  wire [10:0] \$284 ;
+  wire [70:0] \$285 ;
+  wire \$286 ;
+  wire [9:0] \$287 ;
+  wire [10:0] \$288 ;
+  wire [11:0] \$289 ;
   wire \$29 ;
-  wire [8:0] \$290 ;
-  wire \$291 ;
-  wire [10:0] \$292 ;
-  wire [10:0] \$293 ;
-  wire \$294 ;
-  wire [10:0] \$295 ;
-  wire \$296 ;
-  wire [10:0] \$297 ;
-  wire [10:0] \$298 ;
-  wire [10:0] \$299 ;
+  wire [65:0] \$290 ;
+  wire [46:0] \$291 ;
+  wire [31:0] \$292 ;
+  wire [31:0] \$293 ;
+  wire [47:0] \$294 ;
+  wire \$295 ;
+  wire [74:0] \$296 ;
+  wire [74:0] \$297 ;
+  wire \$298 ;
+  wire [62:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [10:0] \$301 ;
+  wire [56:0] \$300 ;
+  wire [8:0] \$301 ;
   wire \$302 ;
   wire [10:0] \$303 ;
   wire [10:0] \$304 ;
-  wire [10:0] \$305 ;
+  wire \$305 ;
   wire [10:0] \$306 ;
-  wire [10:0] \$307 ;
-  wire [70:0] \$308 ;
-  wire \$309 ;
+  wire \$307 ;
+  wire [10:0] \$308 ;
+  wire [10:0] \$309 ;
   wire \$31 ;
-  wire [9:0] \$310 ;
-  wire [10:0] \$311 ;
-  wire [11:0] \$312 ;
-  wire [65:0] \$313 ;
-  wire [46:0] \$314 ;
-  wire [31:0] \$315 ;
-  wire [31:0] \$316 ;
-  wire [47:0] \$317 ;
-  wire [72:0] \$318 ;
-  wire [62:0] \$319 ;
+  wire [10:0] \$310 ;
+  wire \$311 ;
+  wire [10:0] \$312 ;
+  wire \$313 ;
+  wire [10:0] \$314 ;
+  wire [10:0] \$315 ;
+  wire [10:0] \$316 ;
+  wire [10:0] \$317 ;
+  wire [10:0] \$318 ;
+  wire [70:0] \$319 ;
   wire \$32 ;
-  reg [5:0] \$320 ;
-  reg [50:0] \$321 ;
-  reg [59:0] \$322 ;
-  reg [5:0] \$323 ;
-  reg [24:0] \$324 ;
-  reg [41:0] \$325 ;
-  reg [55:0] \$326 ;
-  reg [9:0] \$327 ;
-  reg [3:0] \$328 ;
-  reg [3:0] \$329 ;
+  wire \$320 ;
+  wire [9:0] \$321 ;
+  wire [10:0] \$322 ;
+  wire [11:0] \$323 ;
+  wire [65:0] \$324 ;
+  wire [46:0] \$325 ;
+  wire [31:0] \$326 ;
+  wire [31:0] \$327 ;
+  wire [47:0] \$328 ;
+  wire [72:0] \$329 ;
   wire \$33 ;
-  reg [9:0] \$330 ;
-  reg [65:0] \$331 ;
-  reg [6:0] \$332 ;
-  reg [4:0] \$333 ;
-  reg [41:0] \$334 ;
-  reg [57:0] \$335 ;
-  reg [72:0] \$336 ;
-  reg [73:0] \$337 ;
-  reg \$338 ;
-  reg [61:0] \$339 ;
+  wire [62:0] \$330 ;
+  reg [5:0] \$331 ;
+  reg \$332 ;
+  reg [50:0] \$333 ;
+  reg [59:0] \$334 ;
+  reg [5:0] \$335 ;
+  reg \$336 ;
+  reg [24:0] \$337 ;
+  reg [41:0] \$338 ;
+  reg [55:0] \$339 ;
   wire \$34 ;
-  reg [57:0] \$340 ;
+  reg [9:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [9:0] \$343 ;
+  reg [65:0] \$344 ;
+  reg [6:0] \$345 ;
+  reg [4:0] \$346 ;
+  reg [41:0] \$347 ;
+  reg [57:0] \$348 ;
+  reg [72:0] \$349 ;
   wire \$35 ;
+  reg [73:0] \$350 ;
+  reg [73:0] \$351 ;
+  reg \$352 ;
+  reg [61:0] \$353 ;
+  reg [57:0] \$354 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -827,11 +841,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$98 ;
   wire \$99 ;
   reg [51:0] a;
-  output [41:0] \a$26 ;
-  reg [41:0] \a$26  = 42'h00000000000;
+  output [41:0] \a$28 ;
+  reg [41:0] \a$28  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$50 ;
-  reg [57:0] \b$50  = 58'h000000000000000;
+  output [57:0] \b$52 ;
+  reg [57:0] \b$52  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -853,11 +867,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire [3:0] count_lead;
   output [59:0] den;
   reg [59:0] den = 60'h000000000000000;
-  reg [59:0] \den$22 ;
+  reg [59:0] \den$24 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num;
+  reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
   wire \done$37 ;
@@ -871,9 +885,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$21 ;
-  reg [72:0] p = 73'h0000000000000000000;
-  wire [74:0] \p$38 ;
+  reg \neg$23 ;
+  wire [74:0] p;
+  reg [72:0] \p$49  = 73'h0000000000000000000;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -885,15 +899,19 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   reg [59:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$17 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$23 ;
+  reg [5:0] \steps$25 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [50:0] t = 51'h0000000000000;
@@ -1155,119 +1173,136 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \$253  = fsm_state == 6'h22;
   assign \$254  = fsm_state == 6'h23;
   assign \$255  = fsm_state == 6'h24;
-  assign \$256  = lead + 8'hfa;
-  assign \$257  = $signed(sh0) < $signed(4'h4);
-  assign \$258  = $signed(4'h4) - $signed(sh0);
-  assign \$259  = \$257  ? \$258  : 11'h000;
-  assign \$260  = $signed(sh0) < $signed(4'h4);
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
-  assign \$263  = $signed(sh0) - $signed(4'h4);
-  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
-  assign \$265  = $signed(sh0) - $signed(6'h15);
-  assign \$266  = $signed(\$264 ) > $signed(\$265 );
-  assign \$267  = $signed(sh0) - $signed(4'h4);
-  assign \$268  = $signed(\$267 ) < $signed({ 1'h0, tk });
-  assign \$269  = $signed(sh0) - $signed(4'h4);
-  assign \$270  = \$268  ? \$269  : { 7'h00, tk };
-  assign \$271  = $signed(sh0) - $signed(6'h15);
-  assign \$272  = \$266  ? \$270  : \$271 ;
-  assign \$273  = \$260  ? 11'h000 : \$272 ;
-  assign \$274  = $signed(km) << pre;
-  assign \$275  = tsh > 7'h42;
-  assign \$276  = \$275  ? 10'h042 : tsh;
-  assign \$277  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$278  = $signed(\$277 ) - $signed({ 1'h0, tsh });
-  assign \$279  = $signed(km_pre) >>> t_clamped;
-  assign \$280  = $signed(chan[114:99]) << \$193 [4:0];
-  assign \$281  = 1'h1 << sh;
-  assign \$283  = $signed(\$280 ) + $signed({ 1'h0, \$282  });
-  assign \$284  = $signed(div_num) < $signed(1'h0);
-  assign \$285  = - $signed(div_num);
-  assign \$286  = \$284  ? \$285  : { div_num[73], div_num };
-  assign \$287  = $signed(div_num) < $signed(1'h0);
-  assign \$288  = $signed(bias) - $signed(quot);
-  assign \$290  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$291  = $signed(sh0) < $signed(4'h4);
-  assign \$292  = $signed(4'h4) - $signed(sh0);
-  assign \$293  = \$291  ? \$292  : 11'h000;
-  assign \$294  = $signed(sh0) < $signed(4'h4);
-  assign \$295  = $signed(sh0) - $signed(4'h4);
-  assign \$296  = $signed(\$295 ) < $signed({ 1'h0, tk });
-  assign \$297  = $signed(sh0) - $signed(4'h4);
-  assign \$298  = \$296  ? \$297  : { 7'h00, tk };
-  assign \$299  = $signed(sh0) - $signed(6'h15);
-  assign \$300  = $signed(\$298 ) > $signed(\$299 );
-  assign \$301  = $signed(sh0) - $signed(4'h4);
-  assign \$302  = $signed(\$301 ) < $signed({ 1'h0, tk });
-  assign \$303  = $signed(sh0) - $signed(4'h4);
-  assign \$304  = \$302  ? \$303  : { 7'h00, tk };
-  assign \$305  = $signed(sh0) - $signed(6'h15);
-  assign \$306  = \$300  ? \$304  : \$305 ;
-  assign \$307  = \$294  ? 11'h000 : \$306 ;
-  assign \$308  = $signed(km) << pre;
-  assign \$309  = tsh > 7'h42;
-  assign \$310  = \$309  ? 10'h042 : tsh;
-  assign \$311  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$312  = $signed(\$311 ) - $signed({ 1'h0, tsh });
-  assign \$313  = $signed(km_pre) >>> t_clamped;
-  assign \$314  = $signed(chan[114:99]) << \$194 [4:0];
-  assign \$315  = 1'h1 << sh;
-  assign \$317  = $signed(\$314 ) + $signed({ 1'h0, \$316  });
-  assign \$319  = $signed(bias) - $signed(quot);
+  assign \$256  = fsm_state == 6'h25;
+  assign \$257  = fsm_state == 6'h26;
+  assign \$258  = fsm_state == 6'h27;
+  assign \$259  = fsm_state == 6'h28;
+  assign \$260  = fsm_state == 6'h29;
+  assign \$261  = fsm_state == 6'h2a;
+  assign \$262  = fsm_state == 6'h2b;
+  assign \$263  = fsm_state == 6'h2c;
+  assign \$264  = fsm_state == 6'h2d;
+  assign \$265  = fsm_state == 6'h2e;
+  assign \$266  = fsm_state == 6'h2f;
+  assign \$267  = lead + 8'hfa;
+  assign \$268  = $signed(sh0) < $signed(4'h4);
+  assign \$269  = $signed(4'h4) - $signed(sh0);
+  assign \$270  = \$268  ? \$269  : 11'h000;
+  assign \$271  = $signed(sh0) < $signed(4'h4);
+  assign \$272  = $signed(sh0) - $signed(4'h4);
+  assign \$273  = $signed(\$272 ) < $signed({ 1'h0, tk });
+  assign \$274  = $signed(sh0) - $signed(4'h4);
+  assign \$275  = \$273  ? \$274  : { 7'h00, tk };
+  assign \$276  = $signed(sh0) - $signed(6'h15);
+  assign \$277  = $signed(\$275 ) > $signed(\$276 );
+  assign \$278  = $signed(sh0) - $signed(4'h4);
+  assign \$279  = $signed(\$278 ) < $signed({ 1'h0, tk });
+  assign \$280  = $signed(sh0) - $signed(4'h4);
+  assign \$281  = \$279  ? \$280  : { 7'h00, tk };
+  assign \$282  = $signed(sh0) - $signed(6'h15);
+  assign \$283  = \$277  ? \$281  : \$282 ;
+  assign \$284  = \$271  ? 11'h000 : \$283 ;
+  assign \$285  = $signed(km) << pre;
+  assign \$286  = tsh > 7'h42;
+  assign \$287  = \$286  ? 10'h042 : tsh;
+  assign \$288  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$289  = $signed(\$288 ) - $signed({ 1'h0, tsh });
+  assign \$290  = $signed(km_pre) >>> t_clamped;
+  assign \$291  = $signed(chan[114:99]) << \$193 [4:0];
+  assign \$292  = 1'h1 << sh;
+  assign \$294  = $signed(\$291 ) + $signed({ 1'h0, \$293  });
+  assign \$295  = $signed(div_num) < $signed(1'h0);
+  assign \$296  = - $signed(div_num);
+  assign \$297  = \$295  ? \$296  : { div_num[73], div_num };
+  assign \$298  = $signed(div_num) < $signed(1'h0);
+  assign \$299  = $signed(bias) - $signed(quot);
+  assign \$301  = $signed(6'h10) - $signed(chan[170:163]);
+  assign \$302  = $signed(sh0) < $signed(4'h4);
+  assign \$303  = $signed(4'h4) - $signed(sh0);
+  assign \$304  = \$302  ? \$303  : 11'h000;
+  assign \$305  = $signed(sh0) < $signed(4'h4);
+  assign \$306  = $signed(sh0) - $signed(4'h4);
+  assign \$307  = $signed(\$306 ) < $signed({ 1'h0, tk });
+  assign \$308  = $signed(sh0) - $signed(4'h4);
+  assign \$309  = \$307  ? \$308  : { 7'h00, tk };
+  assign \$310  = $signed(sh0) - $signed(6'h15);
+  assign \$311  = $signed(\$309 ) > $signed(\$310 );
+  assign \$312  = $signed(sh0) - $signed(4'h4);
+  assign \$313  = $signed(\$312 ) < $signed({ 1'h0, tk });
+  assign \$314  = $signed(sh0) - $signed(4'h4);
+  assign \$315  = \$313  ? \$314  : { 7'h00, tk };
+  assign \$316  = $signed(sh0) - $signed(6'h15);
+  assign \$317  = \$311  ? \$315  : \$316 ;
+  assign \$318  = \$305  ? 11'h000 : \$317 ;
+  assign \$319  = $signed(km) << pre;
+  assign \$320  = tsh > 7'h42;
+  assign \$321  = \$320  ? 10'h042 : tsh;
+  assign \$322  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$323  = $signed(\$322 ) - $signed({ 1'h0, tsh });
+  assign \$324  = $signed(km_pre) >>> t_clamped;
+  assign \$325  = $signed(chan[114:99]) << \$194 [4:0];
+  assign \$326  = 1'h1 << sh;
+  assign \$328  = $signed(\$325 ) + $signed({ 1'h0, \$327  });
+  assign \$330  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$320 ;
+    fsm_state <= \$331 ;
   always @(posedge clk)
-    t <= \$321 ;
+    start <= \$332 ;
   always @(posedge clk)
-    den <= \$322 ;
+    t <= \$333 ;
   always @(posedge clk)
-    lead <= \$323 ;
+    den <= \$334 ;
   always @(posedge clk)
-    recip <= \$324 ;
+    lead <= \$335 ;
   always @(posedge clk)
-    m <= \$325 ;
+    \start$9  <= \$336 ;
   always @(posedge clk)
-    km <= \$326 ;
+    recip <= \$337 ;
   always @(posedge clk)
-    sh0 <= \$327 ;
+    m <= \$338 ;
   always @(posedge clk)
-    tk <= \$328 ;
+    km <= \$339 ;
   always @(posedge clk)
-    pre <= \$329 ;
+    sh0 <= \$340 ;
   always @(posedge clk)
-    tsh <= \$330 ;
+    tk <= \$341 ;
   always @(posedge clk)
-    km_pre <= \$331 ;
+    pre <= \$342 ;
   always @(posedge clk)
-    t_clamped <= \$332 ;
+    tsh <= \$343 ;
   always @(posedge clk)
-    sh <= \$333 ;
+    km_pre <= \$344 ;
   always @(posedge clk)
-    \a$26  <= \$334 ;
+    t_clamped <= \$345 ;
   always @(posedge clk)
-    bias <= \$335 ;
+    sh <= \$346 ;
   always @(posedge clk)
-    p <= \$336 ;
+    \a$28  <= \$347 ;
   always @(posedge clk)
-    div_mag <= \$337 ;
+    bias <= \$348 ;
   always @(posedge clk)
-    div_neg <= \$338 ;
+    \p$49  <= \$349 ;
   always @(posedge clk)
-    quot <= \$339 ;
+    div_num <= \$350 ;
   always @(posedge clk)
-    \b$50  <= \$340 ;
+    div_mag <= \$351 ;
+  always @(posedge clk)
+    div_neg <= \$352 ;
+  always @(posedge clk)
+    quot <= \$353 ;
+  always @(posedge clk)
+    \b$52  <= \$354 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$22 ),
+    .\den$13 (\den$24 ),
     .done(\done$39 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$21 ),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$17 ),
-    .steps(\steps$23 )
+    .start(\start$9 ),
+    .steps(\steps$25 )
   );
   \hwnorm_range_s16.math.mul  mul (
     .a(a),
@@ -1276,83 +1311,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
     .clk(clk),
     .done(\done$37 ),
     .\neg$12 (neg),
-    .p(\p$38 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          start = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          start = 1'h1;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          start = 1'h1;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          start = 1'h1;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          start = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 52'h0000000000000;
@@ -1364,29 +1327,29 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          a = { 24'h000000, chan[54:27] };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          a = { 24'h000000, chan[82:55] };
+          a = { 24'h000000, chan[54:27] };
       6'h08:
           /* empty */;
       6'h09:
-          a = { t[50], t };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          a = { 24'h000000, chan[82:55] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          a = { t[50], t };
       6'h0e:
-          a = { 27'h0000000, recip };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1394,13 +1357,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          a = { 27'h0000000, recip };
       6'h15:
           /* empty */;
       6'h16:
-          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
-      6'h17:
           /* empty */;
+      6'h17:
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h18:
           /* empty */;
       6'h19:
@@ -1409,20 +1372,42 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          a = { 28'h0000000, chan[162:139] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          a = { \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28  };
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26 [41], \a$26  };
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          a = { 28'h0000000, chan[162:139] };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          a = { \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28  };
     endcase
   end
   always @* begin
@@ -1436,29 +1421,29 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          b = { 13'h0000, r_open };
+          b = { 9'h000, r_closed };
       6'h08:
           /* empty */;
       6'h09:
-          b = { 16'h0000, chan[13:1] };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          b = { 13'h0000, r_open };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          b = { 16'h0000, chan[13:1] };
       6'h0e:
-          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1466,13 +1451,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
       6'h15:
           /* empty */;
       6'h16:
-          b = \$207 [28:0];
-      6'h17:
           /* empty */;
+      6'h17:
+          b = { 16'h0000, chan[13:1] };
       6'h18:
           /* empty */;
       6'h19:
@@ -1481,19 +1466,41 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          b = \$207 [28:0];
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           b = { \$217 [24], \$217 [24], \$217 [24], \$217 [24], \$217  };
     endcase
   end
@@ -1508,29 +1515,29 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          c = 75'h00000000000000035b0;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+          c = 75'h00000000000000035b0;
       6'h08:
           /* empty */;
       6'h09:
-          c = 75'h0000000000000000000;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           c = 75'h0000000000000000000;
+      6'h0e:
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1538,13 +1545,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h15:
           /* empty */;
       6'h16:
-          c = 75'h0000000000000000000;
-      6'h17:
           /* empty */;
+      6'h17:
+          c = 75'h0000000000000000000;
       6'h18:
           /* empty */;
       6'h19:
@@ -1553,19 +1560,41 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          c = 75'h0000000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          c = 75'h0000000000000000000;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           c = 75'h0000000000000000000;
     endcase
   end
@@ -1580,7 +1609,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          neg = 1'h0;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1588,21 +1617,21 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h08:
           /* empty */;
       6'h09:
-          neg = 1'h0;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          neg = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          neg = 1'h0;
       6'h0e:
-          neg = \$204 ;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = 1'h0;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1610,13 +1639,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          neg = \$204 ;
       6'h15:
           /* empty */;
       6'h16:
-          neg = \$208 ;
-      6'h17:
           /* empty */;
+      6'h17:
+          neg = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -1625,19 +1654,41 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          neg = \$214 ;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          neg = \$208 ;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          neg = \$214 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           neg = \$218 ;
     endcase
   end
@@ -1652,29 +1703,29 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h14;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          steps = 5'h10;
+          steps = 5'h14;
       6'h08:
           /* empty */;
       6'h09:
-          steps = 5'h0d;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          steps = 5'h10;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          steps = 5'h0d;
       6'h0e:
-          steps = 5'h10;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h0d;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1682,13 +1733,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          steps = 5'h10;
       6'h15:
           /* empty */;
       6'h16:
-          steps = 5'h1d;
-      6'h17:
           /* empty */;
+      6'h17:
+          steps = 5'h0d;
       6'h18:
           /* empty */;
       6'h19:
@@ -1697,74 +1748,42 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          steps = 5'h10;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          steps = 5'h1d;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          steps = 5'h10;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           steps = 5'h18;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \start$17  = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \start$17  = 1'h1;
     endcase
   end
   always @* begin
@@ -1792,7 +1811,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = \$198 [59:0];
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1802,7 +1821,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          rem_init = \$198 [59:0];
       6'h12:
           /* empty */;
       6'h13:
@@ -1818,6 +1837,24 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
           rem_init = \$209 [59:0];
     endcase
   end
@@ -1846,7 +1883,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$200 ;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1856,7 +1893,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          lo_init = \$200 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1872,12 +1909,30 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
           lo_init = \$210 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$21  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1900,7 +1955,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$21  = 1'h0;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1910,7 +1965,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \neg$23  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1926,12 +1981,30 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          \neg$21  = div_neg;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$22  = 60'h000000000000000;
+    \den$24  = 60'h000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1954,7 +2027,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$22  = den;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1964,7 +2037,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \den$24  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -1980,12 +2053,30 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          \den$22  = { 47'h000000000000, chan[13:1] };
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \den$24  = { 47'h000000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$23  = 6'h00;
+    \steps$25  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2008,7 +2099,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$23  = 6'h18;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -2018,7 +2109,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \steps$25  = 6'h18;
       6'h12:
           /* empty */;
       6'h13:
@@ -2034,59 +2125,25 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          \steps$23  = 6'h3a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 74'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h1a:
           /* empty */;
-      6'h04:
+      6'h1b:
           /* empty */;
-      6'h05:
+      6'h1c:
           /* empty */;
-      6'h06:
+      6'h1d:
           /* empty */;
-      6'h07:
+      6'h1e:
           /* empty */;
-      6'h08:
+      6'h1f:
           /* empty */;
-      6'h09:
+      6'h20:
           /* empty */;
-      6'h0a:
+      6'h21:
           /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          div_num = { p[72], p };
+      6'h22:
+          \steps$25  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2145,8 +2202,6 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2164,6 +2219,30 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h23:
           /* empty */;
       6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2171,119 +2250,141 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = fsm_state;
+    \$331  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$320  = 6'h01;
+                  \$331  = 6'h01;
               2'h1:
-                  \$320  = 6'h02;
+                  \$331  = 6'h02;
               2'h2:
-                  \$320  = 6'h03;
+                  \$331  = 6'h03;
             endcase
           end
       6'h02:
-          \$320  = 6'h04;
+          \$331  = 6'h04;
       6'h04:
-          \$320  = 6'h05;
+          \$331  = 6'h05;
       6'h05:
-          \$320  = 6'h06;
+          \$331  = 6'h06;
       6'h06:
-          if (\done$37 ) begin
-            \$320  = 6'h07;
-          end
+          \$331  = 6'h07;
       6'h07:
-          \$320  = 6'h08;
+          \$331  = 6'h08;
       6'h08:
           if (\done$37 ) begin
-            \$320  = 6'h09;
+            \$331  = 6'h09;
           end
       6'h09:
-          \$320  = 6'h0a;
+          \$331  = 6'h0a;
       6'h0a:
-          if (\done$37 ) begin
-            \$320  = 6'h0b;
-          end
+          \$331  = 6'h0b;
       6'h0b:
-          \$320  = 6'h0c;
+          if (\done$37 ) begin
+            \$331  = 6'h0c;
+          end
       6'h0c:
-          \$320  = 6'h0d;
+          \$331  = 6'h0d;
       6'h0d:
-          if (\done$39 ) begin
-            \$320  = 6'h0e;
-          end
+          \$331  = 6'h0e;
       6'h0e:
-          \$320  = 6'h0f;
+          if (\done$37 ) begin
+            \$331  = 6'h0f;
+          end
       6'h0f:
-          if (\done$37 ) begin
-            \$320  = 6'h10;
-          end
+          \$331  = 6'h10;
       6'h10:
-          \$320  = 6'h11;
+          \$331  = 6'h11;
       6'h11:
-          if (\done$37 ) begin
-            \$320  = 6'h12;
-          end
+          \$331  = 6'h12;
       6'h12:
-          \$320  = 6'h13;
-      6'h13:
-          \$320  = 6'h14;
-      6'h14:
-          \$320  = 6'h15;
-      6'h15:
-          \$320  = 6'h16;
-      6'h16:
-          \$320  = 6'h17;
-      6'h17:
-          if (\done$37 ) begin
-            \$320  = 6'h18;
-          end
-      6'h18:
-          \$320  = 6'h19;
-      6'h19:
-          \$320  = 6'h1a;
-      6'h1a:
           if (\done$39 ) begin
-            \$320  = 6'h1b;
+            \$331  = 6'h13;
           end
+      6'h13:
+          \$331  = 6'h14;
+      6'h14:
+          \$331  = 6'h15;
+      6'h15:
+          if (\done$37 ) begin
+            \$331  = 6'h16;
+          end
+      6'h16:
+          \$331  = 6'h17;
+      6'h17:
+          \$331  = 6'h18;
+      6'h18:
+          if (\done$37 ) begin
+            \$331  = 6'h19;
+          end
+      6'h19:
+          \$331  = 6'h1a;
+      6'h1a:
+          \$331  = 6'h1b;
       6'h1b:
-          \$320  = 6'h01;
-      6'h03:
-          \$320  = 6'h1c;
+          \$331  = 6'h1c;
       6'h1c:
-          if (\done$37 ) begin
-            \$320  = 6'h1d;
-          end
+          \$331  = 6'h1d;
       6'h1d:
-          \$320  = 6'h1e;
+          \$331  = 6'h1e;
       6'h1e:
-          \$320  = 6'h1f;
+          \$331  = 6'h1f;
       6'h1f:
-          \$320  = 6'h20;
-      6'h20:
-          \$320  = 6'h21;
-      6'h21:
-          \$320  = 6'h22;
-      6'h22:
           if (\done$37 ) begin
-            \$320  = 6'h23;
+            \$331  = 6'h20;
           end
+      6'h20:
+          \$331  = 6'h21;
+      6'h21:
+          \$331  = 6'h22;
+      6'h22:
+          \$331  = 6'h23;
       6'h23:
-          \$320  = 6'h24;
+          if (\done$39 ) begin
+            \$331  = 6'h24;
+          end
       6'h24:
-          \$320  = 6'h01;
+          \$331  = 6'h01;
+      6'h03:
+          \$331  = 6'h25;
+      6'h25:
+          \$331  = 6'h26;
+      6'h26:
+          if (\done$37 ) begin
+            \$331  = 6'h27;
+          end
+      6'h27:
+          \$331  = 6'h28;
+      6'h28:
+          \$331  = 6'h29;
+      6'h29:
+          \$331  = 6'h2a;
+      6'h2a:
+          \$331  = 6'h2b;
+      6'h2b:
+          \$331  = 6'h2c;
+      6'h2c:
+          \$331  = 6'h2d;
+      6'h2d:
+          if (\done$37 ) begin
+            \$331  = 6'h2e;
+          end
+      6'h2e:
+          \$331  = 6'h2f;
+      6'h2f:
+          \$331  = 6'h01;
       6'h01:
-          \$320  = 6'h00;
+          \$331  = 6'h00;
     endcase
     if (rst) begin
-      \$320  = 6'h00;
+      \$331  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = t;
+    \$332  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2294,210 +2395,21 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$37 ) begin
-            \$321  = \p$38 [50:0];
-          end
+          \$332  = 1'h1;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$37 ) begin
-            \$321  = \p$38 [50:0];
-          end
-    endcase
-    if (rst) begin
-      \$321  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
+          \$332  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$332  = 1'h1;
       6'h0a:
-          if (\done$37 ) begin
-            \$322  = \p$38 [59:0];
-          end
-    endcase
-    if (rst) begin
-      \$322  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$323  = den_lead;
-    endcase
-    if (rst) begin
-      \$323  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$332  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$332  = 1'h1;
       6'h0d:
-          if (\done$39 ) begin
-            \$324  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$324  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          if (\done$37 ) begin
-            \$325  = \p$38 [41:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          if (\done$37 ) begin
-            \$325  = \p$38 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$325  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
+          \$332  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2505,21 +2417,19 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          if (\done$37 ) begin
-            \$326  = \p$38 [55:0];
-          end
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          \$332  = 1'h1;
       6'h14:
-          /* empty */;
+          \$332  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$332  = 1'h1;
       6'h17:
-          /* empty */;
+          \$332  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2527,906 +2437,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$326  = \$289 [55:0];
-    endcase
-    if (rst) begin
-      \$326  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$327  = { \$256 [7], \$256 [7], \$256  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$327  = { \$290 [8], \$290  };
-    endcase
-    if (rst) begin
-      \$327  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$328  = count_lead;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$328  = 4'h8;
-    endcase
-    if (rst) begin
-      \$328  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$329  = \$259 [3:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
+          \$332  = 1'h1;
       6'h1e:
-          \$329  = \$293 [3:0];
-    endcase
-    if (rst) begin
-      \$329  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$330  = \$273 [9:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$330  = \$307 [9:0];
-    endcase
-    if (rst) begin
-      \$330  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$331  = \$274 [65:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$331  = \$308 [65:0];
-    endcase
-    if (rst) begin
-      \$331  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$332  = \$276 [6:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$332  = \$310 [6:0];
-    endcase
-    if (rst) begin
-      \$332  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$333  = \$278 [4:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$333  = \$312 [4:0];
-    endcase
-    if (rst) begin
-      \$333  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \a$26 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$334  = \$279 [41:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$334  = \$313 [41:0];
-    endcase
-    if (rst) begin
-      \$334  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$335  = { \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283 [47], \$283  };
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$335  = { \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317 [47], \$317  };
-    endcase
-    if (rst) begin
-      \$335  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$37 ) begin
-            \$336  = \p$38 [72:0];
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          if (\done$37 ) begin
-            \$336  = \p$38 [72:0];
-          end
-    endcase
-    if (rst) begin
-      \$336  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$337  = \$286 [73:0];
-    endcase
-    if (rst) begin
-      \$337  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$338  = \$287 ;
-    endcase
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$339  = { q[59], q[59], q };
-          end
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          \$332  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3436,15 +2453,262 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h22:
           /* empty */;
       6'h23:
-          \$339  = \$318 [61:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$332  = 1'h1;
+      6'h25:
+          \$332  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$332  = 1'h1;
+      6'h2c:
+          \$332  = 1'h0;
     endcase
     if (rst) begin
-      \$339  = 62'h0000000000000000;
+      \$332  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \b$50 ;
+    \$333  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$37 ) begin
+            \$333  = p[50:0];
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$37 ) begin
+            \$333  = p[50:0];
+          end
+    endcase
+    if (rst) begin
+      \$333  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$37 ) begin
+            \$334  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$334  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$335  = den_lead;
+    endcase
+    if (rst) begin
+      \$335  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$336  = 1'h1;
+      6'h11:
+          \$336  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$336  = 1'h1;
+      6'h22:
+          \$336  = 1'h0;
+    endcase
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$39 ) begin
+            \$337  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$337  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3485,7 +2749,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          if (\done$37 ) begin
+            \$338  = p[41:0];
+          end
       6'h16:
           /* empty */;
       6'h17:
@@ -3497,8 +2763,6 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$340  = \$288 [57:0];
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3517,14 +2781,1450 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h23:
           /* empty */;
       6'h24:
-          \$340  = \$319 [57:0];
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$37 ) begin
+            \$338  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$340  = 58'h000000000000000;
+      \$338  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$37 ) begin
+            \$339  = p[55:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$339  = \$300 [55:0];
+    endcase
+    if (rst) begin
+      \$339  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$340  = { \$267 [7], \$267 [7], \$267  };
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$340  = { \$301 [8], \$301  };
+    endcase
+    if (rst) begin
+      \$340  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$341  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$341  = 4'h8;
+    endcase
+    if (rst) begin
+      \$341  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$342  = \$270 [3:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$342  = \$304 [3:0];
+    endcase
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$343  = \$284 [9:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$343  = \$318 [9:0];
+    endcase
+    if (rst) begin
+      \$343  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$344  = \$285 [65:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$344  = \$319 [65:0];
+    endcase
+    if (rst) begin
+      \$344  = 66'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$345  = \$287 [6:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$345  = \$321 [6:0];
+    endcase
+    if (rst) begin
+      \$345  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$346  = \$289 [4:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$346  = \$323 [4:0];
+    endcase
+    if (rst) begin
+      \$346  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = \a$28 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$347  = \$290 [41:0];
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$347  = \$324 [41:0];
+    endcase
+    if (rst) begin
+      \$347  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$348  = { \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$348  = { \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328  };
+    endcase
+    if (rst) begin
+      \$348  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = \p$49 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$37 ) begin
+            \$349  = p[72:0];
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          if (\done$37 ) begin
+            \$349  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$349  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$350  = { \p$49 [72], \p$49  };
+    endcase
+    if (rst) begin
+      \$350  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$351  = \$297 [73:0];
+    endcase
+    if (rst) begin
+      \$351  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$352  = \$298 ;
+    endcase
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$39 ) begin
+            \$353  = { q[59], q[59], q };
+          end
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$353  = \$329 [61:0];
+    endcase
+    if (rst) begin
+      \$353  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = \b$52 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$354  = \$299 [57:0];
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$354  = \$330 [57:0];
+    endcase
+    if (rst) begin
+      \$354  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$193 [4:0];
   assign \beta_shift$6  = \$194 [4:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -3537,40 +4237,46 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \chan.scale_exp  = chan[170:163];
   assign \$209  = { 58'h000000000000000, div_mag[73:58] };
   assign \$210  = { 1'h0, div_mag[57:0] };
-  assign \$282  = { 1'h0, \$281 [31:1] };
-  assign \$289  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$316  = { 1'h0, \$315 [31:1] };
-  assign \$318  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$293  = { 1'h0, \$292 [31:1] };
+  assign \$300  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$327  = { 1'h0, \$326 [31:1] };
+  assign \$329  = { \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72:8] };
 endmodule
 
-module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [60:0] \$1 ;
-  wire \$10 ;
-  wire [58:0] \$11 ;
-  wire [58:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [59:0] \$16 ;
-  reg [57:0] \$17 ;
-  reg [59:0] \$18 ;
-  reg \$19 ;
-  wire [58:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [58:0] \$13 ;
+  wire [59:0] \$14 ;
+  wire [59:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [59:0] \$19 ;
+  wire \$2 ;
   reg [57:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [59:0] \$21 ;
+  reg \$22 ;
+  reg [57:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [59:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [61:0] \$7 ;
-  wire [61:0] \$8 ;
+  wire [61:0] \$4 ;
+  wire [61:0] \$5 ;
+  wire [58:0] \$6 ;
+  wire \$7 ;
+  wire [58:0] \$8 ;
   wire [58:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [59:0] den = 60'h000000000000000;
-  input [59:0] \den$14 ;
-  wire [59:0] \den$14 ;
+  input [59:0] \den$13 ;
+  wire [59:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3581,109 +4287,101 @@ module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \
   input \neg$15 ;
   wire \neg$15 ;
   output [59:0] q;
-  wire [59:0] q;
+  reg [59:0] q = 60'h000000000000000;
   reg [57:0] quot = 58'h000000000000000;
   reg [59:0] rem = 60'h000000000000000;
   input [59:0] rem_init;
   wire [59:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [60:0] trial;
   assign trial = \$1  | { 60'h000000000000000, lo[57] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 58'h000000000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [59:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [59:0];
     end
     if (rst) begin
-      \$16  = 60'h000000000000000;
+      \$19  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [57:0];
-    end
-    if (rst) begin
-      \$17  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 58'h000000000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [57:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [57:0];
     end
     if (rst) begin
       \$20  = 58'h000000000000000;
@@ -3691,22 +4389,74 @@ module \hwnorm_range_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 58'h000000000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [57:0];
+    end
+    if (rst) begin
+      \$23  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 60'h000000000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_range_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [74:0] \$10 ;
@@ -4288,80 +5038,130 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
 endmodule
 
 module \hwnorm_range_s16.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [15:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [15:0] \$like  = 16'h0000;
+  reg \$like$4  = 1'h0;
+  wire [15:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
-  wire [12:0] \chunk_size$15 ;
+  wire [12:0] \chunk_size$21 ;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   output [19:0] r_closed;
   wire [19:0] r_closed;
-  wire [19:0] \r_closed$17 ;
+  wire [19:0] \r_closed$23 ;
   output [15:0] r_open;
   wire [15:0] r_open;
-  wire [15:0] \r_open$19 ;
+  wire [15:0] \r_open$25 ;
   input rst;
   wire rst;
+  wire second;
   output [28:0] sum;
   wire [28:0] sum;
-  wire [28:0] \sum$9 ;
+  wire [28:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [15:0] x;
   wire [15:0] x;
+  (* init = 16'h0000 *)
   wire [15:0] \x$12 ;
   wire [15:0] \x$12[0] ;
-  wire [15:0] \x$5 ;
-  wire [15:0] \x$5[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$18 ;
+  wire [15:0] \x$18[0] ;
   wire [15:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_range_s16.stats_unit.ranges  ranges (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_range_s16.stats_unit.sum$22  \sum$22  (
+  \hwnorm_range_s16.stats_unit.sum$26  \sum$26  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \chunk_size$15  = chunk_size;
-  assign \r_closed$17  = r_closed;
-  assign \r_open$19  = r_open;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \chunk_size$21  = chunk_size;
+  assign \r_closed$23  = r_closed;
+  assign \r_open$25  = r_open;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid, chunk_size, r_closed, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_size, x, mask, r_closed, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [16:0] \$1 ;
   wire [13:0] \$10 ;
   wire [14:0] \$11 ;
@@ -4369,54 +5169,52 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [13:0] \$13 ;
   wire \$14 ;
   wire [13:0] \$15 ;
-  wire \$16 ;
-  wire [13:0] \$17 ;
-  wire [14:0] \$18 ;
-  wire \$19 ;
+  wire [14:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [13:0] \$19 ;
   wire [13:0] \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  wire [14:0] \$22 ;
-  wire [15:0] \$23 ;
-  wire [15:0] \$24 ;
-  wire [15:0] \$25 ;
+  wire [14:0] \$20 ;
+  wire [15:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [15:0] \$27 ;
+  wire [15:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [16:0] \$32 ;
-  wire [16:0] \$33 ;
-  wire [20:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [15:0] \$37 ;
+  wire [16:0] \$30 ;
+  wire [16:0] \$31 ;
+  wire [20:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [15:0] \$35 ;
+  wire [15:0] \$36 ;
+  wire \$37 ;
   wire [15:0] \$38 ;
-  wire \$39 ;
+  wire [15:0] \$39 ;
   wire [13:0] \$4 ;
-  wire [15:0] \$40 ;
-  wire [15:0] \$41 ;
-  wire \$42 ;
-  wire \$43 ;
+  wire \$40 ;
+  wire \$41 ;
+  reg \$42 ;
+  reg \$43 ;
   reg [15:0] \$44 ;
   reg [15:0] \$45 ;
   reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [17:0] \$49 ;
+  reg [17:0] \$47 ;
+  reg [19:0] \$48 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [19:0] \$50 ;
-  reg \$51 ;
-  reg \$52 ;
-  reg [15:0] \$53 ;
+  reg \$50 ;
+  reg [15:0] \$51 ;
+  reg [15:0] \$52 ;
+  reg \$53 ;
   reg [15:0] \$54 ;
-  reg [12:0] \$55 ;
-  reg \$56 ;
-  reg [15:0] \$57 ;
-  reg [15:0] \$58 ;
-  reg \$59 ;
+  reg [15:0] \$55 ;
+  reg [12:0] \$56 ;
+  reg \$57 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire \$8 ;
@@ -4434,8 +5232,6 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   reg [15:0] closed_hi0 = 16'h0000;
   reg [15:0] closed_lo0 = 16'h0000;
   reg closed_ok = 1'h0;
-  reg [12:0] cur_next;
-  wire cur_start0;
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
@@ -4449,6 +5245,7 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   wire [15:0] r_open;
   input rst;
   wire rst;
+  reg [12:0] second_next;
   reg st = 1'h0;
   reg start_next = 1'h0;
   input valid;
@@ -4459,11 +5256,10 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$39  = $signed(lo) < $signed(w_lo0_0);
-  assign \$40  = \$39  ? lo : w_lo0_0;
-  assign \$41  = st ? w_lo0_0 : \$40 ;
-  assign \$42  = have | w_any0_0;
-  assign \$43  = st ? 1'h1 : \$42 ;
+  always @(posedge clk)
+    st <= \$42 ;
+  always @(posedge clk)
+    beat <= \$43 ;
   always @(posedge clk)
     w_hi0_0 <= \$44 ;
   always @(posedge clk)
@@ -4471,31 +5267,27 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   always @(posedge clk)
     w_any0_0 <= \$46 ;
   always @(posedge clk)
-    st <= \$47 ;
+    pending <= \$47 ;
   always @(posedge clk)
-    beat <= \$48 ;
+    r_closed <= \$48 ;
   always @(posedge clk)
-    pending <= \$49 ;
+    closed_ok <= \$49 ;
   always @(posedge clk)
-    r_closed <= \$50 ;
+    have <= \$50 ;
   always @(posedge clk)
-    closed_ok <= \$51 ;
+    \$signal  <= \$51 ;
   always @(posedge clk)
-    have <= \$52 ;
+    lo <= \$52 ;
   always @(posedge clk)
-    \$signal  <= \$53 ;
+    fresh <= \$53 ;
   always @(posedge clk)
-    lo <= \$54 ;
+    closed_hi0 <= \$54 ;
   always @(posedge clk)
-    \dist  <= \$55 ;
+    closed_lo0 <= \$55 ;
   always @(posedge clk)
-    fresh <= \$56 ;
+    \dist  <= \$56 ;
   always @(posedge clk)
-    closed_hi0 <= \$57 ;
-  always @(posedge clk)
-    closed_lo0 <= \$58 ;
-  always @(posedge clk)
-    start_next <= \$59 ;
+    start_next <= \$57 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
   assign \$2  = \dist  + 1'h0;
   assign \$3  = ! \$2 ;
@@ -4506,151 +5298,180 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
   assign \$9  = \$5  & \$8 ;
   assign \$11  = \dist  + \$10 ;
   assign \$12  = \$11  - 1'h1;
-  assign \$13  = cur_next + 1'h0;
-  assign \$14  = ! \$13 ;
-  assign \$15  = cur_next - 1'h1;
-  assign \$16  = cur_next < 1'h1;
-  assign \$18  = cur_next + \$17 ;
-  assign \$19  = \$18  >= 1'h1;
-  assign \$20  = \$16  & \$19 ;
-  assign \$22  = cur_next + \$21 ;
-  assign \$23  = \$22  - 1'h1;
-  assign \$24  = mask ? x : 16'h8000;
-  assign \$25  = mask ? x : 16'h7fff;
-  assign \$27  = fresh ? 1'h1 : start_next;
-  assign \$28  = mask & \$27 ;
-  assign \$29  = valid ? \$28  : 1'h0;
-  assign \$30  = ~ clear;
-  assign \$31  = valid & \$30 ;
-  assign \$32  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$33  = closed_ok ? \$32  : 17'h00000;
-  assign \$34  = r_closed + pending;
-  assign \$35  = st & have;
-  assign \$36  = $signed(\$signal ) > $signed(w_hi0_0);
-  assign \$37  = \$36  ? \$signal  : w_hi0_0;
-  assign \$38  = st ? w_hi0_0 : \$37 ;
+  assign \$16  = 1'h0 + \$15 ;
+  assign \$17  = \$16  >= 1'h1;
+  assign \$20  = 1'h0 + \$19 ;
+  assign \$21  = \$20  - 1'h1;
+  assign \$22  = fresh ? 1'h1 : start_next;
+  assign \$23  = mask & \$22 ;
+  assign \$24  = valid ? \$23  : 1'h0;
+  assign \$25  = ~ clear;
+  assign \$26  = valid & \$25 ;
+  assign \$27  = mask ? x : 16'h8000;
+  assign \$28  = mask ? x : 16'h7fff;
+  assign \$30  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$31  = closed_ok ? \$30  : 17'h00000;
+  assign \$32  = r_closed + pending;
+  assign \$33  = st & have;
+  assign \$34  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$35  = \$34  ? \$signal  : w_hi0_0;
+  assign \$36  = st ? w_hi0_0 : \$35 ;
+  assign \$37  = $signed(lo) < $signed(w_lo0_0);
+  assign \$38  = \$37  ? lo : w_lo0_0;
+  assign \$39  = st ? w_lo0_0 : \$38 ;
+  assign \$40  = have | w_any0_0;
+  assign \$41  = st ? 1'h1 : \$40 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    cur_next = \$4 [12:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    after_next = \$4 [12:0];
     if (\$9 ) begin
-      cur_next = \$12 [12:0];
+      after_next = \$12 [12:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    after_next = \$15 [12:0];
-    if (\$20 ) begin
-      after_next = \$23 [12:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    second_next = \$13 [12:0];
+    if (\$18 ) begin
+      second_next = \$21 [12:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = \$24 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$42  = \$24 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$43  = \$26 ;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$44  = \$27 ;
     if (rst) begin
       \$44  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = \$25 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = \$28 ;
     if (rst) begin
       \$45  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = \$26 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = \$29 ;
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = \$29 ;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = \$31 ;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = { \$33 [16], \$33  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = { \$31 [16], \$31  };
     if (clear) begin
-      \$49  = 18'h00000;
+      \$47  = 18'h00000;
     end
     if (rst) begin
-      \$49  = 18'h00000;
+      \$47  = 18'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = \$34 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = \$32 [19:0];
     if (clear) begin
-      \$50  = 20'h00000;
+      \$48  = 20'h00000;
     end
     if (rst) begin
-      \$50  = 20'h00000;
+      \$48  = 20'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = 1'h0;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (beat) begin
-        \$51  = \$35 ;
+        \$49  = \$33 ;
       end
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = have;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = have;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$52  = 1'h0;
+      \$50  = 1'h0;
     end else begin
       if (beat) begin
-        \$52  = \$43 ;
+        \$50  = \$41 ;
       end
     end
     if (rst) begin
-      \$52  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = \$signal ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = \$signal ;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$53  = 16'h8000;
+      \$51  = 16'h8000;
     end else begin
       if (beat) begin
-        \$53  = \$38 ;
+        \$51  = \$36 ;
       end
     end
     if (rst) begin
-      \$53  = 16'h0000;
+      \$51  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = lo;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$52  = lo;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$54  = 16'h7fff;
+      \$52  = 16'h7fff;
     end else begin
       if (beat) begin
-        \$54  = \$41 ;
+        \$52  = \$39 ;
+      end
+    end
+    if (rst) begin
+      \$52  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = fresh;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$53  = 1'h1;
+    end else begin
+      if (valid) begin
+        \$53  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = closed_hi0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$54  = \$signal ;
       end
     end
     if (rst) begin
@@ -4658,90 +5479,64 @@ module \hwnorm_range_s16.stats_unit.ranges (clk, rst, mask, r_open, clear, valid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = \dist ;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$55  = 13'h0000;
-    end else begin
-      if (valid) begin
-        \$55  = cur_next;
-      end
-    end
-    if (rst) begin
-      \$55  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = fresh;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$56  = 1'h1;
-    end else begin
-      if (valid) begin
-        \$56  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = closed_hi0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$55  = closed_lo0;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (beat) begin
-        \$57  = \$signal ;
+        \$55  = lo;
       end
     end
     if (rst) begin
-      \$57  = 16'h0000;
+      \$55  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = closed_lo0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$58  = lo;
-      end
-    end
-    if (rst) begin
-      \$58  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = start_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$56  = \dist ;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (valid) begin
-        \$59  = after_start0;
+        \$56  = after_next;
+      end else if (fresh) begin
+        \$56  = second_next;
       end
     end
     if (rst) begin
-      \$59  = 1'h0;
+      \$56  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$57  = start_next;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$57  = after_start0;
+      end
+    end
+    if (rst) begin
+      \$57  = 1'h0;
     end
   end
   assign r_open = \$1 [15:0];
   assign \x[0]  = x;
-  assign cur_start0 = \$3 ;
+  assign after_start0 = \$3 ;
   assign \$6  = { 1'h0, chunk_size };
   assign \$10  = { 1'h0, chunk_size };
-  assign after_start0 = \$14 ;
-  assign \$17  = { 1'h0, chunk_size };
-  assign \$21  = { 1'h0, chunk_size };
-  assign \$26  = mask;
+  assign \$13  = 14'h3fff;
+  assign \$14  = 1'h1;
+  assign \$15  = { 1'h0, chunk_size };
+  assign \$18  = \$17 ;
+  assign \$19  = { 1'h0, chunk_size };
+  assign \$29  = mask;
 endmodule
 
-module \hwnorm_range_s16.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_range_s16.stats_unit.sum$26 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [29:0] \$2 ;
   reg [28:0] \$3 ;
@@ -4765,7 +5560,7 @@ module \hwnorm_range_s16.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 29'h00000000;

@@ -157,8 +157,8 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_range_s8.math  math (
-    .\a$26 (a),
-    .\b$50 (b),
+    .\a$28 (a),
+    .\b$52 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -484,7 +484,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$26 , \b$50 , clk);
+module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$28 , \b$52 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -593,102 +593,116 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire [7:0] \$196 ;
+  wire \$196 ;
   wire \$197 ;
-  wire [10:0] \$198 ;
-  wire [10:0] \$199 ;
+  wire \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [10:0] \$201 ;
+  wire \$201 ;
   wire \$202 ;
-  wire [10:0] \$203 ;
-  wire [10:0] \$204 ;
-  wire [10:0] \$205 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
   wire \$206 ;
-  wire [10:0] \$207 ;
+  wire [7:0] \$207 ;
   wire \$208 ;
   wire [10:0] \$209 ;
   wire \$21 ;
   wire [10:0] \$210 ;
-  wire [10:0] \$211 ;
+  wire \$211 ;
   wire [10:0] \$212 ;
-  wire [10:0] \$213 ;
-  wire [54:0] \$214 ;
-  wire \$215 ;
-  wire [9:0] \$216 ;
-  wire [10:0] \$217 ;
-  wire [11:0] \$218 ;
-  wire [48:0] \$219 ;
+  wire \$213 ;
+  wire [10:0] \$214 ;
+  wire [10:0] \$215 ;
+  wire [10:0] \$216 ;
+  wire \$217 ;
+  wire [10:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [22:0] \$220 ;
-  wire [15:0] \$221 ;
-  wire [15:0] \$222 ;
-  wire [23:0] \$223 ;
-  wire \$224 ;
-  wire [58:0] \$225 ;
-  wire [58:0] \$226 ;
-  wire \$227 ;
-  wire [46:0] \$228 ;
-  wire [40:0] \$229 ;
+  wire [10:0] \$220 ;
+  wire [10:0] \$221 ;
+  wire [10:0] \$222 ;
+  wire [10:0] \$223 ;
+  wire [10:0] \$224 ;
+  wire [54:0] \$225 ;
+  wire \$226 ;
+  wire [9:0] \$227 ;
+  wire [10:0] \$228 ;
+  wire [11:0] \$229 ;
   wire [5:0] \$23 ;
-  wire [8:0] \$230 ;
-  wire \$231 ;
-  wire [10:0] \$232 ;
-  wire [10:0] \$233 ;
-  wire \$234 ;
-  wire [10:0] \$235 ;
-  wire \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire [10:0] \$239 ;
+  wire [48:0] \$230 ;
+  wire [22:0] \$231 ;
+  wire [15:0] \$232 ;
+  wire [15:0] \$233 ;
+  wire [23:0] \$234 ;
+  wire \$235 ;
+  wire [58:0] \$236 ;
+  wire [58:0] \$237 ;
+  wire \$238 ;
+  wire [46:0] \$239 ;
   wire [5:0] \$24 ;
-  wire \$240 ;
-  wire [10:0] \$241 ;
+  wire [40:0] \$240 ;
+  wire [8:0] \$241 ;
   wire \$242 ;
   wire [10:0] \$243 ;
   wire [10:0] \$244 ;
-  wire [10:0] \$245 ;
+  wire \$245 ;
   wire [10:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire [54:0] \$248 ;
-  wire \$249 ;
+  wire \$247 ;
+  wire [10:0] \$248 ;
+  wire [10:0] \$249 ;
   wire [5:0] \$25 ;
-  wire [9:0] \$250 ;
-  wire [10:0] \$251 ;
-  wire [11:0] \$252 ;
-  wire [48:0] \$253 ;
-  wire [22:0] \$254 ;
-  wire [15:0] \$255 ;
-  wire [15:0] \$256 ;
-  wire [23:0] \$257 ;
-  wire [56:0] \$258 ;
-  wire [46:0] \$259 ;
+  wire [10:0] \$250 ;
+  wire \$251 ;
+  wire [10:0] \$252 ;
+  wire \$253 ;
+  wire [10:0] \$254 ;
+  wire [10:0] \$255 ;
+  wire [10:0] \$256 ;
+  wire [10:0] \$257 ;
+  wire [10:0] \$258 ;
+  wire [54:0] \$259 ;
   wire \$26 ;
-  reg [5:0] \$260 ;
-  reg [34:0] \$261 ;
-  reg [43:0] \$262 ;
-  reg [5:0] \$263 ;
-  reg [16:0] \$264 ;
-  reg [25:0] \$265 ;
-  reg [39:0] \$266 ;
-  reg [9:0] \$267 ;
-  reg [3:0] \$268 ;
-  reg [3:0] \$269 ;
+  wire \$260 ;
+  wire [9:0] \$261 ;
+  wire [10:0] \$262 ;
+  wire [11:0] \$263 ;
+  wire [48:0] \$264 ;
+  wire [22:0] \$265 ;
+  wire [15:0] \$266 ;
+  wire [15:0] \$267 ;
+  wire [23:0] \$268 ;
+  wire [56:0] \$269 ;
   wire [5:0] \$27 ;
-  reg [9:0] \$270 ;
-  reg [48:0] \$271 ;
-  reg [5:0] \$272 ;
-  reg [3:0] \$273 ;
-  reg [33:0] \$274 ;
-  reg [41:0] \$275 ;
-  reg [56:0] \$276 ;
-  reg [57:0] \$277 ;
-  reg \$278 ;
-  reg [45:0] \$279 ;
+  wire [46:0] \$270 ;
+  reg [5:0] \$271 ;
+  reg \$272 ;
+  reg [34:0] \$273 ;
+  reg [43:0] \$274 ;
+  reg [5:0] \$275 ;
+  reg \$276 ;
+  reg [16:0] \$277 ;
+  reg [25:0] \$278 ;
+  reg [39:0] \$279 ;
   wire [5:0] \$28 ;
-  reg [41:0] \$280 ;
+  reg [9:0] \$280 ;
+  reg [3:0] \$281 ;
+  reg [3:0] \$282 ;
+  reg [9:0] \$283 ;
+  reg [48:0] \$284 ;
+  reg [5:0] \$285 ;
+  reg [3:0] \$286 ;
+  reg [33:0] \$287 ;
+  reg [41:0] \$288 ;
+  reg [56:0] \$289 ;
   wire [5:0] \$29 ;
+  reg [57:0] \$290 ;
+  reg [57:0] \$291 ;
+  reg \$292 ;
+  reg [45:0] \$293 ;
+  reg [41:0] \$294 ;
   wire \$3 ;
   wire [5:0] \$30 ;
   wire [5:0] \$31 ;
@@ -767,11 +781,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$98 ;
   wire \$99 ;
   reg [35:0] a;
-  output [33:0] \a$26 ;
-  reg [33:0] \a$26  = 34'h000000000;
+  output [33:0] \a$28 ;
+  reg [33:0] \a$28  = 34'h000000000;
   reg [20:0] b;
-  output [41:0] \b$50 ;
-  reg [41:0] \b$50  = 42'h00000000000;
+  output [41:0] \b$52 ;
+  reg [41:0] \b$52  = 42'h00000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [41:0] bias = 42'h00000000000;
@@ -793,11 +807,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire [3:0] count_lead;
   output [43:0] den;
   reg [43:0] den = 44'h00000000000;
-  reg [43:0] \den$22 ;
+  reg [43:0] \den$24 ;
   wire [5:0] den_lead;
   reg [57:0] div_mag = 58'h000000000000000;
   reg div_neg = 1'h0;
-  reg [57:0] div_num;
+  reg [57:0] div_num = 58'h000000000000000;
   output done;
   reg done;
   wire \done$37 ;
@@ -811,9 +825,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   reg [41:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$21 ;
-  reg [56:0] p = 57'h000000000000000;
-  wire [58:0] \p$38 ;
+  reg \neg$23 ;
+  wire [58:0] p;
+  reg [56:0] \p$49  = 57'h000000000000000;
   reg [3:0] pre = 4'h0;
   wire [43:0] q;
   reg [45:0] quot = 46'h000000000000;
@@ -825,15 +839,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   reg [43:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$17 ;
+  reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
+  reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$23 ;
+  reg [5:0] \steps$25 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [34:0] t = 35'h000000000;
@@ -1035,119 +1053,136 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \$193  = fsm_state == 6'h22;
   assign \$194  = fsm_state == 6'h23;
   assign \$195  = fsm_state == 6'h24;
-  assign \$196  = lead + 8'hfb;
-  assign \$197  = $signed(sh0) < $signed(4'h4);
-  assign \$198  = $signed(4'h4) - $signed(sh0);
-  assign \$199  = \$197  ? \$198  : 11'h000;
-  assign \$200  = $signed(sh0) < $signed(4'h4);
-  assign \$201  = $signed(sh0) - $signed(4'h4);
-  assign \$202  = $signed(\$201 ) < $signed({ 1'h0, tk });
-  assign \$203  = $signed(sh0) - $signed(4'h4);
-  assign \$204  = \$202  ? \$203  : { 7'h00, tk };
-  assign \$205  = $signed(sh0) - $signed(5'h0d);
-  assign \$206  = $signed(\$204 ) > $signed(\$205 );
-  assign \$207  = $signed(sh0) - $signed(4'h4);
-  assign \$208  = $signed(\$207 ) < $signed({ 1'h0, tk });
-  assign \$209  = $signed(sh0) - $signed(4'h4);
-  assign \$210  = \$208  ? \$209  : { 7'h00, tk };
-  assign \$211  = $signed(sh0) - $signed(5'h0d);
-  assign \$212  = \$206  ? \$210  : \$211 ;
-  assign \$213  = \$200  ? 11'h000 : \$212 ;
-  assign \$214  = $signed(km) << pre;
-  assign \$215  = tsh > 6'h31;
-  assign \$216  = \$215  ? 10'h031 : tsh;
-  assign \$217  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$218  = $signed(\$217 ) - $signed({ 1'h0, tsh });
-  assign \$219  = $signed(km_pre) >>> t_clamped;
-  assign \$220  = $signed(chan[82:75]) << \$133 [3:0];
-  assign \$221  = 1'h1 << sh;
-  assign \$223  = $signed(\$220 ) + $signed({ 1'h0, \$222  });
-  assign \$224  = $signed(div_num) < $signed(1'h0);
-  assign \$225  = - $signed(div_num);
-  assign \$226  = \$224  ? \$225  : { div_num[57], div_num };
-  assign \$227  = $signed(div_num) < $signed(1'h0);
-  assign \$228  = $signed(bias) - $signed(quot);
-  assign \$230  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$231  = $signed(sh0) < $signed(4'h4);
-  assign \$232  = $signed(4'h4) - $signed(sh0);
-  assign \$233  = \$231  ? \$232  : 11'h000;
-  assign \$234  = $signed(sh0) < $signed(4'h4);
-  assign \$235  = $signed(sh0) - $signed(4'h4);
-  assign \$236  = $signed(\$235 ) < $signed({ 1'h0, tk });
-  assign \$237  = $signed(sh0) - $signed(4'h4);
-  assign \$238  = \$236  ? \$237  : { 7'h00, tk };
-  assign \$239  = $signed(sh0) - $signed(5'h0d);
-  assign \$240  = $signed(\$238 ) > $signed(\$239 );
-  assign \$241  = $signed(sh0) - $signed(4'h4);
-  assign \$242  = $signed(\$241 ) < $signed({ 1'h0, tk });
-  assign \$243  = $signed(sh0) - $signed(4'h4);
-  assign \$244  = \$242  ? \$243  : { 7'h00, tk };
-  assign \$245  = $signed(sh0) - $signed(5'h0d);
-  assign \$246  = \$240  ? \$244  : \$245 ;
-  assign \$247  = \$234  ? 11'h000 : \$246 ;
-  assign \$248  = $signed(km) << pre;
-  assign \$249  = tsh > 6'h31;
-  assign \$250  = \$249  ? 10'h031 : tsh;
-  assign \$251  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$252  = $signed(\$251 ) - $signed({ 1'h0, tsh });
-  assign \$253  = $signed(km_pre) >>> t_clamped;
-  assign \$254  = $signed(chan[82:75]) << \$134 [3:0];
-  assign \$255  = 1'h1 << sh;
-  assign \$257  = $signed(\$254 ) + $signed({ 1'h0, \$256  });
-  assign \$259  = $signed(bias) - $signed(quot);
+  assign \$196  = fsm_state == 6'h25;
+  assign \$197  = fsm_state == 6'h26;
+  assign \$198  = fsm_state == 6'h27;
+  assign \$199  = fsm_state == 6'h28;
+  assign \$200  = fsm_state == 6'h29;
+  assign \$201  = fsm_state == 6'h2a;
+  assign \$202  = fsm_state == 6'h2b;
+  assign \$203  = fsm_state == 6'h2c;
+  assign \$204  = fsm_state == 6'h2d;
+  assign \$205  = fsm_state == 6'h2e;
+  assign \$206  = fsm_state == 6'h2f;
+  assign \$207  = lead + 8'hfb;
+  assign \$208  = $signed(sh0) < $signed(4'h4);
+  assign \$209  = $signed(4'h4) - $signed(sh0);
+  assign \$210  = \$208  ? \$209  : 11'h000;
+  assign \$211  = $signed(sh0) < $signed(4'h4);
+  assign \$212  = $signed(sh0) - $signed(4'h4);
+  assign \$213  = $signed(\$212 ) < $signed({ 1'h0, tk });
+  assign \$214  = $signed(sh0) - $signed(4'h4);
+  assign \$215  = \$213  ? \$214  : { 7'h00, tk };
+  assign \$216  = $signed(sh0) - $signed(5'h0d);
+  assign \$217  = $signed(\$215 ) > $signed(\$216 );
+  assign \$218  = $signed(sh0) - $signed(4'h4);
+  assign \$219  = $signed(\$218 ) < $signed({ 1'h0, tk });
+  assign \$220  = $signed(sh0) - $signed(4'h4);
+  assign \$221  = \$219  ? \$220  : { 7'h00, tk };
+  assign \$222  = $signed(sh0) - $signed(5'h0d);
+  assign \$223  = \$217  ? \$221  : \$222 ;
+  assign \$224  = \$211  ? 11'h000 : \$223 ;
+  assign \$225  = $signed(km) << pre;
+  assign \$226  = tsh > 6'h31;
+  assign \$227  = \$226  ? 10'h031 : tsh;
+  assign \$228  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$229  = $signed(\$228 ) - $signed({ 1'h0, tsh });
+  assign \$230  = $signed(km_pre) >>> t_clamped;
+  assign \$231  = $signed(chan[82:75]) << \$133 [3:0];
+  assign \$232  = 1'h1 << sh;
+  assign \$234  = $signed(\$231 ) + $signed({ 1'h0, \$233  });
+  assign \$235  = $signed(div_num) < $signed(1'h0);
+  assign \$236  = - $signed(div_num);
+  assign \$237  = \$235  ? \$236  : { div_num[57], div_num };
+  assign \$238  = $signed(div_num) < $signed(1'h0);
+  assign \$239  = $signed(bias) - $signed(quot);
+  assign \$241  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$242  = $signed(sh0) < $signed(4'h4);
+  assign \$243  = $signed(4'h4) - $signed(sh0);
+  assign \$244  = \$242  ? \$243  : 11'h000;
+  assign \$245  = $signed(sh0) < $signed(4'h4);
+  assign \$246  = $signed(sh0) - $signed(4'h4);
+  assign \$247  = $signed(\$246 ) < $signed({ 1'h0, tk });
+  assign \$248  = $signed(sh0) - $signed(4'h4);
+  assign \$249  = \$247  ? \$248  : { 7'h00, tk };
+  assign \$250  = $signed(sh0) - $signed(5'h0d);
+  assign \$251  = $signed(\$249 ) > $signed(\$250 );
+  assign \$252  = $signed(sh0) - $signed(4'h4);
+  assign \$253  = $signed(\$252 ) < $signed({ 1'h0, tk });
+  assign \$254  = $signed(sh0) - $signed(4'h4);
+  assign \$255  = \$253  ? \$254  : { 7'h00, tk };
+  assign \$256  = $signed(sh0) - $signed(5'h0d);
+  assign \$257  = \$251  ? \$255  : \$256 ;
+  assign \$258  = \$245  ? 11'h000 : \$257 ;
+  assign \$259  = $signed(km) << pre;
+  assign \$260  = tsh > 6'h31;
+  assign \$261  = \$260  ? 10'h031 : tsh;
+  assign \$262  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$263  = $signed(\$262 ) - $signed({ 1'h0, tsh });
+  assign \$264  = $signed(km_pre) >>> t_clamped;
+  assign \$265  = $signed(chan[82:75]) << \$134 [3:0];
+  assign \$266  = 1'h1 << sh;
+  assign \$268  = $signed(\$265 ) + $signed({ 1'h0, \$267  });
+  assign \$270  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$260 ;
+    fsm_state <= \$271 ;
   always @(posedge clk)
-    t <= \$261 ;
+    start <= \$272 ;
   always @(posedge clk)
-    den <= \$262 ;
+    t <= \$273 ;
   always @(posedge clk)
-    lead <= \$263 ;
+    den <= \$274 ;
   always @(posedge clk)
-    recip <= \$264 ;
+    lead <= \$275 ;
   always @(posedge clk)
-    m <= \$265 ;
+    \start$9  <= \$276 ;
   always @(posedge clk)
-    km <= \$266 ;
+    recip <= \$277 ;
   always @(posedge clk)
-    sh0 <= \$267 ;
+    m <= \$278 ;
   always @(posedge clk)
-    tk <= \$268 ;
+    km <= \$279 ;
   always @(posedge clk)
-    pre <= \$269 ;
+    sh0 <= \$280 ;
   always @(posedge clk)
-    tsh <= \$270 ;
+    tk <= \$281 ;
   always @(posedge clk)
-    km_pre <= \$271 ;
+    pre <= \$282 ;
   always @(posedge clk)
-    t_clamped <= \$272 ;
+    tsh <= \$283 ;
   always @(posedge clk)
-    sh <= \$273 ;
+    km_pre <= \$284 ;
   always @(posedge clk)
-    \a$26  <= \$274 ;
+    t_clamped <= \$285 ;
   always @(posedge clk)
-    bias <= \$275 ;
+    sh <= \$286 ;
   always @(posedge clk)
-    p <= \$276 ;
+    \a$28  <= \$287 ;
   always @(posedge clk)
-    div_mag <= \$277 ;
+    bias <= \$288 ;
   always @(posedge clk)
-    div_neg <= \$278 ;
+    \p$49  <= \$289 ;
   always @(posedge clk)
-    quot <= \$279 ;
+    div_num <= \$290 ;
   always @(posedge clk)
-    \b$50  <= \$280 ;
+    div_mag <= \$291 ;
+  always @(posedge clk)
+    div_neg <= \$292 ;
+  always @(posedge clk)
+    quot <= \$293 ;
+  always @(posedge clk)
+    \b$52  <= \$294 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$22 ),
+    .\den$13 (\den$24 ),
     .done(\done$39 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$21 ),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$17 ),
-    .steps(\steps$23 )
+    .start(\start$9 ),
+    .steps(\steps$25 )
   );
   \hwnorm_range_s8.math.mul  mul (
     .a(a),
@@ -1156,83 +1191,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
     .clk(clk),
     .done(\done$37 ),
     .\neg$12 (neg),
-    .p(\p$38 ),
+    .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          start = 1'h1;
-      6'h06:
-          /* empty */;
-      6'h07:
-          start = 1'h1;
-      6'h08:
-          /* empty */;
-      6'h09:
-          start = 1'h1;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          start = 1'h1;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          start = 1'h1;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          start = 1'h1;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          start = 1'h1;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 36'h000000000;
@@ -1244,29 +1207,29 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          a = { 16'h0000, chan[46:27] };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          a = { 16'h0000, chan[66:47] };
+          a = { 16'h0000, chan[46:27] };
       6'h08:
           /* empty */;
       6'h09:
-          a = { t[34], t };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          a = { 16'h0000, chan[66:47] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          a = { t[34], t };
       6'h0e:
-          a = { 19'h00000, recip };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1274,13 +1237,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          a = { 19'h00000, recip };
       6'h15:
           /* empty */;
       6'h16:
-          a = { \a$26 [33], \a$26 [33], \a$26  };
-      6'h17:
           /* empty */;
+      6'h17:
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h18:
           /* empty */;
       6'h19:
@@ -1289,20 +1252,42 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          a = { 20'h00000, chan[114:99] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          a = { \a$28 [33], \a$28 [33], \a$28  };
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$26 [33], \a$26 [33], \a$26  };
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          a = { 20'h00000, chan[114:99] };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          a = { \a$28 [33], \a$28 [33], \a$28  };
     endcase
   end
   always @* begin
@@ -1316,29 +1301,29 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          b = { 9'h000, r_closed };
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          b = { 13'h0000, r_open };
+          b = { 9'h000, r_closed };
       6'h08:
           /* empty */;
       6'h09:
-          b = { 8'h00, chan[13:1] };
-      6'h0a:
           /* empty */;
+      6'h0a:
+          b = { 13'h0000, r_open };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          b = { 8'h00, chan[13:1] };
       6'h0e:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1346,13 +1331,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
       6'h15:
           /* empty */;
       6'h16:
-          b = \$147 [20:0];
-      6'h17:
           /* empty */;
+      6'h17:
+          b = { 8'h00, chan[13:1] };
       6'h18:
           /* empty */;
       6'h19:
@@ -1361,19 +1346,41 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          b = \$147 [20:0];
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
     endcase
   end
@@ -1388,29 +1395,29 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          c = 59'h000000000000003;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+          c = 59'h000000000000003;
       6'h08:
           /* empty */;
       6'h09:
-          c = 59'h000000000000000;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
-      6'h0e:
           c = 59'h000000000000000;
+      6'h0e:
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1418,13 +1425,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          c = 59'h000000000000000;
       6'h15:
           /* empty */;
       6'h16:
-          c = 59'h000000000000000;
-      6'h17:
           /* empty */;
+      6'h17:
+          c = 59'h000000000000000;
       6'h18:
           /* empty */;
       6'h19:
@@ -1433,19 +1440,41 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          c = 59'h000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          c = 59'h000000000000000;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          c = 59'h000000000000000;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           c = 59'h000000000000000;
     endcase
   end
@@ -1460,7 +1489,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          neg = 1'h0;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -1468,21 +1497,21 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h08:
           /* empty */;
       6'h09:
-          neg = 1'h0;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          neg = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          neg = 1'h0;
       6'h0e:
-          neg = \$144 ;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = 1'h0;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1490,13 +1519,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          neg = \$144 ;
       6'h15:
           /* empty */;
       6'h16:
-          neg = \$148 ;
-      6'h17:
           /* empty */;
+      6'h17:
+          neg = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -1505,19 +1534,41 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          neg = \$154 ;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          neg = \$148 ;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          neg = \$154 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           neg = \$158 ;
     endcase
   end
@@ -1532,29 +1583,29 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h0c;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          steps = 5'h08;
+          steps = 5'h0c;
       6'h08:
           /* empty */;
       6'h09:
-          steps = 5'h0d;
-      6'h0a:
           /* empty */;
+      6'h0a:
+          steps = 5'h08;
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          /* empty */;
+          steps = 5'h0d;
       6'h0e:
-          steps = 5'h08;
+          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          steps = 5'h0d;
+          /* empty */;
       6'h11:
           /* empty */;
       6'h12:
@@ -1562,13 +1613,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
+          steps = 5'h08;
       6'h15:
           /* empty */;
       6'h16:
-          steps = 5'h15;
-      6'h17:
           /* empty */;
+      6'h17:
+          steps = 5'h0d;
       6'h18:
           /* empty */;
       6'h19:
@@ -1577,74 +1628,42 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          steps = 5'h08;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          steps = 5'h15;
       6'h1f:
           /* empty */;
       6'h20:
           /* empty */;
       6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          steps = 5'h08;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
           steps = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$17  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \start$17  = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \start$17  = 1'h1;
     endcase
   end
   always @* begin
@@ -1672,7 +1691,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = \$138 [43:0];
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1682,7 +1701,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          rem_init = \$138 [43:0];
       6'h12:
           /* empty */;
       6'h13:
@@ -1698,6 +1717,24 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
           rem_init = \$149 [43:0];
     endcase
   end
@@ -1726,7 +1763,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$140 ;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1736,7 +1773,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          lo_init = \$140 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1752,12 +1789,30 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
           lo_init = \$150 [41:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$21  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1780,7 +1835,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$21  = 1'h0;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1790,7 +1845,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \neg$23  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1806,12 +1861,30 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \neg$21  = div_neg;
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$22  = 44'h00000000000;
+    \den$24  = 44'h00000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1834,7 +1907,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$22  = den;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1844,7 +1917,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \den$24  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -1860,12 +1933,30 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \den$22  = { 31'h00000000, chan[13:1] };
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \den$24  = { 31'h00000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$23  = 6'h00;
+    \steps$25  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1888,7 +1979,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$23  = 6'h10;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
@@ -1898,7 +1989,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          /* empty */;
+          \steps$25  = 6'h10;
       6'h12:
           /* empty */;
       6'h13:
@@ -1914,59 +2005,25 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \steps$23  = 6'h2a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 58'h000000000000000;
-    casez (fsm_state)
-      6'h00:
           /* empty */;
-      6'h02:
+      6'h1a:
           /* empty */;
-      6'h04:
+      6'h1b:
           /* empty */;
-      6'h05:
+      6'h1c:
           /* empty */;
-      6'h06:
+      6'h1d:
           /* empty */;
-      6'h07:
+      6'h1e:
           /* empty */;
-      6'h08:
+      6'h1f:
           /* empty */;
-      6'h09:
+      6'h20:
           /* empty */;
-      6'h0a:
+      6'h21:
           /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          div_num = { p[56], p };
+      6'h22:
+          \steps$25  = 6'h2a;
     endcase
   end
   always @* begin
@@ -2025,8 +2082,6 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h1b:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2044,6 +2099,30 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h23:
           /* empty */;
       6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2051,119 +2130,141 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = fsm_state;
+    \$271  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$260  = 6'h01;
+                  \$271  = 6'h01;
               2'h1:
-                  \$260  = 6'h02;
+                  \$271  = 6'h02;
               2'h2:
-                  \$260  = 6'h03;
+                  \$271  = 6'h03;
             endcase
           end
       6'h02:
-          \$260  = 6'h04;
+          \$271  = 6'h04;
       6'h04:
-          \$260  = 6'h05;
+          \$271  = 6'h05;
       6'h05:
-          \$260  = 6'h06;
+          \$271  = 6'h06;
       6'h06:
-          if (\done$37 ) begin
-            \$260  = 6'h07;
-          end
+          \$271  = 6'h07;
       6'h07:
-          \$260  = 6'h08;
+          \$271  = 6'h08;
       6'h08:
           if (\done$37 ) begin
-            \$260  = 6'h09;
+            \$271  = 6'h09;
           end
       6'h09:
-          \$260  = 6'h0a;
+          \$271  = 6'h0a;
       6'h0a:
-          if (\done$37 ) begin
-            \$260  = 6'h0b;
-          end
+          \$271  = 6'h0b;
       6'h0b:
-          \$260  = 6'h0c;
+          if (\done$37 ) begin
+            \$271  = 6'h0c;
+          end
       6'h0c:
-          \$260  = 6'h0d;
+          \$271  = 6'h0d;
       6'h0d:
-          if (\done$39 ) begin
-            \$260  = 6'h0e;
-          end
+          \$271  = 6'h0e;
       6'h0e:
-          \$260  = 6'h0f;
+          if (\done$37 ) begin
+            \$271  = 6'h0f;
+          end
       6'h0f:
-          if (\done$37 ) begin
-            \$260  = 6'h10;
-          end
+          \$271  = 6'h10;
       6'h10:
-          \$260  = 6'h11;
+          \$271  = 6'h11;
       6'h11:
-          if (\done$37 ) begin
-            \$260  = 6'h12;
-          end
+          \$271  = 6'h12;
       6'h12:
-          \$260  = 6'h13;
-      6'h13:
-          \$260  = 6'h14;
-      6'h14:
-          \$260  = 6'h15;
-      6'h15:
-          \$260  = 6'h16;
-      6'h16:
-          \$260  = 6'h17;
-      6'h17:
-          if (\done$37 ) begin
-            \$260  = 6'h18;
-          end
-      6'h18:
-          \$260  = 6'h19;
-      6'h19:
-          \$260  = 6'h1a;
-      6'h1a:
           if (\done$39 ) begin
-            \$260  = 6'h1b;
+            \$271  = 6'h13;
           end
+      6'h13:
+          \$271  = 6'h14;
+      6'h14:
+          \$271  = 6'h15;
+      6'h15:
+          if (\done$37 ) begin
+            \$271  = 6'h16;
+          end
+      6'h16:
+          \$271  = 6'h17;
+      6'h17:
+          \$271  = 6'h18;
+      6'h18:
+          if (\done$37 ) begin
+            \$271  = 6'h19;
+          end
+      6'h19:
+          \$271  = 6'h1a;
+      6'h1a:
+          \$271  = 6'h1b;
       6'h1b:
-          \$260  = 6'h01;
-      6'h03:
-          \$260  = 6'h1c;
+          \$271  = 6'h1c;
       6'h1c:
-          if (\done$37 ) begin
-            \$260  = 6'h1d;
-          end
+          \$271  = 6'h1d;
       6'h1d:
-          \$260  = 6'h1e;
+          \$271  = 6'h1e;
       6'h1e:
-          \$260  = 6'h1f;
+          \$271  = 6'h1f;
       6'h1f:
-          \$260  = 6'h20;
-      6'h20:
-          \$260  = 6'h21;
-      6'h21:
-          \$260  = 6'h22;
-      6'h22:
           if (\done$37 ) begin
-            \$260  = 6'h23;
+            \$271  = 6'h20;
           end
+      6'h20:
+          \$271  = 6'h21;
+      6'h21:
+          \$271  = 6'h22;
+      6'h22:
+          \$271  = 6'h23;
       6'h23:
-          \$260  = 6'h24;
+          if (\done$39 ) begin
+            \$271  = 6'h24;
+          end
       6'h24:
-          \$260  = 6'h01;
+          \$271  = 6'h01;
+      6'h03:
+          \$271  = 6'h25;
+      6'h25:
+          \$271  = 6'h26;
+      6'h26:
+          if (\done$37 ) begin
+            \$271  = 6'h27;
+          end
+      6'h27:
+          \$271  = 6'h28;
+      6'h28:
+          \$271  = 6'h29;
+      6'h29:
+          \$271  = 6'h2a;
+      6'h2a:
+          \$271  = 6'h2b;
+      6'h2b:
+          \$271  = 6'h2c;
+      6'h2c:
+          \$271  = 6'h2d;
+      6'h2d:
+          if (\done$37 ) begin
+            \$271  = 6'h2e;
+          end
+      6'h2e:
+          \$271  = 6'h2f;
+      6'h2f:
+          \$271  = 6'h01;
       6'h01:
-          \$260  = 6'h00;
+          \$271  = 6'h00;
     endcase
     if (rst) begin
-      \$260  = 6'h00;
+      \$271  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = t;
+    \$272  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2174,210 +2275,21 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$37 ) begin
-            \$261  = \p$38 [34:0];
-          end
+          \$272  = 1'h1;
       6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$37 ) begin
-            \$261  = \p$38 [34:0];
-          end
-    endcase
-    if (rst) begin
-      \$261  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
+          \$272  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$272  = 1'h1;
       6'h0a:
-          if (\done$37 ) begin
-            \$262  = \p$38 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$262  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$263  = den_lead;
-    endcase
-    if (rst) begin
-      \$263  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$272  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$272  = 1'h1;
       6'h0d:
-          if (\done$39 ) begin
-            \$264  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$264  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          if (\done$37 ) begin
-            \$265  = \p$38 [25:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          if (\done$37 ) begin
-            \$265  = \p$38 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$265  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
+          \$272  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2385,21 +2297,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          if (\done$37 ) begin
-            \$266  = \p$38 [39:0];
-          end
+          /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
+          \$272  = 1'h1;
       6'h14:
-          /* empty */;
+          \$272  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          \$272  = 1'h1;
       6'h17:
-          /* empty */;
+          \$272  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2407,906 +2317,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
-          \$266  = \$229 [39:0];
-    endcase
-    if (rst) begin
-      \$266  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$267  = { \$196 [7], \$196 [7], \$196  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$267  = { \$230 [8], \$230  };
-    endcase
-    if (rst) begin
-      \$267  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$268  = count_lead;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$268  = 4'h8;
-    endcase
-    if (rst) begin
-      \$268  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$269  = \$199 [3:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
+          \$272  = 1'h1;
       6'h1e:
-          \$269  = \$233 [3:0];
-    endcase
-    if (rst) begin
-      \$269  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$270  = \$213 [9:0];
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$270  = \$247 [9:0];
-    endcase
-    if (rst) begin
-      \$270  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$271  = \$214 [48:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$271  = \$248 [48:0];
-    endcase
-    if (rst) begin
-      \$271  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$272  = \$216 [5:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$272  = \$250 [5:0];
-    endcase
-    if (rst) begin
-      \$272  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$273  = \$218 [3:0];
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$273  = \$252 [3:0];
-    endcase
-    if (rst) begin
-      \$273  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \a$26 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$274  = \$219 [33:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$274  = \$253 [33:0];
-    endcase
-    if (rst) begin
-      \$274  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$275  = { \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223  };
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$275  = { \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257 [23], \$257  };
-    endcase
-    if (rst) begin
-      \$275  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          if (\done$37 ) begin
-            \$276  = \p$38 [56:0];
-          end
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          if (\done$37 ) begin
-            \$276  = \p$38 [56:0];
-          end
-    endcase
-    if (rst) begin
-      \$276  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$277  = \$226 [57:0];
-    endcase
-    if (rst) begin
-      \$277  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$278  = \$227 ;
-    endcase
-    if (rst) begin
-      \$278  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$279  = { q[43], q[43], q };
-          end
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
+          \$272  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3316,15 +2333,262 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h22:
           /* empty */;
       6'h23:
-          \$279  = \$258 [45:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$272  = 1'h1;
+      6'h25:
+          \$272  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$272  = 1'h1;
+      6'h2c:
+          \$272  = 1'h0;
     endcase
     if (rst) begin
-      \$279  = 46'h000000000000;
+      \$272  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = \b$50 ;
+    \$273  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$37 ) begin
+            \$273  = p[34:0];
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$37 ) begin
+            \$273  = p[34:0];
+          end
+    endcase
+    if (rst) begin
+      \$273  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$37 ) begin
+            \$274  = p[43:0];
+          end
+    endcase
+    if (rst) begin
+      \$274  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$275  = den_lead;
+    endcase
+    if (rst) begin
+      \$275  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$276  = 1'h1;
+      6'h11:
+          \$276  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$276  = 1'h1;
+      6'h22:
+          \$276  = 1'h0;
+    endcase
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$39 ) begin
+            \$277  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$277  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3365,7 +2629,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          if (\done$37 ) begin
+            \$278  = p[25:0];
+          end
       6'h16:
           /* empty */;
       6'h17:
@@ -3377,8 +2643,6 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$280  = \$228 [41:0];
-      6'h03:
           /* empty */;
       6'h1c:
           /* empty */;
@@ -3397,14 +2661,1450 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h23:
           /* empty */;
       6'h24:
-          \$280  = \$259 [41:0];
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$37 ) begin
+            \$278  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$280  = 42'h00000000000;
+      \$278  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          if (\done$37 ) begin
+            \$279  = p[39:0];
+          end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$279  = \$240 [39:0];
+    endcase
+    if (rst) begin
+      \$279  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$280  = { \$207 [7], \$207 [7], \$207  };
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$280  = { \$241 [8], \$241  };
+    endcase
+    if (rst) begin
+      \$280  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$281  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$281  = 4'h8;
+    endcase
+    if (rst) begin
+      \$281  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$282  = \$210 [3:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$282  = \$244 [3:0];
+    endcase
+    if (rst) begin
+      \$282  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$283  = \$224 [9:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$283  = \$258 [9:0];
+    endcase
+    if (rst) begin
+      \$283  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$284  = \$225 [48:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$284  = \$259 [48:0];
+    endcase
+    if (rst) begin
+      \$284  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$285  = \$227 [5:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$285  = \$261 [5:0];
+    endcase
+    if (rst) begin
+      \$285  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$286  = \$229 [3:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$286  = \$263 [3:0];
+    endcase
+    if (rst) begin
+      \$286  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = \a$28 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$287  = \$230 [33:0];
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$287  = \$264 [33:0];
+    endcase
+    if (rst) begin
+      \$287  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$288  = { \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$288  = { \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268  };
+    endcase
+    if (rst) begin
+      \$288  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = \p$49 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$37 ) begin
+            \$289  = p[56:0];
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          if (\done$37 ) begin
+            \$289  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$289  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$290  = { \p$49 [56], \p$49  };
+    endcase
+    if (rst) begin
+      \$290  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$291  = \$237 [57:0];
+    endcase
+    if (rst) begin
+      \$291  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$292  = \$238 ;
+    endcase
+    if (rst) begin
+      \$292  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$39 ) begin
+            \$293  = { q[43], q[43], q };
+          end
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$293  = \$269 [45:0];
+    endcase
+    if (rst) begin
+      \$293  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = \b$52 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$294  = \$239 [41:0];
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$294  = \$270 [41:0];
+    endcase
+    if (rst) begin
+      \$294  = 42'h00000000000;
     end
   end
   assign beta_shift = \$133 [3:0];
   assign \beta_shift$6  = \$134 [3:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -3417,40 +4117,46 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \chan.scale_exp  = chan[122:115];
   assign \$149  = { 42'h00000000000, div_mag[57:42] };
   assign \$150  = { 1'h0, div_mag[41:0] };
-  assign \$222  = { 1'h0, \$221 [15:1] };
-  assign \$229  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$256  = { 1'h0, \$255 [15:1] };
-  assign \$258  = { p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56], p[56:8] };
+  assign \$233  = { 1'h0, \$232 [15:1] };
+  assign \$240  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$267  = { 1'h0, \$266 [15:1] };
+  assign \$269  = { \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56:8] };
 endmodule
 
-module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [44:0] \$1 ;
-  wire \$10 ;
-  wire [42:0] \$11 ;
-  wire [42:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [43:0] \$16 ;
-  reg [41:0] \$17 ;
-  reg [43:0] \$18 ;
-  reg \$19 ;
-  wire [42:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [42:0] \$13 ;
+  wire [43:0] \$14 ;
+  wire [43:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [43:0] \$19 ;
+  wire \$2 ;
   reg [41:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [43:0] \$21 ;
+  reg \$22 ;
+  reg [41:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [43:0] \$26 ;
   wire \$3 ;
-  wire [43:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [45:0] \$8 ;
+  wire [45:0] \$4 ;
+  wire [45:0] \$5 ;
+  wire [42:0] \$6 ;
+  wire \$7 ;
+  wire [42:0] \$8 ;
   wire [42:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [43:0] den = 44'h00000000000;
-  input [43:0] \den$14 ;
-  wire [43:0] \den$14 ;
+  input [43:0] \den$13 ;
+  wire [43:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3461,109 +4167,101 @@ module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   input \neg$15 ;
   wire \neg$15 ;
   output [43:0] q;
-  wire [43:0] q;
+  reg [43:0] q = 44'h00000000000;
   reg [41:0] quot = 42'h00000000000;
   reg [43:0] rem = 44'h00000000000;
   input [43:0] rem_init;
   wire [43:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [44:0] trial;
   assign trial = \$1  | { 44'h00000000000, lo[41] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 42'h00000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 42'h00000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [43:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [43:0];
     end
     if (rst) begin
-      \$16  = 44'h00000000000;
+      \$19  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [41:0];
-    end
-    if (rst) begin
-      \$17  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 42'h00000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [41:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [41:0];
     end
     if (rst) begin
       \$20  = 42'h00000000000;
@@ -3571,22 +4269,74 @@ module \hwnorm_range_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 42'h00000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [41:0];
+    end
+    if (rst) begin
+      \$23  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 44'h00000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_range_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [58:0] \$10 ;
@@ -4148,80 +4898,130 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
 endmodule
 
 module \hwnorm_range_s8.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  reg [7:0] \$5 ;
+  reg \$6 ;
+  reg \$7 ;
+  reg [7:0] \$like  = 8'h00;
+  reg \$like$4  = 1'h0;
+  wire [7:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
-  wire [12:0] \chunk_size$15 ;
+  wire [12:0] \chunk_size$21 ;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
+  wire \clear$16 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
   output [11:0] r_closed;
   wire [11:0] r_closed;
-  wire [11:0] \r_closed$17 ;
+  wire [11:0] \r_closed$23 ;
   output [7:0] r_open;
   wire [7:0] r_open;
-  wire [7:0] \r_open$19 ;
+  wire [7:0] \r_open$25 ;
   input rst;
   wire rst;
+  wire second;
   output [20:0] sum;
   wire [20:0] sum;
-  wire [20:0] \sum$9 ;
+  wire [20:0] \sum$15 ;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
   input [7:0] x;
   wire [7:0] x;
+  (* init = 8'h00 *)
   wire [7:0] \x$12 ;
   wire [7:0] \x$12[0] ;
-  wire [7:0] \x$5 ;
-  wire [7:0] \x$5[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$18 ;
+  wire [7:0] \x$18[0] ;
   wire [7:0] \x[0] ;
+  always @(posedge clk)
+    \$like  <= \$5 ;
+  always @(posedge clk)
+    \$like$4  <= \$6 ;
+  always @(posedge clk)
+    \$signal  <= \$7 ;
+  assign \$1  = ~ clear;
+  assign \$2  = valid & \$1 ;
   \hwnorm_range_s8.stats_unit.ranges  ranges (
     .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  \hwnorm_range_s8.stats_unit.sum$22  \sum$22  (
+  \hwnorm_range_s8.stats_unit.sum$26  \sum$26  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \chunk_size$15  = chunk_size;
-  assign \r_closed$17  = r_closed;
-  assign \r_open$19  = r_open;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$5  = x;
+    if (rst) begin
+      \$5  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = mask;
+    if (rst) begin
+      \$6  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = \$2 ;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \chunk_size$21  = chunk_size;
+  assign \r_closed$23  = r_closed;
+  assign \r_open$25  = r_open;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
 endmodule
 
-module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid, chunk_size, r_closed, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_range_s8.stats_unit.ranges (rst, valid, r_open, clear, chunk_size, x, mask, r_closed, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [8:0] \$1 ;
   wire [13:0] \$10 ;
   wire [14:0] \$11 ;
@@ -4229,54 +5029,52 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [13:0] \$13 ;
   wire \$14 ;
   wire [13:0] \$15 ;
-  wire \$16 ;
-  wire [13:0] \$17 ;
-  wire [14:0] \$18 ;
-  wire \$19 ;
+  wire [14:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [13:0] \$19 ;
   wire [13:0] \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  wire [14:0] \$22 ;
-  wire [15:0] \$23 ;
-  wire [7:0] \$24 ;
-  wire [7:0] \$25 ;
+  wire [14:0] \$20 ;
+  wire [15:0] \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
+  wire [7:0] \$27 ;
+  wire [7:0] \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [8:0] \$32 ;
-  wire [8:0] \$33 ;
-  wire [12:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [7:0] \$37 ;
+  wire [8:0] \$30 ;
+  wire [8:0] \$31 ;
+  wire [12:0] \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [7:0] \$35 ;
+  wire [7:0] \$36 ;
+  wire \$37 ;
   wire [7:0] \$38 ;
-  wire \$39 ;
+  wire [7:0] \$39 ;
   wire [13:0] \$4 ;
-  wire [7:0] \$40 ;
-  wire [7:0] \$41 ;
-  wire \$42 ;
-  wire \$43 ;
+  wire \$40 ;
+  wire \$41 ;
+  reg \$42 ;
+  reg \$43 ;
   reg [7:0] \$44 ;
   reg [7:0] \$45 ;
   reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [9:0] \$49 ;
+  reg [9:0] \$47 ;
+  reg [11:0] \$48 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [11:0] \$50 ;
-  reg \$51 ;
-  reg \$52 ;
-  reg [7:0] \$53 ;
+  reg \$50 ;
+  reg [7:0] \$51 ;
+  reg [7:0] \$52 ;
+  reg \$53 ;
   reg [7:0] \$54 ;
-  reg [12:0] \$55 ;
-  reg \$56 ;
-  reg [7:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg \$59 ;
+  reg [7:0] \$55 ;
+  reg [12:0] \$56 ;
+  reg \$57 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire \$8 ;
@@ -4294,8 +5092,6 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   reg [7:0] closed_hi0 = 8'h00;
   reg [7:0] closed_lo0 = 8'h00;
   reg closed_ok = 1'h0;
-  reg [12:0] cur_next;
-  wire cur_start0;
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
@@ -4309,6 +5105,7 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   wire [7:0] r_open;
   input rst;
   wire rst;
+  reg [12:0] second_next;
   reg st = 1'h0;
   reg start_next = 1'h0;
   input valid;
@@ -4319,11 +5116,10 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$39  = $signed(lo) < $signed(w_lo0_0);
-  assign \$40  = \$39  ? lo : w_lo0_0;
-  assign \$41  = st ? w_lo0_0 : \$40 ;
-  assign \$42  = have | w_any0_0;
-  assign \$43  = st ? 1'h1 : \$42 ;
+  always @(posedge clk)
+    st <= \$42 ;
+  always @(posedge clk)
+    beat <= \$43 ;
   always @(posedge clk)
     w_hi0_0 <= \$44 ;
   always @(posedge clk)
@@ -4331,31 +5127,27 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   always @(posedge clk)
     w_any0_0 <= \$46 ;
   always @(posedge clk)
-    st <= \$47 ;
+    pending <= \$47 ;
   always @(posedge clk)
-    beat <= \$48 ;
+    r_closed <= \$48 ;
   always @(posedge clk)
-    pending <= \$49 ;
+    closed_ok <= \$49 ;
   always @(posedge clk)
-    r_closed <= \$50 ;
+    have <= \$50 ;
   always @(posedge clk)
-    closed_ok <= \$51 ;
+    \$signal  <= \$51 ;
   always @(posedge clk)
-    have <= \$52 ;
+    lo <= \$52 ;
   always @(posedge clk)
-    \$signal  <= \$53 ;
+    fresh <= \$53 ;
   always @(posedge clk)
-    lo <= \$54 ;
+    closed_hi0 <= \$54 ;
   always @(posedge clk)
-    \dist  <= \$55 ;
+    closed_lo0 <= \$55 ;
   always @(posedge clk)
-    fresh <= \$56 ;
+    \dist  <= \$56 ;
   always @(posedge clk)
-    closed_hi0 <= \$57 ;
-  always @(posedge clk)
-    closed_lo0 <= \$58 ;
-  always @(posedge clk)
-    start_next <= \$59 ;
+    start_next <= \$57 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
   assign \$2  = \dist  + 1'h0;
   assign \$3  = ! \$2 ;
@@ -4366,151 +5158,180 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
   assign \$9  = \$5  & \$8 ;
   assign \$11  = \dist  + \$10 ;
   assign \$12  = \$11  - 1'h1;
-  assign \$13  = cur_next + 1'h0;
-  assign \$14  = ! \$13 ;
-  assign \$15  = cur_next - 1'h1;
-  assign \$16  = cur_next < 1'h1;
-  assign \$18  = cur_next + \$17 ;
-  assign \$19  = \$18  >= 1'h1;
-  assign \$20  = \$16  & \$19 ;
-  assign \$22  = cur_next + \$21 ;
-  assign \$23  = \$22  - 1'h1;
-  assign \$24  = mask ? x : 8'h80;
-  assign \$25  = mask ? x : 8'h7f;
-  assign \$27  = fresh ? 1'h1 : start_next;
-  assign \$28  = mask & \$27 ;
-  assign \$29  = valid ? \$28  : 1'h0;
-  assign \$30  = ~ clear;
-  assign \$31  = valid & \$30 ;
-  assign \$32  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$33  = closed_ok ? \$32  : 9'h000;
-  assign \$34  = r_closed + pending;
-  assign \$35  = st & have;
-  assign \$36  = $signed(\$signal ) > $signed(w_hi0_0);
-  assign \$37  = \$36  ? \$signal  : w_hi0_0;
-  assign \$38  = st ? w_hi0_0 : \$37 ;
+  assign \$16  = 1'h0 + \$15 ;
+  assign \$17  = \$16  >= 1'h1;
+  assign \$20  = 1'h0 + \$19 ;
+  assign \$21  = \$20  - 1'h1;
+  assign \$22  = fresh ? 1'h1 : start_next;
+  assign \$23  = mask & \$22 ;
+  assign \$24  = valid ? \$23  : 1'h0;
+  assign \$25  = ~ clear;
+  assign \$26  = valid & \$25 ;
+  assign \$27  = mask ? x : 8'h80;
+  assign \$28  = mask ? x : 8'h7f;
+  assign \$30  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$31  = closed_ok ? \$30  : 9'h000;
+  assign \$32  = r_closed + pending;
+  assign \$33  = st & have;
+  assign \$34  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$35  = \$34  ? \$signal  : w_hi0_0;
+  assign \$36  = st ? w_hi0_0 : \$35 ;
+  assign \$37  = $signed(lo) < $signed(w_lo0_0);
+  assign \$38  = \$37  ? lo : w_lo0_0;
+  assign \$39  = st ? w_lo0_0 : \$38 ;
+  assign \$40  = have | w_any0_0;
+  assign \$41  = st ? 1'h1 : \$40 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    cur_next = \$4 [12:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    after_next = \$4 [12:0];
     if (\$9 ) begin
-      cur_next = \$12 [12:0];
+      after_next = \$12 [12:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    after_next = \$15 [12:0];
-    if (\$20 ) begin
-      after_next = \$23 [12:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    second_next = \$13 [12:0];
+    if (\$18 ) begin
+      second_next = \$21 [12:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = \$24 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$42  = \$24 ;
+    if (rst) begin
+      \$42  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$43  = \$26 ;
+    if (rst) begin
+      \$43  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$44  = \$27 ;
     if (rst) begin
       \$44  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = \$25 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = \$28 ;
     if (rst) begin
       \$45  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = \$26 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = \$29 ;
     if (rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = \$29 ;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = \$31 ;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = { \$33 [8], \$33  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = { \$31 [8], \$31  };
     if (clear) begin
-      \$49  = 10'h000;
+      \$47  = 10'h000;
     end
     if (rst) begin
-      \$49  = 10'h000;
+      \$47  = 10'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = \$34 [11:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = \$32 [11:0];
     if (clear) begin
-      \$50  = 12'h000;
+      \$48  = 12'h000;
     end
     if (rst) begin
-      \$50  = 12'h000;
+      \$48  = 12'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = 1'h0;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (beat) begin
-        \$51  = \$35 ;
+        \$49  = \$33 ;
       end
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = have;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = have;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$52  = 1'h0;
+      \$50  = 1'h0;
     end else begin
       if (beat) begin
-        \$52  = \$43 ;
+        \$50  = \$41 ;
       end
     end
     if (rst) begin
-      \$52  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = \$signal ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = \$signal ;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$53  = 8'h80;
+      \$51  = 8'h80;
     end else begin
       if (beat) begin
-        \$53  = \$38 ;
+        \$51  = \$36 ;
       end
     end
     if (rst) begin
-      \$53  = 8'h00;
+      \$51  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = lo;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$52  = lo;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$54  = 8'h7f;
+      \$52  = 8'h7f;
     end else begin
       if (beat) begin
-        \$54  = \$41 ;
+        \$52  = \$39 ;
+      end
+    end
+    if (rst) begin
+      \$52  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = fresh;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$53  = 1'h1;
+    end else begin
+      if (valid) begin
+        \$53  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = closed_hi0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$54  = \$signal ;
       end
     end
     if (rst) begin
@@ -4518,90 +5339,64 @@ module \hwnorm_range_s8.stats_unit.ranges (clk, rst, mask, r_open, clear, valid,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = \dist ;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$55  = 13'h0000;
-    end else begin
-      if (valid) begin
-        \$55  = cur_next;
-      end
-    end
-    if (rst) begin
-      \$55  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = fresh;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$56  = 1'h1;
-    end else begin
-      if (valid) begin
-        \$56  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$56  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = closed_hi0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$55  = closed_lo0;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (beat) begin
-        \$57  = \$signal ;
+        \$55  = lo;
       end
     end
     if (rst) begin
-      \$57  = 8'h00;
+      \$55  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = closed_lo0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$58  = lo;
-      end
-    end
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = start_next;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$56  = \dist ;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (valid) begin
-        \$59  = after_start0;
+        \$56  = after_next;
+      end else if (fresh) begin
+        \$56  = second_next;
       end
     end
     if (rst) begin
-      \$59  = 1'h0;
+      \$56  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$57  = start_next;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$57  = after_start0;
+      end
+    end
+    if (rst) begin
+      \$57  = 1'h0;
     end
   end
   assign r_open = \$1 [7:0];
   assign \x[0]  = x;
-  assign cur_start0 = \$3 ;
+  assign after_start0 = \$3 ;
   assign \$6  = { 1'h0, chunk_size };
   assign \$10  = { 1'h0, chunk_size };
-  assign after_start0 = \$14 ;
-  assign \$17  = { 1'h0, chunk_size };
-  assign \$21  = { 1'h0, chunk_size };
-  assign \$26  = mask;
+  assign \$13  = 14'h3fff;
+  assign \$14  = 1'h1;
+  assign \$15  = { 1'h0, chunk_size };
+  assign \$18  = \$17 ;
+  assign \$19  = { 1'h0, chunk_size };
+  assign \$29  = mask;
 endmodule
 
-module \hwnorm_range_s8.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_range_s8.stats_unit.sum$26 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [7:0] \$1 ;
   wire [21:0] \$2 ;
   reg [20:0] \$3 ;
@@ -4625,7 +5420,7 @@ module \hwnorm_range_s8.stats_unit.sum$22 (clk, rst, mask, clear, valid, sum, x)
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 21'h000000;

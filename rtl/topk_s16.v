@@ -157,8 +157,8 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s16.math  math (
-    .\a$38 (a),
-    .\b$58 (b),
+    .\a$35 (a),
+    .\b$62 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -169,7 +169,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$43 (start),
+    .\start$39 (start),
     .sum(sum),
     .top(top)
   );
@@ -196,7 +196,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .clk(clk),
     .mask(mask),
     .pop(pop_top),
-    .\pop$20 (pop_bottom),
+    .\pop$26 (pop_bottom),
     .rst(rst),
     .sum(sum),
     .top(top),
@@ -485,7 +485,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$38 , \b$58 , clk);
+module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$35 , \b$62 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -575,46 +575,46 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   wire [3:0] \$176 ;
   wire [5:0] \$177 ;
   wire [5:0] \$178 ;
-  wire [29:0] \$179 ;
+  wire [73:0] \$179 ;
   wire \$18 ;
-  wire [73:0] \$180 ;
-  wire [80:0] \$181 ;
+  wire [80:0] \$180 ;
+  wire \$181 ;
   wire \$182 ;
-  wire [12:0] \$183 ;
-  wire \$184 ;
-  wire [16:0] \$185 ;
+  wire [6:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
-  wire [6:0] \$188 ;
-  wire [6:0] \$189 ;
+  wire [6:0] \$187 ;
+  wire [63:0] \$188 ;
+  wire [63:0] \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire [6:0] \$192 ;
-  wire [63:0] \$193 ;
-  wire [63:0] \$194 ;
+  wire [57:0] \$191 ;
+  wire \$192 ;
+  wire [16:0] \$193 ;
+  wire [16:0] \$194 ;
   wire \$195 ;
-  wire [57:0] \$196 ;
-  wire \$197 ;
-  wire [16:0] \$198 ;
-  wire [16:0] \$199 ;
+  wire \$196 ;
+  wire [29:0] \$197 ;
+  wire [29:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire [29:0] \$202 ;
-  wire [29:0] \$203 ;
-  wire \$204 ;
-  wire [73:0] \$205 ;
-  wire [58:0] \$206 ;
-  wire \$207 ;
-  wire [16:0] \$208 ;
-  wire [16:0] \$209 ;
+  wire [73:0] \$200 ;
+  wire [58:0] \$201 ;
+  wire \$202 ;
+  wire [16:0] \$203 ;
+  wire [16:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [24:0] \$207 ;
+  wire [24:0] \$208 ;
+  wire \$209 ;
   wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire [24:0] \$212 ;
-  wire [24:0] \$213 ;
+  wire \$212 ;
+  wire \$213 ;
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
@@ -661,117 +661,138 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire [74:0] \$256 ;
-  wire [74:0] \$257 ;
+  wire \$256 ;
+  wire \$257 ;
   wire \$258 ;
-  wire [22:0] \$259 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [6:0] \$260 ;
-  wire [22:0] \$261 ;
-  wire [6:0] \$262 ;
-  wire [4:0] \$263 ;
-  wire \$264 ;
-  wire [7:0] \$265 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire [29:0] \$262 ;
+  wire \$263 ;
+  wire [74:0] \$264 ;
+  wire [74:0] \$265 ;
   wire \$266 ;
-  wire [10:0] \$267 ;
-  wire [10:0] \$268 ;
+  wire [16:0] \$267 ;
+  wire \$268 ;
   wire \$269 ;
   wire \$27 ;
-  wire [10:0] \$270 ;
+  wire [12:0] \$270 ;
   wire \$271 ;
-  wire [10:0] \$272 ;
-  wire [10:0] \$273 ;
-  wire [10:0] \$274 ;
-  wire \$275 ;
-  wire [10:0] \$276 ;
-  wire \$277 ;
-  wire [10:0] \$278 ;
-  wire [10:0] \$279 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire [22:0] \$274 ;
+  wire [6:0] \$275 ;
+  wire [22:0] \$276 ;
+  wire [6:0] \$277 ;
+  wire [4:0] \$278 ;
+  wire [7:0] \$279 ;
   wire \$28 ;
-  wire [10:0] \$280 ;
+  wire \$280 ;
   wire [10:0] \$281 ;
   wire [10:0] \$282 ;
-  wire [70:0] \$283 ;
-  wire \$284 ;
-  wire [9:0] \$285 ;
+  wire \$283 ;
+  wire [10:0] \$284 ;
+  wire \$285 ;
   wire [10:0] \$286 ;
-  wire [11:0] \$287 ;
-  wire [63:0] \$288 ;
-  wire [46:0] \$289 ;
+  wire [10:0] \$287 ;
+  wire [10:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [31:0] \$290 ;
-  wire [31:0] \$291 ;
-  wire [47:0] \$292 ;
-  wire \$293 ;
-  wire [74:0] \$294 ;
-  wire [74:0] \$295 ;
-  wire \$296 ;
-  wire [62:0] \$297 ;
-  wire [56:0] \$298 ;
-  wire [8:0] \$299 ;
+  wire [10:0] \$290 ;
+  wire \$291 ;
+  wire [10:0] \$292 ;
+  wire [10:0] \$293 ;
+  wire [10:0] \$294 ;
+  wire [10:0] \$295 ;
+  wire [10:0] \$296 ;
+  wire [70:0] \$297 ;
+  wire \$298 ;
+  wire [9:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [10:0] \$301 ;
-  wire [10:0] \$302 ;
-  wire \$303 ;
-  wire [10:0] \$304 ;
-  wire \$305 ;
-  wire [10:0] \$306 ;
-  wire [10:0] \$307 ;
-  wire [10:0] \$308 ;
-  wire \$309 ;
+  wire [10:0] \$300 ;
+  wire [11:0] \$301 ;
+  wire [63:0] \$302 ;
+  wire [46:0] \$303 ;
+  wire [31:0] \$304 ;
+  wire [31:0] \$305 ;
+  wire [47:0] \$306 ;
+  wire \$307 ;
+  wire [74:0] \$308 ;
+  wire [74:0] \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire \$311 ;
-  wire [10:0] \$312 ;
-  wire [10:0] \$313 ;
-  wire [10:0] \$314 ;
+  wire \$310 ;
+  wire [62:0] \$311 ;
+  wire [56:0] \$312 ;
+  wire [8:0] \$313 ;
+  wire \$314 ;
   wire [10:0] \$315 ;
   wire [10:0] \$316 ;
-  wire [70:0] \$317 ;
-  wire \$318 ;
-  wire [9:0] \$319 ;
+  wire \$317 ;
+  wire [10:0] \$318 ;
+  wire \$319 ;
   wire \$32 ;
   wire [10:0] \$320 ;
-  wire [11:0] \$321 ;
-  wire [63:0] \$322 ;
-  wire [46:0] \$323 ;
-  wire [31:0] \$324 ;
-  wire [31:0] \$325 ;
-  wire [47:0] \$326 ;
-  wire [72:0] \$327 ;
-  wire [62:0] \$328 ;
-  reg [5:0] \$329 ;
+  wire [10:0] \$321 ;
+  wire [10:0] \$322 ;
+  wire \$323 ;
+  wire [10:0] \$324 ;
+  wire \$325 ;
+  wire [10:0] \$326 ;
+  wire [10:0] \$327 ;
+  wire [10:0] \$328 ;
+  wire [10:0] \$329 ;
   wire \$33 ;
-  reg [73:0] \$330 ;
-  reg \$331 ;
-  reg [18:0] \$332 ;
-  reg [21:0] \$333 ;
-  reg [5:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [45:0] \$336 ;
-  reg [55:0] \$337 ;
-  reg [5:0] \$338 ;
-  reg [24:0] \$339 ;
+  wire [10:0] \$330 ;
+  wire [70:0] \$331 ;
+  wire \$332 ;
+  wire [9:0] \$333 ;
+  wire [10:0] \$334 ;
+  wire [11:0] \$335 ;
+  wire [63:0] \$336 ;
+  wire [46:0] \$337 ;
+  wire [31:0] \$338 ;
+  wire [31:0] \$339 ;
   wire \$34 ;
-  reg [41:0] \$340 ;
-  reg [55:0] \$341 ;
-  reg [9:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [9:0] \$345 ;
-  reg [63:0] \$346 ;
-  reg [6:0] \$347 ;
-  reg [4:0] \$348 ;
-  reg [41:0] \$349 ;
+  wire [47:0] \$340 ;
+  wire [72:0] \$341 ;
+  wire [62:0] \$342 ;
+  reg [5:0] \$343 ;
+  reg [73:0] \$344 ;
+  reg [73:0] \$345 ;
+  reg \$346 ;
+  reg \$347 ;
+  reg [18:0] \$348 ;
+  reg [21:0] \$349 ;
   wire [5:0] \$35 ;
-  reg [57:0] \$350 ;
-  reg [72:0] \$351 ;
-  reg [61:0] \$352 ;
-  reg [57:0] \$353 ;
+  reg [5:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [15:0] \$352 ;
+  reg [15:0] \$353 ;
+  reg \$354 ;
+  reg \$355 ;
+  reg \$356 ;
+  reg [45:0] \$357 ;
+  reg [55:0] \$358 ;
+  reg [5:0] \$359 ;
   wire [5:0] \$36 ;
+  reg [24:0] \$360 ;
+  reg [41:0] \$361 ;
+  reg [55:0] \$362 ;
+  reg [9:0] \$363 ;
+  reg [3:0] \$364 ;
+  reg [3:0] \$365 ;
+  reg [9:0] \$366 ;
+  reg [63:0] \$367 ;
+  reg [6:0] \$368 ;
+  reg [4:0] \$369 ;
   wire [5:0] \$37 ;
+  reg [41:0] \$370 ;
+  reg [57:0] \$371 ;
+  reg [72:0] \$372 ;
+  reg [61:0] \$373 ;
+  reg [57:0] \$374 ;
   wire \$38 ;
   wire [5:0] \$39 ;
   wire \$4 ;
@@ -841,11 +862,11 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   wire \$98 ;
   wire \$99 ;
   reg [46:0] a;
-  output [41:0] \a$38 ;
-  reg [41:0] \a$38  = 42'h00000000000;
+  output [41:0] \a$35 ;
+  reg [41:0] \a$35  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$58 ;
-  reg [57:0] \b$58  = 58'h000000000000000;
+  output [57:0] \b$62 ;
+  reg [57:0] \b$62  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -869,31 +890,33 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   reg [5:0] dcount = 6'h00;
   output [55:0] den;
   reg [55:0] den = 56'h00000000000000;
-  reg [55:0] \den$16 ;
+  reg [55:0] \den$17 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num;
+  reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$45 ;
-  wire \done$47 ;
+  wire \done$42 ;
+  wire \done$50 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [18:0] f2 = 19'h00000;
   reg [5:0] fsm_state = 6'h00;
+  reg [15:0] head_bottom = 16'h0000;
+  reg [15:0] head_top = 16'h0000;
   reg [21:0] hsum = 22'h000000;
   reg [55:0] km = 56'h00000000000000;
   reg [63:0] km_pre = 64'h0000000000000000;
   reg [5:0] lead = 6'h00;
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
-  reg merge_on_train_2;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$31 ;
-  reg [72:0] p = 73'h0000000000000000000;
-  wire [75:0] \p$48 ;
+  reg \neg$27 ;
+  wire [75:0] p;
+  reg [72:0] \p$60  = 73'h0000000000000000000;
+  reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom;
   output pop_top;
@@ -905,20 +928,24 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   reg [55:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$26 ;
-  input \start$43 ;
-  wire \start$43 ;
+  reg start = 1'h0;
+  input \start$39 ;
+  wire \start$39 ;
+  reg \start$9  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$32 ;
+  reg [4:0] \steps$28 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
   reg [6:0] t_clamped = 7'h00;
-  reg take_top_train_2;
+  reg take_top_train_2 = 1'h0;
   reg [3:0] tk = 4'h0;
   input [15:0] top;
   wire [15:0] top;
@@ -1103,207 +1130,235 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   assign count_lead = \$159  ? \$164  : \$176 ;
   assign \$177  = sh + 1'h0;
   assign \$178  = sh + 1'h0;
-  assign \$182  = chan[13:1] < 4'ha;
-  assign \$183  = \$182  ? chan[13:1] : 13'h000a;
-  assign \$184  = merge_step < \$183 ;
-  assign \$185  = $signed(top) + $signed(bottom);
-  assign \$186  = $signed(\$185 ) > $signed(f2);
-  assign \$187  = $signed(dcount) < $signed(1'h0);
-  assign \$188  = - $signed(dcount);
-  assign \$189  = \$187  ? \$188  : { dcount[5], dcount };
-  assign \$190  = $signed(dcount) < $signed(1'h0);
-  assign \$191  = ! lead;
-  assign \$192  = lead - 1'h1;
-  assign \$193  = 1'h1 << \$192 [5:0];
-  assign \$194  = \$191  ? 64'h0000000000000000 : \$193 ;
-  assign \$195  = ! lead;
-  assign \$196  = \$195  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$197  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$198  = - $signed(chan[88:73]);
-  assign \$199  = \$197  ? \$198  : { chan[88], chan[88:73] };
-  assign \$200  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$201  = $signed(sum) < $signed(1'h0);
-  assign \$202  = - $signed(sum);
-  assign \$203  = \$201  ? \$202  : { sum[28], sum };
-  assign \$204  = $signed(sum) < $signed(1'h0);
-  assign \$207  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$208  = - $signed(chan[88:73]);
-  assign \$209  = \$207  ? \$208  : { chan[88], chan[88:73] };
-  assign \$210  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$211  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$212  = - $signed(chan[128:105]);
-  assign \$213  = \$211  ? \$212  : { chan[128], chan[128:105] };
-  assign \$214  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$215  = ! fsm_state;
-  assign \$216  = fsm_state == 1'h1;
-  assign \$217  = fsm_state == 2'h2;
-  assign \$218  = fsm_state == 2'h3;
-  assign \$219  = fsm_state == 3'h4;
-  assign \$220  = fsm_state == 3'h5;
-  assign \$221  = fsm_state == 3'h6;
-  assign \$222  = fsm_state == 3'h7;
-  assign \$223  = fsm_state == 4'h8;
-  assign \$224  = fsm_state == 4'h9;
-  assign \$225  = fsm_state == 4'ha;
-  assign \$226  = fsm_state == 4'hb;
-  assign \$227  = fsm_state == 4'hc;
-  assign \$228  = fsm_state == 4'hd;
-  assign \$229  = fsm_state == 4'he;
-  assign \$230  = fsm_state == 4'hf;
-  assign \$231  = fsm_state == 5'h10;
-  assign \$232  = fsm_state == 5'h11;
-  assign \$233  = fsm_state == 5'h12;
-  assign \$234  = fsm_state == 5'h13;
-  assign \$235  = fsm_state == 5'h14;
-  assign \$236  = fsm_state == 5'h15;
-  assign \$237  = fsm_state == 5'h16;
-  assign \$238  = fsm_state == 5'h17;
-  assign \$239  = fsm_state == 5'h18;
-  assign \$240  = fsm_state == 5'h19;
-  assign \$241  = fsm_state == 5'h1a;
-  assign \$242  = fsm_state == 5'h1b;
-  assign \$243  = fsm_state == 5'h1c;
-  assign \$244  = fsm_state == 5'h1d;
-  assign \$245  = fsm_state == 5'h1e;
-  assign \$246  = fsm_state == 5'h1f;
-  assign \$247  = fsm_state == 6'h20;
-  assign \$248  = fsm_state == 6'h21;
-  assign \$249  = fsm_state == 6'h22;
-  assign \$250  = fsm_state == 6'h23;
-  assign \$251  = fsm_state == 6'h24;
-  assign \$252  = fsm_state == 6'h25;
-  assign \$253  = fsm_state == 6'h26;
-  assign \$254  = fsm_state == 6'h27;
-  assign \$255  = $signed(div_num) < $signed(1'h0);
-  assign \$256  = - $signed(div_num);
-  assign \$257  = \$255  ? \$256  : { div_num[73], div_num };
-  assign \$258  = $signed(div_num) < $signed(1'h0);
-  assign \$259  = $signed(hsum) + $signed(top);
-  assign \$260  = $signed(dcount) - $signed(2'h1);
-  assign \$261  = $signed(hsum) - $signed(bottom);
-  assign \$262  = $signed(dcount) + $signed(2'h1);
-  assign \$263  = merge_step + 1'h1;
-  assign \$264  = merge_step == 4'h9;
-  assign \$265  = lead + 8'hfc;
-  assign \$266  = $signed(sh0) < $signed(4'h4);
-  assign \$267  = $signed(4'h4) - $signed(sh0);
-  assign \$268  = \$266  ? \$267  : 11'h000;
-  assign \$269  = $signed(sh0) < $signed(4'h4);
-  assign \$270  = $signed(sh0) - $signed(4'h4);
-  assign \$271  = $signed(\$270 ) < $signed({ 1'h0, tk });
-  assign \$272  = $signed(sh0) - $signed(4'h4);
-  assign \$273  = \$271  ? \$272  : { 7'h00, tk };
-  assign \$274  = $signed(sh0) - $signed(6'h15);
-  assign \$275  = $signed(\$273 ) > $signed(\$274 );
-  assign \$276  = $signed(sh0) - $signed(4'h4);
-  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
-  assign \$278  = $signed(sh0) - $signed(4'h4);
-  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
-  assign \$280  = $signed(sh0) - $signed(6'h15);
-  assign \$281  = \$275  ? \$279  : \$280 ;
-  assign \$282  = \$269  ? 11'h000 : \$281 ;
-  assign \$283  = $signed(km) << pre;
-  assign \$284  = tsh > 7'h40;
-  assign \$285  = \$284  ? 10'h040 : tsh;
-  assign \$286  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$287  = $signed(\$286 ) - $signed({ 1'h0, tsh });
-  assign \$288  = $signed(km_pre) >>> t_clamped;
-  assign \$289  = $signed(chan[104:89]) << \$177 [4:0];
-  assign \$290  = 1'h1 << sh;
-  assign \$292  = $signed(\$289 ) + $signed({ 1'h0, \$291  });
-  assign \$293  = $signed(div_num) < $signed(1'h0);
-  assign \$294  = - $signed(div_num);
-  assign \$295  = \$293  ? \$294  : { div_num[73], div_num };
-  assign \$296  = $signed(div_num) < $signed(1'h0);
-  assign \$297  = $signed(bias) - $signed(quot);
-  assign \$299  = $signed(6'h10) - $signed(chan[160:153]);
-  assign \$300  = $signed(sh0) < $signed(4'h4);
-  assign \$301  = $signed(4'h4) - $signed(sh0);
-  assign \$302  = \$300  ? \$301  : 11'h000;
-  assign \$303  = $signed(sh0) < $signed(4'h4);
-  assign \$304  = $signed(sh0) - $signed(4'h4);
-  assign \$305  = $signed(\$304 ) < $signed({ 1'h0, tk });
-  assign \$306  = $signed(sh0) - $signed(4'h4);
-  assign \$307  = \$305  ? \$306  : { 7'h00, tk };
-  assign \$308  = $signed(sh0) - $signed(6'h15);
-  assign \$309  = $signed(\$307 ) > $signed(\$308 );
-  assign \$310  = $signed(sh0) - $signed(4'h4);
-  assign \$311  = $signed(\$310 ) < $signed({ 1'h0, tk });
-  assign \$312  = $signed(sh0) - $signed(4'h4);
-  assign \$313  = \$311  ? \$312  : { 7'h00, tk };
-  assign \$314  = $signed(sh0) - $signed(6'h15);
-  assign \$315  = \$309  ? \$313  : \$314 ;
-  assign \$316  = \$303  ? 11'h000 : \$315 ;
-  assign \$317  = $signed(km) << pre;
-  assign \$318  = tsh > 7'h40;
-  assign \$319  = \$318  ? 10'h040 : tsh;
-  assign \$320  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$321  = $signed(\$320 ) - $signed({ 1'h0, tsh });
-  assign \$322  = $signed(km_pre) >>> t_clamped;
-  assign \$323  = $signed(chan[104:89]) << \$178 [4:0];
-  assign \$324  = 1'h1 << sh;
-  assign \$326  = $signed(\$323 ) + $signed({ 1'h0, \$325  });
-  assign \$328  = $signed(bias) - $signed(quot);
+  assign \$181  = pick_on_train_2 & take_top_train_2;
+  assign \$182  = $signed(dcount) < $signed(1'h0);
+  assign \$183  = - $signed(dcount);
+  assign \$184  = \$182  ? \$183  : { dcount[5], dcount };
+  assign \$185  = $signed(dcount) < $signed(1'h0);
+  assign \$186  = ! lead;
+  assign \$187  = lead - 1'h1;
+  assign \$188  = 1'h1 << \$187 [5:0];
+  assign \$189  = \$186  ? 64'h0000000000000000 : \$188 ;
+  assign \$190  = ! lead;
+  assign \$191  = \$190  ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$192  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$193  = - $signed(chan[88:73]);
+  assign \$194  = \$192  ? \$193  : { chan[88], chan[88:73] };
+  assign \$195  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$196  = $signed(sum) < $signed(1'h0);
+  assign \$197  = - $signed(sum);
+  assign \$198  = \$196  ? \$197  : { sum[28], sum };
+  assign \$199  = $signed(sum) < $signed(1'h0);
+  assign \$202  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$203  = - $signed(chan[88:73]);
+  assign \$204  = \$202  ? \$203  : { chan[88], chan[88:73] };
+  assign \$205  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$206  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$207  = - $signed(chan[128:105]);
+  assign \$208  = \$206  ? \$207  : { chan[128], chan[128:105] };
+  assign \$209  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$210  = ! fsm_state;
+  assign \$211  = fsm_state == 1'h1;
+  assign \$212  = fsm_state == 2'h2;
+  assign \$213  = fsm_state == 2'h3;
+  assign \$214  = fsm_state == 3'h4;
+  assign \$215  = fsm_state == 3'h5;
+  assign \$216  = fsm_state == 3'h6;
+  assign \$217  = fsm_state == 3'h7;
+  assign \$218  = fsm_state == 4'h8;
+  assign \$219  = fsm_state == 4'h9;
+  assign \$220  = fsm_state == 4'ha;
+  assign \$221  = fsm_state == 4'hb;
+  assign \$222  = fsm_state == 4'hc;
+  assign \$223  = fsm_state == 4'hd;
+  assign \$224  = fsm_state == 4'he;
+  assign \$225  = fsm_state == 4'hf;
+  assign \$226  = fsm_state == 5'h10;
+  assign \$227  = fsm_state == 5'h11;
+  assign \$228  = fsm_state == 5'h12;
+  assign \$229  = fsm_state == 5'h13;
+  assign \$230  = fsm_state == 5'h14;
+  assign \$231  = fsm_state == 5'h15;
+  assign \$232  = fsm_state == 5'h16;
+  assign \$233  = fsm_state == 5'h17;
+  assign \$234  = fsm_state == 5'h18;
+  assign \$235  = fsm_state == 5'h19;
+  assign \$236  = fsm_state == 5'h1a;
+  assign \$237  = fsm_state == 5'h1b;
+  assign \$238  = fsm_state == 5'h1c;
+  assign \$239  = fsm_state == 5'h1d;
+  assign \$240  = fsm_state == 5'h1e;
+  assign \$241  = fsm_state == 5'h1f;
+  assign \$242  = fsm_state == 6'h20;
+  assign \$243  = fsm_state == 6'h21;
+  assign \$244  = fsm_state == 6'h22;
+  assign \$245  = fsm_state == 6'h23;
+  assign \$246  = fsm_state == 6'h24;
+  assign \$247  = fsm_state == 6'h25;
+  assign \$248  = fsm_state == 6'h26;
+  assign \$249  = fsm_state == 6'h27;
+  assign \$250  = fsm_state == 6'h28;
+  assign \$251  = fsm_state == 6'h29;
+  assign \$252  = fsm_state == 6'h2a;
+  assign \$253  = fsm_state == 6'h2b;
+  assign \$254  = fsm_state == 6'h2c;
+  assign \$255  = fsm_state == 6'h2d;
+  assign \$256  = fsm_state == 6'h2e;
+  assign \$257  = fsm_state == 6'h2f;
+  assign \$258  = fsm_state == 6'h30;
+  assign \$259  = fsm_state == 6'h31;
+  assign \$260  = fsm_state == 6'h32;
+  assign \$261  = fsm_state == 6'h33;
+  assign \$263  = $signed(div_num) < $signed(1'h0);
+  assign \$264  = - $signed(div_num);
+  assign \$265  = \$263  ? \$264  : { div_num[73], div_num };
+  assign \$266  = $signed(div_num) < $signed(1'h0);
+  assign \$267  = $signed(top) + $signed(bottom);
+  assign \$268  = $signed(\$267 ) > $signed(f2);
+  assign \$269  = chan[13:1] < 4'ha;
+  assign \$270  = \$269  ? chan[13:1] : 13'h000a;
+  assign \$271  = merge_step < \$270 ;
+  assign \$272  = merge_step == 4'ha;
+  assign \$273  = pick_on_train_2 & take_top_train_2;
+  assign \$274  = $signed(hsum) + $signed(head_top);
+  assign \$275  = $signed(dcount) - $signed(2'h1);
+  assign \$276  = $signed(hsum) - $signed(head_bottom);
+  assign \$277  = $signed(dcount) + $signed(2'h1);
+  assign \$278  = merge_step + 1'h1;
+  assign \$279  = lead + 8'hfc;
+  assign \$280  = $signed(sh0) < $signed(4'h4);
+  assign \$281  = $signed(4'h4) - $signed(sh0);
+  assign \$282  = \$280  ? \$281  : 11'h000;
+  assign \$283  = $signed(sh0) < $signed(4'h4);
+  assign \$284  = $signed(sh0) - $signed(4'h4);
+  assign \$285  = $signed(\$284 ) < $signed({ 1'h0, tk });
+  assign \$286  = $signed(sh0) - $signed(4'h4);
+  assign \$287  = \$285  ? \$286  : { 7'h00, tk };
+  assign \$288  = $signed(sh0) - $signed(6'h15);
+  assign \$289  = $signed(\$287 ) > $signed(\$288 );
+  assign \$290  = $signed(sh0) - $signed(4'h4);
+  assign \$291  = $signed(\$290 ) < $signed({ 1'h0, tk });
+  assign \$292  = $signed(sh0) - $signed(4'h4);
+  assign \$293  = \$291  ? \$292  : { 7'h00, tk };
+  assign \$294  = $signed(sh0) - $signed(6'h15);
+  assign \$295  = \$289  ? \$293  : \$294 ;
+  assign \$296  = \$283  ? 11'h000 : \$295 ;
+  assign \$297  = $signed(km) << pre;
+  assign \$298  = tsh > 7'h40;
+  assign \$299  = \$298  ? 10'h040 : tsh;
+  assign \$300  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$301  = $signed(\$300 ) - $signed({ 1'h0, tsh });
+  assign \$302  = $signed(km_pre) >>> t_clamped;
+  assign \$303  = $signed(chan[104:89]) << \$177 [4:0];
+  assign \$304  = 1'h1 << sh;
+  assign \$306  = $signed(\$303 ) + $signed({ 1'h0, \$305  });
+  assign \$307  = $signed(div_num) < $signed(1'h0);
+  assign \$308  = - $signed(div_num);
+  assign \$309  = \$307  ? \$308  : { div_num[73], div_num };
+  assign \$310  = $signed(div_num) < $signed(1'h0);
+  assign \$311  = $signed(bias) - $signed(quot);
+  assign \$313  = $signed(6'h10) - $signed(chan[160:153]);
+  assign \$314  = $signed(sh0) < $signed(4'h4);
+  assign \$315  = $signed(4'h4) - $signed(sh0);
+  assign \$316  = \$314  ? \$315  : 11'h000;
+  assign \$317  = $signed(sh0) < $signed(4'h4);
+  assign \$318  = $signed(sh0) - $signed(4'h4);
+  assign \$319  = $signed(\$318 ) < $signed({ 1'h0, tk });
+  assign \$320  = $signed(sh0) - $signed(4'h4);
+  assign \$321  = \$319  ? \$320  : { 7'h00, tk };
+  assign \$322  = $signed(sh0) - $signed(6'h15);
+  assign \$323  = $signed(\$321 ) > $signed(\$322 );
+  assign \$324  = $signed(sh0) - $signed(4'h4);
+  assign \$325  = $signed(\$324 ) < $signed({ 1'h0, tk });
+  assign \$326  = $signed(sh0) - $signed(4'h4);
+  assign \$327  = \$325  ? \$326  : { 7'h00, tk };
+  assign \$328  = $signed(sh0) - $signed(6'h15);
+  assign \$329  = \$323  ? \$327  : \$328 ;
+  assign \$330  = \$317  ? 11'h000 : \$329 ;
+  assign \$331  = $signed(km) << pre;
+  assign \$332  = tsh > 7'h40;
+  assign \$333  = \$332  ? 10'h040 : tsh;
+  assign \$334  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$335  = $signed(\$334 ) - $signed({ 1'h0, tsh });
+  assign \$336  = $signed(km_pre) >>> t_clamped;
+  assign \$337  = $signed(chan[104:89]) << \$178 [4:0];
+  assign \$338  = 1'h1 << sh;
+  assign \$340  = $signed(\$337 ) + $signed({ 1'h0, \$339  });
+  assign \$342  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$329 ;
+    fsm_state <= \$343 ;
   always @(posedge clk)
-    div_mag <= \$330 ;
+    div_num <= \$344 ;
   always @(posedge clk)
-    div_neg <= \$331 ;
+    div_mag <= \$345 ;
   always @(posedge clk)
-    f2 <= \$332 ;
+    div_neg <= \$346 ;
   always @(posedge clk)
-    hsum <= \$333 ;
+    \start$9  <= \$347 ;
   always @(posedge clk)
-    dcount <= \$334 ;
+    f2 <= \$348 ;
   always @(posedge clk)
-    merge_step <= \$335 ;
+    hsum <= \$349 ;
   always @(posedge clk)
-    t <= \$336 ;
+    dcount <= \$350 ;
   always @(posedge clk)
-    den <= \$337 ;
+    merge_step <= \$351 ;
   always @(posedge clk)
-    lead <= \$338 ;
+    head_top <= \$352 ;
   always @(posedge clk)
-    recip <= \$339 ;
+    head_bottom <= \$353 ;
   always @(posedge clk)
-    m <= \$340 ;
+    take_top_train_2 <= \$354 ;
   always @(posedge clk)
-    km <= \$341 ;
+    pick_on_train_2 <= \$355 ;
   always @(posedge clk)
-    sh0 <= \$342 ;
+    start <= \$356 ;
   always @(posedge clk)
-    tk <= \$343 ;
+    t <= \$357 ;
   always @(posedge clk)
-    pre <= \$344 ;
+    den <= \$358 ;
   always @(posedge clk)
-    tsh <= \$345 ;
+    lead <= \$359 ;
   always @(posedge clk)
-    km_pre <= \$346 ;
+    recip <= \$360 ;
   always @(posedge clk)
-    t_clamped <= \$347 ;
+    m <= \$361 ;
   always @(posedge clk)
-    sh <= \$348 ;
+    km <= \$362 ;
   always @(posedge clk)
-    \a$38  <= \$349 ;
+    sh0 <= \$363 ;
   always @(posedge clk)
-    bias <= \$350 ;
+    tk <= \$364 ;
   always @(posedge clk)
-    p <= \$351 ;
+    pre <= \$365 ;
   always @(posedge clk)
-    quot <= \$352 ;
+    tsh <= \$366 ;
   always @(posedge clk)
-    \b$58  <= \$353 ;
+    km_pre <= \$367 ;
+  always @(posedge clk)
+    t_clamped <= \$368 ;
+  always @(posedge clk)
+    sh <= \$369 ;
+  always @(posedge clk)
+    \a$35  <= \$370 ;
+  always @(posedge clk)
+    bias <= \$371 ;
+  always @(posedge clk)
+    \p$60  <= \$372 ;
+  always @(posedge clk)
+    quot <= \$373 ;
+  always @(posedge clk)
+    \b$62  <= \$374 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
-    .\den$14 (\den$16 ),
-    .done(\done$45 ),
+    .\den$13 (\den$17 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(start),
+    .start(\start$9 ),
     .steps(steps)
   );
   \hwnorm_topk_s16.math.mul  mul (
@@ -1311,131 +1366,13 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$47 ),
-    .\neg$12 (\neg$31 ),
-    .p(\p$48 ),
+    .done(\done$50 ),
+    .\neg$12 (\neg$27 ),
+    .p(p),
     .rst(rst),
-    .start(\start$26 ),
-    .steps(\steps$32 )
+    .start(start),
+    .steps(\steps$28 )
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 74'h0000000000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          div_num = { \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179 [29], \$179  };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          div_num = { p[72], p };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          start = 1'h1;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          start = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     rem_init = 56'h00000000000000;
@@ -1445,9 +1382,9 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h02:
           /* empty */;
       6'h04:
-          rem_init = \$180 [55:0];
-      6'h05:
           /* empty */;
+      6'h05:
+          rem_init = \$179 [55:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -1467,7 +1404,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$194 [55:0];
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1479,7 +1416,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          rem_init = \$189 [55:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -1493,7 +1430,27 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
-          rem_init = \$205 [55:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          rem_init = \$200 [55:0];
     endcase
   end
   always @* begin
@@ -1505,9 +1462,9 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h02:
           /* empty */;
       6'h04:
-          lo_init = \$181 [57:0];
-      6'h05:
           /* empty */;
+      6'h05:
+          lo_init = \$180 [57:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -1527,7 +1484,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$196 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1539,7 +1496,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          lo_init = \$191 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1553,7 +1510,27 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$206 [57:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          lo_init = \$201 [57:0];
     endcase
   end
   always @* begin
@@ -1565,9 +1542,9 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h02:
           /* empty */;
       6'h04:
-          neg = div_neg;
-      6'h05:
           /* empty */;
+      6'h05:
+          neg = div_neg;
       6'h06:
           /* empty */;
       6'h07:
@@ -1587,7 +1564,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1599,7 +1576,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1613,21 +1590,41 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$16  = 56'h00000000000000;
+    \den$17  = 56'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \den$16  = { 43'h00000000000, chan[13:1] };
-      6'h05:
           /* empty */;
+      6'h05:
+          \den$17  = { 43'h00000000000, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
@@ -1647,7 +1644,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$16  = den;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1659,7 +1656,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \den$17  = den;
       6'h16:
           /* empty */;
       6'h17:
@@ -1673,7 +1670,27 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
-          \den$16  = { 43'h00000000000, chan[13:1] };
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \den$17  = { 43'h00000000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1685,9 +1702,9 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h02:
           /* empty */;
       6'h04:
-          steps = 6'h12;
-      6'h05:
           /* empty */;
+      6'h05:
+          steps = 6'h12;
       6'h06:
           /* empty */;
       6'h07:
@@ -1707,7 +1724,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 6'h18;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1719,7 +1736,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          steps = 6'h18;
       6'h16:
           /* empty */;
       6'h17:
@@ -1733,43 +1750,27 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
           steps = 6'h3a;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    merge_on_train_2 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          merge_on_train_2 = \$184 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    take_top_train_2 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          take_top_train_2 = \$186 ;
     endcase
   end
   always @* begin
@@ -1787,10 +1788,12 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h06:
           /* empty */;
       6'h07:
-          if (merge_on_train_2) begin
-            if (take_top_train_2) begin
-              pop_top = 1'h1;
-            end
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$181 ) begin
+            pop_top = 1'h1;
           end
     endcase
   end
@@ -1809,91 +1812,14 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h06:
           /* empty */;
       6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-            end else begin
-              pop_bottom = 1'h1;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$26  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
           /* empty */;
       6'h08:
-          \start$26  = 1'h1;
+          /* empty */;
       6'h09:
-          /* empty */;
-      6'h0a:
-          \start$26  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \start$26  = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \start$26  = 1'h1;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \start$26  = 1'h1;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \start$26  = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          \start$26  = 1'h1;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \start$26  = 1'h1;
+          if (\$181 ) begin
+          end else if (pick_on_train_2) begin
+            pop_bottom = 1'h1;
+          end
     endcase
   end
   always @* begin
@@ -1913,29 +1839,29 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          a = { hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h0b:
           /* empty */;
+      6'h0b:
+          a = { hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum };
       6'h0c:
-          a = { t[45], t };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          a = { 22'h000000, recip };
+          a = { t[45], t };
       6'h12:
           /* empty */;
       6'h13:
-          a = { m[41], m[41], m[41], m[41], m[41], m };
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1945,21 +1871,19 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = { 22'h000000, recip };
       6'h19:
-          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          a = { m[41], m[41], m[41], m[41], m[41], m };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          a = { 23'h000000, chan[152:129] };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1967,11 +1891,37 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          a = { \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35  };
       6'h23:
           /* empty */;
       6'h24:
-          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          a = { 23'h000000, chan[152:129] };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          a = { \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35  };
     endcase
   end
   always @* begin
@@ -1991,29 +1941,29 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          b = { \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189 [6], \$189  };
-      6'h0b:
           /* empty */;
+      6'h0b:
+          b = { 16'h0000, chan[13:1] };
       6'h0c:
-          b = { 1'h0, chan[41:14] };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          b = { \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184  };
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          b = { \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199  };
+          b = { 1'h0, chan[41:14] };
       6'h12:
           /* empty */;
       6'h13:
-          b = { 16'h0000, chan[13:1] };
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2023,21 +1973,19 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194  };
       6'h19:
-          b = \$203 [28:0];
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          b = { 16'h0000, chan[13:1] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          b = { \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209 [16], \$209  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -2045,11 +1993,37 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          b = \$198 [28:0];
       6'h23:
           /* empty */;
       6'h24:
-          b = { \$213 [24], \$213 [24], \$213 [24], \$213 [24], \$213  };
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          b = { \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          b = { \$208 [24], \$208 [24], \$208 [24], \$208 [24], \$208  };
     endcase
   end
   always @* begin
@@ -2069,29 +2043,29 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          c = 76'h0000000000000000000;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
+          /* empty */;
+      6'h0b:
+          c = 76'h0000000000000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
           c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
-      6'h0b:
+      6'h0f:
           /* empty */;
-      6'h0c:
+      6'h10:
+          /* empty */;
+      6'h11:
           c = { 45'h000000000000, chan[72:42] };
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          c = 76'h0000000000000000000;
       6'h12:
           /* empty */;
       6'h13:
-          c = 76'h0000000000000000000;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2101,21 +2075,19 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h19:
           c = 76'h0000000000000000000;
+      6'h19:
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          c = 76'h0000000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          c = 76'h0000000000000000000;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2123,16 +2095,42 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          c = 76'h0000000000000000000;
       6'h23:
           /* empty */;
       6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          c = 76'h0000000000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
           c = 76'h0000000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$31  = 1'h0;
+    \neg$27  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2147,29 +2145,29 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$31  = \$190 ;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \neg$27  = 1'h0;
       6'h0c:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \neg$27  = \$185 ;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \neg$31  = \$200 ;
+          \neg$27  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2179,21 +2177,19 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \neg$27  = \$195 ;
       6'h19:
-          \neg$31  = \$204 ;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \neg$27  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          \neg$31  = \$210 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2201,16 +2197,42 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          \neg$27  = \$199 ;
       6'h23:
           /* empty */;
       6'h24:
-          \neg$31  = \$214 ;
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          \neg$27  = \$205 ;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \neg$27  = \$209 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$32  = 5'h00;
+    \steps$28  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2225,29 +2247,29 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          \steps$32  = 5'h0d;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$32  = 5'h05;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \steps$28  = 5'h0d;
       6'h0c:
-          \steps$32  = 5'h1c;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \steps$28  = 5'h05;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \steps$32  = 5'h10;
+          \steps$28  = 5'h1c;
       6'h12:
           /* empty */;
       6'h13:
-          \steps$32  = 5'h0d;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2257,21 +2279,19 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \steps$28  = 5'h10;
       6'h19:
-          \steps$32  = 5'h1d;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \steps$28  = 5'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          \steps$32  = 5'h10;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2279,11 +2299,37 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          \steps$28  = 5'h1d;
       6'h23:
           /* empty */;
       6'h24:
-          \steps$32  = 5'h18;
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          \steps$28  = 5'h10;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \steps$28  = 5'h18;
     endcase
   end
   always @* begin
@@ -2348,8 +2394,6 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2367,6 +2411,32 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2374,134 +2444,161 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = fsm_state;
+    \$343  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$43 ) begin
+          if (\start$39 ) begin
             casez (entry)
               2'h0:
-                  \$329  = 6'h01;
+                  \$343  = 6'h01;
               2'h1:
-                  \$329  = 6'h02;
+                  \$343  = 6'h02;
               2'h2:
-                  \$329  = 6'h03;
+                  \$343  = 6'h03;
             endcase
           end
       6'h02:
-          \$329  = 6'h04;
+          \$343  = 6'h04;
       6'h04:
-          \$329  = 6'h05;
+          \$343  = 6'h05;
       6'h05:
-          if (\done$45 ) begin
-            \$329  = 6'h06;
-          end
+          \$343  = 6'h06;
       6'h06:
-          \$329  = 6'h07;
+          if (\done$42 ) begin
+            \$343  = 6'h07;
+          end
       6'h07:
-          if (\$264 ) begin
-            \$329  = 6'h08;
-          end
+          \$343  = 6'h08;
       6'h08:
-          \$329  = 6'h09;
+        begin
+          \$343  = 6'h09;
+          if (\$272 ) begin
+            \$343  = 6'h0a;
+          end
+        end
       6'h09:
-          if (\done$47 ) begin
-            \$329  = 6'h0a;
-          end
+          \$343  = 6'h08;
       6'h0a:
-          \$329  = 6'h0b;
+          \$343  = 6'h0b;
       6'h0b:
-          if (\done$47 ) begin
-            \$329  = 6'h0c;
-          end
+          \$343  = 6'h0c;
       6'h0c:
-          \$329  = 6'h0d;
+          if (\done$50 ) begin
+            \$343  = 6'h0d;
+          end
       6'h0d:
-          if (\done$47 ) begin
-            \$329  = 6'h0e;
-          end
+          \$343  = 6'h0e;
       6'h0e:
-          \$329  = 6'h0f;
+          \$343  = 6'h0f;
       6'h0f:
-          \$329  = 6'h10;
-      6'h10:
-          if (\done$45 ) begin
-            \$329  = 6'h11;
+          if (\done$50 ) begin
+            \$343  = 6'h10;
           end
+      6'h10:
+          \$343  = 6'h11;
       6'h11:
-          \$329  = 6'h12;
+          \$343  = 6'h12;
       6'h12:
-          if (\done$47 ) begin
-            \$329  = 6'h13;
+          if (\done$50 ) begin
+            \$343  = 6'h13;
           end
       6'h13:
-          \$329  = 6'h14;
+          \$343  = 6'h14;
       6'h14:
-          if (\done$47 ) begin
-            \$329  = 6'h15;
-          end
+          \$343  = 6'h15;
       6'h15:
-          \$329  = 6'h16;
+          \$343  = 6'h16;
       6'h16:
-          \$329  = 6'h17;
+          if (\done$42 ) begin
+            \$343  = 6'h17;
+          end
       6'h17:
-          \$329  = 6'h18;
+          \$343  = 6'h18;
       6'h18:
-          \$329  = 6'h19;
+          \$343  = 6'h19;
       6'h19:
-          \$329  = 6'h1a;
+          if (\done$50 ) begin
+            \$343  = 6'h1a;
+          end
       6'h1a:
-          if (\done$47 ) begin
-            \$329  = 6'h1b;
-          end
+          \$343  = 6'h1b;
       6'h1b:
-          \$329  = 6'h1c;
+          \$343  = 6'h1c;
       6'h1c:
-          \$329  = 6'h1d;
+          if (\done$50 ) begin
+            \$343  = 6'h1d;
+          end
       6'h1d:
-          if (\done$45 ) begin
-            \$329  = 6'h1e;
-          end
+          \$343  = 6'h1e;
       6'h1e:
-          \$329  = 6'h01;
-      6'h03:
-          \$329  = 6'h1f;
+          \$343  = 6'h1f;
       6'h1f:
-          if (\done$47 ) begin
-            \$329  = 6'h20;
-          end
+          \$343  = 6'h20;
       6'h20:
-          \$329  = 6'h21;
+          \$343  = 6'h21;
       6'h21:
-          \$329  = 6'h22;
+          \$343  = 6'h22;
       6'h22:
-          \$329  = 6'h23;
+          \$343  = 6'h23;
       6'h23:
-          \$329  = 6'h24;
-      6'h24:
-          \$329  = 6'h25;
-      6'h25:
-          if (\done$47 ) begin
-            \$329  = 6'h26;
+          if (\done$50 ) begin
+            \$343  = 6'h24;
           end
+      6'h24:
+          \$343  = 6'h25;
+      6'h25:
+          \$343  = 6'h26;
       6'h26:
-          \$329  = 6'h27;
+          \$343  = 6'h27;
       6'h27:
-          \$329  = 6'h01;
+          if (\done$42 ) begin
+            \$343  = 6'h28;
+          end
+      6'h28:
+          \$343  = 6'h01;
+      6'h03:
+          \$343  = 6'h29;
+      6'h29:
+          \$343  = 6'h2a;
+      6'h2a:
+          if (\done$50 ) begin
+            \$343  = 6'h2b;
+          end
+      6'h2b:
+          \$343  = 6'h2c;
+      6'h2c:
+          \$343  = 6'h2d;
+      6'h2d:
+          \$343  = 6'h2e;
+      6'h2e:
+          \$343  = 6'h2f;
+      6'h2f:
+          \$343  = 6'h30;
+      6'h30:
+          \$343  = 6'h31;
+      6'h31:
+          if (\done$50 ) begin
+            \$343  = 6'h32;
+          end
+      6'h32:
+          \$343  = 6'h33;
+      6'h33:
+          \$343  = 6'h01;
       6'h01:
-          \$329  = 6'h00;
+          \$343  = 6'h00;
     endcase
     if (rst) begin
-      \$329  = 6'h00;
+      \$343  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = div_mag;
+    \$344  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$330  = \$257 [73:0];
+          \$344  = { \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262  };
       6'h04:
           /* empty */;
       6'h05:
@@ -2532,370 +2629,6 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h12:
           /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$330  = \$295 [73:0];
-    endcase
-    if (rst) begin
-      \$330  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$331  = \$258 ;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$331  = \$296 ;
-    endcase
-    if (rst) begin
-      \$331  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$45 ) begin
-            \$332  = q[18:0];
-          end
-    endcase
-    if (rst) begin
-      \$332  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$333  = 22'h000000;
-      6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-              \$333  = \$259 [21:0];
-            end else begin
-              \$333  = \$261 [21:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$333  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$334  = 6'h00;
-      6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-              \$334  = \$260 [5:0];
-            end else begin
-              \$334  = \$262 [5:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$334  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$335  = 4'h0;
-      6'h07:
-          \$335  = \$263 [3:0];
-    endcase
-    if (rst) begin
-      \$335  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$47 ) begin
-            \$336  = \p$48 [45:0];
-          end
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$47 ) begin
-            \$336  = \p$48 [45:0];
-          end
-    endcase
-    if (rst) begin
-      \$336  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$47 ) begin
-            \$337  = \p$48 [55:0];
-          end
-    endcase
-    if (rst) begin
-      \$337  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$338  = den_lead;
-    endcase
-    if (rst) begin
-      \$338  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$45 ) begin
-            \$339  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$339  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$47 ) begin
-            \$340  = \p$48 [41:0];
-          end
       6'h13:
           /* empty */;
       6'h14:
@@ -2919,683 +2652,6 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          if (\done$47 ) begin
-            \$340  = \p$48 [41:0];
-          end
-    endcase
-    if (rst) begin
-      \$340  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          if (\done$47 ) begin
-            \$341  = \p$48 [55:0];
-          end
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$341  = \$298 [55:0];
-    endcase
-    if (rst) begin
-      \$341  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$342  = { \$265 [7], \$265 [7], \$265  };
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$342  = { \$299 [8], \$299  };
-    endcase
-    if (rst) begin
-      \$342  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$343  = count_lead;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$343  = 4'h8;
-    endcase
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$344  = \$268 [3:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$344  = \$302 [3:0];
-    endcase
-    if (rst) begin
-      \$344  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$345  = \$282 [9:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$345  = \$316 [9:0];
-    endcase
-    if (rst) begin
-      \$345  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$346  = \$283 [63:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$346  = \$317 [63:0];
-    endcase
-    if (rst) begin
-      \$346  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$347  = \$285 [6:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$347  = \$319 [6:0];
-    endcase
-    if (rst) begin
-      \$347  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$348  = \$287 [4:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$348  = \$321 [4:0];
-    endcase
-    if (rst) begin
-      \$348  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \a$38 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$349  = \$288 [41:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3606,101 +2662,24 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h22:
           /* empty */;
       6'h23:
-          \$349  = \$322 [41:0];
+          /* empty */;
+      6'h24:
+          \$344  = { \p$60 [72], \p$60  };
     endcase
     if (rst) begin
-      \$349  = 42'h00000000000;
+      \$344  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = bias;
+    \$345  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$350  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$350  = { \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326 [47], \$326  };
-    endcase
-    if (rst) begin
-      \$350  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
+          \$345  = \$265 [73:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -3744,9 +2723,7 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h19:
           /* empty */;
       6'h1a:
-          if (\done$47 ) begin
-            \$351  = \p$48 [72:0];
-          end
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3754,8 +2731,6 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3770,24 +2745,22 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h24:
           /* empty */;
       6'h25:
-          if (\done$47 ) begin
-            \$351  = \p$48 [72:0];
-          end
+          \$345  = \$309 [73:0];
     endcase
     if (rst) begin
-      \$351  = 73'h0000000000000000000;
+      \$345  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = quot;
+    \$346  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
+          \$346  = \$266 ;
       6'h05:
           /* empty */;
       6'h06:
@@ -3837,12 +2810,8 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$45 ) begin
-            \$352  = { q[59], q[59], q };
-          end
-      6'h1e:
           /* empty */;
-      6'h03:
+      6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3852,6 +2821,366 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h22:
           /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$346  = \$310 ;
+    endcase
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$347  = 1'h1;
+      6'h05:
+          \$347  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$347  = 1'h1;
+      6'h15:
+          \$347  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$347  = 1'h1;
+      6'h26:
+          \$347  = 1'h0;
+    endcase
+    if (rst) begin
+      \$347  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$42 ) begin
+            \$348  = q[18:0];
+          end
+    endcase
+    if (rst) begin
+      \$348  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$349  = 22'h000000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$273 ) begin
+            \$349  = \$274 [21:0];
+          end else if (pick_on_train_2) begin
+            \$349  = \$276 [21:0];
+          end
+    endcase
+    if (rst) begin
+      \$349  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$350  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$273 ) begin
+            \$350  = \$275 [5:0];
+          end else if (pick_on_train_2) begin
+            \$350  = \$277 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$350  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$351  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$351  = \$278 [3:0];
+    endcase
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$352  = top;
+    endcase
+    if (rst) begin
+      \$352  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$353  = bottom;
+    endcase
+    if (rst) begin
+      \$353  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$354  = \$268 ;
+    endcase
+    if (rst) begin
+      \$354  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = pick_on_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$355  = \$271 ;
+    endcase
+    if (rst) begin
+      \$355  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$356  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$356  = 1'h1;
+      6'h0b:
+          \$356  = 1'h0;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$356  = 1'h1;
+      6'h0e:
+          \$356  = 1'h0;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$356  = 1'h1;
+      6'h11:
+          \$356  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$356  = 1'h1;
+      6'h18:
+          \$356  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$356  = 1'h1;
+      6'h1b:
+          \$356  = 1'h0;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$356  = 1'h1;
+      6'h22:
+          \$356  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3859,15 +3188,221 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h25:
           /* empty */;
       6'h26:
-          \$352  = \$327 [61:0];
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          \$356  = 1'h1;
+      6'h29:
+          \$356  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$356  = 1'h1;
+      6'h30:
+          \$356  = 1'h0;
     endcase
     if (rst) begin
-      \$352  = 62'h0000000000000000;
+      \$356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = \b$58 ;
+    \$357  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          if (\done$50 ) begin
+            \$357  = p[45:0];
+          end
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$50 ) begin
+            \$357  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$357  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$358  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$50 ) begin
+            \$358  = p[55:0];
+          end
+    endcase
+    if (rst) begin
+      \$358  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$359  = den_lead;
+    endcase
+    if (rst) begin
+      \$359  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$360  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$42 ) begin
+            \$360  = q[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$360  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$361  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3916,7 +3451,9 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$50 ) begin
+            \$361  = p[41:0];
+          end
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3926,8 +3463,6 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          \$353  = \$297 [57:0];
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3946,14 +3481,1339 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
       6'h26:
           /* empty */;
       6'h27:
-          \$353  = \$328 [57:0];
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$50 ) begin
+            \$361  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$353  = 58'h000000000000000;
+      \$361  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$362  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          if (\done$50 ) begin
+            \$362  = p[55:0];
+          end
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$362  = \$312 [55:0];
+    endcase
+    if (rst) begin
+      \$362  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$363  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$363  = { \$279 [7], \$279 [7], \$279  };
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$363  = { \$313 [8], \$313  };
+    endcase
+    if (rst) begin
+      \$363  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$364  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$364  = count_lead;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$364  = 4'h8;
+    endcase
+    if (rst) begin
+      \$364  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$365  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$365  = \$282 [3:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$365  = \$316 [3:0];
+    endcase
+    if (rst) begin
+      \$365  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$366  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$366  = \$296 [9:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$366  = \$330 [9:0];
+    endcase
+    if (rst) begin
+      \$366  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$367  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$367  = \$297 [63:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$367  = \$331 [63:0];
+    endcase
+    if (rst) begin
+      \$367  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$368  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$368  = \$299 [6:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$368  = \$333 [6:0];
+    endcase
+    if (rst) begin
+      \$368  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$369  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$369  = \$301 [4:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$369  = \$335 [4:0];
+    endcase
+    if (rst) begin
+      \$369  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$370  = \a$35 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$370  = \$302 [41:0];
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$370  = \$336 [41:0];
+    endcase
+    if (rst) begin
+      \$370  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$371  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$371  = { \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$371  = { \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340  };
+    endcase
+    if (rst) begin
+      \$371  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$372  = \p$60 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$50 ) begin
+            \$372  = p[72:0];
+          end
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          if (\done$50 ) begin
+            \$372  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$372  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$373  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          if (\done$42 ) begin
+            \$373  = { q[59], q[59], q };
+          end
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$373  = \$341 [61:0];
+    endcase
+    if (rst) begin
+      \$373  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$374  = \b$62 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$374  = \$311 [57:0];
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$374  = \$342 [57:0];
+    endcase
+    if (rst) begin
+      \$374  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$177 [4:0];
   assign \beta_shift$6  = \$178 [4:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[41:14];
@@ -3963,45 +4823,51 @@ module \hwnorm_topk_s16.math (rst, \start$43 , entry, chan, sum, top, bottom, po
   assign \chan.mean  = chan[128:105];
   assign \chan.scale_m  = chan[152:129];
   assign \chan.scale_exp  = chan[160:153];
-  assign \$179  = { sum, 1'h0 };
-  assign \$180  = { 18'h00000, div_mag[73:18] };
-  assign \$181  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
-  assign \$205  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$206  = { 1'h0, div_mag[57:0] };
-  assign \$291  = { 1'h0, \$290 [31:1] };
-  assign \$298  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$325  = { 1'h0, \$324 [31:1] };
-  assign \$327  = { p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72], p[72:8] };
+  assign \$179  = { 18'h00000, div_mag[73:18] };
+  assign \$180  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
+  assign \$200  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$201  = { 1'h0, div_mag[57:0] };
+  assign \$262  = { sum, 1'h0 };
+  assign \$305  = { 1'h0, \$304 [31:1] };
+  assign \$312  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$339  = { 1'h0, \$338 [31:1] };
+  assign \$341  = { \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72:8] };
 endmodule
 
-module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [56:0] \$1 ;
-  wire \$10 ;
-  wire [58:0] \$11 ;
-  wire [58:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [55:0] \$16 ;
-  reg [57:0] \$17 ;
-  reg [55:0] \$18 ;
-  reg \$19 ;
-  wire [58:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [58:0] \$13 ;
+  wire [59:0] \$14 ;
+  wire [59:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [55:0] \$19 ;
+  wire \$2 ;
   reg [57:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [55:0] \$21 ;
+  reg \$22 ;
+  reg [57:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [59:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [57:0] \$7 ;
-  wire [57:0] \$8 ;
+  wire [57:0] \$4 ;
+  wire [57:0] \$5 ;
+  wire [58:0] \$6 ;
+  wire \$7 ;
+  wire [58:0] \$8 ;
   wire [58:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [55:0] den = 56'h00000000000000;
-  input [55:0] \den$14 ;
-  wire [55:0] \den$14 ;
+  input [55:0] \den$13 ;
+  wire [55:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -4012,109 +4878,101 @@ module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   input \neg$15 ;
   wire \neg$15 ;
   output [59:0] q;
-  wire [59:0] q;
+  reg [59:0] q = 60'h000000000000000;
   reg [57:0] quot = 58'h000000000000000;
   reg [55:0] rem = 56'h00000000000000;
   input [55:0] rem_init;
   wire [55:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [56:0] trial;
   assign trial = \$1  | { 56'h00000000000000, lo[57] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 58'h000000000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [55:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [55:0];
     end
     if (rst) begin
-      \$16  = 56'h00000000000000;
+      \$19  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [57:0];
-    end
-    if (rst) begin
-      \$17  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 58'h000000000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [57:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [57:0];
     end
     if (rst) begin
       \$20  = 58'h000000000000000;
@@ -4122,22 +4980,74 @@ module \hwnorm_topk_s16.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 58'h000000000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [57:0];
+    end
+    if (rst) begin
+      \$23  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 60'h000000000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_topk_s16.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_topk_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [75:0] \$10 ;
@@ -4718,104 +5628,158 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
 endmodule
 
-module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$20 , x);
+module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$26 , x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  reg [15:0] \$6 ;
+  reg \$7 ;
+  reg \$8 ;
+  reg [15:0] \$like  = 16'h0000;
+  reg \$like$4  = 1'h0;
+  wire [15:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   output [15:0] bottom;
   wire [15:0] bottom;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
-  wire \clear$14 ;
+  wire \clear$16 ;
+  wire \clear$20 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   wire [15:0] head;
-  wire [15:0] \head$25 ;
+  wire [15:0] \head$31 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$17 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   input pop;
   wire pop;
-  input \pop$20 ;
-  wire \pop$20 ;
+  input \pop$26 ;
+  wire \pop$26 ;
   wire pop_bottom;
   wire pop_top;
   input rst;
   wire rst;
+  wire second;
   output [28:0] sum;
   wire [28:0] sum;
-  wire [28:0] \sum$9 ;
+  wire [28:0] \sum$15 ;
   output [15:0] top;
   wire [15:0] top;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$15 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
+  wire \valid$21 ;
   input [15:0] x;
   wire [15:0] x;
+  (* init = 16'h0000 *)
   wire [15:0] \x$12 ;
   wire [15:0] \x$12[0] ;
-  wire [15:0] \x$16 ;
-  wire [15:0] \x$16[0] ;
-  wire [15:0] \x$5 ;
-  wire [15:0] \x$5[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$18 ;
+  wire [15:0] \x$18[0] ;
+  (* init = 16'h0000 *)
+  wire [15:0] \x$22 ;
+  wire [15:0] \x$22[0] ;
   wire [15:0] \x[0] ;
-  \hwnorm_topk_s16.stats_unit.bottom$30  \bottom$30  (
+  assign \$2  = valid & \$1 ;
+  always @(posedge clk)
+    \$like  <= \$6 ;
+  always @(posedge clk)
+    \$like$4  <= \$7 ;
+  always @(posedge clk)
+    \$signal  <= \$8 ;
+  assign \$1  = ~ clear;
+  \hwnorm_topk_s16.stats_unit.bottom$34  \bottom$34  (
     .clear(clear),
     .clk(clk),
     .head(bottom),
-    .mask(mask),
-    .pop(\pop$20 ),
+    .mask(\$like$4 ),
+    .pop(\pop$26 ),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$21 ),
+    .x(\$like )
   );
-  \hwnorm_topk_s16.stats_unit.sum$28  \sum$28  (
+  \hwnorm_topk_s16.stats_unit.sum$32  \sum$32  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  \hwnorm_topk_s16.stats_unit.top$29  \top$29  (
+  \hwnorm_topk_s16.stats_unit.top$33  \top$33  (
     .clear(clear),
     .clk(clk),
     .head(top),
-    .mask(mask),
+    .mask(\$like$4 ),
     .pop(pop),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \clear$14  = clear;
-  assign \valid$15  = valid;
-  assign \x$16  = x;
-  assign \mask$17  = mask;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = x;
+    if (rst) begin
+      \$6  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = mask;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$8  = \$2 ;
+    if (rst) begin
+      \$8  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \clear$20  = clear;
+  assign \x$22  = \$like ;
+  assign \mask$23  = \$like$4 ;
   assign pop_top = pop;
-  assign pop_bottom = \pop$20 ;
+  assign pop_bottom = \pop$26 ;
   assign head = top;
-  assign \head$25  = bottom;
+  assign \head$31  = bottom;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
-  assign \x$16[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \x$22[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
+  assign \$5  = 1'h1;
+  assign \valid$21  = \$signal ;
 endmodule
 
-module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head, pop, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_topk_s16.stats_unit.bottom$34 (rst, valid, clear, x, mask, head, pop, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
   wire [15:0] \$11 ;
@@ -4938,7 +5902,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
   always @(posedge clk)
     slot0_9 <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$23  = head;
     if (clear) begin
       \$23  = 16'h7fff;
@@ -4952,7 +5916,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$24  = slot0_1;
     if (clear) begin
       \$24  = 16'h7fff;
@@ -4966,7 +5930,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$25  = slot0_2;
     if (clear) begin
       \$25  = 16'h7fff;
@@ -4980,7 +5944,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$26  = slot0_3;
     if (clear) begin
       \$26  = 16'h7fff;
@@ -4994,7 +5958,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$27  = slot0_4;
     if (clear) begin
       \$27  = 16'h7fff;
@@ -5008,7 +5972,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$28  = slot0_5;
     if (clear) begin
       \$28  = 16'h7fff;
@@ -5022,7 +5986,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$29  = slot0_6;
     if (clear) begin
       \$29  = 16'h7fff;
@@ -5036,7 +6000,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$30  = slot0_7;
     if (clear) begin
       \$30  = 16'h7fff;
@@ -5050,7 +6014,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$31  = slot0_8;
     if (clear) begin
       \$31  = 16'h7fff;
@@ -5064,7 +6028,7 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$32  = slot0_9;
     if (clear) begin
       \$32  = 16'h7fff;
@@ -5084,8 +6048,8 @@ module \hwnorm_topk_s16.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head
   assign \$2  = pop;
 endmodule
 
-module \hwnorm_topk_s16.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_topk_s16.stats_unit.sum$32 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [15:0] \$1 ;
   wire [29:0] \$2 ;
   reg [28:0] \$3 ;
@@ -5109,7 +6073,7 @@ module \hwnorm_topk_s16.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x)
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 29'h00000000;
@@ -5123,8 +6087,8 @@ module \hwnorm_topk_s16.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x)
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, pop, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \hwnorm_topk_s16.stats_unit.top$33 (rst, valid, clear, x, mask, head, pop, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire [15:0] \$10 ;
   wire [15:0] \$11 ;
@@ -5247,7 +6211,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
   always @(posedge clk)
     slot0_9 <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$23  = head;
     if (clear) begin
       \$23  = 16'h8000;
@@ -5261,7 +6225,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$24  = slot0_1;
     if (clear) begin
       \$24  = 16'h8000;
@@ -5275,7 +6239,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$25  = slot0_2;
     if (clear) begin
       \$25  = 16'h8000;
@@ -5289,7 +6253,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$26  = slot0_3;
     if (clear) begin
       \$26  = 16'h8000;
@@ -5303,7 +6267,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$27  = slot0_4;
     if (clear) begin
       \$27  = 16'h8000;
@@ -5317,7 +6281,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$28  = slot0_5;
     if (clear) begin
       \$28  = 16'h8000;
@@ -5331,7 +6295,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = slot0_6;
     if (clear) begin
       \$29  = 16'h8000;
@@ -5345,7 +6309,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = slot0_7;
     if (clear) begin
       \$30  = 16'h8000;
@@ -5359,7 +6323,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = slot0_8;
     if (clear) begin
       \$31  = 16'h8000;
@@ -5373,7 +6337,7 @@ module \hwnorm_topk_s16.stats_unit.top$29 (clk, rst, mask, clear, valid, head, p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = slot0_9;
     if (clear) begin
       \$32  = 16'h8000;

@@ -157,8 +157,8 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s8.math  math (
-    .\a$38 (a),
-    .\b$58 (b),
+    .\a$35 (a),
+    .\b$62 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -169,7 +169,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$43 (start),
+    .\start$39 (start),
     .sum(sum),
     .top(top)
   );
@@ -196,7 +196,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .clk(clk),
     .mask(mask),
     .pop(pop_top),
-    .\pop$20 (pop_bottom),
+    .\pop$26 (pop_bottom),
     .rst(rst),
     .sum(sum),
     .top(top),
@@ -485,7 +485,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$38 , \b$58 , clk);
+module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$35 , \b$62 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -514,44 +514,44 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   wire [3:0] \$120 ;
   wire [4:0] \$121 ;
   wire [4:0] \$122 ;
-  wire [21:0] \$123 ;
-  wire [50:0] \$124 ;
-  wire [40:0] \$125 ;
+  wire [50:0] \$123 ;
+  wire [40:0] \$124 ;
+  wire \$125 ;
   wire \$126 ;
-  wire [12:0] \$127 ;
-  wire \$128 ;
-  wire [8:0] \$129 ;
+  wire [6:0] \$127 ;
+  wire [6:0] \$128 ;
+  wire \$129 ;
   wire [5:0] \$13 ;
   wire \$130 ;
-  wire \$131 ;
-  wire [6:0] \$132 ;
-  wire [6:0] \$133 ;
+  wire [6:0] \$131 ;
+  wire [63:0] \$132 ;
+  wire [63:0] \$133 ;
   wire \$134 ;
-  wire \$135 ;
-  wire [6:0] \$136 ;
-  wire [63:0] \$137 ;
-  wire [63:0] \$138 ;
+  wire [34:0] \$135 ;
+  wire \$136 ;
+  wire [8:0] \$137 ;
+  wire [8:0] \$138 ;
   wire \$139 ;
   wire [5:0] \$14 ;
-  wire [34:0] \$140 ;
-  wire \$141 ;
-  wire [8:0] \$142 ;
-  wire [8:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [21:0] \$146 ;
-  wire [21:0] \$147 ;
-  wire \$148 ;
-  wire [50:0] \$149 ;
+  wire \$140 ;
+  wire [21:0] \$141 ;
+  wire [21:0] \$142 ;
+  wire \$143 ;
+  wire [50:0] \$144 ;
+  wire [35:0] \$145 ;
+  wire \$146 ;
+  wire [8:0] \$147 ;
+  wire [8:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [35:0] \$150 ;
-  wire \$151 ;
-  wire [8:0] \$152 ;
-  wire [8:0] \$153 ;
+  wire \$150 ;
+  wire [16:0] \$151 ;
+  wire [16:0] \$152 ;
+  wire \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [16:0] \$156 ;
-  wire [16:0] \$157 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire [5:0] \$16 ;
@@ -600,116 +600,137 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [51:0] \$200 ;
-  wire [51:0] \$201 ;
+  wire \$200 ;
+  wire \$201 ;
   wire \$202 ;
-  wire [14:0] \$203 ;
-  wire [6:0] \$204 ;
-  wire [14:0] \$205 ;
-  wire [6:0] \$206 ;
-  wire [4:0] \$207 ;
-  wire \$208 ;
-  wire [7:0] \$209 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [21:0] \$206 ;
+  wire \$207 ;
+  wire [51:0] \$208 ;
+  wire [51:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [10:0] \$211 ;
-  wire [10:0] \$212 ;
+  wire [8:0] \$211 ;
+  wire \$212 ;
   wire \$213 ;
-  wire [10:0] \$214 ;
+  wire [12:0] \$214 ;
   wire \$215 ;
-  wire [10:0] \$216 ;
-  wire [10:0] \$217 ;
-  wire [10:0] \$218 ;
-  wire \$219 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [14:0] \$218 ;
+  wire [6:0] \$219 ;
   wire \$22 ;
-  wire [10:0] \$220 ;
-  wire \$221 ;
-  wire [10:0] \$222 ;
-  wire [10:0] \$223 ;
-  wire [10:0] \$224 ;
+  wire [14:0] \$220 ;
+  wire [6:0] \$221 ;
+  wire [4:0] \$222 ;
+  wire [7:0] \$223 ;
+  wire \$224 ;
   wire [10:0] \$225 ;
   wire [10:0] \$226 ;
-  wire [46:0] \$227 ;
-  wire \$228 ;
-  wire [9:0] \$229 ;
+  wire \$227 ;
+  wire [10:0] \$228 ;
+  wire \$229 ;
   wire \$23 ;
   wire [10:0] \$230 ;
-  wire [11:0] \$231 ;
-  wire [46:0] \$232 ;
-  wire [22:0] \$233 ;
-  wire [15:0] \$234 ;
-  wire [15:0] \$235 ;
-  wire [23:0] \$236 ;
-  wire \$237 ;
-  wire [51:0] \$238 ;
-  wire [51:0] \$239 ;
+  wire [10:0] \$231 ;
+  wire [10:0] \$232 ;
+  wire \$233 ;
+  wire [10:0] \$234 ;
+  wire \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire [10:0] \$238 ;
+  wire [10:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire [39:0] \$241 ;
-  wire [40:0] \$242 ;
-  wire [8:0] \$243 ;
-  wire \$244 ;
-  wire [10:0] \$245 ;
-  wire [10:0] \$246 ;
-  wire \$247 ;
-  wire [10:0] \$248 ;
-  wire \$249 ;
+  wire [10:0] \$240 ;
+  wire [46:0] \$241 ;
+  wire \$242 ;
+  wire [9:0] \$243 ;
+  wire [10:0] \$244 ;
+  wire [11:0] \$245 ;
+  wire [46:0] \$246 ;
+  wire [22:0] \$247 ;
+  wire [15:0] \$248 ;
+  wire [15:0] \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
-  wire [10:0] \$251 ;
-  wire [10:0] \$252 ;
-  wire \$253 ;
-  wire [10:0] \$254 ;
-  wire \$255 ;
-  wire [10:0] \$256 ;
-  wire [10:0] \$257 ;
-  wire [10:0] \$258 ;
+  wire [23:0] \$250 ;
+  wire \$251 ;
+  wire [51:0] \$252 ;
+  wire [51:0] \$253 ;
+  wire \$254 ;
+  wire [39:0] \$255 ;
+  wire [40:0] \$256 ;
+  wire [8:0] \$257 ;
+  wire \$258 ;
   wire [10:0] \$259 ;
   wire \$26 ;
   wire [10:0] \$260 ;
-  wire [46:0] \$261 ;
-  wire \$262 ;
-  wire [9:0] \$263 ;
+  wire \$261 ;
+  wire [10:0] \$262 ;
+  wire \$263 ;
   wire [10:0] \$264 ;
-  wire [11:0] \$265 ;
-  wire [46:0] \$266 ;
-  wire [22:0] \$267 ;
-  wire [15:0] \$268 ;
-  wire [15:0] \$269 ;
+  wire [10:0] \$265 ;
+  wire [10:0] \$266 ;
+  wire \$267 ;
+  wire [10:0] \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [23:0] \$270 ;
-  wire [49:0] \$271 ;
-  wire [39:0] \$272 ;
-  reg [5:0] \$273 ;
-  reg [50:0] \$274 ;
-  reg \$275 ;
-  reg [10:0] \$276 ;
-  reg [13:0] \$277 ;
-  reg [5:0] \$278 ;
-  reg [3:0] \$279 ;
+  wire [10:0] \$270 ;
+  wire [10:0] \$271 ;
+  wire [10:0] \$272 ;
+  wire [10:0] \$273 ;
+  wire [10:0] \$274 ;
+  wire [46:0] \$275 ;
+  wire \$276 ;
+  wire [9:0] \$277 ;
+  wire [10:0] \$278 ;
+  wire [11:0] \$279 ;
   wire \$28 ;
-  reg [37:0] \$280 ;
-  reg [39:0] \$281 ;
-  reg [5:0] \$282 ;
-  reg [16:0] \$283 ;
-  reg [25:0] \$284 ;
-  reg [39:0] \$285 ;
-  reg [9:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [2:0] \$288 ;
-  reg [9:0] \$289 ;
+  wire [46:0] \$280 ;
+  wire [22:0] \$281 ;
+  wire [15:0] \$282 ;
+  wire [15:0] \$283 ;
+  wire [23:0] \$284 ;
+  wire [49:0] \$285 ;
+  wire [39:0] \$286 ;
+  reg [5:0] \$287 ;
+  reg [50:0] \$288 ;
+  reg [50:0] \$289 ;
   wire \$29 ;
-  reg [46:0] \$290 ;
-  reg [5:0] \$291 ;
-  reg [3:0] \$292 ;
-  reg [26:0] \$293 ;
-  reg [34:0] \$294 ;
-  reg [49:0] \$295 ;
-  reg [38:0] \$296 ;
-  reg [34:0] \$297 ;
+  reg \$290 ;
+  reg \$291 ;
+  reg [10:0] \$292 ;
+  reg [13:0] \$293 ;
+  reg [5:0] \$294 ;
+  reg [3:0] \$295 ;
+  reg [7:0] \$296 ;
+  reg [7:0] \$297 ;
+  reg \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire \$30 ;
+  reg \$300 ;
+  reg [37:0] \$301 ;
+  reg [39:0] \$302 ;
+  reg [5:0] \$303 ;
+  reg [16:0] \$304 ;
+  reg [25:0] \$305 ;
+  reg [39:0] \$306 ;
+  reg [9:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [2:0] \$309 ;
   wire \$31 ;
+  reg [9:0] \$310 ;
+  reg [46:0] \$311 ;
+  reg [5:0] \$312 ;
+  reg [3:0] \$313 ;
+  reg [26:0] \$314 ;
+  reg [34:0] \$315 ;
+  reg [49:0] \$316 ;
+  reg [38:0] \$317 ;
+  reg [34:0] \$318 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
@@ -785,11 +806,11 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [38:0] a;
-  output [26:0] \a$38 ;
-  reg [26:0] \a$38  = 27'h0000000;
+  output [26:0] \a$35 ;
+  reg [26:0] \a$35  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$58 ;
-  reg [34:0] \b$58  = 35'h000000000;
+  output [34:0] \b$62 ;
+  reg [34:0] \b$62  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -813,31 +834,33 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   reg [5:0] dcount = 6'h00;
   output [39:0] den;
   reg [39:0] den = 40'h0000000000;
-  reg [39:0] \den$16 ;
+  reg [39:0] \den$17 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$45 ;
-  wire \done$47 ;
+  wire \done$42 ;
+  wire \done$50 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [10:0] f2 = 11'h000;
   reg [5:0] fsm_state = 6'h00;
+  reg [7:0] head_bottom = 8'h00;
+  reg [7:0] head_top = 8'h00;
   reg [13:0] hsum = 14'h0000;
   reg [39:0] km = 40'h0000000000;
   reg [46:0] km_pre = 47'h000000000000;
   reg [5:0] lead = 6'h00;
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
-  reg merge_on_train_2;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$31 ;
-  reg [49:0] p = 50'h0000000000000;
-  wire [59:0] \p$48 ;
+  reg \neg$27 ;
+  wire [59:0] p;
+  reg [49:0] \p$60  = 50'h0000000000000;
+  reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom;
   output pop_top;
@@ -849,20 +872,24 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   reg [39:0] rem_init;
   input rst;
   wire rst;
+  (* init = 1'h0 *)
+  wire seqdiv_go;
+  (* init = 1'h0 *)
+  wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
-  reg start;
-  reg \start$26 ;
-  input \start$43 ;
-  wire \start$43 ;
+  reg start = 1'h0;
+  input \start$39 ;
+  wire \start$39 ;
+  reg \start$9  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$32 ;
+  reg [4:0] \steps$28 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
   reg [5:0] t_clamped = 6'h00;
-  reg take_top_train_2;
+  reg take_top_train_2 = 1'h0;
   reg [3:0] tk = 4'h0;
   input [7:0] top;
   wire [7:0] top;
@@ -991,207 +1018,235 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   assign count_lead = \$103  ? \$108  : \$120 ;
   assign \$121  = sh + 1'h0;
   assign \$122  = sh + 1'h0;
-  assign \$126  = chan[13:1] < 4'ha;
-  assign \$127  = \$126  ? chan[13:1] : 13'h000a;
-  assign \$128  = merge_step < \$127 ;
-  assign \$129  = $signed(top) + $signed(bottom);
-  assign \$130  = $signed(\$129 ) > $signed(f2);
-  assign \$131  = $signed(dcount) < $signed(1'h0);
-  assign \$132  = - $signed(dcount);
-  assign \$133  = \$131  ? \$132  : { dcount[5], dcount };
-  assign \$134  = $signed(dcount) < $signed(1'h0);
-  assign \$135  = ! lead;
-  assign \$136  = lead - 1'h1;
-  assign \$137  = 1'h1 << \$136 [5:0];
-  assign \$138  = \$135  ? 64'h0000000000000000 : \$137 ;
-  assign \$139  = ! lead;
-  assign \$140  = \$139  ? 35'h400000000 : 35'h000000000;
-  assign \$141  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$142  = - $signed(chan[60:53]);
-  assign \$143  = \$141  ? \$142  : { chan[60], chan[60:53] };
-  assign \$144  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$145  = $signed(sum) < $signed(1'h0);
-  assign \$146  = - $signed(sum);
-  assign \$147  = \$145  ? \$146  : { sum[20], sum };
-  assign \$148  = $signed(sum) < $signed(1'h0);
-  assign \$151  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$152  = - $signed(chan[60:53]);
-  assign \$153  = \$151  ? \$152  : { chan[60], chan[60:53] };
-  assign \$154  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$155  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$156  = - $signed(chan[84:69]);
-  assign \$157  = \$155  ? \$156  : { chan[84], chan[84:69] };
-  assign \$158  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$159  = ! fsm_state;
-  assign \$160  = fsm_state == 1'h1;
-  assign \$161  = fsm_state == 2'h2;
-  assign \$162  = fsm_state == 2'h3;
-  assign \$163  = fsm_state == 3'h4;
-  assign \$164  = fsm_state == 3'h5;
-  assign \$165  = fsm_state == 3'h6;
-  assign \$166  = fsm_state == 3'h7;
-  assign \$167  = fsm_state == 4'h8;
-  assign \$168  = fsm_state == 4'h9;
-  assign \$169  = fsm_state == 4'ha;
-  assign \$170  = fsm_state == 4'hb;
-  assign \$171  = fsm_state == 4'hc;
-  assign \$172  = fsm_state == 4'hd;
-  assign \$173  = fsm_state == 4'he;
-  assign \$174  = fsm_state == 4'hf;
-  assign \$175  = fsm_state == 5'h10;
-  assign \$176  = fsm_state == 5'h11;
-  assign \$177  = fsm_state == 5'h12;
-  assign \$178  = fsm_state == 5'h13;
-  assign \$179  = fsm_state == 5'h14;
-  assign \$180  = fsm_state == 5'h15;
-  assign \$181  = fsm_state == 5'h16;
-  assign \$182  = fsm_state == 5'h17;
-  assign \$183  = fsm_state == 5'h18;
-  assign \$184  = fsm_state == 5'h19;
-  assign \$185  = fsm_state == 5'h1a;
-  assign \$186  = fsm_state == 5'h1b;
-  assign \$187  = fsm_state == 5'h1c;
-  assign \$188  = fsm_state == 5'h1d;
-  assign \$189  = fsm_state == 5'h1e;
-  assign \$190  = fsm_state == 5'h1f;
-  assign \$191  = fsm_state == 6'h20;
-  assign \$192  = fsm_state == 6'h21;
-  assign \$193  = fsm_state == 6'h22;
-  assign \$194  = fsm_state == 6'h23;
-  assign \$195  = fsm_state == 6'h24;
-  assign \$196  = fsm_state == 6'h25;
-  assign \$197  = fsm_state == 6'h26;
-  assign \$198  = fsm_state == 6'h27;
-  assign \$199  = $signed(div_num) < $signed(1'h0);
-  assign \$200  = - $signed(div_num);
-  assign \$201  = \$199  ? \$200  : { div_num[50], div_num };
-  assign \$202  = $signed(div_num) < $signed(1'h0);
-  assign \$203  = $signed(hsum) + $signed(top);
-  assign \$204  = $signed(dcount) - $signed(2'h1);
-  assign \$205  = $signed(hsum) - $signed(bottom);
-  assign \$206  = $signed(dcount) + $signed(2'h1);
-  assign \$207  = merge_step + 1'h1;
-  assign \$208  = merge_step == 4'h9;
-  assign \$209  = lead + 8'hfd;
-  assign \$210  = $signed(sh0) < $signed(4'h4);
-  assign \$211  = $signed(4'h4) - $signed(sh0);
-  assign \$212  = \$210  ? \$211  : 11'h000;
-  assign \$213  = $signed(sh0) < $signed(4'h4);
-  assign \$214  = $signed(sh0) - $signed(4'h4);
-  assign \$215  = $signed(\$214 ) < $signed({ 1'h0, tk });
-  assign \$216  = $signed(sh0) - $signed(4'h4);
-  assign \$217  = \$215  ? \$216  : { 7'h00, tk };
-  assign \$218  = $signed(sh0) - $signed(5'h0d);
-  assign \$219  = $signed(\$217 ) > $signed(\$218 );
-  assign \$220  = $signed(sh0) - $signed(4'h4);
-  assign \$221  = $signed(\$220 ) < $signed({ 1'h0, tk });
-  assign \$222  = $signed(sh0) - $signed(4'h4);
-  assign \$223  = \$221  ? \$222  : { 7'h00, tk };
-  assign \$224  = $signed(sh0) - $signed(5'h0d);
-  assign \$225  = \$219  ? \$223  : \$224 ;
-  assign \$226  = \$213  ? 11'h000 : \$225 ;
-  assign \$227  = $signed(km) << pre;
-  assign \$228  = tsh > 6'h2f;
-  assign \$229  = \$228  ? 10'h02f : tsh;
-  assign \$230  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$231  = $signed(\$230 ) - $signed({ 1'h0, tsh });
-  assign \$232  = $signed(km_pre) >>> t_clamped;
-  assign \$233  = $signed(chan[68:61]) << \$121 [3:0];
-  assign \$234  = 1'h1 << sh;
-  assign \$236  = $signed(\$233 ) + $signed({ 1'h0, \$235  });
-  assign \$237  = $signed(div_num) < $signed(1'h0);
-  assign \$238  = - $signed(div_num);
-  assign \$239  = \$237  ? \$238  : { div_num[50], div_num };
-  assign \$240  = $signed(div_num) < $signed(1'h0);
-  assign \$241  = $signed(bias) - $signed(quot);
-  assign \$243  = $signed(5'h0d) - $signed(chan[108:101]);
-  assign \$244  = $signed(sh0) < $signed(4'h4);
-  assign \$245  = $signed(4'h4) - $signed(sh0);
-  assign \$246  = \$244  ? \$245  : 11'h000;
-  assign \$247  = $signed(sh0) < $signed(4'h4);
-  assign \$248  = $signed(sh0) - $signed(4'h4);
-  assign \$249  = $signed(\$248 ) < $signed({ 1'h0, tk });
-  assign \$250  = $signed(sh0) - $signed(4'h4);
-  assign \$251  = \$249  ? \$250  : { 7'h00, tk };
-  assign \$252  = $signed(sh0) - $signed(5'h0d);
-  assign \$253  = $signed(\$251 ) > $signed(\$252 );
-  assign \$254  = $signed(sh0) - $signed(4'h4);
-  assign \$255  = $signed(\$254 ) < $signed({ 1'h0, tk });
-  assign \$256  = $signed(sh0) - $signed(4'h4);
-  assign \$257  = \$255  ? \$256  : { 7'h00, tk };
-  assign \$258  = $signed(sh0) - $signed(5'h0d);
-  assign \$259  = \$253  ? \$257  : \$258 ;
-  assign \$260  = \$247  ? 11'h000 : \$259 ;
-  assign \$261  = $signed(km) << pre;
-  assign \$262  = tsh > 6'h2f;
-  assign \$263  = \$262  ? 10'h02f : tsh;
-  assign \$264  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$265  = $signed(\$264 ) - $signed({ 1'h0, tsh });
-  assign \$266  = $signed(km_pre) >>> t_clamped;
-  assign \$267  = $signed(chan[68:61]) << \$122 [3:0];
-  assign \$268  = 1'h1 << sh;
-  assign \$270  = $signed(\$267 ) + $signed({ 1'h0, \$269  });
-  assign \$272  = $signed(bias) - $signed(quot);
+  assign \$125  = pick_on_train_2 & take_top_train_2;
+  assign \$126  = $signed(dcount) < $signed(1'h0);
+  assign \$127  = - $signed(dcount);
+  assign \$128  = \$126  ? \$127  : { dcount[5], dcount };
+  assign \$129  = $signed(dcount) < $signed(1'h0);
+  assign \$130  = ! lead;
+  assign \$131  = lead - 1'h1;
+  assign \$132  = 1'h1 << \$131 [5:0];
+  assign \$133  = \$130  ? 64'h0000000000000000 : \$132 ;
+  assign \$134  = ! lead;
+  assign \$135  = \$134  ? 35'h400000000 : 35'h000000000;
+  assign \$136  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$137  = - $signed(chan[60:53]);
+  assign \$138  = \$136  ? \$137  : { chan[60], chan[60:53] };
+  assign \$139  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$140  = $signed(sum) < $signed(1'h0);
+  assign \$141  = - $signed(sum);
+  assign \$142  = \$140  ? \$141  : { sum[20], sum };
+  assign \$143  = $signed(sum) < $signed(1'h0);
+  assign \$146  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$147  = - $signed(chan[60:53]);
+  assign \$148  = \$146  ? \$147  : { chan[60], chan[60:53] };
+  assign \$149  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$150  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$151  = - $signed(chan[84:69]);
+  assign \$152  = \$150  ? \$151  : { chan[84], chan[84:69] };
+  assign \$153  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$154  = ! fsm_state;
+  assign \$155  = fsm_state == 1'h1;
+  assign \$156  = fsm_state == 2'h2;
+  assign \$157  = fsm_state == 2'h3;
+  assign \$158  = fsm_state == 3'h4;
+  assign \$159  = fsm_state == 3'h5;
+  assign \$160  = fsm_state == 3'h6;
+  assign \$161  = fsm_state == 3'h7;
+  assign \$162  = fsm_state == 4'h8;
+  assign \$163  = fsm_state == 4'h9;
+  assign \$164  = fsm_state == 4'ha;
+  assign \$165  = fsm_state == 4'hb;
+  assign \$166  = fsm_state == 4'hc;
+  assign \$167  = fsm_state == 4'hd;
+  assign \$168  = fsm_state == 4'he;
+  assign \$169  = fsm_state == 4'hf;
+  assign \$170  = fsm_state == 5'h10;
+  assign \$171  = fsm_state == 5'h11;
+  assign \$172  = fsm_state == 5'h12;
+  assign \$173  = fsm_state == 5'h13;
+  assign \$174  = fsm_state == 5'h14;
+  assign \$175  = fsm_state == 5'h15;
+  assign \$176  = fsm_state == 5'h16;
+  assign \$177  = fsm_state == 5'h17;
+  assign \$178  = fsm_state == 5'h18;
+  assign \$179  = fsm_state == 5'h19;
+  assign \$180  = fsm_state == 5'h1a;
+  assign \$181  = fsm_state == 5'h1b;
+  assign \$182  = fsm_state == 5'h1c;
+  assign \$183  = fsm_state == 5'h1d;
+  assign \$184  = fsm_state == 5'h1e;
+  assign \$185  = fsm_state == 5'h1f;
+  assign \$186  = fsm_state == 6'h20;
+  assign \$187  = fsm_state == 6'h21;
+  assign \$188  = fsm_state == 6'h22;
+  assign \$189  = fsm_state == 6'h23;
+  assign \$190  = fsm_state == 6'h24;
+  assign \$191  = fsm_state == 6'h25;
+  assign \$192  = fsm_state == 6'h26;
+  assign \$193  = fsm_state == 6'h27;
+  assign \$194  = fsm_state == 6'h28;
+  assign \$195  = fsm_state == 6'h29;
+  assign \$196  = fsm_state == 6'h2a;
+  assign \$197  = fsm_state == 6'h2b;
+  assign \$198  = fsm_state == 6'h2c;
+  assign \$199  = fsm_state == 6'h2d;
+  assign \$200  = fsm_state == 6'h2e;
+  assign \$201  = fsm_state == 6'h2f;
+  assign \$202  = fsm_state == 6'h30;
+  assign \$203  = fsm_state == 6'h31;
+  assign \$204  = fsm_state == 6'h32;
+  assign \$205  = fsm_state == 6'h33;
+  assign \$207  = $signed(div_num) < $signed(1'h0);
+  assign \$208  = - $signed(div_num);
+  assign \$209  = \$207  ? \$208  : { div_num[50], div_num };
+  assign \$210  = $signed(div_num) < $signed(1'h0);
+  assign \$211  = $signed(top) + $signed(bottom);
+  assign \$212  = $signed(\$211 ) > $signed(f2);
+  assign \$213  = chan[13:1] < 4'ha;
+  assign \$214  = \$213  ? chan[13:1] : 13'h000a;
+  assign \$215  = merge_step < \$214 ;
+  assign \$216  = merge_step == 4'ha;
+  assign \$217  = pick_on_train_2 & take_top_train_2;
+  assign \$218  = $signed(hsum) + $signed(head_top);
+  assign \$219  = $signed(dcount) - $signed(2'h1);
+  assign \$220  = $signed(hsum) - $signed(head_bottom);
+  assign \$221  = $signed(dcount) + $signed(2'h1);
+  assign \$222  = merge_step + 1'h1;
+  assign \$223  = lead + 8'hfd;
+  assign \$224  = $signed(sh0) < $signed(4'h4);
+  assign \$225  = $signed(4'h4) - $signed(sh0);
+  assign \$226  = \$224  ? \$225  : 11'h000;
+  assign \$227  = $signed(sh0) < $signed(4'h4);
+  assign \$228  = $signed(sh0) - $signed(4'h4);
+  assign \$229  = $signed(\$228 ) < $signed({ 1'h0, tk });
+  assign \$230  = $signed(sh0) - $signed(4'h4);
+  assign \$231  = \$229  ? \$230  : { 7'h00, tk };
+  assign \$232  = $signed(sh0) - $signed(5'h0d);
+  assign \$233  = $signed(\$231 ) > $signed(\$232 );
+  assign \$234  = $signed(sh0) - $signed(4'h4);
+  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
+  assign \$236  = $signed(sh0) - $signed(4'h4);
+  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
+  assign \$238  = $signed(sh0) - $signed(5'h0d);
+  assign \$239  = \$233  ? \$237  : \$238 ;
+  assign \$240  = \$227  ? 11'h000 : \$239 ;
+  assign \$241  = $signed(km) << pre;
+  assign \$242  = tsh > 6'h2f;
+  assign \$243  = \$242  ? 10'h02f : tsh;
+  assign \$244  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$245  = $signed(\$244 ) - $signed({ 1'h0, tsh });
+  assign \$246  = $signed(km_pre) >>> t_clamped;
+  assign \$247  = $signed(chan[68:61]) << \$121 [3:0];
+  assign \$248  = 1'h1 << sh;
+  assign \$250  = $signed(\$247 ) + $signed({ 1'h0, \$249  });
+  assign \$251  = $signed(div_num) < $signed(1'h0);
+  assign \$252  = - $signed(div_num);
+  assign \$253  = \$251  ? \$252  : { div_num[50], div_num };
+  assign \$254  = $signed(div_num) < $signed(1'h0);
+  assign \$255  = $signed(bias) - $signed(quot);
+  assign \$257  = $signed(5'h0d) - $signed(chan[108:101]);
+  assign \$258  = $signed(sh0) < $signed(4'h4);
+  assign \$259  = $signed(4'h4) - $signed(sh0);
+  assign \$260  = \$258  ? \$259  : 11'h000;
+  assign \$261  = $signed(sh0) < $signed(4'h4);
+  assign \$262  = $signed(sh0) - $signed(4'h4);
+  assign \$263  = $signed(\$262 ) < $signed({ 1'h0, tk });
+  assign \$264  = $signed(sh0) - $signed(4'h4);
+  assign \$265  = \$263  ? \$264  : { 7'h00, tk };
+  assign \$266  = $signed(sh0) - $signed(5'h0d);
+  assign \$267  = $signed(\$265 ) > $signed(\$266 );
+  assign \$268  = $signed(sh0) - $signed(4'h4);
+  assign \$269  = $signed(\$268 ) < $signed({ 1'h0, tk });
+  assign \$270  = $signed(sh0) - $signed(4'h4);
+  assign \$271  = \$269  ? \$270  : { 7'h00, tk };
+  assign \$272  = $signed(sh0) - $signed(5'h0d);
+  assign \$273  = \$267  ? \$271  : \$272 ;
+  assign \$274  = \$261  ? 11'h000 : \$273 ;
+  assign \$275  = $signed(km) << pre;
+  assign \$276  = tsh > 6'h2f;
+  assign \$277  = \$276  ? 10'h02f : tsh;
+  assign \$278  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$279  = $signed(\$278 ) - $signed({ 1'h0, tsh });
+  assign \$280  = $signed(km_pre) >>> t_clamped;
+  assign \$281  = $signed(chan[68:61]) << \$122 [3:0];
+  assign \$282  = 1'h1 << sh;
+  assign \$284  = $signed(\$281 ) + $signed({ 1'h0, \$283  });
+  assign \$286  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$273 ;
+    fsm_state <= \$287 ;
   always @(posedge clk)
-    div_mag <= \$274 ;
+    div_num <= \$288 ;
   always @(posedge clk)
-    div_neg <= \$275 ;
+    div_mag <= \$289 ;
   always @(posedge clk)
-    f2 <= \$276 ;
+    div_neg <= \$290 ;
   always @(posedge clk)
-    hsum <= \$277 ;
+    \start$9  <= \$291 ;
   always @(posedge clk)
-    dcount <= \$278 ;
+    f2 <= \$292 ;
   always @(posedge clk)
-    merge_step <= \$279 ;
+    hsum <= \$293 ;
   always @(posedge clk)
-    t <= \$280 ;
+    dcount <= \$294 ;
   always @(posedge clk)
-    den <= \$281 ;
+    merge_step <= \$295 ;
   always @(posedge clk)
-    lead <= \$282 ;
+    head_top <= \$296 ;
   always @(posedge clk)
-    recip <= \$283 ;
+    head_bottom <= \$297 ;
   always @(posedge clk)
-    m <= \$284 ;
+    take_top_train_2 <= \$298 ;
   always @(posedge clk)
-    km <= \$285 ;
+    pick_on_train_2 <= \$299 ;
   always @(posedge clk)
-    sh0 <= \$286 ;
+    start <= \$300 ;
   always @(posedge clk)
-    tk <= \$287 ;
+    t <= \$301 ;
   always @(posedge clk)
-    pre <= \$288 ;
+    den <= \$302 ;
   always @(posedge clk)
-    tsh <= \$289 ;
+    lead <= \$303 ;
   always @(posedge clk)
-    km_pre <= \$290 ;
+    recip <= \$304 ;
   always @(posedge clk)
-    t_clamped <= \$291 ;
+    m <= \$305 ;
   always @(posedge clk)
-    sh <= \$292 ;
+    km <= \$306 ;
   always @(posedge clk)
-    \a$38  <= \$293 ;
+    sh0 <= \$307 ;
   always @(posedge clk)
-    bias <= \$294 ;
+    tk <= \$308 ;
   always @(posedge clk)
-    p <= \$295 ;
+    pre <= \$309 ;
   always @(posedge clk)
-    quot <= \$296 ;
+    tsh <= \$310 ;
   always @(posedge clk)
-    \b$58  <= \$297 ;
+    km_pre <= \$311 ;
+  always @(posedge clk)
+    t_clamped <= \$312 ;
+  always @(posedge clk)
+    sh <= \$313 ;
+  always @(posedge clk)
+    \a$35  <= \$314 ;
+  always @(posedge clk)
+    bias <= \$315 ;
+  always @(posedge clk)
+    \p$60  <= \$316 ;
+  always @(posedge clk)
+    quot <= \$317 ;
+  always @(posedge clk)
+    \b$62  <= \$318 ;
   \hwnorm_topk_s8.math.div  div (
     .clk(clk),
-    .\den$14 (\den$16 ),
-    .done(\done$45 ),
+    .\den$13 (\den$17 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(start),
+    .start(\start$9 ),
     .steps(steps)
   );
   \hwnorm_topk_s8.math.mul  mul (
@@ -1199,131 +1254,13 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$47 ),
-    .\neg$12 (\neg$31 ),
-    .p(\p$48 ),
+    .done(\done$50 ),
+    .\neg$12 (\neg$27 ),
+    .p(p),
     .rst(rst),
-    .start(\start$26 ),
-    .steps(\steps$32 )
+    .start(start),
+    .steps(\steps$28 )
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    div_num = 51'h0000000000000;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          div_num = { \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123 [21], \$123  };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          div_num = { p[49], p };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          start = 1'h1;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          start = 1'h1;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          start = 1'h1;
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     rem_init = 40'h0000000000;
@@ -1333,9 +1270,9 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h02:
           /* empty */;
       6'h04:
-          rem_init = \$124 [39:0];
-      6'h05:
           /* empty */;
+      6'h05:
+          rem_init = \$123 [39:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -1355,7 +1292,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$138 [39:0];
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1367,7 +1304,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          rem_init = \$133 [39:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -1381,7 +1318,27 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
-          rem_init = \$149 [39:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          rem_init = \$144 [39:0];
     endcase
   end
   always @* begin
@@ -1393,9 +1350,9 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h02:
           /* empty */;
       6'h04:
-          lo_init = \$125 [34:0];
-      6'h05:
           /* empty */;
+      6'h05:
+          lo_init = \$124 [34:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -1415,7 +1372,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$140 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1427,7 +1384,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          lo_init = \$135 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1441,7 +1398,27 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$150 [34:0];
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          lo_init = \$145 [34:0];
     endcase
   end
   always @* begin
@@ -1453,9 +1430,9 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h02:
           /* empty */;
       6'h04:
-          neg = div_neg;
-      6'h05:
           /* empty */;
+      6'h05:
+          neg = div_neg;
       6'h06:
           /* empty */;
       6'h07:
@@ -1475,7 +1452,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1487,7 +1464,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          neg = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -1501,21 +1478,41 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$16  = 40'h0000000000;
+    \den$17  = 40'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \den$16  = { 27'h0000000, chan[13:1] };
-      6'h05:
           /* empty */;
+      6'h05:
+          \den$17  = { 27'h0000000, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
@@ -1535,7 +1532,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$16  = den;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1547,7 +1544,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \den$17  = den;
       6'h16:
           /* empty */;
       6'h17:
@@ -1561,7 +1558,27 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
-          \den$16  = { 27'h0000000, chan[13:1] };
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          \den$17  = { 27'h0000000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1573,9 +1590,9 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h02:
           /* empty */;
       6'h04:
-          steps = 6'h0a;
-      6'h05:
           /* empty */;
+      6'h05:
+          steps = 6'h0a;
       6'h06:
           /* empty */;
       6'h07:
@@ -1595,7 +1612,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 6'h10;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
@@ -1607,7 +1624,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          steps = 6'h10;
       6'h16:
           /* empty */;
       6'h17:
@@ -1621,43 +1638,27 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
           steps = 6'h23;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    merge_on_train_2 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          merge_on_train_2 = \$128 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    take_top_train_2 = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          take_top_train_2 = \$130 ;
     endcase
   end
   always @* begin
@@ -1675,10 +1676,12 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h06:
           /* empty */;
       6'h07:
-          if (merge_on_train_2) begin
-            if (take_top_train_2) begin
-              pop_top = 1'h1;
-            end
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$125 ) begin
+            pop_top = 1'h1;
           end
     endcase
   end
@@ -1697,91 +1700,14 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h06:
           /* empty */;
       6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-            end else begin
-              pop_bottom = 1'h1;
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \start$26  = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
           /* empty */;
       6'h08:
-          \start$26  = 1'h1;
+          /* empty */;
       6'h09:
-          /* empty */;
-      6'h0a:
-          \start$26  = 1'h1;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \start$26  = 1'h1;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \start$26  = 1'h1;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \start$26  = 1'h1;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \start$26  = 1'h1;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          \start$26  = 1'h1;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \start$26  = 1'h1;
+          if (\$125 ) begin
+          end else if (pick_on_train_2) begin
+            pop_bottom = 1'h1;
+          end
     endcase
   end
   always @* begin
@@ -1801,29 +1727,29 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          a = { hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h0b:
           /* empty */;
+      6'h0b:
+          a = { hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum };
       6'h0c:
-          a = { t[37], t };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          a = { 22'h000000, recip };
+          a = { t[37], t };
       6'h12:
           /* empty */;
       6'h13:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1833,21 +1759,19 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          a = { 22'h000000, recip };
       6'h19:
-          a = { \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38  };
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          a = { 23'h000000, chan[100:85] };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1855,11 +1779,37 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          a = { \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35  };
       6'h23:
           /* empty */;
       6'h24:
-          a = { \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38 [26], \a$38  };
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          a = { 23'h000000, chan[100:85] };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          a = { \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35  };
     endcase
   end
   always @* begin
@@ -1879,29 +1829,29 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          b = { \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133 [6], \$133  };
-      6'h0b:
           /* empty */;
+      6'h0b:
+          b = { 8'h00, chan[13:1] };
       6'h0c:
-          b = { 1'h0, chan[33:14] };
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          b = { \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128  };
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          b = { 1'h0, chan[33:14] };
       6'h12:
           /* empty */;
       6'h13:
-          b = { 8'h00, chan[13:1] };
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1911,21 +1861,19 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          b = { \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138  };
       6'h19:
-          b = \$147 [20:0];
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          b = { 8'h00, chan[13:1] };
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1933,11 +1881,37 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          b = \$142 [20:0];
       6'h23:
           /* empty */;
       6'h24:
-          b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          b = { \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          b = { \$152 [16], \$152 [16], \$152 [16], \$152 [16], \$152  };
     endcase
   end
   always @* begin
@@ -1957,29 +1931,29 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          c = 60'h000000000000000;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
+          /* empty */;
+      6'h0b:
+          c = 60'h000000000000000;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
           c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h0b:
+      6'h0f:
           /* empty */;
-      6'h0c:
+      6'h10:
+          /* empty */;
+      6'h11:
           c = { 41'h00000000000, chan[52:34] };
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          c = 60'h000000000000000;
       6'h12:
           /* empty */;
       6'h13:
-          c = 60'h000000000000000;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -1989,21 +1963,19 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h19:
           c = 60'h000000000000000;
+      6'h19:
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          c = 60'h000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          c = 60'h000000000000000;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2011,16 +1983,42 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          c = 60'h000000000000000;
       6'h23:
           /* empty */;
       6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          c = 60'h000000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
           c = 60'h000000000000000;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$31  = 1'h0;
+    \neg$27  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2035,29 +2033,29 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$31  = \$134 ;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \neg$27  = 1'h0;
       6'h0c:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \neg$27  = \$129 ;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \neg$31  = \$144 ;
+          \neg$27  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
-          \neg$31  = 1'h0;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2067,21 +2065,19 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \neg$27  = \$139 ;
       6'h19:
-          \neg$31  = \$148 ;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \neg$27  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          \neg$31  = \$154 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2089,16 +2085,42 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          \neg$27  = \$143 ;
       6'h23:
           /* empty */;
       6'h24:
-          \neg$31  = \$158 ;
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          \neg$27  = \$149 ;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \neg$27  = \$153 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$32  = 5'h00;
+    \steps$28  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2113,29 +2135,29 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          \steps$32  = 5'h0d;
+          /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$32  = 5'h05;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \steps$28  = 5'h0d;
       6'h0c:
-          \steps$32  = 5'h14;
+          /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          /* empty */;
+          \steps$28  = 5'h05;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \steps$32  = 5'h08;
+          \steps$28  = 5'h14;
       6'h12:
           /* empty */;
       6'h13:
-          \steps$32  = 5'h0d;
+          /* empty */;
       6'h14:
           /* empty */;
       6'h15:
@@ -2145,21 +2167,19 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \steps$28  = 5'h08;
       6'h19:
-          \steps$32  = 5'h15;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \steps$28  = 5'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          \steps$32  = 5'h08;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2167,11 +2187,37 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          /* empty */;
+          \steps$28  = 5'h15;
       6'h23:
           /* empty */;
       6'h24:
-          \steps$32  = 5'h10;
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          \steps$28  = 5'h08;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \steps$28  = 5'h10;
     endcase
   end
   always @* begin
@@ -2236,8 +2282,6 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h1e:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2255,6 +2299,32 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h26:
           /* empty */;
       6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -2262,134 +2332,161 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = fsm_state;
+    \$287  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$43 ) begin
+          if (\start$39 ) begin
             casez (entry)
               2'h0:
-                  \$273  = 6'h01;
+                  \$287  = 6'h01;
               2'h1:
-                  \$273  = 6'h02;
+                  \$287  = 6'h02;
               2'h2:
-                  \$273  = 6'h03;
+                  \$287  = 6'h03;
             endcase
           end
       6'h02:
-          \$273  = 6'h04;
+          \$287  = 6'h04;
       6'h04:
-          \$273  = 6'h05;
+          \$287  = 6'h05;
       6'h05:
-          if (\done$45 ) begin
-            \$273  = 6'h06;
-          end
+          \$287  = 6'h06;
       6'h06:
-          \$273  = 6'h07;
+          if (\done$42 ) begin
+            \$287  = 6'h07;
+          end
       6'h07:
-          if (\$208 ) begin
-            \$273  = 6'h08;
-          end
+          \$287  = 6'h08;
       6'h08:
-          \$273  = 6'h09;
+        begin
+          \$287  = 6'h09;
+          if (\$216 ) begin
+            \$287  = 6'h0a;
+          end
+        end
       6'h09:
-          if (\done$47 ) begin
-            \$273  = 6'h0a;
-          end
+          \$287  = 6'h08;
       6'h0a:
-          \$273  = 6'h0b;
+          \$287  = 6'h0b;
       6'h0b:
-          if (\done$47 ) begin
-            \$273  = 6'h0c;
-          end
+          \$287  = 6'h0c;
       6'h0c:
-          \$273  = 6'h0d;
+          if (\done$50 ) begin
+            \$287  = 6'h0d;
+          end
       6'h0d:
-          if (\done$47 ) begin
-            \$273  = 6'h0e;
-          end
+          \$287  = 6'h0e;
       6'h0e:
-          \$273  = 6'h0f;
+          \$287  = 6'h0f;
       6'h0f:
-          \$273  = 6'h10;
-      6'h10:
-          if (\done$45 ) begin
-            \$273  = 6'h11;
+          if (\done$50 ) begin
+            \$287  = 6'h10;
           end
+      6'h10:
+          \$287  = 6'h11;
       6'h11:
-          \$273  = 6'h12;
+          \$287  = 6'h12;
       6'h12:
-          if (\done$47 ) begin
-            \$273  = 6'h13;
+          if (\done$50 ) begin
+            \$287  = 6'h13;
           end
       6'h13:
-          \$273  = 6'h14;
+          \$287  = 6'h14;
       6'h14:
-          if (\done$47 ) begin
-            \$273  = 6'h15;
-          end
+          \$287  = 6'h15;
       6'h15:
-          \$273  = 6'h16;
+          \$287  = 6'h16;
       6'h16:
-          \$273  = 6'h17;
+          if (\done$42 ) begin
+            \$287  = 6'h17;
+          end
       6'h17:
-          \$273  = 6'h18;
+          \$287  = 6'h18;
       6'h18:
-          \$273  = 6'h19;
+          \$287  = 6'h19;
       6'h19:
-          \$273  = 6'h1a;
+          if (\done$50 ) begin
+            \$287  = 6'h1a;
+          end
       6'h1a:
-          if (\done$47 ) begin
-            \$273  = 6'h1b;
-          end
+          \$287  = 6'h1b;
       6'h1b:
-          \$273  = 6'h1c;
+          \$287  = 6'h1c;
       6'h1c:
-          \$273  = 6'h1d;
+          if (\done$50 ) begin
+            \$287  = 6'h1d;
+          end
       6'h1d:
-          if (\done$45 ) begin
-            \$273  = 6'h1e;
-          end
+          \$287  = 6'h1e;
       6'h1e:
-          \$273  = 6'h01;
-      6'h03:
-          \$273  = 6'h1f;
+          \$287  = 6'h1f;
       6'h1f:
-          if (\done$47 ) begin
-            \$273  = 6'h20;
-          end
+          \$287  = 6'h20;
       6'h20:
-          \$273  = 6'h21;
+          \$287  = 6'h21;
       6'h21:
-          \$273  = 6'h22;
+          \$287  = 6'h22;
       6'h22:
-          \$273  = 6'h23;
+          \$287  = 6'h23;
       6'h23:
-          \$273  = 6'h24;
-      6'h24:
-          \$273  = 6'h25;
-      6'h25:
-          if (\done$47 ) begin
-            \$273  = 6'h26;
+          if (\done$50 ) begin
+            \$287  = 6'h24;
           end
+      6'h24:
+          \$287  = 6'h25;
+      6'h25:
+          \$287  = 6'h26;
       6'h26:
-          \$273  = 6'h27;
+          \$287  = 6'h27;
       6'h27:
-          \$273  = 6'h01;
+          if (\done$42 ) begin
+            \$287  = 6'h28;
+          end
+      6'h28:
+          \$287  = 6'h01;
+      6'h03:
+          \$287  = 6'h29;
+      6'h29:
+          \$287  = 6'h2a;
+      6'h2a:
+          if (\done$50 ) begin
+            \$287  = 6'h2b;
+          end
+      6'h2b:
+          \$287  = 6'h2c;
+      6'h2c:
+          \$287  = 6'h2d;
+      6'h2d:
+          \$287  = 6'h2e;
+      6'h2e:
+          \$287  = 6'h2f;
+      6'h2f:
+          \$287  = 6'h30;
+      6'h30:
+          \$287  = 6'h31;
+      6'h31:
+          if (\done$50 ) begin
+            \$287  = 6'h32;
+          end
+      6'h32:
+          \$287  = 6'h33;
+      6'h33:
+          \$287  = 6'h01;
       6'h01:
-          \$273  = 6'h00;
+          \$287  = 6'h00;
     endcase
     if (rst) begin
-      \$273  = 6'h00;
+      \$287  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = div_mag;
+    \$288  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$274  = \$201 [50:0];
+          \$288  = { \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206  };
       6'h04:
           /* empty */;
       6'h05:
@@ -2420,370 +2517,6 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h12:
           /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$274  = \$239 [50:0];
-    endcase
-    if (rst) begin
-      \$274  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$275  = \$202 ;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$275  = \$240 ;
-    endcase
-    if (rst) begin
-      \$275  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$45 ) begin
-            \$276  = q[10:0];
-          end
-    endcase
-    if (rst) begin
-      \$276  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$277  = 14'h0000;
-      6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-              \$277  = \$203 [13:0];
-            end else begin
-              \$277  = \$205 [13:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$277  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$278  = 6'h00;
-      6'h07:
-          if (merge_on_train_2) begin
-            (* full_case = 32'd1 *)
-            if (take_top_train_2) begin
-              \$278  = \$204 [5:0];
-            end else begin
-              \$278  = \$206 [5:0];
-            end
-          end
-    endcase
-    if (rst) begin
-      \$278  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$279  = 4'h0;
-      6'h07:
-          \$279  = \$207 [3:0];
-    endcase
-    if (rst) begin
-      \$279  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$47 ) begin
-            \$280  = \p$48 [37:0];
-          end
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$47 ) begin
-            \$280  = \p$48 [37:0];
-          end
-    endcase
-    if (rst) begin
-      \$280  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$47 ) begin
-            \$281  = \p$48 [39:0];
-          end
-    endcase
-    if (rst) begin
-      \$281  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$282  = den_lead;
-    endcase
-    if (rst) begin
-      \$282  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$45 ) begin
-            \$283  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$283  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$47 ) begin
-            \$284  = \p$48 [25:0];
-          end
       6'h13:
           /* empty */;
       6'h14:
@@ -2807,683 +2540,6 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          if (\done$47 ) begin
-            \$284  = \p$48 [25:0];
-          end
-    endcase
-    if (rst) begin
-      \$284  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          if (\done$47 ) begin
-            \$285  = \p$48 [39:0];
-          end
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$285  = \$242 [39:0];
-    endcase
-    if (rst) begin
-      \$285  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$286  = { \$209 [7], \$209 [7], \$209  };
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$286  = { \$243 [8], \$243  };
-    endcase
-    if (rst) begin
-      \$286  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$287  = count_lead;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$287  = 4'h8;
-    endcase
-    if (rst) begin
-      \$287  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$288  = \$212 [2:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$288  = \$246 [2:0];
-    endcase
-    if (rst) begin
-      \$288  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$289  = \$226 [9:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$289  = \$260 [9:0];
-    endcase
-    if (rst) begin
-      \$289  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$290  = \$227 ;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$290  = \$261 ;
-    endcase
-    if (rst) begin
-      \$290  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$291  = \$229 [5:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$291  = \$263 [5:0];
-    endcase
-    if (rst) begin
-      \$291  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$292  = \$231 [3:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$292  = \$265 [3:0];
-    endcase
-    if (rst) begin
-      \$292  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = \a$38 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$293  = \$232 [26:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3494,101 +2550,24 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h22:
           /* empty */;
       6'h23:
-          \$293  = \$266 [26:0];
+          /* empty */;
+      6'h24:
+          \$288  = { \p$60 [49], \p$60  };
     endcase
     if (rst) begin
-      \$293  = 27'h0000000;
+      \$288  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = bias;
+    \$289  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$294  = { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  };
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$294  = { \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270  };
-    endcase
-    if (rst) begin
-      \$294  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = p;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
+          \$289  = \$209 [50:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -3632,9 +2611,7 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h19:
           /* empty */;
       6'h1a:
-          if (\done$47 ) begin
-            \$295  = \p$48 [49:0];
-          end
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3642,8 +2619,6 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3658,24 +2633,22 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h24:
           /* empty */;
       6'h25:
-          if (\done$47 ) begin
-            \$295  = \p$48 [49:0];
-          end
+          \$289  = \$253 [50:0];
     endcase
     if (rst) begin
-      \$295  = 50'h0000000000000;
+      \$289  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = quot;
+    \$290  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
+          \$290  = \$210 ;
       6'h05:
           /* empty */;
       6'h06:
@@ -3725,12 +2698,8 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$45 ) begin
-            \$296  = { q[36], q[36], q };
-          end
-      6'h1e:
           /* empty */;
-      6'h03:
+      6'h1e:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3740,6 +2709,366 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h22:
           /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$290  = \$254 ;
+    endcase
+    if (rst) begin
+      \$290  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$291  = 1'h1;
+      6'h05:
+          \$291  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$291  = 1'h1;
+      6'h15:
+          \$291  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$291  = 1'h1;
+      6'h26:
+          \$291  = 1'h0;
+    endcase
+    if (rst) begin
+      \$291  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$42 ) begin
+            \$292  = q[10:0];
+          end
+    endcase
+    if (rst) begin
+      \$292  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$293  = 14'h0000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$217 ) begin
+            \$293  = \$218 [13:0];
+          end else if (pick_on_train_2) begin
+            \$293  = \$220 [13:0];
+          end
+    endcase
+    if (rst) begin
+      \$293  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$294  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$217 ) begin
+            \$294  = \$219 [5:0];
+          end else if (pick_on_train_2) begin
+            \$294  = \$221 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$294  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$295  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$295  = \$222 [3:0];
+    endcase
+    if (rst) begin
+      \$295  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$296  = top;
+    endcase
+    if (rst) begin
+      \$296  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$297  = bottom;
+    endcase
+    if (rst) begin
+      \$297  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$298  = \$212 ;
+    endcase
+    if (rst) begin
+      \$298  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = pick_on_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$299  = \$215 ;
+    endcase
+    if (rst) begin
+      \$299  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$300  = 1'h1;
+      6'h0b:
+          \$300  = 1'h0;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          \$300  = 1'h1;
+      6'h0e:
+          \$300  = 1'h0;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$300  = 1'h1;
+      6'h11:
+          \$300  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$300  = 1'h1;
+      6'h18:
+          \$300  = 1'h0;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$300  = 1'h1;
+      6'h1b:
+          \$300  = 1'h0;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$300  = 1'h1;
+      6'h22:
+          \$300  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3747,15 +3076,221 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h25:
           /* empty */;
       6'h26:
-          \$296  = \$271 [38:0];
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          \$300  = 1'h1;
+      6'h29:
+          \$300  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$300  = 1'h1;
+      6'h30:
+          \$300  = 1'h0;
     endcase
     if (rst) begin
-      \$296  = 39'h0000000000;
+      \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = \b$58 ;
+    \$301  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          if (\done$50 ) begin
+            \$301  = p[37:0];
+          end
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          if (\done$50 ) begin
+            \$301  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$301  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          if (\done$50 ) begin
+            \$302  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$302  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$303  = den_lead;
+    endcase
+    if (rst) begin
+      \$303  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = recip;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          if (\done$42 ) begin
+            \$304  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$304  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3804,7 +3339,9 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          if (\done$50 ) begin
+            \$305  = p[25:0];
+          end
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3814,8 +3351,6 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          \$297  = \$241 [34:0];
-      6'h03:
           /* empty */;
       6'h1f:
           /* empty */;
@@ -3834,14 +3369,1339 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
       6'h26:
           /* empty */;
       6'h27:
-          \$297  = \$272 [34:0];
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$50 ) begin
+            \$305  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$297  = 35'h000000000;
+      \$305  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = km;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          if (\done$50 ) begin
+            \$306  = p[39:0];
+          end
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$306  = \$256 [39:0];
+    endcase
+    if (rst) begin
+      \$306  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$307  = { \$223 [7], \$223 [7], \$223  };
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$307  = { \$257 [8], \$257  };
+    endcase
+    if (rst) begin
+      \$307  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$308  = count_lead;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$308  = 4'h8;
+    endcase
+    if (rst) begin
+      \$308  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$309  = \$226 [2:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$309  = \$260 [2:0];
+    endcase
+    if (rst) begin
+      \$309  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$310  = \$240 [9:0];
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$310  = \$274 [9:0];
+    endcase
+    if (rst) begin
+      \$310  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = km_pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$311  = \$241 ;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$311  = \$275 ;
+    endcase
+    if (rst) begin
+      \$311  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = t_clamped;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$312  = \$243 [5:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$312  = \$277 [5:0];
+    endcase
+    if (rst) begin
+      \$312  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$313  = \$245 [3:0];
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$313  = \$279 [3:0];
+    endcase
+    if (rst) begin
+      \$313  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \a$35 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$314  = \$246 [26:0];
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$314  = \$280 [26:0];
+    endcase
+    if (rst) begin
+      \$314  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$315  = { \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$315  = { \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284  };
+    endcase
+    if (rst) begin
+      \$315  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = \p$60 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$50 ) begin
+            \$316  = p[49:0];
+          end
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          if (\done$50 ) begin
+            \$316  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$316  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          if (\done$42 ) begin
+            \$317  = { q[36], q[36], q };
+          end
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$317  = \$285 [38:0];
+    endcase
+    if (rst) begin
+      \$317  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \b$62 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$318  = \$255 [34:0];
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$318  = \$286 [34:0];
+    endcase
+    if (rst) begin
+      \$318  = 35'h000000000;
     end
   end
   assign beta_shift = \$121 [3:0];
   assign \beta_shift$6  = \$122 [3:0];
+  assign seqmul_go = start;
+  assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[33:14];
@@ -3851,45 +4711,51 @@ module \hwnorm_topk_s8.math (rst, \start$43 , entry, chan, sum, top, bottom, pop
   assign \chan.mean  = chan[84:69];
   assign \chan.scale_m  = chan[100:85];
   assign \chan.scale_exp  = chan[108:101];
-  assign \$123  = { sum, 1'h0 };
-  assign \$124  = { 10'h000, div_mag[50:10] };
-  assign \$125  = { 6'h00, div_mag[9:0], 25'h0000000 };
-  assign \$149  = { 35'h000000000, div_mag[50:35] };
-  assign \$150  = { 1'h0, div_mag[34:0] };
-  assign \$235  = { 1'h0, \$234 [15:1] };
-  assign \$242  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$269  = { 1'h0, \$268 [15:1] };
-  assign \$271  = { p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49], p[49:8] };
+  assign \$123  = { 10'h000, div_mag[50:10] };
+  assign \$124  = { 6'h00, div_mag[9:0], 25'h0000000 };
+  assign \$144  = { 35'h000000000, div_mag[50:35] };
+  assign \$145  = { 1'h0, div_mag[34:0] };
+  assign \$206  = { sum, 1'h0 };
+  assign \$249  = { 1'h0, \$248 [15:1] };
+  assign \$256  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$283  = { 1'h0, \$282 [15:1] };
+  assign \$285  = { \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49:8] };
 endmodule
 
-module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \den$14 , steps, done, clk);
+module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [40:0] \$1 ;
-  wire \$10 ;
-  wire [35:0] \$11 ;
-  wire [35:0] \$12 ;
-  wire [6:0] \$13 ;
-  wire \$14 ;
-  reg \$15 ;
-  reg [39:0] \$16 ;
-  reg [34:0] \$17 ;
-  reg [39:0] \$18 ;
-  reg \$19 ;
-  wire [35:0] \$2 ;
+  wire [6:0] \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
+  reg \$16 ;
+  reg \$17 ;
+  reg \$18 ;
+  reg [39:0] \$19 ;
+  wire \$2 ;
   reg [34:0] \$20 ;
-  reg [5:0] \$21 ;
+  reg [39:0] \$21 ;
+  reg \$22 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
+  reg \$25 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire [41:0] \$7 ;
-  wire [41:0] \$8 ;
+  wire [41:0] \$4 ;
+  wire [41:0] \$5 ;
+  wire [35:0] \$6 ;
+  wire \$7 ;
+  wire [35:0] \$8 ;
   wire [35:0] \$9 ;
+  reg \$signal  = 1'h0;
   input clk;
   wire clk;
   reg [39:0] den = 40'h0000000000;
-  input [39:0] \den$14 ;
-  wire [39:0] \den$14 ;
+  input [39:0] \den$13 ;
+  wire [39:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
@@ -3900,109 +4766,101 @@ module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   input \neg$15 ;
   wire \neg$15 ;
   output [36:0] q;
-  wire [36:0] q;
+  reg [36:0] q = 37'h0000000000;
   reg [34:0] quot = 35'h000000000;
   reg [39:0] rem = 40'h0000000000;
   input [39:0] rem_init;
   wire [39:0] rem_init;
+  reg rem_zero = 1'h0;
   input rst;
   wire rst;
+  reg sign = 1'h0;
   input start;
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
   wire [40:0] trial;
   assign trial = \$1  | { 40'h0000000000, lo[34] };
-  assign \$2  = ~ { 1'h0, quot };
-  assign \$3  = ! rem;
-  assign \$4  = $signed(\$2 ) + $signed({ 1'h0, \$3  });
-  assign q = neg ? \$4  : { 2'h0, quot };
-  assign \$5  = | left;
-  assign \$6  = trial >= den;
-  assign \$7  = trial - den;
-  assign \$8  = \$6  ? \$7  : { 1'h0, trial };
-  assign \$10  = trial >= den;
-  assign \$11  = \$9  | { 35'h000000000, \$10  };
-  assign \$13  = left - 1'h1;
-  assign \$14  = left == 1'h1;
+  assign \$2  = | left;
+  assign \$3  = trial >= den;
+  assign \$4  = trial - den;
+  assign \$5  = \$3  ? \$4  : { 1'h0, trial };
+  assign \$7  = trial >= den;
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$10  = left - 1'h1;
+  assign \$11  = left == 1'h1;
+  assign \$12  = ! rem;
+  assign \$13  = ~ { 1'h0, quot };
+  assign \$14  = $signed(\$13 ) + $signed({ 1'h0, rem_zero });
+  assign \$15  = neg ? \$14  : { 2'h0, quot };
   always @(posedge clk)
-    done <= \$15 ;
+    sign <= \$16 ;
   always @(posedge clk)
-    rem <= \$16 ;
+    done <= \$17 ;
   always @(posedge clk)
-    lo <= \$17 ;
+    \$signal  <= \$18 ;
   always @(posedge clk)
-    den <= \$18 ;
+    rem <= \$19 ;
   always @(posedge clk)
-    neg <= \$19 ;
+    lo <= \$20 ;
   always @(posedge clk)
-    quot <= \$20 ;
+    den <= \$21 ;
   always @(posedge clk)
-    left <= \$21 ;
+    neg <= \$22 ;
+  always @(posedge clk)
+    quot <= \$23 ;
+  always @(posedge clk)
+    left <= \$24 ;
+  always @(posedge clk)
+    rem_zero <= \$25 ;
+  always @(posedge clk)
+    q <= \$26 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$15  = 1'h0;
+    \$16  = \$signal ;
+    if (rst) begin
+      \$16  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$17  = sign;
+    if (rst) begin
+      \$17  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$18  = 1'h0;
     if (start) begin
-    end else if (\$5 ) begin
-      if (\$14 ) begin
-        \$15  = 1'h1;
+    end else if (\$2 ) begin
+      if (\$11 ) begin
+        \$18  = 1'h1;
       end
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$16  = rem;
+    \$19  = rem;
     if (start) begin
-      \$16  = rem_init;
-    end else if (\$5 ) begin
-      \$16  = \$8 [39:0];
+      \$19  = rem_init;
+    end else if (\$2 ) begin
+      \$19  = \$5 [39:0];
     end
     if (rst) begin
-      \$16  = 40'h0000000000;
+      \$19  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$17  = lo;
+    \$20  = lo;
     if (start) begin
-      \$17  = lo_init;
-    end else if (\$5 ) begin
-      \$17  = \$12 [34:0];
-    end
-    if (rst) begin
-      \$17  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$18  = den;
-    if (start) begin
-      \$18  = \den$14 ;
-    end
-    if (rst) begin
-      \$18  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = neg;
-    if (start) begin
-      \$19  = \neg$15 ;
-    end
-    if (rst) begin
-      \$19  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = quot;
-    if (start) begin
-      \$20  = 35'h000000000;
-    end else if (\$5 ) begin
-      \$20  = \$11 [34:0];
+      \$20  = lo_init;
+    end else if (\$2 ) begin
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
       \$20  = 35'h000000000;
@@ -4010,22 +4868,74 @@ module \hwnorm_topk_s8.math.div (rst, q, start, rem_init, lo_init, \neg$15 , \de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = left;
+    \$21  = den;
     if (start) begin
-      \$21  = steps;
-    end else if (\$5 ) begin
-      \$21  = \$13 [5:0];
+      \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 6'h00;
+      \$21  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = neg;
+    if (start) begin
+      \$22  = \neg$15 ;
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = quot;
+    if (start) begin
+      \$23  = 35'h000000000;
+    end else if (\$2 ) begin
+      \$23  = \$8 [34:0];
+    end
+    if (rst) begin
+      \$23  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = left;
+    if (start) begin
+      \$24  = steps;
+    end else if (\$2 ) begin
+      \$24  = \$10 [5:0];
+    end
+    if (rst) begin
+      \$24  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = rem_zero;
+    if (\$signal ) begin
+      \$25  = \$12 ;
+    end
+    if (rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$26  = q;
+    if (sign) begin
+      \$26  = \$15 ;
+    end
+    if (rst) begin
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
-  assign \$9  = { quot, 1'h0 };
-  assign \$12  = { lo, 1'h0 };
+  assign \$6  = { quot, 1'h0 };
+  assign \$9  = { lo, 1'h0 };
 endmodule
 
-module \hwnorm_topk_s8.math.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk);
+module \hwnorm_topk_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   reg [59:0] \$10 ;
@@ -4586,104 +5496,158 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
 endmodule
 
-module \hwnorm_topk_s8.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$20 , x);
+module \hwnorm_topk_s8.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$26 , x);
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  reg [7:0] \$6 ;
+  reg \$7 ;
+  reg \$8 ;
+  reg [7:0] \$like  = 8'h00;
+  reg \$like$4  = 1'h0;
+  wire [7:0] \$like[0] ;
+  reg \$signal  = 1'h0;
   output [7:0] bottom;
   wire [7:0] bottom;
   input clear;
   wire clear;
-  wire \clear$1 ;
-  wire \clear$10 ;
-  wire \clear$14 ;
+  wire \clear$16 ;
+  wire \clear$20 ;
+  wire \clear$9 ;
   input clk;
   wire clk;
   wire [7:0] head;
-  wire [7:0] \head$25 ;
+  wire [7:0] \head$31 ;
   input mask;
   wire mask;
+  (* init = 1'h0 *)
   wire \mask$13 ;
-  wire \mask$17 ;
-  wire \mask$7 ;
+  (* init = 1'h0 *)
+  wire \mask$19 ;
+  (* init = 1'h0 *)
+  wire \mask$23 ;
   input pop;
   wire pop;
-  input \pop$20 ;
-  wire \pop$20 ;
+  input \pop$26 ;
+  wire \pop$26 ;
   wire pop_bottom;
   wire pop_top;
   input rst;
   wire rst;
+  wire second;
   output [20:0] sum;
   wire [20:0] sum;
-  wire [20:0] \sum$9 ;
+  wire [20:0] \sum$15 ;
   output [7:0] top;
   wire [7:0] top;
   input valid;
   wire valid;
-  wire \valid$11 ;
-  wire \valid$15 ;
-  wire \valid$3 ;
+  wire \valid$10 ;
+  wire \valid$17 ;
+  wire \valid$21 ;
   input [7:0] x;
   wire [7:0] x;
+  (* init = 8'h00 *)
   wire [7:0] \x$12 ;
   wire [7:0] \x$12[0] ;
-  wire [7:0] \x$16 ;
-  wire [7:0] \x$16[0] ;
-  wire [7:0] \x$5 ;
-  wire [7:0] \x$5[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$18 ;
+  wire [7:0] \x$18[0] ;
+  (* init = 8'h00 *)
+  wire [7:0] \x$22 ;
+  wire [7:0] \x$22[0] ;
   wire [7:0] \x[0] ;
-  \hwnorm_topk_s8.stats_unit.bottom$30  \bottom$30  (
+  assign \$2  = valid & \$1 ;
+  always @(posedge clk)
+    \$like  <= \$6 ;
+  always @(posedge clk)
+    \$like$4  <= \$7 ;
+  always @(posedge clk)
+    \$signal  <= \$8 ;
+  assign \$1  = ~ clear;
+  \hwnorm_topk_s8.stats_unit.bottom$34  \bottom$34  (
     .clear(clear),
     .clk(clk),
     .head(bottom),
-    .mask(mask),
-    .pop(\pop$20 ),
+    .mask(\$like$4 ),
+    .pop(\pop$26 ),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$21 ),
+    .x(\$like )
   );
-  \hwnorm_topk_s8.stats_unit.sum$28  \sum$28  (
+  \hwnorm_topk_s8.stats_unit.sum$32  \sum$32  (
     .clear(clear),
     .clk(clk),
-    .mask(mask),
+    .mask(\$like$4 ),
     .rst(rst),
     .sum(sum),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$10 ),
+    .x(\$like )
   );
-  \hwnorm_topk_s8.stats_unit.top$29  \top$29  (
+  \hwnorm_topk_s8.stats_unit.top$33  \top$33  (
     .clear(clear),
     .clk(clk),
     .head(top),
-    .mask(mask),
+    .mask(\$like$4 ),
     .pop(pop),
     .rst(rst),
-    .valid(valid),
-    .x(x)
+    .valid(\valid$17 ),
+    .x(\$like )
   );
-  assign \clear$1  = clear;
-  assign \valid$3  = valid;
-  assign \x$5  = x;
-  assign \mask$7  = mask;
-  assign \sum$9  = sum;
-  assign \clear$10  = clear;
-  assign \valid$11  = valid;
-  assign \x$12  = x;
-  assign \mask$13  = mask;
-  assign \clear$14  = clear;
-  assign \valid$15  = valid;
-  assign \x$16  = x;
-  assign \mask$17  = mask;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$6  = x;
+    if (rst) begin
+      \$6  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$7  = mask;
+    if (rst) begin
+      \$7  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$8  = \$2 ;
+    if (rst) begin
+      \$8  = 1'h0;
+    end
+  end
+  assign \clear$9  = clear;
+  assign second = 1'h0;
+  assign \x$12  = \$like ;
+  assign \mask$13  = \$like$4 ;
+  assign \sum$15  = sum;
+  assign \clear$16  = clear;
+  assign \x$18  = \$like ;
+  assign \mask$19  = \$like$4 ;
+  assign \clear$20  = clear;
+  assign \x$22  = \$like ;
+  assign \mask$23  = \$like$4 ;
   assign pop_top = pop;
-  assign pop_bottom = \pop$20 ;
+  assign pop_bottom = \pop$26 ;
   assign head = top;
-  assign \head$25  = bottom;
+  assign \head$31  = bottom;
+  assign \$like[0]  = \$like ;
   assign \x[0]  = x;
-  assign \x$5[0]  = x;
-  assign \x$12[0]  = x;
-  assign \x$16[0]  = x;
+  assign \x$12[0]  = \$like ;
+  assign \x$18[0]  = \$like ;
+  assign \x$22[0]  = \$like ;
+  assign \$3  = 1'h1;
+  assign \valid$10  = \$signal ;
+  assign \$4  = 1'h1;
+  assign \valid$17  = \$signal ;
+  assign \$5  = 1'h1;
+  assign \valid$21  = \$signal ;
 endmodule
 
-module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head, pop, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+module \hwnorm_topk_s8.stats_unit.bottom$34 (rst, valid, clear, x, mask, head, pop, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire [7:0] \$11 ;
@@ -4806,7 +5770,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
   always @(posedge clk)
     slot0_9 <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$23  = head;
     if (clear) begin
       \$23  = 8'h7f;
@@ -4820,7 +5784,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$24  = slot0_1;
     if (clear) begin
       \$24  = 8'h7f;
@@ -4834,7 +5798,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$25  = slot0_2;
     if (clear) begin
       \$25  = 8'h7f;
@@ -4848,7 +5812,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$26  = slot0_3;
     if (clear) begin
       \$26  = 8'h7f;
@@ -4862,7 +5826,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$27  = slot0_4;
     if (clear) begin
       \$27  = 8'h7f;
@@ -4876,7 +5840,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$28  = slot0_5;
     if (clear) begin
       \$28  = 8'h7f;
@@ -4890,7 +5854,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$29  = slot0_6;
     if (clear) begin
       \$29  = 8'h7f;
@@ -4904,7 +5868,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$30  = slot0_7;
     if (clear) begin
       \$30  = 8'h7f;
@@ -4918,7 +5882,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$31  = slot0_8;
     if (clear) begin
       \$31  = 8'h7f;
@@ -4932,7 +5896,7 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$32  = slot0_9;
     if (clear) begin
       \$32  = 8'h7f;
@@ -4952,8 +5916,8 @@ module \hwnorm_topk_s8.stats_unit.bottom$30 (clk, rst, mask, clear, valid, head,
   assign \$2  = pop;
 endmodule
 
-module \hwnorm_topk_s8.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+module \hwnorm_topk_s8.stats_unit.sum$32 (rst, valid, clear, x, mask, sum, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [7:0] \$1 ;
   wire [21:0] \$2 ;
   reg [20:0] \$3 ;
@@ -4977,7 +5941,7 @@ module \hwnorm_topk_s8.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x);
   always @(posedge clk)
     sum <= \$3 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$3  = sum;
     if (clear) begin
       \$3  = 21'h000000;
@@ -4991,8 +5955,8 @@ module \hwnorm_topk_s8.stats_unit.sum$28 (clk, rst, mask, clear, valid, sum, x);
   assign \x[0]  = x;
 endmodule
 
-module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, pop, x);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \hwnorm_topk_s8.stats_unit.top$33 (rst, valid, clear, x, mask, head, pop, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire [7:0] \$11 ;
@@ -5115,7 +6079,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
   always @(posedge clk)
     slot0_9 <= \$32 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$23  = head;
     if (clear) begin
       \$23  = 8'h80;
@@ -5129,7 +6093,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$24  = slot0_1;
     if (clear) begin
       \$24  = 8'h80;
@@ -5143,7 +6107,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$25  = slot0_2;
     if (clear) begin
       \$25  = 8'h80;
@@ -5157,7 +6121,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$26  = slot0_3;
     if (clear) begin
       \$26  = 8'h80;
@@ -5171,7 +6135,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$27  = slot0_4;
     if (clear) begin
       \$27  = 8'h80;
@@ -5185,7 +6149,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$28  = slot0_5;
     if (clear) begin
       \$28  = 8'h80;
@@ -5199,7 +6163,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = slot0_6;
     if (clear) begin
       \$29  = 8'h80;
@@ -5213,7 +6177,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = slot0_7;
     if (clear) begin
       \$30  = 8'h80;
@@ -5227,7 +6191,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = slot0_8;
     if (clear) begin
       \$31  = 8'h80;
@@ -5241,7 +6205,7 @@ module \hwnorm_topk_s8.stats_unit.top$29 (clk, rst, mask, clear, valid, head, po
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = slot0_9;
     if (clear) begin
       \$32  = 8'h80;
