@@ -142,7 +142,7 @@ def test_generic_gate_count_of_a_tiny_statistics_unit(tmp_path):
     (tmp_path / "top.v").write_text(statistics_verilog(TINY, name="tiny_stats"))
     times = {}
     g = synth_mod.generic_gates(tmp_path, "tiny_stats", "tiny", times)
-    assert g["gates"] > 100 and g["gate_ffs"] > 0 and g["transistors"] > g["gates"]
+    assert g["gates"] > g["gate_ffs"] > 0 and g["transistors"] > g["gates"]
     assert times["yosys generic"] > 0
 
 
