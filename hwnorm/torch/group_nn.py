@@ -162,7 +162,7 @@ class _GroupedNorm(nn.Module):
             return self.reference(x, batch_stats=False)
         if self.family == "batch_group" and self.training and self.track_running_stats:
             xf = x.float() if x.dtype in LOW_PRECISION else x
-            _DeviationBatchNorm.update_running(self, *self.group_stats(grouping_of(self).split(xf)))
+            self.update_running(*self.group_stats(grouping_of(self).split(xf)))
         return self.reference(x, batch_stats=True)
 
 
@@ -256,6 +256,8 @@ class _BatchGroupNorm(_GroupedNorm):
 
     def uses_batch_stats(self) -> bool:
         return self.training or not self.track_running_stats
+
+    update_running = _DeviationBatchNorm.update_running
 
     def extra_repr(self):
         return f"{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

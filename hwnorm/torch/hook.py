@@ -23,6 +23,8 @@ from torch.nn import functional as F
 
 from ..backends import get_backend
 from ..config import FORMATS_8, FORMATS_16, FixedFormat, NormConfig
+from .group_hook import grouped_forward
+from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
 
 FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
@@ -32,7 +34,7 @@ IN_RANGES = ("calibrated", "batch")
 
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
     """The NormConfig that implements `module` in hardware with the given formats."""
-    kind = module_kind(module)
+    kind = module_kind(module) or grouped_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
     allowed = f"{', '.join(map(repr, FORMATS))} or a dict of {', '.join(FORMAT_KEYS)}"
@@ -238,7 +240,7 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         raise ValueError(f"in_range={in_range!r} is not supported: allowed {', '.join(IN_RANGES)}")
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
     for name, module in model.named_modules():
-        if module_kind(module) is None:
+        if module_kind(module) is None and grouped_kind(module) is None:
             continue
         if "forward" in module.__dict__:
             raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
@@ -248,8 +250,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         session.layers[name] = LayerStats(name=name, config=cfg)
         session._saved[name] = module
-        module.forward = _hardware_forward(session, name, module)
+        module.forward = (grouped_forward if grouped_kind(module) else _hardware_forward)(session, name, module)
     if not session.layers:
         raise ValueError("the model has no normalization layer hwnorm implements "
-                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d)")
+                         "(hwnorm.nn modules, nn.BatchNorm1d/2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d)")
     return session
