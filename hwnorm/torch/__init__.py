@@ -6,3 +6,7 @@ from .nn import (L1BatchNorm1d, L1BatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2
 
 __all__ = ["HardwareSession", "layer_config", "to_hardware", "L1BatchNorm1d", "L1BatchNorm2d",
            "RangeBatchNorm1d", "RangeBatchNorm2d", "TopkBatchNorm1d", "TopkBatchNorm2d"]
+from .group_nn import *  # noqa: F401,F403  the grouped modules (RangeLayerNorm, ..., L2BatchGroupNorm)
+from .group_nn import __all__ as _grouped
+
+__all__ += _grouped
