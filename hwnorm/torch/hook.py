@@ -253,5 +253,5 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         module.forward = (grouped_forward if grouped_kind(module) else _hardware_forward)(session, name, module)
     if not session.layers:
         raise ValueError("the model has no normalization layer hwnorm implements "
-                         "(hwnorm.nn modules, nn.BatchNorm1d/2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d)")
+                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d)")
     return session
