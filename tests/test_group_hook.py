@@ -203,3 +203,22 @@ def test_golden_and_rtl_are_bit_identical_on_a_layernorm_block():
     assert all(torch.equal(a, b) for a, b in zip(out["golden"][1], out["rtl"][1]))
     assert {k: out["golden"][2][k] for k in ("calls", "values", "saturated_out")} == \
         {k: out["rtl"][2][k] for k in ("calls", "values", "saturated_out")}
+
+
+def test_saturation_counts_parameters_and_outputs_and_the_gradient_is_the_float_modules():
+    torch.manual_seed(0)
+    m = nn.LayerNorm(8)
+    with torch.no_grad():
+        m.weight.fill_(3.0)                               # beyond s8.6: 7 weights clipped, outputs clamped
+        m.weight[0] = 1.0
+    ref = copy.deepcopy(m)
+    x = torch.randn(4, 8, requires_grad=True)
+    xr = x.detach().clone().requires_grad_(True)
+    up = torch.randn(4, 8)
+    with to_hardware(m, backend="golden") as hw:
+        (m(x) * up).sum().backward()
+        st = hw.report()[""]
+    (ref(xr) * up).sum().backward()
+    assert st["saturated_in"] == 7 and st["saturated_out"] > 0
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(m.weight.grad, ref.weight.grad)

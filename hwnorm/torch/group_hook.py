@@ -16,6 +16,7 @@ from torch import nn
 
 from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
+from ..fixed import quantize
 from .group_nn import _GroupedNorm, affine_view, check_grouped_input, grouping_of
 
 
@@ -34,6 +35,15 @@ def _per_element(module, x, grouping) -> tuple[np.ndarray, np.ndarray]:
         full = torch.full(x.shape, fill, dtype=torch.float64) if p is None else p.detach().to(torch.float64).cpu().expand(x.shape)
         out.append(grouping.split(full).numpy())
     return out[0], out[1]
+
+
+def _saturated_params(module, cfg) -> int:
+    """Weight and bias entries (not values they scale) that gamma_fmt / beta_fmt clip, as the BN path counts them."""
+    n = 0
+    for p, fmt in ((getattr(module, "weight", None), cfg.gamma_fmt), (getattr(module, "bias", None), cfg.beta_fmt)):
+        if p is not None:
+            n += quantize(p.detach().to(torch.float64).cpu().numpy(), fmt)[1]
+    return n
 
 
 def _check_module(name: str, module) -> None:
@@ -91,10 +101,9 @@ def grouped_forward(session, name: str, module):
         w, b = _per_element(module, x, grouping)
         sat_in, sat_out = res.saturated_in, res.saturated_out
         if fixed:
-            codes, sat_wb, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64),
-                                                      cfg.out_fmt, w, b)
+            codes, _, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt, w, b)
             y = codes * out_cfg.out_fmt.lsb
-            sat_in, sat_out = sat_in + sat_wb, sat_out + sat_y
+            sat_in, sat_out = sat_in + _saturated_params(module, out_cfg), sat_out + sat_y
         else:
             y = res.y * w + b
         y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
