@@ -222,3 +222,44 @@ def test_saturation_counts_parameters_and_outputs_and_the_gradient_is_the_float_
     assert st["saturated_in"] == 7 and st["saturated_out"] > 0
     torch.testing.assert_close(x.grad, xr.grad)
     torch.testing.assert_close(m.weight.grad, ref.weight.grad)
+
+
+EDGE = [(lambda: hn.RangeGroupNorm(2, 4), (3, 4, 5, 5)), (lambda: hn.TopkBatchGroupNorm(4, 2), (3, 4, 5, 5)),
+        (lambda: nn.GroupNorm(2, 4), (3, 4, 5, 5)), (lambda: hn.L1InstanceNorm2d(4, affine=True), (3, 4, 5, 5)),
+        (lambda: hn.LinfLayerNorm(6), (3, 5, 6)), (lambda: nn.LayerNorm(1), (3, 1)), (lambda: hn.RangeLayerNorm(1), (3, 1)),
+        (lambda: hn.L2InstanceNorm1d(3), (2, 3, 1))]
+
+
+@pytest.mark.parametrize("routed", [False, True])
+@pytest.mark.parametrize("case", range(len(EDGE)))
+def test_grouped_layers_on_edge_inputs(case, routed):
+    """Empty batches, channels_last (bit-identical codes when routed), float16 / bfloat16, groups of one value,
+    constant input (x - mean = 0: the output is beta, 0 here; exactly 0 in codes)."""
+    torch.manual_seed(case)
+    make, shape = EDGE[case]
+    m = make()
+    session = to_hardware(m, backend="golden") if routed else None
+    lsb = FORMATS_8["out_fmt"].lsb if routed else 0.0
+    try:
+        before = [b.clone() for b in m.buffers()]
+        for train in (True, False):
+            m.train(train)
+            assert m(torch.zeros((0,) + shape[1:])).shape == (0,) + shape[1:]
+        assert all(torch.equal(a, b) for a, b in zip(before, m.buffers()))
+        x = torch.randn(shape) * 2 + 0.5
+        for train in (True, False):
+            m.train(train)
+            ref = m(x).detach()
+            if len(shape) == 4:
+                y = m(x.to(memory_format=torch.channels_last))
+                torch.testing.assert_close(y, ref, **({"rtol": 0, "atol": 0} if routed else {}))
+            for dt, tol in ((torch.float16, 0.02), (torch.bfloat16, 0.1)):     # routed: one input code may move: 1 LSB more
+                y = m(x.to(dt)).detach()
+                assert y.dtype == dt and y.shape == x.shape
+                assert (y.float() - ref).abs().max() <= tol * max(1.0, float(ref.abs().max())) + lsb, (dt, train)
+            if train or not isinstance(m, hn.TopkBatchGroupNorm):              # eval() of BGN: running statistics
+                c = m(torch.full(shape, 0.7)).abs().max()                       # float: mean(0.7, ...) - 0.7 ~ 1e-8, over eps
+                assert c == 0 if routed else c < 1e-2
+    finally:
+        if session:
+            session.restore()
