@@ -10,6 +10,7 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
    convention); in eval() with the inference datapath and the running statistics;
 3. maps the output codes back to float. The gradient is the float reference's (straight-through:
    hardware forward, float backward), so a model trains with its normalization on the hardware.
+nn.LayerNorm / GroupNorm / InstanceNorm1d/2d and the grouped hwnorm modules take group_hook.py's forward instead.
 """
 from __future__ import annotations
 
