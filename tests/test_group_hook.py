@@ -197,21 +197,30 @@ def test_bad_input_through_the_hook_names_the_layer_parameter_and_limit():
         to_hardware(nn.GroupNorm(1, 3), backend="golden", fmt={**FORMATS_8, "gamma_fmt": FixedFormat(8, 7)})
 
 
-def test_golden_and_rtl_are_bit_identical_on_a_layernorm_block():
+def test_golden_and_rtl_are_bit_identical_on_every_grouping():
+    """One small rtl build (l2, s8, max_count 16) serves LayerNorm, GroupNorm, InstanceNorm and BGN (train and eval)."""
     torch.manual_seed(0)
-    model = randomize_affine(nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2)))
-    x = torch.randn(5, 8)
-    out = {}
-    for backend in ("golden", "rtl"):
-        m = copy.deepcopy(model)
-        with to_hardware(m, backend=backend, max_count=16) as hw:
-            y = m(x)
-            y.square().mean().backward()
-            out[backend] = (y.detach(), [p.grad for p in m.parameters()], hw.report()["1"])
-    assert torch.equal(out["golden"][0], out["rtl"][0])
-    assert all(torch.equal(a, b) for a, b in zip(out["golden"][1], out["rtl"][1]))
-    assert {k: out["golden"][2][k] for k in ("calls", "values", "saturated_out")} == \
-        {k: out["rtl"][2][k] for k in ("calls", "values", "saturated_out")}
+    ln = randomize_affine(nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2)))
+    conv = randomize_affine(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                                          nn.Conv2d(4, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True), nn.ReLU(),
+                                          nn.Conv2d(4, 4, 3, padding=1), hn.L2BatchGroupNorm(4, 2), nn.Flatten()))
+    for model, x in ((ln, torch.randn(5, 8)), (conv, torch.randn(2, 1, 2, 2))):
+        out = {}
+        for backend in ("golden", "rtl"):
+            m = copy.deepcopy(model)
+            with to_hardware(m, backend=backend, max_count=16) as hw:
+                y = m(x)
+                y.square().mean().backward()
+                m.eval()
+                with torch.no_grad():
+                    ye = m(x)
+                out[backend] = (y.detach(), ye, [p.grad for p in m.parameters()] + list(m.buffers()), hw.report())
+        g, r = out["golden"], out["rtl"]
+        assert torch.equal(g[0], r[0]) and torch.equal(g[1], r[1])
+        assert all(torch.equal(a, b) for a, b in zip(g[2], r[2]))
+        for layer in g[3]:
+            assert all(g[3][layer][k] == r[3][layer][k] for k in ("calls", "values", "saturated_in", "saturated_out"))
+        assert len(hw.backend.models) == 1                    # the last session is rtl's: one Verilated model for all
 
 
 def test_saturation_counts_parameters_and_outputs_and_the_gradient_is_the_float_modules():
