@@ -16,7 +16,6 @@ from .grouping import Grouping, check_groups
 from .nn import LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _RangeMixin, _TopkMixin, check_int, check_real
 
 KIND_PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2"}
-FAMILIES = ("layer", "group", "instance", "batch_group")
 
 
 def check_bool(name: str, value) -> bool:
