@@ -218,8 +218,8 @@ def test_golden_and_rtl_are_bit_identical_on_every_grouping():
         g, r = out["golden"], out["rtl"]
         assert torch.equal(g[0], r[0]) and torch.equal(g[1], r[1])
         assert all(torch.equal(a, b) for a, b in zip(g[2], r[2]))
-        for layer in g[3]:
-            assert all(g[3][layer][k] == r[3][layer][k] for k in ("calls", "values", "saturated_in", "saturated_out"))
+        for layer, counts in g[3].items():
+            assert all(counts[k] == r[3][layer][k] for k in ("calls", "values", "saturated_in", "saturated_out"))
         assert len(hw.backend.models) == 1                    # the last session is rtl's: one Verilated model for all
 
 
