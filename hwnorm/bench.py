@@ -155,8 +155,9 @@ def _golden_lines(r: dict) -> list[str]:
                   f"{r['torch_bn_threads_values_per_s'] / 1e6:,.0f}M values/s on {r['torch_threads']} threads)",
                   f"  golden / torch BN (1 thread) = {r['golden_vs_torch_bn']:.2f}x"]
     if "golden_kind_values_per_s" in r:
+        rates = r["golden_kind_values_per_s"]
         lines += [f"  golden model per kind ({r['fmt']}, training): " +
-                  ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in r["golden_kind_values_per_s"].items()) + " values/s",
+                  ", ".join(f"{k} {rates[k] / 1e6:.1f}M" for k in KINDS if k in rates) + " values/s",
                   f"  golden model, exact path (Python integers, range): {r['golden_exact_values_per_s']:,.0f} values/s"]
     return lines
 
