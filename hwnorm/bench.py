@@ -30,7 +30,7 @@ def _best_rate(fn, values: int, repeat: int, min_s: float = 0.0) -> float:
     return values / best
 
 
-def check_args(kind, fmt, lanes, channels, count, seed):
+def check_args(kind, fmt, lanes, channels, count, seed, rtl=True, cocotb=True):
     """Refuse bad bench parameters naming the parameter, its value and what is allowed."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not supported: allowed {', '.join(KINDS)}")
@@ -40,6 +40,9 @@ def check_args(kind, fmt, lanes, channels, count, seed):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"{name}={v!r} is out of range: allowed an integer in [{lo}, {hi}]")
     NormConfig(kind=kind, lanes=lanes, max_count=count, **FMTS[fmt])       # lanes: NormConfig names what is allowed
+    for name, v in (("rtl", rtl), ("cocotb", cocotb)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{name}={v!r} is not a bool: allowed True or False")
 
 
 def bench_data(cfg: NormConfig, channels: int, count: int, seed: int):
@@ -91,7 +94,7 @@ def run(kind: str = "range", fmt: str = "s8", lanes: int = 1, channels: int = 8,
     from tqdm import tqdm
 
     from .backends.base import GoldenBackend
-    check_args(kind, fmt, lanes, channels, count, seed)
+    check_args(kind, fmt, lanes, channels, count, seed, rtl, cocotb)
     cfg = NormConfig(kind=kind, lanes=lanes, max_count=count, **FMTS[fmt])
     x, g, b = bench_data(cfg, channels, count, seed)
     values = x.size

@@ -182,6 +182,8 @@ def test_the_cache_key_of_hardware_runs_follows_the_numerics(tmp_path, monkeypat
     rtl = A.Job("digits", "range", "rtl", 8)
     before = {j: j.cache_path(tmp_path, j.recipe()) for j in (hw, fl, rtl)}
     assert A.numerics_fingerprint("golden") != A.numerics_fingerprint("rtl")
+    with pytest.raises(ValueError, match=r"backend='float' is not supported: allowed golden, rtl"):
+        A.numerics_fingerprint("float")
     assert "numerics" not in fl.recipe() and hw.recipe()["numerics"] == A.numerics_fingerprint("golden")
     pkg = tmp_path / "pkg"
     for name in A.NUMERICS_SOURCES:

@@ -40,6 +40,7 @@ def test_report_of_an_older_bench_json_without_the_new_rates():
     (dict(count=1 << 21), ["count=2097152", "[1, 1048576]"]),
     (dict(seed=-1), ["seed=-1", "[0, "]),
     (dict(lanes=3), ["lanes=3", "1, 2, 4, 8"]),
+    (dict(cocotb="no"), ["cocotb='no'", "True or False"]),
 ])
 def test_bad_bench_parameters_name_the_parameter_its_value_and_the_range(kw, words):
     with pytest.raises(ValueError) as e:

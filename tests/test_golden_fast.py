@@ -10,8 +10,8 @@ from torch import nn
 import hwnorm.nn as hn
 from hwnorm import FixedFormat, NormConfig
 from hwnorm.backends.base import GoldenBackend, RtlBackend
-from hwnorm.constants import inference_params
-from hwnorm.golden import INT64_BITS, fast_plan, infer, stats_to_float, train
+from hwnorm.constants import channel_params, inference_params
+from hwnorm.golden import INT64_BITS, deviation_den, fast_plan, infer, stats_to_float, train
 from hwnorm.torch import to_hardware
 
 BITS = (4, 8, 12, 16)
@@ -167,6 +167,15 @@ def test_wide_configurations_fall_back_to_python_integers_where_int64_does_not_f
     for how in ("uniform", "extremes"):
         x = data(mid, rng, 2, 4096, how)
         assert_same(train(mid, x, g, b), train(mid, x, g, b, exact=True))
+
+
+def test_deviation_den_fast_equals_exact():
+    rng = np.random.default_rng(11)
+    for cfg in CONFIGS[:8]:
+        x = data(cfg, rng, 5, 333, "uniform")
+        s, hp = x.sum(axis=1), channel_params(cfg, 333)
+        fast, exact = deviation_den(cfg, x, s, hp), deviation_den(cfg, x, s, hp, exact=True)
+        assert fast.dtype == exact.dtype == object and list(fast) == list(exact), cfg.kind
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, None, 0.0])

@@ -179,12 +179,12 @@ def _stats_exact(cfg: NormConfig, x: np.ndarray, hp):
 
 def deviation_den(cfg: NormConfig, x, s, hp, exact: bool = False) -> np.ndarray:
     """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array) of the codes x (C, n) with sums s."""
-    if fast_plan(cfg, exact)["stats"]:
-        xi = np.asarray(x, dtype=np.int64)
-        return (_range_den(cfg, *_chunk_ranges(xi, cfg.chunks), hp) if cfg.kind == "range" else
-                _stats_fast(cfg, xi, hp)[1] if cfg.kind == "l2" else
-                _dev_den(cfg, _dev_fast(cfg, xi, np.asarray(s, dtype=np.int64)), hp))
-    return _den_exact(cfg, np.asarray(x).astype(object), np.asarray(s).astype(object), hp)
+    if not fast_plan(cfg, exact)["stats"]:
+        return _den_exact(cfg, np.asarray(x).astype(object), np.asarray(s).astype(object), hp)
+    xi = np.asarray(x, dtype=np.int64)
+    if cfg.kind in ("range", "l2"):                          # neither needs S beyond what _stats_fast recomputes
+        return _stats_fast(cfg, xi, hp)[1]
+    return _dev_den(cfg, _dev_fast(cfg, xi, np.asarray(s, dtype=np.int64)), hp)
 
 
 # -- the normalize pass: y = sat(round((x*A + B) >> SH)) --------------------------------------------

@@ -196,6 +196,8 @@ NUMERICS_SOURCES = ("golden/bitexact.py", "constants.py", "config.py", "fixed.py
 def numerics_fingerprint(backend: str = "golden") -> str:
     """A hash of the sources that define a hardware run's numbers (the golden model, the widths, the float <->
     code mapping; for rtl also the generators), so a cached row is not reused after the numerics change."""
+    if backend not in ("golden", "rtl"):
+        raise ValueError(f"backend={backend!r} is not supported: allowed golden, rtl (the hardware backends)")
     files = list(NUMERICS_SOURCES) + (sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "hdl").glob("*.py"))
                                       if backend == "rtl" else [])
     h = hashlib.sha256()
