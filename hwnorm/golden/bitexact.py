@@ -146,6 +146,18 @@ def _topk_dev(x: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.sort(d, axis=1)[:, -kk:].sum(axis=1)
 
 
+def _topk_dev_hist(x: np.ndarray, s: np.ndarray, n: int, k: int, lo: int, span: int) -> np.ndarray:
+    """Sum of the k largest |n x - S| from each channel's histogram over the `span` codes from `lo`: for
+    narrow codes (span <= n) one counting pass instead of a partition; the codes sorted by |d|, take k."""
+    c, kk = x.shape[0], topk_eff(n, k)
+    hist = np.bincount((x + (np.arange(c) * span - lo)[:, None]).ravel(), minlength=c * span).reshape(c, span)
+    d = np.abs(n * np.arange(lo, lo + span)[None, :] - s[:, None])
+    order = np.argsort(-d, axis=1, kind="stable")
+    d, hist = np.take_along_axis(d, order, axis=1), np.take_along_axis(hist, order, axis=1)
+    take = np.clip(kk - (np.cumsum(hist, axis=1) - hist), 0, hist)     # how many of each code's values count
+    return (take * d).sum(axis=1)
+
+
 def _dev_fast(cfg: NormConfig, x: np.ndarray, s: np.ndarray) -> np.ndarray:
     """The L1 / L-inf / top-k statistic of |n x - S| per channel on int64."""
     n = x.shape[1]
@@ -153,6 +165,9 @@ def _dev_fast(cfg: NormConfig, x: np.ndarray, s: np.ndarray) -> np.ndarray:
         return np.maximum(n * x.max(axis=1) - s, s - n * x.min(axis=1))
     if cfg.kind == "l1":
         return np.abs(n * x - s[:, None]).sum(axis=1)
+    span = 1 << cfg.in_fmt.bits
+    if span <= n:
+        return _topk_dev_hist(x, s, n, cfg.k, cfg.in_fmt.min_int, span)
     return _topk_dev(x, s, n, cfg.k)
 
 
