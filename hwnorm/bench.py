@@ -155,7 +155,7 @@ def _golden_lines(r: dict) -> list[str]:
     if "torch_bn_values_per_s" in r:
         lines += [f"  torch nn.BatchNorm2d       {r['torch_bn_values_per_s']:14,.0f} values/s  "
                   f"(training mode, float32, same values, 1 thread like the golden model; "
-                  f"{r['torch_bn_threads_values_per_s'] / 1e6:,.0f}M values/s on {r['torch_threads']} threads)",
+                  f"{r['torch_bn_threads_values_per_s']:,.0f} values/s on {r['torch_threads']} threads)",
                   f"  golden / torch BN (1 thread) = {r['golden_vs_torch_bn']:.2f}x"]
     if "golden_kind_values_per_s" in r:
         rates = r["golden_kind_values_per_s"]
