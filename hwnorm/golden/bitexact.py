@@ -19,7 +19,7 @@ from ..config import NormConfig
 from ..constants import channel_params, chunk_sizes, topk_eff
 from ..fixed import check_int_array
 
-INT64_BITS = 62                  # widest signed intermediate the fast path allows: a margin of one bit below int64
+INT64_BITS = 62                  # widest signed intermediate (bits) the fast path puts in int64: two bits of margin
 _isqrt = np.frompyfunc(lambda v: math.isqrt(int(v)), 1, 1)
 
 
