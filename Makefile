@@ -36,7 +36,7 @@ verilog: $(STAMP)
 golden: $(STAMP)
 	$(VENV)/bin/hwnorm golden
 
-## values/s through the golden model, the rtl backend, cocotb and raw Verilator, with ratios
+## values/s through the golden model (beside torch's nn.BatchNorm2d), the rtl backend, cocotb and raw Verilator, with ratios
 bench: $(STAMP)
 	$(VENV)/bin/hwnorm bench
 

@@ -140,7 +140,7 @@ def cmd_accuracy(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import format_report, run
     res = run(kind=args.kind, fmt=args.fmt, lanes=args.lanes, channels=args.channels, count=args.count,
-              cocotb=not args.no_cocotb, quiet=args.quiet)
+              cocotb=not args.no_cocotb, rtl=not args.no_rtl, quiet=args.quiet)
     return _emit(res, format_report(res), args.json)
 
 
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int_in(1), default=8)
     p.add_argument("--count", type=int_in(1, 1 << 20), default=4096, help="values per channel")
     p.add_argument("--no-cocotb", action="store_true", help="skip the cocotb path (no source checkout needed)")
+    p.add_argument("--no-rtl", action="store_true", help="only the golden model and torch's BN (no Verilator build)")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)

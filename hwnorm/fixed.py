@@ -26,7 +26,7 @@ def check_int_array(name: str, a, fmt: FixedFormat, ndim: int | None = None) -> 
         if lo < fmt.min_int or hi > fmt.max_int:
             bad = lo if lo < fmt.min_int else hi
             raise ValueError(f"{name} holds {int(bad)}, out of range for {fmt}: allowed [{fmt.min_int}, {fmt.max_int}]")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)          # no copy of int64 input: callers do not write to it
 
 
 def quantize(x, fmt: FixedFormat) -> tuple[np.ndarray, int]:

@@ -173,3 +173,36 @@ def test_results_md_keeps_the_accuracy_block_that_write_replaces(tmp_path):
     (tmp_path / "results.md").write_text(md)
     assert replace_block(tmp_path / "results.md", "accuracy", "(new table)")
     assert "<!-- accuracy:begin -->\n(new table)\n<!-- accuracy:end -->" in (tmp_path / "results.md").read_text()
+
+
+def test_the_cache_key_of_hardware_runs_follows_the_numerics(tmp_path, monkeypatch):
+    """A change of the golden model's (or the generators') sources gives hardware runs a new cache file;
+    float runs keep theirs."""
+    hw, fl = A.Job("digits", "range", "golden", 8), A.Job("digits", "range")
+    rtl = A.Job("digits", "range", "rtl", 8)
+    before = {j: j.cache_path(tmp_path, j.recipe()) for j in (hw, fl, rtl)}
+    assert A.numerics_fingerprint("golden") != A.numerics_fingerprint("rtl")
+    with pytest.raises(ValueError, match=r"backend='float' is not supported: allowed golden, rtl"):
+        A.numerics_fingerprint("float")
+    assert "numerics" not in fl.recipe() and hw.recipe()["numerics"] == A.numerics_fingerprint("golden")
+    pkg = tmp_path / "pkg"
+    for name in A.NUMERICS_SOURCES:
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_bytes((A.PACKAGE / name).read_bytes())
+    (pkg / "hdl").mkdir()
+    for p in (A.PACKAGE / "hdl").glob("*.py"):
+        (pkg / "hdl" / p.name).write_bytes(p.read_bytes())
+    monkeypatch.setattr(A, "PACKAGE", pkg)
+    A.numerics_fingerprint.cache_clear()
+    try:
+        assert {j: j.cache_path(tmp_path, j.recipe()) for j in (hw, fl, rtl)} == before     # a copy: the same key
+        with open(pkg / "golden" / "bitexact.py", "a") as f:
+            f.write("\nINT64_BITS = 61\n")
+        A.numerics_fingerprint.cache_clear()
+        after = {j: j.cache_path(tmp_path, j.recipe()) for j in (hw, fl, rtl)}
+        assert after[hw] != before[hw] and after[rtl] != before[rtl] and after[fl] == before[fl]
+        (pkg / "hdl" / "normalize.py").write_text("# changed\n")
+        A.numerics_fingerprint.cache_clear()
+        assert rtl.cache_path(tmp_path, rtl.recipe()) != after[rtl] and hw.cache_path(tmp_path, hw.recipe()) == after[hw]
+    finally:
+        A.numerics_fingerprint.cache_clear()

@@ -133,18 +133,24 @@ class FixedPointBackend(Backend):
 
 
 class GoldenBackend(FixedPointBackend):
-    """The bit-exact NumPy model (hwnorm.golden.bitexact)."""
+    """The bit-exact NumPy model (hwnorm.golden.bitexact): its int64 fast path where the widths fit,
+    or Python integers throughout with exact=True (the same bits, slower)."""
 
     name = "golden"
 
+    def __init__(self, exact: bool = False):
+        if not isinstance(exact, (bool, np.bool_)):
+            raise ValueError(f"exact={exact!r} is not a bool: allowed True (Python integers) or False (int64 fast path)")
+        self.exact = bool(exact)
+
     def train_codes(self, cfg, x, g, b):
         from ..golden import train
-        r = train(cfg, x, g, b, unrounded=False)
+        r = train(cfg, x, g, b, unrounded=False, exact=self.exact)
         return r.y, r.stats.sum, r.stats.den, r.stats.sat
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
         from ..golden import infer
-        r = infer(cfg, x, g, b, mean, scale_m, scale_exp, unrounded=False)
+        r = infer(cfg, x, g, b, mean, scale_m, scale_exp, unrounded=False, exact=self.exact)
         return r.y, r.stats.sat
 
 

@@ -1,10 +1,12 @@
 """Bit-exact integer models of the datapaths: they define every bit the hardware produces.
 
-The algorithm is specified step by step in docs/numerics.md; names here follow it. Per-value work
-is vectorized on NumPy int64 wherever the configuration's derived widths fit in 62 bits, and on
-exact Python integers (object arrays) where they do not; per-channel arithmetic is on Python
-integers, so no width can wrap. Lanes do not appear: they change when values are processed, never
-the result.
+The algorithm is specified step by step in docs/numerics.md; names here follow it. Two paths compute
+the same bits: the exact path (`exact=True`) evaluates the defining formulas on Python integers
+(object arrays), so no width can wrap; the fast path (default) reduces and normalizes whole tensors
+on NumPy int64, per stage only where the configuration's derived widths fit in INT64_BITS (see
+`fast_plan`), and falls back to the exact path for a stage whose widths do not. Per-channel
+arithmetic (reciprocal, square root, A/B/SH) is on Python integers in both paths: it is O(channels).
+Lanes do not appear: they change when values are processed, never the result.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ..config import NormConfig
 from ..constants import channel_params, chunk_sizes, topk_eff
 from ..fixed import check_int_array
 
+INT64_BITS = 62                  # widest signed intermediate (bits) the fast path puts in int64: two bits of margin
 _isqrt = np.frompyfunc(lambda v: math.isqrt(int(v)), 1, 1)
 
 
@@ -46,9 +49,11 @@ def _col(v) -> np.ndarray:
     return np.asarray(v, dtype=object).reshape(-1, 1)
 
 
-def _ints(cfg: NormConfig, x: np.ndarray, bits: int) -> np.ndarray:
-    """x as int64 when every intermediate of `bits` bits fits, else as exact Python integers."""
-    return x.astype(np.int64) if bits <= 62 else x.astype(object)
+def _check_exact(exact):
+    """`exact` must be a bool: True forces Python integers, False lets fitting stages run on int64."""
+    if not isinstance(exact, (bool, np.bool_)):
+        raise ValueError(f"exact={exact!r} is not a bool: allowed True (Python integers everywhere) or False "
+                         f"(int64 wherever the derived widths fit in {INT64_BITS} bits)")
 
 
 def _check(cfg: NormConfig, x, gamma, beta):
@@ -64,37 +69,140 @@ def _check(cfg: NormConfig, x, gamma, beta):
     return x, [int(v) for v in gamma], [int(v) for v in beta]
 
 
-def _range_den(cfg, x, hp):
-    """Range: Den = n * (c_full * R_closed + c_last * R_open + eps_int), chunks as torch.chunk."""
-    sizes = chunk_sizes(x.shape[1], cfg.chunks)
-    bounds = np.cumsum([0] + sizes)
-    ranges = [x[:, a:b].max(axis=1).astype(object) - x[:, a:b].min(axis=1) for a, b in zip(bounds[:-1], bounds[1:])]
-    r_closed = sum(ranges[:-1], np.zeros(x.shape[0], dtype=object))
-    return hp["count"] * (hp["c_full"] * r_closed + hp["c_last"] * ranges[-1] + cfg.eps_int)
+def stats_widths(cfg: NormConfig) -> int:
+    """The widest signed per-value intermediate of the training statistics of cfg.kind (bits)."""
+    dev = cfg.dev_bits + 1                                   # d = n*x - S, signed
+    per_kind = {"range": cfg.in_fmt.bits + 1, "l1": max(dev, cfg.dev_sum_bits), "linf": dev,
+                "topk": max(dev, cfg.dev_sum_bits), "l2": cfg.sq_sum_bits}
+    return max(cfg.sum_bits, per_kind[cfg.kind])
 
 
-def deviation_den(cfg: NormConfig, x, s, hp) -> np.ndarray:
-    """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array), from exact integer statistics."""
+def fast_plan(cfg: NormConfig, exact: bool = False) -> dict:
+    """Which stages run on int64: {'stats': ..., 'normalize': ...}, decided from cfg's derived widths
+    (statistics accumulators; the normalize pass's x*A + B, acc_bits); all False when exact."""
+    _check_exact(exact)
+    return {"stats": not exact and stats_widths(cfg) <= INT64_BITS,
+            "normalize": not exact and cfg.acc_bits <= INT64_BITS}
+
+
+# -- the deviation estimate: Den = n * sigma_hat * 2**(CF + in_frac) -------------------------------
+
+def _range_den(cfg, r_closed, r_last, hp) -> np.ndarray:
+    """Range: Den = n * (c_full * R_closed + c_last * R_open + eps_int), per channel on Python integers."""
+    r_closed, r_last = np.asarray(r_closed).astype(object), np.asarray(r_last).astype(object)
+    return hp["count"] * (hp["c_full"] * r_closed + hp["c_last"] * r_last + cfg.eps_int)
+
+
+def _l2_den(cfg, v, hp) -> np.ndarray:
+    """L2: Den = isqrt(V * 2**(2 CF) + eps_n), V = n^2 * variance, on Python integers."""
+    return _isqrt(np.left_shift(np.asarray(v).astype(object), 2 * cfg.const_frac_bits) + hp["eps_n"])
+
+
+def _dev_den(cfg, dev, hp) -> np.ndarray:
+    """L1 / L-inf / top-k: Den = c * dev + n * eps_int, dev the kind's statistic of |n x - S|."""
+    return hp["c"] * np.asarray(dev).astype(object) + hp["neps"]
+
+
+def _den_exact(cfg: NormConfig, x, s, hp) -> np.ndarray:
+    """Den from the defining formulas on Python integers (x, s object arrays)."""
     n = x.shape[1]
-    eps_n = n * cfg.eps_int
     if cfg.kind == "range":
-        return _range_den(cfg, x, hp)
+        sizes = chunk_sizes(n, cfg.chunks)
+        bounds = np.cumsum([0] + sizes)
+        ranges = [x[:, a:b].max(axis=1) - x[:, a:b].min(axis=1) for a, b in zip(bounds[:-1], bounds[1:])]
+        return _range_den(cfg, sum(ranges[:-1], np.zeros(x.shape[0], dtype=object)), ranges[-1], hp)
     if cfg.kind == "l2":
-        xi = _ints(cfg, x, cfg.sq_sum_bits)
-        v = n * (xi * xi).sum(axis=1).astype(object) - s * s          # n^2 * variance, exact
-        return _isqrt(np.left_shift(v, 2 * cfg.const_frac_bits) + hp["eps_n"])
-    xi = _ints(cfg, x, cfg.dev_sum_bits)
-    d_abs = np.abs(n * xi - np.asarray(s, dtype=xi.dtype).reshape(-1, 1))   # n |x - mu|, exact
+        return _l2_den(cfg, n * (x * x).sum(axis=1) - s * s, hp)
+    d_abs = np.abs(n * x - s.reshape(-1, 1))                 # n |x - mu|, exact
     if cfg.kind == "l1":
-        dev = d_abs.sum(axis=1)
-    elif cfg.kind == "linf":
-        dev = d_abs.max(axis=1)
-    elif cfg.kind == "topk":
-        dev = -np.sort(-d_abs, axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1)
-    else:
-        raise ValueError(f"kind={cfg.kind!r} is not supported")
-    return hp["c"] * dev.astype(object) + eps_n
+        return _dev_den(cfg, d_abs.sum(axis=1), hp)
+    if cfg.kind == "linf":
+        return _dev_den(cfg, d_abs.max(axis=1), hp)
+    if cfg.kind == "topk":
+        return _dev_den(cfg, -np.sort(-d_abs, axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1), hp)
+    raise ValueError(f"kind={cfg.kind!r} is not supported")
 
+
+def _chunk_ranges(x: np.ndarray, chunks: int):
+    """(sum of the closed chunks' ranges, the last chunk's range) per channel, chunks as torch.chunk."""
+    c, n = x.shape
+    sizes = chunk_sizes(n, chunks)
+    size, full = sizes[0], n // sizes[0]
+    body = x[:, :full * size].reshape(c, full, size)
+    ranges = body.max(axis=2) - body.min(axis=2)
+    if full < len(sizes):
+        tail = x[:, full * size:]
+        ranges = np.concatenate([ranges, (tail.max(axis=1) - tail.min(axis=1))[:, None]], axis=1)
+    return ranges[:, :-1].sum(axis=1), ranges[:, -1]
+
+
+def _topk_dev(x: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Sum of the k largest |n x - S|: |d| is V-shaped in x, so they are among the k smallest and k largest x."""
+    kk = topk_eff(n, k)
+    if n > 2 * kk:
+        part = np.partition(x, (kk - 1, n - kk), axis=1)
+        x = np.concatenate([part[:, :kk], part[:, n - kk:]], axis=1)
+    d = np.abs(n * x - s[:, None])
+    return np.sort(d, axis=1)[:, -kk:].sum(axis=1)
+
+
+def _topk_dev_hist(x: np.ndarray, s: np.ndarray, n: int, k: int, lo: int, span: int) -> np.ndarray:
+    """Sum of the k largest |n x - S| from each channel's histogram over the `span` codes from `lo`: for
+    narrow codes (span <= n) one counting pass instead of a partition; the codes sorted by |d|, take k."""
+    c, kk = x.shape[0], topk_eff(n, k)
+    hist = np.bincount((x + (np.arange(c) * span - lo)[:, None]).ravel(), minlength=c * span).reshape(c, span)
+    d = np.abs(n * np.arange(lo, lo + span)[None, :] - s[:, None])
+    order = np.argsort(-d, axis=1, kind="stable")
+    d, hist = np.take_along_axis(d, order, axis=1), np.take_along_axis(hist, order, axis=1)
+    take = np.clip(kk - (np.cumsum(hist, axis=1) - hist), 0, hist)     # how many of each code's values count
+    return (take * d).sum(axis=1)
+
+
+def _dev_fast(cfg: NormConfig, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The L1 / L-inf / top-k statistic of |n x - S| per channel on int64."""
+    n = x.shape[1]
+    if cfg.kind == "linf":                                   # |n x - S| is largest at the smallest or largest x
+        return np.maximum(n * x.max(axis=1) - s, s - n * x.min(axis=1))
+    if cfg.kind == "l1":
+        return np.abs(n * x - s[:, None]).sum(axis=1)
+    span = 1 << cfg.in_fmt.bits
+    if span <= n:
+        return _topk_dev_hist(x, s, n, cfg.k, cfg.in_fmt.min_int, span)
+    return _topk_dev(x, s, n, cfg.k)
+
+
+def _stats_fast(cfg: NormConfig, x: np.ndarray, hp):
+    """(S, Den): every per-value reduction on int64 (fast_plan checked the widths), per channel on Python ints."""
+    n = x.shape[1]
+    s = x.sum(axis=1)
+    if cfg.kind == "range":
+        den = _range_den(cfg, *_chunk_ranges(x, cfg.chunks), hp)
+    elif cfg.kind == "l2":
+        so = s.astype(object)
+        den = _l2_den(cfg, n * np.einsum("ij,ij->i", x, x).astype(object) - so * so, hp)
+    else:
+        den = _dev_den(cfg, _dev_fast(cfg, x, s), hp)
+    return s.astype(object), den
+
+
+def _stats_exact(cfg: NormConfig, x: np.ndarray, hp):
+    """(S, Den) on Python integers."""
+    xo = x.astype(object)
+    s = xo.sum(axis=1)
+    return s, _den_exact(cfg, xo, s, hp)
+
+
+def deviation_den(cfg: NormConfig, x, s, hp, exact: bool = False) -> np.ndarray:
+    """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array) of the codes x (C, n) with sums s."""
+    if not fast_plan(cfg, exact)["stats"]:
+        return _den_exact(cfg, np.asarray(x).astype(object), np.asarray(s).astype(object), hp)
+    xi = np.asarray(x, dtype=np.int64)
+    if cfg.kind in ("range", "l2"):                          # neither needs S beyond what _stats_fast recomputes
+        return _stats_fast(cfg, xi, hp)[1]
+    return _dev_den(cfg, _dev_fast(cfg, xi, np.asarray(s, dtype=np.int64)), hp)
+
+
+# -- the normalize pass: y = sat(round((x*A + B) >> SH)) --------------------------------------------
 
 def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: int) -> tuple[int, int, int]:
     """The normalize pass's per-channel A, B and SH from the centred form ((x*K - C) * M) >> SH0.
@@ -115,80 +223,112 @@ def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: i
     return a, b, sh
 
 
-def _normalize(cfg: NormConfig, x, consts, unrounded: bool):
-    """The normalize pass: y = sat(round((x*A + B) >> SH)), rounding per cfg.rounding; saturations counted."""
-    a = _col([c[0] for c in consts])
-    b = _col([c[1] for c in consts])
-    shift = np.array([c[2] for c in consts], dtype=np.int64)
+def _unrounded(cfg: NormConfig, acc, shift: np.ndarray) -> np.ndarray:
+    """(acc - half) / 2**SH as float64: the value before rounding, in output LSBs."""
     sh = shift.reshape(-1, 1)
-    if cfg.acc_bits <= 62:
-        a, b = a.astype(np.int64), b.astype(np.int64)
-        acc = x.astype(np.int64) * a + b
-    else:
-        acc = x.astype(object) * a + b
-        sh = sh.astype(object)
+    half = 0 if cfg.rounding == "floor" else (1 << sh.astype(acc.dtype)) >> 1
+    return np.ldexp((acc - half).astype(np.float64), -sh)
+
+
+def _normalize_exact(cfg: NormConfig, x, a, b, shift: np.ndarray, unrounded: bool):
+    """The normalize pass on Python integers: -> (y, sat, unrounded or None)."""
+    acc = x.astype(object) * _col(a) + _col(b)
+    sh = shift.reshape(-1, 1).astype(object)
     yq = acc >> sh
     if cfg.rounding == "half_even":
-        tie = (acc & ((1 << sh) - 1)) == 0
-        yq = yq - (tie & ((yq & 1) == 1)).astype(yq.dtype)
+        tie = (acc & ((1 << sh) - 1)) == 0                   # B holds half: a tie leaves zero low bits
+        yq = yq - (tie & ((yq & 1) == 1)).astype(object)
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
     sat = ((yq < lo) | (yq > hi)).sum(axis=1).astype(np.int64)
-    y = np.clip(yq, lo, hi).astype(np.int64)
-    unr = None
-    if unrounded:
-        half = 0 if cfg.rounding == "floor" else (1 << sh) >> 1
-        unr = np.ldexp((acc - half).astype(np.float64), -shift.reshape(-1, 1))
-    return y, sat, a, shift, unr
+    return np.clip(yq, lo, hi).astype(np.int64), sat, _unrounded(cfg, acc, shift) if unrounded else None
 
 
-def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True) -> Result:
+def _normalize_fast(cfg: NormConfig, x: np.ndarray, a, b, shift: np.ndarray, unrounded: bool):
+    """The normalize pass on int64, in place on one (C, n) buffer (acc_bits fit): -> (y, sat, unrounded or None)."""
+    acc = x * np.asarray(a, dtype=np.int64)[:, None]
+    acc += np.asarray(b, dtype=np.int64)[:, None]
+    unr = _unrounded(cfg, acc, shift) if unrounded else None
+    sh = shift[:, None]
+    tie = (acc & ((1 << sh) - 1)) == 0 if cfg.rounding == "half_even" else None
+    np.right_shift(acc, sh, out=acc)
+    if tie is not None:
+        acc -= tie & (acc & 1).astype(bool)
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    sat = np.count_nonzero(acc < lo, axis=1) + np.count_nonzero(acc > hi, axis=1)
+    np.clip(acc, lo, hi, out=acc)
+    return acc, sat.astype(np.int64), unr
+
+
+def _normalize(cfg: NormConfig, x, consts, unrounded: bool, fast: bool):
+    """y = sat(round((x*A + B) >> SH)) with saturations counted: -> (y, sat, A, SH, unrounded)."""
+    a, b = [c[0] for c in consts], [c[1] for c in consts]
+    shift = np.array([c[2] for c in consts], dtype=np.int64)
+    y, sat, unr = (_normalize_fast if fast else _normalize_exact)(cfg, x, a, b, shift, unrounded)
+    mult = np.array(a, dtype=np.int64 if cfg.acc_bits <= INT64_BITS else object)   # dtype from cfg only
+    return y, sat, mult, shift, unr
+
+
+def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
+    """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers)."""
+    q, out = cfg.recip_bits, []
+    for si, dd, gi, bi in zip(s, den, g, b):
+        dd = int(dd)
+        lead = dd.bit_length() - 1
+        recip = (1 << (lead + q)) // dd
+        out.append(channel_constants(cfg, n, int(si), gi * recip, lead + cfg.shift_base, bi))
+    return out
+
+
+def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool = False) -> Result:
     """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,).
-    `unrounded=False` skips the float of the value before rounding."""
+    `unrounded=False` skips the float of the value before rounding; `exact=True` forces Python integers."""
+    plan = fast_plan(cfg, exact)
     if cfg.inference_only:
         raise ValueError("this configuration has inference_only=True: it has no training datapath "
                          "(generate one with inference_only=False)")
     x, g, b = _check(cfg, x, gamma, beta)
     n = x.shape[1]
     hp = channel_params(cfg, n)
-    s = _ints(cfg, x, cfg.sum_bits).sum(axis=1).astype(object)
-    den = deviation_den(cfg, x, s, hp)
-    q = cfg.recip_bits
-    consts = []
-    for si, dd, gi, bi in zip(s, den, g, b):
-        lead = int(dd).bit_length() - 1                      # L: position of Den's leading one
-        recip = (1 << (lead + q)) // int(dd)                 # R = floor(2**(L+Q) / Den)
-        consts.append(channel_constants(cfg, n, int(si), gi * recip, lead + cfg.shift_base, bi))
-    y, sat, a, shift, unr = _normalize(cfg, x, consts, unrounded)
-    return Result(y=y, stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat),
-                  mult=a.reshape(-1), shift=shift, unrounded=unr)
+    s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
+    consts = _train_constants(cfg, n, s, den, g, b)
+    y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
+    return Result(y=y, stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
+                  unrounded=unr)
 
 
-def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, unrounded: bool = True) -> Result:
-    """Inference mode: y = gamma * (x - mean) * scale + beta, mean/scale as the hardware holds them
-    (see constants.inference_params)."""
-    x, g, b = _check(cfg, x, gamma, beta)
-    c = x.shape[0]
-    mean = [int(v) for v in np.reshape(mean, -1)]
-    scale_m = [int(v) for v in np.reshape(scale_m, -1)]
-    scale_exp = [int(v) for v in np.reshape(scale_exp, -1)]
-    for name, v in (("mean", mean), ("scale_m", scale_m), ("scale_exp", scale_exp)):
+def _check_inference(cfg: NormConfig, c: int, mean, scale_m, scale_exp):
+    """The inference descriptors as lists of Python ints, one per channel, each within its field's range."""
+    vals = {k: [int(v) for v in np.reshape(v, -1)] for k, v in
+            (("mean", mean), ("scale_m", scale_m), ("scale_exp", scale_exp))}
+    for name, v in vals.items():
         if len(v) != c:
             raise ValueError(f"{name} has {len(v)} entries, expected one per channel ({c})")
     lo, hi = cfg.scale_exp_range
-    if any(not lo <= e <= hi for e in scale_exp):
+    if any(not lo <= e <= hi for e in vals["scale_exp"]):
         raise ValueError(f"scale_exp holds a value out of range: allowed [{lo}, {hi}]")
-    if any(not 0 <= m < (1 << (cfg.recip_bits + 1)) for m in scale_m):
+    if any(not 0 <= m < (1 << (cfg.recip_bits + 1)) for m in vals["scale_m"]):
         raise ValueError(f"scale_m out of range: allowed [0, {(1 << (cfg.recip_bits + 1)) - 1}]")
     m_lo, m_hi = cfg.in_fmt.min_int << cfg.stat_frac_bits, cfg.in_fmt.max_int << cfg.stat_frac_bits
-    if any(not m_lo <= m <= m_hi for m in mean):
+    if any(not m_lo <= m <= m_hi for m in vals["mean"]):
         raise ValueError(f"mean holds a value out of range: allowed [{m_lo}, {m_hi}]")
+    return vals["mean"], vals["scale_m"], vals["scale_exp"]
+
+
+def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, unrounded: bool = True,
+          exact: bool = False) -> Result:
+    """Inference mode: y = gamma * (x - mean) * scale + beta, mean/scale as the hardware holds them
+    (see constants.inference_params); `exact=True` forces Python integers."""
+    plan = fast_plan(cfg, exact)
+    x, g, b = _check(cfg, x, gamma, beta)
+    c = x.shape[0]
+    mean, scale_m, scale_exp = _check_inference(cfg, c, mean, scale_m, scale_exp)
     k = 1 << cfg.stat_frac_bits
     consts = [channel_constants(cfg, k, mi, gi * sm, cfg.inf_shift_base - e, bi)
               for mi, sm, e, gi, bi in zip(mean, scale_m, scale_exp, g, b)]
-    y, sat, a, shift, unr = _normalize(cfg, x, consts, unrounded)
+    y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
-    return Result(y=y, stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat),
-                  mult=a.reshape(-1), shift=shift, unrounded=unr)
+    return Result(y=y, stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
+                  unrounded=unr)
 
 
 def range_bn(cfg: NormConfig, x, gamma, beta) -> Result:
@@ -201,5 +341,6 @@ def range_bn(cfg: NormConfig, x, gamma, beta) -> Result:
 def stats_to_float(cfg: NormConfig, count: int, stats: ChannelStats):
     """Reported training statistics to float (mean, sigma_hat, scale = 1/sigma_hat) for running stats."""
     mean = np.asarray(stats.sum, dtype=np.float64) / count * cfg.in_fmt.lsb
-    sigma = np.asarray([int(v) for v in stats.den], dtype=np.float64) / count / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
+    sigma = (np.asarray([int(v) for v in stats.den], dtype=np.float64) / count
+             / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac))
     return mean, sigma, 1.0 / sigma

@@ -20,6 +20,7 @@ interrupted sweep resumes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -185,6 +186,26 @@ def parse_bits(spec) -> int | str:
     return b
 
 
+# -- the cache key of hardware runs ----------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1]
+NUMERICS_SOURCES = ("golden/bitexact.py", "constants.py", "config.py", "fixed.py", "backends/base.py", "torch/hook.py")
+
+
+@functools.lru_cache(maxsize=None)
+def numerics_fingerprint(backend: str = "golden") -> str:
+    """A hash of the sources that define a hardware run's numbers (the golden model, the widths, the float <->
+    code mapping; for rtl also the generators), so a cached row is not reused after the numerics change."""
+    if backend not in ("golden", "rtl"):
+        raise ValueError(f"backend={backend!r} is not supported: allowed golden, rtl (the hardware backends)")
+    files = list(NUMERICS_SOURCES) + (sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "hdl").glob("*.py"))
+                                      if backend == "rtl" else [])
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 # -- one run ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -202,11 +223,13 @@ class Job:
         return f"{self.dataset} {self.kind} {what} seed {self.seed}"
 
     def recipe(self, train_limit: int | None = None, epochs: int | None = None) -> dict:
+        """What the cached row depends on; hardware runs also on the numerics' sources (numerics_fingerprint)."""
         r = dict(RECIPES[self.dataset], version=RECIPE_VERSION, cal=CAL_SAMPLES, train_limit=train_limit)
         if epochs is not None:
             r["epochs"] = epochs
         if self.bits is not None:
             r["fmt"] = {k: str(v) for k, v in formats(self.bits).items()}
+            r["numerics"] = numerics_fingerprint(self.backend)
         return r
 
     def cache_path(self, cache_dir: Path, recipe: dict) -> Path:
