@@ -45,7 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--beta-fmt", type=_fmt, default=d.beta_fmt)
     g.add_argument("--max-count", type=int, default=d.max_count, help="largest number of values per channel")
     g.add_argument("--chunks", type=int, default=None, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
-    g.add_argument("--k", type=int, default=None, help="topk: largest deviations averaged (default 10)")
+    g.add_argument("-k", "--topk", dest="k", type=int, default=None, help="topk: largest deviations averaged (default 10)")
     g.add_argument("--lanes", type=int, default=d.lanes, help="values per clock: 1, 2, 4 or 8")
     g.add_argument("--rounding", default=d.rounding, help=f"one of {', '.join(ROUNDING_MODES)}")
     g.add_argument("--eps", type=float, default=None, help="default: the kind's reference value")
@@ -59,12 +59,14 @@ def _config(args) -> NormConfig:
 
 
 def cmd_verilog(args) -> int:
-    from .emit import verilog_text, write_defaults
-    if args.custom:
+    from .emit import write_defaults
+    if args.custom or args.name is not None or args.axi_stream:
+        from .core import write_core
+        from .datasheet import cached_resources
         cfg = _config(args)
-        out = Path(args.output or f"{cfg.name}.v")
-        out.write_text(verilog_text(cfg))
-        print(f"wrote {out} ({cfg.describe()})")
+        name = cfg.name if args.name is None else args.name
+        paths = write_core(cfg, name, args.output or ".", axi=args.axi_stream, resources=cached_resources(cfg))
+        print(f"wrote {', '.join(str(p) for p in paths)} ({cfg.describe()})")
         return 0
     for path in write_defaults(Path(args.output) if args.output else REPO / "rtl"):
         print(f"wrote {path}")
@@ -237,9 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwnorm", description="Hardware datapaths for low-precision normalization layers.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("verilog", help="write Verilog: the default configurations to rtl/, or one --custom configuration")
-    p.add_argument("-o", "--output", help="output directory (default rtl/) or, with --custom, file")
-    p.add_argument("--custom", action="store_true", help="generate the configuration given by the options below")
+    p = sub.add_parser("verilog", help="write Verilog: the default configurations to rtl/, or one core (--name) with "
+                                       "its datasheet (NAME.md, NAME.json) and C header (NAME.h)")
+    p.add_argument("-o", "--output", help="output directory (default rtl/, or with --name the current directory)")
+    p.add_argument("--name", help="generate one core named NAME (top module, file names) from the options below")
+    p.add_argument("--custom", action="store_true", help="as --name, named by the configuration's hash")
+    p.add_argument("--axi-stream", action="store_true",
+                   help="wrap the core in AXI4-Stream ports (tdata/tvalid/tready/tlast, tkeep on the output)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
 

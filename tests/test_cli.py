@@ -23,9 +23,9 @@ def test_sim_help_goes_to_the_runner():
 
 
 def test_verilog_custom_config(tmp_path):
-    out = tmp_path / "x.v"
-    assert main(["verilog", "--custom", "--kind", "topk", "--k", "4", "--lanes", "2", "--in-fmt", "s6.2",
-                 "--max-count", "32", "-o", str(out)]) == 0
+    assert main(["verilog", "--custom", "--kind", "topk", "-k", "4", "--lanes", "2", "--in-fmt", "s6.2",
+                 "--max-count", "32", "-o", str(tmp_path)]) == 0
+    (out,) = tmp_path.glob("hwnorm_topk_*.v")
     text = out.read_text()
     assert "module hwnorm_topk_" in text and "input [11:0] i__payload" in text
 
@@ -36,7 +36,7 @@ def test_verilog_custom_config(tmp_path):
     (["verilog", "--custom", "--in-fmt", "s40.2"], ["--in-fmt", "bits=40", "[2, 32]"]),
     (["numerics", "--custom", "--max-count", "0"], ["max_count=0"]),
     (["verilog", "--custom", "--kind", "l1", "--chunks", "4"], ["chunks=4", "kind='range' only"]),
-    (["verilog", "--custom", "--kind", "topk", "--k", "99"], ["k=99", "[1, 32]"]),
+    (["verilog", "--custom", "--kind", "topk", "--topk", "99"], ["k=99", "[1, 32]"]),
     (["verilog", "--custom", "--lanes", "3"], ["lanes=3", "1, 2, 4, 8"]),
 ])
 def test_bad_configuration_is_a_clear_error(args, words):

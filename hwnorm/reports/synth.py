@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from ..config import NormConfig
-from ..emit import verilog_text
+from ..emit import top_ports, verilog_text
 
 FLOW_VERSION = "4"                      # bump when a flow changes, so cached rows are redone
 HX8K_LUTS = 7680
@@ -129,14 +129,6 @@ def parse_utilisation(log: str, cell: str) -> tuple[int, int] | None:
 
 
 # ---- ports and the iCE40 pin wrapper ----
-
-def top_ports(verilog: str, top: str) -> list[tuple[str, int, str]]:
-    """(direction, width, name) of the top module's ports, from the emitted Verilog."""
-    body = verilog[verilog.index(f"module {top}("):]
-    body = body[:body.index("endmodule")]
-    return [(m.group(1), int(m.group(2)) + 1 if m.group(2) else 1, m.group(3))
-            for m in re.finditer(r"^\s*(input|output)\s*(?:\[(\d+):0\])?\s*(\w+);", body, re.M)]
-
 
 def wrapper(verilog: str, top: str) -> str:
     """A 4-pin shell around `top`: every input from one shift register, every output registered and
