@@ -51,11 +51,11 @@ def c_header(cfg: NormConfig, name: str) -> str:
     """The C header of core `name` (a legal C identifier) for configuration cfg."""
     p, P = name, name.upper()
     fields = cfg.channel_fields + cfg.stats_fields
-    widest = max(w for _, w, _ in fields)
+    widest, wname = max((w, n) for n, w, _ in fields)
     types = next((t for t in WORD_TYPES if widest <= t[0]), None)
     if types is None:
-        raise ValueError(f"this configuration has a {widest}-bit field: the C header allows fields up to 128 bits "
-                         f"(narrow the formats or max_count)")
+        raise ValueError(f"field {wname} is {widest} bits wide in this configuration: the C header allows fields "
+                         f"up to 128 bits (narrow the formats or max_count)")
     _, utype, stype = types
     q, (e_lo, e_hi) = cfg.recip_bits, cfg.scale_exp_range
     fi, mf = cfg.in_fmt, cfg.stat_frac_bits
