@@ -28,6 +28,7 @@ SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
+AXI_TEST_MODULE = "test_axi"
 BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
 
 
@@ -51,11 +52,17 @@ def _runner():
     return get_runner("verilator")
 
 
-def build(cfg: NormConfig) -> Path:
-    """Verilate `cfg` once; the build directory is keyed by the config and the Verilog text."""
-    text = verilog_text(cfg)
+def top_name(cfg: NormConfig, axi: bool = False) -> str:
+    """The top module of a simulated configuration (the AXI4-Stream wrapper has its own)."""
+    return f"{cfg.name}_axi" if axi else cfg.name
+
+
+def build(cfg: NormConfig, axi: bool = False) -> Path:
+    """Verilate `cfg` (behind AXI4-Stream ports if `axi`) once; the build directory is keyed by the Verilog text."""
+    top = top_name(cfg, axi)
+    text = verilog_text(cfg, name=top, axi=axi)
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    build_dir = BUILD_ROOT / "sim" / f"{cfg.name}-{key}"
+    build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
     stamp = build_dir / ".built"
     if stamp.exists():
         return build_dir
@@ -65,11 +72,11 @@ def build(cfg: NormConfig) -> Path:
         if build_dir.exists():          # a build that died half-way
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
-        src = build_dir / f"{cfg.name}.v"
+        src = build_dir / f"{top}.v"
         src.write_text(text)
         log = build_dir / "build.log"
         try:
-            _runner().build(sources=[src], hdl_toplevel=cfg.name, build_dir=build_dir,
+            _runner().build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
                             build_args=BUILD_ARGS, always=True, log_file=log)
         except (Exception, SystemExit) as e:
             tail = log.read_text()[-4000:] if log.exists() else ""
@@ -105,14 +112,15 @@ class RunResult:
                 f"{self.mismatches} mismatches")
 
 
-def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str = TEST_MODULE,
-        env: dict | None = None) -> RunResult:
-    """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator; never raises
-    on a test failure (the result counts it)."""
+def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str | None = None,
+        env: dict | None = None, axi: bool = False) -> RunResult:
+    """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator (the AXI4-Stream
+    wrapper and sim/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
     from cocotb_tools.check_results import get_results
 
     t0 = time.monotonic()
-    build_dir = build(cfg)
+    module = module or (AXI_TEST_MODULE if axi else TEST_MODULE)
+    build_dir = build(cfg, axi)
     runs = BUILD_ROOT / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
@@ -120,7 +128,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     coverage_json = test_dir / "hwnorm_coverage.json"
     env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
            "HWNORM_FULL": "1" if full else "0", **(env or {})}
-    xml = _runner().test(test_module=module, hdl_toplevel=cfg.name, build_dir=build_dir,
+    xml = _runner().test(test_module=module, hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
     tests, failed = get_results(Path(xml))
@@ -175,6 +183,13 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     return cfgs
 
 
+def axi_configs() -> dict[str, NormConfig]:
+    """The AXI4-Stream wrapper's configurations in the matrix (sim/test_axi.py, cocotbext-axi)."""
+    return {"axi_range_s8_p4": NormConfig(lanes=4, max_count=1024),
+            "axi_l1_s12_p2": NormConfig(kind="l1", in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(12, 8),
+                                        max_count=1024, lanes=2)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
     ap.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
@@ -202,13 +217,16 @@ def main(argv=None) -> int:
                 ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} is out of range: allowed >= {lo}")
         return soak_main(args.soak, configs=args.soak_configs, master_seed=args.seed, only_seed=args.soak_seed,
                          cocotb_configs=args.soak_cocotb_configs, cocotb_values=args.soak_cocotb, jobs=args.jobs)
-    cfgs = regression_configs(args.full)
+    cfgs = {**regression_configs(args.full), **axi_configs()}
+    axi = set(axi_configs())
     if args.list:
         for k, c in cfgs.items():
-            print(f"{k:28s} {c.describe()}")
+            print(f"{k:28s} {c.describe()}{'  (AXI4-Stream wrapper)' if k in axi else ''}")
         return 0
     if args.test is not None and args.test not in cocotb_tests():
         ap.error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
+    if args.test is not None:           # a test of sim/test_norm.py: the AXI configurations run sim/test_axi.py
+        cfgs = {k: c for k, c in cfgs.items() if k not in axi}
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]
         if unknown:
@@ -217,7 +235,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     total = RunResult(config="all")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {k: pool.submit(run, c, args.test, args.seed, args.full) for k, c in cfgs.items()}
+        futures = {k: pool.submit(run, c, args.test, args.seed, args.full, axi=k in axi)
+                   for k, c in cfgs.items()}
         for k, fut in futures.items():
             r = fut.result()
             r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name

@@ -134,3 +134,22 @@ def test_waveform_of_every_kind_has_its_passes():
         assert ivalid["wave"].count("=") == len(ivalid["data"]) == cfg.passes * 3
     inf = waveform(NormConfig(inference_only=True, max_count=100))
     assert "|" not in inf["signal"][0]["wave"] and "inference" in inf["head"]["text"]
+
+
+def test_axi_stream_core_ports_and_refusal(tmp_path):
+    from hwnorm.hdl.axi_stream import axi_widths, check_axi
+    r = cli("verilog", "--name", "axi_norm", "--axi-stream", "--kind", "l1", "--in-fmt", "s12.6", "--lanes", "2",
+            "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    ds = json.loads((tmp_path / "axi_norm.json").read_text())
+    ports = {p["name"]: (p["direction"], p["width"]) for p in ds["ports"]}
+    assert ds["interface"] == "axi-stream"
+    assert ports["s_axis_tdata"] == ("input", 32) and ports["s_axis_tlast"] == ("input", 1)     # 12-bit lanes in 2 bytes
+    assert ports["m_axis_tdata"] == ("output", 16) and ports["m_axis_tkeep"] == ("output", 2)
+    assert ports["m_axis_tlast"] == ("output", 1) and ports["s_axis_desc_tdata"][1] % 8 == 0
+    assert ports["m_axis_stats_tdata"][1] == 8 * -(-ds["stats"]["width"] // 8)
+    assert "module axi_norm(" in (tmp_path / "axi_norm.v").read_text()
+    cfg = NormConfig(kind="l1", lanes=8, in_fmt="s16.8")
+    assert max(axi_widths(cfg).values()) > 128
+    with pytest.raises(ValueError, match=r"--axi-stream: .*_tdata would be \d+ bits .* allowed at most 128"):
+        check_axi(cfg, max_bits=128)
