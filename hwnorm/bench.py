@@ -38,7 +38,7 @@ def run(kind: str = "range", fmt: str = "s8", lanes: int = 1, channels: int = 8,
     values = x.size
     out = {"config": cfg.describe(), "channels": channels, "count": count, "values": values}
     steps = 4 if cocotb else 3
-    with tqdm(total=steps, desc="bench", disable=quiet, leave=False) as bar:
+    with tqdm(total=steps, desc="bench", disable=True if quiet else None, leave=False) as bar:
         golden = GoldenBackend()
         out["golden_values_per_s"] = _best_rate(lambda: golden.train_codes(cfg, x, g, b), values, 2)
         bar.update(1)

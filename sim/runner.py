@@ -191,32 +191,30 @@ def axi_configs() -> dict[str, NormConfig]:
 
 
 def main(argv=None) -> int:
+    """`python -m sim.runner`: the same options as `hwnorm sim` (hwnorm.cli.add_sim_args)."""
+    from hwnorm.cli import add_sim_args
     ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
-    ap.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
-    ap.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
-    ap.add_argument("--test", help="only this cocotb test")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel simulators (at least 1)")
-    ap.add_argument("--list", action="store_true", help="list the regression configurations and exit")
-    soak = ap.add_argument_group("soak (sim/soak.py): random configurations, rtl backend against the golden model")
-    soak.add_argument("--soak", type=int, metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
-    soak.add_argument("--soak-configs", type=int, default=16, metavar="K", help="random configurations (default 16)")
-    soak.add_argument("--soak-seed", type=int, metavar="S", help="only the configuration of seed S (as printed), with all N values")
-    soak.add_argument("--soak-cocotb", type=int, default=25_000, metavar="M",
-                      help="values through the cocotb testbench (random stalls and resets) per cocotb configuration")
-    soak.add_argument("--soak-cocotb-configs", type=int, default=2, metavar="J",
-                      help="how many of the configurations also run the cocotb protocol soak (default 2)")
-    args = ap.parse_args(argv)
+    add_sim_args(ap)
+    return run_args(ap.parse_args(argv), ap.error)
+
+
+def run_args(args, error) -> int:
+    """The regression (or the soak) as `hwnorm sim` parsed it; error(message) refuses bad options."""
     if args.soak is not None or args.soak_seed is not None:
         from sim.soak import main as soak_main
         if args.soak is None:
-            ap.error("--soak-seed needs --soak N (the values to run through that configuration)")
-        for name in ("soak", "soak_configs", "soak_cocotb", "soak_cocotb_configs", "jobs"):
-            lo = 0 if name in ("soak_cocotb", "soak_cocotb_configs") else 1
-            if getattr(args, name) < lo:
-                ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} is out of range: allowed >= {lo}")
-        return soak_main(args.soak, configs=args.soak_configs, master_seed=args.seed, only_seed=args.soak_seed,
-                         cocotb_configs=args.soak_cocotb_configs, cocotb_values=args.soak_cocotb, jobs=args.jobs)
+            error("--soak-seed needs --soak N (the values to run through that configuration)")
+        regression = [o for o in ("full", "config", "test", "list") if getattr(args, o)]
+        if regression:
+            error(f"--{regression[0]} applies to the regression, not to --soak: allowed without --soak")
+        pick = lambda v, default: default if v is None else v     # noqa: E731
+        return soak_main(args.soak, configs=pick(args.soak_configs, 16), master_seed=args.seed, only_seed=args.soak_seed,
+                         cocotb_configs=pick(args.soak_cocotb_configs, 2), cocotb_values=pick(args.soak_cocotb, 25_000),
+                         jobs=args.jobs)
+    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs")
+                 if getattr(args, o) is not None]
+    if soak_only:
+        error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
     cfgs = {**regression_configs(args.full), **axi_configs()}
     axi = set(axi_configs())
     if args.list:
@@ -224,13 +222,13 @@ def main(argv=None) -> int:
             print(f"{k:28s} {c.describe()}{'  (AXI4-Stream wrapper)' if k in axi else ''}")
         return 0
     if args.test is not None and args.test not in cocotb_tests():
-        ap.error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
+        error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
     if args.test is not None:           # a test of sim/test_norm.py: the AXI configurations run sim/test_axi.py
         cfgs = {k: c for k, c in cfgs.items() if k not in axi}
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]
         if unknown:
-            ap.error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
+            error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
         cfgs = {k: cfgs[k] for k in args.config}
     t0 = time.monotonic()
     total = RunResult(config="all")
@@ -243,11 +241,13 @@ def main(argv=None) -> int:
             total.add(r)
             lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
             gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
-            print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
-                  f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
-                  + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
+            if not args.quiet:
+                print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
+                      f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
+                      + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
     from sim.funcov import format_report, summarize
-    print(format_report(total.coverage))
+    if not args.quiet:
+        print(format_report(total.coverage))
     _, _, _, missed = summarize(total.coverage)
     closed = not missed or args.test is not None         # one test alone cannot close coverage
     if missed and args.test is not None:

@@ -13,7 +13,9 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,9 @@ def library_path(cfg: NormConfig) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():
             return lib
+        print(f"hwnorm: first use of this rtl configuration: building its Verilator model ({cfg.describe()})",
+              file=sys.stderr, flush=True)
+        t0 = time.monotonic()
         env = setup_verilator_env(dict(os.environ))
         root = verilator_root()
         work = Path(tempfile.mkdtemp(prefix="build-", dir=out_dir.parent))
@@ -78,6 +83,8 @@ def library_path(cfg: NormConfig) -> Path:
             os.replace(tmp, lib)                       # atomic: readers see all of it or nothing
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        print(f"hwnorm: built the Verilator model in {time.monotonic() - t0:.1f} s (cached in {out_dir})",
+              file=sys.stderr, flush=True)
     return lib
 
 

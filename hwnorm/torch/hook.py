@@ -14,6 +14,7 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,12 +23,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backends import get_backend
-from ..config import FORMATS_8, FORMATS_16, FixedFormat, NormConfig
+from ..config import FMT_SPELLINGS, NormConfig, formats_from
 from .nn import _DeviationBatchNorm, check_input, module_kind
+from .report import SessionReport
 
-FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
 IN_RANGES = ("calibrated", "batch")
+
+
+class HardwareWarning(UserWarning):
+    """Something the hardware run did that the user did not ask for (e.g. an uncalibrated input scale)."""
 
 
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
@@ -35,11 +40,9 @@ def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, roundi
     kind = module_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
-    allowed = f"{', '.join(map(repr, FORMATS))} or a dict of {', '.join(FORMAT_KEYS)}"
+    allowed = f"{FMT_SPELLINGS}, or a dict of {', '.join(FORMAT_KEYS)}"
     if isinstance(fmt, str):
-        if fmt not in FORMATS:
-            raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
-        fmt = FORMATS[fmt]
+        fmt = formats_from(fmt)
     if not isinstance(fmt, dict):
         raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
     unknown = sorted(set(fmt) - set(FORMAT_KEYS), key=str)
@@ -120,9 +123,12 @@ class HardwareSession:
             for st in self.layers.values():
                 model(st.config)
 
-    def report(self) -> dict:
-        return {n: dict(kind=s.config.kind, calls=s.calls, values=s.values, saturated_in=s.saturated_in,
-                        saturated_out=s.saturated_out, seconds=s.seconds) for n, s in self.layers.items()}
+    def report(self) -> SessionReport:
+        """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, seconds."""
+        return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
+                                   format=f"{s.config.in_fmt}:{s.config.out_fmt}", calls=s.calls, values=s.values,
+                                   saturated_in=s.saturated_in, saturated_out=s.saturated_out, seconds=s.seconds)
+                              for n, s in self.layers.items()])
 
     @property
     def values(self) -> int:
@@ -177,6 +183,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
     backend = session.backend
 
     def forward(x):
+        if isinstance(x, torch.Tensor) and x.dim() not in _dims(module):
+            type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
         try:
             check_input(module, x, _dims(module))
         except (TypeError, ValueError) as e:
@@ -194,6 +202,10 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r}: {n} values per channel in training mode exceed max_count="
                              f"{cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware(), or use smaller batches")
+        if st.in_max is None and not (train and session.in_range == "batch"):
+            warnings.warn(f"layer {name!r}: no calibrate(): its input scale comes from this first batch "
+                          f"(largest |x| = {float(np.abs(xc).max()):.4g}); call session.calibrate(batches) first",
+                          HardwareWarning, stacklevel=3)
         if st.in_max is None or (train and session.in_range == "batch"):
             st.in_max = float(np.abs(xc).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int

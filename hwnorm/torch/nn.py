@@ -206,6 +206,20 @@ class TopkBatchNorm2d(_TopkMixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class LinfBatchNorm1d(TopkBatchNorm1d):
+    """L-inf BN (Hoffer et al. 2018): top-k BN with k = 1, sigma ~ C(n) * max |x - mu|. Input (N, C) or (N, C, L)."""
+
+    def __init__(self, num_features, **kw):
+        super().__init__(num_features, k=1, **kw)
+
+
+class LinfBatchNorm2d(TopkBatchNorm2d):
+    """L-inf BN for (N, C, H, W) inputs."""
+
+    def __init__(self, num_features, **kw):
+        super().__init__(num_features, k=1, **kw)
+
+
 def module_kind(module) -> dict | None:
     """NormConfig fields (kind, chunks, k, eps) of a normalization module, or None if it is not one."""
     if isinstance(module, (RangeBatchNorm1d, RangeBatchNorm2d)):
@@ -219,5 +233,5 @@ def module_kind(module) -> dict | None:
     return None
 
 
-__all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "TopkBatchNorm1d",
-           "TopkBatchNorm2d", "module_kind"]
+__all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "LinfBatchNorm1d",
+           "LinfBatchNorm2d", "TopkBatchNorm1d", "TopkBatchNorm2d", "module_kind"]
