@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FORMATS_8, FORMATS_16, NormConfig
+from .config import NAMED_FORMATS, NormConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def run(kind: str = "range", fmt: str = "s8", lanes: int = 1, channels: int = 8,
     from tqdm import tqdm
 
     from .backends.base import GoldenBackend, RtlBackend
-    fmts = {"s8": FORMATS_8, "s16": FORMATS_16}[fmt]
+    fmts = NAMED_FORMATS[fmt]
     cfg = NormConfig(kind=kind, lanes=lanes, max_count=count, **fmts)
     rng = np.random.default_rng(seed)
     fi = cfg.in_fmt

@@ -22,14 +22,14 @@ from pathlib import Path
 
 from hwnorm.config import FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
-from hwnorm.toolchain import setup_verilator_env
+from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
 SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
-BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
+BUILD_ARGS = VERILATOR_WARNINGS
 
 
 @contextlib.contextmanager

@@ -24,12 +24,11 @@ from ..config import NormConfig
 from ..constants import channel_params
 from ..emit import verilog_text
 from ..fields import from_words, pack, to_words, unpack, width
-from ..toolchain import setup_verilator_env, verilator_root
+from ..toolchain import VERILATOR_WARNINGS, setup_verilator_env, verilator_root
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
-VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
-                   "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *VERILATOR_WARNINGS]
 CXXFLAGS = ["-O2", "-fPIC"]
 
 

@@ -13,6 +13,7 @@ import numbers
 import torch
 from torch import nn
 
+from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
 from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
@@ -73,7 +74,7 @@ class _DeviationBatchNorm(nn.Module):
             if not isinstance(v, bool):
                 raise ValueError(f"{name}={v!r} is not a bool: allowed True or False")
         self.num_features = num_features
-        self.eps = eps if eps is not None else (1e-7 if self.kind == "range" else 1e-5)
+        self.eps = eps if eps is not None else DEFAULT_EPS[self.kind]
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
@@ -146,7 +147,7 @@ class _RangeMixin:
     kind = "range"
 
     def __init__(self, num_features, chunks: int = 10, **kw):
-        self.chunks = check_int("chunks", chunks, 1, 64)
+        self.chunks = check_int("chunks", chunks, *CHUNKS_RANGE)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):
@@ -167,7 +168,7 @@ class _TopkMixin:
     kind = "topk"
 
     def __init__(self, num_features, k: int = 10, **kw):
-        self.k = check_int("k", k, 1, 32)
+        self.k = check_int("k", k, *K_RANGE)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):
