@@ -7,8 +7,6 @@ line: tests, cycles simulated, values checked, mismatches. `--soak N` runs the s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hwnorm.cache import build_once
 from hwnorm.config import FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
@@ -30,18 +29,6 @@ BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
 BUILD_ARGS = VERILATOR_WARNINGS
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive inter-process lock (flock) on `path`, so parallel pytest workers build once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _runner():
@@ -64,11 +51,8 @@ def build(cfg: NormConfig, axi: bool = False) -> Path:
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
     build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
     stamp = build_dir / ".built"
-    if stamp.exists():
-        return build_dir
-    with _locked(build_dir.with_suffix(".lock")):
-        if stamp.exists():
-            return build_dir
+
+    def make(build_dir: Path):
         if build_dir.exists():          # a build that died half-way
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
@@ -82,7 +66,7 @@ def build(cfg: NormConfig, axi: bool = False) -> Path:
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise RuntimeError(f"Verilator build failed for {cfg.describe()}:\n{tail}") from e
         stamp.write_text(cfg.to_json())
-    return build_dir
+    return build_once(build_dir, make, done=lambda _: stamp.exists())
 
 
 @dataclass

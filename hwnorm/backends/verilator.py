@@ -8,7 +8,6 @@ half-written library.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import build_once
 from ..config import NormConfig
 from ..constants import channel_params
 from ..emit import verilog_text
@@ -55,13 +55,8 @@ def library_path(cfg: NormConfig) -> Path:
     key = hashlib.sha256("\n".join([text, HARNESS.read_text(), cxx, *VERILATOR_FLAGS, *CXXFLAGS]).encode()).hexdigest()[:12]
     out_dir = BUILD_ROOT / "rtl" / f"{cfg.name}-{key}"
     lib = out_dir / "libhwnorm.so"
-    if lib.exists():
-        return lib
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f"{out_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if lib.exists():
-            return lib
+
+    def make(lib: Path):
         print(f"hwnorm: first use of this rtl configuration: building its Verilator model ({cfg.describe()})",
               file=sys.stderr, flush=True)
         t0 = time.monotonic()
@@ -84,7 +79,8 @@ def library_path(cfg: NormConfig) -> Path:
             shutil.rmtree(work, ignore_errors=True)
         print(f"hwnorm: built the Verilator model in {time.monotonic() - t0:.1f} s (cached in {out_dir})",
               file=sys.stderr, flush=True)
-    return lib
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return build_once(lib, make)
 
 
 def _load(lib: Path):

@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..cache import build_once
 from ..config import NormConfig
 from ..emit import top_ports, verilog_text
 
@@ -165,21 +166,22 @@ def _cached(name: str, key_text: str, build) -> dict:
     With CACHED_ONLY set, a missing row raises NotSynthesized instead of building it."""
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     cache = BUILD_ROOT / "synth" / f"{name}-{key}.json"
-    if cache.exists():
-        return {**json.loads(cache.read_text()), "_cached": True}
-    if CACHED_ONLY:
+    if CACHED_ONLY and not cache.exists():
         raise NotSynthesized(f"{name}: not synthesized for the current Verilog and flow (run `hwnorm synth`)")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
-    try:
-        row = build(work)
-    except SynthError as e:
-        raise SynthError(f"{e}\n(all logs in {work})") from None
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
-    os.replace(tmp, cache)
-    shutil.rmtree(work, ignore_errors=True)
-    return row
+    fresh = {}
+
+    def make(cache: Path):
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
+        try:
+            fresh["row"] = build(work)
+        except SynthError as e:
+            raise SynthError(f"{e}\n(all logs in {work})") from None
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(fresh["row"], indent=1, sort_keys=True))
+        os.replace(tmp, cache)
+        shutil.rmtree(work, ignore_errors=True)
+    build_once(cache, make)
+    return fresh["row"] if "row" in fresh else {**json.loads(cache.read_text()), "_cached": True}
 
 
 def generic_gates(work: Path, top: str, who: str, times: dict) -> dict:
