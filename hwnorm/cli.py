@@ -71,6 +71,8 @@ def _refuse_config_options(args, why: str):
 
 def cmd_verilog(args) -> int:
     from .emit import write_defaults
+    if args.custom and args.name is not None:
+        raise ValueError("--custom would be ignored: --name names the core; allowed one of --custom, --name")
     if args.custom or args.name is not None or args.axi_stream:
         from .core import write_core
         from .datasheet import cached_resources

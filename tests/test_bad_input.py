@@ -30,6 +30,7 @@ CLI = [
     (["verilog", "--custom", "--kind", "l3"], ["--kind", "'l3'", "choose from 'range', 'l1', 'linf', 'topk', 'l2'"]),
     (["verilog", "--kind", "l1"], ["--kind would be ignored", "allowed only with --name"]),
     (["verilog", "--name", "1x"], ["--name='1x'", "allowed", "identifier"]),
+    (["verilog", "--name", "x", "--custom"], ["--custom would be ignored", "allowed one of --custom, --name"]),
     (["verilog", "--name", "ok", "-o", "/proc/hwnorm-no-such-dir"], ["-o='/proc/hwnorm-no-such-dir'", "writable directory"]),
     (["numerics", "--lanes", "2"], ["--lanes would be ignored", "allowed only with --custom"]),
     (["numerics", "--custom", "--write"], ["--write would be ignored", "allowed without --custom"]),
