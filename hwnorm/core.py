@@ -46,7 +46,7 @@ def core_files(cfg: NormConfig, name: str, axi: bool = False, resources: dict | 
     body = verilog_text(cfg, name=name, axi=axi)
     ports = top_ports(body, name)
     ds = datasheet(cfg, name, ports, axi=axi, resources=resources)
-    wave = waveform(cfg)
+    wave = waveform(cfg, axi=axi)
     svg = render_svg(wave)
     head = [f"// {name}: hwnorm core, {ds['interface']} interface: {cfg.describe()}",
             f"// Datasheet: {name}.md (for people), {name}.json (for programs); C packing helpers: {name}.h",

@@ -70,7 +70,7 @@ def cached_resources(cfg: NormConfig) -> dict | None:
         synth.CACHED_ONLY = old
 
 
-def waveform(cfg: NormConfig, n: int | None = None) -> dict:
+def waveform(cfg: NormConfig, n: int | None = None, axi: bool = False) -> dict:
     """WaveDrom JSON of one channel of n values with no stalls; each `|` hides a fixed latency (cycles in the foot)."""
     t = timing(cfg)
     passes = t["passes_training"]
@@ -100,14 +100,16 @@ def waveform(cfg: NormConfig, n: int | None = None) -> dict:
     w = {k: "".join(v) for k, v in sig.items()}
     per_beat = "" if cfg.lanes == 1 else f" ({cfg.lanes} values per beat)"
     mode = "inference" if cfg.inference_only else "training"
+    ch, i, o, st, v, p, r = (("s_axis_desc", "s_axis", "m_axis", "m_axis_stats", "tvalid", "tdata", "tready") if axi
+                             else ("chan", "i", "o", "stats", "valid", "payload", "ready"))
     return {"signal": [
         {"name": "clk", "wave": "".join(clk)},
-        ["descriptor", {"name": "chan valid / payload", "wave": w["chan"], "data": labels["chan"]},
-         {"name": "chan ready", "wave": w["chan_ready"]}],
-        [f"input{per_beat}", {"name": "i valid / payload", "wave": w["i"], "data": labels["i"]},
-         {"name": "i ready", "wave": w["i_ready"]}],
-        [f"output{per_beat}", {"name": "o valid / payload", "wave": w["o"], "data": labels["o"]}],
-        {"name": "stats valid", "wave": w["stats"]},
+        ["descriptor", {"name": f"{ch} {v} / {p}", "wave": w["chan"], "data": labels["chan"]},
+         {"name": f"{ch} {r}", "wave": w["chan_ready"]}],
+        [f"input{per_beat}", {"name": f"{i} {v} / {p}", "wave": w["i"], "data": labels["i"]},
+         {"name": f"{i} {r}", "wave": w["i_ready"]}],
+        [f"output{per_beat}", {"name": f"{o} {v} / {p}", "wave": w["o"], "data": labels["o"]}],
+        {"name": f"{st} {v}", "wave": w["stats"]},
     ], "head": {"text": f"one {mode} channel of {n} values, {passes} pass(es), no stalls"},
         "foot": {"text": "each | hides " + ", then ".join(f"{g} cycles" for g in gaps) if gaps else ""},
         "config": {"hscale": 1}}

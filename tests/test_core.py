@@ -149,6 +149,7 @@ def test_axi_stream_core_ports_and_refusal(tmp_path):
     assert ports["m_axis_tlast"] == ("output", 1) and ports["s_axis_desc_tdata"][1] % 8 == 0
     assert ports["m_axis_stats_tdata"][1] == 8 * -(-ds["stats"]["width"] // 8)
     assert "module axi_norm(" in (tmp_path / "axi_norm.v").read_text()
+    assert ds["waveform"]["signal"][2][1]["name"] == "s_axis tvalid / tdata"
     cfg = NormConfig(kind="l1", lanes=8, in_fmt="s16.8")
     assert max(axi_widths(cfg).values()) > 128
     with pytest.raises(ValueError, match=r"--axi-stream: .*_tdata would be \d+ bits .* allowed at most 128"):
