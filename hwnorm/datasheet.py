@@ -163,7 +163,8 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
             f"output {lanes['output']['format']}. Training: the host sends a channel's values once per pass "
             f"({ds['passes']['training']} passes; outputs come in the last); inference: one pass.", "",
             "## Latency and throughput (cycles, from the generator's formulas)", "",
-            _table(["quantity", "value"], [(k, f"`{v}`" if isinstance(v, str) else v) for k, v in t.items()]), ""]
+            _table(["quantity", "value"], [(k, f"`{v}`" if isinstance(v, str) else "-" if v is None else v)
+                                           for k, v in t.items()]), ""]
     res = ds["resources"]
     out += ["## Resources", ""]
     if res:

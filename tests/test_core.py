@@ -154,3 +154,12 @@ def test_axi_stream_core_ports_and_refusal(tmp_path):
     assert max(axi_widths(cfg).values()) > 128
     with pytest.raises(ValueError, match=r"--axi-stream: .*_tdata would be \d+ bits .* allowed at most 128"):
         check_axi(cfg, max_bits=128)
+
+
+def test_without_yowasp_wavedrom_the_json_ships_unrendered(tmp_path, monkeypatch):
+    from hwnorm import datasheet
+    monkeypatch.setattr(datasheet, "render_svg", lambda wave: None)
+    paths = core.write_core(NormConfig(max_count=64), "plain", tmp_path)
+    assert sorted(p.name for p in paths) == ["plain.h", "plain.json", "plain.md", "plain.v"]
+    md = (tmp_path / "plain.md").read_text()
+    assert "yowasp-wavedrom is not installed" in md and "```wavedrom" in md and "![one channel]" not in md
