@@ -26,6 +26,7 @@ def _error(fn):
 @pytest.mark.parametrize("make, bad_shape", [
     (lambda: hn.RangeBatchNorm2d(3), (2, 3, 4)), (lambda: hn.LinfBatchNorm1d(3), (2, 3, 4, 4)),
     (lambda: hn.L1BatchNorm2d(3), (6, 3)), (lambda: nn.BatchNorm2d(3), (2, 3, 4)), (lambda: nn.BatchNorm1d(3), (2, 3, 4, 4)),
+    (lambda: hn.RangeInstanceNorm2d(3), (2, 3, 4)), (lambda: nn.InstanceNorm2d(3), (2, 3, 4)),
 ])
 def test_wrong_rank_fails_on_hardware_as_in_float(make, bad_shape):
     x = torch.zeros(bad_shape)
@@ -86,6 +87,14 @@ def test_uncalibrated_layer_warns_once_per_layer_and_calibrated_does_not():
         with warnings.catch_warnings():                                  # batch scaling in training: nothing to warn
             warnings.simplefilter("error", HardwareWarning)
             model.train()
+            model(x)
+
+
+def test_uncalibrated_grouped_layer_warns_too():
+    model, x = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6)), torch.randn(3, 4)
+    with to_hardware(model, backend="golden"):
+        model.eval()
+        with pytest.warns(HardwareWarning, match=r"layer '1': no calibrate\(\)"):
             model(x)
 
 

@@ -8,3 +8,7 @@ from .report import SessionReport
 __all__ = ["HardwareSession", "HardwareWarning", "SessionReport", "layer_config", "to_hardware", "L1BatchNorm1d",
            "L1BatchNorm2d", "LinfBatchNorm1d", "LinfBatchNorm2d", "RangeBatchNorm1d", "RangeBatchNorm2d",
            "TopkBatchNorm1d", "TopkBatchNorm2d"]
+from .group_nn import *  # noqa: E402,F401,F403  the grouped modules (RangeLayerNorm, ..., L2BatchGroupNorm)
+from .group_nn import __all__ as _grouped  # noqa: E402
+
+__all__ += _grouped

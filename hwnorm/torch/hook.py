@@ -10,11 +10,11 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
    convention); in eval() with the inference datapath and the running statistics;
 3. maps the output codes back to float. The gradient is the float reference's (straight-through:
    hardware forward, float backward), so a model trains with its normalization on the hardware.
+nn.LayerNorm / GroupNorm / InstanceNorm1d/2d and the grouped hwnorm modules take group_hook.py's forward instead.
 """
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,20 +24,19 @@ from torch.nn import functional as F
 
 from ..backends import get_backend
 from ..config import FMT_SPELLINGS, NormConfig, formats_from
+from .group_hook import grouped_forward
+from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
 from .report import SessionReport
+from .warn import HardwareWarning, warn_first_batch  # noqa: F401  (HardwareWarning: hwnorm.torch's export)
 
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
 IN_RANGES = ("calibrated", "batch")
 
 
-class HardwareWarning(UserWarning):
-    """Something the hardware run did that the user did not ask for (e.g. an uncalibrated input scale)."""
-
-
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
     """The NormConfig that implements `module` in hardware with the given formats."""
-    kind = module_kind(module)
+    kind = module_kind(module) or grouped_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
     allowed = f"{FMT_SPELLINGS}, or a dict of {', '.join(FORMAT_KEYS)}"
@@ -203,9 +202,7 @@ def _hardware_forward(session: HardwareSession, name: str, module):
                              f"{cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware(), or use smaller batches")
         if st.in_max is None and not (train and session.in_range == "batch"):
-            warnings.warn(f"layer {name!r}: no calibrate(): its input scale comes from this first batch "
-                          f"(largest |x| = {float(np.abs(xc).max()):.4g}); call session.calibrate(batches) first",
-                          HardwareWarning, stacklevel=3)
+            warn_first_batch(name, float(np.abs(xc).max()))
         if st.in_max is None or (train and session.in_range == "batch"):
             st.in_max = float(np.abs(xc).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int
@@ -250,7 +247,7 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         raise ValueError(f"in_range={in_range!r} is not supported: allowed {', '.join(IN_RANGES)}")
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
     for name, module in model.named_modules():
-        if module_kind(module) is None:
+        if module_kind(module) is None and grouped_kind(module) is None:
             continue
         if "forward" in module.__dict__:
             raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
@@ -260,8 +257,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         session.layers[name] = LayerStats(name=name, config=cfg)
         session._saved[name] = module
-        module.forward = _hardware_forward(session, name, module)
+        module.forward = (grouped_forward if grouped_kind(module) else _hardware_forward)(session, name, module)
     if not session.layers:
         raise ValueError("the model has no normalization layer hwnorm implements "
-                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d)")
+                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d)")
     return session

@@ -1,0 +1,123 @@
+"""The hardware forward of a grouped layer (LayerNorm, GroupNorm, InstanceNorm1d/2d, BatchGroupNorm; hwnorm's or PyTorch's).
+
+Each group of grouping.py becomes one channel of the datapath. The datapath runs with gamma = 1, beta = 0 at
+the raised output format of hwnorm.elementwise, and the layer's affine (per element or per channel) is then
+the host step `elementwise_affine` (bit-exact, not in the Verilog). The float backend applies it in float.
+LayerNorm, GroupNorm and InstanceNorm use each sample's own statistics (the training datapath) in train()
+and eval(); BatchGroupNorm uses batch statistics in train() and its running statistics in eval(), like BN.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backends.base import FixedPointBackend
+from ..elementwise import elementwise_affine, hat_config
+from ..fixed import quantize
+from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
+from .warn import warn_first_batch
+
+
+def _reference(module, x, batch_stats: bool):
+    """The float forward, differentiable, running statistics untouched (PyTorch's modules keep none here)."""
+    if isinstance(module, _GroupedNorm):
+        return module.reference(x, batch_stats)
+    return type(module).forward(module, x)
+
+
+def _per_element(module, x, grouping) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's weight and bias for every value, as (groups, values) arrays (1 and 0 without affine)."""
+    w, b = affine_view(module, x)
+    out = []
+    for p, fill in ((w, 1.0), (b, 0.0)):
+        full = torch.full(x.shape, fill, dtype=torch.float64) if p is None else p.detach().to(torch.float64).cpu().expand(x.shape)
+        out.append(grouping.split(full).numpy())
+    return out[0], out[1]
+
+
+def _saturated_params(module, cfg) -> int:
+    """Weight and bias entries (not values they scale) that gamma_fmt / beta_fmt clip, as the BN path counts them."""
+    n = 0
+    for p, fmt in ((getattr(module, "weight", None), cfg.gamma_fmt), (getattr(module, "bias", None), cfg.beta_fmt)):
+        if p is not None:
+            n += quantize(p.detach().to(torch.float64).cpu().numpy(), fmt)[1]
+    return n
+
+
+def _check_module(name: str, module) -> None:
+    if isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d)) and module.track_running_stats:
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): track_running_stats=True is not supported on the "
+                         f"hardware: allowed False (each sample's own statistics, PyTorch's default)")
+
+
+def grouped_forward(session, name: str, module):
+    """The forward that replaces `module`'s; session.layers[name].config becomes the datapath's raised-output one."""
+    _check_module(name, module)
+    st = session.layers[name]
+    backend = session.backend
+    fixed = isinstance(backend, FixedPointBackend)
+    out_cfg = st.config
+    if fixed:
+        try:
+            st.config = hat_config(out_cfg)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
+    cfg = st.config
+
+    def forward(x):
+        if isinstance(x, torch.Tensor) and _dims_allowed(module) and x.dim() not in _dims_allowed(module):
+            type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
+        try:
+            check_grouped_input(module, x)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
+        if x.numel() == 0:
+            return x.clone()
+        if not torch.isfinite(x).all():
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
+        t0 = time.perf_counter()
+        grouping = grouping_of(module)
+        xg = grouping.split(x.detach().to(torch.float64).cpu()).numpy()
+        groups, n = xg.shape
+        batch = module.uses_batch_stats() if isinstance(module, _GroupedNorm) else True
+        if batch and n > cfg.max_count:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): a group of {n} values exceeds max_count="
+                             f"{cfg.max_count} of the generated datapath: allowed groups of at most max_count values; "
+                             f"pass max_count={n} (or more) to to_hardware()")
+        if st.in_max is None and not (batch and module.training and session.in_range == "batch"):
+            warn_first_batch(name, float(np.abs(xg).max()))
+        if st.in_max is None or (batch and module.training and session.in_range == "batch"):
+            st.in_max = float(np.abs(xg).max()) or 1.0
+        in_scale = st.in_max / cfg.in_fmt.max_int
+        ones, zeros = np.ones(groups), np.zeros(groups)
+        try:
+            if batch:
+                res = backend.forward(cfg, xg, ones, zeros, train=True, in_scale=in_scale)
+                if getattr(module, "track_running_stats", False) and module.training:
+                    module.update_running(torch.as_tensor(res.mean), torch.as_tensor(res.sigma))
+            else:
+                mean, sigma = (v.detach().to(torch.float64).cpu().numpy() for v in (module.running_mean, module.running_sigma))
+                res = backend.forward(cfg, xg, ones, zeros, train=False, mean=mean, sigma=sigma, in_scale=in_scale)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
+        w, b = _per_element(module, x, grouping)
+        sat_in, sat_out = res.saturated_in, res.saturated_out
+        if fixed:
+            codes, _, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt, w, b)
+            y = codes * out_cfg.out_fmt.lsb
+            sat_in, sat_out = sat_in + _saturated_params(module, out_cfg), sat_out + sat_y
+        else:
+            y = res.y * w + b
+        y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
+        y_ref = _reference(module, x, batch)
+        st.calls += 1
+        st.values += res.values
+        st.saturated_in += sat_in
+        st.saturated_out += sat_out
+        st.seconds += time.perf_counter() - t0
+        return y_ref + (y_hw.contiguous() - y_ref).detach()
+
+    return forward
