@@ -52,7 +52,8 @@ def core_files(cfg: NormConfig, name: str, axi: bool = False, resources: dict | 
             f"// Datasheet: {name}.md (for people), {name}.json (for programs); C packing helpers: {name}.h",
             f"// Descriptor {ds['descriptor']['width']} bits, statistics word {ds['stats']['width']} bits (fields in the datasheet).",
             "// Ports:"]
-    head += [f"//   {d:6s} [{w - 1}:0] {p:24s} {ds['ports'][k]['doc']}" for k, (d, w, p) in enumerate(ports)]
+    head += [f"//   {d:6s} {f'[{w - 1}:0]' if w > 1 else '':9s} {p:22s} {ds['ports'][k]['doc']}"
+             for k, (d, w, p) in enumerate(ports)]
     files = {f"{name}.v": "\n".join(head) + "\n" + body,
              f"{name}.json": json.dumps({**ds, "waveform": wave}, indent=1) + "\n",
              f"{name}.md": markdown(ds, wave, f"{name}.svg" if svg else None),
