@@ -191,6 +191,8 @@ def cmd_synth(args) -> int:
     from tqdm import tqdm
 
     from .reports.synth import sweep, sweep_configs, timing_summary
+    if args.ice40_pnr and args.no_pnr:
+        raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
     cfgs = sweep_configs()
     if args.only:
         unknown = [k for k in args.only if k not in cfgs]

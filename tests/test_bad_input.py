@@ -48,6 +48,7 @@ CLI = [
     (["bench", "--fmt", "s4"], ["--fmt", "'s4'", "choose from"]),
     (["synth", "--only", "bogus"], ["--only bogus", "allowed range_s8_p1"]),
     (["synth", "--jobs", "0"], ["--jobs", "0", "allowed >= 1"]),
+    (["synth", "--no-pnr", "--ice40-pnr"], ["--ice40-pnr would be ignored", "allowed one of them"]),
     (["report", "--jobs", "x"], ["--jobs", "'x'", "allowed an integer >= 1"]),
     (["tables", "--bogus"], ["unrecognized arguments: --bogus"]),
     (["golden", "-o", "/proc/hwnorm-no-such-dir"], ["cannot write", "/proc/hwnorm-no-such-dir"]),
