@@ -72,6 +72,7 @@ def test_uncalibrated_layer_warns_once_per_layer_and_calibrated_does_not():
         model.eval()
         with pytest.warns(HardwareWarning, match=r"layer '1': no calibrate\(\)") as rec:
             model(x)
+        assert rec[0].filename == __file__                                # points at the user's model(x)
         assert len([w for w in rec if issubclass(w.category, HardwareWarning)]) == 2        # both layers, once each
         with warnings.catch_warnings():
             warnings.simplefilter("error", HardwareWarning)
