@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hwnorm-installed
 JOBS   ?= auto
 
-.PHONY: install sim soak test verilog golden numerics docs bench accuracy synth report clean distclean
+.PHONY: install sim soak test lint verilog golden numerics docs bench accuracy synth report clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,report]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +27,10 @@ soak: $(STAMP)
 ## the whole test suite (unit, golden, rtl staleness, simulation), in parallel
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q
+
+## ruff check (the configuration in pyproject.toml); tests/test_lint.py runs it too
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 ## regenerate rtl/ from the generators
 verilog: $(STAMP)

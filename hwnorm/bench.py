@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FORMATS_8, FORMATS_16, NormConfig
+from .config import KINDS, NAMED_FORMATS, NormConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-KINDS = ("range", "l1", "linf", "topk", "l2")
-FMTS = {"s8": FORMATS_8, "s16": FORMATS_16}
+FMTS = NAMED_FORMATS
 
 
 def _best_rate(fn, values: int, repeat: int, min_s: float = 0.0) -> float:
@@ -100,7 +99,7 @@ def run(kind: str = "range", fmt: str = "s8", lanes: int = 1, channels: int = 8,
     values = x.size
     out = {"config": cfg.describe(), "kind": kind, "fmt": fmt, "channels": channels, "count": count, "values": values}
     steps = 3 + (2 if rtl else 0) + (1 if rtl and cocotb else 0)
-    with tqdm(total=steps, desc="bench", disable=quiet, leave=False) as bar:
+    with tqdm(total=steps, desc="bench", disable=True if quiet else None, leave=False) as bar:
         out.update(torch_bn_rate(cfg, x))            # first: torch loaded changes how fast NumPy gets fresh memory
         bar.update(1)
         golden = GoldenBackend()

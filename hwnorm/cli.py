@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import KINDS, ROUNDING_MODES, FixedFormat, NormConfig, default_configs
+from . import __version__
+from .config import KINDS, LANES, NAMED_FORMATS, ROUNDING_MODES, FixedFormat, NormConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,62 +36,102 @@ def int_in(lo: int, hi: int | None = None):
     return parse
 
 
+CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "lanes", "rounding",
+                  "eps", "stat_frac_bits")
+
+
 def _add_config_args(p: argparse.ArgumentParser):
+    """The NormConfig options; left unset (None) they take NormConfig's defaults."""
     d = NormConfig()
     g = p.add_argument_group("configuration (defaults: the range_s8 configuration)")
-    g.add_argument("--kind", default=d.kind, help=f"one of {', '.join(KINDS)}")
-    g.add_argument("--in-fmt", type=_fmt, default=d.in_fmt, help="input format, e.g. s8.4 (sign, bits, fraction bits)")
-    g.add_argument("--out-fmt", type=_fmt, default=d.out_fmt)
-    g.add_argument("--gamma-fmt", type=_fmt, default=d.gamma_fmt)
-    g.add_argument("--beta-fmt", type=_fmt, default=d.beta_fmt)
-    g.add_argument("--max-count", type=int, default=d.max_count, help="largest number of values per channel")
-    g.add_argument("--chunks", type=int, default=None, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
-    g.add_argument("--k", type=int, default=None, help="topk: largest deviations averaged (default 10)")
-    g.add_argument("--lanes", type=int, default=d.lanes, help="values per clock: 1, 2, 4 or 8")
-    g.add_argument("--rounding", default=d.rounding, help=f"one of {', '.join(ROUNDING_MODES)}")
-    g.add_argument("--eps", type=float, default=None, help="default: the kind's reference value")
-    g.add_argument("--stat-frac-bits", type=int, default=d.stat_frac_bits, help="extra fraction bits of the inference mean")
+    g.add_argument("--kind", choices=KINDS, help=f"default {d.kind}")
+    g.add_argument("--in-fmt", type=_fmt, help=f"input format, e.g. s8.4 (sign, bits, fraction bits); default {d.in_fmt}")
+    g.add_argument("--out-fmt", type=_fmt, help=f"default {d.out_fmt}")
+    g.add_argument("--gamma-fmt", type=_fmt, help=f"default {d.gamma_fmt}")
+    g.add_argument("--beta-fmt", type=_fmt, help=f"default {d.beta_fmt}")
+    g.add_argument("--max-count", type=int, help=f"largest number of values per channel (default {d.max_count})")
+    g.add_argument("--chunks", type=int, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
+    g.add_argument("-k", "--topk", dest="k", type=int, help="topk: largest deviations averaged (default 10)")
+    g.add_argument("--lanes", type=int, help=f"values per clock: {', '.join(map(str, LANES))} (default {d.lanes})")
+    g.add_argument("--rounding", choices=ROUNDING_MODES, help=f"default {d.rounding}")
+    g.add_argument("--eps", type=float, help="default: the kind's reference value")
+    g.add_argument("--stat-frac-bits", type=int, help=f"extra fraction bits of the inference mean (default {d.stat_frac_bits})")
 
 
 def _config(args) -> NormConfig:
-    return NormConfig(kind=args.kind, in_fmt=args.in_fmt, out_fmt=args.out_fmt, gamma_fmt=args.gamma_fmt,
-                      beta_fmt=args.beta_fmt, max_count=args.max_count, chunks=args.chunks, k=args.k,
-                      lanes=args.lanes, rounding=args.rounding, eps=args.eps, stat_frac_bits=args.stat_frac_bits)
+    return NormConfig(**{k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None})
+
+
+def _refuse_config_options(args, why: str):
+    """ValueError naming the first configuration option given where it would be ignored."""
+    given = [k for k in CONFIG_OPTIONS if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"--{'topk' if given[0] == 'k' else given[0].replace('_', '-')} would be ignored: {why}")
 
 
 def cmd_verilog(args) -> int:
-    from .emit import verilog_text, write_defaults
-    if args.custom:
+    from .emit import write_defaults
+    if args.custom and args.name is not None:
+        raise ValueError("--custom would be ignored: --name names the core; allowed one of --custom, --name")
+    if args.custom or args.name is not None or args.axi_stream:
+        from .core import write_core
+        from .datasheet import cached_resources
         cfg = _config(args)
-        out = Path(args.output or f"{cfg.name}.v")
-        out.write_text(verilog_text(cfg))
-        print(f"wrote {out} ({cfg.describe()})")
+        name = cfg.name if args.name is None else args.name
+        paths = write_core(cfg, name, args.output or ".", axi=args.axi_stream, resources=cached_resources(cfg))
+        print(f"wrote {', '.join(str(p) for p in paths)} ({cfg.describe()})")
         return 0
+    _refuse_config_options(args, "allowed only with --name NAME (or --custom), which generate one core")
     for path in write_defaults(Path(args.output) if args.output else REPO / "rtl"):
         print(f"wrote {path}")
     return 0
 
 
-def cmd_sim(rest: list[str]) -> int:
+def cmd_sim(args) -> int:
     if not (REPO / "sim" / "runner.py").exists():
-        print("error: `hwnorm sim` needs a source checkout (sim/ beside hwnorm/); "
+        print("hwnorm sim: error: needs a source checkout (sim/ beside hwnorm/); "
               "run it from a clone with `pip install -e .`", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(REPO))
-    from sim.runner import main as sim_main
-    return sim_main(rest)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from sim.runner import run_args
+    return run_args(args, args.parser.error)
+
+
+def add_sim_args(p: argparse.ArgumentParser):
+    """The options of `hwnorm sim` (also `python -m sim.runner`)."""
+    p.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
+    p.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
+    p.add_argument("--test", help="only this cocotb test of sim/test_norm.py")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--jobs", type=int_in(1), default=os.cpu_count() or 1, help="parallel simulators")
+    p.add_argument("--list", action="store_true", help="list the regression configurations and exit")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line")
+    soak = p.add_argument_group("soak (sim/soak.py): random configurations, rtl backend against the golden model")
+    soak.add_argument("--soak", type=int_in(1), metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
+    soak.add_argument("--soak-configs", type=int_in(1), metavar="K", help="random configurations (default 16)")
+    soak.add_argument("--soak-seed", type=int, metavar="S", help="only the configuration of seed S (as printed), with all N values")
+    soak.add_argument("--soak-cocotb", type=int_in(0), metavar="M",
+                      help="values through the cocotb testbench (random stalls and resets) per cocotb configuration "
+                           "(default 25000)")
+    soak.add_argument("--soak-cocotb-configs", type=int_in(0), metavar="J",
+                      help="how many of the configurations also run the cocotb protocol soak (default 2)")
 
 
 def cmd_numerics(args) -> int:
     from .numerics import measure, measure_infer
     from .reports import DOCS, numerics_table, replace_block
     if not args.custom:
+        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
         table = numerics_table(seed=args.seed, trials=args.trials)
         print(table)
         if args.write:
             changed = replace_block(DOCS / "numerics.md", "numerics", table)
             print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
         return 0
+    if args.write:
+        raise ValueError("--write would be ignored: it rewrites the table of the default configurations, allowed "
+                         "without --custom")
     cfg = _config(args)
     print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
     for mode, fn in (("training", measure), ("inference", measure_infer)):
@@ -150,6 +191,8 @@ def cmd_synth(args) -> int:
     from tqdm import tqdm
 
     from .reports.synth import sweep, sweep_configs, timing_summary
+    if args.ice40_pnr and args.no_pnr:
+        raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
     cfgs = sweep_configs()
     if args.only:
         unknown = [k for k in args.only if k not in cfgs]
@@ -158,7 +201,7 @@ def cmd_synth(args) -> int:
             return 2
         cfgs = {k: cfgs[k] for k in args.only}
     t0 = time.monotonic()
-    with tqdm(total=len(cfgs), desc="synth", disable=args.quiet) as bar:
+    with tqdm(total=len(cfgs), desc="synth", disable=True if args.quiet else None) as bar:
         rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar)
     wall = time.monotonic() - t0
     mhz = lambda f: f"{f:.1f}" if f else "-"  # noqa: E731
@@ -235,17 +278,22 @@ def cmd_golden(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwnorm", description="Hardware datapaths for low-precision normalization layers.")
+    ap.add_argument("--version", action="version", version=f"hwnorm {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("verilog", help="write Verilog: the default configurations to rtl/, or one --custom configuration")
-    p.add_argument("-o", "--output", help="output directory (default rtl/) or, with --custom, file")
-    p.add_argument("--custom", action="store_true", help="generate the configuration given by the options below")
+    p = sub.add_parser("verilog", help="write Verilog: the default configurations to rtl/, or one core (--name) with "
+                                       "its datasheet (NAME.md, NAME.json) and C header (NAME.h)")
+    p.add_argument("-o", "--output", help="output directory (default rtl/, or with --name the current directory)")
+    p.add_argument("--name", help="generate one core named NAME (top module, file names) from the options below")
+    p.add_argument("--custom", action="store_true", help="as --name, named by the configuration's hash")
+    p.add_argument("--axi-stream", action="store_true",
+                   help="wrap the core in AXI4-Stream ports (tdata/tvalid/tready/tlast, tkeep on the output)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
 
-    p = sub.add_parser("sim", help="cocotb/Verilator regression (options after 'sim' go to sim/runner.py; see 'hwnorm sim -h')",
-                       add_help=False)
-    p.set_defaults(func=None)
+    p = sub.add_parser("sim", help="cocotb/Verilator regression of the generated datapaths (make sim), or the soak")
+    add_sim_args(p)
+    p.set_defaults(func=cmd_sim, parser=p)
 
     p = sub.add_parser("numerics", help="error of the bit-exact model against the float reference")
     p.add_argument("--seed", type=int, default=0)
@@ -278,9 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_accuracy)
 
     p = sub.add_parser("bench", help="values/s: golden model, rtl backend, cocotb path and raw Verilator, with ratios")
-    p.add_argument("--kind", default="range")
-    p.add_argument("--fmt", default="s8", choices=["s8", "s16"])
-    p.add_argument("--lanes", type=int, default=1)
+    p.add_argument("--kind", default="range", choices=KINDS)
+    p.add_argument("--fmt", default="s8", choices=list(NAMED_FORMATS))
+    p.add_argument("--lanes", type=int, default=1, choices=LANES)
     p.add_argument("--channels", type=int_in(1), default=8)
     p.add_argument("--count", type=int_in(1, 1 << 20), default=4096, help="values per channel")
     p.add_argument("--no-cocotb", action="store_true", help="skip the cocotb path (no source checkout needed)")
@@ -321,8 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["sim"]:          # everything after 'sim' belongs to sim/runner.py
-        return cmd_sim(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv[1:]
     try:

@@ -473,3 +473,24 @@ def default_configs() -> dict[str, NormConfig]:
         for width, fmts in ((8, FORMATS_8), (16, FORMATS_16)):
             out[f"{kind}_s{width}"] = NormConfig(kind=kind, **fmts)
     return out
+
+
+NAMED_FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
+FMT_SPELLINGS = "'s8', 's16', one format such as 's12.6' (input and output) or an input:output pair such as 's6.2:s6.3'"
+
+
+def formats_from(spec: str) -> dict:
+    """in/out/gamma/beta formats from a spelling the CLI accepts: a named width (s8, s16), one
+    s<bits>.<frac> format for input and output, or an input:output pair; gamma and beta take the
+    8-bit defaults up to 8 bits and the 16-bit ones beyond."""
+    if not isinstance(spec, str):
+        raise ValueError(f"fmt={spec!r} is not supported: allowed {FMT_SPELLINGS}, or a dict of formats")
+    text = spec.strip().lower()
+    if text in NAMED_FORMATS:
+        return dict(NAMED_FORMATS[text])
+    try:
+        i, o = (FixedFormat.parse(t) for t in text.split(":", 1)) if ":" in text else (FixedFormat.parse(text),) * 2
+    except ValueError as e:
+        raise ValueError(f"fmt={spec!r} is not supported: {e}; allowed {FMT_SPELLINGS}") from None
+    wide = FORMATS_16 if max(i.bits, o.bits) > 8 else FORMATS_8
+    return dict(in_fmt=i, out_fmt=o, gamma_fmt=wide["gamma_fmt"], beta_fmt=wide["beta_fmt"])

@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 PCH_OVERRIDE = "VK_PCH_I_FAST= VK_PCH_I_SLOW="
+# the lint warnings every Verilator build of generated Verilog turns off (widths and unused bits are by design)
+VERILATOR_WARNINGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
 
 
 def verilator_root() -> Path:

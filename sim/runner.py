@@ -7,8 +7,6 @@ line: tests, cycles simulated, values checked, mismatches. `--soak N` runs the s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,27 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hwnorm.cache import build_once
 from hwnorm.config import FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
-from hwnorm.toolchain import setup_verilator_env
+from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
 SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
-BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive inter-process lock (flock) on `path`, so parallel pytest workers build once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+AXI_TEST_MODULE = "test_axi"
+BUILD_ARGS = VERILATOR_WARNINGS
 
 
 def _runner():
@@ -51,31 +39,34 @@ def _runner():
     return get_runner("verilator")
 
 
-def build(cfg: NormConfig) -> Path:
-    """Verilate `cfg` once; the build directory is keyed by the config and the Verilog text."""
-    text = verilog_text(cfg)
+def top_name(cfg: NormConfig, axi: bool = False) -> str:
+    """The top module of a simulated configuration (the AXI4-Stream wrapper has its own)."""
+    return f"{cfg.name}_axi" if axi else cfg.name
+
+
+def build(cfg: NormConfig, axi: bool = False) -> Path:
+    """Verilate `cfg` (behind AXI4-Stream ports if `axi`) once; the build directory is keyed by the Verilog text."""
+    top = top_name(cfg, axi)
+    text = verilog_text(cfg, name=top, axi=axi)
     key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    build_dir = BUILD_ROOT / "sim" / f"{cfg.name}-{key}"
+    build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
     stamp = build_dir / ".built"
-    if stamp.exists():
-        return build_dir
-    with _locked(build_dir.with_suffix(".lock")):
-        if stamp.exists():
-            return build_dir
+
+    def make(build_dir: Path):
         if build_dir.exists():          # a build that died half-way
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
-        src = build_dir / f"{cfg.name}.v"
+        src = build_dir / f"{top}.v"
         src.write_text(text)
         log = build_dir / "build.log"
         try:
-            _runner().build(sources=[src], hdl_toplevel=cfg.name, build_dir=build_dir,
+            _runner().build(sources=[src], hdl_toplevel=top, build_dir=build_dir,
                             build_args=BUILD_ARGS, always=True, log_file=log)
         except (Exception, SystemExit) as e:
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise RuntimeError(f"Verilator build failed for {cfg.describe()}:\n{tail}") from e
         stamp.write_text(cfg.to_json())
-    return build_dir
+    return build_once(build_dir, make, done=lambda _: stamp.exists())
 
 
 @dataclass
@@ -105,14 +96,15 @@ class RunResult:
                 f"{self.mismatches} mismatches")
 
 
-def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str = TEST_MODULE,
-        env: dict | None = None) -> RunResult:
-    """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator; never raises
-    on a test failure (the result counts it)."""
+def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str | None = None,
+        env: dict | None = None, axi: bool = False) -> RunResult:
+    """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator (the AXI4-Stream
+    wrapper and sim/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
     from cocotb_tools.check_results import get_results
 
     t0 = time.monotonic()
-    build_dir = build(cfg)
+    module = module or (AXI_TEST_MODULE if axi else TEST_MODULE)
+    build_dir = build(cfg, axi)
     runs = BUILD_ROOT / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
@@ -120,7 +112,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     coverage_json = test_dir / "hwnorm_coverage.json"
     env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
            "HWNORM_FULL": "1" if full else "0", **(env or {})}
-    xml = _runner().test(test_module=module, hdl_toplevel=cfg.name, build_dir=build_dir,
+    xml = _runner().test(test_module=module, hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
     tests, failed = get_results(Path(xml))
@@ -175,60 +167,71 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     return cfgs
 
 
+def axi_configs() -> dict[str, NormConfig]:
+    """The AXI4-Stream wrapper's configurations in the matrix (sim/test_axi.py, cocotbext-axi)."""
+    return {"axi_range_s8_p4": NormConfig(lanes=4, max_count=1024),
+            "axi_l1_s12_p2": NormConfig(kind="l1", in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(12, 8),
+                                        max_count=1024, lanes=2)}
+
+
 def main(argv=None) -> int:
+    """`python -m sim.runner`: the same options as `hwnorm sim` (hwnorm.cli.add_sim_args)."""
+    from hwnorm.cli import add_sim_args
     ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
-    ap.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
-    ap.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
-    ap.add_argument("--test", help="only this cocotb test")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel simulators (at least 1)")
-    ap.add_argument("--list", action="store_true", help="list the regression configurations and exit")
-    soak = ap.add_argument_group("soak (sim/soak.py): random configurations, rtl backend against the golden model")
-    soak.add_argument("--soak", type=int, metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
-    soak.add_argument("--soak-configs", type=int, default=16, metavar="K", help="random configurations (default 16)")
-    soak.add_argument("--soak-seed", type=int, metavar="S", help="only the configuration of seed S (as printed), with all N values")
-    soak.add_argument("--soak-cocotb", type=int, default=25_000, metavar="M",
-                      help="values through the cocotb testbench (random stalls and resets) per cocotb configuration")
-    soak.add_argument("--soak-cocotb-configs", type=int, default=2, metavar="J",
-                      help="how many of the configurations also run the cocotb protocol soak (default 2)")
-    args = ap.parse_args(argv)
+    add_sim_args(ap)
+    return run_args(ap.parse_args(argv), ap.error)
+
+
+def run_args(args, error) -> int:
+    """The regression (or the soak) as `hwnorm sim` parsed it; error(message) refuses bad options."""
     if args.soak is not None or args.soak_seed is not None:
         from sim.soak import main as soak_main
         if args.soak is None:
-            ap.error("--soak-seed needs --soak N (the values to run through that configuration)")
-        for name in ("soak", "soak_configs", "soak_cocotb", "soak_cocotb_configs", "jobs"):
-            lo = 0 if name in ("soak_cocotb", "soak_cocotb_configs") else 1
-            if getattr(args, name) < lo:
-                ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} is out of range: allowed >= {lo}")
-        return soak_main(args.soak, configs=args.soak_configs, master_seed=args.seed, only_seed=args.soak_seed,
-                         cocotb_configs=args.soak_cocotb_configs, cocotb_values=args.soak_cocotb, jobs=args.jobs)
-    cfgs = regression_configs(args.full)
+            error("--soak-seed needs --soak N (the values to run through that configuration)")
+        regression = [o for o in ("full", "config", "test", "list") if getattr(args, o)]
+        if regression:
+            error(f"--{regression[0]} applies to the regression, not to --soak: allowed without --soak")
+        pick = lambda v, default: default if v is None else v     # noqa: E731
+        return soak_main(args.soak, configs=pick(args.soak_configs, 16), master_seed=args.seed, only_seed=args.soak_seed,
+                         cocotb_configs=pick(args.soak_cocotb_configs, 2), cocotb_values=pick(args.soak_cocotb, 25_000),
+                         jobs=args.jobs)
+    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs")
+                 if getattr(args, o) is not None]
+    if soak_only:
+        error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
+    cfgs = {**regression_configs(args.full), **axi_configs()}
+    axi = set(axi_configs())
     if args.list:
         for k, c in cfgs.items():
-            print(f"{k:28s} {c.describe()}")
+            print(f"{k:28s} {c.describe()}{'  (AXI4-Stream wrapper)' if k in axi else ''}")
         return 0
     if args.test is not None and args.test not in cocotb_tests():
-        ap.error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
+        error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
+    if args.test is not None:           # a test of sim/test_norm.py: the AXI configurations run sim/test_axi.py
+        cfgs = {k: c for k, c in cfgs.items() if k not in axi}
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]
         if unknown:
-            ap.error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
+            error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
         cfgs = {k: cfgs[k] for k in args.config}
     t0 = time.monotonic()
     total = RunResult(config="all")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {k: pool.submit(run, c, args.test, args.seed, args.full) for k, c in cfgs.items()}
+        futures = {k: pool.submit(run, c, args.test, args.seed, args.full, axi=k in axi)
+                   for k, c in cfgs.items()}
         for k, fut in futures.items():
             r = fut.result()
             r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name
             total.add(r)
             lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
             gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
-            print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
-                  f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
-                  + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
+            if not args.quiet:
+                print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
+                      f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
+                      + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
     from sim.funcov import format_report, summarize
-    print(format_report(total.coverage))
+    if not args.quiet:
+        print(format_report(total.coverage))
     _, _, _, missed = summarize(total.coverage)
     closed = not missed or args.test is not None         # one test alone cannot close coverage
     if missed and args.test is not None:

@@ -24,6 +24,25 @@ from hwnorm.golden import infer, train
 from funcov import Coverage
 
 
+def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None):
+    """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
+    the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None."""
+    x = np.asarray(x, dtype=np.int64)
+    desc = {name: 0 for name, _, _ in cfg.channel_fields}
+    desc.update(count=len(x), gamma=gamma, beta=beta)
+    if inference is None:
+        res = train(cfg, x[None, :], [gamma], [beta])
+        desc.update(channel_params(cfg, len(x)))
+        passes = cfg.passes
+    else:
+        res = infer(cfg, x[None, :], [gamma], [beta], [inference["mean"]], [inference["scale_m"]],
+                    [inference["scale_exp"]])
+        desc.update(infer=1, **inference)
+        passes = 1
+    stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0])}
+    return desc, passes, res, stats
+
+
 class StreamDriver:
     """Drives a valid/ready stream from a queue, idling a random fraction `gap` of the cycles."""
 
@@ -231,19 +250,9 @@ class NormTB:
         `inference` = {mean, scale_m, scale_exp} (see hwnorm.constants.inference_params)."""
         cfg = self.cfg
         x = np.asarray(x, dtype=np.int64)
-        desc = {name: 0 for name, _, _ in cfg.channel_fields}
-        desc.update(count=len(x), gamma=gamma, beta=beta)
         if inference is None and cfg.inference_only:
             inference = self.statistics_of(x)          # an inference-only build runs every channel so
-        if inference is None:
-            res = train(cfg, x[None, :], [gamma], [beta])
-            desc.update(channel_params(cfg, len(x)))
-            passes = cfg.passes
-        else:
-            res = infer(cfg, x[None, :], [gamma], [beta], [inference["mean"]], [inference["scale_m"]],
-                        [inference["scale_exp"]])
-            desc.update(infer=1, **inference)
-            passes = 1
+        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference)
         self.chan.send([pack(cfg.channel_fields, desc)])
         beats = self._beats(x)
         unrounded = getattr(res, "unrounded", None)
@@ -261,7 +270,6 @@ class NormTB:
         for b in range(0, len(y), self.lanes):
             vals = y[b:b + self.lanes]
             out_beats.append((vals + [0] * (self.lanes - len(vals)), len(vals)))
-        stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0])}
         self.scoreboard.expect(out_beats, stats)
         return Expected(x=x, y=y, stats=stats, infer=inference is not None)
 

@@ -19,24 +19,38 @@ def test_help_lists_subcommands():
 
 def test_sim_help_goes_to_the_runner():
     r = run("sim", "--help")
-    assert r.returncode == 0 and "--full" in r.stdout
+    assert r.returncode == 0 and "--full" in r.stdout and "--soak" in r.stdout
+
+
+def test_version():
+    from hwnorm import __version__
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"hwnorm {__version__}"
+
+
+def test_sim_runner_module_takes_the_same_options():
+    from hwnorm.cli import build_parser
+    r = subprocess.run([sys.executable, "-m", "sim.runner", "--list", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout
+    sim = build_parser()._subparsers._group_actions[0].choices["sim"]
+    assert "--soak-cocotb-configs" in sim.format_help()
 
 
 def test_verilog_custom_config(tmp_path):
-    out = tmp_path / "x.v"
-    assert main(["verilog", "--custom", "--kind", "topk", "--k", "4", "--lanes", "2", "--in-fmt", "s6.2",
-                 "--max-count", "32", "-o", str(out)]) == 0
+    assert main(["verilog", "--custom", "--kind", "topk", "-k", "4", "--lanes", "2", "--in-fmt", "s6.2",
+                 "--max-count", "32", "-o", str(tmp_path)]) == 0
+    (out,) = tmp_path.glob("hwnorm_topk_*.v")
     text = out.read_text()
     assert "module hwnorm_topk_" in text and "input [11:0] i__payload" in text
 
 
 @pytest.mark.parametrize("args, words", [
     (["verilog", "--custom", "--chunks", "0"], ["chunks=0", "[1, 64]"]),
-    (["verilog", "--custom", "--rounding", "up"], ["rounding='up'", "half_up"]),
+    (["verilog", "--custom", "--rounding", "up"], ["--rounding", "'up'", "half_up"]),
     (["verilog", "--custom", "--in-fmt", "s40.2"], ["--in-fmt", "bits=40", "[2, 32]"]),
     (["numerics", "--custom", "--max-count", "0"], ["max_count=0"]),
     (["verilog", "--custom", "--kind", "l1", "--chunks", "4"], ["chunks=4", "kind='range' only"]),
-    (["verilog", "--custom", "--kind", "topk", "--k", "99"], ["k=99", "[1, 32]"]),
+    (["verilog", "--custom", "--kind", "topk", "--topk", "99"], ["k=99", "[1, 32]"]),
     (["verilog", "--custom", "--lanes", "3"], ["lanes=3", "1, 2, 4, 8"]),
 ])
 def test_bad_configuration_is_a_clear_error(args, words):

@@ -197,7 +197,7 @@ def test_golden_inference_within_one_lsb_of_float_reference(case, data):
 @st.composite
 def bn_case(draw):
     fmt = draw(st.sampled_from(["s8", "s16"]))
-    from hwnorm.torch.hook import FORMATS
+    from hwnorm.config import NAMED_FORMATS as FORMATS
     fi, fg, fb = (FORMATS[fmt][k] for k in ("in_fmt", "gamma_fmt", "beta_fmt"))
     two_d = draw(st.booleans())
     shape = ((draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))) if two_d

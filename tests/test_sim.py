@@ -4,7 +4,7 @@ import pytest
 from hwnorm.hdl import NormDatapath
 from hwnorm.reports.tables import channel_cycles
 from sim.funcov import summarize
-from sim.runner import cocotb_tests, regression_configs, run
+from sim.runner import axi_configs, cocotb_tests, regression_configs, run
 
 CONFIGS = regression_configs(full=False)
 COCOTB_TESTS = 10
@@ -41,3 +41,12 @@ def test_cocotb_regression_is_bit_exact(key):
         assert whole[0]["channel_cycles"] == channel_cycles(cfg, whole[0]["channel_values"])
     gaps = {rec["pass_gap"] for rec in r.records if rec.get("pass_gap") is not None}
     assert gaps == ({NormDatapath.pass_gap_for(cfg)} if cfg.passes == 3 else set())
+
+
+@pytest.mark.parametrize("key", sorted(axi_configs()))
+def test_axi_stream_wrapper_is_bit_exact(key):
+    """cocotbext-axi sources and sinks with random pauses on the AXI4-Stream wrapper, the golden scoreboard."""
+    r = run(axi_configs()[key], seed=11, axi=True)
+    logs = [rec["log"] for rec in r.records if "log" in rec]
+    assert r.tests == 3 and r.failed == 0, f"cocotb tests failed, see {logs}"
+    assert r.mismatches == 0 and r.values > 500 and r.stats > 15

@@ -53,7 +53,7 @@ def check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale):
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"x is not numeric: allowed a (channels, n) array of finite numbers") from e
+        raise ValueError("x is not numeric: allowed a (channels, n) array of finite numbers") from e
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x has shape {x.shape}: allowed (channels, n) with channels >= 1 and n >= 1")
     if not np.all(np.isfinite(x)):

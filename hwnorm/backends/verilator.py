@@ -8,26 +8,27 @@ half-written library.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
+from ..cache import build_once
 from ..config import NormConfig
 from ..constants import channel_params
 from ..emit import verilog_text
 from ..fields import from_words, pack, to_words, unpack, width
-from ..toolchain import setup_verilator_env, verilator_root
+from ..toolchain import VERILATOR_WARNINGS, setup_verilator_env, verilator_root
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
-VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-WIDTH",
-                   "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *VERILATOR_WARNINGS]
 CXXFLAGS = ["-O2", "-fPIC"]
 
 
@@ -54,13 +55,11 @@ def library_path(cfg: NormConfig) -> Path:
     key = hashlib.sha256("\n".join([text, HARNESS.read_text(), cxx, *VERILATOR_FLAGS, *CXXFLAGS]).encode()).hexdigest()[:12]
     out_dir = BUILD_ROOT / "rtl" / f"{cfg.name}-{key}"
     lib = out_dir / "libhwnorm.so"
-    if lib.exists():
-        return lib
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f"{out_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if lib.exists():
-            return lib
+
+    def make(lib: Path):
+        print(f"hwnorm: first use of this rtl configuration: building its Verilator model ({cfg.describe()})",
+              file=sys.stderr, flush=True)
+        t0 = time.monotonic()
         env = setup_verilator_env(dict(os.environ))
         root = verilator_root()
         work = Path(tempfile.mkdtemp(prefix="build-", dir=out_dir.parent))
@@ -78,7 +77,10 @@ def library_path(cfg: NormConfig) -> Path:
             os.replace(tmp, lib)                       # atomic: readers see all of it or nothing
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return lib
+        print(f"hwnorm: built the Verilator model in {time.monotonic() - t0:.1f} s (cached in {out_dir})",
+              file=sys.stderr, flush=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return build_once(lib, make)
 
 
 def _load(lib: Path):

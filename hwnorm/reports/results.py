@@ -345,7 +345,8 @@ FLOW_TEXT = (
     "--ice40-pnr`), since for a design that fits it takes as long as the ECP5 synthesis and place-and-route "
     "together: nextpnr-ice40 on an "
     "HX8K (ct256), the datapath behind a 4-pin shift-register wrapper, without DSPs, seed 1, only where the "
-    "design fits the HX8K's 7680 LUTs (the iCE40 Fmax column says why not where it does not). The statistics unit (`hwnorm.hdl.statistics.StatisticsUnit`) is "
+    "design fits the HX8K's 7680 LUTs (the iCE40 Fmax column says why not where it does not). "
+    "The statistics unit (`hwnorm.hdl.statistics.StatisticsUnit`) is "
     "synthesized alone: generic gates and ECP5 LUT4, no place-and-route.")
 
 

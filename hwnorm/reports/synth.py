@@ -35,8 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..cache import build_once
 from ..config import NormConfig
-from ..emit import verilog_text
+from ..emit import top_ports, verilog_text
 
 FLOW_VERSION = "4"                      # bump when a flow changes, so cached rows are redone
 HX8K_LUTS = 7680
@@ -130,14 +131,6 @@ def parse_utilisation(log: str, cell: str) -> tuple[int, int] | None:
 
 # ---- ports and the iCE40 pin wrapper ----
 
-def top_ports(verilog: str, top: str) -> list[tuple[str, int, str]]:
-    """(direction, width, name) of the top module's ports, from the emitted Verilog."""
-    body = verilog[verilog.index(f"module {top}("):]
-    body = body[:body.index("endmodule")]
-    return [(m.group(1), int(m.group(2)) + 1 if m.group(2) else 1, m.group(3))
-            for m in re.finditer(r"^\s*(input|output)\s*(?:\[(\d+):0\])?\s*(\w+);", body, re.M)]
-
-
 def wrapper(verilog: str, top: str) -> str:
     """A 4-pin shell around `top`: every input from one shift register, every output registered and
     XOR-reduced into one pin, so place-and-route needs no more pins than any package has."""
@@ -173,21 +166,22 @@ def _cached(name: str, key_text: str, build) -> dict:
     With CACHED_ONLY set, a missing row raises NotSynthesized instead of building it."""
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     cache = BUILD_ROOT / "synth" / f"{name}-{key}.json"
-    if cache.exists():
-        return {**json.loads(cache.read_text()), "_cached": True}
-    if CACHED_ONLY:
+    if CACHED_ONLY and not cache.exists():
         raise NotSynthesized(f"{name}: not synthesized for the current Verilog and flow (run `hwnorm synth`)")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
-    try:
-        row = build(work)
-    except SynthError as e:
-        raise SynthError(f"{e}\n(all logs in {work})") from None
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(row, indent=1, sort_keys=True))
-    os.replace(tmp, cache)
-    shutil.rmtree(work, ignore_errors=True)
-    return row
+    fresh = {}
+
+    def make(cache: Path):
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache.parent))
+        try:
+            fresh["row"] = build(work)
+        except SynthError as e:
+            raise SynthError(f"{e}\n(all logs in {work})") from None
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(fresh["row"], indent=1, sort_keys=True))
+        os.replace(tmp, cache)
+        shutil.rmtree(work, ignore_errors=True)
+    build_once(cache, make)
+    return fresh["row"] if "row" in fresh else {**json.loads(cache.read_text()), "_cached": True}
 
 
 def generic_gates(work: Path, top: str, who: str, times: dict) -> dict:

@@ -40,6 +40,29 @@ def channel_cycles(cfg, n: int) -> int:
     return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + STAGES + 1
 
 
+CHANNEL_CYCLES_FORMULA = "1 + passes * ceil(n / lanes) + pass_gap_idle + scale_latency + normalize_stages + 1"
+
+
+def timing(cfg) -> dict:
+    """The fixed latencies and the whole-channel cycle count of one configuration, from the generator's
+    formulas (the datasheet's numbers; tests/test_sim.py checks them against the simulation)."""
+    from ..hdl import NormDatapath
+    from ..hdl.normalize import STAGES
+    t = {"lanes": cfg.lanes, "normalize_stages": STAGES,
+         "infer_latency_cycles": NormDatapath.infer_latency_for(cfg),
+         "infer_note": "an inference channel's first value is accepted infer_latency cycles after its descriptor"}
+    if cfg.inference_only:
+        return {"passes_training": 1, **t}
+    n = min(cfg.max_count, 1024)
+    t.update(passes_training=cfg.passes, scale_latency_cycles=NormDatapath.scale_latency_for(cfg),
+             pass_gap_cycles=NormDatapath.pass_gap_for(cfg) if cfg.passes == 3 else None,
+             channel_cycles_formula=CHANNEL_CYCLES_FORMULA, example_count=n,
+             channel_cycles=channel_cycles(cfg, n),
+             values_per_clock=round(n / channel_cycles(cfg, n), 4),
+             values_per_clock_max=round(cfg.max_count / channel_cycles(cfg, cfg.max_count), 4))
+    return t
+
+
 def latency_table() -> str:
     """Passes, per-lane hardware, fixed latencies and whole-channel throughput of every kind, from the
     generator's own formulas (the testbench measures the latencies and tests/test_sim.py asserts they agree)."""

@@ -499,7 +499,7 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
     t0 = time.perf_counter()
     rows = {}
     with tqdm(total=sum(steps(j) for j in pending), desc=f"accuracy: {len(pending)} runs to train, "
-              f"{len(todo) - len(pending)} cached", unit="step", disable=quiet) as bar:
+              f"{len(todo) - len(pending)} cached", unit="step", disable=True if quiet else None) as bar:
         if jobs == 1 or len(pending) <= 1 or not todo:
             for j in todo:
                 bar.set_postfix_str(j.label)

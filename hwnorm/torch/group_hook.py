@@ -17,7 +17,8 @@ from torch import nn
 from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
 from ..fixed import quantize
-from .group_nn import _GroupedNorm, affine_view, check_grouped_input, grouping_of
+from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
+from .warn import warn_first_batch
 
 
 def _reference(module, x, batch_stats: bool):
@@ -67,6 +68,8 @@ def grouped_forward(session, name: str, module):
     cfg = st.config
 
     def forward(x):
+        if isinstance(x, torch.Tensor) and _dims_allowed(module) and x.dim() not in _dims_allowed(module):
+            type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
         try:
             check_grouped_input(module, x)
         except (TypeError, ValueError) as e:
@@ -84,6 +87,8 @@ def grouped_forward(session, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): a group of {n} values exceeds max_count="
                              f"{cfg.max_count} of the generated datapath: allowed groups of at most max_count values; "
                              f"pass max_count={n} (or more) to to_hardware()")
+        if st.in_max is None and not (batch and module.training and session.in_range == "batch"):
+            warn_first_batch(name, float(np.abs(xg).max()))
         if st.in_max is None or (batch and module.training and session.in_range == "batch"):
             st.in_max = float(np.abs(xg).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int

@@ -12,6 +12,7 @@ import numbers
 import torch
 from torch import nn
 
+from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
 from .grouping import Grouping, check_groups
 from .nn import LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _RangeMixin, _TopkMixin, check_int, check_real
 
@@ -111,9 +112,9 @@ class _GroupedNorm(nn.Module):
             raise ValueError(f"chunks={chunks!r} applies to kind 'range' only (this is kind {self.kind!r})")
         if k is not None and self.kind != "topk":
             raise ValueError(f"k={k!r} applies to kind 'topk' only (this is kind {self.kind!r}; linf is k = 1)")
-        self.chunks = check_int("chunks", 10 if chunks is None else chunks, 1, 64) if self.kind == "range" else 1
-        self.k = check_int("k", 10 if k is None else k, 1, 32) if self.kind == "topk" else 1
-        default = 1e-7 if self.kind == "range" else 1e-5
+        self.chunks = check_int("chunks", 10 if chunks is None else chunks, *CHUNKS_RANGE) if self.kind == "range" else 1
+        self.k = check_int("k", 10 if k is None else k, *K_RANGE) if self.kind == "topk" else 1
+        default = DEFAULT_EPS[self.kind]
         self.eps = default if eps is None else check_real("eps", eps, 0.0, 1.0, True, True)
 
     def _affine(self, shape, affine: bool, bias: bool = True):

@@ -23,12 +23,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backends import get_backend
-from ..config import FORMATS_8, FORMATS_16, FixedFormat, NormConfig
+from ..config import FMT_SPELLINGS, NormConfig, formats_from
 from .group_hook import grouped_forward
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
+from .report import SessionReport
+from .warn import HardwareWarning, warn_first_batch  # noqa: F401  (HardwareWarning: hwnorm.torch's export)
 
-FORMATS = {"s8": FORMATS_8, "s16": FORMATS_16}
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
 IN_RANGES = ("calibrated", "batch")
 
@@ -38,11 +39,9 @@ def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, roundi
     kind = module_kind(module) or grouped_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
-    allowed = f"{', '.join(map(repr, FORMATS))} or a dict of {', '.join(FORMAT_KEYS)}"
+    allowed = f"{FMT_SPELLINGS}, or a dict of {', '.join(FORMAT_KEYS)}"
     if isinstance(fmt, str):
-        if fmt not in FORMATS:
-            raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
-        fmt = FORMATS[fmt]
+        fmt = formats_from(fmt)
     if not isinstance(fmt, dict):
         raise ValueError(f"fmt={fmt!r} is not supported: allowed {allowed}")
     unknown = sorted(set(fmt) - set(FORMAT_KEYS), key=str)
@@ -123,9 +122,12 @@ class HardwareSession:
             for st in self.layers.values():
                 model(st.config)
 
-    def report(self) -> dict:
-        return {n: dict(kind=s.config.kind, calls=s.calls, values=s.values, saturated_in=s.saturated_in,
-                        saturated_out=s.saturated_out, seconds=s.seconds) for n, s in self.layers.items()}
+    def report(self) -> SessionReport:
+        """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, seconds."""
+        return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
+                                   format=f"{s.config.in_fmt}:{s.config.out_fmt}", calls=s.calls, values=s.values,
+                                   saturated_in=s.saturated_in, saturated_out=s.saturated_out, seconds=s.seconds)
+                              for n, s in self.layers.items()])
 
     @property
     def values(self) -> int:
@@ -180,6 +182,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
     backend = session.backend
 
     def forward(x):
+        if isinstance(x, torch.Tensor) and x.dim() not in _dims(module):
+            type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
         try:
             check_input(module, x, _dims(module))
         except (TypeError, ValueError) as e:
@@ -197,6 +201,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r}: {n} values per channel in training mode exceed max_count="
                              f"{cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware(), or use smaller batches")
+        if st.in_max is None and not (train and session.in_range == "batch"):
+            warn_first_batch(name, float(np.abs(xc).max()))
         if st.in_max is None or (train and session.in_range == "batch"):
             st.in_max = float(np.abs(xc).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int

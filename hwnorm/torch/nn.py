@@ -13,6 +13,7 @@ import numbers
 import torch
 from torch import nn
 
+from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
 from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
@@ -73,7 +74,7 @@ class _DeviationBatchNorm(nn.Module):
             if not isinstance(v, bool):
                 raise ValueError(f"{name}={v!r} is not a bool: allowed True or False")
         self.num_features = num_features
-        self.eps = eps if eps is not None else (1e-7 if self.kind == "range" else 1e-5)
+        self.eps = eps if eps is not None else DEFAULT_EPS[self.kind]
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
@@ -146,7 +147,7 @@ class _RangeMixin:
     kind = "range"
 
     def __init__(self, num_features, chunks: int = 10, **kw):
-        self.chunks = check_int("chunks", chunks, 1, 64)
+        self.chunks = check_int("chunks", chunks, *CHUNKS_RANGE)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):
@@ -167,7 +168,7 @@ class _TopkMixin:
     kind = "topk"
 
     def __init__(self, num_features, k: int = 10, **kw):
-        self.k = check_int("k", k, 1, 32)
+        self.k = check_int("k", k, *K_RANGE)
         super().__init__(num_features, **kw)
 
     def deviation(self, xc, mean):
@@ -206,6 +207,20 @@ class TopkBatchNorm2d(_TopkMixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class LinfBatchNorm1d(TopkBatchNorm1d):
+    """L-inf BN (Hoffer et al. 2018): top-k BN with k = 1, sigma ~ C(n) * max |x - mu|. Input (N, C) or (N, C, L)."""
+
+    def __init__(self, num_features, **kw):
+        super().__init__(num_features, k=1, **kw)
+
+
+class LinfBatchNorm2d(TopkBatchNorm2d):
+    """L-inf BN for (N, C, H, W) inputs."""
+
+    def __init__(self, num_features, **kw):
+        super().__init__(num_features, k=1, **kw)
+
+
 def module_kind(module) -> dict | None:
     """NormConfig fields (kind, chunks, k, eps) of a normalization module, or None if it is not one."""
     if isinstance(module, (RangeBatchNorm1d, RangeBatchNorm2d)):
@@ -219,5 +234,5 @@ def module_kind(module) -> dict | None:
     return None
 
 
-__all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "TopkBatchNorm1d",
-           "TopkBatchNorm2d", "module_kind"]
+__all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "LinfBatchNorm1d",
+           "LinfBatchNorm2d", "TopkBatchNorm1d", "TopkBatchNorm2d", "module_kind"]

@@ -1,0 +1,36 @@
+"""SessionReport: what to_hardware routed, per layer, as a table that prints well and as a dict for programs."""
+from __future__ import annotations
+
+COLUMNS = (("layer", "layer", "s"), ("kind", "kind", "s"), ("backend", "backend", "s"), ("format", "format", "s"),
+           ("calls", "calls", "d"), ("values", "values", "d"), ("saturated_in", "sat in", "d"),
+           ("saturated_out", "sat out", "d"), ("seconds", "seconds", ".3f"))
+
+
+class SessionReport:
+    """Rows of {layer, kind, backend, format, calls, values, saturated_in, saturated_out, seconds}."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def as_dict(self) -> dict:
+        """{layer name: {every other column}}."""
+        return {r["layer"]: {k: v for k, v in r.items() if k != "layer"} for r in self.rows}
+
+    def __getitem__(self, layer: str) -> dict:
+        return self.as_dict()[layer]
+
+    def items(self):
+        return self.as_dict().items()
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        cells = [[h for _, h, _ in COLUMNS]] + [[format(r[k], f) if f != "s" else str(r[k]) or "(model)"
+                                                 for k, _, f in COLUMNS] for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+        lines = ["  ".join(c.ljust(w) if f == "s" else c.rjust(w) for c, w, (_, _, f) in zip(row, widths, COLUMNS))
+                 for row in cells]
+        return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+    __repr__ = __str__

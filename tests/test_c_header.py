@@ -1,0 +1,121 @@
+"""The generated C header, compiled with gcc, packs descriptors and unpacks statistics words exactly as
+the Python packer does (hwnorm.fields + hwnorm.constants), on random inputs, for every kind, 8 and 16 bits, lanes 1 and 4."""
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from hwnorm.c_header import c_header
+from hwnorm.config import FORMATS_8, FORMATS_16, KINDS, NormConfig
+from hwnorm.constants import channel_params, inference_params
+from hwnorm.fields import pack, to_words
+
+GCC = shutil.which("gcc") or shutil.which("cc")
+CASES = 60
+
+CONFIGS = {f"{kind}_s{bits}_p{lanes}": NormConfig(kind=kind, lanes=lanes, **fmts)
+           for kind in KINDS for bits, fmts in ((8, FORMATS_8), (16, FORMATS_16)) for lanes in (1, 4)}
+CONFIGS["topk3_u_p2"] = NormConfig(kind="topk", k=3, lanes=2, max_count=500, out_fmt="u8.5")
+CONFIGS["range_plain_infer_only"] = NormConfig(chunks=1, inference_only=True, max_count=1000)
+
+MAIN = r"""
+#include <stdio.h>
+#include "tc.h"
+static void put_u(tc_uword_t v) { char b[48]; int n = 0; do { b[n++] = '0' + (int)(v % 10); v /= 10; } while (v);
+    while (n) putchar(b[--n]); }
+static void put_i(tc_int_t v) { if (v < 0) { putchar('-'); put_u((tc_uword_t)0 - (tc_uword_t)v); } else put_u((tc_uword_t)v); }
+static void words(const tc_desc_t *d) { uint32_t w[TC_DESC_WORDS]; tc_pack_desc(d, w);
+    for (int i = 0; i < TC_DESC_WORDS; i++) printf(" %08x", (unsigned)w[i]); }
+int main(void) {
+BODY
+    return 0;
+}
+"""
+
+
+def _hexwords(fields, values) -> str:
+    return "".join(f" {w:08x}" for w in to_words(pack(fields, values), sum(w for _, w, _ in fields)))
+
+
+def _c_case_lines(cfg, rng):
+    """C statements for random training, inference and statistics cases, and the Python expectation of each line."""
+    code, want = [], []
+    span = (cfg.in_fmt.max_int - cfg.in_fmt.min_int) * cfg.in_fmt.lsb
+    g_lo, g_hi = cfg.gamma_fmt.min_int, cfg.gamma_fmt.max_int
+    b_lo, b_hi = cfg.beta_fmt.min_int, cfg.beta_fmt.max_int
+    counts = [1, 2, 3, cfg.max_count, cfg.max_count - 1] + [rng.randint(1, cfg.max_count) for _ in range(CASES)]
+    for n in counts + [0, cfg.max_count + 1]:
+        g, b = rng.randint(g_lo, g_hi), rng.randint(b_lo, b_hi)
+        code.append(f"{{ tc_desc_t d = {{0}}; int r = tc_channel_params({n}u, &d); d.gamma = {g}; d.beta = {b}; "
+                    f"printf(\"T %d\", r); if (!r) words(&d); putchar('\\n'); }}")
+        if not 1 <= n <= cfg.max_count:
+            want.append("T -1")
+            continue
+        desc = {name: 0 for name, _, _ in cfg.channel_fields}
+        desc.update(channel_params(cfg, n), gamma=g, beta=b)
+        want.append("T 0" + _hexwords(cfg.channel_fields, desc))
+    for _ in range(CASES):
+        mean = rng.uniform(cfg.in_fmt.min_int, cfg.in_fmt.max_int) * cfg.in_fmt.lsb * rng.choice([1, 1, 1.5])
+        scale = 2.0 ** rng.uniform(-12, 16) / span
+        n, g, b = rng.randint(1, cfg.max_count), rng.randint(g_lo, g_hi), rng.randint(b_lo, b_hi)
+        code.append(f"{{ tc_desc_t d = {{0}}; int r = tc_inference_params({mean.hex()}, {scale.hex()}, &d); d.count = {n}; "
+                    f"d.gamma = {g}; d.beta = {b}; printf(\"I %d\", r); if (!r) words(&d); putchar('\\n'); }}")
+        try:
+            p = inference_params(cfg, mean, scale)
+        except ValueError:
+            want.append("I -1")
+            continue
+        desc = {name: 0 for name, _, _ in cfg.channel_fields}
+        desc.update(p, infer=1, count=n, gamma=g, beta=b)
+        want.append("I 0" + _hexwords(cfg.channel_fields, desc))
+    for _ in range(CASES):
+        stats = {name: (rng.randint(-(1 << (w - 1)), (1 << (w - 1)) - 1) if s else rng.randint(0, (1 << w) - 1))
+                 for name, w, s in cfg.stats_fields}
+        ws = to_words(pack(cfg.stats_fields, stats), sum(w for _, w, _ in cfg.stats_fields))
+        init = ", ".join(f"0x{w:08x}u" for w in ws)
+        shows = " ".join(f"putchar(' '); put_{'i' if s else 'u'}(s.{name});" for name, _, s in cfg.stats_fields)
+        code.append(f"{{ uint32_t w[TC_STATS_WORDS] = {{{init}}}; tc_stats_t s; tc_unpack_stats(w, &s); "
+                    f"printf(\"S\"); {shows} putchar('\\n'); }}")
+        want.append("S " + " ".join(str(stats[name]) for name, _, _ in cfg.stats_fields))
+    return code, want
+
+
+@pytest.mark.parametrize("key", sorted(CONFIGS))
+def test_c_header_packs_like_python(tmp_path, key):
+    assert GCC is not None, "gcc or cc must be on PATH for the C header tests"
+    cfg = CONFIGS[key]
+    (tmp_path / "tc.h").write_text(c_header(cfg, "tc"))
+    code, want = _c_case_lines(cfg, random.Random(key))
+    (tmp_path / "main.c").write_text(MAIN.replace("BODY", "\n".join("    " + c for c in code)))
+    r = subprocess.run([GCC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", "prog", "main.c", "-lm"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = subprocess.run([str(tmp_path / "prog")], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(got) == len(want)
+    bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w]
+    assert not bad, bad[:5]
+    assert sum(w.startswith("I 0") for w in want) > CASES // 3       # most inference cases are in range
+
+
+def test_c_header_macros_are_the_layout():
+    cfg = CONFIGS["range_s8_p1"]
+    h = c_header(cfg, "my_norm")
+    offset = 0
+    for name, width, signed in cfg.channel_fields:
+        assert f"#define MY_NORM_DESC_{name.upper()}_OFFSET {offset}\n" in h
+        assert f"#define MY_NORM_DESC_{name.upper()}_WIDTH {width}\n" in h
+        assert f"#define MY_NORM_DESC_{name.upper()}_SIGNED {int(signed)}\n" in h
+        offset += width
+    assert f"#define MY_NORM_DESC_BITS {offset}\n" in h and "typedef uint64_t my_norm_uword_t;" in h
+    assert "__int128" in c_header(CONFIGS["l2_s16_p1"], "x")          # a 70-bit eps_n field
+
+
+def test_c_header_refuses_fields_over_128_bits():
+    cfg = NormConfig(kind="l2", in_fmt="s32.30", out_fmt="s32.16", gamma_fmt="s32.16", beta_fmt="s32.16",
+                     max_count=1 << 20)
+    widest = max(w for _, w, _ in cfg.channel_fields + cfg.stats_fields)
+    if widest <= 128:
+        pytest.fail(f"the test configuration's widest field is {widest} bits: pick a wider one")
+    with pytest.raises(ValueError, match="field eps_n is 162 bits wide .* up to 128 bits"):
+        c_header(cfg, "x")
