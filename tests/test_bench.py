@@ -50,5 +50,8 @@ def test_bad_bench_parameters_name_the_parameter_its_value_and_the_range(kw, wor
 
 
 def test_cli_bench_refuses_a_bad_kind(capsys):
-    assert main(["bench", "--kind", "l3", "--no-rtl", "--quiet"]) != 0
-    assert "kind='l3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--kind", "l3", "--no-rtl", "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--kind" in err and "'l3'" in err and "'range'" in err
