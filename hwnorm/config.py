@@ -17,7 +17,9 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range", "l1", "linf", "topk", "l2")
+KINDS = ("range", "l1", "linf", "topk", "l2", "mad")
+MEAN_ABS_KINDS = ("l1", "mad")   # c * sum|n x - S| from L1's comparator pass; they differ only in the constant
+ROOT_KINDS = ("l2",)             # Den = isqrt(W): eps inside the square root, no deviation constant
 ROUNDING_MODES = ("half_up", "half_even", "floor")
 LANES = (1, 2, 4, 8)
 BITS_RANGE = (2, 32)
@@ -26,8 +28,8 @@ MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
-DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2}
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3}
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 
 
@@ -251,7 +253,7 @@ class NormConfig:
     @cached_property
     def dev_sum_bits(self) -> int:
         """Unsigned width of the sum of |d| over a channel (l1) or over the top k (topk)."""
-        terms = self.max_count if self.kind == "l1" else self.k
+        terms = self.max_count if self.kind in MEAN_ABS_KINDS else self.k
         return (terms * self.max_count * self._xmax).bit_length()
 
     @cached_property
@@ -269,7 +271,7 @@ class NormConfig:
     @cached_property
     def const_frac_bits(self) -> int:
         """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return self.precision_bits + 2
         c_min, _ = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
         return self.precision_bits + 1 + math.ceil(-math.log2(c_min))
@@ -277,7 +279,7 @@ class NormConfig:
     @cached_property
     def const_bits(self) -> int:
         """Unsigned width of the host constants (c_full, c_last or c)."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return 0
         _, c_max = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
         return constants.quantize_const(c_max, self.const_frac_bits).bit_length()
@@ -315,10 +317,11 @@ class NormConfig:
         cmax = (1 << self.const_bits) - 1
         if self.kind == "range":
             return n * (cmax * self.chunks * x + self.eps_int)
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return math.isqrt((1 << self.w_bits) - 1)
-        scaled = {"l1": constants.L1_CONST * 2.0 ** cf * n + n,
-                  "linf": cmax + 1.0,
+        if self.kind in MEAN_ABS_KINDS:
+            return int(math.ceil(constants.MEAN_ABS_CONST[self.kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
+        scaled = {"linf": cmax + 1.0,
                   "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[self.kind]
         return int(math.ceil(scaled)) * n * x + n * self.eps_int
 
@@ -378,7 +381,7 @@ class NormConfig:
     def den_per_count_log2_min(self) -> int:
         """A lower bound of L - floor(log2 n) over every legal channel (L = Den's leading one).
         Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data)."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             e2 = self.eps * 2.0 ** (2 * (self.in_fmt.frac + self.const_frac_bits))
             lo_val = max(1.0 / self.max_count, math.sqrt(max(0.0, e2 - 0.5)) - 1.0)
         else:

@@ -55,7 +55,9 @@ CLI = [
 ]
 
 CONFIG = [
-    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2"]),
+    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2, mad"]),
+    (dict(kind="mad", k=3), ["k=3", "kind='topk' only", "allowed 1 for kind='mad'"]),
+    (dict(kind="mad", chunks=10), ["chunks=10", "kind='range' only", "allowed 1 for kind='mad'"]),
     (dict(kind=None), ["kind=None", "allowed"]),
     (dict(lanes=4.0), ["lanes=4.0", "allowed 1, 2, 4, 8"]),
     (dict(lanes="4"), ["lanes='4'", "allowed 1, 2, 4, 8"]),
@@ -112,6 +114,10 @@ NN_CTOR = [
     ("L1BatchNorm2d(3, eps='x')", lambda: hn.L1BatchNorm2d(3, eps="x"), ["eps='x'", "allowed (0.0, 1.0)"]),
     ("L1BatchNorm2d(3, momentum=2.0)", lambda: hn.L1BatchNorm2d(3, momentum=2.0), ["momentum=2.0", "allowed [0.0, 1.0]"]),
     ("L1BatchNorm2d(3, affine='yes')", lambda: hn.L1BatchNorm2d(3, affine="yes"), ["affine='yes'", "allowed True or False"]),
+    ("MadBatchNorm2d(0)", lambda: hn.MadBatchNorm2d(0), ["num_features=0", "allowed >= 1"]),
+    ("MadBatchNorm1d(3, eps=1.5)", lambda: hn.MadBatchNorm1d(3, eps=1.5), ["eps=1.5", "allowed (0.0, 1.0)"]),
+    ("MadBatchNorm2d(3, momentum=-0.1)", lambda: hn.MadBatchNorm2d(3, momentum=-0.1),
+     ["momentum=-0.1", "allowed [0.0, 1.0]"]),
     ("L1BatchNorm2d(3, track_running_stats=None)", lambda: hn.L1BatchNorm2d(3, track_running_stats=None),
      ["track_running_stats=None", "allowed True or False"]),
 ]
@@ -120,6 +126,7 @@ MODULES = {
     "RangeBatchNorm2d": (lambda: hn.RangeBatchNorm2d(3), (4, 3, 4, 4)),
     "TopkBatchNorm2d": (lambda: hn.TopkBatchNorm2d(3, k=3), (4, 3, 4, 4)),
     "L1BatchNorm1d": (lambda: hn.L1BatchNorm1d(3), (8, 3, 5)),
+    "MadBatchNorm2d": (lambda: hn.MadBatchNorm2d(3), (4, 3, 4, 4)),
     "nn.BatchNorm2d (routed)": (lambda: nn.BatchNorm2d(3), (4, 3, 4, 4)),
     "nn.BatchNorm1d (routed)": (lambda: nn.BatchNorm1d(3), (8, 3)),
 }

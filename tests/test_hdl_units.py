@@ -387,7 +387,7 @@ def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad"])
 def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
     cfg = stats_config(kind, 4, k=3 if kind == "topk" else None)
     dut = StatisticsUnit(cfg)
@@ -398,12 +398,12 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
     async def bench(ctx):
         for values in channels:
             held = {"chunk_size": -(-len(values) // cfg.chunks)} if kind == "range" else {}
-            if kind == "l1":
+            if kind in ("l1", "mad"):
                 held["second"] = 0
             await feed_channel(ctx, dut, values, rnd, **held)
             for _ in range(settle):                          # the outputs hold the last beat from here on
                 await ctx.tick()
-            if kind == "l1":                                    # the second pass, on the same channel
+            if kind in ("l1", "mad"):                           # the second pass, on the same channel
                 floor_mean = ref_sum(values) // len(values)
                 await feed_channel(ctx, dut, values, rnd, clear=False, second=1, floor_mean=floor_mean)
                 for _ in range(settle):

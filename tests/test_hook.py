@@ -19,6 +19,7 @@ NORMS = {
     "l2": nn.BatchNorm2d,
     "range": hn.RangeBatchNorm2d,
     "l1": hn.L1BatchNorm2d,
+    "mad": hn.MadBatchNorm2d,
     "linf": lambda c: hn.TopkBatchNorm2d(c, k=1),
     "topk": hn.TopkBatchNorm2d,
 }

@@ -85,7 +85,7 @@ def deviation_den(cfg: NormConfig, x, s, hp) -> np.ndarray:
         return _isqrt(np.left_shift(v, 2 * cfg.const_frac_bits) + hp["eps_n"])
     xi = _ints(cfg, x, cfg.dev_sum_bits)
     d_abs = np.abs(n * xi - np.asarray(s, dtype=xi.dtype).reshape(-1, 1))   # n |x - mu|, exact
-    if cfg.kind == "l1":
+    if cfg.kind in ("l1", "mad"):         # the two differ only in the host constant c
         dev = d_abs.sum(axis=1)
     elif cfg.kind == "linf":
         dev = d_abs.max(axis=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import NormConfig
-from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
+from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
 def _as_2d(name: str, x) -> np.ndarray:
@@ -46,13 +46,15 @@ def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5)
         return range_sigma(x, chunks, eps)
     if kind == "l1":
         return L1_CONST * dev.mean(axis=1) + eps
+    if kind == "mad":
+        return MAD_CONST * dev.mean(axis=1) + eps
     if kind in ("linf", "topk"):
         kk = 1 if kind == "linf" else topk_eff(n, k)
         top = -np.sort(-dev, axis=1)[:, :kk]
         return c_inf(n) * top.mean(axis=1) + eps
     if kind == "l2":
         return np.sqrt((dev ** 2).mean(axis=1) + eps)
-    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2")
+    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad")
 
 
 def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7):

@@ -12,6 +12,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import MEAN_ABS_KINDS
 from .common import channel_layout, leading_one
 from .sequential import ISqrt, SeqDiv, SeqMul
 from .statistics import StatisticsUnit
@@ -144,7 +145,7 @@ class ChannelMath(wiring.Component):
 
     def _mid_program(self, st):
         cfg, n, s = self.cfg, self.chan.count, st.sum
-        if cfg.kind == "l1":        # floor(S / n): the second pass compares every value with it
+        if cfg.passes == 3:         # floor(S / n): the second pass compares every value with it
             return [Div(self.floor_mean, s, n, cfg.in_fmt.bits + 1)]
         return []
 
@@ -164,7 +165,7 @@ class ChannelMath(wiring.Component):
                     Mul(t, st.lo, n, cb, s, neg=1),                 # S - n min
                     Set([t.eq(Mux(u > t, u, t))]),                  # n max|x - mu|
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind == "l1":                                        # sum|nx - S| = 2 (n s_hi - c_hi S)
+        if cfg.kind in MEAN_ABS_KINDS:                              # sum|nx - S| = 2 (n s_hi - c_hi S)
             return [Mul(t, st.s_hi, n, cb),
                     Mul(t, s, st.c_hi, cb, t, neg=1),
                     Mul(self.den, t << 1, chan.c, cfg.const_bits, chan.neps)]
@@ -230,7 +231,8 @@ class ChannelMath(wiring.Component):
         cb, ib, sb = cfg.count_bits, cfg.in_fmt.bits, cfg.sum_bits
         hsum_bits = ib + cfg.k.bit_length() + 2
         t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
-                      "topk": cb + max(hsum_bits, sb) + 2, "l2": cb + max(cfg.sq_sum_bits, 2 * sb)}[cfg.kind]
+                      "mad": cb + sb + 2, "topk": cb + max(hsum_bits, sb) + 2,
+                      "l2": cb + max(cfg.sq_sum_bits, 2 * sb)}[cfg.kind]
         m_bits = cfg.gamma_fmt.bits + q + 3
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]

@@ -9,6 +9,7 @@ by the count: that is the sequential unit's job (channel_math.py).
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
+from ..config import MEAN_ABS_KINDS
 from .common import BeatUnit, fmt_shape, stage, tree_reduce, tree_sum, vmax, vmin
 
 
@@ -335,26 +336,27 @@ class StatisticsUnit(BeatUnit):
     """The per-lane statistics hardware of cfg's kind (the sum and the kind's own unit): what
     distinguishes the kinds; synthesized alone by `hwnorm synth`.
 
-    `second` selects L1's second pass (the values above `floor_mean`); top-k's `pop_top`/`pop_bottom`
+    `second` selects the second pass of L1 and MAD (the values above `floor_mean`); top-k's `pop_top`/`pop_bottom`
     step its sorted registers during the merge. Outputs by kind: `sum`; range `r_closed`, `r_open`;
-    linf `hi`, `lo`; l2 `sq_sum`; l1 `s_hi`, `c_hi`; topk `top`, `bottom`."""
+    linf `hi`, `lo`; l2 `sq_sum`; l1, mad `s_hi`, `c_hi`; topk `top`, `bottom`."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
         members = {"sum": Out(signed(cfg.sum_bits))}
+        above = {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
+                 "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)}
         members.update({
             "range": {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                       "r_open": Out(cfg.in_fmt.bits)},
             "linf": {"hi": Out(shape), "lo": Out(shape)},
             "l2": {"sq_sum": Out(cfg.sq_sum_bits)},
-            "l1": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
-                   "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)},
+            "l1": above, "mad": above,
             "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
         }[cfg.kind])
         super().__init__(cfg, members)
 
     UNITS = {"range": (ChunkRange,), "linf": (MinMax,), "l2": (SumSquares,), "l1": (AboveMean,),
-             "topk": (ExtremeK,)}
+             "mad": (AboveMean,), "topk": (ExtremeK,)}
 
     @classmethod
     def latency_for(cls, cfg) -> int:
@@ -373,7 +375,7 @@ class StatisticsUnit(BeatUnit):
         self._x, self._mask = Signal.like(self.x), Signal.like(self.mask)
         valid, second = Signal(), Signal()
         m.d.sync += [self._x.eq(self.x), self._mask.eq(self.mask), valid.eq(self.valid & ~self.clear)]
-        if kind == "l1":
+        if self.cfg.passes == 3:
             m.d.sync += second.eq(self.second)
         first = valid & ~second
         m.submodules.sum = su = self._feed(m, SumUnit(self.cfg), first)
@@ -387,7 +389,7 @@ class StatisticsUnit(BeatUnit):
         elif kind == "l2":
             m.submodules.squares = sq = self._feed(m, SumSquares(self.cfg), first)
             m.d.comb += self.sq_sum.eq(sq.sq_sum)
-        elif kind == "l1":
+        elif kind in MEAN_ABS_KINDS:
             m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), valid & second)
             m.d.comb += [ab.floor_mean.eq(self.floor_mean), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]
         elif kind == "topk":

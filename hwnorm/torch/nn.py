@@ -13,7 +13,7 @@ import numbers
 import torch
 from torch import nn
 
-from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
+from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, topk_eff
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)     # statistics and normalization computed in float32
@@ -163,6 +163,13 @@ class _L1Mixin:
         return L1_CONST * (xc - mean[:, None]).abs().mean(dim=1)
 
 
+class _MadMixin:
+    kind = "mad"
+
+    def deviation(self, xc, mean):
+        return MAD_CONST * (xc - mean[:, None]).abs().mean(dim=1)
+
+
 class _TopkMixin:
     kind = "topk"
 
@@ -196,6 +203,16 @@ class L1BatchNorm2d(_L1Mixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class MadBatchNorm1d(_MadMixin, _DeviationBatchNorm):
+    """MAD BN (Yuan et al.'s generalized BN): sigma ~ mean |x - mu|, no constant. Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class MadBatchNorm2d(_MadMixin, _DeviationBatchNorm):
+    """MAD BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
 class TopkBatchNorm1d(_TopkMixin, _DeviationBatchNorm):
     """Top-k BN (Hoffer et al. 2018): sigma ~ C(n) * mean of the k largest |x - mu|; k = 1 is L-inf BN."""
     dims = (2, 3)
@@ -212,6 +229,8 @@ def module_kind(module) -> dict | None:
         return {"kind": "range", "chunks": module.chunks, "eps": module.eps}
     if isinstance(module, (L1BatchNorm1d, L1BatchNorm2d)):
         return {"kind": "l1", "eps": module.eps}
+    if isinstance(module, (MadBatchNorm1d, MadBatchNorm2d)):
+        return {"kind": "mad", "eps": module.eps}
     if isinstance(module, (TopkBatchNorm1d, TopkBatchNorm2d)):
         return {"kind": "linf", "eps": module.eps} if module.k == 1 else {"kind": "topk", "k": module.k, "eps": module.eps}
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -220,4 +239,4 @@ def module_kind(module) -> dict | None:
 
 
 __all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "TopkBatchNorm1d",
-           "TopkBatchNorm2d", "module_kind"]
+           "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "module_kind"]
