@@ -17,9 +17,9 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range", "l1", "linf", "topk", "l2", "mad")
+KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev")
 MEAN_ABS_KINDS = ("l1", "mad")   # c * sum|n x - S| from L1's comparator pass; they differ only in the constant
-ROOT_KINDS = ("l2",)             # Den = isqrt(W): eps inside the square root, no deviation constant
+ROOT_KINDS = ("l2", "semidev")   # Den = isqrt(W): eps inside the square root, no deviation constant
 ROUNDING_MODES = ("half_up", "half_even", "floor")
 LANES = (1, 2, 4, 8)
 BITS_RANGE = (2, 32)
@@ -28,8 +28,8 @@ MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
-DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3}
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3}
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 
 
@@ -296,13 +296,13 @@ class NormConfig:
 
     @cached_property
     def eps_n_bits(self) -> int:
-        """Width of the l2 host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
+        """Width of the l2 / semidev host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
         top = constants.quantize_const(self.max_count ** 2 * self.eps, 2 * (self.in_fmt.frac + self.const_frac_bits))
         return max(1, top).bit_length()
 
     @cached_property
     def var_bits(self) -> int:
-        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2)."""
+        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2); it bounds n^2 * semi-variance (semidev) too."""
         return (self.max_count ** 2 * self._xmax ** 2 // 4 + 1).bit_length()
 
     @cached_property
@@ -441,6 +441,7 @@ class NormConfig:
             "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
                       ("c_last", self.const_bits, False)],
             "l2": [("eps_n", self.eps_n_bits, False)],
+            "semidev": [("eps_n", self.eps_n_bits, False)],
         }.get(self.kind, [("c", self.const_bits, False)] + neps)
         if self.inference_only:
             kind_fields = []

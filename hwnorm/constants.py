@@ -77,7 +77,7 @@ def channel_params(cfg, count: int) -> dict:
 
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
     l1: c = sqrt(pi/2)/n;  mad: c = 1/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/mad/linf/topk: neps = n eps_int;
-    l2: eps_n = n^2 eps 2^(2(F_in+CF)).
+    l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
     """
     _check_count(cfg, count)
     cf = cfg.const_frac_bits
@@ -90,7 +90,7 @@ def channel_params(cfg, count: int) -> dict:
         p.update(c=quantize_const(MEAN_ABS_CONST[cfg.kind] / count, cf), neps=count * cfg.eps_int)
     elif cfg.kind in ("linf", "topk"):
         p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
-    elif cfg.kind == "l2":
+    elif cfg.kind in ("l2", "semidev"):
         p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
     return p
 

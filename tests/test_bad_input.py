@@ -55,7 +55,8 @@ CLI = [
 ]
 
 CONFIG = [
-    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2, mad"]),
+    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2, mad, semidev"]),
+    (dict(kind="semidev", k=10), ["k=10", "kind='topk' only", "allowed 1 for kind='semidev'"]),
     (dict(kind="mad", k=3), ["k=3", "kind='topk' only", "allowed 1 for kind='mad'"]),
     (dict(kind="mad", chunks=10), ["chunks=10", "kind='range' only", "allowed 1 for kind='mad'"]),
     (dict(kind=None), ["kind=None", "allowed"]),
@@ -118,6 +119,8 @@ NN_CTOR = [
     ("MadBatchNorm1d(3, eps=1.5)", lambda: hn.MadBatchNorm1d(3, eps=1.5), ["eps=1.5", "allowed (0.0, 1.0)"]),
     ("MadBatchNorm2d(3, momentum=-0.1)", lambda: hn.MadBatchNorm2d(3, momentum=-0.1),
      ["momentum=-0.1", "allowed [0.0, 1.0]"]),
+    ("SemidevBatchNorm2d(-3)", lambda: hn.SemidevBatchNorm2d(-3), ["num_features=-3", "allowed >= 1"]),
+    ("SemidevBatchNorm1d(3, eps=0.0)", lambda: hn.SemidevBatchNorm1d(3, eps=0.0), ["eps=0.0", "allowed (0.0, 1.0)"]),
     ("L1BatchNorm2d(3, track_running_stats=None)", lambda: hn.L1BatchNorm2d(3, track_running_stats=None),
      ["track_running_stats=None", "allowed True or False"]),
 ]
@@ -127,6 +130,7 @@ MODULES = {
     "TopkBatchNorm2d": (lambda: hn.TopkBatchNorm2d(3, k=3), (4, 3, 4, 4)),
     "L1BatchNorm1d": (lambda: hn.L1BatchNorm1d(3), (8, 3, 5)),
     "MadBatchNorm2d": (lambda: hn.MadBatchNorm2d(3), (4, 3, 4, 4)),
+    "SemidevBatchNorm1d": (lambda: hn.SemidevBatchNorm1d(3), (8, 3, 5)),
     "nn.BatchNorm2d (routed)": (lambda: nn.BatchNorm2d(3), (4, 3, 4, 4)),
     "nn.BatchNorm1d (routed)": (lambda: nn.BatchNorm1d(3), (8, 3)),
 }

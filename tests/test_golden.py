@@ -21,6 +21,11 @@ CONFIGS.update({
     "topk3_even": NormConfig(kind="topk", k=3, rounding="half_even", max_count=500),
     "mad_tiny_floor": NormConfig(kind="mad", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2),
                                  gamma_fmt=FixedFormat(4, 2), beta_fmt=FixedFormat(4, 2), max_count=20, rounding="floor"),
+    "semidev_tiny_even": NormConfig(kind="semidev", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2),
+                                    gamma_fmt=FixedFormat(4, 2), beta_fmt=FixedFormat(4, 2), max_count=20,
+                                    rounding="half_even"),
+    "semidev_u8_wide_beta": NormConfig(kind="semidev", in_fmt=FixedFormat(8, 8, signed=False),
+                                       beta_fmt=FixedFormat(12, 9), max_count=64),
     "l1_tiny": NormConfig(kind="l1", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2), gamma_fmt=FixedFormat(4, 2),
                           beta_fmt=FixedFormat(4, 2), max_count=20),
 })
@@ -53,6 +58,10 @@ def test_float_references_by_hand():
     assert sigma_hat(x, "topk", k=50, eps=1e-5)[0] == pytest.approx(c_inf(20) * dev.mean() + 1e-5)  # k > n: all n
     assert sigma_hat(x, "l2", eps=1e-5)[0] == pytest.approx(math.sqrt((dev ** 2).mean() + 1e-5))
     assert sigma_hat(x, "mad", eps=1e-5)[0] == pytest.approx(5.0 + 1e-5)          # mean |0..19 - 9.5| = 5
+    below = np.arange(10) - 9.5                                                      # the 10 values under the mean
+    assert sigma_hat(x, "semidev", eps=1e-5)[0] == pytest.approx(math.sqrt((below ** 2).sum() / 20 + 1e-5))
+    skew = np.array([[0.0, 0.0, 0.0, 4.0]])                                          # mu = 1: three values 1 below
+    assert sigma_hat(skew, "semidev", eps=1e-5)[0] == pytest.approx(math.sqrt(3 / 4 + 1e-5))
     y, mean, sigma = range_bn_train(x, [2.0], [0.5], chunks=1, eps=1e-7)
     assert mean[0] == mu
     assert y[0, 0] == pytest.approx(2.0 * (0 - mu) / (c_range(20) * 19 + 1e-7) + 0.5)
@@ -84,7 +93,7 @@ def test_inference_is_within_the_guard_bits_before_rounding(name):
     assert e.max_unrounded < 2.0 ** -cfg.guard_bits and e.max_err <= 1
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev"])
 def test_stats_report_mean_and_sigma(kind):
     cfg = CONFIGS[f"{kind}_s8"]
     rng = np.random.default_rng(3)
@@ -103,7 +112,7 @@ def test_stats_report_mean_and_sigma(kind):
     assert res.stats.sat.sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev"])
 def test_all_equal_outputs_beta(kind):
     cfg = CONFIGS[f"{kind}_s8"]
     res = train(cfg, np.full((3, 50), 17), [64, -100, 5], [10, -20, 127])

@@ -20,6 +20,7 @@ NORMS = {
     "range": hn.RangeBatchNorm2d,
     "l1": hn.L1BatchNorm2d,
     "mad": hn.MadBatchNorm2d,
+    "semidev": hn.SemidevBatchNorm2d,
     "linf": lambda c: hn.TopkBatchNorm2d(c, k=1),
     "topk": hn.TopkBatchNorm2d,
 }

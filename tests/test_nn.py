@@ -11,6 +11,7 @@ MODULES = [
     ("range", lambda c: hn.RangeBatchNorm2d(c, chunks=1), dict(chunks=1)),
     ("l1", lambda c: hn.L1BatchNorm2d(c), {}),
     ("mad", lambda c: hn.MadBatchNorm2d(c), {}),
+    ("semidev", lambda c: hn.SemidevBatchNorm2d(c), {}),
     ("linf", lambda c: hn.TopkBatchNorm2d(c, k=1), {}),
     ("topk", lambda c: hn.TopkBatchNorm2d(c), dict(k=10)),
     ("topk", lambda c: hn.TopkBatchNorm2d(c, k=3), dict(k=3)),

@@ -73,6 +73,15 @@ def _range_den(cfg, x, hp):
     return hp["count"] * (hp["c_full"] * r_closed + hp["c_last"] * ranges[-1] + cfg.eps_int)
 
 
+def _semidev_den(cfg, x, s, hp):
+    """Semidev: Den = isqrt(floor(T 2**(2 CF) / n) + eps_n), T = sum of [S - n x]_+^2 = n^3 * semi-variance, exact."""
+    n = x.shape[1]
+    xi = _ints(cfg, x, 2 * cfg.dev_bits + cfg.count_bits)
+    below = np.maximum(np.asarray(s, dtype=xi.dtype).reshape(-1, 1) - n * xi, 0)     # n [mu - x]_+
+    t = (below * below).sum(axis=1).astype(object)
+    return _isqrt(np.left_shift(t, 2 * cfg.const_frac_bits) // n + hp["eps_n"])
+
+
 def deviation_den(cfg: NormConfig, x, s, hp) -> np.ndarray:
     """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array), from exact integer statistics."""
     n = x.shape[1]
@@ -83,6 +92,8 @@ def deviation_den(cfg: NormConfig, x, s, hp) -> np.ndarray:
         xi = _ints(cfg, x, cfg.sq_sum_bits)
         v = n * (xi * xi).sum(axis=1).astype(object) - s * s          # n^2 * variance, exact
         return _isqrt(np.left_shift(v, 2 * cfg.const_frac_bits) + hp["eps_n"])
+    if cfg.kind == "semidev":
+        return _semidev_den(cfg, x, s, hp)
     xi = _ints(cfg, x, cfg.dev_sum_bits)
     d_abs = np.abs(n * xi - np.asarray(s, dtype=xi.dtype).reshape(-1, 1))   # n |x - mu|, exact
     if cfg.kind in ("l1", "mad"):         # the two differ only in the host constant c

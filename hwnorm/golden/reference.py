@@ -48,13 +48,16 @@ def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5)
         return L1_CONST * dev.mean(axis=1) + eps
     if kind == "mad":
         return MAD_CONST * dev.mean(axis=1) + eps
+    if kind == "semidev":
+        below = np.maximum(x.mean(axis=1, keepdims=True) - x, 0.0)
+        return np.sqrt((below ** 2).mean(axis=1) + eps)
     if kind in ("linf", "topk"):
         kk = 1 if kind == "linf" else topk_eff(n, k)
         top = -np.sort(-dev, axis=1)[:, :kk]
         return c_inf(n) * top.mean(axis=1) + eps
     if kind == "l2":
         return np.sqrt((dev ** 2).mean(axis=1) + eps)
-    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad")
+    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad, semidev")
 
 
 def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7):

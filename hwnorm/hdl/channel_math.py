@@ -3,7 +3,7 @@
 Between the passes it turns the channel's statistics into Den (the kind's deviation), the reciprocal
 R = floor(2**(L+Q) / Den), and the normalize pass's A, B and SH; in inference it turns the given
 mean and scale into A, B and SH. Each program is a fixed list of steps on a shift-add multiplier, a
-restoring divider and (L2) a square root, so its latency is fixed and known (`latency`), and paid once
+restoring divider and (L2, semidev) a square root, so its latency is fixed and known (`latency`), and paid once
 per channel, not per value.
 """
 from dataclasses import dataclass
@@ -178,11 +178,26 @@ class ChannelMath(wiring.Component):
                     Mul(t, h, n, cb),
                     Mul(t, s, _abs(cnt), kb, t, neg=cnt < 0),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+        if cfg.kind == "semidev":
+            return self._semidev_program(st)
         if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
             return [Mul(t, st.sq_sum, n, cb),
                     Mul(t, _abs(s), _abs(s), cfg.sum_bits, t, neg=1),
                     Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
         raise ValueError(cfg.kind)
+
+    def _semidev_program(self, st):
+        """T = n (n Q_lo - 2 S S_lo) + c_lo S^2 = sum of [S - n x]_+^2; Den = isqrt(floor(T 2**2CF / n) + eps_n)."""
+        cfg, chan, r = self.cfg, self.chan, self._regs
+        n, s, cb, sb = chan.count, st.sum, cfg.count_bits, cfg.sum_bits
+        t, u, wq = r["t"], r["u"], r["wq"]
+        return [Mul(t, st.q_lo, n, cb),                                  # n Q_lo
+                Mul(t, st.s_lo << 1, _abs(s), sb, t, neg=s >= 0),        # - 2 S S_lo
+                Mul(t, t, n, cb),
+                Mul(u, _abs(s), _abs(s), sb),                            # S^2
+                Mul(t, u, st.c_lo, cb, t),                               # + c_lo S^2
+                Div(wq, t << (2 * cfg.const_frac_bits), n, cfg.var_bits + 2 * cfg.const_frac_bits),
+                Sqrt(self.den, wq + chan.eps_n, cfg.w_bits)]
 
     def _affine_program(self, c, n, train: bool):
         """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md)."""
@@ -232,7 +247,8 @@ class ChannelMath(wiring.Component):
         hsum_bits = ib + cfg.k.bit_length() + 2
         t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
                       "mad": cb + sb + 2, "topk": cb + max(hsum_bits, sb) + 2,
-                      "l2": cb + max(cfg.sq_sum_bits, 2 * sb)}[cfg.kind]
+                      "l2": cb + max(cfg.sq_sum_bits, 2 * sb),
+                      "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2}[cfg.kind]
         m_bits = cfg.gamma_fmt.bits + q + 3
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]
@@ -255,6 +271,7 @@ class ChannelMath(wiring.Component):
             "hsum": Signal(signed(hsum_bits), name="hsum"),
             "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
             "step": Signal(range(cfg.k + 1), name="merge_step"),
+            "wq": Signal(cfg.var_bits + 2 * cfg.const_frac_bits + 1, name="semi_w"),
         }
         self._progs = self.programs(st)
 

@@ -170,6 +170,24 @@ class _MadMixin:
         return MAD_CONST * (xc - mean[:, None]).abs().mean(dim=1)
 
 
+class _SemidevMixin:
+    kind = "semidev"
+
+    def deviation(self, xc, mean):
+        return torch.sqrt(self._semivariance(xc, mean))
+
+    @staticmethod
+    def _semivariance(xc, mean):
+        """mean([mu - x]_+^2) per channel: the lower semi-variance."""
+        return (mean[:, None] - xc).clamp(min=0).square().mean(dim=1)
+
+    def batch_stats(self, x):
+        """(mean, sqrt(semi-variance + eps)): eps inside the root, as nn.BatchNorm and the hardware's l2 / semidev."""
+        xc = self._flat(x)
+        mean = xc.mean(dim=1)
+        return mean, torch.sqrt(self._semivariance(xc, mean) + self.eps)
+
+
 class _TopkMixin:
     kind = "topk"
 
@@ -213,6 +231,16 @@ class MadBatchNorm2d(_MadMixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class SemidevBatchNorm1d(_SemidevMixin, _DeviationBatchNorm):
+    """Semi-deviation BN (Yuan et al.'s GBN): sigma = sqrt(mean([mu - x]_+^2) + eps). Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class SemidevBatchNorm2d(_SemidevMixin, _DeviationBatchNorm):
+    """Semi-deviation BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
 class TopkBatchNorm1d(_TopkMixin, _DeviationBatchNorm):
     """Top-k BN (Hoffer et al. 2018): sigma ~ C(n) * mean of the k largest |x - mu|; k = 1 is L-inf BN."""
     dims = (2, 3)
@@ -231,6 +259,8 @@ def module_kind(module) -> dict | None:
         return {"kind": "l1", "eps": module.eps}
     if isinstance(module, (MadBatchNorm1d, MadBatchNorm2d)):
         return {"kind": "mad", "eps": module.eps}
+    if isinstance(module, (SemidevBatchNorm1d, SemidevBatchNorm2d)):
+        return {"kind": "semidev", "eps": module.eps}
     if isinstance(module, (TopkBatchNorm1d, TopkBatchNorm2d)):
         return {"kind": "linf", "eps": module.eps} if module.k == 1 else {"kind": "topk", "k": module.k, "eps": module.eps}
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -239,4 +269,5 @@ def module_kind(module) -> dict | None:
 
 
 __all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "TopkBatchNorm1d",
-           "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "module_kind"]
+           "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "SemidevBatchNorm1d",
+           "SemidevBatchNorm2d", "module_kind"]
