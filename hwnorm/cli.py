@@ -46,6 +46,7 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--max-count", type=int, default=d.max_count, help="largest number of values per channel")
     g.add_argument("--chunks", type=int, default=None, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
     g.add_argument("--k", type=int, default=None, help="topk: largest deviations averaged (default 10)")
+    g.add_argument("--alpha", type=float, default=None, help="cvar: average the top 1 - alpha of the values (default 0.995)")
     g.add_argument("--lanes", type=int, default=d.lanes, help="values per clock: 1, 2, 4 or 8")
     g.add_argument("--rounding", default=d.rounding, help=f"one of {', '.join(ROUNDING_MODES)}")
     g.add_argument("--eps", type=float, default=None, help="default: the kind's reference value")
@@ -55,7 +56,8 @@ def _add_config_args(p: argparse.ArgumentParser):
 def _config(args) -> NormConfig:
     return NormConfig(kind=args.kind, in_fmt=args.in_fmt, out_fmt=args.out_fmt, gamma_fmt=args.gamma_fmt,
                       beta_fmt=args.beta_fmt, max_count=args.max_count, chunks=args.chunks, k=args.k,
-                      lanes=args.lanes, rounding=args.rounding, eps=args.eps, stat_frac_bits=args.stat_frac_bits)
+                      lanes=args.lanes, rounding=args.rounding, eps=args.eps, stat_frac_bits=args.stat_frac_bits,
+                      alpha=args.alpha)
 
 
 def cmd_verilog(args) -> int:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev")
+KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar")
 MEAN_ABS_KINDS = ("l1", "mad")   # c * sum|n x - S| from L1's comparator pass; they differ only in the constant
 ROOT_KINDS = ("l2", "semidev")   # Den = isqrt(W): eps inside the square root, no deviation constant
 ROUNDING_MODES = ("half_up", "half_even", "floor")
@@ -28,8 +28,9 @@ MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
-DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3}
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5, "cvar": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3, "cvar": 2}
+DEFAULT_ALPHA = 0.995        # cvar: the mean of the top 0.5% (21 values at max_count 4096; the top-k unit holds 32)
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 
 
@@ -106,7 +107,8 @@ class NormConfig:
     `max_count` bounds the values per channel (N*H*W for batch-norm) the hardware accepts;
     the count itself is given per channel at run time. `chunks` (range only) is the number of
     consecutive chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range);
-    `k` (topk only) the number of largest deviations averaged (linf is k = 1). `lanes` values
+    `k` (topk only) the number of largest deviations averaged (linf is k = 1); `alpha` (cvar only) the
+    superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
     enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     """
@@ -124,6 +126,7 @@ class NormConfig:
     eps: float | None = None
     stat_frac_bits: int = 8
     inference_only: bool = False
+    alpha: float | None = None
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -138,8 +141,8 @@ class NormConfig:
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported: allowed {', '.join(KINDS)}")
         defaults = {"chunks": 10 if self.kind == "range" else 1,
-                    "k": {"topk": 10, "linf": 1}.get(self.kind, 1),
-                    "eps": DEFAULT_EPS[self.kind]}
+                    "k": {"topk": 10, "linf": 1, "cvar": None}.get(self.kind, 1),
+                    "eps": DEFAULT_EPS[self.kind], "alpha": DEFAULT_ALPHA if self.kind == "cvar" else None}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -147,7 +150,7 @@ class NormConfig:
             raise ValueError(f"chunks={self.chunks!r} applies to kind='range' only: allowed 1 for kind={self.kind!r}")
         if self.kind == "linf" and self.k != 1:
             raise ValueError(f"k={self.k!r} is not allowed for kind='linf' (k = 1 by definition): use kind='topk'")
-        if self.kind not in ("linf", "topk") and self.k != 1:
+        if self.kind not in ("linf", "topk", "cvar") and self.k != 1:
             raise ValueError(f"k={self.k!r} applies to kind='topk' only: allowed 1 for kind={self.kind!r}")
         for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
             fmt = getattr(self, name)
@@ -156,6 +159,7 @@ class NormConfig:
                                  f"'s8.4' (signed) / 'u8.4' (unsigned)")
             fmt.validate(name)
         _check_range("max_count", self.max_count, *MAX_COUNT_RANGE)
+        self._check_alpha()
         _check_range("chunks", self.chunks, *CHUNKS_RANGE)
         _check_range("k", self.k, *K_RANGE)
         _check_range("stat_frac_bits", self.stat_frac_bits, *STAT_FRAC_RANGE)
@@ -171,10 +175,33 @@ class NormConfig:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
 
+    def _check_alpha(self):
+        """cvar: alpha in (0, 1), and k = the most values averaged, ceil((1 - alpha) max_count), within K_RANGE."""
+        if self.kind != "cvar":
+            if self.alpha is not None:
+                raise ValueError(f"alpha={self.alpha!r} applies to kind='cvar' only: leave it unset for kind={self.kind!r}")
+            return
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0.0 < float(a) < 1.0:
+            raise ValueError(f"alpha={a!r} is out of range: allowed a number in (0, 1) (cvar averages the top 1 - alpha)")
+        object.__setattr__(self, "alpha", float(a))
+        k = constants.cvar_count(self.max_count, self.alpha)
+        if k > K_RANGE[1]:
+            raise ValueError(f"alpha={a!r} with max_count={self.max_count} averages up to {k} values, beyond the "
+                             f"{K_RANGE[1]} the top-k unit holds: allowed alpha >= {1 - K_RANGE[1] / self.max_count:.6g} "
+                             f"for max_count={self.max_count}, or max_count <= {int(K_RANGE[1] / (1 - self.alpha))}")
+        if self.k is not None and self.k != k:
+            raise ValueError(f"k={self.k!r} does not match alpha={a!r}: kind='cvar' derives k = ceil((1 - alpha) "
+                             f"max_count); allowed k unset or k={k}")
+        object.__setattr__(self, "k", k)
+
     # -- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """The fields as a dict; alpha only for cvar (so adding it left every other configuration's hash as it was)."""
         d = dataclasses.asdict(self)
+        if d["alpha"] is None:
+            del d["alpha"]
         return d
 
     @classmethod
@@ -208,7 +235,8 @@ class NormConfig:
         return f"hwnorm_{self.kind}_{self.hash}"
 
     def describe(self) -> str:
-        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}"}.get(self.kind, "")
+        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}",
+                 "cvar": f" alpha={self.alpha} k={self.k}"}.get(self.kind, "")
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
@@ -321,7 +349,7 @@ class NormConfig:
             return math.isqrt((1 << self.w_bits) - 1)
         if self.kind in MEAN_ABS_KINDS:
             return int(math.ceil(constants.MEAN_ABS_CONST[self.kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
-        scaled = {"linf": cmax + 1.0,
+        scaled = {"linf": cmax + 1.0, "cvar": 2.0 ** cf + self.k + 1,
                   "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[self.kind]
         return int(math.ceil(scaled)) * n * x + n * self.eps_int
 
@@ -442,6 +470,7 @@ class NormConfig:
                       ("c_last", self.const_bits, False)],
             "l2": [("eps_n", self.eps_n_bits, False)],
             "semidev": [("eps_n", self.eps_n_bits, False)],
+            "cvar": [("c", self.const_bits, False)] + neps + [("m", self.k.bit_length(), False)],
         }.get(self.kind, [("c", self.const_bits, False)] + neps)
         if self.inference_only:
             kind_fields = []

@@ -50,6 +50,12 @@ def topk_eff(n: int, k: int) -> int:
     return min(n, k)
 
 
+def cvar_count(n: int, alpha: float) -> int:
+    """Values cvar averages: the top ceil((1 - alpha) n), at least 1 (a 1e-9 slack so that an exact product does not
+    round up to one value more)."""
+    return max(1, math.ceil((1.0 - alpha) * n - 1e-9))
+
+
 def const_bounds(kind: str, max_count: int, chunks: int, k: int) -> tuple[float, float]:
     """(smallest non-zero, largest) deviation constant over every count up to max_count."""
     if kind == "range":
@@ -58,6 +64,8 @@ def const_bounds(kind: str, max_count: int, chunks: int, k: int) -> tuple[float,
         return c_inf(max(2, max_count)) / k, c_inf(2)
     if kind in MEAN_ABS_CONST:
         return MEAN_ABS_CONST[kind] / max_count, MEAN_ABS_CONST[kind]
+    if kind == "cvar":
+        return 1.0 / k, 1.0
     raise ValueError(f"kind={kind!r} has no deviation constant")
 
 
@@ -77,7 +85,7 @@ def channel_params(cfg, count: int) -> dict:
 
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
     l1: c = sqrt(pi/2)/n;  mad: c = 1/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/mad/linf/topk: neps = n eps_int;
-    l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
+    cvar: m = cvar_count(n, alpha), c = 1/m, neps;  l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
     """
     _check_count(cfg, count)
     cf = cfg.const_frac_bits
@@ -90,6 +98,9 @@ def channel_params(cfg, count: int) -> dict:
         p.update(c=quantize_const(MEAN_ABS_CONST[cfg.kind] / count, cf), neps=count * cfg.eps_int)
     elif cfg.kind in ("linf", "topk"):
         p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
+    elif cfg.kind == "cvar":
+        m = cvar_count(count, cfg.alpha)
+        p.update(c=quantize_const(1.0 / m, cf), neps=count * cfg.eps_int, m=m)
     elif cfg.kind in ("l2", "semidev"):
         p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
     return p

@@ -416,9 +416,9 @@ def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"])
 def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
-    cfg = stats_config(kind, 4, k=3 if kind == "topk" else None)
+    cfg = stats_config(kind, 4, k=3 if kind == "topk" else None, **({"alpha": 0.95} if kind == "cvar" else {}))
     dut = StatisticsUnit(cfg)
     rnd = random.Random(70)
     channels = [random_values(rnd, cfg.in_fmt, n) for n in (1, 6, 23, MAX_COUNT)]
@@ -449,8 +449,9 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
                 assert (ctx.get(dut.hi), ctx.get(dut.lo)) == ref_max_min(values)
             elif kind == "l2":
                 assert ctx.get(dut.sq_sum) == ref_sum_squares(values)
-            elif kind == "topk":
-                for largest, head, pop in ((True, dut.top, dut.pop_top), (False, dut.bottom, dut.pop_bottom)):
+            elif kind in ("topk", "cvar"):
+                sides = ((True, dut.top, dut.pop_top),) + (((False, dut.bottom, dut.pop_bottom),) if kind == "topk" else ())
+                for largest, head, pop in sides:
                     heads = []
                     for _ in range(cfg.k):
                         heads.append(ctx.get(head))

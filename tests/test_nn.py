@@ -12,6 +12,7 @@ MODULES = [
     ("l1", lambda c: hn.L1BatchNorm2d(c), {}),
     ("mad", lambda c: hn.MadBatchNorm2d(c), {}),
     ("semidev", lambda c: hn.SemidevBatchNorm2d(c), {}),
+    ("cvar", lambda c: hn.CvarBatchNorm2d(c, alpha=0.9), dict(alpha=0.9)),
     ("linf", lambda c: hn.TopkBatchNorm2d(c, k=1), {}),
     ("topk", lambda c: hn.TopkBatchNorm2d(c), dict(k=10)),
     ("topk", lambda c: hn.TopkBatchNorm2d(c, k=3), dict(k=3)),

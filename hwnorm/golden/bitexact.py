@@ -102,6 +102,9 @@ def deviation_den(cfg: NormConfig, x, s, hp) -> np.ndarray:
         dev = d_abs.max(axis=1)
     elif cfg.kind == "topk":
         dev = -np.sort(-d_abs, axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1)
+    elif cfg.kind == "cvar":                 # the m largest signed deviations n x - S (their sum is >= 0)
+        d = n * xi - np.asarray(s, dtype=xi.dtype).reshape(-1, 1)
+        dev = -np.sort(-d, axis=1)[:, :hp["m"]].sum(axis=1)
     else:
         raise ValueError(f"kind={cfg.kind!r} is not supported")
     return hp["c"] * dev.astype(object) + eps_n

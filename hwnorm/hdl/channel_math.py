@@ -91,6 +91,16 @@ class Merge:
         return 2 * self.k + 1
 
 
+@dataclass
+class TopSum:
+    """Cvar: the sum of the m largest values (m = the descriptor's `m` <= k), popped from the sorted registers'
+    merged head; two cycles per pick, k picks, and a last compare."""
+    k: int
+
+    def cycles(self):
+        return 2 * self.k + 1
+
+
 def _abs(v):
     return Mux(v < 0, -v, v)
 
@@ -180,6 +190,13 @@ class ChannelMath(wiring.Component):
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "semidev":
             return self._semidev_program(st)
+        if cfg.kind == "cvar":                                      # sum of the m largest n x - S = n top - m S
+            h = r["hsum"]
+            return [Set([h.eq(0), r["step"].eq(0)]),
+                    TopSum(cfg.k),
+                    Mul(t, h, n, cb),
+                    Mul(t, s, chan.m, cfg.k.bit_length(), t, neg=1),
+                    Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
             return [Mul(t, st.sq_sum, n, cb),
                     Mul(t, _abs(s), _abs(s), cfg.sum_bits, t, neg=1),
@@ -248,7 +265,8 @@ class ChannelMath(wiring.Component):
         t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
                       "mad": cb + sb + 2, "topk": cb + max(hsum_bits, sb) + 2,
                       "l2": cb + max(cfg.sq_sum_bits, 2 * sb),
-                      "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2}[cfg.kind]
+                      "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2,
+                      "cvar": cb + max(hsum_bits, sb) + 2}[cfg.kind]
         m_bits = cfg.gamma_fmt.bits + q + 3
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]
@@ -335,6 +353,8 @@ class ChannelMath(wiring.Component):
                         with m.State(here):
                             m.d.sync += step.assigns
                             m.next = nxt
+                    elif isinstance(step, TopSum):
+                        self._top_sum_states(m, st, here, nxt, f"{name}_{i}")
                     elif isinstance(step, Merge):
                         # two cycles per pick: register the heads and the choice, then pop and add,
                         # so no path runs from the sorted registers' heads back into their enables
@@ -397,6 +417,22 @@ class ChannelMath(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         return m
+
+    def _top_sum_states(self, m, st, here, nxt, tag):
+        """TopSum's two states: register the head and whether this pick counts, then pop it and add it."""
+        r, k = self._regs, self.cfg.k
+        top_r, on = Signal.like(st.top, name=f"head_top_{tag}"), Signal(name=f"pick_on_{tag}")
+        with m.State(here):
+            m.d.sync += [top_r.eq(st.top), on.eq(r["step"] < self.chan.m)]
+            m.next = here + "_pop"
+            with m.If(r["step"] == k):
+                m.next = nxt
+        with m.State(here + "_pop"):
+            with m.If(on):
+                m.d.comb += self.pop_top.eq(1)
+                m.d.sync += r["hsum"].eq(r["hsum"] + top_r)
+            m.d.sync += r["step"].eq(r["step"] + 1)
+            m.next = here
 
 
 class _FakeStats:

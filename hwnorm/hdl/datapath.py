@@ -83,6 +83,8 @@ class NormDatapath(wiring.Component):
             m.d.comb += st.floor_mean.eq(cm.floor_mean)
         if cfg.kind == "topk":
             m.d.comb += [st.pop_top.eq(cm.pop_top), st.pop_bottom.eq(cm.pop_bottom)]
+        if cfg.kind == "cvar" and not cfg.inference_only:
+            m.d.comb += st.pop_top.eq(cm.pop_top)
         m.d.comb += [
             norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
             norm.a.eq(cm.a), norm.b.eq(cm.b), norm.shift.eq(cm.sh),

@@ -5,8 +5,8 @@ and the wide sum of squares; L1 and MAD: in their second pass, a comparator x > 
 with the sum and count of the values above; semidev: in its second pass, a comparator x <= floor(mean)
 and a squarer per lane, with the sum, count and sum of squares of the values below; top-k: the k
 largest and the k smallest values (a sorted register per lane and side), from which the sequential
-unit picks the k largest deviations. Nothing here multiplies by the count: that is the sequential
-unit's job (channel_math.py).
+unit picks the k largest deviations; cvar: the k largest values only (the sequential unit sums the
+top m of them). Nothing here multiplies by the count: that is the sequential unit's job (channel_math.py).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
@@ -375,7 +375,7 @@ class StatisticsUnit(BeatUnit):
     `second` selects the second pass of L1 and MAD (the values above `floor_mean`) and semidev (those
     below); top-k's `pop_top`/`pop_bottom` step its sorted registers during the merge. Outputs by kind:
     `sum`; range `r_closed`, `r_open`; linf `hi`, `lo`; l2 `sq_sum`; l1, mad `s_hi`, `c_hi`; semidev
-    `s_lo`, `c_lo`, `q_lo`; topk `top`, `bottom`."""
+    `s_lo`, `c_lo`, `q_lo`; topk `top`, `bottom`; cvar `top` (the k largest values only)."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
@@ -391,11 +391,12 @@ class StatisticsUnit(BeatUnit):
             "semidev": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)), "s_lo": Out(signed(cfg.sum_bits)),
                         "c_lo": Out(cfg.count_bits), "q_lo": Out(cfg.sq_sum_bits)},
             "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
+            "cvar": {"pop_top": In(1), "top": Out(shape)},
         }[cfg.kind])
         super().__init__(cfg, members)
 
     UNITS = {"range": (ChunkRange,), "linf": (MinMax,), "l2": (SumSquares,), "l1": (AboveMean,),
-             "mad": (AboveMean,), "topk": (ExtremeK,), "semidev": (BelowMean,)}
+             "mad": (AboveMean,), "topk": (ExtremeK,), "semidev": (BelowMean,), "cvar": (ExtremeK,)}
 
     @classmethod
     def latency_for(cls, cfg) -> int:
@@ -440,6 +441,9 @@ class StatisticsUnit(BeatUnit):
             m.submodules.bottom = bot = self._feed(m, ExtremeK(self.cfg, largest=False), first)
             m.d.comb += [top.pop.eq(self.pop_top), bot.pop.eq(self.pop_bottom),
                          self.top.eq(top.head), self.bottom.eq(bot.head)]
+        elif kind == "cvar":
+            m.submodules.top = top = self._feed(m, ExtremeK(self.cfg, largest=True), first)
+            m.d.comb += [top.pop.eq(self.pop_top), self.top.eq(top.head)]
         return m
 
 

@@ -56,7 +56,8 @@ def latency_table() -> str:
           "l2": "sum; a squarer per lane and the wide sum of squares",
           "mad": "as l1 (the same comparator pass; only the host constant c differs)",
           "semidev": "sum; in pass 2 a registered comparator x <= floor(mean) and a registered squarer per lane, "
-                     "sum, count and sum of squares of the values below"}
+                     "sum, count and sum of squares of the values below",
+          "cvar": "sum; a k-entry sorted register per lane for the k largest values (k = ceil((1 - alpha) max_count))"}
     cfgs = default_configs()
     for kind in hw:
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]

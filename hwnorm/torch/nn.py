@@ -13,7 +13,8 @@ import numbers
 import torch
 from torch import nn
 
-from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, topk_eff
+from ..config import DEFAULT_ALPHA
+from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)     # statistics and normalization computed in float32
@@ -188,6 +189,22 @@ class _SemidevMixin:
         return mean, torch.sqrt(self._semivariance(xc, mean) + self.eps)
 
 
+class _CvarMixin:
+    kind = "cvar"
+
+    def __init__(self, num_features, alpha: float = DEFAULT_ALPHA, **kw):
+        self.alpha = check_real("alpha", alpha, 0.0, 1.0, True, True)
+        super().__init__(num_features, **kw)
+
+    def deviation(self, xc, mean):
+        """Superquantile deviation: the mean of the top ceil((1 - alpha) n) values minus the mean."""
+        top = xc.topk(cvar_count(xc.shape[1], self.alpha), dim=1).values
+        return top.mean(dim=1) - mean
+
+    def extra_repr(self):
+        return super().extra_repr() + f", alpha={self.alpha}"
+
+
 class _TopkMixin:
     kind = "topk"
 
@@ -241,6 +258,16 @@ class SemidevBatchNorm2d(_SemidevMixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class CvarBatchNorm1d(_CvarMixin, _DeviationBatchNorm):
+    """CVaR BN (Yuan et al.'s GBN): sigma ~ mean of the top (1 - alpha) of x minus the mean. Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class CvarBatchNorm2d(_CvarMixin, _DeviationBatchNorm):
+    """CVaR BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
 class TopkBatchNorm1d(_TopkMixin, _DeviationBatchNorm):
     """Top-k BN (Hoffer et al. 2018): sigma ~ C(n) * mean of the k largest |x - mu|; k = 1 is L-inf BN."""
     dims = (2, 3)
@@ -261,6 +288,8 @@ def module_kind(module) -> dict | None:
         return {"kind": "mad", "eps": module.eps}
     if isinstance(module, (SemidevBatchNorm1d, SemidevBatchNorm2d)):
         return {"kind": "semidev", "eps": module.eps}
+    if isinstance(module, (CvarBatchNorm1d, CvarBatchNorm2d)):
+        return {"kind": "cvar", "alpha": module.alpha, "eps": module.eps}
     if isinstance(module, (TopkBatchNorm1d, TopkBatchNorm2d)):
         return {"kind": "linf", "eps": module.eps} if module.k == 1 else {"kind": "topk", "k": module.k, "eps": module.eps}
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -270,4 +299,4 @@ def module_kind(module) -> dict | None:
 
 __all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "TopkBatchNorm1d",
            "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "SemidevBatchNorm1d",
-           "SemidevBatchNorm2d", "module_kind"]
+           "SemidevBatchNorm2d", "CvarBatchNorm1d", "CvarBatchNorm2d", "module_kind"]
