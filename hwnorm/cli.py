@@ -36,8 +36,8 @@ def int_in(lo: int, hi: int | None = None):
     return parse
 
 
-CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "lanes", "rounding",
-                  "eps", "stat_frac_bits")
+CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
+                  "rounding", "eps", "stat_frac_bits")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -52,6 +52,7 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--max-count", type=int, help=f"largest number of values per channel (default {d.max_count})")
     g.add_argument("--chunks", type=int, help="range: chunks whose ranges are averaged (default 10; 1 = plain range)")
     g.add_argument("-k", "--topk", dest="k", type=int, help="topk: largest deviations averaged (default 10)")
+    g.add_argument("--alpha", type=float, help="cvar: average the top 1 - alpha of the values (default 0.995)")
     g.add_argument("--lanes", type=int, help=f"values per clock: {', '.join(map(str, LANES))} (default {d.lanes})")
     g.add_argument("--rounding", choices=ROUNDING_MODES, help=f"default {d.rounding}")
     g.add_argument("--eps", type=float, help="default: the kind's reference value")

@@ -17,7 +17,9 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range", "l1", "linf", "topk", "l2")
+KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar")
+MEAN_ABS_KINDS = ("l1", "mad")   # c * sum|n x - S| from L1's comparator pass; they differ only in the constant
+ROOT_KINDS = ("l2", "semidev")   # Den = isqrt(W): eps inside the square root, no deviation constant
 ROUNDING_MODES = ("half_up", "half_even", "floor")
 LANES = (1, 2, 4, 8)
 BITS_RANGE = (2, 32)
@@ -26,8 +28,9 @@ MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
-DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2}
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5, "cvar": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3, "cvar": 2}
+DEFAULT_ALPHA = 0.995        # cvar: the mean of the top 0.5% (21 values at max_count 4096; the top-k unit holds 32)
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 
 
@@ -104,7 +107,8 @@ class NormConfig:
     `max_count` bounds the values per channel (N*H*W for batch-norm) the hardware accepts;
     the count itself is given per channel at run time. `chunks` (range only) is the number of
     consecutive chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range);
-    `k` (topk only) the number of largest deviations averaged (linf is k = 1). `lanes` values
+    `k` (topk only) the number of largest deviations averaged (linf is k = 1); `alpha` (cvar only) the
+    superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
     enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     """
@@ -122,6 +126,7 @@ class NormConfig:
     eps: float | None = None
     stat_frac_bits: int = 8
     inference_only: bool = False
+    alpha: float | None = None
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -136,8 +141,8 @@ class NormConfig:
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported: allowed {', '.join(KINDS)}")
         defaults = {"chunks": 10 if self.kind == "range" else 1,
-                    "k": {"topk": 10, "linf": 1}.get(self.kind, 1),
-                    "eps": DEFAULT_EPS[self.kind]}
+                    "k": {"topk": 10, "linf": 1, "cvar": None}.get(self.kind, 1),
+                    "eps": DEFAULT_EPS[self.kind], "alpha": DEFAULT_ALPHA if self.kind == "cvar" else None}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -145,7 +150,7 @@ class NormConfig:
             raise ValueError(f"chunks={self.chunks!r} applies to kind='range' only: allowed 1 for kind={self.kind!r}")
         if self.kind == "linf" and self.k != 1:
             raise ValueError(f"k={self.k!r} is not allowed for kind='linf' (k = 1 by definition): use kind='topk'")
-        if self.kind not in ("linf", "topk") and self.k != 1:
+        if self.kind not in ("linf", "topk", "cvar") and self.k != 1:
             raise ValueError(f"k={self.k!r} applies to kind='topk' only: allowed 1 for kind={self.kind!r}")
         for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
             fmt = getattr(self, name)
@@ -154,6 +159,7 @@ class NormConfig:
                                  f"'s8.4' (signed) / 'u8.4' (unsigned)")
             fmt.validate(name)
         _check_range("max_count", self.max_count, *MAX_COUNT_RANGE)
+        self._check_alpha()
         _check_range("chunks", self.chunks, *CHUNKS_RANGE)
         _check_range("k", self.k, *K_RANGE)
         _check_range("stat_frac_bits", self.stat_frac_bits, *STAT_FRAC_RANGE)
@@ -169,10 +175,33 @@ class NormConfig:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
 
+    def _check_alpha(self):
+        """cvar: alpha in (0, 1), and k = the most values averaged, ceil((1 - alpha) max_count), within K_RANGE."""
+        if self.kind != "cvar":
+            if self.alpha is not None:
+                raise ValueError(f"alpha={self.alpha!r} applies to kind='cvar' only: leave it unset for kind={self.kind!r}")
+            return
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0.0 < float(a) < 1.0:
+            raise ValueError(f"alpha={a!r} is out of range: allowed a number in (0, 1) (cvar averages the top 1 - alpha)")
+        object.__setattr__(self, "alpha", float(a))
+        k = constants.cvar_count(self.max_count, self.alpha)
+        if k > K_RANGE[1]:
+            raise ValueError(f"alpha={a!r} with max_count={self.max_count} averages up to {k} values, beyond the "
+                             f"{K_RANGE[1]} the top-k unit holds: allowed alpha >= {1 - K_RANGE[1] / self.max_count:.6g} "
+                             f"for max_count={self.max_count}, or max_count <= {int(K_RANGE[1] / (1 - self.alpha))}")
+        if self.k is not None and self.k != k:
+            raise ValueError(f"k={self.k!r} does not match alpha={a!r}: kind='cvar' derives k = ceil((1 - alpha) "
+                             f"max_count); allowed k unset or k={k}")
+        object.__setattr__(self, "k", k)
+
     # -- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """The fields as a dict; alpha only for cvar (so adding it left every other configuration's hash as it was)."""
         d = dataclasses.asdict(self)
+        if d["alpha"] is None:
+            del d["alpha"]
         return d
 
     @classmethod
@@ -206,7 +235,8 @@ class NormConfig:
         return f"hwnorm_{self.kind}_{self.hash}"
 
     def describe(self) -> str:
-        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}"}.get(self.kind, "")
+        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}",
+                 "cvar": f" alpha={self.alpha} k={self.k}"}.get(self.kind, "")
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
@@ -251,7 +281,7 @@ class NormConfig:
     @cached_property
     def dev_sum_bits(self) -> int:
         """Unsigned width of the sum of |d| over a channel (l1) or over the top k (topk)."""
-        terms = self.max_count if self.kind == "l1" else self.k
+        terms = self.max_count if self.kind in MEAN_ABS_KINDS else self.k
         return (terms * self.max_count * self._xmax).bit_length()
 
     @cached_property
@@ -269,7 +299,7 @@ class NormConfig:
     @cached_property
     def const_frac_bits(self) -> int:
         """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return self.precision_bits + 2
         c_min, _ = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
         return self.precision_bits + 1 + math.ceil(-math.log2(c_min))
@@ -277,7 +307,7 @@ class NormConfig:
     @cached_property
     def const_bits(self) -> int:
         """Unsigned width of the host constants (c_full, c_last or c)."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return 0
         _, c_max = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
         return constants.quantize_const(c_max, self.const_frac_bits).bit_length()
@@ -294,13 +324,13 @@ class NormConfig:
 
     @cached_property
     def eps_n_bits(self) -> int:
-        """Width of the l2 host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
+        """Width of the l2 / semidev host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
         top = constants.quantize_const(self.max_count ** 2 * self.eps, 2 * (self.in_fmt.frac + self.const_frac_bits))
         return max(1, top).bit_length()
 
     @cached_property
     def var_bits(self) -> int:
-        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2)."""
+        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2); it bounds n^2 * semi-variance (semidev) too."""
         return (self.max_count ** 2 * self._xmax ** 2 // 4 + 1).bit_length()
 
     @cached_property
@@ -315,10 +345,11 @@ class NormConfig:
         cmax = (1 << self.const_bits) - 1
         if self.kind == "range":
             return n * (cmax * self.chunks * x + self.eps_int)
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             return math.isqrt((1 << self.w_bits) - 1)
-        scaled = {"l1": constants.L1_CONST * 2.0 ** cf * n + n,
-                  "linf": cmax + 1.0,
+        if self.kind in MEAN_ABS_KINDS:
+            return int(math.ceil(constants.MEAN_ABS_CONST[self.kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
+        scaled = {"linf": cmax + 1.0, "cvar": 2.0 ** cf + self.k + 1,
                   "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[self.kind]
         return int(math.ceil(scaled)) * n * x + n * self.eps_int
 
@@ -378,7 +409,7 @@ class NormConfig:
     def den_per_count_log2_min(self) -> int:
         """A lower bound of L - floor(log2 n) over every legal channel (L = Den's leading one).
         Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data)."""
-        if self.kind == "l2":
+        if self.kind in ROOT_KINDS:
             e2 = self.eps * 2.0 ** (2 * (self.in_fmt.frac + self.const_frac_bits))
             lo_val = max(1.0 / self.max_count, math.sqrt(max(0.0, e2 - 0.5)) - 1.0)
         else:
@@ -438,6 +469,8 @@ class NormConfig:
             "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
                       ("c_last", self.const_bits, False)],
             "l2": [("eps_n", self.eps_n_bits, False)],
+            "semidev": [("eps_n", self.eps_n_bits, False)],
+            "cvar": [("c", self.const_bits, False)] + neps + [("m", self.k.bit_length(), False)],
         }.get(self.kind, [("c", self.const_bits, False)] + neps)
         if self.inference_only:
             kind_fields = []

@@ -12,6 +12,8 @@ _INF_NUM = 0.5 * (1.0 + math.sqrt(math.pi * math.log(4.0)))
 # the Range BN constant is 0.35 times the L-inf one (reference implementation)
 _RANGE_NUM = 0.35 * _INF_NUM
 L1_CONST = math.sqrt(math.pi / 2.0)
+MAD_CONST = 1.0              # mean absolute deviation (Yuan et al.'s GBN): L1 without the sqrt(pi/2)
+MEAN_ABS_CONST = {"l1": L1_CONST, "mad": MAD_CONST}
 SCALE_EXP_BITS = 8           # signed exponent of the inference scale
 
 
@@ -48,14 +50,22 @@ def topk_eff(n: int, k: int) -> int:
     return min(n, k)
 
 
+def cvar_count(n: int, alpha: float) -> int:
+    """Values cvar averages: the top ceil((1 - alpha) n), at least 1 (a 1e-9 slack so that an exact product does not
+    round up to one value more)."""
+    return max(1, math.ceil((1.0 - alpha) * n - 1e-9))
+
+
 def const_bounds(kind: str, max_count: int, chunks: int, k: int) -> tuple[float, float]:
     """(smallest non-zero, largest) deviation constant over every count up to max_count."""
     if kind == "range":
         return c_range(max(2, -(-max_count // chunks))) / chunks, c_range(2)
     if kind in ("linf", "topk"):
         return c_inf(max(2, max_count)) / k, c_inf(2)
-    if kind == "l1":
-        return L1_CONST / max_count, L1_CONST
+    if kind in MEAN_ABS_CONST:
+        return MEAN_ABS_CONST[kind] / max_count, MEAN_ABS_CONST[kind]
+    if kind == "cvar":
+        return 1.0 / k, 1.0
     raise ValueError(f"kind={kind!r} has no deviation constant")
 
 
@@ -74,8 +84,8 @@ def channel_params(cfg, count: int) -> dict:
     """Host-side descriptor fields for one training-mode channel of `count` values.
 
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
-    l1: c = sqrt(pi/2)/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/linf/topk: neps = n eps_int;
-    l2: eps_n = n^2 eps 2^(2(F_in+CF)).
+    l1: c = sqrt(pi/2)/n;  mad: c = 1/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/mad/linf/topk: neps = n eps_int;
+    cvar: m = cvar_count(n, alpha), c = 1/m, neps;  l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
     """
     _check_count(cfg, count)
     cf = cfg.const_frac_bits
@@ -84,11 +94,14 @@ def channel_params(cfg, count: int) -> dict:
         sizes = chunk_sizes(count, cfg.chunks)
         p.update(chunk_size=sizes[0], c_full=quantize_const(c_range(sizes[0]) / len(sizes), cf),
                  c_last=quantize_const(c_range(sizes[-1]) / len(sizes), cf))
-    elif cfg.kind == "l1":
-        p.update(c=quantize_const(L1_CONST / count, cf), neps=count * cfg.eps_int)
+    elif cfg.kind in MEAN_ABS_CONST:
+        p.update(c=quantize_const(MEAN_ABS_CONST[cfg.kind] / count, cf), neps=count * cfg.eps_int)
     elif cfg.kind in ("linf", "topk"):
         p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
-    elif cfg.kind == "l2":
+    elif cfg.kind == "cvar":
+        m = cvar_count(count, cfg.alpha)
+        p.update(c=quantize_const(1.0 / m, cf), neps=count * cfg.eps_int, m=m)
+    elif cfg.kind in ("l2", "semidev"):
         p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
     return p
 

@@ -51,7 +51,7 @@ def make_case(cfg: NormConfig, seed: int, channels: int, n: int, spread: int, in
         res = infer(cfg, x, g, b, stat["mean"], stat["scale_m"], stat["scale_exp"])
     else:
         out["y_ref"], out["mean_ref"], out["sigma_ref"] = norm_train(xf, gf, bf, cfg.kind, chunks=cfg.chunks,
-                                                                     k=cfg.k, eps=cfg.eps)
+                                                                     k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
         res = train(cfg, x, g, b)
     out.update(y=res.y, stat_sum=res.stats.sum, stat_den=np.array([str(int(v)) for v in res.stats.den]),
                stat_sat=res.stats.sat)

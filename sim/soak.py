@@ -72,6 +72,9 @@ def draw_config(seed: int) -> NormConfig:
         kw["chunks"] = int(rng.choice([1, 10, int(rng.integers(2, 65))]))
     if kind == "topk":
         kw["k"] = int(rng.choice([10, int(rng.integers(1, 33))]))
+    if kind == "cvar":              # alpha such that the top-k unit holds 1 to 32 values at max_count
+        top = kw["max_count"]
+        kw["alpha"] = float(1 - int(rng.integers(1, 33)) / top) if top > 32 else float(rng.uniform(0.05, 0.95))
     if rng.random() < 0.3:
         kw["eps"] = float(10.0 ** rng.uniform(-8, -2))
     if rng.random() < 0.3:
@@ -91,6 +94,8 @@ def special_counts(cfg: NormConfig) -> list[int]:
         c += [k * m + d for m in (2, 3, 5, p, p + 1, 7) for d in (-1, 0, 1)]
     if cfg.kind == "topk":
         c += [cfg.k - 1, cfg.k, cfg.k + 1, 2 * cfg.k]
+    if cfg.kind == "cvar":          # where the number of values averaged steps up
+        c += [int(j / (1 - cfg.alpha)) + d for j in (1, 2, cfg.k - 1) for d in (0, 1)]
     return sorted({v for v in c if 1 <= v <= top})
 
 

@@ -200,6 +200,8 @@ def _boundary_counts():
         c |= {k - 1, k + 1, 3 * k + 1} | {k * m for m in range(1, 2 * p + 2)}
     if CFG.kind == "topk":
         c |= {CFG.k - 1, CFG.k, CFG.k + 1}
+    if CFG.kind == "cvar":                          # where the count of averaged values m steps from 1 to 2 to 3
+        c |= {int(j / (1 - CFG.alpha)) + d for j in (1, 2) for d in (0, 1)}
     return sorted(v for v in c if 1 <= v <= top)
 
 

@@ -64,7 +64,17 @@ CLI = [
 ]
 
 CONFIG = [
-    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2"]),
+    (dict(kind="l3"), ["kind='l3'", "allowed range, l1, linf, topk, l2, mad, semidev"]),
+    (dict(kind="semidev", k=10), ["k=10", "kind='topk' only", "allowed 1 for kind='semidev'"]),
+    (dict(kind="cvar", alpha=1.0), ["alpha=1.0", "allowed a number in (0, 1)"]),
+    (dict(kind="cvar", alpha=0.0), ["alpha=0.0", "allowed a number in (0, 1)"]),
+    (dict(kind="cvar", alpha="0.9"), ["alpha='0.9'", "allowed a number in (0, 1)"]),
+    (dict(kind="cvar", alpha=0.9), ["alpha=0.9", "max_count=4096", "410 values", "allowed alpha >= 0.992188",
+                                    "max_count <= 320"]),
+    (dict(kind="cvar", alpha=0.9, max_count=100, k=3), ["k=3", "alpha=0.9", "allowed k unset or k=10"]),
+    (dict(kind="l2", alpha=0.9), ["alpha=0.9", "kind='cvar' only", "kind='l2'"]),
+    (dict(kind="mad", k=3), ["k=3", "kind='topk' only", "allowed 1 for kind='mad'"]),
+    (dict(kind="mad", chunks=10), ["chunks=10", "kind='range' only", "allowed 1 for kind='mad'"]),
     (dict(kind=None), ["kind=None", "allowed"]),
     (dict(lanes=4.0), ["lanes=4.0", "allowed 1, 2, 4, 8"]),
     (dict(lanes="4"), ["lanes='4'", "allowed 1, 2, 4, 8"]),
@@ -107,6 +117,8 @@ HOOK = [
     ("rounding='up'", lambda: to_hardware(_bn2d(), rounding="up"), ValueError, ["rounding='up'", "allowed half_up"]),
     ("nn.BatchNorm2d(3, eps=2.0)", lambda: to_hardware(nn.BatchNorm2d(3, eps=2.0), backend="golden"), ValueError,
      ["layer ''", "eps=2.0", "allowed (0, 1)"]),
+    ("CvarBatchNorm2d(alpha=0.9) at max_count=4096", lambda: to_hardware(hn.CvarBatchNorm2d(3, alpha=0.9), backend="golden"),
+     ValueError, ["alpha=0.9", "max_count=4096", "allowed alpha >= 0.992188"]),
 ]
 
 NN_CTOR = [
@@ -121,6 +133,15 @@ NN_CTOR = [
     ("L1BatchNorm2d(3, eps='x')", lambda: hn.L1BatchNorm2d(3, eps="x"), ["eps='x'", "allowed (0.0, 1.0)"]),
     ("L1BatchNorm2d(3, momentum=2.0)", lambda: hn.L1BatchNorm2d(3, momentum=2.0), ["momentum=2.0", "allowed [0.0, 1.0]"]),
     ("L1BatchNorm2d(3, affine='yes')", lambda: hn.L1BatchNorm2d(3, affine="yes"), ["affine='yes'", "allowed True or False"]),
+    ("MadBatchNorm2d(0)", lambda: hn.MadBatchNorm2d(0), ["num_features=0", "allowed >= 1"]),
+    ("MadBatchNorm1d(3, eps=1.5)", lambda: hn.MadBatchNorm1d(3, eps=1.5), ["eps=1.5", "allowed (0.0, 1.0)"]),
+    ("MadBatchNorm2d(3, momentum=-0.1)", lambda: hn.MadBatchNorm2d(3, momentum=-0.1),
+     ["momentum=-0.1", "allowed [0.0, 1.0]"]),
+    ("SemidevBatchNorm2d(-3)", lambda: hn.SemidevBatchNorm2d(-3), ["num_features=-3", "allowed >= 1"]),
+    ("SemidevBatchNorm1d(3, eps=0.0)", lambda: hn.SemidevBatchNorm1d(3, eps=0.0), ["eps=0.0", "allowed (0.0, 1.0)"]),
+    ("CvarBatchNorm2d(3, alpha=1.0)", lambda: hn.CvarBatchNorm2d(3, alpha=1.0), ["alpha=1.0", "allowed (0.0, 1.0)"]),
+    ("CvarBatchNorm1d(3, alpha=-0.5)", lambda: hn.CvarBatchNorm1d(3, alpha=-0.5), ["alpha=-0.5", "allowed (0.0, 1.0)"]),
+    ("CvarBatchNorm1d(3, alpha=None)", lambda: hn.CvarBatchNorm1d(3, alpha=None), ["alpha=None", "allowed (0.0, 1.0)"]),
     ("L1BatchNorm2d(3, track_running_stats=None)", lambda: hn.L1BatchNorm2d(3, track_running_stats=None),
      ["track_running_stats=None", "allowed True or False"]),
 ]
@@ -129,6 +150,9 @@ MODULES = {
     "RangeBatchNorm2d": (lambda: hn.RangeBatchNorm2d(3), (4, 3, 4, 4)),
     "TopkBatchNorm2d": (lambda: hn.TopkBatchNorm2d(3, k=3), (4, 3, 4, 4)),
     "L1BatchNorm1d": (lambda: hn.L1BatchNorm1d(3), (8, 3, 5)),
+    "MadBatchNorm2d": (lambda: hn.MadBatchNorm2d(3), (4, 3, 4, 4)),
+    "SemidevBatchNorm1d": (lambda: hn.SemidevBatchNorm1d(3), (8, 3, 5)),
+    "CvarBatchNorm2d": (lambda: hn.CvarBatchNorm2d(3), (4, 3, 4, 4)),
     "nn.BatchNorm2d (routed)": (lambda: nn.BatchNorm2d(3), (4, 3, 4, 4)),
     "nn.BatchNorm1d (routed)": (lambda: nn.BatchNorm1d(3), (8, 3)),
 }

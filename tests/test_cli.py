@@ -52,6 +52,8 @@ def test_verilog_custom_config(tmp_path):
     (["verilog", "--custom", "--kind", "l1", "--chunks", "4"], ["chunks=4", "kind='range' only"]),
     (["verilog", "--custom", "--kind", "topk", "--topk", "99"], ["k=99", "[1, 32]"]),
     (["verilog", "--custom", "--lanes", "3"], ["lanes=3", "1, 2, 4, 8"]),
+    (["verilog", "--custom", "--kind", "cvar", "--alpha", "1.5"], ["alpha=1.5", "allowed a number in (0, 1)"]),
+    (["verilog", "--custom", "--kind", "cvar", "--alpha", "0.5"], ["alpha=0.5", "max_count=4096", "allowed alpha >="]),
 ])
 def test_bad_configuration_is_a_clear_error(args, words):
     r = run(*args)

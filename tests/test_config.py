@@ -1,6 +1,7 @@
 import pytest
 
 from hwnorm import FixedFormat, NormConfig, default_configs
+from hwnorm.constants import channel_params, cvar_count
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -87,3 +88,22 @@ def test_field_layouts_cover_hardware_ports():
     assert [f[0] for f in NormConfig(kind="topk").channel_fields][2] == "c"
     assert [f[0] for f in NormConfig(kind="l2").channel_fields][2] == "eps_n"
     assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat"]
+
+
+def test_cvar_derives_k_from_alpha_and_only_cvar_serializes_alpha():
+    cfg = NormConfig(kind="cvar", alpha=0.9, max_count=300)
+    assert cfg.k == 30 and cfg.passes == 2 and cfg.to_dict()["alpha"] == 0.9
+    assert NormConfig.from_json(cfg.to_json()) == cfg
+    assert [NormConfig(kind="cvar", alpha=0.9, max_count=m).k for m in (1, 9, 11, 301, 320)] == [1, 1, 2, 31, 32]
+    assert "alpha" not in NormConfig(kind="l2").to_dict()        # the other kinds' JSON and hashes are as before
+    assert NormConfig(kind="cvar").alpha == 0.995 and NormConfig(kind="cvar").k == 21
+
+
+def test_cvar_count_does_not_round_an_exact_product_up():
+    assert (1 - 0.7) * 10 > 3 and cvar_count(10, 0.7) == 3         # 3.0000000000000004 in float64
+    assert [cvar_count(n, 0.9) for n in (1, 10, 11, 20, 21)] == [1, 1, 2, 2, 3]
+    assert channel_params(NormConfig(kind="cvar", alpha=0.9, max_count=300), 21)["m"] == 3
+
+
+def test_new_kinds_passes():
+    assert [NormConfig(kind=k).passes for k in ("mad", "semidev", "cvar")] == [3, 3, 2]

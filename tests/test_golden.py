@@ -19,6 +19,16 @@ CONFIGS.update({
     "l2_unsigned_in_wide_beta": NormConfig(kind="l2", in_fmt=FixedFormat(8, 8, signed=False),
                                            beta_fmt=FixedFormat(12, 9), max_count=64),
     "topk3_even": NormConfig(kind="topk", k=3, rounding="half_even", max_count=500),
+    "mad_tiny_floor": NormConfig(kind="mad", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2),
+                                 gamma_fmt=FixedFormat(4, 2), beta_fmt=FixedFormat(4, 2), max_count=20, rounding="floor"),
+    "semidev_tiny_even": NormConfig(kind="semidev", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2),
+                                    gamma_fmt=FixedFormat(4, 2), beta_fmt=FixedFormat(4, 2), max_count=20,
+                                    rounding="half_even"),
+    "semidev_u8_wide_beta": NormConfig(kind="semidev", in_fmt=FixedFormat(8, 8, signed=False),
+                                       beta_fmt=FixedFormat(12, 9), max_count=64),
+    "cvar_alpha_075_even": NormConfig(kind="cvar", alpha=0.75, max_count=128, rounding="half_even"),
+    "cvar_u8_floor": NormConfig(kind="cvar", alpha=0.9, max_count=300, in_fmt=FixedFormat(8, 8, signed=False),
+                                rounding="floor"),
     "l1_tiny": NormConfig(kind="l1", in_fmt=FixedFormat(4, 1), out_fmt=FixedFormat(4, 2), gamma_fmt=FixedFormat(4, 2),
                           beta_fmt=FixedFormat(4, 2), max_count=20),
 })
@@ -50,6 +60,14 @@ def test_float_references_by_hand():
     assert sigma_hat(x, "topk", k=4, eps=1e-5)[0] == pytest.approx(c_inf(20) * (9.5 + 9.5 + 8.5 + 8.5) / 4 + 1e-5)
     assert sigma_hat(x, "topk", k=50, eps=1e-5)[0] == pytest.approx(c_inf(20) * dev.mean() + 1e-5)  # k > n: all n
     assert sigma_hat(x, "l2", eps=1e-5)[0] == pytest.approx(math.sqrt((dev ** 2).mean() + 1e-5))
+    assert sigma_hat(x, "mad", eps=1e-5)[0] == pytest.approx(5.0 + 1e-5)          # mean |0..19 - 9.5| = 5
+    below = np.arange(10) - 9.5                                                      # the 10 values under the mean
+    assert sigma_hat(x, "semidev", eps=1e-5)[0] == pytest.approx(math.sqrt((below ** 2).sum() / 20 + 1e-5))
+    skew = np.array([[0.0, 0.0, 0.0, 4.0]])                                          # mu = 1: three values 1 below
+    assert sigma_hat(skew, "semidev", eps=1e-5)[0] == pytest.approx(math.sqrt(3 / 4 + 1e-5))
+    assert sigma_hat(x, "cvar", alpha=0.9, eps=1e-5)[0] == pytest.approx(18.5 - 9.5 + 1e-5)   # top 2 of 20: 19, 18
+    assert sigma_hat(x, "cvar", alpha=0.87, eps=1e-5)[0] == pytest.approx(18.0 - 9.5 + 1e-5)  # ceil(2.6): 19, 18, 17
+    assert sigma_hat(skew, "cvar", alpha=0.5, eps=1e-5)[0] == pytest.approx(2.0 - 1.0 + 1e-5)  # top 2 of 4: 4, 0
     y, mean, sigma = range_bn_train(x, [2.0], [0.5], chunks=1, eps=1e-7)
     assert mean[0] == mu
     assert y[0, 0] == pytest.approx(2.0 * (0 - mu) / (c_range(20) * 19 + 1e-7) + 0.5)
@@ -81,7 +99,7 @@ def test_inference_is_within_the_guard_bits_before_rounding(name):
     assert e.max_unrounded < 2.0 ** -cfg.guard_bits and e.max_err <= 1
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"])
 def test_stats_report_mean_and_sigma(kind):
     cfg = CONFIGS[f"{kind}_s8"]
     rng = np.random.default_rng(3)
@@ -91,7 +109,8 @@ def test_stats_report_mean_and_sigma(kind):
     res = train(cfg, x, g, b)
     assert np.array_equal(res.stats.sum, x.sum(axis=1))
     mean, sigma, scale = stats_to_float(cfg, 300, res.stats)
-    _, mean_ref, sigma_ref = norm_train(x / 16, g / 64, b / 32, kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+    _, mean_ref, sigma_ref = norm_train(x / 16, g / 64, b / 32, kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps,
+                                        alpha=cfg.alpha)
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-12)
     np.testing.assert_allclose(sigma, sigma_ref, rtol=2.0 ** -cfg.precision_bits)
     q = round_mode(res.unrounded, cfg.rounding)
@@ -100,7 +119,7 @@ def test_stats_report_mean_and_sigma(kind):
     assert res.stats.sat.sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"])
 def test_all_equal_outputs_beta(kind):
     cfg = CONFIGS[f"{kind}_s8"]
     res = train(cfg, np.full((3, 50), 17), [64, -100, 5], [10, -20, 127])

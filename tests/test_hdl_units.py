@@ -14,7 +14,8 @@ from amaranth.sim import Simulator
 from hwnorm.config import FixedFormat, NormConfig
 from hwnorm.hdl.normalize import NormalizeAffine
 from hwnorm.hdl.sequential import ISqrt, SeqDiv, SeqMul
-from hwnorm.hdl.statistics import AboveMean, ChunkRange, ExtremeK, MinMax, StatisticsUnit, SumSquares, SumUnit
+from hwnorm.hdl.statistics import (AboveMean, BelowMean, ChunkRange, ExtremeK, MinMax, StatisticsUnit, SumSquares,
+                                   SumUnit)
 
 S8 = FixedFormat(8, 4)
 U8 = FixedFormat(8, 4, signed=False)
@@ -60,6 +61,13 @@ def ref_above_mean(values, floor_mean):
     v = np.asarray(values, dtype=np.int64)
     above = v[v > floor_mean]
     return int(above.sum()), int(above.size)
+
+
+def ref_below_mean(values, floor_mean):
+    """(sum, count, sum of squares) of the values at or below floor_mean."""
+    v = np.asarray(values, dtype=np.int64)
+    below = v[v <= floor_mean]
+    return int(below.sum()), int(below.size), int(np.dot(below, below))
 
 
 def ref_extreme_k(values, k, largest, fmt):
@@ -351,6 +359,27 @@ def test_above_mean_sums_and_counts_the_values_above_floor_mean(lanes, in_fmt):
     run_channels(dut, channels, check, seed=lanes)
 
 
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("in_fmt", [S8, U8], ids=str)
+def test_below_mean_sums_counts_and_squares_the_values_at_or_below_floor_mean(lanes, in_fmt):
+    dut = BelowMean(stats_config("semidev", lanes, in_fmt))
+    rnd = random.Random(55 + lanes)
+    fm_lo, fm_hi = -(1 << in_fmt.bits), (1 << in_fmt.bits) - 1          # floor_mean's range
+    channels = []
+    for values in channel_sets(rnd, in_fmt, lanes):
+        for floor_mean in (sum(values) // len(values), min(values) - 1, min(values), max(values),
+                           rnd.randint(fm_lo, fm_hi)):
+            channels.append((values, {"floor_mean": max(fm_lo, min(fm_hi, floor_mean))}))
+    channels += [([in_fmt.min_int] * 7 + [in_fmt.max_int], {"floor_mean": fm_hi})]      # the widest squares
+    channels += [(random_values(rnd, in_fmt, 9), {"floor_mean": fm}) for fm in (fm_lo, fm_hi)]
+
+    def check(ctx, values, held):
+        got = (ctx.get(dut.s_lo), ctx.get(dut.c_lo), ctx.get(dut.q_lo))
+        assert got == ref_below_mean(values, held["floor_mean"]), (held, values)
+
+    run_channels(dut, channels, check, seed=lanes)
+
+
 def extreme_k_channels(rnd, fmt, lanes, k):
     """Random values, ties, fewer values than k, and values equal to either end of the format."""
     channels = [random_values(rnd, fmt, n) for n in (1, k - 1, k, k + 1, lanes + 1, 2 * lanes + 3, MAX_COUNT)]
@@ -387,9 +416,9 @@ def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"])
 def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
-    cfg = stats_config(kind, 4, k=3 if kind == "topk" else None)
+    cfg = stats_config(kind, 4, k=3 if kind == "topk" else None, **({"alpha": 0.95} if kind == "cvar" else {}))
     dut = StatisticsUnit(cfg)
     rnd = random.Random(70)
     channels = [random_values(rnd, cfg.in_fmt, n) for n in (1, 6, 23, MAX_COUNT)]
@@ -398,17 +427,20 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
     async def bench(ctx):
         for values in channels:
             held = {"chunk_size": -(-len(values) // cfg.chunks)} if kind == "range" else {}
-            if kind == "l1":
+            if kind in ("l1", "mad", "semidev"):
                 held["second"] = 0
             await feed_channel(ctx, dut, values, rnd, **held)
             for _ in range(settle):                          # the outputs hold the last beat from here on
                 await ctx.tick()
-            if kind == "l1":                                    # the second pass, on the same channel
+            if kind in ("l1", "mad", "semidev"):                # the second pass, on the same channel
                 floor_mean = ref_sum(values) // len(values)
                 await feed_channel(ctx, dut, values, rnd, clear=False, second=1, floor_mean=floor_mean)
                 for _ in range(settle):
                     await ctx.tick()
-                assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, floor_mean)
+                if kind == "semidev":
+                    assert (ctx.get(dut.s_lo), ctx.get(dut.c_lo), ctx.get(dut.q_lo)) == ref_below_mean(values, floor_mean)
+                else:
+                    assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, floor_mean)
             assert ctx.get(dut.sum) == ref_sum(values), "the first pass's sum"
             if kind == "range":
                 assert (ctx.get(dut.r_closed), ctx.get(dut.r_open)) == \
@@ -417,8 +449,9 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
                 assert (ctx.get(dut.hi), ctx.get(dut.lo)) == ref_max_min(values)
             elif kind == "l2":
                 assert ctx.get(dut.sq_sum) == ref_sum_squares(values)
-            elif kind == "topk":
-                for largest, head, pop in ((True, dut.top, dut.pop_top), (False, dut.bottom, dut.pop_bottom)):
+            elif kind in ("topk", "cvar"):
+                sides = ((True, dut.top, dut.pop_top),) + (((False, dut.bottom, dut.pop_bottom),) if kind == "topk" else ())
+                for largest, head, pop in sides:
                     heads = []
                     for _ in range(cfg.k):
                         heads.append(ctx.get(head))

@@ -18,6 +18,9 @@ NORMS = {
     "l2": nn.BatchNorm2d,
     "range": hn.RangeBatchNorm2d,
     "l1": hn.L1BatchNorm2d,
+    "mad": hn.MadBatchNorm2d,
+    "semidev": hn.SemidevBatchNorm2d,
+    "cvar": lambda c: hn.CvarBatchNorm2d(c, alpha=0.993),     # k = 29 at max_count 4096
     "linf": lambda c: hn.TopkBatchNorm2d(c, k=1),
     "topk": hn.TopkBatchNorm2d,
 }

@@ -38,6 +38,9 @@ def valid_kwargs(draw, bits=BITS_RANGE, max_count=MAX_COUNT_RANGE, kinds=KINDS):
               rounding=draw(st.sampled_from(ROUNDING_MODES)), stat_frac_bits=draw(st.integers(*STAT_FRAC_RANGE)))
     kw["chunks"] = draw(st.none() | st.integers(*CHUNKS_RANGE)) if kind == "range" else draw(st.sampled_from([None, 1]))
     kw["k"] = draw(st.none() | st.integers(*K_RANGE)) if kind == "topk" else draw(st.sampled_from([None, 1]))
+    if kind == "cvar":              # k is derived from alpha: at most K_RANGE[1] values at max_count
+        kw["k"] = None
+        kw["alpha"] = draw(st.floats(min_value=max(1e-3, 1 - K_RANGE[1] / kw["max_count"]), max_value=0.999999))
     kw["eps"] = draw(st.none() | st.floats(min_value=1e-12, max_value=0.5))
     return kw
 
@@ -89,7 +92,7 @@ def test_every_invalid_config_raises_naming_the_field(kw, data):
                if kw["kind"] == "range" else data.draw(st.integers().filter(lambda v: v != 1)))
     elif name == "k":
         bad = (data.draw(st.one_of(st.integers(max_value=0), st.integers(min_value=33), _not_int.filter(lambda v: v is not None)))
-               if kw["kind"] == "topk" else data.draw(st.integers().filter(lambda v: v != 1)))
+               if kw["kind"] == "topk" else data.draw(st.integers().filter(lambda v: v != NormConfig(**kw).k)))
     else:
         bad = data.draw(BAD[name])
     kw[name] = bad

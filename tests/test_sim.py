@@ -16,7 +16,7 @@ def test_cocotb_tests_are_listed():
 
 def test_matrix_covers_every_kind_width_and_lanes():
     seen = {(c.kind, c.in_fmt.bits, c.lanes) for c in CONFIGS.values()}
-    for kind in ("range", "l1", "linf", "topk", "l2"):
+    for kind in ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"):
         for bits in (8, 16):
             for lanes in (1, 4):
                 assert (kind, bits, lanes) in seen

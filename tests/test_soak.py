@@ -10,6 +10,7 @@ import hwnorm.golden
 from sim import soak
 from sim.funcov import bins, chunk_start_labels, count_labels, last_beat_labels
 from hwnorm import NormConfig
+from hwnorm.config import KINDS
 
 SEEDS = range(1000, 1200)
 
@@ -17,7 +18,7 @@ SEEDS = range(1000, 1200)
 def test_random_configurations_are_valid_and_cover_the_space():
     cfgs = [soak.draw_config(s) for s in SEEDS]
     assert all(isinstance(c, NormConfig) for c in cfgs)
-    assert {c.kind for c in cfgs} == {"range", "l1", "linf", "topk", "l2"}
+    assert {c.kind for c in cfgs} == set(KINDS)
     assert {c.lanes for c in cfgs} == {1, 2, 4, 8}
     assert {c.rounding for c in cfgs} == {"half_up", "half_even", "floor"}
     fmts = [f for c in cfgs for f in (c.in_fmt, c.out_fmt, c.gamma_fmt, c.beta_fmt)]
@@ -29,7 +30,7 @@ def test_random_configurations_are_valid_and_cover_the_space():
 
 
 def test_batches_are_reproducible_valid_and_varied():
-    cfg = soak.draw_config(1002)
+    cfg = soak.draw_config(1001)             # a seed whose batches hold both modes and every distribution
     a = list(soak.batches(cfg, 7, 50_000))
     b = list(soak.batches(cfg, 7, 50_000))
     assert [x.x.tolist() for x in a] == [x.x.tolist() for x in b]

@@ -27,7 +27,8 @@ def test_models_reproduce_frozen_vectors(name):
                            v["scale_m"] * np.exp2(v["scale_exp"].astype(float)))
         res = infer(cfg, v["x"], v["gamma"], v["beta"], *stat)
     else:
-        y_ref, mean_ref, sigma_ref = norm_train(xf, gf, bf, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+        y_ref, mean_ref, sigma_ref = norm_train(xf, gf, bf, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps,
+                                                alpha=cfg.alpha)
         np.testing.assert_allclose(mean_ref, v["mean_ref"], rtol=1e-12)
         np.testing.assert_allclose(sigma_ref, v["sigma_ref"], rtol=1e-12)
         res = train(cfg, v["x"], v["gamma"], v["beta"])

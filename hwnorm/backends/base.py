@@ -88,7 +88,7 @@ class FloatBackend(Backend):
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         if train:
-            y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+            y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
             return LayerResult(y=y, mean=m, sigma=s, values=x.size)
         return LayerResult(y=norm_infer(x, gamma, beta, mean, 1.0 / np.asarray(sigma)), values=x.size)
 

@@ -72,16 +72,19 @@ def _check(cfg: NormConfig, x, gamma, beta):
 def stats_widths(cfg: NormConfig) -> int:
     """The widest signed per-value intermediate of the training statistics of cfg.kind (bits)."""
     dev = cfg.dev_bits + 1                                   # d = n*x - S, signed
-    per_kind = {"range": cfg.in_fmt.bits + 1, "l1": max(dev, cfg.dev_sum_bits), "linf": dev,
-                "topk": max(dev, cfg.dev_sum_bits), "l2": cfg.sq_sum_bits}
+    per_kind = {"range": cfg.in_fmt.bits + 1, "l1": max(dev, cfg.dev_sum_bits), "mad": max(dev, cfg.dev_sum_bits),
+                "linf": dev, "topk": max(dev, cfg.dev_sum_bits), "l2": cfg.sq_sum_bits}
     return max(cfg.sum_bits, per_kind[cfg.kind])
+
+
+FAST_STATS_KINDS = ("range", "l1", "mad", "linf", "topk", "l2")   # semidev and cvar: statistics on Python integers
 
 
 def fast_plan(cfg: NormConfig, exact: bool = False) -> dict:
     """Which stages run on int64: {'stats': ..., 'normalize': ...}, decided from cfg's derived widths
     (statistics accumulators; the normalize pass's x*A + B, acc_bits); all False when exact."""
     _check_exact(exact)
-    return {"stats": not exact and stats_widths(cfg) <= INT64_BITS,
+    return {"stats": not exact and cfg.kind in FAST_STATS_KINDS and stats_widths(cfg) <= INT64_BITS,
             "normalize": not exact and cfg.acc_bits <= INT64_BITS}
 
 
@@ -103,6 +106,16 @@ def _dev_den(cfg, dev, hp) -> np.ndarray:
     return hp["c"] * np.asarray(dev).astype(object) + hp["neps"]
 
 
+def _semidev_den(cfg, x, s, hp) -> np.ndarray:
+    """Semidev: Den = isqrt(floor(T 2**(2 CF) / n) + eps_n), T = sum of [S - n x]_+^2 = n^3 * semi-variance, exact
+    (x, s object arrays)."""
+    n = x.shape[1]
+    below = np.maximum(s.reshape(-1, 1) - n * x, 0)                      # n [mu - x]_+
+    t = (below * below).sum(axis=1)
+    return _isqrt(np.left_shift(np.asarray(t).astype(object), 2 * cfg.const_frac_bits) // n + hp["eps_n"])
+
+
+
 def _den_exact(cfg: NormConfig, x, s, hp) -> np.ndarray:
     """Den from the defining formulas on Python integers (x, s object arrays)."""
     n = x.shape[1]
@@ -113,13 +126,17 @@ def _den_exact(cfg: NormConfig, x, s, hp) -> np.ndarray:
         return _range_den(cfg, sum(ranges[:-1], np.zeros(x.shape[0], dtype=object)), ranges[-1], hp)
     if cfg.kind == "l2":
         return _l2_den(cfg, n * (x * x).sum(axis=1) - s * s, hp)
-    d_abs = np.abs(n * x - s.reshape(-1, 1))                 # n |x - mu|, exact
-    if cfg.kind == "l1":
-        return _dev_den(cfg, d_abs.sum(axis=1), hp)
+    if cfg.kind == "semidev":
+        return _semidev_den(cfg, x, s, hp)
+    d = n * x - s.reshape(-1, 1)                              # n (x - mu), exact
+    if cfg.kind in ("l1", "mad"):                             # the two differ only in the host constant c
+        return _dev_den(cfg, np.abs(d).sum(axis=1), hp)
     if cfg.kind == "linf":
-        return _dev_den(cfg, d_abs.max(axis=1), hp)
+        return _dev_den(cfg, np.abs(d).max(axis=1), hp)
     if cfg.kind == "topk":
-        return _dev_den(cfg, -np.sort(-d_abs, axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1), hp)
+        return _dev_den(cfg, -np.sort(-np.abs(d), axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1), hp)
+    if cfg.kind == "cvar":                                    # the m largest signed deviations n x - S (sum >= 0)
+        return _dev_den(cfg, -np.sort(-d, axis=1)[:, :hp["m"]].sum(axis=1), hp)
     raise ValueError(f"kind={cfg.kind!r} is not supported")
 
 
@@ -163,7 +180,7 @@ def _dev_fast(cfg: NormConfig, x: np.ndarray, s: np.ndarray) -> np.ndarray:
     n = x.shape[1]
     if cfg.kind == "linf":                                   # |n x - S| is largest at the smallest or largest x
         return np.maximum(n * x.max(axis=1) - s, s - n * x.min(axis=1))
-    if cfg.kind == "l1":
+    if cfg.kind in ("l1", "mad"):
         return np.abs(n * x - s[:, None]).sum(axis=1)
     span = 1 << cfg.in_fmt.bits
     if span <= n:

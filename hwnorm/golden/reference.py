@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import NormConfig
-from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
+from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
 
 
 def _as_2d(name: str, x) -> np.ndarray:
@@ -37,7 +37,7 @@ def range_sigma(x, chunks: int = 10, eps: float = 1e-7) -> np.ndarray:
     return acc / len(sizes) + eps
 
 
-def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5) -> np.ndarray:
+def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5, alpha: float | None = None) -> np.ndarray:
     """The deviation estimate of `kind` per channel (see shared norms table in docs/numerics.md)."""
     x = _as_2d("x", x)
     n = x.shape[1]
@@ -46,20 +46,29 @@ def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5)
         return range_sigma(x, chunks, eps)
     if kind == "l1":
         return L1_CONST * dev.mean(axis=1) + eps
+    if kind == "mad":
+        return MAD_CONST * dev.mean(axis=1) + eps
+    if kind == "cvar":                  # mean of the top ceil((1 - alpha) n) values minus the mean
+        top = -np.sort(-x, axis=1)[:, :cvar_count(n, alpha)]
+        return top.mean(axis=1) - x.mean(axis=1) + eps
+    if kind == "semidev":
+        below = np.maximum(x.mean(axis=1, keepdims=True) - x, 0.0)
+        return np.sqrt((below ** 2).mean(axis=1) + eps)
     if kind in ("linf", "topk"):
         kk = 1 if kind == "linf" else topk_eff(n, k)
         top = -np.sort(-dev, axis=1)[:, :kk]
         return c_inf(n) * top.mean(axis=1) + eps
     if kind == "l2":
         return np.sqrt((dev ** 2).mean(axis=1) + eps)
-    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2")
+    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad, semidev, cvar")
 
 
-def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7):
+def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7,
+               alpha: float | None = None):
     """Training-mode normalization with batch statistics. Returns (y, mean, sigma_hat)."""
     x = _as_2d("x", x)
     mean = x.mean(axis=1)
-    sigma = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps)
+    sigma = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps, alpha=alpha)
     y = _col(gamma) * (x - mean[:, None]) / sigma[:, None] + _col(beta)
     return y, mean, sigma
 
@@ -80,7 +89,7 @@ def train_out_lsb(cfg: NormConfig, x, gamma, beta) -> np.ndarray:
     y, _, _ = norm_train(np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb,
                          np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb,
                          np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb,
-                         cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps)
+                         cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
     return y * (1 << cfg.out_fmt.frac)
 
 

@@ -3,7 +3,7 @@
 Between the passes it turns the channel's statistics into Den (the kind's deviation), the reciprocal
 R = floor(2**(L+Q) / Den), and the normalize pass's A, B and SH; in inference it turns the given
 mean and scale into A, B and SH. Each program is a fixed list of steps on a shift-add multiplier, a
-restoring divider and (L2) a square root, so its latency is fixed and known (`latency`), and paid once
+restoring divider and (L2, semidev) a square root, so its latency is fixed and known (`latency`), and paid once
 per channel, not per value.
 """
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import MEAN_ABS_KINDS
 from .common import channel_layout, leading_one
 from .sequential import ISqrt, SeqDiv, SeqMul
 from .statistics import StatisticsUnit
@@ -90,6 +91,16 @@ class Merge:
         return 2 * self.k + 1
 
 
+@dataclass
+class TopSum:
+    """Cvar: the sum of the m largest values (m = the descriptor's `m` <= k), popped from the sorted registers'
+    merged head; two cycles per pick, k picks, and a last compare."""
+    k: int
+
+    def cycles(self):
+        return 2 * self.k + 1
+
+
 def _abs(v):
     return Mux(v < 0, -v, v)
 
@@ -144,7 +155,7 @@ class ChannelMath(wiring.Component):
 
     def _mid_program(self, st):
         cfg, n, s = self.cfg, self.chan.count, st.sum
-        if cfg.kind == "l1":        # floor(S / n): the second pass compares every value with it
+        if cfg.passes == 3:         # floor(S / n): the second pass compares every value with it
             return [Div(self.floor_mean, s, n, cfg.in_fmt.bits + 1)]
         return []
 
@@ -164,7 +175,7 @@ class ChannelMath(wiring.Component):
                     Mul(t, st.lo, n, cb, s, neg=1),                 # S - n min
                     Set([t.eq(Mux(u > t, u, t))]),                  # n max|x - mu|
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind == "l1":                                        # sum|nx - S| = 2 (n s_hi - c_hi S)
+        if cfg.kind in MEAN_ABS_KINDS:                              # sum|nx - S| = 2 (n s_hi - c_hi S)
             return [Mul(t, st.s_hi, n, cb),
                     Mul(t, s, st.c_hi, cb, t, neg=1),
                     Mul(self.den, t << 1, chan.c, cfg.const_bits, chan.neps)]
@@ -177,11 +188,33 @@ class ChannelMath(wiring.Component):
                     Mul(t, h, n, cb),
                     Mul(t, s, _abs(cnt), kb, t, neg=cnt < 0),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+        if cfg.kind == "semidev":
+            return self._semidev_program(st)
+        if cfg.kind == "cvar":                                      # sum of the m largest n x - S = n top - m S
+            h = r["hsum"]
+            return [Set([h.eq(0), r["step"].eq(0)]),
+                    TopSum(cfg.k),
+                    Mul(t, h, n, cb),
+                    Mul(t, s, chan.m, cfg.k.bit_length(), t, neg=1),
+                    Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
         if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
             return [Mul(t, st.sq_sum, n, cb),
                     Mul(t, _abs(s), _abs(s), cfg.sum_bits, t, neg=1),
                     Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
         raise ValueError(cfg.kind)
+
+    def _semidev_program(self, st):
+        """T = n (n Q_lo - 2 S S_lo) + c_lo S^2 = sum of [S - n x]_+^2; Den = isqrt(floor(T 2**2CF / n) + eps_n)."""
+        cfg, chan, r = self.cfg, self.chan, self._regs
+        n, s, cb, sb = chan.count, st.sum, cfg.count_bits, cfg.sum_bits
+        t, u, wq = r["t"], r["u"], r["wq"]
+        return [Mul(t, st.q_lo, n, cb),                                  # n Q_lo
+                Mul(t, st.s_lo << 1, _abs(s), sb, t, neg=s >= 0),        # - 2 S S_lo
+                Mul(t, t, n, cb),
+                Mul(u, _abs(s), _abs(s), sb),                            # S^2
+                Mul(t, u, st.c_lo, cb, t),                               # + c_lo S^2
+                Div(wq, t << (2 * cfg.const_frac_bits), n, cfg.var_bits + 2 * cfg.const_frac_bits),
+                Sqrt(self.den, wq + chan.eps_n, cfg.w_bits)]
 
     def _affine_program(self, c, n, train: bool):
         """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md)."""
@@ -230,7 +263,10 @@ class ChannelMath(wiring.Component):
         cb, ib, sb = cfg.count_bits, cfg.in_fmt.bits, cfg.sum_bits
         hsum_bits = ib + cfg.k.bit_length() + 2
         t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
-                      "topk": cb + max(hsum_bits, sb) + 2, "l2": cb + max(cfg.sq_sum_bits, 2 * sb)}[cfg.kind]
+                      "mad": cb + sb + 2, "topk": cb + max(hsum_bits, sb) + 2,
+                      "l2": cb + max(cfg.sq_sum_bits, 2 * sb),
+                      "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2,
+                      "cvar": cb + max(hsum_bits, sb) + 2}[cfg.kind]
         m_bits = cfg.gamma_fmt.bits + q + 3
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]
@@ -253,6 +289,7 @@ class ChannelMath(wiring.Component):
             "hsum": Signal(signed(hsum_bits), name="hsum"),
             "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
             "step": Signal(range(cfg.k + 1), name="merge_step"),
+            "wq": Signal(cfg.var_bits + 2 * cfg.const_frac_bits + 1, name="semi_w"),
         }
         self._progs = self.programs(st)
 
@@ -316,6 +353,8 @@ class ChannelMath(wiring.Component):
                         with m.State(here):
                             m.d.sync += step.assigns
                             m.next = nxt
+                    elif isinstance(step, TopSum):
+                        self._top_sum_states(m, st, here, nxt, f"{name}_{i}")
                     elif isinstance(step, Merge):
                         # two cycles per pick: register the heads and the choice, then pop and add,
                         # so no path runs from the sorted registers' heads back into their enables
@@ -378,6 +417,22 @@ class ChannelMath(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         return m
+
+    def _top_sum_states(self, m, st, here, nxt, tag):
+        """TopSum's two states: register the head and whether this pick counts, then pop it and add it."""
+        r, k = self._regs, self.cfg.k
+        top_r, on = Signal.like(st.top, name=f"head_top_{tag}"), Signal(name=f"pick_on_{tag}")
+        with m.State(here):
+            m.d.sync += [top_r.eq(st.top), on.eq(r["step"] < self.chan.m)]
+            m.next = here + "_pop"
+            with m.If(r["step"] == k):
+                m.next = nxt
+        with m.State(here + "_pop"):
+            with m.If(on):
+                m.d.comb += self.pop_top.eq(1)
+                m.d.sync += r["hsum"].eq(r["hsum"] + top_r)
+            m.d.sync += r["step"].eq(r["step"] + 1)
+            m.next = here
 
 
 class _FakeStats:

@@ -79,10 +79,12 @@ class NormDatapath(wiring.Component):
         m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
         if cfg.kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
-        if cfg.kind == "l1":
+        if cfg.passes == 3:
             m.d.comb += st.floor_mean.eq(cm.floor_mean)
         if cfg.kind == "topk":
             m.d.comb += [st.pop_top.eq(cm.pop_top), st.pop_bottom.eq(cm.pop_bottom)]
+        if cfg.kind == "cvar" and not cfg.inference_only:
+            m.d.comb += st.pop_top.eq(cm.pop_top)
         m.d.comb += [
             norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
             norm.a.eq(cm.a), norm.b.eq(cm.b), norm.shift.eq(cm.sh),
@@ -96,7 +98,7 @@ class NormDatapath(wiring.Component):
         def take_pass(next_state, second=False):
             """A statistics pass: every beat goes to the statistics unit; after the last one, `left` reloads for the next pass."""
             m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid), st.valid.eq(self.i.valid)]
-            if cfg.kind == "l1":
+            if cfg.passes == 3:
                 m.d.comb += st.second.eq(second)
             with m.If(self.i.valid & last):
                 m.d.sync += left.eq(chan.count)          # the next pass sends the channel again

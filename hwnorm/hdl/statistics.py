@@ -1,14 +1,17 @@
 """Per-lane statistics hardware: what each kind pays for every value of the statistics passes.
 
 Every kind: the sum S. Range: the chunked max/min scan; L-inf: max and min; L2: a squarer per lane
-and the wide sum of squares; L1: in its second pass, a comparator x > floor(mean) per lane with the
-sum and count of the values above; top-k: the k largest and the k smallest values (a sorted register per lane and side), from which the
-sequential unit picks the k largest deviations. Nothing here multiplies
-by the count: that is the sequential unit's job (channel_math.py).
+and the wide sum of squares; L1 and MAD: in their second pass, a comparator x > floor(mean) per lane
+with the sum and count of the values above; semidev: in its second pass, a comparator x <= floor(mean)
+and a squarer per lane, with the sum, count and sum of squares of the values below; top-k: the k
+largest and the k smallest values (a sorted register per lane and side), from which the sequential
+unit picks the k largest deviations; cvar: the k largest values only (the sequential unit sums the
+top m of them). Nothing here multiplies by the count: that is the sequential unit's job (channel_math.py).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
+from ..config import MEAN_ABS_KINDS
 from .common import BeatUnit, fmt_shape, stage, tree_reduce, tree_sum, vmax, vmin
 
 
@@ -276,6 +279,40 @@ class AboveMean(BeatUnit):
         return m
 
 
+class BelowMean(BeatUnit):
+    """Semidev's second pass: the sum `s_lo`, count `c_lo` and sum of squares `q_lo` of the values x <= `floor_mean`.
+
+    x < mu exactly when x <= floor(mu), but for x = mu, whose term is 0: so sum over x < mu of (S - n x)^2 is
+    n^2 q_lo - 2 n S s_lo + c_lo S^2. Per lane a registered comparator, then a registered squarer."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"floor_mean": In(signed(cfg.in_fmt.bits + 1)), "s_lo": Out(signed(cfg.sum_bits)),
+                               "c_lo": Out(cfg.count_bits), "q_lo": Out(cfg.sq_sum_bits)})
+
+    @classmethod
+    def latency_for(cls, cfg) -> int:
+        return 3 + (cfg.lanes > 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.cfg.lanes
+        # stage 1: compare and select; stage 2: square; stage 3 (several lanes): the adder trees; then accumulate
+        flags = [self.mask[j] & (self.x[j] <= self.floor_mean) for j in range(lanes)]
+        terms = [Mux(flags[j], self.x[j], 0) for j in range(lanes)]
+        regs, valid = stage(m, terms + flags, self.valid, self.clear, "below")
+        terms, flags = regs[:lanes], regs[lanes:]
+        regs, valid = stage(m, terms + flags + [t * t for t in terms], valid, self.clear, "square")
+        beat = [tree_sum(regs[:lanes]), tree_sum(regs[lanes:2 * lanes]), tree_sum(regs[2 * lanes:])]
+        if lanes > 1:
+            beat, valid = stage(m, beat, valid, self.clear, "beat")
+        outs = [self.s_lo, self.c_lo, self.q_lo]
+        with m.If(self.clear):
+            m.d.sync += [o.eq(0) for o in outs]
+        with m.Elif(valid):
+            m.d.sync += [o.eq(o + b) for o, b in zip(outs, beat)]
+        return m
+
+
 class ExtremeK(BeatUnit):
     """The k largest (or smallest) values of the channel, `head` = the most extreme one not yet popped.
 
@@ -335,26 +372,31 @@ class StatisticsUnit(BeatUnit):
     """The per-lane statistics hardware of cfg's kind (the sum and the kind's own unit): what
     distinguishes the kinds; synthesized alone by `hwnorm synth`.
 
-    `second` selects L1's second pass (the values above `floor_mean`); top-k's `pop_top`/`pop_bottom`
-    step its sorted registers during the merge. Outputs by kind: `sum`; range `r_closed`, `r_open`;
-    linf `hi`, `lo`; l2 `sq_sum`; l1 `s_hi`, `c_hi`; topk `top`, `bottom`."""
+    `second` selects the second pass of L1 and MAD (the values above `floor_mean`) and semidev (those
+    below); top-k's `pop_top`/`pop_bottom` step its sorted registers during the merge. Outputs by kind:
+    `sum`; range `r_closed`, `r_open`; linf `hi`, `lo`; l2 `sq_sum`; l1, mad `s_hi`, `c_hi`; semidev
+    `s_lo`, `c_lo`, `q_lo`; topk `top`, `bottom`; cvar `top` (the k largest values only)."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
         members = {"sum": Out(signed(cfg.sum_bits))}
+        above = {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
+                 "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)}
         members.update({
             "range": {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                       "r_open": Out(cfg.in_fmt.bits)},
             "linf": {"hi": Out(shape), "lo": Out(shape)},
             "l2": {"sq_sum": Out(cfg.sq_sum_bits)},
-            "l1": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
-                   "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)},
+            "l1": above, "mad": above,
+            "semidev": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)), "s_lo": Out(signed(cfg.sum_bits)),
+                        "c_lo": Out(cfg.count_bits), "q_lo": Out(cfg.sq_sum_bits)},
             "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
+            "cvar": {"pop_top": In(1), "top": Out(shape)},
         }[cfg.kind])
         super().__init__(cfg, members)
 
     UNITS = {"range": (ChunkRange,), "linf": (MinMax,), "l2": (SumSquares,), "l1": (AboveMean,),
-             "topk": (ExtremeK,)}
+             "mad": (AboveMean,), "topk": (ExtremeK,), "semidev": (BelowMean,), "cvar": (ExtremeK,)}
 
     @classmethod
     def latency_for(cls, cfg) -> int:
@@ -373,7 +415,7 @@ class StatisticsUnit(BeatUnit):
         self._x, self._mask = Signal.like(self.x), Signal.like(self.mask)
         valid, second = Signal(), Signal()
         m.d.sync += [self._x.eq(self.x), self._mask.eq(self.mask), valid.eq(self.valid & ~self.clear)]
-        if kind == "l1":
+        if self.cfg.passes == 3:
             m.d.sync += second.eq(self.second)
         first = valid & ~second
         m.submodules.sum = su = self._feed(m, SumUnit(self.cfg), first)
@@ -387,14 +429,21 @@ class StatisticsUnit(BeatUnit):
         elif kind == "l2":
             m.submodules.squares = sq = self._feed(m, SumSquares(self.cfg), first)
             m.d.comb += self.sq_sum.eq(sq.sq_sum)
-        elif kind == "l1":
+        elif kind in MEAN_ABS_KINDS:
             m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), valid & second)
             m.d.comb += [ab.floor_mean.eq(self.floor_mean), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]
+        elif kind == "semidev":
+            m.submodules.below = bl = self._feed(m, BelowMean(self.cfg), valid & second)
+            m.d.comb += [bl.floor_mean.eq(self.floor_mean), self.s_lo.eq(bl.s_lo), self.c_lo.eq(bl.c_lo),
+                         self.q_lo.eq(bl.q_lo)]
         elif kind == "topk":
             m.submodules.top = top = self._feed(m, ExtremeK(self.cfg, largest=True), first)
             m.submodules.bottom = bot = self._feed(m, ExtremeK(self.cfg, largest=False), first)
             m.d.comb += [top.pop.eq(self.pop_top), bot.pop.eq(self.pop_bottom),
                          self.top.eq(top.head), self.bottom.eq(bot.head)]
+        elif kind == "cvar":
+            m.submodules.top = top = self._feed(m, ExtremeK(self.cfg, largest=True), first)
+            m.d.comb += [top.pop.eq(self.pop_top), self.top.eq(top.head)]
         return m
 
 

@@ -76,9 +76,13 @@ def latency_table() -> str:
           "l1": "sum; in pass 2 a registered comparator x > floor(mean) per lane, sum and count of the values above",
           "linf": "sum; max/min compare trees (registered), then one compare with the running max/min",
           "topk": "sum; a k-entry sorted register per lane for the k largest and one for the k smallest values",
-          "l2": "sum; a squarer per lane and the wide sum of squares"}
+          "l2": "sum; a squarer per lane and the wide sum of squares",
+          "mad": "as l1 (the same comparator pass; only the host constant c differs)",
+          "semidev": "sum; in pass 2 a registered comparator x <= floor(mean) and a registered squarer per lane, "
+                     "sum, count and sum of squares of the values below",
+          "cvar": "sum; a k-entry sorted register per lane for the k largest values (k = ceil((1 - alpha) max_count))"}
     cfgs = default_configs()
-    for kind in ("range", "l1", "linf", "topk", "l2"):
+    for kind in hw:
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]
         gap = (f"{NormDatapath.pass_gap_for(c8)} / {NormDatapath.pass_gap_for(c16)} cycles"
                if c8.passes == 3 else "-")

@@ -1,13 +1,15 @@
 """PyTorch integration: float training modules (hwnorm.nn) and the hook that routes a model's
 normalization layers to a backend (float, golden, rtl). Never imports cocotb, Verilator or Amaranth."""
 from .hook import HardwareSession, HardwareWarning, layer_config, to_hardware
-from .nn import (L1BatchNorm1d, L1BatchNorm2d, LinfBatchNorm1d, LinfBatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d,
-                 TopkBatchNorm1d, TopkBatchNorm2d)
+from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, LinfBatchNorm1d, LinfBatchNorm2d,
+                 MadBatchNorm1d, MadBatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, SemidevBatchNorm1d,
+                 SemidevBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d)
 from .report import SessionReport
 
 __all__ = ["HardwareSession", "HardwareWarning", "SessionReport", "layer_config", "to_hardware", "L1BatchNorm1d",
            "L1BatchNorm2d", "LinfBatchNorm1d", "LinfBatchNorm2d", "RangeBatchNorm1d", "RangeBatchNorm2d",
-           "TopkBatchNorm1d", "TopkBatchNorm2d"]
+           "TopkBatchNorm1d", "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "SemidevBatchNorm1d",
+           "SemidevBatchNorm2d", "CvarBatchNorm1d", "CvarBatchNorm2d"]
 from .group_nn import *  # noqa: E402,F401,F403  the grouped modules (RangeLayerNorm, ..., L2BatchGroupNorm)
 from .group_nn import __all__ as _grouped  # noqa: E402
 

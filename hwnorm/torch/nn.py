@@ -13,8 +13,8 @@ import numbers
 import torch
 from torch import nn
 
-from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
-from ..constants import L1_CONST, c_inf, c_range, chunk_sizes, topk_eff
+from ..config import CHUNKS_RANGE, DEFAULT_ALPHA, DEFAULT_EPS, K_RANGE
+from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)     # statistics and normalization computed in float32
@@ -164,6 +164,47 @@ class _L1Mixin:
         return L1_CONST * (xc - mean[:, None]).abs().mean(dim=1)
 
 
+class _MadMixin:
+    kind = "mad"
+
+    def deviation(self, xc, mean):
+        return MAD_CONST * (xc - mean[:, None]).abs().mean(dim=1)
+
+
+class _SemidevMixin:
+    kind = "semidev"
+
+    def deviation(self, xc, mean):
+        return torch.sqrt(self._semivariance(xc, mean))
+
+    @staticmethod
+    def _semivariance(xc, mean):
+        """mean([mu - x]_+^2) per channel: the lower semi-variance."""
+        return (mean[:, None] - xc).clamp(min=0).square().mean(dim=1)
+
+    def batch_stats(self, x):
+        """(mean, sqrt(semi-variance + eps)): eps inside the root, as nn.BatchNorm and the hardware's l2 / semidev."""
+        xc = self._flat(x)
+        mean = xc.mean(dim=1)
+        return mean, torch.sqrt(self._semivariance(xc, mean) + self.eps)
+
+
+class _CvarMixin:
+    kind = "cvar"
+
+    def __init__(self, num_features, alpha: float = DEFAULT_ALPHA, **kw):
+        self.alpha = check_real("alpha", alpha, 0.0, 1.0, True, True)
+        super().__init__(num_features, **kw)
+
+    def deviation(self, xc, mean):
+        """Superquantile deviation: the mean of the top ceil((1 - alpha) n) values minus the mean."""
+        top = xc.topk(cvar_count(xc.shape[1], self.alpha), dim=1).values
+        return top.mean(dim=1) - mean
+
+    def extra_repr(self):
+        return super().extra_repr() + f", alpha={self.alpha}"
+
+
 class _TopkMixin:
     kind = "topk"
 
@@ -197,6 +238,36 @@ class L1BatchNorm2d(_L1Mixin, _DeviationBatchNorm):
     dims = (4,)
 
 
+class MadBatchNorm1d(_MadMixin, _DeviationBatchNorm):
+    """MAD BN (Yuan et al.'s generalized BN): sigma ~ mean |x - mu|, no constant. Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class MadBatchNorm2d(_MadMixin, _DeviationBatchNorm):
+    """MAD BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
+class SemidevBatchNorm1d(_SemidevMixin, _DeviationBatchNorm):
+    """Semi-deviation BN (Yuan et al.'s GBN): sigma = sqrt(mean([mu - x]_+^2) + eps). Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class SemidevBatchNorm2d(_SemidevMixin, _DeviationBatchNorm):
+    """Semi-deviation BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
+class CvarBatchNorm1d(_CvarMixin, _DeviationBatchNorm):
+    """CVaR BN (Yuan et al.'s GBN): sigma ~ mean of the top (1 - alpha) of x minus the mean. Input (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class CvarBatchNorm2d(_CvarMixin, _DeviationBatchNorm):
+    """CVaR BN for (N, C, H, W) inputs."""
+    dims = (4,)
+
+
 class TopkBatchNorm1d(_TopkMixin, _DeviationBatchNorm):
     """Top-k BN (Hoffer et al. 2018): sigma ~ C(n) * mean of the k largest |x - mu|; k = 1 is L-inf BN."""
     dims = (2, 3)
@@ -227,6 +298,12 @@ def module_kind(module) -> dict | None:
         return {"kind": "range", "chunks": module.chunks, "eps": module.eps}
     if isinstance(module, (L1BatchNorm1d, L1BatchNorm2d)):
         return {"kind": "l1", "eps": module.eps}
+    if isinstance(module, (MadBatchNorm1d, MadBatchNorm2d)):
+        return {"kind": "mad", "eps": module.eps}
+    if isinstance(module, (SemidevBatchNorm1d, SemidevBatchNorm2d)):
+        return {"kind": "semidev", "eps": module.eps}
+    if isinstance(module, (CvarBatchNorm1d, CvarBatchNorm2d)):
+        return {"kind": "cvar", "alpha": module.alpha, "eps": module.eps}
     if isinstance(module, (TopkBatchNorm1d, TopkBatchNorm2d)):
         return {"kind": "linf", "eps": module.eps} if module.k == 1 else {"kind": "topk", "k": module.k, "eps": module.eps}
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -235,4 +312,5 @@ def module_kind(module) -> dict | None:
 
 
 __all__ = ["RangeBatchNorm1d", "RangeBatchNorm2d", "L1BatchNorm1d", "L1BatchNorm2d", "LinfBatchNorm1d",
-           "LinfBatchNorm2d", "TopkBatchNorm1d", "TopkBatchNorm2d", "module_kind"]
+           "LinfBatchNorm2d", "TopkBatchNorm1d", "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d",
+           "SemidevBatchNorm1d", "SemidevBatchNorm2d", "CvarBatchNorm1d", "CvarBatchNorm2d", "module_kind"]
