@@ -9,7 +9,7 @@ JOBS   ?= auto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[explore]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("golden", help="regenerate the frozen reference vectors in golden/")
     p.add_argument("-o", "--output", help="output directory (default golden/)")
     p.set_defaults(func=cmd_golden)
+
+    from .explore.cli import add_parser as add_explore
+    add_explore(sub)
     return ap
 
 
