@@ -15,6 +15,7 @@ def add_parser(sub):
                                      "without it a local Ray on this machine's cores")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--connect-timeout", type=float, default=3.0, help="seconds to wait for --address to answer")
+    p.add_argument("--spread", action="store_true", help="ray: spread the tasks over the nodes (else Ray packs them)")
     p.add_argument("--out", help="output directory (default build/explore/<spec name>)")
     p.add_argument("--cache", help="cache directory (default build/explore/cache)")
     p.add_argument("--force", action="store_true", help="ignore the cache (results are still written to it)")
@@ -49,7 +50,7 @@ def cmd_explore(args) -> int:
         print(json.dumps(res))
         return 0
     try:
-        engine, note = make_engine(args.engine, args.address, args.num_cpus, args.connect_timeout)
+        engine, note = make_engine(args.engine, args.address, args.num_cpus, args.connect_timeout, args.spread)
     except EngineError as e:
         print(f"hwnorm explore: error: {e}", file=sys.stderr)
         return 2
@@ -63,5 +64,7 @@ def cmd_explore(args) -> int:
             print(f"failed: {r['point']}: {r['error']}", file=sys.stderr)
     print(f"hwnorm explore: {s['points']} points ({s['tasks']} tasks: {s['ran']} run, {s['cached']} cached, "
           f"{s['failed_tasks']} failed) in {s['wall_s']:.1f} s on {s['engine']}")
+    if "target_pp" in s:
+        print(f"smallest within {s['target_pp']} pp of float: {s['smallest_within_target'] or 'none'} ({s['smallest_area']})")
     print(f"wrote {s['csv']}, {s['json']}" + "".join(f", {p}" for p in s["plots"]))
     return 1 if s["failed_points"] else 0

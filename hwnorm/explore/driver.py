@@ -64,10 +64,24 @@ def run(spec, engine, cache: Cache | None = None, out: str | Path | None = None,
                "ran": len(todo), "cached": len(tasks) - len(todo), "failed_tasks": state["failed"],
                "failed_points": sum(r["status"] == "failed" for r in table), "wall_s": round(wall, 3),
                "task_s": round(sum(o.get("seconds", 0) for o in outcomes.values() if not o.get("cached")), 3)}
+    summary.update(target(table, area, spec.output.get("target_pp")))
     csv_path, json_path = write(table, summary, out_dir)
     images = write_plots(table, out_dir, area, error) if plots else []
     summary.update(csv=str(csv_path), json=str(json_path), plots=[str(p) for p in images], rows=table)
     return summary
+
+
+def target(table: list[dict], area: str, pp) -> dict:
+    """With output.target_pp: mark each row within the target (accuracy at most pp below float) and name the smallest."""
+    if pp is None:
+        return {}
+    for r in table:
+        d = r.get("accuracy_delta_pp")
+        r["within_target"] = None if d is None else d >= -pp
+    ok = [r for r in table if r["within_target"] and r.get(area) is not None]
+    best = min(ok, key=lambda r: r[area]) if ok else None
+    return {"target_pp": pp, "smallest_within_target": best["point"] if best else None,
+            "smallest_area": best[area] if best else None}
 
 
 def scaling(spec, workers=(1, 2), quiet: bool = True) -> list[dict]:

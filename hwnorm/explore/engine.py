@@ -64,8 +64,10 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 3.0):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 3.0,
+                 spread: bool = False):
         import ray
+        self.strategy = "SPREAD" if spread else "DEFAULT"
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         if self.address:
             check_reachable(self.address, connect_timeout)
@@ -88,7 +90,7 @@ class RayEngine:
 
     def run(self, tasks: list[Task], on_result, on_progress=None):
         remote = _remote_execute()
-        refs = {remote.options(num_cpus=t.cpus, name=t.label[:60]).remote(t): t for t in tasks}
+        refs = {remote.options(num_cpus=t.cpus, name=t.label[:60], scheduling_strategy=self.strategy).remote(t): t for t in tasks}
         cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         pending = list(refs)
         while pending:
@@ -108,7 +110,8 @@ class RayEngine:
         self.ray.shutdown()
 
 
-def make_engine(kind: str = "auto", address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 3.0):
+def make_engine(kind: str = "auto", address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 3.0,
+                spread: bool = False):
     """'ray', 'sequential' or 'auto' (ray if importable, else sequential); returns (engine, note on the choice)."""
     if kind not in ("auto", "ray", "sequential"):
         raise EngineError(f"--engine {kind!r} is not supported: allowed auto, ray, sequential")
@@ -119,5 +122,5 @@ def make_engine(kind: str = "auto", address: str | None = None, num_cpus: int | 
             raise EngineError("ray is not installed: pip install 'hwnorm[explore]' (or `make install`)")
         return SequentialEngine(), "sequential engine (ray is not installed: pip install 'hwnorm[explore]')"
     t0 = time.monotonic()
-    eng = RayEngine(address, num_cpus, connect_timeout)
+    eng = RayEngine(address, num_cpus, connect_timeout, spread)
     return eng, f"ray engine, started in {time.monotonic() - t0:.1f} s"

@@ -19,7 +19,7 @@ MEASUREMENTS = {"synth": {"pnr": bool, "cpus": (int, float)},
                 "accuracy": {"dataset": str, "seeds": list, "epochs": int, "train_limit": int, "cpus": (int, float)}}
 MEASURE_DEFAULTS = {"synth": {"pnr": True, "cpus": 1}, "numerics": {"seed": 0, "trials": 4, "cpus": 1},
                     "accuracy": {"dataset": "digits", "seeds": [0], "epochs": None, "train_limit": None, "cpus": 1}}
-OUTPUT_KEYS = {"area": str, "error": str, "dir": str}
+OUTPUT_KEYS = {"area": str, "error": str, "target_pp": (int, float)}
 TOP_KEYS = ("name", "description", "axes", "measure", "output")
 
 
@@ -177,7 +177,12 @@ def parse(data: dict, path: Path | None = None) -> Spec:
     if "numerics" in params and params["numerics"]["trials"] < 1:
         raise SpecError(f"measure.numerics.trials: value {params['numerics']['trials']} is not allowed: allowed >= 1")
     output = data.get("output", {})
+    if not isinstance(output, dict):
+        raise SpecError(f"output: value {output!r} is not allowed: allowed a table with {', '.join(OUTPUT_KEYS)}")
     _check_keys("output", output, OUTPUT_KEYS)
+    for k, v in output.items():
+        if isinstance(v, bool) or not isinstance(v, OUTPUT_KEYS[k]):
+            raise SpecError(f"output.{k}: value {v!r} is not allowed: allowed a {_type_name(OUTPUT_KEYS[k])}")
     name = data.get("name") or (path.stem if path else "explore")
     return Spec(name=str(name), axes=axes, measure=params, output=output, points=build_points(axes), path=path)
 

@@ -14,7 +14,7 @@ from .cache import write_atomic
 def _merge(outcomes: list[dict], measurement: str) -> dict:
     """One point's figures from its task outcomes (accuracy: mean over seeds, float baseline, delta in pp)."""
     if measurement != "accuracy":
-        return dict(outcomes[0]["result"])
+        return dict(sorted(outcomes[0]["result"].items()))
     hw = [o["result"]["accuracy"] for o in outcomes if o["result_backend"] == "golden"]
     fl = [o["result"]["accuracy"] for o in outcomes if o["result_backend"] == "float"]
     if any(a is None for a in hw):
