@@ -78,7 +78,7 @@ class RayEngine:
                 raise EngineError(f"cannot join the Ray cluster at {self.address}: {type(e).__name__}: {e}") from None
         else:
             os.environ.pop("RAY_ADDRESS", None)
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", ignore_reinit_error=True)
         self.ray = ray
 
