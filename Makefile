@@ -45,9 +45,10 @@ bench: $(STAMP)
 accuracy: $(STAMP)
 	$(VENV)/bin/hwnorm accuracy $(if $(FULL),--full --write)
 
-## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached)
+## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached);
+## on hwnorm explore's engine (local Ray, one CPU per configuration; sequential without ray)
 synth: $(STAMP)
-	$(VENV)/bin/hwnorm synth
+	$(VENV)/bin/hwnorm synth --engine auto
 
 ## docs/results.md and docs/img/: synthesis, numeric error, latency, speed, accuracy
 report: $(STAMP)

@@ -159,7 +159,8 @@ def cmd_synth(args) -> int:
         cfgs = {k: cfgs[k] for k in args.only}
     t0 = time.monotonic()
     with tqdm(total=len(cfgs), desc="synth", disable=args.quiet) as bar:
-        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar)
+        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar,
+                             engine=args.engine)
     wall = time.monotonic() - t0
     mhz = lambda f: f"{f:.1f}" if f else "-"  # noqa: E731
     print(f"{'config':12s} {'gates':>7s} | ECP5 {'LUT4':>6s} {'noDSP':>6s} {'CCU2C':>5s} {'FF':>5s} {'MULT':>4s} "
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ice40-pnr", action="store_true",
                    help="also place and route on an iCE40 HX8K where the design fits (slow; cached apart)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="threads", help="threads (in this process), or hwnorm explore's engine: auto "
+                   "(Ray with --jobs CPUs if installed, else sequential), ray, sequential")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")

@@ -154,3 +154,18 @@ def test_engine_choice_and_unreachable_address(monkeypatch):
 def test_example_specs_are_valid(name):
     s = load(REPO / "examples" / name)
     assert s.points and s.measure
+
+
+def test_synth_sweep_runs_on_the_explore_engine(monkeypatch, capsys):
+    import hwnorm.reports.synth as S
+    from hwnorm import NormConfig
+    cfgs = {"a": NormConfig(lanes=1), "b": NormConfig(lanes=2)}
+    monkeypatch.setattr(S, "_one", lambda cfg, pnr, ice40: {"gates": cfg.lanes, "pnr": pnr})
+    assert S.sweep(cfgs, jobs=1, engine="sequential") == ({"a": {"gates": 1, "pnr": True}, "b": {"gates": 2, "pnr": True}}, {})
+    assert "hwnorm synth: sequential" in capsys.readouterr().err
+
+    def fail(cfg, pnr, ice40):
+        raise S.SynthError(f"yosys generic failed for lanes={cfg.lanes}")
+    monkeypatch.setattr(S, "_one", fail)
+    assert S.sweep(cfgs, jobs=1, engine="sequential") == ({}, {"a": "yosys generic failed for lanes=1",
+                                                               "b": "yosys generic failed for lanes=2"})

@@ -123,6 +123,12 @@ def test_two_nodes_on_one_machine(two_nodes, tmp_path):
             assert time.monotonic() < deadline, "the second Ray node did not join within 60 s"
             time.sleep(0.2)
         up = time.monotonic() - t0
+
+        @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+        def warm():                                        # one worker up on each node before the sweep
+            time.sleep(0.5)
+            return ray.get_runtime_context().get_node_id()
+        assert len(set(ray.get([warm.remote() for _ in range(4)]))) == 2
         got = run(spec, eng, Cache(tmp_path / "ray"), out=tmp_path / "r", quiet=True)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:

@@ -46,7 +46,8 @@ def cmd_explore(args) -> int:
         res = scaling(spec, workers=args.scaling, quiet=args.quiet)
         for r in res:
             print(f"workers {r['workers']!s:>10s}: {r['points']} points in {r['wall_s']:.1f} s = {r['points_per_min']:.1f} "
-                  f"points/min (engine start {r['start_s']:.1f} s, task time {r['task_s']:.1f} s, failed {r['failed']})")
+                  f"points/min (engine start {r['start_s']:.1f} s, task time {r['task_s']:.1f} s, failed {r['failed']}"
+                  + (f", empty task {r['noop_ms_per_task']} ms" if r["noop_ms_per_task"] is not None else "") + ")")
         print(json.dumps(res))
         return 0
     try:

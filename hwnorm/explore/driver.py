@@ -97,11 +97,21 @@ def scaling(spec, workers=(1, 2), quiet: bool = True) -> list[dict]:
             start = time.perf_counter() - t0
             try:
                 s = run(spec, eng, Cache(Path(tmp) / "cache"), out=Path(tmp) / "out", quiet=quiet, plots=False)
+                noop = None if w == "sequential" else noop_overhead(ray)
             finally:
                 eng.close()
             if w != "sequential":
                 ray.shutdown()
         out.append({"workers": w, "points": s["points"], "tasks": s["ran"], "wall_s": s["wall_s"], "start_s": round(start, 2),
                     "task_s": s["task_s"], "points_per_min": round(60 * s["points"] / s["wall_s"], 1),
-                    "failed": s["failed_tasks"]})
+                    "failed": s["failed_tasks"], "noop_ms_per_task": noop})
     return out
+
+
+def noop_overhead(ray, n: int = 300) -> float:
+    """Ray's cost per task in ms of driver wall time: n empty tasks submitted at once, after one warm-up round."""
+    f = ray.remote(num_cpus=1)(lambda: None)
+    ray.get([f.remote() for _ in range(10)])
+    t0 = time.perf_counter()
+    ray.get([f.remote() for _ in range(n)])
+    return round(1000 * (time.perf_counter() - t0) / n, 2)

@@ -114,7 +114,13 @@ def _accuracy(p: dict) -> dict:
     return {"accuracy": row["accuracy"], "diverged": row["diverged"], "train_s": round(row["wall_s"], 2)}
 
 
-RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy}
+def _synth_row(p: dict) -> dict:
+    """A whole row of `hwnorm synth` (datapath, statistics unit, optional iCE40 Fmax): its sweep on this engine."""
+    from ..reports import synth as S
+    return S._one(NormConfig.from_json(p["config"]), p["pnr"], p["ice40_pnr"])
+
+
+RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy, "synth_row": _synth_row}
 
 
 def node_id() -> str:
@@ -136,6 +142,8 @@ def execute(task: Task) -> dict:
         result = RUNNERS[task.measurement](task.payload)
     except Exception as e:  # noqa: BLE001 - recorded with the point, the sweep goes on
         tail = "".join(traceback.format_exception(e)[-3:]).strip()
-        return {**base, "ok": False, "error": f"{type(e).__name__}: {e}", "traceback": tail,
+        from ..reports.synth import SynthError
+        msg = str(e) if isinstance(e, SynthError) else f"{type(e).__name__}: {e}"
+        return {**base, "ok": False, "error": msg, "traceback": tail,
                 "seconds": round(time.perf_counter() - t0, 3)}
     return {**base, "ok": True, "result": result, "seconds": round(time.perf_counter() - t0, 3)}
