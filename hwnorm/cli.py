@@ -160,7 +160,7 @@ def cmd_synth(args) -> int:
     t0 = time.monotonic()
     with tqdm(total=len(cfgs), desc="synth", disable=args.quiet) as bar:
         rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar,
-                             engine=args.engine)
+                             **({"engine": args.engine} if args.engine != "threads" else {}))
     wall = time.monotonic() - t0
     mhz = lambda f: f"{f:.1f}" if f else "-"  # noqa: E731
     print(f"{'config':12s} {'gates':>7s} | ECP5 {'LUT4':>6s} {'noDSP':>6s} {'CCU2C':>5s} {'FF':>5s} {'MULT':>4s} "
