@@ -36,7 +36,10 @@ def run(spec, engine, cache: Cache | None = None, out: str | Path | None = None,
     bar = tqdm(total=len(todo), desc=f"explore {spec.name}", unit="task", disable=quiet)
 
     def show():
-        bar.set_postfix_str(f"done {state['done']}, running {state['running']}, failed {state['failed']}")
+        text = f"done {state['done']}, running {state['running']}, failed {state['failed']}"
+        if text != state.get("shown"):                  # redraw on change only (quiet in a log file)
+            state["shown"] = text
+            bar.set_postfix_str(text)
 
     def on_progress(running: int, label: str | None = None):
         state["running"] = running
