@@ -43,6 +43,10 @@ def cmd_explore(args) -> int:
             print(f"  {p.label}  [{p.config.hash}]")
         return 0
     if args.scaling:
+        from .engine import ray_available
+        if not ray_available():
+            print("hwnorm explore: error: --scaling needs ray: pip install 'hwnorm[explore]'", file=sys.stderr)
+            return 2
         res = scaling(spec, workers=args.scaling, quiet=args.quiet)
         for r in res:
             print(f"workers {r['workers']!s:>10s}: {r['points']} points in {r['wall_s']:.1f} s = {r['points_per_min']:.1f} "
