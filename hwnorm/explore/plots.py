@@ -25,7 +25,7 @@ def _scatter(rows, x, y, y_min: bool, path: Path, title: str, ylabel: str) -> Pa
     for i, (a, b, label) in enumerate(pts):
         ax.annotate(label, (a, b), fontsize=6, xytext=(3, 3), textcoords="offset points",
                     color="tab:red" if i in fr else "0.35")
-    ax.set_xlabel(x)
+    ax.set_xlabel(f"area: {x}")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -46,7 +46,7 @@ def write_plots(rows: list[dict], out_dir: Path, area: str, error: str) -> list[
         col = error if what == "error" else what
         label = {"error": f"{error} (output LSBs, lower is better)", "accuracy": "test accuracy (higher is better)",
                  "fmax_ecp5": "ECP5 Fmax, MHz (higher is better)"}[what]
-        p = _scatter(rows, area, col, y_min, out_dir / name, f"{area} against {col}", label)
+        p = _scatter(rows, area, col, y_min, out_dir / name, f"{col} against {area} (Pareto front in red)", label)
         if p:
             out.append(p)
     return out
