@@ -169,3 +169,40 @@ def test_synth_sweep_runs_on_the_explore_engine(monkeypatch, capsys):
     monkeypatch.setattr(S, "_one", fail)
     assert S.sweep(cfgs, jobs=1, engine="sequential") == ({}, {"a": "yosys generic failed for lanes=1",
                                                                "b": "yosys generic failed for lanes=2"})
+
+
+def test_a_task_whose_worker_died_fails_alone(tmp_path, monkeypatch):
+    """RayEngine's driver loop with a stand-in for ray: ray.get of one task raises as for a dead worker."""
+    from hwnorm.explore import engine as E
+
+    class Ref:
+        def __init__(self, task):
+            self.task = task
+
+    class FakeRay:
+        def cluster_resources(self):
+            return {"CPU": 2}
+
+        def wait(self, pending, num_returns, timeout):
+            return pending[:1], pending[1:]
+
+        def get(self, ref):
+            if '"kind": "l1"' in ref.task.payload["config"]:
+                raise RuntimeError("WorkerCrashedError: the worker died unexpectedly")
+            return measure.execute(ref.task)
+
+    class Remote:
+        def options(self, **kw):
+            return self
+
+        def remote(self, task):
+            return Ref(task)
+    monkeypatch.setattr(E, "_remote_execute", lambda: Remote())
+    eng = E.RayEngine.__new__(E.RayEngine)
+    eng.ray, eng.strategy, eng.address = FakeRay(), "DEFAULT", None
+    eng.describe = lambda: "fake ray"
+    s = run(tiny(kind=["range", "l1", "linf"]), eng, Cache(tmp_path / "c"), out=tmp_path / "o", quiet=True)
+    assert s["failed_tasks"] == 1 and s["ran"] == 3
+    bad = [r for r in s["rows"] if r["status"] == "failed"]
+    assert {r["kind"] for r in bad} == {"l1"} and "worker died" in bad[0]["error"]
+    assert len(list((tmp_path / "c" / "numerics").glob("*.json"))) == 2      # the finished points are kept
