@@ -150,7 +150,7 @@ def test_engine_choice_and_unreachable_address(monkeypatch):
         check_reachable("nowhere", timeout=1)
 
 
-@pytest.mark.parametrize("name", ["results_sweep.toml", "smallest_core.toml", "numerics_small.toml"])
+@pytest.mark.parametrize("name", ["results_sweep.toml", "smallest_core.toml", "smallest_core_small.toml", "numerics_small.toml"])
 def test_example_specs_are_valid(name):
     s = load(REPO / "examples" / name)
     assert s.points and s.measure
