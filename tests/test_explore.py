@@ -206,3 +206,10 @@ def test_a_task_whose_worker_died_fails_alone(tmp_path, monkeypatch):
     bad = [r for r in s["rows"] if r["status"] == "failed"]
     assert {r["kind"] for r in bad} == {"l1"} and "worker died" in bad[0]["error"]
     assert len(list((tmp_path / "c" / "numerics").glob("*.json"))) == 2      # the finished points are kept
+
+
+def test_make_install_installs_the_explore_extra():
+    import tomllib
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["explore"]
+    assert any(d.startswith("ray") for d in extra)
+    assert '-e ".[explore]"' in (REPO / "Makefile").read_text()

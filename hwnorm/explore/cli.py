@@ -1,7 +1,6 @@
 """`hwnorm explore SPEC`: the subcommand's options and entry point (registered by hwnorm/cli.py)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 

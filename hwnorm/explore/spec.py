@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
@@ -208,7 +208,3 @@ def load(path) -> Spec:
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"spec {path}: not valid TOML: {e}") from None
     return parse(data, path)
-
-
-def with_points(spec: Spec, points) -> Spec:
-    return replace(spec, points=list(points))
