@@ -124,7 +124,8 @@ def cmd_accuracy(args) -> int:
                 bits=args.bits or (A.FULL_BITS if full else A.DEFAULT_BITS),
                 seeds=args.seeds or (A.FULL_SEEDS if full else (0,)),
                 stats=args.stats if args.stats is not None else (A.FULL_STATS if full else ()),
-                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only)
+                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only,
+                **({"engine": args.engine} if args.engine != "processes" else {}))
     res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
     if args.write:
         from .reports import DOCS, replace_block
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", default="processes", help="processes (a local pool of --jobs), or hwnorm explore's "
+                   "engine: auto (Ray with --jobs CPUs if installed, else sequential), ray, sequential")
     p.set_defaults(func=cmd_accuracy)
 
     p = sub.add_parser("bench", help="values/s: golden model, rtl backend, cocotb path and raw Verilator, with ratios")

@@ -213,3 +213,13 @@ def test_make_install_installs_the_explore_extra():
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["explore"]
     assert any(d.startswith("ray") for d in extra)
     assert '-e ".[explore]"' in (REPO / "Makefile").read_text()
+
+
+def test_accuracy_sweep_runs_on_the_explore_engine(tmp_path, capsys):
+    from hwnorm.torch import accuracy as A
+    kw = dict(datasets=("digits",), kinds=("l1",), bits=(6,), epochs=1, train_limit=64, quiet=True)
+    here = A.run(cache_dir=tmp_path / "a", **kw)
+    eng = A.run(cache_dir=tmp_path / "b", engine="sequential", **kw)
+    assert "hwnorm accuracy: sequential" in capsys.readouterr().err
+    pick = lambda res: [(r["backend"], r["bits"], r["accuracy"]) for r in res["runs"]]  # noqa: E731
+    assert pick(eng) == pick(here) and len(pick(here)) == 2

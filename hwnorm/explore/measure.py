@@ -120,7 +120,14 @@ def _synth_row(p: dict) -> dict:
     return S._one(NormConfig.from_json(p["config"]), p["pnr"], p["ice40_pnr"])
 
 
-RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy, "synth_row": _synth_row}
+def _accuracy_run(p: dict) -> dict:
+    """One cached run of `hwnorm accuracy` (its sweep on this engine): the run's whole row."""
+    from ..torch.accuracy import Job, cached_run
+    return cached_run(Job(**p["job"]), **{**p["kw"], "cache_dir": Path(p["kw"]["cache_dir"])})
+
+
+RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy, "synth_row": _synth_row,
+           "accuracy_run": _accuracy_run}
 
 
 def node_id() -> str:
