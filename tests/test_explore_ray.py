@@ -111,6 +111,9 @@ def two_nodes(monkeypatch):
             except ProcessLookupError:
                 pass
         subprocess.run(["rm", "-rf", tmp], timeout=60)
+        current = Path("/tmp/ray/ray_current_cluster")            # `ray start --head` points local drivers at it
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_two_nodes_on_one_machine(two_nodes, tmp_path):
