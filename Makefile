@@ -9,7 +9,7 @@ JOBS   ?= auto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,report]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,report,explore]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,13 +45,15 @@ bench: $(STAMP)
 	$(VENV)/bin/hwnorm bench
 
 ## every norm kind trained with its norms on the golden model (digits, MNIST-1D; 8 and 16 bits); FULL=1: the
-## whole sweep (4-16 bits, 3 seeds, narrow-float statistics) and docs/results.md; cached under build/accuracy/
+## whole sweep (4-16 bits, 3 seeds, narrow-float statistics) on hwnorm explore's engine, and docs/results.md;
+## cached under build/accuracy/
 accuracy: $(STAMP)
-	$(VENV)/bin/hwnorm accuracy $(if $(FULL),--full --write)
+	$(VENV)/bin/hwnorm accuracy $(if $(FULL),--full --write --engine auto)
 
-## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached)
+## synthesis of every kind x width x lanes: ECP5 (main target, nextpnr-ecp5 Fmax), iCE40, generic gates (PyPI tools; cached);
+## on hwnorm explore's engine (local Ray, one CPU per configuration; sequential without ray)
 synth: $(STAMP)
-	$(VENV)/bin/hwnorm synth
+	$(VENV)/bin/hwnorm synth --engine auto
 
 ## docs/results.md and docs/img/: synthesis, numeric error, latency, speed, accuracy
 report: $(STAMP)

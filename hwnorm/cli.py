@@ -166,7 +166,8 @@ def cmd_accuracy(args) -> int:
                 bits=args.bits or (A.FULL_BITS if full else A.DEFAULT_BITS),
                 seeds=args.seeds or (A.FULL_SEEDS if full else (0,)),
                 stats=args.stats if args.stats is not None else (A.FULL_STATS if full else ()),
-                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only)
+                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only,
+                **({"engine": args.engine} if args.engine != "processes" else {}))
     res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
     if args.write:
         from .reports import DOCS, replace_block
@@ -203,7 +204,8 @@ def cmd_synth(args) -> int:
         cfgs = {k: cfgs[k] for k in args.only}
     t0 = time.monotonic()
     with tqdm(total=len(cfgs), desc="synth", disable=True if args.quiet else None) as bar:
-        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar)
+        rows, errors = sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, ice40_pnr=args.ice40_pnr, progress=bar,
+                             **({"engine": args.engine} if args.engine != "threads" else {}))
     wall = time.monotonic() - t0
     mhz = lambda f: f"{f:.1f}" if f else "-"  # noqa: E731
     print(f"{'config':12s} {'gates':>7s} | ECP5 {'LUT4':>6s} {'noDSP':>6s} {'CCU2C':>5s} {'FF':>5s} {'MULT':>4s} "
@@ -324,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", default="processes", help="processes (a local pool of --jobs), or hwnorm explore's "
+                   "engine: auto (Ray with --jobs CPUs if installed, else sequential), ray, sequential")
     p.set_defaults(func=cmd_accuracy)
 
     p = sub.add_parser("bench", help="values/s: golden model, rtl backend, cocotb path and raw Verilator, with ratios")
@@ -346,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ice40-pnr", action="store_true",
                    help="also place and route on an iCE40 HX8K where the design fits (slow; cached apart)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="threads", help="threads (in this process), or hwnorm explore's engine: auto "
+                   "(Ray with --jobs CPUs if installed, else sequential), ray, sequential")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")
@@ -365,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("golden", help="regenerate the frozen reference vectors in golden/")
     p.add_argument("-o", "--output", help="output directory (default golden/)")
     p.set_defaults(func=cmd_golden)
+
+    from .explore.cli import add_parser as add_explore
+    add_explore(sub)
     return ap
 
 

@@ -342,12 +342,41 @@ def _one(cfg: NormConfig, pnr: bool, ice40_pnr: bool) -> dict:
     return {**row, **statistics_unit(cfg)}
 
 
+def _sweep_on_engine(engine: str, configs: dict[str, NormConfig], jobs: int, pnr: bool, ice40_pnr: bool,
+                    progress) -> tuple[dict, dict]:
+    """sweep() through hwnorm explore's engine (Ray with `jobs` CPUs, one per configuration, or its sequential
+    fallback): each configuration one task; says on stderr which engine ran."""
+    from ..explore.engine import make_engine
+    from ..explore.measure import Task
+    eng, note = make_engine(engine, num_cpus=jobs)
+    print(f"hwnorm synth: {eng.describe()} [{note}]", file=sys.stderr)
+    tasks = {name: Task("synth_row", name, {"config": cfg.to_json(), "pnr": pnr, "ice40_pnr": ice40_pnr, "label": name})
+             for name, cfg in configs.items()}
+    rows, errors = {}, {}
+
+    def on_result(task, outcome):
+        if outcome.get("ok"):
+            rows[task.key] = outcome["result"]
+        else:
+            errors[task.key] = outcome["error"]
+        if progress is not None:
+            progress.update(1)
+    try:
+        eng.run(list(tasks.values()), on_result)
+    finally:
+        eng.close()
+    return {n: rows[n] for n in configs if n in rows}, {n: errors[n] for n in configs if n in errors}
+
+
 def sweep(configs: dict[str, NormConfig], jobs: int = 2, pnr: bool = True, ice40_pnr: bool = False,
-          progress=None) -> tuple[dict, dict]:
+          progress=None, engine: str = "threads") -> tuple[dict, dict]:
     """Synthesize every configuration (datapath and statistics unit; with ice40_pnr also the iCE40 Fmax
     where it fits an HX8K), up to `jobs` configurations at a time, so at most `jobs` place-and-route
-    runs at once; returns (rows by name, errors by name)."""
+    runs at once; returns (rows by name, errors by name). engine: threads (here), or auto / ray / sequential
+    (hwnorm explore's engine, hwnorm.explore.engine)."""
     from concurrent.futures import ThreadPoolExecutor
+    if engine != "threads":
+        return _sweep_on_engine(engine, configs, jobs, pnr, ice40_pnr, progress)
     rows, errors = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {name: pool.submit(_one, cfg, pnr, ice40_pnr) for name, cfg in configs.items()}

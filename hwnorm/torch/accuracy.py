@@ -467,9 +467,10 @@ def _worker_run(job, kw):
 
 def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,), stats=(),
         epochs: int | None = None, train_limit: int | None = None, jobs: int = 1, cache_dir: Path | str | None = None,
-        quiet: bool = False, baseline: bool = True, cached_only: bool = False) -> dict:
+        quiet: bool = False, baseline: bool = True, cached_only: bool = False, engine: str = "processes") -> dict:
     """Plan, run (cached; `jobs` processes) and summarize a sweep. `cached_only`: train nothing, summarize
-    the runs already in the cache (e.g. of an interrupted sweep); the others are counted as missing."""
+    the runs already in the cache (e.g. of an interrupted sweep); the others are counted as missing. engine:
+    processes (here), or auto / ray / sequential: hwnorm explore's engine with `jobs` CPUs, one run per task."""
     from tqdm import tqdm
     cache_dir = Path(cache_dir) if cache_dir else BUILD_ROOT / "accuracy"
     todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline)
@@ -500,7 +501,9 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
     rows = {}
     with tqdm(total=sum(steps(j) for j in pending), desc=f"accuracy: {len(pending)} runs to train, "
               f"{len(todo) - len(pending)} cached", unit="step", disable=True if quiet else None) as bar:
-        if jobs == 1 or len(pending) <= 1 or not todo:
+        if engine != "processes":
+            rows = _run_on_engine(engine, todo, kw, jobs, bar)
+        elif jobs == 1 or len(pending) <= 1 or not todo:
             for j in todo:
                 bar.set_postfix_str(j.label)
                 rows[j] = cached_run(j, progress=bar.update, **kw)
@@ -531,6 +534,31 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
             "stats": list(stats), "runs": runs, "summary": summarize(runs), "widths": widths_table(kinds),
             "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending), "missing": missing,
             "compute_s": sum(r["wall_s"] for r in runs)}
+
+
+def _run_on_engine(engine: str, todo: list, kw: dict, jobs: int, bar) -> dict:
+    """The runs as tasks of hwnorm explore's engine (Ray, or sequential without it); says which engine ran.
+    A failed run raises, as in the process pool."""
+    import sys
+
+    from ..explore.engine import make_engine
+    from ..explore.measure import Task
+    eng, note = make_engine(engine, num_cpus=jobs)
+    print(f"hwnorm accuracy: {eng.describe()} [{note}]", file=sys.stderr)
+    tasks = [Task("accuracy_run", str(i), {"job": asdict(j), "kw": {**kw, "cache_dir": str(kw["cache_dir"])},
+                                          "label": j.label}) for i, j in enumerate(todo)]
+    rows = {}
+
+    def on_result(task, outcome):
+        if not outcome.get("ok"):
+            raise RuntimeError(f"accuracy run {task.payload['label']} failed: {outcome['error']}")
+        rows[todo[int(task.key)]] = outcome["result"]
+        bar.set_postfix_str(task.payload["label"])
+    try:
+        eng.run(tasks, on_result)
+    finally:
+        eng.close()
+    return rows
 
 
 def _group_key(r: dict) -> tuple:
