@@ -33,7 +33,7 @@ def run(spec, engine, cache: Cache | None = None, out: str | Path | None = None,
             todo.append(t)
     todo.sort(key=lambda t: ORDER[t.measurement])
     state = {"done": 0, "failed": 0, "running": 0}
-    bar = tqdm(total=len(todo), desc=f"explore {spec.name}", unit="task", disable=quiet)
+    bar = tqdm(total=len(todo), desc=f"explore {spec.name}", unit="task", disable=True if quiet else None)
 
     def show():
         text = f"done {state['done']}, running {state['running']}, failed {state['failed']}"
