@@ -210,7 +210,7 @@ def model_run(model, backend, x):
         m.eval()
         with torch.no_grad():
             out.append(m(x))
-        report = {name: {k: v for k, v in r.items() if k != "seconds"} for name, r in hw.report().items()}
+        report = {name: {k: v for k, v in r.items() if k not in ("seconds", "backend")} for name, r in hw.report().items()}
     return out + [p.grad.clone() for p in m.parameters()] + [b.clone() for b in m.buffers()], report
 
 
