@@ -206,3 +206,17 @@ def test_the_cache_key_of_hardware_runs_follows_the_numerics(tmp_path, monkeypat
         assert rtl.cache_path(tmp_path, rtl.recipe()) != after[rtl] and hw.cache_path(tmp_path, hw.recipe()) == after[hw]
     finally:
         A.numerics_fingerprint.cache_clear()
+
+
+def test_a_kind_alone_trains_to_the_same_row_as_inside_a_sweep_of_several(tmp_path):
+    """Each run seeds itself: `--kinds range` gives what range gives after other kinds in the same process."""
+    kw = dict(datasets=["digits"], backends=["golden"], bits=[6], epochs=1, train_limit=128, quiet=True, jobs=1)
+    alone = A.run(kinds=["range"], cache_dir=tmp_path / "alone", **kw)
+    sweep = A.run(kinds=["l2", "range"], cache_dir=tmp_path / "sweep", **kw)
+    assert alone["trained"] == 2 and sweep["trained"] == 4              # a float and a golden run per kind, none cached
+
+    def hw_row(r):
+        rows = [x for x in r["runs"] if x["kind"] == "range" and x["backend"] == "golden"]
+        assert len(rows) == 1
+        return {k: v for k, v in rows[0].items() if not k.endswith("_s") and k != "cached"}
+    assert hw_row(alone) == hw_row(sweep)
