@@ -398,15 +398,21 @@ def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order
     channels = extreme_k_channels(rnd, in_fmt, lanes, k)
     neutral = in_fmt.min_int if largest else in_fmt.max_int
 
+    wait = ExtremeK.head_latency(cfg)          # the registered compare tree: heads follow a change this late
+
     async def bench(ctx):
         for values in channels:
             await feed_channel(ctx, dut, values, rnd)
+            for _ in range(wait):
+                await ctx.tick()
             heads = []
             for _ in range(k):
                 heads.append(ctx.get(dut.head))
                 ctx.set(dut.pop, 1)
                 await ctx.tick()
                 ctx.set(dut.pop, 0)
+                for _ in range(wait):
+                    await ctx.tick()
             assert heads == ref_extreme_k(values, k, largest, in_fmt), values
             rest = ctx.get(dut.head)      # what the lanes still hold is never more extreme than the k-th value
             assert (rest <= heads[-1]) if largest else (rest >= heads[-1]), (rest, heads)
@@ -458,6 +464,8 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
                         ctx.set(pop, 1)
                         await ctx.tick()
                         ctx.set(pop, 0)
+                        for _ in range(ExtremeK.head_latency(cfg)):     # the registered head tree follows the pop
+                            await ctx.tick()
                     assert heads == ref_extreme_k(values, cfg.k, largest, cfg.in_fmt)
 
     simulate(dut, bench)

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import MEAN_ABS_KINDS
 from .common import channel_layout, leading_one
 from .sequential import ISqrt, SeqDiv, SeqMul
-from .statistics import StatisticsUnit
+from .statistics import ExtremeK, StatisticsUnit
 
 
 @dataclass
@@ -84,21 +84,36 @@ class Set:
 @dataclass
 class Merge:
     """Top-k: picking, from the k largest and k smallest values, the min(k, n) largest deviations
-    (each pick compares top + bottom with floor(2S/n)); k picks of two cycles and a last compare."""
+    (each pick compares top + bottom with floor(2S/n)); k picks of two cycles, each then waiting `wait`
+    cycles for the sorted registers' registered heads, and a last compare."""
     k: int
+    wait: int = 0
 
     def cycles(self):
-        return 2 * self.k + 1
+        return (2 + self.wait) * self.k + 1
 
 
 @dataclass
 class TopSum:
     """Cvar: the sum of the m largest values (m = the descriptor's `m` <= k), popped from the sorted registers'
-    merged head; two cycles per pick, k picks, and a last compare."""
+    merged head; two cycles per pick and `wait` for the registered head, k picks, and a last compare."""
     k: int
+    wait: int = 0
 
     def cycles(self):
-        return 2 * self.k + 1
+        return (2 + self.wait) * self.k + 1
+
+
+def _after_pop(here: str, wait: int) -> str:
+    """The state after a pick's pop: the first of its wait states, or the next pick."""
+    return f"{here}_w0" if wait else here
+
+
+def _wait_states(m, here: str, wait: int):
+    """`wait` idle states after a pick's pop, so the next pick reads heads that follow it."""
+    for w in range(wait):
+        with m.State(f"{here}_w{w}"):
+            m.next = f"{here}_w{w + 1}" if w + 1 < wait else here
 
 
 def _abs(v):
@@ -184,7 +199,7 @@ class ChannelMath(wiring.Component):
             kb = cfg.k.bit_length() + 1
             return [Div(r["f2"], s << 1, n, ib + 2),
                     Set([h.eq(0), cnt.eq(0), r["step"].eq(0)]),
-                    Merge(cfg.k),
+                    Merge(cfg.k, ExtremeK.head_latency(cfg)),
                     Mul(t, h, n, cb),
                     Mul(t, s, _abs(cnt), kb, t, neg=cnt < 0),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
@@ -193,7 +208,7 @@ class ChannelMath(wiring.Component):
         if cfg.kind == "cvar":                                      # sum of the m largest n x - S = n top - m S
             h = r["hsum"]
             return [Set([h.eq(0), r["step"].eq(0)]),
-                    TopSum(cfg.k),
+                    TopSum(cfg.k, ExtremeK.head_latency(cfg)),
                     Mul(t, h, n, cb),
                     Mul(t, s, chan.m, cfg.k.bit_length(), t, neg=1),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
@@ -354,7 +369,7 @@ class ChannelMath(wiring.Component):
                             m.d.sync += step.assigns
                             m.next = nxt
                     elif isinstance(step, TopSum):
-                        self._top_sum_states(m, st, here, nxt, f"{name}_{i}")
+                        self._top_sum_states(m, st, here, nxt, f"{name}_{i}", step.wait)
                     elif isinstance(step, Merge):
                         # two cycles per pick: register the heads and the choice, then pop and add,
                         # so no path runs from the sorted registers' heads back into their enables
@@ -374,7 +389,8 @@ class ChannelMath(wiring.Component):
                                 m.d.comb += self.pop_bottom.eq(1)
                                 m.d.sync += [r["hsum"].eq(r["hsum"] - bot_r), r["dcount"].eq(r["dcount"] + 1)]
                             m.d.sync += r["step"].eq(r["step"] + 1)
-                            m.next = here
+                            m.next = _after_pop(here, step.wait)
+                        _wait_states(m, here, step.wait)
                     else:
                         eng = {Mul: mul, Div: div, Recip: div, Sqrt: root}[type(step)]
                         # an engine's start comes straight from a flip-flop set the cycle before: its
@@ -418,7 +434,7 @@ class ChannelMath(wiring.Component):
                 m.next = "IDLE"
         return m
 
-    def _top_sum_states(self, m, st, here, nxt, tag):
+    def _top_sum_states(self, m, st, here, nxt, tag, wait):
         """TopSum's two states: register the head and whether this pick counts, then pop it and add it."""
         r, k = self._regs, self.cfg.k
         top_r, on = Signal.like(st.top, name=f"head_top_{tag}"), Signal(name=f"pick_on_{tag}")
@@ -432,7 +448,8 @@ class ChannelMath(wiring.Component):
                 m.d.comb += self.pop_top.eq(1)
                 m.d.sync += r["hsum"].eq(r["hsum"] + top_r)
             m.d.sync += r["step"].eq(r["step"] + 1)
-            m.next = here
+            m.next = _after_pop(here, wait)
+        _wait_states(m, here, wait)
 
 
 class _FakeStats:

@@ -35,6 +35,17 @@ def tree_reduce(terms, pick):
     return terms[0]
 
 
+def tree_levels(lanes: int) -> int:
+    """Levels of a balanced binary tree over `lanes` leaves (0 for one lane)."""
+    return (lanes - 1).bit_length()
+
+
+def pairwise(terms, pick):
+    """One level of a balanced tree: pick(a, b) over neighbouring pairs (an odd last term passes)."""
+    terms = list(terms)
+    return [pick(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+
+
 def vmax(a, b):
     return Mux(a > b, a, b)
 

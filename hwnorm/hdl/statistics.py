@@ -8,11 +8,11 @@ largest and the k smallest values (a sorted register per lane and side), from wh
 unit picks the k largest deviations; cvar: the k largest values only (the sequential unit sums the
 top m of them). Nothing here multiplies by the count: that is the sequential unit's job (channel_math.py).
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib.wiring import In, Out
 
 from ..config import MEAN_ABS_KINDS
-from .common import BeatUnit, fmt_shape, stage, tree_reduce, tree_sum, vmax, vmin
+from .common import BeatUnit, fmt_shape, pairwise, stage, tree_levels, tree_reduce, tree_sum, vmax, vmin
 
 
 class _LaneAccumulator(BeatUnit):
@@ -78,8 +78,8 @@ class SumSquares(_LaneAccumulator):
 
 
 class MinMax(BeatUnit):
-    """max(x) and min(x) over the channel: compare trees across lanes (registered when there are
-    several lanes), then one compare with the running max and min."""
+    """max(x) and min(x) over the channel: compare trees across lanes (every level registered, one
+    compare per cycle), then one compare with the running max and min."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
@@ -87,18 +87,21 @@ class MinMax(BeatUnit):
 
     @classmethod
     def latency_for(cls, cfg) -> int:
-        return 1 + (cfg.lanes > 1)
+        return 1 + tree_levels(cfg.lanes)
 
     def elaborate(self, platform):
         m = Module()
         fi = self.cfg.in_fmt
         lanes = range(self.cfg.lanes)
         # masked lanes take the neutral element of the comparison
-        hi = tree_reduce([Mux(self.mask[j], self.x[j], fi.min_int) for j in lanes], vmax)
-        lo = tree_reduce([Mux(self.mask[j], self.x[j], fi.max_int) for j in lanes], vmin)
+        his = [Mux(self.mask[j], self.x[j], fi.min_int) for j in lanes]
+        los = [Mux(self.mask[j], self.x[j], fi.max_int) for j in lanes]
         valid = self.valid
-        if self.cfg.lanes > 1:
-            (hi, lo), valid = stage(m, [hi, lo], valid, self.clear, "beat")
+        for level in range(tree_levels(self.cfg.lanes)):
+            his, los = pairwise(his, vmax), pairwise(los, vmin)
+            regs, valid = stage(m, his + los, valid, self.clear, f"beat{level}_")
+            his, los = regs[:len(his)], regs[len(his):]
+        hi, lo = his[0], los[0]
         with m.If(self.clear):
             m.d.sync += [self.hi.eq(fi.min_int), self.lo.eq(fi.max_int)]
         with m.Elif(valid):
@@ -319,7 +322,8 @@ class ExtremeK(BeatUnit):
     One k-slot sorted register per lane, each inserting its lane's value (one compare and one mux per
     slot, so the depth does not grow with the lanes); empty slots hold the neutral value, so the first
     min(k, n) values popped are the min(k, n) most extreme of the channel. `head` is the best of the
-    lanes' heads, and `pop` shifts that lane's register by one (a k-way merge, one value per pop)."""
+    lanes' heads through a compare tree registered at every level (`head_latency` cycles after the
+    registers change), and `pop` shifts that lane's register by one (a k-way merge, one value per pop)."""
 
     def __init__(self, cfg, largest: bool):
         self.largest = largest
@@ -327,7 +331,12 @@ class ExtremeK(BeatUnit):
 
     @classmethod
     def latency_for(cls, cfg) -> int:
-        return 1
+        return 1 + cls.head_latency(cfg)
+
+    @staticmethod
+    def head_latency(cfg) -> int:
+        """Cycles from a change of the sorted registers (a pop) until `head` and the popped lane follow it."""
+        return tree_levels(cfg.lanes)
 
     def _better(self, a, b):
         return a > b if self.largest else a < b
@@ -340,6 +349,7 @@ class ExtremeK(BeatUnit):
         regs = [[Signal(shape, name=f"slot{j}_{i}", init=neutral) for i in range(cfg.k)] for j in range(cfg.lanes)]
         # the best head across lanes, with its lane (ties: the lowest lane)
         nodes = [(r[0], Const(j, max(1, (cfg.lanes - 1).bit_length()))) for j, r in enumerate(regs)]
+        level = 0
         while len(nodes) > 1:
             nxt = []
             for i in range(0, len(nodes), 2):
@@ -349,7 +359,13 @@ class ExtremeK(BeatUnit):
                 (va, ia), (vb, ib) = nodes[i], nodes[i + 1]
                 take_b = self._better(vb, va)
                 nxt.append((Mux(take_b, vb, va), Mux(take_b, ib, ia)))
-            nodes = nxt
+            nodes = []
+            for i, (v, lane) in enumerate(nxt):                # every level registered: one compare per cycle
+                v_r = Signal(Value.cast(v).shape(), name=f"head{level}_{i}")
+                lane_r = Signal(Value.cast(lane).shape(), name=f"lane{level}_{i}")
+                m.d.sync += [v_r.eq(v), lane_r.eq(lane)]
+                nodes.append((v_r, lane_r))
+            level += 1
         best = Signal(range(max(2, cfg.lanes)), name="best_lane")
         m.d.comb += [self.head.eq(nodes[0][0]), best.eq(nodes[0][1])]
         for j, slots in enumerate(regs):
