@@ -28,3 +28,17 @@ def build_once(target: Path, build, done=None) -> Path:
         if not done(target):
             build(target)
     return target
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def source_hash(files=(), dirs=(), salt: str = "") -> str:
+    """12 hex digits of the package sources `files` and every .py of `dirs` (paths below hwnorm/): a cache key that
+    changes when the code that defines a cached number does."""
+    import hashlib
+    names = list(files) + sorted(str(p.relative_to(PACKAGE)) for d in dirs for p in (PACKAGE / d).glob("*.py"))
+    h = hashlib.sha256(salt.encode())
+    for name in names:
+        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes() + b"\0")
+    return h.hexdigest()[:12]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import hwnorm.cache as cache_mod
 from hwnorm.backends.base import FloatBackend, LayerResult
 from hwnorm.cli import main
 from hwnorm.config import FORMATS_8, FORMATS_16
@@ -188,11 +189,11 @@ def test_the_cache_key_of_hardware_runs_follows_the_numerics(tmp_path, monkeypat
     pkg = tmp_path / "pkg"
     for name in A.NUMERICS_SOURCES:
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)
-        (pkg / name).write_bytes((A.PACKAGE / name).read_bytes())
+        (pkg / name).write_bytes((cache_mod.PACKAGE / name).read_bytes())
     (pkg / "hdl").mkdir()
-    for p in (A.PACKAGE / "hdl").glob("*.py"):
+    for p in (cache_mod.PACKAGE / "hdl").glob("*.py"):
         (pkg / "hdl" / p.name).write_bytes(p.read_bytes())
-    monkeypatch.setattr(A, "PACKAGE", pkg)
+    monkeypatch.setattr(cache_mod, "PACKAGE", pkg)
     A.numerics_fingerprint.cache_clear()
     try:
         assert {j: j.cache_path(tmp_path, j.recipe()) for j in (hw, fl, rtl)} == before     # a copy: the same key

@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..cache import source_hash
 from ..config import NormConfig
 from .spec import Point, Spec, accuracy_bits
 
@@ -25,12 +26,7 @@ DIRS = {"synth": ("hdl",)}
 
 def fingerprint(measurement: str) -> str:
     """A hash of the sources that define a measurement's numbers, so a cached point is redone after they change."""
-    h = hashlib.sha256(f"{VERSION}".encode())
-    files = list(SOURCES[measurement]) + sorted(str(p.relative_to(PACKAGE)) for d in DIRS.get(measurement, ())
-                                               for p in (PACKAGE / d).glob("*.py"))
-    for name in files:
-        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return source_hash(SOURCES[measurement], DIRS.get(measurement, ()), salt=f"{VERSION}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import source_hash
 from .hook import layer_config, to_hardware
 from .nn import module_kind
 from .nn import L1BatchNorm1d, L1BatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d
@@ -188,7 +189,6 @@ def parse_bits(spec) -> int | str:
 
 # -- the cache key of hardware runs ----------------------------------------------------------------
 
-PACKAGE = Path(__file__).resolve().parents[1]
 NUMERICS_SOURCES = ("golden/bitexact.py", "constants.py", "config.py", "fixed.py", "backends/base.py", "torch/hook.py")
 
 
@@ -198,12 +198,7 @@ def numerics_fingerprint(backend: str = "golden") -> str:
     code mapping; for rtl also the generators), so a cached row is not reused after the numerics change."""
     if backend not in ("golden", "rtl"):
         raise ValueError(f"backend={backend!r} is not supported: allowed golden, rtl (the hardware backends)")
-    files = list(NUMERICS_SOURCES) + (sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "hdl").glob("*.py"))
-                                      if backend == "rtl" else [])
-    h = hashlib.sha256()
-    for name in files:
-        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return source_hash(NUMERICS_SOURCES, ("hdl",) if backend == "rtl" else ())
 
 
 # -- one run ---------------------------------------------------------------------------------------

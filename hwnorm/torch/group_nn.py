@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
 from .grouping import Grouping, check_groups
-from .nn import LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _RangeMixin, _TopkMixin, check_int, check_real
+from .nn import LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _RangeMixin, _TopkMixin, check_float_tensor, check_int, check_real
 
 KIND_PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2"}
 
@@ -68,12 +68,7 @@ def _dims_allowed(module) -> tuple:
 
 def check_grouped_input(module, x) -> None:
     """The input of a grouped layer: a floating-point tensor whose shape the grouping accepts."""
-    name = type(module).__name__
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: input dtype {x.dtype} is not supported: allowed floating-point tensors "
-                         f"(float16, bfloat16, float32, float64)")
+    name = check_float_tensor(module, x)
     family, shape = family_of(module), tuple(x.shape)
     if family == "layer":
         ns = tuple(module.normalized_shape)

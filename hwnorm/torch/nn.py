@@ -41,15 +41,21 @@ def check_real(name: str, value, lo: float, hi: float, lo_open: bool, hi_open: b
     return v
 
 
-def check_input(module, x, dims) -> None:
-    """The input of a normalization layer: a floating-point tensor of an accepted rank with
-    num_features channels in dimension 1 (any memory format, e.g. channels_last)."""
+def check_float_tensor(module, x) -> str:
+    """A layer's input must be a floating-point tensor; returns the layer's class name for further messages."""
     name = type(module).__name__
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: input dtype {x.dtype} is not supported: allowed floating-point tensors "
                          f"(float16, bfloat16, float32, float64)")
+    return name
+
+
+def check_input(module, x, dims) -> None:
+    """The input of a normalization layer: a floating-point tensor of an accepted rank with
+    num_features channels in dimension 1 (any memory format, e.g. channels_last)."""
+    name = check_float_tensor(module, x)
     if x.dim() not in dims:
         raise ValueError(f"{name} expects a {' or '.join(f'{d}-D' for d in dims)} input (N, C, ...), "
                          f"got a {x.dim()}-D input of shape {tuple(x.shape)}")
