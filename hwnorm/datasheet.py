@@ -14,9 +14,11 @@ FIELD_DOC = {
     "chunk_size": "range: values per chunk, ceil(count / chunks)",
     "c_full": "range: C_range(chunk_size) / chunks used, unsigned, const_frac_bits fraction bits",
     "c_last": "range: C_range(last chunk size) / chunks used, unsigned, const_frac_bits fraction bits",
-    "c": "l1: sqrt(pi/2) / count; linf/topk: C_inf(count) / min(k, count); const_frac_bits fraction bits",
+    "c": "l1: sqrt(pi/2) / count; mad: 1 / count; linf/topk: C_inf(count) / min(k, count); cvar: 1 / m; "
+         "const_frac_bits fraction bits",
+    "m": "cvar: values averaged, max(1, ceil((1 - alpha) count)) <= k",
     "neps": "count * eps_int (eps in the denominator's units)",
-    "eps_n": "l2: count^2 * eps * 2^(2 (in_frac + const_frac_bits)), at least 1",
+    "eps_n": "l2, semidev: count^2 * eps * 2^(2 (in_frac + const_frac_bits)), at least 1",
     "gamma": "the affine weight, gamma_fmt code",
     "beta": "the affine bias, beta_fmt code",
     "mean": "inference: the running mean, an in_fmt code with stat_frac_bits more fraction bits",
