@@ -1,7 +1,8 @@
 """Float modules (autograd) for LayerNorm, GroupNorm, InstanceNorm1d/2d and Batch-Group Norm, every deviation kind.
 
 The same deviation estimates as the batch-norms of nn.py (range with chunks and C(n), l1 sqrt(pi/2) mean|x - mu|,
-linf / topk C(n) mean of the k largest |x - mu|, l2 sqrt(var + eps)), applied to the groups of grouping.py.
+linf / topk C(n) mean of the k largest |x - mu|, l2 sqrt(var + eps), GBN's mad mean|x - mu|), applied to the groups of
+grouping.py. (semidev and cvar are batch-norms only so far.)
 The classes are generated from (kind, grouping), e.g. RangeLayerNorm, L1GroupNorm, L2InstanceNorm2d,
 TopkBatchGroupNorm; kind l2 equals PyTorch's nn.LayerNorm / nn.GroupNorm / nn.InstanceNorm1d/2d.
 """
@@ -14,9 +15,10 @@ from torch import nn
 
 from ..config import CHUNKS_RANGE, DEFAULT_EPS, K_RANGE
 from .grouping import Grouping, check_groups
-from .nn import LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _RangeMixin, _TopkMixin, check_float_tensor, check_int, check_real
+from .nn import (LOW_PRECISION, _DeviationBatchNorm, _L1Mixin, _MadMixin, _RangeMixin, _TopkMixin, check_float_tensor,
+                 check_int, check_real)
 
-KIND_PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2"}
+KIND_PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2", "mad": "Mad"}
 
 
 def check_bool(name: str, value) -> bool:
@@ -122,6 +124,8 @@ class _GroupedNorm(nn.Module):
             return _RangeMixin.deviation(self, xg, mean)
         if self.kind == "l1":
             return _L1Mixin.deviation(self, xg, mean)
+        if self.kind == "mad":
+            return _MadMixin.deviation(self, xg, mean)
         return _TopkMixin.deviation(self, xg, mean)                 # linf (k = 1) and topk
 
     def group_stats(self, xg):
