@@ -396,16 +396,16 @@ class StatisticsUnit(BeatUnit):
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
         members = {"sum": Out(signed(cfg.sum_bits))}
-        above = {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)),
-                 "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)}
+        second_pass = {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1))}
+        above = {**second_pass, "s_hi": Out(signed(cfg.sum_bits)), "c_hi": Out(cfg.count_bits)}
         members.update({
             "range": {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                       "r_open": Out(cfg.in_fmt.bits)},
             "linf": {"hi": Out(shape), "lo": Out(shape)},
             "l2": {"sq_sum": Out(cfg.sq_sum_bits)},
             "l1": above, "mad": above,
-            "semidev": {"second": In(1), "floor_mean": In(signed(cfg.in_fmt.bits + 1)), "s_lo": Out(signed(cfg.sum_bits)),
-                        "c_lo": Out(cfg.count_bits), "q_lo": Out(cfg.sq_sum_bits)},
+            "semidev": {**second_pass, "s_lo": Out(signed(cfg.sum_bits)), "c_lo": Out(cfg.count_bits),
+                        "q_lo": Out(cfg.sq_sum_bits)},
             "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
             "cvar": {"pop_top": In(1), "top": Out(shape)},
         }[cfg.kind])
