@@ -239,8 +239,9 @@ class ChannelMath(wiring.Component):
         c_bits = cfg.sum_bits if train else cfg.mean_bits
         x_mag = max(-cfg.in_fmt.min_int, cfg.in_fmt.max_int)
         q_bits = cfg.a_bits - 1 + x_mag.bit_length() + 1
-        below = sh0 < lo
-        t_norm = Mux(sh0 - lo < tk, sh0 - lo, tk)
+        # t = max(min(sh0 - lo, tk), sh0 - hi) unless sh0 < lo; as three compares side by side (hi > lo),
+        # not a chain of two, so the step is one compare and a mux deep
+        below, over, short = sh0 < lo, sh0 - hi > tk, sh0 - lo < tk
         shb = Signal(range(cfg.shift_max + cfg.out_fmt.frac - min(cfg.beta_fmt.frac, cfg.out_fmt.frac) + 1),
                      name="beta_shift")
         kmp, tcl, bias = r["kmp"], r["tcl"], r["bias"]
@@ -248,7 +249,7 @@ class ChannelMath(wiring.Component):
         half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
         steps = [
             Set([pre.eq(Mux(below, lo - sh0, 0)),
-                 t.eq(Mux(below, 0, Mux(t_norm > sh0 - hi, t_norm, sh0 - hi)))]),
+                 t.eq(Mux(below, 0, Mux(over, sh0 - hi, Mux(short, sh0 - lo, tk))))]),
             Set([kmp.eq(r["km"] << pre), tcl.eq(Mux(t > len(kmp), len(kmp), t)), self.sh.eq(sh0 + pre - t)]),
             Set([self.a.eq(kmp >> tcl), bias.eq((self.chan.beta << shb) + half)]),
             Mul(r["p"], self.a, _abs(c), c_bits, neg=c < 0),
@@ -338,6 +339,8 @@ class ChannelMath(wiring.Component):
                 div_num = Signal(signed(max(width(v) for v in nums) + 1), name="div_num")
                 div_mag = Signal(len(div_num), name="div_mag")
                 div_neg = Signal(name="div_neg")
+            if any(isinstance(s, Recip) for s in divs):
+                recip_rem, recip_one = Signal(d_bits, name="recip_rem"), Signal(name="recip_one")
         if sqrts:
             m.submodules.isqrt = root = ISqrt(max(s.w_bits for s in sqrts))
 
@@ -405,6 +408,9 @@ class ChannelMath(wiring.Component):
                         else:
                             with m.State(here + "_go"):
                                 m.d.sync += go[eng].eq(1)
+                                if isinstance(step, Recip):     # decode 2**(lead-1) a cycle early, into registers
+                                    m.d.sync += [recip_rem.eq(Mux(step.lead == 0, 0, (Const(1, 1) << step.lead) >> 1)),
+                                                 recip_one.eq(step.lead == 0)]
                                 m.next = here
                         with m.State(here):
                             m.d.sync += go[eng].eq(0)
@@ -417,8 +423,8 @@ class ChannelMath(wiring.Component):
                                              div.neg.eq(div_neg), div.den.eq(step.den),
                                              div.steps.eq(step.q_bits)]
                             elif isinstance(step, Recip):      # 2**(lead+q) = (2**(lead-1) << (q+1)) + [lead = 0] 2**q
-                                m.d.comb += [div.rem_init.eq(Mux(step.lead == 0, 0, Const(1, 1) << (step.lead - 1)[:len(step.lead)])),
-                                             div.lo_init.eq(Mux(step.lead == 0, 1 << (div.q_bits - 1), 0)),
+                                m.d.comb += [div.rem_init.eq(recip_rem),
+                                             div.lo_init.eq(Mux(recip_one, 1 << (div.q_bits - 1), 0)),
                                              div.neg.eq(0), div.den.eq(step.den), div.steps.eq(step.q_bits)]
                             else:
                                 m.d.comb += root.w.eq(step.w)
