@@ -157,8 +157,8 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_cvar_s16.math  math (
-    .\a$30 (a),
-    .\b$56 (b),
+    .\a$31 (a),
+    .\b$58 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -167,7 +167,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$37 (start),
     .sum(sum),
     .top(top)
   );
@@ -483,7 +483,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, done, den, sh, \a$30 , \b$56 , clk);
+module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, done, den, sh, \a$31 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -568,31 +568,31 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire [3:0] \$171 ;
   wire [5:0] \$172 ;
   wire [5:0] \$173 ;
-  wire \$174 ;
-  wire [6:0] \$175 ;
-  wire [63:0] \$176 ;
-  wire [63:0] \$177 ;
+  wire [57:0] \$174 ;
+  wire \$175 ;
+  wire [16:0] \$176 ;
+  wire [16:0] \$177 ;
   wire \$178 ;
-  wire [57:0] \$179 ;
+  wire \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [16:0] \$181 ;
-  wire [16:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [29:0] \$185 ;
-  wire [29:0] \$186 ;
-  wire \$187 ;
-  wire [73:0] \$188 ;
-  wire [58:0] \$189 ;
+  wire [29:0] \$180 ;
+  wire [29:0] \$181 ;
+  wire \$182 ;
+  wire [73:0] \$183 ;
+  wire [58:0] \$184 ;
+  wire \$185 ;
+  wire [16:0] \$186 ;
+  wire [16:0] \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [16:0] \$191 ;
-  wire [16:0] \$192 ;
+  wire [24:0] \$190 ;
+  wire [24:0] \$191 ;
+  wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire [24:0] \$195 ;
-  wire [24:0] \$196 ;
+  wire \$195 ;
+  wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
@@ -645,13 +645,13 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
+  wire [23:0] \$243 ;
+  wire [5:0] \$244 ;
   wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire [23:0] \$248 ;
-  wire [5:0] \$249 ;
+  wire [63:0] \$246 ;
+  wire [63:0] \$247 ;
+  wire [63:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
   wire [7:0] \$250 ;
   wire \$251 ;
@@ -662,99 +662,93 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire \$256 ;
   wire [10:0] \$257 ;
   wire [10:0] \$258 ;
-  wire [10:0] \$259 ;
+  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
+  wire [10:0] \$260 ;
   wire [10:0] \$261 ;
-  wire \$262 ;
+  wire [10:0] \$262 ;
   wire [10:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [10:0] \$265 ;
-  wire [10:0] \$266 ;
+  wire [70:0] \$264 ;
+  wire \$265 ;
+  wire [9:0] \$266 ;
   wire [10:0] \$267 ;
-  wire [70:0] \$268 ;
-  wire \$269 ;
+  wire [11:0] \$268 ;
+  wire [63:0] \$269 ;
   wire \$27 ;
-  wire [9:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire [11:0] \$272 ;
-  wire [63:0] \$273 ;
-  wire [46:0] \$274 ;
-  wire [31:0] \$275 ;
-  wire [31:0] \$276 ;
-  wire [47:0] \$277 ;
-  wire \$278 ;
-  wire [74:0] \$279 ;
+  wire [46:0] \$270 ;
+  wire [31:0] \$271 ;
+  wire [31:0] \$272 ;
+  wire [47:0] \$273 ;
+  wire \$274 ;
+  wire [74:0] \$275 ;
+  wire [74:0] \$276 ;
+  wire \$277 ;
+  wire [62:0] \$278 ;
+  wire [56:0] \$279 ;
   wire \$28 ;
-  wire [74:0] \$280 ;
+  wire [8:0] \$280 ;
   wire \$281 ;
-  wire [62:0] \$282 ;
-  wire [56:0] \$283 ;
-  wire [8:0] \$284 ;
-  wire \$285 ;
-  wire [10:0] \$286 ;
+  wire [10:0] \$282 ;
+  wire [10:0] \$283 ;
+  wire \$284 ;
+  wire [10:0] \$285 ;
+  wire \$286 ;
   wire [10:0] \$287 ;
-  wire \$288 ;
-  wire [10:0] \$289 ;
+  wire [10:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
+  wire [10:0] \$290 ;
   wire [10:0] \$291 ;
   wire [10:0] \$292 ;
   wire [10:0] \$293 ;
-  wire \$294 ;
-  wire [10:0] \$295 ;
-  wire \$296 ;
+  wire [70:0] \$294 ;
+  wire \$295 ;
+  wire [9:0] \$296 ;
   wire [10:0] \$297 ;
-  wire [10:0] \$298 ;
-  wire [10:0] \$299 ;
+  wire [11:0] \$298 ;
+  wire [63:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [10:0] \$301 ;
-  wire [70:0] \$302 ;
-  wire \$303 ;
-  wire [9:0] \$304 ;
-  wire [10:0] \$305 ;
-  wire [11:0] \$306 ;
-  wire [63:0] \$307 ;
-  wire [46:0] \$308 ;
-  wire [31:0] \$309 ;
+  wire [46:0] \$300 ;
+  wire [31:0] \$301 ;
+  wire [31:0] \$302 ;
+  wire [47:0] \$303 ;
+  wire [72:0] \$304 ;
+  wire [62:0] \$305 ;
+  reg [5:0] \$306 ;
+  reg [22:0] \$307 ;
+  reg [4:0] \$308 ;
+  reg [15:0] \$309 ;
   wire [5:0] \$31 ;
-  wire [31:0] \$310 ;
-  wire [47:0] \$311 ;
-  wire [72:0] \$312 ;
-  wire [62:0] \$313 ;
+  reg \$310 ;
+  reg \$311 ;
+  reg [45:0] \$312 ;
+  reg [54:0] \$313 ;
   reg [5:0] \$314 ;
-  reg [22:0] \$315 ;
-  reg [4:0] \$316 ;
-  reg [15:0] \$317 ;
-  reg \$318 ;
-  reg \$319 ;
+  reg \$315 ;
+  reg [54:0] \$316 ;
+  reg \$317 ;
+  reg [24:0] \$318 ;
+  reg [41:0] \$319 ;
   wire [5:0] \$32 ;
-  reg [45:0] \$320 ;
-  reg [54:0] \$321 ;
-  reg [5:0] \$322 ;
-  reg \$323 ;
-  reg [24:0] \$324 ;
-  reg [41:0] \$325 ;
-  reg [55:0] \$326 ;
-  reg [9:0] \$327 ;
-  reg [3:0] \$328 ;
-  reg [3:0] \$329 ;
+  reg [55:0] \$320 ;
+  reg [9:0] \$321 ;
+  reg [3:0] \$322 ;
+  reg [3:0] \$323 ;
+  reg [9:0] \$324 ;
+  reg [63:0] \$325 ;
+  reg [6:0] \$326 ;
+  reg [4:0] \$327 ;
+  reg [41:0] \$328 ;
+  reg [57:0] \$329 ;
   wire \$33 ;
-  reg [9:0] \$330 ;
-  reg [63:0] \$331 ;
-  reg [6:0] \$332 ;
-  reg [4:0] \$333 ;
-  reg [41:0] \$334 ;
+  reg [72:0] \$330 ;
+  reg [73:0] \$331 ;
+  reg [73:0] \$332 ;
+  reg \$333 ;
+  reg [61:0] \$334 ;
   reg [57:0] \$335 ;
-  reg [72:0] \$336 ;
-  reg [73:0] \$337 ;
-  reg [73:0] \$338 ;
-  reg \$339 ;
   wire [5:0] \$34 ;
-  reg [61:0] \$340 ;
-  reg [57:0] \$341 ;
   wire [5:0] \$35 ;
   wire [5:0] \$36 ;
   wire [5:0] \$37 ;
@@ -827,11 +821,11 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [46:0] a;
-  output [41:0] \a$30 ;
-  reg [41:0] \a$30  = 42'h00000000000;
+  output [41:0] \a$31 ;
+  reg [41:0] \a$31  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$56 ;
-  reg [57:0] \b$56  = 58'h000000000000000;
+  output [57:0] \b$58 ;
+  reg [57:0] \b$58  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -853,15 +847,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire [3:0] count_lead;
   output [54:0] den;
   reg [54:0] den = 55'h00000000000000;
-  reg [54:0] \den$26 ;
+  reg [54:0] \den$27 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$43 ;
+  wire \done$42 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -874,9 +868,9 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   reg [41:0] m = 42'h00000000000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$25 ;
+  reg \neg$26 ;
   wire [75:0] p;
-  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg [72:0] \p$55  = 73'h0000000000000000000;
   reg pick_on_train_1 = 1'h0;
   output pop_top;
   reg pop_top;
@@ -884,6 +878,8 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [54:0] recip_rem = 55'h00000000000000;
   reg [54:0] rem_init;
   input rst;
   wire rst;
@@ -895,11 +891,11 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$37 ;
+  wire \start$37 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$27 ;
+  reg [5:0] \steps$28 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
@@ -1083,214 +1079,209 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   assign count_lead = \$154  ? \$159  : \$171 ;
   assign \$172  = sh + 1'h0;
   assign \$173  = sh + 1'h0;
-  assign \$174  = ! lead;
-  assign \$175  = lead - 1'h1;
-  assign \$176  = 1'h1 << \$175 [5:0];
-  assign \$177  = \$174  ? 64'h0000000000000000 : \$176 ;
-  assign \$178  = ! lead;
-  assign \$179  = \$178  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$180  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$181  = - $signed(chan[93:78]);
-  assign \$182  = \$180  ? \$181  : { chan[93], chan[93:78] };
-  assign \$183  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$184  = $signed(sum) < $signed(1'h0);
-  assign \$185  = - $signed(sum);
-  assign \$186  = \$184  ? \$185  : { sum[28], sum };
-  assign \$187  = $signed(sum) < $signed(1'h0);
-  assign \$190  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$191  = - $signed(chan[93:78]);
-  assign \$192  = \$190  ? \$191  : { chan[93], chan[93:78] };
-  assign \$193  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$194  = $signed(chan[133:110]) < $signed(1'h0);
-  assign \$195  = - $signed(chan[133:110]);
-  assign \$196  = \$194  ? \$195  : { chan[133], chan[133:110] };
-  assign \$197  = $signed(chan[133:110]) < $signed(1'h0);
-  assign \$198  = ! fsm_state;
-  assign \$199  = fsm_state == 1'h1;
-  assign \$200  = fsm_state == 2'h2;
-  assign \$201  = fsm_state == 2'h3;
-  assign \$202  = fsm_state == 3'h4;
-  assign \$203  = fsm_state == 3'h5;
-  assign \$204  = fsm_state == 3'h6;
-  assign \$205  = fsm_state == 3'h7;
-  assign \$206  = fsm_state == 4'h8;
-  assign \$207  = fsm_state == 4'h9;
-  assign \$208  = fsm_state == 4'ha;
-  assign \$209  = fsm_state == 4'hb;
-  assign \$210  = fsm_state == 4'hc;
-  assign \$211  = fsm_state == 4'hd;
-  assign \$212  = fsm_state == 4'he;
-  assign \$213  = fsm_state == 4'hf;
-  assign \$214  = fsm_state == 5'h10;
-  assign \$215  = fsm_state == 5'h11;
-  assign \$216  = fsm_state == 5'h12;
-  assign \$217  = fsm_state == 5'h13;
-  assign \$218  = fsm_state == 5'h14;
-  assign \$219  = fsm_state == 5'h15;
-  assign \$220  = fsm_state == 5'h16;
-  assign \$221  = fsm_state == 5'h17;
-  assign \$222  = fsm_state == 5'h18;
-  assign \$223  = fsm_state == 5'h19;
-  assign \$224  = fsm_state == 5'h1a;
-  assign \$225  = fsm_state == 5'h1b;
-  assign \$226  = fsm_state == 5'h1c;
-  assign \$227  = fsm_state == 5'h1d;
-  assign \$228  = fsm_state == 5'h1e;
-  assign \$229  = fsm_state == 5'h1f;
-  assign \$230  = fsm_state == 6'h20;
-  assign \$231  = fsm_state == 6'h21;
-  assign \$232  = fsm_state == 6'h22;
-  assign \$233  = fsm_state == 6'h23;
-  assign \$234  = fsm_state == 6'h24;
-  assign \$235  = fsm_state == 6'h25;
-  assign \$236  = fsm_state == 6'h26;
-  assign \$237  = fsm_state == 6'h27;
-  assign \$238  = fsm_state == 6'h28;
-  assign \$239  = fsm_state == 6'h29;
-  assign \$240  = fsm_state == 6'h2a;
-  assign \$241  = fsm_state == 6'h2b;
-  assign \$242  = fsm_state == 6'h2c;
-  assign \$243  = fsm_state == 6'h2d;
-  assign \$244  = fsm_state == 6'h2e;
-  assign \$245  = fsm_state == 6'h2f;
-  assign \$246  = merge_step < chan[77:73];
-  assign \$247  = merge_step == 5'h15;
-  assign \$248  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$249  = merge_step + 1'h1;
+  assign \$174  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$175  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$176  = - $signed(chan[93:78]);
+  assign \$177  = \$175  ? \$176  : { chan[93], chan[93:78] };
+  assign \$178  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$179  = $signed(sum) < $signed(1'h0);
+  assign \$180  = - $signed(sum);
+  assign \$181  = \$179  ? \$180  : { sum[28], sum };
+  assign \$182  = $signed(sum) < $signed(1'h0);
+  assign \$185  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$186  = - $signed(chan[93:78]);
+  assign \$187  = \$185  ? \$186  : { chan[93], chan[93:78] };
+  assign \$188  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$189  = $signed(chan[133:110]) < $signed(1'h0);
+  assign \$190  = - $signed(chan[133:110]);
+  assign \$191  = \$189  ? \$190  : { chan[133], chan[133:110] };
+  assign \$192  = $signed(chan[133:110]) < $signed(1'h0);
+  assign \$193  = ! fsm_state;
+  assign \$194  = fsm_state == 1'h1;
+  assign \$195  = fsm_state == 2'h2;
+  assign \$196  = fsm_state == 2'h3;
+  assign \$197  = fsm_state == 3'h4;
+  assign \$198  = fsm_state == 3'h5;
+  assign \$199  = fsm_state == 3'h6;
+  assign \$200  = fsm_state == 3'h7;
+  assign \$201  = fsm_state == 4'h8;
+  assign \$202  = fsm_state == 4'h9;
+  assign \$203  = fsm_state == 4'ha;
+  assign \$204  = fsm_state == 4'hb;
+  assign \$205  = fsm_state == 4'hc;
+  assign \$206  = fsm_state == 4'hd;
+  assign \$207  = fsm_state == 4'he;
+  assign \$208  = fsm_state == 4'hf;
+  assign \$209  = fsm_state == 5'h10;
+  assign \$210  = fsm_state == 5'h11;
+  assign \$211  = fsm_state == 5'h12;
+  assign \$212  = fsm_state == 5'h13;
+  assign \$213  = fsm_state == 5'h14;
+  assign \$214  = fsm_state == 5'h15;
+  assign \$215  = fsm_state == 5'h16;
+  assign \$216  = fsm_state == 5'h17;
+  assign \$217  = fsm_state == 5'h18;
+  assign \$218  = fsm_state == 5'h19;
+  assign \$219  = fsm_state == 5'h1a;
+  assign \$220  = fsm_state == 5'h1b;
+  assign \$221  = fsm_state == 5'h1c;
+  assign \$222  = fsm_state == 5'h1d;
+  assign \$223  = fsm_state == 5'h1e;
+  assign \$224  = fsm_state == 5'h1f;
+  assign \$225  = fsm_state == 6'h20;
+  assign \$226  = fsm_state == 6'h21;
+  assign \$227  = fsm_state == 6'h22;
+  assign \$228  = fsm_state == 6'h23;
+  assign \$229  = fsm_state == 6'h24;
+  assign \$230  = fsm_state == 6'h25;
+  assign \$231  = fsm_state == 6'h26;
+  assign \$232  = fsm_state == 6'h27;
+  assign \$233  = fsm_state == 6'h28;
+  assign \$234  = fsm_state == 6'h29;
+  assign \$235  = fsm_state == 6'h2a;
+  assign \$236  = fsm_state == 6'h2b;
+  assign \$237  = fsm_state == 6'h2c;
+  assign \$238  = fsm_state == 6'h2d;
+  assign \$239  = fsm_state == 6'h2e;
+  assign \$240  = fsm_state == 6'h2f;
+  assign \$241  = merge_step < chan[77:73];
+  assign \$242  = merge_step == 5'h15;
+  assign \$243  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$244  = merge_step + 1'h1;
+  assign \$245  = ! lead;
+  assign \$246  = 1'h1 << lead;
+  assign \$248  = \$245  ? 64'h0000000000000000 : \$247 ;
+  assign \$249  = ! lead;
   assign \$250  = lead + 8'hfc;
   assign \$251  = $signed(sh0) < $signed(4'h4);
   assign \$252  = $signed(4'h4) - $signed(sh0);
   assign \$253  = \$251  ? \$252  : 11'h000;
   assign \$254  = $signed(sh0) < $signed(4'h4);
-  assign \$255  = $signed(sh0) - $signed(4'h4);
-  assign \$256  = $signed(\$255 ) < $signed({ 1'h0, tk });
-  assign \$257  = $signed(sh0) - $signed(4'h4);
-  assign \$258  = \$256  ? \$257  : { 7'h00, tk };
-  assign \$259  = $signed(sh0) - $signed(6'h15);
-  assign \$260  = $signed(\$258 ) > $signed(\$259 );
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
-  assign \$263  = $signed(sh0) - $signed(4'h4);
-  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
-  assign \$265  = $signed(sh0) - $signed(6'h15);
-  assign \$266  = \$260  ? \$264  : \$265 ;
-  assign \$267  = \$254  ? 11'h000 : \$266 ;
-  assign \$268  = $signed(km) << pre;
-  assign \$269  = tsh > 7'h40;
-  assign \$270  = \$269  ? 10'h040 : tsh;
-  assign \$271  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$272  = $signed(\$271 ) - $signed({ 1'h0, tsh });
-  assign \$273  = $signed(km_pre) >>> t_clamped;
-  assign \$274  = $signed(chan[109:94]) << \$172 [4:0];
-  assign \$275  = 1'h1 << sh;
-  assign \$277  = $signed(\$274 ) + $signed({ 1'h0, \$276  });
-  assign \$278  = $signed(div_num) < $signed(1'h0);
-  assign \$279  = - $signed(div_num);
-  assign \$280  = \$278  ? \$279  : { div_num[73], div_num };
-  assign \$281  = $signed(div_num) < $signed(1'h0);
-  assign \$282  = $signed(bias) - $signed(quot);
-  assign \$284  = $signed(6'h10) - $signed(chan[165:158]);
-  assign \$285  = $signed(sh0) < $signed(4'h4);
-  assign \$286  = $signed(4'h4) - $signed(sh0);
-  assign \$287  = \$285  ? \$286  : 11'h000;
-  assign \$288  = $signed(sh0) < $signed(4'h4);
-  assign \$289  = $signed(sh0) - $signed(4'h4);
-  assign \$290  = $signed(\$289 ) < $signed({ 1'h0, tk });
-  assign \$291  = $signed(sh0) - $signed(4'h4);
-  assign \$292  = \$290  ? \$291  : { 7'h00, tk };
-  assign \$293  = $signed(sh0) - $signed(6'h15);
-  assign \$294  = $signed(\$292 ) > $signed(\$293 );
-  assign \$295  = $signed(sh0) - $signed(4'h4);
-  assign \$296  = $signed(\$295 ) < $signed({ 1'h0, tk });
-  assign \$297  = $signed(sh0) - $signed(4'h4);
-  assign \$298  = \$296  ? \$297  : { 7'h00, tk };
-  assign \$299  = $signed(sh0) - $signed(6'h15);
-  assign \$300  = \$294  ? \$298  : \$299 ;
-  assign \$301  = \$288  ? 11'h000 : \$300 ;
-  assign \$302  = $signed(km) << pre;
-  assign \$303  = tsh > 7'h40;
-  assign \$304  = \$303  ? 10'h040 : tsh;
-  assign \$305  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$306  = $signed(\$305 ) - $signed({ 1'h0, tsh });
-  assign \$307  = $signed(km_pre) >>> t_clamped;
-  assign \$308  = $signed(chan[109:94]) << \$173 [4:0];
-  assign \$309  = 1'h1 << sh;
-  assign \$311  = $signed(\$308 ) + $signed({ 1'h0, \$310  });
-  assign \$313  = $signed(bias) - $signed(quot);
+  assign \$255  = $signed(sh0) - $signed(6'h15);
+  assign \$256  = $signed(\$255 ) > $signed({ 1'h0, tk });
+  assign \$257  = $signed(sh0) - $signed(6'h15);
+  assign \$258  = $signed(sh0) - $signed(4'h4);
+  assign \$259  = $signed(\$258 ) < $signed({ 1'h0, tk });
+  assign \$260  = $signed(sh0) - $signed(4'h4);
+  assign \$261  = \$259  ? \$260  : { 7'h00, tk };
+  assign \$262  = \$256  ? \$257  : \$261 ;
+  assign \$263  = \$254  ? 11'h000 : \$262 ;
+  assign \$264  = $signed(km) << pre;
+  assign \$265  = tsh > 7'h40;
+  assign \$266  = \$265  ? 10'h040 : tsh;
+  assign \$267  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$268  = $signed(\$267 ) - $signed({ 1'h0, tsh });
+  assign \$269  = $signed(km_pre) >>> t_clamped;
+  assign \$270  = $signed(chan[109:94]) << \$172 [4:0];
+  assign \$271  = 1'h1 << sh;
+  assign \$273  = $signed(\$270 ) + $signed({ 1'h0, \$272  });
+  assign \$274  = $signed(div_num) < $signed(1'h0);
+  assign \$275  = - $signed(div_num);
+  assign \$276  = \$274  ? \$275  : { div_num[73], div_num };
+  assign \$277  = $signed(div_num) < $signed(1'h0);
+  assign \$278  = $signed(bias) - $signed(quot);
+  assign \$280  = $signed(6'h10) - $signed(chan[165:158]);
+  assign \$281  = $signed(sh0) < $signed(4'h4);
+  assign \$282  = $signed(4'h4) - $signed(sh0);
+  assign \$283  = \$281  ? \$282  : 11'h000;
+  assign \$284  = $signed(sh0) < $signed(4'h4);
+  assign \$285  = $signed(sh0) - $signed(6'h15);
+  assign \$286  = $signed(\$285 ) > $signed({ 1'h0, tk });
+  assign \$287  = $signed(sh0) - $signed(6'h15);
+  assign \$288  = $signed(sh0) - $signed(4'h4);
+  assign \$289  = $signed(\$288 ) < $signed({ 1'h0, tk });
+  assign \$290  = $signed(sh0) - $signed(4'h4);
+  assign \$291  = \$289  ? \$290  : { 7'h00, tk };
+  assign \$292  = \$286  ? \$287  : \$291 ;
+  assign \$293  = \$284  ? 11'h000 : \$292 ;
+  assign \$294  = $signed(km) << pre;
+  assign \$295  = tsh > 7'h40;
+  assign \$296  = \$295  ? 10'h040 : tsh;
+  assign \$297  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$298  = $signed(\$297 ) - $signed({ 1'h0, tsh });
+  assign \$299  = $signed(km_pre) >>> t_clamped;
+  assign \$300  = $signed(chan[109:94]) << \$173 [4:0];
+  assign \$301  = 1'h1 << sh;
+  assign \$303  = $signed(\$300 ) + $signed({ 1'h0, \$302  });
+  assign \$305  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$314 ;
+    fsm_state <= \$306 ;
   always @(posedge clk)
-    hsum <= \$315 ;
+    hsum <= \$307 ;
   always @(posedge clk)
-    merge_step <= \$316 ;
+    merge_step <= \$308 ;
   always @(posedge clk)
-    head_top_train_1 <= \$317 ;
+    head_top_train_1 <= \$309 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$318 ;
+    pick_on_train_1 <= \$310 ;
   always @(posedge clk)
-    start <= \$319 ;
+    start <= \$311 ;
   always @(posedge clk)
-    t <= \$320 ;
+    t <= \$312 ;
   always @(posedge clk)
-    den <= \$321 ;
+    den <= \$313 ;
   always @(posedge clk)
-    lead <= \$322 ;
+    lead <= \$314 ;
   always @(posedge clk)
-    \start$9  <= \$323 ;
+    \start$9  <= \$315 ;
   always @(posedge clk)
-    recip <= \$324 ;
+    recip_rem <= \$316 ;
   always @(posedge clk)
-    m <= \$325 ;
+    recip_one <= \$317 ;
   always @(posedge clk)
-    km <= \$326 ;
+    recip <= \$318 ;
   always @(posedge clk)
-    sh0 <= \$327 ;
+    m <= \$319 ;
   always @(posedge clk)
-    tk <= \$328 ;
+    km <= \$320 ;
   always @(posedge clk)
-    pre <= \$329 ;
+    sh0 <= \$321 ;
   always @(posedge clk)
-    tsh <= \$330 ;
+    tk <= \$322 ;
   always @(posedge clk)
-    km_pre <= \$331 ;
+    pre <= \$323 ;
   always @(posedge clk)
-    t_clamped <= \$332 ;
+    tsh <= \$324 ;
   always @(posedge clk)
-    sh <= \$333 ;
+    km_pre <= \$325 ;
   always @(posedge clk)
-    \a$30  <= \$334 ;
+    t_clamped <= \$326 ;
   always @(posedge clk)
-    bias <= \$335 ;
+    sh <= \$327 ;
   always @(posedge clk)
-    \p$53  <= \$336 ;
+    \a$31  <= \$328 ;
   always @(posedge clk)
-    div_num <= \$337 ;
+    bias <= \$329 ;
   always @(posedge clk)
-    div_mag <= \$338 ;
+    \p$55  <= \$330 ;
   always @(posedge clk)
-    div_neg <= \$339 ;
+    div_num <= \$331 ;
   always @(posedge clk)
-    quot <= \$340 ;
+    div_mag <= \$332 ;
   always @(posedge clk)
-    \b$56  <= \$341 ;
+    div_neg <= \$333 ;
+  always @(posedge clk)
+    quot <= \$334 ;
+  always @(posedge clk)
+    \b$58  <= \$335 ;
   \hwnorm_cvar_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$26 ),
-    .done(\done$43 ),
+    .\den$13 (\den$27 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$25 ),
+    .\neg$15 (\neg$26 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$27 )
+    .steps(\steps$28 )
   );
   \hwnorm_cvar_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1374,7 +1365,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
+          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1404,7 +1395,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30 [41], \a$30  };
+          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
     endcase
   end
   always @* begin
@@ -1448,7 +1439,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182 [16], \$182  };
+          b = { \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1468,7 +1459,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$186 [28:0];
+          b = \$181 [28:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -1484,7 +1475,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h03:
           /* empty */;
       6'h25:
-          b = { \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192 [16], \$192  };
+          b = { \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187  };
       6'h26:
           /* empty */;
       6'h27:
@@ -1498,7 +1489,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2b:
           /* empty */;
       6'h2c:
-          b = { \$196 [24], \$196 [24], \$196 [24], \$196 [24], \$196  };
+          b = { \$191 [24], \$191 [24], \$191 [24], \$191 [24], \$191  };
     endcase
   end
   always @* begin
@@ -1636,7 +1627,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$183 ;
+          neg = \$178 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1656,7 +1647,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$187 ;
+          neg = \$182 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1672,7 +1663,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h03:
           /* empty */;
       6'h25:
-          neg = \$193 ;
+          neg = \$188 ;
       6'h26:
           /* empty */;
       6'h27:
@@ -1686,7 +1677,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2b:
           /* empty */;
       6'h2c:
-          neg = \$197 ;
+          neg = \$192 ;
     endcase
   end
   always @* begin
@@ -1818,7 +1809,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          rem_init = \$177 [54:0];
+          rem_init = recip_rem;
       6'h12:
           /* empty */;
       6'h13:
@@ -1852,7 +1843,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          rem_init = \$188 [54:0];
+          rem_init = \$183 [54:0];
     endcase
   end
   always @* begin
@@ -1890,7 +1881,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$179 ;
+          lo_init = \$174 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1924,12 +1915,12 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          lo_init = \$189 [57:0];
+          lo_init = \$184 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1962,7 +1953,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \neg$25  = 1'h0;
+          \neg$26  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1996,12 +1987,12 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \neg$25  = div_neg;
+          \neg$26  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$26  = 55'h00000000000000;
+    \den$27  = 55'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2034,7 +2025,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \den$26  = den;
+          \den$27  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -2068,12 +2059,12 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \den$26  = { 42'h00000000000, chan[13:1] };
+          \den$27  = { 42'h00000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$27  = 6'h00;
+    \steps$28  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2106,7 +2097,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \steps$27  = 6'h18;
+          \steps$28  = 6'h18;
       6'h12:
           /* empty */;
       6'h13:
@@ -2140,7 +2131,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \steps$27  = 6'h3a;
+          \steps$28  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2247,138 +2238,408 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = fsm_state;
+    \$306  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$314  = 6'h01;
+                  \$306  = 6'h01;
               2'h1:
-                  \$314  = 6'h02;
+                  \$306  = 6'h02;
               2'h2:
-                  \$314  = 6'h03;
+                  \$306  = 6'h03;
             endcase
           end
       6'h02:
-          \$314  = 6'h04;
+          \$306  = 6'h04;
       6'h04:
         begin
-          \$314  = 6'h05;
-          if (\$247 ) begin
-            \$314  = 6'h06;
+          \$306  = 6'h05;
+          if (\$242 ) begin
+            \$306  = 6'h06;
           end
         end
       6'h05:
-          \$314  = 6'h04;
+          \$306  = 6'h04;
       6'h06:
-          \$314  = 6'h07;
+          \$306  = 6'h07;
       6'h07:
-          \$314  = 6'h08;
+          \$306  = 6'h08;
       6'h08:
-          if (\done$41 ) begin
-            \$314  = 6'h09;
+          if (\done$42 ) begin
+            \$306  = 6'h09;
           end
       6'h09:
-          \$314  = 6'h0a;
+          \$306  = 6'h0a;
       6'h0a:
-          \$314  = 6'h0b;
+          \$306  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$314  = 6'h0c;
+          if (\done$42 ) begin
+            \$306  = 6'h0c;
           end
       6'h0c:
-          \$314  = 6'h0d;
+          \$306  = 6'h0d;
       6'h0d:
-          \$314  = 6'h0e;
+          \$306  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$314  = 6'h0f;
+          if (\done$42 ) begin
+            \$306  = 6'h0f;
           end
       6'h0f:
-          \$314  = 6'h10;
+          \$306  = 6'h10;
       6'h10:
-          \$314  = 6'h11;
+          \$306  = 6'h11;
       6'h11:
-          \$314  = 6'h12;
+          \$306  = 6'h12;
       6'h12:
-          if (\done$43 ) begin
-            \$314  = 6'h13;
+          if (\done$45 ) begin
+            \$306  = 6'h13;
           end
       6'h13:
-          \$314  = 6'h14;
+          \$306  = 6'h14;
       6'h14:
-          \$314  = 6'h15;
+          \$306  = 6'h15;
       6'h15:
-          if (\done$41 ) begin
-            \$314  = 6'h16;
+          if (\done$42 ) begin
+            \$306  = 6'h16;
           end
       6'h16:
-          \$314  = 6'h17;
+          \$306  = 6'h17;
       6'h17:
-          \$314  = 6'h18;
+          \$306  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$314  = 6'h19;
+          if (\done$42 ) begin
+            \$306  = 6'h19;
           end
       6'h19:
-          \$314  = 6'h1a;
+          \$306  = 6'h1a;
       6'h1a:
-          \$314  = 6'h1b;
+          \$306  = 6'h1b;
       6'h1b:
-          \$314  = 6'h1c;
+          \$306  = 6'h1c;
       6'h1c:
-          \$314  = 6'h1d;
+          \$306  = 6'h1d;
       6'h1d:
-          \$314  = 6'h1e;
+          \$306  = 6'h1e;
       6'h1e:
-          \$314  = 6'h1f;
+          \$306  = 6'h1f;
       6'h1f:
-          if (\done$41 ) begin
-            \$314  = 6'h20;
+          if (\done$42 ) begin
+            \$306  = 6'h20;
           end
       6'h20:
-          \$314  = 6'h21;
+          \$306  = 6'h21;
       6'h21:
-          \$314  = 6'h22;
+          \$306  = 6'h22;
       6'h22:
-          \$314  = 6'h23;
+          \$306  = 6'h23;
       6'h23:
-          if (\done$43 ) begin
-            \$314  = 6'h24;
+          if (\done$45 ) begin
+            \$306  = 6'h24;
           end
       6'h24:
-          \$314  = 6'h01;
+          \$306  = 6'h01;
       6'h03:
-          \$314  = 6'h25;
+          \$306  = 6'h25;
       6'h25:
-          \$314  = 6'h26;
+          \$306  = 6'h26;
       6'h26:
-          if (\done$41 ) begin
-            \$314  = 6'h27;
+          if (\done$42 ) begin
+            \$306  = 6'h27;
           end
       6'h27:
-          \$314  = 6'h28;
+          \$306  = 6'h28;
       6'h28:
-          \$314  = 6'h29;
+          \$306  = 6'h29;
       6'h29:
-          \$314  = 6'h2a;
+          \$306  = 6'h2a;
       6'h2a:
-          \$314  = 6'h2b;
+          \$306  = 6'h2b;
       6'h2b:
-          \$314  = 6'h2c;
+          \$306  = 6'h2c;
       6'h2c:
-          \$314  = 6'h2d;
+          \$306  = 6'h2d;
       6'h2d:
-          if (\done$41 ) begin
-            \$314  = 6'h2e;
+          if (\done$42 ) begin
+            \$306  = 6'h2e;
           end
       6'h2e:
-          \$314  = 6'h2f;
+          \$306  = 6'h2f;
       6'h2f:
-          \$314  = 6'h01;
+          \$306  = 6'h01;
       6'h01:
-          \$314  = 6'h00;
+          \$306  = 6'h00;
+    endcase
+    if (rst) begin
+      \$306  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$307  = 23'h000000;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (pick_on_train_1) begin
+            \$307  = \$243 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$307  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$308  = 5'h00;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$308  = \$244 [4:0];
+    endcase
+    if (rst) begin
+      \$308  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = head_top_train_1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$309  = top;
+    endcase
+    if (rst) begin
+      \$309  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = pick_on_train_1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$310  = \$241 ;
+    endcase
+    if (rst) begin
+      \$310  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$311  = 1'h1;
+      6'h07:
+          \$311  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$311  = 1'h1;
+      6'h0a:
+          \$311  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$311  = 1'h1;
+      6'h0d:
+          \$311  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$311  = 1'h1;
+      6'h14:
+          \$311  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$311  = 1'h1;
+      6'h17:
+          \$311  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$311  = 1'h1;
+      6'h1e:
+          \$311  = 1'h0;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$311  = 1'h1;
+      6'h25:
+          \$311  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$311  = 1'h1;
+      6'h2c:
+          \$311  = 1'h0;
+    endcase
+    if (rst) begin
+      \$311  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$42 ) begin
+            \$312  = p[45:0];
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$312  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$312  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$313  = p[54:0];
+          end
+    endcase
+    if (rst) begin
+      \$313  = 55'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$314  = den_lead;
     endcase
     if (rst) begin
       \$314  = 6'h00;
@@ -2386,277 +2647,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$315  = 23'h000000;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (pick_on_train_1) begin
-            \$315  = \$248 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$315  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$316  = 5'h00;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$316  = \$249 [4:0];
-    endcase
-    if (rst) begin
-      \$316  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = head_top_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$317  = top;
-    endcase
-    if (rst) begin
-      \$317  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = pick_on_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$318  = \$246 ;
-    endcase
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$319  = 1'h1;
-      6'h07:
-          \$319  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$319  = 1'h1;
-      6'h0a:
-          \$319  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$319  = 1'h1;
-      6'h0d:
-          \$319  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$319  = 1'h1;
-      6'h14:
-          \$319  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$319  = 1'h1;
-      6'h17:
-          \$319  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$319  = 1'h1;
-      6'h1e:
-          \$319  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          \$319  = 1'h1;
-      6'h25:
-          \$319  = 1'h0;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$319  = 1'h1;
-      6'h2c:
-          \$319  = 1'h0;
-    endcase
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$41 ) begin
-            \$320  = p[45:0];
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$320  = p[45:0];
-          end
-    endcase
-    if (rst) begin
-      \$320  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$321  = p[54:0];
-          end
-    endcase
-    if (rst) begin
-      \$321  = 55'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$322  = den_lead;
-    endcase
-    if (rst) begin
-      \$322  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = \start$9 ;
+    \$315  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2687,9 +2678,9 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h0f:
           /* empty */;
       6'h10:
-          \$323  = 1'h1;
+          \$315  = 1'h1;
       6'h11:
-          \$323  = 1'h0;
+          \$315  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2721,17 +2712,95 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h20:
           /* empty */;
       6'h21:
-          \$323  = 1'h1;
+          \$315  = 1'h1;
       6'h22:
-          \$323  = 1'h0;
+          \$315  = 1'h0;
     endcase
     if (rst) begin
-      \$323  = 1'h0;
+      \$315  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = recip;
+    \$316  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$316  = \$248 [54:0];
+    endcase
+    if (rst) begin
+      \$316  = 55'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$317  = \$249 ;
+    endcase
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2766,17 +2835,17 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$43 ) begin
-            \$324  = q[24:0];
+          if (\done$45 ) begin
+            \$318  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$324  = 25'h0000000;
+      \$318  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = m;
+    \$319  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2817,8 +2886,8 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$41 ) begin
-            \$325  = p[41:0];
+          if (\done$42 ) begin
+            \$319  = p[41:0];
           end
       6'h16:
           /* empty */;
@@ -2855,17 +2924,17 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$41 ) begin
-            \$325  = p[41:0];
+          if (\done$42 ) begin
+            \$319  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$325  = 42'h00000000000;
+      \$319  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = km;
+    \$320  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2912,8 +2981,8 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$326  = p[55:0];
+          if (\done$42 ) begin
+            \$320  = p[55:0];
           end
       6'h19:
           /* empty */;
@@ -2946,15 +3015,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h26:
           /* empty */;
       6'h27:
-          \$326  = \$283 [55:0];
+          \$320  = \$279 [55:0];
     endcase
     if (rst) begin
-      \$326  = 56'h00000000000000;
+      \$320  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = sh0;
+    \$321  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3003,7 +3072,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h18:
           /* empty */;
       6'h19:
-          \$327  = { \$250 [7], \$250 [7], \$250  };
+          \$321  = { \$250 [7], \$250 [7], \$250  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3033,15 +3102,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h26:
           /* empty */;
       6'h27:
-          \$327  = { \$284 [8], \$284  };
+          \$321  = { \$280 [8], \$280  };
     endcase
     if (rst) begin
-      \$327  = 10'h000;
+      \$321  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = tk;
+    \$322  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3090,7 +3159,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h18:
           /* empty */;
       6'h19:
-          \$328  = count_lead;
+          \$322  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3120,15 +3189,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h26:
           /* empty */;
       6'h27:
-          \$328  = 4'h8;
+          \$322  = 4'h8;
     endcase
     if (rst) begin
-      \$328  = 4'h0;
+      \$322  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = pre;
+    \$323  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3179,7 +3248,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h19:
           /* empty */;
       6'h1a:
-          \$329  = \$253 [3:0];
+          \$323  = \$253 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3209,15 +3278,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h27:
           /* empty */;
       6'h28:
-          \$329  = \$287 [3:0];
+          \$323  = \$283 [3:0];
     endcase
     if (rst) begin
-      \$329  = 4'h0;
+      \$323  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = tsh;
+    \$324  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3268,7 +3337,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h19:
           /* empty */;
       6'h1a:
-          \$330  = \$267 [9:0];
+          \$324  = \$263 [9:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3298,15 +3367,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h27:
           /* empty */;
       6'h28:
-          \$330  = \$301 [9:0];
+          \$324  = \$293 [9:0];
     endcase
     if (rst) begin
-      \$330  = 10'h000;
+      \$324  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = km_pre;
+    \$325  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3359,7 +3428,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$331  = \$268 [63:0];
+          \$325  = \$264 [63:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3389,15 +3458,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$331  = \$302 [63:0];
+          \$325  = \$294 [63:0];
     endcase
     if (rst) begin
-      \$331  = 64'h0000000000000000;
+      \$325  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = t_clamped;
+    \$326  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3450,7 +3519,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$332  = \$270 [6:0];
+          \$326  = \$266 [6:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3480,15 +3549,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$332  = \$304 [6:0];
+          \$326  = \$296 [6:0];
     endcase
     if (rst) begin
-      \$332  = 7'h00;
+      \$326  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = sh;
+    \$327  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3541,7 +3610,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$333  = \$272 [4:0];
+          \$327  = \$268 [4:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3571,15 +3640,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$333  = \$306 [4:0];
+          \$327  = \$298 [4:0];
     endcase
     if (rst) begin
-      \$333  = 5'h00;
+      \$327  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \a$30 ;
+    \$328  = \a$31 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3634,7 +3703,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1b:
           /* empty */;
       6'h1c:
-          \$334  = \$273 [41:0];
+          \$328  = \$269 [41:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3664,15 +3733,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h29:
           /* empty */;
       6'h2a:
-          \$334  = \$307 [41:0];
+          \$328  = \$299 [41:0];
     endcase
     if (rst) begin
-      \$334  = 42'h00000000000;
+      \$328  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = bias;
+    \$329  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3727,7 +3796,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1b:
           /* empty */;
       6'h1c:
-          \$335  = { \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277  };
+          \$329  = { \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3757,15 +3826,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h29:
           /* empty */;
       6'h2a:
-          \$335  = { \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311 [47], \$311  };
+          \$329  = { \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303  };
     endcase
     if (rst) begin
-      \$335  = 58'h000000000000000;
+      \$329  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \p$53 ;
+    \$330  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3826,8 +3895,8 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$41 ) begin
-            \$336  = p[72:0];
+          if (\done$42 ) begin
+            \$330  = p[72:0];
           end
       6'h20:
           /* empty */;
@@ -3858,17 +3927,17 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$41 ) begin
-            \$336  = p[72:0];
+          if (\done$42 ) begin
+            \$330  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$336  = 73'h0000000000000000000;
+      \$330  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = div_num;
+    \$331  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3931,88 +4000,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h1f:
           /* empty */;
       6'h20:
-          \$337  = { \p$53 [72], \p$53  };
+          \$331  = { \p$55 [72], \p$55  };
     endcase
     if (rst) begin
-      \$337  = 74'h0000000000000000000;
+      \$331  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$338  = \$280 [73:0];
-    endcase
-    if (rst) begin
-      \$338  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = div_neg;
+    \$332  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4077,15 +4073,88 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h20:
           /* empty */;
       6'h21:
-          \$339  = \$281 ;
+          \$332  = \$276 [73:0];
     endcase
     if (rst) begin
-      \$339  = 1'h0;
+      \$332  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = quot;
+    \$333  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$333  = \$277 ;
+    endcase
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4154,8 +4223,8 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$43 ) begin
-            \$340  = { q[59], q[59], q };
+          if (\done$45 ) begin
+            \$334  = { q[59], q[59], q };
           end
       6'h24:
           /* empty */;
@@ -4180,15 +4249,15 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2d:
           /* empty */;
       6'h2e:
-          \$340  = \$312 [61:0];
+          \$334  = \$304 [61:0];
     endcase
     if (rst) begin
-      \$340  = 62'h0000000000000000;
+      \$334  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \b$56 ;
+    \$335  = \b$58 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4259,7 +4328,7 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h23:
           /* empty */;
       6'h24:
-          \$341  = \$282 [57:0];
+          \$335  = \$278 [57:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4283,10 +4352,10 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
       6'h2e:
           /* empty */;
       6'h2f:
-          \$341  = \$313 [57:0];
+          \$335  = \$305 [57:0];
     endcase
     if (rst) begin
-      \$341  = 58'h000000000000000;
+      \$335  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$172 [4:0];
@@ -4303,12 +4372,13 @@ module \hwnorm_cvar_s16.math (rst, \start$36 , entry, chan, sum, top, pop_top, d
   assign \chan.mean  = chan[133:110];
   assign \chan.scale_m  = chan[157:134];
   assign \chan.scale_exp  = chan[165:158];
-  assign \$188  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$189  = { 1'h0, div_mag[57:0] };
-  assign \$276  = { 1'h0, \$275 [31:1] };
-  assign \$283  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$310  = { 1'h0, \$309 [31:1] };
-  assign \$312  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
+  assign \$183  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$184  = { 1'h0, div_mag[57:0] };
+  assign \$247  = { 1'h0, \$246 [63:1] };
+  assign \$272  = { 1'h0, \$271 [31:1] };
+  assign \$279  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$302  = { 1'h0, \$301 [31:1] };
+  assign \$304  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
 endmodule
 
 module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -157,8 +157,8 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_cvar_s8.math  math (
-    .\a$30 (a),
-    .\b$56 (b),
+    .\a$31 (a),
+    .\b$58 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -167,7 +167,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$37 (start),
     .sum(sum),
     .top(top)
   );
@@ -483,7 +483,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, done, den, sh, \a$30 , \b$56 , clk);
+module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, done, den, sh, \a$31 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -507,32 +507,32 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire [3:0] \$116 ;
   wire [4:0] \$117 ;
   wire [4:0] \$118 ;
-  wire \$119 ;
+  wire [34:0] \$119 ;
   wire [5:0] \$12 ;
-  wire [6:0] \$120 ;
-  wire [63:0] \$121 ;
-  wire [63:0] \$122 ;
+  wire \$120 ;
+  wire [8:0] \$121 ;
+  wire [8:0] \$122 ;
   wire \$123 ;
-  wire [34:0] \$124 ;
-  wire \$125 ;
-  wire [8:0] \$126 ;
-  wire [8:0] \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire \$124 ;
+  wire [21:0] \$125 ;
+  wire [21:0] \$126 ;
+  wire \$127 ;
+  wire [50:0] \$128 ;
+  wire [35:0] \$129 ;
   wire [5:0] \$13 ;
-  wire [21:0] \$130 ;
-  wire [21:0] \$131 ;
-  wire \$132 ;
-  wire [50:0] \$133 ;
-  wire [35:0] \$134 ;
-  wire \$135 ;
-  wire [8:0] \$136 ;
-  wire [8:0] \$137 ;
+  wire \$130 ;
+  wire [8:0] \$131 ;
+  wire [8:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [16:0] \$135 ;
+  wire [16:0] \$136 ;
+  wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire [5:0] \$14 ;
-  wire [16:0] \$140 ;
-  wire [16:0] \$141 ;
+  wire \$140 ;
+  wire \$141 ;
   wire \$142 ;
   wire \$143 ;
   wire \$144 ;
@@ -583,14 +583,14 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [15:0] \$188 ;
+  wire [5:0] \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [15:0] \$193 ;
-  wire [5:0] \$194 ;
+  wire [63:0] \$191 ;
+  wire [63:0] \$192 ;
+  wire [63:0] \$193 ;
+  wire \$194 ;
   wire [7:0] \$195 ;
   wire \$196 ;
   wire [10:0] \$197 ;
@@ -602,97 +602,91 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire \$201 ;
   wire [10:0] \$202 ;
   wire [10:0] \$203 ;
-  wire [10:0] \$204 ;
-  wire \$205 ;
+  wire \$204 ;
+  wire [10:0] \$205 ;
   wire [10:0] \$206 ;
-  wire \$207 ;
+  wire [10:0] \$207 ;
   wire [10:0] \$208 ;
-  wire [10:0] \$209 ;
+  wire [46:0] \$209 ;
   wire \$21 ;
-  wire [10:0] \$210 ;
-  wire [10:0] \$211 ;
+  wire \$210 ;
+  wire [9:0] \$211 ;
   wire [10:0] \$212 ;
-  wire [46:0] \$213 ;
-  wire \$214 ;
-  wire [9:0] \$215 ;
-  wire [10:0] \$216 ;
-  wire [11:0] \$217 ;
-  wire [46:0] \$218 ;
-  wire [22:0] \$219 ;
+  wire [11:0] \$213 ;
+  wire [46:0] \$214 ;
+  wire [22:0] \$215 ;
+  wire [15:0] \$216 ;
+  wire [15:0] \$217 ;
+  wire [23:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [15:0] \$220 ;
-  wire [15:0] \$221 ;
-  wire [23:0] \$222 ;
-  wire \$223 ;
-  wire [51:0] \$224 ;
-  wire [51:0] \$225 ;
+  wire [51:0] \$220 ;
+  wire [51:0] \$221 ;
+  wire \$222 ;
+  wire [39:0] \$223 ;
+  wire [40:0] \$224 ;
+  wire [8:0] \$225 ;
   wire \$226 ;
-  wire [39:0] \$227 ;
-  wire [40:0] \$228 ;
-  wire [8:0] \$229 ;
+  wire [10:0] \$227 ;
+  wire [10:0] \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [10:0] \$231 ;
+  wire [10:0] \$230 ;
+  wire \$231 ;
   wire [10:0] \$232 ;
-  wire \$233 ;
-  wire [10:0] \$234 ;
-  wire \$235 ;
+  wire [10:0] \$233 ;
+  wire \$234 ;
+  wire [10:0] \$235 ;
   wire [10:0] \$236 ;
   wire [10:0] \$237 ;
   wire [10:0] \$238 ;
-  wire \$239 ;
+  wire [46:0] \$239 ;
   wire \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
+  wire \$240 ;
+  wire [9:0] \$241 ;
   wire [10:0] \$242 ;
-  wire [10:0] \$243 ;
-  wire [10:0] \$244 ;
-  wire [10:0] \$245 ;
-  wire [10:0] \$246 ;
-  wire [46:0] \$247 ;
-  wire \$248 ;
-  wire [9:0] \$249 ;
+  wire [11:0] \$243 ;
+  wire [46:0] \$244 ;
+  wire [22:0] \$245 ;
+  wire [15:0] \$246 ;
+  wire [15:0] \$247 ;
+  wire [23:0] \$248 ;
+  wire [49:0] \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
-  wire [11:0] \$251 ;
-  wire [46:0] \$252 ;
-  wire [22:0] \$253 ;
-  wire [15:0] \$254 ;
-  wire [15:0] \$255 ;
-  wire [23:0] \$256 ;
-  wire [49:0] \$257 ;
-  wire [39:0] \$258 ;
+  wire [39:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [14:0] \$252 ;
+  reg [4:0] \$253 ;
+  reg [7:0] \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg [37:0] \$257 ;
+  reg [38:0] \$258 ;
   reg [5:0] \$259 ;
   wire \$26 ;
-  reg [14:0] \$260 ;
-  reg [4:0] \$261 ;
-  reg [7:0] \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg [37:0] \$265 ;
-  reg [38:0] \$266 ;
-  reg [5:0] \$267 ;
-  reg \$268 ;
-  reg [16:0] \$269 ;
+  reg \$260 ;
+  reg [38:0] \$261 ;
+  reg \$262 ;
+  reg [16:0] \$263 ;
+  reg [25:0] \$264 ;
+  reg [39:0] \$265 ;
+  reg [9:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg [2:0] \$268 ;
+  reg [9:0] \$269 ;
   wire \$27 ;
-  reg [25:0] \$270 ;
-  reg [39:0] \$271 ;
-  reg [9:0] \$272 ;
-  reg [3:0] \$273 ;
-  reg [2:0] \$274 ;
-  reg [9:0] \$275 ;
-  reg [46:0] \$276 ;
-  reg [5:0] \$277 ;
-  reg [3:0] \$278 ;
-  reg [26:0] \$279 ;
+  reg [46:0] \$270 ;
+  reg [5:0] \$271 ;
+  reg [3:0] \$272 ;
+  reg [26:0] \$273 ;
+  reg [34:0] \$274 ;
+  reg [49:0] \$275 ;
+  reg [50:0] \$276 ;
+  reg [50:0] \$277 ;
+  reg \$278 ;
+  reg [38:0] \$279 ;
   wire \$28 ;
   reg [34:0] \$280 ;
-  reg [49:0] \$281 ;
-  reg [50:0] \$282 ;
-  reg [50:0] \$283 ;
-  reg \$284 ;
-  reg [38:0] \$285 ;
-  reg [34:0] \$286 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
@@ -772,11 +766,11 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire \$98 ;
   wire \$99 ;
   reg [38:0] a;
-  output [26:0] \a$30 ;
-  reg [26:0] \a$30  = 27'h0000000;
+  output [26:0] \a$31 ;
+  reg [26:0] \a$31  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$56 ;
-  reg [34:0] \b$56  = 35'h000000000;
+  output [34:0] \b$58 ;
+  reg [34:0] \b$58  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -798,15 +792,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire [3:0] count_lead;
   output [38:0] den;
   reg [38:0] den = 39'h0000000000;
-  reg [38:0] \den$26 ;
+  reg [38:0] \den$27 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$43 ;
+  wire \done$42 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -819,9 +813,9 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   reg [25:0] m = 26'h0000000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$25 ;
+  reg \neg$26 ;
   wire [59:0] p;
-  reg [49:0] \p$53  = 50'h0000000000000;
+  reg [49:0] \p$55  = 50'h0000000000000;
   reg pick_on_train_1 = 1'h0;
   output pop_top;
   reg pop_top;
@@ -829,6 +823,8 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [38:0] recip_rem = 39'h0000000000;
   reg [38:0] rem_init;
   input rst;
   wire rst;
@@ -840,11 +836,11 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$37 ;
+  wire \start$37 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$27 ;
+  reg [5:0] \steps$28 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
@@ -973,214 +969,209 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   assign count_lead = \$99  ? \$104  : \$116 ;
   assign \$117  = sh + 1'h0;
   assign \$118  = sh + 1'h0;
-  assign \$119  = ! lead;
-  assign \$120  = lead - 1'h1;
-  assign \$121  = 1'h1 << \$120 [5:0];
-  assign \$122  = \$119  ? 64'h0000000000000000 : \$121 ;
-  assign \$123  = ! lead;
-  assign \$124  = \$123  ? 35'h400000000 : 35'h000000000;
-  assign \$125  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$126  = - $signed(chan[65:58]);
-  assign \$127  = \$125  ? \$126  : { chan[65], chan[65:58] };
-  assign \$128  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$129  = $signed(sum) < $signed(1'h0);
-  assign \$130  = - $signed(sum);
-  assign \$131  = \$129  ? \$130  : { sum[20], sum };
-  assign \$132  = $signed(sum) < $signed(1'h0);
-  assign \$135  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$136  = - $signed(chan[65:58]);
-  assign \$137  = \$135  ? \$136  : { chan[65], chan[65:58] };
-  assign \$138  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$139  = $signed(chan[89:74]) < $signed(1'h0);
-  assign \$140  = - $signed(chan[89:74]);
-  assign \$141  = \$139  ? \$140  : { chan[89], chan[89:74] };
-  assign \$142  = $signed(chan[89:74]) < $signed(1'h0);
-  assign \$143  = ! fsm_state;
-  assign \$144  = fsm_state == 1'h1;
-  assign \$145  = fsm_state == 2'h2;
-  assign \$146  = fsm_state == 2'h3;
-  assign \$147  = fsm_state == 3'h4;
-  assign \$148  = fsm_state == 3'h5;
-  assign \$149  = fsm_state == 3'h6;
-  assign \$150  = fsm_state == 3'h7;
-  assign \$151  = fsm_state == 4'h8;
-  assign \$152  = fsm_state == 4'h9;
-  assign \$153  = fsm_state == 4'ha;
-  assign \$154  = fsm_state == 4'hb;
-  assign \$155  = fsm_state == 4'hc;
-  assign \$156  = fsm_state == 4'hd;
-  assign \$157  = fsm_state == 4'he;
-  assign \$158  = fsm_state == 4'hf;
-  assign \$159  = fsm_state == 5'h10;
-  assign \$160  = fsm_state == 5'h11;
-  assign \$161  = fsm_state == 5'h12;
-  assign \$162  = fsm_state == 5'h13;
-  assign \$163  = fsm_state == 5'h14;
-  assign \$164  = fsm_state == 5'h15;
-  assign \$165  = fsm_state == 5'h16;
-  assign \$166  = fsm_state == 5'h17;
-  assign \$167  = fsm_state == 5'h18;
-  assign \$168  = fsm_state == 5'h19;
-  assign \$169  = fsm_state == 5'h1a;
-  assign \$170  = fsm_state == 5'h1b;
-  assign \$171  = fsm_state == 5'h1c;
-  assign \$172  = fsm_state == 5'h1d;
-  assign \$173  = fsm_state == 5'h1e;
-  assign \$174  = fsm_state == 5'h1f;
-  assign \$175  = fsm_state == 6'h20;
-  assign \$176  = fsm_state == 6'h21;
-  assign \$177  = fsm_state == 6'h22;
-  assign \$178  = fsm_state == 6'h23;
-  assign \$179  = fsm_state == 6'h24;
-  assign \$180  = fsm_state == 6'h25;
-  assign \$181  = fsm_state == 6'h26;
-  assign \$182  = fsm_state == 6'h27;
-  assign \$183  = fsm_state == 6'h28;
-  assign \$184  = fsm_state == 6'h29;
-  assign \$185  = fsm_state == 6'h2a;
-  assign \$186  = fsm_state == 6'h2b;
-  assign \$187  = fsm_state == 6'h2c;
-  assign \$188  = fsm_state == 6'h2d;
-  assign \$189  = fsm_state == 6'h2e;
-  assign \$190  = fsm_state == 6'h2f;
-  assign \$191  = merge_step < chan[57:53];
-  assign \$192  = merge_step == 5'h15;
-  assign \$193  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$194  = merge_step + 1'h1;
+  assign \$119  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$120  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$121  = - $signed(chan[65:58]);
+  assign \$122  = \$120  ? \$121  : { chan[65], chan[65:58] };
+  assign \$123  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$124  = $signed(sum) < $signed(1'h0);
+  assign \$125  = - $signed(sum);
+  assign \$126  = \$124  ? \$125  : { sum[20], sum };
+  assign \$127  = $signed(sum) < $signed(1'h0);
+  assign \$130  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$131  = - $signed(chan[65:58]);
+  assign \$132  = \$130  ? \$131  : { chan[65], chan[65:58] };
+  assign \$133  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$134  = $signed(chan[89:74]) < $signed(1'h0);
+  assign \$135  = - $signed(chan[89:74]);
+  assign \$136  = \$134  ? \$135  : { chan[89], chan[89:74] };
+  assign \$137  = $signed(chan[89:74]) < $signed(1'h0);
+  assign \$138  = ! fsm_state;
+  assign \$139  = fsm_state == 1'h1;
+  assign \$140  = fsm_state == 2'h2;
+  assign \$141  = fsm_state == 2'h3;
+  assign \$142  = fsm_state == 3'h4;
+  assign \$143  = fsm_state == 3'h5;
+  assign \$144  = fsm_state == 3'h6;
+  assign \$145  = fsm_state == 3'h7;
+  assign \$146  = fsm_state == 4'h8;
+  assign \$147  = fsm_state == 4'h9;
+  assign \$148  = fsm_state == 4'ha;
+  assign \$149  = fsm_state == 4'hb;
+  assign \$150  = fsm_state == 4'hc;
+  assign \$151  = fsm_state == 4'hd;
+  assign \$152  = fsm_state == 4'he;
+  assign \$153  = fsm_state == 4'hf;
+  assign \$154  = fsm_state == 5'h10;
+  assign \$155  = fsm_state == 5'h11;
+  assign \$156  = fsm_state == 5'h12;
+  assign \$157  = fsm_state == 5'h13;
+  assign \$158  = fsm_state == 5'h14;
+  assign \$159  = fsm_state == 5'h15;
+  assign \$160  = fsm_state == 5'h16;
+  assign \$161  = fsm_state == 5'h17;
+  assign \$162  = fsm_state == 5'h18;
+  assign \$163  = fsm_state == 5'h19;
+  assign \$164  = fsm_state == 5'h1a;
+  assign \$165  = fsm_state == 5'h1b;
+  assign \$166  = fsm_state == 5'h1c;
+  assign \$167  = fsm_state == 5'h1d;
+  assign \$168  = fsm_state == 5'h1e;
+  assign \$169  = fsm_state == 5'h1f;
+  assign \$170  = fsm_state == 6'h20;
+  assign \$171  = fsm_state == 6'h21;
+  assign \$172  = fsm_state == 6'h22;
+  assign \$173  = fsm_state == 6'h23;
+  assign \$174  = fsm_state == 6'h24;
+  assign \$175  = fsm_state == 6'h25;
+  assign \$176  = fsm_state == 6'h26;
+  assign \$177  = fsm_state == 6'h27;
+  assign \$178  = fsm_state == 6'h28;
+  assign \$179  = fsm_state == 6'h29;
+  assign \$180  = fsm_state == 6'h2a;
+  assign \$181  = fsm_state == 6'h2b;
+  assign \$182  = fsm_state == 6'h2c;
+  assign \$183  = fsm_state == 6'h2d;
+  assign \$184  = fsm_state == 6'h2e;
+  assign \$185  = fsm_state == 6'h2f;
+  assign \$186  = merge_step < chan[57:53];
+  assign \$187  = merge_step == 5'h15;
+  assign \$188  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$189  = merge_step + 1'h1;
+  assign \$190  = ! lead;
+  assign \$191  = 1'h1 << lead;
+  assign \$193  = \$190  ? 64'h0000000000000000 : \$192 ;
+  assign \$194  = ! lead;
   assign \$195  = lead + 8'hfd;
   assign \$196  = $signed(sh0) < $signed(4'h4);
   assign \$197  = $signed(4'h4) - $signed(sh0);
   assign \$198  = \$196  ? \$197  : 11'h000;
   assign \$199  = $signed(sh0) < $signed(4'h4);
-  assign \$200  = $signed(sh0) - $signed(4'h4);
-  assign \$201  = $signed(\$200 ) < $signed({ 1'h0, tk });
-  assign \$202  = $signed(sh0) - $signed(4'h4);
-  assign \$203  = \$201  ? \$202  : { 7'h00, tk };
-  assign \$204  = $signed(sh0) - $signed(5'h0d);
-  assign \$205  = $signed(\$203 ) > $signed(\$204 );
-  assign \$206  = $signed(sh0) - $signed(4'h4);
-  assign \$207  = $signed(\$206 ) < $signed({ 1'h0, tk });
-  assign \$208  = $signed(sh0) - $signed(4'h4);
-  assign \$209  = \$207  ? \$208  : { 7'h00, tk };
-  assign \$210  = $signed(sh0) - $signed(5'h0d);
-  assign \$211  = \$205  ? \$209  : \$210 ;
-  assign \$212  = \$199  ? 11'h000 : \$211 ;
-  assign \$213  = $signed(km) << pre;
-  assign \$214  = tsh > 6'h2f;
-  assign \$215  = \$214  ? 10'h02f : tsh;
-  assign \$216  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$217  = $signed(\$216 ) - $signed({ 1'h0, tsh });
-  assign \$218  = $signed(km_pre) >>> t_clamped;
-  assign \$219  = $signed(chan[73:66]) << \$117 [3:0];
-  assign \$220  = 1'h1 << sh;
-  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
-  assign \$223  = $signed(div_num) < $signed(1'h0);
-  assign \$224  = - $signed(div_num);
-  assign \$225  = \$223  ? \$224  : { div_num[50], div_num };
-  assign \$226  = $signed(div_num) < $signed(1'h0);
-  assign \$227  = $signed(bias) - $signed(quot);
-  assign \$229  = $signed(5'h0d) - $signed(chan[113:106]);
-  assign \$230  = $signed(sh0) < $signed(4'h4);
-  assign \$231  = $signed(4'h4) - $signed(sh0);
-  assign \$232  = \$230  ? \$231  : 11'h000;
-  assign \$233  = $signed(sh0) < $signed(4'h4);
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = $signed(sh0) - $signed(5'h0d);
-  assign \$239  = $signed(\$237 ) > $signed(\$238 );
-  assign \$240  = $signed(sh0) - $signed(4'h4);
-  assign \$241  = $signed(\$240 ) < $signed({ 1'h0, tk });
-  assign \$242  = $signed(sh0) - $signed(4'h4);
-  assign \$243  = \$241  ? \$242  : { 7'h00, tk };
-  assign \$244  = $signed(sh0) - $signed(5'h0d);
-  assign \$245  = \$239  ? \$243  : \$244 ;
-  assign \$246  = \$233  ? 11'h000 : \$245 ;
-  assign \$247  = $signed(km) << pre;
-  assign \$248  = tsh > 6'h2f;
-  assign \$249  = \$248  ? 10'h02f : tsh;
-  assign \$250  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$251  = $signed(\$250 ) - $signed({ 1'h0, tsh });
-  assign \$252  = $signed(km_pre) >>> t_clamped;
-  assign \$253  = $signed(chan[73:66]) << \$118 [3:0];
-  assign \$254  = 1'h1 << sh;
-  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
-  assign \$258  = $signed(bias) - $signed(quot);
+  assign \$200  = $signed(sh0) - $signed(5'h0d);
+  assign \$201  = $signed(\$200 ) > $signed({ 1'h0, tk });
+  assign \$202  = $signed(sh0) - $signed(5'h0d);
+  assign \$203  = $signed(sh0) - $signed(4'h4);
+  assign \$204  = $signed(\$203 ) < $signed({ 1'h0, tk });
+  assign \$205  = $signed(sh0) - $signed(4'h4);
+  assign \$206  = \$204  ? \$205  : { 7'h00, tk };
+  assign \$207  = \$201  ? \$202  : \$206 ;
+  assign \$208  = \$199  ? 11'h000 : \$207 ;
+  assign \$209  = $signed(km) << pre;
+  assign \$210  = tsh > 6'h2f;
+  assign \$211  = \$210  ? 10'h02f : tsh;
+  assign \$212  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$213  = $signed(\$212 ) - $signed({ 1'h0, tsh });
+  assign \$214  = $signed(km_pre) >>> t_clamped;
+  assign \$215  = $signed(chan[73:66]) << \$117 [3:0];
+  assign \$216  = 1'h1 << sh;
+  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
+  assign \$219  = $signed(div_num) < $signed(1'h0);
+  assign \$220  = - $signed(div_num);
+  assign \$221  = \$219  ? \$220  : { div_num[50], div_num };
+  assign \$222  = $signed(div_num) < $signed(1'h0);
+  assign \$223  = $signed(bias) - $signed(quot);
+  assign \$225  = $signed(5'h0d) - $signed(chan[113:106]);
+  assign \$226  = $signed(sh0) < $signed(4'h4);
+  assign \$227  = $signed(4'h4) - $signed(sh0);
+  assign \$228  = \$226  ? \$227  : 11'h000;
+  assign \$229  = $signed(sh0) < $signed(4'h4);
+  assign \$230  = $signed(sh0) - $signed(5'h0d);
+  assign \$231  = $signed(\$230 ) > $signed({ 1'h0, tk });
+  assign \$232  = $signed(sh0) - $signed(5'h0d);
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
+  assign \$235  = $signed(sh0) - $signed(4'h4);
+  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
+  assign \$237  = \$231  ? \$232  : \$236 ;
+  assign \$238  = \$229  ? 11'h000 : \$237 ;
+  assign \$239  = $signed(km) << pre;
+  assign \$240  = tsh > 6'h2f;
+  assign \$241  = \$240  ? 10'h02f : tsh;
+  assign \$242  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$243  = $signed(\$242 ) - $signed({ 1'h0, tsh });
+  assign \$244  = $signed(km_pre) >>> t_clamped;
+  assign \$245  = $signed(chan[73:66]) << \$118 [3:0];
+  assign \$246  = 1'h1 << sh;
+  assign \$248  = $signed(\$245 ) + $signed({ 1'h0, \$247  });
+  assign \$250  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$259 ;
+    fsm_state <= \$251 ;
   always @(posedge clk)
-    hsum <= \$260 ;
+    hsum <= \$252 ;
   always @(posedge clk)
-    merge_step <= \$261 ;
+    merge_step <= \$253 ;
   always @(posedge clk)
-    head_top_train_1 <= \$262 ;
+    head_top_train_1 <= \$254 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$263 ;
+    pick_on_train_1 <= \$255 ;
   always @(posedge clk)
-    start <= \$264 ;
+    start <= \$256 ;
   always @(posedge clk)
-    t <= \$265 ;
+    t <= \$257 ;
   always @(posedge clk)
-    den <= \$266 ;
+    den <= \$258 ;
   always @(posedge clk)
-    lead <= \$267 ;
+    lead <= \$259 ;
   always @(posedge clk)
-    \start$9  <= \$268 ;
+    \start$9  <= \$260 ;
   always @(posedge clk)
-    recip <= \$269 ;
+    recip_rem <= \$261 ;
   always @(posedge clk)
-    m <= \$270 ;
+    recip_one <= \$262 ;
   always @(posedge clk)
-    km <= \$271 ;
+    recip <= \$263 ;
   always @(posedge clk)
-    sh0 <= \$272 ;
+    m <= \$264 ;
   always @(posedge clk)
-    tk <= \$273 ;
+    km <= \$265 ;
   always @(posedge clk)
-    pre <= \$274 ;
+    sh0 <= \$266 ;
   always @(posedge clk)
-    tsh <= \$275 ;
+    tk <= \$267 ;
   always @(posedge clk)
-    km_pre <= \$276 ;
+    pre <= \$268 ;
   always @(posedge clk)
-    t_clamped <= \$277 ;
+    tsh <= \$269 ;
   always @(posedge clk)
-    sh <= \$278 ;
+    km_pre <= \$270 ;
   always @(posedge clk)
-    \a$30  <= \$279 ;
+    t_clamped <= \$271 ;
   always @(posedge clk)
-    bias <= \$280 ;
+    sh <= \$272 ;
   always @(posedge clk)
-    \p$53  <= \$281 ;
+    \a$31  <= \$273 ;
   always @(posedge clk)
-    div_num <= \$282 ;
+    bias <= \$274 ;
   always @(posedge clk)
-    div_mag <= \$283 ;
+    \p$55  <= \$275 ;
   always @(posedge clk)
-    div_neg <= \$284 ;
+    div_num <= \$276 ;
   always @(posedge clk)
-    quot <= \$285 ;
+    div_mag <= \$277 ;
   always @(posedge clk)
-    \b$56  <= \$286 ;
+    div_neg <= \$278 ;
+  always @(posedge clk)
+    quot <= \$279 ;
+  always @(posedge clk)
+    \b$58  <= \$280 ;
   \hwnorm_cvar_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$26 ),
-    .done(\done$43 ),
+    .\den$13 (\den$27 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$25 ),
+    .\neg$15 (\neg$26 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$27 )
+    .steps(\steps$28 )
   );
   \hwnorm_cvar_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1264,7 +1255,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
+          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1294,7 +1285,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30 [26], \a$30  };
+          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
     endcase
   end
   always @* begin
@@ -1338,7 +1329,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127  };
+          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1358,7 +1349,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$131 [20:0];
+          b = \$126 [20:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -1374,7 +1365,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h03:
           /* empty */;
       6'h25:
-          b = { \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137  };
+          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
       6'h26:
           /* empty */;
       6'h27:
@@ -1388,7 +1379,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2b:
           /* empty */;
       6'h2c:
-          b = { \$141 [16], \$141 [16], \$141 [16], \$141 [16], \$141  };
+          b = { \$136 [16], \$136 [16], \$136 [16], \$136 [16], \$136  };
     endcase
   end
   always @* begin
@@ -1526,7 +1517,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$128 ;
+          neg = \$123 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1546,7 +1537,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$132 ;
+          neg = \$127 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1562,7 +1553,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h03:
           /* empty */;
       6'h25:
-          neg = \$138 ;
+          neg = \$133 ;
       6'h26:
           /* empty */;
       6'h27:
@@ -1576,7 +1567,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2b:
           /* empty */;
       6'h2c:
-          neg = \$142 ;
+          neg = \$137 ;
     endcase
   end
   always @* begin
@@ -1708,7 +1699,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          rem_init = \$122 [38:0];
+          rem_init = recip_rem;
       6'h12:
           /* empty */;
       6'h13:
@@ -1742,7 +1733,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          rem_init = \$133 [38:0];
+          rem_init = \$128 [38:0];
     endcase
   end
   always @* begin
@@ -1780,7 +1771,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$124 ;
+          lo_init = \$119 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1814,12 +1805,12 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          lo_init = \$134 [34:0];
+          lo_init = \$129 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$26  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1852,7 +1843,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \neg$25  = 1'h0;
+          \neg$26  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1886,12 +1877,12 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \neg$25  = div_neg;
+          \neg$26  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$26  = 39'h0000000000;
+    \den$27  = 39'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1924,7 +1915,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \den$26  = den;
+          \den$27  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -1958,12 +1949,12 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \den$26  = { 26'h0000000, chan[13:1] };
+          \den$27  = { 26'h0000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$27  = 6'h00;
+    \steps$28  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1996,7 +1987,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \steps$27  = 6'h10;
+          \steps$28  = 6'h10;
       6'h12:
           /* empty */;
       6'h13:
@@ -2030,7 +2021,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \steps$27  = 6'h23;
+          \steps$28  = 6'h23;
     endcase
   end
   always @* begin
@@ -2137,138 +2128,408 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = fsm_state;
+    \$251  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$259  = 6'h01;
+                  \$251  = 6'h01;
               2'h1:
-                  \$259  = 6'h02;
+                  \$251  = 6'h02;
               2'h2:
-                  \$259  = 6'h03;
+                  \$251  = 6'h03;
             endcase
           end
       6'h02:
-          \$259  = 6'h04;
+          \$251  = 6'h04;
       6'h04:
         begin
-          \$259  = 6'h05;
-          if (\$192 ) begin
-            \$259  = 6'h06;
+          \$251  = 6'h05;
+          if (\$187 ) begin
+            \$251  = 6'h06;
           end
         end
       6'h05:
-          \$259  = 6'h04;
+          \$251  = 6'h04;
       6'h06:
-          \$259  = 6'h07;
+          \$251  = 6'h07;
       6'h07:
-          \$259  = 6'h08;
+          \$251  = 6'h08;
       6'h08:
-          if (\done$41 ) begin
-            \$259  = 6'h09;
+          if (\done$42 ) begin
+            \$251  = 6'h09;
           end
       6'h09:
-          \$259  = 6'h0a;
+          \$251  = 6'h0a;
       6'h0a:
-          \$259  = 6'h0b;
+          \$251  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$259  = 6'h0c;
+          if (\done$42 ) begin
+            \$251  = 6'h0c;
           end
       6'h0c:
-          \$259  = 6'h0d;
+          \$251  = 6'h0d;
       6'h0d:
-          \$259  = 6'h0e;
+          \$251  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$259  = 6'h0f;
+          if (\done$42 ) begin
+            \$251  = 6'h0f;
           end
       6'h0f:
-          \$259  = 6'h10;
+          \$251  = 6'h10;
       6'h10:
-          \$259  = 6'h11;
+          \$251  = 6'h11;
       6'h11:
-          \$259  = 6'h12;
+          \$251  = 6'h12;
       6'h12:
-          if (\done$43 ) begin
-            \$259  = 6'h13;
+          if (\done$45 ) begin
+            \$251  = 6'h13;
           end
       6'h13:
-          \$259  = 6'h14;
+          \$251  = 6'h14;
       6'h14:
-          \$259  = 6'h15;
+          \$251  = 6'h15;
       6'h15:
-          if (\done$41 ) begin
-            \$259  = 6'h16;
+          if (\done$42 ) begin
+            \$251  = 6'h16;
           end
       6'h16:
-          \$259  = 6'h17;
+          \$251  = 6'h17;
       6'h17:
-          \$259  = 6'h18;
+          \$251  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$259  = 6'h19;
+          if (\done$42 ) begin
+            \$251  = 6'h19;
           end
       6'h19:
-          \$259  = 6'h1a;
+          \$251  = 6'h1a;
       6'h1a:
-          \$259  = 6'h1b;
+          \$251  = 6'h1b;
       6'h1b:
-          \$259  = 6'h1c;
+          \$251  = 6'h1c;
       6'h1c:
-          \$259  = 6'h1d;
+          \$251  = 6'h1d;
       6'h1d:
-          \$259  = 6'h1e;
+          \$251  = 6'h1e;
       6'h1e:
-          \$259  = 6'h1f;
+          \$251  = 6'h1f;
       6'h1f:
-          if (\done$41 ) begin
-            \$259  = 6'h20;
+          if (\done$42 ) begin
+            \$251  = 6'h20;
           end
       6'h20:
-          \$259  = 6'h21;
+          \$251  = 6'h21;
       6'h21:
-          \$259  = 6'h22;
+          \$251  = 6'h22;
       6'h22:
-          \$259  = 6'h23;
+          \$251  = 6'h23;
       6'h23:
-          if (\done$43 ) begin
-            \$259  = 6'h24;
+          if (\done$45 ) begin
+            \$251  = 6'h24;
           end
       6'h24:
-          \$259  = 6'h01;
+          \$251  = 6'h01;
       6'h03:
-          \$259  = 6'h25;
+          \$251  = 6'h25;
       6'h25:
-          \$259  = 6'h26;
+          \$251  = 6'h26;
       6'h26:
-          if (\done$41 ) begin
-            \$259  = 6'h27;
+          if (\done$42 ) begin
+            \$251  = 6'h27;
           end
       6'h27:
-          \$259  = 6'h28;
+          \$251  = 6'h28;
       6'h28:
-          \$259  = 6'h29;
+          \$251  = 6'h29;
       6'h29:
-          \$259  = 6'h2a;
+          \$251  = 6'h2a;
       6'h2a:
-          \$259  = 6'h2b;
+          \$251  = 6'h2b;
       6'h2b:
-          \$259  = 6'h2c;
+          \$251  = 6'h2c;
       6'h2c:
-          \$259  = 6'h2d;
+          \$251  = 6'h2d;
       6'h2d:
-          if (\done$41 ) begin
-            \$259  = 6'h2e;
+          if (\done$42 ) begin
+            \$251  = 6'h2e;
           end
       6'h2e:
-          \$259  = 6'h2f;
+          \$251  = 6'h2f;
       6'h2f:
-          \$259  = 6'h01;
+          \$251  = 6'h01;
       6'h01:
-          \$259  = 6'h00;
+          \$251  = 6'h00;
+    endcase
+    if (rst) begin
+      \$251  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$252  = 15'h0000;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (pick_on_train_1) begin
+            \$252  = \$188 [14:0];
+          end
+    endcase
+    if (rst) begin
+      \$252  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$253  = 5'h00;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$253  = \$189 [4:0];
+    endcase
+    if (rst) begin
+      \$253  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = head_top_train_1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$254  = top;
+    endcase
+    if (rst) begin
+      \$254  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = pick_on_train_1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$255  = \$186 ;
+    endcase
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$256  = 1'h1;
+      6'h07:
+          \$256  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$256  = 1'h1;
+      6'h0a:
+          \$256  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$256  = 1'h1;
+      6'h0d:
+          \$256  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$256  = 1'h1;
+      6'h14:
+          \$256  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$256  = 1'h1;
+      6'h17:
+          \$256  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$256  = 1'h1;
+      6'h1e:
+          \$256  = 1'h0;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$256  = 1'h1;
+      6'h25:
+          \$256  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$256  = 1'h1;
+      6'h2c:
+          \$256  = 1'h0;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (\done$42 ) begin
+            \$257  = p[37:0];
+          end
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$257  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$258  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$258  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$259  = den_lead;
     endcase
     if (rst) begin
       \$259  = 6'h00;
@@ -2276,277 +2537,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$260  = 15'h0000;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (pick_on_train_1) begin
-            \$260  = \$193 [14:0];
-          end
-    endcase
-    if (rst) begin
-      \$260  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$261  = 5'h00;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$261  = \$194 [4:0];
-    endcase
-    if (rst) begin
-      \$261  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = head_top_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$262  = top;
-    endcase
-    if (rst) begin
-      \$262  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = pick_on_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$263  = \$191 ;
-    endcase
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$264  = 1'h1;
-      6'h07:
-          \$264  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$264  = 1'h1;
-      6'h0a:
-          \$264  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$264  = 1'h1;
-      6'h0d:
-          \$264  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$264  = 1'h1;
-      6'h14:
-          \$264  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$264  = 1'h1;
-      6'h17:
-          \$264  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$264  = 1'h1;
-      6'h1e:
-          \$264  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          \$264  = 1'h1;
-      6'h25:
-          \$264  = 1'h0;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$264  = 1'h1;
-      6'h2c:
-          \$264  = 1'h0;
-    endcase
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$41 ) begin
-            \$265  = p[37:0];
-          end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$265  = p[37:0];
-          end
-    endcase
-    if (rst) begin
-      \$265  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$266  = p[38:0];
-          end
-    endcase
-    if (rst) begin
-      \$266  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$267  = den_lead;
-    endcase
-    if (rst) begin
-      \$267  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \start$9 ;
+    \$260  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2577,9 +2568,9 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h0f:
           /* empty */;
       6'h10:
-          \$268  = 1'h1;
+          \$260  = 1'h1;
       6'h11:
-          \$268  = 1'h0;
+          \$260  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2611,17 +2602,95 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h20:
           /* empty */;
       6'h21:
-          \$268  = 1'h1;
+          \$260  = 1'h1;
       6'h22:
-          \$268  = 1'h0;
+          \$260  = 1'h0;
     endcase
     if (rst) begin
-      \$268  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = recip;
+    \$261  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$261  = \$193 [38:0];
+    endcase
+    if (rst) begin
+      \$261  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$262  = \$194 ;
+    endcase
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2656,17 +2725,17 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$43 ) begin
-            \$269  = q[16:0];
+          if (\done$45 ) begin
+            \$263  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$269  = 17'h00000;
+      \$263  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = m;
+    \$264  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2707,8 +2776,8 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$41 ) begin
-            \$270  = p[25:0];
+          if (\done$42 ) begin
+            \$264  = p[25:0];
           end
       6'h16:
           /* empty */;
@@ -2745,17 +2814,17 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$41 ) begin
-            \$270  = p[25:0];
+          if (\done$42 ) begin
+            \$264  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$270  = 26'h0000000;
+      \$264  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = km;
+    \$265  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2802,8 +2871,8 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$271  = p[39:0];
+          if (\done$42 ) begin
+            \$265  = p[39:0];
           end
       6'h19:
           /* empty */;
@@ -2836,15 +2905,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h26:
           /* empty */;
       6'h27:
-          \$271  = \$228 [39:0];
+          \$265  = \$224 [39:0];
     endcase
     if (rst) begin
-      \$271  = 40'h0000000000;
+      \$265  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = sh0;
+    \$266  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2893,7 +2962,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h18:
           /* empty */;
       6'h19:
-          \$272  = { \$195 [7], \$195 [7], \$195  };
+          \$266  = { \$195 [7], \$195 [7], \$195  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2923,15 +2992,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h26:
           /* empty */;
       6'h27:
-          \$272  = { \$229 [8], \$229  };
+          \$266  = { \$225 [8], \$225  };
     endcase
     if (rst) begin
-      \$272  = 10'h000;
+      \$266  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = tk;
+    \$267  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2980,7 +3049,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h18:
           /* empty */;
       6'h19:
-          \$273  = count_lead;
+          \$267  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3010,15 +3079,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h26:
           /* empty */;
       6'h27:
-          \$273  = 4'h8;
+          \$267  = 4'h8;
     endcase
     if (rst) begin
-      \$273  = 4'h0;
+      \$267  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = pre;
+    \$268  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3069,7 +3138,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h19:
           /* empty */;
       6'h1a:
-          \$274  = \$198 [2:0];
+          \$268  = \$198 [2:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3099,15 +3168,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h27:
           /* empty */;
       6'h28:
-          \$274  = \$232 [2:0];
+          \$268  = \$228 [2:0];
     endcase
     if (rst) begin
-      \$274  = 3'h0;
+      \$268  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = tsh;
+    \$269  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3158,7 +3227,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h19:
           /* empty */;
       6'h1a:
-          \$275  = \$212 [9:0];
+          \$269  = \$208 [9:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3188,15 +3257,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h27:
           /* empty */;
       6'h28:
-          \$275  = \$246 [9:0];
+          \$269  = \$238 [9:0];
     endcase
     if (rst) begin
-      \$275  = 10'h000;
+      \$269  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = km_pre;
+    \$270  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3249,7 +3318,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$276  = \$213 ;
+          \$270  = \$209 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3279,15 +3348,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$276  = \$247 ;
+          \$270  = \$239 ;
     endcase
     if (rst) begin
-      \$276  = 47'h000000000000;
+      \$270  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = t_clamped;
+    \$271  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3340,7 +3409,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$277  = \$215 [5:0];
+          \$271  = \$211 [5:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3370,15 +3439,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$277  = \$249 [5:0];
+          \$271  = \$241 [5:0];
     endcase
     if (rst) begin
-      \$277  = 6'h00;
+      \$271  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = sh;
+    \$272  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3431,7 +3500,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$278  = \$217 [3:0];
+          \$272  = \$213 [3:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3461,15 +3530,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$278  = \$251 [3:0];
+          \$272  = \$243 [3:0];
     endcase
     if (rst) begin
-      \$278  = 4'h0;
+      \$272  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \a$30 ;
+    \$273  = \a$31 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3524,7 +3593,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1b:
           /* empty */;
       6'h1c:
-          \$279  = \$218 [26:0];
+          \$273  = \$214 [26:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3554,15 +3623,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h29:
           /* empty */;
       6'h2a:
-          \$279  = \$252 [26:0];
+          \$273  = \$244 [26:0];
     endcase
     if (rst) begin
-      \$279  = 27'h0000000;
+      \$273  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = bias;
+    \$274  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3617,7 +3686,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1b:
           /* empty */;
       6'h1c:
-          \$280  = { \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222 [23], \$222  };
+          \$274  = { \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3647,15 +3716,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h29:
           /* empty */;
       6'h2a:
-          \$280  = { \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256 [23], \$256  };
+          \$274  = { \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248  };
     endcase
     if (rst) begin
-      \$280  = 35'h000000000;
+      \$274  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = \p$53 ;
+    \$275  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3716,8 +3785,8 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$41 ) begin
-            \$281  = p[49:0];
+          if (\done$42 ) begin
+            \$275  = p[49:0];
           end
       6'h20:
           /* empty */;
@@ -3748,17 +3817,17 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$41 ) begin
-            \$281  = p[49:0];
+          if (\done$42 ) begin
+            \$275  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$281  = 50'h0000000000000;
+      \$275  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = div_num;
+    \$276  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3821,88 +3890,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h1f:
           /* empty */;
       6'h20:
-          \$282  = { \p$53 [49], \p$53  };
+          \$276  = { \p$55 [49], \p$55  };
     endcase
     if (rst) begin
-      \$282  = 51'h0000000000000;
+      \$276  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$283  = \$225 [50:0];
-    endcase
-    if (rst) begin
-      \$283  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = div_neg;
+    \$277  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3967,15 +3963,88 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h20:
           /* empty */;
       6'h21:
-          \$284  = \$226 ;
+          \$277  = \$221 [50:0];
     endcase
     if (rst) begin
-      \$284  = 1'h0;
+      \$277  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = quot;
+    \$278  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$278  = \$222 ;
+    endcase
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4044,8 +4113,8 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$43 ) begin
-            \$285  = { q[36], q[36], q };
+          if (\done$45 ) begin
+            \$279  = { q[36], q[36], q };
           end
       6'h24:
           /* empty */;
@@ -4070,15 +4139,15 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2d:
           /* empty */;
       6'h2e:
-          \$285  = \$257 [38:0];
+          \$279  = \$249 [38:0];
     endcase
     if (rst) begin
-      \$285  = 39'h0000000000;
+      \$279  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = \b$56 ;
+    \$280  = \b$58 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4149,7 +4218,7 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h23:
           /* empty */;
       6'h24:
-          \$286  = \$227 [34:0];
+          \$280  = \$223 [34:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4173,10 +4242,10 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
       6'h2e:
           /* empty */;
       6'h2f:
-          \$286  = \$258 [34:0];
+          \$280  = \$250 [34:0];
     endcase
     if (rst) begin
-      \$286  = 35'h000000000;
+      \$280  = 35'h000000000;
     end
   end
   assign beta_shift = \$117 [3:0];
@@ -4193,12 +4262,13 @@ module \hwnorm_cvar_s8.math (rst, \start$36 , entry, chan, sum, top, pop_top, do
   assign \chan.mean  = chan[89:74];
   assign \chan.scale_m  = chan[105:90];
   assign \chan.scale_exp  = chan[113:106];
-  assign \$133  = { 35'h000000000, div_mag[50:35] };
-  assign \$134  = { 1'h0, div_mag[34:0] };
-  assign \$221  = { 1'h0, \$220 [15:1] };
-  assign \$228  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$255  = { 1'h0, \$254 [15:1] };
-  assign \$257  = { \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49:8] };
+  assign \$128  = { 35'h000000000, div_mag[50:35] };
+  assign \$129  = { 1'h0, div_mag[34:0] };
+  assign \$192  = { 1'h0, \$191 [63:1] };
+  assign \$217  = { 1'h0, \$216 [15:1] };
+  assign \$224  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$247  = { 1'h0, \$246 [15:1] };
+  assign \$249  = { \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49:8] };
 endmodule
 
 module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -164,8 +164,8 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_l1_s16.math  math (
-    .\a$31 (a),
-    .\b$53 (b),
+    .\a$32 (a),
+    .\b$55 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_l1_s16.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
+module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -737,31 +737,31 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire [73:0] \$243 ;
   wire [79:0] \$244 ;
   wire [46:0] \$245 ;
-  wire \$246 ;
-  wire [7:0] \$247 ;
-  wire [127:0] \$248 ;
-  wire [127:0] \$249 ;
+  wire [57:0] \$246 ;
+  wire \$247 ;
+  wire [16:0] \$248 ;
+  wire [16:0] \$249 ;
   wire [6:0] \$25 ;
   wire \$250 ;
-  wire [57:0] \$251 ;
-  wire \$252 ;
-  wire [16:0] \$253 ;
-  wire [16:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [29:0] \$257 ;
-  wire [29:0] \$258 ;
-  wire \$259 ;
+  wire \$251 ;
+  wire [29:0] \$252 ;
+  wire [29:0] \$253 ;
+  wire \$254 ;
+  wire [73:0] \$255 ;
+  wire [58:0] \$256 ;
+  wire \$257 ;
+  wire [16:0] \$258 ;
+  wire [16:0] \$259 ;
   wire [6:0] \$26 ;
-  wire [73:0] \$260 ;
-  wire [58:0] \$261 ;
-  wire \$262 ;
-  wire [16:0] \$263 ;
-  wire [16:0] \$264 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire [24:0] \$262 ;
+  wire [24:0] \$263 ;
+  wire \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire [24:0] \$267 ;
-  wire [24:0] \$268 ;
+  wire \$267 ;
+  wire \$268 ;
   wire \$269 ;
   wire [6:0] \$27 ;
   wire \$270 ;
@@ -816,14 +816,14 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$314 ;
   wire \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
+  wire [74:0] \$317 ;
+  wire [74:0] \$318 ;
   wire \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire [74:0] \$322 ;
-  wire [74:0] \$323 ;
+  wire [127:0] \$321 ;
+  wire [127:0] \$322 ;
+  wire [127:0] \$323 ;
   wire \$324 ;
   wire [8:0] \$325 ;
   wire \$326 ;
@@ -835,95 +835,89 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$331 ;
   wire [10:0] \$332 ;
   wire [10:0] \$333 ;
-  wire [10:0] \$334 ;
-  wire \$335 ;
+  wire \$334 ;
+  wire [10:0] \$335 ;
   wire [10:0] \$336 ;
-  wire \$337 ;
+  wire [10:0] \$337 ;
   wire [10:0] \$338 ;
-  wire [10:0] \$339 ;
+  wire [70:0] \$339 ;
   wire \$34 ;
-  wire [10:0] \$340 ;
-  wire [10:0] \$341 ;
+  wire \$340 ;
+  wire [9:0] \$341 ;
   wire [10:0] \$342 ;
-  wire [70:0] \$343 ;
-  wire \$344 ;
-  wire [9:0] \$345 ;
-  wire [10:0] \$346 ;
-  wire [11:0] \$347 ;
-  wire [70:0] \$348 ;
-  wire [46:0] \$349 ;
+  wire [11:0] \$343 ;
+  wire [70:0] \$344 ;
+  wire [46:0] \$345 ;
+  wire [31:0] \$346 ;
+  wire [31:0] \$347 ;
+  wire [47:0] \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire [31:0] \$350 ;
-  wire [31:0] \$351 ;
-  wire [47:0] \$352 ;
-  wire \$353 ;
-  wire [74:0] \$354 ;
-  wire [74:0] \$355 ;
+  wire [74:0] \$350 ;
+  wire [74:0] \$351 ;
+  wire \$352 ;
+  wire [62:0] \$353 ;
+  wire [56:0] \$354 ;
+  wire [8:0] \$355 ;
   wire \$356 ;
-  wire [62:0] \$357 ;
-  wire [56:0] \$358 ;
-  wire [8:0] \$359 ;
+  wire [10:0] \$357 ;
+  wire [10:0] \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire [10:0] \$361 ;
+  wire [10:0] \$360 ;
+  wire \$361 ;
   wire [10:0] \$362 ;
-  wire \$363 ;
-  wire [10:0] \$364 ;
-  wire \$365 ;
+  wire [10:0] \$363 ;
+  wire \$364 ;
+  wire [10:0] \$365 ;
   wire [10:0] \$366 ;
   wire [10:0] \$367 ;
   wire [10:0] \$368 ;
-  wire \$369 ;
+  wire [70:0] \$369 ;
   wire \$37 ;
-  wire [10:0] \$370 ;
-  wire \$371 ;
+  wire \$370 ;
+  wire [9:0] \$371 ;
   wire [10:0] \$372 ;
-  wire [10:0] \$373 ;
-  wire [10:0] \$374 ;
-  wire [10:0] \$375 ;
-  wire [10:0] \$376 ;
-  wire [70:0] \$377 ;
-  wire \$378 ;
-  wire [9:0] \$379 ;
+  wire [11:0] \$373 ;
+  wire [70:0] \$374 ;
+  wire [46:0] \$375 ;
+  wire [31:0] \$376 ;
+  wire [31:0] \$377 ;
+  wire [47:0] \$378 ;
+  wire [72:0] \$379 ;
   wire \$38 ;
-  wire [10:0] \$380 ;
-  wire [11:0] \$381 ;
-  wire [70:0] \$382 ;
-  wire [46:0] \$383 ;
-  wire [31:0] \$384 ;
-  wire [31:0] \$385 ;
-  wire [47:0] \$386 ;
-  wire [72:0] \$387 ;
-  wire [62:0] \$388 ;
-  reg [5:0] \$389 ;
+  wire [62:0] \$380 ;
+  reg [5:0] \$381 ;
+  reg [73:0] \$382 ;
+  reg [73:0] \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg [16:0] \$386 ;
+  reg \$387 ;
+  reg [45:0] \$388 ;
+  reg [74:0] \$389 ;
   wire \$39 ;
-  reg [73:0] \$390 ;
-  reg [73:0] \$391 ;
+  reg [6:0] \$390 ;
+  reg [74:0] \$391 ;
   reg \$392 ;
-  reg \$393 ;
-  reg [16:0] \$394 ;
-  reg \$395 ;
-  reg [45:0] \$396 ;
-  reg [74:0] \$397 ;
-  reg [6:0] \$398 ;
-  reg [24:0] \$399 ;
+  reg [24:0] \$393 ;
+  reg [41:0] \$394 ;
+  reg [55:0] \$395 ;
+  reg [9:0] \$396 ;
+  reg [3:0] \$397 ;
+  reg [3:0] \$398 ;
+  reg [9:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [41:0] \$400 ;
-  reg [55:0] \$401 ;
-  reg [9:0] \$402 ;
-  reg [3:0] \$403 ;
-  reg [3:0] \$404 ;
-  reg [9:0] \$405 ;
-  reg [70:0] \$406 ;
-  reg [6:0] \$407 ;
-  reg [4:0] \$408 ;
-  reg [41:0] \$409 ;
+  reg [70:0] \$400 ;
+  reg [6:0] \$401 ;
+  reg [4:0] \$402 ;
+  reg [41:0] \$403 ;
+  reg [57:0] \$404 ;
+  reg [72:0] \$405 ;
+  reg [61:0] \$406 ;
+  reg [57:0] \$407 ;
   wire \$41 ;
-  reg [57:0] \$410 ;
-  reg [72:0] \$411 ;
-  reg [61:0] \$412 ;
-  reg [57:0] \$413 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
@@ -988,11 +982,11 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire [6:0] \$98 ;
   wire [6:0] \$99 ;
   reg [47:0] a;
-  output [41:0] \a$31 ;
-  reg [41:0] \a$31  = 42'h00000000000;
+  output [41:0] \a$32 ;
+  reg [41:0] \a$32  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$53 ;
-  reg [57:0] \b$53  = 58'h000000000000000;
+  output [57:0] \b$55 ;
+  reg [57:0] \b$55  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -1022,8 +1016,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -1037,11 +1031,13 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg neg;
   reg \neg$23 ;
   wire [83:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
+  reg [72:0] \p$53  = 73'h0000000000000000000;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [74:0] recip_rem = 75'h0000000000000000000;
   reg [74:0] rem_init;
   input rst;
   wire rst;
@@ -1055,8 +1051,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [5:0] \steps$24 ;
@@ -1310,197 +1306,192 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign count_lead = \$223  ? \$228  : \$240 ;
   assign \$241  = sh + 1'h0;
   assign \$242  = sh + 1'h0;
-  assign \$246  = ! lead;
-  assign \$247  = lead - 1'h1;
-  assign \$248  = 1'h1 << \$247 [6:0];
-  assign \$249  = \$246  ? 128'h00000000000000000000000000000000 : \$248 ;
-  assign \$250  = ! lead;
-  assign \$251  = \$250  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$252  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$253  = - $signed(chan[102:87]);
-  assign \$254  = \$252  ? \$253  : { chan[102], chan[102:87] };
-  assign \$255  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$256  = $signed(sum) < $signed(1'h0);
-  assign \$257  = - $signed(sum);
-  assign \$258  = \$256  ? \$257  : { sum[28], sum };
-  assign \$259  = $signed(sum) < $signed(1'h0);
-  assign \$262  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$263  = - $signed(chan[102:87]);
-  assign \$264  = \$262  ? \$263  : { chan[102], chan[102:87] };
-  assign \$265  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$266  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$267  = - $signed(chan[142:119]);
-  assign \$268  = \$266  ? \$267  : { chan[142], chan[142:119] };
-  assign \$269  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$270  = ! fsm_state;
-  assign \$271  = fsm_state == 1'h1;
-  assign \$272  = fsm_state == 2'h2;
-  assign \$273  = fsm_state == 2'h3;
-  assign \$274  = fsm_state == 3'h4;
-  assign \$275  = fsm_state == 3'h5;
-  assign \$276  = fsm_state == 3'h6;
-  assign \$277  = fsm_state == 3'h7;
-  assign \$278  = fsm_state == 4'h8;
-  assign \$279  = fsm_state == 4'h9;
-  assign \$280  = fsm_state == 4'ha;
-  assign \$281  = fsm_state == 4'hb;
-  assign \$282  = fsm_state == 4'hc;
-  assign \$283  = fsm_state == 4'hd;
-  assign \$284  = fsm_state == 4'he;
-  assign \$285  = fsm_state == 4'hf;
-  assign \$286  = fsm_state == 5'h10;
-  assign \$287  = fsm_state == 5'h11;
-  assign \$288  = fsm_state == 5'h12;
-  assign \$289  = fsm_state == 5'h13;
-  assign \$290  = fsm_state == 5'h14;
-  assign \$291  = fsm_state == 5'h15;
-  assign \$292  = fsm_state == 5'h16;
-  assign \$293  = fsm_state == 5'h17;
-  assign \$294  = fsm_state == 5'h18;
-  assign \$295  = fsm_state == 5'h19;
-  assign \$296  = fsm_state == 5'h1a;
-  assign \$297  = fsm_state == 5'h1b;
-  assign \$298  = fsm_state == 5'h1c;
-  assign \$299  = fsm_state == 5'h1d;
-  assign \$300  = fsm_state == 5'h1e;
-  assign \$301  = fsm_state == 5'h1f;
-  assign \$302  = fsm_state == 6'h20;
-  assign \$303  = fsm_state == 6'h21;
-  assign \$304  = fsm_state == 6'h22;
-  assign \$305  = fsm_state == 6'h23;
-  assign \$306  = fsm_state == 6'h24;
-  assign \$307  = fsm_state == 6'h25;
-  assign \$308  = fsm_state == 6'h26;
-  assign \$309  = fsm_state == 6'h27;
-  assign \$310  = fsm_state == 6'h28;
-  assign \$311  = fsm_state == 6'h29;
-  assign \$312  = fsm_state == 6'h2a;
-  assign \$313  = fsm_state == 6'h2b;
-  assign \$314  = fsm_state == 6'h2c;
-  assign \$315  = fsm_state == 6'h2d;
-  assign \$316  = fsm_state == 6'h2e;
-  assign \$317  = fsm_state == 6'h2f;
-  assign \$318  = fsm_state == 6'h30;
-  assign \$319  = fsm_state == 6'h31;
-  assign \$320  = fsm_state == 6'h32;
-  assign \$321  = $signed(div_num) < $signed(1'h0);
-  assign \$322  = - $signed(div_num);
-  assign \$323  = \$321  ? \$322  : { div_num[73], div_num };
-  assign \$324  = $signed(div_num) < $signed(1'h0);
+  assign \$246  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$247  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$248  = - $signed(chan[102:87]);
+  assign \$249  = \$247  ? \$248  : { chan[102], chan[102:87] };
+  assign \$250  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$251  = $signed(sum) < $signed(1'h0);
+  assign \$252  = - $signed(sum);
+  assign \$253  = \$251  ? \$252  : { sum[28], sum };
+  assign \$254  = $signed(sum) < $signed(1'h0);
+  assign \$257  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$258  = - $signed(chan[102:87]);
+  assign \$259  = \$257  ? \$258  : { chan[102], chan[102:87] };
+  assign \$260  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$261  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$262  = - $signed(chan[142:119]);
+  assign \$263  = \$261  ? \$262  : { chan[142], chan[142:119] };
+  assign \$264  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$265  = ! fsm_state;
+  assign \$266  = fsm_state == 1'h1;
+  assign \$267  = fsm_state == 2'h2;
+  assign \$268  = fsm_state == 2'h3;
+  assign \$269  = fsm_state == 3'h4;
+  assign \$270  = fsm_state == 3'h5;
+  assign \$271  = fsm_state == 3'h6;
+  assign \$272  = fsm_state == 3'h7;
+  assign \$273  = fsm_state == 4'h8;
+  assign \$274  = fsm_state == 4'h9;
+  assign \$275  = fsm_state == 4'ha;
+  assign \$276  = fsm_state == 4'hb;
+  assign \$277  = fsm_state == 4'hc;
+  assign \$278  = fsm_state == 4'hd;
+  assign \$279  = fsm_state == 4'he;
+  assign \$280  = fsm_state == 4'hf;
+  assign \$281  = fsm_state == 5'h10;
+  assign \$282  = fsm_state == 5'h11;
+  assign \$283  = fsm_state == 5'h12;
+  assign \$284  = fsm_state == 5'h13;
+  assign \$285  = fsm_state == 5'h14;
+  assign \$286  = fsm_state == 5'h15;
+  assign \$287  = fsm_state == 5'h16;
+  assign \$288  = fsm_state == 5'h17;
+  assign \$289  = fsm_state == 5'h18;
+  assign \$290  = fsm_state == 5'h19;
+  assign \$291  = fsm_state == 5'h1a;
+  assign \$292  = fsm_state == 5'h1b;
+  assign \$293  = fsm_state == 5'h1c;
+  assign \$294  = fsm_state == 5'h1d;
+  assign \$295  = fsm_state == 5'h1e;
+  assign \$296  = fsm_state == 5'h1f;
+  assign \$297  = fsm_state == 6'h20;
+  assign \$298  = fsm_state == 6'h21;
+  assign \$299  = fsm_state == 6'h22;
+  assign \$300  = fsm_state == 6'h23;
+  assign \$301  = fsm_state == 6'h24;
+  assign \$302  = fsm_state == 6'h25;
+  assign \$303  = fsm_state == 6'h26;
+  assign \$304  = fsm_state == 6'h27;
+  assign \$305  = fsm_state == 6'h28;
+  assign \$306  = fsm_state == 6'h29;
+  assign \$307  = fsm_state == 6'h2a;
+  assign \$308  = fsm_state == 6'h2b;
+  assign \$309  = fsm_state == 6'h2c;
+  assign \$310  = fsm_state == 6'h2d;
+  assign \$311  = fsm_state == 6'h2e;
+  assign \$312  = fsm_state == 6'h2f;
+  assign \$313  = fsm_state == 6'h30;
+  assign \$314  = fsm_state == 6'h31;
+  assign \$315  = fsm_state == 6'h32;
+  assign \$316  = $signed(div_num) < $signed(1'h0);
+  assign \$317  = - $signed(div_num);
+  assign \$318  = \$316  ? \$317  : { div_num[73], div_num };
+  assign \$319  = $signed(div_num) < $signed(1'h0);
+  assign \$320  = ! lead;
+  assign \$321  = 1'h1 << lead;
+  assign \$323  = \$320  ? 128'h00000000000000000000000000000000 : \$322 ;
+  assign \$324  = ! lead;
   assign \$325  = lead + 9'h1f5;
   assign \$326  = $signed(sh0) < $signed(4'h4);
   assign \$327  = $signed(4'h4) - $signed(sh0);
   assign \$328  = \$326  ? \$327  : 11'h000;
   assign \$329  = $signed(sh0) < $signed(4'h4);
-  assign \$330  = $signed(sh0) - $signed(4'h4);
-  assign \$331  = $signed(\$330 ) < $signed({ 1'h0, tk });
-  assign \$332  = $signed(sh0) - $signed(4'h4);
-  assign \$333  = \$331  ? \$332  : { 7'h00, tk };
-  assign \$334  = $signed(sh0) - $signed(6'h15);
-  assign \$335  = $signed(\$333 ) > $signed(\$334 );
-  assign \$336  = $signed(sh0) - $signed(4'h4);
-  assign \$337  = $signed(\$336 ) < $signed({ 1'h0, tk });
-  assign \$338  = $signed(sh0) - $signed(4'h4);
-  assign \$339  = \$337  ? \$338  : { 7'h00, tk };
-  assign \$340  = $signed(sh0) - $signed(6'h15);
-  assign \$341  = \$335  ? \$339  : \$340 ;
-  assign \$342  = \$329  ? 11'h000 : \$341 ;
-  assign \$343  = $signed(km) << pre;
-  assign \$344  = tsh > 7'h47;
-  assign \$345  = \$344  ? 10'h047 : tsh;
-  assign \$346  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$347  = $signed(\$346 ) - $signed({ 1'h0, tsh });
-  assign \$348  = $signed(km_pre) >>> t_clamped;
-  assign \$349  = $signed(chan[118:103]) << \$241 [4:0];
-  assign \$350  = 1'h1 << sh;
-  assign \$352  = $signed(\$349 ) + $signed({ 1'h0, \$351  });
-  assign \$353  = $signed(div_num) < $signed(1'h0);
-  assign \$354  = - $signed(div_num);
-  assign \$355  = \$353  ? \$354  : { div_num[73], div_num };
-  assign \$356  = $signed(div_num) < $signed(1'h0);
-  assign \$357  = $signed(bias) - $signed(quot);
-  assign \$359  = $signed(6'h10) - $signed(chan[174:167]);
-  assign \$360  = $signed(sh0) < $signed(4'h4);
-  assign \$361  = $signed(4'h4) - $signed(sh0);
-  assign \$362  = \$360  ? \$361  : 11'h000;
-  assign \$363  = $signed(sh0) < $signed(4'h4);
-  assign \$364  = $signed(sh0) - $signed(4'h4);
-  assign \$365  = $signed(\$364 ) < $signed({ 1'h0, tk });
-  assign \$366  = $signed(sh0) - $signed(4'h4);
-  assign \$367  = \$365  ? \$366  : { 7'h00, tk };
-  assign \$368  = $signed(sh0) - $signed(6'h15);
-  assign \$369  = $signed(\$367 ) > $signed(\$368 );
-  assign \$370  = $signed(sh0) - $signed(4'h4);
-  assign \$371  = $signed(\$370 ) < $signed({ 1'h0, tk });
-  assign \$372  = $signed(sh0) - $signed(4'h4);
-  assign \$373  = \$371  ? \$372  : { 7'h00, tk };
-  assign \$374  = $signed(sh0) - $signed(6'h15);
-  assign \$375  = \$369  ? \$373  : \$374 ;
-  assign \$376  = \$363  ? 11'h000 : \$375 ;
-  assign \$377  = $signed(km) << pre;
-  assign \$378  = tsh > 7'h47;
-  assign \$379  = \$378  ? 10'h047 : tsh;
-  assign \$380  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$381  = $signed(\$380 ) - $signed({ 1'h0, tsh });
-  assign \$382  = $signed(km_pre) >>> t_clamped;
-  assign \$383  = $signed(chan[118:103]) << \$242 [4:0];
-  assign \$384  = 1'h1 << sh;
-  assign \$386  = $signed(\$383 ) + $signed({ 1'h0, \$385  });
-  assign \$388  = $signed(bias) - $signed(quot);
+  assign \$330  = $signed(sh0) - $signed(6'h15);
+  assign \$331  = $signed(\$330 ) > $signed({ 1'h0, tk });
+  assign \$332  = $signed(sh0) - $signed(6'h15);
+  assign \$333  = $signed(sh0) - $signed(4'h4);
+  assign \$334  = $signed(\$333 ) < $signed({ 1'h0, tk });
+  assign \$335  = $signed(sh0) - $signed(4'h4);
+  assign \$336  = \$334  ? \$335  : { 7'h00, tk };
+  assign \$337  = \$331  ? \$332  : \$336 ;
+  assign \$338  = \$329  ? 11'h000 : \$337 ;
+  assign \$339  = $signed(km) << pre;
+  assign \$340  = tsh > 7'h47;
+  assign \$341  = \$340  ? 10'h047 : tsh;
+  assign \$342  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$343  = $signed(\$342 ) - $signed({ 1'h0, tsh });
+  assign \$344  = $signed(km_pre) >>> t_clamped;
+  assign \$345  = $signed(chan[118:103]) << \$241 [4:0];
+  assign \$346  = 1'h1 << sh;
+  assign \$348  = $signed(\$345 ) + $signed({ 1'h0, \$347  });
+  assign \$349  = $signed(div_num) < $signed(1'h0);
+  assign \$350  = - $signed(div_num);
+  assign \$351  = \$349  ? \$350  : { div_num[73], div_num };
+  assign \$352  = $signed(div_num) < $signed(1'h0);
+  assign \$353  = $signed(bias) - $signed(quot);
+  assign \$355  = $signed(6'h10) - $signed(chan[174:167]);
+  assign \$356  = $signed(sh0) < $signed(4'h4);
+  assign \$357  = $signed(4'h4) - $signed(sh0);
+  assign \$358  = \$356  ? \$357  : 11'h000;
+  assign \$359  = $signed(sh0) < $signed(4'h4);
+  assign \$360  = $signed(sh0) - $signed(6'h15);
+  assign \$361  = $signed(\$360 ) > $signed({ 1'h0, tk });
+  assign \$362  = $signed(sh0) - $signed(6'h15);
+  assign \$363  = $signed(sh0) - $signed(4'h4);
+  assign \$364  = $signed(\$363 ) < $signed({ 1'h0, tk });
+  assign \$365  = $signed(sh0) - $signed(4'h4);
+  assign \$366  = \$364  ? \$365  : { 7'h00, tk };
+  assign \$367  = \$361  ? \$362  : \$366 ;
+  assign \$368  = \$359  ? 11'h000 : \$367 ;
+  assign \$369  = $signed(km) << pre;
+  assign \$370  = tsh > 7'h47;
+  assign \$371  = \$370  ? 10'h047 : tsh;
+  assign \$372  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$373  = $signed(\$372 ) - $signed({ 1'h0, tsh });
+  assign \$374  = $signed(km_pre) >>> t_clamped;
+  assign \$375  = $signed(chan[118:103]) << \$242 [4:0];
+  assign \$376  = 1'h1 << sh;
+  assign \$378  = $signed(\$375 ) + $signed({ 1'h0, \$377  });
+  assign \$380  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$389 ;
+    fsm_state <= \$381 ;
   always @(posedge clk)
-    div_num <= \$390 ;
+    div_num <= \$382 ;
   always @(posedge clk)
-    div_mag <= \$391 ;
+    div_mag <= \$383 ;
   always @(posedge clk)
-    div_neg <= \$392 ;
+    div_neg <= \$384 ;
   always @(posedge clk)
-    \start$9  <= \$393 ;
+    \start$9  <= \$385 ;
   always @(posedge clk)
-    floor_mean <= \$394 ;
+    floor_mean <= \$386 ;
   always @(posedge clk)
-    start <= \$395 ;
+    start <= \$387 ;
   always @(posedge clk)
-    t <= \$396 ;
+    t <= \$388 ;
   always @(posedge clk)
-    den <= \$397 ;
+    den <= \$389 ;
   always @(posedge clk)
-    lead <= \$398 ;
+    lead <= \$390 ;
   always @(posedge clk)
-    recip <= \$399 ;
+    recip_rem <= \$391 ;
   always @(posedge clk)
-    m <= \$400 ;
+    recip_one <= \$392 ;
   always @(posedge clk)
-    km <= \$401 ;
+    recip <= \$393 ;
   always @(posedge clk)
-    sh0 <= \$402 ;
+    m <= \$394 ;
   always @(posedge clk)
-    tk <= \$403 ;
+    km <= \$395 ;
   always @(posedge clk)
-    pre <= \$404 ;
+    sh0 <= \$396 ;
   always @(posedge clk)
-    tsh <= \$405 ;
+    tk <= \$397 ;
   always @(posedge clk)
-    km_pre <= \$406 ;
+    pre <= \$398 ;
   always @(posedge clk)
-    t_clamped <= \$407 ;
+    tsh <= \$399 ;
   always @(posedge clk)
-    sh <= \$408 ;
+    km_pre <= \$400 ;
   always @(posedge clk)
-    \a$31  <= \$409 ;
+    t_clamped <= \$401 ;
   always @(posedge clk)
-    bias <= \$410 ;
+    sh <= \$402 ;
   always @(posedge clk)
-    \p$51  <= \$411 ;
+    \a$32  <= \$403 ;
   always @(posedge clk)
-    quot <= \$412 ;
+    bias <= \$404 ;
   always @(posedge clk)
-    \b$53  <= \$413 ;
+    \p$53  <= \$405 ;
+  always @(posedge clk)
+    quot <= \$406 ;
+  always @(posedge clk)
+    \b$55  <= \$407 ;
   \hwnorm_l1_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1514,7 +1505,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -1562,7 +1553,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          rem_init = \$249 [74:0];
+          rem_init = recip_rem;
       6'h15:
           /* empty */;
       6'h16:
@@ -1596,7 +1587,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h24:
           /* empty */;
       6'h25:
-          rem_init = { 1'h0, \$260  };
+          rem_init = { 1'h0, \$255  };
     endcase
   end
   always @* begin
@@ -1640,7 +1631,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$251 ;
+          lo_init = \$246 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1674,7 +1665,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h24:
           /* empty */;
       6'h25:
-          lo_init = \$261 [57:0];
+          lo_init = \$256 [57:0];
     endcase
   end
   always @* begin
@@ -1978,7 +1969,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
       6'h22:
           /* empty */;
       6'h23:
@@ -2008,7 +1999,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
     endcase
   end
   always @* begin
@@ -2058,7 +2049,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254 [16], \$254  };
+          b = { \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249 [16], \$249  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2078,7 +2069,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          b = { \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258 [29], \$258  };
+          b = { \$253 [29], \$253 [29], \$253 [29], \$253 [29], \$253 [29], \$253  };
       6'h22:
           /* empty */;
       6'h23:
@@ -2094,7 +2085,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h03:
           /* empty */;
       6'h28:
-          b = { \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264 [16], \$264  };
+          b = { \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259 [16], \$259  };
       6'h29:
           /* empty */;
       6'h2a:
@@ -2108,7 +2099,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268 [24], \$268  };
+          b = { \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263 [24], \$263  };
     endcase
   end
   always @* begin
@@ -2258,7 +2249,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$255 ;
+          \neg$23  = \$250 ;
       6'h18:
           /* empty */;
       6'h19:
@@ -2278,7 +2269,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          \neg$23  = \$259 ;
+          \neg$23  = \$254 ;
       6'h22:
           /* empty */;
       6'h23:
@@ -2294,7 +2285,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h03:
           /* empty */;
       6'h28:
-          \neg$23  = \$265 ;
+          \neg$23  = \$260 ;
       6'h29:
           /* empty */;
       6'h2a:
@@ -2308,7 +2299,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$23  = \$269 ;
+          \neg$23  = \$264 ;
     endcase
   end
   always @* begin
@@ -2521,156 +2512,156 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = fsm_state;
+    \$381  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$389  = 6'h01;
+                  \$381  = 6'h01;
               2'h1:
-                  \$389  = 6'h02;
+                  \$381  = 6'h02;
               2'h2:
-                  \$389  = 6'h03;
+                  \$381  = 6'h03;
             endcase
           end
       6'h01:
-          \$389  = 6'h04;
+          \$381  = 6'h04;
       6'h04:
-          \$389  = 6'h05;
+          \$381  = 6'h05;
       6'h05:
-          \$389  = 6'h06;
+          \$381  = 6'h06;
       6'h06:
-          \$389  = 6'h07;
+          \$381  = 6'h07;
       6'h07:
-          if (\done$38 ) begin
-            \$389  = 6'h08;
+          if (\done$39 ) begin
+            \$381  = 6'h08;
           end
       6'h02:
-          \$389  = 6'h09;
+          \$381  = 6'h09;
       6'h09:
-          \$389  = 6'h0a;
+          \$381  = 6'h0a;
       6'h0a:
-          \$389  = 6'h0b;
+          \$381  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$389  = 6'h0c;
+          if (\done$42 ) begin
+            \$381  = 6'h0c;
           end
       6'h0c:
-          \$389  = 6'h0d;
+          \$381  = 6'h0d;
       6'h0d:
-          \$389  = 6'h0e;
+          \$381  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$389  = 6'h0f;
+          if (\done$42 ) begin
+            \$381  = 6'h0f;
           end
       6'h0f:
-          \$389  = 6'h10;
+          \$381  = 6'h10;
       6'h10:
-          \$389  = 6'h11;
+          \$381  = 6'h11;
       6'h11:
-          if (\done$41 ) begin
-            \$389  = 6'h12;
+          if (\done$42 ) begin
+            \$381  = 6'h12;
           end
       6'h12:
-          \$389  = 6'h13;
+          \$381  = 6'h13;
       6'h13:
-          \$389  = 6'h14;
+          \$381  = 6'h14;
       6'h14:
-          \$389  = 6'h15;
+          \$381  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$389  = 6'h16;
+          if (\done$39 ) begin
+            \$381  = 6'h16;
           end
       6'h16:
-          \$389  = 6'h17;
+          \$381  = 6'h17;
       6'h17:
-          \$389  = 6'h18;
+          \$381  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$389  = 6'h19;
+          if (\done$42 ) begin
+            \$381  = 6'h19;
           end
       6'h19:
-          \$389  = 6'h1a;
+          \$381  = 6'h1a;
       6'h1a:
-          \$389  = 6'h1b;
+          \$381  = 6'h1b;
       6'h1b:
-          if (\done$41 ) begin
-            \$389  = 6'h1c;
+          if (\done$42 ) begin
+            \$381  = 6'h1c;
           end
       6'h1c:
-          \$389  = 6'h1d;
+          \$381  = 6'h1d;
       6'h1d:
-          \$389  = 6'h1e;
+          \$381  = 6'h1e;
       6'h1e:
-          \$389  = 6'h1f;
+          \$381  = 6'h1f;
       6'h1f:
-          \$389  = 6'h20;
+          \$381  = 6'h20;
       6'h20:
-          \$389  = 6'h21;
+          \$381  = 6'h21;
       6'h21:
-          \$389  = 6'h22;
+          \$381  = 6'h22;
       6'h22:
-          if (\done$41 ) begin
-            \$389  = 6'h23;
+          if (\done$42 ) begin
+            \$381  = 6'h23;
           end
       6'h23:
-          \$389  = 6'h24;
+          \$381  = 6'h24;
       6'h24:
-          \$389  = 6'h25;
+          \$381  = 6'h25;
       6'h25:
-          \$389  = 6'h26;
+          \$381  = 6'h26;
       6'h26:
-          if (\done$38 ) begin
-            \$389  = 6'h27;
+          if (\done$39 ) begin
+            \$381  = 6'h27;
           end
       6'h27:
-          \$389  = 6'h08;
+          \$381  = 6'h08;
       6'h03:
-          \$389  = 6'h28;
+          \$381  = 6'h28;
       6'h28:
-          \$389  = 6'h29;
+          \$381  = 6'h29;
       6'h29:
-          if (\done$41 ) begin
-            \$389  = 6'h2a;
+          if (\done$42 ) begin
+            \$381  = 6'h2a;
           end
       6'h2a:
-          \$389  = 6'h2b;
+          \$381  = 6'h2b;
       6'h2b:
-          \$389  = 6'h2c;
+          \$381  = 6'h2c;
       6'h2c:
-          \$389  = 6'h2d;
+          \$381  = 6'h2d;
       6'h2d:
-          \$389  = 6'h2e;
+          \$381  = 6'h2e;
       6'h2e:
-          \$389  = 6'h2f;
+          \$381  = 6'h2f;
       6'h2f:
-          \$389  = 6'h30;
+          \$381  = 6'h30;
       6'h30:
-          if (\done$41 ) begin
-            \$389  = 6'h31;
+          if (\done$42 ) begin
+            \$381  = 6'h31;
           end
       6'h31:
-          \$389  = 6'h32;
+          \$381  = 6'h32;
       6'h32:
-          \$389  = 6'h08;
+          \$381  = 6'h08;
       6'h08:
-          \$389  = 6'h00;
+          \$381  = 6'h00;
     endcase
     if (rst) begin
-      \$389  = 6'h00;
+      \$381  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = div_num;
+    \$382  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$390  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$382  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2732,15 +2723,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h22:
           /* empty */;
       6'h23:
-          \$390  = { \p$51 [72], \p$51  };
+          \$382  = { \p$53 [72], \p$53  };
     endcase
     if (rst) begin
-      \$390  = 74'h0000000000000000000;
+      \$382  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = div_mag;
+    \$383  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2749,7 +2740,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$391  = \$323 [73:0];
+          \$383  = \$318 [73:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2811,15 +2802,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$391  = \$355 [73:0];
+          \$383  = \$351 [73:0];
     endcase
     if (rst) begin
-      \$391  = 74'h0000000000000000000;
+      \$383  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = div_neg;
+    \$384  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2828,69 +2819,491 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
+          \$384  = \$319 ;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$384  = \$352 ;
+    endcase
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$385  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$385  = 1'h1;
+      6'h06:
+          \$385  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$385  = 1'h1;
+      6'h14:
+          \$385  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$385  = 1'h1;
+      6'h25:
+          \$385  = 1'h0;
+    endcase
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$39 ) begin
+            \$386  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$386  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$387  = 1'h1;
+      6'h0a:
+          \$387  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$387  = 1'h1;
+      6'h0d:
+          \$387  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$387  = 1'h1;
+      6'h10:
+          \$387  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$387  = 1'h1;
+      6'h17:
+          \$387  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$387  = 1'h1;
+      6'h1a:
+          \$387  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$387  = 1'h1;
+      6'h21:
+          \$387  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$387  = 1'h1;
+      6'h28:
+          \$387  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$387  = 1'h1;
+      6'h2f:
+          \$387  = 1'h0;
+    endcase
+    if (rst) begin
+      \$387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$388  = p[45:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$388  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$388  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$389  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$42 ) begin
+            \$389  = p[74:0];
+          end
+    endcase
+    if (rst) begin
+      \$389  = 75'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$390  = den_lead;
+    endcase
+    if (rst) begin
+      \$390  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$391  = \$323 [74:0];
+    endcase
+    if (rst) begin
+      \$391  = 75'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
           \$392  = \$324 ;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$392  = \$356 ;
     endcase
     if (rst) begin
       \$392  = 1'h0;
@@ -2898,339 +3311,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$393  = 1'h1;
-      6'h06:
-          \$393  = 1'h0;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$393  = 1'h1;
-      6'h14:
-          \$393  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$393  = 1'h1;
-      6'h25:
-          \$393  = 1'h0;
-    endcase
-    if (rst) begin
-      \$393  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$38 ) begin
-            \$394  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$394  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$395  = 1'h1;
-      6'h0a:
-          \$395  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$395  = 1'h1;
-      6'h0d:
-          \$395  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$395  = 1'h1;
-      6'h10:
-          \$395  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$395  = 1'h1;
-      6'h17:
-          \$395  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$395  = 1'h1;
-      6'h1a:
-          \$395  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$395  = 1'h1;
-      6'h21:
-          \$395  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$395  = 1'h1;
-      6'h28:
-          \$395  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$395  = 1'h1;
-      6'h2f:
-          \$395  = 1'h0;
-    endcase
-    if (rst) begin
-      \$395  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$396  = p[45:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$396  = p[45:0];
-          end
-    endcase
-    if (rst) begin
-      \$396  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$41 ) begin
-            \$397  = p[74:0];
-          end
-    endcase
-    if (rst) begin
-      \$397  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$398  = den_lead;
-    endcase
-    if (rst) begin
-      \$398  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = recip;
+    \$393  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3271,17 +3352,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$399  = q[24:0];
+          if (\done$39 ) begin
+            \$393  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$399  = 25'h0000000;
+      \$393  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = m;
+    \$394  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3328,8 +3409,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$400  = p[41:0];
+          if (\done$42 ) begin
+            \$394  = p[41:0];
           end
       6'h19:
           /* empty */;
@@ -3366,17 +3447,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$41 ) begin
-            \$400  = p[41:0];
+          if (\done$42 ) begin
+            \$394  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$400  = 42'h00000000000;
+      \$394  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = km;
+    \$395  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3429,8 +3510,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$41 ) begin
-            \$401  = p[55:0];
+          if (\done$42 ) begin
+            \$395  = p[55:0];
           end
       6'h1c:
           /* empty */;
@@ -3463,15 +3544,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$401  = \$358 [55:0];
+          \$395  = \$354 [55:0];
     endcase
     if (rst) begin
-      \$401  = 56'h00000000000000;
+      \$395  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = sh0;
+    \$396  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3526,7 +3607,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          \$402  = { \$325 [8], \$325  };
+          \$396  = { \$325 [8], \$325  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3556,15 +3637,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$402  = { \$359 [8], \$359  };
+          \$396  = { \$355 [8], \$355  };
     endcase
     if (rst) begin
-      \$402  = 10'h000;
+      \$396  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = tk;
+    \$397  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3619,7 +3700,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          \$403  = count_lead;
+          \$397  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3649,15 +3730,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$403  = 4'h8;
+          \$397  = 4'h8;
     endcase
     if (rst) begin
-      \$403  = 4'h0;
+      \$397  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = pre;
+    \$398  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3714,7 +3795,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$404  = \$328 [3:0];
+          \$398  = \$328 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3744,15 +3825,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$404  = \$362 [3:0];
+          \$398  = \$358 [3:0];
     endcase
     if (rst) begin
-      \$404  = 4'h0;
+      \$398  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = tsh;
+    \$399  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3809,7 +3890,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$405  = \$342 [9:0];
+          \$399  = \$338 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3839,15 +3920,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$405  = \$376 [9:0];
+          \$399  = \$368 [9:0];
     endcase
     if (rst) begin
-      \$405  = 10'h000;
+      \$399  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = km_pre;
+    \$400  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3906,7 +3987,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$406  = \$343 ;
+          \$400  = \$339 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3936,15 +4017,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$406  = \$377 ;
+          \$400  = \$369 ;
     endcase
     if (rst) begin
-      \$406  = 71'h000000000000000000;
+      \$400  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = t_clamped;
+    \$401  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4003,7 +4084,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$407  = \$345 [6:0];
+          \$401  = \$341 [6:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4033,15 +4114,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$407  = \$379 [6:0];
+          \$401  = \$371 [6:0];
     endcase
     if (rst) begin
-      \$407  = 7'h00;
+      \$401  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = sh;
+    \$402  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4100,7 +4181,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$408  = \$347 [4:0];
+          \$402  = \$343 [4:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4130,15 +4211,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$408  = \$381 [4:0];
+          \$402  = \$373 [4:0];
     endcase
     if (rst) begin
-      \$408  = 5'h00;
+      \$402  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = \a$31 ;
+    \$403  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4199,7 +4280,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$409  = \$348 [41:0];
+          \$403  = \$344 [41:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4229,15 +4310,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$409  = \$382 [41:0];
+          \$403  = \$374 [41:0];
     endcase
     if (rst) begin
-      \$409  = 42'h00000000000;
+      \$403  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = bias;
+    \$404  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4298,7 +4379,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$410  = { \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352 [47], \$352  };
+          \$404  = { \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4328,15 +4409,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$410  = { \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386 [47], \$386  };
+          \$404  = { \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378  };
     endcase
     if (rst) begin
-      \$410  = 58'h000000000000000;
+      \$404  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = \p$51 ;
+    \$405  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4403,8 +4484,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$41 ) begin
-            \$411  = p[72:0];
+          if (\done$42 ) begin
+            \$405  = p[72:0];
           end
       6'h23:
           /* empty */;
@@ -4435,17 +4516,17 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$41 ) begin
-            \$411  = p[72:0];
+          if (\done$42 ) begin
+            \$405  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$411  = 73'h0000000000000000000;
+      \$405  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = quot;
+    \$406  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4520,8 +4601,8 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$412  = { q[59], q[59], q };
+          if (\done$39 ) begin
+            \$406  = { q[59], q[59], q };
           end
       6'h27:
           /* empty */;
@@ -4546,15 +4627,15 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h30:
           /* empty */;
       6'h31:
-          \$412  = \$387 [61:0];
+          \$406  = \$379 [61:0];
     endcase
     if (rst) begin
-      \$412  = 62'h0000000000000000;
+      \$406  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = \b$53 ;
+    \$407  = \b$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4631,7 +4712,7 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h26:
           /* empty */;
       6'h27:
-          \$413  = \$357 [57:0];
+          \$407  = \$353 [57:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4655,10 +4736,10 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h31:
           /* empty */;
       6'h32:
-          \$413  = \$388 [57:0];
+          \$407  = \$380 [57:0];
     endcase
     if (rst) begin
-      \$413  = 58'h000000000000000;
+      \$407  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$241 [4:0];
@@ -4677,12 +4758,13 @@ module \hwnorm_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign \$243  = { 17'h00000, div_mag[73:17] };
   assign \$244  = { 22'h000000, div_mag[16:0], 41'h00000000000 };
   assign \$245  = { t, 1'h0 };
-  assign \$260  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$261  = { 1'h0, div_mag[57:0] };
-  assign \$351  = { 1'h0, \$350 [31:1] };
-  assign \$358  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$385  = { 1'h0, \$384 [31:1] };
-  assign \$387  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \$255  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$256  = { 1'h0, div_mag[57:0] };
+  assign \$322  = { 1'h0, \$321 [127:1] };
+  assign \$347  = { 1'h0, \$346 [31:1] };
+  assign \$354  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$377  = { 1'h0, \$376 [31:1] };
+  assign \$379  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
 endmodule
 
 module \hwnorm_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

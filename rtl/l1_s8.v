@@ -164,8 +164,8 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_l1_s8.math  math (
-    .\a$31 (a),
-    .\b$53 (b),
+    .\a$32 (a),
+    .\b$55 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_l1_s8.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
+module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -678,32 +678,32 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire [50:0] \$190 ;
   wire [39:0] \$191 ;
   wire [38:0] \$192 ;
-  wire \$193 ;
-  wire [6:0] \$194 ;
-  wire [63:0] \$195 ;
-  wire [63:0] \$196 ;
+  wire [34:0] \$193 ;
+  wire \$194 ;
+  wire [8:0] \$195 ;
+  wire [8:0] \$196 ;
   wire \$197 ;
-  wire [34:0] \$198 ;
-  wire \$199 ;
+  wire \$198 ;
+  wire [21:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [8:0] \$200 ;
-  wire [8:0] \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire [21:0] \$204 ;
-  wire [21:0] \$205 ;
-  wire \$206 ;
-  wire [50:0] \$207 ;
-  wire [35:0] \$208 ;
-  wire \$209 ;
+  wire [21:0] \$200 ;
+  wire \$201 ;
+  wire [50:0] \$202 ;
+  wire [35:0] \$203 ;
+  wire \$204 ;
+  wire [8:0] \$205 ;
+  wire [8:0] \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [16:0] \$209 ;
   wire \$21 ;
-  wire [8:0] \$210 ;
-  wire [8:0] \$211 ;
+  wire [16:0] \$210 ;
+  wire \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire [16:0] \$214 ;
-  wire [16:0] \$215 ;
+  wire \$214 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -757,14 +757,14 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire \$261 ;
   wire \$262 ;
   wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
+  wire [51:0] \$264 ;
+  wire [51:0] \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire \$268 ;
-  wire [51:0] \$269 ;
+  wire [63:0] \$268 ;
+  wire [63:0] \$269 ;
   wire \$27 ;
-  wire [51:0] \$270 ;
+  wire [63:0] \$270 ;
   wire \$271 ;
   wire [7:0] \$272 ;
   wire \$273 ;
@@ -776,95 +776,89 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire [10:0] \$279 ;
   wire \$28 ;
   wire [10:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire \$282 ;
+  wire \$281 ;
+  wire [10:0] \$282 ;
   wire [10:0] \$283 ;
-  wire \$284 ;
+  wire [10:0] \$284 ;
   wire [10:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [10:0] \$288 ;
+  wire [54:0] \$286 ;
+  wire \$287 ;
+  wire [9:0] \$288 ;
   wire [10:0] \$289 ;
   wire \$29 ;
-  wire [54:0] \$290 ;
-  wire \$291 ;
-  wire [9:0] \$292 ;
-  wire [10:0] \$293 ;
-  wire [11:0] \$294 ;
-  wire [53:0] \$295 ;
-  wire [22:0] \$296 ;
-  wire [15:0] \$297 ;
-  wire [15:0] \$298 ;
-  wire [23:0] \$299 ;
+  wire [11:0] \$290 ;
+  wire [53:0] \$291 ;
+  wire [22:0] \$292 ;
+  wire [15:0] \$293 ;
+  wire [15:0] \$294 ;
+  wire [23:0] \$295 ;
+  wire \$296 ;
+  wire [51:0] \$297 ;
+  wire [51:0] \$298 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [51:0] \$301 ;
-  wire [51:0] \$302 ;
+  wire [39:0] \$300 ;
+  wire [40:0] \$301 ;
+  wire [8:0] \$302 ;
   wire \$303 ;
-  wire [39:0] \$304 ;
-  wire [40:0] \$305 ;
-  wire [8:0] \$306 ;
-  wire \$307 ;
-  wire [10:0] \$308 ;
+  wire [10:0] \$304 ;
+  wire [10:0] \$305 ;
+  wire \$306 ;
+  wire [10:0] \$307 ;
+  wire \$308 ;
   wire [10:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire [10:0] \$311 ;
-  wire \$312 ;
+  wire [10:0] \$310 ;
+  wire \$311 ;
+  wire [10:0] \$312 ;
   wire [10:0] \$313 ;
   wire [10:0] \$314 ;
   wire [10:0] \$315 ;
-  wire \$316 ;
-  wire [10:0] \$317 ;
-  wire \$318 ;
+  wire [54:0] \$316 ;
+  wire \$317 ;
+  wire [9:0] \$318 ;
   wire [10:0] \$319 ;
   wire \$32 ;
-  wire [10:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire [10:0] \$322 ;
-  wire [10:0] \$323 ;
-  wire [54:0] \$324 ;
-  wire \$325 ;
-  wire [9:0] \$326 ;
-  wire [10:0] \$327 ;
-  wire [11:0] \$328 ;
-  wire [53:0] \$329 ;
+  wire [11:0] \$320 ;
+  wire [53:0] \$321 ;
+  wire [22:0] \$322 ;
+  wire [15:0] \$323 ;
+  wire [15:0] \$324 ;
+  wire [23:0] \$325 ;
+  wire [49:0] \$326 ;
+  wire [39:0] \$327 ;
+  reg [5:0] \$328 ;
+  reg [50:0] \$329 ;
   wire \$33 ;
-  wire [22:0] \$330 ;
-  wire [15:0] \$331 ;
-  wire [15:0] \$332 ;
-  wire [23:0] \$333 ;
-  wire [49:0] \$334 ;
-  wire [39:0] \$335 ;
-  reg [5:0] \$336 ;
-  reg [50:0] \$337 ;
-  reg [50:0] \$338 ;
+  reg [50:0] \$330 ;
+  reg \$331 ;
+  reg \$332 ;
+  reg [8:0] \$333 ;
+  reg \$334 ;
+  reg [37:0] \$335 ;
+  reg [58:0] \$336 ;
+  reg [5:0] \$337 ;
+  reg [58:0] \$338 ;
   reg \$339 ;
   wire \$34 ;
-  reg \$340 ;
-  reg [8:0] \$341 ;
-  reg \$342 ;
-  reg [37:0] \$343 ;
-  reg [58:0] \$344 ;
-  reg [5:0] \$345 ;
-  reg [16:0] \$346 ;
-  reg [25:0] \$347 ;
-  reg [39:0] \$348 ;
-  reg [9:0] \$349 ;
+  reg [16:0] \$340 ;
+  reg [25:0] \$341 ;
+  reg [39:0] \$342 ;
+  reg [9:0] \$343 ;
+  reg [3:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [9:0] \$346 ;
+  reg [53:0] \$347 ;
+  reg [5:0] \$348 ;
+  reg [3:0] \$349 ;
   wire \$35 ;
-  reg [3:0] \$350 ;
-  reg [3:0] \$351 ;
-  reg [9:0] \$352 ;
-  reg [53:0] \$353 ;
-  reg [5:0] \$354 ;
-  reg [3:0] \$355 ;
-  reg [26:0] \$356 ;
-  reg [34:0] \$357 ;
-  reg [49:0] \$358 ;
-  reg [38:0] \$359 ;
+  reg [26:0] \$350 ;
+  reg [34:0] \$351 ;
+  reg [49:0] \$352 ;
+  reg [38:0] \$353 ;
+  reg [34:0] \$354 ;
   wire \$36 ;
-  reg [34:0] \$360 ;
   wire \$37 ;
   wire \$38 ;
   wire [5:0] \$39 ;
@@ -935,11 +929,11 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   wire \$98 ;
   wire \$99 ;
   reg [39:0] a;
-  output [26:0] \a$31 ;
-  reg [26:0] \a$31  = 27'h0000000;
+  output [26:0] \a$32 ;
+  reg [26:0] \a$32  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$53 ;
-  reg [34:0] \b$53  = 35'h000000000;
+  output [34:0] \b$55 ;
+  reg [34:0] \b$55  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -969,8 +963,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -984,11 +978,13 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   reg neg;
   reg \neg$23 ;
   wire [67:0] p;
-  reg [49:0] \p$51  = 50'h0000000000000;
+  reg [49:0] \p$53  = 50'h0000000000000;
   reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [58:0] recip_rem = 59'h000000000000000;
   reg [58:0] rem_init;
   input rst;
   wire rst;
@@ -1002,8 +998,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$24 ;
@@ -1204,197 +1200,192 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   assign count_lead = \$170  ? \$175  : \$187 ;
   assign \$188  = sh + 1'h0;
   assign \$189  = sh + 1'h0;
-  assign \$193  = ! lead;
-  assign \$194  = lead - 1'h1;
-  assign \$195  = 1'h1 << \$194 [5:0];
-  assign \$196  = \$193  ? 64'h0000000000000000 : \$195 ;
-  assign \$197  = ! lead;
-  assign \$198  = \$197  ? 35'h400000000 : 35'h000000000;
-  assign \$199  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$200  = - $signed(chan[74:67]);
-  assign \$201  = \$199  ? \$200  : { chan[74], chan[74:67] };
-  assign \$202  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$203  = $signed(sum) < $signed(1'h0);
-  assign \$204  = - $signed(sum);
-  assign \$205  = \$203  ? \$204  : { sum[20], sum };
-  assign \$206  = $signed(sum) < $signed(1'h0);
-  assign \$209  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$210  = - $signed(chan[74:67]);
-  assign \$211  = \$209  ? \$210  : { chan[74], chan[74:67] };
-  assign \$212  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$213  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$214  = - $signed(chan[98:83]);
-  assign \$215  = \$213  ? \$214  : { chan[98], chan[98:83] };
-  assign \$216  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$217  = ! fsm_state;
-  assign \$218  = fsm_state == 1'h1;
-  assign \$219  = fsm_state == 2'h2;
-  assign \$220  = fsm_state == 2'h3;
-  assign \$221  = fsm_state == 3'h4;
-  assign \$222  = fsm_state == 3'h5;
-  assign \$223  = fsm_state == 3'h6;
-  assign \$224  = fsm_state == 3'h7;
-  assign \$225  = fsm_state == 4'h8;
-  assign \$226  = fsm_state == 4'h9;
-  assign \$227  = fsm_state == 4'ha;
-  assign \$228  = fsm_state == 4'hb;
-  assign \$229  = fsm_state == 4'hc;
-  assign \$230  = fsm_state == 4'hd;
-  assign \$231  = fsm_state == 4'he;
-  assign \$232  = fsm_state == 4'hf;
-  assign \$233  = fsm_state == 5'h10;
-  assign \$234  = fsm_state == 5'h11;
-  assign \$235  = fsm_state == 5'h12;
-  assign \$236  = fsm_state == 5'h13;
-  assign \$237  = fsm_state == 5'h14;
-  assign \$238  = fsm_state == 5'h15;
-  assign \$239  = fsm_state == 5'h16;
-  assign \$240  = fsm_state == 5'h17;
-  assign \$241  = fsm_state == 5'h18;
-  assign \$242  = fsm_state == 5'h19;
-  assign \$243  = fsm_state == 5'h1a;
-  assign \$244  = fsm_state == 5'h1b;
-  assign \$245  = fsm_state == 5'h1c;
-  assign \$246  = fsm_state == 5'h1d;
-  assign \$247  = fsm_state == 5'h1e;
-  assign \$248  = fsm_state == 5'h1f;
-  assign \$249  = fsm_state == 6'h20;
-  assign \$250  = fsm_state == 6'h21;
-  assign \$251  = fsm_state == 6'h22;
-  assign \$252  = fsm_state == 6'h23;
-  assign \$253  = fsm_state == 6'h24;
-  assign \$254  = fsm_state == 6'h25;
-  assign \$255  = fsm_state == 6'h26;
-  assign \$256  = fsm_state == 6'h27;
-  assign \$257  = fsm_state == 6'h28;
-  assign \$258  = fsm_state == 6'h29;
-  assign \$259  = fsm_state == 6'h2a;
-  assign \$260  = fsm_state == 6'h2b;
-  assign \$261  = fsm_state == 6'h2c;
-  assign \$262  = fsm_state == 6'h2d;
-  assign \$263  = fsm_state == 6'h2e;
-  assign \$264  = fsm_state == 6'h2f;
-  assign \$265  = fsm_state == 6'h30;
-  assign \$266  = fsm_state == 6'h31;
-  assign \$267  = fsm_state == 6'h32;
-  assign \$268  = $signed(div_num) < $signed(1'h0);
-  assign \$269  = - $signed(div_num);
-  assign \$270  = \$268  ? \$269  : { div_num[50], div_num };
-  assign \$271  = $signed(div_num) < $signed(1'h0);
+  assign \$193  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$194  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$195  = - $signed(chan[74:67]);
+  assign \$196  = \$194  ? \$195  : { chan[74], chan[74:67] };
+  assign \$197  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$198  = $signed(sum) < $signed(1'h0);
+  assign \$199  = - $signed(sum);
+  assign \$200  = \$198  ? \$199  : { sum[20], sum };
+  assign \$201  = $signed(sum) < $signed(1'h0);
+  assign \$204  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$205  = - $signed(chan[74:67]);
+  assign \$206  = \$204  ? \$205  : { chan[74], chan[74:67] };
+  assign \$207  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$208  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$209  = - $signed(chan[98:83]);
+  assign \$210  = \$208  ? \$209  : { chan[98], chan[98:83] };
+  assign \$211  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$212  = ! fsm_state;
+  assign \$213  = fsm_state == 1'h1;
+  assign \$214  = fsm_state == 2'h2;
+  assign \$215  = fsm_state == 2'h3;
+  assign \$216  = fsm_state == 3'h4;
+  assign \$217  = fsm_state == 3'h5;
+  assign \$218  = fsm_state == 3'h6;
+  assign \$219  = fsm_state == 3'h7;
+  assign \$220  = fsm_state == 4'h8;
+  assign \$221  = fsm_state == 4'h9;
+  assign \$222  = fsm_state == 4'ha;
+  assign \$223  = fsm_state == 4'hb;
+  assign \$224  = fsm_state == 4'hc;
+  assign \$225  = fsm_state == 4'hd;
+  assign \$226  = fsm_state == 4'he;
+  assign \$227  = fsm_state == 4'hf;
+  assign \$228  = fsm_state == 5'h10;
+  assign \$229  = fsm_state == 5'h11;
+  assign \$230  = fsm_state == 5'h12;
+  assign \$231  = fsm_state == 5'h13;
+  assign \$232  = fsm_state == 5'h14;
+  assign \$233  = fsm_state == 5'h15;
+  assign \$234  = fsm_state == 5'h16;
+  assign \$235  = fsm_state == 5'h17;
+  assign \$236  = fsm_state == 5'h18;
+  assign \$237  = fsm_state == 5'h19;
+  assign \$238  = fsm_state == 5'h1a;
+  assign \$239  = fsm_state == 5'h1b;
+  assign \$240  = fsm_state == 5'h1c;
+  assign \$241  = fsm_state == 5'h1d;
+  assign \$242  = fsm_state == 5'h1e;
+  assign \$243  = fsm_state == 5'h1f;
+  assign \$244  = fsm_state == 6'h20;
+  assign \$245  = fsm_state == 6'h21;
+  assign \$246  = fsm_state == 6'h22;
+  assign \$247  = fsm_state == 6'h23;
+  assign \$248  = fsm_state == 6'h24;
+  assign \$249  = fsm_state == 6'h25;
+  assign \$250  = fsm_state == 6'h26;
+  assign \$251  = fsm_state == 6'h27;
+  assign \$252  = fsm_state == 6'h28;
+  assign \$253  = fsm_state == 6'h29;
+  assign \$254  = fsm_state == 6'h2a;
+  assign \$255  = fsm_state == 6'h2b;
+  assign \$256  = fsm_state == 6'h2c;
+  assign \$257  = fsm_state == 6'h2d;
+  assign \$258  = fsm_state == 6'h2e;
+  assign \$259  = fsm_state == 6'h2f;
+  assign \$260  = fsm_state == 6'h30;
+  assign \$261  = fsm_state == 6'h31;
+  assign \$262  = fsm_state == 6'h32;
+  assign \$263  = $signed(div_num) < $signed(1'h0);
+  assign \$264  = - $signed(div_num);
+  assign \$265  = \$263  ? \$264  : { div_num[50], div_num };
+  assign \$266  = $signed(div_num) < $signed(1'h0);
+  assign \$267  = ! lead;
+  assign \$268  = 1'h1 << lead;
+  assign \$270  = \$267  ? 64'h0000000000000000 : \$269 ;
+  assign \$271  = ! lead;
   assign \$272  = lead + 8'hf6;
   assign \$273  = $signed(sh0) < $signed(4'h4);
   assign \$274  = $signed(4'h4) - $signed(sh0);
   assign \$275  = \$273  ? \$274  : 11'h000;
   assign \$276  = $signed(sh0) < $signed(4'h4);
-  assign \$277  = $signed(sh0) - $signed(4'h4);
-  assign \$278  = $signed(\$277 ) < $signed({ 1'h0, tk });
-  assign \$279  = $signed(sh0) - $signed(4'h4);
-  assign \$280  = \$278  ? \$279  : { 7'h00, tk };
-  assign \$281  = $signed(sh0) - $signed(5'h0d);
-  assign \$282  = $signed(\$280 ) > $signed(\$281 );
-  assign \$283  = $signed(sh0) - $signed(4'h4);
-  assign \$284  = $signed(\$283 ) < $signed({ 1'h0, tk });
-  assign \$285  = $signed(sh0) - $signed(4'h4);
-  assign \$286  = \$284  ? \$285  : { 7'h00, tk };
-  assign \$287  = $signed(sh0) - $signed(5'h0d);
-  assign \$288  = \$282  ? \$286  : \$287 ;
-  assign \$289  = \$276  ? 11'h000 : \$288 ;
-  assign \$290  = $signed(km) << pre;
-  assign \$291  = tsh > 6'h36;
-  assign \$292  = \$291  ? 10'h036 : tsh;
-  assign \$293  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$294  = $signed(\$293 ) - $signed({ 1'h0, tsh });
-  assign \$295  = $signed(km_pre) >>> t_clamped;
-  assign \$296  = $signed(chan[82:75]) << \$188 [3:0];
-  assign \$297  = 1'h1 << sh;
-  assign \$299  = $signed(\$296 ) + $signed({ 1'h0, \$298  });
-  assign \$300  = $signed(div_num) < $signed(1'h0);
-  assign \$301  = - $signed(div_num);
-  assign \$302  = \$300  ? \$301  : { div_num[50], div_num };
-  assign \$303  = $signed(div_num) < $signed(1'h0);
-  assign \$304  = $signed(bias) - $signed(quot);
-  assign \$306  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$307  = $signed(sh0) < $signed(4'h4);
-  assign \$308  = $signed(4'h4) - $signed(sh0);
-  assign \$309  = \$307  ? \$308  : 11'h000;
-  assign \$310  = $signed(sh0) < $signed(4'h4);
-  assign \$311  = $signed(sh0) - $signed(4'h4);
-  assign \$312  = $signed(\$311 ) < $signed({ 1'h0, tk });
-  assign \$313  = $signed(sh0) - $signed(4'h4);
-  assign \$314  = \$312  ? \$313  : { 7'h00, tk };
-  assign \$315  = $signed(sh0) - $signed(5'h0d);
-  assign \$316  = $signed(\$314 ) > $signed(\$315 );
-  assign \$317  = $signed(sh0) - $signed(4'h4);
-  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
-  assign \$319  = $signed(sh0) - $signed(4'h4);
-  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
-  assign \$321  = $signed(sh0) - $signed(5'h0d);
-  assign \$322  = \$316  ? \$320  : \$321 ;
-  assign \$323  = \$310  ? 11'h000 : \$322 ;
-  assign \$324  = $signed(km) << pre;
-  assign \$325  = tsh > 6'h36;
-  assign \$326  = \$325  ? 10'h036 : tsh;
-  assign \$327  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$328  = $signed(\$327 ) - $signed({ 1'h0, tsh });
-  assign \$329  = $signed(km_pre) >>> t_clamped;
-  assign \$330  = $signed(chan[82:75]) << \$189 [3:0];
-  assign \$331  = 1'h1 << sh;
-  assign \$333  = $signed(\$330 ) + $signed({ 1'h0, \$332  });
-  assign \$335  = $signed(bias) - $signed(quot);
+  assign \$277  = $signed(sh0) - $signed(5'h0d);
+  assign \$278  = $signed(\$277 ) > $signed({ 1'h0, tk });
+  assign \$279  = $signed(sh0) - $signed(5'h0d);
+  assign \$280  = $signed(sh0) - $signed(4'h4);
+  assign \$281  = $signed(\$280 ) < $signed({ 1'h0, tk });
+  assign \$282  = $signed(sh0) - $signed(4'h4);
+  assign \$283  = \$281  ? \$282  : { 7'h00, tk };
+  assign \$284  = \$278  ? \$279  : \$283 ;
+  assign \$285  = \$276  ? 11'h000 : \$284 ;
+  assign \$286  = $signed(km) << pre;
+  assign \$287  = tsh > 6'h36;
+  assign \$288  = \$287  ? 10'h036 : tsh;
+  assign \$289  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$290  = $signed(\$289 ) - $signed({ 1'h0, tsh });
+  assign \$291  = $signed(km_pre) >>> t_clamped;
+  assign \$292  = $signed(chan[82:75]) << \$188 [3:0];
+  assign \$293  = 1'h1 << sh;
+  assign \$295  = $signed(\$292 ) + $signed({ 1'h0, \$294  });
+  assign \$296  = $signed(div_num) < $signed(1'h0);
+  assign \$297  = - $signed(div_num);
+  assign \$298  = \$296  ? \$297  : { div_num[50], div_num };
+  assign \$299  = $signed(div_num) < $signed(1'h0);
+  assign \$300  = $signed(bias) - $signed(quot);
+  assign \$302  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$303  = $signed(sh0) < $signed(4'h4);
+  assign \$304  = $signed(4'h4) - $signed(sh0);
+  assign \$305  = \$303  ? \$304  : 11'h000;
+  assign \$306  = $signed(sh0) < $signed(4'h4);
+  assign \$307  = $signed(sh0) - $signed(5'h0d);
+  assign \$308  = $signed(\$307 ) > $signed({ 1'h0, tk });
+  assign \$309  = $signed(sh0) - $signed(5'h0d);
+  assign \$310  = $signed(sh0) - $signed(4'h4);
+  assign \$311  = $signed(\$310 ) < $signed({ 1'h0, tk });
+  assign \$312  = $signed(sh0) - $signed(4'h4);
+  assign \$313  = \$311  ? \$312  : { 7'h00, tk };
+  assign \$314  = \$308  ? \$309  : \$313 ;
+  assign \$315  = \$306  ? 11'h000 : \$314 ;
+  assign \$316  = $signed(km) << pre;
+  assign \$317  = tsh > 6'h36;
+  assign \$318  = \$317  ? 10'h036 : tsh;
+  assign \$319  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$320  = $signed(\$319 ) - $signed({ 1'h0, tsh });
+  assign \$321  = $signed(km_pre) >>> t_clamped;
+  assign \$322  = $signed(chan[82:75]) << \$189 [3:0];
+  assign \$323  = 1'h1 << sh;
+  assign \$325  = $signed(\$322 ) + $signed({ 1'h0, \$324  });
+  assign \$327  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$336 ;
+    fsm_state <= \$328 ;
   always @(posedge clk)
-    div_num <= \$337 ;
+    div_num <= \$329 ;
   always @(posedge clk)
-    div_mag <= \$338 ;
+    div_mag <= \$330 ;
   always @(posedge clk)
-    div_neg <= \$339 ;
+    div_neg <= \$331 ;
   always @(posedge clk)
-    \start$9  <= \$340 ;
+    \start$9  <= \$332 ;
   always @(posedge clk)
-    floor_mean <= \$341 ;
+    floor_mean <= \$333 ;
   always @(posedge clk)
-    start <= \$342 ;
+    start <= \$334 ;
   always @(posedge clk)
-    t <= \$343 ;
+    t <= \$335 ;
   always @(posedge clk)
-    den <= \$344 ;
+    den <= \$336 ;
   always @(posedge clk)
-    lead <= \$345 ;
+    lead <= \$337 ;
   always @(posedge clk)
-    recip <= \$346 ;
+    recip_rem <= \$338 ;
   always @(posedge clk)
-    m <= \$347 ;
+    recip_one <= \$339 ;
   always @(posedge clk)
-    km <= \$348 ;
+    recip <= \$340 ;
   always @(posedge clk)
-    sh0 <= \$349 ;
+    m <= \$341 ;
   always @(posedge clk)
-    tk <= \$350 ;
+    km <= \$342 ;
   always @(posedge clk)
-    pre <= \$351 ;
+    sh0 <= \$343 ;
   always @(posedge clk)
-    tsh <= \$352 ;
+    tk <= \$344 ;
   always @(posedge clk)
-    km_pre <= \$353 ;
+    pre <= \$345 ;
   always @(posedge clk)
-    t_clamped <= \$354 ;
+    tsh <= \$346 ;
   always @(posedge clk)
-    sh <= \$355 ;
+    km_pre <= \$347 ;
   always @(posedge clk)
-    \a$31  <= \$356 ;
+    t_clamped <= \$348 ;
   always @(posedge clk)
-    bias <= \$357 ;
+    sh <= \$349 ;
   always @(posedge clk)
-    \p$51  <= \$358 ;
+    \a$32  <= \$350 ;
   always @(posedge clk)
-    quot <= \$359 ;
+    bias <= \$351 ;
   always @(posedge clk)
-    \b$53  <= \$360 ;
+    \p$53  <= \$352 ;
+  always @(posedge clk)
+    quot <= \$353 ;
+  always @(posedge clk)
+    \b$55  <= \$354 ;
   \hwnorm_l1_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1408,7 +1399,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -1456,7 +1447,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h13:
           /* empty */;
       6'h14:
-          rem_init = \$196 [58:0];
+          rem_init = recip_rem;
       6'h15:
           /* empty */;
       6'h16:
@@ -1490,7 +1481,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h24:
           /* empty */;
       6'h25:
-          rem_init = { 8'h00, \$207  };
+          rem_init = { 8'h00, \$202  };
     endcase
   end
   always @* begin
@@ -1534,7 +1525,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$198 ;
+          lo_init = \$193 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1568,7 +1559,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h24:
           /* empty */;
       6'h25:
-          lo_init = \$208 [34:0];
+          lo_init = \$203 [34:0];
     endcase
   end
   always @* begin
@@ -1872,7 +1863,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
       6'h22:
           /* empty */;
       6'h23:
@@ -1902,7 +1893,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2e:
           /* empty */;
       6'h2f:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
     endcase
   end
   always @* begin
@@ -1952,7 +1943,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201 [8], \$201  };
+          b = { \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196 [8], \$196  };
       6'h18:
           /* empty */;
       6'h19:
@@ -1972,7 +1963,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          b = { \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205 [21], \$205  };
+          b = { \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200  };
       6'h22:
           /* empty */;
       6'h23:
@@ -1988,7 +1979,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h03:
           /* empty */;
       6'h28:
-          b = { \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211 [8], \$211  };
+          b = { \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206 [8], \$206  };
       6'h29:
           /* empty */;
       6'h2a:
@@ -2002,7 +1993,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215 [16], \$215  };
+          b = { \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210 [16], \$210  };
     endcase
   end
   always @* begin
@@ -2152,7 +2143,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$202 ;
+          \neg$23  = \$197 ;
       6'h18:
           /* empty */;
       6'h19:
@@ -2172,7 +2163,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h20:
           /* empty */;
       6'h21:
-          \neg$23  = \$206 ;
+          \neg$23  = \$201 ;
       6'h22:
           /* empty */;
       6'h23:
@@ -2188,7 +2179,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h03:
           /* empty */;
       6'h28:
-          \neg$23  = \$212 ;
+          \neg$23  = \$207 ;
       6'h29:
           /* empty */;
       6'h2a:
@@ -2202,7 +2193,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$23  = \$216 ;
+          \neg$23  = \$211 ;
     endcase
   end
   always @* begin
@@ -2415,156 +2406,156 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = fsm_state;
+    \$328  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$336  = 6'h01;
+                  \$328  = 6'h01;
               2'h1:
-                  \$336  = 6'h02;
+                  \$328  = 6'h02;
               2'h2:
-                  \$336  = 6'h03;
+                  \$328  = 6'h03;
             endcase
           end
       6'h01:
-          \$336  = 6'h04;
+          \$328  = 6'h04;
       6'h04:
-          \$336  = 6'h05;
+          \$328  = 6'h05;
       6'h05:
-          \$336  = 6'h06;
+          \$328  = 6'h06;
       6'h06:
-          \$336  = 6'h07;
+          \$328  = 6'h07;
       6'h07:
-          if (\done$38 ) begin
-            \$336  = 6'h08;
+          if (\done$39 ) begin
+            \$328  = 6'h08;
           end
       6'h02:
-          \$336  = 6'h09;
+          \$328  = 6'h09;
       6'h09:
-          \$336  = 6'h0a;
+          \$328  = 6'h0a;
       6'h0a:
-          \$336  = 6'h0b;
+          \$328  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$336  = 6'h0c;
+          if (\done$42 ) begin
+            \$328  = 6'h0c;
           end
       6'h0c:
-          \$336  = 6'h0d;
+          \$328  = 6'h0d;
       6'h0d:
-          \$336  = 6'h0e;
+          \$328  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$336  = 6'h0f;
+          if (\done$42 ) begin
+            \$328  = 6'h0f;
           end
       6'h0f:
-          \$336  = 6'h10;
+          \$328  = 6'h10;
       6'h10:
-          \$336  = 6'h11;
+          \$328  = 6'h11;
       6'h11:
-          if (\done$41 ) begin
-            \$336  = 6'h12;
+          if (\done$42 ) begin
+            \$328  = 6'h12;
           end
       6'h12:
-          \$336  = 6'h13;
+          \$328  = 6'h13;
       6'h13:
-          \$336  = 6'h14;
+          \$328  = 6'h14;
       6'h14:
-          \$336  = 6'h15;
+          \$328  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$336  = 6'h16;
+          if (\done$39 ) begin
+            \$328  = 6'h16;
           end
       6'h16:
-          \$336  = 6'h17;
+          \$328  = 6'h17;
       6'h17:
-          \$336  = 6'h18;
+          \$328  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$336  = 6'h19;
+          if (\done$42 ) begin
+            \$328  = 6'h19;
           end
       6'h19:
-          \$336  = 6'h1a;
+          \$328  = 6'h1a;
       6'h1a:
-          \$336  = 6'h1b;
+          \$328  = 6'h1b;
       6'h1b:
-          if (\done$41 ) begin
-            \$336  = 6'h1c;
+          if (\done$42 ) begin
+            \$328  = 6'h1c;
           end
       6'h1c:
-          \$336  = 6'h1d;
+          \$328  = 6'h1d;
       6'h1d:
-          \$336  = 6'h1e;
+          \$328  = 6'h1e;
       6'h1e:
-          \$336  = 6'h1f;
+          \$328  = 6'h1f;
       6'h1f:
-          \$336  = 6'h20;
+          \$328  = 6'h20;
       6'h20:
-          \$336  = 6'h21;
+          \$328  = 6'h21;
       6'h21:
-          \$336  = 6'h22;
+          \$328  = 6'h22;
       6'h22:
-          if (\done$41 ) begin
-            \$336  = 6'h23;
+          if (\done$42 ) begin
+            \$328  = 6'h23;
           end
       6'h23:
-          \$336  = 6'h24;
+          \$328  = 6'h24;
       6'h24:
-          \$336  = 6'h25;
+          \$328  = 6'h25;
       6'h25:
-          \$336  = 6'h26;
+          \$328  = 6'h26;
       6'h26:
-          if (\done$38 ) begin
-            \$336  = 6'h27;
+          if (\done$39 ) begin
+            \$328  = 6'h27;
           end
       6'h27:
-          \$336  = 6'h08;
+          \$328  = 6'h08;
       6'h03:
-          \$336  = 6'h28;
+          \$328  = 6'h28;
       6'h28:
-          \$336  = 6'h29;
+          \$328  = 6'h29;
       6'h29:
-          if (\done$41 ) begin
-            \$336  = 6'h2a;
+          if (\done$42 ) begin
+            \$328  = 6'h2a;
           end
       6'h2a:
-          \$336  = 6'h2b;
+          \$328  = 6'h2b;
       6'h2b:
-          \$336  = 6'h2c;
+          \$328  = 6'h2c;
       6'h2c:
-          \$336  = 6'h2d;
+          \$328  = 6'h2d;
       6'h2d:
-          \$336  = 6'h2e;
+          \$328  = 6'h2e;
       6'h2e:
-          \$336  = 6'h2f;
+          \$328  = 6'h2f;
       6'h2f:
-          \$336  = 6'h30;
+          \$328  = 6'h30;
       6'h30:
-          if (\done$41 ) begin
-            \$336  = 6'h31;
+          if (\done$42 ) begin
+            \$328  = 6'h31;
           end
       6'h31:
-          \$336  = 6'h32;
+          \$328  = 6'h32;
       6'h32:
-          \$336  = 6'h08;
+          \$328  = 6'h08;
       6'h08:
-          \$336  = 6'h00;
+          \$328  = 6'h00;
     endcase
     if (rst) begin
-      \$336  = 6'h00;
+      \$328  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = div_num;
+    \$329  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$337  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$329  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2626,15 +2617,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h22:
           /* empty */;
       6'h23:
-          \$337  = { \p$51 [49], \p$51  };
+          \$329  = { \p$53 [49], \p$53  };
     endcase
     if (rst) begin
-      \$337  = 51'h0000000000000;
+      \$329  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = div_mag;
+    \$330  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2643,7 +2634,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
-          \$338  = \$270 [50:0];
+          \$330  = \$265 [50:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2705,15 +2696,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h23:
           /* empty */;
       6'h24:
-          \$338  = \$302 [50:0];
+          \$330  = \$298 [50:0];
     endcase
     if (rst) begin
-      \$338  = 51'h0000000000000;
+      \$330  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = div_neg;
+    \$331  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2722,69 +2713,491 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
+          \$331  = \$266 ;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$331  = \$299 ;
+    endcase
+    if (rst) begin
+      \$331  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$332  = 1'h1;
+      6'h06:
+          \$332  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$332  = 1'h1;
+      6'h14:
+          \$332  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$332  = 1'h1;
+      6'h25:
+          \$332  = 1'h0;
+    endcase
+    if (rst) begin
+      \$332  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$39 ) begin
+            \$333  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$333  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$334  = 1'h1;
+      6'h0a:
+          \$334  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$334  = 1'h1;
+      6'h0d:
+          \$334  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$334  = 1'h1;
+      6'h10:
+          \$334  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$334  = 1'h1;
+      6'h17:
+          \$334  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$334  = 1'h1;
+      6'h1a:
+          \$334  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$334  = 1'h1;
+      6'h21:
+          \$334  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$334  = 1'h1;
+      6'h28:
+          \$334  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$334  = 1'h1;
+      6'h2f:
+          \$334  = 1'h0;
+    endcase
+    if (rst) begin
+      \$334  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$335  = p[37:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$335  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$335  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$42 ) begin
+            \$336  = p[58:0];
+          end
+    endcase
+    if (rst) begin
+      \$336  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$337  = den_lead;
+    endcase
+    if (rst) begin
+      \$337  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$338  = \$270 [58:0];
+    endcase
+    if (rst) begin
+      \$338  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
           \$339  = \$271 ;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$339  = \$303 ;
     endcase
     if (rst) begin
       \$339  = 1'h0;
@@ -2792,339 +3205,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$340  = 1'h1;
-      6'h06:
-          \$340  = 1'h0;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$340  = 1'h1;
-      6'h14:
-          \$340  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$340  = 1'h1;
-      6'h25:
-          \$340  = 1'h0;
-    endcase
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$38 ) begin
-            \$341  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$341  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$342  = 1'h1;
-      6'h0a:
-          \$342  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$342  = 1'h1;
-      6'h0d:
-          \$342  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$342  = 1'h1;
-      6'h10:
-          \$342  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$342  = 1'h1;
-      6'h17:
-          \$342  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$342  = 1'h1;
-      6'h1a:
-          \$342  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$342  = 1'h1;
-      6'h21:
-          \$342  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$342  = 1'h1;
-      6'h28:
-          \$342  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$342  = 1'h1;
-      6'h2f:
-          \$342  = 1'h0;
-    endcase
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$343  = p[37:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$343  = p[37:0];
-          end
-    endcase
-    if (rst) begin
-      \$343  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$41 ) begin
-            \$344  = p[58:0];
-          end
-    endcase
-    if (rst) begin
-      \$344  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$345  = den_lead;
-    endcase
-    if (rst) begin
-      \$345  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = recip;
+    \$340  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3165,17 +3246,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$346  = q[16:0];
+          if (\done$39 ) begin
+            \$340  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$346  = 17'h00000;
+      \$340  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = m;
+    \$341  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3222,8 +3303,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$347  = p[25:0];
+          if (\done$42 ) begin
+            \$341  = p[25:0];
           end
       6'h19:
           /* empty */;
@@ -3260,17 +3341,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$41 ) begin
-            \$347  = p[25:0];
+          if (\done$42 ) begin
+            \$341  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$347  = 26'h0000000;
+      \$341  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = km;
+    \$342  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3323,8 +3404,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$41 ) begin
-            \$348  = p[39:0];
+          if (\done$42 ) begin
+            \$342  = p[39:0];
           end
       6'h1c:
           /* empty */;
@@ -3357,15 +3438,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h29:
           /* empty */;
       6'h2a:
-          \$348  = \$305 [39:0];
+          \$342  = \$301 [39:0];
     endcase
     if (rst) begin
-      \$348  = 40'h0000000000;
+      \$342  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = sh0;
+    \$343  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3420,7 +3501,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1b:
           /* empty */;
       6'h1c:
-          \$349  = { \$272 [7], \$272 [7], \$272  };
+          \$343  = { \$272 [7], \$272 [7], \$272  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3450,15 +3531,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h29:
           /* empty */;
       6'h2a:
-          \$349  = { \$306 [8], \$306  };
+          \$343  = { \$302 [8], \$302  };
     endcase
     if (rst) begin
-      \$349  = 10'h000;
+      \$343  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = tk;
+    \$344  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3513,7 +3594,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1b:
           /* empty */;
       6'h1c:
-          \$350  = count_lead;
+          \$344  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3543,15 +3624,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h29:
           /* empty */;
       6'h2a:
-          \$350  = 4'h8;
+          \$344  = 4'h8;
     endcase
     if (rst) begin
-      \$350  = 4'h0;
+      \$344  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = pre;
+    \$345  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3608,7 +3689,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$351  = \$275 [3:0];
+          \$345  = \$275 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3638,15 +3719,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2a:
           /* empty */;
       6'h2b:
-          \$351  = \$309 [3:0];
+          \$345  = \$305 [3:0];
     endcase
     if (rst) begin
-      \$351  = 4'h0;
+      \$345  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = tsh;
+    \$346  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3703,7 +3784,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$352  = \$289 [9:0];
+          \$346  = \$285 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3733,15 +3814,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2a:
           /* empty */;
       6'h2b:
-          \$352  = \$323 [9:0];
+          \$346  = \$315 [9:0];
     endcase
     if (rst) begin
-      \$352  = 10'h000;
+      \$346  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = km_pre;
+    \$347  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3800,7 +3881,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$353  = \$290 [53:0];
+          \$347  = \$286 [53:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3830,15 +3911,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$353  = \$324 [53:0];
+          \$347  = \$316 [53:0];
     endcase
     if (rst) begin
-      \$353  = 54'h00000000000000;
+      \$347  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = t_clamped;
+    \$348  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3897,7 +3978,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$354  = \$292 [5:0];
+          \$348  = \$288 [5:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3927,15 +4008,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$354  = \$326 [5:0];
+          \$348  = \$318 [5:0];
     endcase
     if (rst) begin
-      \$354  = 6'h00;
+      \$348  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = sh;
+    \$349  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3994,7 +4075,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$355  = \$294 [3:0];
+          \$349  = \$290 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4024,15 +4105,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$355  = \$328 [3:0];
+          \$349  = \$320 [3:0];
     endcase
     if (rst) begin
-      \$355  = 4'h0;
+      \$349  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = \a$31 ;
+    \$350  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4093,7 +4174,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1e:
           /* empty */;
       6'h1f:
-          \$356  = \$295 [26:0];
+          \$350  = \$291 [26:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4123,15 +4204,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$356  = \$329 [26:0];
+          \$350  = \$321 [26:0];
     endcase
     if (rst) begin
-      \$356  = 27'h0000000;
+      \$350  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = bias;
+    \$351  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4192,7 +4273,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1e:
           /* empty */;
       6'h1f:
-          \$357  = { \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299 [23], \$299  };
+          \$351  = { \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4222,15 +4303,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$357  = { \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333 [23], \$333  };
+          \$351  = { \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325  };
     endcase
     if (rst) begin
-      \$357  = 35'h000000000;
+      \$351  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = \p$51 ;
+    \$352  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4297,8 +4378,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$41 ) begin
-            \$358  = p[49:0];
+          if (\done$42 ) begin
+            \$352  = p[49:0];
           end
       6'h23:
           /* empty */;
@@ -4329,17 +4410,17 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$41 ) begin
-            \$358  = p[49:0];
+          if (\done$42 ) begin
+            \$352  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$358  = 50'h0000000000000;
+      \$352  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = quot;
+    \$353  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4414,8 +4495,8 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$359  = { q[36], q[36], q };
+          if (\done$39 ) begin
+            \$353  = { q[36], q[36], q };
           end
       6'h27:
           /* empty */;
@@ -4440,15 +4521,15 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h30:
           /* empty */;
       6'h31:
-          \$359  = \$334 [38:0];
+          \$353  = \$326 [38:0];
     endcase
     if (rst) begin
-      \$359  = 39'h0000000000;
+      \$353  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = \b$53 ;
+    \$354  = \b$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4525,7 +4606,7 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h26:
           /* empty */;
       6'h27:
-          \$360  = \$304 [34:0];
+          \$354  = \$300 [34:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4549,10 +4630,10 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
       6'h31:
           /* empty */;
       6'h32:
-          \$360  = \$335 [34:0];
+          \$354  = \$327 [34:0];
     endcase
     if (rst) begin
-      \$360  = 35'h000000000;
+      \$354  = 35'h000000000;
     end
   end
   assign beta_shift = \$188 [3:0];
@@ -4571,12 +4652,13 @@ module \hwnorm_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, 
   assign \$190  = { 9'h000, div_mag[50:9] };
   assign \$191  = { 5'h00, div_mag[8:0], 26'h0000000 };
   assign \$192  = { t, 1'h0 };
-  assign \$207  = { 35'h000000000, div_mag[50:35] };
-  assign \$208  = { 1'h0, div_mag[34:0] };
-  assign \$298  = { 1'h0, \$297 [15:1] };
-  assign \$305  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$332  = { 1'h0, \$331 [15:1] };
-  assign \$334  = { \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49:8] };
+  assign \$202  = { 35'h000000000, div_mag[50:35] };
+  assign \$203  = { 1'h0, div_mag[34:0] };
+  assign \$269  = { 1'h0, \$268 [63:1] };
+  assign \$294  = { 1'h0, \$293 [15:1] };
+  assign \$301  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$324  = { 1'h0, \$323 [15:1] };
+  assign \$326  = { \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49:8] };
 endmodule
 
 module \hwnorm_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -149,8 +149,8 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_l2_s16.math  math (
-    .\a$31 (a),
-    .\b$56 (b),
+    .\a$32 (a),
+    .\b$58 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$37 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l2_s16.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den, sh, \a$31 , \b$56 , clk);
+module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -543,31 +543,31 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire [29:0] \$164 ;
   wire [135:0] \$165 ;
   wire [136:0] \$166 ;
-  wire \$167 ;
-  wire [6:0] \$168 ;
-  wire [63:0] \$169 ;
+  wire [57:0] \$167 ;
+  wire \$168 ;
+  wire [16:0] \$169 ;
   wire \$17 ;
-  wire [63:0] \$170 ;
+  wire [16:0] \$170 ;
   wire \$171 ;
-  wire [57:0] \$172 ;
-  wire \$173 ;
-  wire [16:0] \$174 ;
-  wire [16:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire [29:0] \$178 ;
-  wire [29:0] \$179 ;
+  wire \$172 ;
+  wire [29:0] \$173 ;
+  wire [29:0] \$174 ;
+  wire \$175 ;
+  wire [73:0] \$176 ;
+  wire [58:0] \$177 ;
+  wire \$178 ;
+  wire [16:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [73:0] \$181 ;
-  wire [58:0] \$182 ;
-  wire \$183 ;
-  wire [16:0] \$184 ;
-  wire [16:0] \$185 ;
+  wire [16:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [24:0] \$183 ;
+  wire [24:0] \$184 ;
+  wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [24:0] \$188 ;
-  wire [24:0] \$189 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire \$191 ;
@@ -617,9 +617,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire \$230 ;
   wire \$231 ;
   wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
+  wire [63:0] \$233 ;
+  wire [63:0] \$234 ;
+  wire [63:0] \$235 ;
   wire \$236 ;
   wire [6:0] \$237 ;
   wire \$238 ;
@@ -631,95 +631,89 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire \$243 ;
   wire [10:0] \$244 ;
   wire [10:0] \$245 ;
-  wire [10:0] \$246 ;
-  wire \$247 ;
+  wire \$246 ;
+  wire [10:0] \$247 ;
   wire [10:0] \$248 ;
-  wire \$249 ;
+  wire [10:0] \$249 ;
   wire \$25 ;
   wire [10:0] \$250 ;
-  wire [10:0] \$251 ;
-  wire [10:0] \$252 ;
-  wire [10:0] \$253 ;
+  wire [62:0] \$251 ;
+  wire \$252 ;
+  wire [9:0] \$253 ;
   wire [10:0] \$254 ;
-  wire [62:0] \$255 ;
-  wire \$256 ;
-  wire [9:0] \$257 ;
-  wire [10:0] \$258 ;
-  wire [11:0] \$259 ;
+  wire [11:0] \$255 ;
+  wire [59:0] \$256 ;
+  wire [46:0] \$257 ;
+  wire [31:0] \$258 ;
+  wire [31:0] \$259 ;
   wire \$26 ;
-  wire [59:0] \$260 ;
-  wire [46:0] \$261 ;
-  wire [31:0] \$262 ;
-  wire [31:0] \$263 ;
-  wire [47:0] \$264 ;
-  wire \$265 ;
-  wire [74:0] \$266 ;
-  wire [74:0] \$267 ;
+  wire [47:0] \$260 ;
+  wire \$261 ;
+  wire [74:0] \$262 ;
+  wire [74:0] \$263 ;
+  wire \$264 ;
+  wire [62:0] \$265 ;
+  wire [56:0] \$266 ;
+  wire [8:0] \$267 ;
   wire \$268 ;
-  wire [62:0] \$269 ;
+  wire [10:0] \$269 ;
   wire \$27 ;
-  wire [56:0] \$270 ;
-  wire [8:0] \$271 ;
-  wire \$272 ;
-  wire [10:0] \$273 ;
+  wire [10:0] \$270 ;
+  wire \$271 ;
+  wire [10:0] \$272 ;
+  wire \$273 ;
   wire [10:0] \$274 ;
-  wire \$275 ;
-  wire [10:0] \$276 ;
-  wire \$277 ;
+  wire [10:0] \$275 ;
+  wire \$276 ;
+  wire [10:0] \$277 ;
   wire [10:0] \$278 ;
   wire [10:0] \$279 ;
   wire \$28 ;
   wire [10:0] \$280 ;
-  wire \$281 ;
-  wire [10:0] \$282 ;
-  wire \$283 ;
+  wire [62:0] \$281 ;
+  wire \$282 ;
+  wire [9:0] \$283 ;
   wire [10:0] \$284 ;
-  wire [10:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [10:0] \$288 ;
-  wire [62:0] \$289 ;
+  wire [11:0] \$285 ;
+  wire [59:0] \$286 ;
+  wire [46:0] \$287 ;
+  wire [31:0] \$288 ;
+  wire [31:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [9:0] \$291 ;
-  wire [10:0] \$292 ;
-  wire [11:0] \$293 ;
-  wire [59:0] \$294 ;
-  wire [46:0] \$295 ;
-  wire [31:0] \$296 ;
-  wire [31:0] \$297 ;
-  wire [47:0] \$298 ;
-  wire [72:0] \$299 ;
+  wire [47:0] \$290 ;
+  wire [72:0] \$291 ;
+  wire [62:0] \$292 ;
+  reg [5:0] \$293 ;
+  reg \$294 ;
+  reg [72:0] \$295 ;
+  reg \$296 ;
+  reg [50:0] \$297 ;
+  reg [5:0] \$298 ;
+  reg \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [62:0] \$300 ;
-  reg [5:0] \$301 ;
-  reg \$302 ;
-  reg [72:0] \$303 ;
-  reg \$304 ;
-  reg [50:0] \$305 ;
-  reg [5:0] \$306 ;
-  reg \$307 ;
-  reg [24:0] \$308 ;
-  reg [41:0] \$309 ;
+  reg [50:0] \$300 ;
+  reg \$301 ;
+  reg [24:0] \$302 ;
+  reg [41:0] \$303 ;
+  reg [55:0] \$304 ;
+  reg [9:0] \$305 ;
+  reg [3:0] \$306 ;
+  reg [2:0] \$307 ;
+  reg [9:0] \$308 ;
+  reg [59:0] \$309 ;
   wire \$31 ;
-  reg [55:0] \$310 ;
-  reg [9:0] \$311 ;
-  reg [3:0] \$312 ;
-  reg [2:0] \$313 ;
-  reg [9:0] \$314 ;
-  reg [59:0] \$315 ;
-  reg [5:0] \$316 ;
-  reg [4:0] \$317 ;
-  reg [41:0] \$318 ;
+  reg [5:0] \$310 ;
+  reg [4:0] \$311 ;
+  reg [41:0] \$312 ;
+  reg [57:0] \$313 ;
+  reg [72:0] \$314 ;
+  reg [73:0] \$315 ;
+  reg [73:0] \$316 ;
+  reg \$317 ;
+  reg [61:0] \$318 ;
   reg [57:0] \$319 ;
   wire \$32 ;
-  reg [72:0] \$320 ;
-  reg [73:0] \$321 ;
-  reg [73:0] \$322 ;
-  reg \$323 ;
-  reg [61:0] \$324 ;
-  reg [57:0] \$325 ;
   wire \$33 ;
   wire [5:0] \$34 ;
   wire [5:0] \$35 ;
@@ -794,11 +788,11 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [43:0] a;
-  output [41:0] \a$31 ;
-  reg [41:0] \a$31  = 42'h00000000000;
+  output [41:0] \a$32 ;
+  reg [41:0] \a$32  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$56 ;
-  reg [57:0] \b$56  = 58'h000000000000000;
+  output [57:0] \b$58 ;
+  reg [57:0] \b$58  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -818,16 +812,16 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire [3:0] count_lead;
   output [50:0] den;
   reg [50:0] den = 51'h0000000000000;
-  reg [50:0] \den$27 ;
+  reg [50:0] \den$28 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$41 ;
-  wire \done$43 ;
+  wire \done$40 ;
+  wire \done$42 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -839,13 +833,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$27 ;
   wire [74:0] p;
-  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg [72:0] \p$55  = 73'h0000000000000000000;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [50:0] recip_rem = 51'h0000000000000;
   reg [50:0] rem_init;
   wire [50:0] root;
   input rst;
@@ -861,11 +857,11 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   wire [42:0] sq_sum;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$37 ;
-  wire \start$37 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$28 ;
+  reg [5:0] \steps$29 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [72:0] t = 73'h0000000000000000000;
@@ -1040,199 +1036,194 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   assign \$163  = - $signed(sum);
   assign \$164  = \$162  ? \$163  : { sum[28], sum };
   assign \$166  = $signed(\$165 ) + $signed({ 1'h0, chan[83:14] });
-  assign \$167  = ! lead;
-  assign \$168  = lead - 1'h1;
-  assign \$169  = 1'h1 << \$168 [5:0];
-  assign \$170  = \$167  ? 64'h0000000000000000 : \$169 ;
-  assign \$171  = ! lead;
-  assign \$172  = \$171  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$173  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$174  = - $signed(chan[99:84]);
-  assign \$175  = \$173  ? \$174  : { chan[99], chan[99:84] };
-  assign \$176  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$177  = $signed(sum) < $signed(1'h0);
-  assign \$178  = - $signed(sum);
-  assign \$179  = \$177  ? \$178  : { sum[28], sum };
-  assign \$180  = $signed(sum) < $signed(1'h0);
-  assign \$183  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$184  = - $signed(chan[99:84]);
-  assign \$185  = \$183  ? \$184  : { chan[99], chan[99:84] };
-  assign \$186  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$187  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$188  = - $signed(chan[139:116]);
-  assign \$189  = \$187  ? \$188  : { chan[139], chan[139:116] };
-  assign \$190  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$191  = ! fsm_state;
-  assign \$192  = fsm_state == 1'h1;
-  assign \$193  = fsm_state == 2'h2;
-  assign \$194  = fsm_state == 2'h3;
-  assign \$195  = fsm_state == 3'h4;
-  assign \$196  = fsm_state == 3'h5;
-  assign \$197  = fsm_state == 3'h6;
-  assign \$198  = fsm_state == 3'h7;
-  assign \$199  = fsm_state == 4'h8;
-  assign \$200  = fsm_state == 4'h9;
-  assign \$201  = fsm_state == 4'ha;
-  assign \$202  = fsm_state == 4'hb;
-  assign \$203  = fsm_state == 4'hc;
-  assign \$204  = fsm_state == 4'hd;
-  assign \$205  = fsm_state == 4'he;
-  assign \$206  = fsm_state == 4'hf;
-  assign \$207  = fsm_state == 5'h10;
-  assign \$208  = fsm_state == 5'h11;
-  assign \$209  = fsm_state == 5'h12;
-  assign \$210  = fsm_state == 5'h13;
-  assign \$211  = fsm_state == 5'h14;
-  assign \$212  = fsm_state == 5'h15;
-  assign \$213  = fsm_state == 5'h16;
-  assign \$214  = fsm_state == 5'h17;
-  assign \$215  = fsm_state == 5'h18;
-  assign \$216  = fsm_state == 5'h19;
-  assign \$217  = fsm_state == 5'h1a;
-  assign \$218  = fsm_state == 5'h1b;
-  assign \$219  = fsm_state == 5'h1c;
-  assign \$220  = fsm_state == 5'h1d;
-  assign \$221  = fsm_state == 5'h1e;
-  assign \$222  = fsm_state == 5'h1f;
-  assign \$223  = fsm_state == 6'h20;
-  assign \$224  = fsm_state == 6'h21;
-  assign \$225  = fsm_state == 6'h22;
-  assign \$226  = fsm_state == 6'h23;
-  assign \$227  = fsm_state == 6'h24;
-  assign \$228  = fsm_state == 6'h25;
-  assign \$229  = fsm_state == 6'h26;
-  assign \$230  = fsm_state == 6'h27;
-  assign \$231  = fsm_state == 6'h28;
-  assign \$232  = fsm_state == 6'h29;
-  assign \$233  = fsm_state == 6'h2a;
-  assign \$234  = fsm_state == 6'h2b;
-  assign \$235  = fsm_state == 6'h2c;
-  assign \$236  = fsm_state == 6'h2d;
+  assign \$167  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$168  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$169  = - $signed(chan[99:84]);
+  assign \$170  = \$168  ? \$169  : { chan[99], chan[99:84] };
+  assign \$171  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$172  = $signed(sum) < $signed(1'h0);
+  assign \$173  = - $signed(sum);
+  assign \$174  = \$172  ? \$173  : { sum[28], sum };
+  assign \$175  = $signed(sum) < $signed(1'h0);
+  assign \$178  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$179  = - $signed(chan[99:84]);
+  assign \$180  = \$178  ? \$179  : { chan[99], chan[99:84] };
+  assign \$181  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$182  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$183  = - $signed(chan[139:116]);
+  assign \$184  = \$182  ? \$183  : { chan[139], chan[139:116] };
+  assign \$185  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$186  = ! fsm_state;
+  assign \$187  = fsm_state == 1'h1;
+  assign \$188  = fsm_state == 2'h2;
+  assign \$189  = fsm_state == 2'h3;
+  assign \$190  = fsm_state == 3'h4;
+  assign \$191  = fsm_state == 3'h5;
+  assign \$192  = fsm_state == 3'h6;
+  assign \$193  = fsm_state == 3'h7;
+  assign \$194  = fsm_state == 4'h8;
+  assign \$195  = fsm_state == 4'h9;
+  assign \$196  = fsm_state == 4'ha;
+  assign \$197  = fsm_state == 4'hb;
+  assign \$198  = fsm_state == 4'hc;
+  assign \$199  = fsm_state == 4'hd;
+  assign \$200  = fsm_state == 4'he;
+  assign \$201  = fsm_state == 4'hf;
+  assign \$202  = fsm_state == 5'h10;
+  assign \$203  = fsm_state == 5'h11;
+  assign \$204  = fsm_state == 5'h12;
+  assign \$205  = fsm_state == 5'h13;
+  assign \$206  = fsm_state == 5'h14;
+  assign \$207  = fsm_state == 5'h15;
+  assign \$208  = fsm_state == 5'h16;
+  assign \$209  = fsm_state == 5'h17;
+  assign \$210  = fsm_state == 5'h18;
+  assign \$211  = fsm_state == 5'h19;
+  assign \$212  = fsm_state == 5'h1a;
+  assign \$213  = fsm_state == 5'h1b;
+  assign \$214  = fsm_state == 5'h1c;
+  assign \$215  = fsm_state == 5'h1d;
+  assign \$216  = fsm_state == 5'h1e;
+  assign \$217  = fsm_state == 5'h1f;
+  assign \$218  = fsm_state == 6'h20;
+  assign \$219  = fsm_state == 6'h21;
+  assign \$220  = fsm_state == 6'h22;
+  assign \$221  = fsm_state == 6'h23;
+  assign \$222  = fsm_state == 6'h24;
+  assign \$223  = fsm_state == 6'h25;
+  assign \$224  = fsm_state == 6'h26;
+  assign \$225  = fsm_state == 6'h27;
+  assign \$226  = fsm_state == 6'h28;
+  assign \$227  = fsm_state == 6'h29;
+  assign \$228  = fsm_state == 6'h2a;
+  assign \$229  = fsm_state == 6'h2b;
+  assign \$230  = fsm_state == 6'h2c;
+  assign \$231  = fsm_state == 6'h2d;
+  assign \$232  = ! lead;
+  assign \$233  = 1'h1 << lead;
+  assign \$235  = \$232  ? 64'h0000000000000000 : \$234 ;
+  assign \$236  = ! lead;
   assign \$237  = lead + 1'h0;
   assign \$238  = $signed(sh0) < $signed(4'h4);
   assign \$239  = $signed(4'h4) - $signed(sh0);
   assign \$240  = \$238  ? \$239  : 11'h000;
   assign \$241  = $signed(sh0) < $signed(4'h4);
-  assign \$242  = $signed(sh0) - $signed(4'h4);
-  assign \$243  = $signed(\$242 ) < $signed({ 1'h0, tk });
-  assign \$244  = $signed(sh0) - $signed(4'h4);
-  assign \$245  = \$243  ? \$244  : { 7'h00, tk };
-  assign \$246  = $signed(sh0) - $signed(6'h15);
-  assign \$247  = $signed(\$245 ) > $signed(\$246 );
-  assign \$248  = $signed(sh0) - $signed(4'h4);
-  assign \$249  = $signed(\$248 ) < $signed({ 1'h0, tk });
-  assign \$250  = $signed(sh0) - $signed(4'h4);
-  assign \$251  = \$249  ? \$250  : { 7'h00, tk };
-  assign \$252  = $signed(sh0) - $signed(6'h15);
-  assign \$253  = \$247  ? \$251  : \$252 ;
-  assign \$254  = \$241  ? 11'h000 : \$253 ;
-  assign \$255  = $signed(km) << pre;
-  assign \$256  = tsh > 6'h3c;
-  assign \$257  = \$256  ? 10'h03c : tsh;
-  assign \$258  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$259  = $signed(\$258 ) - $signed({ 1'h0, tsh });
-  assign \$260  = $signed(km_pre) >>> t_clamped;
-  assign \$261  = $signed(chan[115:100]) << \$157 [4:0];
-  assign \$262  = 1'h1 << sh;
-  assign \$264  = $signed(\$261 ) + $signed({ 1'h0, \$263  });
-  assign \$265  = $signed(div_num) < $signed(1'h0);
-  assign \$266  = - $signed(div_num);
-  assign \$267  = \$265  ? \$266  : { div_num[73], div_num };
-  assign \$268  = $signed(div_num) < $signed(1'h0);
-  assign \$269  = $signed(bias) - $signed(quot);
-  assign \$271  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$272  = $signed(sh0) < $signed(4'h4);
-  assign \$273  = $signed(4'h4) - $signed(sh0);
-  assign \$274  = \$272  ? \$273  : 11'h000;
-  assign \$275  = $signed(sh0) < $signed(4'h4);
-  assign \$276  = $signed(sh0) - $signed(4'h4);
-  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
-  assign \$278  = $signed(sh0) - $signed(4'h4);
-  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
-  assign \$280  = $signed(sh0) - $signed(6'h15);
-  assign \$281  = $signed(\$279 ) > $signed(\$280 );
-  assign \$282  = $signed(sh0) - $signed(4'h4);
-  assign \$283  = $signed(\$282 ) < $signed({ 1'h0, tk });
-  assign \$284  = $signed(sh0) - $signed(4'h4);
-  assign \$285  = \$283  ? \$284  : { 7'h00, tk };
-  assign \$286  = $signed(sh0) - $signed(6'h15);
-  assign \$287  = \$281  ? \$285  : \$286 ;
-  assign \$288  = \$275  ? 11'h000 : \$287 ;
-  assign \$289  = $signed(km) << pre;
-  assign \$290  = tsh > 6'h3c;
-  assign \$291  = \$290  ? 10'h03c : tsh;
-  assign \$292  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$293  = $signed(\$292 ) - $signed({ 1'h0, tsh });
-  assign \$294  = $signed(km_pre) >>> t_clamped;
-  assign \$295  = $signed(chan[115:100]) << \$158 [4:0];
-  assign \$296  = 1'h1 << sh;
-  assign \$298  = $signed(\$295 ) + $signed({ 1'h0, \$297  });
-  assign \$300  = $signed(bias) - $signed(quot);
+  assign \$242  = $signed(sh0) - $signed(6'h15);
+  assign \$243  = $signed(\$242 ) > $signed({ 1'h0, tk });
+  assign \$244  = $signed(sh0) - $signed(6'h15);
+  assign \$245  = $signed(sh0) - $signed(4'h4);
+  assign \$246  = $signed(\$245 ) < $signed({ 1'h0, tk });
+  assign \$247  = $signed(sh0) - $signed(4'h4);
+  assign \$248  = \$246  ? \$247  : { 7'h00, tk };
+  assign \$249  = \$243  ? \$244  : \$248 ;
+  assign \$250  = \$241  ? 11'h000 : \$249 ;
+  assign \$251  = $signed(km) << pre;
+  assign \$252  = tsh > 6'h3c;
+  assign \$253  = \$252  ? 10'h03c : tsh;
+  assign \$254  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$255  = $signed(\$254 ) - $signed({ 1'h0, tsh });
+  assign \$256  = $signed(km_pre) >>> t_clamped;
+  assign \$257  = $signed(chan[115:100]) << \$157 [4:0];
+  assign \$258  = 1'h1 << sh;
+  assign \$260  = $signed(\$257 ) + $signed({ 1'h0, \$259  });
+  assign \$261  = $signed(div_num) < $signed(1'h0);
+  assign \$262  = - $signed(div_num);
+  assign \$263  = \$261  ? \$262  : { div_num[73], div_num };
+  assign \$264  = $signed(div_num) < $signed(1'h0);
+  assign \$265  = $signed(bias) - $signed(quot);
+  assign \$267  = $signed(6'h10) - $signed(chan[171:164]);
+  assign \$268  = $signed(sh0) < $signed(4'h4);
+  assign \$269  = $signed(4'h4) - $signed(sh0);
+  assign \$270  = \$268  ? \$269  : 11'h000;
+  assign \$271  = $signed(sh0) < $signed(4'h4);
+  assign \$272  = $signed(sh0) - $signed(6'h15);
+  assign \$273  = $signed(\$272 ) > $signed({ 1'h0, tk });
+  assign \$274  = $signed(sh0) - $signed(6'h15);
+  assign \$275  = $signed(sh0) - $signed(4'h4);
+  assign \$276  = $signed(\$275 ) < $signed({ 1'h0, tk });
+  assign \$277  = $signed(sh0) - $signed(4'h4);
+  assign \$278  = \$276  ? \$277  : { 7'h00, tk };
+  assign \$279  = \$273  ? \$274  : \$278 ;
+  assign \$280  = \$271  ? 11'h000 : \$279 ;
+  assign \$281  = $signed(km) << pre;
+  assign \$282  = tsh > 6'h3c;
+  assign \$283  = \$282  ? 10'h03c : tsh;
+  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
+  assign \$286  = $signed(km_pre) >>> t_clamped;
+  assign \$287  = $signed(chan[115:100]) << \$158 [4:0];
+  assign \$288  = 1'h1 << sh;
+  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
+  assign \$292  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$301 ;
+    fsm_state <= \$293 ;
   always @(posedge clk)
-    start <= \$302 ;
+    start <= \$294 ;
   always @(posedge clk)
-    t <= \$303 ;
+    t <= \$295 ;
   always @(posedge clk)
-    \start$11  <= \$304 ;
+    \start$11  <= \$296 ;
   always @(posedge clk)
-    den <= \$305 ;
+    den <= \$297 ;
   always @(posedge clk)
-    lead <= \$306 ;
+    lead <= \$298 ;
   always @(posedge clk)
-    \start$9  <= \$307 ;
+    \start$9  <= \$299 ;
   always @(posedge clk)
-    recip <= \$308 ;
+    recip_rem <= \$300 ;
   always @(posedge clk)
-    m <= \$309 ;
+    recip_one <= \$301 ;
   always @(posedge clk)
-    km <= \$310 ;
+    recip <= \$302 ;
   always @(posedge clk)
-    sh0 <= \$311 ;
+    m <= \$303 ;
   always @(posedge clk)
-    tk <= \$312 ;
+    km <= \$304 ;
   always @(posedge clk)
-    pre <= \$313 ;
+    sh0 <= \$305 ;
   always @(posedge clk)
-    tsh <= \$314 ;
+    tk <= \$306 ;
   always @(posedge clk)
-    km_pre <= \$315 ;
+    pre <= \$307 ;
   always @(posedge clk)
-    t_clamped <= \$316 ;
+    tsh <= \$308 ;
   always @(posedge clk)
-    sh <= \$317 ;
+    km_pre <= \$309 ;
   always @(posedge clk)
-    \a$31  <= \$318 ;
+    t_clamped <= \$310 ;
   always @(posedge clk)
-    bias <= \$319 ;
+    sh <= \$311 ;
   always @(posedge clk)
-    \p$53  <= \$320 ;
+    \a$32  <= \$312 ;
   always @(posedge clk)
-    div_num <= \$321 ;
+    bias <= \$313 ;
   always @(posedge clk)
-    div_mag <= \$322 ;
+    \p$55  <= \$314 ;
   always @(posedge clk)
-    div_neg <= \$323 ;
+    div_num <= \$315 ;
   always @(posedge clk)
-    quot <= \$324 ;
+    div_mag <= \$316 ;
   always @(posedge clk)
-    \b$56  <= \$325 ;
+    div_neg <= \$317 ;
+  always @(posedge clk)
+    quot <= \$318 ;
+  always @(posedge clk)
+    \b$58  <= \$319 ;
   \hwnorm_l2_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$43 ),
+    .\den$13 (\den$28 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$27 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$28 )
+    .steps(\steps$29 )
   );
   \hwnorm_l2_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1243,7 +1234,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$39 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1307,7 +1298,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1b:
           /* empty */;
       6'h1c:
-          a = { \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1337,7 +1328,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h29:
           /* empty */;
       6'h2a:
-          a = { \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32  };
     endcase
   end
   always @* begin
@@ -1377,7 +1368,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
+          b = { \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1397,7 +1388,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1b:
           /* empty */;
       6'h1c:
-          b = \$179 [28:0];
+          b = \$174 [28:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1413,7 +1404,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h03:
           /* empty */;
       6'h23:
-          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
+          b = { \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180  };
       6'h24:
           /* empty */;
       6'h25:
@@ -1427,7 +1418,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h29:
           /* empty */;
       6'h2a:
-          b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
+          b = { \$184 [24], \$184 [24], \$184 [24], \$184 [24], \$184  };
     endcase
   end
   always @* begin
@@ -1557,7 +1548,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$176 ;
+          neg = \$171 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1577,7 +1568,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$180 ;
+          neg = \$175 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1593,7 +1584,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h03:
           /* empty */;
       6'h23:
-          neg = \$186 ;
+          neg = \$181 ;
       6'h24:
           /* empty */;
       6'h25:
@@ -1607,7 +1598,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h29:
           /* empty */;
       6'h2a:
-          neg = \$190 ;
+          neg = \$185 ;
     endcase
   end
   always @* begin
@@ -1757,7 +1748,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$170 [50:0];
+          rem_init = recip_rem;
       6'h10:
           /* empty */;
       6'h11:
@@ -1791,7 +1782,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          rem_init = \$181 [50:0];
+          rem_init = \$176 [50:0];
     endcase
   end
   always @* begin
@@ -1825,7 +1816,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$172 ;
+          lo_init = \$167 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1859,12 +1850,12 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$182 [57:0];
+          lo_init = \$177 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$27  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1893,7 +1884,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$26  = 1'h0;
+          \neg$27  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1927,12 +1918,12 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          \neg$26  = div_neg;
+          \neg$27  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 51'h0000000000000;
+    \den$28  = 51'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1961,7 +1952,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$27  = den;
+          \den$28  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1995,12 +1986,12 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          \den$27  = { 38'h0000000000, chan[13:1] };
+          \den$28  = { 38'h0000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 6'h00;
+    \steps$29  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2029,7 +2020,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$28  = 6'h18;
+          \steps$29  = 6'h18;
       6'h10:
           /* empty */;
       6'h11:
@@ -2063,7 +2054,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          \steps$28  = 6'h3a;
+          \steps$29  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2166,152 +2157,152 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = fsm_state;
+    \$293  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$37 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$301  = 6'h01;
+                  \$293  = 6'h01;
               2'h1:
-                  \$301  = 6'h02;
+                  \$293  = 6'h02;
               2'h2:
-                  \$301  = 6'h03;
+                  \$293  = 6'h03;
             endcase
           end
       6'h02:
-          \$301  = 6'h04;
+          \$293  = 6'h04;
       6'h04:
-          \$301  = 6'h05;
+          \$293  = 6'h05;
       6'h05:
-          \$301  = 6'h06;
+          \$293  = 6'h06;
       6'h06:
-          if (\done$39 ) begin
-            \$301  = 6'h07;
+          if (\done$40 ) begin
+            \$293  = 6'h07;
           end
       6'h07:
-          \$301  = 6'h08;
+          \$293  = 6'h08;
       6'h08:
-          \$301  = 6'h09;
+          \$293  = 6'h09;
       6'h09:
-          if (\done$39 ) begin
-            \$301  = 6'h0a;
+          if (\done$40 ) begin
+            \$293  = 6'h0a;
           end
       6'h0a:
-          \$301  = 6'h0b;
+          \$293  = 6'h0b;
       6'h0b:
-          \$301  = 6'h0c;
+          \$293  = 6'h0c;
       6'h0c:
-          if (\done$41 ) begin
-            \$301  = 6'h0d;
+          if (\done$42 ) begin
+            \$293  = 6'h0d;
           end
       6'h0d:
-          \$301  = 6'h0e;
+          \$293  = 6'h0e;
       6'h0e:
-          \$301  = 6'h0f;
+          \$293  = 6'h0f;
       6'h0f:
-          \$301  = 6'h10;
+          \$293  = 6'h10;
       6'h10:
-          if (\done$43 ) begin
-            \$301  = 6'h11;
+          if (\done$45 ) begin
+            \$293  = 6'h11;
           end
       6'h11:
-          \$301  = 6'h12;
+          \$293  = 6'h12;
       6'h12:
-          \$301  = 6'h13;
+          \$293  = 6'h13;
       6'h13:
-          if (\done$39 ) begin
-            \$301  = 6'h14;
+          if (\done$40 ) begin
+            \$293  = 6'h14;
           end
       6'h14:
-          \$301  = 6'h15;
+          \$293  = 6'h15;
       6'h15:
-          \$301  = 6'h16;
+          \$293  = 6'h16;
       6'h16:
-          if (\done$39 ) begin
-            \$301  = 6'h17;
+          if (\done$40 ) begin
+            \$293  = 6'h17;
           end
       6'h17:
-          \$301  = 6'h18;
+          \$293  = 6'h18;
       6'h18:
-          \$301  = 6'h19;
+          \$293  = 6'h19;
       6'h19:
-          \$301  = 6'h1a;
+          \$293  = 6'h1a;
       6'h1a:
-          \$301  = 6'h1b;
+          \$293  = 6'h1b;
       6'h1b:
-          \$301  = 6'h1c;
+          \$293  = 6'h1c;
       6'h1c:
-          \$301  = 6'h1d;
+          \$293  = 6'h1d;
       6'h1d:
-          if (\done$39 ) begin
-            \$301  = 6'h1e;
+          if (\done$40 ) begin
+            \$293  = 6'h1e;
           end
       6'h1e:
-          \$301  = 6'h1f;
+          \$293  = 6'h1f;
       6'h1f:
-          \$301  = 6'h20;
+          \$293  = 6'h20;
       6'h20:
-          \$301  = 6'h21;
+          \$293  = 6'h21;
       6'h21:
-          if (\done$43 ) begin
-            \$301  = 6'h22;
+          if (\done$45 ) begin
+            \$293  = 6'h22;
           end
       6'h22:
-          \$301  = 6'h01;
+          \$293  = 6'h01;
       6'h03:
-          \$301  = 6'h23;
+          \$293  = 6'h23;
       6'h23:
-          \$301  = 6'h24;
+          \$293  = 6'h24;
       6'h24:
-          if (\done$39 ) begin
-            \$301  = 6'h25;
+          if (\done$40 ) begin
+            \$293  = 6'h25;
           end
       6'h25:
-          \$301  = 6'h26;
+          \$293  = 6'h26;
       6'h26:
-          \$301  = 6'h27;
+          \$293  = 6'h27;
       6'h27:
-          \$301  = 6'h28;
+          \$293  = 6'h28;
       6'h28:
-          \$301  = 6'h29;
+          \$293  = 6'h29;
       6'h29:
-          \$301  = 6'h2a;
+          \$293  = 6'h2a;
       6'h2a:
-          \$301  = 6'h2b;
+          \$293  = 6'h2b;
       6'h2b:
-          if (\done$39 ) begin
-            \$301  = 6'h2c;
+          if (\done$40 ) begin
+            \$293  = 6'h2c;
           end
       6'h2c:
-          \$301  = 6'h2d;
+          \$293  = 6'h2d;
       6'h2d:
-          \$301  = 6'h01;
+          \$293  = 6'h01;
       6'h01:
-          \$301  = 6'h00;
+          \$293  = 6'h00;
     endcase
     if (rst) begin
-      \$301  = 6'h00;
+      \$293  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = start;
+    \$294  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h05:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h08:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2329,15 +2320,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h10:
           /* empty */;
       6'h11:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h12:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h15:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2349,9 +2340,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1a:
           /* empty */;
       6'h1b:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h1c:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2365,9 +2356,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h22:
           /* empty */;
       6'h03:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h23:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2379,17 +2370,17 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h28:
           /* empty */;
       6'h29:
-          \$302  = 1'h1;
+          \$294  = 1'h1;
       6'h2a:
-          \$302  = 1'h0;
+          \$294  = 1'h0;
     endcase
     if (rst) begin
-      \$302  = 1'h0;
+      \$294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = t;
+    \$295  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2400,25 +2391,25 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$39 ) begin
-            \$303  = p[72:0];
+          if (\done$40 ) begin
+            \$295  = p[72:0];
           end
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          if (\done$39 ) begin
-            \$303  = p[72:0];
+          if (\done$40 ) begin
+            \$295  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$303  = 73'h0000000000000000000;
+      \$295  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = \start$11 ;
+    \$296  = \start$11 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2437,17 +2428,17 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h0b:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
     endcase
     if (rst) begin
-      \$304  = 1'h0;
+      \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = den;
+    \$297  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2470,17 +2461,17 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$41 ) begin
-            \$305  = root;
+          if (\done$42 ) begin
+            \$297  = root;
           end
     endcase
     if (rst) begin
-      \$305  = 51'h0000000000000;
+      \$297  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = lead;
+    \$298  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2505,15 +2496,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0c:
           /* empty */;
       6'h0d:
-          \$306  = den_lead;
+          \$298  = den_lead;
     endcase
     if (rst) begin
-      \$306  = 6'h00;
+      \$298  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = \start$9 ;
+    \$299  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2540,9 +2531,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0d:
           /* empty */;
       6'h0e:
-          \$307  = 1'h1;
+          \$299  = 1'h1;
       6'h0f:
-          \$307  = 1'h0;
+          \$299  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2574,17 +2565,87 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h1e:
           /* empty */;
       6'h1f:
-          \$307  = 1'h1;
+          \$299  = 1'h1;
       6'h20:
-          \$307  = 1'h0;
+          \$299  = 1'h0;
     endcase
     if (rst) begin
-      \$307  = 1'h0;
+      \$299  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = recip;
+    \$300  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$300  = \$235 [50:0];
+    endcase
+    if (rst) begin
+      \$300  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$301  = \$236 ;
+    endcase
+    if (rst) begin
+      \$301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2615,17 +2676,17 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$43 ) begin
-            \$308  = q[24:0];
+          if (\done$45 ) begin
+            \$302  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$308  = 25'h0000000;
+      \$302  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = m;
+    \$303  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2662,8 +2723,8 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$39 ) begin
-            \$309  = p[41:0];
+          if (\done$40 ) begin
+            \$303  = p[41:0];
           end
       6'h14:
           /* empty */;
@@ -2671,91 +2732,6 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
           /* empty */;
       6'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (\done$39 ) begin
-            \$309  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$309  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$39 ) begin
-            \$310  = p[55:0];
-          end
       6'h17:
           /* empty */;
       6'h18:
@@ -2785,17 +2761,17 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
-      6'h25:
-          \$310  = \$270 [55:0];
+          if (\done$40 ) begin
+            \$303  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$310  = 56'h00000000000000;
+      \$303  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = sh0;
+    \$304  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2838,9 +2814,11 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$40 ) begin
+            \$304  = p[55:0];
+          end
       6'h17:
-          \$311  = { 3'h0, \$237  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
@@ -2870,15 +2848,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h24:
           /* empty */;
       6'h25:
-          \$311  = { \$271 [8], \$271  };
+          \$304  = \$266 [55:0];
     endcase
     if (rst) begin
-      \$311  = 10'h000;
+      \$304  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = tk;
+    \$305  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2923,7 +2901,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \$312  = count_lead;
+          \$305  = { 3'h0, \$237  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2953,15 +2931,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h24:
           /* empty */;
       6'h25:
-          \$312  = 4'h8;
+          \$305  = { \$267 [8], \$267  };
     endcase
     if (rst) begin
-      \$312  = 4'h0;
+      \$305  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = pre;
+    \$306  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3006,9 +2984,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$306  = count_lead;
       6'h18:
-          \$313  = \$240 [2:0];
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3036,17 +3014,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
-      6'h26:
-          \$313  = \$274 [2:0];
+          \$306  = 4'h8;
     endcase
     if (rst) begin
-      \$313  = 3'h0;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = tsh;
+    \$307  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3093,7 +3069,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h17:
           /* empty */;
       6'h18:
-          \$314  = \$254 [9:0];
+          \$307  = \$240 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3123,15 +3099,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h25:
           /* empty */;
       6'h26:
-          \$314  = \$288 [9:0];
+          \$307  = \$270 [2:0];
     endcase
     if (rst) begin
-      \$314  = 10'h000;
+      \$307  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = km_pre;
+    \$308  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3178,9 +3154,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$308  = \$250 [9:0];
       6'h19:
-          \$315  = \$255 [59:0];
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3208,17 +3184,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$315  = \$289 [59:0];
+          \$308  = \$280 [9:0];
     endcase
     if (rst) begin
-      \$315  = 60'h000000000000000;
+      \$308  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = t_clamped;
+    \$309  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3267,7 +3241,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$316  = \$257 [5:0];
+          \$309  = \$251 [59:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3297,15 +3271,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          \$316  = \$291 [5:0];
+          \$309  = \$281 [59:0];
     endcase
     if (rst) begin
-      \$316  = 6'h00;
+      \$309  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = sh;
+    \$310  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3354,7 +3328,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$317  = \$259 [4:0];
+          \$310  = \$253 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3384,15 +3358,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          \$317  = \$293 [4:0];
+          \$310  = \$283 [5:0];
     endcase
     if (rst) begin
-      \$317  = 5'h00;
+      \$310  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \a$31 ;
+    \$311  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3441,9 +3415,9 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$311  = \$255 [4:0];
       6'h1a:
-          \$318  = \$260 [41:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3471,17 +3445,15 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$318  = \$294 [41:0];
+          \$311  = \$285 [4:0];
     endcase
     if (rst) begin
-      \$318  = 42'h00000000000;
+      \$311  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = bias;
+    \$312  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3532,7 +3504,7 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h19:
           /* empty */;
       6'h1a:
-          \$319  = { \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264 [47], \$264  };
+          \$312  = \$256 [41:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3562,512 +3534,601 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
       6'h27:
           /* empty */;
       6'h28:
-          \$319  = { \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298 [47], \$298  };
+          \$312  = \$286 [41:0];
+    endcase
+    if (rst) begin
+      \$312  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$313  = { \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$313  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
+    endcase
+    if (rst) begin
+      \$313  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \p$55 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$40 ) begin
+            \$314  = p[72:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$40 ) begin
+            \$314  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$314  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$315  = { \p$55 [72], \p$55  };
+    endcase
+    if (rst) begin
+      \$315  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$316  = \$263 [73:0];
+    endcase
+    if (rst) begin
+      \$316  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$317  = \$264 ;
+    endcase
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$45 ) begin
+            \$318  = { q[59], q[59], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$318  = \$291 [61:0];
+    endcase
+    if (rst) begin
+      \$318  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = \b$58 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$319  = \$265 [57:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$319  = \$292 [57:0];
     endcase
     if (rst) begin
       \$319  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = \p$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$39 ) begin
-            \$320  = p[72:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$39 ) begin
-            \$320  = p[72:0];
-          end
-    endcase
-    if (rst) begin
-      \$320  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$321  = { \p$53 [72], \p$53  };
-    endcase
-    if (rst) begin
-      \$321  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$322  = \$267 [73:0];
-    endcase
-    if (rst) begin
-      \$322  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$323  = \$268 ;
-    endcase
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$43 ) begin
-            \$324  = { q[59], q[59], q };
-          end
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$324  = \$299 [61:0];
-    endcase
-    if (rst) begin
-      \$324  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = \b$56 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$325  = \$269 [57:0];
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$325  = \$300 [57:0];
-    endcase
-    if (rst) begin
-      \$325  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$157 [4:0];
@@ -4084,12 +4145,13 @@ module \hwnorm_l2_s16.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den
   assign \chan.scale_m  = chan[163:140];
   assign \chan.scale_exp  = chan[171:164];
   assign \$165  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
-  assign \$181  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$182  = { 1'h0, div_mag[57:0] };
-  assign \$263  = { 1'h0, \$262 [31:1] };
-  assign \$270  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$297  = { 1'h0, \$296 [31:1] };
-  assign \$299  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
+  assign \$176  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$177  = { 1'h0, div_mag[57:0] };
+  assign \$234  = { 1'h0, \$233 [63:1] };
+  assign \$259  = { 1'h0, \$258 [31:1] };
+  assign \$266  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$289  = { 1'h0, \$288 [31:1] };
+  assign \$291  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
 endmodule
 
 module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -149,8 +149,8 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_l2_s8.math  math (
-    .\a$31 (a),
-    .\b$56 (b),
+    .\a$32 (a),
+    .\b$58 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$37 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l2_s8.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den, sh, \a$31 , \b$56 , clk);
+module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$58 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -487,31 +487,31 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire [21:0] \$113 ;
   wire [87:0] \$114 ;
   wire [88:0] \$115 ;
-  wire \$116 ;
-  wire [6:0] \$117 ;
-  wire [63:0] \$118 ;
-  wire [63:0] \$119 ;
+  wire [33:0] \$116 ;
+  wire \$117 ;
+  wire [8:0] \$118 ;
+  wire [8:0] \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [33:0] \$121 ;
-  wire \$122 ;
-  wire [8:0] \$123 ;
-  wire [8:0] \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire [21:0] \$127 ;
-  wire [21:0] \$128 ;
-  wire \$129 ;
+  wire \$121 ;
+  wire [21:0] \$122 ;
+  wire [21:0] \$123 ;
+  wire \$124 ;
+  wire [49:0] \$125 ;
+  wire [34:0] \$126 ;
+  wire \$127 ;
+  wire [8:0] \$128 ;
+  wire [8:0] \$129 ;
   wire \$13 ;
-  wire [49:0] \$130 ;
-  wire [34:0] \$131 ;
-  wire \$132 ;
-  wire [8:0] \$133 ;
-  wire [8:0] \$134 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [16:0] \$132 ;
+  wire [16:0] \$133 ;
+  wire \$134 ;
   wire \$135 ;
   wire \$136 ;
-  wire [16:0] \$137 ;
-  wire [16:0] \$138 ;
+  wire \$137 ;
+  wire \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
@@ -560,9 +560,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [63:0] \$182 ;
+  wire [63:0] \$183 ;
+  wire [63:0] \$184 ;
   wire \$185 ;
   wire [6:0] \$186 ;
   wire \$187 ;
@@ -574,95 +574,89 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire \$192 ;
   wire [10:0] \$193 ;
   wire [10:0] \$194 ;
-  wire [10:0] \$195 ;
-  wire \$196 ;
+  wire \$195 ;
+  wire [10:0] \$196 ;
   wire [10:0] \$197 ;
-  wire \$198 ;
+  wire [10:0] \$198 ;
   wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire [10:0] \$201 ;
-  wire [10:0] \$202 ;
+  wire [42:0] \$200 ;
+  wire \$201 ;
+  wire [9:0] \$202 ;
   wire [10:0] \$203 ;
-  wire [42:0] \$204 ;
-  wire \$205 ;
-  wire [9:0] \$206 ;
-  wire [10:0] \$207 ;
-  wire [11:0] \$208 ;
-  wire [42:0] \$209 ;
+  wire [11:0] \$204 ;
+  wire [42:0] \$205 ;
+  wire [22:0] \$206 ;
+  wire [15:0] \$207 ;
+  wire [15:0] \$208 ;
+  wire [23:0] \$209 ;
   wire \$21 ;
-  wire [22:0] \$210 ;
-  wire [15:0] \$211 ;
-  wire [15:0] \$212 ;
-  wire [23:0] \$213 ;
-  wire \$214 ;
-  wire [50:0] \$215 ;
-  wire [50:0] \$216 ;
+  wire \$210 ;
+  wire [50:0] \$211 ;
+  wire [50:0] \$212 ;
+  wire \$213 ;
+  wire [38:0] \$214 ;
+  wire [40:0] \$215 ;
+  wire [8:0] \$216 ;
   wire \$217 ;
-  wire [38:0] \$218 ;
-  wire [40:0] \$219 ;
+  wire [10:0] \$218 ;
+  wire [10:0] \$219 ;
   wire \$22 ;
-  wire [8:0] \$220 ;
-  wire \$221 ;
-  wire [10:0] \$222 ;
+  wire \$220 ;
+  wire [10:0] \$221 ;
+  wire \$222 ;
   wire [10:0] \$223 ;
-  wire \$224 ;
-  wire [10:0] \$225 ;
-  wire \$226 ;
+  wire [10:0] \$224 ;
+  wire \$225 ;
+  wire [10:0] \$226 ;
   wire [10:0] \$227 ;
   wire [10:0] \$228 ;
   wire [10:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [10:0] \$231 ;
-  wire \$232 ;
+  wire [42:0] \$230 ;
+  wire \$231 ;
+  wire [9:0] \$232 ;
   wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [42:0] \$238 ;
-  wire \$239 ;
+  wire [11:0] \$234 ;
+  wire [42:0] \$235 ;
+  wire [22:0] \$236 ;
+  wire [15:0] \$237 ;
+  wire [15:0] \$238 ;
+  wire [23:0] \$239 ;
   wire \$24 ;
-  wire [9:0] \$240 ;
-  wire [10:0] \$241 ;
-  wire [11:0] \$242 ;
-  wire [42:0] \$243 ;
-  wire [22:0] \$244 ;
-  wire [15:0] \$245 ;
-  wire [15:0] \$246 ;
-  wire [23:0] \$247 ;
-  wire [48:0] \$248 ;
-  wire [38:0] \$249 ;
+  wire [48:0] \$240 ;
+  wire [38:0] \$241 ;
+  reg [5:0] \$242 ;
+  reg \$243 ;
+  reg [56:0] \$244 ;
+  reg \$245 ;
+  reg [34:0] \$246 ;
+  reg [5:0] \$247 ;
+  reg \$248 ;
+  reg [34:0] \$249 ;
   wire \$25 ;
-  reg [5:0] \$250 ;
-  reg \$251 ;
-  reg [56:0] \$252 ;
-  reg \$253 ;
-  reg [34:0] \$254 ;
-  reg [5:0] \$255 ;
-  reg \$256 ;
-  reg [16:0] \$257 ;
-  reg [25:0] \$258 ;
-  reg [39:0] \$259 ;
+  reg \$250 ;
+  reg [16:0] \$251 ;
+  reg [25:0] \$252 ;
+  reg [39:0] \$253 ;
+  reg [9:0] \$254 ;
+  reg [3:0] \$255 ;
+  reg [1:0] \$256 ;
+  reg [9:0] \$257 ;
+  reg [42:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  reg [9:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [1:0] \$262 ;
-  reg [9:0] \$263 ;
-  reg [42:0] \$264 ;
-  reg [5:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [25:0] \$267 ;
+  reg [3:0] \$260 ;
+  reg [25:0] \$261 ;
+  reg [33:0] \$262 ;
+  reg [48:0] \$263 ;
+  reg [49:0] \$264 ;
+  reg [49:0] \$265 ;
+  reg \$266 ;
+  reg [37:0] \$267 ;
   reg [33:0] \$268 ;
-  reg [48:0] \$269 ;
   wire \$27 ;
-  reg [49:0] \$270 ;
-  reg [49:0] \$271 ;
-  reg \$272 ;
-  reg [37:0] \$273 ;
-  reg [33:0] \$274 ;
   wire \$28 ;
   wire \$29 ;
   wire [5:0] \$3 ;
@@ -743,11 +737,11 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire [3:0] \$98 ;
   wire [3:0] \$99 ;
   reg [27:0] a;
-  output [25:0] \a$31 ;
-  reg [25:0] \a$31  = 26'h0000000;
+  output [25:0] \a$32 ;
+  reg [25:0] \a$32  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$56 ;
-  reg [33:0] \b$56  = 34'h000000000;
+  output [33:0] \b$58 ;
+  reg [33:0] \b$58  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
@@ -767,16 +761,16 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire [3:0] count_lead;
   output [34:0] den;
   reg [34:0] den = 35'h000000000;
-  reg [34:0] \den$27 ;
+  reg [34:0] \den$28 ;
   wire [5:0] den_lead;
   reg [49:0] div_mag = 50'h0000000000000;
   reg div_neg = 1'h0;
   reg [49:0] div_num = 50'h0000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$41 ;
-  wire \done$43 ;
+  wire \done$40 ;
+  wire \done$42 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -788,13 +782,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   reg [33:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$27 ;
   wire [58:0] p;
-  reg [48:0] \p$53  = 49'h0000000000000;
+  reg [48:0] \p$55  = 49'h0000000000000;
   reg [1:0] pre = 2'h0;
   wire [35:0] q;
   reg [37:0] quot = 38'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [34:0] recip_rem = 35'h000000000;
   reg [34:0] rem_init;
   wire [34:0] root;
   input rst;
@@ -810,11 +806,11 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   wire [26:0] sq_sum;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$37 ;
-  wire \start$37 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$28 ;
+  reg [5:0] \steps$29 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [56:0] t = 57'h000000000000000;
@@ -938,199 +934,194 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   assign \$112  = - $signed(sum);
   assign \$113  = \$111  ? \$112  : { sum[20], sum };
   assign \$115  = $signed(\$114 ) + $signed({ 1'h0, chan[59:14] });
-  assign \$116  = ! lead;
-  assign \$117  = lead - 1'h1;
-  assign \$118  = 1'h1 << \$117 [5:0];
-  assign \$119  = \$116  ? 64'h0000000000000000 : \$118 ;
-  assign \$120  = ! lead;
-  assign \$121  = \$120  ? 34'h200000000 : 34'h000000000;
-  assign \$122  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$123  = - $signed(chan[67:60]);
-  assign \$124  = \$122  ? \$123  : { chan[67], chan[67:60] };
-  assign \$125  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$126  = $signed(sum) < $signed(1'h0);
-  assign \$127  = - $signed(sum);
-  assign \$128  = \$126  ? \$127  : { sum[20], sum };
-  assign \$129  = $signed(sum) < $signed(1'h0);
-  assign \$132  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$133  = - $signed(chan[67:60]);
-  assign \$134  = \$132  ? \$133  : { chan[67], chan[67:60] };
-  assign \$135  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$136  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$137  = - $signed(chan[91:76]);
-  assign \$138  = \$136  ? \$137  : { chan[91], chan[91:76] };
-  assign \$139  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$140  = ! fsm_state;
-  assign \$141  = fsm_state == 1'h1;
-  assign \$142  = fsm_state == 2'h2;
-  assign \$143  = fsm_state == 2'h3;
-  assign \$144  = fsm_state == 3'h4;
-  assign \$145  = fsm_state == 3'h5;
-  assign \$146  = fsm_state == 3'h6;
-  assign \$147  = fsm_state == 3'h7;
-  assign \$148  = fsm_state == 4'h8;
-  assign \$149  = fsm_state == 4'h9;
-  assign \$150  = fsm_state == 4'ha;
-  assign \$151  = fsm_state == 4'hb;
-  assign \$152  = fsm_state == 4'hc;
-  assign \$153  = fsm_state == 4'hd;
-  assign \$154  = fsm_state == 4'he;
-  assign \$155  = fsm_state == 4'hf;
-  assign \$156  = fsm_state == 5'h10;
-  assign \$157  = fsm_state == 5'h11;
-  assign \$158  = fsm_state == 5'h12;
-  assign \$159  = fsm_state == 5'h13;
-  assign \$160  = fsm_state == 5'h14;
-  assign \$161  = fsm_state == 5'h15;
-  assign \$162  = fsm_state == 5'h16;
-  assign \$163  = fsm_state == 5'h17;
-  assign \$164  = fsm_state == 5'h18;
-  assign \$165  = fsm_state == 5'h19;
-  assign \$166  = fsm_state == 5'h1a;
-  assign \$167  = fsm_state == 5'h1b;
-  assign \$168  = fsm_state == 5'h1c;
-  assign \$169  = fsm_state == 5'h1d;
-  assign \$170  = fsm_state == 5'h1e;
-  assign \$171  = fsm_state == 5'h1f;
-  assign \$172  = fsm_state == 6'h20;
-  assign \$173  = fsm_state == 6'h21;
-  assign \$174  = fsm_state == 6'h22;
-  assign \$175  = fsm_state == 6'h23;
-  assign \$176  = fsm_state == 6'h24;
-  assign \$177  = fsm_state == 6'h25;
-  assign \$178  = fsm_state == 6'h26;
-  assign \$179  = fsm_state == 6'h27;
-  assign \$180  = fsm_state == 6'h28;
-  assign \$181  = fsm_state == 6'h29;
-  assign \$182  = fsm_state == 6'h2a;
-  assign \$183  = fsm_state == 6'h2b;
-  assign \$184  = fsm_state == 6'h2c;
-  assign \$185  = fsm_state == 6'h2d;
+  assign \$116  = recip_one ? 34'h200000000 : 34'h000000000;
+  assign \$117  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$118  = - $signed(chan[67:60]);
+  assign \$119  = \$117  ? \$118  : { chan[67], chan[67:60] };
+  assign \$120  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$121  = $signed(sum) < $signed(1'h0);
+  assign \$122  = - $signed(sum);
+  assign \$123  = \$121  ? \$122  : { sum[20], sum };
+  assign \$124  = $signed(sum) < $signed(1'h0);
+  assign \$127  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$128  = - $signed(chan[67:60]);
+  assign \$129  = \$127  ? \$128  : { chan[67], chan[67:60] };
+  assign \$130  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$131  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$132  = - $signed(chan[91:76]);
+  assign \$133  = \$131  ? \$132  : { chan[91], chan[91:76] };
+  assign \$134  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$135  = ! fsm_state;
+  assign \$136  = fsm_state == 1'h1;
+  assign \$137  = fsm_state == 2'h2;
+  assign \$138  = fsm_state == 2'h3;
+  assign \$139  = fsm_state == 3'h4;
+  assign \$140  = fsm_state == 3'h5;
+  assign \$141  = fsm_state == 3'h6;
+  assign \$142  = fsm_state == 3'h7;
+  assign \$143  = fsm_state == 4'h8;
+  assign \$144  = fsm_state == 4'h9;
+  assign \$145  = fsm_state == 4'ha;
+  assign \$146  = fsm_state == 4'hb;
+  assign \$147  = fsm_state == 4'hc;
+  assign \$148  = fsm_state == 4'hd;
+  assign \$149  = fsm_state == 4'he;
+  assign \$150  = fsm_state == 4'hf;
+  assign \$151  = fsm_state == 5'h10;
+  assign \$152  = fsm_state == 5'h11;
+  assign \$153  = fsm_state == 5'h12;
+  assign \$154  = fsm_state == 5'h13;
+  assign \$155  = fsm_state == 5'h14;
+  assign \$156  = fsm_state == 5'h15;
+  assign \$157  = fsm_state == 5'h16;
+  assign \$158  = fsm_state == 5'h17;
+  assign \$159  = fsm_state == 5'h18;
+  assign \$160  = fsm_state == 5'h19;
+  assign \$161  = fsm_state == 5'h1a;
+  assign \$162  = fsm_state == 5'h1b;
+  assign \$163  = fsm_state == 5'h1c;
+  assign \$164  = fsm_state == 5'h1d;
+  assign \$165  = fsm_state == 5'h1e;
+  assign \$166  = fsm_state == 5'h1f;
+  assign \$167  = fsm_state == 6'h20;
+  assign \$168  = fsm_state == 6'h21;
+  assign \$169  = fsm_state == 6'h22;
+  assign \$170  = fsm_state == 6'h23;
+  assign \$171  = fsm_state == 6'h24;
+  assign \$172  = fsm_state == 6'h25;
+  assign \$173  = fsm_state == 6'h26;
+  assign \$174  = fsm_state == 6'h27;
+  assign \$175  = fsm_state == 6'h28;
+  assign \$176  = fsm_state == 6'h29;
+  assign \$177  = fsm_state == 6'h2a;
+  assign \$178  = fsm_state == 6'h2b;
+  assign \$179  = fsm_state == 6'h2c;
+  assign \$180  = fsm_state == 6'h2d;
+  assign \$181  = ! lead;
+  assign \$182  = 1'h1 << lead;
+  assign \$184  = \$181  ? 64'h0000000000000000 : \$183 ;
+  assign \$185  = ! lead;
   assign \$186  = lead + 1'h1;
   assign \$187  = $signed(sh0) < $signed(4'h4);
   assign \$188  = $signed(4'h4) - $signed(sh0);
   assign \$189  = \$187  ? \$188  : 11'h000;
   assign \$190  = $signed(sh0) < $signed(4'h4);
-  assign \$191  = $signed(sh0) - $signed(4'h4);
-  assign \$192  = $signed(\$191 ) < $signed({ 1'h0, tk });
-  assign \$193  = $signed(sh0) - $signed(4'h4);
-  assign \$194  = \$192  ? \$193  : { 7'h00, tk };
-  assign \$195  = $signed(sh0) - $signed(5'h0d);
-  assign \$196  = $signed(\$194 ) > $signed(\$195 );
-  assign \$197  = $signed(sh0) - $signed(4'h4);
-  assign \$198  = $signed(\$197 ) < $signed({ 1'h0, tk });
-  assign \$199  = $signed(sh0) - $signed(4'h4);
-  assign \$200  = \$198  ? \$199  : { 7'h00, tk };
-  assign \$201  = $signed(sh0) - $signed(5'h0d);
-  assign \$202  = \$196  ? \$200  : \$201 ;
-  assign \$203  = \$190  ? 11'h000 : \$202 ;
-  assign \$204  = $signed(km) << pre;
-  assign \$205  = tsh > 6'h2b;
-  assign \$206  = \$205  ? 10'h02b : tsh;
-  assign \$207  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$208  = $signed(\$207 ) - $signed({ 1'h0, tsh });
-  assign \$209  = $signed(km_pre) >>> t_clamped;
-  assign \$210  = $signed(chan[75:68]) << \$106 [3:0];
-  assign \$211  = 1'h1 << sh;
-  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
-  assign \$214  = $signed(div_num) < $signed(1'h0);
-  assign \$215  = - $signed(div_num);
-  assign \$216  = \$214  ? \$215  : { div_num[49], div_num };
-  assign \$217  = $signed(div_num) < $signed(1'h0);
-  assign \$218  = $signed(bias) - $signed(quot);
-  assign \$220  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$221  = $signed(sh0) < $signed(4'h4);
-  assign \$222  = $signed(4'h4) - $signed(sh0);
-  assign \$223  = \$221  ? \$222  : 11'h000;
-  assign \$224  = $signed(sh0) < $signed(4'h4);
-  assign \$225  = $signed(sh0) - $signed(4'h4);
-  assign \$226  = $signed(\$225 ) < $signed({ 1'h0, tk });
-  assign \$227  = $signed(sh0) - $signed(4'h4);
-  assign \$228  = \$226  ? \$227  : { 7'h00, tk };
-  assign \$229  = $signed(sh0) - $signed(5'h0d);
-  assign \$230  = $signed(\$228 ) > $signed(\$229 );
-  assign \$231  = $signed(sh0) - $signed(4'h4);
-  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
-  assign \$235  = $signed(sh0) - $signed(5'h0d);
-  assign \$236  = \$230  ? \$234  : \$235 ;
-  assign \$237  = \$224  ? 11'h000 : \$236 ;
-  assign \$238  = $signed(km) << pre;
-  assign \$239  = tsh > 6'h2b;
-  assign \$240  = \$239  ? 10'h02b : tsh;
-  assign \$241  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$242  = $signed(\$241 ) - $signed({ 1'h0, tsh });
-  assign \$243  = $signed(km_pre) >>> t_clamped;
-  assign \$244  = $signed(chan[75:68]) << \$107 [3:0];
-  assign \$245  = 1'h1 << sh;
-  assign \$247  = $signed(\$244 ) + $signed({ 1'h0, \$246  });
-  assign \$249  = $signed(bias) - $signed(quot);
+  assign \$191  = $signed(sh0) - $signed(5'h0d);
+  assign \$192  = $signed(\$191 ) > $signed({ 1'h0, tk });
+  assign \$193  = $signed(sh0) - $signed(5'h0d);
+  assign \$194  = $signed(sh0) - $signed(4'h4);
+  assign \$195  = $signed(\$194 ) < $signed({ 1'h0, tk });
+  assign \$196  = $signed(sh0) - $signed(4'h4);
+  assign \$197  = \$195  ? \$196  : { 7'h00, tk };
+  assign \$198  = \$192  ? \$193  : \$197 ;
+  assign \$199  = \$190  ? 11'h000 : \$198 ;
+  assign \$200  = $signed(km) << pre;
+  assign \$201  = tsh > 6'h2b;
+  assign \$202  = \$201  ? 10'h02b : tsh;
+  assign \$203  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$204  = $signed(\$203 ) - $signed({ 1'h0, tsh });
+  assign \$205  = $signed(km_pre) >>> t_clamped;
+  assign \$206  = $signed(chan[75:68]) << \$106 [3:0];
+  assign \$207  = 1'h1 << sh;
+  assign \$209  = $signed(\$206 ) + $signed({ 1'h0, \$208  });
+  assign \$210  = $signed(div_num) < $signed(1'h0);
+  assign \$211  = - $signed(div_num);
+  assign \$212  = \$210  ? \$211  : { div_num[49], div_num };
+  assign \$213  = $signed(div_num) < $signed(1'h0);
+  assign \$214  = $signed(bias) - $signed(quot);
+  assign \$216  = $signed(5'h0d) - $signed(chan[115:108]);
+  assign \$217  = $signed(sh0) < $signed(4'h4);
+  assign \$218  = $signed(4'h4) - $signed(sh0);
+  assign \$219  = \$217  ? \$218  : 11'h000;
+  assign \$220  = $signed(sh0) < $signed(4'h4);
+  assign \$221  = $signed(sh0) - $signed(5'h0d);
+  assign \$222  = $signed(\$221 ) > $signed({ 1'h0, tk });
+  assign \$223  = $signed(sh0) - $signed(5'h0d);
+  assign \$224  = $signed(sh0) - $signed(4'h4);
+  assign \$225  = $signed(\$224 ) < $signed({ 1'h0, tk });
+  assign \$226  = $signed(sh0) - $signed(4'h4);
+  assign \$227  = \$225  ? \$226  : { 7'h00, tk };
+  assign \$228  = \$222  ? \$223  : \$227 ;
+  assign \$229  = \$220  ? 11'h000 : \$228 ;
+  assign \$230  = $signed(km) << pre;
+  assign \$231  = tsh > 6'h2b;
+  assign \$232  = \$231  ? 10'h02b : tsh;
+  assign \$233  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$234  = $signed(\$233 ) - $signed({ 1'h0, tsh });
+  assign \$235  = $signed(km_pre) >>> t_clamped;
+  assign \$236  = $signed(chan[75:68]) << \$107 [3:0];
+  assign \$237  = 1'h1 << sh;
+  assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
+  assign \$241  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$250 ;
+    fsm_state <= \$242 ;
   always @(posedge clk)
-    start <= \$251 ;
+    start <= \$243 ;
   always @(posedge clk)
-    t <= \$252 ;
+    t <= \$244 ;
   always @(posedge clk)
-    \start$11  <= \$253 ;
+    \start$11  <= \$245 ;
   always @(posedge clk)
-    den <= \$254 ;
+    den <= \$246 ;
   always @(posedge clk)
-    lead <= \$255 ;
+    lead <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$256 ;
+    \start$9  <= \$248 ;
   always @(posedge clk)
-    recip <= \$257 ;
+    recip_rem <= \$249 ;
   always @(posedge clk)
-    m <= \$258 ;
+    recip_one <= \$250 ;
   always @(posedge clk)
-    km <= \$259 ;
+    recip <= \$251 ;
   always @(posedge clk)
-    sh0 <= \$260 ;
+    m <= \$252 ;
   always @(posedge clk)
-    tk <= \$261 ;
+    km <= \$253 ;
   always @(posedge clk)
-    pre <= \$262 ;
+    sh0 <= \$254 ;
   always @(posedge clk)
-    tsh <= \$263 ;
+    tk <= \$255 ;
   always @(posedge clk)
-    km_pre <= \$264 ;
+    pre <= \$256 ;
   always @(posedge clk)
-    t_clamped <= \$265 ;
+    tsh <= \$257 ;
   always @(posedge clk)
-    sh <= \$266 ;
+    km_pre <= \$258 ;
   always @(posedge clk)
-    \a$31  <= \$267 ;
+    t_clamped <= \$259 ;
   always @(posedge clk)
-    bias <= \$268 ;
+    sh <= \$260 ;
   always @(posedge clk)
-    \p$53  <= \$269 ;
+    \a$32  <= \$261 ;
   always @(posedge clk)
-    div_num <= \$270 ;
+    bias <= \$262 ;
   always @(posedge clk)
-    div_mag <= \$271 ;
+    \p$55  <= \$263 ;
   always @(posedge clk)
-    div_neg <= \$272 ;
+    div_num <= \$264 ;
   always @(posedge clk)
-    quot <= \$273 ;
+    div_mag <= \$265 ;
   always @(posedge clk)
-    \b$56  <= \$274 ;
+    div_neg <= \$266 ;
+  always @(posedge clk)
+    quot <= \$267 ;
+  always @(posedge clk)
+    \b$58  <= \$268 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$43 ),
+    .\den$13 (\den$28 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$27 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$28 )
+    .steps(\steps$29 )
   );
   \hwnorm_l2_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1141,7 +1132,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$39 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1205,7 +1196,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1b:
           /* empty */;
       6'h1c:
-          a = { \a$31 [25], \a$31 [25], \a$31  };
+          a = { \a$32 [25], \a$32 [25], \a$32  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1235,7 +1226,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h29:
           /* empty */;
       6'h2a:
-          a = { \a$31 [25], \a$31 [25], \a$31  };
+          a = { \a$32 [25], \a$32 [25], \a$32  };
     endcase
   end
   always @* begin
@@ -1275,7 +1266,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124 [8], \$124  };
+          b = { \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1295,7 +1286,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1b:
           /* empty */;
       6'h1c:
-          b = \$128 [20:0];
+          b = \$123 [20:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1311,7 +1302,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h03:
           /* empty */;
       6'h23:
-          b = { \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134 [8], \$134  };
+          b = { \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129  };
       6'h24:
           /* empty */;
       6'h25:
@@ -1325,7 +1316,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h29:
           /* empty */;
       6'h2a:
-          b = { \$138 [16], \$138 [16], \$138 [16], \$138 [16], \$138  };
+          b = { \$133 [16], \$133 [16], \$133 [16], \$133 [16], \$133  };
     endcase
   end
   always @* begin
@@ -1455,7 +1446,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$125 ;
+          neg = \$120 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1475,7 +1466,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$129 ;
+          neg = \$124 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1491,7 +1482,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h03:
           /* empty */;
       6'h23:
-          neg = \$135 ;
+          neg = \$130 ;
       6'h24:
           /* empty */;
       6'h25:
@@ -1505,7 +1496,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h29:
           /* empty */;
       6'h2a:
-          neg = \$139 ;
+          neg = \$134 ;
     endcase
   end
   always @* begin
@@ -1655,7 +1646,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$119 [34:0];
+          rem_init = recip_rem;
       6'h10:
           /* empty */;
       6'h11:
@@ -1689,7 +1680,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1f:
           /* empty */;
       6'h20:
-          rem_init = \$130 [34:0];
+          rem_init = \$125 [34:0];
     endcase
   end
   always @* begin
@@ -1723,7 +1714,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$121 ;
+          lo_init = \$116 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1757,12 +1748,12 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$131 [33:0];
+          lo_init = \$126 [33:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$27  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1791,7 +1782,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$26  = 1'h0;
+          \neg$27  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1825,12 +1816,12 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1f:
           /* empty */;
       6'h20:
-          \neg$26  = div_neg;
+          \neg$27  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 35'h000000000;
+    \den$28  = 35'h000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1859,7 +1850,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$27  = den;
+          \den$28  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1893,12 +1884,12 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1f:
           /* empty */;
       6'h20:
-          \den$27  = { 22'h000000, chan[13:1] };
+          \den$28  = { 22'h000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 6'h00;
+    \steps$29  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1927,7 +1918,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$28  = 6'h10;
+          \steps$29  = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
@@ -1961,7 +1952,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1f:
           /* empty */;
       6'h20:
-          \steps$28  = 6'h22;
+          \steps$29  = 6'h22;
     endcase
   end
   always @* begin
@@ -2064,152 +2055,152 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = fsm_state;
+    \$242  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$37 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$250  = 6'h01;
+                  \$242  = 6'h01;
               2'h1:
-                  \$250  = 6'h02;
+                  \$242  = 6'h02;
               2'h2:
-                  \$250  = 6'h03;
+                  \$242  = 6'h03;
             endcase
           end
       6'h02:
-          \$250  = 6'h04;
+          \$242  = 6'h04;
       6'h04:
-          \$250  = 6'h05;
+          \$242  = 6'h05;
       6'h05:
-          \$250  = 6'h06;
+          \$242  = 6'h06;
       6'h06:
-          if (\done$39 ) begin
-            \$250  = 6'h07;
+          if (\done$40 ) begin
+            \$242  = 6'h07;
           end
       6'h07:
-          \$250  = 6'h08;
+          \$242  = 6'h08;
       6'h08:
-          \$250  = 6'h09;
+          \$242  = 6'h09;
       6'h09:
-          if (\done$39 ) begin
-            \$250  = 6'h0a;
+          if (\done$40 ) begin
+            \$242  = 6'h0a;
           end
       6'h0a:
-          \$250  = 6'h0b;
+          \$242  = 6'h0b;
       6'h0b:
-          \$250  = 6'h0c;
+          \$242  = 6'h0c;
       6'h0c:
-          if (\done$41 ) begin
-            \$250  = 6'h0d;
+          if (\done$42 ) begin
+            \$242  = 6'h0d;
           end
       6'h0d:
-          \$250  = 6'h0e;
+          \$242  = 6'h0e;
       6'h0e:
-          \$250  = 6'h0f;
+          \$242  = 6'h0f;
       6'h0f:
-          \$250  = 6'h10;
+          \$242  = 6'h10;
       6'h10:
-          if (\done$43 ) begin
-            \$250  = 6'h11;
+          if (\done$45 ) begin
+            \$242  = 6'h11;
           end
       6'h11:
-          \$250  = 6'h12;
+          \$242  = 6'h12;
       6'h12:
-          \$250  = 6'h13;
+          \$242  = 6'h13;
       6'h13:
-          if (\done$39 ) begin
-            \$250  = 6'h14;
+          if (\done$40 ) begin
+            \$242  = 6'h14;
           end
       6'h14:
-          \$250  = 6'h15;
+          \$242  = 6'h15;
       6'h15:
-          \$250  = 6'h16;
+          \$242  = 6'h16;
       6'h16:
-          if (\done$39 ) begin
-            \$250  = 6'h17;
+          if (\done$40 ) begin
+            \$242  = 6'h17;
           end
       6'h17:
-          \$250  = 6'h18;
+          \$242  = 6'h18;
       6'h18:
-          \$250  = 6'h19;
+          \$242  = 6'h19;
       6'h19:
-          \$250  = 6'h1a;
+          \$242  = 6'h1a;
       6'h1a:
-          \$250  = 6'h1b;
+          \$242  = 6'h1b;
       6'h1b:
-          \$250  = 6'h1c;
+          \$242  = 6'h1c;
       6'h1c:
-          \$250  = 6'h1d;
+          \$242  = 6'h1d;
       6'h1d:
-          if (\done$39 ) begin
-            \$250  = 6'h1e;
+          if (\done$40 ) begin
+            \$242  = 6'h1e;
           end
       6'h1e:
-          \$250  = 6'h1f;
+          \$242  = 6'h1f;
       6'h1f:
-          \$250  = 6'h20;
+          \$242  = 6'h20;
       6'h20:
-          \$250  = 6'h21;
+          \$242  = 6'h21;
       6'h21:
-          if (\done$43 ) begin
-            \$250  = 6'h22;
+          if (\done$45 ) begin
+            \$242  = 6'h22;
           end
       6'h22:
-          \$250  = 6'h01;
+          \$242  = 6'h01;
       6'h03:
-          \$250  = 6'h23;
+          \$242  = 6'h23;
       6'h23:
-          \$250  = 6'h24;
+          \$242  = 6'h24;
       6'h24:
-          if (\done$39 ) begin
-            \$250  = 6'h25;
+          if (\done$40 ) begin
+            \$242  = 6'h25;
           end
       6'h25:
-          \$250  = 6'h26;
+          \$242  = 6'h26;
       6'h26:
-          \$250  = 6'h27;
+          \$242  = 6'h27;
       6'h27:
-          \$250  = 6'h28;
+          \$242  = 6'h28;
       6'h28:
-          \$250  = 6'h29;
+          \$242  = 6'h29;
       6'h29:
-          \$250  = 6'h2a;
+          \$242  = 6'h2a;
       6'h2a:
-          \$250  = 6'h2b;
+          \$242  = 6'h2b;
       6'h2b:
-          if (\done$39 ) begin
-            \$250  = 6'h2c;
+          if (\done$40 ) begin
+            \$242  = 6'h2c;
           end
       6'h2c:
-          \$250  = 6'h2d;
+          \$242  = 6'h2d;
       6'h2d:
-          \$250  = 6'h01;
+          \$242  = 6'h01;
       6'h01:
-          \$250  = 6'h00;
+          \$242  = 6'h00;
     endcase
     if (rst) begin
-      \$250  = 6'h00;
+      \$242  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = start;
+    \$243  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h05:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h08:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -2227,15 +2218,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h10:
           /* empty */;
       6'h11:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h12:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h15:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2247,9 +2238,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1a:
           /* empty */;
       6'h1b:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h1c:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2263,9 +2254,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h22:
           /* empty */;
       6'h03:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h23:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2277,17 +2268,17 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h28:
           /* empty */;
       6'h29:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h2a:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
     endcase
     if (rst) begin
-      \$251  = 1'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = t;
+    \$244  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2298,25 +2289,25 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h05:
           /* empty */;
       6'h06:
-          if (\done$39 ) begin
-            \$252  = p[56:0];
+          if (\done$40 ) begin
+            \$244  = p[56:0];
           end
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          if (\done$39 ) begin
-            \$252  = p[56:0];
+          if (\done$40 ) begin
+            \$244  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$252  = 57'h000000000000000;
+      \$244  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = \start$11 ;
+    \$245  = \start$11 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2335,17 +2326,17 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h09:
           /* empty */;
       6'h0a:
-          \$253  = 1'h1;
+          \$245  = 1'h1;
       6'h0b:
-          \$253  = 1'h0;
+          \$245  = 1'h0;
     endcase
     if (rst) begin
-      \$253  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = den;
+    \$246  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2368,17 +2359,17 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$41 ) begin
-            \$254  = root;
+          if (\done$42 ) begin
+            \$246  = root;
           end
     endcase
     if (rst) begin
-      \$254  = 35'h000000000;
+      \$246  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = lead;
+    \$247  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2403,15 +2394,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0c:
           /* empty */;
       6'h0d:
-          \$255  = den_lead;
+          \$247  = den_lead;
     endcase
     if (rst) begin
-      \$255  = 6'h00;
+      \$247  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = \start$9 ;
+    \$248  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2438,9 +2429,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0d:
           /* empty */;
       6'h0e:
-          \$256  = 1'h1;
+          \$248  = 1'h1;
       6'h0f:
-          \$256  = 1'h0;
+          \$248  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2472,17 +2463,87 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$256  = 1'h1;
+          \$248  = 1'h1;
       6'h20:
-          \$256  = 1'h0;
+          \$248  = 1'h0;
     endcase
     if (rst) begin
-      \$256  = 1'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = recip;
+    \$249  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$249  = \$184 [34:0];
+    endcase
+    if (rst) begin
+      \$249  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$250  = \$185 ;
+    endcase
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2513,17 +2574,17 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$43 ) begin
-            \$257  = q[16:0];
+          if (\done$45 ) begin
+            \$251  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$257  = 17'h00000;
+      \$251  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = m;
+    \$252  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2560,8 +2621,8 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$39 ) begin
-            \$258  = p[25:0];
+          if (\done$40 ) begin
+            \$252  = p[25:0];
           end
       6'h14:
           /* empty */;
@@ -2569,91 +2630,6 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
           /* empty */;
       6'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (\done$39 ) begin
-            \$258  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$258  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$39 ) begin
-            \$259  = p[39:0];
-          end
       6'h17:
           /* empty */;
       6'h18:
@@ -2683,17 +2659,17 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
-      6'h25:
-          \$259  = \$219 [39:0];
+          if (\done$40 ) begin
+            \$252  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$259  = 40'h0000000000;
+      \$252  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = sh0;
+    \$253  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2736,9 +2712,11 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$40 ) begin
+            \$253  = p[39:0];
+          end
       6'h17:
-          \$260  = { 3'h0, \$186  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
@@ -2768,15 +2746,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h24:
           /* empty */;
       6'h25:
-          \$260  = { \$220 [8], \$220  };
+          \$253  = \$215 [39:0];
     endcase
     if (rst) begin
-      \$260  = 10'h000;
+      \$253  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = tk;
+    \$254  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2821,7 +2799,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
-          \$261  = count_lead;
+          \$254  = { 3'h0, \$186  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2851,15 +2829,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h24:
           /* empty */;
       6'h25:
-          \$261  = 4'h8;
+          \$254  = { \$216 [8], \$216  };
     endcase
     if (rst) begin
-      \$261  = 4'h0;
+      \$254  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = pre;
+    \$255  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2904,9 +2882,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$255  = count_lead;
       6'h18:
-          \$262  = \$189 [1:0];
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2934,17 +2912,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
-      6'h26:
-          \$262  = \$223 [1:0];
+          \$255  = 4'h8;
     endcase
     if (rst) begin
-      \$262  = 2'h0;
+      \$255  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = tsh;
+    \$256  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2991,7 +2967,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h17:
           /* empty */;
       6'h18:
-          \$263  = \$203 [9:0];
+          \$256  = \$189 [1:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3021,15 +2997,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h25:
           /* empty */;
       6'h26:
-          \$263  = \$237 [9:0];
+          \$256  = \$219 [1:0];
     endcase
     if (rst) begin
-      \$263  = 10'h000;
+      \$256  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = km_pre;
+    \$257  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3076,9 +3052,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$257  = \$199 [9:0];
       6'h19:
-          \$264  = \$204 ;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3106,17 +3082,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$264  = \$238 ;
+          \$257  = \$229 [9:0];
     endcase
     if (rst) begin
-      \$264  = 43'h00000000000;
+      \$257  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = t_clamped;
+    \$258  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3165,7 +3139,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$265  = \$206 [5:0];
+          \$258  = \$200 ;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3195,15 +3169,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          \$265  = \$240 [5:0];
+          \$258  = \$230 ;
     endcase
     if (rst) begin
-      \$265  = 6'h00;
+      \$258  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = sh;
+    \$259  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3252,7 +3226,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$266  = \$208 [3:0];
+          \$259  = \$202 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3282,15 +3256,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          \$266  = \$242 [3:0];
+          \$259  = \$232 [5:0];
     endcase
     if (rst) begin
-      \$266  = 4'h0;
+      \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \a$31 ;
+    \$260  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3339,9 +3313,9 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$260  = \$204 [3:0];
       6'h1a:
-          \$267  = \$209 [25:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3369,17 +3343,15 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$267  = \$243 [25:0];
+          \$260  = \$234 [3:0];
     endcase
     if (rst) begin
-      \$267  = 26'h0000000;
+      \$260  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = bias;
+    \$261  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3430,7 +3402,7 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h19:
           /* empty */;
       6'h1a:
-          \$268  = { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  };
+          \$261  = \$205 [25:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3460,512 +3432,601 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
       6'h27:
           /* empty */;
       6'h28:
-          \$268  = { \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247  };
+          \$261  = \$235 [25:0];
+    endcase
+    if (rst) begin
+      \$261  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$262  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$262  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
+    endcase
+    if (rst) begin
+      \$262  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = \p$55 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$40 ) begin
+            \$263  = p[48:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$40 ) begin
+            \$263  = p[48:0];
+          end
+    endcase
+    if (rst) begin
+      \$263  = 49'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$264  = { \p$55 [48], \p$55  };
+    endcase
+    if (rst) begin
+      \$264  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$265  = \$212 [49:0];
+    endcase
+    if (rst) begin
+      \$265  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$266  = \$213 ;
+    endcase
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$45 ) begin
+            \$267  = { q[35], q[35], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$267  = \$240 [37:0];
+    endcase
+    if (rst) begin
+      \$267  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = \b$58 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$268  = \$214 [33:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$268  = \$241 [33:0];
     endcase
     if (rst) begin
       \$268  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = \p$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$39 ) begin
-            \$269  = p[48:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$39 ) begin
-            \$269  = p[48:0];
-          end
-    endcase
-    if (rst) begin
-      \$269  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$270  = { \p$53 [48], \p$53  };
-    endcase
-    if (rst) begin
-      \$270  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$271  = \$216 [49:0];
-    endcase
-    if (rst) begin
-      \$271  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$272  = \$217 ;
-    endcase
-    if (rst) begin
-      \$272  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$43 ) begin
-            \$273  = { q[35], q[35], q };
-          end
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$273  = \$248 [37:0];
-    endcase
-    if (rst) begin
-      \$273  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \b$56 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$274  = \$218 [33:0];
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$274  = \$249 [33:0];
-    endcase
-    if (rst) begin
-      \$274  = 34'h000000000;
     end
   end
   assign beta_shift = \$106 [3:0];
@@ -3982,12 +4043,13 @@ module \hwnorm_l2_s8.math (rst, \start$37 , entry, chan, sum, sq_sum, done, den,
   assign \chan.scale_m  = chan[107:92];
   assign \chan.scale_exp  = chan[115:108];
   assign \$114  = { t[56], t, 30'h00000000 };
-  assign \$130  = { 34'h000000000, div_mag[49:34] };
-  assign \$131  = { 1'h0, div_mag[33:0] };
-  assign \$212  = { 1'h0, \$211 [15:1] };
-  assign \$219  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$246  = { 1'h0, \$245 [15:1] };
-  assign \$248  = { \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48], \p$53 [48:8] };
+  assign \$125  = { 34'h000000000, div_mag[49:34] };
+  assign \$126  = { 1'h0, div_mag[33:0] };
+  assign \$183  = { 1'h0, \$182 [63:1] };
+  assign \$208  = { 1'h0, \$207 [15:1] };
+  assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$238  = { 1'h0, \$237 [15:1] };
+  assign \$240  = { \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48:8] };
 endmodule
 
 module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -153,8 +153,8 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_linf_s16.math  math (
-    .\a$29 (a),
-    .\b$53 (b),
+    .\a$30 (a),
+    .\b$55 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -164,7 +164,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_linf_s16.norm  norm (
@@ -475,7 +475,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$29 , \b$53 , clk);
+module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -552,31 +552,31 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire [5:0] \$164 ;
   wire [5:0] \$165 ;
   wire [29:0] \$166 ;
-  wire \$167 ;
-  wire [6:0] \$168 ;
-  wire [63:0] \$169 ;
+  wire [57:0] \$167 ;
+  wire \$168 ;
+  wire [16:0] \$169 ;
   wire \$17 ;
-  wire [63:0] \$170 ;
+  wire [16:0] \$170 ;
   wire \$171 ;
-  wire [57:0] \$172 ;
-  wire \$173 ;
-  wire [16:0] \$174 ;
-  wire [16:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire [29:0] \$178 ;
-  wire [29:0] \$179 ;
+  wire \$172 ;
+  wire [29:0] \$173 ;
+  wire [29:0] \$174 ;
+  wire \$175 ;
+  wire [73:0] \$176 ;
+  wire [58:0] \$177 ;
+  wire \$178 ;
+  wire [16:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [73:0] \$181 ;
-  wire [58:0] \$182 ;
-  wire \$183 ;
-  wire [16:0] \$184 ;
-  wire [16:0] \$185 ;
+  wire [16:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [24:0] \$183 ;
+  wire [24:0] \$184 ;
+  wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [24:0] \$188 ;
-  wire [24:0] \$189 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
   wire \$191 ;
@@ -626,12 +626,12 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire \$230 ;
   wire \$231 ;
   wire \$232 ;
-  wire \$233 ;
+  wire [32:0] \$233 ;
   wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire [32:0] \$238 ;
+  wire [63:0] \$235 ;
+  wire [63:0] \$236 ;
+  wire [63:0] \$237 ;
+  wire \$238 ;
   wire [7:0] \$239 ;
   wire \$24 ;
   wire \$240 ;
@@ -642,95 +642,89 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire \$245 ;
   wire [10:0] \$246 ;
   wire [10:0] \$247 ;
-  wire [10:0] \$248 ;
-  wire \$249 ;
+  wire \$248 ;
+  wire [10:0] \$249 ;
   wire \$25 ;
   wire [10:0] \$250 ;
-  wire \$251 ;
+  wire [10:0] \$251 ;
   wire [10:0] \$252 ;
-  wire [10:0] \$253 ;
-  wire [10:0] \$254 ;
-  wire [10:0] \$255 ;
+  wire [62:0] \$253 ;
+  wire \$254 ;
+  wire [9:0] \$255 ;
   wire [10:0] \$256 ;
-  wire [62:0] \$257 ;
-  wire \$258 ;
-  wire [9:0] \$259 ;
+  wire [11:0] \$257 ;
+  wire [60:0] \$258 ;
+  wire [46:0] \$259 ;
   wire [5:0] \$26 ;
-  wire [10:0] \$260 ;
-  wire [11:0] \$261 ;
-  wire [60:0] \$262 ;
-  wire [46:0] \$263 ;
-  wire [31:0] \$264 ;
-  wire [31:0] \$265 ;
-  wire [47:0] \$266 ;
-  wire \$267 ;
-  wire [74:0] \$268 ;
-  wire [74:0] \$269 ;
+  wire [31:0] \$260 ;
+  wire [31:0] \$261 ;
+  wire [47:0] \$262 ;
+  wire \$263 ;
+  wire [74:0] \$264 ;
+  wire [74:0] \$265 ;
+  wire \$266 ;
+  wire [62:0] \$267 ;
+  wire [56:0] \$268 ;
+  wire [8:0] \$269 ;
   wire [5:0] \$27 ;
   wire \$270 ;
-  wire [62:0] \$271 ;
-  wire [56:0] \$272 ;
-  wire [8:0] \$273 ;
-  wire \$274 ;
-  wire [10:0] \$275 ;
+  wire [10:0] \$271 ;
+  wire [10:0] \$272 ;
+  wire \$273 ;
+  wire [10:0] \$274 ;
+  wire \$275 ;
   wire [10:0] \$276 ;
-  wire \$277 ;
-  wire [10:0] \$278 ;
-  wire \$279 ;
+  wire [10:0] \$277 ;
+  wire \$278 ;
+  wire [10:0] \$279 ;
   wire [5:0] \$28 ;
   wire [10:0] \$280 ;
   wire [10:0] \$281 ;
   wire [10:0] \$282 ;
-  wire \$283 ;
-  wire [10:0] \$284 ;
-  wire \$285 ;
+  wire [62:0] \$283 ;
+  wire \$284 ;
+  wire [9:0] \$285 ;
   wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [10:0] \$288 ;
-  wire [10:0] \$289 ;
+  wire [11:0] \$287 ;
+  wire [60:0] \$288 ;
+  wire [46:0] \$289 ;
   wire [5:0] \$29 ;
-  wire [10:0] \$290 ;
-  wire [62:0] \$291 ;
-  wire \$292 ;
-  wire [9:0] \$293 ;
-  wire [10:0] \$294 ;
-  wire [11:0] \$295 ;
-  wire [60:0] \$296 ;
-  wire [46:0] \$297 ;
-  wire [31:0] \$298 ;
-  wire [31:0] \$299 ;
+  wire [31:0] \$290 ;
+  wire [31:0] \$291 ;
+  wire [47:0] \$292 ;
+  wire [72:0] \$293 ;
+  wire [62:0] \$294 ;
+  reg [5:0] \$295 ;
+  reg \$296 ;
+  reg [32:0] \$297 ;
+  reg [32:0] \$298 ;
+  reg [52:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [47:0] \$300 ;
-  wire [72:0] \$301 ;
-  wire [62:0] \$302 ;
-  reg [5:0] \$303 ;
-  reg \$304 ;
-  reg [32:0] \$305 ;
-  reg [32:0] \$306 ;
-  reg [52:0] \$307 ;
-  reg [5:0] \$308 ;
-  reg \$309 ;
+  reg [5:0] \$300 ;
+  reg \$301 ;
+  reg [52:0] \$302 ;
+  reg \$303 ;
+  reg [24:0] \$304 ;
+  reg [41:0] \$305 ;
+  reg [55:0] \$306 ;
+  reg [9:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [2:0] \$309 ;
   wire \$31 ;
-  reg [24:0] \$310 ;
-  reg [41:0] \$311 ;
-  reg [55:0] \$312 ;
-  reg [9:0] \$313 ;
-  reg [3:0] \$314 ;
-  reg [2:0] \$315 ;
-  reg [9:0] \$316 ;
-  reg [60:0] \$317 ;
-  reg [5:0] \$318 ;
-  reg [4:0] \$319 ;
+  reg [9:0] \$310 ;
+  reg [60:0] \$311 ;
+  reg [5:0] \$312 ;
+  reg [4:0] \$313 ;
+  reg [41:0] \$314 ;
+  reg [57:0] \$315 ;
+  reg [72:0] \$316 ;
+  reg [73:0] \$317 ;
+  reg [73:0] \$318 ;
+  reg \$319 ;
   wire \$32 ;
-  reg [41:0] \$320 ;
+  reg [61:0] \$320 ;
   reg [57:0] \$321 ;
-  reg [72:0] \$322 ;
-  reg [73:0] \$323 ;
-  reg [73:0] \$324 ;
-  reg \$325 ;
-  reg [61:0] \$326 ;
-  reg [57:0] \$327 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -805,11 +799,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire \$98 ;
   wire \$99 ;
   reg [42:0] a;
-  output [41:0] \a$29 ;
-  reg [41:0] \a$29  = 42'h00000000000;
+  output [41:0] \a$30 ;
+  reg [41:0] \a$30  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$53 ;
-  reg [57:0] \b$53  = 58'h000000000000000;
+  output [57:0] \b$55 ;
+  reg [57:0] \b$55  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -830,15 +824,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   wire [3:0] count_lead;
   output [52:0] den;
   reg [52:0] den = 53'h00000000000000;
-  reg [52:0] \den$25 ;
+  reg [52:0] \den$26 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$40 ;
+  wire \done$38 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -852,13 +846,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$25 ;
   wire [74:0] p;
-  reg [72:0] \p$50  = 73'h0000000000000000000;
+  reg [72:0] \p$52  = 73'h0000000000000000000;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [52:0] recip_rem = 53'h00000000000000;
   reg [52:0] rem_init;
   input rst;
   wire rst;
@@ -870,11 +866,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [5:0] \steps$27 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [32:0] t = 33'h000000000;
@@ -1050,204 +1046,199 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   assign \$164  = sh + 1'h0;
   assign \$165  = sh + 1'h0;
   assign \$166  = - $signed(sum);
-  assign \$167  = ! lead;
-  assign \$168  = lead - 1'h1;
-  assign \$169  = 1'h1 << \$168 [5:0];
-  assign \$170  = \$167  ? 64'h0000000000000000 : \$169 ;
-  assign \$171  = ! lead;
-  assign \$172  = \$171  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$173  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$174  = - $signed(chan[82:67]);
-  assign \$175  = \$173  ? \$174  : { chan[82], chan[82:67] };
-  assign \$176  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$177  = $signed(sum) < $signed(1'h0);
-  assign \$178  = - $signed(sum);
-  assign \$179  = \$177  ? \$178  : { sum[28], sum };
-  assign \$180  = $signed(sum) < $signed(1'h0);
-  assign \$183  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$184  = - $signed(chan[82:67]);
-  assign \$185  = \$183  ? \$184  : { chan[82], chan[82:67] };
-  assign \$186  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$187  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$188  = - $signed(chan[122:99]);
-  assign \$189  = \$187  ? \$188  : { chan[122], chan[122:99] };
-  assign \$190  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$191  = ! fsm_state;
-  assign \$192  = fsm_state == 1'h1;
-  assign \$193  = fsm_state == 2'h2;
-  assign \$194  = fsm_state == 2'h3;
-  assign \$195  = fsm_state == 3'h4;
-  assign \$196  = fsm_state == 3'h5;
-  assign \$197  = fsm_state == 3'h6;
-  assign \$198  = fsm_state == 3'h7;
-  assign \$199  = fsm_state == 4'h8;
-  assign \$200  = fsm_state == 4'h9;
-  assign \$201  = fsm_state == 4'ha;
-  assign \$202  = fsm_state == 4'hb;
-  assign \$203  = fsm_state == 4'hc;
-  assign \$204  = fsm_state == 4'hd;
-  assign \$205  = fsm_state == 4'he;
-  assign \$206  = fsm_state == 4'hf;
-  assign \$207  = fsm_state == 5'h10;
-  assign \$208  = fsm_state == 5'h11;
-  assign \$209  = fsm_state == 5'h12;
-  assign \$210  = fsm_state == 5'h13;
-  assign \$211  = fsm_state == 5'h14;
-  assign \$212  = fsm_state == 5'h15;
-  assign \$213  = fsm_state == 5'h16;
-  assign \$214  = fsm_state == 5'h17;
-  assign \$215  = fsm_state == 5'h18;
-  assign \$216  = fsm_state == 5'h19;
-  assign \$217  = fsm_state == 5'h1a;
-  assign \$218  = fsm_state == 5'h1b;
-  assign \$219  = fsm_state == 5'h1c;
-  assign \$220  = fsm_state == 5'h1d;
-  assign \$221  = fsm_state == 5'h1e;
-  assign \$222  = fsm_state == 5'h1f;
-  assign \$223  = fsm_state == 6'h20;
-  assign \$224  = fsm_state == 6'h21;
-  assign \$225  = fsm_state == 6'h22;
-  assign \$226  = fsm_state == 6'h23;
-  assign \$227  = fsm_state == 6'h24;
-  assign \$228  = fsm_state == 6'h25;
-  assign \$229  = fsm_state == 6'h26;
-  assign \$230  = fsm_state == 6'h27;
-  assign \$231  = fsm_state == 6'h28;
-  assign \$232  = fsm_state == 6'h29;
-  assign \$233  = fsm_state == 6'h2a;
-  assign \$234  = fsm_state == 6'h2b;
-  assign \$235  = fsm_state == 6'h2c;
-  assign \$236  = fsm_state == 6'h2d;
-  assign \$237  = $signed(u) > $signed(t);
-  assign \$238  = \$237  ? u : t;
+  assign \$167  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$168  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$169  = - $signed(chan[82:67]);
+  assign \$170  = \$168  ? \$169  : { chan[82], chan[82:67] };
+  assign \$171  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$172  = $signed(sum) < $signed(1'h0);
+  assign \$173  = - $signed(sum);
+  assign \$174  = \$172  ? \$173  : { sum[28], sum };
+  assign \$175  = $signed(sum) < $signed(1'h0);
+  assign \$178  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$179  = - $signed(chan[82:67]);
+  assign \$180  = \$178  ? \$179  : { chan[82], chan[82:67] };
+  assign \$181  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$182  = $signed(chan[122:99]) < $signed(1'h0);
+  assign \$183  = - $signed(chan[122:99]);
+  assign \$184  = \$182  ? \$183  : { chan[122], chan[122:99] };
+  assign \$185  = $signed(chan[122:99]) < $signed(1'h0);
+  assign \$186  = ! fsm_state;
+  assign \$187  = fsm_state == 1'h1;
+  assign \$188  = fsm_state == 2'h2;
+  assign \$189  = fsm_state == 2'h3;
+  assign \$190  = fsm_state == 3'h4;
+  assign \$191  = fsm_state == 3'h5;
+  assign \$192  = fsm_state == 3'h6;
+  assign \$193  = fsm_state == 3'h7;
+  assign \$194  = fsm_state == 4'h8;
+  assign \$195  = fsm_state == 4'h9;
+  assign \$196  = fsm_state == 4'ha;
+  assign \$197  = fsm_state == 4'hb;
+  assign \$198  = fsm_state == 4'hc;
+  assign \$199  = fsm_state == 4'hd;
+  assign \$200  = fsm_state == 4'he;
+  assign \$201  = fsm_state == 4'hf;
+  assign \$202  = fsm_state == 5'h10;
+  assign \$203  = fsm_state == 5'h11;
+  assign \$204  = fsm_state == 5'h12;
+  assign \$205  = fsm_state == 5'h13;
+  assign \$206  = fsm_state == 5'h14;
+  assign \$207  = fsm_state == 5'h15;
+  assign \$208  = fsm_state == 5'h16;
+  assign \$209  = fsm_state == 5'h17;
+  assign \$210  = fsm_state == 5'h18;
+  assign \$211  = fsm_state == 5'h19;
+  assign \$212  = fsm_state == 5'h1a;
+  assign \$213  = fsm_state == 5'h1b;
+  assign \$214  = fsm_state == 5'h1c;
+  assign \$215  = fsm_state == 5'h1d;
+  assign \$216  = fsm_state == 5'h1e;
+  assign \$217  = fsm_state == 5'h1f;
+  assign \$218  = fsm_state == 6'h20;
+  assign \$219  = fsm_state == 6'h21;
+  assign \$220  = fsm_state == 6'h22;
+  assign \$221  = fsm_state == 6'h23;
+  assign \$222  = fsm_state == 6'h24;
+  assign \$223  = fsm_state == 6'h25;
+  assign \$224  = fsm_state == 6'h26;
+  assign \$225  = fsm_state == 6'h27;
+  assign \$226  = fsm_state == 6'h28;
+  assign \$227  = fsm_state == 6'h29;
+  assign \$228  = fsm_state == 6'h2a;
+  assign \$229  = fsm_state == 6'h2b;
+  assign \$230  = fsm_state == 6'h2c;
+  assign \$231  = fsm_state == 6'h2d;
+  assign \$232  = $signed(u) > $signed(t);
+  assign \$233  = \$232  ? u : t;
+  assign \$234  = ! lead;
+  assign \$235  = 1'h1 << lead;
+  assign \$237  = \$234  ? 64'h0000000000000000 : \$236 ;
+  assign \$238  = ! lead;
   assign \$239  = lead + 8'hff;
   assign \$240  = $signed(sh0) < $signed(4'h4);
   assign \$241  = $signed(4'h4) - $signed(sh0);
   assign \$242  = \$240  ? \$241  : 11'h000;
   assign \$243  = $signed(sh0) < $signed(4'h4);
-  assign \$244  = $signed(sh0) - $signed(4'h4);
-  assign \$245  = $signed(\$244 ) < $signed({ 1'h0, tk });
-  assign \$246  = $signed(sh0) - $signed(4'h4);
-  assign \$247  = \$245  ? \$246  : { 7'h00, tk };
-  assign \$248  = $signed(sh0) - $signed(6'h15);
-  assign \$249  = $signed(\$247 ) > $signed(\$248 );
-  assign \$250  = $signed(sh0) - $signed(4'h4);
-  assign \$251  = $signed(\$250 ) < $signed({ 1'h0, tk });
-  assign \$252  = $signed(sh0) - $signed(4'h4);
-  assign \$253  = \$251  ? \$252  : { 7'h00, tk };
-  assign \$254  = $signed(sh0) - $signed(6'h15);
-  assign \$255  = \$249  ? \$253  : \$254 ;
-  assign \$256  = \$243  ? 11'h000 : \$255 ;
-  assign \$257  = $signed(km) << pre;
-  assign \$258  = tsh > 6'h3d;
-  assign \$259  = \$258  ? 10'h03d : tsh;
-  assign \$260  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$261  = $signed(\$260 ) - $signed({ 1'h0, tsh });
-  assign \$262  = $signed(km_pre) >>> t_clamped;
-  assign \$263  = $signed(chan[98:83]) << \$164 [4:0];
-  assign \$264  = 1'h1 << sh;
-  assign \$266  = $signed(\$263 ) + $signed({ 1'h0, \$265  });
-  assign \$267  = $signed(div_num) < $signed(1'h0);
-  assign \$268  = - $signed(div_num);
-  assign \$269  = \$267  ? \$268  : { div_num[73], div_num };
-  assign \$270  = $signed(div_num) < $signed(1'h0);
-  assign \$271  = $signed(bias) - $signed(quot);
-  assign \$273  = $signed(6'h10) - $signed(chan[154:147]);
-  assign \$274  = $signed(sh0) < $signed(4'h4);
-  assign \$275  = $signed(4'h4) - $signed(sh0);
-  assign \$276  = \$274  ? \$275  : 11'h000;
-  assign \$277  = $signed(sh0) < $signed(4'h4);
-  assign \$278  = $signed(sh0) - $signed(4'h4);
-  assign \$279  = $signed(\$278 ) < $signed({ 1'h0, tk });
-  assign \$280  = $signed(sh0) - $signed(4'h4);
-  assign \$281  = \$279  ? \$280  : { 7'h00, tk };
-  assign \$282  = $signed(sh0) - $signed(6'h15);
-  assign \$283  = $signed(\$281 ) > $signed(\$282 );
-  assign \$284  = $signed(sh0) - $signed(4'h4);
-  assign \$285  = $signed(\$284 ) < $signed({ 1'h0, tk });
-  assign \$286  = $signed(sh0) - $signed(4'h4);
-  assign \$287  = \$285  ? \$286  : { 7'h00, tk };
-  assign \$288  = $signed(sh0) - $signed(6'h15);
-  assign \$289  = \$283  ? \$287  : \$288 ;
-  assign \$290  = \$277  ? 11'h000 : \$289 ;
-  assign \$291  = $signed(km) << pre;
-  assign \$292  = tsh > 6'h3d;
-  assign \$293  = \$292  ? 10'h03d : tsh;
-  assign \$294  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$295  = $signed(\$294 ) - $signed({ 1'h0, tsh });
-  assign \$296  = $signed(km_pre) >>> t_clamped;
-  assign \$297  = $signed(chan[98:83]) << \$165 [4:0];
-  assign \$298  = 1'h1 << sh;
-  assign \$300  = $signed(\$297 ) + $signed({ 1'h0, \$299  });
-  assign \$302  = $signed(bias) - $signed(quot);
+  assign \$244  = $signed(sh0) - $signed(6'h15);
+  assign \$245  = $signed(\$244 ) > $signed({ 1'h0, tk });
+  assign \$246  = $signed(sh0) - $signed(6'h15);
+  assign \$247  = $signed(sh0) - $signed(4'h4);
+  assign \$248  = $signed(\$247 ) < $signed({ 1'h0, tk });
+  assign \$249  = $signed(sh0) - $signed(4'h4);
+  assign \$250  = \$248  ? \$249  : { 7'h00, tk };
+  assign \$251  = \$245  ? \$246  : \$250 ;
+  assign \$252  = \$243  ? 11'h000 : \$251 ;
+  assign \$253  = $signed(km) << pre;
+  assign \$254  = tsh > 6'h3d;
+  assign \$255  = \$254  ? 10'h03d : tsh;
+  assign \$256  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$257  = $signed(\$256 ) - $signed({ 1'h0, tsh });
+  assign \$258  = $signed(km_pre) >>> t_clamped;
+  assign \$259  = $signed(chan[98:83]) << \$164 [4:0];
+  assign \$260  = 1'h1 << sh;
+  assign \$262  = $signed(\$259 ) + $signed({ 1'h0, \$261  });
+  assign \$263  = $signed(div_num) < $signed(1'h0);
+  assign \$264  = - $signed(div_num);
+  assign \$265  = \$263  ? \$264  : { div_num[73], div_num };
+  assign \$266  = $signed(div_num) < $signed(1'h0);
+  assign \$267  = $signed(bias) - $signed(quot);
+  assign \$269  = $signed(6'h10) - $signed(chan[154:147]);
+  assign \$270  = $signed(sh0) < $signed(4'h4);
+  assign \$271  = $signed(4'h4) - $signed(sh0);
+  assign \$272  = \$270  ? \$271  : 11'h000;
+  assign \$273  = $signed(sh0) < $signed(4'h4);
+  assign \$274  = $signed(sh0) - $signed(6'h15);
+  assign \$275  = $signed(\$274 ) > $signed({ 1'h0, tk });
+  assign \$276  = $signed(sh0) - $signed(6'h15);
+  assign \$277  = $signed(sh0) - $signed(4'h4);
+  assign \$278  = $signed(\$277 ) < $signed({ 1'h0, tk });
+  assign \$279  = $signed(sh0) - $signed(4'h4);
+  assign \$280  = \$278  ? \$279  : { 7'h00, tk };
+  assign \$281  = \$275  ? \$276  : \$280 ;
+  assign \$282  = \$273  ? 11'h000 : \$281 ;
+  assign \$283  = $signed(km) << pre;
+  assign \$284  = tsh > 6'h3d;
+  assign \$285  = \$284  ? 10'h03d : tsh;
+  assign \$286  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$287  = $signed(\$286 ) - $signed({ 1'h0, tsh });
+  assign \$288  = $signed(km_pre) >>> t_clamped;
+  assign \$289  = $signed(chan[98:83]) << \$165 [4:0];
+  assign \$290  = 1'h1 << sh;
+  assign \$292  = $signed(\$289 ) + $signed({ 1'h0, \$291  });
+  assign \$294  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$303 ;
+    fsm_state <= \$295 ;
   always @(posedge clk)
-    start <= \$304 ;
+    start <= \$296 ;
   always @(posedge clk)
-    u <= \$305 ;
+    u <= \$297 ;
   always @(posedge clk)
-    t <= \$306 ;
+    t <= \$298 ;
   always @(posedge clk)
-    den <= \$307 ;
+    den <= \$299 ;
   always @(posedge clk)
-    lead <= \$308 ;
+    lead <= \$300 ;
   always @(posedge clk)
-    \start$9  <= \$309 ;
+    \start$9  <= \$301 ;
   always @(posedge clk)
-    recip <= \$310 ;
+    recip_rem <= \$302 ;
   always @(posedge clk)
-    m <= \$311 ;
+    recip_one <= \$303 ;
   always @(posedge clk)
-    km <= \$312 ;
+    recip <= \$304 ;
   always @(posedge clk)
-    sh0 <= \$313 ;
+    m <= \$305 ;
   always @(posedge clk)
-    tk <= \$314 ;
+    km <= \$306 ;
   always @(posedge clk)
-    pre <= \$315 ;
+    sh0 <= \$307 ;
   always @(posedge clk)
-    tsh <= \$316 ;
+    tk <= \$308 ;
   always @(posedge clk)
-    km_pre <= \$317 ;
+    pre <= \$309 ;
   always @(posedge clk)
-    t_clamped <= \$318 ;
+    tsh <= \$310 ;
   always @(posedge clk)
-    sh <= \$319 ;
+    km_pre <= \$311 ;
   always @(posedge clk)
-    \a$29  <= \$320 ;
+    t_clamped <= \$312 ;
   always @(posedge clk)
-    bias <= \$321 ;
+    sh <= \$313 ;
   always @(posedge clk)
-    \p$50  <= \$322 ;
+    \a$30  <= \$314 ;
   always @(posedge clk)
-    div_num <= \$323 ;
+    bias <= \$315 ;
   always @(posedge clk)
-    div_mag <= \$324 ;
+    \p$52  <= \$316 ;
   always @(posedge clk)
-    div_neg <= \$325 ;
+    div_num <= \$317 ;
   always @(posedge clk)
-    quot <= \$326 ;
+    div_mag <= \$318 ;
   always @(posedge clk)
-    \b$53  <= \$327 ;
+    div_neg <= \$319 ;
+  always @(posedge clk)
+    quot <= \$320 ;
+  always @(posedge clk)
+    \b$55  <= \$321 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (\den$26 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$25 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$26 )
+    .steps(\steps$27 )
   );
   \hwnorm_linf_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$37 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1311,7 +1302,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1b:
           /* empty */;
       6'h1c:
-          a = { \a$29 [41], \a$29  };
+          a = { \a$30 [41], \a$30  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1341,7 +1332,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h29:
           /* empty */;
       6'h2a:
-          a = { \a$29 [41], \a$29  };
+          a = { \a$30 [41], \a$30  };
     endcase
   end
   always @* begin
@@ -1381,7 +1372,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175 [16], \$175  };
+          b = { \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1401,7 +1392,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1b:
           /* empty */;
       6'h1c:
-          b = \$179 [28:0];
+          b = \$174 [28:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1417,7 +1408,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h03:
           /* empty */;
       6'h23:
-          b = { \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185 [16], \$185  };
+          b = { \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180  };
       6'h24:
           /* empty */;
       6'h25:
@@ -1431,7 +1422,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h29:
           /* empty */;
       6'h2a:
-          b = { \$189 [24], \$189 [24], \$189 [24], \$189 [24], \$189  };
+          b = { \$184 [24], \$184 [24], \$184 [24], \$184 [24], \$184  };
     endcase
   end
   always @* begin
@@ -1561,7 +1552,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$176 ;
+          neg = \$171 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1581,7 +1572,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$180 ;
+          neg = \$175 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1597,7 +1588,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h03:
           /* empty */;
       6'h23:
-          neg = \$186 ;
+          neg = \$181 ;
       6'h24:
           /* empty */;
       6'h25:
@@ -1611,7 +1602,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h29:
           /* empty */;
       6'h2a:
-          neg = \$190 ;
+          neg = \$185 ;
     endcase
   end
   always @* begin
@@ -1735,7 +1726,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$170 [52:0];
+          rem_init = recip_rem;
       6'h10:
           /* empty */;
       6'h11:
@@ -1769,7 +1760,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          rem_init = \$181 [52:0];
+          rem_init = \$176 [52:0];
     endcase
   end
   always @* begin
@@ -1803,7 +1794,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$172 ;
+          lo_init = \$167 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1837,12 +1828,12 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$182 [57:0];
+          lo_init = \$177 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$25  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1871,7 +1862,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$24  = 1'h0;
+          \neg$25  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1905,12 +1896,12 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          \neg$24  = div_neg;
+          \neg$25  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 53'h00000000000000;
+    \den$26  = 53'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1939,7 +1930,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$25  = den;
+          \den$26  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1973,12 +1964,12 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          \den$25  = { 40'h0000000000, chan[13:1] };
+          \den$26  = { 40'h0000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$27  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2007,7 +1998,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$26  = 6'h18;
+          \steps$27  = 6'h18;
       6'h10:
           /* empty */;
       6'h11:
@@ -2041,7 +2032,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1f:
           /* empty */;
       6'h20:
-          \steps$26  = 6'h3a;
+          \steps$27  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2144,158 +2135,158 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = fsm_state;
+    \$295  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$303  = 6'h01;
+                  \$295  = 6'h01;
               2'h1:
-                  \$303  = 6'h02;
+                  \$295  = 6'h02;
               2'h2:
-                  \$303  = 6'h03;
+                  \$295  = 6'h03;
             endcase
           end
       6'h02:
-          \$303  = 6'h04;
+          \$295  = 6'h04;
       6'h04:
-          \$303  = 6'h05;
+          \$295  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$303  = 6'h06;
+          if (\done$38 ) begin
+            \$295  = 6'h06;
           end
       6'h06:
-          \$303  = 6'h07;
+          \$295  = 6'h07;
       6'h07:
-          \$303  = 6'h08;
+          \$295  = 6'h08;
       6'h08:
-          if (\done$37 ) begin
-            \$303  = 6'h09;
+          if (\done$38 ) begin
+            \$295  = 6'h09;
           end
       6'h09:
-          \$303  = 6'h0a;
+          \$295  = 6'h0a;
       6'h0a:
-          \$303  = 6'h0b;
+          \$295  = 6'h0b;
       6'h0b:
-          \$303  = 6'h0c;
+          \$295  = 6'h0c;
       6'h0c:
-          if (\done$37 ) begin
-            \$303  = 6'h0d;
+          if (\done$38 ) begin
+            \$295  = 6'h0d;
           end
       6'h0d:
-          \$303  = 6'h0e;
+          \$295  = 6'h0e;
       6'h0e:
-          \$303  = 6'h0f;
+          \$295  = 6'h0f;
       6'h0f:
-          \$303  = 6'h10;
+          \$295  = 6'h10;
       6'h10:
-          if (\done$40 ) begin
-            \$303  = 6'h11;
+          if (\done$42 ) begin
+            \$295  = 6'h11;
           end
       6'h11:
-          \$303  = 6'h12;
+          \$295  = 6'h12;
       6'h12:
-          \$303  = 6'h13;
+          \$295  = 6'h13;
       6'h13:
-          if (\done$37 ) begin
-            \$303  = 6'h14;
+          if (\done$38 ) begin
+            \$295  = 6'h14;
           end
       6'h14:
-          \$303  = 6'h15;
+          \$295  = 6'h15;
       6'h15:
-          \$303  = 6'h16;
+          \$295  = 6'h16;
       6'h16:
-          if (\done$37 ) begin
-            \$303  = 6'h17;
+          if (\done$38 ) begin
+            \$295  = 6'h17;
           end
       6'h17:
-          \$303  = 6'h18;
+          \$295  = 6'h18;
       6'h18:
-          \$303  = 6'h19;
+          \$295  = 6'h19;
       6'h19:
-          \$303  = 6'h1a;
+          \$295  = 6'h1a;
       6'h1a:
-          \$303  = 6'h1b;
+          \$295  = 6'h1b;
       6'h1b:
-          \$303  = 6'h1c;
+          \$295  = 6'h1c;
       6'h1c:
-          \$303  = 6'h1d;
+          \$295  = 6'h1d;
       6'h1d:
-          if (\done$37 ) begin
-            \$303  = 6'h1e;
+          if (\done$38 ) begin
+            \$295  = 6'h1e;
           end
       6'h1e:
-          \$303  = 6'h1f;
+          \$295  = 6'h1f;
       6'h1f:
-          \$303  = 6'h20;
+          \$295  = 6'h20;
       6'h20:
-          \$303  = 6'h21;
+          \$295  = 6'h21;
       6'h21:
-          if (\done$40 ) begin
-            \$303  = 6'h22;
+          if (\done$42 ) begin
+            \$295  = 6'h22;
           end
       6'h22:
-          \$303  = 6'h01;
+          \$295  = 6'h01;
       6'h03:
-          \$303  = 6'h23;
+          \$295  = 6'h23;
       6'h23:
-          \$303  = 6'h24;
+          \$295  = 6'h24;
       6'h24:
-          if (\done$37 ) begin
-            \$303  = 6'h25;
+          if (\done$38 ) begin
+            \$295  = 6'h25;
           end
       6'h25:
-          \$303  = 6'h26;
+          \$295  = 6'h26;
       6'h26:
-          \$303  = 6'h27;
+          \$295  = 6'h27;
       6'h27:
-          \$303  = 6'h28;
+          \$295  = 6'h28;
       6'h28:
-          \$303  = 6'h29;
+          \$295  = 6'h29;
       6'h29:
-          \$303  = 6'h2a;
+          \$295  = 6'h2a;
       6'h2a:
-          \$303  = 6'h2b;
+          \$295  = 6'h2b;
       6'h2b:
-          if (\done$37 ) begin
-            \$303  = 6'h2c;
+          if (\done$38 ) begin
+            \$295  = 6'h2c;
           end
       6'h2c:
-          \$303  = 6'h2d;
+          \$295  = 6'h2d;
       6'h2d:
-          \$303  = 6'h01;
+          \$295  = 6'h01;
       6'h01:
-          \$303  = 6'h00;
+          \$295  = 6'h00;
     endcase
     if (rst) begin
-      \$303  = 6'h00;
+      \$295  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = start;
+    \$296  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h04:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h05:
           /* empty */;
       6'h06:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h07:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h0b:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2307,15 +2298,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h10:
           /* empty */;
       6'h11:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h12:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h15:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2327,9 +2318,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h1c:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2343,9 +2334,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h22:
           /* empty */;
       6'h03:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h23:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2357,17 +2348,17 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h28:
           /* empty */;
       6'h29:
-          \$304  = 1'h1;
+          \$296  = 1'h1;
       6'h2a:
-          \$304  = 1'h0;
+          \$296  = 1'h0;
     endcase
     if (rst) begin
-      \$304  = 1'h0;
+      \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = u;
+    \$297  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2376,17 +2367,17 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$37 ) begin
-            \$305  = p[32:0];
+          if (\done$38 ) begin
+            \$297  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$305  = 33'h000000000;
+      \$297  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = t;
+    \$298  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2401,19 +2392,19 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$37 ) begin
-            \$306  = p[32:0];
+          if (\done$38 ) begin
+            \$298  = p[32:0];
           end
       6'h09:
-          \$306  = \$238 ;
+          \$298  = \$233 ;
     endcase
     if (rst) begin
-      \$306  = 33'h000000000;
+      \$298  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = den;
+    \$299  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2436,17 +2427,17 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$37 ) begin
-            \$307  = p[52:0];
+          if (\done$38 ) begin
+            \$299  = p[52:0];
           end
     endcase
     if (rst) begin
-      \$307  = 53'h00000000000000;
+      \$299  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = lead;
+    \$300  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2471,15 +2462,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0c:
           /* empty */;
       6'h0d:
-          \$308  = den_lead;
+          \$300  = den_lead;
     endcase
     if (rst) begin
-      \$308  = 6'h00;
+      \$300  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = \start$9 ;
+    \$301  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2506,9 +2497,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0d:
           /* empty */;
       6'h0e:
-          \$309  = 1'h1;
+          \$301  = 1'h1;
       6'h0f:
-          \$309  = 1'h0;
+          \$301  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2540,17 +2531,87 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h1e:
           /* empty */;
       6'h1f:
-          \$309  = 1'h1;
+          \$301  = 1'h1;
       6'h20:
-          \$309  = 1'h0;
+          \$301  = 1'h0;
     endcase
     if (rst) begin
-      \$309  = 1'h0;
+      \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = recip;
+    \$302  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$302  = \$237 [52:0];
+    endcase
+    if (rst) begin
+      \$302  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$303  = \$238 ;
+    endcase
+    if (rst) begin
+      \$303  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2581,17 +2642,17 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$40 ) begin
-            \$310  = q[24:0];
+          if (\done$42 ) begin
+            \$304  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$310  = 25'h0000000;
+      \$304  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = m;
+    \$305  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2628,8 +2689,8 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$37 ) begin
-            \$311  = p[41:0];
+          if (\done$38 ) begin
+            \$305  = p[41:0];
           end
       6'h14:
           /* empty */;
@@ -2637,91 +2698,6 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
           /* empty */;
       6'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (\done$37 ) begin
-            \$311  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$311  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$37 ) begin
-            \$312  = p[55:0];
-          end
       6'h17:
           /* empty */;
       6'h18:
@@ -2751,17 +2727,17 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
-      6'h25:
-          \$312  = \$272 [55:0];
+          if (\done$38 ) begin
+            \$305  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$312  = 56'h00000000000000;
+      \$305  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = sh0;
+    \$306  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2804,9 +2780,11 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$38 ) begin
+            \$306  = p[55:0];
+          end
       6'h17:
-          \$313  = { \$239 [7], \$239 [7], \$239  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
@@ -2836,15 +2814,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h24:
           /* empty */;
       6'h25:
-          \$313  = { \$273 [8], \$273  };
+          \$306  = \$268 [55:0];
     endcase
     if (rst) begin
-      \$313  = 10'h000;
+      \$306  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = tk;
+    \$307  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2889,7 +2867,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h16:
           /* empty */;
       6'h17:
-          \$314  = count_lead;
+          \$307  = { \$239 [7], \$239 [7], \$239  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2919,15 +2897,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h24:
           /* empty */;
       6'h25:
-          \$314  = 4'h8;
+          \$307  = { \$269 [8], \$269  };
     endcase
     if (rst) begin
-      \$314  = 4'h0;
+      \$307  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = pre;
+    \$308  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2972,9 +2950,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$308  = count_lead;
       6'h18:
-          \$315  = \$242 [2:0];
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3002,17 +2980,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
-      6'h26:
-          \$315  = \$276 [2:0];
+          \$308  = 4'h8;
     endcase
     if (rst) begin
-      \$315  = 3'h0;
+      \$308  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = tsh;
+    \$309  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3059,7 +3035,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \$316  = \$256 [9:0];
+          \$309  = \$242 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3089,15 +3065,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h25:
           /* empty */;
       6'h26:
-          \$316  = \$290 [9:0];
+          \$309  = \$272 [2:0];
     endcase
     if (rst) begin
-      \$316  = 10'h000;
+      \$309  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = km_pre;
+    \$310  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3144,9 +3120,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$310  = \$252 [9:0];
       6'h19:
-          \$317  = \$257 [60:0];
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3174,17 +3150,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$317  = \$291 [60:0];
+          \$310  = \$282 [9:0];
     endcase
     if (rst) begin
-      \$317  = 61'h0000000000000000;
+      \$310  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = t_clamped;
+    \$311  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3233,7 +3207,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          \$318  = \$259 [5:0];
+          \$311  = \$253 [60:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3263,15 +3237,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          \$318  = \$293 [5:0];
+          \$311  = \$283 [60:0];
     endcase
     if (rst) begin
-      \$318  = 6'h00;
+      \$311  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = sh;
+    \$312  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3320,7 +3294,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          \$319  = \$261 [4:0];
+          \$312  = \$255 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3350,15 +3324,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          \$319  = \$295 [4:0];
+          \$312  = \$285 [5:0];
     endcase
     if (rst) begin
-      \$319  = 5'h00;
+      \$312  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = \a$29 ;
+    \$313  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3407,9 +3381,9 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$313  = \$257 [4:0];
       6'h1a:
-          \$320  = \$262 [41:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3437,17 +3411,15 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$320  = \$296 [41:0];
+          \$313  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$320  = 42'h00000000000;
+      \$313  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = bias;
+    \$314  = \a$30 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3498,7 +3470,7 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h19:
           /* empty */;
       6'h1a:
-          \$321  = { \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266 [47], \$266  };
+          \$314  = \$258 [41:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3528,512 +3500,601 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
       6'h27:
           /* empty */;
       6'h28:
-          \$321  = { \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300 [47], \$300  };
+          \$314  = \$288 [41:0];
+    endcase
+    if (rst) begin
+      \$314  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$315  = { \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$315  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
+    endcase
+    if (rst) begin
+      \$315  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = \p$52 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$38 ) begin
+            \$316  = p[72:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$38 ) begin
+            \$316  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$316  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$317  = { \p$52 [72], \p$52  };
+    endcase
+    if (rst) begin
+      \$317  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$318  = \$265 [73:0];
+    endcase
+    if (rst) begin
+      \$318  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$319  = \$266 ;
+    endcase
+    if (rst) begin
+      \$319  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$42 ) begin
+            \$320  = { q[59], q[59], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$320  = \$293 [61:0];
+    endcase
+    if (rst) begin
+      \$320  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = \b$55 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$321  = \$267 [57:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$321  = \$294 [57:0];
     endcase
     if (rst) begin
       \$321  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = \p$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$37 ) begin
-            \$322  = p[72:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$37 ) begin
-            \$322  = p[72:0];
-          end
-    endcase
-    if (rst) begin
-      \$322  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$323  = { \p$50 [72], \p$50  };
-    endcase
-    if (rst) begin
-      \$323  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$324  = \$269 [73:0];
-    endcase
-    if (rst) begin
-      \$324  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$325  = \$270 ;
-    endcase
-    if (rst) begin
-      \$325  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$40 ) begin
-            \$326  = { q[59], q[59], q };
-          end
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$326  = \$301 [61:0];
-    endcase
-    if (rst) begin
-      \$326  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = \b$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$327  = \$271 [57:0];
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$327  = \$302 [57:0];
-    endcase
-    if (rst) begin
-      \$327  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$164 [4:0];
@@ -4049,12 +4110,13 @@ module \hwnorm_linf_s16.math (rst, \start$35 , entry, chan, sum, hi, lo, done, d
   assign \chan.mean  = chan[122:99];
   assign \chan.scale_m  = chan[146:123];
   assign \chan.scale_exp  = chan[154:147];
-  assign \$181  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$182  = { 1'h0, div_mag[57:0] };
-  assign \$265  = { 1'h0, \$264 [31:1] };
-  assign \$272  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$299  = { 1'h0, \$298 [31:1] };
-  assign \$301  = { \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72], \p$50 [72:8] };
+  assign \$176  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$177  = { 1'h0, div_mag[57:0] };
+  assign \$236  = { 1'h0, \$235 [63:1] };
+  assign \$261  = { 1'h0, \$260 [31:1] };
+  assign \$268  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$291  = { 1'h0, \$290 [31:1] };
+  assign \$293  = { \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72:8] };
 endmodule
 
 module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

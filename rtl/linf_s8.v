@@ -153,8 +153,8 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_linf_s8.math  math (
-    .\a$29 (a),
-    .\b$53 (b),
+    .\a$30 (a),
+    .\b$55 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -164,7 +164,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_linf_s8.norm  norm (
@@ -475,7 +475,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, den, sh, \a$29 , \b$53 , clk);
+module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -494,31 +494,31 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire [4:0] \$111 ;
   wire [4:0] \$112 ;
   wire [21:0] \$113 ;
-  wire \$114 ;
-  wire [6:0] \$115 ;
-  wire [63:0] \$116 ;
-  wire [63:0] \$117 ;
+  wire [34:0] \$114 ;
+  wire \$115 ;
+  wire [8:0] \$116 ;
+  wire [8:0] \$117 ;
   wire \$118 ;
-  wire [34:0] \$119 ;
+  wire \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire [8:0] \$121 ;
-  wire [8:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [21:0] \$125 ;
-  wire [21:0] \$126 ;
-  wire \$127 ;
-  wire [50:0] \$128 ;
-  wire [35:0] \$129 ;
+  wire [21:0] \$120 ;
+  wire [21:0] \$121 ;
+  wire \$122 ;
+  wire [50:0] \$123 ;
+  wire [35:0] \$124 ;
+  wire \$125 ;
+  wire [8:0] \$126 ;
+  wire [8:0] \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [8:0] \$131 ;
-  wire [8:0] \$132 ;
+  wire [16:0] \$130 ;
+  wire [16:0] \$131 ;
+  wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [16:0] \$135 ;
-  wire [16:0] \$136 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
@@ -567,12 +567,12 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [24:0] \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [24:0] \$185 ;
+  wire [63:0] \$182 ;
+  wire [63:0] \$183 ;
+  wire [63:0] \$184 ;
+  wire \$185 ;
   wire [6:0] \$186 ;
   wire \$187 ;
   wire [10:0] \$188 ;
@@ -583,95 +583,89 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire \$192 ;
   wire [10:0] \$193 ;
   wire [10:0] \$194 ;
-  wire [10:0] \$195 ;
-  wire \$196 ;
+  wire \$195 ;
+  wire [10:0] \$196 ;
   wire [10:0] \$197 ;
-  wire \$198 ;
+  wire [10:0] \$198 ;
   wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire [10:0] \$201 ;
-  wire [10:0] \$202 ;
+  wire [46:0] \$200 ;
+  wire \$201 ;
+  wire [9:0] \$202 ;
   wire [10:0] \$203 ;
-  wire [46:0] \$204 ;
-  wire \$205 ;
-  wire [9:0] \$206 ;
-  wire [10:0] \$207 ;
-  wire [11:0] \$208 ;
-  wire [43:0] \$209 ;
+  wire [11:0] \$204 ;
+  wire [43:0] \$205 ;
+  wire [22:0] \$206 ;
+  wire [15:0] \$207 ;
+  wire [15:0] \$208 ;
+  wire [23:0] \$209 ;
   wire \$21 ;
-  wire [22:0] \$210 ;
-  wire [15:0] \$211 ;
-  wire [15:0] \$212 ;
-  wire [23:0] \$213 ;
-  wire \$214 ;
-  wire [51:0] \$215 ;
-  wire [51:0] \$216 ;
+  wire \$210 ;
+  wire [51:0] \$211 ;
+  wire [51:0] \$212 ;
+  wire \$213 ;
+  wire [39:0] \$214 ;
+  wire [40:0] \$215 ;
+  wire [8:0] \$216 ;
   wire \$217 ;
-  wire [39:0] \$218 ;
-  wire [40:0] \$219 ;
+  wire [10:0] \$218 ;
+  wire [10:0] \$219 ;
   wire \$22 ;
-  wire [8:0] \$220 ;
-  wire \$221 ;
-  wire [10:0] \$222 ;
+  wire \$220 ;
+  wire [10:0] \$221 ;
+  wire \$222 ;
   wire [10:0] \$223 ;
-  wire \$224 ;
-  wire [10:0] \$225 ;
-  wire \$226 ;
+  wire [10:0] \$224 ;
+  wire \$225 ;
+  wire [10:0] \$226 ;
   wire [10:0] \$227 ;
   wire [10:0] \$228 ;
   wire [10:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [10:0] \$231 ;
-  wire \$232 ;
+  wire [46:0] \$230 ;
+  wire \$231 ;
+  wire [9:0] \$232 ;
   wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [46:0] \$238 ;
-  wire \$239 ;
+  wire [11:0] \$234 ;
+  wire [43:0] \$235 ;
+  wire [22:0] \$236 ;
+  wire [15:0] \$237 ;
+  wire [15:0] \$238 ;
+  wire [23:0] \$239 ;
   wire \$24 ;
-  wire [9:0] \$240 ;
-  wire [10:0] \$241 ;
-  wire [11:0] \$242 ;
-  wire [43:0] \$243 ;
-  wire [22:0] \$244 ;
-  wire [15:0] \$245 ;
-  wire [15:0] \$246 ;
-  wire [23:0] \$247 ;
-  wire [49:0] \$248 ;
-  wire [39:0] \$249 ;
+  wire [49:0] \$240 ;
+  wire [39:0] \$241 ;
+  reg [5:0] \$242 ;
+  reg \$243 ;
+  reg [24:0] \$244 ;
+  reg [24:0] \$245 ;
+  reg [36:0] \$246 ;
+  reg [5:0] \$247 ;
+  reg \$248 ;
+  reg [36:0] \$249 ;
   wire \$25 ;
-  reg [5:0] \$250 ;
-  reg \$251 ;
-  reg [24:0] \$252 ;
-  reg [24:0] \$253 ;
-  reg [36:0] \$254 ;
-  reg [5:0] \$255 ;
-  reg \$256 ;
-  reg [16:0] \$257 ;
-  reg [25:0] \$258 ;
-  reg [39:0] \$259 ;
+  reg \$250 ;
+  reg [16:0] \$251 ;
+  reg [25:0] \$252 ;
+  reg [39:0] \$253 ;
+  reg [9:0] \$254 ;
+  reg [3:0] \$255 ;
+  reg [2:0] \$256 ;
+  reg [9:0] \$257 ;
+  reg [43:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  reg [9:0] \$260 ;
-  reg [3:0] \$261 ;
-  reg [2:0] \$262 ;
-  reg [9:0] \$263 ;
-  reg [43:0] \$264 ;
-  reg [5:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [26:0] \$267 ;
+  reg [3:0] \$260 ;
+  reg [26:0] \$261 ;
+  reg [34:0] \$262 ;
+  reg [49:0] \$263 ;
+  reg [50:0] \$264 ;
+  reg [50:0] \$265 ;
+  reg \$266 ;
+  reg [38:0] \$267 ;
   reg [34:0] \$268 ;
-  reg [49:0] \$269 ;
   wire \$27 ;
-  reg [50:0] \$270 ;
-  reg [50:0] \$271 ;
-  reg \$272 ;
-  reg [38:0] \$273 ;
-  reg [34:0] \$274 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -752,11 +746,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire [3:0] \$98 ;
   wire \$99 ;
   reg [27:0] a;
-  output [26:0] \a$29 ;
-  reg [26:0] \a$29  = 27'h0000000;
+  output [26:0] \a$30 ;
+  reg [26:0] \a$30  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$53 ;
-  reg [34:0] \b$53  = 35'h000000000;
+  output [34:0] \b$55 ;
+  reg [34:0] \b$55  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -777,15 +771,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   wire [3:0] count_lead;
   output [36:0] den;
   reg [36:0] den = 37'h0000000000;
-  reg [36:0] \den$25 ;
+  reg [36:0] \den$26 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$40 ;
+  wire \done$38 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -799,13 +793,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   reg [34:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$25 ;
   wire [51:0] p;
-  reg [49:0] \p$50  = 50'h0000000000000;
+  reg [49:0] \p$52  = 50'h0000000000000;
   reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [36:0] recip_rem = 37'h0000000000;
   reg [36:0] rem_init;
   input rst;
   wire rst;
@@ -817,11 +813,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [5:0] \steps$27 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [24:0] t = 25'h0000000;
@@ -944,204 +940,199 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   assign \$111  = sh + 1'h0;
   assign \$112  = sh + 1'h0;
   assign \$113  = - $signed(sum);
-  assign \$114  = ! lead;
-  assign \$115  = lead - 1'h1;
-  assign \$116  = 1'h1 << \$115 [5:0];
-  assign \$117  = \$114  ? 64'h0000000000000000 : \$116 ;
-  assign \$118  = ! lead;
-  assign \$119  = \$118  ? 35'h400000000 : 35'h000000000;
-  assign \$120  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$121  = - $signed(chan[54:47]);
-  assign \$122  = \$120  ? \$121  : { chan[54], chan[54:47] };
-  assign \$123  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$124  = $signed(sum) < $signed(1'h0);
-  assign \$125  = - $signed(sum);
-  assign \$126  = \$124  ? \$125  : { sum[20], sum };
-  assign \$127  = $signed(sum) < $signed(1'h0);
-  assign \$130  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$131  = - $signed(chan[54:47]);
-  assign \$132  = \$130  ? \$131  : { chan[54], chan[54:47] };
-  assign \$133  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$134  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$135  = - $signed(chan[78:63]);
-  assign \$136  = \$134  ? \$135  : { chan[78], chan[78:63] };
-  assign \$137  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$138  = ! fsm_state;
-  assign \$139  = fsm_state == 1'h1;
-  assign \$140  = fsm_state == 2'h2;
-  assign \$141  = fsm_state == 2'h3;
-  assign \$142  = fsm_state == 3'h4;
-  assign \$143  = fsm_state == 3'h5;
-  assign \$144  = fsm_state == 3'h6;
-  assign \$145  = fsm_state == 3'h7;
-  assign \$146  = fsm_state == 4'h8;
-  assign \$147  = fsm_state == 4'h9;
-  assign \$148  = fsm_state == 4'ha;
-  assign \$149  = fsm_state == 4'hb;
-  assign \$150  = fsm_state == 4'hc;
-  assign \$151  = fsm_state == 4'hd;
-  assign \$152  = fsm_state == 4'he;
-  assign \$153  = fsm_state == 4'hf;
-  assign \$154  = fsm_state == 5'h10;
-  assign \$155  = fsm_state == 5'h11;
-  assign \$156  = fsm_state == 5'h12;
-  assign \$157  = fsm_state == 5'h13;
-  assign \$158  = fsm_state == 5'h14;
-  assign \$159  = fsm_state == 5'h15;
-  assign \$160  = fsm_state == 5'h16;
-  assign \$161  = fsm_state == 5'h17;
-  assign \$162  = fsm_state == 5'h18;
-  assign \$163  = fsm_state == 5'h19;
-  assign \$164  = fsm_state == 5'h1a;
-  assign \$165  = fsm_state == 5'h1b;
-  assign \$166  = fsm_state == 5'h1c;
-  assign \$167  = fsm_state == 5'h1d;
-  assign \$168  = fsm_state == 5'h1e;
-  assign \$169  = fsm_state == 5'h1f;
-  assign \$170  = fsm_state == 6'h20;
-  assign \$171  = fsm_state == 6'h21;
-  assign \$172  = fsm_state == 6'h22;
-  assign \$173  = fsm_state == 6'h23;
-  assign \$174  = fsm_state == 6'h24;
-  assign \$175  = fsm_state == 6'h25;
-  assign \$176  = fsm_state == 6'h26;
-  assign \$177  = fsm_state == 6'h27;
-  assign \$178  = fsm_state == 6'h28;
-  assign \$179  = fsm_state == 6'h29;
-  assign \$180  = fsm_state == 6'h2a;
-  assign \$181  = fsm_state == 6'h2b;
-  assign \$182  = fsm_state == 6'h2c;
-  assign \$183  = fsm_state == 6'h2d;
-  assign \$184  = $signed(u) > $signed(t);
-  assign \$185  = \$184  ? u : t;
+  assign \$114  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$115  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$116  = - $signed(chan[54:47]);
+  assign \$117  = \$115  ? \$116  : { chan[54], chan[54:47] };
+  assign \$118  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$119  = $signed(sum) < $signed(1'h0);
+  assign \$120  = - $signed(sum);
+  assign \$121  = \$119  ? \$120  : { sum[20], sum };
+  assign \$122  = $signed(sum) < $signed(1'h0);
+  assign \$125  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$126  = - $signed(chan[54:47]);
+  assign \$127  = \$125  ? \$126  : { chan[54], chan[54:47] };
+  assign \$128  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$129  = $signed(chan[78:63]) < $signed(1'h0);
+  assign \$130  = - $signed(chan[78:63]);
+  assign \$131  = \$129  ? \$130  : { chan[78], chan[78:63] };
+  assign \$132  = $signed(chan[78:63]) < $signed(1'h0);
+  assign \$133  = ! fsm_state;
+  assign \$134  = fsm_state == 1'h1;
+  assign \$135  = fsm_state == 2'h2;
+  assign \$136  = fsm_state == 2'h3;
+  assign \$137  = fsm_state == 3'h4;
+  assign \$138  = fsm_state == 3'h5;
+  assign \$139  = fsm_state == 3'h6;
+  assign \$140  = fsm_state == 3'h7;
+  assign \$141  = fsm_state == 4'h8;
+  assign \$142  = fsm_state == 4'h9;
+  assign \$143  = fsm_state == 4'ha;
+  assign \$144  = fsm_state == 4'hb;
+  assign \$145  = fsm_state == 4'hc;
+  assign \$146  = fsm_state == 4'hd;
+  assign \$147  = fsm_state == 4'he;
+  assign \$148  = fsm_state == 4'hf;
+  assign \$149  = fsm_state == 5'h10;
+  assign \$150  = fsm_state == 5'h11;
+  assign \$151  = fsm_state == 5'h12;
+  assign \$152  = fsm_state == 5'h13;
+  assign \$153  = fsm_state == 5'h14;
+  assign \$154  = fsm_state == 5'h15;
+  assign \$155  = fsm_state == 5'h16;
+  assign \$156  = fsm_state == 5'h17;
+  assign \$157  = fsm_state == 5'h18;
+  assign \$158  = fsm_state == 5'h19;
+  assign \$159  = fsm_state == 5'h1a;
+  assign \$160  = fsm_state == 5'h1b;
+  assign \$161  = fsm_state == 5'h1c;
+  assign \$162  = fsm_state == 5'h1d;
+  assign \$163  = fsm_state == 5'h1e;
+  assign \$164  = fsm_state == 5'h1f;
+  assign \$165  = fsm_state == 6'h20;
+  assign \$166  = fsm_state == 6'h21;
+  assign \$167  = fsm_state == 6'h22;
+  assign \$168  = fsm_state == 6'h23;
+  assign \$169  = fsm_state == 6'h24;
+  assign \$170  = fsm_state == 6'h25;
+  assign \$171  = fsm_state == 6'h26;
+  assign \$172  = fsm_state == 6'h27;
+  assign \$173  = fsm_state == 6'h28;
+  assign \$174  = fsm_state == 6'h29;
+  assign \$175  = fsm_state == 6'h2a;
+  assign \$176  = fsm_state == 6'h2b;
+  assign \$177  = fsm_state == 6'h2c;
+  assign \$178  = fsm_state == 6'h2d;
+  assign \$179  = $signed(u) > $signed(t);
+  assign \$180  = \$179  ? u : t;
+  assign \$181  = ! lead;
+  assign \$182  = 1'h1 << lead;
+  assign \$184  = \$181  ? 64'h0000000000000000 : \$183 ;
+  assign \$185  = ! lead;
   assign \$186  = lead + 1'h0;
   assign \$187  = $signed(sh0) < $signed(4'h4);
   assign \$188  = $signed(4'h4) - $signed(sh0);
   assign \$189  = \$187  ? \$188  : 11'h000;
   assign \$190  = $signed(sh0) < $signed(4'h4);
-  assign \$191  = $signed(sh0) - $signed(4'h4);
-  assign \$192  = $signed(\$191 ) < $signed({ 1'h0, tk });
-  assign \$193  = $signed(sh0) - $signed(4'h4);
-  assign \$194  = \$192  ? \$193  : { 7'h00, tk };
-  assign \$195  = $signed(sh0) - $signed(5'h0d);
-  assign \$196  = $signed(\$194 ) > $signed(\$195 );
-  assign \$197  = $signed(sh0) - $signed(4'h4);
-  assign \$198  = $signed(\$197 ) < $signed({ 1'h0, tk });
-  assign \$199  = $signed(sh0) - $signed(4'h4);
-  assign \$200  = \$198  ? \$199  : { 7'h00, tk };
-  assign \$201  = $signed(sh0) - $signed(5'h0d);
-  assign \$202  = \$196  ? \$200  : \$201 ;
-  assign \$203  = \$190  ? 11'h000 : \$202 ;
-  assign \$204  = $signed(km) << pre;
-  assign \$205  = tsh > 6'h2c;
-  assign \$206  = \$205  ? 10'h02c : tsh;
-  assign \$207  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$208  = $signed(\$207 ) - $signed({ 1'h0, tsh });
-  assign \$209  = $signed(km_pre) >>> t_clamped;
-  assign \$210  = $signed(chan[62:55]) << \$111 [3:0];
-  assign \$211  = 1'h1 << sh;
-  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
-  assign \$214  = $signed(div_num) < $signed(1'h0);
-  assign \$215  = - $signed(div_num);
-  assign \$216  = \$214  ? \$215  : { div_num[50], div_num };
-  assign \$217  = $signed(div_num) < $signed(1'h0);
-  assign \$218  = $signed(bias) - $signed(quot);
-  assign \$220  = $signed(5'h0d) - $signed(chan[102:95]);
-  assign \$221  = $signed(sh0) < $signed(4'h4);
-  assign \$222  = $signed(4'h4) - $signed(sh0);
-  assign \$223  = \$221  ? \$222  : 11'h000;
-  assign \$224  = $signed(sh0) < $signed(4'h4);
-  assign \$225  = $signed(sh0) - $signed(4'h4);
-  assign \$226  = $signed(\$225 ) < $signed({ 1'h0, tk });
-  assign \$227  = $signed(sh0) - $signed(4'h4);
-  assign \$228  = \$226  ? \$227  : { 7'h00, tk };
-  assign \$229  = $signed(sh0) - $signed(5'h0d);
-  assign \$230  = $signed(\$228 ) > $signed(\$229 );
-  assign \$231  = $signed(sh0) - $signed(4'h4);
-  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
-  assign \$235  = $signed(sh0) - $signed(5'h0d);
-  assign \$236  = \$230  ? \$234  : \$235 ;
-  assign \$237  = \$224  ? 11'h000 : \$236 ;
-  assign \$238  = $signed(km) << pre;
-  assign \$239  = tsh > 6'h2c;
-  assign \$240  = \$239  ? 10'h02c : tsh;
-  assign \$241  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$242  = $signed(\$241 ) - $signed({ 1'h0, tsh });
-  assign \$243  = $signed(km_pre) >>> t_clamped;
-  assign \$244  = $signed(chan[62:55]) << \$112 [3:0];
-  assign \$245  = 1'h1 << sh;
-  assign \$247  = $signed(\$244 ) + $signed({ 1'h0, \$246  });
-  assign \$249  = $signed(bias) - $signed(quot);
+  assign \$191  = $signed(sh0) - $signed(5'h0d);
+  assign \$192  = $signed(\$191 ) > $signed({ 1'h0, tk });
+  assign \$193  = $signed(sh0) - $signed(5'h0d);
+  assign \$194  = $signed(sh0) - $signed(4'h4);
+  assign \$195  = $signed(\$194 ) < $signed({ 1'h0, tk });
+  assign \$196  = $signed(sh0) - $signed(4'h4);
+  assign \$197  = \$195  ? \$196  : { 7'h00, tk };
+  assign \$198  = \$192  ? \$193  : \$197 ;
+  assign \$199  = \$190  ? 11'h000 : \$198 ;
+  assign \$200  = $signed(km) << pre;
+  assign \$201  = tsh > 6'h2c;
+  assign \$202  = \$201  ? 10'h02c : tsh;
+  assign \$203  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$204  = $signed(\$203 ) - $signed({ 1'h0, tsh });
+  assign \$205  = $signed(km_pre) >>> t_clamped;
+  assign \$206  = $signed(chan[62:55]) << \$111 [3:0];
+  assign \$207  = 1'h1 << sh;
+  assign \$209  = $signed(\$206 ) + $signed({ 1'h0, \$208  });
+  assign \$210  = $signed(div_num) < $signed(1'h0);
+  assign \$211  = - $signed(div_num);
+  assign \$212  = \$210  ? \$211  : { div_num[50], div_num };
+  assign \$213  = $signed(div_num) < $signed(1'h0);
+  assign \$214  = $signed(bias) - $signed(quot);
+  assign \$216  = $signed(5'h0d) - $signed(chan[102:95]);
+  assign \$217  = $signed(sh0) < $signed(4'h4);
+  assign \$218  = $signed(4'h4) - $signed(sh0);
+  assign \$219  = \$217  ? \$218  : 11'h000;
+  assign \$220  = $signed(sh0) < $signed(4'h4);
+  assign \$221  = $signed(sh0) - $signed(5'h0d);
+  assign \$222  = $signed(\$221 ) > $signed({ 1'h0, tk });
+  assign \$223  = $signed(sh0) - $signed(5'h0d);
+  assign \$224  = $signed(sh0) - $signed(4'h4);
+  assign \$225  = $signed(\$224 ) < $signed({ 1'h0, tk });
+  assign \$226  = $signed(sh0) - $signed(4'h4);
+  assign \$227  = \$225  ? \$226  : { 7'h00, tk };
+  assign \$228  = \$222  ? \$223  : \$227 ;
+  assign \$229  = \$220  ? 11'h000 : \$228 ;
+  assign \$230  = $signed(km) << pre;
+  assign \$231  = tsh > 6'h2c;
+  assign \$232  = \$231  ? 10'h02c : tsh;
+  assign \$233  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$234  = $signed(\$233 ) - $signed({ 1'h0, tsh });
+  assign \$235  = $signed(km_pre) >>> t_clamped;
+  assign \$236  = $signed(chan[62:55]) << \$112 [3:0];
+  assign \$237  = 1'h1 << sh;
+  assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
+  assign \$241  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$250 ;
+    fsm_state <= \$242 ;
   always @(posedge clk)
-    start <= \$251 ;
+    start <= \$243 ;
   always @(posedge clk)
-    u <= \$252 ;
+    u <= \$244 ;
   always @(posedge clk)
-    t <= \$253 ;
+    t <= \$245 ;
   always @(posedge clk)
-    den <= \$254 ;
+    den <= \$246 ;
   always @(posedge clk)
-    lead <= \$255 ;
+    lead <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$256 ;
+    \start$9  <= \$248 ;
   always @(posedge clk)
-    recip <= \$257 ;
+    recip_rem <= \$249 ;
   always @(posedge clk)
-    m <= \$258 ;
+    recip_one <= \$250 ;
   always @(posedge clk)
-    km <= \$259 ;
+    recip <= \$251 ;
   always @(posedge clk)
-    sh0 <= \$260 ;
+    m <= \$252 ;
   always @(posedge clk)
-    tk <= \$261 ;
+    km <= \$253 ;
   always @(posedge clk)
-    pre <= \$262 ;
+    sh0 <= \$254 ;
   always @(posedge clk)
-    tsh <= \$263 ;
+    tk <= \$255 ;
   always @(posedge clk)
-    km_pre <= \$264 ;
+    pre <= \$256 ;
   always @(posedge clk)
-    t_clamped <= \$265 ;
+    tsh <= \$257 ;
   always @(posedge clk)
-    sh <= \$266 ;
+    km_pre <= \$258 ;
   always @(posedge clk)
-    \a$29  <= \$267 ;
+    t_clamped <= \$259 ;
   always @(posedge clk)
-    bias <= \$268 ;
+    sh <= \$260 ;
   always @(posedge clk)
-    \p$50  <= \$269 ;
+    \a$30  <= \$261 ;
   always @(posedge clk)
-    div_num <= \$270 ;
+    bias <= \$262 ;
   always @(posedge clk)
-    div_mag <= \$271 ;
+    \p$52  <= \$263 ;
   always @(posedge clk)
-    div_neg <= \$272 ;
+    div_num <= \$264 ;
   always @(posedge clk)
-    quot <= \$273 ;
+    div_mag <= \$265 ;
   always @(posedge clk)
-    \b$53  <= \$274 ;
+    div_neg <= \$266 ;
+  always @(posedge clk)
+    quot <= \$267 ;
+  always @(posedge clk)
+    \b$55  <= \$268 ;
   \hwnorm_linf_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (\den$26 ),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$25 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$26 )
+    .steps(\steps$27 )
   );
   \hwnorm_linf_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$37 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1205,7 +1196,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1b:
           /* empty */;
       6'h1c:
-          a = { \a$29 [26], \a$29  };
+          a = { \a$30 [26], \a$30  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1235,7 +1226,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h29:
           /* empty */;
       6'h2a:
-          a = { \a$29 [26], \a$29  };
+          a = { \a$30 [26], \a$30  };
     endcase
   end
   always @* begin
@@ -1275,7 +1266,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
+          b = { \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1295,7 +1286,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1b:
           /* empty */;
       6'h1c:
-          b = \$126 [20:0];
+          b = \$121 [20:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1311,7 +1302,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h23:
-          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
+          b = { \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127  };
       6'h24:
           /* empty */;
       6'h25:
@@ -1325,7 +1316,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h29:
           /* empty */;
       6'h2a:
-          b = { \$136 [16], \$136 [16], \$136 [16], \$136 [16], \$136  };
+          b = { \$131 [16], \$131 [16], \$131 [16], \$131 [16], \$131  };
     endcase
   end
   always @* begin
@@ -1455,7 +1446,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$123 ;
+          neg = \$118 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1475,7 +1466,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$127 ;
+          neg = \$122 ;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1491,7 +1482,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h23:
-          neg = \$133 ;
+          neg = \$128 ;
       6'h24:
           /* empty */;
       6'h25:
@@ -1505,7 +1496,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h29:
           /* empty */;
       6'h2a:
-          neg = \$137 ;
+          neg = \$132 ;
     endcase
   end
   always @* begin
@@ -1629,7 +1620,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          rem_init = \$117 [36:0];
+          rem_init = recip_rem;
       6'h10:
           /* empty */;
       6'h11:
@@ -1663,7 +1654,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          rem_init = \$128 [36:0];
+          rem_init = \$123 [36:0];
     endcase
   end
   always @* begin
@@ -1697,7 +1688,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          lo_init = \$119 ;
+          lo_init = \$114 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1731,12 +1722,12 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$129 [34:0];
+          lo_init = \$124 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$25  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1765,7 +1756,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          \neg$24  = 1'h0;
+          \neg$25  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -1799,12 +1790,12 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          \neg$24  = div_neg;
+          \neg$25  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 37'h0000000000;
+    \den$26  = 37'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1833,7 +1824,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          \den$25  = den;
+          \den$26  = den;
       6'h10:
           /* empty */;
       6'h11:
@@ -1867,12 +1858,12 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          \den$25  = { 24'h000000, chan[13:1] };
+          \den$26  = { 24'h000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$27  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1901,7 +1892,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          \steps$26  = 6'h10;
+          \steps$27  = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
@@ -1935,7 +1926,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          \steps$26  = 6'h23;
+          \steps$27  = 6'h23;
     endcase
   end
   always @* begin
@@ -2038,158 +2029,158 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = fsm_state;
+    \$242  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$250  = 6'h01;
+                  \$242  = 6'h01;
               2'h1:
-                  \$250  = 6'h02;
+                  \$242  = 6'h02;
               2'h2:
-                  \$250  = 6'h03;
+                  \$242  = 6'h03;
             endcase
           end
       6'h02:
-          \$250  = 6'h04;
+          \$242  = 6'h04;
       6'h04:
-          \$250  = 6'h05;
+          \$242  = 6'h05;
       6'h05:
-          if (\done$37 ) begin
-            \$250  = 6'h06;
+          if (\done$38 ) begin
+            \$242  = 6'h06;
           end
       6'h06:
-          \$250  = 6'h07;
+          \$242  = 6'h07;
       6'h07:
-          \$250  = 6'h08;
+          \$242  = 6'h08;
       6'h08:
-          if (\done$37 ) begin
-            \$250  = 6'h09;
+          if (\done$38 ) begin
+            \$242  = 6'h09;
           end
       6'h09:
-          \$250  = 6'h0a;
+          \$242  = 6'h0a;
       6'h0a:
-          \$250  = 6'h0b;
+          \$242  = 6'h0b;
       6'h0b:
-          \$250  = 6'h0c;
+          \$242  = 6'h0c;
       6'h0c:
-          if (\done$37 ) begin
-            \$250  = 6'h0d;
+          if (\done$38 ) begin
+            \$242  = 6'h0d;
           end
       6'h0d:
-          \$250  = 6'h0e;
+          \$242  = 6'h0e;
       6'h0e:
-          \$250  = 6'h0f;
+          \$242  = 6'h0f;
       6'h0f:
-          \$250  = 6'h10;
+          \$242  = 6'h10;
       6'h10:
-          if (\done$40 ) begin
-            \$250  = 6'h11;
+          if (\done$42 ) begin
+            \$242  = 6'h11;
           end
       6'h11:
-          \$250  = 6'h12;
+          \$242  = 6'h12;
       6'h12:
-          \$250  = 6'h13;
+          \$242  = 6'h13;
       6'h13:
-          if (\done$37 ) begin
-            \$250  = 6'h14;
+          if (\done$38 ) begin
+            \$242  = 6'h14;
           end
       6'h14:
-          \$250  = 6'h15;
+          \$242  = 6'h15;
       6'h15:
-          \$250  = 6'h16;
+          \$242  = 6'h16;
       6'h16:
-          if (\done$37 ) begin
-            \$250  = 6'h17;
+          if (\done$38 ) begin
+            \$242  = 6'h17;
           end
       6'h17:
-          \$250  = 6'h18;
+          \$242  = 6'h18;
       6'h18:
-          \$250  = 6'h19;
+          \$242  = 6'h19;
       6'h19:
-          \$250  = 6'h1a;
+          \$242  = 6'h1a;
       6'h1a:
-          \$250  = 6'h1b;
+          \$242  = 6'h1b;
       6'h1b:
-          \$250  = 6'h1c;
+          \$242  = 6'h1c;
       6'h1c:
-          \$250  = 6'h1d;
+          \$242  = 6'h1d;
       6'h1d:
-          if (\done$37 ) begin
-            \$250  = 6'h1e;
+          if (\done$38 ) begin
+            \$242  = 6'h1e;
           end
       6'h1e:
-          \$250  = 6'h1f;
+          \$242  = 6'h1f;
       6'h1f:
-          \$250  = 6'h20;
+          \$242  = 6'h20;
       6'h20:
-          \$250  = 6'h21;
+          \$242  = 6'h21;
       6'h21:
-          if (\done$40 ) begin
-            \$250  = 6'h22;
+          if (\done$42 ) begin
+            \$242  = 6'h22;
           end
       6'h22:
-          \$250  = 6'h01;
+          \$242  = 6'h01;
       6'h03:
-          \$250  = 6'h23;
+          \$242  = 6'h23;
       6'h23:
-          \$250  = 6'h24;
+          \$242  = 6'h24;
       6'h24:
-          if (\done$37 ) begin
-            \$250  = 6'h25;
+          if (\done$38 ) begin
+            \$242  = 6'h25;
           end
       6'h25:
-          \$250  = 6'h26;
+          \$242  = 6'h26;
       6'h26:
-          \$250  = 6'h27;
+          \$242  = 6'h27;
       6'h27:
-          \$250  = 6'h28;
+          \$242  = 6'h28;
       6'h28:
-          \$250  = 6'h29;
+          \$242  = 6'h29;
       6'h29:
-          \$250  = 6'h2a;
+          \$242  = 6'h2a;
       6'h2a:
-          \$250  = 6'h2b;
+          \$242  = 6'h2b;
       6'h2b:
-          if (\done$37 ) begin
-            \$250  = 6'h2c;
+          if (\done$38 ) begin
+            \$242  = 6'h2c;
           end
       6'h2c:
-          \$250  = 6'h2d;
+          \$242  = 6'h2d;
       6'h2d:
-          \$250  = 6'h01;
+          \$242  = 6'h01;
       6'h01:
-          \$250  = 6'h00;
+          \$242  = 6'h00;
     endcase
     if (rst) begin
-      \$250  = 6'h00;
+      \$242  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = start;
+    \$243  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h04:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h05:
           /* empty */;
       6'h06:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h07:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h0b:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2201,15 +2192,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h10:
           /* empty */;
       6'h11:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h12:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h15:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h16:
           /* empty */;
       6'h17:
@@ -2221,9 +2212,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1a:
           /* empty */;
       6'h1b:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h1c:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -2237,9 +2228,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h22:
           /* empty */;
       6'h03:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h23:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2251,17 +2242,17 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h28:
           /* empty */;
       6'h29:
-          \$251  = 1'h1;
+          \$243  = 1'h1;
       6'h2a:
-          \$251  = 1'h0;
+          \$243  = 1'h0;
     endcase
     if (rst) begin
-      \$251  = 1'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = u;
+    \$244  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2270,17 +2261,17 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$37 ) begin
-            \$252  = p[24:0];
+          if (\done$38 ) begin
+            \$244  = p[24:0];
           end
     endcase
     if (rst) begin
-      \$252  = 25'h0000000;
+      \$244  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = t;
+    \$245  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2295,19 +2286,19 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$37 ) begin
-            \$253  = p[24:0];
+          if (\done$38 ) begin
+            \$245  = p[24:0];
           end
       6'h09:
-          \$253  = \$185 ;
+          \$245  = \$180 ;
     endcase
     if (rst) begin
-      \$253  = 25'h0000000;
+      \$245  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = den;
+    \$246  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2330,17 +2321,17 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$37 ) begin
-            \$254  = p[36:0];
+          if (\done$38 ) begin
+            \$246  = p[36:0];
           end
     endcase
     if (rst) begin
-      \$254  = 37'h0000000000;
+      \$246  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = lead;
+    \$247  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2365,15 +2356,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0c:
           /* empty */;
       6'h0d:
-          \$255  = den_lead;
+          \$247  = den_lead;
     endcase
     if (rst) begin
-      \$255  = 6'h00;
+      \$247  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = \start$9 ;
+    \$248  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2400,9 +2391,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0d:
           /* empty */;
       6'h0e:
-          \$256  = 1'h1;
+          \$248  = 1'h1;
       6'h0f:
-          \$256  = 1'h0;
+          \$248  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2434,17 +2425,87 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$256  = 1'h1;
+          \$248  = 1'h1;
       6'h20:
-          \$256  = 1'h0;
+          \$248  = 1'h0;
     endcase
     if (rst) begin
-      \$256  = 1'h0;
+      \$248  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = recip;
+    \$249  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$249  = \$184 [36:0];
+    endcase
+    if (rst) begin
+      \$249  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$250  = \$185 ;
+    endcase
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2475,17 +2536,17 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$40 ) begin
-            \$257  = q[16:0];
+          if (\done$42 ) begin
+            \$251  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$257  = 17'h00000;
+      \$251  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = m;
+    \$252  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2522,8 +2583,8 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$37 ) begin
-            \$258  = p[25:0];
+          if (\done$38 ) begin
+            \$252  = p[25:0];
           end
       6'h14:
           /* empty */;
@@ -2531,91 +2592,6 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
           /* empty */;
       6'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (\done$37 ) begin
-            \$258  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$258  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$37 ) begin
-            \$259  = p[39:0];
-          end
       6'h17:
           /* empty */;
       6'h18:
@@ -2645,17 +2621,17 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
-      6'h25:
-          \$259  = \$219 [39:0];
+          if (\done$38 ) begin
+            \$252  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$259  = 40'h0000000000;
+      \$252  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = sh0;
+    \$253  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2698,9 +2674,11 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          /* empty */;
+          if (\done$38 ) begin
+            \$253  = p[39:0];
+          end
       6'h17:
-          \$260  = { 3'h0, \$186  };
+          /* empty */;
       6'h18:
           /* empty */;
       6'h19:
@@ -2730,15 +2708,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h24:
           /* empty */;
       6'h25:
-          \$260  = { \$220 [8], \$220  };
+          \$253  = \$215 [39:0];
     endcase
     if (rst) begin
-      \$260  = 10'h000;
+      \$253  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = tk;
+    \$254  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2783,7 +2761,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h16:
           /* empty */;
       6'h17:
-          \$261  = count_lead;
+          \$254  = { 3'h0, \$186  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2813,15 +2791,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h24:
           /* empty */;
       6'h25:
-          \$261  = 4'h8;
+          \$254  = { \$216 [8], \$216  };
     endcase
     if (rst) begin
-      \$261  = 4'h0;
+      \$254  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = pre;
+    \$255  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2866,9 +2844,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
+          \$255  = count_lead;
       6'h18:
-          \$262  = \$189 [2:0];
+          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2896,17 +2874,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
-      6'h26:
-          \$262  = \$223 [2:0];
+          \$255  = 4'h8;
     endcase
     if (rst) begin
-      \$262  = 3'h0;
+      \$255  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = tsh;
+    \$256  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2953,7 +2929,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \$263  = \$203 [9:0];
+          \$256  = \$189 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -2983,15 +2959,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h25:
           /* empty */;
       6'h26:
-          \$263  = \$237 [9:0];
+          \$256  = \$219 [2:0];
     endcase
     if (rst) begin
-      \$263  = 10'h000;
+      \$256  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = km_pre;
+    \$257  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3038,9 +3014,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          \$257  = \$199 [9:0];
       6'h19:
-          \$264  = \$204 [43:0];
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3068,17 +3044,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$264  = \$238 [43:0];
+          \$257  = \$229 [9:0];
     endcase
     if (rst) begin
-      \$264  = 44'h00000000000;
+      \$257  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = t_clamped;
+    \$258  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3127,7 +3101,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          \$265  = \$206 [5:0];
+          \$258  = \$200 [43:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3157,15 +3131,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          \$265  = \$240 [5:0];
+          \$258  = \$230 [43:0];
     endcase
     if (rst) begin
-      \$265  = 6'h00;
+      \$258  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = sh;
+    \$259  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3214,7 +3188,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          \$266  = \$208 [3:0];
+          \$259  = \$202 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3244,15 +3218,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          \$266  = \$242 [3:0];
+          \$259  = \$232 [5:0];
     endcase
     if (rst) begin
-      \$266  = 4'h0;
+      \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \a$29 ;
+    \$260  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3301,9 +3275,9 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$260  = \$204 [3:0];
       6'h1a:
-          \$267  = \$209 [26:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3331,17 +3305,15 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$267  = \$243 [26:0];
+          \$260  = \$234 [3:0];
     endcase
     if (rst) begin
-      \$267  = 27'h0000000;
+      \$260  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = bias;
+    \$261  = \a$30 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3392,7 +3364,7 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h19:
           /* empty */;
       6'h1a:
-          \$268  = { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  };
+          \$261  = \$205 [26:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3422,512 +3394,601 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
       6'h27:
           /* empty */;
       6'h28:
-          \$268  = { \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247 [23], \$247  };
+          \$261  = \$235 [26:0];
+    endcase
+    if (rst) begin
+      \$261  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$262  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$262  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
+    endcase
+    if (rst) begin
+      \$262  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = \p$52 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          if (\done$38 ) begin
+            \$263  = p[49:0];
+          end
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          if (\done$38 ) begin
+            \$263  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$263  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$264  = { \p$52 [49], \p$52  };
+    endcase
+    if (rst) begin
+      \$264  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$265  = \$212 [50:0];
+    endcase
+    if (rst) begin
+      \$265  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$266  = \$213 ;
+    endcase
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          if (\done$42 ) begin
+            \$267  = { q[36], q[36], q };
+          end
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$267  = \$240 [38:0];
+    endcase
+    if (rst) begin
+      \$267  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = \b$55 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$268  = \$214 [34:0];
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$268  = \$241 [34:0];
     endcase
     if (rst) begin
       \$268  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = \p$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$37 ) begin
-            \$269  = p[49:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$37 ) begin
-            \$269  = p[49:0];
-          end
-    endcase
-    if (rst) begin
-      \$269  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$270  = { \p$50 [49], \p$50  };
-    endcase
-    if (rst) begin
-      \$270  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$271  = \$216 [50:0];
-    endcase
-    if (rst) begin
-      \$271  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$272  = \$217 ;
-    endcase
-    if (rst) begin
-      \$272  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$40 ) begin
-            \$273  = { q[36], q[36], q };
-          end
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$273  = \$248 [38:0];
-    endcase
-    if (rst) begin
-      \$273  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \b$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$274  = \$218 [34:0];
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$274  = \$249 [34:0];
-    endcase
-    if (rst) begin
-      \$274  = 35'h000000000;
     end
   end
   assign beta_shift = \$111 [3:0];
@@ -3943,12 +4004,13 @@ module \hwnorm_linf_s8.math (rst, \start$35 , entry, chan, sum, hi, lo, done, de
   assign \chan.mean  = chan[78:63];
   assign \chan.scale_m  = chan[94:79];
   assign \chan.scale_exp  = chan[102:95];
-  assign \$128  = { 35'h000000000, div_mag[50:35] };
-  assign \$129  = { 1'h0, div_mag[34:0] };
-  assign \$212  = { 1'h0, \$211 [15:1] };
-  assign \$219  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$246  = { 1'h0, \$245 [15:1] };
-  assign \$248  = { \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49], \p$50 [49:8] };
+  assign \$123  = { 35'h000000000, div_mag[50:35] };
+  assign \$124  = { 1'h0, div_mag[34:0] };
+  assign \$183  = { 1'h0, \$182 [63:1] };
+  assign \$208  = { 1'h0, \$207 [15:1] };
+  assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$238  = { 1'h0, \$237 [15:1] };
+  assign \$240  = { \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49:8] };
 endmodule
 
 module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

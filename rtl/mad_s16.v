@@ -164,8 +164,8 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_mad_s16.math  math (
-    .\a$31 (a),
-    .\b$53 (b),
+    .\a$32 (a),
+    .\b$55 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_mad_s16.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
+module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -734,31 +734,31 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   wire [73:0] \$240 ;
   wire [79:0] \$241 ;
   wire [46:0] \$242 ;
-  wire \$243 ;
-  wire [7:0] \$244 ;
-  wire [127:0] \$245 ;
-  wire [127:0] \$246 ;
+  wire [57:0] \$243 ;
+  wire \$244 ;
+  wire [16:0] \$245 ;
+  wire [16:0] \$246 ;
   wire \$247 ;
-  wire [57:0] \$248 ;
-  wire \$249 ;
+  wire \$248 ;
+  wire [29:0] \$249 ;
   wire \$25 ;
-  wire [16:0] \$250 ;
-  wire [16:0] \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire [29:0] \$254 ;
-  wire [29:0] \$255 ;
-  wire \$256 ;
-  wire [73:0] \$257 ;
-  wire [58:0] \$258 ;
-  wire \$259 ;
+  wire [29:0] \$250 ;
+  wire \$251 ;
+  wire [73:0] \$252 ;
+  wire [58:0] \$253 ;
+  wire \$254 ;
+  wire [16:0] \$255 ;
+  wire [16:0] \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire [24:0] \$259 ;
   wire \$26 ;
-  wire [16:0] \$260 ;
-  wire [16:0] \$261 ;
+  wire [24:0] \$260 ;
+  wire \$261 ;
   wire \$262 ;
   wire \$263 ;
-  wire [24:0] \$264 ;
-  wire [24:0] \$265 ;
+  wire \$264 ;
+  wire \$265 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
@@ -813,14 +813,14 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   wire \$311 ;
   wire \$312 ;
   wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
+  wire [74:0] \$314 ;
+  wire [74:0] \$315 ;
   wire \$316 ;
   wire \$317 ;
-  wire \$318 ;
-  wire [74:0] \$319 ;
+  wire [127:0] \$318 ;
+  wire [127:0] \$319 ;
   wire \$32 ;
-  wire [74:0] \$320 ;
+  wire [127:0] \$320 ;
   wire \$321 ;
   wire [8:0] \$322 ;
   wire \$323 ;
@@ -832,95 +832,89 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   wire [10:0] \$329 ;
   wire \$33 ;
   wire [10:0] \$330 ;
-  wire [10:0] \$331 ;
-  wire \$332 ;
+  wire \$331 ;
+  wire [10:0] \$332 ;
   wire [10:0] \$333 ;
-  wire \$334 ;
+  wire [10:0] \$334 ;
   wire [10:0] \$335 ;
-  wire [10:0] \$336 ;
-  wire [10:0] \$337 ;
-  wire [10:0] \$338 ;
+  wire [70:0] \$336 ;
+  wire \$337 ;
+  wire [9:0] \$338 ;
   wire [10:0] \$339 ;
   wire \$34 ;
-  wire [70:0] \$340 ;
-  wire \$341 ;
-  wire [9:0] \$342 ;
-  wire [10:0] \$343 ;
-  wire [11:0] \$344 ;
-  wire [70:0] \$345 ;
-  wire [46:0] \$346 ;
-  wire [31:0] \$347 ;
-  wire [31:0] \$348 ;
-  wire [47:0] \$349 ;
+  wire [11:0] \$340 ;
+  wire [70:0] \$341 ;
+  wire [46:0] \$342 ;
+  wire [31:0] \$343 ;
+  wire [31:0] \$344 ;
+  wire [47:0] \$345 ;
+  wire \$346 ;
+  wire [74:0] \$347 ;
+  wire [74:0] \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [74:0] \$351 ;
-  wire [74:0] \$352 ;
+  wire [62:0] \$350 ;
+  wire [56:0] \$351 ;
+  wire [8:0] \$352 ;
   wire \$353 ;
-  wire [62:0] \$354 ;
-  wire [56:0] \$355 ;
-  wire [8:0] \$356 ;
-  wire \$357 ;
-  wire [10:0] \$358 ;
+  wire [10:0] \$354 ;
+  wire [10:0] \$355 ;
+  wire \$356 ;
+  wire [10:0] \$357 ;
+  wire \$358 ;
   wire [10:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire [10:0] \$361 ;
-  wire \$362 ;
+  wire [10:0] \$360 ;
+  wire \$361 ;
+  wire [10:0] \$362 ;
   wire [10:0] \$363 ;
   wire [10:0] \$364 ;
   wire [10:0] \$365 ;
-  wire \$366 ;
-  wire [10:0] \$367 ;
-  wire \$368 ;
+  wire [70:0] \$366 ;
+  wire \$367 ;
+  wire [9:0] \$368 ;
   wire [10:0] \$369 ;
   wire \$37 ;
-  wire [10:0] \$370 ;
-  wire [10:0] \$371 ;
-  wire [10:0] \$372 ;
-  wire [10:0] \$373 ;
-  wire [70:0] \$374 ;
-  wire \$375 ;
-  wire [9:0] \$376 ;
-  wire [10:0] \$377 ;
-  wire [11:0] \$378 ;
-  wire [70:0] \$379 ;
+  wire [11:0] \$370 ;
+  wire [70:0] \$371 ;
+  wire [46:0] \$372 ;
+  wire [31:0] \$373 ;
+  wire [31:0] \$374 ;
+  wire [47:0] \$375 ;
+  wire [72:0] \$376 ;
+  wire [62:0] \$377 ;
+  reg [5:0] \$378 ;
+  reg [73:0] \$379 ;
   wire \$38 ;
-  wire [46:0] \$380 ;
-  wire [31:0] \$381 ;
-  wire [31:0] \$382 ;
-  wire [47:0] \$383 ;
-  wire [72:0] \$384 ;
-  wire [62:0] \$385 ;
-  reg [5:0] \$386 ;
-  reg [73:0] \$387 ;
+  reg [73:0] \$380 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg [16:0] \$383 ;
+  reg \$384 ;
+  reg [45:0] \$385 ;
+  reg [73:0] \$386 ;
+  reg [6:0] \$387 ;
   reg [73:0] \$388 ;
   reg \$389 ;
   wire \$39 ;
-  reg \$390 ;
-  reg [16:0] \$391 ;
-  reg \$392 ;
-  reg [45:0] \$393 ;
-  reg [73:0] \$394 ;
-  reg [6:0] \$395 ;
-  reg [24:0] \$396 ;
-  reg [41:0] \$397 ;
-  reg [55:0] \$398 ;
-  reg [9:0] \$399 ;
+  reg [24:0] \$390 ;
+  reg [41:0] \$391 ;
+  reg [55:0] \$392 ;
+  reg [9:0] \$393 ;
+  reg [3:0] \$394 ;
+  reg [3:0] \$395 ;
+  reg [9:0] \$396 ;
+  reg [70:0] \$397 ;
+  reg [6:0] \$398 ;
+  reg [4:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [3:0] \$400 ;
-  reg [3:0] \$401 ;
-  reg [9:0] \$402 ;
-  reg [70:0] \$403 ;
-  reg [6:0] \$404 ;
-  reg [4:0] \$405 ;
-  reg [41:0] \$406 ;
-  reg [57:0] \$407 ;
-  reg [72:0] \$408 ;
-  reg [61:0] \$409 ;
+  reg [41:0] \$400 ;
+  reg [57:0] \$401 ;
+  reg [72:0] \$402 ;
+  reg [61:0] \$403 ;
+  reg [57:0] \$404 ;
   wire \$41 ;
-  reg [57:0] \$410 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
@@ -985,11 +979,11 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   wire [6:0] \$98 ;
   wire [6:0] \$99 ;
   reg [47:0] a;
-  output [41:0] \a$31 ;
-  reg [41:0] \a$31  = 42'h00000000000;
+  output [41:0] \a$32 ;
+  reg [41:0] \a$32  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$53 ;
-  reg [57:0] \b$53  = 58'h000000000000000;
+  output [57:0] \b$55 ;
+  reg [57:0] \b$55  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -1019,8 +1013,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -1034,11 +1028,13 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   reg neg;
   reg \neg$23 ;
   wire [83:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
+  reg [72:0] \p$53  = 73'h0000000000000000000;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [73:0] recip_rem = 74'h0000000000000000000;
   reg [73:0] rem_init;
   input rst;
   wire rst;
@@ -1052,8 +1048,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [5:0] \steps$24 ;
@@ -1304,197 +1300,192 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   assign count_lead = \$220  ? \$225  : \$237 ;
   assign \$238  = sh + 1'h0;
   assign \$239  = sh + 1'h0;
-  assign \$243  = ! lead;
-  assign \$244  = lead - 1'h1;
-  assign \$245  = 1'h1 << \$244 [6:0];
-  assign \$246  = \$243  ? 128'h00000000000000000000000000000000 : \$245 ;
-  assign \$247  = ! lead;
-  assign \$248  = \$247  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$249  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$250  = - $signed(chan[102:87]);
-  assign \$251  = \$249  ? \$250  : { chan[102], chan[102:87] };
-  assign \$252  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$253  = $signed(sum) < $signed(1'h0);
-  assign \$254  = - $signed(sum);
-  assign \$255  = \$253  ? \$254  : { sum[28], sum };
-  assign \$256  = $signed(sum) < $signed(1'h0);
-  assign \$259  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$260  = - $signed(chan[102:87]);
-  assign \$261  = \$259  ? \$260  : { chan[102], chan[102:87] };
-  assign \$262  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$263  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$264  = - $signed(chan[142:119]);
-  assign \$265  = \$263  ? \$264  : { chan[142], chan[142:119] };
-  assign \$266  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$267  = ! fsm_state;
-  assign \$268  = fsm_state == 1'h1;
-  assign \$269  = fsm_state == 2'h2;
-  assign \$270  = fsm_state == 2'h3;
-  assign \$271  = fsm_state == 3'h4;
-  assign \$272  = fsm_state == 3'h5;
-  assign \$273  = fsm_state == 3'h6;
-  assign \$274  = fsm_state == 3'h7;
-  assign \$275  = fsm_state == 4'h8;
-  assign \$276  = fsm_state == 4'h9;
-  assign \$277  = fsm_state == 4'ha;
-  assign \$278  = fsm_state == 4'hb;
-  assign \$279  = fsm_state == 4'hc;
-  assign \$280  = fsm_state == 4'hd;
-  assign \$281  = fsm_state == 4'he;
-  assign \$282  = fsm_state == 4'hf;
-  assign \$283  = fsm_state == 5'h10;
-  assign \$284  = fsm_state == 5'h11;
-  assign \$285  = fsm_state == 5'h12;
-  assign \$286  = fsm_state == 5'h13;
-  assign \$287  = fsm_state == 5'h14;
-  assign \$288  = fsm_state == 5'h15;
-  assign \$289  = fsm_state == 5'h16;
-  assign \$290  = fsm_state == 5'h17;
-  assign \$291  = fsm_state == 5'h18;
-  assign \$292  = fsm_state == 5'h19;
-  assign \$293  = fsm_state == 5'h1a;
-  assign \$294  = fsm_state == 5'h1b;
-  assign \$295  = fsm_state == 5'h1c;
-  assign \$296  = fsm_state == 5'h1d;
-  assign \$297  = fsm_state == 5'h1e;
-  assign \$298  = fsm_state == 5'h1f;
-  assign \$299  = fsm_state == 6'h20;
-  assign \$300  = fsm_state == 6'h21;
-  assign \$301  = fsm_state == 6'h22;
-  assign \$302  = fsm_state == 6'h23;
-  assign \$303  = fsm_state == 6'h24;
-  assign \$304  = fsm_state == 6'h25;
-  assign \$305  = fsm_state == 6'h26;
-  assign \$306  = fsm_state == 6'h27;
-  assign \$307  = fsm_state == 6'h28;
-  assign \$308  = fsm_state == 6'h29;
-  assign \$309  = fsm_state == 6'h2a;
-  assign \$310  = fsm_state == 6'h2b;
-  assign \$311  = fsm_state == 6'h2c;
-  assign \$312  = fsm_state == 6'h2d;
-  assign \$313  = fsm_state == 6'h2e;
-  assign \$314  = fsm_state == 6'h2f;
-  assign \$315  = fsm_state == 6'h30;
-  assign \$316  = fsm_state == 6'h31;
-  assign \$317  = fsm_state == 6'h32;
-  assign \$318  = $signed(div_num) < $signed(1'h0);
-  assign \$319  = - $signed(div_num);
-  assign \$320  = \$318  ? \$319  : { div_num[73], div_num };
-  assign \$321  = $signed(div_num) < $signed(1'h0);
+  assign \$243  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$244  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$245  = - $signed(chan[102:87]);
+  assign \$246  = \$244  ? \$245  : { chan[102], chan[102:87] };
+  assign \$247  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$248  = $signed(sum) < $signed(1'h0);
+  assign \$249  = - $signed(sum);
+  assign \$250  = \$248  ? \$249  : { sum[28], sum };
+  assign \$251  = $signed(sum) < $signed(1'h0);
+  assign \$254  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$255  = - $signed(chan[102:87]);
+  assign \$256  = \$254  ? \$255  : { chan[102], chan[102:87] };
+  assign \$257  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$258  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$259  = - $signed(chan[142:119]);
+  assign \$260  = \$258  ? \$259  : { chan[142], chan[142:119] };
+  assign \$261  = $signed(chan[142:119]) < $signed(1'h0);
+  assign \$262  = ! fsm_state;
+  assign \$263  = fsm_state == 1'h1;
+  assign \$264  = fsm_state == 2'h2;
+  assign \$265  = fsm_state == 2'h3;
+  assign \$266  = fsm_state == 3'h4;
+  assign \$267  = fsm_state == 3'h5;
+  assign \$268  = fsm_state == 3'h6;
+  assign \$269  = fsm_state == 3'h7;
+  assign \$270  = fsm_state == 4'h8;
+  assign \$271  = fsm_state == 4'h9;
+  assign \$272  = fsm_state == 4'ha;
+  assign \$273  = fsm_state == 4'hb;
+  assign \$274  = fsm_state == 4'hc;
+  assign \$275  = fsm_state == 4'hd;
+  assign \$276  = fsm_state == 4'he;
+  assign \$277  = fsm_state == 4'hf;
+  assign \$278  = fsm_state == 5'h10;
+  assign \$279  = fsm_state == 5'h11;
+  assign \$280  = fsm_state == 5'h12;
+  assign \$281  = fsm_state == 5'h13;
+  assign \$282  = fsm_state == 5'h14;
+  assign \$283  = fsm_state == 5'h15;
+  assign \$284  = fsm_state == 5'h16;
+  assign \$285  = fsm_state == 5'h17;
+  assign \$286  = fsm_state == 5'h18;
+  assign \$287  = fsm_state == 5'h19;
+  assign \$288  = fsm_state == 5'h1a;
+  assign \$289  = fsm_state == 5'h1b;
+  assign \$290  = fsm_state == 5'h1c;
+  assign \$291  = fsm_state == 5'h1d;
+  assign \$292  = fsm_state == 5'h1e;
+  assign \$293  = fsm_state == 5'h1f;
+  assign \$294  = fsm_state == 6'h20;
+  assign \$295  = fsm_state == 6'h21;
+  assign \$296  = fsm_state == 6'h22;
+  assign \$297  = fsm_state == 6'h23;
+  assign \$298  = fsm_state == 6'h24;
+  assign \$299  = fsm_state == 6'h25;
+  assign \$300  = fsm_state == 6'h26;
+  assign \$301  = fsm_state == 6'h27;
+  assign \$302  = fsm_state == 6'h28;
+  assign \$303  = fsm_state == 6'h29;
+  assign \$304  = fsm_state == 6'h2a;
+  assign \$305  = fsm_state == 6'h2b;
+  assign \$306  = fsm_state == 6'h2c;
+  assign \$307  = fsm_state == 6'h2d;
+  assign \$308  = fsm_state == 6'h2e;
+  assign \$309  = fsm_state == 6'h2f;
+  assign \$310  = fsm_state == 6'h30;
+  assign \$311  = fsm_state == 6'h31;
+  assign \$312  = fsm_state == 6'h32;
+  assign \$313  = $signed(div_num) < $signed(1'h0);
+  assign \$314  = - $signed(div_num);
+  assign \$315  = \$313  ? \$314  : { div_num[73], div_num };
+  assign \$316  = $signed(div_num) < $signed(1'h0);
+  assign \$317  = ! lead;
+  assign \$318  = 1'h1 << lead;
+  assign \$320  = \$317  ? 128'h00000000000000000000000000000000 : \$319 ;
+  assign \$321  = ! lead;
   assign \$322  = lead + 9'h1f5;
   assign \$323  = $signed(sh0) < $signed(4'h4);
   assign \$324  = $signed(4'h4) - $signed(sh0);
   assign \$325  = \$323  ? \$324  : 11'h000;
   assign \$326  = $signed(sh0) < $signed(4'h4);
-  assign \$327  = $signed(sh0) - $signed(4'h4);
-  assign \$328  = $signed(\$327 ) < $signed({ 1'h0, tk });
-  assign \$329  = $signed(sh0) - $signed(4'h4);
-  assign \$330  = \$328  ? \$329  : { 7'h00, tk };
-  assign \$331  = $signed(sh0) - $signed(6'h15);
-  assign \$332  = $signed(\$330 ) > $signed(\$331 );
-  assign \$333  = $signed(sh0) - $signed(4'h4);
-  assign \$334  = $signed(\$333 ) < $signed({ 1'h0, tk });
-  assign \$335  = $signed(sh0) - $signed(4'h4);
-  assign \$336  = \$334  ? \$335  : { 7'h00, tk };
-  assign \$337  = $signed(sh0) - $signed(6'h15);
-  assign \$338  = \$332  ? \$336  : \$337 ;
-  assign \$339  = \$326  ? 11'h000 : \$338 ;
-  assign \$340  = $signed(km) << pre;
-  assign \$341  = tsh > 7'h47;
-  assign \$342  = \$341  ? 10'h047 : tsh;
-  assign \$343  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$344  = $signed(\$343 ) - $signed({ 1'h0, tsh });
-  assign \$345  = $signed(km_pre) >>> t_clamped;
-  assign \$346  = $signed(chan[118:103]) << \$238 [4:0];
-  assign \$347  = 1'h1 << sh;
-  assign \$349  = $signed(\$346 ) + $signed({ 1'h0, \$348  });
-  assign \$350  = $signed(div_num) < $signed(1'h0);
-  assign \$351  = - $signed(div_num);
-  assign \$352  = \$350  ? \$351  : { div_num[73], div_num };
-  assign \$353  = $signed(div_num) < $signed(1'h0);
-  assign \$354  = $signed(bias) - $signed(quot);
-  assign \$356  = $signed(6'h10) - $signed(chan[174:167]);
-  assign \$357  = $signed(sh0) < $signed(4'h4);
-  assign \$358  = $signed(4'h4) - $signed(sh0);
-  assign \$359  = \$357  ? \$358  : 11'h000;
-  assign \$360  = $signed(sh0) < $signed(4'h4);
-  assign \$361  = $signed(sh0) - $signed(4'h4);
-  assign \$362  = $signed(\$361 ) < $signed({ 1'h0, tk });
-  assign \$363  = $signed(sh0) - $signed(4'h4);
-  assign \$364  = \$362  ? \$363  : { 7'h00, tk };
-  assign \$365  = $signed(sh0) - $signed(6'h15);
-  assign \$366  = $signed(\$364 ) > $signed(\$365 );
-  assign \$367  = $signed(sh0) - $signed(4'h4);
-  assign \$368  = $signed(\$367 ) < $signed({ 1'h0, tk });
-  assign \$369  = $signed(sh0) - $signed(4'h4);
-  assign \$370  = \$368  ? \$369  : { 7'h00, tk };
-  assign \$371  = $signed(sh0) - $signed(6'h15);
-  assign \$372  = \$366  ? \$370  : \$371 ;
-  assign \$373  = \$360  ? 11'h000 : \$372 ;
-  assign \$374  = $signed(km) << pre;
-  assign \$375  = tsh > 7'h47;
-  assign \$376  = \$375  ? 10'h047 : tsh;
-  assign \$377  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$378  = $signed(\$377 ) - $signed({ 1'h0, tsh });
-  assign \$379  = $signed(km_pre) >>> t_clamped;
-  assign \$380  = $signed(chan[118:103]) << \$239 [4:0];
-  assign \$381  = 1'h1 << sh;
-  assign \$383  = $signed(\$380 ) + $signed({ 1'h0, \$382  });
-  assign \$385  = $signed(bias) - $signed(quot);
+  assign \$327  = $signed(sh0) - $signed(6'h15);
+  assign \$328  = $signed(\$327 ) > $signed({ 1'h0, tk });
+  assign \$329  = $signed(sh0) - $signed(6'h15);
+  assign \$330  = $signed(sh0) - $signed(4'h4);
+  assign \$331  = $signed(\$330 ) < $signed({ 1'h0, tk });
+  assign \$332  = $signed(sh0) - $signed(4'h4);
+  assign \$333  = \$331  ? \$332  : { 7'h00, tk };
+  assign \$334  = \$328  ? \$329  : \$333 ;
+  assign \$335  = \$326  ? 11'h000 : \$334 ;
+  assign \$336  = $signed(km) << pre;
+  assign \$337  = tsh > 7'h47;
+  assign \$338  = \$337  ? 10'h047 : tsh;
+  assign \$339  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$340  = $signed(\$339 ) - $signed({ 1'h0, tsh });
+  assign \$341  = $signed(km_pre) >>> t_clamped;
+  assign \$342  = $signed(chan[118:103]) << \$238 [4:0];
+  assign \$343  = 1'h1 << sh;
+  assign \$345  = $signed(\$342 ) + $signed({ 1'h0, \$344  });
+  assign \$346  = $signed(div_num) < $signed(1'h0);
+  assign \$347  = - $signed(div_num);
+  assign \$348  = \$346  ? \$347  : { div_num[73], div_num };
+  assign \$349  = $signed(div_num) < $signed(1'h0);
+  assign \$350  = $signed(bias) - $signed(quot);
+  assign \$352  = $signed(6'h10) - $signed(chan[174:167]);
+  assign \$353  = $signed(sh0) < $signed(4'h4);
+  assign \$354  = $signed(4'h4) - $signed(sh0);
+  assign \$355  = \$353  ? \$354  : 11'h000;
+  assign \$356  = $signed(sh0) < $signed(4'h4);
+  assign \$357  = $signed(sh0) - $signed(6'h15);
+  assign \$358  = $signed(\$357 ) > $signed({ 1'h0, tk });
+  assign \$359  = $signed(sh0) - $signed(6'h15);
+  assign \$360  = $signed(sh0) - $signed(4'h4);
+  assign \$361  = $signed(\$360 ) < $signed({ 1'h0, tk });
+  assign \$362  = $signed(sh0) - $signed(4'h4);
+  assign \$363  = \$361  ? \$362  : { 7'h00, tk };
+  assign \$364  = \$358  ? \$359  : \$363 ;
+  assign \$365  = \$356  ? 11'h000 : \$364 ;
+  assign \$366  = $signed(km) << pre;
+  assign \$367  = tsh > 7'h47;
+  assign \$368  = \$367  ? 10'h047 : tsh;
+  assign \$369  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$370  = $signed(\$369 ) - $signed({ 1'h0, tsh });
+  assign \$371  = $signed(km_pre) >>> t_clamped;
+  assign \$372  = $signed(chan[118:103]) << \$239 [4:0];
+  assign \$373  = 1'h1 << sh;
+  assign \$375  = $signed(\$372 ) + $signed({ 1'h0, \$374  });
+  assign \$377  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$386 ;
+    fsm_state <= \$378 ;
   always @(posedge clk)
-    div_num <= \$387 ;
+    div_num <= \$379 ;
   always @(posedge clk)
-    div_mag <= \$388 ;
+    div_mag <= \$380 ;
   always @(posedge clk)
-    div_neg <= \$389 ;
+    div_neg <= \$381 ;
   always @(posedge clk)
-    \start$9  <= \$390 ;
+    \start$9  <= \$382 ;
   always @(posedge clk)
-    floor_mean <= \$391 ;
+    floor_mean <= \$383 ;
   always @(posedge clk)
-    start <= \$392 ;
+    start <= \$384 ;
   always @(posedge clk)
-    t <= \$393 ;
+    t <= \$385 ;
   always @(posedge clk)
-    den <= \$394 ;
+    den <= \$386 ;
   always @(posedge clk)
-    lead <= \$395 ;
+    lead <= \$387 ;
   always @(posedge clk)
-    recip <= \$396 ;
+    recip_rem <= \$388 ;
   always @(posedge clk)
-    m <= \$397 ;
+    recip_one <= \$389 ;
   always @(posedge clk)
-    km <= \$398 ;
+    recip <= \$390 ;
   always @(posedge clk)
-    sh0 <= \$399 ;
+    m <= \$391 ;
   always @(posedge clk)
-    tk <= \$400 ;
+    km <= \$392 ;
   always @(posedge clk)
-    pre <= \$401 ;
+    sh0 <= \$393 ;
   always @(posedge clk)
-    tsh <= \$402 ;
+    tk <= \$394 ;
   always @(posedge clk)
-    km_pre <= \$403 ;
+    pre <= \$395 ;
   always @(posedge clk)
-    t_clamped <= \$404 ;
+    tsh <= \$396 ;
   always @(posedge clk)
-    sh <= \$405 ;
+    km_pre <= \$397 ;
   always @(posedge clk)
-    \a$31  <= \$406 ;
+    t_clamped <= \$398 ;
   always @(posedge clk)
-    bias <= \$407 ;
+    sh <= \$399 ;
   always @(posedge clk)
-    \p$51  <= \$408 ;
+    \a$32  <= \$400 ;
   always @(posedge clk)
-    quot <= \$409 ;
+    bias <= \$401 ;
   always @(posedge clk)
-    \b$53  <= \$410 ;
+    \p$53  <= \$402 ;
+  always @(posedge clk)
+    quot <= \$403 ;
+  always @(posedge clk)
+    \b$55  <= \$404 ;
   \hwnorm_mad_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1508,7 +1499,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -1556,7 +1547,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h13:
           /* empty */;
       6'h14:
-          rem_init = \$246 [73:0];
+          rem_init = recip_rem;
       6'h15:
           /* empty */;
       6'h16:
@@ -1590,7 +1581,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h24:
           /* empty */;
       6'h25:
-          rem_init = \$257 ;
+          rem_init = \$252 ;
     endcase
   end
   always @* begin
@@ -1634,7 +1625,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$248 ;
+          lo_init = \$243 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1668,7 +1659,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h24:
           /* empty */;
       6'h25:
-          lo_init = \$258 [57:0];
+          lo_init = \$253 [57:0];
     endcase
   end
   always @* begin
@@ -1972,7 +1963,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
       6'h22:
           /* empty */;
       6'h23:
@@ -2002,7 +1993,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2e:
           /* empty */;
       6'h2f:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
     endcase
   end
   always @* begin
@@ -2052,7 +2043,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251  };
+          b = { \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246  };
       6'h18:
           /* empty */;
       6'h19:
@@ -2072,7 +2063,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h20:
           /* empty */;
       6'h21:
-          b = { \$255 [29], \$255 [29], \$255 [29], \$255 [29], \$255 [29], \$255  };
+          b = { \$250 [29], \$250 [29], \$250 [29], \$250 [29], \$250 [29], \$250  };
       6'h22:
           /* empty */;
       6'h23:
@@ -2088,7 +2079,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h03:
           /* empty */;
       6'h28:
-          b = { \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261 [16], \$261  };
+          b = { \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256  };
       6'h29:
           /* empty */;
       6'h2a:
@@ -2102,7 +2093,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265 [24], \$265  };
+          b = { \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260  };
     endcase
   end
   always @* begin
@@ -2252,7 +2243,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$252 ;
+          \neg$23  = \$247 ;
       6'h18:
           /* empty */;
       6'h19:
@@ -2272,7 +2263,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h20:
           /* empty */;
       6'h21:
-          \neg$23  = \$256 ;
+          \neg$23  = \$251 ;
       6'h22:
           /* empty */;
       6'h23:
@@ -2288,7 +2279,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h03:
           /* empty */;
       6'h28:
-          \neg$23  = \$262 ;
+          \neg$23  = \$257 ;
       6'h29:
           /* empty */;
       6'h2a:
@@ -2302,7 +2293,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$23  = \$266 ;
+          \neg$23  = \$261 ;
     endcase
   end
   always @* begin
@@ -2515,156 +2506,156 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = fsm_state;
+    \$378  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$386  = 6'h01;
+                  \$378  = 6'h01;
               2'h1:
-                  \$386  = 6'h02;
+                  \$378  = 6'h02;
               2'h2:
-                  \$386  = 6'h03;
+                  \$378  = 6'h03;
             endcase
           end
       6'h01:
-          \$386  = 6'h04;
+          \$378  = 6'h04;
       6'h04:
-          \$386  = 6'h05;
+          \$378  = 6'h05;
       6'h05:
-          \$386  = 6'h06;
+          \$378  = 6'h06;
       6'h06:
-          \$386  = 6'h07;
+          \$378  = 6'h07;
       6'h07:
-          if (\done$38 ) begin
-            \$386  = 6'h08;
+          if (\done$39 ) begin
+            \$378  = 6'h08;
           end
       6'h02:
-          \$386  = 6'h09;
+          \$378  = 6'h09;
       6'h09:
-          \$386  = 6'h0a;
+          \$378  = 6'h0a;
       6'h0a:
-          \$386  = 6'h0b;
+          \$378  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$386  = 6'h0c;
+          if (\done$42 ) begin
+            \$378  = 6'h0c;
           end
       6'h0c:
-          \$386  = 6'h0d;
+          \$378  = 6'h0d;
       6'h0d:
-          \$386  = 6'h0e;
+          \$378  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$386  = 6'h0f;
+          if (\done$42 ) begin
+            \$378  = 6'h0f;
           end
       6'h0f:
-          \$386  = 6'h10;
+          \$378  = 6'h10;
       6'h10:
-          \$386  = 6'h11;
+          \$378  = 6'h11;
       6'h11:
-          if (\done$41 ) begin
-            \$386  = 6'h12;
+          if (\done$42 ) begin
+            \$378  = 6'h12;
           end
       6'h12:
-          \$386  = 6'h13;
+          \$378  = 6'h13;
       6'h13:
-          \$386  = 6'h14;
+          \$378  = 6'h14;
       6'h14:
-          \$386  = 6'h15;
+          \$378  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$386  = 6'h16;
+          if (\done$39 ) begin
+            \$378  = 6'h16;
           end
       6'h16:
-          \$386  = 6'h17;
+          \$378  = 6'h17;
       6'h17:
-          \$386  = 6'h18;
+          \$378  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$386  = 6'h19;
+          if (\done$42 ) begin
+            \$378  = 6'h19;
           end
       6'h19:
-          \$386  = 6'h1a;
+          \$378  = 6'h1a;
       6'h1a:
-          \$386  = 6'h1b;
+          \$378  = 6'h1b;
       6'h1b:
-          if (\done$41 ) begin
-            \$386  = 6'h1c;
+          if (\done$42 ) begin
+            \$378  = 6'h1c;
           end
       6'h1c:
-          \$386  = 6'h1d;
+          \$378  = 6'h1d;
       6'h1d:
-          \$386  = 6'h1e;
+          \$378  = 6'h1e;
       6'h1e:
-          \$386  = 6'h1f;
+          \$378  = 6'h1f;
       6'h1f:
-          \$386  = 6'h20;
+          \$378  = 6'h20;
       6'h20:
-          \$386  = 6'h21;
+          \$378  = 6'h21;
       6'h21:
-          \$386  = 6'h22;
+          \$378  = 6'h22;
       6'h22:
-          if (\done$41 ) begin
-            \$386  = 6'h23;
+          if (\done$42 ) begin
+            \$378  = 6'h23;
           end
       6'h23:
-          \$386  = 6'h24;
+          \$378  = 6'h24;
       6'h24:
-          \$386  = 6'h25;
+          \$378  = 6'h25;
       6'h25:
-          \$386  = 6'h26;
+          \$378  = 6'h26;
       6'h26:
-          if (\done$38 ) begin
-            \$386  = 6'h27;
+          if (\done$39 ) begin
+            \$378  = 6'h27;
           end
       6'h27:
-          \$386  = 6'h08;
+          \$378  = 6'h08;
       6'h03:
-          \$386  = 6'h28;
+          \$378  = 6'h28;
       6'h28:
-          \$386  = 6'h29;
+          \$378  = 6'h29;
       6'h29:
-          if (\done$41 ) begin
-            \$386  = 6'h2a;
+          if (\done$42 ) begin
+            \$378  = 6'h2a;
           end
       6'h2a:
-          \$386  = 6'h2b;
+          \$378  = 6'h2b;
       6'h2b:
-          \$386  = 6'h2c;
+          \$378  = 6'h2c;
       6'h2c:
-          \$386  = 6'h2d;
+          \$378  = 6'h2d;
       6'h2d:
-          \$386  = 6'h2e;
+          \$378  = 6'h2e;
       6'h2e:
-          \$386  = 6'h2f;
+          \$378  = 6'h2f;
       6'h2f:
-          \$386  = 6'h30;
+          \$378  = 6'h30;
       6'h30:
-          if (\done$41 ) begin
-            \$386  = 6'h31;
+          if (\done$42 ) begin
+            \$378  = 6'h31;
           end
       6'h31:
-          \$386  = 6'h32;
+          \$378  = 6'h32;
       6'h32:
-          \$386  = 6'h08;
+          \$378  = 6'h08;
       6'h08:
-          \$386  = 6'h00;
+          \$378  = 6'h00;
     endcase
     if (rst) begin
-      \$386  = 6'h00;
+      \$378  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = div_num;
+    \$379  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$387  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$379  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2726,15 +2717,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h22:
           /* empty */;
       6'h23:
-          \$387  = { \p$51 [72], \p$51  };
+          \$379  = { \p$53 [72], \p$53  };
     endcase
     if (rst) begin
-      \$387  = 74'h0000000000000000000;
+      \$379  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = div_mag;
+    \$380  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2743,7 +2734,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h04:
           /* empty */;
       6'h05:
-          \$388  = \$320 [73:0];
+          \$380  = \$315 [73:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2805,7 +2796,463 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h23:
           /* empty */;
       6'h24:
-          \$388  = \$352 [73:0];
+          \$380  = \$348 [73:0];
+    endcase
+    if (rst) begin
+      \$380  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$381  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$381  = \$316 ;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$381  = \$349 ;
+    endcase
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$382  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$382  = 1'h1;
+      6'h06:
+          \$382  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$382  = 1'h1;
+      6'h14:
+          \$382  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$382  = 1'h1;
+      6'h25:
+          \$382  = 1'h0;
+    endcase
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$39 ) begin
+            \$383  = q[16:0];
+          end
+    endcase
+    if (rst) begin
+      \$383  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$384  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$384  = 1'h1;
+      6'h0a:
+          \$384  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$384  = 1'h1;
+      6'h0d:
+          \$384  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$384  = 1'h1;
+      6'h10:
+          \$384  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$384  = 1'h1;
+      6'h17:
+          \$384  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$384  = 1'h1;
+      6'h1a:
+          \$384  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$384  = 1'h1;
+      6'h21:
+          \$384  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$384  = 1'h1;
+      6'h28:
+          \$384  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$384  = 1'h1;
+      6'h2f:
+          \$384  = 1'h0;
+    endcase
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$385  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$385  = p[45:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$385  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$385  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$386  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$42 ) begin
+            \$386  = p[73:0];
+          end
+    endcase
+    if (rst) begin
+      \$386  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$387  = den_lead;
+    endcase
+    if (rst) begin
+      \$387  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$388  = \$320 [73:0];
     endcase
     if (rst) begin
       \$388  = 74'h0000000000000000000;
@@ -2813,7 +3260,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = div_neg;
+    \$389  = recip_one;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2822,7 +3269,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h04:
           /* empty */;
       6'h05:
-          \$389  = \$321 ;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
@@ -2850,41 +3297,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$389  = \$353 ;
+          \$389  = \$321 ;
     endcase
     if (rst) begin
       \$389  = 1'h0;
@@ -2892,339 +3305,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$390  = 1'h1;
-      6'h06:
-          \$390  = 1'h0;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$390  = 1'h1;
-      6'h14:
-          \$390  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$390  = 1'h1;
-      6'h25:
-          \$390  = 1'h0;
-    endcase
-    if (rst) begin
-      \$390  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$38 ) begin
-            \$391  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$391  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$392  = 1'h1;
-      6'h0a:
-          \$392  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$392  = 1'h1;
-      6'h0d:
-          \$392  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$392  = 1'h1;
-      6'h10:
-          \$392  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$392  = 1'h1;
-      6'h17:
-          \$392  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$392  = 1'h1;
-      6'h1a:
-          \$392  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$392  = 1'h1;
-      6'h21:
-          \$392  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$392  = 1'h1;
-      6'h28:
-          \$392  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$392  = 1'h1;
-      6'h2f:
-          \$392  = 1'h0;
-    endcase
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$393  = p[45:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$393  = p[45:0];
-          end
-    endcase
-    if (rst) begin
-      \$393  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$41 ) begin
-            \$394  = p[73:0];
-          end
-    endcase
-    if (rst) begin
-      \$394  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$395  = den_lead;
-    endcase
-    if (rst) begin
-      \$395  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = recip;
+    \$390  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3265,17 +3346,17 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$396  = q[24:0];
+          if (\done$39 ) begin
+            \$390  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$396  = 25'h0000000;
+      \$390  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = m;
+    \$391  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3322,8 +3403,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$397  = p[41:0];
+          if (\done$42 ) begin
+            \$391  = p[41:0];
           end
       6'h19:
           /* empty */;
@@ -3360,17 +3441,17 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$41 ) begin
-            \$397  = p[41:0];
+          if (\done$42 ) begin
+            \$391  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$397  = 42'h00000000000;
+      \$391  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = km;
+    \$392  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3423,8 +3504,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$41 ) begin
-            \$398  = p[55:0];
+          if (\done$42 ) begin
+            \$392  = p[55:0];
           end
       6'h1c:
           /* empty */;
@@ -3457,15 +3538,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h29:
           /* empty */;
       6'h2a:
-          \$398  = \$355 [55:0];
+          \$392  = \$351 [55:0];
     endcase
     if (rst) begin
-      \$398  = 56'h00000000000000;
+      \$392  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = sh0;
+    \$393  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3520,7 +3601,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1b:
           /* empty */;
       6'h1c:
-          \$399  = { \$322 [8], \$322  };
+          \$393  = { \$322 [8], \$322  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3550,15 +3631,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h29:
           /* empty */;
       6'h2a:
-          \$399  = { \$356 [8], \$356  };
+          \$393  = { \$352 [8], \$352  };
     endcase
     if (rst) begin
-      \$399  = 10'h000;
+      \$393  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = tk;
+    \$394  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3613,7 +3694,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1b:
           /* empty */;
       6'h1c:
-          \$400  = count_lead;
+          \$394  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3643,15 +3724,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h29:
           /* empty */;
       6'h2a:
-          \$400  = 4'h8;
+          \$394  = 4'h8;
     endcase
     if (rst) begin
-      \$400  = 4'h0;
+      \$394  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = pre;
+    \$395  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3708,7 +3789,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1c:
           /* empty */;
       6'h1d:
-          \$401  = \$325 [3:0];
+          \$395  = \$325 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3738,15 +3819,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2a:
           /* empty */;
       6'h2b:
-          \$401  = \$359 [3:0];
+          \$395  = \$355 [3:0];
     endcase
     if (rst) begin
-      \$401  = 4'h0;
+      \$395  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = tsh;
+    \$396  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3803,7 +3884,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1c:
           /* empty */;
       6'h1d:
-          \$402  = \$339 [9:0];
+          \$396  = \$335 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3833,15 +3914,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2a:
           /* empty */;
       6'h2b:
-          \$402  = \$373 [9:0];
+          \$396  = \$365 [9:0];
     endcase
     if (rst) begin
-      \$402  = 10'h000;
+      \$396  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = km_pre;
+    \$397  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3900,7 +3981,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$403  = \$340 ;
+          \$397  = \$336 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3930,15 +4011,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$403  = \$374 ;
+          \$397  = \$366 ;
     endcase
     if (rst) begin
-      \$403  = 71'h000000000000000000;
+      \$397  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = t_clamped;
+    \$398  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3997,7 +4078,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$404  = \$342 [6:0];
+          \$398  = \$338 [6:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4027,15 +4108,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$404  = \$376 [6:0];
+          \$398  = \$368 [6:0];
     endcase
     if (rst) begin
-      \$404  = 7'h00;
+      \$398  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = sh;
+    \$399  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4094,7 +4175,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$405  = \$344 [4:0];
+          \$399  = \$340 [4:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4124,15 +4205,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$405  = \$378 [4:0];
+          \$399  = \$370 [4:0];
     endcase
     if (rst) begin
-      \$405  = 5'h00;
+      \$399  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = \a$31 ;
+    \$400  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4193,7 +4274,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1e:
           /* empty */;
       6'h1f:
-          \$406  = \$345 [41:0];
+          \$400  = \$341 [41:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4223,15 +4304,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2c:
           /* empty */;
       6'h2d:
-          \$406  = \$379 [41:0];
+          \$400  = \$371 [41:0];
     endcase
     if (rst) begin
-      \$406  = 42'h00000000000;
+      \$400  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = bias;
+    \$401  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4292,7 +4373,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h1e:
           /* empty */;
       6'h1f:
-          \$407  = { \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349  };
+          \$401  = { \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4322,15 +4403,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2c:
           /* empty */;
       6'h2d:
-          \$407  = { \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383 [47], \$383  };
+          \$401  = { \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375  };
     endcase
     if (rst) begin
-      \$407  = 58'h000000000000000;
+      \$401  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = \p$51 ;
+    \$402  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4397,8 +4478,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$41 ) begin
-            \$408  = p[72:0];
+          if (\done$42 ) begin
+            \$402  = p[72:0];
           end
       6'h23:
           /* empty */;
@@ -4429,17 +4510,17 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$41 ) begin
-            \$408  = p[72:0];
+          if (\done$42 ) begin
+            \$402  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$408  = 73'h0000000000000000000;
+      \$402  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = quot;
+    \$403  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4514,8 +4595,8 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$409  = { q[59], q[59], q };
+          if (\done$39 ) begin
+            \$403  = { q[59], q[59], q };
           end
       6'h27:
           /* empty */;
@@ -4540,15 +4621,15 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h30:
           /* empty */;
       6'h31:
-          \$409  = \$384 [61:0];
+          \$403  = \$376 [61:0];
     endcase
     if (rst) begin
-      \$409  = 62'h0000000000000000;
+      \$403  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = \b$53 ;
+    \$404  = \b$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4625,7 +4706,7 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h26:
           /* empty */;
       6'h27:
-          \$410  = \$354 [57:0];
+          \$404  = \$350 [57:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4649,10 +4730,10 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
       6'h31:
           /* empty */;
       6'h32:
-          \$410  = \$385 [57:0];
+          \$404  = \$377 [57:0];
     endcase
     if (rst) begin
-      \$410  = 58'h000000000000000;
+      \$404  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$238 [4:0];
@@ -4671,12 +4752,13 @@ module \hwnorm_mad_s16.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done
   assign \$240  = { 17'h00000, div_mag[73:17] };
   assign \$241  = { 22'h000000, div_mag[16:0], 41'h00000000000 };
   assign \$242  = { t, 1'h0 };
-  assign \$257  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$258  = { 1'h0, div_mag[57:0] };
-  assign \$348  = { 1'h0, \$347 [31:1] };
-  assign \$355  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$382  = { 1'h0, \$381 [31:1] };
-  assign \$384  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \$252  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$253  = { 1'h0, div_mag[57:0] };
+  assign \$319  = { 1'h0, \$318 [127:1] };
+  assign \$344  = { 1'h0, \$343 [31:1] };
+  assign \$351  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$374  = { 1'h0, \$373 [31:1] };
+  assign \$376  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
 endmodule
 
 module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -164,8 +164,8 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_mad_s8.math  math (
-    .\a$31 (a),
-    .\b$53 (b),
+    .\a$32 (a),
+    .\b$55 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_mad_s8.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$31 , \b$53 , clk);
+module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -673,33 +673,33 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire [50:0] \$186 ;
   wire [39:0] \$187 ;
   wire [38:0] \$188 ;
-  wire \$189 ;
+  wire [34:0] \$189 ;
   wire \$19 ;
-  wire [6:0] \$190 ;
-  wire [63:0] \$191 ;
-  wire [63:0] \$192 ;
+  wire \$190 ;
+  wire [8:0] \$191 ;
+  wire [8:0] \$192 ;
   wire \$193 ;
-  wire [34:0] \$194 ;
-  wire \$195 ;
-  wire [8:0] \$196 ;
-  wire [8:0] \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire \$194 ;
+  wire [21:0] \$195 ;
+  wire [21:0] \$196 ;
+  wire \$197 ;
+  wire [50:0] \$198 ;
+  wire [35:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [21:0] \$200 ;
-  wire [21:0] \$201 ;
-  wire \$202 ;
-  wire [50:0] \$203 ;
-  wire [35:0] \$204 ;
-  wire \$205 ;
-  wire [8:0] \$206 ;
-  wire [8:0] \$207 ;
+  wire \$200 ;
+  wire [8:0] \$201 ;
+  wire [8:0] \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [16:0] \$205 ;
+  wire [16:0] \$206 ;
+  wire \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire [16:0] \$210 ;
-  wire [16:0] \$211 ;
+  wire \$210 ;
+  wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
@@ -753,13 +753,13 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
+  wire [51:0] \$260 ;
+  wire [51:0] \$261 ;
   wire \$262 ;
   wire \$263 ;
-  wire \$264 ;
-  wire [51:0] \$265 ;
-  wire [51:0] \$266 ;
+  wire [63:0] \$264 ;
+  wire [63:0] \$265 ;
+  wire [63:0] \$266 ;
   wire \$267 ;
   wire [7:0] \$268 ;
   wire \$269 ;
@@ -771,95 +771,89 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$274 ;
   wire [10:0] \$275 ;
   wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire \$278 ;
+  wire \$277 ;
+  wire [10:0] \$278 ;
   wire [10:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
+  wire [10:0] \$280 ;
   wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire [10:0] \$283 ;
-  wire [10:0] \$284 ;
+  wire [54:0] \$282 ;
+  wire \$283 ;
+  wire [9:0] \$284 ;
   wire [10:0] \$285 ;
-  wire [54:0] \$286 ;
-  wire \$287 ;
-  wire [9:0] \$288 ;
-  wire [10:0] \$289 ;
+  wire [11:0] \$286 ;
+  wire [53:0] \$287 ;
+  wire [22:0] \$288 ;
+  wire [15:0] \$289 ;
   wire \$29 ;
-  wire [11:0] \$290 ;
-  wire [53:0] \$291 ;
-  wire [22:0] \$292 ;
-  wire [15:0] \$293 ;
-  wire [15:0] \$294 ;
-  wire [23:0] \$295 ;
-  wire \$296 ;
-  wire [51:0] \$297 ;
-  wire [51:0] \$298 ;
+  wire [15:0] \$290 ;
+  wire [23:0] \$291 ;
+  wire \$292 ;
+  wire [51:0] \$293 ;
+  wire [51:0] \$294 ;
+  wire \$295 ;
+  wire [39:0] \$296 ;
+  wire [40:0] \$297 ;
+  wire [8:0] \$298 ;
   wire \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [39:0] \$300 ;
-  wire [40:0] \$301 ;
-  wire [8:0] \$302 ;
-  wire \$303 ;
-  wire [10:0] \$304 ;
+  wire [10:0] \$300 ;
+  wire [10:0] \$301 ;
+  wire \$302 ;
+  wire [10:0] \$303 ;
+  wire \$304 ;
   wire [10:0] \$305 ;
-  wire \$306 ;
-  wire [10:0] \$307 ;
-  wire \$308 ;
+  wire [10:0] \$306 ;
+  wire \$307 ;
+  wire [10:0] \$308 ;
   wire [10:0] \$309 ;
   wire \$31 ;
   wire [10:0] \$310 ;
   wire [10:0] \$311 ;
-  wire \$312 ;
-  wire [10:0] \$313 ;
-  wire \$314 ;
+  wire [54:0] \$312 ;
+  wire \$313 ;
+  wire [9:0] \$314 ;
   wire [10:0] \$315 ;
-  wire [10:0] \$316 ;
-  wire [10:0] \$317 ;
-  wire [10:0] \$318 ;
-  wire [10:0] \$319 ;
+  wire [11:0] \$316 ;
+  wire [53:0] \$317 ;
+  wire [22:0] \$318 ;
+  wire [15:0] \$319 ;
   wire \$32 ;
-  wire [54:0] \$320 ;
-  wire \$321 ;
-  wire [9:0] \$322 ;
-  wire [10:0] \$323 ;
-  wire [11:0] \$324 ;
-  wire [53:0] \$325 ;
-  wire [22:0] \$326 ;
-  wire [15:0] \$327 ;
-  wire [15:0] \$328 ;
-  wire [23:0] \$329 ;
+  wire [15:0] \$320 ;
+  wire [23:0] \$321 ;
+  wire [49:0] \$322 ;
+  wire [39:0] \$323 ;
+  reg [5:0] \$324 ;
+  reg [50:0] \$325 ;
+  reg [50:0] \$326 ;
+  reg \$327 ;
+  reg \$328 ;
+  reg [8:0] \$329 ;
   wire \$33 ;
-  wire [49:0] \$330 ;
-  wire [39:0] \$331 ;
-  reg [5:0] \$332 ;
-  reg [50:0] \$333 ;
-  reg [50:0] \$334 ;
+  reg \$330 ;
+  reg [37:0] \$331 ;
+  reg [57:0] \$332 ;
+  reg [5:0] \$333 ;
+  reg [57:0] \$334 ;
   reg \$335 ;
-  reg \$336 ;
-  reg [8:0] \$337 ;
-  reg \$338 ;
-  reg [37:0] \$339 ;
+  reg [16:0] \$336 ;
+  reg [25:0] \$337 ;
+  reg [39:0] \$338 ;
+  reg [9:0] \$339 ;
   wire \$34 ;
-  reg [57:0] \$340 ;
-  reg [5:0] \$341 ;
-  reg [16:0] \$342 ;
-  reg [25:0] \$343 ;
-  reg [39:0] \$344 ;
-  reg [9:0] \$345 ;
-  reg [3:0] \$346 ;
-  reg [3:0] \$347 ;
-  reg [9:0] \$348 ;
-  reg [53:0] \$349 ;
+  reg [3:0] \$340 ;
+  reg [3:0] \$341 ;
+  reg [9:0] \$342 ;
+  reg [53:0] \$343 ;
+  reg [5:0] \$344 ;
+  reg [3:0] \$345 ;
+  reg [26:0] \$346 ;
+  reg [34:0] \$347 ;
+  reg [49:0] \$348 ;
+  reg [38:0] \$349 ;
   wire \$35 ;
-  reg [5:0] \$350 ;
-  reg [3:0] \$351 ;
-  reg [26:0] \$352 ;
-  reg [34:0] \$353 ;
-  reg [49:0] \$354 ;
-  reg [38:0] \$355 ;
-  reg [34:0] \$356 ;
+  reg [34:0] \$350 ;
   wire [5:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -931,11 +925,11 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   wire \$98 ;
   wire \$99 ;
   reg [39:0] a;
-  output [26:0] \a$31 ;
-  reg [26:0] \a$31  = 27'h0000000;
+  output [26:0] \a$32 ;
+  reg [26:0] \a$32  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$53 ;
-  reg [34:0] \b$53  = 35'h000000000;
+  output [34:0] \b$55 ;
+  reg [34:0] \b$55  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -965,8 +959,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -980,11 +974,13 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg neg;
   reg \neg$23 ;
   wire [67:0] p;
-  reg [49:0] \p$51  = 50'h0000000000000;
+  reg [49:0] \p$53  = 50'h0000000000000;
   reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [57:0] recip_rem = 58'h000000000000000;
   reg [57:0] rem_init;
   input rst;
   wire rst;
@@ -998,8 +994,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$24 ;
@@ -1196,197 +1192,192 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign count_lead = \$166  ? \$171  : \$183 ;
   assign \$184  = sh + 1'h0;
   assign \$185  = sh + 1'h0;
-  assign \$189  = ! lead;
-  assign \$190  = lead - 1'h1;
-  assign \$191  = 1'h1 << \$190 [5:0];
-  assign \$192  = \$189  ? 64'h0000000000000000 : \$191 ;
-  assign \$193  = ! lead;
-  assign \$194  = \$193  ? 35'h400000000 : 35'h000000000;
-  assign \$195  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$196  = - $signed(chan[74:67]);
-  assign \$197  = \$195  ? \$196  : { chan[74], chan[74:67] };
-  assign \$198  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$199  = $signed(sum) < $signed(1'h0);
-  assign \$200  = - $signed(sum);
-  assign \$201  = \$199  ? \$200  : { sum[20], sum };
-  assign \$202  = $signed(sum) < $signed(1'h0);
-  assign \$205  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$206  = - $signed(chan[74:67]);
-  assign \$207  = \$205  ? \$206  : { chan[74], chan[74:67] };
-  assign \$208  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$209  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$210  = - $signed(chan[98:83]);
-  assign \$211  = \$209  ? \$210  : { chan[98], chan[98:83] };
-  assign \$212  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$213  = ! fsm_state;
-  assign \$214  = fsm_state == 1'h1;
-  assign \$215  = fsm_state == 2'h2;
-  assign \$216  = fsm_state == 2'h3;
-  assign \$217  = fsm_state == 3'h4;
-  assign \$218  = fsm_state == 3'h5;
-  assign \$219  = fsm_state == 3'h6;
-  assign \$220  = fsm_state == 3'h7;
-  assign \$221  = fsm_state == 4'h8;
-  assign \$222  = fsm_state == 4'h9;
-  assign \$223  = fsm_state == 4'ha;
-  assign \$224  = fsm_state == 4'hb;
-  assign \$225  = fsm_state == 4'hc;
-  assign \$226  = fsm_state == 4'hd;
-  assign \$227  = fsm_state == 4'he;
-  assign \$228  = fsm_state == 4'hf;
-  assign \$229  = fsm_state == 5'h10;
-  assign \$230  = fsm_state == 5'h11;
-  assign \$231  = fsm_state == 5'h12;
-  assign \$232  = fsm_state == 5'h13;
-  assign \$233  = fsm_state == 5'h14;
-  assign \$234  = fsm_state == 5'h15;
-  assign \$235  = fsm_state == 5'h16;
-  assign \$236  = fsm_state == 5'h17;
-  assign \$237  = fsm_state == 5'h18;
-  assign \$238  = fsm_state == 5'h19;
-  assign \$239  = fsm_state == 5'h1a;
-  assign \$240  = fsm_state == 5'h1b;
-  assign \$241  = fsm_state == 5'h1c;
-  assign \$242  = fsm_state == 5'h1d;
-  assign \$243  = fsm_state == 5'h1e;
-  assign \$244  = fsm_state == 5'h1f;
-  assign \$245  = fsm_state == 6'h20;
-  assign \$246  = fsm_state == 6'h21;
-  assign \$247  = fsm_state == 6'h22;
-  assign \$248  = fsm_state == 6'h23;
-  assign \$249  = fsm_state == 6'h24;
-  assign \$250  = fsm_state == 6'h25;
-  assign \$251  = fsm_state == 6'h26;
-  assign \$252  = fsm_state == 6'h27;
-  assign \$253  = fsm_state == 6'h28;
-  assign \$254  = fsm_state == 6'h29;
-  assign \$255  = fsm_state == 6'h2a;
-  assign \$256  = fsm_state == 6'h2b;
-  assign \$257  = fsm_state == 6'h2c;
-  assign \$258  = fsm_state == 6'h2d;
-  assign \$259  = fsm_state == 6'h2e;
-  assign \$260  = fsm_state == 6'h2f;
-  assign \$261  = fsm_state == 6'h30;
-  assign \$262  = fsm_state == 6'h31;
-  assign \$263  = fsm_state == 6'h32;
-  assign \$264  = $signed(div_num) < $signed(1'h0);
-  assign \$265  = - $signed(div_num);
-  assign \$266  = \$264  ? \$265  : { div_num[50], div_num };
-  assign \$267  = $signed(div_num) < $signed(1'h0);
+  assign \$189  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$190  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$191  = - $signed(chan[74:67]);
+  assign \$192  = \$190  ? \$191  : { chan[74], chan[74:67] };
+  assign \$193  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$194  = $signed(sum) < $signed(1'h0);
+  assign \$195  = - $signed(sum);
+  assign \$196  = \$194  ? \$195  : { sum[20], sum };
+  assign \$197  = $signed(sum) < $signed(1'h0);
+  assign \$200  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$201  = - $signed(chan[74:67]);
+  assign \$202  = \$200  ? \$201  : { chan[74], chan[74:67] };
+  assign \$203  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$204  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$205  = - $signed(chan[98:83]);
+  assign \$206  = \$204  ? \$205  : { chan[98], chan[98:83] };
+  assign \$207  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$208  = ! fsm_state;
+  assign \$209  = fsm_state == 1'h1;
+  assign \$210  = fsm_state == 2'h2;
+  assign \$211  = fsm_state == 2'h3;
+  assign \$212  = fsm_state == 3'h4;
+  assign \$213  = fsm_state == 3'h5;
+  assign \$214  = fsm_state == 3'h6;
+  assign \$215  = fsm_state == 3'h7;
+  assign \$216  = fsm_state == 4'h8;
+  assign \$217  = fsm_state == 4'h9;
+  assign \$218  = fsm_state == 4'ha;
+  assign \$219  = fsm_state == 4'hb;
+  assign \$220  = fsm_state == 4'hc;
+  assign \$221  = fsm_state == 4'hd;
+  assign \$222  = fsm_state == 4'he;
+  assign \$223  = fsm_state == 4'hf;
+  assign \$224  = fsm_state == 5'h10;
+  assign \$225  = fsm_state == 5'h11;
+  assign \$226  = fsm_state == 5'h12;
+  assign \$227  = fsm_state == 5'h13;
+  assign \$228  = fsm_state == 5'h14;
+  assign \$229  = fsm_state == 5'h15;
+  assign \$230  = fsm_state == 5'h16;
+  assign \$231  = fsm_state == 5'h17;
+  assign \$232  = fsm_state == 5'h18;
+  assign \$233  = fsm_state == 5'h19;
+  assign \$234  = fsm_state == 5'h1a;
+  assign \$235  = fsm_state == 5'h1b;
+  assign \$236  = fsm_state == 5'h1c;
+  assign \$237  = fsm_state == 5'h1d;
+  assign \$238  = fsm_state == 5'h1e;
+  assign \$239  = fsm_state == 5'h1f;
+  assign \$240  = fsm_state == 6'h20;
+  assign \$241  = fsm_state == 6'h21;
+  assign \$242  = fsm_state == 6'h22;
+  assign \$243  = fsm_state == 6'h23;
+  assign \$244  = fsm_state == 6'h24;
+  assign \$245  = fsm_state == 6'h25;
+  assign \$246  = fsm_state == 6'h26;
+  assign \$247  = fsm_state == 6'h27;
+  assign \$248  = fsm_state == 6'h28;
+  assign \$249  = fsm_state == 6'h29;
+  assign \$250  = fsm_state == 6'h2a;
+  assign \$251  = fsm_state == 6'h2b;
+  assign \$252  = fsm_state == 6'h2c;
+  assign \$253  = fsm_state == 6'h2d;
+  assign \$254  = fsm_state == 6'h2e;
+  assign \$255  = fsm_state == 6'h2f;
+  assign \$256  = fsm_state == 6'h30;
+  assign \$257  = fsm_state == 6'h31;
+  assign \$258  = fsm_state == 6'h32;
+  assign \$259  = $signed(div_num) < $signed(1'h0);
+  assign \$260  = - $signed(div_num);
+  assign \$261  = \$259  ? \$260  : { div_num[50], div_num };
+  assign \$262  = $signed(div_num) < $signed(1'h0);
+  assign \$263  = ! lead;
+  assign \$264  = 1'h1 << lead;
+  assign \$266  = \$263  ? 64'h0000000000000000 : \$265 ;
+  assign \$267  = ! lead;
   assign \$268  = lead + 8'hf6;
   assign \$269  = $signed(sh0) < $signed(4'h4);
   assign \$270  = $signed(4'h4) - $signed(sh0);
   assign \$271  = \$269  ? \$270  : 11'h000;
   assign \$272  = $signed(sh0) < $signed(4'h4);
-  assign \$273  = $signed(sh0) - $signed(4'h4);
-  assign \$274  = $signed(\$273 ) < $signed({ 1'h0, tk });
-  assign \$275  = $signed(sh0) - $signed(4'h4);
-  assign \$276  = \$274  ? \$275  : { 7'h00, tk };
-  assign \$277  = $signed(sh0) - $signed(5'h0d);
-  assign \$278  = $signed(\$276 ) > $signed(\$277 );
-  assign \$279  = $signed(sh0) - $signed(4'h4);
-  assign \$280  = $signed(\$279 ) < $signed({ 1'h0, tk });
-  assign \$281  = $signed(sh0) - $signed(4'h4);
-  assign \$282  = \$280  ? \$281  : { 7'h00, tk };
-  assign \$283  = $signed(sh0) - $signed(5'h0d);
-  assign \$284  = \$278  ? \$282  : \$283 ;
-  assign \$285  = \$272  ? 11'h000 : \$284 ;
-  assign \$286  = $signed(km) << pre;
-  assign \$287  = tsh > 6'h36;
-  assign \$288  = \$287  ? 10'h036 : tsh;
-  assign \$289  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$290  = $signed(\$289 ) - $signed({ 1'h0, tsh });
-  assign \$291  = $signed(km_pre) >>> t_clamped;
-  assign \$292  = $signed(chan[82:75]) << \$184 [3:0];
-  assign \$293  = 1'h1 << sh;
-  assign \$295  = $signed(\$292 ) + $signed({ 1'h0, \$294  });
-  assign \$296  = $signed(div_num) < $signed(1'h0);
-  assign \$297  = - $signed(div_num);
-  assign \$298  = \$296  ? \$297  : { div_num[50], div_num };
-  assign \$299  = $signed(div_num) < $signed(1'h0);
-  assign \$300  = $signed(bias) - $signed(quot);
-  assign \$302  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$303  = $signed(sh0) < $signed(4'h4);
-  assign \$304  = $signed(4'h4) - $signed(sh0);
-  assign \$305  = \$303  ? \$304  : 11'h000;
-  assign \$306  = $signed(sh0) < $signed(4'h4);
-  assign \$307  = $signed(sh0) - $signed(4'h4);
-  assign \$308  = $signed(\$307 ) < $signed({ 1'h0, tk });
-  assign \$309  = $signed(sh0) - $signed(4'h4);
-  assign \$310  = \$308  ? \$309  : { 7'h00, tk };
-  assign \$311  = $signed(sh0) - $signed(5'h0d);
-  assign \$312  = $signed(\$310 ) > $signed(\$311 );
-  assign \$313  = $signed(sh0) - $signed(4'h4);
-  assign \$314  = $signed(\$313 ) < $signed({ 1'h0, tk });
-  assign \$315  = $signed(sh0) - $signed(4'h4);
-  assign \$316  = \$314  ? \$315  : { 7'h00, tk };
-  assign \$317  = $signed(sh0) - $signed(5'h0d);
-  assign \$318  = \$312  ? \$316  : \$317 ;
-  assign \$319  = \$306  ? 11'h000 : \$318 ;
-  assign \$320  = $signed(km) << pre;
-  assign \$321  = tsh > 6'h36;
-  assign \$322  = \$321  ? 10'h036 : tsh;
-  assign \$323  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$324  = $signed(\$323 ) - $signed({ 1'h0, tsh });
-  assign \$325  = $signed(km_pre) >>> t_clamped;
-  assign \$326  = $signed(chan[82:75]) << \$185 [3:0];
-  assign \$327  = 1'h1 << sh;
-  assign \$329  = $signed(\$326 ) + $signed({ 1'h0, \$328  });
-  assign \$331  = $signed(bias) - $signed(quot);
+  assign \$273  = $signed(sh0) - $signed(5'h0d);
+  assign \$274  = $signed(\$273 ) > $signed({ 1'h0, tk });
+  assign \$275  = $signed(sh0) - $signed(5'h0d);
+  assign \$276  = $signed(sh0) - $signed(4'h4);
+  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
+  assign \$278  = $signed(sh0) - $signed(4'h4);
+  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
+  assign \$280  = \$274  ? \$275  : \$279 ;
+  assign \$281  = \$272  ? 11'h000 : \$280 ;
+  assign \$282  = $signed(km) << pre;
+  assign \$283  = tsh > 6'h36;
+  assign \$284  = \$283  ? 10'h036 : tsh;
+  assign \$285  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$286  = $signed(\$285 ) - $signed({ 1'h0, tsh });
+  assign \$287  = $signed(km_pre) >>> t_clamped;
+  assign \$288  = $signed(chan[82:75]) << \$184 [3:0];
+  assign \$289  = 1'h1 << sh;
+  assign \$291  = $signed(\$288 ) + $signed({ 1'h0, \$290  });
+  assign \$292  = $signed(div_num) < $signed(1'h0);
+  assign \$293  = - $signed(div_num);
+  assign \$294  = \$292  ? \$293  : { div_num[50], div_num };
+  assign \$295  = $signed(div_num) < $signed(1'h0);
+  assign \$296  = $signed(bias) - $signed(quot);
+  assign \$298  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$299  = $signed(sh0) < $signed(4'h4);
+  assign \$300  = $signed(4'h4) - $signed(sh0);
+  assign \$301  = \$299  ? \$300  : 11'h000;
+  assign \$302  = $signed(sh0) < $signed(4'h4);
+  assign \$303  = $signed(sh0) - $signed(5'h0d);
+  assign \$304  = $signed(\$303 ) > $signed({ 1'h0, tk });
+  assign \$305  = $signed(sh0) - $signed(5'h0d);
+  assign \$306  = $signed(sh0) - $signed(4'h4);
+  assign \$307  = $signed(\$306 ) < $signed({ 1'h0, tk });
+  assign \$308  = $signed(sh0) - $signed(4'h4);
+  assign \$309  = \$307  ? \$308  : { 7'h00, tk };
+  assign \$310  = \$304  ? \$305  : \$309 ;
+  assign \$311  = \$302  ? 11'h000 : \$310 ;
+  assign \$312  = $signed(km) << pre;
+  assign \$313  = tsh > 6'h36;
+  assign \$314  = \$313  ? 10'h036 : tsh;
+  assign \$315  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$316  = $signed(\$315 ) - $signed({ 1'h0, tsh });
+  assign \$317  = $signed(km_pre) >>> t_clamped;
+  assign \$318  = $signed(chan[82:75]) << \$185 [3:0];
+  assign \$319  = 1'h1 << sh;
+  assign \$321  = $signed(\$318 ) + $signed({ 1'h0, \$320  });
+  assign \$323  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$332 ;
+    fsm_state <= \$324 ;
   always @(posedge clk)
-    div_num <= \$333 ;
+    div_num <= \$325 ;
   always @(posedge clk)
-    div_mag <= \$334 ;
+    div_mag <= \$326 ;
   always @(posedge clk)
-    div_neg <= \$335 ;
+    div_neg <= \$327 ;
   always @(posedge clk)
-    \start$9  <= \$336 ;
+    \start$9  <= \$328 ;
   always @(posedge clk)
-    floor_mean <= \$337 ;
+    floor_mean <= \$329 ;
   always @(posedge clk)
-    start <= \$338 ;
+    start <= \$330 ;
   always @(posedge clk)
-    t <= \$339 ;
+    t <= \$331 ;
   always @(posedge clk)
-    den <= \$340 ;
+    den <= \$332 ;
   always @(posedge clk)
-    lead <= \$341 ;
+    lead <= \$333 ;
   always @(posedge clk)
-    recip <= \$342 ;
+    recip_rem <= \$334 ;
   always @(posedge clk)
-    m <= \$343 ;
+    recip_one <= \$335 ;
   always @(posedge clk)
-    km <= \$344 ;
+    recip <= \$336 ;
   always @(posedge clk)
-    sh0 <= \$345 ;
+    m <= \$337 ;
   always @(posedge clk)
-    tk <= \$346 ;
+    km <= \$338 ;
   always @(posedge clk)
-    pre <= \$347 ;
+    sh0 <= \$339 ;
   always @(posedge clk)
-    tsh <= \$348 ;
+    tk <= \$340 ;
   always @(posedge clk)
-    km_pre <= \$349 ;
+    pre <= \$341 ;
   always @(posedge clk)
-    t_clamped <= \$350 ;
+    tsh <= \$342 ;
   always @(posedge clk)
-    sh <= \$351 ;
+    km_pre <= \$343 ;
   always @(posedge clk)
-    \a$31  <= \$352 ;
+    t_clamped <= \$344 ;
   always @(posedge clk)
-    bias <= \$353 ;
+    sh <= \$345 ;
   always @(posedge clk)
-    \p$51  <= \$354 ;
+    \a$32  <= \$346 ;
   always @(posedge clk)
-    quot <= \$355 ;
+    bias <= \$347 ;
   always @(posedge clk)
-    \b$53  <= \$356 ;
+    \p$53  <= \$348 ;
+  always @(posedge clk)
+    quot <= \$349 ;
+  always @(posedge clk)
+    \b$55  <= \$350 ;
   \hwnorm_mad_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$38 ),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1400,7 +1391,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$41 ),
+    .done(\done$42 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -1448,7 +1439,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          rem_init = \$192 [57:0];
+          rem_init = recip_rem;
       6'h15:
           /* empty */;
       6'h16:
@@ -1482,7 +1473,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h24:
           /* empty */;
       6'h25:
-          rem_init = { 7'h00, \$203  };
+          rem_init = { 7'h00, \$198  };
     endcase
   end
   always @* begin
@@ -1526,7 +1517,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$194 ;
+          lo_init = \$189 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1560,7 +1551,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h24:
           /* empty */;
       6'h25:
-          lo_init = \$204 [34:0];
+          lo_init = \$199 [34:0];
     endcase
   end
   always @* begin
@@ -1864,7 +1855,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
       6'h22:
           /* empty */;
       6'h23:
@@ -1894,7 +1885,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
     endcase
   end
   always @* begin
@@ -1944,7 +1935,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          b = { \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197 [8], \$197  };
+          b = { \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192  };
       6'h18:
           /* empty */;
       6'h19:
@@ -1964,7 +1955,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          b = { \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201  };
+          b = { \$196 [21], \$196 [21], \$196 [21], \$196 [21], \$196 [21], \$196  };
       6'h22:
           /* empty */;
       6'h23:
@@ -1980,7 +1971,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h03:
           /* empty */;
       6'h28:
-          b = { \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207 [8], \$207  };
+          b = { \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202  };
       6'h29:
           /* empty */;
       6'h2a:
@@ -1994,7 +1985,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211 [16], \$211  };
+          b = { \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206  };
     endcase
   end
   always @* begin
@@ -2144,7 +2135,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h16:
           /* empty */;
       6'h17:
-          \neg$23  = \$198 ;
+          \neg$23  = \$193 ;
       6'h18:
           /* empty */;
       6'h19:
@@ -2164,7 +2155,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h20:
           /* empty */;
       6'h21:
-          \neg$23  = \$202 ;
+          \neg$23  = \$197 ;
       6'h22:
           /* empty */;
       6'h23:
@@ -2180,7 +2171,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h03:
           /* empty */;
       6'h28:
-          \neg$23  = \$208 ;
+          \neg$23  = \$203 ;
       6'h29:
           /* empty */;
       6'h2a:
@@ -2194,7 +2185,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$23  = \$212 ;
+          \neg$23  = \$207 ;
     endcase
   end
   always @* begin
@@ -2407,156 +2398,156 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = fsm_state;
+    \$324  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$332  = 6'h01;
+                  \$324  = 6'h01;
               2'h1:
-                  \$332  = 6'h02;
+                  \$324  = 6'h02;
               2'h2:
-                  \$332  = 6'h03;
+                  \$324  = 6'h03;
             endcase
           end
       6'h01:
-          \$332  = 6'h04;
+          \$324  = 6'h04;
       6'h04:
-          \$332  = 6'h05;
+          \$324  = 6'h05;
       6'h05:
-          \$332  = 6'h06;
+          \$324  = 6'h06;
       6'h06:
-          \$332  = 6'h07;
+          \$324  = 6'h07;
       6'h07:
-          if (\done$38 ) begin
-            \$332  = 6'h08;
+          if (\done$39 ) begin
+            \$324  = 6'h08;
           end
       6'h02:
-          \$332  = 6'h09;
+          \$324  = 6'h09;
       6'h09:
-          \$332  = 6'h0a;
+          \$324  = 6'h0a;
       6'h0a:
-          \$332  = 6'h0b;
+          \$324  = 6'h0b;
       6'h0b:
-          if (\done$41 ) begin
-            \$332  = 6'h0c;
+          if (\done$42 ) begin
+            \$324  = 6'h0c;
           end
       6'h0c:
-          \$332  = 6'h0d;
+          \$324  = 6'h0d;
       6'h0d:
-          \$332  = 6'h0e;
+          \$324  = 6'h0e;
       6'h0e:
-          if (\done$41 ) begin
-            \$332  = 6'h0f;
+          if (\done$42 ) begin
+            \$324  = 6'h0f;
           end
       6'h0f:
-          \$332  = 6'h10;
+          \$324  = 6'h10;
       6'h10:
-          \$332  = 6'h11;
+          \$324  = 6'h11;
       6'h11:
-          if (\done$41 ) begin
-            \$332  = 6'h12;
+          if (\done$42 ) begin
+            \$324  = 6'h12;
           end
       6'h12:
-          \$332  = 6'h13;
+          \$324  = 6'h13;
       6'h13:
-          \$332  = 6'h14;
+          \$324  = 6'h14;
       6'h14:
-          \$332  = 6'h15;
+          \$324  = 6'h15;
       6'h15:
-          if (\done$38 ) begin
-            \$332  = 6'h16;
+          if (\done$39 ) begin
+            \$324  = 6'h16;
           end
       6'h16:
-          \$332  = 6'h17;
+          \$324  = 6'h17;
       6'h17:
-          \$332  = 6'h18;
+          \$324  = 6'h18;
       6'h18:
-          if (\done$41 ) begin
-            \$332  = 6'h19;
+          if (\done$42 ) begin
+            \$324  = 6'h19;
           end
       6'h19:
-          \$332  = 6'h1a;
+          \$324  = 6'h1a;
       6'h1a:
-          \$332  = 6'h1b;
+          \$324  = 6'h1b;
       6'h1b:
-          if (\done$41 ) begin
-            \$332  = 6'h1c;
+          if (\done$42 ) begin
+            \$324  = 6'h1c;
           end
       6'h1c:
-          \$332  = 6'h1d;
+          \$324  = 6'h1d;
       6'h1d:
-          \$332  = 6'h1e;
+          \$324  = 6'h1e;
       6'h1e:
-          \$332  = 6'h1f;
+          \$324  = 6'h1f;
       6'h1f:
-          \$332  = 6'h20;
+          \$324  = 6'h20;
       6'h20:
-          \$332  = 6'h21;
+          \$324  = 6'h21;
       6'h21:
-          \$332  = 6'h22;
+          \$324  = 6'h22;
       6'h22:
-          if (\done$41 ) begin
-            \$332  = 6'h23;
+          if (\done$42 ) begin
+            \$324  = 6'h23;
           end
       6'h23:
-          \$332  = 6'h24;
+          \$324  = 6'h24;
       6'h24:
-          \$332  = 6'h25;
+          \$324  = 6'h25;
       6'h25:
-          \$332  = 6'h26;
+          \$324  = 6'h26;
       6'h26:
-          if (\done$38 ) begin
-            \$332  = 6'h27;
+          if (\done$39 ) begin
+            \$324  = 6'h27;
           end
       6'h27:
-          \$332  = 6'h08;
+          \$324  = 6'h08;
       6'h03:
-          \$332  = 6'h28;
+          \$324  = 6'h28;
       6'h28:
-          \$332  = 6'h29;
+          \$324  = 6'h29;
       6'h29:
-          if (\done$41 ) begin
-            \$332  = 6'h2a;
+          if (\done$42 ) begin
+            \$324  = 6'h2a;
           end
       6'h2a:
-          \$332  = 6'h2b;
+          \$324  = 6'h2b;
       6'h2b:
-          \$332  = 6'h2c;
+          \$324  = 6'h2c;
       6'h2c:
-          \$332  = 6'h2d;
+          \$324  = 6'h2d;
       6'h2d:
-          \$332  = 6'h2e;
+          \$324  = 6'h2e;
       6'h2e:
-          \$332  = 6'h2f;
+          \$324  = 6'h2f;
       6'h2f:
-          \$332  = 6'h30;
+          \$324  = 6'h30;
       6'h30:
-          if (\done$41 ) begin
-            \$332  = 6'h31;
+          if (\done$42 ) begin
+            \$324  = 6'h31;
           end
       6'h31:
-          \$332  = 6'h32;
+          \$324  = 6'h32;
       6'h32:
-          \$332  = 6'h08;
+          \$324  = 6'h08;
       6'h08:
-          \$332  = 6'h00;
+          \$324  = 6'h00;
     endcase
     if (rst) begin
-      \$332  = 6'h00;
+      \$324  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = div_num;
+    \$325  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$333  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$325  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2618,15 +2609,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h22:
           /* empty */;
       6'h23:
-          \$333  = { \p$51 [49], \p$51  };
+          \$325  = { \p$53 [49], \p$53  };
     endcase
     if (rst) begin
-      \$333  = 51'h0000000000000;
+      \$325  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = div_mag;
+    \$326  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2635,7 +2626,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$334  = \$266 [50:0];
+          \$326  = \$261 [50:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2697,15 +2688,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$334  = \$298 [50:0];
+          \$326  = \$294 [50:0];
     endcase
     if (rst) begin
-      \$334  = 51'h0000000000000;
+      \$326  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = div_neg;
+    \$327  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2714,69 +2705,491 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
+          \$327  = \$262 ;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$327  = \$295 ;
+    endcase
+    if (rst) begin
+      \$327  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$328  = 1'h1;
+      6'h06:
+          \$328  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$328  = 1'h1;
+      6'h14:
+          \$328  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$328  = 1'h1;
+      6'h25:
+          \$328  = 1'h0;
+    endcase
+    if (rst) begin
+      \$328  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = floor_mean;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$39 ) begin
+            \$329  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$329  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          \$330  = 1'h1;
+      6'h0a:
+          \$330  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$330  = 1'h1;
+      6'h0d:
+          \$330  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$330  = 1'h1;
+      6'h10:
+          \$330  = 1'h0;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$330  = 1'h1;
+      6'h17:
+          \$330  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$330  = 1'h1;
+      6'h1a:
+          \$330  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$330  = 1'h1;
+      6'h21:
+          \$330  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$330  = 1'h1;
+      6'h28:
+          \$330  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$330  = 1'h1;
+      6'h2f:
+          \$330  = 1'h0;
+    endcase
+    if (rst) begin
+      \$330  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$42 ) begin
+            \$331  = p[37:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$42 ) begin
+            \$331  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$331  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$42 ) begin
+            \$332  = p[57:0];
+          end
+    endcase
+    if (rst) begin
+      \$332  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$333  = den_lead;
+    endcase
+    if (rst) begin
+      \$333  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$334  = \$266 [57:0];
+    endcase
+    if (rst) begin
+      \$334  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$335  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
           \$335  = \$267 ;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$335  = \$299 ;
     endcase
     if (rst) begin
       \$335  = 1'h0;
@@ -2784,339 +3197,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$336  = 1'h1;
-      6'h06:
-          \$336  = 1'h0;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$336  = 1'h1;
-      6'h14:
-          \$336  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$336  = 1'h1;
-      6'h25:
-          \$336  = 1'h0;
-    endcase
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$38 ) begin
-            \$337  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$337  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$338  = 1'h1;
-      6'h0a:
-          \$338  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$338  = 1'h1;
-      6'h0d:
-          \$338  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$338  = 1'h1;
-      6'h10:
-          \$338  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$338  = 1'h1;
-      6'h17:
-          \$338  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$338  = 1'h1;
-      6'h1a:
-          \$338  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$338  = 1'h1;
-      6'h21:
-          \$338  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$338  = 1'h1;
-      6'h28:
-          \$338  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$338  = 1'h1;
-      6'h2f:
-          \$338  = 1'h0;
-    endcase
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$41 ) begin
-            \$339  = p[37:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$41 ) begin
-            \$339  = p[37:0];
-          end
-    endcase
-    if (rst) begin
-      \$339  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$41 ) begin
-            \$340  = p[57:0];
-          end
-    endcase
-    if (rst) begin
-      \$340  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$341  = den_lead;
-    endcase
-    if (rst) begin
-      \$341  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = recip;
+    \$336  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3157,17 +3238,17 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$342  = q[16:0];
+          if (\done$39 ) begin
+            \$336  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$342  = 17'h00000;
+      \$336  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = m;
+    \$337  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3214,8 +3295,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$41 ) begin
-            \$343  = p[25:0];
+          if (\done$42 ) begin
+            \$337  = p[25:0];
           end
       6'h19:
           /* empty */;
@@ -3252,17 +3333,17 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$41 ) begin
-            \$343  = p[25:0];
+          if (\done$42 ) begin
+            \$337  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$343  = 26'h0000000;
+      \$337  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = km;
+    \$338  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3315,8 +3396,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$41 ) begin
-            \$344  = p[39:0];
+          if (\done$42 ) begin
+            \$338  = p[39:0];
           end
       6'h1c:
           /* empty */;
@@ -3349,15 +3430,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$344  = \$301 [39:0];
+          \$338  = \$297 [39:0];
     endcase
     if (rst) begin
-      \$344  = 40'h0000000000;
+      \$338  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = sh0;
+    \$339  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3412,7 +3493,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          \$345  = { \$268 [7], \$268 [7], \$268  };
+          \$339  = { \$268 [7], \$268 [7], \$268  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3442,15 +3523,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$345  = { \$302 [8], \$302  };
+          \$339  = { \$298 [8], \$298  };
     endcase
     if (rst) begin
-      \$345  = 10'h000;
+      \$339  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = tk;
+    \$340  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3505,7 +3586,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1b:
           /* empty */;
       6'h1c:
-          \$346  = count_lead;
+          \$340  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3535,15 +3616,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$346  = 4'h8;
+          \$340  = 4'h8;
     endcase
     if (rst) begin
-      \$346  = 4'h0;
+      \$340  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = pre;
+    \$341  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3600,7 +3681,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$347  = \$271 [3:0];
+          \$341  = \$271 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3630,15 +3711,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$347  = \$305 [3:0];
+          \$341  = \$301 [3:0];
     endcase
     if (rst) begin
-      \$347  = 4'h0;
+      \$341  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = tsh;
+    \$342  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3695,7 +3776,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$348  = \$285 [9:0];
+          \$342  = \$281 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3725,15 +3806,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$348  = \$319 [9:0];
+          \$342  = \$311 [9:0];
     endcase
     if (rst) begin
-      \$348  = 10'h000;
+      \$342  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = km_pre;
+    \$343  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3792,7 +3873,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$349  = \$286 [53:0];
+          \$343  = \$282 [53:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3822,15 +3903,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$349  = \$320 [53:0];
+          \$343  = \$312 [53:0];
     endcase
     if (rst) begin
-      \$349  = 54'h00000000000000;
+      \$343  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = t_clamped;
+    \$344  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3889,7 +3970,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$350  = \$288 [5:0];
+          \$344  = \$284 [5:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3919,15 +4000,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$350  = \$322 [5:0];
+          \$344  = \$314 [5:0];
     endcase
     if (rst) begin
-      \$350  = 6'h00;
+      \$344  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = sh;
+    \$345  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3986,7 +4067,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$351  = \$290 [3:0];
+          \$345  = \$286 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4016,15 +4097,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$351  = \$324 [3:0];
+          \$345  = \$316 [3:0];
     endcase
     if (rst) begin
-      \$351  = 4'h0;
+      \$345  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \a$31 ;
+    \$346  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4085,7 +4166,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$352  = \$291 [26:0];
+          \$346  = \$287 [26:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4115,15 +4196,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$352  = \$325 [26:0];
+          \$346  = \$317 [26:0];
     endcase
     if (rst) begin
-      \$352  = 27'h0000000;
+      \$346  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = bias;
+    \$347  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4184,7 +4265,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$353  = { \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295  };
+          \$347  = { \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4214,15 +4295,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$353  = { \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329 [23], \$329  };
+          \$347  = { \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321  };
     endcase
     if (rst) begin
-      \$353  = 35'h000000000;
+      \$347  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = \p$51 ;
+    \$348  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4289,8 +4370,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$41 ) begin
-            \$354  = p[49:0];
+          if (\done$42 ) begin
+            \$348  = p[49:0];
           end
       6'h23:
           /* empty */;
@@ -4321,17 +4402,17 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$41 ) begin
-            \$354  = p[49:0];
+          if (\done$42 ) begin
+            \$348  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$354  = 50'h0000000000000;
+      \$348  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = quot;
+    \$349  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4406,8 +4487,8 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$355  = { q[36], q[36], q };
+          if (\done$39 ) begin
+            \$349  = { q[36], q[36], q };
           end
       6'h27:
           /* empty */;
@@ -4432,15 +4513,15 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h30:
           /* empty */;
       6'h31:
-          \$355  = \$330 [38:0];
+          \$349  = \$322 [38:0];
     endcase
     if (rst) begin
-      \$355  = 39'h0000000000;
+      \$349  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = \b$53 ;
+    \$350  = \b$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4517,7 +4598,7 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h26:
           /* empty */;
       6'h27:
-          \$356  = \$300 [34:0];
+          \$350  = \$296 [34:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4541,10 +4622,10 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
       6'h31:
           /* empty */;
       6'h32:
-          \$356  = \$331 [34:0];
+          \$350  = \$323 [34:0];
     endcase
     if (rst) begin
-      \$356  = 35'h000000000;
+      \$350  = 35'h000000000;
     end
   end
   assign beta_shift = \$184 [3:0];
@@ -4563,12 +4644,13 @@ module \hwnorm_mad_s8.math (rst, \start$35 , entry, chan, sum, s_hi, c_hi, done,
   assign \$186  = { 9'h000, div_mag[50:9] };
   assign \$187  = { 5'h00, div_mag[8:0], 26'h0000000 };
   assign \$188  = { t, 1'h0 };
-  assign \$203  = { 35'h000000000, div_mag[50:35] };
-  assign \$204  = { 1'h0, div_mag[34:0] };
-  assign \$294  = { 1'h0, \$293 [15:1] };
-  assign \$301  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$328  = { 1'h0, \$327 [15:1] };
-  assign \$330  = { \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49:8] };
+  assign \$198  = { 35'h000000000, div_mag[50:35] };
+  assign \$199  = { 1'h0, div_mag[34:0] };
+  assign \$265  = { 1'h0, \$264 [63:1] };
+  assign \$290  = { 1'h0, \$289 [15:1] };
+  assign \$297  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$320  = { 1'h0, \$319 [15:1] };
+  assign \$322  = { \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49:8] };
 endmodule
 
 module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

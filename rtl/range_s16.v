@@ -157,8 +157,8 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_range_s16.math  math (
-    .\a$28 (a),
-    .\b$52 (b),
+    .\a$29 (a),
+    .\b$54 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -168,7 +168,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_range_s16.norm  norm (
@@ -484,7 +484,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$28 , \b$52 , clk);
+module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$54 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -592,32 +592,32 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire [3:0] \$192 ;
   wire [5:0] \$193 ;
   wire [5:0] \$194 ;
-  wire \$195 ;
-  wire [6:0] \$196 ;
-  wire [63:0] \$197 ;
-  wire [63:0] \$198 ;
+  wire [57:0] \$195 ;
+  wire \$196 ;
+  wire [16:0] \$197 ;
+  wire [16:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [57:0] \$200 ;
-  wire \$201 ;
-  wire [16:0] \$202 ;
-  wire [16:0] \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [29:0] \$206 ;
-  wire [29:0] \$207 ;
-  wire \$208 ;
-  wire [73:0] \$209 ;
+  wire \$200 ;
+  wire [29:0] \$201 ;
+  wire [29:0] \$202 ;
+  wire \$203 ;
+  wire [73:0] \$204 ;
+  wire [58:0] \$205 ;
+  wire \$206 ;
+  wire [16:0] \$207 ;
+  wire [16:0] \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [58:0] \$210 ;
-  wire \$211 ;
-  wire [16:0] \$212 ;
-  wire [16:0] \$213 ;
+  wire \$210 ;
+  wire [24:0] \$211 ;
+  wire [24:0] \$212 ;
+  wire \$213 ;
   wire \$214 ;
   wire \$215 ;
-  wire [24:0] \$216 ;
-  wire [24:0] \$217 ;
+  wire \$216 ;
+  wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
@@ -668,9 +668,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
+  wire [63:0] \$263 ;
+  wire [63:0] \$264 ;
+  wire [63:0] \$265 ;
   wire \$266 ;
   wire [7:0] \$267 ;
   wire \$268 ;
@@ -682,94 +682,88 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$273 ;
   wire [10:0] \$274 ;
   wire [10:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire \$277 ;
+  wire \$276 ;
+  wire [10:0] \$277 ;
   wire [10:0] \$278 ;
-  wire \$279 ;
+  wire [10:0] \$279 ;
   wire \$28 ;
   wire [10:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire [10:0] \$283 ;
+  wire [70:0] \$281 ;
+  wire \$282 ;
+  wire [9:0] \$283 ;
   wire [10:0] \$284 ;
-  wire [70:0] \$285 ;
-  wire \$286 ;
-  wire [9:0] \$287 ;
-  wire [10:0] \$288 ;
-  wire [11:0] \$289 ;
+  wire [11:0] \$285 ;
+  wire [65:0] \$286 ;
+  wire [46:0] \$287 ;
+  wire [31:0] \$288 ;
+  wire [31:0] \$289 ;
   wire \$29 ;
-  wire [65:0] \$290 ;
-  wire [46:0] \$291 ;
-  wire [31:0] \$292 ;
-  wire [31:0] \$293 ;
-  wire [47:0] \$294 ;
-  wire \$295 ;
-  wire [74:0] \$296 ;
-  wire [74:0] \$297 ;
+  wire [47:0] \$290 ;
+  wire \$291 ;
+  wire [74:0] \$292 ;
+  wire [74:0] \$293 ;
+  wire \$294 ;
+  wire [62:0] \$295 ;
+  wire [56:0] \$296 ;
+  wire [8:0] \$297 ;
   wire \$298 ;
-  wire [62:0] \$299 ;
+  wire [10:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [56:0] \$300 ;
-  wire [8:0] \$301 ;
-  wire \$302 ;
-  wire [10:0] \$303 ;
+  wire [10:0] \$300 ;
+  wire \$301 ;
+  wire [10:0] \$302 ;
+  wire \$303 ;
   wire [10:0] \$304 ;
-  wire \$305 ;
-  wire [10:0] \$306 ;
-  wire \$307 ;
+  wire [10:0] \$305 ;
+  wire \$306 ;
+  wire [10:0] \$307 ;
   wire [10:0] \$308 ;
   wire [10:0] \$309 ;
   wire \$31 ;
   wire [10:0] \$310 ;
-  wire \$311 ;
-  wire [10:0] \$312 ;
-  wire \$313 ;
+  wire [70:0] \$311 ;
+  wire \$312 ;
+  wire [9:0] \$313 ;
   wire [10:0] \$314 ;
-  wire [10:0] \$315 ;
-  wire [10:0] \$316 ;
-  wire [10:0] \$317 ;
-  wire [10:0] \$318 ;
-  wire [70:0] \$319 ;
+  wire [11:0] \$315 ;
+  wire [65:0] \$316 ;
+  wire [46:0] \$317 ;
+  wire [31:0] \$318 ;
+  wire [31:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire [9:0] \$321 ;
-  wire [10:0] \$322 ;
-  wire [11:0] \$323 ;
-  wire [65:0] \$324 ;
-  wire [46:0] \$325 ;
-  wire [31:0] \$326 ;
-  wire [31:0] \$327 ;
-  wire [47:0] \$328 ;
-  wire [72:0] \$329 ;
+  wire [47:0] \$320 ;
+  wire [72:0] \$321 ;
+  wire [62:0] \$322 ;
+  reg [5:0] \$323 ;
+  reg \$324 ;
+  reg [50:0] \$325 ;
+  reg [59:0] \$326 ;
+  reg [5:0] \$327 ;
+  reg \$328 ;
+  reg [59:0] \$329 ;
   wire \$33 ;
-  wire [62:0] \$330 ;
-  reg [5:0] \$331 ;
-  reg \$332 ;
-  reg [50:0] \$333 ;
-  reg [59:0] \$334 ;
-  reg [5:0] \$335 ;
-  reg \$336 ;
-  reg [24:0] \$337 ;
-  reg [41:0] \$338 ;
-  reg [55:0] \$339 ;
+  reg \$330 ;
+  reg [24:0] \$331 ;
+  reg [41:0] \$332 ;
+  reg [55:0] \$333 ;
+  reg [9:0] \$334 ;
+  reg [3:0] \$335 ;
+  reg [3:0] \$336 ;
+  reg [9:0] \$337 ;
+  reg [65:0] \$338 ;
+  reg [6:0] \$339 ;
   wire \$34 ;
-  reg [9:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [3:0] \$342 ;
-  reg [9:0] \$343 ;
-  reg [65:0] \$344 ;
-  reg [6:0] \$345 ;
-  reg [4:0] \$346 ;
-  reg [41:0] \$347 ;
+  reg [4:0] \$340 ;
+  reg [41:0] \$341 ;
+  reg [57:0] \$342 ;
+  reg [72:0] \$343 ;
+  reg [73:0] \$344 ;
+  reg [73:0] \$345 ;
+  reg \$346 ;
+  reg [61:0] \$347 ;
   reg [57:0] \$348 ;
-  reg [72:0] \$349 ;
   wire \$35 ;
-  reg [73:0] \$350 ;
-  reg [73:0] \$351 ;
-  reg \$352 ;
-  reg [61:0] \$353 ;
-  reg [57:0] \$354 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -841,11 +835,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire \$98 ;
   wire \$99 ;
   reg [51:0] a;
-  output [41:0] \a$28 ;
-  reg [41:0] \a$28  = 42'h00000000000;
+  output [41:0] \a$29 ;
+  reg [41:0] \a$29  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$52 ;
-  reg [57:0] \b$52  = 58'h000000000000000;
+  output [57:0] \b$54 ;
+  reg [57:0] \b$54  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -867,15 +861,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   wire [3:0] count_lead;
   output [59:0] den;
   reg [59:0] den = 60'h000000000000000;
-  reg [59:0] \den$24 ;
+  reg [59:0] \den$25 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$39 ;
+  wire \done$38 ;
+  wire \done$41 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -885,9 +879,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   reg [57:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$24 ;
   wire [74:0] p;
-  reg [72:0] \p$49  = 73'h0000000000000000000;
+  reg [72:0] \p$51  = 73'h0000000000000000000;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -896,6 +890,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   input [15:0] r_open;
   wire [15:0] r_open;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [59:0] recip_rem = 60'h000000000000000;
   reg [59:0] rem_init;
   input rst;
   wire rst;
@@ -907,11 +903,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$25 ;
+  reg [5:0] \steps$26 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [50:0] t = 51'h0000000000000;
@@ -1114,202 +1110,197 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign count_lead = \$175  ? \$180  : \$192 ;
   assign \$193  = sh + 1'h0;
   assign \$194  = sh + 1'h0;
-  assign \$195  = ! lead;
-  assign \$196  = lead - 1'h1;
-  assign \$197  = 1'h1 << \$196 [5:0];
-  assign \$198  = \$195  ? 64'h0000000000000000 : \$197 ;
-  assign \$199  = ! lead;
-  assign \$200  = \$199  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$201  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$202  = - $signed(chan[98:83]);
-  assign \$203  = \$201  ? \$202  : { chan[98], chan[98:83] };
-  assign \$204  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$205  = $signed(sum) < $signed(1'h0);
-  assign \$206  = - $signed(sum);
-  assign \$207  = \$205  ? \$206  : { sum[28], sum };
-  assign \$208  = $signed(sum) < $signed(1'h0);
-  assign \$211  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$212  = - $signed(chan[98:83]);
-  assign \$213  = \$211  ? \$212  : { chan[98], chan[98:83] };
-  assign \$214  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$215  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$216  = - $signed(chan[138:115]);
-  assign \$217  = \$215  ? \$216  : { chan[138], chan[138:115] };
-  assign \$218  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$219  = ! fsm_state;
-  assign \$220  = fsm_state == 1'h1;
-  assign \$221  = fsm_state == 2'h2;
-  assign \$222  = fsm_state == 2'h3;
-  assign \$223  = fsm_state == 3'h4;
-  assign \$224  = fsm_state == 3'h5;
-  assign \$225  = fsm_state == 3'h6;
-  assign \$226  = fsm_state == 3'h7;
-  assign \$227  = fsm_state == 4'h8;
-  assign \$228  = fsm_state == 4'h9;
-  assign \$229  = fsm_state == 4'ha;
-  assign \$230  = fsm_state == 4'hb;
-  assign \$231  = fsm_state == 4'hc;
-  assign \$232  = fsm_state == 4'hd;
-  assign \$233  = fsm_state == 4'he;
-  assign \$234  = fsm_state == 4'hf;
-  assign \$235  = fsm_state == 5'h10;
-  assign \$236  = fsm_state == 5'h11;
-  assign \$237  = fsm_state == 5'h12;
-  assign \$238  = fsm_state == 5'h13;
-  assign \$239  = fsm_state == 5'h14;
-  assign \$240  = fsm_state == 5'h15;
-  assign \$241  = fsm_state == 5'h16;
-  assign \$242  = fsm_state == 5'h17;
-  assign \$243  = fsm_state == 5'h18;
-  assign \$244  = fsm_state == 5'h19;
-  assign \$245  = fsm_state == 5'h1a;
-  assign \$246  = fsm_state == 5'h1b;
-  assign \$247  = fsm_state == 5'h1c;
-  assign \$248  = fsm_state == 5'h1d;
-  assign \$249  = fsm_state == 5'h1e;
-  assign \$250  = fsm_state == 5'h1f;
-  assign \$251  = fsm_state == 6'h20;
-  assign \$252  = fsm_state == 6'h21;
-  assign \$253  = fsm_state == 6'h22;
-  assign \$254  = fsm_state == 6'h23;
-  assign \$255  = fsm_state == 6'h24;
-  assign \$256  = fsm_state == 6'h25;
-  assign \$257  = fsm_state == 6'h26;
-  assign \$258  = fsm_state == 6'h27;
-  assign \$259  = fsm_state == 6'h28;
-  assign \$260  = fsm_state == 6'h29;
-  assign \$261  = fsm_state == 6'h2a;
-  assign \$262  = fsm_state == 6'h2b;
-  assign \$263  = fsm_state == 6'h2c;
-  assign \$264  = fsm_state == 6'h2d;
-  assign \$265  = fsm_state == 6'h2e;
-  assign \$266  = fsm_state == 6'h2f;
+  assign \$195  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$196  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$197  = - $signed(chan[98:83]);
+  assign \$198  = \$196  ? \$197  : { chan[98], chan[98:83] };
+  assign \$199  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$200  = $signed(sum) < $signed(1'h0);
+  assign \$201  = - $signed(sum);
+  assign \$202  = \$200  ? \$201  : { sum[28], sum };
+  assign \$203  = $signed(sum) < $signed(1'h0);
+  assign \$206  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$207  = - $signed(chan[98:83]);
+  assign \$208  = \$206  ? \$207  : { chan[98], chan[98:83] };
+  assign \$209  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$210  = $signed(chan[138:115]) < $signed(1'h0);
+  assign \$211  = - $signed(chan[138:115]);
+  assign \$212  = \$210  ? \$211  : { chan[138], chan[138:115] };
+  assign \$213  = $signed(chan[138:115]) < $signed(1'h0);
+  assign \$214  = ! fsm_state;
+  assign \$215  = fsm_state == 1'h1;
+  assign \$216  = fsm_state == 2'h2;
+  assign \$217  = fsm_state == 2'h3;
+  assign \$218  = fsm_state == 3'h4;
+  assign \$219  = fsm_state == 3'h5;
+  assign \$220  = fsm_state == 3'h6;
+  assign \$221  = fsm_state == 3'h7;
+  assign \$222  = fsm_state == 4'h8;
+  assign \$223  = fsm_state == 4'h9;
+  assign \$224  = fsm_state == 4'ha;
+  assign \$225  = fsm_state == 4'hb;
+  assign \$226  = fsm_state == 4'hc;
+  assign \$227  = fsm_state == 4'hd;
+  assign \$228  = fsm_state == 4'he;
+  assign \$229  = fsm_state == 4'hf;
+  assign \$230  = fsm_state == 5'h10;
+  assign \$231  = fsm_state == 5'h11;
+  assign \$232  = fsm_state == 5'h12;
+  assign \$233  = fsm_state == 5'h13;
+  assign \$234  = fsm_state == 5'h14;
+  assign \$235  = fsm_state == 5'h15;
+  assign \$236  = fsm_state == 5'h16;
+  assign \$237  = fsm_state == 5'h17;
+  assign \$238  = fsm_state == 5'h18;
+  assign \$239  = fsm_state == 5'h19;
+  assign \$240  = fsm_state == 5'h1a;
+  assign \$241  = fsm_state == 5'h1b;
+  assign \$242  = fsm_state == 5'h1c;
+  assign \$243  = fsm_state == 5'h1d;
+  assign \$244  = fsm_state == 5'h1e;
+  assign \$245  = fsm_state == 5'h1f;
+  assign \$246  = fsm_state == 6'h20;
+  assign \$247  = fsm_state == 6'h21;
+  assign \$248  = fsm_state == 6'h22;
+  assign \$249  = fsm_state == 6'h23;
+  assign \$250  = fsm_state == 6'h24;
+  assign \$251  = fsm_state == 6'h25;
+  assign \$252  = fsm_state == 6'h26;
+  assign \$253  = fsm_state == 6'h27;
+  assign \$254  = fsm_state == 6'h28;
+  assign \$255  = fsm_state == 6'h29;
+  assign \$256  = fsm_state == 6'h2a;
+  assign \$257  = fsm_state == 6'h2b;
+  assign \$258  = fsm_state == 6'h2c;
+  assign \$259  = fsm_state == 6'h2d;
+  assign \$260  = fsm_state == 6'h2e;
+  assign \$261  = fsm_state == 6'h2f;
+  assign \$262  = ! lead;
+  assign \$263  = 1'h1 << lead;
+  assign \$265  = \$262  ? 64'h0000000000000000 : \$264 ;
+  assign \$266  = ! lead;
   assign \$267  = lead + 8'hfa;
   assign \$268  = $signed(sh0) < $signed(4'h4);
   assign \$269  = $signed(4'h4) - $signed(sh0);
   assign \$270  = \$268  ? \$269  : 11'h000;
   assign \$271  = $signed(sh0) < $signed(4'h4);
-  assign \$272  = $signed(sh0) - $signed(4'h4);
-  assign \$273  = $signed(\$272 ) < $signed({ 1'h0, tk });
-  assign \$274  = $signed(sh0) - $signed(4'h4);
-  assign \$275  = \$273  ? \$274  : { 7'h00, tk };
-  assign \$276  = $signed(sh0) - $signed(6'h15);
-  assign \$277  = $signed(\$275 ) > $signed(\$276 );
-  assign \$278  = $signed(sh0) - $signed(4'h4);
-  assign \$279  = $signed(\$278 ) < $signed({ 1'h0, tk });
-  assign \$280  = $signed(sh0) - $signed(4'h4);
-  assign \$281  = \$279  ? \$280  : { 7'h00, tk };
-  assign \$282  = $signed(sh0) - $signed(6'h15);
-  assign \$283  = \$277  ? \$281  : \$282 ;
-  assign \$284  = \$271  ? 11'h000 : \$283 ;
-  assign \$285  = $signed(km) << pre;
-  assign \$286  = tsh > 7'h42;
-  assign \$287  = \$286  ? 10'h042 : tsh;
-  assign \$288  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$289  = $signed(\$288 ) - $signed({ 1'h0, tsh });
-  assign \$290  = $signed(km_pre) >>> t_clamped;
-  assign \$291  = $signed(chan[114:99]) << \$193 [4:0];
-  assign \$292  = 1'h1 << sh;
-  assign \$294  = $signed(\$291 ) + $signed({ 1'h0, \$293  });
-  assign \$295  = $signed(div_num) < $signed(1'h0);
-  assign \$296  = - $signed(div_num);
-  assign \$297  = \$295  ? \$296  : { div_num[73], div_num };
-  assign \$298  = $signed(div_num) < $signed(1'h0);
-  assign \$299  = $signed(bias) - $signed(quot);
-  assign \$301  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$302  = $signed(sh0) < $signed(4'h4);
-  assign \$303  = $signed(4'h4) - $signed(sh0);
-  assign \$304  = \$302  ? \$303  : 11'h000;
-  assign \$305  = $signed(sh0) < $signed(4'h4);
-  assign \$306  = $signed(sh0) - $signed(4'h4);
-  assign \$307  = $signed(\$306 ) < $signed({ 1'h0, tk });
-  assign \$308  = $signed(sh0) - $signed(4'h4);
-  assign \$309  = \$307  ? \$308  : { 7'h00, tk };
-  assign \$310  = $signed(sh0) - $signed(6'h15);
-  assign \$311  = $signed(\$309 ) > $signed(\$310 );
-  assign \$312  = $signed(sh0) - $signed(4'h4);
-  assign \$313  = $signed(\$312 ) < $signed({ 1'h0, tk });
-  assign \$314  = $signed(sh0) - $signed(4'h4);
-  assign \$315  = \$313  ? \$314  : { 7'h00, tk };
-  assign \$316  = $signed(sh0) - $signed(6'h15);
-  assign \$317  = \$311  ? \$315  : \$316 ;
-  assign \$318  = \$305  ? 11'h000 : \$317 ;
-  assign \$319  = $signed(km) << pre;
-  assign \$320  = tsh > 7'h42;
-  assign \$321  = \$320  ? 10'h042 : tsh;
-  assign \$322  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$323  = $signed(\$322 ) - $signed({ 1'h0, tsh });
-  assign \$324  = $signed(km_pre) >>> t_clamped;
-  assign \$325  = $signed(chan[114:99]) << \$194 [4:0];
-  assign \$326  = 1'h1 << sh;
-  assign \$328  = $signed(\$325 ) + $signed({ 1'h0, \$327  });
-  assign \$330  = $signed(bias) - $signed(quot);
+  assign \$272  = $signed(sh0) - $signed(6'h15);
+  assign \$273  = $signed(\$272 ) > $signed({ 1'h0, tk });
+  assign \$274  = $signed(sh0) - $signed(6'h15);
+  assign \$275  = $signed(sh0) - $signed(4'h4);
+  assign \$276  = $signed(\$275 ) < $signed({ 1'h0, tk });
+  assign \$277  = $signed(sh0) - $signed(4'h4);
+  assign \$278  = \$276  ? \$277  : { 7'h00, tk };
+  assign \$279  = \$273  ? \$274  : \$278 ;
+  assign \$280  = \$271  ? 11'h000 : \$279 ;
+  assign \$281  = $signed(km) << pre;
+  assign \$282  = tsh > 7'h42;
+  assign \$283  = \$282  ? 10'h042 : tsh;
+  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
+  assign \$286  = $signed(km_pre) >>> t_clamped;
+  assign \$287  = $signed(chan[114:99]) << \$193 [4:0];
+  assign \$288  = 1'h1 << sh;
+  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
+  assign \$291  = $signed(div_num) < $signed(1'h0);
+  assign \$292  = - $signed(div_num);
+  assign \$293  = \$291  ? \$292  : { div_num[73], div_num };
+  assign \$294  = $signed(div_num) < $signed(1'h0);
+  assign \$295  = $signed(bias) - $signed(quot);
+  assign \$297  = $signed(6'h10) - $signed(chan[170:163]);
+  assign \$298  = $signed(sh0) < $signed(4'h4);
+  assign \$299  = $signed(4'h4) - $signed(sh0);
+  assign \$300  = \$298  ? \$299  : 11'h000;
+  assign \$301  = $signed(sh0) < $signed(4'h4);
+  assign \$302  = $signed(sh0) - $signed(6'h15);
+  assign \$303  = $signed(\$302 ) > $signed({ 1'h0, tk });
+  assign \$304  = $signed(sh0) - $signed(6'h15);
+  assign \$305  = $signed(sh0) - $signed(4'h4);
+  assign \$306  = $signed(\$305 ) < $signed({ 1'h0, tk });
+  assign \$307  = $signed(sh0) - $signed(4'h4);
+  assign \$308  = \$306  ? \$307  : { 7'h00, tk };
+  assign \$309  = \$303  ? \$304  : \$308 ;
+  assign \$310  = \$301  ? 11'h000 : \$309 ;
+  assign \$311  = $signed(km) << pre;
+  assign \$312  = tsh > 7'h42;
+  assign \$313  = \$312  ? 10'h042 : tsh;
+  assign \$314  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$315  = $signed(\$314 ) - $signed({ 1'h0, tsh });
+  assign \$316  = $signed(km_pre) >>> t_clamped;
+  assign \$317  = $signed(chan[114:99]) << \$194 [4:0];
+  assign \$318  = 1'h1 << sh;
+  assign \$320  = $signed(\$317 ) + $signed({ 1'h0, \$319  });
+  assign \$322  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$331 ;
+    fsm_state <= \$323 ;
   always @(posedge clk)
-    start <= \$332 ;
+    start <= \$324 ;
   always @(posedge clk)
-    t <= \$333 ;
+    t <= \$325 ;
   always @(posedge clk)
-    den <= \$334 ;
+    den <= \$326 ;
   always @(posedge clk)
-    lead <= \$335 ;
+    lead <= \$327 ;
   always @(posedge clk)
-    \start$9  <= \$336 ;
+    \start$9  <= \$328 ;
   always @(posedge clk)
-    recip <= \$337 ;
+    recip_rem <= \$329 ;
   always @(posedge clk)
-    m <= \$338 ;
+    recip_one <= \$330 ;
   always @(posedge clk)
-    km <= \$339 ;
+    recip <= \$331 ;
   always @(posedge clk)
-    sh0 <= \$340 ;
+    m <= \$332 ;
   always @(posedge clk)
-    tk <= \$341 ;
+    km <= \$333 ;
   always @(posedge clk)
-    pre <= \$342 ;
+    sh0 <= \$334 ;
   always @(posedge clk)
-    tsh <= \$343 ;
+    tk <= \$335 ;
   always @(posedge clk)
-    km_pre <= \$344 ;
+    pre <= \$336 ;
   always @(posedge clk)
-    t_clamped <= \$345 ;
+    tsh <= \$337 ;
   always @(posedge clk)
-    sh <= \$346 ;
+    km_pre <= \$338 ;
   always @(posedge clk)
-    \a$28  <= \$347 ;
+    t_clamped <= \$339 ;
   always @(posedge clk)
-    bias <= \$348 ;
+    sh <= \$340 ;
   always @(posedge clk)
-    \p$49  <= \$349 ;
+    \a$29  <= \$341 ;
   always @(posedge clk)
-    div_num <= \$350 ;
+    bias <= \$342 ;
   always @(posedge clk)
-    div_mag <= \$351 ;
+    \p$51  <= \$343 ;
   always @(posedge clk)
-    div_neg <= \$352 ;
+    div_num <= \$344 ;
   always @(posedge clk)
-    quot <= \$353 ;
+    div_mag <= \$345 ;
   always @(posedge clk)
-    \b$52  <= \$354 ;
+    div_neg <= \$346 ;
+  always @(posedge clk)
+    quot <= \$347 ;
+  always @(posedge clk)
+    \b$54  <= \$348 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$24 ),
-    .done(\done$39 ),
+    .\den$13 (\den$25 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$23 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$25 )
+    .steps(\steps$26 )
   );
   \hwnorm_range_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$37 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1377,7 +1368,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28  };
+          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1407,7 +1398,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28 [41], \a$28  };
+          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
     endcase
   end
   always @* begin
@@ -1451,7 +1442,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203 [16], \$203  };
+          b = { \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1471,7 +1462,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$207 [28:0];
+          b = \$202 [28:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -1487,7 +1478,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h03:
           /* empty */;
       6'h25:
-          b = { \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213 [16], \$213  };
+          b = { \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208  };
       6'h26:
           /* empty */;
       6'h27:
@@ -1501,7 +1492,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h2b:
           /* empty */;
       6'h2c:
-          b = { \$217 [24], \$217 [24], \$217 [24], \$217 [24], \$217  };
+          b = { \$212 [24], \$212 [24], \$212 [24], \$212 [24], \$212  };
     endcase
   end
   always @* begin
@@ -1639,7 +1630,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$204 ;
+          neg = \$199 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1659,7 +1650,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$208 ;
+          neg = \$203 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1675,7 +1666,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h03:
           /* empty */;
       6'h25:
-          neg = \$214 ;
+          neg = \$209 ;
       6'h26:
           /* empty */;
       6'h27:
@@ -1689,7 +1680,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h2b:
           /* empty */;
       6'h2c:
-          neg = \$218 ;
+          neg = \$213 ;
     endcase
   end
   always @* begin
@@ -1821,7 +1812,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          rem_init = \$198 [59:0];
+          rem_init = recip_rem;
       6'h12:
           /* empty */;
       6'h13:
@@ -1855,7 +1846,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          rem_init = \$209 [59:0];
+          rem_init = \$204 [59:0];
     endcase
   end
   always @* begin
@@ -1893,7 +1884,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$200 ;
+          lo_init = \$195 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1927,12 +1918,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          lo_init = \$210 [57:0];
+          lo_init = \$205 [57:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1965,7 +1956,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          \neg$23  = 1'h0;
+          \neg$24  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1999,12 +1990,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          \neg$23  = div_neg;
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$24  = 60'h000000000000000;
+    \den$25  = 60'h000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2037,7 +2028,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          \den$24  = den;
+          \den$25  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -2071,12 +2062,12 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          \den$24  = { 47'h000000000000, chan[13:1] };
+          \den$25  = { 47'h000000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$25  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2109,7 +2100,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h10:
           /* empty */;
       6'h11:
-          \steps$25  = 6'h18;
+          \steps$26  = 6'h18;
       6'h12:
           /* empty */;
       6'h13:
@@ -2143,7 +2134,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h21:
           /* empty */;
       6'h22:
-          \steps$25  = 6'h3a;
+          \steps$26  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2250,141 +2241,141 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = fsm_state;
+    \$323  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$331  = 6'h01;
+                  \$323  = 6'h01;
               2'h1:
-                  \$331  = 6'h02;
+                  \$323  = 6'h02;
               2'h2:
-                  \$331  = 6'h03;
+                  \$323  = 6'h03;
             endcase
           end
       6'h02:
-          \$331  = 6'h04;
+          \$323  = 6'h04;
       6'h04:
-          \$331  = 6'h05;
+          \$323  = 6'h05;
       6'h05:
-          \$331  = 6'h06;
+          \$323  = 6'h06;
       6'h06:
-          \$331  = 6'h07;
+          \$323  = 6'h07;
       6'h07:
-          \$331  = 6'h08;
+          \$323  = 6'h08;
       6'h08:
-          if (\done$37 ) begin
-            \$331  = 6'h09;
+          if (\done$38 ) begin
+            \$323  = 6'h09;
           end
       6'h09:
-          \$331  = 6'h0a;
+          \$323  = 6'h0a;
       6'h0a:
-          \$331  = 6'h0b;
+          \$323  = 6'h0b;
       6'h0b:
-          if (\done$37 ) begin
-            \$331  = 6'h0c;
+          if (\done$38 ) begin
+            \$323  = 6'h0c;
           end
       6'h0c:
-          \$331  = 6'h0d;
+          \$323  = 6'h0d;
       6'h0d:
-          \$331  = 6'h0e;
+          \$323  = 6'h0e;
       6'h0e:
-          if (\done$37 ) begin
-            \$331  = 6'h0f;
+          if (\done$38 ) begin
+            \$323  = 6'h0f;
           end
       6'h0f:
-          \$331  = 6'h10;
+          \$323  = 6'h10;
       6'h10:
-          \$331  = 6'h11;
+          \$323  = 6'h11;
       6'h11:
-          \$331  = 6'h12;
+          \$323  = 6'h12;
       6'h12:
-          if (\done$39 ) begin
-            \$331  = 6'h13;
+          if (\done$41 ) begin
+            \$323  = 6'h13;
           end
       6'h13:
-          \$331  = 6'h14;
+          \$323  = 6'h14;
       6'h14:
-          \$331  = 6'h15;
+          \$323  = 6'h15;
       6'h15:
-          if (\done$37 ) begin
-            \$331  = 6'h16;
+          if (\done$38 ) begin
+            \$323  = 6'h16;
           end
       6'h16:
-          \$331  = 6'h17;
+          \$323  = 6'h17;
       6'h17:
-          \$331  = 6'h18;
+          \$323  = 6'h18;
       6'h18:
-          if (\done$37 ) begin
-            \$331  = 6'h19;
+          if (\done$38 ) begin
+            \$323  = 6'h19;
           end
       6'h19:
-          \$331  = 6'h1a;
+          \$323  = 6'h1a;
       6'h1a:
-          \$331  = 6'h1b;
+          \$323  = 6'h1b;
       6'h1b:
-          \$331  = 6'h1c;
+          \$323  = 6'h1c;
       6'h1c:
-          \$331  = 6'h1d;
+          \$323  = 6'h1d;
       6'h1d:
-          \$331  = 6'h1e;
+          \$323  = 6'h1e;
       6'h1e:
-          \$331  = 6'h1f;
+          \$323  = 6'h1f;
       6'h1f:
-          if (\done$37 ) begin
-            \$331  = 6'h20;
+          if (\done$38 ) begin
+            \$323  = 6'h20;
           end
       6'h20:
-          \$331  = 6'h21;
+          \$323  = 6'h21;
       6'h21:
-          \$331  = 6'h22;
+          \$323  = 6'h22;
       6'h22:
-          \$331  = 6'h23;
+          \$323  = 6'h23;
       6'h23:
-          if (\done$39 ) begin
-            \$331  = 6'h24;
+          if (\done$41 ) begin
+            \$323  = 6'h24;
           end
       6'h24:
-          \$331  = 6'h01;
+          \$323  = 6'h01;
       6'h03:
-          \$331  = 6'h25;
+          \$323  = 6'h25;
       6'h25:
-          \$331  = 6'h26;
+          \$323  = 6'h26;
       6'h26:
-          if (\done$37 ) begin
-            \$331  = 6'h27;
+          if (\done$38 ) begin
+            \$323  = 6'h27;
           end
       6'h27:
-          \$331  = 6'h28;
+          \$323  = 6'h28;
       6'h28:
-          \$331  = 6'h29;
+          \$323  = 6'h29;
       6'h29:
-          \$331  = 6'h2a;
+          \$323  = 6'h2a;
       6'h2a:
-          \$331  = 6'h2b;
+          \$323  = 6'h2b;
       6'h2b:
-          \$331  = 6'h2c;
+          \$323  = 6'h2c;
       6'h2c:
-          \$331  = 6'h2d;
+          \$323  = 6'h2d;
       6'h2d:
-          if (\done$37 ) begin
-            \$331  = 6'h2e;
+          if (\done$38 ) begin
+            \$323  = 6'h2e;
           end
       6'h2e:
-          \$331  = 6'h2f;
+          \$323  = 6'h2f;
       6'h2f:
-          \$331  = 6'h01;
+          \$323  = 6'h01;
       6'h01:
-          \$331  = 6'h00;
+          \$323  = 6'h00;
     endcase
     if (rst) begin
-      \$331  = 6'h00;
+      \$323  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = start;
+    \$324  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2395,21 +2386,21 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h05:
           /* empty */;
       6'h06:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h07:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h0a:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h0d:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2421,15 +2412,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h12:
           /* empty */;
       6'h13:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h14:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h17:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2441,9 +2432,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1c:
           /* empty */;
       6'h1d:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h1e:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2457,9 +2448,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h24:
           /* empty */;
       6'h03:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h25:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
       6'h26:
           /* empty */;
       6'h27:
@@ -2471,17 +2462,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h2a:
           /* empty */;
       6'h2b:
-          \$332  = 1'h1;
+          \$324  = 1'h1;
       6'h2c:
-          \$332  = 1'h0;
+          \$324  = 1'h0;
     endcase
     if (rst) begin
-      \$332  = 1'h0;
+      \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = t;
+    \$325  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2496,25 +2487,25 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$37 ) begin
-            \$333  = p[50:0];
+          if (\done$38 ) begin
+            \$325  = p[50:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$37 ) begin
-            \$333  = p[50:0];
+          if (\done$38 ) begin
+            \$325  = p[50:0];
           end
     endcase
     if (rst) begin
-      \$333  = 51'h0000000000000;
+      \$325  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = den;
+    \$326  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2541,17 +2532,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$37 ) begin
-            \$334  = p[59:0];
+          if (\done$38 ) begin
+            \$326  = p[59:0];
           end
     endcase
     if (rst) begin
-      \$334  = 60'h000000000000000;
+      \$326  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = lead;
+    \$327  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2580,15 +2571,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0e:
           /* empty */;
       6'h0f:
-          \$335  = den_lead;
+          \$327  = den_lead;
     endcase
     if (rst) begin
-      \$335  = 6'h00;
+      \$327  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \start$9 ;
+    \$328  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2619,9 +2610,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h0f:
           /* empty */;
       6'h10:
-          \$336  = 1'h1;
+          \$328  = 1'h1;
       6'h11:
-          \$336  = 1'h0;
+          \$328  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2653,17 +2644,95 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h20:
           /* empty */;
       6'h21:
-          \$336  = 1'h1;
+          \$328  = 1'h1;
       6'h22:
-          \$336  = 1'h0;
+          \$328  = 1'h0;
     endcase
     if (rst) begin
-      \$336  = 1'h0;
+      \$328  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = recip;
+    \$329  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$329  = \$265 [59:0];
+    endcase
+    if (rst) begin
+      \$329  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$330  = \$266 ;
+    endcase
+    if (rst) begin
+      \$330  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2698,17 +2767,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$39 ) begin
-            \$337  = q[24:0];
+          if (\done$41 ) begin
+            \$331  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$337  = 25'h0000000;
+      \$331  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = m;
+    \$332  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2749,8 +2818,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$37 ) begin
-            \$338  = p[41:0];
+          if (\done$38 ) begin
+            \$332  = p[41:0];
           end
       6'h16:
           /* empty */;
@@ -2760,182 +2829,6 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
           /* empty */;
       6'h19:
           /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$37 ) begin
-            \$338  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$338  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$37 ) begin
-            \$339  = p[55:0];
-          end
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$339  = \$300 [55:0];
-    endcase
-    if (rst) begin
-      \$339  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$340  = { \$267 [7], \$267 [7], \$267  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2963,17 +2856,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$340  = { \$301 [8], \$301  };
+          if (\done$38 ) begin
+            \$332  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$340  = 10'h000;
+      \$332  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = tk;
+    \$333  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3020,9 +2913,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          if (\done$38 ) begin
+            \$333  = p[55:0];
+          end
       6'h19:
-          \$341  = count_lead;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3052,15 +2947,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h26:
           /* empty */;
       6'h27:
-          \$341  = 4'h8;
+          \$333  = \$296 [55:0];
     endcase
     if (rst) begin
-      \$341  = 4'h0;
+      \$333  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = pre;
+    \$334  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3109,9 +3004,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$334  = { \$267 [7], \$267 [7], \$267  };
       6'h1a:
-          \$342  = \$270 [3:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3139,17 +3034,102 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$342  = \$304 [3:0];
+          \$334  = { \$297 [8], \$297  };
     endcase
     if (rst) begin
-      \$342  = 4'h0;
+      \$334  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = tsh;
+    \$335  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$335  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$335  = 4'h8;
+    endcase
+    if (rst) begin
+      \$335  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3200,7 +3180,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h19:
           /* empty */;
       6'h1a:
-          \$343  = \$284 [9:0];
+          \$336  = \$270 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3230,15 +3210,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h27:
           /* empty */;
       6'h28:
-          \$343  = \$318 [9:0];
+          \$336  = \$300 [3:0];
     endcase
     if (rst) begin
-      \$343  = 10'h000;
+      \$336  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = km_pre;
+    \$337  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3289,9 +3269,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \$337  = \$280 [9:0];
       6'h1b:
-          \$344  = \$285 [65:0];
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3319,17 +3299,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h27:
           /* empty */;
       6'h28:
-          /* empty */;
-      6'h29:
-          \$344  = \$319 [65:0];
+          \$337  = \$310 [9:0];
     endcase
     if (rst) begin
-      \$344  = 66'h00000000000000000;
+      \$337  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = t_clamped;
+    \$338  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3382,7 +3360,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$345  = \$287 [6:0];
+          \$338  = \$281 [65:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3412,15 +3390,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          \$345  = \$321 [6:0];
+          \$338  = \$311 [65:0];
     endcase
     if (rst) begin
-      \$345  = 7'h00;
+      \$338  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = sh;
+    \$339  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3473,7 +3451,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$346  = \$289 [4:0];
+          \$339  = \$283 [6:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3503,15 +3481,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          \$346  = \$323 [4:0];
+          \$339  = \$313 [6:0];
     endcase
     if (rst) begin
-      \$346  = 5'h00;
+      \$339  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \a$28 ;
+    \$340  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3564,9 +3542,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \$340  = \$285 [4:0];
       6'h1c:
-          \$347  = \$290 [41:0];
+          /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3594,17 +3572,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          /* empty */;
-      6'h2a:
-          \$347  = \$324 [41:0];
+          \$340  = \$315 [4:0];
     endcase
     if (rst) begin
-      \$347  = 42'h00000000000;
+      \$340  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = bias;
+    \$341  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3659,7 +3635,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h1b:
           /* empty */;
       6'h1c:
-          \$348  = { \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294 [47], \$294  };
+          \$341  = \$286 [41:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3689,536 +3665,629 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
       6'h29:
           /* empty */;
       6'h2a:
-          \$348  = { \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328 [47], \$328  };
+          \$341  = \$316 [41:0];
+    endcase
+    if (rst) begin
+      \$341  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$342  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$342  = { \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320  };
+    endcase
+    if (rst) begin
+      \$342  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = \p$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$38 ) begin
+            \$343  = p[72:0];
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          if (\done$38 ) begin
+            \$343  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$343  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$344  = { \p$51 [72], \p$51  };
+    endcase
+    if (rst) begin
+      \$344  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$345  = \$293 [73:0];
+    endcase
+    if (rst) begin
+      \$345  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$346  = \$294 ;
+    endcase
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$41 ) begin
+            \$347  = { q[59], q[59], q };
+          end
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$347  = \$321 [61:0];
+    endcase
+    if (rst) begin
+      \$347  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$348  = \b$54 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$348  = \$295 [57:0];
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$348  = \$322 [57:0];
     endcase
     if (rst) begin
       \$348  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = \p$49 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$37 ) begin
-            \$349  = p[72:0];
-          end
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          if (\done$37 ) begin
-            \$349  = p[72:0];
-          end
-    endcase
-    if (rst) begin
-      \$349  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$350  = { \p$49 [72], \p$49  };
-    endcase
-    if (rst) begin
-      \$350  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$351  = \$297 [73:0];
-    endcase
-    if (rst) begin
-      \$351  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$352  = \$298 ;
-    endcase
-    if (rst) begin
-      \$352  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$39 ) begin
-            \$353  = { q[59], q[59], q };
-          end
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$353  = \$329 [61:0];
-    endcase
-    if (rst) begin
-      \$353  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = \b$52 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$354  = \$299 [57:0];
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$354  = \$330 [57:0];
-    endcase
-    if (rst) begin
-      \$354  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$193 [4:0];
@@ -4235,12 +4304,13 @@ module \hwnorm_range_s16.math (rst, r_open, \start$35 , entry, chan, sum, r_clos
   assign \chan.mean  = chan[138:115];
   assign \chan.scale_m  = chan[162:139];
   assign \chan.scale_exp  = chan[170:163];
-  assign \$209  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$210  = { 1'h0, div_mag[57:0] };
-  assign \$293  = { 1'h0, \$292 [31:1] };
-  assign \$300  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$327  = { 1'h0, \$326 [31:1] };
-  assign \$329  = { \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72], \p$49 [72:8] };
+  assign \$204  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$205  = { 1'h0, div_mag[57:0] };
+  assign \$264  = { 1'h0, \$263 [63:1] };
+  assign \$289  = { 1'h0, \$288 [31:1] };
+  assign \$296  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$319  = { 1'h0, \$318 [31:1] };
+  assign \$321  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

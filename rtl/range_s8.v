@@ -157,8 +157,8 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_range_s8.math  math (
-    .\a$28 (a),
-    .\b$52 (b),
+    .\a$29 (a),
+    .\b$54 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -168,7 +168,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$35 (start),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_range_s8.norm  norm (
@@ -484,7 +484,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_closed, done, den, sh, \a$28 , \b$52 , clk);
+module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$54 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -526,31 +526,31 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire [3:0] \$132 ;
   wire [4:0] \$133 ;
   wire [4:0] \$134 ;
-  wire \$135 ;
-  wire [6:0] \$136 ;
-  wire [63:0] \$137 ;
-  wire [63:0] \$138 ;
+  wire [41:0] \$135 ;
+  wire \$136 ;
+  wire [8:0] \$137 ;
+  wire [8:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [41:0] \$140 ;
-  wire \$141 ;
-  wire [8:0] \$142 ;
-  wire [8:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [21:0] \$146 ;
-  wire [21:0] \$147 ;
-  wire \$148 ;
-  wire [57:0] \$149 ;
+  wire \$140 ;
+  wire [21:0] \$141 ;
+  wire [21:0] \$142 ;
+  wire \$143 ;
+  wire [57:0] \$144 ;
+  wire [42:0] \$145 ;
+  wire \$146 ;
+  wire [8:0] \$147 ;
+  wire [8:0] \$148 ;
+  wire \$149 ;
   wire \$15 ;
-  wire [42:0] \$150 ;
-  wire \$151 ;
-  wire [8:0] \$152 ;
-  wire [8:0] \$153 ;
+  wire \$150 ;
+  wire [16:0] \$151 ;
+  wire [16:0] \$152 ;
+  wire \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [16:0] \$156 ;
-  wire [16:0] \$157 ;
+  wire \$156 ;
+  wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire [5:0] \$16 ;
@@ -602,9 +602,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
+  wire [63:0] \$203 ;
+  wire [63:0] \$204 ;
+  wire [63:0] \$205 ;
   wire \$206 ;
   wire [7:0] \$207 ;
   wire \$208 ;
@@ -616,93 +616,87 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$213 ;
   wire [10:0] \$214 ;
   wire [10:0] \$215 ;
-  wire [10:0] \$216 ;
-  wire \$217 ;
+  wire \$216 ;
+  wire [10:0] \$217 ;
   wire [10:0] \$218 ;
-  wire \$219 ;
+  wire [10:0] \$219 ;
   wire \$22 ;
   wire [10:0] \$220 ;
-  wire [10:0] \$221 ;
-  wire [10:0] \$222 ;
-  wire [10:0] \$223 ;
+  wire [54:0] \$221 ;
+  wire \$222 ;
+  wire [9:0] \$223 ;
   wire [10:0] \$224 ;
-  wire [54:0] \$225 ;
-  wire \$226 ;
-  wire [9:0] \$227 ;
-  wire [10:0] \$228 ;
-  wire [11:0] \$229 ;
+  wire [11:0] \$225 ;
+  wire [48:0] \$226 ;
+  wire [22:0] \$227 ;
+  wire [15:0] \$228 ;
+  wire [15:0] \$229 ;
   wire [5:0] \$23 ;
-  wire [48:0] \$230 ;
-  wire [22:0] \$231 ;
-  wire [15:0] \$232 ;
-  wire [15:0] \$233 ;
-  wire [23:0] \$234 ;
-  wire \$235 ;
-  wire [58:0] \$236 ;
-  wire [58:0] \$237 ;
+  wire [23:0] \$230 ;
+  wire \$231 ;
+  wire [58:0] \$232 ;
+  wire [58:0] \$233 ;
+  wire \$234 ;
+  wire [46:0] \$235 ;
+  wire [40:0] \$236 ;
+  wire [8:0] \$237 ;
   wire \$238 ;
-  wire [46:0] \$239 ;
+  wire [10:0] \$239 ;
   wire [5:0] \$24 ;
-  wire [40:0] \$240 ;
-  wire [8:0] \$241 ;
-  wire \$242 ;
-  wire [10:0] \$243 ;
+  wire [10:0] \$240 ;
+  wire \$241 ;
+  wire [10:0] \$242 ;
+  wire \$243 ;
   wire [10:0] \$244 ;
-  wire \$245 ;
-  wire [10:0] \$246 ;
-  wire \$247 ;
+  wire [10:0] \$245 ;
+  wire \$246 ;
+  wire [10:0] \$247 ;
   wire [10:0] \$248 ;
   wire [10:0] \$249 ;
   wire [5:0] \$25 ;
   wire [10:0] \$250 ;
-  wire \$251 ;
-  wire [10:0] \$252 ;
-  wire \$253 ;
+  wire [54:0] \$251 ;
+  wire \$252 ;
+  wire [9:0] \$253 ;
   wire [10:0] \$254 ;
-  wire [10:0] \$255 ;
-  wire [10:0] \$256 ;
-  wire [10:0] \$257 ;
-  wire [10:0] \$258 ;
-  wire [54:0] \$259 ;
+  wire [11:0] \$255 ;
+  wire [48:0] \$256 ;
+  wire [22:0] \$257 ;
+  wire [15:0] \$258 ;
+  wire [15:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [9:0] \$261 ;
-  wire [10:0] \$262 ;
-  wire [11:0] \$263 ;
-  wire [48:0] \$264 ;
-  wire [22:0] \$265 ;
-  wire [15:0] \$266 ;
-  wire [15:0] \$267 ;
-  wire [23:0] \$268 ;
-  wire [56:0] \$269 ;
+  wire [23:0] \$260 ;
+  wire [56:0] \$261 ;
+  wire [46:0] \$262 ;
+  reg [5:0] \$263 ;
+  reg \$264 ;
+  reg [34:0] \$265 ;
+  reg [43:0] \$266 ;
+  reg [5:0] \$267 ;
+  reg \$268 ;
+  reg [43:0] \$269 ;
   wire [5:0] \$27 ;
-  wire [46:0] \$270 ;
-  reg [5:0] \$271 ;
-  reg \$272 ;
-  reg [34:0] \$273 ;
-  reg [43:0] \$274 ;
-  reg [5:0] \$275 ;
-  reg \$276 ;
-  reg [16:0] \$277 ;
-  reg [25:0] \$278 ;
-  reg [39:0] \$279 ;
+  reg \$270 ;
+  reg [16:0] \$271 ;
+  reg [25:0] \$272 ;
+  reg [39:0] \$273 ;
+  reg [9:0] \$274 ;
+  reg [3:0] \$275 ;
+  reg [3:0] \$276 ;
+  reg [9:0] \$277 ;
+  reg [48:0] \$278 ;
+  reg [5:0] \$279 ;
   wire [5:0] \$28 ;
-  reg [9:0] \$280 ;
-  reg [3:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg [9:0] \$283 ;
-  reg [48:0] \$284 ;
-  reg [5:0] \$285 ;
-  reg [3:0] \$286 ;
-  reg [33:0] \$287 ;
+  reg [3:0] \$280 ;
+  reg [33:0] \$281 ;
+  reg [41:0] \$282 ;
+  reg [56:0] \$283 ;
+  reg [57:0] \$284 ;
+  reg [57:0] \$285 ;
+  reg \$286 ;
+  reg [45:0] \$287 ;
   reg [41:0] \$288 ;
-  reg [56:0] \$289 ;
   wire [5:0] \$29 ;
-  reg [57:0] \$290 ;
-  reg [57:0] \$291 ;
-  reg \$292 ;
-  reg [45:0] \$293 ;
-  reg [41:0] \$294 ;
   wire \$3 ;
   wire [5:0] \$30 ;
   wire [5:0] \$31 ;
@@ -781,11 +775,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire \$98 ;
   wire \$99 ;
   reg [35:0] a;
-  output [33:0] \a$28 ;
-  reg [33:0] \a$28  = 34'h000000000;
+  output [33:0] \a$29 ;
+  reg [33:0] \a$29  = 34'h000000000;
   reg [20:0] b;
-  output [41:0] \b$52 ;
-  reg [41:0] \b$52  = 42'h00000000000;
+  output [41:0] \b$54 ;
+  reg [41:0] \b$54  = 42'h00000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [41:0] bias = 42'h00000000000;
@@ -807,15 +801,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   wire [3:0] count_lead;
   output [43:0] den;
   reg [43:0] den = 44'h00000000000;
-  reg [43:0] \den$24 ;
+  reg [43:0] \den$25 ;
   wire [5:0] den_lead;
   reg [57:0] div_mag = 58'h000000000000000;
   reg div_neg = 1'h0;
   reg [57:0] div_num = 58'h000000000000000;
   output done;
   reg done;
-  wire \done$37 ;
-  wire \done$39 ;
+  wire \done$38 ;
+  wire \done$41 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -825,9 +819,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   reg [41:0] lo_init;
   reg [25:0] m = 26'h0000000;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$24 ;
   wire [58:0] p;
-  reg [56:0] \p$49  = 57'h000000000000000;
+  reg [56:0] \p$51  = 57'h000000000000000;
   reg [3:0] pre = 4'h0;
   wire [43:0] q;
   reg [45:0] quot = 46'h000000000000;
@@ -836,6 +830,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   input [7:0] r_open;
   wire [7:0] r_open;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [43:0] recip_rem = 44'h00000000000;
   reg [43:0] rem_init;
   input rst;
   wire rst;
@@ -847,11 +843,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$35 ;
-  wire \start$35 ;
+  input \start$36 ;
+  wire \start$36 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$25 ;
+  reg [5:0] \steps$26 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [34:0] t = 35'h000000000;
@@ -994,202 +990,197 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign count_lead = \$115  ? \$120  : \$132 ;
   assign \$133  = sh + 1'h0;
   assign \$134  = sh + 1'h0;
-  assign \$135  = ! lead;
-  assign \$136  = lead - 1'h1;
-  assign \$137  = 1'h1 << \$136 [5:0];
-  assign \$138  = \$135  ? 64'h0000000000000000 : \$137 ;
-  assign \$139  = ! lead;
-  assign \$140  = \$139  ? 42'h20000000000 : 42'h00000000000;
-  assign \$141  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$142  = - $signed(chan[74:67]);
-  assign \$143  = \$141  ? \$142  : { chan[74], chan[74:67] };
-  assign \$144  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$145  = $signed(sum) < $signed(1'h0);
-  assign \$146  = - $signed(sum);
-  assign \$147  = \$145  ? \$146  : { sum[20], sum };
-  assign \$148  = $signed(sum) < $signed(1'h0);
-  assign \$151  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$152  = - $signed(chan[74:67]);
-  assign \$153  = \$151  ? \$152  : { chan[74], chan[74:67] };
-  assign \$154  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$155  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$156  = - $signed(chan[98:83]);
-  assign \$157  = \$155  ? \$156  : { chan[98], chan[98:83] };
-  assign \$158  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$159  = ! fsm_state;
-  assign \$160  = fsm_state == 1'h1;
-  assign \$161  = fsm_state == 2'h2;
-  assign \$162  = fsm_state == 2'h3;
-  assign \$163  = fsm_state == 3'h4;
-  assign \$164  = fsm_state == 3'h5;
-  assign \$165  = fsm_state == 3'h6;
-  assign \$166  = fsm_state == 3'h7;
-  assign \$167  = fsm_state == 4'h8;
-  assign \$168  = fsm_state == 4'h9;
-  assign \$169  = fsm_state == 4'ha;
-  assign \$170  = fsm_state == 4'hb;
-  assign \$171  = fsm_state == 4'hc;
-  assign \$172  = fsm_state == 4'hd;
-  assign \$173  = fsm_state == 4'he;
-  assign \$174  = fsm_state == 4'hf;
-  assign \$175  = fsm_state == 5'h10;
-  assign \$176  = fsm_state == 5'h11;
-  assign \$177  = fsm_state == 5'h12;
-  assign \$178  = fsm_state == 5'h13;
-  assign \$179  = fsm_state == 5'h14;
-  assign \$180  = fsm_state == 5'h15;
-  assign \$181  = fsm_state == 5'h16;
-  assign \$182  = fsm_state == 5'h17;
-  assign \$183  = fsm_state == 5'h18;
-  assign \$184  = fsm_state == 5'h19;
-  assign \$185  = fsm_state == 5'h1a;
-  assign \$186  = fsm_state == 5'h1b;
-  assign \$187  = fsm_state == 5'h1c;
-  assign \$188  = fsm_state == 5'h1d;
-  assign \$189  = fsm_state == 5'h1e;
-  assign \$190  = fsm_state == 5'h1f;
-  assign \$191  = fsm_state == 6'h20;
-  assign \$192  = fsm_state == 6'h21;
-  assign \$193  = fsm_state == 6'h22;
-  assign \$194  = fsm_state == 6'h23;
-  assign \$195  = fsm_state == 6'h24;
-  assign \$196  = fsm_state == 6'h25;
-  assign \$197  = fsm_state == 6'h26;
-  assign \$198  = fsm_state == 6'h27;
-  assign \$199  = fsm_state == 6'h28;
-  assign \$200  = fsm_state == 6'h29;
-  assign \$201  = fsm_state == 6'h2a;
-  assign \$202  = fsm_state == 6'h2b;
-  assign \$203  = fsm_state == 6'h2c;
-  assign \$204  = fsm_state == 6'h2d;
-  assign \$205  = fsm_state == 6'h2e;
-  assign \$206  = fsm_state == 6'h2f;
+  assign \$135  = recip_one ? 42'h20000000000 : 42'h00000000000;
+  assign \$136  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$137  = - $signed(chan[74:67]);
+  assign \$138  = \$136  ? \$137  : { chan[74], chan[74:67] };
+  assign \$139  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$140  = $signed(sum) < $signed(1'h0);
+  assign \$141  = - $signed(sum);
+  assign \$142  = \$140  ? \$141  : { sum[20], sum };
+  assign \$143  = $signed(sum) < $signed(1'h0);
+  assign \$146  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$147  = - $signed(chan[74:67]);
+  assign \$148  = \$146  ? \$147  : { chan[74], chan[74:67] };
+  assign \$149  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$150  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$151  = - $signed(chan[98:83]);
+  assign \$152  = \$150  ? \$151  : { chan[98], chan[98:83] };
+  assign \$153  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$154  = ! fsm_state;
+  assign \$155  = fsm_state == 1'h1;
+  assign \$156  = fsm_state == 2'h2;
+  assign \$157  = fsm_state == 2'h3;
+  assign \$158  = fsm_state == 3'h4;
+  assign \$159  = fsm_state == 3'h5;
+  assign \$160  = fsm_state == 3'h6;
+  assign \$161  = fsm_state == 3'h7;
+  assign \$162  = fsm_state == 4'h8;
+  assign \$163  = fsm_state == 4'h9;
+  assign \$164  = fsm_state == 4'ha;
+  assign \$165  = fsm_state == 4'hb;
+  assign \$166  = fsm_state == 4'hc;
+  assign \$167  = fsm_state == 4'hd;
+  assign \$168  = fsm_state == 4'he;
+  assign \$169  = fsm_state == 4'hf;
+  assign \$170  = fsm_state == 5'h10;
+  assign \$171  = fsm_state == 5'h11;
+  assign \$172  = fsm_state == 5'h12;
+  assign \$173  = fsm_state == 5'h13;
+  assign \$174  = fsm_state == 5'h14;
+  assign \$175  = fsm_state == 5'h15;
+  assign \$176  = fsm_state == 5'h16;
+  assign \$177  = fsm_state == 5'h17;
+  assign \$178  = fsm_state == 5'h18;
+  assign \$179  = fsm_state == 5'h19;
+  assign \$180  = fsm_state == 5'h1a;
+  assign \$181  = fsm_state == 5'h1b;
+  assign \$182  = fsm_state == 5'h1c;
+  assign \$183  = fsm_state == 5'h1d;
+  assign \$184  = fsm_state == 5'h1e;
+  assign \$185  = fsm_state == 5'h1f;
+  assign \$186  = fsm_state == 6'h20;
+  assign \$187  = fsm_state == 6'h21;
+  assign \$188  = fsm_state == 6'h22;
+  assign \$189  = fsm_state == 6'h23;
+  assign \$190  = fsm_state == 6'h24;
+  assign \$191  = fsm_state == 6'h25;
+  assign \$192  = fsm_state == 6'h26;
+  assign \$193  = fsm_state == 6'h27;
+  assign \$194  = fsm_state == 6'h28;
+  assign \$195  = fsm_state == 6'h29;
+  assign \$196  = fsm_state == 6'h2a;
+  assign \$197  = fsm_state == 6'h2b;
+  assign \$198  = fsm_state == 6'h2c;
+  assign \$199  = fsm_state == 6'h2d;
+  assign \$200  = fsm_state == 6'h2e;
+  assign \$201  = fsm_state == 6'h2f;
+  assign \$202  = ! lead;
+  assign \$203  = 1'h1 << lead;
+  assign \$205  = \$202  ? 64'h0000000000000000 : \$204 ;
+  assign \$206  = ! lead;
   assign \$207  = lead + 8'hfb;
   assign \$208  = $signed(sh0) < $signed(4'h4);
   assign \$209  = $signed(4'h4) - $signed(sh0);
   assign \$210  = \$208  ? \$209  : 11'h000;
   assign \$211  = $signed(sh0) < $signed(4'h4);
-  assign \$212  = $signed(sh0) - $signed(4'h4);
-  assign \$213  = $signed(\$212 ) < $signed({ 1'h0, tk });
-  assign \$214  = $signed(sh0) - $signed(4'h4);
-  assign \$215  = \$213  ? \$214  : { 7'h00, tk };
-  assign \$216  = $signed(sh0) - $signed(5'h0d);
-  assign \$217  = $signed(\$215 ) > $signed(\$216 );
-  assign \$218  = $signed(sh0) - $signed(4'h4);
-  assign \$219  = $signed(\$218 ) < $signed({ 1'h0, tk });
-  assign \$220  = $signed(sh0) - $signed(4'h4);
-  assign \$221  = \$219  ? \$220  : { 7'h00, tk };
-  assign \$222  = $signed(sh0) - $signed(5'h0d);
-  assign \$223  = \$217  ? \$221  : \$222 ;
-  assign \$224  = \$211  ? 11'h000 : \$223 ;
-  assign \$225  = $signed(km) << pre;
-  assign \$226  = tsh > 6'h31;
-  assign \$227  = \$226  ? 10'h031 : tsh;
-  assign \$228  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$229  = $signed(\$228 ) - $signed({ 1'h0, tsh });
-  assign \$230  = $signed(km_pre) >>> t_clamped;
-  assign \$231  = $signed(chan[82:75]) << \$133 [3:0];
-  assign \$232  = 1'h1 << sh;
-  assign \$234  = $signed(\$231 ) + $signed({ 1'h0, \$233  });
-  assign \$235  = $signed(div_num) < $signed(1'h0);
-  assign \$236  = - $signed(div_num);
-  assign \$237  = \$235  ? \$236  : { div_num[57], div_num };
-  assign \$238  = $signed(div_num) < $signed(1'h0);
-  assign \$239  = $signed(bias) - $signed(quot);
-  assign \$241  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$242  = $signed(sh0) < $signed(4'h4);
-  assign \$243  = $signed(4'h4) - $signed(sh0);
-  assign \$244  = \$242  ? \$243  : 11'h000;
-  assign \$245  = $signed(sh0) < $signed(4'h4);
-  assign \$246  = $signed(sh0) - $signed(4'h4);
-  assign \$247  = $signed(\$246 ) < $signed({ 1'h0, tk });
-  assign \$248  = $signed(sh0) - $signed(4'h4);
-  assign \$249  = \$247  ? \$248  : { 7'h00, tk };
-  assign \$250  = $signed(sh0) - $signed(5'h0d);
-  assign \$251  = $signed(\$249 ) > $signed(\$250 );
-  assign \$252  = $signed(sh0) - $signed(4'h4);
-  assign \$253  = $signed(\$252 ) < $signed({ 1'h0, tk });
-  assign \$254  = $signed(sh0) - $signed(4'h4);
-  assign \$255  = \$253  ? \$254  : { 7'h00, tk };
-  assign \$256  = $signed(sh0) - $signed(5'h0d);
-  assign \$257  = \$251  ? \$255  : \$256 ;
-  assign \$258  = \$245  ? 11'h000 : \$257 ;
-  assign \$259  = $signed(km) << pre;
-  assign \$260  = tsh > 6'h31;
-  assign \$261  = \$260  ? 10'h031 : tsh;
-  assign \$262  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$263  = $signed(\$262 ) - $signed({ 1'h0, tsh });
-  assign \$264  = $signed(km_pre) >>> t_clamped;
-  assign \$265  = $signed(chan[82:75]) << \$134 [3:0];
-  assign \$266  = 1'h1 << sh;
-  assign \$268  = $signed(\$265 ) + $signed({ 1'h0, \$267  });
-  assign \$270  = $signed(bias) - $signed(quot);
+  assign \$212  = $signed(sh0) - $signed(5'h0d);
+  assign \$213  = $signed(\$212 ) > $signed({ 1'h0, tk });
+  assign \$214  = $signed(sh0) - $signed(5'h0d);
+  assign \$215  = $signed(sh0) - $signed(4'h4);
+  assign \$216  = $signed(\$215 ) < $signed({ 1'h0, tk });
+  assign \$217  = $signed(sh0) - $signed(4'h4);
+  assign \$218  = \$216  ? \$217  : { 7'h00, tk };
+  assign \$219  = \$213  ? \$214  : \$218 ;
+  assign \$220  = \$211  ? 11'h000 : \$219 ;
+  assign \$221  = $signed(km) << pre;
+  assign \$222  = tsh > 6'h31;
+  assign \$223  = \$222  ? 10'h031 : tsh;
+  assign \$224  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$225  = $signed(\$224 ) - $signed({ 1'h0, tsh });
+  assign \$226  = $signed(km_pre) >>> t_clamped;
+  assign \$227  = $signed(chan[82:75]) << \$133 [3:0];
+  assign \$228  = 1'h1 << sh;
+  assign \$230  = $signed(\$227 ) + $signed({ 1'h0, \$229  });
+  assign \$231  = $signed(div_num) < $signed(1'h0);
+  assign \$232  = - $signed(div_num);
+  assign \$233  = \$231  ? \$232  : { div_num[57], div_num };
+  assign \$234  = $signed(div_num) < $signed(1'h0);
+  assign \$235  = $signed(bias) - $signed(quot);
+  assign \$237  = $signed(5'h0d) - $signed(chan[122:115]);
+  assign \$238  = $signed(sh0) < $signed(4'h4);
+  assign \$239  = $signed(4'h4) - $signed(sh0);
+  assign \$240  = \$238  ? \$239  : 11'h000;
+  assign \$241  = $signed(sh0) < $signed(4'h4);
+  assign \$242  = $signed(sh0) - $signed(5'h0d);
+  assign \$243  = $signed(\$242 ) > $signed({ 1'h0, tk });
+  assign \$244  = $signed(sh0) - $signed(5'h0d);
+  assign \$245  = $signed(sh0) - $signed(4'h4);
+  assign \$246  = $signed(\$245 ) < $signed({ 1'h0, tk });
+  assign \$247  = $signed(sh0) - $signed(4'h4);
+  assign \$248  = \$246  ? \$247  : { 7'h00, tk };
+  assign \$249  = \$243  ? \$244  : \$248 ;
+  assign \$250  = \$241  ? 11'h000 : \$249 ;
+  assign \$251  = $signed(km) << pre;
+  assign \$252  = tsh > 6'h31;
+  assign \$253  = \$252  ? 10'h031 : tsh;
+  assign \$254  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$255  = $signed(\$254 ) - $signed({ 1'h0, tsh });
+  assign \$256  = $signed(km_pre) >>> t_clamped;
+  assign \$257  = $signed(chan[82:75]) << \$134 [3:0];
+  assign \$258  = 1'h1 << sh;
+  assign \$260  = $signed(\$257 ) + $signed({ 1'h0, \$259  });
+  assign \$262  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$271 ;
+    fsm_state <= \$263 ;
   always @(posedge clk)
-    start <= \$272 ;
+    start <= \$264 ;
   always @(posedge clk)
-    t <= \$273 ;
+    t <= \$265 ;
   always @(posedge clk)
-    den <= \$274 ;
+    den <= \$266 ;
   always @(posedge clk)
-    lead <= \$275 ;
+    lead <= \$267 ;
   always @(posedge clk)
-    \start$9  <= \$276 ;
+    \start$9  <= \$268 ;
   always @(posedge clk)
-    recip <= \$277 ;
+    recip_rem <= \$269 ;
   always @(posedge clk)
-    m <= \$278 ;
+    recip_one <= \$270 ;
   always @(posedge clk)
-    km <= \$279 ;
+    recip <= \$271 ;
   always @(posedge clk)
-    sh0 <= \$280 ;
+    m <= \$272 ;
   always @(posedge clk)
-    tk <= \$281 ;
+    km <= \$273 ;
   always @(posedge clk)
-    pre <= \$282 ;
+    sh0 <= \$274 ;
   always @(posedge clk)
-    tsh <= \$283 ;
+    tk <= \$275 ;
   always @(posedge clk)
-    km_pre <= \$284 ;
+    pre <= \$276 ;
   always @(posedge clk)
-    t_clamped <= \$285 ;
+    tsh <= \$277 ;
   always @(posedge clk)
-    sh <= \$286 ;
+    km_pre <= \$278 ;
   always @(posedge clk)
-    \a$28  <= \$287 ;
+    t_clamped <= \$279 ;
   always @(posedge clk)
-    bias <= \$288 ;
+    sh <= \$280 ;
   always @(posedge clk)
-    \p$49  <= \$289 ;
+    \a$29  <= \$281 ;
   always @(posedge clk)
-    div_num <= \$290 ;
+    bias <= \$282 ;
   always @(posedge clk)
-    div_mag <= \$291 ;
+    \p$51  <= \$283 ;
   always @(posedge clk)
-    div_neg <= \$292 ;
+    div_num <= \$284 ;
   always @(posedge clk)
-    quot <= \$293 ;
+    div_mag <= \$285 ;
   always @(posedge clk)
-    \b$52  <= \$294 ;
+    div_neg <= \$286 ;
+  always @(posedge clk)
+    quot <= \$287 ;
+  always @(posedge clk)
+    \b$54  <= \$288 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$24 ),
-    .done(\done$39 ),
+    .\den$13 (\den$25 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$23 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$25 )
+    .steps(\steps$26 )
   );
   \hwnorm_range_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$37 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1257,7 +1248,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$28 [33], \a$28 [33], \a$28  };
+          a = { \a$29 [33], \a$29 [33], \a$29  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1287,7 +1278,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$28 [33], \a$28 [33], \a$28  };
+          a = { \a$29 [33], \a$29 [33], \a$29  };
     endcase
   end
   always @* begin
@@ -1331,7 +1322,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          b = { \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1351,7 +1342,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$147 [20:0];
+          b = \$142 [20:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -1367,7 +1358,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h03:
           /* empty */;
       6'h25:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
+          b = { \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148  };
       6'h26:
           /* empty */;
       6'h27:
@@ -1381,7 +1372,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h2b:
           /* empty */;
       6'h2c:
-          b = { \$157 [16], \$157 [16], \$157 [16], \$157 [16], \$157  };
+          b = { \$152 [16], \$152 [16], \$152 [16], \$152 [16], \$152  };
     endcase
   end
   always @* begin
@@ -1519,7 +1510,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$144 ;
+          neg = \$139 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1539,7 +1530,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$148 ;
+          neg = \$143 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1555,7 +1546,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h03:
           /* empty */;
       6'h25:
-          neg = \$154 ;
+          neg = \$149 ;
       6'h26:
           /* empty */;
       6'h27:
@@ -1569,7 +1560,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h2b:
           /* empty */;
       6'h2c:
-          neg = \$158 ;
+          neg = \$153 ;
     endcase
   end
   always @* begin
@@ -1701,7 +1692,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          rem_init = \$138 [43:0];
+          rem_init = recip_rem;
       6'h12:
           /* empty */;
       6'h13:
@@ -1735,7 +1726,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          rem_init = \$149 [43:0];
+          rem_init = \$144 [43:0];
     endcase
   end
   always @* begin
@@ -1773,7 +1764,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$140 ;
+          lo_init = \$135 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -1807,12 +1798,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          lo_init = \$150 [41:0];
+          lo_init = \$145 [41:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1845,7 +1836,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          \neg$23  = 1'h0;
+          \neg$24  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1879,12 +1870,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \neg$23  = div_neg;
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$24  = 44'h00000000000;
+    \den$25  = 44'h00000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1917,7 +1908,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          \den$24  = den;
+          \den$25  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -1951,12 +1942,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \den$24  = { 31'h00000000, chan[13:1] };
+          \den$25  = { 31'h00000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$25  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1989,7 +1980,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h10:
           /* empty */;
       6'h11:
-          \steps$25  = 6'h10;
+          \steps$26  = 6'h10;
       6'h12:
           /* empty */;
       6'h13:
@@ -2023,7 +2014,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \steps$25  = 6'h2a;
+          \steps$26  = 6'h2a;
     endcase
   end
   always @* begin
@@ -2130,141 +2121,141 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = fsm_state;
+    \$263  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$35 ) begin
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$271  = 6'h01;
+                  \$263  = 6'h01;
               2'h1:
-                  \$271  = 6'h02;
+                  \$263  = 6'h02;
               2'h2:
-                  \$271  = 6'h03;
+                  \$263  = 6'h03;
             endcase
           end
       6'h02:
-          \$271  = 6'h04;
+          \$263  = 6'h04;
       6'h04:
-          \$271  = 6'h05;
+          \$263  = 6'h05;
       6'h05:
-          \$271  = 6'h06;
+          \$263  = 6'h06;
       6'h06:
-          \$271  = 6'h07;
+          \$263  = 6'h07;
       6'h07:
-          \$271  = 6'h08;
+          \$263  = 6'h08;
       6'h08:
-          if (\done$37 ) begin
-            \$271  = 6'h09;
+          if (\done$38 ) begin
+            \$263  = 6'h09;
           end
       6'h09:
-          \$271  = 6'h0a;
+          \$263  = 6'h0a;
       6'h0a:
-          \$271  = 6'h0b;
+          \$263  = 6'h0b;
       6'h0b:
-          if (\done$37 ) begin
-            \$271  = 6'h0c;
+          if (\done$38 ) begin
+            \$263  = 6'h0c;
           end
       6'h0c:
-          \$271  = 6'h0d;
+          \$263  = 6'h0d;
       6'h0d:
-          \$271  = 6'h0e;
+          \$263  = 6'h0e;
       6'h0e:
-          if (\done$37 ) begin
-            \$271  = 6'h0f;
+          if (\done$38 ) begin
+            \$263  = 6'h0f;
           end
       6'h0f:
-          \$271  = 6'h10;
+          \$263  = 6'h10;
       6'h10:
-          \$271  = 6'h11;
+          \$263  = 6'h11;
       6'h11:
-          \$271  = 6'h12;
+          \$263  = 6'h12;
       6'h12:
-          if (\done$39 ) begin
-            \$271  = 6'h13;
+          if (\done$41 ) begin
+            \$263  = 6'h13;
           end
       6'h13:
-          \$271  = 6'h14;
+          \$263  = 6'h14;
       6'h14:
-          \$271  = 6'h15;
+          \$263  = 6'h15;
       6'h15:
-          if (\done$37 ) begin
-            \$271  = 6'h16;
+          if (\done$38 ) begin
+            \$263  = 6'h16;
           end
       6'h16:
-          \$271  = 6'h17;
+          \$263  = 6'h17;
       6'h17:
-          \$271  = 6'h18;
+          \$263  = 6'h18;
       6'h18:
-          if (\done$37 ) begin
-            \$271  = 6'h19;
+          if (\done$38 ) begin
+            \$263  = 6'h19;
           end
       6'h19:
-          \$271  = 6'h1a;
+          \$263  = 6'h1a;
       6'h1a:
-          \$271  = 6'h1b;
+          \$263  = 6'h1b;
       6'h1b:
-          \$271  = 6'h1c;
+          \$263  = 6'h1c;
       6'h1c:
-          \$271  = 6'h1d;
+          \$263  = 6'h1d;
       6'h1d:
-          \$271  = 6'h1e;
+          \$263  = 6'h1e;
       6'h1e:
-          \$271  = 6'h1f;
+          \$263  = 6'h1f;
       6'h1f:
-          if (\done$37 ) begin
-            \$271  = 6'h20;
+          if (\done$38 ) begin
+            \$263  = 6'h20;
           end
       6'h20:
-          \$271  = 6'h21;
+          \$263  = 6'h21;
       6'h21:
-          \$271  = 6'h22;
+          \$263  = 6'h22;
       6'h22:
-          \$271  = 6'h23;
+          \$263  = 6'h23;
       6'h23:
-          if (\done$39 ) begin
-            \$271  = 6'h24;
+          if (\done$41 ) begin
+            \$263  = 6'h24;
           end
       6'h24:
-          \$271  = 6'h01;
+          \$263  = 6'h01;
       6'h03:
-          \$271  = 6'h25;
+          \$263  = 6'h25;
       6'h25:
-          \$271  = 6'h26;
+          \$263  = 6'h26;
       6'h26:
-          if (\done$37 ) begin
-            \$271  = 6'h27;
+          if (\done$38 ) begin
+            \$263  = 6'h27;
           end
       6'h27:
-          \$271  = 6'h28;
+          \$263  = 6'h28;
       6'h28:
-          \$271  = 6'h29;
+          \$263  = 6'h29;
       6'h29:
-          \$271  = 6'h2a;
+          \$263  = 6'h2a;
       6'h2a:
-          \$271  = 6'h2b;
+          \$263  = 6'h2b;
       6'h2b:
-          \$271  = 6'h2c;
+          \$263  = 6'h2c;
       6'h2c:
-          \$271  = 6'h2d;
+          \$263  = 6'h2d;
       6'h2d:
-          if (\done$37 ) begin
-            \$271  = 6'h2e;
+          if (\done$38 ) begin
+            \$263  = 6'h2e;
           end
       6'h2e:
-          \$271  = 6'h2f;
+          \$263  = 6'h2f;
       6'h2f:
-          \$271  = 6'h01;
+          \$263  = 6'h01;
       6'h01:
-          \$271  = 6'h00;
+          \$263  = 6'h00;
     endcase
     if (rst) begin
-      \$271  = 6'h00;
+      \$263  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = start;
+    \$264  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2275,21 +2266,21 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h05:
           /* empty */;
       6'h06:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h07:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h0a:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h0d:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2301,15 +2292,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h14:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h17:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2321,9 +2312,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1c:
           /* empty */;
       6'h1d:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h1e:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2337,9 +2328,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h24:
           /* empty */;
       6'h03:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h25:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
       6'h26:
           /* empty */;
       6'h27:
@@ -2351,17 +2342,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h2a:
           /* empty */;
       6'h2b:
-          \$272  = 1'h1;
+          \$264  = 1'h1;
       6'h2c:
-          \$272  = 1'h0;
+          \$264  = 1'h0;
     endcase
     if (rst) begin
-      \$272  = 1'h0;
+      \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = t;
+    \$265  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2376,25 +2367,25 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$37 ) begin
-            \$273  = p[34:0];
+          if (\done$38 ) begin
+            \$265  = p[34:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$37 ) begin
-            \$273  = p[34:0];
+          if (\done$38 ) begin
+            \$265  = p[34:0];
           end
     endcase
     if (rst) begin
-      \$273  = 35'h000000000;
+      \$265  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = den;
+    \$266  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2421,17 +2412,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$37 ) begin
-            \$274  = p[43:0];
+          if (\done$38 ) begin
+            \$266  = p[43:0];
           end
     endcase
     if (rst) begin
-      \$274  = 44'h00000000000;
+      \$266  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = lead;
+    \$267  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2460,15 +2451,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0e:
           /* empty */;
       6'h0f:
-          \$275  = den_lead;
+          \$267  = den_lead;
     endcase
     if (rst) begin
-      \$275  = 6'h00;
+      \$267  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = \start$9 ;
+    \$268  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2499,9 +2490,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$276  = 1'h1;
+          \$268  = 1'h1;
       6'h11:
-          \$276  = 1'h0;
+          \$268  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2533,17 +2524,95 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h20:
           /* empty */;
       6'h21:
-          \$276  = 1'h1;
+          \$268  = 1'h1;
       6'h22:
-          \$276  = 1'h0;
+          \$268  = 1'h0;
     endcase
     if (rst) begin
-      \$276  = 1'h0;
+      \$268  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = recip;
+    \$269  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$269  = \$205 [43:0];
+    endcase
+    if (rst) begin
+      \$269  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$270  = \$206 ;
+    endcase
+    if (rst) begin
+      \$270  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2578,17 +2647,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$39 ) begin
-            \$277  = q[16:0];
+          if (\done$41 ) begin
+            \$271  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$277  = 17'h00000;
+      \$271  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = m;
+    \$272  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2629,8 +2698,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$37 ) begin
-            \$278  = p[25:0];
+          if (\done$38 ) begin
+            \$272  = p[25:0];
           end
       6'h16:
           /* empty */;
@@ -2640,182 +2709,6 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
           /* empty */;
       6'h19:
           /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$37 ) begin
-            \$278  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$278  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$37 ) begin
-            \$279  = p[39:0];
-          end
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$279  = \$240 [39:0];
-    endcase
-    if (rst) begin
-      \$279  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$280  = { \$207 [7], \$207 [7], \$207  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2843,17 +2736,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h25:
           /* empty */;
       6'h26:
-          /* empty */;
-      6'h27:
-          \$280  = { \$241 [8], \$241  };
+          if (\done$38 ) begin
+            \$272  = p[25:0];
+          end
     endcase
     if (rst) begin
-      \$280  = 10'h000;
+      \$272  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = tk;
+    \$273  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2900,9 +2793,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
+          if (\done$38 ) begin
+            \$273  = p[39:0];
+          end
       6'h19:
-          \$281  = count_lead;
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2932,15 +2827,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h26:
           /* empty */;
       6'h27:
-          \$281  = 4'h8;
+          \$273  = \$236 [39:0];
     endcase
     if (rst) begin
-      \$281  = 4'h0;
+      \$273  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = pre;
+    \$274  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2989,9 +2884,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$274  = { \$207 [7], \$207 [7], \$207  };
       6'h1a:
-          \$282  = \$210 [3:0];
+          /* empty */;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3019,17 +2914,102 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h26:
           /* empty */;
       6'h27:
-          /* empty */;
-      6'h28:
-          \$282  = \$244 [3:0];
+          \$274  = { \$237 [8], \$237  };
     endcase
     if (rst) begin
-      \$282  = 4'h0;
+      \$274  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = tsh;
+    \$275  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$275  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$275  = 4'h8;
+    endcase
+    if (rst) begin
+      \$275  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3080,7 +3060,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          \$283  = \$224 [9:0];
+          \$276  = \$210 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3110,15 +3090,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h27:
           /* empty */;
       6'h28:
-          \$283  = \$258 [9:0];
+          \$276  = \$240 [3:0];
     endcase
     if (rst) begin
-      \$283  = 10'h000;
+      \$276  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = km_pre;
+    \$277  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3169,9 +3149,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \$277  = \$220 [9:0];
       6'h1b:
-          \$284  = \$225 [48:0];
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3199,17 +3179,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h27:
           /* empty */;
       6'h28:
-          /* empty */;
-      6'h29:
-          \$284  = \$259 [48:0];
+          \$277  = \$250 [9:0];
     endcase
     if (rst) begin
-      \$284  = 49'h0000000000000;
+      \$277  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = t_clamped;
+    \$278  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3262,7 +3240,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$285  = \$227 [5:0];
+          \$278  = \$221 [48:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3292,15 +3270,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          \$285  = \$261 [5:0];
+          \$278  = \$251 [48:0];
     endcase
     if (rst) begin
-      \$285  = 6'h00;
+      \$278  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = sh;
+    \$279  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3353,7 +3331,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$286  = \$229 [3:0];
+          \$279  = \$223 [5:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3383,15 +3361,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          \$286  = \$263 [3:0];
+          \$279  = \$253 [5:0];
     endcase
     if (rst) begin
-      \$286  = 4'h0;
+      \$279  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = \a$28 ;
+    \$280  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3444,9 +3422,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          /* empty */;
+          \$280  = \$225 [3:0];
       6'h1c:
-          \$287  = \$230 [33:0];
+          /* empty */;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3474,17 +3452,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          /* empty */;
-      6'h2a:
-          \$287  = \$264 [33:0];
+          \$280  = \$255 [3:0];
     endcase
     if (rst) begin
-      \$287  = 34'h000000000;
+      \$280  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = bias;
+    \$281  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3539,7 +3515,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h1b:
           /* empty */;
       6'h1c:
-          \$288  = { \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234 [23], \$234  };
+          \$281  = \$226 [33:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3569,536 +3545,629 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
       6'h29:
           /* empty */;
       6'h2a:
-          \$288  = { \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268 [23], \$268  };
+          \$281  = \$256 [33:0];
+    endcase
+    if (rst) begin
+      \$281  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$282  = { \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$282  = { \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260  };
+    endcase
+    if (rst) begin
+      \$282  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = \p$51 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$38 ) begin
+            \$283  = p[56:0];
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          if (\done$38 ) begin
+            \$283  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$283  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$284  = { \p$51 [56], \p$51  };
+    endcase
+    if (rst) begin
+      \$284  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$285  = \$233 [57:0];
+    endcase
+    if (rst) begin
+      \$285  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$286  = \$234 ;
+    endcase
+    if (rst) begin
+      \$286  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = quot;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          if (\done$41 ) begin
+            \$287  = { q[43], q[43], q };
+          end
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$287  = \$261 [45:0];
+    endcase
+    if (rst) begin
+      \$287  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = \b$54 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$288  = \$235 [41:0];
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$288  = \$262 [41:0];
     endcase
     if (rst) begin
       \$288  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = \p$49 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$37 ) begin
-            \$289  = p[56:0];
-          end
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          if (\done$37 ) begin
-            \$289  = p[56:0];
-          end
-    endcase
-    if (rst) begin
-      \$289  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$290  = { \p$49 [56], \p$49  };
-    endcase
-    if (rst) begin
-      \$290  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$291  = \$237 [57:0];
-    endcase
-    if (rst) begin
-      \$291  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$292  = \$238 ;
-    endcase
-    if (rst) begin
-      \$292  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$39 ) begin
-            \$293  = { q[43], q[43], q };
-          end
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$293  = \$269 [45:0];
-    endcase
-    if (rst) begin
-      \$293  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = \b$52 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$294  = \$239 [41:0];
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$294  = \$270 [41:0];
-    endcase
-    if (rst) begin
-      \$294  = 42'h00000000000;
     end
   end
   assign beta_shift = \$133 [3:0];
@@ -4115,12 +4184,13 @@ module \hwnorm_range_s8.math (rst, r_open, \start$35 , entry, chan, sum, r_close
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \$149  = { 42'h00000000000, div_mag[57:42] };
-  assign \$150  = { 1'h0, div_mag[41:0] };
-  assign \$233  = { 1'h0, \$232 [15:1] };
-  assign \$240  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$267  = { 1'h0, \$266 [15:1] };
-  assign \$269  = { \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56], \p$49 [56:8] };
+  assign \$144  = { 42'h00000000000, div_mag[57:42] };
+  assign \$145  = { 1'h0, div_mag[41:0] };
+  assign \$204  = { 1'h0, \$203 [63:1] };
+  assign \$229  = { 1'h0, \$228 [15:1] };
+  assign \$236  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$259  = { 1'h0, \$258 [15:1] };
+  assign \$261  = { \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56:8] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -162,8 +162,8 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_semidev_s16.math  math (
-    .\a$37 (a),
-    .\b$61 (b),
+    .\a$38 (a),
+    .\b$63 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
@@ -175,7 +175,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$41 (start),
+    .\start$42 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s16.norm  norm (
@@ -569,7 +569,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$37 , \b$61 , clk);
+module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$63 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -655,31 +655,31 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   wire [139:0] \$172 ;
   wire [100:0] \$173 ;
   wire [101:0] \$174 ;
-  wire \$175 ;
-  wire [6:0] \$176 ;
-  wire [63:0] \$177 ;
-  wire [63:0] \$178 ;
+  wire [99:0] \$175 ;
+  wire \$176 ;
+  wire [16:0] \$177 ;
+  wire [16:0] \$178 ;
   wire \$179 ;
   wire \$18 ;
-  wire [99:0] \$180 ;
-  wire \$181 ;
-  wire [16:0] \$182 ;
-  wire [16:0] \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire [29:0] \$186 ;
-  wire [29:0] \$187 ;
-  wire \$188 ;
-  wire [139:0] \$189 ;
+  wire \$180 ;
+  wire [29:0] \$181 ;
+  wire [29:0] \$182 ;
+  wire \$183 ;
+  wire [139:0] \$184 ;
+  wire [120:0] \$185 ;
+  wire \$186 ;
+  wire [16:0] \$187 ;
+  wire [16:0] \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [120:0] \$190 ;
-  wire \$191 ;
-  wire [16:0] \$192 ;
-  wire [16:0] \$193 ;
+  wire \$190 ;
+  wire [24:0] \$191 ;
+  wire [24:0] \$192 ;
+  wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire [24:0] \$196 ;
-  wire [24:0] \$197 ;
+  wire \$196 ;
+  wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
@@ -751,19 +751,19 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
+  wire [140:0] \$261 ;
+  wire [140:0] \$262 ;
   wire \$263 ;
-  wire \$264 ;
+  wire [138:0] \$264 ;
   wire \$265 ;
   wire [140:0] \$266 ;
   wire [140:0] \$267 ;
   wire \$268 ;
-  wire [138:0] \$269 ;
+  wire \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire [140:0] \$271 ;
-  wire [140:0] \$272 ;
+  wire [63:0] \$270 ;
+  wire [63:0] \$271 ;
+  wire [63:0] \$272 ;
   wire \$273 ;
   wire [6:0] \$274 ;
   wire \$275 ;
@@ -775,98 +775,92 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   wire \$280 ;
   wire [10:0] \$281 ;
   wire [10:0] \$282 ;
-  wire [10:0] \$283 ;
-  wire \$284 ;
+  wire \$283 ;
+  wire [10:0] \$284 ;
   wire [10:0] \$285 ;
-  wire \$286 ;
+  wire [10:0] \$286 ;
   wire [10:0] \$287 ;
-  wire [10:0] \$288 ;
-  wire [10:0] \$289 ;
+  wire [62:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
+  wire [9:0] \$290 ;
   wire [10:0] \$291 ;
-  wire [62:0] \$292 ;
-  wire \$293 ;
-  wire [9:0] \$294 ;
-  wire [10:0] \$295 ;
-  wire [11:0] \$296 ;
-  wire [59:0] \$297 ;
-  wire [46:0] \$298 ;
-  wire [31:0] \$299 ;
+  wire [11:0] \$292 ;
+  wire [59:0] \$293 ;
+  wire [46:0] \$294 ;
+  wire [31:0] \$295 ;
+  wire [31:0] \$296 ;
+  wire [47:0] \$297 ;
+  wire \$298 ;
+  wire [140:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [31:0] \$300 ;
-  wire [47:0] \$301 ;
-  wire \$302 ;
-  wire [140:0] \$303 ;
-  wire [140:0] \$304 ;
+  wire [140:0] \$300 ;
+  wire \$301 ;
+  wire [62:0] \$302 ;
+  wire [56:0] \$303 ;
+  wire [8:0] \$304 ;
   wire \$305 ;
-  wire [62:0] \$306 ;
-  wire [56:0] \$307 ;
-  wire [8:0] \$308 ;
-  wire \$309 ;
+  wire [10:0] \$306 ;
+  wire [10:0] \$307 ;
+  wire \$308 ;
+  wire [10:0] \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
+  wire \$310 ;
   wire [10:0] \$311 ;
-  wire \$312 ;
-  wire [10:0] \$313 ;
-  wire \$314 ;
+  wire [10:0] \$312 ;
+  wire \$313 ;
+  wire [10:0] \$314 ;
   wire [10:0] \$315 ;
   wire [10:0] \$316 ;
   wire [10:0] \$317 ;
-  wire \$318 ;
-  wire [10:0] \$319 ;
+  wire [62:0] \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [9:0] \$320 ;
   wire [10:0] \$321 ;
-  wire [10:0] \$322 ;
-  wire [10:0] \$323 ;
-  wire [10:0] \$324 ;
-  wire [10:0] \$325 ;
-  wire [62:0] \$326 ;
-  wire \$327 ;
-  wire [9:0] \$328 ;
-  wire [10:0] \$329 ;
+  wire [11:0] \$322 ;
+  wire [59:0] \$323 ;
+  wire [46:0] \$324 ;
+  wire [31:0] \$325 ;
+  wire [31:0] \$326 ;
+  wire [47:0] \$327 ;
+  wire [72:0] \$328 ;
+  wire [62:0] \$329 ;
   wire \$33 ;
-  wire [11:0] \$330 ;
-  wire [59:0] \$331 ;
-  wire [46:0] \$332 ;
-  wire [31:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire [47:0] \$335 ;
-  wire [72:0] \$336 ;
-  wire [62:0] \$337 ;
-  reg [6:0] \$338 ;
-  reg [139:0] \$339 ;
+  reg [6:0] \$330 ;
+  reg [139:0] \$331 ;
+  reg [139:0] \$332 ;
+  reg \$333 ;
+  reg \$334 ;
+  reg [16:0] \$335 ;
+  reg \$336 ;
+  reg [75:0] \$337 ;
+  reg [75:0] \$338 ;
+  reg [100:0] \$339 ;
   wire [5:0] \$34 ;
-  reg [139:0] \$340 ;
-  reg \$341 ;
-  reg \$342 ;
-  reg [16:0] \$343 ;
+  reg \$340 ;
+  reg [50:0] \$341 ;
+  reg [5:0] \$342 ;
+  reg [50:0] \$343 ;
   reg \$344 ;
-  reg [75:0] \$345 ;
-  reg [75:0] \$346 ;
-  reg [100:0] \$347 ;
-  reg \$348 ;
-  reg [50:0] \$349 ;
+  reg [24:0] \$345 ;
+  reg [41:0] \$346 ;
+  reg [55:0] \$347 ;
+  reg [9:0] \$348 ;
+  reg [3:0] \$349 ;
   wire [5:0] \$35 ;
-  reg [5:0] \$350 ;
-  reg [24:0] \$351 ;
-  reg [41:0] \$352 ;
-  reg [55:0] \$353 ;
-  reg [9:0] \$354 ;
-  reg [3:0] \$355 ;
-  reg [2:0] \$356 ;
-  reg [9:0] \$357 ;
-  reg [59:0] \$358 ;
-  reg [5:0] \$359 ;
+  reg [2:0] \$350 ;
+  reg [9:0] \$351 ;
+  reg [59:0] \$352 ;
+  reg [5:0] \$353 ;
+  reg [4:0] \$354 ;
+  reg [41:0] \$355 ;
+  reg [57:0] \$356 ;
+  reg [72:0] \$357 ;
+  reg [61:0] \$358 ;
+  reg [57:0] \$359 ;
   wire [5:0] \$36 ;
-  reg [4:0] \$360 ;
-  reg [41:0] \$361 ;
-  reg [57:0] \$362 ;
-  reg [72:0] \$363 ;
-  reg [61:0] \$364 ;
-  reg [57:0] \$365 ;
   wire \$37 ;
   wire [5:0] \$38 ;
   wire [5:0] \$39 ;
@@ -937,11 +931,11 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [76:0] a;
-  output [41:0] \a$37 ;
-  reg [41:0] \a$37  = 42'h00000000000;
+  output [41:0] \a$38 ;
+  reg [41:0] \a$38  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$61 ;
-  reg [57:0] \b$61  = 58'h000000000000000;
+  output [57:0] \b$63 ;
+  reg [57:0] \b$63  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -970,9 +964,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   reg [139:0] div_num = 140'h00000000000000000000000000000000000;
   output done;
   reg done;
-  wire \done$44 ;
-  wire \done$47 ;
-  wire \done$49 ;
+  wire \done$45 ;
+  wire \done$48 ;
+  wire \done$50 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -988,13 +982,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   reg neg;
   reg \neg$25 ;
   wire [90:0] p;
-  reg [72:0] \p$59  = 73'h0000000000000000000;
+  reg [72:0] \p$61  = 73'h0000000000000000000;
   reg [2:0] pre = 3'h0;
   wire [101:0] q;
   input [42:0] q_lo;
   wire [42:0] q_lo;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [50:0] recip_rem = 51'h0000000000000;
   reg [50:0] rem_init;
   wire [50:0] root;
   input rst;
@@ -1011,8 +1007,8 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$41 ;
-  wire \start$41 ;
+  input \start$42 ;
+  wire \start$42 ;
   reg \start$9  = 1'h0;
   reg [6:0] steps;
   reg [4:0] \steps$26 ;
@@ -1195,222 +1191,217 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   assign \$170  = - $signed(sum);
   assign \$171  = \$169  ? \$170  : { sum[28], sum };
   assign \$174  = semi_w + chan[83:14];
-  assign \$175  = ! lead;
-  assign \$176  = lead - 1'h1;
-  assign \$177  = 1'h1 << \$176 [5:0];
-  assign \$178  = \$175  ? 64'h0000000000000000 : \$177 ;
-  assign \$179  = ! lead;
-  assign \$180  = \$179  ? 100'h8000000000000000000000000 : 100'h0000000000000000000000000;
-  assign \$181  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$182  = - $signed(chan[99:84]);
-  assign \$183  = \$181  ? \$182  : { chan[99], chan[99:84] };
-  assign \$184  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$185  = $signed(sum) < $signed(1'h0);
-  assign \$186  = - $signed(sum);
-  assign \$187  = \$185  ? \$186  : { sum[28], sum };
-  assign \$188  = $signed(sum) < $signed(1'h0);
-  assign \$191  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$192  = - $signed(chan[99:84]);
-  assign \$193  = \$191  ? \$192  : { chan[99], chan[99:84] };
-  assign \$194  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$195  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$196  = - $signed(chan[139:116]);
-  assign \$197  = \$195  ? \$196  : { chan[139], chan[139:116] };
-  assign \$198  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$199  = ! fsm_state;
-  assign \$200  = fsm_state == 1'h1;
-  assign \$201  = fsm_state == 2'h2;
-  assign \$202  = fsm_state == 2'h3;
-  assign \$203  = fsm_state == 3'h4;
-  assign \$204  = fsm_state == 3'h5;
-  assign \$205  = fsm_state == 3'h6;
-  assign \$206  = fsm_state == 3'h7;
-  assign \$207  = fsm_state == 4'h8;
-  assign \$208  = fsm_state == 4'h9;
-  assign \$209  = fsm_state == 4'ha;
-  assign \$210  = fsm_state == 4'hb;
-  assign \$211  = fsm_state == 4'hc;
-  assign \$212  = fsm_state == 4'hd;
-  assign \$213  = fsm_state == 4'he;
-  assign \$214  = fsm_state == 4'hf;
-  assign \$215  = fsm_state == 5'h10;
-  assign \$216  = fsm_state == 5'h11;
-  assign \$217  = fsm_state == 5'h12;
-  assign \$218  = fsm_state == 5'h13;
-  assign \$219  = fsm_state == 5'h14;
-  assign \$220  = fsm_state == 5'h15;
-  assign \$221  = fsm_state == 5'h16;
-  assign \$222  = fsm_state == 5'h17;
-  assign \$223  = fsm_state == 5'h18;
-  assign \$224  = fsm_state == 5'h19;
-  assign \$225  = fsm_state == 5'h1a;
-  assign \$226  = fsm_state == 5'h1b;
-  assign \$227  = fsm_state == 5'h1c;
-  assign \$228  = fsm_state == 5'h1d;
-  assign \$229  = fsm_state == 5'h1e;
-  assign \$230  = fsm_state == 5'h1f;
-  assign \$231  = fsm_state == 6'h20;
-  assign \$232  = fsm_state == 6'h21;
-  assign \$233  = fsm_state == 6'h22;
-  assign \$234  = fsm_state == 6'h23;
-  assign \$235  = fsm_state == 6'h24;
-  assign \$236  = fsm_state == 6'h25;
-  assign \$237  = fsm_state == 6'h26;
-  assign \$238  = fsm_state == 6'h27;
-  assign \$239  = fsm_state == 6'h28;
-  assign \$240  = fsm_state == 6'h29;
-  assign \$241  = fsm_state == 6'h2a;
-  assign \$242  = fsm_state == 6'h2b;
-  assign \$243  = fsm_state == 6'h2c;
-  assign \$244  = fsm_state == 6'h2d;
-  assign \$245  = fsm_state == 6'h2e;
-  assign \$246  = fsm_state == 6'h2f;
-  assign \$247  = fsm_state == 6'h30;
-  assign \$248  = fsm_state == 6'h31;
-  assign \$249  = fsm_state == 6'h32;
-  assign \$250  = fsm_state == 6'h33;
-  assign \$251  = fsm_state == 6'h34;
-  assign \$252  = fsm_state == 6'h35;
-  assign \$253  = fsm_state == 6'h36;
-  assign \$254  = fsm_state == 6'h37;
-  assign \$255  = fsm_state == 6'h38;
-  assign \$256  = fsm_state == 6'h39;
-  assign \$257  = fsm_state == 6'h3a;
-  assign \$258  = fsm_state == 6'h3b;
-  assign \$259  = fsm_state == 6'h3c;
-  assign \$260  = fsm_state == 6'h3d;
-  assign \$261  = fsm_state == 6'h3e;
-  assign \$262  = fsm_state == 6'h3f;
-  assign \$263  = fsm_state == 7'h40;
-  assign \$264  = fsm_state == 7'h41;
+  assign \$175  = recip_one ? 100'h8000000000000000000000000 : 100'h0000000000000000000000000;
+  assign \$176  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$177  = - $signed(chan[99:84]);
+  assign \$178  = \$176  ? \$177  : { chan[99], chan[99:84] };
+  assign \$179  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$180  = $signed(sum) < $signed(1'h0);
+  assign \$181  = - $signed(sum);
+  assign \$182  = \$180  ? \$181  : { sum[28], sum };
+  assign \$183  = $signed(sum) < $signed(1'h0);
+  assign \$186  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$187  = - $signed(chan[99:84]);
+  assign \$188  = \$186  ? \$187  : { chan[99], chan[99:84] };
+  assign \$189  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$190  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$191  = - $signed(chan[139:116]);
+  assign \$192  = \$190  ? \$191  : { chan[139], chan[139:116] };
+  assign \$193  = $signed(chan[139:116]) < $signed(1'h0);
+  assign \$194  = ! fsm_state;
+  assign \$195  = fsm_state == 1'h1;
+  assign \$196  = fsm_state == 2'h2;
+  assign \$197  = fsm_state == 2'h3;
+  assign \$198  = fsm_state == 3'h4;
+  assign \$199  = fsm_state == 3'h5;
+  assign \$200  = fsm_state == 3'h6;
+  assign \$201  = fsm_state == 3'h7;
+  assign \$202  = fsm_state == 4'h8;
+  assign \$203  = fsm_state == 4'h9;
+  assign \$204  = fsm_state == 4'ha;
+  assign \$205  = fsm_state == 4'hb;
+  assign \$206  = fsm_state == 4'hc;
+  assign \$207  = fsm_state == 4'hd;
+  assign \$208  = fsm_state == 4'he;
+  assign \$209  = fsm_state == 4'hf;
+  assign \$210  = fsm_state == 5'h10;
+  assign \$211  = fsm_state == 5'h11;
+  assign \$212  = fsm_state == 5'h12;
+  assign \$213  = fsm_state == 5'h13;
+  assign \$214  = fsm_state == 5'h14;
+  assign \$215  = fsm_state == 5'h15;
+  assign \$216  = fsm_state == 5'h16;
+  assign \$217  = fsm_state == 5'h17;
+  assign \$218  = fsm_state == 5'h18;
+  assign \$219  = fsm_state == 5'h19;
+  assign \$220  = fsm_state == 5'h1a;
+  assign \$221  = fsm_state == 5'h1b;
+  assign \$222  = fsm_state == 5'h1c;
+  assign \$223  = fsm_state == 5'h1d;
+  assign \$224  = fsm_state == 5'h1e;
+  assign \$225  = fsm_state == 5'h1f;
+  assign \$226  = fsm_state == 6'h20;
+  assign \$227  = fsm_state == 6'h21;
+  assign \$228  = fsm_state == 6'h22;
+  assign \$229  = fsm_state == 6'h23;
+  assign \$230  = fsm_state == 6'h24;
+  assign \$231  = fsm_state == 6'h25;
+  assign \$232  = fsm_state == 6'h26;
+  assign \$233  = fsm_state == 6'h27;
+  assign \$234  = fsm_state == 6'h28;
+  assign \$235  = fsm_state == 6'h29;
+  assign \$236  = fsm_state == 6'h2a;
+  assign \$237  = fsm_state == 6'h2b;
+  assign \$238  = fsm_state == 6'h2c;
+  assign \$239  = fsm_state == 6'h2d;
+  assign \$240  = fsm_state == 6'h2e;
+  assign \$241  = fsm_state == 6'h2f;
+  assign \$242  = fsm_state == 6'h30;
+  assign \$243  = fsm_state == 6'h31;
+  assign \$244  = fsm_state == 6'h32;
+  assign \$245  = fsm_state == 6'h33;
+  assign \$246  = fsm_state == 6'h34;
+  assign \$247  = fsm_state == 6'h35;
+  assign \$248  = fsm_state == 6'h36;
+  assign \$249  = fsm_state == 6'h37;
+  assign \$250  = fsm_state == 6'h38;
+  assign \$251  = fsm_state == 6'h39;
+  assign \$252  = fsm_state == 6'h3a;
+  assign \$253  = fsm_state == 6'h3b;
+  assign \$254  = fsm_state == 6'h3c;
+  assign \$255  = fsm_state == 6'h3d;
+  assign \$256  = fsm_state == 6'h3e;
+  assign \$257  = fsm_state == 6'h3f;
+  assign \$258  = fsm_state == 7'h40;
+  assign \$259  = fsm_state == 7'h41;
+  assign \$260  = $signed(div_num) < $signed(1'h0);
+  assign \$261  = - $signed(div_num);
+  assign \$262  = \$260  ? \$261  : { div_num[139], div_num };
+  assign \$263  = $signed(div_num) < $signed(1'h0);
   assign \$265  = $signed(div_num) < $signed(1'h0);
   assign \$266  = - $signed(div_num);
   assign \$267  = \$265  ? \$266  : { div_num[139], div_num };
   assign \$268  = $signed(div_num) < $signed(1'h0);
-  assign \$270  = $signed(div_num) < $signed(1'h0);
-  assign \$271  = - $signed(div_num);
-  assign \$272  = \$270  ? \$271  : { div_num[139], div_num };
-  assign \$273  = $signed(div_num) < $signed(1'h0);
+  assign \$269  = ! lead;
+  assign \$270  = 1'h1 << lead;
+  assign \$272  = \$269  ? 64'h0000000000000000 : \$271 ;
+  assign \$273  = ! lead;
   assign \$274  = lead + 1'h0;
   assign \$275  = $signed(sh0) < $signed(4'h4);
   assign \$276  = $signed(4'h4) - $signed(sh0);
   assign \$277  = \$275  ? \$276  : 11'h000;
   assign \$278  = $signed(sh0) < $signed(4'h4);
-  assign \$279  = $signed(sh0) - $signed(4'h4);
-  assign \$280  = $signed(\$279 ) < $signed({ 1'h0, tk });
-  assign \$281  = $signed(sh0) - $signed(4'h4);
-  assign \$282  = \$280  ? \$281  : { 7'h00, tk };
-  assign \$283  = $signed(sh0) - $signed(6'h15);
-  assign \$284  = $signed(\$282 ) > $signed(\$283 );
-  assign \$285  = $signed(sh0) - $signed(4'h4);
-  assign \$286  = $signed(\$285 ) < $signed({ 1'h0, tk });
-  assign \$287  = $signed(sh0) - $signed(4'h4);
-  assign \$288  = \$286  ? \$287  : { 7'h00, tk };
-  assign \$289  = $signed(sh0) - $signed(6'h15);
-  assign \$290  = \$284  ? \$288  : \$289 ;
-  assign \$291  = \$278  ? 11'h000 : \$290 ;
-  assign \$292  = $signed(km) << pre;
-  assign \$293  = tsh > 6'h3c;
-  assign \$294  = \$293  ? 10'h03c : tsh;
-  assign \$295  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$296  = $signed(\$295 ) - $signed({ 1'h0, tsh });
-  assign \$297  = $signed(km_pre) >>> t_clamped;
-  assign \$298  = $signed(chan[115:100]) << \$157 [4:0];
-  assign \$299  = 1'h1 << sh;
-  assign \$301  = $signed(\$298 ) + $signed({ 1'h0, \$300  });
-  assign \$302  = $signed(div_num) < $signed(1'h0);
-  assign \$303  = - $signed(div_num);
-  assign \$304  = \$302  ? \$303  : { div_num[139], div_num };
-  assign \$305  = $signed(div_num) < $signed(1'h0);
-  assign \$306  = $signed(bias) - $signed(quot);
-  assign \$308  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$309  = $signed(sh0) < $signed(4'h4);
-  assign \$310  = $signed(4'h4) - $signed(sh0);
-  assign \$311  = \$309  ? \$310  : 11'h000;
-  assign \$312  = $signed(sh0) < $signed(4'h4);
-  assign \$313  = $signed(sh0) - $signed(4'h4);
-  assign \$314  = $signed(\$313 ) < $signed({ 1'h0, tk });
-  assign \$315  = $signed(sh0) - $signed(4'h4);
-  assign \$316  = \$314  ? \$315  : { 7'h00, tk };
-  assign \$317  = $signed(sh0) - $signed(6'h15);
-  assign \$318  = $signed(\$316 ) > $signed(\$317 );
-  assign \$319  = $signed(sh0) - $signed(4'h4);
-  assign \$320  = $signed(\$319 ) < $signed({ 1'h0, tk });
-  assign \$321  = $signed(sh0) - $signed(4'h4);
-  assign \$322  = \$320  ? \$321  : { 7'h00, tk };
-  assign \$323  = $signed(sh0) - $signed(6'h15);
-  assign \$324  = \$318  ? \$322  : \$323 ;
-  assign \$325  = \$312  ? 11'h000 : \$324 ;
-  assign \$326  = $signed(km) << pre;
-  assign \$327  = tsh > 6'h3c;
-  assign \$328  = \$327  ? 10'h03c : tsh;
-  assign \$329  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$330  = $signed(\$329 ) - $signed({ 1'h0, tsh });
-  assign \$331  = $signed(km_pre) >>> t_clamped;
-  assign \$332  = $signed(chan[115:100]) << \$158 [4:0];
-  assign \$333  = 1'h1 << sh;
-  assign \$335  = $signed(\$332 ) + $signed({ 1'h0, \$334  });
-  assign \$337  = $signed(bias) - $signed(quot);
+  assign \$279  = $signed(sh0) - $signed(6'h15);
+  assign \$280  = $signed(\$279 ) > $signed({ 1'h0, tk });
+  assign \$281  = $signed(sh0) - $signed(6'h15);
+  assign \$282  = $signed(sh0) - $signed(4'h4);
+  assign \$283  = $signed(\$282 ) < $signed({ 1'h0, tk });
+  assign \$284  = $signed(sh0) - $signed(4'h4);
+  assign \$285  = \$283  ? \$284  : { 7'h00, tk };
+  assign \$286  = \$280  ? \$281  : \$285 ;
+  assign \$287  = \$278  ? 11'h000 : \$286 ;
+  assign \$288  = $signed(km) << pre;
+  assign \$289  = tsh > 6'h3c;
+  assign \$290  = \$289  ? 10'h03c : tsh;
+  assign \$291  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$292  = $signed(\$291 ) - $signed({ 1'h0, tsh });
+  assign \$293  = $signed(km_pre) >>> t_clamped;
+  assign \$294  = $signed(chan[115:100]) << \$157 [4:0];
+  assign \$295  = 1'h1 << sh;
+  assign \$297  = $signed(\$294 ) + $signed({ 1'h0, \$296  });
+  assign \$298  = $signed(div_num) < $signed(1'h0);
+  assign \$299  = - $signed(div_num);
+  assign \$300  = \$298  ? \$299  : { div_num[139], div_num };
+  assign \$301  = $signed(div_num) < $signed(1'h0);
+  assign \$302  = $signed(bias) - $signed(quot);
+  assign \$304  = $signed(6'h10) - $signed(chan[171:164]);
+  assign \$305  = $signed(sh0) < $signed(4'h4);
+  assign \$306  = $signed(4'h4) - $signed(sh0);
+  assign \$307  = \$305  ? \$306  : 11'h000;
+  assign \$308  = $signed(sh0) < $signed(4'h4);
+  assign \$309  = $signed(sh0) - $signed(6'h15);
+  assign \$310  = $signed(\$309 ) > $signed({ 1'h0, tk });
+  assign \$311  = $signed(sh0) - $signed(6'h15);
+  assign \$312  = $signed(sh0) - $signed(4'h4);
+  assign \$313  = $signed(\$312 ) < $signed({ 1'h0, tk });
+  assign \$314  = $signed(sh0) - $signed(4'h4);
+  assign \$315  = \$313  ? \$314  : { 7'h00, tk };
+  assign \$316  = \$310  ? \$311  : \$315 ;
+  assign \$317  = \$308  ? 11'h000 : \$316 ;
+  assign \$318  = $signed(km) << pre;
+  assign \$319  = tsh > 6'h3c;
+  assign \$320  = \$319  ? 10'h03c : tsh;
+  assign \$321  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$322  = $signed(\$321 ) - $signed({ 1'h0, tsh });
+  assign \$323  = $signed(km_pre) >>> t_clamped;
+  assign \$324  = $signed(chan[115:100]) << \$158 [4:0];
+  assign \$325  = 1'h1 << sh;
+  assign \$327  = $signed(\$324 ) + $signed({ 1'h0, \$326  });
+  assign \$329  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$338 ;
+    fsm_state <= \$330 ;
   always @(posedge clk)
-    div_num <= \$339 ;
+    div_num <= \$331 ;
   always @(posedge clk)
-    div_mag <= \$340 ;
+    div_mag <= \$332 ;
   always @(posedge clk)
-    div_neg <= \$341 ;
+    div_neg <= \$333 ;
   always @(posedge clk)
-    \start$9  <= \$342 ;
+    \start$9  <= \$334 ;
   always @(posedge clk)
-    floor_mean <= \$343 ;
+    floor_mean <= \$335 ;
   always @(posedge clk)
-    start <= \$344 ;
+    start <= \$336 ;
   always @(posedge clk)
-    t <= \$345 ;
+    t <= \$337 ;
   always @(posedge clk)
-    u <= \$346 ;
+    u <= \$338 ;
   always @(posedge clk)
-    semi_w <= \$347 ;
+    semi_w <= \$339 ;
   always @(posedge clk)
-    \start$11  <= \$348 ;
+    \start$11  <= \$340 ;
   always @(posedge clk)
-    den <= \$349 ;
+    den <= \$341 ;
   always @(posedge clk)
-    lead <= \$350 ;
+    lead <= \$342 ;
   always @(posedge clk)
-    recip <= \$351 ;
+    recip_rem <= \$343 ;
   always @(posedge clk)
-    m <= \$352 ;
+    recip_one <= \$344 ;
   always @(posedge clk)
-    km <= \$353 ;
+    recip <= \$345 ;
   always @(posedge clk)
-    sh0 <= \$354 ;
+    m <= \$346 ;
   always @(posedge clk)
-    tk <= \$355 ;
+    km <= \$347 ;
   always @(posedge clk)
-    pre <= \$356 ;
+    sh0 <= \$348 ;
   always @(posedge clk)
-    tsh <= \$357 ;
+    tk <= \$349 ;
   always @(posedge clk)
-    km_pre <= \$358 ;
+    pre <= \$350 ;
   always @(posedge clk)
-    t_clamped <= \$359 ;
+    tsh <= \$351 ;
   always @(posedge clk)
-    sh <= \$360 ;
+    km_pre <= \$352 ;
   always @(posedge clk)
-    \a$37  <= \$361 ;
+    t_clamped <= \$353 ;
   always @(posedge clk)
-    bias <= \$362 ;
+    sh <= \$354 ;
   always @(posedge clk)
-    \p$59  <= \$363 ;
+    \a$38  <= \$355 ;
   always @(posedge clk)
-    quot <= \$364 ;
+    bias <= \$356 ;
   always @(posedge clk)
-    \b$61  <= \$365 ;
+    \p$61  <= \$357 ;
+  always @(posedge clk)
+    quot <= \$358 ;
+  always @(posedge clk)
+    \b$63  <= \$359 ;
   \hwnorm_semidev_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$19 ),
-    .done(\done$44 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1421,7 +1412,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   );
   \hwnorm_semidev_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$49 ),
+    .done(\done$50 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1432,7 +1423,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$47 ),
+    .done(\done$48 ),
     .\neg$12 (\neg$25 ),
     .p(p),
     .rst(rst),
@@ -1510,7 +1501,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          rem_init = \$178 [50:0];
+          rem_init = recip_rem;
       7'h24:
           /* empty */;
       7'h25:
@@ -1544,7 +1535,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          rem_init = \$189 [50:0];
+          rem_init = \$184 [50:0];
     endcase
   end
   always @* begin
@@ -1618,7 +1609,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          lo_init = \$180 ;
+          lo_init = \$175 ;
       7'h24:
           /* empty */;
       7'h25:
@@ -1652,7 +1643,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          lo_init = \$190 [99:0];
+          lo_init = \$185 [99:0];
     endcase
   end
   always @* begin
@@ -2076,7 +2067,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          a = { \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37  };
+          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
       7'h31:
           /* empty */;
       7'h32:
@@ -2106,7 +2097,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          a = { \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37 [41], \a$37  };
+          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
     endcase
   end
   always @* begin
@@ -2186,7 +2177,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          b = { \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183 [16], \$183  };
+          b = { \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178  };
       7'h27:
           /* empty */;
       7'h28:
@@ -2206,7 +2197,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          b = \$187 [28:0];
+          b = \$182 [28:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -2222,7 +2213,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h03:
           /* empty */;
       7'h37:
-          b = { \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193 [16], \$193  };
+          b = { \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188  };
       7'h38:
           /* empty */;
       7'h39:
@@ -2236,7 +2227,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          b = { \$197 [24], \$197 [24], \$197 [24], \$197 [24], \$197  };
+          b = { \$192 [24], \$192 [24], \$192 [24], \$192 [24], \$192  };
     endcase
   end
   always @* begin
@@ -2446,7 +2437,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          \neg$25  = \$184 ;
+          \neg$25  = \$179 ;
       7'h27:
           /* empty */;
       7'h28:
@@ -2466,7 +2457,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          \neg$25  = \$188 ;
+          \neg$25  = \$183 ;
       7'h31:
           /* empty */;
       7'h32:
@@ -2482,7 +2473,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h03:
           /* empty */;
       7'h37:
-          \neg$25  = \$194 ;
+          \neg$25  = \$189 ;
       7'h38:
           /* empty */;
       7'h39:
@@ -2496,7 +2487,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          \neg$25  = \$198 ;
+          \neg$25  = \$193 ;
     endcase
   end
   always @* begin
@@ -2835,187 +2826,187 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = fsm_state;
+    \$330  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$41 ) begin
+          if (\start$42 ) begin
             casez (entry)
               2'h0:
-                  \$338  = 7'h01;
+                  \$330  = 7'h01;
               2'h1:
-                  \$338  = 7'h02;
+                  \$330  = 7'h02;
               2'h2:
-                  \$338  = 7'h03;
+                  \$330  = 7'h03;
             endcase
           end
       7'h01:
-          \$338  = 7'h04;
+          \$330  = 7'h04;
       7'h04:
-          \$338  = 7'h05;
+          \$330  = 7'h05;
       7'h05:
-          \$338  = 7'h06;
+          \$330  = 7'h06;
       7'h06:
-          \$338  = 7'h07;
+          \$330  = 7'h07;
       7'h07:
-          \$338  = 7'h08;
+          \$330  = 7'h08;
       7'h08:
-          if (\done$44 ) begin
-            \$338  = 7'h09;
+          if (\done$45 ) begin
+            \$330  = 7'h09;
           end
       7'h02:
-          \$338  = 7'h0a;
+          \$330  = 7'h0a;
       7'h0a:
-          \$338  = 7'h0b;
+          \$330  = 7'h0b;
       7'h0b:
-          \$338  = 7'h0c;
+          \$330  = 7'h0c;
       7'h0c:
-          \$338  = 7'h0d;
+          \$330  = 7'h0d;
       7'h0d:
-          if (\done$47 ) begin
-            \$338  = 7'h0e;
+          if (\done$48 ) begin
+            \$330  = 7'h0e;
           end
       7'h0e:
-          \$338  = 7'h0f;
+          \$330  = 7'h0f;
       7'h0f:
-          \$338  = 7'h10;
+          \$330  = 7'h10;
       7'h10:
-          if (\done$47 ) begin
-            \$338  = 7'h11;
+          if (\done$48 ) begin
+            \$330  = 7'h11;
           end
       7'h11:
-          \$338  = 7'h12;
+          \$330  = 7'h12;
       7'h12:
-          \$338  = 7'h13;
+          \$330  = 7'h13;
       7'h13:
-          if (\done$47 ) begin
-            \$338  = 7'h14;
+          if (\done$48 ) begin
+            \$330  = 7'h14;
           end
       7'h14:
-          \$338  = 7'h15;
+          \$330  = 7'h15;
       7'h15:
-          \$338  = 7'h16;
+          \$330  = 7'h16;
       7'h16:
-          if (\done$47 ) begin
-            \$338  = 7'h17;
+          if (\done$48 ) begin
+            \$330  = 7'h17;
           end
       7'h17:
-          \$338  = 7'h18;
+          \$330  = 7'h18;
       7'h18:
-          \$338  = 7'h19;
+          \$330  = 7'h19;
       7'h19:
-          if (\done$47 ) begin
-            \$338  = 7'h1a;
+          if (\done$48 ) begin
+            \$330  = 7'h1a;
           end
       7'h1a:
-          \$338  = 7'h1b;
+          \$330  = 7'h1b;
       7'h1b:
-          \$338  = 7'h1c;
+          \$330  = 7'h1c;
       7'h1c:
-          \$338  = 7'h1d;
+          \$330  = 7'h1d;
       7'h1d:
-          if (\done$44 ) begin
-            \$338  = 7'h1e;
+          if (\done$45 ) begin
+            \$330  = 7'h1e;
           end
       7'h1e:
-          \$338  = 7'h1f;
+          \$330  = 7'h1f;
       7'h1f:
-          \$338  = 7'h20;
+          \$330  = 7'h20;
       7'h20:
-          if (\done$49 ) begin
-            \$338  = 7'h21;
+          if (\done$50 ) begin
+            \$330  = 7'h21;
           end
       7'h21:
-          \$338  = 7'h22;
+          \$330  = 7'h22;
       7'h22:
-          \$338  = 7'h23;
+          \$330  = 7'h23;
       7'h23:
-          \$338  = 7'h24;
+          \$330  = 7'h24;
       7'h24:
-          if (\done$44 ) begin
-            \$338  = 7'h25;
+          if (\done$45 ) begin
+            \$330  = 7'h25;
           end
       7'h25:
-          \$338  = 7'h26;
+          \$330  = 7'h26;
       7'h26:
-          \$338  = 7'h27;
+          \$330  = 7'h27;
       7'h27:
-          if (\done$47 ) begin
-            \$338  = 7'h28;
+          if (\done$48 ) begin
+            \$330  = 7'h28;
           end
       7'h28:
-          \$338  = 7'h29;
+          \$330  = 7'h29;
       7'h29:
-          \$338  = 7'h2a;
+          \$330  = 7'h2a;
       7'h2a:
-          if (\done$47 ) begin
-            \$338  = 7'h2b;
+          if (\done$48 ) begin
+            \$330  = 7'h2b;
           end
       7'h2b:
-          \$338  = 7'h2c;
+          \$330  = 7'h2c;
       7'h2c:
-          \$338  = 7'h2d;
+          \$330  = 7'h2d;
       7'h2d:
-          \$338  = 7'h2e;
+          \$330  = 7'h2e;
       7'h2e:
-          \$338  = 7'h2f;
+          \$330  = 7'h2f;
       7'h2f:
-          \$338  = 7'h30;
+          \$330  = 7'h30;
       7'h30:
-          \$338  = 7'h31;
+          \$330  = 7'h31;
       7'h31:
-          if (\done$47 ) begin
-            \$338  = 7'h32;
+          if (\done$48 ) begin
+            \$330  = 7'h32;
           end
       7'h32:
-          \$338  = 7'h33;
+          \$330  = 7'h33;
       7'h33:
-          \$338  = 7'h34;
+          \$330  = 7'h34;
       7'h34:
-          \$338  = 7'h35;
+          \$330  = 7'h35;
       7'h35:
-          if (\done$44 ) begin
-            \$338  = 7'h36;
+          if (\done$45 ) begin
+            \$330  = 7'h36;
           end
       7'h36:
-          \$338  = 7'h09;
+          \$330  = 7'h09;
       7'h03:
-          \$338  = 7'h37;
+          \$330  = 7'h37;
       7'h37:
-          \$338  = 7'h38;
+          \$330  = 7'h38;
       7'h38:
-          if (\done$47 ) begin
-            \$338  = 7'h39;
+          if (\done$48 ) begin
+            \$330  = 7'h39;
           end
       7'h39:
-          \$338  = 7'h3a;
+          \$330  = 7'h3a;
       7'h3a:
-          \$338  = 7'h3b;
+          \$330  = 7'h3b;
       7'h3b:
-          \$338  = 7'h3c;
+          \$330  = 7'h3c;
       7'h3c:
-          \$338  = 7'h3d;
+          \$330  = 7'h3d;
       7'h3d:
-          \$338  = 7'h3e;
+          \$330  = 7'h3e;
       7'h3e:
-          \$338  = 7'h3f;
+          \$330  = 7'h3f;
       7'h3f:
-          if (\done$47 ) begin
-            \$338  = 7'h40;
+          if (\done$48 ) begin
+            \$330  = 7'h40;
           end
       7'h40:
-          \$338  = 7'h41;
+          \$330  = 7'h41;
       7'h41:
-          \$338  = 7'h09;
+          \$330  = 7'h09;
       7'h09:
-          \$338  = 7'h00;
+          \$330  = 7'h00;
     endcase
     if (rst) begin
-      \$338  = 7'h00;
+      \$330  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = div_num;
+    \$331  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3024,7 +3015,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h04:
           /* empty */;
       7'h05:
-          \$339  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$331  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -3066,7 +3057,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h19:
           /* empty */;
       7'h1a:
-          \$339  = { \$269 [138], \$269  };
+          \$331  = { \$264 [138], \$264  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3114,15 +3105,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h31:
           /* empty */;
       7'h32:
-          \$339  = { \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59  };
+          \$331  = { \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61  };
     endcase
     if (rst) begin
-      \$339  = 140'h00000000000000000000000000000000000;
+      \$331  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = div_mag;
+    \$332  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3133,7 +3124,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h05:
           /* empty */;
       7'h06:
-          \$340  = \$267 [139:0];
+          \$332  = \$262 [139:0];
       7'h07:
           /* empty */;
       7'h08:
@@ -3175,116 +3166,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h1a:
           /* empty */;
       7'h1b:
-          \$340  = \$272 [139:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$340  = \$304 [139:0];
-    endcase
-    if (rst) begin
-      \$340  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = div_neg;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$341  = \$268 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$341  = \$273 ;
+          \$332  = \$267 [139:0];
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3332,15 +3214,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h32:
           /* empty */;
       7'h33:
-          \$341  = \$305 ;
+          \$332  = \$300 [139:0];
     endcase
     if (rst) begin
-      \$341  = 1'h0;
+      \$332  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = \start$9 ;
+    \$333  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3351,9 +3233,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h05:
           /* empty */;
       7'h06:
-          \$342  = 1'h1;
+          \$333  = \$263 ;
       7'h07:
-          \$342  = 1'h0;
+          /* empty */;
       7'h08:
           /* empty */;
       7'h02:
@@ -3393,9 +3275,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h1a:
           /* empty */;
       7'h1b:
-          \$342  = 1'h1;
+          \$333  = \$268 ;
       7'h1c:
-          \$342  = 1'h0;
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3407,9 +3289,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h21:
           /* empty */;
       7'h22:
-          \$342  = 1'h1;
+          /* empty */;
       7'h23:
-          \$342  = 1'h0;
+          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -3441,17 +3323,126 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h32:
           /* empty */;
       7'h33:
-          \$342  = 1'h1;
+          \$333  = \$301 ;
+    endcase
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = \start$9 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$334  = 1'h1;
+      7'h07:
+          \$334  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$334  = 1'h1;
+      7'h1c:
+          \$334  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$334  = 1'h1;
+      7'h23:
+          \$334  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$334  = 1'h1;
       7'h34:
-          \$342  = 1'h0;
+          \$334  = 1'h0;
     endcase
     if (rst) begin
-      \$342  = 1'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = floor_mean;
+    \$335  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3466,17 +3457,17 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h07:
           /* empty */;
       7'h08:
-          if (\done$44 ) begin
-            \$343  = q[16:0];
+          if (\done$45 ) begin
+            \$335  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$343  = 17'h00000;
+      \$335  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = start;
+    \$336  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3497,33 +3488,33 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h0a:
           /* empty */;
       7'h0b:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h0c:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h0f:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h12:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h15:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h18:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3549,15 +3540,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h24:
           /* empty */;
       7'h25:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h26:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h27:
           /* empty */;
       7'h28:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h29:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -3569,9 +3560,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2e:
           /* empty */;
       7'h2f:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h30:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h31:
           /* empty */;
       7'h32:
@@ -3585,9 +3576,9 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h36:
           /* empty */;
       7'h03:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h37:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
       7'h38:
           /* empty */;
       7'h39:
@@ -3599,9 +3590,559 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3c:
           /* empty */;
       7'h3d:
-          \$344  = 1'h1;
+          \$336  = 1'h1;
       7'h3e:
-          \$344  = 1'h0;
+          \$336  = 1'h0;
+    endcase
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          if (\done$48 ) begin
+            \$337  = p[75:0];
+          end
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$48 ) begin
+            \$337  = p[75:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$48 ) begin
+            \$337  = p[75:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$337  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$337  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$48 ) begin
+            \$338  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$338  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$45 ) begin
+            \$339  = q[100:0];
+          end
+    endcase
+    if (rst) begin
+      \$339  = 101'h00000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = \start$11 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$340  = 1'h1;
+      7'h1f:
+          \$340  = 1'h0;
+    endcase
+    if (rst) begin
+      \$340  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = den;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$50 ) begin
+            \$341  = root;
+          end
+    endcase
+    if (rst) begin
+      \$341  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = lead;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$342  = den_lead;
+    endcase
+    if (rst) begin
+      \$342  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = recip_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$343  = \$272 [50:0];
+    endcase
+    if (rst) begin
+      \$343  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = recip_one;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$344  = \$273 ;
     endcase
     if (rst) begin
       \$344  = 1'h0;
@@ -3609,407 +4150,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = t;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$47 ) begin
-            \$345  = p[75:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$47 ) begin
-            \$345  = p[75:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$47 ) begin
-            \$345  = p[75:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$47 ) begin
-            \$345  = p[75:0];
-          end
-    endcase
-    if (rst) begin
-      \$345  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = u;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$47 ) begin
-            \$346  = p[75:0];
-          end
-    endcase
-    if (rst) begin
-      \$346  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$44 ) begin
-            \$347  = q[100:0];
-          end
-    endcase
-    if (rst) begin
-      \$347  = 101'h00000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$348  = 1'h1;
-      7'h1f:
-          \$348  = 1'h0;
-    endcase
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$49 ) begin
-            \$349  = root;
-          end
-    endcase
-    if (rst) begin
-      \$349  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$350  = den_lead;
-    endcase
-    if (rst) begin
-      \$350  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = recip;
+    \$345  = recip;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4080,17 +4221,17 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$44 ) begin
-            \$351  = q[24:0];
+          if (\done$45 ) begin
+            \$345  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$351  = 25'h0000000;
+      \$345  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = m;
+    \$346  = m;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4167,8 +4308,8 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h26:
           /* empty */;
       7'h27:
-          if (\done$47 ) begin
-            \$352  = p[41:0];
+          if (\done$48 ) begin
+            \$346  = p[41:0];
           end
       7'h28:
           /* empty */;
@@ -4205,17 +4346,17 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h37:
           /* empty */;
       7'h38:
-          if (\done$47 ) begin
-            \$352  = p[41:0];
+          if (\done$48 ) begin
+            \$346  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$352  = 42'h00000000000;
+      \$346  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = km;
+    \$347  = km;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4298,8 +4439,8 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$47 ) begin
-            \$353  = p[55:0];
+          if (\done$48 ) begin
+            \$347  = p[55:0];
           end
       7'h2b:
           /* empty */;
@@ -4332,15 +4473,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h38:
           /* empty */;
       7'h39:
-          \$353  = \$307 [55:0];
+          \$347  = \$303 [55:0];
     endcase
     if (rst) begin
-      \$353  = 56'h00000000000000;
+      \$347  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = sh0;
+    \$348  = sh0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4425,7 +4566,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2a:
           /* empty */;
       7'h2b:
-          \$354  = { 3'h0, \$274  };
+          \$348  = { 3'h0, \$274  };
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4455,15 +4596,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h38:
           /* empty */;
       7'h39:
-          \$354  = { \$308 [8], \$308  };
+          \$348  = { \$304 [8], \$304  };
     endcase
     if (rst) begin
-      \$354  = 10'h000;
+      \$348  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = tk;
+    \$349  = tk;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4548,7 +4689,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2a:
           /* empty */;
       7'h2b:
-          \$355  = count_lead;
+          \$349  = count_lead;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4578,15 +4719,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h38:
           /* empty */;
       7'h39:
-          \$355  = 4'h8;
+          \$349  = 4'h8;
     endcase
     if (rst) begin
-      \$355  = 4'h0;
+      \$349  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = pre;
+    \$350  = pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4673,7 +4814,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2b:
           /* empty */;
       7'h2c:
-          \$356  = \$277 [2:0];
+          \$350  = \$277 [2:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4703,15 +4844,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h39:
           /* empty */;
       7'h3a:
-          \$356  = \$311 [2:0];
+          \$350  = \$307 [2:0];
     endcase
     if (rst) begin
-      \$356  = 3'h0;
+      \$350  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = tsh;
+    \$351  = tsh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4798,7 +4939,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2b:
           /* empty */;
       7'h2c:
-          \$357  = \$291 [9:0];
+          \$351  = \$287 [9:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4828,15 +4969,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h39:
           /* empty */;
       7'h3a:
-          \$357  = \$325 [9:0];
+          \$351  = \$317 [9:0];
     endcase
     if (rst) begin
-      \$357  = 10'h000;
+      \$351  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = km_pre;
+    \$352  = km_pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4925,7 +5066,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$358  = \$292 [59:0];
+          \$352  = \$288 [59:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -4955,15 +5096,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$358  = \$326 [59:0];
+          \$352  = \$318 [59:0];
     endcase
     if (rst) begin
-      \$358  = 60'h000000000000000;
+      \$352  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = t_clamped;
+    \$353  = t_clamped;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5052,7 +5193,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$359  = \$294 [5:0];
+          \$353  = \$290 [5:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5082,15 +5223,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$359  = \$328 [5:0];
+          \$353  = \$320 [5:0];
     endcase
     if (rst) begin
-      \$359  = 6'h00;
+      \$353  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = sh;
+    \$354  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5179,7 +5320,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$360  = \$296 [4:0];
+          \$354  = \$292 [4:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5209,15 +5350,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$360  = \$330 [4:0];
+          \$354  = \$322 [4:0];
     endcase
     if (rst) begin
-      \$360  = 5'h00;
+      \$354  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = \a$37 ;
+    \$355  = \a$38 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5308,7 +5449,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2d:
           /* empty */;
       7'h2e:
-          \$361  = \$297 [41:0];
+          \$355  = \$293 [41:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -5338,15 +5479,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3b:
           /* empty */;
       7'h3c:
-          \$361  = \$331 [41:0];
+          \$355  = \$323 [41:0];
     endcase
     if (rst) begin
-      \$361  = 42'h00000000000;
+      \$355  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = bias;
+    \$356  = bias;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5437,7 +5578,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h2d:
           /* empty */;
       7'h2e:
-          \$362  = { \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301 [47], \$301  };
+          \$356  = { \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -5467,15 +5608,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3b:
           /* empty */;
       7'h3c:
-          \$362  = { \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335  };
+          \$356  = { \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327  };
     endcase
     if (rst) begin
-      \$362  = 58'h000000000000000;
+      \$356  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = \p$59 ;
+    \$357  = \p$61 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5572,8 +5713,8 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$47 ) begin
-            \$363  = p[72:0];
+          if (\done$48 ) begin
+            \$357  = p[72:0];
           end
       7'h32:
           /* empty */;
@@ -5604,17 +5745,17 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3e:
           /* empty */;
       7'h3f:
-          if (\done$47 ) begin
-            \$363  = p[72:0];
+          if (\done$48 ) begin
+            \$357  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$363  = 73'h0000000000000000000;
+      \$357  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = quot;
+    \$358  = quot;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5719,8 +5860,8 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$44 ) begin
-            \$364  = q[61:0];
+          if (\done$45 ) begin
+            \$358  = q[61:0];
           end
       7'h36:
           /* empty */;
@@ -5745,15 +5886,15 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h3f:
           /* empty */;
       7'h40:
-          \$364  = \$336 [61:0];
+          \$358  = \$328 [61:0];
     endcase
     if (rst) begin
-      \$364  = 62'h0000000000000000;
+      \$358  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = \b$61 ;
+    \$359  = \b$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5860,7 +6001,7 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h35:
           /* empty */;
       7'h36:
-          \$365  = \$306 [57:0];
+          \$359  = \$302 [57:0];
       7'h03:
           /* empty */;
       7'h37:
@@ -5884,10 +6025,10 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
       7'h40:
           /* empty */;
       7'h41:
-          \$365  = \$337 [57:0];
+          \$359  = \$329 [57:0];
     endcase
     if (rst) begin
-      \$365  = 58'h000000000000000;
+      \$359  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$157 [4:0];
@@ -5908,13 +6049,14 @@ module \hwnorm_semidev_s16.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, 
   assign \$161  = { s_lo, 1'h0 };
   assign \$172  = { 100'h0000000000000000000000000, div_mag[139:100] };
   assign \$173  = { 1'h0, div_mag[99:0] };
-  assign \$189  = { 58'h000000000000000, div_mag[139:58] };
-  assign \$190  = { 21'h000000, div_mag[57:0], 42'h00000000000 };
-  assign \$269  = { t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t, 46'h000000000000 };
-  assign \$300  = { 1'h0, \$299 [31:1] };
-  assign \$307  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$334  = { 1'h0, \$333 [31:1] };
-  assign \$336  = { \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72], \p$59 [72:8] };
+  assign \$184  = { 58'h000000000000000, div_mag[139:58] };
+  assign \$185  = { 21'h000000, div_mag[57:0], 42'h00000000000 };
+  assign \$264  = { t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t, 46'h000000000000 };
+  assign \$271  = { 1'h0, \$270 [63:1] };
+  assign \$296  = { 1'h0, \$295 [31:1] };
+  assign \$303  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$326  = { 1'h0, \$325 [31:1] };
+  assign \$328  = { \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72:8] };
 endmodule
 
 module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -162,8 +162,8 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   always @(posedge clk)
     fsm_state <= \$26 ;
   \hwnorm_semidev_s8.math  math (
-    .\a$37 (a),
-    .\b$61 (b),
+    .\a$38 (a),
+    .\b$63 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
@@ -175,7 +175,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$41 (start),
+    .\start$42 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s8.norm  norm (
@@ -569,7 +569,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$37 , \b$61 , clk);
+module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$63 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -599,31 +599,31 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   wire [91:0] \$121 ;
   wire [68:0] \$122 ;
   wire [69:0] \$123 ;
-  wire \$124 ;
-  wire [6:0] \$125 ;
-  wire [63:0] \$126 ;
-  wire [63:0] \$127 ;
+  wire [67:0] \$124 ;
+  wire \$125 ;
+  wire [8:0] \$126 ;
+  wire [8:0] \$127 ;
   wire \$128 ;
-  wire [67:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [8:0] \$131 ;
-  wire [8:0] \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [21:0] \$135 ;
-  wire [21:0] \$136 ;
-  wire \$137 ;
-  wire [91:0] \$138 ;
-  wire [96:0] \$139 ;
+  wire [21:0] \$130 ;
+  wire [21:0] \$131 ;
+  wire \$132 ;
+  wire [91:0] \$133 ;
+  wire [96:0] \$134 ;
+  wire \$135 ;
+  wire [8:0] \$136 ;
+  wire [8:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [8:0] \$141 ;
-  wire [8:0] \$142 ;
+  wire [16:0] \$140 ;
+  wire [16:0] \$141 ;
+  wire \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire [16:0] \$145 ;
-  wire [16:0] \$146 ;
+  wire \$145 ;
+  wire \$146 ;
   wire \$147 ;
   wire \$148 ;
   wire \$149 ;
@@ -695,19 +695,19 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [92:0] \$210 ;
+  wire [92:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
+  wire [90:0] \$213 ;
   wire \$214 ;
   wire [92:0] \$215 ;
   wire [92:0] \$216 ;
   wire \$217 ;
-  wire [90:0] \$218 ;
-  wire \$219 ;
+  wire \$218 ;
+  wire [63:0] \$219 ;
   wire \$22 ;
-  wire [92:0] \$220 ;
-  wire [92:0] \$221 ;
+  wire [63:0] \$220 ;
+  wire [63:0] \$221 ;
   wire \$222 ;
   wire [6:0] \$223 ;
   wire \$224 ;
@@ -719,98 +719,92 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   wire \$23 ;
   wire [10:0] \$230 ;
   wire [10:0] \$231 ;
-  wire [10:0] \$232 ;
-  wire \$233 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
   wire [10:0] \$234 ;
-  wire \$235 ;
+  wire [10:0] \$235 ;
   wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire [10:0] \$239 ;
+  wire [42:0] \$237 ;
+  wire \$238 ;
+  wire [9:0] \$239 ;
   wire \$24 ;
   wire [10:0] \$240 ;
-  wire [42:0] \$241 ;
-  wire \$242 ;
-  wire [9:0] \$243 ;
-  wire [10:0] \$244 ;
-  wire [11:0] \$245 ;
-  wire [42:0] \$246 ;
-  wire [22:0] \$247 ;
-  wire [15:0] \$248 ;
-  wire [15:0] \$249 ;
+  wire [11:0] \$241 ;
+  wire [42:0] \$242 ;
+  wire [22:0] \$243 ;
+  wire [15:0] \$244 ;
+  wire [15:0] \$245 ;
+  wire [23:0] \$246 ;
+  wire \$247 ;
+  wire [92:0] \$248 ;
+  wire [92:0] \$249 ;
   wire \$25 ;
-  wire [23:0] \$250 ;
-  wire \$251 ;
-  wire [92:0] \$252 ;
-  wire [92:0] \$253 ;
+  wire \$250 ;
+  wire [38:0] \$251 ;
+  wire [40:0] \$252 ;
+  wire [8:0] \$253 ;
   wire \$254 ;
-  wire [38:0] \$255 ;
-  wire [40:0] \$256 ;
-  wire [8:0] \$257 ;
-  wire \$258 ;
-  wire [10:0] \$259 ;
+  wire [10:0] \$255 ;
+  wire [10:0] \$256 ;
+  wire \$257 ;
+  wire [10:0] \$258 ;
+  wire \$259 ;
   wire \$26 ;
   wire [10:0] \$260 ;
-  wire \$261 ;
-  wire [10:0] \$262 ;
-  wire \$263 ;
+  wire [10:0] \$261 ;
+  wire \$262 ;
+  wire [10:0] \$263 ;
   wire [10:0] \$264 ;
   wire [10:0] \$265 ;
   wire [10:0] \$266 ;
-  wire \$267 ;
-  wire [10:0] \$268 ;
-  wire \$269 ;
+  wire [42:0] \$267 ;
+  wire \$268 ;
+  wire [9:0] \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire [10:0] \$272 ;
-  wire [10:0] \$273 ;
-  wire [10:0] \$274 ;
-  wire [42:0] \$275 ;
-  wire \$276 ;
-  wire [9:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire [11:0] \$271 ;
+  wire [42:0] \$272 ;
+  wire [22:0] \$273 ;
+  wire [15:0] \$274 ;
+  wire [15:0] \$275 ;
+  wire [23:0] \$276 ;
+  wire [48:0] \$277 ;
+  wire [38:0] \$278 ;
+  reg [6:0] \$279 ;
   wire \$28 ;
-  wire [42:0] \$280 ;
-  wire [22:0] \$281 ;
-  wire [15:0] \$282 ;
-  wire [15:0] \$283 ;
-  wire [23:0] \$284 ;
-  wire [48:0] \$285 ;
-  wire [38:0] \$286 ;
-  reg [6:0] \$287 ;
-  reg [91:0] \$288 ;
-  reg [91:0] \$289 ;
+  reg [91:0] \$280 ;
+  reg [91:0] \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [8:0] \$284 ;
+  reg \$285 ;
+  reg [59:0] \$286 ;
+  reg [59:0] \$287 ;
+  reg [68:0] \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  reg \$290 ;
-  reg \$291 ;
-  reg [8:0] \$292 ;
+  reg [34:0] \$290 ;
+  reg [5:0] \$291 ;
+  reg [34:0] \$292 ;
   reg \$293 ;
-  reg [59:0] \$294 ;
-  reg [59:0] \$295 ;
-  reg [68:0] \$296 ;
-  reg \$297 ;
-  reg [34:0] \$298 ;
-  reg [5:0] \$299 ;
+  reg [16:0] \$294 ;
+  reg [25:0] \$295 ;
+  reg [39:0] \$296 ;
+  reg [9:0] \$297 ;
+  reg [3:0] \$298 ;
+  reg [1:0] \$299 ;
   wire [5:0] \$3 ;
   wire \$30 ;
-  reg [16:0] \$300 ;
-  reg [25:0] \$301 ;
-  reg [39:0] \$302 ;
-  reg [9:0] \$303 ;
-  reg [3:0] \$304 ;
-  reg [1:0] \$305 ;
-  reg [9:0] \$306 ;
-  reg [42:0] \$307 ;
-  reg [5:0] \$308 ;
-  reg [3:0] \$309 ;
+  reg [9:0] \$300 ;
+  reg [42:0] \$301 ;
+  reg [5:0] \$302 ;
+  reg [3:0] \$303 ;
+  reg [25:0] \$304 ;
+  reg [33:0] \$305 ;
+  reg [48:0] \$306 ;
+  reg [37:0] \$307 ;
+  reg [33:0] \$308 ;
   wire [5:0] \$31 ;
-  reg [25:0] \$310 ;
-  reg [33:0] \$311 ;
-  reg [48:0] \$312 ;
-  reg [37:0] \$313 ;
-  reg [33:0] \$314 ;
   wire [5:0] \$32 ;
   wire [5:0] \$33 ;
   wire \$34 ;
@@ -886,11 +880,11 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   wire [3:0] \$98 ;
   wire [3:0] \$99 ;
   reg [60:0] a;
-  output [25:0] \a$37 ;
-  reg [25:0] \a$37  = 26'h0000000;
+  output [25:0] \a$38 ;
+  reg [25:0] \a$38  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$61 ;
-  reg [33:0] \b$61  = 34'h000000000;
+  output [33:0] \b$63 ;
+  reg [33:0] \b$63  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
@@ -919,9 +913,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   reg [91:0] div_num = 92'h00000000000000000000000;
   output done;
   reg done;
-  wire \done$44 ;
-  wire \done$47 ;
-  wire \done$49 ;
+  wire \done$45 ;
+  wire \done$48 ;
+  wire \done$50 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -937,13 +931,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   reg neg;
   reg \neg$25 ;
   wire [74:0] p;
-  reg [48:0] \p$59  = 49'h0000000000000;
+  reg [48:0] \p$61  = 49'h0000000000000;
   reg [1:0] pre = 2'h0;
   wire [69:0] q;
   input [26:0] q_lo;
   wire [26:0] q_lo;
   reg [37:0] quot = 38'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [34:0] recip_rem = 35'h000000000;
   reg [34:0] rem_init;
   wire [34:0] root;
   input rst;
@@ -960,8 +956,8 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$41 ;
-  wire \start$41 ;
+  input \start$42 ;
+  wire \start$42 ;
   reg \start$9  = 1'h0;
   reg [6:0] steps;
   reg [4:0] \steps$26 ;
@@ -1093,222 +1089,217 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   assign \$119  = - $signed(sum);
   assign \$120  = \$118  ? \$119  : { sum[20], sum };
   assign \$123  = semi_w + chan[59:14];
-  assign \$124  = ! lead;
-  assign \$125  = lead - 1'h1;
-  assign \$126  = 1'h1 << \$125 [5:0];
-  assign \$127  = \$124  ? 64'h0000000000000000 : \$126 ;
-  assign \$128  = ! lead;
-  assign \$129  = \$128  ? 68'h80000000000000000 : 68'h00000000000000000;
-  assign \$130  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$131  = - $signed(chan[67:60]);
-  assign \$132  = \$130  ? \$131  : { chan[67], chan[67:60] };
-  assign \$133  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$134  = $signed(sum) < $signed(1'h0);
-  assign \$135  = - $signed(sum);
-  assign \$136  = \$134  ? \$135  : { sum[20], sum };
-  assign \$137  = $signed(sum) < $signed(1'h0);
-  assign \$140  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$141  = - $signed(chan[67:60]);
-  assign \$142  = \$140  ? \$141  : { chan[67], chan[67:60] };
-  assign \$143  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$144  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$145  = - $signed(chan[91:76]);
-  assign \$146  = \$144  ? \$145  : { chan[91], chan[91:76] };
-  assign \$147  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$148  = ! fsm_state;
-  assign \$149  = fsm_state == 1'h1;
-  assign \$150  = fsm_state == 2'h2;
-  assign \$151  = fsm_state == 2'h3;
-  assign \$152  = fsm_state == 3'h4;
-  assign \$153  = fsm_state == 3'h5;
-  assign \$154  = fsm_state == 3'h6;
-  assign \$155  = fsm_state == 3'h7;
-  assign \$156  = fsm_state == 4'h8;
-  assign \$157  = fsm_state == 4'h9;
-  assign \$158  = fsm_state == 4'ha;
-  assign \$159  = fsm_state == 4'hb;
-  assign \$160  = fsm_state == 4'hc;
-  assign \$161  = fsm_state == 4'hd;
-  assign \$162  = fsm_state == 4'he;
-  assign \$163  = fsm_state == 4'hf;
-  assign \$164  = fsm_state == 5'h10;
-  assign \$165  = fsm_state == 5'h11;
-  assign \$166  = fsm_state == 5'h12;
-  assign \$167  = fsm_state == 5'h13;
-  assign \$168  = fsm_state == 5'h14;
-  assign \$169  = fsm_state == 5'h15;
-  assign \$170  = fsm_state == 5'h16;
-  assign \$171  = fsm_state == 5'h17;
-  assign \$172  = fsm_state == 5'h18;
-  assign \$173  = fsm_state == 5'h19;
-  assign \$174  = fsm_state == 5'h1a;
-  assign \$175  = fsm_state == 5'h1b;
-  assign \$176  = fsm_state == 5'h1c;
-  assign \$177  = fsm_state == 5'h1d;
-  assign \$178  = fsm_state == 5'h1e;
-  assign \$179  = fsm_state == 5'h1f;
-  assign \$180  = fsm_state == 6'h20;
-  assign \$181  = fsm_state == 6'h21;
-  assign \$182  = fsm_state == 6'h22;
-  assign \$183  = fsm_state == 6'h23;
-  assign \$184  = fsm_state == 6'h24;
-  assign \$185  = fsm_state == 6'h25;
-  assign \$186  = fsm_state == 6'h26;
-  assign \$187  = fsm_state == 6'h27;
-  assign \$188  = fsm_state == 6'h28;
-  assign \$189  = fsm_state == 6'h29;
-  assign \$190  = fsm_state == 6'h2a;
-  assign \$191  = fsm_state == 6'h2b;
-  assign \$192  = fsm_state == 6'h2c;
-  assign \$193  = fsm_state == 6'h2d;
-  assign \$194  = fsm_state == 6'h2e;
-  assign \$195  = fsm_state == 6'h2f;
-  assign \$196  = fsm_state == 6'h30;
-  assign \$197  = fsm_state == 6'h31;
-  assign \$198  = fsm_state == 6'h32;
-  assign \$199  = fsm_state == 6'h33;
-  assign \$200  = fsm_state == 6'h34;
-  assign \$201  = fsm_state == 6'h35;
-  assign \$202  = fsm_state == 6'h36;
-  assign \$203  = fsm_state == 6'h37;
-  assign \$204  = fsm_state == 6'h38;
-  assign \$205  = fsm_state == 6'h39;
-  assign \$206  = fsm_state == 6'h3a;
-  assign \$207  = fsm_state == 6'h3b;
-  assign \$208  = fsm_state == 6'h3c;
-  assign \$209  = fsm_state == 6'h3d;
-  assign \$210  = fsm_state == 6'h3e;
-  assign \$211  = fsm_state == 6'h3f;
-  assign \$212  = fsm_state == 7'h40;
-  assign \$213  = fsm_state == 7'h41;
+  assign \$124  = recip_one ? 68'h80000000000000000 : 68'h00000000000000000;
+  assign \$125  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$126  = - $signed(chan[67:60]);
+  assign \$127  = \$125  ? \$126  : { chan[67], chan[67:60] };
+  assign \$128  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$129  = $signed(sum) < $signed(1'h0);
+  assign \$130  = - $signed(sum);
+  assign \$131  = \$129  ? \$130  : { sum[20], sum };
+  assign \$132  = $signed(sum) < $signed(1'h0);
+  assign \$135  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$136  = - $signed(chan[67:60]);
+  assign \$137  = \$135  ? \$136  : { chan[67], chan[67:60] };
+  assign \$138  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$139  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$140  = - $signed(chan[91:76]);
+  assign \$141  = \$139  ? \$140  : { chan[91], chan[91:76] };
+  assign \$142  = $signed(chan[91:76]) < $signed(1'h0);
+  assign \$143  = ! fsm_state;
+  assign \$144  = fsm_state == 1'h1;
+  assign \$145  = fsm_state == 2'h2;
+  assign \$146  = fsm_state == 2'h3;
+  assign \$147  = fsm_state == 3'h4;
+  assign \$148  = fsm_state == 3'h5;
+  assign \$149  = fsm_state == 3'h6;
+  assign \$150  = fsm_state == 3'h7;
+  assign \$151  = fsm_state == 4'h8;
+  assign \$152  = fsm_state == 4'h9;
+  assign \$153  = fsm_state == 4'ha;
+  assign \$154  = fsm_state == 4'hb;
+  assign \$155  = fsm_state == 4'hc;
+  assign \$156  = fsm_state == 4'hd;
+  assign \$157  = fsm_state == 4'he;
+  assign \$158  = fsm_state == 4'hf;
+  assign \$159  = fsm_state == 5'h10;
+  assign \$160  = fsm_state == 5'h11;
+  assign \$161  = fsm_state == 5'h12;
+  assign \$162  = fsm_state == 5'h13;
+  assign \$163  = fsm_state == 5'h14;
+  assign \$164  = fsm_state == 5'h15;
+  assign \$165  = fsm_state == 5'h16;
+  assign \$166  = fsm_state == 5'h17;
+  assign \$167  = fsm_state == 5'h18;
+  assign \$168  = fsm_state == 5'h19;
+  assign \$169  = fsm_state == 5'h1a;
+  assign \$170  = fsm_state == 5'h1b;
+  assign \$171  = fsm_state == 5'h1c;
+  assign \$172  = fsm_state == 5'h1d;
+  assign \$173  = fsm_state == 5'h1e;
+  assign \$174  = fsm_state == 5'h1f;
+  assign \$175  = fsm_state == 6'h20;
+  assign \$176  = fsm_state == 6'h21;
+  assign \$177  = fsm_state == 6'h22;
+  assign \$178  = fsm_state == 6'h23;
+  assign \$179  = fsm_state == 6'h24;
+  assign \$180  = fsm_state == 6'h25;
+  assign \$181  = fsm_state == 6'h26;
+  assign \$182  = fsm_state == 6'h27;
+  assign \$183  = fsm_state == 6'h28;
+  assign \$184  = fsm_state == 6'h29;
+  assign \$185  = fsm_state == 6'h2a;
+  assign \$186  = fsm_state == 6'h2b;
+  assign \$187  = fsm_state == 6'h2c;
+  assign \$188  = fsm_state == 6'h2d;
+  assign \$189  = fsm_state == 6'h2e;
+  assign \$190  = fsm_state == 6'h2f;
+  assign \$191  = fsm_state == 6'h30;
+  assign \$192  = fsm_state == 6'h31;
+  assign \$193  = fsm_state == 6'h32;
+  assign \$194  = fsm_state == 6'h33;
+  assign \$195  = fsm_state == 6'h34;
+  assign \$196  = fsm_state == 6'h35;
+  assign \$197  = fsm_state == 6'h36;
+  assign \$198  = fsm_state == 6'h37;
+  assign \$199  = fsm_state == 6'h38;
+  assign \$200  = fsm_state == 6'h39;
+  assign \$201  = fsm_state == 6'h3a;
+  assign \$202  = fsm_state == 6'h3b;
+  assign \$203  = fsm_state == 6'h3c;
+  assign \$204  = fsm_state == 6'h3d;
+  assign \$205  = fsm_state == 6'h3e;
+  assign \$206  = fsm_state == 6'h3f;
+  assign \$207  = fsm_state == 7'h40;
+  assign \$208  = fsm_state == 7'h41;
+  assign \$209  = $signed(div_num) < $signed(1'h0);
+  assign \$210  = - $signed(div_num);
+  assign \$211  = \$209  ? \$210  : { div_num[91], div_num };
+  assign \$212  = $signed(div_num) < $signed(1'h0);
   assign \$214  = $signed(div_num) < $signed(1'h0);
   assign \$215  = - $signed(div_num);
   assign \$216  = \$214  ? \$215  : { div_num[91], div_num };
   assign \$217  = $signed(div_num) < $signed(1'h0);
-  assign \$219  = $signed(div_num) < $signed(1'h0);
-  assign \$220  = - $signed(div_num);
-  assign \$221  = \$219  ? \$220  : { div_num[91], div_num };
-  assign \$222  = $signed(div_num) < $signed(1'h0);
+  assign \$218  = ! lead;
+  assign \$219  = 1'h1 << lead;
+  assign \$221  = \$218  ? 64'h0000000000000000 : \$220 ;
+  assign \$222  = ! lead;
   assign \$223  = lead + 1'h1;
   assign \$224  = $signed(sh0) < $signed(4'h4);
   assign \$225  = $signed(4'h4) - $signed(sh0);
   assign \$226  = \$224  ? \$225  : 11'h000;
   assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(sh0) - $signed(4'h4);
-  assign \$229  = $signed(\$228 ) < $signed({ 1'h0, tk });
-  assign \$230  = $signed(sh0) - $signed(4'h4);
-  assign \$231  = \$229  ? \$230  : { 7'h00, tk };
-  assign \$232  = $signed(sh0) - $signed(5'h0d);
-  assign \$233  = $signed(\$231 ) > $signed(\$232 );
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = $signed(sh0) - $signed(5'h0d);
-  assign \$239  = \$233  ? \$237  : \$238 ;
-  assign \$240  = \$227  ? 11'h000 : \$239 ;
-  assign \$241  = $signed(km) << pre;
-  assign \$242  = tsh > 6'h2b;
-  assign \$243  = \$242  ? 10'h02b : tsh;
-  assign \$244  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$245  = $signed(\$244 ) - $signed({ 1'h0, tsh });
-  assign \$246  = $signed(km_pre) >>> t_clamped;
-  assign \$247  = $signed(chan[75:68]) << \$106 [3:0];
-  assign \$248  = 1'h1 << sh;
-  assign \$250  = $signed(\$247 ) + $signed({ 1'h0, \$249  });
-  assign \$251  = $signed(div_num) < $signed(1'h0);
-  assign \$252  = - $signed(div_num);
-  assign \$253  = \$251  ? \$252  : { div_num[91], div_num };
-  assign \$254  = $signed(div_num) < $signed(1'h0);
-  assign \$255  = $signed(bias) - $signed(quot);
-  assign \$257  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$258  = $signed(sh0) < $signed(4'h4);
-  assign \$259  = $signed(4'h4) - $signed(sh0);
-  assign \$260  = \$258  ? \$259  : 11'h000;
-  assign \$261  = $signed(sh0) < $signed(4'h4);
-  assign \$262  = $signed(sh0) - $signed(4'h4);
-  assign \$263  = $signed(\$262 ) < $signed({ 1'h0, tk });
-  assign \$264  = $signed(sh0) - $signed(4'h4);
-  assign \$265  = \$263  ? \$264  : { 7'h00, tk };
-  assign \$266  = $signed(sh0) - $signed(5'h0d);
-  assign \$267  = $signed(\$265 ) > $signed(\$266 );
-  assign \$268  = $signed(sh0) - $signed(4'h4);
-  assign \$269  = $signed(\$268 ) < $signed({ 1'h0, tk });
-  assign \$270  = $signed(sh0) - $signed(4'h4);
-  assign \$271  = \$269  ? \$270  : { 7'h00, tk };
-  assign \$272  = $signed(sh0) - $signed(5'h0d);
-  assign \$273  = \$267  ? \$271  : \$272 ;
-  assign \$274  = \$261  ? 11'h000 : \$273 ;
-  assign \$275  = $signed(km) << pre;
-  assign \$276  = tsh > 6'h2b;
-  assign \$277  = \$276  ? 10'h02b : tsh;
-  assign \$278  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$279  = $signed(\$278 ) - $signed({ 1'h0, tsh });
-  assign \$280  = $signed(km_pre) >>> t_clamped;
-  assign \$281  = $signed(chan[75:68]) << \$107 [3:0];
-  assign \$282  = 1'h1 << sh;
-  assign \$284  = $signed(\$281 ) + $signed({ 1'h0, \$283  });
-  assign \$286  = $signed(bias) - $signed(quot);
+  assign \$228  = $signed(sh0) - $signed(5'h0d);
+  assign \$229  = $signed(\$228 ) > $signed({ 1'h0, tk });
+  assign \$230  = $signed(sh0) - $signed(5'h0d);
+  assign \$231  = $signed(sh0) - $signed(4'h4);
+  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
+  assign \$235  = \$229  ? \$230  : \$234 ;
+  assign \$236  = \$227  ? 11'h000 : \$235 ;
+  assign \$237  = $signed(km) << pre;
+  assign \$238  = tsh > 6'h2b;
+  assign \$239  = \$238  ? 10'h02b : tsh;
+  assign \$240  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$241  = $signed(\$240 ) - $signed({ 1'h0, tsh });
+  assign \$242  = $signed(km_pre) >>> t_clamped;
+  assign \$243  = $signed(chan[75:68]) << \$106 [3:0];
+  assign \$244  = 1'h1 << sh;
+  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245  });
+  assign \$247  = $signed(div_num) < $signed(1'h0);
+  assign \$248  = - $signed(div_num);
+  assign \$249  = \$247  ? \$248  : { div_num[91], div_num };
+  assign \$250  = $signed(div_num) < $signed(1'h0);
+  assign \$251  = $signed(bias) - $signed(quot);
+  assign \$253  = $signed(5'h0d) - $signed(chan[115:108]);
+  assign \$254  = $signed(sh0) < $signed(4'h4);
+  assign \$255  = $signed(4'h4) - $signed(sh0);
+  assign \$256  = \$254  ? \$255  : 11'h000;
+  assign \$257  = $signed(sh0) < $signed(4'h4);
+  assign \$258  = $signed(sh0) - $signed(5'h0d);
+  assign \$259  = $signed(\$258 ) > $signed({ 1'h0, tk });
+  assign \$260  = $signed(sh0) - $signed(5'h0d);
+  assign \$261  = $signed(sh0) - $signed(4'h4);
+  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
+  assign \$263  = $signed(sh0) - $signed(4'h4);
+  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
+  assign \$265  = \$259  ? \$260  : \$264 ;
+  assign \$266  = \$257  ? 11'h000 : \$265 ;
+  assign \$267  = $signed(km) << pre;
+  assign \$268  = tsh > 6'h2b;
+  assign \$269  = \$268  ? 10'h02b : tsh;
+  assign \$270  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$271  = $signed(\$270 ) - $signed({ 1'h0, tsh });
+  assign \$272  = $signed(km_pre) >>> t_clamped;
+  assign \$273  = $signed(chan[75:68]) << \$107 [3:0];
+  assign \$274  = 1'h1 << sh;
+  assign \$276  = $signed(\$273 ) + $signed({ 1'h0, \$275  });
+  assign \$278  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$287 ;
+    fsm_state <= \$279 ;
   always @(posedge clk)
-    div_num <= \$288 ;
+    div_num <= \$280 ;
   always @(posedge clk)
-    div_mag <= \$289 ;
+    div_mag <= \$281 ;
   always @(posedge clk)
-    div_neg <= \$290 ;
+    div_neg <= \$282 ;
   always @(posedge clk)
-    \start$9  <= \$291 ;
+    \start$9  <= \$283 ;
   always @(posedge clk)
-    floor_mean <= \$292 ;
+    floor_mean <= \$284 ;
   always @(posedge clk)
-    start <= \$293 ;
+    start <= \$285 ;
   always @(posedge clk)
-    t <= \$294 ;
+    t <= \$286 ;
   always @(posedge clk)
-    u <= \$295 ;
+    u <= \$287 ;
   always @(posedge clk)
-    semi_w <= \$296 ;
+    semi_w <= \$288 ;
   always @(posedge clk)
-    \start$11  <= \$297 ;
+    \start$11  <= \$289 ;
   always @(posedge clk)
-    den <= \$298 ;
+    den <= \$290 ;
   always @(posedge clk)
-    lead <= \$299 ;
+    lead <= \$291 ;
   always @(posedge clk)
-    recip <= \$300 ;
+    recip_rem <= \$292 ;
   always @(posedge clk)
-    m <= \$301 ;
+    recip_one <= \$293 ;
   always @(posedge clk)
-    km <= \$302 ;
+    recip <= \$294 ;
   always @(posedge clk)
-    sh0 <= \$303 ;
+    m <= \$295 ;
   always @(posedge clk)
-    tk <= \$304 ;
+    km <= \$296 ;
   always @(posedge clk)
-    pre <= \$305 ;
+    sh0 <= \$297 ;
   always @(posedge clk)
-    tsh <= \$306 ;
+    tk <= \$298 ;
   always @(posedge clk)
-    km_pre <= \$307 ;
+    pre <= \$299 ;
   always @(posedge clk)
-    t_clamped <= \$308 ;
+    tsh <= \$300 ;
   always @(posedge clk)
-    sh <= \$309 ;
+    km_pre <= \$301 ;
   always @(posedge clk)
-    \a$37  <= \$310 ;
+    t_clamped <= \$302 ;
   always @(posedge clk)
-    bias <= \$311 ;
+    sh <= \$303 ;
   always @(posedge clk)
-    \p$59  <= \$312 ;
+    \a$38  <= \$304 ;
   always @(posedge clk)
-    quot <= \$313 ;
+    bias <= \$305 ;
   always @(posedge clk)
-    \b$61  <= \$314 ;
+    \p$61  <= \$306 ;
+  always @(posedge clk)
+    quot <= \$307 ;
+  always @(posedge clk)
+    \b$63  <= \$308 ;
   \hwnorm_semidev_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$19 ),
-    .done(\done$44 ),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1319,7 +1310,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   );
   \hwnorm_semidev_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$49 ),
+    .done(\done$50 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1330,7 +1321,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$47 ),
+    .done(\done$48 ),
     .\neg$12 (\neg$25 ),
     .p(p),
     .rst(rst),
@@ -1408,7 +1399,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          rem_init = \$127 [34:0];
+          rem_init = recip_rem;
       7'h24:
           /* empty */;
       7'h25:
@@ -1442,7 +1433,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          rem_init = \$138 [34:0];
+          rem_init = \$133 [34:0];
     endcase
   end
   always @* begin
@@ -1516,7 +1507,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          lo_init = \$129 ;
+          lo_init = \$124 ;
       7'h24:
           /* empty */;
       7'h25:
@@ -1550,7 +1541,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          lo_init = \$139 [67:0];
+          lo_init = \$134 [67:0];
     endcase
   end
   always @* begin
@@ -1974,7 +1965,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          a = { \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37  };
+          a = { \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38  };
       7'h31:
           /* empty */;
       7'h32:
@@ -2004,7 +1995,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          a = { \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37 [25], \a$37  };
+          a = { \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38  };
     endcase
   end
   always @* begin
@@ -2084,7 +2075,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
+          b = { \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127  };
       7'h27:
           /* empty */;
       7'h28:
@@ -2104,7 +2095,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          b = \$136 [20:0];
+          b = \$131 [20:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -2120,7 +2111,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h03:
           /* empty */;
       7'h37:
-          b = { \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142  };
+          b = { \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137  };
       7'h38:
           /* empty */;
       7'h39:
@@ -2134,7 +2125,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          b = { \$146 [16], \$146 [16], \$146 [16], \$146 [16], \$146  };
+          b = { \$141 [16], \$141 [16], \$141 [16], \$141 [16], \$141  };
     endcase
   end
   always @* begin
@@ -2344,7 +2335,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          \neg$25  = \$133 ;
+          \neg$25  = \$128 ;
       7'h27:
           /* empty */;
       7'h28:
@@ -2364,7 +2355,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          \neg$25  = \$137 ;
+          \neg$25  = \$132 ;
       7'h31:
           /* empty */;
       7'h32:
@@ -2380,7 +2371,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h03:
           /* empty */;
       7'h37:
-          \neg$25  = \$143 ;
+          \neg$25  = \$138 ;
       7'h38:
           /* empty */;
       7'h39:
@@ -2394,7 +2385,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          \neg$25  = \$147 ;
+          \neg$25  = \$142 ;
     endcase
   end
   always @* begin
@@ -2733,187 +2724,187 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = fsm_state;
+    \$279  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$41 ) begin
+          if (\start$42 ) begin
             casez (entry)
               2'h0:
-                  \$287  = 7'h01;
+                  \$279  = 7'h01;
               2'h1:
-                  \$287  = 7'h02;
+                  \$279  = 7'h02;
               2'h2:
-                  \$287  = 7'h03;
+                  \$279  = 7'h03;
             endcase
           end
       7'h01:
-          \$287  = 7'h04;
+          \$279  = 7'h04;
       7'h04:
-          \$287  = 7'h05;
+          \$279  = 7'h05;
       7'h05:
-          \$287  = 7'h06;
+          \$279  = 7'h06;
       7'h06:
-          \$287  = 7'h07;
+          \$279  = 7'h07;
       7'h07:
-          \$287  = 7'h08;
+          \$279  = 7'h08;
       7'h08:
-          if (\done$44 ) begin
-            \$287  = 7'h09;
+          if (\done$45 ) begin
+            \$279  = 7'h09;
           end
       7'h02:
-          \$287  = 7'h0a;
+          \$279  = 7'h0a;
       7'h0a:
-          \$287  = 7'h0b;
+          \$279  = 7'h0b;
       7'h0b:
-          \$287  = 7'h0c;
+          \$279  = 7'h0c;
       7'h0c:
-          \$287  = 7'h0d;
+          \$279  = 7'h0d;
       7'h0d:
-          if (\done$47 ) begin
-            \$287  = 7'h0e;
+          if (\done$48 ) begin
+            \$279  = 7'h0e;
           end
       7'h0e:
-          \$287  = 7'h0f;
+          \$279  = 7'h0f;
       7'h0f:
-          \$287  = 7'h10;
+          \$279  = 7'h10;
       7'h10:
-          if (\done$47 ) begin
-            \$287  = 7'h11;
+          if (\done$48 ) begin
+            \$279  = 7'h11;
           end
       7'h11:
-          \$287  = 7'h12;
+          \$279  = 7'h12;
       7'h12:
-          \$287  = 7'h13;
+          \$279  = 7'h13;
       7'h13:
-          if (\done$47 ) begin
-            \$287  = 7'h14;
+          if (\done$48 ) begin
+            \$279  = 7'h14;
           end
       7'h14:
-          \$287  = 7'h15;
+          \$279  = 7'h15;
       7'h15:
-          \$287  = 7'h16;
+          \$279  = 7'h16;
       7'h16:
-          if (\done$47 ) begin
-            \$287  = 7'h17;
+          if (\done$48 ) begin
+            \$279  = 7'h17;
           end
       7'h17:
-          \$287  = 7'h18;
+          \$279  = 7'h18;
       7'h18:
-          \$287  = 7'h19;
+          \$279  = 7'h19;
       7'h19:
-          if (\done$47 ) begin
-            \$287  = 7'h1a;
+          if (\done$48 ) begin
+            \$279  = 7'h1a;
           end
       7'h1a:
-          \$287  = 7'h1b;
+          \$279  = 7'h1b;
       7'h1b:
-          \$287  = 7'h1c;
+          \$279  = 7'h1c;
       7'h1c:
-          \$287  = 7'h1d;
+          \$279  = 7'h1d;
       7'h1d:
-          if (\done$44 ) begin
-            \$287  = 7'h1e;
+          if (\done$45 ) begin
+            \$279  = 7'h1e;
           end
       7'h1e:
-          \$287  = 7'h1f;
+          \$279  = 7'h1f;
       7'h1f:
-          \$287  = 7'h20;
+          \$279  = 7'h20;
       7'h20:
-          if (\done$49 ) begin
-            \$287  = 7'h21;
+          if (\done$50 ) begin
+            \$279  = 7'h21;
           end
       7'h21:
-          \$287  = 7'h22;
+          \$279  = 7'h22;
       7'h22:
-          \$287  = 7'h23;
+          \$279  = 7'h23;
       7'h23:
-          \$287  = 7'h24;
+          \$279  = 7'h24;
       7'h24:
-          if (\done$44 ) begin
-            \$287  = 7'h25;
+          if (\done$45 ) begin
+            \$279  = 7'h25;
           end
       7'h25:
-          \$287  = 7'h26;
+          \$279  = 7'h26;
       7'h26:
-          \$287  = 7'h27;
+          \$279  = 7'h27;
       7'h27:
-          if (\done$47 ) begin
-            \$287  = 7'h28;
+          if (\done$48 ) begin
+            \$279  = 7'h28;
           end
       7'h28:
-          \$287  = 7'h29;
+          \$279  = 7'h29;
       7'h29:
-          \$287  = 7'h2a;
+          \$279  = 7'h2a;
       7'h2a:
-          if (\done$47 ) begin
-            \$287  = 7'h2b;
+          if (\done$48 ) begin
+            \$279  = 7'h2b;
           end
       7'h2b:
-          \$287  = 7'h2c;
+          \$279  = 7'h2c;
       7'h2c:
-          \$287  = 7'h2d;
+          \$279  = 7'h2d;
       7'h2d:
-          \$287  = 7'h2e;
+          \$279  = 7'h2e;
       7'h2e:
-          \$287  = 7'h2f;
+          \$279  = 7'h2f;
       7'h2f:
-          \$287  = 7'h30;
+          \$279  = 7'h30;
       7'h30:
-          \$287  = 7'h31;
+          \$279  = 7'h31;
       7'h31:
-          if (\done$47 ) begin
-            \$287  = 7'h32;
+          if (\done$48 ) begin
+            \$279  = 7'h32;
           end
       7'h32:
-          \$287  = 7'h33;
+          \$279  = 7'h33;
       7'h33:
-          \$287  = 7'h34;
+          \$279  = 7'h34;
       7'h34:
-          \$287  = 7'h35;
+          \$279  = 7'h35;
       7'h35:
-          if (\done$44 ) begin
-            \$287  = 7'h36;
+          if (\done$45 ) begin
+            \$279  = 7'h36;
           end
       7'h36:
-          \$287  = 7'h09;
+          \$279  = 7'h09;
       7'h03:
-          \$287  = 7'h37;
+          \$279  = 7'h37;
       7'h37:
-          \$287  = 7'h38;
+          \$279  = 7'h38;
       7'h38:
-          if (\done$47 ) begin
-            \$287  = 7'h39;
+          if (\done$48 ) begin
+            \$279  = 7'h39;
           end
       7'h39:
-          \$287  = 7'h3a;
+          \$279  = 7'h3a;
       7'h3a:
-          \$287  = 7'h3b;
+          \$279  = 7'h3b;
       7'h3b:
-          \$287  = 7'h3c;
+          \$279  = 7'h3c;
       7'h3c:
-          \$287  = 7'h3d;
+          \$279  = 7'h3d;
       7'h3d:
-          \$287  = 7'h3e;
+          \$279  = 7'h3e;
       7'h3e:
-          \$287  = 7'h3f;
+          \$279  = 7'h3f;
       7'h3f:
-          if (\done$47 ) begin
-            \$287  = 7'h40;
+          if (\done$48 ) begin
+            \$279  = 7'h40;
           end
       7'h40:
-          \$287  = 7'h41;
+          \$279  = 7'h41;
       7'h41:
-          \$287  = 7'h09;
+          \$279  = 7'h09;
       7'h09:
-          \$287  = 7'h00;
+          \$279  = 7'h00;
     endcase
     if (rst) begin
-      \$287  = 7'h00;
+      \$279  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = div_num;
+    \$280  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2922,7 +2913,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h04:
           /* empty */;
       7'h05:
-          \$288  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -2964,7 +2955,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h19:
           /* empty */;
       7'h1a:
-          \$288  = { \$218 [90], \$218  };
+          \$280  = { \$213 [90], \$213  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3012,15 +3003,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h31:
           /* empty */;
       7'h32:
-          \$288  = { \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59  };
+          \$280  = { \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61  };
     endcase
     if (rst) begin
-      \$288  = 92'h00000000000000000000000;
+      \$280  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = div_mag;
+    \$281  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3031,7 +3022,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$289  = \$216 [91:0];
+          \$281  = \$211 [91:0];
       7'h07:
           /* empty */;
       7'h08:
@@ -3073,116 +3064,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$289  = \$221 [91:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$289  = \$253 [91:0];
-    endcase
-    if (rst) begin
-      \$289  = 92'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = div_neg;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$290  = \$217 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$290  = \$222 ;
+          \$281  = \$216 [91:0];
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3230,15 +3112,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          \$290  = \$254 ;
+          \$281  = \$249 [91:0];
     endcase
     if (rst) begin
-      \$290  = 1'h0;
+      \$281  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = \start$9 ;
+    \$282  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3249,9 +3131,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$291  = 1'h1;
+          \$282  = \$212 ;
       7'h07:
-          \$291  = 1'h0;
+          /* empty */;
       7'h08:
           /* empty */;
       7'h02:
@@ -3291,9 +3173,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$291  = 1'h1;
+          \$282  = \$217 ;
       7'h1c:
-          \$291  = 1'h0;
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3305,9 +3187,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$291  = 1'h1;
+          /* empty */;
       7'h23:
-          \$291  = 1'h0;
+          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -3339,17 +3221,126 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          \$291  = 1'h1;
+          \$282  = \$250 ;
+    endcase
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = \start$9 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$283  = 1'h1;
+      7'h07:
+          \$283  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$283  = 1'h1;
+      7'h1c:
+          \$283  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$283  = 1'h1;
+      7'h23:
+          \$283  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$283  = 1'h1;
       7'h34:
-          \$291  = 1'h0;
+          \$283  = 1'h0;
     endcase
     if (rst) begin
-      \$291  = 1'h0;
+      \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = floor_mean;
+    \$284  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3364,17 +3355,17 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h07:
           /* empty */;
       7'h08:
-          if (\done$44 ) begin
-            \$292  = q[8:0];
+          if (\done$45 ) begin
+            \$284  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$292  = 9'h000;
+      \$284  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = start;
+    \$285  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3395,33 +3386,33 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h0a:
           /* empty */;
       7'h0b:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h0c:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h0f:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h12:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h15:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h18:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3447,15 +3438,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h24:
           /* empty */;
       7'h25:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h26:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h27:
           /* empty */;
       7'h28:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h29:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -3467,9 +3458,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2e:
           /* empty */;
       7'h2f:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h30:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h31:
           /* empty */;
       7'h32:
@@ -3483,9 +3474,9 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h03:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h37:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
       7'h38:
           /* empty */;
       7'h39:
@@ -3497,9 +3488,559 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3c:
           /* empty */;
       7'h3d:
-          \$293  = 1'h1;
+          \$285  = 1'h1;
       7'h3e:
-          \$293  = 1'h0;
+          \$285  = 1'h0;
+    endcase
+    if (rst) begin
+      \$285  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$286  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$48 ) begin
+            \$287  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$287  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$45 ) begin
+            \$288  = q[68:0];
+          end
+    endcase
+    if (rst) begin
+      \$288  = 69'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = \start$11 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$289  = 1'h1;
+      7'h1f:
+          \$289  = 1'h0;
+    endcase
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = den;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$50 ) begin
+            \$290  = root;
+          end
+    endcase
+    if (rst) begin
+      \$290  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = lead;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$291  = den_lead;
+    endcase
+    if (rst) begin
+      \$291  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = recip_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$292  = \$221 [34:0];
+    endcase
+    if (rst) begin
+      \$292  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = recip_one;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$293  = \$222 ;
     endcase
     if (rst) begin
       \$293  = 1'h0;
@@ -3507,407 +4048,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = t;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$47 ) begin
-            \$294  = p[59:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$47 ) begin
-            \$294  = p[59:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$47 ) begin
-            \$294  = p[59:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$47 ) begin
-            \$294  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = u;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$47 ) begin
-            \$295  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$295  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$44 ) begin
-            \$296  = q[68:0];
-          end
-    endcase
-    if (rst) begin
-      \$296  = 69'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$297  = 1'h1;
-      7'h1f:
-          \$297  = 1'h0;
-    endcase
-    if (rst) begin
-      \$297  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$49 ) begin
-            \$298  = root;
-          end
-    endcase
-    if (rst) begin
-      \$298  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$299  = den_lead;
-    endcase
-    if (rst) begin
-      \$299  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = recip;
+    \$294  = recip;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3978,17 +4119,17 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$44 ) begin
-            \$300  = q[16:0];
+          if (\done$45 ) begin
+            \$294  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$300  = 17'h00000;
+      \$294  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = m;
+    \$295  = m;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4065,8 +4206,8 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h26:
           /* empty */;
       7'h27:
-          if (\done$47 ) begin
-            \$301  = p[25:0];
+          if (\done$48 ) begin
+            \$295  = p[25:0];
           end
       7'h28:
           /* empty */;
@@ -4103,17 +4244,17 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h37:
           /* empty */;
       7'h38:
-          if (\done$47 ) begin
-            \$301  = p[25:0];
+          if (\done$48 ) begin
+            \$295  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$301  = 26'h0000000;
+      \$295  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = km;
+    \$296  = km;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4196,8 +4337,8 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$47 ) begin
-            \$302  = p[39:0];
+          if (\done$48 ) begin
+            \$296  = p[39:0];
           end
       7'h2b:
           /* empty */;
@@ -4230,15 +4371,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h38:
           /* empty */;
       7'h39:
-          \$302  = \$256 [39:0];
+          \$296  = \$252 [39:0];
     endcase
     if (rst) begin
-      \$302  = 40'h0000000000;
+      \$296  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = sh0;
+    \$297  = sh0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4323,7 +4464,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2a:
           /* empty */;
       7'h2b:
-          \$303  = { 3'h0, \$223  };
+          \$297  = { 3'h0, \$223  };
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4353,15 +4494,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h38:
           /* empty */;
       7'h39:
-          \$303  = { \$257 [8], \$257  };
+          \$297  = { \$253 [8], \$253  };
     endcase
     if (rst) begin
-      \$303  = 10'h000;
+      \$297  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = tk;
+    \$298  = tk;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4446,7 +4587,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2a:
           /* empty */;
       7'h2b:
-          \$304  = count_lead;
+          \$298  = count_lead;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4476,15 +4617,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h38:
           /* empty */;
       7'h39:
-          \$304  = 4'h8;
+          \$298  = 4'h8;
     endcase
     if (rst) begin
-      \$304  = 4'h0;
+      \$298  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = pre;
+    \$299  = pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4571,7 +4712,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2b:
           /* empty */;
       7'h2c:
-          \$305  = \$226 [1:0];
+          \$299  = \$226 [1:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4601,15 +4742,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$305  = \$260 [1:0];
+          \$299  = \$256 [1:0];
     endcase
     if (rst) begin
-      \$305  = 2'h0;
+      \$299  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = tsh;
+    \$300  = tsh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4696,7 +4837,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2b:
           /* empty */;
       7'h2c:
-          \$306  = \$240 [9:0];
+          \$300  = \$236 [9:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4726,15 +4867,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$306  = \$274 [9:0];
+          \$300  = \$266 [9:0];
     endcase
     if (rst) begin
-      \$306  = 10'h000;
+      \$300  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = km_pre;
+    \$301  = km_pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4823,7 +4964,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$307  = \$241 ;
+          \$301  = \$237 ;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -4853,15 +4994,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$307  = \$275 ;
+          \$301  = \$267 ;
     endcase
     if (rst) begin
-      \$307  = 43'h00000000000;
+      \$301  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = t_clamped;
+    \$302  = t_clamped;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4950,7 +5091,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$308  = \$243 [5:0];
+          \$302  = \$239 [5:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -4980,15 +5121,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$308  = \$277 [5:0];
+          \$302  = \$269 [5:0];
     endcase
     if (rst) begin
-      \$308  = 6'h00;
+      \$302  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = sh;
+    \$303  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5077,7 +5218,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$309  = \$245 [3:0];
+          \$303  = \$241 [3:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5107,15 +5248,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$309  = \$279 [3:0];
+          \$303  = \$271 [3:0];
     endcase
     if (rst) begin
-      \$309  = 4'h0;
+      \$303  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = \a$37 ;
+    \$304  = \a$38 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5206,7 +5347,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2d:
           /* empty */;
       7'h2e:
-          \$310  = \$246 [25:0];
+          \$304  = \$242 [25:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -5236,15 +5377,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3b:
           /* empty */;
       7'h3c:
-          \$310  = \$280 [25:0];
+          \$304  = \$272 [25:0];
     endcase
     if (rst) begin
-      \$310  = 26'h0000000;
+      \$304  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = bias;
+    \$305  = bias;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5335,7 +5476,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h2d:
           /* empty */;
       7'h2e:
-          \$311  = { \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250  };
+          \$305  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -5365,15 +5506,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3b:
           /* empty */;
       7'h3c:
-          \$311  = { \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284  };
+          \$305  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
     endcase
     if (rst) begin
-      \$311  = 34'h000000000;
+      \$305  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \p$59 ;
+    \$306  = \p$61 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5470,8 +5611,8 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$47 ) begin
-            \$312  = p[48:0];
+          if (\done$48 ) begin
+            \$306  = p[48:0];
           end
       7'h32:
           /* empty */;
@@ -5502,17 +5643,17 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3e:
           /* empty */;
       7'h3f:
-          if (\done$47 ) begin
-            \$312  = p[48:0];
+          if (\done$48 ) begin
+            \$306  = p[48:0];
           end
     endcase
     if (rst) begin
-      \$312  = 49'h0000000000000;
+      \$306  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = quot;
+    \$307  = quot;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5617,8 +5758,8 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$44 ) begin
-            \$313  = q[37:0];
+          if (\done$45 ) begin
+            \$307  = q[37:0];
           end
       7'h36:
           /* empty */;
@@ -5643,15 +5784,15 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h3f:
           /* empty */;
       7'h40:
-          \$313  = \$285 [37:0];
+          \$307  = \$277 [37:0];
     endcase
     if (rst) begin
-      \$313  = 38'h0000000000;
+      \$307  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \b$61 ;
+    \$308  = \b$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5758,7 +5899,7 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          \$314  = \$255 [33:0];
+          \$308  = \$251 [33:0];
       7'h03:
           /* empty */;
       7'h37:
@@ -5782,10 +5923,10 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
-          \$314  = \$286 [33:0];
+          \$308  = \$278 [33:0];
     endcase
     if (rst) begin
-      \$314  = 34'h000000000;
+      \$308  = 34'h000000000;
     end
   end
   assign beta_shift = \$106 [3:0];
@@ -5806,13 +5947,14 @@ module \hwnorm_semidev_s8.math (rst, \start$41 , entry, chan, sum, s_lo, c_lo, q
   assign \$110  = { s_lo, 1'h0 };
   assign \$121  = { 68'h00000000000000000, div_mag[91:68] };
   assign \$122  = { 1'h0, div_mag[67:0] };
-  assign \$138  = { 34'h000000000, div_mag[91:34] };
-  assign \$139  = { 29'h00000000, div_mag[33:0], 34'h000000000 };
-  assign \$218  = { t[59], t, 30'h00000000 };
-  assign \$249  = { 1'h0, \$248 [15:1] };
-  assign \$256  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$283  = { 1'h0, \$282 [15:1] };
-  assign \$285  = { \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48], \p$59 [48:8] };
+  assign \$133  = { 34'h000000000, div_mag[91:34] };
+  assign \$134  = { 29'h00000000, div_mag[33:0], 34'h000000000 };
+  assign \$213  = { t[59], t, 30'h00000000 };
+  assign \$220  = { 1'h0, \$219 [63:1] };
+  assign \$245  = { 1'h0, \$244 [15:1] };
+  assign \$252  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$275  = { 1'h0, \$274 [15:1] };
+  assign \$277  = { \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48:8] };
 endmodule
 
 module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -157,8 +157,8 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s16.math  math (
-    .\a$35 (a),
-    .\b$62 (b),
+    .\a$36 (a),
+    .\b$64 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -169,7 +169,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$39 (start),
+    .\start$40 (start),
     .sum(sum),
     .top(top)
   );
@@ -485,7 +485,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$35 , \b$62 , clk);
+module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$36 , \b$64 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -583,32 +583,32 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   wire [6:0] \$183 ;
   wire [6:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire [6:0] \$187 ;
-  wire [63:0] \$188 ;
-  wire [63:0] \$189 ;
+  wire [57:0] \$186 ;
+  wire \$187 ;
+  wire [16:0] \$188 ;
+  wire [16:0] \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [57:0] \$191 ;
-  wire \$192 ;
-  wire [16:0] \$193 ;
-  wire [16:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [29:0] \$197 ;
-  wire [29:0] \$198 ;
-  wire \$199 ;
+  wire \$191 ;
+  wire [29:0] \$192 ;
+  wire [29:0] \$193 ;
+  wire \$194 ;
+  wire [73:0] \$195 ;
+  wire [58:0] \$196 ;
+  wire \$197 ;
+  wire [16:0] \$198 ;
+  wire [16:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [73:0] \$200 ;
-  wire [58:0] \$201 ;
-  wire \$202 ;
-  wire [16:0] \$203 ;
-  wire [16:0] \$204 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire [24:0] \$202 ;
+  wire [24:0] \$203 ;
+  wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [24:0] \$207 ;
-  wire [24:0] \$208 ;
+  wire \$207 ;
+  wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
@@ -662,30 +662,30 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
-  wire \$257 ;
+  wire [29:0] \$257 ;
   wire \$258 ;
-  wire \$259 ;
+  wire [74:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
+  wire [74:0] \$260 ;
   wire \$261 ;
-  wire [29:0] \$262 ;
+  wire [16:0] \$262 ;
   wire \$263 ;
-  wire [74:0] \$264 ;
-  wire [74:0] \$265 ;
+  wire \$264 ;
+  wire [12:0] \$265 ;
   wire \$266 ;
-  wire [16:0] \$267 ;
+  wire \$267 ;
   wire \$268 ;
-  wire \$269 ;
+  wire [22:0] \$269 ;
   wire \$27 ;
-  wire [12:0] \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire [22:0] \$274 ;
-  wire [6:0] \$275 ;
-  wire [22:0] \$276 ;
-  wire [6:0] \$277 ;
-  wire [4:0] \$278 ;
+  wire [6:0] \$270 ;
+  wire [22:0] \$271 ;
+  wire [6:0] \$272 ;
+  wire [4:0] \$273 ;
+  wire \$274 ;
+  wire [63:0] \$275 ;
+  wire [63:0] \$276 ;
+  wire [63:0] \$277 ;
+  wire \$278 ;
   wire [7:0] \$279 ;
   wire \$28 ;
   wire \$280 ;
@@ -696,103 +696,97 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   wire \$285 ;
   wire [10:0] \$286 ;
   wire [10:0] \$287 ;
-  wire [10:0] \$288 ;
-  wire \$289 ;
+  wire \$288 ;
+  wire [10:0] \$289 ;
   wire \$29 ;
   wire [10:0] \$290 ;
-  wire \$291 ;
+  wire [10:0] \$291 ;
   wire [10:0] \$292 ;
-  wire [10:0] \$293 ;
-  wire [10:0] \$294 ;
-  wire [10:0] \$295 ;
+  wire [70:0] \$293 ;
+  wire \$294 ;
+  wire [9:0] \$295 ;
   wire [10:0] \$296 ;
-  wire [70:0] \$297 ;
-  wire \$298 ;
-  wire [9:0] \$299 ;
+  wire [11:0] \$297 ;
+  wire [63:0] \$298 ;
+  wire [46:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [11:0] \$301 ;
-  wire [63:0] \$302 ;
-  wire [46:0] \$303 ;
-  wire [31:0] \$304 ;
-  wire [31:0] \$305 ;
-  wire [47:0] \$306 ;
-  wire \$307 ;
-  wire [74:0] \$308 ;
-  wire [74:0] \$309 ;
+  wire [31:0] \$300 ;
+  wire [31:0] \$301 ;
+  wire [47:0] \$302 ;
+  wire \$303 ;
+  wire [74:0] \$304 ;
+  wire [74:0] \$305 ;
+  wire \$306 ;
+  wire [62:0] \$307 ;
+  wire [56:0] \$308 ;
+  wire [8:0] \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire [62:0] \$311 ;
-  wire [56:0] \$312 ;
-  wire [8:0] \$313 ;
-  wire \$314 ;
-  wire [10:0] \$315 ;
+  wire [10:0] \$311 ;
+  wire [10:0] \$312 ;
+  wire \$313 ;
+  wire [10:0] \$314 ;
+  wire \$315 ;
   wire [10:0] \$316 ;
-  wire \$317 ;
-  wire [10:0] \$318 ;
-  wire \$319 ;
+  wire [10:0] \$317 ;
+  wire \$318 ;
+  wire [10:0] \$319 ;
   wire \$32 ;
   wire [10:0] \$320 ;
   wire [10:0] \$321 ;
   wire [10:0] \$322 ;
-  wire \$323 ;
-  wire [10:0] \$324 ;
-  wire \$325 ;
+  wire [70:0] \$323 ;
+  wire \$324 ;
+  wire [9:0] \$325 ;
   wire [10:0] \$326 ;
-  wire [10:0] \$327 ;
-  wire [10:0] \$328 ;
-  wire [10:0] \$329 ;
+  wire [11:0] \$327 ;
+  wire [63:0] \$328 ;
+  wire [46:0] \$329 ;
   wire \$33 ;
-  wire [10:0] \$330 ;
-  wire [70:0] \$331 ;
-  wire \$332 ;
-  wire [9:0] \$333 ;
-  wire [10:0] \$334 ;
-  wire [11:0] \$335 ;
-  wire [63:0] \$336 ;
-  wire [46:0] \$337 ;
-  wire [31:0] \$338 ;
-  wire [31:0] \$339 ;
+  wire [31:0] \$330 ;
+  wire [31:0] \$331 ;
+  wire [47:0] \$332 ;
+  wire [72:0] \$333 ;
+  wire [62:0] \$334 ;
+  reg [5:0] \$335 ;
+  reg [73:0] \$336 ;
+  reg [73:0] \$337 ;
+  reg \$338 ;
+  reg \$339 ;
   wire \$34 ;
-  wire [47:0] \$340 ;
-  wire [72:0] \$341 ;
-  wire [62:0] \$342 ;
-  reg [5:0] \$343 ;
-  reg [73:0] \$344 ;
-  reg [73:0] \$345 ;
+  reg [18:0] \$340 ;
+  reg [21:0] \$341 ;
+  reg [5:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [15:0] \$344 ;
+  reg [15:0] \$345 ;
   reg \$346 ;
   reg \$347 ;
-  reg [18:0] \$348 ;
-  reg [21:0] \$349 ;
+  reg \$348 ;
+  reg [45:0] \$349 ;
   wire [5:0] \$35 ;
-  reg [5:0] \$350 ;
-  reg [3:0] \$351 ;
-  reg [15:0] \$352 ;
-  reg [15:0] \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg [45:0] \$357 ;
-  reg [55:0] \$358 ;
-  reg [5:0] \$359 ;
+  reg [55:0] \$350 ;
+  reg [5:0] \$351 ;
+  reg [55:0] \$352 ;
+  reg \$353 ;
+  reg [24:0] \$354 ;
+  reg [41:0] \$355 ;
+  reg [55:0] \$356 ;
+  reg [9:0] \$357 ;
+  reg [3:0] \$358 ;
+  reg [3:0] \$359 ;
   wire [5:0] \$36 ;
-  reg [24:0] \$360 ;
-  reg [41:0] \$361 ;
-  reg [55:0] \$362 ;
-  reg [9:0] \$363 ;
-  reg [3:0] \$364 ;
-  reg [3:0] \$365 ;
-  reg [9:0] \$366 ;
-  reg [63:0] \$367 ;
-  reg [6:0] \$368 ;
-  reg [4:0] \$369 ;
+  reg [9:0] \$360 ;
+  reg [63:0] \$361 ;
+  reg [6:0] \$362 ;
+  reg [4:0] \$363 ;
+  reg [41:0] \$364 ;
+  reg [57:0] \$365 ;
+  reg [72:0] \$366 ;
+  reg [61:0] \$367 ;
+  reg [57:0] \$368 ;
   wire [5:0] \$37 ;
-  reg [41:0] \$370 ;
-  reg [57:0] \$371 ;
-  reg [72:0] \$372 ;
-  reg [61:0] \$373 ;
-  reg [57:0] \$374 ;
   wire \$38 ;
   wire [5:0] \$39 ;
   wire \$4 ;
@@ -862,11 +856,11 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   wire \$98 ;
   wire \$99 ;
   reg [46:0] a;
-  output [41:0] \a$35 ;
-  reg [41:0] \a$35  = 42'h00000000000;
+  output [41:0] \a$36 ;
+  reg [41:0] \a$36  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$62 ;
-  reg [57:0] \b$62  = 58'h000000000000000;
+  output [57:0] \b$64 ;
+  reg [57:0] \b$64  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -897,8 +891,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$42 ;
-  wire \done$50 ;
+  wire \done$43 ;
+  wire \done$51 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [18:0] f2 = 19'h00000;
@@ -915,7 +909,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   reg neg;
   reg \neg$27 ;
   wire [75:0] p;
-  reg [72:0] \p$60  = 73'h0000000000000000000;
+  reg [72:0] \p$62  = 73'h0000000000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom;
@@ -925,6 +919,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
   reg [24:0] recip = 25'h0000000;
+  reg recip_one = 1'h0;
+  reg [55:0] recip_rem = 56'h00000000000000;
   reg [55:0] rem_init;
   input rst;
   wire rst;
@@ -936,8 +932,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$39 ;
-  wire \start$39 ;
+  input \start$40 ;
+  wire \start$40 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$28 ;
@@ -1135,224 +1131,219 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   assign \$183  = - $signed(dcount);
   assign \$184  = \$182  ? \$183  : { dcount[5], dcount };
   assign \$185  = $signed(dcount) < $signed(1'h0);
-  assign \$186  = ! lead;
-  assign \$187  = lead - 1'h1;
-  assign \$188  = 1'h1 << \$187 [5:0];
-  assign \$189  = \$186  ? 64'h0000000000000000 : \$188 ;
-  assign \$190  = ! lead;
-  assign \$191  = \$190  ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$192  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$193  = - $signed(chan[88:73]);
-  assign \$194  = \$192  ? \$193  : { chan[88], chan[88:73] };
-  assign \$195  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$196  = $signed(sum) < $signed(1'h0);
-  assign \$197  = - $signed(sum);
-  assign \$198  = \$196  ? \$197  : { sum[28], sum };
-  assign \$199  = $signed(sum) < $signed(1'h0);
-  assign \$202  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$203  = - $signed(chan[88:73]);
-  assign \$204  = \$202  ? \$203  : { chan[88], chan[88:73] };
-  assign \$205  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$206  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$207  = - $signed(chan[128:105]);
-  assign \$208  = \$206  ? \$207  : { chan[128], chan[128:105] };
-  assign \$209  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$210  = ! fsm_state;
-  assign \$211  = fsm_state == 1'h1;
-  assign \$212  = fsm_state == 2'h2;
-  assign \$213  = fsm_state == 2'h3;
-  assign \$214  = fsm_state == 3'h4;
-  assign \$215  = fsm_state == 3'h5;
-  assign \$216  = fsm_state == 3'h6;
-  assign \$217  = fsm_state == 3'h7;
-  assign \$218  = fsm_state == 4'h8;
-  assign \$219  = fsm_state == 4'h9;
-  assign \$220  = fsm_state == 4'ha;
-  assign \$221  = fsm_state == 4'hb;
-  assign \$222  = fsm_state == 4'hc;
-  assign \$223  = fsm_state == 4'hd;
-  assign \$224  = fsm_state == 4'he;
-  assign \$225  = fsm_state == 4'hf;
-  assign \$226  = fsm_state == 5'h10;
-  assign \$227  = fsm_state == 5'h11;
-  assign \$228  = fsm_state == 5'h12;
-  assign \$229  = fsm_state == 5'h13;
-  assign \$230  = fsm_state == 5'h14;
-  assign \$231  = fsm_state == 5'h15;
-  assign \$232  = fsm_state == 5'h16;
-  assign \$233  = fsm_state == 5'h17;
-  assign \$234  = fsm_state == 5'h18;
-  assign \$235  = fsm_state == 5'h19;
-  assign \$236  = fsm_state == 5'h1a;
-  assign \$237  = fsm_state == 5'h1b;
-  assign \$238  = fsm_state == 5'h1c;
-  assign \$239  = fsm_state == 5'h1d;
-  assign \$240  = fsm_state == 5'h1e;
-  assign \$241  = fsm_state == 5'h1f;
-  assign \$242  = fsm_state == 6'h20;
-  assign \$243  = fsm_state == 6'h21;
-  assign \$244  = fsm_state == 6'h22;
-  assign \$245  = fsm_state == 6'h23;
-  assign \$246  = fsm_state == 6'h24;
-  assign \$247  = fsm_state == 6'h25;
-  assign \$248  = fsm_state == 6'h26;
-  assign \$249  = fsm_state == 6'h27;
-  assign \$250  = fsm_state == 6'h28;
-  assign \$251  = fsm_state == 6'h29;
-  assign \$252  = fsm_state == 6'h2a;
-  assign \$253  = fsm_state == 6'h2b;
-  assign \$254  = fsm_state == 6'h2c;
-  assign \$255  = fsm_state == 6'h2d;
-  assign \$256  = fsm_state == 6'h2e;
-  assign \$257  = fsm_state == 6'h2f;
-  assign \$258  = fsm_state == 6'h30;
-  assign \$259  = fsm_state == 6'h31;
-  assign \$260  = fsm_state == 6'h32;
-  assign \$261  = fsm_state == 6'h33;
-  assign \$263  = $signed(div_num) < $signed(1'h0);
-  assign \$264  = - $signed(div_num);
-  assign \$265  = \$263  ? \$264  : { div_num[73], div_num };
-  assign \$266  = $signed(div_num) < $signed(1'h0);
-  assign \$267  = $signed(top) + $signed(bottom);
-  assign \$268  = $signed(\$267 ) > $signed(f2);
-  assign \$269  = chan[13:1] < 4'ha;
-  assign \$270  = \$269  ? chan[13:1] : 13'h000a;
-  assign \$271  = merge_step < \$270 ;
-  assign \$272  = merge_step == 4'ha;
-  assign \$273  = pick_on_train_2 & take_top_train_2;
-  assign \$274  = $signed(hsum) + $signed(head_top);
-  assign \$275  = $signed(dcount) - $signed(2'h1);
-  assign \$276  = $signed(hsum) - $signed(head_bottom);
-  assign \$277  = $signed(dcount) + $signed(2'h1);
-  assign \$278  = merge_step + 1'h1;
+  assign \$186  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$187  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$188  = - $signed(chan[88:73]);
+  assign \$189  = \$187  ? \$188  : { chan[88], chan[88:73] };
+  assign \$190  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$191  = $signed(sum) < $signed(1'h0);
+  assign \$192  = - $signed(sum);
+  assign \$193  = \$191  ? \$192  : { sum[28], sum };
+  assign \$194  = $signed(sum) < $signed(1'h0);
+  assign \$197  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$198  = - $signed(chan[88:73]);
+  assign \$199  = \$197  ? \$198  : { chan[88], chan[88:73] };
+  assign \$200  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$201  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$202  = - $signed(chan[128:105]);
+  assign \$203  = \$201  ? \$202  : { chan[128], chan[128:105] };
+  assign \$204  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$205  = ! fsm_state;
+  assign \$206  = fsm_state == 1'h1;
+  assign \$207  = fsm_state == 2'h2;
+  assign \$208  = fsm_state == 2'h3;
+  assign \$209  = fsm_state == 3'h4;
+  assign \$210  = fsm_state == 3'h5;
+  assign \$211  = fsm_state == 3'h6;
+  assign \$212  = fsm_state == 3'h7;
+  assign \$213  = fsm_state == 4'h8;
+  assign \$214  = fsm_state == 4'h9;
+  assign \$215  = fsm_state == 4'ha;
+  assign \$216  = fsm_state == 4'hb;
+  assign \$217  = fsm_state == 4'hc;
+  assign \$218  = fsm_state == 4'hd;
+  assign \$219  = fsm_state == 4'he;
+  assign \$220  = fsm_state == 4'hf;
+  assign \$221  = fsm_state == 5'h10;
+  assign \$222  = fsm_state == 5'h11;
+  assign \$223  = fsm_state == 5'h12;
+  assign \$224  = fsm_state == 5'h13;
+  assign \$225  = fsm_state == 5'h14;
+  assign \$226  = fsm_state == 5'h15;
+  assign \$227  = fsm_state == 5'h16;
+  assign \$228  = fsm_state == 5'h17;
+  assign \$229  = fsm_state == 5'h18;
+  assign \$230  = fsm_state == 5'h19;
+  assign \$231  = fsm_state == 5'h1a;
+  assign \$232  = fsm_state == 5'h1b;
+  assign \$233  = fsm_state == 5'h1c;
+  assign \$234  = fsm_state == 5'h1d;
+  assign \$235  = fsm_state == 5'h1e;
+  assign \$236  = fsm_state == 5'h1f;
+  assign \$237  = fsm_state == 6'h20;
+  assign \$238  = fsm_state == 6'h21;
+  assign \$239  = fsm_state == 6'h22;
+  assign \$240  = fsm_state == 6'h23;
+  assign \$241  = fsm_state == 6'h24;
+  assign \$242  = fsm_state == 6'h25;
+  assign \$243  = fsm_state == 6'h26;
+  assign \$244  = fsm_state == 6'h27;
+  assign \$245  = fsm_state == 6'h28;
+  assign \$246  = fsm_state == 6'h29;
+  assign \$247  = fsm_state == 6'h2a;
+  assign \$248  = fsm_state == 6'h2b;
+  assign \$249  = fsm_state == 6'h2c;
+  assign \$250  = fsm_state == 6'h2d;
+  assign \$251  = fsm_state == 6'h2e;
+  assign \$252  = fsm_state == 6'h2f;
+  assign \$253  = fsm_state == 6'h30;
+  assign \$254  = fsm_state == 6'h31;
+  assign \$255  = fsm_state == 6'h32;
+  assign \$256  = fsm_state == 6'h33;
+  assign \$258  = $signed(div_num) < $signed(1'h0);
+  assign \$259  = - $signed(div_num);
+  assign \$260  = \$258  ? \$259  : { div_num[73], div_num };
+  assign \$261  = $signed(div_num) < $signed(1'h0);
+  assign \$262  = $signed(top) + $signed(bottom);
+  assign \$263  = $signed(\$262 ) > $signed(f2);
+  assign \$264  = chan[13:1] < 4'ha;
+  assign \$265  = \$264  ? chan[13:1] : 13'h000a;
+  assign \$266  = merge_step < \$265 ;
+  assign \$267  = merge_step == 4'ha;
+  assign \$268  = pick_on_train_2 & take_top_train_2;
+  assign \$269  = $signed(hsum) + $signed(head_top);
+  assign \$270  = $signed(dcount) - $signed(2'h1);
+  assign \$271  = $signed(hsum) - $signed(head_bottom);
+  assign \$272  = $signed(dcount) + $signed(2'h1);
+  assign \$273  = merge_step + 1'h1;
+  assign \$274  = ! lead;
+  assign \$275  = 1'h1 << lead;
+  assign \$277  = \$274  ? 64'h0000000000000000 : \$276 ;
+  assign \$278  = ! lead;
   assign \$279  = lead + 8'hfc;
   assign \$280  = $signed(sh0) < $signed(4'h4);
   assign \$281  = $signed(4'h4) - $signed(sh0);
   assign \$282  = \$280  ? \$281  : 11'h000;
   assign \$283  = $signed(sh0) < $signed(4'h4);
-  assign \$284  = $signed(sh0) - $signed(4'h4);
-  assign \$285  = $signed(\$284 ) < $signed({ 1'h0, tk });
-  assign \$286  = $signed(sh0) - $signed(4'h4);
-  assign \$287  = \$285  ? \$286  : { 7'h00, tk };
-  assign \$288  = $signed(sh0) - $signed(6'h15);
-  assign \$289  = $signed(\$287 ) > $signed(\$288 );
-  assign \$290  = $signed(sh0) - $signed(4'h4);
-  assign \$291  = $signed(\$290 ) < $signed({ 1'h0, tk });
-  assign \$292  = $signed(sh0) - $signed(4'h4);
-  assign \$293  = \$291  ? \$292  : { 7'h00, tk };
-  assign \$294  = $signed(sh0) - $signed(6'h15);
-  assign \$295  = \$289  ? \$293  : \$294 ;
-  assign \$296  = \$283  ? 11'h000 : \$295 ;
-  assign \$297  = $signed(km) << pre;
-  assign \$298  = tsh > 7'h40;
-  assign \$299  = \$298  ? 10'h040 : tsh;
-  assign \$300  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$301  = $signed(\$300 ) - $signed({ 1'h0, tsh });
-  assign \$302  = $signed(km_pre) >>> t_clamped;
-  assign \$303  = $signed(chan[104:89]) << \$177 [4:0];
-  assign \$304  = 1'h1 << sh;
-  assign \$306  = $signed(\$303 ) + $signed({ 1'h0, \$305  });
-  assign \$307  = $signed(div_num) < $signed(1'h0);
-  assign \$308  = - $signed(div_num);
-  assign \$309  = \$307  ? \$308  : { div_num[73], div_num };
-  assign \$310  = $signed(div_num) < $signed(1'h0);
-  assign \$311  = $signed(bias) - $signed(quot);
-  assign \$313  = $signed(6'h10) - $signed(chan[160:153]);
-  assign \$314  = $signed(sh0) < $signed(4'h4);
-  assign \$315  = $signed(4'h4) - $signed(sh0);
-  assign \$316  = \$314  ? \$315  : 11'h000;
-  assign \$317  = $signed(sh0) < $signed(4'h4);
-  assign \$318  = $signed(sh0) - $signed(4'h4);
-  assign \$319  = $signed(\$318 ) < $signed({ 1'h0, tk });
-  assign \$320  = $signed(sh0) - $signed(4'h4);
-  assign \$321  = \$319  ? \$320  : { 7'h00, tk };
-  assign \$322  = $signed(sh0) - $signed(6'h15);
-  assign \$323  = $signed(\$321 ) > $signed(\$322 );
-  assign \$324  = $signed(sh0) - $signed(4'h4);
-  assign \$325  = $signed(\$324 ) < $signed({ 1'h0, tk });
-  assign \$326  = $signed(sh0) - $signed(4'h4);
-  assign \$327  = \$325  ? \$326  : { 7'h00, tk };
-  assign \$328  = $signed(sh0) - $signed(6'h15);
-  assign \$329  = \$323  ? \$327  : \$328 ;
-  assign \$330  = \$317  ? 11'h000 : \$329 ;
-  assign \$331  = $signed(km) << pre;
-  assign \$332  = tsh > 7'h40;
-  assign \$333  = \$332  ? 10'h040 : tsh;
-  assign \$334  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$335  = $signed(\$334 ) - $signed({ 1'h0, tsh });
-  assign \$336  = $signed(km_pre) >>> t_clamped;
-  assign \$337  = $signed(chan[104:89]) << \$178 [4:0];
-  assign \$338  = 1'h1 << sh;
-  assign \$340  = $signed(\$337 ) + $signed({ 1'h0, \$339  });
-  assign \$342  = $signed(bias) - $signed(quot);
+  assign \$284  = $signed(sh0) - $signed(6'h15);
+  assign \$285  = $signed(\$284 ) > $signed({ 1'h0, tk });
+  assign \$286  = $signed(sh0) - $signed(6'h15);
+  assign \$287  = $signed(sh0) - $signed(4'h4);
+  assign \$288  = $signed(\$287 ) < $signed({ 1'h0, tk });
+  assign \$289  = $signed(sh0) - $signed(4'h4);
+  assign \$290  = \$288  ? \$289  : { 7'h00, tk };
+  assign \$291  = \$285  ? \$286  : \$290 ;
+  assign \$292  = \$283  ? 11'h000 : \$291 ;
+  assign \$293  = $signed(km) << pre;
+  assign \$294  = tsh > 7'h40;
+  assign \$295  = \$294  ? 10'h040 : tsh;
+  assign \$296  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$297  = $signed(\$296 ) - $signed({ 1'h0, tsh });
+  assign \$298  = $signed(km_pre) >>> t_clamped;
+  assign \$299  = $signed(chan[104:89]) << \$177 [4:0];
+  assign \$300  = 1'h1 << sh;
+  assign \$302  = $signed(\$299 ) + $signed({ 1'h0, \$301  });
+  assign \$303  = $signed(div_num) < $signed(1'h0);
+  assign \$304  = - $signed(div_num);
+  assign \$305  = \$303  ? \$304  : { div_num[73], div_num };
+  assign \$306  = $signed(div_num) < $signed(1'h0);
+  assign \$307  = $signed(bias) - $signed(quot);
+  assign \$309  = $signed(6'h10) - $signed(chan[160:153]);
+  assign \$310  = $signed(sh0) < $signed(4'h4);
+  assign \$311  = $signed(4'h4) - $signed(sh0);
+  assign \$312  = \$310  ? \$311  : 11'h000;
+  assign \$313  = $signed(sh0) < $signed(4'h4);
+  assign \$314  = $signed(sh0) - $signed(6'h15);
+  assign \$315  = $signed(\$314 ) > $signed({ 1'h0, tk });
+  assign \$316  = $signed(sh0) - $signed(6'h15);
+  assign \$317  = $signed(sh0) - $signed(4'h4);
+  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
+  assign \$319  = $signed(sh0) - $signed(4'h4);
+  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
+  assign \$321  = \$315  ? \$316  : \$320 ;
+  assign \$322  = \$313  ? 11'h000 : \$321 ;
+  assign \$323  = $signed(km) << pre;
+  assign \$324  = tsh > 7'h40;
+  assign \$325  = \$324  ? 10'h040 : tsh;
+  assign \$326  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$327  = $signed(\$326 ) - $signed({ 1'h0, tsh });
+  assign \$328  = $signed(km_pre) >>> t_clamped;
+  assign \$329  = $signed(chan[104:89]) << \$178 [4:0];
+  assign \$330  = 1'h1 << sh;
+  assign \$332  = $signed(\$329 ) + $signed({ 1'h0, \$331  });
+  assign \$334  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$343 ;
+    fsm_state <= \$335 ;
   always @(posedge clk)
-    div_num <= \$344 ;
+    div_num <= \$336 ;
   always @(posedge clk)
-    div_mag <= \$345 ;
+    div_mag <= \$337 ;
   always @(posedge clk)
-    div_neg <= \$346 ;
+    div_neg <= \$338 ;
   always @(posedge clk)
-    \start$9  <= \$347 ;
+    \start$9  <= \$339 ;
   always @(posedge clk)
-    f2 <= \$348 ;
+    f2 <= \$340 ;
   always @(posedge clk)
-    hsum <= \$349 ;
+    hsum <= \$341 ;
   always @(posedge clk)
-    dcount <= \$350 ;
+    dcount <= \$342 ;
   always @(posedge clk)
-    merge_step <= \$351 ;
+    merge_step <= \$343 ;
   always @(posedge clk)
-    head_top <= \$352 ;
+    head_top <= \$344 ;
   always @(posedge clk)
-    head_bottom <= \$353 ;
+    head_bottom <= \$345 ;
   always @(posedge clk)
-    take_top_train_2 <= \$354 ;
+    take_top_train_2 <= \$346 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$355 ;
+    pick_on_train_2 <= \$347 ;
   always @(posedge clk)
-    start <= \$356 ;
+    start <= \$348 ;
   always @(posedge clk)
-    t <= \$357 ;
+    t <= \$349 ;
   always @(posedge clk)
-    den <= \$358 ;
+    den <= \$350 ;
   always @(posedge clk)
-    lead <= \$359 ;
+    lead <= \$351 ;
   always @(posedge clk)
-    recip <= \$360 ;
+    recip_rem <= \$352 ;
   always @(posedge clk)
-    m <= \$361 ;
+    recip_one <= \$353 ;
   always @(posedge clk)
-    km <= \$362 ;
+    recip <= \$354 ;
   always @(posedge clk)
-    sh0 <= \$363 ;
+    m <= \$355 ;
   always @(posedge clk)
-    tk <= \$364 ;
+    km <= \$356 ;
   always @(posedge clk)
-    pre <= \$365 ;
+    sh0 <= \$357 ;
   always @(posedge clk)
-    tsh <= \$366 ;
+    tk <= \$358 ;
   always @(posedge clk)
-    km_pre <= \$367 ;
+    pre <= \$359 ;
   always @(posedge clk)
-    t_clamped <= \$368 ;
+    tsh <= \$360 ;
   always @(posedge clk)
-    sh <= \$369 ;
+    km_pre <= \$361 ;
   always @(posedge clk)
-    \a$35  <= \$370 ;
+    t_clamped <= \$362 ;
   always @(posedge clk)
-    bias <= \$371 ;
+    sh <= \$363 ;
   always @(posedge clk)
-    \p$60  <= \$372 ;
+    \a$36  <= \$364 ;
   always @(posedge clk)
-    quot <= \$373 ;
+    bias <= \$365 ;
   always @(posedge clk)
-    \b$62  <= \$374 ;
+    \p$62  <= \$366 ;
+  always @(posedge clk)
+    quot <= \$367 ;
+  always @(posedge clk)
+    \b$64  <= \$368 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$42 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1366,7 +1357,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$50 ),
+    .done(\done$51 ),
     .\neg$12 (\neg$27 ),
     .p(p),
     .rst(rst),
@@ -1416,7 +1407,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          rem_init = \$189 [55:0];
+          rem_init = recip_rem;
       6'h16:
           /* empty */;
       6'h17:
@@ -1450,7 +1441,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h25:
           /* empty */;
       6'h26:
-          rem_init = \$200 [55:0];
+          rem_init = \$195 [55:0];
     endcase
   end
   always @* begin
@@ -1496,7 +1487,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          lo_init = \$191 ;
+          lo_init = \$186 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1530,7 +1521,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h25:
           /* empty */;
       6'h26:
-          lo_init = \$201 [57:0];
+          lo_init = \$196 [57:0];
     endcase
   end
   always @* begin
@@ -1891,7 +1882,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          a = { \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35  };
+          a = { \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36  };
       6'h23:
           /* empty */;
       6'h24:
@@ -1921,7 +1912,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          a = { \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35 [41], \a$35  };
+          a = { \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36  };
     endcase
   end
   always @* begin
@@ -1973,7 +1964,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194 [16], \$194  };
+          b = { \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -1993,7 +1984,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          b = \$198 [28:0];
+          b = \$193 [28:0];
       6'h23:
           /* empty */;
       6'h24:
@@ -2009,7 +2000,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h03:
           /* empty */;
       6'h29:
-          b = { \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204 [16], \$204  };
+          b = { \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199  };
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2023,7 +2014,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          b = { \$208 [24], \$208 [24], \$208 [24], \$208 [24], \$208  };
+          b = { \$203 [24], \$203 [24], \$203 [24], \$203 [24], \$203  };
     endcase
   end
   always @* begin
@@ -2177,7 +2168,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          \neg$27  = \$195 ;
+          \neg$27  = \$190 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2197,7 +2188,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          \neg$27  = \$199 ;
+          \neg$27  = \$194 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -2213,7 +2204,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h03:
           /* empty */;
       6'h29:
-          \neg$27  = \$205 ;
+          \neg$27  = \$200 ;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2227,7 +2218,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          \neg$27  = \$209 ;
+          \neg$27  = \$204 ;
     endcase
   end
   always @* begin
@@ -2444,161 +2435,161 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = fsm_state;
+    \$335  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$39 ) begin
+          if (\start$40 ) begin
             casez (entry)
               2'h0:
-                  \$343  = 6'h01;
+                  \$335  = 6'h01;
               2'h1:
-                  \$343  = 6'h02;
+                  \$335  = 6'h02;
               2'h2:
-                  \$343  = 6'h03;
+                  \$335  = 6'h03;
             endcase
           end
       6'h02:
-          \$343  = 6'h04;
+          \$335  = 6'h04;
       6'h04:
-          \$343  = 6'h05;
+          \$335  = 6'h05;
       6'h05:
-          \$343  = 6'h06;
+          \$335  = 6'h06;
       6'h06:
-          if (\done$42 ) begin
-            \$343  = 6'h07;
+          if (\done$43 ) begin
+            \$335  = 6'h07;
           end
       6'h07:
-          \$343  = 6'h08;
+          \$335  = 6'h08;
       6'h08:
         begin
-          \$343  = 6'h09;
-          if (\$272 ) begin
-            \$343  = 6'h0a;
+          \$335  = 6'h09;
+          if (\$267 ) begin
+            \$335  = 6'h0a;
           end
         end
       6'h09:
-          \$343  = 6'h08;
+          \$335  = 6'h08;
       6'h0a:
-          \$343  = 6'h0b;
+          \$335  = 6'h0b;
       6'h0b:
-          \$343  = 6'h0c;
+          \$335  = 6'h0c;
       6'h0c:
-          if (\done$50 ) begin
-            \$343  = 6'h0d;
+          if (\done$51 ) begin
+            \$335  = 6'h0d;
           end
       6'h0d:
-          \$343  = 6'h0e;
+          \$335  = 6'h0e;
       6'h0e:
-          \$343  = 6'h0f;
+          \$335  = 6'h0f;
       6'h0f:
-          if (\done$50 ) begin
-            \$343  = 6'h10;
+          if (\done$51 ) begin
+            \$335  = 6'h10;
           end
       6'h10:
-          \$343  = 6'h11;
+          \$335  = 6'h11;
       6'h11:
-          \$343  = 6'h12;
+          \$335  = 6'h12;
       6'h12:
-          if (\done$50 ) begin
-            \$343  = 6'h13;
+          if (\done$51 ) begin
+            \$335  = 6'h13;
           end
       6'h13:
-          \$343  = 6'h14;
+          \$335  = 6'h14;
       6'h14:
-          \$343  = 6'h15;
+          \$335  = 6'h15;
       6'h15:
-          \$343  = 6'h16;
+          \$335  = 6'h16;
       6'h16:
-          if (\done$42 ) begin
-            \$343  = 6'h17;
+          if (\done$43 ) begin
+            \$335  = 6'h17;
           end
       6'h17:
-          \$343  = 6'h18;
+          \$335  = 6'h18;
       6'h18:
-          \$343  = 6'h19;
+          \$335  = 6'h19;
       6'h19:
-          if (\done$50 ) begin
-            \$343  = 6'h1a;
+          if (\done$51 ) begin
+            \$335  = 6'h1a;
           end
       6'h1a:
-          \$343  = 6'h1b;
+          \$335  = 6'h1b;
       6'h1b:
-          \$343  = 6'h1c;
+          \$335  = 6'h1c;
       6'h1c:
-          if (\done$50 ) begin
-            \$343  = 6'h1d;
+          if (\done$51 ) begin
+            \$335  = 6'h1d;
           end
       6'h1d:
-          \$343  = 6'h1e;
+          \$335  = 6'h1e;
       6'h1e:
-          \$343  = 6'h1f;
+          \$335  = 6'h1f;
       6'h1f:
-          \$343  = 6'h20;
+          \$335  = 6'h20;
       6'h20:
-          \$343  = 6'h21;
+          \$335  = 6'h21;
       6'h21:
-          \$343  = 6'h22;
+          \$335  = 6'h22;
       6'h22:
-          \$343  = 6'h23;
+          \$335  = 6'h23;
       6'h23:
-          if (\done$50 ) begin
-            \$343  = 6'h24;
+          if (\done$51 ) begin
+            \$335  = 6'h24;
           end
       6'h24:
-          \$343  = 6'h25;
+          \$335  = 6'h25;
       6'h25:
-          \$343  = 6'h26;
+          \$335  = 6'h26;
       6'h26:
-          \$343  = 6'h27;
+          \$335  = 6'h27;
       6'h27:
-          if (\done$42 ) begin
-            \$343  = 6'h28;
+          if (\done$43 ) begin
+            \$335  = 6'h28;
           end
       6'h28:
-          \$343  = 6'h01;
+          \$335  = 6'h01;
       6'h03:
-          \$343  = 6'h29;
+          \$335  = 6'h29;
       6'h29:
-          \$343  = 6'h2a;
+          \$335  = 6'h2a;
       6'h2a:
-          if (\done$50 ) begin
-            \$343  = 6'h2b;
+          if (\done$51 ) begin
+            \$335  = 6'h2b;
           end
       6'h2b:
-          \$343  = 6'h2c;
+          \$335  = 6'h2c;
       6'h2c:
-          \$343  = 6'h2d;
+          \$335  = 6'h2d;
       6'h2d:
-          \$343  = 6'h2e;
+          \$335  = 6'h2e;
       6'h2e:
-          \$343  = 6'h2f;
+          \$335  = 6'h2f;
       6'h2f:
-          \$343  = 6'h30;
+          \$335  = 6'h30;
       6'h30:
-          \$343  = 6'h31;
+          \$335  = 6'h31;
       6'h31:
-          if (\done$50 ) begin
-            \$343  = 6'h32;
+          if (\done$51 ) begin
+            \$335  = 6'h32;
           end
       6'h32:
-          \$343  = 6'h33;
+          \$335  = 6'h33;
       6'h33:
-          \$343  = 6'h01;
+          \$335  = 6'h01;
       6'h01:
-          \$343  = 6'h00;
+          \$335  = 6'h00;
     endcase
     if (rst) begin
-      \$343  = 6'h00;
+      \$335  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = div_num;
+    \$336  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$344  = { \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262 [29], \$262  };
+          \$336  = { \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257  };
       6'h04:
           /* empty */;
       6'h05:
@@ -2664,103 +2655,22 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h23:
           /* empty */;
       6'h24:
-          \$344  = { \p$60 [72], \p$60  };
+          \$336  = { \p$62 [72], \p$62  };
     endcase
     if (rst) begin
-      \$344  = 74'h0000000000000000000;
+      \$336  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = div_mag;
+    \$337  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$345  = \$265 [73:0];
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$345  = \$309 [73:0];
-    endcase
-    if (rst) begin
-      \$345  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$346  = \$266 ;
+          \$337  = \$260 [73:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -2826,7 +2736,344 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h24:
           /* empty */;
       6'h25:
-          \$346  = \$310 ;
+          \$337  = \$305 [73:0];
+    endcase
+    if (rst) begin
+      \$337  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$338  = \$261 ;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$338  = \$306 ;
+    endcase
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$339  = 1'h1;
+      6'h05:
+          \$339  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$339  = 1'h1;
+      6'h15:
+          \$339  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$339  = 1'h1;
+      6'h26:
+          \$339  = 1'h0;
+    endcase
+    if (rst) begin
+      \$339  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$43 ) begin
+            \$340  = q[18:0];
+          end
+    endcase
+    if (rst) begin
+      \$340  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$341  = 22'h000000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$268 ) begin
+            \$341  = \$269 [21:0];
+          end else if (pick_on_train_2) begin
+            \$341  = \$271 [21:0];
+          end
+    endcase
+    if (rst) begin
+      \$341  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$342  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$268 ) begin
+            \$342  = \$270 [5:0];
+          end else if (pick_on_train_2) begin
+            \$342  = \$272 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$342  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$343  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$343  = \$273 [3:0];
+    endcase
+    if (rst) begin
+      \$343  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$344  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$344  = top;
+    endcase
+    if (rst) begin
+      \$344  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$345  = bottom;
+    endcase
+    if (rst) begin
+      \$345  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$346  = \$263 ;
     endcase
     if (rst) begin
       \$346  = 1'h0;
@@ -2834,82 +3081,22 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = \start$9 ;
+    \$347  = pick_on_train_2;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$347  = 1'h1;
+          /* empty */;
       6'h05:
-          \$347  = 1'h0;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$347  = 1'h1;
-      6'h15:
-          \$347  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$347  = 1'h1;
-      6'h26:
-          \$347  = 1'h0;
+          \$347  = \$266 ;
     endcase
     if (rst) begin
       \$347  = 1'h0;
@@ -2917,203 +3104,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$42 ) begin
-            \$348  = q[18:0];
-          end
-    endcase
-    if (rst) begin
-      \$348  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$349  = 22'h000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$273 ) begin
-            \$349  = \$274 [21:0];
-          end else if (pick_on_train_2) begin
-            \$349  = \$276 [21:0];
-          end
-    endcase
-    if (rst) begin
-      \$349  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$350  = 6'h00;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$273 ) begin
-            \$350  = \$275 [5:0];
-          end else if (pick_on_train_2) begin
-            \$350  = \$277 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$350  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$351  = 4'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$351  = \$278 [3:0];
-    endcase
-    if (rst) begin
-      \$351  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = head_top;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$352  = top;
-    endcase
-    if (rst) begin
-      \$352  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = head_bottom;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$353  = bottom;
-    endcase
-    if (rst) begin
-      \$353  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = take_top_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$354  = \$268 ;
-    endcase
-    if (rst) begin
-      \$354  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = pick_on_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$355  = \$271 ;
-    endcase
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = start;
+    \$348  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3132,21 +3123,21 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h09:
           /* empty */;
       6'h0a:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h0b:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h0e:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h0f:
           /* empty */;
       6'h10:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h11:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -3158,15 +3149,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h18:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h1b:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3178,9 +3169,9 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h20:
           /* empty */;
       6'h21:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h22:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3194,9 +3185,9 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h28:
           /* empty */;
       6'h03:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h29:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -3208,17 +3199,17 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2e:
           /* empty */;
       6'h2f:
-          \$356  = 1'h1;
+          \$348  = 1'h1;
       6'h30:
-          \$356  = 1'h0;
+          \$348  = 1'h0;
     endcase
     if (rst) begin
-      \$356  = 1'h0;
+      \$348  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = t;
+    \$349  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3241,25 +3232,25 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$50 ) begin
-            \$357  = p[45:0];
+          if (\done$51 ) begin
+            \$349  = p[45:0];
           end
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          if (\done$50 ) begin
-            \$357  = p[45:0];
+          if (\done$51 ) begin
+            \$349  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$357  = 46'h000000000000;
+      \$349  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = den;
+    \$350  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3294,17 +3285,17 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$50 ) begin
-            \$358  = p[55:0];
+          if (\done$51 ) begin
+            \$350  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$358  = 56'h00000000000000;
+      \$350  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = lead;
+    \$351  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3341,15 +3332,109 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h12:
           /* empty */;
       6'h13:
-          \$359  = den_lead;
+          \$351  = den_lead;
     endcase
     if (rst) begin
-      \$359  = 6'h00;
+      \$351  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = recip;
+    \$352  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$352  = \$277 [55:0];
+    endcase
+    if (rst) begin
+      \$352  = 56'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$353  = \$278 ;
+    endcase
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3392,17 +3477,17 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$42 ) begin
-            \$360  = q[24:0];
+          if (\done$43 ) begin
+            \$354  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$360  = 25'h0000000;
+      \$354  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = m;
+    \$355  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3451,8 +3536,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$50 ) begin
-            \$361  = p[41:0];
+          if (\done$51 ) begin
+            \$355  = p[41:0];
           end
       6'h1a:
           /* empty */;
@@ -3489,17 +3574,17 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h29:
           /* empty */;
       6'h2a:
-          if (\done$50 ) begin
-            \$361  = p[41:0];
+          if (\done$51 ) begin
+            \$355  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$361  = 42'h00000000000;
+      \$355  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = km;
+    \$356  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3554,201 +3639,11 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1b:
           /* empty */;
       6'h1c:
-          if (\done$50 ) begin
-            \$362  = p[55:0];
+          if (\done$51 ) begin
+            \$356  = p[55:0];
           end
       6'h1d:
           /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$362  = \$312 [55:0];
-    endcase
-    if (rst) begin
-      \$362  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$363  = { \$279 [7], \$279 [7], \$279  };
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$363  = { \$313 [8], \$313  };
-    endcase
-    if (rst) begin
-      \$363  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$364  = count_lead;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3778,15 +3673,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2a:
           /* empty */;
       6'h2b:
-          \$364  = 4'h8;
+          \$356  = \$308 [55:0];
     endcase
     if (rst) begin
-      \$364  = 4'h0;
+      \$356  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = pre;
+    \$357  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3843,9 +3738,9 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1c:
           /* empty */;
       6'h1d:
-          /* empty */;
+          \$357  = { \$279 [7], \$279 [7], \$279  };
       6'h1e:
-          \$365  = \$282 [3:0];
+          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3873,17 +3768,110 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2a:
           /* empty */;
       6'h2b:
-          /* empty */;
-      6'h2c:
-          \$365  = \$316 [3:0];
+          \$357  = { \$309 [8], \$309  };
     endcase
     if (rst) begin
-      \$365  = 4'h0;
+      \$357  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = tsh;
+    \$358  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$358  = count_lead;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$358  = 4'h8;
+    endcase
+    if (rst) begin
+      \$358  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3942,7 +3930,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          \$366  = \$296 [9:0];
+          \$359  = \$282 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3972,15 +3960,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2b:
           /* empty */;
       6'h2c:
-          \$366  = \$330 [9:0];
+          \$359  = \$312 [3:0];
     endcase
     if (rst) begin
-      \$366  = 10'h000;
+      \$359  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = km_pre;
+    \$360  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4039,9 +4027,9 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          \$360  = \$292 [9:0];
       6'h1f:
-          \$367  = \$297 [63:0];
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -4069,17 +4057,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2b:
           /* empty */;
       6'h2c:
-          /* empty */;
-      6'h2d:
-          \$367  = \$331 [63:0];
+          \$360  = \$322 [9:0];
     endcase
     if (rst) begin
-      \$367  = 64'h0000000000000000;
+      \$360  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = t_clamped;
+    \$361  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4140,7 +4126,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          \$368  = \$299 [6:0];
+          \$361  = \$293 [63:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4170,15 +4156,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          \$368  = \$333 [6:0];
+          \$361  = \$323 [63:0];
     endcase
     if (rst) begin
-      \$368  = 7'h00;
+      \$361  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = sh;
+    \$362  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4239,7 +4225,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          \$369  = \$301 [4:0];
+          \$362  = \$295 [6:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4269,15 +4255,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          \$369  = \$335 [4:0];
+          \$362  = \$325 [6:0];
     endcase
     if (rst) begin
-      \$369  = 5'h00;
+      \$362  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = \a$35 ;
+    \$363  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4338,9 +4324,9 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
+          \$363  = \$297 [4:0];
       6'h20:
-          \$370  = \$302 [41:0];
+          /* empty */;
       6'h21:
           /* empty */;
       6'h22:
@@ -4368,17 +4354,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          \$370  = \$336 [41:0];
+          \$363  = \$327 [4:0];
     endcase
     if (rst) begin
-      \$370  = 42'h00000000000;
+      \$363  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = bias;
+    \$364  = \a$36 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4441,7 +4425,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h1f:
           /* empty */;
       6'h20:
-          \$371  = { \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306  };
+          \$364  = \$298 [41:0];
       6'h21:
           /* empty */;
       6'h22:
@@ -4471,15 +4455,116 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h2d:
           /* empty */;
       6'h2e:
-          \$371  = { \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340 [47], \$340  };
+          \$364  = \$328 [41:0];
     endcase
     if (rst) begin
-      \$371  = 58'h000000000000000;
+      \$364  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = \p$60 ;
+    \$365  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$365  = { \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$365  = { \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332  };
+    endcase
+    if (rst) begin
+      \$365  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$366  = \p$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4548,8 +4633,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$50 ) begin
-            \$372  = p[72:0];
+          if (\done$51 ) begin
+            \$366  = p[72:0];
           end
       6'h24:
           /* empty */;
@@ -4580,17 +4665,17 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h30:
           /* empty */;
       6'h31:
-          if (\done$50 ) begin
-            \$372  = p[72:0];
+          if (\done$51 ) begin
+            \$366  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$372  = 73'h0000000000000000000;
+      \$366  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = quot;
+    \$367  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4667,8 +4752,8 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$42 ) begin
-            \$373  = { q[59], q[59], q };
+          if (\done$43 ) begin
+            \$367  = { q[59], q[59], q };
           end
       6'h28:
           /* empty */;
@@ -4693,15 +4778,15 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h31:
           /* empty */;
       6'h32:
-          \$373  = \$341 [61:0];
+          \$367  = \$333 [61:0];
     endcase
     if (rst) begin
-      \$373  = 62'h0000000000000000;
+      \$367  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = \b$62 ;
+    \$368  = \b$64 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4780,7 +4865,7 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h27:
           /* empty */;
       6'h28:
-          \$374  = \$311 [57:0];
+          \$368  = \$307 [57:0];
       6'h03:
           /* empty */;
       6'h29:
@@ -4804,10 +4889,10 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
       6'h32:
           /* empty */;
       6'h33:
-          \$374  = \$342 [57:0];
+          \$368  = \$334 [57:0];
     endcase
     if (rst) begin
-      \$374  = 58'h000000000000000;
+      \$368  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$177 [4:0];
@@ -4825,13 +4910,14 @@ module \hwnorm_topk_s16.math (rst, \start$39 , entry, chan, sum, top, bottom, po
   assign \chan.scale_exp  = chan[160:153];
   assign \$179  = { 18'h00000, div_mag[73:18] };
   assign \$180  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
-  assign \$200  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$201  = { 1'h0, div_mag[57:0] };
-  assign \$262  = { sum, 1'h0 };
-  assign \$305  = { 1'h0, \$304 [31:1] };
-  assign \$312  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$339  = { 1'h0, \$338 [31:1] };
-  assign \$341  = { \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72], \p$60 [72:8] };
+  assign \$195  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$196  = { 1'h0, div_mag[57:0] };
+  assign \$257  = { sum, 1'h0 };
+  assign \$276  = { 1'h0, \$275 [63:1] };
+  assign \$301  = { 1'h0, \$300 [31:1] };
+  assign \$308  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$331  = { 1'h0, \$330 [31:1] };
+  assign \$333  = { \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72:8] };
 endmodule
 
 module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

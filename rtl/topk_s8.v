@@ -157,8 +157,8 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s8.math  math (
-    .\a$35 (a),
-    .\b$62 (b),
+    .\a$36 (a),
+    .\b$64 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
@@ -169,7 +169,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$39 (start),
+    .\start$40 (start),
     .sum(sum),
     .top(top)
   );
@@ -485,7 +485,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$35 , \b$62 , clk);
+module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$36 , \b$64 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -522,31 +522,31 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   wire [6:0] \$128 ;
   wire \$129 ;
   wire [5:0] \$13 ;
-  wire \$130 ;
-  wire [6:0] \$131 ;
-  wire [63:0] \$132 ;
-  wire [63:0] \$133 ;
+  wire [34:0] \$130 ;
+  wire \$131 ;
+  wire [8:0] \$132 ;
+  wire [8:0] \$133 ;
   wire \$134 ;
-  wire [34:0] \$135 ;
-  wire \$136 ;
-  wire [8:0] \$137 ;
-  wire [8:0] \$138 ;
-  wire \$139 ;
+  wire \$135 ;
+  wire [21:0] \$136 ;
+  wire [21:0] \$137 ;
+  wire \$138 ;
+  wire [50:0] \$139 ;
   wire [5:0] \$14 ;
-  wire \$140 ;
-  wire [21:0] \$141 ;
-  wire [21:0] \$142 ;
-  wire \$143 ;
-  wire [50:0] \$144 ;
-  wire [35:0] \$145 ;
-  wire \$146 ;
-  wire [8:0] \$147 ;
-  wire [8:0] \$148 ;
+  wire [35:0] \$140 ;
+  wire \$141 ;
+  wire [8:0] \$142 ;
+  wire [8:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire [16:0] \$146 ;
+  wire [16:0] \$147 ;
+  wire \$148 ;
   wire \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire [16:0] \$151 ;
-  wire [16:0] \$152 ;
+  wire \$151 ;
+  wire \$152 ;
   wire \$153 ;
   wire \$154 ;
   wire \$155 ;
@@ -601,30 +601,30 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire \$201 ;
+  wire [21:0] \$201 ;
   wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [51:0] \$203 ;
+  wire [51:0] \$204 ;
   wire \$205 ;
-  wire [21:0] \$206 ;
+  wire [8:0] \$206 ;
   wire \$207 ;
-  wire [51:0] \$208 ;
-  wire [51:0] \$209 ;
+  wire \$208 ;
+  wire [12:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [8:0] \$211 ;
+  wire \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire [12:0] \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [14:0] \$218 ;
-  wire [6:0] \$219 ;
+  wire [14:0] \$213 ;
+  wire [6:0] \$214 ;
+  wire [14:0] \$215 ;
+  wire [6:0] \$216 ;
+  wire [4:0] \$217 ;
+  wire \$218 ;
+  wire [63:0] \$219 ;
   wire \$22 ;
-  wire [14:0] \$220 ;
-  wire [6:0] \$221 ;
-  wire [4:0] \$222 ;
+  wire [63:0] \$220 ;
+  wire [63:0] \$221 ;
+  wire \$222 ;
   wire [7:0] \$223 ;
   wire \$224 ;
   wire [10:0] \$225 ;
@@ -635,102 +635,96 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   wire \$23 ;
   wire [10:0] \$230 ;
   wire [10:0] \$231 ;
-  wire [10:0] \$232 ;
-  wire \$233 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
   wire [10:0] \$234 ;
-  wire \$235 ;
+  wire [10:0] \$235 ;
   wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire [10:0] \$239 ;
+  wire [46:0] \$237 ;
+  wire \$238 ;
+  wire [9:0] \$239 ;
   wire \$24 ;
   wire [10:0] \$240 ;
-  wire [46:0] \$241 ;
-  wire \$242 ;
-  wire [9:0] \$243 ;
-  wire [10:0] \$244 ;
-  wire [11:0] \$245 ;
-  wire [46:0] \$246 ;
-  wire [22:0] \$247 ;
-  wire [15:0] \$248 ;
-  wire [15:0] \$249 ;
+  wire [11:0] \$241 ;
+  wire [46:0] \$242 ;
+  wire [22:0] \$243 ;
+  wire [15:0] \$244 ;
+  wire [15:0] \$245 ;
+  wire [23:0] \$246 ;
+  wire \$247 ;
+  wire [51:0] \$248 ;
+  wire [51:0] \$249 ;
   wire \$25 ;
-  wire [23:0] \$250 ;
-  wire \$251 ;
-  wire [51:0] \$252 ;
-  wire [51:0] \$253 ;
+  wire \$250 ;
+  wire [39:0] \$251 ;
+  wire [40:0] \$252 ;
+  wire [8:0] \$253 ;
   wire \$254 ;
-  wire [39:0] \$255 ;
-  wire [40:0] \$256 ;
-  wire [8:0] \$257 ;
-  wire \$258 ;
-  wire [10:0] \$259 ;
+  wire [10:0] \$255 ;
+  wire [10:0] \$256 ;
+  wire \$257 ;
+  wire [10:0] \$258 ;
+  wire \$259 ;
   wire \$26 ;
   wire [10:0] \$260 ;
-  wire \$261 ;
-  wire [10:0] \$262 ;
-  wire \$263 ;
+  wire [10:0] \$261 ;
+  wire \$262 ;
+  wire [10:0] \$263 ;
   wire [10:0] \$264 ;
   wire [10:0] \$265 ;
   wire [10:0] \$266 ;
-  wire \$267 ;
-  wire [10:0] \$268 ;
-  wire \$269 ;
+  wire [46:0] \$267 ;
+  wire \$268 ;
+  wire [9:0] \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire [10:0] \$272 ;
-  wire [10:0] \$273 ;
-  wire [10:0] \$274 ;
-  wire [46:0] \$275 ;
-  wire \$276 ;
-  wire [9:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire [11:0] \$271 ;
+  wire [46:0] \$272 ;
+  wire [22:0] \$273 ;
+  wire [15:0] \$274 ;
+  wire [15:0] \$275 ;
+  wire [23:0] \$276 ;
+  wire [49:0] \$277 ;
+  wire [39:0] \$278 ;
+  reg [5:0] \$279 ;
   wire \$28 ;
-  wire [46:0] \$280 ;
-  wire [22:0] \$281 ;
-  wire [15:0] \$282 ;
-  wire [15:0] \$283 ;
-  wire [23:0] \$284 ;
-  wire [49:0] \$285 ;
-  wire [39:0] \$286 ;
-  reg [5:0] \$287 ;
-  reg [50:0] \$288 ;
-  reg [50:0] \$289 ;
+  reg [50:0] \$280 ;
+  reg [50:0] \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [10:0] \$284 ;
+  reg [13:0] \$285 ;
+  reg [5:0] \$286 ;
+  reg [3:0] \$287 ;
+  reg [7:0] \$288 ;
+  reg [7:0] \$289 ;
   wire \$29 ;
   reg \$290 ;
   reg \$291 ;
-  reg [10:0] \$292 ;
-  reg [13:0] \$293 ;
-  reg [5:0] \$294 ;
-  reg [3:0] \$295 ;
-  reg [7:0] \$296 ;
-  reg [7:0] \$297 ;
-  reg \$298 ;
-  reg \$299 ;
+  reg \$292 ;
+  reg [37:0] \$293 ;
+  reg [39:0] \$294 ;
+  reg [5:0] \$295 ;
+  reg [39:0] \$296 ;
+  reg \$297 ;
+  reg [16:0] \$298 ;
+  reg [25:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$300 ;
-  reg [37:0] \$301 ;
-  reg [39:0] \$302 ;
-  reg [5:0] \$303 ;
-  reg [16:0] \$304 ;
-  reg [25:0] \$305 ;
-  reg [39:0] \$306 ;
-  reg [9:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [2:0] \$309 ;
+  reg [39:0] \$300 ;
+  reg [9:0] \$301 ;
+  reg [3:0] \$302 ;
+  reg [2:0] \$303 ;
+  reg [9:0] \$304 ;
+  reg [46:0] \$305 ;
+  reg [5:0] \$306 ;
+  reg [3:0] \$307 ;
+  reg [26:0] \$308 ;
+  reg [34:0] \$309 ;
   wire \$31 ;
-  reg [9:0] \$310 ;
-  reg [46:0] \$311 ;
-  reg [5:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [26:0] \$314 ;
-  reg [34:0] \$315 ;
-  reg [49:0] \$316 ;
-  reg [38:0] \$317 ;
-  reg [34:0] \$318 ;
+  reg [49:0] \$310 ;
+  reg [38:0] \$311 ;
+  reg [34:0] \$312 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
@@ -806,11 +800,11 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [38:0] a;
-  output [26:0] \a$35 ;
-  reg [26:0] \a$35  = 27'h0000000;
+  output [26:0] \a$36 ;
+  reg [26:0] \a$36  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$62 ;
-  reg [34:0] \b$62  = 35'h000000000;
+  output [34:0] \b$64 ;
+  reg [34:0] \b$64  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -841,8 +835,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$42 ;
-  wire \done$50 ;
+  wire \done$43 ;
+  wire \done$51 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [10:0] f2 = 11'h000;
@@ -859,7 +853,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   reg neg;
   reg \neg$27 ;
   wire [59:0] p;
-  reg [49:0] \p$60  = 50'h0000000000000;
+  reg [49:0] \p$62  = 50'h0000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom;
@@ -869,6 +863,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
   reg [16:0] recip = 17'h00000;
+  reg recip_one = 1'h0;
+  reg [39:0] recip_rem = 40'h0000000000;
   reg [39:0] rem_init;
   input rst;
   wire rst;
@@ -880,8 +876,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$39 ;
-  wire \start$39 ;
+  input \start$40 ;
+  wire \start$40 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$28 ;
@@ -1023,224 +1019,219 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   assign \$127  = - $signed(dcount);
   assign \$128  = \$126  ? \$127  : { dcount[5], dcount };
   assign \$129  = $signed(dcount) < $signed(1'h0);
-  assign \$130  = ! lead;
-  assign \$131  = lead - 1'h1;
-  assign \$132  = 1'h1 << \$131 [5:0];
-  assign \$133  = \$130  ? 64'h0000000000000000 : \$132 ;
-  assign \$134  = ! lead;
-  assign \$135  = \$134  ? 35'h400000000 : 35'h000000000;
-  assign \$136  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$137  = - $signed(chan[60:53]);
-  assign \$138  = \$136  ? \$137  : { chan[60], chan[60:53] };
-  assign \$139  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$140  = $signed(sum) < $signed(1'h0);
-  assign \$141  = - $signed(sum);
-  assign \$142  = \$140  ? \$141  : { sum[20], sum };
-  assign \$143  = $signed(sum) < $signed(1'h0);
-  assign \$146  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$147  = - $signed(chan[60:53]);
-  assign \$148  = \$146  ? \$147  : { chan[60], chan[60:53] };
-  assign \$149  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$150  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$151  = - $signed(chan[84:69]);
-  assign \$152  = \$150  ? \$151  : { chan[84], chan[84:69] };
-  assign \$153  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$154  = ! fsm_state;
-  assign \$155  = fsm_state == 1'h1;
-  assign \$156  = fsm_state == 2'h2;
-  assign \$157  = fsm_state == 2'h3;
-  assign \$158  = fsm_state == 3'h4;
-  assign \$159  = fsm_state == 3'h5;
-  assign \$160  = fsm_state == 3'h6;
-  assign \$161  = fsm_state == 3'h7;
-  assign \$162  = fsm_state == 4'h8;
-  assign \$163  = fsm_state == 4'h9;
-  assign \$164  = fsm_state == 4'ha;
-  assign \$165  = fsm_state == 4'hb;
-  assign \$166  = fsm_state == 4'hc;
-  assign \$167  = fsm_state == 4'hd;
-  assign \$168  = fsm_state == 4'he;
-  assign \$169  = fsm_state == 4'hf;
-  assign \$170  = fsm_state == 5'h10;
-  assign \$171  = fsm_state == 5'h11;
-  assign \$172  = fsm_state == 5'h12;
-  assign \$173  = fsm_state == 5'h13;
-  assign \$174  = fsm_state == 5'h14;
-  assign \$175  = fsm_state == 5'h15;
-  assign \$176  = fsm_state == 5'h16;
-  assign \$177  = fsm_state == 5'h17;
-  assign \$178  = fsm_state == 5'h18;
-  assign \$179  = fsm_state == 5'h19;
-  assign \$180  = fsm_state == 5'h1a;
-  assign \$181  = fsm_state == 5'h1b;
-  assign \$182  = fsm_state == 5'h1c;
-  assign \$183  = fsm_state == 5'h1d;
-  assign \$184  = fsm_state == 5'h1e;
-  assign \$185  = fsm_state == 5'h1f;
-  assign \$186  = fsm_state == 6'h20;
-  assign \$187  = fsm_state == 6'h21;
-  assign \$188  = fsm_state == 6'h22;
-  assign \$189  = fsm_state == 6'h23;
-  assign \$190  = fsm_state == 6'h24;
-  assign \$191  = fsm_state == 6'h25;
-  assign \$192  = fsm_state == 6'h26;
-  assign \$193  = fsm_state == 6'h27;
-  assign \$194  = fsm_state == 6'h28;
-  assign \$195  = fsm_state == 6'h29;
-  assign \$196  = fsm_state == 6'h2a;
-  assign \$197  = fsm_state == 6'h2b;
-  assign \$198  = fsm_state == 6'h2c;
-  assign \$199  = fsm_state == 6'h2d;
-  assign \$200  = fsm_state == 6'h2e;
-  assign \$201  = fsm_state == 6'h2f;
-  assign \$202  = fsm_state == 6'h30;
-  assign \$203  = fsm_state == 6'h31;
-  assign \$204  = fsm_state == 6'h32;
-  assign \$205  = fsm_state == 6'h33;
-  assign \$207  = $signed(div_num) < $signed(1'h0);
-  assign \$208  = - $signed(div_num);
-  assign \$209  = \$207  ? \$208  : { div_num[50], div_num };
-  assign \$210  = $signed(div_num) < $signed(1'h0);
-  assign \$211  = $signed(top) + $signed(bottom);
-  assign \$212  = $signed(\$211 ) > $signed(f2);
-  assign \$213  = chan[13:1] < 4'ha;
-  assign \$214  = \$213  ? chan[13:1] : 13'h000a;
-  assign \$215  = merge_step < \$214 ;
-  assign \$216  = merge_step == 4'ha;
-  assign \$217  = pick_on_train_2 & take_top_train_2;
-  assign \$218  = $signed(hsum) + $signed(head_top);
-  assign \$219  = $signed(dcount) - $signed(2'h1);
-  assign \$220  = $signed(hsum) - $signed(head_bottom);
-  assign \$221  = $signed(dcount) + $signed(2'h1);
-  assign \$222  = merge_step + 1'h1;
+  assign \$130  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$131  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$132  = - $signed(chan[60:53]);
+  assign \$133  = \$131  ? \$132  : { chan[60], chan[60:53] };
+  assign \$134  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$135  = $signed(sum) < $signed(1'h0);
+  assign \$136  = - $signed(sum);
+  assign \$137  = \$135  ? \$136  : { sum[20], sum };
+  assign \$138  = $signed(sum) < $signed(1'h0);
+  assign \$141  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$142  = - $signed(chan[60:53]);
+  assign \$143  = \$141  ? \$142  : { chan[60], chan[60:53] };
+  assign \$144  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$145  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$146  = - $signed(chan[84:69]);
+  assign \$147  = \$145  ? \$146  : { chan[84], chan[84:69] };
+  assign \$148  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$149  = ! fsm_state;
+  assign \$150  = fsm_state == 1'h1;
+  assign \$151  = fsm_state == 2'h2;
+  assign \$152  = fsm_state == 2'h3;
+  assign \$153  = fsm_state == 3'h4;
+  assign \$154  = fsm_state == 3'h5;
+  assign \$155  = fsm_state == 3'h6;
+  assign \$156  = fsm_state == 3'h7;
+  assign \$157  = fsm_state == 4'h8;
+  assign \$158  = fsm_state == 4'h9;
+  assign \$159  = fsm_state == 4'ha;
+  assign \$160  = fsm_state == 4'hb;
+  assign \$161  = fsm_state == 4'hc;
+  assign \$162  = fsm_state == 4'hd;
+  assign \$163  = fsm_state == 4'he;
+  assign \$164  = fsm_state == 4'hf;
+  assign \$165  = fsm_state == 5'h10;
+  assign \$166  = fsm_state == 5'h11;
+  assign \$167  = fsm_state == 5'h12;
+  assign \$168  = fsm_state == 5'h13;
+  assign \$169  = fsm_state == 5'h14;
+  assign \$170  = fsm_state == 5'h15;
+  assign \$171  = fsm_state == 5'h16;
+  assign \$172  = fsm_state == 5'h17;
+  assign \$173  = fsm_state == 5'h18;
+  assign \$174  = fsm_state == 5'h19;
+  assign \$175  = fsm_state == 5'h1a;
+  assign \$176  = fsm_state == 5'h1b;
+  assign \$177  = fsm_state == 5'h1c;
+  assign \$178  = fsm_state == 5'h1d;
+  assign \$179  = fsm_state == 5'h1e;
+  assign \$180  = fsm_state == 5'h1f;
+  assign \$181  = fsm_state == 6'h20;
+  assign \$182  = fsm_state == 6'h21;
+  assign \$183  = fsm_state == 6'h22;
+  assign \$184  = fsm_state == 6'h23;
+  assign \$185  = fsm_state == 6'h24;
+  assign \$186  = fsm_state == 6'h25;
+  assign \$187  = fsm_state == 6'h26;
+  assign \$188  = fsm_state == 6'h27;
+  assign \$189  = fsm_state == 6'h28;
+  assign \$190  = fsm_state == 6'h29;
+  assign \$191  = fsm_state == 6'h2a;
+  assign \$192  = fsm_state == 6'h2b;
+  assign \$193  = fsm_state == 6'h2c;
+  assign \$194  = fsm_state == 6'h2d;
+  assign \$195  = fsm_state == 6'h2e;
+  assign \$196  = fsm_state == 6'h2f;
+  assign \$197  = fsm_state == 6'h30;
+  assign \$198  = fsm_state == 6'h31;
+  assign \$199  = fsm_state == 6'h32;
+  assign \$200  = fsm_state == 6'h33;
+  assign \$202  = $signed(div_num) < $signed(1'h0);
+  assign \$203  = - $signed(div_num);
+  assign \$204  = \$202  ? \$203  : { div_num[50], div_num };
+  assign \$205  = $signed(div_num) < $signed(1'h0);
+  assign \$206  = $signed(top) + $signed(bottom);
+  assign \$207  = $signed(\$206 ) > $signed(f2);
+  assign \$208  = chan[13:1] < 4'ha;
+  assign \$209  = \$208  ? chan[13:1] : 13'h000a;
+  assign \$210  = merge_step < \$209 ;
+  assign \$211  = merge_step == 4'ha;
+  assign \$212  = pick_on_train_2 & take_top_train_2;
+  assign \$213  = $signed(hsum) + $signed(head_top);
+  assign \$214  = $signed(dcount) - $signed(2'h1);
+  assign \$215  = $signed(hsum) - $signed(head_bottom);
+  assign \$216  = $signed(dcount) + $signed(2'h1);
+  assign \$217  = merge_step + 1'h1;
+  assign \$218  = ! lead;
+  assign \$219  = 1'h1 << lead;
+  assign \$221  = \$218  ? 64'h0000000000000000 : \$220 ;
+  assign \$222  = ! lead;
   assign \$223  = lead + 8'hfd;
   assign \$224  = $signed(sh0) < $signed(4'h4);
   assign \$225  = $signed(4'h4) - $signed(sh0);
   assign \$226  = \$224  ? \$225  : 11'h000;
   assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(sh0) - $signed(4'h4);
-  assign \$229  = $signed(\$228 ) < $signed({ 1'h0, tk });
-  assign \$230  = $signed(sh0) - $signed(4'h4);
-  assign \$231  = \$229  ? \$230  : { 7'h00, tk };
-  assign \$232  = $signed(sh0) - $signed(5'h0d);
-  assign \$233  = $signed(\$231 ) > $signed(\$232 );
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = $signed(sh0) - $signed(5'h0d);
-  assign \$239  = \$233  ? \$237  : \$238 ;
-  assign \$240  = \$227  ? 11'h000 : \$239 ;
-  assign \$241  = $signed(km) << pre;
-  assign \$242  = tsh > 6'h2f;
-  assign \$243  = \$242  ? 10'h02f : tsh;
-  assign \$244  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$245  = $signed(\$244 ) - $signed({ 1'h0, tsh });
-  assign \$246  = $signed(km_pre) >>> t_clamped;
-  assign \$247  = $signed(chan[68:61]) << \$121 [3:0];
-  assign \$248  = 1'h1 << sh;
-  assign \$250  = $signed(\$247 ) + $signed({ 1'h0, \$249  });
-  assign \$251  = $signed(div_num) < $signed(1'h0);
-  assign \$252  = - $signed(div_num);
-  assign \$253  = \$251  ? \$252  : { div_num[50], div_num };
-  assign \$254  = $signed(div_num) < $signed(1'h0);
-  assign \$255  = $signed(bias) - $signed(quot);
-  assign \$257  = $signed(5'h0d) - $signed(chan[108:101]);
-  assign \$258  = $signed(sh0) < $signed(4'h4);
-  assign \$259  = $signed(4'h4) - $signed(sh0);
-  assign \$260  = \$258  ? \$259  : 11'h000;
-  assign \$261  = $signed(sh0) < $signed(4'h4);
-  assign \$262  = $signed(sh0) - $signed(4'h4);
-  assign \$263  = $signed(\$262 ) < $signed({ 1'h0, tk });
-  assign \$264  = $signed(sh0) - $signed(4'h4);
-  assign \$265  = \$263  ? \$264  : { 7'h00, tk };
-  assign \$266  = $signed(sh0) - $signed(5'h0d);
-  assign \$267  = $signed(\$265 ) > $signed(\$266 );
-  assign \$268  = $signed(sh0) - $signed(4'h4);
-  assign \$269  = $signed(\$268 ) < $signed({ 1'h0, tk });
-  assign \$270  = $signed(sh0) - $signed(4'h4);
-  assign \$271  = \$269  ? \$270  : { 7'h00, tk };
-  assign \$272  = $signed(sh0) - $signed(5'h0d);
-  assign \$273  = \$267  ? \$271  : \$272 ;
-  assign \$274  = \$261  ? 11'h000 : \$273 ;
-  assign \$275  = $signed(km) << pre;
-  assign \$276  = tsh > 6'h2f;
-  assign \$277  = \$276  ? 10'h02f : tsh;
-  assign \$278  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$279  = $signed(\$278 ) - $signed({ 1'h0, tsh });
-  assign \$280  = $signed(km_pre) >>> t_clamped;
-  assign \$281  = $signed(chan[68:61]) << \$122 [3:0];
-  assign \$282  = 1'h1 << sh;
-  assign \$284  = $signed(\$281 ) + $signed({ 1'h0, \$283  });
-  assign \$286  = $signed(bias) - $signed(quot);
+  assign \$228  = $signed(sh0) - $signed(5'h0d);
+  assign \$229  = $signed(\$228 ) > $signed({ 1'h0, tk });
+  assign \$230  = $signed(sh0) - $signed(5'h0d);
+  assign \$231  = $signed(sh0) - $signed(4'h4);
+  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
+  assign \$235  = \$229  ? \$230  : \$234 ;
+  assign \$236  = \$227  ? 11'h000 : \$235 ;
+  assign \$237  = $signed(km) << pre;
+  assign \$238  = tsh > 6'h2f;
+  assign \$239  = \$238  ? 10'h02f : tsh;
+  assign \$240  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$241  = $signed(\$240 ) - $signed({ 1'h0, tsh });
+  assign \$242  = $signed(km_pre) >>> t_clamped;
+  assign \$243  = $signed(chan[68:61]) << \$121 [3:0];
+  assign \$244  = 1'h1 << sh;
+  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245  });
+  assign \$247  = $signed(div_num) < $signed(1'h0);
+  assign \$248  = - $signed(div_num);
+  assign \$249  = \$247  ? \$248  : { div_num[50], div_num };
+  assign \$250  = $signed(div_num) < $signed(1'h0);
+  assign \$251  = $signed(bias) - $signed(quot);
+  assign \$253  = $signed(5'h0d) - $signed(chan[108:101]);
+  assign \$254  = $signed(sh0) < $signed(4'h4);
+  assign \$255  = $signed(4'h4) - $signed(sh0);
+  assign \$256  = \$254  ? \$255  : 11'h000;
+  assign \$257  = $signed(sh0) < $signed(4'h4);
+  assign \$258  = $signed(sh0) - $signed(5'h0d);
+  assign \$259  = $signed(\$258 ) > $signed({ 1'h0, tk });
+  assign \$260  = $signed(sh0) - $signed(5'h0d);
+  assign \$261  = $signed(sh0) - $signed(4'h4);
+  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
+  assign \$263  = $signed(sh0) - $signed(4'h4);
+  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
+  assign \$265  = \$259  ? \$260  : \$264 ;
+  assign \$266  = \$257  ? 11'h000 : \$265 ;
+  assign \$267  = $signed(km) << pre;
+  assign \$268  = tsh > 6'h2f;
+  assign \$269  = \$268  ? 10'h02f : tsh;
+  assign \$270  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$271  = $signed(\$270 ) - $signed({ 1'h0, tsh });
+  assign \$272  = $signed(km_pre) >>> t_clamped;
+  assign \$273  = $signed(chan[68:61]) << \$122 [3:0];
+  assign \$274  = 1'h1 << sh;
+  assign \$276  = $signed(\$273 ) + $signed({ 1'h0, \$275  });
+  assign \$278  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$287 ;
+    fsm_state <= \$279 ;
   always @(posedge clk)
-    div_num <= \$288 ;
+    div_num <= \$280 ;
   always @(posedge clk)
-    div_mag <= \$289 ;
+    div_mag <= \$281 ;
   always @(posedge clk)
-    div_neg <= \$290 ;
+    div_neg <= \$282 ;
   always @(posedge clk)
-    \start$9  <= \$291 ;
+    \start$9  <= \$283 ;
   always @(posedge clk)
-    f2 <= \$292 ;
+    f2 <= \$284 ;
   always @(posedge clk)
-    hsum <= \$293 ;
+    hsum <= \$285 ;
   always @(posedge clk)
-    dcount <= \$294 ;
+    dcount <= \$286 ;
   always @(posedge clk)
-    merge_step <= \$295 ;
+    merge_step <= \$287 ;
   always @(posedge clk)
-    head_top <= \$296 ;
+    head_top <= \$288 ;
   always @(posedge clk)
-    head_bottom <= \$297 ;
+    head_bottom <= \$289 ;
   always @(posedge clk)
-    take_top_train_2 <= \$298 ;
+    take_top_train_2 <= \$290 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$299 ;
+    pick_on_train_2 <= \$291 ;
   always @(posedge clk)
-    start <= \$300 ;
+    start <= \$292 ;
   always @(posedge clk)
-    t <= \$301 ;
+    t <= \$293 ;
   always @(posedge clk)
-    den <= \$302 ;
+    den <= \$294 ;
   always @(posedge clk)
-    lead <= \$303 ;
+    lead <= \$295 ;
   always @(posedge clk)
-    recip <= \$304 ;
+    recip_rem <= \$296 ;
   always @(posedge clk)
-    m <= \$305 ;
+    recip_one <= \$297 ;
   always @(posedge clk)
-    km <= \$306 ;
+    recip <= \$298 ;
   always @(posedge clk)
-    sh0 <= \$307 ;
+    m <= \$299 ;
   always @(posedge clk)
-    tk <= \$308 ;
+    km <= \$300 ;
   always @(posedge clk)
-    pre <= \$309 ;
+    sh0 <= \$301 ;
   always @(posedge clk)
-    tsh <= \$310 ;
+    tk <= \$302 ;
   always @(posedge clk)
-    km_pre <= \$311 ;
+    pre <= \$303 ;
   always @(posedge clk)
-    t_clamped <= \$312 ;
+    tsh <= \$304 ;
   always @(posedge clk)
-    sh <= \$313 ;
+    km_pre <= \$305 ;
   always @(posedge clk)
-    \a$35  <= \$314 ;
+    t_clamped <= \$306 ;
   always @(posedge clk)
-    bias <= \$315 ;
+    sh <= \$307 ;
   always @(posedge clk)
-    \p$60  <= \$316 ;
+    \a$36  <= \$308 ;
   always @(posedge clk)
-    quot <= \$317 ;
+    bias <= \$309 ;
   always @(posedge clk)
-    \b$62  <= \$318 ;
+    \p$62  <= \$310 ;
+  always @(posedge clk)
+    quot <= \$311 ;
+  always @(posedge clk)
+    \b$64  <= \$312 ;
   \hwnorm_topk_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$42 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1254,7 +1245,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$50 ),
+    .done(\done$51 ),
     .\neg$12 (\neg$27 ),
     .p(p),
     .rst(rst),
@@ -1304,7 +1295,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          rem_init = \$133 [39:0];
+          rem_init = recip_rem;
       6'h16:
           /* empty */;
       6'h17:
@@ -1338,7 +1329,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h25:
           /* empty */;
       6'h26:
-          rem_init = \$144 [39:0];
+          rem_init = \$139 [39:0];
     endcase
   end
   always @* begin
@@ -1384,7 +1375,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          lo_init = \$135 ;
+          lo_init = \$130 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1418,7 +1409,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h25:
           /* empty */;
       6'h26:
-          lo_init = \$145 [34:0];
+          lo_init = \$140 [34:0];
     endcase
   end
   always @* begin
@@ -1779,7 +1770,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          a = { \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35  };
+          a = { \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36  };
       6'h23:
           /* empty */;
       6'h24:
@@ -1809,7 +1800,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          a = { \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35 [26], \a$35  };
+          a = { \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36  };
     endcase
   end
   always @* begin
@@ -1861,7 +1852,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138  };
+          b = { \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -1881,7 +1872,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          b = \$142 [20:0];
+          b = \$137 [20:0];
       6'h23:
           /* empty */;
       6'h24:
@@ -1897,7 +1888,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h03:
           /* empty */;
       6'h29:
-          b = { \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148  };
+          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
       6'h2a:
           /* empty */;
       6'h2b:
@@ -1911,7 +1902,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          b = { \$152 [16], \$152 [16], \$152 [16], \$152 [16], \$152  };
+          b = { \$147 [16], \$147 [16], \$147 [16], \$147 [16], \$147  };
     endcase
   end
   always @* begin
@@ -2065,7 +2056,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          \neg$27  = \$139 ;
+          \neg$27  = \$134 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2085,7 +2076,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          \neg$27  = \$143 ;
+          \neg$27  = \$138 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -2101,7 +2092,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h03:
           /* empty */;
       6'h29:
-          \neg$27  = \$149 ;
+          \neg$27  = \$144 ;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2115,7 +2106,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          \neg$27  = \$153 ;
+          \neg$27  = \$148 ;
     endcase
   end
   always @* begin
@@ -2332,161 +2323,161 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = fsm_state;
+    \$279  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$39 ) begin
+          if (\start$40 ) begin
             casez (entry)
               2'h0:
-                  \$287  = 6'h01;
+                  \$279  = 6'h01;
               2'h1:
-                  \$287  = 6'h02;
+                  \$279  = 6'h02;
               2'h2:
-                  \$287  = 6'h03;
+                  \$279  = 6'h03;
             endcase
           end
       6'h02:
-          \$287  = 6'h04;
+          \$279  = 6'h04;
       6'h04:
-          \$287  = 6'h05;
+          \$279  = 6'h05;
       6'h05:
-          \$287  = 6'h06;
+          \$279  = 6'h06;
       6'h06:
-          if (\done$42 ) begin
-            \$287  = 6'h07;
+          if (\done$43 ) begin
+            \$279  = 6'h07;
           end
       6'h07:
-          \$287  = 6'h08;
+          \$279  = 6'h08;
       6'h08:
         begin
-          \$287  = 6'h09;
-          if (\$216 ) begin
-            \$287  = 6'h0a;
+          \$279  = 6'h09;
+          if (\$211 ) begin
+            \$279  = 6'h0a;
           end
         end
       6'h09:
-          \$287  = 6'h08;
+          \$279  = 6'h08;
       6'h0a:
-          \$287  = 6'h0b;
+          \$279  = 6'h0b;
       6'h0b:
-          \$287  = 6'h0c;
+          \$279  = 6'h0c;
       6'h0c:
-          if (\done$50 ) begin
-            \$287  = 6'h0d;
+          if (\done$51 ) begin
+            \$279  = 6'h0d;
           end
       6'h0d:
-          \$287  = 6'h0e;
+          \$279  = 6'h0e;
       6'h0e:
-          \$287  = 6'h0f;
+          \$279  = 6'h0f;
       6'h0f:
-          if (\done$50 ) begin
-            \$287  = 6'h10;
+          if (\done$51 ) begin
+            \$279  = 6'h10;
           end
       6'h10:
-          \$287  = 6'h11;
+          \$279  = 6'h11;
       6'h11:
-          \$287  = 6'h12;
+          \$279  = 6'h12;
       6'h12:
-          if (\done$50 ) begin
-            \$287  = 6'h13;
+          if (\done$51 ) begin
+            \$279  = 6'h13;
           end
       6'h13:
-          \$287  = 6'h14;
+          \$279  = 6'h14;
       6'h14:
-          \$287  = 6'h15;
+          \$279  = 6'h15;
       6'h15:
-          \$287  = 6'h16;
+          \$279  = 6'h16;
       6'h16:
-          if (\done$42 ) begin
-            \$287  = 6'h17;
+          if (\done$43 ) begin
+            \$279  = 6'h17;
           end
       6'h17:
-          \$287  = 6'h18;
+          \$279  = 6'h18;
       6'h18:
-          \$287  = 6'h19;
+          \$279  = 6'h19;
       6'h19:
-          if (\done$50 ) begin
-            \$287  = 6'h1a;
+          if (\done$51 ) begin
+            \$279  = 6'h1a;
           end
       6'h1a:
-          \$287  = 6'h1b;
+          \$279  = 6'h1b;
       6'h1b:
-          \$287  = 6'h1c;
+          \$279  = 6'h1c;
       6'h1c:
-          if (\done$50 ) begin
-            \$287  = 6'h1d;
+          if (\done$51 ) begin
+            \$279  = 6'h1d;
           end
       6'h1d:
-          \$287  = 6'h1e;
+          \$279  = 6'h1e;
       6'h1e:
-          \$287  = 6'h1f;
+          \$279  = 6'h1f;
       6'h1f:
-          \$287  = 6'h20;
+          \$279  = 6'h20;
       6'h20:
-          \$287  = 6'h21;
+          \$279  = 6'h21;
       6'h21:
-          \$287  = 6'h22;
+          \$279  = 6'h22;
       6'h22:
-          \$287  = 6'h23;
+          \$279  = 6'h23;
       6'h23:
-          if (\done$50 ) begin
-            \$287  = 6'h24;
+          if (\done$51 ) begin
+            \$279  = 6'h24;
           end
       6'h24:
-          \$287  = 6'h25;
+          \$279  = 6'h25;
       6'h25:
-          \$287  = 6'h26;
+          \$279  = 6'h26;
       6'h26:
-          \$287  = 6'h27;
+          \$279  = 6'h27;
       6'h27:
-          if (\done$42 ) begin
-            \$287  = 6'h28;
+          if (\done$43 ) begin
+            \$279  = 6'h28;
           end
       6'h28:
-          \$287  = 6'h01;
+          \$279  = 6'h01;
       6'h03:
-          \$287  = 6'h29;
+          \$279  = 6'h29;
       6'h29:
-          \$287  = 6'h2a;
+          \$279  = 6'h2a;
       6'h2a:
-          if (\done$50 ) begin
-            \$287  = 6'h2b;
+          if (\done$51 ) begin
+            \$279  = 6'h2b;
           end
       6'h2b:
-          \$287  = 6'h2c;
+          \$279  = 6'h2c;
       6'h2c:
-          \$287  = 6'h2d;
+          \$279  = 6'h2d;
       6'h2d:
-          \$287  = 6'h2e;
+          \$279  = 6'h2e;
       6'h2e:
-          \$287  = 6'h2f;
+          \$279  = 6'h2f;
       6'h2f:
-          \$287  = 6'h30;
+          \$279  = 6'h30;
       6'h30:
-          \$287  = 6'h31;
+          \$279  = 6'h31;
       6'h31:
-          if (\done$50 ) begin
-            \$287  = 6'h32;
+          if (\done$51 ) begin
+            \$279  = 6'h32;
           end
       6'h32:
-          \$287  = 6'h33;
+          \$279  = 6'h33;
       6'h33:
-          \$287  = 6'h01;
+          \$279  = 6'h01;
       6'h01:
-          \$287  = 6'h00;
+          \$279  = 6'h00;
     endcase
     if (rst) begin
-      \$287  = 6'h00;
+      \$279  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = div_num;
+    \$280  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$288  = { \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206 [21], \$206  };
+          \$280  = { \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201  };
       6'h04:
           /* empty */;
       6'h05:
@@ -2552,103 +2543,22 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h23:
           /* empty */;
       6'h24:
-          \$288  = { \p$60 [49], \p$60  };
+          \$280  = { \p$62 [49], \p$62  };
     endcase
     if (rst) begin
-      \$288  = 51'h0000000000000;
+      \$280  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = div_mag;
+    \$281  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$289  = \$209 [50:0];
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$289  = \$253 [50:0];
-    endcase
-    if (rst) begin
-      \$289  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$290  = \$210 ;
+          \$281  = \$204 [50:0];
       6'h05:
           /* empty */;
       6'h06:
@@ -2714,7 +2624,344 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h24:
           /* empty */;
       6'h25:
-          \$290  = \$254 ;
+          \$281  = \$249 [50:0];
+    endcase
+    if (rst) begin
+      \$281  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$282  = \$205 ;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$282  = \$250 ;
+    endcase
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$283  = 1'h1;
+      6'h05:
+          \$283  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$283  = 1'h1;
+      6'h15:
+          \$283  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$283  = 1'h1;
+      6'h26:
+          \$283  = 1'h0;
+    endcase
+    if (rst) begin
+      \$283  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$43 ) begin
+            \$284  = q[10:0];
+          end
+    endcase
+    if (rst) begin
+      \$284  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$285  = 14'h0000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$212 ) begin
+            \$285  = \$213 [13:0];
+          end else if (pick_on_train_2) begin
+            \$285  = \$215 [13:0];
+          end
+    endcase
+    if (rst) begin
+      \$285  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$286  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$286  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$212 ) begin
+            \$286  = \$214 [5:0];
+          end else if (pick_on_train_2) begin
+            \$286  = \$216 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$286  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$287  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$287  = \$217 [3:0];
+    endcase
+    if (rst) begin
+      \$287  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$288  = top;
+    endcase
+    if (rst) begin
+      \$288  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$289  = bottom;
+    endcase
+    if (rst) begin
+      \$289  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$290  = \$207 ;
     endcase
     if (rst) begin
       \$290  = 1'h0;
@@ -2722,82 +2969,22 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = \start$9 ;
+    \$291  = pick_on_train_2;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$291  = 1'h1;
+          /* empty */;
       6'h05:
-          \$291  = 1'h0;
+          /* empty */;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$291  = 1'h1;
-      6'h15:
-          \$291  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$291  = 1'h1;
-      6'h26:
-          \$291  = 1'h0;
+          \$291  = \$210 ;
     endcase
     if (rst) begin
       \$291  = 1'h0;
@@ -2805,203 +2992,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$42 ) begin
-            \$292  = q[10:0];
-          end
-    endcase
-    if (rst) begin
-      \$292  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$293  = 14'h0000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$217 ) begin
-            \$293  = \$218 [13:0];
-          end else if (pick_on_train_2) begin
-            \$293  = \$220 [13:0];
-          end
-    endcase
-    if (rst) begin
-      \$293  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$294  = 6'h00;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$217 ) begin
-            \$294  = \$219 [5:0];
-          end else if (pick_on_train_2) begin
-            \$294  = \$221 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$295  = 4'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$295  = \$222 [3:0];
-    endcase
-    if (rst) begin
-      \$295  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = head_top;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$296  = top;
-    endcase
-    if (rst) begin
-      \$296  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = head_bottom;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$297  = bottom;
-    endcase
-    if (rst) begin
-      \$297  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = take_top_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$298  = \$212 ;
-    endcase
-    if (rst) begin
-      \$298  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = pick_on_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$299  = \$215 ;
-    endcase
-    if (rst) begin
-      \$299  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = start;
+    \$292  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3020,21 +3011,21 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h09:
           /* empty */;
       6'h0a:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h0b:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h0e:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h0f:
           /* empty */;
       6'h10:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h11:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -3046,15 +3037,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h18:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h1b:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3066,9 +3057,9 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h20:
           /* empty */;
       6'h21:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h22:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3082,9 +3073,9 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h28:
           /* empty */;
       6'h03:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h29:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -3096,17 +3087,17 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2e:
           /* empty */;
       6'h2f:
-          \$300  = 1'h1;
+          \$292  = 1'h1;
       6'h30:
-          \$300  = 1'h0;
+          \$292  = 1'h0;
     endcase
     if (rst) begin
-      \$300  = 1'h0;
+      \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = t;
+    \$293  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3129,25 +3120,25 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$50 ) begin
-            \$301  = p[37:0];
+          if (\done$51 ) begin
+            \$293  = p[37:0];
           end
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          if (\done$50 ) begin
-            \$301  = p[37:0];
+          if (\done$51 ) begin
+            \$293  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$301  = 38'h0000000000;
+      \$293  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = den;
+    \$294  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3182,17 +3173,17 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$50 ) begin
-            \$302  = p[39:0];
+          if (\done$51 ) begin
+            \$294  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$302  = 40'h0000000000;
+      \$294  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = lead;
+    \$295  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3229,15 +3220,109 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h12:
           /* empty */;
       6'h13:
-          \$303  = den_lead;
+          \$295  = den_lead;
     endcase
     if (rst) begin
-      \$303  = 6'h00;
+      \$295  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = recip;
+    \$296  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$296  = \$221 [39:0];
+    endcase
+    if (rst) begin
+      \$296  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$297  = \$222 ;
+    endcase
+    if (rst) begin
+      \$297  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3280,17 +3365,17 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$42 ) begin
-            \$304  = q[16:0];
+          if (\done$43 ) begin
+            \$298  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$304  = 17'h00000;
+      \$298  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = m;
+    \$299  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3339,8 +3424,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$50 ) begin
-            \$305  = p[25:0];
+          if (\done$51 ) begin
+            \$299  = p[25:0];
           end
       6'h1a:
           /* empty */;
@@ -3377,17 +3462,17 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h29:
           /* empty */;
       6'h2a:
-          if (\done$50 ) begin
-            \$305  = p[25:0];
+          if (\done$51 ) begin
+            \$299  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$305  = 26'h0000000;
+      \$299  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = km;
+    \$300  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3442,201 +3527,11 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1b:
           /* empty */;
       6'h1c:
-          if (\done$50 ) begin
-            \$306  = p[39:0];
+          if (\done$51 ) begin
+            \$300  = p[39:0];
           end
       6'h1d:
           /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$306  = \$256 [39:0];
-    endcase
-    if (rst) begin
-      \$306  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$307  = { \$223 [7], \$223 [7], \$223  };
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$307  = { \$257 [8], \$257  };
-    endcase
-    if (rst) begin
-      \$307  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$308  = count_lead;
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3666,15 +3561,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2a:
           /* empty */;
       6'h2b:
-          \$308  = 4'h8;
+          \$300  = \$252 [39:0];
     endcase
     if (rst) begin
-      \$308  = 4'h0;
+      \$300  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = pre;
+    \$301  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3731,9 +3626,9 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1c:
           /* empty */;
       6'h1d:
-          /* empty */;
+          \$301  = { \$223 [7], \$223 [7], \$223  };
       6'h1e:
-          \$309  = \$226 [2:0];
+          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3761,17 +3656,110 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2a:
           /* empty */;
       6'h2b:
-          /* empty */;
-      6'h2c:
-          \$309  = \$260 [2:0];
+          \$301  = { \$253 [8], \$253  };
     endcase
     if (rst) begin
-      \$309  = 3'h0;
+      \$301  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = tsh;
+    \$302  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$302  = count_lead;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$302  = 4'h8;
+    endcase
+    if (rst) begin
+      \$302  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3830,7 +3818,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          \$310  = \$240 [9:0];
+          \$303  = \$226 [2:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3860,15 +3848,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2b:
           /* empty */;
       6'h2c:
-          \$310  = \$274 [9:0];
+          \$303  = \$256 [2:0];
     endcase
     if (rst) begin
-      \$310  = 10'h000;
+      \$303  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = km_pre;
+    \$304  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3927,9 +3915,9 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          \$304  = \$236 [9:0];
       6'h1f:
-          \$311  = \$241 ;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -3957,17 +3945,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2b:
           /* empty */;
       6'h2c:
-          /* empty */;
-      6'h2d:
-          \$311  = \$275 ;
+          \$304  = \$266 [9:0];
     endcase
     if (rst) begin
-      \$311  = 47'h000000000000;
+      \$304  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = t_clamped;
+    \$305  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4028,7 +4014,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          \$312  = \$243 [5:0];
+          \$305  = \$237 ;
       6'h20:
           /* empty */;
       6'h21:
@@ -4058,15 +4044,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          \$312  = \$277 [5:0];
+          \$305  = \$267 ;
     endcase
     if (rst) begin
-      \$312  = 6'h00;
+      \$305  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = sh;
+    \$306  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4127,7 +4113,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          \$313  = \$245 [3:0];
+          \$306  = \$239 [5:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4157,15 +4143,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          \$313  = \$279 [3:0];
+          \$306  = \$269 [5:0];
     endcase
     if (rst) begin
-      \$313  = 4'h0;
+      \$306  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \a$35 ;
+    \$307  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4226,9 +4212,9 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
+          \$307  = \$241 [3:0];
       6'h20:
-          \$314  = \$246 [26:0];
+          /* empty */;
       6'h21:
           /* empty */;
       6'h22:
@@ -4256,17 +4242,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          \$314  = \$280 [26:0];
+          \$307  = \$271 [3:0];
     endcase
     if (rst) begin
-      \$314  = 27'h0000000;
+      \$307  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = bias;
+    \$308  = \a$36 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4329,7 +4313,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h1f:
           /* empty */;
       6'h20:
-          \$315  = { \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250 [23], \$250  };
+          \$308  = \$242 [26:0];
       6'h21:
           /* empty */;
       6'h22:
@@ -4359,15 +4343,116 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h2d:
           /* empty */;
       6'h2e:
-          \$315  = { \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284 [23], \$284  };
+          \$308  = \$272 [26:0];
     endcase
     if (rst) begin
-      \$315  = 35'h000000000;
+      \$308  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \p$60 ;
+    \$309  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$309  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$309  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
+    endcase
+    if (rst) begin
+      \$309  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = \p$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4436,8 +4521,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$50 ) begin
-            \$316  = p[49:0];
+          if (\done$51 ) begin
+            \$310  = p[49:0];
           end
       6'h24:
           /* empty */;
@@ -4468,17 +4553,17 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h30:
           /* empty */;
       6'h31:
-          if (\done$50 ) begin
-            \$316  = p[49:0];
+          if (\done$51 ) begin
+            \$310  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$316  = 50'h0000000000000;
+      \$310  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = quot;
+    \$311  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4555,8 +4640,8 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$42 ) begin
-            \$317  = { q[36], q[36], q };
+          if (\done$43 ) begin
+            \$311  = { q[36], q[36], q };
           end
       6'h28:
           /* empty */;
@@ -4581,15 +4666,15 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h31:
           /* empty */;
       6'h32:
-          \$317  = \$285 [38:0];
+          \$311  = \$277 [38:0];
     endcase
     if (rst) begin
-      \$317  = 39'h0000000000;
+      \$311  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \b$62 ;
+    \$312  = \b$64 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4668,7 +4753,7 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h27:
           /* empty */;
       6'h28:
-          \$318  = \$255 [34:0];
+          \$312  = \$251 [34:0];
       6'h03:
           /* empty */;
       6'h29:
@@ -4692,10 +4777,10 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
       6'h32:
           /* empty */;
       6'h33:
-          \$318  = \$286 [34:0];
+          \$312  = \$278 [34:0];
     endcase
     if (rst) begin
-      \$318  = 35'h000000000;
+      \$312  = 35'h000000000;
     end
   end
   assign beta_shift = \$121 [3:0];
@@ -4713,13 +4798,14 @@ module \hwnorm_topk_s8.math (rst, \start$39 , entry, chan, sum, top, bottom, pop
   assign \chan.scale_exp  = chan[108:101];
   assign \$123  = { 10'h000, div_mag[50:10] };
   assign \$124  = { 6'h00, div_mag[9:0], 25'h0000000 };
-  assign \$144  = { 35'h000000000, div_mag[50:35] };
-  assign \$145  = { 1'h0, div_mag[34:0] };
-  assign \$206  = { sum, 1'h0 };
-  assign \$249  = { 1'h0, \$248 [15:1] };
-  assign \$256  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$283  = { 1'h0, \$282 [15:1] };
-  assign \$285  = { \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49], \p$60 [49:8] };
+  assign \$139  = { 35'h000000000, div_mag[50:35] };
+  assign \$140  = { 1'h0, div_mag[34:0] };
+  assign \$201  = { sum, 1'h0 };
+  assign \$220  = { 1'h0, \$219 [63:1] };
+  assign \$245  = { 1'h0, \$244 [15:1] };
+  assign \$252  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$275  = { 1'h0, \$274 [15:1] };
+  assign \$277  = { \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49:8] };
 endmodule
 
 module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
