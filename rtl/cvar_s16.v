@@ -157,8 +157,8 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_cvar_s16.math  math (
-    .\a$31 (a),
-    .\b$58 (b),
+    .\a$29 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -483,7 +483,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, done, den, sh, \a$31 , \b$58 , clk);
+module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -645,109 +645,112 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [23:0] \$243 ;
-  wire [5:0] \$244 ;
-  wire \$245 ;
-  wire [63:0] \$246 ;
+  wire \$243 ;
+  wire [23:0] \$244 ;
+  wire [5:0] \$245 ;
+  wire \$246 ;
   wire [63:0] \$247 ;
   wire [63:0] \$248 ;
-  wire \$249 ;
+  wire [63:0] \$249 ;
   wire \$25 ;
-  wire [7:0] \$250 ;
-  wire \$251 ;
-  wire [10:0] \$252 ;
+  wire \$250 ;
+  wire [7:0] \$251 ;
+  wire \$252 ;
   wire [10:0] \$253 ;
-  wire \$254 ;
-  wire [10:0] \$255 ;
-  wire \$256 ;
-  wire [10:0] \$257 ;
+  wire [10:0] \$254 ;
+  wire \$255 ;
+  wire [10:0] \$256 ;
+  wire \$257 ;
   wire [10:0] \$258 ;
-  wire \$259 ;
+  wire [10:0] \$259 ;
   wire \$26 ;
-  wire [10:0] \$260 ;
+  wire \$260 ;
   wire [10:0] \$261 ;
   wire [10:0] \$262 ;
   wire [10:0] \$263 ;
-  wire [70:0] \$264 ;
-  wire \$265 ;
-  wire [9:0] \$266 ;
-  wire [10:0] \$267 ;
-  wire [11:0] \$268 ;
-  wire [63:0] \$269 ;
+  wire [10:0] \$264 ;
+  wire [70:0] \$265 ;
+  wire \$266 ;
+  wire [9:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire [11:0] \$269 ;
   wire \$27 ;
-  wire [46:0] \$270 ;
-  wire [31:0] \$271 ;
+  wire [63:0] \$270 ;
+  wire [46:0] \$271 ;
   wire [31:0] \$272 ;
-  wire [47:0] \$273 ;
-  wire \$274 ;
-  wire [74:0] \$275 ;
+  wire [31:0] \$273 ;
+  wire [47:0] \$274 ;
+  wire \$275 ;
   wire [74:0] \$276 ;
-  wire \$277 ;
-  wire [62:0] \$278 ;
-  wire [56:0] \$279 ;
+  wire [74:0] \$277 ;
+  wire \$278 ;
+  wire [62:0] \$279 ;
   wire \$28 ;
-  wire [8:0] \$280 ;
-  wire \$281 ;
-  wire [10:0] \$282 ;
+  wire [56:0] \$280 ;
+  wire [8:0] \$281 ;
+  wire \$282 ;
   wire [10:0] \$283 ;
-  wire \$284 ;
-  wire [10:0] \$285 ;
-  wire \$286 ;
-  wire [10:0] \$287 ;
+  wire [10:0] \$284 ;
+  wire \$285 ;
+  wire [10:0] \$286 ;
+  wire \$287 ;
   wire [10:0] \$288 ;
-  wire \$289 ;
+  wire [10:0] \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
+  wire \$290 ;
   wire [10:0] \$291 ;
   wire [10:0] \$292 ;
   wire [10:0] \$293 ;
-  wire [70:0] \$294 ;
-  wire \$295 ;
-  wire [9:0] \$296 ;
-  wire [10:0] \$297 ;
-  wire [11:0] \$298 ;
-  wire [63:0] \$299 ;
+  wire [10:0] \$294 ;
+  wire [70:0] \$295 ;
+  wire \$296 ;
+  wire [9:0] \$297 ;
+  wire [10:0] \$298 ;
+  wire [11:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [46:0] \$300 ;
-  wire [31:0] \$301 ;
+  wire [63:0] \$300 ;
+  wire [46:0] \$301 ;
   wire [31:0] \$302 ;
-  wire [47:0] \$303 ;
-  wire [72:0] \$304 ;
-  wire [62:0] \$305 ;
-  reg [5:0] \$306 ;
-  reg [22:0] \$307 ;
-  reg [4:0] \$308 ;
-  reg [15:0] \$309 ;
+  wire [31:0] \$303 ;
+  wire [47:0] \$304 ;
+  wire [72:0] \$305 ;
+  wire [62:0] \$306 ;
+  reg \$307 ;
+  reg \$308 ;
+  reg [5:0] \$309 ;
   wire [5:0] \$31 ;
-  reg \$310 ;
-  reg \$311 ;
-  reg [45:0] \$312 ;
-  reg [54:0] \$313 ;
-  reg [5:0] \$314 ;
-  reg \$315 ;
+  reg [22:0] \$310 ;
+  reg [4:0] \$311 ;
+  reg [15:0] \$312 ;
+  reg \$313 ;
+  reg \$314 ;
+  reg [45:0] \$315 ;
   reg [54:0] \$316 ;
-  reg \$317 ;
-  reg [24:0] \$318 ;
-  reg [41:0] \$319 ;
+  reg [5:0] \$317 ;
+  reg \$318 ;
+  reg [54:0] \$319 ;
   wire [5:0] \$32 ;
-  reg [55:0] \$320 ;
-  reg [9:0] \$321 ;
-  reg [3:0] \$322 ;
-  reg [3:0] \$323 ;
+  reg \$320 ;
+  reg [24:0] \$321 ;
+  reg [41:0] \$322 ;
+  reg [55:0] \$323 ;
   reg [9:0] \$324 ;
-  reg [63:0] \$325 ;
-  reg [6:0] \$326 ;
-  reg [4:0] \$327 ;
-  reg [41:0] \$328 ;
-  reg [57:0] \$329 ;
+  reg [3:0] \$325 ;
+  reg [3:0] \$326 ;
+  reg [9:0] \$327 ;
+  reg [63:0] \$328 ;
+  reg [6:0] \$329 ;
   wire \$33 ;
-  reg [72:0] \$330 ;
-  reg [73:0] \$331 ;
-  reg [73:0] \$332 ;
-  reg \$333 ;
-  reg [61:0] \$334 ;
-  reg [57:0] \$335 ;
+  reg [4:0] \$330 ;
+  reg [41:0] \$331 ;
+  reg [57:0] \$332 ;
+  reg [72:0] \$333 ;
+  reg [73:0] \$334 ;
+  reg [73:0] \$335 ;
+  reg \$336 ;
+  reg [61:0] \$337 ;
+  reg [57:0] \$338 ;
   wire [5:0] \$34 ;
   wire [5:0] \$35 ;
   wire [5:0] \$36 ;
@@ -821,11 +824,11 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [46:0] a;
-  output [41:0] \a$31 ;
-  reg [41:0] \a$31  = 42'h00000000000;
+  output [41:0] \a$29 ;
+  reg [41:0] \a$29  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$58 ;
-  reg [57:0] \b$58  = 58'h000000000000000;
+  output [57:0] \b$59 ;
+  reg [57:0] \b$59  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -847,15 +850,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   wire [3:0] count_lead;
   output [54:0] den;
   reg [54:0] den = 55'h00000000000000;
-  reg [54:0] \den$27 ;
+  reg [54:0] \den$25 ;
   wire [5:0] den_lead;
   reg [73:0] div_mag = 74'h0000000000000000000;
   reg div_neg = 1'h0;
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$42 ;
-  wire \done$45 ;
+  wire \done$43 ;
+  wire \done$46 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -868,12 +871,13 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   reg [41:0] m = 42'h00000000000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$24 ;
   wire [75:0] p;
-  reg [72:0] \p$55  = 73'h0000000000000000000;
+  reg [72:0] \p$56  = 73'h0000000000000000000;
   reg pick_on_train_1 = 1'h0;
+  reg pop_bottom = 1'h0;
   output pop_top;
-  reg pop_top;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -895,7 +899,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   wire \start$37 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$28 ;
+  reg [5:0] \steps$26 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
@@ -1146,164 +1150,153 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   assign \$240  = fsm_state == 6'h2f;
   assign \$241  = merge_step < chan[77:73];
   assign \$242  = merge_step == 5'h15;
-  assign \$243  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$244  = merge_step + 1'h1;
-  assign \$245  = ! lead;
-  assign \$246  = 1'h1 << lead;
-  assign \$248  = \$245  ? 64'h0000000000000000 : \$247 ;
-  assign \$249  = ! lead;
-  assign \$250  = lead + 8'hfc;
-  assign \$251  = $signed(sh0) < $signed(4'h4);
-  assign \$252  = $signed(4'h4) - $signed(sh0);
-  assign \$253  = \$251  ? \$252  : 11'h000;
-  assign \$254  = $signed(sh0) < $signed(4'h4);
-  assign \$255  = $signed(sh0) - $signed(6'h15);
-  assign \$256  = $signed(\$255 ) > $signed({ 1'h0, tk });
-  assign \$257  = $signed(sh0) - $signed(6'h15);
-  assign \$258  = $signed(sh0) - $signed(4'h4);
-  assign \$259  = $signed(\$258 ) < $signed({ 1'h0, tk });
-  assign \$260  = $signed(sh0) - $signed(4'h4);
-  assign \$261  = \$259  ? \$260  : { 7'h00, tk };
-  assign \$262  = \$256  ? \$257  : \$261 ;
-  assign \$263  = \$254  ? 11'h000 : \$262 ;
-  assign \$264  = $signed(km) << pre;
-  assign \$265  = tsh > 7'h40;
-  assign \$266  = \$265  ? 10'h040 : tsh;
-  assign \$267  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$268  = $signed(\$267 ) - $signed({ 1'h0, tsh });
-  assign \$269  = $signed(km_pre) >>> t_clamped;
-  assign \$270  = $signed(chan[109:94]) << \$172 [4:0];
-  assign \$271  = 1'h1 << sh;
-  assign \$273  = $signed(\$270 ) + $signed({ 1'h0, \$272  });
-  assign \$274  = $signed(div_num) < $signed(1'h0);
-  assign \$275  = - $signed(div_num);
-  assign \$276  = \$274  ? \$275  : { div_num[73], div_num };
-  assign \$277  = $signed(div_num) < $signed(1'h0);
-  assign \$278  = $signed(bias) - $signed(quot);
-  assign \$280  = $signed(6'h10) - $signed(chan[165:158]);
-  assign \$281  = $signed(sh0) < $signed(4'h4);
-  assign \$282  = $signed(4'h4) - $signed(sh0);
-  assign \$283  = \$281  ? \$282  : 11'h000;
-  assign \$284  = $signed(sh0) < $signed(4'h4);
-  assign \$285  = $signed(sh0) - $signed(6'h15);
-  assign \$286  = $signed(\$285 ) > $signed({ 1'h0, tk });
-  assign \$287  = $signed(sh0) - $signed(6'h15);
-  assign \$288  = $signed(sh0) - $signed(4'h4);
-  assign \$289  = $signed(\$288 ) < $signed({ 1'h0, tk });
-  assign \$290  = $signed(sh0) - $signed(4'h4);
-  assign \$291  = \$289  ? \$290  : { 7'h00, tk };
-  assign \$292  = \$286  ? \$287  : \$291 ;
-  assign \$293  = \$284  ? 11'h000 : \$292 ;
-  assign \$294  = $signed(km) << pre;
-  assign \$295  = tsh > 7'h40;
-  assign \$296  = \$295  ? 10'h040 : tsh;
-  assign \$297  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$298  = $signed(\$297 ) - $signed({ 1'h0, tsh });
-  assign \$299  = $signed(km_pre) >>> t_clamped;
-  assign \$300  = $signed(chan[109:94]) << \$173 [4:0];
-  assign \$301  = 1'h1 << sh;
-  assign \$303  = $signed(\$300 ) + $signed({ 1'h0, \$302  });
-  assign \$305  = $signed(bias) - $signed(quot);
+  assign \$243  = merge_step < chan[77:73];
+  assign \$244  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$245  = merge_step + 1'h1;
+  assign \$246  = ! lead;
+  assign \$247  = 1'h1 << lead;
+  assign \$249  = \$246  ? 64'h0000000000000000 : \$248 ;
+  assign \$250  = ! lead;
+  assign \$251  = lead + 8'hfc;
+  assign \$252  = $signed(sh0) < $signed(4'h4);
+  assign \$253  = $signed(4'h4) - $signed(sh0);
+  assign \$254  = \$252  ? \$253  : 11'h000;
+  assign \$255  = $signed(sh0) < $signed(4'h4);
+  assign \$256  = $signed(sh0) - $signed(6'h15);
+  assign \$257  = $signed(\$256 ) > $signed({ 1'h0, tk });
+  assign \$258  = $signed(sh0) - $signed(6'h15);
+  assign \$259  = $signed(sh0) - $signed(4'h4);
+  assign \$260  = $signed(\$259 ) < $signed({ 1'h0, tk });
+  assign \$261  = $signed(sh0) - $signed(4'h4);
+  assign \$262  = \$260  ? \$261  : { 7'h00, tk };
+  assign \$263  = \$257  ? \$258  : \$262 ;
+  assign \$264  = \$255  ? 11'h000 : \$263 ;
+  assign \$265  = $signed(km) << pre;
+  assign \$266  = tsh > 7'h40;
+  assign \$267  = \$266  ? 10'h040 : tsh;
+  assign \$268  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$269  = $signed(\$268 ) - $signed({ 1'h0, tsh });
+  assign \$270  = $signed(km_pre) >>> t_clamped;
+  assign \$271  = $signed(chan[109:94]) << \$172 [4:0];
+  assign \$272  = 1'h1 << sh;
+  assign \$274  = $signed(\$271 ) + $signed({ 1'h0, \$273  });
+  assign \$275  = $signed(div_num) < $signed(1'h0);
+  assign \$276  = - $signed(div_num);
+  assign \$277  = \$275  ? \$276  : { div_num[73], div_num };
+  assign \$278  = $signed(div_num) < $signed(1'h0);
+  assign \$279  = $signed(bias) - $signed(quot);
+  assign \$281  = $signed(6'h10) - $signed(chan[165:158]);
+  assign \$282  = $signed(sh0) < $signed(4'h4);
+  assign \$283  = $signed(4'h4) - $signed(sh0);
+  assign \$284  = \$282  ? \$283  : 11'h000;
+  assign \$285  = $signed(sh0) < $signed(4'h4);
+  assign \$286  = $signed(sh0) - $signed(6'h15);
+  assign \$287  = $signed(\$286 ) > $signed({ 1'h0, tk });
+  assign \$288  = $signed(sh0) - $signed(6'h15);
+  assign \$289  = $signed(sh0) - $signed(4'h4);
+  assign \$290  = $signed(\$289 ) < $signed({ 1'h0, tk });
+  assign \$291  = $signed(sh0) - $signed(4'h4);
+  assign \$292  = \$290  ? \$291  : { 7'h00, tk };
+  assign \$293  = \$287  ? \$288  : \$292 ;
+  assign \$294  = \$285  ? 11'h000 : \$293 ;
+  assign \$295  = $signed(km) << pre;
+  assign \$296  = tsh > 7'h40;
+  assign \$297  = \$296  ? 10'h040 : tsh;
+  assign \$298  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$299  = $signed(\$298 ) - $signed({ 1'h0, tsh });
+  assign \$300  = $signed(km_pre) >>> t_clamped;
+  assign \$301  = $signed(chan[109:94]) << \$173 [4:0];
+  assign \$302  = 1'h1 << sh;
+  assign \$304  = $signed(\$301 ) + $signed({ 1'h0, \$303  });
+  assign \$306  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$306 ;
+    pop_top <= \$307 ;
   always @(posedge clk)
-    hsum <= \$307 ;
+    pop_bottom <= \$308 ;
   always @(posedge clk)
-    merge_step <= \$308 ;
+    fsm_state <= \$309 ;
   always @(posedge clk)
-    head_top_train_1 <= \$309 ;
+    hsum <= \$310 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$310 ;
+    merge_step <= \$311 ;
   always @(posedge clk)
-    start <= \$311 ;
+    head_top_train_1 <= \$312 ;
   always @(posedge clk)
-    t <= \$312 ;
+    pick_on_train_1 <= \$313 ;
   always @(posedge clk)
-    den <= \$313 ;
+    start <= \$314 ;
   always @(posedge clk)
-    lead <= \$314 ;
+    t <= \$315 ;
   always @(posedge clk)
-    \start$9  <= \$315 ;
+    den <= \$316 ;
   always @(posedge clk)
-    recip_rem <= \$316 ;
+    lead <= \$317 ;
   always @(posedge clk)
-    recip_one <= \$317 ;
+    \start$9  <= \$318 ;
   always @(posedge clk)
-    recip <= \$318 ;
+    recip_rem <= \$319 ;
   always @(posedge clk)
-    m <= \$319 ;
+    recip_one <= \$320 ;
   always @(posedge clk)
-    km <= \$320 ;
+    recip <= \$321 ;
   always @(posedge clk)
-    sh0 <= \$321 ;
+    m <= \$322 ;
   always @(posedge clk)
-    tk <= \$322 ;
+    km <= \$323 ;
   always @(posedge clk)
-    pre <= \$323 ;
+    sh0 <= \$324 ;
   always @(posedge clk)
-    tsh <= \$324 ;
+    tk <= \$325 ;
   always @(posedge clk)
-    km_pre <= \$325 ;
+    pre <= \$326 ;
   always @(posedge clk)
-    t_clamped <= \$326 ;
+    tsh <= \$327 ;
   always @(posedge clk)
-    sh <= \$327 ;
+    km_pre <= \$328 ;
   always @(posedge clk)
-    \a$31  <= \$328 ;
+    t_clamped <= \$329 ;
   always @(posedge clk)
-    bias <= \$329 ;
+    sh <= \$330 ;
   always @(posedge clk)
-    \p$55  <= \$330 ;
+    \a$29  <= \$331 ;
   always @(posedge clk)
-    div_num <= \$331 ;
+    bias <= \$332 ;
   always @(posedge clk)
-    div_mag <= \$332 ;
+    \p$56  <= \$333 ;
   always @(posedge clk)
-    div_neg <= \$333 ;
+    div_num <= \$334 ;
   always @(posedge clk)
-    quot <= \$334 ;
+    div_mag <= \$335 ;
   always @(posedge clk)
-    \b$58  <= \$335 ;
+    div_neg <= \$336 ;
+  always @(posedge clk)
+    quot <= \$337 ;
+  always @(posedge clk)
+    \b$59  <= \$338 ;
   \hwnorm_cvar_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$45 ),
+    .\den$13 (\den$25 ),
+    .done(\done$46 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$28 )
+    .steps(\steps$26 )
   );
   \hwnorm_cvar_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$43 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_top = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (pick_on_train_1) begin
-            pop_top = 1'h1;
-          end
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 47'h000000000000;
@@ -1365,7 +1358,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1395,7 +1388,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31 [41], \a$31  };
+          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
     endcase
   end
   always @* begin
@@ -1920,7 +1913,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1953,7 +1946,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \neg$26  = 1'h0;
+          \neg$24  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1987,12 +1980,12 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \neg$26  = div_neg;
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 55'h00000000000000;
+    \den$25  = 55'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2025,7 +2018,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \den$27  = den;
+          \den$25  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -2059,12 +2052,12 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \den$27  = { 42'h00000000000, chan[13:1] };
+          \den$25  = { 42'h00000000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2097,7 +2090,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h10:
           /* empty */;
       6'h11:
-          \steps$28  = 6'h18;
+          \steps$26  = 6'h18;
       6'h12:
           /* empty */;
       6'h13:
@@ -2131,7 +2124,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h21:
           /* empty */;
       6'h22:
-          \steps$28  = 6'h3a;
+          \steps$26  = 6'h3a;
     endcase
   end
   always @* begin
@@ -2238,212 +2231,238 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = fsm_state;
+    \$307  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          (* full_case = 32'd1 *)
+          if (\$242 ) begin
+          end else begin
+            \$307  = \$243 ;
+          end
+    endcase
+    if (rst) begin
+      \$307  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = 1'h0;
+    if (rst) begin
+      \$308  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$306  = 6'h01;
+                  \$309  = 6'h01;
               2'h1:
-                  \$306  = 6'h02;
+                  \$309  = 6'h02;
               2'h2:
-                  \$306  = 6'h03;
+                  \$309  = 6'h03;
             endcase
           end
       6'h02:
-          \$306  = 6'h04;
+          \$309  = 6'h04;
       6'h04:
         begin
-          \$306  = 6'h05;
+          \$309  = 6'h05;
           if (\$242 ) begin
-            \$306  = 6'h06;
+            \$309  = 6'h06;
           end
         end
       6'h05:
-          \$306  = 6'h04;
+          \$309  = 6'h04;
       6'h06:
-          \$306  = 6'h07;
+          \$309  = 6'h07;
       6'h07:
-          \$306  = 6'h08;
+          \$309  = 6'h08;
       6'h08:
-          if (\done$42 ) begin
-            \$306  = 6'h09;
+          if (\done$43 ) begin
+            \$309  = 6'h09;
           end
       6'h09:
-          \$306  = 6'h0a;
+          \$309  = 6'h0a;
       6'h0a:
-          \$306  = 6'h0b;
+          \$309  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$306  = 6'h0c;
+          if (\done$43 ) begin
+            \$309  = 6'h0c;
           end
       6'h0c:
-          \$306  = 6'h0d;
+          \$309  = 6'h0d;
       6'h0d:
-          \$306  = 6'h0e;
+          \$309  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$306  = 6'h0f;
+          if (\done$43 ) begin
+            \$309  = 6'h0f;
           end
       6'h0f:
-          \$306  = 6'h10;
+          \$309  = 6'h10;
       6'h10:
-          \$306  = 6'h11;
+          \$309  = 6'h11;
       6'h11:
-          \$306  = 6'h12;
+          \$309  = 6'h12;
       6'h12:
-          if (\done$45 ) begin
-            \$306  = 6'h13;
+          if (\done$46 ) begin
+            \$309  = 6'h13;
           end
       6'h13:
-          \$306  = 6'h14;
+          \$309  = 6'h14;
       6'h14:
-          \$306  = 6'h15;
+          \$309  = 6'h15;
       6'h15:
-          if (\done$42 ) begin
-            \$306  = 6'h16;
+          if (\done$43 ) begin
+            \$309  = 6'h16;
           end
       6'h16:
-          \$306  = 6'h17;
+          \$309  = 6'h17;
       6'h17:
-          \$306  = 6'h18;
+          \$309  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$306  = 6'h19;
+          if (\done$43 ) begin
+            \$309  = 6'h19;
           end
       6'h19:
-          \$306  = 6'h1a;
+          \$309  = 6'h1a;
       6'h1a:
-          \$306  = 6'h1b;
+          \$309  = 6'h1b;
       6'h1b:
-          \$306  = 6'h1c;
+          \$309  = 6'h1c;
       6'h1c:
-          \$306  = 6'h1d;
+          \$309  = 6'h1d;
       6'h1d:
-          \$306  = 6'h1e;
+          \$309  = 6'h1e;
       6'h1e:
-          \$306  = 6'h1f;
+          \$309  = 6'h1f;
       6'h1f:
-          if (\done$42 ) begin
-            \$306  = 6'h20;
+          if (\done$43 ) begin
+            \$309  = 6'h20;
           end
       6'h20:
-          \$306  = 6'h21;
+          \$309  = 6'h21;
       6'h21:
-          \$306  = 6'h22;
+          \$309  = 6'h22;
       6'h22:
-          \$306  = 6'h23;
+          \$309  = 6'h23;
       6'h23:
-          if (\done$45 ) begin
-            \$306  = 6'h24;
+          if (\done$46 ) begin
+            \$309  = 6'h24;
           end
       6'h24:
-          \$306  = 6'h01;
+          \$309  = 6'h01;
       6'h03:
-          \$306  = 6'h25;
+          \$309  = 6'h25;
       6'h25:
-          \$306  = 6'h26;
+          \$309  = 6'h26;
       6'h26:
-          if (\done$42 ) begin
-            \$306  = 6'h27;
+          if (\done$43 ) begin
+            \$309  = 6'h27;
           end
       6'h27:
-          \$306  = 6'h28;
+          \$309  = 6'h28;
       6'h28:
-          \$306  = 6'h29;
+          \$309  = 6'h29;
       6'h29:
-          \$306  = 6'h2a;
+          \$309  = 6'h2a;
       6'h2a:
-          \$306  = 6'h2b;
+          \$309  = 6'h2b;
       6'h2b:
-          \$306  = 6'h2c;
+          \$309  = 6'h2c;
       6'h2c:
-          \$306  = 6'h2d;
+          \$309  = 6'h2d;
       6'h2d:
-          if (\done$42 ) begin
-            \$306  = 6'h2e;
+          if (\done$43 ) begin
+            \$309  = 6'h2e;
           end
       6'h2e:
-          \$306  = 6'h2f;
+          \$309  = 6'h2f;
       6'h2f:
-          \$306  = 6'h01;
+          \$309  = 6'h01;
       6'h01:
-          \$306  = 6'h00;
+          \$309  = 6'h00;
     endcase
     if (rst) begin
-      \$306  = 6'h00;
+      \$309  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = hsum;
+    \$310  = hsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$307  = 23'h000000;
+          \$310  = 23'h000000;
       6'h04:
           /* empty */;
       6'h05:
           if (pick_on_train_1) begin
-            \$307  = \$243 [22:0];
+            \$310  = \$244 [22:0];
           end
     endcase
     if (rst) begin
-      \$307  = 23'h000000;
+      \$310  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = merge_step;
+    \$311  = merge_step;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$308  = 5'h00;
+          \$311  = 5'h00;
       6'h04:
           /* empty */;
       6'h05:
-          \$308  = \$244 [4:0];
+          \$311  = \$245 [4:0];
     endcase
     if (rst) begin
-      \$308  = 5'h00;
+      \$311  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = head_top_train_1;
+    \$312  = head_top_train_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$309  = top;
+          \$312  = top;
     endcase
     if (rst) begin
-      \$309  = 16'h0000;
+      \$312  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = pick_on_train_1;
+    \$313  = pick_on_train_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$310  = \$241 ;
+          \$313  = \$241 ;
     endcase
     if (rst) begin
-      \$310  = 1'h0;
+      \$313  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = start;
+    \$314  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2454,21 +2473,21 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h05:
           /* empty */;
       6'h06:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h07:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h0a:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h0d:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2480,15 +2499,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h12:
           /* empty */;
       6'h13:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h14:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h17:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2500,9 +2519,9 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1c:
           /* empty */;
       6'h1d:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h1e:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2516,9 +2535,9 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h24:
           /* empty */;
       6'h03:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h25:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
       6'h26:
           /* empty */;
       6'h27:
@@ -2530,17 +2549,17 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h2a:
           /* empty */;
       6'h2b:
-          \$311  = 1'h1;
+          \$314  = 1'h1;
       6'h2c:
-          \$311  = 1'h0;
+          \$314  = 1'h0;
     endcase
     if (rst) begin
-      \$311  = 1'h0;
+      \$314  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = t;
+    \$315  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2555,25 +2574,25 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$42 ) begin
-            \$312  = p[45:0];
+          if (\done$43 ) begin
+            \$315  = p[45:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$42 ) begin
-            \$312  = p[45:0];
+          if (\done$43 ) begin
+            \$315  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$312  = 46'h000000000000;
+      \$315  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = den;
+    \$316  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2600,160 +2619,9 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$42 ) begin
-            \$313  = p[54:0];
+          if (\done$43 ) begin
+            \$316  = p[54:0];
           end
-    endcase
-    if (rst) begin
-      \$313  = 55'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$314  = den_lead;
-    endcase
-    if (rst) begin
-      \$314  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$315  = 1'h1;
-      6'h11:
-          \$315  = 1'h0;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$315  = 1'h1;
-      6'h22:
-          \$315  = 1'h0;
-    endcase
-    if (rst) begin
-      \$315  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$316  = \$248 [54:0];
     endcase
     if (rst) begin
       \$316  = 55'h00000000000000;
@@ -2761,7 +2629,44 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = recip_one;
+    \$317  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$317  = den_lead;
+    endcase
+    if (rst) begin
+      \$317  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2792,15 +2697,129 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h0f:
           /* empty */;
       6'h10:
-          \$317  = \$249 ;
+          \$318  = 1'h1;
+      6'h11:
+          \$318  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$318  = 1'h1;
+      6'h22:
+          \$318  = 1'h0;
     endcase
     if (rst) begin
-      \$317  = 1'h0;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = recip;
+    \$319  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$319  = \$249 [54:0];
+    endcase
+    if (rst) begin
+      \$319  = 55'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$320  = \$250 ;
+    endcase
+    if (rst) begin
+      \$320  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2835,17 +2854,17 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$45 ) begin
-            \$318  = q[24:0];
+          if (\done$46 ) begin
+            \$321  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$318  = 25'h0000000;
+      \$321  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = m;
+    \$322  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2886,8 +2905,8 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$42 ) begin
-            \$319  = p[41:0];
+          if (\done$43 ) begin
+            \$322  = p[41:0];
           end
       6'h16:
           /* empty */;
@@ -2924,17 +2943,17 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$42 ) begin
-            \$319  = p[41:0];
+          if (\done$43 ) begin
+            \$322  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$319  = 42'h00000000000;
+      \$322  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = km;
+    \$323  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2981,8 +3000,8 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$320  = p[55:0];
+          if (\done$43 ) begin
+            \$323  = p[55:0];
           end
       6'h19:
           /* empty */;
@@ -3015,15 +3034,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h26:
           /* empty */;
       6'h27:
-          \$320  = \$279 [55:0];
+          \$323  = \$280 [55:0];
     endcase
     if (rst) begin
-      \$320  = 56'h00000000000000;
+      \$323  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = sh0;
+    \$324  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3072,7 +3091,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h18:
           /* empty */;
       6'h19:
-          \$321  = { \$250 [7], \$250 [7], \$250  };
+          \$324  = { \$251 [7], \$251 [7], \$251  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3102,272 +3121,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h26:
           /* empty */;
       6'h27:
-          \$321  = { \$280 [8], \$280  };
-    endcase
-    if (rst) begin
-      \$321  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$322  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$322  = 4'h8;
-    endcase
-    if (rst) begin
-      \$322  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$323  = \$253 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$323  = \$283 [3:0];
-    endcase
-    if (rst) begin
-      \$323  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$324  = \$263 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$324  = \$293 [9:0];
+          \$324  = { \$281 [8], \$281  };
     endcase
     if (rst) begin
       \$324  = 10'h000;
@@ -3375,7 +3129,272 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = km_pre;
+    \$325  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$325  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$325  = 4'h8;
+    endcase
+    if (rst) begin
+      \$325  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$326  = \$254 [3:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$326  = \$284 [3:0];
+    endcase
+    if (rst) begin
+      \$326  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$327  = \$264 [9:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$327  = \$294 [9:0];
+    endcase
+    if (rst) begin
+      \$327  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$328  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3428,7 +3447,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$325  = \$264 [63:0];
+          \$328  = \$265 [63:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3458,15 +3477,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$325  = \$294 [63:0];
+          \$328  = \$295 [63:0];
     endcase
     if (rst) begin
-      \$325  = 64'h0000000000000000;
+      \$328  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = t_clamped;
+    \$329  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3519,7 +3538,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$326  = \$266 [6:0];
+          \$329  = \$267 [6:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3549,15 +3568,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$326  = \$296 [6:0];
+          \$329  = \$297 [6:0];
     endcase
     if (rst) begin
-      \$326  = 7'h00;
+      \$329  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = sh;
+    \$330  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3610,7 +3629,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1a:
           /* empty */;
       6'h1b:
-          \$327  = \$268 [4:0];
+          \$330  = \$269 [4:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3640,15 +3659,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h28:
           /* empty */;
       6'h29:
-          \$327  = \$298 [4:0];
+          \$330  = \$299 [4:0];
     endcase
     if (rst) begin
-      \$327  = 5'h00;
+      \$330  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \a$31 ;
+    \$331  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3703,7 +3722,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1b:
           /* empty */;
       6'h1c:
-          \$328  = \$269 [41:0];
+          \$331  = \$270 [41:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3733,15 +3752,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h29:
           /* empty */;
       6'h2a:
-          \$328  = \$299 [41:0];
+          \$331  = \$300 [41:0];
     endcase
     if (rst) begin
-      \$328  = 42'h00000000000;
+      \$331  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = bias;
+    \$332  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3796,7 +3815,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1b:
           /* empty */;
       6'h1c:
-          \$329  = { \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273 [47], \$273  };
+          \$332  = { \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3826,15 +3845,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h29:
           /* empty */;
       6'h2a:
-          \$329  = { \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303 [47], \$303  };
+          \$332  = { \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304  };
     endcase
     if (rst) begin
-      \$329  = 58'h000000000000000;
+      \$332  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = \p$55 ;
+    \$333  = \p$56 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3895,8 +3914,8 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$42 ) begin
-            \$330  = p[72:0];
+          if (\done$43 ) begin
+            \$333  = p[72:0];
           end
       6'h20:
           /* empty */;
@@ -3927,17 +3946,17 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$42 ) begin
-            \$330  = p[72:0];
+          if (\done$43 ) begin
+            \$333  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$330  = 73'h0000000000000000000;
+      \$333  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = div_num;
+    \$334  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4000,88 +4019,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h1f:
           /* empty */;
       6'h20:
-          \$331  = { \p$55 [72], \p$55  };
+          \$334  = { \p$56 [72], \p$56  };
     endcase
     if (rst) begin
-      \$331  = 74'h0000000000000000000;
+      \$334  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$332  = \$276 [73:0];
-    endcase
-    if (rst) begin
-      \$332  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = div_neg;
+    \$335  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4146,15 +4092,88 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h20:
           /* empty */;
       6'h21:
-          \$333  = \$277 ;
+          \$335  = \$277 [73:0];
     endcase
     if (rst) begin
-      \$333  = 1'h0;
+      \$335  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = quot;
+    \$336  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$336  = \$278 ;
+    endcase
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4223,8 +4242,8 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$45 ) begin
-            \$334  = { q[59], q[59], q };
+          if (\done$46 ) begin
+            \$337  = { q[59], q[59], q };
           end
       6'h24:
           /* empty */;
@@ -4249,15 +4268,15 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h2d:
           /* empty */;
       6'h2e:
-          \$334  = \$304 [61:0];
+          \$337  = \$305 [61:0];
     endcase
     if (rst) begin
-      \$334  = 62'h0000000000000000;
+      \$337  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = \b$58 ;
+    \$338  = \b$59 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4328,7 +4347,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h23:
           /* empty */;
       6'h24:
-          \$335  = \$278 [57:0];
+          \$338  = \$279 [57:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4352,10 +4371,10 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
       6'h2e:
           /* empty */;
       6'h2f:
-          \$335  = \$305 [57:0];
+          \$338  = \$306 [57:0];
     endcase
     if (rst) begin
-      \$335  = 58'h000000000000000;
+      \$338  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$172 [4:0];
@@ -4374,11 +4393,11 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, pop_top, d
   assign \chan.scale_exp  = chan[165:158];
   assign \$183  = { 58'h000000000000000, div_mag[73:58] };
   assign \$184  = { 1'h0, div_mag[57:0] };
-  assign \$247  = { 1'h0, \$246 [63:1] };
-  assign \$272  = { 1'h0, \$271 [31:1] };
-  assign \$279  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$302  = { 1'h0, \$301 [31:1] };
-  assign \$304  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
+  assign \$248  = { 1'h0, \$247 [63:1] };
+  assign \$273  = { 1'h0, \$272 [31:1] };
+  assign \$280  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$303  = { 1'h0, \$302 [31:1] };
+  assign \$305  = { \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72:8] };
 endmodule
 
 module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

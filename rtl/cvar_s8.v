@@ -157,8 +157,8 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_cvar_s8.math  math (
-    .\a$31 (a),
-    .\b$58 (b),
+    .\a$29 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -483,7 +483,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, done, den, sh, \a$31 , \b$58 , clk);
+module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -583,110 +583,113 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [15:0] \$188 ;
-  wire [5:0] \$189 ;
+  wire \$188 ;
+  wire [15:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [63:0] \$191 ;
+  wire [5:0] \$190 ;
+  wire \$191 ;
   wire [63:0] \$192 ;
   wire [63:0] \$193 ;
-  wire \$194 ;
-  wire [7:0] \$195 ;
-  wire \$196 ;
-  wire [10:0] \$197 ;
+  wire [63:0] \$194 ;
+  wire \$195 ;
+  wire [7:0] \$196 ;
+  wire \$197 ;
   wire [10:0] \$198 ;
-  wire \$199 ;
+  wire [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire \$201 ;
-  wire [10:0] \$202 ;
+  wire \$200 ;
+  wire [10:0] \$201 ;
+  wire \$202 ;
   wire [10:0] \$203 ;
-  wire \$204 ;
-  wire [10:0] \$205 ;
+  wire [10:0] \$204 ;
+  wire \$205 ;
   wire [10:0] \$206 ;
   wire [10:0] \$207 ;
   wire [10:0] \$208 ;
-  wire [46:0] \$209 ;
+  wire [10:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [9:0] \$211 ;
-  wire [10:0] \$212 ;
-  wire [11:0] \$213 ;
-  wire [46:0] \$214 ;
-  wire [22:0] \$215 ;
-  wire [15:0] \$216 ;
+  wire [46:0] \$210 ;
+  wire \$211 ;
+  wire [9:0] \$212 ;
+  wire [10:0] \$213 ;
+  wire [11:0] \$214 ;
+  wire [46:0] \$215 ;
+  wire [22:0] \$216 ;
   wire [15:0] \$217 ;
-  wire [23:0] \$218 ;
-  wire \$219 ;
+  wire [15:0] \$218 ;
+  wire [23:0] \$219 ;
   wire \$22 ;
-  wire [51:0] \$220 ;
+  wire \$220 ;
   wire [51:0] \$221 ;
-  wire \$222 ;
-  wire [39:0] \$223 ;
-  wire [40:0] \$224 ;
-  wire [8:0] \$225 ;
-  wire \$226 ;
-  wire [10:0] \$227 ;
+  wire [51:0] \$222 ;
+  wire \$223 ;
+  wire [39:0] \$224 ;
+  wire [40:0] \$225 ;
+  wire [8:0] \$226 ;
+  wire \$227 ;
   wire [10:0] \$228 ;
-  wire \$229 ;
+  wire [10:0] \$229 ;
   wire \$23 ;
-  wire [10:0] \$230 ;
-  wire \$231 ;
-  wire [10:0] \$232 ;
+  wire \$230 ;
+  wire [10:0] \$231 ;
+  wire \$232 ;
   wire [10:0] \$233 ;
-  wire \$234 ;
-  wire [10:0] \$235 ;
+  wire [10:0] \$234 ;
+  wire \$235 ;
   wire [10:0] \$236 ;
   wire [10:0] \$237 ;
   wire [10:0] \$238 ;
-  wire [46:0] \$239 ;
+  wire [10:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire [9:0] \$241 ;
-  wire [10:0] \$242 ;
-  wire [11:0] \$243 ;
-  wire [46:0] \$244 ;
-  wire [22:0] \$245 ;
-  wire [15:0] \$246 ;
+  wire [46:0] \$240 ;
+  wire \$241 ;
+  wire [9:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire [11:0] \$244 ;
+  wire [46:0] \$245 ;
+  wire [22:0] \$246 ;
   wire [15:0] \$247 ;
-  wire [23:0] \$248 ;
-  wire [49:0] \$249 ;
+  wire [15:0] \$248 ;
+  wire [23:0] \$249 ;
   wire \$25 ;
-  wire [39:0] \$250 ;
-  reg [5:0] \$251 ;
-  reg [14:0] \$252 ;
-  reg [4:0] \$253 ;
-  reg [7:0] \$254 ;
-  reg \$255 ;
-  reg \$256 ;
-  reg [37:0] \$257 ;
-  reg [38:0] \$258 ;
-  reg [5:0] \$259 ;
+  wire [49:0] \$250 ;
+  wire [39:0] \$251 ;
+  reg \$252 ;
+  reg \$253 ;
+  reg [5:0] \$254 ;
+  reg [14:0] \$255 ;
+  reg [4:0] \$256 ;
+  reg [7:0] \$257 ;
+  reg \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  reg \$260 ;
+  reg [37:0] \$260 ;
   reg [38:0] \$261 ;
-  reg \$262 ;
-  reg [16:0] \$263 ;
-  reg [25:0] \$264 ;
-  reg [39:0] \$265 ;
-  reg [9:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg [2:0] \$268 ;
+  reg [5:0] \$262 ;
+  reg \$263 ;
+  reg [38:0] \$264 ;
+  reg \$265 ;
+  reg [16:0] \$266 ;
+  reg [25:0] \$267 ;
+  reg [39:0] \$268 ;
   reg [9:0] \$269 ;
   wire \$27 ;
-  reg [46:0] \$270 ;
-  reg [5:0] \$271 ;
-  reg [3:0] \$272 ;
-  reg [26:0] \$273 ;
-  reg [34:0] \$274 ;
-  reg [49:0] \$275 ;
-  reg [50:0] \$276 ;
-  reg [50:0] \$277 ;
-  reg \$278 ;
-  reg [38:0] \$279 ;
+  reg [3:0] \$270 ;
+  reg [2:0] \$271 ;
+  reg [9:0] \$272 ;
+  reg [46:0] \$273 ;
+  reg [5:0] \$274 ;
+  reg [3:0] \$275 ;
+  reg [26:0] \$276 ;
+  reg [34:0] \$277 ;
+  reg [49:0] \$278 ;
+  reg [50:0] \$279 ;
   wire \$28 ;
-  reg [34:0] \$280 ;
+  reg [50:0] \$280 ;
+  reg \$281 ;
+  reg [38:0] \$282 ;
+  reg [34:0] \$283 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
@@ -766,11 +769,11 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   wire \$98 ;
   wire \$99 ;
   reg [38:0] a;
-  output [26:0] \a$31 ;
-  reg [26:0] \a$31  = 27'h0000000;
+  output [26:0] \a$29 ;
+  reg [26:0] \a$29  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$58 ;
-  reg [34:0] \b$58  = 35'h000000000;
+  output [34:0] \b$59 ;
+  reg [34:0] \b$59  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -792,15 +795,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   wire [3:0] count_lead;
   output [38:0] den;
   reg [38:0] den = 39'h0000000000;
-  reg [38:0] \den$27 ;
+  reg [38:0] \den$25 ;
   wire [5:0] den_lead;
   reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$42 ;
-  wire \done$45 ;
+  wire \done$43 ;
+  wire \done$46 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -813,12 +816,13 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   reg [25:0] m = 26'h0000000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$24 ;
   wire [59:0] p;
-  reg [49:0] \p$55  = 50'h0000000000000;
+  reg [49:0] \p$56  = 50'h0000000000000;
   reg pick_on_train_1 = 1'h0;
+  reg pop_bottom = 1'h0;
   output pop_top;
-  reg pop_top;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -840,7 +844,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   wire \start$37 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$28 ;
+  reg [5:0] \steps$26 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
@@ -1036,164 +1040,153 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   assign \$185  = fsm_state == 6'h2f;
   assign \$186  = merge_step < chan[57:53];
   assign \$187  = merge_step == 5'h15;
-  assign \$188  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$189  = merge_step + 1'h1;
-  assign \$190  = ! lead;
-  assign \$191  = 1'h1 << lead;
-  assign \$193  = \$190  ? 64'h0000000000000000 : \$192 ;
-  assign \$194  = ! lead;
-  assign \$195  = lead + 8'hfd;
-  assign \$196  = $signed(sh0) < $signed(4'h4);
-  assign \$197  = $signed(4'h4) - $signed(sh0);
-  assign \$198  = \$196  ? \$197  : 11'h000;
-  assign \$199  = $signed(sh0) < $signed(4'h4);
-  assign \$200  = $signed(sh0) - $signed(5'h0d);
-  assign \$201  = $signed(\$200 ) > $signed({ 1'h0, tk });
-  assign \$202  = $signed(sh0) - $signed(5'h0d);
-  assign \$203  = $signed(sh0) - $signed(4'h4);
-  assign \$204  = $signed(\$203 ) < $signed({ 1'h0, tk });
-  assign \$205  = $signed(sh0) - $signed(4'h4);
-  assign \$206  = \$204  ? \$205  : { 7'h00, tk };
-  assign \$207  = \$201  ? \$202  : \$206 ;
-  assign \$208  = \$199  ? 11'h000 : \$207 ;
-  assign \$209  = $signed(km) << pre;
-  assign \$210  = tsh > 6'h2f;
-  assign \$211  = \$210  ? 10'h02f : tsh;
-  assign \$212  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$213  = $signed(\$212 ) - $signed({ 1'h0, tsh });
-  assign \$214  = $signed(km_pre) >>> t_clamped;
-  assign \$215  = $signed(chan[73:66]) << \$117 [3:0];
-  assign \$216  = 1'h1 << sh;
-  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
-  assign \$219  = $signed(div_num) < $signed(1'h0);
-  assign \$220  = - $signed(div_num);
-  assign \$221  = \$219  ? \$220  : { div_num[50], div_num };
-  assign \$222  = $signed(div_num) < $signed(1'h0);
-  assign \$223  = $signed(bias) - $signed(quot);
-  assign \$225  = $signed(5'h0d) - $signed(chan[113:106]);
-  assign \$226  = $signed(sh0) < $signed(4'h4);
-  assign \$227  = $signed(4'h4) - $signed(sh0);
-  assign \$228  = \$226  ? \$227  : 11'h000;
-  assign \$229  = $signed(sh0) < $signed(4'h4);
-  assign \$230  = $signed(sh0) - $signed(5'h0d);
-  assign \$231  = $signed(\$230 ) > $signed({ 1'h0, tk });
-  assign \$232  = $signed(sh0) - $signed(5'h0d);
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
-  assign \$235  = $signed(sh0) - $signed(4'h4);
-  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
-  assign \$237  = \$231  ? \$232  : \$236 ;
-  assign \$238  = \$229  ? 11'h000 : \$237 ;
-  assign \$239  = $signed(km) << pre;
-  assign \$240  = tsh > 6'h2f;
-  assign \$241  = \$240  ? 10'h02f : tsh;
-  assign \$242  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$243  = $signed(\$242 ) - $signed({ 1'h0, tsh });
-  assign \$244  = $signed(km_pre) >>> t_clamped;
-  assign \$245  = $signed(chan[73:66]) << \$118 [3:0];
-  assign \$246  = 1'h1 << sh;
-  assign \$248  = $signed(\$245 ) + $signed({ 1'h0, \$247  });
-  assign \$250  = $signed(bias) - $signed(quot);
+  assign \$188  = merge_step < chan[57:53];
+  assign \$189  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$190  = merge_step + 1'h1;
+  assign \$191  = ! lead;
+  assign \$192  = 1'h1 << lead;
+  assign \$194  = \$191  ? 64'h0000000000000000 : \$193 ;
+  assign \$195  = ! lead;
+  assign \$196  = lead + 8'hfd;
+  assign \$197  = $signed(sh0) < $signed(4'h4);
+  assign \$198  = $signed(4'h4) - $signed(sh0);
+  assign \$199  = \$197  ? \$198  : 11'h000;
+  assign \$200  = $signed(sh0) < $signed(4'h4);
+  assign \$201  = $signed(sh0) - $signed(5'h0d);
+  assign \$202  = $signed(\$201 ) > $signed({ 1'h0, tk });
+  assign \$203  = $signed(sh0) - $signed(5'h0d);
+  assign \$204  = $signed(sh0) - $signed(4'h4);
+  assign \$205  = $signed(\$204 ) < $signed({ 1'h0, tk });
+  assign \$206  = $signed(sh0) - $signed(4'h4);
+  assign \$207  = \$205  ? \$206  : { 7'h00, tk };
+  assign \$208  = \$202  ? \$203  : \$207 ;
+  assign \$209  = \$200  ? 11'h000 : \$208 ;
+  assign \$210  = $signed(km) << pre;
+  assign \$211  = tsh > 6'h2f;
+  assign \$212  = \$211  ? 10'h02f : tsh;
+  assign \$213  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$214  = $signed(\$213 ) - $signed({ 1'h0, tsh });
+  assign \$215  = $signed(km_pre) >>> t_clamped;
+  assign \$216  = $signed(chan[73:66]) << \$117 [3:0];
+  assign \$217  = 1'h1 << sh;
+  assign \$219  = $signed(\$216 ) + $signed({ 1'h0, \$218  });
+  assign \$220  = $signed(div_num) < $signed(1'h0);
+  assign \$221  = - $signed(div_num);
+  assign \$222  = \$220  ? \$221  : { div_num[50], div_num };
+  assign \$223  = $signed(div_num) < $signed(1'h0);
+  assign \$224  = $signed(bias) - $signed(quot);
+  assign \$226  = $signed(5'h0d) - $signed(chan[113:106]);
+  assign \$227  = $signed(sh0) < $signed(4'h4);
+  assign \$228  = $signed(4'h4) - $signed(sh0);
+  assign \$229  = \$227  ? \$228  : 11'h000;
+  assign \$230  = $signed(sh0) < $signed(4'h4);
+  assign \$231  = $signed(sh0) - $signed(5'h0d);
+  assign \$232  = $signed(\$231 ) > $signed({ 1'h0, tk });
+  assign \$233  = $signed(sh0) - $signed(5'h0d);
+  assign \$234  = $signed(sh0) - $signed(4'h4);
+  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
+  assign \$236  = $signed(sh0) - $signed(4'h4);
+  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
+  assign \$238  = \$232  ? \$233  : \$237 ;
+  assign \$239  = \$230  ? 11'h000 : \$238 ;
+  assign \$240  = $signed(km) << pre;
+  assign \$241  = tsh > 6'h2f;
+  assign \$242  = \$241  ? 10'h02f : tsh;
+  assign \$243  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$244  = $signed(\$243 ) - $signed({ 1'h0, tsh });
+  assign \$245  = $signed(km_pre) >>> t_clamped;
+  assign \$246  = $signed(chan[73:66]) << \$118 [3:0];
+  assign \$247  = 1'h1 << sh;
+  assign \$249  = $signed(\$246 ) + $signed({ 1'h0, \$248  });
+  assign \$251  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$251 ;
+    pop_top <= \$252 ;
   always @(posedge clk)
-    hsum <= \$252 ;
+    pop_bottom <= \$253 ;
   always @(posedge clk)
-    merge_step <= \$253 ;
+    fsm_state <= \$254 ;
   always @(posedge clk)
-    head_top_train_1 <= \$254 ;
+    hsum <= \$255 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$255 ;
+    merge_step <= \$256 ;
   always @(posedge clk)
-    start <= \$256 ;
+    head_top_train_1 <= \$257 ;
   always @(posedge clk)
-    t <= \$257 ;
+    pick_on_train_1 <= \$258 ;
   always @(posedge clk)
-    den <= \$258 ;
+    start <= \$259 ;
   always @(posedge clk)
-    lead <= \$259 ;
+    t <= \$260 ;
   always @(posedge clk)
-    \start$9  <= \$260 ;
+    den <= \$261 ;
   always @(posedge clk)
-    recip_rem <= \$261 ;
+    lead <= \$262 ;
   always @(posedge clk)
-    recip_one <= \$262 ;
+    \start$9  <= \$263 ;
   always @(posedge clk)
-    recip <= \$263 ;
+    recip_rem <= \$264 ;
   always @(posedge clk)
-    m <= \$264 ;
+    recip_one <= \$265 ;
   always @(posedge clk)
-    km <= \$265 ;
+    recip <= \$266 ;
   always @(posedge clk)
-    sh0 <= \$266 ;
+    m <= \$267 ;
   always @(posedge clk)
-    tk <= \$267 ;
+    km <= \$268 ;
   always @(posedge clk)
-    pre <= \$268 ;
+    sh0 <= \$269 ;
   always @(posedge clk)
-    tsh <= \$269 ;
+    tk <= \$270 ;
   always @(posedge clk)
-    km_pre <= \$270 ;
+    pre <= \$271 ;
   always @(posedge clk)
-    t_clamped <= \$271 ;
+    tsh <= \$272 ;
   always @(posedge clk)
-    sh <= \$272 ;
+    km_pre <= \$273 ;
   always @(posedge clk)
-    \a$31  <= \$273 ;
+    t_clamped <= \$274 ;
   always @(posedge clk)
-    bias <= \$274 ;
+    sh <= \$275 ;
   always @(posedge clk)
-    \p$55  <= \$275 ;
+    \a$29  <= \$276 ;
   always @(posedge clk)
-    div_num <= \$276 ;
+    bias <= \$277 ;
   always @(posedge clk)
-    div_mag <= \$277 ;
+    \p$56  <= \$278 ;
   always @(posedge clk)
-    div_neg <= \$278 ;
+    div_num <= \$279 ;
   always @(posedge clk)
-    quot <= \$279 ;
+    div_mag <= \$280 ;
   always @(posedge clk)
-    \b$58  <= \$280 ;
+    div_neg <= \$281 ;
+  always @(posedge clk)
+    quot <= \$282 ;
+  always @(posedge clk)
+    \b$59  <= \$283 ;
   \hwnorm_cvar_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$45 ),
+    .\den$13 (\den$25 ),
+    .done(\done$46 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$24 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
     .start(\start$9 ),
-    .steps(\steps$28 )
+    .steps(\steps$26 )
   );
   \hwnorm_cvar_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$43 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
     .start(start),
     .steps(steps)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_top = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (pick_on_train_1) begin
-            pop_top = 1'h1;
-          end
-    endcase
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
@@ -1255,7 +1248,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1d:
           /* empty */;
       6'h1e:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1285,7 +1278,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h2b:
           /* empty */;
       6'h2c:
-          a = { \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31 [26], \a$31  };
+          a = { \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29  };
     endcase
   end
   always @* begin
@@ -1810,7 +1803,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$24  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1843,7 +1836,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \neg$26  = 1'h0;
+          \neg$24  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -1877,12 +1870,12 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \neg$26  = div_neg;
+          \neg$24  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 39'h0000000000;
+    \den$25  = 39'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1915,7 +1908,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \den$27  = den;
+          \den$25  = den;
       6'h12:
           /* empty */;
       6'h13:
@@ -1949,12 +1942,12 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \den$27  = { 26'h0000000, chan[13:1] };
+          \den$25  = { 26'h0000000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1987,7 +1980,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h10:
           /* empty */;
       6'h11:
-          \steps$28  = 6'h10;
+          \steps$26  = 6'h10;
       6'h12:
           /* empty */;
       6'h13:
@@ -2021,7 +2014,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h21:
           /* empty */;
       6'h22:
-          \steps$28  = 6'h23;
+          \steps$26  = 6'h23;
     endcase
   end
   always @* begin
@@ -2128,212 +2121,238 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = fsm_state;
+    \$252  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          (* full_case = 32'd1 *)
+          if (\$187 ) begin
+          end else begin
+            \$252  = \$188 ;
+          end
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = 1'h0;
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$251  = 6'h01;
+                  \$254  = 6'h01;
               2'h1:
-                  \$251  = 6'h02;
+                  \$254  = 6'h02;
               2'h2:
-                  \$251  = 6'h03;
+                  \$254  = 6'h03;
             endcase
           end
       6'h02:
-          \$251  = 6'h04;
+          \$254  = 6'h04;
       6'h04:
         begin
-          \$251  = 6'h05;
+          \$254  = 6'h05;
           if (\$187 ) begin
-            \$251  = 6'h06;
+            \$254  = 6'h06;
           end
         end
       6'h05:
-          \$251  = 6'h04;
+          \$254  = 6'h04;
       6'h06:
-          \$251  = 6'h07;
+          \$254  = 6'h07;
       6'h07:
-          \$251  = 6'h08;
+          \$254  = 6'h08;
       6'h08:
-          if (\done$42 ) begin
-            \$251  = 6'h09;
+          if (\done$43 ) begin
+            \$254  = 6'h09;
           end
       6'h09:
-          \$251  = 6'h0a;
+          \$254  = 6'h0a;
       6'h0a:
-          \$251  = 6'h0b;
+          \$254  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$251  = 6'h0c;
+          if (\done$43 ) begin
+            \$254  = 6'h0c;
           end
       6'h0c:
-          \$251  = 6'h0d;
+          \$254  = 6'h0d;
       6'h0d:
-          \$251  = 6'h0e;
+          \$254  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$251  = 6'h0f;
+          if (\done$43 ) begin
+            \$254  = 6'h0f;
           end
       6'h0f:
-          \$251  = 6'h10;
+          \$254  = 6'h10;
       6'h10:
-          \$251  = 6'h11;
+          \$254  = 6'h11;
       6'h11:
-          \$251  = 6'h12;
+          \$254  = 6'h12;
       6'h12:
-          if (\done$45 ) begin
-            \$251  = 6'h13;
+          if (\done$46 ) begin
+            \$254  = 6'h13;
           end
       6'h13:
-          \$251  = 6'h14;
+          \$254  = 6'h14;
       6'h14:
-          \$251  = 6'h15;
+          \$254  = 6'h15;
       6'h15:
-          if (\done$42 ) begin
-            \$251  = 6'h16;
+          if (\done$43 ) begin
+            \$254  = 6'h16;
           end
       6'h16:
-          \$251  = 6'h17;
+          \$254  = 6'h17;
       6'h17:
-          \$251  = 6'h18;
+          \$254  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$251  = 6'h19;
+          if (\done$43 ) begin
+            \$254  = 6'h19;
           end
       6'h19:
-          \$251  = 6'h1a;
+          \$254  = 6'h1a;
       6'h1a:
-          \$251  = 6'h1b;
+          \$254  = 6'h1b;
       6'h1b:
-          \$251  = 6'h1c;
+          \$254  = 6'h1c;
       6'h1c:
-          \$251  = 6'h1d;
+          \$254  = 6'h1d;
       6'h1d:
-          \$251  = 6'h1e;
+          \$254  = 6'h1e;
       6'h1e:
-          \$251  = 6'h1f;
+          \$254  = 6'h1f;
       6'h1f:
-          if (\done$42 ) begin
-            \$251  = 6'h20;
+          if (\done$43 ) begin
+            \$254  = 6'h20;
           end
       6'h20:
-          \$251  = 6'h21;
+          \$254  = 6'h21;
       6'h21:
-          \$251  = 6'h22;
+          \$254  = 6'h22;
       6'h22:
-          \$251  = 6'h23;
+          \$254  = 6'h23;
       6'h23:
-          if (\done$45 ) begin
-            \$251  = 6'h24;
+          if (\done$46 ) begin
+            \$254  = 6'h24;
           end
       6'h24:
-          \$251  = 6'h01;
+          \$254  = 6'h01;
       6'h03:
-          \$251  = 6'h25;
+          \$254  = 6'h25;
       6'h25:
-          \$251  = 6'h26;
+          \$254  = 6'h26;
       6'h26:
-          if (\done$42 ) begin
-            \$251  = 6'h27;
+          if (\done$43 ) begin
+            \$254  = 6'h27;
           end
       6'h27:
-          \$251  = 6'h28;
+          \$254  = 6'h28;
       6'h28:
-          \$251  = 6'h29;
+          \$254  = 6'h29;
       6'h29:
-          \$251  = 6'h2a;
+          \$254  = 6'h2a;
       6'h2a:
-          \$251  = 6'h2b;
+          \$254  = 6'h2b;
       6'h2b:
-          \$251  = 6'h2c;
+          \$254  = 6'h2c;
       6'h2c:
-          \$251  = 6'h2d;
+          \$254  = 6'h2d;
       6'h2d:
-          if (\done$42 ) begin
-            \$251  = 6'h2e;
+          if (\done$43 ) begin
+            \$254  = 6'h2e;
           end
       6'h2e:
-          \$251  = 6'h2f;
+          \$254  = 6'h2f;
       6'h2f:
-          \$251  = 6'h01;
+          \$254  = 6'h01;
       6'h01:
-          \$251  = 6'h00;
+          \$254  = 6'h00;
     endcase
     if (rst) begin
-      \$251  = 6'h00;
+      \$254  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = hsum;
+    \$255  = hsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$252  = 15'h0000;
+          \$255  = 15'h0000;
       6'h04:
           /* empty */;
       6'h05:
           if (pick_on_train_1) begin
-            \$252  = \$188 [14:0];
+            \$255  = \$189 [14:0];
           end
     endcase
     if (rst) begin
-      \$252  = 15'h0000;
+      \$255  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = merge_step;
+    \$256  = merge_step;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$253  = 5'h00;
+          \$256  = 5'h00;
       6'h04:
           /* empty */;
       6'h05:
-          \$253  = \$189 [4:0];
+          \$256  = \$190 [4:0];
     endcase
     if (rst) begin
-      \$253  = 5'h00;
+      \$256  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = head_top_train_1;
+    \$257  = head_top_train_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$254  = top;
+          \$257  = top;
     endcase
     if (rst) begin
-      \$254  = 8'h00;
+      \$257  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = pick_on_train_1;
+    \$258  = pick_on_train_1;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$255  = \$186 ;
+          \$258  = \$186 ;
     endcase
     if (rst) begin
-      \$255  = 1'h0;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = start;
+    \$259  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2344,21 +2363,21 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h05:
           /* empty */;
       6'h06:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h07:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h0a:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h0d:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2370,15 +2389,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h12:
           /* empty */;
       6'h13:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h14:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h17:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2390,9 +2409,9 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1c:
           /* empty */;
       6'h1d:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h1e:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2406,9 +2425,9 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h24:
           /* empty */;
       6'h03:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h25:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
       6'h26:
           /* empty */;
       6'h27:
@@ -2420,17 +2439,17 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h2a:
           /* empty */;
       6'h2b:
-          \$256  = 1'h1;
+          \$259  = 1'h1;
       6'h2c:
-          \$256  = 1'h0;
+          \$259  = 1'h0;
     endcase
     if (rst) begin
-      \$256  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = t;
+    \$260  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2445,25 +2464,25 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$42 ) begin
-            \$257  = p[37:0];
+          if (\done$43 ) begin
+            \$260  = p[37:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$42 ) begin
-            \$257  = p[37:0];
+          if (\done$43 ) begin
+            \$260  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$257  = 38'h0000000000;
+      \$260  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = den;
+    \$261  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2490,160 +2509,9 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$42 ) begin
-            \$258  = p[38:0];
+          if (\done$43 ) begin
+            \$261  = p[38:0];
           end
-    endcase
-    if (rst) begin
-      \$258  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$259  = den_lead;
-    endcase
-    if (rst) begin
-      \$259  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$260  = 1'h1;
-      6'h11:
-          \$260  = 1'h0;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$260  = 1'h1;
-      6'h22:
-          \$260  = 1'h0;
-    endcase
-    if (rst) begin
-      \$260  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$261  = \$193 [38:0];
     endcase
     if (rst) begin
       \$261  = 39'h0000000000;
@@ -2651,7 +2519,44 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = recip_one;
+    \$262  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$262  = den_lead;
+    endcase
+    if (rst) begin
+      \$262  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2682,15 +2587,129 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h0f:
           /* empty */;
       6'h10:
-          \$262  = \$194 ;
+          \$263  = 1'h1;
+      6'h11:
+          \$263  = 1'h0;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$263  = 1'h1;
+      6'h22:
+          \$263  = 1'h0;
     endcase
     if (rst) begin
-      \$262  = 1'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = recip;
+    \$264  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$264  = \$194 [38:0];
+    endcase
+    if (rst) begin
+      \$264  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$265  = \$195 ;
+    endcase
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2725,17 +2744,17 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$45 ) begin
-            \$263  = q[16:0];
+          if (\done$46 ) begin
+            \$266  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$263  = 17'h00000;
+      \$266  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = m;
+    \$267  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2776,8 +2795,8 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$42 ) begin
-            \$264  = p[25:0];
+          if (\done$43 ) begin
+            \$267  = p[25:0];
           end
       6'h16:
           /* empty */;
@@ -2814,17 +2833,17 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$42 ) begin
-            \$264  = p[25:0];
+          if (\done$43 ) begin
+            \$267  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$264  = 26'h0000000;
+      \$267  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = km;
+    \$268  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2871,8 +2890,8 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$265  = p[39:0];
+          if (\done$43 ) begin
+            \$268  = p[39:0];
           end
       6'h19:
           /* empty */;
@@ -2905,15 +2924,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h26:
           /* empty */;
       6'h27:
-          \$265  = \$224 [39:0];
+          \$268  = \$225 [39:0];
     endcase
     if (rst) begin
-      \$265  = 40'h0000000000;
+      \$268  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = sh0;
+    \$269  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2962,7 +2981,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h18:
           /* empty */;
       6'h19:
-          \$266  = { \$195 [7], \$195 [7], \$195  };
+          \$269  = { \$196 [7], \$196 [7], \$196  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2992,272 +3011,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h26:
           /* empty */;
       6'h27:
-          \$266  = { \$225 [8], \$225  };
-    endcase
-    if (rst) begin
-      \$266  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$267  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$267  = 4'h8;
-    endcase
-    if (rst) begin
-      \$267  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$268  = \$198 [2:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$268  = \$228 [2:0];
-    endcase
-    if (rst) begin
-      \$268  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$269  = \$208 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$269  = \$238 [9:0];
+          \$269  = { \$226 [8], \$226  };
     endcase
     if (rst) begin
       \$269  = 10'h000;
@@ -3265,7 +3019,272 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = km_pre;
+    \$270  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$270  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$270  = 4'h8;
+    endcase
+    if (rst) begin
+      \$270  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = pre;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$271  = \$199 [2:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$271  = \$229 [2:0];
+    endcase
+    if (rst) begin
+      \$271  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = tsh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          \$272  = \$209 [9:0];
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$272  = \$239 [9:0];
+    endcase
+    if (rst) begin
+      \$272  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3318,7 +3337,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$270  = \$209 ;
+          \$273  = \$210 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3348,15 +3367,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$270  = \$239 ;
+          \$273  = \$240 ;
     endcase
     if (rst) begin
-      \$270  = 47'h000000000000;
+      \$273  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = t_clamped;
+    \$274  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3409,7 +3428,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$271  = \$211 [5:0];
+          \$274  = \$212 [5:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3439,15 +3458,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$271  = \$241 [5:0];
+          \$274  = \$242 [5:0];
     endcase
     if (rst) begin
-      \$271  = 6'h00;
+      \$274  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = sh;
+    \$275  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3500,7 +3519,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1a:
           /* empty */;
       6'h1b:
-          \$272  = \$213 [3:0];
+          \$275  = \$214 [3:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3530,15 +3549,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h28:
           /* empty */;
       6'h29:
-          \$272  = \$243 [3:0];
+          \$275  = \$244 [3:0];
     endcase
     if (rst) begin
-      \$272  = 4'h0;
+      \$275  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = \a$31 ;
+    \$276  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3593,7 +3612,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1b:
           /* empty */;
       6'h1c:
-          \$273  = \$214 [26:0];
+          \$276  = \$215 [26:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3623,15 +3642,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h29:
           /* empty */;
       6'h2a:
-          \$273  = \$244 [26:0];
+          \$276  = \$245 [26:0];
     endcase
     if (rst) begin
-      \$273  = 27'h0000000;
+      \$276  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = bias;
+    \$277  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3686,7 +3705,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1b:
           /* empty */;
       6'h1c:
-          \$274  = { \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218 [23], \$218  };
+          \$277  = { \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3716,15 +3735,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h29:
           /* empty */;
       6'h2a:
-          \$274  = { \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248  };
+          \$277  = { \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249  };
     endcase
     if (rst) begin
-      \$274  = 35'h000000000;
+      \$277  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = \p$55 ;
+    \$278  = \p$56 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3785,8 +3804,8 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$42 ) begin
-            \$275  = p[49:0];
+          if (\done$43 ) begin
+            \$278  = p[49:0];
           end
       6'h20:
           /* empty */;
@@ -3817,17 +3836,17 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$42 ) begin
-            \$275  = p[49:0];
+          if (\done$43 ) begin
+            \$278  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$275  = 50'h0000000000000;
+      \$278  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = div_num;
+    \$279  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3890,88 +3909,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h1f:
           /* empty */;
       6'h20:
-          \$276  = { \p$55 [49], \p$55  };
+          \$279  = { \p$56 [49], \p$56  };
     endcase
     if (rst) begin
-      \$276  = 51'h0000000000000;
+      \$279  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$277  = \$221 [50:0];
-    endcase
-    if (rst) begin
-      \$277  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = div_neg;
+    \$280  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4036,15 +3982,88 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h20:
           /* empty */;
       6'h21:
-          \$278  = \$222 ;
+          \$280  = \$222 [50:0];
     endcase
     if (rst) begin
-      \$278  = 1'h0;
+      \$280  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = quot;
+    \$281  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$281  = \$223 ;
+    endcase
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4113,8 +4132,8 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$45 ) begin
-            \$279  = { q[36], q[36], q };
+          if (\done$46 ) begin
+            \$282  = { q[36], q[36], q };
           end
       6'h24:
           /* empty */;
@@ -4139,15 +4158,15 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h2d:
           /* empty */;
       6'h2e:
-          \$279  = \$249 [38:0];
+          \$282  = \$250 [38:0];
     endcase
     if (rst) begin
-      \$279  = 39'h0000000000;
+      \$282  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = \b$58 ;
+    \$283  = \b$59 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4218,7 +4237,7 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h23:
           /* empty */;
       6'h24:
-          \$280  = \$223 [34:0];
+          \$283  = \$224 [34:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4242,10 +4261,10 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
       6'h2e:
           /* empty */;
       6'h2f:
-          \$280  = \$250 [34:0];
+          \$283  = \$251 [34:0];
     endcase
     if (rst) begin
-      \$280  = 35'h000000000;
+      \$283  = 35'h000000000;
     end
   end
   assign beta_shift = \$117 [3:0];
@@ -4264,11 +4283,11 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, pop_top, do
   assign \chan.scale_exp  = chan[113:106];
   assign \$128  = { 35'h000000000, div_mag[50:35] };
   assign \$129  = { 1'h0, div_mag[34:0] };
-  assign \$192  = { 1'h0, \$191 [63:1] };
-  assign \$217  = { 1'h0, \$216 [15:1] };
-  assign \$224  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$247  = { 1'h0, \$246 [15:1] };
-  assign \$249  = { \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49:8] };
+  assign \$193  = { 1'h0, \$192 [63:1] };
+  assign \$218  = { 1'h0, \$217 [15:1] };
+  assign \$225  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$248  = { 1'h0, \$247 [15:1] };
+  assign \$250  = { \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49:8] };
 endmodule
 
 module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -165,7 +165,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     fsm_state <= \$26 ;
   \hwnorm_l1_s16.math  math (
     .\a$32 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l1_s16.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
+module \hwnorm_l1_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -887,36 +887,38 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   wire [72:0] \$379 ;
   wire \$38 ;
   wire [62:0] \$380 ;
-  reg [5:0] \$381 ;
-  reg [73:0] \$382 ;
-  reg [73:0] \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg [16:0] \$386 ;
+  reg \$381 ;
+  reg \$382 ;
+  reg [5:0] \$383 ;
+  reg [73:0] \$384 ;
+  reg [73:0] \$385 ;
+  reg \$386 ;
   reg \$387 ;
-  reg [45:0] \$388 ;
-  reg [74:0] \$389 ;
+  reg [16:0] \$388 ;
+  reg \$389 ;
   wire \$39 ;
-  reg [6:0] \$390 ;
+  reg [45:0] \$390 ;
   reg [74:0] \$391 ;
-  reg \$392 ;
-  reg [24:0] \$393 ;
-  reg [41:0] \$394 ;
-  reg [55:0] \$395 ;
-  reg [9:0] \$396 ;
-  reg [3:0] \$397 ;
-  reg [3:0] \$398 ;
-  reg [9:0] \$399 ;
+  reg [6:0] \$392 ;
+  reg [74:0] \$393 ;
+  reg \$394 ;
+  reg [24:0] \$395 ;
+  reg [41:0] \$396 ;
+  reg [55:0] \$397 ;
+  reg [9:0] \$398 ;
+  reg [3:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [70:0] \$400 ;
-  reg [6:0] \$401 ;
-  reg [4:0] \$402 ;
-  reg [41:0] \$403 ;
-  reg [57:0] \$404 ;
-  reg [72:0] \$405 ;
-  reg [61:0] \$406 ;
-  reg [57:0] \$407 ;
+  reg [3:0] \$400 ;
+  reg [9:0] \$401 ;
+  reg [70:0] \$402 ;
+  reg [6:0] \$403 ;
+  reg [4:0] \$404 ;
+  reg [41:0] \$405 ;
+  reg [57:0] \$406 ;
+  reg [72:0] \$407 ;
+  reg [61:0] \$408 ;
+  reg [57:0] \$409 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -985,8 +987,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   output [41:0] \a$32 ;
   reg [41:0] \a$32  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$55 ;
-  reg [57:0] \b$55  = 58'h000000000000000;
+  output [57:0] \b$57 ;
+  reg [57:0] \b$57  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -1016,8 +1018,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$42 ;
+  wire \done$41 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -1031,7 +1033,9 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg neg;
   reg \neg$23 ;
   wire [83:0] p;
-  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg [72:0] \p$55  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -1051,8 +1055,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [5:0] \steps$24 ;
@@ -1435,63 +1439,67 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$378  = $signed(\$375 ) + $signed({ 1'h0, \$377  });
   assign \$380  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$381 ;
+    pop_top <= \$381 ;
   always @(posedge clk)
-    div_num <= \$382 ;
+    pop_bottom <= \$382 ;
   always @(posedge clk)
-    div_mag <= \$383 ;
+    fsm_state <= \$383 ;
   always @(posedge clk)
-    div_neg <= \$384 ;
+    div_num <= \$384 ;
   always @(posedge clk)
-    \start$9  <= \$385 ;
+    div_mag <= \$385 ;
   always @(posedge clk)
-    floor_mean <= \$386 ;
+    div_neg <= \$386 ;
   always @(posedge clk)
-    start <= \$387 ;
+    \start$9  <= \$387 ;
   always @(posedge clk)
-    t <= \$388 ;
+    floor_mean <= \$388 ;
   always @(posedge clk)
-    den <= \$389 ;
+    start <= \$389 ;
   always @(posedge clk)
-    lead <= \$390 ;
+    t <= \$390 ;
   always @(posedge clk)
-    recip_rem <= \$391 ;
+    den <= \$391 ;
   always @(posedge clk)
-    recip_one <= \$392 ;
+    lead <= \$392 ;
   always @(posedge clk)
-    recip <= \$393 ;
+    recip_rem <= \$393 ;
   always @(posedge clk)
-    m <= \$394 ;
+    recip_one <= \$394 ;
   always @(posedge clk)
-    km <= \$395 ;
+    recip <= \$395 ;
   always @(posedge clk)
-    sh0 <= \$396 ;
+    m <= \$396 ;
   always @(posedge clk)
-    tk <= \$397 ;
+    km <= \$397 ;
   always @(posedge clk)
-    pre <= \$398 ;
+    sh0 <= \$398 ;
   always @(posedge clk)
-    tsh <= \$399 ;
+    tk <= \$399 ;
   always @(posedge clk)
-    km_pre <= \$400 ;
+    pre <= \$400 ;
   always @(posedge clk)
-    t_clamped <= \$401 ;
+    tsh <= \$401 ;
   always @(posedge clk)
-    sh <= \$402 ;
+    km_pre <= \$402 ;
   always @(posedge clk)
-    \a$32  <= \$403 ;
+    t_clamped <= \$403 ;
   always @(posedge clk)
-    bias <= \$404 ;
+    sh <= \$404 ;
   always @(posedge clk)
-    \p$53  <= \$405 ;
+    \a$32  <= \$405 ;
   always @(posedge clk)
-    quot <= \$406 ;
+    bias <= \$406 ;
   always @(posedge clk)
-    \b$55  <= \$407 ;
+    \p$55  <= \$407 ;
+  always @(posedge clk)
+    quot <= \$408 ;
+  always @(posedge clk)
+    \b$57  <= \$409 ;
   \hwnorm_l1_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$39 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1505,7 +1513,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -2512,156 +2520,170 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = fsm_state;
+    \$381  = 1'h0;
+    if (rst) begin
+      \$381  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$382  = 1'h0;
+    if (rst) begin
+      \$382  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$383  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$381  = 6'h01;
+                  \$383  = 6'h01;
               2'h1:
-                  \$381  = 6'h02;
+                  \$383  = 6'h02;
               2'h2:
-                  \$381  = 6'h03;
+                  \$383  = 6'h03;
             endcase
           end
       6'h01:
-          \$381  = 6'h04;
+          \$383  = 6'h04;
       6'h04:
-          \$381  = 6'h05;
+          \$383  = 6'h05;
       6'h05:
-          \$381  = 6'h06;
+          \$383  = 6'h06;
       6'h06:
-          \$381  = 6'h07;
+          \$383  = 6'h07;
       6'h07:
-          if (\done$39 ) begin
-            \$381  = 6'h08;
+          if (\done$41 ) begin
+            \$383  = 6'h08;
           end
       6'h02:
-          \$381  = 6'h09;
+          \$383  = 6'h09;
       6'h09:
-          \$381  = 6'h0a;
+          \$383  = 6'h0a;
       6'h0a:
-          \$381  = 6'h0b;
+          \$383  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$381  = 6'h0c;
+          if (\done$44 ) begin
+            \$383  = 6'h0c;
           end
       6'h0c:
-          \$381  = 6'h0d;
+          \$383  = 6'h0d;
       6'h0d:
-          \$381  = 6'h0e;
+          \$383  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$381  = 6'h0f;
+          if (\done$44 ) begin
+            \$383  = 6'h0f;
           end
       6'h0f:
-          \$381  = 6'h10;
+          \$383  = 6'h10;
       6'h10:
-          \$381  = 6'h11;
+          \$383  = 6'h11;
       6'h11:
-          if (\done$42 ) begin
-            \$381  = 6'h12;
+          if (\done$44 ) begin
+            \$383  = 6'h12;
           end
       6'h12:
-          \$381  = 6'h13;
+          \$383  = 6'h13;
       6'h13:
-          \$381  = 6'h14;
+          \$383  = 6'h14;
       6'h14:
-          \$381  = 6'h15;
+          \$383  = 6'h15;
       6'h15:
-          if (\done$39 ) begin
-            \$381  = 6'h16;
+          if (\done$41 ) begin
+            \$383  = 6'h16;
           end
       6'h16:
-          \$381  = 6'h17;
+          \$383  = 6'h17;
       6'h17:
-          \$381  = 6'h18;
+          \$383  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$381  = 6'h19;
+          if (\done$44 ) begin
+            \$383  = 6'h19;
           end
       6'h19:
-          \$381  = 6'h1a;
+          \$383  = 6'h1a;
       6'h1a:
-          \$381  = 6'h1b;
+          \$383  = 6'h1b;
       6'h1b:
-          if (\done$42 ) begin
-            \$381  = 6'h1c;
+          if (\done$44 ) begin
+            \$383  = 6'h1c;
           end
       6'h1c:
-          \$381  = 6'h1d;
+          \$383  = 6'h1d;
       6'h1d:
-          \$381  = 6'h1e;
+          \$383  = 6'h1e;
       6'h1e:
-          \$381  = 6'h1f;
+          \$383  = 6'h1f;
       6'h1f:
-          \$381  = 6'h20;
+          \$383  = 6'h20;
       6'h20:
-          \$381  = 6'h21;
+          \$383  = 6'h21;
       6'h21:
-          \$381  = 6'h22;
+          \$383  = 6'h22;
       6'h22:
-          if (\done$42 ) begin
-            \$381  = 6'h23;
+          if (\done$44 ) begin
+            \$383  = 6'h23;
           end
       6'h23:
-          \$381  = 6'h24;
+          \$383  = 6'h24;
       6'h24:
-          \$381  = 6'h25;
+          \$383  = 6'h25;
       6'h25:
-          \$381  = 6'h26;
+          \$383  = 6'h26;
       6'h26:
-          if (\done$39 ) begin
-            \$381  = 6'h27;
+          if (\done$41 ) begin
+            \$383  = 6'h27;
           end
       6'h27:
-          \$381  = 6'h08;
+          \$383  = 6'h08;
       6'h03:
-          \$381  = 6'h28;
+          \$383  = 6'h28;
       6'h28:
-          \$381  = 6'h29;
+          \$383  = 6'h29;
       6'h29:
-          if (\done$42 ) begin
-            \$381  = 6'h2a;
+          if (\done$44 ) begin
+            \$383  = 6'h2a;
           end
       6'h2a:
-          \$381  = 6'h2b;
+          \$383  = 6'h2b;
       6'h2b:
-          \$381  = 6'h2c;
+          \$383  = 6'h2c;
       6'h2c:
-          \$381  = 6'h2d;
+          \$383  = 6'h2d;
       6'h2d:
-          \$381  = 6'h2e;
+          \$383  = 6'h2e;
       6'h2e:
-          \$381  = 6'h2f;
+          \$383  = 6'h2f;
       6'h2f:
-          \$381  = 6'h30;
+          \$383  = 6'h30;
       6'h30:
-          if (\done$42 ) begin
-            \$381  = 6'h31;
+          if (\done$44 ) begin
+            \$383  = 6'h31;
           end
       6'h31:
-          \$381  = 6'h32;
+          \$383  = 6'h32;
       6'h32:
-          \$381  = 6'h08;
+          \$383  = 6'h08;
       6'h08:
-          \$381  = 6'h00;
+          \$383  = 6'h00;
     endcase
     if (rst) begin
-      \$381  = 6'h00;
+      \$383  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = div_num;
+    \$384  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$382  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$384  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2723,15 +2745,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h22:
           /* empty */;
       6'h23:
-          \$382  = { \p$53 [72], \p$53  };
+          \$384  = { \p$55 [72], \p$55  };
     endcase
     if (rst) begin
-      \$382  = 74'h0000000000000000000;
+      \$384  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = div_mag;
+    \$385  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2740,86 +2762,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$383  = \$318 [73:0];
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$383  = \$351 [73:0];
-    endcase
-    if (rst) begin
-      \$383  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$384  = \$319 ;
+          \$385  = \$318 [73:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2881,15 +2824,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$384  = \$352 ;
+          \$385  = \$351 [73:0];
     endcase
     if (rst) begin
-      \$384  = 1'h0;
+      \$385  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = \start$9 ;
+    \$386  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2898,9 +2841,9 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$385  = 1'h1;
+          \$386  = \$319 ;
       6'h06:
-          \$385  = 1'h0;
+          /* empty */;
       6'h07:
           /* empty */;
       6'h02:
@@ -2926,9 +2869,9 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h12:
           /* empty */;
       6'h13:
-          \$385  = 1'h1;
+          /* empty */;
       6'h14:
-          \$385  = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2960,134 +2903,87 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$385  = 1'h1;
+          \$386  = \$352 ;
+    endcase
+    if (rst) begin
+      \$386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$387  = 1'h1;
+      6'h06:
+          \$387  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$387  = 1'h1;
+      6'h14:
+          \$387  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$387  = 1'h1;
       6'h25:
-          \$385  = 1'h0;
-    endcase
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$39 ) begin
-            \$386  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$386  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$387  = 1'h1;
-      6'h0a:
-          \$387  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$387  = 1'h1;
-      6'h0d:
-          \$387  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$387  = 1'h1;
-      6'h10:
-          \$387  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$387  = 1'h1;
-      6'h17:
-          \$387  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$387  = 1'h1;
-      6'h1a:
-          \$387  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$387  = 1'h1;
-      6'h21:
-          \$387  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$387  = 1'h1;
-      6'h28:
-          \$387  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$387  = 1'h1;
-      6'h2f:
           \$387  = 1'h0;
     endcase
     if (rst) begin
@@ -3096,7 +2992,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = t;
+    \$388  = floor_mean;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3109,33 +3005,17 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$388  = p[45:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$42 ) begin
-            \$388  = p[45:0];
+          if (\done$41 ) begin
+            \$388  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$388  = 46'h000000000000;
+      \$388  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = den;
+    \$389  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3152,113 +3032,167 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h02:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$389  = 1'h1;
       6'h0a:
-          /* empty */;
+          \$389  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$389  = 1'h1;
       6'h0d:
-          /* empty */;
+          \$389  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \$389  = 1'h1;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$42 ) begin
-            \$389  = p[74:0];
-          end
-    endcase
-    if (rst) begin
-      \$389  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$390  = den_lead;
-    endcase
-    if (rst) begin
-      \$390  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
+          \$389  = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          \$391  = \$323 [74:0];
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$389  = 1'h1;
+      6'h17:
+          \$389  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$389  = 1'h1;
+      6'h1a:
+          \$389  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$389  = 1'h1;
+      6'h21:
+          \$389  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$389  = 1'h1;
+      6'h28:
+          \$389  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$389  = 1'h1;
+      6'h2f:
+          \$389  = 1'h0;
+    endcase
+    if (rst) begin
+      \$389  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$44 ) begin
+            \$390  = p[45:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$44 ) begin
+            \$390  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$390  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$391  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$44 ) begin
+            \$391  = p[74:0];
+          end
     endcase
     if (rst) begin
       \$391  = 75'h0000000000000000000;
@@ -3266,7 +3200,50 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = recip_one;
+    \$392  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$392  = den_lead;
+    endcase
+    if (rst) begin
+      \$392  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$393  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3303,15 +3280,60 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h12:
           /* empty */;
       6'h13:
-          \$392  = \$324 ;
+          \$393  = \$323 [74:0];
     endcase
     if (rst) begin
-      \$392  = 1'h0;
+      \$393  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = recip;
+    \$394  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$394  = \$324 ;
+    endcase
+    if (rst) begin
+      \$394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$395  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3352,17 +3374,17 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$39 ) begin
-            \$393  = q[24:0];
+          if (\done$41 ) begin
+            \$395  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$393  = 25'h0000000;
+      \$395  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = m;
+    \$396  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3409,8 +3431,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$394  = p[41:0];
+          if (\done$44 ) begin
+            \$396  = p[41:0];
           end
       6'h19:
           /* empty */;
@@ -3447,17 +3469,17 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$42 ) begin
-            \$394  = p[41:0];
+          if (\done$44 ) begin
+            \$396  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$394  = 42'h00000000000;
+      \$396  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = km;
+    \$397  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3510,197 +3532,11 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$42 ) begin
-            \$395  = p[55:0];
+          if (\done$44 ) begin
+            \$397  = p[55:0];
           end
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$395  = \$354 [55:0];
-    endcase
-    if (rst) begin
-      \$395  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$396  = { \$325 [8], \$325  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$396  = { \$355 [8], \$355  };
-    endcase
-    if (rst) begin
-      \$396  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$397  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3730,15 +3566,201 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$397  = 4'h8;
+          \$397  = \$354 [55:0];
     endcase
     if (rst) begin
-      \$397  = 4'h0;
+      \$397  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = pre;
+    \$398  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$398  = { \$325 [8], \$325  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$398  = { \$355 [8], \$355  };
+    endcase
+    if (rst) begin
+      \$398  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$399  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$399  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$399  = 4'h8;
+    endcase
+    if (rst) begin
+      \$399  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$400  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3795,7 +3817,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$398  = \$328 [3:0];
+          \$400  = \$328 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3825,15 +3847,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$398  = \$358 [3:0];
+          \$400  = \$358 [3:0];
     endcase
     if (rst) begin
-      \$398  = 4'h0;
+      \$400  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = tsh;
+    \$401  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3890,7 +3912,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$399  = \$338 [9:0];
+          \$401  = \$338 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3920,15 +3942,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$399  = \$368 [9:0];
+          \$401  = \$368 [9:0];
     endcase
     if (rst) begin
-      \$399  = 10'h000;
+      \$401  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = km_pre;
+    \$402  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3987,7 +4009,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$400  = \$339 ;
+          \$402  = \$339 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -4017,15 +4039,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$400  = \$369 ;
+          \$402  = \$369 ;
     endcase
     if (rst) begin
-      \$400  = 71'h000000000000000000;
+      \$402  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = t_clamped;
+    \$403  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4084,7 +4106,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$401  = \$341 [6:0];
+          \$403  = \$341 [6:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4114,15 +4136,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$401  = \$371 [6:0];
+          \$403  = \$371 [6:0];
     endcase
     if (rst) begin
-      \$401  = 7'h00;
+      \$403  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = sh;
+    \$404  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4181,7 +4203,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$402  = \$343 [4:0];
+          \$404  = \$343 [4:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4211,15 +4233,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$402  = \$373 [4:0];
+          \$404  = \$373 [4:0];
     endcase
     if (rst) begin
-      \$402  = 5'h00;
+      \$404  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = \a$32 ;
+    \$405  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4280,7 +4302,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$403  = \$344 [41:0];
+          \$405  = \$344 [41:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4310,15 +4332,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$403  = \$374 [41:0];
+          \$405  = \$374 [41:0];
     endcase
     if (rst) begin
-      \$403  = 42'h00000000000;
+      \$405  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = bias;
+    \$406  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4379,7 +4401,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$404  = { \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348  };
+          \$406  = { \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348 [47], \$348  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4409,15 +4431,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$404  = { \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378  };
+          \$406  = { \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378 [47], \$378  };
     endcase
     if (rst) begin
-      \$404  = 58'h000000000000000;
+      \$406  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = \p$53 ;
+    \$407  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4484,8 +4506,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$42 ) begin
-            \$405  = p[72:0];
+          if (\done$44 ) begin
+            \$407  = p[72:0];
           end
       6'h23:
           /* empty */;
@@ -4516,17 +4538,17 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$42 ) begin
-            \$405  = p[72:0];
+          if (\done$44 ) begin
+            \$407  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$405  = 73'h0000000000000000000;
+      \$407  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = quot;
+    \$408  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4601,8 +4623,8 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$39 ) begin
-            \$406  = { q[59], q[59], q };
+          if (\done$41 ) begin
+            \$408  = { q[59], q[59], q };
           end
       6'h27:
           /* empty */;
@@ -4627,15 +4649,15 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h30:
           /* empty */;
       6'h31:
-          \$406  = \$379 [61:0];
+          \$408  = \$379 [61:0];
     endcase
     if (rst) begin
-      \$406  = 62'h0000000000000000;
+      \$408  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = \b$55 ;
+    \$409  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4712,7 +4734,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h26:
           /* empty */;
       6'h27:
-          \$407  = \$353 [57:0];
+          \$409  = \$353 [57:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4736,10 +4758,10 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h31:
           /* empty */;
       6'h32:
-          \$407  = \$380 [57:0];
+          \$409  = \$380 [57:0];
     endcase
     if (rst) begin
-      \$407  = 58'h000000000000000;
+      \$409  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$241 [4:0];
@@ -4764,7 +4786,7 @@ module \hwnorm_l1_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$347  = { 1'h0, \$346 [31:1] };
   assign \$354  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$377  = { 1'h0, \$376 [31:1] };
-  assign \$379  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
+  assign \$379  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
 endmodule
 
 module \hwnorm_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -165,7 +165,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     fsm_state <= \$26 ;
   \hwnorm_l1_s8.math  math (
     .\a$32 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l1_s8.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
+module \hwnorm_l1_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -828,36 +828,38 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   wire [23:0] \$325 ;
   wire [49:0] \$326 ;
   wire [39:0] \$327 ;
-  reg [5:0] \$328 ;
-  reg [50:0] \$329 ;
+  reg \$328 ;
+  reg \$329 ;
   wire \$33 ;
-  reg [50:0] \$330 ;
-  reg \$331 ;
-  reg \$332 ;
-  reg [8:0] \$333 ;
+  reg [5:0] \$330 ;
+  reg [50:0] \$331 ;
+  reg [50:0] \$332 ;
+  reg \$333 ;
   reg \$334 ;
-  reg [37:0] \$335 ;
-  reg [58:0] \$336 ;
-  reg [5:0] \$337 ;
+  reg [8:0] \$335 ;
+  reg \$336 ;
+  reg [37:0] \$337 ;
   reg [58:0] \$338 ;
-  reg \$339 ;
+  reg [5:0] \$339 ;
   wire \$34 ;
-  reg [16:0] \$340 ;
-  reg [25:0] \$341 ;
-  reg [39:0] \$342 ;
-  reg [9:0] \$343 ;
-  reg [3:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [9:0] \$346 ;
-  reg [53:0] \$347 ;
-  reg [5:0] \$348 ;
-  reg [3:0] \$349 ;
+  reg [58:0] \$340 ;
+  reg \$341 ;
+  reg [16:0] \$342 ;
+  reg [25:0] \$343 ;
+  reg [39:0] \$344 ;
+  reg [9:0] \$345 ;
+  reg [3:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [9:0] \$348 ;
+  reg [53:0] \$349 ;
   wire \$35 ;
-  reg [26:0] \$350 ;
-  reg [34:0] \$351 ;
-  reg [49:0] \$352 ;
-  reg [38:0] \$353 ;
-  reg [34:0] \$354 ;
+  reg [5:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [26:0] \$352 ;
+  reg [34:0] \$353 ;
+  reg [49:0] \$354 ;
+  reg [38:0] \$355 ;
+  reg [34:0] \$356 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -932,8 +934,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   output [26:0] \a$32 ;
   reg [26:0] \a$32  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$55 ;
-  reg [34:0] \b$55  = 35'h000000000;
+  output [34:0] \b$57 ;
+  reg [34:0] \b$57  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -963,8 +965,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$42 ;
+  wire \done$41 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -978,7 +980,9 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   reg neg;
   reg \neg$23 ;
   wire [67:0] p;
-  reg [49:0] \p$53  = 50'h0000000000000;
+  reg [49:0] \p$55  = 50'h0000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -998,8 +1002,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$24 ;
@@ -1329,63 +1333,67 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   assign \$325  = $signed(\$322 ) + $signed({ 1'h0, \$324  });
   assign \$327  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$328 ;
+    pop_top <= \$328 ;
   always @(posedge clk)
-    div_num <= \$329 ;
+    pop_bottom <= \$329 ;
   always @(posedge clk)
-    div_mag <= \$330 ;
+    fsm_state <= \$330 ;
   always @(posedge clk)
-    div_neg <= \$331 ;
+    div_num <= \$331 ;
   always @(posedge clk)
-    \start$9  <= \$332 ;
+    div_mag <= \$332 ;
   always @(posedge clk)
-    floor_mean <= \$333 ;
+    div_neg <= \$333 ;
   always @(posedge clk)
-    start <= \$334 ;
+    \start$9  <= \$334 ;
   always @(posedge clk)
-    t <= \$335 ;
+    floor_mean <= \$335 ;
   always @(posedge clk)
-    den <= \$336 ;
+    start <= \$336 ;
   always @(posedge clk)
-    lead <= \$337 ;
+    t <= \$337 ;
   always @(posedge clk)
-    recip_rem <= \$338 ;
+    den <= \$338 ;
   always @(posedge clk)
-    recip_one <= \$339 ;
+    lead <= \$339 ;
   always @(posedge clk)
-    recip <= \$340 ;
+    recip_rem <= \$340 ;
   always @(posedge clk)
-    m <= \$341 ;
+    recip_one <= \$341 ;
   always @(posedge clk)
-    km <= \$342 ;
+    recip <= \$342 ;
   always @(posedge clk)
-    sh0 <= \$343 ;
+    m <= \$343 ;
   always @(posedge clk)
-    tk <= \$344 ;
+    km <= \$344 ;
   always @(posedge clk)
-    pre <= \$345 ;
+    sh0 <= \$345 ;
   always @(posedge clk)
-    tsh <= \$346 ;
+    tk <= \$346 ;
   always @(posedge clk)
-    km_pre <= \$347 ;
+    pre <= \$347 ;
   always @(posedge clk)
-    t_clamped <= \$348 ;
+    tsh <= \$348 ;
   always @(posedge clk)
-    sh <= \$349 ;
+    km_pre <= \$349 ;
   always @(posedge clk)
-    \a$32  <= \$350 ;
+    t_clamped <= \$350 ;
   always @(posedge clk)
-    bias <= \$351 ;
+    sh <= \$351 ;
   always @(posedge clk)
-    \p$53  <= \$352 ;
+    \a$32  <= \$352 ;
   always @(posedge clk)
-    quot <= \$353 ;
+    bias <= \$353 ;
   always @(posedge clk)
-    \b$55  <= \$354 ;
+    \p$55  <= \$354 ;
+  always @(posedge clk)
+    quot <= \$355 ;
+  always @(posedge clk)
+    \b$57  <= \$356 ;
   \hwnorm_l1_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$39 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1399,7 +1407,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -2406,156 +2414,170 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = fsm_state;
+    \$328  = 1'h0;
+    if (rst) begin
+      \$328  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$329  = 1'h0;
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$328  = 6'h01;
+                  \$330  = 6'h01;
               2'h1:
-                  \$328  = 6'h02;
+                  \$330  = 6'h02;
               2'h2:
-                  \$328  = 6'h03;
+                  \$330  = 6'h03;
             endcase
           end
       6'h01:
-          \$328  = 6'h04;
+          \$330  = 6'h04;
       6'h04:
-          \$328  = 6'h05;
+          \$330  = 6'h05;
       6'h05:
-          \$328  = 6'h06;
+          \$330  = 6'h06;
       6'h06:
-          \$328  = 6'h07;
+          \$330  = 6'h07;
       6'h07:
-          if (\done$39 ) begin
-            \$328  = 6'h08;
+          if (\done$41 ) begin
+            \$330  = 6'h08;
           end
       6'h02:
-          \$328  = 6'h09;
+          \$330  = 6'h09;
       6'h09:
-          \$328  = 6'h0a;
+          \$330  = 6'h0a;
       6'h0a:
-          \$328  = 6'h0b;
+          \$330  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$328  = 6'h0c;
+          if (\done$44 ) begin
+            \$330  = 6'h0c;
           end
       6'h0c:
-          \$328  = 6'h0d;
+          \$330  = 6'h0d;
       6'h0d:
-          \$328  = 6'h0e;
+          \$330  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$328  = 6'h0f;
+          if (\done$44 ) begin
+            \$330  = 6'h0f;
           end
       6'h0f:
-          \$328  = 6'h10;
+          \$330  = 6'h10;
       6'h10:
-          \$328  = 6'h11;
+          \$330  = 6'h11;
       6'h11:
-          if (\done$42 ) begin
-            \$328  = 6'h12;
+          if (\done$44 ) begin
+            \$330  = 6'h12;
           end
       6'h12:
-          \$328  = 6'h13;
+          \$330  = 6'h13;
       6'h13:
-          \$328  = 6'h14;
+          \$330  = 6'h14;
       6'h14:
-          \$328  = 6'h15;
+          \$330  = 6'h15;
       6'h15:
-          if (\done$39 ) begin
-            \$328  = 6'h16;
+          if (\done$41 ) begin
+            \$330  = 6'h16;
           end
       6'h16:
-          \$328  = 6'h17;
+          \$330  = 6'h17;
       6'h17:
-          \$328  = 6'h18;
+          \$330  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$328  = 6'h19;
+          if (\done$44 ) begin
+            \$330  = 6'h19;
           end
       6'h19:
-          \$328  = 6'h1a;
+          \$330  = 6'h1a;
       6'h1a:
-          \$328  = 6'h1b;
+          \$330  = 6'h1b;
       6'h1b:
-          if (\done$42 ) begin
-            \$328  = 6'h1c;
+          if (\done$44 ) begin
+            \$330  = 6'h1c;
           end
       6'h1c:
-          \$328  = 6'h1d;
+          \$330  = 6'h1d;
       6'h1d:
-          \$328  = 6'h1e;
+          \$330  = 6'h1e;
       6'h1e:
-          \$328  = 6'h1f;
+          \$330  = 6'h1f;
       6'h1f:
-          \$328  = 6'h20;
+          \$330  = 6'h20;
       6'h20:
-          \$328  = 6'h21;
+          \$330  = 6'h21;
       6'h21:
-          \$328  = 6'h22;
+          \$330  = 6'h22;
       6'h22:
-          if (\done$42 ) begin
-            \$328  = 6'h23;
+          if (\done$44 ) begin
+            \$330  = 6'h23;
           end
       6'h23:
-          \$328  = 6'h24;
+          \$330  = 6'h24;
       6'h24:
-          \$328  = 6'h25;
+          \$330  = 6'h25;
       6'h25:
-          \$328  = 6'h26;
+          \$330  = 6'h26;
       6'h26:
-          if (\done$39 ) begin
-            \$328  = 6'h27;
+          if (\done$41 ) begin
+            \$330  = 6'h27;
           end
       6'h27:
-          \$328  = 6'h08;
+          \$330  = 6'h08;
       6'h03:
-          \$328  = 6'h28;
+          \$330  = 6'h28;
       6'h28:
-          \$328  = 6'h29;
+          \$330  = 6'h29;
       6'h29:
-          if (\done$42 ) begin
-            \$328  = 6'h2a;
+          if (\done$44 ) begin
+            \$330  = 6'h2a;
           end
       6'h2a:
-          \$328  = 6'h2b;
+          \$330  = 6'h2b;
       6'h2b:
-          \$328  = 6'h2c;
+          \$330  = 6'h2c;
       6'h2c:
-          \$328  = 6'h2d;
+          \$330  = 6'h2d;
       6'h2d:
-          \$328  = 6'h2e;
+          \$330  = 6'h2e;
       6'h2e:
-          \$328  = 6'h2f;
+          \$330  = 6'h2f;
       6'h2f:
-          \$328  = 6'h30;
+          \$330  = 6'h30;
       6'h30:
-          if (\done$42 ) begin
-            \$328  = 6'h31;
+          if (\done$44 ) begin
+            \$330  = 6'h31;
           end
       6'h31:
-          \$328  = 6'h32;
+          \$330  = 6'h32;
       6'h32:
-          \$328  = 6'h08;
+          \$330  = 6'h08;
       6'h08:
-          \$328  = 6'h00;
+          \$330  = 6'h00;
     endcase
     if (rst) begin
-      \$328  = 6'h00;
+      \$330  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = div_num;
+    \$331  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$329  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$331  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2617,15 +2639,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h22:
           /* empty */;
       6'h23:
-          \$329  = { \p$53 [49], \p$53  };
+          \$331  = { \p$55 [49], \p$55  };
     endcase
     if (rst) begin
-      \$329  = 51'h0000000000000;
+      \$331  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = div_mag;
+    \$332  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2634,86 +2656,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
-          \$330  = \$265 [50:0];
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$330  = \$298 [50:0];
-    endcase
-    if (rst) begin
-      \$330  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$331  = \$266 ;
+          \$332  = \$265 [50:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2775,15 +2718,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h23:
           /* empty */;
       6'h24:
-          \$331  = \$299 ;
+          \$332  = \$298 [50:0];
     endcase
     if (rst) begin
-      \$331  = 1'h0;
+      \$332  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = \start$9 ;
+    \$333  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2792,9 +2735,9 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h04:
           /* empty */;
       6'h05:
-          \$332  = 1'h1;
+          \$333  = \$266 ;
       6'h06:
-          \$332  = 1'h0;
+          /* empty */;
       6'h07:
           /* empty */;
       6'h02:
@@ -2820,9 +2763,9 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h12:
           /* empty */;
       6'h13:
-          \$332  = 1'h1;
+          /* empty */;
       6'h14:
-          \$332  = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2854,134 +2797,87 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h23:
           /* empty */;
       6'h24:
-          \$332  = 1'h1;
+          \$333  = \$299 ;
+    endcase
+    if (rst) begin
+      \$333  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$334  = 1'h1;
+      6'h06:
+          \$334  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$334  = 1'h1;
+      6'h14:
+          \$334  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$334  = 1'h1;
       6'h25:
-          \$332  = 1'h0;
-    endcase
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$39 ) begin
-            \$333  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$333  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$334  = 1'h1;
-      6'h0a:
-          \$334  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$334  = 1'h1;
-      6'h0d:
-          \$334  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$334  = 1'h1;
-      6'h10:
-          \$334  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$334  = 1'h1;
-      6'h17:
-          \$334  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$334  = 1'h1;
-      6'h1a:
-          \$334  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$334  = 1'h1;
-      6'h21:
-          \$334  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$334  = 1'h1;
-      6'h28:
-          \$334  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$334  = 1'h1;
-      6'h2f:
           \$334  = 1'h0;
     endcase
     if (rst) begin
@@ -2990,7 +2886,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = t;
+    \$335  = floor_mean;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3003,33 +2899,17 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$335  = p[37:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$42 ) begin
-            \$335  = p[37:0];
+          if (\done$41 ) begin
+            \$335  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$335  = 38'h0000000000;
+      \$335  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = den;
+    \$336  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3046,113 +2926,167 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h02:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$336  = 1'h1;
       6'h0a:
-          /* empty */;
+          \$336  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$336  = 1'h1;
       6'h0d:
-          /* empty */;
+          \$336  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \$336  = 1'h1;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$42 ) begin
-            \$336  = p[58:0];
-          end
-    endcase
-    if (rst) begin
-      \$336  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$337  = den_lead;
-    endcase
-    if (rst) begin
-      \$337  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
+          \$336  = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          \$338  = \$270 [58:0];
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$336  = 1'h1;
+      6'h17:
+          \$336  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$336  = 1'h1;
+      6'h1a:
+          \$336  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$336  = 1'h1;
+      6'h21:
+          \$336  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$336  = 1'h1;
+      6'h28:
+          \$336  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$336  = 1'h1;
+      6'h2f:
+          \$336  = 1'h0;
+    endcase
+    if (rst) begin
+      \$336  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$44 ) begin
+            \$337  = p[37:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$44 ) begin
+            \$337  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$337  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$44 ) begin
+            \$338  = p[58:0];
+          end
     endcase
     if (rst) begin
       \$338  = 59'h000000000000000;
@@ -3160,7 +3094,50 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = recip_one;
+    \$339  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$339  = den_lead;
+    endcase
+    if (rst) begin
+      \$339  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3197,15 +3174,60 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h12:
           /* empty */;
       6'h13:
-          \$339  = \$271 ;
+          \$340  = \$270 [58:0];
     endcase
     if (rst) begin
-      \$339  = 1'h0;
+      \$340  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = recip;
+    \$341  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$341  = \$271 ;
+    endcase
+    if (rst) begin
+      \$341  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3246,17 +3268,17 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$39 ) begin
-            \$340  = q[16:0];
+          if (\done$41 ) begin
+            \$342  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$340  = 17'h00000;
+      \$342  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = m;
+    \$343  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3303,8 +3325,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$341  = p[25:0];
+          if (\done$44 ) begin
+            \$343  = p[25:0];
           end
       6'h19:
           /* empty */;
@@ -3341,17 +3363,17 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$42 ) begin
-            \$341  = p[25:0];
+          if (\done$44 ) begin
+            \$343  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$341  = 26'h0000000;
+      \$343  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = km;
+    \$344  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3404,197 +3426,11 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$42 ) begin
-            \$342  = p[39:0];
+          if (\done$44 ) begin
+            \$344  = p[39:0];
           end
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$342  = \$301 [39:0];
-    endcase
-    if (rst) begin
-      \$342  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$343  = { \$272 [7], \$272 [7], \$272  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$343  = { \$302 [8], \$302  };
-    endcase
-    if (rst) begin
-      \$343  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$344  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3624,15 +3460,201 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h29:
           /* empty */;
       6'h2a:
-          \$344  = 4'h8;
+          \$344  = \$301 [39:0];
     endcase
     if (rst) begin
-      \$344  = 4'h0;
+      \$344  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = pre;
+    \$345  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$345  = { \$272 [7], \$272 [7], \$272  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$345  = { \$302 [8], \$302  };
+    endcase
+    if (rst) begin
+      \$345  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$346  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$346  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$346  = 4'h8;
+    endcase
+    if (rst) begin
+      \$346  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3689,7 +3711,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$345  = \$275 [3:0];
+          \$347  = \$275 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3719,15 +3741,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2a:
           /* empty */;
       6'h2b:
-          \$345  = \$305 [3:0];
+          \$347  = \$305 [3:0];
     endcase
     if (rst) begin
-      \$345  = 4'h0;
+      \$347  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = tsh;
+    \$348  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3784,7 +3806,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$346  = \$285 [9:0];
+          \$348  = \$285 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3814,15 +3836,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2a:
           /* empty */;
       6'h2b:
-          \$346  = \$315 [9:0];
+          \$348  = \$315 [9:0];
     endcase
     if (rst) begin
-      \$346  = 10'h000;
+      \$348  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = km_pre;
+    \$349  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3881,7 +3903,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$347  = \$286 [53:0];
+          \$349  = \$286 [53:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3911,15 +3933,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$347  = \$316 [53:0];
+          \$349  = \$316 [53:0];
     endcase
     if (rst) begin
-      \$347  = 54'h00000000000000;
+      \$349  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = t_clamped;
+    \$350  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3978,7 +4000,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$348  = \$288 [5:0];
+          \$350  = \$288 [5:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4008,15 +4030,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$348  = \$318 [5:0];
+          \$350  = \$318 [5:0];
     endcase
     if (rst) begin
-      \$348  = 6'h00;
+      \$350  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = sh;
+    \$351  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4075,7 +4097,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1d:
           /* empty */;
       6'h1e:
-          \$349  = \$290 [3:0];
+          \$351  = \$290 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4105,15 +4127,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2b:
           /* empty */;
       6'h2c:
-          \$349  = \$320 [3:0];
+          \$351  = \$320 [3:0];
     endcase
     if (rst) begin
-      \$349  = 4'h0;
+      \$351  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \a$32 ;
+    \$352  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4174,7 +4196,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1e:
           /* empty */;
       6'h1f:
-          \$350  = \$291 [26:0];
+          \$352  = \$291 [26:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4204,15 +4226,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$350  = \$321 [26:0];
+          \$352  = \$321 [26:0];
     endcase
     if (rst) begin
-      \$350  = 27'h0000000;
+      \$352  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = bias;
+    \$353  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4273,7 +4295,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h1e:
           /* empty */;
       6'h1f:
-          \$351  = { \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295  };
+          \$353  = { \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295 [23], \$295  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4303,15 +4325,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$351  = { \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325  };
+          \$353  = { \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325 [23], \$325  };
     endcase
     if (rst) begin
-      \$351  = 35'h000000000;
+      \$353  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \p$53 ;
+    \$354  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4378,8 +4400,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$42 ) begin
-            \$352  = p[49:0];
+          if (\done$44 ) begin
+            \$354  = p[49:0];
           end
       6'h23:
           /* empty */;
@@ -4410,17 +4432,17 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$42 ) begin
-            \$352  = p[49:0];
+          if (\done$44 ) begin
+            \$354  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$352  = 50'h0000000000000;
+      \$354  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = quot;
+    \$355  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4495,8 +4517,8 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$39 ) begin
-            \$353  = { q[36], q[36], q };
+          if (\done$41 ) begin
+            \$355  = { q[36], q[36], q };
           end
       6'h27:
           /* empty */;
@@ -4521,15 +4543,15 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h30:
           /* empty */;
       6'h31:
-          \$353  = \$326 [38:0];
+          \$355  = \$326 [38:0];
     endcase
     if (rst) begin
-      \$353  = 39'h0000000000;
+      \$355  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = \b$55 ;
+    \$356  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4606,7 +4628,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h26:
           /* empty */;
       6'h27:
-          \$354  = \$300 [34:0];
+          \$356  = \$300 [34:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4630,10 +4652,10 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
       6'h31:
           /* empty */;
       6'h32:
-          \$354  = \$327 [34:0];
+          \$356  = \$327 [34:0];
     endcase
     if (rst) begin
-      \$354  = 35'h000000000;
+      \$356  = 35'h000000000;
     end
   end
   assign beta_shift = \$188 [3:0];
@@ -4658,7 +4680,7 @@ module \hwnorm_l1_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, 
   assign \$294  = { 1'h0, \$293 [15:1] };
   assign \$301  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$324  = { 1'h0, \$323 [15:1] };
-  assign \$326  = { \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49:8] };
+  assign \$326  = { \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49:8] };
 endmodule
 
 module \hwnorm_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -150,7 +150,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     fsm_state <= \$22 ;
   \hwnorm_l2_s16.math  math (
     .\a$32 (a),
-    .\b$58 (b),
+    .\b$60 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$38 (start),
+    .\start$40 (start),
     .sum(sum)
   );
   \hwnorm_l2_s16.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$58 , clk);
+module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$60 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -683,37 +683,39 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   wire [47:0] \$290 ;
   wire [72:0] \$291 ;
   wire [62:0] \$292 ;
-  reg [5:0] \$293 ;
+  reg \$293 ;
   reg \$294 ;
-  reg [72:0] \$295 ;
+  reg [5:0] \$295 ;
   reg \$296 ;
-  reg [50:0] \$297 ;
-  reg [5:0] \$298 ;
-  reg \$299 ;
+  reg [72:0] \$297 ;
+  reg \$298 ;
+  reg [50:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [50:0] \$300 ;
+  reg [5:0] \$300 ;
   reg \$301 ;
-  reg [24:0] \$302 ;
-  reg [41:0] \$303 ;
-  reg [55:0] \$304 ;
-  reg [9:0] \$305 ;
-  reg [3:0] \$306 ;
-  reg [2:0] \$307 ;
-  reg [9:0] \$308 ;
-  reg [59:0] \$309 ;
+  reg [50:0] \$302 ;
+  reg \$303 ;
+  reg [24:0] \$304 ;
+  reg [41:0] \$305 ;
+  reg [55:0] \$306 ;
+  reg [9:0] \$307 ;
+  reg [3:0] \$308 ;
+  reg [2:0] \$309 ;
   wire \$31 ;
-  reg [5:0] \$310 ;
-  reg [4:0] \$311 ;
-  reg [41:0] \$312 ;
-  reg [57:0] \$313 ;
-  reg [72:0] \$314 ;
-  reg [73:0] \$315 ;
-  reg [73:0] \$316 ;
-  reg \$317 ;
-  reg [61:0] \$318 ;
-  reg [57:0] \$319 ;
+  reg [9:0] \$310 ;
+  reg [59:0] \$311 ;
+  reg [5:0] \$312 ;
+  reg [4:0] \$313 ;
+  reg [41:0] \$314 ;
+  reg [57:0] \$315 ;
+  reg [72:0] \$316 ;
+  reg [73:0] \$317 ;
+  reg [73:0] \$318 ;
+  reg \$319 ;
   wire \$32 ;
+  reg [61:0] \$320 ;
+  reg [57:0] \$321 ;
   wire \$33 ;
   wire [5:0] \$34 ;
   wire [5:0] \$35 ;
@@ -791,8 +793,8 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   output [41:0] \a$32 ;
   reg [41:0] \a$32  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$58 ;
-  reg [57:0] \b$58  = 58'h000000000000000;
+  output [57:0] \b$60 ;
+  reg [57:0] \b$60  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -819,9 +821,9 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$40 ;
   wire \done$42 ;
-  wire \done$45 ;
+  wire \done$44 ;
+  wire \done$47 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -835,7 +837,9 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   reg neg;
   reg \neg$27 ;
   wire [74:0] p;
-  reg [72:0] \p$55  = 73'h0000000000000000000;
+  reg [72:0] \p$57  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -857,8 +861,8 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   wire [42:0] sq_sum;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
+  input \start$40 ;
+  wire \start$40 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$29 ;
@@ -1156,63 +1160,67 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
   assign \$292  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$293 ;
+    pop_top <= \$293 ;
   always @(posedge clk)
-    start <= \$294 ;
+    pop_bottom <= \$294 ;
   always @(posedge clk)
-    t <= \$295 ;
+    fsm_state <= \$295 ;
   always @(posedge clk)
-    \start$11  <= \$296 ;
+    start <= \$296 ;
   always @(posedge clk)
-    den <= \$297 ;
+    t <= \$297 ;
   always @(posedge clk)
-    lead <= \$298 ;
+    \start$11  <= \$298 ;
   always @(posedge clk)
-    \start$9  <= \$299 ;
+    den <= \$299 ;
   always @(posedge clk)
-    recip_rem <= \$300 ;
+    lead <= \$300 ;
   always @(posedge clk)
-    recip_one <= \$301 ;
+    \start$9  <= \$301 ;
   always @(posedge clk)
-    recip <= \$302 ;
+    recip_rem <= \$302 ;
   always @(posedge clk)
-    m <= \$303 ;
+    recip_one <= \$303 ;
   always @(posedge clk)
-    km <= \$304 ;
+    recip <= \$304 ;
   always @(posedge clk)
-    sh0 <= \$305 ;
+    m <= \$305 ;
   always @(posedge clk)
-    tk <= \$306 ;
+    km <= \$306 ;
   always @(posedge clk)
-    pre <= \$307 ;
+    sh0 <= \$307 ;
   always @(posedge clk)
-    tsh <= \$308 ;
+    tk <= \$308 ;
   always @(posedge clk)
-    km_pre <= \$309 ;
+    pre <= \$309 ;
   always @(posedge clk)
-    t_clamped <= \$310 ;
+    tsh <= \$310 ;
   always @(posedge clk)
-    sh <= \$311 ;
+    km_pre <= \$311 ;
   always @(posedge clk)
-    \a$32  <= \$312 ;
+    t_clamped <= \$312 ;
   always @(posedge clk)
-    bias <= \$313 ;
+    sh <= \$313 ;
   always @(posedge clk)
-    \p$55  <= \$314 ;
+    \a$32  <= \$314 ;
   always @(posedge clk)
-    div_num <= \$315 ;
+    bias <= \$315 ;
   always @(posedge clk)
-    div_mag <= \$316 ;
+    \p$57  <= \$316 ;
   always @(posedge clk)
-    div_neg <= \$317 ;
+    div_num <= \$317 ;
   always @(posedge clk)
-    quot <= \$318 ;
+    div_mag <= \$318 ;
   always @(posedge clk)
-    \b$58  <= \$319 ;
+    div_neg <= \$319 ;
+  always @(posedge clk)
+    quot <= \$320 ;
+  always @(posedge clk)
+    \b$60  <= \$321 ;
   \hwnorm_l2_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$28 ),
-    .done(\done$45 ),
+    .done(\done$47 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$27 ),
     .q(q),
@@ -1223,7 +1231,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   );
   \hwnorm_l2_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1234,7 +1242,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$42 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2157,279 +2165,235 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
-            casez (entry)
-              2'h0:
-                  \$293  = 6'h01;
-              2'h1:
-                  \$293  = 6'h02;
-              2'h2:
-                  \$293  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$293  = 6'h04;
-      6'h04:
-          \$293  = 6'h05;
-      6'h05:
-          \$293  = 6'h06;
-      6'h06:
-          if (\done$40 ) begin
-            \$293  = 6'h07;
-          end
-      6'h07:
-          \$293  = 6'h08;
-      6'h08:
-          \$293  = 6'h09;
-      6'h09:
-          if (\done$40 ) begin
-            \$293  = 6'h0a;
-          end
-      6'h0a:
-          \$293  = 6'h0b;
-      6'h0b:
-          \$293  = 6'h0c;
-      6'h0c:
-          if (\done$42 ) begin
-            \$293  = 6'h0d;
-          end
-      6'h0d:
-          \$293  = 6'h0e;
-      6'h0e:
-          \$293  = 6'h0f;
-      6'h0f:
-          \$293  = 6'h10;
-      6'h10:
-          if (\done$45 ) begin
-            \$293  = 6'h11;
-          end
-      6'h11:
-          \$293  = 6'h12;
-      6'h12:
-          \$293  = 6'h13;
-      6'h13:
-          if (\done$40 ) begin
-            \$293  = 6'h14;
-          end
-      6'h14:
-          \$293  = 6'h15;
-      6'h15:
-          \$293  = 6'h16;
-      6'h16:
-          if (\done$40 ) begin
-            \$293  = 6'h17;
-          end
-      6'h17:
-          \$293  = 6'h18;
-      6'h18:
-          \$293  = 6'h19;
-      6'h19:
-          \$293  = 6'h1a;
-      6'h1a:
-          \$293  = 6'h1b;
-      6'h1b:
-          \$293  = 6'h1c;
-      6'h1c:
-          \$293  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$293  = 6'h1e;
-          end
-      6'h1e:
-          \$293  = 6'h1f;
-      6'h1f:
-          \$293  = 6'h20;
-      6'h20:
-          \$293  = 6'h21;
-      6'h21:
-          if (\done$45 ) begin
-            \$293  = 6'h22;
-          end
-      6'h22:
-          \$293  = 6'h01;
-      6'h03:
-          \$293  = 6'h23;
-      6'h23:
-          \$293  = 6'h24;
-      6'h24:
-          if (\done$40 ) begin
-            \$293  = 6'h25;
-          end
-      6'h25:
-          \$293  = 6'h26;
-      6'h26:
-          \$293  = 6'h27;
-      6'h27:
-          \$293  = 6'h28;
-      6'h28:
-          \$293  = 6'h29;
-      6'h29:
-          \$293  = 6'h2a;
-      6'h2a:
-          \$293  = 6'h2b;
-      6'h2b:
-          if (\done$40 ) begin
-            \$293  = 6'h2c;
-          end
-      6'h2c:
-          \$293  = 6'h2d;
-      6'h2d:
-          \$293  = 6'h01;
-      6'h01:
-          \$293  = 6'h00;
-    endcase
+    \$293  = 1'h0;
     if (rst) begin
-      \$293  = 6'h00;
+      \$293  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$294  = 1'h1;
-      6'h05:
-          \$294  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$294  = 1'h1;
-      6'h08:
-          \$294  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$294  = 1'h1;
-      6'h12:
-          \$294  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$294  = 1'h1;
-      6'h15:
-          \$294  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$294  = 1'h1;
-      6'h1c:
-          \$294  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$294  = 1'h1;
-      6'h23:
-          \$294  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$294  = 1'h1;
-      6'h2a:
-          \$294  = 1'h0;
-    endcase
+    \$294  = 1'h0;
     if (rst) begin
       \$294  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = t;
+    \$295  = fsm_state;
     casez (fsm_state)
       6'h00:
-          /* empty */;
+          if (\start$40 ) begin
+            casez (entry)
+              2'h0:
+                  \$295  = 6'h01;
+              2'h1:
+                  \$295  = 6'h02;
+              2'h2:
+                  \$295  = 6'h03;
+            endcase
+          end
       6'h02:
-          /* empty */;
+          \$295  = 6'h04;
       6'h04:
-          /* empty */;
+          \$295  = 6'h05;
       6'h05:
-          /* empty */;
+          \$295  = 6'h06;
       6'h06:
-          if (\done$40 ) begin
-            \$295  = p[72:0];
+          if (\done$42 ) begin
+            \$295  = 6'h07;
           end
       6'h07:
-          /* empty */;
+          \$295  = 6'h08;
       6'h08:
-          /* empty */;
+          \$295  = 6'h09;
       6'h09:
-          if (\done$40 ) begin
-            \$295  = p[72:0];
+          if (\done$42 ) begin
+            \$295  = 6'h0a;
           end
+      6'h0a:
+          \$295  = 6'h0b;
+      6'h0b:
+          \$295  = 6'h0c;
+      6'h0c:
+          if (\done$44 ) begin
+            \$295  = 6'h0d;
+          end
+      6'h0d:
+          \$295  = 6'h0e;
+      6'h0e:
+          \$295  = 6'h0f;
+      6'h0f:
+          \$295  = 6'h10;
+      6'h10:
+          if (\done$47 ) begin
+            \$295  = 6'h11;
+          end
+      6'h11:
+          \$295  = 6'h12;
+      6'h12:
+          \$295  = 6'h13;
+      6'h13:
+          if (\done$42 ) begin
+            \$295  = 6'h14;
+          end
+      6'h14:
+          \$295  = 6'h15;
+      6'h15:
+          \$295  = 6'h16;
+      6'h16:
+          if (\done$42 ) begin
+            \$295  = 6'h17;
+          end
+      6'h17:
+          \$295  = 6'h18;
+      6'h18:
+          \$295  = 6'h19;
+      6'h19:
+          \$295  = 6'h1a;
+      6'h1a:
+          \$295  = 6'h1b;
+      6'h1b:
+          \$295  = 6'h1c;
+      6'h1c:
+          \$295  = 6'h1d;
+      6'h1d:
+          if (\done$42 ) begin
+            \$295  = 6'h1e;
+          end
+      6'h1e:
+          \$295  = 6'h1f;
+      6'h1f:
+          \$295  = 6'h20;
+      6'h20:
+          \$295  = 6'h21;
+      6'h21:
+          if (\done$47 ) begin
+            \$295  = 6'h22;
+          end
+      6'h22:
+          \$295  = 6'h01;
+      6'h03:
+          \$295  = 6'h23;
+      6'h23:
+          \$295  = 6'h24;
+      6'h24:
+          if (\done$42 ) begin
+            \$295  = 6'h25;
+          end
+      6'h25:
+          \$295  = 6'h26;
+      6'h26:
+          \$295  = 6'h27;
+      6'h27:
+          \$295  = 6'h28;
+      6'h28:
+          \$295  = 6'h29;
+      6'h29:
+          \$295  = 6'h2a;
+      6'h2a:
+          \$295  = 6'h2b;
+      6'h2b:
+          if (\done$42 ) begin
+            \$295  = 6'h2c;
+          end
+      6'h2c:
+          \$295  = 6'h2d;
+      6'h2d:
+          \$295  = 6'h01;
+      6'h01:
+          \$295  = 6'h00;
     endcase
     if (rst) begin
-      \$295  = 73'h0000000000000000000;
+      \$295  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = \start$11 ;
+    \$296  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
+          \$296  = 1'h1;
       6'h05:
-          /* empty */;
+          \$296  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          \$296  = 1'h1;
       6'h08:
-          /* empty */;
+          \$296  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
-          \$296  = 1'h1;
+          /* empty */;
       6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$296  = 1'h1;
+      6'h12:
+          \$296  = 1'h0;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$296  = 1'h1;
+      6'h15:
+          \$296  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$296  = 1'h1;
+      6'h1c:
+          \$296  = 1'h0;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$296  = 1'h1;
+      6'h23:
+          \$296  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$296  = 1'h1;
+      6'h2a:
           \$296  = 1'h0;
     endcase
     if (rst) begin
@@ -2438,7 +2402,65 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = den;
+    \$297  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$42 ) begin
+            \$297  = p[72:0];
+          end
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$42 ) begin
+            \$297  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = \start$11 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$298  = 1'h1;
+      6'h0b:
+          \$298  = 1'h0;
+    endcase
+    if (rst) begin
+      \$298  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2461,17 +2483,17 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$42 ) begin
-            \$297  = root;
+          if (\done$44 ) begin
+            \$299  = root;
           end
     endcase
     if (rst) begin
-      \$297  = 51'h0000000000000;
+      \$299  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = lead;
+    \$300  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2496,15 +2518,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h0c:
           /* empty */;
       6'h0d:
-          \$298  = den_lead;
+          \$300  = den_lead;
     endcase
     if (rst) begin
-      \$298  = 6'h00;
+      \$300  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = \start$9 ;
+    \$301  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2531,9 +2553,9 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h0d:
           /* empty */;
       6'h0e:
-          \$299  = 1'h1;
+          \$301  = 1'h1;
       6'h0f:
-          \$299  = 1'h0;
+          \$301  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2565,79 +2587,9 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h1e:
           /* empty */;
       6'h1f:
-          \$299  = 1'h1;
+          \$301  = 1'h1;
       6'h20:
-          \$299  = 1'h0;
-    endcase
-    if (rst) begin
-      \$299  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$300  = \$235 [50:0];
-    endcase
-    if (rst) begin
-      \$300  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$301  = \$236 ;
+          \$301  = 1'h0;
     endcase
     if (rst) begin
       \$301  = 1'h0;
@@ -2645,7 +2597,77 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = recip;
+    \$302  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$302  = \$235 [50:0];
+    endcase
+    if (rst) begin
+      \$302  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$303  = \$236 ;
+    endcase
+    if (rst) begin
+      \$303  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2676,17 +2698,17 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$45 ) begin
-            \$302  = q[24:0];
+          if (\done$47 ) begin
+            \$304  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$302  = 25'h0000000;
+      \$304  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = m;
+    \$305  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2723,8 +2745,8 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$40 ) begin
-            \$303  = p[41:0];
+          if (\done$42 ) begin
+            \$305  = p[41:0];
           end
       6'h14:
           /* empty */;
@@ -2761,17 +2783,17 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$40 ) begin
-            \$303  = p[41:0];
+          if (\done$42 ) begin
+            \$305  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$303  = 42'h00000000000;
+      \$305  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = km;
+    \$306  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2814,177 +2836,11 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$40 ) begin
-            \$304  = p[55:0];
+          if (\done$42 ) begin
+            \$306  = p[55:0];
           end
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$304  = \$266 [55:0];
-    endcase
-    if (rst) begin
-      \$304  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$305  = { 3'h0, \$237  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$305  = { \$267 [8], \$267  };
-    endcase
-    if (rst) begin
-      \$305  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$306  = count_lead;
       6'h18:
           /* empty */;
       6'h19:
@@ -3014,15 +2870,181 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h24:
           /* empty */;
       6'h25:
-          \$306  = 4'h8;
+          \$306  = \$266 [55:0];
     endcase
     if (rst) begin
-      \$306  = 4'h0;
+      \$306  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = pre;
+    \$307  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$307  = { 3'h0, \$237  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$307  = { \$267 [8], \$267  };
+    endcase
+    if (rst) begin
+      \$307  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$308  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$308  = 4'h8;
+    endcase
+    if (rst) begin
+      \$308  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3069,7 +3091,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h17:
           /* empty */;
       6'h18:
-          \$307  = \$240 [2:0];
+          \$309  = \$240 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3099,15 +3121,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h25:
           /* empty */;
       6'h26:
-          \$307  = \$270 [2:0];
+          \$309  = \$270 [2:0];
     endcase
     if (rst) begin
-      \$307  = 3'h0;
+      \$309  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = tsh;
+    \$310  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3154,7 +3176,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h17:
           /* empty */;
       6'h18:
-          \$308  = \$250 [9:0];
+          \$310  = \$250 [9:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3184,15 +3206,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h25:
           /* empty */;
       6'h26:
-          \$308  = \$280 [9:0];
+          \$310  = \$280 [9:0];
     endcase
     if (rst) begin
-      \$308  = 10'h000;
+      \$310  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = km_pre;
+    \$311  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3241,7 +3263,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$309  = \$251 [59:0];
+          \$311  = \$251 [59:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3271,15 +3293,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          \$309  = \$281 [59:0];
+          \$311  = \$281 [59:0];
     endcase
     if (rst) begin
-      \$309  = 60'h000000000000000;
+      \$311  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = t_clamped;
+    \$312  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3328,7 +3350,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$310  = \$253 [5:0];
+          \$312  = \$253 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3358,15 +3380,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          \$310  = \$283 [5:0];
+          \$312  = \$283 [5:0];
     endcase
     if (rst) begin
-      \$310  = 6'h00;
+      \$312  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = sh;
+    \$313  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3415,7 +3437,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h18:
           /* empty */;
       6'h19:
-          \$311  = \$255 [4:0];
+          \$313  = \$255 [4:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3445,15 +3467,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h26:
           /* empty */;
       6'h27:
-          \$311  = \$285 [4:0];
+          \$313  = \$285 [4:0];
     endcase
     if (rst) begin
-      \$311  = 5'h00;
+      \$313  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \a$32 ;
+    \$314  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3504,7 +3526,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h19:
           /* empty */;
       6'h1a:
-          \$312  = \$256 [41:0];
+          \$314  = \$256 [41:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3534,15 +3556,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h27:
           /* empty */;
       6'h28:
-          \$312  = \$286 [41:0];
+          \$314  = \$286 [41:0];
     endcase
     if (rst) begin
-      \$312  = 42'h00000000000;
+      \$314  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = bias;
+    \$315  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3593,7 +3615,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h19:
           /* empty */;
       6'h1a:
-          \$313  = { \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260  };
+          \$315  = { \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3623,15 +3645,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h27:
           /* empty */;
       6'h28:
-          \$313  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
+          \$315  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
     endcase
     if (rst) begin
-      \$313  = 58'h000000000000000;
+      \$315  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \p$55 ;
+    \$316  = \p$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3688,8 +3710,8 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$40 ) begin
-            \$314  = p[72:0];
+          if (\done$42 ) begin
+            \$316  = p[72:0];
           end
       6'h1e:
           /* empty */;
@@ -3720,17 +3742,17 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$40 ) begin
-            \$314  = p[72:0];
+          if (\done$42 ) begin
+            \$316  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$314  = 73'h0000000000000000000;
+      \$316  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = div_num;
+    \$317  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3789,84 +3811,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h1d:
           /* empty */;
       6'h1e:
-          \$315  = { \p$55 [72], \p$55  };
+          \$317  = { \p$57 [72], \p$57  };
     endcase
     if (rst) begin
-      \$315  = 74'h0000000000000000000;
+      \$317  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$316  = \$263 [73:0];
-    endcase
-    if (rst) begin
-      \$316  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = div_neg;
+    \$318  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3927,15 +3880,84 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h1e:
           /* empty */;
       6'h1f:
-          \$317  = \$264 ;
+          \$318  = \$263 [73:0];
     endcase
     if (rst) begin
-      \$317  = 1'h0;
+      \$318  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = quot;
+    \$319  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$319  = \$264 ;
+    endcase
+    if (rst) begin
+      \$319  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4000,8 +4022,8 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$45 ) begin
-            \$318  = { q[59], q[59], q };
+          if (\done$47 ) begin
+            \$320  = { q[59], q[59], q };
           end
       6'h22:
           /* empty */;
@@ -4026,15 +4048,15 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h2b:
           /* empty */;
       6'h2c:
-          \$318  = \$291 [61:0];
+          \$320  = \$291 [61:0];
     endcase
     if (rst) begin
-      \$318  = 62'h0000000000000000;
+      \$320  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = \b$58 ;
+    \$321  = \b$60 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4101,7 +4123,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h21:
           /* empty */;
       6'h22:
-          \$319  = \$265 [57:0];
+          \$321  = \$265 [57:0];
       6'h03:
           /* empty */;
       6'h23:
@@ -4125,10 +4147,10 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
       6'h2c:
           /* empty */;
       6'h2d:
-          \$319  = \$292 [57:0];
+          \$321  = \$292 [57:0];
     endcase
     if (rst) begin
-      \$319  = 58'h000000000000000;
+      \$321  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$157 [4:0];
@@ -4151,7 +4173,7 @@ module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den
   assign \$259  = { 1'h0, \$258 [31:1] };
   assign \$266  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$289  = { 1'h0, \$288 [31:1] };
-  assign \$291  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
+  assign \$291  = { \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72:8] };
 endmodule
 
 module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

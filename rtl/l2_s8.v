@@ -150,7 +150,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     fsm_state <= \$22 ;
   \hwnorm_l2_s8.math  math (
     .\a$32 (a),
-    .\b$58 (b),
+    .\b$60 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -159,7 +159,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .rst(rst),
     .sh(shift),
     .sq_sum(sq_sum),
-    .\start$38 (start),
+    .\start$40 (start),
     .sum(sum)
   );
   \hwnorm_l2_s8.norm  norm (
@@ -466,7 +466,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$58 , clk);
+module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$60 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -627,36 +627,38 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   wire \$24 ;
   wire [48:0] \$240 ;
   wire [38:0] \$241 ;
-  reg [5:0] \$242 ;
+  reg \$242 ;
   reg \$243 ;
-  reg [56:0] \$244 ;
+  reg [5:0] \$244 ;
   reg \$245 ;
-  reg [34:0] \$246 ;
-  reg [5:0] \$247 ;
-  reg \$248 ;
-  reg [34:0] \$249 ;
+  reg [56:0] \$246 ;
+  reg \$247 ;
+  reg [34:0] \$248 ;
+  reg [5:0] \$249 ;
   wire \$25 ;
   reg \$250 ;
-  reg [16:0] \$251 ;
-  reg [25:0] \$252 ;
-  reg [39:0] \$253 ;
-  reg [9:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [1:0] \$256 ;
-  reg [9:0] \$257 ;
-  reg [42:0] \$258 ;
-  reg [5:0] \$259 ;
+  reg [34:0] \$251 ;
+  reg \$252 ;
+  reg [16:0] \$253 ;
+  reg [25:0] \$254 ;
+  reg [39:0] \$255 ;
+  reg [9:0] \$256 ;
+  reg [3:0] \$257 ;
+  reg [1:0] \$258 ;
+  reg [9:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [25:0] \$261 ;
-  reg [33:0] \$262 ;
-  reg [48:0] \$263 ;
-  reg [49:0] \$264 ;
-  reg [49:0] \$265 ;
-  reg \$266 ;
-  reg [37:0] \$267 ;
-  reg [33:0] \$268 ;
+  reg [42:0] \$260 ;
+  reg [5:0] \$261 ;
+  reg [3:0] \$262 ;
+  reg [25:0] \$263 ;
+  reg [33:0] \$264 ;
+  reg [48:0] \$265 ;
+  reg [49:0] \$266 ;
+  reg [49:0] \$267 ;
+  reg \$268 ;
+  reg [37:0] \$269 ;
   wire \$27 ;
+  reg [33:0] \$270 ;
   wire \$28 ;
   wire \$29 ;
   wire [5:0] \$3 ;
@@ -740,8 +742,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   output [25:0] \a$32 ;
   reg [25:0] \a$32  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$58 ;
-  reg [33:0] \b$58  = 34'h000000000;
+  output [33:0] \b$60 ;
+  reg [33:0] \b$60  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
@@ -768,9 +770,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   reg [49:0] div_num = 50'h0000000000000;
   output done;
   reg done;
-  wire \done$40 ;
   wire \done$42 ;
-  wire \done$45 ;
+  wire \done$44 ;
+  wire \done$47 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -784,7 +786,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   reg neg;
   reg \neg$27 ;
   wire [58:0] p;
-  reg [48:0] \p$55  = 49'h0000000000000;
+  reg [48:0] \p$57  = 49'h0000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [1:0] pre = 2'h0;
   wire [35:0] q;
   reg [37:0] quot = 38'h0000000000;
@@ -806,8 +810,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   wire [26:0] sq_sum;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
+  input \start$40 ;
+  wire \start$40 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$29 ;
@@ -1054,63 +1058,67 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
   assign \$241  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$242 ;
+    pop_top <= \$242 ;
   always @(posedge clk)
-    start <= \$243 ;
+    pop_bottom <= \$243 ;
   always @(posedge clk)
-    t <= \$244 ;
+    fsm_state <= \$244 ;
   always @(posedge clk)
-    \start$11  <= \$245 ;
+    start <= \$245 ;
   always @(posedge clk)
-    den <= \$246 ;
+    t <= \$246 ;
   always @(posedge clk)
-    lead <= \$247 ;
+    \start$11  <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$248 ;
+    den <= \$248 ;
   always @(posedge clk)
-    recip_rem <= \$249 ;
+    lead <= \$249 ;
   always @(posedge clk)
-    recip_one <= \$250 ;
+    \start$9  <= \$250 ;
   always @(posedge clk)
-    recip <= \$251 ;
+    recip_rem <= \$251 ;
   always @(posedge clk)
-    m <= \$252 ;
+    recip_one <= \$252 ;
   always @(posedge clk)
-    km <= \$253 ;
+    recip <= \$253 ;
   always @(posedge clk)
-    sh0 <= \$254 ;
+    m <= \$254 ;
   always @(posedge clk)
-    tk <= \$255 ;
+    km <= \$255 ;
   always @(posedge clk)
-    pre <= \$256 ;
+    sh0 <= \$256 ;
   always @(posedge clk)
-    tsh <= \$257 ;
+    tk <= \$257 ;
   always @(posedge clk)
-    km_pre <= \$258 ;
+    pre <= \$258 ;
   always @(posedge clk)
-    t_clamped <= \$259 ;
+    tsh <= \$259 ;
   always @(posedge clk)
-    sh <= \$260 ;
+    km_pre <= \$260 ;
   always @(posedge clk)
-    \a$32  <= \$261 ;
+    t_clamped <= \$261 ;
   always @(posedge clk)
-    bias <= \$262 ;
+    sh <= \$262 ;
   always @(posedge clk)
-    \p$55  <= \$263 ;
+    \a$32  <= \$263 ;
   always @(posedge clk)
-    div_num <= \$264 ;
+    bias <= \$264 ;
   always @(posedge clk)
-    div_mag <= \$265 ;
+    \p$57  <= \$265 ;
   always @(posedge clk)
-    div_neg <= \$266 ;
+    div_num <= \$266 ;
   always @(posedge clk)
-    quot <= \$267 ;
+    div_mag <= \$267 ;
   always @(posedge clk)
-    \b$58  <= \$268 ;
+    div_neg <= \$268 ;
+  always @(posedge clk)
+    quot <= \$269 ;
+  always @(posedge clk)
+    \b$60  <= \$270 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$28 ),
-    .done(\done$45 ),
+    .done(\done$47 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$27 ),
     .q(q),
@@ -1121,7 +1129,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   );
   \hwnorm_l2_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1132,7 +1140,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$42 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2055,279 +2063,235 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
-            casez (entry)
-              2'h0:
-                  \$242  = 6'h01;
-              2'h1:
-                  \$242  = 6'h02;
-              2'h2:
-                  \$242  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$242  = 6'h04;
-      6'h04:
-          \$242  = 6'h05;
-      6'h05:
-          \$242  = 6'h06;
-      6'h06:
-          if (\done$40 ) begin
-            \$242  = 6'h07;
-          end
-      6'h07:
-          \$242  = 6'h08;
-      6'h08:
-          \$242  = 6'h09;
-      6'h09:
-          if (\done$40 ) begin
-            \$242  = 6'h0a;
-          end
-      6'h0a:
-          \$242  = 6'h0b;
-      6'h0b:
-          \$242  = 6'h0c;
-      6'h0c:
-          if (\done$42 ) begin
-            \$242  = 6'h0d;
-          end
-      6'h0d:
-          \$242  = 6'h0e;
-      6'h0e:
-          \$242  = 6'h0f;
-      6'h0f:
-          \$242  = 6'h10;
-      6'h10:
-          if (\done$45 ) begin
-            \$242  = 6'h11;
-          end
-      6'h11:
-          \$242  = 6'h12;
-      6'h12:
-          \$242  = 6'h13;
-      6'h13:
-          if (\done$40 ) begin
-            \$242  = 6'h14;
-          end
-      6'h14:
-          \$242  = 6'h15;
-      6'h15:
-          \$242  = 6'h16;
-      6'h16:
-          if (\done$40 ) begin
-            \$242  = 6'h17;
-          end
-      6'h17:
-          \$242  = 6'h18;
-      6'h18:
-          \$242  = 6'h19;
-      6'h19:
-          \$242  = 6'h1a;
-      6'h1a:
-          \$242  = 6'h1b;
-      6'h1b:
-          \$242  = 6'h1c;
-      6'h1c:
-          \$242  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$242  = 6'h1e;
-          end
-      6'h1e:
-          \$242  = 6'h1f;
-      6'h1f:
-          \$242  = 6'h20;
-      6'h20:
-          \$242  = 6'h21;
-      6'h21:
-          if (\done$45 ) begin
-            \$242  = 6'h22;
-          end
-      6'h22:
-          \$242  = 6'h01;
-      6'h03:
-          \$242  = 6'h23;
-      6'h23:
-          \$242  = 6'h24;
-      6'h24:
-          if (\done$40 ) begin
-            \$242  = 6'h25;
-          end
-      6'h25:
-          \$242  = 6'h26;
-      6'h26:
-          \$242  = 6'h27;
-      6'h27:
-          \$242  = 6'h28;
-      6'h28:
-          \$242  = 6'h29;
-      6'h29:
-          \$242  = 6'h2a;
-      6'h2a:
-          \$242  = 6'h2b;
-      6'h2b:
-          if (\done$40 ) begin
-            \$242  = 6'h2c;
-          end
-      6'h2c:
-          \$242  = 6'h2d;
-      6'h2d:
-          \$242  = 6'h01;
-      6'h01:
-          \$242  = 6'h00;
-    endcase
+    \$242  = 1'h0;
     if (rst) begin
-      \$242  = 6'h00;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$243  = 1'h1;
-      6'h05:
-          \$243  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$243  = 1'h1;
-      6'h08:
-          \$243  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$243  = 1'h1;
-      6'h12:
-          \$243  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$243  = 1'h1;
-      6'h15:
-          \$243  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$243  = 1'h1;
-      6'h1c:
-          \$243  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$243  = 1'h1;
-      6'h23:
-          \$243  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$243  = 1'h1;
-      6'h2a:
-          \$243  = 1'h0;
-    endcase
+    \$243  = 1'h0;
     if (rst) begin
       \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = t;
+    \$244  = fsm_state;
     casez (fsm_state)
       6'h00:
-          /* empty */;
+          if (\start$40 ) begin
+            casez (entry)
+              2'h0:
+                  \$244  = 6'h01;
+              2'h1:
+                  \$244  = 6'h02;
+              2'h2:
+                  \$244  = 6'h03;
+            endcase
+          end
       6'h02:
-          /* empty */;
+          \$244  = 6'h04;
       6'h04:
-          /* empty */;
+          \$244  = 6'h05;
       6'h05:
-          /* empty */;
+          \$244  = 6'h06;
       6'h06:
-          if (\done$40 ) begin
-            \$244  = p[56:0];
+          if (\done$42 ) begin
+            \$244  = 6'h07;
           end
       6'h07:
-          /* empty */;
+          \$244  = 6'h08;
       6'h08:
-          /* empty */;
+          \$244  = 6'h09;
       6'h09:
-          if (\done$40 ) begin
-            \$244  = p[56:0];
+          if (\done$42 ) begin
+            \$244  = 6'h0a;
           end
+      6'h0a:
+          \$244  = 6'h0b;
+      6'h0b:
+          \$244  = 6'h0c;
+      6'h0c:
+          if (\done$44 ) begin
+            \$244  = 6'h0d;
+          end
+      6'h0d:
+          \$244  = 6'h0e;
+      6'h0e:
+          \$244  = 6'h0f;
+      6'h0f:
+          \$244  = 6'h10;
+      6'h10:
+          if (\done$47 ) begin
+            \$244  = 6'h11;
+          end
+      6'h11:
+          \$244  = 6'h12;
+      6'h12:
+          \$244  = 6'h13;
+      6'h13:
+          if (\done$42 ) begin
+            \$244  = 6'h14;
+          end
+      6'h14:
+          \$244  = 6'h15;
+      6'h15:
+          \$244  = 6'h16;
+      6'h16:
+          if (\done$42 ) begin
+            \$244  = 6'h17;
+          end
+      6'h17:
+          \$244  = 6'h18;
+      6'h18:
+          \$244  = 6'h19;
+      6'h19:
+          \$244  = 6'h1a;
+      6'h1a:
+          \$244  = 6'h1b;
+      6'h1b:
+          \$244  = 6'h1c;
+      6'h1c:
+          \$244  = 6'h1d;
+      6'h1d:
+          if (\done$42 ) begin
+            \$244  = 6'h1e;
+          end
+      6'h1e:
+          \$244  = 6'h1f;
+      6'h1f:
+          \$244  = 6'h20;
+      6'h20:
+          \$244  = 6'h21;
+      6'h21:
+          if (\done$47 ) begin
+            \$244  = 6'h22;
+          end
+      6'h22:
+          \$244  = 6'h01;
+      6'h03:
+          \$244  = 6'h23;
+      6'h23:
+          \$244  = 6'h24;
+      6'h24:
+          if (\done$42 ) begin
+            \$244  = 6'h25;
+          end
+      6'h25:
+          \$244  = 6'h26;
+      6'h26:
+          \$244  = 6'h27;
+      6'h27:
+          \$244  = 6'h28;
+      6'h28:
+          \$244  = 6'h29;
+      6'h29:
+          \$244  = 6'h2a;
+      6'h2a:
+          \$244  = 6'h2b;
+      6'h2b:
+          if (\done$42 ) begin
+            \$244  = 6'h2c;
+          end
+      6'h2c:
+          \$244  = 6'h2d;
+      6'h2d:
+          \$244  = 6'h01;
+      6'h01:
+          \$244  = 6'h00;
     endcase
     if (rst) begin
-      \$244  = 57'h000000000000000;
+      \$244  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = \start$11 ;
+    \$245  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          /* empty */;
+          \$245  = 1'h1;
       6'h05:
-          /* empty */;
+          \$245  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
+          \$245  = 1'h1;
       6'h08:
-          /* empty */;
+          \$245  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
-          \$245  = 1'h1;
+          /* empty */;
       6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$245  = 1'h1;
+      6'h12:
+          \$245  = 1'h0;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$245  = 1'h1;
+      6'h15:
+          \$245  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$245  = 1'h1;
+      6'h1c:
+          \$245  = 1'h0;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$245  = 1'h1;
+      6'h23:
+          \$245  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$245  = 1'h1;
+      6'h2a:
           \$245  = 1'h0;
     endcase
     if (rst) begin
@@ -2336,7 +2300,65 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = den;
+    \$246  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$42 ) begin
+            \$246  = p[56:0];
+          end
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\done$42 ) begin
+            \$246  = p[56:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 57'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = \start$11 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$247  = 1'h1;
+      6'h0b:
+          \$247  = 1'h0;
+    endcase
+    if (rst) begin
+      \$247  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2359,17 +2381,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$42 ) begin
-            \$246  = root;
+          if (\done$44 ) begin
+            \$248  = root;
           end
     endcase
     if (rst) begin
-      \$246  = 35'h000000000;
+      \$248  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = lead;
+    \$249  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2394,15 +2416,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h0c:
           /* empty */;
       6'h0d:
-          \$247  = den_lead;
+          \$249  = den_lead;
     endcase
     if (rst) begin
-      \$247  = 6'h00;
+      \$249  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = \start$9 ;
+    \$250  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2429,9 +2451,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h0d:
           /* empty */;
       6'h0e:
-          \$248  = 1'h1;
+          \$250  = 1'h1;
       6'h0f:
-          \$248  = 1'h0;
+          \$250  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2463,79 +2485,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$248  = 1'h1;
+          \$250  = 1'h1;
       6'h20:
-          \$248  = 1'h0;
-    endcase
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$249  = \$184 [34:0];
-    endcase
-    if (rst) begin
-      \$249  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$250  = \$185 ;
+          \$250  = 1'h0;
     endcase
     if (rst) begin
       \$250  = 1'h0;
@@ -2543,7 +2495,77 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = recip;
+    \$251  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$251  = \$184 [34:0];
+    endcase
+    if (rst) begin
+      \$251  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$252  = \$185 ;
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2574,17 +2596,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$45 ) begin
-            \$251  = q[16:0];
+          if (\done$47 ) begin
+            \$253  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$251  = 17'h00000;
+      \$253  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = m;
+    \$254  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2621,8 +2643,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$40 ) begin
-            \$252  = p[25:0];
+          if (\done$42 ) begin
+            \$254  = p[25:0];
           end
       6'h14:
           /* empty */;
@@ -2659,17 +2681,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$40 ) begin
-            \$252  = p[25:0];
+          if (\done$42 ) begin
+            \$254  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$252  = 26'h0000000;
+      \$254  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = km;
+    \$255  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2712,177 +2734,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$40 ) begin
-            \$253  = p[39:0];
+          if (\done$42 ) begin
+            \$255  = p[39:0];
           end
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$253  = \$215 [39:0];
-    endcase
-    if (rst) begin
-      \$253  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$254  = { 3'h0, \$186  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$254  = { \$216 [8], \$216  };
-    endcase
-    if (rst) begin
-      \$254  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$255  = count_lead;
       6'h18:
           /* empty */;
       6'h19:
@@ -2912,15 +2768,181 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h24:
           /* empty */;
       6'h25:
-          \$255  = 4'h8;
+          \$255  = \$215 [39:0];
     endcase
     if (rst) begin
-      \$255  = 4'h0;
+      \$255  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = pre;
+    \$256  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$256  = { 3'h0, \$186  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$256  = { \$216 [8], \$216  };
+    endcase
+    if (rst) begin
+      \$256  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$257  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$257  = 4'h8;
+    endcase
+    if (rst) begin
+      \$257  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2967,7 +2989,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h17:
           /* empty */;
       6'h18:
-          \$256  = \$189 [1:0];
+          \$258  = \$189 [1:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -2997,15 +3019,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h25:
           /* empty */;
       6'h26:
-          \$256  = \$219 [1:0];
+          \$258  = \$219 [1:0];
     endcase
     if (rst) begin
-      \$256  = 2'h0;
+      \$258  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = tsh;
+    \$259  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3052,7 +3074,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h17:
           /* empty */;
       6'h18:
-          \$257  = \$199 [9:0];
+          \$259  = \$199 [9:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3082,15 +3104,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h25:
           /* empty */;
       6'h26:
-          \$257  = \$229 [9:0];
+          \$259  = \$229 [9:0];
     endcase
     if (rst) begin
-      \$257  = 10'h000;
+      \$259  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = km_pre;
+    \$260  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3139,7 +3161,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$258  = \$200 ;
+          \$260  = \$200 ;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3169,15 +3191,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          \$258  = \$230 ;
+          \$260  = \$230 ;
     endcase
     if (rst) begin
-      \$258  = 43'h00000000000;
+      \$260  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = t_clamped;
+    \$261  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3226,7 +3248,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$259  = \$202 [5:0];
+          \$261  = \$202 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3256,15 +3278,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          \$259  = \$232 [5:0];
+          \$261  = \$232 [5:0];
     endcase
     if (rst) begin
-      \$259  = 6'h00;
+      \$261  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = sh;
+    \$262  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3313,7 +3335,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h18:
           /* empty */;
       6'h19:
-          \$260  = \$204 [3:0];
+          \$262  = \$204 [3:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3343,15 +3365,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h26:
           /* empty */;
       6'h27:
-          \$260  = \$234 [3:0];
+          \$262  = \$234 [3:0];
     endcase
     if (rst) begin
-      \$260  = 4'h0;
+      \$262  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = \a$32 ;
+    \$263  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3402,7 +3424,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h19:
           /* empty */;
       6'h1a:
-          \$261  = \$205 [25:0];
+          \$263  = \$205 [25:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3432,15 +3454,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h27:
           /* empty */;
       6'h28:
-          \$261  = \$235 [25:0];
+          \$263  = \$235 [25:0];
     endcase
     if (rst) begin
-      \$261  = 26'h0000000;
+      \$263  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = bias;
+    \$264  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3491,7 +3513,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h19:
           /* empty */;
       6'h1a:
-          \$262  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
+          \$264  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3521,15 +3543,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h27:
           /* empty */;
       6'h28:
-          \$262  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
+          \$264  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
     endcase
     if (rst) begin
-      \$262  = 34'h000000000;
+      \$264  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \p$55 ;
+    \$265  = \p$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3586,8 +3608,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$40 ) begin
-            \$263  = p[48:0];
+          if (\done$42 ) begin
+            \$265  = p[48:0];
           end
       6'h1e:
           /* empty */;
@@ -3618,17 +3640,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$40 ) begin
-            \$263  = p[48:0];
+          if (\done$42 ) begin
+            \$265  = p[48:0];
           end
     endcase
     if (rst) begin
-      \$263  = 49'h0000000000000;
+      \$265  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = div_num;
+    \$266  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3687,84 +3709,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$264  = { \p$55 [48], \p$55  };
+          \$266  = { \p$57 [48], \p$57  };
     endcase
     if (rst) begin
-      \$264  = 50'h0000000000000;
+      \$266  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$265  = \$212 [49:0];
-    endcase
-    if (rst) begin
-      \$265  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = div_neg;
+    \$267  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3825,15 +3778,84 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$266  = \$213 ;
+          \$267  = \$212 [49:0];
     endcase
     if (rst) begin
-      \$266  = 1'h0;
+      \$267  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = quot;
+    \$268  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$268  = \$213 ;
+    endcase
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3898,8 +3920,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$45 ) begin
-            \$267  = { q[35], q[35], q };
+          if (\done$47 ) begin
+            \$269  = { q[35], q[35], q };
           end
       6'h22:
           /* empty */;
@@ -3924,15 +3946,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$267  = \$240 [37:0];
+          \$269  = \$240 [37:0];
     endcase
     if (rst) begin
-      \$267  = 38'h0000000000;
+      \$269  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \b$58 ;
+    \$270  = \b$60 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3999,7 +4021,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h21:
           /* empty */;
       6'h22:
-          \$268  = \$214 [33:0];
+          \$270  = \$214 [33:0];
       6'h03:
           /* empty */;
       6'h23:
@@ -4023,10 +4045,10 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$268  = \$241 [33:0];
+          \$270  = \$241 [33:0];
     endcase
     if (rst) begin
-      \$268  = 34'h000000000;
+      \$270  = 34'h000000000;
     end
   end
   assign beta_shift = \$106 [3:0];
@@ -4049,7 +4071,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, den,
   assign \$208  = { 1'h0, \$207 [15:1] };
   assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$238  = { 1'h0, \$237 [15:1] };
-  assign \$240  = { \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48:8] };
+  assign \$240  = { \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48:8] };
 endmodule
 
 module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

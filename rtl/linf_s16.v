@@ -154,7 +154,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     fsm_state <= \$22 ;
   \hwnorm_linf_s16.math  math (
     .\a$30 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -164,7 +164,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_linf_s16.norm  norm (
@@ -475,7 +475,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$55 , clk);
+module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -694,37 +694,39 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   wire [47:0] \$292 ;
   wire [72:0] \$293 ;
   wire [62:0] \$294 ;
-  reg [5:0] \$295 ;
+  reg \$295 ;
   reg \$296 ;
-  reg [32:0] \$297 ;
-  reg [32:0] \$298 ;
-  reg [52:0] \$299 ;
+  reg [5:0] \$297 ;
+  reg \$298 ;
+  reg [32:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [5:0] \$300 ;
-  reg \$301 ;
-  reg [52:0] \$302 ;
+  reg [32:0] \$300 ;
+  reg [52:0] \$301 ;
+  reg [5:0] \$302 ;
   reg \$303 ;
-  reg [24:0] \$304 ;
-  reg [41:0] \$305 ;
-  reg [55:0] \$306 ;
-  reg [9:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [2:0] \$309 ;
+  reg [52:0] \$304 ;
+  reg \$305 ;
+  reg [24:0] \$306 ;
+  reg [41:0] \$307 ;
+  reg [55:0] \$308 ;
+  reg [9:0] \$309 ;
   wire \$31 ;
-  reg [9:0] \$310 ;
-  reg [60:0] \$311 ;
-  reg [5:0] \$312 ;
-  reg [4:0] \$313 ;
-  reg [41:0] \$314 ;
-  reg [57:0] \$315 ;
-  reg [72:0] \$316 ;
-  reg [73:0] \$317 ;
-  reg [73:0] \$318 ;
-  reg \$319 ;
+  reg [3:0] \$310 ;
+  reg [2:0] \$311 ;
+  reg [9:0] \$312 ;
+  reg [60:0] \$313 ;
+  reg [5:0] \$314 ;
+  reg [4:0] \$315 ;
+  reg [41:0] \$316 ;
+  reg [57:0] \$317 ;
+  reg [72:0] \$318 ;
+  reg [73:0] \$319 ;
   wire \$32 ;
-  reg [61:0] \$320 ;
-  reg [57:0] \$321 ;
+  reg [73:0] \$320 ;
+  reg \$321 ;
+  reg [61:0] \$322 ;
+  reg [57:0] \$323 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -802,8 +804,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   output [41:0] \a$30 ;
   reg [41:0] \a$30  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$55 ;
-  reg [57:0] \b$55  = 58'h000000000000000;
+  output [57:0] \b$57 ;
+  reg [57:0] \b$57  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -831,8 +833,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$42 ;
+  wire \done$40 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -848,7 +850,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   reg neg;
   reg \neg$25 ;
   wire [74:0] p;
-  reg [72:0] \p$52  = 73'h0000000000000000000;
+  reg [72:0] \p$54  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -866,8 +870,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$27 ;
@@ -1168,63 +1172,67 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   assign \$292  = $signed(\$289 ) + $signed({ 1'h0, \$291  });
   assign \$294  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$295 ;
+    pop_top <= \$295 ;
   always @(posedge clk)
-    start <= \$296 ;
+    pop_bottom <= \$296 ;
   always @(posedge clk)
-    u <= \$297 ;
+    fsm_state <= \$297 ;
   always @(posedge clk)
-    t <= \$298 ;
+    start <= \$298 ;
   always @(posedge clk)
-    den <= \$299 ;
+    u <= \$299 ;
   always @(posedge clk)
-    lead <= \$300 ;
+    t <= \$300 ;
   always @(posedge clk)
-    \start$9  <= \$301 ;
+    den <= \$301 ;
   always @(posedge clk)
-    recip_rem <= \$302 ;
+    lead <= \$302 ;
   always @(posedge clk)
-    recip_one <= \$303 ;
+    \start$9  <= \$303 ;
   always @(posedge clk)
-    recip <= \$304 ;
+    recip_rem <= \$304 ;
   always @(posedge clk)
-    m <= \$305 ;
+    recip_one <= \$305 ;
   always @(posedge clk)
-    km <= \$306 ;
+    recip <= \$306 ;
   always @(posedge clk)
-    sh0 <= \$307 ;
+    m <= \$307 ;
   always @(posedge clk)
-    tk <= \$308 ;
+    km <= \$308 ;
   always @(posedge clk)
-    pre <= \$309 ;
+    sh0 <= \$309 ;
   always @(posedge clk)
-    tsh <= \$310 ;
+    tk <= \$310 ;
   always @(posedge clk)
-    km_pre <= \$311 ;
+    pre <= \$311 ;
   always @(posedge clk)
-    t_clamped <= \$312 ;
+    tsh <= \$312 ;
   always @(posedge clk)
-    sh <= \$313 ;
+    km_pre <= \$313 ;
   always @(posedge clk)
-    \a$30  <= \$314 ;
+    t_clamped <= \$314 ;
   always @(posedge clk)
-    bias <= \$315 ;
+    sh <= \$315 ;
   always @(posedge clk)
-    \p$52  <= \$316 ;
+    \a$30  <= \$316 ;
   always @(posedge clk)
-    div_num <= \$317 ;
+    bias <= \$317 ;
   always @(posedge clk)
-    div_mag <= \$318 ;
+    \p$54  <= \$318 ;
   always @(posedge clk)
-    div_neg <= \$319 ;
+    div_num <= \$319 ;
   always @(posedge clk)
-    quot <= \$320 ;
+    div_mag <= \$320 ;
   always @(posedge clk)
-    \b$55  <= \$321 ;
+    div_neg <= \$321 ;
+  always @(posedge clk)
+    quot <= \$322 ;
+  always @(posedge clk)
+    \b$57  <= \$323 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$26 ),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$25 ),
     .q(q),
@@ -1238,7 +1246,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2135,230 +2143,244 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$36 ) begin
-            casez (entry)
-              2'h0:
-                  \$295  = 6'h01;
-              2'h1:
-                  \$295  = 6'h02;
-              2'h2:
-                  \$295  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$295  = 6'h04;
-      6'h04:
-          \$295  = 6'h05;
-      6'h05:
-          if (\done$38 ) begin
-            \$295  = 6'h06;
-          end
-      6'h06:
-          \$295  = 6'h07;
-      6'h07:
-          \$295  = 6'h08;
-      6'h08:
-          if (\done$38 ) begin
-            \$295  = 6'h09;
-          end
-      6'h09:
-          \$295  = 6'h0a;
-      6'h0a:
-          \$295  = 6'h0b;
-      6'h0b:
-          \$295  = 6'h0c;
-      6'h0c:
-          if (\done$38 ) begin
-            \$295  = 6'h0d;
-          end
-      6'h0d:
-          \$295  = 6'h0e;
-      6'h0e:
-          \$295  = 6'h0f;
-      6'h0f:
-          \$295  = 6'h10;
-      6'h10:
-          if (\done$42 ) begin
-            \$295  = 6'h11;
-          end
-      6'h11:
-          \$295  = 6'h12;
-      6'h12:
-          \$295  = 6'h13;
-      6'h13:
-          if (\done$38 ) begin
-            \$295  = 6'h14;
-          end
-      6'h14:
-          \$295  = 6'h15;
-      6'h15:
-          \$295  = 6'h16;
-      6'h16:
-          if (\done$38 ) begin
-            \$295  = 6'h17;
-          end
-      6'h17:
-          \$295  = 6'h18;
-      6'h18:
-          \$295  = 6'h19;
-      6'h19:
-          \$295  = 6'h1a;
-      6'h1a:
-          \$295  = 6'h1b;
-      6'h1b:
-          \$295  = 6'h1c;
-      6'h1c:
-          \$295  = 6'h1d;
-      6'h1d:
-          if (\done$38 ) begin
-            \$295  = 6'h1e;
-          end
-      6'h1e:
-          \$295  = 6'h1f;
-      6'h1f:
-          \$295  = 6'h20;
-      6'h20:
-          \$295  = 6'h21;
-      6'h21:
-          if (\done$42 ) begin
-            \$295  = 6'h22;
-          end
-      6'h22:
-          \$295  = 6'h01;
-      6'h03:
-          \$295  = 6'h23;
-      6'h23:
-          \$295  = 6'h24;
-      6'h24:
-          if (\done$38 ) begin
-            \$295  = 6'h25;
-          end
-      6'h25:
-          \$295  = 6'h26;
-      6'h26:
-          \$295  = 6'h27;
-      6'h27:
-          \$295  = 6'h28;
-      6'h28:
-          \$295  = 6'h29;
-      6'h29:
-          \$295  = 6'h2a;
-      6'h2a:
-          \$295  = 6'h2b;
-      6'h2b:
-          if (\done$38 ) begin
-            \$295  = 6'h2c;
-          end
-      6'h2c:
-          \$295  = 6'h2d;
-      6'h2d:
-          \$295  = 6'h01;
-      6'h01:
-          \$295  = 6'h00;
-    endcase
+    \$295  = 1'h0;
     if (rst) begin
-      \$295  = 6'h00;
+      \$295  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$296  = 1'h1;
-      6'h04:
-          \$296  = 1'h0;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$296  = 1'h1;
-      6'h07:
-          \$296  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$296  = 1'h1;
-      6'h0b:
-          \$296  = 1'h0;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$296  = 1'h1;
-      6'h12:
-          \$296  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$296  = 1'h1;
-      6'h15:
-          \$296  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$296  = 1'h1;
-      6'h1c:
-          \$296  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$296  = 1'h1;
-      6'h23:
-          \$296  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$296  = 1'h1;
-      6'h2a:
-          \$296  = 1'h0;
-    endcase
+    \$296  = 1'h0;
     if (rst) begin
       \$296  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = u;
+    \$297  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$297  = 6'h01;
+              2'h1:
+                  \$297  = 6'h02;
+              2'h2:
+                  \$297  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$297  = 6'h04;
+      6'h04:
+          \$297  = 6'h05;
+      6'h05:
+          if (\done$40 ) begin
+            \$297  = 6'h06;
+          end
+      6'h06:
+          \$297  = 6'h07;
+      6'h07:
+          \$297  = 6'h08;
+      6'h08:
+          if (\done$40 ) begin
+            \$297  = 6'h09;
+          end
+      6'h09:
+          \$297  = 6'h0a;
+      6'h0a:
+          \$297  = 6'h0b;
+      6'h0b:
+          \$297  = 6'h0c;
+      6'h0c:
+          if (\done$40 ) begin
+            \$297  = 6'h0d;
+          end
+      6'h0d:
+          \$297  = 6'h0e;
+      6'h0e:
+          \$297  = 6'h0f;
+      6'h0f:
+          \$297  = 6'h10;
+      6'h10:
+          if (\done$44 ) begin
+            \$297  = 6'h11;
+          end
+      6'h11:
+          \$297  = 6'h12;
+      6'h12:
+          \$297  = 6'h13;
+      6'h13:
+          if (\done$40 ) begin
+            \$297  = 6'h14;
+          end
+      6'h14:
+          \$297  = 6'h15;
+      6'h15:
+          \$297  = 6'h16;
+      6'h16:
+          if (\done$40 ) begin
+            \$297  = 6'h17;
+          end
+      6'h17:
+          \$297  = 6'h18;
+      6'h18:
+          \$297  = 6'h19;
+      6'h19:
+          \$297  = 6'h1a;
+      6'h1a:
+          \$297  = 6'h1b;
+      6'h1b:
+          \$297  = 6'h1c;
+      6'h1c:
+          \$297  = 6'h1d;
+      6'h1d:
+          if (\done$40 ) begin
+            \$297  = 6'h1e;
+          end
+      6'h1e:
+          \$297  = 6'h1f;
+      6'h1f:
+          \$297  = 6'h20;
+      6'h20:
+          \$297  = 6'h21;
+      6'h21:
+          if (\done$44 ) begin
+            \$297  = 6'h22;
+          end
+      6'h22:
+          \$297  = 6'h01;
+      6'h03:
+          \$297  = 6'h23;
+      6'h23:
+          \$297  = 6'h24;
+      6'h24:
+          if (\done$40 ) begin
+            \$297  = 6'h25;
+          end
+      6'h25:
+          \$297  = 6'h26;
+      6'h26:
+          \$297  = 6'h27;
+      6'h27:
+          \$297  = 6'h28;
+      6'h28:
+          \$297  = 6'h29;
+      6'h29:
+          \$297  = 6'h2a;
+      6'h2a:
+          \$297  = 6'h2b;
+      6'h2b:
+          if (\done$40 ) begin
+            \$297  = 6'h2c;
+          end
+      6'h2c:
+          \$297  = 6'h2d;
+      6'h2d:
+          \$297  = 6'h01;
+      6'h01:
+          \$297  = 6'h00;
+    endcase
+    if (rst) begin
+      \$297  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$298  = 1'h1;
+      6'h04:
+          \$298  = 1'h0;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$298  = 1'h1;
+      6'h07:
+          \$298  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$298  = 1'h1;
+      6'h0b:
+          \$298  = 1'h0;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$298  = 1'h1;
+      6'h12:
+          \$298  = 1'h0;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$298  = 1'h1;
+      6'h15:
+          \$298  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$298  = 1'h1;
+      6'h1c:
+          \$298  = 1'h0;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$298  = 1'h1;
+      6'h23:
+          \$298  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$298  = 1'h1;
+      6'h2a:
+          \$298  = 1'h0;
+    endcase
+    if (rst) begin
+      \$298  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2367,17 +2389,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$38 ) begin
-            \$297  = p[32:0];
+          if (\done$40 ) begin
+            \$299  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$297  = 33'h000000000;
+      \$299  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = t;
+    \$300  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2392,19 +2414,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$38 ) begin
-            \$298  = p[32:0];
+          if (\done$40 ) begin
+            \$300  = p[32:0];
           end
       6'h09:
-          \$298  = \$233 ;
+          \$300  = \$233 ;
     endcase
     if (rst) begin
-      \$298  = 33'h000000000;
+      \$300  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = den;
+    \$301  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2427,17 +2449,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$38 ) begin
-            \$299  = p[52:0];
+          if (\done$40 ) begin
+            \$301  = p[52:0];
           end
     endcase
     if (rst) begin
-      \$299  = 53'h00000000000000;
+      \$301  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = lead;
+    \$302  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2462,15 +2484,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h0c:
           /* empty */;
       6'h0d:
-          \$300  = den_lead;
+          \$302  = den_lead;
     endcase
     if (rst) begin
-      \$300  = 6'h00;
+      \$302  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = \start$9 ;
+    \$303  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2497,9 +2519,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h0d:
           /* empty */;
       6'h0e:
-          \$301  = 1'h1;
+          \$303  = 1'h1;
       6'h0f:
-          \$301  = 1'h0;
+          \$303  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2531,79 +2553,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h1e:
           /* empty */;
       6'h1f:
-          \$301  = 1'h1;
+          \$303  = 1'h1;
       6'h20:
-          \$301  = 1'h0;
-    endcase
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$302  = \$237 [52:0];
-    endcase
-    if (rst) begin
-      \$302  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$303  = \$238 ;
+          \$303  = 1'h0;
     endcase
     if (rst) begin
       \$303  = 1'h0;
@@ -2611,7 +2563,77 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = recip;
+    \$304  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$304  = \$237 [52:0];
+    endcase
+    if (rst) begin
+      \$304  = 53'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$305  = \$238 ;
+    endcase
+    if (rst) begin
+      \$305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2642,17 +2664,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$42 ) begin
-            \$304  = q[24:0];
+          if (\done$44 ) begin
+            \$306  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$304  = 25'h0000000;
+      \$306  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = m;
+    \$307  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2689,8 +2711,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$38 ) begin
-            \$305  = p[41:0];
+          if (\done$40 ) begin
+            \$307  = p[41:0];
           end
       6'h14:
           /* empty */;
@@ -2727,17 +2749,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$38 ) begin
-            \$305  = p[41:0];
+          if (\done$40 ) begin
+            \$307  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$305  = 42'h00000000000;
+      \$307  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = km;
+    \$308  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2780,177 +2802,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$38 ) begin
-            \$306  = p[55:0];
+          if (\done$40 ) begin
+            \$308  = p[55:0];
           end
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$306  = \$268 [55:0];
-    endcase
-    if (rst) begin
-      \$306  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$307  = { \$239 [7], \$239 [7], \$239  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$307  = { \$269 [8], \$269  };
-    endcase
-    if (rst) begin
-      \$307  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$308  = count_lead;
       6'h18:
           /* empty */;
       6'h19:
@@ -2980,15 +2836,181 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h24:
           /* empty */;
       6'h25:
-          \$308  = 4'h8;
+          \$308  = \$268 [55:0];
     endcase
     if (rst) begin
-      \$308  = 4'h0;
+      \$308  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = pre;
+    \$309  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$309  = { \$239 [7], \$239 [7], \$239  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$309  = { \$269 [8], \$269  };
+    endcase
+    if (rst) begin
+      \$309  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$310  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$310  = 4'h8;
+    endcase
+    if (rst) begin
+      \$310  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3035,7 +3057,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \$309  = \$242 [2:0];
+          \$311  = \$242 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3065,15 +3087,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h25:
           /* empty */;
       6'h26:
-          \$309  = \$272 [2:0];
+          \$311  = \$272 [2:0];
     endcase
     if (rst) begin
-      \$309  = 3'h0;
+      \$311  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = tsh;
+    \$312  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3120,7 +3142,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h17:
           /* empty */;
       6'h18:
-          \$310  = \$252 [9:0];
+          \$312  = \$252 [9:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3150,15 +3172,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h25:
           /* empty */;
       6'h26:
-          \$310  = \$282 [9:0];
+          \$312  = \$282 [9:0];
     endcase
     if (rst) begin
-      \$310  = 10'h000;
+      \$312  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = km_pre;
+    \$313  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3207,7 +3229,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          \$311  = \$253 [60:0];
+          \$313  = \$253 [60:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3237,15 +3259,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          \$311  = \$283 [60:0];
+          \$313  = \$283 [60:0];
     endcase
     if (rst) begin
-      \$311  = 61'h0000000000000000;
+      \$313  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = t_clamped;
+    \$314  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3294,7 +3316,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          \$312  = \$255 [5:0];
+          \$314  = \$255 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3324,15 +3346,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          \$312  = \$285 [5:0];
+          \$314  = \$285 [5:0];
     endcase
     if (rst) begin
-      \$312  = 6'h00;
+      \$314  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = sh;
+    \$315  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3381,7 +3403,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h18:
           /* empty */;
       6'h19:
-          \$313  = \$257 [4:0];
+          \$315  = \$257 [4:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3411,15 +3433,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h26:
           /* empty */;
       6'h27:
-          \$313  = \$287 [4:0];
+          \$315  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$313  = 5'h00;
+      \$315  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \a$30 ;
+    \$316  = \a$30 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3470,7 +3492,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h19:
           /* empty */;
       6'h1a:
-          \$314  = \$258 [41:0];
+          \$316  = \$258 [41:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3500,15 +3522,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h27:
           /* empty */;
       6'h28:
-          \$314  = \$288 [41:0];
+          \$316  = \$288 [41:0];
     endcase
     if (rst) begin
-      \$314  = 42'h00000000000;
+      \$316  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = bias;
+    \$317  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3559,7 +3581,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h19:
           /* empty */;
       6'h1a:
-          \$315  = { \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262  };
+          \$317  = { \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3589,15 +3611,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h27:
           /* empty */;
       6'h28:
-          \$315  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
+          \$317  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
     endcase
     if (rst) begin
-      \$315  = 58'h000000000000000;
+      \$317  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \p$52 ;
+    \$318  = \p$54 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3654,8 +3676,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$38 ) begin
-            \$316  = p[72:0];
+          if (\done$40 ) begin
+            \$318  = p[72:0];
           end
       6'h1e:
           /* empty */;
@@ -3686,17 +3708,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$38 ) begin
-            \$316  = p[72:0];
+          if (\done$40 ) begin
+            \$318  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$316  = 73'h0000000000000000000;
+      \$318  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = div_num;
+    \$319  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3755,84 +3777,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h1d:
           /* empty */;
       6'h1e:
-          \$317  = { \p$52 [72], \p$52  };
+          \$319  = { \p$54 [72], \p$54  };
     endcase
     if (rst) begin
-      \$317  = 74'h0000000000000000000;
+      \$319  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$318  = \$265 [73:0];
-    endcase
-    if (rst) begin
-      \$318  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = div_neg;
+    \$320  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3893,15 +3846,84 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h1e:
           /* empty */;
       6'h1f:
-          \$319  = \$266 ;
+          \$320  = \$265 [73:0];
     endcase
     if (rst) begin
-      \$319  = 1'h0;
+      \$320  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = quot;
+    \$321  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$321  = \$266 ;
+    endcase
+    if (rst) begin
+      \$321  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$322  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3966,8 +3988,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$42 ) begin
-            \$320  = { q[59], q[59], q };
+          if (\done$44 ) begin
+            \$322  = { q[59], q[59], q };
           end
       6'h22:
           /* empty */;
@@ -3992,15 +4014,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h2b:
           /* empty */;
       6'h2c:
-          \$320  = \$293 [61:0];
+          \$322  = \$293 [61:0];
     endcase
     if (rst) begin
-      \$320  = 62'h0000000000000000;
+      \$322  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = \b$55 ;
+    \$323  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4067,7 +4089,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h21:
           /* empty */;
       6'h22:
-          \$321  = \$267 [57:0];
+          \$323  = \$267 [57:0];
       6'h03:
           /* empty */;
       6'h23:
@@ -4091,10 +4113,10 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
       6'h2c:
           /* empty */;
       6'h2d:
-          \$321  = \$294 [57:0];
+          \$323  = \$294 [57:0];
     endcase
     if (rst) begin
-      \$321  = 58'h000000000000000;
+      \$323  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$164 [4:0];
@@ -4116,7 +4138,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, d
   assign \$261  = { 1'h0, \$260 [31:1] };
   assign \$268  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$291  = { 1'h0, \$290 [31:1] };
-  assign \$293  = { \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72], \p$52 [72:8] };
+  assign \$293  = { \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72:8] };
 endmodule
 
 module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

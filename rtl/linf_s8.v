@@ -154,7 +154,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     fsm_state <= \$22 ;
   \hwnorm_linf_s8.math  math (
     .\a$30 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -164,7 +164,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .lo(lo),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_linf_s8.norm  norm (
@@ -475,7 +475,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$55 , clk);
+module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -636,36 +636,38 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   wire \$24 ;
   wire [49:0] \$240 ;
   wire [39:0] \$241 ;
-  reg [5:0] \$242 ;
+  reg \$242 ;
   reg \$243 ;
-  reg [24:0] \$244 ;
-  reg [24:0] \$245 ;
-  reg [36:0] \$246 ;
-  reg [5:0] \$247 ;
-  reg \$248 ;
-  reg [36:0] \$249 ;
+  reg [5:0] \$244 ;
+  reg \$245 ;
+  reg [24:0] \$246 ;
+  reg [24:0] \$247 ;
+  reg [36:0] \$248 ;
+  reg [5:0] \$249 ;
   wire \$25 ;
   reg \$250 ;
-  reg [16:0] \$251 ;
-  reg [25:0] \$252 ;
-  reg [39:0] \$253 ;
-  reg [9:0] \$254 ;
-  reg [3:0] \$255 ;
-  reg [2:0] \$256 ;
-  reg [9:0] \$257 ;
-  reg [43:0] \$258 ;
-  reg [5:0] \$259 ;
+  reg [36:0] \$251 ;
+  reg \$252 ;
+  reg [16:0] \$253 ;
+  reg [25:0] \$254 ;
+  reg [39:0] \$255 ;
+  reg [9:0] \$256 ;
+  reg [3:0] \$257 ;
+  reg [2:0] \$258 ;
+  reg [9:0] \$259 ;
   wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [26:0] \$261 ;
-  reg [34:0] \$262 ;
-  reg [49:0] \$263 ;
-  reg [50:0] \$264 ;
-  reg [50:0] \$265 ;
-  reg \$266 ;
-  reg [38:0] \$267 ;
-  reg [34:0] \$268 ;
+  reg [43:0] \$260 ;
+  reg [5:0] \$261 ;
+  reg [3:0] \$262 ;
+  reg [26:0] \$263 ;
+  reg [34:0] \$264 ;
+  reg [49:0] \$265 ;
+  reg [50:0] \$266 ;
+  reg [50:0] \$267 ;
+  reg \$268 ;
+  reg [38:0] \$269 ;
   wire \$27 ;
+  reg [34:0] \$270 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -749,8 +751,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   output [26:0] \a$30 ;
   reg [26:0] \a$30  = 27'h0000000;
   reg [20:0] b;
-  output [34:0] \b$55 ;
-  reg [34:0] \b$55  = 35'h000000000;
+  output [34:0] \b$57 ;
+  reg [34:0] \b$57  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -778,8 +780,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$42 ;
+  wire \done$40 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -795,7 +797,9 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   reg neg;
   reg \neg$25 ;
   wire [51:0] p;
-  reg [49:0] \p$52  = 50'h0000000000000;
+  reg [49:0] \p$54  = 50'h0000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -813,8 +817,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$27 ;
@@ -1062,63 +1066,67 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
   assign \$241  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$242 ;
+    pop_top <= \$242 ;
   always @(posedge clk)
-    start <= \$243 ;
+    pop_bottom <= \$243 ;
   always @(posedge clk)
-    u <= \$244 ;
+    fsm_state <= \$244 ;
   always @(posedge clk)
-    t <= \$245 ;
+    start <= \$245 ;
   always @(posedge clk)
-    den <= \$246 ;
+    u <= \$246 ;
   always @(posedge clk)
-    lead <= \$247 ;
+    t <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$248 ;
+    den <= \$248 ;
   always @(posedge clk)
-    recip_rem <= \$249 ;
+    lead <= \$249 ;
   always @(posedge clk)
-    recip_one <= \$250 ;
+    \start$9  <= \$250 ;
   always @(posedge clk)
-    recip <= \$251 ;
+    recip_rem <= \$251 ;
   always @(posedge clk)
-    m <= \$252 ;
+    recip_one <= \$252 ;
   always @(posedge clk)
-    km <= \$253 ;
+    recip <= \$253 ;
   always @(posedge clk)
-    sh0 <= \$254 ;
+    m <= \$254 ;
   always @(posedge clk)
-    tk <= \$255 ;
+    km <= \$255 ;
   always @(posedge clk)
-    pre <= \$256 ;
+    sh0 <= \$256 ;
   always @(posedge clk)
-    tsh <= \$257 ;
+    tk <= \$257 ;
   always @(posedge clk)
-    km_pre <= \$258 ;
+    pre <= \$258 ;
   always @(posedge clk)
-    t_clamped <= \$259 ;
+    tsh <= \$259 ;
   always @(posedge clk)
-    sh <= \$260 ;
+    km_pre <= \$260 ;
   always @(posedge clk)
-    \a$30  <= \$261 ;
+    t_clamped <= \$261 ;
   always @(posedge clk)
-    bias <= \$262 ;
+    sh <= \$262 ;
   always @(posedge clk)
-    \p$52  <= \$263 ;
+    \a$30  <= \$263 ;
   always @(posedge clk)
-    div_num <= \$264 ;
+    bias <= \$264 ;
   always @(posedge clk)
-    div_mag <= \$265 ;
+    \p$54  <= \$265 ;
   always @(posedge clk)
-    div_neg <= \$266 ;
+    div_num <= \$266 ;
   always @(posedge clk)
-    quot <= \$267 ;
+    div_mag <= \$267 ;
   always @(posedge clk)
-    \b$55  <= \$268 ;
+    div_neg <= \$268 ;
+  always @(posedge clk)
+    quot <= \$269 ;
+  always @(posedge clk)
+    \b$57  <= \$270 ;
   \hwnorm_linf_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$26 ),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$25 ),
     .q(q),
@@ -1132,7 +1140,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2029,230 +2037,244 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$36 ) begin
-            casez (entry)
-              2'h0:
-                  \$242  = 6'h01;
-              2'h1:
-                  \$242  = 6'h02;
-              2'h2:
-                  \$242  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$242  = 6'h04;
-      6'h04:
-          \$242  = 6'h05;
-      6'h05:
-          if (\done$38 ) begin
-            \$242  = 6'h06;
-          end
-      6'h06:
-          \$242  = 6'h07;
-      6'h07:
-          \$242  = 6'h08;
-      6'h08:
-          if (\done$38 ) begin
-            \$242  = 6'h09;
-          end
-      6'h09:
-          \$242  = 6'h0a;
-      6'h0a:
-          \$242  = 6'h0b;
-      6'h0b:
-          \$242  = 6'h0c;
-      6'h0c:
-          if (\done$38 ) begin
-            \$242  = 6'h0d;
-          end
-      6'h0d:
-          \$242  = 6'h0e;
-      6'h0e:
-          \$242  = 6'h0f;
-      6'h0f:
-          \$242  = 6'h10;
-      6'h10:
-          if (\done$42 ) begin
-            \$242  = 6'h11;
-          end
-      6'h11:
-          \$242  = 6'h12;
-      6'h12:
-          \$242  = 6'h13;
-      6'h13:
-          if (\done$38 ) begin
-            \$242  = 6'h14;
-          end
-      6'h14:
-          \$242  = 6'h15;
-      6'h15:
-          \$242  = 6'h16;
-      6'h16:
-          if (\done$38 ) begin
-            \$242  = 6'h17;
-          end
-      6'h17:
-          \$242  = 6'h18;
-      6'h18:
-          \$242  = 6'h19;
-      6'h19:
-          \$242  = 6'h1a;
-      6'h1a:
-          \$242  = 6'h1b;
-      6'h1b:
-          \$242  = 6'h1c;
-      6'h1c:
-          \$242  = 6'h1d;
-      6'h1d:
-          if (\done$38 ) begin
-            \$242  = 6'h1e;
-          end
-      6'h1e:
-          \$242  = 6'h1f;
-      6'h1f:
-          \$242  = 6'h20;
-      6'h20:
-          \$242  = 6'h21;
-      6'h21:
-          if (\done$42 ) begin
-            \$242  = 6'h22;
-          end
-      6'h22:
-          \$242  = 6'h01;
-      6'h03:
-          \$242  = 6'h23;
-      6'h23:
-          \$242  = 6'h24;
-      6'h24:
-          if (\done$38 ) begin
-            \$242  = 6'h25;
-          end
-      6'h25:
-          \$242  = 6'h26;
-      6'h26:
-          \$242  = 6'h27;
-      6'h27:
-          \$242  = 6'h28;
-      6'h28:
-          \$242  = 6'h29;
-      6'h29:
-          \$242  = 6'h2a;
-      6'h2a:
-          \$242  = 6'h2b;
-      6'h2b:
-          if (\done$38 ) begin
-            \$242  = 6'h2c;
-          end
-      6'h2c:
-          \$242  = 6'h2d;
-      6'h2d:
-          \$242  = 6'h01;
-      6'h01:
-          \$242  = 6'h00;
-    endcase
+    \$242  = 1'h0;
     if (rst) begin
-      \$242  = 6'h00;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$243  = 1'h1;
-      6'h04:
-          \$243  = 1'h0;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$243  = 1'h1;
-      6'h07:
-          \$243  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$243  = 1'h1;
-      6'h0b:
-          \$243  = 1'h0;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$243  = 1'h1;
-      6'h12:
-          \$243  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$243  = 1'h1;
-      6'h15:
-          \$243  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$243  = 1'h1;
-      6'h1c:
-          \$243  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$243  = 1'h1;
-      6'h23:
-          \$243  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$243  = 1'h1;
-      6'h2a:
-          \$243  = 1'h0;
-    endcase
+    \$243  = 1'h0;
     if (rst) begin
       \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = u;
+    \$244  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$244  = 6'h01;
+              2'h1:
+                  \$244  = 6'h02;
+              2'h2:
+                  \$244  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$244  = 6'h04;
+      6'h04:
+          \$244  = 6'h05;
+      6'h05:
+          if (\done$40 ) begin
+            \$244  = 6'h06;
+          end
+      6'h06:
+          \$244  = 6'h07;
+      6'h07:
+          \$244  = 6'h08;
+      6'h08:
+          if (\done$40 ) begin
+            \$244  = 6'h09;
+          end
+      6'h09:
+          \$244  = 6'h0a;
+      6'h0a:
+          \$244  = 6'h0b;
+      6'h0b:
+          \$244  = 6'h0c;
+      6'h0c:
+          if (\done$40 ) begin
+            \$244  = 6'h0d;
+          end
+      6'h0d:
+          \$244  = 6'h0e;
+      6'h0e:
+          \$244  = 6'h0f;
+      6'h0f:
+          \$244  = 6'h10;
+      6'h10:
+          if (\done$44 ) begin
+            \$244  = 6'h11;
+          end
+      6'h11:
+          \$244  = 6'h12;
+      6'h12:
+          \$244  = 6'h13;
+      6'h13:
+          if (\done$40 ) begin
+            \$244  = 6'h14;
+          end
+      6'h14:
+          \$244  = 6'h15;
+      6'h15:
+          \$244  = 6'h16;
+      6'h16:
+          if (\done$40 ) begin
+            \$244  = 6'h17;
+          end
+      6'h17:
+          \$244  = 6'h18;
+      6'h18:
+          \$244  = 6'h19;
+      6'h19:
+          \$244  = 6'h1a;
+      6'h1a:
+          \$244  = 6'h1b;
+      6'h1b:
+          \$244  = 6'h1c;
+      6'h1c:
+          \$244  = 6'h1d;
+      6'h1d:
+          if (\done$40 ) begin
+            \$244  = 6'h1e;
+          end
+      6'h1e:
+          \$244  = 6'h1f;
+      6'h1f:
+          \$244  = 6'h20;
+      6'h20:
+          \$244  = 6'h21;
+      6'h21:
+          if (\done$44 ) begin
+            \$244  = 6'h22;
+          end
+      6'h22:
+          \$244  = 6'h01;
+      6'h03:
+          \$244  = 6'h23;
+      6'h23:
+          \$244  = 6'h24;
+      6'h24:
+          if (\done$40 ) begin
+            \$244  = 6'h25;
+          end
+      6'h25:
+          \$244  = 6'h26;
+      6'h26:
+          \$244  = 6'h27;
+      6'h27:
+          \$244  = 6'h28;
+      6'h28:
+          \$244  = 6'h29;
+      6'h29:
+          \$244  = 6'h2a;
+      6'h2a:
+          \$244  = 6'h2b;
+      6'h2b:
+          if (\done$40 ) begin
+            \$244  = 6'h2c;
+          end
+      6'h2c:
+          \$244  = 6'h2d;
+      6'h2d:
+          \$244  = 6'h01;
+      6'h01:
+          \$244  = 6'h00;
+    endcase
+    if (rst) begin
+      \$244  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$245  = 1'h1;
+      6'h04:
+          \$245  = 1'h0;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$245  = 1'h1;
+      6'h07:
+          \$245  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$245  = 1'h1;
+      6'h0b:
+          \$245  = 1'h0;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$245  = 1'h1;
+      6'h12:
+          \$245  = 1'h0;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$245  = 1'h1;
+      6'h15:
+          \$245  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$245  = 1'h1;
+      6'h1c:
+          \$245  = 1'h0;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          \$245  = 1'h1;
+      6'h23:
+          \$245  = 1'h0;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          \$245  = 1'h1;
+      6'h2a:
+          \$245  = 1'h0;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = u;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2261,17 +2283,17 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$38 ) begin
-            \$244  = p[24:0];
+          if (\done$40 ) begin
+            \$246  = p[24:0];
           end
     endcase
     if (rst) begin
-      \$244  = 25'h0000000;
+      \$246  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = t;
+    \$247  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2286,19 +2308,19 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$38 ) begin
-            \$245  = p[24:0];
+          if (\done$40 ) begin
+            \$247  = p[24:0];
           end
       6'h09:
-          \$245  = \$180 ;
+          \$247  = \$180 ;
     endcase
     if (rst) begin
-      \$245  = 25'h0000000;
+      \$247  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = den;
+    \$248  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2321,17 +2343,17 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$38 ) begin
-            \$246  = p[36:0];
+          if (\done$40 ) begin
+            \$248  = p[36:0];
           end
     endcase
     if (rst) begin
-      \$246  = 37'h0000000000;
+      \$248  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = lead;
+    \$249  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2356,15 +2378,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h0c:
           /* empty */;
       6'h0d:
-          \$247  = den_lead;
+          \$249  = den_lead;
     endcase
     if (rst) begin
-      \$247  = 6'h00;
+      \$249  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = \start$9 ;
+    \$250  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2391,9 +2413,9 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h0d:
           /* empty */;
       6'h0e:
-          \$248  = 1'h1;
+          \$250  = 1'h1;
       6'h0f:
-          \$248  = 1'h0;
+          \$250  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
@@ -2425,79 +2447,9 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$248  = 1'h1;
+          \$250  = 1'h1;
       6'h20:
-          \$248  = 1'h0;
-    endcase
-    if (rst) begin
-      \$248  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$249  = \$184 [36:0];
-    endcase
-    if (rst) begin
-      \$249  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$250  = \$185 ;
+          \$250  = 1'h0;
     endcase
     if (rst) begin
       \$250  = 1'h0;
@@ -2505,7 +2457,77 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = recip;
+    \$251  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$251  = \$184 [36:0];
+    endcase
+    if (rst) begin
+      \$251  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$252  = \$185 ;
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2536,17 +2558,17 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h0f:
           /* empty */;
       6'h10:
-          if (\done$42 ) begin
-            \$251  = q[16:0];
+          if (\done$44 ) begin
+            \$253  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$251  = 17'h00000;
+      \$253  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = m;
+    \$254  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2583,8 +2605,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h12:
           /* empty */;
       6'h13:
-          if (\done$38 ) begin
-            \$252  = p[25:0];
+          if (\done$40 ) begin
+            \$254  = p[25:0];
           end
       6'h14:
           /* empty */;
@@ -2621,17 +2643,17 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$38 ) begin
-            \$252  = p[25:0];
+          if (\done$40 ) begin
+            \$254  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$252  = 26'h0000000;
+      \$254  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = km;
+    \$255  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2674,177 +2696,11 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$38 ) begin
-            \$253  = p[39:0];
+          if (\done$40 ) begin
+            \$255  = p[39:0];
           end
       6'h17:
           /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$253  = \$215 [39:0];
-    endcase
-    if (rst) begin
-      \$253  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$254  = { 3'h0, \$186  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$254  = { \$216 [8], \$216  };
-    endcase
-    if (rst) begin
-      \$254  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$255  = count_lead;
       6'h18:
           /* empty */;
       6'h19:
@@ -2874,15 +2730,181 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h24:
           /* empty */;
       6'h25:
-          \$255  = 4'h8;
+          \$255  = \$215 [39:0];
     endcase
     if (rst) begin
-      \$255  = 4'h0;
+      \$255  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = pre;
+    \$256  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$256  = { 3'h0, \$186  };
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$256  = { \$216 [8], \$216  };
+    endcase
+    if (rst) begin
+      \$256  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$257  = count_lead;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$257  = 4'h8;
+    endcase
+    if (rst) begin
+      \$257  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2929,7 +2951,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \$256  = \$189 [2:0];
+          \$258  = \$189 [2:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -2959,15 +2981,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h25:
           /* empty */;
       6'h26:
-          \$256  = \$219 [2:0];
+          \$258  = \$219 [2:0];
     endcase
     if (rst) begin
-      \$256  = 3'h0;
+      \$258  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = tsh;
+    \$259  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3014,7 +3036,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \$257  = \$199 [9:0];
+          \$259  = \$199 [9:0];
       6'h19:
           /* empty */;
       6'h1a:
@@ -3044,15 +3066,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h25:
           /* empty */;
       6'h26:
-          \$257  = \$229 [9:0];
+          \$259  = \$229 [9:0];
     endcase
     if (rst) begin
-      \$257  = 10'h000;
+      \$259  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = km_pre;
+    \$260  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3101,7 +3123,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          \$258  = \$200 [43:0];
+          \$260  = \$200 [43:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3131,15 +3153,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          \$258  = \$230 [43:0];
+          \$260  = \$230 [43:0];
     endcase
     if (rst) begin
-      \$258  = 44'h00000000000;
+      \$260  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = t_clamped;
+    \$261  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3188,7 +3210,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          \$259  = \$202 [5:0];
+          \$261  = \$202 [5:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3218,15 +3240,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          \$259  = \$232 [5:0];
+          \$261  = \$232 [5:0];
     endcase
     if (rst) begin
-      \$259  = 6'h00;
+      \$261  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = sh;
+    \$262  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3275,7 +3297,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h19:
-          \$260  = \$204 [3:0];
+          \$262  = \$204 [3:0];
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3305,15 +3327,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h26:
           /* empty */;
       6'h27:
-          \$260  = \$234 [3:0];
+          \$262  = \$234 [3:0];
     endcase
     if (rst) begin
-      \$260  = 4'h0;
+      \$262  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = \a$30 ;
+    \$263  = \a$30 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3364,7 +3386,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h19:
           /* empty */;
       6'h1a:
-          \$261  = \$205 [26:0];
+          \$263  = \$205 [26:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3394,15 +3416,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h27:
           /* empty */;
       6'h28:
-          \$261  = \$235 [26:0];
+          \$263  = \$235 [26:0];
     endcase
     if (rst) begin
-      \$261  = 27'h0000000;
+      \$263  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = bias;
+    \$264  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3453,7 +3475,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h19:
           /* empty */;
       6'h1a:
-          \$262  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
+          \$264  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3483,15 +3505,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h27:
           /* empty */;
       6'h28:
-          \$262  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
+          \$264  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
     endcase
     if (rst) begin
-      \$262  = 35'h000000000;
+      \$264  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \p$52 ;
+    \$265  = \p$54 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3548,8 +3570,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h1c:
           /* empty */;
       6'h1d:
-          if (\done$38 ) begin
-            \$263  = p[49:0];
+          if (\done$40 ) begin
+            \$265  = p[49:0];
           end
       6'h1e:
           /* empty */;
@@ -3580,17 +3602,17 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$38 ) begin
-            \$263  = p[49:0];
+          if (\done$40 ) begin
+            \$265  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$263  = 50'h0000000000000;
+      \$265  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = div_num;
+    \$266  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3649,84 +3671,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h1d:
           /* empty */;
       6'h1e:
-          \$264  = { \p$52 [49], \p$52  };
+          \$266  = { \p$54 [49], \p$54  };
     endcase
     if (rst) begin
-      \$264  = 51'h0000000000000;
+      \$266  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$265  = \$212 [50:0];
-    endcase
-    if (rst) begin
-      \$265  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = div_neg;
+    \$267  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3787,15 +3740,84 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$266  = \$213 ;
+          \$267  = \$212 [50:0];
     endcase
     if (rst) begin
-      \$266  = 1'h0;
+      \$267  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = quot;
+    \$268  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          \$268  = \$213 ;
+    endcase
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3860,8 +3882,8 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h20:
           /* empty */;
       6'h21:
-          if (\done$42 ) begin
-            \$267  = { q[36], q[36], q };
+          if (\done$44 ) begin
+            \$269  = { q[36], q[36], q };
           end
       6'h22:
           /* empty */;
@@ -3886,15 +3908,15 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h2b:
           /* empty */;
       6'h2c:
-          \$267  = \$240 [38:0];
+          \$269  = \$240 [38:0];
     endcase
     if (rst) begin
-      \$267  = 39'h0000000000;
+      \$269  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \b$55 ;
+    \$270  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3961,7 +3983,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h21:
           /* empty */;
       6'h22:
-          \$268  = \$214 [34:0];
+          \$270  = \$214 [34:0];
       6'h03:
           /* empty */;
       6'h23:
@@ -3985,10 +4007,10 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
       6'h2c:
           /* empty */;
       6'h2d:
-          \$268  = \$241 [34:0];
+          \$270  = \$241 [34:0];
     endcase
     if (rst) begin
-      \$268  = 35'h000000000;
+      \$270  = 35'h000000000;
     end
   end
   assign beta_shift = \$111 [3:0];
@@ -4010,7 +4032,7 @@ module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, de
   assign \$208  = { 1'h0, \$207 [15:1] };
   assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$238  = { 1'h0, \$237 [15:1] };
-  assign \$240  = { \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49], \p$52 [49:8] };
+  assign \$240  = { \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49:8] };
 endmodule
 
 module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

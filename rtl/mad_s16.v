@@ -165,7 +165,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     fsm_state <= \$26 ;
   \hwnorm_mad_s16.math  math (
     .\a$32 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_mad_s16.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
+module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -883,37 +883,39 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   wire [47:0] \$375 ;
   wire [72:0] \$376 ;
   wire [62:0] \$377 ;
-  reg [5:0] \$378 ;
-  reg [73:0] \$379 ;
+  reg \$378 ;
+  reg \$379 ;
   wire \$38 ;
-  reg [73:0] \$380 ;
-  reg \$381 ;
-  reg \$382 ;
-  reg [16:0] \$383 ;
+  reg [5:0] \$380 ;
+  reg [73:0] \$381 ;
+  reg [73:0] \$382 ;
+  reg \$383 ;
   reg \$384 ;
-  reg [45:0] \$385 ;
-  reg [73:0] \$386 ;
-  reg [6:0] \$387 ;
+  reg [16:0] \$385 ;
+  reg \$386 ;
+  reg [45:0] \$387 ;
   reg [73:0] \$388 ;
-  reg \$389 ;
+  reg [6:0] \$389 ;
   wire \$39 ;
-  reg [24:0] \$390 ;
-  reg [41:0] \$391 ;
-  reg [55:0] \$392 ;
-  reg [9:0] \$393 ;
-  reg [3:0] \$394 ;
-  reg [3:0] \$395 ;
-  reg [9:0] \$396 ;
-  reg [70:0] \$397 ;
-  reg [6:0] \$398 ;
-  reg [4:0] \$399 ;
+  reg [73:0] \$390 ;
+  reg \$391 ;
+  reg [24:0] \$392 ;
+  reg [41:0] \$393 ;
+  reg [55:0] \$394 ;
+  reg [9:0] \$395 ;
+  reg [3:0] \$396 ;
+  reg [3:0] \$397 ;
+  reg [9:0] \$398 ;
+  reg [70:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  reg [41:0] \$400 ;
-  reg [57:0] \$401 ;
-  reg [72:0] \$402 ;
-  reg [61:0] \$403 ;
-  reg [57:0] \$404 ;
+  reg [6:0] \$400 ;
+  reg [4:0] \$401 ;
+  reg [41:0] \$402 ;
+  reg [57:0] \$403 ;
+  reg [72:0] \$404 ;
+  reg [61:0] \$405 ;
+  reg [57:0] \$406 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -982,8 +984,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   output [41:0] \a$32 ;
   reg [41:0] \a$32  = 42'h00000000000;
   reg [34:0] b;
-  output [57:0] \b$55 ;
-  reg [57:0] \b$55  = 58'h000000000000000;
+  output [57:0] \b$57 ;
+  reg [57:0] \b$57  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -1013,8 +1015,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$42 ;
+  wire \done$41 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -1028,7 +1030,9 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   reg neg;
   reg \neg$23 ;
   wire [83:0] p;
-  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg [72:0] \p$55  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -1048,8 +1052,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [5:0] \steps$24 ;
@@ -1429,63 +1433,67 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   assign \$375  = $signed(\$372 ) + $signed({ 1'h0, \$374  });
   assign \$377  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$378 ;
+    pop_top <= \$378 ;
   always @(posedge clk)
-    div_num <= \$379 ;
+    pop_bottom <= \$379 ;
   always @(posedge clk)
-    div_mag <= \$380 ;
+    fsm_state <= \$380 ;
   always @(posedge clk)
-    div_neg <= \$381 ;
+    div_num <= \$381 ;
   always @(posedge clk)
-    \start$9  <= \$382 ;
+    div_mag <= \$382 ;
   always @(posedge clk)
-    floor_mean <= \$383 ;
+    div_neg <= \$383 ;
   always @(posedge clk)
-    start <= \$384 ;
+    \start$9  <= \$384 ;
   always @(posedge clk)
-    t <= \$385 ;
+    floor_mean <= \$385 ;
   always @(posedge clk)
-    den <= \$386 ;
+    start <= \$386 ;
   always @(posedge clk)
-    lead <= \$387 ;
+    t <= \$387 ;
   always @(posedge clk)
-    recip_rem <= \$388 ;
+    den <= \$388 ;
   always @(posedge clk)
-    recip_one <= \$389 ;
+    lead <= \$389 ;
   always @(posedge clk)
-    recip <= \$390 ;
+    recip_rem <= \$390 ;
   always @(posedge clk)
-    m <= \$391 ;
+    recip_one <= \$391 ;
   always @(posedge clk)
-    km <= \$392 ;
+    recip <= \$392 ;
   always @(posedge clk)
-    sh0 <= \$393 ;
+    m <= \$393 ;
   always @(posedge clk)
-    tk <= \$394 ;
+    km <= \$394 ;
   always @(posedge clk)
-    pre <= \$395 ;
+    sh0 <= \$395 ;
   always @(posedge clk)
-    tsh <= \$396 ;
+    tk <= \$396 ;
   always @(posedge clk)
-    km_pre <= \$397 ;
+    pre <= \$397 ;
   always @(posedge clk)
-    t_clamped <= \$398 ;
+    tsh <= \$398 ;
   always @(posedge clk)
-    sh <= \$399 ;
+    km_pre <= \$399 ;
   always @(posedge clk)
-    \a$32  <= \$400 ;
+    t_clamped <= \$400 ;
   always @(posedge clk)
-    bias <= \$401 ;
+    sh <= \$401 ;
   always @(posedge clk)
-    \p$53  <= \$402 ;
+    \a$32  <= \$402 ;
   always @(posedge clk)
-    quot <= \$403 ;
+    bias <= \$403 ;
   always @(posedge clk)
-    \b$55  <= \$404 ;
+    \p$55  <= \$404 ;
+  always @(posedge clk)
+    quot <= \$405 ;
+  always @(posedge clk)
+    \b$57  <= \$406 ;
   \hwnorm_mad_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$39 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1499,7 +1507,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -2506,156 +2514,170 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = fsm_state;
+    \$378  = 1'h0;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$379  = 1'h0;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$378  = 6'h01;
+                  \$380  = 6'h01;
               2'h1:
-                  \$378  = 6'h02;
+                  \$380  = 6'h02;
               2'h2:
-                  \$378  = 6'h03;
+                  \$380  = 6'h03;
             endcase
           end
       6'h01:
-          \$378  = 6'h04;
+          \$380  = 6'h04;
       6'h04:
-          \$378  = 6'h05;
+          \$380  = 6'h05;
       6'h05:
-          \$378  = 6'h06;
+          \$380  = 6'h06;
       6'h06:
-          \$378  = 6'h07;
+          \$380  = 6'h07;
       6'h07:
-          if (\done$39 ) begin
-            \$378  = 6'h08;
+          if (\done$41 ) begin
+            \$380  = 6'h08;
           end
       6'h02:
-          \$378  = 6'h09;
+          \$380  = 6'h09;
       6'h09:
-          \$378  = 6'h0a;
+          \$380  = 6'h0a;
       6'h0a:
-          \$378  = 6'h0b;
+          \$380  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$378  = 6'h0c;
+          if (\done$44 ) begin
+            \$380  = 6'h0c;
           end
       6'h0c:
-          \$378  = 6'h0d;
+          \$380  = 6'h0d;
       6'h0d:
-          \$378  = 6'h0e;
+          \$380  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$378  = 6'h0f;
+          if (\done$44 ) begin
+            \$380  = 6'h0f;
           end
       6'h0f:
-          \$378  = 6'h10;
+          \$380  = 6'h10;
       6'h10:
-          \$378  = 6'h11;
+          \$380  = 6'h11;
       6'h11:
-          if (\done$42 ) begin
-            \$378  = 6'h12;
+          if (\done$44 ) begin
+            \$380  = 6'h12;
           end
       6'h12:
-          \$378  = 6'h13;
+          \$380  = 6'h13;
       6'h13:
-          \$378  = 6'h14;
+          \$380  = 6'h14;
       6'h14:
-          \$378  = 6'h15;
+          \$380  = 6'h15;
       6'h15:
-          if (\done$39 ) begin
-            \$378  = 6'h16;
+          if (\done$41 ) begin
+            \$380  = 6'h16;
           end
       6'h16:
-          \$378  = 6'h17;
+          \$380  = 6'h17;
       6'h17:
-          \$378  = 6'h18;
+          \$380  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$378  = 6'h19;
+          if (\done$44 ) begin
+            \$380  = 6'h19;
           end
       6'h19:
-          \$378  = 6'h1a;
+          \$380  = 6'h1a;
       6'h1a:
-          \$378  = 6'h1b;
+          \$380  = 6'h1b;
       6'h1b:
-          if (\done$42 ) begin
-            \$378  = 6'h1c;
+          if (\done$44 ) begin
+            \$380  = 6'h1c;
           end
       6'h1c:
-          \$378  = 6'h1d;
+          \$380  = 6'h1d;
       6'h1d:
-          \$378  = 6'h1e;
+          \$380  = 6'h1e;
       6'h1e:
-          \$378  = 6'h1f;
+          \$380  = 6'h1f;
       6'h1f:
-          \$378  = 6'h20;
+          \$380  = 6'h20;
       6'h20:
-          \$378  = 6'h21;
+          \$380  = 6'h21;
       6'h21:
-          \$378  = 6'h22;
+          \$380  = 6'h22;
       6'h22:
-          if (\done$42 ) begin
-            \$378  = 6'h23;
+          if (\done$44 ) begin
+            \$380  = 6'h23;
           end
       6'h23:
-          \$378  = 6'h24;
+          \$380  = 6'h24;
       6'h24:
-          \$378  = 6'h25;
+          \$380  = 6'h25;
       6'h25:
-          \$378  = 6'h26;
+          \$380  = 6'h26;
       6'h26:
-          if (\done$39 ) begin
-            \$378  = 6'h27;
+          if (\done$41 ) begin
+            \$380  = 6'h27;
           end
       6'h27:
-          \$378  = 6'h08;
+          \$380  = 6'h08;
       6'h03:
-          \$378  = 6'h28;
+          \$380  = 6'h28;
       6'h28:
-          \$378  = 6'h29;
+          \$380  = 6'h29;
       6'h29:
-          if (\done$42 ) begin
-            \$378  = 6'h2a;
+          if (\done$44 ) begin
+            \$380  = 6'h2a;
           end
       6'h2a:
-          \$378  = 6'h2b;
+          \$380  = 6'h2b;
       6'h2b:
-          \$378  = 6'h2c;
+          \$380  = 6'h2c;
       6'h2c:
-          \$378  = 6'h2d;
+          \$380  = 6'h2d;
       6'h2d:
-          \$378  = 6'h2e;
+          \$380  = 6'h2e;
       6'h2e:
-          \$378  = 6'h2f;
+          \$380  = 6'h2f;
       6'h2f:
-          \$378  = 6'h30;
+          \$380  = 6'h30;
       6'h30:
-          if (\done$42 ) begin
-            \$378  = 6'h31;
+          if (\done$44 ) begin
+            \$380  = 6'h31;
           end
       6'h31:
-          \$378  = 6'h32;
+          \$380  = 6'h32;
       6'h32:
-          \$378  = 6'h08;
+          \$380  = 6'h08;
       6'h08:
-          \$378  = 6'h00;
+          \$380  = 6'h00;
     endcase
     if (rst) begin
-      \$378  = 6'h00;
+      \$380  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = div_num;
+    \$381  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$379  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$381  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2717,15 +2739,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h22:
           /* empty */;
       6'h23:
-          \$379  = { \p$53 [72], \p$53  };
+          \$381  = { \p$55 [72], \p$55  };
     endcase
     if (rst) begin
-      \$379  = 74'h0000000000000000000;
+      \$381  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = div_mag;
+    \$382  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2734,86 +2756,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h04:
           /* empty */;
       6'h05:
-          \$380  = \$315 [73:0];
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$380  = \$348 [73:0];
-    endcase
-    if (rst) begin
-      \$380  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$381  = \$316 ;
+          \$382  = \$315 [73:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2875,15 +2818,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h23:
           /* empty */;
       6'h24:
-          \$381  = \$349 ;
+          \$382  = \$348 [73:0];
     endcase
     if (rst) begin
-      \$381  = 1'h0;
+      \$382  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = \start$9 ;
+    \$383  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2892,9 +2835,9 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h04:
           /* empty */;
       6'h05:
-          \$382  = 1'h1;
+          \$383  = \$316 ;
       6'h06:
-          \$382  = 1'h0;
+          /* empty */;
       6'h07:
           /* empty */;
       6'h02:
@@ -2920,9 +2863,9 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h12:
           /* empty */;
       6'h13:
-          \$382  = 1'h1;
+          /* empty */;
       6'h14:
-          \$382  = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2954,134 +2897,87 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h23:
           /* empty */;
       6'h24:
-          \$382  = 1'h1;
+          \$383  = \$349 ;
+    endcase
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$384  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$384  = 1'h1;
+      6'h06:
+          \$384  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$384  = 1'h1;
+      6'h14:
+          \$384  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$384  = 1'h1;
       6'h25:
-          \$382  = 1'h0;
-    endcase
-    if (rst) begin
-      \$382  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$39 ) begin
-            \$383  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$383  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$384  = 1'h1;
-      6'h0a:
-          \$384  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$384  = 1'h1;
-      6'h0d:
-          \$384  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$384  = 1'h1;
-      6'h10:
-          \$384  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$384  = 1'h1;
-      6'h17:
-          \$384  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$384  = 1'h1;
-      6'h1a:
-          \$384  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$384  = 1'h1;
-      6'h21:
-          \$384  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$384  = 1'h1;
-      6'h28:
-          \$384  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$384  = 1'h1;
-      6'h2f:
           \$384  = 1'h0;
     endcase
     if (rst) begin
@@ -3090,7 +2986,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = t;
+    \$385  = floor_mean;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3103,33 +2999,17 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$385  = p[45:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$42 ) begin
-            \$385  = p[45:0];
+          if (\done$41 ) begin
+            \$385  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$385  = 46'h000000000000;
+      \$385  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = den;
+    \$386  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3146,113 +3026,167 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h02:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$386  = 1'h1;
       6'h0a:
-          /* empty */;
+          \$386  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$386  = 1'h1;
       6'h0d:
-          /* empty */;
+          \$386  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \$386  = 1'h1;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$42 ) begin
-            \$386  = p[73:0];
-          end
-    endcase
-    if (rst) begin
-      \$386  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$387  = den_lead;
-    endcase
-    if (rst) begin
-      \$387  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
+          \$386  = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          \$388  = \$320 [73:0];
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$386  = 1'h1;
+      6'h17:
+          \$386  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$386  = 1'h1;
+      6'h1a:
+          \$386  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$386  = 1'h1;
+      6'h21:
+          \$386  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$386  = 1'h1;
+      6'h28:
+          \$386  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$386  = 1'h1;
+      6'h2f:
+          \$386  = 1'h0;
+    endcase
+    if (rst) begin
+      \$386  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$387  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$44 ) begin
+            \$387  = p[45:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$44 ) begin
+            \$387  = p[45:0];
+          end
+    endcase
+    if (rst) begin
+      \$387  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$388  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$44 ) begin
+            \$388  = p[73:0];
+          end
     endcase
     if (rst) begin
       \$388  = 74'h0000000000000000000;
@@ -3260,7 +3194,50 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = recip_one;
+    \$389  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$389  = den_lead;
+    endcase
+    if (rst) begin
+      \$389  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$390  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3297,15 +3274,60 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h12:
           /* empty */;
       6'h13:
-          \$389  = \$321 ;
+          \$390  = \$320 [73:0];
     endcase
     if (rst) begin
-      \$389  = 1'h0;
+      \$390  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = recip;
+    \$391  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$391  = \$321 ;
+    endcase
+    if (rst) begin
+      \$391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$392  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3346,17 +3368,17 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$39 ) begin
-            \$390  = q[24:0];
+          if (\done$41 ) begin
+            \$392  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$390  = 25'h0000000;
+      \$392  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = m;
+    \$393  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3403,8 +3425,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$391  = p[41:0];
+          if (\done$44 ) begin
+            \$393  = p[41:0];
           end
       6'h19:
           /* empty */;
@@ -3441,17 +3463,17 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$42 ) begin
-            \$391  = p[41:0];
+          if (\done$44 ) begin
+            \$393  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$391  = 42'h00000000000;
+      \$393  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = km;
+    \$394  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3504,197 +3526,11 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$42 ) begin
-            \$392  = p[55:0];
+          if (\done$44 ) begin
+            \$394  = p[55:0];
           end
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$392  = \$351 [55:0];
-    endcase
-    if (rst) begin
-      \$392  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$393  = { \$322 [8], \$322  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$393  = { \$352 [8], \$352  };
-    endcase
-    if (rst) begin
-      \$393  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$394  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3724,15 +3560,201 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h29:
           /* empty */;
       6'h2a:
-          \$394  = 4'h8;
+          \$394  = \$351 [55:0];
     endcase
     if (rst) begin
-      \$394  = 4'h0;
+      \$394  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = pre;
+    \$395  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$395  = { \$322 [8], \$322  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$395  = { \$352 [8], \$352  };
+    endcase
+    if (rst) begin
+      \$395  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$396  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$396  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$396  = 4'h8;
+    endcase
+    if (rst) begin
+      \$396  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$397  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3789,7 +3811,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1c:
           /* empty */;
       6'h1d:
-          \$395  = \$325 [3:0];
+          \$397  = \$325 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3819,15 +3841,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2a:
           /* empty */;
       6'h2b:
-          \$395  = \$355 [3:0];
+          \$397  = \$355 [3:0];
     endcase
     if (rst) begin
-      \$395  = 4'h0;
+      \$397  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = tsh;
+    \$398  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3884,7 +3906,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1c:
           /* empty */;
       6'h1d:
-          \$396  = \$335 [9:0];
+          \$398  = \$335 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3914,15 +3936,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2a:
           /* empty */;
       6'h2b:
-          \$396  = \$365 [9:0];
+          \$398  = \$365 [9:0];
     endcase
     if (rst) begin
-      \$396  = 10'h000;
+      \$398  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = km_pre;
+    \$399  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3981,7 +4003,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$397  = \$336 ;
+          \$399  = \$336 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -4011,15 +4033,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$397  = \$366 ;
+          \$399  = \$366 ;
     endcase
     if (rst) begin
-      \$397  = 71'h000000000000000000;
+      \$399  = 71'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = t_clamped;
+    \$400  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4078,7 +4100,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$398  = \$338 [6:0];
+          \$400  = \$338 [6:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4108,15 +4130,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$398  = \$368 [6:0];
+          \$400  = \$368 [6:0];
     endcase
     if (rst) begin
-      \$398  = 7'h00;
+      \$400  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = sh;
+    \$401  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4175,7 +4197,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1d:
           /* empty */;
       6'h1e:
-          \$399  = \$340 [4:0];
+          \$401  = \$340 [4:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4205,15 +4227,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2b:
           /* empty */;
       6'h2c:
-          \$399  = \$370 [4:0];
+          \$401  = \$370 [4:0];
     endcase
     if (rst) begin
-      \$399  = 5'h00;
+      \$401  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = \a$32 ;
+    \$402  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4274,7 +4296,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1e:
           /* empty */;
       6'h1f:
-          \$400  = \$341 [41:0];
+          \$402  = \$341 [41:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4304,15 +4326,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2c:
           /* empty */;
       6'h2d:
-          \$400  = \$371 [41:0];
+          \$402  = \$371 [41:0];
     endcase
     if (rst) begin
-      \$400  = 42'h00000000000;
+      \$402  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = bias;
+    \$403  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4373,7 +4395,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h1e:
           /* empty */;
       6'h1f:
-          \$401  = { \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345  };
+          \$403  = { \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4403,15 +4425,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2c:
           /* empty */;
       6'h2d:
-          \$401  = { \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375  };
+          \$403  = { \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375  };
     endcase
     if (rst) begin
-      \$401  = 58'h000000000000000;
+      \$403  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = \p$53 ;
+    \$404  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4478,8 +4500,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$42 ) begin
-            \$402  = p[72:0];
+          if (\done$44 ) begin
+            \$404  = p[72:0];
           end
       6'h23:
           /* empty */;
@@ -4510,17 +4532,17 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$42 ) begin
-            \$402  = p[72:0];
+          if (\done$44 ) begin
+            \$404  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$402  = 73'h0000000000000000000;
+      \$404  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = quot;
+    \$405  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4595,8 +4617,8 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$39 ) begin
-            \$403  = { q[59], q[59], q };
+          if (\done$41 ) begin
+            \$405  = { q[59], q[59], q };
           end
       6'h27:
           /* empty */;
@@ -4621,15 +4643,15 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h30:
           /* empty */;
       6'h31:
-          \$403  = \$376 [61:0];
+          \$405  = \$376 [61:0];
     endcase
     if (rst) begin
-      \$403  = 62'h0000000000000000;
+      \$405  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = \b$55 ;
+    \$406  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4706,7 +4728,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h26:
           /* empty */;
       6'h27:
-          \$404  = \$350 [57:0];
+          \$406  = \$350 [57:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4730,10 +4752,10 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
       6'h31:
           /* empty */;
       6'h32:
-          \$404  = \$377 [57:0];
+          \$406  = \$377 [57:0];
     endcase
     if (rst) begin
-      \$404  = 58'h000000000000000;
+      \$406  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$238 [4:0];
@@ -4758,7 +4780,7 @@ module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done
   assign \$344  = { 1'h0, \$343 [31:1] };
   assign \$351  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$374  = { 1'h0, \$373 [31:1] };
-  assign \$376  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
+  assign \$376  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
 endmodule
 
 module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -165,7 +165,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     fsm_state <= \$26 ;
   \hwnorm_mad_s8.math  math (
     .\a$32 (a),
-    .\b$55 (b),
+    .\b$57 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
@@ -176,7 +176,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_mad_s8.norm  norm (
@@ -572,7 +572,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$55 , clk);
+module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -824,36 +824,38 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   wire [23:0] \$321 ;
   wire [49:0] \$322 ;
   wire [39:0] \$323 ;
-  reg [5:0] \$324 ;
-  reg [50:0] \$325 ;
-  reg [50:0] \$326 ;
-  reg \$327 ;
-  reg \$328 ;
-  reg [8:0] \$329 ;
+  reg \$324 ;
+  reg \$325 ;
+  reg [5:0] \$326 ;
+  reg [50:0] \$327 ;
+  reg [50:0] \$328 ;
+  reg \$329 ;
   wire \$33 ;
   reg \$330 ;
-  reg [37:0] \$331 ;
-  reg [57:0] \$332 ;
-  reg [5:0] \$333 ;
+  reg [8:0] \$331 ;
+  reg \$332 ;
+  reg [37:0] \$333 ;
   reg [57:0] \$334 ;
-  reg \$335 ;
-  reg [16:0] \$336 ;
-  reg [25:0] \$337 ;
-  reg [39:0] \$338 ;
-  reg [9:0] \$339 ;
+  reg [5:0] \$335 ;
+  reg [57:0] \$336 ;
+  reg \$337 ;
+  reg [16:0] \$338 ;
+  reg [25:0] \$339 ;
   wire \$34 ;
-  reg [3:0] \$340 ;
-  reg [3:0] \$341 ;
-  reg [9:0] \$342 ;
-  reg [53:0] \$343 ;
-  reg [5:0] \$344 ;
-  reg [3:0] \$345 ;
-  reg [26:0] \$346 ;
-  reg [34:0] \$347 ;
-  reg [49:0] \$348 ;
-  reg [38:0] \$349 ;
+  reg [39:0] \$340 ;
+  reg [9:0] \$341 ;
+  reg [3:0] \$342 ;
+  reg [3:0] \$343 ;
+  reg [9:0] \$344 ;
+  reg [53:0] \$345 ;
+  reg [5:0] \$346 ;
+  reg [3:0] \$347 ;
+  reg [26:0] \$348 ;
+  reg [34:0] \$349 ;
   wire \$35 ;
-  reg [34:0] \$350 ;
+  reg [49:0] \$350 ;
+  reg [38:0] \$351 ;
+  reg [34:0] \$352 ;
   wire [5:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -928,8 +930,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   output [26:0] \a$32 ;
   reg [26:0] \a$32  = 27'h0000000;
   reg [26:0] b;
-  output [34:0] \b$55 ;
-  reg [34:0] \b$55  = 35'h000000000;
+  output [34:0] \b$57 ;
+  reg [34:0] \b$57  = 35'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [34:0] bias = 35'h000000000;
@@ -959,8 +961,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$39 ;
-  wire \done$42 ;
+  wire \done$41 ;
+  wire \done$44 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -974,7 +976,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg neg;
   reg \neg$23 ;
   wire [67:0] p;
-  reg [49:0] \p$53  = 50'h0000000000000;
+  reg [49:0] \p$55  = 50'h0000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -994,8 +998,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
   reg [4:0] \steps$24 ;
@@ -1321,63 +1325,67 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$321  = $signed(\$318 ) + $signed({ 1'h0, \$320  });
   assign \$323  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$324 ;
+    pop_top <= \$324 ;
   always @(posedge clk)
-    div_num <= \$325 ;
+    pop_bottom <= \$325 ;
   always @(posedge clk)
-    div_mag <= \$326 ;
+    fsm_state <= \$326 ;
   always @(posedge clk)
-    div_neg <= \$327 ;
+    div_num <= \$327 ;
   always @(posedge clk)
-    \start$9  <= \$328 ;
+    div_mag <= \$328 ;
   always @(posedge clk)
-    floor_mean <= \$329 ;
+    div_neg <= \$329 ;
   always @(posedge clk)
-    start <= \$330 ;
+    \start$9  <= \$330 ;
   always @(posedge clk)
-    t <= \$331 ;
+    floor_mean <= \$331 ;
   always @(posedge clk)
-    den <= \$332 ;
+    start <= \$332 ;
   always @(posedge clk)
-    lead <= \$333 ;
+    t <= \$333 ;
   always @(posedge clk)
-    recip_rem <= \$334 ;
+    den <= \$334 ;
   always @(posedge clk)
-    recip_one <= \$335 ;
+    lead <= \$335 ;
   always @(posedge clk)
-    recip <= \$336 ;
+    recip_rem <= \$336 ;
   always @(posedge clk)
-    m <= \$337 ;
+    recip_one <= \$337 ;
   always @(posedge clk)
-    km <= \$338 ;
+    recip <= \$338 ;
   always @(posedge clk)
-    sh0 <= \$339 ;
+    m <= \$339 ;
   always @(posedge clk)
-    tk <= \$340 ;
+    km <= \$340 ;
   always @(posedge clk)
-    pre <= \$341 ;
+    sh0 <= \$341 ;
   always @(posedge clk)
-    tsh <= \$342 ;
+    tk <= \$342 ;
   always @(posedge clk)
-    km_pre <= \$343 ;
+    pre <= \$343 ;
   always @(posedge clk)
-    t_clamped <= \$344 ;
+    tsh <= \$344 ;
   always @(posedge clk)
-    sh <= \$345 ;
+    km_pre <= \$345 ;
   always @(posedge clk)
-    \a$32  <= \$346 ;
+    t_clamped <= \$346 ;
   always @(posedge clk)
-    bias <= \$347 ;
+    sh <= \$347 ;
   always @(posedge clk)
-    \p$53  <= \$348 ;
+    \a$32  <= \$348 ;
   always @(posedge clk)
-    quot <= \$349 ;
+    bias <= \$349 ;
   always @(posedge clk)
-    \b$55  <= \$350 ;
+    \p$55  <= \$350 ;
+  always @(posedge clk)
+    quot <= \$351 ;
+  always @(posedge clk)
+    \b$57  <= \$352 ;
   \hwnorm_mad_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$39 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1391,7 +1399,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$44 ),
     .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
@@ -2398,156 +2406,170 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = fsm_state;
+    \$324  = 1'h0;
+    if (rst) begin
+      \$324  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$325  = 1'h0;
+    if (rst) begin
+      \$325  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = fsm_state;
     casez (fsm_state)
       6'h00:
-          if (\start$36 ) begin
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$324  = 6'h01;
+                  \$326  = 6'h01;
               2'h1:
-                  \$324  = 6'h02;
+                  \$326  = 6'h02;
               2'h2:
-                  \$324  = 6'h03;
+                  \$326  = 6'h03;
             endcase
           end
       6'h01:
-          \$324  = 6'h04;
+          \$326  = 6'h04;
       6'h04:
-          \$324  = 6'h05;
+          \$326  = 6'h05;
       6'h05:
-          \$324  = 6'h06;
+          \$326  = 6'h06;
       6'h06:
-          \$324  = 6'h07;
+          \$326  = 6'h07;
       6'h07:
-          if (\done$39 ) begin
-            \$324  = 6'h08;
+          if (\done$41 ) begin
+            \$326  = 6'h08;
           end
       6'h02:
-          \$324  = 6'h09;
+          \$326  = 6'h09;
       6'h09:
-          \$324  = 6'h0a;
+          \$326  = 6'h0a;
       6'h0a:
-          \$324  = 6'h0b;
+          \$326  = 6'h0b;
       6'h0b:
-          if (\done$42 ) begin
-            \$324  = 6'h0c;
+          if (\done$44 ) begin
+            \$326  = 6'h0c;
           end
       6'h0c:
-          \$324  = 6'h0d;
+          \$326  = 6'h0d;
       6'h0d:
-          \$324  = 6'h0e;
+          \$326  = 6'h0e;
       6'h0e:
-          if (\done$42 ) begin
-            \$324  = 6'h0f;
+          if (\done$44 ) begin
+            \$326  = 6'h0f;
           end
       6'h0f:
-          \$324  = 6'h10;
+          \$326  = 6'h10;
       6'h10:
-          \$324  = 6'h11;
+          \$326  = 6'h11;
       6'h11:
-          if (\done$42 ) begin
-            \$324  = 6'h12;
+          if (\done$44 ) begin
+            \$326  = 6'h12;
           end
       6'h12:
-          \$324  = 6'h13;
+          \$326  = 6'h13;
       6'h13:
-          \$324  = 6'h14;
+          \$326  = 6'h14;
       6'h14:
-          \$324  = 6'h15;
+          \$326  = 6'h15;
       6'h15:
-          if (\done$39 ) begin
-            \$324  = 6'h16;
+          if (\done$41 ) begin
+            \$326  = 6'h16;
           end
       6'h16:
-          \$324  = 6'h17;
+          \$326  = 6'h17;
       6'h17:
-          \$324  = 6'h18;
+          \$326  = 6'h18;
       6'h18:
-          if (\done$42 ) begin
-            \$324  = 6'h19;
+          if (\done$44 ) begin
+            \$326  = 6'h19;
           end
       6'h19:
-          \$324  = 6'h1a;
+          \$326  = 6'h1a;
       6'h1a:
-          \$324  = 6'h1b;
+          \$326  = 6'h1b;
       6'h1b:
-          if (\done$42 ) begin
-            \$324  = 6'h1c;
+          if (\done$44 ) begin
+            \$326  = 6'h1c;
           end
       6'h1c:
-          \$324  = 6'h1d;
+          \$326  = 6'h1d;
       6'h1d:
-          \$324  = 6'h1e;
+          \$326  = 6'h1e;
       6'h1e:
-          \$324  = 6'h1f;
+          \$326  = 6'h1f;
       6'h1f:
-          \$324  = 6'h20;
+          \$326  = 6'h20;
       6'h20:
-          \$324  = 6'h21;
+          \$326  = 6'h21;
       6'h21:
-          \$324  = 6'h22;
+          \$326  = 6'h22;
       6'h22:
-          if (\done$42 ) begin
-            \$324  = 6'h23;
+          if (\done$44 ) begin
+            \$326  = 6'h23;
           end
       6'h23:
-          \$324  = 6'h24;
+          \$326  = 6'h24;
       6'h24:
-          \$324  = 6'h25;
+          \$326  = 6'h25;
       6'h25:
-          \$324  = 6'h26;
+          \$326  = 6'h26;
       6'h26:
-          if (\done$39 ) begin
-            \$324  = 6'h27;
+          if (\done$41 ) begin
+            \$326  = 6'h27;
           end
       6'h27:
-          \$324  = 6'h08;
+          \$326  = 6'h08;
       6'h03:
-          \$324  = 6'h28;
+          \$326  = 6'h28;
       6'h28:
-          \$324  = 6'h29;
+          \$326  = 6'h29;
       6'h29:
-          if (\done$42 ) begin
-            \$324  = 6'h2a;
+          if (\done$44 ) begin
+            \$326  = 6'h2a;
           end
       6'h2a:
-          \$324  = 6'h2b;
+          \$326  = 6'h2b;
       6'h2b:
-          \$324  = 6'h2c;
+          \$326  = 6'h2c;
       6'h2c:
-          \$324  = 6'h2d;
+          \$326  = 6'h2d;
       6'h2d:
-          \$324  = 6'h2e;
+          \$326  = 6'h2e;
       6'h2e:
-          \$324  = 6'h2f;
+          \$326  = 6'h2f;
       6'h2f:
-          \$324  = 6'h30;
+          \$326  = 6'h30;
       6'h30:
-          if (\done$42 ) begin
-            \$324  = 6'h31;
+          if (\done$44 ) begin
+            \$326  = 6'h31;
           end
       6'h31:
-          \$324  = 6'h32;
+          \$326  = 6'h32;
       6'h32:
-          \$324  = 6'h08;
+          \$326  = 6'h08;
       6'h08:
-          \$324  = 6'h00;
+          \$326  = 6'h00;
     endcase
     if (rst) begin
-      \$324  = 6'h00;
+      \$326  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = div_num;
+    \$327  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h01:
           /* empty */;
       6'h04:
-          \$325  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$327  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       6'h05:
           /* empty */;
       6'h06:
@@ -2609,15 +2631,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h22:
           /* empty */;
       6'h23:
-          \$325  = { \p$53 [49], \p$53  };
+          \$327  = { \p$55 [49], \p$55  };
     endcase
     if (rst) begin
-      \$325  = 51'h0000000000000;
+      \$327  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = div_mag;
+    \$328  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2626,86 +2648,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$326  = \$261 [50:0];
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$326  = \$294 [50:0];
-    endcase
-    if (rst) begin
-      \$326  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$327  = \$262 ;
+          \$328  = \$261 [50:0];
       6'h06:
           /* empty */;
       6'h07:
@@ -2767,15 +2710,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$327  = \$295 ;
+          \$328  = \$294 [50:0];
     endcase
     if (rst) begin
-      \$327  = 1'h0;
+      \$328  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \start$9 ;
+    \$329  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2784,9 +2727,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h04:
           /* empty */;
       6'h05:
-          \$328  = 1'h1;
+          \$329  = \$262 ;
       6'h06:
-          \$328  = 1'h0;
+          /* empty */;
       6'h07:
           /* empty */;
       6'h02:
@@ -2812,9 +2755,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h12:
           /* empty */;
       6'h13:
-          \$328  = 1'h1;
+          /* empty */;
       6'h14:
-          \$328  = 1'h0;
+          /* empty */;
       6'h15:
           /* empty */;
       6'h16:
@@ -2846,134 +2789,87 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h23:
           /* empty */;
       6'h24:
-          \$328  = 1'h1;
+          \$329  = \$295 ;
+    endcase
+    if (rst) begin
+      \$329  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$330  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          \$330  = 1'h1;
+      6'h06:
+          \$330  = 1'h0;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$330  = 1'h1;
+      6'h14:
+          \$330  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$330  = 1'h1;
       6'h25:
-          \$328  = 1'h0;
-    endcase
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = floor_mean;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$39 ) begin
-            \$329  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$329  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$330  = 1'h1;
-      6'h0a:
-          \$330  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$330  = 1'h1;
-      6'h0d:
-          \$330  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$330  = 1'h1;
-      6'h10:
-          \$330  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$330  = 1'h1;
-      6'h17:
-          \$330  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$330  = 1'h1;
-      6'h1a:
-          \$330  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$330  = 1'h1;
-      6'h21:
-          \$330  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$330  = 1'h1;
-      6'h28:
-          \$330  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$330  = 1'h1;
-      6'h2f:
           \$330  = 1'h0;
     endcase
     if (rst) begin
@@ -2982,7 +2878,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = t;
+    \$331  = floor_mean;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2995,33 +2891,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h06:
           /* empty */;
       6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$42 ) begin
-            \$331  = p[37:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$42 ) begin
-            \$331  = p[37:0];
+          if (\done$41 ) begin
+            \$331  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$331  = 38'h0000000000;
+      \$331  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = den;
+    \$332  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3038,113 +2918,167 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h02:
           /* empty */;
       6'h09:
-          /* empty */;
+          \$332  = 1'h1;
       6'h0a:
-          /* empty */;
+          \$332  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          \$332  = 1'h1;
       6'h0d:
-          /* empty */;
+          \$332  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
-          /* empty */;
+          \$332  = 1'h1;
       6'h10:
-          /* empty */;
-      6'h11:
-          if (\done$42 ) begin
-            \$332  = p[57:0];
-          end
-    endcase
-    if (rst) begin
-      \$332  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$333  = den_lead;
-    endcase
-    if (rst) begin
-      \$333  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
+          \$332  = 1'h0;
       6'h11:
           /* empty */;
       6'h12:
           /* empty */;
       6'h13:
-          \$334  = \$266 [57:0];
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$332  = 1'h1;
+      6'h17:
+          \$332  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$332  = 1'h1;
+      6'h1a:
+          \$332  = 1'h0;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$332  = 1'h1;
+      6'h21:
+          \$332  = 1'h0;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$332  = 1'h1;
+      6'h28:
+          \$332  = 1'h0;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$332  = 1'h1;
+      6'h2f:
+          \$332  = 1'h0;
+    endcase
+    if (rst) begin
+      \$332  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          if (\done$44 ) begin
+            \$333  = p[37:0];
+          end
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          if (\done$44 ) begin
+            \$333  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$333  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$334  = den;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          if (\done$44 ) begin
+            \$334  = p[57:0];
+          end
     endcase
     if (rst) begin
       \$334  = 58'h000000000000000;
@@ -3152,7 +3086,50 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = recip_one;
+    \$335  = lead;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$335  = den_lead;
+    endcase
+    if (rst) begin
+      \$335  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3189,15 +3166,60 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h12:
           /* empty */;
       6'h13:
-          \$335  = \$267 ;
+          \$336  = \$266 [57:0];
     endcase
     if (rst) begin
-      \$335  = 1'h0;
+      \$336  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = recip;
+    \$337  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$337  = \$267 ;
+    endcase
+    if (rst) begin
+      \$337  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3238,17 +3260,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$39 ) begin
-            \$336  = q[16:0];
+          if (\done$41 ) begin
+            \$338  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$336  = 17'h00000;
+      \$338  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = m;
+    \$339  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3295,8 +3317,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$42 ) begin
-            \$337  = p[25:0];
+          if (\done$44 ) begin
+            \$339  = p[25:0];
           end
       6'h19:
           /* empty */;
@@ -3333,17 +3355,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$42 ) begin
-            \$337  = p[25:0];
+          if (\done$44 ) begin
+            \$339  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$337  = 26'h0000000;
+      \$339  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = km;
+    \$340  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3396,197 +3418,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$42 ) begin
-            \$338  = p[39:0];
+          if (\done$44 ) begin
+            \$340  = p[39:0];
           end
       6'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$338  = \$297 [39:0];
-    endcase
-    if (rst) begin
-      \$338  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$339  = { \$268 [7], \$268 [7], \$268  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$339  = { \$298 [8], \$298  };
-    endcase
-    if (rst) begin
-      \$339  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$340  = count_lead;
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3616,15 +3452,201 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h29:
           /* empty */;
       6'h2a:
-          \$340  = 4'h8;
+          \$340  = \$297 [39:0];
     endcase
     if (rst) begin
-      \$340  = 4'h0;
+      \$340  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = pre;
+    \$341  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$341  = { \$268 [7], \$268 [7], \$268  };
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$341  = { \$298 [8], \$298  };
+    endcase
+    if (rst) begin
+      \$341  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h01:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$342  = count_lead;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          \$342  = 4'h8;
+    endcase
+    if (rst) begin
+      \$342  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3681,7 +3703,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$341  = \$271 [3:0];
+          \$343  = \$271 [3:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3711,15 +3733,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$341  = \$301 [3:0];
+          \$343  = \$301 [3:0];
     endcase
     if (rst) begin
-      \$341  = 4'h0;
+      \$343  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = tsh;
+    \$344  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3776,7 +3798,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$342  = \$281 [9:0];
+          \$344  = \$281 [9:0];
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3806,15 +3828,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2a:
           /* empty */;
       6'h2b:
-          \$342  = \$311 [9:0];
+          \$344  = \$311 [9:0];
     endcase
     if (rst) begin
-      \$342  = 10'h000;
+      \$344  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = km_pre;
+    \$345  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3873,7 +3895,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$343  = \$282 [53:0];
+          \$345  = \$282 [53:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3903,15 +3925,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$343  = \$312 [53:0];
+          \$345  = \$312 [53:0];
     endcase
     if (rst) begin
-      \$343  = 54'h00000000000000;
+      \$345  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = t_clamped;
+    \$346  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3970,7 +3992,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$344  = \$284 [5:0];
+          \$346  = \$284 [5:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4000,15 +4022,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$344  = \$314 [5:0];
+          \$346  = \$314 [5:0];
     endcase
     if (rst) begin
-      \$344  = 6'h00;
+      \$346  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = sh;
+    \$347  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4067,7 +4089,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1d:
           /* empty */;
       6'h1e:
-          \$345  = \$286 [3:0];
+          \$347  = \$286 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4097,15 +4119,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2b:
           /* empty */;
       6'h2c:
-          \$345  = \$316 [3:0];
+          \$347  = \$316 [3:0];
     endcase
     if (rst) begin
-      \$345  = 4'h0;
+      \$347  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = \a$32 ;
+    \$348  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4166,7 +4188,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$346  = \$287 [26:0];
+          \$348  = \$287 [26:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4196,15 +4218,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$346  = \$317 [26:0];
+          \$348  = \$317 [26:0];
     endcase
     if (rst) begin
-      \$346  = 27'h0000000;
+      \$348  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = bias;
+    \$349  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4265,7 +4287,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$347  = { \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291  };
+          \$349  = { \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291  };
       6'h20:
           /* empty */;
       6'h21:
@@ -4295,15 +4317,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2c:
           /* empty */;
       6'h2d:
-          \$347  = { \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321  };
+          \$349  = { \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321  };
     endcase
     if (rst) begin
-      \$347  = 35'h000000000;
+      \$349  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \p$53 ;
+    \$350  = \p$55 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4370,8 +4392,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h21:
           /* empty */;
       6'h22:
-          if (\done$42 ) begin
-            \$348  = p[49:0];
+          if (\done$44 ) begin
+            \$350  = p[49:0];
           end
       6'h23:
           /* empty */;
@@ -4402,17 +4424,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$42 ) begin
-            \$348  = p[49:0];
+          if (\done$44 ) begin
+            \$350  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$348  = 50'h0000000000000;
+      \$350  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = quot;
+    \$351  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4487,8 +4509,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$39 ) begin
-            \$349  = { q[36], q[36], q };
+          if (\done$41 ) begin
+            \$351  = { q[36], q[36], q };
           end
       6'h27:
           /* empty */;
@@ -4513,15 +4535,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h30:
           /* empty */;
       6'h31:
-          \$349  = \$322 [38:0];
+          \$351  = \$322 [38:0];
     endcase
     if (rst) begin
-      \$349  = 39'h0000000000;
+      \$351  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \b$55 ;
+    \$352  = \b$57 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4598,7 +4620,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h26:
           /* empty */;
       6'h27:
-          \$350  = \$296 [34:0];
+          \$352  = \$296 [34:0];
       6'h03:
           /* empty */;
       6'h28:
@@ -4622,10 +4644,10 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       6'h31:
           /* empty */;
       6'h32:
-          \$350  = \$323 [34:0];
+          \$352  = \$323 [34:0];
     endcase
     if (rst) begin
-      \$350  = 35'h000000000;
+      \$352  = 35'h000000000;
     end
   end
   assign beta_shift = \$184 [3:0];
@@ -4650,7 +4672,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$290  = { 1'h0, \$289 [15:1] };
   assign \$297  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$320  = { 1'h0, \$319 [15:1] };
-  assign \$322  = { \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49], \p$53 [49:8] };
+  assign \$322  = { \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49:8] };
 endmodule
 
 module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

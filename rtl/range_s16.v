@@ -158,7 +158,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     fsm_state <= \$22 ;
   \hwnorm_range_s16.math  math (
     .\a$29 (a),
-    .\b$54 (b),
+    .\b$56 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -168,7 +168,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_range_s16.norm  norm (
@@ -484,7 +484,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$54 , clk);
+module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$56 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -735,35 +735,37 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   wire [47:0] \$320 ;
   wire [72:0] \$321 ;
   wire [62:0] \$322 ;
-  reg [5:0] \$323 ;
+  reg \$323 ;
   reg \$324 ;
-  reg [50:0] \$325 ;
-  reg [59:0] \$326 ;
-  reg [5:0] \$327 ;
-  reg \$328 ;
-  reg [59:0] \$329 ;
+  reg [5:0] \$325 ;
+  reg \$326 ;
+  reg [50:0] \$327 ;
+  reg [59:0] \$328 ;
+  reg [5:0] \$329 ;
   wire \$33 ;
   reg \$330 ;
-  reg [24:0] \$331 ;
-  reg [41:0] \$332 ;
-  reg [55:0] \$333 ;
-  reg [9:0] \$334 ;
-  reg [3:0] \$335 ;
-  reg [3:0] \$336 ;
-  reg [9:0] \$337 ;
-  reg [65:0] \$338 ;
-  reg [6:0] \$339 ;
+  reg [59:0] \$331 ;
+  reg \$332 ;
+  reg [24:0] \$333 ;
+  reg [41:0] \$334 ;
+  reg [55:0] \$335 ;
+  reg [9:0] \$336 ;
+  reg [3:0] \$337 ;
+  reg [3:0] \$338 ;
+  reg [9:0] \$339 ;
   wire \$34 ;
-  reg [4:0] \$340 ;
-  reg [41:0] \$341 ;
-  reg [57:0] \$342 ;
-  reg [72:0] \$343 ;
-  reg [73:0] \$344 ;
-  reg [73:0] \$345 ;
-  reg \$346 ;
-  reg [61:0] \$347 ;
-  reg [57:0] \$348 ;
+  reg [65:0] \$340 ;
+  reg [6:0] \$341 ;
+  reg [4:0] \$342 ;
+  reg [41:0] \$343 ;
+  reg [57:0] \$344 ;
+  reg [72:0] \$345 ;
+  reg [73:0] \$346 ;
+  reg [73:0] \$347 ;
+  reg \$348 ;
+  reg [61:0] \$349 ;
   wire \$35 ;
+  reg [57:0] \$350 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
@@ -838,8 +840,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   output [41:0] \a$29 ;
   reg [41:0] \a$29  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$54 ;
-  reg [57:0] \b$54  = 58'h000000000000000;
+  output [57:0] \b$56 ;
+  reg [57:0] \b$56  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -868,8 +870,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$40 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -881,7 +883,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   reg neg;
   reg \neg$24 ;
   wire [74:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
+  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -903,8 +907,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$26 ;
@@ -1232,61 +1236,65 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   assign \$320  = $signed(\$317 ) + $signed({ 1'h0, \$319  });
   assign \$322  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$323 ;
+    pop_top <= \$323 ;
   always @(posedge clk)
-    start <= \$324 ;
+    pop_bottom <= \$324 ;
   always @(posedge clk)
-    t <= \$325 ;
+    fsm_state <= \$325 ;
   always @(posedge clk)
-    den <= \$326 ;
+    start <= \$326 ;
   always @(posedge clk)
-    lead <= \$327 ;
+    t <= \$327 ;
   always @(posedge clk)
-    \start$9  <= \$328 ;
+    den <= \$328 ;
   always @(posedge clk)
-    recip_rem <= \$329 ;
+    lead <= \$329 ;
   always @(posedge clk)
-    recip_one <= \$330 ;
+    \start$9  <= \$330 ;
   always @(posedge clk)
-    recip <= \$331 ;
+    recip_rem <= \$331 ;
   always @(posedge clk)
-    m <= \$332 ;
+    recip_one <= \$332 ;
   always @(posedge clk)
-    km <= \$333 ;
+    recip <= \$333 ;
   always @(posedge clk)
-    sh0 <= \$334 ;
+    m <= \$334 ;
   always @(posedge clk)
-    tk <= \$335 ;
+    km <= \$335 ;
   always @(posedge clk)
-    pre <= \$336 ;
+    sh0 <= \$336 ;
   always @(posedge clk)
-    tsh <= \$337 ;
+    tk <= \$337 ;
   always @(posedge clk)
-    km_pre <= \$338 ;
+    pre <= \$338 ;
   always @(posedge clk)
-    t_clamped <= \$339 ;
+    tsh <= \$339 ;
   always @(posedge clk)
-    sh <= \$340 ;
+    km_pre <= \$340 ;
   always @(posedge clk)
-    \a$29  <= \$341 ;
+    t_clamped <= \$341 ;
   always @(posedge clk)
-    bias <= \$342 ;
+    sh <= \$342 ;
   always @(posedge clk)
-    \p$51  <= \$343 ;
+    \a$29  <= \$343 ;
   always @(posedge clk)
-    div_num <= \$344 ;
+    bias <= \$344 ;
   always @(posedge clk)
-    div_mag <= \$345 ;
+    \p$53  <= \$345 ;
   always @(posedge clk)
-    div_neg <= \$346 ;
+    div_num <= \$346 ;
   always @(posedge clk)
-    quot <= \$347 ;
+    div_mag <= \$347 ;
   always @(posedge clk)
-    \b$54  <= \$348 ;
+    div_neg <= \$348 ;
+  always @(posedge clk)
+    quot <= \$349 ;
+  always @(posedge clk)
+    \b$56  <= \$350 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$25 ),
-    .done(\done$41 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$24 ),
     .q(q),
@@ -1300,7 +1308,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2241,238 +2249,252 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$36 ) begin
-            casez (entry)
-              2'h0:
-                  \$323  = 6'h01;
-              2'h1:
-                  \$323  = 6'h02;
-              2'h2:
-                  \$323  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$323  = 6'h04;
-      6'h04:
-          \$323  = 6'h05;
-      6'h05:
-          \$323  = 6'h06;
-      6'h06:
-          \$323  = 6'h07;
-      6'h07:
-          \$323  = 6'h08;
-      6'h08:
-          if (\done$38 ) begin
-            \$323  = 6'h09;
-          end
-      6'h09:
-          \$323  = 6'h0a;
-      6'h0a:
-          \$323  = 6'h0b;
-      6'h0b:
-          if (\done$38 ) begin
-            \$323  = 6'h0c;
-          end
-      6'h0c:
-          \$323  = 6'h0d;
-      6'h0d:
-          \$323  = 6'h0e;
-      6'h0e:
-          if (\done$38 ) begin
-            \$323  = 6'h0f;
-          end
-      6'h0f:
-          \$323  = 6'h10;
-      6'h10:
-          \$323  = 6'h11;
-      6'h11:
-          \$323  = 6'h12;
-      6'h12:
-          if (\done$41 ) begin
-            \$323  = 6'h13;
-          end
-      6'h13:
-          \$323  = 6'h14;
-      6'h14:
-          \$323  = 6'h15;
-      6'h15:
-          if (\done$38 ) begin
-            \$323  = 6'h16;
-          end
-      6'h16:
-          \$323  = 6'h17;
-      6'h17:
-          \$323  = 6'h18;
-      6'h18:
-          if (\done$38 ) begin
-            \$323  = 6'h19;
-          end
-      6'h19:
-          \$323  = 6'h1a;
-      6'h1a:
-          \$323  = 6'h1b;
-      6'h1b:
-          \$323  = 6'h1c;
-      6'h1c:
-          \$323  = 6'h1d;
-      6'h1d:
-          \$323  = 6'h1e;
-      6'h1e:
-          \$323  = 6'h1f;
-      6'h1f:
-          if (\done$38 ) begin
-            \$323  = 6'h20;
-          end
-      6'h20:
-          \$323  = 6'h21;
-      6'h21:
-          \$323  = 6'h22;
-      6'h22:
-          \$323  = 6'h23;
-      6'h23:
-          if (\done$41 ) begin
-            \$323  = 6'h24;
-          end
-      6'h24:
-          \$323  = 6'h01;
-      6'h03:
-          \$323  = 6'h25;
-      6'h25:
-          \$323  = 6'h26;
-      6'h26:
-          if (\done$38 ) begin
-            \$323  = 6'h27;
-          end
-      6'h27:
-          \$323  = 6'h28;
-      6'h28:
-          \$323  = 6'h29;
-      6'h29:
-          \$323  = 6'h2a;
-      6'h2a:
-          \$323  = 6'h2b;
-      6'h2b:
-          \$323  = 6'h2c;
-      6'h2c:
-          \$323  = 6'h2d;
-      6'h2d:
-          if (\done$38 ) begin
-            \$323  = 6'h2e;
-          end
-      6'h2e:
-          \$323  = 6'h2f;
-      6'h2f:
-          \$323  = 6'h01;
-      6'h01:
-          \$323  = 6'h00;
-    endcase
+    \$323  = 1'h0;
     if (rst) begin
-      \$323  = 6'h00;
+      \$323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$324  = 1'h1;
-      6'h07:
-          \$324  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$324  = 1'h1;
-      6'h0a:
-          \$324  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$324  = 1'h1;
-      6'h0d:
-          \$324  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$324  = 1'h1;
-      6'h14:
-          \$324  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$324  = 1'h1;
-      6'h17:
-          \$324  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$324  = 1'h1;
-      6'h1e:
-          \$324  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          \$324  = 1'h1;
-      6'h25:
-          \$324  = 1'h0;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$324  = 1'h1;
-      6'h2c:
-          \$324  = 1'h0;
-    endcase
+    \$324  = 1'h0;
     if (rst) begin
       \$324  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = t;
+    \$325  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$325  = 6'h01;
+              2'h1:
+                  \$325  = 6'h02;
+              2'h2:
+                  \$325  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$325  = 6'h04;
+      6'h04:
+          \$325  = 6'h05;
+      6'h05:
+          \$325  = 6'h06;
+      6'h06:
+          \$325  = 6'h07;
+      6'h07:
+          \$325  = 6'h08;
+      6'h08:
+          if (\done$40 ) begin
+            \$325  = 6'h09;
+          end
+      6'h09:
+          \$325  = 6'h0a;
+      6'h0a:
+          \$325  = 6'h0b;
+      6'h0b:
+          if (\done$40 ) begin
+            \$325  = 6'h0c;
+          end
+      6'h0c:
+          \$325  = 6'h0d;
+      6'h0d:
+          \$325  = 6'h0e;
+      6'h0e:
+          if (\done$40 ) begin
+            \$325  = 6'h0f;
+          end
+      6'h0f:
+          \$325  = 6'h10;
+      6'h10:
+          \$325  = 6'h11;
+      6'h11:
+          \$325  = 6'h12;
+      6'h12:
+          if (\done$43 ) begin
+            \$325  = 6'h13;
+          end
+      6'h13:
+          \$325  = 6'h14;
+      6'h14:
+          \$325  = 6'h15;
+      6'h15:
+          if (\done$40 ) begin
+            \$325  = 6'h16;
+          end
+      6'h16:
+          \$325  = 6'h17;
+      6'h17:
+          \$325  = 6'h18;
+      6'h18:
+          if (\done$40 ) begin
+            \$325  = 6'h19;
+          end
+      6'h19:
+          \$325  = 6'h1a;
+      6'h1a:
+          \$325  = 6'h1b;
+      6'h1b:
+          \$325  = 6'h1c;
+      6'h1c:
+          \$325  = 6'h1d;
+      6'h1d:
+          \$325  = 6'h1e;
+      6'h1e:
+          \$325  = 6'h1f;
+      6'h1f:
+          if (\done$40 ) begin
+            \$325  = 6'h20;
+          end
+      6'h20:
+          \$325  = 6'h21;
+      6'h21:
+          \$325  = 6'h22;
+      6'h22:
+          \$325  = 6'h23;
+      6'h23:
+          if (\done$43 ) begin
+            \$325  = 6'h24;
+          end
+      6'h24:
+          \$325  = 6'h01;
+      6'h03:
+          \$325  = 6'h25;
+      6'h25:
+          \$325  = 6'h26;
+      6'h26:
+          if (\done$40 ) begin
+            \$325  = 6'h27;
+          end
+      6'h27:
+          \$325  = 6'h28;
+      6'h28:
+          \$325  = 6'h29;
+      6'h29:
+          \$325  = 6'h2a;
+      6'h2a:
+          \$325  = 6'h2b;
+      6'h2b:
+          \$325  = 6'h2c;
+      6'h2c:
+          \$325  = 6'h2d;
+      6'h2d:
+          if (\done$40 ) begin
+            \$325  = 6'h2e;
+          end
+      6'h2e:
+          \$325  = 6'h2f;
+      6'h2f:
+          \$325  = 6'h01;
+      6'h01:
+          \$325  = 6'h00;
+    endcase
+    if (rst) begin
+      \$325  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$326  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$326  = 1'h1;
+      6'h07:
+          \$326  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$326  = 1'h1;
+      6'h0a:
+          \$326  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$326  = 1'h1;
+      6'h0d:
+          \$326  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$326  = 1'h1;
+      6'h14:
+          \$326  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$326  = 1'h1;
+      6'h17:
+          \$326  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$326  = 1'h1;
+      6'h1e:
+          \$326  = 1'h0;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$326  = 1'h1;
+      6'h25:
+          \$326  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$326  = 1'h1;
+      6'h2c:
+          \$326  = 1'h0;
+    endcase
+    if (rst) begin
+      \$326  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$327  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2487,25 +2509,25 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$38 ) begin
-            \$325  = p[50:0];
+          if (\done$40 ) begin
+            \$327  = p[50:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$38 ) begin
-            \$325  = p[50:0];
+          if (\done$40 ) begin
+            \$327  = p[50:0];
           end
     endcase
     if (rst) begin
-      \$325  = 51'h0000000000000;
+      \$327  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = den;
+    \$328  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2532,17 +2554,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$38 ) begin
-            \$326  = p[59:0];
+          if (\done$40 ) begin
+            \$328  = p[59:0];
           end
     endcase
     if (rst) begin
-      \$326  = 60'h000000000000000;
+      \$328  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = lead;
+    \$329  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2571,15 +2593,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h0e:
           /* empty */;
       6'h0f:
-          \$327  = den_lead;
+          \$329  = den_lead;
     endcase
     if (rst) begin
-      \$327  = 6'h00;
+      \$329  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \start$9 ;
+    \$330  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2610,9 +2632,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h0f:
           /* empty */;
       6'h10:
-          \$328  = 1'h1;
+          \$330  = 1'h1;
       6'h11:
-          \$328  = 1'h0;
+          \$330  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2644,87 +2666,9 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h20:
           /* empty */;
       6'h21:
-          \$328  = 1'h1;
+          \$330  = 1'h1;
       6'h22:
-          \$328  = 1'h0;
-    endcase
-    if (rst) begin
-      \$328  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$329  = \$265 [59:0];
-    endcase
-    if (rst) begin
-      \$329  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$330  = \$266 ;
+          \$330  = 1'h0;
     endcase
     if (rst) begin
       \$330  = 1'h0;
@@ -2732,7 +2676,85 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = recip;
+    \$331  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$331  = \$265 [59:0];
+    endcase
+    if (rst) begin
+      \$331  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$332  = \$266 ;
+    endcase
+    if (rst) begin
+      \$332  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$333  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2767,17 +2789,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$41 ) begin
-            \$331  = q[24:0];
+          if (\done$43 ) begin
+            \$333  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$331  = 25'h0000000;
+      \$333  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = m;
+    \$334  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2818,8 +2840,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$332  = p[41:0];
+          if (\done$40 ) begin
+            \$334  = p[41:0];
           end
       6'h16:
           /* empty */;
@@ -2856,17 +2878,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$332  = p[41:0];
+          if (\done$40 ) begin
+            \$334  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$332  = 42'h00000000000;
+      \$334  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = km;
+    \$335  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2913,185 +2935,11 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$38 ) begin
-            \$333  = p[55:0];
+          if (\done$40 ) begin
+            \$335  = p[55:0];
           end
       6'h19:
           /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$333  = \$296 [55:0];
-    endcase
-    if (rst) begin
-      \$333  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$334  = { \$267 [7], \$267 [7], \$267  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$334  = { \$297 [8], \$297  };
-    endcase
-    if (rst) begin
-      \$334  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$335  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3121,15 +2969,189 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h26:
           /* empty */;
       6'h27:
-          \$335  = 4'h8;
+          \$335  = \$296 [55:0];
     endcase
     if (rst) begin
-      \$335  = 4'h0;
+      \$335  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = pre;
+    \$336  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$336  = { \$267 [7], \$267 [7], \$267  };
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$336  = { \$297 [8], \$297  };
+    endcase
+    if (rst) begin
+      \$336  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$337  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$337  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$337  = 4'h8;
+    endcase
+    if (rst) begin
+      \$337  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$338  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3180,7 +3202,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h19:
           /* empty */;
       6'h1a:
-          \$336  = \$270 [3:0];
+          \$338  = \$270 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3210,15 +3232,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h27:
           /* empty */;
       6'h28:
-          \$336  = \$300 [3:0];
+          \$338  = \$300 [3:0];
     endcase
     if (rst) begin
-      \$336  = 4'h0;
+      \$338  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = tsh;
+    \$339  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3269,7 +3291,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h19:
           /* empty */;
       6'h1a:
-          \$337  = \$280 [9:0];
+          \$339  = \$280 [9:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3299,15 +3321,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h27:
           /* empty */;
       6'h28:
-          \$337  = \$310 [9:0];
+          \$339  = \$310 [9:0];
     endcase
     if (rst) begin
-      \$337  = 10'h000;
+      \$339  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = km_pre;
+    \$340  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3360,7 +3382,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$338  = \$281 [65:0];
+          \$340  = \$281 [65:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3390,15 +3412,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          \$338  = \$311 [65:0];
+          \$340  = \$311 [65:0];
     endcase
     if (rst) begin
-      \$338  = 66'h00000000000000000;
+      \$340  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = t_clamped;
+    \$341  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3451,7 +3473,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$339  = \$283 [6:0];
+          \$341  = \$283 [6:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3481,15 +3503,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          \$339  = \$313 [6:0];
+          \$341  = \$313 [6:0];
     endcase
     if (rst) begin
-      \$339  = 7'h00;
+      \$341  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = sh;
+    \$342  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3542,7 +3564,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1a:
           /* empty */;
       6'h1b:
-          \$340  = \$285 [4:0];
+          \$342  = \$285 [4:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3572,15 +3594,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h28:
           /* empty */;
       6'h29:
-          \$340  = \$315 [4:0];
+          \$342  = \$315 [4:0];
     endcase
     if (rst) begin
-      \$340  = 5'h00;
+      \$342  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \a$29 ;
+    \$343  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3635,7 +3657,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1b:
           /* empty */;
       6'h1c:
-          \$341  = \$286 [41:0];
+          \$343  = \$286 [41:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3665,15 +3687,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h29:
           /* empty */;
       6'h2a:
-          \$341  = \$316 [41:0];
+          \$343  = \$316 [41:0];
     endcase
     if (rst) begin
-      \$341  = 42'h00000000000;
+      \$343  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = bias;
+    \$344  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3728,7 +3750,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1b:
           /* empty */;
       6'h1c:
-          \$342  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
+          \$344  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3758,15 +3780,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h29:
           /* empty */;
       6'h2a:
-          \$342  = { \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320  };
+          \$344  = { \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320  };
     endcase
     if (rst) begin
-      \$342  = 58'h000000000000000;
+      \$344  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = \p$51 ;
+    \$345  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3827,8 +3849,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$38 ) begin
-            \$343  = p[72:0];
+          if (\done$40 ) begin
+            \$345  = p[72:0];
           end
       6'h20:
           /* empty */;
@@ -3859,17 +3881,17 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$38 ) begin
-            \$343  = p[72:0];
+          if (\done$40 ) begin
+            \$345  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$343  = 73'h0000000000000000000;
+      \$345  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = div_num;
+    \$346  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3932,88 +3954,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h1f:
           /* empty */;
       6'h20:
-          \$344  = { \p$51 [72], \p$51  };
+          \$346  = { \p$53 [72], \p$53  };
     endcase
     if (rst) begin
-      \$344  = 74'h0000000000000000000;
+      \$346  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$345  = \$293 [73:0];
-    endcase
-    if (rst) begin
-      \$345  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = div_neg;
+    \$347  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4078,15 +4027,88 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h20:
           /* empty */;
       6'h21:
-          \$346  = \$294 ;
+          \$347  = \$293 [73:0];
     endcase
     if (rst) begin
-      \$346  = 1'h0;
+      \$347  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = quot;
+    \$348  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$348  = \$294 ;
+    endcase
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4155,8 +4177,8 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$41 ) begin
-            \$347  = { q[59], q[59], q };
+          if (\done$43 ) begin
+            \$349  = { q[59], q[59], q };
           end
       6'h24:
           /* empty */;
@@ -4181,15 +4203,15 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h2d:
           /* empty */;
       6'h2e:
-          \$347  = \$321 [61:0];
+          \$349  = \$321 [61:0];
     endcase
     if (rst) begin
-      \$347  = 62'h0000000000000000;
+      \$349  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \b$54 ;
+    \$350  = \b$56 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4260,7 +4282,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h23:
           /* empty */;
       6'h24:
-          \$348  = \$295 [57:0];
+          \$350  = \$295 [57:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4284,10 +4306,10 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
       6'h2e:
           /* empty */;
       6'h2f:
-          \$348  = \$322 [57:0];
+          \$350  = \$322 [57:0];
     endcase
     if (rst) begin
-      \$348  = 58'h000000000000000;
+      \$350  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$193 [4:0];
@@ -4310,7 +4332,7 @@ module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_clos
   assign \$289  = { 1'h0, \$288 [31:1] };
   assign \$296  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$319  = { 1'h0, \$318 [31:1] };
-  assign \$321  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \$321  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

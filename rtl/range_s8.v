@@ -158,7 +158,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     fsm_state <= \$22 ;
   \hwnorm_range_s8.math  math (
     .\a$29 (a),
-    .\b$54 (b),
+    .\b$56 (b),
     .chan(chan),
     .clk(clk),
     .den(den),
@@ -168,7 +168,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$36 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_range_s8.norm  norm (
@@ -484,7 +484,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$54 , clk);
+module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$56 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -668,35 +668,37 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   wire [23:0] \$260 ;
   wire [56:0] \$261 ;
   wire [46:0] \$262 ;
-  reg [5:0] \$263 ;
+  reg \$263 ;
   reg \$264 ;
-  reg [34:0] \$265 ;
-  reg [43:0] \$266 ;
-  reg [5:0] \$267 ;
-  reg \$268 ;
-  reg [43:0] \$269 ;
+  reg [5:0] \$265 ;
+  reg \$266 ;
+  reg [34:0] \$267 ;
+  reg [43:0] \$268 ;
+  reg [5:0] \$269 ;
   wire [5:0] \$27 ;
   reg \$270 ;
-  reg [16:0] \$271 ;
-  reg [25:0] \$272 ;
-  reg [39:0] \$273 ;
-  reg [9:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [3:0] \$276 ;
-  reg [9:0] \$277 ;
-  reg [48:0] \$278 ;
-  reg [5:0] \$279 ;
+  reg [43:0] \$271 ;
+  reg \$272 ;
+  reg [16:0] \$273 ;
+  reg [25:0] \$274 ;
+  reg [39:0] \$275 ;
+  reg [9:0] \$276 ;
+  reg [3:0] \$277 ;
+  reg [3:0] \$278 ;
+  reg [9:0] \$279 ;
   wire [5:0] \$28 ;
-  reg [3:0] \$280 ;
-  reg [33:0] \$281 ;
-  reg [41:0] \$282 ;
-  reg [56:0] \$283 ;
-  reg [57:0] \$284 ;
-  reg [57:0] \$285 ;
-  reg \$286 ;
-  reg [45:0] \$287 ;
-  reg [41:0] \$288 ;
+  reg [48:0] \$280 ;
+  reg [5:0] \$281 ;
+  reg [3:0] \$282 ;
+  reg [33:0] \$283 ;
+  reg [41:0] \$284 ;
+  reg [56:0] \$285 ;
+  reg [57:0] \$286 ;
+  reg [57:0] \$287 ;
+  reg \$288 ;
+  reg [45:0] \$289 ;
   wire [5:0] \$29 ;
+  reg [41:0] \$290 ;
   wire \$3 ;
   wire [5:0] \$30 ;
   wire [5:0] \$31 ;
@@ -778,8 +780,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   output [33:0] \a$29 ;
   reg [33:0] \a$29  = 34'h000000000;
   reg [20:0] b;
-  output [41:0] \b$54 ;
-  reg [41:0] \b$54  = 42'h00000000000;
+  output [41:0] \b$56 ;
+  reg [41:0] \b$56  = 42'h00000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [41:0] bias = 42'h00000000000;
@@ -808,8 +810,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   reg [57:0] div_num = 58'h000000000000000;
   output done;
   reg done;
-  wire \done$38 ;
-  wire \done$41 ;
+  wire \done$40 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
@@ -821,7 +823,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   reg neg;
   reg \neg$24 ;
   wire [58:0] p;
-  reg [56:0] \p$51  = 57'h000000000000000;
+  reg [56:0] \p$53  = 57'h000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [43:0] q;
   reg [45:0] quot = 46'h000000000000;
@@ -843,8 +847,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$36 ;
-  wire \start$36 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [5:0] \steps$26 ;
@@ -1112,61 +1116,65 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   assign \$260  = $signed(\$257 ) + $signed({ 1'h0, \$259  });
   assign \$262  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$263 ;
+    pop_top <= \$263 ;
   always @(posedge clk)
-    start <= \$264 ;
+    pop_bottom <= \$264 ;
   always @(posedge clk)
-    t <= \$265 ;
+    fsm_state <= \$265 ;
   always @(posedge clk)
-    den <= \$266 ;
+    start <= \$266 ;
   always @(posedge clk)
-    lead <= \$267 ;
+    t <= \$267 ;
   always @(posedge clk)
-    \start$9  <= \$268 ;
+    den <= \$268 ;
   always @(posedge clk)
-    recip_rem <= \$269 ;
+    lead <= \$269 ;
   always @(posedge clk)
-    recip_one <= \$270 ;
+    \start$9  <= \$270 ;
   always @(posedge clk)
-    recip <= \$271 ;
+    recip_rem <= \$271 ;
   always @(posedge clk)
-    m <= \$272 ;
+    recip_one <= \$272 ;
   always @(posedge clk)
-    km <= \$273 ;
+    recip <= \$273 ;
   always @(posedge clk)
-    sh0 <= \$274 ;
+    m <= \$274 ;
   always @(posedge clk)
-    tk <= \$275 ;
+    km <= \$275 ;
   always @(posedge clk)
-    pre <= \$276 ;
+    sh0 <= \$276 ;
   always @(posedge clk)
-    tsh <= \$277 ;
+    tk <= \$277 ;
   always @(posedge clk)
-    km_pre <= \$278 ;
+    pre <= \$278 ;
   always @(posedge clk)
-    t_clamped <= \$279 ;
+    tsh <= \$279 ;
   always @(posedge clk)
-    sh <= \$280 ;
+    km_pre <= \$280 ;
   always @(posedge clk)
-    \a$29  <= \$281 ;
+    t_clamped <= \$281 ;
   always @(posedge clk)
-    bias <= \$282 ;
+    sh <= \$282 ;
   always @(posedge clk)
-    \p$51  <= \$283 ;
+    \a$29  <= \$283 ;
   always @(posedge clk)
-    div_num <= \$284 ;
+    bias <= \$284 ;
   always @(posedge clk)
-    div_mag <= \$285 ;
+    \p$53  <= \$285 ;
   always @(posedge clk)
-    div_neg <= \$286 ;
+    div_num <= \$286 ;
   always @(posedge clk)
-    quot <= \$287 ;
+    div_mag <= \$287 ;
   always @(posedge clk)
-    \b$54  <= \$288 ;
+    div_neg <= \$288 ;
+  always @(posedge clk)
+    quot <= \$289 ;
+  always @(posedge clk)
+    \b$56  <= \$290 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$25 ),
-    .done(\done$41 ),
+    .done(\done$43 ),
     .lo_init(lo_init),
     .\neg$15 (\neg$24 ),
     .q(q),
@@ -1180,7 +1188,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$38 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -2121,238 +2129,252 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$36 ) begin
-            casez (entry)
-              2'h0:
-                  \$263  = 6'h01;
-              2'h1:
-                  \$263  = 6'h02;
-              2'h2:
-                  \$263  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$263  = 6'h04;
-      6'h04:
-          \$263  = 6'h05;
-      6'h05:
-          \$263  = 6'h06;
-      6'h06:
-          \$263  = 6'h07;
-      6'h07:
-          \$263  = 6'h08;
-      6'h08:
-          if (\done$38 ) begin
-            \$263  = 6'h09;
-          end
-      6'h09:
-          \$263  = 6'h0a;
-      6'h0a:
-          \$263  = 6'h0b;
-      6'h0b:
-          if (\done$38 ) begin
-            \$263  = 6'h0c;
-          end
-      6'h0c:
-          \$263  = 6'h0d;
-      6'h0d:
-          \$263  = 6'h0e;
-      6'h0e:
-          if (\done$38 ) begin
-            \$263  = 6'h0f;
-          end
-      6'h0f:
-          \$263  = 6'h10;
-      6'h10:
-          \$263  = 6'h11;
-      6'h11:
-          \$263  = 6'h12;
-      6'h12:
-          if (\done$41 ) begin
-            \$263  = 6'h13;
-          end
-      6'h13:
-          \$263  = 6'h14;
-      6'h14:
-          \$263  = 6'h15;
-      6'h15:
-          if (\done$38 ) begin
-            \$263  = 6'h16;
-          end
-      6'h16:
-          \$263  = 6'h17;
-      6'h17:
-          \$263  = 6'h18;
-      6'h18:
-          if (\done$38 ) begin
-            \$263  = 6'h19;
-          end
-      6'h19:
-          \$263  = 6'h1a;
-      6'h1a:
-          \$263  = 6'h1b;
-      6'h1b:
-          \$263  = 6'h1c;
-      6'h1c:
-          \$263  = 6'h1d;
-      6'h1d:
-          \$263  = 6'h1e;
-      6'h1e:
-          \$263  = 6'h1f;
-      6'h1f:
-          if (\done$38 ) begin
-            \$263  = 6'h20;
-          end
-      6'h20:
-          \$263  = 6'h21;
-      6'h21:
-          \$263  = 6'h22;
-      6'h22:
-          \$263  = 6'h23;
-      6'h23:
-          if (\done$41 ) begin
-            \$263  = 6'h24;
-          end
-      6'h24:
-          \$263  = 6'h01;
-      6'h03:
-          \$263  = 6'h25;
-      6'h25:
-          \$263  = 6'h26;
-      6'h26:
-          if (\done$38 ) begin
-            \$263  = 6'h27;
-          end
-      6'h27:
-          \$263  = 6'h28;
-      6'h28:
-          \$263  = 6'h29;
-      6'h29:
-          \$263  = 6'h2a;
-      6'h2a:
-          \$263  = 6'h2b;
-      6'h2b:
-          \$263  = 6'h2c;
-      6'h2c:
-          \$263  = 6'h2d;
-      6'h2d:
-          if (\done$38 ) begin
-            \$263  = 6'h2e;
-          end
-      6'h2e:
-          \$263  = 6'h2f;
-      6'h2f:
-          \$263  = 6'h01;
-      6'h01:
-          \$263  = 6'h00;
-    endcase
+    \$263  = 1'h0;
     if (rst) begin
-      \$263  = 6'h00;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$264  = 1'h1;
-      6'h07:
-          \$264  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$264  = 1'h1;
-      6'h0a:
-          \$264  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$264  = 1'h1;
-      6'h0d:
-          \$264  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$264  = 1'h1;
-      6'h14:
-          \$264  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$264  = 1'h1;
-      6'h17:
-          \$264  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$264  = 1'h1;
-      6'h1e:
-          \$264  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          \$264  = 1'h1;
-      6'h25:
-          \$264  = 1'h0;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$264  = 1'h1;
-      6'h2c:
-          \$264  = 1'h0;
-    endcase
+    \$264  = 1'h0;
     if (rst) begin
       \$264  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = t;
+    \$265  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$265  = 6'h01;
+              2'h1:
+                  \$265  = 6'h02;
+              2'h2:
+                  \$265  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$265  = 6'h04;
+      6'h04:
+          \$265  = 6'h05;
+      6'h05:
+          \$265  = 6'h06;
+      6'h06:
+          \$265  = 6'h07;
+      6'h07:
+          \$265  = 6'h08;
+      6'h08:
+          if (\done$40 ) begin
+            \$265  = 6'h09;
+          end
+      6'h09:
+          \$265  = 6'h0a;
+      6'h0a:
+          \$265  = 6'h0b;
+      6'h0b:
+          if (\done$40 ) begin
+            \$265  = 6'h0c;
+          end
+      6'h0c:
+          \$265  = 6'h0d;
+      6'h0d:
+          \$265  = 6'h0e;
+      6'h0e:
+          if (\done$40 ) begin
+            \$265  = 6'h0f;
+          end
+      6'h0f:
+          \$265  = 6'h10;
+      6'h10:
+          \$265  = 6'h11;
+      6'h11:
+          \$265  = 6'h12;
+      6'h12:
+          if (\done$43 ) begin
+            \$265  = 6'h13;
+          end
+      6'h13:
+          \$265  = 6'h14;
+      6'h14:
+          \$265  = 6'h15;
+      6'h15:
+          if (\done$40 ) begin
+            \$265  = 6'h16;
+          end
+      6'h16:
+          \$265  = 6'h17;
+      6'h17:
+          \$265  = 6'h18;
+      6'h18:
+          if (\done$40 ) begin
+            \$265  = 6'h19;
+          end
+      6'h19:
+          \$265  = 6'h1a;
+      6'h1a:
+          \$265  = 6'h1b;
+      6'h1b:
+          \$265  = 6'h1c;
+      6'h1c:
+          \$265  = 6'h1d;
+      6'h1d:
+          \$265  = 6'h1e;
+      6'h1e:
+          \$265  = 6'h1f;
+      6'h1f:
+          if (\done$40 ) begin
+            \$265  = 6'h20;
+          end
+      6'h20:
+          \$265  = 6'h21;
+      6'h21:
+          \$265  = 6'h22;
+      6'h22:
+          \$265  = 6'h23;
+      6'h23:
+          if (\done$43 ) begin
+            \$265  = 6'h24;
+          end
+      6'h24:
+          \$265  = 6'h01;
+      6'h03:
+          \$265  = 6'h25;
+      6'h25:
+          \$265  = 6'h26;
+      6'h26:
+          if (\done$40 ) begin
+            \$265  = 6'h27;
+          end
+      6'h27:
+          \$265  = 6'h28;
+      6'h28:
+          \$265  = 6'h29;
+      6'h29:
+          \$265  = 6'h2a;
+      6'h2a:
+          \$265  = 6'h2b;
+      6'h2b:
+          \$265  = 6'h2c;
+      6'h2c:
+          \$265  = 6'h2d;
+      6'h2d:
+          if (\done$40 ) begin
+            \$265  = 6'h2e;
+          end
+      6'h2e:
+          \$265  = 6'h2f;
+      6'h2f:
+          \$265  = 6'h01;
+      6'h01:
+          \$265  = 6'h00;
+    endcase
+    if (rst) begin
+      \$265  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = start;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          \$266  = 1'h1;
+      6'h07:
+          \$266  = 1'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$266  = 1'h1;
+      6'h0a:
+          \$266  = 1'h0;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          \$266  = 1'h1;
+      6'h0d:
+          \$266  = 1'h0;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$266  = 1'h1;
+      6'h14:
+          \$266  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$266  = 1'h1;
+      6'h17:
+          \$266  = 1'h0;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$266  = 1'h1;
+      6'h1e:
+          \$266  = 1'h0;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          \$266  = 1'h1;
+      6'h25:
+          \$266  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$266  = 1'h1;
+      6'h2c:
+          \$266  = 1'h0;
+    endcase
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2367,25 +2389,25 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$38 ) begin
-            \$265  = p[34:0];
+          if (\done$40 ) begin
+            \$267  = p[34:0];
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$38 ) begin
-            \$265  = p[34:0];
+          if (\done$40 ) begin
+            \$267  = p[34:0];
           end
     endcase
     if (rst) begin
-      \$265  = 35'h000000000;
+      \$267  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = den;
+    \$268  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2412,17 +2434,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h0d:
           /* empty */;
       6'h0e:
-          if (\done$38 ) begin
-            \$266  = p[43:0];
+          if (\done$40 ) begin
+            \$268  = p[43:0];
           end
     endcase
     if (rst) begin
-      \$266  = 44'h00000000000;
+      \$268  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = lead;
+    \$269  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2451,15 +2473,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h0e:
           /* empty */;
       6'h0f:
-          \$267  = den_lead;
+          \$269  = den_lead;
     endcase
     if (rst) begin
-      \$267  = 6'h00;
+      \$269  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \start$9 ;
+    \$270  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2490,9 +2512,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$268  = 1'h1;
+          \$270  = 1'h1;
       6'h11:
-          \$268  = 1'h0;
+          \$270  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2524,87 +2546,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h20:
           /* empty */;
       6'h21:
-          \$268  = 1'h1;
+          \$270  = 1'h1;
       6'h22:
-          \$268  = 1'h0;
-    endcase
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$269  = \$205 [43:0];
-    endcase
-    if (rst) begin
-      \$269  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$270  = \$206 ;
+          \$270  = 1'h0;
     endcase
     if (rst) begin
       \$270  = 1'h0;
@@ -2612,7 +2556,85 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = recip;
+    \$271  = recip_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$271  = \$205 [43:0];
+    endcase
+    if (rst) begin
+      \$271  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$272  = \$206 ;
+    endcase
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2647,17 +2669,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$41 ) begin
-            \$271  = q[16:0];
+          if (\done$43 ) begin
+            \$273  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$271  = 17'h00000;
+      \$273  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = m;
+    \$274  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2698,8 +2720,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$38 ) begin
-            \$272  = p[25:0];
+          if (\done$40 ) begin
+            \$274  = p[25:0];
           end
       6'h16:
           /* empty */;
@@ -2736,17 +2758,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$38 ) begin
-            \$272  = p[25:0];
+          if (\done$40 ) begin
+            \$274  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$272  = 26'h0000000;
+      \$274  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = km;
+    \$275  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2793,185 +2815,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h17:
           /* empty */;
       6'h18:
-          if (\done$38 ) begin
-            \$273  = p[39:0];
+          if (\done$40 ) begin
+            \$275  = p[39:0];
           end
       6'h19:
           /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$273  = \$236 [39:0];
-    endcase
-    if (rst) begin
-      \$273  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$274  = { \$207 [7], \$207 [7], \$207  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$274  = { \$237 [8], \$237  };
-    endcase
-    if (rst) begin
-      \$274  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$275  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3001,15 +2849,189 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h26:
           /* empty */;
       6'h27:
-          \$275  = 4'h8;
+          \$275  = \$236 [39:0];
     endcase
     if (rst) begin
-      \$275  = 4'h0;
+      \$275  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = pre;
+    \$276  = sh0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$276  = { \$207 [7], \$207 [7], \$207  };
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$276  = { \$237 [8], \$237  };
+    endcase
+    if (rst) begin
+      \$276  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = tk;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          \$277  = count_lead;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$277  = 4'h8;
+    endcase
+    if (rst) begin
+      \$277  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3060,7 +3082,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          \$276  = \$210 [3:0];
+          \$278  = \$210 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3090,15 +3112,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h27:
           /* empty */;
       6'h28:
-          \$276  = \$240 [3:0];
+          \$278  = \$240 [3:0];
     endcase
     if (rst) begin
-      \$276  = 4'h0;
+      \$278  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = tsh;
+    \$279  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3149,7 +3171,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          \$277  = \$220 [9:0];
+          \$279  = \$220 [9:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -3179,15 +3201,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h27:
           /* empty */;
       6'h28:
-          \$277  = \$250 [9:0];
+          \$279  = \$250 [9:0];
     endcase
     if (rst) begin
-      \$277  = 10'h000;
+      \$279  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = km_pre;
+    \$280  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3240,7 +3262,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$278  = \$221 [48:0];
+          \$280  = \$221 [48:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3270,15 +3292,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          \$278  = \$251 [48:0];
+          \$280  = \$251 [48:0];
     endcase
     if (rst) begin
-      \$278  = 49'h0000000000000;
+      \$280  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = t_clamped;
+    \$281  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3331,7 +3353,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$279  = \$223 [5:0];
+          \$281  = \$223 [5:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3361,15 +3383,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          \$279  = \$253 [5:0];
+          \$281  = \$253 [5:0];
     endcase
     if (rst) begin
-      \$279  = 6'h00;
+      \$281  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = sh;
+    \$282  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3422,7 +3444,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$280  = \$225 [3:0];
+          \$282  = \$225 [3:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3452,15 +3474,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h28:
           /* empty */;
       6'h29:
-          \$280  = \$255 [3:0];
+          \$282  = \$255 [3:0];
     endcase
     if (rst) begin
-      \$280  = 4'h0;
+      \$282  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = \a$29 ;
+    \$283  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3515,7 +3537,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1b:
           /* empty */;
       6'h1c:
-          \$281  = \$226 [33:0];
+          \$283  = \$226 [33:0];
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3545,15 +3567,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h29:
           /* empty */;
       6'h2a:
-          \$281  = \$256 [33:0];
+          \$283  = \$256 [33:0];
     endcase
     if (rst) begin
-      \$281  = 34'h000000000;
+      \$283  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = bias;
+    \$284  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3608,7 +3630,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1b:
           /* empty */;
       6'h1c:
-          \$282  = { \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230  };
+          \$284  = { \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230  };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -3638,15 +3660,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h29:
           /* empty */;
       6'h2a:
-          \$282  = { \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260  };
+          \$284  = { \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260  };
     endcase
     if (rst) begin
-      \$282  = 42'h00000000000;
+      \$284  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \p$51 ;
+    \$285  = \p$53 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3707,8 +3729,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$38 ) begin
-            \$283  = p[56:0];
+          if (\done$40 ) begin
+            \$285  = p[56:0];
           end
       6'h20:
           /* empty */;
@@ -3739,17 +3761,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h2c:
           /* empty */;
       6'h2d:
-          if (\done$38 ) begin
-            \$283  = p[56:0];
+          if (\done$40 ) begin
+            \$285  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$283  = 57'h000000000000000;
+      \$285  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = div_num;
+    \$286  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3812,88 +3834,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h1f:
           /* empty */;
       6'h20:
-          \$284  = { \p$51 [56], \p$51  };
+          \$286  = { \p$53 [56], \p$53  };
     endcase
     if (rst) begin
-      \$284  = 58'h000000000000000;
+      \$286  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$285  = \$233 [57:0];
-    endcase
-    if (rst) begin
-      \$285  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = div_neg;
+    \$287  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3958,15 +3907,88 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h20:
           /* empty */;
       6'h21:
-          \$286  = \$234 ;
+          \$287  = \$233 [57:0];
     endcase
     if (rst) begin
-      \$286  = 1'h0;
+      \$287  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = quot;
+    \$288  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$288  = \$234 ;
+    endcase
+    if (rst) begin
+      \$288  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4035,8 +4057,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h22:
           /* empty */;
       6'h23:
-          if (\done$41 ) begin
-            \$287  = { q[43], q[43], q };
+          if (\done$43 ) begin
+            \$289  = { q[43], q[43], q };
           end
       6'h24:
           /* empty */;
@@ -4061,15 +4083,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h2d:
           /* empty */;
       6'h2e:
-          \$287  = \$261 [45:0];
+          \$289  = \$261 [45:0];
     endcase
     if (rst) begin
-      \$287  = 46'h000000000000;
+      \$289  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = \b$54 ;
+    \$290  = \b$56 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4140,7 +4162,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h23:
           /* empty */;
       6'h24:
-          \$288  = \$235 [41:0];
+          \$290  = \$235 [41:0];
       6'h03:
           /* empty */;
       6'h25:
@@ -4164,10 +4186,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       6'h2e:
           /* empty */;
       6'h2f:
-          \$288  = \$262 [41:0];
+          \$290  = \$262 [41:0];
     endcase
     if (rst) begin
-      \$288  = 42'h00000000000;
+      \$290  = 42'h00000000000;
     end
   end
   assign beta_shift = \$133 [3:0];
@@ -4190,7 +4212,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   assign \$229  = { 1'h0, \$228 [15:1] };
   assign \$236  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$259  = { 1'h0, \$258 [15:1] };
-  assign \$261  = { \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56:8] };
+  assign \$261  = { \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56:8] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

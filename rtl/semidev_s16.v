@@ -163,7 +163,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     fsm_state <= \$26 ;
   \hwnorm_semidev_s16.math  math (
     .\a$38 (a),
-    .\b$63 (b),
+    .\b$65 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
@@ -175,7 +175,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$42 (start),
+    .\start$44 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s16.norm  norm (
@@ -569,7 +569,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$63 , clk);
+module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$65 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -828,39 +828,41 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   wire [72:0] \$328 ;
   wire [62:0] \$329 ;
   wire \$33 ;
-  reg [6:0] \$330 ;
-  reg [139:0] \$331 ;
-  reg [139:0] \$332 ;
-  reg \$333 ;
-  reg \$334 ;
-  reg [16:0] \$335 ;
+  reg \$330 ;
+  reg \$331 ;
+  reg [6:0] \$332 ;
+  reg [139:0] \$333 ;
+  reg [139:0] \$334 ;
+  reg \$335 ;
   reg \$336 ;
-  reg [75:0] \$337 ;
-  reg [75:0] \$338 ;
-  reg [100:0] \$339 ;
+  reg [16:0] \$337 ;
+  reg \$338 ;
+  reg [75:0] \$339 ;
   wire [5:0] \$34 ;
-  reg \$340 ;
-  reg [50:0] \$341 ;
-  reg [5:0] \$342 ;
+  reg [75:0] \$340 ;
+  reg [100:0] \$341 ;
+  reg \$342 ;
   reg [50:0] \$343 ;
-  reg \$344 ;
-  reg [24:0] \$345 ;
-  reg [41:0] \$346 ;
-  reg [55:0] \$347 ;
-  reg [9:0] \$348 ;
-  reg [3:0] \$349 ;
+  reg [5:0] \$344 ;
+  reg [50:0] \$345 ;
+  reg \$346 ;
+  reg [24:0] \$347 ;
+  reg [41:0] \$348 ;
+  reg [55:0] \$349 ;
   wire [5:0] \$35 ;
-  reg [2:0] \$350 ;
-  reg [9:0] \$351 ;
-  reg [59:0] \$352 ;
-  reg [5:0] \$353 ;
-  reg [4:0] \$354 ;
-  reg [41:0] \$355 ;
-  reg [57:0] \$356 ;
-  reg [72:0] \$357 ;
-  reg [61:0] \$358 ;
-  reg [57:0] \$359 ;
+  reg [9:0] \$350 ;
+  reg [3:0] \$351 ;
+  reg [2:0] \$352 ;
+  reg [9:0] \$353 ;
+  reg [59:0] \$354 ;
+  reg [5:0] \$355 ;
+  reg [4:0] \$356 ;
+  reg [41:0] \$357 ;
+  reg [57:0] \$358 ;
+  reg [72:0] \$359 ;
   wire [5:0] \$36 ;
+  reg [61:0] \$360 ;
+  reg [57:0] \$361 ;
   wire \$37 ;
   wire [5:0] \$38 ;
   wire [5:0] \$39 ;
@@ -934,8 +936,8 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   output [41:0] \a$38 ;
   reg [41:0] \a$38  = 42'h00000000000;
   reg [28:0] b;
-  output [57:0] \b$63 ;
-  reg [57:0] \b$63  = 58'h000000000000000;
+  output [57:0] \b$65 ;
+  reg [57:0] \b$65  = 58'h000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
@@ -964,9 +966,9 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   reg [139:0] div_num = 140'h00000000000000000000000000000000000;
   output done;
   reg done;
-  wire \done$45 ;
-  wire \done$48 ;
+  wire \done$47 ;
   wire \done$50 ;
+  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
@@ -982,7 +984,9 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   reg neg;
   reg \neg$25 ;
   wire [90:0] p;
-  reg [72:0] \p$61  = 73'h0000000000000000000;
+  reg [72:0] \p$63  = 73'h0000000000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [101:0] q;
   input [42:0] q_lo;
@@ -1007,8 +1011,8 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$42 ;
-  wire \start$42 ;
+  input \start$44 ;
+  wire \start$44 ;
   reg \start$9  = 1'h0;
   reg [6:0] steps;
   reg [4:0] \steps$26 ;
@@ -1339,69 +1343,73 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   assign \$327  = $signed(\$324 ) + $signed({ 1'h0, \$326  });
   assign \$329  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$330 ;
+    pop_top <= \$330 ;
   always @(posedge clk)
-    div_num <= \$331 ;
+    pop_bottom <= \$331 ;
   always @(posedge clk)
-    div_mag <= \$332 ;
+    fsm_state <= \$332 ;
   always @(posedge clk)
-    div_neg <= \$333 ;
+    div_num <= \$333 ;
   always @(posedge clk)
-    \start$9  <= \$334 ;
+    div_mag <= \$334 ;
   always @(posedge clk)
-    floor_mean <= \$335 ;
+    div_neg <= \$335 ;
   always @(posedge clk)
-    start <= \$336 ;
+    \start$9  <= \$336 ;
   always @(posedge clk)
-    t <= \$337 ;
+    floor_mean <= \$337 ;
   always @(posedge clk)
-    u <= \$338 ;
+    start <= \$338 ;
   always @(posedge clk)
-    semi_w <= \$339 ;
+    t <= \$339 ;
   always @(posedge clk)
-    \start$11  <= \$340 ;
+    u <= \$340 ;
   always @(posedge clk)
-    den <= \$341 ;
+    semi_w <= \$341 ;
   always @(posedge clk)
-    lead <= \$342 ;
+    \start$11  <= \$342 ;
   always @(posedge clk)
-    recip_rem <= \$343 ;
+    den <= \$343 ;
   always @(posedge clk)
-    recip_one <= \$344 ;
+    lead <= \$344 ;
   always @(posedge clk)
-    recip <= \$345 ;
+    recip_rem <= \$345 ;
   always @(posedge clk)
-    m <= \$346 ;
+    recip_one <= \$346 ;
   always @(posedge clk)
-    km <= \$347 ;
+    recip <= \$347 ;
   always @(posedge clk)
-    sh0 <= \$348 ;
+    m <= \$348 ;
   always @(posedge clk)
-    tk <= \$349 ;
+    km <= \$349 ;
   always @(posedge clk)
-    pre <= \$350 ;
+    sh0 <= \$350 ;
   always @(posedge clk)
-    tsh <= \$351 ;
+    tk <= \$351 ;
   always @(posedge clk)
-    km_pre <= \$352 ;
+    pre <= \$352 ;
   always @(posedge clk)
-    t_clamped <= \$353 ;
+    tsh <= \$353 ;
   always @(posedge clk)
-    sh <= \$354 ;
+    km_pre <= \$354 ;
   always @(posedge clk)
-    \a$38  <= \$355 ;
+    t_clamped <= \$355 ;
   always @(posedge clk)
-    bias <= \$356 ;
+    sh <= \$356 ;
   always @(posedge clk)
-    \p$61  <= \$357 ;
+    \a$38  <= \$357 ;
   always @(posedge clk)
-    quot <= \$358 ;
+    bias <= \$358 ;
   always @(posedge clk)
-    \b$63  <= \$359 ;
+    \p$63  <= \$359 ;
+  always @(posedge clk)
+    quot <= \$360 ;
+  always @(posedge clk)
+    \b$65  <= \$361 ;
   \hwnorm_semidev_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$19 ),
-    .done(\done$45 ),
+    .done(\done$47 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1412,7 +1420,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   );
   \hwnorm_semidev_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$50 ),
+    .done(\done$52 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1423,7 +1431,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$48 ),
+    .done(\done$50 ),
     .\neg$12 (\neg$25 ),
     .p(p),
     .rst(rst),
@@ -2826,187 +2834,201 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = fsm_state;
+    \$330  = 1'h0;
+    if (rst) begin
+      \$330  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$331  = 1'h0;
+    if (rst) begin
+      \$331  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$332  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$42 ) begin
+          if (\start$44 ) begin
             casez (entry)
               2'h0:
-                  \$330  = 7'h01;
+                  \$332  = 7'h01;
               2'h1:
-                  \$330  = 7'h02;
+                  \$332  = 7'h02;
               2'h2:
-                  \$330  = 7'h03;
+                  \$332  = 7'h03;
             endcase
           end
       7'h01:
-          \$330  = 7'h04;
+          \$332  = 7'h04;
       7'h04:
-          \$330  = 7'h05;
+          \$332  = 7'h05;
       7'h05:
-          \$330  = 7'h06;
+          \$332  = 7'h06;
       7'h06:
-          \$330  = 7'h07;
+          \$332  = 7'h07;
       7'h07:
-          \$330  = 7'h08;
+          \$332  = 7'h08;
       7'h08:
-          if (\done$45 ) begin
-            \$330  = 7'h09;
+          if (\done$47 ) begin
+            \$332  = 7'h09;
           end
       7'h02:
-          \$330  = 7'h0a;
+          \$332  = 7'h0a;
       7'h0a:
-          \$330  = 7'h0b;
+          \$332  = 7'h0b;
       7'h0b:
-          \$330  = 7'h0c;
+          \$332  = 7'h0c;
       7'h0c:
-          \$330  = 7'h0d;
+          \$332  = 7'h0d;
       7'h0d:
-          if (\done$48 ) begin
-            \$330  = 7'h0e;
+          if (\done$50 ) begin
+            \$332  = 7'h0e;
           end
       7'h0e:
-          \$330  = 7'h0f;
+          \$332  = 7'h0f;
       7'h0f:
-          \$330  = 7'h10;
+          \$332  = 7'h10;
       7'h10:
-          if (\done$48 ) begin
-            \$330  = 7'h11;
+          if (\done$50 ) begin
+            \$332  = 7'h11;
           end
       7'h11:
-          \$330  = 7'h12;
+          \$332  = 7'h12;
       7'h12:
-          \$330  = 7'h13;
+          \$332  = 7'h13;
       7'h13:
-          if (\done$48 ) begin
-            \$330  = 7'h14;
+          if (\done$50 ) begin
+            \$332  = 7'h14;
           end
       7'h14:
-          \$330  = 7'h15;
+          \$332  = 7'h15;
       7'h15:
-          \$330  = 7'h16;
+          \$332  = 7'h16;
       7'h16:
-          if (\done$48 ) begin
-            \$330  = 7'h17;
+          if (\done$50 ) begin
+            \$332  = 7'h17;
           end
       7'h17:
-          \$330  = 7'h18;
+          \$332  = 7'h18;
       7'h18:
-          \$330  = 7'h19;
+          \$332  = 7'h19;
       7'h19:
-          if (\done$48 ) begin
-            \$330  = 7'h1a;
+          if (\done$50 ) begin
+            \$332  = 7'h1a;
           end
       7'h1a:
-          \$330  = 7'h1b;
+          \$332  = 7'h1b;
       7'h1b:
-          \$330  = 7'h1c;
+          \$332  = 7'h1c;
       7'h1c:
-          \$330  = 7'h1d;
+          \$332  = 7'h1d;
       7'h1d:
-          if (\done$45 ) begin
-            \$330  = 7'h1e;
+          if (\done$47 ) begin
+            \$332  = 7'h1e;
           end
       7'h1e:
-          \$330  = 7'h1f;
+          \$332  = 7'h1f;
       7'h1f:
-          \$330  = 7'h20;
+          \$332  = 7'h20;
       7'h20:
-          if (\done$50 ) begin
-            \$330  = 7'h21;
+          if (\done$52 ) begin
+            \$332  = 7'h21;
           end
       7'h21:
-          \$330  = 7'h22;
+          \$332  = 7'h22;
       7'h22:
-          \$330  = 7'h23;
+          \$332  = 7'h23;
       7'h23:
-          \$330  = 7'h24;
+          \$332  = 7'h24;
       7'h24:
-          if (\done$45 ) begin
-            \$330  = 7'h25;
+          if (\done$47 ) begin
+            \$332  = 7'h25;
           end
       7'h25:
-          \$330  = 7'h26;
+          \$332  = 7'h26;
       7'h26:
-          \$330  = 7'h27;
+          \$332  = 7'h27;
       7'h27:
-          if (\done$48 ) begin
-            \$330  = 7'h28;
+          if (\done$50 ) begin
+            \$332  = 7'h28;
           end
       7'h28:
-          \$330  = 7'h29;
+          \$332  = 7'h29;
       7'h29:
-          \$330  = 7'h2a;
+          \$332  = 7'h2a;
       7'h2a:
-          if (\done$48 ) begin
-            \$330  = 7'h2b;
+          if (\done$50 ) begin
+            \$332  = 7'h2b;
           end
       7'h2b:
-          \$330  = 7'h2c;
+          \$332  = 7'h2c;
       7'h2c:
-          \$330  = 7'h2d;
+          \$332  = 7'h2d;
       7'h2d:
-          \$330  = 7'h2e;
+          \$332  = 7'h2e;
       7'h2e:
-          \$330  = 7'h2f;
+          \$332  = 7'h2f;
       7'h2f:
-          \$330  = 7'h30;
+          \$332  = 7'h30;
       7'h30:
-          \$330  = 7'h31;
+          \$332  = 7'h31;
       7'h31:
-          if (\done$48 ) begin
-            \$330  = 7'h32;
+          if (\done$50 ) begin
+            \$332  = 7'h32;
           end
       7'h32:
-          \$330  = 7'h33;
+          \$332  = 7'h33;
       7'h33:
-          \$330  = 7'h34;
+          \$332  = 7'h34;
       7'h34:
-          \$330  = 7'h35;
+          \$332  = 7'h35;
       7'h35:
-          if (\done$45 ) begin
-            \$330  = 7'h36;
+          if (\done$47 ) begin
+            \$332  = 7'h36;
           end
       7'h36:
-          \$330  = 7'h09;
+          \$332  = 7'h09;
       7'h03:
-          \$330  = 7'h37;
+          \$332  = 7'h37;
       7'h37:
-          \$330  = 7'h38;
+          \$332  = 7'h38;
       7'h38:
-          if (\done$48 ) begin
-            \$330  = 7'h39;
+          if (\done$50 ) begin
+            \$332  = 7'h39;
           end
       7'h39:
-          \$330  = 7'h3a;
+          \$332  = 7'h3a;
       7'h3a:
-          \$330  = 7'h3b;
+          \$332  = 7'h3b;
       7'h3b:
-          \$330  = 7'h3c;
+          \$332  = 7'h3c;
       7'h3c:
-          \$330  = 7'h3d;
+          \$332  = 7'h3d;
       7'h3d:
-          \$330  = 7'h3e;
+          \$332  = 7'h3e;
       7'h3e:
-          \$330  = 7'h3f;
+          \$332  = 7'h3f;
       7'h3f:
-          if (\done$48 ) begin
-            \$330  = 7'h40;
+          if (\done$50 ) begin
+            \$332  = 7'h40;
           end
       7'h40:
-          \$330  = 7'h41;
+          \$332  = 7'h41;
       7'h41:
-          \$330  = 7'h09;
+          \$332  = 7'h09;
       7'h09:
-          \$330  = 7'h00;
+          \$332  = 7'h00;
     endcase
     if (rst) begin
-      \$330  = 7'h00;
+      \$332  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = div_num;
+    \$333  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3015,7 +3037,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h04:
           /* empty */;
       7'h05:
-          \$331  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$333  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -3057,7 +3079,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h19:
           /* empty */;
       7'h1a:
-          \$331  = { \$264 [138], \$264  };
+          \$333  = { \$264 [138], \$264  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3105,15 +3127,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h31:
           /* empty */;
       7'h32:
-          \$331  = { \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61  };
+          \$333  = { \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63  };
     endcase
     if (rst) begin
-      \$331  = 140'h00000000000000000000000000000000000;
+      \$333  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = div_mag;
+    \$334  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3124,7 +3146,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h05:
           /* empty */;
       7'h06:
-          \$332  = \$262 [139:0];
+          \$334  = \$262 [139:0];
       7'h07:
           /* empty */;
       7'h08:
@@ -3166,116 +3188,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h1a:
           /* empty */;
       7'h1b:
-          \$332  = \$267 [139:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$332  = \$300 [139:0];
-    endcase
-    if (rst) begin
-      \$332  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = div_neg;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$333  = \$263 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$333  = \$268 ;
+          \$334  = \$267 [139:0];
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3323,15 +3236,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h32:
           /* empty */;
       7'h33:
-          \$333  = \$301 ;
+          \$334  = \$300 [139:0];
     endcase
     if (rst) begin
-      \$333  = 1'h0;
+      \$334  = 140'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = \start$9 ;
+    \$335  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3342,9 +3255,9 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h05:
           /* empty */;
       7'h06:
-          \$334  = 1'h1;
+          \$335  = \$263 ;
       7'h07:
-          \$334  = 1'h0;
+          /* empty */;
       7'h08:
           /* empty */;
       7'h02:
@@ -3384,9 +3297,9 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h1a:
           /* empty */;
       7'h1b:
-          \$334  = 1'h1;
+          \$335  = \$268 ;
       7'h1c:
-          \$334  = 1'h0;
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3398,9 +3311,9 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h21:
           /* empty */;
       7'h22:
-          \$334  = 1'h1;
+          /* empty */;
       7'h23:
-          \$334  = 1'h0;
+          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -3432,166 +3345,117 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h32:
           /* empty */;
       7'h33:
-          \$334  = 1'h1;
+          \$335  = \$301 ;
+    endcase
+    if (rst) begin
+      \$335  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$336  = \start$9 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$336  = 1'h1;
+      7'h07:
+          \$336  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$336  = 1'h1;
+      7'h1c:
+          \$336  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$336  = 1'h1;
+      7'h23:
+          \$336  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$336  = 1'h1;
       7'h34:
-          \$334  = 1'h0;
-    endcase
-    if (rst) begin
-      \$334  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = floor_mean;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          if (\done$45 ) begin
-            \$335  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$335  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = start;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          \$336  = 1'h1;
-      7'h0c:
-          \$336  = 1'h0;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$336  = 1'h1;
-      7'h0f:
-          \$336  = 1'h0;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$336  = 1'h1;
-      7'h12:
-          \$336  = 1'h0;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$336  = 1'h1;
-      7'h15:
-          \$336  = 1'h0;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$336  = 1'h1;
-      7'h18:
-          \$336  = 1'h0;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$336  = 1'h1;
-      7'h26:
-          \$336  = 1'h0;
-      7'h27:
-          /* empty */;
-      7'h28:
-          \$336  = 1'h1;
-      7'h29:
-          \$336  = 1'h0;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          \$336  = 1'h1;
-      7'h30:
-          \$336  = 1'h0;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          \$336  = 1'h1;
-      7'h37:
-          \$336  = 1'h0;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$336  = 1'h1;
-      7'h3e:
           \$336  = 1'h0;
     endcase
     if (rst) begin
@@ -3600,7 +3464,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = t;
+    \$337  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3615,57 +3479,17 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h07:
           /* empty */;
       7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$48 ) begin
-            \$337  = p[75:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$48 ) begin
-            \$337  = p[75:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$48 ) begin
-            \$337  = p[75:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$48 ) begin
-            \$337  = p[75:0];
+          if (\done$47 ) begin
+            \$337  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$337  = 76'h0000000000000000000;
+      \$337  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = u;
+    \$338  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3686,368 +3510,33 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h0a:
           /* empty */;
       7'h0b:
-          /* empty */;
+          \$338  = 1'h1;
       7'h0c:
-          /* empty */;
+          \$338  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          /* empty */;
+          \$338  = 1'h1;
       7'h0f:
-          /* empty */;
+          \$338  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          /* empty */;
+          \$338  = 1'h1;
       7'h12:
-          /* empty */;
+          \$338  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          /* empty */;
+          \$338  = 1'h1;
       7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$48 ) begin
-            \$338  = p[75:0];
-          end
-    endcase
-    if (rst) begin
-      \$338  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
+          \$338  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          /* empty */;
+          \$338  = 1'h1;
       7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$45 ) begin
-            \$339  = q[100:0];
-          end
-    endcase
-    if (rst) begin
-      \$339  = 101'h00000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$340  = 1'h1;
-      7'h1f:
-          \$340  = 1'h0;
-    endcase
-    if (rst) begin
-      \$340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$50 ) begin
-            \$341  = root;
-          end
-    endcase
-    if (rst) begin
-      \$341  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$342  = den_lead;
-    endcase
-    if (rst) begin
-      \$342  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = recip_rem;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
+          \$338  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -4067,7 +3556,392 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h21:
           /* empty */;
       7'h22:
-          \$343  = \$272 [50:0];
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$338  = 1'h1;
+      7'h26:
+          \$338  = 1'h0;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$338  = 1'h1;
+      7'h29:
+          \$338  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$338  = 1'h1;
+      7'h30:
+          \$338  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$338  = 1'h1;
+      7'h37:
+          \$338  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$338  = 1'h1;
+      7'h3e:
+          \$338  = 1'h0;
+    endcase
+    if (rst) begin
+      \$338  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$339  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          if (\done$50 ) begin
+            \$339  = p[75:0];
+          end
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$50 ) begin
+            \$339  = p[75:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$50 ) begin
+            \$339  = p[75:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$50 ) begin
+            \$339  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$339  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$340  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$50 ) begin
+            \$340  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$340  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$341  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$47 ) begin
+            \$341  = q[100:0];
+          end
+    endcase
+    if (rst) begin
+      \$341  = 101'h00000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$342  = \start$11 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$342  = 1'h1;
+      7'h1f:
+          \$342  = 1'h0;
+    endcase
+    if (rst) begin
+      \$342  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$343  = den;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$52 ) begin
+            \$343  = root;
+          end
     endcase
     if (rst) begin
       \$343  = 51'h0000000000000;
@@ -4075,7 +3949,80 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = recip_one;
+    \$344  = lead;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$344  = den_lead;
+    endcase
+    if (rst) begin
+      \$344  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$345  = recip_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4142,15 +4089,90 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h21:
           /* empty */;
       7'h22:
-          \$344  = \$273 ;
+          \$345  = \$272 [50:0];
     endcase
     if (rst) begin
-      \$344  = 1'h0;
+      \$345  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = recip;
+    \$346  = recip_one;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$346  = \$273 ;
+    endcase
+    if (rst) begin
+      \$346  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$347  = recip;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4221,17 +4243,17 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$45 ) begin
-            \$345  = q[24:0];
+          if (\done$47 ) begin
+            \$347  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$345  = 25'h0000000;
+      \$347  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = m;
+    \$348  = m;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4308,8 +4330,8 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h26:
           /* empty */;
       7'h27:
-          if (\done$48 ) begin
-            \$346  = p[41:0];
+          if (\done$50 ) begin
+            \$348  = p[41:0];
           end
       7'h28:
           /* empty */;
@@ -4346,17 +4368,17 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h37:
           /* empty */;
       7'h38:
-          if (\done$48 ) begin
-            \$346  = p[41:0];
+          if (\done$50 ) begin
+            \$348  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$346  = 42'h00000000000;
+      \$348  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = km;
+    \$349  = km;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4439,257 +4461,11 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$48 ) begin
-            \$347  = p[55:0];
+          if (\done$50 ) begin
+            \$349  = p[55:0];
           end
       7'h2b:
           /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$347  = \$303 [55:0];
-    endcase
-    if (rst) begin
-      \$347  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = sh0;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$348  = { 3'h0, \$274  };
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$348  = { \$304 [8], \$304  };
-    endcase
-    if (rst) begin
-      \$348  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = tk;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$349  = count_lead;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4719,15 +4495,261 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h38:
           /* empty */;
       7'h39:
-          \$349  = 4'h8;
+          \$349  = \$303 [55:0];
     endcase
     if (rst) begin
-      \$349  = 4'h0;
+      \$349  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = pre;
+    \$350  = sh0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$350  = { 3'h0, \$274  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$350  = { \$304 [8], \$304  };
+    endcase
+    if (rst) begin
+      \$350  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = tk;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$351  = count_lead;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$351  = 4'h8;
+    endcase
+    if (rst) begin
+      \$351  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4814,7 +4836,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2b:
           /* empty */;
       7'h2c:
-          \$350  = \$277 [2:0];
+          \$352  = \$277 [2:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4844,15 +4866,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h39:
           /* empty */;
       7'h3a:
-          \$350  = \$307 [2:0];
+          \$352  = \$307 [2:0];
     endcase
     if (rst) begin
-      \$350  = 3'h0;
+      \$352  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = tsh;
+    \$353  = tsh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4939,7 +4961,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2b:
           /* empty */;
       7'h2c:
-          \$351  = \$287 [9:0];
+          \$353  = \$287 [9:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4969,15 +4991,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h39:
           /* empty */;
       7'h3a:
-          \$351  = \$317 [9:0];
+          \$353  = \$317 [9:0];
     endcase
     if (rst) begin
-      \$351  = 10'h000;
+      \$353  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = km_pre;
+    \$354  = km_pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5066,7 +5088,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$352  = \$288 [59:0];
+          \$354  = \$288 [59:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5096,15 +5118,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$352  = \$318 [59:0];
+          \$354  = \$318 [59:0];
     endcase
     if (rst) begin
-      \$352  = 60'h000000000000000;
+      \$354  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = t_clamped;
+    \$355  = t_clamped;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5193,7 +5215,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$353  = \$290 [5:0];
+          \$355  = \$290 [5:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5223,15 +5245,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$353  = \$320 [5:0];
+          \$355  = \$320 [5:0];
     endcase
     if (rst) begin
-      \$353  = 6'h00;
+      \$355  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = sh;
+    \$356  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5320,7 +5342,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2c:
           /* empty */;
       7'h2d:
-          \$354  = \$292 [4:0];
+          \$356  = \$292 [4:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5350,15 +5372,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3a:
           /* empty */;
       7'h3b:
-          \$354  = \$322 [4:0];
+          \$356  = \$322 [4:0];
     endcase
     if (rst) begin
-      \$354  = 5'h00;
+      \$356  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = \a$38 ;
+    \$357  = \a$38 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5449,7 +5471,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2d:
           /* empty */;
       7'h2e:
-          \$355  = \$293 [41:0];
+          \$357  = \$293 [41:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -5479,15 +5501,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3b:
           /* empty */;
       7'h3c:
-          \$355  = \$323 [41:0];
+          \$357  = \$323 [41:0];
     endcase
     if (rst) begin
-      \$355  = 42'h00000000000;
+      \$357  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = bias;
+    \$358  = bias;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5578,7 +5600,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h2d:
           /* empty */;
       7'h2e:
-          \$356  = { \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297  };
+          \$358  = { \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -5608,15 +5630,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3b:
           /* empty */;
       7'h3c:
-          \$356  = { \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327  };
+          \$358  = { \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327  };
     endcase
     if (rst) begin
-      \$356  = 58'h000000000000000;
+      \$358  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = \p$61 ;
+    \$359  = \p$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5713,8 +5735,8 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$48 ) begin
-            \$357  = p[72:0];
+          if (\done$50 ) begin
+            \$359  = p[72:0];
           end
       7'h32:
           /* empty */;
@@ -5745,17 +5767,17 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3e:
           /* empty */;
       7'h3f:
-          if (\done$48 ) begin
-            \$357  = p[72:0];
+          if (\done$50 ) begin
+            \$359  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$357  = 73'h0000000000000000000;
+      \$359  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = quot;
+    \$360  = quot;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5860,8 +5882,8 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$45 ) begin
-            \$358  = q[61:0];
+          if (\done$47 ) begin
+            \$360  = q[61:0];
           end
       7'h36:
           /* empty */;
@@ -5886,15 +5908,15 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h3f:
           /* empty */;
       7'h40:
-          \$358  = \$328 [61:0];
+          \$360  = \$328 [61:0];
     endcase
     if (rst) begin
-      \$358  = 62'h0000000000000000;
+      \$360  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \b$63 ;
+    \$361  = \b$65 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6001,7 +6023,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h35:
           /* empty */;
       7'h36:
-          \$359  = \$302 [57:0];
+          \$361  = \$302 [57:0];
       7'h03:
           /* empty */;
       7'h37:
@@ -6025,10 +6047,10 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
       7'h40:
           /* empty */;
       7'h41:
-          \$359  = \$329 [57:0];
+          \$361  = \$329 [57:0];
     endcase
     if (rst) begin
-      \$359  = 58'h000000000000000;
+      \$361  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$157 [4:0];
@@ -6056,7 +6078,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   assign \$296  = { 1'h0, \$295 [31:1] };
   assign \$303  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
   assign \$326  = { 1'h0, \$325 [31:1] };
-  assign \$328  = { \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72], \p$61 [72:8] };
+  assign \$328  = { \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72:8] };
 endmodule
 
 module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -163,7 +163,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     fsm_state <= \$26 ;
   \hwnorm_semidev_s8.math  math (
     .\a$38 (a),
-    .\b$63 (b),
+    .\b$65 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
@@ -175,7 +175,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$42 (start),
+    .\start$44 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s8.norm  norm (
@@ -569,7 +569,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$63 , clk);
+module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$65 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -770,41 +770,43 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   wire [23:0] \$276 ;
   wire [48:0] \$277 ;
   wire [38:0] \$278 ;
-  reg [6:0] \$279 ;
+  reg \$279 ;
   wire \$28 ;
-  reg [91:0] \$280 ;
-  reg [91:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg [8:0] \$284 ;
+  reg \$280 ;
+  reg [6:0] \$281 ;
+  reg [91:0] \$282 ;
+  reg [91:0] \$283 ;
+  reg \$284 ;
   reg \$285 ;
-  reg [59:0] \$286 ;
-  reg [59:0] \$287 ;
-  reg [68:0] \$288 ;
-  reg \$289 ;
+  reg [8:0] \$286 ;
+  reg \$287 ;
+  reg [59:0] \$288 ;
+  reg [59:0] \$289 ;
   wire \$29 ;
-  reg [34:0] \$290 ;
-  reg [5:0] \$291 ;
+  reg [68:0] \$290 ;
+  reg \$291 ;
   reg [34:0] \$292 ;
-  reg \$293 ;
-  reg [16:0] \$294 ;
-  reg [25:0] \$295 ;
-  reg [39:0] \$296 ;
-  reg [9:0] \$297 ;
-  reg [3:0] \$298 ;
-  reg [1:0] \$299 ;
+  reg [5:0] \$293 ;
+  reg [34:0] \$294 ;
+  reg \$295 ;
+  reg [16:0] \$296 ;
+  reg [25:0] \$297 ;
+  reg [39:0] \$298 ;
+  reg [9:0] \$299 ;
   wire [5:0] \$3 ;
   wire \$30 ;
-  reg [9:0] \$300 ;
-  reg [42:0] \$301 ;
-  reg [5:0] \$302 ;
-  reg [3:0] \$303 ;
-  reg [25:0] \$304 ;
-  reg [33:0] \$305 ;
-  reg [48:0] \$306 ;
-  reg [37:0] \$307 ;
-  reg [33:0] \$308 ;
+  reg [3:0] \$300 ;
+  reg [1:0] \$301 ;
+  reg [9:0] \$302 ;
+  reg [42:0] \$303 ;
+  reg [5:0] \$304 ;
+  reg [3:0] \$305 ;
+  reg [25:0] \$306 ;
+  reg [33:0] \$307 ;
+  reg [48:0] \$308 ;
+  reg [37:0] \$309 ;
   wire [5:0] \$31 ;
+  reg [33:0] \$310 ;
   wire [5:0] \$32 ;
   wire [5:0] \$33 ;
   wire \$34 ;
@@ -883,8 +885,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   output [25:0] \a$38 ;
   reg [25:0] \a$38  = 26'h0000000;
   reg [20:0] b;
-  output [33:0] \b$63 ;
-  reg [33:0] \b$63  = 34'h000000000;
+  output [33:0] \b$65 ;
+  reg [33:0] \b$65  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
@@ -913,9 +915,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   reg [91:0] div_num = 92'h00000000000000000000000;
   output done;
   reg done;
-  wire \done$45 ;
-  wire \done$48 ;
+  wire \done$47 ;
   wire \done$50 ;
+  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
@@ -931,7 +933,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   reg neg;
   reg \neg$25 ;
   wire [74:0] p;
-  reg [48:0] \p$61  = 49'h0000000000000;
+  reg [48:0] \p$63  = 49'h0000000000000;
+  reg pop_bottom = 1'h0;
+  reg pop_top = 1'h0;
   reg [1:0] pre = 2'h0;
   wire [69:0] q;
   input [26:0] q_lo;
@@ -956,8 +960,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
   reg \start$11  = 1'h0;
-  input \start$42 ;
-  wire \start$42 ;
+  input \start$44 ;
+  wire \start$44 ;
   reg \start$9  = 1'h0;
   reg [6:0] steps;
   reg [4:0] \steps$26 ;
@@ -1237,69 +1241,73 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   assign \$276  = $signed(\$273 ) + $signed({ 1'h0, \$275  });
   assign \$278  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$279 ;
+    pop_top <= \$279 ;
   always @(posedge clk)
-    div_num <= \$280 ;
+    pop_bottom <= \$280 ;
   always @(posedge clk)
-    div_mag <= \$281 ;
+    fsm_state <= \$281 ;
   always @(posedge clk)
-    div_neg <= \$282 ;
+    div_num <= \$282 ;
   always @(posedge clk)
-    \start$9  <= \$283 ;
+    div_mag <= \$283 ;
   always @(posedge clk)
-    floor_mean <= \$284 ;
+    div_neg <= \$284 ;
   always @(posedge clk)
-    start <= \$285 ;
+    \start$9  <= \$285 ;
   always @(posedge clk)
-    t <= \$286 ;
+    floor_mean <= \$286 ;
   always @(posedge clk)
-    u <= \$287 ;
+    start <= \$287 ;
   always @(posedge clk)
-    semi_w <= \$288 ;
+    t <= \$288 ;
   always @(posedge clk)
-    \start$11  <= \$289 ;
+    u <= \$289 ;
   always @(posedge clk)
-    den <= \$290 ;
+    semi_w <= \$290 ;
   always @(posedge clk)
-    lead <= \$291 ;
+    \start$11  <= \$291 ;
   always @(posedge clk)
-    recip_rem <= \$292 ;
+    den <= \$292 ;
   always @(posedge clk)
-    recip_one <= \$293 ;
+    lead <= \$293 ;
   always @(posedge clk)
-    recip <= \$294 ;
+    recip_rem <= \$294 ;
   always @(posedge clk)
-    m <= \$295 ;
+    recip_one <= \$295 ;
   always @(posedge clk)
-    km <= \$296 ;
+    recip <= \$296 ;
   always @(posedge clk)
-    sh0 <= \$297 ;
+    m <= \$297 ;
   always @(posedge clk)
-    tk <= \$298 ;
+    km <= \$298 ;
   always @(posedge clk)
-    pre <= \$299 ;
+    sh0 <= \$299 ;
   always @(posedge clk)
-    tsh <= \$300 ;
+    tk <= \$300 ;
   always @(posedge clk)
-    km_pre <= \$301 ;
+    pre <= \$301 ;
   always @(posedge clk)
-    t_clamped <= \$302 ;
+    tsh <= \$302 ;
   always @(posedge clk)
-    sh <= \$303 ;
+    km_pre <= \$303 ;
   always @(posedge clk)
-    \a$38  <= \$304 ;
+    t_clamped <= \$304 ;
   always @(posedge clk)
-    bias <= \$305 ;
+    sh <= \$305 ;
   always @(posedge clk)
-    \p$61  <= \$306 ;
+    \a$38  <= \$306 ;
   always @(posedge clk)
-    quot <= \$307 ;
+    bias <= \$307 ;
   always @(posedge clk)
-    \b$63  <= \$308 ;
+    \p$63  <= \$308 ;
+  always @(posedge clk)
+    quot <= \$309 ;
+  always @(posedge clk)
+    \b$65  <= \$310 ;
   \hwnorm_semidev_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$19 ),
-    .done(\done$45 ),
+    .done(\done$47 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1310,7 +1318,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   );
   \hwnorm_semidev_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$50 ),
+    .done(\done$52 ),
     .root(root),
     .rst(rst),
     .start(\start$11 ),
@@ -1321,7 +1329,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$48 ),
+    .done(\done$50 ),
     .\neg$12 (\neg$25 ),
     .p(p),
     .rst(rst),
@@ -2724,187 +2732,201 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = fsm_state;
+    \$279  = 1'h0;
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = 1'h0;
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$42 ) begin
+          if (\start$44 ) begin
             casez (entry)
               2'h0:
-                  \$279  = 7'h01;
+                  \$281  = 7'h01;
               2'h1:
-                  \$279  = 7'h02;
+                  \$281  = 7'h02;
               2'h2:
-                  \$279  = 7'h03;
+                  \$281  = 7'h03;
             endcase
           end
       7'h01:
-          \$279  = 7'h04;
+          \$281  = 7'h04;
       7'h04:
-          \$279  = 7'h05;
+          \$281  = 7'h05;
       7'h05:
-          \$279  = 7'h06;
+          \$281  = 7'h06;
       7'h06:
-          \$279  = 7'h07;
+          \$281  = 7'h07;
       7'h07:
-          \$279  = 7'h08;
+          \$281  = 7'h08;
       7'h08:
-          if (\done$45 ) begin
-            \$279  = 7'h09;
+          if (\done$47 ) begin
+            \$281  = 7'h09;
           end
       7'h02:
-          \$279  = 7'h0a;
+          \$281  = 7'h0a;
       7'h0a:
-          \$279  = 7'h0b;
+          \$281  = 7'h0b;
       7'h0b:
-          \$279  = 7'h0c;
+          \$281  = 7'h0c;
       7'h0c:
-          \$279  = 7'h0d;
+          \$281  = 7'h0d;
       7'h0d:
-          if (\done$48 ) begin
-            \$279  = 7'h0e;
+          if (\done$50 ) begin
+            \$281  = 7'h0e;
           end
       7'h0e:
-          \$279  = 7'h0f;
+          \$281  = 7'h0f;
       7'h0f:
-          \$279  = 7'h10;
+          \$281  = 7'h10;
       7'h10:
-          if (\done$48 ) begin
-            \$279  = 7'h11;
+          if (\done$50 ) begin
+            \$281  = 7'h11;
           end
       7'h11:
-          \$279  = 7'h12;
+          \$281  = 7'h12;
       7'h12:
-          \$279  = 7'h13;
+          \$281  = 7'h13;
       7'h13:
-          if (\done$48 ) begin
-            \$279  = 7'h14;
+          if (\done$50 ) begin
+            \$281  = 7'h14;
           end
       7'h14:
-          \$279  = 7'h15;
+          \$281  = 7'h15;
       7'h15:
-          \$279  = 7'h16;
+          \$281  = 7'h16;
       7'h16:
-          if (\done$48 ) begin
-            \$279  = 7'h17;
+          if (\done$50 ) begin
+            \$281  = 7'h17;
           end
       7'h17:
-          \$279  = 7'h18;
+          \$281  = 7'h18;
       7'h18:
-          \$279  = 7'h19;
+          \$281  = 7'h19;
       7'h19:
-          if (\done$48 ) begin
-            \$279  = 7'h1a;
+          if (\done$50 ) begin
+            \$281  = 7'h1a;
           end
       7'h1a:
-          \$279  = 7'h1b;
+          \$281  = 7'h1b;
       7'h1b:
-          \$279  = 7'h1c;
+          \$281  = 7'h1c;
       7'h1c:
-          \$279  = 7'h1d;
+          \$281  = 7'h1d;
       7'h1d:
-          if (\done$45 ) begin
-            \$279  = 7'h1e;
+          if (\done$47 ) begin
+            \$281  = 7'h1e;
           end
       7'h1e:
-          \$279  = 7'h1f;
+          \$281  = 7'h1f;
       7'h1f:
-          \$279  = 7'h20;
+          \$281  = 7'h20;
       7'h20:
-          if (\done$50 ) begin
-            \$279  = 7'h21;
+          if (\done$52 ) begin
+            \$281  = 7'h21;
           end
       7'h21:
-          \$279  = 7'h22;
+          \$281  = 7'h22;
       7'h22:
-          \$279  = 7'h23;
+          \$281  = 7'h23;
       7'h23:
-          \$279  = 7'h24;
+          \$281  = 7'h24;
       7'h24:
-          if (\done$45 ) begin
-            \$279  = 7'h25;
+          if (\done$47 ) begin
+            \$281  = 7'h25;
           end
       7'h25:
-          \$279  = 7'h26;
+          \$281  = 7'h26;
       7'h26:
-          \$279  = 7'h27;
+          \$281  = 7'h27;
       7'h27:
-          if (\done$48 ) begin
-            \$279  = 7'h28;
+          if (\done$50 ) begin
+            \$281  = 7'h28;
           end
       7'h28:
-          \$279  = 7'h29;
+          \$281  = 7'h29;
       7'h29:
-          \$279  = 7'h2a;
+          \$281  = 7'h2a;
       7'h2a:
-          if (\done$48 ) begin
-            \$279  = 7'h2b;
+          if (\done$50 ) begin
+            \$281  = 7'h2b;
           end
       7'h2b:
-          \$279  = 7'h2c;
+          \$281  = 7'h2c;
       7'h2c:
-          \$279  = 7'h2d;
+          \$281  = 7'h2d;
       7'h2d:
-          \$279  = 7'h2e;
+          \$281  = 7'h2e;
       7'h2e:
-          \$279  = 7'h2f;
+          \$281  = 7'h2f;
       7'h2f:
-          \$279  = 7'h30;
+          \$281  = 7'h30;
       7'h30:
-          \$279  = 7'h31;
+          \$281  = 7'h31;
       7'h31:
-          if (\done$48 ) begin
-            \$279  = 7'h32;
+          if (\done$50 ) begin
+            \$281  = 7'h32;
           end
       7'h32:
-          \$279  = 7'h33;
+          \$281  = 7'h33;
       7'h33:
-          \$279  = 7'h34;
+          \$281  = 7'h34;
       7'h34:
-          \$279  = 7'h35;
+          \$281  = 7'h35;
       7'h35:
-          if (\done$45 ) begin
-            \$279  = 7'h36;
+          if (\done$47 ) begin
+            \$281  = 7'h36;
           end
       7'h36:
-          \$279  = 7'h09;
+          \$281  = 7'h09;
       7'h03:
-          \$279  = 7'h37;
+          \$281  = 7'h37;
       7'h37:
-          \$279  = 7'h38;
+          \$281  = 7'h38;
       7'h38:
-          if (\done$48 ) begin
-            \$279  = 7'h39;
+          if (\done$50 ) begin
+            \$281  = 7'h39;
           end
       7'h39:
-          \$279  = 7'h3a;
+          \$281  = 7'h3a;
       7'h3a:
-          \$279  = 7'h3b;
+          \$281  = 7'h3b;
       7'h3b:
-          \$279  = 7'h3c;
+          \$281  = 7'h3c;
       7'h3c:
-          \$279  = 7'h3d;
+          \$281  = 7'h3d;
       7'h3d:
-          \$279  = 7'h3e;
+          \$281  = 7'h3e;
       7'h3e:
-          \$279  = 7'h3f;
+          \$281  = 7'h3f;
       7'h3f:
-          if (\done$48 ) begin
-            \$279  = 7'h40;
+          if (\done$50 ) begin
+            \$281  = 7'h40;
           end
       7'h40:
-          \$279  = 7'h41;
+          \$281  = 7'h41;
       7'h41:
-          \$279  = 7'h09;
+          \$281  = 7'h09;
       7'h09:
-          \$279  = 7'h00;
+          \$281  = 7'h00;
     endcase
     if (rst) begin
-      \$279  = 7'h00;
+      \$281  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = div_num;
+    \$282  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2913,7 +2935,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h04:
           /* empty */;
       7'h05:
-          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$282  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -2955,7 +2977,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h19:
           /* empty */;
       7'h1a:
-          \$280  = { \$213 [90], \$213  };
+          \$282  = { \$213 [90], \$213  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3003,15 +3025,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h31:
           /* empty */;
       7'h32:
-          \$280  = { \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61  };
+          \$282  = { \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63  };
     endcase
     if (rst) begin
-      \$280  = 92'h00000000000000000000000;
+      \$282  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = div_mag;
+    \$283  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3022,7 +3044,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$281  = \$211 [91:0];
+          \$283  = \$211 [91:0];
       7'h07:
           /* empty */;
       7'h08:
@@ -3064,116 +3086,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$281  = \$216 [91:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$281  = \$249 [91:0];
-    endcase
-    if (rst) begin
-      \$281  = 92'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = div_neg;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$282  = \$212 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$282  = \$217 ;
+          \$283  = \$216 [91:0];
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3221,15 +3134,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          \$282  = \$250 ;
+          \$283  = \$249 [91:0];
     endcase
     if (rst) begin
-      \$282  = 1'h0;
+      \$283  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \start$9 ;
+    \$284  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3240,9 +3153,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$283  = 1'h1;
+          \$284  = \$212 ;
       7'h07:
-          \$283  = 1'h0;
+          /* empty */;
       7'h08:
           /* empty */;
       7'h02:
@@ -3282,9 +3195,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$283  = 1'h1;
+          \$284  = \$217 ;
       7'h1c:
-          \$283  = 1'h0;
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3296,9 +3209,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$283  = 1'h1;
+          /* empty */;
       7'h23:
-          \$283  = 1'h0;
+          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -3330,166 +3243,117 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          \$283  = 1'h1;
+          \$284  = \$250 ;
+    endcase
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = \start$9 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$285  = 1'h1;
+      7'h07:
+          \$285  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$285  = 1'h1;
+      7'h1c:
+          \$285  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$285  = 1'h1;
+      7'h23:
+          \$285  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$285  = 1'h1;
       7'h34:
-          \$283  = 1'h0;
-    endcase
-    if (rst) begin
-      \$283  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = floor_mean;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          if (\done$45 ) begin
-            \$284  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$284  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = start;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          \$285  = 1'h1;
-      7'h0c:
-          \$285  = 1'h0;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$285  = 1'h1;
-      7'h0f:
-          \$285  = 1'h0;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$285  = 1'h1;
-      7'h12:
-          \$285  = 1'h0;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$285  = 1'h1;
-      7'h15:
-          \$285  = 1'h0;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$285  = 1'h1;
-      7'h18:
-          \$285  = 1'h0;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$285  = 1'h1;
-      7'h26:
-          \$285  = 1'h0;
-      7'h27:
-          /* empty */;
-      7'h28:
-          \$285  = 1'h1;
-      7'h29:
-          \$285  = 1'h0;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          \$285  = 1'h1;
-      7'h30:
-          \$285  = 1'h0;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          \$285  = 1'h1;
-      7'h37:
-          \$285  = 1'h0;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$285  = 1'h1;
-      7'h3e:
           \$285  = 1'h0;
     endcase
     if (rst) begin
@@ -3498,7 +3362,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = t;
+    \$286  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3513,57 +3377,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h07:
           /* empty */;
       7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$48 ) begin
-            \$286  = p[59:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$48 ) begin
-            \$286  = p[59:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$48 ) begin
-            \$286  = p[59:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$48 ) begin
-            \$286  = p[59:0];
+          if (\done$47 ) begin
+            \$286  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$286  = 60'h000000000000000;
+      \$286  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = u;
+    \$287  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3584,368 +3408,33 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h0a:
           /* empty */;
       7'h0b:
-          /* empty */;
+          \$287  = 1'h1;
       7'h0c:
-          /* empty */;
+          \$287  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          /* empty */;
+          \$287  = 1'h1;
       7'h0f:
-          /* empty */;
+          \$287  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          /* empty */;
+          \$287  = 1'h1;
       7'h12:
-          /* empty */;
+          \$287  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          /* empty */;
+          \$287  = 1'h1;
       7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$48 ) begin
-            \$287  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$287  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
+          \$287  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          /* empty */;
+          \$287  = 1'h1;
       7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$45 ) begin
-            \$288  = q[68:0];
-          end
-    endcase
-    if (rst) begin
-      \$288  = 69'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$289  = 1'h1;
-      7'h1f:
-          \$289  = 1'h0;
-    endcase
-    if (rst) begin
-      \$289  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$50 ) begin
-            \$290  = root;
-          end
-    endcase
-    if (rst) begin
-      \$290  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$291  = den_lead;
-    endcase
-    if (rst) begin
-      \$291  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = recip_rem;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
+          \$287  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3965,7 +3454,392 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$292  = \$221 [34:0];
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$287  = 1'h1;
+      7'h26:
+          \$287  = 1'h0;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$287  = 1'h1;
+      7'h29:
+          \$287  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$287  = 1'h1;
+      7'h30:
+          \$287  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$287  = 1'h1;
+      7'h37:
+          \$287  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$287  = 1'h1;
+      7'h3e:
+          \$287  = 1'h0;
+    endcase
+    if (rst) begin
+      \$287  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          if (\done$50 ) begin
+            \$288  = p[59:0];
+          end
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$50 ) begin
+            \$288  = p[59:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$50 ) begin
+            \$288  = p[59:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$50 ) begin
+            \$288  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$288  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$50 ) begin
+            \$289  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$289  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$47 ) begin
+            \$290  = q[68:0];
+          end
+    endcase
+    if (rst) begin
+      \$290  = 69'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = \start$11 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$291  = 1'h1;
+      7'h1f:
+          \$291  = 1'h0;
+    endcase
+    if (rst) begin
+      \$291  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = den;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$52 ) begin
+            \$292  = root;
+          end
     endcase
     if (rst) begin
       \$292  = 35'h000000000;
@@ -3973,7 +3847,80 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = recip_one;
+    \$293  = lead;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$293  = den_lead;
+    endcase
+    if (rst) begin
+      \$293  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = recip_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4040,15 +3987,90 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$293  = \$222 ;
+          \$294  = \$221 [34:0];
     endcase
     if (rst) begin
-      \$293  = 1'h0;
+      \$294  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = recip;
+    \$295  = recip_one;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$295  = \$222 ;
+    endcase
+    if (rst) begin
+      \$295  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = recip;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4119,17 +4141,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$45 ) begin
-            \$294  = q[16:0];
+          if (\done$47 ) begin
+            \$296  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$294  = 17'h00000;
+      \$296  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = m;
+    \$297  = m;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4206,8 +4228,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h26:
           /* empty */;
       7'h27:
-          if (\done$48 ) begin
-            \$295  = p[25:0];
+          if (\done$50 ) begin
+            \$297  = p[25:0];
           end
       7'h28:
           /* empty */;
@@ -4244,17 +4266,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h37:
           /* empty */;
       7'h38:
-          if (\done$48 ) begin
-            \$295  = p[25:0];
+          if (\done$50 ) begin
+            \$297  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$295  = 26'h0000000;
+      \$297  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = km;
+    \$298  = km;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4337,257 +4359,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$48 ) begin
-            \$296  = p[39:0];
+          if (\done$50 ) begin
+            \$298  = p[39:0];
           end
       7'h2b:
           /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$296  = \$252 [39:0];
-    endcase
-    if (rst) begin
-      \$296  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = sh0;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$297  = { 3'h0, \$223  };
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$297  = { \$253 [8], \$253  };
-    endcase
-    if (rst) begin
-      \$297  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = tk;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$298  = count_lead;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4617,15 +4393,261 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h38:
           /* empty */;
       7'h39:
-          \$298  = 4'h8;
+          \$298  = \$252 [39:0];
     endcase
     if (rst) begin
-      \$298  = 4'h0;
+      \$298  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = pre;
+    \$299  = sh0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$299  = { 3'h0, \$223  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$299  = { \$253 [8], \$253  };
+    endcase
+    if (rst) begin
+      \$299  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = tk;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$300  = count_lead;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$300  = 4'h8;
+    endcase
+    if (rst) begin
+      \$300  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4712,7 +4734,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2b:
           /* empty */;
       7'h2c:
-          \$299  = \$226 [1:0];
+          \$301  = \$226 [1:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4742,15 +4764,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$299  = \$256 [1:0];
+          \$301  = \$256 [1:0];
     endcase
     if (rst) begin
-      \$299  = 2'h0;
+      \$301  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = tsh;
+    \$302  = tsh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4837,7 +4859,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2b:
           /* empty */;
       7'h2c:
-          \$300  = \$236 [9:0];
+          \$302  = \$236 [9:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4867,15 +4889,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$300  = \$266 [9:0];
+          \$302  = \$266 [9:0];
     endcase
     if (rst) begin
-      \$300  = 10'h000;
+      \$302  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = km_pre;
+    \$303  = km_pre;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4964,7 +4986,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$301  = \$237 ;
+          \$303  = \$237 ;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -4994,15 +5016,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$301  = \$267 ;
+          \$303  = \$267 ;
     endcase
     if (rst) begin
-      \$301  = 43'h00000000000;
+      \$303  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = t_clamped;
+    \$304  = t_clamped;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5091,7 +5113,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$302  = \$239 [5:0];
+          \$304  = \$239 [5:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5121,15 +5143,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$302  = \$269 [5:0];
+          \$304  = \$269 [5:0];
     endcase
     if (rst) begin
-      \$302  = 6'h00;
+      \$304  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = sh;
+    \$305  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5218,7 +5240,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$303  = \$241 [3:0];
+          \$305  = \$241 [3:0];
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5248,15 +5270,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$303  = \$271 [3:0];
+          \$305  = \$271 [3:0];
     endcase
     if (rst) begin
-      \$303  = 4'h0;
+      \$305  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = \a$38 ;
+    \$306  = \a$38 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5347,7 +5369,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2d:
           /* empty */;
       7'h2e:
-          \$304  = \$242 [25:0];
+          \$306  = \$242 [25:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -5377,15 +5399,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3b:
           /* empty */;
       7'h3c:
-          \$304  = \$272 [25:0];
+          \$306  = \$272 [25:0];
     endcase
     if (rst) begin
-      \$304  = 26'h0000000;
+      \$306  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = bias;
+    \$307  = bias;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5476,7 +5498,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2d:
           /* empty */;
       7'h2e:
-          \$305  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
+          \$307  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -5506,15 +5528,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3b:
           /* empty */;
       7'h3c:
-          \$305  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
+          \$307  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
     endcase
     if (rst) begin
-      \$305  = 34'h000000000;
+      \$307  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = \p$61 ;
+    \$308  = \p$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5611,8 +5633,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$48 ) begin
-            \$306  = p[48:0];
+          if (\done$50 ) begin
+            \$308  = p[48:0];
           end
       7'h32:
           /* empty */;
@@ -5643,17 +5665,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3e:
           /* empty */;
       7'h3f:
-          if (\done$48 ) begin
-            \$306  = p[48:0];
+          if (\done$50 ) begin
+            \$308  = p[48:0];
           end
     endcase
     if (rst) begin
-      \$306  = 49'h0000000000000;
+      \$308  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = quot;
+    \$309  = quot;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5758,8 +5780,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$45 ) begin
-            \$307  = q[37:0];
+          if (\done$47 ) begin
+            \$309  = q[37:0];
           end
       7'h36:
           /* empty */;
@@ -5784,15 +5806,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3f:
           /* empty */;
       7'h40:
-          \$307  = \$277 [37:0];
+          \$309  = \$277 [37:0];
     endcase
     if (rst) begin
-      \$307  = 38'h0000000000;
+      \$309  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \b$63 ;
+    \$310  = \b$65 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5899,7 +5921,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          \$308  = \$251 [33:0];
+          \$310  = \$251 [33:0];
       7'h03:
           /* empty */;
       7'h37:
@@ -5923,10 +5945,10 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
-          \$308  = \$278 [33:0];
+          \$310  = \$278 [33:0];
     endcase
     if (rst) begin
-      \$308  = 34'h000000000;
+      \$310  = 34'h000000000;
     end
   end
   assign beta_shift = \$106 [3:0];
@@ -5954,7 +5976,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   assign \$245  = { 1'h0, \$244 [15:1] };
   assign \$252  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$275  = { 1'h0, \$274 [15:1] };
-  assign \$277  = { \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48], \p$61 [48:8] };
+  assign \$277  = { \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48:8] };
 endmodule
 
 module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -157,7 +157,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s16.math  math (
-    .\a$36 (a),
+    .\a$32 (a),
     .\b$64 (b),
     .bottom(bottom),
     .chan(chan),
@@ -169,7 +169,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$40 (start),
+    .\start$38 (start),
     .sum(sum),
     .top(top)
   );
@@ -485,7 +485,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$36 , \b$64 , clk);
+module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, den, sh, \a$32 , \b$64 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -579,31 +579,31 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   wire \$18 ;
   wire [80:0] \$180 ;
   wire \$181 ;
-  wire \$182 ;
+  wire [6:0] \$182 ;
   wire [6:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire \$185 ;
-  wire [57:0] \$186 ;
-  wire \$187 ;
+  wire \$184 ;
+  wire [57:0] \$185 ;
+  wire \$186 ;
+  wire [16:0] \$187 ;
   wire [16:0] \$188 ;
-  wire [16:0] \$189 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
+  wire [29:0] \$191 ;
   wire [29:0] \$192 ;
-  wire [29:0] \$193 ;
-  wire \$194 ;
-  wire [73:0] \$195 ;
-  wire [58:0] \$196 ;
-  wire \$197 ;
+  wire \$193 ;
+  wire [73:0] \$194 ;
+  wire [58:0] \$195 ;
+  wire \$196 ;
+  wire [16:0] \$197 ;
   wire [16:0] \$198 ;
-  wire [16:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire \$201 ;
+  wire [24:0] \$201 ;
   wire [24:0] \$202 ;
-  wire [24:0] \$203 ;
+  wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
@@ -661,133 +661,147 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire \$256 ;
-  wire [29:0] \$257 ;
-  wire \$258 ;
+  wire [29:0] \$256 ;
+  wire \$257 ;
+  wire [74:0] \$258 ;
   wire [74:0] \$259 ;
   wire \$26 ;
-  wire [74:0] \$260 ;
-  wire \$261 ;
-  wire [16:0] \$262 ;
+  wire \$260 ;
+  wire [16:0] \$261 ;
+  wire \$262 ;
   wire \$263 ;
-  wire \$264 ;
-  wire [12:0] \$265 ;
+  wire [12:0] \$264 ;
+  wire \$265 ;
   wire \$266 ;
   wire \$267 ;
-  wire \$268 ;
-  wire [22:0] \$269 ;
+  wire [12:0] \$268 ;
+  wire \$269 ;
   wire \$27 ;
-  wire [6:0] \$270 ;
-  wire [22:0] \$271 ;
-  wire [6:0] \$272 ;
-  wire [4:0] \$273 ;
-  wire \$274 ;
-  wire [63:0] \$275 ;
-  wire [63:0] \$276 ;
-  wire [63:0] \$277 ;
+  wire [16:0] \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire [12:0] \$274 ;
+  wire \$275 ;
+  wire [16:0] \$276 ;
+  wire \$277 ;
   wire \$278 ;
-  wire [7:0] \$279 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire \$283 ;
-  wire [10:0] \$284 ;
-  wire \$285 ;
-  wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire \$288 ;
-  wire [10:0] \$289 ;
+  wire [22:0] \$281 ;
+  wire [6:0] \$282 ;
+  wire [22:0] \$283 ;
+  wire [6:0] \$284 ;
+  wire [4:0] \$285 ;
+  wire \$286 ;
+  wire [63:0] \$287 ;
+  wire [63:0] \$288 ;
+  wire [63:0] \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
-  wire [10:0] \$291 ;
-  wire [10:0] \$292 ;
-  wire [70:0] \$293 ;
-  wire \$294 ;
-  wire [9:0] \$295 ;
+  wire \$290 ;
+  wire [7:0] \$291 ;
+  wire \$292 ;
+  wire [10:0] \$293 ;
+  wire [10:0] \$294 ;
+  wire \$295 ;
   wire [10:0] \$296 ;
-  wire [11:0] \$297 ;
-  wire [63:0] \$298 ;
-  wire [46:0] \$299 ;
+  wire \$297 ;
+  wire [10:0] \$298 ;
+  wire [10:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [31:0] \$300 ;
-  wire [31:0] \$301 ;
-  wire [47:0] \$302 ;
-  wire \$303 ;
-  wire [74:0] \$304 ;
-  wire [74:0] \$305 ;
+  wire \$300 ;
+  wire [10:0] \$301 ;
+  wire [10:0] \$302 ;
+  wire [10:0] \$303 ;
+  wire [10:0] \$304 ;
+  wire [70:0] \$305 ;
   wire \$306 ;
-  wire [62:0] \$307 ;
-  wire [56:0] \$308 ;
-  wire [8:0] \$309 ;
+  wire [9:0] \$307 ;
+  wire [10:0] \$308 ;
+  wire [11:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire [10:0] \$311 ;
-  wire [10:0] \$312 ;
-  wire \$313 ;
-  wire [10:0] \$314 ;
+  wire [63:0] \$310 ;
+  wire [46:0] \$311 ;
+  wire [31:0] \$312 ;
+  wire [31:0] \$313 ;
+  wire [47:0] \$314 ;
   wire \$315 ;
-  wire [10:0] \$316 ;
-  wire [10:0] \$317 ;
+  wire [74:0] \$316 ;
+  wire [74:0] \$317 ;
   wire \$318 ;
-  wire [10:0] \$319 ;
+  wire [62:0] \$319 ;
   wire \$32 ;
-  wire [10:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire [10:0] \$322 ;
-  wire [70:0] \$323 ;
-  wire \$324 ;
-  wire [9:0] \$325 ;
+  wire [56:0] \$320 ;
+  wire [8:0] \$321 ;
+  wire \$322 ;
+  wire [10:0] \$323 ;
+  wire [10:0] \$324 ;
+  wire \$325 ;
   wire [10:0] \$326 ;
-  wire [11:0] \$327 ;
-  wire [63:0] \$328 ;
-  wire [46:0] \$329 ;
+  wire \$327 ;
+  wire [10:0] \$328 ;
+  wire [10:0] \$329 ;
   wire \$33 ;
-  wire [31:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [47:0] \$332 ;
-  wire [72:0] \$333 ;
-  wire [62:0] \$334 ;
-  reg [5:0] \$335 ;
-  reg [73:0] \$336 ;
-  reg [73:0] \$337 ;
-  reg \$338 ;
-  reg \$339 ;
+  wire \$330 ;
+  wire [10:0] \$331 ;
+  wire [10:0] \$332 ;
+  wire [10:0] \$333 ;
+  wire [10:0] \$334 ;
+  wire [70:0] \$335 ;
+  wire \$336 ;
+  wire [9:0] \$337 ;
+  wire [10:0] \$338 ;
+  wire [11:0] \$339 ;
   wire \$34 ;
-  reg [18:0] \$340 ;
-  reg [21:0] \$341 ;
-  reg [5:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [15:0] \$344 ;
-  reg [15:0] \$345 ;
-  reg \$346 ;
+  wire [63:0] \$340 ;
+  wire [46:0] \$341 ;
+  wire [31:0] \$342 ;
+  wire [31:0] \$343 ;
+  wire [47:0] \$344 ;
+  wire [72:0] \$345 ;
+  wire [62:0] \$346 ;
   reg \$347 ;
   reg \$348 ;
-  reg [45:0] \$349 ;
+  reg [5:0] \$349 ;
   wire [5:0] \$35 ;
-  reg [55:0] \$350 ;
-  reg [5:0] \$351 ;
-  reg [55:0] \$352 ;
+  reg [73:0] \$350 ;
+  reg [73:0] \$351 ;
+  reg \$352 ;
   reg \$353 ;
-  reg [24:0] \$354 ;
-  reg [41:0] \$355 ;
-  reg [55:0] \$356 ;
-  reg [9:0] \$357 ;
-  reg [3:0] \$358 ;
-  reg [3:0] \$359 ;
+  reg [18:0] \$354 ;
+  reg [21:0] \$355 ;
+  reg [5:0] \$356 ;
+  reg [3:0] \$357 ;
+  reg [15:0] \$358 ;
+  reg [15:0] \$359 ;
   wire [5:0] \$36 ;
-  reg [9:0] \$360 ;
-  reg [63:0] \$361 ;
-  reg [6:0] \$362 ;
-  reg [4:0] \$363 ;
-  reg [41:0] \$364 ;
-  reg [57:0] \$365 ;
-  reg [72:0] \$366 ;
-  reg [61:0] \$367 ;
-  reg [57:0] \$368 ;
+  reg \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg [45:0] \$363 ;
+  reg [55:0] \$364 ;
+  reg [5:0] \$365 ;
+  reg [55:0] \$366 ;
+  reg \$367 ;
+  reg [24:0] \$368 ;
+  reg [41:0] \$369 ;
   wire [5:0] \$37 ;
+  reg [55:0] \$370 ;
+  reg [9:0] \$371 ;
+  reg [3:0] \$372 ;
+  reg [3:0] \$373 ;
+  reg [9:0] \$374 ;
+  reg [63:0] \$375 ;
+  reg [6:0] \$376 ;
+  reg [4:0] \$377 ;
+  reg [41:0] \$378 ;
+  reg [57:0] \$379 ;
   wire \$38 ;
+  reg [72:0] \$380 ;
+  reg [61:0] \$381 ;
+  reg [57:0] \$382 ;
   wire [5:0] \$39 ;
   wire \$4 ;
   wire [5:0] \$40 ;
@@ -856,8 +870,8 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   wire \$98 ;
   wire \$99 ;
   reg [46:0] a;
-  output [41:0] \a$36 ;
-  reg [41:0] \a$36  = 42'h00000000000;
+  output [41:0] \a$32 ;
+  reg [41:0] \a$32  = 42'h00000000000;
   reg [28:0] b;
   output [57:0] \b$64 ;
   reg [57:0] \b$64  = 58'h000000000000000;
@@ -891,7 +905,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   reg [73:0] div_num = 74'h0000000000000000000;
   output done;
   reg done;
-  wire \done$43 ;
+  wire \done$41 ;
   wire \done$51 ;
   input [1:0] entry;
   wire [1:0] entry;
@@ -907,14 +921,14 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   reg [41:0] m = 42'h00000000000;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$27 ;
+  reg \neg$23 ;
   wire [75:0] p;
   reg [72:0] \p$62  = 73'h0000000000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
-  reg pop_bottom;
+  reg pop_bottom = 1'h0;
   output pop_top;
-  reg pop_top;
+  reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [59:0] q;
   reg [61:0] quot = 62'h0000000000000000;
@@ -932,11 +946,11 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   reg [4:0] sh = 5'h00;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$40 ;
-  wire \start$40 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$28 ;
+  reg [4:0] \steps$24 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
@@ -1126,224 +1140,240 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   assign count_lead = \$159  ? \$164  : \$176 ;
   assign \$177  = sh + 1'h0;
   assign \$178  = sh + 1'h0;
-  assign \$181  = pick_on_train_2 & take_top_train_2;
-  assign \$182  = $signed(dcount) < $signed(1'h0);
-  assign \$183  = - $signed(dcount);
-  assign \$184  = \$182  ? \$183  : { dcount[5], dcount };
-  assign \$185  = $signed(dcount) < $signed(1'h0);
-  assign \$186  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$187  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$188  = - $signed(chan[88:73]);
-  assign \$189  = \$187  ? \$188  : { chan[88], chan[88:73] };
-  assign \$190  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$191  = $signed(sum) < $signed(1'h0);
-  assign \$192  = - $signed(sum);
-  assign \$193  = \$191  ? \$192  : { sum[28], sum };
-  assign \$194  = $signed(sum) < $signed(1'h0);
-  assign \$197  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$198  = - $signed(chan[88:73]);
-  assign \$199  = \$197  ? \$198  : { chan[88], chan[88:73] };
-  assign \$200  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$201  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$202  = - $signed(chan[128:105]);
-  assign \$203  = \$201  ? \$202  : { chan[128], chan[128:105] };
-  assign \$204  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$205  = ! fsm_state;
-  assign \$206  = fsm_state == 1'h1;
-  assign \$207  = fsm_state == 2'h2;
-  assign \$208  = fsm_state == 2'h3;
-  assign \$209  = fsm_state == 3'h4;
-  assign \$210  = fsm_state == 3'h5;
-  assign \$211  = fsm_state == 3'h6;
-  assign \$212  = fsm_state == 3'h7;
-  assign \$213  = fsm_state == 4'h8;
-  assign \$214  = fsm_state == 4'h9;
-  assign \$215  = fsm_state == 4'ha;
-  assign \$216  = fsm_state == 4'hb;
-  assign \$217  = fsm_state == 4'hc;
-  assign \$218  = fsm_state == 4'hd;
-  assign \$219  = fsm_state == 4'he;
-  assign \$220  = fsm_state == 4'hf;
-  assign \$221  = fsm_state == 5'h10;
-  assign \$222  = fsm_state == 5'h11;
-  assign \$223  = fsm_state == 5'h12;
-  assign \$224  = fsm_state == 5'h13;
-  assign \$225  = fsm_state == 5'h14;
-  assign \$226  = fsm_state == 5'h15;
-  assign \$227  = fsm_state == 5'h16;
-  assign \$228  = fsm_state == 5'h17;
-  assign \$229  = fsm_state == 5'h18;
-  assign \$230  = fsm_state == 5'h19;
-  assign \$231  = fsm_state == 5'h1a;
-  assign \$232  = fsm_state == 5'h1b;
-  assign \$233  = fsm_state == 5'h1c;
-  assign \$234  = fsm_state == 5'h1d;
-  assign \$235  = fsm_state == 5'h1e;
-  assign \$236  = fsm_state == 5'h1f;
-  assign \$237  = fsm_state == 6'h20;
-  assign \$238  = fsm_state == 6'h21;
-  assign \$239  = fsm_state == 6'h22;
-  assign \$240  = fsm_state == 6'h23;
-  assign \$241  = fsm_state == 6'h24;
-  assign \$242  = fsm_state == 6'h25;
-  assign \$243  = fsm_state == 6'h26;
-  assign \$244  = fsm_state == 6'h27;
-  assign \$245  = fsm_state == 6'h28;
-  assign \$246  = fsm_state == 6'h29;
-  assign \$247  = fsm_state == 6'h2a;
-  assign \$248  = fsm_state == 6'h2b;
-  assign \$249  = fsm_state == 6'h2c;
-  assign \$250  = fsm_state == 6'h2d;
-  assign \$251  = fsm_state == 6'h2e;
-  assign \$252  = fsm_state == 6'h2f;
-  assign \$253  = fsm_state == 6'h30;
-  assign \$254  = fsm_state == 6'h31;
-  assign \$255  = fsm_state == 6'h32;
-  assign \$256  = fsm_state == 6'h33;
-  assign \$258  = $signed(div_num) < $signed(1'h0);
-  assign \$259  = - $signed(div_num);
-  assign \$260  = \$258  ? \$259  : { div_num[73], div_num };
-  assign \$261  = $signed(div_num) < $signed(1'h0);
-  assign \$262  = $signed(top) + $signed(bottom);
-  assign \$263  = $signed(\$262 ) > $signed(f2);
-  assign \$264  = chan[13:1] < 4'ha;
-  assign \$265  = \$264  ? chan[13:1] : 13'h000a;
-  assign \$266  = merge_step < \$265 ;
-  assign \$267  = merge_step == 4'ha;
-  assign \$268  = pick_on_train_2 & take_top_train_2;
-  assign \$269  = $signed(hsum) + $signed(head_top);
-  assign \$270  = $signed(dcount) - $signed(2'h1);
-  assign \$271  = $signed(hsum) - $signed(head_bottom);
-  assign \$272  = $signed(dcount) + $signed(2'h1);
-  assign \$273  = merge_step + 1'h1;
-  assign \$274  = ! lead;
-  assign \$275  = 1'h1 << lead;
-  assign \$277  = \$274  ? 64'h0000000000000000 : \$276 ;
-  assign \$278  = ! lead;
-  assign \$279  = lead + 8'hfc;
-  assign \$280  = $signed(sh0) < $signed(4'h4);
-  assign \$281  = $signed(4'h4) - $signed(sh0);
-  assign \$282  = \$280  ? \$281  : 11'h000;
-  assign \$283  = $signed(sh0) < $signed(4'h4);
-  assign \$284  = $signed(sh0) - $signed(6'h15);
-  assign \$285  = $signed(\$284 ) > $signed({ 1'h0, tk });
-  assign \$286  = $signed(sh0) - $signed(6'h15);
-  assign \$287  = $signed(sh0) - $signed(4'h4);
-  assign \$288  = $signed(\$287 ) < $signed({ 1'h0, tk });
-  assign \$289  = $signed(sh0) - $signed(4'h4);
-  assign \$290  = \$288  ? \$289  : { 7'h00, tk };
-  assign \$291  = \$285  ? \$286  : \$290 ;
-  assign \$292  = \$283  ? 11'h000 : \$291 ;
-  assign \$293  = $signed(km) << pre;
-  assign \$294  = tsh > 7'h40;
-  assign \$295  = \$294  ? 10'h040 : tsh;
-  assign \$296  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$297  = $signed(\$296 ) - $signed({ 1'h0, tsh });
-  assign \$298  = $signed(km_pre) >>> t_clamped;
-  assign \$299  = $signed(chan[104:89]) << \$177 [4:0];
-  assign \$300  = 1'h1 << sh;
-  assign \$302  = $signed(\$299 ) + $signed({ 1'h0, \$301  });
-  assign \$303  = $signed(div_num) < $signed(1'h0);
-  assign \$304  = - $signed(div_num);
-  assign \$305  = \$303  ? \$304  : { div_num[73], div_num };
-  assign \$306  = $signed(div_num) < $signed(1'h0);
-  assign \$307  = $signed(bias) - $signed(quot);
-  assign \$309  = $signed(6'h10) - $signed(chan[160:153]);
-  assign \$310  = $signed(sh0) < $signed(4'h4);
-  assign \$311  = $signed(4'h4) - $signed(sh0);
-  assign \$312  = \$310  ? \$311  : 11'h000;
-  assign \$313  = $signed(sh0) < $signed(4'h4);
-  assign \$314  = $signed(sh0) - $signed(6'h15);
-  assign \$315  = $signed(\$314 ) > $signed({ 1'h0, tk });
-  assign \$316  = $signed(sh0) - $signed(6'h15);
-  assign \$317  = $signed(sh0) - $signed(4'h4);
-  assign \$318  = $signed(\$317 ) < $signed({ 1'h0, tk });
-  assign \$319  = $signed(sh0) - $signed(4'h4);
-  assign \$320  = \$318  ? \$319  : { 7'h00, tk };
-  assign \$321  = \$315  ? \$316  : \$320 ;
-  assign \$322  = \$313  ? 11'h000 : \$321 ;
-  assign \$323  = $signed(km) << pre;
-  assign \$324  = tsh > 7'h40;
-  assign \$325  = \$324  ? 10'h040 : tsh;
-  assign \$326  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$327  = $signed(\$326 ) - $signed({ 1'h0, tsh });
-  assign \$328  = $signed(km_pre) >>> t_clamped;
-  assign \$329  = $signed(chan[104:89]) << \$178 [4:0];
-  assign \$330  = 1'h1 << sh;
-  assign \$332  = $signed(\$329 ) + $signed({ 1'h0, \$331  });
-  assign \$334  = $signed(bias) - $signed(quot);
+  assign \$181  = $signed(dcount) < $signed(1'h0);
+  assign \$182  = - $signed(dcount);
+  assign \$183  = \$181  ? \$182  : { dcount[5], dcount };
+  assign \$184  = $signed(dcount) < $signed(1'h0);
+  assign \$185  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
+  assign \$186  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$187  = - $signed(chan[88:73]);
+  assign \$188  = \$186  ? \$187  : { chan[88], chan[88:73] };
+  assign \$189  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$190  = $signed(sum) < $signed(1'h0);
+  assign \$191  = - $signed(sum);
+  assign \$192  = \$190  ? \$191  : { sum[28], sum };
+  assign \$193  = $signed(sum) < $signed(1'h0);
+  assign \$196  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$197  = - $signed(chan[88:73]);
+  assign \$198  = \$196  ? \$197  : { chan[88], chan[88:73] };
+  assign \$199  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$200  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$201  = - $signed(chan[128:105]);
+  assign \$202  = \$200  ? \$201  : { chan[128], chan[128:105] };
+  assign \$203  = $signed(chan[128:105]) < $signed(1'h0);
+  assign \$204  = ! fsm_state;
+  assign \$205  = fsm_state == 1'h1;
+  assign \$206  = fsm_state == 2'h2;
+  assign \$207  = fsm_state == 2'h3;
+  assign \$208  = fsm_state == 3'h4;
+  assign \$209  = fsm_state == 3'h5;
+  assign \$210  = fsm_state == 3'h6;
+  assign \$211  = fsm_state == 3'h7;
+  assign \$212  = fsm_state == 4'h8;
+  assign \$213  = fsm_state == 4'h9;
+  assign \$214  = fsm_state == 4'ha;
+  assign \$215  = fsm_state == 4'hb;
+  assign \$216  = fsm_state == 4'hc;
+  assign \$217  = fsm_state == 4'hd;
+  assign \$218  = fsm_state == 4'he;
+  assign \$219  = fsm_state == 4'hf;
+  assign \$220  = fsm_state == 5'h10;
+  assign \$221  = fsm_state == 5'h11;
+  assign \$222  = fsm_state == 5'h12;
+  assign \$223  = fsm_state == 5'h13;
+  assign \$224  = fsm_state == 5'h14;
+  assign \$225  = fsm_state == 5'h15;
+  assign \$226  = fsm_state == 5'h16;
+  assign \$227  = fsm_state == 5'h17;
+  assign \$228  = fsm_state == 5'h18;
+  assign \$229  = fsm_state == 5'h19;
+  assign \$230  = fsm_state == 5'h1a;
+  assign \$231  = fsm_state == 5'h1b;
+  assign \$232  = fsm_state == 5'h1c;
+  assign \$233  = fsm_state == 5'h1d;
+  assign \$234  = fsm_state == 5'h1e;
+  assign \$235  = fsm_state == 5'h1f;
+  assign \$236  = fsm_state == 6'h20;
+  assign \$237  = fsm_state == 6'h21;
+  assign \$238  = fsm_state == 6'h22;
+  assign \$239  = fsm_state == 6'h23;
+  assign \$240  = fsm_state == 6'h24;
+  assign \$241  = fsm_state == 6'h25;
+  assign \$242  = fsm_state == 6'h26;
+  assign \$243  = fsm_state == 6'h27;
+  assign \$244  = fsm_state == 6'h28;
+  assign \$245  = fsm_state == 6'h29;
+  assign \$246  = fsm_state == 6'h2a;
+  assign \$247  = fsm_state == 6'h2b;
+  assign \$248  = fsm_state == 6'h2c;
+  assign \$249  = fsm_state == 6'h2d;
+  assign \$250  = fsm_state == 6'h2e;
+  assign \$251  = fsm_state == 6'h2f;
+  assign \$252  = fsm_state == 6'h30;
+  assign \$253  = fsm_state == 6'h31;
+  assign \$254  = fsm_state == 6'h32;
+  assign \$255  = fsm_state == 6'h33;
+  assign \$257  = $signed(div_num) < $signed(1'h0);
+  assign \$258  = - $signed(div_num);
+  assign \$259  = \$257  ? \$258  : { div_num[73], div_num };
+  assign \$260  = $signed(div_num) < $signed(1'h0);
+  assign \$261  = $signed(top) + $signed(bottom);
+  assign \$262  = $signed(\$261 ) > $signed(f2);
+  assign \$263  = chan[13:1] < 4'ha;
+  assign \$264  = \$263  ? chan[13:1] : 13'h000a;
+  assign \$265  = merge_step < \$264 ;
+  assign \$266  = merge_step == 4'ha;
+  assign \$267  = chan[13:1] < 4'ha;
+  assign \$268  = \$267  ? chan[13:1] : 13'h000a;
+  assign \$269  = merge_step < \$268 ;
+  assign \$270  = $signed(top) + $signed(bottom);
+  assign \$271  = $signed(\$270 ) > $signed(f2);
+  assign \$272  = \$269  & \$271 ;
+  assign \$273  = chan[13:1] < 4'ha;
+  assign \$274  = \$273  ? chan[13:1] : 13'h000a;
+  assign \$275  = merge_step < \$274 ;
+  assign \$276  = $signed(top) + $signed(bottom);
+  assign \$277  = $signed(\$276 ) > $signed(f2);
+  assign \$278  = ~ \$277 ;
+  assign \$279  = \$275  & \$278 ;
+  assign \$280  = pick_on_train_2 & take_top_train_2;
+  assign \$281  = $signed(hsum) + $signed(head_top);
+  assign \$282  = $signed(dcount) - $signed(2'h1);
+  assign \$283  = $signed(hsum) - $signed(head_bottom);
+  assign \$284  = $signed(dcount) + $signed(2'h1);
+  assign \$285  = merge_step + 1'h1;
+  assign \$286  = ! lead;
+  assign \$287  = 1'h1 << lead;
+  assign \$289  = \$286  ? 64'h0000000000000000 : \$288 ;
+  assign \$290  = ! lead;
+  assign \$291  = lead + 8'hfc;
+  assign \$292  = $signed(sh0) < $signed(4'h4);
+  assign \$293  = $signed(4'h4) - $signed(sh0);
+  assign \$294  = \$292  ? \$293  : 11'h000;
+  assign \$295  = $signed(sh0) < $signed(4'h4);
+  assign \$296  = $signed(sh0) - $signed(6'h15);
+  assign \$297  = $signed(\$296 ) > $signed({ 1'h0, tk });
+  assign \$298  = $signed(sh0) - $signed(6'h15);
+  assign \$299  = $signed(sh0) - $signed(4'h4);
+  assign \$300  = $signed(\$299 ) < $signed({ 1'h0, tk });
+  assign \$301  = $signed(sh0) - $signed(4'h4);
+  assign \$302  = \$300  ? \$301  : { 7'h00, tk };
+  assign \$303  = \$297  ? \$298  : \$302 ;
+  assign \$304  = \$295  ? 11'h000 : \$303 ;
+  assign \$305  = $signed(km) << pre;
+  assign \$306  = tsh > 7'h40;
+  assign \$307  = \$306  ? 10'h040 : tsh;
+  assign \$308  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$309  = $signed(\$308 ) - $signed({ 1'h0, tsh });
+  assign \$310  = $signed(km_pre) >>> t_clamped;
+  assign \$311  = $signed(chan[104:89]) << \$177 [4:0];
+  assign \$312  = 1'h1 << sh;
+  assign \$314  = $signed(\$311 ) + $signed({ 1'h0, \$313  });
+  assign \$315  = $signed(div_num) < $signed(1'h0);
+  assign \$316  = - $signed(div_num);
+  assign \$317  = \$315  ? \$316  : { div_num[73], div_num };
+  assign \$318  = $signed(div_num) < $signed(1'h0);
+  assign \$319  = $signed(bias) - $signed(quot);
+  assign \$321  = $signed(6'h10) - $signed(chan[160:153]);
+  assign \$322  = $signed(sh0) < $signed(4'h4);
+  assign \$323  = $signed(4'h4) - $signed(sh0);
+  assign \$324  = \$322  ? \$323  : 11'h000;
+  assign \$325  = $signed(sh0) < $signed(4'h4);
+  assign \$326  = $signed(sh0) - $signed(6'h15);
+  assign \$327  = $signed(\$326 ) > $signed({ 1'h0, tk });
+  assign \$328  = $signed(sh0) - $signed(6'h15);
+  assign \$329  = $signed(sh0) - $signed(4'h4);
+  assign \$330  = $signed(\$329 ) < $signed({ 1'h0, tk });
+  assign \$331  = $signed(sh0) - $signed(4'h4);
+  assign \$332  = \$330  ? \$331  : { 7'h00, tk };
+  assign \$333  = \$327  ? \$328  : \$332 ;
+  assign \$334  = \$325  ? 11'h000 : \$333 ;
+  assign \$335  = $signed(km) << pre;
+  assign \$336  = tsh > 7'h40;
+  assign \$337  = \$336  ? 10'h040 : tsh;
+  assign \$338  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$339  = $signed(\$338 ) - $signed({ 1'h0, tsh });
+  assign \$340  = $signed(km_pre) >>> t_clamped;
+  assign \$341  = $signed(chan[104:89]) << \$178 [4:0];
+  assign \$342  = 1'h1 << sh;
+  assign \$344  = $signed(\$341 ) + $signed({ 1'h0, \$343  });
+  assign \$346  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$335 ;
+    pop_top <= \$347 ;
   always @(posedge clk)
-    div_num <= \$336 ;
+    pop_bottom <= \$348 ;
   always @(posedge clk)
-    div_mag <= \$337 ;
+    fsm_state <= \$349 ;
   always @(posedge clk)
-    div_neg <= \$338 ;
+    div_num <= \$350 ;
   always @(posedge clk)
-    \start$9  <= \$339 ;
+    div_mag <= \$351 ;
   always @(posedge clk)
-    f2 <= \$340 ;
+    div_neg <= \$352 ;
   always @(posedge clk)
-    hsum <= \$341 ;
+    \start$9  <= \$353 ;
   always @(posedge clk)
-    dcount <= \$342 ;
+    f2 <= \$354 ;
   always @(posedge clk)
-    merge_step <= \$343 ;
+    hsum <= \$355 ;
   always @(posedge clk)
-    head_top <= \$344 ;
+    dcount <= \$356 ;
   always @(posedge clk)
-    head_bottom <= \$345 ;
+    merge_step <= \$357 ;
   always @(posedge clk)
-    take_top_train_2 <= \$346 ;
+    head_top <= \$358 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$347 ;
+    head_bottom <= \$359 ;
   always @(posedge clk)
-    start <= \$348 ;
+    take_top_train_2 <= \$360 ;
   always @(posedge clk)
-    t <= \$349 ;
+    pick_on_train_2 <= \$361 ;
   always @(posedge clk)
-    den <= \$350 ;
+    start <= \$362 ;
   always @(posedge clk)
-    lead <= \$351 ;
+    t <= \$363 ;
   always @(posedge clk)
-    recip_rem <= \$352 ;
+    den <= \$364 ;
   always @(posedge clk)
-    recip_one <= \$353 ;
+    lead <= \$365 ;
   always @(posedge clk)
-    recip <= \$354 ;
+    recip_rem <= \$366 ;
   always @(posedge clk)
-    m <= \$355 ;
+    recip_one <= \$367 ;
   always @(posedge clk)
-    km <= \$356 ;
+    recip <= \$368 ;
   always @(posedge clk)
-    sh0 <= \$357 ;
+    m <= \$369 ;
   always @(posedge clk)
-    tk <= \$358 ;
+    km <= \$370 ;
   always @(posedge clk)
-    pre <= \$359 ;
+    sh0 <= \$371 ;
   always @(posedge clk)
-    tsh <= \$360 ;
+    tk <= \$372 ;
   always @(posedge clk)
-    km_pre <= \$361 ;
+    pre <= \$373 ;
   always @(posedge clk)
-    t_clamped <= \$362 ;
+    tsh <= \$374 ;
   always @(posedge clk)
-    sh <= \$363 ;
+    km_pre <= \$375 ;
   always @(posedge clk)
-    \a$36  <= \$364 ;
+    t_clamped <= \$376 ;
   always @(posedge clk)
-    bias <= \$365 ;
+    sh <= \$377 ;
   always @(posedge clk)
-    \p$62  <= \$366 ;
+    \a$32  <= \$378 ;
   always @(posedge clk)
-    quot <= \$367 ;
+    bias <= \$379 ;
   always @(posedge clk)
-    \b$64  <= \$368 ;
+    \p$62  <= \$380 ;
+  always @(posedge clk)
+    quot <= \$381 ;
+  always @(posedge clk)
+    \b$64  <= \$382 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$43 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1358,11 +1388,11 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
     .c(c),
     .clk(clk),
     .done(\done$51 ),
-    .\neg$12 (\neg$27 ),
+    .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$28 )
+    .steps(\steps$24 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -1441,7 +1471,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h25:
           /* empty */;
       6'h26:
-          rem_init = \$195 [55:0];
+          rem_init = \$194 [55:0];
     endcase
   end
   always @* begin
@@ -1487,7 +1517,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h14:
           /* empty */;
       6'h15:
-          lo_init = \$186 ;
+          lo_init = \$185 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1521,7 +1551,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h25:
           /* empty */;
       6'h26:
-          lo_init = \$196 [57:0];
+          lo_init = \$195 [57:0];
     endcase
   end
   always @* begin
@@ -1766,55 +1796,6 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_top = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$181 ) begin
-            pop_top = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_bottom = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$181 ) begin
-          end else if (pick_on_train_2) begin
-            pop_bottom = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 47'h000000000000;
     casez (fsm_state)
       6'h00:
@@ -1882,7 +1863,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          a = { \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
       6'h23:
           /* empty */;
       6'h24:
@@ -1912,7 +1893,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          a = { \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36 [41], \a$36  };
+          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
     endcase
   end
   always @* begin
@@ -1944,7 +1925,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184 [6], \$184  };
+          b = { \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183  };
       6'h0f:
           /* empty */;
       6'h10:
@@ -1964,7 +1945,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189 [16], \$189  };
+          b = { \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -1984,7 +1965,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          b = \$193 [28:0];
+          b = \$192 [28:0];
       6'h23:
           /* empty */;
       6'h24:
@@ -2000,7 +1981,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h03:
           /* empty */;
       6'h29:
-          b = { \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199 [16], \$199  };
+          b = { \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198  };
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2014,7 +1995,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          b = { \$203 [24], \$203 [24], \$203 [24], \$203 [24], \$203  };
+          b = { \$202 [24], \$202 [24], \$202 [24], \$202 [24], \$202  };
     endcase
   end
   always @* begin
@@ -2121,7 +2102,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$27  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2142,19 +2123,19 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          \neg$27  = \$185 ;
+          \neg$23  = \$184 ;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2168,13 +2149,13 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          \neg$27  = \$190 ;
+          \neg$23  = \$189 ;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2188,7 +2169,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          \neg$27  = \$194 ;
+          \neg$23  = \$193 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -2204,7 +2185,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h03:
           /* empty */;
       6'h29:
-          \neg$27  = \$200 ;
+          \neg$23  = \$199 ;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2218,12 +2199,12 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          \neg$27  = \$204 ;
+          \neg$23  = \$203 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 5'h00;
+    \steps$24  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2244,19 +2225,19 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$28  = 5'h0d;
+          \steps$24  = 5'h0d;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          \steps$28  = 5'h05;
+          \steps$24  = 5'h05;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \steps$28  = 5'h1c;
+          \steps$24  = 5'h1c;
       6'h12:
           /* empty */;
       6'h13:
@@ -2270,13 +2251,13 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h17:
           /* empty */;
       6'h18:
-          \steps$28  = 5'h10;
+          \steps$24  = 5'h10;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \steps$28  = 5'h0d;
+          \steps$24  = 5'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2290,7 +2271,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h21:
           /* empty */;
       6'h22:
-          \steps$28  = 5'h1d;
+          \steps$24  = 5'h1d;
       6'h23:
           /* empty */;
       6'h24:
@@ -2306,7 +2287,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h03:
           /* empty */;
       6'h29:
-          \steps$28  = 5'h10;
+          \steps$24  = 5'h10;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2320,7 +2301,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2f:
           /* empty */;
       6'h30:
-          \steps$28  = 5'h18;
+          \steps$24  = 5'h18;
     endcase
   end
   always @* begin
@@ -2435,584 +2416,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$40 ) begin
-            casez (entry)
-              2'h0:
-                  \$335  = 6'h01;
-              2'h1:
-                  \$335  = 6'h02;
-              2'h2:
-                  \$335  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$335  = 6'h04;
-      6'h04:
-          \$335  = 6'h05;
-      6'h05:
-          \$335  = 6'h06;
-      6'h06:
-          if (\done$43 ) begin
-            \$335  = 6'h07;
-          end
-      6'h07:
-          \$335  = 6'h08;
-      6'h08:
-        begin
-          \$335  = 6'h09;
-          if (\$267 ) begin
-            \$335  = 6'h0a;
-          end
-        end
-      6'h09:
-          \$335  = 6'h08;
-      6'h0a:
-          \$335  = 6'h0b;
-      6'h0b:
-          \$335  = 6'h0c;
-      6'h0c:
-          if (\done$51 ) begin
-            \$335  = 6'h0d;
-          end
-      6'h0d:
-          \$335  = 6'h0e;
-      6'h0e:
-          \$335  = 6'h0f;
-      6'h0f:
-          if (\done$51 ) begin
-            \$335  = 6'h10;
-          end
-      6'h10:
-          \$335  = 6'h11;
-      6'h11:
-          \$335  = 6'h12;
-      6'h12:
-          if (\done$51 ) begin
-            \$335  = 6'h13;
-          end
-      6'h13:
-          \$335  = 6'h14;
-      6'h14:
-          \$335  = 6'h15;
-      6'h15:
-          \$335  = 6'h16;
-      6'h16:
-          if (\done$43 ) begin
-            \$335  = 6'h17;
-          end
-      6'h17:
-          \$335  = 6'h18;
-      6'h18:
-          \$335  = 6'h19;
-      6'h19:
-          if (\done$51 ) begin
-            \$335  = 6'h1a;
-          end
-      6'h1a:
-          \$335  = 6'h1b;
-      6'h1b:
-          \$335  = 6'h1c;
-      6'h1c:
-          if (\done$51 ) begin
-            \$335  = 6'h1d;
-          end
-      6'h1d:
-          \$335  = 6'h1e;
-      6'h1e:
-          \$335  = 6'h1f;
-      6'h1f:
-          \$335  = 6'h20;
-      6'h20:
-          \$335  = 6'h21;
-      6'h21:
-          \$335  = 6'h22;
-      6'h22:
-          \$335  = 6'h23;
-      6'h23:
-          if (\done$51 ) begin
-            \$335  = 6'h24;
-          end
-      6'h24:
-          \$335  = 6'h25;
-      6'h25:
-          \$335  = 6'h26;
-      6'h26:
-          \$335  = 6'h27;
-      6'h27:
-          if (\done$43 ) begin
-            \$335  = 6'h28;
-          end
-      6'h28:
-          \$335  = 6'h01;
-      6'h03:
-          \$335  = 6'h29;
-      6'h29:
-          \$335  = 6'h2a;
-      6'h2a:
-          if (\done$51 ) begin
-            \$335  = 6'h2b;
-          end
-      6'h2b:
-          \$335  = 6'h2c;
-      6'h2c:
-          \$335  = 6'h2d;
-      6'h2d:
-          \$335  = 6'h2e;
-      6'h2e:
-          \$335  = 6'h2f;
-      6'h2f:
-          \$335  = 6'h30;
-      6'h30:
-          \$335  = 6'h31;
-      6'h31:
-          if (\done$51 ) begin
-            \$335  = 6'h32;
-          end
-      6'h32:
-          \$335  = 6'h33;
-      6'h33:
-          \$335  = 6'h01;
-      6'h01:
-          \$335  = 6'h00;
-    endcase
-    if (rst) begin
-      \$335  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$336  = { \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257 [29], \$257  };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$336  = { \p$62 [72], \p$62  };
-    endcase
-    if (rst) begin
-      \$336  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$337  = \$260 [73:0];
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$337  = \$305 [73:0];
-    endcase
-    if (rst) begin
-      \$337  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$338  = \$261 ;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$338  = \$306 ;
-    endcase
-    if (rst) begin
-      \$338  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$339  = 1'h1;
-      6'h05:
-          \$339  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$339  = 1'h1;
-      6'h15:
-          \$339  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$339  = 1'h1;
-      6'h26:
-          \$339  = 1'h0;
-    endcase
-    if (rst) begin
-      \$339  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$43 ) begin
-            \$340  = q[18:0];
-          end
-    endcase
-    if (rst) begin
-      \$340  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$341  = 22'h000000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$268 ) begin
-            \$341  = \$269 [21:0];
-          end else if (pick_on_train_2) begin
-            \$341  = \$271 [21:0];
-          end
-    endcase
-    if (rst) begin
-      \$341  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$342  = 6'h00;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$268 ) begin
-            \$342  = \$270 [5:0];
-          end else if (pick_on_train_2) begin
-            \$342  = \$272 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$342  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$343  = 4'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$343  = \$273 [3:0];
-    endcase
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = head_top;
+    \$347  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3027,76 +2431,11 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h07:
           /* empty */;
       6'h08:
-          \$344  = top;
-    endcase
-    if (rst) begin
-      \$344  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = head_bottom;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$345  = bottom;
-    endcase
-    if (rst) begin
-      \$345  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = take_top_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$346  = \$263 ;
-    endcase
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = pick_on_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$347  = \$266 ;
+          (* full_case = 32'd1 *)
+          if (\$266 ) begin
+          end else begin
+            \$347  = \$272 ;
+          end
     endcase
     if (rst) begin
       \$347  = 1'h0;
@@ -3104,7 +2443,703 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = start;
+    \$348  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          (* full_case = 32'd1 *)
+          if (\$266 ) begin
+          end else begin
+            \$348  = \$279 ;
+          end
+    endcase
+    if (rst) begin
+      \$348  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$349  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$349  = 6'h01;
+              2'h1:
+                  \$349  = 6'h02;
+              2'h2:
+                  \$349  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$349  = 6'h04;
+      6'h04:
+          \$349  = 6'h05;
+      6'h05:
+          \$349  = 6'h06;
+      6'h06:
+          if (\done$41 ) begin
+            \$349  = 6'h07;
+          end
+      6'h07:
+          \$349  = 6'h08;
+      6'h08:
+        begin
+          \$349  = 6'h09;
+          if (\$266 ) begin
+            \$349  = 6'h0a;
+          end
+        end
+      6'h09:
+          \$349  = 6'h08;
+      6'h0a:
+          \$349  = 6'h0b;
+      6'h0b:
+          \$349  = 6'h0c;
+      6'h0c:
+          if (\done$51 ) begin
+            \$349  = 6'h0d;
+          end
+      6'h0d:
+          \$349  = 6'h0e;
+      6'h0e:
+          \$349  = 6'h0f;
+      6'h0f:
+          if (\done$51 ) begin
+            \$349  = 6'h10;
+          end
+      6'h10:
+          \$349  = 6'h11;
+      6'h11:
+          \$349  = 6'h12;
+      6'h12:
+          if (\done$51 ) begin
+            \$349  = 6'h13;
+          end
+      6'h13:
+          \$349  = 6'h14;
+      6'h14:
+          \$349  = 6'h15;
+      6'h15:
+          \$349  = 6'h16;
+      6'h16:
+          if (\done$41 ) begin
+            \$349  = 6'h17;
+          end
+      6'h17:
+          \$349  = 6'h18;
+      6'h18:
+          \$349  = 6'h19;
+      6'h19:
+          if (\done$51 ) begin
+            \$349  = 6'h1a;
+          end
+      6'h1a:
+          \$349  = 6'h1b;
+      6'h1b:
+          \$349  = 6'h1c;
+      6'h1c:
+          if (\done$51 ) begin
+            \$349  = 6'h1d;
+          end
+      6'h1d:
+          \$349  = 6'h1e;
+      6'h1e:
+          \$349  = 6'h1f;
+      6'h1f:
+          \$349  = 6'h20;
+      6'h20:
+          \$349  = 6'h21;
+      6'h21:
+          \$349  = 6'h22;
+      6'h22:
+          \$349  = 6'h23;
+      6'h23:
+          if (\done$51 ) begin
+            \$349  = 6'h24;
+          end
+      6'h24:
+          \$349  = 6'h25;
+      6'h25:
+          \$349  = 6'h26;
+      6'h26:
+          \$349  = 6'h27;
+      6'h27:
+          if (\done$41 ) begin
+            \$349  = 6'h28;
+          end
+      6'h28:
+          \$349  = 6'h01;
+      6'h03:
+          \$349  = 6'h29;
+      6'h29:
+          \$349  = 6'h2a;
+      6'h2a:
+          if (\done$51 ) begin
+            \$349  = 6'h2b;
+          end
+      6'h2b:
+          \$349  = 6'h2c;
+      6'h2c:
+          \$349  = 6'h2d;
+      6'h2d:
+          \$349  = 6'h2e;
+      6'h2e:
+          \$349  = 6'h2f;
+      6'h2f:
+          \$349  = 6'h30;
+      6'h30:
+          \$349  = 6'h31;
+      6'h31:
+          if (\done$51 ) begin
+            \$349  = 6'h32;
+          end
+      6'h32:
+          \$349  = 6'h33;
+      6'h33:
+          \$349  = 6'h01;
+      6'h01:
+          \$349  = 6'h00;
+    endcase
+    if (rst) begin
+      \$349  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$350  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$350  = { \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256  };
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$350  = { \p$62 [72], \p$62  };
+    endcase
+    if (rst) begin
+      \$350  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$351  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$351  = \$259 [73:0];
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$351  = \$317 [73:0];
+    endcase
+    if (rst) begin
+      \$351  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$352  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$352  = \$260 ;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$352  = \$318 ;
+    endcase
+    if (rst) begin
+      \$352  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$353  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$353  = 1'h1;
+      6'h05:
+          \$353  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$353  = 1'h1;
+      6'h15:
+          \$353  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$353  = 1'h1;
+      6'h26:
+          \$353  = 1'h0;
+    endcase
+    if (rst) begin
+      \$353  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$41 ) begin
+            \$354  = q[18:0];
+          end
+    endcase
+    if (rst) begin
+      \$354  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$355  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$355  = 22'h000000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$280 ) begin
+            \$355  = \$281 [21:0];
+          end else if (pick_on_train_2) begin
+            \$355  = \$283 [21:0];
+          end
+    endcase
+    if (rst) begin
+      \$355  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$356  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$356  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$280 ) begin
+            \$356  = \$282 [5:0];
+          end else if (pick_on_train_2) begin
+            \$356  = \$284 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$356  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$357  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$357  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$357  = \$285 [3:0];
+    endcase
+    if (rst) begin
+      \$357  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$358  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$358  = top;
+    endcase
+    if (rst) begin
+      \$358  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$359  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$359  = bottom;
+    endcase
+    if (rst) begin
+      \$359  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$360  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$360  = \$262 ;
+    endcase
+    if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$361  = pick_on_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$361  = \$265 ;
+    endcase
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$362  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3123,21 +3158,21 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h09:
           /* empty */;
       6'h0a:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h0b:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h0e:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h0f:
           /* empty */;
       6'h10:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h11:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -3149,15 +3184,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h16:
           /* empty */;
       6'h17:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h18:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h1b:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3169,9 +3204,9 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h20:
           /* empty */;
       6'h21:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h22:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3185,9 +3220,9 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h28:
           /* empty */;
       6'h03:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h29:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -3199,17 +3234,17 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2e:
           /* empty */;
       6'h2f:
-          \$348  = 1'h1;
+          \$362  = 1'h1;
       6'h30:
-          \$348  = 1'h0;
+          \$362  = 1'h0;
     endcase
     if (rst) begin
-      \$348  = 1'h0;
+      \$362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = t;
+    \$363  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3233,7 +3268,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h0c:
           if (\done$51 ) begin
-            \$349  = p[45:0];
+            \$363  = p[45:0];
           end
       6'h0d:
           /* empty */;
@@ -3241,61 +3276,16 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h0f:
           if (\done$51 ) begin
-            \$349  = p[45:0];
+            \$363  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$349  = 46'h000000000000;
+      \$363  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$51 ) begin
-            \$350  = p[55:0];
-          end
-    endcase
-    if (rst) begin
-      \$350  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = lead;
+    \$364  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3330,17 +3320,17 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
-      6'h13:
-          \$351  = den_lead;
+          if (\done$51 ) begin
+            \$364  = p[55:0];
+          end
     endcase
     if (rst) begin
-      \$351  = 6'h00;
+      \$364  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = recip_rem;
+    \$365  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3377,17 +3367,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
-      6'h14:
-          \$352  = \$277 [55:0];
+          \$365  = den_lead;
     endcase
     if (rst) begin
-      \$352  = 56'h00000000000000;
+      \$365  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = recip_one;
+    \$366  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3426,15 +3414,62 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h13:
           /* empty */;
       6'h14:
-          \$353  = \$278 ;
+          \$366  = \$289 [55:0];
     endcase
     if (rst) begin
-      \$353  = 1'h0;
+      \$366  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = recip;
+    \$367  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$367  = \$290 ;
+    endcase
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$368  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3477,17 +3512,17 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$43 ) begin
-            \$354  = q[24:0];
+          if (\done$41 ) begin
+            \$368  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$354  = 25'h0000000;
+      \$368  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = m;
+    \$369  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3537,7 +3572,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h19:
           if (\done$51 ) begin
-            \$355  = p[41:0];
+            \$369  = p[41:0];
           end
       6'h1a:
           /* empty */;
@@ -3575,16 +3610,16 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h2a:
           if (\done$51 ) begin
-            \$355  = p[41:0];
+            \$369  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$355  = 42'h00000000000;
+      \$369  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = km;
+    \$370  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3640,105 +3675,10 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h1c:
           if (\done$51 ) begin
-            \$356  = p[55:0];
+            \$370  = p[55:0];
           end
       6'h1d:
           /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$356  = \$308 [55:0];
-    endcase
-    if (rst) begin
-      \$356  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$357  = { \$279 [7], \$279 [7], \$279  };
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3768,15 +3708,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2a:
           /* empty */;
       6'h2b:
-          \$357  = { \$309 [8], \$309  };
+          \$370  = \$320 [55:0];
     endcase
     if (rst) begin
-      \$357  = 10'h000;
+      \$370  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = tk;
+    \$371  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3833,7 +3773,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1c:
           /* empty */;
       6'h1d:
-          \$358  = count_lead;
+          \$371  = { \$291 [7], \$291 [7], \$291  };
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3863,15 +3803,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2a:
           /* empty */;
       6'h2b:
-          \$358  = 4'h8;
+          \$371  = { \$321 [8], \$321  };
     endcase
     if (rst) begin
-      \$358  = 4'h0;
+      \$371  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = pre;
+    \$372  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3928,9 +3868,9 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1c:
           /* empty */;
       6'h1d:
-          /* empty */;
+          \$372  = count_lead;
       6'h1e:
-          \$359  = \$282 [3:0];
+          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3958,17 +3898,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2a:
           /* empty */;
       6'h2b:
-          /* empty */;
-      6'h2c:
-          \$359  = \$312 [3:0];
+          \$372  = 4'h8;
     endcase
     if (rst) begin
-      \$359  = 4'h0;
+      \$372  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = tsh;
+    \$373  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4027,7 +3965,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          \$360  = \$292 [9:0];
+          \$373  = \$294 [3:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -4057,15 +3995,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2b:
           /* empty */;
       6'h2c:
-          \$360  = \$322 [9:0];
+          \$373  = \$324 [3:0];
     endcase
     if (rst) begin
-      \$360  = 10'h000;
+      \$373  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = km_pre;
+    \$374  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4124,9 +4062,9 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          \$374  = \$304 [9:0];
       6'h1f:
-          \$361  = \$293 [63:0];
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -4154,17 +4092,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2b:
           /* empty */;
       6'h2c:
-          /* empty */;
-      6'h2d:
-          \$361  = \$323 [63:0];
+          \$374  = \$334 [9:0];
     endcase
     if (rst) begin
-      \$361  = 64'h0000000000000000;
+      \$374  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = t_clamped;
+    \$375  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4225,7 +4161,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          \$362  = \$295 [6:0];
+          \$375  = \$305 [63:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4255,15 +4191,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          \$362  = \$325 [6:0];
+          \$375  = \$335 [63:0];
     endcase
     if (rst) begin
-      \$362  = 7'h00;
+      \$375  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = sh;
+    \$376  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4324,7 +4260,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          \$363  = \$297 [4:0];
+          \$376  = \$307 [6:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4354,15 +4290,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          \$363  = \$327 [4:0];
+          \$376  = \$337 [6:0];
     endcase
     if (rst) begin
-      \$363  = 5'h00;
+      \$376  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = \a$36 ;
+    \$377  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4423,9 +4359,9 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
+          \$377  = \$309 [4:0];
       6'h20:
-          \$364  = \$298 [41:0];
+          /* empty */;
       6'h21:
           /* empty */;
       6'h22:
@@ -4453,17 +4389,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2c:
           /* empty */;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          \$364  = \$328 [41:0];
+          \$377  = \$339 [4:0];
     endcase
     if (rst) begin
-      \$364  = 42'h00000000000;
+      \$377  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = bias;
+    \$378  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4526,7 +4460,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h1f:
           /* empty */;
       6'h20:
-          \$365  = { \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302  };
+          \$378  = \$310 [41:0];
       6'h21:
           /* empty */;
       6'h22:
@@ -4556,15 +4490,116 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h2d:
           /* empty */;
       6'h2e:
-          \$365  = { \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332 [47], \$332  };
+          \$378  = \$340 [41:0];
     endcase
     if (rst) begin
-      \$365  = 58'h000000000000000;
+      \$378  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = \p$62 ;
+    \$379  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$379  = { \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$379  = { \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344  };
+    endcase
+    if (rst) begin
+      \$379  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$380  = \p$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4634,7 +4669,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h23:
           if (\done$51 ) begin
-            \$366  = p[72:0];
+            \$380  = p[72:0];
           end
       6'h24:
           /* empty */;
@@ -4666,16 +4701,16 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
           /* empty */;
       6'h31:
           if (\done$51 ) begin
-            \$366  = p[72:0];
+            \$380  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$366  = 73'h0000000000000000000;
+      \$380  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = quot;
+    \$381  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4752,8 +4787,8 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$43 ) begin
-            \$367  = { q[59], q[59], q };
+          if (\done$41 ) begin
+            \$381  = { q[59], q[59], q };
           end
       6'h28:
           /* empty */;
@@ -4778,15 +4813,15 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h31:
           /* empty */;
       6'h32:
-          \$367  = \$333 [61:0];
+          \$381  = \$345 [61:0];
     endcase
     if (rst) begin
-      \$367  = 62'h0000000000000000;
+      \$381  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = \b$64 ;
+    \$382  = \b$64 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4865,7 +4900,7 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h27:
           /* empty */;
       6'h28:
-          \$368  = \$307 [57:0];
+          \$382  = \$319 [57:0];
       6'h03:
           /* empty */;
       6'h29:
@@ -4889,10 +4924,10 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
       6'h32:
           /* empty */;
       6'h33:
-          \$368  = \$334 [57:0];
+          \$382  = \$346 [57:0];
     endcase
     if (rst) begin
-      \$368  = 58'h000000000000000;
+      \$382  = 58'h000000000000000;
     end
   end
   assign beta_shift = \$177 [4:0];
@@ -4910,14 +4945,14 @@ module \hwnorm_topk_s16.math (rst, \start$40 , entry, chan, sum, top, bottom, po
   assign \chan.scale_exp  = chan[160:153];
   assign \$179  = { 18'h00000, div_mag[73:18] };
   assign \$180  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
-  assign \$195  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$196  = { 1'h0, div_mag[57:0] };
-  assign \$257  = { sum, 1'h0 };
-  assign \$276  = { 1'h0, \$275 [63:1] };
-  assign \$301  = { 1'h0, \$300 [31:1] };
-  assign \$308  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$331  = { 1'h0, \$330 [31:1] };
-  assign \$333  = { \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72:8] };
+  assign \$194  = { 58'h000000000000000, div_mag[73:58] };
+  assign \$195  = { 1'h0, div_mag[57:0] };
+  assign \$256  = { sum, 1'h0 };
+  assign \$288  = { 1'h0, \$287 [63:1] };
+  assign \$313  = { 1'h0, \$312 [31:1] };
+  assign \$320  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$343  = { 1'h0, \$342 [31:1] };
+  assign \$345  = { \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72:8] };
 endmodule
 
 module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

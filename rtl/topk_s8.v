@@ -157,7 +157,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   always @(posedge clk)
     fsm_state <= \$22 ;
   \hwnorm_topk_s8.math  math (
-    .\a$36 (a),
+    .\a$32 (a),
     .\b$64 (b),
     .bottom(bottom),
     .chan(chan),
@@ -169,7 +169,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .pop_top(pop_top),
     .rst(rst),
     .sh(shift),
-    .\start$40 (start),
+    .\start$38 (start),
     .sum(sum),
     .top(top)
   );
@@ -485,7 +485,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop_top, pop_bottom, done, den, sh, \a$36 , \b$64 , clk);
+module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, den, sh, \a$32 , \b$64 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -517,30 +517,30 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   wire [50:0] \$123 ;
   wire [40:0] \$124 ;
   wire \$125 ;
-  wire \$126 ;
+  wire [6:0] \$126 ;
   wire [6:0] \$127 ;
-  wire [6:0] \$128 ;
-  wire \$129 ;
+  wire \$128 ;
+  wire [34:0] \$129 ;
   wire [5:0] \$13 ;
-  wire [34:0] \$130 ;
-  wire \$131 ;
+  wire \$130 ;
+  wire [8:0] \$131 ;
   wire [8:0] \$132 ;
-  wire [8:0] \$133 ;
+  wire \$133 ;
   wire \$134 ;
-  wire \$135 ;
+  wire [21:0] \$135 ;
   wire [21:0] \$136 ;
-  wire [21:0] \$137 ;
-  wire \$138 ;
-  wire [50:0] \$139 ;
+  wire \$137 ;
+  wire [50:0] \$138 ;
+  wire [35:0] \$139 ;
   wire [5:0] \$14 ;
-  wire [35:0] \$140 ;
-  wire \$141 ;
+  wire \$140 ;
+  wire [8:0] \$141 ;
   wire [8:0] \$142 ;
-  wire [8:0] \$143 ;
+  wire \$143 ;
   wire \$144 ;
-  wire \$145 ;
+  wire [16:0] \$145 ;
   wire [16:0] \$146 ;
-  wire [16:0] \$147 ;
+  wire \$147 ;
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
@@ -600,132 +600,146 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [21:0] \$201 ;
-  wire \$202 ;
+  wire [21:0] \$200 ;
+  wire \$201 ;
+  wire [51:0] \$202 ;
   wire [51:0] \$203 ;
-  wire [51:0] \$204 ;
-  wire \$205 ;
-  wire [8:0] \$206 ;
+  wire \$204 ;
+  wire [8:0] \$205 ;
+  wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire [12:0] \$209 ;
+  wire [12:0] \$208 ;
+  wire \$209 ;
   wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire \$212 ;
-  wire [14:0] \$213 ;
-  wire [6:0] \$214 ;
-  wire [14:0] \$215 ;
-  wire [6:0] \$216 ;
-  wire [4:0] \$217 ;
-  wire \$218 ;
-  wire [63:0] \$219 ;
+  wire [12:0] \$212 ;
+  wire \$213 ;
+  wire [8:0] \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [12:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [63:0] \$220 ;
-  wire [63:0] \$221 ;
+  wire [8:0] \$220 ;
+  wire \$221 ;
   wire \$222 ;
-  wire [7:0] \$223 ;
+  wire \$223 ;
   wire \$224 ;
-  wire [10:0] \$225 ;
-  wire [10:0] \$226 ;
-  wire \$227 ;
-  wire [10:0] \$228 ;
-  wire \$229 ;
+  wire [14:0] \$225 ;
+  wire [6:0] \$226 ;
+  wire [14:0] \$227 ;
+  wire [6:0] \$228 ;
+  wire [4:0] \$229 ;
   wire \$23 ;
-  wire [10:0] \$230 ;
-  wire [10:0] \$231 ;
-  wire \$232 ;
-  wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [46:0] \$237 ;
-  wire \$238 ;
-  wire [9:0] \$239 ;
+  wire \$230 ;
+  wire [63:0] \$231 ;
+  wire [63:0] \$232 ;
+  wire [63:0] \$233 ;
+  wire \$234 ;
+  wire [7:0] \$235 ;
+  wire \$236 ;
+  wire [10:0] \$237 ;
+  wire [10:0] \$238 ;
+  wire \$239 ;
   wire \$24 ;
   wire [10:0] \$240 ;
-  wire [11:0] \$241 ;
-  wire [46:0] \$242 ;
-  wire [22:0] \$243 ;
-  wire [15:0] \$244 ;
-  wire [15:0] \$245 ;
-  wire [23:0] \$246 ;
-  wire \$247 ;
-  wire [51:0] \$248 ;
-  wire [51:0] \$249 ;
+  wire \$241 ;
+  wire [10:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire \$244 ;
+  wire [10:0] \$245 ;
+  wire [10:0] \$246 ;
+  wire [10:0] \$247 ;
+  wire [10:0] \$248 ;
+  wire [46:0] \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire [39:0] \$251 ;
-  wire [40:0] \$252 ;
-  wire [8:0] \$253 ;
-  wire \$254 ;
-  wire [10:0] \$255 ;
-  wire [10:0] \$256 ;
-  wire \$257 ;
-  wire [10:0] \$258 ;
+  wire [9:0] \$251 ;
+  wire [10:0] \$252 ;
+  wire [11:0] \$253 ;
+  wire [46:0] \$254 ;
+  wire [22:0] \$255 ;
+  wire [15:0] \$256 ;
+  wire [15:0] \$257 ;
+  wire [23:0] \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire [10:0] \$260 ;
-  wire [10:0] \$261 ;
+  wire [51:0] \$260 ;
+  wire [51:0] \$261 ;
   wire \$262 ;
-  wire [10:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [10:0] \$265 ;
-  wire [10:0] \$266 ;
-  wire [46:0] \$267 ;
-  wire \$268 ;
-  wire [9:0] \$269 ;
+  wire [39:0] \$263 ;
+  wire [40:0] \$264 ;
+  wire [8:0] \$265 ;
+  wire \$266 ;
+  wire [10:0] \$267 ;
+  wire [10:0] \$268 ;
+  wire \$269 ;
   wire \$27 ;
   wire [10:0] \$270 ;
-  wire [11:0] \$271 ;
-  wire [46:0] \$272 ;
-  wire [22:0] \$273 ;
-  wire [15:0] \$274 ;
-  wire [15:0] \$275 ;
-  wire [23:0] \$276 ;
-  wire [49:0] \$277 ;
-  wire [39:0] \$278 ;
-  reg [5:0] \$279 ;
+  wire \$271 ;
+  wire [10:0] \$272 ;
+  wire [10:0] \$273 ;
+  wire \$274 ;
+  wire [10:0] \$275 ;
+  wire [10:0] \$276 ;
+  wire [10:0] \$277 ;
+  wire [10:0] \$278 ;
+  wire [46:0] \$279 ;
   wire \$28 ;
-  reg [50:0] \$280 ;
-  reg [50:0] \$281 ;
-  reg \$282 ;
-  reg \$283 ;
-  reg [10:0] \$284 ;
-  reg [13:0] \$285 ;
-  reg [5:0] \$286 ;
-  reg [3:0] \$287 ;
-  reg [7:0] \$288 ;
-  reg [7:0] \$289 ;
+  wire \$280 ;
+  wire [9:0] \$281 ;
+  wire [10:0] \$282 ;
+  wire [11:0] \$283 ;
+  wire [46:0] \$284 ;
+  wire [22:0] \$285 ;
+  wire [15:0] \$286 ;
+  wire [15:0] \$287 ;
+  wire [23:0] \$288 ;
+  wire [49:0] \$289 ;
   wire \$29 ;
-  reg \$290 ;
+  wire [39:0] \$290 ;
   reg \$291 ;
   reg \$292 ;
-  reg [37:0] \$293 ;
-  reg [39:0] \$294 ;
-  reg [5:0] \$295 ;
-  reg [39:0] \$296 ;
+  reg [5:0] \$293 ;
+  reg [50:0] \$294 ;
+  reg [50:0] \$295 ;
+  reg \$296 ;
   reg \$297 ;
-  reg [16:0] \$298 ;
-  reg [25:0] \$299 ;
+  reg [10:0] \$298 ;
+  reg [13:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [39:0] \$300 ;
-  reg [9:0] \$301 ;
-  reg [3:0] \$302 ;
-  reg [2:0] \$303 ;
-  reg [9:0] \$304 ;
-  reg [46:0] \$305 ;
-  reg [5:0] \$306 ;
-  reg [3:0] \$307 ;
-  reg [26:0] \$308 ;
-  reg [34:0] \$309 ;
+  reg [5:0] \$300 ;
+  reg [3:0] \$301 ;
+  reg [7:0] \$302 ;
+  reg [7:0] \$303 ;
+  reg \$304 ;
+  reg \$305 ;
+  reg \$306 ;
+  reg [37:0] \$307 ;
+  reg [39:0] \$308 ;
+  reg [5:0] \$309 ;
   wire \$31 ;
-  reg [49:0] \$310 ;
-  reg [38:0] \$311 ;
-  reg [34:0] \$312 ;
+  reg [39:0] \$310 ;
+  reg \$311 ;
+  reg [16:0] \$312 ;
+  reg [25:0] \$313 ;
+  reg [39:0] \$314 ;
+  reg [9:0] \$315 ;
+  reg [3:0] \$316 ;
+  reg [2:0] \$317 ;
+  reg [9:0] \$318 ;
+  reg [46:0] \$319 ;
   wire \$32 ;
+  reg [5:0] \$320 ;
+  reg [3:0] \$321 ;
+  reg [26:0] \$322 ;
+  reg [34:0] \$323 ;
+  reg [49:0] \$324 ;
+  reg [38:0] \$325 ;
+  reg [34:0] \$326 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -800,8 +814,8 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   wire [5:0] \$98 ;
   wire [5:0] \$99 ;
   reg [38:0] a;
-  output [26:0] \a$36 ;
-  reg [26:0] \a$36  = 27'h0000000;
+  output [26:0] \a$32 ;
+  reg [26:0] \a$32  = 27'h0000000;
   reg [20:0] b;
   output [34:0] \b$64 ;
   reg [34:0] \b$64  = 35'h000000000;
@@ -835,7 +849,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$43 ;
+  wire \done$41 ;
   wire \done$51 ;
   input [1:0] entry;
   wire [1:0] entry;
@@ -851,14 +865,14 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   reg [25:0] m = 26'h0000000;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$27 ;
+  reg \neg$23 ;
   wire [59:0] p;
   reg [49:0] \p$62  = 50'h0000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
-  reg pop_bottom;
+  reg pop_bottom = 1'h0;
   output pop_top;
-  reg pop_top;
+  reg pop_top = 1'h0;
   reg [2:0] pre = 3'h0;
   wire [36:0] q;
   reg [38:0] quot = 39'h0000000000;
@@ -876,11 +890,11 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   reg [3:0] sh = 4'h0;
   reg [9:0] sh0 = 10'h000;
   reg start = 1'h0;
-  input \start$40 ;
-  wire \start$40 ;
+  input \start$38 ;
+  wire \start$38 ;
   reg \start$9  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$28 ;
+  reg [4:0] \steps$24 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
@@ -1014,224 +1028,240 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   assign count_lead = \$103  ? \$108  : \$120 ;
   assign \$121  = sh + 1'h0;
   assign \$122  = sh + 1'h0;
-  assign \$125  = pick_on_train_2 & take_top_train_2;
-  assign \$126  = $signed(dcount) < $signed(1'h0);
-  assign \$127  = - $signed(dcount);
-  assign \$128  = \$126  ? \$127  : { dcount[5], dcount };
-  assign \$129  = $signed(dcount) < $signed(1'h0);
-  assign \$130  = recip_one ? 35'h400000000 : 35'h000000000;
-  assign \$131  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$132  = - $signed(chan[60:53]);
-  assign \$133  = \$131  ? \$132  : { chan[60], chan[60:53] };
-  assign \$134  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$135  = $signed(sum) < $signed(1'h0);
-  assign \$136  = - $signed(sum);
-  assign \$137  = \$135  ? \$136  : { sum[20], sum };
-  assign \$138  = $signed(sum) < $signed(1'h0);
-  assign \$141  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$142  = - $signed(chan[60:53]);
-  assign \$143  = \$141  ? \$142  : { chan[60], chan[60:53] };
-  assign \$144  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$145  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$146  = - $signed(chan[84:69]);
-  assign \$147  = \$145  ? \$146  : { chan[84], chan[84:69] };
-  assign \$148  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$149  = ! fsm_state;
-  assign \$150  = fsm_state == 1'h1;
-  assign \$151  = fsm_state == 2'h2;
-  assign \$152  = fsm_state == 2'h3;
-  assign \$153  = fsm_state == 3'h4;
-  assign \$154  = fsm_state == 3'h5;
-  assign \$155  = fsm_state == 3'h6;
-  assign \$156  = fsm_state == 3'h7;
-  assign \$157  = fsm_state == 4'h8;
-  assign \$158  = fsm_state == 4'h9;
-  assign \$159  = fsm_state == 4'ha;
-  assign \$160  = fsm_state == 4'hb;
-  assign \$161  = fsm_state == 4'hc;
-  assign \$162  = fsm_state == 4'hd;
-  assign \$163  = fsm_state == 4'he;
-  assign \$164  = fsm_state == 4'hf;
-  assign \$165  = fsm_state == 5'h10;
-  assign \$166  = fsm_state == 5'h11;
-  assign \$167  = fsm_state == 5'h12;
-  assign \$168  = fsm_state == 5'h13;
-  assign \$169  = fsm_state == 5'h14;
-  assign \$170  = fsm_state == 5'h15;
-  assign \$171  = fsm_state == 5'h16;
-  assign \$172  = fsm_state == 5'h17;
-  assign \$173  = fsm_state == 5'h18;
-  assign \$174  = fsm_state == 5'h19;
-  assign \$175  = fsm_state == 5'h1a;
-  assign \$176  = fsm_state == 5'h1b;
-  assign \$177  = fsm_state == 5'h1c;
-  assign \$178  = fsm_state == 5'h1d;
-  assign \$179  = fsm_state == 5'h1e;
-  assign \$180  = fsm_state == 5'h1f;
-  assign \$181  = fsm_state == 6'h20;
-  assign \$182  = fsm_state == 6'h21;
-  assign \$183  = fsm_state == 6'h22;
-  assign \$184  = fsm_state == 6'h23;
-  assign \$185  = fsm_state == 6'h24;
-  assign \$186  = fsm_state == 6'h25;
-  assign \$187  = fsm_state == 6'h26;
-  assign \$188  = fsm_state == 6'h27;
-  assign \$189  = fsm_state == 6'h28;
-  assign \$190  = fsm_state == 6'h29;
-  assign \$191  = fsm_state == 6'h2a;
-  assign \$192  = fsm_state == 6'h2b;
-  assign \$193  = fsm_state == 6'h2c;
-  assign \$194  = fsm_state == 6'h2d;
-  assign \$195  = fsm_state == 6'h2e;
-  assign \$196  = fsm_state == 6'h2f;
-  assign \$197  = fsm_state == 6'h30;
-  assign \$198  = fsm_state == 6'h31;
-  assign \$199  = fsm_state == 6'h32;
-  assign \$200  = fsm_state == 6'h33;
-  assign \$202  = $signed(div_num) < $signed(1'h0);
-  assign \$203  = - $signed(div_num);
-  assign \$204  = \$202  ? \$203  : { div_num[50], div_num };
-  assign \$205  = $signed(div_num) < $signed(1'h0);
-  assign \$206  = $signed(top) + $signed(bottom);
-  assign \$207  = $signed(\$206 ) > $signed(f2);
-  assign \$208  = chan[13:1] < 4'ha;
-  assign \$209  = \$208  ? chan[13:1] : 13'h000a;
-  assign \$210  = merge_step < \$209 ;
-  assign \$211  = merge_step == 4'ha;
-  assign \$212  = pick_on_train_2 & take_top_train_2;
-  assign \$213  = $signed(hsum) + $signed(head_top);
-  assign \$214  = $signed(dcount) - $signed(2'h1);
-  assign \$215  = $signed(hsum) - $signed(head_bottom);
-  assign \$216  = $signed(dcount) + $signed(2'h1);
-  assign \$217  = merge_step + 1'h1;
-  assign \$218  = ! lead;
-  assign \$219  = 1'h1 << lead;
-  assign \$221  = \$218  ? 64'h0000000000000000 : \$220 ;
-  assign \$222  = ! lead;
-  assign \$223  = lead + 8'hfd;
-  assign \$224  = $signed(sh0) < $signed(4'h4);
-  assign \$225  = $signed(4'h4) - $signed(sh0);
-  assign \$226  = \$224  ? \$225  : 11'h000;
-  assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(sh0) - $signed(5'h0d);
-  assign \$229  = $signed(\$228 ) > $signed({ 1'h0, tk });
-  assign \$230  = $signed(sh0) - $signed(5'h0d);
-  assign \$231  = $signed(sh0) - $signed(4'h4);
-  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
-  assign \$235  = \$229  ? \$230  : \$234 ;
-  assign \$236  = \$227  ? 11'h000 : \$235 ;
-  assign \$237  = $signed(km) << pre;
-  assign \$238  = tsh > 6'h2f;
-  assign \$239  = \$238  ? 10'h02f : tsh;
-  assign \$240  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$241  = $signed(\$240 ) - $signed({ 1'h0, tsh });
-  assign \$242  = $signed(km_pre) >>> t_clamped;
-  assign \$243  = $signed(chan[68:61]) << \$121 [3:0];
-  assign \$244  = 1'h1 << sh;
-  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245  });
-  assign \$247  = $signed(div_num) < $signed(1'h0);
-  assign \$248  = - $signed(div_num);
-  assign \$249  = \$247  ? \$248  : { div_num[50], div_num };
-  assign \$250  = $signed(div_num) < $signed(1'h0);
-  assign \$251  = $signed(bias) - $signed(quot);
-  assign \$253  = $signed(5'h0d) - $signed(chan[108:101]);
-  assign \$254  = $signed(sh0) < $signed(4'h4);
-  assign \$255  = $signed(4'h4) - $signed(sh0);
-  assign \$256  = \$254  ? \$255  : 11'h000;
-  assign \$257  = $signed(sh0) < $signed(4'h4);
-  assign \$258  = $signed(sh0) - $signed(5'h0d);
-  assign \$259  = $signed(\$258 ) > $signed({ 1'h0, tk });
-  assign \$260  = $signed(sh0) - $signed(5'h0d);
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
-  assign \$263  = $signed(sh0) - $signed(4'h4);
-  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
-  assign \$265  = \$259  ? \$260  : \$264 ;
-  assign \$266  = \$257  ? 11'h000 : \$265 ;
-  assign \$267  = $signed(km) << pre;
-  assign \$268  = tsh > 6'h2f;
-  assign \$269  = \$268  ? 10'h02f : tsh;
-  assign \$270  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$271  = $signed(\$270 ) - $signed({ 1'h0, tsh });
-  assign \$272  = $signed(km_pre) >>> t_clamped;
-  assign \$273  = $signed(chan[68:61]) << \$122 [3:0];
-  assign \$274  = 1'h1 << sh;
-  assign \$276  = $signed(\$273 ) + $signed({ 1'h0, \$275  });
-  assign \$278  = $signed(bias) - $signed(quot);
+  assign \$125  = $signed(dcount) < $signed(1'h0);
+  assign \$126  = - $signed(dcount);
+  assign \$127  = \$125  ? \$126  : { dcount[5], dcount };
+  assign \$128  = $signed(dcount) < $signed(1'h0);
+  assign \$129  = recip_one ? 35'h400000000 : 35'h000000000;
+  assign \$130  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$131  = - $signed(chan[60:53]);
+  assign \$132  = \$130  ? \$131  : { chan[60], chan[60:53] };
+  assign \$133  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$134  = $signed(sum) < $signed(1'h0);
+  assign \$135  = - $signed(sum);
+  assign \$136  = \$134  ? \$135  : { sum[20], sum };
+  assign \$137  = $signed(sum) < $signed(1'h0);
+  assign \$140  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$141  = - $signed(chan[60:53]);
+  assign \$142  = \$140  ? \$141  : { chan[60], chan[60:53] };
+  assign \$143  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$144  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$145  = - $signed(chan[84:69]);
+  assign \$146  = \$144  ? \$145  : { chan[84], chan[84:69] };
+  assign \$147  = $signed(chan[84:69]) < $signed(1'h0);
+  assign \$148  = ! fsm_state;
+  assign \$149  = fsm_state == 1'h1;
+  assign \$150  = fsm_state == 2'h2;
+  assign \$151  = fsm_state == 2'h3;
+  assign \$152  = fsm_state == 3'h4;
+  assign \$153  = fsm_state == 3'h5;
+  assign \$154  = fsm_state == 3'h6;
+  assign \$155  = fsm_state == 3'h7;
+  assign \$156  = fsm_state == 4'h8;
+  assign \$157  = fsm_state == 4'h9;
+  assign \$158  = fsm_state == 4'ha;
+  assign \$159  = fsm_state == 4'hb;
+  assign \$160  = fsm_state == 4'hc;
+  assign \$161  = fsm_state == 4'hd;
+  assign \$162  = fsm_state == 4'he;
+  assign \$163  = fsm_state == 4'hf;
+  assign \$164  = fsm_state == 5'h10;
+  assign \$165  = fsm_state == 5'h11;
+  assign \$166  = fsm_state == 5'h12;
+  assign \$167  = fsm_state == 5'h13;
+  assign \$168  = fsm_state == 5'h14;
+  assign \$169  = fsm_state == 5'h15;
+  assign \$170  = fsm_state == 5'h16;
+  assign \$171  = fsm_state == 5'h17;
+  assign \$172  = fsm_state == 5'h18;
+  assign \$173  = fsm_state == 5'h19;
+  assign \$174  = fsm_state == 5'h1a;
+  assign \$175  = fsm_state == 5'h1b;
+  assign \$176  = fsm_state == 5'h1c;
+  assign \$177  = fsm_state == 5'h1d;
+  assign \$178  = fsm_state == 5'h1e;
+  assign \$179  = fsm_state == 5'h1f;
+  assign \$180  = fsm_state == 6'h20;
+  assign \$181  = fsm_state == 6'h21;
+  assign \$182  = fsm_state == 6'h22;
+  assign \$183  = fsm_state == 6'h23;
+  assign \$184  = fsm_state == 6'h24;
+  assign \$185  = fsm_state == 6'h25;
+  assign \$186  = fsm_state == 6'h26;
+  assign \$187  = fsm_state == 6'h27;
+  assign \$188  = fsm_state == 6'h28;
+  assign \$189  = fsm_state == 6'h29;
+  assign \$190  = fsm_state == 6'h2a;
+  assign \$191  = fsm_state == 6'h2b;
+  assign \$192  = fsm_state == 6'h2c;
+  assign \$193  = fsm_state == 6'h2d;
+  assign \$194  = fsm_state == 6'h2e;
+  assign \$195  = fsm_state == 6'h2f;
+  assign \$196  = fsm_state == 6'h30;
+  assign \$197  = fsm_state == 6'h31;
+  assign \$198  = fsm_state == 6'h32;
+  assign \$199  = fsm_state == 6'h33;
+  assign \$201  = $signed(div_num) < $signed(1'h0);
+  assign \$202  = - $signed(div_num);
+  assign \$203  = \$201  ? \$202  : { div_num[50], div_num };
+  assign \$204  = $signed(div_num) < $signed(1'h0);
+  assign \$205  = $signed(top) + $signed(bottom);
+  assign \$206  = $signed(\$205 ) > $signed(f2);
+  assign \$207  = chan[13:1] < 4'ha;
+  assign \$208  = \$207  ? chan[13:1] : 13'h000a;
+  assign \$209  = merge_step < \$208 ;
+  assign \$210  = merge_step == 4'ha;
+  assign \$211  = chan[13:1] < 4'ha;
+  assign \$212  = \$211  ? chan[13:1] : 13'h000a;
+  assign \$213  = merge_step < \$212 ;
+  assign \$214  = $signed(top) + $signed(bottom);
+  assign \$215  = $signed(\$214 ) > $signed(f2);
+  assign \$216  = \$213  & \$215 ;
+  assign \$217  = chan[13:1] < 4'ha;
+  assign \$218  = \$217  ? chan[13:1] : 13'h000a;
+  assign \$219  = merge_step < \$218 ;
+  assign \$220  = $signed(top) + $signed(bottom);
+  assign \$221  = $signed(\$220 ) > $signed(f2);
+  assign \$222  = ~ \$221 ;
+  assign \$223  = \$219  & \$222 ;
+  assign \$224  = pick_on_train_2 & take_top_train_2;
+  assign \$225  = $signed(hsum) + $signed(head_top);
+  assign \$226  = $signed(dcount) - $signed(2'h1);
+  assign \$227  = $signed(hsum) - $signed(head_bottom);
+  assign \$228  = $signed(dcount) + $signed(2'h1);
+  assign \$229  = merge_step + 1'h1;
+  assign \$230  = ! lead;
+  assign \$231  = 1'h1 << lead;
+  assign \$233  = \$230  ? 64'h0000000000000000 : \$232 ;
+  assign \$234  = ! lead;
+  assign \$235  = lead + 8'hfd;
+  assign \$236  = $signed(sh0) < $signed(4'h4);
+  assign \$237  = $signed(4'h4) - $signed(sh0);
+  assign \$238  = \$236  ? \$237  : 11'h000;
+  assign \$239  = $signed(sh0) < $signed(4'h4);
+  assign \$240  = $signed(sh0) - $signed(5'h0d);
+  assign \$241  = $signed(\$240 ) > $signed({ 1'h0, tk });
+  assign \$242  = $signed(sh0) - $signed(5'h0d);
+  assign \$243  = $signed(sh0) - $signed(4'h4);
+  assign \$244  = $signed(\$243 ) < $signed({ 1'h0, tk });
+  assign \$245  = $signed(sh0) - $signed(4'h4);
+  assign \$246  = \$244  ? \$245  : { 7'h00, tk };
+  assign \$247  = \$241  ? \$242  : \$246 ;
+  assign \$248  = \$239  ? 11'h000 : \$247 ;
+  assign \$249  = $signed(km) << pre;
+  assign \$250  = tsh > 6'h2f;
+  assign \$251  = \$250  ? 10'h02f : tsh;
+  assign \$252  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$253  = $signed(\$252 ) - $signed({ 1'h0, tsh });
+  assign \$254  = $signed(km_pre) >>> t_clamped;
+  assign \$255  = $signed(chan[68:61]) << \$121 [3:0];
+  assign \$256  = 1'h1 << sh;
+  assign \$258  = $signed(\$255 ) + $signed({ 1'h0, \$257  });
+  assign \$259  = $signed(div_num) < $signed(1'h0);
+  assign \$260  = - $signed(div_num);
+  assign \$261  = \$259  ? \$260  : { div_num[50], div_num };
+  assign \$262  = $signed(div_num) < $signed(1'h0);
+  assign \$263  = $signed(bias) - $signed(quot);
+  assign \$265  = $signed(5'h0d) - $signed(chan[108:101]);
+  assign \$266  = $signed(sh0) < $signed(4'h4);
+  assign \$267  = $signed(4'h4) - $signed(sh0);
+  assign \$268  = \$266  ? \$267  : 11'h000;
+  assign \$269  = $signed(sh0) < $signed(4'h4);
+  assign \$270  = $signed(sh0) - $signed(5'h0d);
+  assign \$271  = $signed(\$270 ) > $signed({ 1'h0, tk });
+  assign \$272  = $signed(sh0) - $signed(5'h0d);
+  assign \$273  = $signed(sh0) - $signed(4'h4);
+  assign \$274  = $signed(\$273 ) < $signed({ 1'h0, tk });
+  assign \$275  = $signed(sh0) - $signed(4'h4);
+  assign \$276  = \$274  ? \$275  : { 7'h00, tk };
+  assign \$277  = \$271  ? \$272  : \$276 ;
+  assign \$278  = \$269  ? 11'h000 : \$277 ;
+  assign \$279  = $signed(km) << pre;
+  assign \$280  = tsh > 6'h2f;
+  assign \$281  = \$280  ? 10'h02f : tsh;
+  assign \$282  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$283  = $signed(\$282 ) - $signed({ 1'h0, tsh });
+  assign \$284  = $signed(km_pre) >>> t_clamped;
+  assign \$285  = $signed(chan[68:61]) << \$122 [3:0];
+  assign \$286  = 1'h1 << sh;
+  assign \$288  = $signed(\$285 ) + $signed({ 1'h0, \$287  });
+  assign \$290  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    fsm_state <= \$279 ;
+    pop_top <= \$291 ;
   always @(posedge clk)
-    div_num <= \$280 ;
+    pop_bottom <= \$292 ;
   always @(posedge clk)
-    div_mag <= \$281 ;
+    fsm_state <= \$293 ;
   always @(posedge clk)
-    div_neg <= \$282 ;
+    div_num <= \$294 ;
   always @(posedge clk)
-    \start$9  <= \$283 ;
+    div_mag <= \$295 ;
   always @(posedge clk)
-    f2 <= \$284 ;
+    div_neg <= \$296 ;
   always @(posedge clk)
-    hsum <= \$285 ;
+    \start$9  <= \$297 ;
   always @(posedge clk)
-    dcount <= \$286 ;
+    f2 <= \$298 ;
   always @(posedge clk)
-    merge_step <= \$287 ;
+    hsum <= \$299 ;
   always @(posedge clk)
-    head_top <= \$288 ;
+    dcount <= \$300 ;
   always @(posedge clk)
-    head_bottom <= \$289 ;
+    merge_step <= \$301 ;
   always @(posedge clk)
-    take_top_train_2 <= \$290 ;
+    head_top <= \$302 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$291 ;
+    head_bottom <= \$303 ;
   always @(posedge clk)
-    start <= \$292 ;
+    take_top_train_2 <= \$304 ;
   always @(posedge clk)
-    t <= \$293 ;
+    pick_on_train_2 <= \$305 ;
   always @(posedge clk)
-    den <= \$294 ;
+    start <= \$306 ;
   always @(posedge clk)
-    lead <= \$295 ;
+    t <= \$307 ;
   always @(posedge clk)
-    recip_rem <= \$296 ;
+    den <= \$308 ;
   always @(posedge clk)
-    recip_one <= \$297 ;
+    lead <= \$309 ;
   always @(posedge clk)
-    recip <= \$298 ;
+    recip_rem <= \$310 ;
   always @(posedge clk)
-    m <= \$299 ;
+    recip_one <= \$311 ;
   always @(posedge clk)
-    km <= \$300 ;
+    recip <= \$312 ;
   always @(posedge clk)
-    sh0 <= \$301 ;
+    m <= \$313 ;
   always @(posedge clk)
-    tk <= \$302 ;
+    km <= \$314 ;
   always @(posedge clk)
-    pre <= \$303 ;
+    sh0 <= \$315 ;
   always @(posedge clk)
-    tsh <= \$304 ;
+    tk <= \$316 ;
   always @(posedge clk)
-    km_pre <= \$305 ;
+    pre <= \$317 ;
   always @(posedge clk)
-    t_clamped <= \$306 ;
+    tsh <= \$318 ;
   always @(posedge clk)
-    sh <= \$307 ;
+    km_pre <= \$319 ;
   always @(posedge clk)
-    \a$36  <= \$308 ;
+    t_clamped <= \$320 ;
   always @(posedge clk)
-    bias <= \$309 ;
+    sh <= \$321 ;
   always @(posedge clk)
-    \p$62  <= \$310 ;
+    \a$32  <= \$322 ;
   always @(posedge clk)
-    quot <= \$311 ;
+    bias <= \$323 ;
   always @(posedge clk)
-    \b$64  <= \$312 ;
+    \p$62  <= \$324 ;
+  always @(posedge clk)
+    quot <= \$325 ;
+  always @(posedge clk)
+    \b$64  <= \$326 ;
   \hwnorm_topk_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$17 ),
-    .done(\done$43 ),
+    .done(\done$41 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
@@ -1246,11 +1276,11 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
     .c(c),
     .clk(clk),
     .done(\done$51 ),
-    .\neg$12 (\neg$27 ),
+    .\neg$12 (\neg$23 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$28 )
+    .steps(\steps$24 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -1329,7 +1359,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h25:
           /* empty */;
       6'h26:
-          rem_init = \$139 [39:0];
+          rem_init = \$138 [39:0];
     endcase
   end
   always @* begin
@@ -1375,7 +1405,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h14:
           /* empty */;
       6'h15:
-          lo_init = \$130 ;
+          lo_init = \$129 ;
       6'h16:
           /* empty */;
       6'h17:
@@ -1409,7 +1439,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h25:
           /* empty */;
       6'h26:
-          lo_init = \$140 [34:0];
+          lo_init = \$139 [34:0];
     endcase
   end
   always @* begin
@@ -1654,55 +1684,6 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_top = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$125 ) begin
-            pop_top = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    pop_bottom = 1'h0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$125 ) begin
-          end else if (pick_on_train_2) begin
-            pop_bottom = 1'h1;
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
     casez (fsm_state)
       6'h00:
@@ -1770,7 +1751,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          a = { \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
       6'h23:
           /* empty */;
       6'h24:
@@ -1800,7 +1781,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          a = { \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36 [26], \a$36  };
+          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
     endcase
   end
   always @* begin
@@ -1832,7 +1813,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h0d:
           /* empty */;
       6'h0e:
-          b = { \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128 [6], \$128  };
+          b = { \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127  };
       6'h0f:
           /* empty */;
       6'h10:
@@ -1852,7 +1833,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133 [8], \$133  };
+          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -1872,7 +1853,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          b = \$137 [20:0];
+          b = \$136 [20:0];
       6'h23:
           /* empty */;
       6'h24:
@@ -1888,7 +1869,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h03:
           /* empty */;
       6'h29:
-          b = { \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143 [8], \$143  };
+          b = { \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142  };
       6'h2a:
           /* empty */;
       6'h2b:
@@ -1902,7 +1883,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          b = { \$147 [16], \$147 [16], \$147 [16], \$147 [16], \$147  };
+          b = { \$146 [16], \$146 [16], \$146 [16], \$146 [16], \$146  };
     endcase
   end
   always @* begin
@@ -2009,7 +1990,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$27  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2030,19 +2011,19 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          \neg$27  = \$129 ;
+          \neg$23  = \$128 ;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -2056,13 +2037,13 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          \neg$27  = \$134 ;
+          \neg$23  = \$133 ;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \neg$27  = 1'h0;
+          \neg$23  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2076,7 +2057,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          \neg$27  = \$138 ;
+          \neg$23  = \$137 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -2092,7 +2073,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h03:
           /* empty */;
       6'h29:
-          \neg$27  = \$144 ;
+          \neg$23  = \$143 ;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2106,12 +2087,12 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          \neg$27  = \$148 ;
+          \neg$23  = \$147 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 5'h00;
+    \steps$24  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2132,19 +2113,19 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$28  = 5'h0d;
+          \steps$24  = 5'h0d;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          \steps$28  = 5'h05;
+          \steps$24  = 5'h05;
       6'h0f:
           /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \steps$28  = 5'h14;
+          \steps$24  = 5'h14;
       6'h12:
           /* empty */;
       6'h13:
@@ -2158,13 +2139,13 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h17:
           /* empty */;
       6'h18:
-          \steps$28  = 5'h08;
+          \steps$24  = 5'h08;
       6'h19:
           /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
-          \steps$28  = 5'h0d;
+          \steps$24  = 5'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2178,7 +2159,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h21:
           /* empty */;
       6'h22:
-          \steps$28  = 5'h15;
+          \steps$24  = 5'h15;
       6'h23:
           /* empty */;
       6'h24:
@@ -2194,7 +2175,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h03:
           /* empty */;
       6'h29:
-          \steps$28  = 5'h08;
+          \steps$24  = 5'h08;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -2208,7 +2189,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2f:
           /* empty */;
       6'h30:
-          \steps$28  = 5'h10;
+          \steps$24  = 5'h10;
     endcase
   end
   always @* begin
@@ -2323,584 +2304,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (\start$40 ) begin
-            casez (entry)
-              2'h0:
-                  \$279  = 6'h01;
-              2'h1:
-                  \$279  = 6'h02;
-              2'h2:
-                  \$279  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$279  = 6'h04;
-      6'h04:
-          \$279  = 6'h05;
-      6'h05:
-          \$279  = 6'h06;
-      6'h06:
-          if (\done$43 ) begin
-            \$279  = 6'h07;
-          end
-      6'h07:
-          \$279  = 6'h08;
-      6'h08:
-        begin
-          \$279  = 6'h09;
-          if (\$211 ) begin
-            \$279  = 6'h0a;
-          end
-        end
-      6'h09:
-          \$279  = 6'h08;
-      6'h0a:
-          \$279  = 6'h0b;
-      6'h0b:
-          \$279  = 6'h0c;
-      6'h0c:
-          if (\done$51 ) begin
-            \$279  = 6'h0d;
-          end
-      6'h0d:
-          \$279  = 6'h0e;
-      6'h0e:
-          \$279  = 6'h0f;
-      6'h0f:
-          if (\done$51 ) begin
-            \$279  = 6'h10;
-          end
-      6'h10:
-          \$279  = 6'h11;
-      6'h11:
-          \$279  = 6'h12;
-      6'h12:
-          if (\done$51 ) begin
-            \$279  = 6'h13;
-          end
-      6'h13:
-          \$279  = 6'h14;
-      6'h14:
-          \$279  = 6'h15;
-      6'h15:
-          \$279  = 6'h16;
-      6'h16:
-          if (\done$43 ) begin
-            \$279  = 6'h17;
-          end
-      6'h17:
-          \$279  = 6'h18;
-      6'h18:
-          \$279  = 6'h19;
-      6'h19:
-          if (\done$51 ) begin
-            \$279  = 6'h1a;
-          end
-      6'h1a:
-          \$279  = 6'h1b;
-      6'h1b:
-          \$279  = 6'h1c;
-      6'h1c:
-          if (\done$51 ) begin
-            \$279  = 6'h1d;
-          end
-      6'h1d:
-          \$279  = 6'h1e;
-      6'h1e:
-          \$279  = 6'h1f;
-      6'h1f:
-          \$279  = 6'h20;
-      6'h20:
-          \$279  = 6'h21;
-      6'h21:
-          \$279  = 6'h22;
-      6'h22:
-          \$279  = 6'h23;
-      6'h23:
-          if (\done$51 ) begin
-            \$279  = 6'h24;
-          end
-      6'h24:
-          \$279  = 6'h25;
-      6'h25:
-          \$279  = 6'h26;
-      6'h26:
-          \$279  = 6'h27;
-      6'h27:
-          if (\done$43 ) begin
-            \$279  = 6'h28;
-          end
-      6'h28:
-          \$279  = 6'h01;
-      6'h03:
-          \$279  = 6'h29;
-      6'h29:
-          \$279  = 6'h2a;
-      6'h2a:
-          if (\done$51 ) begin
-            \$279  = 6'h2b;
-          end
-      6'h2b:
-          \$279  = 6'h2c;
-      6'h2c:
-          \$279  = 6'h2d;
-      6'h2d:
-          \$279  = 6'h2e;
-      6'h2e:
-          \$279  = 6'h2f;
-      6'h2f:
-          \$279  = 6'h30;
-      6'h30:
-          \$279  = 6'h31;
-      6'h31:
-          if (\done$51 ) begin
-            \$279  = 6'h32;
-          end
-      6'h32:
-          \$279  = 6'h33;
-      6'h33:
-          \$279  = 6'h01;
-      6'h01:
-          \$279  = 6'h00;
-    endcase
-    if (rst) begin
-      \$279  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$280  = { \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201 [21], \$201  };
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$280  = { \p$62 [49], \p$62  };
-    endcase
-    if (rst) begin
-      \$280  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$281  = \$204 [50:0];
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$281  = \$249 [50:0];
-    endcase
-    if (rst) begin
-      \$281  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$282  = \$205 ;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$282  = \$250 ;
-    endcase
-    if (rst) begin
-      \$282  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$283  = 1'h1;
-      6'h05:
-          \$283  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$283  = 1'h1;
-      6'h15:
-          \$283  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$283  = 1'h1;
-      6'h26:
-          \$283  = 1'h0;
-    endcase
-    if (rst) begin
-      \$283  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = f2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$43 ) begin
-            \$284  = q[10:0];
-          end
-    endcase
-    if (rst) begin
-      \$284  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = hsum;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$285  = 14'h0000;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$212 ) begin
-            \$285  = \$213 [13:0];
-          end else if (pick_on_train_2) begin
-            \$285  = \$215 [13:0];
-          end
-    endcase
-    if (rst) begin
-      \$285  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = dcount;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$286  = 6'h00;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\$212 ) begin
-            \$286  = \$214 [5:0];
-          end else if (pick_on_train_2) begin
-            \$286  = \$216 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$286  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$287  = 4'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$287  = \$217 [3:0];
-    endcase
-    if (rst) begin
-      \$287  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = head_top;
+    \$291  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2915,76 +2319,11 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h07:
           /* empty */;
       6'h08:
-          \$288  = top;
-    endcase
-    if (rst) begin
-      \$288  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = head_bottom;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$289  = bottom;
-    endcase
-    if (rst) begin
-      \$289  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = take_top_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$290  = \$207 ;
-    endcase
-    if (rst) begin
-      \$290  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = pick_on_train_2;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          \$291  = \$210 ;
+          (* full_case = 32'd1 *)
+          if (\$210 ) begin
+          end else begin
+            \$291  = \$216 ;
+          end
     endcase
     if (rst) begin
       \$291  = 1'h0;
@@ -2992,7 +2331,703 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = start;
+    \$292  = 1'h0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          (* full_case = 32'd1 *)
+          if (\$210 ) begin
+          end else begin
+            \$292  = \$223 ;
+          end
+    endcase
+    if (rst) begin
+      \$292  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$293  = 6'h01;
+              2'h1:
+                  \$293  = 6'h02;
+              2'h2:
+                  \$293  = 6'h03;
+            endcase
+          end
+      6'h02:
+          \$293  = 6'h04;
+      6'h04:
+          \$293  = 6'h05;
+      6'h05:
+          \$293  = 6'h06;
+      6'h06:
+          if (\done$41 ) begin
+            \$293  = 6'h07;
+          end
+      6'h07:
+          \$293  = 6'h08;
+      6'h08:
+        begin
+          \$293  = 6'h09;
+          if (\$210 ) begin
+            \$293  = 6'h0a;
+          end
+        end
+      6'h09:
+          \$293  = 6'h08;
+      6'h0a:
+          \$293  = 6'h0b;
+      6'h0b:
+          \$293  = 6'h0c;
+      6'h0c:
+          if (\done$51 ) begin
+            \$293  = 6'h0d;
+          end
+      6'h0d:
+          \$293  = 6'h0e;
+      6'h0e:
+          \$293  = 6'h0f;
+      6'h0f:
+          if (\done$51 ) begin
+            \$293  = 6'h10;
+          end
+      6'h10:
+          \$293  = 6'h11;
+      6'h11:
+          \$293  = 6'h12;
+      6'h12:
+          if (\done$51 ) begin
+            \$293  = 6'h13;
+          end
+      6'h13:
+          \$293  = 6'h14;
+      6'h14:
+          \$293  = 6'h15;
+      6'h15:
+          \$293  = 6'h16;
+      6'h16:
+          if (\done$41 ) begin
+            \$293  = 6'h17;
+          end
+      6'h17:
+          \$293  = 6'h18;
+      6'h18:
+          \$293  = 6'h19;
+      6'h19:
+          if (\done$51 ) begin
+            \$293  = 6'h1a;
+          end
+      6'h1a:
+          \$293  = 6'h1b;
+      6'h1b:
+          \$293  = 6'h1c;
+      6'h1c:
+          if (\done$51 ) begin
+            \$293  = 6'h1d;
+          end
+      6'h1d:
+          \$293  = 6'h1e;
+      6'h1e:
+          \$293  = 6'h1f;
+      6'h1f:
+          \$293  = 6'h20;
+      6'h20:
+          \$293  = 6'h21;
+      6'h21:
+          \$293  = 6'h22;
+      6'h22:
+          \$293  = 6'h23;
+      6'h23:
+          if (\done$51 ) begin
+            \$293  = 6'h24;
+          end
+      6'h24:
+          \$293  = 6'h25;
+      6'h25:
+          \$293  = 6'h26;
+      6'h26:
+          \$293  = 6'h27;
+      6'h27:
+          if (\done$41 ) begin
+            \$293  = 6'h28;
+          end
+      6'h28:
+          \$293  = 6'h01;
+      6'h03:
+          \$293  = 6'h29;
+      6'h29:
+          \$293  = 6'h2a;
+      6'h2a:
+          if (\done$51 ) begin
+            \$293  = 6'h2b;
+          end
+      6'h2b:
+          \$293  = 6'h2c;
+      6'h2c:
+          \$293  = 6'h2d;
+      6'h2d:
+          \$293  = 6'h2e;
+      6'h2e:
+          \$293  = 6'h2f;
+      6'h2f:
+          \$293  = 6'h30;
+      6'h30:
+          \$293  = 6'h31;
+      6'h31:
+          if (\done$51 ) begin
+            \$293  = 6'h32;
+          end
+      6'h32:
+          \$293  = 6'h33;
+      6'h33:
+          \$293  = 6'h01;
+      6'h01:
+          \$293  = 6'h00;
+    endcase
+    if (rst) begin
+      \$293  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          \$294  = { \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200  };
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$294  = { \p$62 [49], \p$62  };
+    endcase
+    if (rst) begin
+      \$294  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$295  = \$203 [50:0];
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$295  = \$261 [50:0];
+    endcase
+    if (rst) begin
+      \$295  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$296  = \$204 ;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$296  = \$262 ;
+    endcase
+    if (rst) begin
+      \$296  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = \start$9 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          \$297  = 1'h1;
+      6'h05:
+          \$297  = 1'h0;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$297  = 1'h1;
+      6'h15:
+          \$297  = 1'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          \$297  = 1'h1;
+      6'h26:
+          \$297  = 1'h0;
+    endcase
+    if (rst) begin
+      \$297  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = f2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          if (\done$41 ) begin
+            \$298  = q[10:0];
+          end
+    endcase
+    if (rst) begin
+      \$298  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = hsum;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$299  = 14'h0000;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$224 ) begin
+            \$299  = \$225 [13:0];
+          end else if (pick_on_train_2) begin
+            \$299  = \$227 [13:0];
+          end
+    endcase
+    if (rst) begin
+      \$299  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = dcount;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$300  = 6'h00;
+      6'h08:
+          /* empty */;
+      6'h09:
+          if (\$224 ) begin
+            \$300  = \$226 [5:0];
+          end else if (pick_on_train_2) begin
+            \$300  = \$228 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$300  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = merge_step;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          \$301  = 4'h0;
+      6'h08:
+          /* empty */;
+      6'h09:
+          \$301  = \$229 [3:0];
+    endcase
+    if (rst) begin
+      \$301  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = head_top;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$302  = top;
+    endcase
+    if (rst) begin
+      \$302  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = head_bottom;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$303  = bottom;
+    endcase
+    if (rst) begin
+      \$303  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = take_top_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$304  = \$206 ;
+    endcase
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = pick_on_train_2;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$305  = \$209 ;
+    endcase
+    if (rst) begin
+      \$305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3011,21 +3046,21 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h09:
           /* empty */;
       6'h0a:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h0b:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h0c:
           /* empty */;
       6'h0d:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h0e:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h0f:
           /* empty */;
       6'h10:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h11:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
@@ -3037,15 +3072,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h16:
           /* empty */;
       6'h17:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h18:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h1b:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3057,9 +3092,9 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h20:
           /* empty */;
       6'h21:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h22:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h23:
           /* empty */;
       6'h24:
@@ -3073,9 +3108,9 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h28:
           /* empty */;
       6'h03:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h29:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
       6'h2a:
           /* empty */;
       6'h2b:
@@ -3087,17 +3122,17 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2e:
           /* empty */;
       6'h2f:
-          \$292  = 1'h1;
+          \$306  = 1'h1;
       6'h30:
-          \$292  = 1'h0;
+          \$306  = 1'h0;
     endcase
     if (rst) begin
-      \$292  = 1'h0;
+      \$306  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = t;
+    \$307  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3121,7 +3156,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h0c:
           if (\done$51 ) begin
-            \$293  = p[37:0];
+            \$307  = p[37:0];
           end
       6'h0d:
           /* empty */;
@@ -3129,61 +3164,16 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h0f:
           if (\done$51 ) begin
-            \$293  = p[37:0];
+            \$307  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$293  = 38'h0000000000;
+      \$307  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$51 ) begin
-            \$294  = p[39:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = lead;
+    \$308  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3218,17 +3208,17 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
-      6'h13:
-          \$295  = den_lead;
+          if (\done$51 ) begin
+            \$308  = p[39:0];
+          end
     endcase
     if (rst) begin
-      \$295  = 6'h00;
+      \$308  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = recip_rem;
+    \$309  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3265,17 +3255,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h12:
           /* empty */;
       6'h13:
-          /* empty */;
-      6'h14:
-          \$296  = \$221 [39:0];
+          \$309  = den_lead;
     endcase
     if (rst) begin
-      \$296  = 40'h0000000000;
+      \$309  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = recip_one;
+    \$310  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3314,15 +3302,62 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h13:
           /* empty */;
       6'h14:
-          \$297  = \$222 ;
+          \$310  = \$233 [39:0];
     endcase
     if (rst) begin
-      \$297  = 1'h0;
+      \$310  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = recip;
+    \$311  = recip_one;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          \$311  = \$234 ;
+    endcase
+    if (rst) begin
+      \$311  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3365,17 +3400,17 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h15:
           /* empty */;
       6'h16:
-          if (\done$43 ) begin
-            \$298  = q[16:0];
+          if (\done$41 ) begin
+            \$312  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$298  = 17'h00000;
+      \$312  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = m;
+    \$313  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3425,7 +3460,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h19:
           if (\done$51 ) begin
-            \$299  = p[25:0];
+            \$313  = p[25:0];
           end
       6'h1a:
           /* empty */;
@@ -3463,16 +3498,16 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h2a:
           if (\done$51 ) begin
-            \$299  = p[25:0];
+            \$313  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$299  = 26'h0000000;
+      \$313  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = km;
+    \$314  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3528,105 +3563,10 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h1c:
           if (\done$51 ) begin
-            \$300  = p[39:0];
+            \$314  = p[39:0];
           end
       6'h1d:
           /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$300  = \$252 [39:0];
-    endcase
-    if (rst) begin
-      \$300  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$301  = { \$223 [7], \$223 [7], \$223  };
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3656,15 +3596,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2a:
           /* empty */;
       6'h2b:
-          \$301  = { \$253 [8], \$253  };
+          \$314  = \$264 [39:0];
     endcase
     if (rst) begin
-      \$301  = 10'h000;
+      \$314  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = tk;
+    \$315  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3721,7 +3661,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1c:
           /* empty */;
       6'h1d:
-          \$302  = count_lead;
+          \$315  = { \$235 [7], \$235 [7], \$235  };
       6'h1e:
           /* empty */;
       6'h1f:
@@ -3751,15 +3691,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2a:
           /* empty */;
       6'h2b:
-          \$302  = 4'h8;
+          \$315  = { \$265 [8], \$265  };
     endcase
     if (rst) begin
-      \$302  = 4'h0;
+      \$315  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = pre;
+    \$316  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3816,9 +3756,9 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1c:
           /* empty */;
       6'h1d:
-          /* empty */;
+          \$316  = count_lead;
       6'h1e:
-          \$303  = \$226 [2:0];
+          /* empty */;
       6'h1f:
           /* empty */;
       6'h20:
@@ -3846,17 +3786,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2a:
           /* empty */;
       6'h2b:
-          /* empty */;
-      6'h2c:
-          \$303  = \$256 [2:0];
+          \$316  = 4'h8;
     endcase
     if (rst) begin
-      \$303  = 3'h0;
+      \$316  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = tsh;
+    \$317  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3915,7 +3853,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          \$304  = \$236 [9:0];
+          \$317  = \$238 [2:0];
       6'h1f:
           /* empty */;
       6'h20:
@@ -3945,15 +3883,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2b:
           /* empty */;
       6'h2c:
-          \$304  = \$266 [9:0];
+          \$317  = \$268 [2:0];
     endcase
     if (rst) begin
-      \$304  = 10'h000;
+      \$317  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = km_pre;
+    \$318  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4012,9 +3950,9 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1d:
           /* empty */;
       6'h1e:
-          /* empty */;
+          \$318  = \$248 [9:0];
       6'h1f:
-          \$305  = \$237 ;
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -4042,17 +3980,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2b:
           /* empty */;
       6'h2c:
-          /* empty */;
-      6'h2d:
-          \$305  = \$267 ;
+          \$318  = \$278 [9:0];
     endcase
     if (rst) begin
-      \$305  = 47'h000000000000;
+      \$318  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = t_clamped;
+    \$319  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4113,7 +4049,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          \$306  = \$239 [5:0];
+          \$319  = \$249 ;
       6'h20:
           /* empty */;
       6'h21:
@@ -4143,15 +4079,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          \$306  = \$269 [5:0];
+          \$319  = \$279 ;
     endcase
     if (rst) begin
-      \$306  = 6'h00;
+      \$319  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = sh;
+    \$320  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4212,7 +4148,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          \$307  = \$241 [3:0];
+          \$320  = \$251 [5:0];
       6'h20:
           /* empty */;
       6'h21:
@@ -4242,15 +4178,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          \$307  = \$271 [3:0];
+          \$320  = \$281 [5:0];
     endcase
     if (rst) begin
-      \$307  = 4'h0;
+      \$320  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \a$36 ;
+    \$321  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4311,9 +4247,9 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1e:
           /* empty */;
       6'h1f:
-          /* empty */;
+          \$321  = \$253 [3:0];
       6'h20:
-          \$308  = \$242 [26:0];
+          /* empty */;
       6'h21:
           /* empty */;
       6'h22:
@@ -4341,17 +4277,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2c:
           /* empty */;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          \$308  = \$272 [26:0];
+          \$321  = \$283 [3:0];
     endcase
     if (rst) begin
-      \$308  = 27'h0000000;
+      \$321  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = bias;
+    \$322  = \a$32 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4414,7 +4348,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h1f:
           /* empty */;
       6'h20:
-          \$309  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
+          \$322  = \$254 [26:0];
       6'h21:
           /* empty */;
       6'h22:
@@ -4444,15 +4378,116 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h2d:
           /* empty */;
       6'h2e:
-          \$309  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
+          \$322  = \$284 [26:0];
     endcase
     if (rst) begin
-      \$309  = 35'h000000000;
+      \$322  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = \p$62 ;
+    \$323  = bias;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$323  = { \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$323  = { \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288  };
+    endcase
+    if (rst) begin
+      \$323  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$324  = \p$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4522,7 +4557,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h23:
           if (\done$51 ) begin
-            \$310  = p[49:0];
+            \$324  = p[49:0];
           end
       6'h24:
           /* empty */;
@@ -4554,16 +4589,16 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
           /* empty */;
       6'h31:
           if (\done$51 ) begin
-            \$310  = p[49:0];
+            \$324  = p[49:0];
           end
     endcase
     if (rst) begin
-      \$310  = 50'h0000000000000;
+      \$324  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = quot;
+    \$325  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4640,8 +4675,8 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$43 ) begin
-            \$311  = { q[36], q[36], q };
+          if (\done$41 ) begin
+            \$325  = { q[36], q[36], q };
           end
       6'h28:
           /* empty */;
@@ -4666,15 +4701,15 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h31:
           /* empty */;
       6'h32:
-          \$311  = \$277 [38:0];
+          \$325  = \$289 [38:0];
     endcase
     if (rst) begin
-      \$311  = 39'h0000000000;
+      \$325  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \b$64 ;
+    \$326  = \b$64 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4753,7 +4788,7 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h27:
           /* empty */;
       6'h28:
-          \$312  = \$251 [34:0];
+          \$326  = \$263 [34:0];
       6'h03:
           /* empty */;
       6'h29:
@@ -4777,10 +4812,10 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
       6'h32:
           /* empty */;
       6'h33:
-          \$312  = \$278 [34:0];
+          \$326  = \$290 [34:0];
     endcase
     if (rst) begin
-      \$312  = 35'h000000000;
+      \$326  = 35'h000000000;
     end
   end
   assign beta_shift = \$121 [3:0];
@@ -4798,14 +4833,14 @@ module \hwnorm_topk_s8.math (rst, \start$40 , entry, chan, sum, top, bottom, pop
   assign \chan.scale_exp  = chan[108:101];
   assign \$123  = { 10'h000, div_mag[50:10] };
   assign \$124  = { 6'h00, div_mag[9:0], 25'h0000000 };
-  assign \$139  = { 35'h000000000, div_mag[50:35] };
-  assign \$140  = { 1'h0, div_mag[34:0] };
-  assign \$201  = { sum, 1'h0 };
-  assign \$220  = { 1'h0, \$219 [63:1] };
-  assign \$245  = { 1'h0, \$244 [15:1] };
-  assign \$252  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$275  = { 1'h0, \$274 [15:1] };
-  assign \$277  = { \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49:8] };
+  assign \$138  = { 35'h000000000, div_mag[50:35] };
+  assign \$139  = { 1'h0, div_mag[34:0] };
+  assign \$200  = { sum, 1'h0 };
+  assign \$232  = { 1'h0, \$231 [63:1] };
+  assign \$257  = { 1'h0, \$256 [15:1] };
+  assign \$264  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$287  = { 1'h0, \$286 [15:1] };
+  assign \$289  = { \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49:8] };
 endmodule
 
 module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -355,6 +355,7 @@ class ChannelMath(wiring.Component):
                 f"{name}_{i}_go" if isinstance(step, (Mul, Recip, Sqrt)) else f"{name}_{i}"
 
         k = cfg.k
+        m.d.sync += [self.pop_top.eq(0), self.pop_bottom.eq(0)]     # high for one cycle, set by a pick's first state
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -379,17 +380,18 @@ class ChannelMath(wiring.Component):
                         top_r, bot_r = Signal.like(st.top, name="head_top"), Signal.like(st.bottom, name="head_bottom")
                         take, on = Signal(name=f"take_top_{name}_{i}"), Signal(name=f"pick_on_{name}_{i}")
                         with m.State(here):
-                            m.d.sync += [top_r.eq(st.top), bot_r.eq(st.bottom), take.eq((st.top + st.bottom) > r["f2"]),
-                                         on.eq(r["step"] < Mux(self.chan.count < k, self.chan.count, k))]
+                            take_now = (st.top + st.bottom) > r["f2"]
+                            on_now = r["step"] < Mux(self.chan.count < k, self.chan.count, k)
+                            m.d.sync += [top_r.eq(st.top), bot_r.eq(st.bottom), take.eq(take_now), on.eq(on_now)]
                             m.next = here + "_pop"
                             with m.If(r["step"] == k):
                                 m.next = nxt
+                            with m.Else():          # the pops are flip-flops: they fan out to every lane's registers
+                                m.d.sync += [self.pop_top.eq(on_now & take_now), self.pop_bottom.eq(on_now & ~take_now)]
                         with m.State(here + "_pop"):
                             with m.If(on & take):
-                                m.d.comb += self.pop_top.eq(1)
                                 m.d.sync += [r["hsum"].eq(r["hsum"] + top_r), r["dcount"].eq(r["dcount"] - 1)]
                             with m.Elif(on):
-                                m.d.comb += self.pop_bottom.eq(1)
                                 m.d.sync += [r["hsum"].eq(r["hsum"] - bot_r), r["dcount"].eq(r["dcount"] + 1)]
                             m.d.sync += r["step"].eq(r["step"] + 1)
                             m.next = _after_pop(here, step.wait)
@@ -445,13 +447,15 @@ class ChannelMath(wiring.Component):
         r, k = self._regs, self.cfg.k
         top_r, on = Signal.like(st.top, name=f"head_top_{tag}"), Signal(name=f"pick_on_{tag}")
         with m.State(here):
-            m.d.sync += [top_r.eq(st.top), on.eq(r["step"] < self.chan.m)]
+            on_now = r["step"] < self.chan.m
+            m.d.sync += [top_r.eq(st.top), on.eq(on_now)]
             m.next = here + "_pop"
             with m.If(r["step"] == k):
                 m.next = nxt
+            with m.Else():                  # the pop is a flip-flop: it fans out to every lane's registers
+                m.d.sync += self.pop_top.eq(on_now)
         with m.State(here + "_pop"):
             with m.If(on):
-                m.d.comb += self.pop_top.eq(1)
                 m.d.sync += r["hsum"].eq(r["hsum"] + top_r)
             m.d.sync += r["step"].eq(r["step"] + 1)
             m.next = _after_pop(here, wait)
