@@ -24,14 +24,17 @@ from hwnorm.golden import infer, train
 from funcov import Coverage
 
 
-def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None):
+def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0):
     """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
-    the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None."""
+    the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None;
+    `seed` the dropout seed of a dropout build (sent in inference too, where it must not matter)."""
     x = np.asarray(x, dtype=np.int64)
     desc = {name: 0 for name, _, _ in cfg.channel_fields}
     desc.update(count=len(x), gamma=gamma, beta=beta)
+    if cfg.dropout_active:
+        desc["seed"] = seed
     if inference is None:
-        res = train(cfg, x[None, :], [gamma], [beta])
+        res = train(cfg, x[None, :], [gamma], [beta], seed=[seed] if cfg.dropout_active else None)
         desc.update(channel_params(cfg, len(x)))
         passes = cfg.passes
     else:
@@ -252,7 +255,10 @@ class NormTB:
         x = np.asarray(x, dtype=np.int64)
         if inference is None and cfg.inference_only:
             inference = self.statistics_of(x)          # an inference-only build runs every channel so
-        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference)
+        seed = 0
+        if cfg.dropout_active:                          # a random seed per channel, now and then 0 (SEED_ZERO)
+            seed = 0 if self.rng.random() < 0.1 else self.rng.getrandbits(32)
+        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference, seed)
         self.chan.send([pack(cfg.channel_fields, desc)])
         beats = self._beats(x)
         unrounded = getattr(res, "unrounded", None)
