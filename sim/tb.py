@@ -20,6 +20,7 @@ from hwnorm.config import NormConfig
 from hwnorm.constants import channel_params, inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
+from hwnorm.golden.dropout import keep_mask
 
 from funcov import Coverage
 
@@ -221,7 +222,7 @@ class NormTB:
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
         if self.pending:
             ch = self.pending.popleft()
-            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"])
+            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"], ch["keep"], ch["seed"])
             self.cov.stall(self.stall_events)
             self.stall_events = set()
 
@@ -264,7 +265,9 @@ class NormTB:
         unrounded = getattr(res, "unrounded", None)
         self.pending.append(dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
                                  infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
-                                 unrounded=None if unrounded is None else unrounded[0]))
+                                 unrounded=None if unrounded is None else unrounded[0], seed=seed,
+                                 keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None
+                                 else None))
         self.channels += 1
         for p in range(passes):
             self.data.send(beats)
