@@ -162,3 +162,17 @@ def test_hook_applies_the_hardware_mask_and_its_gradient(backend):
         m.eval()
         assert (m(x) != 0).all()                                    # eval(): no dropout
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_datasheet_and_header_of_a_dropout_core_carry_the_seed_and_constants(tmp_path):
+    import json
+
+    from hwnorm import core
+    cfg = NormConfig(dropout=0.25, max_count=64, lanes=2)
+    core.write_core(cfg, "drop", tmp_path)
+    sheet = json.loads((tmp_path / "drop.json").read_text())
+    seed = [f for f in sheet["descriptor"]["fields"] if f["name"] == "seed"]
+    assert seed and seed[0]["width"] == 32
+    assert sheet["constants"]["dropout_threshold"] == 16384 and sheet["timing"]["normalize_stages"] == 9
+    header = (tmp_path / "drop.h").read_text()
+    assert "DROP_DROPOUT_THRESHOLD 16384u" in header and "drop_channel_seed" in header
