@@ -144,8 +144,11 @@ def test_module_drops_in_training_only_with_inverted_scaling():
     assert "dropout=0.4" in repr(m)
 
 
-@pytest.mark.parametrize("backend", ["float", "golden"])
+@pytest.mark.parametrize("backend", ["float", "golden", "bfloat16-stats"])
 def test_hook_applies_the_hardware_mask_and_its_gradient(backend):
+    if backend == "bfloat16-stats":
+        from hwnorm.torch.lowprec import LowPrecisionStatsBackend
+        backend = LowPrecisionStatsBackend("bfloat16")
     torch.manual_seed(1)
     m = torch.nn.Sequential(hn.L1BatchNorm1d(4, dropout=0.3))
     x = torch.randn(64, 4, requires_grad=True)
