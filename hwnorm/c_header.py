@@ -176,5 +176,24 @@ def c_header(cfg: NormConfig, name: str) -> str:
         "{",
         *unpack,
         "}", "",
+        *(_dropout_lines(cfg, p, P) if cfg.dropout_active else []),
         f"#endif /* {P}_H */", ""]
     return "\n".join(lines)
+
+
+def _dropout_lines(cfg: NormConfig, p: str, P: str) -> list[str]:
+    """A dropout build: its constants and the per-channel seed the host writes (hwnorm.constants.channel_seeds)."""
+    return [
+        f"/* Dropout (training only): a value is zeroed when its 16-bit LFSR draw is < {P}_DROPOUT_THRESHOLD,",
+        f" * kept values are scaled by {P}_DROPOUT_SCALE / 2^{P}_DROPOUT_SCALE_FRAC (docs/numerics.md). */",
+        f"#define {P}_DROPOUT_THRESHOLD {cfg.dropout_threshold}u",
+        f"#define {P}_DROPOUT_SCALE {cfg.dropout_scale}u",
+        f"#define {P}_DROPOUT_SCALE_FRAC {cfg.dropout_scale_frac}", "",
+        "/* The seed of `channel` in the call seeded by call_seed (as hwnorm.constants.channel_seeds). */",
+        f"static inline uint32_t {p}_channel_seed(uint32_t call_seed, uint32_t channel)",
+        "{",
+        "    uint32_t z = call_seed * 0x9E3779B9u + (channel + 1u) * 0x85EBCA6Bu;",
+        "    z = (z ^ (z >> 16)) * 0x7FEB352Du;",
+        "    z = (z ^ (z >> 15)) * 0x846CA68Bu;",
+        "    return z ^ (z >> 16);",
+        "}", ""]

@@ -32,6 +32,12 @@ DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5
 PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3, "cvar": 2}
 DEFAULT_ALPHA = 0.995        # cvar: the mean of the top 0.5% (21 values at max_count 4096; the top-k unit holds 32)
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
+# dropout (docs/numerics.md "Dropout"): a value is kept when its DROPOUT_BITS-bit draw from the xorshift32 LFSR is
+# >= the threshold T = round(p 2**DROPOUT_BITS); kept values are scaled by S / 2**(out bits + DROPOUT_SCALE_EXTRA)
+DROPOUT_BITS = 16
+DROPOUT_SEED_BITS = 32
+DROPOUT_FRAC = 4             # E: fraction bits of the normalize result the dropout scale multiplies (<= GUARD_BITS)
+DROPOUT_SCALE_EXTRA = 3      # F = out bits + this: S's fraction bits (its rounding moves an output by <= 1/16 LSB)
 
 
 def _check_range(name: str, value, lo, hi):
@@ -127,6 +133,7 @@ class NormConfig:
     stat_frac_bits: int = 8
     inference_only: bool = False
     alpha: float | None = None
+    dropout: float = 0.0
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -160,6 +167,7 @@ class NormConfig:
             fmt.validate(name)
         _check_range("max_count", self.max_count, *MAX_COUNT_RANGE)
         self._check_alpha()
+        self._check_dropout()
         _check_range("chunks", self.chunks, *CHUNKS_RANGE)
         _check_range("k", self.k, *K_RANGE)
         _check_range("stat_frac_bits", self.stat_frac_bits, *STAT_FRAC_RANGE)
@@ -195,6 +203,37 @@ class NormConfig:
                              f"max_count); allowed k unset or k={k}")
         object.__setattr__(self, "k", k)
 
+    def _check_dropout(self):
+        """dropout p in [0, 1): the probability that a training output is zeroed (0: no dropout stage)."""
+        p = self.dropout
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(float(p)) \
+                or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"dropout={p!r} is out of range: allowed a probability p in [0, 1) "
+                             f"(the fraction of training outputs zeroed; 0 builds no dropout stage)")
+        object.__setattr__(self, "dropout", float(p))
+
+    @property
+    def dropout_active(self) -> bool:
+        """A dropout stage is built: p > 0 and a training datapath (an inference-only build has none)."""
+        return self.dropout > 0.0 and not self.inference_only
+
+    @cached_property
+    def dropout_threshold(self) -> int:
+        """T = round(p 2**DROPOUT_BITS), at most 2**DROPOUT_BITS - 1: a value is dropped when its draw < T,
+        so the keep probability is exactly 1 - T / 2**DROPOUT_BITS."""
+        return min(int(math.floor(self.dropout * (1 << DROPOUT_BITS) + 0.5)), (1 << DROPOUT_BITS) - 1)
+
+    @cached_property
+    def dropout_scale_frac(self) -> int:
+        """F: fraction bits of the inverted-dropout scale S."""
+        return self.out_fmt.bits + DROPOUT_SCALE_EXTRA
+
+    @cached_property
+    def dropout_scale(self) -> int:
+        """S = round(2**F * 2**b / (2**b - T)): 1 / (keep probability) with F fraction bits (2**F: no scaling)."""
+        b, f = DROPOUT_BITS, self.dropout_scale_frac
+        return ((1 << (f + b + 1)) // ((1 << b) - self.dropout_threshold) + 1) >> 1
+
     # -- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -202,6 +241,8 @@ class NormConfig:
         d = dataclasses.asdict(self)
         if d["alpha"] is None:
             del d["alpha"]
+        if d["dropout"] == 0.0:        # likewise dropout: only when a stage is asked for
+            del d["dropout"]
         return d
 
     @classmethod
@@ -237,6 +278,8 @@ class NormConfig:
     def describe(self) -> str:
         extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}",
                  "cvar": f" alpha={self.alpha} k={self.k}"}.get(self.kind, "")
+        if self.dropout:
+            extra += f" dropout={self.dropout}"
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
@@ -478,7 +521,8 @@ class NormConfig:
                 [("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed),
                  ("beta", self.beta_fmt.bits, self.beta_fmt.signed),
                  ("mean", self.mean_bits, True), ("scale_m", self.recip_bits + 1, False),
-                 ("scale_exp", constants.SCALE_EXP_BITS, True)])
+                 ("scale_exp", constants.SCALE_EXP_BITS, True)] +
+                ([("seed", DROPOUT_SEED_BITS, False)] if self.dropout_active else []))
 
     @property
     def stats_fields(self) -> list[tuple[str, int, bool]]:

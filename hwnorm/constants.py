@@ -134,3 +134,37 @@ def inference_params(cfg, mean: float, scale: float) -> dict:
     if exp > e_hi or man < 1:
         raise ValueError(f"scale={scale!r} is out of range: allowed [{s_min:.6g}, {s_max:.6g}] for this configuration")
     return {"mean": mean_q, "scale_m": man, "scale_exp": exp}
+
+
+# -- dropout's LFSR (docs/numerics.md "Dropout") ----------------------------------------------------------
+XORSHIFT = (13, 17, 5)       # Marsaglia's xorshift32: s ^= s << 13; s ^= s >> 17; s ^= s << 5 (mod 2**32)
+SEED_ZERO = 0x9E3779B9       # the state a seed of 0 starts from (xorshift's all-zero state never leaves 0)
+MASK32 = 0xFFFFFFFF
+
+
+def xorshift32(s: int) -> int:
+    """One step of the dropout LFSR on a Python int (a GF(2)-linear map of period 2**32 - 1 on non-zero states)."""
+    a, b, c = XORSHIFT
+    s ^= (s << a) & MASK32
+    s ^= s >> b
+    s ^= (s << c) & MASK32
+    return s
+
+
+def seed_state(seed: int) -> int:
+    """The LFSR state a channel starts from: its descriptor's seed, or SEED_ZERO for seed 0."""
+    return seed if seed else SEED_ZERO
+
+
+def channel_seeds(call_seed: int, channels: int) -> list[int]:
+    """Per-channel 32-bit dropout seeds derived from one per-call seed (a splitmix32-style hash of
+    call_seed and the channel index): what the host writes into each channel's descriptor."""
+    if isinstance(call_seed, bool) or not isinstance(call_seed, int) or call_seed < 0:
+        raise ValueError(f"call_seed={call_seed!r} is out of range: allowed an integer >= 0")
+    out = []
+    for c in range(channels):
+        z = (call_seed * 0x9E3779B9 + (c + 1) * 0x85EBCA6B) & MASK32
+        z = ((z ^ (z >> 16)) * 0x7FEB352D) & MASK32
+        z = ((z ^ (z >> 15)) * 0x846CA68B) & MASK32
+        out.append(z ^ (z >> 16))
+    return out

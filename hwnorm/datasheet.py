@@ -26,7 +26,9 @@ FIELD_DOC = {
     "scale_exp": "inference: the scale's exponent",
     "sum": "sum of the channel's input codes",
     "den": "training: n * sigma_hat * 2^(const_frac_bits + in_frac) (0 in inference)",
-    "sat": "outputs that saturated",
+    "sat": "outputs that saturated (a dropout build: kept outputs that saturated)",
+    "seed": "dropout builds: the LFSR's start for this channel's training mask (0 starts from 0x9E3779B9); "
+            "the host derives one per channel and call (hwnorm.constants.channel_seeds); ignored in inference",
 }
 STREAM_DOC = {"chan": "per-channel descriptor", "i": "input values, `lanes` per beat (the host sends each pass)",
               "o": "output values, `lanes` per beat (last pass)", "stats": "one statistics word per channel"}
@@ -132,7 +134,10 @@ def datasheet(cfg: NormConfig, name: str, ports: list[tuple[str, int, str]], axi
                   "input": {"format": str(cfg.in_fmt), "width": cfg.in_fmt.bits, "signed": cfg.in_fmt.signed},
                   "output": {"format": str(cfg.out_fmt), "width": cfg.out_fmt.bits, "signed": cfg.out_fmt.signed}},
         "constants": {"const_frac_bits": cfg.const_frac_bits, "eps_int": cfg.eps_int, "recip_bits": cfg.recip_bits,
-                      "scale_exp_range": list(cfg.scale_exp_range), "stat_frac_bits": cfg.stat_frac_bits},
+                      "scale_exp_range": list(cfg.scale_exp_range), "stat_frac_bits": cfg.stat_frac_bits,
+                      **({"dropout_p": cfg.dropout, "dropout_threshold": cfg.dropout_threshold,
+                          "dropout_draw_bits": 16, "dropout_scale": cfg.dropout_scale,
+                          "dropout_scale_frac": cfg.dropout_scale_frac} if cfg.dropout_active else {})},
         "passes": {"training": t["passes_training"], "inference": 1},
         "timing": t,
         "resources": resources,

@@ -5,10 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import NormConfig
+from .config import DROPOUT_BITS, NormConfig
 from .constants import inference_params
 from .fixed import round_mode
 from .golden import infer, infer_out_lsb, train, train_out_lsb
+from .golden.dropout import keep_mask
 
 
 @dataclass
@@ -79,11 +80,19 @@ def _new():
 
 
 def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
-    """Training mode: bit-exact model against the float reference."""
+    """Training mode: bit-exact model against the float reference (a dropout build: random seeds per case, the
+    reference with the same mask, kept values scaled by 1 / keep probability in float)."""
     rng = np.random.default_rng(seed)
     acc = _new()
     for x, g, b in train_cases(cfg, rng, trials):
-        _accumulate(acc, cfg, train(cfg, x, g, b), train_out_lsb(cfg, x, g, b))
+        ref = train_out_lsb(cfg, x, g, b)
+        if cfg.dropout_active:
+            seeds = [int(v) for v in rng.integers(0, 1 << 32, size=x.shape[0])]
+            keep = keep_mask(cfg, seeds, x.shape[1])
+            ref = np.where(keep, ref / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)
+            _accumulate(acc, cfg, train(cfg, x, g, b, seed=seeds), ref)
+        else:
+            _accumulate(acc, cfg, train(cfg, x, g, b), ref)
     return _stats(acc)
 
 

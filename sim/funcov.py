@@ -21,6 +21,9 @@ Cover points (hwnorm.<name>):
                taken, no value yet), p1..pN / infer (mid-pass), gap1..gapN-1 (a pass done, the next not
                started), drain (all values in, outputs pending), stats (outputs out, stats pending)
   sequence     train>train, train>infer, infer>infer, infer>train (consecutive channels, no reset between)
+  dropout      (dropout builds) dropped (a training value zeroed), kept_sat (a kept value clamped), last_dropped
+               (the channel's last value dropped; with lanes > 1 a masked last beat), beat_dropped (every
+               value of a beat dropped; lanes > 1), seed_zero (a training channel with seed 0: SEED_ZERO)
 """
 from __future__ import annotations
 
@@ -126,6 +129,9 @@ def bins(cfg: NormConfig) -> dict[str, list[str]]:
     mid = passes + ["infer"] if beats_max >= 2 else []
     out["reset"] = ["idle", "setup"] + mid + [f"gap{j}" for j in range(1, cfg.passes)] + ["drain", "stats"]
     out["sequence"] = ["train>train", "train>infer", "infer>infer", "infer>train"]
+    if cfg.dropout_active:
+        out["dropout"] = ["dropped", "kept_sat", "last_dropped"] + (["beat_dropped"] if cfg.lanes > 1 else []) + \
+            ["seed_zero"]
     if cfg.inference_only:          # every channel is an inference channel: no training bins
         out["topk"], out["data"] = [], ["sat_high", "sat_low"]
         out["stall"] = [f"infer:{e}" for e in ("input_gap", "o_ready_low", "o_backpressure", "i_held")]
@@ -162,9 +168,25 @@ class Coverage:
         if name in self._sample and labels:
             self._sample[name](labels)
 
-    def channel(self, x, infer: bool, y, sat: int, unrounded=None):
-        """A channel whose outputs and statistics the scoreboard checked."""
+    def channel(self, x, infer: bool, y, sat: int, unrounded=None, keep=None, seed=None):
+        """A channel whose outputs and statistics the scoreboard checked (`keep`, `seed`: a dropout build's
+        training mask and seed)."""
         cfg, n = self.cfg, len(x)
+        if keep is not None:
+            drop = set()
+            if not keep.all():
+                drop.add("dropped")
+            if not keep[-1]:
+                drop.add("last_dropped")
+            if cfg.lanes > 1 and any(not keep[b:b + cfg.lanes].any() for b in range(0, n, cfg.lanes)):
+                drop.add("beat_dropped")
+            if seed == 0:
+                drop.add("seed_zero")
+            if unrounded is not None:
+                q = round_mode(unrounded, cfg.rounding)
+                if np.any(keep & ((q > cfg.out_fmt.max_int) | (q < cfg.out_fmt.min_int))):
+                    drop.add("kept_sat")
+            self.hit("dropout", drop)
         self.hit("count", count_labels(cfg, n))
         self.hit("last_beat", last_beat_labels(cfg, n))
         self.hit("chunk_start", chunk_start_labels(cfg, n))
@@ -230,7 +252,7 @@ def summarize(per_config: dict[str, dict]) -> tuple[int, int, dict, list]:
 def format_report(per_config: dict[str, dict]) -> str:
     hit, total, points, missed = summarize(per_config)
     lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
-    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence"):
+    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "dropout"):
         if point in points:
             h, t = points[point]
             lines.append(f"  {point:12s} {h:5d} / {t:5d}")

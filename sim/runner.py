@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwnorm.cache import build_once
-from hwnorm.config import FixedFormat, NormConfig, default_configs
+from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
@@ -155,6 +155,7 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
                                                out_fmt=FixedFormat(8, 5, signed=False))
     cfgs["topk3_floor_p4"] = NormConfig(kind="topk", k=3, rounding="floor", max_count=500, lanes=4)
     cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
+    cfgs["range_drop_even_p4"] = NormConfig(dropout=0.25, rounding="half_even", max_count=500, lanes=4)
     if full:
         cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
                                                 gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
@@ -164,6 +165,10 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
         cfgs["l1_even_p8"] = NormConfig(kind="l1", rounding="half_even", max_count=200, lanes=8)
         cfgs["linf_u8_p2"] = NormConfig(kind="linf", in_fmt=FixedFormat(8, 8, signed=False),
                                         out_fmt=FixedFormat(8, 5, signed=False), max_count=100, lanes=2)
+        cfgs["l2_drop_s16_p1"] = NormConfig(kind="l2", dropout=0.5, max_count=300, **FORMATS_16)
+        cfgs["l1_drop_floor_u_p8"] = NormConfig(kind="l1", dropout=0.1, rounding="floor", max_count=200, lanes=8,
+                                                out_fmt=FixedFormat(8, 5, signed=False))
+        cfgs["topk_drop_p2"] = NormConfig(kind="topk", k=3, dropout=0.9, max_count=128, lanes=2)
     return cfgs
 
 

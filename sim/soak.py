@@ -79,6 +79,9 @@ def draw_config(seed: int) -> NormConfig:
         kw["eps"] = float(10.0 ** rng.uniform(-8, -2))
     if rng.random() < 0.3:
         kw["stat_frac_bits"] = int(rng.integers(0, 17))
+    extra = np.random.default_rng([seed, 3])     # its own stream: the fields above are as before dropout existed
+    if extra.random() < 0.25:
+        kw["dropout"] = round(float(extra.uniform(0.02, 0.95)), 3)
     return NormConfig(**kw)
 
 
@@ -194,6 +197,7 @@ class Batch:
     gamma: np.ndarray
     beta: np.ndarray
     inference: dict | None = None
+    seeds: list | None = None          # a dropout build's training channels: one LFSR seed per channel
 
 
 def batches(cfg: NormConfig, seed: int, values: int):
@@ -210,6 +214,9 @@ def batches(cfg: NormConfig, seed: int, values: int):
         b = Batch(index=index, infer=infer, n=n, dists=dists, x=draw_data(rng, cfg.in_fmt, dists, n),
                   gamma=draw_affine(rng, cfg.gamma_fmt, c, True), beta=draw_affine(rng, cfg.beta_fmt, c, False),
                   inference=draw_inference(rng, cfg, c, exps) if infer else None)
+        if cfg.dropout_active and not infer:      # their own stream, so the data above are unchanged
+            sr = np.random.default_rng([seed, 4, index])
+            b.seeds = [0 if sr.random() < 0.05 else int(v) for v in sr.integers(0, 1 << 32, size=c)]
         yield b
         done += c * n
         index += 1
@@ -243,8 +250,8 @@ def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
         got = {"sat": np.asarray(sat, dtype=object)}
         want = {"sat": np.asarray(g.stats.sat, dtype=object)}
     else:
-        g = train(cfg, b.x, b.gamma, b.beta, unrounded=False)
-        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta)
+        g = train(cfg, b.x, b.gamma, b.beta, unrounded=False, **({"seed": b.seeds} if b.seeds is not None else {}))
+        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, b.seeds)
         got = {"sum": np.array([int(v) for v in s], dtype=object), "den": np.array([int(v) for v in den], dtype=object),
                "sat": np.array([int(v) for v in sat], dtype=object)}
         want = {"sum": np.array([int(v) for v in g.stats.sum], dtype=object),
@@ -275,6 +282,8 @@ def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
             dump_dir.mkdir(parents=True, exist_ok=True)
             path = dump_dir / f"soak-{res.seed}-batch{b.index}.npz"
             extra = {k: v for k, v in (b.inference or {}).items()}
+            if b.seeds is not None:
+                extra["seed"] = np.array(b.seeds, dtype=np.uint64)
             np.savez(path, x=b.x, gamma=b.gamma, beta=b.beta, config=cfg.to_json(), infer=b.infer, **extra)
             res.reports.append(detail + f" (batch saved to {path})")
 

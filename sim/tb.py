@@ -20,18 +20,22 @@ from hwnorm.config import NormConfig
 from hwnorm.constants import channel_params, inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
+from hwnorm.golden.dropout import keep_mask
 
 from funcov import Coverage
 
 
-def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None):
+def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0):
     """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
-    the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None."""
+    the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None;
+    `seed` the dropout seed of a dropout build (sent in inference too, where it must not matter)."""
     x = np.asarray(x, dtype=np.int64)
     desc = {name: 0 for name, _, _ in cfg.channel_fields}
     desc.update(count=len(x), gamma=gamma, beta=beta)
+    if cfg.dropout_active:
+        desc["seed"] = seed
     if inference is None:
-        res = train(cfg, x[None, :], [gamma], [beta])
+        res = train(cfg, x[None, :], [gamma], [beta], seed=[seed] if cfg.dropout_active else None)
         desc.update(channel_params(cfg, len(x)))
         passes = cfg.passes
     else:
@@ -218,7 +222,7 @@ class NormTB:
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
         if self.pending:
             ch = self.pending.popleft()
-            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"])
+            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"], ch["keep"], ch["seed"])
             self.cov.stall(self.stall_events)
             self.stall_events = set()
 
@@ -252,13 +256,18 @@ class NormTB:
         x = np.asarray(x, dtype=np.int64)
         if inference is None and cfg.inference_only:
             inference = self.statistics_of(x)          # an inference-only build runs every channel so
-        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference)
+        seed = 0
+        if cfg.dropout_active:                          # a random seed per channel, now and then 0 (SEED_ZERO)
+            seed = 0 if self.rng.random() < 0.1 else self.rng.getrandbits(32)
+        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference, seed)
         self.chan.send([pack(cfg.channel_fields, desc)])
         beats = self._beats(x)
         unrounded = getattr(res, "unrounded", None)
         self.pending.append(dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
                                  infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
-                                 unrounded=None if unrounded is None else unrounded[0]))
+                                 unrounded=None if unrounded is None else unrounded[0], seed=seed,
+                                 keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None
+                                 else None))
         self.channels += 1
         for p in range(passes):
             self.data.send(beats)

@@ -61,6 +61,9 @@ CLI = [
     (["sim", "--soak-seed", "3"], ["--soak-seed", "--soak N"]),
     (["sim", "--soak", "10", "--soak-configs", "0"], ["--soak-configs", "0", "allowed >= 1"]),
     (["bogus"], ["invalid choice: 'bogus'", "verilog"]),
+    (["verilog", "--custom", "--dropout", "1.0"], ["dropout=1.0", "allowed a probability p in [0, 1)"]),
+    (["verilog", "--custom", "--dropout", "-0.1"], ["dropout=-0.1", "allowed a probability p in [0, 1)"]),
+    (["verilog", "--dropout", "0.5"], ["--dropout would be ignored", "allowed only with --name"]),
 ]
 
 CONFIG = [
@@ -92,6 +95,11 @@ CONFIG = [
     (dict(in_fmt=8), ["in_fmt=8", "allowed a FixedFormat or a string"]),
     (dict(in_fmt="s40.2"), ["in_fmt='s40.2'", "bits=40", "allowed [2, 32]"]),
     (dict(out_fmt="q8.4"), ["out_fmt='q8.4'", "allowed e.g. 's8.4'"]),
+    (dict(dropout=1.0), ["dropout=1.0", "allowed a probability p in [0, 1)"]),
+    (dict(dropout=-0.25), ["dropout=-0.25", "allowed a probability p in [0, 1)"]),
+    (dict(dropout=float("nan")), ["dropout=nan", "allowed a probability p in [0, 1)"]),
+    (dict(dropout="0.5"), ["dropout='0.5'", "allowed a probability p in [0, 1)"]),
+    (dict(dropout=True), ["dropout=True", "allowed a probability p in [0, 1)"]),
 ]
 
 
@@ -142,6 +150,8 @@ NN_CTOR = [
     ("CvarBatchNorm2d(3, alpha=1.0)", lambda: hn.CvarBatchNorm2d(3, alpha=1.0), ["alpha=1.0", "allowed (0.0, 1.0)"]),
     ("CvarBatchNorm1d(3, alpha=-0.5)", lambda: hn.CvarBatchNorm1d(3, alpha=-0.5), ["alpha=-0.5", "allowed (0.0, 1.0)"]),
     ("CvarBatchNorm1d(3, alpha=None)", lambda: hn.CvarBatchNorm1d(3, alpha=None), ["alpha=None", "allowed (0.0, 1.0)"]),
+    ("RangeBatchNorm2d(3, dropout=1.0)", lambda: hn.RangeBatchNorm2d(3, dropout=1.0), ["dropout=1.0", "allowed [0.0, 1.0)"]),
+    ("L1BatchNorm1d(3, dropout=-0.5)", lambda: hn.L1BatchNorm1d(3, dropout=-0.5), ["dropout=-0.5", "allowed [0.0, 1.0)"]),
     ("L1BatchNorm2d(3, track_running_stats=None)", lambda: hn.L1BatchNorm2d(3, track_running_stats=None),
      ["track_running_stats=None", "allowed True or False"]),
 ]

@@ -8,7 +8,7 @@ import pytest
 
 from hwnorm.c_header import c_header
 from hwnorm.config import FORMATS_8, FORMATS_16, KINDS, NormConfig
-from hwnorm.constants import channel_params, inference_params
+from hwnorm.constants import channel_params, channel_seeds, inference_params
 from hwnorm.fields import pack, to_words
 
 GCC = shutil.which("gcc") or shutil.which("cc")
@@ -18,6 +18,7 @@ CONFIGS = {f"{kind}_s{bits}_p{lanes}": NormConfig(kind=kind, lanes=lanes, **fmts
            for kind in KINDS for bits, fmts in ((8, FORMATS_8), (16, FORMATS_16)) for lanes in (1, 4)}
 CONFIGS["topk3_u_p2"] = NormConfig(kind="topk", k=3, lanes=2, max_count=500, out_fmt="u8.5")
 CONFIGS["range_plain_infer_only"] = NormConfig(chunks=1, inference_only=True, max_count=1000)
+CONFIGS["range_dropout_p4"] = NormConfig(dropout=0.25, lanes=4, max_count=500)
 
 MAIN = r"""
 #include <stdio.h>
@@ -78,6 +79,15 @@ def _c_case_lines(cfg, rng):
         code.append(f"{{ uint32_t w[TC_STATS_WORDS] = {{{init}}}; tc_stats_t s; tc_unpack_stats(w, &s); "
                     f"printf(\"S\"); {shows} putchar('\\n'); }}")
         want.append("S " + " ".join(str(stats[name]) for name, _, _ in cfg.stats_fields))
+    if cfg.dropout_active:              # the per-channel seeds, and a descriptor carrying one
+        for call in [0, 1, 0xFFFFFFFF] + [rng.getrandbits(32) for _ in range(10)]:
+            ch = rng.randint(0, 1000)
+            code.append(f"{{ tc_desc_t d = {{0}}; tc_channel_params(7u, &d); d.seed = tc_channel_seed({call}u, {ch}u); "
+                        f"printf(\"D %u\", (unsigned)d.seed); words(&d); putchar('\\n'); }}")
+            seed = channel_seeds(call, ch + 1)[ch]
+            desc = {name: 0 for name, _, _ in cfg.channel_fields}
+            desc.update(channel_params(cfg, 7), seed=seed)
+            want.append(f"D {seed}" + _hexwords(cfg.channel_fields, desc))
     return code, want
 
 

@@ -12,6 +12,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hwnorm.config import FixedFormat, NormConfig
+from hwnorm.hdl.dropout import DropoutLFSR
 from hwnorm.hdl.normalize import NormalizeAffine
 from hwnorm.hdl.sequential import ISqrt, SeqDiv, SeqMul
 from hwnorm.hdl.statistics import (AboveMean, BelowMean, ChunkRange, ExtremeK, MinMax, StatisticsUnit, SumSquares,
@@ -82,6 +83,36 @@ def ref_normalize(x, a, b, shift, rounding, fmt):
     acc = x * a + b
     q = acc >> shift
     if rounding == "half_even" and acc & ((1 << shift) - 1) == 0 and q & 1:
+        q -= 1
+    y = min(max(q, fmt.min_int), fmt.max_int)
+    return y, y != q
+
+
+def ref_xorshift32(s):
+    s ^= (s << 13) & 0xFFFFFFFF
+    s ^= s >> 17
+    return s ^ ((s << 5) & 0xFFFFFFFF)
+
+
+def ref_keep(seed, n, threshold):
+    """Value i is kept when the top 16 bits of the state after i + 1 steps (seed 0: 0x9E3779B9) are >= T."""
+    s, out = seed or 0x9E3779B9, []
+    for _ in range(n):
+        s = ref_xorshift32(s)
+        out.append(s >> 16 >= threshold)
+    return out
+
+
+def ref_dropout_normalize(x, a, b, shift, rounding, fmt, scale, f, e=4):
+    """(y, saturated) of a kept value in a dropout build: t = floor(v 2**E), clamped one LSB beyond the output
+    range, z = t * S, one rounding at F + E fraction bits, clamp (docs/numerics.md "Dropout")."""
+    acc = x * a + b
+    half_t, half_z = (0, 0) if rounding == "floor" else (1 << (e - 1), 1 << (f + e - 1))
+    t = min(max((acc >> (shift - e)) - half_t, (fmt.min_int - 1) << e), (fmt.max_int + 1) << e)
+    z = t * scale
+    q = (z + half_z) >> (f + e)
+    sticky = acc & ((1 << (shift - e)) - 1) == 0
+    if rounding == "half_even" and sticky and z & ((1 << (f + e)) - 1) == half_z and q & 1:
         q -= 1
     y = min(max(q, fmt.min_int), fmt.max_int)
     return y, y != q
@@ -511,7 +542,12 @@ def normalize_channels(cfg, rnd):
     NormConfig(kind="l2", lanes=4, rounding="floor", max_count=MAX_COUNT),
     NormConfig(kind="l1", lanes=2, rounding="half_even", in_fmt=U8, out_fmt=FixedFormat(8, 5, signed=False),
                max_count=MAX_COUNT),
-], ids=lambda cfg: f"{cfg.lanes}lanes-{cfg.rounding}-{cfg.in_fmt}-{cfg.out_fmt}")
+    # a dropout build with drop low (an inference channel): the same function through the longer pipeline
+    NormConfig(kind="range", lanes=4, rounding="half_even", max_count=MAX_COUNT, dropout=0.3),
+    NormConfig(kind="l2", lanes=1, rounding="floor", max_count=MAX_COUNT, dropout=0.6),
+    NormConfig(kind="l1", lanes=2, rounding="half_up", in_fmt=U8, out_fmt=FixedFormat(8, 5, signed=False),
+               max_count=MAX_COUNT, dropout=0.5),
+], ids=lambda cfg: f"{cfg.lanes}lanes-{cfg.rounding}-{cfg.in_fmt}-{cfg.out_fmt}{'-dropout' if cfg.dropout else ''}")
 def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_pipeline(cfg):
     dut = NormalizeAffine(cfg)
     rnd = random.Random(80 + cfg.lanes)
@@ -523,6 +559,9 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
     assert ties > 0, "the channels must hold ties that half_even rounds down"
 
     async def bench(ctx):
+        if cfg.dropout_active:
+            ctx.set(dut.drop, 0)
+            ctx.set(dut.seed, 12345)
         for index, (xs, a, b, sh) in enumerate(channels):
             steady = index == 0             # the first channel: always valid and ready (the latency)
             beats = beats_of(xs, lanes)
@@ -567,5 +606,104 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
                 assert set(latency) == {dut.latency}
             else:
                 assert min(latency) >= dut.latency
+
+    simulate(dut, bench)
+
+
+# -- dropout -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lanes", [1, 4, 8])
+def test_dropout_lfsr_steps_lanes_times_per_beat_and_keeps_draws_at_or_above_the_threshold(lanes):
+    cfg = NormConfig(lanes=lanes, max_count=MAX_COUNT, dropout=0.37)
+    dut = DropoutLFSR(cfg)
+    rnd = random.Random(90 + lanes)
+    seeds = [0, 1, 0xFFFFFFFF, rnd.getrandbits(32), rnd.getrandbits(32)]
+
+    async def bench(ctx):
+        kept = total = 0
+        for seed in seeds:
+            beats = rnd.randint(5, 40)
+            want = ref_keep(seed, beats * lanes, cfg.dropout_threshold)
+            ctx.set(dut.seed, seed)
+            ctx.set(dut.load, 1)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
+            ctx.set(dut.seed, rnd.getrandbits(32))          # the seed matters only while load is high
+            beat = 0
+            while beat < beats:
+                step = rnd.random() < 0.7                     # a stalled beat leaves the state where it is
+                got = [bool(ctx.get(dut.keep) >> j & 1) for j in range(lanes)]
+                assert got == want[beat * lanes:(beat + 1) * lanes], (seed, beat)
+                ctx.set(dut.step, step)
+                await ctx.tick()
+                ctx.set(dut.step, 0)
+                beat += step
+            kept += sum(want)
+            total += len(want)
+        assert 0.5 < kept / total < 0.75                       # about 1 - 0.37
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("cfg", [
+    NormConfig(kind="range", lanes=4, rounding="half_even", max_count=MAX_COUNT, dropout=0.3),
+    NormConfig(kind="l2", lanes=1, rounding="floor", max_count=MAX_COUNT, dropout=0.6),
+    NormConfig(kind="l1", lanes=2, rounding="half_up", in_fmt=U8, out_fmt=FixedFormat(8, 5, signed=False),
+               max_count=MAX_COUNT, dropout=0.5),
+], ids=lambda cfg: f"{cfg.lanes}lanes-{cfg.rounding}-p{cfg.dropout}")
+def test_normalize_affine_with_dropout_zeroes_dropped_values_and_scales_the_kept_ones(cfg):
+    dut = NormalizeAffine(cfg)
+    rnd = random.Random(70 + cfg.lanes)
+    lanes = cfg.lanes
+    channels = normalize_channels(cfg, rnd)
+    seeds = [rnd.getrandbits(32) for _ in channels]
+
+    async def bench(ctx):
+        dropped = scaled_sat = 0
+        ctx.set(dut.drop, 1)
+        for (xs, a, b, sh), seed in zip(channels, seeds):
+            beats = beats_of(xs, lanes)
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.shift, sh)
+            ctx.set(dut.seed, seed)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            sent, got, cycle = 0, [], 0
+            while len(got) < len(beats):
+                offer = sent < len(beats) and rnd.random() < 0.8
+                payload, mask = beats[sent] if offer else ([], rnd.getrandbits(lanes))
+                ctx.set(dut.i.payload, payload + random_values(rnd, cfg.in_fmt, lanes - len(payload)))
+                ctx.set(dut.mask, mask)
+                ctx.set(dut.i.valid, offer)
+                ready = rnd.random() < 0.6
+                ctx.set(dut.o.ready, ready)
+                taken = offer and ctx.get(dut.i.ready)
+                if ready and ctx.get(dut.o.valid):
+                    got.append([ctx.get(dut.o.payload[j]) for j in range(lanes)])
+                await ctx.tick()
+                sent += taken
+                cycle += 1
+                assert cycle < GUARD_CYCLES, "the pipeline stopped"
+            ctx.set(dut.i.valid, 0)
+            keep = ref_keep(seed, len(beats) * lanes, cfg.dropout_threshold)
+            want, sat = [], 0
+            for k, (lanes_in, _) in enumerate(beats):
+                row = []
+                for j, x in enumerate(lanes_in):
+                    y, s = ref_dropout_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt, cfg.dropout_scale,
+                                                 cfg.dropout_scale_frac)
+                    kept = keep[k * lanes + j]
+                    row.append(y if kept else 0)
+                    sat += s and kept
+                    dropped += not kept
+                    plain = ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt)
+                    scaled_sat += kept and s and not plain[1]
+                want.append(row + [0] * (lanes - len(lanes_in)))
+            assert got == want, (a, b, sh, seed)
+            assert ctx.get(dut.sat_count) == sat, (a, b, sh, seed)
+        assert dropped > 0 and scaled_sat > 0, "dropped values and values only the scaling saturates must occur"
 
     simulate(dut, bench)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import NormConfig
+from ..config import DROPOUT_BITS, NormConfig
 from ..constants import inference_params
 from ..fixed import quantize
 from ..golden import norm_infer, norm_train
+from ..golden.dropout import check_seeds, keep_mask
 
 
 @dataclass
@@ -76,7 +77,8 @@ class Backend:
     cycles = 0
 
     def forward(self, cfg: NormConfig, x, gamma, beta, *, train: bool, mean=None, sigma=None,
-                in_scale: float = 1.0) -> LayerResult:
+                in_scale: float = 1.0, seed=None) -> LayerResult:
+        """`seed`: a dropout build's per-channel seeds in training (hwnorm.constants.channel_seeds); None: 0."""
         raise NotImplementedError
 
 
@@ -85,10 +87,13 @@ class FloatBackend(Backend):
 
     name = "float"
 
-    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         if train:
             y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
+            if cfg.dropout_active:          # the hardware's mask, exact float scaling by 1 / keep probability
+                keep = keep_mask(cfg, check_seeds(seed, x.shape[0]), x.shape[1])
+                y = np.where(keep, y / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)
             return LayerResult(y=y, mean=m, sigma=s, values=x.size)
         return LayerResult(y=norm_infer(x, gamma, beta, mean, 1.0 / np.asarray(sigma)), values=x.size)
 
@@ -96,15 +101,15 @@ class FloatBackend(Backend):
 class FixedPointBackend(Backend):
     """Shared float <-> fixed-point mapping; subclasses run the codes (train_codes / infer_codes)."""
 
-    def train_codes(self, cfg, x, g, b):
-        """-> (y codes (C, n), sum (C,), den (C,), sat (C,))"""
+    def train_codes(self, cfg, x, g, b, seed=None):
+        """-> (y codes (C, n), sum (C,), den (C,), sat (C,)); `seed`: a dropout build's seeds (or None)"""
         raise NotImplementedError
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
         """-> (y codes (C, n), sat (C,))"""
         raise NotImplementedError
 
-    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         channels, n = x.shape
         xq, sat_in = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)
@@ -116,7 +121,8 @@ class FixedPointBackend(Backend):
             if n > cfg.max_count:
                 raise ValueError(f"count={n} values per channel exceeds max_count={cfg.max_count} of the "
                                  f"generated configuration: generate one with a larger max_count")
-            y, s, den, sat = self.train_codes(cfg, xq, g, b)
+            seeds = check_seeds(seed, channels) if cfg.dropout_active else None
+            y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds)
             mean_hw = np.asarray(s, dtype=np.float64) / n * cfg.in_fmt.lsb
             sigma_hw = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
             return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in + sat_g + sat_b,
@@ -143,9 +149,9 @@ class GoldenBackend(FixedPointBackend):
             raise ValueError(f"exact={exact!r} is not a bool: allowed True (Python integers) or False (int64 fast path)")
         self.exact = bool(exact)
 
-    def train_codes(self, cfg, x, g, b):
+    def train_codes(self, cfg, x, g, b, seed=None):
         from ..golden import train
-        r = train(cfg, x, g, b, unrounded=False, exact=self.exact)
+        r = train(cfg, x, g, b, unrounded=False, exact=self.exact, seed=seed)
         return r.y, r.stats.sum, r.stats.den, r.stats.sat
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
@@ -172,8 +178,8 @@ class RtlBackend(FixedPointBackend):
     def cycles(self) -> int:
         return sum(m.cycles for m in self.models.values())
 
-    def train_codes(self, cfg, x, g, b):
-        y, stats = self.model(cfg).train(x, g, b)
+    def train_codes(self, cfg, x, g, b, seed=None):
+        y, stats = self.model(cfg).train(x, g, b, seed)
         return y, [s["sum"] for s in stats], [s["den"] for s in stats], [s["sat"] for s in stats]
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):

@@ -143,10 +143,12 @@ class VerilatedDatapath:
             raise RuntimeError(f"the Verilated datapath hung on channel {failed.value} ({cfg.describe()})")
         return y, [unpack(cfg.stats_fields, from_words(row)) for row in stats]
 
-    def train(self, x, gamma, beta):
+    def train(self, x, gamma, beta, seed=None):
+        """`seed`: a dropout build's per-channel seeds (None: 0)."""
         n = x.shape[1]
         base = channel_params(self.cfg, n)
-        descs = [dict(base, gamma=int(g), beta=int(b)) for g, b in zip(gamma, beta)]
+        seeds = seed if seed is not None else [0] * len(gamma)
+        descs = [dict(base, gamma=int(g), beta=int(b), seed=int(s)) for g, b, s in zip(gamma, beta, seeds)]
         return self.run(x, descs, self.cfg.passes)
 
     def infer(self, x, gamma, beta, mean, scale_m, scale_exp):

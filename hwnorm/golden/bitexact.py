@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import NormConfig
+from ..config import DROPOUT_FRAC, NormConfig
 from ..constants import channel_params, chunk_sizes, topk_eff
 from ..fixed import check_int_array
+from .dropout import check_seeds, keep_mask
 
 INT64_BITS = 62                  # widest signed intermediate (bits) the fast path puts in int64: two bits of margin
 _isqrt = np.frompyfunc(lambda v: math.isqrt(int(v)), 1, 1)
@@ -285,6 +286,37 @@ def _normalize(cfg: NormConfig, x, consts, unrounded: bool, fast: bool):
     return y, sat, mult, shift, unr
 
 
+def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: bool):
+    """The normalize pass with inverted dropout (a training channel of a dropout build), on Python integers:
+    t = floor((x*A + B - half) / 2**(SH-E)) (E = DROPOUT_FRAC fraction bits), clamped to one LSB beyond the
+    output range, z = t * S, y = sat(round(z >> (F + E))) for kept values, 0 for dropped ones; sat counts the
+    kept values clamped. -> (y, sat, A, SH, unrounded)."""
+    a, b = [c[0] for c in consts], [c[1] for c in consts]
+    shift = np.array([c[2] for c in consts], dtype=np.int64)
+    e, f, s_mult = DROPOUT_FRAC, cfg.dropout_scale_frac, cfg.dropout_scale
+    acc = x.astype(object) * _col(a) + _col(b)
+    low = _col(shift - e)
+    floor = cfg.rounding == "floor"
+    t = (acc >> low) - (0 if floor else 1 << (e - 1))
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    t = np.clip(t, (lo - 1) << e, (hi + 1) << e)              # beyond it the output clamps anyway (numerics.md)
+    z = t * s_mult
+    fe = f + e
+    half = 0 if floor else 1 << (fe - 1)
+    r = (z + half) >> fe
+    if cfg.rounding == "half_even":
+        sticky = (acc & ((1 << low) - 1)) == 0
+        tie = ((z & ((1 << fe) - 1)) == half) & sticky
+        r = r - (tie & ((r & 1) == 1)).astype(object)
+    sat = (keep & ((r < lo) | (r > hi))).sum(axis=1).astype(np.int64)
+    y = np.where(keep, np.clip(r, lo, hi), 0).astype(np.int64)
+    unr = None
+    if unrounded:
+        unr = np.where(keep, np.array([[float(v) for v in row] for row in z]) * 2.0 ** -fe, 0.0)
+    mult = np.array(a, dtype=np.int64 if cfg.acc_bits <= INT64_BITS else object)
+    return y, sat, mult, shift, unr
+
+
 def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
     """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers)."""
     q, out = cfg.recip_bits, []
@@ -296,19 +328,28 @@ def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
     return out
 
 
-def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool = False) -> Result:
+def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool = False, seed=None) -> Result:
     """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,).
-    `unrounded=False` skips the float of the value before rounding; `exact=True` forces Python integers."""
+    `unrounded=False` skips the float of the value before rounding; `exact=True` forces Python integers.
+    `seed`: the dropout seeds of a dropout build (cfg.dropout > 0), one per channel as in the descriptor
+    (or one for all; None: 0); refused for a configuration without dropout."""
     plan = fast_plan(cfg, exact)
     if cfg.inference_only:
         raise ValueError("this configuration has inference_only=True: it has no training datapath "
                          "(generate one with inference_only=False)")
     x, g, b = _check(cfg, x, gamma, beta)
+    if seed is not None and not cfg.dropout_active:
+        raise ValueError(f"seed={seed!r} applies to a dropout build only: this configuration has dropout={cfg.dropout}"
+                         f"{' and inference_only=True' if cfg.inference_only else ''}; allowed seed=None")
+    seeds = check_seeds(seed, x.shape[0]) if cfg.dropout_active else None
     n = x.shape[1]
     hp = channel_params(cfg, n)
     s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
     consts = _train_constants(cfg, n, s, den, g, b)
-    y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
+    if cfg.dropout_active:
+        y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, keep_mask(cfg, seeds, n), unrounded)
+    else:
+        y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     return Result(y=y, stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
                   unrounded=unr)
 

@@ -92,6 +92,8 @@ class NormDatapath(wiring.Component):
             self.stats.payload.sum.eq(st.sum), self.stats.payload.den.eq(Mux(chan.infer, 0, cm.den)),
             self.stats.payload.sat.eq(norm.sat_count),
         ]
+        if cfg.dropout_active:          # the LFSR loads the new descriptor's seed; inference channels keep everything
+            m.d.comb += [norm.seed.eq(self.chan.payload.seed), norm.drop.eq(~chan.infer)]
         with m.If(beat):
             m.d.sync += left.eq(Mux(last, 0, left - lanes))
 

@@ -5,23 +5,39 @@ inference. Pipeline: input register, multiply (partial products of 17-bit slices
 DSP multiplier each), add (the partial products and B), shift (and tie detect), round and compare,
 clamp: no stage deeper than one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
 last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`.
+
+A dropout build (cfg.dropout_active) has DROPOUT_STAGES more: the shift keeps E = DROPOUT_FRAC fraction bits
+(t), t is clamped to one LSB beyond the output range, multiplied by the inverted-dropout scale S (or 2**F when
+`drop` is low: an inference channel, the same result as without dropout), rounded once, clamped; a value the
+LFSR (dropout.py, stepped once per accepted beat, loaded from `seed` on `clear`) drops outputs 0 and is not
+counted as saturated (docs/numerics.md "Dropout").
 """
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import DROPOUT_FRAC, DROPOUT_SEED_BITS
 from .common import fmt_shape, lanes_of, tree_sum
+from .dropout import DropoutLFSR
 
 STAGES = 6
+DROPOUT_STAGES = 3            # the dropout build's extra stages: clamp t, multiply by S, round (then compare, clamp)
+
+
+def stages_for(cfg) -> int:
+    """Pipeline stages of the normalize pass of cfg (its latency from an accepted beat to its output)."""
+    return STAGES + (DROPOUT_STAGES if cfg.dropout_active else 0)
 DSP_BITS = 17                 # unsigned slice of A per partial product: a signed 18x18 multiplier
 
 
 class NormalizeAffine(wiring.Component):
     def __init__(self, cfg):
         self.cfg = cfg
-        self.latency = STAGES
+        self.latency = stages_for(cfg)
         lanes = cfg.lanes
+        extra = {"seed": In(DROPOUT_SEED_BITS), "drop": In(1)} if cfg.dropout_active else {}
         super().__init__({
+            **extra,
             "i": In(stream.Signature(lanes_of(fmt_shape(cfg.in_fmt), lanes))),
             "mask": In(lanes),
             "o": Out(stream.Signature(lanes_of(fmt_shape(cfg.out_fmt), lanes))),
@@ -34,6 +50,8 @@ class NormalizeAffine(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.cfg.dropout_active:
+            return self._elaborate_dropout()
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
@@ -85,6 +103,88 @@ class NormalizeAffine(wiring.Component):
                 if cfg.rounding == "half_even":
                     m.d.sync += tie.eq((acc.as_unsigned() & ((1 << self.shift) - 1)) == 0)
             sat_flags.append(v[4] & ok[4][j] & (over | under))
+            m.d.comb += self.o.payload[j].eq(y)
+        with m.If(~self.clear & ce):
+            m.d.sync += self.sat_count.eq(self.sat_count + tree_sum(sat_flags))
+        return m
+
+    def _elaborate_dropout(self):
+        """The dropout build's pipeline: x, partial products, x*A + B, >> (SH - E) (and the sticky bits of
+        half_even), t clamped, z = t * S, round, compare, clamp (a dropped lane's `ok` bit is low: output 0)."""
+        m = Module()
+        cfg = self.cfg
+        lanes, n_st = cfg.lanes, stages_for(cfg)
+        lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+        e, f = DROPOUT_FRAC, cfg.dropout_scale_frac
+        fe = f + e
+        floor = cfg.rounding == "floor"
+        m.submodules.lfsr = lfsr = DropoutLFSR(cfg)
+        ce = Signal()
+        v = [Signal(name=f"v{k}") for k in range(n_st)]
+        ok = [Signal(lanes, name=f"ok{k}") for k in range(n_st)]
+        last = n_st - 1
+        m.d.comb += [
+            ce.eq(~v[last] | self.o.ready),
+            self.i.ready.eq(ce),
+            self.o.valid.eq(v[last]),
+            self.busy.eq(tree_sum(v) != 0),
+            lfsr.load.eq(self.clear), lfsr.seed.eq(self.seed),
+            lfsr.step.eq(~self.clear & ce & self.i.valid),
+        ]
+        with m.If(self.clear):
+            m.d.sync += [s.eq(0) for s in v] + [self.sat_count.eq(0)]
+        with m.Elif(ce):
+            m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.mask & Mux(self.drop, lfsr.keep, (1 << lanes) - 1))]
+            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, n_st)] + [ok[k].eq(ok[k - 1]) for k in range(1, n_st)]
+        x_shape = signed(cfg.in_fmt.bits + (0 if cfg.in_fmt.signed else 1))
+        t_lo, t_hi = (lo - 1) << e, (hi + 1) << e
+        t_shape = signed(max(t_lo.bit_length(), t_hi.bit_length()) + 1)
+        mult = Signal(range(cfg.dropout_scale + 1))
+        m.d.comb += mult.eq(Mux(self.drop, cfg.dropout_scale, 1 << f))
+        sat_flags = []
+        for j in range(lanes):
+            x = Signal(x_shape, name=f"x{j}")
+            parts = []
+            for bottom in range(0, cfg.a_bits, DSP_BITS):
+                top = min(bottom + DSP_BITS, cfg.a_bits)
+                piece = self.a[bottom:top] if top < cfg.a_bits else self.a[bottom:top].as_signed()
+                pp = Signal(signed(len(x) + top - bottom + 1), name=f"p{j}_{bottom}")
+                parts.append((pp, piece, bottom))
+            acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
+            qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
+            sticky = [Signal(name=f"sticky{j}_{k}") for k in range(3)]
+            t = Signal(t_shape, name=f"t{j}")
+            z = Signal(signed(len(t) + len(mult) + 1), name=f"z{j}")
+            rs = Signal(signed(len(z) - fe + 1), name=f"rs{j}")
+            tie = Signal(name=f"tie{j}")
+            q = Signal(signed(len(rs)), name=f"q{j}")
+            over, under = Signal(name=f"over{j}"), Signal(name=f"under{j}")
+            y = Signal(fmt_shape(cfg.out_fmt), name=f"y{j}")
+            low = Signal(range(cfg.shift_max + 1), name=f"low{j}")
+            m.d.comb += low.eq(self.shift - e)             # >= shift_lo - E >= 0: E <= GUARD_BITS
+            tv = qs - (0 if floor else 1 << (e - 1))
+            zh = z + (0 if floor else 1 << (fe - 1))
+            qr = rs - (tie & rs[0]) if cfg.rounding == "half_even" else rs
+            with m.If(~self.clear & ce):
+                m.d.sync += [
+                    x.eq(self.i.payload[j]),
+                    *[pp.eq(x * piece) for pp, piece, _ in parts],
+                    acc.eq(tree_sum([pp << at for pp, _, at in parts] + [self.b])),
+                    qs.eq(acc >> low),
+                    t.eq(Mux(tv < t_lo, t_lo, Mux(tv > t_hi, t_hi, tv))),
+                    z.eq(t * mult),
+                    rs.eq(zh >> fe),
+                    q.eq(qr),
+                    over.eq(qr > hi), under.eq(qr < lo),
+                    y.eq(Mux(ok[last - 1][j], Mux(over, hi, Mux(under, lo, q)), 0)),
+                ]
+                if cfg.rounding == "half_even":
+                    m.d.sync += [
+                        sticky[0].eq((acc.as_unsigned() & ((1 << low) - 1)) == 0),
+                        sticky[1].eq(sticky[0]), sticky[2].eq(sticky[1]),
+                        tie.eq(sticky[2] & (z.as_unsigned()[:fe] == (1 << (fe - 1)))),
+                    ]
+            sat_flags.append(v[last - 1] & ok[last - 1][j] & (over | under))
             m.d.comb += self.o.payload[j].eq(y)
         with m.If(~self.clear & ce):
             m.d.sync += self.sat_count.eq(self.sat_count + tree_sum(sat_flags))

@@ -328,11 +328,15 @@ def statistics_unit(cfg: NormConfig) -> dict:
 
 
 def sweep_configs(full: bool = False) -> dict[str, NormConfig]:
-    """Every kind x input width 8 and 16 x lanes 1 and 4 (the default configurations with lanes set)."""
+    """Every kind x input width 8 and 16 x lanes 1 and 4 (the default configurations with lanes set), and Range BN
+    with dropout p = 0.25 (the IC layer; S = 4/3 is no power of two) at 8 and 16 bits, 1 lane."""
     from dataclasses import replace
 
     from ..config import default_configs
-    return {f"{k}_p{lanes}": replace(c, lanes=lanes) for k, c in default_configs().items() for lanes in (1, 4)}
+    defaults = default_configs()
+    out = {f"{k}_p{lanes}": replace(c, lanes=lanes) for k, c in defaults.items() for lanes in (1, 4)}
+    out.update({f"range_drop_s{w}_p1": replace(defaults[f"range_s{w}"], dropout=0.25) for w in (8, 16)})
+    return out
 
 
 def _one(cfg: NormConfig, pnr: bool, ice40_pnr: bool) -> dict:

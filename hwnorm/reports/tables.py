@@ -34,10 +34,10 @@ def channel_cycles(cfg, n: int) -> int:
     """Clock cycles of one training channel of n values, descriptor to statistics word, with no stalls:
     the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs."""
     from ..hdl import NormDatapath
-    from ..hdl.normalize import STAGES
+    from ..hdl.normalize import stages_for
     beats = -(-n // cfg.lanes)
     gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0       # idle cycles between passes 1 and 2
-    return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + STAGES + 1
+    return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + stages_for(cfg) + 1
 
 
 CHANNEL_CYCLES_FORMULA = "1 + passes * ceil(n / lanes) + pass_gap_idle + scale_latency + normalize_stages + 1"
@@ -47,8 +47,8 @@ def timing(cfg) -> dict:
     """The fixed latencies and the whole-channel cycle count of one configuration, from the generator's
     formulas (the datasheet's numbers; tests/test_sim.py checks them against the simulation)."""
     from ..hdl import NormDatapath
-    from ..hdl.normalize import STAGES
-    t = {"lanes": cfg.lanes, "normalize_stages": STAGES,
+    from ..hdl.normalize import stages_for
+    t = {"lanes": cfg.lanes, "normalize_stages": stages_for(cfg),
          "infer_latency_cycles": NormDatapath.infer_latency_for(cfg),
          "infer_note": "an inference channel's first value is accepted infer_latency cycles after its descriptor"}
     if cfg.inference_only:

@@ -11,11 +11,15 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
 3. maps the output codes back to float. The gradient is the float reference's (straight-through:
    hardware forward, float backward), so a model trains with its normalization on the hardware.
 nn.LayerNorm / GroupNorm / InstanceNorm1d/2d and the grouped hwnorm modules take group_hook.py's forward instead.
+A module with `dropout=p` runs on a dropout build (NormConfig.dropout = p) in train(): each call draws a call seed
+from torch's generator (so torch.manual_seed makes it repeatable), the host derives a seed per channel
+(hwnorm.constants.channel_seeds), the hardware applies its LFSR mask and scaling, and the float gradient flows
+through the same mask (the reference output times keep / keep probability). eval() never drops.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,7 +27,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backends import get_backend
-from ..config import FMT_SPELLINGS, NormConfig, formats_from
+from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
+from ..constants import channel_seeds
+from ..golden.dropout import keep_mask
 from .group_hook import grouped_forward
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
@@ -209,9 +215,14 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         w = module.weight.detach() if module.affine else torch.ones(c)
         b = module.bias.detach() if module.affine else torch.zeros(c)
         gamma, beta = w.to(torch.float64).cpu().numpy(), b.to(torch.float64).cpu().numpy()
+        drop = train and module.training and cfg.dropout_active
+        seeds = channel_seeds(int(torch.randint(0, 1 << 32, (1,)).item()), c) if drop else None
         try:
-            if train:
-                res = backend.forward(cfg, xc, gamma, beta, train=True, in_scale=in_scale)
+            if train and not drop and cfg.dropout_active:      # batch statistics in eval(): no dropout
+                res = backend.forward(replace(cfg, dropout=0.0), xc, gamma, beta, train=True, in_scale=in_scale)
+            elif train:
+                res = backend.forward(cfg, xc, gamma, beta, train=True, in_scale=in_scale,
+                                      **({"seed": seeds} if drop else {}))
                 if module.training:
                     _update_running(module, res.mean, res.sigma, n)
             else:
@@ -221,6 +232,9 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
         y_ref = _reference(module, x, train)
+        if drop:                            # the gradient through the hardware's mask and scaling
+            keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
+            y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
         st.calls += 1
         st.values += res.values
         st.saturated_in += res.saturated_in

@@ -128,7 +128,7 @@ class LowPrecisionStatsBackend(FloatBackend):
         self.rel_err_sum = 0.0
         self.rel_err_max = 0.0
 
-    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0):
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None):
         if not train:
             return super().forward(cfg, x, gamma, beta, train=False, mean=mean, sigma=sigma, in_scale=in_scale)
         x = np.asarray(x, dtype=np.float64)
@@ -139,6 +139,10 @@ class LowPrecisionStatsBackend(FloatBackend):
         with np.errstate(all="ignore"):
             rel = np.abs(s / s_ref - 1.0)
             y = (x - m[:, None]) / s[:, None] * np.asarray(gamma)[:, None] + np.asarray(beta)[:, None]
+        if cfg.dropout_active:              # the hardware's mask, as the float backend applies it
+            from ..golden.dropout import check_seeds, keep_mask
+            keep = keep_mask(cfg, check_seeds(seed, x.shape[0]), x.shape[1])
+            y = np.where(keep, y / (1.0 - cfg.dropout_threshold / 2.0 ** 16), 0.0)
         self.channel_batches += len(x)
         self.overflowed += int(over.sum())
         self.nonfinite += int((~finite).sum())

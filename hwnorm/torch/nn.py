@@ -5,6 +5,11 @@ momentum convention (running = (1 - momentum) * running + momentum * batch; the 
 uses the reverse). They keep `running_mean` and `running_sigma` (the deviation estimate, eps
 included), and normalize with 1/running_sigma in eval(). max/min/top-k pass the gradient only to the
 selected elements, as autograd does for torch.max/torch.topk.
+
+`dropout=p` (0 <= p < 1, default 0) adds inverted dropout after the normalization in train() (the IC layer:
+BN then dropout): each output is zeroed with probability p and the others scaled by 1/(1-p), as
+nn.Dropout; eval() never drops. On the golden and rtl backends (hwnorm.torch.to_hardware) the mask is the
+hardware LFSR's, bit-exact, seeded per call.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import numbers
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import CHUNKS_RANGE, DEFAULT_ALPHA, DEFAULT_EPS, K_RANGE
 from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
@@ -69,9 +75,10 @@ class _DeviationBatchNorm(nn.Module):
     dims = None          # accepted input ranks
 
     def __init__(self, num_features: int, eps: float | None = None, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True):
+                 track_running_stats: bool = True, dropout: float = 0.0):
         super().__init__()
         num_features = check_int("num_features", num_features, 1)
+        self.dropout = check_real("dropout", dropout, 0.0, 1.0, False, True)
         if eps is not None:
             eps = check_real("eps", eps, 0.0, 1.0, True, True)
         if momentum is not None:
@@ -98,7 +105,8 @@ class _DeviationBatchNorm(nn.Module):
             self.running_mean = self.running_sigma = self.num_batches_tracked = None
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+                + (f", dropout={self.dropout}" if self.dropout else ""))
 
     def _flat(self, x):
         check_input(self, x, self.dims)
@@ -146,7 +154,10 @@ class _DeviationBatchNorm(nn.Module):
             self.update_running(mean, sigma)
         else:
             mean, sigma = self.running_mean, self.running_sigma
-        return self.normalize(x, mean, sigma)
+        y = self.normalize(x, mean, sigma)
+        if self.dropout and self.training:          # inverted dropout after the normalization; never in eval()
+            y = F.dropout(y, self.dropout, True)
+        return y
 
 
 class _RangeMixin:
@@ -299,7 +310,14 @@ class LinfBatchNorm2d(TopkBatchNorm2d):
 
 
 def module_kind(module) -> dict | None:
-    """NormConfig fields (kind, chunks, k, eps) of a normalization module, or None if it is not one."""
+    """NormConfig fields (kind, chunks, k, eps, and dropout when set) of a normalization module, or None."""
+    kind = _module_kind(module)
+    if kind is not None and getattr(module, "dropout", 0.0) and isinstance(module, _DeviationBatchNorm):
+        kind["dropout"] = module.dropout
+    return kind
+
+
+def _module_kind(module) -> dict | None:
     if isinstance(module, (RangeBatchNorm1d, RangeBatchNorm2d)):
         return {"kind": "range", "chunks": module.chunks, "eps": module.eps}
     if isinstance(module, (L1BatchNorm1d, L1BatchNorm2d)):
