@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnorm.config import KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
+from hwnorm.config import FRN_KINDS, KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def draw_config(seed: int) -> NormConfig:
     """A random valid configuration: any kind, signed or unsigned 4-12 bit formats, every lanes value,
     chunks, k, rounding, eps, stat_frac_bits, max_count from 1 to 4096."""
     rng = np.random.default_rng([seed, 1])
-    kind = str(rng.choice(KINDS))
+    kind = str(rng.choice([k for k in KINDS if k not in FRN_KINDS]))     # the draws as before the FRN kinds
     kw = dict(kind=kind, in_fmt=_fmt(rng), out_fmt=_fmt(rng), gamma_fmt=_fmt(rng, signed=bool(rng.random() < 0.85)),
               beta_fmt=_fmt(rng), lanes=int(rng.choice(LANES)), rounding=str(rng.choice(ROUNDING_MODES)))
     r = rng.random()
@@ -79,6 +79,9 @@ def draw_config(seed: int) -> NormConfig:
         kw["eps"] = float(10.0 ** rng.uniform(-8, -2))
     if rng.random() < 0.3:
         kw["stat_frac_bits"] = int(rng.integers(0, 17))
+    frn = {base: k for k, base in FRN_KINDS.items()}
+    if kind in frn and np.random.default_rng([seed, 3]).random() < 0.35:    # its own stream: the rest unchanged
+        kw["kind"] = frn[kind]          # the FRN variant of the drawn centred kind (TLU off: tau at the output minimum)
     return NormConfig(**kw)
 
 
@@ -88,7 +91,7 @@ def special_counts(cfg: NormConfig) -> list[int]:
     """Counts where something changes: 1, 2, around lanes, around chunk boundaries and k, max_count."""
     p, top = cfg.lanes, cfg.max_count
     c = [1, 2, 3, p - 1, p, p + 1, 2 * p - 1, 2 * p + 1, top, top - 1, top - p + 1]
-    if cfg.kind == "range" and cfg.chunks > 1:
+    if cfg.stat_kind == "range" and cfg.chunks > 1:
         k = cfg.chunks
         c += [k - 1, k, k + 1, 2 * k - 1, 2 * k, 2 * k + 1, 3 * k + 1]
         c += [k * m + d for m in (2, 3, 5, p, p + 1, 7) for d in (-1, 0, 1)]
