@@ -81,7 +81,7 @@ def draw_config(seed: int) -> NormConfig:
         kw["stat_frac_bits"] = int(rng.integers(0, 17))
     frn = {base: k for k, base in FRN_KINDS.items()}
     if kind in frn and np.random.default_rng([seed, 3]).random() < 0.35:    # its own stream: the rest unchanged
-        kw["kind"] = frn[kind]          # the FRN variant of the drawn centred kind (TLU off: tau at the output minimum)
+        kw["kind"] = frn[kind]          # the FRN variant of the drawn centred kind (TLU thresholds: soak_tau)
     return NormConfig(**kw)
 
 
@@ -237,17 +237,27 @@ class SoakResult:
     cocotb: dict | None = None
 
 
+def soak_tau(cfg: NormConfig, b: Batch):
+    """FRN kinds: the batch's TLU thresholds (output codes; 30% at the output minimum, i.e. off), from a stream of
+    their own (the batch's other draws are as without them); None for the other kinds."""
+    if not cfg.frn:
+        return None
+    r, fo, c = np.random.default_rng([b.index, b.n, 7]), cfg.out_fmt, b.x.shape[0]
+    return np.where(r.random(c) < 0.3, fo.min_int, r.integers(fo.min_int, fo.max_int + 1, size=c)).astype(np.int64)
+
+
 def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
     from hwnorm.golden import infer, train
+    tau = soak_tau(cfg, b)
     if b.infer:
         inf = b.inference
-        g = infer(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], unrounded=False)
-        y, sat = rtl.infer_codes(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"])
+        g = infer(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], tau=tau, unrounded=False)
+        y, sat = rtl.infer_codes(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], tau)
         got = {"sat": np.asarray(sat, dtype=object)}
         want = {"sat": np.asarray(g.stats.sat, dtype=object)}
     else:
-        g = train(cfg, b.x, b.gamma, b.beta, unrounded=False)
-        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta)
+        g = train(cfg, b.x, b.gamma, b.beta, tau=tau, unrounded=False)
+        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, tau)
         got = {"sum": np.array([int(v) for v in s], dtype=object), "den": np.array([int(v) for v in den], dtype=object),
                "sat": np.array([int(v) for v in sat], dtype=object)}
         want = {"sum": np.array([int(v) for v in g.stats.sum], dtype=object),
