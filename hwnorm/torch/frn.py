@@ -18,7 +18,10 @@ from torch import nn
 
 from ..config import CHUNKS_RANGE, DEFAULT_EPS
 from ..constants import L1_CONST, c_inf
+from .grouping import Grouping
 from .nn import LOW_PRECISION, _RangeMixin, check_input, check_int, check_real
+
+INSTANCE = Grouping("instance")     # per sample and channel over the spatial values: one group per (n, c)
 
 
 def check_bool(name: str, value) -> bool:
@@ -68,8 +71,8 @@ class _FilterResponseNorm(nn.Module):
         if x.numel() == 0:
             return x.clone()
         xf = x.float() if x.dtype in LOW_PRECISION else x
-        xg = xf.reshape(xf.shape[0] * xf.shape[1], -1)                   # one row per (sample, channel)
-        y = (xg / self.sigma(xg)[:, None]).reshape(xf.shape)
+        xg = INSTANCE.split(xf)                                           # one row per (sample, channel)
+        y = INSTANCE.merge(xg / self.sigma(xg)[:, None], xf.shape)
         if self.weight is not None:
             y = y * self._view(self.weight, y) + self._view(self.bias, y)
         if self.tau is not None:

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from ..backends import get_backend
 from ..config import FMT_SPELLINGS, NormConfig, formats_from
 from .group_hook import grouped_forward
-from .frn import frn_kind
+from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
 from .report import SessionReport
@@ -254,7 +254,7 @@ def frn_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
         nb, c = x.shape[0], x.shape[1]
-        xg = x.detach().reshape(nb * c, -1).to(torch.float64).cpu().numpy()
+        xg = INSTANCE.split(x.detach().to(torch.float64).cpu()).numpy()     # row n*C + c: sample n, channel c
         n = xg.shape[1]
         if n > cfg.max_count:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {n} values per sample and channel exceed "
@@ -277,7 +277,7 @@ def frn_forward(session: HardwareSession, name: str, module):
                                   in_scale=in_scale, tau=tau)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
-        y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(x.shape)
+        y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
         y_ref = type(module).forward(module, x)
         st.calls += 1
         st.values += res.values
