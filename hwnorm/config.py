@@ -116,6 +116,9 @@ class NormConfig:
     superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
     enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
+    The FRN kinds (frn, frn_range, frn_l1, frn_linf: FRN + TLU, no centring) reuse the statistics hardware of the
+    centred kind `stat_kind` on x about 0, carry a per-channel TLU threshold `tau` (out_fmt) in the descriptor and
+    have no inference-only build (no running statistics).
     """
 
     kind: str = "range"
