@@ -28,23 +28,24 @@ def _params_body(cfg: NormConfig, p: str) -> list[str]:
     cf = cfg.const_frac_bits
     if cfg.inference_only:
         return []
-    if cfg.kind == "range":
+    kind = cfg.stat_kind        # an FRN kind: its centred kind's constants (tau is the caller's, per channel)
+    if kind == "range":
         return [f"    uint32_t size = (count + {cfg.chunks}u - 1u) / {cfg.chunks}u;",
                 "    uint32_t used = count / size + (count % size ? 1u : 0u);",
                 "    uint32_t last = count % size ? count % size : size;",
                 "    d->chunk_size = size;",
                 f"    d->c_full = {p}_quantize({p}_c_range(size) / (double)used, {cf});",
                 f"    d->c_last = {p}_quantize({p}_c_range(last) / (double)used, {cf});"]
-    if cfg.kind in constants.MEAN_ABS_CONST:                  # l1: sqrt(pi/2) / n, mad: 1 / n
-        return [f"    d->c = {p}_quantize({_hex(constants.MEAN_ABS_CONST[cfg.kind])} / (double)count, {cf});",
+    if kind in constants.MEAN_ABS_CONST:                      # l1: sqrt(pi/2) / n, mad: 1 / n
+        return [f"    d->c = {p}_quantize({_hex(constants.MEAN_ABS_CONST[kind])} / (double)count, {cf});",
                 f"    d->neps = ({p}_uword_t)count * {cfg.eps_int}u;"]
-    if cfg.kind == "cvar":                                    # m = max(1, ceil((1 - alpha) n)), c = 1 / m
+    if kind == "cvar":                                        # m = max(1, ceil((1 - alpha) n)), c = 1 / m
         return [f"    double top = ceil({_hex(1.0 - cfg.alpha)} * (double)count - {_hex(1e-9)});",
                 "    uint32_t m = top < 1.0 ? 1u : (uint32_t)top;",
                 "    d->m = m;",
                 f"    d->c = {p}_quantize(1.0 / (double)m, {cf});",
                 f"    d->neps = ({p}_uword_t)count * {cfg.eps_int}u;"]
-    if cfg.kind in ("linf", "topk"):
+    if kind in ("linf", "topk"):
         return [f"    uint32_t keff = count < {cfg.k}u ? count : {cfg.k}u;",
                 f"    d->c = {p}_quantize({p}_c_inf(count) / (double)keff, {cf});",
                 f"    d->neps = ({p}_uword_t)count * {cfg.eps_int}u;"]

@@ -17,7 +17,10 @@ from functools import cached_property
 
 from . import constants
 
-KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar")
+KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar", "frn", "frn_range", "frn_l1", "frn_linf")
+# FRN + TLU (Singh & Krishnan): no centring, per-channel threshold tau; each FRN kind reuses the statistics hardware of
+# the centred kind named here, on x itself instead of x - mu (docs/numerics.md)
+FRN_KINDS = {"frn": "l2", "frn_range": "range", "frn_l1": "l1", "frn_linf": "linf"}
 MEAN_ABS_KINDS = ("l1", "mad")   # c * sum|n x - S| from L1's comparator pass; they differ only in the constant
 ROOT_KINDS = ("l2", "semidev")   # Den = isqrt(W): eps inside the square root, no deviation constant
 ROUNDING_MODES = ("half_up", "half_even", "floor")
@@ -28,8 +31,10 @@ MAX_COUNT_RANGE = (1, 1 << 20)
 CHUNKS_RANGE = (1, 64)
 K_RANGE = (1, 32)
 STAT_FRAC_RANGE = (0, 16)
-DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5, "cvar": 1e-5}
-PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3, "cvar": 2}
+DEFAULT_EPS = {"range": 1e-7, "l1": 1e-5, "linf": 1e-5, "topk": 1e-5, "l2": 1e-5, "mad": 1e-5, "semidev": 1e-5, "cvar": 1e-5,
+               "frn": 1e-6, "frn_range": 1e-7, "frn_l1": 1e-5, "frn_linf": 1e-5}
+PASSES = {"range": 2, "l1": 3, "linf": 2, "topk": 2, "l2": 2, "mad": 3, "semidev": 3, "cvar": 2,
+          "frn": 2, "frn_range": 2, "frn_l1": 2, "frn_linf": 2}   # frn_l1: x > 0 needs no mean, so one statistics pass
 DEFAULT_ALPHA = 0.995        # cvar: the mean of the top 0.5% (21 values at max_count 4096; the top-k unit holds 32)
 GUARD_BITS = 4               # fraction bits of the accumulator below the output LSB, at least (docs/numerics.md)
 # dropout (docs/numerics.md "Dropout"): a value is kept when its DROPOUT_BITS-bit draw from the xorshift32 LFSR is
@@ -117,6 +122,9 @@ class NormConfig:
     superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
     enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
+    The FRN kinds (frn, frn_range, frn_l1, frn_linf: FRN + TLU, no centring) reuse the statistics hardware of the
+    centred kind `stat_kind` on x about 0, carry a per-channel TLU threshold `tau` (out_fmt) in the descriptor and
+    have no inference-only build (no running statistics).
     """
 
     kind: str = "range"
@@ -147,17 +155,19 @@ class NormConfig:
                     raise ValueError(f"{name}={fmt!r} is not a valid format: {e}") from None
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported: allowed {', '.join(KINDS)}")
-        defaults = {"chunks": 10 if self.kind == "range" else 1,
-                    "k": {"topk": 10, "linf": 1, "cvar": None}.get(self.kind, 1),
+        base = FRN_KINDS.get(self.kind, self.kind)
+        defaults = {"chunks": 10 if base == "range" else 1,
+                    "k": {"topk": 10, "linf": 1, "cvar": None}.get(base, 1),
                     "eps": DEFAULT_EPS[self.kind], "alpha": DEFAULT_ALPHA if self.kind == "cvar" else None}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        if self.kind != "range" and self.chunks != 1:
-            raise ValueError(f"chunks={self.chunks!r} applies to kind='range' only: allowed 1 for kind={self.kind!r}")
-        if self.kind == "linf" and self.k != 1:
-            raise ValueError(f"k={self.k!r} is not allowed for kind='linf' (k = 1 by definition): use kind='topk'")
-        if self.kind not in ("linf", "topk", "cvar") and self.k != 1:
+        if base != "range" and self.chunks != 1:
+            raise ValueError(f"chunks={self.chunks!r} applies to kind='range' only (and 'frn_range'): allowed 1 for "
+                             f"kind={self.kind!r}")
+        if base == "linf" and self.k != 1:
+            raise ValueError(f"k={self.k!r} is not allowed for kind={self.kind!r} (k = 1 by definition): use kind='topk'")
+        if base not in ("linf", "topk", "cvar") and self.k != 1:
             raise ValueError(f"k={self.k!r} applies to kind='topk' only: allowed 1 for kind={self.kind!r}")
         for name in ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt"):
             fmt = getattr(self, name)
@@ -179,6 +189,13 @@ class NormConfig:
             raise ValueError(f"eps={self.eps!r} is out of range: allowed (0, 1)")
         if not isinstance(self.inference_only, bool):
             raise ValueError(f"inference_only={self.inference_only!r} is not supported: allowed True or False")
+        if self.frn and self.inference_only:
+            raise ValueError(f"inference_only=True is not supported for kind={self.kind!r}: FRN has no running statistics "
+                             f"(training and inference use the same per-sample statistics); allowed inference_only=False")
+        if self.frn and self.dropout > 0.0:
+            raise ValueError(f"dropout={self.dropout!r} is not supported for kind={self.kind!r}: the dropout stage is "
+                             f"built for the batch-norm kinds only ({', '.join(k for k in KINDS if k not in FRN_KINDS)}); "
+                             f"allowed dropout=0 for the FRN kinds")
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -276,13 +293,24 @@ class NormConfig:
         return f"hwnorm_{self.kind}_{self.hash}"
 
     def describe(self) -> str:
-        extra = {"range": f" chunks={self.chunks}", "topk": f" k={self.k}",
+        extra = {"range": f" chunks={self.chunks}", "frn_range": f" chunks={self.chunks}", "topk": f" k={self.k}",
                  "cvar": f" alpha={self.alpha} k={self.k}"}.get(self.kind, "")
         if self.dropout:
             extra += f" dropout={self.dropout}"
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
+
+    @property
+    def stat_kind(self) -> str:
+        """The kind whose statistics hardware and deviation constants this kind uses (itself, or for an FRN kind the
+        centred kind it applies to x instead of x - mu)."""
+        return FRN_KINDS.get(self.kind, self.kind)
+
+    @property
+    def frn(self) -> bool:
+        """FRN + TLU: no centring (C = 0 in the normalize pass, the deviation of x about 0), z = max(y, tau)."""
+        return self.kind in FRN_KINDS
 
     @property
     def passes(self) -> int:
@@ -324,7 +352,7 @@ class NormConfig:
     @cached_property
     def dev_sum_bits(self) -> int:
         """Unsigned width of the sum of |d| over a channel (l1) or over the top k (topk)."""
-        terms = self.max_count if self.kind in MEAN_ABS_KINDS else self.k
+        terms = self.max_count if self.stat_kind in MEAN_ABS_KINDS else self.k
         return (terms * self.max_count * self._xmax).bit_length()
 
     @cached_property
@@ -342,17 +370,17 @@ class NormConfig:
     @cached_property
     def const_frac_bits(self) -> int:
         """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
-        if self.kind in ROOT_KINDS:
+        if self.stat_kind in ROOT_KINDS:
             return self.precision_bits + 2
-        c_min, _ = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
+        c_min, _ = constants.const_bounds(self.stat_kind, self.max_count, self.chunks, self.k)
         return self.precision_bits + 1 + math.ceil(-math.log2(c_min))
 
     @cached_property
     def const_bits(self) -> int:
         """Unsigned width of the host constants (c_full, c_last or c)."""
-        if self.kind in ROOT_KINDS:
+        if self.stat_kind in ROOT_KINDS:
             return 0
-        _, c_max = constants.const_bounds(self.kind, self.max_count, self.chunks, self.k)
+        _, c_max = constants.const_bounds(self.stat_kind, self.max_count, self.chunks, self.k)
         return constants.quantize_const(c_max, self.const_frac_bits).bit_length()
 
     @cached_property
@@ -373,7 +401,10 @@ class NormConfig:
 
     @cached_property
     def var_bits(self) -> int:
-        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2); it bounds n^2 * semi-variance (semidev) too."""
+        """Unsigned width of V = n*sum(x^2) - S^2 = n^2 * variance (l2); it bounds n^2 * semi-variance (semidev) too;
+        frn: V = n*sum(x^2) = n^2 * mean(x^2), not centred, so up to 4 times the largest variance."""
+        if self.frn:
+            return (self.max_count ** 2 * self._xmax ** 2).bit_length()
         return (self.max_count ** 2 * self._xmax ** 2 // 4 + 1).bit_length()
 
     @cached_property
@@ -386,14 +417,15 @@ class NormConfig:
         """An upper bound of Den = n * sigma_hat * 2**(CF + in_frac) over all inputs and counts."""
         n, x, cf = self.max_count, self._xmax, self.const_frac_bits
         cmax = (1 << self.const_bits) - 1
-        if self.kind == "range":
+        kind = self.stat_kind
+        if kind == "range":
             return n * (cmax * self.chunks * x + self.eps_int)
-        if self.kind in ROOT_KINDS:
+        if kind in ROOT_KINDS:
             return math.isqrt((1 << self.w_bits) - 1)
-        if self.kind in MEAN_ABS_KINDS:
-            return int(math.ceil(constants.MEAN_ABS_CONST[self.kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
+        if kind in MEAN_ABS_KINDS:
+            return int(math.ceil(constants.MEAN_ABS_CONST[kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
         scaled = {"linf": cmax + 1.0, "cvar": 2.0 ** cf + self.k + 1,
-                  "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[self.kind]
+                  "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[kind]
         return int(math.ceil(scaled)) * n * x + n * self.eps_int
 
     @cached_property
@@ -452,7 +484,7 @@ class NormConfig:
     def den_per_count_log2_min(self) -> int:
         """A lower bound of L - floor(log2 n) over every legal channel (L = Den's leading one).
         Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data)."""
-        if self.kind in ROOT_KINDS:
+        if self.stat_kind in ROOT_KINDS:
             e2 = self.eps * 2.0 ** (2 * (self.in_fmt.frac + self.const_frac_bits))
             lo_val = max(1.0 / self.max_count, math.sqrt(max(0.0, e2 - 0.5)) - 1.0)
         else:
@@ -514,9 +546,11 @@ class NormConfig:
             "l2": [("eps_n", self.eps_n_bits, False)],
             "semidev": [("eps_n", self.eps_n_bits, False)],
             "cvar": [("c", self.const_bits, False)] + neps + [("m", self.k.bit_length(), False)],
-        }.get(self.kind, [("c", self.const_bits, False)] + neps)
+        }.get(self.stat_kind, [("c", self.const_bits, False)] + neps)
         if self.inference_only:
             kind_fields = []
+        if self.frn:                                      # TLU: z = max(y, tau), tau in the output format
+            kind_fields = kind_fields + [("tau", self.out_fmt.bits, self.out_fmt.signed)]
         return ([("infer", 1, False), ("count", self.count_bits, False)] + kind_fields +
                 [("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed),
                  ("beta", self.beta_fmt.bits, self.beta_fmt.signed),

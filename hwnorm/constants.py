@@ -86,22 +86,25 @@ def channel_params(cfg, count: int) -> dict:
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
     l1: c = sqrt(pi/2)/n;  mad: c = 1/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/mad/linf/topk: neps = n eps_int;
     cvar: m = cvar_count(n, alpha), c = 1/m, neps;  l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
+    frn, frn_range, frn_l1, frn_linf: those of l2, range, l1, linf (the same n sigma_hat scaling, of x about 0);
+    the TLU threshold `tau` is not a per-count constant: the caller gives it per channel.
     """
     _check_count(cfg, count)
     cf = cfg.const_frac_bits
     p = {"count": count}
-    if cfg.kind == "range":
+    kind = cfg.stat_kind          # an FRN kind takes the constants of the centred kind whose statistic it uses
+    if kind == "range":
         sizes = chunk_sizes(count, cfg.chunks)
         p.update(chunk_size=sizes[0], c_full=quantize_const(c_range(sizes[0]) / len(sizes), cf),
                  c_last=quantize_const(c_range(sizes[-1]) / len(sizes), cf))
-    elif cfg.kind in MEAN_ABS_CONST:
-        p.update(c=quantize_const(MEAN_ABS_CONST[cfg.kind] / count, cf), neps=count * cfg.eps_int)
-    elif cfg.kind in ("linf", "topk"):
+    elif kind in MEAN_ABS_CONST:
+        p.update(c=quantize_const(MEAN_ABS_CONST[kind] / count, cf), neps=count * cfg.eps_int)
+    elif kind in ("linf", "topk"):
         p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
-    elif cfg.kind == "cvar":
+    elif kind == "cvar":
         m = cvar_count(count, cfg.alpha)
         p.update(c=quantize_const(1.0 / m, cf), neps=count * cfg.eps_int, m=m)
-    elif cfg.kind in ("l2", "semidev"):
+    elif kind in ("l2", "semidev"):
         p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
     return p
 

@@ -1,6 +1,7 @@
-"""hwnorm.nn: the float training modules (Range, L1, L-inf, top-k, MAD, semi-deviation, CVaR batch-norm);
-see hwnorm.torch.nn."""
+"""hwnorm.nn: the float training modules (Range, L1, L-inf, top-k, MAD, semi-deviation, CVaR batch-norm; the grouped
+modules; FRN + TLU and its range / L1 / L-inf variants); see hwnorm.torch.nn, group_nn and frn."""
 from .torch.nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d,  # noqa: F401
                        LinfBatchNorm1d, LinfBatchNorm2d, MadBatchNorm1d, MadBatchNorm2d, RangeBatchNorm1d,
                        RangeBatchNorm2d, SemidevBatchNorm1d, SemidevBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d)
 from .torch.group_nn import *  # noqa: F401,F403  LayerNorm / GroupNorm / InstanceNorm1d/2d / BatchGroupNorm, every kind
+from .torch.frn import *  # noqa: F401,F403  FilterResponseNorm1d/2d (FRN1d/2d), RangeFRN, L1FRN, LinfFRN 1d/2d

@@ -57,9 +57,21 @@ def infer_cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
         yield x, g, b, [q["mean"] for q in p], [q["scale_m"] for q in p], [q["scale_exp"] for q in p]
 
 
-def _accumulate(acc, cfg, res, ref):
+def tlu_cases(cfg: NormConfig, rng: np.random.Generator, channels: int):
+    """FRN kinds: TLU thresholds per channel, a quarter at the output minimum (off), the rest random codes; None
+    for the other kinds. A separate generator, so the other kinds' cases are as before."""
+    if not cfg.frn:
+        return None
+    fo = cfg.out_fmt
+    return np.where(rng.random(channels) < 0.25, fo.min_int,
+                    rng.integers(fo.min_int, fo.max_int + 1, size=channels)).astype(np.int64)
+
+
+def _accumulate(acc, cfg, res, ref, tau=None):
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
     want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
+    if tau is not None:             # TLU after rounding and saturation: max(round(y), tau) = round(max(y, tau))
+        want = np.maximum(want, np.asarray(tau)[:, None])
     err = np.abs(res.y - want)
     inside = (ref >= lo) & (ref <= hi)
     if inside.any():
@@ -81,8 +93,9 @@ def _new():
 
 def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
     """Training mode: bit-exact model against the float reference (a dropout build: random seeds per case, the
-    reference with the same mask, kept values scaled by 1 / keep probability in float)."""
-    rng = np.random.default_rng(seed)
+    reference with the same mask, kept values scaled by 1 / keep probability in float; FRN kinds: random TLU
+    thresholds)."""
+    rng, tau_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     acc = _new()
     for x, g, b in train_cases(cfg, rng, trials):
         ref = train_out_lsb(cfg, x, g, b)
@@ -92,14 +105,16 @@ def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
             ref = np.where(keep, ref / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)
             _accumulate(acc, cfg, train(cfg, x, g, b, seed=seeds), ref)
         else:
-            _accumulate(acc, cfg, train(cfg, x, g, b), ref)
+            tau = tlu_cases(cfg, tau_rng, x.shape[0])
+            _accumulate(acc, cfg, train(cfg, x, g, b, tau=tau), ref, tau)
     return _stats(acc)
 
 
 def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
     """Inference mode: bit-exact model against the float reference on the same mean/scale codes."""
-    rng = np.random.default_rng(seed)
+    rng, tau_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     acc = _new()
     for case in infer_cases(cfg, rng, trials):
-        _accumulate(acc, cfg, infer(cfg, *case), infer_out_lsb(cfg, *case))
+        tau = tlu_cases(cfg, tau_rng, case[0].shape[0])
+        _accumulate(acc, cfg, infer(cfg, *case, tau=tau), infer_out_lsb(cfg, *case), tau)
     return _stats(acc)

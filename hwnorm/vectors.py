@@ -40,6 +40,12 @@ def make_case(cfg: NormConfig, seed: int, channels: int, n: int, spread: int, in
     b = rng.integers(cfg.beta_fmt.min_int, cfg.beta_fmt.max_int + 1, size=channels)
     xf, gf, bf = x * fi.lsb, g * cfg.gamma_fmt.lsb, b * cfg.beta_fmt.lsb
     out = dict(config=np.array(cfg.to_json()), x=x, gamma=g, beta=b)
+    tau = None
+    if cfg.frn:             # TLU thresholds: the output minimum (off) or a random code below the middle
+        fo = cfg.out_fmt
+        tau = np.where(rng.random(channels) < 0.25, fo.min_int, rng.integers(fo.min_int, (fo.min_int + fo.max_int) // 2 + 1,
+                                                                             size=channels)).astype(np.int64)
+        out["tau"] = tau
     if inference:
         p = [inference_params(cfg, float(m), float(s)) for m, s in
              zip(rng.uniform(-2, 2, channels), rng.uniform(0.2, 4, channels))]
@@ -51,8 +57,9 @@ def make_case(cfg: NormConfig, seed: int, channels: int, n: int, spread: int, in
         res = infer(cfg, x, g, b, stat["mean"], stat["scale_m"], stat["scale_exp"])
     else:
         out["y_ref"], out["mean_ref"], out["sigma_ref"] = norm_train(xf, gf, bf, cfg.kind, chunks=cfg.chunks,
-                                                                     k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
-        res = train(cfg, x, g, b)
+                                                                     k=cfg.k, eps=cfg.eps, alpha=cfg.alpha,
+                                                                     tau=None if tau is None else tau * cfg.out_fmt.lsb)
+        res = train(cfg, x, g, b, tau=tau)
     out.update(y=res.y, stat_sum=res.stats.sum, stat_den=np.array([str(int(v)) for v in res.stats.den]),
                stat_sat=res.stats.sat)
     return out

@@ -132,6 +132,8 @@ def bins(cfg: NormConfig) -> dict[str, list[str]]:
     if cfg.dropout_active:
         out["dropout"] = ["dropped", "kept_sat", "last_dropped"] + (["beat_dropped"] if cfg.lanes > 1 else []) + \
             ["seed_zero"]
+    if cfg.frn:                     # the TLU raised some output of a channel to tau / left every output as it was
+        out["tlu"] = ["raised", "unchanged"]
     if cfg.inference_only:          # every channel is an inference channel: no training bins
         out["topk"], out["data"] = [], ["sat_high", "sat_low"]
         out["stall"] = [f"infer:{e}" for e in ("input_gap", "o_ready_low", "o_backpressure", "i_held")]
@@ -205,6 +207,9 @@ class Coverage:
                 data |= {"sat_high"} if np.any(np.asarray(y) == hi) else set()
                 data |= {"sat_low"} if np.any(np.asarray(y) == lo) else set()
         self.hit("data", data)
+        if cfg.frn and unrounded is not None:
+            q = np.clip(round_mode(unrounded, cfg.rounding), cfg.out_fmt.min_int, cfg.out_fmt.max_int)
+            self.hit("tlu", {"raised" if np.any(np.asarray(y) != q) else "unchanged"})
         mode = "infer" if infer else "train"
         if self.previous is not None:
             self.hit("sequence", {f"{self.previous}>{mode}"})
@@ -252,7 +257,7 @@ def summarize(per_config: dict[str, dict]) -> tuple[int, int, dict, list]:
 def format_report(per_config: dict[str, dict]) -> str:
     hit, total, points, missed = summarize(per_config)
     lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
-    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "dropout"):
+    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "dropout", "tlu"):
         if point in points:
             h, t = points[point]
             lines.append(f"  {point:12s} {h:5d} / {t:5d}")

@@ -144,9 +144,10 @@ def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
 
 
 def regression_configs(full: bool = False) -> dict[str, NormConfig]:
-    """The configuration matrix of `make sim`: every kind x 8/16-bit formats x lanes 1 and 4, plus
-    variants (plain range, other rounding modes, unsigned formats, other k); FULL=1 adds lanes 2 and 8
-    and more variants."""
+    """The configuration matrix of `make sim`: every kind (the FRN kinds too) x 8/16-bit formats x lanes 1 and 4,
+    plus variants (plain range, other rounding modes, unsigned formats, other k, a small FRN); FULL=1 adds lanes 2
+    and 8 and more variants. tests/test_sim.py (make test) runs it without the FRN kinds' default configurations
+    (frn_s8_small_p1 only), to keep make test's time."""
     cfgs = {}
     for key, cfg in default_configs().items():
         for lanes in ((1, 2, 4, 8) if full else (1, 4)):
@@ -156,6 +157,7 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     cfgs["topk3_floor_p4"] = NormConfig(kind="topk", k=3, rounding="floor", max_count=500, lanes=4)
     cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
     cfgs["range_drop_even_p4"] = NormConfig(dropout=0.25, rounding="half_even", max_count=500, lanes=4)
+    cfgs["frn_s8_small_p1"] = NormConfig(kind="frn", max_count=300)     # the one FRN configuration of make test
     if full:
         cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
                                                 gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnorm.config import KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
+from hwnorm.config import FRN_KINDS, KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def draw_config(seed: int) -> NormConfig:
     """A random valid configuration: any kind, signed or unsigned 4-12 bit formats, every lanes value,
     chunks, k, rounding, eps, stat_frac_bits, max_count from 1 to 4096."""
     rng = np.random.default_rng([seed, 1])
-    kind = str(rng.choice(KINDS))
+    kind = str(rng.choice([k for k in KINDS if k not in FRN_KINDS]))     # the draws as before the FRN kinds
     kw = dict(kind=kind, in_fmt=_fmt(rng), out_fmt=_fmt(rng), gamma_fmt=_fmt(rng, signed=bool(rng.random() < 0.85)),
               beta_fmt=_fmt(rng), lanes=int(rng.choice(LANES)), rounding=str(rng.choice(ROUNDING_MODES)))
     r = rng.random()
@@ -79,8 +79,11 @@ def draw_config(seed: int) -> NormConfig:
         kw["eps"] = float(10.0 ** rng.uniform(-8, -2))
     if rng.random() < 0.3:
         kw["stat_frac_bits"] = int(rng.integers(0, 17))
+    frn = {base: k for k, base in FRN_KINDS.items()}
+    if kind in frn and np.random.default_rng([seed, 4]).random() < 0.35:    # its own stream: the rest unchanged
+        kw["kind"] = frn[kind]          # the FRN variant of the drawn centred kind (TLU thresholds: soak_tau)
     extra = np.random.default_rng([seed, 3])     # its own stream: the fields above are as before dropout existed
-    if extra.random() < 0.25:
+    if extra.random() < 0.25 and kw.get("kind", kind) not in FRN_KINDS:      # the FRN kinds have no dropout build
         kw["dropout"] = round(float(extra.uniform(0.02, 0.95)), 3)
     return NormConfig(**kw)
 
@@ -91,7 +94,7 @@ def special_counts(cfg: NormConfig) -> list[int]:
     """Counts where something changes: 1, 2, around lanes, around chunk boundaries and k, max_count."""
     p, top = cfg.lanes, cfg.max_count
     c = [1, 2, 3, p - 1, p, p + 1, 2 * p - 1, 2 * p + 1, top, top - 1, top - p + 1]
-    if cfg.kind == "range" and cfg.chunks > 1:
+    if cfg.stat_kind == "range" and cfg.chunks > 1:
         k = cfg.chunks
         c += [k - 1, k, k + 1, 2 * k - 1, 2 * k, 2 * k + 1, 3 * k + 1]
         c += [k * m + d for m in (2, 3, 5, p, p + 1, 7) for d in (-1, 0, 1)]
@@ -241,17 +244,27 @@ class SoakResult:
     cocotb: dict | None = None
 
 
+def soak_tau(cfg: NormConfig, b: Batch):
+    """FRN kinds: the batch's TLU thresholds (output codes; 30% at the output minimum, i.e. off), from a stream of
+    their own (the batch's other draws are as without them); None for the other kinds."""
+    if not cfg.frn:
+        return None
+    r, fo, c = np.random.default_rng([b.index, b.n, 7]), cfg.out_fmt, b.x.shape[0]
+    return np.where(r.random(c) < 0.3, fo.min_int, r.integers(fo.min_int, fo.max_int + 1, size=c)).astype(np.int64)
+
+
 def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
     from hwnorm.golden import infer, train
+    tau = soak_tau(cfg, b)
     if b.infer:
         inf = b.inference
-        g = infer(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], unrounded=False)
-        y, sat = rtl.infer_codes(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"])
+        g = infer(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], tau=tau, unrounded=False)
+        y, sat = rtl.infer_codes(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], tau)
         got = {"sat": np.asarray(sat, dtype=object)}
         want = {"sat": np.asarray(g.stats.sat, dtype=object)}
     else:
-        g = train(cfg, b.x, b.gamma, b.beta, unrounded=False, **({"seed": b.seeds} if b.seeds is not None else {}))
-        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, b.seeds)
+        g = train(cfg, b.x, b.gamma, b.beta, tau=tau, unrounded=False, **({"seed": b.seeds} if b.seeds is not None else {}))
+        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, b.seeds, tau)
         got = {"sum": np.array([int(v) for v in s], dtype=object), "den": np.array([int(v) for v in den], dtype=object),
                "sat": np.array([int(v) for v in sat], dtype=object)}
         want = {"sum": np.array([int(v) for v in g.stats.sum], dtype=object),

@@ -25,6 +25,15 @@ from hwnorm.golden.dropout import keep_mask
 from funcov import Coverage
 
 
+def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
+    """An FRN channel's TLU threshold, a function of the channel so every test exercises it without a new argument:
+    the output minimum (no threshold), -1/8 of the output span, 0, or beta (in output codes, clamped)."""
+    fo = cfg.out_fmt
+    beta_out = beta * 2 ** (fo.frac - cfg.beta_fmt.frac)
+    picks = [fo.min_int, -(1 << max(0, fo.bits - 4)), 0, int(beta_out)]
+    return int(np.clip(picks[(int(np.sum(x)) + abs(gamma) + len(x)) % 4], fo.min_int, fo.max_int))
+
+
 def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0):
     """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
     the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None;
@@ -34,13 +43,17 @@ def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | 
     desc.update(count=len(x), gamma=gamma, beta=beta)
     if cfg.dropout_active:
         desc["seed"] = seed
+    tau = None
+    if cfg.frn:
+        tau = [tlu_threshold(cfg, x, gamma, beta)]
+        desc["tau"] = tau[0]
     if inference is None:
-        res = train(cfg, x[None, :], [gamma], [beta], seed=[seed] if cfg.dropout_active else None)
+        res = train(cfg, x[None, :], [gamma], [beta], tau=tau, seed=[seed] if cfg.dropout_active else None)
         desc.update(channel_params(cfg, len(x)))
         passes = cfg.passes
     else:
         res = infer(cfg, x[None, :], [gamma], [beta], [inference["mean"]], [inference["scale_m"]],
-                    [inference["scale_exp"]])
+                    [inference["scale_exp"]], tau=tau)
         desc.update(infer=1, **inference)
         passes = 1
     stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0])}

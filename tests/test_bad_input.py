@@ -100,6 +100,12 @@ CONFIG = [
     (dict(dropout=float("nan")), ["dropout=nan", "allowed a probability p in [0, 1)"]),
     (dict(dropout="0.5"), ["dropout='0.5'", "allowed a probability p in [0, 1)"]),
     (dict(dropout=True), ["dropout=True", "allowed a probability p in [0, 1)"]),
+    (dict(kind="frn", inference_only=True), ["inference_only=True", "kind='frn'", "no running statistics",
+                                             "allowed inference_only=False"]),
+    (dict(kind="frn", eps=1.5), ["eps=1.5", "allowed (0, 1)"]),
+    (dict(kind="frn_l1", dropout=0.25), ["dropout=0.25", "kind='frn_l1'", "allowed dropout=0 for the FRN kinds"]),
+    (dict(kind="frn_linf", k=4), ["k=4", "kind='frn_linf'"]),
+    (dict(kind="frn_l1", chunks=4), ["chunks=4", "kind='range' only", "allowed 1 for kind='frn_l1'"]),
 ]
 
 
@@ -125,6 +131,15 @@ HOOK = [
     ("rounding='up'", lambda: to_hardware(_bn2d(), rounding="up"), ValueError, ["rounding='up'", "allowed half_up"]),
     ("nn.BatchNorm2d(3, eps=2.0)", lambda: to_hardware(nn.BatchNorm2d(3, eps=2.0), backend="golden"), ValueError,
      ["layer ''", "eps=2.0", "allowed (0, 1)"]),
+    ("FRN2d: a sample's 64 values at max_count=32", lambda: to_hardware(hn.FRN2d(2), backend="golden", max_count=32)
+     .model(torch.randn(1, 2, 8, 8)), ValueError, ["layer ''", "64 values per sample and channel", "max_count=32",
+                                                   "pass max_count=64"]),
+    ("golden backend tau=[0, 9] for kind='l2'", lambda: get_backend("golden").forward(
+        NormConfig(kind="l2"), np.ones((2, 3)), [1, 1], [0, 0], train=True, tau=[0, 9]), ValueError,
+     ["tau", "FRN kinds only", "kind='l2'"]),
+    ("golden train tau=[200] for s8.5", lambda: __import__("hwnorm.golden", fromlist=["train"]).train(
+        NormConfig(kind="frn"), np.ones((1, 3), dtype=np.int64), [1], [0], tau=[200]), ValueError,
+     ["tau", "200", "allowed [-128, 127]"]),
     ("CvarBatchNorm2d(alpha=0.9) at max_count=4096", lambda: to_hardware(hn.CvarBatchNorm2d(3, alpha=0.9), backend="golden"),
      ValueError, ["alpha=0.9", "max_count=4096", "allowed alpha >= 0.992188"]),
 ]
@@ -142,6 +157,10 @@ NN_CTOR = [
     ("L1BatchNorm2d(3, momentum=2.0)", lambda: hn.L1BatchNorm2d(3, momentum=2.0), ["momentum=2.0", "allowed [0.0, 1.0]"]),
     ("L1BatchNorm2d(3, affine='yes')", lambda: hn.L1BatchNorm2d(3, affine="yes"), ["affine='yes'", "allowed True or False"]),
     ("MadBatchNorm2d(0)", lambda: hn.MadBatchNorm2d(0), ["num_features=0", "allowed >= 1"]),
+    ("FRN2d(3, eps=0.0)", lambda: hn.FRN2d(3, eps=0.0), ["eps=0.0", "allowed (0.0, 1.0)"]),
+    ("L1FRN2d(3, chunks=4)", lambda: hn.L1FRN2d(3, chunks=4), ["chunks=4", "RangeFRN1d/2d only"]),
+    ("RangeFRN2d(3, chunks=0)", lambda: hn.RangeFRN2d(3, chunks=0), ["chunks=0", "allowed [1, 64]"]),
+    ("LinfFRN1d(3, tlu='no')", lambda: hn.LinfFRN1d(3, tlu="no"), ["tlu='no'", "allowed True or False"]),
     ("MadBatchNorm1d(3, eps=1.5)", lambda: hn.MadBatchNorm1d(3, eps=1.5), ["eps=1.5", "allowed (0.0, 1.0)"]),
     ("MadBatchNorm2d(3, momentum=-0.1)", lambda: hn.MadBatchNorm2d(3, momentum=-0.1),
      ["momentum=-0.1", "allowed [0.0, 1.0]"]),

@@ -453,9 +453,11 @@ def test_extreme_k_keeps_the_k_most_extreme_values_sorted_and_pops_them_in_order
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"])
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar", "frn_l1", "frn_range"])
 def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
     cfg = stats_config(kind, 4, k=3 if kind == "topk" else None, **({"alpha": 0.95} if kind == "cvar" else {}))
+    frn_l1 = kind == "frn_l1"           # L1's comparator in the first (only) pass, threshold 0
+    kind = cfg.stat_kind if kind == "frn_range" else kind
     dut = StatisticsUnit(cfg)
     rnd = random.Random(70)
     channels = [random_values(rnd, cfg.in_fmt, n) for n in (1, 6, 23, MAX_COUNT)]
@@ -469,6 +471,8 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
             await feed_channel(ctx, dut, values, rnd, **held)
             for _ in range(settle):                          # the outputs hold the last beat from here on
                 await ctx.tick()
+            if frn_l1:
+                assert (ctx.get(dut.s_hi), ctx.get(dut.c_hi)) == ref_above_mean(values, 0)
             if kind in ("l1", "mad", "semidev"):                # the second pass, on the same channel
                 floor_mean = ref_sum(values) // len(values)
                 await feed_channel(ctx, dut, values, rnd, clear=False, second=1, floor_mean=floor_mean)
@@ -537,6 +541,7 @@ def normalize_channels(cfg, rnd):
 
 
 @pytest.mark.parametrize("cfg", [
+    NormConfig(kind="frn", lanes=4, rounding="half_even", max_count=MAX_COUNT),
     NormConfig(kind="linf", lanes=1, rounding="half_up", max_count=MAX_COUNT),
     NormConfig(kind="range", lanes=4, rounding="half_even", max_count=MAX_COUNT),
     NormConfig(kind="l2", lanes=4, rounding="floor", max_count=MAX_COUNT),
@@ -565,6 +570,10 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
         for index, (xs, a, b, sh) in enumerate(channels):
             steady = index == 0             # the first channel: always valid and ready (the latency)
             beats = beats_of(xs, lanes)
+            fo = cfg.out_fmt
+            tau = rnd.choice([fo.min_int, fo.max_int, 0, rnd.randint(fo.min_int, fo.max_int)]) if cfg.frn else None
+            if cfg.frn:                     # the TLU: z = max(y, tau) after the clamp
+                ctx.set(dut.tau, tau)
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
             ctx.set(dut.shift, sh)
@@ -596,7 +605,8 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
             want, sat = [], 0
             for lanes_in, mask in beats:
                 refs = [ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt) for x in lanes_in]
-                want.append([y for y, _ in refs] + [0] * (lanes - len(lanes_in)))     # masked lanes: 0
+                ys = [y if tau is None else max(y, tau) for y, _ in refs]
+                want.append(ys + [0] * (lanes - len(lanes_in)))     # masked lanes: 0
                 sat += sum(s for _, s in refs)
             assert got == want, (a, b, sh)
             assert ctx.get(dut.sat_count) == sat, (a, b, sh)

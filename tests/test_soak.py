@@ -25,7 +25,7 @@ def test_random_configurations_are_valid_and_cover_the_space():
     assert {f.bits for f in fmts} == set(range(4, 13)) and {f.signed for f in fmts} == {True, False}
     assert {c.in_fmt.signed for c in cfgs} == {True, False}
     assert min(c.max_count for c in cfgs) == 1 and max(c.max_count for c in cfgs) > 2000
-    assert len({c.chunks for c in cfgs if c.kind == "range"}) > 5 and len({c.k for c in cfgs if c.kind == "topk"}) > 5
+    assert len({c.chunks for c in cfgs if c.kind in ("range", "frn_range")}) > 5 and len({c.k for c in cfgs if c.kind == "topk"}) > 5
     assert soak.draw_config(1234) == soak.draw_config(1234)
     drop = [c for c in cfgs if c.dropout_active]
     assert 20 < len(drop) < 80 and len({c.kind for c in drop}) > 4       # about a quarter: dropout builds

@@ -27,11 +27,12 @@ def test_models_reproduce_frozen_vectors(name):
                            v["scale_m"] * np.exp2(v["scale_exp"].astype(float)))
         res = infer(cfg, v["x"], v["gamma"], v["beta"], *stat)
     else:
+        tau = v.get("tau")              # FRN kinds: the TLU threshold per channel (output codes)
         y_ref, mean_ref, sigma_ref = norm_train(xf, gf, bf, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps,
-                                                alpha=cfg.alpha)
+                                                alpha=cfg.alpha, tau=None if tau is None else tau * cfg.out_fmt.lsb)
         np.testing.assert_allclose(mean_ref, v["mean_ref"], rtol=1e-12)
         np.testing.assert_allclose(sigma_ref, v["sigma_ref"], rtol=1e-12)
-        res = train(cfg, v["x"], v["gamma"], v["beta"])
+        res = train(cfg, v["x"], v["gamma"], v["beta"], tau=tau)
     np.testing.assert_allclose(y_ref, v["y_ref"], rtol=1e-12, atol=1e-12)
     assert np.array_equal(res.y, v["y"])
     assert np.array_equal(res.stats.sum, v["stat_sum"])

@@ -70,15 +70,27 @@ def check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale):
     return x, gamma, beta, mean, sigma
 
 
+def check_tau(cfg, tau, channels: int):
+    """FRN kinds' TLU thresholds in real output units, one per channel (None: no threshold); refused for other kinds."""
+    if tau is None:
+        return None
+    if not cfg.frn:
+        raise ValueError(f"tau applies to the FRN kinds only (frn, frn_range, frn_l1, frn_linf): leave it unset for "
+                         f"kind={cfg.kind!r}")
+    return _per_channel("tau", tau, channels)
+
+
 class Backend:
-    """forward(cfg, x, gamma, beta, train=..., mean=..., sigma=..., in_scale=...) -> LayerResult."""
+    """forward(cfg, x, gamma, beta, train=..., mean=..., sigma=..., in_scale=..., tau=...) -> LayerResult.
+    tau (FRN kinds): the TLU thresholds per channel in real output units, z = max(y, tau)."""
 
     name = "?"
     cycles = 0
 
     def forward(self, cfg: NormConfig, x, gamma, beta, *, train: bool, mean=None, sigma=None,
-                in_scale: float = 1.0, seed=None) -> LayerResult:
-        """`seed`: a dropout build's per-channel seeds in training (hwnorm.constants.channel_seeds); None: 0."""
+                in_scale: float = 1.0, seed=None, tau=None) -> LayerResult:
+        """`seed`: a dropout build's per-channel seeds in training (hwnorm.constants.channel_seeds); None: 0.
+        `tau`: the FRN kinds' TLU thresholds per channel (real output units); None: no threshold."""
         raise NotImplementedError
 
 
@@ -87,34 +99,42 @@ class FloatBackend(Backend):
 
     name = "float"
 
-    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None):
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
+        tau = check_tau(cfg, tau, x.shape[0])
         if train:
-            y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
+            y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha,
+                                 tau=tau)
             if cfg.dropout_active:          # the hardware's mask, exact float scaling by 1 / keep probability
                 keep = keep_mask(cfg, check_seeds(seed, x.shape[0]), x.shape[1])
                 y = np.where(keep, y / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)
             return LayerResult(y=y, mean=m, sigma=s, values=x.size)
-        return LayerResult(y=norm_infer(x, gamma, beta, mean, 1.0 / np.asarray(sigma)), values=x.size)
+        y = norm_infer(x, gamma, beta, mean, 1.0 / np.asarray(sigma))
+        return LayerResult(y=y if tau is None else np.maximum(y, tau[:, None]), values=x.size)
 
 
 class FixedPointBackend(Backend):
     """Shared float <-> fixed-point mapping; subclasses run the codes (train_codes / infer_codes)."""
 
-    def train_codes(self, cfg, x, g, b, seed=None):
-        """-> (y codes (C, n), sum (C,), den (C,), sat (C,)); `seed`: a dropout build's seeds (or None)"""
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
+        """-> (y codes (C, n), sum (C,), den (C,), sat (C,)); `seed`: a dropout build's seeds (or None); tau: FRN
+        kinds' TLU codes (C,) or None"""
         raise NotImplementedError
 
-    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
         """-> (y codes (C, n), sat (C,))"""
         raise NotImplementedError
 
-    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None):
+    def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
+        tau = check_tau(cfg, tau, x.shape[0])
         channels, n = x.shape
         xq, sat_in = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)
         g, sat_g = quantize(gamma, cfg.gamma_fmt)
         b, sat_b = quantize(beta, cfg.beta_fmt)
+        if tau is not None:                              # an output code: clipped to out_fmt (counted as an input)
+            tau, sat_t = quantize(tau, cfg.out_fmt)
+            sat_b += sat_t
         unit = in_scale * (1 << cfg.in_fmt.frac)          # real value of 1.0 in the hardware's input format
         out_lsb = cfg.out_fmt.lsb
         if train:
@@ -122,7 +142,7 @@ class FixedPointBackend(Backend):
                 raise ValueError(f"count={n} values per channel exceeds max_count={cfg.max_count} of the "
                                  f"generated configuration: generate one with a larger max_count")
             seeds = check_seeds(seed, channels) if cfg.dropout_active else None
-            y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds)
+            y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds, tau)
             mean_hw = np.asarray(s, dtype=np.float64) / n * cfg.in_fmt.lsb
             sigma_hw = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
             return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in + sat_g + sat_b,
@@ -133,7 +153,7 @@ class FixedPointBackend(Backend):
         sat_out = 0
         for lo in range(0, n, cfg.max_count):            # inference is per value: long channels in pieces
             hi = min(n, lo + cfg.max_count)
-            y[:, lo:hi], sat = self.infer_codes(cfg, xq[:, lo:hi], g, b, *stat)
+            y[:, lo:hi], sat = self.infer_codes(cfg, xq[:, lo:hi], g, b, *stat, tau)
             sat_out += int(np.sum(sat))
         return LayerResult(y=y * out_lsb, saturated_in=sat_in + sat_g + sat_b, saturated_out=sat_out, values=x.size)
 
@@ -149,14 +169,14 @@ class GoldenBackend(FixedPointBackend):
             raise ValueError(f"exact={exact!r} is not a bool: allowed True (Python integers) or False (int64 fast path)")
         self.exact = bool(exact)
 
-    def train_codes(self, cfg, x, g, b, seed=None):
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
         from ..golden import train
-        r = train(cfg, x, g, b, unrounded=False, exact=self.exact, seed=seed)
+        r = train(cfg, x, g, b, tau=tau, unrounded=False, exact=self.exact, seed=seed)
         return r.y, r.stats.sum, r.stats.den, r.stats.sat
 
-    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
         from ..golden import infer
-        r = infer(cfg, x, g, b, mean, scale_m, scale_exp, unrounded=False, exact=self.exact)
+        r = infer(cfg, x, g, b, mean, scale_m, scale_exp, tau=tau, unrounded=False, exact=self.exact)
         return r.y, r.stats.sat
 
 
@@ -178,12 +198,12 @@ class RtlBackend(FixedPointBackend):
     def cycles(self) -> int:
         return sum(m.cycles for m in self.models.values())
 
-    def train_codes(self, cfg, x, g, b, seed=None):
-        y, stats = self.model(cfg).train(x, g, b, seed)
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
+        y, stats = self.model(cfg).train(x, g, b, seed, tau)
         return y, [s["sum"] for s in stats], [s["den"] for s in stats], [s["sat"] for s in stats]
 
-    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp):
-        y, stats = self.model(cfg).infer(x, g, b, mean, scale_m, scale_exp)
+    def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
+        y, stats = self.model(cfg).infer(x, g, b, mean, scale_m, scale_exp, tau)
         return y, [s["sat"] for s in stats]
 
 

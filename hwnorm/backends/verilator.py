@@ -143,24 +143,31 @@ class VerilatedDatapath:
             raise RuntimeError(f"the Verilated datapath hung on channel {failed.value} ({cfg.describe()})")
         return y, [unpack(cfg.stats_fields, from_words(row)) for row in stats]
 
-    def train(self, x, gamma, beta, seed=None):
-        """`seed`: a dropout build's per-channel seeds (None: 0)."""
+    def _with_tau(self, descs: list[dict], tau) -> list[dict]:
+        """FRN kinds: each descriptor's TLU threshold (output codes; None = the output minimum, no threshold)."""
+        if not self.cfg.frn:
+            return descs
+        taus = [self.cfg.out_fmt.min_int] * len(descs) if tau is None else [int(t) for t in np.reshape(tau, -1)]
+        return [dict(d, tau=t) for d, t in zip(descs, taus)]
+
+    def train(self, x, gamma, beta, seed=None, tau=None):
+        """`seed`: a dropout build's per-channel seeds (None: 0); `tau`: the FRN kinds' TLU codes (None: none)."""
         n = x.shape[1]
         base = channel_params(self.cfg, n)
         seeds = seed if seed is not None else [0] * len(gamma)
         descs = [dict(base, gamma=int(g), beta=int(b), seed=int(s)) for g, b, s in zip(gamma, beta, seeds)]
-        return self.run(x, descs, self.cfg.passes)
+        return self.run(x, self._with_tau(descs, tau), self.cfg.passes)
 
-    def infer(self, x, gamma, beta, mean, scale_m, scale_exp):
+    def infer(self, x, gamma, beta, mean, scale_m, scale_exp, tau=None):
         n = x.shape[1]
         descs = [dict(infer=1, count=n, gamma=int(g), beta=int(b), mean=int(m), scale_m=int(s), scale_exp=int(e))
                  for g, b, m, s, e in zip(gamma, beta, mean, scale_m, scale_exp)]
-        return self.run(x, descs, 1)
+        return self.run(x, self._with_tau(descs, tau), 1)
 
     def bench(self, n: int, reps: int) -> tuple[float, float]:
         """Raw rate of this model without Python: (values per second, cycles per second)."""
         cfg = self.cfg
-        desc = self._desc_words([dict(channel_params(cfg, n), gamma=1 << cfg.gamma_fmt.frac, beta=0)])
+        desc = self._desc_words(self._with_tau([dict(channel_params(cfg, n), gamma=1 << cfg.gamma_fmt.frac, beta=0)], None))
         cps = ctypes.c_double(0.0)
         vps = self.lib.hw_bench(self.handle, n, cfg.passes, desc, self.desc_nw, reps, cfg.lanes, cfg.in_fmt.bits,
                                 cfg.out_fmt.bits, int(cfg.out_fmt.signed), self.in_nw, self.out_nw, self.stats_nw,

@@ -75,7 +75,7 @@ def stats_widths(cfg: NormConfig) -> int:
     dev = cfg.dev_bits + 1                                   # d = n*x - S, signed
     per_kind = {"range": cfg.in_fmt.bits + 1, "l1": max(dev, cfg.dev_sum_bits), "mad": max(dev, cfg.dev_sum_bits),
                 "linf": dev, "topk": max(dev, cfg.dev_sum_bits), "l2": cfg.sq_sum_bits}
-    return max(cfg.sum_bits, per_kind[cfg.kind])
+    return max(cfg.sum_bits, per_kind[cfg.stat_kind])
 
 
 FAST_STATS_KINDS = ("range", "l1", "mad", "linf", "topk", "l2")   # semidev and cvar: statistics on Python integers
@@ -85,7 +85,7 @@ def fast_plan(cfg: NormConfig, exact: bool = False) -> dict:
     """Which stages run on int64: {'stats': ..., 'normalize': ...}, decided from cfg's derived widths
     (statistics accumulators; the normalize pass's x*A + B, acc_bits); all False when exact."""
     _check_exact(exact)
-    return {"stats": not exact and cfg.kind in FAST_STATS_KINDS and stats_widths(cfg) <= INT64_BITS,
+    return {"stats": not exact and cfg.stat_kind in FAST_STATS_KINDS and stats_widths(cfg) <= INT64_BITS,
             "normalize": not exact and cfg.acc_bits <= INT64_BITS}
 
 
@@ -117,26 +117,33 @@ def _semidev_den(cfg, x, s, hp) -> np.ndarray:
 
 
 
+def centre(cfg: NormConfig, s):
+    """The sums the deviation and the normalize pass centre on: S, or 0 for an FRN kind (no centring: the same
+    formulas then measure x about 0 instead of about the mean)."""
+    return np.zeros_like(s) if cfg.frn else s
+
+
 def _den_exact(cfg: NormConfig, x, s, hp) -> np.ndarray:
-    """Den from the defining formulas on Python integers (x, s object arrays)."""
+    """Den from the defining formulas on Python integers (x, s object arrays; s already centre()d)."""
     n = x.shape[1]
-    if cfg.kind == "range":
+    kind = cfg.stat_kind
+    if kind == "range":
         sizes = chunk_sizes(n, cfg.chunks)
         bounds = np.cumsum([0] + sizes)
         ranges = [x[:, a:b].max(axis=1) - x[:, a:b].min(axis=1) for a, b in zip(bounds[:-1], bounds[1:])]
         return _range_den(cfg, sum(ranges[:-1], np.zeros(x.shape[0], dtype=object)), ranges[-1], hp)
-    if cfg.kind == "l2":
+    if kind == "l2":
         return _l2_den(cfg, n * (x * x).sum(axis=1) - s * s, hp)
-    if cfg.kind == "semidev":
+    if kind == "semidev":
         return _semidev_den(cfg, x, s, hp)
-    d = n * x - s.reshape(-1, 1)                              # n (x - mu), exact
-    if cfg.kind in ("l1", "mad"):                             # the two differ only in the host constant c
+    d = n * x - s.reshape(-1, 1)                              # n (x - mu), exact (FRN: n x)
+    if kind in ("l1", "mad"):                                 # the two differ only in the host constant c
         return _dev_den(cfg, np.abs(d).sum(axis=1), hp)
-    if cfg.kind == "linf":
+    if kind == "linf":
         return _dev_den(cfg, np.abs(d).max(axis=1), hp)
-    if cfg.kind == "topk":
+    if kind == "topk":
         return _dev_den(cfg, -np.sort(-np.abs(d), axis=1)[:, :topk_eff(n, cfg.k)].sum(axis=1), hp)
-    if cfg.kind == "cvar":                                    # the m largest signed deviations n x - S (sum >= 0)
+    if kind == "cvar":                                    # the m largest signed deviations n x - S (sum >= 0)
         return _dev_den(cfg, -np.sort(-d, axis=1)[:, :hp["m"]].sum(axis=1), hp)
     raise ValueError(f"kind={cfg.kind!r} is not supported")
 
@@ -177,11 +184,11 @@ def _topk_dev_hist(x: np.ndarray, s: np.ndarray, n: int, k: int, lo: int, span: 
 
 
 def _dev_fast(cfg: NormConfig, x: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """The L1 / L-inf / top-k statistic of |n x - S| per channel on int64."""
+    """The L1 / L-inf / top-k statistic of |n x - S| per channel on int64 (s already centre()d)."""
     n = x.shape[1]
-    if cfg.kind == "linf":                                   # |n x - S| is largest at the smallest or largest x
+    if cfg.stat_kind == "linf":                                   # |n x - S| is largest at the smallest or largest x
         return np.maximum(n * x.max(axis=1) - s, s - n * x.min(axis=1))
-    if cfg.kind in ("l1", "mad"):
+    if cfg.stat_kind in ("l1", "mad"):
         return np.abs(n * x - s[:, None]).sum(axis=1)
     span = 1 << cfg.in_fmt.bits
     if span <= n:
@@ -193,13 +200,14 @@ def _stats_fast(cfg: NormConfig, x: np.ndarray, hp):
     """(S, Den): every per-value reduction on int64 (fast_plan checked the widths), per channel on Python ints."""
     n = x.shape[1]
     s = x.sum(axis=1)
-    if cfg.kind == "range":
+    sc = centre(cfg, s)
+    if cfg.stat_kind == "range":
         den = _range_den(cfg, *_chunk_ranges(x, cfg.chunks), hp)
-    elif cfg.kind == "l2":
-        so = s.astype(object)
+    elif cfg.stat_kind == "l2":
+        so = sc.astype(object)
         den = _l2_den(cfg, n * np.einsum("ij,ij->i", x, x).astype(object) - so * so, hp)
     else:
-        den = _dev_den(cfg, _dev_fast(cfg, x, s), hp)
+        den = _dev_den(cfg, _dev_fast(cfg, x, sc), hp)
     return s.astype(object), den
 
 
@@ -207,17 +215,18 @@ def _stats_exact(cfg: NormConfig, x: np.ndarray, hp):
     """(S, Den) on Python integers."""
     xo = x.astype(object)
     s = xo.sum(axis=1)
-    return s, _den_exact(cfg, xo, s, hp)
+    return s, _den_exact(cfg, xo, centre(cfg, s), hp)
 
 
 def deviation_den(cfg: NormConfig, x, s, hp, exact: bool = False) -> np.ndarray:
-    """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array) of the codes x (C, n) with sums s."""
+    """Den = n * sigma_hat * 2**(CF + in_frac) per channel (object array) of the codes x (C, n) with sums s
+    (an FRN kind ignores s: its deviation is about 0)."""
     if not fast_plan(cfg, exact)["stats"]:
-        return _den_exact(cfg, np.asarray(x).astype(object), np.asarray(s).astype(object), hp)
+        return _den_exact(cfg, np.asarray(x).astype(object), centre(cfg, np.asarray(s).astype(object)), hp)
     xi = np.asarray(x, dtype=np.int64)
-    if cfg.kind in ("range", "l2"):                          # neither needs S beyond what _stats_fast recomputes
+    if cfg.stat_kind in ("range", "l2"):                     # neither needs S beyond what _stats_fast recomputes
         return _stats_fast(cfg, xi, hp)[1]
-    return _dev_den(cfg, _dev_fast(cfg, xi, np.asarray(s, dtype=np.int64)), hp)
+    return _dev_den(cfg, _dev_fast(cfg, xi, centre(cfg, np.asarray(s, dtype=np.int64))), hp)
 
 
 # -- the normalize pass: y = sat(round((x*A + B) >> SH)) --------------------------------------------
@@ -318,9 +327,10 @@ def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: 
 
 
 def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
-    """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers)."""
+    """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers);
+    C = S, or 0 for an FRN kind (B = bias: no mean term)."""
     q, out = cfg.recip_bits, []
-    for si, dd, gi, bi in zip(s, den, g, b):
+    for si, dd, gi, bi in zip(centre(cfg, s), den, g, b):
         dd = int(dd)
         lead = dd.bit_length() - 1
         recip = (1 << (lead + q)) // dd
@@ -328,11 +338,33 @@ def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
     return out
 
 
-def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool = False, seed=None) -> Result:
-    """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,).
-    `unrounded=False` skips the float of the value before rounding; `exact=True` forces Python integers.
-    `seed`: the dropout seeds of a dropout build (cfg.dropout > 0), one per channel as in the descriptor
-    (or one for all; None: 0); refused for a configuration without dropout."""
+def _check_tau(cfg: NormConfig, tau, channels: int):
+    """The TLU thresholds (FRN kinds): one per channel in out_fmt codes; None = out_fmt's minimum (no threshold)."""
+    if not cfg.frn:
+        if tau is not None:
+            raise ValueError(f"tau={tau!r} applies to the FRN kinds only (frn, frn_range, frn_l1, frn_linf): leave it "
+                             f"unset for kind={cfg.kind!r}")
+        return None
+    if tau is None:
+        return np.full(channels, cfg.out_fmt.min_int, dtype=np.int64)
+    t = check_int_array("tau", np.reshape(tau, -1), cfg.out_fmt, ndim=1)
+    if t.shape[0] != channels:
+        raise ValueError(f"tau has {t.shape[0]} entries, expected one per channel ({channels})")
+    return t.astype(np.int64)
+
+
+def _tlu(y, tau):
+    """TLU: z = max(y, tau) per channel, after rounding and saturation (tau is an output code, so it commutes with
+    both); y as it is when tau is None (not an FRN kind)."""
+    return y if tau is None else np.maximum(y, tau[:, None]).astype(np.int64)
+
+
+def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exact: bool = False, seed=None) -> Result:
+    """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,); tau (C,) in out_fmt for the FRN
+    kinds (TLU threshold; None = out_fmt's minimum, no threshold). `unrounded=False` skips the float of the value
+    before rounding (before the TLU too); `exact=True` forces Python integers. `seed`: the dropout seeds of a
+    dropout build (cfg.dropout > 0), one per channel as in the descriptor (or one for all; None: 0); refused for a
+    configuration without dropout."""
     plan = fast_plan(cfg, exact)
     if cfg.inference_only:
         raise ValueError("this configuration has inference_only=True: it has no training datapath "
@@ -342,6 +374,7 @@ def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool =
         raise ValueError(f"seed={seed!r} applies to a dropout build only: this configuration has dropout={cfg.dropout}"
                          f"{' and inference_only=True' if cfg.inference_only else ''}; allowed seed=None")
     seeds = check_seeds(seed, x.shape[0]) if cfg.dropout_active else None
+    tau = _check_tau(cfg, tau, x.shape[0])
     n = x.shape[1]
     hp = channel_params(cfg, n)
     s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
@@ -350,7 +383,7 @@ def train(cfg: NormConfig, x, gamma, beta, unrounded: bool = True, exact: bool =
         y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, keep_mask(cfg, seeds, n), unrounded)
     else:
         y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
-    return Result(y=y, stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
+    return Result(y=_tlu(y, tau), stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
                   unrounded=unr)
 
 
@@ -372,12 +405,14 @@ def _check_inference(cfg: NormConfig, c: int, mean, scale_m, scale_exp):
     return vals["mean"], vals["scale_m"], vals["scale_exp"]
 
 
-def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, unrounded: bool = True,
+def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, unrounded: bool = True,
           exact: bool = False) -> Result:
     """Inference mode: y = gamma * (x - mean) * scale + beta, mean/scale as the hardware holds them
-    (see constants.inference_params); `exact=True` forces Python integers."""
+    (see constants.inference_params); FRN kinds then z = max(y, tau) (the given-statistics path: FRN itself has no
+    running statistics and runs `train` in eval() too); `exact=True` forces Python integers."""
     plan = fast_plan(cfg, exact)
     x, g, b = _check(cfg, x, gamma, beta)
+    tau = _check_tau(cfg, tau, x.shape[0])
     c = x.shape[0]
     mean, scale_m, scale_exp = _check_inference(cfg, c, mean, scale_m, scale_exp)
     k = 1 << cfg.stat_frac_bits
@@ -385,7 +420,7 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, unrounded: 
               for mi, sm, e, gi, bi in zip(mean, scale_m, scale_exp, g, b)]
     y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
-    return Result(y=y, stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
+    return Result(y=_tlu(y, tau), stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
                   unrounded=unr)
 
 

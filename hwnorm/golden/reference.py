@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import NormConfig
+from ..config import FRN_KINDS, NormConfig
 from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
 
 
@@ -38,9 +38,21 @@ def range_sigma(x, chunks: int = 10, eps: float = 1e-7) -> np.ndarray:
 
 
 def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5, alpha: float | None = None) -> np.ndarray:
-    """The deviation estimate of `kind` per channel (see shared norms table in docs/numerics.md)."""
+    """The deviation estimate of `kind` per channel (see shared norms table in docs/numerics.md). An FRN kind is
+    the deviation of its centred kind taken about 0 instead of the mean: frn sqrt(mean(x^2) + eps) (FRN's nu),
+    frn_l1 sqrt(pi/2) mean|x| + eps, frn_linf C_inf(n) max|x| + eps, frn_range as range (a range has no centre)."""
     x = _as_2d("x", x)
     n = x.shape[1]
+    if kind in FRN_KINDS:
+        base = FRN_KINDS[kind]
+        if base == "range":
+            return range_sigma(x, chunks, eps)
+        dev = np.abs(x)
+        if base == "l2":
+            return np.sqrt((x ** 2).mean(axis=1) + eps)
+        if base == "l1":
+            return L1_CONST * dev.mean(axis=1) + eps
+        return c_inf(n) * dev.max(axis=1) + eps
     dev = np.abs(x - x.mean(axis=1, keepdims=True))
     if kind == "range":
         return range_sigma(x, chunks, eps)
@@ -60,15 +72,24 @@ def sigma_hat(x, kind: str, *, chunks: int = 10, k: int = 10, eps: float = 1e-5,
         return c_inf(n) * top.mean(axis=1) + eps
     if kind == "l2":
         return np.sqrt((dev ** 2).mean(axis=1) + eps)
-    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad, semidev, cvar")
+    raise ValueError(f"kind={kind!r} is not supported: allowed range, l1, linf, topk, l2, mad, semidev, cvar, "
+                     f"{', '.join(FRN_KINDS)}")
 
 
 def norm_train(x, gamma, beta, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7,
-               alpha: float | None = None):
-    """Training-mode normalization with batch statistics. Returns (y, mean, sigma_hat)."""
+               alpha: float | None = None, tau=None):
+    """Training-mode normalization with batch statistics. Returns (y, mean, sigma_hat).
+    FRN kinds: y = gamma * x / sigma_hat + beta (no centring), then the TLU z = max(y, tau) if tau is given
+    (per channel); mean is still reported."""
     x = _as_2d("x", x)
     mean = x.mean(axis=1)
     sigma = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps, alpha=alpha)
+    if kind in FRN_KINDS:
+        y = _col(gamma) * x / sigma[:, None] + _col(beta)
+        return (y if tau is None else np.maximum(y, _col(tau))), mean, sigma
+    if tau is not None:
+        raise ValueError(f"tau={tau!r} applies to the FRN kinds only ({', '.join(FRN_KINDS)}): leave it unset for "
+                         f"kind={kind!r}")
     y = _col(gamma) * (x - mean[:, None]) / sigma[:, None] + _col(beta)
     return y, mean, sigma
 
@@ -85,7 +106,8 @@ def range_bn_train(x, gamma, beta, chunks: int = 10, eps: float = 1e-7):
 
 
 def train_out_lsb(cfg: NormConfig, x, gamma, beta) -> np.ndarray:
-    """The float reference on fixed-point codes, in output LSBs, unrounded and unsaturated."""
+    """The float reference on fixed-point codes, in output LSBs, unrounded and unsaturated (before an FRN kind's
+    TLU: max(round(y), tau) = round(max(y, tau)) for an output code tau)."""
     y, _, _ = norm_train(np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb,
                          np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb,
                          np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb,

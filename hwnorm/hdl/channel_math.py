@@ -160,7 +160,7 @@ class ChannelMath(wiring.Component):
                 Mul(r["m"], r["recip"], _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
                 Mul(r["km"], r["m"], n, cfg.count_bits),
                 Set([r["sh0"].eq(r["lead"] + cfg.shift_base), r["tk"].eq(leading_one(self._m, n, "count_lead"))]),
-            ] + self._affine_program(s, n, train=True)
+            ] + self._affine_program(None if cfg.frn else s, n, train=True)
         progs["infer"] = [
             Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
             Set([r["km"].eq(r["m"] << cfg.stat_frac_bits),
@@ -180,21 +180,34 @@ class ChannelMath(wiring.Component):
         n, s = chan.count, st.sum
         cb, ib = cfg.count_bits, cfg.in_fmt.bits
         t = r["t"]
-        if cfg.kind == "range":
+        kind = cfg.stat_kind
+        if cfg.frn:                 # no centring: the same programs about 0 (frn_l1's differs: sum|x| = 2 S_hi - S)
+            if kind in MEAN_ABS_KINDS:                              # sum|n x| = n (2 S_hi - S)
+                return [Mul(t, st.s_hi << 1, n, cb),
+                        Mul(t, s, n, cb, t, neg=1),
+                        Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+            if kind == "linf":                                      # n max|x| = n max(max, -min)
+                return [Set([t.eq(Mux(st.hi > -st.lo, st.hi, -st.lo))]),
+                        Mul(t, t, n, cb),
+                        Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
+            if kind == "l2":                                        # isqrt(n Q2 2**2CF + eps_n)
+                return [Mul(t, st.sq_sum, n, cb),
+                        Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
+        if kind == "range":
             return [Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
                     Mul(t, chan.c_last, st.r_open, ib, t),
                     Mul(self.den, t, n, cb)]
-        if cfg.kind == "linf":
+        if kind == "linf":
             u = r["u"]
             return [Mul(u, st.hi, n, cb, -s),                       # n max - S
                     Mul(t, st.lo, n, cb, s, neg=1),                 # S - n min
                     Set([t.eq(Mux(u > t, u, t))]),                  # n max|x - mu|
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind in MEAN_ABS_KINDS:                              # sum|nx - S| = 2 (n s_hi - c_hi S)
+        if kind in MEAN_ABS_KINDS:                                  # sum|nx - S| = 2 (n s_hi - c_hi S)
             return [Mul(t, st.s_hi, n, cb),
                     Mul(t, s, st.c_hi, cb, t, neg=1),
                     Mul(self.den, t << 1, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind == "topk":                                      # sum of the min(k, n) largest |nx - S|
+        if kind == "topk":                                      # sum of the min(k, n) largest |nx - S|
             h, cnt = r["hsum"], r["dcount"]
             kb = cfg.k.bit_length() + 1
             return [Div(r["f2"], s << 1, n, ib + 2),
@@ -203,16 +216,16 @@ class ChannelMath(wiring.Component):
                     Mul(t, h, n, cb),
                     Mul(t, s, _abs(cnt), kb, t, neg=cnt < 0),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind == "semidev":
+        if kind == "semidev":
             return self._semidev_program(st)
-        if cfg.kind == "cvar":                                      # sum of the m largest n x - S = n top - m S
+        if kind == "cvar":                                      # sum of the m largest n x - S = n top - m S
             h = r["hsum"]
             return [Set([h.eq(0), r["step"].eq(0)]),
                     TopSum(cfg.k, ExtremeK.head_latency(cfg)),
                     Mul(t, h, n, cb),
                     Mul(t, s, chan.m, cfg.k.bit_length(), t, neg=1),
                     Mul(self.den, t, chan.c, cfg.const_bits, chan.neps)]
-        if cfg.kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
+        if kind == "l2":                                        # isqrt((n Q2 - S^2) 2**2CF + eps_n)
             return [Mul(t, st.sq_sum, n, cb),
                     Mul(t, _abs(s), _abs(s), cfg.sum_bits, t, neg=1),
                     Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
@@ -232,7 +245,8 @@ class ChannelMath(wiring.Component):
                 Sqrt(self.den, wq + chan.eps_n, cfg.w_bits)]
 
     def _affine_program(self, c, n, train: bool):
-        """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md)."""
+        """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md); c None (FRN
+        training: C = 0) leaves B = bias, with no multiply or division."""
         cfg, r = self.cfg, self._regs
         sh0, tk, pre, t = r["sh0"], r["tk"], r["pre"], r["tsh"]
         lo, hi = cfg.shift_lo, cfg.shift_max
@@ -252,8 +266,10 @@ class ChannelMath(wiring.Component):
                  t.eq(Mux(below, 0, Mux(over, sh0 - hi, Mux(short, sh0 - lo, tk))))]),
             Set([kmp.eq(r["km"] << pre), tcl.eq(Mux(t > len(kmp), len(kmp), t)), self.sh.eq(sh0 + pre - t)]),
             Set([self.a.eq(kmp >> tcl), bias.eq((self.chan.beta << shb) + half)]),
-            Mul(r["p"], self.a, _abs(c), c_bits, neg=c < 0),
         ]
+        if c is None:
+            return steps + [Set([self.b.eq(bias)])]
+        steps.append(Mul(r["p"], self.a, _abs(c), c_bits, neg=c < 0))
         if train:
             steps.append(Div(r["quot"], r["p"], n, q_bits))
         else:
@@ -282,7 +298,7 @@ class ChannelMath(wiring.Component):
                       "mad": cb + sb + 2, "topk": cb + max(hsum_bits, sb) + 2,
                       "l2": cb + max(cfg.sq_sum_bits, 2 * sb),
                       "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2,
-                      "cvar": cb + max(hsum_bits, sb) + 2}[cfg.kind]
+                      "cvar": cb + max(hsum_bits, sb) + 2}[cfg.stat_kind]
         m_bits = cfg.gamma_fmt.bits + q + 3
         km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
         e_hi = cfg.scale_exp_range[1]

@@ -77,7 +77,7 @@ class NormDatapath(wiring.Component):
         m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
         m.d.comb += last.eq(left <= lanes)
         m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
-        if cfg.kind == "range" and not cfg.inference_only:
+        if cfg.stat_kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
         if cfg.passes == 3:
             m.d.comb += st.floor_mean.eq(cm.floor_mean)
@@ -88,6 +88,7 @@ class NormDatapath(wiring.Component):
         m.d.comb += [
             norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
             norm.a.eq(cm.a), norm.b.eq(cm.b), norm.shift.eq(cm.sh),
+            *([norm.tau.eq(chan.tau)] if cfg.frn else []),
             self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid), norm.o.ready.eq(self.o.ready),
             self.stats.payload.sum.eq(st.sum), self.stats.payload.den.eq(Mux(chan.infer, 0, cm.den)),
             self.stats.payload.sat.eq(norm.sat_count),

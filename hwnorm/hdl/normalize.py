@@ -4,13 +4,15 @@ One multiply-add per lane; A, B and SH are per channel (channel_math.py), the sa
 inference. Pipeline: input register, multiply (partial products of 17-bit slices of A, one 18x18
 DSP multiplier each), add (the partial products and B), shift (and tie detect), round and compare,
 clamp: no stage deeper than one multiplier. All stages stall together when the output is back-pressured. Masked lanes of the
-last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`.
+last beat output 0 and are not counted; `sat_count` counts saturated outputs since `clear`. FRN kinds add the TLU
+z = max(y, tau) (tau per channel, an output code): one more comparator per lane beside the clamp's, registered with
+them, and one more mux in the clamp stage (no extra stage).
 
 A dropout build (cfg.dropout_active) has DROPOUT_STAGES more: the shift keeps E = DROPOUT_FRAC fraction bits
 (t), t is clamped to one LSB beyond the output range, multiplied by the inverted-dropout scale S (or 2**F when
 `drop` is low: an inference channel, the same result as without dropout), rounded once, clamped; a value the
 LFSR (dropout.py, stepped once per accepted beat, loaded from `seed` on `clear`) drops outputs 0 and is not
-counted as saturated (docs/numerics.md "Dropout").
+counted as saturated (docs/numerics.md "Dropout"). The FRN kinds have no dropout build.
 """
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
@@ -47,6 +49,7 @@ class NormalizeAffine(wiring.Component):
             "shift": In(range(cfg.shift_max + 1)),
             "busy": Out(1),
             "sat_count": Out(cfg.count_bits),
+            **({"tau": In(fmt_shape(cfg.out_fmt))} if cfg.frn else {}),
         })
 
     def elaborate(self, platform):
@@ -85,7 +88,7 @@ class NormalizeAffine(wiring.Component):
                 parts.append((pp, piece, bottom))
             acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
             q = Signal(signed(cfg.acc_bits), name=f"q{j}")
-            over, under = Signal(name=f"over{j}"), Signal(name=f"under{j}")
+            over, under, low = Signal(name=f"over{j}"), Signal(name=f"under{j}"), Signal(name=f"below_tau{j}")
             y = Signal(fmt_shape(cfg.out_fmt), name=f"y{j}")
             qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
             tie = Signal(name=f"tie{j}")
@@ -98,8 +101,12 @@ class NormalizeAffine(wiring.Component):
                     qs.eq(acc >> self.shift),
                     q.eq(qr),
                     over.eq(qr > hi), under.eq(qr < lo),
-                    y.eq(Mux(ok[4][j], Mux(over, hi, Mux(under, lo, q)), 0)),
                 ]
+                clamped = Mux(over, hi, Mux(under, lo, q))
+                if cfg.frn:             # max(clamp(q), tau) = tau when q < tau (lo <= tau <= hi), else clamp(q)
+                    m.d.sync += [low.eq(qr < self.tau), y.eq(Mux(ok[4][j], Mux(low, self.tau, clamped), 0))]
+                else:
+                    m.d.sync += y.eq(Mux(ok[4][j], clamped, 0))
                 if cfg.rounding == "half_even":
                     m.d.sync += tie.eq((acc.as_unsigned() & ((1 << self.shift) - 1)) == 0)
             sat_flags.append(v[4] & ok[4][j] & (over | under))

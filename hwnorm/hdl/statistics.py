@@ -391,7 +391,9 @@ class StatisticsUnit(BeatUnit):
     `second` selects the second pass of L1 and MAD (the values above `floor_mean`) and semidev (those
     below); top-k's `pop_top`/`pop_bottom` step its sorted registers during the merge. Outputs by kind:
     `sum`; range `r_closed`, `r_open`; linf `hi`, `lo`; l2 `sq_sum`; l1, mad `s_hi`, `c_hi`; semidev
-    `s_lo`, `c_lo`, `q_lo`; topk `top`, `bottom`; cvar `top` (the k largest values only)."""
+    `s_lo`, `c_lo`, `q_lo`; topk `top`, `bottom`; cvar `top` (the k largest values only). An FRN kind has its
+    centred kind's outputs (frn: l2, frn_range: range, frn_linf: linf, frn_l1: l1's `s_hi`, `c_hi` of the values
+    above 0, in the first and only statistics pass)."""
 
     def __init__(self, cfg):
         shape = fmt_shape(cfg.in_fmt)
@@ -408,7 +410,7 @@ class StatisticsUnit(BeatUnit):
                         "q_lo": Out(cfg.sq_sum_bits)},
             "topk": {"pop_top": In(1), "pop_bottom": In(1), "top": Out(shape), "bottom": Out(shape)},
             "cvar": {"pop_top": In(1), "top": Out(shape)},
-        }[cfg.kind])
+        }[cfg.stat_kind])
         super().__init__(cfg, members)
 
     UNITS = {"range": (ChunkRange,), "linf": (MinMax,), "l2": (SumSquares,), "l1": (AboveMean,),
@@ -418,7 +420,7 @@ class StatisticsUnit(BeatUnit):
     def latency_for(cls, cfg) -> int:
         """Cycles after a beat's `valid` until every output holds it: the input register, then the
         slowest of the kind's units (the sum's included)."""
-        return 1 + max(u.latency_for(cfg) for u in (SumUnit, *cls.UNITS[cfg.kind]))
+        return 1 + max(u.latency_for(cfg) for u in (SumUnit, *cls.UNITS[cfg.stat_kind]))
 
     def _feed(self, m, unit, valid):
         m.d.comb += [unit.clear.eq(self.clear), unit.valid.eq(valid), unit.x.eq(self._x), unit.mask.eq(self._mask)]
@@ -426,7 +428,7 @@ class StatisticsUnit(BeatUnit):
 
     def elaborate(self, platform):
         m = Module()
-        kind = self.cfg.kind
+        kind = self.cfg.stat_kind       # an FRN kind: its centred kind's unit (frn_l1: AboveMean on pass 1, above 0)
         # the input register: no path runs from the datapath's lane masks or the bus into a unit
         self._x, self._mask = Signal.like(self.x), Signal.like(self.mask)
         valid, second = Signal(), Signal()
@@ -445,6 +447,9 @@ class StatisticsUnit(BeatUnit):
         elif kind == "l2":
             m.submodules.squares = sq = self._feed(m, SumSquares(self.cfg), first)
             m.d.comb += self.sq_sum.eq(sq.sq_sum)
+        elif kind in MEAN_ABS_KINDS and self.cfg.frn:      # sum|x| = 2 (sum of x > 0) - S: one pass, threshold 0
+            m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), first)
+            m.d.comb += [ab.floor_mean.eq(0), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]
         elif kind in MEAN_ABS_KINDS:
             m.submodules.above = ab = self._feed(m, AboveMean(self.cfg), valid & second)
             m.d.comb += [ab.floor_mean.eq(self.floor_mean), self.s_hi.eq(ab.s_hi), self.c_hi.eq(ab.c_hi)]

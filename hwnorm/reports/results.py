@@ -7,9 +7,10 @@ from pathlib import Path
 
 from .tables import DOCS, latency_table
 
-KIND_ORDER = ("l2", "range", "l1", "linf", "topk", "mad", "semidev", "cvar")
+KIND_ORDER = ("l2", "range", "l1", "linf", "topk", "mad", "semidev", "cvar", "frn", "frn_range", "frn_l1", "frn_linf")
 KIND_LABEL = {"l2": "L2 (baseline)", "range": "Range", "l1": "L1", "linf": "L-inf", "topk": "Top-k (k=10)",
-              "mad": "MAD", "semidev": "Semi-deviation", "cvar": "CVaR (alpha=0.995)"}
+              "mad": "MAD", "semidev": "Semi-deviation", "cvar": "CVaR (alpha=0.995)", "frn": "FRN+TLU",
+              "frn_range": "FRN-Range+TLU", "frn_l1": "FRN-L1+TLU", "frn_linf": "FRN-Linf+TLU"}
 BEFORE_JSON = DOCS / "synth_before.json"
 FMAX_TARGET_MHZ = 100.0
 # The published peer (/work/shared/style.md: DeepWok/mase group norm, synthesized with this project's flow).

@@ -80,7 +80,12 @@ def latency_table() -> str:
           "mad": "as l1 (the same comparator pass; only the host constant c differs)",
           "semidev": "sum; in pass 2 a registered comparator x <= floor(mean) and a registered squarer per lane, "
                      "sum, count and sum of squares of the values below",
-          "cvar": "sum; a k-entry sorted register per lane for the k largest values (k = ceil((1 - alpha) max_count))"}
+          "cvar": "sum; a k-entry sorted register per lane for the k largest values (k = ceil((1 - alpha) max_count))",
+          "frn": "as l2 (x^2 about 0, not centred); the TLU: one comparator per lane with tau",
+          "frn_range": "as range; the TLU comparator",
+          "frn_l1": "sum; in pass 1 a registered comparator x > 0 per lane, sum and count of the positive values; "
+                    "the TLU comparator",
+          "frn_linf": "as linf; the TLU comparator"}
     cfgs = default_configs()
     for kind in hw:
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]

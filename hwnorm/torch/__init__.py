@@ -14,3 +14,7 @@ from .group_nn import *  # noqa: E402,F401,F403  the grouped modules (RangeLayer
 from .group_nn import __all__ as _grouped  # noqa: E402
 
 __all__ += _grouped
+from .frn import *  # noqa: E402,F401,F403  FRN + TLU (FilterResponseNorm1d/2d, RangeFRN, L1FRN, LinfFRN 1d/2d)
+from .frn import __all__ as _frn  # noqa: E402
+
+__all__ += _frn

@@ -15,6 +15,8 @@ A module with `dropout=p` runs on a dropout build (NormConfig.dropout = p) in tr
 from torch's generator (so torch.manual_seed makes it repeatable), the host derives a seed per channel
 (hwnorm.constants.channel_seeds), the hardware applies its LFSR mask and scaling, and the float gradient flows
 through the same mask (the reference output times keep / keep probability). eval() never drops.
+The FRN modules (hwnorm/torch/frn.py) take `frn_forward`: one datapath channel per (sample, channel), the training
+datapath (each sample's own statistics) in train() and eval() alike, gamma, beta and the TLU's tau in the descriptor.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..golden.dropout import keep_mask
 from .group_hook import grouped_forward
+from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
 from .report import SessionReport
@@ -42,7 +45,7 @@ IN_RANGES = ("calibrated", "batch")
 
 def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, rounding: str = "half_up") -> NormConfig:
     """The NormConfig that implements `module` in hardware with the given formats."""
-    kind = module_kind(module) or grouped_kind(module)
+    kind = module_kind(module) or grouped_kind(module) or frn_kind(module)
     if kind is None:
         raise ValueError(f"{type(module).__name__} is not a normalization layer hwnorm implements")
     allowed = f"{FMT_SPELLINGS}, or a dict of {', '.join(FORMAT_KEYS)}"
@@ -245,6 +248,61 @@ def _hardware_forward(session: HardwareSession, name: str, module):
     return forward
 
 
+def frn_forward(session: HardwareSession, name: str, module):
+    """The hardware forward of an FRN module: row n*C + c of the (N*C, spatial) view is one datapath channel with
+    channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's."""
+    st = session.layers[name]
+    cfg = st.config
+    backend = session.backend
+
+    def forward(x):
+        if isinstance(x, torch.Tensor) and x.dim() not in module.dims:
+            type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
+        try:
+            check_input(module, x, module.dims)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
+        if x.numel() == 0:
+            return x.clone()
+        if not torch.isfinite(x).all():
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
+        t0 = time.perf_counter()
+        nb, c = x.shape[0], x.shape[1]
+        xg = INSTANCE.split(x.detach().to(torch.float64).cpu()).numpy()     # row n*C + c: sample n, channel c
+        n = xg.shape[1]
+        if n > cfg.max_count:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {n} values per sample and channel exceed "
+                             f"max_count={cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
+                             f"to_hardware()")
+        batch_range = module.training and session.in_range == "batch"
+        if st.in_max is None and not batch_range:
+            warn_first_batch(name, float(np.abs(xg).max()))
+        if st.in_max is None or batch_range:
+            st.in_max = float(np.abs(xg).max()) or 1.0
+        in_scale = st.in_max / cfg.in_fmt.max_int
+
+        def per_row(p, fill):
+            v = np.full(c, fill) if p is None else p.detach().to(torch.float64).cpu().numpy()
+            return np.tile(v, nb)
+
+        tau = None if module.tau is None else per_row(module.tau, 0.0)
+        try:
+            res = backend.forward(cfg, xg, per_row(module.weight, 1.0), per_row(module.bias, 0.0), train=True,
+                                  in_scale=in_scale, tau=tau)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
+        y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
+        y_ref = type(module).forward(module, x)
+        st.calls += 1
+        st.values += res.values
+        st.saturated_in += res.saturated_in
+        st.saturated_out += res.saturated_out
+        st.seconds += time.perf_counter() - t0
+        return y_ref + (y_hw.contiguous() - y_ref).detach()
+
+    return forward
+
+
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
                 rounding: str = "half_up", in_range: str = "calibrated") -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
@@ -261,7 +319,7 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         raise ValueError(f"in_range={in_range!r} is not supported: allowed {', '.join(IN_RANGES)}")
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
     for name, module in model.named_modules():
-        if module_kind(module) is None and grouped_kind(module) is None:
+        if module_kind(module) is None and grouped_kind(module) is None and frn_kind(module) is None:
             continue
         if "forward" in module.__dict__:
             raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
@@ -271,8 +329,10 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         session.layers[name] = LayerStats(name=name, config=cfg)
         session._saved[name] = module
-        module.forward = (grouped_forward if grouped_kind(module) else _hardware_forward)(session, name, module)
+        route = frn_forward if frn_kind(module) else grouped_forward if grouped_kind(module) else _hardware_forward
+        module.forward = route(session, name, module)
     if not session.layers:
         raise ValueError("the model has no normalization layer hwnorm implements "
-                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d)")
+                         "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d, "
+                         "hwnorm.nn's FRN modules)")
     return session
