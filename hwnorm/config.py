@@ -109,7 +109,10 @@ class NormConfig:
     consecutive chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range);
     `k` (topk only) the number of largest deviations averaged (linf is k = 1); `alpha` (cvar only) the
     superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
-    enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
+    enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean. `overlap`
+    (default off) changes the host protocol: the host interleaves two channels, sending channel c's
+    statistics passes before channel c-1's normalize pass, so the per-channel arithmetic of c runs while
+    c-1 is normalized (docs/architecture.md, "Channel overlap").
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     """
 
@@ -127,6 +130,7 @@ class NormConfig:
     stat_frac_bits: int = 8
     inference_only: bool = False
     alpha: float | None = None
+    overlap: bool = False
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -171,6 +175,11 @@ class NormConfig:
             raise ValueError(f"eps={self.eps!r} is out of range: allowed (0, 1)")
         if not isinstance(self.inference_only, bool):
             raise ValueError(f"inference_only={self.inference_only!r} is not supported: allowed True or False")
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"overlap={self.overlap!r} is not supported: allowed True or False")
+        if self.overlap and self.inference_only:
+            raise ValueError("overlap=True is not supported with inference_only=True (an inference channel has no "
+                             "statistics pass to overlap): allowed overlap=False for inference-only builds")
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -198,10 +207,13 @@ class NormConfig:
     # -- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The fields as a dict; alpha only for cvar (so adding it left every other configuration's hash as it was)."""
+        """The fields as a dict; alpha only for cvar, overlap only when True (so adding them left every other
+        configuration's hash as it was)."""
         d = dataclasses.asdict(self)
         if d["alpha"] is None:
             del d["alpha"]
+        if not d["overlap"]:        # likewise overlap only when on
+            del d["overlap"]
         return d
 
     @classmethod
@@ -239,7 +251,8 @@ class NormConfig:
                  "cvar": f" alpha={self.alpha} k={self.k}"}.get(self.kind, "")
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
-                f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
+                f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}"
+                f"{' overlap' if self.overlap else ''}")
 
     @property
     def passes(self) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwnorm.cache import build_once
-from hwnorm.config import FixedFormat, NormConfig, default_configs
+from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
@@ -146,7 +146,7 @@ def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
 def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     """The configuration matrix of `make sim`: every kind x 8/16-bit formats x lanes 1 and 4, plus
     variants (plain range, other rounding modes, unsigned formats, other k); FULL=1 adds lanes 2 and 8
-    and more variants."""
+    and more variants; overlap builds (range and l1 at 8 bits, 4 lanes; FULL=1: every kind)."""
     cfgs = {}
     for key, cfg in default_configs().items():
         for lanes in ((1, 2, 4, 8) if full else (1, 4)):
@@ -155,7 +155,13 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
                                                out_fmt=FixedFormat(8, 5, signed=False))
     cfgs["topk3_floor_p4"] = NormConfig(kind="topk", k=3, rounding="floor", max_count=500, lanes=4)
     cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
+    # channel overlap (the host interleaves two channels): a two-pass and a three-pass kind
+    for kind in ("range", "l1"):
+        cfgs[f"{kind}_s8_overlap_p4"] = NormConfig(kind=kind, lanes=4, max_count=1024, overlap=True)
     if full:
+        for kind in ("linf", "topk", "l2", "mad", "semidev", "cvar"):
+            cfgs[f"{kind}_s8_overlap_p4"] = NormConfig(kind=kind, lanes=4, max_count=1024, overlap=True)
+        cfgs["l1_s16_overlap_p1"] = NormConfig(kind="l1", max_count=300, overlap=True, **FORMATS_16)
         cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
                                                 gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
                                                 rounding="floor", max_count=300, chunks=4)

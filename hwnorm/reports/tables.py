@@ -30,17 +30,34 @@ def numerics_table(seed: int = 0, trials: int = 4, rows: dict | None = None) -> 
     return "\n".join(out)
 
 
-def channel_cycles(cfg, n: int) -> int:
+def channel_cycles(cfg, n: int, overlap: bool | None = None) -> int:
     """Clock cycles of one training channel of n values, descriptor to statistics word, with no stalls:
-    the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs."""
+    the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs.
+    In overlap mode (cfg.overlap, or `overlap`=True) the steady-state period of a run of such channels:
+    the arithmetic of a channel runs during the normalize pass of the one before it and costs only what
+    it takes beyond that pass (`overlap_math_excess`)."""
     from ..hdl import NormDatapath
     from ..hdl.normalize import STAGES
     beats = -(-n // cfg.lanes)
     gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0       # idle cycles between passes 1 and 2
+    if cfg.overlap if overlap is None else overlap:
+        return 1 + cfg.passes * beats + gap + 2 + STAGES + 1 + overlap_math_excess(cfg, n)
     return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + STAGES + 1
 
 
+def overlap_math_excess(cfg, n: int) -> int:
+    """Overlap mode: the cycles a channel's arithmetic (started the cycle after its last statistics beat)
+    outlasts the next hand-over point (the end of the held channel's normalize pass, its pipeline and its
+    statistics word); the next descriptor waits that long. 0 when the normalize pass is the longer."""
+    from ..hdl import NormDatapath
+    from ..hdl.normalize import STAGES
+    beats = -(-n // cfg.lanes)
+    return max(0, NormDatapath.scale_latency_for(cfg) - 1 - beats - STAGES - 4)
+
+
 CHANNEL_CYCLES_FORMULA = "1 + passes * ceil(n / lanes) + pass_gap_idle + scale_latency + normalize_stages + 1"
+OVERLAP_CYCLES_FORMULA = ("1 + passes * ceil(n / lanes) + pass_gap_idle + 2 + normalize_stages + 1 + "
+                          "max(0, scale_latency - 1 - ceil(n / lanes) - normalize_stages - 4)")
 
 
 def timing(cfg) -> dict:
