@@ -37,7 +37,7 @@ def int_in(lo: int, hi: int | None = None):
 
 
 CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
-                  "rounding", "eps", "stat_frac_bits")
+                  "rounding", "eps", "stat_frac_bits", "overlap")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -57,6 +57,9 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--rounding", choices=ROUNDING_MODES, help=f"default {d.rounding}")
     g.add_argument("--eps", type=float, help="default: the kind's reference value")
     g.add_argument("--stat-frac-bits", type=int, help=f"extra fraction bits of the inference mean (default {d.stat_frac_bits})")
+    g.add_argument("--overlap", action="store_const", const=True,
+                   help="channel overlap: the host interleaves two channels (statistics passes of c, then the "
+                        "normalize pass of c-1; a count-0 descriptor flushes); default off")
 
 
 def _config(args) -> NormConfig:

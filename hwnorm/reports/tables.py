@@ -73,11 +73,23 @@ def timing(cfg) -> dict:
     n = min(cfg.max_count, 1024)
     t.update(passes_training=cfg.passes, scale_latency_cycles=NormDatapath.scale_latency_for(cfg),
              pass_gap_cycles=NormDatapath.pass_gap_for(cfg) if cfg.passes == 3 else None,
-             channel_cycles_formula=CHANNEL_CYCLES_FORMULA, example_count=n,
-             channel_cycles=channel_cycles(cfg, n),
+             channel_cycles_formula=OVERLAP_CYCLES_FORMULA if cfg.overlap else CHANNEL_CYCLES_FORMULA,
+             example_count=n, channel_cycles=channel_cycles(cfg, n),
              values_per_clock=round(n / channel_cycles(cfg, n), 4),
              values_per_clock_max=round(cfg.max_count / channel_cycles(cfg, cfg.max_count), 4))
+    if cfg.overlap:
+        t.update(overlap=True, overlap_note=OVERLAP_PROTOCOL,
+                 channel_cycles_note="overlap: the steady-state period of a run of channels of example_count values "
+                                     "(one statistics word to the next); the first channel waits scale_latency more")
     return t
+
+
+OVERLAP_PROTOCOL = ("channel overlap: per channel c the host sends the descriptor, the statistics passes of c (every "
+                    "pass but the last), then the normalize pass of the channel before, c-1, while the core computes "
+                    "c's constants; an inference channel has no statistics pass (its descriptor, then c-1's normalize "
+                    "pass; its own pass follows the next descriptor); a descriptor with count 0 ends the sequence and "
+                    "is followed by the last channel's normalize pass; outputs and statistics words come in channel "
+                    "order")
 
 
 def latency_table() -> str:
@@ -86,8 +98,9 @@ def latency_table() -> str:
     from ..hdl import NormDatapath
     rows = ["| kind | passes (training) | per-lane statistics hardware | gap pass 1 -> 2 (8 / 16-bit) | "
             "per-channel latency before the normalize pass (8-bit / 16-bit, 1 lane) | whole channel of 1024 values, "
-            "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) |",
-            "|---|---|---|---|---|---|"]
+            "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) | the same with overlap=True, "
+            "lanes 1 / 4 (steady state; cycles the math outlasts the normalize pass, 4 lanes) |",
+            "|---|---|---|---|---|---|---|"]
     hw = {"range": "sum; the max/min of every window of a beat's lanes (registered), then one compare per lane "
                    "with the open chunk, segmented by chunk starts computed a beat ahead",
           "l1": "sum; in pass 2 a registered comparator x > floor(mean) per lane, sum and count of the values above",
@@ -103,16 +116,19 @@ def latency_table() -> str:
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]
         gap = (f"{NormDatapath.pass_gap_for(c8)} / {NormDatapath.pass_gap_for(c16)} cycles"
                if c8.passes == 3 else "-")
-        rates = []
+        rates, overlap = [], []
         for lanes in (1, 4):
             c = NormConfig.from_dict({**c8.to_dict(), "lanes": lanes})
             rate = 1024 / channel_cycles(c, 1024)
             rates.append(f"{rate:.2f} ({0.9 * lanes / c.passes:.2f})")
+            overlap.append(f"{1024 / channel_cycles(c, 1024, overlap=True):.2f}")
+        excess = overlap_math_excess(NormConfig.from_dict({**c8.to_dict(), "lanes": 4}), 1024)
         rows.append(f"| {kind} | {c8.passes} | {hw[kind]} | {gap} | {NormDatapath.scale_latency_for(c8)} / "
-                    f"{NormDatapath.scale_latency_for(c16)} cycles | {' / '.join(rates)} |")
+                    f"{NormDatapath.scale_latency_for(c16)} cycles | {' / '.join(rates)} | {' / '.join(overlap)} "
+                    f"({excess}) |")
     c8, c16 = cfgs["range_s8"], cfgs["range_s16"]
     rows.append(f"| inference (any kind) | 1 | the multiply-add only | - | {NormDatapath.infer_latency_for(c8)} / "
-                f"{NormDatapath.infer_latency_for(c16)} cycles after the descriptor | - |")
+                f"{NormDatapath.infer_latency_for(c16)} cycles after the descriptor | - | - |")
     return "\n".join(rows)
 
 
