@@ -295,10 +295,8 @@ class NormTB:
         the normalize pass of the channel held before it; this one is held until the next descriptor."""
         last = rec["passes"] - 1
         if not rec["infer"]:
-            for p in range(last):
+            for p in range(last):       # no gap is measured: pass 2 waits while ChannelMath finishes c-1
                 self._queue(beats, rec, f"p{p + 1}", "setup" if p == 0 else f"gap{p}")
-                if p < last - 1:
-                    self.boundaries.append((self.queued, "pass"))
         self._queue_held()
         self.held = (rec, beats)
 

@@ -34,8 +34,9 @@ class NormDatapath(wiring.Component):
     With `cfg.overlap` the host interleaves two channels (docs/architecture.md, "Channel overlap"): per
     channel c, the descriptor, the statistics passes of c (all passes but the last), then the normalize
     pass of the channel before it, c-1, while ChannelMath computes c's constants. The normalize pass
-    reads A, B, SH, Den, S and the count of c-1 from hold registers loaded when c's descriptor is taken
-    (a descriptor waits until ChannelMath is done with the channel before). An inference descriptor
+    reads S, the count and `infer` of c-1 from hold registers loaded when c's descriptor is taken (it
+    waits until ChannelMath has released the statistics unit), A, B, SH and Den from hold registers
+    loaded when c's math starts (it waits until ChannelMath is done with c-1). An inference descriptor
     (`infer` = 1) has no statistics pass: its math starts at once, then c-1's normalize pass runs, and
     its own pass comes after the next descriptor, like any channel's. A descriptor with `count` = 0 ends
     the sequence: it runs the pending channel's normalize pass (a no-op when none is pending).
@@ -87,8 +88,9 @@ class NormDatapath(wiring.Component):
             pend = Signal()                      # a channel's math started, its normalize pass not yet run
             have_hold = Signal()                 # the hold registers carry a channel to normalize next
             math_busy = Signal()
+            mchan = Signal.like(chan)            # ChannelMath's own copy: the next descriptor may arrive first
             with m.If(cm.start):
-                m.d.sync += math_busy.eq(1)
+                m.d.sync += [math_busy.eq(1), mchan.eq(chan)]
             with m.Elif(cm.done):
                 m.d.sync += math_busy.eq(0)
         mask = Signal(lanes)
@@ -97,7 +99,7 @@ class NormDatapath(wiring.Component):
 
         m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
         m.d.comb += last.eq(left <= lanes)
-        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
+        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(mchan if ov else chan)]
         if cfg.kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
         if cfg.passes == 3:
@@ -192,20 +194,33 @@ class NormDatapath(wiring.Component):
         desc = self.chan.payload
         flush = Signal()
         m.d.comb += flush.eq(desc.count == 0)
+
+        def when_math_idle(then):
+            """Wait for ChannelMath to finish the channel before; take its A, B, SH, Den into the hold
+            registers (the held channel's normalize pass comes next), then `then()`."""
+            with m.If(~math_busy):
+                m.d.sync += [hold_a.eq(cm.a), hold_b.eq(cm.b), hold_sh.eq(cm.sh), hold_den.eq(cm.den)]
+                then()
+
+        def start(entry):
+            def go():
+                run_math(entry, "IDLE")
+                with m.If(have_hold):
+                    m.next = "NORM"
+            return go
+
         with m.FSM():
             with m.State("IDLE"):
-                # ChannelMath must be done with the previous channel: it reads the statistics unit, which
-                # this descriptor clears, and its results are taken into the hold registers now
-                m.d.comb += self.chan.ready.eq(~math_busy | cm.done)
+                # the descriptor clears the statistics unit: ChannelMath must have released it (copied S)
+                m.d.comb += self.chan.ready.eq(~math_busy | cm.released)
                 with m.If(self.chan.valid & self.chan.ready):
-                    m.d.sync += [hold_a.eq(cm.a), hold_b.eq(cm.b), hold_sh.eq(cm.sh), hold_den.eq(cm.den),
-                                 hold_sum.eq(st.sum), hold_count.eq(chan.count), hold_infer.eq(chan.infer),
+                    m.d.sync += [hold_sum.eq(st.sum), hold_count.eq(chan.count), hold_infer.eq(chan.infer),
                                  have_hold.eq(pend)]
                     m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
                     with m.If(flush):
                         m.d.sync += [pend.eq(0), left.eq(chan.count)]
                         with m.If(pend):
-                            m.next = "NORM"
+                            m.next = "FLUSH"
                     with m.Else():
                         m.d.sync += [chan.eq(desc), pend.eq(1)]
                         with m.If(desc.infer):
@@ -218,20 +233,21 @@ class NormDatapath(wiring.Component):
                 take_pass("GO_MID" if cfg.passes == 3 else "GO_TRAIN")
             if cfg.passes == 3:
                 with m.State("GO_MID"):
-                    run_math("mid", "WAIT_MID")
+                    with m.If(~math_busy):
+                        run_math("mid", "WAIT_MID")
                 with m.State("WAIT_MID"):
                     with m.If(cm.done):
                         m.next = "PASS2"
                 with m.State("PASS2"):
                     take_pass("GO_TRAIN", second=True)
             with m.State("GO_TRAIN"):
-                run_math("train", "IDLE")
-                with m.If(have_hold):
-                    m.next = "NORM"
+                when_math_idle(start("train"))
             with m.State("GO_INFER"):
-                run_math("infer", "IDLE")
-                with m.If(have_hold):
+                when_math_idle(start("infer"))
+            with m.State("FLUSH"):
+                def norm_next():
                     m.next = "NORM"
+                when_math_idle(norm_next)
             with m.State("NORM"):
                 more = Signal()
                 m.d.comb += more.eq(left != 0)

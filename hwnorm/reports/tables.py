@@ -1,6 +1,7 @@
 """Tables the docs carry, regenerated from the code (`hwnorm tables --write`), never typed by hand."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -34,8 +35,8 @@ def channel_cycles(cfg, n: int, overlap: bool | None = None) -> int:
     """Clock cycles of one training channel of n values, descriptor to statistics word, with no stalls:
     the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs.
     In overlap mode (cfg.overlap, or `overlap`=True) the steady-state period of a run of such channels:
-    the arithmetic of a channel runs during the normalize pass of the one before it and costs only what
-    it takes beyond that pass (`overlap_math_excess`)."""
+    the arithmetic of a channel runs during the normalize pass of the one before it (and the next
+    channel's first pass) and costs only what it takes beyond them (`overlap_math_excess`)."""
     from ..hdl import NormDatapath
     from ..hdl.normalize import STAGES
     beats = -(-n // cfg.lanes)
@@ -46,18 +47,26 @@ def channel_cycles(cfg, n: int, overlap: bool | None = None) -> int:
 
 
 def overlap_math_excess(cfg, n: int) -> int:
-    """Overlap mode: the cycles a channel's arithmetic (started the cycle after its last statistics beat)
-    outlasts the next hand-over point (the end of the held channel's normalize pass, its pipeline and its
-    statistics word); the next descriptor waits that long. 0 when the normalize pass is the longer."""
-    from ..hdl import NormDatapath
+    """Overlap mode: the cycles per channel lost waiting for ChannelMath in a steady run of n-value channels.
+    With s the cycle channel c's training program starts (after its last statistics beat), the next
+    descriptor is taken at s + d, d = max(ceil(n/lanes) + stages + 3, release) (c-1's normalize pass, its
+    pipeline and statistics word; ChannelMath releasing the statistics unit), and the next program (mid or
+    train) starts at s + g, g = max(d + 1 + ceil(n/lanes), latency) (ChannelMath done with c). 0 when
+    the passes are the longer."""
+    from ..hdl import ChannelMath, NormDatapath
     from ..hdl.normalize import STAGES
+    cfg = dataclasses.replace(cfg, overlap=True)
     beats = -(-n // cfg.lanes)
-    return max(0, NormDatapath.scale_latency_for(cfg) - 1 - beats - STAGES - 4)
+    d = max(beats + STAGES + 3, ChannelMath.release_for(cfg))
+    g = max(d + 1 + beats, ChannelMath.latency_for(cfg, "train"))
+    period = g - 1 + NormDatapath.pass_gap_for(cfg) + beats if cfg.passes == 3 else g
+    gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0
+    return period - (1 + cfg.passes * beats + gap + 2 + STAGES + 1)
 
 
 CHANNEL_CYCLES_FORMULA = "1 + passes * ceil(n / lanes) + pass_gap_idle + scale_latency + normalize_stages + 1"
-OVERLAP_CYCLES_FORMULA = ("1 + passes * ceil(n / lanes) + pass_gap_idle + 2 + normalize_stages + 1 + "
-                          "max(0, scale_latency - 1 - ceil(n / lanes) - normalize_stages - 4)")
+OVERLAP_CYCLES_FORMULA = ("1 + passes * ceil(n / lanes) + pass_gap_idle + 2 + normalize_stages + 1 + math_wait "
+                          "(hwnorm.reports.tables.overlap_math_excess)")
 
 
 def timing(cfg) -> dict:
@@ -80,7 +89,8 @@ def timing(cfg) -> dict:
     if cfg.overlap:
         t.update(overlap=True, overlap_note=OVERLAP_PROTOCOL,
                  channel_cycles_note="overlap: the steady-state period of a run of channels of example_count values "
-                                     "(one statistics word to the next); the first channel waits scale_latency more")
+                                     "(one statistics word to the next); a sequence adds the first channel's arithmetic "
+                                     "and the last normalize pass")
     return t
 
 
@@ -99,7 +109,7 @@ def latency_table() -> str:
     rows = ["| kind | passes (training) | per-lane statistics hardware | gap pass 1 -> 2 (8 / 16-bit) | "
             "per-channel latency before the normalize pass (8-bit / 16-bit, 1 lane) | whole channel of 1024 values, "
             "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) | the same with overlap=True, "
-            "lanes 1 / 4 (steady state; cycles the math outlasts the normalize pass, 4 lanes) |",
+            "lanes 1 / 4 (steady state; cycles per channel waiting for ChannelMath at 4 lanes) |",
             "|---|---|---|---|---|---|---|"]
     hw = {"range": "sum; the max/min of every window of a beat's lanes (registered), then one compare per lane "
                    "with the open chunk, segmented by chunk starts computed a beat ahead",
