@@ -18,6 +18,7 @@ CONFIGS = {f"{kind}_s{bits}_p{lanes}": NormConfig(kind=kind, lanes=lanes, **fmts
            for kind in KINDS for bits, fmts in ((8, FORMATS_8), (16, FORMATS_16)) for lanes in (1, 4)}
 CONFIGS["topk3_u_p2"] = NormConfig(kind="topk", k=3, lanes=2, max_count=500, out_fmt="u8.5")
 CONFIGS["range_plain_infer_only"] = NormConfig(chunks=1, inference_only=True, max_count=1000)
+CONFIGS["l1_overlap_p4"] = NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True)    # adds TC_OVERLAP
 
 MAIN = r"""
 #include <stdio.h>
