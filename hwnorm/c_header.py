@@ -85,6 +85,12 @@ def c_header(cfg: NormConfig, name: str) -> str:
         + (f"; fields wider than 64 bits use {utype} (GCC, Clang)." if widest > 64 else "."),
         " */",
         f"#ifndef {P}_H", f"#define {P}_H", "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", "",
+    ] + ([
+        f"/* Channel overlap ({P}_OVERLAP): send descriptor(c), the statistics passes of c, then the normalize",
+        " * pass of c-1; end a sequence with a descriptor of count 0 (all fields 0), then the last channel's",
+        " * normalize pass. Statistics words come in channel order. */",
+        f"#define {P}_OVERLAP 1",
+    ] if cfg.overlap else []) + [
         f"#define {P}_LANES {cfg.lanes}", f"#define {P}_MAX_COUNT {cfg.max_count}u",
         f"#define {P}_IN_BITS {fi.bits}", f"#define {P}_IN_FRAC {fi.frac}", f"#define {P}_IN_SIGNED {int(fi.signed)}",
         f"#define {P}_OUT_BITS {cfg.out_fmt.bits}", f"#define {P}_OUT_FRAC {cfg.out_fmt.frac}",

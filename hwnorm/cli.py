@@ -37,7 +37,7 @@ def int_in(lo: int, hi: int | None = None):
 
 
 CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
-                  "rounding", "eps", "stat_frac_bits", "dropout")
+                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -59,6 +59,9 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--stat-frac-bits", type=int, help=f"extra fraction bits of the inference mean (default {d.stat_frac_bits})")
     g.add_argument("--dropout", type=float, help="training only: zero each output with probability p in [0, 1), scale the "
                                                  "kept ones by 1/(1-p); a seed field per channel (default 0: no stage)")
+    g.add_argument("--overlap", action="store_const", const=True,
+                   help="channel overlap: the host interleaves two channels (statistics passes of c, then the "
+                        "normalize pass of c-1; a count-0 descriptor flushes); default off")
 
 
 def _config(args) -> NormConfig:

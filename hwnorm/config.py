@@ -120,7 +120,10 @@ class NormConfig:
     consecutive chunks whose ranges are averaged (10 in the reference Range BN, 1 for plain range);
     `k` (topk only) the number of largest deviations averaged (linf is k = 1); `alpha` (cvar only) the
     superquantile level: cvar averages the top ceil((1 - alpha) n) values, and k is derived from it. `lanes` values
-    enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean.
+    enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean. `overlap`
+    (default off) changes the host protocol: the host interleaves two channels, sending channel c's
+    statistics passes before channel c-1's normalize pass, so the per-channel arithmetic of c runs while
+    c-1 is normalized (docs/architecture.md, "Channel overlap").
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     The FRN kinds (frn, frn_range, frn_l1, frn_linf: FRN + TLU, no centring) reuse the statistics hardware of the
     centred kind `stat_kind` on x about 0, carry a per-channel TLU threshold `tau` (out_fmt) in the descriptor and
@@ -142,6 +145,7 @@ class NormConfig:
     inference_only: bool = False
     alpha: float | None = None
     dropout: float = 0.0
+    overlap: bool = False
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -196,6 +200,15 @@ class NormConfig:
             raise ValueError(f"dropout={self.dropout!r} is not supported for kind={self.kind!r}: the dropout stage is "
                              f"built for the batch-norm kinds only ({', '.join(k for k in KINDS if k not in FRN_KINDS)}); "
                              f"allowed dropout=0 for the FRN kinds")
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"overlap={self.overlap!r} is not supported: allowed True or False")
+        if self.overlap and self.inference_only:
+            raise ValueError("overlap=True is not supported with inference_only=True (an inference channel has no "
+                             "statistics pass to overlap): allowed overlap=False for inference-only builds")
+        if self.overlap and (self.frn or self.dropout > 0.0):
+            raise ValueError(f"overlap=True is not supported with kind={self.kind!r}, dropout={self.dropout!r}: the hold "
+                             f"registers of the pending channel carry no TLU threshold or dropout seed yet; allowed "
+                             f"overlap=True for the batch-norm kinds without dropout")
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -254,12 +267,15 @@ class NormConfig:
     # -- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The fields as a dict; alpha only for cvar (so adding it left every other configuration's hash as it was)."""
+        """The fields as a dict; alpha only for cvar, overlap only when True (so adding them left every other
+        configuration's hash as it was)."""
         d = dataclasses.asdict(self)
         if d["alpha"] is None:
             del d["alpha"]
         if d["dropout"] == 0.0:        # likewise dropout: only when a stage is asked for
             del d["dropout"]
+        if not d["overlap"]:        # likewise overlap only when on
+            del d["overlap"]
         return d
 
     @classmethod
@@ -299,7 +315,8 @@ class NormConfig:
             extra += f" dropout={self.dropout}"
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
-                f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}")
+                f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}"
+                f"{' overlap' if self.overlap else ''}")
 
     @property
     def stat_kind(self) -> str:

@@ -115,7 +115,8 @@ def waveform(cfg: NormConfig, n: int | None = None, axi: bool = False) -> dict:
          {"name": f"{i} {r}", "wave": w["i_ready"]}],
         [f"output{per_beat}", {"name": f"{o} {v} / {p}", "wave": w["o"], "data": labels["o"]}],
         {"name": f"{st} {v}", "wave": w["stats"]},
-    ], "head": {"text": f"one {mode} channel of {n} values, {passes} pass(es), no stalls"},
+    ], "head": {"text": f"one {mode} channel of {n} values, {passes} pass(es), no stalls"
+                         + (" (overlap: other channels' passes interleave; see Values)" if t.get("overlap") else "")},
         "foot": {"text": "each | hides " + ", then ".join(f"{g} cycles" for g in gaps) if gaps else ""},
         "config": {"hscale": 1}}
 
@@ -170,6 +171,7 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
             f"{lanes['count']} lane(s) per beat, lane 0 in the least significant bits; input {lanes['input']['format']}, "
             f"output {lanes['output']['format']}. Training: the host sends a channel's values once per pass "
             f"({ds['passes']['training']} passes; outputs come in the last); inference: one pass.", "",
+            *([f"**Channel overlap is on**: {t['overlap_note']}.", ""] if t.get("overlap") else []),
             "## Latency and throughput (cycles, from the generator's formulas)", "",
             _table(["quantity", "value"], [(k, f"`{v}`" if isinstance(v, str) else "-" if v is None else v)
                                            for k, v in t.items()]), ""]

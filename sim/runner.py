@@ -145,9 +145,10 @@ def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
 
 def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     """The configuration matrix of `make sim`: every kind (the FRN kinds too) x 8/16-bit formats x lanes 1 and 4,
-    plus variants (plain range, other rounding modes, unsigned formats, other k, a small FRN); FULL=1 adds lanes 2
-    and 8 and more variants. tests/test_sim.py (make test) runs it without the FRN kinds' default configurations
-    (frn_s8_small_p1 only), to keep make test's time."""
+    plus variants (plain range, other rounding modes, unsigned formats, other k, a small FRN, dropout); FULL=1 adds
+    lanes 2 and 8 and more variants; overlap builds (range and l1 at 8 bits, 4 lanes; FULL=1: every kind).
+    tests/test_sim.py (make test) runs it without the FRN kinds' default configurations (frn_s8_small_p1 only),
+    to keep make test's time."""
     cfgs = {}
     for key, cfg in default_configs().items():
         for lanes in ((1, 2, 4, 8) if full else (1, 4)):
@@ -158,7 +159,13 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
     cfgs["range_drop_even_p4"] = NormConfig(dropout=0.25, rounding="half_even", max_count=500, lanes=4)
     cfgs["frn_s8_small_p1"] = NormConfig(kind="frn", max_count=300)     # the one FRN configuration of make test
+    # channel overlap (the host interleaves two channels): a two-pass and a three-pass kind
+    for kind in ("range", "l1"):
+        cfgs[f"{kind}_s8_overlap_p4"] = NormConfig(kind=kind, lanes=4, max_count=1024, overlap=True)
     if full:
+        for kind in ("linf", "topk", "l2", "mad", "semidev", "cvar"):
+            cfgs[f"{kind}_s8_overlap_p4"] = NormConfig(kind=kind, lanes=4, max_count=1024, overlap=True)
+        cfgs["l1_s16_overlap_p1"] = NormConfig(kind="l1", max_count=300, overlap=True, **FORMATS_16)
         cfgs["range_s12_floor_p1"] = NormConfig(in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(10, 6),
                                                 gamma_fmt=FixedFormat(10, 7), beta_fmt=FixedFormat(12, 8),
                                                 rounding="floor", max_count=300, chunks=4)

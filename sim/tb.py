@@ -208,7 +208,11 @@ class NormTB:
         self.cov = Coverage(cfg)
         self.pending: deque = deque()      # channels queued and not yet complete (their stats not seen)
         self.channels = 0                  # channels queued since the last reset
+        self.descriptors = 0               # descriptors queued since the last reset (overlap: with flushes)
         self.stall_events: set = set()
+        self.overlap = cfg.overlap
+        self.segments: list = []           # every pass queued on `i` since the last reset, in stream order
+        self.held = None                   # overlap: the channel whose normalize pass is not queued yet
 
     # -- packing ------------------------------------------------------------------------------
 
@@ -276,17 +280,20 @@ class NormTB:
         self.chan.send([pack(cfg.channel_fields, desc)])
         beats = self._beats(x)
         unrounded = getattr(res, "unrounded", None)
-        self.pending.append(dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
-                                 infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
-                                 unrounded=None if unrounded is None else unrounded[0], seed=seed,
-                                 keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None
-                                 else None))
+        rec = dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
+                   infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
+                   unrounded=None if unrounded is None else unrounded[0], desc=self.descriptors, end=None, seed=seed,
+                   keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None else None)
+        self.pending.append(rec)
+        self.descriptors += 1
         self.channels += 1
-        for p in range(passes):
-            self.data.send(beats)
-            self.queued += len(beats)
-            if p < passes - 1:
-                self.boundaries.append((self.queued, "scale" if p == passes - 2 else "pass"))
+        if self.overlap:
+            self._queue_overlap(rec, beats)
+        else:
+            for p in range(passes):
+                self._queue(beats, rec, "infer" if rec["infer"] else f"p{p + 1}")
+                if p < passes - 1:
+                    self.boundaries.append((self.queued, "scale" if p == passes - 2 else "pass"))
         y = [int(v) for v in res.y[0]]
         out_beats = []
         for b in range(0, len(y), self.lanes):
@@ -294,6 +301,40 @@ class NormTB:
             out_beats.append((vals + [0] * (self.lanes - len(vals)), len(vals)))
         self.scoreboard.expect(out_beats, stats)
         return Expected(x=x, y=y, stats=stats, infer=inference is not None)
+
+    def _queue(self, beats, rec, label, gap_label=None):
+        """One pass of a channel on `i`; `gap_label` names the state between it and what came before."""
+        self.data.send(beats)
+        self.segments.append(dict(start=self.queued, end=self.queued + len(beats), label=label, rec=rec,
+                                  desc=self.descriptors - 1, gap=gap_label))
+        self.queued += len(beats)
+        if label in ("infer", f"p{rec['passes']}"):
+            rec["end"] = self.queued       # the channel's last value
+
+    def _queue_overlap(self, rec, beats):
+        """Overlap mode (docs/architecture.md, "Channel overlap"): this channel's statistics passes, then
+        the normalize pass of the channel held before it; this one is held until the next descriptor."""
+        last = rec["passes"] - 1
+        if not rec["infer"]:
+            for p in range(last):       # no gap is measured: pass 2 waits while ChannelMath finishes c-1
+                self._queue(beats, rec, f"p{p + 1}", "setup" if p == 0 else f"gap{p}")
+        self._queue_held()
+        self.held = (rec, beats)
+
+    def _queue_held(self):
+        if self.held is not None:
+            rec, beats = self.held
+            label = "infer" if rec["infer"] else f"p{rec['passes']}"
+            self._queue(beats, rec, label, "setup" if rec["infer"] else f"gap{rec['passes'] - 1}")
+            self.held = None
+
+    def flush(self, empty: bool = False):
+        """Overlap mode: the end-of-sequence descriptor (count 0), then the held channel's normalize pass
+        (`empty`: send the descriptor even with no channel held; the datapath must ignore it)."""
+        if self.overlap and (self.held is not None or empty):
+            self.chan.send([pack(self.cfg.channel_fields, {name: 0 for name, _, _ in self.cfg.channel_fields})])
+            self.descriptors += 1
+            self._queue_held()
 
     # -- clocking -----------------------------------------------------------------------------
 
@@ -307,6 +348,8 @@ class NormTB:
         setup, p1..pN / infer (mid-pass), gap1.. (between passes), drain, stats (see sim/funcov.py)."""
         if not self.pending:
             return "idle"
+        if self.overlap:
+            return self._state_overlap()
         h = self.pending[0]
         if len(self.chan.accepted) <= h["idx"]:
             return "idle"
@@ -320,10 +363,30 @@ class NormTB:
             return f"gap{j}"
         return "drain" if h["out"] < h["beats"] else "stats"
 
+    def _segment(self):
+        """(the pass `i` is in or waits for, values accepted); None when every queued pass is in."""
+        a = len(self.data.accepted)
+        return next((sg for sg in self.segments if sg["end"] > a), None), a
+
+    def _state_overlap(self) -> str:
+        """state() in overlap mode, from the pass the input stream is in: mid-pass, its label; at the start
+        of a pass, the gap before it (setup after a descriptor); once all is in, drain or stats."""
+        h = self.pending[0]
+        sg, a = self._segment()
+        if h["end"] is not None and h["end"] <= a:
+            return "drain" if h["out"] < h["beats"] else "stats"
+        if sg is not None and a > sg["start"]:
+            return sg["label"]
+        if sg is not None and (len(self.chan.accepted) > sg["desc"] or sg["gap"] != "setup"):
+            return sg["gap"]
+        return "idle"
+
     def _watch_stalls(self):
         """Stall events of the channel in the DUT, by pass (sampled into coverage when it completes)."""
         if not self.pending:
             return
+        if self.overlap:
+            return self._watch_stalls_overlap()
         h = self.pending[0]
         ev = self.stall_events
         last = "infer" if h["infer"] else f"p{h['passes']}"
@@ -342,6 +405,22 @@ class NormTB:
         if not self.stat._ready and int(self.stat.valid.value):
             ev.add("stats_backpressure")
 
+    def _watch_stalls_overlap(self):
+        ev, h = self.stall_events, self.pending[0]
+        sg, a = self._segment()
+        if sg is not None and a > sg["start"]:
+            label = sg["label"]
+            if not self.data.presented:
+                ev.add(f"{label}:input_gap")
+            elif label in ("infer", f"p{self.cfg.passes}") and not int(self.data.ready.value):
+                ev.add(f"{label}:i_held")
+            if not self.out._ready:
+                ev.add(f"{label}:o_ready_low")
+        if not self.out._ready and int(self.out.valid.value):
+            ev.add(f"{'infer' if h['infer'] else 'p' + str(h['passes'])}:o_backpressure")
+        if not self.stat._ready and int(self.stat.valid.value):
+            ev.add("stats_backpressure")
+
     async def reset(self, cycles: int = 3, sample: bool = True):
         """Hold rst for `cycles` clocks, dropping everything queued or expected (also mid-channel).
         The state the DUT is in when rst takes effect is sampled into coverage (unless `sample` is False)."""
@@ -355,6 +434,9 @@ class NormTB:
         self.chan.accepted.clear()
         self.pending.clear()
         self.stall_events = set()
+        self.segments = []
+        self.held = None
+        self.descriptors = 0
         self.channels = 0
         self.queued = 0
         self._watch = None
@@ -388,6 +470,7 @@ class NormTB:
 
     async def run(self, max_cycles: int = 2_000_000):
         """Clock until every queued channel has produced all outputs and stats."""
+        self.flush()                       # overlap: the last channel's normalize pass
         start = self.cycle
         while not (self.chan.idle and self.data.idle and self.scoreboard.done):
             await self.step()

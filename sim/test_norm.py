@@ -1,6 +1,7 @@
 """cocotb regression of NormDatapath (every kind): bit-exact against hwnorm.golden, with random
 input gaps and output back-pressure. The configuration comes from HWNORM_CONFIG (JSON), set by
-sim/runner.py; HWNORM_FULL=1 makes the random tests longer.
+sim/runner.py; HWNORM_FULL=1 makes the random tests longer. With overlap=True the testbench drives the
+interleaved order (sim/tb.py NormTB._queue_overlap) and the same tests run unchanged.
 """
 from __future__ import annotations
 
@@ -59,9 +60,11 @@ def _inference(rng):
 async def random_counts(dut):
     """Random data at every interesting count, 30% input gaps, 30% output back-pressure."""
     tb, rng = await _bench(dut, 0.3, 0.3)
-    for n in _counts():
+    for i, n in enumerate(_counts()):
         for _ in range(3 if FULL else 1):
             tb.channel(_x(rng, n), *_affine(rng))
+        if i == 2:
+            tb.flush()      # overlap: end a sequence mid-test, then start the next one
     for n in (5, 40):       # narrow data around a random centre: small deviations, large multipliers
         centre = int(rng.integers(FI.min_int + 4, FI.max_int - 3))
         tb.channel(centre + rng.integers(-3, 4, size=n), *_affine(rng))
@@ -89,6 +92,7 @@ async def inference(dut):
 async def all_equal(dut):
     """Zero deviation: sigma is eps alone and every output is beta."""
     tb, rng = await _bench(dut, 0.2, 0.2)
+    tb.flush(empty=True)    # overlap: an end-of-sequence descriptor with nothing pending is ignored
     for n, v in ((1, FI.max_int), (7, 0), (64, FI.min_int), (33, 3)):
         tb.channel(np.full(min(n, CFG.max_count), v), *_affine(rng))
     await tb.run()
@@ -150,6 +154,7 @@ async def reset_mid_channel(dut):
     beats = -(-n // CFG.lanes)
     for stop_after in (beats // 2, (PASSES - 1) * beats + beats // 2):
         tb.channel(_x(rng, n), *_affine(rng))
+        tb.flush()
         while len(tb.data.accepted) < max(1, stop_after):
             await tb.step()
         await tb.reset()
@@ -169,14 +174,13 @@ async def back_to_back(dut):
     tb.channel(_x(rng, counts[1]), *_affine(rng), inference=_inference(rng))
     await tb.run()
     acc = tb.data.accepted
-    pos = 0
-    for n, passes in [(c, PASSES) for c in counts] + [(counts[1], 1)]:
-        beats = -(-n // CFG.lanes)
-        for p in range(passes):
-            run = acc[pos:pos + beats]
-            assert run[-1] - run[0] == beats - 1, \
-                f"pass {p + 1} of a {n}-value channel took {run[-1] - run[0] + 1} cycles for {beats} beats"
-            pos += beats
+    assert len(tb.segments) == len(counts) * PASSES + 1
+    for sg in tb.segments:                      # every pass, in the order it went in
+        run, n = acc[sg["start"]:sg["end"]], len(sg["rec"]["x"])
+        assert run[-1] - run[0] == len(run) - 1, \
+            f"pass {sg['label']} of a {n}-value channel took {run[-1] - run[0] + 1} cycles for {len(run)} beats"
+    if CFG.overlap:
+        return await _overlap_throughput(dut, tb, rng)
     # a whole channel (up to 1024 values), descriptor to statistics word, with nothing stalling it
     n = min(CFG.max_count, 1024)
     start = tb.cycle
@@ -188,6 +192,31 @@ async def back_to_back(dut):
     rec = tb.record("back_to_back", values_per_cycle=CFG.lanes, channel_values=n, channel_cycles=whole)
     dut._log.info("back_to_back: %d cycles, gaps %s", tb.cycle, tb.gaps)
     return rec
+
+
+async def _overlap_throughput(dut, tb, rng, channels: int = 6):
+    """Overlap mode: `channels` channels of up to 1024 values back to back; the steady-state period is the
+    cycles between two statistics words (channel c's math hidden under channel c-1's normalize pass), the
+    run's rate counts the first channel's math and the last one's flush too."""
+    n = min(CFG.max_count, 1024)
+    first = len(tb.stats_at)
+    start = len(tb.chan.accepted)
+    for _ in range(channels):
+        tb.channel(_x(rng, n), *_affine(rng))
+    await tb.run()
+    at = tb.stats_at[first:]
+    periods = [b - a for a, b in zip(at, at[1:])][:-1]        # the last one waits for the flush
+    assert len(set(periods)) == 1, f"the steady-state channel period is not fixed: {periods}"
+    period = periods[0]
+    run_cycles = at[-1] - tb.chan.accepted[start] + 1
+    rate, run_rate, target = n / period, channels * n / run_cycles, 0.9 * CFG.lanes / CFG.passes
+    dut._log.info("overlap: %d channels of %d values: %d cycles per channel (%.3f values per clock; target %.2f), "
+                  "whole run %d cycles (%.3f values per clock)", channels, n, period, rate, target, run_cycles, run_rate)
+    if n >= 1024:
+        assert rate >= target, f"overlap: {rate:.3f} values per clock, below 0.9 x lanes / passes = {target:.2f}"
+    return tb.record("back_to_back", values_per_cycle=CFG.lanes, channel_values=n, channel_cycles=period,
+                     overlap_channels=channels, overlap_run_cycles=run_cycles, overlap_rate=round(rate, 4),
+                     overlap_run_rate=round(run_rate, 4))
 
 
 def _boundary_counts():
@@ -229,6 +258,7 @@ async def _reach(tb, rng, state: str, n: int, limit: int = 200_000):
     tb.stat.stall = 1.0 if state == "stats" else 0.0      # stats: the statistics word is held back
     tb.out.stall = 0.0
     tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng) if state == "infer" else None)
+    tb.flush()
     for _ in range(limit):
         await tb.step()
         if tb.state() == state:

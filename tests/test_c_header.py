@@ -19,6 +19,7 @@ CONFIGS = {f"{kind}_s{bits}_p{lanes}": NormConfig(kind=kind, lanes=lanes, **fmts
 CONFIGS["topk3_u_p2"] = NormConfig(kind="topk", k=3, lanes=2, max_count=500, out_fmt="u8.5")
 CONFIGS["range_plain_infer_only"] = NormConfig(chunks=1, inference_only=True, max_count=1000)
 CONFIGS["range_dropout_p4"] = NormConfig(dropout=0.25, lanes=4, max_count=500)
+CONFIGS["l1_overlap_p4"] = NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True)    # adds TC_OVERLAP
 
 MAIN = r"""
 #include <stdio.h>

@@ -105,6 +105,9 @@ class VerilatedDatapath:
     """One Verilated instance of cfg's datapath, running whole channels per call."""
 
     def __init__(self, cfg: NormConfig):
+        if cfg.overlap:
+            raise ValueError("overlap=True is not supported by the rtl backend (its harness sends one channel at a "
+                             "time, not the interleaved order): allowed overlap=False")
         self.cfg = cfg
         self.lib = _load(library_path(cfg))
         self.handle = self.lib.hw_new()

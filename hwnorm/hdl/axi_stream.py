@@ -30,7 +30,11 @@ def axi_widths(cfg) -> dict:
 
 
 def check_axi(cfg, max_bits: int = MAX_TDATA_BITS):
-    """ValueError naming the stream if a TDATA would be wider than the AXI4-Stream recommendation allows."""
+    """ValueError naming the stream if a TDATA would be wider than the AXI4-Stream recommendation allows, or the
+    configuration has channel overlap (the wrapper's m_axis_tlast counts the descriptor's own channel)."""
+    if cfg.overlap:
+        raise ValueError("--axi-stream: overlap=True is not supported by the AXI4-Stream wrapper (its m_axis_tlast "
+                         "follows one channel at a time): allowed overlap=False, or the native interface")
     for name, bits in axi_widths(cfg).items():
         if bits > max_bits:
             raise ValueError(f"--axi-stream: {name}_tdata would be {bits} bits for this configuration: allowed at most "
@@ -41,6 +45,8 @@ class AxiStreamNorm(wiring.Component):
     """The datapath of `cfg` with AXI4-Stream ports (see the module docstring)."""
 
     def __init__(self, cfg):
+        if cfg.overlap:
+            check_axi(cfg)          # refuses it
         self.cfg = cfg
         w = axi_widths(cfg)
         self.out_bytes = lane_bytes(cfg.out_fmt.bits)

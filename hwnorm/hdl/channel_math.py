@@ -122,7 +122,11 @@ def _abs(v):
 
 class ChannelMath(wiring.Component):
     """`start` with `entry` (0: between L1's passes, 1: after the statistics passes, 2: inference);
-    `done` pulses when den / a / b / sh (and L1's floor_mean) hold the channel's values."""
+    `done` pulses when den / a / b / sh (and L1's floor_mean) hold the channel's values.
+
+    With cfg.overlap, `released` goes high once the running program no longer reads the statistics unit
+    (the training program copies S after the deviation; the inference program never reads it), so the
+    datapath may clear it for the next channel while the reciprocal and affine steps finish."""
 
     ENTRIES = ("mid", "train", "infer")
 
@@ -134,6 +138,7 @@ class ChannelMath(wiring.Component):
             "den": Out(max(1, cfg.den_bits)), "a": Out(signed(cfg.a_bits)), "b": Out(signed(cfg.b_bits)),
             "sh": Out(range(cfg.shift_max + 1)), "floor_mean": Out(signed(cfg.in_fmt.bits + 1)),
             "pop_top": Out(1), "pop_bottom": Out(1),
+            **({"released": Out(1)} if cfg.overlap else {}),
         })
         self.stats_unit = None          # set by the datapath: the StatisticsUnit whose outputs it reads
 
@@ -154,13 +159,15 @@ class ChannelMath(wiring.Component):
             drain = [Set([])] * max(0, StatisticsUnit.latency_for(cfg) - 2)
             mid = self._mid_program(st)
             progs["mid"] = drain + mid if mid else []
+            # overlap: S copied with the reciprocal's leading one; from then on the statistics unit is free
+            free = [r["s_hold"].eq(st.sum), self.released.eq(1)] if cfg.overlap else []
             progs["train"] = drain + self._den_program(st) + [
-                Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))]),
+                Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))] + free),
                 Recip(r["recip"], r["lead"], self.den, q),
                 Mul(r["m"], r["recip"], _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
                 Mul(r["km"], r["m"], n, cfg.count_bits),
                 Set([r["sh0"].eq(r["lead"] + cfg.shift_base), r["tk"].eq(leading_one(self._m, n, "count_lead"))]),
-            ] + self._affine_program(None if cfg.frn else s, n, train=True)
+            ] + self._affine_program(None if cfg.frn else r["s_hold"] if cfg.overlap else s, n, train=True)
         progs["infer"] = [
             Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
             Set([r["km"].eq(r["m"] << cfg.stat_frac_bits),
@@ -278,6 +285,17 @@ class ChannelMath(wiring.Component):
         return steps
 
     @classmethod
+    def release_for(cls, cfg) -> int:
+        """Overlap: cycles from the training program's `start` to the first cycle `released` is high."""
+        inst, m = cls(cfg), Module()
+        inst._MustUse__silence = m._MustUse__silence = True
+        inst._build(m, _FakeStats(cfg))
+        prog = inst._progs["train"]
+        k = next(i for i, step in enumerate(prog) if isinstance(step, Set) and any(
+            a.lhs is inst._regs["s_hold"] for a in step.assigns if hasattr(a, "lhs")))
+        return 1 + sum(step.cycles() for step in prog[:k + 1])
+
+    @classmethod
     def latency_for(cls, cfg, entry: str) -> int:
         """Cycles from `start` to the cycle after `done` (the program's steps plus 1 to enter, 1 to finish)."""
         inst, m = cls(cfg), Module()
@@ -322,6 +340,7 @@ class ChannelMath(wiring.Component):
             "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
             "step": Signal(range(cfg.k + 1), name="merge_step"),
             "wq": Signal(cfg.var_bits + 2 * cfg.const_frac_bits + 1, name="semi_w"),
+            "s_hold": Signal(st.sum.shape(), name="sum_hold"),
         }
         self._progs = self.programs(st)
 
@@ -375,6 +394,8 @@ class ChannelMath(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    if cfg.overlap:         # the inference program never reads the statistics unit
+                        m.d.sync += self.released.eq(self.entry == self.ENTRIES.index("infer"))
                     with m.Switch(self.entry):
                         for i, name in enumerate(self.ENTRIES):
                             if name in progs:

@@ -30,6 +30,16 @@ class NormDatapath(wiring.Component):
     fixed latency before each later pass, while ChannelMath runs; the last pass produces the outputs
     on `o`. Inference (`infer` = 1, or any channel of an inference-only build): one pass with the given
     mean and scale. Then one word on `stats`.
+
+    With `cfg.overlap` the host interleaves two channels (docs/architecture.md, "Channel overlap"): per
+    channel c, the descriptor, the statistics passes of c (all passes but the last), then the normalize
+    pass of the channel before it, c-1, while ChannelMath computes c's constants. The normalize pass
+    reads S, the count and `infer` of c-1 from hold registers loaded when c's descriptor is taken (it
+    waits until ChannelMath has released the statistics unit), A, B, SH and Den from hold registers
+    loaded when c's math starts (it waits until ChannelMath is done with c-1). An inference descriptor
+    (`infer` = 1) has no statistics pass: its math starts at once, then c-1's normalize pass runs, and
+    its own pass comes after the next descriptor, like any channel's. A descriptor with `count` = 0 ends
+    the sequence: it runs the pending channel's normalize pass (a no-op when none is pending).
     """
 
     def __init__(self, cfg):
@@ -70,13 +80,26 @@ class NormDatapath(wiring.Component):
 
         chan = Signal.like(self.chan.payload)
         left = Signal(cfg.count_bits)            # values still to come in the current pass
+        ov = cfg.overlap
+        if ov:      # the channel whose normalize pass is pending, held while ChannelMath serves the next one
+            hold_a, hold_b, hold_sh = Signal.like(cm.a), Signal.like(cm.b), Signal.like(cm.sh)
+            hold_den, hold_sum = Signal.like(cm.den), Signal.like(st.sum)
+            hold_count, hold_infer = Signal(cfg.count_bits), Signal()
+            pend = Signal()                      # a channel's math started, its normalize pass not yet run
+            have_hold = Signal()                 # the hold registers carry a channel to normalize next
+            math_busy = Signal()
+            mchan = Signal.like(chan)            # ChannelMath's own copy: the next descriptor may arrive first
+            with m.If(cm.start):
+                m.d.sync += [math_busy.eq(1), mchan.eq(chan)]
+            with m.Elif(cm.done):
+                m.d.sync += math_busy.eq(0)
         mask = Signal(lanes)
         last = Signal()
         beat = Signal()                           # a beat is accepted this cycle
 
         m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
         m.d.comb += last.eq(left <= lanes)
-        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(chan)]
+        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(mchan if ov else chan)]
         if cfg.stat_kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
         if cfg.passes == 3:
@@ -85,12 +108,15 @@ class NormDatapath(wiring.Component):
             m.d.comb += [st.pop_top.eq(cm.pop_top), st.pop_bottom.eq(cm.pop_bottom)]
         if cfg.kind == "cvar" and not cfg.inference_only:
             m.d.comb += st.pop_top.eq(cm.pop_top)
+        # overlap: the normalize pass and the statistics word take the held channel's values
+        a, b, sh = (hold_a, hold_b, hold_sh) if ov else (cm.a, cm.b, cm.sh)
+        s_sum, den = (hold_sum, Mux(hold_infer, 0, hold_den)) if ov else (st.sum, Mux(chan.infer, 0, cm.den))
         m.d.comb += [
             norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
-            norm.a.eq(cm.a), norm.b.eq(cm.b), norm.shift.eq(cm.sh),
+            norm.a.eq(a), norm.b.eq(b), norm.shift.eq(sh),
             *([norm.tau.eq(chan.tau)] if cfg.frn else []),
             self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid), norm.o.ready.eq(self.o.ready),
-            self.stats.payload.sum.eq(st.sum), self.stats.payload.den.eq(Mux(chan.infer, 0, cm.den)),
+            self.stats.payload.sum.eq(s_sum), self.stats.payload.den.eq(den),
             self.stats.payload.sat.eq(norm.sat_count),
         ]
         if cfg.dropout_active:          # the LFSR loads the new descriptor's seed; inference channels keep everything
@@ -104,12 +130,20 @@ class NormDatapath(wiring.Component):
             if cfg.passes == 3:
                 m.d.comb += st.second.eq(second)
             with m.If(self.i.valid & last):
-                m.d.sync += left.eq(chan.count)          # the next pass sends the channel again
+                # the next pass sends the channel again (overlap: the last statistics pass is followed by
+                # the pending channel's normalize pass)
+                m.d.sync += left.eq(hold_count if ov and next_state == "GO_TRAIN" else chan.count)
                 m.next = next_state
 
         def run_math(entry, then):
             m.d.comb += [cm.start.eq(1), cm.entry.eq(ChannelMath.ENTRIES.index(entry))]
             m.next = then
+
+        if ov:
+            self._overlap_fsm(m, cm, st, norm, chan, left, beat, take_pass, run_math,
+                              (hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer),
+                              pend, have_hold, math_busy)
+            return m
 
         with m.FSM():
             with m.State("IDLE"):
@@ -154,3 +188,78 @@ class NormDatapath(wiring.Component):
                 with m.If(self.stats.ready):
                     m.next = "IDLE"
         return m
+
+    def _overlap_fsm(self, m, cm, st, norm, chan, left, beat, take_pass, run_math, hold, pend, have_hold, math_busy):
+        """The FSM of overlap mode: descriptor, statistics passes of channel c (ChannelMath then starts on
+        c), the normalize pass of the held channel c-1, its statistics word."""
+        cfg = self.cfg
+        hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer = hold
+        desc = self.chan.payload
+        flush = Signal()
+        m.d.comb += flush.eq(desc.count == 0)
+
+        def when_math_idle(then):
+            """Wait for ChannelMath to finish the channel before; take its A, B, SH, Den into the hold
+            registers (the held channel's normalize pass comes next), then `then()`."""
+            with m.If(~math_busy):
+                m.d.sync += [hold_a.eq(cm.a), hold_b.eq(cm.b), hold_sh.eq(cm.sh), hold_den.eq(cm.den)]
+                then()
+
+        def start(entry):
+            def go():
+                run_math(entry, "IDLE")
+                with m.If(have_hold):
+                    m.next = "NORM"
+            return go
+
+        with m.FSM():
+            with m.State("IDLE"):
+                # the descriptor clears the statistics unit: ChannelMath must have released it (copied S)
+                m.d.comb += self.chan.ready.eq(~math_busy | cm.released)
+                with m.If(self.chan.valid & self.chan.ready):
+                    m.d.sync += [hold_sum.eq(st.sum), hold_count.eq(chan.count), hold_infer.eq(chan.infer),
+                                 have_hold.eq(pend)]
+                    m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
+                    with m.If(flush):
+                        m.d.sync += [pend.eq(0), left.eq(chan.count)]
+                        with m.If(pend):
+                            m.next = "FLUSH"
+                    with m.Else():
+                        m.d.sync += [chan.eq(desc), pend.eq(1)]
+                        with m.If(desc.infer):
+                            m.d.sync += left.eq(chan.count)
+                            m.next = "GO_INFER"
+                        with m.Else():
+                            m.d.sync += left.eq(desc.count)
+                            m.next = "PASS1"
+            with m.State("PASS1"):
+                take_pass("GO_MID" if cfg.passes == 3 else "GO_TRAIN")
+            if cfg.passes == 3:
+                with m.State("GO_MID"):
+                    with m.If(~math_busy):
+                        run_math("mid", "WAIT_MID")
+                with m.State("WAIT_MID"):
+                    with m.If(cm.done):
+                        m.next = "PASS2"
+                with m.State("PASS2"):
+                    take_pass("GO_TRAIN", second=True)
+            with m.State("GO_TRAIN"):
+                when_math_idle(start("train"))
+            with m.State("GO_INFER"):
+                when_math_idle(start("infer"))
+            with m.State("FLUSH"):
+                def norm_next():
+                    m.next = "NORM"
+                when_math_idle(norm_next)
+            with m.State("NORM"):
+                more = Signal()
+                m.d.comb += more.eq(left != 0)
+                m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
+                             beat.eq(self.i.valid & norm.i.ready & more)]
+                with m.If(~more & ~norm.busy):
+                    m.next = "REPORT"
+            with m.State("REPORT"):
+                m.d.comb += self.stats.valid.eq(1)
+                with m.If(self.stats.ready):
+                    m.d.sync += have_hold.eq(0)
+                    m.next = "IDLE"

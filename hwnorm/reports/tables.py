@@ -1,6 +1,7 @@
 """Tables the docs carry, regenerated from the code (`hwnorm tables --write`), never typed by hand."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -30,17 +31,42 @@ def numerics_table(seed: int = 0, trials: int = 4, rows: dict | None = None) -> 
     return "\n".join(out)
 
 
-def channel_cycles(cfg, n: int) -> int:
+def channel_cycles(cfg, n: int, overlap: bool | None = None) -> int:
     """Clock cycles of one training channel of n values, descriptor to statistics word, with no stalls:
-    the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs."""
+    the passes at `lanes` values per clock, the per-channel arithmetic, the pipeline and the hand-overs.
+    In overlap mode (cfg.overlap, or `overlap`=True) the steady-state period of a run of such channels:
+    the arithmetic of a channel runs during the normalize pass of the one before it (and the next
+    channel's first pass) and costs only what it takes beyond them (`overlap_math_excess`)."""
     from ..hdl import NormDatapath
     from ..hdl.normalize import stages_for
     beats = -(-n // cfg.lanes)
     gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0       # idle cycles between passes 1 and 2
+    if cfg.overlap if overlap is None else overlap:
+        return 1 + cfg.passes * beats + gap + 2 + stages_for(cfg) + 1 + overlap_math_excess(cfg, n)
     return 1 + cfg.passes * beats + gap + NormDatapath.scale_latency_for(cfg) + stages_for(cfg) + 1
 
 
+def overlap_math_excess(cfg, n: int) -> int:
+    """Overlap mode: the cycles per channel lost waiting for ChannelMath in a steady run of n-value channels.
+    With s the cycle channel c's training program starts (after its last statistics beat), the next
+    descriptor is taken at s + d, d = max(ceil(n/lanes) + stages + 3, release) (c-1's normalize pass, its
+    pipeline and statistics word; ChannelMath releasing the statistics unit), and the next program (mid or
+    train) starts at s + g, g = max(d + 1 + ceil(n/lanes), latency) (ChannelMath done with c). 0 when
+    the passes are the longer."""
+    from ..hdl import ChannelMath, NormDatapath
+    from ..hdl.normalize import STAGES
+    cfg = dataclasses.replace(cfg, overlap=True)
+    beats = -(-n // cfg.lanes)
+    d = max(beats + STAGES + 3, ChannelMath.release_for(cfg))
+    g = max(d + 1 + beats, ChannelMath.latency_for(cfg, "train"))
+    period = g - 1 + NormDatapath.pass_gap_for(cfg) + beats if cfg.passes == 3 else g
+    gap = NormDatapath.pass_gap_for(cfg) - 1 if cfg.passes == 3 else 0
+    return period - (1 + cfg.passes * beats + gap + 2 + STAGES + 1)
+
+
 CHANNEL_CYCLES_FORMULA = "1 + passes * ceil(n / lanes) + pass_gap_idle + scale_latency + normalize_stages + 1"
+OVERLAP_CYCLES_FORMULA = ("1 + passes * ceil(n / lanes) + pass_gap_idle + 2 + normalize_stages + 1 + math_wait "
+                          "(hwnorm.reports.tables.overlap_math_excess)")
 
 
 def timing(cfg) -> dict:
@@ -56,11 +82,24 @@ def timing(cfg) -> dict:
     n = min(cfg.max_count, 1024)
     t.update(passes_training=cfg.passes, scale_latency_cycles=NormDatapath.scale_latency_for(cfg),
              pass_gap_cycles=NormDatapath.pass_gap_for(cfg) if cfg.passes == 3 else None,
-             channel_cycles_formula=CHANNEL_CYCLES_FORMULA, example_count=n,
-             channel_cycles=channel_cycles(cfg, n),
+             channel_cycles_formula=OVERLAP_CYCLES_FORMULA if cfg.overlap else CHANNEL_CYCLES_FORMULA,
+             example_count=n, channel_cycles=channel_cycles(cfg, n),
              values_per_clock=round(n / channel_cycles(cfg, n), 4),
              values_per_clock_max=round(cfg.max_count / channel_cycles(cfg, cfg.max_count), 4))
+    if cfg.overlap:
+        t.update(overlap=True, overlap_note=OVERLAP_PROTOCOL,
+                 channel_cycles_note="overlap: the steady-state period of a run of channels of example_count values "
+                                     "(one statistics word to the next); a sequence adds the first channel's arithmetic "
+                                     "and the last normalize pass")
     return t
+
+
+OVERLAP_PROTOCOL = ("channel overlap: per channel c the host sends the descriptor, the statistics passes of c (every "
+                    "pass but the last), then the normalize pass of the channel before, c-1, while the core computes "
+                    "c's constants; an inference channel has no statistics pass (its descriptor, then c-1's normalize "
+                    "pass; its own pass follows the next descriptor); a descriptor with count 0 ends the sequence and "
+                    "is followed by the last channel's normalize pass; outputs and statistics words come in channel "
+                    "order")
 
 
 def latency_table() -> str:
@@ -69,8 +108,9 @@ def latency_table() -> str:
     from ..hdl import NormDatapath
     rows = ["| kind | passes (training) | per-lane statistics hardware | gap pass 1 -> 2 (8 / 16-bit) | "
             "per-channel latency before the normalize pass (8-bit / 16-bit, 1 lane) | whole channel of 1024 values, "
-            "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) |",
-            "|---|---|---|---|---|---|"]
+            "8-bit, lanes 1 / 4: values per clock (target 0.9 x lanes / passes) | the same with overlap=True, "
+            "lanes 1 / 4 (steady state; cycles per channel waiting for ChannelMath at 4 lanes) |",
+            "|---|---|---|---|---|---|---|"]
     hw = {"range": "sum; the max/min of every window of a beat's lanes (registered), then one compare per lane "
                    "with the open chunk, segmented by chunk starts computed a beat ahead",
           "l1": "sum; in pass 2 a registered comparator x > floor(mean) per lane, sum and count of the values above",
@@ -91,16 +131,22 @@ def latency_table() -> str:
         c8, c16 = cfgs[f"{kind}_s8"], cfgs[f"{kind}_s16"]
         gap = (f"{NormDatapath.pass_gap_for(c8)} / {NormDatapath.pass_gap_for(c16)} cycles"
                if c8.passes == 3 else "-")
-        rates = []
+        rates, overlap = [], []
         for lanes in (1, 4):
             c = NormConfig.from_dict({**c8.to_dict(), "lanes": lanes})
             rate = 1024 / channel_cycles(c, 1024)
             rates.append(f"{rate:.2f} ({0.9 * lanes / c.passes:.2f})")
+            if not c8.frn:              # the FRN kinds have no overlap build (NormConfig refuses it)
+                overlap.append(f"{1024 / channel_cycles(c, 1024, overlap=True):.2f}")
+        over = "-"
+        if overlap:
+            excess = overlap_math_excess(NormConfig.from_dict({**c8.to_dict(), "lanes": 4}), 1024)
+            over = f"{' / '.join(overlap)} ({excess})"
         rows.append(f"| {kind} | {c8.passes} | {hw[kind]} | {gap} | {NormDatapath.scale_latency_for(c8)} / "
-                    f"{NormDatapath.scale_latency_for(c16)} cycles | {' / '.join(rates)} |")
+                    f"{NormDatapath.scale_latency_for(c16)} cycles | {' / '.join(rates)} | {over} |")
     c8, c16 = cfgs["range_s8"], cfgs["range_s16"]
     rows.append(f"| inference (any kind) | 1 | the multiply-add only | - | {NormDatapath.infer_latency_for(c8)} / "
-                f"{NormDatapath.infer_latency_for(c16)} cycles after the descriptor | - |")
+                f"{NormDatapath.infer_latency_for(c16)} cycles after the descriptor | - | - |")
     return "\n".join(rows)
 
 
