@@ -32,6 +32,17 @@ def stages_for(cfg) -> int:
 DSP_BITS = 17                 # unsigned slice of A per partial product: a signed 18x18 multiplier
 
 
+def partial_products(a, x, j: int) -> list:
+    """x*A as partial products of at most DSP_BITS-bit slices of A (one 18x18 multiplier each), added with B in the
+    next stage: [(product register, slice of A, its bit offset)] for lane j."""
+    parts = []
+    for bottom in range(0, len(a), DSP_BITS):
+        top = min(bottom + DSP_BITS, len(a))
+        piece = a[bottom:top] if top < len(a) else a[bottom:top].as_signed()
+        parts.append((Signal(signed(len(x) + top - bottom + 1), name=f"p{j}_{bottom}"), piece, bottom))
+    return parts
+
+
 class NormalizeAffine(wiring.Component):
     def __init__(self, cfg):
         self.cfg = cfg
@@ -80,12 +91,7 @@ class NormalizeAffine(wiring.Component):
             x = Signal(x_shape, name=f"x{j}")
             # x*A as partial products of at most DSP_BITS-bit slices of A (one 18x18 multiplier each),
             # added with B in the next stage: no stage holds more than one multiplier
-            parts = []
-            for bottom in range(0, cfg.a_bits, DSP_BITS):
-                top = min(bottom + DSP_BITS, cfg.a_bits)
-                piece = self.a[bottom:top] if top < cfg.a_bits else self.a[bottom:top].as_signed()
-                pp = Signal(signed(len(x) + top - bottom + 1), name=f"p{j}_{bottom}")
-                parts.append((pp, piece, bottom))
+            parts = partial_products(self.a, x, j)
             acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
             q = Signal(signed(cfg.acc_bits), name=f"q{j}")
             over, under, low = Signal(name=f"over{j}"), Signal(name=f"under{j}"), Signal(name=f"below_tau{j}")
@@ -151,12 +157,7 @@ class NormalizeAffine(wiring.Component):
         sat_flags = []
         for j in range(lanes):
             x = Signal(x_shape, name=f"x{j}")
-            parts = []
-            for bottom in range(0, cfg.a_bits, DSP_BITS):
-                top = min(bottom + DSP_BITS, cfg.a_bits)
-                piece = self.a[bottom:top] if top < cfg.a_bits else self.a[bottom:top].as_signed()
-                pp = Signal(signed(len(x) + top - bottom + 1), name=f"p{j}_{bottom}")
-                parts.append((pp, piece, bottom))
+            parts = partial_products(self.a, x, j)
             acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
             qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
             sticky = [Signal(name=f"sticky{j}_{k}") for k in range(3)]
