@@ -374,7 +374,7 @@ def family_section(acc: dict | None) -> str:
                     cells.append(_acc_cell(r))
                     delta = (None if r is None or base is None or r["mean"] is None or base["mean"] is None
                              else 100 * (r["mean"] - base["mean"]))
-                    cells.append("-" if delta is None else f"{delta:+.2f}")
+                    cells.append("-" if delta is None else f"{round(delta, 2) + 0.0:+.2f}")     # no -0.00
                 out.append(label + " " + " | ".join(cells) + " |")
     gcols = [w for b, w in cols if b == "golden"]
     if gcols:
