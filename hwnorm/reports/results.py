@@ -327,7 +327,24 @@ def accuracy_section(acc: dict | None) -> str:
 
 
 FAMILY_NOT_BUILT = {("layernorm", "semidev"), ("layernorm", "cvar"), ("groupnorm", "semidev"), ("groupnorm", "cvar")}
-NORM_LABEL = {"batchnorm": "BatchNorm (conv net)", "layernorm": "LayerNorm (MLP-mixer)", "groupnorm": "GroupNorm (conv net)"}
+
+
+def norm_label(norm: str) -> str:
+    """E.g. "LayerNorm (MLP-mixer)": the family's label and its model (hwnorm.torch.accuracy.NORMS)."""
+    from ..torch.accuracy import NORMS
+    spec = NORMS.get(norm)
+    return norm if spec is None else f"{spec.label} ({'MLP-mixer' if spec.model == 'mixer' else 'conv net'})"
+
+
+def _mixer_text(datasets) -> str:
+    from ..torch.accuracy import MIXER
+    parts = []
+    for d in datasets:
+        m = MIXER[d]
+        patch = "x".join(map(str, m["patch"])) if isinstance(m["patch"], tuple) else str(m["patch"])
+        parts.append(f"{d}: patches of {patch} values, tokens of width {m['dim']}, {m['blocks']} mixer blocks, "
+                     f"{2 * m['blocks'] + 1} LayerNorms, {m['epochs']} epochs, Adam lr {m['lr']}")
+    return "; ".join(parts)
 
 
 def family_section(acc: dict | None) -> str:
@@ -348,8 +365,8 @@ def family_section(acc: dict | None) -> str:
            "gradient; grouped layers run the datapath per group with gamma 1, beta 0 and their affine as the "
            "bit-exact host step), evaluated on the hardware (LayerNorm and GroupNorm: each sample's own statistics; "
            "BN: the inference datapath with the running statistics). Models: BatchNorm and GroupNorm (4 channels a "
-           "group) in the conv net of the section above; LayerNorm in a small MLP-mixer (mnist1d: patches of 4 "
-           "values, 10 tokens of width 24, 2 mixer blocks, 5 LayerNorms, 6.1k parameters, 20 epochs, Adam lr 0.003). "
+           "group) in the conv net of the section above; LayerNorm in a small MLP-mixer, about 6k parameters ("
+           + _mixer_text(acc["datasets"]) + "). "
            "Cells: test accuracy in %, mean ± sample std over seeds; Δ = hardware - float twin, in points. "
            f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
            + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
@@ -363,7 +380,7 @@ def family_section(acc: dict | None) -> str:
             done = acc.get("norm_kinds", {}).get(n, acc["kinds"])
             shown = [k for k in ALL_KINDS if k in done or ((n, k) in FAMILY_NOT_BUILT and n in acc["norms"])]
             for k in shown:
-                label = f"| {d} | {NORM_LABEL.get(n, n)} | {KIND_LABEL.get(k, k)} |"
+                label = f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} |"
                 if (n, k) in FAMILY_NOT_BUILT:
                     out.append(label + " not built: no grouped " + k + " module (skipped) |" + " |" * (2 * len(cols)))
                     continue
@@ -390,7 +407,7 @@ def family_section(acc: dict | None) -> str:
                         r = idx.get((d, n, k, "golden", w))
                         f = None if r is None else r.get("train_saturated_frac")
                         cells.append("-" if f is None else f"{100 * f:.2f}%")
-                    out.append(f"| {d} | {NORM_LABEL.get(n, n)} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+                    out.append(f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

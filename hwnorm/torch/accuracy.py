@@ -87,7 +87,8 @@ class Norm:
 # hook.layer_config / module_kind so to_hardware routes it), e.g. Filter Response Normalization in the conv net:
 #   "frn": Norm("conv", ("frn",), lambda kind, c, ndim: FRN(c), "FRN", ("torch/frn.py",)),
 NORMS = {
-    "batchnorm": Norm("conv", ALL_KINDS, lambda kind, c, ndim: (NORMS_1D if ndim == 1 else NORMS_2D)[kind](c), "BN"),
+    "batchnorm": Norm("conv", ALL_KINDS, lambda kind, c, ndim: (NORMS_1D if ndim == 1 else NORMS_2D)[kind](c),
+                      "BatchNorm"),
     "layernorm": Norm("mixer", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "LayerNorm")(c), "LayerNorm",
                       GROUPED_SOURCES),
     "groupnorm": Norm("conv", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "GroupNorm")(max(1, c // GN_CHANNELS), c),
@@ -212,7 +213,7 @@ class MixerBlock(nn.Module):
 class Mixer(nn.Module):
     """A small MLP-mixer (Tolstikhin et al. 2021): non-overlapping patches (MIXER[dataset]) -> linear embedding to D
     -> mixer blocks -> LayerNorm -> mean over tokens -> linear. Its LayerNorms (2 per block + 1) normalize each
-    token's D values: N * T groups of D per call. About 3k parameters."""
+    token's D values: N * T groups of D per call. About 6k parameters (MIXER as set: 6054 on mnist1d)."""
 
     def __init__(self, dataset: str, make_norm):
         super().__init__()
