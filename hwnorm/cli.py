@@ -189,6 +189,10 @@ def cmd_accuracy(args) -> int:
         from .reports import DOCS, replace_block
         from .reports.results import accuracy_section, family_section
         if args.family or res["norms"] != [A.DEFAULT_NORM] or any(k in A.GBN_KINDS for k in res["kinds"]):
+            from .reports.results import load_json
+            prev = load_json(DOCS / "accuracy_family.json") or {}    # which invocations trained the cached runs
+            res["trained_by"] = prev.get("trained_by", []) + ([{"command": res["command"], "wall_s": res["wall_s"],
+                                                                 "trained": res["trained"]}] if res["trained"] else [])
             _dump_json(DOCS / "accuracy_family.json", res)
             replace_block(DOCS / "results.md", "family", family_section(res))
             print("wrote docs/accuracy_family.json and the family section of docs/results.md", file=sys.stderr)
@@ -329,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("accuracy", help="train small CNNs (digits, MNIST-1D) per norm kind with the norms on the "
                        "hardware (golden/rtl) at given widths, or with narrow-float statistics; cached sweep")
-    p.add_argument("--datasets", nargs="+", help="digits, mnist1d (default both; --family mnist1d)")
+    p.add_argument("--datasets", nargs="+", help="digits, mnist1d (default both)")
     p.add_argument("--norms", "--norm", nargs="+", help="normalization module families: batchnorm (default; the conv "
                    "net), layernorm (LayerNorm in a small MLP-mixer), groupnorm (GroupNorm, 4 channels a group, in the "
                    "conv net)")
@@ -337,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "semidev cvar (Generalized BN: batchnorm only); layernorm / groupnorm: l2 range l1 linf topk mad "
                    "(their default: all six)")
     p.add_argument("--family", action="store_true", help="the family sweep: BN l2 mad semidev cvar, LayerNorm and "
-                   "GroupNorm l2 range l1 linf topk mad, on mnist1d, bits 8 4, seeds 0 1 2 (hardware against the float "
+                   "GroupNorm l2 range l1 linf topk mad, on mnist1d and digits, bits 8 4, seeds 0 1 2 (hardware against the float "
                    "twin); --write goes to docs/accuracy_family.json and the family section of docs/results.md")
     p.add_argument("--backends", nargs="+", default=["golden"],
                    help="hardware for training and inference: golden, rtl (float: the baseline, always run)")

@@ -122,9 +122,11 @@ def test_family_write_goes_to_its_own_json_and_section(tmp_path, monkeypatch, ca
     monkeypatch.setattr(reports, "DOCS", docs)
     monkeypatch.setattr(A, "BUILD_ROOT", tmp_path / "build")
     monkeypatch.setattr(A, "run_job", lambda *a, **k: pytest.fail("training started"))
-    assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0"]) == 0
+    assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0",
+                 "--datasets", "mnist1d"]) == 0
     res = json.loads((docs / "accuracy_family.json").read_text())
     assert res["norms"] == ["batchnorm", "layernorm", "groupnorm"] and res["missing"] == 2 * 16
+    assert res["trained_by"] == []                                      # --cached-only trained nothing
     md = (docs / "results.md").read_text()
     assert "<!-- accuracy:begin -->\nold\n" in md and not (docs / "accuracy.json").exists()
     assert "| mnist1d | LayerNorm (MLP-mixer) | Semi-deviation | not built" in md
@@ -142,10 +144,12 @@ def test_family_section_shows_the_float_twin_and_the_difference():
                              train_saturated_in=1, train_saturated_out=0))
     res = dict(version=2, datasets={"mnist1d": A.RECIPES["mnist1d"]}, kinds=["range", "cvar"],
                norms=["batchnorm", "layernorm"], norm_kinds={"batchnorm": ["cvar"], "layernorm": ["range"]},
-               seeds=[0, 1], summary=A.summarize(runs), wall_s=2.0, trained=8, cached=0)
+               seeds=[0, 1], summary=A.summarize(runs), wall_s=2.0, trained=8, cached=0,
+               trained_by=[dict(command="hwnorm accuracy --family", wall_s=125.0, trained=8)])
     text = family_section(json.loads(json.dumps(res)))
     assert "| mnist1d | LayerNorm (MLP-mixer) | Range | 91.00 ± 1.41 | 82.00 ± 2.83 | -9.00 |" in text
     assert "| mnist1d | BatchNorm (conv net) | CVaR (alpha=0.995) | 91.00 ± 1.41 |" in text
     assert "| mnist1d | LayerNorm (MLP-mixer) | CVaR (alpha=0.995) | not built" in text
     assert "1.00%" in text                                              # saturated: 2 of 200 values
+    assert "Trained by `hwnorm accuracy --family`: 8 runs, 2 min 5 s wall." in text
     assert "--family" in family_section(None)

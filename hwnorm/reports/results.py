@@ -371,7 +371,9 @@ def family_section(acc: dict | None) -> str:
            f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
            + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
            + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"
-              if "compute_s" in acc else "") + ".", ""]
+              if "compute_s" in acc else "") + "."
+           + "".join(f" Trained by `{t['command']}`: {t['trained']} runs, {t['wall_s'] // 60:.0f} min "
+                     f"{t['wall_s'] % 60:.0f} s wall." for t in acc.get("trained_by", [])), ""]
     head = "| dataset | module | kind | float twin | " + " | ".join(f"{b} {w}b | Δ {w}b" for b, w in cols) + " |"
     out += [head, "|---|---|---|---|" + "---|---|" * len(cols)]
     from ..torch.accuracy import ALL_KINDS

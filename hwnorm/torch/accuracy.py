@@ -97,7 +97,7 @@ NORMS = {
 DEFAULT_NORM = "batchnorm"
 # `hwnorm accuracy --family`: the new modules against their float twins (BN's l2 as the reference row)
 FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS}
-FAMILY_DATASETS = ("mnist1d",)
+FAMILY_DATASETS = ("mnist1d", "digits")
 FAMILY_BITS = (8, 4)
 FAMILY_SEEDS = (0, 1, 2)
 
