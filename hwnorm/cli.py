@@ -164,24 +164,49 @@ def _emit(res: dict, text: str, json_path: str | None) -> int:
     return 0
 
 
+def _accuracy_sweep(args, A) -> dict:
+    """The run() arguments of `hwnorm accuracy`: the defaults, --full, --family, then what was given explicitly."""
+    if args.full and args.family:
+        raise ValueError("--full and --family are two different sweeps: allowed one of them")
+    family = args.family
+    norms = args.norms or (list(A.FAMILY_KINDS) if family else [A.DEFAULT_NORM])
+    if args.kinds is not None:
+        kinds = args.kinds
+    elif family:
+        kinds = A.FAMILY_KINDS
+    else:       # batchnorm: the five original kinds (as before); the other norms: every kind they have modules for
+        kinds = {n: (A.KINDS if n == A.DEFAULT_NORM else A.NORMS[n].kinds) for n in norms if n in A.NORMS}
+    full_or = lambda full, fam, default: full if args.full else (fam if family else default)  # noqa: E731
+    return dict(datasets=args.datasets or list(full_or(A.DATASETS, A.FAMILY_DATASETS, A.DATASETS)),
+                kinds=kinds, norms=norms, backends=args.backends,
+                bits=args.bits or full_or(A.FULL_BITS, A.FAMILY_BITS, A.DEFAULT_BITS),
+                seeds=args.seeds or full_or(A.FULL_SEEDS, A.FAMILY_SEEDS, (0,)),
+                stats=args.stats if args.stats is not None else (A.FULL_STATS if args.full else ()))
+
+
 def cmd_accuracy(args) -> int:
     from .torch import accuracy as A
-    full = args.full
-    res = A.run(datasets=args.datasets, kinds=args.kinds, backends=args.backends,
-                bits=args.bits or (A.FULL_BITS if full else A.DEFAULT_BITS),
-                seeds=args.seeds or (A.FULL_SEEDS if full else (0,)),
-                stats=args.stats if args.stats is not None else (A.FULL_STATS if full else ()),
-                epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only,
+    sweep = _accuracy_sweep(args, A)
+    res = A.run(**sweep, epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only,
                 **({"engine": args.engine} if args.engine != "processes" else {}))
     res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
     if args.write:
         from .reports import DOCS, replace_block
-        from .reports.results import accuracy_section
-        _dump_json(DOCS / "accuracy.json", res)
-        A.accuracy_vs_bits_plot(res, DOCS / "img" / "accuracy_vs_bits.png")
-        replace_block(DOCS / "results.md", "accuracy", accuracy_section(res))
-        print("wrote docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md",
-              file=sys.stderr)
+        from .reports.results import accuracy_section, family_section
+        if args.family or res["norms"] != [A.DEFAULT_NORM] or any(k in A.GBN_KINDS for k in res["kinds"]):
+            from .reports.results import load_json
+            prev = load_json(DOCS / "accuracy_family.json") or {}    # which invocations trained the cached runs
+            res["trained_by"] = prev.get("trained_by", []) + ([{"command": res["command"], "wall_s": res["wall_s"],
+                                                                 "trained": res["trained"]}] if res["trained"] else [])
+            _dump_json(DOCS / "accuracy_family.json", res)
+            replace_block(DOCS / "results.md", "family", family_section(res))
+            print("wrote docs/accuracy_family.json and the family section of docs/results.md", file=sys.stderr)
+        else:
+            _dump_json(DOCS / "accuracy.json", res)
+            A.accuracy_vs_bits_plot(res, DOCS / "img" / "accuracy_vs_bits.png")
+            replace_block(DOCS / "results.md", "accuracy", accuracy_section(res))
+            print("wrote docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md",
+                  file=sys.stderr)
     return _emit(res, A.format_table(res), args.json)
 
 
@@ -313,22 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("accuracy", help="train small CNNs (digits, MNIST-1D) per norm kind with the norms on the "
                        "hardware (golden/rtl) at given widths, or with narrow-float statistics; cached sweep")
-    p.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"], help="digits, mnist1d")
-    p.add_argument("--kinds", nargs="+", default=["l2", "range", "l1", "linf", "topk"])
+    p.add_argument("--datasets", nargs="+", help="digits, mnist1d (default both)")
+    p.add_argument("--norms", "--norm", nargs="+", help="normalization module families: batchnorm (default; the conv "
+                   "net), layernorm (LayerNorm in a small MLP-mixer), groupnorm (GroupNorm, 4 channels a group, in the "
+                   "conv net)")
+    p.add_argument("--kinds", nargs="+", help="deviation kinds: l2 range l1 linf topk (batchnorm's default), mad "
+                   "semidev cvar (Generalized BN: batchnorm only); layernorm / groupnorm: l2 range l1 linf topk mad "
+                   "(their default: all six)")
+    p.add_argument("--family", action="store_true", help="the family sweep: BN l2 mad semidev cvar, LayerNorm and "
+                   "GroupNorm l2 range l1 linf topk mad, on mnist1d and digits, bits 8 4, seeds 0 1 2 (hardware against the float "
+                   "twin); --write goes to docs/accuracy_family.json and the family section of docs/results.md")
     p.add_argument("--backends", nargs="+", default=["golden"],
                    help="hardware for training and inference: golden, rtl (float: the baseline, always run)")
     p.add_argument("--bits", nargs="+", help="datapath widths (default 8 16; --full 4 5 6 8 16) or in:out "
                    "format pairs such as s6.2:s6.3")
     p.add_argument("--seeds", nargs="+", type=int, help="default 0; --full 0 1 2")
     p.add_argument("--stats", nargs="*", help="narrow float types for the statistics on the float backend: float16 "
-                   "bfloat16 float8_e4m3fn float8_e5m2 (default none; --full all)")
+                   "bfloat16 float8_e4m3fn float8_e5m2 (default none; --full all); batchnorm's l2 range l1 linf topk only")
     p.add_argument("--full", action="store_true", help="the whole sweep: bits 4 5 6 8 16, seeds 0 1 2, every stats type")
     p.add_argument("--epochs", type=int_in(1), help="override every dataset's epochs")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: summarize the runs of this sweep already in build/accuracy/")
     p.add_argument("--jobs", type=int_in(1), default=min(2, os.cpu_count() or 1), help="parallel runs (processes)")
     p.add_argument("--write", action="store_true",
-                   help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of docs/results.md")
+                   help="write docs/accuracy.json, docs/img/accuracy_vs_bits.png and the accuracy section of "
+                   "docs/results.md (with --family, another norm or a GBN kind: docs/accuracy_family.json and the "
+                   "family section)")
     p.add_argument("--json", help="also write the results as JSON to this file ('-': only JSON, to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", default="processes", help="processes (a local pool of --jobs), or hwnorm explore's "

@@ -247,7 +247,7 @@ def accuracy_section(acc: dict | None) -> str:
            + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"
               if "compute_s" in acc else "") + ".", "",
            "![accuracy against bits](img/accuracy_vs_bits.png)", ""]
-    exact = [r for r in summ if r["stats"] == "-"]
+    exact = [r for r in summ if r["stats"] == "-" and r.get("norm", "batchnorm") == "batchnorm"]
     cols = [("float", "-")] + sorted({(r["backend"], r["bits"]) for r in exact if r["backend"] != "float"},
                                      key=lambda c: (c[0] != "golden", int(c[1]) if c[1].isdigit() else 99, c[1]))
     idx = {(r["dataset"], r["kind"], r["backend"], r["bits"]): r for r in exact}
@@ -327,6 +327,93 @@ def accuracy_section(acc: dict | None) -> str:
     return "\n".join(out)
 
 
+FAMILY_NOT_BUILT = {("layernorm", "semidev"), ("layernorm", "cvar"), ("groupnorm", "semidev"), ("groupnorm", "cvar")}
+
+
+def norm_label(norm: str) -> str:
+    """E.g. "LayerNorm (MLP-mixer)": the family's label and its model (hwnorm.torch.accuracy.NORMS)."""
+    from ..torch.accuracy import NORMS
+    spec = NORMS.get(norm)
+    return norm if spec is None else f"{spec.label} ({'MLP-mixer' if spec.model == 'mixer' else 'conv net'})"
+
+
+def _mixer_text(datasets) -> str:
+    from ..torch.accuracy import MIXER
+    parts = []
+    for d in datasets:
+        m = MIXER[d]
+        patch = "x".join(map(str, m["patch"])) if isinstance(m["patch"], tuple) else str(m["patch"])
+        parts.append(f"{d}: patches of {patch} values, tokens of width {m['dim']}, {m['blocks']} mixer blocks, "
+                     f"{2 * m['blocks'] + 1} LayerNorms, {m['epochs']} epochs, Adam lr {m['lr']}")
+    return "; ".join(parts)
+
+
+def family_section(acc: dict | None) -> str:
+    """The family section of docs/results.md from `hwnorm accuracy --family` results: per dataset x module x
+    kind, the float twin, the hardware at each width and the difference (hardware - float, in points)."""
+    if not acc or acc.get("version") != 2 or not acc.get("norms"):
+        return "Not measured yet: run `hwnorm accuracy --family --write`."
+    exact = [r for r in acc["summary"] if r["stats"] == "-"]
+    idx = {(r["dataset"], r.get("norm", "batchnorm"), r["kind"], r["backend"], r["bits"]): r for r in exact}
+    cols = sorted({(r["backend"], r["bits"]) for r in exact if r["backend"] != "float"},
+                  key=lambda c: (c[0] != "golden", -int(c[1]) if c[1].isdigit() else 0, c[1]))
+    recipes = "; ".join(f"{d}: batch {r['batch']}" for d, r in acc["datasets"].items())
+    out = [f"`{acc.get('command', 'hwnorm accuracy --family')}`: every model trained from scratch per module and kind, "
+           f"seeds {', '.join(map(str, acc['seeds']))} ({recipes}). *float twin*: the same hwnorm module (kind and "
+           "grouping) in float with autograd. *golden b*: the same model trained with every normalization layer's "
+           "forward on the bit-exact golden model at b-bit input/output (to_hardware, in_range=batch: each training "
+           "batch scaled to the input codes by its own largest |x|, one scale per layer; straight-through float "
+           "gradient; grouped layers run the datapath per group with gamma 1, beta 0 and their affine as the "
+           "bit-exact host step), evaluated on the hardware (LayerNorm and GroupNorm: each sample's own statistics; "
+           "BN: the inference datapath with the running statistics). Models: BatchNorm and GroupNorm (4 channels a "
+           "group) in the conv net of the section above; LayerNorm in a small MLP-mixer, about 6k parameters ("
+           + _mixer_text(acc["datasets"]) + "). "
+           "Cells: test accuracy in %, mean ± sample std over seeds; Δ = hardware - float twin, in points. "
+           f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
+           + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
+           + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"
+              if "compute_s" in acc else "") + "."
+           + "".join(f" Trained by `{t['command']}`: {t['trained']} runs, {t['wall_s'] // 60:.0f} min "
+                     f"{t['wall_s'] % 60:.0f} s wall." for t in acc.get("trained_by", [])), ""]
+    head = "| dataset | module | kind | float twin | " + " | ".join(f"{b} {w}b | Δ {w}b" for b, w in cols) + " |"
+    out += [head, "|---|---|---|---|" + "---|---|" * len(cols)]
+    from ..torch.accuracy import ALL_KINDS
+    for d in acc["datasets"]:
+        for n in acc["norms"]:
+            done = acc.get("norm_kinds", {}).get(n, acc["kinds"])
+            shown = [k for k in ALL_KINDS if k in done or ((n, k) in FAMILY_NOT_BUILT and n in acc["norms"])]
+            for k in shown:
+                label = f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} |"
+                if (n, k) in FAMILY_NOT_BUILT:
+                    out.append(label + " not built: no grouped " + k + " module (skipped) |" + " |" * (2 * len(cols)))
+                    continue
+                base = idx.get((d, n, k, "float", "-"))
+                cells = [_acc_cell(base)]
+                for b, w in cols:
+                    r = idx.get((d, n, k, b, w))
+                    cells.append(_acc_cell(r))
+                    delta = (None if r is None or base is None or r["mean"] is None or base["mean"] is None
+                             else 100 * (r["mean"] - base["mean"]))
+                    cells.append("-" if delta is None else f"{round(delta, 2) + 0.0:+.2f}")     # no -0.00
+                out.append(label + " " + " | ".join(cells) + " |")
+    gcols = [w for b, w in cols if b == "golden"]
+    if gcols:
+        out += ["", "Saturation during hardware-in-the-loop training (golden): inputs clipped plus outputs clamped, "
+                "in % of the values through the normalization layers.", "",
+                "| dataset | module | kind | " + " | ".join(f"{w}b" for w in gcols) + " |",
+                "|---|---|---|" + "---|" * len(gcols)]
+        for d in acc["datasets"]:
+            for n in acc["norms"]:
+                for k in acc.get("norm_kinds", {}).get(n, acc["kinds"]):
+                    cells = []
+                    for w in gcols:
+                        r = idx.get((d, n, k, "golden", w))
+                        f = None if r is None else r.get("train_saturated_frac")
+                        cells.append("-" if f is None else f"{100 * f:.2f}%")
+                    out.append(f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def _bench_text(bench: dict | None) -> str:
     if not bench:
         return "Not measured yet: run `hwnorm bench`."
@@ -354,7 +441,10 @@ FLOW_TEXT = (
 
 
 def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, bench: dict | None,
-           acc: dict | None, before: dict | None = None) -> str:
+           acc: dict | None, before: dict | None = None, family: dict | None = None) -> str:
+    """docs/results.md; `family`: the `hwnorm accuracy --family` results (docs/accuracy_family.json), if any."""
+    if family is None:
+        family = load_json(DOCS / "accuracy_family.json")
     before = before if before is not None else load_before()
     parts = ["# hwnorm results", "",
              "Regenerated by `make report` (`hwnorm report`) on this machine; do not edit by hand.", "",
@@ -391,7 +481,9 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "## Passes and latency", "", latency_table(), "",
               "## Simulation speed (`hwnorm bench`)", "", _bench_text(bench), "",
               "## End-to-end accuracy (`hwnorm accuracy`)", "", "<!-- accuracy:begin -->",
-              accuracy_section(acc), "<!-- accuracy:end -->", ""]
+              accuracy_section(acc), "<!-- accuracy:end -->", "",
+              "## The family on hardware (`hwnorm accuracy --family`)", "", "<!-- family:begin -->",
+              family_section(family), "<!-- family:end -->", ""]
     return "\n".join(parts)
 
 
@@ -401,7 +493,8 @@ def write(rows, synth_errors, numeric, numerics_md, bench, acc, docs: Path = DOC
         from ..torch.accuracy import accuracy_vs_bits_plot
         accuracy_vs_bits_plot(acc, docs / "img" / "accuracy_vs_bits.png")
     path = docs / "results.md"
-    path.write_text(render(rows, synth_errors, numeric, numerics_md, bench, acc, before))
+    path.write_text(render(rows, synth_errors, numeric, numerics_md, bench, acc, before,
+                           family=load_json(docs / "accuracy_family.json")))
     return path
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -35,9 +36,14 @@ from torch import nn
 from ..cache import source_hash
 from .hook import layer_config, to_hardware
 from .nn import module_kind
-from .nn import L1BatchNorm1d, L1BatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d
+from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, MadBatchNorm1d, MadBatchNorm2d,
+                 RangeBatchNorm1d, RangeBatchNorm2d, SemidevBatchNorm1d, SemidevBatchNorm2d, TopkBatchNorm1d,
+                 TopkBatchNorm2d)
 
 KINDS = ("l2", "range", "l1", "linf", "topk")
+GBN_KINDS = ("mad", "semidev", "cvar")      # Generalized-BN deviations (batch-norm modules only)
+ALL_KINDS = KINDS + GBN_KINDS
+GROUPED_KINDS = KINDS + ("mad",)            # the kinds with grouped modules (no semidev / cvar LayerNorm, GroupNorm yet)
 BACKENDS = ("float", "golden", "rtl")
 DATASETS = ("digits", "mnist1d")
 FULL_BITS = (4, 5, 6, 8, 16)
@@ -48,13 +54,60 @@ RECIPE_VERSION = 1                          # bump when training or evaluation c
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 
 NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
-            "linf": lambda c: TopkBatchNorm2d(c, k=1), "topk": lambda c: TopkBatchNorm2d(c, k=10)}
+            "linf": lambda c: TopkBatchNorm2d(c, k=1), "topk": lambda c: TopkBatchNorm2d(c, k=10),
+            "mad": MadBatchNorm2d, "semidev": SemidevBatchNorm2d, "cvar": CvarBatchNorm2d}
 NORMS_1D = {"l2": nn.BatchNorm1d, "range": RangeBatchNorm1d, "l1": L1BatchNorm1d,
-            "linf": lambda c: TopkBatchNorm1d(c, k=1), "topk": lambda c: TopkBatchNorm1d(c, k=10)}
+            "linf": lambda c: TopkBatchNorm1d(c, k=1), "topk": lambda c: TopkBatchNorm1d(c, k=10),
+            "mad": MadBatchNorm1d, "semidev": SemidevBatchNorm1d, "cvar": CvarBatchNorm1d}
+# what else a grouped (layernorm, groupnorm) hardware run's numbers depend on: the grouping, the hook, the affine step
+GROUPED_SOURCES = ("torch/grouping.py", "torch/group_hook.py", "torch/group_nn.py", "elementwise.py")
+GN_CHANNELS = 4                             # GroupNorm: channels per group (G = C / 4)
+
+
+def _grouped(kind: str, base: str):
+    from . import group_nn
+    return getattr(group_nn, group_nn.KIND_PREFIX[kind] + base)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A normalization module family of the sweep: the model it sits in ("conv": the CNN of make_model, "mixer":
+    the MLP-mixer), the kinds it has modules for, and make(kind, channels, ndim) -> the module (ndim 1 or 2: the
+    conv net's spatial dimensions; the mixer's LayerNorm normalizes the last dimension, `channels` values);
+    `sources`: package sources beyond NUMERICS_SOURCES its hardware runs' numbers depend on (their cache key)."""
+
+    model: str
+    kinds: tuple
+    make: object
+    label: str
+    sources: tuple = ()
+
+
+# The module families `hwnorm accuracy --norms` sweeps. A new family is one entry here (plus its module in
+# hook.layer_config / module_kind so to_hardware routes it), e.g. Filter Response Normalization in the conv net:
+#   "frn": Norm("conv", ("frn",), lambda kind, c, ndim: FRN(c), "FRN", ("torch/frn.py",)),
+NORMS = {
+    "batchnorm": Norm("conv", ALL_KINDS, lambda kind, c, ndim: (NORMS_1D if ndim == 1 else NORMS_2D)[kind](c),
+                      "BatchNorm"),
+    "layernorm": Norm("mixer", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "LayerNorm")(c), "LayerNorm",
+                      GROUPED_SOURCES),
+    "groupnorm": Norm("conv", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "GroupNorm")(max(1, c // GN_CHANNELS), c),
+                      "GroupNorm", GROUPED_SOURCES),
+}
+DEFAULT_NORM = "batchnorm"
+# `hwnorm accuracy --family`: the new modules against their float twins (BN's l2 as the reference row)
+FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS}
+FAMILY_DATASETS = ("mnist1d", "digits")
+FAMILY_BITS = (8, 4)
+FAMILY_SEEDS = (0, 1, 2)
 
 # per dataset: epochs, batch (full batches only), learning rate (Adam), model widths
 RECIPES = {"digits": dict(epochs=8, batch=64, lr=3e-3, widths=(8, 16)),
            "mnist1d": dict(epochs=10, batch=64, lr=3e-3, widths=(16, 16, 16))}
+# the MLP-mixer (layernorm) per dataset: patch size (flattened values per token), token width D (the LayerNorm's
+# group), MLP hidden widths (token mixing, channel mixing), mixer blocks; its own epochs and learning rate
+MIXER = {"digits": dict(patch=(2, 2), dim=24, token_hidden=16, channel_hidden=48, blocks=2, epochs=30, lr=3e-3),
+         "mnist1d": dict(patch=4, dim=24, token_hidden=16, channel_hidden=48, blocks=2, epochs=20, lr=3e-3)}
 MNIST1D_SAMPLES = 5000                      # the package's default: 4000 train / 1000 test
 CAL_SAMPLES = 512
 MAX_COUNT = 4096
@@ -118,21 +171,71 @@ def load_dataset(name: str, seed: int, cache_dir: Path | None = None):
     raise ValueError(f"dataset={name!r} is not supported: allowed {', '.join(DATASETS)}")
 
 
-def make_model(kind: str, dataset: str = "digits") -> nn.Module:
-    """digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear. mnist1d: (conv1d -> norm -> ReLU -> max-pool)
-    x 2, conv1d -> norm -> ReLU, linear."""
+def make_model(kind: str, dataset: str = "digits", norm: str = DEFAULT_NORM) -> nn.Module:
+    """The model of `norm`'s family (NORMS) with its normalization layers of `kind`. The conv net (batchnorm,
+    groupnorm): digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear; mnist1d: (conv1d -> norm -> ReLU ->
+    max-pool) x 2, conv1d -> norm -> ReLU, linear. The MLP-mixer (layernorm): see Mixer."""
+    _check_names("norm", [norm], tuple(NORMS))
+    spec = NORMS[norm]
+    if kind not in spec.kinds:
+        raise ValueError(f"kind={kind!r} has no {norm} module: allowed {', '.join(spec.kinds)}")
+    ndim = 2 if dataset == "digits" else 1
+    make = functools.partial(spec.make, kind, ndim=ndim)
+    if spec.model == "mixer":
+        return Mixer(dataset, make)
     w = RECIPES[dataset]["widths"]
     if dataset == "digits":
-        norm = NORMS_2D[kind]
         return nn.Sequential(
-            nn.Conv2d(1, w[0], 3, padding=1), norm(w[0]), nn.ReLU(),
-            nn.Conv2d(w[0], w[1], 3, padding=1), norm(w[1]), nn.ReLU(),
+            nn.Conv2d(1, w[0], 3, padding=1), make(w[0]), nn.ReLU(),
+            nn.Conv2d(w[0], w[1], 3, padding=1), make(w[1]), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(w[1] * 4 * 4, 10))
-    norm = NORMS_1D[kind]
     return nn.Sequential(
-        nn.Conv1d(1, w[0], 5, padding=2), norm(w[0]), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(w[0], w[1], 3, padding=1), norm(w[1]), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(w[1], w[2], 3, padding=1), norm(w[2]), nn.ReLU(), nn.Flatten(), nn.Linear(w[2] * 10, 10))
+        nn.Conv1d(1, w[0], 5, padding=2), make(w[0]), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(w[0], w[1], 3, padding=1), make(w[1]), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(w[1], w[2], 3, padding=1), make(w[2]), nn.ReLU(), nn.Flatten(), nn.Linear(w[2] * 10, 10))
+
+
+class MixerBlock(nn.Module):
+    """x + token-mixing MLP(LN(x)) across tokens, then x + channel-mixing MLP(LN(x)) per token; x is (N, T, D)."""
+
+    def __init__(self, tokens: int, dim: int, token_hidden: int, channel_hidden: int, make_norm):
+        super().__init__()
+        self.norm1 = make_norm(dim)
+        self.token_mlp = nn.Sequential(nn.Linear(tokens, token_hidden), nn.GELU(), nn.Linear(token_hidden, tokens))
+        self.norm2 = make_norm(dim)
+        self.channel_mlp = nn.Sequential(nn.Linear(dim, channel_hidden), nn.GELU(), nn.Linear(channel_hidden, dim))
+
+    def forward(self, x):
+        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.channel_mlp(self.norm2(x))
+
+
+class Mixer(nn.Module):
+    """A small MLP-mixer (Tolstikhin et al. 2021): non-overlapping patches (MIXER[dataset]) -> linear embedding to D
+    -> mixer blocks -> LayerNorm -> mean over tokens -> linear. Its LayerNorms (2 per block + 1) normalize each
+    token's D values: N * T groups of D per call. About 6k parameters (MIXER as set: 6054 on mnist1d)."""
+
+    def __init__(self, dataset: str, make_norm):
+        super().__init__()
+        m = MIXER[dataset]
+        self.patch = m["patch"]
+        size = (8, 8) if dataset == "digits" else (40,)
+        patch = self.patch if isinstance(self.patch, tuple) else (self.patch,)
+        tokens, values = math.prod(s // p for s, p in zip(size, patch)), math.prod(patch)
+        self.embed = nn.Linear(values, m["dim"])
+        self.blocks = nn.Sequential(*[MixerBlock(tokens, m["dim"], m["token_hidden"], m["channel_hidden"], make_norm)
+                                      for _ in range(m["blocks"])])
+        self.norm = make_norm(m["dim"])
+        self.head = nn.Linear(m["dim"], 10)
+
+    def tokens(self, x):
+        """(N, 1, L) or (N, 1, H, W) -> (N, T, patch values)."""
+        if x.dim() == 3:
+            return x.reshape(x.shape[0], -1, self.patch)
+        return nn.functional.unfold(x, kernel_size=self.patch, stride=self.patch).transpose(1, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(self.embed(self.tokens(x)))).mean(dim=1))
 
 
 def per_channel_count(dataset: str) -> int:
@@ -211,26 +314,38 @@ class Job:
     bits: int | str | None = None     # hardware width (golden / rtl)
     stats: str | None = None          # narrow type of the statistics (float backend)
     seed: int = 0
+    norm: str = DEFAULT_NORM          # the module family (NORMS): batchnorm, layernorm, groupnorm
 
     @property
     def label(self) -> str:
         what = f"{self.backend} {self.bits}b" if self.bits is not None else (f"float/{self.stats}" if self.stats else "float")
-        return f"{self.dataset} {self.kind} {what} seed {self.seed}"
+        fam = "" if self.norm == DEFAULT_NORM else f" {self.norm}"
+        return f"{self.dataset}{fam} {self.kind} {what} seed {self.seed}"
 
     def recipe(self, train_limit: int | None = None, epochs: int | None = None) -> dict:
         """What the cached row depends on; hardware runs also on the numerics' sources (numerics_fingerprint)."""
         r = dict(RECIPES[self.dataset], version=RECIPE_VERSION, cal=CAL_SAMPLES, train_limit=train_limit)
+        if self.norm != DEFAULT_NORM:               # batchnorm rows keep their keys (and cached files) of before
+            r["norm"] = self.norm
+            if NORMS[self.norm].model == "mixer":
+                r.update(mixer=MIXER[self.dataset], epochs=MIXER[self.dataset]["epochs"], lr=MIXER[self.dataset]["lr"])
+                r.pop("widths")
+            elif self.norm == "groupnorm":
+                r["gn_channels"] = GN_CHANNELS
         if epochs is not None:
             r["epochs"] = epochs
         if self.bits is not None:
             r["fmt"] = {k: str(v) for k, v in formats(self.bits).items()}
             r["numerics"] = numerics_fingerprint(self.backend)
+            if NORMS[self.norm].sources:
+                r["norm_numerics"] = source_hash(NORMS[self.norm].sources)
         return r
 
     def cache_path(self, cache_dir: Path, recipe: dict) -> Path:
         h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
         bits = str(self.bits).replace(":", "_") if self.bits is not None else "-"
-        name = f"{self.kind}-{self.backend}-{bits}-{self.stats or 'exact'}-seed{self.seed}-{h}.json"
+        fam = "" if self.norm == DEFAULT_NORM else f"{self.norm}-"
+        name = f"{fam}{self.kind}-{self.backend}-{bits}-{self.stats or 'exact'}-seed{self.seed}-{h}.json"
         return cache_dir / self.dataset / name
 
 
@@ -295,7 +410,7 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
     if train_limit:
         x_tr, y_tr = x_tr[:train_limit], y_tr[:train_limit]
     torch.manual_seed(job.seed)
-    model = make_model(job.kind, job.dataset)
+    model = make_model(job.kind, job.dataset, job.norm)
     t0 = time.perf_counter()
     row = dict(asdict(job), fmt=fmt_label(job.bits) if job.bits is not None else None, epochs=rec["epochs"],
                train_size=len(y_tr), test_size=len(y_te))
@@ -364,13 +479,41 @@ def _check_names(name, values, allowed):
         raise ValueError(f"{name}={bad} not supported: allowed {', '.join(map(str, allowed))}")
 
 
+def norm_kinds(norms=(DEFAULT_NORM,), kinds=KINDS) -> dict:
+    """{norm: its kinds} of a sweep. `kinds`: one list for every norm (each norm takes those it has modules for; a
+    kind no chosen norm has is refused), or a dict {norm: kinds} (FAMILY_KINDS)."""
+    norms = list(norms)
+    _check_names("norms", norms, tuple(NORMS))
+    if not norms:
+        raise ValueError(f"norms=[] is empty: allowed one or more of {', '.join(NORMS)}")
+    if isinstance(kinds, dict):
+        _check_names("norms", list(kinds), tuple(NORMS))
+        out = {n: tuple(kinds.get(n, ())) for n in norms}
+        for n, ks in out.items():
+            bad = [k for k in ks if k not in NORMS[n].kinds]
+            if bad:
+                raise ValueError(f"kinds={bad} have no {n} module: allowed {', '.join(NORMS[n].kinds)}")
+    else:
+        kinds = list(kinds)
+        _check_names("kinds", kinds, ALL_KINDS)
+        out = {n: tuple(k for k in kinds if k in NORMS[n].kinds) for n in norms}
+        unused = [k for k in kinds if not any(k in ks for ks in out.values())]
+        if unused:
+            allowed = [k for k in ALL_KINDS if any(k in NORMS[n].kinds for n in norms)]
+            raise ValueError(f"kinds={unused} have no {' or '.join(norms)} module (grouped semidev and cvar modules "
+                             f"are not built): allowed {', '.join(allowed)}")
+    return {n: ks for n, ks in out.items() if ks}
+
+
 def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,),
-         stats=(), baseline: bool = True) -> list[Job]:
+         stats=(), baseline: bool = True, norms=(DEFAULT_NORM,)) -> list[Job]:
     """The jobs of a sweep, after checking every name and every format (each format is built as the
-    NormConfig of every norm layer, and run once through the golden model, before any training)."""
+    NormConfig of every norm layer, and run once through the golden model, before any training).
+    `norms` x `kinds` as norm_kinds pairs them; narrow-float statistics (`stats`) run for batchnorm's original
+    kinds only (hwnorm.torch.lowprec has no GBN or grouped statistics)."""
     from .lowprec import STATS_DTYPES
     _check_names("datasets", datasets, DATASETS)
-    _check_names("kinds", kinds, KINDS)
+    pairs = [(n, k) for n, ks in norm_kinds(norms, kinds).items() for k in ks]
     _check_names("backends", backends, BACKENDS)
     _check_names("stats", stats, STATS_DTYPES)
     bits = [parse_bits(b) for b in bits]
@@ -384,15 +527,16 @@ def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits
         if per_channel_count(d) > MAX_COUNT:
             raise ValueError(f"dataset {d}: {per_channel_count(d)} values per channel exceed max_count={MAX_COUNT}")
     if hw:
-        check_formats(kinds, bits, datasets)
+        check_formats(pairs, bits, datasets)
     # the first seed whole, then the other seeds' hardware runs, then their narrow-float runs: an
     # interrupted sweep has every row for one seed and the spread of the hardware rows first
     first, hw_rest, stats_rest = [], [], []
+    lowp = [(n, k) for n, k in pairs if n == DEFAULT_NORM and k in KINDS]
     for i, s in enumerate(seeds):
         for d in datasets:
-            rows = [Job(d, k, "float", None, None, s) for k in kinds] if baseline or "float" in backends else []
-            rows += [Job(d, k, b, w, None, s) for b in hw for w in bits for k in kinds]
-            narrow = [Job(d, k, "float", None, t, s) for t in stats for k in kinds]
+            rows = [Job(d, k, "float", None, None, s, n) for n, k in pairs] if baseline or "float" in backends else []
+            rows += [Job(d, k, b, w, None, s, n) for b in hw for w in bits for n, k in pairs]
+            narrow = [Job(d, k, "float", None, t, s, n) for t in stats for n, k in lowp]
             if i == 0:
                 first += rows + narrow
             else:
@@ -403,31 +547,38 @@ def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits
 
 def check_formats(kinds, bits, datasets=("digits",)):
     """Refuse, before training, a format the datapath cannot build: NormConfig validation of every
-    normalization layer, then one small training and inference call of the golden model."""
+    normalization layer, then one small training and inference call of the golden model. `kinds`: kind names
+    (batchnorm) or (norm, kind) pairs."""
     from ..backends import get_backend
+    from ..elementwise import hat_config
+    from .group_nn import grouped_kind
     golden = get_backend("golden")
     rng = np.random.default_rng(0)
+    pairs = [p if isinstance(p, tuple) else (DEFAULT_NORM, p) for p in kinds]
     for w in bits:
         try:
             fmt = formats(w)
         except ValueError as e:
             raise ValueError(f"bits={w}: the datapath cannot be built: {e}") from e
-        for kind in kinds:
+        for norm, kind in pairs:
+            what = kind if norm == DEFAULT_NORM else f"{norm} {kind}"
             for d in datasets:
-                for name, module in make_model(kind, d).named_modules():
+                for name, module in make_model(kind, d, norm).named_modules():
                     try:
                         cfg = layer_config(module, fmt, MAX_COUNT)
+                        if grouped_kind(module) is not None:
+                            cfg = hat_config(cfg)          # what group_hook runs the datapath with
                     except ValueError as e:
                         if "not a normalization layer" in str(e):
                             continue
-                        raise ValueError(f"bits={w} ({kind}, layer {name}): the datapath cannot be built: {e}") from e
+                        raise ValueError(f"bits={w} ({what}, layer {name}): the datapath cannot be built: {e}") from e
             x = rng.normal(size=(2, 64))
             try:
                 r = golden.forward(cfg, x, np.ones(2), np.zeros(2), train=True, in_scale=4.0 / cfg.in_fmt.max_int)
                 golden.forward(cfg, x, np.ones(2), np.zeros(2), train=False, mean=r.mean, sigma=r.sigma,
                                in_scale=4.0 / cfg.in_fmt.max_int)
             except ValueError as e:
-                raise ValueError(f"bits={w} ({kind}): the datapath refuses it: {e}") from e
+                raise ValueError(f"bits={w} ({what}): the datapath refuses it: {e}") from e
 
 
 def widths_table(kinds=KINDS, bits=FULL_BITS) -> dict:
@@ -462,23 +613,27 @@ def _worker_run(job, kw):
 
 def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,), stats=(),
         epochs: int | None = None, train_limit: int | None = None, jobs: int = 1, cache_dir: Path | str | None = None,
-        quiet: bool = False, baseline: bool = True, cached_only: bool = False, engine: str = "processes") -> dict:
-    """Plan, run (cached; `jobs` processes) and summarize a sweep. `cached_only`: train nothing, summarize
-    the runs already in the cache (e.g. of an interrupted sweep); the others are counted as missing. engine:
-    processes (here), or auto / ray / sequential: hwnorm explore's engine with `jobs` CPUs, one run per task."""
+        quiet: bool = False, baseline: bool = True, cached_only: bool = False, engine: str = "processes",
+        norms=(DEFAULT_NORM,)) -> dict:
+    """Plan, run (cached; `jobs` processes) and summarize a sweep (norms x kinds paired as norm_kinds does).
+    `cached_only`: train nothing, summarize the runs already in the cache (e.g. of an interrupted sweep); the others
+    are counted as missing. engine: processes (here), or auto / ray / sequential: hwnorm explore's engine with `jobs`
+    CPUs, one run per task."""
     from tqdm import tqdm
     cache_dir = Path(cache_dir) if cache_dir else BUILD_ROOT / "accuracy"
-    todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline)
+    todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline, norms)
+    pairs = norm_kinds(norms, kinds)
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} is out of range: allowed >= 1")
     if "rtl" in backends:                        # Verilator builds (cached) before any training
         from ..backends import get_backend
         rtl = get_backend("rtl")
         for w in {j.bits for j in todo if j.backend == "rtl"}:
-            for k in kinds:
-                for name, m in make_model(k, "digits").named_modules():
-                    if module_kind(m) is not None:
-                        rtl.model(layer_config(m, formats(w), MAX_COUNT))
+            for n, ks in pairs.items():
+                for k in ks:
+                    for name, m in make_model(k, "digits", n).named_modules():
+                        if module_kind(m) is not None:
+                            rtl.model(layer_config(m, formats(w), MAX_COUNT))
     if "mnist1d" in datasets:
         load_mnist1d(cache_dir)                  # generate once, before the workers start
     kw = dict(epochs=epochs, train_limit=train_limit, cache_dir=cache_dir)
@@ -490,7 +645,7 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
 
     def steps(j):
         n = train_limit or (1438 if j.dataset == "digits" else int(MNIST1D_SAMPLES * 0.8))
-        return (epochs or RECIPES[j.dataset]["epochs"]) * (n // RECIPES[j.dataset]["batch"])
+        return j.recipe(train_limit, epochs)["epochs"] * (n // RECIPES[j.dataset]["batch"])
 
     t0 = time.perf_counter()
     rows = {}
@@ -525,8 +680,11 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
     runs = [rows[j] for j in todo]
     return {"version": 2, "datasets": {d: dict(RECIPES[d], **({"epochs": epochs} if epochs else {}),
                                                 train_limit=train_limit) for d in datasets},
-            "kinds": list(kinds), "backends": list(backends), "bits": [str(b) for b in bits], "seeds": list(seeds),
-            "stats": list(stats), "runs": runs, "summary": summarize(runs), "widths": widths_table(kinds),
+            "kinds": list(dict.fromkeys(k for ks in pairs.values() for k in ks)), "norms": list(pairs),
+            "norm_kinds": {n: list(ks) for n, ks in pairs.items()},
+            "backends": list(backends), "bits": [str(b) for b in bits], "seeds": list(seeds),
+            "stats": list(stats), "runs": runs, "summary": summarize(runs),
+            "widths": widths_table([k for k in KINDS if any(k in ks for ks in pairs.values())]),
             "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending), "missing": missing,
             "compute_s": sum(r["wall_s"] for r in runs)}
 
@@ -557,20 +715,21 @@ def _run_on_engine(engine: str, todo: list, kw: dict, jobs: int, bar) -> dict:
 
 
 def _group_key(r: dict) -> tuple:
-    return (r["dataset"], r["kind"], r["backend"], str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-")
+    return (r["dataset"], r.get("norm", DEFAULT_NORM), r["kind"], r["backend"],
+            str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-")
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """Mean and spread over seeds per (dataset, kind, backend, bits, stats)."""
+    """Mean and spread over seeds per (dataset, norm, kind, backend, bits, stats)."""
     groups = {}
     for r in runs:
         groups.setdefault(_group_key(r), []).append(r)
     out = []
-    for (d, k, b, w, s), rs in groups.items():
+    for (d, n, k, b, w, s), rs in groups.items():
         acc = [r["accuracy"] for r in rs if not r["diverged"]]
         vals = sum(r.get("train_values", 0) for r in rs) if b != "float" else 0   # the float backend clips nothing
         sat = sum(r.get("train_saturated_in", 0) + r.get("train_saturated_out", 0) for r in rs)
-        row = dict(dataset=d, kind=k, backend=b, bits=w, stats=s, fmt=rs[0]["fmt"], seeds=len(rs),
+        row = dict(dataset=d, norm=n, kind=k, backend=b, bits=w, stats=s, fmt=rs[0]["fmt"], seeds=len(rs),
                    diverged=len(rs) - len(acc), mean=float(np.mean(acc)) if acc else None,
                    std=float(np.std(acc, ddof=1)) if len(acc) > 1 else (0.0 if acc else None),
                    min=min(acc) if acc else None, max=max(acc) if acc else None,
@@ -584,13 +743,14 @@ def summarize(runs: list[dict]) -> list[dict]:
             errs = [e["sigma_rel_err_mean"] for e in em if e["sigma_rel_err_mean"] is not None]
             row["sigma_rel_err"] = float(np.mean(errs)) if errs else None
         out.append(row)
-    order = {k: i for i, k in enumerate(KINDS)}
+    order = {k: i for i, k in enumerate(ALL_KINDS)}
+    norm_order = {n: i for i, n in enumerate(NORMS)}
 
     def sort_key(r):
         w = r["bits"]
         wn = int(w) if w.isdigit() else (1000 if w == "-" else 999)
-        return (DATASETS.index(r["dataset"]), r["backend"] != "float" or r["stats"] != "-", r["stats"] != "-",
-                r["backend"], order[r["kind"]], wn, r["stats"])
+        return (DATASETS.index(r["dataset"]), norm_order.get(r["norm"], 99), r["backend"] != "float" or r["stats"] != "-",
+                r["stats"] != "-", r["backend"], order.get(r["kind"], 99), wn, r["stats"])
     return sorted(out, key=sort_key)
 
 
@@ -612,13 +772,15 @@ def format_table(results: dict) -> str:
     lines = []
     for d, rec in results["datasets"].items():
         lines.append(f"{d}: {rec['epochs']} epochs, batch {rec['batch']}, Adam lr {rec['lr']}, widths {rec['widths']}")
-    lines.append(f"{'dataset':8s} {'kind':6s} {'backend':7s} {'bits':5s} {'stats':14s} {'seeds':>5s} "
+    fam = any(r.get("norm", DEFAULT_NORM) != DEFAULT_NORM for r in results["summary"])   # a norm column if needed
+    nc = lambda r: f"{r.get('norm', DEFAULT_NORM):9s} " if fam else ""  # noqa: E731
+    lines.append(f"{'dataset':8s} {nc({'norm': 'norm'})}{'kind':7s} {'backend':7s} {'bits':5s} {'stats':14s} {'seeds':>5s} "
                  f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'overflow':>8s} {'sigma err':>9s}")
     for r in results["summary"]:
         sat = "-" if r["train_saturated_frac"] is None else f"{100 * r['train_saturated_frac']:.2f}%"
         ov = "-" if r.get("overflow_frac") is None else f"{100 * r['overflow_frac']:.1f}%"
         se = "-" if r.get("sigma_rel_err") is None else f"{100 * r['sigma_rel_err']:.2f}%"
-        lines.append(f"{r['dataset']:8s} {r['kind']:6s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
+        lines.append(f"{r['dataset']:8s} {nc(r)}{r['kind']:7s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
                      f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {ov:>8s} {se:>9s}")
     missing = f", {results['missing']} not run yet (--cached-only)" if results.get("missing") else ""
     lines.append(f"{results['trained']} runs trained, {results['cached']} from the cache "
@@ -632,7 +794,7 @@ def accuracy_vs_bits_plot(results: dict, path: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    summ = [r for r in results["summary"] if r["stats"] == "-"]
+    summ = [r for r in results["summary"] if r["stats"] == "-" and r.get("norm", DEFAULT_NORM) == DEFAULT_NORM]
     datasets = list(dict.fromkeys(r["dataset"] for r in summ))
     if not datasets:
         return None
@@ -671,5 +833,6 @@ def accuracy_vs_bits_plot(results: dict, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["run", "plan", "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats",
+__all__ = ["run", "plan", "norm_kinds", "NORMS", "Norm", "Mixer",
+           "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats",
            "parse_bits", "check_formats", "make_model", "load_digits_split", "make_mnist1d", "Job"]

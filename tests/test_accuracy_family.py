@@ -1,0 +1,155 @@
+"""`hwnorm accuracy` with the new normalization modules (issue 10 item 6): LayerNorm in the MLP-mixer, GroupNorm in
+the conv net, the GBN kinds as BN; that each trains on the golden model, that the hardware really runs, the CLI
+choices. One training step each, small data; nothing is downloaded."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hwnorm.backends import get_backend
+from hwnorm.cli import main
+from hwnorm.elementwise import elementwise_affine, hat_config
+from hwnorm.torch import accuracy as A
+from hwnorm.torch import layer_config, to_hardware
+
+NEW = [(n, k) for n, ks in A.FAMILY_KINDS.items() for k in ks if (n, k) != ("batchnorm", "l2")]
+LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5}     # normalization layers of the model (mnist1d)
+
+
+def _batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 40, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("norm, kind", NEW, ids=[f"{n}-{k}" for n, k in NEW])
+def test_each_new_module_trains_one_step_on_the_golden_model(norm, kind):
+    torch.manual_seed(0)
+    model = A.make_model(kind, "mnist1d", norm)
+    x, y = _batch()
+    before = [p.detach().clone() for p in model.parameters()]
+    with to_hardware(model, backend="golden", fmt=A.formats(4), max_count=A.MAX_COUNT, in_range="batch") as hw:
+        tr = A.train_steps(model, x, y, epochs=1, batch=8, lr=1e-2, seed=0)
+        assert len(hw.layers) == LAYERS[norm]                           # every normalization layer is routed
+        assert all(s.calls == 1 and s.config.kind == kind for s in hw.layers.values())
+        assert hw.values == (8 * 10 * 24 * 5 if norm == "layernorm" else 8 * 16 * (40 + 20 + 10))
+    assert not tr["diverged"] and np.isfinite(tr["losses"][0])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_mixer_is_small_and_its_layernorms_are_the_kinds_modules():
+    for d, shape in (("mnist1d", (4, 1, 40)), ("digits", (4, 1, 8, 8))):
+        m = A.make_model("range", d, "layernorm")
+        assert 2000 < sum(p.numel() for p in m.parameters()) < 8000
+        lns = [mod for mod in m.modules() if type(mod).__name__ == "RangeLayerNorm"]
+        assert len(lns) == 5 and all(ln.normalized_shape == (A.MIXER[d]["dim"],) for ln in lns)
+        assert tuple(m(torch.randn(*shape)).shape) == (4, 10)
+    gn = [mod for mod in A.make_model("mad", "digits", "groupnorm").modules() if type(mod).__name__ == "MadGroupNorm"]
+    assert [(g.num_groups, g.num_channels) for g in gn] == [(2, 8), (4, 16)]
+
+
+def test_a_routed_layernorm_differs_from_float_at_4_bits_and_equals_the_golden_model_run_directly():
+    torch.manual_seed(1)
+    ln = A.NORMS["layernorm"].make("range", 24, 1)
+    x = torch.randn(6, 10, 24) * torch.rand(6, 10, 1) * 3
+    y_float = ln(x)
+    fmt = A.formats(4)
+    with to_hardware(ln, backend="golden", fmt=fmt, in_range="batch"):
+        y_hw = ln(x)
+    out_cfg = layer_config(ln, fmt, 4096)
+    cfg = hat_config(out_cfg)
+    xg = x.reshape(-1, 24).double().numpy()
+    res = get_backend("golden").forward(cfg, xg, np.ones(60), np.zeros(60), train=True,
+                                        in_scale=float(np.abs(xg).max()) / cfg.in_fmt.max_int)
+    codes, _, _ = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt,
+                                     np.ones_like(xg), np.zeros_like(xg))
+    direct = torch.from_numpy(codes * out_cfg.out_fmt.lsb).reshape(x.shape).float()
+    assert (y_hw.detach() - direct).abs().max() < 1e-5                 # y_float + (y_hw - y_float): float32 rounding
+    assert (y_hw - y_float).abs().max() > 0.1                           # 4-bit output: visibly not the float one
+
+
+@pytest.mark.parametrize("kind", A.GBN_KINDS)
+def test_a_routed_gbn_batchnorm_differs_from_float_at_4_bits_and_equals_the_golden_model(kind):
+    torch.manual_seed(2)
+    bn = A.NORMS["batchnorm"].make(kind, 4, 1)
+    x = torch.randn(16, 4, 40) * 2 + 0.5
+    y_float = bn(x)
+    with to_hardware(bn, backend="golden", fmt=A.formats(4), in_range="batch"):
+        bn.train()
+        y_hw = bn(x)
+    xc = x.transpose(0, 1).reshape(4, -1).double().numpy()
+    cfg = layer_config(bn, A.formats(4), 4096)
+    res = get_backend("golden").forward(cfg, xc, np.ones(4), np.zeros(4), train=True,
+                                        in_scale=float(np.abs(xc).max()) / cfg.in_fmt.max_int)
+    assert (y_hw.detach() - torch.from_numpy(res.y).float().reshape(4, 16, 40).transpose(0, 1)).abs().max() < 1e-5
+    assert (y_hw - y_float).abs().max() > 0.1
+
+
+def test_plan_pairs_norms_and_kinds_and_keeps_the_batchnorm_jobs_of_before(tmp_path):
+    jobs = A.plan(["mnist1d"], A.FAMILY_KINDS, ["golden"], [8], [0], norms=list(A.FAMILY_KINDS))
+    pairs = {(j.norm, j.kind) for j in jobs}
+    assert pairs == {(n, k) for n, ks in A.FAMILY_KINDS.items() for k in ks} and len(jobs) == 2 * len(pairs)
+    assert ("layernorm", "semidev") not in pairs and ("groupnorm", "cvar") not in pairs
+    assert A.norm_kinds(["batchnorm", "layernorm"], ["l1", "semidev"]) == {"batchnorm": ("l1", "semidev"),
+                                                                           "layernorm": ("l1",)}
+    bn = A.Job("digits", "range", "golden", 8)                          # the default norm: key and file as before
+    assert bn.norm == "batchnorm" and "norm" not in bn.recipe()
+    assert bn.cache_path(tmp_path, bn.recipe()).name.startswith("range-golden-8-exact-seed0-")
+    ln = A.Job("mnist1d", "range", "golden", 8, norm="layernorm")
+    assert ln.recipe()["epochs"] == A.MIXER["mnist1d"]["epochs"] and "norm_numerics" in ln.recipe()
+    assert ln.cache_path(tmp_path, ln.recipe()).name.startswith("layernorm-range-golden-8-")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--norms", "instnorm"], "norms=['instnorm'] not supported: allowed batchnorm, layernorm, groupnorm"),
+    (["--norm", "layernorm", "--kinds", "cvar"], "kinds=['cvar'] have no layernorm module"),
+    (["--norm", "groupnorm", "--kinds", "semidev", "l1"], "allowed l2, range, l1, linf, topk, mad"),
+    (["--kinds", "gbn"], "kinds=['gbn'] not supported: allowed l2, range, l1, linf, topk, mad, semidev, cvar"),
+    (["--family", "--full"], "--full and --family are two different sweeps: allowed one of them"),
+])
+def test_bad_norm_choices_are_refused_before_training(args, words, capsys, monkeypatch):
+    monkeypatch.setattr(A, "run_job", lambda *a, **k: pytest.fail("training started"))
+    assert main(["accuracy", "--quiet", "--datasets", "mnist1d", "--bits", "8", *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_family_write_goes_to_its_own_json_and_section(tmp_path, monkeypatch, capsys):
+    import hwnorm.reports as reports
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("<!-- accuracy:begin -->\nold\n<!-- accuracy:end -->\n"
+                                     "<!-- family:begin -->\nold\n<!-- family:end -->\n")
+    monkeypatch.setattr(reports, "DOCS", docs)
+    monkeypatch.setattr(A, "BUILD_ROOT", tmp_path / "build")
+    monkeypatch.setattr(A, "run_job", lambda *a, **k: pytest.fail("training started"))
+    assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0",
+                 "--datasets", "mnist1d"]) == 0
+    res = json.loads((docs / "accuracy_family.json").read_text())
+    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm"] and res["missing"] == 2 * 16
+    assert res["trained_by"] == []                                      # --cached-only trained nothing
+    md = (docs / "results.md").read_text()
+    assert "<!-- accuracy:begin -->\nold\n" in md and not (docs / "accuracy.json").exists()
+    assert "| mnist1d | LayerNorm (MLP-mixer) | Semi-deviation | not built" in md
+
+
+def test_family_section_shows_the_float_twin_and_the_difference():
+    from hwnorm.reports.results import family_section
+    runs = []
+    for seed, (f, h) in enumerate(((0.9, 0.8), (0.92, 0.84))):
+        for norm, kind in (("layernorm", "range"), ("batchnorm", "cvar")):
+            runs.append(dict(dataset="mnist1d", norm=norm, kind=kind, backend="float", bits=None, stats=None, seed=seed,
+                             fmt=None, diverged=False, accuracy=f, wall_s=1.0))
+            runs.append(dict(dataset="mnist1d", norm=norm, kind=kind, backend="golden", bits=4, stats=None, seed=seed,
+                             fmt="s4.0:s4.1", diverged=False, accuracy=h, wall_s=1.0, train_values=100,
+                             train_saturated_in=1, train_saturated_out=0))
+    res = dict(version=2, datasets={"mnist1d": A.RECIPES["mnist1d"]}, kinds=["range", "cvar"],
+               norms=["batchnorm", "layernorm"], norm_kinds={"batchnorm": ["cvar"], "layernorm": ["range"]},
+               seeds=[0, 1], summary=A.summarize(runs), wall_s=2.0, trained=8, cached=0,
+               trained_by=[dict(command="hwnorm accuracy --family", wall_s=125.0, trained=8)])
+    text = family_section(json.loads(json.dumps(res)))
+    assert "| mnist1d | LayerNorm (MLP-mixer) | Range | 91.00 ± 1.41 | 82.00 ± 2.83 | -9.00 |" in text
+    assert "| mnist1d | BatchNorm (conv net) | CVaR (alpha=0.995) | 91.00 ± 1.41 |" in text
+    assert "| mnist1d | LayerNorm (MLP-mixer) | CVaR (alpha=0.995) | not built" in text
+    assert "1.00%" in text                                              # saturated: 2 of 200 values
+    assert "Trained by `hwnorm accuracy --family`: 8 runs, 2 min 5 s wall." in text
+    assert "--family" in family_section(None)
