@@ -198,6 +198,8 @@ def cmd_accuracy(args) -> int:
             prev = load_json(DOCS / "accuracy_family.json") or {}    # which invocations trained the cached runs
             res["trained_by"] = prev.get("trained_by", []) + ([{"command": res["command"], "wall_s": res["wall_s"],
                                                                  "trained": res["trained"]}] if res["trained"] else [])
+            if not args.family:         # a partial family run: its rows replace the same rows, the others are kept
+                res = A.merge_results(prev, res) if prev else res
             _dump_json(DOCS / "accuracy_family.json", res)
             replace_block(DOCS / "results.md", "family", family_section(res))
             print("wrote docs/accuracy_family.json and the family section of docs/results.md", file=sys.stderr)
@@ -341,12 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", help="digits, mnist1d (default both)")
     p.add_argument("--norms", "--norm", nargs="+", help="normalization module families: batchnorm (default; the conv "
                    "net), layernorm (LayerNorm in a small MLP-mixer), groupnorm (GroupNorm, 4 channels a group, in the "
-                   "conv net)")
+                   "conv net), frn (FRN + TLU in the conv net)")
     p.add_argument("--kinds", nargs="+", help="deviation kinds: l2 range l1 linf topk (batchnorm's default), mad "
                    "semidev cvar (Generalized BN: batchnorm only); layernorm / groupnorm: l2 range l1 linf topk mad "
-                   "(their default: all six)")
+                   "(their default: all six); frn: frn frn_range frn_l1 frn_linf")
     p.add_argument("--family", action="store_true", help="the family sweep: BN l2 mad semidev cvar, LayerNorm and "
-                   "GroupNorm l2 range l1 linf topk mad, on mnist1d and digits, bits 8 4, seeds 0 1 2 (hardware against the float "
+                   "GroupNorm l2 range l1 linf topk mad, FRN's four kinds, on mnist1d and digits, bits 8 4, seeds 0 1 2 "
+                   "(hardware against the float "
                    "twin); --write goes to docs/accuracy_family.json and the family section of docs/results.md")
     p.add_argument("--backends", nargs="+", default=["golden"],
                    help="hardware for training and inference: golden, rtl (float: the baseline, always run)")

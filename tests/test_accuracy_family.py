@@ -14,7 +14,7 @@ from hwnorm.torch import accuracy as A
 from hwnorm.torch import layer_config, to_hardware
 
 NEW = [(n, k) for n, ks in A.FAMILY_KINDS.items() for k in ks if (n, k) != ("batchnorm", "l2")]
-LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5}     # normalization layers of the model (mnist1d)
+LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5, "frn": 3}     # normalization layers of the model (mnist1d)
 
 
 def _batch(n=8, seed=0):
@@ -125,7 +125,7 @@ def test_family_write_goes_to_its_own_json_and_section(tmp_path, monkeypatch, ca
     assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0",
                  "--datasets", "mnist1d"]) == 0
     res = json.loads((docs / "accuracy_family.json").read_text())
-    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm"] and res["missing"] == 2 * 16
+    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm", "frn"] and res["missing"] == 2 * 20
     assert res["trained_by"] == []                                      # --cached-only trained nothing
     md = (docs / "results.md").read_text()
     assert "<!-- accuracy:begin -->\nold\n" in md and not (docs / "accuracy.json").exists()
@@ -153,3 +153,17 @@ def test_family_section_shows_the_float_twin_and_the_difference():
     assert "1.00%" in text                                              # saturated: 2 of 200 values
     assert "Trained by `hwnorm accuracy --family`: 8 runs, 2 min 5 s wall." in text
     assert "--family" in family_section(None)
+
+
+def test_a_partial_family_run_merges_into_the_written_one():
+    def run(norm, kind, backend, seed, acc):
+        return dict(dataset="mnist1d", norm=norm, kind=kind, backend=backend, bits=None if backend == "float" else 4,
+                    stats=None, seed=seed, accuracy=acc, diverged=False, fmt=None if backend == "float" else "s4")
+    old = {"runs": [run("layernorm", "l2", "float", 0, 0.8), run("frn", "frn", "float", 0, 0.1)],
+           "norms": ["layernorm"], "kinds": ["l2"], "norm_kinds": {"layernorm": ["l2"]}, "datasets": {"mnist1d": {}}}
+    new = {"runs": [run("frn", "frn", "float", 0, 0.9)], "norms": ["frn"], "kinds": ["frn"],
+           "norm_kinds": {"frn": ["frn"]}, "datasets": {"mnist1d": {}}}
+    out = A.merge_results(old, new)
+    assert sorted((r["norm"], r["accuracy"]) for r in out["runs"]) == [("frn", 0.9), ("layernorm", 0.8)]
+    assert out["norms"] == ["layernorm", "frn"] and out["norm_kinds"] == {"layernorm": ["l2"], "frn": ["frn"]}
+    assert {(r["norm"], r["kind"]) for r in out["summary"]} == {("layernorm", "l2"), ("frn", "frn")}

@@ -42,7 +42,9 @@ from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d,
 
 KINDS = ("l2", "range", "l1", "linf", "topk")
 GBN_KINDS = ("mad", "semidev", "cvar")      # Generalized-BN deviations (batch-norm modules only)
-ALL_KINDS = KINDS + GBN_KINDS
+FRN_KINDS = ("frn", "frn_range", "frn_l1", "frn_linf")     # FRN + TLU and its non-centred variants (FRN modules)
+BN_KINDS = KINDS + GBN_KINDS
+ALL_KINDS = BN_KINDS + FRN_KINDS
 GROUPED_KINDS = KINDS + ("mad",)            # the kinds with grouped modules (no semidev / cvar LayerNorm, GroupNorm yet)
 BACKENDS = ("float", "golden", "rtl")
 DATASETS = ("digits", "mnist1d")
@@ -83,20 +85,27 @@ class Norm:
     sources: tuple = ()
 
 
+def _frn(kind: str, channels: int, ndim: int):
+    from . import frn
+    prefix = {"frn": "FilterResponseNorm", "frn_range": "RangeFRN", "frn_l1": "L1FRN", "frn_linf": "LinfFRN"}[kind]
+    return getattr(frn, f"{prefix}{ndim}d")(channels)
+
+
 # The module families `hwnorm accuracy --norms` sweeps. A new family is one entry here (plus its module in
-# hook.layer_config / module_kind so to_hardware routes it), e.g. Filter Response Normalization in the conv net:
-#   "frn": Norm("conv", ("frn",), lambda kind, c, ndim: FRN(c), "FRN", ("torch/frn.py",)),
+# hook.layer_config / module_kind so to_hardware routes it).
 NORMS = {
-    "batchnorm": Norm("conv", ALL_KINDS, lambda kind, c, ndim: (NORMS_1D if ndim == 1 else NORMS_2D)[kind](c),
+    "batchnorm": Norm("conv", BN_KINDS, lambda kind, c, ndim: (NORMS_1D if ndim == 1 else NORMS_2D)[kind](c),
                       "BatchNorm"),
     "layernorm": Norm("mixer", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "LayerNorm")(c), "LayerNorm",
                       GROUPED_SOURCES),
     "groupnorm": Norm("conv", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "GroupNorm")(max(1, c // GN_CHANNELS), c),
                       "GroupNorm", GROUPED_SOURCES),
+    "frn": Norm("conv", FRN_KINDS, _frn, "FRN + TLU", ("torch/frn.py",)),
 }
 DEFAULT_NORM = "batchnorm"
 # `hwnorm accuracy --family`: the new modules against their float twins (BN's l2 as the reference row)
-FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS}
+FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS,
+                "frn": FRN_KINDS}
 FAMILY_DATASETS = ("mnist1d", "digits")
 FAMILY_BITS = (8, 4)
 FAMILY_SEEDS = (0, 1, 2)
@@ -719,6 +728,21 @@ def _group_key(r: dict) -> tuple:
             str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-")
 
 
+def merge_results(old: dict, new: dict) -> dict:
+    """`new` with the runs of `old` it does not repeat (same dataset, norm, kind, backend, bits, stats, seed) kept,
+    the lists of what was swept widened and the summary recomputed: a partial sweep added to a written one."""
+    key = lambda r: (r["dataset"], r.get("norm", DEFAULT_NORM), r["kind"], r["backend"], r["bits"], r["stats"],  # noqa: E731
+                     r["seed"])
+    seen = {key(r) for r in new["runs"]}
+    runs = [r for r in old["runs"] if key(r) not in seen] + new["runs"]
+    out = dict(new, runs=runs, summary=summarize(runs))
+    for name in ("norms", "kinds", "backends", "bits", "seeds"):
+        out[name] = list(dict.fromkeys(list(old.get(name, [])) + list(new.get(name, []))))
+    out["norm_kinds"] = {**old.get("norm_kinds", {}), **new.get("norm_kinds", {})}
+    out["datasets"] = {**old.get("datasets", {}), **new.get("datasets", {})}
+    return out
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """Mean and spread over seeds per (dataset, norm, kind, backend, bits, stats)."""
     groups = {}
@@ -833,6 +857,6 @@ def accuracy_vs_bits_plot(results: dict, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["run", "plan", "norm_kinds", "NORMS", "Norm", "Mixer",
+__all__ = ["run", "plan", "merge_results", "norm_kinds", "NORMS", "Norm", "Mixer",
            "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats",
            "parse_bits", "check_formats", "make_model", "load_digits_split", "make_mnist1d", "Job"]
