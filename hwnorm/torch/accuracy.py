@@ -85,10 +85,16 @@ class Norm:
     sources: tuple = ()
 
 
+FRN_RANGE_CHUNKS = 1
+
+
 def _frn(kind: str, channels: int, ndim: int):
     from . import frn
     prefix = {"frn": "FilterResponseNorm", "frn_range": "RangeFRN", "frn_l1": "L1FRN", "frn_linf": "LinfFRN"}[kind]
-    return getattr(frn, f"{prefix}{ndim}d")(channels)
+    # FRN_RANGE_CHUNKS: an FRN group is one sample's feature map (10-64 values in these models); the module's
+    # default 10 chunks would leave chunks of one value (range 0) on the smallest, so the plain range about 0
+    extra = {"chunks": FRN_RANGE_CHUNKS} if kind == "frn_range" else {}
+    return getattr(frn, f"{prefix}{ndim}d")(channels, **extra)
 
 
 # The module families `hwnorm accuracy --norms` sweeps. A new family is one entry here (plus its module in
@@ -341,6 +347,8 @@ class Job:
                 r.pop("widths")
             elif self.norm == "groupnorm":
                 r["gn_channels"] = GN_CHANNELS
+            elif self.norm == "frn" and self.kind == "frn_range":
+                r["chunks"] = FRN_RANGE_CHUNKS
         if epochs is not None:
             r["epochs"] = epochs
         if self.bits is not None:
