@@ -176,6 +176,6 @@ def test_datasheet_and_header_of_a_dropout_core_carry_the_seed_and_constants(tmp
     sheet = json.loads((tmp_path / "drop.json").read_text())
     seed = [f for f in sheet["descriptor"]["fields"] if f["name"] == "seed"]
     assert seed and seed[0]["width"] == 32
-    assert sheet["constants"]["dropout_threshold"] == 16384 and sheet["timing"]["normalize_stages"] == 9
+    assert sheet["constants"]["dropout_threshold"] == 16384 and sheet["timing"]["normalize_stages"] == 10
     header = (tmp_path / "drop.h").read_text()
     assert "DROP_DROPOUT_THRESHOLD 16384u" in header and "drop_channel_seed" in header

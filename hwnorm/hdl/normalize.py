@@ -23,7 +23,7 @@ from .common import fmt_shape, lanes_of, tree_sum
 from .dropout import DropoutLFSR
 
 STAGES = 6
-DROPOUT_STAGES = 3            # the dropout build's extra stages: clamp t, multiply by S, round (then compare, clamp)
+DROPOUT_STAGES = 4            # the dropout build's extra stages: clamp t, t*S in slices, add them, round (then compare, clamp)
 
 
 def stages_for(cfg) -> int:
@@ -123,7 +123,9 @@ class NormalizeAffine(wiring.Component):
 
     def _elaborate_dropout(self):
         """The dropout build's pipeline: x, partial products, x*A + B, >> (SH - E) (and the sticky bits of
-        half_even), t clamped, z = t * S, round, compare, clamp (a dropped lane's `ok` bit is low: output 0)."""
+        half_even), t clamped, t*S as products of DSP_BITS-bit slices of t, z = their sum, round, compare, clamp
+        (a dropped lane's `ok` bit is low: output 0). S is a register (per channel: `drop` is stable long before a
+        pass), so no path runs from the descriptor into the multipliers."""
         m = Module()
         cfg = self.cfg
         lanes, n_st = cfg.lanes, stages_for(cfg)
@@ -153,15 +155,18 @@ class NormalizeAffine(wiring.Component):
         t_lo, t_hi = (lo - 1) << e, (hi + 1) << e
         t_shape = signed(max(t_lo.bit_length(), t_hi.bit_length()) + 1)
         mult = Signal(range(cfg.dropout_scale + 1))
-        m.d.comb += mult.eq(Mux(self.drop, cfg.dropout_scale, 1 << f))
+        m.d.sync += mult.eq(Mux(self.drop, cfg.dropout_scale, 1 << f))
         sat_flags = []
         for j in range(lanes):
             x = Signal(x_shape, name=f"x{j}")
             parts = partial_products(self.a, x, j)
             acc = Signal(signed(cfg.acc_bits), name=f"acc{j}")
             qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
-            sticky = [Signal(name=f"sticky{j}_{k}") for k in range(3)]
+            sticky = [Signal(name=f"sticky{j}_{k}") for k in range(4)]
             t = Signal(t_shape, name=f"t{j}")
+            zparts = [(Signal(signed(len(mult) + top - bottom + 1), name=f"zp{j}_{bottom}"),
+                       t[bottom:top] if top < len(t) else t[bottom:top].as_signed(), bottom)
+                      for bottom in range(0, len(t), DSP_BITS) for top in [min(bottom + DSP_BITS, len(t))]]
             z = Signal(signed(len(t) + len(mult) + 1), name=f"z{j}")
             rs = Signal(signed(len(z) - fe + 1), name=f"rs{j}")
             tie = Signal(name=f"tie{j}")
@@ -180,7 +185,8 @@ class NormalizeAffine(wiring.Component):
                     acc.eq(tree_sum([pp << at for pp, _, at in parts] + [self.b])),
                     qs.eq(acc >> low),
                     t.eq(Mux(tv < t_lo, t_lo, Mux(tv > t_hi, t_hi, tv))),
-                    z.eq(t * mult),
+                    *[zp.eq(piece * mult) for zp, piece, _ in zparts],
+                    z.eq(tree_sum([zp << at for zp, _, at in zparts])),
                     rs.eq(zh >> fe),
                     q.eq(qr),
                     over.eq(qr > hi), under.eq(qr < lo),
@@ -189,8 +195,8 @@ class NormalizeAffine(wiring.Component):
                 if cfg.rounding == "half_even":
                     m.d.sync += [
                         sticky[0].eq((acc.as_unsigned() & ((1 << low) - 1)) == 0),
-                        sticky[1].eq(sticky[0]), sticky[2].eq(sticky[1]),
-                        tie.eq(sticky[2] & (z.as_unsigned()[:fe] == (1 << (fe - 1)))),
+                        sticky[1].eq(sticky[0]), sticky[2].eq(sticky[1]), sticky[3].eq(sticky[2]),
+                        tie.eq(sticky[3] & (z.as_unsigned()[:fe] == (1 << (fe - 1)))),
                     ]
             sat_flags.append(v[last - 1] & ok[last - 1][j] & (over | under))
             m.d.comb += self.o.payload[j].eq(y)
