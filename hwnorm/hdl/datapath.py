@@ -176,18 +176,24 @@ class NormDatapath(wiring.Component):
             with m.State("WAIT_MATH"):
                 with m.If(cm.done):
                     m.next = "NORM"
-            with m.State("NORM"):
-                more = Signal()
-                m.d.comb += more.eq(left != 0)
-                m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
-                             beat.eq(self.i.valid & norm.i.ready & more)]
-                with m.If(~more & ~norm.busy):
-                    m.next = "REPORT"
-            with m.State("REPORT"):
-                m.d.comb += self.stats.valid.eq(1)
-                with m.If(self.stats.ready):
-                    m.next = "IDLE"
+            self._norm_and_report_states(m, norm, left, beat)
         return m
+
+    def _norm_and_report_states(self, m, norm, left, beat, on_report=()):
+        """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline has drained;
+        REPORT: the statistics word, then IDLE (`on_report`: more assignments on that edge)."""
+        with m.State("NORM"):
+            more = Signal()
+            m.d.comb += more.eq(left != 0)
+            m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
+                         beat.eq(self.i.valid & norm.i.ready & more)]
+            with m.If(~more & ~norm.busy):
+                m.next = "REPORT"
+        with m.State("REPORT"):
+            m.d.comb += self.stats.valid.eq(1)
+            with m.If(self.stats.ready):
+                m.d.sync += list(on_report)
+                m.next = "IDLE"
 
     def _overlap_fsm(self, m, cm, st, norm, chan, left, beat, take_pass, run_math, hold, pend, have_hold, math_busy):
         """The FSM of overlap mode: descriptor, statistics passes of channel c (ChannelMath then starts on
@@ -251,15 +257,4 @@ class NormDatapath(wiring.Component):
                 def norm_next():
                     m.next = "NORM"
                 when_math_idle(norm_next)
-            with m.State("NORM"):
-                more = Signal()
-                m.d.comb += more.eq(left != 0)
-                m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
-                             beat.eq(self.i.valid & norm.i.ready & more)]
-                with m.If(~more & ~norm.busy):
-                    m.next = "REPORT"
-            with m.State("REPORT"):
-                m.d.comb += self.stats.valid.eq(1)
-                with m.If(self.stats.ready):
-                    m.d.sync += have_hold.eq(0)
-                    m.next = "IDLE"
+            self._norm_and_report_states(m, norm, left, beat, [have_hold.eq(0)])
