@@ -5255,62 +5255,54 @@ endmodule
 module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_size, x, mask, r_closed, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [16:0] \$1 ;
-  wire [13:0] \$10 ;
-  wire [14:0] \$11 ;
-  wire [15:0] \$12 ;
-  wire [13:0] \$13 ;
+  wire [15:0] \$10 ;
+  wire [13:0] \$11 ;
+  wire [13:0] \$12 ;
+  wire \$13 ;
   wire \$14 ;
-  wire [13:0] \$15 ;
-  wire [14:0] \$16 ;
+  wire \$15 ;
+  wire \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire [13:0] \$19 ;
+  wire [15:0] \$18 ;
+  wire [15:0] \$19 ;
   wire [13:0] \$2 ;
-  wire [14:0] \$20 ;
-  wire [15:0] \$21 ;
-  wire \$22 ;
-  wire \$23 ;
+  wire \$20 ;
+  wire [16:0] \$21 ;
+  wire [16:0] \$22 ;
+  wire [20:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire \$26 ;
+  wire [15:0] \$26 ;
   wire [15:0] \$27 ;
-  wire [15:0] \$28 ;
-  wire \$29 ;
+  wire \$28 ;
+  wire [15:0] \$29 ;
   wire \$3 ;
-  wire [16:0] \$30 ;
-  wire [16:0] \$31 ;
-  wire [20:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire [15:0] \$35 ;
-  wire [15:0] \$36 ;
-  wire \$37 ;
-  wire [15:0] \$38 ;
-  wire [15:0] \$39 ;
+  wire [15:0] \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  reg [13:0] \$33 ;
+  reg \$34 ;
+  reg \$35 ;
+  reg [15:0] \$36 ;
+  reg [15:0] \$37 ;
+  reg \$38 ;
+  reg [17:0] \$39 ;
   wire [13:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
+  reg [19:0] \$40 ;
+  reg \$41 ;
   reg \$42 ;
-  reg \$43 ;
+  reg [15:0] \$43 ;
   reg [15:0] \$44 ;
-  reg [15:0] \$45 ;
-  reg \$46 ;
-  reg [17:0] \$47 ;
-  reg [19:0] \$48 ;
+  reg \$45 ;
+  reg [15:0] \$46 ;
+  reg [15:0] \$47 ;
+  reg [12:0] \$48 ;
   reg \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [15:0] \$51 ;
-  reg [15:0] \$52 ;
-  reg \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [12:0] \$56 ;
-  reg \$57 ;
-  wire [13:0] \$6 ;
-  wire [14:0] \$7 ;
+  wire [14:0] \$6 ;
+  wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [14:0] \$9 ;
   reg [15:0] \$signal  = 16'h0000;
   reg [12:0] after_next;
   wire after_start0;
@@ -5324,6 +5316,7 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   reg [15:0] closed_hi0 = 16'h0000;
   reg [15:0] closed_lo0 = 16'h0000;
   reg closed_ok = 1'h0;
+  reg [13:0] cs_x1 = 14'h0000;
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
@@ -5337,7 +5330,7 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   wire [15:0] r_open;
   input rst;
   wire rst;
-  reg [12:0] second_next;
+  wire [12:0] second_next;
   reg st = 1'h0;
   reg start_next = 1'h0;
   input valid;
@@ -5349,147 +5342,195 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   wire [15:0] x;
   wire [15:0] \x[0] ;
   always @(posedge clk)
-    st <= \$42 ;
+    closed_ok <= \$41 ;
   always @(posedge clk)
-    beat <= \$43 ;
+    have <= \$42 ;
   always @(posedge clk)
-    w_hi0_0 <= \$44 ;
+    \$signal  <= \$43 ;
   always @(posedge clk)
-    w_lo0_0 <= \$45 ;
+    lo <= \$44 ;
   always @(posedge clk)
-    w_any0_0 <= \$46 ;
+    fresh <= \$45 ;
   always @(posedge clk)
-    pending <= \$47 ;
+    closed_hi0 <= \$46 ;
   always @(posedge clk)
-    r_closed <= \$48 ;
+    closed_lo0 <= \$47 ;
   always @(posedge clk)
-    closed_ok <= \$49 ;
+    \dist  <= \$48 ;
   always @(posedge clk)
-    have <= \$50 ;
-  always @(posedge clk)
-    \$signal  <= \$51 ;
-  always @(posedge clk)
-    lo <= \$52 ;
-  always @(posedge clk)
-    fresh <= \$53 ;
-  always @(posedge clk)
-    closed_hi0 <= \$54 ;
-  always @(posedge clk)
-    closed_lo0 <= \$55 ;
-  always @(posedge clk)
-    \dist  <= \$56 ;
-  always @(posedge clk)
-    start_next <= \$57 ;
+    start_next <= \$49 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
   assign \$2  = \dist  + 1'h0;
   assign \$3  = ! \$2 ;
   assign \$4  = \dist  - 1'h1;
   assign \$5  = \dist  < 1'h1;
-  assign \$7  = \dist  + \$6 ;
-  assign \$8  = \$7  >= 1'h1;
-  assign \$9  = \$5  & \$8 ;
-  assign \$11  = \dist  + \$10 ;
-  assign \$12  = \$11  - 1'h1;
-  assign \$16  = 1'h0 + \$15 ;
-  assign \$17  = \$16  >= 1'h1;
-  assign \$20  = 1'h0 + \$19 ;
-  assign \$21  = \$20  - 1'h1;
-  assign \$22  = fresh ? 1'h1 : start_next;
-  assign \$23  = mask & \$22 ;
-  assign \$24  = valid ? \$23  : 1'h0;
-  assign \$25  = ~ clear;
-  assign \$26  = valid & \$25 ;
-  assign \$27  = mask ? x : 16'h8000;
-  assign \$28  = mask ? x : 16'h7fff;
-  assign \$30  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$31  = closed_ok ? \$30  : 17'h00000;
-  assign \$32  = r_closed + pending;
-  assign \$33  = st & have;
-  assign \$34  = $signed(\$signal ) > $signed(w_hi0_0);
-  assign \$35  = \$34  ? \$signal  : w_hi0_0;
-  assign \$36  = st ? w_hi0_0 : \$35 ;
-  assign \$37  = $signed(lo) < $signed(w_lo0_0);
-  assign \$38  = \$37  ? lo : w_lo0_0;
-  assign \$39  = st ? w_lo0_0 : \$38 ;
-  assign \$40  = have | w_any0_0;
-  assign \$41  = st ? 1'h1 : \$40 ;
+  assign \$6  = \dist  + cs_x1;
+  assign \$7  = \$6  >= 1'h1;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = \dist  + cs_x1;
+  assign \$10  = \$9  - 1'h1;
+  assign \$11  = chunk_size - 1'h1;
+  assign \$13  = fresh ? 1'h1 : start_next;
+  assign \$14  = mask & \$13 ;
+  assign \$15  = valid ? \$14  : 1'h0;
+  assign \$16  = ~ clear;
+  assign \$17  = valid & \$16 ;
+  assign \$18  = mask ? x : 16'h8000;
+  assign \$19  = mask ? x : 16'h7fff;
+  assign \$21  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$22  = closed_ok ? \$21  : 17'h00000;
+  assign \$23  = r_closed + pending;
+  assign \$24  = st & have;
+  assign \$25  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$26  = \$25  ? \$signal  : w_hi0_0;
+  assign \$27  = st ? w_hi0_0 : \$26 ;
+  assign \$28  = $signed(lo) < $signed(w_lo0_0);
+  assign \$29  = \$28  ? lo : w_lo0_0;
+  assign \$30  = st ? w_lo0_0 : \$29 ;
+  assign \$31  = have | w_any0_0;
+  assign \$32  = st ? 1'h1 : \$31 ;
+  always @(posedge clk)
+    cs_x1 <= \$33 ;
+  always @(posedge clk)
+    st <= \$34 ;
+  always @(posedge clk)
+    beat <= \$35 ;
+  always @(posedge clk)
+    w_hi0_0 <= \$36 ;
+  always @(posedge clk)
+    w_lo0_0 <= \$37 ;
+  always @(posedge clk)
+    w_any0_0 <= \$38 ;
+  always @(posedge clk)
+    pending <= \$39 ;
+  always @(posedge clk)
+    r_closed <= \$40 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    after_next = \$4 [12:0];
-    if (\$9 ) begin
-      after_next = \$12 [12:0];
+    \$41  = 1'h0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$41  = \$24 ;
+      end
+    end
+    if (rst) begin
+      \$41  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    second_next = \$13 [12:0];
-    if (\$18 ) begin
-      second_next = \$21 [12:0];
+    \$42  = have;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$42  = 1'h0;
+    end else begin
+      if (beat) begin
+        \$42  = \$32 ;
+      end
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$42  = \$24 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$43  = \$26 ;
+    \$43  = \$signal ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$43  = 16'h8000;
+    end else begin
+      if (beat) begin
+        \$43  = \$27 ;
+      end
+    end
     if (rst) begin
-      \$43  = 1'h0;
+      \$43  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$44  = \$27 ;
+    \$44  = lo;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+      \$44  = 16'h7fff;
+    end else begin
+      if (beat) begin
+        \$44  = \$30 ;
+      end
+    end
     if (rst) begin
       \$44  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = \$28 ;
-    if (rst) begin
-      \$45  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$46  = \$29 ;
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$47  = { \$31 [16], \$31  };
+    \$45  = fresh;
+    (* full_case = 32'd1 *)
     if (clear) begin
-      \$47  = 18'h00000;
+      \$45  = 1'h1;
+    end else begin
+      if (valid) begin
+        \$45  = 1'h0;
+      end
     end
     if (rst) begin
-      \$47  = 18'h00000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = \$32 [19:0];
-    if (clear) begin
-      \$48  = 20'h00000;
-    end
-    if (rst) begin
-      \$48  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$49  = 1'h0;
+    \$46  = closed_hi0;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (beat) begin
-        \$49  = \$33 ;
+        \$46  = \$signal ;
+      end
+    end
+    if (rst) begin
+      \$46  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = closed_lo0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$47  = lo;
+      end
+    end
+    if (rst) begin
+      \$47  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = \dist ;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$48  = after_next;
+      end else if (fresh) begin
+        \$48  = \$11 [12:0];
+      end
+    end
+    if (rst) begin
+      \$48  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = start_next;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (valid) begin
+        \$49  = after_start0;
       end
     end
     if (rst) begin
@@ -5498,133 +5539,79 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$50  = have;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$50  = 1'h0;
-    end else begin
-      if (beat) begin
-        \$50  = \$41 ;
-      end
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+    after_next = \$4 [12:0];
+    if (\$8 ) begin
+      after_next = \$10 [12:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$51  = \$signal ;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$51  = 16'h8000;
-    end else begin
-      if (beat) begin
-        \$51  = \$36 ;
-      end
-    end
+    \$33  = \$12 ;
     if (rst) begin
-      \$51  = 16'h0000;
+      \$33  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$52  = lo;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$52  = 16'h7fff;
-    end else begin
-      if (beat) begin
-        \$52  = \$39 ;
-      end
-    end
+    \$34  = \$15 ;
     if (rst) begin
-      \$52  = 16'h0000;
+      \$34  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$53  = fresh;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$53  = 1'h1;
-    end else begin
-      if (valid) begin
-        \$53  = 1'h0;
-      end
-    end
+    \$35  = \$17 ;
     if (rst) begin
-      \$53  = 1'h0;
+      \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$54  = closed_hi0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$54  = \$signal ;
-      end
-    end
+    \$36  = \$18 ;
     if (rst) begin
-      \$54  = 16'h0000;
+      \$36  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$55  = closed_lo0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$55  = lo;
-      end
-    end
+    \$37  = \$19 ;
     if (rst) begin
-      \$55  = 16'h0000;
+      \$37  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$56  = \dist ;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (valid) begin
-        \$56  = after_next;
-      end else if (fresh) begin
-        \$56  = second_next;
-      end
-    end
+    \$38  = \$20 ;
     if (rst) begin
-      \$56  = 13'h0000;
+      \$38  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = start_next;
-    (* full_case = 32'd1 *)
+    \$39  = { \$22 [16], \$22  };
     if (clear) begin
-    end else begin
-      if (valid) begin
-        \$57  = after_start0;
-      end
+      \$39  = 18'h00000;
     end
     if (rst) begin
-      \$57  = 1'h0;
+      \$39  = 18'h00000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$40  = \$23 [19:0];
+    if (clear) begin
+      \$40  = 20'h00000;
+    end
+    if (rst) begin
+      \$40  = 20'h00000;
+    end
+  end
+  assign second_next = \$11 [12:0];
   assign r_open = \$1 [15:0];
   assign \x[0]  = x;
   assign after_start0 = \$3 ;
-  assign \$6  = { 1'h0, chunk_size };
-  assign \$10  = { 1'h0, chunk_size };
-  assign \$13  = 14'h3fff;
-  assign \$14  = 1'h1;
-  assign \$15  = { 1'h0, chunk_size };
-  assign \$18  = \$17 ;
-  assign \$19  = { 1'h0, chunk_size };
-  assign \$29  = mask;
+  assign \$12  = { 1'h0, chunk_size };
+  assign \$20  = mask;
 endmodule
 
 module \hwnorm_range_s16.stats_unit.sum$26 (rst, valid, clear, x, mask, sum, clk);

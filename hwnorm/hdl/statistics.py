@@ -133,23 +133,34 @@ class ChunkRange(BeatUnit):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "r_closed": Out(cfg.range_sum_bits),
                                "r_open": Out(cfg.in_fmt.bits)})
 
-    def _starts(self, m, dist, cs, name, flags=True):
-        """Lane j starts a chunk when j = dist + i * cs for some i >= 0 (with dist < cs); cs * i by
-        shifts and adds. Returns the flags and the next beat's distance (the first start at or after
-        `lanes`, minus lanes)."""
+    def _starts(self, m, dist, cs):
+        """Lane j starts a chunk when j = dist + i * cs for some i >= 0 (with dist < cs); the multiples
+        i * cs are registers (shifts and adds of cs, a cycle before the first beat uses them). Returns
+        the flags and the next beat's distance (the first start at or after `lanes`, minus lanes)."""
         lanes = self.cfg.lanes
-        mult = [tree_sum([cs << b for b in range(i.bit_length()) if i >> b & 1]) if i else 0
-                for i in range(lanes + 1)]
-        if flags:
-            flags = [Signal(name=f"{name}_start{j}") for j in range(lanes)]
-            for j in range(lanes):
-                m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
-        nxt = Signal(self.cfg.count_bits, name=f"{name}_next")
+        mult = [0] + [Signal(len(cs) + lanes.bit_length(), name=f"cs_x{i}") for i in range(1, lanes + 1)]
+        m.d.sync += [mult[i].eq(tree_sum([cs << b for b in range(i.bit_length()) if i >> b & 1]))
+                     for i in range(1, lanes + 1)]
+        flags = [Signal(name=f"after_start{j}") for j in range(lanes)]
+        for j in range(lanes):
+            m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
+        nxt = Signal(self.cfg.count_bits, name="after_next")
         m.d.comb += nxt.eq(dist - lanes)
         for i in reversed(range(1, lanes + 1)):
             with m.If((dist < lanes) & (dist + mult[i] >= lanes)):
                 m.d.comb += nxt.eq(dist + mult[i] - lanes)
         return flags, nxt
+
+    def _second(self, m, cs):
+        """The second beat's distance from chunk_size alone (the multiples are not registered yet): cs - lanes,
+        or for cs < lanes the first multiple of cs at or after lanes, minus lanes (a constant per cs)."""
+        lanes = self.cfg.lanes
+        second = Signal(self.cfg.count_bits, name="second_next")
+        m.d.comb += second.eq(cs - lanes)
+        for c in range(1, lanes):
+            with m.If(cs == c):
+                m.d.comb += second.eq(-(-lanes // c) * c - lanes)
+        return second
 
     def elaborate(self, platform):
         m = Module()
@@ -170,8 +181,8 @@ class ChunkRange(BeatUnit):
                       for j in range(lanes)])
         # one step ahead, so each register is one adder and compare from another: the starts of the
         # next beat from `dist`, and the distance one beat further on
-        after, nxt = self._starts(m, dist, cs, "after")
-        _, second = self._starts(m, Const(0, cfg.count_bits), cs, "second", flags=False)  # the second beat's distance
+        after, nxt = self._starts(m, dist, cs)
+        second = self._second(m, cs)           # the second beat's distance, primed before the first beat
         starts = Mux(fresh, first, start_next)
 
         # stage A: max, min and "any value" of every window [a, b] of the beat's lanes, and the starts.
