@@ -166,7 +166,10 @@ def test_a_partial_family_run_merges_into_the_written_one():
            "norms": ["layernorm"], "kinds": ["l2"], "norm_kinds": {"layernorm": ["l2"]}, "datasets": {"mnist1d": {}}}
     new = {"runs": [run("frn", "frn", "float", 0, 0.9)], "norms": ["frn"], "kinds": ["frn"],
            "norm_kinds": {"frn": ["frn"]}, "datasets": {"mnist1d": {}}}
-    out = A.merge_results(old, new)
+    for r, w in zip(old["runs"] + new["runs"], (10.0, 20.0, 40.0)):
+        r["wall_s"] = w
+    out = A.merge_results(old, dict(new, compute_s=40.0))
+    assert out["compute_s"] == 10.0 + 40.0                              # the replaced frn run's 20 s is gone
     assert sorted((r["norm"], r["accuracy"]) for r in out["runs"]) == [("frn", 0.9), ("layernorm", 0.8)]
     assert out["norms"] == ["layernorm", "frn"] and out["norm_kinds"] == {"layernorm": ["l2"], "frn": ["frn"]}
     assert {(r["norm"], r["kind"]) for r in out["summary"]} == {("layernorm", "l2"), ("frn", "frn")}

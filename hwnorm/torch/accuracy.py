@@ -773,6 +773,8 @@ def merge_results(old: dict, new: dict) -> dict:
     seen = {key(r) for r in new["runs"]}
     runs = [r for r in old["runs"] if key(r) not in seen] + new["runs"]
     out = dict(new, runs=runs, summary=summarize(runs))
+    if "compute_s" in new:                      # the runs of the merged file, not only this invocation's
+        out["compute_s"] = sum(r.get("wall_s", 0.0) for r in runs)
     for name in ("norms", "kinds", "backends", "bits", "seeds"):
         out[name] = list(dict.fromkeys(list(old.get(name, [])) + list(new.get(name, []))))
     out["norm_kinds"] = {**old.get("norm_kinds", {}), **new.get("norm_kinds", {})}
