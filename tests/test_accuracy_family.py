@@ -1,6 +1,6 @@
-"""`hwnorm accuracy` with the new normalization modules (issue 10 item 6): LayerNorm in the MLP-mixer, GroupNorm in
-the conv net, the GBN kinds as BN; that each trains on the golden model, that the hardware really runs, the CLI
-choices. One training step each, small data; nothing is downloaded."""
+"""`hwnorm accuracy` with the new normalization modules (issue 10 item 6): LayerNorm in the MLP-mixer, GroupNorm,
+FRN, InstanceNorm and Batch-Group Norm in the conv net, the GBN kinds as BN; that each trains on the golden model,
+that the hardware really runs, the CLI choices. One training step each, small data; nothing is downloaded."""
 import json
 
 import numpy as np
@@ -14,7 +14,8 @@ from hwnorm.torch import accuracy as A
 from hwnorm.torch import layer_config, to_hardware
 
 NEW = [(n, k) for n, ks in A.FAMILY_KINDS.items() for k in ks if (n, k) != ("batchnorm", "l2")]
-LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5, "frn": 3}     # normalization layers of the model (mnist1d)
+LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5, "frn": 3,      # normalization layers of the model (mnist1d)
+          "instancenorm": 3, "batchgroupnorm": 3}
 
 
 def _batch(n=8, seed=0):
@@ -28,7 +29,7 @@ def test_each_new_module_trains_one_step_on_the_golden_model(norm, kind):
     model = A.make_model(kind, "mnist1d", norm)
     x, y = _batch()
     before = [p.detach().clone() for p in model.parameters()]
-    with to_hardware(model, backend="golden", fmt=A.formats(4), max_count=A.MAX_COUNT, in_range="batch") as hw:
+    with to_hardware(model, backend="golden", fmt=A.formats(4), max_count=A.NORMS[norm].max_count, in_range="batch") as hw:
         tr = A.train_steps(model, x, y, epochs=1, batch=8, lr=1e-2, seed=0)
         assert len(hw.layers) == LAYERS[norm]                           # every normalization layer is routed
         assert all(s.calls == 1 and s.config.kind == kind for s in hw.layers.values())
@@ -125,11 +126,13 @@ def test_family_write_goes_to_its_own_json_and_section(tmp_path, monkeypatch, ca
     assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0",
                  "--datasets", "mnist1d"]) == 0
     res = json.loads((docs / "accuracy_family.json").read_text())
-    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm", "frn"] and res["missing"] == 2 * 20
+    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm", "frn", "instancenorm", "batchgroupnorm"]
+    assert res["missing"] == 2 * (4 + 6 + 6 + 4 + 6 + 6)               # float twin and 8 bits per (norm, kind)
     assert res["trained_by"] == []                                      # --cached-only trained nothing
     md = (docs / "results.md").read_text()
     assert "<!-- accuracy:begin -->\nold\n" in md and not (docs / "accuracy.json").exists()
     assert "| mnist1d | LayerNorm (MLP-mixer) | Semi-deviation | not built" in md
+    assert "| mnist1d | Batch-Group Norm (conv net) | CVaR (alpha=0.995) | not built" in md
 
 
 def test_family_section_shows_the_float_twin_and_the_difference():
@@ -163,7 +166,93 @@ def test_a_partial_family_run_merges_into_the_written_one():
            "norms": ["layernorm"], "kinds": ["l2"], "norm_kinds": {"layernorm": ["l2"]}, "datasets": {"mnist1d": {}}}
     new = {"runs": [run("frn", "frn", "float", 0, 0.9)], "norms": ["frn"], "kinds": ["frn"],
            "norm_kinds": {"frn": ["frn"]}, "datasets": {"mnist1d": {}}}
-    out = A.merge_results(old, new)
+    for r, w in zip(old["runs"] + new["runs"], (10.0, 20.0, 40.0)):
+        r["wall_s"] = w
+    out = A.merge_results(old, dict(new, compute_s=40.0))
+    assert out["compute_s"] == 10.0 + 40.0                              # the replaced frn run's 20 s is gone
     assert sorted((r["norm"], r["accuracy"]) for r in out["runs"]) == [("frn", 0.9), ("layernorm", 0.8)]
     assert out["norms"] == ["layernorm", "frn"] and out["norm_kinds"] == {"layernorm": ["l2"], "frn": ["frn"]}
     assert {(r["norm"], r["kind"]) for r in out["summary"]} == {("layernorm", "l2"), ("frn", "frn")}
+
+
+def test_instance_and_batch_group_norm_models_hold_their_modules():
+    for d, ndim, widths in (("digits", 2, (8, 16)), ("mnist1d", 1, (16, 16, 16))):
+        ins = [m for m in A.make_model("range", d, "instancenorm").modules() if "InstanceNorm" in type(m).__name__]
+        assert [type(m).__name__ for m in ins] == [f"RangeInstanceNorm{ndim}d"] * len(widths)
+        assert [m.num_features for m in ins] == list(widths)
+        assert all(m.affine and m.weight.shape == (m.num_features,) and m.chunks == A.IN_RANGE_CHUNKS for m in ins)
+        bgn = [m for m in A.make_model("mad", d, "batchgroupnorm").modules() if "BatchGroupNorm" in type(m).__name__]
+        assert [type(m).__name__ for m in bgn] == ["MadBatchGroupNorm"] * len(widths)
+        assert [(m.num_groups, m.num_features) for m in bgn] == [(c // 2, c) for c in widths]   # BGN_CHANNELS = 2
+    # BGN's largest training group spans BGN_CHANNELS channels of the batch: beyond BN's max_count, within its own
+    largest = A.BGN_CHANNELS * A.per_channel_count("digits")
+    assert A.MAX_COUNT < largest <= A.NORMS["batchgroupnorm"].max_count
+    rec = A.Job("digits", "range", "golden", 8, norm="batchgroupnorm").recipe()
+    assert rec["bgn_channels"] == A.BGN_CHANNELS and rec["max_count"] == A.BGN_MAX_COUNT
+    rec = A.Job("mnist1d", "range", "golden", 8, norm="instancenorm").recipe()
+    assert rec["chunks"] == A.IN_RANGE_CHUNKS and "max_count" not in rec
+
+
+def test_range_instance_norm_needs_few_chunks_on_small_groups():
+    """MNIST-1D's last InstanceNorm group is 10 values: the module's default 10 chunks leave one-value chunks of range 0
+    (sigma_hat = eps), IN_RANGE_CHUNKS estimates sigma."""
+    x = torch.randn(64, 16, 10, generator=torch.Generator().manual_seed(3)) * 2.0
+    one = A.NORMS["instancenorm"].make("range", 16, 1)
+    default = type(one)(16, affine=True)
+    xg = x.reshape(-1, 10)
+    assert default.chunks == 10 and torch.equal(default.group_stats(xg)[1], torch.full((64 * 16,), default.eps))
+    ratio = one.group_stats(xg)[1] / xg.std(dim=1, unbiased=False)
+    assert 0.5 < float(ratio.mean()) < 1.5
+
+
+def test_a_routed_batch_group_norm_trains_on_batch_and_infers_on_running_statistics():
+    torch.manual_seed(4)
+    bgn = A.NORMS["batchgroupnorm"].make("l1", 4, 1)
+    x = torch.randn(16, 4, 40) * 2 + 0.5
+    fmt = A.formats(8)
+    out_cfg = layer_config(bgn, fmt, A.BGN_MAX_COUNT)
+    cfg = hat_config(out_cfg)
+    xg = x.reshape(16, 2, 2 * 40).transpose(0, 1).reshape(2, -1).double().numpy()    # G = 2 groups of 2 channels
+    in_scale = float(np.abs(xg).max()) / cfg.in_fmt.max_int
+    golden = get_backend("golden")
+
+    def direct(res):
+        codes, _, _ = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt,
+                                         np.ones_like(xg), np.zeros_like(xg))
+        y = torch.from_numpy(codes * out_cfg.out_fmt.lsb)
+        return y.reshape(2, 16, 2, 40).transpose(0, 1).reshape(16, 4, 40).float()
+    with to_hardware(bgn, backend="golden", fmt=fmt, max_count=A.BGN_MAX_COUNT, in_range="batch") as hw:
+        bgn.train()
+        y_train = bgn(x)
+        bgn.eval()
+        y_eval = bgn(x)
+        assert hw.layers[""].calls == 2
+    train = golden.forward(cfg, xg, np.ones(2), np.zeros(2), train=True, in_scale=in_scale)
+    assert (y_train.detach() - direct(train)).abs().max() < 1e-5
+    assert torch.allclose(bgn.running_mean.double(), 0.1 * torch.as_tensor(train.mean))    # momentum 0.1 from 0
+    infer = golden.forward(cfg, xg, np.ones(2), np.zeros(2), train=False, mean=bgn.running_mean.double().numpy(),
+                           sigma=bgn.running_sigma.double().numpy(), in_scale=in_scale)
+    assert (y_eval.detach() - direct(infer)).abs().max() < 1e-5
+    assert (y_eval - y_train).abs().max() > 0.5                        # eval() did not reuse the batch statistics
+
+
+def test_a_batch_group_norm_model_needs_its_max_count_on_digits():
+    model = A.make_model("l2", "digits", "batchgroupnorm")
+    x = torch.rand(64, 1, 8, 8)
+    with to_hardware(model, backend="golden", fmt=A.formats(8), max_count=A.MAX_COUNT, in_range="batch"):
+        with pytest.raises(ValueError, match="a group of 8192 values exceeds max_count=4096"):
+            model(x)
+    with to_hardware(model, backend="golden", fmt=A.formats(8), max_count=A.NORMS["batchgroupnorm"].max_count,
+                     in_range="batch") as hw:
+        assert tuple(model(x).shape) == (64, 10) and hw.values == 64 * 64 * (8 + 16)
+
+
+@pytest.mark.parametrize("norm", ["instancenorm", "batchgroupnorm"])
+def test_a_tiny_digits_run_of_instance_and_batch_group_norm_routes_every_value(norm):
+    _, _, x_te, _ = A.load_digits_split(0)
+    row = A.run_job(A.Job("digits", "l2", "golden", 8, norm=norm), epochs=1, train_limit=128)
+    per_sample = 8 * 8 * (8 + 16)                                       # both conv layers' channels over 8 x 8
+    assert not row["diverged"] and len(row["losses"]) == 1 and np.isfinite(row["losses"][0])
+    assert row["train_values"] == 128 * per_sample and row["eval_values"] == len(x_te) * per_sample
+    assert 0.0 <= row["accuracy"] <= 1.0 and row["test_size"] == len(x_te)
+    assert 0 <= row["train_saturated_out"] < row["train_values"] // 10

@@ -327,7 +327,7 @@ def accuracy_section(acc: dict | None) -> str:
     return "\n".join(out)
 
 
-FAMILY_NOT_BUILT = {("layernorm", "semidev"), ("layernorm", "cvar"), ("groupnorm", "semidev"), ("groupnorm", "cvar")}
+FAMILY_NOT_BUILT = {(n, k) for n in ("layernorm", "groupnorm", "instancenorm", "batchgroupnorm") for k in ("semidev", "cvar")}
 
 
 def norm_label(norm: str) -> str:
@@ -335,6 +335,14 @@ def norm_label(norm: str) -> str:
     from ..torch.accuracy import NORMS
     spec = NORMS.get(norm)
     return norm if spec is None else f"{spec.label} ({'MLP-mixer' if spec.model == 'mixer' else 'conv net'})"
+
+
+def _conv_text() -> str:
+    """The conv net's families beyond BN and their hyper-parameters (hwnorm.torch.accuracy)."""
+    from ..torch.accuracy import BGN_CHANNELS, BGN_MAX_COUNT, FRN_RANGE_CHUNKS, GN_CHANNELS, IN_RANGE_CHUNKS
+    return (f"{GN_CHANNELS} channels a group), FRN + TLU (range kind with {FRN_RANGE_CHUNKS} chunk), InstanceNorm (per "
+            f"sample and channel, per-channel affine, range kind with {IN_RANGE_CHUNKS} chunk) and Batch-Group Norm "
+            f"({BGN_CHANNELS} channels a group over the batch, G = C/{BGN_CHANNELS}, datapath max_count {BGN_MAX_COUNT}")
 
 
 def _mixer_text(datasets) -> str:
@@ -364,10 +372,10 @@ def family_section(acc: dict | None) -> str:
            "forward on the bit-exact golden model at b-bit input/output (to_hardware, in_range=batch: each training "
            "batch scaled to the input codes by its own largest |x|, one scale per layer; straight-through float "
            "gradient; grouped layers run the datapath per group with gamma 1, beta 0 and their affine as the "
-           "bit-exact host step), evaluated on the hardware (LayerNorm and GroupNorm: each sample's own statistics; "
-           "BN: the inference datapath with the running statistics). Models: BatchNorm and GroupNorm (4 channels a "
-           "group) in the conv net of the section above; LayerNorm in a small MLP-mixer, about 6k parameters ("
-           + _mixer_text(acc["datasets"]) + "). "
+           "bit-exact host step), evaluated on the hardware (LayerNorm, GroupNorm, InstanceNorm, FRN: each sample's "
+           "own statistics; BN and Batch-Group Norm: the inference datapath with the running statistics). Models: "
+           "BatchNorm, GroupNorm (" + _conv_text() + ") in the conv net of the section above; LayerNorm in a small "
+           "MLP-mixer, about 6k parameters (" + _mixer_text(acc["datasets"]) + "). "
            "Cells: test accuracy in %, mean ± sample std over seeds; Δ = hardware - float twin, in points. "
            f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
            + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")

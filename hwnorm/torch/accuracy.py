@@ -61,9 +61,19 @@ NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d
 NORMS_1D = {"l2": nn.BatchNorm1d, "range": RangeBatchNorm1d, "l1": L1BatchNorm1d,
             "linf": lambda c: TopkBatchNorm1d(c, k=1), "topk": lambda c: TopkBatchNorm1d(c, k=10),
             "mad": MadBatchNorm1d, "semidev": SemidevBatchNorm1d, "cvar": CvarBatchNorm1d}
-# what else a grouped (layernorm, groupnorm) hardware run's numbers depend on: the grouping, the hook, the affine step
+# what else a grouped (layernorm, groupnorm, instancenorm, batchgroupnorm) hardware run's numbers depend on: the
+# grouping, the hook, the affine step
 GROUPED_SOURCES = ("torch/grouping.py", "torch/group_hook.py", "torch/group_nn.py", "elementwise.py")
 GN_CHANNELS = 4                             # GroupNorm: channels per group (G = C / 4)
+# Batch-Group Norm: channels per group (G = C / 2: 4 and 8 groups in digits' 8 / 16 channels, 8 in MNIST-1D's 16). The
+# batch of 64 already gives each channel 640-4096 values; two channels a group shows BGN's grouping over the batch
+# while its largest group, 2 x 64 x 64 = 8192 values in digits' first layer, stays within BGN_MAX_COUNT
+BGN_CHANNELS = 2
+MAX_COUNT = 4096                            # the datapath's max_count (values per group in training)
+BGN_MAX_COUNT = 8192                        # BGN groups span C/G channels of the batch: twice BN's largest
+# RangeInstanceNorm: chunks of its range estimate. An InstanceNorm group is one sample's channel over H, W (10-64
+# values in these models, as FRN's); the module's default 10 chunks would leave chunks of one value (range 0)
+IN_RANGE_CHUNKS = 1
 
 
 def _grouped(kind: str, base: str):
@@ -83,6 +93,7 @@ class Norm:
     make: object
     label: str
     sources: tuple = ()
+    max_count: int = MAX_COUNT                  # the datapath's max_count for this family's layers
 
 
 FRN_RANGE_CHUNKS = 1
@@ -97,6 +108,13 @@ def _frn(kind: str, channels: int, ndim: int):
     return getattr(frn, f"{prefix}{ndim}d")(channels, **extra)
 
 
+def _instance(kind: str, channels: int, ndim: int):
+    """InstanceNorm1d/2d of `kind` with a per-channel affine (as the conv net's BN and GN; PyTorch's default is
+    none); kind range with IN_RANGE_CHUNKS chunks."""
+    extra = {"chunks": IN_RANGE_CHUNKS} if kind == "range" else {}
+    return _grouped(kind, f"InstanceNorm{ndim}d")(channels, affine=True, **extra)
+
+
 # The module families `hwnorm accuracy --norms` sweeps. A new family is one entry here (plus its module in
 # hook.layer_config / module_kind so to_hardware routes it).
 NORMS = {
@@ -107,11 +125,15 @@ NORMS = {
     "groupnorm": Norm("conv", GROUPED_KINDS, lambda kind, c, ndim: _grouped(kind, "GroupNorm")(max(1, c // GN_CHANNELS), c),
                       "GroupNorm", GROUPED_SOURCES),
     "frn": Norm("conv", FRN_KINDS, _frn, "FRN + TLU", ("torch/frn.py",)),
+    "instancenorm": Norm("conv", GROUPED_KINDS, _instance, "InstanceNorm", GROUPED_SOURCES),
+    "batchgroupnorm": Norm("conv", GROUPED_KINDS,
+                           lambda kind, c, ndim: _grouped(kind, "BatchGroupNorm")(c, max(1, c // BGN_CHANNELS)),
+                           "Batch-Group Norm", GROUPED_SOURCES, BGN_MAX_COUNT),
 }
 DEFAULT_NORM = "batchnorm"
 # `hwnorm accuracy --family`: the new modules against their float twins (BN's l2 as the reference row)
 FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS,
-                "frn": FRN_KINDS}
+                "frn": FRN_KINDS, "instancenorm": GROUPED_KINDS, "batchgroupnorm": GROUPED_KINDS}
 FAMILY_DATASETS = ("mnist1d", "digits")
 FAMILY_BITS = (8, 4)
 FAMILY_SEEDS = (0, 1, 2)
@@ -125,7 +147,6 @@ MIXER = {"digits": dict(patch=(2, 2), dim=24, token_hidden=16, channel_hidden=48
          "mnist1d": dict(patch=4, dim=24, token_hidden=16, channel_hidden=48, blocks=2, epochs=20, lr=3e-3)}
 MNIST1D_SAMPLES = 5000                      # the package's default: 4000 train / 1000 test
 CAL_SAMPLES = 512
-MAX_COUNT = 4096
 
 
 # -- data and models -----------------------------------------------------------------------------
@@ -188,8 +209,8 @@ def load_dataset(name: str, seed: int, cache_dir: Path | None = None):
 
 def make_model(kind: str, dataset: str = "digits", norm: str = DEFAULT_NORM) -> nn.Module:
     """The model of `norm`'s family (NORMS) with its normalization layers of `kind`. The conv net (batchnorm,
-    groupnorm): digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear; mnist1d: (conv1d -> norm -> ReLU ->
-    max-pool) x 2, conv1d -> norm -> ReLU, linear. The MLP-mixer (layernorm): see Mixer."""
+    groupnorm, frn, instancenorm, batchgroupnorm): digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear;
+    mnist1d: (conv1d -> norm -> ReLU -> max-pool) x 2, conv1d -> norm -> ReLU, linear. The MLP-mixer (layernorm): see Mixer."""
     _check_names("norm", [norm], tuple(NORMS))
     spec = NORMS[norm]
     if kind not in spec.kinds:
@@ -329,7 +350,7 @@ class Job:
     bits: int | str | None = None     # hardware width (golden / rtl)
     stats: str | None = None          # narrow type of the statistics (float backend)
     seed: int = 0
-    norm: str = DEFAULT_NORM          # the module family (NORMS): batchnorm, layernorm, groupnorm
+    norm: str = DEFAULT_NORM          # the module family (NORMS): batchnorm, layernorm, groupnorm, frn, ...
 
     @property
     def label(self) -> str:
@@ -349,6 +370,14 @@ class Job:
                 r["gn_channels"] = GN_CHANNELS
             elif self.norm == "frn" and self.kind == "frn_range":
                 r["chunks"] = FRN_RANGE_CHUNKS
+            elif self.norm == "instancenorm":
+                r["affine"] = True
+                if self.kind == "range":
+                    r["chunks"] = IN_RANGE_CHUNKS
+            elif self.norm == "batchgroupnorm":
+                r["bgn_channels"] = BGN_CHANNELS
+            if NORMS[self.norm].max_count != MAX_COUNT:
+                r["max_count"] = NORMS[self.norm].max_count
         if epochs is not None:
             r["epochs"] = epochs
         if self.bits is not None:
@@ -434,7 +463,7 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
     session = None
     if job.backend != "float" or job.stats:
         session = to_hardware(model, backend=make_backend(job), fmt=formats(job.bits) if job.bits is not None else "s16",
-                              max_count=MAX_COUNT, in_range="batch")
+                              max_count=NORMS[job.norm].max_count, in_range="batch")
         session.prepare()
     try:
         tr = train_steps(model, x_tr, y_tr, epochs=rec["epochs"], batch=rec["batch"], lr=rec["lr"], seed=job.seed,
@@ -582,7 +611,7 @@ def check_formats(kinds, bits, datasets=("digits",)):
             for d in datasets:
                 for name, module in make_model(kind, d, norm).named_modules():
                     try:
-                        cfg = layer_config(module, fmt, MAX_COUNT)
+                        cfg = layer_config(module, fmt, NORMS[norm].max_count)
                         if grouped_kind(module) is not None:
                             cfg = hat_config(cfg)          # what group_hook runs the datapath with
                     except ValueError as e:
@@ -650,7 +679,7 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
                 for k in ks:
                     for name, m in make_model(k, "digits", n).named_modules():
                         if module_kind(m) is not None:
-                            rtl.model(layer_config(m, formats(w), MAX_COUNT))
+                            rtl.model(layer_config(m, formats(w), NORMS[n].max_count))
     if "mnist1d" in datasets:
         load_mnist1d(cache_dir)                  # generate once, before the workers start
     kw = dict(epochs=epochs, train_limit=train_limit, cache_dir=cache_dir)
@@ -744,6 +773,8 @@ def merge_results(old: dict, new: dict) -> dict:
     seen = {key(r) for r in new["runs"]}
     runs = [r for r in old["runs"] if key(r) not in seen] + new["runs"]
     out = dict(new, runs=runs, summary=summarize(runs))
+    if "compute_s" in new:                      # the runs of the merged file, not only this invocation's
+        out["compute_s"] = sum(r.get("wall_s", 0.0) for r in runs)
     for name in ("norms", "kinds", "backends", "bits", "seeds"):
         out[name] = list(dict.fromkeys(list(old.get(name, [])) + list(new.get(name, []))))
     out["norm_kinds"] = {**old.get("norm_kinds", {}), **new.get("norm_kinds", {})}
