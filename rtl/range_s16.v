@@ -5255,54 +5255,51 @@ endmodule
 module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_size, x, mask, r_closed, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [16:0] \$1 ;
-  wire [15:0] \$10 ;
-  wire [13:0] \$11 ;
-  wire [13:0] \$12 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
+  wire [15:0] \$14 ;
+  wire [15:0] \$15 ;
   wire \$16 ;
-  wire \$17 ;
-  wire [15:0] \$18 ;
-  wire [15:0] \$19 ;
-  wire [13:0] \$2 ;
+  wire [16:0] \$17 ;
+  wire [16:0] \$18 ;
+  wire [20:0] \$19 ;
+  wire \$2 ;
   wire \$20 ;
-  wire [16:0] \$21 ;
-  wire [16:0] \$22 ;
-  wire [20:0] \$23 ;
+  wire \$21 ;
+  wire [15:0] \$22 ;
+  wire [15:0] \$23 ;
   wire \$24 ;
-  wire \$25 ;
+  wire [15:0] \$25 ;
   wire [15:0] \$26 ;
-  wire [15:0] \$27 ;
+  wire \$27 ;
   wire \$28 ;
-  wire [15:0] \$29 ;
-  wire \$3 ;
-  wire [15:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  reg [13:0] \$33 ;
-  reg \$34 ;
+  reg \$29 ;
+  wire [13:0] \$3 ;
+  reg [12:0] \$30 ;
+  reg \$31 ;
+  reg \$32 ;
+  reg [15:0] \$33 ;
+  reg [15:0] \$34 ;
   reg \$35 ;
-  reg [15:0] \$36 ;
-  reg [15:0] \$37 ;
+  reg [17:0] \$36 ;
+  reg [19:0] \$37 ;
   reg \$38 ;
-  reg [17:0] \$39 ;
-  wire [13:0] \$4 ;
-  reg [19:0] \$40 ;
-  reg \$41 ;
+  reg \$39 ;
+  wire \$4 ;
+  reg [15:0] \$40 ;
+  reg [15:0] \$41 ;
   reg \$42 ;
   reg [15:0] \$43 ;
   reg [15:0] \$44 ;
-  reg \$45 ;
-  reg [15:0] \$46 ;
-  reg [15:0] \$47 ;
-  reg [12:0] \$48 ;
-  reg \$49 ;
-  wire \$5 ;
-  wire [14:0] \$6 ;
+  reg [12:0] \$45 ;
+  reg \$46 ;
+  wire [13:0] \$5 ;
+  wire [13:0] \$6 ;
   wire \$7 ;
-  wire \$8 ;
-  wire [14:0] \$9 ;
+  wire [13:0] \$8 ;
+  wire \$9 ;
   reg [15:0] \$signal  = 16'h0000;
   reg [12:0] after_next;
   wire after_start0;
@@ -5316,7 +5313,8 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   reg [15:0] closed_hi0 = 16'h0000;
   reg [15:0] closed_lo0 = 16'h0000;
   reg closed_ok = 1'h0;
-  reg [13:0] cs_x1 = 14'h0000;
+  reg cs_big = 1'h0;
+  reg [12:0] cs_over = 13'h0000;
   reg [12:0] \dist  = 13'h0000;
   reg fresh = 1'h0;
   reg have = 1'h0;
@@ -5342,92 +5340,92 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   wire [15:0] x;
   wire [15:0] \x[0] ;
   always @(posedge clk)
-    closed_ok <= \$41 ;
+    \$signal  <= \$40 ;
   always @(posedge clk)
-    have <= \$42 ;
+    lo <= \$41 ;
   always @(posedge clk)
-    \$signal  <= \$43 ;
+    fresh <= \$42 ;
   always @(posedge clk)
-    lo <= \$44 ;
+    closed_hi0 <= \$43 ;
   always @(posedge clk)
-    fresh <= \$45 ;
+    closed_lo0 <= \$44 ;
   always @(posedge clk)
-    closed_hi0 <= \$46 ;
+    \dist  <= \$45 ;
   always @(posedge clk)
-    closed_lo0 <= \$47 ;
-  always @(posedge clk)
-    \dist  <= \$48 ;
-  always @(posedge clk)
-    start_next <= \$49 ;
+    start_next <= \$46 ;
   assign \$1  = $signed(\$signal ) - $signed(lo);
-  assign \$2  = \dist  + 1'h0;
-  assign \$3  = ! \$2 ;
-  assign \$4  = \dist  - 1'h1;
-  assign \$5  = \dist  < 1'h1;
-  assign \$6  = \dist  + cs_x1;
-  assign \$7  = \$6  >= 1'h1;
-  assign \$8  = \$5  & \$7 ;
-  assign \$9  = \dist  + cs_x1;
-  assign \$10  = \$9  - 1'h1;
-  assign \$11  = chunk_size - 1'h1;
-  assign \$13  = fresh ? 1'h1 : start_next;
-  assign \$14  = mask & \$13 ;
-  assign \$15  = valid ? \$14  : 1'h0;
-  assign \$16  = ~ clear;
-  assign \$17  = valid & \$16 ;
-  assign \$18  = mask ? x : 16'h8000;
-  assign \$19  = mask ? x : 16'h7fff;
-  assign \$21  = $signed(closed_hi0) - $signed(closed_lo0);
-  assign \$22  = closed_ok ? \$21  : 17'h00000;
-  assign \$23  = r_closed + pending;
-  assign \$24  = st & have;
-  assign \$25  = $signed(\$signal ) > $signed(w_hi0_0);
-  assign \$26  = \$25  ? \$signal  : w_hi0_0;
-  assign \$27  = st ? w_hi0_0 : \$26 ;
-  assign \$28  = $signed(lo) < $signed(w_lo0_0);
-  assign \$29  = \$28  ? lo : w_lo0_0;
-  assign \$30  = st ? w_lo0_0 : \$29 ;
-  assign \$31  = have | w_any0_0;
-  assign \$32  = st ? 1'h1 : \$31 ;
+  assign \$2  = ! \dist ;
+  assign \$3  = \dist  - 1'h1;
+  assign \$4  = \dist  < 1'h1;
+  assign \$5  = \dist  + cs_over;
+  assign \$6  = chunk_size - 1'h1;
+  assign \$7  = chunk_size >= 1'h1;
+  assign \$8  = chunk_size - 1'h1;
+  assign \$9  = fresh ? 1'h1 : start_next;
+  assign \$10  = mask & \$9 ;
+  assign \$11  = valid ? \$10  : 1'h0;
+  assign \$12  = ~ clear;
+  assign \$13  = valid & \$12 ;
+  assign \$14  = mask ? x : 16'h8000;
+  assign \$15  = mask ? x : 16'h7fff;
+  assign \$17  = $signed(closed_hi0) - $signed(closed_lo0);
+  assign \$18  = closed_ok ? \$17  : 17'h00000;
+  assign \$19  = r_closed + pending;
+  assign \$20  = st & have;
+  assign \$21  = $signed(\$signal ) > $signed(w_hi0_0);
+  assign \$22  = \$21  ? \$signal  : w_hi0_0;
+  assign \$23  = st ? w_hi0_0 : \$22 ;
+  assign \$24  = $signed(lo) < $signed(w_lo0_0);
+  assign \$25  = \$24  ? lo : w_lo0_0;
+  assign \$26  = st ? w_lo0_0 : \$25 ;
+  assign \$27  = have | w_any0_0;
+  assign \$28  = st ? 1'h1 : \$27 ;
   always @(posedge clk)
-    cs_x1 <= \$33 ;
+    cs_big <= \$29 ;
   always @(posedge clk)
-    st <= \$34 ;
+    cs_over <= \$30 ;
   always @(posedge clk)
-    beat <= \$35 ;
+    st <= \$31 ;
   always @(posedge clk)
-    w_hi0_0 <= \$36 ;
+    beat <= \$32 ;
   always @(posedge clk)
-    w_lo0_0 <= \$37 ;
+    w_hi0_0 <= \$33 ;
   always @(posedge clk)
-    w_any0_0 <= \$38 ;
+    w_lo0_0 <= \$34 ;
   always @(posedge clk)
-    pending <= \$39 ;
+    w_any0_0 <= \$35 ;
   always @(posedge clk)
-    r_closed <= \$40 ;
+    pending <= \$36 ;
+  always @(posedge clk)
+    r_closed <= \$37 ;
+  always @(posedge clk)
+    closed_ok <= \$38 ;
+  always @(posedge clk)
+    have <= \$39 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$41  = 1'h0;
+    \$41  = lo;
     (* full_case = 32'd1 *)
     if (clear) begin
+      \$41  = 16'h7fff;
     end else begin
       if (beat) begin
-        \$41  = \$24 ;
+        \$41  = \$26 ;
       end
     end
     if (rst) begin
-      \$41  = 1'h0;
+      \$41  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$42  = have;
+    \$42  = fresh;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$42  = 1'h0;
+      \$42  = 1'h1;
     end else begin
-      if (beat) begin
-        \$42  = \$32 ;
+      if (valid) begin
+        \$42  = 1'h0;
       end
     end
     if (rst) begin
@@ -5436,13 +5434,12 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$43  = \$signal ;
+    \$43  = closed_hi0;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$43  = 16'h8000;
     end else begin
       if (beat) begin
-        \$43  = \$27 ;
+        \$43  = \$signal ;
       end
     end
     if (rst) begin
@@ -5451,13 +5448,12 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$44  = lo;
+    \$44  = closed_lo0;
     (* full_case = 32'd1 *)
     if (clear) begin
-      \$44  = 16'h7fff;
     end else begin
       if (beat) begin
-        \$44  = \$30 ;
+        \$44  = lo;
       end
     end
     if (rst) begin
@@ -5466,152 +5462,159 @@ module \hwnorm_range_s16.stats_unit.ranges (rst, valid, r_open, clear, chunk_siz
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = fresh;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-      \$45  = 1'h1;
-    end else begin
-      if (valid) begin
-        \$45  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$46  = closed_hi0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$46  = \$signal ;
-      end
-    end
-    if (rst) begin
-      \$46  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$47  = closed_lo0;
-    (* full_case = 32'd1 *)
-    if (clear) begin
-    end else begin
-      if (beat) begin
-        \$47  = lo;
-      end
-    end
-    if (rst) begin
-      \$47  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = \dist ;
+    \$45  = \dist ;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (valid) begin
-        \$48  = after_next;
+        \$45  = after_next;
       end else if (fresh) begin
-        \$48  = \$11 [12:0];
+        \$45  = \$6 [12:0];
       end
     end
     if (rst) begin
-      \$48  = 13'h0000;
+      \$45  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$49  = start_next;
+    \$46  = start_next;
     (* full_case = 32'd1 *)
     if (clear) begin
     end else begin
       if (valid) begin
-        \$49  = after_start0;
+        \$46  = after_start0;
       end
     end
     if (rst) begin
-      \$49  = 1'h0;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    after_next = \$4 [12:0];
-    if (\$8 ) begin
-      after_next = \$10 [12:0];
+    after_next = \$3 [12:0];
+    if (\$4 ) begin
+      after_next = \$5 [12:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$33  = \$12 ;
+    \$29  = \$7 ;
     if (rst) begin
-      \$33  = 14'h0000;
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$30  = \$8 [12:0];
+    if (rst) begin
+      \$30  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$31  = \$11 ;
+    if (rst) begin
+      \$31  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$32  = \$13 ;
+    if (rst) begin
+      \$32  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$33  = \$14 ;
+    if (rst) begin
+      \$33  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$34  = \$15 ;
     if (rst) begin
-      \$34  = 1'h0;
+      \$34  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$35  = \$17 ;
+    \$35  = \$16 ;
     if (rst) begin
       \$35  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$36  = \$18 ;
+    \$36  = { \$18 [16], \$18  };
+    if (clear) begin
+      \$36  = 18'h00000;
+    end
     if (rst) begin
-      \$36  = 16'h0000;
+      \$36  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$37  = \$19 ;
+    \$37  = \$19 [19:0];
+    if (clear) begin
+      \$37  = 20'h00000;
+    end
     if (rst) begin
-      \$37  = 16'h0000;
+      \$37  = 20'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$38  = \$20 ;
+    \$38  = 1'h0;
+    (* full_case = 32'd1 *)
+    if (clear) begin
+    end else begin
+      if (beat) begin
+        \$38  = \$20 ;
+      end
+    end
     if (rst) begin
       \$38  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$39  = { \$22 [16], \$22  };
+    \$39  = have;
+    (* full_case = 32'd1 *)
     if (clear) begin
-      \$39  = 18'h00000;
+      \$39  = 1'h0;
+    end else begin
+      if (beat) begin
+        \$39  = \$28 ;
+      end
     end
     if (rst) begin
-      \$39  = 18'h00000;
+      \$39  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$40  = \$23 [19:0];
+    \$40  = \$signal ;
+    (* full_case = 32'd1 *)
     if (clear) begin
-      \$40  = 20'h00000;
+      \$40  = 16'h8000;
+    end else begin
+      if (beat) begin
+        \$40  = \$23 ;
+      end
     end
     if (rst) begin
-      \$40  = 20'h00000;
+      \$40  = 16'h0000;
     end
   end
-  assign second_next = \$11 [12:0];
+  assign second_next = \$6 [12:0];
   assign r_open = \$1 [15:0];
   assign \x[0]  = x;
-  assign after_start0 = \$3 ;
-  assign \$12  = { 1'h0, chunk_size };
-  assign \$20  = mask;
+  assign after_start0 = \$2 ;
+  assign \$16  = mask;
 endmodule
 
 module \hwnorm_range_s16.stats_unit.sum$26 (rst, valid, clear, x, mask, sum, clk);

@@ -358,6 +358,7 @@ def test_chunk_range_sums_closed_chunk_ranges_and_keeps_the_last_chunk_open(lane
     cases = [(1, 1), (4, 1), (16, 1), (3, 3), (6, 3), (7, 3), (12, 3), (13, 3), (30, 3), (47, 3),
              (10, 4), (9, 5), (11, 5), (16, 16), (20, 20), (64, 4), (40, 7), (33, 2), (63, 5)]
     cases += [(n, -(-n // cfg.chunks)) for n in (rnd.randint(2, MAX_COUNT) for _ in range(4))]
+    cases += [(5 * lanes + 3, cs) for cs in range(1, 2 * lanes + 2)]     # every chunk size around the lane count
     channels = [(random_values(rnd, fmt, n), {"chunk_size": cs}) for n, cs in cases]
     # the widest ranges: every chunk holds both extremes (15 closed chunks of range 255)
     channels.append(([fmt.min_int, fmt.max_int] * 16, {"chunk_size": 2}))

@@ -134,21 +134,27 @@ class ChunkRange(BeatUnit):
                                "r_open": Out(cfg.in_fmt.bits)})
 
     def _starts(self, m, dist, cs):
-        """Lane j starts a chunk when j = dist + i * cs for some i >= 0 (with dist < cs); the multiples
-        i * cs are registers (shifts and adds of cs, a cycle before the first beat uses them). Returns
-        the flags and the next beat's distance (the first start at or after `lanes`, minus lanes)."""
-        lanes = self.cfg.lanes
-        mult = [0] + [Signal(len(cs) + lanes.bit_length(), name=f"cs_x{i}") for i in range(1, lanes + 1)]
-        m.d.sync += [mult[i].eq(tree_sum([cs << b for b in range(i.bit_length()) if i >> b & 1]))
-                     for i in range(1, lanes + 1)]
+        """Lane j starts a chunk when j = dist + i * cs for some i >= 0. From registers of chunk_size loaded the
+        cycle before the first beat (cs >= lanes, cs - lanes, and cs = c for each c < lanes) the flags are
+        compares of dist with constants, and the next beat's distance (the first start at or after `lanes`,
+        minus lanes) one adder: dist - lanes, dist + (cs - lanes), or for cs < lanes a constant per (dist, cs)."""
+        lanes, bits = self.cfg.lanes, self.cfg.count_bits
+        big, over = Signal(name="cs_big"), Signal(bits, name="cs_over")
+        small = {c: Signal(name=f"cs_is{c}") for c in range(1, lanes)}
+        m.d.sync += [big.eq(cs >= lanes), over.eq(cs - lanes)] + [small[c].eq(cs == c) for c in small]
+        near = [dist == d for d in range(lanes)]
         flags = [Signal(name=f"after_start{j}") for j in range(lanes)]
         for j in range(lanes):
-            m.d.comb += flags[j].eq(Cat(*[dist + mult[i] == j for i in range(j + 1)]).any())
-        nxt = Signal(self.cfg.count_bits, name="after_next")
+            hits = [small[c] & near[d] for c in small for d in range(j) if (j - d) % c == 0]
+            m.d.comb += flags[j].eq(Cat(near[j], *hits).any())
+        nxt = Signal(bits, name="after_next")
         m.d.comb += nxt.eq(dist - lanes)
-        for i in reversed(range(1, lanes + 1)):
-            with m.If((dist < lanes) & (dist + mult[i] >= lanes)):
-                m.d.comb += nxt.eq(dist + mult[i] - lanes)
+        with m.If(dist < lanes):
+            m.d.comb += nxt.eq(dist + over)
+            for c, is_c in small.items():
+                for d in range(lanes):
+                    with m.If(is_c & near[d]):
+                        m.d.comb += nxt.eq(d - (d - lanes) // c * c - lanes)
         return flags, nxt
 
     def _second(self, m, cs):
