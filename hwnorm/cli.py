@@ -37,7 +37,7 @@ def int_in(lo: int, hi: int | None = None):
 
 
 CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
-                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap")
+                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap", "elementwise")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -62,6 +62,9 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--overlap", action="store_const", const=True,
                    help="channel overlap: the host interleaves two channels (statistics passes of c, then the "
                         "normalize pass of c-1; a count-0 descriptor flushes); default off")
+    g.add_argument("--elementwise", action="store_const", const=True,
+                   help="per-element affine: gamma/beta codes stream beside x in the normalize pass, y = round(gamma "
+                        "x_hat + beta) per value (the descriptor's gamma/beta are ignored); default off")
 
 
 def _config(args) -> NormConfig:
