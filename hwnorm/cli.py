@@ -145,7 +145,9 @@ def cmd_numerics(args) -> int:
     print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
     for mode, fn in (("training", measure), ("inference", measure_infer)):
         e = fn(cfg, seed=args.seed, trials=args.trials)
-        print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}")
+        print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}"
+              + (f"  ({e.beyond_hat} values left out: float x_hat beyond {cfg.norm_out_fmt}, clamped and counted in "
+                 f"sat; docs/numerics.md)" if cfg.elementwise else ""))
     return 0
 
 

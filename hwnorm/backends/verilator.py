@@ -108,6 +108,10 @@ class VerilatedDatapath:
         if cfg.overlap:
             raise ValueError("overlap=True is not supported by the rtl backend (its harness sends one channel at a "
                              "time, not the interleaved order): allowed overlap=False")
+        if cfg.elementwise:
+            raise ValueError("elementwise=True is not supported by the rtl backend yet (its harness packs the values "
+                             "of a beat, not the gamma/beta lanes beside them): allowed elementwise=False, or the "
+                             "golden backend; the cocotb testbench runs elementwise builds (hwnorm sim)")
         self.cfg = cfg
         self.lib = _load(library_path(cfg))
         self.handle = self.lib.hw_new()

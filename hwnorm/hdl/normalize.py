@@ -30,8 +30,10 @@ DROPOUT_STAGES = 4            # the dropout build's extra stages: clamp t, t*S i
 
 
 def stages_for(cfg) -> int:
-    """Pipeline stages of the normalize pass of cfg (its latency from an accepted beat to its output)."""
-    return STAGES + (DROPOUT_STAGES if cfg.dropout_active else 0)
+    """Pipeline stages of the normalize pass of cfg (its latency from an accepted beat to its output): with the
+    dropout stages, or an elementwise build's ElementwiseAffine (elementwise.py) after NormalizeAffine."""
+    from .elementwise import STAGES as AFFINE_STAGES      # here: elementwise.py builds on this module
+    return STAGES + (DROPOUT_STAGES if cfg.dropout_active else 0) + (AFFINE_STAGES if cfg.elementwise else 0)
 DSP_BITS = 17                 # unsigned slice of A per partial product: a signed 18x18 multiplier
 
 
