@@ -14,6 +14,7 @@ from hwnorm.cli import main
 from hwnorm.config import FORMATS_16, KINDS, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 from hwnorm.elementwise import elementwise_affine, hat_config
+from hwnorm.fixed import quantize
 from hwnorm.golden import infer, train
 from hwnorm.hdl.axi_stream import check_axi
 from hwnorm.numerics import measure_elementwise
@@ -119,13 +120,26 @@ def test_error_against_float_is_at_most_one_lsb_where_x_hat_fits_its_format(cfg)
         assert measure_elementwise(cfg, seed=5, trials=1).beyond_hat > 0
 
 
-def test_the_axi_wrapper_and_the_rtl_backend_refuse_it_naming_the_option():
-    cfg = NormConfig(elementwise=True)
-    with pytest.raises(ValueError, match="--axi-stream: elementwise=True is not supported"):
-        check_axi(cfg)
-    from hwnorm.backends.verilator import VerilatedDatapath
-    with pytest.raises(ValueError, match="elementwise=True is not supported by the rtl backend yet"):
-        VerilatedDatapath(cfg)
+def test_the_axi_wrapper_refuses_it_naming_the_option():
+    with pytest.raises(ValueError, match="--axi-stream: elementwise=True is not supported by the AXI4-Stream wrapper"):
+        check_axi(NormConfig(elementwise=True))
+
+
+def test_backends_take_gamma_beta_per_value_and_refuse_a_wrong_shape():
+    from hwnorm.backends import get_backend
+    cfg = NormConfig(kind="l2", elementwise=True, max_count=64)
+    rng = np.random.default_rng(4)
+    x, g, b = rng.normal(size=(3, 20)), rng.normal(size=(3, 20)), rng.normal(size=(3, 20)) * 0.3
+    f = get_backend("float").forward(cfg, x, g, b, train=True)
+    plain = get_backend("float").forward(dataclasses.replace(cfg, elementwise=False), x, np.ones(3), np.zeros(3),
+                                         train=True)
+    assert np.allclose(f.y, plain.y * g + b)
+    gold = get_backend("golden").forward(cfg, x, g, b, train=True, in_scale=0.02)
+    codes = [quantize(v, fmt)[0] for v, fmt in ((x / 0.02 * cfg.in_fmt.lsb, cfg.in_fmt), (g, cfg.gamma_fmt),
+                                                 (b, cfg.beta_fmt))]
+    assert np.array_equal(gold.y, train(cfg, *codes).y * cfg.out_fmt.lsb)      # per-value codes reach the model
+    with pytest.raises(ValueError, match=r"gamma has shape \(3,\): allowed one per value of x \(3, 20\)"):
+        get_backend("golden").forward(cfg, x, g[:, 0], b, train=True)
 
 
 def test_the_c_header_gives_the_beat_layout_and_the_cli_generates_the_core(tmp_path):
