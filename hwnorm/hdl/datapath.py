@@ -204,7 +204,8 @@ class NormDatapath(wiring.Component):
 
     def _affine_stage(self, m, norm, mask):
         """Elementwise build: gamma, beta and the lane mask ride beside x through NormalizeAffine (`side`), then
-        ElementwiseAffine turns x_hat into y; `norm.busy` covers both pipelines and `sat` counts both clamps."""
+        ElementwiseAffine turns x_hat into y (returned: the caller waits for its `busy` too); `sat` counts both
+        clamps."""
         m.submodules.affine = aff = ElementwiseAffine(self.cfg)
         side = Signal(len(norm.side))
         m.d.comb += [
@@ -217,7 +218,8 @@ class NormDatapath(wiring.Component):
         return aff
 
     def _norm_and_report_states(self, m, norm, left, beat, drained, on_report=()):
-        """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline has drained;
+        """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline (an elementwise
+        build: and the affine stage's) has drained (`drained`);
         REPORT: the statistics word, then IDLE (`on_report`: more assignments on that edge)."""
         with m.State("NORM"):
             more = Signal()
