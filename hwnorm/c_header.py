@@ -90,7 +90,17 @@ def c_header(cfg: NormConfig, name: str) -> str:
         " * pass of c-1; end a sequence with a descriptor of count 0 (all fields 0), then the last channel's",
         " * normalize pass. Statistics words come in channel order. */",
         f"#define {P}_OVERLAP 1",
-    ] if cfg.overlap else []) + [
+    ] if cfg.overlap else []) + ([
+        f"/* Per-element affine ({P}_ELEMENTWISE): each input beat carries {P}_LANES values, then {P}_LANES gamma",
+        f" * codes from bit {P}_I_GAMMA_OFFSET, then {P}_LANES beta codes from bit {P}_I_BETA_OFFSET (lane 0 lowest).",
+        " * The normalize pass applies them per value; the statistics passes and the descriptor's gamma/beta are",
+        " * ignored. */",
+        f"#define {P}_ELEMENTWISE 1",
+        f"#define {P}_GAMMA_BITS {cfg.gamma_fmt.bits}", f"#define {P}_GAMMA_FRAC {cfg.gamma_fmt.frac}",
+        f"#define {P}_BETA_BITS {cfg.beta_fmt.bits}", f"#define {P}_BETA_FRAC {cfg.beta_fmt.frac}",
+        f"#define {P}_I_GAMMA_OFFSET {cfg.lanes * cfg.in_fmt.bits}",
+        f"#define {P}_I_BETA_OFFSET {cfg.lanes * (cfg.in_fmt.bits + cfg.gamma_fmt.bits)}",
+    ] if cfg.elementwise else []) + [
         f"#define {P}_LANES {cfg.lanes}", f"#define {P}_MAX_COUNT {cfg.max_count}u",
         f"#define {P}_IN_BITS {fi.bits}", f"#define {P}_IN_FRAC {fi.frac}", f"#define {P}_IN_SIGNED {int(fi.signed)}",
         f"#define {P}_OUT_BITS {cfg.out_fmt.bits}", f"#define {P}_OUT_FRAC {cfg.out_fmt.frac}",

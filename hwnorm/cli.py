@@ -37,7 +37,7 @@ def int_in(lo: int, hi: int | None = None):
 
 
 CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
-                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap")
+                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap", "elementwise")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -62,6 +62,9 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--overlap", action="store_const", const=True,
                    help="channel overlap: the host interleaves two channels (statistics passes of c, then the "
                         "normalize pass of c-1; a count-0 descriptor flushes); default off")
+    g.add_argument("--elementwise", action="store_const", const=True,
+                   help="per-element affine: gamma/beta codes stream beside x in the normalize pass, y = round(gamma "
+                        "x_hat + beta) per value (the descriptor's gamma/beta are ignored); default off")
 
 
 def _config(args) -> NormConfig:
@@ -142,7 +145,9 @@ def cmd_numerics(args) -> int:
     print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
     for mode, fn in (("training", measure), ("inference", measure_infer)):
         e = fn(cfg, seed=args.seed, trials=args.trials)
-        print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}")
+        print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}"
+              + (f"  ({e.beyond_hat} values left out: float x_hat beyond {cfg.norm_out_fmt}, clamped and counted in "
+                 f"sat; docs/numerics.md)" if cfg.elementwise else ""))
     return 0
 
 

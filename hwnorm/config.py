@@ -43,6 +43,10 @@ DROPOUT_BITS = 16
 DROPOUT_SEED_BITS = 32
 DROPOUT_FRAC = 4             # E: fraction bits of the normalize result the dropout scale multiplies (<= GUARD_BITS)
 DROPOUT_SCALE_EXTRA = 3      # F = out bits + this: S's fraction bits (its rounding moves an output by <= 1/16 LSB)
+# per-element affine (docs/numerics.md "Per-element affine"): the normalize core's x_hat has these extra bits over out_fmt
+HAT_INT_EXTRA = 4            # integer bits x_hat has beyond out_fmt
+HAT_FRAC_EXTRA = 8           # fraction bits x_hat has beyond out_fmt
+HAT_MAX_BITS = 32
 
 
 def _check_range(name: str, value, lo, hi):
@@ -111,6 +115,14 @@ class FixedFormat:
             raise ValueError(f"format {text!r} is not of the form {form}") from e
 
 
+def hat_format(out_fmt: FixedFormat) -> FixedFormat:
+    """The raised format of x_hat, the normalized value before a per-element affine (at most 32 bits; fraction bits
+    first): neither clamped nor rounded where the final output in out_fmt would not be."""
+    frac = out_fmt.frac + min(HAT_FRAC_EXTRA, HAT_MAX_BITS - out_fmt.bits)
+    bits = min(HAT_MAX_BITS, out_fmt.bits + HAT_INT_EXTRA + HAT_FRAC_EXTRA)
+    return FixedFormat(bits, frac, True)
+
+
 @dataclass(frozen=True)
 class NormConfig:
     """Everything that defines one generated normalization datapath.
@@ -123,7 +135,9 @@ class NormConfig:
     enter and leave per clock. `stat_frac_bits` is the extra precision of the inference mean. `overlap`
     (default off) changes the host protocol: the host interleaves two channels, sending channel c's
     statistics passes before channel c-1's normalize pass, so the per-channel arithmetic of c runs while
-    c-1 is normalized (docs/architecture.md, "Channel overlap").
+    c-1 is normalized (docs/architecture.md, "Channel overlap"). `elementwise` (default off) adds the per-element
+    affine y = round(gamma_e x_hat + beta_e): gamma/beta codes stream beside x in the normalize pass, the descriptor's
+    gamma/beta are ignored (the core runs with gamma = 1, beta = 0 at `hat_format(out_fmt)`, the config `core`).
     Fields left at None take the kind's default (chunks 10, k 10, eps as the reference code).
     The FRN kinds (frn, frn_range, frn_l1, frn_linf: FRN + TLU, no centring) reuse the statistics hardware of the
     centred kind `stat_kind` on x about 0, carry a per-channel TLU threshold `tau` (out_fmt) in the descriptor and
@@ -146,6 +160,7 @@ class NormConfig:
     alpha: float | None = None
     dropout: float = 0.0
     overlap: bool = False
+    elementwise: bool = False
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -209,6 +224,7 @@ class NormConfig:
             raise ValueError(f"overlap=True is not supported with kind={self.kind!r}, dropout={self.dropout!r}: the hold "
                              f"registers of the pending channel carry no TLU threshold or dropout seed yet; allowed "
                              f"overlap=True for the batch-norm kinds without dropout")
+        self._check_elementwise()
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -232,6 +248,42 @@ class NormConfig:
             raise ValueError(f"k={self.k!r} does not match alpha={a!r}: kind='cvar' derives k = ceil((1 - alpha) "
                              f"max_count); allowed k unset or k={k}")
         object.__setattr__(self, "k", k)
+
+    def _check_elementwise(self):
+        """The per-element affine stage: a training datapath of a batch-norm kind, without dropout or overlap, whose
+        gamma_fmt holds the 1.0 the core runs with."""
+        ew = self.elementwise
+        if not isinstance(ew, bool):
+            raise ValueError(f"elementwise={ew!r} is not supported: allowed True or False")
+        if not ew:
+            return
+        why = [(self.frn, f"kind={self.kind!r} (the TLU would have to follow the affine stage; allowed the batch-norm "
+                          f"kinds {', '.join(k for k in KINDS if k not in FRN_KINDS)})"),
+               (self.dropout > 0.0, f"dropout={self.dropout!r} (allowed dropout=0)"),
+               (self.overlap, "overlap=True (the hold registers carry no gamma/beta stream; allowed overlap=False)"),
+               (self.inference_only, "inference_only=True (not built; allowed inference_only=False, whose datapath "
+                                     "runs inference channels too)")]
+        for bad, text in why:
+            if bad:
+                raise ValueError(f"elementwise=True is not supported with {text}")
+        if self.gamma_fmt.max_int < (1 << self.gamma_fmt.frac):
+            raise ValueError(f"elementwise=True needs gamma_fmt to hold 1.0, which the normalize core runs with: "
+                             f"gamma_fmt={self.gamma_fmt} holds at most {self.gamma_fmt.max_int * self.gamma_fmt.lsb}; "
+                             f"allowed a gamma_fmt with at least one integer bit (e.g. s8.6)")
+
+    @property
+    def norm_out_fmt(self) -> FixedFormat:
+        """The format of the normalize core's output: out_fmt, or x_hat's hat_format(out_fmt) in an elementwise build."""
+        return hat_format(self.out_fmt) if self.elementwise else self.out_fmt
+
+    @cached_property
+    def core(self) -> "NormConfig":
+        """The configuration of the normalize core (statistics, ChannelMath, NormalizeAffine): itself, or for an
+        elementwise build the same datapath with out_fmt = hat_format(out_fmt) and no affine stage; its derived
+        widths and descriptor are this configuration's."""
+        if not self.elementwise:
+            return self
+        return dataclasses.replace(self, out_fmt=self.norm_out_fmt, elementwise=False)
 
     def _check_dropout(self):
         """dropout p in [0, 1): the probability that a training output is zeroed (0: no dropout stage)."""
@@ -276,6 +328,8 @@ class NormConfig:
             del d["dropout"]
         if not d["overlap"]:        # likewise overlap only when on
             del d["overlap"]
+        if not d["elementwise"]:    # and the per-element affine
+            del d["elementwise"]
         return d
 
     @classmethod
@@ -316,7 +370,7 @@ class NormConfig:
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}"
-                f"{' overlap' if self.overlap else ''}")
+                f"{' overlap' if self.overlap else ''}{' elementwise' if self.elementwise else ''}")
 
     @property
     def stat_kind(self) -> str:
@@ -379,8 +433,9 @@ class NormConfig:
         The normalized term gamma*(x-mu)/sigma must be exact to 1/8 LSB wherever the output is not
         saturated, i.e. for magnitudes up to the output span plus the largest beta.
         """
-        out_span = 1 << self.out_fmt.bits
-        beta_shift = self.beta_fmt.bits + self.out_fmt.frac - self.beta_fmt.frac
+        out = self.norm_out_fmt
+        out_span = 1 << out.bits
+        beta_shift = self.beta_fmt.bits + out.frac - self.beta_fmt.frac
         beta_span = 1 << max(beta_shift, 0)
         return (out_span + beta_span).bit_length() + 3
 
@@ -453,12 +508,12 @@ class NormConfig:
     @cached_property
     def shift_base(self) -> int:
         """SH = L + shift_base in training, before clamping to shift_min."""
-        return self.recip_bits - self.const_frac_bits - self.out_fmt.frac + self.gamma_fmt.frac
+        return self.recip_bits - self.const_frac_bits - self.norm_out_fmt.frac + self.gamma_fmt.frac
 
     @cached_property
     def shift_min(self) -> int:
         """Smallest output shift: beta must align without losing bits."""
-        return max(0, self.beta_fmt.frac - self.out_fmt.frac)
+        return max(0, self.beta_fmt.frac - self.norm_out_fmt.frac)
 
     @cached_property
     def scale_span(self) -> tuple[int, int]:
@@ -475,7 +530,7 @@ class NormConfig:
     @cached_property
     def inf_shift_base(self) -> int:
         """SH0 = inf_shift_base - scale_exp in inference."""
-        return self.gamma_fmt.frac + self.in_fmt.frac + self.stat_frac_bits - self.out_fmt.frac
+        return self.gamma_fmt.frac + self.in_fmt.frac + self.stat_frac_bits - self.norm_out_fmt.frac
 
     # -- the normalize pass y = sat(round((x*A + B) >> SH)) (docs/numerics.md) -------------------
 
@@ -532,7 +587,7 @@ class NormConfig:
     def b_bits(self) -> int:
         """Signed width of the per-channel offset B = bias - floor(A C / K)."""
         bias = ((-self.beta_fmt.min_int if self.beta_fmt.signed else self.beta_fmt.max_int)
-                << (self.shift_max + self.out_fmt.frac - self.beta_fmt.frac)) + (1 << self.shift_max)
+                << (self.shift_max + self.norm_out_fmt.frac - self.beta_fmt.frac)) + (1 << self.shift_max)
         return (bias + (self._x_mag << (self.a_bits - 1)) + 1).bit_length() + 1
 
     @cached_property
@@ -578,7 +633,9 @@ class NormConfig:
     @property
     def stats_fields(self) -> list[tuple[str, int, bool]]:
         """(name, width, signed) of the per-channel statistics the hardware reports, LSB first."""
-        return [("sum", self.sum_bits, True), ("den", self.den_bits, False), ("sat", self.count_bits, False)]
+        # an elementwise build counts x_hat's clamps and y's: up to 2 per value
+        return [("sum", self.sum_bits, True), ("den", self.den_bits, False),
+                ("sat", self.count_bits + (1 if self.elementwise else 0), False)]
 
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""

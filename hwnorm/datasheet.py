@@ -27,7 +27,8 @@ FIELD_DOC = {
     "scale_exp": "inference: the scale's exponent",
     "sum": "sum of the channel's input codes",
     "den": "training: n * sigma_hat * 2^(const_frac_bits + in_frac) (0 in inference)",
-    "sat": "outputs that saturated (a dropout build: kept outputs that saturated)",
+    "sat": "outputs that saturated (a dropout build: kept outputs that saturated; an elementwise build: x_hat's "
+           "clamps plus y's)",
     "seed": "dropout builds: the LFSR's start for this channel's training mask (0 starts from 0x9E3779B9); "
             "the host derives one per channel and call (hwnorm.constants.channel_seeds); ignored in inference",
 }
@@ -134,7 +135,11 @@ def datasheet(cfg: NormConfig, name: str, ports: list[tuple[str, int, str]], axi
         "stats": {"width": sum(f["width"] for f in stats), "fields": stats},
         "lanes": {"count": cfg.lanes,
                   "input": {"format": str(cfg.in_fmt), "width": cfg.in_fmt.bits, "signed": cfg.in_fmt.signed},
-                  "output": {"format": str(cfg.out_fmt), "width": cfg.out_fmt.bits, "signed": cfg.out_fmt.signed}},
+                  "output": {"format": str(cfg.out_fmt), "width": cfg.out_fmt.bits, "signed": cfg.out_fmt.signed},
+                  **({"elementwise": {"gamma": {"format": str(cfg.gamma_fmt), "offset": cfg.lanes * cfg.in_fmt.bits},
+                                      "beta": {"format": str(cfg.beta_fmt),
+                                               "offset": cfg.lanes * (cfg.in_fmt.bits + cfg.gamma_fmt.bits)}}}
+                     if cfg.elementwise else {})},
         "constants": {"const_frac_bits": cfg.const_frac_bits, "eps_int": cfg.eps_int, "recip_bits": cfg.recip_bits,
                       "scale_exp_range": list(cfg.scale_exp_range), "stat_frac_bits": cfg.stat_frac_bits,
                       **({"dropout_p": cfg.dropout, "dropout_threshold": cfg.dropout_threshold,
@@ -172,6 +177,12 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
             f"output {lanes['output']['format']}. Training: the host sends a channel's values once per pass "
             f"({ds['passes']['training']} passes; outputs come in the last); inference: one pass.", "",
             *([f"**Channel overlap is on**: {t['overlap_note']}.", ""] if t.get("overlap") else []),
+            *([f"**Per-element affine (elementwise build)**: each input beat carries, above the {lanes['count']} "
+               f"values, {lanes['count']} gamma codes ({lanes['elementwise']['gamma']['format']}, from bit "
+               f"{lanes['elementwise']['gamma']['offset']}) and {lanes['count']} beta codes "
+               f"({lanes['elementwise']['beta']['format']}, from bit {lanes['elementwise']['beta']['offset']}); "
+               f"the normalize pass outputs round(gamma x_hat + beta) per value, the statistics passes ignore them, "
+               f"and so does the descriptor's gamma / beta.", ""] if "elementwise" in lanes else []),
             "## Latency and throughput (cycles, from the generator's formulas)", "",
             _table(["quantity", "value"], [(k, f"`{v}`" if isinstance(v, str) else "-" if v is None else v)
                                            for k, v in t.items()]), ""]

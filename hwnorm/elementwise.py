@@ -1,12 +1,13 @@
-"""The per-element affine step of the grouped norms (LayerNorm, GroupNorm, ...), defined bit for bit on the host.
+"""The per-element affine step of the grouped norms (LayerNorm, GroupNorm, ...), defined bit for bit.
 
 The datapath carries one gamma/beta per channel (group); LayerNorm's are per element and GroupNorm's per
 channel inside a group. So a grouped layer runs the datapath with gamma = 1, beta = 0 and a raised output
 format (`hat_format`: 4 more integer and 8 more fraction bits, so x_hat is neither clamped nor rounded
 where the final output would not be), and this step computes y = round(gamma * x_hat + beta) in integers:
 gamma and beta quantized to the configuration's gamma_fmt / beta_fmt, the exact product and sum, one
-rounding to out_fmt with the configuration's rounding mode, then the clamp. It is NOT in the generated
-Verilog: it is the specification a streaming per-element affine stage after the datapath must meet.
+rounding to out_fmt with the configuration's rounding mode, then the clamp. A host step for the plain
+datapath; an elementwise build (`NormConfig(elementwise=True)`, hwnorm/hdl/elementwise.py) computes the same
+bits in hardware, and the golden model's elementwise path calls `affine_codes`.
 """
 from __future__ import annotations
 
@@ -14,19 +15,12 @@ import dataclasses
 
 import numpy as np
 
-from .config import FixedFormat, NormConfig
+from .config import HAT_FRAC_EXTRA, HAT_INT_EXTRA, HAT_MAX_BITS, FixedFormat, NormConfig, hat_format
 from .fixed import quantize
 
-HAT_INT_EXTRA = 4            # integer bits x_hat has beyond out_fmt
-HAT_FRAC_EXTRA = 8           # fraction bits x_hat has beyond out_fmt
-MAX_BITS = 32
-
-
-def hat_format(out_fmt: FixedFormat) -> FixedFormat:
-    """The raised format of the datapath's x_hat output (at most 32 bits; fraction bits first)."""
-    frac = out_fmt.frac + min(HAT_FRAC_EXTRA, MAX_BITS - out_fmt.bits)
-    bits = min(MAX_BITS, out_fmt.bits + HAT_INT_EXTRA + HAT_FRAC_EXTRA)
-    return FixedFormat(bits, frac, True)
+MAX_BITS = HAT_MAX_BITS
+__all__ = ["HAT_FRAC_EXTRA", "HAT_INT_EXTRA", "MAX_BITS", "hat_format", "hat_config", "shift_round", "affine_plan",
+           "affine_codes", "elementwise_affine"]
 
 
 def hat_config(cfg: NormConfig) -> NormConfig:
@@ -53,6 +47,29 @@ def shift_round(acc: np.ndarray, shift: int, mode: str) -> np.ndarray:
     raise ValueError(f"rounding={mode!r} is not supported: allowed half_up, half_even, floor")
 
 
+def affine_plan(cfg: NormConfig, xhat_fmt: FixedFormat) -> tuple[int, int, int, int]:
+    """(F, left shift of gamma*x_hat, left shift of beta, final right shift): the exact sum has F = max(gamma frac +
+    x_hat frac, beta frac) fraction bits; y = round(sum >> (F - out frac)) (a left shift if negative)."""
+    frac = max(cfg.gamma_fmt.frac + xhat_fmt.frac, cfg.beta_fmt.frac)
+    return frac, frac - cfg.gamma_fmt.frac - xhat_fmt.frac, frac - cfg.beta_fmt.frac, frac - cfg.out_fmt.frac
+
+
+def affine_codes(cfg: NormConfig, xhat, xhat_fmt: FixedFormat, g, b):
+    """y codes in cfg.out_fmt from x_hat codes (xhat_fmt) and gamma / beta codes (gamma_fmt / beta_fmt, broadcast to
+    x_hat): -> (y, clamped (bool, x_hat's shape), the exact sum before rounding, its fraction bits F)."""
+    xhat = np.asarray(xhat)
+    frac, sg, sb, shift = affine_plan(cfg, xhat_fmt)
+    wide = cfg.gamma_fmt.bits + xhat_fmt.bits + sg + 2 > 62 or cfg.beta_fmt.bits + sb + 2 > 62
+    dtype = object if wide else np.int64                  # Python integers when int64 could overflow
+    g = np.broadcast_to(np.asarray(g), xhat.shape).astype(dtype)
+    b = np.broadcast_to(np.asarray(b), xhat.shape).astype(dtype)
+    acc = shift_round(g * xhat.astype(dtype), -sg, "floor") + shift_round(b, -sb, "floor")
+    y = shift_round(acc, shift, cfg.rounding)
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    clamped = np.asarray((y < lo) | (y > hi), dtype=bool)
+    return np.clip(y, lo, hi).astype(np.int64), clamped, acc, frac
+
+
 def elementwise_affine(cfg: NormConfig, xhat, xhat_fmt: FixedFormat, gamma, beta):
     """y codes in cfg.out_fmt from x_hat codes (xhat_fmt) and per-element real gamma, beta (broadcast to x_hat).
 
@@ -61,13 +78,5 @@ def elementwise_affine(cfg: NormConfig, xhat, xhat_fmt: FixedFormat, gamma, beta
     xhat = np.asarray(xhat)
     g, sat_g = quantize(np.broadcast_to(gamma, xhat.shape), cfg.gamma_fmt)
     b, sat_b = quantize(np.broadcast_to(beta, xhat.shape), cfg.beta_fmt)
-    frac = max(cfg.gamma_fmt.frac + xhat_fmt.frac, cfg.beta_fmt.frac)
-    wide = cfg.gamma_fmt.bits + xhat_fmt.bits + frac - cfg.gamma_fmt.frac - xhat_fmt.frac + 2 > 62 or \
-        cfg.beta_fmt.bits + frac - cfg.beta_fmt.frac + 2 > 62
-    dtype = object if wide else np.int64                  # Python integers when int64 could overflow
-    acc = shift_round(g.astype(dtype) * xhat.astype(dtype), cfg.gamma_fmt.frac + xhat_fmt.frac - frac, "floor")
-    acc = acc + shift_round(b.astype(dtype), cfg.beta_fmt.frac - frac, "floor")
-    y = shift_round(acc, frac - cfg.out_fmt.frac, cfg.rounding)
-    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-    sat_out = int(np.count_nonzero((y < lo) | (y > hi)))
-    return np.clip(y, lo, hi).astype(np.int64), sat_g + sat_b, sat_out
+    y, clamped, _, _ = affine_codes(cfg, xhat, xhat_fmt, g, b)
+    return y, sat_g + sat_b, int(np.count_nonzero(clamped))

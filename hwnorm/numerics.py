@@ -1,7 +1,7 @@
 """Measuring the bit-exact models against the float references: the error table of docs/numerics.md."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class ErrorStats:
     mean_err: float
     max_unrounded: float    # max |unrounded_hw - y_ref| where the reference is inside the output range
     saturated: int
+    beyond_hat: int = 0     # elementwise builds: values left out, their float x_hat beyond hat_format (clamped, in sat)
 
 
 def train_cases(cfg: NormConfig, rng: np.random.Generator, trials: int = 4):
@@ -67,34 +68,79 @@ def tlu_cases(cfg: NormConfig, rng: np.random.Generator, channels: int):
                     rng.integers(fo.min_int, fo.max_int + 1, size=channels)).astype(np.int64)
 
 
-def _accumulate(acc, cfg, res, ref, tau=None):
+def per_value_affine(cfg: NormConfig, rng: np.random.Generator, shape, g, b):
+    """An elementwise build's per-value gamma/beta codes for a case with per-channel (g, b): each value takes its
+    channel's code or, with probability 1/2 each, a random code of the whole format."""
+    fg, fb = cfg.gamma_fmt, cfg.beta_fmt
+    ge = np.where(rng.random(shape) < 0.5, np.asarray(g)[:, None], rng.integers(fg.min_int, fg.max_int + 1, size=shape))
+    be = np.where(rng.random(shape) < 0.5, np.asarray(b)[:, None], rng.integers(fb.min_int, fb.max_int + 1, size=shape))
+    return ge.astype(np.int64), be.astype(np.int64)
+
+
+def _elementwise_ref(cfg: NormConfig, xhat, ge, be):
+    """The float reference of an elementwise build in output LSBs: gamma_e x_hat + beta_e, x_hat the float
+    normalization (gamma = 1, beta = 0) in output LSBs, gamma_e / beta_e the codes' real values."""
+    return ge * cfg.gamma_fmt.lsb * xhat + be * cfg.beta_fmt.lsb * (1 << cfg.out_fmt.frac)
+
+
+def _identity(cfg: NormConfig, channels: int):
+    """gamma = 1.0 and beta = 0 codes per channel (the float x_hat of an elementwise build's reference)."""
+    return np.full(channels, 1 << cfg.gamma_fmt.frac), np.zeros(channels, dtype=np.int64)
+
+
+def measure_elementwise(cfg: NormConfig, seed: int = 0, trials: int = 4, inference: bool = False) -> ErrorStats:
+    """An elementwise build against float: y = round(gamma_e x_hat + beta_e) with x_hat the float normalization,
+    gamma_e / beta_e per value (docs/numerics.md "Per-element affine"); training or inference cases."""
+    rng, aff_rng = np.random.default_rng(seed), np.random.default_rng(seed + 2)
+    plain = replace(cfg, elementwise=False)
+    acc = _new()
+    for case in (infer_cases(cfg, rng, trials) if inference else train_cases(cfg, rng, trials)):
+        x, g, b = case[:3]
+        ge, be = per_value_affine(cfg, aff_rng, x.shape, g, b)
+        one, zero = _identity(cfg, x.shape[0])
+        if inference:
+            xhat, res = infer_out_lsb(plain, x, one, zero, *case[3:]), infer(cfg, x, ge, be, *case[3:])
+        else:
+            xhat, res = train_out_lsb(plain, x, one, zero), train(cfg, x, ge, be)
+        fits = np.abs(xhat) < (cfg.norm_out_fmt.max_int + 1) * 2.0 ** (cfg.out_fmt.frac - cfg.norm_out_fmt.frac)
+        _accumulate(acc, cfg, res, _elementwise_ref(cfg, xhat, ge, be), use=fits)
+    return _stats(acc)
+
+
+def _accumulate(acc, cfg, res, ref, tau=None, use=None):
+    """Add a case's errors; `use` (bool, x's shape): only those values (the others counted as beyond_hat)."""
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
     want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
     if tau is not None:             # TLU after rounding and saturation: max(round(y), tau) = round(max(y, tau))
         want = np.maximum(want, np.asarray(tau)[:, None])
     err = np.abs(res.y - want)
     inside = (ref >= lo) & (ref <= hi)
+    if use is not None:
+        acc["beyond"] += int(np.count_nonzero(~use))
+        err, inside = err[use], inside & use
     if inside.any():
         acc["max_unr"] = max(acc["max_unr"], float(np.abs(res.unrounded - ref)[inside].max()))
     acc["values"] += err.size
     acc["total"] += float(err.sum())
-    acc["max_err"] = max(acc["max_err"], float(err.max()))
+    acc["max_err"] = max(acc["max_err"], float(err.max()) if err.size else 0.0)
     acc["sat"] += int(res.stats.sat.sum())
 
 
 def _stats(acc) -> ErrorStats:
     return ErrorStats(values=acc["values"], max_err=acc["max_err"], mean_err=acc["total"] / max(1, acc["values"]),
-                      max_unrounded=acc["max_unr"], saturated=acc["sat"])
+                      max_unrounded=acc["max_unr"], saturated=acc["sat"], beyond_hat=acc["beyond"])
 
 
 def _new():
-    return dict(values=0, total=0.0, max_err=0.0, max_unr=0.0, sat=0)
+    return dict(values=0, total=0.0, max_err=0.0, max_unr=0.0, sat=0, beyond=0)
 
 
 def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
     """Training mode: bit-exact model against the float reference (a dropout build: random seeds per case, the
     reference with the same mask, kept values scaled by 1 / keep probability in float; FRN kinds: random TLU
-    thresholds)."""
+    thresholds; an elementwise build: per-value gamma/beta, `measure_elementwise`)."""
+    if cfg.elementwise:
+        return measure_elementwise(cfg, seed, trials)
     rng, tau_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     acc = _new()
     for x, g, b in train_cases(cfg, rng, trials):
@@ -112,6 +158,8 @@ def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
 
 def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
     """Inference mode: bit-exact model against the float reference on the same mean/scale codes."""
+    if cfg.elementwise:
+        return measure_elementwise(cfg, seed, trials, inference=True)
     rng, tau_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     acc = _new()
     for case in infer_cases(cfg, rng, trials):

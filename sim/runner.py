@@ -159,6 +159,10 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
     cfgs["range_s8_infer_only_p4"] = NormConfig(inference_only=True, lanes=4)
     cfgs["range_drop_even_p4"] = NormConfig(dropout=0.25, rounding="half_even", max_count=500, lanes=4)
     cfgs["frn_s8_small_p1"] = NormConfig(kind="frn", max_count=300)     # the one FRN configuration of make test
+    # the per-element affine (gamma/beta streamed beside x): make test runs the small one
+    cfgs["range_ew_s8_p4"] = NormConfig(elementwise=True, rounding="half_even", lanes=4)
+    cfgs["l2_ew_s16_p1"] = NormConfig(kind="l2", elementwise=True, **FORMATS_16)
+    cfgs["l1_ew_floor_small_p2"] = NormConfig(kind="l1", elementwise=True, rounding="floor", max_count=300, lanes=2)
     # channel overlap (the host interleaves two channels): a two-pass and a three-pass kind
     for kind in ("range", "l1"):
         cfgs[f"{kind}_s8_overlap_p4"] = NormConfig(kind=kind, lanes=4, max_count=1024, overlap=True)

@@ -34,11 +34,17 @@ def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
     return int(np.clip(picks[(int(np.sum(x)) + abs(gamma) + len(x)) % 4], fo.min_int, fo.max_int))
 
 
-def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0):
+def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0,
+                   affine=None):
     """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
     the golden result, the statistics word's fields); `inference` = {mean, scale_m, scale_exp} or None;
-    `seed` the dropout seed of a dropout build (sent in inference too, where it must not matter)."""
+    `seed` the dropout seed of a dropout build (sent in inference too, where it must not matter); `affine` an
+    elementwise build's per-value (gamma codes, beta codes): the descriptor's gamma/beta are then sent but ignored."""
     x = np.asarray(x, dtype=np.int64)
+    if cfg.elementwise:
+        gamma_v, beta_v = [np.asarray(a)[None, :] for a in affine]
+    else:
+        gamma_v, beta_v = [gamma], [beta]
     desc = {name: 0 for name, _, _ in cfg.channel_fields}
     desc.update(count=len(x), gamma=gamma, beta=beta)
     if cfg.dropout_active:
@@ -48,11 +54,11 @@ def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | 
         tau = [tlu_threshold(cfg, x, gamma, beta)]
         desc["tau"] = tau[0]
     if inference is None:
-        res = train(cfg, x[None, :], [gamma], [beta], tau=tau, seed=[seed] if cfg.dropout_active else None)
+        res = train(cfg, x[None, :], gamma_v, beta_v, tau=tau, seed=[seed] if cfg.dropout_active else None)
         desc.update(channel_params(cfg, len(x)))
         passes = cfg.passes
     else:
-        res = infer(cfg, x[None, :], [gamma], [beta], [inference["mean"]], [inference["scale_m"]],
+        res = infer(cfg, x[None, :], gamma_v, beta_v, [inference["mean"]], [inference["scale_m"]],
                     [inference["scale_exp"]], tau=tau)
         desc.update(infer=1, **inference)
         passes = 1
@@ -243,15 +249,34 @@ class NormTB:
             self.cov.stall(self.stall_events)
             self.stall_events = set()
 
-    def _beats(self, x):
-        """x as beats of `lanes` values; the masked lanes of the last beat carry random junk."""
-        fi, p = self.cfg.in_fmt, self.lanes
+    def _beats(self, x, affine=None):
+        """x as beats of `lanes` values; the masked lanes of the last beat carry random junk. An elementwise build:
+        each beat carries `lanes` gamma and beta codes above the values, from `affine` (per-value codes) or, in a
+        statistics pass (None), random junk the datapath must ignore."""
+        cfg, p = self.cfg, self.lanes
+        fields = [(x, cfg.in_fmt)]
+        if cfg.elementwise:
+            junk = [None, None] if affine is None else affine
+            fields += [(junk[0], cfg.gamma_fmt), (junk[1], cfg.beta_fmt)]
         beats = []
         for b in range(0, len(x), p):
-            vals = [int(v) for v in x[b:b + p]]
-            vals += [self.rng.randint(fi.min_int, fi.max_int) for _ in range(p - len(vals))]
-            beats.append(self._pack_lanes(vals, fi.bits))
+            word, at = 0, 0
+            for values, fmt in fields:
+                vals = [] if values is None else [int(v) for v in values[b:b + p]]
+                vals += [self.rng.randint(fmt.min_int, fmt.max_int) for _ in range(p - len(vals))]
+                word |= self._pack_lanes(vals, fmt.bits) << at
+                at += p * fmt.bits
+            beats.append(word)
         return beats
+
+    def per_value_affine(self, x, gamma: int, beta: int):
+        """An elementwise build's per-value gamma/beta codes for a channel a test gave one (gamma, beta): each value
+        takes the given code or, with probability 1/2 each, a random one (so extremes stay extreme)."""
+        cfg, n = self.cfg, len(x)
+        fg, fb = cfg.gamma_fmt, cfg.beta_fmt
+        g = [gamma if self.rng.random() < 0.5 else self.rng.randint(fg.min_int, fg.max_int) for _ in range(n)]
+        b = [beta if self.rng.random() < 0.5 else self.rng.randint(fb.min_int, fb.max_int) for _ in range(n)]
+        return np.array(g, dtype=np.int64), np.array(b, dtype=np.int64)
 
     # -- channels -----------------------------------------------------------------------------
 
@@ -276,9 +301,10 @@ class NormTB:
         seed = 0
         if cfg.dropout_active:                          # a random seed per channel, now and then 0 (SEED_ZERO)
             seed = 0 if self.rng.random() < 0.1 else self.rng.getrandbits(32)
-        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference, seed)
+        affine = self.per_value_affine(x, gamma, beta) if cfg.elementwise else None
+        desc, passes, res, stats = golden_channel(cfg, x, gamma, beta, inference, seed, affine)
         self.chan.send([pack(cfg.channel_fields, desc)])
-        beats = self._beats(x)
+        beats = self._beats(x, affine)
         unrounded = getattr(res, "unrounded", None)
         rec = dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
                    infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
@@ -290,8 +316,9 @@ class NormTB:
         if self.overlap:
             self._queue_overlap(rec, beats)
         else:
-            for p in range(passes):
-                self._queue(beats, rec, "infer" if rec["infer"] else f"p{p + 1}")
+            for p in range(passes):                 # elementwise: the statistics passes carry junk gamma/beta
+                pass_beats = beats if p == passes - 1 or not cfg.elementwise else self._beats(x)
+                self._queue(pass_beats, rec, "infer" if rec["infer"] else f"p{p + 1}")
                 if p < passes - 1:
                     self.boundaries.append((self.queued, "scale" if p == passes - 2 else "pass"))
         y = [int(v) for v in res.y[0]]

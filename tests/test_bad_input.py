@@ -64,6 +64,9 @@ CLI = [
     (["verilog", "--custom", "--dropout", "1.0"], ["dropout=1.0", "allowed a probability p in [0, 1)"]),
     (["verilog", "--custom", "--dropout", "-0.1"], ["dropout=-0.1", "allowed a probability p in [0, 1)"]),
     (["verilog", "--dropout", "0.5"], ["--dropout would be ignored", "allowed only with --name"]),
+    (["verilog", "--custom", "--elementwise", "--overlap"], ["elementwise=True", "overlap=True", "allowed overlap=False"]),
+    (["verilog", "--custom", "--elementwise", "--axi-stream"], ["--axi-stream: elementwise=True",
+                                                                "allowed elementwise=False"]),
 ]
 
 CONFIG = [
@@ -106,6 +109,10 @@ CONFIG = [
     (dict(kind="frn_l1", dropout=0.25), ["dropout=0.25", "kind='frn_l1'", "allowed dropout=0 for the FRN kinds"]),
     (dict(kind="frn_linf", k=4), ["k=4", "kind='frn_linf'"]),
     (dict(kind="frn_l1", chunks=4), ["chunks=4", "kind='range' only", "allowed 1 for kind='frn_l1'"]),
+    (dict(elementwise=True, kind="frn"), ["elementwise=True", "kind='frn'", "allowed the batch-norm kinds"]),
+    (dict(elementwise=True, dropout=0.5), ["elementwise=True", "dropout=0.5", "allowed dropout=0"]),
+    (dict(elementwise=True, gamma_fmt="s8.7"), ["gamma_fmt=s8.7", "holds at most 0.9921875", "allowed a gamma_fmt"]),
+    (dict(elementwise="yes"), ["elementwise='yes'", "allowed True or False"]),
 ]
 
 

@@ -20,6 +20,7 @@ CONFIGS["topk3_u_p2"] = NormConfig(kind="topk", k=3, lanes=2, max_count=500, out
 CONFIGS["range_plain_infer_only"] = NormConfig(chunks=1, inference_only=True, max_count=1000)
 CONFIGS["range_dropout_p4"] = NormConfig(dropout=0.25, lanes=4, max_count=500)
 CONFIGS["l1_overlap_p4"] = NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True)    # adds TC_OVERLAP
+CONFIGS["range_ew_p4"] = NormConfig(lanes=4, max_count=1024, elementwise=True)    # adds TC_ELEMENTWISE
 
 MAIN = r"""
 #include <stdio.h>

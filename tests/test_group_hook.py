@@ -281,3 +281,31 @@ def test_grouped_layers_on_edge_inputs(case, routed):
     finally:
         if session:
             session.restore()
+
+
+def test_the_affine_in_the_datapath_gives_the_host_steps_bits_on_golden_and_rtl():
+    """to_hardware(elementwise=True): the grouped layers run an elementwise build (gamma/beta streamed per value);
+    the outputs, gradients and clamp counts are the host step's, on golden and on the Verilated build."""
+    torch.manual_seed(1)
+    ln = randomize_affine(nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2)))
+    conv = randomize_affine(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                                          nn.Conv2d(4, 4, 3, padding=1), hn.L2BatchGroupNorm(4, 2), nn.Flatten()))
+    for model, x in ((ln, torch.randn(5, 8) * 3), (conv, torch.randn(2, 1, 2, 2))):
+        out = {}
+        for backend, ew in (("golden", False), ("golden", True), ("rtl", True)):
+            m = copy.deepcopy(model)
+            with to_hardware(m, backend=backend, max_count=16, elementwise=ew) as hw:
+                assert all(st.config.elementwise == ew for st in hw.layers.values())
+                y = m(x)
+                y.square().mean().backward()
+                m.eval()
+                with torch.no_grad():
+                    ye = m(x)
+                out[(backend, ew)] = (y.detach(), ye, [p.grad for p in m.parameters()],
+                                      {k: v["saturated_out"] for k, v in hw.report().items()})
+        host, ew_g, ew_r = out[("golden", False)], out[("golden", True)], out[("rtl", True)]
+        for a in (ew_g, ew_r):
+            assert torch.equal(a[0], host[0]) and torch.equal(a[1], host[1]) and a[3] == host[3]
+            assert all(torch.equal(p, q) for p, q in zip(a[2], host[2]))
+    with pytest.raises(ValueError, match=r"elementwise=1 is not supported: allowed True"):
+        to_hardware(copy.deepcopy(ln), backend="golden", elementwise=1)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hwnorm.config import FixedFormat, NormConfig
+from hwnorm.config import FORMATS_16, FixedFormat, NormConfig
 from hwnorm.hdl.dropout import DropoutLFSR
+from hwnorm.hdl.elementwise import ElementwiseAffine
 from hwnorm.hdl.normalize import NormalizeAffine
 from hwnorm.hdl.sequential import ISqrt, SeqDiv, SeqMul
 from hwnorm.hdl.statistics import (AboveMean, BelowMean, ChunkRange, ExtremeK, MinMax, StatisticsUnit, SumSquares,
@@ -115,6 +116,19 @@ def ref_dropout_normalize(x, a, b, shift, rounding, fmt, scale, f, e=4):
     if rounding == "half_even" and sticky and z & ((1 << (f + e)) - 1) == half_z and q & 1:
         q -= 1
     y = min(max(q, fmt.min_int), fmt.max_int)
+    return y, y != q
+
+
+def ref_affine(xhat, g, b, cfg):
+    """(y, saturated) of y = clamp(round(g x_hat + b)): the exact sum at F = max(gamma frac + x_hat frac, beta frac)
+    fraction bits, one rounding to out_fmt (docs/numerics.md "Per-element affine")."""
+    hf, gf, bf, of = cfg.norm_out_fmt.frac, cfg.gamma_fmt.frac, cfg.beta_fmt.frac, cfg.out_fmt.frac
+    f = max(gf + hf, bf)
+    acc, s = (g * xhat << (f - gf - hf)) + (b << (f - bf)), f - of
+    q, r, half = acc >> s, acc & ((1 << s) - 1), 1 << (s - 1)
+    if cfg.rounding != "floor" and (r > half or (r == half and (cfg.rounding == "half_up" or q & 1))):
+        q += 1
+    y = min(max(q, cfg.out_fmt.min_int), cfg.out_fmt.max_int)
     return y, y != q
 
 
@@ -716,5 +730,105 @@ def test_normalize_affine_with_dropout_zeroes_dropped_values_and_scales_the_kept
             assert got == want, (a, b, sh, seed)
             assert ctx.get(dut.sat_count) == sat, (a, b, sh, seed)
         assert dropped > 0 and scaled_sat > 0, "dropped values and values only the scaling saturates must occur"
+
+    simulate(dut, bench)
+
+
+# -- the per-element affine stage (elementwise builds) -----------------------------------------------
+
+def affine_channels(cfg, rnd):
+    """Per channel a list of (x_hat, gamma, beta) codes: x_hat about the output range (some clamp), x_hat and gamma
+    at their limits, exact ties (gamma x_hat an odd multiple of half an output LSB), and masked last beats."""
+    fh, fg, fb, fo = cfg.norm_out_fmt, cfg.gamma_fmt, cfg.beta_fmt, cfg.out_fmt
+    near = (fo.max_int + 1) << (fh.frac - fo.frac)                 # the output range in x_hat codes
+
+    def value(kind):
+        g, b = rnd.randint(fg.min_int, fg.max_int), rnd.randint(fb.min_int, fb.max_int) // 4
+        if kind == "typical":
+            return rnd.randint(-2 * near, 2 * near), g, b
+        if kind == "limit":
+            return rnd.choice((fh.min_int, fh.max_int, 0)), rnd.choice((fg.min_int, fg.max_int, g)), \
+                rnd.choice((fb.min_int, fb.max_int, b))
+        sg = max(fg.frac + fh.frac, fb.frac) - fg.frac - fh.frac
+        s = max(fg.frac + fh.frac, fb.frac) - fo.frac
+        sb = max(fg.frac + fh.frac, fb.frac) - fb.frac
+        odd, b = rnd.randrange(-15, 16, 2), rnd.randint(-4, 4) << max(0, s - sb)      # beta a multiple of the LSB
+        return odd << (s - 1 - sg), rnd.choice((1, 3, -1)) if fg.signed else rnd.choice((1, 3)), b   # a tie
+
+    sizes = [1, cfg.lanes + 1, 2 * cfg.lanes + 3, rnd.randint(5, MAX_COUNT - 1), MAX_COUNT]
+    chans = [[value(rnd.choice(("typical", "typical", "limit", "tie"))) for _ in range(n)] for n in sizes]
+    return chans + [[value("tie") for _ in range(4 * cfg.lanes + 1)]]
+
+
+@pytest.mark.parametrize("cfg", [
+    NormConfig(lanes=1, rounding="half_up", max_count=MAX_COUNT, elementwise=True),
+    NormConfig(lanes=4, rounding="half_even", max_count=MAX_COUNT, elementwise=True),
+    NormConfig(kind="l2", lanes=4, rounding="floor", max_count=MAX_COUNT, elementwise=True, **FORMATS_16),
+    NormConfig(kind="l2", lanes=1, rounding="half_even", max_count=MAX_COUNT, elementwise=True, **FORMATS_16),
+    # gamma x_hat with fewer fraction bits than beta (beta not shifted, the product is); an unsigned gamma
+    NormConfig(lanes=2, rounding="half_even", max_count=MAX_COUNT, elementwise=True, gamma_fmt=FixedFormat(4, 1),
+               beta_fmt=FixedFormat(20, 16)),
+    NormConfig(lanes=4, rounding="half_up", max_count=MAX_COUNT, elementwise=True, gamma_fmt=FixedFormat(8, 6, False),
+               out_fmt=FixedFormat(8, 5, signed=False)),
+], ids=lambda c: f"{c.lanes}lanes-{c.rounding}-gamma{c.gamma_fmt}-beta{c.beta_fmt}-out{c.out_fmt}")
+def test_elementwise_affine_rounds_gamma_xhat_plus_beta_once_and_clamps_through_a_back_pressured_pipeline(cfg):
+    dut = ElementwiseAffine(cfg)
+    rnd = random.Random(90 + cfg.lanes)
+    lanes = cfg.lanes
+    channels = affine_channels(cfg, rnd)
+    refs = [ref_affine(*v, cfg) for ch in channels for v in ch]
+    assert sum(s for _, s in refs) > 0 and sum(not s for _, s in refs) > len(refs) // 4, "saturated and unsaturated"
+    if cfg.rounding != "floor":
+        other = "half_up" if cfg.rounding == "half_even" else "half_even"
+        flip = NormConfig(**{**cfg.to_dict(), "rounding": other, "gamma_fmt": cfg.gamma_fmt, "beta_fmt": cfg.beta_fmt,
+                             "in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+        assert any(ref_affine(*v, cfg)[0] != ref_affine(*v, flip)[0] for ch in channels for v in ch), "no ties"
+
+    async def bench(ctx):
+        for index, values in enumerate(channels):
+            steady = index == 0             # the first channel: always valid and ready (the latency)
+            beats = beats_of(values, lanes)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            sent, got, t_in, t_out, cycle = 0, [], [], [], 0
+            while len(got) < len(beats):
+                offer = sent < len(beats) and (steady or rnd.random() < 0.8)
+                vals, mask = beats[sent] if offer else ([], rnd.getrandbits(lanes))
+                junk = [(rnd.randint(cfg.norm_out_fmt.min_int, cfg.norm_out_fmt.max_int),
+                         rnd.randint(cfg.gamma_fmt.min_int, cfg.gamma_fmt.max_int),
+                         rnd.randint(cfg.beta_fmt.min_int, cfg.beta_fmt.max_int)) for _ in range(lanes - len(vals))]
+                full = vals + junk                  # masked lanes carry junk and must output 0
+                ctx.set(dut.i.payload, {"xhat": [v[0] for v in full], "gamma": [v[1] for v in full],
+                                        "beta": [v[2] for v in full], "mask": mask})
+                ctx.set(dut.i.valid, offer)
+                ready = steady or rnd.random() < 0.6
+                ctx.set(dut.o.ready, ready)
+                taken = offer and ctx.get(dut.i.ready)
+                if taken:
+                    t_in.append(cycle)
+                if ready and ctx.get(dut.o.valid):
+                    got.append([ctx.get(dut.o.payload[j]) for j in range(lanes)])
+                    t_out.append(cycle)
+                await ctx.tick()
+                sent += taken
+                cycle += 1
+                assert cycle < GUARD_CYCLES, "the pipeline stopped"
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 0)
+            want, sat = [], 0
+            for vals, _ in beats:
+                r = [ref_affine(*v, cfg) for v in vals]
+                want.append([y for y, _ in r] + [0] * (lanes - len(vals)))
+                sat += sum(s for _, s in r)
+            assert got == want, index
+            assert ctx.get(dut.sat_count) == sat, index
+            assert not ctx.get(dut.busy), "the pipeline is empty once every beat is out"
+            latency = [o - i for i, o in zip(t_in, t_out)]
+            if steady:
+                assert set(latency) == {dut.latency}
+            else:
+                assert min(latency) >= dut.latency
 
     simulate(dut, bench)

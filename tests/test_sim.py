@@ -13,8 +13,11 @@ from sim.runner import axi_configs, cocotb_tests, regression_configs, run
 FRN_IN_MAKE_TEST = "frn_s8_small_p1"
 GBN_KINDS = ("mad", "semidev", "cvar")
 GBN_ONLY_IN_MAKE_SIM = {f"{kind}_{corner}" for kind in GBN_KINDS for corner in ("s8_p4", "s16_p1")}
+# and of the elementwise builds (per-element affine) one small one, the others in make sim
+EW_IN_MAKE_TEST = "l1_ew_floor_small_p2"
 CONFIGS = {k: c for k, c in regression_configs(full=False).items()
-           if (not c.frn or k == FRN_IN_MAKE_TEST) and k not in GBN_ONLY_IN_MAKE_SIM}
+           if (not c.frn or k == FRN_IN_MAKE_TEST) and k not in GBN_ONLY_IN_MAKE_SIM
+           and (not c.elementwise or k == EW_IN_MAKE_TEST)}
 COCOTB_TESTS = 10
 
 
@@ -45,6 +48,13 @@ def test_make_sim_matrix_has_every_frn_kind_and_make_test_one():
             for lanes in (1, 4):
                 assert (kind, bits, lanes) in seen
     assert [k for k, c in CONFIGS.items() if c.frn] == [FRN_IN_MAKE_TEST] and CONFIGS[FRN_IN_MAKE_TEST].lanes == 1
+
+
+def test_make_sim_matrix_has_elementwise_builds_at_8_and_16_bits_and_make_test_one():
+    ew = {k: c for k, c in regression_configs(full=False).items() if c.elementwise}
+    assert {(c.in_fmt.bits, c.lanes) for c in ew.values()} >= {(8, 4), (16, 1)}
+    assert {c.rounding for c in ew.values()} == {"half_up", "half_even", "floor"}
+    assert [k for k, c in CONFIGS.items() if c.elementwise] == [EW_IN_MAKE_TEST]
 
 
 @pytest.mark.parametrize("key", sorted(CONFIGS))

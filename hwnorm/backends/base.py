@@ -7,6 +7,7 @@ bits. Saturation of the inputs (quantization) and of the outputs (datapath clamp
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import math
 from dataclasses import dataclass
@@ -44,6 +45,18 @@ def _per_channel(name: str, v, channels: int, positive: bool = False) -> np.ndar
     return a
 
 
+def _per_value(name: str, v, shape) -> np.ndarray:
+    """An elementwise build's gamma / beta: finite numbers, one per value of x (or broadcastable to its shape)."""
+    try:
+        a = np.broadcast_to(np.asarray(v, dtype=np.float64), shape)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} has shape {np.shape(v)}: allowed one per value of x {tuple(shape)} (an elementwise "
+                         f"build), or a shape that broadcasts to it") from e
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds NaN or Inf: allowed finite numbers")
+    return a
+
+
 def check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale):
     """Validate Backend.forward's arguments; returns (x, gamma, beta, mean, sigma) as float64 arrays."""
     from ..config import NormConfig
@@ -62,7 +75,10 @@ def check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale):
     if isinstance(in_scale, bool) or not isinstance(in_scale, numbers.Real) or not (math.isfinite(in_scale) and in_scale > 0):
         raise ValueError(f"in_scale={in_scale!r} is out of range: allowed a finite number > 0 (one input LSB in real units)")
     c = x.shape[0]
-    gamma, beta = _per_channel("gamma", gamma, c), _per_channel("beta", beta, c)
+    if cfg.elementwise:         # the per-element affine: gamma/beta per value
+        gamma, beta = _per_value("gamma", gamma, x.shape), _per_value("beta", beta, x.shape)
+    else:
+        gamma, beta = _per_channel("gamma", gamma, c), _per_channel("beta", beta, c)
     if not train:
         if mean is None or sigma is None:
             raise ValueError("train=False needs mean= and sigma= (one per channel; sigma > 0)")
@@ -102,6 +118,12 @@ class FloatBackend(Backend):
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
         tau = check_tau(cfg, tau, x.shape[0])
+        if cfg.elementwise:         # gamma_e x_hat + beta_e: x_hat with the per-channel identity
+            ones, zeros = np.ones(x.shape[0]), np.zeros(x.shape[0])
+            res = self.forward(dataclasses.replace(cfg, elementwise=False), x, ones, zeros, train=train, mean=mean,
+                               sigma=sigma)
+            res.y = res.y * gamma + beta
+            return res
         if train:
             y, m, s = norm_train(x, gamma, beta, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha,
                                  tau=tau)

@@ -55,17 +55,23 @@ struct Harness {
     }
 };
 
-// `lanes` values of `bits` bits each into little-endian 32-bit words; `count` valid, the rest 0.
-void pack_lanes(const int32_t* v, int count, int lanes, int bits, uint32_t* w, int nw) {
-    for (int i = 0; i < nw; ++i) w[i] = 0;
+// `lanes` values of `bits` bits each into little-endian 32-bit words from bit `base` on (OR-ed in); `count`
+// valid, the rest left 0.
+void pack_lanes_at(const int32_t* v, int count, int lanes, int bits, uint32_t* w, int nw, int base) {
     const uint64_t mask = (bits >= 64) ? ~0ull : ((1ull << bits) - 1);
     for (int j = 0; j < lanes && j < count; ++j) {
         uint64_t val = static_cast<uint64_t>(static_cast<int64_t>(v[j])) & mask;
-        int bit = j * bits;
+        int bit = base + j * bits;
         int idx = bit / 32, off = bit % 32;
         w[idx] |= static_cast<uint32_t>(val << off);
         if (off + bits > 32 && idx + 1 < nw) w[idx + 1] |= static_cast<uint32_t>(val >> (32 - off));
     }
+}
+
+// `lanes` values of `bits` bits each into little-endian 32-bit words; `count` valid, the rest 0.
+void pack_lanes(const int32_t* v, int count, int lanes, int bits, uint32_t* w, int nw) {
+    for (int i = 0; i < nw; ++i) w[i] = 0;
+    pack_lanes_at(v, count, lanes, bits, w, nw, 0);
 }
 
 void unpack_lanes(const uint32_t* w, int count, int bits, bool is_signed, int32_t* out) {
@@ -97,10 +103,12 @@ uint64_t hw_cycles(void* p) { return static_cast<Harness*>(p)->cycles; }
 
 // Runs `nch` channels back to back, each: descriptor, then its n values `passes` times, while
 // collecting the n outputs and the statistics word. Returns 0, or -1 if a channel did not finish
-// within `max_cycles` (a hung datapath), with the channel index in *failed.
+// within `max_cycles` (a hung datapath), with the channel index in *failed. An elementwise build: `g` and `b`
+// (C, n) gamma / beta codes of `g_bits` / `b_bits` bits go into each beat above the values (null otherwise).
 int hw_run(void* p, int nch, int n, int passes, const uint32_t* desc, int desc_nw, const int32_t* x,
            int32_t* y, uint32_t* stats, int stats_nw, int lanes, int in_bits, int out_bits, int out_signed,
-           int in_nw, int out_nw, uint64_t max_cycles, int* failed) {
+           int in_nw, int out_nw, uint64_t max_cycles, int* failed, const int32_t* g, const int32_t* b,
+           int g_bits, int b_bits) {
     auto* h = static_cast<Harness*>(p);
     Vtop* top = h->top;
     const int beats = (n + lanes - 1) / lanes;
@@ -118,6 +126,12 @@ int hw_run(void* p, int nch, int n, int passes, const uint32_t* desc, int desc_n
             top->PORT(i, valid) = phase == 1;
             if (phase == 1 && packed != beat) {
                 pack_lanes(xc + beat * lanes, n - beat * lanes, lanes, in_bits, beat_words.data(), in_nw);
+                if (g != nullptr) {
+                    const int64_t at = static_cast<int64_t>(c) * n + beat * lanes;
+                    pack_lanes_at(g + at, n - beat * lanes, lanes, g_bits, beat_words.data(), in_nw, lanes * in_bits);
+                    pack_lanes_at(b + at, n - beat * lanes, lanes, b_bits, beat_words.data(), in_nw,
+                                  lanes * (in_bits + g_bits));
+                }
                 put(top->PORT(i, payload), beat_words.data());
                 packed = beat;
             }
@@ -166,7 +180,7 @@ double hw_bench(void* p, int n, int passes, const uint32_t* desc, int desc_nw, i
     auto t0 = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r)
         hw_run(p, 1, n, passes, desc, desc_nw, x.data(), y.data(), st.data(), stats_nw, lanes, in_bits, out_bits,
-               out_signed, in_nw, out_nw, 1ull << 40, &failed);
+               out_signed, in_nw, out_nw, 1ull << 40, &failed, nullptr, nullptr, 0, 0);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     *cycles_per_s = static_cast<double>(h->cycles - c0) / secs;
     return static_cast<double>(n) * reps / secs;

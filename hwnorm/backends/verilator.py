@@ -94,7 +94,7 @@ def _load(lib: Path):
     so.hw_run.restype = i32
     so.hw_run.argtypes = [vp, i32, i32, i32, ptr(np.uint32, flags="C"), i32, ptr(np.int32, flags="C"),
                           ptr(np.int32, flags="C"), ptr(np.uint32, flags="C"), i32, i32, i32, i32, i32, i32, i32,
-                          u64, ctypes.POINTER(i32)]
+                          u64, ctypes.POINTER(i32), vp, vp, i32, i32]
     so.hw_bench.restype = ctypes.c_double
     so.hw_bench.argtypes = [vp, i32, i32, ptr(np.uint32, flags="C"), i32, i32, i32, i32, i32, i32, i32, i32, i32,
                             ctypes.POINTER(ctypes.c_double)]
@@ -114,7 +114,8 @@ class VerilatedDatapath:
         self.desc_bits = width(cfg.channel_fields)
         self.desc_nw = len(to_words(0, self.desc_bits))
         self.stats_nw = len(to_words(0, width(cfg.stats_fields)))
-        self.in_nw = len(to_words(0, cfg.in_fmt.bits * cfg.lanes))
+        ew_bits = cfg.gamma_fmt.bits + cfg.beta_fmt.bits if cfg.elementwise else 0     # gamma/beta lanes per beat
+        self.in_nw = len(to_words(0, (cfg.in_fmt.bits + ew_bits) * cfg.lanes))
         self.out_nw = len(to_words(0, cfg.out_fmt.bits * cfg.lanes))
 
     def __del__(self):
@@ -130,18 +131,24 @@ class VerilatedDatapath:
         words = [to_words(pack(self.cfg.channel_fields, d), self.desc_bits) for d in descs]
         return np.ascontiguousarray(np.array(words, dtype=np.uint32).reshape(len(descs), self.desc_nw))
 
-    def run(self, x: np.ndarray, descs: list[dict], passes: int):
-        """x: (C, n) int codes; descs: one descriptor dict per channel. Returns (y codes, stats dicts)."""
+    def run(self, x: np.ndarray, descs: list[dict], passes: int, affine=None):
+        """x: (C, n) int codes; descs: one descriptor dict per channel; `affine`: an elementwise build's (gamma,
+        beta) codes per value, broadcast to x. Returns (y codes, stats dicts)."""
         cfg = self.cfg
         x = np.ascontiguousarray(x, dtype=np.int32)
         nch, n = x.shape
+        if cfg.elementwise:
+            g, b = (np.ascontiguousarray(np.broadcast_to(a, x.shape), dtype=np.int32) for a in affine)
+            ew = (g.ctypes.data, b.ctypes.data, cfg.gamma_fmt.bits, cfg.beta_fmt.bits)
+        else:
+            ew = (None, None, 0, 0)
         y = np.zeros_like(x)
         stats = np.zeros((nch, self.stats_nw), dtype=np.uint32)
         failed = ctypes.c_int(-1)
         limit = (passes + 2) * (n + 1000) * 4 + 10000
         rc = self.lib.hw_run(self.handle, nch, n, passes, self._desc_words(descs), self.desc_nw, x, y, stats,
                              self.stats_nw, cfg.lanes, cfg.in_fmt.bits, cfg.out_fmt.bits, int(cfg.out_fmt.signed),
-                             self.in_nw, self.out_nw, limit, ctypes.byref(failed))
+                             self.in_nw, self.out_nw, limit, ctypes.byref(failed), *ew)
         if rc != 0:
             raise RuntimeError(f"the Verilated datapath hung on channel {failed.value} ({cfg.describe()})")
         return y, [unpack(cfg.stats_fields, from_words(row)) for row in stats]
@@ -153,19 +160,30 @@ class VerilatedDatapath:
         taus = [self.cfg.out_fmt.min_int] * len(descs) if tau is None else [int(t) for t in np.reshape(tau, -1)]
         return [dict(d, tau=t) for d, t in zip(descs, taus)]
 
+    def _affine(self, x, gamma, beta):
+        """-> (descriptor gamma, beta per channel, per-value codes or None): an elementwise build streams gamma/beta
+        per value (x's shape) and sends 1.0 / 0 in the descriptor, which it ignores."""
+        if not self.cfg.elementwise:
+            return gamma, beta, None
+        c = x.shape[0]
+        return [1 << self.cfg.gamma_fmt.frac] * c, [0] * c, (gamma, beta)
+
     def train(self, x, gamma, beta, seed=None, tau=None):
-        """`seed`: a dropout build's per-channel seeds (None: 0); `tau`: the FRN kinds' TLU codes (None: none)."""
+        """`seed`: a dropout build's per-channel seeds (None: 0); `tau`: the FRN kinds' TLU codes (None: none).
+        An elementwise build: gamma/beta per value."""
         n = x.shape[1]
         base = channel_params(self.cfg, n)
+        gamma, beta, affine = self._affine(x, gamma, beta)
         seeds = seed if seed is not None else [0] * len(gamma)
         descs = [dict(base, gamma=int(g), beta=int(b), seed=int(s)) for g, b, s in zip(gamma, beta, seeds)]
-        return self.run(x, self._with_tau(descs, tau), self.cfg.passes)
+        return self.run(x, self._with_tau(descs, tau), self.cfg.passes, affine)
 
     def infer(self, x, gamma, beta, mean, scale_m, scale_exp, tau=None):
         n = x.shape[1]
+        gamma, beta, affine = self._affine(x, gamma, beta)
         descs = [dict(infer=1, count=n, gamma=int(g), beta=int(b), mean=int(m), scale_m=int(s), scale_exp=int(e))
                  for g, b, m, s, e in zip(gamma, beta, mean, scale_m, scale_exp)]
-        return self.run(x, self._with_tau(descs, tau), 1)
+        return self.run(x, self._with_tau(descs, tau), 1, affine)
 
     def bench(self, n: int, reps: int) -> tuple[float, float]:
         """Raw rate of this model without Python: (values per second, cycles per second)."""

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import DROPOUT_FRAC, NormConfig
 from ..constants import channel_params, chunk_sizes, topk_eff
 from ..fixed import check_int_array
+from . import elementwise as ew
 from .dropout import check_seeds, keep_mask
 
 INT64_BITS = 62                  # widest signed intermediate (bits) the fast path puts in int64: two bits of margin
@@ -364,7 +365,11 @@ def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exa
     kinds (TLU threshold; None = out_fmt's minimum, no threshold). `unrounded=False` skips the float of the value
     before rounding (before the TLU too); `exact=True` forces Python integers. `seed`: the dropout seeds of a
     dropout build (cfg.dropout > 0), one per channel as in the descriptor (or one for all; None: 0); refused for a
-    configuration without dropout."""
+    configuration without dropout. An elementwise build: gamma/beta are per value (x's shape; docs/numerics.md
+    "Per-element affine")."""
+    if cfg.elementwise:
+        return _elementwise(cfg, x, gamma, beta, unrounded,
+                            lambda core, xc, g, b: train(core, xc, g, b, tau=tau, unrounded=False, exact=exact, seed=seed))
     plan = fast_plan(cfg, exact)
     if cfg.inference_only:
         raise ValueError("this configuration has inference_only=True: it has no training datapath "
@@ -409,7 +414,12 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, u
           exact: bool = False) -> Result:
     """Inference mode: y = gamma * (x - mean) * scale + beta, mean/scale as the hardware holds them
     (see constants.inference_params); FRN kinds then z = max(y, tau) (the given-statistics path: FRN itself has no
-    running statistics and runs `train` in eval() too); `exact=True` forces Python integers."""
+    running statistics and runs `train` in eval() too); `exact=True` forces Python integers. An elementwise build:
+    gamma/beta per value."""
+    if cfg.elementwise:
+        return _elementwise(cfg, x, gamma, beta, unrounded,
+                            lambda core, xc, g, b: infer(core, xc, g, b, mean, scale_m, scale_exp, tau=tau,
+                                                         unrounded=False, exact=exact))
     plan = fast_plan(cfg, exact)
     x, g, b = _check(cfg, x, gamma, beta)
     tau = _check_tau(cfg, tau, x.shape[0])
@@ -421,6 +431,18 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, u
     y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
+                  unrounded=unr)
+
+
+def _elementwise(cfg: NormConfig, x, gamma, beta, unrounded: bool, run_core) -> Result:
+    """An elementwise build: the core (cfg.core, gamma = 1, beta = 0) gives x_hat, then the per-value affine; sat
+    counts x_hat's clamps plus y's."""
+    x = check_int_array("x", x, cfg.in_fmt, ndim=2)
+    g, b = ew.check_streams(cfg, x.shape, gamma, beta)
+    core = run_core(cfg.core, x, *ew.core_affine(cfg, x.shape[0]))
+    y, sat, unr = ew.apply(cfg, core.y, g, b, unrounded)
+    st = core.stats
+    return Result(y=y, stats=ChannelStats(sum=st.sum, den=st.den, sat=st.sat + sat), mult=core.mult, shift=core.shift,
                   unrounded=unr)
 
 

@@ -32,6 +32,9 @@ def axi_widths(cfg) -> dict:
 def check_axi(cfg, max_bits: int = MAX_TDATA_BITS):
     """ValueError naming the stream if a TDATA would be wider than the AXI4-Stream recommendation allows, or the
     configuration has channel overlap (the wrapper's m_axis_tlast counts the descriptor's own channel)."""
+    if cfg.elementwise:
+        raise ValueError("--axi-stream: elementwise=True is not supported by the AXI4-Stream wrapper (its s_axis carries "
+                         "values only, no gamma/beta lanes): allowed elementwise=False, or the native interface")
     if cfg.overlap:
         raise ValueError("--axi-stream: overlap=True is not supported by the AXI4-Stream wrapper (its m_axis_tlast "
                          "follows one channel at a time): allowed overlap=False, or the native interface")
@@ -45,8 +48,8 @@ class AxiStreamNorm(wiring.Component):
     """The datapath of `cfg` with AXI4-Stream ports (see the module docstring)."""
 
     def __init__(self, cfg):
-        if cfg.overlap:
-            check_axi(cfg)          # refuses it
+        if cfg.overlap or cfg.elementwise:
+            check_axi(cfg)          # refuses them
         self.cfg = cfg
         w = axi_widths(cfg)
         self.out_bytes = lane_bytes(cfg.out_fmt.bits)

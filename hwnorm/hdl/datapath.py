@@ -10,13 +10,19 @@ Block diagram (docs/architecture.md):
                                                                            ▼
     i ─► NormalizeAffine (last pass, per lane: y = sat(round((x*A + B) >> SH))) ─► o
                                    stats (S, Den, saturated count) ─► stats
+
+An elementwise build (cfg.elementwise) runs the blocks above on cfg.core (x_hat = NormalizeAffine's y at
+hat_format(out_fmt), ChannelMath fed gamma = 1.0 and beta = 0 in place of the descriptor's) and adds
+ElementwiseAffine (elementwise.py) after NormalizeAffine: the per-lane gamma/beta codes of each beat of `i` ride
+through NormalizeAffine's `side` payload with the lane mask, and y = sat(round(gamma x_hat + beta)) goes to `o`.
 """
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .channel_math import ChannelMath
 from .common import channel_layout, fmt_shape, lanes_of
+from .elementwise import ElementwiseAffine
 from .normalize import NormalizeAffine
 from .statistics import StatisticsUnit
 
@@ -40,14 +46,22 @@ class NormDatapath(wiring.Component):
     (`infer` = 1) has no statistics pass: its math starts at once, then c-1's normalize pass runs, and
     its own pass comes after the next descriptor, like any channel's. A descriptor with `count` = 0 ends
     the sequence: it runs the pending channel's normalize pass (a no-op when none is pending).
+
+    With `cfg.elementwise` a beat on `i` is a struct: `x` (the `lanes` values, low bits), then `gamma` and `beta`
+    (`lanes` codes each, gamma_fmt / beta_fmt); the normalize pass applies them per value, the statistics passes
+    ignore them, and so does the descriptor's gamma / beta (docs/architecture.md, "Per-element affine").
     """
 
     def __init__(self, cfg):
         self.cfg = cfg
         lanes = cfg.lanes
+        x_layout = lanes_of(fmt_shape(cfg.in_fmt), lanes)
+        if cfg.elementwise:
+            x_layout = data.StructLayout({"x": x_layout, "gamma": lanes_of(fmt_shape(cfg.gamma_fmt), lanes),
+                                          "beta": lanes_of(fmt_shape(cfg.beta_fmt), lanes)})
         super().__init__({
             "chan": In(stream.Signature(channel_layout(cfg))),
-            "i": In(stream.Signature(lanes_of(fmt_shape(cfg.in_fmt), lanes))),
+            "i": In(stream.Signature(x_layout)),
             "o": Out(stream.Signature(lanes_of(fmt_shape(cfg.out_fmt), lanes))),
             "stats": Out(stream.Signature(data.StructLayout(
                 {n: (signed(w) if s else w) for n, w, s in cfg.stats_fields}))),
@@ -73,10 +87,13 @@ class NormDatapath(wiring.Component):
         m = Module()
         cfg = self.cfg
         lanes = cfg.lanes
-        m.submodules.stats_unit = st = StatisticsUnit(cfg)
-        m.submodules.math = cm = ChannelMath(cfg)
+        core, ew = cfg.core, cfg.elementwise          # core: cfg itself unless elementwise
+        m.submodules.stats_unit = st = StatisticsUnit(core)
+        m.submodules.math = cm = ChannelMath(core)
         cm.stats_unit = st
-        m.submodules.norm = norm = NormalizeAffine(cfg)
+        side_bits = lanes * (cfg.gamma_fmt.bits + cfg.beta_fmt.bits + 1) if ew else 0
+        m.submodules.norm = norm = NormalizeAffine(core, side=side_bits)
+        xs = self.i.payload.x if ew else self.i.payload
 
         chan = Signal.like(self.chan.payload)
         left = Signal(cfg.count_bits)            # values still to come in the current pass
@@ -99,7 +116,9 @@ class NormDatapath(wiring.Component):
 
         m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
         m.d.comb += last.eq(left <= lanes)
-        m.d.comb += [st.x.eq(self.i.payload), st.mask.eq(mask), cm.chan.eq(mchan if ov else chan)]
+        m.d.comb += [st.x.eq(xs), st.mask.eq(mask), cm.chan.eq(mchan if ov else chan)]
+        if ew:                                   # the core's affine is the identity: the descriptor's is ignored
+            m.d.comb += [cm.chan.gamma.eq(1 << cfg.gamma_fmt.frac), cm.chan.beta.eq(0)]
         if cfg.stat_kind == "range" and not cfg.inference_only:
             m.d.comb += st.chunk_size.eq(chan.chunk_size)
         if cfg.passes == 3:
@@ -112,13 +131,17 @@ class NormDatapath(wiring.Component):
         a, b, sh = (hold_a, hold_b, hold_sh) if ov else (cm.a, cm.b, cm.sh)
         s_sum, den = (hold_sum, Mux(hold_infer, 0, hold_den)) if ov else (st.sum, Mux(chan.infer, 0, cm.den))
         m.d.comb += [
-            norm.i.payload.eq(self.i.payload), norm.mask.eq(mask),
+            norm.i.payload.eq(xs), norm.mask.eq(mask),
             norm.a.eq(a), norm.b.eq(b), norm.shift.eq(sh),
             *([norm.tau.eq(chan.tau)] if cfg.frn else []),
-            self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid), norm.o.ready.eq(self.o.ready),
+            *([] if ew else [self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid),
+                             norm.o.ready.eq(self.o.ready)]),
             self.stats.payload.sum.eq(s_sum), self.stats.payload.den.eq(den),
-            self.stats.payload.sat.eq(norm.sat_count),
+            *([] if ew else [self.stats.payload.sat.eq(norm.sat_count)]),
         ]
+        drained = ~norm.busy                      # the normalize pass's pipeline (and the affine stage's) is empty
+        if ew:
+            drained = ~norm.busy & ~self._affine_stage(m, norm, mask).busy
         if cfg.dropout_active:          # the LFSR loads the new descriptor's seed; inference channels keep everything
             m.d.comb += [norm.seed.eq(self.chan.payload.seed), norm.drop.eq(~chan.infer)]
         with m.If(beat):
@@ -140,7 +163,7 @@ class NormDatapath(wiring.Component):
             m.next = then
 
         if ov:
-            self._overlap_fsm(m, cm, st, norm, chan, left, beat, take_pass, run_math,
+            self._overlap_fsm(m, cm, st, norm, chan, left, beat, drained, take_pass, run_math,
                               (hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer),
                               pend, have_hold, math_busy)
             return m
@@ -176,18 +199,34 @@ class NormDatapath(wiring.Component):
             with m.State("WAIT_MATH"):
                 with m.If(cm.done):
                     m.next = "NORM"
-            self._norm_and_report_states(m, norm, left, beat)
+            self._norm_and_report_states(m, norm, left, beat, drained)
         return m
 
-    def _norm_and_report_states(self, m, norm, left, beat, on_report=()):
-        """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline has drained;
+    def _affine_stage(self, m, norm, mask):
+        """Elementwise build: gamma, beta and the lane mask ride beside x through NormalizeAffine (`side`), then
+        ElementwiseAffine turns x_hat into y (returned: the caller waits for its `busy` too); `sat` counts both
+        clamps."""
+        m.submodules.affine = aff = ElementwiseAffine(self.cfg)
+        side = Signal(len(norm.side))
+        m.d.comb += [
+            side.eq(Cat(self.i.payload.gamma, self.i.payload.beta, mask)), norm.side.eq(side),
+            aff.i.payload.eq(Cat(norm.o.payload, norm.o_side)), aff.i.valid.eq(norm.o.valid),
+            norm.o.ready.eq(aff.i.ready), aff.clear.eq(norm.clear),
+            self.o.payload.eq(aff.o.payload), self.o.valid.eq(aff.o.valid), aff.o.ready.eq(self.o.ready),
+            self.stats.payload.sat.eq(norm.sat_count + aff.sat_count),
+        ]
+        return aff
+
+    def _norm_and_report_states(self, m, norm, left, beat, drained, on_report=()):
+        """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline (an elementwise
+        build: and the affine stage's) has drained (`drained`);
         REPORT: the statistics word, then IDLE (`on_report`: more assignments on that edge)."""
         with m.State("NORM"):
             more = Signal()
             m.d.comb += more.eq(left != 0)
             m.d.comb += [norm.i.valid.eq(self.i.valid & more), self.i.ready.eq(norm.i.ready & more),
                          beat.eq(self.i.valid & norm.i.ready & more)]
-            with m.If(~more & ~norm.busy):
+            with m.If(~more & drained):
                 m.next = "REPORT"
         with m.State("REPORT"):
             m.d.comb += self.stats.valid.eq(1)
@@ -195,7 +234,8 @@ class NormDatapath(wiring.Component):
                 m.d.sync += list(on_report)
                 m.next = "IDLE"
 
-    def _overlap_fsm(self, m, cm, st, norm, chan, left, beat, take_pass, run_math, hold, pend, have_hold, math_busy):
+    def _overlap_fsm(self, m, cm, st, norm, chan, left, beat, drained, take_pass, run_math, hold, pend, have_hold,
+                     math_busy):
         """The FSM of overlap mode: descriptor, statistics passes of channel c (ChannelMath then starts on
         c), the normalize pass of the held channel c-1, its statistics word."""
         cfg = self.cfg
@@ -257,4 +297,4 @@ class NormDatapath(wiring.Component):
                 def norm_next():
                     m.next = "NORM"
                 when_math_idle(norm_next)
-            self._norm_and_report_states(m, norm, left, beat, [have_hold.eq(0)])
+            self._norm_and_report_states(m, norm, left, beat, drained, [have_hold.eq(0)])

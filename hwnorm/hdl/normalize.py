@@ -13,6 +13,9 @@ A dropout build (cfg.dropout_active) has DROPOUT_STAGES more: the shift keeps E 
 `drop` is low: an inference channel, the same result as without dropout), rounded once, clamped; a value the
 LFSR (dropout.py, stepped once per accepted beat, loaded from `seed` on `clear`) drops outputs 0 and is not
 counted as saturated (docs/numerics.md "Dropout"). The FRN kinds have no dropout build.
+
+`side` (a width; an elementwise build's per-lane gamma/beta codes and lane mask): an opaque payload accepted with
+each beat and carried through the stages beside it, out on `o_side` with that beat's y (no dropout build has one).
 """
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
@@ -27,8 +30,10 @@ DROPOUT_STAGES = 4            # the dropout build's extra stages: clamp t, t*S i
 
 
 def stages_for(cfg) -> int:
-    """Pipeline stages of the normalize pass of cfg (its latency from an accepted beat to its output)."""
-    return STAGES + (DROPOUT_STAGES if cfg.dropout_active else 0)
+    """Pipeline stages of the normalize pass of cfg (its latency from an accepted beat to its output): with the
+    dropout stages, or an elementwise build's ElementwiseAffine (elementwise.py) after NormalizeAffine."""
+    from .elementwise import STAGES as AFFINE_STAGES      # here: elementwise.py builds on this module
+    return STAGES + (DROPOUT_STAGES if cfg.dropout_active else 0) + (AFFINE_STAGES if cfg.elementwise else 0)
 DSP_BITS = 17                 # unsigned slice of A per partial product: a signed 18x18 multiplier
 
 
@@ -44,8 +49,9 @@ def partial_products(a, x, j: int) -> list:
 
 
 class NormalizeAffine(wiring.Component):
-    def __init__(self, cfg):
+    def __init__(self, cfg, side: int = 0):
         self.cfg = cfg
+        self.side_bits = side
         self.latency = stages_for(cfg)
         lanes = cfg.lanes
         extra = {"seed": In(DROPOUT_SEED_BITS), "drop": In(1)} if cfg.dropout_active else {}
@@ -61,6 +67,7 @@ class NormalizeAffine(wiring.Component):
             "busy": Out(1),
             "sat_count": Out(cfg.count_bits),
             **({"tau": In(fmt_shape(cfg.out_fmt))} if cfg.frn else {}),
+            **({"side": In(side), "o_side": Out(side)} if side else {}),
         })
 
     def elaborate(self, platform):
@@ -85,6 +92,11 @@ class NormalizeAffine(wiring.Component):
         with m.Elif(ce):
             m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.mask)]
             m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)] + [ok[k].eq(ok[k - 1]) for k in range(1, STAGES)]
+        if self.side_bits:          # the side payload moves with its beat (registers without reset: v marks them)
+            side = [Signal(self.side_bits, name=f"side{k}", reset_less=True) for k in range(STAGES)]
+            with m.If(~self.clear & ce):
+                m.d.sync += [side[0].eq(self.side)] + [side[k].eq(side[k - 1]) for k in range(1, STAGES)]
+            m.d.comb += self.o_side.eq(side[last])
         x_shape = signed(cfg.in_fmt.bits + (0 if cfg.in_fmt.signed else 1))
         sat_flags = []
         for j in range(lanes):

@@ -329,13 +329,16 @@ def statistics_unit(cfg: NormConfig) -> dict:
 
 def sweep_configs(full: bool = False) -> dict[str, NormConfig]:
     """Every kind x input width 8 and 16 x lanes 1 and 4 (the default configurations with lanes set), and Range BN
-    with dropout p = 0.25 (the IC layer; S = 4/3 is no power of two) at 8 and 16 bits, 1 lane."""
+    with dropout p = 0.25 (the IC layer; S = 4/3 is no power of two) at 8 and 16 bits, 1 lane, and the per-element
+    affine (elementwise=True) on range at 8 bits and l2 at 16 bits, 1 lane."""
     from dataclasses import replace
 
     from ..config import default_configs
     defaults = default_configs()
     out = {f"{k}_p{lanes}": replace(c, lanes=lanes) for k, c in defaults.items() for lanes in (1, 4)}
     out.update({f"range_drop_s{w}_p1": replace(defaults[f"range_s{w}"], dropout=0.25) for w in (8, 16)})
+    out.update({"range_ew_s8_p1": replace(defaults["range_s8"], elementwise=True),
+                "l2_ew_s16_p1": replace(defaults["l2_s16"], elementwise=True)})
     return out
 
 

@@ -2,7 +2,9 @@
 
 Each group of grouping.py becomes one channel of the datapath. The datapath runs with gamma = 1, beta = 0 at
 the raised output format of hwnorm.elementwise, and the layer's affine (per element or per channel) is then
-the host step `elementwise_affine` (bit-exact, not in the Verilog). The float backend applies it in float.
+the host step `elementwise_affine`; with `to_hardware(..., elementwise=True)` the layer's config is an elementwise
+build instead, and the datapath itself applies gamma/beta per value (the same bits). The float backend applies it
+in float.
 LayerNorm, GroupNorm and InstanceNorm use each sample's own statistics (the training datapath) in train()
 and eval(); BatchGroupNorm uses batch statistics in train() and its running statistics in eval(), like BN.
 """
@@ -60,7 +62,8 @@ def grouped_forward(session, name: str, module):
     backend = session.backend
     fixed = isinstance(backend, FixedPointBackend)
     out_cfg = st.config
-    if fixed:
+    ew = out_cfg.elementwise                  # the affine in the datapath: no raised format, no host step
+    if fixed and not ew:
         try:
             st.config = hat_config(out_cfg)
         except ValueError as e:
@@ -93,6 +96,9 @@ def grouped_forward(session, name: str, module):
             st.in_max = float(np.abs(xg).max()) or 1.0
         in_scale = st.in_max / cfg.in_fmt.max_int
         ones, zeros = np.ones(groups), np.zeros(groups)
+        w, b = _per_element(module, x, grouping)
+        if ew:
+            ones, zeros = w, b
         try:
             if batch:
                 res = backend.forward(cfg, xg, ones, zeros, train=True, in_scale=in_scale)
@@ -103,9 +109,10 @@ def grouped_forward(session, name: str, module):
                 res = backend.forward(cfg, xg, ones, zeros, train=False, mean=mean, sigma=sigma, in_scale=in_scale)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
-        w, b = _per_element(module, x, grouping)
         sat_in, sat_out = res.saturated_in, res.saturated_out
-        if fixed:
+        if ew:
+            y = res.y                       # gamma/beta per value were clipped to their formats per value
+        elif fixed:
             codes, _, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt, w, b)
             y = codes * out_cfg.out_fmt.lsb
             sat_in, sat_out = sat_in + _saturated_params(module, out_cfg), sat_out + sat_y

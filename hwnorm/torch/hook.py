@@ -20,6 +20,8 @@ datapath (each sample's own statistics) in train() and eval() alike, gamma, beta
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field, replace
 
@@ -304,19 +306,24 @@ def frn_forward(session: HardwareSession, name: str, module):
 
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
-                rounding: str = "half_up", in_range: str = "calibrated") -> HardwareSession:
+                rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False) -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
 
     `fmt`: "s8", "s16" or a dict of in_fmt/out_fmt/gamma_fmt/beta_fmt. `max_count` bounds the values
     per channel of a training batch (N*H*W). `in_range`: "calibrated" (the input range from
     calibrate() or the first batch) or "batch" (each training batch scales by its own largest |x|;
-    inference keeps the calibrated range). Returns a HardwareSession; use it as a context manager
-    to restore the model afterwards.
+    inference keeps the calibrated range). `elementwise`: the grouped layers (LayerNorm, GroupNorm, ...) run
+    their per-element affine in the datapath (an elementwise build, gamma/beta streamed per value) instead of
+    the host step; the same bits. Returns a HardwareSession; use it as a context manager to restore the model
+    afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if in_range not in IN_RANGES:
         raise ValueError(f"in_range={in_range!r} is not supported: allowed {', '.join(IN_RANGES)}")
+    if not isinstance(elementwise, bool):
+        raise ValueError(f"elementwise={elementwise!r} is not supported: allowed True (the grouped layers' affine in "
+                         f"the datapath) or False (the host step)")
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
     for name, module in model.named_modules():
         if module_kind(module) is None and grouped_kind(module) is None and frn_kind(module) is None:
@@ -325,6 +332,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
             raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
         try:
             cfg = layer_config(module, fmt, max_count, lanes, rounding)
+            if elementwise and grouped_kind(module) is not None:
+                cfg = dataclasses.replace(cfg, elementwise=True)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         session.layers[name] = LayerStats(name=name, config=cfg)
