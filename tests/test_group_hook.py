@@ -201,6 +201,8 @@ def test_golden_and_rtl_are_bit_identical_on_every_grouping():
     """One small rtl build (l2, s8, max_count 16) serves LayerNorm, GroupNorm, InstanceNorm and BGN (train and eval)."""
     torch.manual_seed(0)
     ln = randomize_affine(nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2)))
+    with torch.no_grad():
+        ln[1].weight[3] = 3.0               # beyond gamma_fmt (s8.6): one parameter clips, counted once, not per value
     conv = randomize_affine(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
                                           nn.Conv2d(4, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True), nn.ReLU(),
                                           nn.Conv2d(4, 4, 3, padding=1), hn.L2BatchGroupNorm(4, 2), nn.Flatten()))
@@ -288,6 +290,8 @@ def test_the_affine_in_the_datapath_gives_the_host_steps_bits_on_golden_and_rtl(
     the outputs, gradients and clamp counts are the host step's, on golden and on the Verilated build."""
     torch.manual_seed(1)
     ln = randomize_affine(nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 2)))
+    with torch.no_grad():
+        ln[1].weight[3] = 3.0               # beyond gamma_fmt (s8.6): one parameter clips, counted once, not per value
     conv = randomize_affine(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
                                           nn.Conv2d(4, 4, 3, padding=1), hn.L2BatchGroupNorm(4, 2), nn.Flatten()))
     for model, x in ((ln, torch.randn(5, 8) * 3), (conv, torch.randn(2, 1, 2, 2))):
@@ -302,7 +306,7 @@ def test_the_affine_in_the_datapath_gives_the_host_steps_bits_on_golden_and_rtl(
                 with torch.no_grad():
                     ye = m(x)
                 out[(backend, ew)] = (y.detach(), ye, [p.grad for p in m.parameters()],
-                                      {k: v["saturated_out"] for k, v in hw.report().items()})
+                                      {k: (v["saturated_in"], v["saturated_out"]) for k, v in hw.report().items()})
         host, ew_g, ew_r = out[("golden", False)], out[("golden", True)], out[("rtl", True)]
         for a in (ew_g, ew_r):
             assert torch.equal(a[0], host[0]) and torch.equal(a[1], host[1]) and a[3] == host[3]

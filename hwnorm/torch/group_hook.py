@@ -111,7 +111,11 @@ def grouped_forward(session, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         sat_in, sat_out = res.saturated_in, res.saturated_out
         if ew:
-            y = res.y                       # gamma/beta per value were clipped to their formats per value
+            y = res.y
+            # the backend counted gamma/beta clips per value they scale: count them per parameter, as the host step does
+            per_value = quantize(np.asarray(w, dtype=np.float64), cfg.gamma_fmt)[1] + \
+                quantize(np.asarray(b, dtype=np.float64), cfg.beta_fmt)[1]
+            sat_in = sat_in - per_value + _saturated_params(module, cfg)
         elif fixed:
             codes, _, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt, w, b)
             y = codes * out_cfg.out_fmt.lsb
