@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import FixedFormat
 from .common import fmt_shape, lanes_of, tree_sum
-from .normalize import partial_products
+from .normalize import partial_products, stalling_pipeline
 
 STAGES = 5
 
@@ -69,21 +69,7 @@ class ElementwiseAffine(wiring.Component):
         acc_bits = max(_signed_bits(cfg.norm_out_fmt) + _signed_bits(cfg.gamma_fmt) + sg,
                        _signed_bits(cfg.beta_fmt) + sb) + 2
         q_bits = max(2, acc_bits - max(sh, 0)) + 1
-        ce = Signal()
-        v = [Signal(name=f"v{k}") for k in range(STAGES)]
-        ok = [Signal(lanes, name=f"ok{k}") for k in range(STAGES)]
-        last = STAGES - 1
-        m.d.comb += [
-            ce.eq(~v[last] | self.o.ready),
-            self.i.ready.eq(ce),
-            self.o.valid.eq(v[last]),
-            self.busy.eq(tree_sum(v) != 0),
-        ]
-        with m.If(self.clear):
-            m.d.sync += [s.eq(0) for s in v] + [self.sat_count.eq(0)]
-        with m.Elif(ce):
-            m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.i.payload.mask)]
-            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)] + [ok[k].eq(ok[k - 1]) for k in range(1, STAGES)]
+        ce, v, ok = stalling_pipeline(m, self, STAGES, self.i.payload.mask)
         sat_flags = []
         for j in range(lanes):
             xhat, gamma, beta = self.i.payload.xhat[j], self.i.payload.gamma[j], self.i.payload.beta[j]

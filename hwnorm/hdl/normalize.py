@@ -48,6 +48,27 @@ def partial_products(a, x, j: int) -> list:
     return parts
 
 
+def stalling_pipeline(m, comp, stages: int, first_ok):
+    """`stages` pipeline registers that stall together while comp.o is back-pressured: returns (ce, v, ok), each
+    stage's valid bit and lane mask; wires comp's i.ready, o.valid and busy, and `clear` empties it (and sat_count)."""
+    ce = Signal()
+    v = [Signal(name=f"v{k}") for k in range(stages)]
+    ok = [Signal(comp.cfg.lanes, name=f"ok{k}") for k in range(stages)]
+    last = stages - 1
+    m.d.comb += [
+        ce.eq(~v[last] | comp.o.ready),
+        comp.i.ready.eq(ce),
+        comp.o.valid.eq(v[last]),
+        comp.busy.eq(tree_sum(v) != 0),
+    ]
+    with m.If(comp.clear):
+        m.d.sync += [s.eq(0) for s in v] + [comp.sat_count.eq(0)]
+    with m.Elif(ce):
+        m.d.sync += [v[0].eq(comp.i.valid), ok[0].eq(first_ok)]
+        m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, stages)] + [ok[k].eq(ok[k - 1]) for k in range(1, stages)]
+    return ce, v, ok
+
+
 class NormalizeAffine(wiring.Component):
     def __init__(self, cfg, side: int = 0):
         self.cfg = cfg
@@ -77,21 +98,8 @@ class NormalizeAffine(wiring.Component):
         cfg = self.cfg
         lanes = cfg.lanes
         lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-        ce = Signal()
-        v = [Signal(name=f"v{k}") for k in range(STAGES)]
-        ok = [Signal(lanes, name=f"ok{k}") for k in range(STAGES)]
+        ce, v, ok = stalling_pipeline(m, self, STAGES, self.mask)
         last = STAGES - 1
-        m.d.comb += [
-            ce.eq(~v[last] | self.o.ready),
-            self.i.ready.eq(ce),
-            self.o.valid.eq(v[last]),
-            self.busy.eq(tree_sum(v) != 0),
-        ]
-        with m.If(self.clear):
-            m.d.sync += [s.eq(0) for s in v] + [self.sat_count.eq(0)]
-        with m.Elif(ce):
-            m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.mask)]
-            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)] + [ok[k].eq(ok[k - 1]) for k in range(1, STAGES)]
         if self.side_bits:          # the side payload moves with its beat (registers without reset: v marks them)
             side = [Signal(self.side_bits, name=f"side{k}", reset_less=True) for k in range(STAGES)]
             with m.If(~self.clear & ce):
@@ -146,23 +154,9 @@ class NormalizeAffine(wiring.Component):
         fe = f + e
         floor = cfg.rounding == "floor"
         m.submodules.lfsr = lfsr = DropoutLFSR(cfg)
-        ce = Signal()
-        v = [Signal(name=f"v{k}") for k in range(n_st)]
-        ok = [Signal(lanes, name=f"ok{k}") for k in range(n_st)]
+        ce, v, ok = stalling_pipeline(m, self, n_st, self.mask & Mux(self.drop, lfsr.keep, (1 << lanes) - 1))
+        m.d.comb += [lfsr.load.eq(self.clear), lfsr.seed.eq(self.seed), lfsr.step.eq(~self.clear & ce & self.i.valid)]
         last = n_st - 1
-        m.d.comb += [
-            ce.eq(~v[last] | self.o.ready),
-            self.i.ready.eq(ce),
-            self.o.valid.eq(v[last]),
-            self.busy.eq(tree_sum(v) != 0),
-            lfsr.load.eq(self.clear), lfsr.seed.eq(self.seed),
-            lfsr.step.eq(~self.clear & ce & self.i.valid),
-        ]
-        with m.If(self.clear):
-            m.d.sync += [s.eq(0) for s in v] + [self.sat_count.eq(0)]
-        with m.Elif(ce):
-            m.d.sync += [v[0].eq(self.i.valid), ok[0].eq(self.mask & Mux(self.drop, lfsr.keep, (1 << lanes) - 1))]
-            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, n_st)] + [ok[k].eq(ok[k - 1]) for k in range(1, n_st)]
         x_shape = signed(cfg.in_fmt.bits + (0 if cfg.in_fmt.signed else 1))
         t_lo, t_hi = (lo - 1) << e, (hi + 1) << e
         t_shape = signed(max(t_lo.bit_length(), t_hi.bit_length()) + 1)
