@@ -349,13 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norms", "--norm", nargs="+", help="normalization module families: batchnorm (default; the conv "
                    "net), layernorm (LayerNorm in a small MLP-mixer), groupnorm (GroupNorm, 4 channels a group, in the "
                    "conv net), frn (FRN + TLU in the conv net), instancenorm (InstanceNorm in the conv net), "
-                   "batchgroupnorm (Batch-Group Norm, 2 channels a group over the batch, in the conv net)")
+                   "batchgroupnorm (Batch-Group Norm, 2 channels a group over the batch, in the conv net), bn_dropout (BN + "
+                   "dropout p=0.1, the IC layer, in the conv net)")
     p.add_argument("--kinds", nargs="+", help="deviation kinds: l2 range l1 linf topk (batchnorm's default), mad "
                    "semidev cvar (Generalized BN: batchnorm only); layernorm / groupnorm / instancenorm / "
                    "batchgroupnorm: l2 range l1 linf topk mad (their default: all six); frn: frn frn_range frn_l1 "
-                   "frn_linf")
+                   "frn_linf; bn_dropout: range l1 linf topk mad")
     p.add_argument("--family", action="store_true", help="the family sweep: BN l2 mad semidev cvar; LayerNorm, "
-                   "GroupNorm, InstanceNorm and Batch-Group Norm l2 range l1 linf topk mad; FRN's four kinds; on "
+                   "GroupNorm, InstanceNorm and Batch-Group Norm l2 range l1 linf topk mad; FRN's four kinds; BN + "
+                   "dropout range l1 linf topk mad; on "
                    "mnist1d and digits, bits 8 4, seeds 0 1 2 (hardware against the float twin); --write goes to "
                    "docs/accuracy_family.json and the family section of docs/results.md")
     p.add_argument("--backends", nargs="+", default=["golden"],

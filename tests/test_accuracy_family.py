@@ -1,5 +1,5 @@
 """`hwnorm accuracy` with the new normalization modules (issue 10 item 6): LayerNorm in the MLP-mixer, GroupNorm,
-FRN, InstanceNorm and Batch-Group Norm in the conv net, the GBN kinds as BN; that each trains on the golden model,
+FRN, InstanceNorm, Batch-Group Norm and BN + dropout in the conv net, the GBN kinds as BN; that each trains on the golden model,
 that the hardware really runs, the CLI choices. One training step each, small data; nothing is downloaded."""
 import json
 
@@ -15,7 +15,7 @@ from hwnorm.torch import layer_config, to_hardware
 
 NEW = [(n, k) for n, ks in A.FAMILY_KINDS.items() for k in ks if (n, k) != ("batchnorm", "l2")]
 LAYERS = {"batchnorm": 3, "groupnorm": 3, "layernorm": 5, "frn": 3,      # normalization layers of the model (mnist1d)
-          "instancenorm": 3, "batchgroupnorm": 3}
+          "instancenorm": 3, "batchgroupnorm": 3, "bn_dropout": 3}
 
 
 def _batch(n=8, seed=0):
@@ -126,8 +126,8 @@ def test_family_write_goes_to_its_own_json_and_section(tmp_path, monkeypatch, ca
     assert main(["accuracy", "--family", "--cached-only", "--write", "--quiet", "--bits", "8", "--seeds", "0",
                  "--datasets", "mnist1d"]) == 0
     res = json.loads((docs / "accuracy_family.json").read_text())
-    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm", "frn", "instancenorm", "batchgroupnorm"]
-    assert res["missing"] == 2 * (4 + 6 + 6 + 4 + 6 + 6)               # float twin and 8 bits per (norm, kind)
+    assert res["norms"] == ["batchnorm", "layernorm", "groupnorm", "frn", "instancenorm", "batchgroupnorm", "bn_dropout"]
+    assert res["missing"] == 2 * (4 + 6 + 6 + 4 + 6 + 6 + 5)           # float twin and 8 bits per (norm, kind)
     assert res["trained_by"] == []                                      # --cached-only trained nothing
     md = (docs / "results.md").read_text()
     assert "<!-- accuracy:begin -->\nold\n" in md and not (docs / "accuracy.json").exists()
@@ -256,3 +256,86 @@ def test_a_tiny_digits_run_of_instance_and_batch_group_norm_routes_every_value(n
     assert row["train_values"] == 128 * per_sample and row["eval_values"] == len(x_te) * per_sample
     assert 0.0 <= row["accuracy"] <= 1.0 and row["test_size"] == len(x_te)
     assert 0 <= row["train_saturated_out"] < row["train_values"] // 10
+
+
+def test_bn_dropout_models_use_one_p_in_float_and_hardware_and_p_is_in_the_cache_key(tmp_path, monkeypatch):
+    assert 0.0 < A.BN_DROPOUT < 1.0 and "l2" not in A.NORMS["bn_dropout"].kinds     # nn.BatchNorm has no dropout
+    assert A.FAMILY_KINDS["bn_dropout"] == A.NORMS["bn_dropout"].kinds
+    for d in ("digits", "mnist1d"):
+        for k in A.BN_DROPOUT_KINDS:
+            plain = [type(m) for m in A.make_model(k, d).modules() if hasattr(m, "dropout")]
+            mods = [m for m in A.make_model(k, d, "bn_dropout").modules() if hasattr(m, "dropout")]
+            assert [type(m) for m in mods] == plain and len(mods) == (2 if d == "digits" else 3)
+            assert all(m.dropout == A.BN_DROPOUT for m in mods)
+    # the float twin and the hardware runs build the same model (make_model) and both keys carry p
+    fl, hw = A.Job("digits", "topk", "float", norm="bn_dropout"), A.Job("digits", "topk", "golden", 8, norm="bn_dropout")
+    assert fl.recipe()["dropout"] == hw.recipe()["dropout"] == A.BN_DROPOUT
+    bn = A.Job("digits", "topk", "golden", 8)
+    assert "dropout" not in bn.recipe() and hw.recipe()["norm_numerics"] != A.Job("digits", "topk", "golden", 8,
+                                                                                   norm="frn").recipe().get("norm_numerics")
+    before = hw.cache_path(tmp_path, hw.recipe())
+    assert before.name.startswith("bn_dropout-topk-golden-8-")
+    monkeypatch.setattr(A, "BN_DROPOUT", 0.2)
+    assert hw.cache_path(tmp_path, hw.recipe()) != before and fl.cache_path(tmp_path, fl.recipe()).exists() is False
+    assert [m.dropout for m in A.make_model("l1", "digits", "bn_dropout").modules() if hasattr(m, "dropout")] == [0.2] * 2
+
+
+def test_a_routed_bn_dropout_model_runs_the_dropout_build_in_training_and_never_drops_in_eval():
+    torch.manual_seed(5)
+    model = A.make_model("l1", "digits", "bn_dropout")
+    twin = A.make_model("l1", "digits")                                 # the same weights without dropout
+    twin.load_state_dict(model.state_dict())
+    x = torch.rand(64, 1, 8, 8)
+    fmt = A.formats(8)
+
+    def first_layer_in_training(m):
+        seen = []
+        h = m[1].register_forward_hook(lambda mod, i, o: seen.append(o.detach().clone()))
+        with to_hardware(m, backend="golden", fmt=fmt, max_count=A.MAX_COUNT, in_range="batch") as hw:
+            m.train()
+            torch.manual_seed(6)
+            m(x)
+        h.remove()
+        return [s.config for s in hw.layers.values()], seen[0]
+    cfgs, drop0 = first_layer_in_training(model)
+    plain_cfgs, plain0 = first_layer_in_training(twin)
+    assert len(cfgs) == 2 and all(c.dropout == A.BN_DROPOUT and c.dropout_active for c in cfgs)
+    assert all(c.dropout == 0.0 for c in plain_cfgs)
+    # training: the first layer's output (same input, same batch statistics) is zeroed where the LFSR drops: about p;
+    # the kept values are the plain ones scaled by 1 / (1 - p)
+    dropped = ((drop0 == 0) & (plain0 != 0)).float().mean().item()
+    assert abs(dropped - A.BN_DROPOUT) < 0.02
+    scaled = plain0 / (1 - A.BN_DROPOUT)
+    kept = (drop0 != 0) & (scaled.abs() < fmt["out_fmt"].max_int * fmt["out_fmt"].lsb)     # not clamped
+    assert kept.float().mean() > 0.8 and torch.all((drop0[kept] - scaled[kept]).abs() <= 2 * fmt["out_fmt"].lsb)
+    # eval(): the inference datapath, nothing dropped: bit for bit the model without dropout (same state)
+    twin.load_state_dict(model.state_dict())
+    ys = []
+    for m in (model, twin):
+        m.eval()
+        with to_hardware(m, backend="golden", fmt=fmt, max_count=A.MAX_COUNT, in_range="batch") as hw:
+            hw.calibrate([x])
+            torch.manual_seed(7)
+            ys.append(m(x))
+            assert all(s.calls == 1 for s in hw.layers.values())        # the eval batch (calibration: float)
+    assert all(c.dropout_active for c in cfgs) and torch.equal(ys[0], ys[1])
+
+
+def test_the_family_section_sets_bn_dropout_against_plain_bn_of_the_same_kind(tmp_path, monkeypatch):
+    import hwnorm.reports as reports
+    from hwnorm.reports.results import family_section
+    monkeypatch.setattr(reports, "DOCS", tmp_path)                      # no docs/accuracy.json: plain rows from here
+
+    def run(norm, backend, seed, acc):
+        return dict(dataset="digits", norm=norm, kind="mad", backend=backend, bits=None if backend == "float" else 8,
+                    stats=None, seed=seed, fmt=None, diverged=False, accuracy=acc, wall_s=1.0, train_values=100,
+                    train_saturated_in=0, train_saturated_out=0)
+    runs = [run("batchnorm", "float", 0, 0.95), run("batchnorm", "golden", 0, 0.94),
+            run("bn_dropout", "float", 0, 0.93), run("bn_dropout", "golden", 0, 0.97)]
+    res = dict(version=2, datasets={"digits": A.RECIPES["digits"]}, kinds=["mad"], norms=["batchnorm", "bn_dropout"],
+               norm_kinds={"batchnorm": ["mad"], "bn_dropout": ["mad"]}, seeds=[0], summary=A.summarize(runs),
+               wall_s=1.0, trained=4, cached=0)
+    text = family_section(json.loads(json.dumps(res)))
+    assert f"dropout={A.BN_DROPOUT} after the normalization" in text
+    assert "| digits | BN + dropout (conv net) | MAD | 93.00 | 97.00 | +4.00 |" in text
+    assert "| digits | MAD | 95.00 | 93.00 | -2.00 | 94.00 | 97.00 | +3.00 | accuracy_family.json |" in text

@@ -339,10 +339,14 @@ def norm_label(norm: str) -> str:
 
 def _conv_text() -> str:
     """The conv net's families beyond BN and their hyper-parameters (hwnorm.torch.accuracy)."""
-    from ..torch.accuracy import BGN_CHANNELS, BGN_MAX_COUNT, FRN_RANGE_CHUNKS, GN_CHANNELS, IN_RANGE_CHUNKS
+    from ..torch.accuracy import (BGN_CHANNELS, BGN_MAX_COUNT, BN_DROPOUT, FRN_RANGE_CHUNKS, GN_CHANNELS,
+                                  IN_RANGE_CHUNKS)
     return (f"{GN_CHANNELS} channels a group), FRN + TLU (range kind with {FRN_RANGE_CHUNKS} chunk), InstanceNorm (per "
-            f"sample and channel, per-channel affine, range kind with {IN_RANGE_CHUNKS} chunk) and Batch-Group Norm "
-            f"({BGN_CHANNELS} channels a group over the batch, G = C/{BGN_CHANNELS}, datapath max_count {BGN_MAX_COUNT}")
+            f"sample and channel, per-channel affine, range kind with {IN_RANGE_CHUNKS} chunk), Batch-Group Norm "
+            f"({BGN_CHANNELS} channels a group over the batch, G = C/{BGN_CHANNELS}, datapath max_count {BGN_MAX_COUNT}) "
+            f"and BN + dropout (the IC layer: the batch-norm modules with dropout={BN_DROPOUT} after the normalization; "
+            f"float twin: F.dropout, torch's random mask; hardware: the dropout build, the datapath's LFSR mask seeded "
+            f"per call; no dropout in eval()")
 
 
 def _mixer_text(datasets) -> str:
@@ -373,7 +377,8 @@ def family_section(acc: dict | None) -> str:
            "batch scaled to the input codes by its own largest |x|, one scale per layer; straight-through float "
            "gradient; grouped layers run the datapath per group with gamma 1, beta 0 and their affine as the "
            "bit-exact host step), evaluated on the hardware (LayerNorm, GroupNorm, InstanceNorm, FRN: each sample's "
-           "own statistics; BN and Batch-Group Norm: the inference datapath with the running statistics). Models: "
+           "own statistics; BN, BN + dropout and Batch-Group Norm: the inference datapath with the running "
+           "statistics). Models: "
            "BatchNorm, GroupNorm (" + _conv_text() + ") in the conv net of the section above; LayerNorm in a small "
            "MLP-mixer, about 6k parameters (" + _mixer_text(acc["datasets"]) + "). "
            "Cells: test accuracy in %, mean ± sample std over seeds; Δ = hardware - float twin, in points. "
@@ -419,7 +424,41 @@ def family_section(acc: dict | None) -> str:
                         f = None if r is None else r.get("train_saturated_frac")
                         cells.append("-" if f is None else f"{100 * f:.2f}%")
                     out.append(f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+    if "bn_dropout" in acc["norms"]:
+        out += ["", *_dropout_vs_plain(acc, idx, cols)]
     return "\n".join(out)
+
+
+def _dropout_vs_plain(acc: dict, idx: dict, cols: list) -> list[str]:
+    """BN + dropout against plain BN (no dropout) of the same kind, float and hardware: the plain rows from this file
+    (batchnorm) or from docs/accuracy.json (the main sweep, same conv net and recipe)."""
+    from .. import reports
+    from ..torch.accuracy import BN_DROPOUT
+    main = load_json(reports.DOCS / "accuracy.json") or {}
+    plain = {(r["dataset"], r["kind"], r["backend"], r["bits"]): (r, "accuracy.json") for r in main.get("summary", [])
+             if r["stats"] == "-" and r.get("norm", "batchnorm") == "batchnorm"}
+    plain.update({(d, k, b, w): (r, "accuracy_family.json") for (d, n, k, b, w), r in idx.items() if n == "batchnorm"})
+    kinds = acc.get("norm_kinds", {}).get("bn_dropout", [])
+    wcols = [("float", "-")] + list(cols)
+    out = [f"BN + dropout (p = {BN_DROPOUT}) against plain BN of the same kind (no dropout; same conv net, recipe and "
+           "seeds): accuracy in %, Δ = with dropout - without, in points. Plain rows from docs/accuracy.json (the main "
+           "sweep) or, for kinds it does not hold (mad), docs/accuracy_family.json.", "",
+           "| dataset | kind | " + " | ".join(f"{'float' if b == 'float' else f'{b} {w}b'}: plain BN | with dropout | Δ"
+                                         for b, w in wcols) + " | plain from |",
+           "|---|---|" + "---|---|---|" * len(wcols) + "---|"]
+    for d in acc["datasets"]:
+        for k in kinds:
+            cells, src = [], set()
+            for b, w in wcols:
+                p, where = plain.get((d, k, b, w), (None, None))
+                r = idx.get((d, "bn_dropout", k, b, w))
+                if where:
+                    src.add(where)
+                delta = (None if r is None or p is None or r["mean"] is None or p["mean"] is None
+                         else 100 * (r["mean"] - p["mean"]))
+                cells += [_acc_cell(p), _acc_cell(r), "-" if delta is None else f"{round(delta, 2) + 0.0:+.2f}"]
+            out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + f" | {', '.join(sorted(src)) or '-'} |")
+    return out
 
 
 def _bench_text(bench: dict | None) -> str:

@@ -56,10 +56,10 @@ RECIPE_VERSION = 1                          # bump when training or evaluation c
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 
 NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
-            "linf": lambda c: TopkBatchNorm2d(c, k=1), "topk": lambda c: TopkBatchNorm2d(c, k=10),
+            "linf": lambda c, **kw: TopkBatchNorm2d(c, k=1, **kw), "topk": lambda c, **kw: TopkBatchNorm2d(c, k=10, **kw),
             "mad": MadBatchNorm2d, "semidev": SemidevBatchNorm2d, "cvar": CvarBatchNorm2d}
 NORMS_1D = {"l2": nn.BatchNorm1d, "range": RangeBatchNorm1d, "l1": L1BatchNorm1d,
-            "linf": lambda c: TopkBatchNorm1d(c, k=1), "topk": lambda c: TopkBatchNorm1d(c, k=10),
+            "linf": lambda c, **kw: TopkBatchNorm1d(c, k=1, **kw), "topk": lambda c, **kw: TopkBatchNorm1d(c, k=10, **kw),
             "mad": MadBatchNorm1d, "semidev": SemidevBatchNorm1d, "cvar": CvarBatchNorm1d}
 # what else a grouped (layernorm, groupnorm, instancenorm, batchgroupnorm) hardware run's numbers depend on: the
 # grouping, the hook, the affine step
@@ -74,6 +74,14 @@ BGN_MAX_COUNT = 8192                        # BGN groups span C/G channels of th
 # RangeInstanceNorm: chunks of its range estimate. An InstanceNorm group is one sample's channel over H, W (10-64
 # values in these models, as FRN's); the module's default 10 chunks would leave chunks of one value (range 0)
 IN_RANGE_CHUNKS = 1
+# BN + dropout (the IC layer: BN, then inverted dropout): the hwnorm.nn batch-norm modules built with dropout=BN_DROPOUT,
+# float: F.dropout in train(); hardware: the dropout build (NormConfig(dropout=p), LFSR mask, seeded per call). p = 0.1:
+# the IC-layer papers' (Chen et al. 2019) typical rate for an IC layer before every weight layer; in a conv net of 8-16
+# channels a larger p removes a tenth or more of each layer's few features per sample. nn.BatchNorm (kind l2) has no
+# dropout argument, so no l2 row; semidev and cvar have modules but their golden runs already cost 3-10x BN's (the
+# dropout pass adds ~40 s per MNIST-1D run): not in the family's kinds
+BN_DROPOUT = 0.1
+BN_DROPOUT_KINDS = ("range", "l1", "linf", "topk", "mad")
 
 
 def _grouped(kind: str, base: str):
@@ -115,6 +123,11 @@ def _instance(kind: str, channels: int, ndim: int):
     return _grouped(kind, f"InstanceNorm{ndim}d")(channels, affine=True, **extra)
 
 
+def _bn_dropout(kind: str, channels: int, ndim: int):
+    """The batch-norm module of `kind` (as the batchnorm family's) with dropout=BN_DROPOUT after the normalization."""
+    return (NORMS_1D if ndim == 1 else NORMS_2D)[kind](channels, dropout=BN_DROPOUT)
+
+
 # The module families `hwnorm accuracy --norms` sweeps. A new family is one entry here (plus its module in
 # hook.layer_config / module_kind so to_hardware routes it).
 NORMS = {
@@ -129,11 +142,14 @@ NORMS = {
     "batchgroupnorm": Norm("conv", GROUPED_KINDS,
                            lambda kind, c, ndim: _grouped(kind, "BatchGroupNorm")(c, max(1, c // BGN_CHANNELS)),
                            "Batch-Group Norm", GROUPED_SOURCES, BGN_MAX_COUNT),
+    # the dropout mask's numbers: the golden LFSR (the hook, channel seeds and the datapath are in NUMERICS_SOURCES)
+    "bn_dropout": Norm("conv", BN_DROPOUT_KINDS, _bn_dropout, "BN + dropout", ("golden/dropout.py",)),
 }
 DEFAULT_NORM = "batchnorm"
 # `hwnorm accuracy --family`: the new modules against their float twins (BN's l2 as the reference row)
 FAMILY_KINDS = {"batchnorm": ("l2",) + GBN_KINDS, "layernorm": GROUPED_KINDS, "groupnorm": GROUPED_KINDS,
-                "frn": FRN_KINDS, "instancenorm": GROUPED_KINDS, "batchgroupnorm": GROUPED_KINDS}
+                "frn": FRN_KINDS, "instancenorm": GROUPED_KINDS, "batchgroupnorm": GROUPED_KINDS,
+                "bn_dropout": BN_DROPOUT_KINDS}
 FAMILY_DATASETS = ("mnist1d", "digits")
 FAMILY_BITS = (8, 4)
 FAMILY_SEEDS = (0, 1, 2)
@@ -209,7 +225,7 @@ def load_dataset(name: str, seed: int, cache_dir: Path | None = None):
 
 def make_model(kind: str, dataset: str = "digits", norm: str = DEFAULT_NORM) -> nn.Module:
     """The model of `norm`'s family (NORMS) with its normalization layers of `kind`. The conv net (batchnorm,
-    groupnorm, frn, instancenorm, batchgroupnorm): digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear;
+    groupnorm, frn, instancenorm, batchgroupnorm, bn_dropout): digits: (conv3x3 -> norm -> ReLU) x 2, max-pool, linear;
     mnist1d: (conv1d -> norm -> ReLU -> max-pool) x 2, conv1d -> norm -> ReLU, linear. The MLP-mixer (layernorm): see Mixer."""
     _check_names("norm", [norm], tuple(NORMS))
     spec = NORMS[norm]
@@ -376,6 +392,8 @@ class Job:
                     r["chunks"] = IN_RANGE_CHUNKS
             elif self.norm == "batchgroupnorm":
                 r["bgn_channels"] = BGN_CHANNELS
+            elif self.norm == "bn_dropout":
+                r["dropout"] = BN_DROPOUT           # float and hardware runs alike
             if NORMS[self.norm].max_count != MAX_COUNT:
                 r["max_count"] = NORMS[self.norm].max_count
         if epochs is not None:
