@@ -61,7 +61,8 @@ def _log_int(rng, lo: int, hi: int) -> int:
 
 def draw_config(seed: int) -> NormConfig:
     """A random valid configuration: any kind, signed or unsigned 4-12 bit formats, every lanes value,
-    chunks, k, rounding, eps, stat_frac_bits, max_count from 1 to 4096."""
+    chunks, k, rounding, eps, stat_frac_bits, max_count from 1 to 4096; about a quarter dropout builds, a tenth
+    elementwise builds (per-value gamma/beta)."""
     rng = np.random.default_rng([seed, 1])
     kind = str(rng.choice([k for k in KINDS if k not in FRN_KINDS]))     # the draws as before the FRN kinds
     kw = dict(kind=kind, in_fmt=_fmt(rng), out_fmt=_fmt(rng), gamma_fmt=_fmt(rng, signed=bool(rng.random() < 0.85)),
@@ -85,7 +86,13 @@ def draw_config(seed: int) -> NormConfig:
     extra = np.random.default_rng([seed, 3])     # its own stream: the fields above are as before dropout existed
     if extra.random() < 0.25 and kw.get("kind", kind) not in FRN_KINDS:      # the FRN kinds have no dropout build
         kw["dropout"] = round(float(extra.uniform(0.02, 0.95)), 3)
-    return NormConfig(**kw)
+    cfg = NormConfig(**kw)
+    # an elementwise build (per-value gamma/beta), from a stream of its own; not with FRN or dropout (refused), and
+    # only where gamma_fmt holds the core's gamma = 1.0
+    if np.random.default_rng([seed, 5]).random() < 0.2 and not cfg.frn and not cfg.dropout_active \
+            and cfg.gamma_fmt.max_int >= 1 << cfg.gamma_fmt.frac:
+        cfg = NormConfig(**kw, elementwise=True)
+    return cfg
 
 
 # -- stimulus -------------------------------------------------------------------------------------
@@ -217,6 +224,10 @@ def batches(cfg: NormConfig, seed: int, values: int):
         b = Batch(index=index, infer=infer, n=n, dists=dists, x=draw_data(rng, cfg.in_fmt, dists, n),
                   gamma=draw_affine(rng, cfg.gamma_fmt, c, True), beta=draw_affine(rng, cfg.beta_fmt, c, False),
                   inference=draw_inference(rng, cfg, c, exps) if infer else None)
+        if cfg.elementwise:                       # gamma/beta per value, from a stream of their own
+            er = np.random.default_rng([seed, 6, index])
+            b.gamma = draw_affine(er, cfg.gamma_fmt, c * n, True).reshape(c, n)
+            b.beta = draw_affine(er, cfg.beta_fmt, c * n, False).reshape(c, n)
         if cfg.dropout_active and not infer:      # their own stream, so the data above are unchanged
             sr = np.random.default_rng([seed, 4, index])
             b.seeds = [0 if sr.random() < 0.05 else int(v) for v in sr.integers(0, 1 << 32, size=c)]

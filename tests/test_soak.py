@@ -29,6 +29,19 @@ def test_random_configurations_are_valid_and_cover_the_space():
     assert soak.draw_config(1234) == soak.draw_config(1234)
     drop = [c for c in cfgs if c.dropout_active]
     assert 20 < len(drop) < 80 and len({c.kind for c in drop}) > 4       # about a quarter: dropout builds
+    ew = [c for c in cfgs if c.elementwise]
+    assert 15 < len(ew) < 50 and len({c.kind for c in ew}) > 4 and {c.lanes for c in ew} == {1, 2, 4, 8}
+    assert not any(c.frn or c.dropout_active for c in ew)
+
+
+def test_an_elementwise_build_gets_gamma_and_beta_per_value():
+    cfg = next(c for c in map(soak.draw_config, SEEDS) if c.elementwise)
+    for bt in soak.batches(cfg, 3, 20_000):
+        assert bt.gamma.shape == bt.beta.shape == bt.x.shape
+        assert bt.gamma.min() >= cfg.gamma_fmt.min_int and bt.gamma.max() <= cfg.gamma_fmt.max_int
+        assert bt.beta.min() >= cfg.beta_fmt.min_int and bt.beta.max() <= cfg.beta_fmt.max_int
+        if bt.x.size > 64:
+            assert len(np.unique(bt.gamma)) > 1 and len(np.unique(bt.beta)) > 1      # not one value per channel
 
 
 def test_batches_are_reproducible_valid_and_varied():
