@@ -5,7 +5,7 @@ Every configuration is drawn from its own seed (`config_seed`), and so are its d
 for each configuration ends with the one command that reruns exactly that configuration. Volume goes
 through the in-process rtl backend (hwnorm/backends: harness.cpp drives whole channels in C++);
 protocol goes through the cocotb testbench (sim/tb.py) with random input gaps, output back-pressure
-and resets (`soak_protocol` in sim/test_norm.py), on the first `cocotb_configs` configurations.
+and resets (`soak_protocol` in sim/soak_norm.py), on the first `cocotb_configs` configurations.
 
 Only public interfaces are used: NormConfig (fields, `passes`), constants.inference_params, the
 `rtl` backend's train_codes/infer_codes and hwnorm.golden.train/infer.
