@@ -11,7 +11,7 @@ from hwnorm.backends import get_backend
 from hwnorm.config import FORMATS_8, FORMATS_16, FixedFormat
 from hwnorm.elementwise import hat_config
 from hwnorm.fixed import quantize
-from hwnorm.torch import layer_config, to_hardware
+from hwnorm.torch import HardwareWarning, layer_config, to_hardware
 from hwnorm.torch.group_nn import KIND_PREFIX, _GroupedNorm
 
 FMTS = {"s8": FORMATS_8, "s16": FORMATS_16}
@@ -221,7 +221,7 @@ def test_golden_and_rtl_are_bit_identical_on_every_grouping():
         assert torch.equal(g[0], r[0]) and torch.equal(g[1], r[1])
         assert all(torch.equal(a, b) for a, b in zip(g[2], r[2]))
         for layer, counts in g[3].items():
-            assert all(counts[k] == r[3][layer][k] for k in ("calls", "values", "saturated_in", "saturated_out"))
+            assert all(counts[k] == r[3][layer][k] for k in ("calls", "values", "saturated_in", "saturated_out", "clamped"))
         assert len(hw.backend.models) == 1                    # the last session is rtl's: one Verilated model for all
 
 
@@ -235,11 +235,12 @@ def test_saturation_counts_parameters_and_outputs_and_the_gradient_is_the_float_
     x = torch.randn(4, 8, requires_grad=True)
     xr = x.detach().clone().requires_grad_(True)
     up = torch.randn(4, 8)
-    with to_hardware(m, backend="golden") as hw:
+    with pytest.warns(HardwareWarning, match=r"7 of 8 gamma entries \(largest \|gamma\| = 3\) clipped to gamma_fmt s8.6"), \
+            to_hardware(m, backend="golden", fmt=dict(FORMATS_8)) as hw:       # gamma_fmt given: not widened
         (m(x) * up).sum().backward()
         st = hw.report()[""]
     (ref(xr) * up).sum().backward()
-    assert st["saturated_in"] == 7 and st["saturated_out"] > 0
+    assert st["clamped"] == 7 and st["saturated_in"] == 0 and st["saturated_out"] > 0
     torch.testing.assert_close(x.grad, xr.grad)
     torch.testing.assert_close(m.weight.grad, ref.weight.grad)
 
@@ -306,7 +307,7 @@ def test_the_affine_in_the_datapath_gives_the_host_steps_bits_on_golden_and_rtl(
                 with torch.no_grad():
                     ye = m(x)
                 out[(backend, ew)] = (y.detach(), ye, [p.grad for p in m.parameters()],
-                                      {k: (v["saturated_in"], v["saturated_out"]) for k, v in hw.report().items()})
+                                      {k: (v["saturated_in"], v["saturated_out"], v["clamped"]) for k, v in hw.report().items()})
         host, ew_g, ew_r = out[("golden", False)], out[("golden", True)], out[("rtl", True)]
         for a in (ew_g, ew_r):
             assert torch.equal(a[0], host[0]) and torch.equal(a[1], host[1]) and a[3] == host[3]

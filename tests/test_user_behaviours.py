@@ -58,9 +58,11 @@ def test_report_is_a_table_with_as_dict():
     assert d["1"]["kind"] == "range" and d["3.1"]["kind"] == "linf" and d["1"]["backend"] == "golden"
     assert d["1"]["format"] == f"{FORMATS_16['in_fmt']}:{FORMATS_16['out_fmt']}"
     assert d["1"]["values"] == 4 * 3 * 36 and d["3.1"]["values"] == 4 * 2 * 16 and d["1"]["calls"] == 1
-    assert set(d["1"]) == {"kind", "backend", "format", "calls", "values", "saturated_in", "saturated_out", "seconds"}
+    assert set(d["1"]) == {"kind", "backend", "format", "calls", "values", "saturated_in", "saturated_out", "clamped",
+                         "seconds"}
     lines = str(rep).splitlines()
-    assert lines[0].split() == ["layer", "kind", "backend", "format", "calls", "values", "sat", "in", "sat", "out", "seconds"]
+    assert lines[0].split() == ["layer", "kind", "backend", "format", "calls", "values", "sat", "in", "sat", "out",
+                                 "gamma/beta", "clamped", "seconds"]
     assert set(lines[1]) <= {"-", " "} and lines[2].split()[:3] == ["1", "range", "golden"] and len(lines) == 4
     assert len({len(line.rstrip()) for line in lines[:2]}) == 1 and repr(rep) == str(rep)
     assert rep["3.1"] == d["3.1"]

@@ -28,6 +28,7 @@ class LayerResult:
     sigma: np.ndarray | None = None  # training: batch sigma_hat per channel (real units)
     saturated_in: int = 0            # input values clipped by the quantization
     saturated_out: int = 0           # outputs clamped by the datapath
+    clamped: int = 0                 # gamma / beta / tau codes clipped to their formats (per code the core is sent)
     values: int = 0
 
 
@@ -167,8 +168,8 @@ class FixedPointBackend(Backend):
             y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds, tau)
             mean_hw = np.asarray(s, dtype=np.float64) / n * cfg.in_fmt.lsb
             sigma_hw = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
-            return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in + sat_g + sat_b,
-                               saturated_out=int(np.sum(sat)), values=x.size)
+            return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in,
+                               saturated_out=int(np.sum(sat)), clamped=sat_g + sat_b, values=x.size)
         p = [inference_params(cfg, float(mu) / unit, unit / float(sg)) for mu, sg in zip(mean, sigma)]
         stat = [np.array([q[k] for q in p], dtype=np.int64) for k in ("mean", "scale_m", "scale_exp")]
         y = np.empty((channels, n), dtype=np.int64)
@@ -177,7 +178,7 @@ class FixedPointBackend(Backend):
             hi = min(n, lo + cfg.max_count)
             y[:, lo:hi], sat = self.infer_codes(cfg, xq[:, lo:hi], g, b, *stat, tau)
             sat_out += int(np.sum(sat))
-        return LayerResult(y=y * out_lsb, saturated_in=sat_in + sat_g + sat_b, saturated_out=sat_out, values=x.size)
+        return LayerResult(y=y * out_lsb, saturated_in=sat_in, saturated_out=sat_out, clamped=sat_g + sat_b, values=x.size)
 
 
 class GoldenBackend(FixedPointBackend):

@@ -18,7 +18,6 @@ from torch import nn
 
 from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
-from ..fixed import quantize
 from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
 from .warn import warn_first_batch
 
@@ -40,13 +39,6 @@ def _per_element(module, x, grouping) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _saturated_params(module, cfg) -> int:
-    """Weight and bias entries (not values they scale) that gamma_fmt / beta_fmt clip, as the BN path counts them."""
-    n = 0
-    for p, fmt in ((getattr(module, "weight", None), cfg.gamma_fmt), (getattr(module, "bias", None), cfg.beta_fmt)):
-        if p is not None:
-            n += quantize(p.detach().to(torch.float64).cpu().numpy(), fmt)[1]
-    return n
 
 
 def _check_module(name: str, module) -> None:
@@ -61,15 +53,13 @@ def grouped_forward(session, name: str, module):
     st = session.layers[name]
     backend = session.backend
     fixed = isinstance(backend, FixedPointBackend)
-    out_cfg = st.config
-    ew = out_cfg.elementwise                  # the affine in the datapath: no raised format, no host step
-    if fixed and not ew:
+    if fixed and not st.config.elementwise:   # the host step: the datapath at the raised format, gamma/beta on the host
         try:
-            st.config = hat_config(out_cfg)
+            st.affine_config, st.config = st.config, hat_config(st.config)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
-    cfg = st.config
 
+    @torch.compiler.disable
     def forward(x):
         if isinstance(x, torch.Tensor) and _dims_allowed(module) and x.dim() not in _dims_allowed(module):
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
@@ -82,6 +72,8 @@ def grouped_forward(session, name: str, module):
         if not torch.isfinite(x).all():
             raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
+        cfg, out_cfg = st.config, st.param_config
+        ew = cfg.elementwise                  # the affine in the datapath: no raised format, no host step
         grouping = grouping_of(module)
         xg = grouping.split(x.detach().to(torch.float64).cpu()).numpy()
         groups, n = xg.shape
@@ -109,26 +101,18 @@ def grouped_forward(session, name: str, module):
                 res = backend.forward(cfg, xg, ones, zeros, train=False, mean=mean, sigma=sigma, in_scale=in_scale)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
-        sat_in, sat_out = res.saturated_in, res.saturated_out
+        sat_out = res.saturated_out
         if ew:
             y = res.y
-            # the backend counted gamma/beta clips per value they scale: count them per parameter, as the host step does
-            per_value = quantize(np.asarray(w, dtype=np.float64), cfg.gamma_fmt)[1] + \
-                quantize(np.asarray(b, dtype=np.float64), cfg.beta_fmt)[1]
-            sat_in = sat_in - per_value + _saturated_params(module, cfg)
         elif fixed:
             codes, _, sat_y = elementwise_affine(out_cfg, np.rint(res.y / cfg.out_fmt.lsb).astype(np.int64), cfg.out_fmt, w, b)
             y = codes * out_cfg.out_fmt.lsb
-            sat_in, sat_out = sat_in + _saturated_params(module, out_cfg), sat_out + sat_y
+            sat_out += sat_y
         else:
             y = res.y * w + b
         y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
         y_ref = _reference(module, x, batch)
-        st.calls += 1
-        st.values += res.values
-        st.saturated_in += sat_in
-        st.saturated_out += sat_out
-        st.seconds += time.perf_counter() - t0
+        session.record(name, module, res.values, res.saturated_in, sat_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward

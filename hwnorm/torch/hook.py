@@ -39,7 +39,10 @@ from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, check_input, module_kind
 from .report import SessionReport
-from .warn import HardwareWarning, warn_first_batch  # noqa: F401  (HardwareWarning: hwnorm.torch's export)
+from . import fastpath
+from ..elementwise import hat_config
+from .warn import (HardwareWarning, clamped_params, hardware_warning, warn_calibration,  # noqa: F401  (HardwareWarning:
+                   warn_clamped, warn_first_batch, warn_saturated, warn_widened)            # hwnorm.torch's export)
 
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
 IN_RANGES = ("calibrated", "batch")
@@ -64,7 +67,9 @@ def layer_config(module, fmt="s8", max_count: int = 4096, lanes: int = 1, roundi
 
 @dataclass
 class LayerStats:
-    """What the hook counted for one layer."""
+    """What the hook counted for one layer. `config` is what the datapath runs; `affine_config` the formats of the
+    layer's own gamma/beta (the same, except for a grouped layer's host step, which runs the datapath at a raised
+    output format with gamma = 1, beta = 0)."""
 
     name: str
     config: NormConfig
@@ -73,7 +78,17 @@ class LayerStats:
     values: int = 0
     saturated_in: int = 0
     saturated_out: int = 0
+    clamped: int = 0                 # gamma / beta / tau entries clipped to their formats, per call, per entry
     seconds: float = 0.0
+    affine_config: NormConfig | None = None
+    warned: set = field(default_factory=set)
+
+    @property
+    def param_config(self) -> NormConfig:
+        return self.affine_config or self.config
+
+
+CALIBRATE_MODES = ("train", "eval")
 
 
 @dataclass
@@ -83,8 +98,12 @@ class HardwareSession:
     model: nn.Module
     backend: object
     in_range: str = "calibrated"
+    warn_saturation: float = 0.01
     layers: dict = field(default_factory=dict)
+    auto_formats: tuple = ()         # the gamma/beta formats the user left to hwnorm ("gamma", "beta")
     _saved: dict = field(default_factory=dict)
+    _handles: list = field(default_factory=list)
+    _calibrating: bool = False
 
     def __enter__(self):
         return self
@@ -93,37 +112,132 @@ class HardwareSession:
         self.restore()
 
     def restore(self):
-        """Give every layer its own forward back."""
+        """Give every layer its own forward back (and PyTorch its fused transformer path, if the session held it)."""
         for name, module in self._saved.items():
             if "forward" in module.__dict__:
                 del module.forward
         self._saved.clear()
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        fastpath.release(self)
 
     @torch.no_grad()
-    def calibrate(self, batches):
-        """Set each layer's input range from the largest |x| it sees on `batches` (float forward)."""
+    def calibrate(self, batches, mode: str | None = None):
+        """Set each layer's input range from the largest |x| it sees over all of `batches` (float forward).
+
+        `mode`: "train" or "eval", the mode the model will run in; None (default) takes the model's current mode, so
+        a model in train() gets training-mode ranges (batch statistics upstream). Running statistics, the RNG and the
+        model's mode are left as they were. Then the gamma/beta formats hwnorm chose are widened if the model's
+        parameters need it (a HardwareWarning says so)."""
+        if mode is not None and mode not in CALIBRATE_MODES:
+            raise ValueError(f"mode={mode!r} is not supported: allowed {', '.join(CALIBRATE_MODES)} or None (the "
+                             f"model's current mode)")
+        if isinstance(batches, torch.Tensor):
+            batches = [batches]
+        train = self.model.training if mode is None else mode == "train"
         seen = {name: 0.0 for name in self.layers}
-        handles = [self._saved[name].register_forward_pre_hook(self._max_hook(name, seen)) for name in self.layers]
+        reached = dict.fromkeys(self.layers, 0)
+        handles = [self._saved[name].register_forward_pre_hook(self._max_hook(name, seen, reached)) for name in self.layers]
         saved = {name: self._saved[name].__dict__.pop("forward") for name in self.layers}
+        buffers = {k: v.clone() for k, v in self.model.state_dict(keep_vars=True).items() if not isinstance(v, nn.Parameter)}
         training = self.model.training
+        self._calibrating = True
         try:
-            self.model.eval()
-            for b in batches:
-                self.model(b)
+            with torch.random.fork_rng(devices=[]):
+                self.model.train(train)
+                for b in batches:
+                    self.model(*b) if isinstance(b, (tuple, list)) else self.model(b)
         finally:
+            self._calibrating = False
             self.model.train(training)
+            self.model.load_state_dict(buffers, strict=False)
             for h in handles:
                 h.remove()
             for name, fwd in saved.items():
                 self._saved[name].forward = fwd
         for name, value in seen.items():
+            if not reached[name]:
+                warn_calibration(name, "never reached this layer")
+            elif value == 0.0:
+                warn_calibration(name, f"saw only zeros at this layer ({reached[name]} call(s))")
             self.layers[name].in_max = value or 1.0
+            self.layers[name].warned.discard("in")
+        self.fit_formats()
 
     @staticmethod
-    def _max_hook(name, seen):
+    def _max_hook(name, seen, reached):
         def hook(module, args):
-            seen[name] = max(seen[name], float(args[0].detach().abs().max()))
+            seen[name] = max(seen[name], float(args[0].detach().abs().max()) if args[0].numel() else 0.0)
+            reached[name] += 1
         return hook
+
+    def fit_formats(self):
+        """Widen the gamma/beta formats hwnorm chose (not those the user gave) to hold the routed layers' largest
+        |weight| / |bias|: one format for the model, as one datapath serves every layer; the same width, fewer
+        fraction bits (beta no wider than the output format's range: a larger beta saturates every output). Never
+        narrows; training that later grows a parameter past the format is counted and warned."""
+        for which, attr in (("gamma", "weight"), ("beta", "bias")):
+            if which not in self.auto_formats:
+                continue
+            largest = 0.0
+            for name, st in self.layers.items():
+                p = getattr(self._saved[name], attr, None)
+                if isinstance(p, torch.Tensor) and p.numel():
+                    largest = max(largest, float(p.detach().abs().max()))
+            key = f"{which}_fmt"
+            old = getattr(next(iter(self.layers.values())).param_config, key)
+            new = old
+            out = next(iter(self.layers.values())).param_config.out_fmt
+            cap = out.max_int * out.lsb if which == "beta" else float("inf")   # a larger beta saturates every output
+            while new.frac > 0 and largest > new.max_int * new.lsb and new.max_int * new.lsb < cap:
+                new = type(old)(new.bits, new.frac - 1, new.signed)
+            if new == old:
+                continue
+            for name, st in self.layers.items():
+                raised = st.affine_config is not None          # a grouped layer's host step: the datapath at hat_config
+                aff = replace(st.param_config, **{key: new})
+                st.config = hat_config(aff) if raised else aff
+                st.affine_config = aff if raised else None
+            warn_widened(which, old, new, largest, len(self.layers))
+
+    def record(self, name: str, module, values: int, sat_in: int, sat_out: int, t0: float, out_fmt=None):
+        """Count one call of layer `name` and warn (once per layer and cause) about what clipped."""
+        st = self.layers[name]
+        clips = clamped_params(module, st.param_config)
+        st.calls += 1
+        st.values += values
+        st.saturated_in += sat_in
+        st.saturated_out += sat_out
+        st.clamped += sum(c[0] for c in clips.values())
+        st.seconds += time.perf_counter() - t0
+        if clips and "params" not in st.warned:
+            st.warned.add("params")
+            warn_clamped(name, module, clips)
+        limit = self.warn_saturation * values
+        if sat_in > limit and "in" not in st.warned:
+            st.warned.add("in")
+            warn_saturated(name, module, "input values", sat_in, values, self.warn_saturation,
+                           f"the calibrated range is |x| <= {st.in_max:.4g}: calibrate(batches) on data like this, in "
+                           f"the mode the model runs in (calibrate(..., mode=)), or in training to_hardware(..., "
+                           f"in_range='batch')")
+        if sat_out > limit and "out" not in st.warned:
+            st.warned.add("out")
+            fmt = out_fmt or st.param_config.out_fmt
+            warn_saturated(name, module, "outputs", sat_out, values, self.warn_saturation,
+                           f"out_fmt {fmt} holds [{fmt.min_int * fmt.lsb:.4g}, {fmt.max_int * fmt.lsb:.4g}]: pass a "
+                           f"format with more integer bits (fmt='s8' keeps [-4, 4) at 8 bits; or fmt={{'out_fmt': ...}})")
+
+    def _check_all_called(self, model, args, output):
+        """After the model's own forward: a routed layer that was never called may have been bypassed by a fused path."""
+        if self._calibrating or "bypass" in self.__dict__:
+            return
+        self.__dict__["bypass"] = True              # checked once, after the model's first call
+        for name, st in self.layers.items():
+            if st.calls == 0:
+                hardware_warning(f"layer {name!r} ({type(self._saved[name]).__name__}): routed to hardware but not "
+                                 f"called during the model's forward: if the model uses it, a fused PyTorch path "
+                                 f"bypassed it and its outputs are float; report the model to hwnorm")
 
     def prepare(self):
         """Build (or load from the cache) whatever the backend needs for every layer, e.g. the
@@ -134,10 +248,12 @@ class HardwareSession:
                 model(st.config)
 
     def report(self) -> SessionReport:
-        """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, seconds."""
+        """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, gamma/beta
+        clamps, seconds."""
         return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
-                                   format=f"{s.config.in_fmt}:{s.config.out_fmt}", calls=s.calls, values=s.values,
-                                   saturated_in=s.saturated_in, saturated_out=s.saturated_out, seconds=s.seconds)
+                                   format=f"{s.config.in_fmt}:{s.param_config.out_fmt}", calls=s.calls, values=s.values,
+                                   saturated_in=s.saturated_in, saturated_out=s.saturated_out, clamped=s.clamped,
+                                   seconds=s.seconds)
                               for n, s in self.layers.items()])
 
     @property
@@ -147,6 +263,10 @@ class HardwareSession:
     @property
     def saturated(self) -> int:
         return sum(s.saturated_in + s.saturated_out for s in self.layers.values())
+
+    @property
+    def clamped(self) -> int:
+        return sum(s.clamped for s in self.layers.values())
 
 
 def _reference(module, x, train: bool):
@@ -189,10 +309,11 @@ def _dims(module) -> tuple:
 
 def _hardware_forward(session: HardwareSession, name: str, module):
     st = session.layers[name]
-    cfg = st.config
     backend = session.backend
 
+    @torch.compiler.disable
     def forward(x):
+        cfg = st.config
         if isinstance(x, torch.Tensor) and x.dim() not in _dims(module):
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
         try:
@@ -240,11 +361,7 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         if drop:                            # the gradient through the hardware's mask and scaling
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
             y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
-        st.calls += 1
-        st.values += res.values
-        st.saturated_in += res.saturated_in
-        st.saturated_out += res.saturated_out
-        st.seconds += time.perf_counter() - t0
+        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
@@ -254,10 +371,11 @@ def frn_forward(session: HardwareSession, name: str, module):
     """The hardware forward of an FRN module: row n*C + c of the (N*C, spatial) view is one datapath channel with
     channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's."""
     st = session.layers[name]
-    cfg = st.config
     backend = session.backend
 
+    @torch.compiler.disable
     def forward(x):
+        cfg = st.config
         if isinstance(x, torch.Tensor) and x.dim() not in module.dims:
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
         try:
@@ -295,18 +413,15 @@ def frn_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
         y_ref = type(module).forward(module, x)
-        st.calls += 1
-        st.values += res.values
-        st.saturated_in += res.saturated_in
-        st.saturated_out += res.saturated_out
-        st.seconds += time.perf_counter() - t0
+        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
 
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
-                rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False) -> HardwareSession:
+                rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False,
+                warn_saturation: float = 0.01) -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
 
     `fmt`: "s8", "s16" or a dict of in_fmt/out_fmt/gamma_fmt/beta_fmt. `max_count` bounds the values
@@ -314,8 +429,12 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     calibrate() or the first batch) or "batch" (each training batch scales by its own largest |x|;
     inference keeps the calibrated range). `elementwise`: the grouped layers (LayerNorm, GroupNorm, ...) run
     their per-element affine in the datapath (an elementwise build, gamma/beta streamed per value) instead of
-    the host step; the same bits. Returns a HardwareSession; use it as a context manager to restore the model
-    afterwards.
+    the host step; the same bits. `warn_saturation`: the share of one call's values (inputs, or outputs) saturated
+    above which a layer raises a HardwareWarning (once per layer; 0: any; every clamp is counted in report() all the
+    same). gamma_fmt / beta_fmt that `fmt` does not give are hwnorm's to choose: the defaults, widened (here and in
+    calibrate()) to hold the model's largest |weight| / |bias|. A routed layer inside nn.TransformerEncoder(Layer)
+    turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
+    use it as a context manager to restore the model afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -324,7 +443,13 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     if not isinstance(elementwise, bool):
         raise ValueError(f"elementwise={elementwise!r} is not supported: allowed True (the grouped layers' affine in "
                          f"the datapath) or False (the host step)")
-    session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range)
+    if isinstance(warn_saturation, bool) or not isinstance(warn_saturation, (int, float)) or \
+            not 0.0 <= warn_saturation <= 1.0:
+        raise ValueError(f"warn_saturation={warn_saturation!r} is out of range: allowed a share of a call's values in "
+                         f"[0, 1] (0: warn on any saturation; 1: never)")
+    auto = tuple(w for w in ("gamma", "beta") if not (isinstance(fmt, dict) and f"{w}_fmt" in fmt))
+    session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range,
+                              warn_saturation=float(warn_saturation), auto_formats=auto)
     for name, module in model.named_modules():
         if module_kind(module) is None and grouped_kind(module) is None and frn_kind(module) is None:
             continue
@@ -344,4 +469,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         raise ValueError("the model has no normalization layer hwnorm implements "
                          "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d, "
                          "hwnorm.nn's FRN modules)")
+    if fastpath.fused_parents(model, list(session.layers)):
+        fastpath.hold(session)
+    session._handles.append(model.register_forward_hook(session._check_all_called))
+    session.fit_formats()
     return session

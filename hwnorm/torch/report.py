@@ -3,11 +3,13 @@ from __future__ import annotations
 
 COLUMNS = (("layer", "layer", "s"), ("kind", "kind", "s"), ("backend", "backend", "s"), ("format", "format", "s"),
            ("calls", "calls", "d"), ("values", "values", "d"), ("saturated_in", "sat in", "d"),
-           ("saturated_out", "sat out", "d"), ("seconds", "seconds", ".3f"))
+           ("saturated_out", "sat out", "d"), ("clamped", "gamma/beta clamped", "d"), ("seconds", "seconds", ".3f"))
 
 
 class SessionReport:
-    """Rows of {layer, kind, backend, format, calls, values, saturated_in, saturated_out, seconds}."""
+    """Rows of {layer, kind, backend, format, calls, values, saturated_in, saturated_out, clamped, seconds}:
+    saturated_in counts input values clipped, saturated_out outputs clamped, clamped the gamma/beta/tau entries
+    clipped to their formats (per call)."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
