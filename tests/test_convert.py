@@ -32,10 +32,11 @@ def bn_formula(x, mean, var, eps, w, b):
 
 # --- the load hook ------------------------------------------------------------------------------------------------
 
-def test_range_bn_loads_a_batch_norm_state_dict_strictly_and_evaluates_its_formula():
+@pytest.mark.parametrize("eps", [None, 0.25])               # the default (1e-7), and one that shows where eps goes
+def test_range_bn_loads_a_batch_norm_state_dict_strictly_and_evaluates_its_formula(eps):
     bn = trained_bn()
     assert not torch.allclose(bn.running_var, torch.ones(4))            # non-trivial statistics
-    m = hn.RangeBatchNorm2d(4)
+    m = hn.RangeBatchNorm2d(4, eps=eps)
     m.load_state_dict(bn.state_dict())                                  # strict
     torch.testing.assert_close(m.running_sigma, torch.sqrt(bn.running_var + m.eps))
     assert int(m.num_batches_tracked) == 3

@@ -7,10 +7,11 @@ from .hook import HardwareSession, HardwareWarning, layer_config, to_hardware
 from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, LinfBatchNorm1d, LinfBatchNorm2d,
                  MadBatchNorm1d, MadBatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, SemidevBatchNorm1d,
                  SemidevBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d)
+from .paper import PaperLoad, load_paper_state
 from .report import SessionReport
 
 __all__ = ["HardwareSession", "HardwareWarning", "SessionReport", "layer_config", "to_hardware", "convert",
-           "L1BatchNorm1d",
+           "load_paper_state", "PaperLoad", "L1BatchNorm1d",
            "L1BatchNorm2d", "LinfBatchNorm1d", "LinfBatchNorm2d", "RangeBatchNorm1d", "RangeBatchNorm2d",
            "TopkBatchNorm1d", "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "SemidevBatchNorm1d",
            "SemidevBatchNorm2d", "CvarBatchNorm1d", "CvarBatchNorm2d"]
