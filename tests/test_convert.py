@@ -165,6 +165,13 @@ def test_a_kind_without_a_module_is_refused_naming_layer_and_kind(layer, kind, m
         convert(layer, kind=kind)
 
 
+def test_a_refused_layer_leaves_the_model_untouched():
+    model = nn.Sequential(nn.BatchNorm2d(2), nn.LayerNorm(3), nn.BatchNorm3d(2))
+    with pytest.raises(ValueError, match=r"layer '2' \(BatchNorm3d\)"):
+        convert(model, kind="range")
+    assert [type(m) for m in model] == [nn.BatchNorm2d, nn.LayerNorm, nn.BatchNorm3d]
+
+
 @pytest.mark.parametrize("args, kw, match", [
     ((nn.BatchNorm2d(2),), dict(kind="l3"), r"kind='l3' is not supported: allowed range, l1, linf, topk, l2, mad, "
                                             r"semidev, cvar"),
@@ -175,7 +182,9 @@ def test_a_kind_without_a_module_is_refused_naming_layer_and_kind(layer, kind, m
                                                              r"chunks \(range\)"),
     ((nn.BatchNorm2d(2),), dict(kind="l2", eps=1e-3), r"for kind 'l2' an nn.BatchNorm stays as it is"),
     ((nn.LayerNorm(2),), dict(kind="l1", dropout=0.1), r"dropout=0.1 applies to the batch-norms only"),
-    ((nn.BatchNorm2d(2),), dict(kind="range", chunks=0), r"chunks=0 is out of range"),
+    ((nn.BatchNorm2d(2),), dict(kind="range", chunks=0), r"layer '\(model\)' \(BatchNorm2d\) as RangeBatchNorm2d: "
+                                                         r"chunks=0 is out of range"),
+    ((nn.Sequential(nn.GroupNorm(1, 2, eps=0.0)),), dict(kind="l1"), r"layer '0' \(GroupNorm\) as L1GroupNorm: eps=0.0"),
 ])
 def test_bad_input_is_a_value_error_naming_the_parameter(args, kw, match):
     with pytest.raises(ValueError, match=match):

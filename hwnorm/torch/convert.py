@@ -76,6 +76,14 @@ def _refuse(name: str, module, kind: str, exists: tuple, why: str = "") -> None:
                      f"grouping{why}: kinds that exist for it: {', '.join(exists)}")
 
 
+def _build(name: str, old: nn.Module, cls, *args, **kw) -> nn.Module:
+    """cls(*args, **kw), its ValueError (e.g. an eps hwnorm refuses) naming the layer."""
+    try:
+        return cls(*args, **kw)
+    except ValueError as e:
+        raise ValueError(f"layer {name!r} ({type(old).__name__}) as {cls.__name__}: {e}") from None
+
+
 def _like(new: nn.Module, old: nn.Module) -> nn.Module:
     """new on old's device and dtype, in old's train()/eval() mode."""
     p = next(old.parameters(), None)
@@ -104,7 +112,7 @@ def _batch_norm(name: str, bn, kind: str, options: dict) -> nn.Module:
     cls = getattr(hnn, f"{PREFIX[kind]}BatchNorm{'2d' if isinstance(bn, nn.BatchNorm2d) else '1d'}")
     kw = {"eps": bn.eps, "momentum": bn.momentum, "affine": bn.affine, "track_running_stats": bn.track_running_stats,
           **options}
-    new = _like(cls(bn.num_features, **kw), bn)
+    new = _like(_build(name, bn, cls, bn.num_features, **kw), bn)
     _copy_affine(new, bn)
     if bn.track_running_stats:
         with torch.no_grad():
@@ -121,19 +129,19 @@ def _grouped(name: str, layer, kind: str, options: dict) -> nn.Module:
     eps = options.get("eps", layer.eps)
     kw = {k: v for k, v in options.items() if k in ("chunks", "k")}
     if isinstance(layer, nn.LayerNorm):
-        new = group_nn.CLASSES[prefix + "LayerNorm"](layer.normalized_shape, eps=eps,
-                                                     elementwise_affine=layer.elementwise_affine,
-                                                     bias=getattr(layer, "bias", None) is not None or not
-                                                     layer.elementwise_affine, **kw)
+        new = _build(name, layer, group_nn.CLASSES[prefix + "LayerNorm"], layer.normalized_shape, eps=eps,
+                     elementwise_affine=layer.elementwise_affine,
+                     bias=getattr(layer, "bias", None) is not None or not layer.elementwise_affine, **kw)
     elif isinstance(layer, nn.GroupNorm):
-        new = group_nn.CLASSES[prefix + "GroupNorm"](layer.num_groups, layer.num_channels, eps=eps, affine=layer.affine,
-                                                     **kw)
+        new = _build(name, layer, group_nn.CLASSES[prefix + "GroupNorm"], layer.num_groups, layer.num_channels, eps=eps,
+                     affine=layer.affine, **kw)
     else:
         if layer.track_running_stats:
             _refuse(name, layer, kind, (), " with track_running_stats=True (hwnorm's instance-norms keep no running "
                     "statistics; build the layer with track_running_stats=False)")
         dims = "2d" if isinstance(layer, nn.InstanceNorm2d) else "1d"
-        new = group_nn.CLASSES[f"{prefix}InstanceNorm{dims}"](layer.num_features, eps=eps, affine=layer.affine, **kw)
+        new = _build(name, layer, group_nn.CLASSES[f"{prefix}InstanceNorm{dims}"], layer.num_features, eps=eps,
+                     affine=layer.affine, **kw)
     new = _like(new, layer)
     _copy_affine(new, layer)
     return new
@@ -170,21 +178,24 @@ def convert(model: nn.Module, kind: str, **options) -> nn.Module:
                          f"normalization layer)")
     _check(kind, options)
     memo: dict[int, nn.Module] = {}         # a layer shared by two parents stays shared
+    plan: list[tuple[nn.Module, str, nn.Module]] = []       # (parent, child name, new module)
 
     def visit(name: str, module: nn.Module) -> nn.Module:
         if isinstance(module, CONVERTED + REFUSED):
             if id(module) not in memo:
                 memo[id(module)] = _convert_one(name or "(model)", module, kind, options)
             return memo[id(module)]
-        for child_name, child in list(module._modules.items()):    # not named_children(): it skips a repeat
-            if child is None:
-                continue
-            new = visit(f"{name}.{child_name}" if name else child_name, child)
-            if new is not child:
-                setattr(module, child_name, new)
+        for child_name, child in module._modules.items():    # not named_children(): it skips a repeat
+            if child is not None:
+                new = visit(f"{name}.{child_name}" if name else child_name, child)
+                if new is not child:
+                    plan.append((module, child_name, new))
         return module
 
-    return visit("", model)
+    root = visit("", model)                  # every new module built first: a refused layer leaves `model` untouched
+    for parent, child_name, new in plan:
+        setattr(parent, child_name, new)
+    return root
 
 
 __all__ = ["convert"]
