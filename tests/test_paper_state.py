@@ -190,7 +190,8 @@ def test_a_whole_model_loads_with_prefixes_their_float_bn_and_their_l2_bn():
 
 def test_a_never_trained_checkpoint_is_refused():
     with pytest.raises(ValueError, match=r"layer '\(model\)': running_var \(their running scale 1/\(dev \+ eps\)\) "
-                                         r"is still 0.*never ran in train\(\).*3 of 3 channels"):
+                                         r"is 0 in 3 of 3 channels \(channels \[0, 1, 2\]\): still its initial value: "
+                                         r"their module never ran in train\(\)"):
         load_paper_state(hn.RangeBatchNorm2d(3), TheirRangeBN(3).state_dict(), source="quantized.pytorch")
     model = nn.Sequential(nn.Identity(), hn.L1BatchNorm2d(3))
     sd = {"1." + k: v for k, v in trained(TheirNormMattersBN(3)).state_dict().items()}

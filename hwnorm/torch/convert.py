@@ -42,6 +42,8 @@ refused, not left in float silently; hwnorm.nn modules already in the model are 
 """
 from __future__ import annotations
 
+import reprlib
+
 import torch
 from torch import nn
 
@@ -174,7 +176,7 @@ def convert(model: nn.Module, kind: str, **options) -> nn.Module:
         chunks (range), k (topk), alpha (cvar), dropout (batch-norms), eps: passed to the new modules.
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model={model!r} is not a torch.nn.Module: allowed a torch.nn.Module (a model or one "
+        raise ValueError(f"model={reprlib.repr(model)} is not a torch.nn.Module: allowed a torch.nn.Module (a model or one "
                          f"normalization layer)")
     _check(kind, options)
     memo: dict[int, nn.Module] = {}         # a layer shared by two parents stays shared

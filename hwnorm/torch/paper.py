@@ -62,6 +62,7 @@ L1BatchNorm2d(C) (MadBatchNorm2d for normalized=False), TopkBatchNorm2d(C, k=k) 
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -98,11 +99,11 @@ def _scale(sd, prefix: str, name: str) -> torch.Tensor:
     bad = ~(torch.isfinite(scale) & (scale > 0))
     if bad.any():
         zero = bool((scale[bad] == 0).all())
-        why = ("still 0, its initial value: their module never ran in train(), so there is no sigma (1/0) to load"
-               if zero else "not a positive finite number")
-        raise ValueError(f"layer {name!r}: running_var (their running scale 1/(dev + eps)) is {why} in "
-                         f"{int(bad.sum())} of {scale.numel()} channels (channels "
-                         f"{bad.nonzero().flatten().tolist()[:8]}); load a checkpoint saved after training")
+        what, why = (("0", "still its initial value: their module never ran in train(), and 1/0 is no sigma") if zero
+                     else ("not a positive finite number", "no sigma gives it"))
+        raise ValueError(f"layer {name!r}: running_var (their running scale 1/(dev + eps)) is {what} in "
+                         f"{int(bad.sum())} of {scale.numel()} channels (channels {bad.nonzero().flatten().tolist()[:8]}): "
+                         f"{why}; load a checkpoint saved after training")
     return scale
 
 
@@ -126,7 +127,7 @@ def load_paper_state(module_or_model: nn.Module, state_dict: Mapping, source: st
         Passed to load_state_dict.
     """
     if not isinstance(module_or_model, nn.Module):
-        raise ValueError(f"module_or_model={module_or_model!r} is not a torch.nn.Module: allowed an hwnorm.nn "
+        raise ValueError(f"module_or_model={reprlib.repr(module_or_model)} is not a torch.nn.Module: allowed an hwnorm.nn "
                          f"batch-norm or a model holding them")
     if not isinstance(source, str) or source not in SOURCES:
         raise ValueError(f"source={source!r} is not supported: allowed {', '.join(SOURCES)}")
