@@ -279,3 +279,17 @@ def test_converted_kinds_in_train_mode_estimate_the_float_sigma_loosely():
             y, y_l2 = bn.train()(h), float_model[1].train()(h)
             float_model[1].eval()
             assert 1e-3 < float((y - y_l2).abs().max()) < 0.15 * float(y_l2.abs().max())
+
+
+@pytest.mark.parametrize("torch_layer, ours", [
+    (nn.LayerNorm((2, 3)), lambda: hn.RangeLayerNorm((2, 3))),
+    (nn.GroupNorm(2, 4), lambda: hn.L1GroupNorm(2, 4)),
+    (nn.InstanceNorm2d(4, affine=True), lambda: hn.TopkInstanceNorm2d(4, affine=True)),
+])
+def test_grouped_modules_load_their_pytorch_layers_state_dict_strictly(torch_layer, ours):
+    with torch.no_grad():
+        for p in torch_layer.parameters():
+            p.uniform_(-1, 1)
+    m = ours()
+    m.load_state_dict(torch_layer.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), torch_layer.state_dict().values()))
