@@ -277,23 +277,29 @@ def test_in_eval_the_converted_model_on_golden_is_bit_identical_to_the_float_bn_
     assert torch.equal(out[0], out[1])
 
 
-def test_converted_kinds_in_train_mode_estimate_the_float_sigma_loosely():
+# batch sigma / L2 sigma per channel on the trained model's activations, as docs/architecture.md states them (+- 0.02)
+SIGMA_RATIOS = {"range": (0.92, 0.96), "l1": (0.99, 1.00), "linf": (1.35, 1.71), "topk": (1.23, 1.33),
+                "mad": (0.79, 0.79), "semidev": (0.70, 0.70), "cvar": (2.9, 3.1)}
+
+
+@pytest.mark.parametrize("kind", sorted(SIGMA_RATIOS))
+def test_converted_kinds_in_train_mode_estimate_the_float_sigma_as_documented(kind):
     """In eval() the converted model equals the float L2 one (tested above). In train() the converted layer uses its
-    own estimate of sigma: on the trained model's activations, range and l1 are within 15 % of the L2 sigma (the
-    papers' claim: interchangeable estimates of one sigma), and not the same number."""
+    own estimate of sigma: on the trained model's activations range and l1 are within 8 % of the L2 sigma (the
+    papers' claim: interchangeable estimates of one sigma), the others off by the documented factors."""
     float_model = trained_cnn()
     x = torch.randn(64, 3, 6, 6, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         h = float_model[0](x)
         l2 = torch.sqrt(h.transpose(0, 1).reshape(6, -1).var(dim=1, unbiased=False) + 1e-5)
-        for kind in ("range", "l1"):
-            bn = convert(copy.deepcopy(float_model[1]), kind=kind)
-            ratio = bn.batch_stats(h)[1] / l2
-            assert float((ratio - 1).abs().max()) < 0.15, (kind, ratio)
-            assert float((ratio - 1).abs().max()) > 1e-3
+        bn = convert(copy.deepcopy(float_model[1]), kind=kind)
+        ratio = bn.batch_stats(h)[1] / l2
+        lo, hi = SIGMA_RATIOS[kind]
+        assert lo - 0.02 <= float(ratio.min()) and float(ratio.max()) <= hi + 0.02, ratio
+        if kind in ("range", "l1"):
+            assert float((ratio - 1).abs().max()) < 0.085
             y, y_l2 = bn.train()(h), float_model[1].train()(h)
-            float_model[1].eval()
-            assert 1e-3 < float((y - y_l2).abs().max()) < 0.15 * float(y_l2.abs().max())
+            assert 1e-3 < float((y - y_l2).abs().max()) < 0.1 * float(y_l2.abs().max())
 
 
 @pytest.mark.parametrize("torch_layer, ours", [

@@ -16,14 +16,14 @@ to the inference datapath as sigma), and sqrt(running_var + eps) is what nn.Batc
 model's eval() output equals the float model's (to float rounding) for every kind: in eval() a batch-norm uses only
 its running statistics, whatever its kind. The caveat: that running sigma is an L2 sigma (the root of the unbiased
 batch variance, averaged). A range / l1 / linf / topk / mad / semidev / cvar module estimates sigma its own way in
-train(), and those estimates agree with the L2 sigma only for Gaussian-like data; the papers' claim is that the kinds
-are interchangeable estimates of the same sigma. Measured on a small float-trained conv model's activations
-(tests/test_convert.py, 2304 values per channel), the batch sigma over the L2 sigma: range 0.92-0.96, l1 0.99-1.00,
-linf 1.35-1.71 (C_inf(n) assumes Gaussian tails), topk (k = 10) 1.23-1.33, mad 0.79 (no constant: E|x - mu| =
-0.80 sigma for a Gaussian), semidev 0.70 (1/sqrt(2)), cvar (default alpha 0.995) 2.9-3.1 (a tail mean, not a sigma). So
-range and l1 continue a float model's training almost seamlessly; the others change the scale gamma sees in train()
-by those factors until fine-tuning (or a few train() passes to refresh the running statistics) moves running_sigma
-to the new kind's own estimate.
+train(). The papers' claim is that range, l1 and linf / topk are interchangeable estimates of the same sigma, their
+constants fitted to Gaussian data; mad, semidev and cvar carry no such constant. Measured on a small float-trained
+conv model's activations (tests/test_convert.py, 2304 values per channel), the batch sigma over the L2 sigma: range
+0.92-0.96, l1 0.99-1.00, linf 1.35-1.71 (at this n, C_inf(n) overshoots), topk (k = 10) 1.23-1.33, mad 0.79
+(E|x - mu| = 0.80 sigma for a Gaussian), semidev 0.70 (1/sqrt(2)), cvar (default alpha 0.995) 2.9-3.1 (a tail mean,
+not a sigma). So range and l1 continue a float model's training almost seamlessly; the others change the scale gamma
+sees in train() by those factors until fine-tuning (or a few train() passes to refresh the running statistics) moves
+running_sigma to the new kind's own estimate.
 
 Kinds and groupings (a kind without a module for a layer's grouping is refused with a ValueError naming the layer,
 the kind and the kinds that exist for it):
