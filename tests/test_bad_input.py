@@ -1,4 +1,4 @@
-"""Bad input at every public entry: the CLI subcommands, NormConfig, to_hardware, the hwnorm.nn modules
+"""Bad input at every public entry: the CLI subcommands, NormConfig, to_hardware, convert, load_paper_state, the hwnorm.nn modules
 (and the routed forward of to_hardware), the backends. Each case either works correctly or raises an
 error that names the parameter, the value and what is allowed.
 
@@ -17,7 +17,7 @@ import hwnorm.nn as hn
 from hwnorm import FixedFormat, NormConfig
 from hwnorm.backends import get_backend
 from hwnorm.cli import main as cli_main
-from hwnorm.torch import to_hardware
+from hwnorm.torch import convert, load_paper_state, to_hardware
 
 # -- the cases: (label, callable, exception type, words the message must contain) ------------------
 
@@ -234,6 +234,26 @@ BACKEND = [
 ]
 
 
+STATE = [      # hwnorm.torch.convert and load_paper_state: a float model's state, the papers' checkpoints
+    ("convert(nn.BatchNorm2d(3), kind='l3')", lambda: convert(nn.BatchNorm2d(3), kind="l3"),
+     ["kind='l3'", "allowed range, l1, linf, topk, l2, mad, semidev, cvar"]),
+    ("convert([nn.BatchNorm2d(3)], kind='range')", lambda: convert([nn.BatchNorm2d(3)], kind="range"),
+     ["model=[BatchNorm2d", "is not a torch.nn.Module", "allowed a torch.nn.Module"]),
+    ("convert(nn.BatchNorm2d(3), kind='range', k=3)", lambda: convert(nn.BatchNorm2d(3), kind="range", k=3),
+     ["option k=3", "applies to kind topk only"]),
+    ("convert(nn.Sequential(nn.LayerNorm(4)), kind='cvar')", lambda: convert(nn.Sequential(nn.LayerNorm(4)), kind="cvar"),
+     ["layer '0' (LayerNorm)", "kind='cvar'", "range, l1, linf, topk, l2, mad"]),
+    ("load_paper_state(hn.L1BatchNorm2d(3), {}, source='convNet')",
+     lambda: load_paper_state(hn.L1BatchNorm2d(3), {}, source="convNet"), ["source='convNet'",
+                                                                          "allowed quantized.pytorch, norm_matters"]),
+    ("load_paper_state(never-trained RangeBN state)", lambda: load_paper_state(
+        hn.RangeBatchNorm2d(2), {"running_mean": torch.zeros(2), "running_var": torch.zeros(2), "weight": torch.ones(2),
+                                 "bias": torch.zeros(2), "quantize_input.running_min": torch.zeros(1),
+                                 "quantize_input.running_max": torch.zeros(1)}, source="quantized.pytorch"),
+     ["running_var", "is 0 in 2 of 2 channels", "never ran in train()"]),
+]
+
+
 def _words(msg, words):
     for w in words:
         assert w in msg, f"{w!r} not in message: {msg}"
@@ -274,6 +294,13 @@ def test_normconfig_accepts_numpy_integers_and_format_strings():
 @pytest.mark.parametrize("label, make, exc, words", HOOK, ids=[h[0] for h in HOOK])
 def test_to_hardware(label, make, exc, words):
     with pytest.raises(exc) as e:
+        make()
+    _words(str(e.value), words)
+
+
+@pytest.mark.parametrize("label, make, words", STATE, ids=[c[0] for c in STATE])
+def test_convert_and_load_paper_state(label, make, words):
+    with pytest.raises(ValueError) as e:
         make()
     _words(str(e.value), words)
 
@@ -385,6 +412,8 @@ def table() -> str:
     for label, make, _, _ in HOOK:
         rows.append((f"`to_hardware({label})`", msg(make)))
     for label, make, _ in NN_CTOR:
+        rows.append((f"`{label}`", msg(make)))
+    for label, make, _ in STATE:
         rows.append((f"`{label}`", msg(make)))
     for name in MODULES:
         m, shape, session = _module(name)

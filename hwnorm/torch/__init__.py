@@ -1,12 +1,17 @@
-"""PyTorch integration: float training modules (hwnorm.nn) and the hook that routes a model's
-normalization layers to a backend (float, golden, rtl). Never imports cocotb, Verilator or Amaranth."""
+"""PyTorch integration: float training modules (hwnorm.nn), the hook that routes a model's
+normalization layers to a backend (float, golden, rtl), convert() (a float model's PyTorch norm layers to hwnorm.nn
+modules, state kept) and load_paper_state() (the papers' RangeBN / L1 / top-k BN checkpoints). Never imports cocotb,
+Verilator or Amaranth."""
+from .convert import convert
 from .hook import HardwareSession, HardwareWarning, layer_config, to_hardware
 from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, LinfBatchNorm1d, LinfBatchNorm2d,
                  MadBatchNorm1d, MadBatchNorm2d, RangeBatchNorm1d, RangeBatchNorm2d, SemidevBatchNorm1d,
                  SemidevBatchNorm2d, TopkBatchNorm1d, TopkBatchNorm2d)
+from .paper import PaperLoad, load_paper_state
 from .report import SessionReport
 
-__all__ = ["HardwareSession", "HardwareWarning", "SessionReport", "layer_config", "to_hardware", "L1BatchNorm1d",
+__all__ = ["HardwareSession", "HardwareWarning", "SessionReport", "layer_config", "to_hardware", "convert",
+           "load_paper_state", "PaperLoad", "L1BatchNorm1d",
            "L1BatchNorm2d", "LinfBatchNorm1d", "LinfBatchNorm2d", "RangeBatchNorm1d", "RangeBatchNorm2d",
            "TopkBatchNorm1d", "TopkBatchNorm2d", "MadBatchNorm1d", "MadBatchNorm2d", "SemidevBatchNorm1d",
            "SemidevBatchNorm2d", "CvarBatchNorm1d", "CvarBatchNorm2d"]

@@ -3,8 +3,10 @@
 Like nn.BatchNorm*d: weight/bias (affine), train()/eval(), running statistics updated in PyTorch's
 momentum convention (running = (1 - momentum) * running + momentum * batch; the reference code
 uses the reverse). They keep `running_mean` and `running_sigma` (the deviation estimate, eps
-included), and normalize with 1/running_sigma in eval(). max/min/top-k pass the gradient only to the
-selected elements, as autograd does for torch.max/torch.topk.
+included, starting at 1), and normalize with 1/running_sigma in eval(). They load an nn.BatchNorm
+state dict (running_var -> running_sigma = sqrt(running_var + eps)); hwnorm.torch.convert replaces a
+model's PyTorch norm layers by these modules, hwnorm.torch.load_paper_state loads the papers' checkpoints.
+max/min/top-k pass the gradient only to the selected elements, as autograd does for torch.max/torch.topk.
 
 `dropout=p` (0 <= p < 1, default 0) adds inverted dropout after the normalization in train() (the IC layer:
 BN then dropout): each output is zeroed with probability p and the others scaled by 1/(1-p), as
@@ -103,6 +105,20 @@ class _DeviationBatchNorm(nn.Module):
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         else:
             self.running_mean = self.running_sigma = self.num_batches_tracked = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Load an nn.BatchNorm1d/2d state dict too: its `running_var` becomes running_sigma = sqrt(running_var + eps)
+        (this module's eps), the sigma nn.BatchNorm's eval() divides by; running_mean, weight, bias and
+        num_batches_tracked load as they are. A dict holding running_sigma itself loads unchanged. The papers' own
+        checkpoints (RangeBN, L1 / top-k BN) store a *scale* under the name running_var and carry no
+        num_batches_tracked, so a strict load of one fails here: load them with hwnorm.torch.load_paper_state."""
+        var_key, sigma_key = prefix + "running_var", prefix + "running_sigma"
+        if self.track_running_stats and var_key in state_dict and sigma_key not in state_dict:
+            var = torch.as_tensor(state_dict.pop(var_key))
+            state_dict[sigma_key] = torch.sqrt(var + self.eps)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
