@@ -180,3 +180,18 @@ def test_torch_compile_runs_the_routed_layers_as_graph_breaks(mode):
         y1.sum().backward()
     assert hw.report()["1"]["calls"] == calls + 1 and hw.report()["5"]["calls"] == calls + 1
     assert torch.equal(y0, y1) and torch.equal(g0, m[0].weight.grad)
+
+
+def test_a_model_compiled_before_routing_is_routed_and_float_again_after_restore():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), hn.RangeBatchNorm2d(4), nn.ReLU()).eval()
+    x = torch.randn(8, 1, 6, 6)
+    compiled = torch.compile(m, backend="eager")
+    with torch.no_grad():
+        y_float = compiled(x)
+        with to_hardware(m, backend="golden") as hw:
+            hw.calibrate([x])
+            y_hw = compiled(x)
+        y_after = compiled(x)
+    assert hw.report()["1"]["calls"] == 1 and not torch.equal(y_hw, y_float) and (y_hw - y_float).abs().max() < 0.1
+    assert torch.equal(y_after, y_float)

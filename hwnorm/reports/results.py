@@ -18,6 +18,21 @@ PEER = {"luts": 1600, "dsps": 20, "brams": 4, "text": "group norm, a fixed 64-va
         "outputs several LSB off float"}
 
 
+
+SATURATION_NOTE = ("Saturation during hardware-in-the-loop training (golden): inputs clipped plus outputs clamped, in % of "
+                   "the values through the normalization layers; then the gamma/beta entries clipped to gamma_fmt / "
+                   "beta_fmt, summed over the training calls of the seeds (\"clamps not counted\": a run from before "
+                   "hwnorm counted them).")
+
+
+def saturation_cell(r) -> str:
+    """A saturation table cell: the share saturated, and the gamma/beta clamps beside it."""
+    f = None if r is None else r.get("train_saturated_frac")
+    if f is None:
+        return "-"
+    c = r.get("train_clamped")
+    return f"{100 * f:.2f}%, " + ("clamps not counted" if c is None else f"{c} clamps")
+
 def load_before(path: Path = BEFORE_JSON) -> dict:
     """{config: figures} of docs/synth_before.json (the synthesis figures before issue 8), or {}."""
     return json.loads(path.read_text())["configs"] if path.exists() else {}
@@ -273,8 +288,7 @@ def accuracy_section(acc: dict | None) -> str:
                               and (r["mean"] is None or r["diverged"] or r["mean"] < base["mean"] - 0.02)]
                     cells.append(f"{max(broken)} bits" if broken else "-")
                 out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
-        out += ["", "Saturation during hardware-in-the-loop training (golden): inputs clipped plus outputs clamped, "
-                "in % of the values through the normalization layers.", "",
+        out += ["", SATURATION_NOTE, "",
                 "| dataset | kind | " + " | ".join(f"{w}b" for b, w in hw_cols if b == "golden") + " |",
                 "|---|---|" + "---|" * len([1 for b, _ in hw_cols if b == "golden"])]
         for d in acc["datasets"]:
@@ -283,9 +297,7 @@ def accuracy_section(acc: dict | None) -> str:
                 for b, w in hw_cols:
                     if b != "golden":
                         continue
-                    r = idx.get((d, k, b, w))
-                    f = None if r is None else r.get("train_saturated_frac")
-                    cells.append("-" if f is None else f"{100 * f:.2f}%")
+                    cells.append(saturation_cell(idx.get((d, k, b, w))))
                 out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
     lowp = [r for r in summ if r["stats"] != "-"]
     if lowp:
@@ -411,8 +423,7 @@ def family_section(acc: dict | None) -> str:
                 out.append(label + " " + " | ".join(cells) + " |")
     gcols = [w for b, w in cols if b == "golden"]
     if gcols:
-        out += ["", "Saturation during hardware-in-the-loop training (golden): inputs clipped plus outputs clamped, "
-                "in % of the values through the normalization layers.", "",
+        out += ["", SATURATION_NOTE, "",
                 "| dataset | module | kind | " + " | ".join(f"{w}b" for w in gcols) + " |",
                 "|---|---|---|" + "---|" * len(gcols)]
         for d in acc["datasets"]:
@@ -420,9 +431,7 @@ def family_section(acc: dict | None) -> str:
                 for k in acc.get("norm_kinds", {}).get(n, acc["kinds"]):
                     cells = []
                     for w in gcols:
-                        r = idx.get((d, n, k, "golden", w))
-                        f = None if r is None else r.get("train_saturated_frac")
-                        cells.append("-" if f is None else f"{100 * f:.2f}%")
+                        cells.append(saturation_cell(idx.get((d, n, k, "golden", w))))
                     out.append(f"| {d} | {norm_label(n)} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
     if "bn_dropout" in acc["norms"]:
         out += ["", *_dropout_vs_plain(acc, idx, cols)]

@@ -492,6 +492,7 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
             row["train_values"] = session.values
             row["train_saturated_in"] = sum(s.saturated_in for s in session.layers.values())
             row["train_saturated_out"] = sum(s.saturated_out for s in session.layers.values())
+            row["train_clamped"] = session.clamped          # gamma / beta entries clipped to their formats, per call
             if job.stats:
                 row["stats_emulation"] = session.backend.summary()
         if tr["diverged"]:
@@ -499,8 +500,8 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
         else:
             model.eval()
             if session is not None:
-                v0, si0, so0 = (session.values, sum(s.saturated_in for s in session.layers.values()),
-                                sum(s.saturated_out for s in session.layers.values()))
+                v0, si0, so0, c0 = (session.values, sum(s.saturated_in for s in session.layers.values()),
+                                    sum(s.saturated_out for s in session.layers.values()), session.clamped)
                 session.calibrate([x_tr[:CAL_SAMPLES]])
             pred = predict(model, x_te)
             row["accuracy"] = float((pred == y_te).float().mean())
@@ -508,6 +509,7 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
                 row["eval_values"] = session.values - v0
                 row["eval_saturated_in"] = sum(s.saturated_in for s in session.layers.values()) - si0
                 row["eval_saturated_out"] = sum(s.saturated_out for s in session.layers.values()) - so0
+                row["eval_clamped"] = session.clamped - c0
     finally:
         if session is not None:
             session.restore()
@@ -815,7 +817,9 @@ def summarize(runs: list[dict]) -> list[dict]:
                    std=float(np.std(acc, ddof=1)) if len(acc) > 1 else (0.0 if acc else None),
                    min=min(acc) if acc else None, max=max(acc) if acc else None,
                    train_saturated_frac=sat / vals if vals else None,
-                   train_saturated_out_frac=(sum(r.get("train_saturated_out", 0) for r in rs) / vals) if vals else None)
+                   train_saturated_out_frac=(sum(r.get("train_saturated_out", 0) for r in rs) / vals) if vals else None,
+                   train_clamped=(sum(r["train_clamped"] for r in rs) if b != "float" and all("train_clamped" in r for r in rs)
+                                  else None))       # None: the float backend, or runs from before clamps were counted
         if s != "-":
             em = [r["stats_emulation"] for r in rs if "stats_emulation" in r]
             cb = sum(e["channel_batches"] for e in em)
@@ -856,13 +860,14 @@ def format_table(results: dict) -> str:
     fam = any(r.get("norm", DEFAULT_NORM) != DEFAULT_NORM for r in results["summary"])   # a norm column if needed
     nc = lambda r: f"{r.get('norm', DEFAULT_NORM):9s} " if fam else ""  # noqa: E731
     lines.append(f"{'dataset':8s} {nc({'norm': 'norm'})}{'kind':7s} {'backend':7s} {'bits':5s} {'stats':14s} {'seeds':>5s} "
-                 f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'overflow':>8s} {'sigma err':>9s}")
+                 f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'clamped':>9s} {'overflow':>8s} {'sigma err':>9s}")
     for r in results["summary"]:
         sat = "-" if r["train_saturated_frac"] is None else f"{100 * r['train_saturated_frac']:.2f}%"
+        cl = "-" if r.get("train_clamped") is None else str(r["train_clamped"])
         ov = "-" if r.get("overflow_frac") is None else f"{100 * r['overflow_frac']:.1f}%"
         se = "-" if r.get("sigma_rel_err") is None else f"{100 * r['sigma_rel_err']:.2f}%"
         lines.append(f"{r['dataset']:8s} {nc(r)}{r['kind']:7s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
-                     f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {ov:>8s} {se:>9s}")
+                     f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {cl:>9s} {ov:>8s} {se:>9s}")
     missing = f", {results['missing']} not run yet (--cached-only)" if results.get("missing") else ""
     lines.append(f"{results['trained']} runs trained, {results['cached']} from the cache "
                  f"(build/accuracy/){missing}; wall time {results['wall_s']:.1f} s")
