@@ -149,6 +149,12 @@ HOOK = [
      ["tau", "200", "allowed [-128, 127]"]),
     ("CvarBatchNorm2d(alpha=0.9) at max_count=4096", lambda: to_hardware(hn.CvarBatchNorm2d(3, alpha=0.9), backend="golden"),
      ValueError, ["alpha=0.9", "max_count=4096", "allowed alpha >= 0.992188"]),
+    ("warn_saturation=-0.1", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation=-0.1), ValueError,
+     ["warn_saturation=-0.1", "allowed", "[0, 1]"]),
+    ("warn_saturation='1%'", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation="1%"), ValueError,
+     ["warn_saturation='1%'", "allowed", "[0, 1]"]),
+    ("calibrate(mode='test')", lambda: to_hardware(_bn2d(), backend="golden").calibrate([torch.randn(2, 1, 3, 3)], mode="test"),
+     ValueError, ["mode='test'", "allowed train, eval or None"]),
 ]
 
 NN_CTOR = [
