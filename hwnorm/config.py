@@ -441,7 +441,18 @@ class NormConfig:
 
     @cached_property
     def const_frac_bits(self) -> int:
-        """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
+        """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants.
+        frn_range and frn_linf: at least 2P - 3 + F_g - F_out, so that where sigma_hat is eps alone (frn_range: every
+        chunk range 0, e.g. n <= chunks; frn_linf: n = 1) and the output is not saturated, eps_int >= 2**P
+        (docs/numerics.md "FRN + TLU")."""
+        cf = self._deviation_cf
+        if self.frn and self.stat_kind in ("range", "linf"):
+            return max(cf, 2 * self.precision_bits - 3 + self.gamma_fmt.frac - self.norm_out_fmt.frac)
+        return cf
+
+    @cached_property
+    def _deviation_cf(self) -> int:
+        """CF as the deviation constants need it: the smallest non-zero constant keeps P + 1 significant bits."""
         if self.stat_kind in ROOT_KINDS:
             return self.precision_bits + 2
         c_min, _ = constants.const_bounds(self.stat_kind, self.max_count, self.chunks, self.k)
@@ -477,13 +488,18 @@ class NormConfig:
         """FRN kinds: (lo, hi), the eps in the input format's units (eps / u^eps_power) the descriptor carries.
         hi = max(eps, 2**(eps_power (in_bits - in_frac))): an eps up to the square (frn) of twice the largest
         |x| (in real units, in_max >= sqrt(eps) / 2, or eps / 2 for the others); a larger one is refused.
-        lo = one LSB of the field (at count 1): a smaller eps is raised to it (never zero), which moves the
-        deviation of any channel with a non-zero value by less than 2**-P of itself (docs/numerics.md).
+        lo: a smaller eps is raised to it (never zero). frn, frn_l1: one LSB of the field (at count 1), which moves
+        the deviation of any channel with a non-zero value by less than 2**-P of itself. frn_range, frn_linf:
+        2**-(CF' + in_frac), CF' the deviation constants' own fraction bits (`_deviation_cf`): that moves any
+        deviation that is not eps alone by less than 2**-(P+1) of itself, and where it is eps alone, an eps below lo
+        saturates every output with x and gamma non-zero, as the raised one does (docs/numerics.md).
         None for the other kinds (their eps is the configuration's, a constant of the build)."""
         if not self.frn:
             return None
         p, fi, cf = self.eps_power, self.in_fmt, self.const_frac_bits
         hi = max(float(self.eps), 2.0 ** (p * (fi.bits - fi.frac)))
+        if self.stat_kind in ("range", "linf"):
+            return 2.0 ** -(fi.frac + self._deviation_cf), hi
         return 2.0 ** -(p * (fi.frac + cf)), hi
 
     @cached_property
@@ -605,14 +621,14 @@ class NormConfig:
         frn: Den >= isqrt(n 2**2CF) (sum x^2 >= 1), least at n = 2**j: CF - ceil(j / 2).
         frn_l1: Den >= c n (sum|n x| >= n), c >= the smallest quantized constant: floor(log2 c).
         frn_range (constant data: every range 0) and frn_linf (n = 1: C_inf(1) = 0): Den can be n eps_int, eps_int
-        >= 1: 0."""
+        >= lo 2**(CF + in_frac) = 2**(CF - CF') (frn_eps_range): CF - CF'."""
         cf, kind = self.const_frac_bits, self.stat_kind
         if kind == "l2":
             return cf - -(-(self.max_count.bit_length() - 1) // 2)
         if kind in MEAN_ABS_KINDS:
             c_min, _ = constants.const_bounds(kind, self.max_count, self.chunks, self.k)
             return constants.quantize_const(c_min, cf).bit_length() - 1
-        return 0
+        return cf - self._deviation_cf
 
     @cached_property
     def shift_max(self) -> int:

@@ -103,13 +103,15 @@ def channel_params(cfg, count: int, eps=None) -> dict:
     cvar: m = cvar_count(n, alpha), c = 1/m, neps;  l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
     frn, frn_range, frn_l1, frn_linf: those of l2, range, l1, linf (the same n sigma_hat scaling, of x about 0),
     with eps from the descriptor: `eps` in the input format's units (the backend passes eps_real / u^cfg.eps_power;
-    None: cfg.eps, i.e. u = 1), within cfg.frn_eps_range (refused above; raised to one field LSB below);
+    None: cfg.eps, i.e. u = 1), within cfg.frn_eps_range (refused above, raised to its bottom below);
     frn_range's `eps` field is eps_int. The TLU threshold `tau` is not a per-count constant: the caller gives it.
     """
     _check_count(cfg, count)
     e = frn_eps(cfg, eps)
     cf = cfg.const_frac_bits
-    eps_int = max(1, quantize_const(e, cf + cfg.in_fmt.frac)) if cfg.frn else cfg.eps_int
+    eps_int = cfg.eps_int
+    if cfg.frn:                   # at least the range's bottom (one field LSB, or frn_range / frn_linf's floor)
+        eps_int = max(1, quantize_const(max(e, cfg.frn_eps_range[0]), cf + cfg.in_fmt.frac))
     p = {"count": count}
     kind = cfg.stat_kind          # an FRN kind takes the constants of the centred kind whose statistic it uses
     if kind == "range":

@@ -11,7 +11,7 @@ from hwnorm.backends import get_backend
 from hwnorm.config import FORMATS_8, FORMATS_16, FRN_KINDS, formats_from
 from hwnorm.constants import channel_params
 from hwnorm.fixed import round_mode
-from hwnorm.golden import train
+from hwnorm.golden import norm_train, train
 from hwnorm.torch import to_hardware
 
 KINDS = tuple(FRN_KINDS)
@@ -120,3 +120,29 @@ def test_golden_backend_eps_units_match_float_backend_on_the_grid():
     r = get_backend("golden").forward(cfg, x, [1.0] * 4, [0.0] * 4, train=True, in_scale=1 / 16)
     codes = train(cfg, (x * 16).astype(np.int64), [64] * 4, [0] * 4).y
     assert np.array_equal(r.y, codes * cfg.out_fmt.lsb)
+
+
+@pytest.mark.parametrize("kind", ["frn_linf", "frn_range"])
+@pytest.mark.parametrize("fmts", [FORMATS_8, FORMATS_16], ids=["s8", "s16"])
+def test_eps_alone_is_precise_over_the_field_range(kind, fmts):
+    """sigma_hat = eps alone (frn_linf at n = 1, frn_range at n <= chunks), small gammas and inputs, eps log-uniform
+    over the field's range: within 1/8 LSB before rounding and 1 LSB after (eps_int >= 2**P wherever the output is
+    not saturated; with the deviation constants' CF alone, frn_linf s16 was 2 LSB off here)."""
+    cfg = NormConfig(kind=kind, max_count=64, **fmts)
+    fi, fg, fb, fo = cfg.in_fmt, cfg.gamma_fmt, cfg.beta_fmt, cfg.out_fmt
+    lo, hi = cfg.frn_eps_range
+    rng = np.random.default_rng(2)
+    worst = (0.0, 0.0)
+    for _ in range(150):
+        e = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        n = 1 if kind == "frn_linf" else int(rng.integers(1, cfg.chunks + 1))
+        x = rng.integers(fi.min_int, fi.max_int + 1, size=(16, n)) >> rng.integers(0, fi.bits, (16, 1))
+        g = rng.integers(fg.min_int, fg.max_int + 1, size=16) >> rng.integers(0, fg.bits, 16)
+        b = rng.integers(fb.min_int, fb.max_int + 1, size=16)
+        r = train(cfg, x, g, b, eps=e)
+        ref = norm_train(x * fi.lsb, g * fg.lsb, b * fb.lsb, kind, chunks=cfg.chunks, eps=e)[0] / fo.lsb
+        want = np.clip(round_mode(ref, "half_up"), fo.min_int, fo.max_int)
+        inside = (ref >= fo.min_int) & (ref <= fo.max_int)
+        unr = float(np.abs(r.unrounded - ref)[inside].max()) if inside.any() else 0.0
+        worst = (max(worst[0], float(np.abs(r.y - want).max())), max(worst[1], unr))
+    assert worst[0] <= 1 and worst[1] < 0.125, worst

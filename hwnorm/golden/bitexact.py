@@ -253,7 +253,7 @@ def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: i
             raise AssertionError("internal: an unbounded A with a mean term")
         a = ((a + (1 << (cfg.a_bits - 1))) & ((1 << cfg.a_bits) - 1)) - (1 << (cfg.a_bits - 1))
     b = (beta << (sh + cfg.out_fmt.frac - cfg.beta_fmt.frac)) + half - (a * c) // k
-    if a.bit_length() >= cfg.a_bits or b.bit_length() >= cfg.b_bits:
+    if (a.bit_length() >= cfg.a_bits and not unbounded) or b.bit_length() >= cfg.b_bits:
         raise AssertionError(f"internal: A={a} or B={b} exceeds a_bits={cfg.a_bits}/b_bits={cfg.b_bits} "
                              f"({cfg.describe()}): a width bound in NormConfig is wrong")
     return a, b, sh
