@@ -1,6 +1,8 @@
 """FRN eps in real units (issue 19 item 5): the hook's golden route within 1 LSB of the float module at 1x1, 2x2 and
 7x7 maps, eps 1e-6 and 1e-5, 8 and 16 bits, with ordinary input scales (one input LSB far from 1); the eps descriptor
 field, its range and the refusal beyond it; golden == rtl bit for bit with unit far from 1."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,49 @@ def test_eps_alone_is_precise_over_the_field_range(kind, fmts):
         unr = float(np.abs(r.unrounded - ref)[inside].max()) if inside.any() else 0.0
         worst = (max(worst[0], float(np.abs(r.y - want).max())), max(worst[1], unr))
     assert worst[0] <= 1 and worst[1] < 0.125, worst
+
+
+C_MAIN = r"""
+#include <stdio.h>
+#include "tc.h"
+static void words(const tc_desc_t *d) { uint32_t w[TC_DESC_WORDS]; tc_pack_desc(d, w);
+    for (int i = 0; i < TC_DESC_WORDS; i++) printf(" %08x", (unsigned)w[i]); }
+int main(void) {
+BODY
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_c_header_sets_the_eps_field_like_python(tmp_path, kind):
+    """NAME.h's frn_eps(count, eps, d) (eps in the input format's units) packs what channel_params(eps=) gives, and
+    refuses an eps beyond the field's top."""
+    import random
+    import shutil
+    import subprocess
+
+    from hwnorm.c_header import c_header
+    from hwnorm.fields import pack, to_words
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    assert gcc is not None, "gcc or cc must be on PATH for the C header tests"
+    cfg = NormConfig(kind=kind, max_count=500, **FORMATS_16)
+    lo, hi = cfg.frn_eps_range
+    rng = random.Random(kind)
+    cases = [(n, e) for n in (1, 7, 500) for e in (cfg.eps, hi, lo / 3, 1e-5 * 4e4, math.exp(rng.uniform(-40, 5)))]
+    code, want = [], []
+    for n, e in cases + [(7, hi * 2), (7, 0.0)]:
+        code.append(f"{{ tc_desc_t d = {{0}}; tc_channel_params({n}u, &d); int r = tc_frn_eps({n}u, {e.hex()}, &d); "
+                    f"printf(\"E %d\", r); words(&d); putchar('\\n'); }}")
+        desc = {name: 0 for name, _, _ in cfg.channel_fields}
+        ok = 0.0 < e <= hi
+        desc.update(channel_params(cfg, n, eps=e if ok else None))
+        words = to_words(pack(cfg.channel_fields, desc), sum(w for _, w, _ in cfg.channel_fields))
+        want.append(f"E {0 if ok else -1}" + "".join(f" {w:08x}" for w in words))
+    (tmp_path / "tc.h").write_text(c_header(cfg, "tc"))
+    (tmp_path / "main.c").write_text(C_MAIN.replace("BODY", "\n".join("    " + c for c in code)))
+    r = subprocess.run([gcc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", "prog", "main.c", "-lm"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = subprocess.run([str(tmp_path / "prog")], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert got == want
