@@ -4,7 +4,8 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
 1. maps its float input to the hardware input format — one input LSB is `in_max / in_fmt.max_int`,
    with `in_max` the largest |x| seen by `calibrate()` (or, if not calibrated, by the layer's first
    batch); larger values are clipped and counted. Normalization is scale-invariant, so this choice
-   uses the whole input range without changing the result (eps aside);
+   uses the whole input range without changing the result (eps aside: an FRN layer's eps is converted to the
+   input units per call, eps / unit^2 or eps / unit, by the backend; a batch-norm's is the build's, in input units);
 2. runs the layer's channels on the backend: in train() with batch statistics computed by the
    hardware, whose reported mean and sigma update the running statistics (PyTorch's momentum
    convention); in eval() with the inference datapath and the running statistics;
