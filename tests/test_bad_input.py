@@ -159,6 +159,10 @@ HOOK = [
      ["eps=1e-06", "FRN kinds only", "kind='l2'"]),
     ("CvarBatchNorm2d(alpha=0.9) at max_count=4096", lambda: to_hardware(hn.CvarBatchNorm2d(3, alpha=0.9), backend="golden"),
      ValueError, ["alpha=0.9", "max_count=4096", "allowed alpha >= 0.992188"]),
+    ("RangeFRN2d(chunks=10) on 2x2 maps", lambda: to_hardware(hn.RangeFRN2d(2), backend="golden")
+     .model(torch.randn(1, 2, 2, 2)), ValueError, ["layer ''", "chunks=10 on 4 value(s)", "eps alone", "allowed chunks < 4"]),
+    ("LinfFRN2d on 1x1 maps", lambda: to_hardware(hn.LinfFRN2d(2), backend="golden").model(torch.randn(3, 2, 1, 1)),
+     ValueError, ["layer ''", "C_inf(1) = 0", "eps alone", "allowed n >= 2"]),
     ("warn_saturation=-0.1", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation=-0.1), ValueError,
      ["warn_saturation=-0.1", "allowed", "[0, 1]"]),
     ("warn_saturation='1%'", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation="1%"), ValueError,
