@@ -9,7 +9,7 @@ import torch
 import hwnorm.cache as cache_mod
 from hwnorm.backends.base import FloatBackend, LayerResult
 from hwnorm.cli import main
-from hwnorm.config import FORMATS_8, FORMATS_16
+from hwnorm.config import FixedFormat, FORMATS_8, FORMATS_16
 from hwnorm.torch import accuracy as A
 from hwnorm.torch import to_hardware
 from hwnorm.torch.lowprec import NarrowArith, narrow_stats
@@ -38,10 +38,11 @@ def test_mnist1d_is_generated_offline_and_leaves_the_global_rngs_alone(monkeypat
     assert tuple(A.make_model("l2", "mnist1d")(torch.tensor(d["x"][:4], dtype=torch.float32)[:, None]).shape) == (4, 10)
 
 
-def test_formats_match_the_project_formats_at_8_and_16_bits():
-    assert A.formats(8) == FORMATS_8 and A.formats(16) == FORMATS_16
+def test_formats_match_the_project_formats_at_8_and_16_bits_but_gamma_holds_what_training_produces():
+    assert A.formats(8) == dict(FORMATS_8, gamma_fmt=FixedFormat(8, 5)) and A.formats(16) == FORMATS_16
     f4 = A.formats(4)
-    assert (str(f4["in_fmt"]), str(f4["out_fmt"])) == ("s4.0", "s4.1")
+    assert (str(f4["in_fmt"]), str(f4["out_fmt"]), str(f4["gamma_fmt"])) == ("s4.0", "s4.1", "s8.5")
+    assert A.formats("s6.2:s6.3")["gamma_fmt"].max_int * A.formats("s6.2:s6.3")["gamma_fmt"].lsb > 3.9   # |gamma| up to 3.97
     assert A.fmt_label("s6.2:s6.3") == "s6.2:s6.3"
 
 
@@ -122,6 +123,16 @@ def test_hardware_in_the_loop_training_lowers_the_loss_on_the_golden_model():
     assert model[1].num_batches_tracked == 8 and not torch.allclose(model[1].running_sigma, torch.ones(8))
 
 
+def test_a_sweep_row_counts_the_gamma_clamps_of_its_training_and_evaluation(tmp_path, monkeypatch):
+    kw = dict(datasets=["digits"], kinds=["l1"], backends=["golden"], bits=[8], epochs=1, train_limit=128,
+              cache_dir=tmp_path, quiet=True)
+    row = [r for r in A.run(**kw)["runs"] if r["backend"] == "golden"][0]
+    assert row["train_clamped"] == 0 and row["eval_clamped"] == 0       # gamma starts at 1: s8.5 holds it
+    monkeypatch.setattr(A, "GAMMA_FMT_8", FixedFormat(8, 7))             # [-1, 0.99]: gamma = 1 itself clips
+    row = [r for r in A.run(**dict(kw, cache_dir=tmp_path / "narrow"))["runs"] if r["backend"] == "golden"][0]
+    assert row["train_clamped"] > 0 and row["eval_clamped"] > 0
+
+
 def test_interrupted_sweep_resumes_from_the_cache(tmp_path):
     kw = dict(datasets=["digits"], kinds=["linf"], backends=["golden"], bits=[5], epochs=1, train_limit=128,
               cache_dir=tmp_path, quiet=True)
@@ -156,7 +167,13 @@ def test_report_section_and_plot(tmp_path):
                cached=0)
     text = accuracy_section(json.loads(json.dumps(res)))
     assert "| digits | Range | 91.00 ± 1.41 | 70.00 ± 14.14 |" in text and "| digits | Range | 4 bits |" in text
-    assert "3.00%" in text                                              # saturated: 6 of 200 values
+    assert "3.00%, clamps not counted" in text                         # saturated: 6 of 200 values; rows of before
+    for i, r in enumerate(x for x in runs if x["backend"] == "golden"):
+        r["train_clamped"] = i                                          # 0 + 2 (l2), 1 + 3 (range)
+    res["summary"] = A.summarize(runs)
+    text = accuracy_section(json.loads(json.dumps(res)))
+    assert "| digits | L2 (baseline) | 3.00%, 2 clamps |" in text and "| digits | Range | 3.00%, 4 clamps |" in text
+    assert "  4  " in A.format_table(dict(res, missing=0)).splitlines()[-2] + "  "     # the CLI table's clamped column
     w = res["widths"]
     assert w["l2"]["8"]["widest_accumulator"] > w["range"]["8"]["widest_accumulator"]
     assert w["l2"]["8"]["sqrt_input_bits"] > w["l2"]["8"]["widest_accumulator"] and w["range"]["8"]["sqrt_input_bits"] is None
