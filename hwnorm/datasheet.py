@@ -36,7 +36,7 @@ STREAM_DOC = {"chan": "per-channel descriptor", "i": "input values, `lanes` per 
               "o": "output values, `lanes` per beat (last pass)", "stats": "one statistics word per channel"}
 AXI_DOC = {"s_axis_desc": "per-channel descriptor", "s_axis": "input values, one byte-aligned lane after another",
            "m_axis": "output values, sign-extended lanes; tlast on the channel's last beat, tkeep its valid bytes",
-           "m_axis_stats": "one statistics word per channel (tlast always 1)"}
+           "m_axis_stats": "one statistics word per channel (tlast always 1; tuser = its error bit: the descriptor was refused)"}
 
 
 def field_table(fields) -> list[dict]:

@@ -87,7 +87,7 @@ def test_field_layouts_cover_hardware_ports():
                      "scale_exp"]
     assert [f[0] for f in NormConfig(kind="topk").channel_fields][2] == "c"
     assert [f[0] for f in NormConfig(kind="l2").channel_fields][2] == "eps_n"
-    assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat"]
+    assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat", "error"]
 
 
 def test_cvar_derives_k_from_alpha_and_only_cvar_serializes_alpha():

@@ -18,7 +18,7 @@ EW_IN_MAKE_TEST = "l1_ew_floor_small_p2"
 CONFIGS = {k: c for k, c in regression_configs(full=False).items()
            if (not c.frn or k == FRN_IN_MAKE_TEST) and k not in GBN_ONLY_IN_MAKE_SIM
            and (not c.elementwise or k == EW_IN_MAKE_TEST)}
-COCOTB_TESTS = 10
+COCOTB_TESTS = 12
 
 
 def test_cocotb_tests_are_listed():
