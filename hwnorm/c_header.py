@@ -84,7 +84,8 @@ def c_header(cfg: NormConfig, name: str) -> str:
         " * Needs C99 <stdint.h> and <math.h> (link with -lm)"
         + (f"; fields wider than 64 bits use {utype} (GCC, Clang)." if widest > 64 else "."),
         " */",
-        f"#ifndef {P}_H", f"#define {P}_H", "", "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>", "#include <string.h>", "",
+        f"#ifndef {P}_H", f"#define {P}_H", "",
+        "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>", "#include <string.h>", "",
     ] + ([
         f"/* Channel overlap ({P}_OVERLAP): send descriptor(c), the statistics passes of c, then the normalize",
         " * pass of c-1; end a sequence with a descriptor of count 0 (all fields 0), then the last channel's",
@@ -211,7 +212,7 @@ def _desc_error_lines(cfg: NormConfig, p: str, P: str) -> list[str]:
            "scale_exp": f"d->scale_exp < {lo} || d->scale_exp > {hi}",
            "mean": f"d->mean < ({p}_int_t){m_lo}LL || d->mean > ({p}_int_t){m_hi}LL"}
     infer = "1" if cfg.inference_only else "d->infer"
-    lines = [f"/* NULL if the core accepts descriptor d, else the rule it breaks: the core then answers with a statistics",
+    lines = ["/* NULL if the core accepts descriptor d, else the rule it breaks: the core then answers with a statistics",
              f" * word whose error ({P}_STATS_ERROR) is 1, all else 0, and takes none of the channel's values. */",
              f"static inline const char *{p}_desc_error(const {p}_desc_t *d)", "{",
              f"    int infer = {infer} != 0;", "    (void)infer;"]

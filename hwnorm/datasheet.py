@@ -10,7 +10,7 @@ from .reports.tables import timing
 
 FIELD_DOC = {
     "infer": "1: inference channel (one pass with the given mean and scale); 0: training",
-    "count": "values in this channel, 1 .. max_count",
+    "count": "values in this channel, 1 .. max_count (others are refused, see Edges)",
     "chunk_size": "range: values per chunk, ceil(count / chunks)",
     "c_full": "range: C_range(chunk_size) / chunks used, unsigned, const_frac_bits fraction bits",
     "c_last": "range: C_range(last chunk size) / chunks used, unsigned, const_frac_bits fraction bits",
@@ -29,6 +29,7 @@ FIELD_DOC = {
     "den": "training: n * sigma_hat * 2^(const_frac_bits + in_frac) (0 in inference)",
     "sat": "outputs that saturated (a dropout build: kept outputs that saturated; an elementwise build: x_hat's "
            "clamps plus y's)",
+    "error": "1: the channel's descriptor was refused (see Edges): no value was taken or given, every other field is 0",
     "seed": "dropout builds: the LFSR's start for this channel's training mask (0 starts from 0x9E3779B9); "
             "the host derives one per channel and call (hwnorm.constants.channel_seeds); ignored in inference",
 }
@@ -73,7 +74,7 @@ ROUNDING_DOC = {"half_up": "q = acc >> SH (arithmetic; B holds the half: round h
                 "floor": "q = acc >> SH (arithmetic, no half: floor)"}
 
 
-def numerics(cfg: NormConfig) -> dict:
+def numerics(cfg: NormConfig, name: str = "NAME") -> dict:
     """What every output and statistic is, as formulas in this configuration's numbers (docs/numerics.md)."""
     fi, fo, fg, fb = cfg.in_fmt, cfg.norm_out_fmt, cfg.gamma_fmt, cfg.beta_fmt
     cf, q = cfg.const_frac_bits, cfg.recip_bits
@@ -95,7 +96,7 @@ def numerics(cfg: NormConfig) -> dict:
     train = [
         f"sigma_hat = {sigma}",
         f"Den = n sigma_hat 2^(CF + F_in) = {den}  (CF = const_frac_bits = {cf}, F_in = {fi.frac}; exact integer "
-        f"statistics, host constants from NAME_channel_params)",
+        f"statistics, host constants from {name}_channel_params)",
         "L = position of Den's leading one,  R = floor(2^(L + Q) / Den)  (Q = recip_bits = %d)" % q,
         f"M = gamma R,  SH0 = L + Q - CF - F_out + F_g = L + {cfg.shift_base},  K = n,  C = {'0 (no centring)' if cfg.frn else 'S'}",
     ]
@@ -103,7 +104,8 @@ def numerics(cfg: NormConfig) -> dict:
              f"scale_exp = {cfg.inf_shift_base} - scale_exp,  K = 2^MF,  C = mean  (MF = stat_frac_bits = "
              f"{cfg.stat_frac_bits})"]
     shared = [
-        f"SH_lo = max(0, F_b - F_out) + 4 = {cfg.shift_lo},  SH_max = in_bits + 5 = {cfg.shift_max},  tK = floor(log2 K)",
+        f"SH_lo = max(0, F_b - F_out) + 4 = {cfg.shift_lo},  SH_max = max(SH_lo, in_bits + 5) = {cfg.shift_max},  "
+        f"tK = floor(log2 K)",
         "pre = max(0, SH_lo - SH0);  t = 0 if SH0 < SH_lo else max(min(tK, SH0 - SH_lo), SH0 - SH_max)",
         f"A = floor(K M 2^pre / 2^t) ({cfg.a_bits} bits),  SH = SH0 + pre - t,  bias = beta 2^(SH + F_out - F_b) + half,  "
         f"half = {'0' if cfg.rounding == 'floor' else '2^(SH-1)'},  B = bias - floor(A C / K) ({cfg.b_bits} bits)",
@@ -135,7 +137,7 @@ def numerics(cfg: NormConfig) -> dict:
     }
 
 
-def edges(cfg: NormConfig) -> dict:
+def edges(cfg: NormConfig, name: str = "NAME") -> dict:
     """The descriptor values the core refuses, what it then does, and the edge values it handles."""
     rules = [{"field": f, "channels": {"any": "all", "train": "training", "infer": "inference"}[m], "allowed": a}
              for f, m, a in cfg.descriptor_rules]
@@ -160,15 +162,21 @@ def edges(cfg: NormConfig) -> dict:
     return {"rules": rules, "refused": refused, "handled": handled,
             "unchecked": (f"{', '.join(unchecked)}: the per-count constants of `count`; the core checks only the "
                           f"ranges above. Other in-range values do not hang the core, but its outputs are then specified "
-                          f"by no formula (Den may exceed its {cfg.den_bits} bits): compute them with NAME_channel_params "
+                          f"by no formula (Den may exceed its {cfg.den_bits} bits): compute them with {name}_channel_params "
                           f"(C) or hwnorm.constants.channel_params") if unchecked else ""}
 
 
-def lint(axi: bool = False) -> dict:
+def lint_flags() -> list[str]:
+    """`verilator --lint-only` flags under which every generated core is clean (toolchain.LINT_WAIVED)."""
+    from .toolchain import LINT_WAIVED
+    return ["-Wall"] + [f"-Wno-{w}" for w, _ in LINT_WAIVED]
+
+
+def lint(name: str) -> dict:
     """How the generated Verilog lints: the Verilator command that is clean, and why each warning class is off."""
     from .toolchain import LINT_WAIVED
-    return {"command": "verilator --lint-only -Wall " + " ".join(f"-Wno-{w}" for w in LINT_WAIVED) + " NAME.v",
-            "waived": dict(LINT_WAIVED)}
+    return {"command": f"verilator --lint-only {' '.join(lint_flags())} {name}.v",
+            "waived": {w: why.replace("NAME", name) for w, why in LINT_WAIVED}}
 
 
 def port_doc(name: str) -> str:
@@ -269,7 +277,7 @@ def datasheet(cfg: NormConfig, name: str, ports: list[tuple[str, int, str]], axi
                           "dropout_draw_bits": 16, "dropout_scale": cfg.dropout_scale,
                           "dropout_scale_frac": cfg.dropout_scale_frac} if cfg.dropout_active else {})},
         "passes": {"training": t["passes_training"], "inference": 1},
-        "numerics": numerics(cfg), "edges": edges(cfg), "lint": lint(axi),
+        "numerics": numerics(cfg, name), "edges": edges(cfg, name), "lint": lint(name),
         "timing": t,
         "resources": resources,
     }
@@ -348,12 +356,12 @@ def _edges_md(ed: dict, name: str) -> list[str]:
            "", f"Refused: {ed['refused']}", "", "Handled in hardware (not refused):", ""]
     out += [f"- {h}" for h in ed["handled"]] + [""]
     if ed["unchecked"]:
-        out += [f"Not checked: {ed['unchecked'].replace('NAME', name)}.", ""]
+        out += [f"Not checked: {ed['unchecked']}.", ""]
     return out
 
 
 def _lint_md(lt: dict, name: str) -> list[str]:
-    return ["## Lint", "", f"Clean: `{lt['command'].replace('NAME', name)}`. The waived classes are artefacts of "
+    return ["## Lint", "", f"Clean: `{lt['command']}`. The waived classes are artefacts of "
             "Amaranth's Verilog back end (Yosys `write_verilog`), not defects:", "",
             _table(["warning", "why it is not a defect"], [(f"`{w}`", why) for w, why in lt["waived"].items()]), ""]
 

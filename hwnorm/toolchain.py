@@ -20,7 +20,7 @@ LINT_WAIVED = (
     ("UNUSEDSIGNAL", "bits of intermediate wires and ports of shared blocks that this configuration leaves unread"),
     ("CASEINCOMPLETE", "case statements in always @* blocks that assign a default first: no latch is inferred"),
     ("PROCASSINIT", "registers declared with their reset value as initial value, then assigned in always blocks"),
-    ("DECLFILENAME", "the module is named after the core, not after the file name"),
+    ("DECLFILENAME", "the core's submodules (NAME.math, NAME.norm, ...) are in the top module's file, NAME.v"),
 )
 
 

@@ -88,3 +88,15 @@ def test_axi_stream_wrapper_is_bit_exact(key):
     logs = [rec["log"] for rec in r.records if "log" in rec]
     assert r.tests == 3 and r.failed == 0, f"cocotb tests failed, see {logs}"
     assert r.mismatches == 0 and r.values > 500 and r.stats > 15
+
+
+@pytest.mark.parametrize("key", ["range_plain_even_u_p2", "range_s8_overlap_p4"])
+def test_refused_descriptors_get_an_error_word_and_the_next_channels_are_exact(key):
+    """Issue 19 item 6: count 0 (the user's hang) and every other refused descriptor value, in Verilator: one error
+    word each, no beat taken or given, the channels around them bit-exact; every refused-descriptor bin hit."""
+    cfg = regression_configs(full=False)[key]
+    r = run(cfg, testcase=["refused_descriptors", "count_zero"], seed=5)
+    logs = [rec["log"] for rec in r.records if "log" in rec]
+    assert r.tests == 2 and r.failed == 0 and r.mismatches == 0, logs
+    refused = next(iter(r.coverage.values()))["refused"]
+    assert len(refused) >= 4 and all(h > 0 for h in refused.values()), refused
