@@ -84,6 +84,45 @@ def refused_descriptor(cfg: NormConfig, count: int, inference: dict | None = Non
     return desc
 
 
+def _fits(cfg: NormConfig, name: str, v: int) -> bool:
+    """v fits the descriptor field `name` (else packing would wrap it into another value)."""
+    w, signed = next((w, s) for n, w, s in cfg.channel_fields if n == name)
+    return -(1 << (w - 1)) <= v < (1 << (w - 1)) if signed else 0 <= v < (1 << w)
+
+
+def refusals(cfg: NormConfig, inference: dict) -> list[tuple[str, dict]]:
+    """(coverage bin, descriptor) for every rule of cfg.descriptor_rules: the value just past each limit and the
+    field's extreme (count 0 only without overlap, where it ends a sequence instead); `inference` = a good
+    {mean, scale_m, scale_exp} the inference cases start from."""
+    train = not cfg.inference_only
+    out = []
+    for name, _, _ in cfg.descriptor_rules:
+        if name == "count":
+            top = (1 << cfg.count_bits) - 1
+            for v in sorted({cfg.max_count + 1, top} - {top + 1}) + ([] if cfg.overlap else [0]):
+                if _fits(cfg, "count", v):
+                    out += [("count:train", refused_descriptor(cfg, v))] if train else []
+                    out.append(("count:infer", refused_descriptor(cfg, v, inference=inference)))
+        elif name == "chunk_size":
+            n = min(cfg.max_count, 3 * cfg.chunks + 1)
+            out += [(name, refused_descriptor(cfg, n, chunk_size=v)) for v in sorted({0, -(-n // cfg.chunks) - 1})]
+        elif name == "m":
+            out += [(name, refused_descriptor(cfg, cfg.max_count, m=v)) for v in (0, cfg.k + 1) if _fits(cfg, "m", v)]
+            if cfg.k >= 2:              # more values averaged than the channel has
+                out.append((name, refused_descriptor(cfg, 1, m=2)))
+        elif name in ("neps", "eps_n"):
+            out.append((name, refused_descriptor(cfg, min(cfg.max_count, 17), **{name: 0})))
+        elif name == "scale_exp":
+            hi, top = cfg.scale_exp_range[1], (1 << 7) - 1
+            out += [(name, refused_descriptor(cfg, 9, inference=dict(inference, scale_exp=v)))
+                    for v in sorted({hi + 1, top})]
+        elif name == "mean":
+            lo, hi = cfg.mean_limits
+            out += [(name, refused_descriptor(cfg, 9, inference=dict(inference, mean=v)))
+                    for v in (lo - 1, hi + 1) if _fits(cfg, "mean", v)]
+    return out
+
+
 class StreamDriver:
     """Drives a valid/ready stream from a queue, idling a random fraction `gap` of the cycles."""
 

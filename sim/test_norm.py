@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
-from tb import NormTB, refused_descriptor
+from tb import NormTB, refusals, refused_descriptor
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 PASSES = 1 if CFG.inference_only else CFG.passes      # an inference-only build: every channel one pass
@@ -283,50 +283,13 @@ async def reset_every_state(dut):
     tb.record("reset_every_state", states=len(states))
 
 
-def _fits(name: str, v: int) -> bool:
-    """v fits the descriptor field `name` (else packing would wrap it into another value)."""
-    w, signed = next((w, s) for n, w, s in CFG.channel_fields if n == name)
-    return -(1 << (w - 1)) <= v < (1 << (w - 1)) if signed else 0 <= v < (1 << w)
-
-
-def _refusals(rng) -> list[tuple[str, dict]]:
-    """(coverage bin, descriptor) for every rule of CFG.descriptor_rules: the value just past each limit and the
-    field's extreme (count 0 only without overlap, where it ends a sequence instead)."""
-    inf, train = _inference(rng), not CFG.inference_only
-    out = []
-    for name, mode, _ in CFG.descriptor_rules:
-        if name == "count":
-            top = (1 << CFG.count_bits) - 1
-            for v in sorted({CFG.max_count + 1, top} - {top + 1}) + ([] if CFG.overlap else [0]):
-                if _fits("count", v):
-                    out += [("count:train", refused_descriptor(CFG, v))] if train else []
-                    out.append(("count:infer", refused_descriptor(CFG, v, inference=inf)))
-        elif name == "chunk_size":
-            n = min(CFG.max_count, 3 * CFG.chunks + 1)
-            out += [(name, refused_descriptor(CFG, n, chunk_size=v)) for v in sorted({0, -(-n // CFG.chunks) - 1})]
-        elif name == "m":
-            out += [(name, refused_descriptor(CFG, CFG.max_count, m=v)) for v in (0, CFG.k + 1) if _fits("m", v)]
-            if CFG.k >= 2:              # more values averaged than the channel has
-                out.append((name, refused_descriptor(CFG, 1, m=2)))
-        elif name in ("neps", "eps_n"):
-            out.append((name, refused_descriptor(CFG, min(CFG.max_count, 17), **{name: 0})))
-        elif name == "scale_exp":
-            hi, top = CFG.scale_exp_range[1], (1 << 7) - 1
-            out += [(name, refused_descriptor(CFG, 9, inference=dict(inf, scale_exp=v))) for v in sorted({hi + 1, top})]
-        elif name == "mean":
-            lo, hi = CFG.mean_limits
-            out += [(name, refused_descriptor(CFG, 9, inference=dict(inf, mean=v)))
-                    for v in (lo - 1, hi + 1) if _fits("mean", v)]
-    return out
-
-
 @cocotb.test()
 async def refused_descriptors(dut):
     """Every descriptor value the core cannot honour (count 0 or above max_count, and per kind chunk_size, m, neps /
     eps_n, the inference scale_exp and mean) is refused: one statistics word with error = 1 and the rest 0, no
     beat taken or given, and the channels around it exact. Two refusals in a row, with gaps and back-pressure."""
     tb, rng = await _bench(dut, 0.3, 0.3)
-    bad = _refusals(rng)
+    bad = refusals(CFG, _inference(rng))
     assert bad, "no refusable descriptor: the rules are empty"
     for i, (label, desc) in enumerate(bad):
         n = int(rng.integers(1, min(CFG.max_count, 40) + 1))
