@@ -135,7 +135,11 @@ class NormDatapath(wiring.Component):
             m.d.comb += st.pop_top.eq(cm.pop_top)
         # overlap: the normalize pass and the statistics word take the held channel's values
         a, b, sh = (hold_a, hold_b, hold_sh) if ov else (cm.a, cm.b, cm.sh)
-        s_sum, den = (hold_sum, Mux(hold_infer, 0, hold_den)) if ov else (st.sum, Mux(chan.infer, 0, cm.den))
+        # a refused descriptor's word: sum and sat were cleared with the descriptor, den is zeroed as in inference
+        zero_den = Signal()
+        m.d.comb += zero_den.eq(hold_infer if ov else chan.infer)
+        s_sum, den = (hold_sum, Mux(zero_den, 0, hold_den)) if ov else (st.sum, Mux(zero_den, 0, cm.den))
+        self._zero_den = zero_den
         m.d.comb += [
             norm.i.payload.eq(xs), norm.mask.eq(mask),
             norm.a.eq(a), norm.b.eq(b), norm.shift.eq(sh),
@@ -223,7 +227,7 @@ class NormDatapath(wiring.Component):
         lo, hi = cfg.scale_exp_range
         m_lo, m_hi = cfg.mean_limits
         checks = {"count": (n == 0) | (n > cfg.max_count),
-                  "chunk_size": lambda: (desc.chunk_size == 0) | (desc.chunk_size * cfg.chunks < n),
+                  "chunk_size": lambda: (desc.chunk_size == 0) | (self._times_chunks(desc.chunk_size) < n),
                   "m": lambda: (desc.m == 0) | (desc.m > cfg.k) | (desc.m > n),
                   "neps": lambda: desc.neps == 0, "eps_n": lambda: desc.eps_n == 0,
                   "scale_exp": (desc.scale_exp < lo) | (desc.scale_exp > hi),
@@ -236,10 +240,19 @@ class NormDatapath(wiring.Component):
         m.d.comb += refused.eq(Cat(*terms).any() if terms else 0)
         return refused
 
+    def _times_chunks(self, v):
+        """v * chunks as shifts and adds (a constant multiple: no multiplier)."""
+        c = self.cfg.chunks
+        return sum(v << b for b in range(c.bit_length()) if c >> b & 1)
+
     def _refused_state(self, m, on_report=()):
-        """REFUSED: the statistics word of a refused descriptor (error = 1, every other field 0), then IDLE."""
+        """REFUSED: the statistics word of a refused descriptor (error = 1, every other field 0), then IDLE. Without
+        overlap sum and sat are 0 already (the descriptor cleared them) and den is zeroed as an inference channel's;
+        with overlap they hold the channel before, and are zeroed here."""
         with m.State("REFUSED"):
-            m.d.comb += [self.stats.valid.eq(1), self.stats.payload.eq(0), self.stats.payload.error.eq(1)]
+            m.d.comb += [self.stats.valid.eq(1), self.stats.payload.error.eq(1), self._zero_den.eq(1)]
+            if self.cfg.overlap:
+                m.d.comb += [self.stats.payload.sum.eq(0), self.stats.payload.sat.eq(0)]
             with m.If(self.stats.ready):
                 m.d.sync += list(on_report)
                 m.next = "IDLE"
