@@ -49,9 +49,9 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$8 ;
   wire \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$26 ;
+  wire [41:0] \a$27 ;
   wire [57:0] b;
-  wire [57:0] \b$28 ;
+  wire [57:0] \b$29 ;
   reg beat;
   wire busy;
   reg [165:0] chan = 166'h000000000000000000000000000000000000000000;
@@ -94,7 +94,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [54:0] den;
@@ -103,32 +103,32 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg [2:0] fsm_state = 3'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$23 ;
-  wire [15:0] \i__payload$23[0] ;
+  wire [15:0] \i__payload$24 ;
+  wire [15:0] \i__payload$24[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$48 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$47 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$24 ;
+  wire \mask$25 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$32 ;
+  wire [15:0] \o__payload$32[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
   wire pop_top;
   wire \pop_top$22 ;
   wire refused;
@@ -153,6 +153,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
   always @(posedge clk)
     left <= \$42 ;
   always @(posedge clk)
@@ -161,7 +162,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     fsm_state <= \$44 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 55'h00000000000000 : den;
+  assign \$1  = zero_den ? 55'h00000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -186,8 +187,8 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign refused = | { \$22 , \$18 , \$14 , \$11 , \$4  };
   assign \$23  = | left;
   assign \$24  = i__valid & more;
-  assign \$25  = \i__ready$47  & more;
-  assign \$26  = i__valid & \i__ready$47 ;
+  assign \$25  = \i__ready$48  & more;
+  assign \$26  = i__valid & \i__ready$48 ;
   assign \$27  = \$26  & more;
   assign \$28  = ! fsm_state;
   assign \$29  = fsm_state == 1'h1;
@@ -222,11 +223,11 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$48 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$47 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -246,6 +247,24 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .valid(valid),
     .x(i__payload)
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$47  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$47  = \$24 ;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     stats__valid = 1'h0;
@@ -349,10 +368,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[97] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[83:29] = \$1 ;
-    stats__payload[96:84] = sat_count;
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -370,10 +386,30 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[96:0] = 97'h0000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[97] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[97] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -396,11 +432,11 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -496,36 +532,18 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
           more = \$23 ;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          \i__valid$46  = \$24 ;
-    endcase
-  end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \pop_top$22  = pop_top;
-  assign \i__payload$23  = i__payload;
-  assign \mask$24  = mask;
-  assign \a$26  = a;
-  assign \b$28  = b;
+  assign \i__payload$24  = i__payload;
+  assign \mask$25  = mask;
+  assign \a$27  = a;
+  assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[41:14];
@@ -563,8 +581,14 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.mean  = chan[133:110];
   assign \chan$20.scale_m  = chan[157:134];
   assign \chan$20.scale_exp  = chan[165:158];
-  assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \i__payload$24[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[96:84] = sat_count;
+  always @*
+    stats__payload[83:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);

@@ -42,9 +42,9 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$8 ;
   wire \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$24 ;
+  wire [41:0] \a$25 ;
   wire [57:0] b;
-  wire [57:0] \b$26 ;
+  wire [57:0] \b$27 ;
   reg beat;
   wire busy;
   reg [170:0] chan = 171'h0000000000000000000000000000000000000000000;
@@ -87,7 +87,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$40 ;
   input clk;
   wire clk;
   wire [52:0] den;
@@ -97,33 +97,33 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [15:0] hi;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$21 ;
-  wire [15:0] \i__payload$21[0] ;
+  wire [15:0] \i__payload$22 ;
+  wire [15:0] \i__payload$22[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$47 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$46 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire [15:0] lo;
   wire mask;
   wire \mask$18 ;
-  wire \mask$22 ;
+  wire \mask$23 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$30 ;
-  wire [15:0] \o__payload$30[0] ;
+  wire [15:0] \o__payload$31 ;
+  wire [15:0] \o__payload$31[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$33 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$32 ;
   wire refused;
   input rst;
   wire rst;
@@ -146,9 +146,10 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 53'h00000000000000 : den;
+  assign \$1  = zero_den ? 53'h00000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -166,8 +167,8 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign refused = | { \$15 , \$11 , \$7 , \$4  };
   assign \$16  = | left;
   assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
+  assign \$18  = \i__ready$47  & more;
+  assign \$19  = i__valid & \i__ready$47 ;
   assign \$20  = \$19  & more;
   assign \$21  = ! fsm_state;
   assign \$22  = fsm_state == 1'h1;
@@ -207,11 +208,11 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$47 ),
+    .clear(\clear$40 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$46 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -234,10 +235,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[95] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[81:29] = \$1 ;
-    stats__payload[94:82] = sat_count;
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -255,10 +253,30 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[94:0] = 95'h000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[95] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[95] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -281,11 +299,11 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$40  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$40  = 1'h1;
           end
     endcase
   end
@@ -383,7 +401,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$46  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -396,7 +414,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$46  = \$17 ;
     endcase
   end
   always @* begin
@@ -503,15 +521,15 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
-  assign \i__payload$21  = i__payload;
-  assign \mask$22  = mask;
-  assign \a$24  = a;
-  assign \b$26  = b;
+  assign \i__payload$22  = i__payload;
+  assign \mask$23  = mask;
+  assign \a$25  = a;
+  assign \b$27  = b;
   assign sh = shift;
   assign tau = chan[82:67];
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \o__payload$31  = o__payload;
+  assign \o__valid$32  = o__valid;
+  assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[38:14];
@@ -549,8 +567,14 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan$20.mean  = chan[138:115];
   assign \chan$20.scale_m  = chan[162:139];
   assign \chan$20.scale_exp  = chan[170:163];
-  assign \i__payload$21[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \i__payload$22[0]  = i__payload;
+  assign \o__payload$31[0]  = o__payload;
+  always @*
+    stats__payload[94:82] = sat_count;
+  always @*
+    stats__payload[81:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, den, sh, \a$27 , \b$50 , clk);

@@ -29,25 +29,28 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [13:0] \$32 ;
-  wire [13:0] \$33 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [13:0] \$35 ;
+  wire [13:0] \$36 ;
   wire \$37 ;
-  reg [12:0] \$38 ;
-  reg [186:0] \$39 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  reg [2:0] \$40 ;
+  wire \$40 ;
+  reg [12:0] \$41 ;
+  reg [186:0] \$42 ;
+  reg [2:0] \$43 ;
   wire \$5 ;
-  wire [16:0] \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
+  wire [13:0] \$6 ;
+  wire [14:0] \$7 ;
+  wire [15:0] \$8 ;
+  wire [16:0] \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$25 ;
+  wire [41:0] \a$26 ;
   wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [57:0] \b$28 ;
   reg beat;
   wire busy;
   reg [186:0] chan = 187'h00000000000000000000000000000000000000000000000;
@@ -94,7 +97,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [59:0] den;
@@ -103,32 +106,32 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg [2:0] fsm_state = 3'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$22 ;
-  wire [15:0] \i__payload$22[0] ;
+  wire [15:0] \i__payload$23 ;
+  wire [15:0] \i__payload$23[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$48 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$47 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$23 ;
+  wire \mask$24 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$32 ;
+  wire [15:0] \o__payload$32[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
   wire [19:0] r_closed;
   wire [15:0] r_open;
   wire refused;
@@ -153,52 +156,54 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    left <= \$41 ;
+  always @(posedge clk)
+    chan <= \$42 ;
+  always @(posedge clk)
+    fsm_state <= \$43 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 60'h000000000000000 : den;
+  assign \$1  = zero_den ? 60'h000000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
   assign \$5  = ! chan__payload[26:14];
-  assign \$6  = chan__payload[26:14] * 4'ha;
-  assign \$7  = \$6  < chan__payload[13:1];
-  assign \$8  = \$5  | \$7 ;
-  assign \$9  = ~ chan__payload[0];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = $signed(chan__payload[186:179]) < $signed(8'h80);
-  assign \$12  = $signed(chan__payload[186:179]) > $signed(4'h4);
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$13  & chan__payload[0];
-  assign \$15  = $signed(chan__payload[154:131]) < $signed(24'h800000);
-  assign \$16  = $signed(chan__payload[154:131]) > $signed(24'h7fff00);
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = \$17  & chan__payload[0];
-  assign refused = | { \$18 , \$14 , \$10 , \$4  };
-  assign \$19  = | left;
-  assign \$20  = i__valid & more;
-  assign \$21  = \i__ready$47  & more;
-  assign \$22  = i__valid & \i__ready$47 ;
-  assign \$23  = \$22  & more;
-  assign \$24  = ! fsm_state;
-  assign \$25  = fsm_state == 1'h1;
-  assign \$26  = fsm_state == 2'h2;
-  assign \$27  = fsm_state == 2'h3;
-  assign \$28  = fsm_state == 3'h4;
-  assign \$29  = fsm_state == 3'h5;
-  assign \$30  = fsm_state == 3'h6;
-  assign \$31  = fsm_state == 3'h7;
-  assign \$32  = left - 1'h1;
-  assign \$33  = last ? 14'h0000 : \$32 ;
-  assign \$34  = i__valid & last;
-  assign \$35  = ~ more;
-  assign \$36  = ~ busy;
-  assign \$37  = \$35  & \$36 ;
-  always @(posedge clk)
-    left <= \$38 ;
-  always @(posedge clk)
-    chan <= \$39 ;
-  always @(posedge clk)
-    fsm_state <= \$40 ;
+  assign \$7  = 1'h0 + \$6 ;
+  assign \$9  = \$7  + \$8 ;
+  assign \$10  = \$9  < chan__payload[13:1];
+  assign \$11  = \$5  | \$10 ;
+  assign \$12  = ~ chan__payload[0];
+  assign \$13  = \$11  & \$12 ;
+  assign \$14  = $signed(chan__payload[186:179]) < $signed(8'h80);
+  assign \$15  = $signed(chan__payload[186:179]) > $signed(4'h4);
+  assign \$16  = \$14  | \$15 ;
+  assign \$17  = \$16  & chan__payload[0];
+  assign \$18  = $signed(chan__payload[154:131]) < $signed(24'h800000);
+  assign \$19  = $signed(chan__payload[154:131]) > $signed(24'h7fff00);
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$20  & chan__payload[0];
+  assign refused = | { \$21 , \$17 , \$13 , \$4  };
+  assign \$22  = | left;
+  assign \$23  = i__valid & more;
+  assign \$24  = \i__ready$48  & more;
+  assign \$25  = i__valid & \i__ready$48 ;
+  assign \$26  = \$25  & more;
+  assign \$27  = ! fsm_state;
+  assign \$28  = fsm_state == 1'h1;
+  assign \$29  = fsm_state == 2'h2;
+  assign \$30  = fsm_state == 2'h3;
+  assign \$31  = fsm_state == 3'h4;
+  assign \$32  = fsm_state == 3'h5;
+  assign \$33  = fsm_state == 3'h6;
+  assign \$34  = fsm_state == 3'h7;
+  assign \$35  = left - 1'h1;
+  assign \$36  = last ? 14'h0000 : \$35 ;
+  assign \$37  = i__valid & last;
+  assign \$38  = ~ more;
+  assign \$39  = ~ busy;
+  assign \$40  = \$38  & \$39 ;
   \hwnorm_frn_range_s16.math  math (
     .\a$29 (a),
     .\b$50 (b),
@@ -217,11 +222,11 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$48 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$47 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -245,10 +250,85 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[102] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[88:29] = \$1 ;
-    stats__payload[101:89] = sat_count;
+    \$41  = left;
+    if (beat) begin
+      \$41  = \$36 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$41  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$37 ) begin
+            \$41  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$41  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$42  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$42  = 187'h00000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$43  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$43  = 3'h2;
+            end else begin
+              \$43  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$37 ) begin
+            \$43  = 3'h4;
+          end
+      3'h4:
+          \$43  = 3'h5;
+      3'h2:
+          \$43  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$43  = 3'h6;
+          end
+      3'h6:
+          if (\$40 ) begin
+            \$43  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$43  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$43  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$43  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -266,10 +346,30 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[101:0] = 102'h00000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[102] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[102] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -292,11 +392,11 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -315,7 +415,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$21 ;
+          i__ready = \$24 ;
     endcase
   end
   always @* begin
@@ -333,7 +433,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$23 ;
+          beat = \$26 ;
     endcase
   end
   always @* begin
@@ -389,12 +489,12 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          more = \$19 ;
+          more = \$22 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$47  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -407,7 +507,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$20 ;
+          \i__valid$47  = \$23 ;
     endcase
   end
   always @* begin
@@ -433,97 +533,19 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           stats__valid = 1'h1;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = left;
-    if (beat) begin
-      \$38  = \$33 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$38  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$34 ) begin
-            \$38  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$38  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$39  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$39  = 187'h00000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$40  = 3'h1;
-            end else if (chan__payload[0]) begin
-              \$40  = 3'h2;
-            end else begin
-              \$40  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$34 ) begin
-            \$40  = 3'h4;
-          end
-      3'h4:
-          \$40  = 3'h5;
-      3'h2:
-          \$40  = 3'h5;
-      3'h5:
-          if (done) begin
-            \$40  = 3'h6;
-          end
-      3'h6:
-          if (\$37 ) begin
-            \$40  = 3'h7;
-          end
-      3'h7:
-          if (stats__ready) begin
-            \$40  = 3'h0;
-          end
-      3'h1:
-          if (stats__ready) begin
-            \$40  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$40  = 3'h0;
-    end
-  end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign chunk_size = chan[26:14];
-  assign \i__payload$22  = i__payload;
-  assign \mask$23  = mask;
-  assign \a$25  = a;
-  assign \b$27  = b;
+  assign \i__payload$23  = i__payload;
+  assign \mask$24  = mask;
+  assign \a$26  = a;
+  assign \b$28  = b;
   assign sh = shift;
   assign tau = chan[98:83];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -564,8 +586,16 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \chan$20.mean  = chan[154:131];
   assign \chan$20.scale_m  = chan[178:155];
   assign \chan$20.scale_exp  = chan[186:179];
-  assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \i__payload$23[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[101:89] = sat_count;
+  always @*
+    stats__payload[88:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
+  assign \$6  = { chan__payload[26:14], 1'h0 };
+  assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
 module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_closed, done, den, sh, \a$29 , \b$50 , clk);

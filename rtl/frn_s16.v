@@ -42,9 +42,9 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$8 ;
   wire \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$24 ;
+  wire [41:0] \a$25 ;
   wire [57:0] b;
-  wire [57:0] \b$26 ;
+  wire [57:0] \b$27 ;
   reg beat;
   wire busy;
   reg [184:0] chan = 185'h00000000000000000000000000000000000000000000000;
@@ -84,7 +84,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$40 ;
   input clk;
   wire clk;
   wire [51:0] den;
@@ -93,32 +93,32 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg [2:0] fsm_state = 3'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$21 ;
-  wire [15:0] \i__payload$21[0] ;
+  wire [15:0] \i__payload$22 ;
+  wire [15:0] \i__payload$22[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$47 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$46 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$22 ;
+  wire \mask$23 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$30 ;
-  wire [15:0] \o__payload$30[0] ;
+  wire [15:0] \o__payload$31 ;
+  wire [15:0] \o__payload$31[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$33 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$32 ;
   wire refused;
   input rst;
   wire rst;
@@ -142,9 +142,10 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 52'h0000000000000 : den;
+  assign \$1  = zero_den ? 52'h0000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -162,8 +163,8 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign refused = | { \$15 , \$11 , \$7 , \$4  };
   assign \$16  = | left;
   assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
+  assign \$18  = \i__ready$47  & more;
+  assign \$19  = i__valid & \i__ready$47 ;
   assign \$20  = \$19  & more;
   assign \$21  = ! fsm_state;
   assign \$22  = fsm_state == 1'h1;
@@ -202,11 +203,11 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$47 ),
+    .clear(\clear$40 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$46 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -228,10 +229,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[94] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[80:29] = \$1 ;
-    stats__payload[93:81] = sat_count;
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -249,10 +247,30 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[93:0] = 94'h000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[94] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[94] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -275,11 +293,11 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$40  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$40  = 1'h1;
           end
     endcase
   end
@@ -377,7 +395,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$46  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -390,7 +408,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$46  = \$17 ;
     endcase
   end
   always @* begin
@@ -497,15 +515,15 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
-  assign \i__payload$21  = i__payload;
-  assign \mask$22  = mask;
-  assign \a$24  = a;
-  assign \b$26  = b;
+  assign \i__payload$22  = i__payload;
+  assign \mask$23  = mask;
+  assign \a$25  = a;
+  assign \b$27  = b;
   assign sh = shift;
   assign tau = chan[96:81];
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \o__payload$31  = o__payload;
+  assign \o__valid$32  = o__valid;
+  assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[80:14];
@@ -540,8 +558,14 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.mean  = chan[152:129];
   assign \chan$20.scale_m  = chan[176:153];
   assign \chan$20.scale_exp  = chan[184:177];
-  assign \i__payload$21[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \i__payload$22[0]  = i__payload;
+  assign \o__payload$31[0]  = o__payload;
+  always @*
+    stats__payload[93:81] = sat_count;
+  always @*
+    stats__payload[80:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh, \a$31 , \b$54 , clk);

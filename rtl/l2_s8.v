@@ -42,9 +42,9 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire \$8 ;
   wire \$9 ;
   wire [25:0] a;
-  wire [25:0] \a$24 ;
+  wire [25:0] \a$25 ;
   wire [33:0] b;
-  wire [33:0] \b$26 ;
+  wire [33:0] \b$27 ;
   reg beat;
   wire busy;
   reg [115:0] chan = 116'h00000000000000000000000000000;
@@ -81,7 +81,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$38 ;
+  reg \clear$39 ;
   input clk;
   wire clk;
   wire [34:0] den;
@@ -90,32 +90,32 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg [2:0] fsm_state = 3'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$21 ;
-  wire [7:0] \i__payload$21[0] ;
+  wire [7:0] \i__payload$22 ;
+  wire [7:0] \i__payload$22[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$45 ;
+  wire \i__ready$46 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$44 ;
+  reg \i__valid$45 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$22 ;
+  wire \mask$23 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$29 ;
-  wire [7:0] \o__payload$29[0] ;
+  wire [7:0] \o__payload$30 ;
+  wire [7:0] \o__payload$30[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$31 ;
+  wire \o__ready$32 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$30 ;
+  wire \o__valid$31 ;
   wire refused;
   input rst;
   wire rst;
@@ -138,9 +138,10 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 35'h000000000 : den;
+  assign \$1  = zero_den ? 35'h000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -158,8 +159,8 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign refused = | { \$15 , \$11 , \$7 , \$4  };
   assign \$16  = | left;
   assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$45  & more;
-  assign \$19  = i__valid & \i__ready$45 ;
+  assign \$18  = \i__ready$46  & more;
+  assign \$19  = i__valid & \i__ready$46 ;
   assign \$20  = \$19  & more;
   assign \$21  = ! fsm_state;
   assign \$22  = fsm_state == 1'h1;
@@ -199,11 +200,11 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$45 ),
-    .clear(\clear$38 ),
+    .ce(\i__ready$46 ),
+    .clear(\clear$39 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$44 ),
+    .i__valid(\i__valid$45 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -224,10 +225,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[69] = 1'h0;
-    stats__payload[20:0] = sum;
-    stats__payload[55:21] = \$1 ;
-    stats__payload[68:56] = sat_count;
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -245,10 +243,30 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[68:0] = 69'h000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[69] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[69] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -271,11 +289,11 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$38  = 1'h0;
+    \clear$39  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$38  = 1'h1;
+            \clear$39  = 1'h1;
           end
     endcase
   end
@@ -373,7 +391,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$44  = 1'h0;
+    \i__valid$45  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -386,7 +404,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$44  = \$17 ;
+          \i__valid$45  = \$17 ;
     endcase
   end
   always @* begin
@@ -493,14 +511,14 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
-  assign \i__payload$21  = i__payload;
-  assign \mask$22  = mask;
-  assign \a$24  = a;
-  assign \b$26  = b;
+  assign \i__payload$22  = i__payload;
+  assign \mask$23  = mask;
+  assign \a$25  = a;
+  assign \b$27  = b;
   assign sh = shift;
-  assign \o__payload$29  = o__payload;
-  assign \o__valid$30  = o__valid;
-  assign \o__ready$31  = o__ready;
+  assign \o__payload$30  = o__payload;
+  assign \o__valid$31  = o__valid;
+  assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[59:14];
@@ -532,8 +550,14 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \chan$20.mean  = chan[91:76];
   assign \chan$20.scale_m  = chan[107:92];
   assign \chan$20.scale_exp  = chan[115:108];
-  assign \i__payload$21[0]  = i__payload;
-  assign \o__payload$29[0]  = o__payload;
+  assign \i__payload$22[0]  = i__payload;
+  assign \o__payload$30[0]  = o__payload;
+  always @*
+    stats__payload[68:56] = sat_count;
+  always @*
+    stats__payload[55:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
 endmodule
 
 module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$60 , clk);

@@ -46,9 +46,9 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$8 ;
   wire \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$26 ;
+  wire [41:0] \a$27 ;
   wire [57:0] b;
-  wire [57:0] \b$28 ;
+  wire [57:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_hi;
@@ -89,7 +89,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [73:0] den;
@@ -100,32 +100,32 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg [3:0] fsm_state = 4'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$23 ;
-  wire [15:0] \i__payload$23[0] ;
+  wire [15:0] \i__payload$24 ;
+  wire [15:0] \i__payload$24[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$48 ;
+  wire \i__ready$49 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$47 ;
+  reg \i__valid$48 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$24 ;
+  wire \mask$25 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$32 ;
+  wire [15:0] \o__payload$32[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
   wire refused;
   input rst;
   wire rst;
@@ -149,11 +149,14 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    chan <= \$40 ;
   always @(posedge clk)
     fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 74'h0000000000000000000 : den;
+  assign \$1  = zero_den ? 74'h0000000000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -171,8 +174,8 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign refused = | { \$15 , \$11 , \$7 , \$4  };
   assign \$16  = | left;
   assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$48  & more;
-  assign \$19  = i__valid & \i__ready$48 ;
+  assign \$18  = \i__ready$49  & more;
+  assign \$19  = i__valid & \i__ready$49 ;
   assign \$20  = \$19  & more;
   assign \$21  = ! fsm_state;
   assign \$22  = fsm_state == 1'h1;
@@ -194,8 +197,6 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$38  = \$36  & \$37 ;
   always @(posedge clk)
     left <= \$39 ;
-  always @(posedge clk)
-    chan <= \$40 ;
   \hwnorm_mad_s16.math  math (
     .\a$32 (a),
     .\b$57 (b),
@@ -216,11 +217,11 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$48 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$49 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$47 ),
+    .i__valid(\i__valid$48 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -298,10 +299,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[116] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[102:29] = \$1 ;
-    stats__payload[115:103] = sat_count;
+    zero_den = chan[0];
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -324,10 +322,35 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'ha:
           /* empty */;
       4'h1:
-        begin
-          stats__payload[115:0] = 116'h00000000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[116] = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h1:
           stats__payload[116] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -350,11 +373,11 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -504,7 +527,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$47  = 1'h0;
+    \i__valid$48  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -523,7 +546,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'h8:
           /* empty */;
       4'h9:
-          \i__valid$47  = \$17 ;
+          \i__valid$48  = \$17 ;
     endcase
   end
   always @* begin
@@ -599,14 +622,14 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \floor_mean$22  = floor_mean;
-  assign \i__payload$23  = i__payload;
-  assign \mask$24  = mask;
-  assign \a$26  = a;
-  assign \b$28  = b;
+  assign \i__payload$24  = i__payload;
+  assign \mask$25  = mask;
+  assign \a$27  = a;
+  assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[48:14];
@@ -641,8 +664,14 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.mean  = chan[142:119];
   assign \chan$20.scale_m  = chan[166:143];
   assign \chan$20.scale_exp  = chan[174:167];
-  assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \i__payload$24[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[115:103] = sat_count;
+  always @*
+    stats__payload[102:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);

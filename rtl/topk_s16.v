@@ -42,9 +42,9 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$8 ;
   wire \$9 ;
   wire [41:0] a;
-  wire [41:0] \a$28 ;
+  wire [41:0] \a$29 ;
   wire [57:0] b;
-  wire [57:0] \b$30 ;
+  wire [57:0] \b$31 ;
   reg beat;
   wire [15:0] bottom;
   wire busy;
@@ -85,7 +85,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$42 ;
+  reg \clear$43 ;
   input clk;
   wire clk;
   wire [55:0] den;
@@ -94,32 +94,32 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg [2:0] fsm_state = 3'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
-  wire [15:0] \i__payload$25 ;
-  wire [15:0] \i__payload$25[0] ;
+  wire [15:0] \i__payload$26 ;
+  wire [15:0] \i__payload$26[0] ;
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$49 ;
+  wire \i__ready$50 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$48 ;
+  reg \i__valid$49 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$26 ;
+  wire \mask$27 ;
   reg more;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$33 ;
-  wire [15:0] \o__payload$33[0] ;
+  wire [15:0] \o__payload$34 ;
+  wire [15:0] \o__payload$34[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$35 ;
+  wire \o__ready$36 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$34 ;
+  wire \o__valid$35 ;
   wire pop_bottom;
   wire \pop_bottom$24 ;
   wire pop_top;
@@ -146,9 +146,10 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  reg zero_den;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 56'h00000000000000 : den;
+  assign \$1  = zero_den ? 56'h00000000000000 : den;
   assign \$2  = ! chan__payload[13:1];
   assign \$3  = chan__payload[13:1] > 13'h1000;
   assign \$4  = \$2  | \$3 ;
@@ -166,8 +167,8 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign refused = | { \$15 , \$11 , \$7 , \$4  };
   assign \$16  = | left;
   assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$49  & more;
-  assign \$19  = i__valid & \i__ready$49 ;
+  assign \$18  = \i__ready$50  & more;
+  assign \$19  = i__valid & \i__ready$50 ;
   assign \$20  = \$19  & more;
   assign \$21  = ! fsm_state;
   assign \$22  = fsm_state == 1'h1;
@@ -210,11 +211,11 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$49 ),
-    .clear(\clear$42 ),
+    .ce(\i__ready$50 ),
+    .clear(\clear$43 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$48 ),
+    .i__valid(\i__valid$49 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -238,10 +239,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__payload[98] = 1'h0;
-    stats__payload[28:0] = sum;
-    stats__payload[84:29] = \$1 ;
-    stats__payload[97:85] = sat_count;
+    zero_den = chan[0];
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
@@ -259,10 +257,30 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h7:
           /* empty */;
       3'h1:
-        begin
-          stats__payload[97:0] = 98'h0000000000000000000000000;
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[98] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
           stats__payload[98] = 1'h1;
-        end
     endcase
   end
   always @* begin
@@ -285,11 +303,11 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$42  = 1'h0;
+    \clear$43  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$42  = 1'h1;
+            \clear$43  = 1'h1;
           end
     endcase
   end
@@ -387,7 +405,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$48  = 1'h0;
+    \i__valid$49  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -400,7 +418,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$48  = \$17 ;
+          \i__valid$49  = \$17 ;
     endcase
   end
   always @* begin
@@ -509,14 +527,14 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20  = chan;
   assign \pop_top$22  = pop_top;
   assign \pop_bottom$24  = pop_bottom;
-  assign \i__payload$25  = i__payload;
-  assign \mask$26  = mask;
-  assign \a$28  = a;
-  assign \b$30  = b;
+  assign \i__payload$26  = i__payload;
+  assign \mask$27  = mask;
+  assign \a$29  = a;
+  assign \b$31  = b;
   assign sh = shift;
-  assign \o__payload$33  = o__payload;
-  assign \o__valid$34  = o__valid;
-  assign \o__ready$35  = o__ready;
+  assign \o__payload$34  = o__payload;
+  assign \o__valid$35  = o__valid;
+  assign \o__ready$36  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[41:14];
@@ -551,8 +569,14 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.mean  = chan[128:105];
   assign \chan$20.scale_m  = chan[152:129];
   assign \chan$20.scale_exp  = chan[160:153];
-  assign \i__payload$25[0]  = i__payload;
-  assign \o__payload$33[0]  = o__payload;
+  assign \i__payload$26[0]  = i__payload;
+  assign \o__payload$34[0]  = o__payload;
+  always @*
+    stats__payload[97:85] = sat_count;
+  always @*
+    stats__payload[84:29] = \$1 ;
+  always @*
+    stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, den, sh, \a$32 , \b$64 , clk);
