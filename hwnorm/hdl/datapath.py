@@ -218,9 +218,9 @@ class NormDatapath(wiring.Component):
         return m
 
     def _refused(self, m, desc):
-        """1 when the descriptor `desc` breaks one of cfg.descriptor_rules (the same checks as
-        NormConfig.descriptor_error): a few compares with constants and with `count`, no arithmetic but
-        range's chunks * chunk_size (a constant multiple)."""
+        """1 when the descriptor `desc` breaks one of cfg.descriptor_rules (the same verdict as
+        NormConfig.descriptor_error; tests/test_descriptor_checks.py): a few compares with constants and with
+        `count`, no arithmetic but range's chunks * chunk_size (a constant multiple)."""
         cfg = self.cfg
         n = desc.count
         infer = Const(1, 1) if cfg.inference_only else desc.infer
@@ -238,6 +238,8 @@ class NormDatapath(wiring.Component):
             terms.append(term if mode == "any" else term & ~infer if mode == "train" else term & infer)
         refused = Signal()
         m.d.comb += refused.eq(Cat(*terms).any() if terms else 0)
+        if cfg.overlap:             # count 0 ends a sequence (the other fields are 0 too): not refused
+            m.d.comb += refused.eq(Cat(*terms).any() & (n != 0))
         return refused
 
     def _times_chunks(self, v):
@@ -301,7 +303,7 @@ class NormDatapath(wiring.Component):
         hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer = hold
         desc = self.chan.payload
         flush, bad = Signal(), Signal()
-        m.d.comb += [flush.eq(desc.count == 0), bad.eq(self._refused(m, desc) & ~flush)]
+        m.d.comb += [flush.eq(desc.count == 0), bad.eq(self._refused(m, desc))]
         refuse = Signal()           # a refused descriptor ended the sequence: its error word follows the held channel's
 
         def when_math_idle(then):
