@@ -1,6 +1,7 @@
 """The generated Verilog under `verilator --lint-only -Wall`: clean with exactly the flags the datasheet states
 (hwnorm.toolchain.LINT_WAIVED), so a new warning class fails here; and the one waived class that could hide a defect,
 WIDTHTRUNC, fires only for `!x` on a multi-bit x (a logical NOT, Amaranth's x == 0), never for a truncated value."""
+import os
 import re
 import subprocess
 
@@ -11,14 +12,16 @@ from hwnorm.core import core_files
 from hwnorm.datasheet import lint_flags
 from hwnorm.toolchain import LINT_WAIVED, setup_verilator_env
 
-# one core with every optional stage the descriptor checks touch: range (chunk_size), 4 lanes, overlap off
+# range (the chunk_size check), cvar with overlap (m, the overlap FSM), and the AXI4-Stream wrapper
 CORES = {"edge_core": NormConfig(lanes=4, max_count=300),
-         "edge_cvar_overlap": NormConfig(kind="cvar", lanes=2, max_count=1024, overlap=True)}
+         "edge_cvar_overlap": NormConfig(kind="cvar", lanes=2, max_count=1024, overlap=True),
+         "edge_axi": NormConfig(kind="l1", lanes=2, max_count=300)}
+AXI = {"edge_axi"}
 
 
 def _lint(tmp_path, name, cfg, flags):
-    env = setup_verilator_env(dict(__import__("os").environ))
-    (tmp_path / f"{name}.v").write_text(core_files(cfg, name)[f"{name}.v"])
+    env = setup_verilator_env(dict(os.environ))
+    (tmp_path / f"{name}.v").write_text(core_files(cfg, name, axi=name in AXI)[f"{name}.v"])
     return subprocess.run(["verilator", "--lint-only", *flags, f"{name}.v"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
 
