@@ -86,7 +86,7 @@ def test_axi_stream_wrapper_is_bit_exact(key):
     """cocotbext-axi sources and sinks with random pauses on the AXI4-Stream wrapper, the golden scoreboard."""
     r = run(axi_configs()[key], seed=11, axi=True)
     logs = [rec["log"] for rec in r.records if "log" in rec]
-    assert r.tests == 3 and r.failed == 0, f"cocotb tests failed, see {logs}"
+    assert r.tests == 4 and r.failed == 0, f"cocotb tests failed, see {logs}"
     assert r.mismatches == 0 and r.values > 500 and r.stats > 15
 
 
