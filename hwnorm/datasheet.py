@@ -125,7 +125,8 @@ def numerics(cfg: NormConfig, name: str = "NAME") -> dict:
         "float": ("training: y = gamma (x - mu) / sigma_hat + beta" if not cfg.frn else
                   "training: y = gamma x / sigma_hat + beta, z = max(y, tau)") +
                  "; inference: y = gamma (x - mean) scale + beta" + (", z = max(y, tau)" if cfg.frn else ""),
-        "eps": eps, "training": train, "inference": infer, "normalize": shared,
+        "eps": None if cfg.inference_only else eps, "training": [] if cfg.inference_only else train,
+        "inference": infer, "normalize": shared,
         "rounding": cfg.rounding,
         "accuracy": "training: the value before rounding is within 1/4 LSB of the exact result, every output within "
                     "1 LSB of the correctly rounded float result (the same rounding, then saturated); inference: within "
@@ -340,8 +341,9 @@ def _numerics_md(nm: dict, name: str) -> list[str]:
     return ["## Numerics", "",
             f"Formats: input {f['in']}, output {f['out']}, gamma {f['gamma']}, beta {f['beta']} (s/u, total bits, "
             f"fraction bits). Float definition: {nm['float']}.", "",
-            "Training (per channel of n values x, S = sum x):", "", "```", *nm["training"], "```", "",
-            f"Where eps enters: {nm['eps']}.", "",
+            *(["Training (per channel of n values x, S = sum x):", "", "```", *nm["training"], "```", "",
+               f"Where eps enters: {nm['eps']}.", ""] if nm["training"] else
+              ["Inference-only build: no training datapath (every channel is an inference channel).", ""]),
             "Inference (the descriptor's mean, scale_m, scale_exp):", "", "```", *nm["inference"], "```", "",
             "Both (the normalize pass, one multiply-add per lane):", "", "```", *nm["normalize"], "```", "",
             f"Rounding: `{nm['rounding']}`. Accuracy: {nm['accuracy']}.", "",

@@ -200,3 +200,9 @@ def test_datasheet_names_the_refused_descriptors_and_the_error_outputs(l1core):
     assert "m_axis_stats_tuser" in axi["ax.v"] and "| `m_axis_stats_tuser` | output | 1 |" in axi["ax.md"]
     ov = core.core_files(NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True), "ov")["ov.md"]
     assert "count = 0 is the end of a sequence, not an error" in ov
+
+
+def test_an_inference_only_datasheet_has_no_training_formulas():
+    md = core.core_files(NormConfig(inference_only=True, max_count=300), "io")["io.md"]
+    assert "Inference-only build: no training datapath" in md and "sigma_hat = (" not in md and "Den = n" not in md
+    assert "| `count` | all | 1 .. max_count = 300 |" in md and "| `neps`" not in md
