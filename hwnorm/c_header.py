@@ -117,7 +117,8 @@ def c_header(cfg: NormConfig, name: str) -> str:
         " * Needs C99 <stdint.h> and <math.h> (link with -lm)"
         + (f"; fields wider than 64 bits use {utype} (GCC, Clang)." if widest > 64 else "."),
         " */",
-        f"#ifndef {P}_H", f"#define {P}_H", "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", "",
+        f"#ifndef {P}_H", f"#define {P}_H", "",
+        "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>", "#include <string.h>", "",
     ] + ([
         f"/* Channel overlap ({P}_OVERLAP): send descriptor(c), the statistics passes of c, then the normalize",
         " * pass of c-1; end a sequence with a descriptor of count 0 (all fields 0), then the last channel's",
@@ -216,6 +217,7 @@ def c_header(cfg: NormConfig, name: str) -> str:
         "    d->scale_exp = exp;",
         "    return 0;",
         "}", "",
+        *_desc_error_lines(cfg, p, P),
         f"/* The descriptor as {P}_DESC_WORDS 32-bit words, least significant first (the chan payload). */",
         f"static inline void {p}_pack_desc(const {p}_desc_t *d, uint32_t words[{P}_DESC_WORDS])",
         "{",
@@ -230,6 +232,32 @@ def c_header(cfg: NormConfig, name: str) -> str:
         *(_dropout_lines(cfg, p, P) if cfg.dropout_active else []),
         f"#endif /* {P}_H */", ""]
     return "\n".join(lines)
+
+
+def _desc_error_lines(cfg: NormConfig, p: str, P: str) -> list[str]:
+    """NAME_desc_error: NULL if the core accepts a descriptor, else which rule it breaks (NormConfig.descriptor_rules;
+    the core answers a refused descriptor with a statistics word whose `error` is 1 and takes none of its values)."""
+    lo, hi = cfg.scale_exp_range
+    m_lo, m_hi = cfg.mean_limits
+    bad = {"count": f"d->count < 1u || d->count > {P}_MAX_COUNT",
+           "chunk_size": f"d->chunk_size < 1u || (uint64_t)d->chunk_size * {cfg.chunks}u < (uint64_t)d->count",
+           "m": f"d->m < 1u || d->m > {cfg.k}u || d->m > d->count",
+           "neps": "d->neps < 1u", "eps_n": "d->eps_n < 1u", "eps": "d->eps < 1u",
+           "scale_exp": f"d->scale_exp < {lo} || d->scale_exp > {hi}",
+           "mean": f"d->mean < ({p}_int_t){m_lo}LL || d->mean > ({p}_int_t){m_hi}LL"}
+    infer = "1" if cfg.inference_only else "d->infer"
+    lines = ["/* NULL if the core accepts descriptor d, else the rule it breaks: the core then answers with a statistics",
+             f" * word whose error ({P}_STATS_ERROR) is 1, all else 0, and takes none of the channel's values. */",
+             f"static inline const char *{p}_desc_error(const {p}_desc_t *d)", "{",
+             f"    int infer = {infer} != 0;", "    (void)infer;"]
+    if cfg.overlap:
+        lines.append("    if (d->count == 0u) return NULL;   /* overlap: the end of a sequence */")
+    for name, mode, allowed in cfg.descriptor_rules:
+        when = {"any": "", "train": "!infer && (", "infer": "infer && ("}[mode]
+        cond = bad[name] if not when else f"{when}{bad[name]})"
+        text = f"{name}: allowed {allowed}".replace('"', "'")
+        lines.append(f"    if ({cond}) return \"{text}\";")
+    return lines + ["    return NULL;", "}", ""]
 
 
 def _dropout_lines(cfg: NormConfig, p: str, P: str) -> list[str]:

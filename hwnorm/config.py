@@ -700,10 +700,63 @@ class NormConfig:
 
     @property
     def stats_fields(self) -> list[tuple[str, int, bool]]:
-        """(name, width, signed) of the per-channel statistics the hardware reports, LSB first."""
+        """(name, width, signed) of the per-channel statistics the hardware reports, LSB first; `error` (the top bit)
+        is 1 for a refused descriptor (descriptor_error), whose word is otherwise 0."""
         # an elementwise build counts x_hat's clamps and y's: up to 2 per value
         return [("sum", self.sum_bits, True), ("den", self.den_bits, False),
-                ("sat", self.count_bits + (1 if self.elementwise else 0), False)]
+                ("sat", self.count_bits + (1 if self.elementwise else 0), False), ("error", 1, False)]
+
+    @property
+    def descriptor_rules(self) -> list[tuple[str, str, str]]:
+        """(field, mode, allowed values) of every descriptor value the core checks: a descriptor that breaks one is
+        refused (descriptor_error; docs/architecture.md "Refused descriptors"). mode: 'any', 'train' or 'infer' (the
+        channels whose descriptor the rule applies to). Fields not named take any value of their width."""
+        names = {n for n, _, _ in self.channel_fields}
+        rules = [("count", "any", f"1 .. max_count = {self.max_count}" +
+                  (" (0 ends an overlap sequence)" if self.overlap else ""))]
+        if not self.inference_only:
+            if "chunk_size" in names:
+                rules.append(("chunk_size", "train", f"chunk_size >= 1 and chunks * chunk_size >= count "
+                                                     f"(at most chunks = {self.chunks} chunks)"))
+            if "m" in names:
+                rules.append(("m", "train", f"1 .. min(k = {self.k}, count)"))
+            rules += [(n, "train", ">= 1 (the denominator is never 0)") for n in ("neps", "eps_n", "eps") if n in names]
+        e_lo, e_hi = self.scale_exp_range
+        if e_hi < (1 << (constants.SCALE_EXP_BITS - 1)) - 1:
+            rules.append(("scale_exp", "infer", f"{e_lo} .. {e_hi}"))
+        m_lo, m_hi = self.mean_limits
+        if m_lo > -(1 << (self.mean_bits - 1)) or m_hi < (1 << (self.mean_bits - 1)) - 1:
+            rules.append(("mean", "infer", f"{m_lo} .. {m_hi}"))
+        return rules
+
+    @property
+    def mean_limits(self) -> tuple[int, int]:
+        """The inference means the core accepts: in_fmt codes with stat_frac_bits more fraction bits."""
+        return self.in_fmt.min_int << self.stat_frac_bits, self.in_fmt.max_int << self.stat_frac_bits
+
+    def descriptor_error(self, desc: dict) -> str | None:
+        """None if the core accepts the descriptor `desc` (field values as NormConfig.channel_fields names them,
+        missing ones 0), else why it refuses it, naming the field, its value and the allowed range. A refused
+        descriptor takes no input beat, gives no output beat and one statistics word with error = 1 and every other
+        field 0. An overlap build takes count = 0 as the end of a sequence, not as an error."""
+        d = {n: int(desc.get(n, 0)) for n, _, _ in self.channel_fields}
+        infer = self.inference_only or d["infer"] == 1
+        n = d["count"]
+        if self.overlap and n == 0:
+            return None
+        for name, mode, allowed in self.descriptor_rules:
+            if mode == ("train" if infer else "infer"):
+                continue
+            v = d[name]
+            bad = {"count": not 1 <= n <= self.max_count,
+                   "chunk_size": v < 1 or self.chunks * v < n,
+                   "m": not 1 <= v <= min(self.k, n),
+                   "neps": v < 1, "eps_n": v < 1, "eps": v < 1,
+                   "scale_exp": not self.scale_exp_range[0] <= v <= self.scale_exp_range[1],
+                   "mean": not self.mean_limits[0] <= v <= self.mean_limits[1]}[name]
+            if bad:
+                return f"{name}={v} is out of range: allowed {allowed}" + (f" (count={n})" if name in ("chunk_size", "m") else "")
+        return None
 
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""

@@ -10,7 +10,7 @@ from .reports.tables import timing
 
 FIELD_DOC = {
     "infer": "1: inference channel (one pass with the given mean and scale); 0: training",
-    "count": "values in this channel, 1 .. max_count",
+    "count": "values in this channel, 1 .. max_count (others are refused, see Edges)",
     "chunk_size": "range: values per chunk, ceil(count / chunks)",
     "c_full": "range: C_range(chunk_size) / chunks used, unsigned, const_frac_bits fraction bits",
     "c_last": "range: C_range(last chunk size) / chunks used, unsigned, const_frac_bits fraction bits",
@@ -33,6 +33,7 @@ FIELD_DOC = {
     "den": "training: n * sigma_hat * 2^(const_frac_bits + in_frac) (0 in inference)",
     "sat": "outputs that saturated (a dropout build: kept outputs that saturated; an elementwise build: x_hat's "
            "clamps plus y's)",
+    "error": "1: the channel's descriptor was refused (see Edges): no value was taken or given, every other field is 0",
     "seed": "dropout builds: the LFSR's start for this channel's training mask (0 starts from 0x9E3779B9); "
             "the host derives one per channel and call (hwnorm.constants.channel_seeds); ignored in inference",
 }
@@ -40,7 +41,7 @@ STREAM_DOC = {"chan": "per-channel descriptor", "i": "input values, `lanes` per 
               "o": "output values, `lanes` per beat (last pass)", "stats": "one statistics word per channel"}
 AXI_DOC = {"s_axis_desc": "per-channel descriptor", "s_axis": "input values, one byte-aligned lane after another",
            "m_axis": "output values, sign-extended lanes; tlast on the channel's last beat, tkeep its valid bytes",
-           "m_axis_stats": "one statistics word per channel (tlast always 1)"}
+           "m_axis_stats": "one statistics word per channel (tlast always 1; tuser = its error bit: the descriptor was refused)"}
 
 
 def field_table(fields) -> list[dict]:
@@ -50,6 +51,137 @@ def field_table(fields) -> list[dict]:
         out.append({"name": name, "offset": offset, "width": width, "signed": signed, "doc": FIELD_DOC.get(name, "")})
         offset += width
     return out
+
+
+# sigma_hat (float definition) and Den = n sigma_hat 2^(CF + F_in) (the integer the core computes), per statistics kind;
+# n = count, S = sum x, mu = S / n (docs/numerics.md "The integer algorithm")
+SIGMA = {
+    "range": ("(1/K') sum over chunks of C_range(m_j) (max_j - min_j) + eps, chunks of chunk_size values (K' <= K = "
+              "chunks of them)", "n (c_full R_closed + c_last R_open + eps_int)"),
+    "l1": ("sqrt(pi/2) mean|x - mu| + eps", "c 2 (n S_hi - c_hi S) + neps  (= c sum|n x - S| + n eps_int)"),
+    "mad": ("mean|x - mu| + eps", "c 2 (n S_hi - c_hi S) + neps  (= c sum|n x - S| + n eps_int)"),
+    "linf": ("C_inf(n) max|x - mu| + eps", "c max(n max - S, S - n min) + neps"),
+    "topk": ("C_inf(n) mean of the min(k, n) largest |x - mu| + eps",
+             "c (sum of the min(k, n) largest |n x - S|) + neps"),
+    "cvar": ("mean of the m largest x - mu + eps", "c (n (sum of the m largest x) - m S) + neps"),
+    "l2": ("sqrt(mean((x - mu)^2) + eps)", "isqrt((n Q2 - S^2) 2^(2 CF) + eps_n),  Q2 = sum x^2"),
+    "semidev": ("sqrt(mean([mu - x]_+^2) + eps)", "isqrt(floor(T 2^(2 CF) / n) + eps_n),  T = sum over x < mu of "
+                "(S - n x)^2"),
+}
+FRN_SIGMA = {"frn": ("sqrt(mean(x^2) + eps)", "isqrt(n Q2 2^(2 CF) + eps_n)"),
+             "frn_range": (SIGMA["range"][0], SIGMA["range"][1]),
+             "frn_l1": ("sqrt(pi/2) mean|x| + eps", "c n (2 S_hi - S) + neps  (S_hi = sum of x > 0)"),
+             "frn_linf": ("C_inf(n) max|x| + eps", "c n max(max, -min) + neps")}
+ROUNDING_DOC = {"half_up": "q = acc >> SH (arithmetic; B holds the half: round half up)",
+                "half_even": "q = acc >> SH (arithmetic; B holds the half), then q - 1 if the low SH bits of acc are 0 "
+                             "(an exact tie) and q is odd: round half to even",
+                "floor": "q = acc >> SH (arithmetic, no half: floor)"}
+
+
+def numerics(cfg: NormConfig, name: str = "NAME") -> dict:
+    """What every output and statistic is, as formulas in this configuration's numbers (docs/numerics.md)."""
+    fi, fo, fg, fb = cfg.in_fmt, cfg.norm_out_fmt, cfg.gamma_fmt, cfg.beta_fmt
+    cf, q = cfg.const_frac_bits, cfg.recip_bits
+    sigma, den = (FRN_SIGMA if cfg.frn else SIGMA)[cfg.kind if cfg.frn else cfg.stat_kind]
+    root = cfg.stat_kind in ("l2", "semidev")
+    if root:
+        eps = (f"eps = {cfg.eps:g} enters inside the square root as the descriptor's eps_n = max(1, round(n^2 eps "
+               f"2^(2 (F_in + CF)))) = max(1, round(n^2 eps 2^{2 * (fi.frac + cf)})), in units of 2^-{2 * (fi.frac + cf)} "
+               f"(squared input units times 2^-2CF), so W = n^2 (sigma_hat^2) 2^(2 (CF + F_in)) exactly up to its "
+               f"rounding")
+    elif cfg.stat_kind == "range":
+        eps = (f"eps = {cfg.eps:g} enters as eps_int = max(1, round(eps 2^(CF + F_in))) = {cfg.eps_int}, a constant "
+               f"of the core, in units of 2^-{cf + fi.frac} input units (2^-CF input LSBs), added once per channel "
+               f"before the multiplication by n")
+    else:
+        eps = (f"eps = {cfg.eps:g} enters as the descriptor's neps = n eps_int, eps_int = max(1, round(eps 2^(CF + "
+               f"F_in))) = {cfg.eps_int}, in units of 2^-{cf + fi.frac} input units (2^-CF input LSBs), added to Den "
+               f"after the multiplication by c")
+    train = [
+        f"sigma_hat = {sigma}",
+        f"Den = n sigma_hat 2^(CF + F_in) = {den}  (CF = const_frac_bits = {cf}, F_in = {fi.frac}; exact integer "
+        f"statistics, host constants from {name}_channel_params)",
+        "L = position of Den's leading one,  R = floor(2^(L + Q) / Den)  (Q = recip_bits = %d)" % q,
+        f"M = gamma R,  SH0 = L + Q - CF - F_out + F_g = L + {cfg.shift_base},  K = n,  C = {'0 (no centring)' if cfg.frn else 'S'}",
+    ]
+    infer = [f"scale = scale_m 2^scale_exp (1/sigma in real units),  M = gamma scale_m,  SH0 = F_g + F_in + MF - F_out - "
+             f"scale_exp = {cfg.inf_shift_base} - scale_exp,  K = 2^MF,  C = mean  (MF = stat_frac_bits = "
+             f"{cfg.stat_frac_bits})"]
+    shared = [
+        f"SH_lo = max(0, F_b - F_out) + 4 = {cfg.shift_lo},  SH_max = max(SH_lo, in_bits + 5) = {cfg.shift_max},  "
+        f"tK = floor(log2 K)",
+        "pre = max(0, SH_lo - SH0);  t = 0 if SH0 < SH_lo else max(min(tK, SH0 - SH_lo), SH0 - SH_max)",
+        f"A = floor(K M 2^pre / 2^t) ({cfg.a_bits} bits),  SH = SH0 + pre - t,  bias = beta 2^(SH + F_out - F_b) + half,  "
+        f"half = {'0' if cfg.rounding == 'floor' else '2^(SH-1)'},  B = bias - floor(A C / K) ({cfg.b_bits} bits)",
+        "per value: acc = x A + B (%d bits), then %s" % (cfg.acc_bits, ROUNDING_DOC[cfg.rounding]),
+        f"y = clamp(q, {fo.min_int}, {fo.max_int}) (saturation: the clamped outputs are counted in the statistics word's "
+        f"`sat`)" + ("; TLU: z = max(y, tau)" if cfg.frn else ""),
+    ]
+    if cfg.dropout_active:
+        shared.append(f"dropout (training channels): a value is zeroed when its 16-bit LFSR draw is < {cfg.dropout_threshold}"
+                      f"; kept values are scaled by {cfg.dropout_scale} / 2^{cfg.dropout_scale_frac} before rounding "
+                      f"(docs/numerics.md \"Dropout\")")
+    if cfg.elementwise:
+        shared.append(f"elementwise: the lines above give x_hat in {fo} with gamma = 1, beta = 0; then y = clamp(round("
+                      f"gamma_e x_hat + beta_e)) in {cfg.out_fmt} per value (docs/numerics.md \"Per-element affine\")")
+    return {
+        "formats": {"in": str(fi), "out": str(cfg.out_fmt), "gamma": str(fg), "beta": str(fb)},
+        "float": ("training: y = gamma (x - mu) / sigma_hat + beta" if not cfg.frn else
+                  "training: y = gamma x / sigma_hat + beta, z = max(y, tau)") +
+                 "; inference: y = gamma (x - mean) scale + beta" + (", z = max(y, tau)" if cfg.frn else ""),
+        "eps": None if cfg.inference_only else eps, "training": [] if cfg.inference_only else train,
+        "inference": infer, "normalize": shared,
+        "rounding": cfg.rounding,
+        "accuracy": "training: the value before rounding is within 1/4 LSB of the exact result, every output within "
+                    "1 LSB of the correctly rounded float result (the same rounding, then saturated); inference: within "
+                    "1/16 LSB before rounding",
+        "last_beat": "a channel's last beat carries count mod lanes values when lanes does not divide count: its other "
+                     "input lanes are ignored (any value), its other output lanes are 0 and are not counted in `sat`",
+        "stats": "sum = S (training; mean = S / (n 2^F_in)), den = Den (training; sigma_hat = Den / (n 2^(CF + F_in))), "
+                 "sat = clamped outputs; an inference channel reports sum = den = 0",
+    }
+
+
+def edges(cfg: NormConfig, name: str = "NAME") -> dict:
+    """The descriptor values the core refuses, what it then does, and the edge values it handles."""
+    rules = [{"field": f, "channels": {"any": "all", "train": "training", "infer": "inference"}[m], "allowed": a}
+             for f, m, a in cfg.descriptor_rules]
+    refused = ("the core takes the descriptor, takes no beat on the input, gives none on the output and sends one "
+               "statistics word with error = 1 and sum = den = sat = 0, valid the cycle after the descriptor is taken "
+               "(AXI4-Stream: m_axis_stats_tuser = 1); then it waits for the next descriptor. The host must not send "
+               "the refused channel's values.")
+    if cfg.overlap:
+        refused += (" Overlap: count = 0 is the end of a sequence, not an error; a refused descriptor also ends the "
+                    "sequence (the held channel's normalize pass and statistics word first), then sends its error word.")
+    handled = ["count = 1 and all-equal values: sigma_hat = eps, every output is beta exactly",
+               "gamma = 0 or (inference) scale_m = 0: every output is beta exactly",
+               "tau, gamma, beta, seed, scale_m: every value of the field is honoured"]
+    if cfg.stat_kind == "range":
+        handled.append("count < chunks: fewer chunks (one value each); chunk_size >= count: one open chunk")
+    if cfg.stat_kind == "topk":
+        handled.append("k > count: the mean of all count deviations")
+    if cfg.stat_kind == "cvar":
+        handled.append("m = count: the deviation is 0 and sigma_hat = eps")
+    unchecked = [f for f in ("chunk_size", "c_full", "c_last", "c", "neps", "eps_n", "m")
+                 if f in {n for n, _, _ in cfg.channel_fields}]
+    return {"rules": rules, "refused": refused, "handled": handled,
+            "unchecked": (f"{', '.join(unchecked)}: the per-count constants of `count`; the core checks only the "
+                          f"ranges above. Other in-range values do not hang the core, but its outputs are then specified "
+                          f"by no formula (Den may exceed its {cfg.den_bits} bits): compute them with {name}_channel_params "
+                          f"(C) or hwnorm.constants.channel_params") if unchecked else ""}
+
+
+def lint_flags() -> list[str]:
+    """`verilator --lint-only` flags under which every generated core is clean (toolchain.LINT_WAIVED)."""
+    from .toolchain import LINT_WAIVED
+    return ["-Wall"] + [f"-Wno-{w}" for w, _ in LINT_WAIVED]
+
+
+def lint(name: str) -> dict:
+    """How the generated Verilog lints: the Verilator command that is clean, and why each warning class is off."""
+    from .toolchain import LINT_WAIVED
+    return {"command": f"verilator --lint-only {' '.join(lint_flags())} {name}.v",
+            "waived": {w: why.replace("NAME", name) for w, why in LINT_WAIVED}}
 
 
 def port_doc(name: str) -> str:
@@ -151,6 +283,7 @@ def datasheet(cfg: NormConfig, name: str, ports: list[tuple[str, int, str]], axi
                           "dropout_draw_bits": 16, "dropout_scale": cfg.dropout_scale,
                           "dropout_scale_frac": cfg.dropout_scale_frac} if cfg.dropout_active else {})},
         "passes": {"training": t["passes_training"], "inference": 1},
+        "numerics": numerics(cfg, name), "edges": edges(cfg, name), "lint": lint(name),
         "timing": t,
         "resources": resources,
     }
@@ -188,6 +321,7 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
                f"({lanes['elementwise']['beta']['format']}, from bit {lanes['elementwise']['beta']['offset']}); "
                f"the normalize pass outputs round(gamma x_hat + beta) per value, the statistics passes ignore them, "
                f"and so does the descriptor's gamma / beta.", ""] if "elementwise" in lanes else []),
+            *_numerics_md(ds["numerics"], name), *_edges_md(ds["edges"], name), *_lint_md(ds["lint"], name),
             "## Latency and throughput (cycles, from the generator's formulas)", "",
             _table(["quantity", "value"], [(k, f"`{v}`" if isinstance(v, str) else "-" if v is None else v)
                                            for k, v in t.items()]), ""]
@@ -205,6 +339,38 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
                 "rendered; paste it into https://wavedrom.com/editor.html.", ""]
     out += ["```wavedrom", json.dumps(wave, indent=1), "```", ""]
     return "\n".join(out)
+
+
+def _numerics_md(nm: dict, name: str) -> list[str]:
+    f = nm["formats"]
+    return ["## Numerics", "",
+            f"Formats: input {f['in']}, output {f['out']}, gamma {f['gamma']}, beta {f['beta']} (s/u, total bits, "
+            f"fraction bits). Float definition: {nm['float']}.", "",
+            *(["Training (per channel of n values x, S = sum x):", "", "```", *nm["training"], "```", "",
+               f"Where eps enters: {nm['eps']}.", ""] if nm["training"] else
+              ["Inference-only build: no training datapath (every channel is an inference channel).", ""]),
+            "Inference (the descriptor's mean, scale_m, scale_exp):", "", "```", *nm["inference"], "```", "",
+            "Both (the normalize pass, one multiply-add per lane):", "", "```", *nm["normalize"], "```", "",
+            f"Rounding: `{nm['rounding']}`. Accuracy: {nm['accuracy']}.", "",
+            f"Last beat: {nm['last_beat']}.", "", f"Statistics word: {nm['stats']}.", ""]
+
+
+def _edges_md(ed: dict, name: str) -> list[str]:
+    out = ["## Edges: refused descriptors", "",
+           "A descriptor is refused when a field the channel uses is outside these values (the C header's "
+           f"`{name}_desc_error` returns the same verdict):", "",
+           _table(["field", "channels", "allowed"], [(f"`{r['field']}`", r["channels"], r["allowed"]) for r in ed["rules"]]),
+           "", f"Refused: {ed['refused']}", "", "Handled in hardware (not refused):", ""]
+    out += [f"- {h}" for h in ed["handled"]] + [""]
+    if ed["unchecked"]:
+        out += [f"Not checked: {ed['unchecked']}.", ""]
+    return out
+
+
+def _lint_md(lt: dict, name: str) -> list[str]:
+    return ["## Lint", "", f"Clean: `{lt['command']}`. The waived classes are artefacts of "
+            "Amaranth's Verilog back end (Yosys `write_verilog`), not defects:", "",
+            _table(["warning", "why it is not a defect"], [(f"`{w}`", why) for w, why in lt["waived"].items()]), ""]
 
 
 def render_svg(wave: dict) -> str | None:

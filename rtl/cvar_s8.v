@@ -9,27 +9,49 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire [13:0] \$14 ;
-  wire [13:0] \$15 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  reg [12:0] \$20 ;
-  reg [113:0] \$21 ;
-  reg [2:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [13:0] \$36 ;
+  wire [13:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  reg [12:0] \$42 ;
+  reg [113:0] \$43 ;
+  reg [2:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   wire [26:0] a;
-  wire [26:0] \a$26 ;
+  wire [26:0] \a$27 ;
   wire [34:0] b;
-  wire [34:0] \b$28 ;
+  wire [34:0] \b$29 ;
   reg beat;
   wire busy;
   reg [113:0] chan = 114'h00000000000000000000000000000;
@@ -72,7 +94,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [38:0] den;
@@ -81,43 +103,45 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg [2:0] fsm_state = 3'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$23 ;
-  wire [7:0] \i__payload$23[0] ;
+  wire [7:0] \i__payload$24 ;
+  wire [7:0] \i__payload$24[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$48 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$47 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$24 ;
+  wire \mask$25 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$32 ;
+  wire [7:0] \o__payload$32[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
   wire pop_top;
   wire \pop_top$22 ;
+  wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [72:0] stats__payload;
-  wire [72:0] stats__payload;
+  output [73:0] stats__payload;
+  reg [73:0] stats__payload;
   wire [38:0] \stats__payload.den ;
+  wire \stats__payload.error ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -129,33 +153,57 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    left <= \$42 ;
+  always @(posedge clk)
+    chan <= \$43 ;
+  always @(posedge clk)
+    fsm_state <= \$44 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 39'h0000000000 : den;
-  assign \$2  = | left;
-  assign \$3  = i__valid & more;
-  assign \$4  = \i__ready$46  & more;
-  assign \$5  = i__valid & \i__ready$46 ;
-  assign \$6  = \$5  & more;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = fsm_state == 3'h6;
-  assign \$14  = left - 1'h1;
-  assign \$15  = last ? 14'h0000 : \$14 ;
-  assign \$16  = i__valid & last;
-  assign \$17  = ~ more;
-  assign \$18  = ~ busy;
-  assign \$19  = \$17  & \$18 ;
-  always @(posedge clk)
-    left <= \$20 ;
-  always @(posedge clk)
-    chan <= \$21 ;
-  always @(posedge clk)
-    fsm_state <= \$22 ;
+  assign \$1  = zero_den ? 39'h0000000000 : den;
+  assign \$2  = ! chan__payload[13:1];
+  assign \$3  = chan__payload[13:1] > 13'h1000;
+  assign \$4  = \$2  | \$3 ;
+  assign \$5  = ! chan__payload[57:53];
+  assign \$6  = chan__payload[57:53] > 5'h15;
+  assign \$7  = \$5  | \$6 ;
+  assign \$8  = chan__payload[57:53] > chan__payload[13:1];
+  assign \$9  = \$7  | \$8 ;
+  assign \$10  = ~ chan__payload[0];
+  assign \$11  = \$9  & \$10 ;
+  assign \$12  = ! chan__payload[52:34];
+  assign \$13  = ~ chan__payload[0];
+  assign \$14  = \$12  & \$13 ;
+  assign \$15  = $signed(chan__payload[113:106]) < $signed(8'h80);
+  assign \$16  = $signed(chan__payload[113:106]) > $signed(3'h2);
+  assign \$17  = \$15  | \$16 ;
+  assign \$18  = \$17  & chan__payload[0];
+  assign \$19  = $signed(chan__payload[89:74]) < $signed(16'h8000);
+  assign \$20  = $signed(chan__payload[89:74]) > $signed(16'h7f00);
+  assign \$21  = \$19  | \$20 ;
+  assign \$22  = \$21  & chan__payload[0];
+  assign refused = | { \$22 , \$18 , \$14 , \$11 , \$4  };
+  assign \$23  = | left;
+  assign \$24  = i__valid & more;
+  assign \$25  = \i__ready$48  & more;
+  assign \$26  = i__valid & \i__ready$48 ;
+  assign \$27  = \$26  & more;
+  assign \$28  = ! fsm_state;
+  assign \$29  = fsm_state == 1'h1;
+  assign \$30  = fsm_state == 2'h2;
+  assign \$31  = fsm_state == 2'h3;
+  assign \$32  = fsm_state == 3'h4;
+  assign \$33  = fsm_state == 3'h5;
+  assign \$34  = fsm_state == 3'h6;
+  assign \$35  = fsm_state == 3'h7;
+  assign \$36  = left - 1'h1;
+  assign \$37  = last ? 14'h0000 : \$36 ;
+  assign \$38  = i__valid & last;
+  assign \$39  = ~ more;
+  assign \$40  = ~ busy;
+  assign \$41  = \$39  & \$40 ;
   \hwnorm_cvar_s8.math  math (
     .\a$29 (a),
     .\b$59 (b),
@@ -175,11 +223,11 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$48 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$47 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -201,6 +249,171 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$47  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$47  = \$24 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = left;
+    if (beat) begin
+      \$42  = \$37 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$42  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$38 ) begin
+            \$42  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$42  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$43  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$43  = 114'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$44  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$44  = 3'h2;
+            end else begin
+              \$44  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$38 ) begin
+            \$44  = 3'h4;
+          end
+      3'h4:
+          \$44  = 3'h5;
+      3'h2:
+          \$44  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$44  = 3'h6;
+          end
+      3'h6:
+          if (\$41 ) begin
+            \$44  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$44  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$44  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$44  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[73] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          stats__payload[73] = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     chan__ready = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -219,11 +432,11 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -233,16 +446,16 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          i__ready = 1'h1;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          i__ready = 1'h1;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          i__ready = \$4 ;
+          /* empty */;
+      3'h6:
+          i__ready = \$25 ;
     endcase
   end
   always @* begin
@@ -251,16 +464,16 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          beat = i__valid;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          beat = i__valid;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          beat = \$6 ;
+          /* empty */;
+      3'h6:
+          beat = \$27 ;
     endcase
   end
   always @* begin
@@ -269,7 +482,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
+      3'h3:
           valid = i__valid;
     endcase
   end
@@ -279,11 +492,11 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           start = 1'h1;
-      3'h1:
+      3'h2:
           start = 1'h1;
     endcase
   end
@@ -293,11 +506,11 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           entry = 2'h1;
-      3'h1:
+      3'h2:
           entry = 2'h2;
     endcase
   end
@@ -307,139 +520,30 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h4:
           /* empty */;
-      3'h5:
-          more = \$2 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
       3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          \i__valid$45  = \$3 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h4:
           /* empty */;
       3'h5:
           /* empty */;
       3'h6:
-          stats__valid = 1'h1;
+          more = \$23 ;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = left;
-    if (beat) begin
-      \$20  = \$15 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$20  = chan__payload[13:1];
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$20  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$20  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$21  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$21  = 114'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = fsm_state;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (chan__payload[0]) begin
-              \$22  = 3'h1;
-            end else begin
-              \$22  = 3'h2;
-            end
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$22  = 3'h3;
-          end
-      3'h3:
-          \$22  = 3'h4;
-      3'h1:
-          \$22  = 3'h4;
-      3'h4:
-          if (done) begin
-            \$22  = 3'h5;
-          end
-      3'h5:
-          if (\$19 ) begin
-            \$22  = 3'h6;
-          end
-      3'h6:
-          if (stats__ready) begin
-            \$22  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$22  = 3'h0;
-    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \pop_top$22  = pop_top;
-  assign \i__payload$23  = i__payload;
-  assign \mask$24  = mask;
-  assign \a$26  = a;
-  assign \b$28  = b;
+  assign \i__payload$24  = i__payload;
+  assign \mask$25  = mask;
+  assign \a$27  = a;
+  assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[33:14];
@@ -455,6 +559,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[59:21];
   assign \stats__payload.sat  = stats__payload[72:60];
+  assign \stats__payload.error  = stats__payload[73];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
@@ -476,11 +581,14 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.mean  = chan[89:74];
   assign \chan$20.scale_m  = chan[105:90];
   assign \chan$20.scale_exp  = chan[113:106];
-  assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
-  assign stats__payload[72:60] = sat_count;
-  assign stats__payload[59:21] = \$1 ;
-  assign stats__payload[20:0] = sum;
+  assign \i__payload$24[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[72:60] = sat_count;
+  always @*
+    stats__payload[59:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
 endmodule
 
 module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);

@@ -9,17 +9,32 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire [13:0] \$14 ;
-  wire [13:0] \$15 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  reg [12:0] \$20 ;
-  reg [151:0] \$21 ;
-  reg [2:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire [13:0] \$29 ;
   wire \$3 ;
+  wire [13:0] \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  reg [12:0] \$35 ;
+  reg [151:0] \$36 ;
+  reg [2:0] \$37 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -27,9 +42,9 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$8 ;
   wire \$9 ;
   wire [25:0] a;
-  wire [25:0] \a$24 ;
+  wire [25:0] \a$25 ;
   wire [33:0] b;
-  wire [33:0] \b$26 ;
+  wire [33:0] \b$27 ;
   reg beat;
   wire busy;
   reg [151:0] chan = 152'h00000000000000000000000000000000000000;
@@ -72,7 +87,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$38 ;
+  reg \clear$40 ;
   input clk;
   wire clk;
   wire [58:0] den;
@@ -81,32 +96,33 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg [2:0] fsm_state = 3'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$21 ;
-  wire [7:0] \i__payload$21[0] ;
+  wire [7:0] \i__payload$22 ;
+  wire [7:0] \i__payload$22[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$45 ;
+  wire \i__ready$47 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$44 ;
+  reg \i__valid$46 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$22 ;
+  wire \mask$23 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$30 ;
-  wire [7:0] \o__payload$30[0] ;
+  wire [7:0] \o__payload$31 ;
+  wire [7:0] \o__payload$31[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$33 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$32 ;
+  wire refused;
   input rst;
   wire rst;
   wire [20:0] s_hi;
@@ -114,9 +130,10 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [92:0] stats__payload;
-  wire [92:0] stats__payload;
+  output [93:0] stats__payload;
+  reg [93:0] stats__payload;
   wire [58:0] \stats__payload.den ;
+  wire \stats__payload.error ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -128,33 +145,50 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 59'h000000000000000 : den;
-  assign \$2  = | left;
-  assign \$3  = i__valid & more;
-  assign \$4  = \i__ready$45  & more;
-  assign \$5  = i__valid & \i__ready$45 ;
-  assign \$6  = \$5  & more;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = fsm_state == 3'h6;
-  assign \$14  = left - 1'h1;
-  assign \$15  = last ? 14'h0000 : \$14 ;
-  assign \$16  = i__valid & last;
-  assign \$17  = ~ more;
-  assign \$18  = ~ busy;
-  assign \$19  = \$17  & \$18 ;
+  assign \$1  = zero_den ? 59'h000000000000000 : den;
+  assign \$2  = ! chan__payload[13:1];
+  assign \$3  = chan__payload[13:1] > 13'h1000;
+  assign \$4  = \$2  | \$3 ;
+  assign \$5  = ! chan__payload[87:41];
+  assign \$6  = ~ chan__payload[0];
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = $signed(chan__payload[151:144]) < $signed(8'h80);
+  assign \$9  = $signed(chan__payload[151:144]) > $signed(2'h1);
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = \$10  & chan__payload[0];
+  assign \$12  = $signed(chan__payload[127:112]) < $signed(16'h8000);
+  assign \$13  = $signed(chan__payload[127:112]) > $signed(16'h7f00);
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = \$14  & chan__payload[0];
+  assign refused = | { \$15 , \$11 , \$7 , \$4  };
+  assign \$16  = | left;
+  assign \$17  = i__valid & more;
+  assign \$18  = \i__ready$47  & more;
+  assign \$19  = i__valid & \i__ready$47 ;
+  assign \$20  = \$19  & more;
+  assign \$21  = ! fsm_state;
+  assign \$22  = fsm_state == 1'h1;
+  assign \$23  = fsm_state == 2'h2;
+  assign \$24  = fsm_state == 2'h3;
+  assign \$25  = fsm_state == 3'h4;
+  assign \$26  = fsm_state == 3'h5;
+  assign \$27  = fsm_state == 3'h6;
+  assign \$28  = fsm_state == 3'h7;
+  assign \$29  = left - 1'h1;
+  assign \$30  = last ? 14'h0000 : \$29 ;
+  assign \$31  = i__valid & last;
+  assign \$32  = ~ more;
+  assign \$33  = ~ busy;
+  assign \$34  = \$32  & \$33 ;
   always @(posedge clk)
-    left <= \$20 ;
+    left <= \$35 ;
   always @(posedge clk)
-    chan <= \$21 ;
+    chan <= \$36 ;
   always @(posedge clk)
-    fsm_state <= \$22 ;
+    fsm_state <= \$37 ;
   \hwnorm_frn_l1_s8.math  math (
     .\a$29 (a),
     .\b$50 (b),
@@ -173,11 +207,11 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$45 ),
-    .clear(\clear$38 ),
+    .ce(\i__ready$47 ),
+    .clear(\clear$40 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$44 ),
+    .i__valid(\i__valid$46 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -199,6 +233,52 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[93] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          stats__payload[93] = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     chan__ready = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -217,11 +297,11 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$38  = 1'h0;
+    \clear$40  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$38  = 1'h1;
+            \clear$40  = 1'h1;
           end
     endcase
   end
@@ -231,16 +311,16 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          i__ready = 1'h1;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          i__ready = 1'h1;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          i__ready = \$4 ;
+          /* empty */;
+      3'h6:
+          i__ready = \$18 ;
     endcase
   end
   always @* begin
@@ -249,16 +329,16 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          beat = i__valid;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          beat = i__valid;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          beat = \$6 ;
+          /* empty */;
+      3'h6:
+          beat = \$20 ;
     endcase
   end
   always @* begin
@@ -267,7 +347,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
+      3'h3:
           valid = i__valid;
     endcase
   end
@@ -277,11 +357,11 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           start = 1'h1;
-      3'h1:
+      3'h2:
           start = 1'h1;
     endcase
   end
@@ -291,11 +371,11 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           entry = 2'h1;
-      3'h1:
+      3'h2:
           entry = 2'h2;
     endcase
   end
@@ -305,139 +385,149 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          more = \$2 ;
+          /* empty */;
+      3'h6:
+          more = \$16 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$44  = 1'h0;
+    \i__valid$46  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          \i__valid$44  = \$3 ;
+          /* empty */;
+      3'h6:
+          \i__valid$46  = \$17 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
           /* empty */;
-      3'h1:
-          /* empty */;
       3'h4:
+          /* empty */;
+      3'h2:
           /* empty */;
       3'h5:
           /* empty */;
       3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
           stats__valid = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = left;
+    \$35  = left;
     if (beat) begin
-      \$20  = \$15 [12:0];
+      \$35  = \$30 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$20  = chan__payload[13:1];
+            \$35  = chan__payload[13:1];
           end
-      3'h2:
-          if (\$16 ) begin
-            \$20  = chan[13:1];
+      3'h3:
+          if (\$31 ) begin
+            \$35  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$20  = 13'h0000;
+      \$35  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = chan;
+    \$36  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$21  = chan__payload;
+            \$36  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$21  = 152'h00000000000000000000000000000000000000;
+      \$36  = 152'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = fsm_state;
+    \$37  = fsm_state;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
-            if (chan__payload[0]) begin
-              \$22  = 3'h1;
+            if (refused) begin
+              \$37  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$37  = 3'h2;
             end else begin
-              \$22  = 3'h2;
+              \$37  = 3'h3;
             end
           end
-      3'h2:
-          if (\$16 ) begin
-            \$22  = 3'h3;
-          end
       3'h3:
-          \$22  = 3'h4;
-      3'h1:
-          \$22  = 3'h4;
-      3'h4:
-          if (done) begin
-            \$22  = 3'h5;
+          if (\$31 ) begin
+            \$37  = 3'h4;
           end
+      3'h4:
+          \$37  = 3'h5;
+      3'h2:
+          \$37  = 3'h5;
       3'h5:
-          if (\$19 ) begin
-            \$22  = 3'h6;
+          if (done) begin
+            \$37  = 3'h6;
           end
       3'h6:
+          if (\$34 ) begin
+            \$37  = 3'h7;
+          end
+      3'h7:
           if (stats__ready) begin
-            \$22  = 3'h0;
+            \$37  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$37  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$22  = 3'h0;
+      \$37  = 3'h0;
     end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
-  assign \i__payload$21  = i__payload;
-  assign \mask$22  = mask;
-  assign \a$24  = a;
-  assign \b$26  = b;
+  assign \i__payload$22  = i__payload;
+  assign \mask$23  = mask;
+  assign \a$25  = a;
+  assign \b$27  = b;
   assign sh = shift;
   assign tau = chan[95:88];
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \o__payload$31  = o__payload;
+  assign \o__valid$32  = o__valid;
+  assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[40:14];
@@ -453,6 +543,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[79:21];
   assign \stats__payload.sat  = stats__payload[92:80];
+  assign \stats__payload.error  = stats__payload[93];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
@@ -474,11 +565,14 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan$20.mean  = chan[127:112];
   assign \chan$20.scale_m  = chan[143:128];
   assign \chan$20.scale_exp  = chan[151:144];
-  assign \i__payload$21[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
-  assign stats__payload[92:80] = sat_count;
-  assign stats__payload[79:21] = \$1 ;
-  assign stats__payload[20:0] = sum;
+  assign \i__payload$22[0]  = i__payload;
+  assign \o__payload$31[0]  = o__payload;
+  always @*
+    stats__payload[92:80] = sat_count;
+  always @*
+    stats__payload[79:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
 endmodule
 
 module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, den, sh, \a$29 , \b$50 , clk);

@@ -9,27 +9,51 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire [13:0] \$14 ;
-  wire [13:0] \$15 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  reg [12:0] \$20 ;
-  reg [169:0] \$21 ;
-  reg [2:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire [13:0] \$38 ;
+  wire [13:0] \$39 ;
   wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  reg [12:0] \$44 ;
+  reg [169:0] \$45 ;
+  reg [2:0] \$46 ;
   wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
+  wire [13:0] \$6 ;
+  wire [14:0] \$7 ;
+  wire [15:0] \$8 ;
+  wire [16:0] \$9 ;
   wire [33:0] a;
-  wire [33:0] \a$25 ;
+  wire [33:0] \a$26 ;
   wire [41:0] b;
-  wire [41:0] \b$27 ;
+  wire [41:0] \b$28 ;
   reg beat;
   wire busy;
   reg [169:0] chan = 170'h0000000000000000000000000000000000000000000;
@@ -79,7 +103,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [46:0] den;
@@ -88,43 +112,45 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg [2:0] fsm_state = 3'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$22 ;
-  wire [7:0] \i__payload$22[0] ;
+  wire [7:0] \i__payload$23 ;
+  wire [7:0] \i__payload$23[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$48 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$47 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$23 ;
+  wire \mask$24 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$32 ;
+  wire [7:0] \o__payload$32[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
   wire [11:0] r_closed;
   wire [7:0] r_open;
+  wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [80:0] stats__payload;
-  wire [80:0] stats__payload;
+  output [81:0] stats__payload;
+  reg [81:0] stats__payload;
   wire [46:0] \stats__payload.den ;
+  wire \stats__payload.error ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -136,33 +162,57 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    left <= \$44 ;
+  always @(posedge clk)
+    chan <= \$45 ;
+  always @(posedge clk)
+    fsm_state <= \$46 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 47'h000000000000 : den;
-  assign \$2  = | left;
-  assign \$3  = i__valid & more;
-  assign \$4  = \i__ready$46  & more;
-  assign \$5  = i__valid & \i__ready$46 ;
-  assign \$6  = \$5  & more;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = fsm_state == 3'h6;
-  assign \$14  = left - 1'h1;
-  assign \$15  = last ? 14'h0000 : \$14 ;
-  assign \$16  = i__valid & last;
-  assign \$17  = ~ more;
-  assign \$18  = ~ busy;
-  assign \$19  = \$17  & \$18 ;
-  always @(posedge clk)
-    left <= \$20 ;
-  always @(posedge clk)
-    chan <= \$21 ;
-  always @(posedge clk)
-    fsm_state <= \$22 ;
+  assign \$1  = zero_den ? 47'h000000000000 : den;
+  assign \$2  = ! chan__payload[13:1];
+  assign \$3  = chan__payload[13:1] > 13'h1000;
+  assign \$4  = \$2  | \$3 ;
+  assign \$5  = ! chan__payload[26:14];
+  assign \$7  = 1'h0 + \$6 ;
+  assign \$9  = \$7  + \$8 ;
+  assign \$10  = \$9  < chan__payload[13:1];
+  assign \$11  = \$5  | \$10 ;
+  assign \$12  = ~ chan__payload[0];
+  assign \$13  = \$11  & \$12 ;
+  assign \$14  = ! chan__payload[105:73];
+  assign \$15  = ~ chan__payload[0];
+  assign \$16  = \$14  & \$15 ;
+  assign \$17  = $signed(chan__payload[169:162]) < $signed(8'h80);
+  assign \$18  = $signed(chan__payload[169:162]) > $signed(5'h09);
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = \$19  & chan__payload[0];
+  assign \$21  = $signed(chan__payload[145:130]) < $signed(16'h8000);
+  assign \$22  = $signed(chan__payload[145:130]) > $signed(16'h7f00);
+  assign \$23  = \$21  | \$22 ;
+  assign \$24  = \$23  & chan__payload[0];
+  assign refused = | { \$24 , \$20 , \$16 , \$13 , \$4  };
+  assign \$25  = | left;
+  assign \$26  = i__valid & more;
+  assign \$27  = \i__ready$48  & more;
+  assign \$28  = i__valid & \i__ready$48 ;
+  assign \$29  = \$28  & more;
+  assign \$30  = ! fsm_state;
+  assign \$31  = fsm_state == 1'h1;
+  assign \$32  = fsm_state == 2'h2;
+  assign \$33  = fsm_state == 2'h3;
+  assign \$34  = fsm_state == 3'h4;
+  assign \$35  = fsm_state == 3'h5;
+  assign \$36  = fsm_state == 3'h6;
+  assign \$37  = fsm_state == 3'h7;
+  assign \$38  = left - 1'h1;
+  assign \$39  = last ? 14'h0000 : \$38 ;
+  assign \$40  = i__valid & last;
+  assign \$41  = ~ more;
+  assign \$42  = ~ busy;
+  assign \$43  = \$41  & \$42 ;
   \hwnorm_frn_range_s8.math  math (
     .\a$29 (a),
     .\b$50 (b),
@@ -181,11 +231,11 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$48 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$47 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -209,6 +259,227 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    valid = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          valid = i__valid;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    start = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          start = 1'h1;
+      3'h2:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    entry = 2'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          entry = 2'h1;
+      3'h2:
+          entry = 2'h2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    more = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          more = \$25 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$47  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$47  = \$26 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = left;
+    if (beat) begin
+      \$44  = \$39 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$44  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$40 ) begin
+            \$44  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$44  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$45  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$45  = 170'h0000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$46  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$46  = 3'h2;
+            end else begin
+              \$46  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$40 ) begin
+            \$46  = 3'h4;
+          end
+      3'h4:
+          \$46  = 3'h5;
+      3'h2:
+          \$46  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$46  = 3'h6;
+          end
+      3'h6:
+          if (\$43 ) begin
+            \$46  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$46  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$46  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$46  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[81] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          stats__payload[81] = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     chan__ready = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -227,11 +498,11 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -241,16 +512,16 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          i__ready = 1'h1;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          i__ready = 1'h1;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          i__ready = \$4 ;
+          /* empty */;
+      3'h6:
+          i__ready = \$27 ;
     endcase
   end
   always @* begin
@@ -259,196 +530,31 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
+      3'h3:
           beat = i__valid;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
       3'h4:
           /* empty */;
-      3'h5:
-          beat = \$6 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
       3'h2:
-          valid = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          start = 1'h1;
-      3'h1:
-          start = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    entry = 2'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          entry = 2'h1;
-      3'h1:
-          entry = 2'h2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    more = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          more = \$2 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h5:
-          \i__valid$45  = \$3 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
-      3'h4:
           /* empty */;
       3'h5:
           /* empty */;
       3'h6:
-          stats__valid = 1'h1;
+          beat = \$29 ;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = left;
-    if (beat) begin
-      \$20  = \$15 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$20  = chan__payload[13:1];
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$20  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$20  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$21  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$21  = 170'h0000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = fsm_state;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (chan__payload[0]) begin
-              \$22  = 3'h1;
-            end else begin
-              \$22  = 3'h2;
-            end
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$22  = 3'h3;
-          end
-      3'h3:
-          \$22  = 3'h4;
-      3'h1:
-          \$22  = 3'h4;
-      3'h4:
-          if (done) begin
-            \$22  = 3'h5;
-          end
-      3'h5:
-          if (\$19 ) begin
-            \$22  = 3'h6;
-          end
-      3'h6:
-          if (stats__ready) begin
-            \$22  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$22  = 3'h0;
-    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign chunk_size = chan[26:14];
-  assign \i__payload$22  = i__payload;
-  assign \mask$23  = mask;
-  assign \a$25  = a;
-  assign \b$27  = b;
+  assign \i__payload$23  = i__payload;
+  assign \mask$24  = mask;
+  assign \a$26  = a;
+  assign \b$28  = b;
   assign sh = shift;
   assign tau = chan[113:106];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -466,6 +572,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[67:21];
   assign \stats__payload.sat  = stats__payload[80:68];
+  assign \stats__payload.error  = stats__payload[81];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
@@ -491,11 +598,16 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan$20.mean  = chan[145:130];
   assign \chan$20.scale_m  = chan[161:146];
   assign \chan$20.scale_exp  = chan[169:162];
-  assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
-  assign stats__payload[80:68] = sat_count;
-  assign stats__payload[67:21] = \$1 ;
-  assign stats__payload[20:0] = sum;
+  assign \i__payload$23[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[80:68] = sat_count;
+  always @*
+    stats__payload[67:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
+  assign \$6  = { chan__payload[26:14], 1'h0 };
+  assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
 module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed, done, den, sh, \a$29 , \b$50 , clk);

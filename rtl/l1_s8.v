@@ -12,28 +12,43 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  wire [13:0] \$17 ;
-  wire [13:0] \$18 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  reg [12:0] \$24 ;
-  reg [122:0] \$25 ;
-  reg [3:0] \$26 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire [13:0] \$32 ;
+  wire [13:0] \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  reg [12:0] \$39 ;
   wire \$4 ;
+  reg [122:0] \$40 ;
+  reg [3:0] \$41 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   wire [26:0] a;
-  wire [26:0] \a$26 ;
+  wire [26:0] \a$27 ;
   wire [34:0] b;
-  wire [34:0] \b$28 ;
+  wire [34:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_hi;
@@ -74,7 +89,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$41 ;
   input clk;
   wire clk;
   wire [58:0] den;
@@ -85,32 +100,33 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg [3:0] fsm_state = 4'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$23 ;
-  wire [7:0] \i__payload$23[0] ;
+  wire [7:0] \i__payload$24 ;
+  wire [7:0] \i__payload$24[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$49 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$48 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$24 ;
+  wire \mask$25 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$32 ;
+  wire [7:0] \o__payload$32[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$34 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$33 ;
+  wire refused;
   input rst;
   wire rst;
   wire [20:0] s_hi;
@@ -119,9 +135,10 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [92:0] stats__payload;
-  wire [92:0] stats__payload;
+  output [93:0] stats__payload;
+  reg [93:0] stats__payload;
   wire [58:0] \stats__payload.den ;
+  wire \stats__payload.error ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -132,37 +149,54 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    chan <= \$40 ;
+  always @(posedge clk)
+    fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 59'h000000000000000 : den;
-  assign \$2  = | left;
-  assign \$3  = i__valid & more;
-  assign \$4  = \i__ready$47  & more;
-  assign \$5  = i__valid & \i__ready$47 ;
-  assign \$6  = \$5  & more;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = fsm_state == 3'h6;
-  assign \$14  = fsm_state == 3'h7;
-  assign \$15  = fsm_state == 4'h8;
-  assign \$16  = fsm_state == 4'h9;
-  assign \$17  = left - 1'h1;
-  assign \$18  = last ? 14'h0000 : \$17 ;
-  assign \$19  = i__valid & last;
-  assign \$20  = i__valid & last;
-  assign \$21  = ~ more;
-  assign \$22  = ~ busy;
-  assign \$23  = \$21  & \$22 ;
+  assign \$1  = zero_den ? 59'h000000000000000 : den;
+  assign \$2  = ! chan__payload[13:1];
+  assign \$3  = chan__payload[13:1] > 13'h1000;
+  assign \$4  = \$2  | \$3 ;
+  assign \$5  = ! chan__payload[66:41];
+  assign \$6  = ~ chan__payload[0];
+  assign \$7  = \$5  & \$6 ;
+  assign \$8  = $signed(chan__payload[122:115]) < $signed(8'h80);
+  assign \$9  = $signed(chan__payload[122:115]) > $signed(3'h2);
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = \$10  & chan__payload[0];
+  assign \$12  = $signed(chan__payload[98:83]) < $signed(16'h8000);
+  assign \$13  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = \$14  & chan__payload[0];
+  assign refused = | { \$15 , \$11 , \$7 , \$4  };
+  assign \$16  = | left;
+  assign \$17  = i__valid & more;
+  assign \$18  = \i__ready$49  & more;
+  assign \$19  = i__valid & \i__ready$49 ;
+  assign \$20  = \$19  & more;
+  assign \$21  = ! fsm_state;
+  assign \$22  = fsm_state == 1'h1;
+  assign \$23  = fsm_state == 2'h2;
+  assign \$24  = fsm_state == 2'h3;
+  assign \$25  = fsm_state == 3'h4;
+  assign \$26  = fsm_state == 3'h5;
+  assign \$27  = fsm_state == 3'h6;
+  assign \$28  = fsm_state == 3'h7;
+  assign \$29  = fsm_state == 4'h8;
+  assign \$30  = fsm_state == 4'h9;
+  assign \$31  = fsm_state == 4'ha;
+  assign \$32  = left - 1'h1;
+  assign \$33  = last ? 14'h0000 : \$32 ;
+  assign \$34  = i__valid & last;
+  assign \$35  = i__valid & last;
+  assign \$36  = ~ more;
+  assign \$37  = ~ busy;
+  assign \$38  = \$36  & \$37 ;
   always @(posedge clk)
-    left <= \$24 ;
-  always @(posedge clk)
-    chan <= \$25 ;
-  always @(posedge clk)
-    fsm_state <= \$26 ;
+    left <= \$39 ;
   \hwnorm_l1_s8.math  math (
     .\a$32 (a),
     .\b$57 (b),
@@ -183,11 +217,11 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$49 ),
+    .clear(\clear$41 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$48 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -211,6 +245,116 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$41  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$41  = 4'h1;
+            end else if (chan__payload[0]) begin
+              \$41  = 4'h2;
+            end else begin
+              \$41  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$34 ) begin
+            \$41  = 4'h4;
+          end
+      4'h4:
+          \$41  = 4'h5;
+      4'h5:
+          if (done) begin
+            \$41  = 4'h6;
+          end
+      4'h6:
+          if (\$35 ) begin
+            \$41  = 4'h7;
+          end
+      4'h7:
+          \$41  = 4'h8;
+      4'h2:
+          \$41  = 4'h8;
+      4'h8:
+          if (done) begin
+            \$41  = 4'h9;
+          end
+      4'h9:
+          if (\$38 ) begin
+            \$41  = 4'ha;
+          end
+      4'ha:
+          if (stats__ready) begin
+            \$41  = 4'h0;
+          end
+      4'h1:
+          if (stats__ready) begin
+            \$41  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$41  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h1:
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[93] = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h3:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h1:
+          stats__payload[93] = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     chan__ready = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -229,11 +373,11 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$41  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$41  = 1'h1;
           end
     endcase
   end
@@ -243,22 +387,22 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          i__ready = 1'h1;
       4'h3:
-          /* empty */;
+          i__ready = 1'h1;
       4'h4:
           /* empty */;
       4'h5:
-          i__ready = 1'h1;
+          /* empty */;
       4'h6:
-          /* empty */;
-      4'h1:
-          /* empty */;
+          i__ready = 1'h1;
       4'h7:
           /* empty */;
+      4'h2:
+          /* empty */;
       4'h8:
-          i__ready = \$4 ;
+          /* empty */;
+      4'h9:
+          i__ready = \$18 ;
     endcase
   end
   always @* begin
@@ -267,22 +411,22 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          beat = i__valid;
       4'h3:
-          /* empty */;
+          beat = i__valid;
       4'h4:
           /* empty */;
       4'h5:
-          beat = i__valid;
+          /* empty */;
       4'h6:
-          /* empty */;
-      4'h1:
-          /* empty */;
+          beat = i__valid;
       4'h7:
           /* empty */;
+      4'h2:
+          /* empty */;
       4'h8:
-          beat = \$6 ;
+          /* empty */;
+      4'h9:
+          beat = \$20 ;
     endcase
   end
   always @* begin
@@ -291,13 +435,13 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          valid = i__valid;
       4'h3:
-          /* empty */;
+          valid = i__valid;
       4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           valid = i__valid;
     endcase
   end
@@ -307,13 +451,13 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          second = 1'h0;
       4'h3:
-          /* empty */;
+          second = 1'h0;
       4'h4:
           /* empty */;
       4'h5:
+          /* empty */;
+      4'h6:
           second = 1'h1;
     endcase
   end
@@ -323,17 +467,17 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
-          start = 1'h1;
-      4'h4:
           /* empty */;
+      4'h4:
+          start = 1'h1;
       4'h5:
           /* empty */;
       4'h6:
+          /* empty */;
+      4'h7:
           start = 1'h1;
-      4'h1:
+      4'h2:
           start = 1'h1;
     endcase
   end
@@ -343,17 +487,17 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
-          entry = 2'h0;
-      4'h4:
           /* empty */;
+      4'h4:
+          entry = 2'h0;
       4'h5:
           /* empty */;
       4'h6:
+          /* empty */;
+      4'h7:
           entry = 2'h1;
-      4'h1:
+      4'h2:
           entry = 2'h2;
     endcase
   end
@@ -363,8 +507,6 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
           /* empty */;
       4'h4:
@@ -373,21 +515,21 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
           /* empty */;
       4'h6:
           /* empty */;
-      4'h1:
-          /* empty */;
       4'h7:
           /* empty */;
+      4'h2:
+          /* empty */;
       4'h8:
-          more = \$2 ;
+          /* empty */;
+      4'h9:
+          more = \$16 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$48  = 1'h0;
     casez (fsm_state)
       4'h0:
-          /* empty */;
-      4'h2:
           /* empty */;
       4'h3:
           /* empty */;
@@ -397,12 +539,14 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
           /* empty */;
       4'h6:
           /* empty */;
-      4'h1:
-          /* empty */;
       4'h7:
           /* empty */;
+      4'h2:
+          /* empty */;
       4'h8:
-          \i__valid$46  = \$3 ;
+          /* empty */;
+      4'h9:
+          \i__valid$48  = \$17 ;
     endcase
   end
   always @* begin
@@ -411,8 +555,6 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     casez (fsm_state)
       4'h0:
           /* empty */;
-      4'h2:
-          /* empty */;
       4'h3:
           /* empty */;
       4'h4:
@@ -421,117 +563,73 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
           /* empty */;
       4'h6:
           /* empty */;
-      4'h1:
-          /* empty */;
       4'h7:
+          /* empty */;
+      4'h2:
           /* empty */;
       4'h8:
           /* empty */;
       4'h9:
+          /* empty */;
+      4'ha:
+          stats__valid = 1'h1;
+      4'h1:
           stats__valid = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = left;
+    \$39  = left;
     if (beat) begin
-      \$24  = \$18 [12:0];
+      \$39  = \$33 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$24  = chan__payload[13:1];
-          end
-      4'h2:
-          if (\$19 ) begin
-            \$24  = chan[13:1];
+            \$39  = chan__payload[13:1];
           end
       4'h3:
-          /* empty */;
+          if (\$34 ) begin
+            \$39  = chan[13:1];
+          end
       4'h4:
           /* empty */;
       4'h5:
-          if (\$20 ) begin
-            \$24  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$24  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = chan;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            \$25  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$25  = 123'h0000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (chan__payload[0]) begin
-              \$26  = 4'h1;
-            end else begin
-              \$26  = 4'h2;
-            end
-          end
-      4'h2:
-          if (\$19 ) begin
-            \$26  = 4'h3;
-          end
-      4'h3:
-          \$26  = 4'h4;
-      4'h4:
-          if (done) begin
-            \$26  = 4'h5;
-          end
-      4'h5:
-          if (\$20 ) begin
-            \$26  = 4'h6;
-          end
+          /* empty */;
       4'h6:
-          \$26  = 4'h7;
-      4'h1:
-          \$26  = 4'h7;
-      4'h7:
-          if (done) begin
-            \$26  = 4'h8;
-          end
-      4'h8:
-          if (\$23 ) begin
-            \$26  = 4'h9;
-          end
-      4'h9:
-          if (stats__ready) begin
-            \$26  = 4'h0;
+          if (\$35 ) begin
+            \$39  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$26  = 4'h0;
+      \$39  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = chan;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            \$40  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$40  = 123'h0000000000000000000000000000000;
     end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign \floor_mean$22  = floor_mean;
-  assign \i__payload$23  = i__payload;
-  assign \mask$24  = mask;
-  assign \a$26  = a;
-  assign \b$28  = b;
+  assign \i__payload$24  = i__payload;
+  assign \mask$25  = mask;
+  assign \a$27  = a;
+  assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$32  = o__payload;
+  assign \o__valid$33  = o__valid;
+  assign \o__ready$34  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[40:14];
@@ -546,6 +644,7 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[79:21];
   assign \stats__payload.sat  = stats__payload[92:80];
+  assign \stats__payload.error  = stats__payload[93];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
@@ -565,11 +664,14 @@ module hwnorm_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \chan$20.mean  = chan[98:83];
   assign \chan$20.scale_m  = chan[114:99];
   assign \chan$20.scale_exp  = chan[122:115];
-  assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
-  assign stats__payload[92:80] = sat_count;
-  assign stats__payload[79:21] = \$1 ;
-  assign stats__payload[20:0] = sum;
+  assign \i__payload$24[0]  = i__payload;
+  assign \o__payload$32[0]  = o__payload;
+  always @*
+    stats__payload[92:80] = sat_count;
+  always @*
+    stats__payload[79:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
 endmodule
 
 module \hwnorm_l1_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);

@@ -9,27 +9,48 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire [13:0] \$14 ;
-  wire [13:0] \$15 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  reg [12:0] \$20 ;
-  reg [122:0] \$21 ;
-  reg [2:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [13:0] \$35 ;
+  wire [13:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
+  wire \$40 ;
+  reg [12:0] \$41 ;
+  reg [122:0] \$42 ;
+  reg [2:0] \$43 ;
   wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
+  wire [13:0] \$6 ;
+  wire [14:0] \$7 ;
+  wire [15:0] \$8 ;
+  wire [16:0] \$9 ;
   wire [33:0] a;
-  wire [33:0] \a$25 ;
+  wire [33:0] \a$26 ;
   wire [41:0] b;
-  wire [41:0] \b$27 ;
+  wire [41:0] \b$28 ;
   reg beat;
   wire busy;
   reg [122:0] chan = 123'h0000000000000000000000000000000;
@@ -73,7 +94,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$38 ;
+  reg \clear$40 ;
   input clk;
   wire clk;
   wire [43:0] den;
@@ -82,43 +103,45 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg [2:0] fsm_state = 3'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
-  wire [7:0] \i__payload$22 ;
-  wire [7:0] \i__payload$22[0] ;
+  wire [7:0] \i__payload$23 ;
+  wire [7:0] \i__payload$23[0] ;
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$45 ;
+  wire \i__ready$47 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$44 ;
+  reg \i__valid$46 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
-  wire \mask$23 ;
+  wire \mask$24 ;
   reg more;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$30 ;
-  wire [7:0] \o__payload$30[0] ;
+  wire [7:0] \o__payload$31 ;
+  wire [7:0] \o__payload$31[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$33 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$32 ;
   wire [11:0] r_closed;
   wire [7:0] r_open;
+  wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [77:0] stats__payload;
-  wire [77:0] stats__payload;
+  output [78:0] stats__payload;
+  reg [78:0] stats__payload;
   wire [43:0] \stats__payload.den ;
+  wire \stats__payload.error ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -129,33 +152,54 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   reg valid;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  reg zero_den;
+  always @(posedge clk)
+    left <= \$41 ;
+  always @(posedge clk)
+    chan <= \$42 ;
+  always @(posedge clk)
+    fsm_state <= \$43 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 44'h00000000000 : den;
-  assign \$2  = | left;
-  assign \$3  = i__valid & more;
-  assign \$4  = \i__ready$45  & more;
-  assign \$5  = i__valid & \i__ready$45 ;
-  assign \$6  = \$5  & more;
-  assign \$7  = ! fsm_state;
-  assign \$8  = fsm_state == 1'h1;
-  assign \$9  = fsm_state == 2'h2;
-  assign \$10  = fsm_state == 2'h3;
-  assign \$11  = fsm_state == 3'h4;
-  assign \$12  = fsm_state == 3'h5;
-  assign \$13  = fsm_state == 3'h6;
-  assign \$14  = left - 1'h1;
-  assign \$15  = last ? 14'h0000 : \$14 ;
-  assign \$16  = i__valid & last;
-  assign \$17  = ~ more;
-  assign \$18  = ~ busy;
-  assign \$19  = \$17  & \$18 ;
-  always @(posedge clk)
-    left <= \$20 ;
-  always @(posedge clk)
-    chan <= \$21 ;
-  always @(posedge clk)
-    fsm_state <= \$22 ;
+  assign \$1  = zero_den ? 44'h00000000000 : den;
+  assign \$2  = ! chan__payload[13:1];
+  assign \$3  = chan__payload[13:1] > 13'h1000;
+  assign \$4  = \$2  | \$3 ;
+  assign \$5  = ! chan__payload[26:14];
+  assign \$7  = 1'h0 + \$6 ;
+  assign \$9  = \$7  + \$8 ;
+  assign \$10  = \$9  < chan__payload[13:1];
+  assign \$11  = \$5  | \$10 ;
+  assign \$12  = ~ chan__payload[0];
+  assign \$13  = \$11  & \$12 ;
+  assign \$14  = $signed(chan__payload[122:115]) < $signed(8'h80);
+  assign \$15  = $signed(chan__payload[122:115]) > $signed(5'h09);
+  assign \$16  = \$14  | \$15 ;
+  assign \$17  = \$16  & chan__payload[0];
+  assign \$18  = $signed(chan__payload[98:83]) < $signed(16'h8000);
+  assign \$19  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = \$20  & chan__payload[0];
+  assign refused = | { \$21 , \$17 , \$13 , \$4  };
+  assign \$22  = | left;
+  assign \$23  = i__valid & more;
+  assign \$24  = \i__ready$47  & more;
+  assign \$25  = i__valid & \i__ready$47 ;
+  assign \$26  = \$25  & more;
+  assign \$27  = ! fsm_state;
+  assign \$28  = fsm_state == 1'h1;
+  assign \$29  = fsm_state == 2'h2;
+  assign \$30  = fsm_state == 2'h3;
+  assign \$31  = fsm_state == 3'h4;
+  assign \$32  = fsm_state == 3'h5;
+  assign \$33  = fsm_state == 3'h6;
+  assign \$34  = fsm_state == 3'h7;
+  assign \$35  = left - 1'h1;
+  assign \$36  = last ? 14'h0000 : \$35 ;
+  assign \$37  = i__valid & last;
+  assign \$38  = ~ more;
+  assign \$39  = ~ busy;
+  assign \$40  = \$38  & \$39 ;
   \hwnorm_range_s8.math  math (
     .\a$29 (a),
     .\b$56 (b),
@@ -175,11 +219,11 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$45 ),
-    .clear(\clear$38 ),
+    .ce(\i__ready$47 ),
+    .clear(\clear$40 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$44 ),
+    .i__valid(\i__valid$46 ),
     .mask(mask),
     .o__payload(o__payload),
     .o__ready(o__ready),
@@ -202,6 +246,130 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$41  = left;
+    if (beat) begin
+      \$41  = \$36 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$41  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$37 ) begin
+            \$41  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$41  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$42  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$42  = 123'h0000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$43  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$43  = 3'h2;
+            end else begin
+              \$43  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$37 ) begin
+            \$43  = 3'h4;
+          end
+      3'h4:
+          \$43  = 3'h5;
+      3'h2:
+          \$43  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$43  = 3'h6;
+          end
+      3'h6:
+          if (\$40 ) begin
+            \$43  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$43  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$43  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$43  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    zero_den = chan[0];
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          zero_den = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__payload[78] = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          /* empty */;
+      3'h1:
+          stats__payload[78] = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     chan__ready = 1'h0;
     casez (fsm_state)
       3'h0:
@@ -220,11 +388,11 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$38  = 1'h0;
+    \clear$40  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$38  = 1'h1;
+            \clear$40  = 1'h1;
           end
     endcase
   end
@@ -234,16 +402,16 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          i__ready = 1'h1;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          i__ready = 1'h1;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          i__ready = \$4 ;
+          /* empty */;
+      3'h6:
+          i__ready = \$24 ;
     endcase
   end
   always @* begin
@@ -252,16 +420,16 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          beat = i__valid;
       3'h3:
-          /* empty */;
-      3'h1:
-          /* empty */;
+          beat = i__valid;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          beat = \$6 ;
+          /* empty */;
+      3'h6:
+          beat = \$26 ;
     endcase
   end
   always @* begin
@@ -270,7 +438,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
+      3'h3:
           valid = i__valid;
     endcase
   end
@@ -280,11 +448,11 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           start = 1'h1;
-      3'h1:
+      3'h2:
           start = 1'h1;
     endcase
   end
@@ -294,11 +462,11 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
+          /* empty */;
+      3'h4:
           entry = 2'h1;
-      3'h1:
+      3'h2:
           entry = 2'h2;
     endcase
   end
@@ -308,139 +476,71 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          more = \$2 ;
+          /* empty */;
+      3'h6:
+          more = \$22 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$44  = 1'h0;
+    \i__valid$46  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
-          /* empty */;
-      3'h1:
           /* empty */;
       3'h4:
           /* empty */;
+      3'h2:
+          /* empty */;
       3'h5:
-          \i__valid$44  = \$3 ;
+          /* empty */;
+      3'h6:
+          \i__valid$46  = \$23 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           /* empty */;
-      3'h2:
-          /* empty */;
       3'h3:
           /* empty */;
-      3'h1:
-          /* empty */;
       3'h4:
+          /* empty */;
+      3'h2:
           /* empty */;
       3'h5:
           /* empty */;
       3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
           stats__valid = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = left;
-    if (beat) begin
-      \$20  = \$15 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$20  = chan__payload[13:1];
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$20  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$20  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$21  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$21  = 123'h0000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = fsm_state;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (chan__payload[0]) begin
-              \$22  = 3'h1;
-            end else begin
-              \$22  = 3'h2;
-            end
-          end
-      3'h2:
-          if (\$16 ) begin
-            \$22  = 3'h3;
-          end
-      3'h3:
-          \$22  = 3'h4;
-      3'h1:
-          \$22  = 3'h4;
-      3'h4:
-          if (done) begin
-            \$22  = 3'h5;
-          end
-      3'h5:
-          if (\$19 ) begin
-            \$22  = 3'h6;
-          end
-      3'h6:
-          if (stats__ready) begin
-            \$22  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$22  = 3'h0;
-    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
   assign chunk_size = chan[26:14];
-  assign \i__payload$22  = i__payload;
-  assign \mask$23  = mask;
-  assign \a$25  = a;
-  assign \b$27  = b;
+  assign \i__payload$23  = i__payload;
+  assign \mask$24  = mask;
+  assign \a$26  = a;
+  assign \b$28  = b;
   assign sh = shift;
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \o__payload$31  = o__payload;
+  assign \o__valid$32  = o__valid;
+  assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -456,6 +556,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \stats__payload.sum  = stats__payload[20:0];
   assign \stats__payload.den  = stats__payload[64:21];
   assign \stats__payload.sat  = stats__payload[77:65];
+  assign \stats__payload.error  = stats__payload[78];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
@@ -477,11 +578,16 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.mean  = chan[98:83];
   assign \chan$20.scale_m  = chan[114:99];
   assign \chan$20.scale_exp  = chan[122:115];
-  assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
-  assign stats__payload[77:65] = sat_count;
-  assign stats__payload[64:21] = \$1 ;
-  assign stats__payload[20:0] = sum;
+  assign \i__payload$23[0]  = i__payload;
+  assign \o__payload$31[0]  = o__payload;
+  always @*
+    stats__payload[77:65] = sat_count;
+  always @*
+    stats__payload[64:21] = \$1 ;
+  always @*
+    stats__payload[20:0] = sum;
+  assign \$6  = { chan__payload[26:14], 1'h0 };
+  assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
 module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$56 , clk);

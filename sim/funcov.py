@@ -21,6 +21,9 @@ Cover points (hwnorm.<name>):
                taken, no value yet), p1..pN / infer (mid-pass), gap1..gapN-1 (a pass done, the next not
                started), drain (all values in, outputs pending), stats (outputs out, stats pending)
   sequence     train>train, train>infer, infer>infer, infer>train (consecutive channels, no reset between)
+  refused      a refused descriptor (NormConfig.descriptor_rules) answered by its error word, per rule:
+               count:train, count:infer, and each kind's chunk_size, m, neps, eps_n, scale_exp, mean; overlap:
+               ended_sequence (the refused descriptor ended a sequence with a channel held)
   dropout      (dropout builds) dropped (a training value zeroed), kept_sat (a kept value clamped), last_dropped
                (the channel's last value dropped; with lanes > 1 a masked last beat), beat_dropped (every
                value of a beat dropped; lanes > 1), seed_zero (a training channel with seed 0: SEED_ZERO)
@@ -102,6 +105,19 @@ def topk_labels(cfg: NormConfig, x: np.ndarray) -> set[str]:
     return out
 
 
+def refused_bins(cfg: NormConfig) -> list[str]:
+    """The refused-descriptor bins of cfg: one per rule (count once per mode the build runs)."""
+    out = []
+    for name, mode, _ in cfg.descriptor_rules:
+        if mode == "any":
+            if cfg.overlap and cfg.max_count == (1 << cfg.count_bits) - 1:
+                continue                    # count 0 ends a sequence, and the field holds no count above max_count
+            out += ["count:infer"] if cfg.inference_only else ["count:train", "count:infer"]
+        else:
+            out.append(name)
+    return out + (["ended_sequence"] if cfg.overlap else [])
+
+
 def bins(cfg: NormConfig) -> dict[str, list[str]]:
     """Every applicable bin of every cover point, for this configuration."""
     counts = range(1, cfg.max_count + 1)
@@ -129,6 +145,7 @@ def bins(cfg: NormConfig) -> dict[str, list[str]]:
     mid = passes + ["infer"] if beats_max >= 2 else []
     out["reset"] = ["idle", "setup"] + mid + [f"gap{j}" for j in range(1, cfg.passes)] + ["drain", "stats"]
     out["sequence"] = ["train>train", "train>infer", "infer>infer", "infer>train"]
+    out["refused"] = refused_bins(cfg)
     if cfg.dropout_active:
         out["dropout"] = ["dropped", "kept_sat", "last_dropped"] + (["beat_dropped"] if cfg.lanes > 1 else []) + \
             ["seed_zero"]
@@ -257,7 +274,8 @@ def summarize(per_config: dict[str, dict]) -> tuple[int, int, dict, list]:
 def format_report(per_config: dict[str, dict]) -> str:
     hit, total, points, missed = summarize(per_config)
     lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
-    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "dropout", "tlu"):
+    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "refused", "dropout",
+                  "tlu"):
         if point in points:
             h, t = points[point]
             lines.append(f"  {point:12s} {h:5d} / {t:5d}")

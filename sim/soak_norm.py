@@ -1,7 +1,7 @@
 """cocotb protocol soak of one random configuration (sim/soak.py, `hwnorm sim --soak`): random channels
 (counts, data distributions, training and inference) in groups, each group under its own random input
-gaps and output back-pressure, and now and then a reset at a random cycle. Bit-exact against
-hwnorm.golden through the scoreboard of sim/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
+gaps and output back-pressure, now and then a refused descriptor (its error word) and a reset at a random cycle.
+Bit-exact against hwnorm.golden through the scoreboard of sim/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnorm.config import NormConfig
 from soak import DISTRIBUTIONS, draw_affine, draw_count, draw_data, draw_inference, scale_exponents, special_counts
-from tb import NormTB
+from tb import NormTB, refusals
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 SEED = int(os.environ.get("HWNORM_SOAK_SEED", "1"))
@@ -29,7 +29,9 @@ async def soak_protocol(dut):
     await tb.start()
     specials = [c for c in special_counts(CFG) if c <= MAX_N] or [1]
     exps = scale_exponents(CFG)
-    queued = resets = 0
+    bad_rng = np.random.default_rng([SEED, 5])      # its own stream: a seed's channels are as they were
+    bad = refusals(CFG, {k: int(v[0]) for k, v in draw_inference(bad_rng, CFG, 1, exps).items()})
+    queued = resets = refused = 0
     while queued < VALUES:
         tb.chan.gap = tb.data.gap = float(rng.choice(STALLS))
         tb.out.stall = tb.stat.stall = float(rng.choice(STALLS))
@@ -43,6 +45,9 @@ async def soak_protocol(dut):
                 inf = {k: int(v[0]) for k, v in draw_inference(rng, CFG, 1, exps).items()}
             tb.channel(x, g, b, inference=inf)
             queued += n
+            if bad and bad_rng.random() < 0.2:       # now and then a descriptor the core must refuse (its error word)
+                tb.refuse(*bad[int(bad_rng.integers(len(bad)))][::-1])
+                refused += 1
         if rng.random() < 0.1:
             for _ in range(int(rng.integers(1, 400))):
                 await tb.step()
@@ -50,4 +55,4 @@ async def soak_protocol(dut):
             resets += 1
         else:
             await tb.run()
-    tb.record("soak_protocol", resets=resets)
+    tb.record("soak_protocol", resets=resets, refused=refused)

@@ -71,8 +71,65 @@ def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | 
                     [inference["scale_exp"]], tau=tau)
         desc.update(infer=1, **inference)
         passes = 1
-    stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0])}
+    stats = {"sum": int(res.stats.sum[0]), "den": int(res.stats.den[0]), "sat": int(res.stats.sat[0]), "error": 0}
     return desc, passes, res, stats
+
+
+REFUSED_STATS = {"sum": 0, "den": 0, "sat": 0, "error": 1}     # the word of a refused descriptor
+
+
+def refused_descriptor(cfg: NormConfig, count: int, inference: dict | None = None, **fields) -> dict:
+    """A descriptor the core must refuse: a good channel of `count` values (training, or inference with
+    `inference` = {mean, scale_m, scale_exp}), then `fields` overwritten; ValueError if cfg accepts it."""
+    desc = {name: 0 for name, _, _ in cfg.channel_fields}
+    desc.update(gamma=1 << cfg.gamma_fmt.frac, beta=0)
+    if inference is not None:
+        desc.update(infer=1, count=count, **inference)
+    elif not cfg.inference_only:     # the constants of a count the core takes (only `fields` are wrong)
+        desc.update(channel_params(cfg, min(max(count, 1), cfg.max_count)))
+    desc.update(count=count, **fields)
+    if cfg.descriptor_error(desc) is None:
+        raise ValueError(f"descriptor {desc} is accepted by {cfg.describe()}: not a refused descriptor")
+    return desc
+
+
+def _fits(cfg: NormConfig, name: str, v: int) -> bool:
+    """v fits the descriptor field `name` (else packing would wrap it into another value)."""
+    w, signed = next((w, s) for n, w, s in cfg.channel_fields if n == name)
+    return -(1 << (w - 1)) <= v < (1 << (w - 1)) if signed else 0 <= v < (1 << w)
+
+
+def refusals(cfg: NormConfig, inference: dict) -> list[tuple[str, dict]]:
+    """(coverage bin, descriptor) for every rule of cfg.descriptor_rules: the value just past each limit and the
+    field's extreme (count 0 only without overlap, where it ends a sequence instead); `inference` = a good
+    {mean, scale_m, scale_exp} the inference cases start from."""
+    train = not cfg.inference_only
+    out = []
+    for name, _, _ in cfg.descriptor_rules:
+        if name == "count":
+            top = (1 << cfg.count_bits) - 1
+            for v in sorted({cfg.max_count + 1, top} - {top + 1}) + ([] if cfg.overlap else [0]):
+                if _fits(cfg, "count", v):
+                    out += [("count:train", refused_descriptor(cfg, v))] if train else []
+                    out.append(("count:infer", refused_descriptor(cfg, v, inference=inference)))
+        elif name == "chunk_size":
+            n = min(cfg.max_count, 3 * cfg.chunks + 1)
+            out += [(name, refused_descriptor(cfg, n, chunk_size=v)) for v in sorted({0, -(-n // cfg.chunks) - 1})]
+        elif name == "m":
+            out += [(name, refused_descriptor(cfg, cfg.max_count, m=v)) for v in (0, cfg.k + 1) if _fits(cfg, "m", v)]
+            if cfg.k >= 2:              # more values averaged than the channel has
+                out.append((name, refused_descriptor(cfg, 1, m=2)))
+        elif name in ("neps", "eps_n", "eps"):
+            out.append((name, refused_descriptor(cfg, min(cfg.max_count, 17), **{name: 0})))
+        elif name == "scale_exp":
+            hi, top = cfg.scale_exp_range[1], (1 << 7) - 1
+            out += [(name, refused_descriptor(cfg, 9, inference=dict(inference, scale_exp=v)))
+                    for v in sorted({hi + 1, top})]
+        elif name == "mean":
+            lo, hi = cfg.mean_limits
+            out += [(name, refused_descriptor(cfg, 9, inference=dict(inference, mean=v)))
+                    for v in (lo - 1, hi + 1) if _fits(cfg, "mean", v)]
+    return out
 
 
 class StreamDriver:
@@ -252,7 +309,9 @@ class NormTB:
     def _on_stats(self, word: int, cycle: int):
         self.stats_at.append(cycle)
         self.scoreboard.on_stats(unpack(self.cfg.stats_fields, word), cycle)
-        if self.pending:
+        if self.pending and self.pending[0].get("refused"):
+            self.cov.hit("refused", self.pending.popleft()["refused"])
+        elif self.pending:
             ch = self.pending.popleft()
             self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"], ch["keep"], ch["seed"])
             self.cov.stall(self.stall_events)
@@ -337,6 +396,23 @@ class NormTB:
             out_beats.append((vals + [0] * (self.lanes - len(vals)), len(vals)))
         self.scoreboard.expect(out_beats, stats)
         return Expected(x=x, y=y, stats=stats, infer=inference is not None)
+
+    def refuse(self, desc: dict, label: str):
+        """Queue a descriptor the core must refuse (see refused_descriptor; `label` its coverage bin): no beat in
+        or out, one statistics word with error = 1. Overlap: it first ends the sequence, as count 0 does."""
+        cfg = self.cfg
+        assert cfg.descriptor_error(desc) is not None, f"{desc} is not refused"
+        self.chan.send([pack(cfg.channel_fields, desc)])
+        labels = {label}
+        if self.overlap and self.held is not None:
+            labels.add("ended_sequence")
+            self._queue_held()
+        rec = dict(idx=self.channels, start=self.queued, beats=0, passes=0, infer=bool(desc.get("infer")), out=0,
+                   x=np.zeros(0, dtype=np.int64), desc=self.descriptors, end=self.queued, refused=labels)
+        self.pending.append(rec)
+        self.descriptors += 1
+        self.channels += 1
+        self.scoreboard.expect([], dict(REFUSED_STATS))
 
     def _queue(self, beats, rec, label, gap_label=None):
         """One pass of a channel on `i`; `gap_label` names the state between it and what came before."""

@@ -15,7 +15,7 @@ from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.hdl.axi_stream import axi_widths, lane_bytes
-from tb import Scoreboard, golden_channel
+from tb import REFUSED_STATS, Scoreboard, golden_channel, refused_descriptor
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 FI, FO, FG, FB = CFG.in_fmt, CFG.out_fmt, CFG.gamma_fmt, CFG.beta_fmt
@@ -70,6 +70,12 @@ class AxiBench:
         self.scoreboard.expect(beats, stats)
         self.counts.append(len(x))
 
+    def refuse(self, desc: dict):
+        """Queue a descriptor the core refuses: no output frame, a statistics word with error = 1 and tuser = 1."""
+        self.desc.send_nowait(AxiStreamFrame(_to_bytes(pack(CFG.channel_fields, desc), axi_widths(CFG)["s_axis_desc"] // 8)))
+        self.scoreboard.expect([], dict(REFUSED_STATS))
+        self.counts.append(None)
+
     def _lanes(self, data: bytes) -> list[int]:
         """The output frame's values: OB bytes each, sign-extended by the core (checked here)."""
         vals = []
@@ -88,6 +94,9 @@ class AxiBench:
         t0 = cocotb.utils.get_sim_time(unit="ns")
         while self.counts:
             n = self.counts.pop(0)
+            if n is None:                   # a refused descriptor: its error word only
+                await self._stats(timeout_us, refused=True)
+                continue
             frame = await with_timeout(self.out.recv(), timeout_us, "us")
             vals = self._lanes(bytes(frame.tdata))
             if len(vals) != n:
@@ -95,9 +104,16 @@ class AxiBench:
             for b in range(0, len(vals), CFG.lanes):
                 got = vals[b:b + CFG.lanes]
                 self.scoreboard.on_beat(got + [0] * (CFG.lanes - len(got)), 0)
-            word = await with_timeout(self.stats.recv(), timeout_us, "us")
-            self.scoreboard.on_stats(unpack(CFG.stats_fields, int.from_bytes(bytes(word.tdata), "little")), 0)
+            await self._stats(timeout_us, refused=False)
         self.cycles += int((cocotb.utils.get_sim_time(unit="ns") - t0) // 10)
+
+    async def _stats(self, timeout_us: int, refused: bool):
+        """One statistics word; m_axis_stats_tuser must be its error bit."""
+        word = await with_timeout(self.stats.recv(), timeout_us, "us")
+        self.scoreboard.on_stats(unpack(CFG.stats_fields, int.from_bytes(bytes(word.tdata), "little")), 0)
+        tuser = word.tuser[-1] if isinstance(word.tuser, list) else word.tuser
+        if int(tuser or 0) != int(refused):
+            self.scoreboard._mismatch(f"m_axis_stats_tuser = {tuser}, expected {int(refused)} (the error bit)")
 
     def record(self, name: str):
         import json
@@ -181,3 +197,19 @@ async def reset_mid_channel(dut):
             tb.channel(_x(rng, m), *_affine(rng))
         await tb.run()
     tb.record("axi_reset_mid_channel")
+
+
+@cocotb.test()
+async def refused_descriptors(dut):
+    """A descriptor with count 0 and one above max_count (issue 19 item 6): no output frame, an error word with
+    m_axis_stats_tuser = 1, and the channels around them exact (tuser 0), with random pauses."""
+    tb = AxiBench(dut, cocotb.RANDOM_SEED + 3, 0.2)
+    await tb.start()
+    rng = tb.np_rng
+    inf = _inference(rng) if CFG.inference_only else None
+    for count in (0, CFG.max_count + 1, 0):
+        tb.channel(_x(rng, 9), *_affine(rng), inference=inf)
+        tb.refuse(refused_descriptor(CFG, count, inference=inf))
+    tb.channel(_x(rng, 5), *_affine(rng), inference=inf)
+    await tb.run()
+    tb.record("axi_refused_descriptor")

@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
-from tb import NormTB
+from tb import NormTB, refusals, refused_descriptor
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 PASSES = 1 if CFG.inference_only else CFG.passes      # an inference-only build: every channel one pass
@@ -281,3 +281,41 @@ async def reset_every_state(dut):
         tb.channel(_x(rng, n), *_affine(rng))
         await tb.run()
     tb.record("reset_every_state", states=len(states))
+
+
+@cocotb.test()
+async def refused_descriptors(dut):
+    """Every descriptor value the core cannot honour (count 0 or above max_count, and per kind chunk_size, m, neps /
+    eps_n, the inference scale_exp and mean) is refused: one statistics word with error = 1 and the rest 0, no
+    beat taken or given, and the channels around it exact. Two refusals in a row, with gaps and back-pressure."""
+    tb, rng = await _bench(dut, 0.3, 0.3)
+    bad = refusals(CFG, _inference(rng))
+    assert bad, "no refusable descriptor: the rules are empty"
+    for i, (label, desc) in enumerate(bad):
+        n = int(rng.integers(1, min(CFG.max_count, 40) + 1))
+        tb.channel(_x(rng, n), *_affine(rng), inference=_inference(rng) if i % 3 == 2 else None)
+        tb.refuse(desc, label)
+        if i % 4 == 3:
+            tb.refuse(*bad[(i + 1) % len(bad)][::-1])
+    tb.channel(_x(rng, 5), *_affine(rng))
+    await tb.run()
+    tb.record("refused_descriptors", refused=len(bad))
+
+
+@cocotb.test()
+async def count_zero(dut):
+    """A descriptor with count 0 (the user's hang, issue 19): without overlap, its error word is valid the cycle after
+    the descriptor is taken and the next channel runs exact; with overlap it ends the sequence (no word of its own)."""
+    tb, rng = await _bench(dut)
+    tb.channel(_x(rng, 7), *_affine(rng))
+    if CFG.overlap:
+        tb.flush(empty=True)
+    else:
+        tb.refuse(refused_descriptor(CFG, 0, inference=_inference(rng) if CFG.inference_only else None),
+                  "count:infer" if CFG.inference_only else "count:train")
+    tb.channel(_x(rng, 7), *_affine(rng))
+    await tb.run()
+    if not CFG.overlap:
+        took, word = tb.chan.accepted[1], tb.stats_at[1]
+        assert word - took == 1, f"count 0: the error word came {word - took} cycles after the descriptor, not 1"
+    tb.record("count_zero")

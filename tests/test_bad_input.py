@@ -453,3 +453,15 @@ def table() -> str:
 
 if __name__ == "__main__":
     print(table())
+
+
+def test_rtl_backend_refuses_a_descriptor_the_core_would_refuse():
+    """The Verilated harness sends the channel's values after every descriptor: a refused one (the core's error word,
+    no value taken) is named before anything runs, not reported as a hang."""
+    from hwnorm.backends.verilator import VerilatedDatapath
+    vd = object.__new__(VerilatedDatapath)          # no build: the check comes before the library is touched
+    vd.cfg = NormConfig(kind="l1", max_count=64)
+    x = np.zeros((1, 5), dtype=np.int64)
+    with pytest.raises(ValueError) as e:
+        vd.run(x, [{"count": 5, "neps": 0, "c": 1}], 3)
+    _words(str(e.value), ["channel 0", "neps=0", "allowed >= 1", "refuses"])

@@ -81,6 +81,9 @@ def _c_case_lines(cfg, rng):
         code.append(f"{{ uint32_t w[TC_STATS_WORDS] = {{{init}}}; tc_stats_t s; tc_unpack_stats(w, &s); "
                     f"printf(\"S\"); {shows} putchar('\\n'); }}")
         want.append("S " + " ".join(str(stats[name]) for name, _, _ in cfg.stats_fields))
+    code_e, want_e = _desc_error_cases(cfg, rng)
+    code += code_e
+    want += want_e
     if cfg.dropout_active:              # the per-channel seeds, and a descriptor carrying one
         for call in [0, 1, 0xFFFFFFFF] + [rng.getrandbits(32) for _ in range(10)]:
             ch = rng.randint(0, 1000)
@@ -90,6 +93,44 @@ def _c_case_lines(cfg, rng):
             desc = {name: 0 for name, _, _ in cfg.channel_fields}
             desc.update(channel_params(cfg, 7), seed=seed)
             want.append(f"D {seed}" + _hexwords(cfg.channel_fields, desc))
+    return code, want
+
+
+def _c_literal(v: int, signed: bool) -> str:
+    """v as a C expression of the header's word types (fields can be wider than 64 bits)."""
+    if signed:
+        return f"(tc_int_t){v}LL"
+    if v < 1 << 63:
+        return f"{v}u"
+    return f"(((tc_uword_t){v >> 32}u << 32) | {v & 0xFFFFFFFF}u)"
+
+
+def _desc_error_cases(cfg, rng):
+    """tc_desc_error on good descriptors with one or two fields moved to a limit, past it, 0 or random: the verdict
+    (accepted, or the field of the broken rule) must be NormConfig.descriptor_error's."""
+    code, want = [], []
+    widths = {name: (w, s) for name, w, s in cfg.channel_fields}
+    lo, hi = cfg.scale_exp_range
+    edge = {"count": [0, 1, cfg.max_count, cfg.max_count + 1], "m": [0, 1, cfg.k, cfg.k + 1],
+            "chunk_size": [0, 1, 2, -(-cfg.max_count // cfg.chunks) - 1], "neps": [0, 1], "eps_n": [0, 1],
+            "scale_exp": [lo, hi, hi + 1, 127], "mean": [cfg.mean_limits[0] - 1, cfg.mean_limits[1] + 1], "infer": [0, 1]}
+    for _ in range(CASES):
+        n = rng.randint(1, cfg.max_count)
+        desc = {name: 0 for name in widths}
+        desc.update(gamma=1, beta=0, count=n)
+        if not cfg.inference_only:
+            desc.update(channel_params(cfg, n))
+        desc.update(infer=rng.choice([0, 1]))
+        for name in rng.sample(sorted(edge.keys() & widths.keys()), 2):
+            w, signed = widths[name]
+            f_lo, f_hi = (-(1 << (w - 1)), (1 << (w - 1)) - 1) if signed else (0, (1 << w) - 1)
+            f_hi = min(f_hi, (1 << 62) - 1)
+            desc[name] = min(max(rng.choice(edge[name] + [rng.randint(f_lo, f_hi)]), f_lo), f_hi)
+        sets = " ".join(f"d.{k} = {_c_literal(v, widths[k][1])};" for k, v in desc.items())
+        code.append(f"{{ tc_desc_t d = {{0}}; {sets} const char *e = tc_desc_error(&d); printf(\"E %s\", e ? e : \"ok\"); "
+                    f"putchar('\\n'); }}")
+        err = cfg.descriptor_error(desc)
+        want.append("E " + ("ok" if err is None else err.split("=")[0]))
     return code, want
 
 
@@ -105,9 +146,12 @@ def test_c_header_packs_like_python(tmp_path, key):
     assert r.returncode == 0, r.stderr
     got = subprocess.run([str(tmp_path / "prog")], capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(got) == len(want)
+    got = [g.split(":")[0] if g.startswith("E ") else g for g in got]      # the C verdict names the field first
     bad = [(i, g, w) for i, (g, w) in enumerate(zip(got, want)) if g != w]
     assert not bad, bad[:5]
     assert sum(w.startswith("I 0") for w in want) > CASES // 3       # most inference cases are in range
+    verdicts = {w for w in want if w.startswith("E ")}
+    assert "E ok" in verdicts and len(verdicts) >= 2, verdicts     # accepted and refused descriptors both
 
 
 def test_c_header_macros_are_the_layout():

@@ -1,7 +1,8 @@
 import pytest
 
 from hwnorm import FixedFormat, NormConfig, default_configs
-from hwnorm.constants import channel_params, cvar_count
+from hwnorm.config import KINDS
+from hwnorm.constants import channel_params, cvar_count, inference_params
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -87,7 +88,7 @@ def test_field_layouts_cover_hardware_ports():
                      "scale_exp"]
     assert [f[0] for f in NormConfig(kind="topk").channel_fields][2] == "c"
     assert [f[0] for f in NormConfig(kind="l2").channel_fields][2] == "eps_n"
-    assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat"]
+    assert [f[0] for f in cfg.stats_fields] == ["sum", "den", "sat", "error"]
 
 
 def test_cvar_derives_k_from_alpha_and_only_cvar_serializes_alpha():
@@ -107,3 +108,48 @@ def test_cvar_count_does_not_round_an_exact_product_up():
 
 def test_new_kinds_passes():
     assert [NormConfig(kind=k).passes for k in ("mad", "semidev", "cvar")] == [3, 3, 2]
+
+
+def _desc(cfg, n, **fields):
+    d = {name: 0 for name, _, _ in cfg.channel_fields}
+    d.update(channel_params(cfg, n) if not cfg.inference_only else {}, count=n)
+    d.update(fields)
+    return d
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_host_constants_of_every_count_are_accepted(kind):
+    """NormConfig.descriptor_error never refuses what hwnorm.constants gives the core (training and inference)."""
+    cfg = NormConfig(kind=kind, max_count=300)
+    for n in list(range(1, 40)) + [299, 300]:
+        assert cfg.descriptor_error(_desc(cfg, n)) is None, n
+        assert cfg.descriptor_error(_desc(cfg, n, infer=1, **inference_params(cfg, -0.5, 3.0))) is None
+
+
+@pytest.mark.parametrize("cfg, fields, words", [
+    (NormConfig(), {"count": 0}, "count=0 is out of range: allowed 1 .. max_count = 4096"),
+    (NormConfig(max_count=300), {"count": 301}, "count=301 is out of range: allowed 1 .. max_count = 300"),
+    (NormConfig(), {"count": 31, "chunk_size": 3}, "chunk_size=3 is out of range: allowed chunk_size >= 1 and chunks * "
+                                                   "chunk_size >= count (at most chunks = 10 chunks) (count=31)"),
+    (NormConfig(), {"count": 31, "chunk_size": 0}, "chunk_size=0"),
+    (NormConfig(kind="cvar", max_count=1024), {"count": 1024, "m": 7}, "m=7 is out of range: allowed 1 .. min(k = 6"),
+    (NormConfig(kind="cvar", max_count=1024), {"count": 3, "m": 4}, "m=4 is out of range"),
+    (NormConfig(kind="cvar", max_count=1024), {"count": 3, "m": 0}, "m=0 is out of range"),
+    (NormConfig(kind="l1"), {"count": 5, "neps": 0}, "neps=0 is out of range: allowed >= 1"),
+    (NormConfig(kind="frn"), {"count": 5, "eps_n": 0}, "eps_n=0 is out of range: allowed >= 1"),
+    (NormConfig(kind="l2"), {"count": 5, "infer": 1, "scale_exp": 2}, "scale_exp=2 is out of range: allowed -128 .. 1"),
+    (NormConfig(), {"count": 5, "infer": 1, "mean": 32513}, "mean=32513 is out of range: allowed -32768 .. 32512"),
+    (NormConfig(inference_only=True), {"count": 0}, "count=0 is out of range"),
+])
+def test_refused_descriptors_name_the_field_value_and_range(cfg, fields, words):
+    d = _desc(cfg, max(1, min(fields["count"], cfg.max_count)), **fields)
+    assert words in (cfg.descriptor_error(d) or "")
+
+
+def test_a_rule_applies_only_to_the_channels_that_read_the_field():
+    cfg = NormConfig(kind="l1")
+    assert cfg.descriptor_error(_desc(cfg, 5, infer=1, neps=0)) is None                # inference reads no neps
+    assert cfg.descriptor_error(_desc(cfg, 5, scale_exp=100)) is None                  # training reads no scale_exp
+    ov = NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True)
+    assert ov.descriptor_error({"count": 0}) is None                                   # the end of a sequence
+    assert [r[0] for r in NormConfig(inference_only=True).descriptor_rules] == ["count", "scale_exp", "mean"]

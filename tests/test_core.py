@@ -163,3 +163,46 @@ def test_without_yowasp_wavedrom_the_json_ships_unrendered(tmp_path, monkeypatch
     assert sorted(p.name for p in paths) == ["plain.h", "plain.json", "plain.md", "plain.v"]
     md = (tmp_path / "plain.md").read_text()
     assert "yowasp-wavedrom is not installed" in md and "```wavedrom" in md and "![one channel]" not in md
+
+
+def test_datasheet_states_the_formulas_eps_rounding_saturation_and_last_beat(l1core):
+    """Issue 19 item 6: the training and inference formulas in full, in this core's numbers."""
+    out, cfg = l1core
+    md = (out / "my_norm.md").read_text()
+    nm = json.loads((out / "my_norm.json").read_text())["numerics"]
+    cf, fi = cfg.const_frac_bits, cfg.in_fmt.frac
+    for words in ("## Numerics", "sigma_hat = sqrt(pi/2) mean|x - mu| + eps", "c 2 (n S_hi - c_hi S) + neps",
+                  f"eps_int = max(1, round(eps 2^(CF + F_in))) = {cfg.eps_int}", f"in units of 2^-{cf + fi} input units",
+                  f"R = floor(2^(L + Q) / Den)  (Q = recip_bits = {cfg.recip_bits})", "K = 2^MF,  C = mean",
+                  f"A = floor(K M 2^pre / 2^t) ({cfg.a_bits} bits)", "round half up", "y = clamp(q, -128, 127)",
+                  "its other output lanes are 0", "an inference channel reports sum = den = 0",
+                  "my_norm_channel_params"):
+        assert words in md, words
+    assert nm["rounding"] == "half_up" and "1 LSB" in nm["accuracy"]
+    root = core.core_files(NormConfig(kind="l2", rounding="half_even"), "r2")["r2.md"]
+    assert "inside the square root as the descriptor's eps_n" in root and "round half to even" in root
+
+
+def test_datasheet_names_the_refused_descriptors_and_the_error_outputs(l1core):
+    """Issue 19 item 6: count = 0 and every other refused value, and the error bit, in the datasheet, the JSON, the
+    C header and the AXI4-Stream wrapper's ports."""
+    out, cfg = l1core
+    md = (out / "my_norm.md").read_text()
+    ds = json.loads((out / "my_norm.json").read_text())
+    assert [(r["field"], r["allowed"]) for r in ds["edges"]["rules"]] == [(f, a) for f, _, a in cfg.descriptor_rules]
+    for words in ("## Edges: refused descriptors", "| `count` | all | 1 .. max_count = 300 |", "| `neps` | training |",
+                  "error = 1 and sum = den = sat = 0", "`my_norm_desc_error`", "| `error` | [", "Not checked: c, neps"):
+        assert words in md, words
+    assert ds["stats"]["fields"][-1]["name"] == "error" and ds["stats"]["fields"][-1]["doc"]
+    h = (out / "my_norm.h").read_text()
+    assert "MY_NORM_STATS_ERROR_OFFSET" in h and "my_norm_desc_error(const my_norm_desc_t *d)" in h
+    axi = core.core_files(NormConfig(lanes=2, max_count=300), "ax", axi=True)
+    assert "m_axis_stats_tuser" in axi["ax.v"] and "| `m_axis_stats_tuser` | output | 1 |" in axi["ax.md"]
+    ov = core.core_files(NormConfig(kind="l1", lanes=4, max_count=1024, overlap=True), "ov")["ov.md"]
+    assert "count = 0 is the end of a sequence, not an error" in ov
+
+
+def test_an_inference_only_datasheet_has_no_training_formulas():
+    md = core.core_files(NormConfig(inference_only=True, max_count=300), "io")["io.md"]
+    assert "Inference-only build: no training datapath" in md and "sigma_hat = (" not in md and "Den = n" not in md
+    assert "| `count` | all | 1 .. max_count = 300 |" in md and "| `neps`" not in md

@@ -18,7 +18,7 @@ EW_IN_MAKE_TEST = "l1_ew_floor_small_p2"
 CONFIGS = {k: c for k, c in regression_configs(full=False).items()
            if (not c.frn or k == FRN_IN_MAKE_TEST) and k not in GBN_ONLY_IN_MAKE_SIM
            and (not c.elementwise or k == EW_IN_MAKE_TEST)}
-COCOTB_TESTS = 10
+COCOTB_TESTS = 12
 
 
 def test_cocotb_tests_are_listed():
@@ -86,5 +86,17 @@ def test_axi_stream_wrapper_is_bit_exact(key):
     """cocotbext-axi sources and sinks with random pauses on the AXI4-Stream wrapper, the golden scoreboard."""
     r = run(axi_configs()[key], seed=11, axi=True)
     logs = [rec["log"] for rec in r.records if "log" in rec]
-    assert r.tests == 3 and r.failed == 0, f"cocotb tests failed, see {logs}"
+    assert r.tests == 4 and r.failed == 0, f"cocotb tests failed, see {logs}"
     assert r.mismatches == 0 and r.values > 500 and r.stats > 15
+
+
+@pytest.mark.parametrize("key", ["range_plain_even_u_p2", "range_s8_overlap_p4"])
+def test_refused_descriptors_get_an_error_word_and_the_next_channels_are_exact(key):
+    """Issue 19 item 6: count 0 (the user's hang) and every other refused descriptor value, in Verilator: one error
+    word each, no beat taken or given, the channels around them bit-exact; every refused-descriptor bin hit."""
+    cfg = regression_configs(full=False)[key]
+    r = run(cfg, testcase=["refused_descriptors", "count_zero"], seed=5)
+    logs = [rec["log"] for rec in r.records if "log" in rec]
+    assert r.tests == 2 and r.failed == 0 and r.mismatches == 0, logs
+    refused = next(iter(r.coverage.values()))["refused"]
+    assert len(refused) >= 4 and all(h > 0 for h in refused.values()), refused

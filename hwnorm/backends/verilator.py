@@ -135,6 +135,10 @@ class VerilatedDatapath:
         """x: (C, n) int codes; descs: one descriptor dict per channel; `affine`: an elementwise build's (gamma,
         beta) codes per value, broadcast to x. Returns (y codes, stats dicts)."""
         cfg = self.cfg
+        for c, d in enumerate(descs):         # the core would answer with an error word and take no value: refuse here
+            err = cfg.descriptor_error(d)
+            if err is not None:
+                raise ValueError(f"channel {c}: {err} (the core refuses this descriptor)")
         x = np.ascontiguousarray(x, dtype=np.int32)
         nch, n = x.shape
         if cfg.elementwise:

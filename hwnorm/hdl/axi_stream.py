@@ -6,7 +6,8 @@ Streams (tdata a whole number of bytes, each lane in its own bytes, lane 0 lowes
                   the values itself, from the descriptor's count, so tlast is accepted and not needed)
     m_axis        output values, sign-extended lanes; m_axis_tlast on the channel's last beat, m_axis_tkeep
                   clears the bytes of the last beat's unused lanes
-    m_axis_stats  one statistics word per channel (NormConfig.stats_fields, zero-padded), tlast always 1
+    m_axis_stats  one statistics word per channel (NormConfig.stats_fields, zero-padded), tlast always 1;
+                  tuser = the word's `error` bit (1: the channel's descriptor was refused, no values taken or given)
 """
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
@@ -59,7 +60,7 @@ class AxiStreamNorm(wiring.Component):
             "m_axis_tdata": Out(w["m_axis"]), "m_axis_tvalid": Out(1), "m_axis_tready": In(1), "m_axis_tlast": Out(1),
             "m_axis_tkeep": Out(w["m_axis"] // 8),
             "m_axis_stats_tdata": Out(w["m_axis_stats"]), "m_axis_stats_tvalid": Out(1),
-            "m_axis_stats_tready": In(1), "m_axis_stats_tlast": Out(1),
+            "m_axis_stats_tready": In(1), "m_axis_stats_tlast": Out(1), "m_axis_stats_tuser": Out(1),
         })
 
     def elaborate(self, platform):
@@ -74,6 +75,7 @@ class AxiStreamNorm(wiring.Component):
             self.m_axis_tvalid.eq(core.o.valid), core.o.ready.eq(self.m_axis_tready),
             self.m_axis_stats_tdata.eq(core.stats.payload.as_value()), self.m_axis_stats_tvalid.eq(core.stats.valid),
             core.stats.ready.eq(self.m_axis_stats_tready), self.m_axis_stats_tlast.eq(1),
+            self.m_axis_stats_tuser.eq(core.stats.payload.error),
         ]
         for j in range(lanes):
             m.d.comb += [core.i.payload[j].eq(self.s_axis_tdata[j * ib:j * ib + cfg.in_fmt.bits]),

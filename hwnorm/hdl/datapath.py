@@ -16,7 +16,7 @@ hat_format(out_fmt), ChannelMath fed gamma = 1.0 and beta = 0 in place of the de
 ElementwiseAffine (elementwise.py) after NormalizeAffine: the per-lane gamma/beta codes of each beat of `i` ride
 through NormalizeAffine's `side` payload with the lane mask, and y = sat(round(gamma x_hat + beta)) goes to `o`.
 """
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,6 +46,12 @@ class NormDatapath(wiring.Component):
     (`infer` = 1) has no statistics pass: its math starts at once, then c-1's normalize pass runs, and
     its own pass comes after the next descriptor, like any channel's. A descriptor with `count` = 0 ends
     the sequence: it runs the pending channel's normalize pass (a no-op when none is pending).
+
+    A descriptor the core cannot honour (NormConfig.descriptor_rules: count 0 or above max_count, and per kind
+    chunk_size, m, neps / eps_n / frn_range's eps, inference scale_exp and mean) is refused: the core takes it, takes no beat on
+    `i`, gives none on `o` and sends one statistics word with `error` = 1 and every other field 0, then waits
+    for the next descriptor. With overlap a refused descriptor first ends the sequence as count 0 does (the
+    pending channel's normalize pass and statistics word), then sends its error word.
 
     With `cfg.elementwise` a beat on `i` is a struct: `x` (the `lanes` values, low bits), then `gamma` and `beta`
     (`lanes` codes each, gamma_fmt / beta_fmt); the normalize pass applies them per value, the statistics passes
@@ -129,7 +135,11 @@ class NormDatapath(wiring.Component):
             m.d.comb += st.pop_top.eq(cm.pop_top)
         # overlap: the normalize pass and the statistics word take the held channel's values
         a, b, sh = (hold_a, hold_b, hold_sh) if ov else (cm.a, cm.b, cm.sh)
-        s_sum, den = (hold_sum, Mux(hold_infer, 0, hold_den)) if ov else (st.sum, Mux(chan.infer, 0, cm.den))
+        # a refused descriptor's word: sum and sat were cleared with the descriptor, den is zeroed as in inference
+        zero_den = Signal()
+        m.d.comb += zero_den.eq(hold_infer if ov else chan.infer)
+        s_sum, den = (hold_sum, Mux(zero_den, 0, hold_den)) if ov else (st.sum, Mux(zero_den, 0, cm.den))
+        self._zero_den = zero_den
         m.d.comb += [
             norm.i.payload.eq(xs), norm.mask.eq(mask),
             norm.a.eq(a), norm.b.eq(b), norm.shift.eq(sh),
@@ -168,16 +178,20 @@ class NormDatapath(wiring.Component):
                               pend, have_hold, math_busy)
             return m
 
+        refused = self._refused(m, self.chan.payload)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.chan.ready.eq(1)
                 with m.If(self.chan.valid):
                     m.d.sync += [chan.eq(self.chan.payload), left.eq(self.chan.payload.count)]
                     m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
+                    with m.If(refused):
+                        m.next = "REFUSED"
                     if cfg.inference_only:
-                        m.next = "GO_INFER"
+                        with m.Else():
+                            m.next = "GO_INFER"
                     else:
-                        with m.If(self.chan.payload.infer):
+                        with m.Elif(self.chan.payload.infer):
                             m.next = "GO_INFER"
                         with m.Else():
                             m.next = "PASS1"
@@ -200,7 +214,50 @@ class NormDatapath(wiring.Component):
                 with m.If(cm.done):
                     m.next = "NORM"
             self._norm_and_report_states(m, norm, left, beat, drained)
+            self._refused_state(m)
         return m
+
+    def _refused(self, m, desc):
+        """1 when the descriptor `desc` breaks one of cfg.descriptor_rules (the same verdict as
+        NormConfig.descriptor_error; tests/test_descriptor_checks.py): a few compares with constants and with
+        `count`, no arithmetic but range's chunks * chunk_size (a constant multiple)."""
+        cfg = self.cfg
+        n = desc.count
+        infer = Const(1, 1) if cfg.inference_only else desc.infer
+        lo, hi = cfg.scale_exp_range
+        m_lo, m_hi = cfg.mean_limits
+        checks = {"count": (n == 0) | (n > cfg.max_count),
+                  "chunk_size": lambda: (desc.chunk_size == 0) | (self._times_chunks(desc.chunk_size) < n),
+                  "m": lambda: (desc.m == 0) | (desc.m > cfg.k) | (desc.m > n),
+                  "neps": lambda: desc.neps == 0, "eps_n": lambda: desc.eps_n == 0, "eps": lambda: desc.eps == 0,
+                  "scale_exp": (desc.scale_exp < lo) | (desc.scale_exp > hi),
+                  "mean": (desc.mean < m_lo) | (desc.mean > m_hi)}
+        terms = []
+        for name, mode, _ in cfg.descriptor_rules:
+            term = checks[name]() if callable(checks[name]) else checks[name]
+            terms.append(term if mode == "any" else term & ~infer if mode == "train" else term & infer)
+        refused = Signal()
+        m.d.comb += refused.eq(Cat(*terms).any() if terms else 0)
+        if cfg.overlap:             # count 0 ends a sequence (the other fields are 0 too): not refused
+            m.d.comb += refused.eq(Cat(*terms).any() & (n != 0))
+        return refused
+
+    def _times_chunks(self, v):
+        """v * chunks as shifts and adds (a constant multiple: no multiplier)."""
+        c = self.cfg.chunks
+        return sum(v << b for b in range(c.bit_length()) if c >> b & 1)
+
+    def _refused_state(self, m, on_report=()):
+        """REFUSED: the statistics word of a refused descriptor (error = 1, every other field 0), then IDLE. Without
+        overlap sum and sat are 0 already (the descriptor cleared them) and den is zeroed as an inference channel's;
+        with overlap they hold the channel before, and are zeroed here."""
+        with m.State("REFUSED"):
+            m.d.comb += [self.stats.valid.eq(1), self.stats.payload.error.eq(1), self._zero_den.eq(1)]
+            if self.cfg.overlap:
+                m.d.comb += [self.stats.payload.sum.eq(0), self.stats.payload.sat.eq(0)]
+            with m.If(self.stats.ready):
+                m.d.sync += list(on_report)
+                m.next = "IDLE"
 
     def _affine_stage(self, m, norm, mask):
         """Elementwise build: gamma, beta and the lane mask ride beside x through NormalizeAffine (`side`), then
@@ -217,10 +274,11 @@ class NormDatapath(wiring.Component):
         ]
         return aff
 
-    def _norm_and_report_states(self, m, norm, left, beat, drained, on_report=()):
+    def _norm_and_report_states(self, m, norm, left, beat, drained, on_report=(), then_refuse=None):
         """NORM: the normalize pass through NormalizeAffine until `left` is 0 and its pipeline (an elementwise
         build: and the affine stage's) has drained (`drained`);
-        REPORT: the statistics word, then IDLE (`on_report`: more assignments on that edge)."""
+        REPORT: the statistics word, then IDLE (`on_report`: more assignments on that edge; `then_refuse`: a signal
+        that sends it to REFUSED instead)."""
         with m.State("NORM"):
             more = Signal()
             m.d.comb += more.eq(left != 0)
@@ -233,6 +291,9 @@ class NormDatapath(wiring.Component):
             with m.If(self.stats.ready):
                 m.d.sync += list(on_report)
                 m.next = "IDLE"
+                if then_refuse is not None:
+                    with m.If(then_refuse):
+                        m.next = "REFUSED"
 
     def _overlap_fsm(self, m, cm, st, norm, chan, left, beat, drained, take_pass, run_math, hold, pend, have_hold,
                      math_busy):
@@ -241,8 +302,9 @@ class NormDatapath(wiring.Component):
         cfg = self.cfg
         hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer = hold
         desc = self.chan.payload
-        flush = Signal()
-        m.d.comb += flush.eq(desc.count == 0)
+        flush, bad = Signal(), Signal()
+        m.d.comb += [flush.eq(desc.count == 0), bad.eq(self._refused(m, desc))]
+        refuse = Signal()           # a refused descriptor ended the sequence: its error word follows the held channel's
 
         def when_math_idle(then):
             """Wait for ChannelMath to finish the channel before; take its A, B, SH, Den into the hold
@@ -266,10 +328,12 @@ class NormDatapath(wiring.Component):
                     m.d.sync += [hold_sum.eq(st.sum), hold_count.eq(chan.count), hold_infer.eq(chan.infer),
                                  have_hold.eq(pend)]
                     m.d.comb += [st.clear.eq(1), norm.clear.eq(1)]
-                    with m.If(flush):
-                        m.d.sync += [pend.eq(0), left.eq(chan.count)]
+                    with m.If(flush | bad):   # a refused descriptor ends the sequence as count 0 does, then reports
+                        m.d.sync += [pend.eq(0), left.eq(chan.count), refuse.eq(bad)]
                         with m.If(pend):
                             m.next = "FLUSH"
+                        with m.Elif(bad):
+                            m.next = "REFUSED"
                     with m.Else():
                         m.d.sync += [chan.eq(desc), pend.eq(1)]
                         with m.If(desc.infer):
@@ -297,4 +361,5 @@ class NormDatapath(wiring.Component):
                 def norm_next():
                     m.next = "NORM"
                 when_math_idle(norm_next)
-            self._norm_and_report_states(m, norm, left, beat, drained, [have_hold.eq(0)])
+            self._norm_and_report_states(m, norm, left, beat, drained, [have_hold.eq(0)], then_refuse=refuse)
+            self._refused_state(m, [refuse.eq(0)])
