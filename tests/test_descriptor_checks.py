@@ -17,6 +17,7 @@ CONFIGS = {"range_p4": NormConfig(lanes=4, max_count=300),
            "cvar_overlap": NormConfig(kind="cvar", lanes=2, max_count=1024, overlap=True),
            "l2_u8": NormConfig(kind="l2", in_fmt=FixedFormat(8, 8, signed=False), max_count=64),
            "frn": NormConfig(kind="frn", max_count=300),
+           "frn_range": NormConfig(kind="frn_range", max_count=300),
            "infer_only": NormConfig(inference_only=True, max_count=4095)}
 
 
@@ -25,7 +26,7 @@ def _cases(cfg, rng, n=300):
     lo, hi = cfg.scale_exp_range
     edge = {"count": [0, 1, cfg.max_count, cfg.max_count + 1], "m": [0, 1, cfg.k, cfg.k + 1, 2],
             "chunk_size": [0, 1, 2, -(-cfg.max_count // cfg.chunks) - 1, -(-cfg.max_count // cfg.chunks)],
-            "neps": [0, 1], "eps_n": [0, 1], "scale_exp": [lo, hi, hi + 1], "infer": [0, 1],
+            "neps": [0, 1], "eps_n": [0, 1], "eps": [0, 1], "scale_exp": [lo, hi, hi + 1], "infer": [0, 1],
             "mean": [cfg.mean_limits[0], cfg.mean_limits[0] - 1, cfg.mean_limits[1], cfg.mean_limits[1] + 1]}
     for _ in range(n):
         count = rng.randint(1, cfg.max_count)
