@@ -30,7 +30,7 @@ def test_version():
 
 def test_sim_runner_module_takes_the_same_options():
     from hwnorm.cli import build_parser
-    r = subprocess.run([sys.executable, "-m", "sim.runner", "--list", "--quiet"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "hwnorm.verify.runner", "--list", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout
     sim = build_parser()._subparsers._group_actions[0].choices["sim"]
     assert "--soak-cocotb-configs" in sim.format_help()

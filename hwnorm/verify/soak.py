@@ -27,7 +27,7 @@ import numpy as np
 from hwnorm.config import FRN_KINDS, KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BITS = (4, 12)                    # format widths drawn (inclusive)
 MAX_COUNT_CAP = 4096              # largest max_count drawn
 BATCH_VALUES = 24_000             # values per batch (one golden call, one rtl call)
@@ -334,7 +334,7 @@ def soak_config(seed: int, values: int, dump_dir: str | None = None) -> SoakResu
 
 def soak_cocotb(seed: int, values: int) -> dict:
     """The cocotb testbench's `soak_protocol` test on configuration `seed` (random gaps, stalls, resets)."""
-    from sim.runner import run
+    from hwnorm.verify.runner import run
     cfg = draw_config(seed)
     t0 = time.monotonic()
     r = run(cfg, seed=seed, module="soak_norm", env={"HWNORM_SOAK_SEED": str(seed), "HWNORM_SOAK_VALUES": str(values)})

@@ -1,6 +1,6 @@
 """Build the generated Verilog with Verilator (cached per configuration) and run cocotb tests on it.
 
-`python -m sim.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix, prints the
+`python -m hwnorm.verify.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix, prints the
 functional coverage report (sim/funcov.py; it fails if an applicable bin is never hit) and one summary
 line: tests, cycles simulated, values checked, mismatches. `--soak N` runs the soak instead (sim/soak.py).
 """
@@ -23,8 +23,9 @@ from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
-SIM_DIR = Path(__file__).resolve().parent
-REPO = SIM_DIR.parent
+COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"    # the cocotb test modules, shipped in the package
+COCOTB_PACKAGE = "hwnorm.verify.cocotb_tests"
+REPO = Path(__file__).resolve().parents[2]
 BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
@@ -33,8 +34,6 @@ BUILD_ARGS = VERILATOR_WARNINGS
 
 def _runner():
     setup_verilator_env()
-    if str(SIM_DIR) not in sys.path:   # the runner hands sys.path to the simulator as PYTHONPATH
-        sys.path.insert(0, str(SIM_DIR))
     from cocotb_tools.runner import get_runner
     return get_runner("verilator")
 
@@ -112,7 +111,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     coverage_json = test_dir / "hwnorm_coverage.json"
     env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
            "HWNORM_FULL": "1" if full else "0", **(env or {})}
-    xml = _runner().test(test_module=module, hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
+    xml = _runner().test(test_module=f"{COCOTB_PACKAGE}.{module}", hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
     tests, failed = get_results(Path(xml))
@@ -138,7 +137,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
 def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
     """Names of the cocotb tests of `module` (functions decorated with cocotb.test), read from its source."""
     import ast
-    tree = ast.parse((SIM_DIR / f"{module}.py").read_text())
+    tree = ast.parse((COCOTB_DIR / f"{module}.py").read_text())
     return [f.name for f in tree.body if isinstance(f, ast.AsyncFunctionDef)
             and any("cocotb.test" in ast.unparse(d) for d in f.decorator_list)]
 
@@ -193,7 +192,7 @@ def axi_configs() -> dict[str, NormConfig]:
 
 
 def main(argv=None) -> int:
-    """`python -m sim.runner`: the same options as `hwnorm sim` (hwnorm.cli.add_sim_args)."""
+    """`python -m hwnorm.verify.runner`: the same options as `hwnorm sim` (hwnorm.cli.add_sim_args)."""
     from hwnorm.cli import add_sim_args
     ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
     add_sim_args(ap)
@@ -203,7 +202,7 @@ def main(argv=None) -> int:
 def run_args(args, error) -> int:
     """The regression (or the soak) as `hwnorm sim` parsed it; error(message) refuses bad options."""
     if args.soak is not None or args.soak_seed is not None:
-        from sim.soak import main as soak_main
+        from hwnorm.verify.soak import main as soak_main
         if args.soak is None:
             error("--soak-seed needs --soak N (the values to run through that configuration)")
         regression = [o for o in ("full", "config", "test", "list") if getattr(args, o)]
@@ -247,7 +246,7 @@ def run_args(args, error) -> int:
                 print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
                       f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
                       + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
-    from sim.funcov import format_report, summarize
+    from hwnorm.verify.funcov import format_report, summarize
     if not args.quiet:
         print(format_report(total.coverage))
     _, _, _, missed = summarize(total.coverage)

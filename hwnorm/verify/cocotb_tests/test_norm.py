@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
-from tb import NormTB
+from hwnorm.verify.tb import NormTB
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 PASSES = 1 if CFG.inference_only else CFG.passes      # an inference-only build: every channel one pass

@@ -12,8 +12,8 @@ import cocotb
 import numpy as np
 
 from hwnorm.config import NormConfig
-from soak import DISTRIBUTIONS, draw_affine, draw_count, draw_data, draw_inference, scale_exponents, special_counts
-from tb import NormTB
+from hwnorm.verify.soak import DISTRIBUTIONS, draw_affine, draw_count, draw_data, draw_inference, scale_exponents, special_counts
+from hwnorm.verify.tb import NormTB
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 SEED = int(os.environ.get("HWNORM_SOAK_SEED", "1"))

@@ -15,7 +15,7 @@ from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.hdl.axi_stream import axi_widths, lane_bytes
-from tb import Scoreboard, golden_channel
+from hwnorm.verify.tb import Scoreboard, golden_channel
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 FI, FO, FG, FB = CFG.in_fmt, CFG.out_fmt, CFG.gamma_fmt, CFG.beta_fmt

@@ -22,7 +22,7 @@ from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
 from hwnorm.golden.dropout import keep_mask
 
-from funcov import Coverage
+from hwnorm.verify.funcov import Coverage
 
 
 def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
