@@ -97,12 +97,12 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from .verify.runner import run_args
+    from .verify.regression import run_args
     return run_args(args, args.parser.error)
 
 
 def add_sim_args(p: argparse.ArgumentParser):
-    """The options of `hwnorm sim` (also `python -m hwnorm.verify.runner`)."""
+    """The options of `hwnorm sim` (run by hwnorm/verify/regression.py)."""
     p.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
     p.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
     p.add_argument("--test", help="only this cocotb test of hwnorm/verify/cocotb_tests/test_norm.py")

@@ -28,10 +28,10 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"hwnorm {__version__}"
 
 
-def test_sim_runner_module_takes_the_same_options():
+def test_sim_lists_the_regression_and_the_axi_configurations():
     from hwnorm.cli import build_parser
-    r = subprocess.run([sys.executable, "-m", "hwnorm.verify.runner", "--list", "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout
+    r = run("sim", "--list", "--quiet")
+    assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout and "frn_s8_small_p1" in r.stdout
     sim = build_parser()._subparsers._group_actions[0].choices["sim"]
     assert "--soak-cocotb-configs" in sim.format_help()
 
