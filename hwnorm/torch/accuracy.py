@@ -755,17 +755,21 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
             "compute_s": sum(r["wall_s"] for r in runs)}
 
 
+def _engine_run(p: dict) -> dict:
+    """One cached run as a task of hwnorm explore's engine: the run's whole row."""
+    return cached_run(Job(**p["job"]), **{**p["kw"], "cache_dir": Path(p["kw"]["cache_dir"])})
+
+
 def _run_on_engine(engine: str, todo: list, kw: dict, jobs: int, bar) -> dict:
     """The runs as tasks of hwnorm explore's engine (Ray, or sequential without it); says which engine ran.
     A failed run raises, as in the process pool."""
     import sys
 
-    from ..explore.engine import make_engine
-    from ..explore.measure import Task
+    from ..explore.engine import Task, make_engine
     eng, note = make_engine(engine, num_cpus=jobs)
     print(f"hwnorm accuracy: {eng.describe()} [{note}]", file=sys.stderr)
     tasks = [Task("accuracy_run", str(i), {"job": asdict(j), "kw": {**kw, "cache_dir": str(kw["cache_dir"])},
-                                          "label": j.label}) for i, j in enumerate(todo)]
+                                          "label": j.label}, run=_engine_run) for i, j in enumerate(todo)]
     rows = {}
 
     def on_result(task, outcome):
