@@ -35,14 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import build_once
+from ..cache import BUILD_ROOT, build_once
 from ..config import NormConfig
 from ..emit import top_ports, verilog_text
 from ..explore.engine import Task, TaskError, make_engine
 
 FLOW_VERSION = "4"                      # bump when a flow changes, so cached rows are redone
 HX8K_LUTS = 7680
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 TOP = "hwnorm_synth_top"
 STATS_TOP = "hwnorm_stats_top"
 CACHED_ONLY = False     # `hwnorm report --cached-only`: report the rows a sweep has made, synthesize nothing

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache import source_hash
+from ..cache import BUILD_ROOT, source_hash
 from .hook import layer_config, to_hardware
 from .nn import module_kind
 from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, MadBatchNorm1d, MadBatchNorm2d,
@@ -53,7 +53,6 @@ DEFAULT_BITS = (8, 16)
 FULL_SEEDS = (0, 1, 2)
 FULL_STATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 RECIPE_VERSION = 1                          # bump when training or evaluation changes: invalidates the cache
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 
 NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
             "linf": lambda c, **kw: TopkBatchNorm2d(c, k=1, **kw), "topk": lambda c, **kw: TopkBatchNorm2d(c, k=10, **kw),

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hwnorm.cache import build_once
+from hwnorm.cache import BUILD_ROOT, build_once
 from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
 COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"    # the cocotb test modules, shipped in the package
 COCOTB_PACKAGE = "hwnorm.verify.cocotb_tests"
-REPO = Path(__file__).resolve().parents[2]
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
 BUILD_ARGS = VERILATOR_WARNINGS

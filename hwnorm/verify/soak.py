@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnorm.cache import BUILD_ROOT
 from hwnorm.config import FRN_KINDS, KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 
-REPO = Path(__file__).resolve().parents[2]
 BITS = (4, 12)                    # format widths drawn (inclusive)
 MAX_COUNT_CAP = 4096              # largest max_count drawn
 BATCH_VALUES = 24_000             # values per batch (one golden call, one rtl call)
@@ -315,7 +315,7 @@ def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
 def soak_config(seed: int, values: int, dump_dir: str | None = None) -> SoakResult:
     """Draw configuration `seed`, build it (cached), run ~`values` values through rtl and golden."""
     from hwnorm.backends import get_backend
-    dump = Path(dump_dir) if dump_dir else REPO / "build" / "soak"
+    dump = Path(dump_dir) if dump_dir else BUILD_ROOT / "soak"
     cfg = draw_config(seed)
     res = SoakResult(seed=seed, config=cfg.describe() + f" eps={cfg.eps:g} stat_frac_bits={cfg.stat_frac_bits}")
     try:
