@@ -97,7 +97,13 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from .verify.regression import run_args
+    try:
+        from .verify.regression import run_args
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("cocotb", "cocotb_coverage", "cocotb_tools", "cocotbext"):
+            raise
+        print(f"hwnorm sim: error: the testbench needs {e.name}: pip install 'hwnorm[test]'", file=sys.stderr)
+        return 2
     return run_args(args, args.parser.error)
 
 

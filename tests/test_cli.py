@@ -36,6 +36,13 @@ def test_sim_lists_the_regression_and_the_axi_configurations():
     assert "--soak-cocotb-configs" in sim.format_help()
 
 
+def test_sim_without_the_test_extra_says_what_to_install():
+    code = "import sys; sys.modules['cocotb_coverage'] = None; from hwnorm.cli import main; sys.exit(main(['sim', '--list']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and "hwnorm sim: error: the testbench needs cocotb_coverage" in r.stderr \
+        and "pip install 'hwnorm[test]'" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_verilog_custom_config(tmp_path):
     assert main(["verilog", "--custom", "--kind", "topk", "-k", "4", "--lanes", "2", "--in-fmt", "s6.2",
                  "--max-count", "32", "-o", str(tmp_path)]) == 0

@@ -1,4 +1,4 @@
-"""The soak (sim/soak.py): its random configurations are valid and varied, its stimulus reproducible,
+"""The soak (hwnorm/verify/soak.py): its random configurations are valid and varied, its stimulus reproducible,
 and a small soak through the rtl backend is bit-exact and reports a mismatch with the command that
 reproduces it."""
 import io

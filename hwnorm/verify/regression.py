@@ -35,7 +35,7 @@ def run_args(args, error) -> int:
         return 0
     if args.test is not None and args.test not in cocotb_tests():
         error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
-    if args.test is not None:           # a test of sim/test_norm.py: the AXI configurations run sim/test_axi.py
+    if args.test is not None:           # a test of cocotb_tests/test_norm.py: the AXI configurations run test_axi.py
         cfgs = {k: c for k, c in cfgs.items() if k not in axi}
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]

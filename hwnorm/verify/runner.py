@@ -93,7 +93,7 @@ class RunResult:
 def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str | None = None,
         env: dict | None = None, axi: bool = False) -> RunResult:
     """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator (the AXI4-Stream
-    wrapper and sim/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
+    wrapper and hwnorm/verify/cocotb_tests/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
     from cocotb_tools.check_results import get_results
 
     t0 = time.monotonic()
@@ -180,7 +180,7 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
 
 
 def axi_configs() -> dict[str, NormConfig]:
-    """The AXI4-Stream wrapper's configurations in the matrix (sim/test_axi.py, cocotbext-axi)."""
+    """The AXI4-Stream wrapper's configurations in the matrix (hwnorm/verify/cocotb_tests/test_axi.py, cocotbext-axi)."""
     return {"axi_range_s8_p4": NormConfig(lanes=4, max_count=1024),
             "axi_l1_s12_p2": NormConfig(kind="l1", in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(12, 8),
                                         max_count=1024, lanes=2)}

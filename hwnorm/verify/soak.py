@@ -4,8 +4,8 @@ model bit for bit (`make soak`, `hwnorm sim --soak N`).
 Every configuration is drawn from its own seed (`config_seed`), and so are its data: the line printed
 for each configuration ends with the one command that reruns exactly that configuration. Volume goes
 through the in-process rtl backend (hwnorm/backends: harness.cpp drives whole channels in C++);
-protocol goes through the cocotb testbench (sim/tb.py) with random input gaps, output back-pressure
-and resets (`soak_protocol` in sim/soak_norm.py), on the first `cocotb_configs` configurations.
+protocol goes through the cocotb testbench (hwnorm/verify/tb.py) with random input gaps, output back-pressure
+and resets (`soak_protocol` in hwnorm/verify/cocotb_tests/soak_norm.py), on the first `cocotb_configs` configurations.
 
 Only public interfaces are used: NormConfig (fields, `passes`), constants.inference_params, the
 `rtl` backend's train_codes/infer_codes and hwnorm.golden.train/infer.
