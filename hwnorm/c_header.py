@@ -29,13 +29,19 @@ def _params_body(cfg: NormConfig, p: str) -> list[str]:
     if cfg.inference_only:
         return []
     kind = cfg.stat_kind        # an FRN kind: its centred kind's constants (tau is the caller's, per channel)
+    # an FRN kind's eps comes from frn_eps (the configuration's eps here, i.e. an input unit of 1.0)
+    frn_eps = [f"    (void){p}_frn_eps(count, {_hex(cfg.eps)}, d);"] if cfg.frn else []
     if kind == "range":
         return [f"    uint32_t size = (count + {cfg.chunks}u - 1u) / {cfg.chunks}u;",
                 "    uint32_t used = count / size + (count % size ? 1u : 0u);",
                 "    uint32_t last = count % size ? count % size : size;",
                 "    d->chunk_size = size;",
                 f"    d->c_full = {p}_quantize({p}_c_range(size) / (double)used, {cf});",
-                f"    d->c_last = {p}_quantize({p}_c_range(last) / (double)used, {cf});"]
+                f"    d->c_last = {p}_quantize({p}_c_range(last) / (double)used, {cf});"] + frn_eps
+    if cfg.frn:
+        c = constants.MEAN_ABS_CONST.get(kind)
+        return ([f"    d->c = {p}_quantize({_hex(c)} / (double)count, {cf});"] if c is not None else
+                [f"    d->c = {p}_quantize({p}_c_inf(count), {cf});"] if kind == "linf" else []) + frn_eps
     if kind in constants.MEAN_ABS_CONST:                      # l1: sqrt(pi/2) / n, mad: 1 / n
         return [f"    d->c = {p}_quantize({_hex(constants.MEAN_ABS_CONST[kind])} / (double)count, {cf});",
                 f"    d->neps = ({p}_uword_t)count * {cfg.eps_int}u;"]
@@ -52,6 +58,33 @@ def _params_body(cfg: NormConfig, p: str) -> list[str]:
     return [f"    {p}_uword_t e = {p}_quantize((double)count * (double)count * {_hex(cfg.eps)}, "
             f"{2 * (cfg.in_fmt.frac + cf)});",
             "    d->eps_n = e < 1 ? 1 : e;"]
+
+
+def _frn_eps_fn(cfg: NormConfig, p: str) -> list[str]:
+    """FRN kinds: a C function setting the descriptor's eps from eps in the input format's units (constants.frn_eps
+    and channel_params: eps_real / unit^p, unit the real value of 1.0 in in_fmt)."""
+    if not cfg.frn or cfg.inference_only:
+        return []
+    lo, hi = cfg.frn_eps_range
+    cf, fi = cfg.const_frac_bits, cfg.in_fmt
+    power = "^2" if cfg.eps_power == 2 else ""
+    if cfg.stat_kind == "l2":
+        body = [f"    {p}_uword_t e = {p}_quantize((double)count * (double)count * eps, {2 * (fi.frac + cf)});",
+                "    d->eps_n = e < 1 ? 1 : e;"]
+    else:
+        body = [f"    {p}_uword_t e = {p}_quantize(eps > {_hex(lo)} ? eps : {_hex(lo)}, {cf + fi.frac});",
+                "    if (e < 1) e = 1;",
+                "    (void)count;\n    d->eps = e;" if cfg.stat_kind == "range" else
+                f"    d->neps = ({p}_uword_t)count * e;"]
+    return [f"/* FRN: the descriptor's eps from eps in the input format's units, eps_real / unit{power} (unit: the real",
+            " * value of 1.0 in in_fmt), for a channel of `count` values. Returns 0, or -1 (d unchanged) if eps is not",
+            f" * in (0, {hi:.6g}]; an eps below {lo:.6g} is raised to it. */",
+            f"static inline int {p}_frn_eps(uint32_t count, double eps, {p}_desc_t *d)",
+            "{",
+            f"    if (!(eps > 0.0 && eps <= {_hex(hi)})) return -1;",
+            *body,
+            "    return 0;",
+            "}", ""]
 
 
 def c_header(cfg: NormConfig, name: str) -> str:
@@ -152,6 +185,7 @@ def c_header(cfg: NormConfig, name: str) -> str:
         "{",
         f"    return n < 2u ? 0.0 : {_hex(constants._INF_NUM)} / sqrt(2.0 * log((double)n));",
         "}", "",
+        *_frn_eps_fn(cfg, p),
         "/* A training channel of `count` values: count and the kind's per-count constants (infer = 0);",
         " * gamma and beta are the caller's. Returns 0, or -1 if count is not in [1, MAX_COUNT]. */",
         f"static inline int {p}_channel_params(uint32_t count, {p}_desc_t *d)",

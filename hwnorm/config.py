@@ -441,7 +441,18 @@ class NormConfig:
 
     @cached_property
     def const_frac_bits(self) -> int:
-        """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants."""
+        """CF: Den = n * sigma_hat * 2**(CF + in_frac); also the fraction bits of the host constants.
+        frn_range and frn_linf: at least 2P - 3 + F_g - F_out, so that where sigma_hat is eps alone (frn_range: every
+        chunk range 0, e.g. n <= chunks; frn_linf: n = 1) and the output is not saturated, eps_int >= 2**P
+        (docs/numerics.md "FRN + TLU")."""
+        cf = self._deviation_cf
+        if self.frn and self.stat_kind in ("range", "linf"):
+            return max(cf, 2 * self.precision_bits - 3 + self.gamma_fmt.frac - self.norm_out_fmt.frac)
+        return cf
+
+    @cached_property
+    def _deviation_cf(self) -> int:
+        """CF as the deviation constants need it: the smallest non-zero constant keeps P + 1 significant bits."""
         if self.stat_kind in ROOT_KINDS:
             return self.precision_bits + 2
         c_min, _ = constants.const_bounds(self.stat_kind, self.max_count, self.chunks, self.k)
@@ -462,13 +473,49 @@ class NormConfig:
 
     @cached_property
     def eps_int(self) -> int:
-        """eps in units of 2**-(CF + in_frac), at least 1 so the denominator is never zero (not l2)."""
+        """eps in units of 2**-(CF + in_frac), at least 1 so the denominator is never zero (not l2). An FRN kind's
+        descriptor carries its own (constants.channel_params' `eps`): this is its value at unit = 1."""
         return max(1, constants.quantize_const(self.eps, self.const_frac_bits + self.in_fmt.frac))
+
+    @property
+    def eps_power(self) -> int:
+        """How eps scales with the input unit u (the real value of 1.0 in in_fmt): 2 where eps is inside the square
+        root (l2, semidev, frn: the datapath adds eps / u^2), 1 where it is added to the deviation (eps / u)."""
+        return 2 if self.stat_kind in ROOT_KINDS else 1
+
+    @cached_property
+    def frn_eps_range(self) -> tuple[float, float] | None:
+        """FRN kinds: (lo, hi), the eps in the input format's units (eps / u^eps_power) the descriptor carries.
+        hi = max(eps, 2**(eps_power (in_bits - in_frac))): an eps up to the square (frn) of twice the largest
+        |x| (in real units, in_max >= sqrt(eps) / 2, or eps / 2 for the others); a larger one is refused.
+        lo: a smaller eps is raised to it (never zero). frn, frn_l1: one LSB of the field (at count 1), which moves
+        the deviation of any channel with a non-zero value by less than 2**-P of itself. frn_range, frn_linf:
+        2**-(CF' + in_frac), CF' the deviation constants' own fraction bits (`_deviation_cf`): that moves any
+        deviation that is not eps alone by less than 2**-(P+1) of itself, and where it is eps alone, an eps below lo
+        saturates every output with x and gamma non-zero, as the raised one does (docs/numerics.md).
+        None for the other kinds (their eps is the configuration's, a constant of the build)."""
+        if not self.frn:
+            return None
+        p, fi, cf = self.eps_power, self.in_fmt, self.const_frac_bits
+        hi = max(float(self.eps), 2.0 ** (p * (fi.bits - fi.frac)))
+        if self.stat_kind in ("range", "linf"):
+            return 2.0 ** -(fi.frac + self._deviation_cf), hi
+        return 2.0 ** -(p * (fi.frac + cf)), hi
+
+    @cached_property
+    def eps_int_max(self) -> int:
+        """The largest eps_int (eps in units of 2**-(CF + in_frac)) the descriptor carries: an FRN kind's range
+        top, or the configuration's own eps_int."""
+        if not self.frn:
+            return self.eps_int
+        return max(1, constants.quantize_const(self.frn_eps_range[1], self.const_frac_bits + self.in_fmt.frac))
 
     @cached_property
     def eps_n_bits(self) -> int:
-        """Width of the l2 / semidev host constant eps_n = n^2 eps 2**(2(in_frac+CF))."""
-        top = constants.quantize_const(self.max_count ** 2 * self.eps, 2 * (self.in_fmt.frac + self.const_frac_bits))
+        """Width of the l2 / semidev / frn host constant eps_n = n^2 eps 2**(2(in_frac+CF)) (frn: the largest eps
+        of frn_eps_range)."""
+        eps = self.frn_eps_range[1] if self.frn else self.eps
+        top = constants.quantize_const(self.max_count ** 2 * eps, 2 * (self.in_fmt.frac + self.const_frac_bits))
         return max(1, top).bit_length()
 
     @cached_property
@@ -490,15 +537,16 @@ class NormConfig:
         n, x, cf = self.max_count, self._xmax, self.const_frac_bits
         cmax = (1 << self.const_bits) - 1
         kind = self.stat_kind
+        eps = self.eps_int_max
         if kind == "range":
-            return n * (cmax * self.chunks * x + self.eps_int)
+            return n * (cmax * self.chunks * x + eps)
         if kind in ROOT_KINDS:
             return math.isqrt((1 << self.w_bits) - 1)
         if kind in MEAN_ABS_KINDS:
-            return int(math.ceil(constants.MEAN_ABS_CONST[kind] * 2.0 ** cf * n + n)) * n * x + n * self.eps_int
+            return int(math.ceil(constants.MEAN_ABS_CONST[kind] * 2.0 ** cf * n + n)) * n * x + n * eps
         scaled = {"linf": cmax + 1.0, "cvar": 2.0 ** cf + self.k + 1,
                   "topk": constants.c_inf(2) * 2.0 ** cf + self.k + 1}[kind]
-        return int(math.ceil(scaled)) * n * x + n * self.eps_int
+        return int(math.ceil(scaled)) * n * x + n * eps
 
     @cached_property
     def den_bits(self) -> int:
@@ -555,13 +603,32 @@ class NormConfig:
     @cached_property
     def den_per_count_log2_min(self) -> int:
         """A lower bound of L - floor(log2 n) over every legal channel (L = Den's leading one).
-        Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data)."""
+        Den / n is sigma_hat in input codes times 2**CF, at least eps (constant data). An FRN kind's eps comes
+        from the descriptor, down to one field LSB, so its bound is the data's: `_frn_den_log2_min`."""
+        if self.frn:
+            return self._frn_den_log2_min
         if self.stat_kind in ROOT_KINDS:
             e2 = self.eps * 2.0 ** (2 * (self.in_fmt.frac + self.const_frac_bits))
             lo_val = max(1.0 / self.max_count, math.sqrt(max(0.0, e2 - 0.5)) - 1.0)
         else:
             lo_val = float(self.eps_int)
         return math.floor(math.log2(lo_val)) - 1
+
+    @cached_property
+    def _frn_den_log2_min(self) -> int:
+        """min of L - floor(log2 n) over every FRN channel with a non-zero value, for any descriptor eps >= one field
+        LSB (an all-zero channel outputs beta whatever A is: its A is not bounded; bitexact._train_constants).
+        frn: Den >= isqrt(n 2**2CF) (sum x^2 >= 1), least at n = 2**j: CF - ceil(j / 2).
+        frn_l1: Den >= c n (sum|n x| >= n), c >= the smallest quantized constant: floor(log2 c).
+        frn_range (constant data: every range 0) and frn_linf (n = 1: C_inf(1) = 0): Den can be n eps_int, eps_int
+        >= lo 2**(CF + in_frac) = 2**(CF - CF') (frn_eps_range): CF - CF'."""
+        cf, kind = self.const_frac_bits, self.stat_kind
+        if kind == "l2":
+            return cf - -(-(self.max_count.bit_length() - 1) // 2)
+        if kind in MEAN_ABS_KINDS:
+            c_min, _ = constants.const_bounds(kind, self.max_count, self.chunks, self.k)
+            return constants.quantize_const(c_min, cf).bit_length() - 1
+        return cf - self._deviation_cf
 
     @cached_property
     def shift_max(self) -> int:
@@ -611,10 +678,11 @@ class NormConfig:
     @property
     def channel_fields(self) -> list[tuple[str, int, bool]]:
         """(name, width, signed) of the per-channel descriptor the host sends, LSB first."""
-        neps = [("neps", (self.max_count * self.eps_int).bit_length(), False)]
+        neps = [("neps", (self.max_count * self.eps_int_max).bit_length(), False)]
         kind_fields = {
             "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
-                      ("c_last", self.const_bits, False)],
+                      ("c_last", self.const_bits, False)] +
+                     ([("eps", self.eps_int_max.bit_length(), False)] if self.frn else []),   # frn_range: eps_int
             "l2": [("eps_n", self.eps_n_bits, False)],
             "semidev": [("eps_n", self.eps_n_bits, False)],
             "cvar": [("c", self.const_bits, False)] + neps + [("m", self.k.bit_length(), False)],

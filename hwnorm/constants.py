@@ -80,32 +80,55 @@ def _check_count(cfg, count):
                          f"(raise max_count in the NormConfig to accept more values per channel)")
 
 
-def channel_params(cfg, count: int) -> dict:
+def frn_eps(cfg, eps) -> float:
+    """An FRN kind's eps in the input format's units (eps_real / u^cfg.eps_power, u the real value of 1.0 in in_fmt),
+    checked against the range the descriptor field holds (cfg.frn_eps_range); None: the configuration's eps."""
+    if eps is None:
+        return float(cfg.eps)
+    if not cfg.frn:
+        raise ValueError(f"eps={eps!r} per channel applies to the FRN kinds only (frn, frn_range, frn_l1, frn_linf): "
+                         f"leave it unset for kind={cfg.kind!r} (its eps is the configuration's)")
+    _, hi = cfg.frn_eps_range
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and 0.0 < eps <= hi):
+        raise ValueError(f"eps={eps!r} (in the input format's units) is out of range: allowed (0, {hi:.6g}] for "
+                         f"kind={cfg.kind!r} with in_fmt={cfg.in_fmt} (the descriptor field's top)")
+    return float(eps)
+
+
+def channel_params(cfg, count: int, eps=None) -> dict:
     """Host-side descriptor fields for one training-mode channel of `count` values.
 
     range: chunk_size, c_full, c_last (C_range(m)/K' for a full and for the last chunk);
     l1: c = sqrt(pi/2)/n;  mad: c = 1/n;  linf/topk: c = C_inf(n)/min(k, n);  l1/mad/linf/topk: neps = n eps_int;
     cvar: m = cvar_count(n, alpha), c = 1/m, neps;  l2, semidev: eps_n = n^2 eps 2^(2(F_in+CF)).
-    frn, frn_range, frn_l1, frn_linf: those of l2, range, l1, linf (the same n sigma_hat scaling, of x about 0);
-    the TLU threshold `tau` is not a per-count constant: the caller gives it per channel.
+    frn, frn_range, frn_l1, frn_linf: those of l2, range, l1, linf (the same n sigma_hat scaling, of x about 0),
+    with eps from the descriptor: `eps` in the input format's units (the backend passes eps_real / u^cfg.eps_power;
+    None: cfg.eps, i.e. u = 1), within cfg.frn_eps_range (refused above, raised to its bottom below);
+    frn_range's `eps` field is eps_int. The TLU threshold `tau` is not a per-count constant: the caller gives it.
     """
     _check_count(cfg, count)
+    e = frn_eps(cfg, eps)
     cf = cfg.const_frac_bits
+    eps_int = cfg.eps_int
+    if cfg.frn:                   # at least the range's bottom (one field LSB, or frn_range / frn_linf's floor)
+        eps_int = max(1, quantize_const(max(e, cfg.frn_eps_range[0]), cf + cfg.in_fmt.frac))
     p = {"count": count}
     kind = cfg.stat_kind          # an FRN kind takes the constants of the centred kind whose statistic it uses
     if kind == "range":
         sizes = chunk_sizes(count, cfg.chunks)
         p.update(chunk_size=sizes[0], c_full=quantize_const(c_range(sizes[0]) / len(sizes), cf),
                  c_last=quantize_const(c_range(sizes[-1]) / len(sizes), cf))
+        if cfg.frn:
+            p["eps"] = eps_int
     elif kind in MEAN_ABS_CONST:
-        p.update(c=quantize_const(MEAN_ABS_CONST[kind] / count, cf), neps=count * cfg.eps_int)
+        p.update(c=quantize_const(MEAN_ABS_CONST[kind] / count, cf), neps=count * eps_int)
     elif kind in ("linf", "topk"):
-        p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * cfg.eps_int)
+        p.update(c=quantize_const(c_inf(count) / topk_eff(count, cfg.k), cf), neps=count * eps_int)
     elif kind == "cvar":
         m = cvar_count(count, cfg.alpha)
-        p.update(c=quantize_const(1.0 / m, cf), neps=count * cfg.eps_int, m=m)
+        p.update(c=quantize_const(1.0 / m, cf), neps=count * eps_int, m=m)
     elif kind in ("l2", "semidev"):
-        p["eps_n"] = max(1, quantize_const(count * count * cfg.eps, 2 * (cfg.in_fmt.frac + cf)))
+        p["eps_n"] = max(1, quantize_const(count * count * e, 2 * (cfg.in_fmt.frac + cf)))
     return p
 
 

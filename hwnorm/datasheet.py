@@ -17,8 +17,12 @@ FIELD_DOC = {
     "c": "l1: sqrt(pi/2) / count; mad: 1 / count; linf/topk: C_inf(count) / min(k, count); cvar: 1 / m; "
          "const_frac_bits fraction bits",
     "m": "cvar: values averaged, max(1, ceil((1 - alpha) count)) <= k",
-    "neps": "count * eps_int (eps in the denominator's units)",
-    "eps_n": "l2, semidev, frn: count^2 * eps * 2^(2 (in_frac + const_frac_bits)), at least 1",
+    "neps": "count * eps_int (eps in the denominator's units, 2^-(const_frac_bits + in_frac)); frn_l1, frn_linf: eps "
+            "from the host per channel (eps_real / unit, unit the real value of 1.0 in in_fmt; NAME_frn_eps)",
+    "eps_n": "l2, semidev, frn: count^2 * eps * 2^(2 (in_frac + const_frac_bits)), at least 1; frn: eps from the "
+             "host per channel (eps_real / unit^2, unit the real value of 1.0 in in_fmt; NAME_frn_eps)",
+    "eps": "frn_range: eps_int = eps_real / unit in units of 2^-(const_frac_bits + in_frac), added to the chunk "
+           "ranges' sum (unit the real value of 1.0 in in_fmt; NAME_frn_eps)",
     "tau": "FRN kinds: the TLU threshold, z = max(y, tau), an output code (out_fmt), per channel",
     "gamma": "the affine weight, gamma_fmt code",
     "beta": "the affine bias, beta_fmt code",
@@ -141,6 +145,7 @@ def datasheet(cfg: NormConfig, name: str, ports: list[tuple[str, int, str]], axi
                                                "offset": cfg.lanes * (cfg.in_fmt.bits + cfg.gamma_fmt.bits)}}}
                      if cfg.elementwise else {})},
         "constants": {"const_frac_bits": cfg.const_frac_bits, "eps_int": cfg.eps_int, "recip_bits": cfg.recip_bits,
+                      **({"frn_eps_range": list(cfg.frn_eps_range)} if cfg.frn else {}),
                       "scale_exp_range": list(cfg.scale_exp_range), "stat_frac_bits": cfg.stat_frac_bits,
                       **({"dropout_p": cfg.dropout, "dropout_threshold": cfg.dropout_threshold,
                           "dropout_draw_bits": 16, "dropout_scale": cfg.dropout_scale,

@@ -68,6 +68,16 @@ def tlu_cases(cfg: NormConfig, rng: np.random.Generator, channels: int):
                     rng.integers(fo.min_int, fo.max_int + 1, size=channels)).astype(np.int64)
 
 
+def eps_cases(cfg: NormConfig, rng: np.random.Generator):
+    """FRN kinds: the descriptor's eps for a case (input format's units), as the hook sends eps / unit^p: a quarter
+    the configuration's eps (unit = 1), the rest log-uniform over the field's range (NormConfig.frn_eps_range);
+    None for the other kinds. A generator of its own, so the other cases are as before."""
+    if not cfg.frn:
+        return None
+    lo, hi = cfg.frn_eps_range
+    return cfg.eps if rng.random() < 0.25 else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def per_value_affine(cfg: NormConfig, rng: np.random.Generator, shape, g, b):
     """An elementwise build's per-value gamma/beta codes for a case with per-channel (g, b): each value takes its
     channel's code or, with probability 1/2 each, a random code of the whole format."""
@@ -138,13 +148,15 @@ def _new():
 def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
     """Training mode: bit-exact model against the float reference (a dropout build: random seeds per case, the
     reference with the same mask, kept values scaled by 1 / keep probability in float; FRN kinds: random TLU
-    thresholds; an elementwise build: per-value gamma/beta, `measure_elementwise`)."""
+    thresholds and descriptor eps over the field's range, `eps_cases`; an elementwise build: per-value gamma/beta,
+    `measure_elementwise`)."""
     if cfg.elementwise:
         return measure_elementwise(cfg, seed, trials)
-    rng, tau_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    rng, tau_rng, eps_rng = (np.random.default_rng(seed + i) for i in range(3))
     acc = _new()
     for x, g, b in train_cases(cfg, rng, trials):
-        ref = train_out_lsb(cfg, x, g, b)
+        eps = eps_cases(cfg, eps_rng)
+        ref = train_out_lsb(cfg, x, g, b, eps=eps)
         if cfg.dropout_active:
             seeds = [int(v) for v in rng.integers(0, 1 << 32, size=x.shape[0])]
             keep = keep_mask(cfg, seeds, x.shape[1])
@@ -152,7 +164,7 @@ def measure(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats:
             _accumulate(acc, cfg, train(cfg, x, g, b, seed=seeds), ref)
         else:
             tau = tlu_cases(cfg, tau_rng, x.shape[0])
-            _accumulate(acc, cfg, train(cfg, x, g, b, tau=tau), ref, tau)
+            _accumulate(acc, cfg, train(cfg, x, g, b, tau=tau, eps=eps), ref, tau)
     return _stats(acc)
 
 

@@ -17,7 +17,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [190:0] \$21 ;
+  reg [215:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -32,16 +32,16 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [57:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [190:0] chan = 191'h000000000000000000000000000000000000000000000000;
-  (* init = 191'h000000000000000000000000000000000000000000000000 *)
-  wire [190:0] \chan$20 ;
+  reg [215:0] chan = 216'h000000000000000000000000000000000000000000000000000000;
+  (* init = 216'h000000000000000000000000000000000000000000000000000000 *)
+  wire [215:0] \chan$20 ;
   wire [15:0] \chan$20.beta ;
   wire [34:0] \chan$20.c ;
   wire [12:0] \chan$20.count ;
   wire [15:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [23:0] \chan$20.mean ;
-  wire [37:0] \chan$20.neps ;
+  wire [62:0] \chan$20.neps ;
   wire [7:0] \chan$20.scale_exp ;
   wire [23:0] \chan$20.scale_m ;
   wire [15:0] \chan$20.tau ;
@@ -51,19 +51,19 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
-  wire [37:0] \chan.neps ;
+  wire [62:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
-  input [190:0] chan__payload;
-  wire [190:0] chan__payload;
+  input [215:0] chan__payload;
+  wire [215:0] chan__payload;
   wire [15:0] \chan__payload.beta ;
   wire [34:0] \chan__payload.c ;
   wire [12:0] \chan__payload.count ;
   wire [15:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [23:0] \chan__payload.mean ;
-  wire [37:0] \chan__payload.neps ;
+  wire [62:0] \chan__payload.neps ;
   wire [7:0] \chan__payload.scale_exp ;
   wire [23:0] \chan__payload.scale_m ;
   wire [15:0] \chan__payload.tau ;
@@ -184,7 +184,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[102:87]),
+    .tau(chan[127:112]),
     .v5(o__valid)
   );
   \hwnorm_frn_l1_s16.stats_unit  stats_unit (
@@ -385,7 +385,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           end
     endcase
     if (rst) begin
-      \$21  = 191'h000000000000000000000000000000000000000000000000;
+      \$21  = 216'h000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -434,20 +434,20 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[102:87];
+  assign tau = chan[127:112];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[48:14];
-  assign \chan__payload.neps  = chan__payload[86:49];
-  assign \chan__payload.tau  = chan__payload[102:87];
-  assign \chan__payload.gamma  = chan__payload[118:103];
-  assign \chan__payload.beta  = chan__payload[134:119];
-  assign \chan__payload.mean  = chan__payload[158:135];
-  assign \chan__payload.scale_m  = chan__payload[182:159];
-  assign \chan__payload.scale_exp  = chan__payload[190:183];
+  assign \chan__payload.neps  = chan__payload[111:49];
+  assign \chan__payload.tau  = chan__payload[127:112];
+  assign \chan__payload.gamma  = chan__payload[143:128];
+  assign \chan__payload.beta  = chan__payload[159:144];
+  assign \chan__payload.mean  = chan__payload[183:160];
+  assign \chan__payload.scale_m  = chan__payload[207:184];
+  assign \chan__payload.scale_exp  = chan__payload[215:208];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[28:0];
@@ -457,23 +457,23 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
-  assign \chan.neps  = chan[86:49];
-  assign \chan.tau  = chan[102:87];
-  assign \chan.gamma  = chan[118:103];
-  assign \chan.beta  = chan[134:119];
-  assign \chan.mean  = chan[158:135];
-  assign \chan.scale_m  = chan[182:159];
-  assign \chan.scale_exp  = chan[190:183];
+  assign \chan.neps  = chan[111:49];
+  assign \chan.tau  = chan[127:112];
+  assign \chan.gamma  = chan[143:128];
+  assign \chan.beta  = chan[159:144];
+  assign \chan.mean  = chan[183:160];
+  assign \chan.scale_m  = chan[207:184];
+  assign \chan.scale_exp  = chan[215:208];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[48:14];
-  assign \chan$20.neps  = chan[86:49];
-  assign \chan$20.tau  = chan[102:87];
-  assign \chan$20.gamma  = chan[118:103];
-  assign \chan$20.beta  = chan[134:119];
-  assign \chan$20.mean  = chan[158:135];
-  assign \chan$20.scale_m  = chan[182:159];
-  assign \chan$20.scale_exp  = chan[190:183];
+  assign \chan$20.neps  = chan[111:49];
+  assign \chan$20.tau  = chan[127:112];
+  assign \chan$20.gamma  = chan[143:128];
+  assign \chan$20.beta  = chan[159:144];
+  assign \chan$20.mean  = chan[183:160];
+  assign \chan$20.scale_m  = chan[207:184];
+  assign \chan$20.scale_exp  = chan[215:208];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[116:104] = sat_count;
@@ -869,15 +869,15 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
   reg [82:0] c;
-  input [190:0] chan;
-  wire [190:0] chan;
+  input [215:0] chan;
+  wire [215:0] chan;
   wire [15:0] \chan.beta ;
   wire [34:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
-  wire [37:0] \chan.neps ;
+  wire [62:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
@@ -1181,18 +1181,18 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   assign \$241  = sh + 1'h0;
   assign \$242  = sh + 1'h0;
   assign \$244  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$245  = $signed(chan[118:103]) < $signed(1'h0);
-  assign \$246  = - $signed(chan[118:103]);
-  assign \$247  = \$245  ? \$246  : { chan[118], chan[118:103] };
-  assign \$248  = $signed(chan[118:103]) < $signed(1'h0);
-  assign \$249  = $signed(chan[118:103]) < $signed(1'h0);
-  assign \$250  = - $signed(chan[118:103]);
-  assign \$251  = \$249  ? \$250  : { chan[118], chan[118:103] };
-  assign \$252  = $signed(chan[118:103]) < $signed(1'h0);
-  assign \$253  = $signed(chan[158:135]) < $signed(1'h0);
-  assign \$254  = - $signed(chan[158:135]);
-  assign \$255  = \$253  ? \$254  : { chan[158], chan[158:135] };
-  assign \$256  = $signed(chan[158:135]) < $signed(1'h0);
+  assign \$245  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$246  = - $signed(chan[143:128]);
+  assign \$247  = \$245  ? \$246  : { chan[143], chan[143:128] };
+  assign \$248  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$249  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$250  = - $signed(chan[143:128]);
+  assign \$251  = \$249  ? \$250  : { chan[143], chan[143:128] };
+  assign \$252  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$253  = $signed(chan[183:160]) < $signed(1'h0);
+  assign \$254  = - $signed(chan[183:160]);
+  assign \$255  = \$253  ? \$254  : { chan[183], chan[183:160] };
+  assign \$256  = $signed(chan[183:160]) < $signed(1'h0);
   assign \$257  = ! fsm_state;
   assign \$258  = fsm_state == 1'h1;
   assign \$259  = fsm_state == 2'h2;
@@ -1256,10 +1256,10 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   assign \$318  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$319  = $signed(\$318 ) - $signed({ 1'h0, tsh });
   assign \$320  = $signed(km_pre) >>> t_clamped;
-  assign \$321  = $signed(chan[134:119]) << \$241 [4:0];
+  assign \$321  = $signed(chan[159:144]) << \$241 [4:0];
   assign \$322  = 1'h1 << sh;
   assign \$324  = $signed(\$321 ) + $signed({ 1'h0, \$323  });
-  assign \$326  = $signed(6'h10) - $signed(chan[190:183]);
+  assign \$326  = $signed(6'h10) - $signed(chan[215:208]);
   assign \$327  = $signed(sh0) < $signed(4'h4);
   assign \$328  = $signed(4'h4) - $signed(sh0);
   assign \$329  = \$327  ? \$328  : 11'h000;
@@ -1279,7 +1279,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   assign \$343  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$344  = $signed(\$343 ) - $signed({ 1'h0, tsh });
   assign \$345  = $signed(km_pre) >>> t_clamped;
-  assign \$346  = $signed(chan[134:119]) << \$242 [4:0];
+  assign \$346  = $signed(chan[159:144]) << \$242 [4:0];
   assign \$347  = 1'h1 << sh;
   assign \$349  = $signed(\$346 ) + $signed({ 1'h0, \$348  });
   assign \$351  = $signed(bias) - $signed(quot);
@@ -1416,7 +1416,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
       6'h03:
           /* empty */;
       6'h1c:
-          a = { 23'h000000, chan[182:159] };
+          a = { 23'h000000, chan[207:184] };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1532,7 +1532,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
       6'h0a:
           /* empty */;
       6'h0b:
-          c = { 45'h000000000000, chan[86:49] };
+          c = { 20'h00000, chan[111:49] };
       6'h0c:
           /* empty */;
       6'h0d:
@@ -3488,13 +3488,13 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
-  assign \chan.neps  = chan[86:49];
-  assign \chan.tau  = chan[102:87];
-  assign \chan.gamma  = chan[118:103];
-  assign \chan.beta  = chan[134:119];
-  assign \chan.mean  = chan[158:135];
-  assign \chan.scale_m  = chan[182:159];
-  assign \chan.scale_exp  = chan[190:183];
+  assign \chan.neps  = chan[111:49];
+  assign \chan.tau  = chan[127:112];
+  assign \chan.gamma  = chan[143:128];
+  assign \chan.beta  = chan[159:144];
+  assign \chan.mean  = chan[183:160];
+  assign \chan.scale_m  = chan[207:184];
+  assign \chan.scale_exp  = chan[215:208];
   assign \$243  = { s_hi, 1'h0 };
   assign \$298  = { 1'h0, \$297 [127:1] };
   assign \$323  = { 1'h0, \$322 [31:1] };

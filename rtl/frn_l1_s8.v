@@ -17,7 +17,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [130:0] \$21 ;
+  reg [151:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -26,22 +26,22 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$24 ;
-  wire [34:0] b;
-  wire [34:0] \b$26 ;
+  wire [25:0] a;
+  wire [25:0] \a$24 ;
+  wire [33:0] b;
+  wire [33:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [130:0] chan = 131'h000000000000000000000000000000000;
-  (* init = 131'h000000000000000000000000000000000 *)
-  wire [130:0] \chan$20 ;
+  reg [151:0] chan = 152'h00000000000000000000000000000000000000;
+  (* init = 152'h00000000000000000000000000000000000000 *)
+  wire [151:0] \chan$20 ;
   wire [7:0] \chan$20.beta ;
   wire [26:0] \chan$20.c ;
   wire [12:0] \chan$20.count ;
   wire [7:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [15:0] \chan$20.mean ;
-  wire [25:0] \chan$20.neps ;
+  wire [46:0] \chan$20.neps ;
   wire [7:0] \chan$20.scale_exp ;
   wire [15:0] \chan$20.scale_m ;
   wire [7:0] \chan$20.tau ;
@@ -51,19 +51,19 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
-  wire [25:0] \chan.neps ;
+  wire [46:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
-  input [130:0] chan__payload;
-  wire [130:0] chan__payload;
+  input [151:0] chan__payload;
+  wire [151:0] chan__payload;
   wire [7:0] \chan__payload.beta ;
   wire [26:0] \chan__payload.c ;
   wire [12:0] \chan__payload.count ;
   wire [7:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [15:0] \chan__payload.mean ;
-  wire [25:0] \chan__payload.neps ;
+  wire [46:0] \chan__payload.neps ;
   wire [7:0] \chan__payload.scale_exp ;
   wire [15:0] \chan__payload.scale_m ;
   wire [7:0] \chan__payload.tau ;
@@ -184,7 +184,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[74:67]),
+    .tau(chan[95:88]),
     .v5(o__valid)
   );
   \hwnorm_frn_l1_s8.stats_unit  stats_unit (
@@ -385,7 +385,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           end
     endcase
     if (rst) begin
-      \$21  = 131'h000000000000000000000000000000000;
+      \$21  = 152'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -434,20 +434,20 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[74:67];
+  assign tau = chan[95:88];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[40:14];
-  assign \chan__payload.neps  = chan__payload[66:41];
-  assign \chan__payload.tau  = chan__payload[74:67];
-  assign \chan__payload.gamma  = chan__payload[82:75];
-  assign \chan__payload.beta  = chan__payload[90:83];
-  assign \chan__payload.mean  = chan__payload[106:91];
-  assign \chan__payload.scale_m  = chan__payload[122:107];
-  assign \chan__payload.scale_exp  = chan__payload[130:123];
+  assign \chan__payload.neps  = chan__payload[87:41];
+  assign \chan__payload.tau  = chan__payload[95:88];
+  assign \chan__payload.gamma  = chan__payload[103:96];
+  assign \chan__payload.beta  = chan__payload[111:104];
+  assign \chan__payload.mean  = chan__payload[127:112];
+  assign \chan__payload.scale_m  = chan__payload[143:128];
+  assign \chan__payload.scale_exp  = chan__payload[151:144];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[20:0];
@@ -457,23 +457,23 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
-  assign \chan.neps  = chan[66:41];
-  assign \chan.tau  = chan[74:67];
-  assign \chan.gamma  = chan[82:75];
-  assign \chan.beta  = chan[90:83];
-  assign \chan.mean  = chan[106:91];
-  assign \chan.scale_m  = chan[122:107];
-  assign \chan.scale_exp  = chan[130:123];
+  assign \chan.neps  = chan[87:41];
+  assign \chan.tau  = chan[95:88];
+  assign \chan.gamma  = chan[103:96];
+  assign \chan.beta  = chan[111:104];
+  assign \chan.mean  = chan[127:112];
+  assign \chan.scale_m  = chan[143:128];
+  assign \chan.scale_exp  = chan[151:144];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.c  = chan[40:14];
-  assign \chan$20.neps  = chan[66:41];
-  assign \chan$20.tau  = chan[74:67];
-  assign \chan$20.gamma  = chan[82:75];
-  assign \chan$20.beta  = chan[90:83];
-  assign \chan$20.mean  = chan[106:91];
-  assign \chan$20.scale_m  = chan[122:107];
-  assign \chan$20.scale_exp  = chan[130:123];
+  assign \chan$20.neps  = chan[87:41];
+  assign \chan$20.tau  = chan[95:88];
+  assign \chan$20.gamma  = chan[103:96];
+  assign \chan$20.beta  = chan[111:104];
+  assign \chan$20.mean  = chan[127:112];
+  assign \chan$20.scale_m  = chan[143:128];
+  assign \chan$20.scale_exp  = chan[151:144];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[92:80] = sat_count;
@@ -702,8 +702,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   wire [15:0] \$294 ;
   wire [15:0] \$295 ;
   wire [23:0] \$296 ;
-  wire [49:0] \$297 ;
-  wire [39:0] \$298 ;
+  wire [48:0] \$297 ;
+  wire [38:0] \$298 ;
   reg \$299 ;
   wire \$3 ;
   wire \$30 ;
@@ -727,12 +727,12 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   reg [53:0] \$316 ;
   reg [5:0] \$317 ;
   reg [3:0] \$318 ;
-  reg [26:0] \$319 ;
+  reg [25:0] \$319 ;
   wire \$32 ;
-  reg [34:0] \$320 ;
-  reg [34:0] \$321 ;
-  reg [49:0] \$322 ;
-  reg [38:0] \$323 ;
+  reg [33:0] \$320 ;
+  reg [33:0] \$321 ;
+  reg [48:0] \$322 ;
+  reg [37:0] \$323 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -807,24 +807,24 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   wire \$98 ;
   wire \$99 ;
   reg [38:0] a;
-  output [26:0] \a$29 ;
-  reg [26:0] \a$29  = 27'h0000000;
+  output [25:0] \a$29 ;
+  reg [25:0] \a$29  = 26'h0000000;
   reg [26:0] b;
-  output [34:0] \b$50 ;
-  reg [34:0] \b$50  = 35'h000000000;
+  output [33:0] \b$50 ;
+  reg [33:0] \b$50  = 34'h000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
+  reg [33:0] bias = 34'h000000000;
   reg [66:0] c;
-  input [130:0] chan;
-  wire [130:0] chan;
+  input [151:0] chan;
+  wire [151:0] chan;
   wire [7:0] \chan.beta ;
   wire [26:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
-  wire [25:0] \chan.neps ;
+  wire [46:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
@@ -850,12 +850,12 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   reg neg;
   reg \neg$24 ;
   wire [66:0] p;
-  reg [49:0] \p$51  = 50'h0000000000000;
+  reg [48:0] \p$51  = 49'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
   reg [3:0] pre = 4'h0;
   wire [17:0] q;
-  reg [38:0] quot = 39'h0000000000;
+  reg [37:0] quot = 38'h0000000000;
   reg [16:0] recip = 17'h00000;
   reg recip_one = 1'h0;
   reg [58:0] recip_rem = 59'h000000000000000;
@@ -1075,18 +1075,18 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   assign \$188  = sh + 1'h0;
   assign \$189  = sh + 1'h0;
   assign \$191  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$192  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$193  = - $signed(chan[82:75]);
-  assign \$194  = \$192  ? \$193  : { chan[82], chan[82:75] };
-  assign \$195  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$196  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$197  = - $signed(chan[82:75]);
-  assign \$198  = \$196  ? \$197  : { chan[82], chan[82:75] };
-  assign \$199  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$200  = $signed(chan[106:91]) < $signed(1'h0);
-  assign \$201  = - $signed(chan[106:91]);
-  assign \$202  = \$200  ? \$201  : { chan[106], chan[106:91] };
-  assign \$203  = $signed(chan[106:91]) < $signed(1'h0);
+  assign \$192  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$193  = - $signed(chan[103:96]);
+  assign \$194  = \$192  ? \$193  : { chan[103], chan[103:96] };
+  assign \$195  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$196  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$197  = - $signed(chan[103:96]);
+  assign \$198  = \$196  ? \$197  : { chan[103], chan[103:96] };
+  assign \$199  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$200  = $signed(chan[127:112]) < $signed(1'h0);
+  assign \$201  = - $signed(chan[127:112]);
+  assign \$202  = \$200  ? \$201  : { chan[127], chan[127:112] };
+  assign \$203  = $signed(chan[127:112]) < $signed(1'h0);
   assign \$204  = ! fsm_state;
   assign \$205  = fsm_state == 1'h1;
   assign \$206  = fsm_state == 2'h2;
@@ -1150,10 +1150,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   assign \$265  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$266  = $signed(\$265 ) - $signed({ 1'h0, tsh });
   assign \$267  = $signed(km_pre) >>> t_clamped;
-  assign \$268  = $signed(chan[90:83]) << \$188 [3:0];
+  assign \$268  = $signed(chan[111:104]) << \$188 [3:0];
   assign \$269  = 1'h1 << sh;
   assign \$271  = $signed(\$268 ) + $signed({ 1'h0, \$270  });
-  assign \$273  = $signed(5'h0d) - $signed(chan[130:123]);
+  assign \$273  = $signed(5'h0d) - $signed(chan[151:144]);
   assign \$274  = $signed(sh0) < $signed(4'h4);
   assign \$275  = $signed(4'h4) - $signed(sh0);
   assign \$276  = \$274  ? \$275  : 11'h000;
@@ -1173,7 +1173,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   assign \$290  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$291  = $signed(\$290 ) - $signed({ 1'h0, tsh });
   assign \$292  = $signed(km_pre) >>> t_clamped;
-  assign \$293  = $signed(chan[90:83]) << \$189 [3:0];
+  assign \$293  = $signed(chan[111:104]) << \$189 [3:0];
   assign \$294  = 1'h1 << sh;
   assign \$296  = $signed(\$293 ) + $signed({ 1'h0, \$295  });
   assign \$298  = $signed(bias) - $signed(quot);
@@ -1310,7 +1310,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h03:
           /* empty */;
       6'h1c:
-          a = { 23'h000000, chan[122:107] };
+          a = { 23'h000000, chan[143:128] };
       6'h1d:
           /* empty */;
       6'h1e:
@@ -1324,7 +1324,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h22:
           /* empty */;
       6'h23:
-          a = { \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29  };
+          a = { \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29  };
     endcase
   end
   always @* begin
@@ -1426,7 +1426,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          c = { 41'h00000000000, chan[66:41] };
+          c = { 20'h00000, chan[87:41] };
       6'h0c:
           /* empty */;
       6'h0d:
@@ -3027,7 +3027,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h19:
           /* empty */;
       6'h1a:
-          \$319  = \$267 [26:0];
+          \$319  = \$267 [25:0];
       6'h1b:
           /* empty */;
       6'h03:
@@ -3043,10 +3043,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h20:
           /* empty */;
       6'h21:
-          \$319  = \$292 [26:0];
+          \$319  = \$292 [25:0];
     endcase
     if (rst) begin
-      \$319  = 27'h0000000;
+      \$319  = 26'h0000000;
     end
   end
   always @* begin
@@ -3102,7 +3102,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h19:
           /* empty */;
       6'h1a:
-          \$320  = { \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271  };
+          \$320  = { \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271  };
       6'h1b:
           /* empty */;
       6'h03:
@@ -3118,10 +3118,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h20:
           /* empty */;
       6'h21:
-          \$320  = { \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296  };
+          \$320  = { \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296  };
     endcase
     if (rst) begin
-      \$320  = 35'h000000000;
+      \$320  = 34'h000000000;
     end
   end
   always @* begin
@@ -3203,10 +3203,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h25:
           /* empty */;
       6'h26:
-          \$321  = \$298 [34:0];
+          \$321  = \$298 [33:0];
     endcase
     if (rst) begin
-      \$321  = 35'h000000000;
+      \$321  = 34'h000000000;
     end
   end
   always @* begin
@@ -3285,11 +3285,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
           /* empty */;
       6'h24:
           if (\done$37 ) begin
-            \$322  = p[49:0];
+            \$322  = p[48:0];
           end
     endcase
     if (rst) begin
-      \$322  = 50'h0000000000000;
+      \$322  = 49'h0000000000000;
     end
   end
   always @* begin
@@ -3369,10 +3369,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
       6'h24:
           /* empty */;
       6'h25:
-          \$323  = \$297 [38:0];
+          \$323  = \$297 [37:0];
     endcase
     if (rst) begin
-      \$323  = 39'h0000000000;
+      \$323  = 38'h0000000000;
     end
   end
   assign beta_shift = \$188 [3:0];
@@ -3382,19 +3382,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
-  assign \chan.neps  = chan[66:41];
-  assign \chan.tau  = chan[74:67];
-  assign \chan.gamma  = chan[82:75];
-  assign \chan.beta  = chan[90:83];
-  assign \chan.mean  = chan[106:91];
-  assign \chan.scale_m  = chan[122:107];
-  assign \chan.scale_exp  = chan[130:123];
+  assign \chan.neps  = chan[87:41];
+  assign \chan.tau  = chan[95:88];
+  assign \chan.gamma  = chan[103:96];
+  assign \chan.beta  = chan[111:104];
+  assign \chan.mean  = chan[127:112];
+  assign \chan.scale_m  = chan[143:128];
+  assign \chan.scale_exp  = chan[151:144];
   assign \$190  = { s_hi, 1'h0 };
   assign \$245  = { 1'h0, \$244 [63:1] };
   assign \$270  = { 1'h0, \$269 [15:1] };
   assign \$272  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
   assign \$295  = { 1'h0, \$294 [15:1] };
-  assign \$297  = { \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49:8] };
+  assign \$297  = { \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48:8] };
 endmodule
 
 module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
@@ -3748,20 +3748,20 @@ endmodule
 module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
+  wire [16:0] \$10 ;
   wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire [48:0] \$12 ;
+  wire [49:0] \$13 ;
+  wire [50:0] \$14 ;
+  wire [34:0] \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [35:0] \$19 ;
+  wire [34:0] \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
-  wire [35:0] \$21 ;
-  wire [35:0] \$22 ;
+  wire [34:0] \$20 ;
+  wire [34:0] \$21 ;
+  wire [34:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -3785,10 +3785,10 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg \$41 ;
   reg [7:0] \$42 ;
   reg [25:0] \$43 ;
-  reg [18:0] \$44 ;
-  reg [35:0] \$45 ;
-  reg [35:0] \$46 ;
-  reg [35:0] \$47 ;
+  reg [17:0] \$44 ;
+  reg [34:0] \$45 ;
+  reg [34:0] \$46 ;
+  reg [34:0] \$47 ;
   reg \$48 ;
   reg \$49 ;
   wire [1:0] \$5 ;
@@ -3798,11 +3798,11 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   wire \$7 ;
   wire \$8 ;
   wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  input [25:0] a;
+  wire [25:0] a;
+  reg [34:0] acc0 = 35'h000000000;
+  input [33:0] b;
+  wire [33:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3835,9 +3835,9 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [17:0] p0_17 = 18'h00000;
+  reg [34:0] q0 = 35'h000000000;
+  reg [34:0] qs0 = 35'h000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3896,17 +3896,17 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
   assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
+  assign \$10  = $signed(x0) * $signed(a[25:17]);
   assign \$13  = $signed(\$11 ) + $signed(\$12 );
   assign \$14  = $signed(\$13 ) + $signed(b);
   assign \$15  = $signed(acc0) >>> shift;
   assign \$16  = $signed(qs0) > $signed(8'h7f);
   assign \$17  = $signed(qs0) < $signed(8'h80);
   assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 36'hfffffff80 : q0;
-  assign \$20  = over0 ? 36'h00000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 36'h000000000;
+  assign \$19  = under0 ? 35'h7ffffff80 : q0;
+  assign \$20  = over0 ? 35'h00000007f : \$19 ;
+  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
+  assign \$22  = ok4 ? \$21  : 35'h000000000;
   assign \$23  = ~ clear;
   assign \$24  = \$23  & ce;
   assign \$25  = v4 & ok4;
@@ -3999,20 +3999,20 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$44  = p0_17;
     if (\$8 ) begin
-      \$44  = { \$10 [17], \$10  };
+      \$44  = { \$10 [16], \$10  };
     end
     if (rst) begin
-      \$44  = 19'h00000;
+      \$44  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$45  = acc0;
     if (\$8 ) begin
-      \$45  = \$14 [35:0];
+      \$45  = \$14 [34:0];
     end
     if (rst) begin
-      \$45  = 36'h000000000;
+      \$45  = 35'h000000000;
     end
   end
   always @* begin
@@ -4022,7 +4022,7 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
       \$46  = \$15 ;
     end
     if (rst) begin
-      \$46  = 36'h000000000;
+      \$46  = 35'h000000000;
     end
   end
   always @* begin
@@ -4032,7 +4032,7 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
       \$47  = qs0;
     end
     if (rst) begin
-      \$47  = 36'h000000000;
+      \$47  = 35'h000000000;
     end
   end
   always @* begin
@@ -4188,7 +4188,7 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
   assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$12  = { p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_l1_s8.stats_unit (clk, rst, mask, clear, valid, sum, s_hi, x);

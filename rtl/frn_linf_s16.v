@@ -4,7 +4,7 @@
 
 module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [52:0] \$1 ;
+  wire [68:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -17,7 +17,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [170:0] \$21 ;
+  reg [225:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -26,44 +26,44 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$24 ;
-  wire [57:0] b;
-  wire [57:0] \b$26 ;
+  wire [45:0] a;
+  wire [45:0] \a$24 ;
+  wire [61:0] b;
+  wire [61:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [170:0] chan = 171'h0000000000000000000000000000000000000000000;
-  (* init = 171'h0000000000000000000000000000000000000000000 *)
-  wire [170:0] \chan$20 ;
+  reg [225:0] chan = 226'h000000000000000000000000000000000000000000000000000000000;
+  (* init = 226'h000000000000000000000000000000000000000000000000000000000 *)
+  wire [225:0] \chan$20 ;
   wire [15:0] \chan$20.beta ;
-  wire [24:0] \chan$20.c ;
+  wire [39:0] \chan$20.c ;
   wire [12:0] \chan$20.count ;
   wire [15:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [23:0] \chan$20.mean ;
-  wire [27:0] \chan$20.neps ;
+  wire [67:0] \chan$20.neps ;
   wire [7:0] \chan$20.scale_exp ;
   wire [23:0] \chan$20.scale_m ;
   wire [15:0] \chan$20.tau ;
   wire [15:0] \chan.beta ;
-  wire [24:0] \chan.c ;
+  wire [39:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
-  wire [27:0] \chan.neps ;
+  wire [67:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
-  input [170:0] chan__payload;
-  wire [170:0] chan__payload;
+  input [225:0] chan__payload;
+  wire [225:0] chan__payload;
   wire [15:0] \chan__payload.beta ;
-  wire [24:0] \chan__payload.c ;
+  wire [39:0] \chan__payload.c ;
   wire [12:0] \chan__payload.count ;
   wire [15:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [23:0] \chan__payload.mean ;
-  wire [27:0] \chan__payload.neps ;
+  wire [67:0] \chan__payload.neps ;
   wire [7:0] \chan__payload.scale_exp ;
   wire [23:0] \chan__payload.scale_m ;
   wire [15:0] \chan__payload.tau ;
@@ -75,7 +75,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg \clear$38 ;
   input clk;
   wire clk;
-  wire [52:0] den;
+  wire [68:0] den;
   wire done;
   reg [1:0] entry;
   reg [2:0] fsm_state = 3'h0;
@@ -115,9 +115,9 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
-  output [94:0] stats__payload;
-  wire [94:0] stats__payload;
-  wire [52:0] \stats__payload.den ;
+  output [110:0] stats__payload;
+  wire [110:0] stats__payload;
+  wire [68:0] \stats__payload.den ;
   wire [12:0] \stats__payload.sat ;
   wire [28:0] \stats__payload.sum ;
   input stats__ready;
@@ -131,7 +131,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [15:0] \x[0] ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 53'h00000000000000 : den;
+  assign \$1  = chan[0] ? 69'h000000000000000000 : den;
   assign \$2  = | left;
   assign \$3  = i__valid & more;
   assign \$4  = \i__ready$45  & more;
@@ -185,7 +185,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[82:67]),
+    .tau(chan[137:122]),
     .v5(o__valid)
   );
   \hwnorm_frn_linf_s16.stats_unit  stats_unit (
@@ -387,7 +387,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           end
     endcase
     if (rst) begin
-      \$21  = 171'h0000000000000000000000000000000000000000000;
+      \$21  = 226'h000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -436,50 +436,50 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[82:67];
+  assign tau = chan[137:122];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
-  assign \chan__payload.c  = chan__payload[38:14];
-  assign \chan__payload.neps  = chan__payload[66:39];
-  assign \chan__payload.tau  = chan__payload[82:67];
-  assign \chan__payload.gamma  = chan__payload[98:83];
-  assign \chan__payload.beta  = chan__payload[114:99];
-  assign \chan__payload.mean  = chan__payload[138:115];
-  assign \chan__payload.scale_m  = chan__payload[162:139];
-  assign \chan__payload.scale_exp  = chan__payload[170:163];
+  assign \chan__payload.c  = chan__payload[53:14];
+  assign \chan__payload.neps  = chan__payload[121:54];
+  assign \chan__payload.tau  = chan__payload[137:122];
+  assign \chan__payload.gamma  = chan__payload[153:138];
+  assign \chan__payload.beta  = chan__payload[169:154];
+  assign \chan__payload.mean  = chan__payload[193:170];
+  assign \chan__payload.scale_m  = chan__payload[217:194];
+  assign \chan__payload.scale_exp  = chan__payload[225:218];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[28:0];
-  assign \stats__payload.den  = stats__payload[81:29];
-  assign \stats__payload.sat  = stats__payload[94:82];
+  assign \stats__payload.den  = stats__payload[97:29];
+  assign \stats__payload.sat  = stats__payload[110:98];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.c  = chan[38:14];
-  assign \chan.neps  = chan[66:39];
-  assign \chan.tau  = chan[82:67];
-  assign \chan.gamma  = chan[98:83];
-  assign \chan.beta  = chan[114:99];
-  assign \chan.mean  = chan[138:115];
-  assign \chan.scale_m  = chan[162:139];
-  assign \chan.scale_exp  = chan[170:163];
+  assign \chan.c  = chan[53:14];
+  assign \chan.neps  = chan[121:54];
+  assign \chan.tau  = chan[137:122];
+  assign \chan.gamma  = chan[153:138];
+  assign \chan.beta  = chan[169:154];
+  assign \chan.mean  = chan[193:170];
+  assign \chan.scale_m  = chan[217:194];
+  assign \chan.scale_exp  = chan[225:218];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
-  assign \chan$20.c  = chan[38:14];
-  assign \chan$20.neps  = chan[66:39];
-  assign \chan$20.tau  = chan[82:67];
-  assign \chan$20.gamma  = chan[98:83];
-  assign \chan$20.beta  = chan[114:99];
-  assign \chan$20.mean  = chan[138:115];
-  assign \chan$20.scale_m  = chan[162:139];
-  assign \chan$20.scale_exp  = chan[170:163];
+  assign \chan$20.c  = chan[53:14];
+  assign \chan$20.neps  = chan[121:54];
+  assign \chan$20.tau  = chan[137:122];
+  assign \chan$20.gamma  = chan[153:138];
+  assign \chan$20.beta  = chan[169:154];
+  assign \chan$20.mean  = chan[193:170];
+  assign \chan$20.scale_m  = chan[217:194];
+  assign \chan$20.scale_exp  = chan[225:218];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
-  assign stats__payload[94:82] = sat_count;
-  assign stats__payload[81:29] = \$1 ;
+  assign stats__payload[110:98] = sat_count;
+  assign stats__payload[97:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
@@ -487,332 +487,391 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire \$104 ;
-  wire [5:0] \$105 ;
-  wire [5:0] \$106 ;
-  wire [5:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire [5:0] \$109 ;
+  wire [6:0] \$100 ;
+  wire [6:0] \$101 ;
+  wire \$102 ;
+  wire [6:0] \$103 ;
+  wire [6:0] \$104 ;
+  wire [6:0] \$105 ;
+  wire [6:0] \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [6:0] \$111 ;
+  wire [6:0] \$112 ;
+  wire [6:0] \$113 ;
   wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [6:0] \$115 ;
+  wire [6:0] \$116 ;
+  wire [6:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire [6:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire [5:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
+  wire [6:0] \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
   wire \$124 ;
-  wire [5:0] \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire [5:0] \$128 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
-  wire [5:0] \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
   wire \$136 ;
-  wire [5:0] \$137 ;
-  wire [5:0] \$138 ;
-  wire [5:0] \$139 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [5:0] \$140 ;
-  wire [5:0] \$141 ;
-  wire [5:0] \$142 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
   wire \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
-  wire [3:0] \$149 ;
+  wire [6:0] \$147 ;
+  wire [6:0] \$148 ;
+  wire [6:0] \$149 ;
   wire \$15 ;
-  wire [3:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
+  wire \$150 ;
+  wire [6:0] \$151 ;
+  wire [6:0] \$152 ;
+  wire [6:0] \$153 ;
+  wire [6:0] \$154 ;
   wire \$155 ;
-  wire [3:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire [3:0] \$158 ;
-  wire \$159 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire [6:0] \$159 ;
   wire \$16 ;
-  wire [3:0] \$160 ;
-  wire [3:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire [5:0] \$164 ;
-  wire [5:0] \$165 ;
-  wire [23:0] \$166 ;
-  wire \$167 ;
-  wire [16:0] \$168 ;
-  wire [16:0] \$169 ;
+  wire [6:0] \$160 ;
+  wire [6:0] \$161 ;
+  wire \$162 ;
+  wire [6:0] \$163 ;
+  wire [6:0] \$164 ;
+  wire [6:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [6:0] \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire [16:0] \$172 ;
-  wire [16:0] \$173 ;
+  wire \$172 ;
+  wire \$173 ;
   wire \$174 ;
   wire \$175 ;
-  wire [24:0] \$176 ;
-  wire [24:0] \$177 ;
+  wire \$176 ;
+  wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [6:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire [6:0] \$180 ;
+  wire [6:0] \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
+  wire [6:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire [6:0] \$185 ;
+  wire [6:0] \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
+  wire [6:0] \$191 ;
+  wire [6:0] \$192 ;
+  wire [6:0] \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [6:0] \$195 ;
+  wire [6:0] \$196 ;
+  wire [6:0] \$197 ;
+  wire [6:0] \$198 ;
+  wire [6:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [6:0] \$200 ;
+  wire [6:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [3:0] \$207 ;
+  wire [3:0] \$208 ;
+  wire [3:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [3:0] \$210 ;
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [16:0] \$215 ;
-  wire \$216 ;
-  wire [16:0] \$217 ;
-  wire [16:0] \$218 ;
-  wire \$219 ;
+  wire [3:0] \$215 ;
+  wire [3:0] \$216 ;
+  wire [3:0] \$217 ;
+  wire \$218 ;
+  wire [3:0] \$219 ;
   wire \$22 ;
-  wire [63:0] \$220 ;
-  wire [63:0] \$221 ;
-  wire [63:0] \$222 ;
-  wire \$223 ;
-  wire [7:0] \$224 ;
-  wire \$225 ;
-  wire [10:0] \$226 ;
-  wire [10:0] \$227 ;
-  wire \$228 ;
-  wire [10:0] \$229 ;
+  wire [3:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire [3:0] \$222 ;
+  wire [5:0] \$223 ;
+  wire [5:0] \$224 ;
+  wire [23:0] \$225 ;
+  wire \$226 ;
+  wire [16:0] \$227 ;
+  wire [16:0] \$228 ;
+  wire \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [10:0] \$231 ;
-  wire [10:0] \$232 ;
+  wire [16:0] \$231 ;
+  wire [16:0] \$232 ;
   wire \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [62:0] \$238 ;
+  wire \$234 ;
+  wire [24:0] \$235 ;
+  wire [24:0] \$236 ;
+  wire \$237 ;
+  wire \$238 ;
   wire \$239 ;
   wire \$24 ;
-  wire [9:0] \$240 ;
-  wire [10:0] \$241 ;
-  wire [11:0] \$242 ;
-  wire [60:0] \$243 ;
-  wire [46:0] \$244 ;
-  wire [31:0] \$245 ;
-  wire [31:0] \$246 ;
-  wire [47:0] \$247 ;
-  wire [56:0] \$248 ;
-  wire [8:0] \$249 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire [10:0] \$251 ;
-  wire [10:0] \$252 ;
+  wire \$251 ;
+  wire \$252 ;
   wire \$253 ;
-  wire [10:0] \$254 ;
+  wire \$254 ;
   wire \$255 ;
-  wire [10:0] \$256 ;
-  wire [10:0] \$257 ;
+  wire \$256 ;
+  wire \$257 ;
   wire \$258 ;
-  wire [10:0] \$259 ;
-  wire [5:0] \$26 ;
-  wire [10:0] \$260 ;
-  wire [10:0] \$261 ;
-  wire [10:0] \$262 ;
-  wire [62:0] \$263 ;
+  wire \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
   wire \$264 ;
-  wire [9:0] \$265 ;
-  wire [10:0] \$266 ;
-  wire [11:0] \$267 ;
-  wire [60:0] \$268 ;
-  wire [46:0] \$269 ;
-  wire [5:0] \$27 ;
-  wire [31:0] \$270 ;
-  wire [31:0] \$271 ;
-  wire [47:0] \$272 ;
-  wire [72:0] \$273 ;
-  wire [62:0] \$274 ;
-  reg \$275 ;
-  reg \$276 ;
-  reg [5:0] \$277 ;
-  reg [32:0] \$278 ;
-  reg \$279 ;
-  wire [5:0] \$28 ;
-  reg [52:0] \$280 ;
-  reg [5:0] \$281 ;
-  reg \$282 ;
-  reg [52:0] \$283 ;
-  reg \$284 ;
-  reg [24:0] \$285 ;
-  reg [41:0] \$286 ;
-  reg [55:0] \$287 ;
-  reg [9:0] \$288 ;
-  reg [3:0] \$289 ;
-  wire [5:0] \$29 ;
-  reg [2:0] \$290 ;
-  reg [9:0] \$291 ;
-  reg [60:0] \$292 ;
-  reg [5:0] \$293 ;
-  reg [4:0] \$294 ;
-  reg [41:0] \$295 ;
-  reg [57:0] \$296 ;
-  reg [57:0] \$297 ;
-  reg [72:0] \$298 ;
-  reg [61:0] \$299 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
+  wire \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire [16:0] \$274 ;
+  wire \$275 ;
+  wire [16:0] \$276 ;
+  wire [16:0] \$277 ;
+  wire \$278 ;
+  wire [127:0] \$279 ;
+  wire \$28 ;
+  wire [127:0] \$280 ;
+  wire [127:0] \$281 ;
+  wire \$282 ;
+  wire [8:0] \$283 ;
+  wire \$284 ;
+  wire [10:0] \$285 ;
+  wire [10:0] \$286 ;
+  wire \$287 ;
+  wire [10:0] \$288 ;
+  wire \$289 ;
+  wire \$29 ;
+  wire [10:0] \$290 ;
+  wire [10:0] \$291 ;
+  wire \$292 ;
+  wire [10:0] \$293 ;
+  wire [10:0] \$294 ;
+  wire [10:0] \$295 ;
+  wire [10:0] \$296 ;
+  wire [86:0] \$297 ;
+  wire \$298 ;
+  wire [9:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
+  wire [10:0] \$300 ;
+  wire [11:0] \$301 ;
+  wire [75:0] \$302 ;
+  wire [46:0] \$303 ;
+  wire [31:0] \$304 ;
+  wire [31:0] \$305 ;
+  wire [47:0] \$306 ;
+  wire [56:0] \$307 ;
+  wire [8:0] \$308 ;
+  wire \$309 ;
   wire \$31 ;
+  wire [10:0] \$310 ;
+  wire [10:0] \$311 ;
+  wire \$312 ;
+  wire [10:0] \$313 ;
+  wire \$314 ;
+  wire [10:0] \$315 ;
+  wire [10:0] \$316 ;
+  wire \$317 ;
+  wire [10:0] \$318 ;
+  wire [10:0] \$319 ;
   wire \$32 ;
+  wire [10:0] \$320 ;
+  wire [10:0] \$321 ;
+  wire [86:0] \$322 ;
+  wire \$323 ;
+  wire [9:0] \$324 ;
+  wire [10:0] \$325 ;
+  wire [11:0] \$326 ;
+  wire [75:0] \$327 ;
+  wire [46:0] \$328 ;
+  wire [31:0] \$329 ;
   wire \$33 ;
+  wire [31:0] \$330 ;
+  wire [47:0] \$331 ;
+  wire [76:0] \$332 ;
+  wire [66:0] \$333 ;
+  reg \$334 ;
+  reg \$335 ;
+  reg [5:0] \$336 ;
+  reg [32:0] \$337 ;
+  reg \$338 ;
+  reg [68:0] \$339 ;
   wire \$34 ;
+  reg [6:0] \$340 ;
+  reg \$341 ;
+  reg [68:0] \$342 ;
+  reg \$343 ;
+  reg [24:0] \$344 ;
+  reg [41:0] \$345 ;
+  reg [55:0] \$346 ;
+  reg [9:0] \$347 ;
+  reg [3:0] \$348 ;
+  reg [4:0] \$349 ;
   wire \$35 ;
+  reg [9:0] \$350 ;
+  reg [75:0] \$351 ;
+  reg [6:0] \$352 ;
+  reg [4:0] \$353 ;
+  reg [45:0] \$354 ;
+  reg [61:0] \$355 ;
+  reg [61:0] \$356 ;
+  reg [76:0] \$357 ;
+  reg [65:0] \$358 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [5:0] \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
-  wire [5:0] \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
-  wire [5:0] \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [6:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
-  wire \$7 ;
+  wire [6:0] \$67 ;
+  wire [6:0] \$68 ;
+  wire [6:0] \$69 ;
+  wire [6:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
+  wire [6:0] \$71 ;
+  wire [6:0] \$72 ;
+  wire [6:0] \$73 ;
+  wire [6:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
-  wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
+  wire [6:0] \$79 ;
+  wire [6:0] \$8 ;
+  wire [6:0] \$80 ;
+  wire [6:0] \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
+  wire [6:0] \$83 ;
+  wire [6:0] \$84 ;
+  wire [6:0] \$85 ;
+  wire [6:0] \$86 ;
+  wire [6:0] \$87 ;
   wire \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
+  wire \$89 ;
+  wire [6:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire [5:0] \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
-  reg [42:0] a;
-  output [41:0] \a$27 ;
-  reg [41:0] \a$27  = 42'h00000000000;
-  reg [24:0] b;
-  output [57:0] \b$50 ;
-  reg [57:0] \b$50  = 58'h000000000000000;
+  wire [6:0] \$99 ;
+  reg [46:0] a;
+  output [45:0] \a$27 ;
+  reg [45:0] \a$27  = 46'h000000000000;
+  reg [39:0] b;
+  output [61:0] \b$50 ;
+  reg [61:0] \b$50  = 62'h0000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
-  reg [74:0] c;
-  input [170:0] chan;
-  wire [170:0] chan;
+  reg [61:0] bias = 62'h0000000000000000;
+  reg [78:0] c;
+  input [225:0] chan;
+  wire [225:0] chan;
   wire [15:0] \chan.beta ;
-  wire [24:0] \chan.c ;
+  wire [39:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
-  wire [27:0] \chan.neps ;
+  wire [67:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
   input clk;
   wire clk;
   wire [3:0] count_lead;
-  output [52:0] den;
-  reg [52:0] den = 53'h00000000000000;
-  reg [52:0] \den$23 ;
-  wire [5:0] den_lead;
+  output [68:0] den;
+  reg [68:0] den = 69'h000000000000000000;
+  reg [68:0] \den$23 ;
+  wire [6:0] den_lead;
   output done;
   reg done;
   wire \done$37 ;
@@ -823,25 +882,25 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   input [15:0] hi;
   wire [15:0] hi;
   reg [55:0] km = 56'h00000000000000;
-  reg [60:0] km_pre = 61'h0000000000000000;
-  reg [5:0] lead = 6'h00;
+  reg [75:0] km_pre = 76'h0000000000000000000;
+  reg [6:0] lead = 7'h00;
   input [15:0] lo;
   wire [15:0] lo;
   reg [23:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
   reg \neg$22 ;
-  wire [74:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
+  wire [78:0] p;
+  reg [76:0] \p$51  = 77'h00000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
+  reg [4:0] pre = 5'h00;
   wire [25:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
+  reg [65:0] quot = 66'h00000000000000000;
   reg [24:0] recip = 25'h0000000;
   reg recip_one = 1'h0;
-  reg [52:0] recip_rem = 53'h00000000000000;
-  reg [52:0] rem_init;
+  reg [68:0] recip_rem = 69'h000000000000000000;
+  reg [68:0] rem_init;
   input rst;
   wire rst;
   (* init = 1'h0 *)
@@ -855,333 +914,392 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   input \start$33 ;
   wire \start$33 ;
   reg \start$9  = 1'h0;
-  reg [4:0] steps;
+  reg [5:0] steps;
   reg [4:0] \steps$24 ;
   reg [32:0] t = 33'h000000000;
-  reg [5:0] t_clamped = 6'h00;
+  reg [6:0] t_clamped = 7'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
+  assign \$1  = den[64] | den[65];
+  assign \$2  = den[66] | den[67];
   assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = \$18  | den[52];
-  assign \$20  = \$15  | \$19 ;
-  assign \$21  = den[48] | den[49];
-  assign \$22  = den[50] | den[51];
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$23  | den[52];
-  assign \$25  = den[50] | den[51];
-  assign \$26  = den[51] ? 6'h33 : 6'h32;
-  assign \$27  = den[49] ? 6'h31 : 6'h30;
-  assign \$28  = \$25  ? \$26  : \$27 ;
-  assign \$29  = den[52] ? 6'h34 : \$28 ;
-  assign \$30  = den[40] | den[41];
-  assign \$31  = den[42] | den[43];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[44] | den[45];
-  assign \$34  = den[46] | den[47];
-  assign \$35  = \$33  | \$34 ;
-  assign \$36  = \$32  | \$35 ;
-  assign \$37  = den[44] | den[45];
-  assign \$38  = den[46] | den[47];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = den[46] | den[47];
-  assign \$41  = den[47] ? 6'h2f : 6'h2e;
-  assign \$42  = den[45] ? 6'h2d : 6'h2c;
-  assign \$43  = \$40  ? \$41  : \$42 ;
-  assign \$44  = den[42] | den[43];
-  assign \$45  = den[43] ? 6'h2b : 6'h2a;
-  assign \$46  = den[41] ? 6'h29 : 6'h28;
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = \$39  ? \$43  : \$47 ;
-  assign \$49  = den[36] | den[37];
-  assign \$50  = den[38] | den[39];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = den[38] | den[39];
-  assign \$53  = den[39] ? 6'h27 : 6'h26;
-  assign \$54  = den[37] ? 6'h25 : 6'h24;
-  assign \$55  = \$52  ? \$53  : \$54 ;
-  assign \$56  = den[34] | den[35];
-  assign \$57  = den[35] ? 6'h23 : 6'h22;
-  assign \$58  = den[33] ? 6'h21 : 6'h20;
-  assign \$59  = \$56  ? \$57  : \$58 ;
-  assign \$60  = \$51  ? \$55  : \$59 ;
-  assign \$61  = \$36  ? \$48  : \$60 ;
-  assign \$62  = \$24  ? \$29  : \$61 ;
-  assign \$63  = den[16] | den[17];
-  assign \$64  = den[18] | den[19];
+  assign \$4  = \$3  | den[68];
+  assign \$5  = den[66] | den[67];
+  assign \$6  = den[67] ? 7'h43 : 7'h42;
+  assign \$7  = den[65] ? 7'h41 : 7'h40;
+  assign \$8  = \$5  ? \$6  : \$7 ;
+  assign \$9  = den[68] ? 7'h44 : \$8 ;
+  assign \$10  = den[32] | den[33];
+  assign \$11  = den[34] | den[35];
+  assign \$12  = \$10  | \$11 ;
+  assign \$13  = den[36] | den[37];
+  assign \$14  = den[38] | den[39];
+  assign \$15  = \$13  | \$14 ;
+  assign \$16  = \$12  | \$15 ;
+  assign \$17  = den[40] | den[41];
+  assign \$18  = den[42] | den[43];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = den[44] | den[45];
+  assign \$21  = den[46] | den[47];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = \$19  | \$22 ;
+  assign \$24  = \$16  | \$23 ;
+  assign \$25  = den[48] | den[49];
+  assign \$26  = den[50] | den[51];
+  assign \$27  = \$25  | \$26 ;
+  assign \$28  = den[52] | den[53];
+  assign \$29  = den[54] | den[55];
+  assign \$30  = \$28  | \$29 ;
+  assign \$31  = \$27  | \$30 ;
+  assign \$32  = den[56] | den[57];
+  assign \$33  = den[58] | den[59];
+  assign \$34  = \$32  | \$33 ;
+  assign \$35  = den[60] | den[61];
+  assign \$36  = den[62] | den[63];
+  assign \$37  = \$35  | \$36 ;
+  assign \$38  = \$34  | \$37 ;
+  assign \$39  = \$31  | \$38 ;
+  assign \$40  = \$24  | \$39 ;
+  assign \$41  = den[48] | den[49];
+  assign \$42  = den[50] | den[51];
+  assign \$43  = \$41  | \$42 ;
+  assign \$44  = den[52] | den[53];
+  assign \$45  = den[54] | den[55];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = \$43  | \$46 ;
+  assign \$48  = den[56] | den[57];
+  assign \$49  = den[58] | den[59];
+  assign \$50  = \$48  | \$49 ;
+  assign \$51  = den[60] | den[61];
+  assign \$52  = den[62] | den[63];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = \$50  | \$53 ;
+  assign \$55  = \$47  | \$54 ;
+  assign \$56  = den[56] | den[57];
+  assign \$57  = den[58] | den[59];
+  assign \$58  = \$56  | \$57 ;
+  assign \$59  = den[60] | den[61];
+  assign \$60  = den[62] | den[63];
+  assign \$61  = \$59  | \$60 ;
+  assign \$62  = \$58  | \$61 ;
+  assign \$63  = den[60] | den[61];
+  assign \$64  = den[62] | den[63];
   assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[20] | den[21];
-  assign \$67  = den[22] | den[23];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = den[24] | den[25];
-  assign \$71  = den[26] | den[27];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = den[28] | den[29];
-  assign \$74  = den[30] | den[31];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$72  | \$75 ;
-  assign \$77  = \$69  | \$76 ;
-  assign \$78  = den[24] | den[25];
-  assign \$79  = den[26] | den[27];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[28] | den[29];
-  assign \$82  = den[30] | den[31];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$80  | \$83 ;
-  assign \$85  = den[28] | den[29];
-  assign \$86  = den[30] | den[31];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = den[30] | den[31];
-  assign \$89  = den[31] ? 6'h1f : 6'h1e;
-  assign \$90  = den[29] ? 6'h1d : 6'h1c;
-  assign \$91  = \$88  ? \$89  : \$90 ;
-  assign \$92  = den[26] | den[27];
-  assign \$93  = den[27] ? 6'h1b : 6'h1a;
-  assign \$94  = den[25] ? 6'h19 : 6'h18;
-  assign \$95  = \$92  ? \$93  : \$94 ;
-  assign \$96  = \$87  ? \$91  : \$95 ;
-  assign \$97  = den[20] | den[21];
-  assign \$98  = den[22] | den[23];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = den[22] | den[23];
-  assign \$101  = den[23] ? 6'h17 : 6'h16;
-  assign \$102  = den[21] ? 6'h15 : 6'h14;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = den[18] | den[19];
-  assign \$105  = den[19] ? 6'h13 : 6'h12;
-  assign \$106  = den[17] ? 6'h11 : 6'h10;
-  assign \$107  = \$104  ? \$105  : \$106 ;
-  assign \$108  = \$99  ? \$103  : \$107 ;
-  assign \$109  = \$84  ? \$96  : \$108 ;
-  assign \$110  = den[8] | den[9];
-  assign \$111  = den[10] | den[11];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[12] | den[13];
-  assign \$114  = den[14] | den[15];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$112  | \$115 ;
-  assign \$117  = den[12] | den[13];
-  assign \$118  = den[14] | den[15];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = den[14] | den[15];
-  assign \$121  = den[15] ? 6'h0f : 6'h0e;
-  assign \$122  = den[13] ? 6'h0d : 6'h0c;
-  assign \$123  = \$120  ? \$121  : \$122 ;
-  assign \$124  = den[10] | den[11];
-  assign \$125  = den[11] ? 6'h0b : 6'h0a;
-  assign \$126  = den[9] ? 6'h09 : 6'h08;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = \$119  ? \$123  : \$127 ;
-  assign \$129  = den[4] | den[5];
-  assign \$130  = den[6] | den[7];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = den[6] | den[7];
-  assign \$133  = den[7] ? 6'h07 : 6'h06;
-  assign \$134  = den[5] ? 6'h05 : 6'h04;
-  assign \$135  = \$132  ? \$133  : \$134 ;
-  assign \$136  = den[2] | den[3];
-  assign \$137  = den[3] ? 6'h03 : 6'h02;
-  assign \$138  = den[1] ? 6'h01 : 6'h00;
-  assign \$139  = \$136  ? \$137  : \$138 ;
-  assign \$140  = \$131  ? \$135  : \$139 ;
-  assign \$141  = \$116  ? \$128  : \$140 ;
-  assign \$142  = \$77  ? \$109  : \$141 ;
-  assign den_lead = \$20  ? \$62  : \$142 ;
-  assign \$143  = chan[9] | chan[10];
-  assign \$144  = chan[11] | chan[12];
+  assign \$66  = den[62] | den[63];
+  assign \$67  = den[63] ? 7'h3f : 7'h3e;
+  assign \$68  = den[61] ? 7'h3d : 7'h3c;
+  assign \$69  = \$66  ? \$67  : \$68 ;
+  assign \$70  = den[58] | den[59];
+  assign \$71  = den[59] ? 7'h3b : 7'h3a;
+  assign \$72  = den[57] ? 7'h39 : 7'h38;
+  assign \$73  = \$70  ? \$71  : \$72 ;
+  assign \$74  = \$65  ? \$69  : \$73 ;
+  assign \$75  = den[52] | den[53];
+  assign \$76  = den[54] | den[55];
+  assign \$77  = \$75  | \$76 ;
+  assign \$78  = den[54] | den[55];
+  assign \$79  = den[55] ? 7'h37 : 7'h36;
+  assign \$80  = den[53] ? 7'h35 : 7'h34;
+  assign \$81  = \$78  ? \$79  : \$80 ;
+  assign \$82  = den[50] | den[51];
+  assign \$83  = den[51] ? 7'h33 : 7'h32;
+  assign \$84  = den[49] ? 7'h31 : 7'h30;
+  assign \$85  = \$82  ? \$83  : \$84 ;
+  assign \$86  = \$77  ? \$81  : \$85 ;
+  assign \$87  = \$62  ? \$74  : \$86 ;
+  assign \$88  = den[40] | den[41];
+  assign \$89  = den[42] | den[43];
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = den[44] | den[45];
+  assign \$92  = den[46] | den[47];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = \$90  | \$93 ;
+  assign \$95  = den[44] | den[45];
+  assign \$96  = den[46] | den[47];
+  assign \$97  = \$95  | \$96 ;
+  assign \$98  = den[46] | den[47];
+  assign \$99  = den[47] ? 7'h2f : 7'h2e;
+  assign \$100  = den[45] ? 7'h2d : 7'h2c;
+  assign \$101  = \$98  ? \$99  : \$100 ;
+  assign \$102  = den[42] | den[43];
+  assign \$103  = den[43] ? 7'h2b : 7'h2a;
+  assign \$104  = den[41] ? 7'h29 : 7'h28;
+  assign \$105  = \$102  ? \$103  : \$104 ;
+  assign \$106  = \$97  ? \$101  : \$105 ;
+  assign \$107  = den[36] | den[37];
+  assign \$108  = den[38] | den[39];
+  assign \$109  = \$107  | \$108 ;
+  assign \$110  = den[38] | den[39];
+  assign \$111  = den[39] ? 7'h27 : 7'h26;
+  assign \$112  = den[37] ? 7'h25 : 7'h24;
+  assign \$113  = \$110  ? \$111  : \$112 ;
+  assign \$114  = den[34] | den[35];
+  assign \$115  = den[35] ? 7'h23 : 7'h22;
+  assign \$116  = den[33] ? 7'h21 : 7'h20;
+  assign \$117  = \$114  ? \$115  : \$116 ;
+  assign \$118  = \$109  ? \$113  : \$117 ;
+  assign \$119  = \$94  ? \$106  : \$118 ;
+  assign \$120  = \$55  ? \$87  : \$119 ;
+  assign \$121  = den[16] | den[17];
+  assign \$122  = den[18] | den[19];
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = den[20] | den[21];
+  assign \$125  = den[22] | den[23];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = \$123  | \$126 ;
+  assign \$128  = den[24] | den[25];
+  assign \$129  = den[26] | den[27];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = den[28] | den[29];
+  assign \$132  = den[30] | den[31];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = \$130  | \$133 ;
+  assign \$135  = \$127  | \$134 ;
+  assign \$136  = den[24] | den[25];
+  assign \$137  = den[26] | den[27];
+  assign \$138  = \$136  | \$137 ;
+  assign \$139  = den[28] | den[29];
+  assign \$140  = den[30] | den[31];
+  assign \$141  = \$139  | \$140 ;
+  assign \$142  = \$138  | \$141 ;
+  assign \$143  = den[28] | den[29];
+  assign \$144  = den[30] | den[31];
   assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$145  | chan[13];
-  assign \$147  = chan[11] | chan[12];
-  assign \$148  = chan[12] ? 4'hb : 4'ha;
-  assign \$149  = chan[10] ? 4'h9 : 4'h8;
-  assign \$150  = \$147  ? \$148  : \$149 ;
-  assign \$151  = chan[13] ? 4'hc : \$150 ;
-  assign \$152  = chan[5] | chan[6];
-  assign \$153  = chan[7] | chan[8];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = chan[7] | chan[8];
-  assign \$156  = chan[8] ? 4'h7 : 4'h6;
-  assign \$157  = chan[6] ? 4'h5 : 4'h4;
-  assign \$158  = \$155  ? \$156  : \$157 ;
-  assign \$159  = chan[3] | chan[4];
-  assign \$160  = chan[4] ? 4'h3 : 4'h2;
-  assign \$161  = chan[2] ? 4'h1 : 4'h0;
-  assign \$162  = \$159  ? \$160  : \$161 ;
-  assign \$163  = \$154  ? \$158  : \$162 ;
-  assign count_lead = \$146  ? \$151  : \$163 ;
-  assign \$164  = sh + 1'h0;
-  assign \$165  = sh + 1'h0;
-  assign \$166  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$167  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$168  = - $signed(chan[98:83]);
-  assign \$169  = \$167  ? \$168  : { chan[98], chan[98:83] };
-  assign \$170  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$171  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$172  = - $signed(chan[98:83]);
-  assign \$173  = \$171  ? \$172  : { chan[98], chan[98:83] };
-  assign \$174  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$175  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$176  = - $signed(chan[138:115]);
-  assign \$177  = \$175  ? \$176  : { chan[138], chan[138:115] };
-  assign \$178  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$179  = ! fsm_state;
-  assign \$180  = fsm_state == 1'h1;
-  assign \$181  = fsm_state == 2'h2;
-  assign \$182  = fsm_state == 2'h3;
-  assign \$183  = fsm_state == 3'h4;
-  assign \$184  = fsm_state == 3'h5;
-  assign \$185  = fsm_state == 3'h6;
-  assign \$186  = fsm_state == 3'h7;
-  assign \$187  = fsm_state == 4'h8;
-  assign \$188  = fsm_state == 4'h9;
-  assign \$189  = fsm_state == 4'ha;
-  assign \$190  = fsm_state == 4'hb;
-  assign \$191  = fsm_state == 4'hc;
-  assign \$192  = fsm_state == 4'hd;
-  assign \$193  = fsm_state == 4'he;
-  assign \$194  = fsm_state == 4'hf;
-  assign \$195  = fsm_state == 5'h10;
-  assign \$196  = fsm_state == 5'h11;
-  assign \$197  = fsm_state == 5'h12;
-  assign \$198  = fsm_state == 5'h13;
-  assign \$199  = fsm_state == 5'h14;
-  assign \$200  = fsm_state == 5'h15;
-  assign \$201  = fsm_state == 5'h16;
-  assign \$202  = fsm_state == 5'h17;
-  assign \$203  = fsm_state == 5'h18;
-  assign \$204  = fsm_state == 5'h19;
-  assign \$205  = fsm_state == 5'h1a;
-  assign \$206  = fsm_state == 5'h1b;
-  assign \$207  = fsm_state == 5'h1c;
-  assign \$208  = fsm_state == 5'h1d;
-  assign \$209  = fsm_state == 5'h1e;
-  assign \$210  = fsm_state == 5'h1f;
-  assign \$211  = fsm_state == 6'h20;
-  assign \$212  = fsm_state == 6'h21;
-  assign \$213  = fsm_state == 6'h22;
-  assign \$214  = fsm_state == 6'h23;
-  assign \$215  = - $signed(lo);
-  assign \$216  = $signed(hi) > $signed(\$215 );
-  assign \$217  = - $signed(lo);
-  assign \$218  = \$216  ? { hi[15], hi } : \$217 ;
-  assign \$219  = ! lead;
-  assign \$220  = 1'h1 << lead;
-  assign \$222  = \$219  ? 64'h0000000000000000 : \$221 ;
-  assign \$223  = ! lead;
-  assign \$224  = lead + 8'hff;
-  assign \$225  = $signed(sh0) < $signed(4'h4);
-  assign \$226  = $signed(4'h4) - $signed(sh0);
-  assign \$227  = \$225  ? \$226  : 11'h000;
-  assign \$228  = $signed(sh0) < $signed(4'h4);
-  assign \$229  = $signed(sh0) - $signed(6'h15);
-  assign \$230  = $signed(\$229 ) > $signed({ 1'h0, tk });
-  assign \$231  = $signed(sh0) - $signed(6'h15);
-  assign \$232  = $signed(sh0) - $signed(4'h4);
-  assign \$233  = $signed(\$232 ) < $signed({ 1'h0, tk });
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = \$233  ? \$234  : { 7'h00, tk };
-  assign \$236  = \$230  ? \$231  : \$235 ;
-  assign \$237  = \$228  ? 11'h000 : \$236 ;
-  assign \$238  = $signed(km) << pre;
-  assign \$239  = tsh > 6'h3d;
-  assign \$240  = \$239  ? 10'h03d : tsh;
-  assign \$241  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$242  = $signed(\$241 ) - $signed({ 1'h0, tsh });
-  assign \$243  = $signed(km_pre) >>> t_clamped;
-  assign \$244  = $signed(chan[114:99]) << \$164 [4:0];
-  assign \$245  = 1'h1 << sh;
-  assign \$247  = $signed(\$244 ) + $signed({ 1'h0, \$246  });
-  assign \$249  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$250  = $signed(sh0) < $signed(4'h4);
-  assign \$251  = $signed(4'h4) - $signed(sh0);
-  assign \$252  = \$250  ? \$251  : 11'h000;
-  assign \$253  = $signed(sh0) < $signed(4'h4);
-  assign \$254  = $signed(sh0) - $signed(6'h15);
-  assign \$255  = $signed(\$254 ) > $signed({ 1'h0, tk });
-  assign \$256  = $signed(sh0) - $signed(6'h15);
-  assign \$257  = $signed(sh0) - $signed(4'h4);
-  assign \$258  = $signed(\$257 ) < $signed({ 1'h0, tk });
-  assign \$259  = $signed(sh0) - $signed(4'h4);
-  assign \$260  = \$258  ? \$259  : { 7'h00, tk };
-  assign \$261  = \$255  ? \$256  : \$260 ;
-  assign \$262  = \$253  ? 11'h000 : \$261 ;
-  assign \$263  = $signed(km) << pre;
-  assign \$264  = tsh > 6'h3d;
-  assign \$265  = \$264  ? 10'h03d : tsh;
-  assign \$266  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$267  = $signed(\$266 ) - $signed({ 1'h0, tsh });
-  assign \$268  = $signed(km_pre) >>> t_clamped;
-  assign \$269  = $signed(chan[114:99]) << \$165 [4:0];
-  assign \$270  = 1'h1 << sh;
-  assign \$272  = $signed(\$269 ) + $signed({ 1'h0, \$271  });
-  assign \$274  = $signed(bias) - $signed(quot);
+  assign \$146  = den[30] | den[31];
+  assign \$147  = den[31] ? 7'h1f : 7'h1e;
+  assign \$148  = den[29] ? 7'h1d : 7'h1c;
+  assign \$149  = \$146  ? \$147  : \$148 ;
+  assign \$150  = den[26] | den[27];
+  assign \$151  = den[27] ? 7'h1b : 7'h1a;
+  assign \$152  = den[25] ? 7'h19 : 7'h18;
+  assign \$153  = \$150  ? \$151  : \$152 ;
+  assign \$154  = \$145  ? \$149  : \$153 ;
+  assign \$155  = den[20] | den[21];
+  assign \$156  = den[22] | den[23];
+  assign \$157  = \$155  | \$156 ;
+  assign \$158  = den[22] | den[23];
+  assign \$159  = den[23] ? 7'h17 : 7'h16;
+  assign \$160  = den[21] ? 7'h15 : 7'h14;
+  assign \$161  = \$158  ? \$159  : \$160 ;
+  assign \$162  = den[18] | den[19];
+  assign \$163  = den[19] ? 7'h13 : 7'h12;
+  assign \$164  = den[17] ? 7'h11 : 7'h10;
+  assign \$165  = \$162  ? \$163  : \$164 ;
+  assign \$166  = \$157  ? \$161  : \$165 ;
+  assign \$167  = \$142  ? \$154  : \$166 ;
+  assign \$168  = den[8] | den[9];
+  assign \$169  = den[10] | den[11];
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = den[12] | den[13];
+  assign \$172  = den[14] | den[15];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = \$170  | \$173 ;
+  assign \$175  = den[12] | den[13];
+  assign \$176  = den[14] | den[15];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = den[14] | den[15];
+  assign \$179  = den[15] ? 7'h0f : 7'h0e;
+  assign \$180  = den[13] ? 7'h0d : 7'h0c;
+  assign \$181  = \$178  ? \$179  : \$180 ;
+  assign \$182  = den[10] | den[11];
+  assign \$183  = den[11] ? 7'h0b : 7'h0a;
+  assign \$184  = den[9] ? 7'h09 : 7'h08;
+  assign \$185  = \$182  ? \$183  : \$184 ;
+  assign \$186  = \$177  ? \$181  : \$185 ;
+  assign \$187  = den[4] | den[5];
+  assign \$188  = den[6] | den[7];
+  assign \$189  = \$187  | \$188 ;
+  assign \$190  = den[6] | den[7];
+  assign \$191  = den[7] ? 7'h07 : 7'h06;
+  assign \$192  = den[5] ? 7'h05 : 7'h04;
+  assign \$193  = \$190  ? \$191  : \$192 ;
+  assign \$194  = den[2] | den[3];
+  assign \$195  = den[3] ? 7'h03 : 7'h02;
+  assign \$196  = den[1] ? 7'h01 : 7'h00;
+  assign \$197  = \$194  ? \$195  : \$196 ;
+  assign \$198  = \$189  ? \$193  : \$197 ;
+  assign \$199  = \$174  ? \$186  : \$198 ;
+  assign \$200  = \$135  ? \$167  : \$199 ;
+  assign \$201  = \$40  ? \$120  : \$200 ;
+  assign den_lead = \$4  ? \$9  : \$201 ;
+  assign \$202  = chan[9] | chan[10];
+  assign \$203  = chan[11] | chan[12];
+  assign \$204  = \$202  | \$203 ;
+  assign \$205  = \$204  | chan[13];
+  assign \$206  = chan[11] | chan[12];
+  assign \$207  = chan[12] ? 4'hb : 4'ha;
+  assign \$208  = chan[10] ? 4'h9 : 4'h8;
+  assign \$209  = \$206  ? \$207  : \$208 ;
+  assign \$210  = chan[13] ? 4'hc : \$209 ;
+  assign \$211  = chan[5] | chan[6];
+  assign \$212  = chan[7] | chan[8];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = chan[7] | chan[8];
+  assign \$215  = chan[8] ? 4'h7 : 4'h6;
+  assign \$216  = chan[6] ? 4'h5 : 4'h4;
+  assign \$217  = \$214  ? \$215  : \$216 ;
+  assign \$218  = chan[3] | chan[4];
+  assign \$219  = chan[4] ? 4'h3 : 4'h2;
+  assign \$220  = chan[2] ? 4'h1 : 4'h0;
+  assign \$221  = \$218  ? \$219  : \$220 ;
+  assign \$222  = \$213  ? \$217  : \$221 ;
+  assign count_lead = \$205  ? \$210  : \$222 ;
+  assign \$223  = sh + 1'h0;
+  assign \$224  = sh + 1'h0;
+  assign \$225  = recip_one ? 24'h800000 : 24'h000000;
+  assign \$226  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$227  = - $signed(chan[153:138]);
+  assign \$228  = \$226  ? \$227  : { chan[153], chan[153:138] };
+  assign \$229  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$230  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$231  = - $signed(chan[153:138]);
+  assign \$232  = \$230  ? \$231  : { chan[153], chan[153:138] };
+  assign \$233  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$234  = $signed(chan[193:170]) < $signed(1'h0);
+  assign \$235  = - $signed(chan[193:170]);
+  assign \$236  = \$234  ? \$235  : { chan[193], chan[193:170] };
+  assign \$237  = $signed(chan[193:170]) < $signed(1'h0);
+  assign \$238  = ! fsm_state;
+  assign \$239  = fsm_state == 1'h1;
+  assign \$240  = fsm_state == 2'h2;
+  assign \$241  = fsm_state == 2'h3;
+  assign \$242  = fsm_state == 3'h4;
+  assign \$243  = fsm_state == 3'h5;
+  assign \$244  = fsm_state == 3'h6;
+  assign \$245  = fsm_state == 3'h7;
+  assign \$246  = fsm_state == 4'h8;
+  assign \$247  = fsm_state == 4'h9;
+  assign \$248  = fsm_state == 4'ha;
+  assign \$249  = fsm_state == 4'hb;
+  assign \$250  = fsm_state == 4'hc;
+  assign \$251  = fsm_state == 4'hd;
+  assign \$252  = fsm_state == 4'he;
+  assign \$253  = fsm_state == 4'hf;
+  assign \$254  = fsm_state == 5'h10;
+  assign \$255  = fsm_state == 5'h11;
+  assign \$256  = fsm_state == 5'h12;
+  assign \$257  = fsm_state == 5'h13;
+  assign \$258  = fsm_state == 5'h14;
+  assign \$259  = fsm_state == 5'h15;
+  assign \$260  = fsm_state == 5'h16;
+  assign \$261  = fsm_state == 5'h17;
+  assign \$262  = fsm_state == 5'h18;
+  assign \$263  = fsm_state == 5'h19;
+  assign \$264  = fsm_state == 5'h1a;
+  assign \$265  = fsm_state == 5'h1b;
+  assign \$266  = fsm_state == 5'h1c;
+  assign \$267  = fsm_state == 5'h1d;
+  assign \$268  = fsm_state == 5'h1e;
+  assign \$269  = fsm_state == 5'h1f;
+  assign \$270  = fsm_state == 6'h20;
+  assign \$271  = fsm_state == 6'h21;
+  assign \$272  = fsm_state == 6'h22;
+  assign \$273  = fsm_state == 6'h23;
+  assign \$274  = - $signed(lo);
+  assign \$275  = $signed(hi) > $signed(\$274 );
+  assign \$276  = - $signed(lo);
+  assign \$277  = \$275  ? { hi[15], hi } : \$276 ;
+  assign \$278  = ! lead;
+  assign \$279  = 1'h1 << lead;
+  assign \$281  = \$278  ? 128'h00000000000000000000000000000000 : \$280 ;
+  assign \$282  = ! lead;
+  assign \$283  = lead + 9'h1f0;
+  assign \$284  = $signed(sh0) < $signed(4'h4);
+  assign \$285  = $signed(4'h4) - $signed(sh0);
+  assign \$286  = \$284  ? \$285  : 11'h000;
+  assign \$287  = $signed(sh0) < $signed(4'h4);
+  assign \$288  = $signed(sh0) - $signed(6'h15);
+  assign \$289  = $signed(\$288 ) > $signed({ 1'h0, tk });
+  assign \$290  = $signed(sh0) - $signed(6'h15);
+  assign \$291  = $signed(sh0) - $signed(4'h4);
+  assign \$292  = $signed(\$291 ) < $signed({ 1'h0, tk });
+  assign \$293  = $signed(sh0) - $signed(4'h4);
+  assign \$294  = \$292  ? \$293  : { 7'h00, tk };
+  assign \$295  = \$289  ? \$290  : \$294 ;
+  assign \$296  = \$287  ? 11'h000 : \$295 ;
+  assign \$297  = $signed(km) << pre;
+  assign \$298  = tsh > 7'h4c;
+  assign \$299  = \$298  ? 10'h04c : tsh;
+  assign \$300  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$301  = $signed(\$300 ) - $signed({ 1'h0, tsh });
+  assign \$302  = $signed(km_pre) >>> t_clamped;
+  assign \$303  = $signed(chan[169:154]) << \$223 [4:0];
+  assign \$304  = 1'h1 << sh;
+  assign \$306  = $signed(\$303 ) + $signed({ 1'h0, \$305  });
+  assign \$308  = $signed(6'h10) - $signed(chan[225:218]);
+  assign \$309  = $signed(sh0) < $signed(4'h4);
+  assign \$310  = $signed(4'h4) - $signed(sh0);
+  assign \$311  = \$309  ? \$310  : 11'h000;
+  assign \$312  = $signed(sh0) < $signed(4'h4);
+  assign \$313  = $signed(sh0) - $signed(6'h15);
+  assign \$314  = $signed(\$313 ) > $signed({ 1'h0, tk });
+  assign \$315  = $signed(sh0) - $signed(6'h15);
+  assign \$316  = $signed(sh0) - $signed(4'h4);
+  assign \$317  = $signed(\$316 ) < $signed({ 1'h0, tk });
+  assign \$318  = $signed(sh0) - $signed(4'h4);
+  assign \$319  = \$317  ? \$318  : { 7'h00, tk };
+  assign \$320  = \$314  ? \$315  : \$319 ;
+  assign \$321  = \$312  ? 11'h000 : \$320 ;
+  assign \$322  = $signed(km) << pre;
+  assign \$323  = tsh > 7'h4c;
+  assign \$324  = \$323  ? 10'h04c : tsh;
+  assign \$325  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$326  = $signed(\$325 ) - $signed({ 1'h0, tsh });
+  assign \$327  = $signed(km_pre) >>> t_clamped;
+  assign \$328  = $signed(chan[169:154]) << \$224 [4:0];
+  assign \$329  = 1'h1 << sh;
+  assign \$331  = $signed(\$328 ) + $signed({ 1'h0, \$330  });
+  assign \$333  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    pop_top <= \$275 ;
+    pop_top <= \$334 ;
   always @(posedge clk)
-    pop_bottom <= \$276 ;
+    pop_bottom <= \$335 ;
   always @(posedge clk)
-    fsm_state <= \$277 ;
+    fsm_state <= \$336 ;
   always @(posedge clk)
-    t <= \$278 ;
+    t <= \$337 ;
   always @(posedge clk)
-    start <= \$279 ;
+    start <= \$338 ;
   always @(posedge clk)
-    den <= \$280 ;
+    den <= \$339 ;
   always @(posedge clk)
-    lead <= \$281 ;
+    lead <= \$340 ;
   always @(posedge clk)
-    \start$9  <= \$282 ;
+    \start$9  <= \$341 ;
   always @(posedge clk)
-    recip_rem <= \$283 ;
+    recip_rem <= \$342 ;
   always @(posedge clk)
-    recip_one <= \$284 ;
+    recip_one <= \$343 ;
   always @(posedge clk)
-    recip <= \$285 ;
+    recip <= \$344 ;
   always @(posedge clk)
-    m <= \$286 ;
+    m <= \$345 ;
   always @(posedge clk)
-    km <= \$287 ;
+    km <= \$346 ;
   always @(posedge clk)
-    sh0 <= \$288 ;
+    sh0 <= \$347 ;
   always @(posedge clk)
-    tk <= \$289 ;
+    tk <= \$348 ;
   always @(posedge clk)
-    pre <= \$290 ;
+    pre <= \$349 ;
   always @(posedge clk)
-    tsh <= \$291 ;
+    tsh <= \$350 ;
   always @(posedge clk)
-    km_pre <= \$292 ;
+    km_pre <= \$351 ;
   always @(posedge clk)
-    t_clamped <= \$293 ;
+    t_clamped <= \$352 ;
   always @(posedge clk)
-    sh <= \$294 ;
+    sh <= \$353 ;
   always @(posedge clk)
-    \a$27  <= \$295 ;
+    \a$27  <= \$354 ;
   always @(posedge clk)
-    bias <= \$296 ;
+    bias <= \$355 ;
   always @(posedge clk)
-    \b$50  <= \$297 ;
+    \b$50  <= \$356 ;
   always @(posedge clk)
-    \p$51  <= \$298 ;
+    \p$51  <= \$357 ;
   always @(posedge clk)
-    quot <= \$299 ;
+    quot <= \$358 ;
   \hwnorm_frn_linf_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$23 ),
@@ -1208,7 +1326,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 43'h00000000000;
+    a = 47'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1217,13 +1335,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
+          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
+          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1237,13 +1355,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 18'h00000, recip };
+          a = { 22'h000000, recip };
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[41], m };
+          a = { m[41], m[41], m[41], m[41], m[41], m };
       6'h13:
           /* empty */;
       6'h14:
@@ -1259,7 +1377,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h19:
-          a = { 19'h00000, chan[162:139] };
+          a = { 23'h000000, chan[217:194] };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1273,12 +1391,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [41], \a$27  };
+          a = { \a$27 [45], \a$27  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 25'h0000000;
+    b = 40'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1287,13 +1405,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          b = { 12'h000, chan[13:1] };
+          b = { 27'h0000000, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          b = chan[38:14];
+          b = chan[53:14];
       6'h09:
           /* empty */;
       6'h0a:
@@ -1307,13 +1425,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$169 [16], \$169 [16], \$169 [16], \$169 [16], \$169 [16], \$169 [16], \$169 [16], \$169 [16], \$169  };
+          b = { \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228  };
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 12'h000, chan[13:1] };
+          b = { 27'h0000000, chan[13:1] };
       6'h13:
           /* empty */;
       6'h14:
@@ -1329,7 +1447,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h19:
-          b = { \$173 [16], \$173 [16], \$173 [16], \$173 [16], \$173 [16], \$173 [16], \$173 [16], \$173 [16], \$173  };
+          b = { \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1343,12 +1461,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          b = \$177 ;
+          b = { \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 75'h0000000000000000000;
+    c = 79'h00000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1357,13 +1475,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          c = 75'h0000000000000000000;
+          c = 79'h00000000000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 47'h000000000000, chan[66:39] };
+          c = { 11'h000, chan[121:54] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1377,13 +1495,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 75'h0000000000000000000;
+          c = 79'h00000000000000000000;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 75'h0000000000000000000;
+          c = 79'h00000000000000000000;
       6'h13:
           /* empty */;
       6'h14:
@@ -1399,7 +1517,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h19:
-          c = 75'h0000000000000000000;
+          c = 79'h00000000000000000000;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1413,7 +1531,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          c = 75'h0000000000000000000;
+          c = 79'h00000000000000000000;
     endcase
   end
   always @* begin
@@ -1447,7 +1565,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$170 ;
+          neg = \$229 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1469,7 +1587,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h19:
-          neg = \$174 ;
+          neg = \$233 ;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1483,12 +1601,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$178 ;
+          neg = \$237 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 5'h00;
+    steps = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1497,13 +1615,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          steps = 5'h0d;
+          steps = 6'h0d;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          steps = 5'h19;
+          steps = 6'h28;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1517,13 +1635,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h10;
+          steps = 6'h10;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h0d;
+          steps = 6'h0d;
       6'h13:
           /* empty */;
       6'h14:
@@ -1539,7 +1657,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h03:
           /* empty */;
       6'h19:
-          steps = 5'h10;
+          steps = 6'h10;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1553,12 +1671,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          steps = 5'h18;
+          steps = 6'h18;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 53'h00000000000000;
+    rem_init = 69'h000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1609,7 +1727,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$166 ;
+          lo_init = \$225 ;
     endcase
   end
   always @* begin
@@ -1642,7 +1760,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 53'h00000000000000;
+    \den$23  = 69'h000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1776,161 +1894,161 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = 1'h0;
+    \$334  = 1'h0;
     if (rst) begin
-      \$275  = 1'h0;
+      \$334  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = 1'h0;
+    \$335  = 1'h0;
     if (rst) begin
-      \$276  = 1'h0;
+      \$335  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = fsm_state;
+    \$336  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$33 ) begin
             casez (entry)
               2'h0:
-                  \$277  = 6'h01;
+                  \$336  = 6'h01;
               2'h1:
-                  \$277  = 6'h02;
+                  \$336  = 6'h02;
               2'h2:
-                  \$277  = 6'h03;
+                  \$336  = 6'h03;
             endcase
           end
       6'h02:
-          \$277  = 6'h04;
+          \$336  = 6'h04;
       6'h04:
-          \$277  = 6'h05;
+          \$336  = 6'h05;
       6'h05:
-          \$277  = 6'h06;
+          \$336  = 6'h06;
       6'h06:
           if (\done$37 ) begin
-            \$277  = 6'h07;
+            \$336  = 6'h07;
           end
       6'h07:
-          \$277  = 6'h08;
+          \$336  = 6'h08;
       6'h08:
-          \$277  = 6'h09;
+          \$336  = 6'h09;
       6'h09:
           if (\done$37 ) begin
-            \$277  = 6'h0a;
+            \$336  = 6'h0a;
           end
       6'h0a:
-          \$277  = 6'h0b;
+          \$336  = 6'h0b;
       6'h0b:
-          \$277  = 6'h0c;
+          \$336  = 6'h0c;
       6'h0c:
-          \$277  = 6'h0d;
+          \$336  = 6'h0d;
       6'h0d:
           if (\done$40 ) begin
-            \$277  = 6'h0e;
+            \$336  = 6'h0e;
           end
       6'h0e:
-          \$277  = 6'h0f;
+          \$336  = 6'h0f;
       6'h0f:
-          \$277  = 6'h10;
+          \$336  = 6'h10;
       6'h10:
           if (\done$37 ) begin
-            \$277  = 6'h11;
+            \$336  = 6'h11;
           end
       6'h11:
-          \$277  = 6'h12;
+          \$336  = 6'h12;
       6'h12:
-          \$277  = 6'h13;
+          \$336  = 6'h13;
       6'h13:
           if (\done$37 ) begin
-            \$277  = 6'h14;
+            \$336  = 6'h14;
           end
       6'h14:
-          \$277  = 6'h15;
+          \$336  = 6'h15;
       6'h15:
-          \$277  = 6'h16;
+          \$336  = 6'h16;
       6'h16:
-          \$277  = 6'h17;
+          \$336  = 6'h17;
       6'h17:
-          \$277  = 6'h18;
+          \$336  = 6'h18;
       6'h18:
-          \$277  = 6'h01;
+          \$336  = 6'h01;
       6'h03:
-          \$277  = 6'h19;
+          \$336  = 6'h19;
       6'h19:
-          \$277  = 6'h1a;
+          \$336  = 6'h1a;
       6'h1a:
           if (\done$37 ) begin
-            \$277  = 6'h1b;
+            \$336  = 6'h1b;
           end
       6'h1b:
-          \$277  = 6'h1c;
+          \$336  = 6'h1c;
       6'h1c:
-          \$277  = 6'h1d;
+          \$336  = 6'h1d;
       6'h1d:
-          \$277  = 6'h1e;
+          \$336  = 6'h1e;
       6'h1e:
-          \$277  = 6'h1f;
+          \$336  = 6'h1f;
       6'h1f:
-          \$277  = 6'h20;
+          \$336  = 6'h20;
       6'h20:
-          \$277  = 6'h21;
+          \$336  = 6'h21;
       6'h21:
           if (\done$37 ) begin
-            \$277  = 6'h22;
+            \$336  = 6'h22;
           end
       6'h22:
-          \$277  = 6'h23;
+          \$336  = 6'h23;
       6'h23:
-          \$277  = 6'h01;
+          \$336  = 6'h01;
       6'h01:
-          \$277  = 6'h00;
+          \$336  = 6'h00;
     endcase
     if (rst) begin
-      \$277  = 6'h00;
+      \$336  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = t;
+    \$337  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$278  = { \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218 [16], \$218  };
+          \$337  = { \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277  };
       6'h04:
           /* empty */;
       6'h05:
           /* empty */;
       6'h06:
           if (\done$37 ) begin
-            \$278  = p[32:0];
+            \$337  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$278  = 33'h000000000;
+      \$337  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = start;
+    \$338  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h05:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h08:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1942,15 +2060,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0d:
           /* empty */;
       6'h0e:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h0f:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h12:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
@@ -1964,9 +2082,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h18:
           /* empty */;
       6'h03:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h19:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1978,17 +2096,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$279  = 1'h1;
+          \$338  = 1'h1;
       6'h20:
-          \$279  = 1'h0;
+          \$338  = 1'h0;
     endcase
     if (rst) begin
-      \$279  = 1'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = den;
+    \$339  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2006,16 +2124,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h09:
           if (\done$37 ) begin
-            \$280  = p[52:0];
+            \$339  = p[68:0];
           end
     endcase
     if (rst) begin
-      \$280  = 53'h00000000000000;
+      \$339  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = lead;
+    \$340  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2034,15 +2152,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h09:
           /* empty */;
       6'h0a:
-          \$281  = den_lead;
+          \$340  = den_lead;
     endcase
     if (rst) begin
-      \$281  = 6'h00;
+      \$340  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = \start$9 ;
+    \$341  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2063,17 +2181,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \$282  = 1'h1;
+          \$341  = 1'h1;
       6'h0c:
-          \$282  = 1'h0;
+          \$341  = 1'h0;
     endcase
     if (rst) begin
-      \$282  = 1'h0;
+      \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = recip_rem;
+    \$342  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2094,15 +2212,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \$283  = \$222 [52:0];
+          \$342  = \$281 [68:0];
     endcase
     if (rst) begin
-      \$283  = 53'h00000000000000;
+      \$342  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = recip_one;
+    \$343  = recip_one;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2123,15 +2241,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0a:
           /* empty */;
       6'h0b:
-          \$284  = \$223 ;
+          \$343  = \$282 ;
     endcase
     if (rst) begin
-      \$284  = 1'h0;
+      \$343  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = recip;
+    \$344  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2157,16 +2275,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h0d:
           if (\done$40 ) begin
-            \$285  = q[24:0];
+            \$344  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$285  = 25'h0000000;
+      \$344  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = m;
+    \$345  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2198,7 +2316,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h10:
           if (\done$37 ) begin
-            \$286  = p[41:0];
+            \$345  = p[41:0];
           end
       6'h11:
           /* empty */;
@@ -2222,16 +2340,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h1a:
           if (\done$37 ) begin
-            \$286  = p[41:0];
+            \$345  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$286  = 42'h00000000000;
+      \$345  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = km;
+    \$346  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2269,7 +2387,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h13:
           if (\done$37 ) begin
-            \$287  = p[55:0];
+            \$346  = p[55:0];
           end
       6'h14:
           /* empty */;
@@ -2288,15 +2406,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1a:
           /* empty */;
       6'h1b:
-          \$287  = \$248 [55:0];
+          \$346  = \$307 [55:0];
     endcase
     if (rst) begin
-      \$287  = 56'h00000000000000;
+      \$346  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = sh0;
+    \$347  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2335,7 +2453,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          \$288  = { \$224 [7], \$224 [7], \$224  };
+          \$347  = { \$283 [8], \$283  };
       6'h15:
           /* empty */;
       6'h16:
@@ -2351,15 +2469,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1a:
           /* empty */;
       6'h1b:
-          \$288  = { \$249 [8], \$249  };
+          \$347  = { \$308 [8], \$308  };
     endcase
     if (rst) begin
-      \$288  = 10'h000;
+      \$347  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = tk;
+    \$348  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2398,7 +2516,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h13:
           /* empty */;
       6'h14:
-          \$289  = count_lead;
+          \$348  = count_lead;
       6'h15:
           /* empty */;
       6'h16:
@@ -2414,15 +2532,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1a:
           /* empty */;
       6'h1b:
-          \$289  = 4'h8;
+          \$348  = 4'h8;
     endcase
     if (rst) begin
-      \$289  = 4'h0;
+      \$348  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = pre;
+    \$349  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2463,72 +2581,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h14:
           /* empty */;
       6'h15:
-          \$290  = \$227 [2:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$290  = \$252 [2:0];
-    endcase
-    if (rst) begin
-      \$290  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$291  = \$237 [9:0];
+          \$349  = \$286 [4:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -2544,15 +2597,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1b:
           /* empty */;
       6'h1c:
-          \$291  = \$262 [9:0];
+          \$349  = \$311 [4:0];
     endcase
     if (rst) begin
-      \$291  = 10'h000;
+      \$349  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = km_pre;
+    \$350  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2593,9 +2646,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$350  = \$296 [9:0];
       6'h16:
-          \$292  = \$238 [60:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -2609,17 +2662,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
-      6'h1d:
-          \$292  = \$263 [60:0];
+          \$350  = \$321 [9:0];
     endcase
     if (rst) begin
-      \$292  = 61'h0000000000000000;
+      \$350  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = t_clamped;
+    \$351  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2662,7 +2713,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          \$293  = \$240 [5:0];
+          \$351  = \$297 [75:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -2678,15 +2729,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1c:
           /* empty */;
       6'h1d:
-          \$293  = \$265 [5:0];
+          \$351  = \$322 [75:0];
     endcase
     if (rst) begin
-      \$293  = 6'h00;
+      \$351  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = sh;
+    \$352  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2729,7 +2780,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h15:
           /* empty */;
       6'h16:
-          \$294  = \$242 [4:0];
+          \$352  = \$299 [6:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -2745,15 +2796,82 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1c:
           /* empty */;
       6'h1d:
-          \$294  = \$267 [4:0];
+          \$352  = \$324 [6:0];
     endcase
     if (rst) begin
-      \$294  = 5'h00;
+      \$352  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = \a$27 ;
+    \$353  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$353  = \$301 [4:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$353  = \$326 [4:0];
+    endcase
+    if (rst) begin
+      \$353  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$354  = \a$27 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2798,7 +2916,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h16:
           /* empty */;
       6'h17:
-          \$295  = \$243 [41:0];
+          \$354  = \$302 [45:0];
       6'h18:
           /* empty */;
       6'h03:
@@ -2814,15 +2932,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1d:
           /* empty */;
       6'h1e:
-          \$295  = \$268 [41:0];
+          \$354  = \$327 [45:0];
     endcase
     if (rst) begin
-      \$295  = 42'h00000000000;
+      \$354  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = bias;
+    \$355  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2867,7 +2985,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h16:
           /* empty */;
       6'h17:
-          \$296  = { \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247 [47], \$247  };
+          \$355  = { \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306  };
       6'h18:
           /* empty */;
       6'h03:
@@ -2883,15 +3001,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1d:
           /* empty */;
       6'h1e:
-          \$296  = { \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272 [47], \$272  };
+          \$355  = { \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331  };
     endcase
     if (rst) begin
-      \$296  = 58'h000000000000000;
+      \$355  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = \b$50 ;
+    \$356  = \b$50 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2938,7 +3056,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \$297  = bias;
+          \$356  = bias;
       6'h03:
           /* empty */;
       6'h19:
@@ -2962,15 +3080,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h22:
           /* empty */;
       6'h23:
-          \$297  = \$274 [57:0];
+          \$356  = \$333 [61:0];
     endcase
     if (rst) begin
-      \$297  = 58'h000000000000000;
+      \$356  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = \p$51 ;
+    \$357  = \p$51 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3038,16 +3156,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h21:
           if (\done$37 ) begin
-            \$298  = p[72:0];
+            \$357  = p[76:0];
           end
     endcase
     if (rst) begin
-      \$298  = 73'h0000000000000000000;
+      \$357  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = quot;
+    \$358  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3116,36 +3234,36 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h21:
           /* empty */;
       6'h22:
-          \$299  = \$273 [61:0];
+          \$358  = \$332 [65:0];
     endcase
     if (rst) begin
-      \$299  = 62'h0000000000000000;
+      \$358  = 66'h00000000000000000;
     end
   end
-  assign beta_shift = \$164 [4:0];
-  assign \beta_shift$6  = \$165 [4:0];
+  assign beta_shift = \$223 [4:0];
+  assign \beta_shift$6  = \$224 [4:0];
   assign seqmul_go = start;
   assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.c  = chan[38:14];
-  assign \chan.neps  = chan[66:39];
-  assign \chan.tau  = chan[82:67];
-  assign \chan.gamma  = chan[98:83];
-  assign \chan.beta  = chan[114:99];
-  assign \chan.mean  = chan[138:115];
-  assign \chan.scale_m  = chan[162:139];
-  assign \chan.scale_exp  = chan[170:163];
-  assign \$221  = { 1'h0, \$220 [63:1] };
-  assign \$246  = { 1'h0, \$245 [31:1] };
-  assign \$248  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$271  = { 1'h0, \$270 [31:1] };
-  assign \$273  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \chan.c  = chan[53:14];
+  assign \chan.neps  = chan[121:54];
+  assign \chan.tau  = chan[137:122];
+  assign \chan.gamma  = chan[153:138];
+  assign \chan.beta  = chan[169:154];
+  assign \chan.mean  = chan[193:170];
+  assign \chan.scale_m  = chan[217:194];
+  assign \chan.scale_exp  = chan[225:218];
+  assign \$280  = { 1'h0, \$279 [127:1] };
+  assign \$305  = { 1'h0, \$304 [31:1] };
+  assign \$307  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$330  = { 1'h0, \$329 [31:1] };
+  assign \$332  = { \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76:8] };
 endmodule
 
 module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [53:0] \$1 ;
+  wire [69:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -3155,18 +3273,18 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [52:0] \$19 ;
+  reg [68:0] \$19 ;
   wire \$2 ;
   reg [23:0] \$20 ;
-  reg [52:0] \$21 ;
+  reg [68:0] \$21 ;
   reg \$22 ;
   reg [23:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
   reg [25:0] \$26 ;
   wire \$3 ;
-  wire [54:0] \$4 ;
-  wire [54:0] \$5 ;
+  wire [70:0] \$4 ;
+  wire [70:0] \$5 ;
   wire [24:0] \$6 ;
   wire \$7 ;
   wire [24:0] \$8 ;
@@ -3174,9 +3292,9 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [52:0] den = 53'h00000000000000;
-  input [52:0] \den$13 ;
-  wire [52:0] \den$13 ;
+  reg [68:0] den = 69'h000000000000000000;
+  input [68:0] \den$13 ;
+  wire [68:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
@@ -3189,9 +3307,9 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   output [25:0] q;
   reg [25:0] q = 26'h0000000;
   reg [23:0] quot = 24'h000000;
-  reg [52:0] rem = 53'h00000000000000;
-  input [52:0] rem_init;
-  wire [52:0] rem_init;
+  reg [68:0] rem = 69'h000000000000000000;
+  input [68:0] rem_init;
+  wire [68:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3200,8 +3318,8 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [53:0] trial;
-  assign trial = \$1  | { 53'h00000000000000, lo[23] };
+  wire [69:0] trial;
+  assign trial = \$1  | { 69'h000000000000000000, lo[23] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -3269,10 +3387,10 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [52:0];
+      \$19  = \$5 [68:0];
     end
     if (rst) begin
-      \$19  = 53'h00000000000000;
+      \$19  = 69'h000000000000000000;
     end
   end
   always @* begin
@@ -3294,7 +3412,7 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 53'h00000000000000;
+      \$21  = 69'h000000000000000000;
     end
   end
   always @* begin
@@ -3359,45 +3477,45 @@ endmodule
 module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [74:0] \$10 ;
-  reg [74:0] \$11 ;
-  reg [24:0] \$12 ;
+  reg [78:0] \$10 ;
+  reg [78:0] \$11 ;
+  reg [39:0] \$12 ;
   reg \$13 ;
-  reg [4:0] \$14 ;
-  wire [75:0] \$2 ;
-  wire [76:0] \$3 ;
-  wire [77:0] \$4 ;
-  wire [75:0] \$5 ;
-  wire [24:0] \$6 ;
-  wire [5:0] \$7 ;
+  reg [5:0] \$14 ;
+  wire [79:0] \$2 ;
+  wire [80:0] \$3 ;
+  wire [81:0] \$4 ;
+  wire [79:0] \$5 ;
+  wire [39:0] \$6 ;
+  wire [6:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [42:0] a;
-  wire [42:0] a;
-  reg [74:0] a_sh = 75'h0000000000000000000;
-  input [24:0] b;
-  wire [24:0] b;
-  reg [24:0] b_sh = 25'h0000000;
-  input [74:0] c;
-  wire [74:0] c;
+  input [46:0] a;
+  wire [46:0] a;
+  reg [78:0] a_sh = 79'h00000000000000000000;
+  input [39:0] b;
+  wire [39:0] b;
+  reg [39:0] b_sh = 40'h0000000000;
+  input [78:0] c;
+  wire [78:0] c;
   input clk;
   wire clk;
   output done;
   reg done = 1'h0;
-  reg [4:0] left = 5'h00;
+  reg [5:0] left = 6'h00;
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [74:0] p;
-  reg [74:0] p = 75'h0000000000000000000;
+  output [78:0] p;
+  reg [78:0] p = 79'h00000000000000000000;
   input rst;
   wire rst;
   input start;
   wire start;
-  input [4:0] steps;
-  wire [4:0] steps;
+  input [5:0] steps;
+  wire [5:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[78], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3434,23 +3552,23 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [74:0];
+        \$10  = \$4 [78:0];
       end
     end
     if (rst) begin
-      \$10  = 75'h0000000000000000000;
+      \$10  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a };
+      \$11  = { a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [74:0];
+      \$11  = \$5 [78:0];
     end
     if (rst) begin
-      \$11  = 75'h0000000000000000000;
+      \$11  = 79'h00000000000000000000;
     end
   end
   always @* begin
@@ -3462,7 +3580,7 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 25'h0000000;
+      \$12  = 40'h0000000000;
     end
   end
   always @* begin
@@ -3481,36 +3599,36 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
     if (start) begin
       \$14  = steps;
     end else if (\$1 ) begin
-      \$14  = \$7 [4:0];
+      \$14  = \$7 [5:0];
     end
     if (rst) begin
-      \$14  = 5'h00;
+      \$14  = 6'h00;
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[24:1] };
+  assign \$6  = { 1'h0, b_sh[39:1] };
 endmodule
 
 module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
+  wire [27:0] \$11 ;
   wire [34:0] \$12 ;
   wire [64:0] \$13 ;
   wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire [91:0] \$15 ;
+  wire [92:0] \$16 ;
+  wire [93:0] \$17 ;
+  wire [62:0] \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
-  wire [58:0] \$24 ;
-  wire [58:0] \$25 ;
+  wire [62:0] \$22 ;
+  wire [62:0] \$23 ;
+  wire [62:0] \$24 ;
+  wire [62:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -3535,11 +3653,11 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg [15:0] \$45 ;
   reg [33:0] \$46 ;
   reg [33:0] \$47 ;
-  reg [24:0] \$48 ;
-  reg [58:0] \$49 ;
+  reg [28:0] \$48 ;
+  reg [62:0] \$49 ;
   wire [1:0] \$5 ;
-  reg [58:0] \$50 ;
-  reg [58:0] \$51 ;
+  reg [62:0] \$50 ;
+  reg [62:0] \$51 ;
   reg \$52 ;
   reg \$53 ;
   reg \$54 ;
@@ -3548,11 +3666,11 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   wire \$7 ;
   wire \$8 ;
   wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  input [45:0] a;
+  wire [45:0] a;
+  reg [62:0] acc0 = 63'h0000000000000000;
+  input [61:0] b;
+  wire [61:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3586,9 +3704,9 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
   reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [28:0] p0_34 = 29'h00000000;
+  reg [62:0] q0 = 63'h0000000000000000;
+  reg [62:0] qs0 = 63'h0000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3658,7 +3776,7 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign \$8  = \$7  & ce;
   assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
   assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
+  assign \$11  = $signed(x0) * $signed(a[45:34]);
   assign \$14  = $signed(\$12 ) + $signed(\$13 );
   assign \$16  = $signed(\$15 ) + $signed(b);
   assign \$17  = $signed(\$14 ) + $signed(\$16 );
@@ -3666,10 +3784,10 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign \$19  = $signed(qs0) > $signed(16'h7fff);
   assign \$20  = $signed(qs0) < $signed(16'h8000);
   assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$23  = over0 ? 59'h000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 59'h000000000000000;
+  assign \$22  = under0 ? 63'h7fffffffffff8000 : q0;
+  assign \$23  = over0 ? 63'h0000000000007fff : \$22 ;
+  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
+  assign \$25  = ok4 ? \$24  : 63'h0000000000000000;
   assign \$26  = ~ clear;
   assign \$27  = \$26  & ce;
   assign \$28  = v4 & ok4;
@@ -3799,20 +3917,20 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$48  = p0_34;
     if (\$8 ) begin
-      \$48  = { \$11 [23], \$11  };
+      \$48  = { \$11 [27], \$11  };
     end
     if (rst) begin
-      \$48  = 25'h0000000;
+      \$48  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$49  = acc0;
     if (\$8 ) begin
-      \$49  = \$17 [58:0];
+      \$49  = \$17 [62:0];
     end
     if (rst) begin
-      \$49  = 59'h000000000000000;
+      \$49  = 63'h0000000000000000;
     end
   end
   always @* begin
@@ -3822,7 +3940,7 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
       \$50  = \$18 ;
     end
     if (rst) begin
-      \$50  = 59'h000000000000000;
+      \$50  = 63'h0000000000000000;
     end
   end
   always @* begin
@@ -3832,7 +3950,7 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
       \$51  = qs0;
     end
     if (rst) begin
-      \$51  = 59'h000000000000000;
+      \$51  = 63'h0000000000000000;
     end
   end
   always @* begin
@@ -3954,7 +4072,7 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign \i__payload[0]  = i__payload;
   assign \$12  = { p0_0[33], p0_0 };
   assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$15  = { p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34, 34'h000000000 };
 endmodule
 
 module \hwnorm_frn_linf_s16.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

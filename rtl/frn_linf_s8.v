@@ -4,7 +4,7 @@
 
 module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [36:0] \$1 ;
+  wire [45:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -17,7 +17,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [110:0] \$21 ;
+  reg [147:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -26,44 +26,44 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$24 ;
-  wire [34:0] b;
-  wire [34:0] \b$26 ;
+  wire [28:0] a;
+  wire [28:0] \a$24 ;
+  wire [36:0] b;
+  wire [36:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [110:0] chan = 111'h0000000000000000000000000000;
-  (* init = 111'h0000000000000000000000000000 *)
-  wire [110:0] \chan$20 ;
+  reg [147:0] chan = 148'h0000000000000000000000000000000000000;
+  (* init = 148'h0000000000000000000000000000000000000 *)
+  wire [147:0] \chan$20 ;
   wire [7:0] \chan$20.beta ;
-  wire [16:0] \chan$20.c ;
+  wire [24:0] \chan$20.c ;
   wire [12:0] \chan$20.count ;
   wire [7:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [15:0] \chan$20.mean ;
-  wire [15:0] \chan$20.neps ;
+  wire [44:0] \chan$20.neps ;
   wire [7:0] \chan$20.scale_exp ;
   wire [15:0] \chan$20.scale_m ;
   wire [7:0] \chan$20.tau ;
   wire [7:0] \chan.beta ;
-  wire [16:0] \chan.c ;
+  wire [24:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
-  wire [15:0] \chan.neps ;
+  wire [44:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
-  input [110:0] chan__payload;
-  wire [110:0] chan__payload;
+  input [147:0] chan__payload;
+  wire [147:0] chan__payload;
   wire [7:0] \chan__payload.beta ;
-  wire [16:0] \chan__payload.c ;
+  wire [24:0] \chan__payload.c ;
   wire [12:0] \chan__payload.count ;
   wire [7:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [15:0] \chan__payload.mean ;
-  wire [15:0] \chan__payload.neps ;
+  wire [44:0] \chan__payload.neps ;
   wire [7:0] \chan__payload.scale_exp ;
   wire [15:0] \chan__payload.scale_m ;
   wire [7:0] \chan__payload.tau ;
@@ -75,7 +75,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg \clear$38 ;
   input clk;
   wire clk;
-  wire [36:0] den;
+  wire [45:0] den;
   wire done;
   reg [1:0] entry;
   reg [2:0] fsm_state = 3'h0;
@@ -115,9 +115,9 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [70:0] stats__payload;
-  wire [70:0] stats__payload;
-  wire [36:0] \stats__payload.den ;
+  output [79:0] stats__payload;
+  wire [79:0] stats__payload;
+  wire [45:0] \stats__payload.den ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -131,7 +131,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [7:0] \x[0] ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 37'h0000000000 : den;
+  assign \$1  = chan[0] ? 46'h000000000000 : den;
   assign \$2  = | left;
   assign \$3  = i__valid & more;
   assign \$4  = \i__ready$45  & more;
@@ -185,7 +185,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[54:47]),
+    .tau(chan[91:84]),
     .v5(o__valid)
   );
   \hwnorm_frn_linf_s8.stats_unit  stats_unit (
@@ -387,7 +387,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           end
     endcase
     if (rst) begin
-      \$21  = 111'h0000000000000000000000000000;
+      \$21  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -436,50 +436,50 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[54:47];
+  assign tau = chan[91:84];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
-  assign \chan__payload.c  = chan__payload[30:14];
-  assign \chan__payload.neps  = chan__payload[46:31];
-  assign \chan__payload.tau  = chan__payload[54:47];
-  assign \chan__payload.gamma  = chan__payload[62:55];
-  assign \chan__payload.beta  = chan__payload[70:63];
-  assign \chan__payload.mean  = chan__payload[86:71];
-  assign \chan__payload.scale_m  = chan__payload[102:87];
-  assign \chan__payload.scale_exp  = chan__payload[110:103];
+  assign \chan__payload.c  = chan__payload[38:14];
+  assign \chan__payload.neps  = chan__payload[83:39];
+  assign \chan__payload.tau  = chan__payload[91:84];
+  assign \chan__payload.gamma  = chan__payload[99:92];
+  assign \chan__payload.beta  = chan__payload[107:100];
+  assign \chan__payload.mean  = chan__payload[123:108];
+  assign \chan__payload.scale_m  = chan__payload[139:124];
+  assign \chan__payload.scale_exp  = chan__payload[147:140];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[20:0];
-  assign \stats__payload.den  = stats__payload[57:21];
-  assign \stats__payload.sat  = stats__payload[70:58];
+  assign \stats__payload.den  = stats__payload[66:21];
+  assign \stats__payload.sat  = stats__payload[79:67];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.c  = chan[30:14];
-  assign \chan.neps  = chan[46:31];
-  assign \chan.tau  = chan[54:47];
-  assign \chan.gamma  = chan[62:55];
-  assign \chan.beta  = chan[70:63];
-  assign \chan.mean  = chan[86:71];
-  assign \chan.scale_m  = chan[102:87];
-  assign \chan.scale_exp  = chan[110:103];
+  assign \chan.c  = chan[38:14];
+  assign \chan.neps  = chan[83:39];
+  assign \chan.tau  = chan[91:84];
+  assign \chan.gamma  = chan[99:92];
+  assign \chan.beta  = chan[107:100];
+  assign \chan.mean  = chan[123:108];
+  assign \chan.scale_m  = chan[139:124];
+  assign \chan.scale_exp  = chan[147:140];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
-  assign \chan$20.c  = chan[30:14];
-  assign \chan$20.neps  = chan[46:31];
-  assign \chan$20.tau  = chan[54:47];
-  assign \chan$20.gamma  = chan[62:55];
-  assign \chan$20.beta  = chan[70:63];
-  assign \chan$20.mean  = chan[86:71];
-  assign \chan$20.scale_m  = chan[102:87];
-  assign \chan$20.scale_exp  = chan[110:103];
+  assign \chan$20.c  = chan[38:14];
+  assign \chan$20.neps  = chan[83:39];
+  assign \chan$20.tau  = chan[91:84];
+  assign \chan$20.gamma  = chan[99:92];
+  assign \chan$20.beta  = chan[107:100];
+  assign \chan$20.mean  = chan[123:108];
+  assign \chan$20.scale_m  = chan[139:124];
+  assign \chan$20.scale_exp  = chan[147:140];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
-  assign stats__payload[70:58] = sat_count;
-  assign stats__payload[57:21] = \$1 ;
+  assign stats__payload[79:67] = sat_count;
+  assign stats__payload[66:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
@@ -488,64 +488,64 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire [3:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire [3:0] \$105 ;
+  wire [5:0] \$101 ;
+  wire [5:0] \$102 ;
+  wire [5:0] \$103 ;
+  wire [5:0] \$104 ;
+  wire \$105 ;
   wire \$106 ;
-  wire [3:0] \$107 ;
-  wire [3:0] \$108 ;
-  wire [3:0] \$109 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [5:0] \$109 ;
   wire \$11 ;
-  wire [3:0] \$110 ;
-  wire [4:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire [15:0] \$113 ;
-  wire \$114 ;
-  wire [8:0] \$115 ;
-  wire [8:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [8:0] \$119 ;
+  wire [5:0] \$110 ;
+  wire [5:0] \$111 ;
+  wire \$112 ;
+  wire [5:0] \$113 ;
+  wire [5:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire [5:0] \$116 ;
+  wire [5:0] \$117 ;
+  wire [5:0] \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [8:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
   wire \$122 ;
-  wire [16:0] \$123 ;
-  wire [16:0] \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
+  wire \$123 ;
+  wire [3:0] \$124 ;
+  wire [3:0] \$125 ;
+  wire [3:0] \$126 ;
+  wire [3:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
+  wire [3:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire [3:0] \$134 ;
   wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [3:0] \$136 ;
+  wire [3:0] \$137 ;
+  wire [3:0] \$138 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [4:0] \$140 ;
+  wire [4:0] \$141 ;
+  wire [15:0] \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [8:0] \$144 ;
+  wire [8:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [8:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [16:0] \$152 ;
+  wire [16:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
   wire \$156 ;
@@ -555,210 +555,239 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire [8:0] \$162 ;
+  wire \$162 ;
   wire \$163 ;
-  wire [8:0] \$164 ;
-  wire [8:0] \$165 ;
+  wire \$164 ;
+  wire \$165 ;
   wire \$166 ;
-  wire [63:0] \$167 ;
-  wire [63:0] \$168 ;
-  wire [63:0] \$169 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire [6:0] \$171 ;
+  wire \$171 ;
   wire \$172 ;
-  wire [10:0] \$173 ;
-  wire [10:0] \$174 ;
+  wire \$173 ;
+  wire \$174 ;
   wire \$175 ;
-  wire [10:0] \$176 ;
+  wire \$176 ;
   wire \$177 ;
-  wire [10:0] \$178 ;
-  wire [10:0] \$179 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [10:0] \$181 ;
-  wire [10:0] \$182 ;
-  wire [10:0] \$183 ;
-  wire [10:0] \$184 ;
-  wire [46:0] \$185 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire [9:0] \$187 ;
-  wire [10:0] \$188 ;
-  wire [11:0] \$189 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [43:0] \$190 ;
-  wire [22:0] \$191 ;
-  wire [15:0] \$192 ;
-  wire [15:0] \$193 ;
-  wire [23:0] \$194 ;
-  wire [40:0] \$195 ;
-  wire [8:0] \$196 ;
-  wire \$197 ;
-  wire [10:0] \$198 ;
-  wire [10:0] \$199 ;
+  wire \$190 ;
+  wire [8:0] \$191 ;
+  wire \$192 ;
+  wire [8:0] \$193 ;
+  wire [8:0] \$194 ;
+  wire \$195 ;
+  wire [63:0] \$196 ;
+  wire [63:0] \$197 ;
+  wire [63:0] \$198 ;
+  wire \$199 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire [10:0] \$201 ;
-  wire \$202 ;
+  wire [5:0] \$20 ;
+  wire [7:0] \$200 ;
+  wire \$201 ;
+  wire [10:0] \$202 ;
   wire [10:0] \$203 ;
-  wire [10:0] \$204 ;
-  wire \$205 ;
-  wire [10:0] \$206 ;
+  wire \$204 ;
+  wire [10:0] \$205 ;
+  wire \$206 ;
   wire [10:0] \$207 ;
   wire [10:0] \$208 ;
-  wire [10:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [46:0] \$210 ;
-  wire \$211 ;
-  wire [9:0] \$212 ;
+  wire [10:0] \$210 ;
+  wire [10:0] \$211 ;
+  wire [10:0] \$212 ;
   wire [10:0] \$213 ;
-  wire [11:0] \$214 ;
-  wire [43:0] \$215 ;
-  wire [22:0] \$216 ;
-  wire [15:0] \$217 ;
-  wire [15:0] \$218 ;
-  wire [23:0] \$219 ;
-  wire \$22 ;
-  wire [49:0] \$220 ;
-  wire [39:0] \$221 ;
-  reg \$222 ;
-  reg \$223 ;
-  reg [5:0] \$224 ;
-  reg [24:0] \$225 ;
-  reg \$226 ;
-  reg [36:0] \$227 ;
-  reg [5:0] \$228 ;
-  reg \$229 ;
-  wire \$23 ;
-  reg [36:0] \$230 ;
-  reg \$231 ;
-  reg [16:0] \$232 ;
-  reg [25:0] \$233 ;
-  reg [39:0] \$234 ;
-  reg [9:0] \$235 ;
-  reg [3:0] \$236 ;
-  reg [2:0] \$237 ;
-  reg [9:0] \$238 ;
-  reg [43:0] \$239 ;
-  wire \$24 ;
-  reg [5:0] \$240 ;
-  reg [3:0] \$241 ;
-  reg [26:0] \$242 ;
-  reg [34:0] \$243 ;
-  reg [34:0] \$244 ;
-  reg [49:0] \$245 ;
-  reg [38:0] \$246 ;
-  wire \$25 ;
+  wire [54:0] \$214 ;
+  wire \$215 ;
+  wire [9:0] \$216 ;
+  wire [10:0] \$217 ;
+  wire [11:0] \$218 ;
+  wire [51:0] \$219 ;
+  wire [5:0] \$22 ;
+  wire [22:0] \$220 ;
+  wire [15:0] \$221 ;
+  wire [15:0] \$222 ;
+  wire [23:0] \$223 ;
+  wire [40:0] \$224 ;
+  wire [8:0] \$225 ;
+  wire \$226 ;
+  wire [10:0] \$227 ;
+  wire [10:0] \$228 ;
+  wire \$229 ;
+  wire [5:0] \$23 ;
+  wire [10:0] \$230 ;
+  wire \$231 ;
+  wire [10:0] \$232 ;
+  wire [10:0] \$233 ;
+  wire \$234 ;
+  wire [10:0] \$235 ;
+  wire [10:0] \$236 ;
+  wire [10:0] \$237 ;
+  wire [10:0] \$238 ;
+  wire [54:0] \$239 ;
+  wire [5:0] \$24 ;
+  wire \$240 ;
+  wire [9:0] \$241 ;
+  wire [10:0] \$242 ;
+  wire [11:0] \$243 ;
+  wire [51:0] \$244 ;
+  wire [22:0] \$245 ;
+  wire [15:0] \$246 ;
+  wire [15:0] \$247 ;
+  wire [23:0] \$248 ;
+  wire [51:0] \$249 ;
+  wire [5:0] \$25 ;
+  wire [41:0] \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg [5:0] \$253 ;
+  reg [24:0] \$254 ;
+  reg \$255 ;
+  reg [45:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg \$258 ;
+  reg [45:0] \$259 ;
   wire \$26 ;
+  reg \$260 ;
+  reg [16:0] \$261 ;
+  reg [25:0] \$262 ;
+  reg [39:0] \$263 ;
+  reg [9:0] \$264 ;
+  reg [3:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg [9:0] \$267 ;
+  reg [51:0] \$268 ;
+  reg [5:0] \$269 ;
   wire \$27 ;
+  reg [3:0] \$270 ;
+  reg [28:0] \$271 ;
+  reg [36:0] \$272 ;
+  reg [36:0] \$273 ;
+  reg [51:0] \$274 ;
+  reg [40:0] \$275 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
+  wire [5:0] \$30 ;
+  wire [5:0] \$31 ;
+  wire [5:0] \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
+  wire [5:0] \$34 ;
+  wire [5:0] \$35 ;
   wire [5:0] \$36 ;
   wire [5:0] \$37 ;
   wire [5:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [5:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire [5:0] \$68 ;
+  wire [5:0] \$65 ;
+  wire [5:0] \$66 ;
+  wire [5:0] \$67 ;
+  wire \$68 ;
   wire [5:0] \$69 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire [5:0] \$70 ;
-  wire \$71 ;
+  wire [5:0] \$71 ;
   wire [5:0] \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
   wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
-  wire [5:0] \$8 ;
-  wire [5:0] \$80 ;
+  wire [5:0] \$77 ;
+  wire [5:0] \$78 ;
+  wire [5:0] \$79 ;
+  wire \$8 ;
+  wire \$80 ;
   wire [5:0] \$81 ;
   wire [5:0] \$82 ;
-  wire \$83 ;
+  wire [5:0] \$83 ;
   wire [5:0] \$84 ;
   wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire [5:0] \$9 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
-  wire [3:0] \$96 ;
-  wire [3:0] \$97 ;
-  wire [3:0] \$98 ;
-  wire \$99 ;
-  reg [27:0] a;
-  output [26:0] \a$27 ;
-  reg [26:0] \a$27  = 27'h0000000;
-  reg [16:0] b;
-  output [34:0] \b$50 ;
-  reg [34:0] \b$50  = 35'h000000000;
+  wire \$95 ;
+  wire \$96 ;
+  wire [5:0] \$97 ;
+  wire [5:0] \$98 ;
+  wire [5:0] \$99 ;
+  reg [29:0] a;
+  output [28:0] \a$27 ;
+  reg [28:0] \a$27  = 29'h00000000;
+  reg [24:0] b;
+  output [36:0] \b$50 ;
+  reg [36:0] \b$50  = 37'h0000000000;
   wire [3:0] beta_shift;
   wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
-  reg [51:0] c;
-  input [110:0] chan;
-  wire [110:0] chan;
+  reg [36:0] bias = 37'h0000000000;
+  reg [53:0] c;
+  input [147:0] chan;
+  wire [147:0] chan;
   wire [7:0] \chan.beta ;
-  wire [16:0] \chan.c ;
+  wire [24:0] \chan.c ;
   wire [12:0] \chan.count ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
-  wire [15:0] \chan.neps ;
+  wire [44:0] \chan.neps ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
   input clk;
   wire clk;
   wire [3:0] count_lead;
-  output [36:0] den;
-  reg [36:0] den = 37'h0000000000;
-  reg [36:0] \den$23 ;
+  output [45:0] den;
+  reg [45:0] den = 46'h000000000000;
+  reg [45:0] \den$23 ;
   wire [5:0] den_lead;
   output done;
   reg done;
@@ -770,7 +799,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   input [7:0] hi;
   wire [7:0] hi;
   reg [39:0] km = 40'h0000000000;
-  reg [43:0] km_pre = 44'h00000000000;
+  reg [51:0] km_pre = 52'h0000000000000;
   reg [5:0] lead = 6'h00;
   input [7:0] lo;
   wire [7:0] lo;
@@ -778,17 +807,17 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   reg [25:0] m = 26'h0000000;
   reg neg;
   reg \neg$22 ;
-  wire [51:0] p;
-  reg [49:0] \p$51  = 50'h0000000000000;
+  wire [53:0] p;
+  reg [51:0] \p$51  = 52'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
+  reg [3:0] pre = 4'h0;
   wire [17:0] q;
-  reg [38:0] quot = 39'h0000000000;
+  reg [40:0] quot = 41'h00000000000;
   reg [16:0] recip = 17'h00000;
   reg recip_one = 1'h0;
-  reg [36:0] recip_rem = 37'h0000000000;
-  reg [36:0] rem_init;
+  reg [45:0] recip_rem = 46'h000000000000;
+  reg [45:0] rem_init;
   input rst;
   wire rst;
   (* init = 1'h0 *)
@@ -811,271 +840,300 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   assign \$1  = den[32] | den[33];
   assign \$2  = den[34] | den[35];
   assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$3  | den[36];
-  assign \$5  = den[34] | den[35];
-  assign \$6  = den[35] ? 6'h23 : 6'h22;
-  assign \$7  = den[33] ? 6'h21 : 6'h20;
-  assign \$8  = \$5  ? \$6  : \$7 ;
-  assign \$9  = den[36] ? 6'h24 : \$8 ;
-  assign \$10  = den[16] | den[17];
-  assign \$11  = den[18] | den[19];
+  assign \$4  = den[36] | den[37];
+  assign \$5  = den[38] | den[39];
+  assign \$6  = \$4  | \$5 ;
+  assign \$7  = \$3  | \$6 ;
+  assign \$8  = den[40] | den[41];
+  assign \$9  = den[42] | den[43];
+  assign \$10  = \$8  | \$9 ;
+  assign \$11  = den[44] | den[45];
   assign \$12  = \$10  | \$11 ;
-  assign \$13  = den[20] | den[21];
-  assign \$14  = den[22] | den[23];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = den[24] | den[25];
-  assign \$18  = den[26] | den[27];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = den[28] | den[29];
-  assign \$21  = den[30] | den[31];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = \$19  | \$22 ;
-  assign \$24  = \$16  | \$23 ;
-  assign \$25  = den[24] | den[25];
-  assign \$26  = den[26] | den[27];
-  assign \$27  = \$25  | \$26 ;
-  assign \$28  = den[28] | den[29];
-  assign \$29  = den[30] | den[31];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = den[28] | den[29];
-  assign \$33  = den[30] | den[31];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[30] | den[31];
-  assign \$36  = den[31] ? 6'h1f : 6'h1e;
-  assign \$37  = den[29] ? 6'h1d : 6'h1c;
-  assign \$38  = \$35  ? \$36  : \$37 ;
-  assign \$39  = den[26] | den[27];
-  assign \$40  = den[27] ? 6'h1b : 6'h1a;
-  assign \$41  = den[25] ? 6'h19 : 6'h18;
-  assign \$42  = \$39  ? \$40  : \$41 ;
-  assign \$43  = \$34  ? \$38  : \$42 ;
-  assign \$44  = den[20] | den[21];
-  assign \$45  = den[22] | den[23];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = den[22] | den[23];
-  assign \$48  = den[23] ? 6'h17 : 6'h16;
-  assign \$49  = den[21] ? 6'h15 : 6'h14;
-  assign \$50  = \$47  ? \$48  : \$49 ;
-  assign \$51  = den[18] | den[19];
-  assign \$52  = den[19] ? 6'h13 : 6'h12;
-  assign \$53  = den[17] ? 6'h11 : 6'h10;
-  assign \$54  = \$51  ? \$52  : \$53 ;
-  assign \$55  = \$46  ? \$50  : \$54 ;
-  assign \$56  = \$31  ? \$43  : \$55 ;
-  assign \$57  = den[8] | den[9];
-  assign \$58  = den[10] | den[11];
+  assign \$13  = \$7  | \$12 ;
+  assign \$14  = den[40] | den[41];
+  assign \$15  = den[42] | den[43];
+  assign \$16  = \$14  | \$15 ;
+  assign \$17  = den[44] | den[45];
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = den[44] | den[45];
+  assign \$20  = den[45] ? 6'h2d : 6'h2c;
+  assign \$21  = den[42] | den[43];
+  assign \$22  = den[43] ? 6'h2b : 6'h2a;
+  assign \$23  = den[41] ? 6'h29 : 6'h28;
+  assign \$24  = \$21  ? \$22  : \$23 ;
+  assign \$25  = \$19  ? \$20  : \$24 ;
+  assign \$26  = den[36] | den[37];
+  assign \$27  = den[38] | den[39];
+  assign \$28  = \$26  | \$27 ;
+  assign \$29  = den[38] | den[39];
+  assign \$30  = den[39] ? 6'h27 : 6'h26;
+  assign \$31  = den[37] ? 6'h25 : 6'h24;
+  assign \$32  = \$29  ? \$30  : \$31 ;
+  assign \$33  = den[34] | den[35];
+  assign \$34  = den[35] ? 6'h23 : 6'h22;
+  assign \$35  = den[33] ? 6'h21 : 6'h20;
+  assign \$36  = \$33  ? \$34  : \$35 ;
+  assign \$37  = \$28  ? \$32  : \$36 ;
+  assign \$38  = \$18  ? \$25  : \$37 ;
+  assign \$39  = den[16] | den[17];
+  assign \$40  = den[18] | den[19];
+  assign \$41  = \$39  | \$40 ;
+  assign \$42  = den[20] | den[21];
+  assign \$43  = den[22] | den[23];
+  assign \$44  = \$42  | \$43 ;
+  assign \$45  = \$41  | \$44 ;
+  assign \$46  = den[24] | den[25];
+  assign \$47  = den[26] | den[27];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = den[28] | den[29];
+  assign \$50  = den[30] | den[31];
+  assign \$51  = \$49  | \$50 ;
+  assign \$52  = \$48  | \$51 ;
+  assign \$53  = \$45  | \$52 ;
+  assign \$54  = den[24] | den[25];
+  assign \$55  = den[26] | den[27];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = den[28] | den[29];
+  assign \$58  = den[30] | den[31];
   assign \$59  = \$57  | \$58 ;
-  assign \$60  = den[12] | den[13];
-  assign \$61  = den[14] | den[15];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$59  | \$62 ;
-  assign \$64  = den[12] | den[13];
-  assign \$65  = den[14] | den[15];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = den[14] | den[15];
-  assign \$68  = den[15] ? 6'h0f : 6'h0e;
-  assign \$69  = den[13] ? 6'h0d : 6'h0c;
-  assign \$70  = \$67  ? \$68  : \$69 ;
-  assign \$71  = den[10] | den[11];
-  assign \$72  = den[11] ? 6'h0b : 6'h0a;
-  assign \$73  = den[9] ? 6'h09 : 6'h08;
-  assign \$74  = \$71  ? \$72  : \$73 ;
-  assign \$75  = \$66  ? \$70  : \$74 ;
-  assign \$76  = den[4] | den[5];
-  assign \$77  = den[6] | den[7];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = den[6] | den[7];
-  assign \$80  = den[7] ? 6'h07 : 6'h06;
-  assign \$81  = den[5] ? 6'h05 : 6'h04;
-  assign \$82  = \$79  ? \$80  : \$81 ;
-  assign \$83  = den[2] | den[3];
-  assign \$84  = den[3] ? 6'h03 : 6'h02;
-  assign \$85  = den[1] ? 6'h01 : 6'h00;
-  assign \$86  = \$83  ? \$84  : \$85 ;
-  assign \$87  = \$78  ? \$82  : \$86 ;
-  assign \$88  = \$63  ? \$75  : \$87 ;
-  assign \$89  = \$24  ? \$56  : \$88 ;
-  assign den_lead = \$4  ? \$9  : \$89 ;
-  assign \$90  = chan[9] | chan[10];
-  assign \$91  = chan[11] | chan[12];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$92  | chan[13];
-  assign \$94  = chan[11] | chan[12];
-  assign \$95  = chan[12] ? 4'hb : 4'ha;
-  assign \$96  = chan[10] ? 4'h9 : 4'h8;
-  assign \$97  = \$94  ? \$95  : \$96 ;
-  assign \$98  = chan[13] ? 4'hc : \$97 ;
-  assign \$99  = chan[5] | chan[6];
-  assign \$100  = chan[7] | chan[8];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = chan[7] | chan[8];
-  assign \$103  = chan[8] ? 4'h7 : 4'h6;
-  assign \$104  = chan[6] ? 4'h5 : 4'h4;
-  assign \$105  = \$102  ? \$103  : \$104 ;
-  assign \$106  = chan[3] | chan[4];
-  assign \$107  = chan[4] ? 4'h3 : 4'h2;
-  assign \$108  = chan[2] ? 4'h1 : 4'h0;
-  assign \$109  = \$106  ? \$107  : \$108 ;
-  assign \$110  = \$101  ? \$105  : \$109 ;
-  assign count_lead = \$93  ? \$98  : \$110 ;
-  assign \$111  = sh + 1'h0;
-  assign \$112  = sh + 1'h0;
-  assign \$113  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$114  = $signed(chan[62:55]) < $signed(1'h0);
-  assign \$115  = - $signed(chan[62:55]);
-  assign \$116  = \$114  ? \$115  : { chan[62], chan[62:55] };
-  assign \$117  = $signed(chan[62:55]) < $signed(1'h0);
-  assign \$118  = $signed(chan[62:55]) < $signed(1'h0);
-  assign \$119  = - $signed(chan[62:55]);
-  assign \$120  = \$118  ? \$119  : { chan[62], chan[62:55] };
-  assign \$121  = $signed(chan[62:55]) < $signed(1'h0);
-  assign \$122  = $signed(chan[86:71]) < $signed(1'h0);
-  assign \$123  = - $signed(chan[86:71]);
-  assign \$124  = \$122  ? \$123  : { chan[86], chan[86:71] };
-  assign \$125  = $signed(chan[86:71]) < $signed(1'h0);
-  assign \$126  = ! fsm_state;
-  assign \$127  = fsm_state == 1'h1;
-  assign \$128  = fsm_state == 2'h2;
-  assign \$129  = fsm_state == 2'h3;
-  assign \$130  = fsm_state == 3'h4;
-  assign \$131  = fsm_state == 3'h5;
-  assign \$132  = fsm_state == 3'h6;
-  assign \$133  = fsm_state == 3'h7;
-  assign \$134  = fsm_state == 4'h8;
-  assign \$135  = fsm_state == 4'h9;
-  assign \$136  = fsm_state == 4'ha;
-  assign \$137  = fsm_state == 4'hb;
-  assign \$138  = fsm_state == 4'hc;
-  assign \$139  = fsm_state == 4'hd;
-  assign \$140  = fsm_state == 4'he;
-  assign \$141  = fsm_state == 4'hf;
-  assign \$142  = fsm_state == 5'h10;
-  assign \$143  = fsm_state == 5'h11;
-  assign \$144  = fsm_state == 5'h12;
-  assign \$145  = fsm_state == 5'h13;
-  assign \$146  = fsm_state == 5'h14;
-  assign \$147  = fsm_state == 5'h15;
-  assign \$148  = fsm_state == 5'h16;
-  assign \$149  = fsm_state == 5'h17;
-  assign \$150  = fsm_state == 5'h18;
-  assign \$151  = fsm_state == 5'h19;
-  assign \$152  = fsm_state == 5'h1a;
-  assign \$153  = fsm_state == 5'h1b;
-  assign \$154  = fsm_state == 5'h1c;
-  assign \$155  = fsm_state == 5'h1d;
-  assign \$156  = fsm_state == 5'h1e;
-  assign \$157  = fsm_state == 5'h1f;
-  assign \$158  = fsm_state == 6'h20;
-  assign \$159  = fsm_state == 6'h21;
-  assign \$160  = fsm_state == 6'h22;
-  assign \$161  = fsm_state == 6'h23;
-  assign \$162  = - $signed(lo);
-  assign \$163  = $signed(hi) > $signed(\$162 );
-  assign \$164  = - $signed(lo);
-  assign \$165  = \$163  ? { hi[7], hi } : \$164 ;
-  assign \$166  = ! lead;
-  assign \$167  = 1'h1 << lead;
-  assign \$169  = \$166  ? 64'h0000000000000000 : \$168 ;
-  assign \$170  = ! lead;
-  assign \$171  = lead + 1'h0;
-  assign \$172  = $signed(sh0) < $signed(4'h4);
-  assign \$173  = $signed(4'h4) - $signed(sh0);
-  assign \$174  = \$172  ? \$173  : 11'h000;
-  assign \$175  = $signed(sh0) < $signed(4'h4);
-  assign \$176  = $signed(sh0) - $signed(5'h0d);
-  assign \$177  = $signed(\$176 ) > $signed({ 1'h0, tk });
-  assign \$178  = $signed(sh0) - $signed(5'h0d);
-  assign \$179  = $signed(sh0) - $signed(4'h4);
-  assign \$180  = $signed(\$179 ) < $signed({ 1'h0, tk });
-  assign \$181  = $signed(sh0) - $signed(4'h4);
-  assign \$182  = \$180  ? \$181  : { 7'h00, tk };
-  assign \$183  = \$177  ? \$178  : \$182 ;
-  assign \$184  = \$175  ? 11'h000 : \$183 ;
-  assign \$185  = $signed(km) << pre;
-  assign \$186  = tsh > 6'h2c;
-  assign \$187  = \$186  ? 10'h02c : tsh;
-  assign \$188  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$189  = $signed(\$188 ) - $signed({ 1'h0, tsh });
-  assign \$190  = $signed(km_pre) >>> t_clamped;
-  assign \$191  = $signed(chan[70:63]) << \$111 [3:0];
-  assign \$192  = 1'h1 << sh;
-  assign \$194  = $signed(\$191 ) + $signed({ 1'h0, \$193  });
-  assign \$196  = $signed(5'h0d) - $signed(chan[110:103]);
-  assign \$197  = $signed(sh0) < $signed(4'h4);
-  assign \$198  = $signed(4'h4) - $signed(sh0);
-  assign \$199  = \$197  ? \$198  : 11'h000;
-  assign \$200  = $signed(sh0) < $signed(4'h4);
-  assign \$201  = $signed(sh0) - $signed(5'h0d);
-  assign \$202  = $signed(\$201 ) > $signed({ 1'h0, tk });
-  assign \$203  = $signed(sh0) - $signed(5'h0d);
-  assign \$204  = $signed(sh0) - $signed(4'h4);
-  assign \$205  = $signed(\$204 ) < $signed({ 1'h0, tk });
-  assign \$206  = $signed(sh0) - $signed(4'h4);
-  assign \$207  = \$205  ? \$206  : { 7'h00, tk };
-  assign \$208  = \$202  ? \$203  : \$207 ;
-  assign \$209  = \$200  ? 11'h000 : \$208 ;
-  assign \$210  = $signed(km) << pre;
-  assign \$211  = tsh > 6'h2c;
-  assign \$212  = \$211  ? 10'h02c : tsh;
-  assign \$213  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$214  = $signed(\$213 ) - $signed({ 1'h0, tsh });
-  assign \$215  = $signed(km_pre) >>> t_clamped;
-  assign \$216  = $signed(chan[70:63]) << \$112 [3:0];
-  assign \$217  = 1'h1 << sh;
-  assign \$219  = $signed(\$216 ) + $signed({ 1'h0, \$218  });
-  assign \$221  = $signed(bias) - $signed(quot);
+  assign \$60  = \$56  | \$59 ;
+  assign \$61  = den[28] | den[29];
+  assign \$62  = den[30] | den[31];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = den[30] | den[31];
+  assign \$65  = den[31] ? 6'h1f : 6'h1e;
+  assign \$66  = den[29] ? 6'h1d : 6'h1c;
+  assign \$67  = \$64  ? \$65  : \$66 ;
+  assign \$68  = den[26] | den[27];
+  assign \$69  = den[27] ? 6'h1b : 6'h1a;
+  assign \$70  = den[25] ? 6'h19 : 6'h18;
+  assign \$71  = \$68  ? \$69  : \$70 ;
+  assign \$72  = \$63  ? \$67  : \$71 ;
+  assign \$73  = den[20] | den[21];
+  assign \$74  = den[22] | den[23];
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = den[22] | den[23];
+  assign \$77  = den[23] ? 6'h17 : 6'h16;
+  assign \$78  = den[21] ? 6'h15 : 6'h14;
+  assign \$79  = \$76  ? \$77  : \$78 ;
+  assign \$80  = den[18] | den[19];
+  assign \$81  = den[19] ? 6'h13 : 6'h12;
+  assign \$82  = den[17] ? 6'h11 : 6'h10;
+  assign \$83  = \$80  ? \$81  : \$82 ;
+  assign \$84  = \$75  ? \$79  : \$83 ;
+  assign \$85  = \$60  ? \$72  : \$84 ;
+  assign \$86  = den[8] | den[9];
+  assign \$87  = den[10] | den[11];
+  assign \$88  = \$86  | \$87 ;
+  assign \$89  = den[12] | den[13];
+  assign \$90  = den[14] | den[15];
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = \$88  | \$91 ;
+  assign \$93  = den[12] | den[13];
+  assign \$94  = den[14] | den[15];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = den[14] | den[15];
+  assign \$97  = den[15] ? 6'h0f : 6'h0e;
+  assign \$98  = den[13] ? 6'h0d : 6'h0c;
+  assign \$99  = \$96  ? \$97  : \$98 ;
+  assign \$100  = den[10] | den[11];
+  assign \$101  = den[11] ? 6'h0b : 6'h0a;
+  assign \$102  = den[9] ? 6'h09 : 6'h08;
+  assign \$103  = \$100  ? \$101  : \$102 ;
+  assign \$104  = \$95  ? \$99  : \$103 ;
+  assign \$105  = den[4] | den[5];
+  assign \$106  = den[6] | den[7];
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = den[6] | den[7];
+  assign \$109  = den[7] ? 6'h07 : 6'h06;
+  assign \$110  = den[5] ? 6'h05 : 6'h04;
+  assign \$111  = \$108  ? \$109  : \$110 ;
+  assign \$112  = den[2] | den[3];
+  assign \$113  = den[3] ? 6'h03 : 6'h02;
+  assign \$114  = den[1] ? 6'h01 : 6'h00;
+  assign \$115  = \$112  ? \$113  : \$114 ;
+  assign \$116  = \$107  ? \$111  : \$115 ;
+  assign \$117  = \$92  ? \$104  : \$116 ;
+  assign \$118  = \$53  ? \$85  : \$117 ;
+  assign den_lead = \$13  ? \$38  : \$118 ;
+  assign \$119  = chan[9] | chan[10];
+  assign \$120  = chan[11] | chan[12];
+  assign \$121  = \$119  | \$120 ;
+  assign \$122  = \$121  | chan[13];
+  assign \$123  = chan[11] | chan[12];
+  assign \$124  = chan[12] ? 4'hb : 4'ha;
+  assign \$125  = chan[10] ? 4'h9 : 4'h8;
+  assign \$126  = \$123  ? \$124  : \$125 ;
+  assign \$127  = chan[13] ? 4'hc : \$126 ;
+  assign \$128  = chan[5] | chan[6];
+  assign \$129  = chan[7] | chan[8];
+  assign \$130  = \$128  | \$129 ;
+  assign \$131  = chan[7] | chan[8];
+  assign \$132  = chan[8] ? 4'h7 : 4'h6;
+  assign \$133  = chan[6] ? 4'h5 : 4'h4;
+  assign \$134  = \$131  ? \$132  : \$133 ;
+  assign \$135  = chan[3] | chan[4];
+  assign \$136  = chan[4] ? 4'h3 : 4'h2;
+  assign \$137  = chan[2] ? 4'h1 : 4'h0;
+  assign \$138  = \$135  ? \$136  : \$137 ;
+  assign \$139  = \$130  ? \$134  : \$138 ;
+  assign count_lead = \$122  ? \$127  : \$139 ;
+  assign \$140  = sh + 1'h0;
+  assign \$141  = sh + 1'h0;
+  assign \$142  = recip_one ? 16'h8000 : 16'h0000;
+  assign \$143  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$144  = - $signed(chan[99:92]);
+  assign \$145  = \$143  ? \$144  : { chan[99], chan[99:92] };
+  assign \$146  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$147  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$148  = - $signed(chan[99:92]);
+  assign \$149  = \$147  ? \$148  : { chan[99], chan[99:92] };
+  assign \$150  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$151  = $signed(chan[123:108]) < $signed(1'h0);
+  assign \$152  = - $signed(chan[123:108]);
+  assign \$153  = \$151  ? \$152  : { chan[123], chan[123:108] };
+  assign \$154  = $signed(chan[123:108]) < $signed(1'h0);
+  assign \$155  = ! fsm_state;
+  assign \$156  = fsm_state == 1'h1;
+  assign \$157  = fsm_state == 2'h2;
+  assign \$158  = fsm_state == 2'h3;
+  assign \$159  = fsm_state == 3'h4;
+  assign \$160  = fsm_state == 3'h5;
+  assign \$161  = fsm_state == 3'h6;
+  assign \$162  = fsm_state == 3'h7;
+  assign \$163  = fsm_state == 4'h8;
+  assign \$164  = fsm_state == 4'h9;
+  assign \$165  = fsm_state == 4'ha;
+  assign \$166  = fsm_state == 4'hb;
+  assign \$167  = fsm_state == 4'hc;
+  assign \$168  = fsm_state == 4'hd;
+  assign \$169  = fsm_state == 4'he;
+  assign \$170  = fsm_state == 4'hf;
+  assign \$171  = fsm_state == 5'h10;
+  assign \$172  = fsm_state == 5'h11;
+  assign \$173  = fsm_state == 5'h12;
+  assign \$174  = fsm_state == 5'h13;
+  assign \$175  = fsm_state == 5'h14;
+  assign \$176  = fsm_state == 5'h15;
+  assign \$177  = fsm_state == 5'h16;
+  assign \$178  = fsm_state == 5'h17;
+  assign \$179  = fsm_state == 5'h18;
+  assign \$180  = fsm_state == 5'h19;
+  assign \$181  = fsm_state == 5'h1a;
+  assign \$182  = fsm_state == 5'h1b;
+  assign \$183  = fsm_state == 5'h1c;
+  assign \$184  = fsm_state == 5'h1d;
+  assign \$185  = fsm_state == 5'h1e;
+  assign \$186  = fsm_state == 5'h1f;
+  assign \$187  = fsm_state == 6'h20;
+  assign \$188  = fsm_state == 6'h21;
+  assign \$189  = fsm_state == 6'h22;
+  assign \$190  = fsm_state == 6'h23;
+  assign \$191  = - $signed(lo);
+  assign \$192  = $signed(hi) > $signed(\$191 );
+  assign \$193  = - $signed(lo);
+  assign \$194  = \$192  ? { hi[7], hi } : \$193 ;
+  assign \$195  = ! lead;
+  assign \$196  = 1'h1 << lead;
+  assign \$198  = \$195  ? 64'h0000000000000000 : \$197 ;
+  assign \$199  = ! lead;
+  assign \$200  = lead + 8'hf8;
+  assign \$201  = $signed(sh0) < $signed(4'h4);
+  assign \$202  = $signed(4'h4) - $signed(sh0);
+  assign \$203  = \$201  ? \$202  : 11'h000;
+  assign \$204  = $signed(sh0) < $signed(4'h4);
+  assign \$205  = $signed(sh0) - $signed(5'h0d);
+  assign \$206  = $signed(\$205 ) > $signed({ 1'h0, tk });
+  assign \$207  = $signed(sh0) - $signed(5'h0d);
+  assign \$208  = $signed(sh0) - $signed(4'h4);
+  assign \$209  = $signed(\$208 ) < $signed({ 1'h0, tk });
+  assign \$210  = $signed(sh0) - $signed(4'h4);
+  assign \$211  = \$209  ? \$210  : { 7'h00, tk };
+  assign \$212  = \$206  ? \$207  : \$211 ;
+  assign \$213  = \$204  ? 11'h000 : \$212 ;
+  assign \$214  = $signed(km) << pre;
+  assign \$215  = tsh > 6'h34;
+  assign \$216  = \$215  ? 10'h034 : tsh;
+  assign \$217  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$218  = $signed(\$217 ) - $signed({ 1'h0, tsh });
+  assign \$219  = $signed(km_pre) >>> t_clamped;
+  assign \$220  = $signed(chan[107:100]) << \$140 [3:0];
+  assign \$221  = 1'h1 << sh;
+  assign \$223  = $signed(\$220 ) + $signed({ 1'h0, \$222  });
+  assign \$225  = $signed(5'h0d) - $signed(chan[147:140]);
+  assign \$226  = $signed(sh0) < $signed(4'h4);
+  assign \$227  = $signed(4'h4) - $signed(sh0);
+  assign \$228  = \$226  ? \$227  : 11'h000;
+  assign \$229  = $signed(sh0) < $signed(4'h4);
+  assign \$230  = $signed(sh0) - $signed(5'h0d);
+  assign \$231  = $signed(\$230 ) > $signed({ 1'h0, tk });
+  assign \$232  = $signed(sh0) - $signed(5'h0d);
+  assign \$233  = $signed(sh0) - $signed(4'h4);
+  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
+  assign \$235  = $signed(sh0) - $signed(4'h4);
+  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
+  assign \$237  = \$231  ? \$232  : \$236 ;
+  assign \$238  = \$229  ? 11'h000 : \$237 ;
+  assign \$239  = $signed(km) << pre;
+  assign \$240  = tsh > 6'h34;
+  assign \$241  = \$240  ? 10'h034 : tsh;
+  assign \$242  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$243  = $signed(\$242 ) - $signed({ 1'h0, tsh });
+  assign \$244  = $signed(km_pre) >>> t_clamped;
+  assign \$245  = $signed(chan[107:100]) << \$141 [3:0];
+  assign \$246  = 1'h1 << sh;
+  assign \$248  = $signed(\$245 ) + $signed({ 1'h0, \$247  });
+  assign \$250  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    pop_top <= \$222 ;
+    pop_top <= \$251 ;
   always @(posedge clk)
-    pop_bottom <= \$223 ;
+    pop_bottom <= \$252 ;
   always @(posedge clk)
-    fsm_state <= \$224 ;
+    fsm_state <= \$253 ;
   always @(posedge clk)
-    t <= \$225 ;
+    t <= \$254 ;
   always @(posedge clk)
-    start <= \$226 ;
+    start <= \$255 ;
   always @(posedge clk)
-    den <= \$227 ;
+    den <= \$256 ;
   always @(posedge clk)
-    lead <= \$228 ;
+    lead <= \$257 ;
   always @(posedge clk)
-    \start$9  <= \$229 ;
+    \start$9  <= \$258 ;
   always @(posedge clk)
-    recip_rem <= \$230 ;
+    recip_rem <= \$259 ;
   always @(posedge clk)
-    recip_one <= \$231 ;
+    recip_one <= \$260 ;
   always @(posedge clk)
-    recip <= \$232 ;
+    recip <= \$261 ;
   always @(posedge clk)
-    m <= \$233 ;
+    m <= \$262 ;
   always @(posedge clk)
-    km <= \$234 ;
+    km <= \$263 ;
   always @(posedge clk)
-    sh0 <= \$235 ;
+    sh0 <= \$264 ;
   always @(posedge clk)
-    tk <= \$236 ;
+    tk <= \$265 ;
   always @(posedge clk)
-    pre <= \$237 ;
+    pre <= \$266 ;
   always @(posedge clk)
-    tsh <= \$238 ;
+    tsh <= \$267 ;
   always @(posedge clk)
-    km_pre <= \$239 ;
+    km_pre <= \$268 ;
   always @(posedge clk)
-    t_clamped <= \$240 ;
+    t_clamped <= \$269 ;
   always @(posedge clk)
-    sh <= \$241 ;
+    sh <= \$270 ;
   always @(posedge clk)
-    \a$27  <= \$242 ;
+    \a$27  <= \$271 ;
   always @(posedge clk)
-    bias <= \$243 ;
+    bias <= \$272 ;
   always @(posedge clk)
-    \b$50  <= \$244 ;
+    \b$50  <= \$273 ;
   always @(posedge clk)
-    \p$51  <= \$245 ;
+    \p$51  <= \$274 ;
   always @(posedge clk)
-    quot <= \$246 ;
+    quot <= \$275 ;
   \hwnorm_frn_linf_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$23 ),
@@ -1102,7 +1160,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 28'h0000000;
+    a = 30'h00000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1111,13 +1169,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h04:
           /* empty */;
       6'h05:
-          a = { t[24], t[24], t[24], t };
+          a = { t[24], t[24], t[24], t[24], t[24], t };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[24], t[24], t[24], t };
+          a = { t[24], t[24], t[24], t[24], t[24], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1131,13 +1189,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 11'h000, recip };
+          a = { 13'h0000, recip };
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[25], m[25], m };
+          a = { m[25], m[25], m[25], m[25], m };
       6'h13:
           /* empty */;
       6'h14:
@@ -1153,7 +1211,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h03:
           /* empty */;
       6'h19:
-          a = { 12'h000, chan[102:87] };
+          a = { 14'h0000, chan[139:124] };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1167,12 +1225,12 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [26], \a$27  };
+          a = { \a$27 [28], \a$27  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 17'h00000;
+    b = 25'h0000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1181,13 +1239,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h04:
           /* empty */;
       6'h05:
-          b = { 4'h0, chan[13:1] };
+          b = { 12'h000, chan[13:1] };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          b = chan[30:14];
+          b = chan[38:14];
       6'h09:
           /* empty */;
       6'h0a:
@@ -1201,13 +1259,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116  };
+          b = { \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145  };
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 4'h0, chan[13:1] };
+          b = { 12'h000, chan[13:1] };
       6'h13:
           /* empty */;
       6'h14:
@@ -1223,7 +1281,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h03:
           /* empty */;
       6'h19:
-          b = { \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120  };
+          b = { \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1237,12 +1295,12 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          b = \$124 ;
+          b = { \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 52'h0000000000000;
+    c = 54'h00000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1251,13 +1309,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h04:
           /* empty */;
       6'h05:
-          c = 52'h0000000000000;
+          c = 54'h00000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 36'h000000000, chan[46:31] };
+          c = { 9'h000, chan[83:39] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1271,13 +1329,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 52'h0000000000000;
+          c = 54'h00000000000000;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 52'h0000000000000;
+          c = 54'h00000000000000;
       6'h13:
           /* empty */;
       6'h14:
@@ -1293,7 +1351,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h03:
           /* empty */;
       6'h19:
-          c = 52'h0000000000000;
+          c = 54'h00000000000000;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1307,7 +1365,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          c = 52'h0000000000000;
+          c = 54'h00000000000000;
     endcase
   end
   always @* begin
@@ -1341,7 +1399,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$117 ;
+          neg = \$146 ;
       6'h10:
           /* empty */;
       6'h11:
@@ -1363,7 +1421,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h03:
           /* empty */;
       6'h19:
-          neg = \$121 ;
+          neg = \$150 ;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1377,7 +1435,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$125 ;
+          neg = \$154 ;
     endcase
   end
   always @* begin
@@ -1397,7 +1455,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h07:
           /* empty */;
       6'h08:
-          steps = 5'h11;
+          steps = 5'h19;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1452,7 +1510,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 37'h0000000000;
+    rem_init = 46'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1503,7 +1561,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$113 ;
+          lo_init = \$142 ;
     endcase
   end
   always @* begin
@@ -1536,7 +1594,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 37'h0000000000;
+    \den$23  = 46'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1670,161 +1728,161 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = 1'h0;
+    \$251  = 1'h0;
     if (rst) begin
-      \$222  = 1'h0;
+      \$251  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = 1'h0;
+    \$252  = 1'h0;
     if (rst) begin
-      \$223  = 1'h0;
+      \$252  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = fsm_state;
+    \$253  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$33 ) begin
             casez (entry)
               2'h0:
-                  \$224  = 6'h01;
+                  \$253  = 6'h01;
               2'h1:
-                  \$224  = 6'h02;
+                  \$253  = 6'h02;
               2'h2:
-                  \$224  = 6'h03;
+                  \$253  = 6'h03;
             endcase
           end
       6'h02:
-          \$224  = 6'h04;
+          \$253  = 6'h04;
       6'h04:
-          \$224  = 6'h05;
+          \$253  = 6'h05;
       6'h05:
-          \$224  = 6'h06;
+          \$253  = 6'h06;
       6'h06:
           if (\done$37 ) begin
-            \$224  = 6'h07;
+            \$253  = 6'h07;
           end
       6'h07:
-          \$224  = 6'h08;
+          \$253  = 6'h08;
       6'h08:
-          \$224  = 6'h09;
+          \$253  = 6'h09;
       6'h09:
           if (\done$37 ) begin
-            \$224  = 6'h0a;
+            \$253  = 6'h0a;
           end
       6'h0a:
-          \$224  = 6'h0b;
+          \$253  = 6'h0b;
       6'h0b:
-          \$224  = 6'h0c;
+          \$253  = 6'h0c;
       6'h0c:
-          \$224  = 6'h0d;
+          \$253  = 6'h0d;
       6'h0d:
           if (\done$40 ) begin
-            \$224  = 6'h0e;
+            \$253  = 6'h0e;
           end
       6'h0e:
-          \$224  = 6'h0f;
+          \$253  = 6'h0f;
       6'h0f:
-          \$224  = 6'h10;
+          \$253  = 6'h10;
       6'h10:
           if (\done$37 ) begin
-            \$224  = 6'h11;
+            \$253  = 6'h11;
           end
       6'h11:
-          \$224  = 6'h12;
+          \$253  = 6'h12;
       6'h12:
-          \$224  = 6'h13;
+          \$253  = 6'h13;
       6'h13:
           if (\done$37 ) begin
-            \$224  = 6'h14;
+            \$253  = 6'h14;
           end
       6'h14:
-          \$224  = 6'h15;
+          \$253  = 6'h15;
       6'h15:
-          \$224  = 6'h16;
+          \$253  = 6'h16;
       6'h16:
-          \$224  = 6'h17;
+          \$253  = 6'h17;
       6'h17:
-          \$224  = 6'h18;
+          \$253  = 6'h18;
       6'h18:
-          \$224  = 6'h01;
+          \$253  = 6'h01;
       6'h03:
-          \$224  = 6'h19;
+          \$253  = 6'h19;
       6'h19:
-          \$224  = 6'h1a;
+          \$253  = 6'h1a;
       6'h1a:
           if (\done$37 ) begin
-            \$224  = 6'h1b;
+            \$253  = 6'h1b;
           end
       6'h1b:
-          \$224  = 6'h1c;
+          \$253  = 6'h1c;
       6'h1c:
-          \$224  = 6'h1d;
+          \$253  = 6'h1d;
       6'h1d:
-          \$224  = 6'h1e;
+          \$253  = 6'h1e;
       6'h1e:
-          \$224  = 6'h1f;
+          \$253  = 6'h1f;
       6'h1f:
-          \$224  = 6'h20;
+          \$253  = 6'h20;
       6'h20:
-          \$224  = 6'h21;
+          \$253  = 6'h21;
       6'h21:
           if (\done$37 ) begin
-            \$224  = 6'h22;
+            \$253  = 6'h22;
           end
       6'h22:
-          \$224  = 6'h23;
+          \$253  = 6'h23;
       6'h23:
-          \$224  = 6'h01;
+          \$253  = 6'h01;
       6'h01:
-          \$224  = 6'h00;
+          \$253  = 6'h00;
     endcase
     if (rst) begin
-      \$224  = 6'h00;
+      \$253  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = t;
+    \$254  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$225  = { \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165 [8], \$165  };
+          \$254  = { \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194  };
       6'h04:
           /* empty */;
       6'h05:
           /* empty */;
       6'h06:
           if (\done$37 ) begin
-            \$225  = p[24:0];
+            \$254  = p[24:0];
           end
     endcase
     if (rst) begin
-      \$225  = 25'h0000000;
+      \$254  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = start;
+    \$255  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h05:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h08:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
@@ -1836,15 +1894,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0d:
           /* empty */;
       6'h0e:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h0f:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
       6'h10:
           /* empty */;
       6'h11:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h12:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
       6'h13:
           /* empty */;
       6'h14:
@@ -1858,9 +1916,9 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h18:
           /* empty */;
       6'h03:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h19:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1872,17 +1930,17 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1e:
           /* empty */;
       6'h1f:
-          \$226  = 1'h1;
+          \$255  = 1'h1;
       6'h20:
-          \$226  = 1'h0;
+          \$255  = 1'h0;
     endcase
     if (rst) begin
-      \$226  = 1'h0;
+      \$255  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = den;
+    \$256  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1900,16 +1958,16 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h09:
           if (\done$37 ) begin
-            \$227  = p[36:0];
+            \$256  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$227  = 37'h0000000000;
+      \$256  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = lead;
+    \$257  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1928,15 +1986,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \$228  = den_lead;
+          \$257  = den_lead;
     endcase
     if (rst) begin
-      \$228  = 6'h00;
+      \$257  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = \start$9 ;
+    \$258  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1957,17 +2015,17 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0a:
           /* empty */;
       6'h0b:
-          \$229  = 1'h1;
+          \$258  = 1'h1;
       6'h0c:
-          \$229  = 1'h0;
+          \$258  = 1'h0;
     endcase
     if (rst) begin
-      \$229  = 1'h0;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = recip_rem;
+    \$259  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1988,15 +2046,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0a:
           /* empty */;
       6'h0b:
-          \$230  = \$169 [36:0];
+          \$259  = \$198 [45:0];
     endcase
     if (rst) begin
-      \$230  = 37'h0000000000;
+      \$259  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = recip_one;
+    \$260  = recip_one;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2017,15 +2075,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0a:
           /* empty */;
       6'h0b:
-          \$231  = \$170 ;
+          \$260  = \$199 ;
     endcase
     if (rst) begin
-      \$231  = 1'h0;
+      \$260  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = recip;
+    \$261  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2051,16 +2109,16 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h0d:
           if (\done$40 ) begin
-            \$232  = q[16:0];
+            \$261  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$232  = 17'h00000;
+      \$261  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = m;
+    \$262  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2092,7 +2150,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h10:
           if (\done$37 ) begin
-            \$233  = p[25:0];
+            \$262  = p[25:0];
           end
       6'h11:
           /* empty */;
@@ -2116,16 +2174,16 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h1a:
           if (\done$37 ) begin
-            \$233  = p[25:0];
+            \$262  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$233  = 26'h0000000;
+      \$262  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = km;
+    \$263  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2163,7 +2221,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h13:
           if (\done$37 ) begin
-            \$234  = p[39:0];
+            \$263  = p[39:0];
           end
       6'h14:
           /* empty */;
@@ -2182,15 +2240,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1a:
           /* empty */;
       6'h1b:
-          \$234  = \$195 [39:0];
+          \$263  = \$224 [39:0];
     endcase
     if (rst) begin
-      \$234  = 40'h0000000000;
+      \$263  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = sh0;
+    \$264  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2229,7 +2287,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h13:
           /* empty */;
       6'h14:
-          \$235  = { 3'h0, \$171  };
+          \$264  = { \$200 [7], \$200 [7], \$200  };
       6'h15:
           /* empty */;
       6'h16:
@@ -2245,15 +2303,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1a:
           /* empty */;
       6'h1b:
-          \$235  = { \$196 [8], \$196  };
+          \$264  = { \$225 [8], \$225  };
     endcase
     if (rst) begin
-      \$235  = 10'h000;
+      \$264  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = tk;
+    \$265  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2292,7 +2350,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h13:
           /* empty */;
       6'h14:
-          \$236  = count_lead;
+          \$265  = count_lead;
       6'h15:
           /* empty */;
       6'h16:
@@ -2308,15 +2366,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1a:
           /* empty */;
       6'h1b:
-          \$236  = 4'h8;
+          \$265  = 4'h8;
     endcase
     if (rst) begin
-      \$236  = 4'h0;
+      \$265  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = pre;
+    \$266  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2357,72 +2415,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h14:
           /* empty */;
       6'h15:
-          \$237  = \$174 [2:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$237  = \$199 [2:0];
-    endcase
-    if (rst) begin
-      \$237  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$238  = \$184 [9:0];
+          \$266  = \$203 [3:0];
       6'h16:
           /* empty */;
       6'h17:
@@ -2438,15 +2431,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1b:
           /* empty */;
       6'h1c:
-          \$238  = \$209 [9:0];
+          \$266  = \$228 [3:0];
     endcase
     if (rst) begin
-      \$238  = 10'h000;
+      \$266  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = km_pre;
+    \$267  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2487,9 +2480,9 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$267  = \$213 [9:0];
       6'h16:
-          \$239  = \$185 [43:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
@@ -2503,17 +2496,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
-      6'h1d:
-          \$239  = \$210 [43:0];
+          \$267  = \$238 [9:0];
     endcase
     if (rst) begin
-      \$239  = 44'h00000000000;
+      \$267  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = t_clamped;
+    \$268  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2556,7 +2547,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h15:
           /* empty */;
       6'h16:
-          \$240  = \$187 [5:0];
+          \$268  = \$214 [51:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -2572,15 +2563,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1c:
           /* empty */;
       6'h1d:
-          \$240  = \$212 [5:0];
+          \$268  = \$239 [51:0];
     endcase
     if (rst) begin
-      \$240  = 6'h00;
+      \$268  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = sh;
+    \$269  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2623,7 +2614,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h15:
           /* empty */;
       6'h16:
-          \$241  = \$189 [3:0];
+          \$269  = \$216 [5:0];
       6'h17:
           /* empty */;
       6'h18:
@@ -2639,15 +2630,82 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1c:
           /* empty */;
       6'h1d:
-          \$241  = \$214 [3:0];
+          \$269  = \$241 [5:0];
     endcase
     if (rst) begin
-      \$241  = 4'h0;
+      \$269  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = \a$27 ;
+    \$270  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$270  = \$218 [3:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$270  = \$243 [3:0];
+    endcase
+    if (rst) begin
+      \$270  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = \a$27 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2692,7 +2750,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \$242  = \$190 [26:0];
+          \$271  = \$219 [28:0];
       6'h18:
           /* empty */;
       6'h03:
@@ -2708,15 +2766,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1d:
           /* empty */;
       6'h1e:
-          \$242  = \$215 [26:0];
+          \$271  = \$244 [28:0];
     endcase
     if (rst) begin
-      \$242  = 27'h0000000;
+      \$271  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = bias;
+    \$272  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2761,7 +2819,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h16:
           /* empty */;
       6'h17:
-          \$243  = { \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194 [23], \$194  };
+          \$272  = { \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223  };
       6'h18:
           /* empty */;
       6'h03:
@@ -2777,15 +2835,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1d:
           /* empty */;
       6'h1e:
-          \$243  = { \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219  };
+          \$272  = { \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248  };
     endcase
     if (rst) begin
-      \$243  = 35'h000000000;
+      \$272  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = \b$50 ;
+    \$273  = \b$50 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2832,7 +2890,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h17:
           /* empty */;
       6'h18:
-          \$244  = bias;
+          \$273  = bias;
       6'h03:
           /* empty */;
       6'h19:
@@ -2856,15 +2914,15 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h22:
           /* empty */;
       6'h23:
-          \$244  = \$221 [34:0];
+          \$273  = \$250 [36:0];
     endcase
     if (rst) begin
-      \$244  = 35'h000000000;
+      \$273  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = \p$51 ;
+    \$274  = \p$51 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2932,16 +2990,16 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h21:
           if (\done$37 ) begin
-            \$245  = p[49:0];
+            \$274  = p[51:0];
           end
     endcase
     if (rst) begin
-      \$245  = 50'h0000000000000;
+      \$274  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = quot;
+    \$275  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3010,36 +3068,36 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h21:
           /* empty */;
       6'h22:
-          \$246  = \$220 [38:0];
+          \$275  = \$249 [40:0];
     endcase
     if (rst) begin
-      \$246  = 39'h0000000000;
+      \$275  = 41'h00000000000;
     end
   end
-  assign beta_shift = \$111 [3:0];
-  assign \beta_shift$6  = \$112 [3:0];
+  assign beta_shift = \$140 [3:0];
+  assign \beta_shift$6  = \$141 [3:0];
   assign seqmul_go = start;
   assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.c  = chan[30:14];
-  assign \chan.neps  = chan[46:31];
-  assign \chan.tau  = chan[54:47];
-  assign \chan.gamma  = chan[62:55];
-  assign \chan.beta  = chan[70:63];
-  assign \chan.mean  = chan[86:71];
-  assign \chan.scale_m  = chan[102:87];
-  assign \chan.scale_exp  = chan[110:103];
-  assign \$168  = { 1'h0, \$167 [63:1] };
-  assign \$193  = { 1'h0, \$192 [15:1] };
-  assign \$195  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$218  = { 1'h0, \$217 [15:1] };
-  assign \$220  = { \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49], \p$51 [49:8] };
+  assign \chan.c  = chan[38:14];
+  assign \chan.neps  = chan[83:39];
+  assign \chan.tau  = chan[91:84];
+  assign \chan.gamma  = chan[99:92];
+  assign \chan.beta  = chan[107:100];
+  assign \chan.mean  = chan[123:108];
+  assign \chan.scale_m  = chan[139:124];
+  assign \chan.scale_exp  = chan[147:140];
+  assign \$197  = { 1'h0, \$196 [63:1] };
+  assign \$222  = { 1'h0, \$221 [15:1] };
+  assign \$224  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$247  = { 1'h0, \$246 [15:1] };
+  assign \$249  = { \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51:8] };
 endmodule
 
 module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [37:0] \$1 ;
+  wire [46:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -3049,18 +3107,18 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [36:0] \$19 ;
+  reg [45:0] \$19 ;
   wire \$2 ;
   reg [15:0] \$20 ;
-  reg [36:0] \$21 ;
+  reg [45:0] \$21 ;
   reg \$22 ;
   reg [15:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
   reg [17:0] \$26 ;
   wire \$3 ;
-  wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
+  wire [47:0] \$4 ;
+  wire [47:0] \$5 ;
   wire [16:0] \$6 ;
   wire \$7 ;
   wire [16:0] \$8 ;
@@ -3068,9 +3126,9 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [36:0] den = 37'h0000000000;
-  input [36:0] \den$13 ;
-  wire [36:0] \den$13 ;
+  reg [45:0] den = 46'h000000000000;
+  input [45:0] \den$13 ;
+  wire [45:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
@@ -3083,9 +3141,9 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   output [17:0] q;
   reg [17:0] q = 18'h00000;
   reg [15:0] quot = 16'h0000;
-  reg [36:0] rem = 37'h0000000000;
-  input [36:0] rem_init;
-  wire [36:0] rem_init;
+  reg [45:0] rem = 46'h000000000000;
+  input [45:0] rem_init;
+  wire [45:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3094,8 +3152,8 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [37:0] trial;
-  assign trial = \$1  | { 37'h0000000000, lo[15] };
+  wire [46:0] trial;
+  assign trial = \$1  | { 46'h000000000000, lo[15] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -3163,10 +3221,10 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [36:0];
+      \$19  = \$5 [45:0];
     end
     if (rst) begin
-      \$19  = 37'h0000000000;
+      \$19  = 46'h000000000000;
     end
   end
   always @* begin
@@ -3188,7 +3246,7 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 37'h0000000000;
+      \$21  = 46'h000000000000;
     end
   end
   always @* begin
@@ -3253,27 +3311,27 @@ endmodule
 module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [51:0] \$10 ;
-  reg [51:0] \$11 ;
-  reg [16:0] \$12 ;
+  reg [53:0] \$10 ;
+  reg [53:0] \$11 ;
+  reg [24:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [52:0] \$2 ;
-  wire [53:0] \$3 ;
-  wire [54:0] \$4 ;
-  wire [52:0] \$5 ;
-  wire [16:0] \$6 ;
+  wire [54:0] \$2 ;
+  wire [55:0] \$3 ;
+  wire [56:0] \$4 ;
+  wire [54:0] \$5 ;
+  wire [24:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [27:0] a;
-  wire [27:0] a;
-  reg [51:0] a_sh = 52'h0000000000000;
-  input [16:0] b;
-  wire [16:0] b;
-  reg [16:0] b_sh = 17'h00000;
-  input [51:0] c;
-  wire [51:0] c;
+  input [29:0] a;
+  wire [29:0] a;
+  reg [53:0] a_sh = 54'h00000000000000;
+  input [24:0] b;
+  wire [24:0] b;
+  reg [24:0] b_sh = 25'h0000000;
+  input [53:0] c;
+  wire [53:0] c;
   input clk;
   wire clk;
   output done;
@@ -3282,8 +3340,8 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [51:0] p;
-  reg [51:0] p = 52'h0000000000000;
+  output [53:0] p;
+  reg [53:0] p = 54'h00000000000000;
   input rst;
   wire rst;
   input start;
@@ -3291,7 +3349,7 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[51], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[53], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3328,23 +3386,23 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [51:0];
+        \$10  = \$4 [53:0];
       end
     end
     if (rst) begin
-      \$10  = 52'h0000000000000;
+      \$10  = 54'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
+      \$11  = { a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [51:0];
+      \$11  = \$5 [53:0];
     end
     if (rst) begin
-      \$11  = 52'h0000000000000;
+      \$11  = 54'h00000000000000;
     end
   end
   always @* begin
@@ -3356,7 +3414,7 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 17'h00000;
+      \$12  = 25'h0000000;
     end
   end
   always @* begin
@@ -3382,26 +3440,26 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[16:1] };
+  assign \$6  = { 1'h0, b_sh[24:1] };
 endmodule
 
 module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
+  wire [19:0] \$10 ;
   wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire [51:0] \$12 ;
+  wire [52:0] \$13 ;
+  wire [53:0] \$14 ;
+  wire [37:0] \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [35:0] \$19 ;
+  wire [37:0] \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
-  wire [35:0] \$21 ;
-  wire [35:0] \$22 ;
+  wire [37:0] \$20 ;
+  wire [37:0] \$21 ;
+  wire [37:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -3425,10 +3483,10 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg \$41 ;
   reg [7:0] \$42 ;
   reg [25:0] \$43 ;
-  reg [18:0] \$44 ;
-  reg [35:0] \$45 ;
-  reg [35:0] \$46 ;
-  reg [35:0] \$47 ;
+  reg [20:0] \$44 ;
+  reg [37:0] \$45 ;
+  reg [37:0] \$46 ;
+  reg [37:0] \$47 ;
   reg \$48 ;
   reg \$49 ;
   wire [1:0] \$5 ;
@@ -3438,11 +3496,11 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   wire \$7 ;
   wire \$8 ;
   wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  input [28:0] a;
+  wire [28:0] a;
+  reg [37:0] acc0 = 38'h0000000000;
+  input [36:0] b;
+  wire [36:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3475,9 +3533,9 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [20:0] p0_17 = 21'h000000;
+  reg [37:0] q0 = 38'h0000000000;
+  reg [37:0] qs0 = 38'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -3536,17 +3594,17 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
   assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
+  assign \$10  = $signed(x0) * $signed(a[28:17]);
   assign \$13  = $signed(\$11 ) + $signed(\$12 );
   assign \$14  = $signed(\$13 ) + $signed(b);
   assign \$15  = $signed(acc0) >>> shift;
   assign \$16  = $signed(qs0) > $signed(8'h7f);
   assign \$17  = $signed(qs0) < $signed(8'h80);
   assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 36'hfffffff80 : q0;
-  assign \$20  = over0 ? 36'h00000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 36'h000000000;
+  assign \$19  = under0 ? 38'h3fffffff80 : q0;
+  assign \$20  = over0 ? 38'h000000007f : \$19 ;
+  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
+  assign \$22  = ok4 ? \$21  : 38'h0000000000;
   assign \$23  = ~ clear;
   assign \$24  = \$23  & ce;
   assign \$25  = v4 & ok4;
@@ -3639,20 +3697,20 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$44  = p0_17;
     if (\$8 ) begin
-      \$44  = { \$10 [17], \$10  };
+      \$44  = { \$10 [19], \$10  };
     end
     if (rst) begin
-      \$44  = 19'h00000;
+      \$44  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$45  = acc0;
     if (\$8 ) begin
-      \$45  = \$14 [35:0];
+      \$45  = \$14 [37:0];
     end
     if (rst) begin
-      \$45  = 36'h000000000;
+      \$45  = 38'h0000000000;
     end
   end
   always @* begin
@@ -3662,7 +3720,7 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
       \$46  = \$15 ;
     end
     if (rst) begin
-      \$46  = 36'h000000000;
+      \$46  = 38'h0000000000;
     end
   end
   always @* begin
@@ -3672,7 +3730,7 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
       \$47  = qs0;
     end
     if (rst) begin
-      \$47  = 36'h000000000;
+      \$47  = 38'h0000000000;
     end
   end
   always @* begin
@@ -3828,7 +3886,7 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
   assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$12  = { p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_linf_s8.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

@@ -4,7 +4,7 @@
 
 module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [59:0] \$1 ;
+  wire [69:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -17,7 +17,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [186:0] \$21 ;
+  reg [262:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -26,20 +26,21 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$25 ;
-  wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [50:0] a;
+  wire [50:0] \a$25 ;
+  wire [66:0] b;
+  wire [66:0] \b$27 ;
   reg beat;
   wire busy;
-  reg [186:0] chan = 187'h00000000000000000000000000000000000000000000000;
-  (* init = 187'h00000000000000000000000000000000000000000000000 *)
-  wire [186:0] \chan$20 ;
+  reg [262:0] chan = 263'h000000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 263'h000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [262:0] \chan$20 ;
   wire [15:0] \chan$20.beta ;
-  wire [27:0] \chan$20.c_full ;
-  wire [27:0] \chan$20.c_last ;
+  wire [37:0] \chan$20.c_full ;
+  wire [37:0] \chan$20.c_last ;
   wire [12:0] \chan$20.chunk_size ;
   wire [12:0] \chan$20.count ;
+  wire [55:0] \chan$20.eps ;
   wire [15:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [23:0] \chan$20.mean ;
@@ -47,23 +48,25 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [23:0] \chan$20.scale_m ;
   wire [15:0] \chan$20.tau ;
   wire [15:0] \chan.beta ;
-  wire [27:0] \chan.c_full ;
-  wire [27:0] \chan.c_last ;
+  wire [37:0] \chan.c_full ;
+  wire [37:0] \chan.c_last ;
   wire [12:0] \chan.chunk_size ;
   wire [12:0] \chan.count ;
+  wire [55:0] \chan.eps ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
-  input [186:0] chan__payload;
-  wire [186:0] chan__payload;
+  input [262:0] chan__payload;
+  wire [262:0] chan__payload;
   wire [15:0] \chan__payload.beta ;
-  wire [27:0] \chan__payload.c_full ;
-  wire [27:0] \chan__payload.c_last ;
+  wire [37:0] \chan__payload.c_full ;
+  wire [37:0] \chan__payload.c_last ;
   wire [12:0] \chan__payload.chunk_size ;
   wire [12:0] \chan__payload.count ;
+  wire [55:0] \chan__payload.eps ;
   wire [15:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [23:0] \chan__payload.mean ;
@@ -79,7 +82,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg \clear$39 ;
   input clk;
   wire clk;
-  wire [59:0] den;
+  wire [69:0] den;
   wire done;
   reg [1:0] entry;
   reg [2:0] fsm_state = 3'h0;
@@ -119,9 +122,9 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [4:0] sh;
   wire [4:0] shift;
   reg start;
-  output [101:0] stats__payload;
-  wire [101:0] stats__payload;
-  wire [59:0] \stats__payload.den ;
+  output [111:0] stats__payload;
+  wire [111:0] stats__payload;
+  wire [69:0] \stats__payload.den ;
   wire [12:0] \stats__payload.sat ;
   wire [28:0] \stats__payload.sum ;
   input stats__ready;
@@ -135,7 +138,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [15:0] \x[0] ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 60'h000000000000000 : den;
+  assign \$1  = chan[0] ? 70'h000000000000000000 : den;
   assign \$2  = | left;
   assign \$3  = i__valid & more;
   assign \$4  = \i__ready$46  & more;
@@ -189,7 +192,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[98:83]),
+    .tau(chan[174:159]),
     .v5(o__valid)
   );
   \hwnorm_frn_range_s16.stats_unit  stats_unit (
@@ -392,7 +395,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           end
     endcase
     if (rst) begin
-      \$21  = 187'h00000000000000000000000000000000000000000000000;
+      \$21  = 263'h000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -442,102 +445,105 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign tau = chan[98:83];
+  assign tau = chan[174:159];
   assign \o__payload$31  = o__payload;
   assign \o__valid$32  = o__valid;
   assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
-  assign \chan__payload.c_full  = chan__payload[54:27];
-  assign \chan__payload.c_last  = chan__payload[82:55];
-  assign \chan__payload.tau  = chan__payload[98:83];
-  assign \chan__payload.gamma  = chan__payload[114:99];
-  assign \chan__payload.beta  = chan__payload[130:115];
-  assign \chan__payload.mean  = chan__payload[154:131];
-  assign \chan__payload.scale_m  = chan__payload[178:155];
-  assign \chan__payload.scale_exp  = chan__payload[186:179];
+  assign \chan__payload.c_full  = chan__payload[64:27];
+  assign \chan__payload.c_last  = chan__payload[102:65];
+  assign \chan__payload.eps  = chan__payload[158:103];
+  assign \chan__payload.tau  = chan__payload[174:159];
+  assign \chan__payload.gamma  = chan__payload[190:175];
+  assign \chan__payload.beta  = chan__payload[206:191];
+  assign \chan__payload.mean  = chan__payload[230:207];
+  assign \chan__payload.scale_m  = chan__payload[254:231];
+  assign \chan__payload.scale_exp  = chan__payload[262:255];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[28:0];
-  assign \stats__payload.den  = stats__payload[88:29];
-  assign \stats__payload.sat  = stats__payload[101:89];
+  assign \stats__payload.den  = stats__payload[98:29];
+  assign \stats__payload.sat  = stats__payload[111:99];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
-  assign \chan.c_full  = chan[54:27];
-  assign \chan.c_last  = chan[82:55];
-  assign \chan.tau  = chan[98:83];
-  assign \chan.gamma  = chan[114:99];
-  assign \chan.beta  = chan[130:115];
-  assign \chan.mean  = chan[154:131];
-  assign \chan.scale_m  = chan[178:155];
-  assign \chan.scale_exp  = chan[186:179];
+  assign \chan.c_full  = chan[64:27];
+  assign \chan.c_last  = chan[102:65];
+  assign \chan.eps  = chan[158:103];
+  assign \chan.tau  = chan[174:159];
+  assign \chan.gamma  = chan[190:175];
+  assign \chan.beta  = chan[206:191];
+  assign \chan.mean  = chan[230:207];
+  assign \chan.scale_m  = chan[254:231];
+  assign \chan.scale_exp  = chan[262:255];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.chunk_size  = chan[26:14];
-  assign \chan$20.c_full  = chan[54:27];
-  assign \chan$20.c_last  = chan[82:55];
-  assign \chan$20.tau  = chan[98:83];
-  assign \chan$20.gamma  = chan[114:99];
-  assign \chan$20.beta  = chan[130:115];
-  assign \chan$20.mean  = chan[154:131];
-  assign \chan$20.scale_m  = chan[178:155];
-  assign \chan$20.scale_exp  = chan[186:179];
+  assign \chan$20.c_full  = chan[64:27];
+  assign \chan$20.c_last  = chan[102:65];
+  assign \chan$20.eps  = chan[158:103];
+  assign \chan$20.tau  = chan[174:159];
+  assign \chan$20.gamma  = chan[190:175];
+  assign \chan$20.beta  = chan[206:191];
+  assign \chan$20.mean  = chan[230:207];
+  assign \chan$20.scale_m  = chan[254:231];
+  assign \chan$20.scale_exp  = chan[262:255];
   assign \i__payload$22[0]  = i__payload;
   assign \o__payload$31[0]  = o__payload;
-  assign stats__payload[101:89] = sat_count;
-  assign stats__payload[88:29] = \$1 ;
+  assign stats__payload[111:99] = sat_count;
+  assign stats__payload[98:29] = \$1 ;
   assign stats__payload[28:0] = sum;
 endmodule
 
 module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_closed, done, den, sh, \a$29 , \b$50 , clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  wire \$10 ;
+  wire [6:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
+  wire [6:0] \$102 ;
+  wire [6:0] \$103 ;
+  wire [6:0] \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
+  wire [6:0] \$106 ;
+  wire [6:0] \$107 ;
+  wire [6:0] \$108 ;
+  wire [6:0] \$109 ;
+  wire [6:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
+  wire [6:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire [6:0] \$116 ;
   wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire [6:0] \$118 ;
+  wire [6:0] \$119 ;
+  wire [6:0] \$12 ;
+  wire [6:0] \$120 ;
+  wire [6:0] \$121 ;
+  wire [6:0] \$122 ;
+  wire [6:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
   wire \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire [5:0] \$136 ;
-  wire [5:0] \$137 ;
-  wire [5:0] \$138 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
@@ -551,105 +557,105 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$148 ;
   wire \$149 ;
   wire \$15 ;
-  wire [5:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire [5:0] \$152 ;
+  wire [6:0] \$150 ;
+  wire [6:0] \$151 ;
+  wire [6:0] \$152 ;
   wire \$153 ;
-  wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire [5:0] \$156 ;
-  wire [5:0] \$157 ;
+  wire [6:0] \$154 ;
+  wire [6:0] \$155 ;
+  wire [6:0] \$156 ;
+  wire [6:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire [5:0] \$162 ;
-  wire [5:0] \$163 ;
-  wire [5:0] \$164 ;
+  wire [6:0] \$162 ;
+  wire [6:0] \$163 ;
+  wire [6:0] \$164 ;
   wire \$165 ;
-  wire [5:0] \$166 ;
-  wire [5:0] \$167 ;
-  wire [5:0] \$168 ;
-  wire [5:0] \$169 ;
+  wire [6:0] \$166 ;
+  wire [6:0] \$167 ;
+  wire [6:0] \$168 ;
+  wire [6:0] \$169 ;
   wire \$17 ;
-  wire [5:0] \$170 ;
-  wire [5:0] \$171 ;
+  wire [6:0] \$170 ;
+  wire \$171 ;
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [3:0] \$177 ;
-  wire [3:0] \$178 ;
-  wire [3:0] \$179 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
+  wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [3:0] \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire \$188 ;
-  wire [3:0] \$189 ;
+  wire [6:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire \$185 ;
+  wire [6:0] \$186 ;
+  wire [6:0] \$187 ;
+  wire [6:0] \$188 ;
+  wire [6:0] \$189 ;
   wire \$19 ;
-  wire [3:0] \$190 ;
-  wire [3:0] \$191 ;
-  wire [3:0] \$192 ;
-  wire [5:0] \$193 ;
-  wire [5:0] \$194 ;
-  wire [23:0] \$195 ;
-  wire \$196 ;
-  wire [16:0] \$197 ;
-  wire [16:0] \$198 ;
-  wire \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [6:0] \$194 ;
+  wire [6:0] \$195 ;
+  wire [6:0] \$196 ;
+  wire \$197 ;
+  wire [6:0] \$198 ;
+  wire [6:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [16:0] \$201 ;
-  wire [16:0] \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire [24:0] \$205 ;
-  wire [24:0] \$206 ;
+  wire [6:0] \$200 ;
+  wire [6:0] \$201 ;
+  wire [6:0] \$202 ;
+  wire [6:0] \$203 ;
+  wire [6:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire [3:0] \$210 ;
+  wire [3:0] \$211 ;
+  wire [3:0] \$212 ;
+  wire [3:0] \$213 ;
   wire \$214 ;
   wire \$215 ;
   wire \$216 ;
   wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
+  wire [3:0] \$220 ;
   wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
+  wire [3:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [3:0] \$224 ;
+  wire [3:0] \$225 ;
+  wire [5:0] \$226 ;
+  wire [5:0] \$227 ;
+  wire [23:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [16:0] \$230 ;
+  wire [16:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
+  wire [16:0] \$234 ;
+  wire [16:0] \$235 ;
   wire \$236 ;
   wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [24:0] \$238 ;
+  wire [24:0] \$239 ;
   wire \$24 ;
   wire \$240 ;
   wire \$241 ;
@@ -662,98 +668,131 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire [63:0] \$250 ;
-  wire [63:0] \$251 ;
-  wire [63:0] \$252 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
   wire \$253 ;
-  wire [7:0] \$254 ;
+  wire \$254 ;
   wire \$255 ;
-  wire [10:0] \$256 ;
-  wire [10:0] \$257 ;
+  wire \$256 ;
+  wire \$257 ;
   wire \$258 ;
-  wire [10:0] \$259 ;
+  wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire [10:0] \$261 ;
-  wire [10:0] \$262 ;
+  wire \$261 ;
+  wire \$262 ;
   wire \$263 ;
-  wire [10:0] \$264 ;
-  wire [10:0] \$265 ;
-  wire [10:0] \$266 ;
-  wire [10:0] \$267 ;
-  wire [70:0] \$268 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
   wire \$269 ;
   wire \$27 ;
-  wire [9:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire [11:0] \$272 ;
-  wire [65:0] \$273 ;
-  wire [46:0] \$274 ;
-  wire [31:0] \$275 ;
-  wire [31:0] \$276 ;
-  wire [47:0] \$277 ;
-  wire [56:0] \$278 ;
-  wire [8:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire \$283 ;
-  wire [10:0] \$284 ;
-  wire \$285 ;
-  wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire [127:0] \$283 ;
+  wire [127:0] \$284 ;
+  wire [127:0] \$285 ;
+  wire \$286 ;
+  wire [8:0] \$287 ;
   wire \$288 ;
   wire [10:0] \$289 ;
   wire \$29 ;
   wire [10:0] \$290 ;
-  wire [10:0] \$291 ;
+  wire \$291 ;
   wire [10:0] \$292 ;
-  wire [70:0] \$293 ;
-  wire \$294 ;
-  wire [9:0] \$295 ;
-  wire [10:0] \$296 ;
-  wire [11:0] \$297 ;
-  wire [65:0] \$298 ;
-  wire [46:0] \$299 ;
+  wire \$293 ;
+  wire [10:0] \$294 ;
+  wire [10:0] \$295 ;
+  wire \$296 ;
+  wire [10:0] \$297 ;
+  wire [10:0] \$298 ;
+  wire [10:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [31:0] \$300 ;
-  wire [31:0] \$301 ;
-  wire [47:0] \$302 ;
-  wire [72:0] \$303 ;
-  wire [62:0] \$304 ;
-  reg \$305 ;
-  reg \$306 ;
-  reg [5:0] \$307 ;
-  reg \$308 ;
-  reg [50:0] \$309 ;
+  wire [10:0] \$300 ;
+  wire [86:0] \$301 ;
+  wire \$302 ;
+  wire [9:0] \$303 ;
+  wire [10:0] \$304 ;
+  wire [11:0] \$305 ;
+  wire [75:0] \$306 ;
+  wire [46:0] \$307 ;
+  wire [31:0] \$308 ;
+  wire [31:0] \$309 ;
   wire \$31 ;
-  reg [59:0] \$310 ;
-  reg [5:0] \$311 ;
-  reg \$312 ;
-  reg [59:0] \$313 ;
-  reg \$314 ;
-  reg [24:0] \$315 ;
-  reg [41:0] \$316 ;
-  reg [55:0] \$317 ;
-  reg [9:0] \$318 ;
-  reg [3:0] \$319 ;
+  wire [47:0] \$310 ;
+  wire [56:0] \$311 ;
+  wire [8:0] \$312 ;
+  wire \$313 ;
+  wire [10:0] \$314 ;
+  wire [10:0] \$315 ;
+  wire \$316 ;
+  wire [10:0] \$317 ;
+  wire \$318 ;
+  wire [10:0] \$319 ;
   wire \$32 ;
-  reg [3:0] \$320 ;
-  reg [9:0] \$321 ;
-  reg [65:0] \$322 ;
-  reg [6:0] \$323 ;
-  reg [4:0] \$324 ;
-  reg [41:0] \$325 ;
-  reg [57:0] \$326 ;
-  reg [57:0] \$327 ;
-  reg [72:0] \$328 ;
-  reg [61:0] \$329 ;
+  wire [10:0] \$320 ;
+  wire \$321 ;
+  wire [10:0] \$322 ;
+  wire [10:0] \$323 ;
+  wire [10:0] \$324 ;
+  wire [10:0] \$325 ;
+  wire [86:0] \$326 ;
+  wire \$327 ;
+  wire [9:0] \$328 ;
+  wire [10:0] \$329 ;
   wire \$33 ;
+  wire [11:0] \$330 ;
+  wire [75:0] \$331 ;
+  wire [46:0] \$332 ;
+  wire [31:0] \$333 ;
+  wire [31:0] \$334 ;
+  wire [47:0] \$335 ;
+  wire [81:0] \$336 ;
+  wire [71:0] \$337 ;
+  reg \$338 ;
+  reg \$339 ;
   wire \$34 ;
+  reg [5:0] \$340 ;
+  reg \$341 ;
+  reg [60:0] \$342 ;
+  reg [69:0] \$343 ;
+  reg [6:0] \$344 ;
+  reg \$345 ;
+  reg [69:0] \$346 ;
+  reg \$347 ;
+  reg [24:0] \$348 ;
+  reg [41:0] \$349 ;
   wire \$35 ;
+  reg [55:0] \$350 ;
+  reg [9:0] \$351 ;
+  reg [3:0] \$352 ;
+  reg [4:0] \$353 ;
+  reg [9:0] \$354 ;
+  reg [75:0] \$355 ;
+  reg [6:0] \$356 ;
+  reg [4:0] \$357 ;
+  reg [50:0] \$358 ;
+  reg [66:0] \$359 ;
   wire \$36 ;
+  reg [66:0] \$360 ;
+  reg [81:0] \$361 ;
+  reg [70:0] \$362 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
@@ -761,23 +800,23 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
-  wire [5:0] \$45 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
-  wire [5:0] \$57 ;
-  wire [5:0] \$58 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire \$6 ;
   wire \$60 ;
@@ -790,31 +829,31 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
+  wire [6:0] \$7 ;
+  wire [6:0] \$70 ;
+  wire [6:0] \$71 ;
+  wire [6:0] \$72 ;
   wire \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
+  wire [6:0] \$74 ;
+  wire [6:0] \$75 ;
+  wire [6:0] \$76 ;
+  wire [6:0] \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire [6:0] \$82 ;
+  wire [6:0] \$83 ;
+  wire [6:0] \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
+  wire [6:0] \$86 ;
+  wire [6:0] \$87 ;
+  wire [6:0] \$88 ;
+  wire [6:0] \$89 ;
+  wire [6:0] \$9 ;
+  wire [6:0] \$90 ;
+  wire \$91 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
@@ -823,23 +862,24 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [51:0] a;
-  output [41:0] \a$29 ;
-  reg [41:0] \a$29  = 42'h00000000000;
+  reg [61:0] a;
+  output [50:0] \a$29 ;
+  reg [50:0] \a$29  = 51'h0000000000000;
   reg [23:0] b;
-  output [57:0] \b$50 ;
-  reg [57:0] \b$50  = 58'h000000000000000;
+  output [66:0] \b$50 ;
+  reg [66:0] \b$50  = 67'h00000000000000000;
   wire [4:0] beta_shift;
   wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
-  reg [74:0] c;
-  input [186:0] chan;
-  wire [186:0] chan;
+  reg [66:0] bias = 67'h00000000000000000;
+  reg [83:0] c;
+  input [262:0] chan;
+  wire [262:0] chan;
   wire [15:0] \chan.beta ;
-  wire [27:0] \chan.c_full ;
-  wire [27:0] \chan.c_last ;
+  wire [37:0] \chan.c_full ;
+  wire [37:0] \chan.c_last ;
   wire [12:0] \chan.chunk_size ;
   wire [12:0] \chan.count ;
+  wire [55:0] \chan.eps ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
@@ -849,10 +889,10 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   input clk;
   wire clk;
   wire [3:0] count_lead;
-  output [59:0] den;
-  reg [59:0] den = 60'h000000000000000;
-  reg [59:0] \den$25 ;
-  wire [5:0] den_lead;
+  output [69:0] den;
+  reg [69:0] den = 70'h000000000000000000;
+  reg [69:0] \den$25 ;
+  wire [6:0] den_lead;
   output done;
   reg done;
   wire \done$37 ;
@@ -861,27 +901,27 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
   reg [55:0] km = 56'h00000000000000;
-  reg [65:0] km_pre = 66'h00000000000000000;
-  reg [5:0] lead = 6'h00;
+  reg [75:0] km_pre = 76'h0000000000000000000;
+  reg [6:0] lead = 7'h00;
   reg [23:0] lo_init;
   reg [41:0] m = 42'h00000000000;
   reg neg;
   reg \neg$24 ;
-  wire [74:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
+  wire [83:0] p;
+  reg [81:0] \p$51  = 82'h000000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
+  reg [4:0] pre = 5'h00;
   wire [25:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
+  reg [70:0] quot = 71'h000000000000000000;
   input [19:0] r_closed;
   wire [19:0] r_closed;
   input [15:0] r_open;
   wire [15:0] r_open;
   reg [24:0] recip = 25'h0000000;
   reg recip_one = 1'h0;
-  reg [59:0] recip_rem = 60'h000000000000000;
-  reg [59:0] rem_init;
+  reg [69:0] recip_rem = 70'h000000000000000000;
+  reg [69:0] rem_init;
   input rst;
   wire rst;
   (* init = 1'h0 *)
@@ -897,37 +937,37 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [4:0] \steps$26 ;
-  reg [50:0] t = 51'h0000000000000;
+  reg [60:0] t = 61'h0000000000000000;
   reg [6:0] t_clamped = 7'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
+  assign \$1  = den[64] | den[65];
+  assign \$2  = den[66] | den[67];
   assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
+  assign \$4  = den[68] | den[69];
+  assign \$5  = \$3  | \$4 ;
+  assign \$6  = den[68] | den[69];
+  assign \$7  = den[69] ? 7'h45 : 7'h44;
+  assign \$8  = den[66] | den[67];
+  assign \$9  = den[67] ? 7'h43 : 7'h42;
+  assign \$10  = den[65] ? 7'h41 : 7'h40;
+  assign \$11  = \$8  ? \$9  : \$10 ;
+  assign \$12  = \$6  ? \$7  : \$11 ;
+  assign \$13  = den[32] | den[33];
+  assign \$14  = den[34] | den[35];
+  assign \$15  = \$13  | \$14 ;
+  assign \$16  = den[36] | den[37];
+  assign \$17  = den[38] | den[39];
   assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = den[54] | den[55];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = den[56] | den[57];
-  assign \$24  = den[58] | den[59];
+  assign \$19  = \$15  | \$18 ;
+  assign \$20  = den[40] | den[41];
+  assign \$21  = den[42] | den[43];
+  assign \$22  = \$20  | \$21 ;
+  assign \$23  = den[44] | den[45];
+  assign \$24  = den[46] | den[47];
   assign \$25  = \$23  | \$24 ;
   assign \$26  = \$22  | \$25 ;
-  assign \$27  = \$15  | \$26 ;
+  assign \$27  = \$19  | \$26 ;
   assign \$28  = den[48] | den[49];
   assign \$29  = den[50] | den[51];
   assign \$30  = \$28  | \$29 ;
@@ -938,320 +978,353 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   assign \$35  = den[56] | den[57];
   assign \$36  = den[58] | den[59];
   assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = den[56] | den[57];
-  assign \$40  = den[58] | den[59];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[58] | den[59];
-  assign \$43  = den[59] ? 6'h3b : 6'h3a;
-  assign \$44  = den[57] ? 6'h39 : 6'h38;
-  assign \$45  = \$42  ? \$43  : \$44 ;
-  assign \$46  = den[52] | den[53];
-  assign \$47  = den[54] | den[55];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = den[54] | den[55];
-  assign \$50  = den[55] ? 6'h37 : 6'h36;
-  assign \$51  = den[53] ? 6'h35 : 6'h34;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = den[50] | den[51];
-  assign \$54  = den[51] ? 6'h33 : 6'h32;
-  assign \$55  = den[49] ? 6'h31 : 6'h30;
-  assign \$56  = \$53  ? \$54  : \$55 ;
-  assign \$57  = \$48  ? \$52  : \$56 ;
-  assign \$58  = \$41  ? \$45  : \$57 ;
-  assign \$59  = den[40] | den[41];
-  assign \$60  = den[42] | den[43];
+  assign \$38  = den[60] | den[61];
+  assign \$39  = den[62] | den[63];
+  assign \$40  = \$38  | \$39 ;
+  assign \$41  = \$37  | \$40 ;
+  assign \$42  = \$34  | \$41 ;
+  assign \$43  = \$27  | \$42 ;
+  assign \$44  = den[48] | den[49];
+  assign \$45  = den[50] | den[51];
+  assign \$46  = \$44  | \$45 ;
+  assign \$47  = den[52] | den[53];
+  assign \$48  = den[54] | den[55];
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = \$46  | \$49 ;
+  assign \$51  = den[56] | den[57];
+  assign \$52  = den[58] | den[59];
+  assign \$53  = \$51  | \$52 ;
+  assign \$54  = den[60] | den[61];
+  assign \$55  = den[62] | den[63];
+  assign \$56  = \$54  | \$55 ;
+  assign \$57  = \$53  | \$56 ;
+  assign \$58  = \$50  | \$57 ;
+  assign \$59  = den[56] | den[57];
+  assign \$60  = den[58] | den[59];
   assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[44] | den[45];
-  assign \$63  = den[46] | den[47];
+  assign \$62  = den[60] | den[61];
+  assign \$63  = den[62] | den[63];
   assign \$64  = \$62  | \$63 ;
   assign \$65  = \$61  | \$64 ;
-  assign \$66  = den[44] | den[45];
-  assign \$67  = den[46] | den[47];
+  assign \$66  = den[60] | den[61];
+  assign \$67  = den[62] | den[63];
   assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[46] | den[47];
-  assign \$70  = den[47] ? 6'h2f : 6'h2e;
-  assign \$71  = den[45] ? 6'h2d : 6'h2c;
+  assign \$69  = den[62] | den[63];
+  assign \$70  = den[63] ? 7'h3f : 7'h3e;
+  assign \$71  = den[61] ? 7'h3d : 7'h3c;
   assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = den[42] | den[43];
-  assign \$74  = den[43] ? 6'h2b : 6'h2a;
-  assign \$75  = den[41] ? 6'h29 : 6'h28;
+  assign \$73  = den[58] | den[59];
+  assign \$74  = den[59] ? 7'h3b : 7'h3a;
+  assign \$75  = den[57] ? 7'h39 : 7'h38;
   assign \$76  = \$73  ? \$74  : \$75 ;
   assign \$77  = \$68  ? \$72  : \$76 ;
-  assign \$78  = den[36] | den[37];
-  assign \$79  = den[38] | den[39];
+  assign \$78  = den[52] | den[53];
+  assign \$79  = den[54] | den[55];
   assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[38] | den[39];
-  assign \$82  = den[39] ? 6'h27 : 6'h26;
-  assign \$83  = den[37] ? 6'h25 : 6'h24;
+  assign \$81  = den[54] | den[55];
+  assign \$82  = den[55] ? 7'h37 : 7'h36;
+  assign \$83  = den[53] ? 7'h35 : 7'h34;
   assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[34] | den[35];
-  assign \$86  = den[35] ? 6'h23 : 6'h22;
-  assign \$87  = den[33] ? 6'h21 : 6'h20;
+  assign \$85  = den[50] | den[51];
+  assign \$86  = den[51] ? 7'h33 : 7'h32;
+  assign \$87  = den[49] ? 7'h31 : 7'h30;
   assign \$88  = \$85  ? \$86  : \$87 ;
   assign \$89  = \$80  ? \$84  : \$88 ;
   assign \$90  = \$65  ? \$77  : \$89 ;
-  assign \$91  = \$38  ? \$58  : \$90 ;
-  assign \$92  = den[16] | den[17];
-  assign \$93  = den[18] | den[19];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = den[20] | den[21];
-  assign \$96  = den[22] | den[23];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$94  | \$97 ;
-  assign \$99  = den[24] | den[25];
-  assign \$100  = den[26] | den[27];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = den[28] | den[29];
-  assign \$103  = den[30] | den[31];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$101  | \$104 ;
-  assign \$106  = \$98  | \$105 ;
-  assign \$107  = den[24] | den[25];
-  assign \$108  = den[26] | den[27];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = den[28] | den[29];
-  assign \$111  = den[30] | den[31];
+  assign \$91  = den[40] | den[41];
+  assign \$92  = den[42] | den[43];
+  assign \$93  = \$91  | \$92 ;
+  assign \$94  = den[44] | den[45];
+  assign \$95  = den[46] | den[47];
+  assign \$96  = \$94  | \$95 ;
+  assign \$97  = \$93  | \$96 ;
+  assign \$98  = den[44] | den[45];
+  assign \$99  = den[46] | den[47];
+  assign \$100  = \$98  | \$99 ;
+  assign \$101  = den[46] | den[47];
+  assign \$102  = den[47] ? 7'h2f : 7'h2e;
+  assign \$103  = den[45] ? 7'h2d : 7'h2c;
+  assign \$104  = \$101  ? \$102  : \$103 ;
+  assign \$105  = den[42] | den[43];
+  assign \$106  = den[43] ? 7'h2b : 7'h2a;
+  assign \$107  = den[41] ? 7'h29 : 7'h28;
+  assign \$108  = \$105  ? \$106  : \$107 ;
+  assign \$109  = \$100  ? \$104  : \$108 ;
+  assign \$110  = den[36] | den[37];
+  assign \$111  = den[38] | den[39];
   assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$109  | \$112 ;
-  assign \$114  = den[28] | den[29];
-  assign \$115  = den[30] | den[31];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = den[30] | den[31];
-  assign \$118  = den[31] ? 6'h1f : 6'h1e;
-  assign \$119  = den[29] ? 6'h1d : 6'h1c;
+  assign \$113  = den[38] | den[39];
+  assign \$114  = den[39] ? 7'h27 : 7'h26;
+  assign \$115  = den[37] ? 7'h25 : 7'h24;
+  assign \$116  = \$113  ? \$114  : \$115 ;
+  assign \$117  = den[34] | den[35];
+  assign \$118  = den[35] ? 7'h23 : 7'h22;
+  assign \$119  = den[33] ? 7'h21 : 7'h20;
   assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = den[26] | den[27];
-  assign \$122  = den[27] ? 6'h1b : 6'h1a;
-  assign \$123  = den[25] ? 6'h19 : 6'h18;
-  assign \$124  = \$121  ? \$122  : \$123 ;
-  assign \$125  = \$116  ? \$120  : \$124 ;
-  assign \$126  = den[20] | den[21];
-  assign \$127  = den[22] | den[23];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = den[22] | den[23];
-  assign \$130  = den[23] ? 6'h17 : 6'h16;
-  assign \$131  = den[21] ? 6'h15 : 6'h14;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = den[18] | den[19];
-  assign \$134  = den[19] ? 6'h13 : 6'h12;
-  assign \$135  = den[17] ? 6'h11 : 6'h10;
-  assign \$136  = \$133  ? \$134  : \$135 ;
-  assign \$137  = \$128  ? \$132  : \$136 ;
-  assign \$138  = \$113  ? \$125  : \$137 ;
-  assign \$139  = den[8] | den[9];
-  assign \$140  = den[10] | den[11];
+  assign \$121  = \$112  ? \$116  : \$120 ;
+  assign \$122  = \$97  ? \$109  : \$121 ;
+  assign \$123  = \$58  ? \$90  : \$122 ;
+  assign \$124  = den[16] | den[17];
+  assign \$125  = den[18] | den[19];
+  assign \$126  = \$124  | \$125 ;
+  assign \$127  = den[20] | den[21];
+  assign \$128  = den[22] | den[23];
+  assign \$129  = \$127  | \$128 ;
+  assign \$130  = \$126  | \$129 ;
+  assign \$131  = den[24] | den[25];
+  assign \$132  = den[26] | den[27];
+  assign \$133  = \$131  | \$132 ;
+  assign \$134  = den[28] | den[29];
+  assign \$135  = den[30] | den[31];
+  assign \$136  = \$134  | \$135 ;
+  assign \$137  = \$133  | \$136 ;
+  assign \$138  = \$130  | \$137 ;
+  assign \$139  = den[24] | den[25];
+  assign \$140  = den[26] | den[27];
   assign \$141  = \$139  | \$140 ;
-  assign \$142  = den[12] | den[13];
-  assign \$143  = den[14] | den[15];
+  assign \$142  = den[28] | den[29];
+  assign \$143  = den[30] | den[31];
   assign \$144  = \$142  | \$143 ;
   assign \$145  = \$141  | \$144 ;
-  assign \$146  = den[12] | den[13];
-  assign \$147  = den[14] | den[15];
+  assign \$146  = den[28] | den[29];
+  assign \$147  = den[30] | den[31];
   assign \$148  = \$146  | \$147 ;
-  assign \$149  = den[14] | den[15];
-  assign \$150  = den[15] ? 6'h0f : 6'h0e;
-  assign \$151  = den[13] ? 6'h0d : 6'h0c;
+  assign \$149  = den[30] | den[31];
+  assign \$150  = den[31] ? 7'h1f : 7'h1e;
+  assign \$151  = den[29] ? 7'h1d : 7'h1c;
   assign \$152  = \$149  ? \$150  : \$151 ;
-  assign \$153  = den[10] | den[11];
-  assign \$154  = den[11] ? 6'h0b : 6'h0a;
-  assign \$155  = den[9] ? 6'h09 : 6'h08;
+  assign \$153  = den[26] | den[27];
+  assign \$154  = den[27] ? 7'h1b : 7'h1a;
+  assign \$155  = den[25] ? 7'h19 : 7'h18;
   assign \$156  = \$153  ? \$154  : \$155 ;
   assign \$157  = \$148  ? \$152  : \$156 ;
-  assign \$158  = den[4] | den[5];
-  assign \$159  = den[6] | den[7];
+  assign \$158  = den[20] | den[21];
+  assign \$159  = den[22] | den[23];
   assign \$160  = \$158  | \$159 ;
-  assign \$161  = den[6] | den[7];
-  assign \$162  = den[7] ? 6'h07 : 6'h06;
-  assign \$163  = den[5] ? 6'h05 : 6'h04;
+  assign \$161  = den[22] | den[23];
+  assign \$162  = den[23] ? 7'h17 : 7'h16;
+  assign \$163  = den[21] ? 7'h15 : 7'h14;
   assign \$164  = \$161  ? \$162  : \$163 ;
-  assign \$165  = den[2] | den[3];
-  assign \$166  = den[3] ? 6'h03 : 6'h02;
-  assign \$167  = den[1] ? 6'h01 : 6'h00;
+  assign \$165  = den[18] | den[19];
+  assign \$166  = den[19] ? 7'h13 : 7'h12;
+  assign \$167  = den[17] ? 7'h11 : 7'h10;
   assign \$168  = \$165  ? \$166  : \$167 ;
   assign \$169  = \$160  ? \$164  : \$168 ;
   assign \$170  = \$145  ? \$157  : \$169 ;
-  assign \$171  = \$106  ? \$138  : \$170 ;
-  assign den_lead = \$27  ? \$91  : \$171 ;
-  assign \$172  = chan[9] | chan[10];
-  assign \$173  = chan[11] | chan[12];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$174  | chan[13];
-  assign \$176  = chan[11] | chan[12];
-  assign \$177  = chan[12] ? 4'hb : 4'ha;
-  assign \$178  = chan[10] ? 4'h9 : 4'h8;
-  assign \$179  = \$176  ? \$177  : \$178 ;
-  assign \$180  = chan[13] ? 4'hc : \$179 ;
-  assign \$181  = chan[5] | chan[6];
-  assign \$182  = chan[7] | chan[8];
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = chan[7] | chan[8];
-  assign \$185  = chan[8] ? 4'h7 : 4'h6;
-  assign \$186  = chan[6] ? 4'h5 : 4'h4;
-  assign \$187  = \$184  ? \$185  : \$186 ;
-  assign \$188  = chan[3] | chan[4];
-  assign \$189  = chan[4] ? 4'h3 : 4'h2;
-  assign \$190  = chan[2] ? 4'h1 : 4'h0;
-  assign \$191  = \$188  ? \$189  : \$190 ;
-  assign \$192  = \$183  ? \$187  : \$191 ;
-  assign count_lead = \$175  ? \$180  : \$192 ;
-  assign \$193  = sh + 1'h0;
-  assign \$194  = sh + 1'h0;
-  assign \$195  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$196  = $signed(chan[114:99]) < $signed(1'h0);
-  assign \$197  = - $signed(chan[114:99]);
-  assign \$198  = \$196  ? \$197  : { chan[114], chan[114:99] };
-  assign \$199  = $signed(chan[114:99]) < $signed(1'h0);
-  assign \$200  = $signed(chan[114:99]) < $signed(1'h0);
-  assign \$201  = - $signed(chan[114:99]);
-  assign \$202  = \$200  ? \$201  : { chan[114], chan[114:99] };
-  assign \$203  = $signed(chan[114:99]) < $signed(1'h0);
-  assign \$204  = $signed(chan[154:131]) < $signed(1'h0);
-  assign \$205  = - $signed(chan[154:131]);
-  assign \$206  = \$204  ? \$205  : { chan[154], chan[154:131] };
-  assign \$207  = $signed(chan[154:131]) < $signed(1'h0);
-  assign \$208  = ! fsm_state;
-  assign \$209  = fsm_state == 1'h1;
-  assign \$210  = fsm_state == 2'h2;
-  assign \$211  = fsm_state == 2'h3;
-  assign \$212  = fsm_state == 3'h4;
-  assign \$213  = fsm_state == 3'h5;
-  assign \$214  = fsm_state == 3'h6;
-  assign \$215  = fsm_state == 3'h7;
-  assign \$216  = fsm_state == 4'h8;
-  assign \$217  = fsm_state == 4'h9;
-  assign \$218  = fsm_state == 4'ha;
-  assign \$219  = fsm_state == 4'hb;
-  assign \$220  = fsm_state == 4'hc;
-  assign \$221  = fsm_state == 4'hd;
-  assign \$222  = fsm_state == 4'he;
-  assign \$223  = fsm_state == 4'hf;
-  assign \$224  = fsm_state == 5'h10;
-  assign \$225  = fsm_state == 5'h11;
-  assign \$226  = fsm_state == 5'h12;
-  assign \$227  = fsm_state == 5'h13;
-  assign \$228  = fsm_state == 5'h14;
-  assign \$229  = fsm_state == 5'h15;
-  assign \$230  = fsm_state == 5'h16;
-  assign \$231  = fsm_state == 5'h17;
-  assign \$232  = fsm_state == 5'h18;
-  assign \$233  = fsm_state == 5'h19;
-  assign \$234  = fsm_state == 5'h1a;
-  assign \$235  = fsm_state == 5'h1b;
-  assign \$236  = fsm_state == 5'h1c;
-  assign \$237  = fsm_state == 5'h1d;
-  assign \$238  = fsm_state == 5'h1e;
-  assign \$239  = fsm_state == 5'h1f;
-  assign \$240  = fsm_state == 6'h20;
-  assign \$241  = fsm_state == 6'h21;
-  assign \$242  = fsm_state == 6'h22;
-  assign \$243  = fsm_state == 6'h23;
-  assign \$244  = fsm_state == 6'h24;
-  assign \$245  = fsm_state == 6'h25;
-  assign \$246  = fsm_state == 6'h26;
-  assign \$247  = fsm_state == 6'h27;
-  assign \$248  = fsm_state == 6'h28;
-  assign \$249  = ! lead;
-  assign \$250  = 1'h1 << lead;
-  assign \$252  = \$249  ? 64'h0000000000000000 : \$251 ;
-  assign \$253  = ! lead;
-  assign \$254  = lead + 8'hfa;
-  assign \$255  = $signed(sh0) < $signed(4'h4);
-  assign \$256  = $signed(4'h4) - $signed(sh0);
-  assign \$257  = \$255  ? \$256  : 11'h000;
-  assign \$258  = $signed(sh0) < $signed(4'h4);
-  assign \$259  = $signed(sh0) - $signed(6'h15);
-  assign \$260  = $signed(\$259 ) > $signed({ 1'h0, tk });
-  assign \$261  = $signed(sh0) - $signed(6'h15);
-  assign \$262  = $signed(sh0) - $signed(4'h4);
-  assign \$263  = $signed(\$262 ) < $signed({ 1'h0, tk });
-  assign \$264  = $signed(sh0) - $signed(4'h4);
-  assign \$265  = \$263  ? \$264  : { 7'h00, tk };
-  assign \$266  = \$260  ? \$261  : \$265 ;
-  assign \$267  = \$258  ? 11'h000 : \$266 ;
-  assign \$268  = $signed(km) << pre;
-  assign \$269  = tsh > 7'h42;
-  assign \$270  = \$269  ? 10'h042 : tsh;
-  assign \$271  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$272  = $signed(\$271 ) - $signed({ 1'h0, tsh });
-  assign \$273  = $signed(km_pre) >>> t_clamped;
-  assign \$274  = $signed(chan[130:115]) << \$193 [4:0];
-  assign \$275  = 1'h1 << sh;
-  assign \$277  = $signed(\$274 ) + $signed({ 1'h0, \$276  });
-  assign \$279  = $signed(6'h10) - $signed(chan[186:179]);
-  assign \$280  = $signed(sh0) < $signed(4'h4);
-  assign \$281  = $signed(4'h4) - $signed(sh0);
-  assign \$282  = \$280  ? \$281  : 11'h000;
-  assign \$283  = $signed(sh0) < $signed(4'h4);
-  assign \$284  = $signed(sh0) - $signed(6'h15);
-  assign \$285  = $signed(\$284 ) > $signed({ 1'h0, tk });
-  assign \$286  = $signed(sh0) - $signed(6'h15);
-  assign \$287  = $signed(sh0) - $signed(4'h4);
-  assign \$288  = $signed(\$287 ) < $signed({ 1'h0, tk });
-  assign \$289  = $signed(sh0) - $signed(4'h4);
-  assign \$290  = \$288  ? \$289  : { 7'h00, tk };
-  assign \$291  = \$285  ? \$286  : \$290 ;
-  assign \$292  = \$283  ? 11'h000 : \$291 ;
-  assign \$293  = $signed(km) << pre;
-  assign \$294  = tsh > 7'h42;
-  assign \$295  = \$294  ? 10'h042 : tsh;
-  assign \$296  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$297  = $signed(\$296 ) - $signed({ 1'h0, tsh });
-  assign \$298  = $signed(km_pre) >>> t_clamped;
-  assign \$299  = $signed(chan[130:115]) << \$194 [4:0];
-  assign \$300  = 1'h1 << sh;
-  assign \$302  = $signed(\$299 ) + $signed({ 1'h0, \$301  });
-  assign \$304  = $signed(bias) - $signed(quot);
+  assign \$171  = den[8] | den[9];
+  assign \$172  = den[10] | den[11];
+  assign \$173  = \$171  | \$172 ;
+  assign \$174  = den[12] | den[13];
+  assign \$175  = den[14] | den[15];
+  assign \$176  = \$174  | \$175 ;
+  assign \$177  = \$173  | \$176 ;
+  assign \$178  = den[12] | den[13];
+  assign \$179  = den[14] | den[15];
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = den[14] | den[15];
+  assign \$182  = den[15] ? 7'h0f : 7'h0e;
+  assign \$183  = den[13] ? 7'h0d : 7'h0c;
+  assign \$184  = \$181  ? \$182  : \$183 ;
+  assign \$185  = den[10] | den[11];
+  assign \$186  = den[11] ? 7'h0b : 7'h0a;
+  assign \$187  = den[9] ? 7'h09 : 7'h08;
+  assign \$188  = \$185  ? \$186  : \$187 ;
+  assign \$189  = \$180  ? \$184  : \$188 ;
+  assign \$190  = den[4] | den[5];
+  assign \$191  = den[6] | den[7];
+  assign \$192  = \$190  | \$191 ;
+  assign \$193  = den[6] | den[7];
+  assign \$194  = den[7] ? 7'h07 : 7'h06;
+  assign \$195  = den[5] ? 7'h05 : 7'h04;
+  assign \$196  = \$193  ? \$194  : \$195 ;
+  assign \$197  = den[2] | den[3];
+  assign \$198  = den[3] ? 7'h03 : 7'h02;
+  assign \$199  = den[1] ? 7'h01 : 7'h00;
+  assign \$200  = \$197  ? \$198  : \$199 ;
+  assign \$201  = \$192  ? \$196  : \$200 ;
+  assign \$202  = \$177  ? \$189  : \$201 ;
+  assign \$203  = \$138  ? \$170  : \$202 ;
+  assign \$204  = \$43  ? \$123  : \$203 ;
+  assign den_lead = \$5  ? \$12  : \$204 ;
+  assign \$205  = chan[9] | chan[10];
+  assign \$206  = chan[11] | chan[12];
+  assign \$207  = \$205  | \$206 ;
+  assign \$208  = \$207  | chan[13];
+  assign \$209  = chan[11] | chan[12];
+  assign \$210  = chan[12] ? 4'hb : 4'ha;
+  assign \$211  = chan[10] ? 4'h9 : 4'h8;
+  assign \$212  = \$209  ? \$210  : \$211 ;
+  assign \$213  = chan[13] ? 4'hc : \$212 ;
+  assign \$214  = chan[5] | chan[6];
+  assign \$215  = chan[7] | chan[8];
+  assign \$216  = \$214  | \$215 ;
+  assign \$217  = chan[7] | chan[8];
+  assign \$218  = chan[8] ? 4'h7 : 4'h6;
+  assign \$219  = chan[6] ? 4'h5 : 4'h4;
+  assign \$220  = \$217  ? \$218  : \$219 ;
+  assign \$221  = chan[3] | chan[4];
+  assign \$222  = chan[4] ? 4'h3 : 4'h2;
+  assign \$223  = chan[2] ? 4'h1 : 4'h0;
+  assign \$224  = \$221  ? \$222  : \$223 ;
+  assign \$225  = \$216  ? \$220  : \$224 ;
+  assign count_lead = \$208  ? \$213  : \$225 ;
+  assign \$226  = sh + 1'h0;
+  assign \$227  = sh + 1'h0;
+  assign \$228  = recip_one ? 24'h800000 : 24'h000000;
+  assign \$229  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$230  = - $signed(chan[190:175]);
+  assign \$231  = \$229  ? \$230  : { chan[190], chan[190:175] };
+  assign \$232  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$233  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$234  = - $signed(chan[190:175]);
+  assign \$235  = \$233  ? \$234  : { chan[190], chan[190:175] };
+  assign \$236  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$237  = $signed(chan[230:207]) < $signed(1'h0);
+  assign \$238  = - $signed(chan[230:207]);
+  assign \$239  = \$237  ? \$238  : { chan[230], chan[230:207] };
+  assign \$240  = $signed(chan[230:207]) < $signed(1'h0);
+  assign \$241  = ! fsm_state;
+  assign \$242  = fsm_state == 1'h1;
+  assign \$243  = fsm_state == 2'h2;
+  assign \$244  = fsm_state == 2'h3;
+  assign \$245  = fsm_state == 3'h4;
+  assign \$246  = fsm_state == 3'h5;
+  assign \$247  = fsm_state == 3'h6;
+  assign \$248  = fsm_state == 3'h7;
+  assign \$249  = fsm_state == 4'h8;
+  assign \$250  = fsm_state == 4'h9;
+  assign \$251  = fsm_state == 4'ha;
+  assign \$252  = fsm_state == 4'hb;
+  assign \$253  = fsm_state == 4'hc;
+  assign \$254  = fsm_state == 4'hd;
+  assign \$255  = fsm_state == 4'he;
+  assign \$256  = fsm_state == 4'hf;
+  assign \$257  = fsm_state == 5'h10;
+  assign \$258  = fsm_state == 5'h11;
+  assign \$259  = fsm_state == 5'h12;
+  assign \$260  = fsm_state == 5'h13;
+  assign \$261  = fsm_state == 5'h14;
+  assign \$262  = fsm_state == 5'h15;
+  assign \$263  = fsm_state == 5'h16;
+  assign \$264  = fsm_state == 5'h17;
+  assign \$265  = fsm_state == 5'h18;
+  assign \$266  = fsm_state == 5'h19;
+  assign \$267  = fsm_state == 5'h1a;
+  assign \$268  = fsm_state == 5'h1b;
+  assign \$269  = fsm_state == 5'h1c;
+  assign \$270  = fsm_state == 5'h1d;
+  assign \$271  = fsm_state == 5'h1e;
+  assign \$272  = fsm_state == 5'h1f;
+  assign \$273  = fsm_state == 6'h20;
+  assign \$274  = fsm_state == 6'h21;
+  assign \$275  = fsm_state == 6'h22;
+  assign \$276  = fsm_state == 6'h23;
+  assign \$277  = fsm_state == 6'h24;
+  assign \$278  = fsm_state == 6'h25;
+  assign \$279  = fsm_state == 6'h26;
+  assign \$280  = fsm_state == 6'h27;
+  assign \$281  = fsm_state == 6'h28;
+  assign \$282  = ! lead;
+  assign \$283  = 1'h1 << lead;
+  assign \$285  = \$282  ? 128'h00000000000000000000000000000000 : \$284 ;
+  assign \$286  = ! lead;
+  assign \$287  = lead + 9'h1f0;
+  assign \$288  = $signed(sh0) < $signed(4'h4);
+  assign \$289  = $signed(4'h4) - $signed(sh0);
+  assign \$290  = \$288  ? \$289  : 11'h000;
+  assign \$291  = $signed(sh0) < $signed(4'h4);
+  assign \$292  = $signed(sh0) - $signed(6'h15);
+  assign \$293  = $signed(\$292 ) > $signed({ 1'h0, tk });
+  assign \$294  = $signed(sh0) - $signed(6'h15);
+  assign \$295  = $signed(sh0) - $signed(4'h4);
+  assign \$296  = $signed(\$295 ) < $signed({ 1'h0, tk });
+  assign \$297  = $signed(sh0) - $signed(4'h4);
+  assign \$298  = \$296  ? \$297  : { 7'h00, tk };
+  assign \$299  = \$293  ? \$294  : \$298 ;
+  assign \$300  = \$291  ? 11'h000 : \$299 ;
+  assign \$301  = $signed(km) << pre;
+  assign \$302  = tsh > 7'h4c;
+  assign \$303  = \$302  ? 10'h04c : tsh;
+  assign \$304  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$305  = $signed(\$304 ) - $signed({ 1'h0, tsh });
+  assign \$306  = $signed(km_pre) >>> t_clamped;
+  assign \$307  = $signed(chan[206:191]) << \$226 [4:0];
+  assign \$308  = 1'h1 << sh;
+  assign \$310  = $signed(\$307 ) + $signed({ 1'h0, \$309  });
+  assign \$312  = $signed(6'h10) - $signed(chan[262:255]);
+  assign \$313  = $signed(sh0) < $signed(4'h4);
+  assign \$314  = $signed(4'h4) - $signed(sh0);
+  assign \$315  = \$313  ? \$314  : 11'h000;
+  assign \$316  = $signed(sh0) < $signed(4'h4);
+  assign \$317  = $signed(sh0) - $signed(6'h15);
+  assign \$318  = $signed(\$317 ) > $signed({ 1'h0, tk });
+  assign \$319  = $signed(sh0) - $signed(6'h15);
+  assign \$320  = $signed(sh0) - $signed(4'h4);
+  assign \$321  = $signed(\$320 ) < $signed({ 1'h0, tk });
+  assign \$322  = $signed(sh0) - $signed(4'h4);
+  assign \$323  = \$321  ? \$322  : { 7'h00, tk };
+  assign \$324  = \$318  ? \$319  : \$323 ;
+  assign \$325  = \$316  ? 11'h000 : \$324 ;
+  assign \$326  = $signed(km) << pre;
+  assign \$327  = tsh > 7'h4c;
+  assign \$328  = \$327  ? 10'h04c : tsh;
+  assign \$329  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$330  = $signed(\$329 ) - $signed({ 1'h0, tsh });
+  assign \$331  = $signed(km_pre) >>> t_clamped;
+  assign \$332  = $signed(chan[206:191]) << \$227 [4:0];
+  assign \$333  = 1'h1 << sh;
+  assign \$335  = $signed(\$332 ) + $signed({ 1'h0, \$334  });
+  assign \$337  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    pop_top <= \$305 ;
+    pop_top <= \$338 ;
   always @(posedge clk)
-    pop_bottom <= \$306 ;
+    pop_bottom <= \$339 ;
   always @(posedge clk)
-    fsm_state <= \$307 ;
+    fsm_state <= \$340 ;
   always @(posedge clk)
-    start <= \$308 ;
+    start <= \$341 ;
   always @(posedge clk)
-    t <= \$309 ;
+    t <= \$342 ;
   always @(posedge clk)
-    den <= \$310 ;
+    den <= \$343 ;
   always @(posedge clk)
-    lead <= \$311 ;
+    lead <= \$344 ;
   always @(posedge clk)
-    \start$9  <= \$312 ;
+    \start$9  <= \$345 ;
   always @(posedge clk)
-    recip_rem <= \$313 ;
+    recip_rem <= \$346 ;
   always @(posedge clk)
-    recip_one <= \$314 ;
+    recip_one <= \$347 ;
   always @(posedge clk)
-    recip <= \$315 ;
+    recip <= \$348 ;
   always @(posedge clk)
-    m <= \$316 ;
+    m <= \$349 ;
   always @(posedge clk)
-    km <= \$317 ;
+    km <= \$350 ;
   always @(posedge clk)
-    sh0 <= \$318 ;
+    sh0 <= \$351 ;
   always @(posedge clk)
-    tk <= \$319 ;
+    tk <= \$352 ;
   always @(posedge clk)
-    pre <= \$320 ;
+    pre <= \$353 ;
   always @(posedge clk)
-    tsh <= \$321 ;
+    tsh <= \$354 ;
   always @(posedge clk)
-    km_pre <= \$322 ;
+    km_pre <= \$355 ;
   always @(posedge clk)
-    t_clamped <= \$323 ;
+    t_clamped <= \$356 ;
   always @(posedge clk)
-    sh <= \$324 ;
+    sh <= \$357 ;
   always @(posedge clk)
-    \a$29  <= \$325 ;
+    \a$29  <= \$358 ;
   always @(posedge clk)
-    bias <= \$326 ;
+    bias <= \$359 ;
   always @(posedge clk)
-    \b$50  <= \$327 ;
+    \b$50  <= \$360 ;
   always @(posedge clk)
-    \p$51  <= \$328 ;
+    \p$51  <= \$361 ;
   always @(posedge clk)
-    quot <= \$329 ;
+    quot <= \$362 ;
   \hwnorm_frn_range_s16.math.div  div (
     .clk(clk),
     .\den$13 (\den$25 ),
@@ -1278,7 +1351,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 52'h0000000000000;
+    a = 62'h0000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1291,19 +1364,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h06:
           /* empty */;
       6'h07:
-          a = { 24'h000000, chan[54:27] };
+          a = { 24'h000000, chan[64:27] };
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { 24'h000000, chan[82:55] };
+          a = { 24'h000000, chan[102:65] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { t[50], t };
+          a = { t[60], t };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1317,13 +1390,13 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h13:
           /* empty */;
       6'h14:
-          a = { 27'h0000000, recip };
+          a = { 37'h0000000000, recip };
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
+          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
       6'h18:
           /* empty */;
       6'h19:
@@ -1339,7 +1412,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h03:
           /* empty */;
       6'h1e:
-          a = { 28'h0000000, chan[178:155] };
+          a = { 38'h0000000000, chan[254:231] };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1353,7 +1426,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h24:
           /* empty */;
       6'h25:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
+          a = { \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29  };
     endcase
   end
   always @* begin
@@ -1397,7 +1470,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198  };
+          b = { \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1419,7 +1492,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h03:
           /* empty */;
       6'h1e:
-          b = { \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202  };
+          b = { \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1433,12 +1506,12 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h24:
           /* empty */;
       6'h25:
-          b = \$206 [23:0];
+          b = \$239 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 75'h0000000000000000000;
+    c = 84'h000000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1451,19 +1524,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h06:
           /* empty */;
       6'h07:
-          c = 75'h00000000000000035b0;
+          c = { 28'h0000000, chan[158:103] };
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+          c = { t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          c = 75'h0000000000000000000;
+          c = 84'h000000000000000000000;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1477,13 +1550,13 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h13:
           /* empty */;
       6'h14:
-          c = 75'h0000000000000000000;
+          c = 84'h000000000000000000000;
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          c = 75'h0000000000000000000;
+          c = 84'h000000000000000000000;
       6'h18:
           /* empty */;
       6'h19:
@@ -1499,7 +1572,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h03:
           /* empty */;
       6'h1e:
-          c = 75'h0000000000000000000;
+          c = 84'h000000000000000000000;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1513,7 +1586,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h24:
           /* empty */;
       6'h25:
-          c = 75'h0000000000000000000;
+          c = 84'h000000000000000000000;
     endcase
   end
   always @* begin
@@ -1557,7 +1630,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$199 ;
+          neg = \$232 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1579,7 +1652,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h03:
           /* empty */;
       6'h1e:
-          neg = \$203 ;
+          neg = \$236 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1593,7 +1666,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h24:
           /* empty */;
       6'h25:
-          neg = \$207 ;
+          neg = \$240 ;
     endcase
   end
   always @* begin
@@ -1678,7 +1751,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 60'h000000000000000;
+    rem_init = 70'h000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1749,7 +1822,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$195 ;
+          lo_init = \$228 ;
     endcase
   end
   always @* begin
@@ -1792,7 +1865,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 60'h000000000000000;
+    \den$25  = 70'h000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1956,137 +2029,137 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = 1'h0;
+    \$338  = 1'h0;
     if (rst) begin
-      \$305  = 1'h0;
+      \$338  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = 1'h0;
+    \$339  = 1'h0;
     if (rst) begin
-      \$306  = 1'h0;
+      \$339  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = fsm_state;
+    \$340  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$307  = 6'h01;
+                  \$340  = 6'h01;
               2'h1:
-                  \$307  = 6'h02;
+                  \$340  = 6'h02;
               2'h2:
-                  \$307  = 6'h03;
+                  \$340  = 6'h03;
             endcase
           end
       6'h02:
-          \$307  = 6'h04;
+          \$340  = 6'h04;
       6'h04:
-          \$307  = 6'h05;
+          \$340  = 6'h05;
       6'h05:
-          \$307  = 6'h06;
+          \$340  = 6'h06;
       6'h06:
-          \$307  = 6'h07;
+          \$340  = 6'h07;
       6'h07:
-          \$307  = 6'h08;
+          \$340  = 6'h08;
       6'h08:
           if (\done$37 ) begin
-            \$307  = 6'h09;
+            \$340  = 6'h09;
           end
       6'h09:
-          \$307  = 6'h0a;
+          \$340  = 6'h0a;
       6'h0a:
-          \$307  = 6'h0b;
+          \$340  = 6'h0b;
       6'h0b:
           if (\done$37 ) begin
-            \$307  = 6'h0c;
+            \$340  = 6'h0c;
           end
       6'h0c:
-          \$307  = 6'h0d;
+          \$340  = 6'h0d;
       6'h0d:
-          \$307  = 6'h0e;
+          \$340  = 6'h0e;
       6'h0e:
           if (\done$37 ) begin
-            \$307  = 6'h0f;
+            \$340  = 6'h0f;
           end
       6'h0f:
-          \$307  = 6'h10;
+          \$340  = 6'h10;
       6'h10:
-          \$307  = 6'h11;
+          \$340  = 6'h11;
       6'h11:
-          \$307  = 6'h12;
+          \$340  = 6'h12;
       6'h12:
           if (\done$40 ) begin
-            \$307  = 6'h13;
+            \$340  = 6'h13;
           end
       6'h13:
-          \$307  = 6'h14;
+          \$340  = 6'h14;
       6'h14:
-          \$307  = 6'h15;
+          \$340  = 6'h15;
       6'h15:
           if (\done$37 ) begin
-            \$307  = 6'h16;
+            \$340  = 6'h16;
           end
       6'h16:
-          \$307  = 6'h17;
+          \$340  = 6'h17;
       6'h17:
-          \$307  = 6'h18;
+          \$340  = 6'h18;
       6'h18:
           if (\done$37 ) begin
-            \$307  = 6'h19;
+            \$340  = 6'h19;
           end
       6'h19:
-          \$307  = 6'h1a;
+          \$340  = 6'h1a;
       6'h1a:
-          \$307  = 6'h1b;
+          \$340  = 6'h1b;
       6'h1b:
-          \$307  = 6'h1c;
+          \$340  = 6'h1c;
       6'h1c:
-          \$307  = 6'h1d;
+          \$340  = 6'h1d;
       6'h1d:
-          \$307  = 6'h01;
+          \$340  = 6'h01;
       6'h03:
-          \$307  = 6'h1e;
+          \$340  = 6'h1e;
       6'h1e:
-          \$307  = 6'h1f;
+          \$340  = 6'h1f;
       6'h1f:
           if (\done$37 ) begin
-            \$307  = 6'h20;
+            \$340  = 6'h20;
           end
       6'h20:
-          \$307  = 6'h21;
+          \$340  = 6'h21;
       6'h21:
-          \$307  = 6'h22;
+          \$340  = 6'h22;
       6'h22:
-          \$307  = 6'h23;
+          \$340  = 6'h23;
       6'h23:
-          \$307  = 6'h24;
+          \$340  = 6'h24;
       6'h24:
-          \$307  = 6'h25;
+          \$340  = 6'h25;
       6'h25:
-          \$307  = 6'h26;
+          \$340  = 6'h26;
       6'h26:
           if (\done$37 ) begin
-            \$307  = 6'h27;
+            \$340  = 6'h27;
           end
       6'h27:
-          \$307  = 6'h28;
+          \$340  = 6'h28;
       6'h28:
-          \$307  = 6'h01;
+          \$340  = 6'h01;
       6'h01:
-          \$307  = 6'h00;
+          \$340  = 6'h00;
     endcase
     if (rst) begin
-      \$307  = 6'h00;
+      \$340  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = start;
+    \$341  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2097,21 +2170,21 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h05:
           /* empty */;
       6'h06:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h07:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h0a:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h0d:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2123,15 +2196,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h12:
           /* empty */;
       6'h13:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h14:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h17:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2145,9 +2218,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1d:
           /* empty */;
       6'h03:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h1e:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2159,17 +2232,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h23:
           /* empty */;
       6'h24:
-          \$308  = 1'h1;
+          \$341  = 1'h1;
       6'h25:
-          \$308  = 1'h0;
+          \$341  = 1'h0;
     endcase
     if (rst) begin
-      \$308  = 1'h0;
+      \$341  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = t;
+    \$342  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2185,7 +2258,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h08:
           if (\done$37 ) begin
-            \$309  = p[50:0];
+            \$342  = p[60:0];
           end
       6'h09:
           /* empty */;
@@ -2193,16 +2266,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h0b:
           if (\done$37 ) begin
-            \$309  = p[50:0];
+            \$342  = p[60:0];
           end
     endcase
     if (rst) begin
-      \$309  = 51'h0000000000000;
+      \$342  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = den;
+    \$343  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2230,16 +2303,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h0e:
           if (\done$37 ) begin
-            \$310  = p[59:0];
+            \$343  = p[69:0];
           end
     endcase
     if (rst) begin
-      \$310  = 60'h000000000000000;
+      \$343  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = lead;
+    \$344  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2268,15 +2341,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h0e:
           /* empty */;
       6'h0f:
-          \$311  = den_lead;
+          \$344  = den_lead;
     endcase
     if (rst) begin
-      \$311  = 6'h00;
+      \$344  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = \start$9 ;
+    \$345  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2307,17 +2380,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$312  = 1'h1;
+          \$345  = 1'h1;
       6'h11:
-          \$312  = 1'h0;
+          \$345  = 1'h0;
     endcase
     if (rst) begin
-      \$312  = 1'h0;
+      \$345  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = recip_rem;
+    \$346  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2348,15 +2421,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$313  = \$252 [59:0];
+          \$346  = \$285 [69:0];
     endcase
     if (rst) begin
-      \$313  = 60'h000000000000000;
+      \$346  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = recip_one;
+    \$347  = recip_one;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2387,15 +2460,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h0f:
           /* empty */;
       6'h10:
-          \$314  = \$253 ;
+          \$347  = \$286 ;
     endcase
     if (rst) begin
-      \$314  = 1'h0;
+      \$347  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = recip;
+    \$348  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2431,16 +2504,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h12:
           if (\done$40 ) begin
-            \$315  = q[24:0];
+            \$348  = q[24:0];
           end
     endcase
     if (rst) begin
-      \$315  = 25'h0000000;
+      \$348  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = m;
+    \$349  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2482,7 +2555,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h15:
           if (\done$37 ) begin
-            \$316  = p[41:0];
+            \$349  = p[41:0];
           end
       6'h16:
           /* empty */;
@@ -2506,16 +2579,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h1f:
           if (\done$37 ) begin
-            \$316  = p[41:0];
+            \$349  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$316  = 42'h00000000000;
+      \$349  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = km;
+    \$350  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2563,7 +2636,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h18:
           if (\done$37 ) begin
-            \$317  = p[55:0];
+            \$350  = p[55:0];
           end
       6'h19:
           /* empty */;
@@ -2582,15 +2655,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1f:
           /* empty */;
       6'h20:
-          \$317  = \$278 [55:0];
+          \$350  = \$311 [55:0];
     endcase
     if (rst) begin
-      \$317  = 56'h00000000000000;
+      \$350  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = sh0;
+    \$351  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2639,7 +2712,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \$318  = { \$254 [7], \$254 [7], \$254  };
+          \$351  = { \$287 [8], \$287  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2655,15 +2728,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1f:
           /* empty */;
       6'h20:
-          \$318  = { \$279 [8], \$279  };
+          \$351  = { \$312 [8], \$312  };
     endcase
     if (rst) begin
-      \$318  = 10'h000;
+      \$351  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = tk;
+    \$352  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2712,7 +2785,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h18:
           /* empty */;
       6'h19:
-          \$319  = count_lead;
+          \$352  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2728,15 +2801,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1f:
           /* empty */;
       6'h20:
-          \$319  = 4'h8;
+          \$352  = 4'h8;
     endcase
     if (rst) begin
-      \$319  = 4'h0;
+      \$352  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = pre;
+    \$353  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2787,82 +2860,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          \$320  = \$257 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$320  = \$282 [3:0];
-    endcase
-    if (rst) begin
-      \$320  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$321  = \$267 [9:0];
+          \$353  = \$290 [4:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2878,15 +2876,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h20:
           /* empty */;
       6'h21:
-          \$321  = \$292 [9:0];
+          \$353  = \$315 [4:0];
     endcase
     if (rst) begin
-      \$321  = 10'h000;
+      \$353  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = km_pre;
+    \$354  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2937,9 +2935,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \$354  = \$300 [9:0];
       6'h1b:
-          \$322  = \$268 [65:0];
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2953,17 +2951,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
-      6'h22:
-          \$322  = \$293 [65:0];
+          \$354  = \$325 [9:0];
     endcase
     if (rst) begin
-      \$322  = 66'h00000000000000000;
+      \$354  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = t_clamped;
+    \$355  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3016,7 +3012,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$323  = \$270 [6:0];
+          \$355  = \$301 [75:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3032,15 +3028,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \$323  = \$295 [6:0];
+          \$355  = \$326 [75:0];
     endcase
     if (rst) begin
-      \$323  = 7'h00;
+      \$355  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = sh;
+    \$356  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3093,7 +3089,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1a:
           /* empty */;
       6'h1b:
-          \$324  = \$272 [4:0];
+          \$356  = \$303 [6:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -3109,15 +3105,92 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h21:
           /* empty */;
       6'h22:
-          \$324  = \$297 [4:0];
+          \$356  = \$328 [6:0];
     endcase
     if (rst) begin
-      \$324  = 5'h00;
+      \$356  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = \a$29 ;
+    \$357  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$357  = \$305 [4:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$357  = \$330 [4:0];
+    endcase
+    if (rst) begin
+      \$357  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$358  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3172,7 +3245,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1b:
           /* empty */;
       6'h1c:
-          \$325  = \$273 [41:0];
+          \$358  = \$306 [50:0];
       6'h1d:
           /* empty */;
       6'h03:
@@ -3188,15 +3261,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h22:
           /* empty */;
       6'h23:
-          \$325  = \$298 [41:0];
+          \$358  = \$331 [50:0];
     endcase
     if (rst) begin
-      \$325  = 42'h00000000000;
+      \$358  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = bias;
+    \$359  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3251,7 +3324,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1b:
           /* empty */;
       6'h1c:
-          \$326  = { \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277 [47], \$277  };
+          \$359  = { \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310  };
       6'h1d:
           /* empty */;
       6'h03:
@@ -3267,15 +3340,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h22:
           /* empty */;
       6'h23:
-          \$326  = { \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302 [47], \$302  };
+          \$359  = { \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335  };
     endcase
     if (rst) begin
-      \$326  = 58'h000000000000000;
+      \$359  = 67'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = \b$50 ;
+    \$360  = \b$50 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3332,7 +3405,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h1c:
           /* empty */;
       6'h1d:
-          \$327  = bias;
+          \$360  = bias;
       6'h03:
           /* empty */;
       6'h1e:
@@ -3356,15 +3429,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h27:
           /* empty */;
       6'h28:
-          \$327  = \$304 [57:0];
+          \$360  = \$337 [66:0];
     endcase
     if (rst) begin
-      \$327  = 58'h000000000000000;
+      \$360  = 67'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = \p$51 ;
+    \$361  = \p$51 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3442,16 +3515,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       6'h26:
           if (\done$37 ) begin
-            \$328  = p[72:0];
+            \$361  = p[81:0];
           end
     endcase
     if (rst) begin
-      \$328  = 73'h0000000000000000000;
+      \$361  = 82'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = quot;
+    \$362  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3530,37 +3603,38 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       6'h26:
           /* empty */;
       6'h27:
-          \$329  = \$303 [61:0];
+          \$362  = \$336 [70:0];
     endcase
     if (rst) begin
-      \$329  = 62'h0000000000000000;
+      \$362  = 71'h000000000000000000;
     end
   end
-  assign beta_shift = \$193 [4:0];
-  assign \beta_shift$6  = \$194 [4:0];
+  assign beta_shift = \$226 [4:0];
+  assign \beta_shift$6  = \$227 [4:0];
   assign seqmul_go = start;
   assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
-  assign \chan.c_full  = chan[54:27];
-  assign \chan.c_last  = chan[82:55];
-  assign \chan.tau  = chan[98:83];
-  assign \chan.gamma  = chan[114:99];
-  assign \chan.beta  = chan[130:115];
-  assign \chan.mean  = chan[154:131];
-  assign \chan.scale_m  = chan[178:155];
-  assign \chan.scale_exp  = chan[186:179];
-  assign \$251  = { 1'h0, \$250 [63:1] };
-  assign \$276  = { 1'h0, \$275 [31:1] };
-  assign \$278  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$301  = { 1'h0, \$300 [31:1] };
-  assign \$303  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \chan.c_full  = chan[64:27];
+  assign \chan.c_last  = chan[102:65];
+  assign \chan.eps  = chan[158:103];
+  assign \chan.tau  = chan[174:159];
+  assign \chan.gamma  = chan[190:175];
+  assign \chan.beta  = chan[206:191];
+  assign \chan.mean  = chan[230:207];
+  assign \chan.scale_m  = chan[254:231];
+  assign \chan.scale_exp  = chan[262:255];
+  assign \$284  = { 1'h0, \$283 [127:1] };
+  assign \$309  = { 1'h0, \$308 [31:1] };
+  assign \$311  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
+  assign \$334  = { 1'h0, \$333 [31:1] };
+  assign \$336  = { \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81:8] };
 endmodule
 
 module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [60:0] \$1 ;
+  wire [70:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -3570,18 +3644,18 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [59:0] \$19 ;
+  reg [69:0] \$19 ;
   wire \$2 ;
   reg [23:0] \$20 ;
-  reg [59:0] \$21 ;
+  reg [69:0] \$21 ;
   reg \$22 ;
   reg [23:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
   reg [25:0] \$26 ;
   wire \$3 ;
-  wire [61:0] \$4 ;
-  wire [61:0] \$5 ;
+  wire [71:0] \$4 ;
+  wire [71:0] \$5 ;
   wire [24:0] \$6 ;
   wire \$7 ;
   wire [24:0] \$8 ;
@@ -3589,9 +3663,9 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [59:0] den = 60'h000000000000000;
-  input [59:0] \den$13 ;
-  wire [59:0] \den$13 ;
+  reg [69:0] den = 70'h000000000000000000;
+  input [69:0] \den$13 ;
+  wire [69:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
@@ -3604,9 +3678,9 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
   output [25:0] q;
   reg [25:0] q = 26'h0000000;
   reg [23:0] quot = 24'h000000;
-  reg [59:0] rem = 60'h000000000000000;
-  input [59:0] rem_init;
-  wire [59:0] rem_init;
+  reg [69:0] rem = 70'h000000000000000000;
+  input [69:0] rem_init;
+  wire [69:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3615,8 +3689,8 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [60:0] trial;
-  assign trial = \$1  | { 60'h000000000000000, lo[23] };
+  wire [70:0] trial;
+  assign trial = \$1  | { 70'h000000000000000000, lo[23] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -3684,10 +3758,10 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [59:0];
+      \$19  = \$5 [69:0];
     end
     if (rst) begin
-      \$19  = 60'h000000000000000;
+      \$19  = 70'h000000000000000000;
     end
   end
   always @* begin
@@ -3709,7 +3783,7 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 60'h000000000000000;
+      \$21  = 70'h000000000000000000;
     end
   end
   always @* begin
@@ -3774,27 +3848,27 @@ endmodule
 module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [74:0] \$10 ;
-  reg [74:0] \$11 ;
+  reg [83:0] \$10 ;
+  reg [83:0] \$11 ;
   reg [23:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [75:0] \$2 ;
-  wire [76:0] \$3 ;
-  wire [77:0] \$4 ;
-  wire [75:0] \$5 ;
+  wire [84:0] \$2 ;
+  wire [85:0] \$3 ;
+  wire [86:0] \$4 ;
+  wire [84:0] \$5 ;
   wire [23:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [51:0] a;
-  wire [51:0] a;
-  reg [74:0] a_sh = 75'h0000000000000000000;
+  input [61:0] a;
+  wire [61:0] a;
+  reg [83:0] a_sh = 84'h000000000000000000000;
   input [23:0] b;
   wire [23:0] b;
   reg [23:0] b_sh = 24'h000000;
-  input [74:0] c;
-  wire [74:0] c;
+  input [83:0] c;
+  wire [83:0] c;
   input clk;
   wire clk;
   output done;
@@ -3803,8 +3877,8 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [74:0] p;
-  reg [74:0] p = 75'h0000000000000000000;
+  output [83:0] p;
+  reg [83:0] p = 84'h000000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3812,7 +3886,7 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[83], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3849,23 +3923,23 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [74:0];
+        \$10  = \$4 [83:0];
       end
     end
     if (rst) begin
-      \$10  = 75'h0000000000000000000;
+      \$10  = 84'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a };
+      \$11  = { a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [74:0];
+      \$11  = \$5 [83:0];
     end
     if (rst) begin
-      \$11  = 75'h0000000000000000000;
+      \$11  = 84'h000000000000000000000;
     end
   end
   always @* begin
@@ -3910,22 +3984,22 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
+  wire [32:0] \$11 ;
   wire [34:0] \$12 ;
   wire [64:0] \$13 ;
   wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire [96:0] \$15 ;
+  wire [97:0] \$16 ;
+  wire [98:0] \$17 ;
+  wire [67:0] \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
-  wire [58:0] \$24 ;
-  wire [58:0] \$25 ;
+  wire [67:0] \$22 ;
+  wire [67:0] \$23 ;
+  wire [67:0] \$24 ;
+  wire [67:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -3950,11 +4024,11 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   reg [15:0] \$45 ;
   reg [33:0] \$46 ;
   reg [33:0] \$47 ;
-  reg [24:0] \$48 ;
-  reg [58:0] \$49 ;
+  reg [33:0] \$48 ;
+  reg [67:0] \$49 ;
   wire [1:0] \$5 ;
-  reg [58:0] \$50 ;
-  reg [58:0] \$51 ;
+  reg [67:0] \$50 ;
+  reg [67:0] \$51 ;
   reg \$52 ;
   reg \$53 ;
   reg \$54 ;
@@ -3963,11 +4037,11 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   wire \$7 ;
   wire \$8 ;
   wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  input [50:0] a;
+  wire [50:0] a;
+  reg [67:0] acc0 = 68'h00000000000000000;
+  input [66:0] b;
+  wire [66:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -4001,9 +4075,9 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
   reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [33:0] p0_34 = 34'h000000000;
+  reg [67:0] q0 = 68'h00000000000000000;
+  reg [67:0] qs0 = 68'h00000000000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
@@ -4073,7 +4147,7 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   assign \$8  = \$7  & ce;
   assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
   assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
+  assign \$11  = $signed(x0) * $signed(a[50:34]);
   assign \$14  = $signed(\$12 ) + $signed(\$13 );
   assign \$16  = $signed(\$15 ) + $signed(b);
   assign \$17  = $signed(\$14 ) + $signed(\$16 );
@@ -4081,10 +4155,10 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   assign \$19  = $signed(qs0) > $signed(16'h7fff);
   assign \$20  = $signed(qs0) < $signed(16'h8000);
   assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$23  = over0 ? 59'h000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 59'h000000000000000;
+  assign \$22  = under0 ? 68'hfffffffffffff8000 : q0;
+  assign \$23  = over0 ? 68'h00000000000007fff : \$22 ;
+  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
+  assign \$25  = ok4 ? \$24  : 68'h00000000000000000;
   assign \$26  = ~ clear;
   assign \$27  = \$26  & ce;
   assign \$28  = v4 & ok4;
@@ -4214,20 +4288,20 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$48  = p0_34;
     if (\$8 ) begin
-      \$48  = { \$11 [23], \$11  };
+      \$48  = { \$11 [32], \$11  };
     end
     if (rst) begin
-      \$48  = 25'h0000000;
+      \$48  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$49  = acc0;
     if (\$8 ) begin
-      \$49  = \$17 [58:0];
+      \$49  = \$17 [67:0];
     end
     if (rst) begin
-      \$49  = 59'h000000000000000;
+      \$49  = 68'h00000000000000000;
     end
   end
   always @* begin
@@ -4237,7 +4311,7 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
       \$50  = \$18 ;
     end
     if (rst) begin
-      \$50  = 59'h000000000000000;
+      \$50  = 68'h00000000000000000;
     end
   end
   always @* begin
@@ -4247,7 +4321,7 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
       \$51  = qs0;
     end
     if (rst) begin
-      \$51  = 59'h000000000000000;
+      \$51  = 68'h00000000000000000;
     end
   end
   always @* begin
@@ -4369,7 +4443,7 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   assign \i__payload[0]  = i__payload;
   assign \$12  = { p0_0[33], p0_0 };
   assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$15  = { p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34, 34'h000000000 };
 endmodule
 
 module \hwnorm_frn_range_s16.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);

@@ -4,7 +4,7 @@
 
 module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, clk, rst, chan__ready, i__ready, o__payload, o__valid, stats__payload, stats__valid, chan__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire [43:0] \$1 ;
+  wire [46:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -17,7 +17,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [130:0] \$21 ;
+  reg [169:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -32,14 +32,15 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [41:0] \b$27 ;
   reg beat;
   wire busy;
-  reg [130:0] chan = 131'h000000000000000000000000000000000;
-  (* init = 131'h000000000000000000000000000000000 *)
-  wire [130:0] \chan$20 ;
+  reg [169:0] chan = 170'h0000000000000000000000000000000000000000000;
+  (* init = 170'h0000000000000000000000000000000000000000000 *)
+  wire [169:0] \chan$20 ;
   wire [7:0] \chan$20.beta ;
-  wire [19:0] \chan$20.c_full ;
-  wire [19:0] \chan$20.c_last ;
+  wire [22:0] \chan$20.c_full ;
+  wire [22:0] \chan$20.c_last ;
   wire [12:0] \chan$20.chunk_size ;
   wire [12:0] \chan$20.count ;
+  wire [32:0] \chan$20.eps ;
   wire [7:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [15:0] \chan$20.mean ;
@@ -47,23 +48,25 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [15:0] \chan$20.scale_m ;
   wire [7:0] \chan$20.tau ;
   wire [7:0] \chan.beta ;
-  wire [19:0] \chan.c_full ;
-  wire [19:0] \chan.c_last ;
+  wire [22:0] \chan.c_full ;
+  wire [22:0] \chan.c_last ;
   wire [12:0] \chan.chunk_size ;
   wire [12:0] \chan.count ;
+  wire [32:0] \chan.eps ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
-  input [130:0] chan__payload;
-  wire [130:0] chan__payload;
+  input [169:0] chan__payload;
+  wire [169:0] chan__payload;
   wire [7:0] \chan__payload.beta ;
-  wire [19:0] \chan__payload.c_full ;
-  wire [19:0] \chan__payload.c_last ;
+  wire [22:0] \chan__payload.c_full ;
+  wire [22:0] \chan__payload.c_last ;
   wire [12:0] \chan__payload.chunk_size ;
   wire [12:0] \chan__payload.count ;
+  wire [32:0] \chan__payload.eps ;
   wire [7:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [15:0] \chan__payload.mean ;
@@ -79,7 +82,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg \clear$39 ;
   input clk;
   wire clk;
-  wire [43:0] den;
+  wire [46:0] den;
   wire done;
   reg [1:0] entry;
   reg [2:0] fsm_state = 3'h0;
@@ -119,9 +122,9 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [3:0] sh;
   wire [3:0] shift;
   reg start;
-  output [77:0] stats__payload;
-  wire [77:0] stats__payload;
-  wire [43:0] \stats__payload.den ;
+  output [80:0] stats__payload;
+  wire [80:0] stats__payload;
+  wire [46:0] \stats__payload.den ;
   wire [12:0] \stats__payload.sat ;
   wire [20:0] \stats__payload.sum ;
   input stats__ready;
@@ -135,7 +138,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [7:0] \x[0] ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
-  assign \$1  = chan[0] ? 44'h00000000000 : den;
+  assign \$1  = chan[0] ? 47'h000000000000 : den;
   assign \$2  = | left;
   assign \$3  = i__valid & more;
   assign \$4  = \i__ready$46  & more;
@@ -189,7 +192,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[74:67]),
+    .tau(chan[113:106]),
     .v5(o__valid)
   );
   \hwnorm_frn_range_s8.stats_unit  stats_unit (
@@ -392,7 +395,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           end
     endcase
     if (rst) begin
-      \$21  = 131'h000000000000000000000000000000000;
+      \$21  = 170'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -442,53 +445,56 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign tau = chan[74:67];
+  assign tau = chan[113:106];
   assign \o__payload$31  = o__payload;
   assign \o__valid$32  = o__valid;
   assign \o__ready$33  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
-  assign \chan__payload.c_full  = chan__payload[46:27];
-  assign \chan__payload.c_last  = chan__payload[66:47];
-  assign \chan__payload.tau  = chan__payload[74:67];
-  assign \chan__payload.gamma  = chan__payload[82:75];
-  assign \chan__payload.beta  = chan__payload[90:83];
-  assign \chan__payload.mean  = chan__payload[106:91];
-  assign \chan__payload.scale_m  = chan__payload[122:107];
-  assign \chan__payload.scale_exp  = chan__payload[130:123];
+  assign \chan__payload.c_full  = chan__payload[49:27];
+  assign \chan__payload.c_last  = chan__payload[72:50];
+  assign \chan__payload.eps  = chan__payload[105:73];
+  assign \chan__payload.tau  = chan__payload[113:106];
+  assign \chan__payload.gamma  = chan__payload[121:114];
+  assign \chan__payload.beta  = chan__payload[129:122];
+  assign \chan__payload.mean  = chan__payload[145:130];
+  assign \chan__payload.scale_m  = chan__payload[161:146];
+  assign \chan__payload.scale_exp  = chan__payload[169:162];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[20:0];
-  assign \stats__payload.den  = stats__payload[64:21];
-  assign \stats__payload.sat  = stats__payload[77:65];
+  assign \stats__payload.den  = stats__payload[67:21];
+  assign \stats__payload.sat  = stats__payload[80:68];
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
-  assign \chan.c_full  = chan[46:27];
-  assign \chan.c_last  = chan[66:47];
-  assign \chan.tau  = chan[74:67];
-  assign \chan.gamma  = chan[82:75];
-  assign \chan.beta  = chan[90:83];
-  assign \chan.mean  = chan[106:91];
-  assign \chan.scale_m  = chan[122:107];
-  assign \chan.scale_exp  = chan[130:123];
+  assign \chan.c_full  = chan[49:27];
+  assign \chan.c_last  = chan[72:50];
+  assign \chan.eps  = chan[105:73];
+  assign \chan.tau  = chan[113:106];
+  assign \chan.gamma  = chan[121:114];
+  assign \chan.beta  = chan[129:122];
+  assign \chan.mean  = chan[145:130];
+  assign \chan.scale_m  = chan[161:146];
+  assign \chan.scale_exp  = chan[169:162];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
   assign \chan$20.chunk_size  = chan[26:14];
-  assign \chan$20.c_full  = chan[46:27];
-  assign \chan$20.c_last  = chan[66:47];
-  assign \chan$20.tau  = chan[74:67];
-  assign \chan$20.gamma  = chan[82:75];
-  assign \chan$20.beta  = chan[90:83];
-  assign \chan$20.mean  = chan[106:91];
-  assign \chan$20.scale_m  = chan[122:107];
-  assign \chan$20.scale_exp  = chan[130:123];
+  assign \chan$20.c_full  = chan[49:27];
+  assign \chan$20.c_last  = chan[72:50];
+  assign \chan$20.eps  = chan[105:73];
+  assign \chan$20.tau  = chan[113:106];
+  assign \chan$20.gamma  = chan[121:114];
+  assign \chan$20.beta  = chan[129:122];
+  assign \chan$20.mean  = chan[145:130];
+  assign \chan$20.scale_m  = chan[161:146];
+  assign \chan$20.scale_exp  = chan[169:162];
   assign \i__payload$22[0]  = i__payload;
   assign \o__payload$31[0]  = o__payload;
-  assign stats__payload[77:65] = sat_count;
-  assign stats__payload[64:21] = \$1 ;
+  assign stats__payload[80:68] = sat_count;
+  assign stats__payload[67:21] = \$1 ;
   assign stats__payload[20:0] = sum;
 endmodule
 
@@ -497,71 +503,71 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
-  wire \$101 ;
+  wire [5:0] \$101 ;
   wire [5:0] \$102 ;
   wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
-  wire \$105 ;
+  wire \$104 ;
+  wire [5:0] \$105 ;
   wire [5:0] \$106 ;
   wire [5:0] \$107 ;
   wire [5:0] \$108 ;
-  wire [5:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
-  wire [5:0] \$110 ;
-  wire [5:0] \$111 ;
+  wire \$110 ;
+  wire \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
+  wire [5:0] \$113 ;
+  wire [5:0] \$114 ;
+  wire [5:0] \$115 ;
   wire \$116 ;
-  wire [3:0] \$117 ;
-  wire [3:0] \$118 ;
-  wire [3:0] \$119 ;
+  wire [5:0] \$117 ;
+  wire [5:0] \$118 ;
+  wire [5:0] \$119 ;
   wire \$12 ;
-  wire [3:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
+  wire [5:0] \$120 ;
+  wire [5:0] \$121 ;
+  wire [5:0] \$122 ;
   wire \$123 ;
   wire \$124 ;
-  wire [3:0] \$125 ;
-  wire [3:0] \$126 ;
-  wire [3:0] \$127 ;
-  wire \$128 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [3:0] \$128 ;
   wire [3:0] \$129 ;
   wire \$13 ;
   wire [3:0] \$130 ;
   wire [3:0] \$131 ;
-  wire [3:0] \$132 ;
-  wire [4:0] \$133 ;
-  wire [4:0] \$134 ;
-  wire [15:0] \$135 ;
-  wire \$136 ;
-  wire [8:0] \$137 ;
-  wire [8:0] \$138 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [3:0] \$136 ;
+  wire [3:0] \$137 ;
+  wire [3:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [8:0] \$141 ;
-  wire [8:0] \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire [16:0] \$145 ;
-  wire [16:0] \$146 ;
+  wire [3:0] \$140 ;
+  wire [3:0] \$141 ;
+  wire [3:0] \$142 ;
+  wire [3:0] \$143 ;
+  wire [4:0] \$144 ;
+  wire [4:0] \$145 ;
+  wire [15:0] \$146 ;
   wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [8:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [8:0] \$152 ;
+  wire [8:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [16:0] \$156 ;
+  wire [16:0] \$157 ;
   wire \$158 ;
   wire \$159 ;
-  wire [5:0] \$16 ;
+  wire \$16 ;
   wire \$160 ;
   wire \$161 ;
   wire \$162 ;
@@ -572,7 +578,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [5:0] \$17 ;
+  wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
@@ -583,7 +589,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [5:0] \$18 ;
+  wire \$18 ;
   wire \$180 ;
   wire \$181 ;
   wire \$182 ;
@@ -595,112 +601,123 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire [63:0] \$190 ;
-  wire [63:0] \$191 ;
-  wire [63:0] \$192 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
   wire \$193 ;
-  wire [7:0] \$194 ;
+  wire \$194 ;
   wire \$195 ;
-  wire [10:0] \$196 ;
-  wire [10:0] \$197 ;
+  wire \$196 ;
+  wire \$197 ;
   wire \$198 ;
-  wire [10:0] \$199 ;
+  wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [10:0] \$201 ;
-  wire [10:0] \$202 ;
-  wire \$203 ;
-  wire [10:0] \$204 ;
-  wire [10:0] \$205 ;
-  wire [10:0] \$206 ;
+  wire [63:0] \$201 ;
+  wire [63:0] \$202 ;
+  wire [63:0] \$203 ;
+  wire \$204 ;
+  wire [7:0] \$205 ;
+  wire \$206 ;
   wire [10:0] \$207 ;
-  wire [54:0] \$208 ;
+  wire [10:0] \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire [9:0] \$210 ;
-  wire [10:0] \$211 ;
-  wire [11:0] \$212 ;
-  wire [48:0] \$213 ;
-  wire [22:0] \$214 ;
-  wire [15:0] \$215 ;
-  wire [15:0] \$216 ;
-  wire [23:0] \$217 ;
-  wire [40:0] \$218 ;
-  wire [8:0] \$219 ;
+  wire [10:0] \$210 ;
+  wire \$211 ;
+  wire [10:0] \$212 ;
+  wire [10:0] \$213 ;
+  wire \$214 ;
+  wire [10:0] \$215 ;
+  wire [10:0] \$216 ;
+  wire [10:0] \$217 ;
+  wire [10:0] \$218 ;
+  wire [54:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [10:0] \$221 ;
+  wire [9:0] \$221 ;
   wire [10:0] \$222 ;
-  wire \$223 ;
-  wire [10:0] \$224 ;
-  wire \$225 ;
-  wire [10:0] \$226 ;
-  wire [10:0] \$227 ;
-  wire \$228 ;
-  wire [10:0] \$229 ;
+  wire [11:0] \$223 ;
+  wire [51:0] \$224 ;
+  wire [22:0] \$225 ;
+  wire [15:0] \$226 ;
+  wire [15:0] \$227 ;
+  wire [23:0] \$228 ;
+  wire [40:0] \$229 ;
   wire [5:0] \$23 ;
-  wire [10:0] \$230 ;
-  wire [10:0] \$231 ;
+  wire [8:0] \$230 ;
+  wire \$231 ;
   wire [10:0] \$232 ;
-  wire [54:0] \$233 ;
+  wire [10:0] \$233 ;
   wire \$234 ;
-  wire [9:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [11:0] \$237 ;
-  wire [48:0] \$238 ;
-  wire [22:0] \$239 ;
+  wire [10:0] \$235 ;
+  wire \$236 ;
+  wire [10:0] \$237 ;
+  wire [10:0] \$238 ;
+  wire \$239 ;
   wire [5:0] \$24 ;
-  wire [15:0] \$240 ;
-  wire [15:0] \$241 ;
-  wire [23:0] \$242 ;
-  wire [56:0] \$243 ;
-  wire [46:0] \$244 ;
-  reg \$245 ;
-  reg \$246 ;
-  reg [5:0] \$247 ;
-  reg \$248 ;
-  reg [34:0] \$249 ;
-  wire [5:0] \$25 ;
-  reg [43:0] \$250 ;
-  reg [5:0] \$251 ;
-  reg \$252 ;
-  reg [43:0] \$253 ;
-  reg \$254 ;
-  reg [16:0] \$255 ;
-  reg [25:0] \$256 ;
-  reg [39:0] \$257 ;
-  reg [9:0] \$258 ;
-  reg [3:0] \$259 ;
-  wire \$26 ;
-  reg [3:0] \$260 ;
-  reg [9:0] \$261 ;
-  reg [48:0] \$262 ;
-  reg [5:0] \$263 ;
-  reg [3:0] \$264 ;
-  reg [33:0] \$265 ;
-  reg [41:0] \$266 ;
-  reg [41:0] \$267 ;
-  reg [56:0] \$268 ;
-  reg [45:0] \$269 ;
+  wire [10:0] \$240 ;
+  wire [10:0] \$241 ;
+  wire [10:0] \$242 ;
+  wire [10:0] \$243 ;
+  wire [54:0] \$244 ;
+  wire \$245 ;
+  wire [9:0] \$246 ;
+  wire [10:0] \$247 ;
+  wire [11:0] \$248 ;
+  wire [51:0] \$249 ;
+  wire \$25 ;
+  wire [22:0] \$250 ;
+  wire [15:0] \$251 ;
+  wire [15:0] \$252 ;
+  wire [23:0] \$253 ;
+  wire [56:0] \$254 ;
+  wire [46:0] \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg [5:0] \$258 ;
+  reg \$259 ;
+  wire [5:0] \$26 ;
+  reg [37:0] \$260 ;
+  reg [46:0] \$261 ;
+  reg [5:0] \$262 ;
+  reg \$263 ;
+  reg [46:0] \$264 ;
+  reg \$265 ;
+  reg [16:0] \$266 ;
+  reg [25:0] \$267 ;
+  reg [39:0] \$268 ;
+  reg [9:0] \$269 ;
   wire [5:0] \$27 ;
+  reg [3:0] \$270 ;
+  reg [3:0] \$271 ;
+  reg [9:0] \$272 ;
+  reg [51:0] \$273 ;
+  reg [5:0] \$274 ;
+  reg [3:0] \$275 ;
+  reg [33:0] \$276 ;
+  reg [41:0] \$277 ;
+  reg [41:0] \$278 ;
+  reg [56:0] \$279 ;
   wire [5:0] \$28 ;
+  reg [45:0] \$280 ;
   wire [5:0] \$29 ;
   wire \$3 ;
-  wire [5:0] \$30 ;
-  wire [5:0] \$31 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
+  wire [5:0] \$34 ;
+  wire [5:0] \$35 ;
+  wire [5:0] \$36 ;
   wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [5:0] \$38 ;
+  wire [5:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
+  wire [5:0] \$40 ;
+  wire [5:0] \$41 ;
+  wire [5:0] \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
@@ -717,53 +734,53 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [5:0] \$60 ;
+  wire \$60 ;
   wire \$61 ;
-  wire [5:0] \$62 ;
-  wire [5:0] \$63 ;
-  wire [5:0] \$64 ;
-  wire [5:0] \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [5:0] \$69 ;
   wire \$7 ;
   wire [5:0] \$70 ;
   wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
-  wire \$73 ;
+  wire \$72 ;
+  wire [5:0] \$73 ;
   wire [5:0] \$74 ;
   wire [5:0] \$75 ;
   wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
+  wire \$77 ;
+  wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
+  wire [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [5:0] \$83 ;
   wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [5:0] \$85 ;
+  wire [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [5:0] \$88 ;
+  wire [5:0] \$89 ;
   wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire [5:0] \$92 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
-  wire [5:0] \$97 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg [35:0] a;
+  reg [38:0] a;
   output [33:0] \a$29 ;
   reg [33:0] \a$29  = 34'h000000000;
   reg [15:0] b;
@@ -773,13 +790,14 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire [3:0] \beta_shift$6 ;
   reg [41:0] bias = 42'h00000000000;
   reg [58:0] c;
-  input [130:0] chan;
-  wire [130:0] chan;
+  input [169:0] chan;
+  wire [169:0] chan;
   wire [7:0] \chan.beta ;
-  wire [19:0] \chan.c_full ;
-  wire [19:0] \chan.c_last ;
+  wire [22:0] \chan.c_full ;
+  wire [22:0] \chan.c_last ;
   wire [12:0] \chan.chunk_size ;
   wire [12:0] \chan.count ;
+  wire [32:0] \chan.eps ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
@@ -789,9 +807,9 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   input clk;
   wire clk;
   wire [3:0] count_lead;
-  output [43:0] den;
-  reg [43:0] den = 44'h00000000000;
-  reg [43:0] \den$25 ;
+  output [46:0] den;
+  reg [46:0] den = 47'h000000000000;
+  reg [46:0] \den$25 ;
   wire [5:0] den_lead;
   output done;
   reg done;
@@ -801,7 +819,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire [1:0] entry;
   reg [5:0] fsm_state = 6'h00;
   reg [39:0] km = 40'h0000000000;
-  reg [48:0] km_pre = 49'h0000000000000;
+  reg [51:0] km_pre = 52'h0000000000000;
   reg [5:0] lead = 6'h00;
   reg [15:0] lo_init;
   reg [25:0] m = 26'h0000000;
@@ -820,8 +838,8 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire [7:0] r_open;
   reg [16:0] recip = 17'h00000;
   reg recip_one = 1'h0;
-  reg [43:0] recip_rem = 44'h00000000000;
-  reg [43:0] rem_init;
+  reg [46:0] recip_rem = 47'h000000000000;
+  reg [46:0] rem_init;
   input rst;
   wire rst;
   (* init = 1'h0 *)
@@ -837,7 +855,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   reg \start$9  = 1'h0;
   reg [4:0] steps;
   reg [4:0] \steps$26 ;
-  reg [34:0] t = 35'h000000000;
+  reg [37:0] t = 38'h0000000000;
   reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
@@ -851,287 +869,298 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   assign \$8  = den[40] | den[41];
   assign \$9  = den[42] | den[43];
   assign \$10  = \$8  | \$9 ;
-  assign \$11  = \$7  | \$10 ;
-  assign \$12  = den[40] | den[41];
-  assign \$13  = den[42] | den[43];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = den[42] | den[43];
-  assign \$16  = den[43] ? 6'h2b : 6'h2a;
-  assign \$17  = den[41] ? 6'h29 : 6'h28;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = den[36] | den[37];
-  assign \$20  = den[38] | den[39];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = den[38] | den[39];
-  assign \$23  = den[39] ? 6'h27 : 6'h26;
-  assign \$24  = den[37] ? 6'h25 : 6'h24;
-  assign \$25  = \$22  ? \$23  : \$24 ;
-  assign \$26  = den[34] | den[35];
-  assign \$27  = den[35] ? 6'h23 : 6'h22;
-  assign \$28  = den[33] ? 6'h21 : 6'h20;
-  assign \$29  = \$26  ? \$27  : \$28 ;
-  assign \$30  = \$21  ? \$25  : \$29 ;
-  assign \$31  = \$14  ? \$18  : \$30 ;
-  assign \$32  = den[16] | den[17];
-  assign \$33  = den[18] | den[19];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[20] | den[21];
-  assign \$36  = den[22] | den[23];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = den[24] | den[25];
-  assign \$40  = den[26] | den[27];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[28] | den[29];
-  assign \$43  = den[30] | den[31];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$41  | \$44 ;
-  assign \$46  = \$38  | \$45 ;
-  assign \$47  = den[24] | den[25];
-  assign \$48  = den[26] | den[27];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = den[28] | den[29];
-  assign \$51  = den[30] | den[31];
+  assign \$11  = den[44] | den[45];
+  assign \$12  = \$11  | den[46];
+  assign \$13  = \$10  | \$12 ;
+  assign \$14  = \$7  | \$13 ;
+  assign \$15  = den[40] | den[41];
+  assign \$16  = den[42] | den[43];
+  assign \$17  = \$15  | \$16 ;
+  assign \$18  = den[44] | den[45];
+  assign \$19  = \$18  | den[46];
+  assign \$20  = \$17  | \$19 ;
+  assign \$21  = den[44] | den[45];
+  assign \$22  = \$21  | den[46];
+  assign \$23  = den[45] ? 6'h2d : 6'h2c;
+  assign \$24  = den[46] ? 6'h2e : \$23 ;
+  assign \$25  = den[42] | den[43];
+  assign \$26  = den[43] ? 6'h2b : 6'h2a;
+  assign \$27  = den[41] ? 6'h29 : 6'h28;
+  assign \$28  = \$25  ? \$26  : \$27 ;
+  assign \$29  = \$22  ? \$24  : \$28 ;
+  assign \$30  = den[36] | den[37];
+  assign \$31  = den[38] | den[39];
+  assign \$32  = \$30  | \$31 ;
+  assign \$33  = den[38] | den[39];
+  assign \$34  = den[39] ? 6'h27 : 6'h26;
+  assign \$35  = den[37] ? 6'h25 : 6'h24;
+  assign \$36  = \$33  ? \$34  : \$35 ;
+  assign \$37  = den[34] | den[35];
+  assign \$38  = den[35] ? 6'h23 : 6'h22;
+  assign \$39  = den[33] ? 6'h21 : 6'h20;
+  assign \$40  = \$37  ? \$38  : \$39 ;
+  assign \$41  = \$32  ? \$36  : \$40 ;
+  assign \$42  = \$20  ? \$29  : \$41 ;
+  assign \$43  = den[16] | den[17];
+  assign \$44  = den[18] | den[19];
+  assign \$45  = \$43  | \$44 ;
+  assign \$46  = den[20] | den[21];
+  assign \$47  = den[22] | den[23];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = \$45  | \$48 ;
+  assign \$50  = den[24] | den[25];
+  assign \$51  = den[26] | den[27];
   assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$49  | \$52 ;
-  assign \$54  = den[28] | den[29];
-  assign \$55  = den[30] | den[31];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = den[30] | den[31];
-  assign \$58  = den[31] ? 6'h1f : 6'h1e;
-  assign \$59  = den[29] ? 6'h1d : 6'h1c;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = den[26] | den[27];
-  assign \$62  = den[27] ? 6'h1b : 6'h1a;
-  assign \$63  = den[25] ? 6'h19 : 6'h18;
-  assign \$64  = \$61  ? \$62  : \$63 ;
-  assign \$65  = \$56  ? \$60  : \$64 ;
-  assign \$66  = den[20] | den[21];
-  assign \$67  = den[22] | den[23];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[22] | den[23];
-  assign \$70  = den[23] ? 6'h17 : 6'h16;
-  assign \$71  = den[21] ? 6'h15 : 6'h14;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = den[18] | den[19];
-  assign \$74  = den[19] ? 6'h13 : 6'h12;
-  assign \$75  = den[17] ? 6'h11 : 6'h10;
-  assign \$76  = \$73  ? \$74  : \$75 ;
-  assign \$77  = \$68  ? \$72  : \$76 ;
-  assign \$78  = \$53  ? \$65  : \$77 ;
-  assign \$79  = den[8] | den[9];
-  assign \$80  = den[10] | den[11];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = den[12] | den[13];
-  assign \$83  = den[14] | den[15];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$81  | \$84 ;
-  assign \$86  = den[12] | den[13];
-  assign \$87  = den[14] | den[15];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = den[14] | den[15];
-  assign \$90  = den[15] ? 6'h0f : 6'h0e;
-  assign \$91  = den[13] ? 6'h0d : 6'h0c;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = den[10] | den[11];
-  assign \$94  = den[11] ? 6'h0b : 6'h0a;
-  assign \$95  = den[9] ? 6'h09 : 6'h08;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = \$88  ? \$92  : \$96 ;
-  assign \$98  = den[4] | den[5];
-  assign \$99  = den[6] | den[7];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = den[6] | den[7];
-  assign \$102  = den[7] ? 6'h07 : 6'h06;
-  assign \$103  = den[5] ? 6'h05 : 6'h04;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = den[2] | den[3];
-  assign \$106  = den[3] ? 6'h03 : 6'h02;
-  assign \$107  = den[1] ? 6'h01 : 6'h00;
-  assign \$108  = \$105  ? \$106  : \$107 ;
-  assign \$109  = \$100  ? \$104  : \$108 ;
-  assign \$110  = \$85  ? \$97  : \$109 ;
-  assign \$111  = \$46  ? \$78  : \$110 ;
-  assign den_lead = \$11  ? \$31  : \$111 ;
-  assign \$112  = chan[9] | chan[10];
-  assign \$113  = chan[11] | chan[12];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$114  | chan[13];
-  assign \$116  = chan[11] | chan[12];
-  assign \$117  = chan[12] ? 4'hb : 4'ha;
-  assign \$118  = chan[10] ? 4'h9 : 4'h8;
+  assign \$53  = den[28] | den[29];
+  assign \$54  = den[30] | den[31];
+  assign \$55  = \$53  | \$54 ;
+  assign \$56  = \$52  | \$55 ;
+  assign \$57  = \$49  | \$56 ;
+  assign \$58  = den[24] | den[25];
+  assign \$59  = den[26] | den[27];
+  assign \$60  = \$58  | \$59 ;
+  assign \$61  = den[28] | den[29];
+  assign \$62  = den[30] | den[31];
+  assign \$63  = \$61  | \$62 ;
+  assign \$64  = \$60  | \$63 ;
+  assign \$65  = den[28] | den[29];
+  assign \$66  = den[30] | den[31];
+  assign \$67  = \$65  | \$66 ;
+  assign \$68  = den[30] | den[31];
+  assign \$69  = den[31] ? 6'h1f : 6'h1e;
+  assign \$70  = den[29] ? 6'h1d : 6'h1c;
+  assign \$71  = \$68  ? \$69  : \$70 ;
+  assign \$72  = den[26] | den[27];
+  assign \$73  = den[27] ? 6'h1b : 6'h1a;
+  assign \$74  = den[25] ? 6'h19 : 6'h18;
+  assign \$75  = \$72  ? \$73  : \$74 ;
+  assign \$76  = \$67  ? \$71  : \$75 ;
+  assign \$77  = den[20] | den[21];
+  assign \$78  = den[22] | den[23];
+  assign \$79  = \$77  | \$78 ;
+  assign \$80  = den[22] | den[23];
+  assign \$81  = den[23] ? 6'h17 : 6'h16;
+  assign \$82  = den[21] ? 6'h15 : 6'h14;
+  assign \$83  = \$80  ? \$81  : \$82 ;
+  assign \$84  = den[18] | den[19];
+  assign \$85  = den[19] ? 6'h13 : 6'h12;
+  assign \$86  = den[17] ? 6'h11 : 6'h10;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = \$79  ? \$83  : \$87 ;
+  assign \$89  = \$64  ? \$76  : \$88 ;
+  assign \$90  = den[8] | den[9];
+  assign \$91  = den[10] | den[11];
+  assign \$92  = \$90  | \$91 ;
+  assign \$93  = den[12] | den[13];
+  assign \$94  = den[14] | den[15];
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = \$92  | \$95 ;
+  assign \$97  = den[12] | den[13];
+  assign \$98  = den[14] | den[15];
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = den[14] | den[15];
+  assign \$101  = den[15] ? 6'h0f : 6'h0e;
+  assign \$102  = den[13] ? 6'h0d : 6'h0c;
+  assign \$103  = \$100  ? \$101  : \$102 ;
+  assign \$104  = den[10] | den[11];
+  assign \$105  = den[11] ? 6'h0b : 6'h0a;
+  assign \$106  = den[9] ? 6'h09 : 6'h08;
+  assign \$107  = \$104  ? \$105  : \$106 ;
+  assign \$108  = \$99  ? \$103  : \$107 ;
+  assign \$109  = den[4] | den[5];
+  assign \$110  = den[6] | den[7];
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = den[6] | den[7];
+  assign \$113  = den[7] ? 6'h07 : 6'h06;
+  assign \$114  = den[5] ? 6'h05 : 6'h04;
+  assign \$115  = \$112  ? \$113  : \$114 ;
+  assign \$116  = den[2] | den[3];
+  assign \$117  = den[3] ? 6'h03 : 6'h02;
+  assign \$118  = den[1] ? 6'h01 : 6'h00;
   assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = chan[13] ? 4'hc : \$119 ;
-  assign \$121  = chan[5] | chan[6];
-  assign \$122  = chan[7] | chan[8];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = chan[7] | chan[8];
-  assign \$125  = chan[8] ? 4'h7 : 4'h6;
-  assign \$126  = chan[6] ? 4'h5 : 4'h4;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = chan[3] | chan[4];
-  assign \$129  = chan[4] ? 4'h3 : 4'h2;
-  assign \$130  = chan[2] ? 4'h1 : 4'h0;
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = \$123  ? \$127  : \$131 ;
-  assign count_lead = \$115  ? \$120  : \$132 ;
-  assign \$133  = sh + 1'h0;
-  assign \$134  = sh + 1'h0;
-  assign \$135  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$136  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$137  = - $signed(chan[82:75]);
-  assign \$138  = \$136  ? \$137  : { chan[82], chan[82:75] };
-  assign \$139  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$140  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$141  = - $signed(chan[82:75]);
-  assign \$142  = \$140  ? \$141  : { chan[82], chan[82:75] };
-  assign \$143  = $signed(chan[82:75]) < $signed(1'h0);
-  assign \$144  = $signed(chan[106:91]) < $signed(1'h0);
-  assign \$145  = - $signed(chan[106:91]);
-  assign \$146  = \$144  ? \$145  : { chan[106], chan[106:91] };
-  assign \$147  = $signed(chan[106:91]) < $signed(1'h0);
-  assign \$148  = ! fsm_state;
-  assign \$149  = fsm_state == 1'h1;
-  assign \$150  = fsm_state == 2'h2;
-  assign \$151  = fsm_state == 2'h3;
-  assign \$152  = fsm_state == 3'h4;
-  assign \$153  = fsm_state == 3'h5;
-  assign \$154  = fsm_state == 3'h6;
-  assign \$155  = fsm_state == 3'h7;
-  assign \$156  = fsm_state == 4'h8;
-  assign \$157  = fsm_state == 4'h9;
-  assign \$158  = fsm_state == 4'ha;
-  assign \$159  = fsm_state == 4'hb;
-  assign \$160  = fsm_state == 4'hc;
-  assign \$161  = fsm_state == 4'hd;
-  assign \$162  = fsm_state == 4'he;
-  assign \$163  = fsm_state == 4'hf;
-  assign \$164  = fsm_state == 5'h10;
-  assign \$165  = fsm_state == 5'h11;
-  assign \$166  = fsm_state == 5'h12;
-  assign \$167  = fsm_state == 5'h13;
-  assign \$168  = fsm_state == 5'h14;
-  assign \$169  = fsm_state == 5'h15;
-  assign \$170  = fsm_state == 5'h16;
-  assign \$171  = fsm_state == 5'h17;
-  assign \$172  = fsm_state == 5'h18;
-  assign \$173  = fsm_state == 5'h19;
-  assign \$174  = fsm_state == 5'h1a;
-  assign \$175  = fsm_state == 5'h1b;
-  assign \$176  = fsm_state == 5'h1c;
-  assign \$177  = fsm_state == 5'h1d;
-  assign \$178  = fsm_state == 5'h1e;
-  assign \$179  = fsm_state == 5'h1f;
-  assign \$180  = fsm_state == 6'h20;
-  assign \$181  = fsm_state == 6'h21;
-  assign \$182  = fsm_state == 6'h22;
-  assign \$183  = fsm_state == 6'h23;
-  assign \$184  = fsm_state == 6'h24;
-  assign \$185  = fsm_state == 6'h25;
-  assign \$186  = fsm_state == 6'h26;
-  assign \$187  = fsm_state == 6'h27;
-  assign \$188  = fsm_state == 6'h28;
-  assign \$189  = ! lead;
-  assign \$190  = 1'h1 << lead;
-  assign \$192  = \$189  ? 64'h0000000000000000 : \$191 ;
-  assign \$193  = ! lead;
-  assign \$194  = lead + 8'hfb;
-  assign \$195  = $signed(sh0) < $signed(4'h4);
-  assign \$196  = $signed(4'h4) - $signed(sh0);
-  assign \$197  = \$195  ? \$196  : 11'h000;
-  assign \$198  = $signed(sh0) < $signed(4'h4);
-  assign \$199  = $signed(sh0) - $signed(5'h0d);
-  assign \$200  = $signed(\$199 ) > $signed({ 1'h0, tk });
-  assign \$201  = $signed(sh0) - $signed(5'h0d);
-  assign \$202  = $signed(sh0) - $signed(4'h4);
-  assign \$203  = $signed(\$202 ) < $signed({ 1'h0, tk });
-  assign \$204  = $signed(sh0) - $signed(4'h4);
-  assign \$205  = \$203  ? \$204  : { 7'h00, tk };
-  assign \$206  = \$200  ? \$201  : \$205 ;
-  assign \$207  = \$198  ? 11'h000 : \$206 ;
-  assign \$208  = $signed(km) << pre;
-  assign \$209  = tsh > 6'h31;
-  assign \$210  = \$209  ? 10'h031 : tsh;
-  assign \$211  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$212  = $signed(\$211 ) - $signed({ 1'h0, tsh });
-  assign \$213  = $signed(km_pre) >>> t_clamped;
-  assign \$214  = $signed(chan[90:83]) << \$133 [3:0];
-  assign \$215  = 1'h1 << sh;
-  assign \$217  = $signed(\$214 ) + $signed({ 1'h0, \$216  });
-  assign \$219  = $signed(5'h0d) - $signed(chan[130:123]);
-  assign \$220  = $signed(sh0) < $signed(4'h4);
-  assign \$221  = $signed(4'h4) - $signed(sh0);
-  assign \$222  = \$220  ? \$221  : 11'h000;
-  assign \$223  = $signed(sh0) < $signed(4'h4);
-  assign \$224  = $signed(sh0) - $signed(5'h0d);
-  assign \$225  = $signed(\$224 ) > $signed({ 1'h0, tk });
-  assign \$226  = $signed(sh0) - $signed(5'h0d);
-  assign \$227  = $signed(sh0) - $signed(4'h4);
-  assign \$228  = $signed(\$227 ) < $signed({ 1'h0, tk });
-  assign \$229  = $signed(sh0) - $signed(4'h4);
-  assign \$230  = \$228  ? \$229  : { 7'h00, tk };
-  assign \$231  = \$225  ? \$226  : \$230 ;
-  assign \$232  = \$223  ? 11'h000 : \$231 ;
-  assign \$233  = $signed(km) << pre;
-  assign \$234  = tsh > 6'h31;
-  assign \$235  = \$234  ? 10'h031 : tsh;
-  assign \$236  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$237  = $signed(\$236 ) - $signed({ 1'h0, tsh });
-  assign \$238  = $signed(km_pre) >>> t_clamped;
-  assign \$239  = $signed(chan[90:83]) << \$134 [3:0];
-  assign \$240  = 1'h1 << sh;
-  assign \$242  = $signed(\$239 ) + $signed({ 1'h0, \$241  });
-  assign \$244  = $signed(bias) - $signed(quot);
+  assign \$120  = \$111  ? \$115  : \$119 ;
+  assign \$121  = \$96  ? \$108  : \$120 ;
+  assign \$122  = \$57  ? \$89  : \$121 ;
+  assign den_lead = \$14  ? \$42  : \$122 ;
+  assign \$123  = chan[9] | chan[10];
+  assign \$124  = chan[11] | chan[12];
+  assign \$125  = \$123  | \$124 ;
+  assign \$126  = \$125  | chan[13];
+  assign \$127  = chan[11] | chan[12];
+  assign \$128  = chan[12] ? 4'hb : 4'ha;
+  assign \$129  = chan[10] ? 4'h9 : 4'h8;
+  assign \$130  = \$127  ? \$128  : \$129 ;
+  assign \$131  = chan[13] ? 4'hc : \$130 ;
+  assign \$132  = chan[5] | chan[6];
+  assign \$133  = chan[7] | chan[8];
+  assign \$134  = \$132  | \$133 ;
+  assign \$135  = chan[7] | chan[8];
+  assign \$136  = chan[8] ? 4'h7 : 4'h6;
+  assign \$137  = chan[6] ? 4'h5 : 4'h4;
+  assign \$138  = \$135  ? \$136  : \$137 ;
+  assign \$139  = chan[3] | chan[4];
+  assign \$140  = chan[4] ? 4'h3 : 4'h2;
+  assign \$141  = chan[2] ? 4'h1 : 4'h0;
+  assign \$142  = \$139  ? \$140  : \$141 ;
+  assign \$143  = \$134  ? \$138  : \$142 ;
+  assign count_lead = \$126  ? \$131  : \$143 ;
+  assign \$144  = sh + 1'h0;
+  assign \$145  = sh + 1'h0;
+  assign \$146  = recip_one ? 16'h8000 : 16'h0000;
+  assign \$147  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$148  = - $signed(chan[121:114]);
+  assign \$149  = \$147  ? \$148  : { chan[121], chan[121:114] };
+  assign \$150  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$151  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$152  = - $signed(chan[121:114]);
+  assign \$153  = \$151  ? \$152  : { chan[121], chan[121:114] };
+  assign \$154  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$155  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$156  = - $signed(chan[145:130]);
+  assign \$157  = \$155  ? \$156  : { chan[145], chan[145:130] };
+  assign \$158  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$159  = ! fsm_state;
+  assign \$160  = fsm_state == 1'h1;
+  assign \$161  = fsm_state == 2'h2;
+  assign \$162  = fsm_state == 2'h3;
+  assign \$163  = fsm_state == 3'h4;
+  assign \$164  = fsm_state == 3'h5;
+  assign \$165  = fsm_state == 3'h6;
+  assign \$166  = fsm_state == 3'h7;
+  assign \$167  = fsm_state == 4'h8;
+  assign \$168  = fsm_state == 4'h9;
+  assign \$169  = fsm_state == 4'ha;
+  assign \$170  = fsm_state == 4'hb;
+  assign \$171  = fsm_state == 4'hc;
+  assign \$172  = fsm_state == 4'hd;
+  assign \$173  = fsm_state == 4'he;
+  assign \$174  = fsm_state == 4'hf;
+  assign \$175  = fsm_state == 5'h10;
+  assign \$176  = fsm_state == 5'h11;
+  assign \$177  = fsm_state == 5'h12;
+  assign \$178  = fsm_state == 5'h13;
+  assign \$179  = fsm_state == 5'h14;
+  assign \$180  = fsm_state == 5'h15;
+  assign \$181  = fsm_state == 5'h16;
+  assign \$182  = fsm_state == 5'h17;
+  assign \$183  = fsm_state == 5'h18;
+  assign \$184  = fsm_state == 5'h19;
+  assign \$185  = fsm_state == 5'h1a;
+  assign \$186  = fsm_state == 5'h1b;
+  assign \$187  = fsm_state == 5'h1c;
+  assign \$188  = fsm_state == 5'h1d;
+  assign \$189  = fsm_state == 5'h1e;
+  assign \$190  = fsm_state == 5'h1f;
+  assign \$191  = fsm_state == 6'h20;
+  assign \$192  = fsm_state == 6'h21;
+  assign \$193  = fsm_state == 6'h22;
+  assign \$194  = fsm_state == 6'h23;
+  assign \$195  = fsm_state == 6'h24;
+  assign \$196  = fsm_state == 6'h25;
+  assign \$197  = fsm_state == 6'h26;
+  assign \$198  = fsm_state == 6'h27;
+  assign \$199  = fsm_state == 6'h28;
+  assign \$200  = ! lead;
+  assign \$201  = 1'h1 << lead;
+  assign \$203  = \$200  ? 64'h0000000000000000 : \$202 ;
+  assign \$204  = ! lead;
+  assign \$205  = lead + 8'hf8;
+  assign \$206  = $signed(sh0) < $signed(4'h4);
+  assign \$207  = $signed(4'h4) - $signed(sh0);
+  assign \$208  = \$206  ? \$207  : 11'h000;
+  assign \$209  = $signed(sh0) < $signed(4'h4);
+  assign \$210  = $signed(sh0) - $signed(5'h0d);
+  assign \$211  = $signed(\$210 ) > $signed({ 1'h0, tk });
+  assign \$212  = $signed(sh0) - $signed(5'h0d);
+  assign \$213  = $signed(sh0) - $signed(4'h4);
+  assign \$214  = $signed(\$213 ) < $signed({ 1'h0, tk });
+  assign \$215  = $signed(sh0) - $signed(4'h4);
+  assign \$216  = \$214  ? \$215  : { 7'h00, tk };
+  assign \$217  = \$211  ? \$212  : \$216 ;
+  assign \$218  = \$209  ? 11'h000 : \$217 ;
+  assign \$219  = $signed(km) << pre;
+  assign \$220  = tsh > 6'h34;
+  assign \$221  = \$220  ? 10'h034 : tsh;
+  assign \$222  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$223  = $signed(\$222 ) - $signed({ 1'h0, tsh });
+  assign \$224  = $signed(km_pre) >>> t_clamped;
+  assign \$225  = $signed(chan[129:122]) << \$144 [3:0];
+  assign \$226  = 1'h1 << sh;
+  assign \$228  = $signed(\$225 ) + $signed({ 1'h0, \$227  });
+  assign \$230  = $signed(5'h0d) - $signed(chan[169:162]);
+  assign \$231  = $signed(sh0) < $signed(4'h4);
+  assign \$232  = $signed(4'h4) - $signed(sh0);
+  assign \$233  = \$231  ? \$232  : 11'h000;
+  assign \$234  = $signed(sh0) < $signed(4'h4);
+  assign \$235  = $signed(sh0) - $signed(5'h0d);
+  assign \$236  = $signed(\$235 ) > $signed({ 1'h0, tk });
+  assign \$237  = $signed(sh0) - $signed(5'h0d);
+  assign \$238  = $signed(sh0) - $signed(4'h4);
+  assign \$239  = $signed(\$238 ) < $signed({ 1'h0, tk });
+  assign \$240  = $signed(sh0) - $signed(4'h4);
+  assign \$241  = \$239  ? \$240  : { 7'h00, tk };
+  assign \$242  = \$236  ? \$237  : \$241 ;
+  assign \$243  = \$234  ? 11'h000 : \$242 ;
+  assign \$244  = $signed(km) << pre;
+  assign \$245  = tsh > 6'h34;
+  assign \$246  = \$245  ? 10'h034 : tsh;
+  assign \$247  = $signed(sh0) + $signed({ 1'h0, pre });
+  assign \$248  = $signed(\$247 ) - $signed({ 1'h0, tsh });
+  assign \$249  = $signed(km_pre) >>> t_clamped;
+  assign \$250  = $signed(chan[129:122]) << \$145 [3:0];
+  assign \$251  = 1'h1 << sh;
+  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252  });
+  assign \$255  = $signed(bias) - $signed(quot);
   always @(posedge clk)
-    pop_top <= \$245 ;
+    pop_top <= \$256 ;
   always @(posedge clk)
-    pop_bottom <= \$246 ;
+    pop_bottom <= \$257 ;
   always @(posedge clk)
-    fsm_state <= \$247 ;
+    fsm_state <= \$258 ;
   always @(posedge clk)
-    start <= \$248 ;
+    start <= \$259 ;
   always @(posedge clk)
-    t <= \$249 ;
+    t <= \$260 ;
   always @(posedge clk)
-    den <= \$250 ;
+    den <= \$261 ;
   always @(posedge clk)
-    lead <= \$251 ;
+    lead <= \$262 ;
   always @(posedge clk)
-    \start$9  <= \$252 ;
+    \start$9  <= \$263 ;
   always @(posedge clk)
-    recip_rem <= \$253 ;
+    recip_rem <= \$264 ;
   always @(posedge clk)
-    recip_one <= \$254 ;
+    recip_one <= \$265 ;
   always @(posedge clk)
-    recip <= \$255 ;
+    recip <= \$266 ;
   always @(posedge clk)
-    m <= \$256 ;
+    m <= \$267 ;
   always @(posedge clk)
-    km <= \$257 ;
+    km <= \$268 ;
   always @(posedge clk)
-    sh0 <= \$258 ;
+    sh0 <= \$269 ;
   always @(posedge clk)
-    tk <= \$259 ;
+    tk <= \$270 ;
   always @(posedge clk)
-    pre <= \$260 ;
+    pre <= \$271 ;
   always @(posedge clk)
-    tsh <= \$261 ;
+    tsh <= \$272 ;
   always @(posedge clk)
-    km_pre <= \$262 ;
+    km_pre <= \$273 ;
   always @(posedge clk)
-    t_clamped <= \$263 ;
+    t_clamped <= \$274 ;
   always @(posedge clk)
-    sh <= \$264 ;
+    sh <= \$275 ;
   always @(posedge clk)
-    \a$29  <= \$265 ;
+    \a$29  <= \$276 ;
   always @(posedge clk)
-    bias <= \$266 ;
+    bias <= \$277 ;
   always @(posedge clk)
-    \b$50  <= \$267 ;
+    \b$50  <= \$278 ;
   always @(posedge clk)
-    \p$51  <= \$268 ;
+    \p$51  <= \$279 ;
   always @(posedge clk)
-    quot <= \$269 ;
+    quot <= \$280 ;
   \hwnorm_frn_range_s8.math.div  div (
     .clk(clk),
     .\den$13 (\den$25 ),
@@ -1158,7 +1187,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 36'h000000000;
+    a = 39'h0000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1171,19 +1200,19 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h06:
           /* empty */;
       6'h07:
-          a = { 16'h0000, chan[46:27] };
+          a = { 16'h0000, chan[49:27] };
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          a = { 16'h0000, chan[66:47] };
+          a = { 16'h0000, chan[72:50] };
       6'h0b:
           /* empty */;
       6'h0c:
           /* empty */;
       6'h0d:
-          a = { t[34], t };
+          a = { t[37], t };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1197,13 +1226,13 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h13:
           /* empty */;
       6'h14:
-          a = { 19'h00000, recip };
+          a = { 22'h000000, recip };
       6'h15:
           /* empty */;
       6'h16:
           /* empty */;
       6'h17:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
       6'h18:
           /* empty */;
       6'h19:
@@ -1219,7 +1248,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h03:
           /* empty */;
       6'h1e:
-          a = { 20'h00000, chan[122:107] };
+          a = { 23'h000000, chan[161:146] };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1233,7 +1262,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h24:
           /* empty */;
       6'h25:
-          a = { \a$29 [33], \a$29 [33], \a$29  };
+          a = { \a$29 [33], \a$29 [33], \a$29 [33], \a$29 [33], \a$29 [33], \a$29  };
     endcase
   end
   always @* begin
@@ -1277,7 +1306,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138  };
+          b = { \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149  };
       6'h15:
           /* empty */;
       6'h16:
@@ -1299,7 +1328,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h03:
           /* empty */;
       6'h1e:
-          b = { \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142  };
+          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
       6'h1f:
           /* empty */;
       6'h20:
@@ -1313,7 +1342,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h24:
           /* empty */;
       6'h25:
-          b = \$146 [15:0];
+          b = \$157 [15:0];
     endcase
   end
   always @* begin
@@ -1331,13 +1360,13 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h06:
           /* empty */;
       6'h07:
-          c = 59'h000000000000003;
+          c = { 26'h0000000, chan[105:73] };
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1437,7 +1466,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h13:
           /* empty */;
       6'h14:
-          neg = \$139 ;
+          neg = \$150 ;
       6'h15:
           /* empty */;
       6'h16:
@@ -1459,7 +1488,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h03:
           /* empty */;
       6'h1e:
-          neg = \$143 ;
+          neg = \$154 ;
       6'h1f:
           /* empty */;
       6'h20:
@@ -1473,7 +1502,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h24:
           /* empty */;
       6'h25:
-          neg = \$147 ;
+          neg = \$158 ;
     endcase
   end
   always @* begin
@@ -1558,7 +1587,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 44'h00000000000;
+    rem_init = 47'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1629,7 +1658,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h10:
           /* empty */;
       6'h11:
-          lo_init = \$135 ;
+          lo_init = \$146 ;
     endcase
   end
   always @* begin
@@ -1672,7 +1701,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 44'h00000000000;
+    \den$25  = 47'h000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1836,137 +1865,137 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = 1'h0;
+    \$256  = 1'h0;
     if (rst) begin
-      \$245  = 1'h0;
+      \$256  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = 1'h0;
+    \$257  = 1'h0;
     if (rst) begin
-      \$246  = 1'h0;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = fsm_state;
+    \$258  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$247  = 6'h01;
+                  \$258  = 6'h01;
               2'h1:
-                  \$247  = 6'h02;
+                  \$258  = 6'h02;
               2'h2:
-                  \$247  = 6'h03;
+                  \$258  = 6'h03;
             endcase
           end
       6'h02:
-          \$247  = 6'h04;
+          \$258  = 6'h04;
       6'h04:
-          \$247  = 6'h05;
+          \$258  = 6'h05;
       6'h05:
-          \$247  = 6'h06;
+          \$258  = 6'h06;
       6'h06:
-          \$247  = 6'h07;
+          \$258  = 6'h07;
       6'h07:
-          \$247  = 6'h08;
+          \$258  = 6'h08;
       6'h08:
           if (\done$37 ) begin
-            \$247  = 6'h09;
+            \$258  = 6'h09;
           end
       6'h09:
-          \$247  = 6'h0a;
+          \$258  = 6'h0a;
       6'h0a:
-          \$247  = 6'h0b;
+          \$258  = 6'h0b;
       6'h0b:
           if (\done$37 ) begin
-            \$247  = 6'h0c;
+            \$258  = 6'h0c;
           end
       6'h0c:
-          \$247  = 6'h0d;
+          \$258  = 6'h0d;
       6'h0d:
-          \$247  = 6'h0e;
+          \$258  = 6'h0e;
       6'h0e:
           if (\done$37 ) begin
-            \$247  = 6'h0f;
+            \$258  = 6'h0f;
           end
       6'h0f:
-          \$247  = 6'h10;
+          \$258  = 6'h10;
       6'h10:
-          \$247  = 6'h11;
+          \$258  = 6'h11;
       6'h11:
-          \$247  = 6'h12;
+          \$258  = 6'h12;
       6'h12:
           if (\done$40 ) begin
-            \$247  = 6'h13;
+            \$258  = 6'h13;
           end
       6'h13:
-          \$247  = 6'h14;
+          \$258  = 6'h14;
       6'h14:
-          \$247  = 6'h15;
+          \$258  = 6'h15;
       6'h15:
           if (\done$37 ) begin
-            \$247  = 6'h16;
+            \$258  = 6'h16;
           end
       6'h16:
-          \$247  = 6'h17;
+          \$258  = 6'h17;
       6'h17:
-          \$247  = 6'h18;
+          \$258  = 6'h18;
       6'h18:
           if (\done$37 ) begin
-            \$247  = 6'h19;
+            \$258  = 6'h19;
           end
       6'h19:
-          \$247  = 6'h1a;
+          \$258  = 6'h1a;
       6'h1a:
-          \$247  = 6'h1b;
+          \$258  = 6'h1b;
       6'h1b:
-          \$247  = 6'h1c;
+          \$258  = 6'h1c;
       6'h1c:
-          \$247  = 6'h1d;
+          \$258  = 6'h1d;
       6'h1d:
-          \$247  = 6'h01;
+          \$258  = 6'h01;
       6'h03:
-          \$247  = 6'h1e;
+          \$258  = 6'h1e;
       6'h1e:
-          \$247  = 6'h1f;
+          \$258  = 6'h1f;
       6'h1f:
           if (\done$37 ) begin
-            \$247  = 6'h20;
+            \$258  = 6'h20;
           end
       6'h20:
-          \$247  = 6'h21;
+          \$258  = 6'h21;
       6'h21:
-          \$247  = 6'h22;
+          \$258  = 6'h22;
       6'h22:
-          \$247  = 6'h23;
+          \$258  = 6'h23;
       6'h23:
-          \$247  = 6'h24;
+          \$258  = 6'h24;
       6'h24:
-          \$247  = 6'h25;
+          \$258  = 6'h25;
       6'h25:
-          \$247  = 6'h26;
+          \$258  = 6'h26;
       6'h26:
           if (\done$37 ) begin
-            \$247  = 6'h27;
+            \$258  = 6'h27;
           end
       6'h27:
-          \$247  = 6'h28;
+          \$258  = 6'h28;
       6'h28:
-          \$247  = 6'h01;
+          \$258  = 6'h01;
       6'h01:
-          \$247  = 6'h00;
+          \$258  = 6'h00;
     endcase
     if (rst) begin
-      \$247  = 6'h00;
+      \$258  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = start;
+    \$259  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1977,21 +2006,21 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h05:
           /* empty */;
       6'h06:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h07:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h0a:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h0b:
           /* empty */;
       6'h0c:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h0d:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2003,15 +2032,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h12:
           /* empty */;
       6'h13:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h14:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h15:
           /* empty */;
       6'h16:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h17:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h18:
           /* empty */;
       6'h19:
@@ -2025,9 +2054,9 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1d:
           /* empty */;
       6'h03:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h1e:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
       6'h1f:
           /* empty */;
       6'h20:
@@ -2039,17 +2068,17 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h23:
           /* empty */;
       6'h24:
-          \$248  = 1'h1;
+          \$259  = 1'h1;
       6'h25:
-          \$248  = 1'h0;
+          \$259  = 1'h0;
     endcase
     if (rst) begin
-      \$248  = 1'h0;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = t;
+    \$260  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2065,7 +2094,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h08:
           if (\done$37 ) begin
-            \$249  = p[34:0];
+            \$260  = p[37:0];
           end
       6'h09:
           /* empty */;
@@ -2073,16 +2102,16 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h0b:
           if (\done$37 ) begin
-            \$249  = p[34:0];
+            \$260  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$249  = 35'h000000000;
+      \$260  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = den;
+    \$261  = den;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2110,16 +2139,16 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h0e:
           if (\done$37 ) begin
-            \$250  = p[43:0];
+            \$261  = p[46:0];
           end
     endcase
     if (rst) begin
-      \$250  = 44'h00000000000;
+      \$261  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = lead;
+    \$262  = lead;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2148,15 +2177,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h0e:
           /* empty */;
       6'h0f:
-          \$251  = den_lead;
+          \$262  = den_lead;
     endcase
     if (rst) begin
-      \$251  = 6'h00;
+      \$262  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = \start$9 ;
+    \$263  = \start$9 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2187,17 +2216,17 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h0f:
           /* empty */;
       6'h10:
-          \$252  = 1'h1;
+          \$263  = 1'h1;
       6'h11:
-          \$252  = 1'h0;
+          \$263  = 1'h0;
     endcase
     if (rst) begin
-      \$252  = 1'h0;
+      \$263  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = recip_rem;
+    \$264  = recip_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2228,15 +2257,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h0f:
           /* empty */;
       6'h10:
-          \$253  = \$192 [43:0];
+          \$264  = \$203 [46:0];
     endcase
     if (rst) begin
-      \$253  = 44'h00000000000;
+      \$264  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = recip_one;
+    \$265  = recip_one;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2267,15 +2296,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h0f:
           /* empty */;
       6'h10:
-          \$254  = \$193 ;
+          \$265  = \$204 ;
     endcase
     if (rst) begin
-      \$254  = 1'h0;
+      \$265  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = recip;
+    \$266  = recip;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2311,16 +2340,16 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h12:
           if (\done$40 ) begin
-            \$255  = q[16:0];
+            \$266  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$255  = 17'h00000;
+      \$266  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = m;
+    \$267  = m;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2362,7 +2391,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h15:
           if (\done$37 ) begin
-            \$256  = p[25:0];
+            \$267  = p[25:0];
           end
       6'h16:
           /* empty */;
@@ -2386,16 +2415,16 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h1f:
           if (\done$37 ) begin
-            \$256  = p[25:0];
+            \$267  = p[25:0];
           end
     endcase
     if (rst) begin
-      \$256  = 26'h0000000;
+      \$267  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = km;
+    \$268  = km;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2443,7 +2472,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h18:
           if (\done$37 ) begin
-            \$257  = p[39:0];
+            \$268  = p[39:0];
           end
       6'h19:
           /* empty */;
@@ -2462,15 +2491,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1f:
           /* empty */;
       6'h20:
-          \$257  = \$218 [39:0];
+          \$268  = \$229 [39:0];
     endcase
     if (rst) begin
-      \$257  = 40'h0000000000;
+      \$268  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = sh0;
+    \$269  = sh0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2519,7 +2548,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h18:
           /* empty */;
       6'h19:
-          \$258  = { \$194 [7], \$194 [7], \$194  };
+          \$269  = { \$205 [7], \$205 [7], \$205  };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2535,15 +2564,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1f:
           /* empty */;
       6'h20:
-          \$258  = { \$219 [8], \$219  };
+          \$269  = { \$230 [8], \$230  };
     endcase
     if (rst) begin
-      \$258  = 10'h000;
+      \$269  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = tk;
+    \$270  = tk;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2592,7 +2621,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h18:
           /* empty */;
       6'h19:
-          \$259  = count_lead;
+          \$270  = count_lead;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -2608,15 +2637,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1f:
           /* empty */;
       6'h20:
-          \$259  = 4'h8;
+          \$270  = 4'h8;
     endcase
     if (rst) begin
-      \$259  = 4'h0;
+      \$270  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = pre;
+    \$271  = pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2667,82 +2696,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h19:
           /* empty */;
       6'h1a:
-          \$260  = \$197 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$260  = \$222 [3:0];
-    endcase
-    if (rst) begin
-      \$260  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$261  = \$207 [9:0];
+          \$271  = \$208 [3:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2758,15 +2712,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h20:
           /* empty */;
       6'h21:
-          \$261  = \$232 [9:0];
+          \$271  = \$233 [3:0];
     endcase
     if (rst) begin
-      \$261  = 10'h000;
+      \$271  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = km_pre;
+    \$272  = tsh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2817,9 +2771,9 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h19:
           /* empty */;
       6'h1a:
-          /* empty */;
+          \$272  = \$218 [9:0];
       6'h1b:
-          \$262  = \$208 [48:0];
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2833,17 +2787,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h20:
           /* empty */;
       6'h21:
-          /* empty */;
-      6'h22:
-          \$262  = \$233 [48:0];
+          \$272  = \$243 [9:0];
     endcase
     if (rst) begin
-      \$262  = 49'h0000000000000;
+      \$272  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = t_clamped;
+    \$273  = km_pre;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2896,7 +2848,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1a:
           /* empty */;
       6'h1b:
-          \$263  = \$210 [5:0];
+          \$273  = \$219 [51:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2912,15 +2864,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h21:
           /* empty */;
       6'h22:
-          \$263  = \$235 [5:0];
+          \$273  = \$244 [51:0];
     endcase
     if (rst) begin
-      \$263  = 6'h00;
+      \$273  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = sh;
+    \$274  = t_clamped;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2973,7 +2925,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1a:
           /* empty */;
       6'h1b:
-          \$264  = \$212 [3:0];
+          \$274  = \$221 [5:0];
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2989,15 +2941,92 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h21:
           /* empty */;
       6'h22:
-          \$264  = \$237 [3:0];
+          \$274  = \$246 [5:0];
     endcase
     if (rst) begin
-      \$264  = 4'h0;
+      \$274  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = \a$29 ;
+    \$275  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          \$275  = \$223 [3:0];
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$275  = \$248 [3:0];
+    endcase
+    if (rst) begin
+      \$275  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = \a$29 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3052,7 +3081,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1b:
           /* empty */;
       6'h1c:
-          \$265  = \$213 [33:0];
+          \$276  = \$224 [33:0];
       6'h1d:
           /* empty */;
       6'h03:
@@ -3068,15 +3097,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h22:
           /* empty */;
       6'h23:
-          \$265  = \$238 [33:0];
+          \$276  = \$249 [33:0];
     endcase
     if (rst) begin
-      \$265  = 34'h000000000;
+      \$276  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = bias;
+    \$277  = bias;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3131,7 +3160,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1b:
           /* empty */;
       6'h1c:
-          \$266  = { \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217 [23], \$217  };
+          \$277  = { \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228  };
       6'h1d:
           /* empty */;
       6'h03:
@@ -3147,15 +3176,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h22:
           /* empty */;
       6'h23:
-          \$266  = { \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242 [23], \$242  };
+          \$277  = { \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253  };
     endcase
     if (rst) begin
-      \$266  = 42'h00000000000;
+      \$277  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \b$50 ;
+    \$278  = \b$50 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3212,7 +3241,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h1c:
           /* empty */;
       6'h1d:
-          \$267  = bias;
+          \$278  = bias;
       6'h03:
           /* empty */;
       6'h1e:
@@ -3236,15 +3265,15 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h27:
           /* empty */;
       6'h28:
-          \$267  = \$244 [41:0];
+          \$278  = \$255 [41:0];
     endcase
     if (rst) begin
-      \$267  = 42'h00000000000;
+      \$278  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \p$51 ;
+    \$279  = \p$51 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3322,16 +3351,16 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
           /* empty */;
       6'h26:
           if (\done$37 ) begin
-            \$268  = p[56:0];
+            \$279  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$268  = 57'h000000000000000;
+      \$279  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = quot;
+    \$280  = quot;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3410,37 +3439,38 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
       6'h26:
           /* empty */;
       6'h27:
-          \$269  = \$243 [45:0];
+          \$280  = \$254 [45:0];
     endcase
     if (rst) begin
-      \$269  = 46'h000000000000;
+      \$280  = 46'h000000000000;
     end
   end
-  assign beta_shift = \$133 [3:0];
-  assign \beta_shift$6  = \$134 [3:0];
+  assign beta_shift = \$144 [3:0];
+  assign \beta_shift$6  = \$145 [3:0];
   assign seqmul_go = start;
   assign seqdiv_go = \start$9 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
-  assign \chan.c_full  = chan[46:27];
-  assign \chan.c_last  = chan[66:47];
-  assign \chan.tau  = chan[74:67];
-  assign \chan.gamma  = chan[82:75];
-  assign \chan.beta  = chan[90:83];
-  assign \chan.mean  = chan[106:91];
-  assign \chan.scale_m  = chan[122:107];
-  assign \chan.scale_exp  = chan[130:123];
-  assign \$191  = { 1'h0, \$190 [63:1] };
-  assign \$216  = { 1'h0, \$215 [15:1] };
-  assign \$218  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$241  = { 1'h0, \$240 [15:1] };
-  assign \$243  = { \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56:8] };
+  assign \chan.c_full  = chan[49:27];
+  assign \chan.c_last  = chan[72:50];
+  assign \chan.eps  = chan[105:73];
+  assign \chan.tau  = chan[113:106];
+  assign \chan.gamma  = chan[121:114];
+  assign \chan.beta  = chan[129:122];
+  assign \chan.mean  = chan[145:130];
+  assign \chan.scale_m  = chan[161:146];
+  assign \chan.scale_exp  = chan[169:162];
+  assign \$202  = { 1'h0, \$201 [63:1] };
+  assign \$227  = { 1'h0, \$226 [15:1] };
+  assign \$229  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
+  assign \$252  = { 1'h0, \$251 [15:1] };
+  assign \$254  = { \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56:8] };
 endmodule
 
 module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [44:0] \$1 ;
+  wire [47:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -3450,18 +3480,18 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [43:0] \$19 ;
+  reg [46:0] \$19 ;
   wire \$2 ;
   reg [15:0] \$20 ;
-  reg [43:0] \$21 ;
+  reg [46:0] \$21 ;
   reg \$22 ;
   reg [15:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
   reg [17:0] \$26 ;
   wire \$3 ;
-  wire [45:0] \$4 ;
-  wire [45:0] \$5 ;
+  wire [48:0] \$4 ;
+  wire [48:0] \$5 ;
   wire [16:0] \$6 ;
   wire \$7 ;
   wire [16:0] \$8 ;
@@ -3469,9 +3499,9 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [43:0] den = 44'h00000000000;
-  input [43:0] \den$13 ;
-  wire [43:0] \den$13 ;
+  reg [46:0] den = 47'h000000000000;
+  input [46:0] \den$13 ;
+  wire [46:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
@@ -3484,9 +3514,9 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   output [17:0] q;
   reg [17:0] q = 18'h00000;
   reg [15:0] quot = 16'h0000;
-  reg [43:0] rem = 44'h00000000000;
-  input [43:0] rem_init;
-  wire [43:0] rem_init;
+  reg [46:0] rem = 47'h000000000000;
+  input [46:0] rem_init;
+  wire [46:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3495,8 +3525,8 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [44:0] trial;
-  assign trial = \$1  | { 44'h00000000000, lo[15] };
+  wire [47:0] trial;
+  assign trial = \$1  | { 47'h000000000000, lo[15] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -3564,10 +3594,10 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [43:0];
+      \$19  = \$5 [46:0];
     end
     if (rst) begin
-      \$19  = 44'h00000000000;
+      \$19  = 47'h000000000000;
     end
   end
   always @* begin
@@ -3589,7 +3619,7 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 44'h00000000000;
+      \$21  = 47'h000000000000;
     end
   end
   always @* begin
@@ -3667,8 +3697,8 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [35:0] a;
-  wire [35:0] a;
+  input [38:0] a;
+  wire [38:0] a;
   reg [58:0] a_sh = 59'h000000000000000;
   input [15:0] b;
   wire [15:0] b;
@@ -3740,7 +3770,7 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
+      \$11  = { a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a };
     end else if (\$1 ) begin
       \$11  = \$5 [58:0];
     end

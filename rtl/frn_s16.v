@@ -17,7 +17,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [184:0] \$21 ;
+  reg [220:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -32,12 +32,12 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [57:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [184:0] chan = 185'h00000000000000000000000000000000000000000000000;
-  (* init = 185'h00000000000000000000000000000000000000000000000 *)
-  wire [184:0] \chan$20 ;
+  reg [220:0] chan = 221'h00000000000000000000000000000000000000000000000000000000;
+  (* init = 221'h00000000000000000000000000000000000000000000000000000000 *)
+  wire [220:0] \chan$20 ;
   wire [15:0] \chan$20.beta ;
   wire [12:0] \chan$20.count ;
-  wire [66:0] \chan$20.eps_n ;
+  wire [102:0] \chan$20.eps_n ;
   wire [15:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [23:0] \chan$20.mean ;
@@ -46,18 +46,18 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [15:0] \chan$20.tau ;
   wire [15:0] \chan.beta ;
   wire [12:0] \chan.count ;
-  wire [66:0] \chan.eps_n ;
+  wire [102:0] \chan.eps_n ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
   wire [7:0] \chan.scale_exp ;
   wire [23:0] \chan.scale_m ;
   wire [15:0] \chan.tau ;
-  input [184:0] chan__payload;
-  wire [184:0] chan__payload;
+  input [220:0] chan__payload;
+  wire [220:0] chan__payload;
   wire [15:0] \chan__payload.beta ;
   wire [12:0] \chan__payload.count ;
-  wire [66:0] \chan__payload.eps_n ;
+  wire [102:0] \chan__payload.eps_n ;
   wire [15:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [23:0] \chan__payload.mean ;
@@ -180,7 +180,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[96:81]),
+    .tau(chan[132:117]),
     .v5(o__valid)
   );
   \hwnorm_frn_s16.stats_unit  stats_unit (
@@ -381,7 +381,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
           end
     endcase
     if (rst) begin
-      \$21  = 185'h00000000000000000000000000000000000000000000000;
+      \$21  = 221'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -430,19 +430,19 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[96:81];
+  assign tau = chan[132:117];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
-  assign \chan__payload.eps_n  = chan__payload[80:14];
-  assign \chan__payload.tau  = chan__payload[96:81];
-  assign \chan__payload.gamma  = chan__payload[112:97];
-  assign \chan__payload.beta  = chan__payload[128:113];
-  assign \chan__payload.mean  = chan__payload[152:129];
-  assign \chan__payload.scale_m  = chan__payload[176:153];
-  assign \chan__payload.scale_exp  = chan__payload[184:177];
+  assign \chan__payload.eps_n  = chan__payload[116:14];
+  assign \chan__payload.tau  = chan__payload[132:117];
+  assign \chan__payload.gamma  = chan__payload[148:133];
+  assign \chan__payload.beta  = chan__payload[164:149];
+  assign \chan__payload.mean  = chan__payload[188:165];
+  assign \chan__payload.scale_m  = chan__payload[212:189];
+  assign \chan__payload.scale_exp  = chan__payload[220:213];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[28:0];
@@ -451,22 +451,22 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.eps_n  = chan[80:14];
-  assign \chan.tau  = chan[96:81];
-  assign \chan.gamma  = chan[112:97];
-  assign \chan.beta  = chan[128:113];
-  assign \chan.mean  = chan[152:129];
-  assign \chan.scale_m  = chan[176:153];
-  assign \chan.scale_exp  = chan[184:177];
+  assign \chan.eps_n  = chan[116:14];
+  assign \chan.tau  = chan[132:117];
+  assign \chan.gamma  = chan[148:133];
+  assign \chan.beta  = chan[164:149];
+  assign \chan.mean  = chan[188:165];
+  assign \chan.scale_m  = chan[212:189];
+  assign \chan.scale_exp  = chan[220:213];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
-  assign \chan$20.eps_n  = chan[80:14];
-  assign \chan$20.tau  = chan[96:81];
-  assign \chan$20.gamma  = chan[112:97];
-  assign \chan$20.beta  = chan[128:113];
-  assign \chan$20.mean  = chan[152:129];
-  assign \chan$20.scale_m  = chan[176:153];
-  assign \chan$20.scale_exp  = chan[184:177];
+  assign \chan$20.eps_n  = chan[116:14];
+  assign \chan$20.tau  = chan[132:117];
+  assign \chan$20.gamma  = chan[148:133];
+  assign \chan$20.beta  = chan[164:149];
+  assign \chan$20.mean  = chan[188:165];
+  assign \chan$20.scale_m  = chan[212:189];
+  assign \chan$20.scale_exp  = chan[220:213];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[93:81] = sat_count;
@@ -781,11 +781,11 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   wire [4:0] \beta_shift$6 ;
   reg [57:0] bias = 58'h000000000000000;
   reg [74:0] c;
-  input [184:0] chan;
-  wire [184:0] chan;
+  input [220:0] chan;
+  wire [220:0] chan;
   wire [15:0] \chan.beta ;
   wire [12:0] \chan.count ;
-  wire [66:0] \chan.eps_n ;
+  wire [102:0] \chan.eps_n ;
   wire [15:0] \chan.gamma ;
   wire \chan.infer ;
   wire [23:0] \chan.mean ;
@@ -850,7 +850,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  reg [102:0] w;
+  reg [103:0] w;
   assign \$1  = den[32] | den[33];
   assign \$2  = den[34] | den[35];
   assign \$3  = \$1  | \$2 ;
@@ -1015,20 +1015,20 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   assign count_lead = \$143  ? \$148  : \$160 ;
   assign \$161  = sh + 1'h0;
   assign \$162  = sh + 1'h0;
-  assign \$164  = $signed(\$163 ) + $signed({ 1'h0, chan[80:14] });
+  assign \$164  = $signed(\$163 ) + $signed({ 1'h0, chan[116:14] });
   assign \$165  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$166  = $signed(chan[112:97]) < $signed(1'h0);
-  assign \$167  = - $signed(chan[112:97]);
-  assign \$168  = \$166  ? \$167  : { chan[112], chan[112:97] };
-  assign \$169  = $signed(chan[112:97]) < $signed(1'h0);
-  assign \$170  = $signed(chan[112:97]) < $signed(1'h0);
-  assign \$171  = - $signed(chan[112:97]);
-  assign \$172  = \$170  ? \$171  : { chan[112], chan[112:97] };
-  assign \$173  = $signed(chan[112:97]) < $signed(1'h0);
-  assign \$174  = $signed(chan[152:129]) < $signed(1'h0);
-  assign \$175  = - $signed(chan[152:129]);
-  assign \$176  = \$174  ? \$175  : { chan[152], chan[152:129] };
-  assign \$177  = $signed(chan[152:129]) < $signed(1'h0);
+  assign \$166  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$167  = - $signed(chan[148:133]);
+  assign \$168  = \$166  ? \$167  : { chan[148], chan[148:133] };
+  assign \$169  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$170  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$171  = - $signed(chan[148:133]);
+  assign \$172  = \$170  ? \$171  : { chan[148], chan[148:133] };
+  assign \$173  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$174  = $signed(chan[188:165]) < $signed(1'h0);
+  assign \$175  = - $signed(chan[188:165]);
+  assign \$176  = \$174  ? \$175  : { chan[188], chan[188:165] };
+  assign \$177  = $signed(chan[188:165]) < $signed(1'h0);
   assign \$178  = ! fsm_state;
   assign \$179  = fsm_state == 1'h1;
   assign \$180  = fsm_state == 2'h2;
@@ -1089,10 +1089,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   assign \$236  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$237  = $signed(\$236 ) - $signed({ 1'h0, tsh });
   assign \$238  = $signed(km_pre) >>> t_clamped;
-  assign \$239  = $signed(chan[128:113]) << \$161 [4:0];
+  assign \$239  = $signed(chan[164:149]) << \$161 [4:0];
   assign \$240  = 1'h1 << sh;
   assign \$242  = $signed(\$239 ) + $signed({ 1'h0, \$241  });
-  assign \$244  = $signed(6'h10) - $signed(chan[184:177]);
+  assign \$244  = $signed(6'h10) - $signed(chan[220:213]);
   assign \$245  = $signed(sh0) < $signed(4'h4);
   assign \$246  = $signed(4'h4) - $signed(sh0);
   assign \$247  = \$245  ? \$246  : 11'h000;
@@ -1112,7 +1112,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   assign \$261  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$262  = $signed(\$261 ) - $signed({ 1'h0, tsh });
   assign \$263  = $signed(km_pre) >>> t_clamped;
-  assign \$264  = $signed(chan[128:113]) << \$162 [4:0];
+  assign \$264  = $signed(chan[164:149]) << \$162 [4:0];
   assign \$265  = 1'h1 << sh;
   assign \$267  = $signed(\$264 ) + $signed({ 1'h0, \$266  });
   assign \$269  = $signed(bias) - $signed(quot);
@@ -1253,7 +1253,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h03:
           /* empty */;
       6'h19:
-          a = { 20'h00000, chan[176:153] };
+          a = { 20'h00000, chan[212:189] };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1552,7 +1552,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    w = 103'h00000000000000000000000000;
+    w = 104'h00000000000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1567,7 +1567,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h07:
           /* empty */;
       6'h08:
-          w = \$164 [102:0];
+          w = \$164 [103:0];
     endcase
   end
   always @* begin
@@ -3166,13 +3166,13 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   assign isqrt_go = \start$11 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.eps_n  = chan[80:14];
-  assign \chan.tau  = chan[96:81];
-  assign \chan.gamma  = chan[112:97];
-  assign \chan.beta  = chan[128:113];
-  assign \chan.mean  = chan[152:129];
-  assign \chan.scale_m  = chan[176:153];
-  assign \chan.scale_exp  = chan[184:177];
+  assign \chan.eps_n  = chan[116:14];
+  assign \chan.tau  = chan[132:117];
+  assign \chan.gamma  = chan[148:133];
+  assign \chan.beta  = chan[164:149];
+  assign \chan.mean  = chan[188:165];
+  assign \chan.scale_m  = chan[212:189];
+  assign \chan.scale_exp  = chan[220:213];
   assign \$163  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
   assign \$216  = { 1'h0, \$215 [63:1] };
   assign \$241  = { 1'h0, \$240 [31:1] };
@@ -3431,8 +3431,8 @@ module \hwnorm_frn_s16.math.isqrt (rst, \w$11 , start, done, root, clk);
   wire start;
   wire [53:0] trial;
   reg [103:0] w = 104'h00000000000000000000000000;
-  input [102:0] \w$11 ;
-  wire [102:0] \w$11 ;
+  input [103:0] \w$11 ;
+  wire [103:0] \w$11 ;
   assign \$2  = \$1  | { 55'h00000000000000, w[103:102] };
   assign \$5  = | left;
   assign \$6  = \$2 [55:0] >= \$4 [53:0];
@@ -3466,7 +3466,7 @@ module \hwnorm_frn_s16.math.isqrt (rst, \w$11 , start, done, root, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$15  = w;
     if (start) begin
-      \$15  = { 1'h0, \w$11  };
+      \$15  = \w$11 ;
     end else if (\$5 ) begin
       \$15  = \$11 [103:0];
     end

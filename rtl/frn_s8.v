@@ -17,7 +17,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire \$19 ;
   wire \$2 ;
   reg [12:0] \$20 ;
-  reg [120:0] \$21 ;
+  reg [148:0] \$21 ;
   reg [2:0] \$22 ;
   wire \$3 ;
   wire \$4 ;
@@ -32,12 +32,12 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [33:0] \b$26 ;
   reg beat;
   wire busy;
-  reg [120:0] chan = 121'h0000000000000000000000000000000;
-  (* init = 121'h0000000000000000000000000000000 *)
-  wire [120:0] \chan$20 ;
+  reg [148:0] chan = 149'h00000000000000000000000000000000000000;
+  (* init = 149'h00000000000000000000000000000000000000 *)
+  wire [148:0] \chan$20 ;
   wire [7:0] \chan$20.beta ;
   wire [12:0] \chan$20.count ;
-  wire [42:0] \chan$20.eps_n ;
+  wire [70:0] \chan$20.eps_n ;
   wire [7:0] \chan$20.gamma ;
   wire \chan$20.infer ;
   wire [15:0] \chan$20.mean ;
@@ -46,18 +46,18 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [7:0] \chan$20.tau ;
   wire [7:0] \chan.beta ;
   wire [12:0] \chan.count ;
-  wire [42:0] \chan.eps_n ;
+  wire [70:0] \chan.eps_n ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
   wire [7:0] \chan.scale_exp ;
   wire [15:0] \chan.scale_m ;
   wire [7:0] \chan.tau ;
-  input [120:0] chan__payload;
-  wire [120:0] chan__payload;
+  input [148:0] chan__payload;
+  wire [148:0] chan__payload;
   wire [7:0] \chan__payload.beta ;
   wire [12:0] \chan__payload.count ;
-  wire [42:0] \chan__payload.eps_n ;
+  wire [70:0] \chan__payload.eps_n ;
   wire [7:0] \chan__payload.gamma ;
   wire \chan__payload.infer ;
   wire [15:0] \chan__payload.mean ;
@@ -180,7 +180,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
-    .tau(chan[64:57]),
+    .tau(chan[92:85]),
     .v5(o__valid)
   );
   \hwnorm_frn_s8.stats_unit  stats_unit (
@@ -381,7 +381,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
           end
     endcase
     if (rst) begin
-      \$21  = 121'h0000000000000000000000000000000;
+      \$21  = 149'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -430,19 +430,19 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \a$24  = a;
   assign \b$26  = b;
   assign sh = shift;
-  assign tau = chan[64:57];
+  assign tau = chan[92:85];
   assign \o__payload$30  = o__payload;
   assign \o__valid$31  = o__valid;
   assign \o__ready$32  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
-  assign \chan__payload.eps_n  = chan__payload[56:14];
-  assign \chan__payload.tau  = chan__payload[64:57];
-  assign \chan__payload.gamma  = chan__payload[72:65];
-  assign \chan__payload.beta  = chan__payload[80:73];
-  assign \chan__payload.mean  = chan__payload[96:81];
-  assign \chan__payload.scale_m  = chan__payload[112:97];
-  assign \chan__payload.scale_exp  = chan__payload[120:113];
+  assign \chan__payload.eps_n  = chan__payload[84:14];
+  assign \chan__payload.tau  = chan__payload[92:85];
+  assign \chan__payload.gamma  = chan__payload[100:93];
+  assign \chan__payload.beta  = chan__payload[108:101];
+  assign \chan__payload.mean  = chan__payload[124:109];
+  assign \chan__payload.scale_m  = chan__payload[140:125];
+  assign \chan__payload.scale_exp  = chan__payload[148:141];
   assign \i__payload[0]  = i__payload;
   assign \o__payload[0]  = o__payload;
   assign \stats__payload.sum  = stats__payload[20:0];
@@ -451,22 +451,22 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \x[0]  = i__payload;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.eps_n  = chan[56:14];
-  assign \chan.tau  = chan[64:57];
-  assign \chan.gamma  = chan[72:65];
-  assign \chan.beta  = chan[80:73];
-  assign \chan.mean  = chan[96:81];
-  assign \chan.scale_m  = chan[112:97];
-  assign \chan.scale_exp  = chan[120:113];
+  assign \chan.eps_n  = chan[84:14];
+  assign \chan.tau  = chan[92:85];
+  assign \chan.gamma  = chan[100:93];
+  assign \chan.beta  = chan[108:101];
+  assign \chan.mean  = chan[124:109];
+  assign \chan.scale_m  = chan[140:125];
+  assign \chan.scale_exp  = chan[148:141];
   assign \chan$20.infer  = chan[0];
   assign \chan$20.count  = chan[13:1];
-  assign \chan$20.eps_n  = chan[56:14];
-  assign \chan$20.tau  = chan[64:57];
-  assign \chan$20.gamma  = chan[72:65];
-  assign \chan$20.beta  = chan[80:73];
-  assign \chan$20.mean  = chan[96:81];
-  assign \chan$20.scale_m  = chan[112:97];
-  assign \chan$20.scale_exp  = chan[120:113];
+  assign \chan$20.eps_n  = chan[84:14];
+  assign \chan$20.tau  = chan[92:85];
+  assign \chan$20.gamma  = chan[100:93];
+  assign \chan$20.beta  = chan[108:101];
+  assign \chan$20.mean  = chan[124:109];
+  assign \chan$20.scale_m  = chan[140:125];
+  assign \chan$20.scale_exp  = chan[148:141];
   assign \i__payload$21[0]  = i__payload;
   assign \o__payload$30[0]  = o__payload;
   assign stats__payload[69:57] = sat_count;
@@ -729,11 +729,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   wire [3:0] \beta_shift$6 ;
   reg [33:0] bias = 34'h000000000;
   reg [58:0] c;
-  input [120:0] chan;
-  wire [120:0] chan;
+  input [148:0] chan;
+  wire [148:0] chan;
   wire [7:0] \chan.beta ;
   wire [12:0] \chan.count ;
-  wire [42:0] \chan.eps_n ;
+  wire [70:0] \chan.eps_n ;
   wire [7:0] \chan.gamma ;
   wire \chan.infer ;
   wire [15:0] \chan.mean ;
@@ -798,7 +798,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   reg [5:0] t_clamped = 6'h00;
   reg [3:0] tk = 4'h0;
   reg [9:0] tsh = 10'h000;
-  reg [70:0] w;
+  reg [71:0] w;
   assign \$1  = den[32] | den[33];
   assign \$2  = den[34] | den[35];
   assign \$3  = \$1  | \$2 ;
@@ -911,20 +911,20 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   assign count_lead = \$91  ? \$96  : \$108 ;
   assign \$109  = sh + 1'h0;
   assign \$110  = sh + 1'h0;
-  assign \$112  = $signed(\$111 ) + $signed({ 1'h0, chan[56:14] });
+  assign \$112  = $signed(\$111 ) + $signed({ 1'h0, chan[84:14] });
   assign \$113  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$114  = $signed(chan[72:65]) < $signed(1'h0);
-  assign \$115  = - $signed(chan[72:65]);
-  assign \$116  = \$114  ? \$115  : { chan[72], chan[72:65] };
-  assign \$117  = $signed(chan[72:65]) < $signed(1'h0);
-  assign \$118  = $signed(chan[72:65]) < $signed(1'h0);
-  assign \$119  = - $signed(chan[72:65]);
-  assign \$120  = \$118  ? \$119  : { chan[72], chan[72:65] };
-  assign \$121  = $signed(chan[72:65]) < $signed(1'h0);
-  assign \$122  = $signed(chan[96:81]) < $signed(1'h0);
-  assign \$123  = - $signed(chan[96:81]);
-  assign \$124  = \$122  ? \$123  : { chan[96], chan[96:81] };
-  assign \$125  = $signed(chan[96:81]) < $signed(1'h0);
+  assign \$114  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$115  = - $signed(chan[100:93]);
+  assign \$116  = \$114  ? \$115  : { chan[100], chan[100:93] };
+  assign \$117  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$118  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$119  = - $signed(chan[100:93]);
+  assign \$120  = \$118  ? \$119  : { chan[100], chan[100:93] };
+  assign \$121  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$122  = $signed(chan[124:109]) < $signed(1'h0);
+  assign \$123  = - $signed(chan[124:109]);
+  assign \$124  = \$122  ? \$123  : { chan[124], chan[124:109] };
+  assign \$125  = $signed(chan[124:109]) < $signed(1'h0);
   assign \$126  = ! fsm_state;
   assign \$127  = fsm_state == 1'h1;
   assign \$128  = fsm_state == 2'h2;
@@ -985,10 +985,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   assign \$184  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$185  = $signed(\$184 ) - $signed({ 1'h0, tsh });
   assign \$186  = $signed(km_pre) >>> t_clamped;
-  assign \$187  = $signed(chan[80:73]) << \$109 [3:0];
+  assign \$187  = $signed(chan[108:101]) << \$109 [3:0];
   assign \$188  = 1'h1 << sh;
   assign \$190  = $signed(\$187 ) + $signed({ 1'h0, \$189  });
-  assign \$192  = $signed(5'h0d) - $signed(chan[120:113]);
+  assign \$192  = $signed(5'h0d) - $signed(chan[148:141]);
   assign \$193  = $signed(sh0) < $signed(4'h4);
   assign \$194  = $signed(4'h4) - $signed(sh0);
   assign \$195  = \$193  ? \$194  : 11'h000;
@@ -1008,7 +1008,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   assign \$209  = $signed(sh0) + $signed({ 1'h0, pre });
   assign \$210  = $signed(\$209 ) - $signed({ 1'h0, tsh });
   assign \$211  = $signed(km_pre) >>> t_clamped;
-  assign \$212  = $signed(chan[80:73]) << \$110 [3:0];
+  assign \$212  = $signed(chan[108:101]) << \$110 [3:0];
   assign \$213  = 1'h1 << sh;
   assign \$215  = $signed(\$212 ) + $signed({ 1'h0, \$214  });
   assign \$217  = $signed(bias) - $signed(quot);
@@ -1149,7 +1149,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h03:
           /* empty */;
       6'h19:
-          a = { 12'h000, chan[112:97] };
+          a = { 12'h000, chan[140:125] };
       6'h1a:
           /* empty */;
       6'h1b:
@@ -1448,7 +1448,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    w = 71'h000000000000000000;
+    w = 72'h000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1463,7 +1463,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h07:
           /* empty */;
       6'h08:
-          w = \$112 [70:0];
+          w = \$112 [71:0];
     endcase
   end
   always @* begin
@@ -3062,13 +3062,13 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   assign isqrt_go = \start$11 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
-  assign \chan.eps_n  = chan[56:14];
-  assign \chan.tau  = chan[64:57];
-  assign \chan.gamma  = chan[72:65];
-  assign \chan.beta  = chan[80:73];
-  assign \chan.mean  = chan[96:81];
-  assign \chan.scale_m  = chan[112:97];
-  assign \chan.scale_exp  = chan[120:113];
+  assign \chan.eps_n  = chan[84:14];
+  assign \chan.tau  = chan[92:85];
+  assign \chan.gamma  = chan[100:93];
+  assign \chan.beta  = chan[108:101];
+  assign \chan.mean  = chan[124:109];
+  assign \chan.scale_m  = chan[140:125];
+  assign \chan.scale_exp  = chan[148:141];
   assign \$111  = { t[56], t, 30'h00000000 };
   assign \$164  = { 1'h0, \$163 [63:1] };
   assign \$189  = { 1'h0, \$188 [15:1] };
@@ -3327,8 +3327,8 @@ module \hwnorm_frn_s8.math.isqrt (rst, \w$11 , start, done, root, clk);
   wire start;
   wire [37:0] trial;
   reg [71:0] w = 72'h000000000000000000;
-  input [70:0] \w$11 ;
-  wire [70:0] \w$11 ;
+  input [71:0] \w$11 ;
+  wire [71:0] \w$11 ;
   assign \$2  = \$1  | { 39'h0000000000, w[71:70] };
   assign \$5  = | left;
   assign \$6  = \$2 [39:0] >= \$4 [37:0];
@@ -3362,7 +3362,7 @@ module \hwnorm_frn_s8.math.isqrt (rst, \w$11 , start, done, root, clk);
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$15  = w;
     if (start) begin
-      \$15  = { 1'h0, \w$11  };
+      \$15  = \w$11 ;
     end else if (\$5 ) begin
       \$15  = \$11 [71:0];
     end

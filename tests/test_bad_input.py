@@ -147,8 +147,22 @@ HOOK = [
     ("golden train tau=[200] for s8.5", lambda: __import__("hwnorm.golden", fromlist=["train"]).train(
         NormConfig(kind="frn"), np.ones((1, 3), dtype=np.int64), [1], [0], tau=[200]), ValueError,
      ["tau", "200", "allowed [-128, 127]"]),
+    ("FRN2d(eps=0.01) on an input range of 1e-6 (eps / unit^2 beyond the descriptor field)",
+     lambda: (lambda s, x: (s.calibrate([x]), s.model(x)))(to_hardware(hn.FRN2d(2, eps=0.01), backend="golden"),
+                                                             torch.full((1, 2, 2, 2), 1e-6)), ValueError,
+     ["layer ''", "eps=0.01", "in_scale=", "beyond the 256", "allowed in_scale >="]),
+    ("golden train eps=1000 (input units) for kind='frn' s8", lambda: __import__("hwnorm.golden", fromlist=["train"])
+     .train(NormConfig(kind="frn"), np.ones((1, 3), dtype=np.int64), [1], [0], eps=1e3), ValueError,
+     ["eps=1000.0", "input format's units", "allowed (0, 256]"]),
+    ("golden train eps=1e-6 for kind='l2'", lambda: __import__("hwnorm.golden", fromlist=["train"]).train(
+        NormConfig(kind="l2"), np.ones((1, 3), dtype=np.int64), [1], [0], eps=1e-6), ValueError,
+     ["eps=1e-06", "FRN kinds only", "kind='l2'"]),
     ("CvarBatchNorm2d(alpha=0.9) at max_count=4096", lambda: to_hardware(hn.CvarBatchNorm2d(3, alpha=0.9), backend="golden"),
      ValueError, ["alpha=0.9", "max_count=4096", "allowed alpha >= 0.992188"]),
+    ("RangeFRN2d(chunks=10) on 2x2 maps", lambda: to_hardware(hn.RangeFRN2d(2), backend="golden")
+     .model(torch.randn(1, 2, 2, 2)), ValueError, ["layer ''", "chunks=10 on 4 value(s)", "eps alone", "allowed chunks < 4"]),
+    ("LinfFRN2d on 1x1 maps", lambda: to_hardware(hn.LinfFRN2d(2), backend="golden").model(torch.randn(3, 2, 1, 1)),
+     ValueError, ["layer ''", "C_inf(1) = 0", "eps alone", "allowed n >= 2"]),
     ("warn_saturation=-0.1", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation=-0.1), ValueError,
      ["warn_saturation=-0.1", "allowed", "[0, 1]"]),
     ("warn_saturation='1%'", lambda: to_hardware(_bn2d(), backend="golden", warn_saturation="1%"), ValueError,

@@ -97,6 +97,24 @@ def check_tau(cfg, tau, channels: int):
     return _per_channel("tau", tau, channels)
 
 
+def frn_eps_units(cfg, in_scale: float) -> float:
+    """An FRN kind's eps in the datapath's input units: eps / u^cfg.eps_power, u = in_scale * 2**in_frac the real
+    value of 1.0 in in_fmt (frn: eps inside the square root, / u^2; frn_range / frn_l1 / frn_linf: added to the
+    deviation, / u), so the hardware adds the float module's eps in real units. Refused, naming eps, in_scale and
+    the smallest in_scale allowed, where it exceeds the descriptor field (NormConfig.frn_eps_range)."""
+    p, frac = cfg.eps_power, cfg.in_fmt.frac
+    unit = in_scale * 2.0 ** frac
+    e = cfg.eps / unit ** p
+    _, hi = cfg.frn_eps_range
+    if e > hi:
+        least = (cfg.eps / hi) ** (1.0 / p) * 2.0 ** -frac
+        raise ValueError(f"eps={cfg.eps!r} at in_scale={in_scale!r} is {e:.6g} in the datapath's input units "
+                         f"(eps / unit{'^2' if p == 2 else ''}, unit = in_scale * 2**{frac}), beyond the {hi:.6g} the "
+                         f"descriptor field of kind={cfg.kind!r} at in_fmt={cfg.in_fmt} holds: allowed in_scale >= "
+                         f"{least:.6g} (an input range in_max >= {least * cfg.in_fmt.max_int:.6g})")
+    return e
+
+
 class Backend:
     """forward(cfg, x, gamma, beta, train=..., mean=..., sigma=..., in_scale=..., tau=...) -> LayerResult.
     tau (FRN kinds): the TLU thresholds per channel in real output units, z = max(y, tau)."""
@@ -139,9 +157,9 @@ class FloatBackend(Backend):
 class FixedPointBackend(Backend):
     """Shared float <-> fixed-point mapping; subclasses run the codes (train_codes / infer_codes)."""
 
-    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None, eps=None):
         """-> (y codes (C, n), sum (C,), den (C,), sat (C,)); `seed`: a dropout build's seeds (or None); tau: FRN
-        kinds' TLU codes (C,) or None"""
+        kinds' TLU codes (C,) or None; eps: FRN kinds' eps in the input format's units (None: cfg.eps)"""
         raise NotImplementedError
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
@@ -165,7 +183,8 @@ class FixedPointBackend(Backend):
                 raise ValueError(f"count={n} values per channel exceeds max_count={cfg.max_count} of the "
                                  f"generated configuration: generate one with a larger max_count")
             seeds = check_seeds(seed, channels) if cfg.dropout_active else None
-            y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds, tau)
+            eps = frn_eps_units(cfg, in_scale) if cfg.frn else None
+            y, s, den, sat = self.train_codes(cfg, xq, g, b, seeds, tau, eps)
             mean_hw = np.asarray(s, dtype=np.float64) / n * cfg.in_fmt.lsb
             sigma_hw = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cfg.const_frac_bits + cfg.in_fmt.frac)
             return LayerResult(y=y * out_lsb, mean=mean_hw * unit, sigma=sigma_hw * unit, saturated_in=sat_in,
@@ -192,9 +211,9 @@ class GoldenBackend(FixedPointBackend):
             raise ValueError(f"exact={exact!r} is not a bool: allowed True (Python integers) or False (int64 fast path)")
         self.exact = bool(exact)
 
-    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None, eps=None):
         from ..golden import train
-        r = train(cfg, x, g, b, tau=tau, unrounded=False, exact=self.exact, seed=seed)
+        r = train(cfg, x, g, b, tau=tau, unrounded=False, exact=self.exact, seed=seed, eps=eps)
         return r.y, r.stats.sum, r.stats.den, r.stats.sat
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
@@ -221,8 +240,8 @@ class RtlBackend(FixedPointBackend):
     def cycles(self) -> int:
         return sum(m.cycles for m in self.models.values())
 
-    def train_codes(self, cfg, x, g, b, seed=None, tau=None):
-        y, stats = self.model(cfg).train(x, g, b, seed, tau)
+    def train_codes(self, cfg, x, g, b, seed=None, tau=None, eps=None):
+        y, stats = self.model(cfg).train(x, g, b, seed, tau, eps)
         return y, [s["sum"] for s in stats], [s["den"] for s in stats], [s["sat"] for s in stats]
 
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):

@@ -167,11 +167,12 @@ class VerilatedDatapath:
         c = x.shape[0]
         return [1 << self.cfg.gamma_fmt.frac] * c, [0] * c, (gamma, beta)
 
-    def train(self, x, gamma, beta, seed=None, tau=None):
-        """`seed`: a dropout build's per-channel seeds (None: 0); `tau`: the FRN kinds' TLU codes (None: none).
-        An elementwise build: gamma/beta per value."""
+    def train(self, x, gamma, beta, seed=None, tau=None, eps=None):
+        """`seed`: a dropout build's per-channel seeds (None: 0); `tau`: the FRN kinds' TLU codes (None: none);
+        `eps`: the FRN kinds' descriptor eps in the input format's units (None: cfg.eps). An elementwise build:
+        gamma/beta per value."""
         n = x.shape[1]
-        base = channel_params(self.cfg, n)
+        base = channel_params(self.cfg, n, eps=eps)
         gamma, beta, affine = self._affine(x, gamma, beta)
         seeds = seed if seed is not None else [0] * len(gamma)
         descs = [dict(base, gamma=int(g), beta=int(b), seed=int(s)) for g, b, s in zip(gamma, beta, seeds)]

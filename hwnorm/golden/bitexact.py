@@ -93,9 +93,10 @@ def fast_plan(cfg: NormConfig, exact: bool = False) -> dict:
 # -- the deviation estimate: Den = n * sigma_hat * 2**(CF + in_frac) -------------------------------
 
 def _range_den(cfg, r_closed, r_last, hp) -> np.ndarray:
-    """Range: Den = n * (c_full * R_closed + c_last * R_open + eps_int), per channel on Python integers."""
+    """Range: Den = n * (c_full * R_closed + c_last * R_open + eps_int), per channel on Python integers (frn_range:
+    eps_int from the descriptor)."""
     r_closed, r_last = np.asarray(r_closed).astype(object), np.asarray(r_last).astype(object)
-    return hp["count"] * (hp["c_full"] * r_closed + hp["c_last"] * r_last + cfg.eps_int)
+    return hp["count"] * (hp["c_full"] * r_closed + hp["c_last"] * r_last + (hp["eps"] if cfg.frn else cfg.eps_int))
 
 
 def _l2_den(cfg, v, hp) -> np.ndarray:
@@ -232,11 +233,14 @@ def deviation_den(cfg: NormConfig, x, s, hp, exact: bool = False) -> np.ndarray:
 
 # -- the normalize pass: y = sat(round((x*A + B) >> SH)) --------------------------------------------
 
-def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: int) -> tuple[int, int, int]:
+def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: int,
+                      unbounded: bool = False) -> tuple[int, int, int]:
     """The normalize pass's per-channel A, B and SH from the centred form ((x*K - C) * M) >> SH0.
 
     Training: K = n, C = S, M = gamma * R, SH0 = L + shift_base. Inference: K = 2**MF, C = mean,
-    M = gamma * scale_m, SH0 = inf_shift_base - scale_exp. docs/numerics.md derives the bound."""
+    M = gamma * scale_m, SH0 = inf_shift_base - scale_exp. docs/numerics.md derives the bound. `unbounded`: an
+    all-zero FRN channel (C = 0, every x = 0, so y = beta whatever A is), whose A is not bounded by a_bits: kept as
+    the A register keeps it, its low a_bits bits (two's complement)."""
     if sh0 < cfg.shift_lo:
         pre, t = cfg.shift_lo - sh0, 0
     else:
@@ -244,8 +248,12 @@ def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: i
     sh = sh0 + pre - t
     a = (k * m << pre) >> t                                   # floor, also for negative M
     half = 0 if cfg.rounding == "floor" else 1 << (sh - 1)
+    if unbounded:
+        if c != 0:
+            raise AssertionError("internal: an unbounded A with a mean term")
+        a = ((a + (1 << (cfg.a_bits - 1))) & ((1 << cfg.a_bits) - 1)) - (1 << (cfg.a_bits - 1))
     b = (beta << (sh + cfg.out_fmt.frac - cfg.beta_fmt.frac)) + half - (a * c) // k
-    if a.bit_length() >= cfg.a_bits or b.bit_length() >= cfg.b_bits:
+    if (a.bit_length() >= cfg.a_bits and not unbounded) or b.bit_length() >= cfg.b_bits:
         raise AssertionError(f"internal: A={a} or B={b} exceeds a_bits={cfg.a_bits}/b_bits={cfg.b_bits} "
                              f"({cfg.describe()}): a width bound in NormConfig is wrong")
     return a, b, sh
@@ -327,15 +335,21 @@ def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: 
     return y, sat, mult, shift, unr
 
 
-def _train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
+def _train_constants(cfg: NormConfig, n: int, s, den, g, b, hp) -> list:
     """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers);
-    C = S, or 0 for an FRN kind (B = bias: no mean term)."""
+    C = S, or 0 for an FRN kind (B = bias: no mean term). frn, frn_l1: a channel whose Den is eps's alone holds
+    only zeros (their deviation of x about 0 is 0 only then), so its A is unobservable and not bounded
+    (NormConfig._frn_den_log2_min, for a descriptor eps down to one field LSB)."""
     q, out = cfg.recip_bits, []
+    zero_den = None
+    if cfg.frn and cfg.stat_kind in ("l2", "l1"):
+        zero_den = _isqrt(np.array([hp["eps_n"]], dtype=object))[0] if cfg.stat_kind == "l2" else hp["neps"]
     for si, dd, gi, bi in zip(centre(cfg, s), den, g, b):
         dd = int(dd)
         lead = dd.bit_length() - 1
         recip = (1 << (lead + q)) // dd
-        out.append(channel_constants(cfg, n, int(si), gi * recip, lead + cfg.shift_base, bi))
+        out.append(channel_constants(cfg, n, int(si), gi * recip, lead + cfg.shift_base, bi,
+                                     unbounded=zero_den is not None and dd == int(zero_den)))
     return out
 
 
@@ -360,16 +374,19 @@ def _tlu(y, tau):
     return y if tau is None else np.maximum(y, tau[:, None]).astype(np.int64)
 
 
-def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exact: bool = False, seed=None) -> Result:
+def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exact: bool = False, seed=None,
+          eps=None) -> Result:
     """Training mode on fixed-point codes: x (C, n) in cfg.in_fmt, gamma/beta (C,); tau (C,) in out_fmt for the FRN
     kinds (TLU threshold; None = out_fmt's minimum, no threshold). `unrounded=False` skips the float of the value
     before rounding (before the TLU too); `exact=True` forces Python integers. `seed`: the dropout seeds of a
     dropout build (cfg.dropout > 0), one per channel as in the descriptor (or one for all; None: 0); refused for a
     configuration without dropout. An elementwise build: gamma/beta are per value (x's shape; docs/numerics.md
-    "Per-element affine")."""
+    "Per-element affine"). `eps` (FRN kinds): the descriptor's eps in the input format's units, for every channel
+    (constants.channel_params; None: cfg.eps)."""
     if cfg.elementwise:
         return _elementwise(cfg, x, gamma, beta, unrounded,
-                            lambda core, xc, g, b: train(core, xc, g, b, tau=tau, unrounded=False, exact=exact, seed=seed))
+                            lambda core, xc, g, b: train(core, xc, g, b, tau=tau, unrounded=False, exact=exact, seed=seed,
+                                                         eps=eps))
     plan = fast_plan(cfg, exact)
     if cfg.inference_only:
         raise ValueError("this configuration has inference_only=True: it has no training datapath "
@@ -381,9 +398,9 @@ def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exa
     seeds = check_seeds(seed, x.shape[0]) if cfg.dropout_active else None
     tau = _check_tau(cfg, tau, x.shape[0])
     n = x.shape[1]
-    hp = channel_params(cfg, n)
+    hp = channel_params(cfg, n, eps=eps)
     s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
-    consts = _train_constants(cfg, n, s, den, g, b)
+    consts = _train_constants(cfg, n, s, den, g, b, hp)
     if cfg.dropout_active:
         y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, keep_mask(cfg, seeds, n), unrounded)
     else:

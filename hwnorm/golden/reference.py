@@ -105,13 +105,14 @@ def range_bn_train(x, gamma, beta, chunks: int = 10, eps: float = 1e-7):
     return norm_train(x, gamma, beta, "range", chunks=chunks, eps=eps)
 
 
-def train_out_lsb(cfg: NormConfig, x, gamma, beta) -> np.ndarray:
+def train_out_lsb(cfg: NormConfig, x, gamma, beta, eps: float | None = None) -> np.ndarray:
     """The float reference on fixed-point codes, in output LSBs, unrounded and unsaturated (before an FRN kind's
-    TLU: max(round(y), tau) = round(max(y, tau)) for an output code tau)."""
+    TLU: max(round(y), tau) = round(max(y, tau)) for an output code tau). `eps`: in the input format's units, as
+    an FRN kind's descriptor carries it (None: cfg.eps)."""
     y, _, _ = norm_train(np.asarray(x, dtype=np.float64) * cfg.in_fmt.lsb,
                          np.asarray(gamma, dtype=np.float64) * cfg.gamma_fmt.lsb,
                          np.asarray(beta, dtype=np.float64) * cfg.beta_fmt.lsb,
-                         cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
+                         cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps if eps is None else eps, alpha=cfg.alpha)
     return y * (1 << cfg.out_fmt.frac)
 
 

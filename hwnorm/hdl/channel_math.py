@@ -201,7 +201,7 @@ class ChannelMath(wiring.Component):
                 return [Mul(t, st.sq_sum, n, cb),
                         Sqrt(self.den, (t << (2 * cfg.const_frac_bits)) + chan.eps_n, cfg.w_bits)]
         if kind == "range":
-            return [Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, cfg.eps_int),
+            return [Mul(t, chan.c_full, st.r_closed, cfg.range_sum_bits, chan.eps if cfg.frn else cfg.eps_int),
                     Mul(t, chan.c_last, st.r_open, ib, t),
                     Mul(self.den, t, n, cb)]
         if kind == "linf":

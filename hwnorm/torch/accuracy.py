@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..cache import BUILD_ROOT, source_hash
+from ..config import FixedFormat
 from .hook import layer_config, to_hardware
 from .nn import module_kind
 from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, MadBatchNorm1d, MadBatchNorm2d,
@@ -296,21 +297,26 @@ def per_channel_count(dataset: str) -> int:
 
 # -- formats ---------------------------------------------------------------------------------------
 
+GAMMA_FMT_8 = FixedFormat(8, 5)      # the hardware rows' gamma up to 8 bits (see formats())
+
+
 def formats(bits) -> dict:
     """The formats of a `bits`-wide datapath (a dict for to_hardware's fmt), or those of an explicit
     "s<b>.<f>:s<b>.<f>" (input:output) spec. The input's fraction bits only place eps (the hook scales
-    each layer to the whole input code range); the output keeps [-4, 4) up to 8 bits."""
+    each layer to the whole input code range); the output keeps [-4, 4) up to 8 bits. gamma takes s8.5 ([-4, 3.97])
+    up to 8 bits: float training here reaches |gamma| 2.3 (MNIST-1D; digits 1.4), and s8.6 ([-2, 1.98]) clipped
+    gammas in 9 of the 40 hardware rows at 4-8 bits (docs/results.md); beyond 8 bits the 16-bit formats."""
     from ..config import FORMATS_16, FixedFormat
     if isinstance(bits, str) and ":" in bits:
         i, o = (FixedFormat.parse(t) for t in bits.split(":", 1))
         wide = max(i.bits, o.bits) > 8
-        return dict(in_fmt=i, out_fmt=o, gamma_fmt=FORMATS_16["gamma_fmt"] if wide else FixedFormat(8, 6),
+        return dict(in_fmt=i, out_fmt=o, gamma_fmt=FORMATS_16["gamma_fmt"] if wide else GAMMA_FMT_8,
                     beta_fmt=FORMATS_16["beta_fmt"] if wide else FixedFormat(8, 5))
     b = int(bits)
     if b > 8:
         return dict(in_fmt=FixedFormat(b, b // 2), out_fmt=FixedFormat(b, b - 4), gamma_fmt=FORMATS_16["gamma_fmt"],
                     beta_fmt=FORMATS_16["beta_fmt"])
-    return dict(in_fmt=FixedFormat(b, max(b - 4, 0)), out_fmt=FixedFormat(b, b - 3), gamma_fmt=FixedFormat(8, 6),
+    return dict(in_fmt=FixedFormat(b, max(b - 4, 0)), out_fmt=FixedFormat(b, b - 3), gamma_fmt=GAMMA_FMT_8,
                 beta_fmt=FixedFormat(8, 5))
 
 

@@ -4,7 +4,8 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
 1. maps its float input to the hardware input format — one input LSB is `in_max / in_fmt.max_int`,
    with `in_max` the largest |x| seen by `calibrate()` (or, if not calibrated, by the layer's first
    batch); larger values are clipped and counted. Normalization is scale-invariant, so this choice
-   uses the whole input range without changing the result (eps aside);
+   uses the whole input range without changing the result (eps aside: an FRN layer's eps is converted to the
+   input units per call, eps / unit^2 or eps / unit, by the backend; a batch-norm's is the build's, in input units);
 2. runs the layer's channels on the backend: in train() with batch statistics computed by the
    hardware, whose reported mean and sigma update the running statistics (PyTorch's momentum
    convention); in eval() with the inference datapath and the running statistics;
@@ -394,6 +395,17 @@ def frn_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {n} values per sample and channel exceed "
                              f"max_count={cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware()")
+        if cfg.kind == "frn_linf" and n == 1:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): L-inf over 1 value per sample and channel has "
+                             f"C_inf(1) = 0: the deviation is eps alone and the output gamma * x / eps, which saturates "
+                             f"for all but the inputs below one input LSB (those the input format rounds to 0); allowed "
+                             f"n >= 2 values per sample and channel, or FilterResponseNorm / L1FRN for 1x1 maps")
+        if cfg.kind == "frn_range" and n <= cfg.chunks:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): chunks={cfg.chunks} on {n} value(s) per sample "
+                             f"and channel leaves one value a chunk, whose range is 0: the deviation is eps alone and the "
+                             f"output gamma * x / eps, which saturates for all but the inputs below one input LSB (those "
+                             f"the input format rounds to 0); allowed chunks < {n} (e.g. chunks=1 for n >= 2), or another "
+                             f"FRN kind for 1x1 maps")
         batch_range = module.training and session.in_range == "batch"
         if st.in_max is None and not batch_range:
             warn_first_batch(name, float(np.abs(xg).max()))

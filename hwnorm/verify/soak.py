@@ -264,9 +264,20 @@ def soak_tau(cfg: NormConfig, b: Batch):
     return np.where(r.random(c) < 0.3, fo.min_int, r.integers(fo.min_int, fo.max_int + 1, size=c)).astype(np.int64)
 
 
+def soak_eps(cfg: NormConfig, b: Batch):
+    """FRN kinds: the batch's descriptor eps (input format's units, as the hook sends eps / unit^p): a quarter the
+    configuration's eps, the rest log-uniform over the field's range (NormConfig.frn_eps_range), from a stream of
+    its own; None for the other kinds."""
+    if not cfg.frn:
+        return None
+    r = np.random.default_rng([b.index, b.n, 8])
+    lo, hi = cfg.frn_eps_range
+    return cfg.eps if r.random() < 0.25 else float(np.exp(r.uniform(np.log(lo), np.log(hi))))
+
+
 def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
     from hwnorm.golden import infer, train
-    tau = soak_tau(cfg, b)
+    tau, eps = soak_tau(cfg, b), soak_eps(cfg, b)
     if b.infer:
         inf = b.inference
         g = infer(cfg, b.x, b.gamma, b.beta, inf["mean"], inf["scale_m"], inf["scale_exp"], tau=tau, unrounded=False)
@@ -274,8 +285,9 @@ def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
         got = {"sat": np.asarray(sat, dtype=object)}
         want = {"sat": np.asarray(g.stats.sat, dtype=object)}
     else:
-        g = train(cfg, b.x, b.gamma, b.beta, tau=tau, unrounded=False, **({"seed": b.seeds} if b.seeds is not None else {}))
-        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, b.seeds, tau)
+        g = train(cfg, b.x, b.gamma, b.beta, tau=tau, unrounded=False, eps=eps,
+                  **({"seed": b.seeds} if b.seeds is not None else {}))
+        y, s, den, sat = rtl.train_codes(cfg, b.x, b.gamma, b.beta, b.seeds, tau, eps)
         got = {"sum": np.array([int(v) for v in s], dtype=object), "den": np.array([int(v) for v in den], dtype=object),
                "sat": np.array([int(v) for v in sat], dtype=object)}
         want = {"sum": np.array([int(v) for v in g.stats.sum], dtype=object),

@@ -34,6 +34,14 @@ def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
     return int(np.clip(picks[(int(np.sum(x)) + abs(gamma) + len(x)) % 4], fo.min_int, fo.max_int))
 
 
+def frn_eps_pick(cfg: NormConfig, x, gamma: int):
+    """An FRN channel's descriptor eps (input format's units), a function of the channel like the TLU threshold: the
+    configuration's eps (unit = 1), the field's top, its bottom (one LSB), or 1e4 eps (a unit of 1/100 for frn)."""
+    lo, hi = cfg.frn_eps_range
+    picks = [cfg.eps, hi, lo, min(hi, cfg.eps * 1e4)]
+    return picks[(int(np.sum(np.abs(x))) + 3 * len(x) + abs(gamma) // 2) % 4]
+
+
 def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | None = None, seed: int = 0,
                    affine=None):
     """One channel as the golden model says the hardware must handle it: (descriptor fields, passes,
@@ -49,13 +57,14 @@ def golden_channel(cfg: NormConfig, x, gamma: int, beta: int, inference: dict | 
     desc.update(count=len(x), gamma=gamma, beta=beta)
     if cfg.dropout_active:
         desc["seed"] = seed
-    tau = None
+    tau = eps = None
     if cfg.frn:
         tau = [tlu_threshold(cfg, x, gamma, beta)]
         desc["tau"] = tau[0]
+        eps = frn_eps_pick(cfg, x, gamma)
     if inference is None:
-        res = train(cfg, x[None, :], gamma_v, beta_v, tau=tau, seed=[seed] if cfg.dropout_active else None)
-        desc.update(channel_params(cfg, len(x)))
+        res = train(cfg, x[None, :], gamma_v, beta_v, tau=tau, seed=[seed] if cfg.dropout_active else None, eps=eps)
+        desc.update(channel_params(cfg, len(x), eps=eps))
         passes = cfg.passes
     else:
         res = infer(cfg, x[None, :], gamma_v, beta_v, [inference["mean"]], [inference["scale_m"]],
