@@ -1,7 +1,7 @@
-"""cocotb protocol soak of one random configuration (hwnorm/verify/soak.py, `hwnorm sim --soak`): random channels
+"""cocotb protocol soak of one random configuration (sim/soak.py, `hwnorm sim --soak`): random channels
 (counts, data distributions, training and inference) in groups, each group under its own random input
 gaps and output back-pressure, and now and then a reset at a random cycle. Bit-exact against
-hwnorm.golden through the scoreboard of hwnorm/verify/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
+hwnorm.golden through the scoreboard of sim/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
 """
 from __future__ import annotations
 
