@@ -3,7 +3,6 @@ backend, the cocotb path of `make sim` and the raw Verilated model (C++ only), o
 with their ratios."""
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,9 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import KINDS, NAMED_FORMATS, NormConfig
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 FMTS = NAMED_FORMATS
 
@@ -134,10 +130,7 @@ def _rtl_rates(cfg, x, g, b, golden, bar) -> dict:
 
 
 def _cocotb_rate(cfg, x, g, b) -> dict:
-    if not (REPO / "sim" / "runner.py").exists():
-        raise RuntimeError("the cocotb rate needs a source checkout (sim/ beside hwnorm/); pass --no-cocotb")
-    sys.path.insert(0, str(REPO))
-    from sim.runner import run as sim_run
+    from .verify.runner import run as sim_run
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.npz"
         np.savez(path, x=x, gamma=g, beta=b)

@@ -1,9 +1,27 @@
-"""Build once: the one cache helper of the Verilator sim builds, the rtl libraries and the synthesis rows."""
+"""Build once: the one cache helper of the Verilator sim builds, the rtl libraries and the synthesis rows, and where
+they all go (BUILD_ROOT)."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _build_root() -> Path:
+    """$HWNORM_BUILD_DIR, else build/ of the source checkout hwnorm sits in (pyproject.toml beside hwnorm/), else the
+    user's cache directory ($XDG_CACHE_HOME/hwnorm, ~/.cache/hwnorm): an installed wheel never writes into
+    site-packages."""
+    if os.environ.get("HWNORM_BUILD_DIR"):
+        return Path(os.environ["HWNORM_BUILD_DIR"])
+    if (PACKAGE.parent / "pyproject.toml").exists():
+        return PACKAGE.parent / "build"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwnorm"
+
+
+BUILD_ROOT = _build_root()       # Verilator sim builds, rtl libraries, synthesis rows, accuracy runs, explore's cache
 
 
 @contextlib.contextmanager
@@ -28,9 +46,6 @@ def build_once(target: Path, build, done=None) -> Path:
         if not done(target):
             build(target)
     return target
-
-
-PACKAGE = Path(__file__).resolve().parent
 
 
 def source_hash(files=(), dirs=(), salt: str = "") -> str:

@@ -14,7 +14,7 @@ SMALL = NormConfig(in_fmt=FixedFormat(5, 2), out_fmt=FixedFormat(5, 3), gamma_fm
 SCRIPT = """
 import json, sys
 from hwnorm.config import NormConfig
-from sim.runner import build
+from hwnorm.verify.runner import build
 d = build(NormConfig.from_json(sys.argv[1]))
 print(json.dumps({"dir": str(d), "stamp": (d / ".built").read_text()}))
 """

@@ -28,12 +28,19 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"hwnorm {__version__}"
 
 
-def test_sim_runner_module_takes_the_same_options():
+def test_sim_lists_the_regression_and_the_axi_configurations():
     from hwnorm.cli import build_parser
-    r = subprocess.run([sys.executable, "-m", "sim.runner", "--list", "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout
+    r = run("sim", "--list", "--quiet")
+    assert r.returncode == 0 and "axi_range_s8_p4" in r.stdout and "frn_s8_small_p1" in r.stdout
     sim = build_parser()._subparsers._group_actions[0].choices["sim"]
     assert "--soak-cocotb-configs" in sim.format_help()
+
+
+def test_sim_without_the_test_extra_says_what_to_install():
+    code = "import sys; sys.modules['cocotb_coverage'] = None; from hwnorm.cli import main; sys.exit(main(['sim', '--list']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and "hwnorm sim: error: the testbench needs cocotb_coverage" in r.stderr \
+        and "pip install 'hwnorm[test]'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_verilog_custom_config(tmp_path):

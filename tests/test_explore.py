@@ -10,7 +10,7 @@ from hwnorm.cli import main
 from hwnorm.explore import measure
 from hwnorm.explore.cache import Cache
 from hwnorm.explore.driver import run
-from hwnorm.explore.engine import EngineError, SequentialEngine, check_reachable, make_engine
+from hwnorm.explore.engine import EngineError, SequentialEngine, check_reachable, execute, make_engine
 from hwnorm.explore.pareto import front
 from hwnorm.explore.plots import write_plots
 from hwnorm.explore.spec import SpecError, formats_of, load, parse
@@ -84,7 +84,7 @@ def test_second_run_does_no_work_and_an_interrupted_sweep_resumes(tmp_path):
 
     class Interrupted(SequentialEngine):           # a sweep cut off after its first result
         def run(self, tasks, on_result, on_progress=None):
-            on_result(tasks[0], measure.execute(tasks[0]))
+            on_result(tasks[0], execute(tasks[0]))
             raise KeyboardInterrupt
     bigger = tiny(kind=["range", "l1", "linf"])
     with pytest.raises(KeyboardInterrupt):
@@ -190,7 +190,7 @@ def test_a_task_whose_worker_died_fails_alone(tmp_path, monkeypatch):
         def get(self, ref):
             if '"kind": "l1"' in ref.task.payload["config"]:
                 raise RuntimeError("WorkerCrashedError: the worker died unexpectedly")
-            return measure.execute(ref.task)
+            return execute(ref.task)
 
     class Remote:
         def options(self, **kw):

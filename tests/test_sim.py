@@ -4,8 +4,8 @@ import pytest
 from hwnorm.config import FRN_KINDS
 from hwnorm.hdl import NormDatapath
 from hwnorm.reports.tables import channel_cycles
-from sim.funcov import summarize
-from sim.runner import axi_configs, cocotb_tests, regression_configs, run
+from hwnorm.verify.funcov import summarize
+from hwnorm.verify.runner import axi_configs, cocotb_tests, regression_configs, run
 
 # make test: the make sim matrix without the FRN kinds' 16 default configurations but for one small FRN
 # configuration, and with the GBN kinds (mad, semidev, cvar) at 8 bits x 1 lane and 16 bits x 4 lanes only (their

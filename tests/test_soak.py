@@ -1,4 +1,4 @@
-"""The soak (sim/soak.py): its random configurations are valid and varied, its stimulus reproducible,
+"""The soak (hwnorm/verify/soak.py): its random configurations are valid and varied, its stimulus reproducible,
 and a small soak through the rtl backend is bit-exact and reports a mismatch with the command that
 reproduces it."""
 import io
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import hwnorm.golden
-from sim import soak
-from sim.funcov import bins, chunk_start_labels, count_labels, last_beat_labels
 from hwnorm import NormConfig
 from hwnorm.config import KINDS
+from hwnorm.verify import soak
+from hwnorm.verify.funcov import bins, chunk_start_labels, count_labels, last_beat_labels
 
 SEEDS = range(1000, 1200)
 
@@ -59,7 +59,7 @@ def test_batches_are_reproducible_valid_and_varied():
 
 SCRIPT = """
 import hashlib, sys
-from sim import soak
+from hwnorm.verify import soak
 h = hashlib.sha256()
 cfg = soak.draw_config(1015)
 for b in soak.batches(cfg, 1015, 30000):

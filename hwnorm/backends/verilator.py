@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import build_once
+from ..cache import BUILD_ROOT, build_once
 from ..config import NormConfig
 from ..constants import channel_params
 from ..emit import verilog_text
@@ -27,7 +27,6 @@ from ..fields import from_words, pack, to_words, unpack, width
 from ..toolchain import VERILATOR_WARNINGS, setup_verilator_env, verilator_root
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *VERILATOR_WARNINGS]
 CXXFLAGS = ["-O2", "-fPIC"]
 

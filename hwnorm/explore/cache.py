@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
+from ..cache import BUILD_ROOT
 
 
 def default_dir() -> Path:

@@ -1,16 +1,66 @@
 """Run tasks on Ray (local cluster by default, or --address / RAY_ADDRESS) or sequentially in-process when ray
-is not importable; the driver gets every outcome through on_result as it arrives (it alone writes results)."""
+is not importable; the driver gets every outcome through on_result as it arrives (it alone writes results).
+
+The sweep engine sits below what it runs: a Task carries its own function (a module-level one, so Ray pickles it by
+reference), and `hwnorm synth` (hwnorm.reports.synth), `hwnorm accuracy` (hwnorm.torch.accuracy) and `hwnorm explore`
+(hwnorm.explore.measure) hand it their tasks; it imports none of them."""
 from __future__ import annotations
 
 import os
 import socket
 import time
-
-from .measure import Task, execute
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class EngineError(RuntimeError):
     """The engine cannot start (e.g. an unreachable cluster address); the message says what to do."""
+
+
+class TaskError(RuntimeError):
+    """A task's failure whose message says it all (e.g. a synthesis step and its log tail): recorded without the
+    exception's type name."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: `run(payload)` returns the measurement's result dict; `key` is its cache key."""
+
+    measurement: str
+    key: str
+    payload: dict
+    cpus: float = 1
+    run: Callable[[dict], dict] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.measurement} {self.payload.get('label', '')}".strip()
+
+
+def node_id() -> str:
+    """The Ray node this runs on (or 'local:<host>' outside Ray)."""
+    try:
+        import ray
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return f"local:{socket.gethostname()}"
+
+
+def execute(task: Task) -> dict:
+    """Run a task; never raises: a failure comes back as {"ok": False, "error": ...} so the sweep goes on."""
+    t0 = time.perf_counter()
+    base = {"key": task.key, "measurement": task.measurement, "node": node_id(), "pid": os.getpid()}
+    try:
+        result = task.run(task.payload)
+    except Exception as e:  # noqa: BLE001 - recorded with the point, the sweep goes on
+        tail = "".join(traceback.format_exception(e)[-3:]).strip()
+        msg = str(e) if isinstance(e, TaskError) else f"{type(e).__name__}: {e}"
+        return {**base, "ok": False, "error": msg, "traceback": tail,
+                "seconds": round(time.perf_counter() - t0, 3)}
+    return {**base, "ok": True, "result": result, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def ray_available() -> bool:

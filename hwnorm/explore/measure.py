@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-import time
-import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..cache import source_hash
 from ..config import NormConfig
+from .engine import Task
 from .spec import Point, Spec, accuracy_bits
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -29,20 +26,6 @@ def fingerprint(measurement: str) -> str:
     return source_hash(SOURCES[measurement], DIRS.get(measurement, ()), salt=f"{VERSION}")
 
 
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: a measurement with everything it needs; `key` is its cache key."""
-
-    measurement: str
-    key: str
-    payload: dict
-    cpus: float = 1
-
-    @property
-    def label(self) -> str:
-        return f"{self.measurement} {self.payload.get('label', '')}".strip()
-
-
 def _key(measurement: str, what: dict) -> str:
     text = json.dumps({"m": measurement, "fp": fingerprint(measurement), **what}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -53,10 +36,10 @@ def tasks_of(point: Point, measurement: str, params: dict) -> list[Task]:
     cfg, cpus = point.config, params.get("cpus", 1)
     if measurement == "synth":
         what = {"config": cfg.to_json(), "pnr": params["pnr"]}
-        return [Task("synth", _key("synth", what), {**what, "label": point.label}, cpus)]
+        return [Task("synth", _key("synth", what), {**what, "label": point.label}, cpus, RUNNERS["synth"])]
     if measurement == "numerics":                       # the golden model does not depend on lanes
         what = {"config": replace(cfg, lanes=1).to_json(), "seed": params["seed"], "trials": params["trials"]}
-        return [Task("numerics", _key("numerics", what), {**what, "label": point.label}, cpus)]
+        return [Task("numerics", _key("numerics", what), {**what, "label": point.label}, cpus, RUNNERS["numerics"])]
     out = []
     for seed in params["seeds"]:
         for backend in ("golden", "float"):
@@ -64,7 +47,7 @@ def tasks_of(point: Point, measurement: str, params: dict) -> list[Task]:
                     "bits": accuracy_bits(point.get("formats", "s8")) if backend == "golden" else None,
                     "epochs": params["epochs"], "train_limit": params["train_limit"]}
             label = f"{what['dataset']} {cfg.kind} {backend} {what['bits'] or ''} seed {seed}".replace("  ", " ")
-            out.append(Task("accuracy", _key("accuracy", what), {**what, "label": label}, cpus))
+            out.append(Task("accuracy", _key("accuracy", what), {**what, "label": label}, cpus, RUNNERS["accuracy"]))
     return out
 
 
@@ -110,43 +93,4 @@ def _accuracy(p: dict) -> dict:
     return {"accuracy": row["accuracy"], "diverged": row["diverged"], "train_s": round(row["wall_s"], 2)}
 
 
-def _synth_row(p: dict) -> dict:
-    """A whole row of `hwnorm synth` (datapath, statistics unit, optional iCE40 Fmax): its sweep on this engine."""
-    from ..reports import synth as S
-    return S._one(NormConfig.from_json(p["config"]), p["pnr"], p["ice40_pnr"])
-
-
-def _accuracy_run(p: dict) -> dict:
-    """One cached run of `hwnorm accuracy` (its sweep on this engine): the run's whole row."""
-    from ..torch.accuracy import Job, cached_run
-    return cached_run(Job(**p["job"]), **{**p["kw"], "cache_dir": Path(p["kw"]["cache_dir"])})
-
-
-RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy, "synth_row": _synth_row,
-           "accuracy_run": _accuracy_run}
-
-
-def node_id() -> str:
-    """The Ray node this runs on (or 'local:<host>' outside Ray)."""
-    try:
-        import ray
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
-    return f"local:{socket.gethostname()}"
-
-
-def execute(task: Task) -> dict:
-    """Run a task; never raises: a failure comes back as {"ok": False, "error": ...} so the sweep goes on."""
-    t0 = time.perf_counter()
-    base = {"key": task.key, "measurement": task.measurement, "node": node_id(), "pid": os.getpid()}
-    try:
-        result = RUNNERS[task.measurement](task.payload)
-    except Exception as e:  # noqa: BLE001 - recorded with the point, the sweep goes on
-        tail = "".join(traceback.format_exception(e)[-3:]).strip()
-        from ..reports.synth import SynthError
-        msg = str(e) if isinstance(e, SynthError) else f"{type(e).__name__}: {e}"
-        return {**base, "ok": False, "error": msg, "traceback": tail,
-                "seconds": round(time.perf_counter() - t0, 3)}
-    return {**base, "ok": True, "result": result, "seconds": round(time.perf_counter() - t0, 3)}
+RUNNERS = {"synth": _synth, "numerics": _numerics, "accuracy": _accuracy}

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import FixedFormat
 from .common import fmt_shape, lanes_of, tree_sum
-from .normalize import partial_products, stalling_pipeline
+from .pipeline import partial_products, stalling_pipeline
 
 STAGES = 5
 

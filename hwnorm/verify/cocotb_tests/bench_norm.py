@@ -10,7 +10,7 @@ import cocotb
 import numpy as np
 
 from hwnorm.config import NormConfig
-from tb import NormTB
+from hwnorm.verify.tb import NormTB
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 

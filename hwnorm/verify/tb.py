@@ -22,7 +22,7 @@ from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
 from hwnorm.golden.dropout import keep_mask
 
-from funcov import Coverage
+from hwnorm.verify.funcov import Coverage
 
 
 def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
@@ -259,7 +259,7 @@ class NormTB:
     """Drives channels through NormDatapath (descriptor, then each pass's beats) and checks all outputs.
 
     Also measures, from the DUT's own i.ready, the cycles between passes (`gaps`, by name), and samples
-    functional coverage (sim/funcov.py) from the stimulus, the stream handshakes and the pass it drives.
+    functional coverage (hwnorm/verify/funcov.py) from the stimulus, the stream handshakes and the pass it drives.
     """
 
     def __init__(self, dut, cfg: NormConfig, rng, gap: float = 0.0, stall: float = 0.0):
@@ -457,7 +457,7 @@ class NormTB:
 
     def state(self) -> str:
         """The state the DUT is in, as far as the testbench knows it (after the last step()): idle,
-        setup, p1..pN / infer (mid-pass), gap1.. (between passes), drain, stats (see sim/funcov.py)."""
+        setup, p1..pN / infer (mid-pass), gap1.. (between passes), drain, stats (see hwnorm/verify/funcov.py)."""
         if not self.pending:
             return "idle"
         if self.overlap:

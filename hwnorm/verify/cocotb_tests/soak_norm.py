@@ -1,7 +1,7 @@
-"""cocotb protocol soak of one random configuration (sim/soak.py, `hwnorm sim --soak`): random channels
+"""cocotb protocol soak of one random configuration (hwnorm/verify/soak.py, `hwnorm sim --soak`): random channels
 (counts, data distributions, training and inference) in groups, each group under its own random input
 gaps and output back-pressure, now and then a refused descriptor (its error word) and a reset at a random cycle.
-Bit-exact against hwnorm.golden through the scoreboard of sim/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
+Bit-exact against hwnorm.golden through the scoreboard of hwnorm/verify/tb.py. HWNORM_SOAK_SEED / HWNORM_SOAK_VALUES set by the soak.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cocotb
 import numpy as np
 
 from hwnorm.config import NormConfig
-from soak import DISTRIBUTIONS, draw_affine, draw_count, draw_data, draw_inference, scale_exponents, special_counts
-from tb import NormTB, refusals
+from hwnorm.verify.soak import DISTRIBUTIONS, draw_affine, draw_count, draw_data, draw_inference, scale_exponents, special_counts
+from hwnorm.verify.tb import NormTB, refusals
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 SEED = int(os.environ.get("HWNORM_SOAK_SEED", "1"))

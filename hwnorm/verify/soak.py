@@ -4,8 +4,8 @@ model bit for bit (`make soak`, `hwnorm sim --soak N`).
 Every configuration is drawn from its own seed (`config_seed`), and so are its data: the line printed
 for each configuration ends with the one command that reruns exactly that configuration. Volume goes
 through the in-process rtl backend (hwnorm/backends: harness.cpp drives whole channels in C++);
-protocol goes through the cocotb testbench (sim/tb.py) with random input gaps, output back-pressure
-and resets (`soak_protocol` in sim/soak_norm.py), on the first `cocotb_configs` configurations.
+protocol goes through the cocotb testbench (hwnorm/verify/tb.py) with random input gaps, output back-pressure
+and resets (`soak_protocol` in hwnorm/verify/cocotb_tests/soak_norm.py), on the first `cocotb_configs` configurations.
 
 Only public interfaces are used: NormConfig (fields, `passes`), constants.inference_params, the
 `rtl` backend's train_codes/infer_codes and hwnorm.golden.train/infer.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnorm.cache import BUILD_ROOT
 from hwnorm.config import FRN_KINDS, KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
 from hwnorm.constants import inference_params
 
-REPO = Path(__file__).resolve().parent.parent
 BITS = (4, 12)                    # format widths drawn (inclusive)
 MAX_COUNT_CAP = 4096              # largest max_count drawn
 BATCH_VALUES = 24_000             # values per batch (one golden call, one rtl call)
@@ -327,7 +327,7 @@ def _compare(cfg, b: Batch, rtl, res: SoakResult, dump_dir: Path):
 def soak_config(seed: int, values: int, dump_dir: str | None = None) -> SoakResult:
     """Draw configuration `seed`, build it (cached), run ~`values` values through rtl and golden."""
     from hwnorm.backends import get_backend
-    dump = Path(dump_dir) if dump_dir else REPO / "build" / "soak"
+    dump = Path(dump_dir) if dump_dir else BUILD_ROOT / "soak"
     cfg = draw_config(seed)
     res = SoakResult(seed=seed, config=cfg.describe() + f" eps={cfg.eps:g} stat_frac_bits={cfg.stat_frac_bits}")
     try:
@@ -346,7 +346,7 @@ def soak_config(seed: int, values: int, dump_dir: str | None = None) -> SoakResu
 
 def soak_cocotb(seed: int, values: int) -> dict:
     """The cocotb testbench's `soak_protocol` test on configuration `seed` (random gaps, stalls, resets)."""
-    from sim.runner import run
+    from hwnorm.verify.runner import run
     cfg = draw_config(seed)
     t0 = time.monotonic()
     r = run(cfg, seed=seed, module="soak_norm", env={"HWNORM_SOAK_SEED": str(seed), "HWNORM_SOAK_VALUES": str(values)})

@@ -15,7 +15,7 @@ from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
 from hwnorm.fields import pack, unpack
 from hwnorm.hdl.axi_stream import axi_widths, lane_bytes
-from tb import REFUSED_STATS, Scoreboard, golden_channel, refused_descriptor
+from hwnorm.verify.tb import REFUSED_STATS, Scoreboard, golden_channel, refused_descriptor
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 FI, FO, FG, FB = CFG.in_fmt, CFG.out_fmt, CFG.gamma_fmt, CFG.beta_fmt

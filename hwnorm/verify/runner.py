@@ -1,31 +1,27 @@
 """Build the generated Verilog with Verilator (cached per configuration) and run cocotb tests on it.
 
-`python -m sim.runner` (what `make sim` and `hwnorm sim` call) runs the regression matrix, prints the
-functional coverage report (sim/funcov.py; it fails if an applicable bin is never hit) and one summary
-line: tests, cycles simulated, values checked, mismatches. `--soak N` runs the soak instead (sim/soak.py).
+`build` verilates a configuration once, `run` runs a cocotb test module of hwnorm/verify/cocotb_tests/ on it and sums
+what the tests report (RunResult); `regression_configs` / `axi_configs` are the `make sim` matrix. The regression
+itself (coverage report, summary line) is `hwnorm sim`, hwnorm/verify/regression.py; the soak (hwnorm/verify/soak.py)
+runs its cocotb part through `run` too.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hwnorm.cache import build_once
+from hwnorm.cache import BUILD_ROOT, build_once
 from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
 from hwnorm.emit import verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
-SIM_DIR = Path(__file__).resolve().parent
-REPO = SIM_DIR.parent
-BUILD_ROOT = Path(os.environ.get("HWNORM_BUILD_DIR", REPO / "build"))
+COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"    # the cocotb test modules, shipped in the package
+COCOTB_PACKAGE = "hwnorm.verify.cocotb_tests"
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
 BUILD_ARGS = VERILATOR_WARNINGS
@@ -33,8 +29,6 @@ BUILD_ARGS = VERILATOR_WARNINGS
 
 def _runner():
     setup_verilator_env()
-    if str(SIM_DIR) not in sys.path:   # the runner hands sys.path to the simulator as PYTHONPATH
-        sys.path.insert(0, str(SIM_DIR))
     from cocotb_tools.runner import get_runner
     return get_runner("verilator")
 
@@ -99,7 +93,7 @@ class RunResult:
 def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, module: str | None = None,
         env: dict | None = None, axi: bool = False) -> RunResult:
     """Run the cocotb tests of `module` (or only `testcase`) on cfg's Verilog in Verilator (the AXI4-Stream
-    wrapper and sim/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
+    wrapper and hwnorm/verify/cocotb_tests/test_axi.py if `axi`); never raises on a test failure (the result counts it)."""
     from cocotb_tools.check_results import get_results
 
     t0 = time.monotonic()
@@ -112,7 +106,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     coverage_json = test_dir / "hwnorm_coverage.json"
     env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
            "HWNORM_FULL": "1" if full else "0", **(env or {})}
-    xml = _runner().test(test_module=module, hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
+    xml = _runner().test(test_module=f"{COCOTB_PACKAGE}.{module}", hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
     tests, failed = get_results(Path(xml))
@@ -138,7 +132,7 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
 def cocotb_tests(module: str = TEST_MODULE) -> list[str]:
     """Names of the cocotb tests of `module` (functions decorated with cocotb.test), read from its source."""
     import ast
-    tree = ast.parse((SIM_DIR / f"{module}.py").read_text())
+    tree = ast.parse((COCOTB_DIR / f"{module}.py").read_text())
     return [f.name for f in tree.body if isinstance(f, ast.AsyncFunctionDef)
             and any("cocotb.test" in ast.unparse(d) for d in f.decorator_list)]
 
@@ -186,77 +180,7 @@ def regression_configs(full: bool = False) -> dict[str, NormConfig]:
 
 
 def axi_configs() -> dict[str, NormConfig]:
-    """The AXI4-Stream wrapper's configurations in the matrix (sim/test_axi.py, cocotbext-axi)."""
+    """The AXI4-Stream wrapper's configurations in the matrix (hwnorm/verify/cocotb_tests/test_axi.py, cocotbext-axi)."""
     return {"axi_range_s8_p4": NormConfig(lanes=4, max_count=1024),
             "axi_l1_s12_p2": NormConfig(kind="l1", in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(12, 8),
                                         max_count=1024, lanes=2)}
-
-
-def main(argv=None) -> int:
-    """`python -m sim.runner`: the same options as `hwnorm sim` (hwnorm.cli.add_sim_args)."""
-    from hwnorm.cli import add_sim_args
-    ap = argparse.ArgumentParser(prog="hwnorm sim", description="cocotb/Verilator regression of the generated datapaths")
-    add_sim_args(ap)
-    return run_args(ap.parse_args(argv), ap.error)
-
-
-def run_args(args, error) -> int:
-    """The regression (or the soak) as `hwnorm sim` parsed it; error(message) refuses bad options."""
-    if args.soak is not None or args.soak_seed is not None:
-        from sim.soak import main as soak_main
-        if args.soak is None:
-            error("--soak-seed needs --soak N (the values to run through that configuration)")
-        regression = [o for o in ("full", "config", "test", "list") if getattr(args, o)]
-        if regression:
-            error(f"--{regression[0]} applies to the regression, not to --soak: allowed without --soak")
-        pick = lambda v, default: default if v is None else v     # noqa: E731
-        return soak_main(args.soak, configs=pick(args.soak_configs, 16), master_seed=args.seed, only_seed=args.soak_seed,
-                         cocotb_configs=pick(args.soak_cocotb_configs, 2), cocotb_values=pick(args.soak_cocotb, 25_000),
-                         jobs=args.jobs)
-    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs")
-                 if getattr(args, o) is not None]
-    if soak_only:
-        error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
-    cfgs = {**regression_configs(args.full), **axi_configs()}
-    axi = set(axi_configs())
-    if args.list:
-        for k, c in cfgs.items():
-            print(f"{k:28s} {c.describe()}{'  (AXI4-Stream wrapper)' if k in axi else ''}")
-        return 0
-    if args.test is not None and args.test not in cocotb_tests():
-        error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
-    if args.test is not None:           # a test of sim/test_norm.py: the AXI configurations run sim/test_axi.py
-        cfgs = {k: c for k, c in cfgs.items() if k not in axi}
-    if args.config:
-        unknown = [c for c in args.config if c not in cfgs]
-        if unknown:
-            error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
-        cfgs = {k: cfgs[k] for k in args.config}
-    t0 = time.monotonic()
-    total = RunResult(config="all")
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {k: pool.submit(run, c, args.test, args.seed, args.full, axi=k in axi)
-                   for k, c in cfgs.items()}
-        for k, fut in futures.items():
-            r = fut.result()
-            r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name
-            total.add(r)
-            lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
-            gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
-            if not args.quiet:
-                print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
-                      f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
-                      + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
-    from sim.funcov import format_report, summarize
-    if not args.quiet:
-        print(format_report(total.coverage))
-    _, _, _, missed = summarize(total.coverage)
-    closed = not missed or args.test is not None         # one test alone cannot close coverage
-    if missed and args.test is not None:
-        print(f"(coverage not enforced: only --test {args.test} ran)")
-    print(total.summary() + f" in {time.monotonic() - t0:.1f} s")
-    return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 and closed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """cocotb regression of NormDatapath (every kind): bit-exact against hwnorm.golden, with random
 input gaps and output back-pressure. The configuration comes from HWNORM_CONFIG (JSON), set by
-sim/runner.py; HWNORM_FULL=1 makes the random tests longer. With overlap=True the testbench drives the
-interleaved order (sim/tb.py NormTB._queue_overlap) and the same tests run unchanged.
+hwnorm/verify/runner.py; HWNORM_FULL=1 makes the random tests longer. With overlap=True the testbench drives the
+interleaved order (hwnorm/verify/tb.py NormTB._queue_overlap) and the same tests run unchanged.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import inference_params
-from tb import NormTB, refusals, refused_descriptor
+from hwnorm.verify.tb import NormTB, refusals, refused_descriptor
 
 CFG = NormConfig.from_json(os.environ["HWNORM_CONFIG"])
 PASSES = 1 if CFG.inference_only else CFG.passes      # an inference-only build: every channel one pass
