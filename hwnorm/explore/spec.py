@@ -24,13 +24,14 @@ TOP_KEYS = ("name", "description", "axes", "measure", "output")
 
 
 def formats_of(value) -> dict:
-    """The four formats of a 'formats' axis value: 's<b>' as hwnorm.torch.accuracy.formats(b) (8 and 16 bits are the
-    project's FORMATS_8 / FORMATS_16), or 'in:out' with gamma/beta as accuracy does; the same values as the accuracy run."""
+    """The four formats of a 'formats' axis value: 's<b>' as hwnorm.torch.accuracy.formats(b) (16 bits: the project's
+    FORMATS_16; up to 8 bits gamma s8.5, beta s8.5), or 'in:out' with gamma/beta as accuracy does; the same values as
+    the accuracy run (tests/test_explore.py)."""
     text = str(value).strip().lower()
     if ":" in text:
         i, o = (FixedFormat.parse(t) for t in text.split(":", 1))
         wide = max(i.bits, o.bits) > 8
-        g, b = (FixedFormat(16, 12), FixedFormat(16, 12)) if wide else (FixedFormat(8, 6), FixedFormat(8, 5))
+        g, b = (FixedFormat(16, 12), FixedFormat(16, 12)) if wide else (FixedFormat(8, 5), FixedFormat(8, 5))
         return dict(in_fmt=i, out_fmt=o, gamma_fmt=g, beta_fmt=b)
     if not (text.startswith("s") and text[1:].isdigit()):
         raise ValueError("not of the form 's<bits>' or 'in:out'")
@@ -41,7 +42,7 @@ def formats_of(value) -> dict:
         return dict(in_fmt=FixedFormat(bits, bits // 2), out_fmt=FixedFormat(bits, bits - 4),
                     gamma_fmt=FixedFormat(16, 12), beta_fmt=FixedFormat(16, 12))
     return dict(in_fmt=FixedFormat(bits, max(bits - 4, 0)), out_fmt=FixedFormat(bits, bits - 3),
-                gamma_fmt=FixedFormat(8, 6), beta_fmt=FixedFormat(8, 5))
+                gamma_fmt=FixedFormat(8, 5), beta_fmt=FixedFormat(8, 5))        # gamma s8.5: accuracy's GAMMA_FMT_8
 
 
 def accuracy_bits(value) -> int | str:
