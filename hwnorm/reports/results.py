@@ -247,6 +247,8 @@ def accuracy_section(acc: dict | None) -> str:
     if not acc or acc.get("version") != 2:
         return "Not measured yet: run `hwnorm accuracy --write` (or `hwnorm accuracy --full --write`)."
     summ = acc["summary"]
+    from ..torch.accuracy import formats
+    f8 = formats(8)
     seeds = acc["seeds"]
     recipes = "; ".join(f"{d}: {r['epochs']} epochs, batch {r['batch']}, Adam lr {r['lr']}, channels {r['widths']}"
                         for d, r in acc["datasets"].items())
@@ -255,8 +257,9 @@ def accuracy_section(acc: dict | None) -> str:
            "normalization layer's forward on the hardware at b-bit input/output (batch statistics from the "
            "datapath, running statistics from what it reports, straight-through gradient; each training batch "
            "scaled to the input codes by its own largest |x|), evaluated on the inference datapath. Formats: "
-           "input s<b>.<b-4>, output s<b>.<b-3>, gamma s8.6, beta s8.5 up to 8 bits; s16.8 / s16.12 / s16.12 / "
-           "s16.12 at 16. Cells: test accuracy in %, mean ± sample std over seeds (min..max shaded in the plot). "
+           f"input s<b>.<b-4>, output s<b>.<b-3>, gamma {f8['gamma_fmt']}, beta {f8['beta_fmt']} up to 8 bits; "
+           "s16.8 / s16.12 / s16.12 / s16.12 at 16. Cells: test accuracy in %, mean ± sample std over seeds "
+           "(min..max shaded in the plot). "
            f"This invocation: {acc['wall_s']:.0f} s wall, {acc['trained']} runs trained, {acc['cached']} from the cache"
            + (f", {acc['missing']} of the sweep not run yet" if acc.get("missing") else "")
            + (f"; the runs shown took {acc['compute_s'] / 60:.0f} min of single-process compute in all"

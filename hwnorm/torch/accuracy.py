@@ -14,7 +14,7 @@ Every run trains a small CNN from scratch with its normalization layers on a bac
 Datasets, generated or shipped locally (nothing is downloaded): scikit-learn's digits (8x8 images, conv2d,
 the quick case) and MNIST-1D (the mnist1d package's make_dataset from its templates: 4000 train / 1000 test
 signals of 40 samples, conv1d). Formats per width `bits` (see `formats`): input s<b>.<b-4>, output
-s<b>.<b-3> (range [-4, 4), the s8.5 of the 8-bit datapath), gamma s8.6 and beta s8.5 up to 8 bits; at
+s<b>.<b-3> (range [-4, 4), the s8.5 of the 8-bit datapath), gamma s8.5 and beta s8.5 up to 8 bits; at
 16 bits the project's s16 formats. Results are cached per run under build/accuracy/ (atomic JSON), so an
 interrupted sweep resumes.
 """
