@@ -100,3 +100,24 @@ def test_refused_descriptors_get_an_error_word_and_the_next_channels_are_exact(k
     assert r.tests == 2 and r.failed == 0 and r.mismatches == 0, logs
     refused = next(iter(r.coverage.values()))["refused"]
     assert len(refused) >= 4 and all(h > 0 for h in refused.values()), refused
+
+
+def test_a_cold_regression_says_what_its_builds_cost_before_the_first_one(monkeypatch, capsys):
+    import argparse
+
+    from hwnorm.verify import regression
+    from hwnorm.verify.runner import RunResult
+    monkeypatch.setattr(regression, "is_built", lambda cfg, axi=False: cfg.kind == "range")   # range_s8_p1 cached
+    order = []
+
+    def fake_run(cfg, test, seed, full, axi=False):
+        order.append(capsys.readouterr().out)       # what was printed before this configuration ran
+        return RunResult(config=cfg.name, tests=1)
+
+    monkeypatch.setattr(regression, "run", fake_run)
+    args = argparse.Namespace(soak=None, soak_seed=None, full=False, config=["range_s8_p1", "l1_s8_p1", "l2_s16_p4"],
+                              test="count_zero", list=False, soak_configs=None, soak_cocotb=None,
+                              soak_cocotb_configs=None, seed=1, jobs=2, quiet=True)
+    regression.run_args(args, error=lambda m: pytest.fail(m))
+    assert "hwnorm sim: 2 of 3 configurations need a Verilator build first" in order[0]
+    assert "at --jobs 2 roughly 45 s of builds" in order[0]

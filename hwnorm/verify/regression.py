@@ -7,7 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from hwnorm.verify.funcov import format_report, summarize
-from hwnorm.verify.runner import RunResult, axi_configs, cocotb_tests, regression_configs, run
+from hwnorm.cache import BUILD_ROOT
+from hwnorm.verify.runner import RunResult, axi_configs, cocotb_tests, is_built, regression_configs, run
+
+BUILD_SECONDS = (20, 70)        # one configuration's Verilator build, measured on this project's 2-core machines
 
 
 def run_args(args, error) -> int:
@@ -42,6 +45,14 @@ def run_args(args, error) -> int:
         if unknown:
             error(f"--config {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
         cfgs = {k: cfgs[k] for k in args.config}
+    cold = [k for k, c in cfgs.items() if not is_built(c, axi=k in axi)]
+    if cold:                                # what a first run costs, said before the first build
+        jobs = max(1, args.jobs)
+        est = len(cold) * sum(BUILD_SECONDS) / 2 / min(jobs, len(cold))
+        print(f"hwnorm sim: {len(cold)} of {len(cfgs)} configurations need a Verilator build first (about "
+              f"{BUILD_SECONDS[0]}-{BUILD_SECONDS[1]} s each on a 2-core machine; at --jobs {jobs} roughly "
+              f"{f'{est / 60:.0f} min' if est >= 90 else f'{est:.0f} s'} of builds before the simulations' own time); "
+              f"cached under {BUILD_ROOT / 'sim'} for later runs", flush=True)
     t0 = time.monotonic()
     total = RunResult(config="all")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -38,12 +38,22 @@ def top_name(cfg: NormConfig, axi: bool = False) -> str:
     return f"{cfg.name}_axi" if axi else cfg.name
 
 
+def _build_dir(cfg: NormConfig, axi: bool) -> tuple[Path, str]:
+    """(the build directory of `cfg`, keyed by its Verilog text; the text)."""
+    top = top_name(cfg, axi)
+    text = verilog_text(cfg, name=top, axi=axi)
+    return BUILD_ROOT / "sim" / f"{top}-{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
+
+
+def is_built(cfg: NormConfig, axi: bool = False) -> bool:
+    """True if `cfg`'s Verilator build is in the cache (a run then costs only its simulation)."""
+    return (_build_dir(cfg, axi)[0] / ".built").exists()
+
+
 def build(cfg: NormConfig, axi: bool = False) -> Path:
     """Verilate `cfg` (behind AXI4-Stream ports if `axi`) once; the build directory is keyed by the Verilog text."""
     top = top_name(cfg, axi)
-    text = verilog_text(cfg, name=top, axi=axi)
-    key = hashlib.sha256(text.encode()).hexdigest()[:12]
-    build_dir = BUILD_ROOT / "sim" / f"{top}-{key}"
+    build_dir, text = _build_dir(cfg, axi)
     stamp = build_dir / ".built"
 
     def make(build_dir: Path):
