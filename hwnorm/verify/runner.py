@@ -7,6 +7,7 @@ runs its cocotb part through `run` too.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -38,8 +39,10 @@ def top_name(cfg: NormConfig, axi: bool = False) -> str:
     return f"{cfg.name}_axi" if axi else cfg.name
 
 
+@functools.lru_cache(maxsize=None)
 def _build_dir(cfg: NormConfig, axi: bool) -> tuple[Path, str]:
-    """(the build directory of `cfg`, keyed by its Verilog text; the text)."""
+    """(the build directory of `cfg`, keyed by its Verilog text; the text): generated once per process, as the
+    regression asks is_built() of every configuration before it builds them."""
     top = top_name(cfg, axi)
     text = verilog_text(cfg, name=top, axi=axi)
     return BUILD_ROOT / "sim" / f"{top}-{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
@@ -47,13 +50,13 @@ def _build_dir(cfg: NormConfig, axi: bool) -> tuple[Path, str]:
 
 def is_built(cfg: NormConfig, axi: bool = False) -> bool:
     """True if `cfg`'s Verilator build is in the cache (a run then costs only its simulation)."""
-    return (_build_dir(cfg, axi)[0] / ".built").exists()
+    return (_build_dir(cfg, bool(axi))[0] / ".built").exists()
 
 
 def build(cfg: NormConfig, axi: bool = False) -> Path:
     """Verilate `cfg` (behind AXI4-Stream ports if `axi`) once; the build directory is keyed by the Verilog text."""
     top = top_name(cfg, axi)
-    build_dir, text = _build_dir(cfg, axi)
+    build_dir, text = _build_dir(cfg, bool(axi))
     stamp = build_dir / ".built"
 
     def make(build_dir: Path):
