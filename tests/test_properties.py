@@ -89,7 +89,7 @@ def test_every_invalid_config_raises_naming_the_field(kw, data):
     name = data.draw(st.sampled_from(sorted(BAD) + ["chunks", "k"]))
     if name == "chunks":
         bad = (data.draw(st.one_of(st.integers(max_value=0), st.integers(min_value=65), _not_int.filter(lambda v: v is not None)))
-               if kw["kind"] == "range" else data.draw(st.integers().filter(lambda v: v != 1)))
+               if kw["kind"] in ("range", "frn_range") else data.draw(st.integers().filter(lambda v: v != 1)))
     elif name == "k":
         bad = (data.draw(st.one_of(st.integers(max_value=0), st.integers(min_value=33), _not_int.filter(lambda v: v is not None)))
                if kw["kind"] == "topk" else data.draw(st.integers().filter(lambda v: v != NormConfig(**kw).k)))

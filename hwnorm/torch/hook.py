@@ -83,6 +83,7 @@ class LayerStats:
     seconds: float = 0.0
     affine_config: NormConfig | None = None
     warned: set = field(default_factory=set)
+    reached: bool = False            # a call reached the layer (an empty batch too, which `calls` does not count)
 
     @property
     def param_config(self) -> NormConfig:
@@ -235,7 +236,7 @@ class HardwareSession:
             return
         self.__dict__["bypass"] = True              # checked once, after the model's first call
         for name, st in self.layers.items():
-            if st.calls == 0:
+            if not st.reached:
                 hardware_warning(f"layer {name!r} ({type(self._saved[name]).__name__}): routed to hardware but not "
                                  f"called during the model's forward: if the model uses it, a fused PyTorch path "
                                  f"bypassed it and its outputs are float; report the model to hwnorm")
@@ -483,6 +484,9 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
                          "hwnorm.nn's FRN modules)")
     if fastpath.fused_parents(model, list(session.layers)):
         fastpath.hold(session)
+    for name, module in session._saved.items():
+        session._handles.append(module.register_forward_pre_hook(
+            lambda m, args, st=session.layers[name]: setattr(st, "reached", True)))
     session._handles.append(model.register_forward_hook(session._check_all_called))
     session.fit_formats()
     return session

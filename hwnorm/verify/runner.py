@@ -40,12 +40,15 @@ def top_name(cfg: NormConfig, axi: bool = False) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def _verilog(cfg: NormConfig, axi: bool) -> str:
+    """`cfg`'s Verilog, elaborated once per process (the regression asks is_built() of every configuration first)."""
+    return verilog_text(cfg, name=top_name(cfg, axi), axi=axi)
+
+
 def _build_dir(cfg: NormConfig, axi: bool) -> tuple[Path, str]:
-    """(the build directory of `cfg`, keyed by its Verilog text; the text): generated once per process, as the
-    regression asks is_built() of every configuration before it builds them."""
-    top = top_name(cfg, axi)
-    text = verilog_text(cfg, name=top, axi=axi)
-    return BUILD_ROOT / "sim" / f"{top}-{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
+    """(the build directory of `cfg`, keyed by its Verilog text; the text)."""
+    text = _verilog(cfg, axi)
+    return BUILD_ROOT / "sim" / f"{top_name(cfg, axi)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
 
 
 def is_built(cfg: NormConfig, axi: bool = False) -> bool:
