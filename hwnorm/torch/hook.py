@@ -42,7 +42,7 @@ from .nn import _DeviationBatchNorm, check_input, module_kind
 from .report import SessionReport
 from . import fastpath
 from ..elementwise import hat_config
-from .warn import (HardwareWarning, clamped_params, hardware_warning, warn_calibration,  # noqa: F401  (HardwareWarning:
+from .warn import (HardwareWarning, clamped_params, fmt_range, hardware_warning, warn_calibration,  # noqa: F401  (HardwareWarning:
                    warn_clamped, warn_first_batch, warn_saturated, warn_widened)            # hwnorm.torch's export)
 
 FORMAT_KEYS = ("in_fmt", "out_fmt", "gamma_fmt", "beta_fmt")
@@ -227,7 +227,7 @@ class HardwareSession:
             st.warned.add("out")
             fmt = out_fmt or st.param_config.out_fmt
             warn_saturated(name, module, "outputs", sat_out, values, self.warn_saturation,
-                           f"out_fmt {fmt} holds [{fmt.min_int * fmt.lsb:.4g}, {fmt.max_int * fmt.lsb:.4g}]: pass a "
+                           f"out_fmt {fmt_range(fmt).replace(' [', ' holds [', 1)}: pass a "
                            f"format with more integer bits (fmt='s8' keeps [-4, 4) at 8 bits; or fmt={{'out_fmt': ...}})")
 
     def _check_all_called(self, model, args, output):

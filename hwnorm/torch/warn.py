@@ -41,7 +41,8 @@ def warn_first_batch(layer: str, largest: float):
                      f"(largest |x| = {largest:.4g}); call session.calibrate(batches) first")
 
 
-def _fmt_range(fmt) -> str:
+def fmt_range(fmt) -> str:
+    """'s8.5 [-4, 3.969]': a format and the real values it holds."""
     return f"{fmt} [{fmt.min_int * fmt.lsb:.4g}, {fmt.max_int * fmt.lsb:.4g}]"
 
 
@@ -68,9 +69,9 @@ def clamped_params(module, cfg) -> dict:
 
 def warn_clamped(layer: str, module, clips: dict):
     """gamma / beta / tau entries of a layer clipped to their formats."""
-    parts = [f"{n} of {size} {what} entries (largest |{what}| = {big:.4g}) clipped to {what}_fmt {_fmt_range(fmt)}"
+    parts = [f"{n} of {size} {what} entries (largest |{what}| = {big:.4g}) clipped to {what}_fmt {fmt_range(fmt)}"
              if what != "tau" else
-             f"{n} of {size} tau entries (largest |tau| = {big:.4g}) clipped to out_fmt {_fmt_range(fmt)}"
+             f"{n} of {size} tau entries (largest |tau| = {big:.4g}) clipped to out_fmt {fmt_range(fmt)}"
              for what, (n, size, big, fmt) in clips.items()]
     hardware_warning(f"layer {layer!r} ({type(module).__name__}): {'; '.join(parts)}: its outputs are not the model's; "
                      f"pass a wider format, e.g. to_hardware(..., fmt={{'gamma_fmt': 's8.4', ...}}), or call "
@@ -92,6 +93,6 @@ def warn_calibration(layer: str, what: str):
 
 def warn_widened(which: str, old, new, largest: float, layers: int):
     """calibrate() (or to_hardware()) widened a gamma/beta format it chose, to hold what the model holds."""
-    hardware_warning(f"{which}_fmt {_fmt_range(old)} cannot hold the model's largest |{which}| = {largest:.4g}: "
-                     f"widened to {_fmt_range(new)} for the {layers} routed layer(s) (one datapath for the model); "
+    hardware_warning(f"{which}_fmt {fmt_range(old)} cannot hold the model's largest |{which}| = {largest:.4g}: "
+                     f"widened to {fmt_range(new)} for the {layers} routed layer(s) (one datapath for the model); "
                      f"pass fmt={{'{which}_fmt': ...}} to to_hardware() to fix it yourself")
