@@ -7,17 +7,22 @@ from hwnorm.reports.tables import channel_cycles
 from hwnorm.verify.funcov import summarize
 from hwnorm.verify.runner import axi_configs, cocotb_tests, regression_configs, run
 
-# make test: the make sim matrix without the FRN kinds' 16 default configurations but for one small FRN
-# configuration, and with the GBN kinds (mad, semidev, cvar) at 8 bits x 1 lane and 16 bits x 4 lanes only (their
-# other two corners run in make sim), to keep make test within its time
-FRN_IN_MAKE_TEST = "frn_s8_small_p1"
-GBN_KINDS = ("mad", "semidev", "cvar")
-GBN_ONLY_IN_MAKE_SIM = {f"{kind}_{corner}" for kind in GBN_KINDS for corner in ("s8_p4", "s16_p1")}
-# and of the elementwise builds (per-element affine) one small one, the others in make sim
-EW_IN_MAKE_TEST = "l1_ew_floor_small_p2"
-CONFIGS = {k: c for k, c in regression_configs(full=False).items()
-           if (not c.frn or k == FRN_IN_MAKE_TEST) and k not in GBN_ONLY_IN_MAKE_SIM
-           and (not c.elementwise or k == EW_IN_MAKE_TEST)}
+# make test (the fast tier, <= 6 min on a fresh clone): one cocotb build per distinct block and stage, each kind's
+# whole 8/16-bit x 1/4-lane matrix in make sim (the main job; test_make_sim_matrix_* check it is there)
+MAKE_TEST = {
+    "range_s8_p1": "the smallest core: the Range statistics, ChannelMath's reciprocal, 8 bits x 1 lane",
+    "l2_s16_p4": "16 bits x 4 lanes and the square root (L2)",
+    "topk_s8_p4": "the top-k sorted registers and their merge",
+    "cvar_s8_p1": "the GBN kinds' sorted top sum (cvar)",
+    "l1_s8_overlap_p4": "channel overlap with a mean pass (three passes)",
+    "range_s8_overlap_p4": "channel overlap with two passes (and the refused-descriptor test)",
+    "range_plain_even_u_p2": "half_even, unsigned output, 2 lanes (and the refused-descriptor test)",
+    "range_s8_infer_only_p4": "an inference-only build",
+    "range_drop_even_p4": "the dropout stage",
+    "frn_s8_small_p1": "FRN + TLU",
+    "l1_ew_floor_small_p2": "the per-element affine with floor rounding",
+}
+CONFIGS = {k: c for k, c in regression_configs(full=False).items() if k in MAKE_TEST}
 COCOTB_TESTS = 12
 
 
@@ -26,19 +31,18 @@ def test_cocotb_tests_are_listed():
 
 
 def test_matrix_covers_every_kind_width_and_lanes():
-    """make sim: every kind x 8/16 bits x lanes 1/4; make test: all of it for the five first kinds, both widths
-    and both lane counts for each GBN kind."""
-    full = {(c.kind, c.in_fmt.bits, c.lanes) for c in regression_configs(full=False).values()}
-    seen = {(c.kind, c.in_fmt.bits, c.lanes) for c in CONFIGS.values()}
-    for kind in ("range", "l1", "linf", "topk", "l2") + GBN_KINDS:
+    """make sim: every kind x 8/16 bits x lanes 1/4; make test: each of its configurations exists, and it has both
+    widths, both lane counts and every optional stage at least once."""
+    full = regression_configs(full=False)
+    for kind in ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar"):
         for bits in (8, 16):
             for lanes in (1, 4):
-                assert (kind, bits, lanes) in full
-                if kind not in GBN_KINDS:
-                    assert (kind, bits, lanes) in seen
-    for kind in GBN_KINDS:
-        assert {b for k, b, _ in seen if k == kind} == {8, 16} and {n for k, _, n in seen if k == kind} == {1, 4}
-    assert GBN_ONLY_IN_MAKE_SIM <= set(regression_configs(full=False))
+                assert (kind, bits, lanes) in {(c.kind, c.in_fmt.bits, c.lanes) for c in full.values()}
+    assert set(MAKE_TEST) <= set(full) and len(CONFIGS) == len(MAKE_TEST)
+    picked = CONFIGS.values()
+    assert {c.in_fmt.bits for c in picked} >= {8, 16} and {c.lanes for c in picked} >= {1, 2, 4}
+    for stage in ("overlap", "dropout", "frn", "elementwise", "inference_only"):
+        assert any(getattr(c, stage) for c in picked), stage
 
 
 def test_make_sim_matrix_has_every_frn_kind_and_make_test_one():
@@ -47,14 +51,14 @@ def test_make_sim_matrix_has_every_frn_kind_and_make_test_one():
         for bits in (8, 16):
             for lanes in (1, 4):
                 assert (kind, bits, lanes) in seen
-    assert [k for k, c in CONFIGS.items() if c.frn] == [FRN_IN_MAKE_TEST] and CONFIGS[FRN_IN_MAKE_TEST].lanes == 1
+    assert [k for k, c in CONFIGS.items() if c.frn] == ["frn_s8_small_p1"] and CONFIGS["frn_s8_small_p1"].lanes == 1
 
 
 def test_make_sim_matrix_has_elementwise_builds_at_8_and_16_bits_and_make_test_one():
     ew = {k: c for k, c in regression_configs(full=False).items() if c.elementwise}
     assert {(c.in_fmt.bits, c.lanes) for c in ew.values()} >= {(8, 4), (16, 1)}
     assert {c.rounding for c in ew.values()} == {"half_up", "half_even", "floor"}
-    assert [k for k, c in CONFIGS.items() if c.elementwise] == [EW_IN_MAKE_TEST]
+    assert [k for k, c in CONFIGS.items() if c.elementwise] == ["l1_ew_floor_small_p2"]
 
 
 @pytest.mark.parametrize("key", sorted(CONFIGS))
@@ -81,7 +85,14 @@ def test_cocotb_regression_is_bit_exact(key):
     assert gaps == ({NormDatapath.pass_gap_for(cfg)} if cfg.passes == 3 and not cfg.overlap else set())
 
 
-@pytest.mark.parametrize("key", sorted(axi_configs()))
+AXI_IN_MAKE_TEST = ["axi_range_s8_p4"]     # make sim runs axi_l1_s12_p2 too
+
+
+def test_make_sim_has_the_axi_wrapper_at_two_configurations():
+    assert set(AXI_IN_MAKE_TEST) < set(axi_configs()) and len(axi_configs()) == 2
+
+
+@pytest.mark.parametrize("key", AXI_IN_MAKE_TEST)
 def test_axi_stream_wrapper_is_bit_exact(key):
     """cocotbext-axi sources and sinks with random pauses on the AXI4-Stream wrapper, the golden scoreboard."""
     r = run(axi_configs()[key], seed=11, axi=True)
