@@ -224,6 +224,18 @@ def cmd_bench(args) -> int:
     return _emit(res, format_report(res), args.json)
 
 
+def _read_core(path: str) -> tuple[str, tuple]:
+    """(name, (configuration, directory, AXI4-Stream?)) of a core's .json written by `hwnorm verilog --name`."""
+    import json
+    try:
+        ds = json.loads(Path(path).read_text())
+        cfg = NormConfig.from_dict(ds["config"])
+        return ds["name"], (cfg, Path(path).resolve().parent, ds.get("interface") == "axi-stream")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--core {path!r} is not a core's .json ({type(e).__name__}: {e}): allowed the NAME.json "
+                         f"that `hwnorm verilog --name NAME -o DIR` wrote") from None
+
+
 def cmd_synth(args) -> int:
     import time
 
@@ -232,7 +244,23 @@ def cmd_synth(args) -> int:
     from .reports.synth import sweep, sweep_configs, timing_summary
     if args.ice40_pnr and args.no_pnr:
         raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
-    cfgs = sweep_configs()
+    cores = {}
+    if args.core or args.custom:        # one core outside the sweep: its .json, or the configuration options
+        if args.only:
+            raise ValueError("--only would be ignored: it picks configurations of the sweep; allowed without --core "
+                             "and --custom")
+        if args.core and args.custom:
+            raise ValueError("--custom would be ignored: --core gives the configuration; allowed one of them")
+        if args.core:
+            _refuse_config_options(args, "--core's .json gives the configuration; allowed with --custom")
+            cores = {name: core for name, core in (_read_core(path) for path in args.core)}
+            cfgs = {name: core[0] for name, core in cores.items()}
+        else:
+            cfg = _config(args)
+            cfgs = {cfg.name: cfg}
+    else:
+        _refuse_config_options(args, "allowed only with --custom (one configuration outside the sweep)")
+        cfgs = sweep_configs()
     if args.only:
         unknown = [k for k in args.only if k not in cfgs]
         if unknown:
@@ -255,6 +283,14 @@ def cmd_synth(args) -> int:
                   f"{r['ice40_luts_nodsp']:6d} {r['ice40_dsps']:3d} {mhz(r['fmax_ice40']):>5s} | {r['stats_gates']}")
     for name, err in errors.items():
         print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+    if args.custom and rows:
+        print("cached: `hwnorm verilog --name NAME` with the same options now fills the core's Resources section")
+    for name, (cfg, out_dir, axi) in cores.items():
+        if name in rows:                    # the core's files again, Resources filled from the row just cached
+            from .core import write_core
+            from .datasheet import resources_of
+            paths = write_core(cfg, name, out_dir, axi=axi, resources=resources_of(rows[name]))
+            print(f"wrote {', '.join(str(p) for p in paths)} (Resources from this synthesis)")
     print(timing_summary(rows, wall))
     print(f"hwnorm synth: {len(rows)} configurations ok, {len(errors)} failed, {wall:.1f} s")
     return 1 if errors else 0
@@ -404,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", default="threads", help="threads (in this process), or hwnorm explore's engine: auto "
                    "(Ray with --jobs CPUs if installed, else sequential), ray, sequential")
+    p.add_argument("--core", nargs="+", metavar="JSON", help="cores made by `hwnorm verilog --name NAME -o DIR`: "
+                   "synthesize each (its DIR/NAME.json) and write its files again with the Resources section filled")
+    p.add_argument("--custom", action="store_true", help="one configuration given by the options below instead of the "
+                   "sweep: its row is printed and cached (a later `hwnorm verilog --name` includes it)")
+    _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("report", help="docs/results.md and plots: synthesis, numerics, bench, accuracy (make report)")

@@ -196,6 +196,11 @@ def port_doc(name: str) -> str:
     return ""
 
 
+def resources_of(row: dict) -> dict:
+    """A synthesis row as the datasheet's Resources section shows it (no cache marks, no tool times)."""
+    return {k: v for k, v in row.items() if not k.startswith("_") and k != "seconds"}
+
+
 def cached_resources(cfg: NormConfig) -> dict | None:
     """The synthesis row `hwnorm synth` cached for this configuration, or None (nothing is synthesized here)."""
     from .reports import synth
@@ -206,7 +211,7 @@ def cached_resources(cfg: NormConfig) -> dict | None:
                 row = synth.synth(cfg, pnr=pnr)
             except synth.NotSynthesized:
                 continue
-            return {k: v for k, v in row.items() if not k.startswith("_") and k != "seconds"}
+            return resources_of(row)
         return None
     finally:
         synth.CACHED_ONLY = old
@@ -330,7 +335,8 @@ def markdown(ds: dict, wave: dict, svg_name: str | None) -> str:
     if res:
         out += [_table(["resource", "value"], sorted(res.items())), ""]
     else:
-        out += ["Not synthesized yet: `hwnorm synth` caches a row, and the next generation includes it.", ""]
+        out += [f"Not synthesized yet: `hwnorm synth --core {name}.json` synthesizes this core (ECP5 LUT4 / MULT18 / "
+                f"Fmax, iCE40, generic gates) and writes these files again with this section filled.", ""]
     out += ["## One channel", ""]
     if svg_name:
         out += [f"![one channel]({svg_name})", ""]

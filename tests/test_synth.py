@@ -238,3 +238,38 @@ def test_cached_only_reports_a_missing_row_and_builds_nothing(tmp_path, monkeypa
     assert s._cached("cfg", "verilog text", lambda work: {"gates": 1}) == {"gates": 1}
     monkeypatch.setattr(s, "CACHED_ONLY", True)
     assert s._cached("cfg", "verilog text", lambda work: {"gates": 2})["gates"] == 1
+
+
+def test_synth_of_a_custom_core_fills_its_datasheets_resources(tmp_path, monkeypatch, capsys):
+    """Issue 22 item 7: `hwnorm synth --core NAME.json` synthesizes a core made by `hwnorm verilog --name` (outside
+    the sweep) and writes its files again with the Resources section filled; --custom takes the options."""
+    assert main(["verilog", "--name", "mycore", "--kind", "l1", "--lanes", "2", "-o", str(tmp_path)]) == 0
+    assert "Not synthesized yet" in (tmp_path / "mycore.md").read_text()
+    seen = {}
+
+    def fake_sweep(cfgs, jobs, pnr, ice40_pnr, progress):
+        seen.update(cfgs)
+        return {name: {**ROWS["range_s8_p1"], "_cached": False, "seconds": {"yosys ecp5": 3.0}} for name in cfgs}, {}
+    monkeypatch.setattr(synth_mod, "sweep", fake_sweep)
+    assert main(["synth", "--core", str(tmp_path / "mycore.json"), "--quiet"]) == 0
+    assert list(seen) == ["mycore"] and seen["mycore"].kind == "l1" and seen["mycore"].lanes == 2
+    md, ds = (tmp_path / "mycore.md").read_text(), json.loads((tmp_path / "mycore.json").read_text())
+    assert "Not synthesized yet" not in md and "## Resources" in md
+    assert ds["resources"]["gates"] == ROWS["range_s8_p1"]["gates"] and "seconds" not in ds["resources"]
+    assert "wrote" in capsys.readouterr().out
+    seen.clear()
+    assert main(["synth", "--custom", "--kind", "linf", "--lanes", "8", "--quiet"]) == 0
+    assert [(c.kind, c.lanes) for c in seen.values()] == [("linf", 8)]
+    assert "hwnorm verilog --name" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["synth", "--kind", "l1"], ["--kind would be ignored", "--custom"]),
+    (["synth", "--custom", "--only", "range_s8_p1"], ["--only would be ignored"]),
+    (["synth", "--core", "/nonexistent/x.json"], ["--core '/nonexistent/x.json'", "hwnorm verilog --name"]),
+])
+def test_synth_refuses_options_it_would_ignore_or_a_missing_core(argv, words, capsys):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
