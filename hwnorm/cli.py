@@ -116,6 +116,11 @@ def add_sim_args(p: argparse.ArgumentParser):
     p.add_argument("--jobs", type=int_in(1), default=os.cpu_count() or 1, help="parallel simulators")
     p.add_argument("--list", action="store_true", help="list the regression configurations and exit")
     p.add_argument("--quiet", action="store_true", help="print only the summary line")
+    p.add_argument("--engine", default="threads", choices=("threads", "auto", "ray", "sequential"),
+                   help="threads (--jobs simulators in this process, the default), or hwnorm explore's engine: auto (Ray "
+                        "with --jobs CPUs if installed, else sequential), ray, sequential; one task per configuration")
+    p.add_argument("--address", help="with --engine ray: a Ray cluster (host:port, ray://host:10001 or auto; default "
+                                     "$RAY_ADDRESS, else a local Ray); each node builds what it runs")
     soak = p.add_argument_group("soak (hwnorm/verify/soak.py): random configurations, rtl backend against the golden model")
     soak.add_argument("--soak", type=int_in(1), metavar="N", help="soak N values (make soak: 10000000); --seed is the master seed")
     soak.add_argument("--soak-configs", type=int_in(1), metavar="K", help="random configurations (default 16)")

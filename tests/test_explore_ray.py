@@ -1,6 +1,7 @@
 """`hwnorm explore` on Ray: an unreachable address fails within seconds, a local Ray gives the sequential engine's
 results, and a two-node cluster on this machine (`ray start --head` + `ray start --address`, torn down by the
-fixture) runs a small numerics sweep on both nodes with results identical to a sequential run."""
+fixture) runs a small numerics sweep on both nodes with results identical to a sequential run, and `hwnorm sim`'s
+regression on both nodes (issue 22 item 5)."""
 import os
 import signal
 import socket
@@ -143,3 +144,26 @@ def test_two_nodes_on_one_machine(two_nodes, tmp_path):
           f"on {got['engine']}; tasks per node: "
           + ", ".join(f"{n[:8]}: {sum(n in r['nodes'] for r in got['rows'])} points" for n in sorted(used)))
     assert used == nodes and len(used) == 2
+
+
+def test_hwnorm_sim_runs_the_regression_on_two_nodes(two_nodes, capsys):
+    """`hwnorm sim --engine ray --address` (issue 22 item 5): one task per configuration, each on a node of its own
+    (1 CPU each), the same counts as the default thread pool; configurations of make test's tier, so their builds are
+    usually cached already."""
+    address, _ = two_nodes
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 or ray.cluster_resources().get("CPU", 0) < 2:
+            assert time.monotonic() < deadline, "the second Ray node did not join within 60 s"
+            time.sleep(0.2)
+    finally:
+        ray.shutdown()
+    argv = ["sim", "--config", "range_s8_p1", "--config", "range_plain_even_u_p2", "--test", "count_zero", "--quiet"]
+    assert main([*argv, "--engine", "ray", "--address", address]) == 0
+    on_ray = capsys.readouterr().out
+    assert main(argv) == 0
+    here = capsys.readouterr().out
+    summary = lambda out: next(ln for ln in out.splitlines() if ln.startswith("hwnorm sim: 2 tests")).split(" in ")[0]  # noqa: E731
+    assert summary(on_ray) == summary(here) and "0 mismatches" in summary(here)
+    assert "on 2 Ray node(s)" in on_ray and f"cluster at {address}" in on_ray

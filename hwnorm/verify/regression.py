@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 from hwnorm.verify.funcov import format_report, summarize
 from hwnorm.cache import BUILD_ROOT
+from hwnorm.config import NormConfig
+from hwnorm.explore.engine import Task, make_engine
 from hwnorm.verify.runner import RunResult, axi_configs, cocotb_tests, is_built, regression_configs, run
 
 BUILD_SECONDS = (20, 70)        # one configuration's Verilator build, measured on this project's 2-core machines
@@ -19,7 +22,9 @@ def run_args(args, error) -> int:
         from hwnorm.verify.soak import main as soak_main
         if args.soak is None:
             error("--soak-seed needs --soak N (the values to run through that configuration)")
-        regression = [o for o in ("full", "config", "test", "list") if getattr(args, o)]
+        regression = [o for o in ("full", "config", "test", "list", "address") if getattr(args, o, None)]
+        if getattr(args, "engine", "threads") != "threads":
+            regression.insert(0, "engine")
         if regression:
             error(f"--{regression[0]} applies to the regression, not to --soak: allowed without --soak")
         pick = lambda v, default: default if v is None else v     # noqa: E731
@@ -30,6 +35,8 @@ def run_args(args, error) -> int:
                  if getattr(args, o) is not None]
     if soak_only:
         error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
+    if getattr(args, "address", None) and getattr(args, "engine", "threads") not in ("ray", "auto"):
+        error(f"--address {args.address} would be ignored by --engine {args.engine}: allowed with --engine ray (or auto)")
     cfgs = {**regression_configs(args.full), **axi_configs()}
     axi = set(axi_configs())
     if args.list:
@@ -55,25 +62,63 @@ def run_args(args, error) -> int:
               f"cached under {BUILD_ROOT / 'sim'} for later runs", flush=True)
     t0 = time.monotonic()
     total = RunResult(config="all")
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {k: pool.submit(run, c, args.test, args.seed, args.full, axi=k in axi)
-                   for k, c in cfgs.items()}
-        for k, fut in futures.items():
-            r = fut.result()
-            r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name
-            total.add(r)
-            lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
-            gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
-            if not args.quiet:
-                print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
-                      f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
-                      + (f"  log: {r.records[-1]['log']}" if r.failed else ""))
+    for k, r in _results(cfgs, axi, args):
+        r.coverage = {k: pts for pts in r.coverage.values()}     # by regression name
+        total.add(r)
+        lat = sorted({rec.get("latency") for rec in r.records if rec.get("latency") is not None})
+        gap = sorted({rec.get("pass_gap") for rec in r.records if rec.get("pass_gap") is not None})
+        if not args.quiet:
+            print(f"{k:24s} {r.tests:2d} tests {r.failed} failed {r.cycles:8d} cycles {r.values:7d} values "
+                  f"{r.mismatches} mismatches, latency {lat}{f' pass gap {gap}' if gap else ''}, {r.wall:.1f} s"
+                  + (f"  log: {r.records[-1]['log']}" if r.failed and r.records else "")
+                  + (f"  [{r.node}]" if r.node else ""))
     if not args.quiet:
         print(format_report(total.coverage))
     _, _, _, missed = summarize(total.coverage)
     closed = not missed or args.test is not None         # one test alone cannot close coverage
     if missed and args.test is not None:
         print(f"(coverage not enforced: only --test {args.test} ran)")
-    print(total.summary() + f" in {time.monotonic() - t0:.1f} s")
+    nodes = sorted({r.node for r in total.parts if r.node})
+    print(total.summary() + f" in {time.monotonic() - t0:.1f} s"
+          + (f" on {len(nodes)} Ray node(s)" if getattr(args, "engine", "threads") != "threads" and nodes else ""))
     return 0 if total.failed == 0 and total.mismatches == 0 and total.tests > 0 and closed else 1
 
+
+
+def _config_task(p: dict) -> dict:
+    """One configuration of the regression as a task of hwnorm explore's engine (runs on a Ray worker)."""
+    cfg = NormConfig.from_json(p["config"])
+    return asdict(run(cfg, p["test"], p["seed"], p["full"], axi=p["axi"]))
+
+
+def _results(cfgs: dict, axi: set, args):
+    """(name, RunResult) of every configuration, in order: on a thread pool of --jobs here (the default), or with
+    --engine auto / ray / sequential on hwnorm explore's engine (a Ray cluster with --address); a task that fails
+    on a worker comes back as a failed configuration whose record says why."""
+    engine = getattr(args, "engine", "threads")
+    if engine == "threads":
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {k: pool.submit(run, c, args.test, args.seed, args.full, axi=k in axi) for k, c in cfgs.items()}
+            for k, fut in futures.items():
+                yield k, fut.result()
+        return
+    eng, note = make_engine(engine, address=getattr(args, "address", None), num_cpus=args.jobs)
+    print(f"hwnorm sim: {eng.describe()} [{note}]", flush=True)
+    tasks = [Task("sim", k, {"config": c.to_json(), "axi": k in axi, "test": args.test, "seed": args.seed,
+                             "full": args.full, "label": k}, run=_config_task) for k, c in cfgs.items()]
+    got = {}
+
+    def on_result(task, outcome):
+        if outcome.get("ok"):
+            r = RunResult(**outcome["result"])
+        else:
+            r = RunResult(config=task.key, tests=1, failed=1,
+                          records=[{"log": f"the task failed on its worker: {outcome.get('error')}"}])
+        r.node = outcome.get("node") or ""
+        got[task.key] = r
+    try:
+        eng.run(tasks, on_result)
+    finally:
+        eng.close()
+    for k in cfgs:
+        yield k, got[k]

@@ -93,12 +93,15 @@ class RunResult:
     wall: float = 0.0
     records: list = field(default_factory=list)
     coverage: dict = field(default_factory=dict)     # {config: {point: {bin: hits}}}
+    node: str = ""                                   # the Ray node that ran it (hwnorm sim --engine ray)
+    parts: list = field(default_factory=list)        # the runs a sum was made of
 
     def add(self, other: "RunResult"):
         for k in ("tests", "failed", "cycles", "values", "stats", "mismatches"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.records += other.records
         self.coverage.update(other.coverage)
+        self.parts.append(other)
 
     def summary(self) -> str:
         return (f"hwnorm sim: {self.tests} tests, {self.failed} failed, {self.cycles} cycles simulated, "
