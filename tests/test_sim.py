@@ -131,4 +131,4 @@ def test_a_cold_regression_says_what_its_builds_cost_before_the_first_one(monkey
                               soak_cocotb_configs=None, seed=1, jobs=2, quiet=True)
     regression.run_args(args, error=lambda m: pytest.fail(m))
     assert "hwnorm sim: 2 of 3 configurations need a Verilator build first" in order[0]
-    assert "at --jobs 2 roughly 45 s of builds" in order[0]
+    assert "at --jobs 2 roughly 10 s of builds" in order[0]
