@@ -24,9 +24,10 @@ SOAK_VALUES ?= 10000000
 soak: $(STAMP)
 	$(VENV)/bin/hwnorm sim --soak $(SOAK_VALUES) --seed $(or $(SEED),1) $(if $(CONFIGS),--soak-configs $(CONFIGS))
 
-## the whole test suite (unit, golden, rtl staleness, simulation), in parallel
+## the fast tier (<= 6 min on a fresh clone): unit, golden, rtl staleness, the hook, and one cocotb build per block
+## and optional stage (every kind's whole matrix is make sim's); in parallel, a module's marked tests on one worker
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q
 
 ## ruff check (the configuration in pyproject.toml); tests/test_lint.py runs it too
 lint: $(STAMP)

@@ -75,9 +75,15 @@ def _ours(tag: str) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def two_nodes(monkeypatch):
-    """A head (1 CPU) and a second node (1 CPU) on this machine; torn down by process group and temp dir."""
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head (1 CPU) and a second node (1 CPU) on this machine, shared by this module's tests (xdist keeps a module's
+    tests on one worker when they ask for it); torn down by process group and temp dir."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _two_nodes(monkeypatch)
+
+
+def _two_nodes(monkeypatch):
     port = _free_port()
     tmp = tempfile.mkdtemp(prefix="hwray", dir="/tmp")        # short: Ray's socket paths must stay < 108 chars
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -117,6 +123,7 @@ def two_nodes(monkeypatch):
             current.unlink()
 
 
+@pytest.mark.xdist_group("two_nodes")
 def test_two_nodes_on_one_machine(two_nodes, tmp_path):
     address, t0 = two_nodes
     spec = parse(SPEC)
@@ -146,6 +153,7 @@ def test_two_nodes_on_one_machine(two_nodes, tmp_path):
     assert used == nodes and len(used) == 2
 
 
+@pytest.mark.xdist_group("two_nodes")
 def test_hwnorm_sim_runs_the_regression_on_two_nodes(two_nodes, capsys):
     """`hwnorm sim --engine ray --address` (issue 22 item 5): one task per configuration, each on a node of its own
     (1 CPU each), the same counts as the default thread pool; configurations of make test's tier, so their builds are
