@@ -38,7 +38,7 @@ from ..golden.dropout import keep_mask
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
-from .nn import _DeviationBatchNorm, check_input, module_kind
+from .nn import _DeviationBatchNorm, bn_dims, check_input, module_kind
 from .report import SessionReport
 from . import fastpath
 from ..elementwise import hat_config
@@ -241,6 +241,18 @@ class HardwareSession:
                                  f"called during the model's forward: if the model uses it, a fused PyTorch path "
                                  f"bypassed it and its outputs are float; report the model to hwnorm")
 
+    def statistics(self, name: str, x):
+        """Layer `name`'s per-channel statistics of batch x from its datapath, in hardware words and float
+        (hwnorm.torch.statistics.Statistics); the layer and its running statistics are left alone."""
+        from .statistics import statistics
+        return statistics(self, name, x)
+
+    def normalize(self, name: str, x, mean, sigma):
+        """Layer `name` on its datapath with statistics the host supplies (the inference path): gamma (x - mean) /
+        sigma + beta, mean and sigma per channel in real units."""
+        from .statistics import normalize
+        return normalize(self, name, x, mean, sigma)
+
     def prepare(self):
         """Build (or load from the cache) whatever the backend needs for every layer, e.g. the
         Verilated models of the rtl backend, so that later timings exclude it."""
@@ -303,10 +315,7 @@ def _update_running(module, mean, sigma, n):
         module.running_var.mul_(1 - m).add_(torch.as_tensor(var, dtype=module.running_var.dtype), alpha=m)
 
 
-def _dims(module) -> tuple:
-    if isinstance(module, _DeviationBatchNorm):
-        return module.dims
-    return (4,) if isinstance(module, nn.BatchNorm2d) else (2, 3)
+_dims = bn_dims
 
 
 def _hardware_forward(session: HardwareSession, name: str, module):

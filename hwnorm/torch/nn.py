@@ -325,6 +325,13 @@ class LinfBatchNorm2d(TopkBatchNorm2d):
         super().__init__(num_features, k=1, **kw)
 
 
+def bn_dims(module) -> tuple:
+    """The input ranks a BatchNorm-kind layer takes: (4,) for the 2d ones, (2, 3) for the 1d ones."""
+    if isinstance(module, _DeviationBatchNorm):
+        return module.dims
+    return (4,) if isinstance(module, nn.BatchNorm2d) else (2, 3)
+
+
 def module_kind(module) -> dict | None:
     """NormConfig fields (kind, chunks, k, eps, and dropout when set) of a normalization module, or None."""
     kind = _module_kind(module)
