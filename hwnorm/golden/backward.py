@@ -1,0 +1,158 @@
+"""Bit-exact backward of the training-mode normalizations: dx, dgamma, dbeta codes on Python integers.
+
+docs/numerics.md "Backward" specifies it; names follow it. Inputs are what the forward kept: the input codes x
+(in_fmt) and per channel S = sum(x) and Den (ChannelStats; recomputed from x when not given, the same bits), with
+dy in grad_fmt and gamma in gamma_fmt. x_hat is never rounded: x_hat_i = d_i 2**CF / Den with d_i = n x_i - S exact.
+Two passes per channel: a reduction pass (Sg = sum g, Qg = sum g d, the kind's selection and its sum), then the dx
+pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import SR_BITS, GradConfig, NormConfig
+from ..constants import channel_params, chunk_sizes, cvar_count, topk_eff
+from ..fixed import check_int_array
+from .backward_ref import BACKWARD_KINDS, check_kind, top_first
+from .bitexact import ChannelStats, deviation_den
+from .dropout import check_seeds, draws
+
+BWD_GUARD = 4        # SH keeps the constants' rounding below 2**-(BWD_GUARD + 1) dx LSB per value
+
+
+@dataclass
+class BackwardResult:
+    dx: np.ndarray                 # (C, n) int64 codes in gcfg.dx_fmt, saturated
+    dgamma: np.ndarray             # (C,) object: sum(g * x_hat), grad_fmt.frac fraction bits, rounded half up
+    dbeta: np.ndarray              # (C,) object: sum(g), grad_fmt.frac fraction bits (exact)
+    sat: np.ndarray                # (C,) dx values saturated
+    shift: np.ndarray              # (C,) SH of the dx pass
+    unrounded: np.ndarray | None   # (C, n) float64: (u M1 - coef M2) / 2**SH in dx LSBs, before rounding
+
+
+def rdiv(num: int, den: int) -> int:
+    """num / den rounded half up (den > 0), on Python integers."""
+    return (2 * num + den) // (2 * den)
+
+
+def scaled(num: int, exp: int, den: int) -> int:
+    """num * 2**exp / den rounded half up (den > 0), exp of either sign."""
+    return rdiv(num << exp, den) if exp >= 0 else rdiv(num, den << -exp)
+
+
+def quantize_grad(gcfg: GradConfig, v, seed=None) -> tuple[np.ndarray, int]:
+    """dy in grad_fmt LSBs (float64, (C, n)) -> (codes, saturated count). half_up: floor(v + 1/2); stochastic: the
+    host truncates v to SR_BITS more fraction bits, t = floor(v 2**SR_BITS) (exact in float64), adds value i's draw
+    r_i of its channel's LFSR (hwnorm.golden.dropout.draws, seeded per channel) and keeps (t + r_i) >> SR_BITS."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim != 2 or not np.all(np.isfinite(v)):
+        raise ValueError(f"dy has shape {v.shape}: allowed (channels, n) finite numbers")
+    if gcfg.rounding == "stochastic":
+        seeds = check_seeds(seed, v.shape[0])
+        q = (np.floor(np.ldexp(v, SR_BITS)) + draws(seeds, v.shape[1])) // (1 << SR_BITS)
+    else:
+        if seed is not None:
+            raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                             f"{gcfg.rounding!r}")
+        q = np.floor(v + 0.5)
+    lo, hi = gcfg.grad_fmt.min_int, gcfg.grad_fmt.max_int
+    sat = int(np.count_nonzero((q < lo) | (q > hi)))
+    return np.clip(q, lo, hi).astype(np.int64), sat
+
+
+def _selection(cfg: NormConfig, x, d, n: int):
+    """(coef, coef_max) of the dx pass per kind (object arrays (C, n)): l2 d; semidev n min(d, 0) - W; the sign kinds
+    n t - sum(t), t the signed selection (ties to the lowest index); range c_j (is_argmax - is_argmin)."""
+    kind = cfg.stat_kind
+    bound = n << cfg.in_fmt.bits
+    if kind == "l2":
+        return d, bound
+    if kind == "semidev":
+        dm = np.minimum(d, 0)
+        return n * dm - dm.sum(axis=1).reshape(-1, 1), n * bound
+    if kind == "range":
+        hp = channel_params(cfg, n)
+        sizes = chunk_sizes(n, cfg.chunks)
+        coef = np.zeros(x.shape, dtype=object)
+        rows, start = np.arange(x.shape[0]), 0
+        for j, m in enumerate(sizes):
+            c = hp["c_last"] if j == len(sizes) - 1 else hp["c_full"]
+            part = x[:, start:start + m]
+            coef[rows, start + part.argmax(axis=1)] += c          # the first max and the first min of the chunk
+            coef[rows, start + part.argmin(axis=1)] -= c
+            start += m
+        return coef, max(hp["c_full"], hp["c_last"])
+    di = d.astype(np.int64)                                        # |d| < n 2**in_bits: int64 holds it
+    if kind in ("l1", "mad"):
+        t = np.sign(di)
+    elif kind == "cvar":
+        t = top_first(di, cvar_count(n, cfg.alpha)).astype(np.int64)
+    else:
+        t = np.sign(di) * top_first(np.abs(di), topk_eff(n, 1 if kind == "linf" else cfg.k))
+    t = t.astype(object)
+    return n * t - t.sum(axis=1).reshape(-1, 1), 2 * n
+
+
+def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
+    """M2 = round(K 2**SH) with K the kind's factor of coef_i (gq = gamma * Qg, e = E + SH)."""
+    cf, kind = cfg.const_frac_bits, cfg.stat_kind
+    if kind == "l2":
+        return scaled(gq, 2 * cf + e, den ** 3)
+    if kind == "semidev":
+        return scaled(gq, 2 * cf + e, n * den ** 3)
+    if kind == "range":
+        return scaled(n * gq, e, den * den)
+    return scaled(gq * hp["c"], e, den * den)
+
+
+def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats | None = None, seed=None,
+             unrounded: bool = False) -> BackwardResult:
+    """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt,
+    stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel seeds of the dx pass's
+    stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up."""
+    if not isinstance(gcfg, GradConfig):
+        raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    if cfg.frn or cfg.kind not in BACKWARD_KINDS or cfg.elementwise or cfg.dropout_active:
+        check_kind("an FRN kind" if cfg.frn else cfg.kind)
+        raise ValueError(f"{cfg.describe()}: the backward covers plain builds only: allowed elementwise=False and "
+                         f"dropout=0 (issue 21)")
+    x = check_int_array("x", x, cfg.in_fmt, ndim=2)
+    g = check_int_array("g", g, gcfg.grad_fmt, ndim=2)
+    channels, n = x.shape
+    if g.shape != x.shape:
+        raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
+    if n < 1 or n > cfg.max_count:
+        raise ValueError(f"count={n} is out of range: allowed [1, max_count={cfg.max_count}]")
+    gam = check_int_array("gamma", np.reshape(gamma, -1), cfg.gamma_fmt, ndim=1)
+    if gam.shape[0] != channels:
+        raise ValueError(f"gamma has {gam.shape[0]} entries, expected one per channel ({channels})")
+    if gcfg.rounding == "stochastic":
+        rnd_draws = draws(check_seeds(seed, channels), n).astype(object)
+    elif seed is not None:
+        raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                         f"{gcfg.rounding!r}")
+    hp = channel_params(cfg, n)
+    xo = x.astype(object)
+    s = xo.sum(axis=1) if stats is None else np.asarray([int(v) for v in stats.sum], dtype=object)
+    den = deviation_den(cfg, x, s, hp) if stats is None else np.asarray([int(v) for v in stats.den], dtype=object)
+    d = n * xo - s.reshape(-1, 1)
+    go = g.astype(object)
+    sg, qg = go.sum(axis=1), (go * d).sum(axis=1)                  # the reduction pass
+    coef, coef_max = _selection(cfg, x, d, n)
+    cf = cfg.const_frac_bits
+    e = cf + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
+    sh = max(SR_BITS, BWD_GUARD + ((n << gcfg.grad_fmt.bits) + coef_max).bit_length())
+    m1 = [scaled(int(gi), e + sh, int(dd)) for gi, dd in zip(gam, den)]
+    m2 = [_m2(cfg, hp, n, int(gi) * int(q), int(dd), e + sh) for gi, q, dd in zip(gam, qg, den)]
+    acc = (n * go - sg.reshape(-1, 1)) * np.asarray(m1, dtype=object).reshape(-1, 1) \
+        - coef * np.asarray(m2, dtype=object).reshape(-1, 1)      # the dx pass
+    rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
+    q = (acc + rnd) >> sh
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    sat = ((q < lo) | (q > hi)).sum(axis=1).astype(np.int64)
+    dgamma = np.asarray([rdiv(int(v) << cf, int(dd)) for v, dd in zip(qg, den)], dtype=object)
+    unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
+    return BackwardResult(dx=np.clip(q, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=sg, sat=sat,
+                          shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)
