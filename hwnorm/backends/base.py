@@ -19,6 +19,7 @@ from ..constants import inference_params
 from ..fixed import quantize
 from ..golden import norm_infer, norm_train
 from ..golden.dropout import check_seeds, keep_mask
+from .backward import NOT_BUILT, BackwardResult, fixed_point_backward, float_backward
 
 
 @dataclass
@@ -121,6 +122,12 @@ class Backend:
 
     name = "?"
     cycles = 0
+    backward_built = True            # Backend.backward runs (False: its backward datapath is not built, it refuses)
+
+    def backward(self, cfg: NormConfig, gcfg, x, dy, gamma, *, in_scale: float = 1.0, seed=None) -> BackwardResult:
+        """The training-mode backward of the layer's channels x (C, n) for dL/dy = dy (C, n): dx, dgamma, dbeta
+        (hwnorm/backends/backward.py). gcfg: a GradConfig; seed: the call seed of stochastic rounding (None: 0)."""
+        raise NotImplementedError
 
     def forward(self, cfg: NormConfig, x, gamma, beta, *, train: bool, mean=None, sigma=None,
                 in_scale: float = 1.0, seed=None, tau=None) -> LayerResult:
@@ -133,6 +140,9 @@ class FloatBackend(Backend):
     """The float64 reference (hwnorm.golden.reference): no quantization."""
 
     name = "float"
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None):
+        return float_backward(cfg, gcfg, x, dy, gamma, in_scale, seed)
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
@@ -165,6 +175,10 @@ class FixedPointBackend(Backend):
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
         """-> (y codes (C, n), sat (C,))"""
         raise NotImplementedError
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None):
+        """The golden backward (Python integers whatever `exact`): the rtl backend refuses before it gets here."""
+        return fixed_point_backward(cfg, gcfg, x, dy, gamma, in_scale, seed)
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
@@ -226,9 +240,13 @@ class RtlBackend(FixedPointBackend):
     """The generated Verilog in Verilator, cycle-accurate, in-process (one model per configuration)."""
 
     name = "rtl"
+    backward_built = False
 
     def __init__(self):
         self.models = {}
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None):
+        raise ValueError(f"backend='rtl': {NOT_BUILT}")
 
     def model(self, cfg):
         if cfg not in self.models:

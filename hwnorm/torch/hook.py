@@ -35,6 +35,7 @@ from ..backends import get_backend
 from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..golden.dropout import keep_mask
+from .backward import attach, check_backward, grad_config
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
@@ -84,6 +85,11 @@ class LayerStats:
     affine_config: NormConfig | None = None
     warned: set = field(default_factory=set)
     reached: bool = False            # a call reached the layer (an empty batch too, which `calls` does not count)
+    grad: object = None              # backward=True: the layer's GradConfig
+    backward_calls: int = 0
+    backward_values: int = 0
+    saturated_dy: int = 0            # dL/dy codes clipped to grad_fmt
+    saturated_dx: int = 0            # dL/dx codes clamped to dx_fmt
 
     @property
     def param_config(self) -> NormConfig:
@@ -103,6 +109,7 @@ class HardwareSession:
     warn_saturation: float = 0.01
     layers: dict = field(default_factory=dict)
     auto_formats: tuple = ()         # the gamma/beta formats the user left to hwnorm ("gamma", "beta")
+    backward: bool = False           # loss.backward() runs the backend's backward (hwnorm/torch/backward.py)
     _saved: dict = field(default_factory=dict)
     _handles: list = field(default_factory=list)
     _calibrating: bool = False
@@ -230,6 +237,23 @@ class HardwareSession:
                            f"out_fmt {fmt_range(fmt).replace(' [', ' holds [', 1)}: pass a "
                            f"format with more integer bits (fmt='s8' keeps [-4, 4) at 8 bits; or fmt={{'out_fmt': ...}})")
 
+    def record_backward(self, name: str, module, res):
+        """Count one backward call of layer `name`; warn once if its dx (or dy) saturated beyond the threshold."""
+        st = self.layers[name]
+        st.backward_calls += 1
+        st.backward_values += res.values
+        st.saturated_dy += res.saturated_dy
+        st.saturated_dx += res.saturated_dx
+        limit = self.warn_saturation * res.values
+        for what, count, fmt, key in (("dL/dy values (backward)", res.saturated_dy, st.grad.grad_fmt, "bwd_dy"),
+                                      ("dL/dx values (backward)", res.saturated_dx, st.grad.dx_fmt, "bwd_dx")):
+            if count > limit and key not in st.warned:
+                st.warned.add(key)
+                which = "grad_fmt" if key == "bwd_dy" else "dx_fmt"
+                warn_saturated(name, module, what, count, res.values, self.warn_saturation,
+                               f"{which} {fmt_range(fmt).replace(' [', ' holds [', 1)}: pass to_hardware(..., grad="
+                               f"{{'{which}': ...}}) with more integer bits")
+
     def _check_all_called(self, model, args, output):
         """After the model's own forward: a routed layer that was never called may have been bypassed by a fused path."""
         if self._calibrating or "bypass" in self.__dict__:
@@ -251,11 +275,14 @@ class HardwareSession:
 
     def report(self) -> SessionReport:
         """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, gamma/beta
-        clamps, seconds."""
+        clamps, seconds; with backward=True also the backward's calls, values and dy / dx saturation."""
         return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
                                    format=f"{s.config.in_fmt}:{s.param_config.out_fmt}", calls=s.calls, values=s.values,
                                    saturated_in=s.saturated_in, saturated_out=s.saturated_out, clamped=s.clamped,
-                                   seconds=s.seconds)
+                                   seconds=s.seconds,
+                                   **(dict(backward_calls=s.backward_calls, backward_values=s.backward_values,
+                                           saturated_dy=s.saturated_dy, saturated_dx=s.saturated_dx)
+                                      if self.backward else {}))
                               for n, s in self.layers.items()])
 
     @property
@@ -364,6 +391,13 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
             y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
         session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
+        if session.backward and train:          # loss.backward() through the backend's fixed-point backward
+            return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale)
+        if session.backward and torch.is_grad_enabled() and "bwd_eval" not in st.warned and (
+                x.requires_grad or any(p.requires_grad for p in module.parameters())):
+            st.warned.add("bwd_eval")
+            hardware_warning(f"layer {name!r} ({type(module).__name__}): backward=True covers batch statistics "
+                             f"(train()); in eval() with running statistics its gradient is the float reference's")
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
@@ -432,9 +466,19 @@ def frn_forward(session: HardwareSession, name: str, module):
     return forward
 
 
+def _check_backward_layer(name: str, module, cfg):
+    """backward=True covers the batch-norms without dropout; the other layers refuse, naming themselves."""
+    why = ("a grouped layer (LayerNorm / GroupNorm / InstanceNorm / BatchGroupNorm)" if grouped_kind(module) is not None
+           else "an FRN layer" if frn_kind(module) else f"dropout={cfg.dropout}" if cfg.dropout else None)
+    if why:
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the batch-norm layers "
+                         f"without dropout (hwnorm.nn's and nn.BatchNorm1d/2d); the backward of {why} is not built yet "
+                         f"(issue 21): allowed backward=False for this model")
+
+
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
                 rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False,
-                warn_saturation: float = 0.01) -> HardwareSession:
+                warn_saturation: float = 0.01, backward: bool = False, grad=None) -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
 
     `fmt`: "s8", "s16" or a dict of in_fmt/out_fmt/gamma_fmt/beta_fmt. `max_count` bounds the values
@@ -448,6 +492,11 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     calibrate()) to hold the model's largest |weight| / |bias|. A routed layer inside nn.TransformerEncoder(Layer)
     turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
     use it as a context manager to restore the model afterwards.
+    `backward=True`: in train() loss.backward() through every routed batch-norm runs the backend's fixed-point backward
+    (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad` (None: the
+    defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' / 'stochastic');
+    report() counts its values and saturation. The grouped layers, FRN and dropout layers refuse it (not built).
+    False (default): the float reference's gradient, straight through.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -463,6 +512,9 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     auto = tuple(w for w in ("gamma", "beta") if not (isinstance(fmt, dict) and f"{w}_fmt" in fmt))
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range,
                               warn_saturation=float(warn_saturation), auto_formats=auto)
+    session.backward = check_backward(backward, session.backend)
+    if grad is not None and not backward:
+        raise ValueError(f"grad={grad!r} applies with backward=True only: allowed grad=None with backward=False")
     for name, module in model.named_modules():
         if module_kind(module) is None and grouped_kind(module) is None and frn_kind(module) is None:
             continue
@@ -474,7 +526,13 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
                 cfg = dataclasses.replace(cfg, elementwise=True)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
-        session.layers[name] = LayerStats(name=name, config=cfg)
+        if backward:
+            _check_backward_layer(name, module, cfg)
+            try:
+                gcfg = grad_config(grad, cfg)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
+        session.layers[name] = LayerStats(name=name, config=cfg, grad=gcfg if backward else None)
         session._saved[name] = module
         route = frn_forward if frn_kind(module) else grouped_forward if grouped_kind(module) else _hardware_forward
         module.forward = route(session, name, module)

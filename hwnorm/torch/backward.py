@@ -1,0 +1,82 @@
+"""`to_hardware(..., backward=True)`: loss.backward() through a routed batch-norm runs the backend's backward.
+
+The hook's forward returns `HardwareBackward.apply(x, weight, bias, y_hw, run)`: the hardware's output, whose backward
+hands dL/dy to `run` (the backend's fixed-point backward on the layer's channels) and returns its dx, dgamma, dbeta in
+place of autograd's float ones. Each call draws a call seed from torch's generator for stochastic rounding (so
+torch.manual_seed repeats it), as dropout does.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import GradConfig
+
+GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding")
+
+
+def grad_config(grad, cfg) -> GradConfig:
+    """The layer's GradConfig: `grad` None (the defaults for cfg's width, half up), a GradConfig, or a dict of
+    grad_fmt / dx_fmt / rounding (the others from the defaults)."""
+    base = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+    if grad is None or isinstance(grad, GradConfig):
+        return grad or base
+    if not isinstance(grad, dict) or set(grad) - set(GRAD_KEYS):
+        raise ValueError(f"grad={grad!r} is not supported: allowed None, a hwnorm.config.GradConfig or a dict of "
+                         f"{', '.join(GRAD_KEYS)} (e.g. {{'rounding': 'stochastic', 'dx_fmt': 's8.4'}})")
+    return GradConfig(**{k: grad.get(k, getattr(base, k)) for k in GRAD_KEYS})
+
+
+def check_backward(backward, backend) -> bool:
+    """`backward` must be a bool, and True only on a backend whose backward is built (not rtl yet)."""
+    if not isinstance(backward, bool):
+        raise ValueError(f"backward={backward!r} is not a bool: allowed True (loss.backward() runs the backend's "
+                         f"fixed-point backward) or False (the float gradient of the reference, straight through)")
+    if backward and not backend.backward_built:
+        from ..backends.backward import NOT_BUILT
+        raise ValueError(f"backward=True on backend={backend.name!r}: {NOT_BUILT}")
+    return backward
+
+
+def call_seed(gcfg: GradConfig):
+    """A 32-bit call seed from torch's generator for stochastic rounding; None for half up (no draw, RNG untouched)."""
+    return int(torch.randint(0, 1 << 32, (1,)).item()) if gcfg.rounding == "stochastic" else None
+
+
+class HardwareBackward(torch.autograd.Function):
+    """y = y_hw in the forward; in the backward (dx, dgamma, dbeta) = run(dL/dy)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, y_hw, run):
+        ctx.run = run
+        return y_hw.clone()
+
+    @staticmethod
+    def backward(ctx, gy):
+        dx, dgamma, dbeta = ctx.run(gy)
+        need = ctx.needs_input_grad
+        return (dx if need[0] else None, dgamma if need[1] else None, dbeta if need[2] else None, None, None)
+
+
+def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float):
+    """y_hw with the backend's backward behind it: xc (C, n) the layer's channels as the forward sent them, gamma
+    (C,) its float weights, in_scale the forward's input LSB."""
+    st = session.layers[name]
+    cfg, gcfg = st.config, st.grad
+    seed = call_seed(gcfg)
+    c = x.shape[1]
+
+    def run(gy):
+        gyc = gy.detach().transpose(0, 1).reshape(c, -1).to(torch.float64).cpu().numpy()
+        try:
+            res = session.backend.backward(cfg, gcfg, xc, gyc, gamma, in_scale=in_scale, seed=seed)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}) backward: {e}") from e
+        session.record_backward(name, module, res)
+        dx = torch.from_numpy(res.dx).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1).to(x.dtype).contiguous()
+        per = [torch.from_numpy(v).to(p.dtype) if isinstance(p, torch.Tensor) else None
+               for v, p in ((res.dgamma, module.weight), (res.dbeta, module.bias))]
+        return dx.to(x.device), *(v.to(x.device) if v is not None else None for v in per)
+
+    weight = module.weight if module.affine else None
+    bias = module.bias if module.affine else None
+    return HardwareBackward.apply(x, weight, bias, y_hw, run)

@@ -1,0 +1,194 @@
+"""to_hardware(..., backward=True): loss.backward() through the golden backward (issue 21); backward=False unchanged;
+the rtl backend, the layers it does not cover and bad arguments refused by name."""
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hwnorm.nn as hn
+from hwnorm.backends import get_backend
+from hwnorm.config import GradConfig
+from hwnorm.torch import HardwareWarning, to_hardware
+
+KINDS = {"range": lambda c: hn.RangeBatchNorm1d(c, chunks=4), "l1": hn.L1BatchNorm1d, "mad": hn.MadBatchNorm1d,
+         "linf": hn.LinfBatchNorm1d, "topk": lambda c: hn.TopkBatchNorm1d(c, k=4),
+         "cvar": hn.CvarBatchNorm1d, "l2": nn.BatchNorm1d, "semidev": hn.SemidevBatchNorm1d}
+
+
+def mlp(kind: str, seed: int = 0):
+    torch.manual_seed(seed)
+    norm = KINDS[kind]
+    return nn.Sequential(nn.Linear(6, 8), norm(8), nn.ReLU(), nn.Linear(8, 8), norm(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def data(n=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def grads(model, x, y, **kw):
+    """Parameter gradients of one cross-entropy step of a copy of `model` on the golden backend (None: float)."""
+    m = copy.deepcopy(model)
+    if kw.get("backend") is None:
+        nn.functional.cross_entropy(m(x), y).backward()
+        return [p.grad.clone() for p in m.parameters()], None
+    with to_hardware(m, **kw) as hw:
+        hw.calibrate([x])
+        nn.functional.cross_entropy(m(x), y).backward()
+        return [p.grad.clone() for p in m.parameters()], hw.report()
+
+
+def test_backward_false_is_the_default_and_unchanged():
+    """Without backward (or with backward=False) the gradients are the same bits, and the report has no backward
+    columns; backward=True changes them (the golden backward runs)."""
+    x, y = data()
+    model = mlp("range")
+    default, rep = grads(model, x, y, backend="golden")
+    off, _ = grads(model, x, y, backend="golden", backward=False)
+    on, rep_on = grads(model, x, y, backend="golden", backward=True)
+    assert all(torch.equal(a, b) for a, b in zip(default, off))
+    assert "backward_values" not in rep["1"] and "bwd values" not in str(rep)
+    assert rep_on["1"]["backward_calls"] == 1 and "bwd values" in str(rep_on)
+    assert not all(torch.equal(a, b) for a, b in zip(default, on))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_layer_gradient_is_the_golden_backward_bit_for_bit(kind):
+    """x.grad, weight.grad and bias.grad of a routed layer are the golden backend's backward of that call, exactly."""
+    torch.manual_seed(2)
+    layer = KINDS[kind](3).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+    x = torch.randn(40, 3, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(40, 3, dtype=torch.float64)
+    with to_hardware(layer, backend="golden", fmt="s8", backward=True, warn_saturation=1.0) as hw:   # y clamps: not tested here
+        hw.calibrate([x.detach()])
+        layer(x).backward(gy)
+        st = hw.layers[""]
+        want = get_backend("golden").backward(st.config, st.grad, x.detach().T.numpy(), gy.T.numpy(),
+                                              layer.weight.detach().numpy(), in_scale=st.in_max / st.config.in_fmt.max_int)
+    assert np.array_equal(x.grad.T.numpy(), want.dx)
+    assert np.array_equal(layer.weight.grad.numpy(), want.dgamma) and np.array_equal(layer.bias.grad.numpy(), want.dbeta)
+
+
+@pytest.mark.parametrize("kind", ["range", "l1", "linf", "l2"])
+def test_gradients_are_close_to_float_at_16_bits(kind):
+    """At 16 bits every parameter gradient of the model is within 1% of the model's largest float gradient (dy, dx, x
+    each carry at most 2**-14 of their range; the rest is the forward's rounded constants; a bias before a batch-norm,
+    0 in float, gets the dx rounding summed over the batch) — a sanity bound for the whole chain: the 1-LSB spec is
+    tested on the golden model (tests/test_backward.py)."""
+    x, y = data(seed=3)
+    model = mlp(kind)
+    ref, _ = grads(model, x, y)
+    hw, rep = grads(model, x, y, backend="golden", fmt="s16", backward=True)
+    top = max(float(a.abs().max()) for a in ref)
+    assert max(float((a - b).abs().max()) for a, b in zip(ref, hw)) <= 0.01 * top
+    assert all(r["saturated_dx"] == 0 and r["backward_values"] == 64 * 8 for r in rep.as_dict().values())
+
+
+def train_losses(x, y, **kw):
+    """(losses, report) of twenty SGD steps of mlp('range'): float (no kw; report None) or through to_hardware(**kw)."""
+    m = mlp("range", seed=5)
+    opt = torch.optim.SGD(m.parameters(), lr=0.2)
+    hw = to_hardware(m, **kw) if kw else None
+    if hw:
+        hw.calibrate([x])
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    if hw:
+        hw.restore()
+    return losses, hw and hw.report()
+
+
+def test_a_model_trains_at_8_bits_with_the_fixed_point_backward():
+    """Twenty SGD steps with forward and backward on the golden model at 8 bits (half up and stochastic rounding)
+    lower the loss of a learnable task as float does: to below 60% of the first, within 0.05 of float's last loss."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(128, 6, generator=g)
+    y = (x @ torch.randn(6, 3, generator=g)).argmax(dim=1)
+    ref, _ = train_losses(x, y)
+    for rounding in ("half_up", "stochastic"):
+        losses, rep = train_losses(x, y, backend="golden", fmt="s8", backward=True, grad={"rounding": rounding})
+        assert losses[-1] < 0.6 * losses[0] and abs(losses[-1] - ref[-1]) < 0.05, (rounding, losses, ref)
+        assert rep["1"]["backward_calls"] == 20 and rep["1"]["backward_values"] == 20 * 128 * 8
+
+
+def test_stochastic_rounding_repeats_with_the_torch_seed():
+    x, y = data()
+    model = mlp("l1")
+    runs = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        runs.append(grads(model, x, y, backend="golden", backward=True, grad=GradConfig(rounding="stochastic"))[0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]))
+
+
+def test_dx_saturation_is_counted_and_warned():
+    """dx_fmt s8.9 holds [-0.25, 0.25): the backward clamps, counts it in report() and warns once, naming the layer."""
+    x, y = data()
+    m = mlp("l2")
+    with to_hardware(m, backend="golden", backward=True, grad={"dx_fmt": "s8.9"}, warn_saturation=0.0) as hw:
+        hw.calibrate([x])
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            (m(x) * torch.randn(64, 3)).sum().backward()
+        rep = hw.report()
+    msgs = [str(w.message) for w in rec if issubclass(w.category, HardwareWarning) and "backward" in str(w.message)]
+    assert rep["1"]["saturated_dx"] > 0 and any("layer '1'" in s and "dL/dx values (backward)" in s for s in msgs)
+
+
+def test_eval_mode_gradient_is_float_and_says_so():
+    """In eval() (running statistics) backward=True leaves the float gradient and warns once that it does."""
+    x, _ = data()
+    m = mlp("range")
+    m.eval()
+    with to_hardware(m, backend="golden", backward=True) as hw:
+        hw.calibrate([x])
+        with pytest.warns(HardwareWarning, match=r"in eval\(\) with running statistics its gradient is the float"):
+            m(x.requires_grad_()).sum().backward()
+        assert hw.report()["1"]["backward_calls"] == 0
+
+
+def test_rtl_backward_is_refused_until_it_is_built():
+    with pytest.raises(ValueError, match=r"backward=True on backend='rtl': the backward datapath is not built in hardware "
+                                         r"yet \(issue 21\): use backend='golden'"):
+        to_hardware(mlp("range"), backend="rtl", backward=True)
+
+
+@pytest.mark.parametrize("model, kw, message", [
+    (lambda: mlp("l2"), {"backward": "yes"}, r"backward='yes' is not a bool: allowed True"),
+    (lambda: mlp("l2"), {"backward": 1}, r"backward=1 is not a bool"),
+    (lambda: mlp("l2"), {"grad": {"rounding": "stochastic"}}, r"grad=.* applies with backward=True only"),
+    (lambda: mlp("l2"), {"backward": True, "grad": {"dxfmt": "s8.4"}}, r"layer '1' \(BatchNorm1d\): grad=.* allowed None"),
+    (lambda: mlp("l2"), {"backward": True, "grad": {"rounding": "nearest"}}, r"rounding='nearest' is not supported"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), {"backward": True},
+     r"layer '1' \(LayerNorm\): backward=True covers the batch-norm layers .* a grouped layer"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), hn.FilterResponseNorm2d(2)), {"backward": True},
+     r"an FRN layer is not built yet \(issue 21\)"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), hn.L1BatchNorm1d(4, dropout=0.2)), {"backward": True}, r"dropout=0.2 is not built"),
+])
+def test_bad_backward_arguments_are_refused_by_name(model, kw, message):
+    with pytest.raises(ValueError, match=message):
+        to_hardware(model(), backend="golden", **kw)
+
+
+def test_backend_backward_refuses_bad_input():
+    cfg_layer = mlp("l2")[1]
+    from hwnorm.torch import layer_config
+    cfg = layer_config(cfg_layer)
+    be = get_backend("golden")
+    with pytest.raises(ValueError, match=r"x \(2, 3\) and dy \(2, 4\)"):
+        be.backward(cfg, GradConfig(), np.zeros((2, 3)), np.zeros((2, 4)), [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"seed=-1 is out of range"):
+        be.backward(cfg, GradConfig(), np.zeros((2, 3)), np.zeros((2, 3)), [1.0, 1.0], seed=-1)
+    zero = be.backward(cfg, GradConfig(), np.ones((2, 3)), np.zeros((2, 3)), [1.0, 1.0])
+    assert not zero.dx.any() and not zero.dgamma.any() and not zero.dbeta.any()
