@@ -1,5 +1,7 @@
 """The backward (issue 21): the float formulas against torch.autograd on the float modules, ties included; the bit-exact
 integer backward against the float formulas with the hardware's constants; gradient rounding (half up, stochastic)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -192,3 +194,15 @@ def test_gradient_quantization_saturates_and_counts():
 def test_bad_backward_input_is_refused_by_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_numerics_backward_prints_the_measured_error(capsys):
+    """`hwnorm numerics --backward --custom` measures that configuration's dx: max err at most 1 LSB, the value before
+    rounding below 1/32 LSB; --write is refused with --custom."""
+    from hwnorm.cli import main
+    assert main(["numerics", "--backward", "--custom", "--kind", "l1", "--max-count", "64", "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    err, before = re.search(r"max err (\d+) LSB .* before rounding ([0-9.]+) LSB", out).groups()
+    assert int(err) <= 1 and float(before) < 2.0 ** -(BWD_GUARD + 1) and " l1 lanes=1 " in out
+    with pytest.raises(ValueError, match="--write would be ignored"):
+        main(["numerics", "--backward", "--custom", "--write"])
