@@ -192,3 +192,20 @@ def test_backend_backward_refuses_bad_input():
         be.backward(cfg, GradConfig(), np.zeros((2, 3)), np.zeros((2, 3)), [1.0, 1.0], seed=-1)
     zero = be.backward(cfg, GradConfig(), np.ones((2, 3)), np.zeros((2, 3)), [1.0, 1.0])
     assert not zero.dx.any() and not zero.dgamma.any() and not zero.dbeta.any()
+
+
+def test_a_2d_layer_without_affine_maps_its_channels_back():
+    """(N, C, H, W) input, affine=False: x.grad is the golden backward of the (C, N*H*W) channels, gamma = 1, reshaped
+    back channel by channel."""
+    torch.manual_seed(6)
+    layer = hn.L1BatchNorm2d(3, affine=False).double()
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    with to_hardware(layer, backend="golden", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x.detach()])
+        layer(x).backward(gy)
+        st = hw.layers[""]
+        flat = lambda t: t.detach().transpose(0, 1).reshape(3, -1).numpy()    # noqa: E731
+        want = get_backend("golden").backward(st.config, st.grad, flat(x), flat(gy), np.ones(3),
+                                              in_scale=st.in_max / st.config.in_fmt.max_int)
+    assert np.array_equal(flat(x.grad), want.dx) and np.abs(want.dx).max() > 0
