@@ -206,3 +206,42 @@ def test_numerics_backward_prints_the_measured_error(capsys):
     assert int(err) <= 1 and float(before) < 2.0 ** -(BWD_GUARD + 1) and " l1 lanes=1 " in out
     assert main(["numerics", "--backward", "--custom", "--write"]) == 2
     assert "--write would be ignored" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", ["s8", "s16"])
+def test_per_value_gamma_keeps_the_bound(width):
+    """gamma per value (a grouped layer's per-element affine): dx within 2**-(BWD_GUARD+1) LSB of the float gradient
+    before rounding, dgamma = g x_hat per value within half an LSB, dbeta = g; a per-value gamma equal in a channel
+    gives per-channel gamma's dx to within one LSB (the constants round differently)."""
+    rng = np.random.default_rng(11)
+    gcfg = GradConfig(**GRAD_FORMATS[width])
+    for cfg in configs(width):
+        x, g, gamma = codes(rng, cfg, gcfg, 3, 40, g_share=0.5)
+        ge = rng.integers(-(1 << cfg.gamma_fmt.frac), 1 << cfg.gamma_fmt.frac, size=x.shape)
+        r = backward(cfg, gcfg, x, g, ge, unrounded=True)
+        ref, dgamma_ref = backward_reference_lsb(cfg, gcfg, x, g, ge)
+        assert np.abs(r.unrounded - ref).max() < 2.0 ** -(BWD_GUARD + 1), cfg.kind
+        assert r.dgamma.shape == x.shape and np.abs(r.dgamma.astype(np.float64) - dgamma_ref).max() <= 0.5 + 1e-9
+        assert np.array_equal(r.dbeta.astype(np.int64), g)
+        same = backward(cfg, gcfg, x, g, np.repeat(gamma[:, None], x.shape[1], axis=1))
+        assert np.abs(same.dx - backward(cfg, gcfg, x, g, gamma).dx).max() <= 1
+
+
+@pytest.mark.parametrize("kind", BACKWARD_KINDS)
+def test_float_backward_with_gamma_per_value_is_autograd(kind):
+    """y = gamma_e * x_hat + beta_e with gamma_e, beta_e per value (a module without affine, then the product): dx, and
+    dgamma = g x_hat, dbeta = g per value, equal autograd's."""
+    torch.manual_seed(3)
+    m = float_module(kind, 2, False)
+    m.affine = False
+    m.weight = m.bias = None
+    x = torch.randn(12, 2, dtype=torch.float64, requires_grad=True)
+    ge = torch.randn(12, 2, dtype=torch.float64, requires_grad=True)
+    be = torch.randn(12, 2, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(12, 2, dtype=torch.float64)
+    ((m(x) * ge + be) * gy).sum().backward()
+    dx, dgamma, dbeta = norm_backward(x.detach().T.numpy(), gy.T.numpy(), ge.detach().T.numpy(), kind,
+                                      chunks=getattr(m, "chunks", 10), k=getattr(m, "k", 10), eps=m.eps,
+                                      alpha=getattr(m, "alpha", None))
+    for mine, auto in ((dx, x.grad), (dgamma, ge.grad), (dbeta, be.grad)):
+        assert np.abs(mine - auto.T.numpy()).max() <= 1e-9 * max(1.0, float(auto.abs().max()))

@@ -4,7 +4,9 @@ docs/numerics.md "Backward" specifies it; names follow it. Inputs are what the f
 (in_fmt) and per channel S = sum(x) and Den (ChannelStats; recomputed from x when not given, the same bits), with
 dy in grad_fmt and gamma in gamma_fmt. x_hat is never rounded: x_hat_i = d_i 2**CF / Den with d_i = n x_i - S exact.
 Two passes per channel: a reduction pass (Sg = sum g, Qg = sum g d, the kind's selection and its sum), then the dx
-pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel.
+pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel. gamma per
+value (a grouped layer's per-element affine): h_i = gamma_i g_i takes g's place, gamma leaves M1, and dgamma is per
+value (docs/numerics.md "Per-element gamma").
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ BWD_GUARD = 4        # SH keeps the constants' rounding below 2**-(BWD_GUARD + 1
 class BackwardResult:
     dx: np.ndarray                 # (C, n) int64 codes in gcfg.dx_fmt, saturated
     dgamma: np.ndarray             # (C,) object: sum(g * x_hat), grad_fmt.frac fraction bits, rounded half up
-    dbeta: np.ndarray              # (C,) object: sum(g), grad_fmt.frac fraction bits (exact)
+    dbeta: np.ndarray              # (C,) object: sum(g), grad_fmt.frac fraction bits (exact); per-value gamma: (C, n)
+                                   # g * x_hat and g, each value's own
     sat: np.ndarray                # (C,) dx values saturated
     shift: np.ndarray              # (C,) SH of the dx pass
     unrounded: np.ndarray | None   # (C, n) float64: (u M1 - coef M2) / 2**SH in dx LSBs, before rounding
@@ -109,9 +112,9 @@ def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
 
 def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats | None = None, seed=None,
              unrounded: bool = False) -> BackwardResult:
-    """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt,
-    stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel seeds of the dx pass's
-    stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up."""
+    """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt
+    or (C, n), one per value; stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel
+    seeds of the dx pass's stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
     if cfg.frn or cfg.kind not in BACKWARD_KINDS or cfg.elementwise or cfg.dropout_active:
@@ -125,9 +128,10 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
         raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
     if n < 1 or n > cfg.max_count:
         raise ValueError(f"count={n} is out of range: allowed [1, max_count={cfg.max_count}]")
-    gam = check_int_array("gamma", np.reshape(gamma, -1), cfg.gamma_fmt, ndim=1)
-    if gam.shape[0] != channels:
-        raise ValueError(f"gamma has {gam.shape[0]} entries, expected one per channel ({channels})")
+    per_value = np.ndim(gamma) == 2
+    gam = check_int_array("gamma", gamma if per_value else np.reshape(gamma, -1), cfg.gamma_fmt)
+    if gam.shape not in ((channels,), x.shape):
+        raise ValueError(f"gamma has shape {gam.shape}: allowed one per channel ({channels},) or one per value {x.shape}")
     if gcfg.rounding == "stochastic":
         rnd_draws = draws(check_seeds(seed, channels), n).astype(object)
     elif seed is not None:
@@ -143,16 +147,25 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     coef, coef_max = _selection(cfg, x, d, n)
     cf = cfg.const_frac_bits
     e = cf + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
-    sh = max(SR_BITS, BWD_GUARD + ((n << gcfg.grad_fmt.bits) + coef_max).bit_length())
-    m1 = [scaled(int(gi), e + sh, int(dd)) for gi, dd in zip(gam, den)]
-    m2 = [_m2(cfg, hp, n, int(gi) * int(q), int(dd), e + sh) for gi, q, dd in zip(gam, qg, den)]
-    acc = (n * go - sg.reshape(-1, 1)) * np.asarray(m1, dtype=object).reshape(-1, 1) \
-        - coef * np.asarray(m2, dtype=object).reshape(-1, 1)      # the dx pass
+    if per_value:                       # h = gamma g per value: u = n h - sum h, Q = sum h d; gamma is not in M1
+        h = gam.astype(object) * go
+        u, q, m1_num = n * h - h.sum(axis=1).reshape(-1, 1), (h * d).sum(axis=1), [1] * channels
+        u_bits = gcfg.grad_fmt.bits + cfg.gamma_fmt.bits
+    else:                               # per channel: u = n g - Sg, Q = gamma Qg, gamma folded into M1
+        u, q, m1_num = n * go - sg.reshape(-1, 1), [int(gi) * int(v) for gi, v in zip(gam, qg)], [int(gi) for gi in gam]
+        u_bits = gcfg.grad_fmt.bits
+    sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
+    m1 = [scaled(a, e + sh, int(dd)) for a, dd in zip(m1_num, den)]
+    m2 = [_m2(cfg, hp, n, int(qi), int(dd), e + sh) for qi, dd in zip(q, den)]
+    acc = u * np.asarray(m1, dtype=object).reshape(-1, 1) - coef * np.asarray(m2, dtype=object).reshape(-1, 1)   # dx pass
     rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
-    q = (acc + rnd) >> sh
+    dx = (acc + rnd) >> sh
     lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
-    sat = ((q < lo) | (q > hi)).sum(axis=1).astype(np.int64)
-    dgamma = np.asarray([rdiv(int(v) << cf, int(dd)) for v, dd in zip(qg, den)], dtype=object)
+    sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
+    if per_value:                       # each value's own g x_hat, rounded half up, and g
+        dgamma, dbeta = (2 * (go * d << cf) + den.reshape(-1, 1)) // (2 * den.reshape(-1, 1)), go
+    else:
+        dgamma, dbeta = np.asarray([rdiv(int(v) << cf, int(dd)) for v, dd in zip(qg, den)], dtype=object), sg
     unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
-    return BackwardResult(dx=np.clip(q, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=sg, sat=sat,
+    return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=dbeta, sat=sat,
                           shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)

@@ -95,7 +95,8 @@ def dsigma(x, kind: str, *, chunks: int = 10, k: int = 10, alpha: float | None =
 def norm_backward(x, g, gamma, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7,
                   alpha: float | None = None, sigma=None, const=None):
     """(dx, dgamma, dbeta) of the training-mode normalization for dL/dy = g (C, n); sigma / const as in `dsigma`
-    (sigma then also sets s and x_hat; None: the float sigma_hat with `eps`)."""
+    (sigma then also sets s and x_hat; None: the float sigma_hat with `eps`). gamma (C,), or (C, n) per value (a grouped
+    layer's per-element affine): then dgamma and dbeta are per value too, g x_hat and g."""
     x, g = _as_2d("x", x), _as_2d("g", g)
     if g.shape != x.shape:
         raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
@@ -103,8 +104,11 @@ def norm_backward(x, g, gamma, kind: str = "range", *, chunks: int = 10, k: int 
     sg = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps, alpha=alpha) if sigma is None else np.asarray(sigma, np.float64)
     s = 1.0 / sg.reshape(-1, 1)
     x_hat = (x - x.mean(axis=1, keepdims=True)) * s
-    h = np.asarray(gamma, dtype=np.float64).reshape(-1, 1) * g
+    gamma = np.asarray(gamma, dtype=np.float64)
+    h = (gamma if gamma.ndim == 2 else gamma.reshape(-1, 1)) * g           # gamma per channel, or per value
     p = (h * x_hat).sum(axis=1, keepdims=True)
     q = dsigma(x, kind, chunks=chunks, k=k, alpha=alpha, sigma=sg, const=const)
     dx = s * (h - h.mean(axis=1, keepdims=True) - p * q)
+    if gamma.ndim == 2:
+        return dx, g * x_hat, g
     return dx, (g * x_hat).sum(axis=1), g.sum(axis=1)
