@@ -24,8 +24,8 @@ NOT_BUILT = ("the backward datapath is not built in hardware yet (issue 21): use
 @dataclass
 class BackwardResult:
     dx: np.ndarray              # (C, n) float64, real units
-    dgamma: np.ndarray          # (C,) float64
-    dbeta: np.ndarray           # (C,) float64
+    dgamma: np.ndarray          # (C,) float64; (C, n) for gamma per value
+    dbeta: np.ndarray           # (C,) float64; (C, n) for gamma per value
     saturated_dy: int = 0       # dy codes clipped by the quantization to grad_fmt
     saturated_dx: int = 0       # dx codes clamped to dx_fmt
     values: int = 0
@@ -42,9 +42,11 @@ def check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed):
         raise ValueError(f"x {x.shape} and dy {dy.shape}: allowed two (channels, n) arrays of one shape")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(dy))):
         raise ValueError("x or dy holds NaN or Inf: allowed finite numbers")
-    gamma = np.asarray(gamma, dtype=np.float64).reshape(-1)
-    if gamma.shape[0] != x.shape[0]:
-        raise ValueError(f"gamma has {gamma.shape[0]} entries: allowed one per channel ({x.shape[0]})")
+    gamma = np.asarray(gamma, dtype=np.float64)
+    gamma = gamma if gamma.ndim == 2 else gamma.reshape(-1)
+    if gamma.shape not in ((x.shape[0],), x.shape) or not np.all(np.isfinite(gamma)):
+        raise ValueError(f"gamma has shape {gamma.shape}: allowed finite numbers, one per channel ({x.shape[0]},) or one "
+                         f"per value {x.shape}")
     if isinstance(in_scale, bool) or not isinstance(in_scale, numbers.Real) or not in_scale > 0:
         raise ValueError(f"in_scale={in_scale!r} is out of range: allowed a finite number > 0 (one input LSB)")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MASK32):
@@ -64,11 +66,12 @@ def stochastic_seeds(gcfg: GradConfig, seed, channels: int):
 def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None) -> BackwardResult:
     """The golden backward on float tensors (see the module's docstring)."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
+    cfg = cfg.core if cfg.elementwise else cfg                       # an elementwise build: the same x_hat, Den
     xq, _ = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)      # the forward's codes, bit for bit
     g_code, _ = quantize(gamma, cfg.gamma_fmt)
     top = float(np.abs(dy).max())
     if top == 0.0:                                                   # no gradient: every output is 0, exactly
-        zeros = np.zeros(x.shape[0])
+        zeros = np.zeros(gamma.shape)
         return BackwardResult(dx=np.zeros_like(x), dgamma=zeros, dbeta=zeros.copy(), values=x.size)
     grad_scale = top / gcfg.grad_fmt.max_int                         # one dy LSB, real units
     dy_seeds, dx_seeds = stochastic_seeds(gcfg, seed, x.shape[0])
@@ -77,7 +80,7 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
     unit_g = grad_scale * 2.0 ** gcfg.grad_fmt.frac                  # real value of 1.0 in grad_fmt
     unit_x = in_scale * 2.0 ** cfg.in_fmt.frac
     dx = r.dx * gcfg.dx_fmt.lsb * unit_g / unit_x
-    per = np.array([int(v) for v in r.dgamma], dtype=np.float64), np.array([int(v) for v in r.dbeta], dtype=np.float64)
+    per = np.asarray(r.dgamma).astype(np.float64), np.asarray(r.dbeta).astype(np.float64)   # (C,) or (C, n)
     return BackwardResult(dx=dx, dgamma=per[0] * gcfg.grad_fmt.lsb * unit_g, dbeta=per[1] * gcfg.grad_fmt.lsb * unit_g,
                           saturated_dy=sat_dy, saturated_dx=int(r.sat.sum()), values=x.size)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..config import GradConfig
+from .warn import hardware_warning
 
 GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding")
 
@@ -37,6 +38,17 @@ def check_backward(backward, backend) -> bool:
     return backward
 
 
+def warn_eval_backward(session, name: str, module, x):
+    """Once per layer: in eval() with running statistics (no batch statistics) the gradient stays the float one; said
+    only when a gradient can flow (grad enabled, x or a parameter requiring it)."""
+    st = session.layers[name]
+    if torch.is_grad_enabled() and "bwd_eval" not in st.warned and (
+            x.requires_grad or any(p.requires_grad for p in module.parameters())):
+        st.warned.add("bwd_eval")
+        hardware_warning(f"layer {name!r} ({type(module).__name__}): backward=True covers batch statistics "
+                         f"(train()); in eval() with running statistics its gradient is the float reference's")
+
+
 def call_seed(gcfg: GradConfig):
     """A 32-bit call seed from torch's generator for stochastic rounding; None for half up (no draw, RNG untouched)."""
     return int(torch.randint(0, 1 << 32, (1,)).item()) if gcfg.rounding == "stochastic" else None
@@ -57,26 +69,40 @@ class HardwareBackward(torch.autograd.Function):
         return (dx if need[0] else None, dgamma if need[1] else None, dbeta if need[2] else None, None, None)
 
 
-def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float):
-    """y_hw with the backend's backward behind it: xc (C, n) the layer's channels as the forward sent them, gamma
-    (C,) its float weights, in_scale the forward's input LSB."""
+def _channels(x):
+    """The default split / merge / fold of a batch-norm: channel c is x[:, c] over (N, *S); gamma one per channel."""
+    c = x.shape[1]
+
+    def split(t):
+        return t.detach().transpose(0, 1).reshape(c, -1).to(torch.float64).cpu().numpy()
+
+    def merge(a):
+        return torch.from_numpy(a).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
+
+    def fold(a, param):
+        return torch.from_numpy(a)
+    return split, merge, fold
+
+
+def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layout=None):
+    """y_hw with the backend's backward behind it: xc (C, n) the datapath's channels as the forward sent them, gamma
+    their float weights ((C,), or (C, n) per value), in_scale the forward's input LSB. `layout`: (split, merge, fold),
+    a tensor to (C, n) NumPy, (C, n) back to x's shape, and a per-channel or per-value dgamma / dbeta to its parameter's
+    shape (default: a batch-norm's channels)."""
     st = session.layers[name]
     cfg, gcfg = st.config, st.grad
     seed = call_seed(gcfg)
-    c = x.shape[1]
+    split, merge, fold = layout or _channels(x)
 
     def run(gy):
-        gyc = gy.detach().transpose(0, 1).reshape(c, -1).to(torch.float64).cpu().numpy()
         try:
-            res = session.backend.backward(cfg, gcfg, xc, gyc, gamma, in_scale=in_scale, seed=seed)
+            res = session.backend.backward(cfg, gcfg, xc, split(gy), gamma, in_scale=in_scale, seed=seed)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}) backward: {e}") from e
         session.record_backward(name, module, res)
-        dx = torch.from_numpy(res.dx).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1).to(x.dtype).contiguous()
-        per = [torch.from_numpy(v).to(p.dtype) if isinstance(p, torch.Tensor) else None
-               for v, p in ((res.dgamma, module.weight), (res.dbeta, module.bias))]
-        return dx.to(x.device), *(v.to(x.device) if v is not None else None for v in per)
+        dx = merge(res.dx).to(device=x.device, dtype=x.dtype).contiguous()
+        per = [fold(v, p).to(device=p.device, dtype=p.dtype) if isinstance(p, torch.Tensor) else None
+               for v, p in ((res.dgamma, getattr(module, "weight", None)), (res.dbeta, getattr(module, "bias", None)))]
+        return dx, *per
 
-    weight = module.weight if module.affine else None
-    bias = module.bias if module.affine else None
-    return HardwareBackward.apply(x, weight, bias, y_hw, run)
+    return HardwareBackward.apply(x, getattr(module, "weight", None), getattr(module, "bias", None), y_hw, run)

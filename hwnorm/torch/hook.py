@@ -35,7 +35,7 @@ from ..backends import get_backend
 from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..golden.dropout import keep_mask
-from .backward import attach, check_backward, grad_config
+from .backward import attach, check_backward, grad_config, warn_eval_backward
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
@@ -393,11 +393,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         if session.backward and train:          # loss.backward() through the backend's fixed-point backward
             return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale)
-        if session.backward and torch.is_grad_enabled() and "bwd_eval" not in st.warned and (
-                x.requires_grad or any(p.requires_grad for p in module.parameters())):
-            st.warned.add("bwd_eval")
-            hardware_warning(f"layer {name!r} ({type(module).__name__}): backward=True covers batch statistics "
-                             f"(train()); in eval() with running statistics its gradient is the float reference's")
+        if session.backward:
+            warn_eval_backward(session, name, module, x)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
@@ -467,13 +464,14 @@ def frn_forward(session: HardwareSession, name: str, module):
 
 
 def _check_backward_layer(name: str, module, cfg):
-    """backward=True covers the batch-norms without dropout; the other layers refuse, naming themselves."""
-    why = ("a grouped layer (LayerNorm / GroupNorm / InstanceNorm / BatchGroupNorm)" if grouped_kind(module) is not None
-           else "an FRN layer" if frn_kind(module) else f"dropout={cfg.dropout}" if cfg.dropout else None)
+    """backward=True covers the batch-norms and the grouped layers without dropout; FRN and dropout layers refuse,
+    naming themselves."""
+    why = "an FRN layer" if frn_kind(module) else f"dropout={cfg.dropout}" if cfg.dropout else None
     if why:
-        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the batch-norm layers "
-                         f"without dropout (hwnorm.nn's and nn.BatchNorm1d/2d); the backward of {why} is not built yet "
-                         f"(issue 21): allowed backward=False for this model")
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the batch-norm and grouped "
+                         f"layers without dropout (hwnorm.nn's, nn.BatchNorm1d/2d, LayerNorm, GroupNorm, InstanceNorm, "
+                         f"BatchGroupNorm); the backward of {why} is not built yet (issue 21): allowed backward=False for "
+                         f"this model")
 
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
@@ -493,9 +491,9 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
     use it as a context manager to restore the model afterwards.
     `backward=True`: in train() loss.backward() through every routed batch-norm runs the backend's fixed-point backward
-    (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad` (None: the
-    defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' / 'stochastic');
-    report() counts its values and saturation. The grouped layers, FRN and dropout layers refuse it (not built).
+    and grouped layer (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad`
+    (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
+    'stochastic'); report() counts its values and saturation. FRN and dropout layers refuse it (not built).
     False (default): the float reference's gradient, straight through.
     """
     if not isinstance(model, nn.Module):
