@@ -10,7 +10,8 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
    hardware, whose reported mean and sigma update the running statistics (PyTorch's momentum
    convention); in eval() with the inference datapath and the running statistics;
 3. maps the output codes back to float. The gradient is the float reference's (straight-through:
-   hardware forward, float backward), so a model trains with its normalization on the hardware.
+   hardware forward, float backward), so a model trains with its normalization on the hardware; with
+   `backward=True` it is the backend's fixed-point backward instead (hwnorm/torch/backward.py).
 nn.LayerNorm / GroupNorm / InstanceNorm1d/2d and the grouped hwnorm modules take group_hook.py's forward instead.
 A module with `dropout=p` runs on a dropout build (NormConfig.dropout = p) in train(): each call draws a call seed
 from torch's generator (so torch.manual_seed makes it repeatable), the host derives a seed per channel
