@@ -185,29 +185,30 @@ def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats
 # -- the backward (docs/numerics.md "Backward") ------------------------------------------------------------------
 
 
-def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bool):
+def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bool, eps=None):
     """norm_backward on the codes' real values -> (dx in dx LSBs, dgamma in grad LSBs); hardware=True: with the
-    forward's sigma (Den) and its rounded constants, else the float module's own (eps, exact constants)."""
+    forward's sigma (Den) and its rounded constants, else the float module's own (eps, exact constants). `eps`: an FRN
+    kind's descriptor eps in input units (None: cfg.eps)."""
     n, fi, cf = x.shape[1], cfg.in_fmt.frac, cfg.const_frac_bits
     sigma = const = None
     if hardware:
-        hp = channel_params(cfg, n)
+        hp = channel_params(cfg, n, eps=eps)
         den = deviation_den(cfg, x, np.asarray(x).sum(axis=1), hp)
         sigma = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cf + fi)
-        if cfg.kind == "range":
+        if cfg.stat_kind == "range":
             const = np.array([hp["c_full"]] * (len(chunk_sizes(n, cfg.chunks)) - 1) + [hp["c_last"]]) / 2.0 ** cf
-        elif cfg.kind not in ("l2", "semidev"):
+        elif cfg.stat_kind not in ("l2", "semidev"):
             const = np.full(x.shape[0], hp["c"] / 2.0 ** cf)
     dx, dgamma, _ = norm_backward(np.asarray(x) * 2.0 ** -fi, np.asarray(g) * gcfg.grad_fmt.lsb,
                                   np.asarray(gamma) * cfg.gamma_fmt.lsb, cfg.kind, chunks=cfg.chunks, k=cfg.k,
-                                  eps=cfg.eps, alpha=cfg.alpha, sigma=sigma, const=const)
+                                  eps=cfg.eps if eps is None else eps, alpha=cfg.alpha, sigma=sigma, const=const)
     return dx * 2.0 ** gcfg.dx_fmt.frac, dgamma * 2.0 ** gcfg.grad_fmt.frac
 
 
-def backward_reference_lsb(cfg: NormConfig, gcfg: GradConfig, x, g, gamma):
+def backward_reference_lsb(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, eps=None):
     """The float gradient of the forward the hardware computed (its sigma, its rounded constants) on the codes:
-    (dx in dx LSBs, dgamma in grad LSBs), unrounded and unsaturated."""
-    return _backward_float(cfg, gcfg, x, g, gamma, hardware=True)
+    (dx in dx LSBs, dgamma in grad LSBs), unrounded and unsaturated; `eps` an FRN kind's descriptor eps."""
+    return _backward_float(cfg, gcfg, x, g, gamma, hardware=True, eps=eps)
 
 
 @dataclass

@@ -10,8 +10,9 @@ from hwnorm.config import FORMATS_8, FORMATS_16, GRAD_FORMATS, SR_BITS, GradConf
 from hwnorm.constants import channel_seeds, seed_state, xorshift32
 from hwnorm.golden import train
 from hwnorm.golden.backward import BWD_GUARD, backward, quantize_grad
-from hwnorm.golden.backward_ref import BACKWARD_KINDS, dsigma, norm_backward
+from hwnorm.golden.backward_ref import BACKWARD_KINDS, BN_BACKWARD_KINDS, dsigma, frn_backward, norm_backward
 from hwnorm.numerics import backward_reference_lsb
+from hwnorm.torch import frn as frn_nn
 from hwnorm.torch import nn as hn
 
 
@@ -33,7 +34,7 @@ SHAPES = [(2, 3), (7, 2, 3), (20, 3), (3, 2, 2, 5)]
 
 
 @pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
-@pytest.mark.parametrize("kind", BACKWARD_KINDS)
+@pytest.mark.parametrize("kind", BN_BACKWARD_KINDS)
 def test_float_backward_is_autograd_of_the_float_module(kind, ties):
     """dx, dgamma, dbeta of norm_backward equal autograd through the module (relative 1e-9), on several shapes; with
     small integer inputs most values tie, so every selection (max / min, top-k, cvar tail, sign 0) meets ties."""
@@ -181,7 +182,6 @@ def test_gradient_quantization_saturates_and_counts():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: backward(NormConfig(kind="frn", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64]), "kind='an FRN kind'"),
     (lambda: backward(NormConfig(kind="l2", dropout=0.5, **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64]), "dropout=0"),
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1000]], [64]),
      r"g holds 1000, out of range for s8.6: allowed \[-128, 127\]"),
@@ -227,7 +227,7 @@ def test_per_value_gamma_keeps_the_bound(width):
         assert np.abs(same.dx - backward(cfg, gcfg, x, g, gamma).dx).max() <= 1
 
 
-@pytest.mark.parametrize("kind", BACKWARD_KINDS)
+@pytest.mark.parametrize("kind", BN_BACKWARD_KINDS)
 def test_float_backward_with_gamma_per_value_is_autograd(kind):
     """y = gamma_e * x_hat + beta_e with gamma_e, beta_e per value (a module without affine, then the product): dx, and
     dgamma = g x_hat, dbeta = g per value, equal autograd's."""
@@ -245,3 +245,61 @@ def test_float_backward_with_gamma_per_value_is_autograd(kind):
                                       alpha=getattr(m, "alpha", None))
     for mine, auto in ((dx, x.grad), (dgamma, ge.grad), (dbeta, be.grad)):
         assert np.abs(mine - auto.T.numpy()).max() <= 1e-9 * max(1.0, float(auto.abs().max()))
+
+
+FRN = {"frn": (frn_nn.FilterResponseNorm2d, {}), "frn_range": (frn_nn.RangeFRN2d, {"chunks": 3}),
+       "frn_l1": (frn_nn.L1FRN2d, {}), "frn_linf": (frn_nn.LinfFRN2d, {})}
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("kind", sorted(FRN))
+def test_frn_backward_is_autograd_of_the_frn_module(kind, ties):
+    """FRN + TLU: dx, dgamma, dbeta and dtau of frn_backward (one row per sample and channel, parameters summed over
+    the samples) equal autograd through the module; with small integer inputs, beta = tau = 0 and gamma = 1 many y
+    equal tau exactly (the gradient then goes to y, as the module's TLU sends it) and |x| ties at the maximum."""
+    cls, kw = FRN[kind]
+    torch.manual_seed(4)
+    m = cls(3, **kw).double()
+    if not ties:
+        with torch.no_grad():
+            m.weight.uniform_(0.5, 2.0)
+            m.bias.uniform_(-1.0, 1.0)
+            m.tau.uniform_(-0.5, 0.5)
+    x = (torch.randint(-3, 4, (2, 3, 4, 5)).double() if ties else torch.randn(2, 3, 4, 5, dtype=torch.float64))
+    x.requires_grad_()
+    gy = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    (m(x) * gy).sum().backward()
+    rows = lambda t: t.detach().reshape(6, 20).numpy()                 # noqa: E731  row n*C + c
+    per = lambda p: np.tile(p.detach().numpy(), 2)                     # noqa: E731
+    dx, dgamma, dbeta, dtau = frn_backward(rows(x), rows(gy), per(m.weight), per(m.bias), per(m.tau), kind,
+                                           chunks=m.chunks, eps=m.eps)
+    fold = lambda v: v.reshape(2, 3).sum(axis=0)                      # noqa: E731
+    for mine, auto in ((dx, rows(x.grad)), (fold(dgamma), m.weight.grad.numpy()), (fold(dbeta), m.bias.grad.numpy()),
+                       (fold(dtau), m.tau.grad.numpy())):
+        assert np.abs(mine - auto).max() <= 1e-9 * max(1.0, float(np.abs(auto).max()))
+    if ties:
+        assert np.count_nonzero(rows(x) == 0) > 0                        # y = 0 = tau at x = 0
+
+
+@pytest.mark.parametrize("width", ["s8", "s16"])
+def test_golden_frn_backward_with_descriptor_eps_and_tlu(width):
+    """The FRN kinds with a descriptor eps: dx within 2**-(BWD_GUARD+1) LSB of the float gradient before rounding;
+    tlu_keep passes dy where the forward's y (before the TLU) >= tau; a channel whose dy is all masked has dx = 0
+    exactly."""
+    from hwnorm.golden.backward import tlu_keep
+    rng = np.random.default_rng(12)
+    gcfg = GradConfig(**GRAD_FORMATS[width])
+    for cfg in (c for c in configs(width) if c.frn):
+        x, g, gamma = codes(rng, cfg, gcfg, 3, 30, g_share=0.5)
+        eps = 0.5
+        r = backward(cfg, gcfg, x, g, gamma, unrounded=True, eps=eps)
+        ref, _ = backward_reference_lsb(cfg, gcfg, x, g, gamma, eps=eps)
+        assert np.abs(r.unrounded - ref).max() < 2.0 ** -(BWD_GUARD + 1), cfg.kind
+        beta = np.zeros(3, dtype=np.int64)
+        tau = np.array([cfg.out_fmt.min_int, 0, cfg.out_fmt.max_int])
+        keep = tlu_keep(cfg, x, gamma, beta, tau, eps)
+        y = train(cfg, x, gamma, beta, eps=eps).y
+        assert keep[0].all() and np.array_equal(keep[1], y[1] >= 0) and not (keep[2] & (y[2] < tau[2])).any()
+        keep[2] = False
+        masked = backward(cfg, gcfg, x, np.where(keep, g, 0), gamma, eps=eps)
+        assert not masked.dx[2].any() and masked.dx[0].any()

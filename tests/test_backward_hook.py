@@ -179,9 +179,8 @@ def test_rtl_backward_is_refused_until_it_is_built():
     (lambda: mlp("l2"), {"grad": {"rounding": "stochastic"}}, r"grad=.* applies with backward=True only"),
     (lambda: mlp("l2"), {"backward": True, "grad": {"dxfmt": "s8.4"}}, r"layer '1' \(BatchNorm1d\): grad=.* allowed None"),
     (lambda: mlp("l2"), {"backward": True, "grad": {"rounding": "nearest"}}, r"rounding='nearest' is not supported"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), hn.FilterResponseNorm2d(2)), {"backward": True},
-     r"an FRN layer is not built yet \(issue 21\)"),
-    (lambda: nn.Sequential(nn.Linear(4, 4), hn.L1BatchNorm1d(4, dropout=0.2)), {"backward": True}, r"dropout=0.2 is not built"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), hn.L1BatchNorm1d(4, dropout=0.2)), {"backward": True},
+     r"layer '1' \(L1BatchNorm1d\): backward=True covers the layers without dropout; the backward of dropout=0.2"),
 ])
 def test_bad_backward_arguments_are_refused_by_name(model, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -277,5 +276,63 @@ def test_grouped_gradients_are_close_to_float_at_16_bits(which):
         hw.calibrate([x])
         (m(x) * torch.linspace(-1, 1, 3)).sum().backward()
         assert hw.report()["1"]["backward_values"] == x.numel() * 2 and hw.report()["1"]["saturated_dx"] == 0
+    top = max(float(p.grad.abs().max()) for p in ref.parameters())
+    assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 0.01 * top
+
+
+FRNS = {"frn": lambda: hn.FilterResponseNorm2d(4), "frn_range": lambda: hn.RangeFRN2d(4, chunks=2),
+        "frn_l1": lambda: hn.L1FRN2d(4), "frn_linf": lambda: hn.LinfFRN2d(4)}
+
+
+def frn_model(kind: str):
+    torch.manual_seed(9)
+    norm = FRNS[kind]()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+        norm.tau.uniform_(-0.5, 0.0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), norm, nn.Flatten(), nn.Linear(80, 3))
+
+
+@pytest.mark.parametrize("kind", sorted(FRNS))
+def test_frn_backward_is_the_golden_one_with_its_tlu(kind):
+    """An FRN layer (one channel per sample and channel, its TLU): x.grad is the golden backward of that call with the
+    layer's beta and tau, and weight / bias / tau gradients its per-row results summed over the samples."""
+    m = frn_model(kind)
+    x = torch.randn(3, 2, 4, 5)
+    seen = {}
+    norm = m[1]
+    norm.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    with to_hardware(m, backend="golden", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        out = m(x)
+        seen["x"].retain_grad()
+        gy = torch.randn_like(out)
+        (out * gy).sum().backward()
+        st, xin = hw.layers["1"], seen["x"]
+        z = m[1](xin.detach()).detach().requires_grad_()
+        (m[3](m[2](z)) * gy).sum().backward()
+        rows = lambda t: t.detach().to(torch.float64).reshape(12, 20).numpy()    # noqa: E731  row n*C + c
+        per = lambda p: np.tile(p.detach().to(torch.float64).numpy(), 3)        # noqa: E731
+        want = get_backend("golden").backward(st.config, st.grad, rows(xin), rows(z.grad), per(norm.weight),
+                                              in_scale=st.in_max / st.config.in_fmt.max_int, beta=per(norm.bias),
+                                              tau=per(norm.tau))
+    assert torch.equal(xin.grad, torch.from_numpy(want.dx).reshape(xin.shape).to(xin.dtype))
+    for p, v in ((norm.weight, want.dgamma), (norm.bias, want.dbeta), (norm.tau, want.dtau)):
+        assert torch.allclose(p.grad.double(), torch.from_numpy(v).reshape(3, 4).sum(0), rtol=1e-6, atol=1e-7)
+    assert (want.dtau != 0).any() and hw.report()["1"]["backward_calls"] == 1
+
+
+@pytest.mark.parametrize("kind", sorted(FRNS))
+def test_frn_gradients_are_close_to_float_at_16_bits(kind):
+    """As for batch-norms: every parameter gradient (tau's too) within 1% of the model's largest float gradient."""
+    x = torch.randn(3, 2, 4, 5)
+    model = frn_model(kind)
+    ref = copy.deepcopy(model)
+    (ref(x) * torch.linspace(-1, 1, 3)).sum().backward()
+    m = copy.deepcopy(model)
+    with to_hardware(m, backend="golden", fmt="s16", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        (m(x) * torch.linspace(-1, 1, 3)).sum().backward()
     top = max(float(p.grad.abs().max()) for p in ref.parameters())
     assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 0.01 * top

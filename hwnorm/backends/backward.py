@@ -14,8 +14,8 @@ import numpy as np
 from ..config import GradConfig, NormConfig
 from ..constants import MASK32, channel_seeds
 from ..fixed import quantize
-from ..golden.backward import backward as golden_backward, quantize_grad
-from ..golden.backward_ref import norm_backward
+from ..golden.backward import backward as golden_backward, quantize_grad, tlu_keep
+from ..golden.backward_ref import frn_backward, norm_backward
 
 NOT_BUILT = ("the backward datapath is not built in hardware yet (issue 21): use backend='golden' (the bit-exact "
              "golden backward) or backward=False (the float gradient)")
@@ -29,6 +29,7 @@ class BackwardResult:
     saturated_dy: int = 0       # dy codes clipped by the quantization to grad_fmt
     saturated_dx: int = 0       # dx codes clamped to dx_fmt
     values: int = 0
+    dtau: np.ndarray | None = None   # an FRN kind's TLU threshold gradient (C,), None without a TLU
 
 
 def check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed):
@@ -63,30 +64,63 @@ def stochastic_seeds(gcfg: GradConfig, seed, channels: int):
     return channel_seeds(seed, channels), channel_seeds(seed ^ MASK32, channels)
 
 
-def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None) -> BackwardResult:
-    """The golden backward on float tensors (see the module's docstring)."""
+def _check_frn(cfg, beta, tau, channels: int):
+    """beta and tau (C,) of an FRN kind's TLU (tau None: no TLU); refused for the other kinds."""
+    if not cfg.frn:
+        if beta is not None or tau is not None:
+            raise ValueError(f"beta= and tau= apply to the FRN kinds' TLU only: leave them unset for kind={cfg.kind!r}")
+        return None, None
+    if tau is None:
+        return None, None
+    out = []
+    for nm, v in (("beta", beta), ("tau", tau)):
+        a = np.asarray(0.0 if v is None else v, dtype=np.float64).reshape(-1)
+        a = np.broadcast_to(a, (channels,)) if a.size == 1 else a
+        if a.shape != (channels,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"{nm} has shape {a.shape}: allowed finite numbers, one per channel ({channels},)")
+        out.append(a)
+    return out[0], out[1]
+
+
+def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None, beta=None,
+                         tau=None, eps=None) -> BackwardResult:
+    """The golden backward on float tensors (see the module's docstring). An FRN kind: `eps` its descriptor eps in input
+    units; with tau (C,) its TLU: dy passes where the forward's y >= tau (tlu_keep, y from gamma and beta), the rest
+    sums into dtau."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
+    beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
     cfg = cfg.core if cfg.elementwise else cfg                       # an elementwise build: the same x_hat, Den
     xq, _ = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)      # the forward's codes, bit for bit
     g_code, _ = quantize(gamma, cfg.gamma_fmt)
     top = float(np.abs(dy).max())
     if top == 0.0:                                                   # no gradient: every output is 0, exactly
         zeros = np.zeros(gamma.shape)
-        return BackwardResult(dx=np.zeros_like(x), dgamma=zeros, dbeta=zeros.copy(), values=x.size)
+        return BackwardResult(dx=np.zeros_like(x), dgamma=zeros, dbeta=zeros.copy(), values=x.size,
+                              dtau=None if tau is None else np.zeros(x.shape[0]))
     grad_scale = top / gcfg.grad_fmt.max_int                         # one dy LSB, real units
     dy_seeds, dx_seeds = stochastic_seeds(gcfg, seed, x.shape[0])
     g, sat_dy = quantize_grad(gcfg, dy / grad_scale, dy_seeds)
-    r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds)
     unit_g = grad_scale * 2.0 ** gcfg.grad_fmt.frac                  # real value of 1.0 in grad_fmt
+    dtau = None
+    if tau is not None:                                              # the TLU: dy to y where y >= tau, else to tau
+        keep = tlu_keep(cfg, xq, g_code, quantize(beta, cfg.beta_fmt)[0], quantize(tau, cfg.out_fmt)[0], eps)
+        dtau = np.where(keep, 0, g).sum(axis=1) * gcfg.grad_fmt.lsb * unit_g
+        g = np.where(keep, g, 0)
+    r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps)
     unit_x = in_scale * 2.0 ** cfg.in_fmt.frac
     dx = r.dx * gcfg.dx_fmt.lsb * unit_g / unit_x
     per = np.asarray(r.dgamma).astype(np.float64), np.asarray(r.dbeta).astype(np.float64)   # (C,) or (C, n)
     return BackwardResult(dx=dx, dgamma=per[0] * gcfg.grad_fmt.lsb * unit_g, dbeta=per[1] * gcfg.grad_fmt.lsb * unit_g,
-                          saturated_dy=sat_dy, saturated_dx=int(r.sat.sum()), values=x.size)
+                          saturated_dy=sat_dy, saturated_dx=int(r.sat.sum()), values=x.size, dtau=dtau)
 
 
-def float_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float = 1.0, seed=None) -> BackwardResult:
-    """The float formulas, unquantized (gcfg's formats unused)."""
+def float_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float = 1.0, seed=None, beta=None,
+                   tau=None) -> BackwardResult:
+    """The float formulas, unquantized (gcfg's formats unused); an FRN kind with its TLU (beta, tau), its eps real."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
+    beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
+    if cfg.frn:
+        dx, dgamma, dbeta, dtau = frn_backward(x, dy, gamma, beta, tau, cfg.kind, chunks=cfg.chunks, eps=cfg.eps)
+        return BackwardResult(dx=dx, dgamma=dgamma, dbeta=dbeta, values=x.size, dtau=dtau)
     dx, dgamma, dbeta = norm_backward(x, dy, gamma, cfg.kind, chunks=cfg.chunks, k=cfg.k, eps=cfg.eps, alpha=cfg.alpha)
     return BackwardResult(dx=dx, dgamma=dgamma, dbeta=dbeta, values=x.size)

@@ -6,7 +6,8 @@ dy in grad_fmt and gamma in gamma_fmt. x_hat is never rounded: x_hat_i = d_i 2**
 Two passes per channel: a reduction pass (Sg = sum g, Qg = sum g d, the kind's selection and its sum), then the dx
 pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel. gamma per
 value (a grouped layer's per-element affine): h_i = gamma_i g_i takes g's place, gamma leaves M1, and dgamma is per
-value (docs/numerics.md "Per-element gamma").
+value (docs/numerics.md "Per-element gamma"). An FRN kind (no centring: S = 0, no mean share in u or coef) takes g as
+dL/dy, after its TLU: `tlu_keep` says where the gradient passes (y >= tau).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..config import SR_BITS, GradConfig, NormConfig
 from ..constants import channel_params, chunk_sizes, cvar_count, topk_eff
 from ..fixed import check_int_array
 from .backward_ref import BACKWARD_KINDS, check_kind, top_first
-from .bitexact import ChannelStats, deviation_den
+from .bitexact import ChannelStats, centre, deviation_den, train
 from .dropout import check_seeds, draws
 
 BWD_GUARD = 4        # SH keeps the constants' rounding below 2**-(BWD_GUARD + 1) dx LSB per value
@@ -67,7 +68,8 @@ def quantize_grad(gcfg: GradConfig, v, seed=None) -> tuple[np.ndarray, int]:
 
 def _selection(cfg: NormConfig, x, d, n: int):
     """(coef, coef_max) of the dx pass per kind (object arrays (C, n)): l2 d; semidev n min(d, 0) - W; the sign kinds
-    n t - sum(t), t the signed selection (ties to the lowest index); range c_j (is_argmax - is_argmin)."""
+    n t - sum(t), t the signed selection (ties to the lowest index); range c_j (is_argmax - is_argmin). An FRN kind
+    (frn, frn_l1, frn_linf, frn_range: l2, l1, linf, range about 0) has no mean: n t, no sum(t)."""
     kind = cfg.stat_kind
     bound = n << cfg.in_fmt.bits
     if kind == "l2":
@@ -95,7 +97,7 @@ def _selection(cfg: NormConfig, x, d, n: int):
     else:
         t = np.sign(di) * top_first(np.abs(di), topk_eff(n, 1 if kind == "linf" else cfg.k))
     t = t.astype(object)
-    return n * t - t.sum(axis=1).reshape(-1, 1), 2 * n
+    return n * t - (0 if cfg.frn else t.sum(axis=1).reshape(-1, 1)), 2 * n
 
 
 def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
@@ -110,15 +112,23 @@ def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
     return scaled(gq * hp["c"], e, den * den)
 
 
+def tlu_keep(cfg: NormConfig, x, gamma, beta, tau, eps=None) -> np.ndarray:
+    """An FRN kind's TLU, z = max(y, tau): where dL/dz passes to y, y >= tau on the forward's codes before the TLU
+    (the 1 bit per value the forward keeps; a tie goes to y); the rest goes to tau. (C, n) bool."""
+    y = train(cfg, x, gamma, beta, unrounded=False, eps=eps).y
+    return y >= np.asarray(tau, dtype=np.int64).reshape(-1, 1)
+
+
 def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats | None = None, seed=None,
-             unrounded: bool = False) -> BackwardResult:
+             unrounded: bool = False, eps=None) -> BackwardResult:
     """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt
     or (C, n), one per value; stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel
-    seeds of the dx pass's stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up."""
+    seeds of the dx pass's stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up.
+    `eps`: an FRN kind's descriptor eps in the input format's units (None: cfg.eps), as `train` takes it."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
-    if cfg.frn or cfg.kind not in BACKWARD_KINDS or cfg.elementwise or cfg.dropout_active:
-        check_kind("an FRN kind" if cfg.frn else cfg.kind)
+    if cfg.kind not in BACKWARD_KINDS or cfg.elementwise or cfg.dropout_active:
+        check_kind(cfg.kind)
         raise ValueError(f"{cfg.describe()}: the backward covers plain builds only: allowed elementwise=False and "
                          f"dropout=0 (issue 21)")
     x = check_int_array("x", x, cfg.in_fmt, ndim=2)
@@ -137,11 +147,11 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     elif seed is not None:
         raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
                          f"{gcfg.rounding!r}")
-    hp = channel_params(cfg, n)
+    hp = channel_params(cfg, n, eps=eps)
     xo = x.astype(object)
     s = xo.sum(axis=1) if stats is None else np.asarray([int(v) for v in stats.sum], dtype=object)
     den = deviation_den(cfg, x, s, hp) if stats is None else np.asarray([int(v) for v in stats.den], dtype=object)
-    d = n * xo - s.reshape(-1, 1)
+    d = n * xo - centre(cfg, s).reshape(-1, 1)                     # FRN: S = 0
     go = g.astype(object)
     sg, qg = go.sum(axis=1), (go * d).sum(axis=1)                  # the reduction pass
     coef, coef_max = _selection(cfg, x, d, n)
@@ -149,10 +159,11 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     e = cf + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
     if per_value:                       # h = gamma g per value: u = n h - sum h, Q = sum h d; gamma is not in M1
         h = gam.astype(object) * go
-        u, q, m1_num = n * h - h.sum(axis=1).reshape(-1, 1), (h * d).sum(axis=1), [1] * channels
+        u, q, m1_num = n * h - centre(cfg, h.sum(axis=1)).reshape(-1, 1), (h * d).sum(axis=1), [1] * channels
         u_bits = gcfg.grad_fmt.bits + cfg.gamma_fmt.bits
     else:                               # per channel: u = n g - Sg, Q = gamma Qg, gamma folded into M1
-        u, q, m1_num = n * go - sg.reshape(-1, 1), [int(gi) * int(v) for gi, v in zip(gam, qg)], [int(gi) for gi in gam]
+        u, q, m1_num = n * go - centre(cfg, sg).reshape(-1, 1), [int(gi) * int(v) for gi, v in zip(gam, qg)], \
+            [int(gi) for gi in gam]
         u_bits = gcfg.grad_fmt.bits
     sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
     m1 = [scaled(a, e + sh, int(dd)) for a, dd in zip(m1_num, den)]

@@ -4,23 +4,25 @@ With y = gamma * x_hat + beta, x_hat = (x - mu) * s, s = 1 / sigma_hat, h = gamm
     dx_i = s * (h_i - mean(h) - P * q_i),   P = sum_j h_j x_hat_j,   q_i = d sigma_hat / d x_i,
 and q is what sets the kinds apart (`dsigma`). A selection (max / min, top-k, the cvar tail) passes its gradient to
 one index per selected slot: at a tie the lowest index wins, as the float modules (hwnorm.torch.nn) choose it.
-The centred kinds only: an FRN kind (no mean) has other terms and no backward here yet.
+An FRN kind has no mean: x_hat = x s and dx = s (h - P q), q its deviation's about 0; `frn_backward` adds the TLU
+z = max(y, tau), whose gradient goes to y where y >= tau and to tau elsewhere.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..config import FRN_KINDS
 from ..constants import L1_CONST, MAD_CONST, c_inf, c_range, chunk_sizes, cvar_count, topk_eff
 from .reference import _as_2d, sigma_hat
 
-BACKWARD_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")
+BN_BACKWARD_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")
+BACKWARD_KINDS = BN_BACKWARD_KINDS + tuple(FRN_KINDS)
 SIGN_KINDS = ("l1", "mad", "linf", "topk", "cvar")      # q = (c/m) (t - mean(t)), t a signed selection
 
 
 def check_kind(kind: str) -> str:
     if kind not in BACKWARD_KINDS:
-        raise ValueError(f"kind={kind!r} has no backward: allowed {', '.join(BACKWARD_KINDS)} (the FRN kinds have no mean "
-                         f"term and other derivatives; not built yet, issue 21)")
+        raise ValueError(f"kind={kind!r} has no backward: allowed {', '.join(BACKWARD_KINDS)}")
     return kind
 
 
@@ -74,6 +76,8 @@ def dsigma(x, kind: str, *, chunks: int = 10, k: int = 10, alpha: float | None =
     x = _as_2d("x", x)
     check_kind(kind)
     n = x.shape[1]
+    if kind in FRN_KINDS:
+        return _frn_dsigma(x, kind, chunks, sigma, const)
     if kind == "range":
         idx, amax, amin = extremes(x, chunks)
         sizes = chunk_sizes(n, chunks)
@@ -92,6 +96,37 @@ def dsigma(x, kind: str, *, chunks: int = 10, k: int = 10, alpha: float | None =
     return c * (t - t.mean(axis=1, keepdims=True))
 
 
+def _frn_dsigma(x, kind: str, chunks: int, sigma, const) -> np.ndarray:
+    """q of an FRN kind, its deviation about 0: frn x_hat / n; frn_l1 (c/n) sgn(x); frn_linf C_inf(n) sgn(x) at the
+    first largest |x|; frn_range as range. `const` overrides c / n, C_inf(n) or range's C(m_j)/K."""
+    n = x.shape[1]
+    base = FRN_KINDS[kind]
+    if base == "range":
+        return dsigma(x, "range", chunks=chunks, const=const)
+    if base == "l2":
+        sg = sigma_hat(x, kind) if sigma is None else np.asarray(sigma, dtype=np.float64)
+        return x / sg.reshape(-1, 1) / n
+    t = np.sign(x) if base == "l1" else np.sign(x) * top_first(np.abs(x), 1)
+    c = (L1_CONST / n if base == "l1" else c_inf(n)) if const is None else np.asarray(const, np.float64).reshape(-1, 1)
+    return c * t
+
+
+def frn_backward(x, g, gamma, beta, tau, kind: str = "frn", *, chunks: int = 10, eps: float = 1e-6, sigma=None,
+                 const=None):
+    """(dx, dgamma, dbeta, dtau) of an FRN kind with its TLU z = max(y, tau) for dL/dz = g (C, n): the gradient goes to
+    y where y >= tau (a tie to y), to tau elsewhere; tau None: no TLU (dtau None)."""
+    x, g = _as_2d("x", x), _as_2d("g", g)
+    if kind not in FRN_KINDS:
+        raise ValueError(f"kind={kind!r} is not an FRN kind: allowed {', '.join(FRN_KINDS)}")
+    dtau = None
+    if tau is not None:
+        sg = sigma_hat(x, kind, chunks=chunks, eps=eps) if sigma is None else np.asarray(sigma, np.float64)
+        col = lambda v: np.asarray(v, dtype=np.float64).reshape(-1, 1)      # noqa: E731
+        keep = col(gamma) * x / sg.reshape(-1, 1) + col(beta) >= col(tau)
+        dtau, g = np.where(keep, 0.0, g).sum(axis=1), np.where(keep, g, 0.0)
+    return (*norm_backward(x, g, gamma, kind, chunks=chunks, eps=eps, sigma=sigma, const=const), dtau)
+
+
 def norm_backward(x, g, gamma, kind: str = "range", *, chunks: int = 10, k: int = 10, eps: float = 1e-7,
                   alpha: float | None = None, sigma=None, const=None):
     """(dx, dgamma, dbeta) of the training-mode normalization for dL/dy = g (C, n); sigma / const as in `dsigma`
@@ -103,12 +138,13 @@ def norm_backward(x, g, gamma, kind: str = "range", *, chunks: int = 10, k: int 
     check_kind(kind)
     sg = sigma_hat(x, kind, chunks=chunks, k=k, eps=eps, alpha=alpha) if sigma is None else np.asarray(sigma, np.float64)
     s = 1.0 / sg.reshape(-1, 1)
-    x_hat = (x - x.mean(axis=1, keepdims=True)) * s
+    frn = kind in FRN_KINDS                                                  # no centring: no mean, no mean(h)
+    x_hat = (x if frn else x - x.mean(axis=1, keepdims=True)) * s
     gamma = np.asarray(gamma, dtype=np.float64)
     h = (gamma if gamma.ndim == 2 else gamma.reshape(-1, 1)) * g           # gamma per channel, or per value
     p = (h * x_hat).sum(axis=1, keepdims=True)
     q = dsigma(x, kind, chunks=chunks, k=k, alpha=alpha, sigma=sg, const=const)
-    dx = s * (h - h.mean(axis=1, keepdims=True) - p * q)
+    dx = s * (h - (0.0 if frn else h.mean(axis=1, keepdims=True)) - p * q)
     if gamma.ndim == 2:
         return dx, g * x_hat, g
     return dx, (g * x_hat).sum(axis=1), g.sum(axis=1)

@@ -55,18 +55,20 @@ def call_seed(gcfg: GradConfig):
 
 
 class HardwareBackward(torch.autograd.Function):
-    """y = y_hw in the forward; in the backward (dx, dgamma, dbeta) = run(dL/dy)."""
+    """y = y_hw in the forward; in the backward (dx, *parameter gradients) = run(dL/dy), for
+    apply(x, y_hw, run, *params) (weight, bias, and an FRN layer's tau; None for a parameter the layer lacks)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, y_hw, run):
+    def forward(ctx, x, y_hw, run, *params):
         ctx.run = run
         return y_hw.clone()
 
     @staticmethod
     def backward(ctx, gy):
-        dx, dgamma, dbeta = ctx.run(gy)
+        grads = ctx.run(gy)
         need = ctx.needs_input_grad
-        return (dx if need[0] else None, dgamma if need[1] else None, dbeta if need[2] else None, None, None)
+        return (grads[0] if need[0] else None, None, None,
+                *(g if n else None for g, n in zip(grads[1:], need[3:])))
 
 
 def _channels(x):
@@ -84,25 +86,28 @@ def _channels(x):
     return split, merge, fold
 
 
-def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layout=None):
+PARAMS = (("weight", "dgamma"), ("bias", "dbeta"), ("tau", "dtau"))    # a layer's parameter, its gradient's field
+
+
+def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layout=None, **frn):
     """y_hw with the backend's backward behind it: xc (C, n) the datapath's channels as the forward sent them, gamma
     their float weights ((C,), or (C, n) per value), in_scale the forward's input LSB. `layout`: (split, merge, fold),
-    a tensor to (C, n) NumPy, (C, n) back to x's shape, and a per-channel or per-value dgamma / dbeta to its parameter's
-    shape (default: a batch-norm's channels)."""
+    a tensor to (C, n) NumPy, (C, n) back to x's shape, and a per-channel or per-value gradient to its parameter's
+    shape (default: a batch-norm's channels). `frn`: an FRN layer's beta= and tau= per channel (its TLU)."""
     st = session.layers[name]
     cfg, gcfg = st.config, st.grad
     seed = call_seed(gcfg)
     split, merge, fold = layout or _channels(x)
+    params = [getattr(module, attr, None) for attr, _ in PARAMS]
 
     def run(gy):
         try:
-            res = session.backend.backward(cfg, gcfg, xc, split(gy), gamma, in_scale=in_scale, seed=seed)
+            res = session.backend.backward(cfg, gcfg, xc, split(gy), gamma, in_scale=in_scale, seed=seed, **frn)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}) backward: {e}") from e
         session.record_backward(name, module, res)
         dx = merge(res.dx).to(device=x.device, dtype=x.dtype).contiguous()
-        per = [fold(v, p).to(device=p.device, dtype=p.dtype) if isinstance(p, torch.Tensor) else None
-               for v, p in ((res.dgamma, getattr(module, "weight", None)), (res.dbeta, getattr(module, "bias", None)))]
-        return dx, *per
+        return (dx, *(fold(getattr(res, field), p).to(device=p.device, dtype=p.dtype) if isinstance(p, torch.Tensor)
+                      else None for p, (_, field) in zip(params, PARAMS)))
 
-    return HardwareBackward.apply(x, getattr(module, "weight", None), getattr(module, "bias", None), y_hw, run)
+    return HardwareBackward.apply(x, y_hw, run, *params)

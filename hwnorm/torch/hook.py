@@ -401,6 +401,22 @@ def _hardware_forward(session: HardwareSession, name: str, module):
     return forward
 
 
+def _frn_layout(x):
+    """(split, merge, fold) of hwnorm.torch.backward.attach for an FRN layer: row n*C + c is sample n's channel c; a
+    per-row gradient of weight / bias / tau sums over the samples."""
+    nb, c = x.shape[0], x.shape[1]
+
+    def split(t):
+        return INSTANCE.split(t.detach().to(torch.float64).cpu()).numpy()
+
+    def merge(a):
+        return INSTANCE.merge(torch.from_numpy(a), x.shape)
+
+    def fold(a, param):
+        return torch.from_numpy(np.asarray(a)).reshape(nb, c).sum(dim=0)
+    return split, merge, fold
+
+
 def frn_forward(session: HardwareSession, name: str, module):
     """The hardware forward of an FRN module: row n*C + c of the (N*C, spatial) view is one datapath channel with
     channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's."""
@@ -457,22 +473,22 @@ def frn_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
-        y_ref = type(module).forward(module, x)
         session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
+        if session.backward:                # the training datapath in train() and eval() alike: so is the backward
+            return attach(session, name, module, x, y_hw.contiguous(), xg, per_row(module.weight, 1.0), in_scale,
+                          _frn_layout(x), beta=per_row(module.bias, 0.0), tau=tau)
+        y_ref = type(module).forward(module, x)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
 
 
 def _check_backward_layer(name: str, module, cfg):
-    """backward=True covers the batch-norms and the grouped layers without dropout; FRN and dropout layers refuse,
-    naming themselves."""
-    why = "an FRN layer" if frn_kind(module) else f"dropout={cfg.dropout}" if cfg.dropout else None
-    if why:
-        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the batch-norm and grouped "
-                         f"layers without dropout (hwnorm.nn's, nn.BatchNorm1d/2d, LayerNorm, GroupNorm, InstanceNorm, "
-                         f"BatchGroupNorm); the backward of {why} is not built yet (issue 21): allowed backward=False for "
-                         f"this model")
+    """backward=True covers every routed layer without dropout; a dropout layer refuses, naming itself."""
+    if cfg.dropout:
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the layers without dropout; "
+                         f"the backward of dropout={cfg.dropout} (its mask and scaling in dy) is not built yet (issue 21): "
+                         f"allowed backward=False for this model, or the layer without dropout")
 
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
@@ -494,7 +510,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     `backward=True`: in train() loss.backward() through every routed batch-norm runs the backend's fixed-point backward
     and grouped layer (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad`
     (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
-    'stochastic'); report() counts its values and saturation. FRN and dropout layers refuse it (not built).
+    'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient); dropout
+    layers refuse it (not built).
     False (default): the float reference's gradient, straight through.
     """
     if not isinstance(model, nn.Module):
