@@ -188,6 +188,9 @@ def test_gradient_quantization_saturates_and_counts():
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1, 1]], [64]), "g has shape"),
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64], seed=3), "seed=3"),
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), "s8", [[1, 2]], [[1, 1]], [64]), "gcfg='s8'"),
+    (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64],
+                      stats=train(NormConfig(kind="l2", **FORMATS_8), [[1, 2], [3, 4]], [64, 64], [0, 0]).stats),
+     r"stats holds 2 sums and 2 Den: allowed one each per channel \(1\)"),
     (lambda: GradConfig(rounding="nearest"), "rounding='nearest' is not supported for gradients: allowed half_up, stochastic"),
     (lambda: GradConfig(grad_fmt="u8.6"), "grad_fmt=.* allowed a signed FixedFormat"),
 ])

@@ -336,3 +336,23 @@ def test_frn_gradients_are_close_to_float_at_16_bits(kind):
         (m(x) * torch.linspace(-1, 1, 3)).sum().backward()
     top = max(float(p.grad.abs().max()) for p in ref.parameters())
     assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 0.01 * top
+
+
+@pytest.mark.parametrize("make", [lambda: mlp("topk"), lambda: mlp("semidev"), lambda: grouped_model("GroupNorm"),
+                                  lambda: grouped_model("RangeLayerNorm"), lambda: frn_model("frn_linf")],
+                         ids=["topk", "semidev", "GroupNorm", "RangeLayerNorm", "frn_linf"])
+def test_float_backend_backward_is_autograd(make):
+    """backend='float' with backward=True runs the float formulas through the same hook path (splits, merges, sums
+    to the parameters, the TLU): float64 gradients equal plain autograd's to 1e-9 relative."""
+    model = make().double()
+    x = torch.randn(6, 6, dtype=torch.float64) if isinstance(model[0], nn.Linear) else torch.randn(3, 2, 4, 5,
+                                                                                                     dtype=torch.float64)
+    ref = copy.deepcopy(model)
+    ref(x).sin().sum().backward()
+    m = copy.deepcopy(model)
+    with to_hardware(m, backend="float", backward=True) as hw:
+        hw.calibrate([x])
+        m(x).sin().sum().backward()
+        assert all(r["backward_calls"] == 1 for r in hw.report().as_dict().values())    # it ran, not autograd
+    top = max(float(p.grad.abs().max()) for p in ref.parameters())
+    assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 1e-9 * top

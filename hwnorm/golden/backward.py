@@ -147,6 +147,9 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     elif seed is not None:
         raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
                          f"{gcfg.rounding!r}")
+    if stats is not None and not (len(stats.sum) == len(stats.den) == channels):
+        raise ValueError(f"stats holds {len(stats.sum)} sums and {len(stats.den)} Den: allowed one each per channel "
+                         f"({channels}), the forward's ChannelStats of these x")
     hp = channel_params(cfg, n, eps=eps)
     xo = x.astype(object)
     s = xo.sum(axis=1) if stats is None else np.asarray([int(v) for v in stats.sum], dtype=object)
