@@ -11,7 +11,7 @@ from .fixed import round_mode
 from .golden import deviation_den, infer, infer_out_lsb, train, train_out_lsb
 from .golden.backward import backward
 from .golden.backward_ref import norm_backward
-from .golden.dropout import keep_mask
+from .golden.dropout import check_seeds, keep_mask
 
 
 @dataclass
@@ -185,11 +185,18 @@ def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats
 # -- the backward (docs/numerics.md "Backward") ------------------------------------------------------------------
 
 
-def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bool, eps=None):
+def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bool, eps=None, dropout_seed=None):
     """norm_backward on the codes' real values -> (dx in dx LSBs, dgamma in grad LSBs); hardware=True: with the
     forward's sigma (Den) and its rounded constants, else the float module's own (eps, exact constants). `eps`: an FRN
-    kind's descriptor eps in input units (None: cfg.eps)."""
+    kind's descriptor eps in input units (None: cfg.eps). A dropout build: g through the mask of `dropout_seed`, times
+    the hardware's scale S / 2**F (hardware=True) or 1 / keep probability."""
     n, fi, cf = x.shape[1], cfg.in_fmt.frac, cfg.const_frac_bits
+    g = np.asarray(g, dtype=np.float64)
+    if cfg.dropout_active:
+        keep = keep_mask(cfg, check_seeds(dropout_seed, x.shape[0]), n)
+        scale = (cfg.dropout_scale / 2.0 ** cfg.dropout_scale_frac if hardware
+                 else 1.0 / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS))
+        g = np.where(keep, g * scale, 0.0)
     sigma = const = None
     if hardware:
         hp = channel_params(cfg, n, eps=eps)
@@ -205,10 +212,11 @@ def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bo
     return dx * 2.0 ** gcfg.dx_fmt.frac, dgamma * 2.0 ** gcfg.grad_fmt.frac
 
 
-def backward_reference_lsb(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, eps=None):
-    """The float gradient of the forward the hardware computed (its sigma, its rounded constants) on the codes:
-    (dx in dx LSBs, dgamma in grad LSBs), unrounded and unsaturated; `eps` an FRN kind's descriptor eps."""
-    return _backward_float(cfg, gcfg, x, g, gamma, hardware=True, eps=eps)
+def backward_reference_lsb(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, eps=None, dropout_seed=None):
+    """The float gradient of the forward the hardware computed (its sigma, its rounded constants, its dropout mask and
+    scale) on the codes: (dx in dx LSBs, dgamma in grad LSBs), unrounded and unsaturated; `eps` an FRN kind's
+    descriptor eps, `dropout_seed` a dropout build's forward seeds."""
+    return _backward_float(cfg, gcfg, x, g, gamma, hardware=True, eps=eps, dropout_seed=dropout_seed)
 
 
 @dataclass

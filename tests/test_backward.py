@@ -10,6 +10,7 @@ from hwnorm.config import FORMATS_8, FORMATS_16, GRAD_FORMATS, SR_BITS, GradConf
 from hwnorm.constants import channel_seeds, seed_state, xorshift32
 from hwnorm.golden import train
 from hwnorm.golden.backward import BWD_GUARD, backward, quantize_grad
+from hwnorm.golden.dropout import keep_mask
 from hwnorm.golden.backward_ref import BACKWARD_KINDS, BN_BACKWARD_KINDS, dsigma, frn_backward, norm_backward
 from hwnorm.numerics import backward_reference_lsb
 from hwnorm.torch import frn as frn_nn
@@ -182,7 +183,8 @@ def test_gradient_quantization_saturates_and_counts():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: backward(NormConfig(kind="l2", dropout=0.5, **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64]), "dropout=0"),
+    (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1]], [64], dropout_seed=[3]),
+     r"dropout_seed=\[3\] applies to a dropout build only"),
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1000]], [64]),
      r"g holds 1000, out of range for s8.6: allowed \[-128, 127\]"),
     (lambda: backward(NormConfig(kind="l2", **FORMATS_8), GradConfig(), [[1, 2]], [[1, 1, 1]], [64]), "g has shape"),
@@ -306,3 +308,24 @@ def test_golden_frn_backward_with_descriptor_eps_and_tlu(width):
         keep[2] = False
         masked = backward(cfg, gcfg, x, np.where(keep, g, 0), gamma, eps=eps)
         assert not masked.dx[2].any() and masked.dx[0].any()
+
+
+@pytest.mark.parametrize("width", ["s8", "s16"])
+def test_golden_backward_through_dropout(width):
+    """A dropout build: dy passes where the forward's LFSR mask (regenerated from its seeds) kept the value, times the
+    hardware's scale S / 2**F, folded into the constants: dx within 2**-(BWD_GUARD+1) LSB of that float gradient before
+    rounding, dgamma within half an LSB, dbeta = round(S sum(kept g) / 2**F); other seeds, another dx."""
+    from dataclasses import replace
+    rng = np.random.default_rng(13)
+    gcfg = GradConfig(**GRAD_FORMATS[width])
+    for cfg in (replace(c, dropout=0.3) for c in configs(width)[:3]):
+        x, g, gamma = codes(rng, cfg, gcfg, 3, 50, g_share=0.5)
+        seeds = [int(v) for v in rng.integers(1, 1 << 32, size=3)]
+        r = backward(cfg, gcfg, x, g, gamma, unrounded=True, dropout_seed=seeds)
+        ref, dgamma_ref = backward_reference_lsb(cfg, gcfg, x, g, gamma, dropout_seed=seeds)
+        assert np.abs(r.unrounded - ref).max() < 2.0 ** -(BWD_GUARD + 1), cfg.kind
+        assert np.abs(r.dgamma.astype(np.float64) - dgamma_ref).max() <= 0.5 + 1e-9
+        kept = np.where(keep_mask(cfg, seeds, 50), g, 0).sum(axis=1)
+        assert list(r.dbeta) == [(2 * cfg.dropout_scale * int(v) + (1 << cfg.dropout_scale_frac))
+                                 // (2 << cfg.dropout_scale_frac) for v in kept]
+        assert not np.array_equal(r.dx, backward(cfg, gcfg, x, g, gamma, dropout_seed=[s + 1 for s in seeds]).dx)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import GradConfig, NormConfig
+from ..config import DROPOUT_BITS, GradConfig, NormConfig
 from ..constants import MASK32, channel_seeds
 from ..fixed import quantize
 from ..golden.backward import backward as golden_backward, quantize_grad, tlu_keep
 from ..golden.backward_ref import frn_backward, norm_backward
+from ..golden.dropout import check_seeds, keep_mask
 
 NOT_BUILT = ("the backward datapath is not built in hardware yet (issue 21): use backend='golden' (the bit-exact "
              "golden backward) or backward=False (the float gradient)")
@@ -83,10 +84,10 @@ def _check_frn(cfg, beta, tau, channels: int):
 
 
 def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None, beta=None,
-                         tau=None, eps=None) -> BackwardResult:
+                         tau=None, eps=None, dropout_seed=None) -> BackwardResult:
     """The golden backward on float tensors (see the module's docstring). An FRN kind: `eps` its descriptor eps in input
     units; with tau (C,) its TLU: dy passes where the forward's y >= tau (tlu_keep, y from gamma and beta), the rest
-    sums into dtau."""
+    sums into dtau. A dropout build: dropout_seed, the forward's per-channel seeds (its mask and scale)."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
     beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
     cfg = cfg.core if cfg.elementwise else cfg                       # an elementwise build: the same x_hat, Den
@@ -106,7 +107,7 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
         keep = tlu_keep(cfg, xq, g_code, quantize(beta, cfg.beta_fmt)[0], quantize(tau, cfg.out_fmt)[0], eps)
         dtau = np.where(keep, 0, g).sum(axis=1) * gcfg.grad_fmt.lsb * unit_g
         g = np.where(keep, g, 0)
-    r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps)
+    r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps, dropout_seed=dropout_seed)
     unit_x = in_scale * 2.0 ** cfg.in_fmt.frac
     dx = r.dx * gcfg.dx_fmt.lsb * unit_g / unit_x
     per = np.asarray(r.dgamma).astype(np.float64), np.asarray(r.dbeta).astype(np.float64)   # (C,) or (C, n)
@@ -115,10 +116,14 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
 
 
 def float_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float = 1.0, seed=None, beta=None,
-                   tau=None) -> BackwardResult:
-    """The float formulas, unquantized (gcfg's formats unused); an FRN kind with its TLU (beta, tau), its eps real."""
+                   tau=None, dropout_seed=None) -> BackwardResult:
+    """The float formulas, unquantized (gcfg's formats unused); an FRN kind with its TLU (beta, tau), its eps real; a
+    dropout build through the hardware's mask, scaled by 1 / keep probability exactly, as the float forward."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
     beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
+    if cfg.dropout_active:
+        keep = keep_mask(cfg, check_seeds(dropout_seed, x.shape[0]), x.shape[1])
+        dy = np.where(keep, dy / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)
     if cfg.frn:
         dx, dgamma, dbeta, dtau = frn_backward(x, dy, gamma, beta, tau, cfg.kind, chunks=cfg.chunks, eps=cfg.eps)
         return BackwardResult(dx=dx, dgamma=dgamma, dbeta=dbeta, values=x.size, dtau=dtau)

@@ -7,7 +7,9 @@ Two passes per channel: a reduction pass (Sg = sum g, Qg = sum g d, the kind's s
 pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel. gamma per
 value (a grouped layer's per-element affine): h_i = gamma_i g_i takes g's place, gamma leaves M1, and dgamma is per
 value (docs/numerics.md "Per-element gamma"). An FRN kind (no centring: S = 0, no mean share in u or coef) takes g as
-dL/dy, after its TLU: `tlu_keep` says where the gradient passes (y >= tau).
+dL/dy, after its TLU: `tlu_keep` says where the gradient passes (y >= tau). A dropout build: g passes where the
+forward kept the value (its LFSR mask again, from the same seeds: nothing stored) and the scale S / 2**F joins the
+constants (docs/numerics.md "Dropout in the backward").
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..constants import channel_params, chunk_sizes, cvar_count, topk_eff
 from ..fixed import check_int_array
 from .backward_ref import BACKWARD_KINDS, check_kind, top_first
 from .bitexact import ChannelStats, centre, deviation_den, train
-from .dropout import check_seeds, draws
+from .dropout import check_seeds, draws, keep_mask
 
 BWD_GUARD = 4        # SH keeps the constants' rounding below 2**-(BWD_GUARD + 1) dx LSB per value
 
@@ -120,17 +122,21 @@ def tlu_keep(cfg: NormConfig, x, gamma, beta, tau, eps=None) -> np.ndarray:
 
 
 def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats | None = None, seed=None,
-             unrounded: bool = False, eps=None) -> BackwardResult:
+             unrounded: bool = False, eps=None, dropout_seed=None) -> BackwardResult:
     """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt
     or (C, n), one per value; stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel
     seeds of the dx pass's stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up.
-    `eps`: an FRN kind's descriptor eps in the input format's units (None: cfg.eps), as `train` takes it."""
+    `eps`: an FRN kind's descriptor eps in the input format's units (None: cfg.eps), as `train` takes it.
+    `dropout_seed`: a dropout build's per-channel seeds of the forward (its mask; None: 0), refused without dropout."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
-    if cfg.kind not in BACKWARD_KINDS or cfg.elementwise or cfg.dropout_active:
+    if cfg.kind not in BACKWARD_KINDS or cfg.elementwise:
         check_kind(cfg.kind)
-        raise ValueError(f"{cfg.describe()}: the backward covers plain builds only: allowed elementwise=False and "
-                         f"dropout=0 (issue 21)")
+        raise ValueError(f"{cfg.describe()}: the backward takes the normalize core's configuration: allowed "
+                         f"elementwise=False (cfg.core of an elementwise build)")
+    if dropout_seed is not None and not cfg.dropout_active:
+        raise ValueError(f"dropout_seed={dropout_seed!r} applies to a dropout build only: this configuration has "
+                         f"dropout={cfg.dropout}; allowed dropout_seed=None")
     x = check_int_array("x", x, cfg.in_fmt, ndim=2)
     g = check_int_array("g", g, gcfg.grad_fmt, ndim=2)
     channels, n = x.shape
@@ -150,6 +156,10 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     if stats is not None and not (len(stats.sum) == len(stats.den) == channels):
         raise ValueError(f"stats holds {len(stats.sum)} sums and {len(stats.den)} Den: allowed one each per channel "
                          f"({channels}), the forward's ChannelStats of these x")
+    sc, sf = 1, 0                                                  # the dropout scale S / 2**F (1: none)
+    if cfg.dropout_active:                                         # the forward's mask, regenerated from its seeds
+        g = np.where(keep_mask(cfg, check_seeds(dropout_seed, channels), n), g, 0)
+        sc, sf = cfg.dropout_scale, cfg.dropout_scale_frac
     hp = channel_params(cfg, n, eps=eps)
     xo = x.astype(object)
     s = xo.sum(axis=1) if stats is None else np.asarray([int(v) for v in stats.sum], dtype=object)
@@ -169,17 +179,20 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
             [int(gi) for gi in gam]
         u_bits = gcfg.grad_fmt.bits
     sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
-    m1 = [scaled(a, e + sh, int(dd)) for a, dd in zip(m1_num, den)]
-    m2 = [_m2(cfg, hp, n, int(qi), int(dd), e + sh) for qi, dd in zip(q, den)]
+    m1 = [scaled(a * sc, e + sh - sf, int(dd)) for a, dd in zip(m1_num, den)]
+    m2 = [_m2(cfg, hp, n, int(qi) * sc, int(dd), e + sh - sf) for qi, dd in zip(q, den)]
     acc = u * np.asarray(m1, dtype=object).reshape(-1, 1) - coef * np.asarray(m2, dtype=object).reshape(-1, 1)   # dx pass
     rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
     dx = (acc + rnd) >> sh
     lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
     sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
-    if per_value:                       # each value's own g x_hat, rounded half up, and g
-        dgamma, dbeta = (2 * (go * d << cf) + den.reshape(-1, 1)) // (2 * den.reshape(-1, 1)), go
+    dcol = den.reshape(-1, 1) << sf
+    if per_value:                       # each value's own g x_hat, rounded half up, and g (times S / 2**F)
+        dgamma = (2 * (sc * go * d << cf) + dcol) // (2 * dcol)
+        dbeta = go if sc == 1 else (2 * sc * go + (1 << sf)) // (2 << sf)
     else:
-        dgamma, dbeta = np.asarray([rdiv(int(v) << cf, int(dd)) for v, dd in zip(qg, den)], dtype=object), sg
+        dgamma = np.asarray([rdiv(sc * int(v) << cf, int(dd) << sf) for v, dd in zip(qg, den)], dtype=object)
+        dbeta = sg if sc == 1 else np.asarray([rdiv(sc * int(v), 1 << sf) for v in sg], dtype=object)
     unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
     return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=dbeta, sat=sat,
                           shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)

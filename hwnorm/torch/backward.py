@@ -89,20 +89,21 @@ def _channels(x):
 PARAMS = (("weight", "dgamma"), ("bias", "dbeta"), ("tau", "dtau"))    # a layer's parameter, its gradient's field
 
 
-def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layout=None, **frn):
+def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layout=None, cfg=None, **extra):
     """y_hw with the backend's backward behind it: xc (C, n) the datapath's channels as the forward sent them, gamma
     their float weights ((C,), or (C, n) per value), in_scale the forward's input LSB. `layout`: (split, merge, fold),
     a tensor to (C, n) NumPy, (C, n) back to x's shape, and a per-channel or per-value gradient to its parameter's
-    shape (default: a batch-norm's channels). `frn`: an FRN layer's beta= and tau= per channel (its TLU)."""
+    shape (default: a batch-norm's channels). `cfg`: the configuration the forward ran (None: the layer's). `extra`:
+    Backend.backward's beta= and tau= (an FRN layer's TLU) or dropout_seed= (a dropout build's mask)."""
     st = session.layers[name]
-    cfg, gcfg = st.config, st.grad
+    cfg, gcfg = cfg or st.config, st.grad
     seed = call_seed(gcfg)
     split, merge, fold = layout or _channels(x)
     params = [getattr(module, attr, None) for attr, _ in PARAMS]
 
     def run(gy):
         try:
-            res = session.backend.backward(cfg, gcfg, xc, split(gy), gamma, in_scale=in_scale, seed=seed, **frn)
+            res = session.backend.backward(cfg, gcfg, xc, split(gy), gamma, in_scale=in_scale, seed=seed, **extra)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}) backward: {e}") from e
         session.record_backward(name, module, res)

@@ -387,13 +387,15 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
+        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
+        if session.backward and train:          # loss.backward() through the backend's fixed-point backward
+            return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale,
+                          cfg=cfg if drop or not cfg.dropout_active else replace(cfg, dropout=0.0),
+                          **({"dropout_seed": seeds} if drop else {}))
         y_ref = _reference(module, x, train)
         if drop:                            # the gradient through the hardware's mask and scaling
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
             y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
-        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
-        if session.backward and train:          # loss.backward() through the backend's fixed-point backward
-            return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale)
         if session.backward:
             warn_eval_backward(session, name, module, x)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
@@ -483,14 +485,6 @@ def frn_forward(session: HardwareSession, name: str, module):
     return forward
 
 
-def _check_backward_layer(name: str, module, cfg):
-    """backward=True covers every routed layer without dropout; a dropout layer refuses, naming itself."""
-    if cfg.dropout:
-        raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True covers the layers without dropout; "
-                         f"the backward of dropout={cfg.dropout} (its mask and scaling in dy) is not built yet (issue 21): "
-                         f"allowed backward=False for this model, or the layer without dropout")
-
-
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
                 rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False,
                 warn_saturation: float = 0.01, backward: bool = False, grad=None) -> HardwareSession:
@@ -510,8 +504,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     `backward=True`: in train() loss.backward() through every routed batch-norm runs the backend's fixed-point backward
     and grouped layer (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad`
     (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
-    'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient); dropout
-    layers refuse it (not built).
+    'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient), and
+    dropout layers (through the forward's mask and scale).
     False (default): the float reference's gradient, straight through.
     """
     if not isinstance(model, nn.Module):
@@ -543,7 +537,6 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         if backward:
-            _check_backward_layer(name, module, cfg)
             try:
                 gcfg = grad_config(grad, cfg)
             except ValueError as e:
