@@ -329,3 +329,26 @@ def test_golden_backward_through_dropout(width):
         assert list(r.dbeta) == [(2 * cfg.dropout_scale * int(v) + (1 << cfg.dropout_scale_frac))
                                  // (2 << cfg.dropout_scale_frac) for v in kept]
         assert not np.array_equal(r.dx, backward(cfg, gcfg, x, g, gamma, dropout_seed=[s + 1 for s in seeds]).dx)
+
+
+@pytest.mark.parametrize("width", ["s8", "s16"])
+def test_inference_backward_is_exact(width):
+    """Running statistics (eval()): dx = gamma scale dy is one exact product, so dx is the correctly rounded (half up,
+    saturated) float value exactly, stochastic rounding its floor or ceil; dgamma within half an LSB, dbeta = sum(g)."""
+    from hwnorm.constants import inference_params
+    from hwnorm.golden.backward import infer_backward
+    rng = np.random.default_rng(14)
+    cfg, gcfg = configs(width)[0], GradConfig(**GRAD_FORMATS[width])
+    x, g, gamma = codes(rng, cfg, gcfg, 4, 30, g_share=0.5)
+    p = [inference_params(cfg, float(m), float(s)) for m, s in zip(rng.uniform(-1, 1, 4), rng.uniform(0.2, 3.0, 4))]
+    desc = [[q[k] for q in p] for k in ("mean", "scale_m", "scale_exp")]
+    scale = (np.array(desc[1]) * 2.0 ** np.array(desc[2]))[:, None]
+    dx = gamma[:, None] * cfg.gamma_fmt.lsb * g * gcfg.grad_fmt.lsb * scale * 2.0 ** gcfg.dx_fmt.frac
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    r = infer_backward(cfg, gcfg, x, g, gamma, *desc)
+    assert np.array_equal(r.dx, np.clip(np.floor(dx + 0.5), lo, hi))
+    x_hat = (x * 2.0 ** -cfg.in_fmt.frac - np.array(desc[0])[:, None] * 2.0 ** -(cfg.in_fmt.frac + cfg.stat_frac_bits)) * scale
+    assert np.abs(r.dgamma.astype(np.float64) - (g * x_hat).sum(axis=1)).max() <= 0.5 + 1e-9
+    assert list(r.dbeta) == list(g.sum(axis=1))
+    rs = infer_backward(cfg, GradConfig(**GRAD_FORMATS[width], rounding="stochastic"), x, g, gamma, *desc, seed=[1, 2, 3, 4])
+    assert np.all((rs.dx >= np.clip(np.floor(dx), lo, hi)) & (rs.dx <= np.clip(np.ceil(dx), lo, hi)))

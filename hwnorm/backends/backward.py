@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DROPOUT_BITS, GradConfig, NormConfig
-from ..constants import MASK32, channel_seeds
+from ..constants import MASK32, channel_seeds, inference_params
 from ..fixed import quantize
-from ..golden.backward import backward as golden_backward, quantize_grad, tlu_keep
+from ..golden.backward import backward as golden_backward, infer_backward, quantize_grad, tlu_keep
 from ..golden.backward_ref import frn_backward, norm_backward
 from ..golden.dropout import check_seeds, keep_mask
 
@@ -83,12 +83,28 @@ def _check_frn(cfg, beta, tau, channels: int):
     return out[0], out[1]
 
 
+def running_stats(mean, sigma, channels: int):
+    """(mean, sigma) of an inference-mode backward as float arrays (C,), sigma > 0; (None, None) when both are None."""
+    if mean is None and sigma is None:
+        return None, None
+    try:
+        m, sg = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (mean, sigma))
+    except (TypeError, ValueError) as e:
+        raise ValueError("mean= and sigma= must both be given: one finite number per channel, sigma > 0") from e
+    if m.shape != (channels,) or sg.shape != (channels,) or not (np.all(np.isfinite(m)) and np.all(sg > 0)):
+        raise ValueError(f"mean {m.shape} and sigma {sg.shape}: allowed one finite number per channel ({channels},) each, "
+                         f"sigma > 0")
+    return m, sg
+
+
 def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None, beta=None,
-                         tau=None, eps=None, dropout_seed=None) -> BackwardResult:
+                         tau=None, eps=None, dropout_seed=None, mean=None, sigma=None) -> BackwardResult:
     """The golden backward on float tensors (see the module's docstring). An FRN kind: `eps` its descriptor eps in input
     units; with tau (C,) its TLU: dy passes where the forward's y >= tau (tlu_keep, y from gamma and beta), the rest
-    sums into dtau. A dropout build: dropout_seed, the forward's per-channel seeds (its mask and scale)."""
+    sums into dtau. A dropout build: dropout_seed, the forward's per-channel seeds (its mask and scale). mean, sigma
+    (C,): the running statistics of an inference-mode forward (their descriptors as the forward made them; infer_backward)."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
+    mean, sigma = running_stats(mean, sigma, x.shape[0])
     beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
     cfg = cfg.core if cfg.elementwise else cfg                       # an elementwise build: the same x_hat, Den
     xq, _ = quantize(x / in_scale * cfg.in_fmt.lsb, cfg.in_fmt)      # the forward's codes, bit for bit
@@ -107,7 +123,13 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
         keep = tlu_keep(cfg, xq, g_code, quantize(beta, cfg.beta_fmt)[0], quantize(tau, cfg.out_fmt)[0], eps)
         dtau = np.where(keep, 0, g).sum(axis=1) * gcfg.grad_fmt.lsb * unit_g
         g = np.where(keep, g, 0)
-    r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps, dropout_seed=dropout_seed)
+    if mean is not None:                                             # running statistics: the inference forward's
+        unit = in_scale * (1 << cfg.in_fmt.frac)
+        p = [inference_params(cfg, float(mu) / unit, unit / float(sg)) for mu, sg in zip(mean, sigma)]
+        r = infer_backward(cfg, gcfg, xq, g, g_code, *([q[k] for q in p] for k in ("mean", "scale_m", "scale_exp")),
+                           seed=dx_seeds)
+    else:
+        r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps, dropout_seed=dropout_seed)
     unit_x = in_scale * 2.0 ** cfg.in_fmt.frac
     dx = r.dx * gcfg.dx_fmt.lsb * unit_g / unit_x
     per = np.asarray(r.dgamma).astype(np.float64), np.asarray(r.dbeta).astype(np.float64)   # (C,) or (C, n)
@@ -116,11 +138,17 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
 
 
 def float_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float = 1.0, seed=None, beta=None,
-                   tau=None, dropout_seed=None) -> BackwardResult:
+                   tau=None, dropout_seed=None, mean=None, sigma=None) -> BackwardResult:
     """The float formulas, unquantized (gcfg's formats unused); an FRN kind with its TLU (beta, tau), its eps real; a
     dropout build through the hardware's mask, scaled by 1 / keep probability exactly, as the float forward."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
     beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
+    mean, sigma = running_stats(mean, sigma, x.shape[0])
+    if mean is not None:                         # running statistics: constants, dx = gamma dy / sigma
+        gam = gamma if gamma.ndim == 2 else gamma.reshape(-1, 1)
+        x_hat = (x - mean[:, None]) / sigma[:, None]
+        per = (dy * x_hat, dy) if gamma.ndim == 2 else ((dy * x_hat).sum(axis=1), dy.sum(axis=1))
+        return BackwardResult(dx=gam * dy / sigma[:, None], dgamma=per[0], dbeta=per[1], values=x.size)
     if cfg.dropout_active:
         keep = keep_mask(cfg, check_seeds(dropout_seed, x.shape[0]), x.shape[1])
         dy = np.where(keep, dy / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS), 0.0)

@@ -196,3 +196,47 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
     return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=dbeta, sat=sat,
                           shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)
+
+
+def infer_backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, mean, scale_m, scale_exp, seed=None) -> BackwardResult:
+    """The backward of `infer` (running statistics: mean and scale are constants, so dx = gamma scale dL/dy): per value
+    dx = sat(round(g M 2**k)), M = gamma scale_m (exact, one multiply), k = scale_exp + F_dx - F_gr - F_gamma, rounded
+    half up or stochastically (the draw's top -k bits); dgamma = round(sum g (x 2**MF - mean) scale_m 2**(scale_exp - F_in
+    - MF)), dbeta = sum g (per value for gamma per value). mean, scale_m, scale_exp: the inference descriptors."""
+    if not isinstance(gcfg, GradConfig):
+        raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    x = check_int_array("x", x, cfg.in_fmt, ndim=2)
+    g = check_int_array("g", g, gcfg.grad_fmt, ndim=2)
+    channels, n = x.shape
+    if g.shape != x.shape:
+        raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
+    per_value = np.ndim(gamma) == 2
+    gam = check_int_array("gamma", gamma if per_value else np.reshape(gamma, -1), cfg.gamma_fmt)
+    if gam.shape not in ((channels,), x.shape):
+        raise ValueError(f"gamma has shape {gam.shape}: allowed one per channel ({channels},) or one per value {x.shape}")
+    gcol = gam.astype(object) if per_value else gam.astype(object).reshape(-1, 1)
+    col = [np.asarray([int(v) for v in np.reshape(a, -1)], dtype=object).reshape(-1, 1) for a in (mean, scale_m, scale_exp)]
+    if any(c.shape[0] != channels for c in col):
+        raise ValueError(f"mean, scale_m and scale_exp need one entry per channel ({channels})")
+    mu, sm, se = col
+    go = g.astype(object)
+    k = se + (gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac)        # (C, 1) exponents
+    prod = go * gcol * sm
+    r = np.maximum(-k, 0)                                                          # right shift of the rounding
+    if gcfg.rounding == "stochastic":
+        rnd = (draws(check_seeds(seed, channels), n).astype(object) << r) >> SR_BITS
+    else:
+        if seed is not None:
+            raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                             f"{gcfg.rounding!r}")
+        rnd = np.where(r > 0, 1 << np.maximum(r - 1, 0), 0)
+    dx = ((prod << np.maximum(k, 0)) + rnd) >> r
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
+    dev = go * (x.astype(object) * (1 << cfg.stat_frac_bits) - mu) * sm           # g (x 2**MF - mean) scale_m
+    e = se - (cfg.in_fmt.frac + cfg.stat_frac_bits)
+    exact = np.frompyfunc(lambda a, b: scaled(int(a), int(b), 1), 2, 1)
+    dgamma = exact(dev, e) if per_value else exact(dev.sum(axis=1), e[:, 0])
+    return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=np.asarray(dgamma, dtype=object),
+                          dbeta=go if per_value else go.sum(axis=1), sat=sat, shift=r[:, 0].astype(np.int64),
+                          unrounded=None)

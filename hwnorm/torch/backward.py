@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from ..config import GradConfig
-from .warn import hardware_warning
 
 GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding")
 
@@ -36,17 +35,6 @@ def check_backward(backward, backend) -> bool:
         from ..backends.backward import NOT_BUILT
         raise ValueError(f"backward=True on backend={backend.name!r}: {NOT_BUILT}")
     return backward
-
-
-def warn_eval_backward(session, name: str, module, x):
-    """Once per layer: in eval() with running statistics (no batch statistics) the gradient stays the float one; said
-    only when a gradient can flow (grad enabled, x or a parameter requiring it)."""
-    st = session.layers[name]
-    if torch.is_grad_enabled() and "bwd_eval" not in st.warned and (
-            x.requires_grad or any(p.requires_grad for p in module.parameters())):
-        st.warned.add("bwd_eval")
-        hardware_warning(f"layer {name!r} ({type(module).__name__}): backward=True covers batch statistics "
-                         f"(train()); in eval() with running statistics its gradient is the float reference's")
 
 
 def call_seed(gcfg: GradConfig):
@@ -94,7 +82,8 @@ def attach(session, name: str, module, x, y_hw, xc, gamma, in_scale: float, layo
     their float weights ((C,), or (C, n) per value), in_scale the forward's input LSB. `layout`: (split, merge, fold),
     a tensor to (C, n) NumPy, (C, n) back to x's shape, and a per-channel or per-value gradient to its parameter's
     shape (default: a batch-norm's channels). `cfg`: the configuration the forward ran (None: the layer's). `extra`:
-    Backend.backward's beta= and tau= (an FRN layer's TLU) or dropout_seed= (a dropout build's mask)."""
+    Backend.backward's beta= and tau= (an FRN layer's TLU), dropout_seed= (a dropout build's mask) or mean= and sigma=
+    (the running statistics of an eval() forward)."""
     st = session.layers[name]
     cfg, gcfg = cfg or st.config, st.grad
     seed = call_seed(gcfg)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
-from .backward import attach, warn_eval_backward
+from .backward import attach
 from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
 from .warn import warn_first_batch
 
@@ -130,13 +130,11 @@ def grouped_forward(session, name: str, module):
             y = res.y * w + b
         y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
         session.record(name, module, res.values, res.saturated_in, sat_out, t0)
-        if session.backward and batch:         # loss.backward() through the backend's backward, gamma per value
+        if session.backward:                   # loss.backward() through the backend's backward, gamma per value
             has_w = getattr(module, "weight", None) is not None
-            return attach(session, name, module, x, y_hw.contiguous(), xg, w if has_w else ones, in_scale,
-                          _layout(module, x, grouping))
+            return attach(session, name, module, x, y_hw.contiguous(), xg, w if has_w else np.ones(groups), in_scale,
+                          _layout(module, x, grouping), **({} if batch else {"mean": mean, "sigma": sigma}))
         y_ref = _reference(module, x, batch)
-        if session.backward:
-            warn_eval_backward(session, name, module, x)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward

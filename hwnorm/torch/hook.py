@@ -36,7 +36,7 @@ from ..backends import get_backend
 from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..golden.dropout import keep_mask
-from .backward import attach, check_backward, grad_config, warn_eval_backward
+from .backward import attach, check_backward, grad_config
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
@@ -388,16 +388,14 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
         session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
-        if session.backward and train:          # loss.backward() through the backend's fixed-point backward
+        if session.backward:                    # loss.backward() through the backend's fixed-point backward
+            extra = {"dropout_seed": seeds} if drop else {} if train else {"mean": mean, "sigma": sigma}
             return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale,
-                          cfg=cfg if drop or not cfg.dropout_active else replace(cfg, dropout=0.0),
-                          **({"dropout_seed": seeds} if drop else {}))
+                          cfg=cfg if drop or not cfg.dropout_active else replace(cfg, dropout=0.0), **extra)
         y_ref = _reference(module, x, train)
         if drop:                            # the gradient through the hardware's mask and scaling
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
             y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
-        if session.backward:
-            warn_eval_backward(session, name, module, x)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
@@ -501,8 +499,9 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     calibrate()) to hold the model's largest |weight| / |bias|. A routed layer inside nn.TransformerEncoder(Layer)
     turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
     use it as a context manager to restore the model afterwards.
-    `backward=True`: in train() loss.backward() through every routed batch-norm runs the backend's fixed-point backward
-    and grouped layer (golden; rtl's is not built yet and refuses), dgamma / dbeta included, in the formats of `grad`
+    `backward=True`: loss.backward() through every routed batch-norm and grouped layer runs the backend's fixed-point
+    backward (golden; rtl's is not built yet and refuses; eval(): the inference one, on the running statistics),
+    dgamma / dbeta included, in the formats of `grad`
     (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
     'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient), and
     dropout layers (through the forward's mask and scale).
