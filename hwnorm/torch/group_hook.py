@@ -129,12 +129,13 @@ def grouped_forward(session, name: str, module):
         else:
             y = res.y * w + b
         y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
-        session.record(name, module, res.values, res.saturated_in, sat_out, t0)
         if session.backward:                   # loss.backward() through the backend's backward, gamma per value
+            session.record(name, module, res.values, res.saturated_in, sat_out, t0)
             has_w = getattr(module, "weight", None) is not None
             return attach(session, name, module, x, y_hw.contiguous(), xg, w if has_w else np.ones(groups), in_scale,
                           _layout(module, x, grouping), **({} if batch else {"mean": mean, "sigma": sigma}))
         y_ref = _reference(module, x, batch)
+        session.record(name, module, res.values, res.saturated_in, sat_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward

@@ -387,8 +387,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
-        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         if session.backward:                    # loss.backward() through the backend's fixed-point backward
+            session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
             extra = {"dropout_seed": seeds} if drop else {} if train else {"mean": mean, "sigma": sigma}
             return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale,
                           cfg=cfg if drop or not cfg.dropout_active else replace(cfg, dropout=0.0), **extra)
@@ -396,6 +396,7 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         if drop:                            # the gradient through the hardware's mask and scaling
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
             y_ref = y_ref * keep.to(y_ref.dtype) / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS)
+        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
@@ -419,7 +420,8 @@ def _frn_layout(x):
 
 def frn_forward(session: HardwareSession, name: str, module):
     """The hardware forward of an FRN module: row n*C + c of the (N*C, spatial) view is one datapath channel with
-    channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's."""
+    channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's (backward=True: the
+    backend's, tau's included)."""
     st = session.layers[name]
     backend = session.backend
 
@@ -473,11 +475,12 @@ def frn_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
-        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         if session.backward:                # the training datapath in train() and eval() alike: so is the backward
+            session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
             return attach(session, name, module, x, y_hw.contiguous(), xg, per_row(module.weight, 1.0), in_scale,
                           _frn_layout(x), beta=per_row(module.bias, 0.0), tau=tau)
         y_ref = type(module).forward(module, x)
+        session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
 
     return forward
