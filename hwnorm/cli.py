@@ -135,9 +135,11 @@ def add_sim_args(p: argparse.ArgumentParser):
 def cmd_numerics(args) -> int:
     from .numerics import measure, measure_infer
     from .reports import DOCS, numerics_table, replace_block
+    if args.backward:
+        return _numerics_backward(args)
     if not args.custom:
         _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
-        table = numerics_table(seed=args.seed, trials=args.trials)
+        table = numerics_table(seed=args.seed, trials=args.trials or 4)
         print(table)
         if args.write:
             changed = replace_block(DOCS / "numerics.md", "numerics", table)
@@ -149,10 +151,38 @@ def cmd_numerics(args) -> int:
     cfg = _config(args)
     print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
     for mode, fn in (("training", measure), ("inference", measure_infer)):
-        e = fn(cfg, seed=args.seed, trials=args.trials)
+        e = fn(cfg, seed=args.seed, trials=args.trials or 4)
         print(f"{mode:10s} {e.values:8d} {e.max_err:8.0f} {e.mean_err:9.5f} {e.max_unrounded:14.5f}  {cfg.describe()}"
               + (f"  ({e.beyond_hat} values left out: float x_hat beyond {cfg.norm_out_fmt}, clamped and counted in "
                  f"sat; docs/numerics.md)" if cfg.elementwise else ""))
+    return 0
+
+
+def _numerics_backward(args) -> int:
+    """hwnorm numerics --backward: the golden backward's dx error (docs/numerics.md "Backward"), every default
+    configuration with a backward, or the --custom one with its width's default gradient formats."""
+    from .config import GradConfig
+    from .numerics import measure_backward
+    from .reports import DOCS, replace_block
+    from .reports.tables import backward_table
+    trials = args.trials or 2
+    if not args.custom:
+        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
+        table = backward_table(seed=args.seed, trials=trials)
+        print(table)
+        if args.write:
+            changed = replace_block(DOCS / "numerics.md", "backward", table)
+            print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
+        return 0
+    if args.write:
+        raise ValueError("--write would be ignored: it rewrites the table of the default configurations, allowed "
+                         "without --custom")
+    cfg = _config(args)
+    gcfg = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+    e = measure_backward(cfg, gcfg, seed=args.seed, trials=trials)
+    print(f"backward  {e.values} values, dy {gcfg.grad_fmt} -> dx {gcfg.dx_fmt}: max err {e.max_err:.0f} LSB "
+          f"({e.off_by_one} off by one), before rounding {e.max_unrounded:.4f} LSB, vs the float module "
+          f"{e.max_float:.0f} LSB, {e.saturated} saturated  {cfg.describe()}")
     return 0
 
 
@@ -378,9 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("numerics", help="error of the bit-exact model against the float reference")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials", type=int_in(1), default=4)
+    p.add_argument("--trials", type=int_in(1), default=None, help="cases per count (default 4; --backward 2)")
     p.add_argument("--write", action="store_true", help="also rewrite the table in docs/numerics.md")
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
+    p.add_argument("--backward", action="store_true",
+                   help="the golden backward's dx instead (docs/numerics.md \"Backward\"; --trials defaults to 2)")
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
 

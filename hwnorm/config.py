@@ -800,3 +800,41 @@ def formats_from(spec: str) -> dict:
         raise ValueError(f"fmt={spec!r} is not supported: {e}; allowed {FMT_SPELLINGS}") from None
     wide = FORMATS_16 if max(i.bits, o.bits) > 8 else FORMATS_8
     return dict(in_fmt=i, out_fmt=o, gamma_fmt=wide["gamma_fmt"], beta_fmt=wide["beta_fmt"])
+
+
+GRAD_ROUNDING = ("half_up", "stochastic")
+SR_BITS = DROPOUT_BITS         # stochastic rounding: the dropout LFSR's 16-bit draw (its top bits), added below the LSB
+GRAD_FORMATS = {"s8": dict(grad_fmt=FixedFormat(8, 6), dx_fmt=FixedFormat(8, 5)),
+                "s16": dict(grad_fmt=FixedFormat(16, 14), dx_fmt=FixedFormat(16, 15))}
+
+
+@dataclass(frozen=True)
+class GradConfig:
+    """The backward's formats (docs/numerics.md "Backward"): dL/dy arrives in grad_fmt (the host scales each call's dy
+    so its largest |dy| is grad_fmt's top), dL/dx leaves in dx_fmt (its own: dx ~ gamma dy / sigma needs other integer
+    bits); both rounded half up or stochastically (SR_BITS of the LFSR, seeded per call and channel)."""
+
+    grad_fmt: FixedFormat = GRAD_FORMATS["s8"]["grad_fmt"]
+    dx_fmt: FixedFormat = GRAD_FORMATS["s8"]["dx_fmt"]
+    rounding: str = "half_up"
+
+    def __post_init__(self):
+        for name in ("grad_fmt", "dx_fmt"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                object.__setattr__(self, name, v := FixedFormat.parse(v))
+            if not isinstance(v, FixedFormat) or not v.signed:
+                raise ValueError(f"{name}={v!r} is not supported: allowed a signed FixedFormat or its spelling "
+                                 f"('s8.6'): gradients have both signs")
+        if self.rounding not in GRAD_ROUNDING:
+            raise ValueError(f"rounding={self.rounding!r} is not supported for gradients: allowed "
+                             f"{', '.join(GRAD_ROUNDING)}")
+
+    @classmethod
+    def for_width(cls, fmt, rounding: str = "half_up") -> "GradConfig":
+        """The default gradient formats for a forward format spelling (8 bits or less: s8.6 / s8.5, else s16.14 /
+        s16.15), or a GradConfig as it is."""
+        if isinstance(fmt, cls):
+            return fmt
+        wide = max(f.bits for f in (formats_from(fmt) if isinstance(fmt, str) else fmt).values()) > 8
+        return cls(rounding=rounding, **GRAD_FORMATS["s16" if wide else "s8"])

@@ -5,11 +5,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .config import DROPOUT_BITS, NormConfig
-from .constants import inference_params
+from .config import DROPOUT_BITS, GradConfig, NormConfig
+from .constants import channel_params, chunk_sizes, inference_params
 from .fixed import round_mode
-from .golden import infer, infer_out_lsb, train, train_out_lsb
-from .golden.dropout import keep_mask
+from .golden import deviation_den, infer, infer_out_lsb, train, train_out_lsb
+from .golden.backward import backward
+from .golden.backward_ref import norm_backward
+from .golden.dropout import check_seeds, keep_mask
 
 
 @dataclass
@@ -178,3 +180,82 @@ def measure_infer(cfg: NormConfig, seed: int = 0, trials: int = 4) -> ErrorStats
         tau = tlu_cases(cfg, tau_rng, case[0].shape[0])
         _accumulate(acc, cfg, infer(cfg, *case, tau=tau), infer_out_lsb(cfg, *case), tau)
     return _stats(acc)
+
+
+# -- the backward (docs/numerics.md "Backward") ------------------------------------------------------------------
+
+
+def _backward_float(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, hardware: bool, eps=None, dropout_seed=None):
+    """norm_backward on the codes' real values -> (dx in dx LSBs, dgamma in grad LSBs); hardware=True: with the
+    forward's sigma (Den) and its rounded constants, else the float module's own (eps, exact constants). `eps`: an FRN
+    kind's descriptor eps in input units (None: cfg.eps). A dropout build: g through the mask of `dropout_seed`, times
+    the hardware's scale S / 2**F (hardware=True) or 1 / keep probability."""
+    n, fi, cf = x.shape[1], cfg.in_fmt.frac, cfg.const_frac_bits
+    g = np.asarray(g, dtype=np.float64)
+    if cfg.dropout_active:
+        keep = keep_mask(cfg, check_seeds(dropout_seed, x.shape[0]), n)
+        scale = (cfg.dropout_scale / 2.0 ** cfg.dropout_scale_frac if hardware
+                 else 1.0 / (1.0 - cfg.dropout_threshold / 2.0 ** DROPOUT_BITS))
+        g = np.where(keep, g * scale, 0.0)
+    sigma = const = None
+    if hardware:
+        hp = channel_params(cfg, n, eps=eps)
+        den = deviation_den(cfg, x, np.asarray(x).sum(axis=1), hp)
+        sigma = np.array([int(v) for v in den], dtype=np.float64) / n / 2.0 ** (cf + fi)
+        if cfg.stat_kind == "range":
+            const = np.array([hp["c_full"]] * (len(chunk_sizes(n, cfg.chunks)) - 1) + [hp["c_last"]]) / 2.0 ** cf
+        elif cfg.stat_kind not in ("l2", "semidev"):
+            const = np.full(x.shape[0], hp["c"] / 2.0 ** cf)
+    dx, dgamma, _ = norm_backward(np.asarray(x) * 2.0 ** -fi, np.asarray(g) * gcfg.grad_fmt.lsb,
+                                  np.asarray(gamma) * cfg.gamma_fmt.lsb, cfg.kind, chunks=cfg.chunks, k=cfg.k,
+                                  eps=cfg.eps if eps is None else eps, alpha=cfg.alpha, sigma=sigma, const=const)
+    return dx * 2.0 ** gcfg.dx_fmt.frac, dgamma * 2.0 ** gcfg.grad_fmt.frac
+
+
+def backward_reference_lsb(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, eps=None, dropout_seed=None):
+    """The float gradient of the forward the hardware computed (its sigma, its rounded constants, its dropout mask and
+    scale) on the codes: (dx in dx LSBs, dgamma in grad LSBs), unrounded and unsaturated; `eps` an FRN kind's
+    descriptor eps, `dropout_seed` a dropout build's forward seeds."""
+    return _backward_float(cfg, gcfg, x, g, gamma, hardware=True, eps=eps, dropout_seed=dropout_seed)
+
+
+@dataclass
+class BackwardErrors:
+    """dx errors in dx LSBs over every value of every case, against the float gradient of the hardware's forward
+    (`max_err`, `off_by_one`: after rounding; `max_unrounded`: before) and against the float module's gradient
+    (`max_float`, after rounding, where that is inside dx_fmt: adds the forward's rounded constants and eps)."""
+
+    values: int
+    max_err: float
+    off_by_one: int
+    max_unrounded: float
+    max_float: float
+    saturated: int
+
+
+def measure_backward(cfg: NormConfig, gcfg: GradConfig | None = None, seed: int = 0, trials: int = 2) -> BackwardErrors:
+    """The golden backward against the float references on train_cases' x and gamma, dy uniform over grad_fmt and
+    over an eighth of it (rounding half up: the stochastic draws are checked in tests/test_backward.py)."""
+    gcfg = gcfg or GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+    rng = np.random.default_rng(seed)
+    out = dict(values=0, max_err=0.0, off=0, unr=0.0, flt=0.0, sat=0)
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    for i, (x, gamma, _) in enumerate(train_cases(cfg, rng, trials)):
+        top = gcfg.grad_fmt.max_int >> (3 * (i % 2))
+        g = rng.integers(-top, top + 1, size=x.shape)
+        r = backward(cfg, gcfg, x, g, gamma, unrounded=True)
+        ref = backward_reference_lsb(cfg, gcfg, x, g, gamma)[0]
+        inside = (ref >= lo) & (ref <= hi)
+        err = np.abs(r.dx - np.clip(np.floor(ref + 0.5), lo, hi))
+        out["values"] += x.size
+        out["max_err"] = max(out["max_err"], float(err.max()))
+        out["off"] += int(np.count_nonzero(err))
+        out["sat"] += int(r.sat.sum())
+        if inside.any():
+            out["unr"] = max(out["unr"], float(np.abs(r.unrounded - ref)[inside].max()))
+            flt = _backward_float(cfg, gcfg, x, g, gamma, hardware=False)[0]
+            use = inside & (flt >= lo) & (flt <= hi)
+            if use.any():
+                out["flt"] = max(out["flt"], float(np.abs(r.dx - np.floor(flt + 0.5))[use].max()))
+    return BackwardErrors(values=out["values"], max_err=out["max_err"], off_by_one=out["off"], max_unrounded=out["unr"],
+                          max_float=out["flt"], saturated=out["sat"])

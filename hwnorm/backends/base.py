@@ -19,6 +19,7 @@ from ..constants import inference_params
 from ..fixed import quantize
 from ..golden import norm_infer, norm_train
 from ..golden.dropout import check_seeds, keep_mask
+from .backward import NOT_BUILT, BackwardResult, fixed_point_backward, float_backward
 
 
 @dataclass
@@ -121,6 +122,16 @@ class Backend:
 
     name = "?"
     cycles = 0
+    backward_built = True            # Backend.backward runs (False: its backward datapath is not built, it refuses)
+
+    def backward(self, cfg: NormConfig, gcfg, x, dy, gamma, *, in_scale: float = 1.0, seed=None, beta=None,
+                 tau=None, dropout_seed=None, mean=None, sigma=None) -> BackwardResult:
+        """The training-mode backward of the layer's channels x (C, n) for dL/dy = dy (C, n): dx, dgamma, dbeta
+        (hwnorm/backends/backward.py). gcfg: a GradConfig; seed: the call seed of stochastic rounding (None: 0);
+        beta, tau (C,): an FRN kind's TLU (dy is dL/dz after it; dtau too); dropout_seed: a dropout build's
+        per-channel seeds of the forward (dy passes where it kept a value, times its scale); mean, sigma (C,): the
+        running statistics of an inference-mode forward (dx = gamma dy / sigma; golden: its descriptors)."""
+        raise NotImplementedError
 
     def forward(self, cfg: NormConfig, x, gamma, beta, *, train: bool, mean=None, sigma=None,
                 in_scale: float = 1.0, seed=None, tau=None) -> LayerResult:
@@ -133,6 +144,10 @@ class FloatBackend(Backend):
     """The float64 reference (hwnorm.golden.reference): no quantization."""
 
     name = "float"
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None, beta=None, tau=None, dropout_seed=None,
+                 mean=None, sigma=None):
+        return float_backward(cfg, gcfg, x, dy, gamma, in_scale, seed, beta, tau, dropout_seed, mean, sigma)
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
@@ -165,6 +180,13 @@ class FixedPointBackend(Backend):
     def infer_codes(self, cfg, x, g, b, mean, scale_m, scale_exp, tau=None):
         """-> (y codes (C, n), sat (C,))"""
         raise NotImplementedError
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None, beta=None, tau=None, dropout_seed=None,
+                 mean=None, sigma=None):
+        """The golden backward (Python integers whatever `exact`): the rtl backend refuses before it gets here. An
+        FRN kind's eps goes in the input units, as in the forward (frn_eps_units)."""
+        eps = frn_eps_units(cfg, in_scale) if cfg.frn else None
+        return fixed_point_backward(cfg, gcfg, x, dy, gamma, in_scale, seed, beta, tau, eps, dropout_seed, mean, sigma)
 
     def forward(self, cfg, x, gamma, beta, *, train, mean=None, sigma=None, in_scale=1.0, seed=None, tau=None):
         x, gamma, beta, mean, sigma = check_forward_args(cfg, x, gamma, beta, train, mean, sigma, in_scale)
@@ -226,9 +248,14 @@ class RtlBackend(FixedPointBackend):
     """The generated Verilog in Verilator, cycle-accurate, in-process (one model per configuration)."""
 
     name = "rtl"
+    backward_built = False
 
     def __init__(self):
         self.models = {}
+
+    def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None, beta=None, tau=None, dropout_seed=None,
+                 mean=None, sigma=None):
+        raise ValueError(f"backend='rtl': {NOT_BUILT}")
 
     def model(self, cfg):
         if cfg not in self.models:

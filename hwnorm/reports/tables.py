@@ -5,8 +5,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ..config import NormConfig, default_configs
-from ..numerics import measure, measure_infer
+from ..config import GradConfig, NormConfig, default_configs
+from ..golden.backward_ref import BACKWARD_KINDS
+from ..numerics import measure, measure_backward, measure_infer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -162,6 +163,25 @@ def replace_block(path: Path, name: str, text: str) -> bool:
     return new != doc
 
 
+def backward_configs() -> dict[str, tuple[NormConfig, GradConfig]]:
+    """The default configurations of the kinds with a backward, each with its width's default GradConfig."""
+    return {key: (cfg, GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt}))
+            for key, cfg in default_configs().items() if cfg.kind in BACKWARD_KINDS}
+
+
+def backward_table(seed: int = 0, trials: int = 2) -> str:
+    """Error of the golden backward's dx (docs/numerics.md "Backward") for every default configuration with one."""
+    out = ["| config | kind | x; dy -> dx | values | dx max err | dx off by one | dx max err before rounding | "
+           "dx max err vs the float module | dx saturated |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, (cfg, gcfg) in backward_configs().items():
+        e = measure_backward(cfg, gcfg, seed=seed, trials=trials)
+        out.append(f"| {key} | {cfg.kind} | {cfg.in_fmt}; {gcfg.grad_fmt} -> {gcfg.dx_fmt} | {e.values} | {e.max_err:.0f} | "
+                   f"{e.off_by_one} ({100.0 * e.off_by_one / e.values:.2f}%) | {e.max_unrounded:.4f} | {e.max_float:.0f} | "
+                   f"{e.saturated} |")
+    return "\n".join(out)
+
+
 def doc_tables() -> dict[tuple[str, str], str]:
     """(doc file, block name) -> generated text."""
-    return {("numerics.md", "numerics"): numerics_table(), ("architecture.md", "latency"): latency_table()}
+    return {("numerics.md", "numerics"): numerics_table(), ("numerics.md", "backward"): backward_table(),
+            ("architecture.md", "latency"): latency_table()}

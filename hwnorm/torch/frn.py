@@ -19,7 +19,7 @@ from torch import nn
 from ..config import CHUNKS_RANGE, DEFAULT_EPS
 from ..constants import L1_CONST, c_inf
 from .grouping import Grouping
-from .nn import LOW_PRECISION, _RangeMixin, check_input, check_int, check_real
+from .nn import LOW_PRECISION, _RangeMixin, check_input, check_int, check_real, first_extreme
 
 INSTANCE = Grouping("instance")     # per sample and channel over the spatial values: one group per (n, c)
 
@@ -60,7 +60,7 @@ class _FilterResponseNorm(nn.Module):
         if self.kind == "frn_l1":
             return L1_CONST * xg.abs().mean(dim=1) + self.eps
         if self.kind == "frn_linf":
-            return c_inf(n) * xg.abs().amax(dim=1) + self.eps
+            return c_inf(n) * first_extreme(xg.abs(), True) + self.eps   # a tie: the first index (golden backward)
         return _RangeMixin.deviation(self, xg, None) + self.eps          # frn_range: a range has no centre
 
     def _view(self, p, x):
@@ -75,8 +75,9 @@ class _FilterResponseNorm(nn.Module):
         y = INSTANCE.merge(xg / self.sigma(xg)[:, None], xf.shape)
         if self.weight is not None:
             y = y * self._view(self.weight, y) + self._view(self.bias, y)
-        if self.tau is not None:
-            y = torch.maximum(y, self._view(self.tau, y).to(y.dtype))
+        if self.tau is not None:           # max(y, tau), at y == tau the gradient to y (torch.maximum splits it)
+            tau = self._view(self.tau, y).to(y.dtype)
+            y = torch.where(y >= tau, y, tau)
         return y.to(x.dtype) if x.dtype in LOW_PRECISION else y
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
+from .backward import attach
 from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
 from .warn import warn_first_batch
 
@@ -39,6 +40,23 @@ def _per_element(module, x, grouping) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+
+
+def _layout(module, x, grouping):
+    """(split, merge, fold) of hwnorm.torch.backward.attach for a grouped layer: its groups, and a per-value dgamma /
+    dbeta summed over the values sharing a parameter entry (affine_view's broadcast)."""
+    views = dict(zip(("weight", "bias"), affine_view(module, x)))
+
+    def split(t):
+        return grouping.split(t.detach().to(torch.float64).cpu()).numpy()
+
+    def merge(a):
+        return grouping.merge(torch.from_numpy(a), x.shape)
+
+    def fold(a, param):
+        view = views["weight" if param is getattr(module, "weight", None) else "bias"]
+        return merge(a).sum_to_size(view.shape).reshape(param.shape)
+    return split, merge, fold
 
 
 def _check_module(name: str, module) -> None:
@@ -111,6 +129,11 @@ def grouped_forward(session, name: str, module):
         else:
             y = res.y * w + b
         y_hw = grouping.merge(torch.from_numpy(y), x.shape).to(x.dtype)
+        if session.backward:                   # loss.backward() through the backend's backward, gamma per value
+            session.record(name, module, res.values, res.saturated_in, sat_out, t0)
+            has_w = getattr(module, "weight", None) is not None
+            return attach(session, name, module, x, y_hw.contiguous(), xg, w if has_w else np.ones(groups), in_scale,
+                          _layout(module, x, grouping), **({} if batch else {"mean": mean, "sigma": sigma}))
         y_ref = _reference(module, x, batch)
         session.record(name, module, res.values, res.saturated_in, sat_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()

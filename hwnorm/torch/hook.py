@@ -10,7 +10,8 @@ Every hwnorm.nn module and every nn.BatchNorm1d/2d (as the L2 baseline) gets a f
    hardware, whose reported mean and sigma update the running statistics (PyTorch's momentum
    convention); in eval() with the inference datapath and the running statistics;
 3. maps the output codes back to float. The gradient is the float reference's (straight-through:
-   hardware forward, float backward), so a model trains with its normalization on the hardware.
+   hardware forward, float backward), so a model trains with its normalization on the hardware; with
+   `backward=True` it is the backend's fixed-point backward instead (hwnorm/torch/backward.py).
 nn.LayerNorm / GroupNorm / InstanceNorm1d/2d and the grouped hwnorm modules take group_hook.py's forward instead.
 A module with `dropout=p` runs on a dropout build (NormConfig.dropout = p) in train(): each call draws a call seed
 from torch's generator (so torch.manual_seed makes it repeatable), the host derives a seed per channel
@@ -35,6 +36,7 @@ from ..backends import get_backend
 from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..golden.dropout import keep_mask
+from .backward import attach, check_backward, grad_config
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
@@ -84,6 +86,11 @@ class LayerStats:
     affine_config: NormConfig | None = None
     warned: set = field(default_factory=set)
     reached: bool = False            # a call reached the layer (an empty batch too, which `calls` does not count)
+    grad: object = None              # backward=True: the layer's GradConfig
+    backward_calls: int = 0
+    backward_values: int = 0
+    saturated_dy: int = 0            # dL/dy codes clipped to grad_fmt
+    saturated_dx: int = 0            # dL/dx codes clamped to dx_fmt
 
     @property
     def param_config(self) -> NormConfig:
@@ -103,6 +110,7 @@ class HardwareSession:
     warn_saturation: float = 0.01
     layers: dict = field(default_factory=dict)
     auto_formats: tuple = ()         # the gamma/beta formats the user left to hwnorm ("gamma", "beta")
+    backward: bool = False           # loss.backward() runs the backend's backward (hwnorm/torch/backward.py)
     _saved: dict = field(default_factory=dict)
     _handles: list = field(default_factory=list)
     _calibrating: bool = False
@@ -230,6 +238,23 @@ class HardwareSession:
                            f"out_fmt {fmt_range(fmt).replace(' [', ' holds [', 1)}: pass a "
                            f"format with more integer bits (fmt='s8' keeps [-4, 4) at 8 bits; or fmt={{'out_fmt': ...}})")
 
+    def record_backward(self, name: str, module, res):
+        """Count one backward call of layer `name`; warn once if its dx (or dy) saturated beyond the threshold."""
+        st = self.layers[name]
+        st.backward_calls += 1
+        st.backward_values += res.values
+        st.saturated_dy += res.saturated_dy
+        st.saturated_dx += res.saturated_dx
+        limit = self.warn_saturation * res.values
+        for what, count, fmt, key in (("dL/dy values (backward)", res.saturated_dy, st.grad.grad_fmt, "bwd_dy"),
+                                      ("dL/dx values (backward)", res.saturated_dx, st.grad.dx_fmt, "bwd_dx")):
+            if count > limit and key not in st.warned:
+                st.warned.add(key)
+                which = "grad_fmt" if key == "bwd_dy" else "dx_fmt"
+                warn_saturated(name, module, what, count, res.values, self.warn_saturation,
+                               f"{which} {fmt_range(fmt).replace(' [', ' holds [', 1)}: pass to_hardware(..., grad="
+                               f"{{'{which}': ...}}) with more integer bits")
+
     def _check_all_called(self, model, args, output):
         """After the model's own forward: a routed layer that was never called may have been bypassed by a fused path."""
         if self._calibrating or "bypass" in self.__dict__:
@@ -263,11 +288,14 @@ class HardwareSession:
 
     def report(self) -> SessionReport:
         """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, gamma/beta
-        clamps, seconds."""
+        clamps, seconds; with backward=True also the backward's calls, values and dy / dx saturation."""
         return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
                                    format=f"{s.config.in_fmt}:{s.param_config.out_fmt}", calls=s.calls, values=s.values,
                                    saturated_in=s.saturated_in, saturated_out=s.saturated_out, clamped=s.clamped,
-                                   seconds=s.seconds)
+                                   seconds=s.seconds,
+                                   **(dict(backward_calls=s.backward_calls, backward_values=s.backward_values,
+                                           saturated_dy=s.saturated_dy, saturated_dx=s.saturated_dx)
+                                      if self.backward else {}))
                               for n, s in self.layers.items()])
 
     @property
@@ -368,6 +396,11 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = torch.from_numpy(res.y).to(x.dtype).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
+        if session.backward:                    # loss.backward() through the backend's fixed-point backward
+            session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
+            extra = {"dropout_seed": seeds} if drop else {} if train else {"mean": mean, "sigma": sigma}
+            return attach(session, name, module, x, y_hw.contiguous(), xc, gamma, in_scale,
+                          cfg=cfg if drop or not cfg.dropout_active else replace(cfg, dropout=0.0), **extra)
         y_ref = _reference(module, x, train)
         if drop:                            # the gradient through the hardware's mask and scaling
             keep = torch.from_numpy(keep_mask(cfg, seeds, n)).reshape(c, x.shape[0], *x.shape[2:]).transpose(0, 1)
@@ -378,9 +411,26 @@ def _hardware_forward(session: HardwareSession, name: str, module):
     return forward
 
 
+def _frn_layout(x):
+    """(split, merge, fold) of hwnorm.torch.backward.attach for an FRN layer: row n*C + c is sample n's channel c; a
+    per-row gradient of weight / bias / tau sums over the samples."""
+    nb, c = x.shape[0], x.shape[1]
+
+    def split(t):
+        return INSTANCE.split(t.detach().to(torch.float64).cpu()).numpy()
+
+    def merge(a):
+        return INSTANCE.merge(torch.from_numpy(a), x.shape)
+
+    def fold(a, param):
+        return torch.from_numpy(np.asarray(a)).reshape(nb, c).sum(dim=0)
+    return split, merge, fold
+
+
 def frn_forward(session: HardwareSession, name: str, module):
     """The hardware forward of an FRN module: row n*C + c of the (N*C, spatial) view is one datapath channel with
-    channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's."""
+    channel c's gamma, beta and tau; the TLU is the datapath's; the gradient is the float module's (backward=True: the
+    backend's, tau's included)."""
     st = session.layers[name]
     backend = session.backend
 
@@ -434,6 +484,10 @@ def frn_forward(session: HardwareSession, name: str, module):
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from e
         y_hw = INSTANCE.merge(torch.from_numpy(res.y), x.shape).to(x.dtype)
+        if session.backward:                # the training datapath in train() and eval() alike: so is the backward
+            session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
+            return attach(session, name, module, x, y_hw.contiguous(), xg, per_row(module.weight, 1.0), in_scale,
+                          _frn_layout(x), beta=per_row(module.bias, 0.0), tau=tau)
         y_ref = type(module).forward(module, x)
         session.record(name, module, res.values, res.saturated_in, res.saturated_out, t0)
         return y_ref + (y_hw.contiguous() - y_ref).detach()
@@ -443,7 +497,7 @@ def frn_forward(session: HardwareSession, name: str, module):
 
 def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096, lanes: int = 1,
                 rounding: str = "half_up", in_range: str = "calibrated", elementwise: bool = False,
-                warn_saturation: float = 0.01) -> HardwareSession:
+                warn_saturation: float = 0.01, backward: bool = False, grad=None) -> HardwareSession:
     """Route every normalization layer of `model` to `backend` (float, golden or rtl).
 
     `fmt`: "s8", "s16" or a dict of in_fmt/out_fmt/gamma_fmt/beta_fmt. `max_count` bounds the values
@@ -457,6 +511,13 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     calibrate()) to hold the model's largest |weight| / |bias|. A routed layer inside nn.TransformerEncoder(Layer)
     turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
     use it as a context manager to restore the model afterwards.
+    `backward=True`: loss.backward() through every routed batch-norm and grouped layer runs the backend's fixed-point
+    backward (golden; rtl's is not built yet and refuses; eval(): the inference one, on the running statistics),
+    dgamma / dbeta included, in the formats of `grad`
+    (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
+    'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient), and
+    dropout layers (through the forward's mask and scale).
+    False (default): the float reference's gradient, straight through.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -472,6 +533,9 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     auto = tuple(w for w in ("gamma", "beta") if not (isinstance(fmt, dict) and f"{w}_fmt" in fmt))
     session = HardwareSession(model=model, backend=get_backend(backend), in_range=in_range,
                               warn_saturation=float(warn_saturation), auto_formats=auto)
+    session.backward = check_backward(backward, session.backend)
+    if grad is not None and not backward:
+        raise ValueError(f"grad={grad!r} applies with backward=True only: allowed grad=None with backward=False")
     for name, module in model.named_modules():
         if module_kind(module) is None and grouped_kind(module) is None and frn_kind(module) is None:
             continue
@@ -483,7 +547,12 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
                 cfg = dataclasses.replace(cfg, elementwise=True)
         except ValueError as e:
             raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
-        session.layers[name] = LayerStats(name=name, config=cfg)
+        if backward:
+            try:
+                gcfg = grad_config(grad, cfg)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
+        session.layers[name] = LayerStats(name=name, config=cfg, grad=gcfg if backward else None)
         session._saved[name] = module
         route = frn_forward if frn_kind(module) else grouped_forward if grouped_kind(module) else _hardware_forward
         module.forward = route(session, name, module)

@@ -6,7 +6,8 @@ uses the reverse). They keep `running_mean` and `running_sigma` (the deviation e
 included, starting at 1), and normalize with 1/running_sigma in eval(). They load an nn.BatchNorm
 state dict (running_var -> running_sigma = sqrt(running_var + eps)); hwnorm.torch.convert replaces a
 model's PyTorch norm layers by these modules, hwnorm.torch.load_paper_state loads the papers' checkpoints.
-max/min/top-k pass the gradient only to the selected elements, as autograd does for torch.max/torch.topk.
+max/min/top-k pass the gradient only to the selected elements; at a tie to the lowest index (`top_first`,
+`first_extreme`), as the golden backward (hwnorm.golden.backward) does.
 
 `dropout=p` (0 <= p < 1, default 0) adds inverted dropout after the normalization in train() (the IC layer:
 BN then dropout): each output is zeroed with probability p and the others scaled by 1/(1-p), as
@@ -70,6 +71,19 @@ def check_input(module, x, dims) -> None:
     if x.shape[1] != module.num_features:
         raise ValueError(f"{name}({module.num_features}) expects {module.num_features} channels in dimension 1, "
                          f"got {x.shape[1]} channels (input shape {tuple(x.shape)})")
+
+
+def top_first(v, m: int):
+    """The m largest entries of each row of v, differentiable; at a tie the lowest index is selected (a stable sort),
+    so the gradient goes where the golden backward sends it (torch.topk leaves ties unspecified)."""
+    idx = torch.sort(v.detach(), dim=1, descending=True, stable=True).indices[:, :m]
+    return v.gather(1, idx)
+
+
+def first_extreme(v, largest: bool):
+    """Each row's max (or min), its gradient to the first index holding it (argmax / argmin pick the first)."""
+    idx = (v.detach().argmax if largest else v.detach().argmin)(dim=1, keepdim=True)
+    return v.gather(1, idx).squeeze(1)
 
 
 class _DeviationBatchNorm(nn.Module):
@@ -186,7 +200,7 @@ class _RangeMixin:
     def deviation(self, xc, mean):
         sizes = chunk_sizes(xc.shape[1], self.chunks)
         parts = torch.split(xc, sizes, dim=1)
-        acc = sum(c_range(p.shape[1]) * (p.max(dim=1).values - p.min(dim=1).values) for p in parts)
+        acc = sum(c_range(p.shape[1]) * (first_extreme(p, True) - first_extreme(p, False)) for p in parts)
         return acc / len(sizes)
 
 
@@ -231,7 +245,7 @@ class _CvarMixin:
 
     def deviation(self, xc, mean):
         """Superquantile deviation: the mean of the top ceil((1 - alpha) n) values minus the mean."""
-        top = xc.topk(cvar_count(xc.shape[1], self.alpha), dim=1).values
+        top = top_first(xc, cvar_count(xc.shape[1], self.alpha))
         return top.mean(dim=1) - mean
 
     def extra_repr(self):
@@ -248,7 +262,7 @@ class _TopkMixin:
     def deviation(self, xc, mean):
         n = xc.shape[1]
         dev = (xc - mean[:, None]).abs()
-        return c_inf(n) * dev.topk(topk_eff(n, self.k), dim=1).values.mean(dim=1)
+        return c_inf(n) * top_first(dev, topk_eff(n, self.k)).mean(dim=1)
 
 
 class RangeBatchNorm1d(_RangeMixin, _DeviationBatchNorm):

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 COLUMNS = (("layer", "layer", "s"), ("kind", "kind", "s"), ("backend", "backend", "s"), ("format", "format", "s"),
            ("calls", "calls", "d"), ("values", "values", "d"), ("saturated_in", "sat in", "d"),
-           ("saturated_out", "sat out", "d"), ("clamped", "gamma/beta clamped", "d"), ("seconds", "seconds", ".3f"))
+           ("saturated_out", "sat out", "d"), ("clamped", "gamma/beta clamped", "d"), ("seconds", "seconds", ".3f"),
+           ("backward_calls", "bwd calls", "d"), ("backward_values", "bwd values", "d"), ("saturated_dy", "sat dy", "d"),
+           ("saturated_dx", "sat dx", "d"))          # the backward's columns: only in a backward=True session's rows
 
 
 class SessionReport:
     """Rows of {layer, kind, backend, format, calls, values, saturated_in, saturated_out, clamped, seconds}:
     saturated_in counts input values clipped, saturated_out outputs clamped, clamped the gamma/beta/tau entries
-    clipped to their formats (per call)."""
+    clipped to their formats (per call); a backward=True session adds backward_calls, backward_values, saturated_dy
+    (dL/dy codes clipped to grad_fmt) and saturated_dx (dL/dx codes clamped to dx_fmt)."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
@@ -28,10 +31,11 @@ class SessionReport:
         return len(self.rows)
 
     def __str__(self) -> str:
-        cells = [[h for _, h, _ in COLUMNS]] + [[format(r[k], f) if f != "s" else str(r[k]) or "(model)"
-                                                 for k, _, f in COLUMNS] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-        lines = ["  ".join(c.ljust(w) if f == "s" else c.rjust(w) for c, w, (_, _, f) in zip(row, widths, COLUMNS))
+        cols = [c for c in COLUMNS if not self.rows or c[0] in self.rows[0]]
+        cells = [[h for _, h, _ in cols]] + [[format(r[k], f) if f != "s" else str(r[k]) or "(model)"
+                                              for k, _, f in cols] for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+        lines = ["  ".join(c.ljust(w) if f == "s" else c.rjust(w) for c, w, (_, _, f) in zip(row, widths, cols))
                  for row in cells]
         return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 

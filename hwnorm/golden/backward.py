@@ -1,0 +1,242 @@
+"""Bit-exact backward of the training-mode normalizations: dx, dgamma, dbeta codes on Python integers.
+
+docs/numerics.md "Backward" specifies it; names follow it. Inputs are what the forward kept: the input codes x
+(in_fmt) and per channel S = sum(x) and Den (ChannelStats; recomputed from x when not given, the same bits), with
+dy in grad_fmt and gamma in gamma_fmt. x_hat is never rounded: x_hat_i = d_i 2**CF / Den with d_i = n x_i - S exact.
+Two passes per channel: a reduction pass (Sg = sum g, Qg = sum g d, the kind's selection and its sum), then the dx
+pass dx_i = sat((u_i M1 - coef_i M2 + rnd_i) >> SH), u_i = n g_i - Sg, with M1, M2 rounded once per channel. gamma per
+value (a grouped layer's per-element affine): h_i = gamma_i g_i takes g's place, gamma leaves M1, and dgamma is per
+value (docs/numerics.md "Per-element gamma"). An FRN kind (no centring: S = 0, no mean share in u or coef) takes g as
+dL/dy, after its TLU: `tlu_keep` says where the gradient passes (y >= tau). A dropout build: g passes where the
+forward kept the value (its LFSR mask again, from the same seeds: nothing stored) and the scale S / 2**F joins the
+constants (docs/numerics.md "Dropout in the backward").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import SR_BITS, GradConfig, NormConfig
+from ..constants import channel_params, chunk_sizes, cvar_count, topk_eff
+from ..fixed import check_int_array
+from .backward_ref import BACKWARD_KINDS, check_kind, top_first
+from .bitexact import ChannelStats, centre, deviation_den, train
+from .dropout import check_seeds, draws, keep_mask
+
+BWD_GUARD = 4        # SH keeps the constants' rounding below 2**-(BWD_GUARD + 1) dx LSB per value
+
+
+@dataclass
+class BackwardResult:
+    dx: np.ndarray                 # (C, n) int64 codes in gcfg.dx_fmt, saturated
+    dgamma: np.ndarray             # (C,) object: sum(g * x_hat), grad_fmt.frac fraction bits, rounded half up
+    dbeta: np.ndarray              # (C,) object: sum(g), grad_fmt.frac fraction bits (exact); per-value gamma: (C, n)
+                                   # g * x_hat and g, each value's own
+    sat: np.ndarray                # (C,) dx values saturated
+    shift: np.ndarray              # (C,) SH of the dx pass
+    unrounded: np.ndarray | None   # (C, n) float64: (u M1 - coef M2) / 2**SH in dx LSBs, before rounding
+
+
+def rdiv(num: int, den: int) -> int:
+    """num / den rounded half up (den > 0), on Python integers."""
+    return (2 * num + den) // (2 * den)
+
+
+def scaled(num: int, exp: int, den: int) -> int:
+    """num * 2**exp / den rounded half up (den > 0), exp of either sign."""
+    return rdiv(num << exp, den) if exp >= 0 else rdiv(num, den << -exp)
+
+
+def quantize_grad(gcfg: GradConfig, v, seed=None) -> tuple[np.ndarray, int]:
+    """dy in grad_fmt LSBs (float64, (C, n)) -> (codes, saturated count). half_up: floor(v + 1/2); stochastic: the
+    host truncates v to SR_BITS more fraction bits, t = floor(v 2**SR_BITS) (exact in float64), adds value i's draw
+    r_i of its channel's LFSR (hwnorm.golden.dropout.draws, seeded per channel) and keeps (t + r_i) >> SR_BITS."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim != 2 or not np.all(np.isfinite(v)):
+        raise ValueError(f"dy has shape {v.shape}: allowed (channels, n) finite numbers")
+    if gcfg.rounding == "stochastic":
+        seeds = check_seeds(seed, v.shape[0])
+        q = (np.floor(np.ldexp(v, SR_BITS)) + draws(seeds, v.shape[1])) // (1 << SR_BITS)
+    else:
+        if seed is not None:
+            raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                             f"{gcfg.rounding!r}")
+        q = np.floor(v + 0.5)
+    lo, hi = gcfg.grad_fmt.min_int, gcfg.grad_fmt.max_int
+    sat = int(np.count_nonzero((q < lo) | (q > hi)))
+    return np.clip(q, lo, hi).astype(np.int64), sat
+
+
+def _selection(cfg: NormConfig, x, d, n: int):
+    """(coef, coef_max) of the dx pass per kind (object arrays (C, n)): l2 d; semidev n min(d, 0) - W; the sign kinds
+    n t - sum(t), t the signed selection (ties to the lowest index); range c_j (is_argmax - is_argmin). An FRN kind
+    (frn, frn_l1, frn_linf, frn_range: l2, l1, linf, range about 0) has no mean: n t, no sum(t)."""
+    kind = cfg.stat_kind
+    bound = n << cfg.in_fmt.bits
+    if kind == "l2":
+        return d, bound
+    if kind == "semidev":
+        dm = np.minimum(d, 0)
+        return n * dm - dm.sum(axis=1).reshape(-1, 1), n * bound
+    if kind == "range":
+        hp = channel_params(cfg, n)
+        sizes = chunk_sizes(n, cfg.chunks)
+        coef = np.zeros(x.shape, dtype=object)
+        rows, start = np.arange(x.shape[0]), 0
+        for j, m in enumerate(sizes):
+            c = hp["c_last"] if j == len(sizes) - 1 else hp["c_full"]
+            part = x[:, start:start + m]
+            coef[rows, start + part.argmax(axis=1)] += c          # the first max and the first min of the chunk
+            coef[rows, start + part.argmin(axis=1)] -= c
+            start += m
+        return coef, max(hp["c_full"], hp["c_last"])
+    di = d.astype(np.int64)                                        # |d| < n 2**in_bits: int64 holds it
+    if kind in ("l1", "mad"):
+        t = np.sign(di)
+    elif kind == "cvar":
+        t = top_first(di, cvar_count(n, cfg.alpha)).astype(np.int64)
+    else:
+        t = np.sign(di) * top_first(np.abs(di), topk_eff(n, 1 if kind == "linf" else cfg.k))
+    t = t.astype(object)
+    return n * t - (0 if cfg.frn else t.sum(axis=1).reshape(-1, 1)), 2 * n
+
+
+def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
+    """M2 = round(K 2**SH) with K the kind's factor of coef_i (gq = gamma * Qg, e = E + SH)."""
+    cf, kind = cfg.const_frac_bits, cfg.stat_kind
+    if kind == "l2":
+        return scaled(gq, 2 * cf + e, den ** 3)
+    if kind == "semidev":
+        return scaled(gq, 2 * cf + e, n * den ** 3)
+    if kind == "range":
+        return scaled(n * gq, e, den * den)
+    return scaled(gq * hp["c"], e, den * den)
+
+
+def tlu_keep(cfg: NormConfig, x, gamma, beta, tau, eps=None) -> np.ndarray:
+    """An FRN kind's TLU, z = max(y, tau): where dL/dz passes to y, y >= tau on the forward's codes before the TLU
+    (the 1 bit per value the forward keeps; a tie goes to y); the rest goes to tau. (C, n) bool."""
+    y = train(cfg, x, gamma, beta, unrounded=False, eps=eps).y
+    return y >= np.asarray(tau, dtype=np.int64).reshape(-1, 1)
+
+
+def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats | None = None, seed=None,
+             unrounded: bool = False, eps=None, dropout_seed=None) -> BackwardResult:
+    """The backward of `train` for dL/dy codes g (C, n) in gcfg.grad_fmt: x (C, n) in in_fmt, gamma (C,) in gamma_fmt
+    or (C, n), one per value; stats the forward's ChannelStats (sum, den; None: recomputed from x). `seed`: per-channel
+    seeds of the dx pass's stochastic rounding (gcfg.rounding == 'stochastic'; None: 0 each), refused for half_up.
+    `eps`: an FRN kind's descriptor eps in the input format's units (None: cfg.eps), as `train` takes it.
+    `dropout_seed`: a dropout build's per-channel seeds of the forward (its mask; None: 0), refused without dropout."""
+    if not isinstance(gcfg, GradConfig):
+        raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    if cfg.kind not in BACKWARD_KINDS or cfg.elementwise:
+        check_kind(cfg.kind)
+        raise ValueError(f"{cfg.describe()}: the backward takes the normalize core's configuration: allowed "
+                         f"elementwise=False (cfg.core of an elementwise build)")
+    if dropout_seed is not None and not cfg.dropout_active:
+        raise ValueError(f"dropout_seed={dropout_seed!r} applies to a dropout build only: this configuration has "
+                         f"dropout={cfg.dropout}; allowed dropout_seed=None")
+    x = check_int_array("x", x, cfg.in_fmt, ndim=2)
+    g = check_int_array("g", g, gcfg.grad_fmt, ndim=2)
+    channels, n = x.shape
+    if g.shape != x.shape:
+        raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
+    if n < 1 or n > cfg.max_count:
+        raise ValueError(f"count={n} is out of range: allowed [1, max_count={cfg.max_count}]")
+    per_value = np.ndim(gamma) == 2
+    gam = check_int_array("gamma", gamma if per_value else np.reshape(gamma, -1), cfg.gamma_fmt)
+    if gam.shape not in ((channels,), x.shape):
+        raise ValueError(f"gamma has shape {gam.shape}: allowed one per channel ({channels},) or one per value {x.shape}")
+    if gcfg.rounding == "stochastic":
+        rnd_draws = draws(check_seeds(seed, channels), n).astype(object)
+    elif seed is not None:
+        raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                         f"{gcfg.rounding!r}")
+    if stats is not None and not (len(stats.sum) == len(stats.den) == channels):
+        raise ValueError(f"stats holds {len(stats.sum)} sums and {len(stats.den)} Den: allowed one each per channel "
+                         f"({channels}), the forward's ChannelStats of these x")
+    sc, sf = 1, 0                                                  # the dropout scale S / 2**F (1: none)
+    if cfg.dropout_active:                                         # the forward's mask, regenerated from its seeds
+        g = np.where(keep_mask(cfg, check_seeds(dropout_seed, channels), n), g, 0)
+        sc, sf = cfg.dropout_scale, cfg.dropout_scale_frac
+    hp = channel_params(cfg, n, eps=eps)
+    xo = x.astype(object)
+    s = xo.sum(axis=1) if stats is None else np.asarray([int(v) for v in stats.sum], dtype=object)
+    den = deviation_den(cfg, x, s, hp) if stats is None else np.asarray([int(v) for v in stats.den], dtype=object)
+    d = n * xo - centre(cfg, s).reshape(-1, 1)                     # FRN: S = 0
+    go = g.astype(object)
+    sg, qg = go.sum(axis=1), (go * d).sum(axis=1)                  # the reduction pass
+    coef, coef_max = _selection(cfg, x, d, n)
+    cf = cfg.const_frac_bits
+    e = cf + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
+    if per_value:                       # h = gamma g per value: u = n h - sum h, Q = sum h d; gamma is not in M1
+        h = gam.astype(object) * go
+        u, q, m1_num = n * h - centre(cfg, h.sum(axis=1)).reshape(-1, 1), (h * d).sum(axis=1), [1] * channels
+        u_bits = gcfg.grad_fmt.bits + cfg.gamma_fmt.bits
+    else:                               # per channel: u = n g - Sg, Q = gamma Qg, gamma folded into M1
+        u, q, m1_num = n * go - centre(cfg, sg).reshape(-1, 1), [int(gi) * int(v) for gi, v in zip(gam, qg)], \
+            [int(gi) for gi in gam]
+        u_bits = gcfg.grad_fmt.bits
+    sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
+    m1 = [scaled(a * sc, e + sh - sf, int(dd)) for a, dd in zip(m1_num, den)]
+    m2 = [_m2(cfg, hp, n, int(qi) * sc, int(dd), e + sh - sf) for qi, dd in zip(q, den)]
+    acc = u * np.asarray(m1, dtype=object).reshape(-1, 1) - coef * np.asarray(m2, dtype=object).reshape(-1, 1)   # dx pass
+    rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
+    dx = (acc + rnd) >> sh
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
+    dcol = den.reshape(-1, 1) << sf
+    if per_value:                       # each value's own g x_hat, rounded half up, and g (times S / 2**F)
+        dgamma = (2 * (sc * go * d << cf) + dcol) // (2 * dcol)
+        dbeta = go if sc == 1 else (2 * sc * go + (1 << sf)) // (2 << sf)
+    else:
+        dgamma = np.asarray([rdiv(sc * int(v) << cf, int(dd) << sf) for v, dd in zip(qg, den)], dtype=object)
+        dbeta = sg if sc == 1 else np.asarray([rdiv(sc * int(v), 1 << sf) for v in sg], dtype=object)
+    unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
+    return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=dbeta, sat=sat,
+                          shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)
+
+
+def infer_backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, mean, scale_m, scale_exp, seed=None) -> BackwardResult:
+    """The backward of `infer` (running statistics: mean and scale are constants, so dx = gamma scale dL/dy): per value
+    dx = sat(round(g M 2**k)), M = gamma scale_m (exact, one multiply), k = scale_exp + F_dx - F_gr - F_gamma, rounded
+    half up or stochastically (the draw's top -k bits); dgamma = round(sum g (x 2**MF - mean) scale_m 2**(scale_exp - F_in
+    - MF)), dbeta = sum g (per value for gamma per value). mean, scale_m, scale_exp: the inference descriptors."""
+    if not isinstance(gcfg, GradConfig):
+        raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    x = check_int_array("x", x, cfg.in_fmt, ndim=2)
+    g = check_int_array("g", g, gcfg.grad_fmt, ndim=2)
+    channels, n = x.shape
+    if g.shape != x.shape:
+        raise ValueError(f"g has shape {g.shape}: allowed x's shape {x.shape}")
+    per_value = np.ndim(gamma) == 2
+    gam = check_int_array("gamma", gamma if per_value else np.reshape(gamma, -1), cfg.gamma_fmt)
+    if gam.shape not in ((channels,), x.shape):
+        raise ValueError(f"gamma has shape {gam.shape}: allowed one per channel ({channels},) or one per value {x.shape}")
+    gcol = gam.astype(object) if per_value else gam.astype(object).reshape(-1, 1)
+    col = [np.asarray([int(v) for v in np.reshape(a, -1)], dtype=object).reshape(-1, 1) for a in (mean, scale_m, scale_exp)]
+    if any(c.shape[0] != channels for c in col):
+        raise ValueError(f"mean, scale_m and scale_exp need one entry per channel ({channels})")
+    mu, sm, se = col
+    go = g.astype(object)
+    k = se + (gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac)        # (C, 1) exponents
+    prod = go * gcol * sm
+    r = np.maximum(-k, 0)                                                          # right shift of the rounding
+    if gcfg.rounding == "stochastic":
+        rnd = (draws(check_seeds(seed, channels), n).astype(object) << r) >> SR_BITS
+    else:
+        if seed is not None:
+            raise ValueError(f"seed={seed!r} applies to rounding='stochastic' only: allowed seed=None with rounding="
+                             f"{gcfg.rounding!r}")
+        rnd = np.where(r > 0, 1 << np.maximum(r - 1, 0), 0)
+    dx = ((prod << np.maximum(k, 0)) + rnd) >> r
+    lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
+    sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
+    dev = go * (x.astype(object) * (1 << cfg.stat_frac_bits) - mu) * sm           # g (x 2**MF - mean) scale_m
+    e = se - (cfg.in_fmt.frac + cfg.stat_frac_bits)
+    exact = np.frompyfunc(lambda a, b: scaled(int(a), int(b), 1), 2, 1)
+    dgamma = exact(dev, e) if per_value else exact(dev.sum(axis=1), e[:, 0])
+    return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=np.asarray(dgamma, dtype=object),
+                          dbeta=go if per_value else go.sum(axis=1), sat=sat, shift=r[:, 0].astype(np.int64),
+                          unrounded=None)
