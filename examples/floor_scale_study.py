@@ -1,0 +1,150 @@
+"""Issue 20 design study: the normalize pass with a block-floating gain (an m-bit mantissa and a shift), B from the
+mean through a narrow divisor, and Den normalized to D bits before the division, against today's exact constants.
+
+Run: python examples/floor_scale_study.py [--trials 2]. For every default configuration (12 kinds x s8 / s16) it feeds
+the cases of `hwnorm numerics` (hwnorm.numerics.train_cases: every count from 1 to max_count, narrow and extreme
+data, the whole gamma range) through the golden model's statistics (S, Den, unchanged) and then through
+
+    the floor constants (docs/architecture.md "Floor-level datapath"), per channel:
+      Dn   = Den's top D bits (truncated), Den ~ Dn 2^s
+      Am   = floor(|gamma| n 2^(E + SH) / Dn)  with SH picked so that 2^(m-2) <= Am < 2^(m-1)  (E = CF + F_out - F_g - s)
+      if SH < SH_lo (the gain G >= 2^(m-2-SH_lo) >= 2^out_bits: every x with |x - mu| >= 1 saturates):
+           d = x - floor(mu); y = y0 (d = 0), y1 (d = 1), else saturated by sign; y0, y1 per channel from Dn
+      else: SH = min(SH, SH_max);  B = bias + half - floor(S sgn(gamma) Am / n);  y = sat((x sgn(gamma) Am + B) >> SH)
+
+and prints, per configuration, the largest error before rounding (output LSBs, where the float reference is inside
+the output range) and after rounding, beside today's golden model on the same cases. It changes nothing in hwnorm.
+"""
+from __future__ import annotations
+
+import argparse
+from fractions import Fraction
+
+import numpy as np
+
+from hwnorm.config import default_configs
+from hwnorm.constants import channel_params
+from hwnorm.golden import train
+from hwnorm.golden.bitexact import _stats_exact, centre
+from hwnorm.fixed import round_mode
+from hwnorm.golden.reference import train_out_lsb
+from hwnorm.numerics import train_cases
+
+
+def mantissa_bits(cfg) -> int:
+    """m = out_bits + SH_lo + 2: the smallest m whose special regime (SH < SH_lo) starts at a gain where any
+    |x - mu| >= 1 saturates (G >= 2^out_bits)."""
+    return cfg.out_fmt.bits + cfg.shift_lo + 2
+
+
+def den_bits(cfg) -> int:
+    """D: Den's truncation moves an unsaturated output by at most 2^(out_bits + 1 - D) <= 1/16 LSB."""
+    return cfg.out_fmt.bits + 5 + 3
+
+
+SPECIAL = [0]          # values that took the special regime (counted for the table)
+
+
+def floor_channel(cfg, x: np.ndarray, s: int, den: int, g: int, b: int, m: int, d_bits: int):
+    """One channel through the floor constants: (y codes, value before rounding in output LSBs)."""
+    n = x.shape[0]
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    bias_sh = cfg.out_fmt.frac - cfg.beta_fmt.frac           # beta in output LSBs = b 2^bias_sh
+    shift_d = den.bit_length() - d_bits
+    dn = den >> shift_d if shift_d >= 0 else den << -shift_d
+    e = cfg.const_frac_bits + cfg.out_fmt.frac - cfg.gamma_fmt.frac - shift_d
+    num = abs(g) * n
+    sign = -1 if g < 0 else 1
+    if num == 0:                                                # gamma = 0: y = beta
+        y = np.full(n, min(max(round_mode(np.array([b * 2.0 ** bias_sh]), cfg.rounding)[0], lo), hi))
+        return y.astype(np.int64), np.full(n, b * 2.0 ** bias_sh)
+    # SH such that Am = floor(num 2^(e + SH) / dn) lands in [2^(m-2), 2^(m-1)): solve with the leading ones, then fix
+    sh = (m - 2) - (num.bit_length() - 1) - e + (d_bits - 1)
+    while _am(num, e, sh, dn) >= 1 << (m - 1):
+        sh -= 1
+    while _am(num, e, sh, dn) < 1 << (m - 2):
+        sh += 1
+    q, r = divmod(s, n)                                         # floor(mu), n frac(mu)
+    if sh < cfg.shift_lo:                                       # special regime: only d = x - q in {0, 1} is unsaturated
+        SPECIAL[0] += n
+        ys, unr = np.empty(n, dtype=np.int64), np.empty(n)
+        d = x - q
+        for k in (0, 1):
+            # y_k = G (k - r/n) + beta = sign |g| 2^e (k n - r) / dn + beta, rounded at SHK fraction bits
+            shk = cfg.shift_lo
+            val = Fraction(sign * abs(g) * (k * n - r) * 2 ** (e + shk), dn)
+            acc = val.numerator // val.denominator + (b << (bias_sh + shk))      # bias_sh + SH_lo >= G >= 0
+            half = 0 if cfg.rounding == "floor" else 1 << (shk - 1)
+            yk = (acc + half) >> shk
+            if cfg.rounding == "half_even" and ((acc + half) & ((1 << shk) - 1)) == 0 and yk & 1:
+                yk -= 1
+            ys[d == k] = min(max(yk, lo), hi)
+            unr[d == k] = acc / 2.0 ** shk
+        neg = (d < 0) if sign > 0 else (d > 1)
+        ys[(d < 0) | (d > 1)] = np.where(neg[(d < 0) | (d > 1)], lo, hi)
+        unr[(d < 0) | (d > 1)] = np.where(neg[(d < 0) | (d > 1)], -np.inf, np.inf)
+        return ys, unr
+    sh = min(sh, cfg.shift_max)            # a tiny gain: Am has fewer bits, |x - mu| Am / 2^SH_max moves y < 2^-(G+1)
+    am = sign * _am(num, e, sh, dn)
+    half = 0 if cfg.rounding == "floor" else 1 << (sh - 1)
+    bb = (b << (bias_sh + sh)) + half - (s * am) // n
+    acc = x.astype(object) * am + bb
+    y = np.array([int(v) >> sh for v in acc], dtype=object)
+    if cfg.rounding == "half_even":
+        tie = np.array([(int(v) & ((1 << sh) - 1)) == 0 for v in acc])
+        y = y - (tie & np.array([int(v) & 1 for v in y], dtype=bool))
+    unr = np.array([float(Fraction(int(v) - half, 1 << sh)) for v in acc])
+    return np.clip(y.astype(np.int64), lo, hi), unr
+
+
+def _am(num, e, sh, dn):
+    k = e + sh
+    return ((num << k) if k >= 0 else (num >> -k)) // dn
+
+
+def study(cfg, trials: int, seed: int = 0):
+    """(values, floor max before / after rounding, today's max before / after rounding, special-regime values)."""
+    rng = np.random.default_rng(seed)
+    m, d_bits = mantissa_bits(cfg), den_bits(cfg)
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    out = dict(values=0, floor_unr=0.0, floor_err=0, today_unr=0.0, today_err=0)
+    SPECIAL[0] = 0
+    for x, g, b in train_cases(cfg, rng, trials):
+        n = x.shape[1]
+        ref = train_out_lsb(cfg, x, g, b)
+        want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
+        inside = (ref >= lo) & (ref <= hi)
+        s, den = _stats_exact(cfg, np.asarray(x).astype(object), channel_params(cfg, n))
+        s = centre(cfg, s)                                      # FRN kinds: C = 0, no mean term
+        today = train(cfg, x, g, b)
+        for c in range(x.shape[0]):
+            y, unr = floor_channel(cfg, np.asarray(x[c], dtype=np.int64), int(s[c]), int(den[c]), int(g[c]), int(b[c]),
+                                   m, d_bits)
+            out["floor_err"] = max(out["floor_err"], int(np.abs(y - want[c]).max()))
+            out["today_err"] = max(out["today_err"], int(np.abs(today.y[c] - want[c]).max()))
+            if inside[c].any():
+                out["floor_unr"] = max(out["floor_unr"], float(np.abs(unr - ref[c])[inside[c]].max()))
+                out["today_unr"] = max(out["today_unr"], float(np.abs(today.unrounded[c] - ref[c])[inside[c]].max()))
+        out["values"] += x.size
+    out["special"] = SPECIAL[0]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=2)
+    ap.add_argument("--only", nargs="*", help="configurations (default: the 24 default ones)")
+    args = ap.parse_args()
+    cfgs = default_configs()
+    print("| config | m (mantissa bits) | D (Den bits) | a_bits today | values | max before rounding: floor / today "
+          "| max after rounding: floor / today | special-regime values |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.only or cfgs:
+        cfg = cfgs[name]
+        r = study(cfg, args.trials)
+        print(f"| {name} | {mantissa_bits(cfg)} | {den_bits(cfg)} | {cfg.a_bits} | {r['values']} | "
+              f"{r['floor_unr']:.4f} / {r['today_unr']:.4f} | {r['floor_err']} / {r['today_err']} | {r['special']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
