@@ -19,6 +19,8 @@ BASES = {"l2": (nn.BatchNorm1d, nn.BatchNorm2d), "range": (RangeBatchNorm1d, Ran
          "l1": (L1BatchNorm1d, L1BatchNorm2d), "linf": (LinfBatchNorm1d, LinfBatchNorm2d),
          "topk": (TopkBatchNorm1d, TopkBatchNorm2d), "mad": (MadBatchNorm1d, MadBatchNorm2d),
          "semidev": (SemidevBatchNorm1d, SemidevBatchNorm2d), "cvar": (CvarBatchNorm1d, CvarBatchNorm2d)}
+COMMON_ARGS = ("eps", "momentum", "affine", "track_running_stats")
+KIND_ARGS = {"range": ("chunks",), "topk": ("k",), "cvar": ("alpha",)}
 MAX_MEMORY = 64          # batches a memorized / cross-iteration module keeps (a statistics memory of that many entries)
 
 
@@ -26,6 +28,12 @@ def make_base(kind, two_d: bool, num_features: int, **kw) -> nn.Module:
     """A plain batch-norm module of datapath kind `kind` (kind-specific arguments such as chunks=, k=, alpha= in kw)."""
     if kind not in BASES:
         raise ValueError(f"kind={kind!r} is not supported: allowed {', '.join(map(repr, BASES))}")
+    allowed = COMMON_ARGS + KIND_ARGS.get(kind, ())
+    for key in kw:
+        if key not in allowed:
+            raise ValueError(f"{key}={kw[key]!r} does not apply to kind={kind!r}: allowed {', '.join(allowed)}"
+                             + (" (dropout after a variant is not built: add nn.Dropout after it)" if key == "dropout"
+                                else ""))
     if kind == "l2" and kw.get("eps") is None:
         kw.pop("eps", None)                   # nn.BatchNorm's own default, 1e-5
     return BASES[kind][1 if two_d else 0](num_features, **kw)
@@ -128,6 +136,7 @@ class _DomainSpecificBatchNorm(_Variant):
         return self.domain if domain is None else check_int("domain", domain, 0, self.num_domains - 1)
 
     def forward(self, x, domain: int | None = None):
+        self._check(x)
         return self.bns[self.pick(domain)](x)
 
     def extra_repr(self):
