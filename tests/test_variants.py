@@ -208,3 +208,14 @@ def test_cross_iteration_bn_refuses_to_compensate_without_a_gradient_path():
     cbn = hnn.CrossIterationBatchNorm1d(3).bind(lin)
     with torch.no_grad(), pytest.raises(ValueError, match=r"no gradient .*allowed window=1"):
         cbn(lin(torch.randn(6, 5)))
+
+
+def test_cross_iteration_bn_loaded_without_its_gradients_says_so_and_restarts_the_window():
+    cbn, _ = _cbn_run("l2", steps=3, window=3)
+    lin = cbn._prev
+    fresh = hnn.CrossIterationBatchNorm1d(3, window=3).bind(lin)
+    fresh.load_state_dict(cbn.state_dict())
+    assert int(fresh.mem_count) == 2
+    with pytest.warns(UserWarning, match=r"2 memorized iteration\(s\) but 0 with their gradients"):
+        y = fresh(lin(torch.randn(6, 5)))
+    assert int(fresh.mem_count) == 1 and torch.isfinite(y).all()

@@ -8,6 +8,8 @@ picking the domain, or pooling the memorized statistics (with the Taylor compens
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -310,6 +312,11 @@ class _CrossIterationBatchNorm(_Memory):
             return (mean, sigma), tuple(v.to(torch.float64) for v in measured_ms) if measured is not None else None
         w = self._weight(weight)
         grads = self._gradients(x, mean, sigma, w)
+        if len(self._grads) < int(self.mem_count):       # e.g. after load_state_dict: statistics without their gradients
+            warnings.warn(f"{type(self).__name__}: {int(self.mem_count)} memorized iteration(s) but {len(self._grads)} "
+                          f"with their gradients (the gradients are not saved in the state dict): the window restarts "
+                          f"from the {len(self._grads)} that have them", stacklevel=3)
+            self.mem_count.fill_(len(self._grads))
         wd = w.detach()
         prev_m, prev_s = self.memorized()
         moved_m, moved_s = [], []
