@@ -165,6 +165,28 @@ def test_cross_iteration_bn_moves_a_linear_layers_mean_exactly():
     np.testing.assert_allclose(moved.numpy(), (inp_prev @ w_now.T).mean(0).numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_cross_iteration_bn_moves_a_convs_mean_exactly_channel_by_channel():
+    """A conv's output mean is linear in its weight too (padding included), each channel in its own row of W."""
+    torch.manual_seed(8)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    cbn = hnn.CrossIterationBatchNorm2d(3, kind="range", chunks=2, window=2).bind(conv)
+    inp = torch.randn(2, 2, 5, 5)
+    cbn(conv(inp))
+    with torch.no_grad():
+        conv.weight.add_(0.3 * torch.randn_like(conv.weight))
+    gm, _, w_old = cbn._grads[0]
+    moved = cbn.mem_mean[0] + (gm * (conv.weight.detach().double() - w_old)).flatten(1).sum(1)
+    with torch.no_grad():
+        exact = conv(inp).double().mean((0, 2, 3))
+    np.testing.assert_allclose(moved.numpy(), exact.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_double_forward_on_an_empty_memory_memorizes_the_batch():
+    m = hnn.MemorizedBatchNorm1d(3, memory=2)
+    double_forward(m, torch.randn(8, 3))
+    assert int(m.mem_count) == 1
+
+
 def test_cross_iteration_bn_is_plain_bn_during_burnin_and_in_eval():
     torch.manual_seed(4)
     lin = nn.Linear(5, 3, bias=False)

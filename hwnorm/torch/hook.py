@@ -19,6 +19,8 @@ from torch's generator (so torch.manual_seed makes it repeatable), the host deri
 through the same mask (the reference output times keep / keep probability). eval() never drops.
 The FRN modules (hwnorm/torch/frn.py) take `frn_forward`: one datapath channel per (sample, channel), the training
 datapath (each sample's own statistics) in train() and eval() alike, gamma, beta and the TLU's tau in the descriptor.
+The batch-norm variants (domain-specific, memorized, cross-iteration BN; hwnorm/torch/variants.py) have their base
+batch-norms routed as above and take hwnorm/torch/variant_hook.py's forward: only the variant's own step on the host.
 """
 from __future__ import annotations
 

@@ -199,14 +199,15 @@ class _MemorizedBatchNorm(_Memory):
         memory then keeps. Returns ((mean, sigma) pooled from `mean, sigma`, the same pooled from `measured`).
         With `refresh` (the double forward's second pass) the batch replaces the newest entry instead."""
         k = self.memory - 1
-        prev_m, prev_s = self.memorized(skip_newest=self.refresh)
+        refresh = self.refresh and int(self.mem_count) > 0        # nothing memorized yet: a refresh is a first entry
+        prev_m, prev_s = self.memorized(skip_newest=refresh)
         prev_m, prev_s = prev_m[:k], prev_s[:k]
 
         def pooled(m, s):
             return pool(self.kind, self.bn.eps, torch.cat([m.to(torch.float64)[None], prev_m]),
                         torch.cat([s.to(torch.float64)[None], prev_s]))
         out = pooled(mean, sigma), pooled(*measured) if measured is not None else None
-        self._push(*(measured if measured is not None else (mean, sigma)), overwrite=self.refresh)
+        self._push(*(measured if measured is not None else (mean, sigma)), overwrite=refresh)
         return out
 
     def eval_stats(self):
