@@ -76,17 +76,22 @@ def test_report_counts_the_variants_host_step_on_its_base_layer(variant):
     assert "host steps" in str(report)
 
 
-def test_routed_memorized_bn_is_the_datapaths_normalize_with_the_datapaths_statistics_pooled():
+@pytest.mark.parametrize("two_d", [False, True])
+def test_routed_memorized_bn_is_the_datapaths_normalize_with_the_datapaths_statistics_pooled(two_d):
     """Re-computed from the statistics interface itself: each output is session.normalize with pool() of the
     session.statistics of the batch and of the k - 1 before it; in eval() of the k last ones."""
     m = _model("mbn")
+    shape = (16, 3)
+    if two_d:
+        m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), hnn.MemorizedBatchNorm2d(4, kind="l1", memory=3))
+        shape = (2, 3, 4, 4)
     g = torch.Generator().manual_seed(7)
     hw = to_hardware(m, backend="golden", fmt="s8")
-    hw.calibrate([2 * torch.randn(256, 3, generator=g)])
+    hw.calibrate([2 * torch.randn(64, *shape[1:], generator=g)])
     seen = []
     with hw, torch.no_grad():
         for _ in range(4):
-            h = m[0](torch.randn(16, 3, generator=g))
+            h = m[0](torch.randn(*shape, generator=g))
             y = m[1](h)
             st = hw.statistics("1.bn", h)
             seen.append((st.mean, st.sigma))
@@ -95,7 +100,7 @@ def test_routed_memorized_bn_is_the_datapaths_normalize_with_the_datapaths_stati
                                torch.stack([s[1] for s in last[::-1]]))
             assert torch.equal(y, hw.normalize("1.bn", h, mean, sigma))
         m.eval()
-        h = m[0](torch.randn(16, 3, generator=g))
+        h = m[0](torch.randn(*shape, generator=g))
         assert torch.equal(m[1](h), hw.normalize("1.bn", h, mean, sigma))
 
 

@@ -119,7 +119,7 @@ def _cbn_run(kind, steps=4, window=3, lr=0.2):
 
 @pytest.mark.parametrize("kind", ["l2", "l1"])
 def test_cross_iteration_bn_compensates_each_earlier_iteration_by_its_first_order_taylor_term(kind):
-    """Yao et al. Eq. 7-9 re-computed: for x = W y (a linear layer, no bias), dmu_c/dW_c = mean(y); l2: dnu_c/dW_c =
+    """Yao et al.'s compensated statistics re-computed: for x = W y (a linear layer, no bias), dmu_c/dW_c = mean(y); l2: dnu_c/dW_c =
     2 mean(x_c y), nu = avg max(nu_tau, mu_tau^2), sigma^2 = nu - mu^2 + eps; l1: dsigma_c/dW_c = sqrt(pi/2) mean(
     sign(x_c - mu_c) (y - mean y)), sigma = avg sigma_tau."""
     window = 3

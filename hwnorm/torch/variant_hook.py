@@ -94,8 +94,8 @@ def _memory_forward(session, name, module):
             measured = session.statistics(base, x)
             mean, sigma = base_stats(module.bn, x)
             if cbn:
-                update_base_running(module.bn, measured.mean, measured.sigma, measured.count)
                 (pm, ps), (hm, hs) = module.step(x, mean, sigma, weight, measured=(measured.mean, measured.sigma))
+                update_base_running(module.bn, measured.mean, measured.sigma, measured.count)
             else:
                 (pm, ps), (hm, hs) = module.step(mean, sigma, measured=(measured.mean, measured.sigma))
             y_ref = base_normalize(module.bn, x, pm, ps)

@@ -87,8 +87,8 @@ def update_base_running(bn, mean, sigma, n: int):
 
 
 def pool(kind: str, eps: float, means, sigmas):
-    """The statistics of k batches from their per-batch (mean, sigma_hat), rows = batches (CBN's Eq. 8-9 / MBN's
-    memory): mean = the average of the means; l2: nu_i = sigma_i^2 - eps + mean_i^2 (= E[x^2]), nu = the average of
+    """The statistics of k batches from their per-batch (mean, sigma_hat), rows = batches (CBN's averaged statistics /
+    MBN's memory): mean = the average of the means; l2: nu_i = sigma_i^2 - eps + mean_i^2 (= E[x^2]), nu = the average of
     max(nu_i, mean_i^2), sigma = sqrt(nu - mean^2 + eps) (the variance of the union of equal-sized batches); the
     deviation kinds: sigma = the average of the sigma_i (their estimators are no moments, so the per-batch words have
     no pooled form; this choice leaves out the spread between the batch means)."""
@@ -303,16 +303,18 @@ class _CrossIterationBatchNorm(_Memory):
         return w
 
     def step(self, x, mean, sigma, weight=None, measured=None):
-        """The host step of one training iteration (Yao et al. Eq. 5-9): each memorized iteration's statistics moved
-        to the current weight by mu + dmu/dW . (W_t - W_tau) (and nu, or sigma), pooled with this batch's; then this
-        iteration memorized with its gradients. Returns (pooled from `mean, sigma`, pooled from `measured`)."""
-        self.iterations += 1
-        active = self.window > 1 and int(self.iterations) > self.burnin
+        """The host step of one training iteration (Yao et al.'s compensation and average): each memorized iteration's
+        statistics moved to the current weight by mu + dmu/dW . (W_t - W_tau) (and nu, or sigma), pooled with this
+        batch's; then this iteration memorized with its gradients (none during burn-in, as the official code).
+        Returns (pooled from `mean, sigma`, pooled from `measured`)."""
+        active = self.window > 1 and int(self.iterations) + 1 > self.burnin
         measured_ms = measured if measured is not None else (mean.detach(), sigma.detach())
+        if active:
+            w = self._weight(weight)
+            grads = self._gradients(x, mean, sigma, w)
+        self.iterations += 1
         if not active:
             return (mean, sigma), tuple(v.to(torch.float64) for v in measured_ms) if measured is not None else None
-        w = self._weight(weight)
-        grads = self._gradients(x, mean, sigma, w)
         if len(self._grads) < int(self.mem_count):       # e.g. after load_state_dict: statistics without their gradients
             warnings.warn(f"{type(self).__name__}: {int(self.mem_count)} memorized iteration(s) but {len(self._grads)} "
                           f"with their gradients (the gradients are not saved in the state dict): the window restarts "
@@ -326,6 +328,7 @@ class _CrossIterationBatchNorm(_Memory):
             mu = prev_m[i] + (gm * dw).flatten(1).sum(1)
             second = self._second(prev_m[i], prev_s[i]) + (gs * dw).flatten(1).sum(1)
             moved_m.append(mu)
+            # l2: the paper's max(nu, mu^2), i.e. a compensated variance below 0 counts as 0
             moved_s.append(torch.sqrt((second - mu ** 2).clamp(min=0.0) + self.bn.eps) if self.kind == "l2" else second)
 
         def pooled(m, s):
@@ -338,7 +341,7 @@ class _CrossIterationBatchNorm(_Memory):
         return out
 
     def _pool(self, ms, ss):
-        """pool() with the paper's max(nu, mu^2) taken on the compensated moments (Eq. 9)."""
+        """pool() with the paper's max(nu, mu^2) taken on the compensated moments."""
         return pool(self.kind, self.bn.eps, ms, ss)
 
     def _gradients(self, x, mean, sigma, w):
@@ -363,8 +366,8 @@ class _CrossIterationBatchNorm(_Memory):
         if not self.training:
             return base_normalize(self.bn, x, *base_running(self.bn))
         mean, sigma = base_stats(self.bn, x)
-        update_base_running(self.bn, mean, sigma, x.numel() // x.shape[1])
         (pm, ps), _ = self.step(x, mean, sigma, weight)
+        update_base_running(self.bn, mean, sigma, x.numel() // x.shape[1])
         return base_normalize(self.bn, x, pm, ps)
 
     def extra_repr(self):
@@ -376,7 +379,7 @@ class CrossIterationBatchNorm1d(_CrossIterationBatchNorm):
     `window` most recent iterations (this one included), each earlier one moved to the current weight W_t of the layer
     directly before by a first-order Taylor term, mu_tau(W_t) ~ mu_tau + dmu_tau/dW (W_t - W_tau) (and nu = E[x^2]),
     then pooled: mean = avg mu, nu = avg max(nu, mu^2), sigma^2 = nu - mean^2 (+ eps). Only the layer directly before
-    is compensated (as the paper's Eq. 7); it must be a conv or linear layer: bind(layer) or forward(x, weight=W).
+    is compensated (as in the paper); it must be a conv or linear layer: bind(layer) or forward(x, weight=W).
     `burnin` iterations of plain BN first. eval(): the running statistics of the current batch (the paper's code).
     Input (N, C) or (N, C, L)."""
 
