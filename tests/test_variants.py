@@ -241,3 +241,10 @@ def test_cross_iteration_bn_loaded_without_its_gradients_says_so_and_restarts_th
     with pytest.warns(UserWarning, match=r"2 memorized iteration\(s\) but 0 with their gradients"):
         y = fresh(lin(torch.randn(6, 5)))
     assert int(fresh.mem_count) == 1 and torch.isfinite(y).all()
+
+
+def test_convert_leaves_a_variants_own_layers_of_its_kind():
+    from hwnorm.torch import convert
+    model = nn.Sequential(nn.Linear(3, 4), hnn.MemorizedBatchNorm1d(4, kind="l2"), nn.BatchNorm1d(4))
+    convert(model, kind="range")
+    assert type(model[1].bn) is nn.BatchNorm1d and isinstance(model[2], hnn.RangeBatchNorm1d)
