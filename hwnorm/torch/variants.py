@@ -236,7 +236,8 @@ class MemorizedBatchNorm1d(_MemorizedBatchNorm):
     statistics of the `memory` most recent training batches (this one included) pooled with equal weights (see
     `pool`), in training and in eval() alike (inference uses the memory, not a moving average). The double forward
     (after the optimizer step, the same batch forwarded again so its memorized statistics are those of the new
-    weights) is the training loop's: `double_forward(model, x)`. Input (N, C) or (N, C, L)."""
+    weights) is the training loop's: `double_forward(model, x)`. The base layer's running statistics are not used
+    (momentum= and track_running_stats= pass to it and change nothing). Input (N, C) or (N, C, L)."""
 
 
 class MemorizedBatchNorm2d(_MemorizedBatchNorm):
