@@ -23,3 +23,7 @@ from .frn import *  # noqa: E402,F401,F403  FRN + TLU (FilterResponseNorm1d/2d, 
 from .frn import __all__ as _frn  # noqa: E402
 
 __all__ += _frn
+from .variants import *  # noqa: E402,F401,F403  DomainSpecific / Memorized / CrossIteration BatchNorm1d/2d, double_forward
+from .variants import __all__ as _variants  # noqa: E402
+
+__all__ += _variants

@@ -38,7 +38,8 @@ the kind and the kinds that exist for it):
 Options pass through to the new modules: chunks (range), k (topk), alpha (cvar, batch-norms), dropout
 (batch-norms), eps (replaces the float layer's eps in the new module; the running_sigma mapping still uses the float
 layer's eps, so eval() is unchanged). Other norm layers (nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm3d) are
-refused, not left in float silently; hwnorm.nn modules already in the model are left as they are.
+refused, not left in float silently; hwnorm.nn modules already in the model are left as they are (the batch-norm
+variants too, with the layers inside them: their kind is theirs).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ from torch import nn
 
 from . import group_nn
 from . import nn as hnn
+from .variants import VARIANTS
 
 KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar")
 PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2", "mad": "Mad", "semidev": "Semidev",
@@ -183,6 +185,8 @@ def convert(model: nn.Module, kind: str, **options) -> nn.Module:
     plan: list[tuple[nn.Module, str, nn.Module]] = []       # (parent, child name, new module)
 
     def visit(name: str, module: nn.Module) -> nn.Module:
+        if isinstance(module, VARIANTS):     # a batch-norm variant's own layers are of its kind: left as they are
+            return module
         if isinstance(module, CONVERTED + REFUSED):
             if id(module) not in memo:
                 memo[id(module)] = _convert_one(name or "(model)", module, kind, options)

@@ -19,6 +19,8 @@ from torch's generator (so torch.manual_seed makes it repeatable), the host deri
 through the same mask (the reference output times keep / keep probability). eval() never drops.
 The FRN modules (hwnorm/torch/frn.py) take `frn_forward`: one datapath channel per (sample, channel), the training
 datapath (each sample's own statistics) in train() and eval() alike, gamma, beta and the TLU's tau in the descriptor.
+The batch-norm variants (domain-specific, memorized, cross-iteration BN; hwnorm/torch/variants.py) have their base
+batch-norms routed as above and take hwnorm/torch/variant_hook.py's forward: only the variant's own step on the host.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
 from .nn import _DeviationBatchNorm, bn_dims, check_input, module_kind
 from .report import SessionReport
+from .variant_hook import route as route_variant, variant_layers
 from . import fastpath
 from ..elementwise import hat_config
 from .warn import (HardwareWarning, clamped_params, fmt_range, hardware_warning, warn_calibration,  # noqa: F401  (HardwareWarning:
@@ -91,6 +94,8 @@ class LayerStats:
     backward_values: int = 0
     saturated_dy: int = 0            # dL/dy codes clipped to grad_fmt
     saturated_dx: int = 0            # dL/dx codes clamped to dx_fmt
+    variant: str | None = None       # the base layer of a batch-norm variant (dsbn, mbn, cbn; hwnorm/torch/variants.py)
+    host_steps: int = 0              # that variant's host steps (domain picked, memory pooled / compensated)
 
     @property
     def param_config(self) -> NormConfig:
@@ -114,6 +119,7 @@ class HardwareSession:
     _saved: dict = field(default_factory=dict)
     _handles: list = field(default_factory=list)
     _calibrating: bool = False
+    _variants: dict = field(default_factory=dict)
 
     def __enter__(self):
         return self
@@ -127,6 +133,10 @@ class HardwareSession:
             if "forward" in module.__dict__:
                 del module.forward
         self._saved.clear()
+        for module in self._variants.values():
+            if "forward" in module.__dict__:
+                del module.forward
+        self._variants.clear()
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -288,14 +298,16 @@ class HardwareSession:
 
     def report(self) -> SessionReport:
         """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, gamma/beta
-        clamps, seconds; with backward=True also the backward's calls, values and dy / dx saturation."""
+        clamps, seconds; with backward=True also the backward's calls, values and dy / dx saturation; with a
+        batch-norm variant routed, each row's variant (dsbn, mbn, cbn, or "-") and its host steps."""
         return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
                                    format=f"{s.config.in_fmt}:{s.param_config.out_fmt}", calls=s.calls, values=s.values,
                                    saturated_in=s.saturated_in, saturated_out=s.saturated_out, clamped=s.clamped,
                                    seconds=s.seconds,
                                    **(dict(backward_calls=s.backward_calls, backward_values=s.backward_values,
                                            saturated_dy=s.saturated_dy, saturated_dx=s.saturated_dx)
-                                      if self.backward else {}))
+                                      if self.backward else {}),
+                                   **(dict(variant=s.variant or "-", host_steps=s.host_steps) if self._variants else {}))
                               for n, s in self.layers.items()])
 
     @property
@@ -556,6 +568,16 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         session._saved[name] = module
         route = frn_forward if frn_kind(module) else grouped_forward if grouped_kind(module) else _hardware_forward
         module.forward = route(session, name, module)
+    for name, module in variant_layers(model).items():
+        if backward:
+            session.restore()
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): backward=True is not built for the batch-norm "
+                             f"variants: allowed backward=False (the float variant's gradient, straight through)")
+        if "forward" in module.__dict__:
+            session.restore()
+            raise ValueError(f"layer {name!r} is already routed to hardware: restore() the other session first")
+        route_variant(session, name, module)
+        session._variants[name] = module
     if not session.layers:
         raise ValueError("the model has no normalization layer hwnorm implements "
                          "(hwnorm.nn modules, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d/2d, "

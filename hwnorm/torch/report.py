@@ -5,14 +5,17 @@ COLUMNS = (("layer", "layer", "s"), ("kind", "kind", "s"), ("backend", "backend"
            ("calls", "calls", "d"), ("values", "values", "d"), ("saturated_in", "sat in", "d"),
            ("saturated_out", "sat out", "d"), ("clamped", "gamma/beta clamped", "d"), ("seconds", "seconds", ".3f"),
            ("backward_calls", "bwd calls", "d"), ("backward_values", "bwd values", "d"), ("saturated_dy", "sat dy", "d"),
-           ("saturated_dx", "sat dx", "d"))          # the backward's columns: only in a backward=True session's rows
+           ("saturated_dx", "sat dx", "d"),           # the backward's columns: only in a backward=True session's rows
+           ("variant", "variant", "s"), ("host_steps", "host steps", "d"))   # only with a batch-norm variant routed
 
 
 class SessionReport:
     """Rows of {layer, kind, backend, format, calls, values, saturated_in, saturated_out, clamped, seconds}:
     saturated_in counts input values clipped, saturated_out outputs clamped, clamped the gamma/beta/tau entries
     clipped to their formats (per call); a backward=True session adds backward_calls, backward_values, saturated_dy
-    (dL/dy codes clipped to grad_fmt) and saturated_dx (dL/dx codes clamped to dx_fmt)."""
+    (dL/dy codes clipped to grad_fmt) and saturated_dx (dL/dx codes clamped to dx_fmt); a session with a batch-norm
+    variant routed adds variant (dsbn, mbn, cbn: the row is its base layer; "-" otherwise) and host_steps (its host
+    steps: a domain picked, a memory pooled or compensated)."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
