@@ -132,22 +132,31 @@ def add_sim_args(p: argparse.ArgumentParser):
                       help="how many of the configurations also run the cocotb protocol soak (default 2)")
 
 
+def _numerics_table(args, block: str, make_table, trials: int) -> bool:
+    """hwnorm numerics without --custom: print the table of the default configurations (and with --write put it in
+    docs/numerics.md's `block`); True if it did. With --custom, --write is refused (it would be ignored)."""
+    from .reports import DOCS, replace_block
+    if args.custom:
+        if args.write:
+            raise ValueError("--write would be ignored: it rewrites the table of the default configurations, allowed "
+                             "without --custom")
+        return False
+    _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
+    table = make_table(seed=args.seed, trials=trials)
+    print(table)
+    if args.write:
+        changed = replace_block(DOCS / "numerics.md", block, table)
+        print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
+    return True
+
+
 def cmd_numerics(args) -> int:
     from .numerics import measure, measure_infer
-    from .reports import DOCS, numerics_table, replace_block
+    from .reports import numerics_table
     if args.backward:
         return _numerics_backward(args)
-    if not args.custom:
-        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
-        table = numerics_table(seed=args.seed, trials=args.trials or 4)
-        print(table)
-        if args.write:
-            changed = replace_block(DOCS / "numerics.md", "numerics", table)
-            print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
+    if _numerics_table(args, "numerics", numerics_table, args.trials or 4):
         return 0
-    if args.write:
-        raise ValueError("--write would be ignored: it rewrites the table of the default configurations, allowed "
-                         "without --custom")
     cfg = _config(args)
     print(f"{'mode':10s} {'values':>8s} {'max err':>8s} {'mean err':>9s} {'max unrounded':>14s}  (output LSBs)")
     for mode, fn in (("training", measure), ("inference", measure_infer)):
@@ -163,20 +172,10 @@ def _numerics_backward(args) -> int:
     configuration with a backward, or the --custom one with its width's default gradient formats."""
     from .config import GradConfig
     from .numerics import measure_backward
-    from .reports import DOCS, replace_block
     from .reports.tables import backward_table
     trials = args.trials or 2
-    if not args.custom:
-        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
-        table = backward_table(seed=args.seed, trials=trials)
-        print(table)
-        if args.write:
-            changed = replace_block(DOCS / "numerics.md", "backward", table)
-            print(f"{'updated' if changed else 'unchanged'}: docs/numerics.md")
+    if _numerics_table(args, "backward", backward_table, trials):
         return 0
-    if args.write:
-        raise ValueError("--write would be ignored: it rewrites the table of the default configurations, allowed "
-                         "without --custom")
     cfg = _config(args)
     gcfg = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
     e = measure_backward(cfg, gcfg, seed=args.seed, trials=trials)

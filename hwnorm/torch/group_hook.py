@@ -20,6 +20,7 @@ from ..backends.base import FixedPointBackend
 from ..elementwise import elementwise_affine, hat_config
 from .backward import attach
 from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
+from .nn import routed_input_is_empty
 from .warn import warn_first_batch
 
 
@@ -81,14 +82,8 @@ def grouped_forward(session, name: str, module):
     def forward(x):
         if isinstance(x, torch.Tensor) and _dims_allowed(module) and x.dim() not in _dims_allowed(module):
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
-        try:
-            check_grouped_input(module, x)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
-        if x.numel() == 0:
+        if routed_input_is_empty(name, module, x, lambda t: check_grouped_input(module, t)):
             return x.clone()
-        if not torch.isfinite(x).all():
-            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
         cfg, out_cfg = st.config, st.param_config
         ew = cfg.elementwise                  # the affine in the datapath: no raised format, no host step

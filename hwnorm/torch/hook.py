@@ -42,7 +42,7 @@ from .backward import attach, check_backward, grad_config
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
-from .nn import _DeviationBatchNorm, bn_dims, check_input, module_kind
+from .nn import _DeviationBatchNorm, bn_dims, check_input, module_kind, routed_input_is_empty
 from .report import SessionReport
 from .variant_hook import route as route_variant, variant_layers
 from . import fastpath
@@ -367,14 +367,8 @@ def _hardware_forward(session: HardwareSession, name: str, module):
         cfg = st.config
         if isinstance(x, torch.Tensor) and x.dim() not in _dims(module):
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
-        try:
-            check_input(module, x, _dims(module))
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
-        if x.numel() == 0:                # an empty batch: empty output, running statistics untouched
+        if routed_input_is_empty(name, module, x, lambda t: check_input(module, t, _dims(module))):
             return x.clone()
-        if not torch.isfinite(x).all():
-            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
         c = x.shape[1]
         xc = x.detach().transpose(0, 1).reshape(c, -1).to(torch.float64).cpu().numpy()
@@ -451,14 +445,8 @@ def frn_forward(session: HardwareSession, name: str, module):
         cfg = st.config
         if isinstance(x, torch.Tensor) and x.dim() not in module.dims:
             type(module).forward(module, x)       # the float module's own error: a wrong rank fails as in float
-        try:
-            check_input(module, x, module.dims)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
-        if x.numel() == 0:
+        if routed_input_is_empty(name, module, x, lambda t: check_input(module, t, module.dims)):
             return x.clone()
-        if not torch.isfinite(x).all():
-            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         t0 = time.perf_counter()
         nb, c = x.shape[0], x.shape[1]
         xg = INSTANCE.split(x.detach().to(torch.float64).cpu()).numpy()     # row n*C + c: sample n, channel c

@@ -73,6 +73,20 @@ def check_input(module, x, dims) -> None:
                          f"got {x.shape[1]} channels (input shape {tuple(x.shape)})")
 
 
+def routed_input_is_empty(name: str, module, x, check) -> bool:
+    """A routed layer's input checked as its float forward checks it (`check(x)`; errors name the layer), NaN / Inf
+    refused; True for an empty batch (the caller returns x.clone(): empty output, running statistics untouched)."""
+    try:
+        check(x)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"layer {name!r}: {e}") from None
+    if x.numel() == 0:
+        return True
+    if not torch.isfinite(x).all():
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
+    return False
+
+
 def top_first(v, m: int):
     """The m largest entries of each row of v, differentiable; at a tie the lowest index is selected (a stable sort),
     so the gradient goes where the golden backward sends it (torch.topk leaves ties unspecified)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .nn import check_input
+from .nn import check_input, routed_input_is_empty
 from .variants import VARIANTS, _CrossIterationBatchNorm, _DomainSpecificBatchNorm, base_normalize, base_running, \
     base_stats, update_base_running
 from .warn import warn_first_batch
@@ -81,14 +81,8 @@ def _memory_forward(session, name, module):
         if session._calibrating:          # calibrate(): the float base layer, so its range hook sees the input
             return module.bn(x)
         st.reached = True
-        try:
-            check_input(module, x, module.dims)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
-        if x.numel() == 0:
+        if routed_input_is_empty(name, module, x, lambda t: check_input(module, t, module.dims)):
             return x.clone()
-        if not torch.isfinite(x).all():
-            raise ValueError(f"layer {name!r} ({type(module).__name__}): input holds NaN or Inf values")
         _in_range(session, base, x, module.training)
         if module.training:
             measured = session.statistics(base, x)
