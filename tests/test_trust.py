@@ -195,3 +195,18 @@ def test_a_model_compiled_before_routing_is_routed_and_float_again_after_restore
         y_after = compiled(x)
     assert hw.report()["1"]["calls"] == 1 and not torch.equal(y_hw, y_float) and (y_hw - y_float).abs().max() < 0.1
     assert torch.equal(y_after, y_float)
+
+
+@pytest.mark.parametrize("gamma, widened", [(-2.0, False), (1.99, False), (1.995, True), (-2.01, True)])
+def test_gamma_format_is_widened_only_when_a_code_would_clip(gamma, widened):
+    """s8.6 holds codes -128..127: -2.0 is code -128 and 1.99 rounds to 127, so neither widens the format (nor
+    loses the other gammas a fraction bit); 1.995 rounds to 128 and -2.01 to -129, which would clip."""
+    m = nn.Sequential(nn.BatchNorm1d(3))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([gamma, -0.046875, 0.5]))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with to_hardware(m, backend="golden", fmt="s8") as hw:
+            fmt = hw.layers["0"].param_config.gamma_fmt
+    assert (fmt != FORMATS_8["gamma_fmt"]) == widened, fmt
+    assert any("widened" in str(w.message) for w in seen) == widened

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from ..backends import get_backend
 from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
+from ..fixed import quantize
 from ..golden.dropout import keep_mask
 from .backward import attach, check_backward, grad_config
 from .group_hook import grouped_forward
@@ -200,17 +201,17 @@ class HardwareSession:
         for which, attr in (("gamma", "weight"), ("beta", "bias")):
             if which not in self.auto_formats:
                 continue
-            largest = 0.0
-            for name, st in self.layers.items():
-                p = getattr(self._saved[name], attr, None)
-                if isinstance(p, torch.Tensor) and p.numel():
-                    largest = max(largest, float(p.detach().abs().max()))
+            values = [getattr(self._saved[name], attr, None) for name in self.layers]
+            values = np.concatenate([p.detach().to(torch.float64).cpu().reshape(-1).numpy() for p in values
+                                     if isinstance(p, torch.Tensor) and p.numel()] or [np.zeros(0)])
+            largest = float(np.abs(values).max()) if values.size else 0.0
             key = f"{which}_fmt"
             old = getattr(next(iter(self.layers.values())).param_config, key)
             new = old
             out = next(iter(self.layers.values())).param_config.out_fmt
             cap = out.max_int * out.lsb if which == "beta" else float("inf")   # a larger beta saturates every output
-            while new.frac > 0 and largest > new.max_int * new.lsb and new.max_int * new.lsb < cap:
+            # widen while a value would clip (its code outside [min_int, max_int]: -2.0 fits s8.6, 1.99 rounds to 127)
+            while new.frac > 0 and quantize(values, new)[1] and new.max_int * new.lsb < cap:
                 new = type(old)(new.bits, new.frac - 1, new.signed)
             if new == old:
                 continue
