@@ -24,11 +24,11 @@ import numpy as np
 
 from hwnorm.config import default_configs
 from hwnorm.constants import channel_params
-from hwnorm.golden import train
+from hwnorm.golden import infer, train
 from hwnorm.golden.bitexact import _stats_exact, centre
 from hwnorm.fixed import round_mode
-from hwnorm.golden.reference import train_out_lsb
-from hwnorm.numerics import train_cases
+from hwnorm.golden.reference import infer_out_lsb, train_out_lsb
+from hwnorm.numerics import infer_cases, train_cases
 
 
 def mantissa_bits(cfg) -> int:
@@ -46,33 +46,48 @@ SPECIAL = [0]          # values that took the special regime (counted for the ta
 
 
 def floor_channel(cfg, x: np.ndarray, s: int, den: int, g: int, b: int, m: int, d_bits: int):
-    """One channel through the floor constants: (y codes, value before rounding in output LSBs)."""
+    """One training channel through the floor constants: (y codes, value before rounding in output LSBs)."""
     n = x.shape[0]
-    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-    bias_sh = cfg.out_fmt.frac - cfg.beta_fmt.frac           # beta in output LSBs = b 2^bias_sh
     shift_d = den.bit_length() - d_bits
     dn = den >> shift_d if shift_d >= 0 else den << -shift_d
     e = cfg.const_frac_bits + cfg.out_fmt.frac - cfg.gamma_fmt.frac - shift_d
-    num = abs(g) * n
+    return floor_core(cfg, x, s, n, abs(g) * n, e, dn, g, b, m)
+
+
+def floor_infer_channel(cfg, x: np.ndarray, mean: int, scale_m: int, scale_exp: int, g: int, b: int, m: int):
+    """One inference channel: the same constants with K = 2^MF, C = mean and the gain |g| scale_m 2^e (Dn = 1: the
+    scale is already a mantissa)."""
+    e = scale_exp + cfg.out_fmt.frac - cfg.gamma_fmt.frac - cfg.in_fmt.frac
+    return floor_core(cfg, x, mean, 1 << cfg.stat_frac_bits, abs(g) * scale_m, e, 1, g, b, m)
+
+
+def floor_core(cfg, x, s: int, k_den: int, num: int, e: int, dn: int, g: int, b: int, m: int):
+    """y = sat(round(G (x - s / k_den) + beta)), G = num 2^e / dn output LSBs per input LSB, through an m-bit
+    gain mantissa, B from s over k_den, and the special regime (docs/architecture.md "Floor-level datapath")."""
+    n = x.shape[0]
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    bias_sh = cfg.out_fmt.frac - cfg.beta_fmt.frac           # beta in output LSBs = b 2^bias_sh
     sign = -1 if g < 0 else 1
     if num == 0:                                                # gamma = 0: y = beta
         y = np.full(n, min(max(round_mode(np.array([b * 2.0 ** bias_sh]), cfg.rounding)[0], lo), hi))
         return y.astype(np.int64), np.full(n, b * 2.0 ** bias_sh)
-    # SH such that Am = floor(num 2^(e + SH) / dn) lands in [2^(m-2), 2^(m-1)): solve with the leading ones, then fix
-    sh = (m - 2) - (num.bit_length() - 1) - e + (d_bits - 1)
-    while _am(num, e, sh, dn) >= 1 << (m - 1):
+    # Am = floor(num 2^(e + SH) / dn) in [2^(m-2), 2^(m-1)): SH from the leading ones, then fixed by one step
+    div = dn
+    sh = (m - 2) - (num.bit_length() - 1) - e + (div.bit_length() - 1)
+    while _am(num, e, sh, div) >= 1 << (m - 1):
         sh -= 1
-    while _am(num, e, sh, dn) < 1 << (m - 2):
+    while _am(num, e, sh, div) < 1 << (m - 2):
         sh += 1
-    q, r = divmod(s, n)                                         # floor(mu), n frac(mu)
+    n_mean = k_den
+    q, r = divmod(s, n_mean)                                    # floor(mu), k_den frac(mu)
     if sh < cfg.shift_lo:                                       # special regime: only d = x - q in {0, 1} is unsaturated
         SPECIAL[0] += n
         ys, unr = np.empty(n, dtype=np.int64), np.empty(n)
         d = x - q
         for k in (0, 1):
-            # y_k = G (k - r/n) + beta = sign |g| 2^e (k n - r) / dn + beta, rounded at SHK fraction bits
+            # y_k = G (k - r/K) + beta = sign num 2^e (k K - r) / (K div) + beta, rounded at SH_lo fraction bits
             shk = cfg.shift_lo
-            val = Fraction(sign * abs(g) * (k * n - r) * 2 ** (e + shk), dn)
+            val = Fraction(sign * num * (k * n_mean - r) * 2 ** (e + shk), n_mean * div)
             acc = val.numerator // val.denominator + (b << (bias_sh + shk))      # bias_sh + SH_lo >= G >= 0
             half = 0 if cfg.rounding == "floor" else 1 << (shk - 1)
             yk = (acc + half) >> shk
@@ -85,9 +100,9 @@ def floor_channel(cfg, x: np.ndarray, s: int, den: int, g: int, b: int, m: int, 
         unr[(d < 0) | (d > 1)] = np.where(neg[(d < 0) | (d > 1)], -np.inf, np.inf)
         return ys, unr
     sh = min(sh, cfg.shift_max)            # a tiny gain: Am has fewer bits, |x - mu| Am / 2^SH_max moves y < 2^-(G+1)
-    am = sign * _am(num, e, sh, dn)
+    am = sign * _am(num, e, sh, div)
     half = 0 if cfg.rounding == "floor" else 1 << (sh - 1)
-    bb = (b << (bias_sh + sh)) + half - (s * am) // n
+    bb = (b << (bias_sh + sh)) + half - (s * am) // n_mean
     acc = x.astype(object) * am + bb
     y = np.array([int(v) >> sh for v in acc], dtype=object)
     if cfg.rounding == "half_even":
@@ -130,10 +145,36 @@ def study(cfg, trials: int, seed: int = 0):
     return out
 
 
+def study_infer(cfg, trials: int, seed: int = 0):
+    """The inference path (given mean and scale, hwnorm.numerics.infer_cases) through the floor constants."""
+    rng = np.random.default_rng(seed)
+    m = mantissa_bits(cfg)
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    out = dict(values=0, floor_unr=0.0, floor_err=0, today_unr=0.0, today_err=0)
+    SPECIAL[0] = 0
+    for x, g, b, mean, scale_m, scale_exp in infer_cases(cfg, rng, trials * 8):
+        ref = infer_out_lsb(cfg, x, g, b, mean, scale_m, scale_exp)
+        want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
+        inside = (ref >= lo) & (ref <= hi)
+        today = infer(cfg, x, g, b, mean, scale_m, scale_exp)
+        for c in range(x.shape[0]):
+            y, unr = floor_infer_channel(cfg, np.asarray(x[c], dtype=np.int64), int(mean[c]), int(scale_m[c]),
+                                         int(scale_exp[c]), int(g[c]), int(b[c]), m)
+            out["floor_err"] = max(out["floor_err"], int(np.abs(y - want[c]).max()))
+            out["today_err"] = max(out["today_err"], int(np.abs(today.y[c] - want[c]).max()))
+            if inside[c].any():
+                out["floor_unr"] = max(out["floor_unr"], float(np.abs(unr - ref[c])[inside[c]].max()))
+                out["today_unr"] = max(out["today_unr"], float(np.abs(today.unrounded[c] - ref[c])[inside[c]].max()))
+        out["values"] += x.size
+    out["special"] = SPECIAL[0]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="configurations (default: the 24 default ones)")
+    ap.add_argument("--infer", action="store_true", help="the inference path (given mean and scale) instead of training")
     args = ap.parse_args()
     cfgs = default_configs()
     print("| config | m (mantissa bits) | D (Den bits) | a_bits today | values | max before rounding: floor / today "
@@ -141,7 +182,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for name in args.only or cfgs:
         cfg = cfgs[name]
-        r = study(cfg, args.trials)
+        r = (study_infer if args.infer else study)(cfg, args.trials)
         print(f"| {name} | {mantissa_bits(cfg)} | {den_bits(cfg)} | {cfg.a_bits} | {r['values']} | "
               f"{r['floor_unr']:.4f} / {r['today_unr']:.4f} | {r['floor_err']} / {r['today_err']} | {r['special']} |", flush=True)
 
