@@ -210,3 +210,27 @@ def test_gamma_format_is_widened_only_when_a_code_would_clip(gamma, widened):
             fmt = hw.layers["0"].param_config.gamma_fmt
     assert (fmt != FORMATS_8["gamma_fmt"]) == widened, fmt
     assert any("widened" in str(w.message) for w in seen) == widened
+
+
+def test_range_bn_on_fewer_values_than_chunks_says_why_it_saturates():
+    """Range BN with n <= chunks in training: sigma_hat = eps alone (C(1) = 0), so the datapath saturates; the warning
+    names the cause and the fix, once per layer (a layer with n > chunks says nothing of the kind)."""
+    m = nn.Sequential(hn.RangeBatchNorm1d(3, chunks=10))
+    with to_hardware(m, backend="golden") as hw:
+        hw.calibrate([torch.randn(64, 3)])
+        with warnings.catch_warnings(record=True) as first:
+            warnings.simplefilter("always")
+            m(torch.randn(4, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", HardwareWarning)       # once per layer: the next call is quiet
+            m(torch.randn(4, 3))
+    said = [str(w.message) for w in first]
+    assert any("4 values per channel in training, chunks=10: every chunk holds one value" in t and "use chunks < 4" in t
+               for t in said), said
+    assert any("12 of 12 outputs (100%) saturated" in t for t in said), said
+    big = nn.Sequential(hn.RangeBatchNorm1d(3, chunks=10))
+    with to_hardware(big, backend="golden") as hw, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        hw.calibrate([torch.randn(64, 3)])
+        big(torch.randn(64, 3))
+    assert not any("every chunk holds one value" in str(w.message) for w in seen)

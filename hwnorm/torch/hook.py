@@ -379,6 +379,12 @@ def _hardware_forward(session: HardwareSession, name: str, module):
             raise ValueError(f"layer {name!r}: {n} values per channel in training mode exceed max_count="
                              f"{cfg.max_count} of the generated datapath; pass max_count={n} (or more) to "
                              f"to_hardware(), or use smaller batches")
+        if train and cfg.kind == "range" and n <= cfg.chunks and n > 1 and "chunks" not in st.warned:
+            st.warned.add("chunks")         # the module's own semantics (float does the same), but say why it saturates
+            hardware_warning(f"layer {name!r} ({type(module).__name__}): {n} values per channel in training, chunks="
+                             f"{cfg.chunks}: every chunk holds one value, so sigma_hat is eps alone and every output with "
+                             f"x != mean saturates (the float module divides by eps too); use chunks < {n} (e.g. chunks=1) "
+                             f"or larger batches")
         if st.in_max is None and not (train and session.in_range == "batch"):
             warn_first_batch(name, float(np.abs(xc).max()))
         if st.in_max is None or (train and session.in_range == "batch"):
