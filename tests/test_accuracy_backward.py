@@ -91,7 +91,9 @@ def test_the_backward_section_renders_from_a_synthetic_result():
     assert "| digits | Range | + backward stochastic | | 97.50 ± 0.71 | 41.00 ± 1.41 |" in text
     # forward only holds at 4 bits (within 2 points of float); with the backward 4 bits is > 2 points below float
     assert "| digits | Range | - | 4 bits |" in text
-    assert "| digits | Range | stochastic | 1 / 30 / 0.5 | 1 / 90 / 0.5 |" in text       # dx sat / dx 0 / dy<½, in %
+    # dy sat, dx sat, dx 0, dy<½ in % of the backward's values; the forward's saturation and clamps
+    assert "| digits | Range | stochastic | 8 | 0 | 1 | 30 | 0.5 | 0 | 0 |" in text
+    assert "| digits | Range | stochastic | 4 | 0 | 1 | 90 | 0.5 | 0 | 0 |" in text
     assert "8 bits: dy s8.6, dx s8.4; 4 bits: dy s4.2, dx s4.0" in text
     assert backward_section(None).startswith("Not measured yet")
     assert FixedFormat.parse(bwd["grad_formats"]["8"]["dx_fmt"]) == A.grad_formats(8)["dx_fmt"]

@@ -415,23 +415,25 @@ def backward_section(bwd: dict | None, fwd: dict | None = None) -> str:
                     broken = [w for w, m in marks if m]
                     cells.append(f"{max(broken)} bits" if broken else "-")
             out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
-    out += ["", "The backward's numbers, summed over the seeds' training: *dx sat* = dx values clamped to dx_fmt, *dx 0* "
-            "= dx values that came out 0 (the float dx is almost never exactly 0: the underflow of small gradients), "
-            "*dy<½* = non-zero dy below half a dy LSB of their call (half_up rounds them to 0; stochastic keeps them in "
-            "expectation), each in % of the backward's values; dy never saturates (scaled per call). Cell: dx sat / dx 0 "
-            "/ dy<½.", "",
-            "| dataset | kind | rounding | " + " | ".join(f"{w}b" for w in bits) + " |",
-            "|---|---|---|" + "---|" * len(bits)]
-    pc = lambda v: "-" if v is None else f"{100 * v:.2g}"  # noqa: E731
+    out += ["", "The backward's numbers beside the forward's, summed over the seeds' training, in % of the values: *dy "
+            "sat*, *dx sat* = dy / dx values clamped to grad_fmt / dx_fmt (dy is scaled per call to its largest |dy|, "
+            "so it cannot clip); *dx 0* = dx values that came out 0 (the float dx is almost never exactly 0: the "
+            "underflow of small gradients); *dy<½* = non-zero dy below half a dy LSB of their call (half_up rounds "
+            "them to 0, stochastic keeps them in expectation); *fwd sat* = the training forward's saturated inputs "
+            "and outputs; *clamped* = gamma / beta entries clipped to their formats (count, training).", "",
+            "| dataset | kind | rounding | bits | dy sat | dx sat | dx 0 | dy<½ | fwd sat | clamped |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    pc = lambda v: "-" if v is None else f"{100 * v:.3g}"  # noqa: E731
     for d in datasets:
         for k in kinds:
             for g in roundings:
-                cells = []
                 for w in bits:
                     r = bidx.get((d, k, g, w))
-                    cells.append("-" if r is None else f"{pc(r['saturated_dx_frac'])} / {pc(r['dx_zero_frac'])} / "
-                                 f"{pc(r['dy_sub_lsb_frac'])}")
-                out.append(f"| {d} | {KIND_LABEL.get(k, k)} | {g} | " + " | ".join(cells) + " |")
+                    if r is not None:
+                        cl = "-" if r["train_clamped"] is None else r["train_clamped"]
+                        out.append(f"| {d} | {KIND_LABEL.get(k, k)} | {g} | {w} | {pc(r['saturated_dy_frac'])} | "
+                                   f"{pc(r['saturated_dx_frac'])} | {pc(r['dx_zero_frac'])} | {pc(r['dy_sub_lsb_frac'])} | "
+                                   f"{pc(r['train_saturated_frac'])} | {cl} |")
     return "\n".join(out)
 
 

@@ -10,6 +10,9 @@ Every run trains a small CNN from scratch with its normalization layers on a bac
   the inference datapath with the running statistics (input range calibrated on 512 training samples);
 - low-precision statistics (`backend="float"`, `stats=<dtype>`): the float backend with the batch
   statistics accumulated in a narrow floating-point type (hwnorm.torch.lowprec).
+- forward and backward on the hardware (`hwnorm accuracy --backward`, Job.grad_rounding): as the hardware runs, with
+  `to_hardware(..., backward=True)`, so loss.backward() through every normalization layer runs the golden fixed-point
+  backward, dy and dx at the run's width (grad_formats, DX_TOP), rounded half up or stochastically.
 
 Datasets, generated or shipped locally (nothing is downloaded): scikit-learn's digits (8x8 images, conv2d,
 the quick case) and MNIST-1D (the mnist1d package's make_dataset from its templates: 4000 train / 1000 test
