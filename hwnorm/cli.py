@@ -216,11 +216,28 @@ def _accuracy_sweep(args, A) -> dict:
     else:       # batchnorm: the five original kinds (as before); the other norms: every kind they have modules for
         kinds = {n: (A.KINDS if n == A.DEFAULT_NORM else A.NORMS[n].kinds) for n in norms if n in A.NORMS}
     full_or = lambda full, fam, default: full if args.full else (fam if family else default)  # noqa: E731
+    grad = _backward_roundings(args, A)
     return dict(datasets=args.datasets or list(full_or(A.DATASETS, A.FAMILY_DATASETS, A.DATASETS)),
                 kinds=kinds, norms=norms, backends=args.backends,
-                bits=args.bits or full_or(A.FULL_BITS, A.FAMILY_BITS, A.DEFAULT_BITS),
-                seeds=args.seeds or full_or(A.FULL_SEEDS, A.FAMILY_SEEDS, (0,)),
-                stats=args.stats if args.stats is not None else (A.FULL_STATS if args.full else ()))
+                bits=args.bits or (A.BACKWARD_BITS if grad else full_or(A.FULL_BITS, A.FAMILY_BITS, A.DEFAULT_BITS)),
+                seeds=args.seeds or (A.BACKWARD_SEEDS if grad else full_or(A.FULL_SEEDS, A.FAMILY_SEEDS, (0,))),
+                stats=args.stats if args.stats is not None else (A.FULL_STATS if args.full else ()),
+                **({"grad_roundings": grad, "baseline": False} if grad else {}))
+
+
+def _backward_roundings(args, A) -> tuple:
+    """--backward [ROUNDING ...]: () without it; given bare, every rounding (stochastic first); refused with --full,
+    --family or --stats (their own sweeps)."""
+    if args.backward is None:
+        return ()
+    for flag, on in (("--full", args.full), ("--family", args.family), ("--stats", args.stats)):
+        if on:
+            raise ValueError(f"--backward with {flag}: the backward sweep is its own (batchnorm kinds on golden at "
+                             f"bits {' '.join(map(str, A.BACKWARD_BITS))}): allowed --backward without {flag}")
+    grad = tuple(args.backward) or A.GRAD_ROUNDINGS
+    for g in grad:
+        A.check_grad_rounding(g)
+    return grad
 
 
 def cmd_accuracy(args) -> int:
@@ -231,9 +248,13 @@ def cmd_accuracy(args) -> int:
     res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
     if args.write:
         from .reports import DOCS, replace_block
-        from .reports.results import accuracy_section, family_section
-        if args.family or res["norms"] != [A.DEFAULT_NORM] or any(k in A.GBN_KINDS for k in res["kinds"]):
-            from .reports.results import load_json
+        from .reports.results import accuracy_section, backward_section, family_section, load_json
+        if sweep.get("grad_roundings"):
+            _dump_json(DOCS / "accuracy_backward.json", res)
+            replace_block(DOCS / "results.md", "accuracy_backward",
+                          backward_section(res, load_json(DOCS / "accuracy.json")))
+            print("wrote docs/accuracy_backward.json and the backward section of docs/results.md", file=sys.stderr)
+        elif args.family or res["norms"] != [A.DEFAULT_NORM] or any(k in A.GBN_KINDS for k in res["kinds"]):
             prev = load_json(DOCS / "accuracy_family.json") or {}    # which invocations trained the cached runs
             res["trained_by"] = prev.get("trained_by", []) + ([{"command": res["command"], "wall_s": res["wall_s"],
                                                                  "trained": res["trained"]}] if res["trained"] else [])
@@ -440,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", nargs="*", help="narrow float types for the statistics on the float backend: float16 "
                    "bfloat16 float8_e4m3fn float8_e5m2 (default none; --full all); batchnorm's l2 range l1 linf topk only")
     p.add_argument("--full", action="store_true", help="the whole sweep: bits 4 5 6 8 16, seeds 0 1 2, every stats type")
+    p.add_argument("--backward", nargs="*", metavar="ROUNDING", help="train with the backward on the hardware too "
+                   "(to_hardware(..., backward=True), golden), dy / dx at each width's grad_formats, rounded stochastic "
+                   "and / or half_up (bare: both, stochastic first); default bits 16 8 6 4, seeds 0 1 2, no float "
+                   "baseline (the forward-only rows of docs/accuracy.json stand beside it); --write goes to "
+                   "docs/accuracy_backward.json and the accuracy_backward section of docs/results.md")
     p.add_argument("--epochs", type=int_in(1), help="override every dataset's epochs")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: summarize the runs of this sweep already in build/accuracy/")

@@ -345,6 +345,98 @@ def accuracy_section(acc: dict | None) -> str:
 FAMILY_NOT_BUILT = {(n, k) for n in ("layernorm", "groupnorm", "instancenorm", "batchgroupnorm") for k in ("semidev", "cvar")}
 
 
+def _broken(r: dict | None, base: dict | None) -> bool | None:
+    """A row more than 2 points below its float baseline, or with a diverged seed; None if either is missing."""
+    if r is None or base is None or base["mean"] is None:
+        return None
+    return r["mean"] is None or bool(r["diverged"]) or r["mean"] < base["mean"] - 0.02
+
+
+def backward_section(bwd: dict | None, fwd: dict | None = None) -> str:
+    """The accuracy_backward section of docs/results.md from `hwnorm accuracy --backward` results: per dataset x kind
+    the forward-only rows (golden and float, from `fwd`: docs/accuracy.json) beside the rows trained with the backward on
+    the hardware too, per rounding and width; where each breaks; the backward's dx saturation and underflow."""
+    if not bwd or not bwd.get("grad_roundings"):
+        return "Not measured yet: run `hwnorm accuracy --backward --write`."
+    from ..torch.accuracy import BACKWARD_SOURCES, DX_TOP
+    summ = [r for r in bwd["summary"] if r.get("grad_rounding")]
+    fsum = [r for r in (fwd or {}).get("summary", []) if r["stats"] == "-" and r.get("norm", "batchnorm") == "batchnorm"
+            and not r.get("grad_rounding")]
+    fidx = {(r["dataset"], r["kind"], r["backend"], r["bits"]): r for r in fsum}
+    bidx = {(r["dataset"], r["kind"], r["grad_rounding"], r["bits"]): r for r in summ}
+    bits = sorted({r["bits"] for r in summ}, key=lambda w: -int(w) if w.isdigit() else 0)
+    roundings = [g for g in bwd["grad_roundings"] if any(r["grad_rounding"] == g for r in summ)]
+    datasets = [d for d in bwd["datasets"] if any(r["dataset"] == d for r in summ)]
+    kinds = [k for k in bwd["kinds"] if any(r["kind"] == k for r in summ)]
+    gf = bwd.get("grad_formats", {})
+    fmts = "; ".join(f"{w} bits: dy {gf[w]['grad_fmt']}, dx {gf[w]['dx_fmt']}" for w in bits if w in gf)
+    seeds = sorted({r["seeds"] for r in summ})
+    out = [f"`{bwd.get('command', 'hwnorm accuracy --backward')}`: the same models, recipe and forward as the section "
+           "above, trained with the backward on the hardware too: `to_hardware(model, backend=\"golden\", fmt=..., "
+           "backward=True, grad=...)`, so `loss.backward()` through every normalization layer runs the bit-exact "
+           "fixed-point backward (docs/numerics.md \"Backward\"), dx, dgamma and dbeta included; the convolutions, "
+           "ReLU, pooling and the optimizer stay float. dy and dx at the width of the activations: "
+           f"{fmts}. The host scales each call's dy by its own largest |dy|, so dy never saturates and its fraction "
+           "bits only place the unit; dx's format sets its range, ±" + f"{DX_TOP['narrow']} (up to 8 bits) and "
+           f"±{DX_TOP['wide']} (16 bits) in units of the call's max|dy| / max|x| (`hwnorm.torch.accuracy.DX_TOP`: from "
+           "the largest |dx| per call of float training with the float backward, `grad_calibration`). Rounding: "
+           + " and ".join(f"*{g}*" for g in roundings) + " (stochastic: the LFSR draw of Banner et al.'s gradient "
+           "quantization, seeded per call from torch's generator). Forward-only rows (*forward only*: straight-through "
+           "float gradient; *float*: the float modules) are docs/accuracy.json's "
+           f"(`{(fwd or {}).get('command', 'not measured')}`). Cells: test accuracy in %, mean ± sample std over "
+           f"{'/'.join(map(str, seeds))} seeds. "
+           f"This invocation: {bwd['wall_s']:.0f} s wall, {bwd['trained']} runs trained, {bwd['cached']} from the cache"
+           + (f", {bwd['missing']} of the sweep not run yet" if bwd.get("missing") else "")
+           + f"; the runs shown took {bwd.get('compute_s', 0) / 60:.0f} min of single-process compute. Cache key: the "
+           f"forward's plus the gradient formats, rounding, DX_TOP and a hash of {', '.join(BACKWARD_SOURCES)}.", ""]
+    out += ["| dataset | kind | gradient | float | " + " | ".join(f"{w}b" for w in bits) + " |",
+            "|---|---|---|---|" + "---|" * len(bits)]
+    for d in datasets:
+        for k in kinds:
+            lab = KIND_LABEL.get(k, k)
+            out.append(f"| {d} | {lab} | forward only | {_acc_cell(fidx.get((d, k, 'float', '-')))} | "
+                       + " | ".join(_acc_cell(fidx.get((d, k, "golden", w))) for w in bits) + " |")
+            for g in roundings:
+                out.append(f"| {d} | {lab} | + backward {g} | | "
+                           + " | ".join(_acc_cell(bidx.get((d, k, g, w))) for w in bits) + " |")
+    out += ["", "Where each kind breaks: the widest width whose mean accuracy is more than 2 points below the kind's "
+            "float baseline (or a diverged seed); '-' if none of the widths run does; '?' without a float baseline.", "",
+            "| dataset | kind | forward only | " + " | ".join(f"+ backward {g}" for g in roundings) + " |",
+            "|---|---|---|" + "---|" * len(roundings)]
+    for d in datasets:
+        for k in kinds:
+            base = fidx.get((d, k, "float", "-"))
+            cells = []
+            for get in [lambda w: fidx.get((d, k, "golden", w))] + [lambda w, g=g: bidx.get((d, k, g, w)) for g in roundings]:
+                marks = [(int(w), _broken(get(w), base)) for w in bits if get(w) is not None]
+                if any(m is None for _, m in marks) or not marks:
+                    cells.append("?" if marks else "not run")
+                else:
+                    broken = [w for w, m in marks if m]
+                    cells.append(f"{max(broken)} bits" if broken else "-")
+            out.append(f"| {d} | {KIND_LABEL.get(k, k)} | " + " | ".join(cells) + " |")
+    out += ["", "The backward's numbers beside the forward's, summed over the seeds' training, in % of the values: *dy "
+            "sat*, *dx sat* = dy / dx values clamped to grad_fmt / dx_fmt (dy is scaled per call to its largest |dy|, "
+            "so it cannot clip); *dx 0* = dx values that came out 0 (the float dx is almost never exactly 0: the "
+            "underflow of small gradients); *dy<½* = non-zero dy below half a dy LSB of their call (half_up rounds "
+            "them to 0, stochastic keeps them in expectation); *fwd sat* = the training forward's saturated inputs "
+            "and outputs; *clamped* = gamma / beta entries clipped to their formats (count, training).", "",
+            "| dataset | kind | rounding | bits | dy sat | dx sat | dx 0 | dy<½ | fwd sat | clamped |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    pc = lambda v: "-" if v is None else f"{100 * v:.3g}"  # noqa: E731
+    for d in datasets:
+        for k in kinds:
+            for g in roundings:
+                for w in bits:
+                    r = bidx.get((d, k, g, w))
+                    if r is not None:
+                        cl = "-" if r["train_clamped"] is None else r["train_clamped"]
+                        out.append(f"| {d} | {KIND_LABEL.get(k, k)} | {g} | {w} | {pc(r['saturated_dy_frac'])} | "
+                                   f"{pc(r['saturated_dx_frac'])} | {pc(r['dx_zero_frac'])} | {pc(r['dy_sub_lsb_frac'])} | "
+                                   f"{pc(r['train_saturated_frac'])} | {cl} |")
+    return "\n".join(out)
+
+
 def norm_label(norm: str) -> str:
     """E.g. "LayerNorm (MLP-mixer)": the family's label and its model (hwnorm.torch.accuracy.NORMS)."""
     from ..torch.accuracy import NORMS
@@ -541,6 +633,9 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "## Simulation speed (`hwnorm bench`)", "", _bench_text(bench), "",
               "## End-to-end accuracy (`hwnorm accuracy`)", "", "<!-- accuracy:begin -->",
               accuracy_section(acc), "<!-- accuracy:end -->", "",
+              "## Training with the backward on the hardware (`hwnorm accuracy --backward`)", "",
+              "<!-- accuracy_backward:begin -->", backward_section(load_json(DOCS / "accuracy_backward.json"), acc),
+              "<!-- accuracy_backward:end -->", "",
               "## The family on hardware (`hwnorm accuracy --family`)", "", "<!-- family:begin -->",
               family_section(family), "<!-- family:end -->", ""]
     return "\n".join(parts)

@@ -10,6 +10,9 @@ Every run trains a small CNN from scratch with its normalization layers on a bac
   the inference datapath with the running statistics (input range calibrated on 512 training samples);
 - low-precision statistics (`backend="float"`, `stats=<dtype>`): the float backend with the batch
   statistics accumulated in a narrow floating-point type (hwnorm.torch.lowprec).
+- forward and backward on the hardware (`hwnorm accuracy --backward`, Job.grad_rounding): as the hardware runs, with
+  `to_hardware(..., backward=True)`, so loss.backward() through every normalization layer runs the golden fixed-point
+  backward, dy and dx at the run's width (grad_formats, DX_TOP), rounded half up or stochastically.
 
 Datasets, generated or shipped locally (nothing is downloaded): scikit-learn's digits (8x8 images, conv2d,
 the quick case) and MNIST-1D (the mnist1d package's make_dataset from its templates: 4000 train / 1000 test
@@ -53,6 +56,8 @@ FULL_BITS = (4, 5, 6, 8, 16)
 DEFAULT_BITS = (8, 16)
 FULL_SEEDS = (0, 1, 2)
 FULL_STATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+BACKWARD_BITS = (16, 8, 6, 4)               # `hwnorm accuracy --backward`: widths of activations and gradients
+BACKWARD_SEEDS = (0, 1, 2)
 RECIPE_VERSION = 1                          # bump when training or evaluation changes: invalidates the cache
 
 NORMS_2D = {"l2": nn.BatchNorm2d, "range": RangeBatchNorm2d, "l1": L1BatchNorm2d,
@@ -320,6 +325,45 @@ def formats(bits) -> dict:
                 beta_fmt=FixedFormat(8, 5))
 
 
+# The backward runs (Job.grad_rounding): dy and dx at the activations' width. The host scales each call's dy by its own
+# largest |dy| (hwnorm/backends/backward.py), so dy never saturates and grad_fmt's fraction bits only place its unit:
+# grad_fmt s<b>.<b-2> (the project's s8.6 / s16.14). What the choice sets is dx's range: in units of max|dy| / max|x| of
+# the call it is dx_fmt.max * 2^(F_gr - F_in) (same width: the max_ints cancel). Measured on float training with the
+# float backward (grad_calibration(): seed 0, every BN kind, both datasets), a call's largest |dx| is 6-17 of those
+# units at the median and 11-28 at the 99th percentile for l2, range, l1 and topk; linf reaches 54 (MNIST-1D) and 134
+# (digits) at its 99th percentile (its gradient lands on one value per channel). DX_TOP: ±32 up to 8 bits (range, l1,
+# l2, topk within it; linf saturates on its outliers, counted), ±128 at 16 bits where two more integer bits are cheap.
+# The same calibration shows the other end: a call's median |dx| is 0.003-0.014 units, below half an LSB at <= 8 bits
+# (LSB 32 / 2^(b-1)): most dx values round to 0 with half_up, and stochastic rounding keeps them in expectation.
+DX_TOP = {"narrow": 32, "wide": 128}
+GRAD_ROUNDINGS = ("stochastic", "half_up")
+BACKWARD_SOURCES = ("golden/backward.py", "backends/backward.py", "torch/backward.py", "golden/dropout.py")
+
+
+def grad_formats(bits) -> dict:
+    """The backward's formats of a `bits`-wide run (to_hardware's grad= keys grad_fmt, dx_fmt): dy s<b>.<b-2>, dx with
+    DX_TOP's range in max|dy| / max|x| units at the forward's input format (see DX_TOP for the measured ranges)."""
+    from ..config import FixedFormat
+    f = formats(bits)
+    b = max(f["in_fmt"].bits, f["out_fmt"].bits)
+    g = FixedFormat(b, b - 2)
+    top = DX_TOP["wide" if b > 8 else "narrow"]
+    # dx_fmt.max * 2^(F_gr - F_in) >= top: 2^(b - 1 - F_dx + F_gr - F_in) = top
+    frac = b - 1 + g.frac - f["in_fmt"].frac - int(math.log2(top))
+    if not 0 <= frac <= b - 1:
+        raise ValueError(f"bits={bits}: no dx format of {b} bits holds ±{top} with input {f['in_fmt']} and dy {g}: "
+                         f"allowed widths whose fraction bits {frac} lie in [0, {b - 1}]")
+    return dict(grad_fmt=g, dx_fmt=FixedFormat(b, frac))
+
+
+def check_grad_rounding(rounding):
+    """None (forward only) or one of GRAD_ROUNDINGS; anything else is refused by name."""
+    if rounding is not None and rounding not in GRAD_ROUNDINGS:
+        raise ValueError(f"grad_rounding={rounding!r} is not supported: allowed None (forward only) or "
+                         f"{', '.join(GRAD_ROUNDINGS)}")
+    return rounding
+
+
 def fmt_label(bits) -> str:
     f = formats(bits)
     return f"{f['in_fmt']}:{f['out_fmt']}"
@@ -372,12 +416,23 @@ class Job:
     stats: str | None = None          # narrow type of the statistics (float backend)
     seed: int = 0
     norm: str = DEFAULT_NORM          # the module family (NORMS): batchnorm, layernorm, groupnorm, frn, ...
+    # None: forward only (the float gradient straight through); half_up / stochastic: the backward on the hardware
+    # too (to_hardware(..., backward=True) with grad_formats(bits) and this rounding; golden only)
+    grad_rounding: str | None = None
+
+    def __post_init__(self):
+        if check_grad_rounding(self.grad_rounding) is not None and (self.backend != "golden" or self.bits is None
+                                                                    or self.stats):
+            raise ValueError(f"grad_rounding={self.grad_rounding!r} with backend={self.backend!r}, bits={self.bits!r}: "
+                             f"the backward on the hardware is built on golden only (rtl's is not built yet): allowed "
+                             f"backend='golden' with a width")
 
     @property
     def label(self) -> str:
         what = f"{self.backend} {self.bits}b" if self.bits is not None else (f"float/{self.stats}" if self.stats else "float")
         fam = "" if self.norm == DEFAULT_NORM else f" {self.norm}"
-        return f"{self.dataset}{fam} {self.kind} {what} seed {self.seed}"
+        bwd = f" +backward {self.grad_rounding}" if self.grad_rounding else ""
+        return f"{self.dataset}{fam} {self.kind} {what}{bwd} seed {self.seed}"
 
     def recipe(self, train_limit: int | None = None, epochs: int | None = None) -> dict:
         """What the cached row depends on; hardware runs also on the numerics' sources (numerics_fingerprint)."""
@@ -408,13 +463,17 @@ class Job:
             r["numerics"] = numerics_fingerprint(self.backend)
             if NORMS[self.norm].sources:
                 r["norm_numerics"] = source_hash(NORMS[self.norm].sources)
+        if self.grad_rounding is not None:          # forward-only rows keep their keys (and cached files) of before
+            r["backward"] = dict({k: str(v) for k, v in grad_formats(self.bits).items()}, rounding=self.grad_rounding,
+                                 numerics=source_hash(BACKWARD_SOURCES), dx_top=DX_TOP)
         return r
 
     def cache_path(self, cache_dir: Path, recipe: dict) -> Path:
         h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
         bits = str(self.bits).replace(":", "_") if self.bits is not None else "-"
         fam = "" if self.norm == DEFAULT_NORM else f"{self.norm}-"
-        name = f"{fam}{self.kind}-{self.backend}-{bits}-{self.stats or 'exact'}-seed{self.seed}-{h}.json"
+        bwd = f"-bwd_{self.grad_rounding}" if self.grad_rounding else ""
+        name = f"{fam}{self.kind}-{self.backend}-{bits}-{self.stats or 'exact'}{bwd}-seed{self.seed}-{h}.json"
         return cache_dir / self.dataset / name
 
 
@@ -425,6 +484,68 @@ def make_backend(job: Job):
         return LowPrecisionStatsBackend(job.stats)
     from ..backends import get_backend
     return get_backend(job.backend)
+
+
+def counting_backend(backend):
+    """`backend` with its backward counted beyond what report() counts: dy_sub_lsb (non-zero dy below half a dy LSB of
+    its call: half_up rounds them to 0, stochastic keeps them in expectation) and dx_zero (dx codes that came out 0:
+    the underflow of small gradients; the float dx is almost never exactly 0)."""
+    base = type(backend)
+
+    class Counting(base):
+        dy_sub_lsb = 0
+        dx_zero = 0
+
+        def backward(self, cfg, gcfg, x, dy, gamma, **kw):
+            res = super().backward(cfg, gcfg, x, dy, gamma, **kw)
+            a = np.abs(np.asarray(dy, dtype=np.float64))
+            top = float(a.max()) if a.size else 0.0
+            if top > 0:
+                self.dy_sub_lsb += int(np.count_nonzero((a > 0) & (a < 0.5 * top / gcfg.grad_fmt.max_int)))
+            self.dx_zero += int(np.count_nonzero(res.dx == 0))
+            return res
+    Counting.__name__ = Counting.__qualname__ = f"Counting{base.__name__}"
+    out = Counting.__new__(Counting)
+    out.__dict__.update(backend.__dict__)
+    return out
+
+
+def grad_calibration(datasets=DATASETS, kinds=KINDS, seed: int = 0, epochs: int | None = None,
+                     train_limit: int | None = None, cache_dir: Path | None = None) -> dict:
+    """What DX_TOP is chosen from: float training (the float backend's backward through the hook, in_range=batch) per
+    dataset and kind; per backward call the largest |dx| and the median |dx| in units of the call's max|dy| / max|x|
+    (the unit a fixed dx format's range scales with). {(dataset, kind): {"max": quantiles 50/99/100 over calls of the
+    call's largest |dx|, "median": the median over calls of the call's median |dx|}}."""
+    from ..backends.base import FloatBackend
+
+    class Recording(FloatBackend):
+        def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, **kw):
+            res = super().backward(cfg, gcfg, x, dy, gamma, in_scale=in_scale, **kw)
+            top = float(np.abs(dy).max())
+            if top > 0:
+                unit = top / (in_scale * cfg.in_fmt.max_int)
+                a = np.abs(res.dx) / unit
+                self.calls.append((float(a.max()), float(np.median(a))))
+            return res
+    out = {}
+    for d in datasets:
+        x, y, _, _ = load_dataset(d, seed, cache_dir)
+        if train_limit:
+            x, y = x[:train_limit], y[:train_limit]
+        rec = RECIPES[d]
+        for k in kinds:
+            torch.manual_seed(seed)
+            model = make_model(k, d)
+            be = Recording()
+            be.calls = []
+            session = to_hardware(model, backend=be, fmt=formats(8), in_range="batch", backward=True, max_count=MAX_COUNT)
+            try:
+                train_steps(model, x, y, epochs=epochs or rec["epochs"], batch=rec["batch"], lr=rec["lr"], seed=seed)
+            finally:
+                session.restore()
+            mx, med = np.array(be.calls).T
+            out[(d, k)] = dict(max=[float(v) for v in np.quantile(mx, [0.5, 0.99, 1.0])], median=float(np.median(med)))
+    return out
 
 
 def _finite_grads(model) -> bool:
@@ -485,8 +606,14 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
                train_size=len(y_tr), test_size=len(y_te))
     session = None
     if job.backend != "float" or job.stats:
-        session = to_hardware(model, backend=make_backend(job), fmt=formats(job.bits) if job.bits is not None else "s16",
-                              max_count=NORMS[job.norm].max_count, in_range="batch")
+        bwd = {}
+        if job.grad_rounding:
+            bwd = dict(backward=True, grad=dict(grad_formats(job.bits), rounding=job.grad_rounding))
+            row["grad_fmt"] = "{grad_fmt}:{dx_fmt}".format(**grad_formats(job.bits))
+        backend = make_backend(job)
+        session = to_hardware(model, backend=counting_backend(backend) if bwd else backend,
+                              fmt=formats(job.bits) if job.bits is not None else "s16",
+                              max_count=NORMS[job.norm].max_count, in_range="batch", **bwd)
         session.prepare()
     try:
         tr = train_steps(model, x_tr, y_tr, epochs=rec["epochs"], batch=rec["batch"], lr=rec["lr"], seed=job.seed,
@@ -498,6 +625,11 @@ def run_job(job: Job, *, epochs: int | None = None, train_limit: int | None = No
             row["train_saturated_in"] = sum(s.saturated_in for s in session.layers.values())
             row["train_saturated_out"] = sum(s.saturated_out for s in session.layers.values())
             row["train_clamped"] = session.clamped          # gamma / beta entries clipped to their formats, per call
+            if job.grad_rounding:
+                ls = session.layers.values()
+                row.update(backward_calls=sum(s.backward_calls for s in ls), backward_values=sum(s.backward_values for s in ls),
+                           saturated_dy=sum(s.saturated_dy for s in ls), saturated_dx=sum(s.saturated_dx for s in ls),
+                           dy_sub_lsb=session.backend.dy_sub_lsb, dx_zero=session.backend.dx_zero)
             if job.stats:
                 row["stats_emulation"] = session.backend.summary()
         if tr["diverged"]:
@@ -577,13 +709,21 @@ def norm_kinds(norms=(DEFAULT_NORM,), kinds=KINDS) -> dict:
 
 
 def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,),
-         stats=(), baseline: bool = True, norms=(DEFAULT_NORM,)) -> list[Job]:
+         stats=(), baseline: bool = True, norms=(DEFAULT_NORM,), grad_roundings=()) -> list[Job]:
     """The jobs of a sweep, after checking every name and every format (each format is built as the
     NormConfig of every norm layer, and run once through the golden model, before any training).
     `norms` x `kinds` as norm_kinds pairs them; narrow-float statistics (`stats`) run for batchnorm's original
-    kinds only (hwnorm.torch.lowprec has no GBN or grouped statistics)."""
+    kinds only (hwnorm.torch.lowprec has no GBN or grouped statistics). `grad_roundings` (GRAD_ROUNDINGS): the
+    hardware jobs train with the backward on the hardware too, once per rounding, in that order (all seeds of the first
+    rounding before the next: a sweep cut short has whole roundings); empty: forward only."""
     from .lowprec import STATS_DTYPES
     _check_names("datasets", datasets, DATASETS)
+    grad_roundings = list(grad_roundings)
+    for g in grad_roundings:
+        check_grad_rounding(g)
+    if grad_roundings and any(b != "golden" for b in backends):
+        raise ValueError(f"backends={list(backends)} with the backward on the hardware: allowed golden only (the rtl "
+                         f"backward datapath is not built yet; float is the baseline, run without the backward)")
     pairs = [(n, k) for n, ks in norm_kinds(norms, kinds).items() for k in ks]
     _check_names("backends", backends, BACKENDS)
     _check_names("stats", stats, STATS_DTYPES)
@@ -606,14 +746,18 @@ def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits
     for i, s in enumerate(seeds):
         for d in datasets:
             rows = [Job(d, k, "float", None, None, s, n) for n, k in pairs] if baseline or "float" in backends else []
-            rows += [Job(d, k, b, w, None, s, n) for b in hw for w in bits for n, k in pairs]
+            rows += [Job(d, k, b, w, None, s, n, g) for g in (grad_roundings or [None]) for b in hw for w in bits
+                     for n, k in pairs]
             narrow = [Job(d, k, "float", None, t, s, n) for t in stats for n, k in lowp]
             if i == 0:
                 first += rows + narrow
             else:
                 hw_rest += rows
                 stats_rest += narrow
-    return first + hw_rest + stats_rest
+    out = first + hw_rest + stats_rest
+    if grad_roundings:          # stable: the float baselines, then each rounding's jobs in seed order
+        out.sort(key=lambda j: -1 if j.grad_rounding is None else grad_roundings.index(j.grad_rounding))
+    return out
 
 
 def check_formats(kinds, bits, datasets=("digits",)):
@@ -629,6 +773,7 @@ def check_formats(kinds, bits, datasets=("digits",)):
     for w in bits:
         try:
             fmt = formats(w)
+            grad_formats(w)
         except ValueError as e:
             raise ValueError(f"bits={w}: the datapath cannot be built: {e}") from e
         for norm, kind in pairs:
@@ -685,14 +830,15 @@ def _worker_run(job, kw):
 def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=DEFAULT_BITS, seeds=(0,), stats=(),
         epochs: int | None = None, train_limit: int | None = None, jobs: int = 1, cache_dir: Path | str | None = None,
         quiet: bool = False, baseline: bool = True, cached_only: bool = False, engine: str = "processes",
-        norms=(DEFAULT_NORM,)) -> dict:
+        norms=(DEFAULT_NORM,), grad_roundings=()) -> dict:
     """Plan, run (cached; `jobs` processes) and summarize a sweep (norms x kinds paired as norm_kinds does).
+    `grad_roundings`: the backward on the hardware too (plan's; each hardware job once per rounding).
     `cached_only`: train nothing, summarize the runs already in the cache (e.g. of an interrupted sweep); the others
     are counted as missing. engine: processes (here), or auto / ray / sequential: hwnorm explore's engine with `jobs`
     CPUs, one run per task."""
     from tqdm import tqdm
     cache_dir = Path(cache_dir) if cache_dir else BUILD_ROOT / "accuracy"
-    todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline, norms)
+    todo = plan(datasets, kinds, backends, bits, seeds, stats, baseline, norms, grad_roundings)
     pairs = norm_kinds(norms, kinds)
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} is out of range: allowed >= 1")
@@ -754,7 +900,10 @@ def run(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits=
             "kinds": list(dict.fromkeys(k for ks in pairs.values() for k in ks)), "norms": list(pairs),
             "norm_kinds": {n: list(ks) for n, ks in pairs.items()},
             "backends": list(backends), "bits": [str(b) for b in bits], "seeds": list(seeds),
-            "stats": list(stats), "runs": runs, "summary": summarize(runs),
+            "stats": list(stats), "grad_roundings": list(grad_roundings),
+            **({"grad_formats": {str(b): {k: str(v) for k, v in grad_formats(b).items()} for b in bits},
+                "dx_top": DX_TOP} if grad_roundings else {}),
+            "runs": runs, "summary": summarize(runs),
             "widths": widths_table([k for k in KINDS if any(k in ks for ks in pairs.values())]),
             "wall_s": wall, "trained": len(pending), "cached": len(todo) - len(pending), "missing": missing,
             "compute_s": sum(r["wall_s"] for r in runs)}
@@ -791,20 +940,20 @@ def _run_on_engine(engine: str, todo: list, kw: dict, jobs: int, bar) -> dict:
 
 def _group_key(r: dict) -> tuple:
     return (r["dataset"], r.get("norm", DEFAULT_NORM), r["kind"], r["backend"],
-            str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-")
+            str(r["bits"]) if r["bits"] is not None else "-", r["stats"] or "-", r.get("grad_rounding") or "-")
 
 
 def merge_results(old: dict, new: dict) -> dict:
     """`new` with the runs of `old` it does not repeat (same dataset, norm, kind, backend, bits, stats, seed) kept,
     the lists of what was swept widened and the summary recomputed: a partial sweep added to a written one."""
     key = lambda r: (r["dataset"], r.get("norm", DEFAULT_NORM), r["kind"], r["backend"], r["bits"], r["stats"],  # noqa: E731
-                     r["seed"])
+                     r.get("grad_rounding"), r["seed"])
     seen = {key(r) for r in new["runs"]}
     runs = [r for r in old["runs"] if key(r) not in seen] + new["runs"]
     out = dict(new, runs=runs, summary=summarize(runs))
     if "compute_s" in new:                      # the runs of the merged file, not only this invocation's
         out["compute_s"] = sum(r.get("wall_s", 0.0) for r in runs)
-    for name in ("norms", "kinds", "backends", "bits", "seeds"):
+    for name in ("norms", "kinds", "backends", "bits", "seeds", "grad_roundings"):
         out[name] = list(dict.fromkeys(list(old.get(name, [])) + list(new.get(name, []))))
     out["norm_kinds"] = {**old.get("norm_kinds", {}), **new.get("norm_kinds", {})}
     out["datasets"] = {**old.get("datasets", {}), **new.get("datasets", {})}
@@ -817,7 +966,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for r in runs:
         groups.setdefault(_group_key(r), []).append(r)
     out = []
-    for (d, n, k, b, w, s), rs in groups.items():
+    for (d, n, k, b, w, s, g), rs in groups.items():
         acc = [r["accuracy"] for r in rs if not r["diverged"]]
         vals = sum(r.get("train_values", 0) for r in rs) if b != "float" else 0   # the float backend clips nothing
         sat = sum(r.get("train_saturated_in", 0) + r.get("train_saturated_out", 0) for r in rs)
@@ -829,6 +978,11 @@ def summarize(runs: list[dict]) -> list[dict]:
                    train_saturated_out_frac=(sum(r.get("train_saturated_out", 0) for r in rs) / vals) if vals else None,
                    train_clamped=(sum(r["train_clamped"] for r in rs) if b != "float" and all("train_clamped" in r for r in rs)
                                   else None))       # None: the float backend, or runs from before clamps were counted
+        if g != "-":                # the backward's counts, as fractions of the values it ran (all seeds)
+            row.update(grad_rounding=g, grad_fmt=rs[0].get("grad_fmt"))
+            bv = sum(r.get("backward_values", 0) for r in rs)
+            for name in ("saturated_dy", "saturated_dx", "dy_sub_lsb", "dx_zero"):
+                row[f"{name}_frac"] = sum(r.get(name, 0) for r in rs) / bv if bv else None
         if s != "-":
             em = [r["stats_emulation"] for r in rs if "stats_emulation" in r]
             cb = sum(e["channel_batches"] for e in em)
@@ -844,7 +998,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         w = r["bits"]
         wn = int(w) if w.isdigit() else (1000 if w == "-" else 999)
         return (DATASETS.index(r["dataset"]), norm_order.get(r["norm"], 99), r["backend"] != "float" or r["stats"] != "-",
-                r["stats"] != "-", r["backend"], order.get(r["kind"], 99), wn, r["stats"])
+                r["stats"] != "-", r["backend"], r.get("grad_rounding", ""), order.get(r["kind"], 99), wn, r["stats"])
     return sorted(out, key=sort_key)
 
 
@@ -868,15 +1022,20 @@ def format_table(results: dict) -> str:
         lines.append(f"{d}: {rec['epochs']} epochs, batch {rec['batch']}, Adam lr {rec['lr']}, widths {rec['widths']}")
     fam = any(r.get("norm", DEFAULT_NORM) != DEFAULT_NORM for r in results["summary"])   # a norm column if needed
     nc = lambda r: f"{r.get('norm', DEFAULT_NORM):9s} " if fam else ""  # noqa: E731
+    bwd = any(r.get("grad_rounding") for r in results["summary"])        # backward columns if needed
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    bc = lambda r: (f" {r.get('grad_rounding', '-'):10s} {pct(r.get('saturated_dx_frac')):>8s} "  # noqa: E731
+                    f"{pct(r.get('dx_zero_frac')):>8s} {pct(r.get('dy_sub_lsb_frac')):>9s}") if bwd else ""
     lines.append(f"{'dataset':8s} {nc({'norm': 'norm'})}{'kind':7s} {'backend':7s} {'bits':5s} {'stats':14s} {'seeds':>5s} "
-                 f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'clamped':>9s} {'overflow':>8s} {'sigma err':>9s}")
+                 f"{'accuracy % (mean ± std)':>26s} {'saturated':>9s} {'clamped':>9s} {'overflow':>8s} {'sigma err':>9s}"
+                 + (f" {'backward':10s} {'dx sat':>8s} {'dx zero':>8s} {'dy < LSB/2':>9s}" if bwd else ""))
     for r in results["summary"]:
         sat = "-" if r["train_saturated_frac"] is None else f"{100 * r['train_saturated_frac']:.2f}%"
         cl = "-" if r.get("train_clamped") is None else str(r["train_clamped"])
         ov = "-" if r.get("overflow_frac") is None else f"{100 * r['overflow_frac']:.1f}%"
         se = "-" if r.get("sigma_rel_err") is None else f"{100 * r['sigma_rel_err']:.2f}%"
         lines.append(f"{r['dataset']:8s} {nc(r)}{r['kind']:7s} {r['backend']:7s} {r['bits']:5s} {r['stats']:14s} "
-                     f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {cl:>9s} {ov:>8s} {se:>9s}")
+                     f"{r['seeds']:5d} {cell(r):>26s} {sat:>9s} {cl:>9s} {ov:>8s} {se:>9s}" + bc(r))
     missing = f", {results['missing']} not run yet (--cached-only)" if results.get("missing") else ""
     lines.append(f"{results['trained']} runs trained, {results['cached']} from the cache "
                  f"(build/accuracy/){missing}; wall time {results['wall_s']:.1f} s")
@@ -929,5 +1088,5 @@ def accuracy_vs_bits_plot(results: dict, path: Path) -> Path | None:
 
 
 __all__ = ["run", "plan", "merge_results", "norm_kinds", "NORMS", "Norm", "Mixer",
-           "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats",
+           "run_job", "cached_run", "train_steps", "summarize", "format_table", "formats", "grad_formats",
            "parse_bits", "check_formats", "make_model", "load_digits_split", "make_mnist1d", "Job"]
