@@ -42,11 +42,9 @@ def den_bits(cfg) -> int:
     return cfg.out_fmt.bits + 5 + 3
 
 
-SPECIAL = [0]          # values that took the special regime (counted for the table)
-
-
 def floor_channel(cfg, x: np.ndarray, s: int, den: int, g: int, b: int, m: int, d_bits: int):
-    """One training channel through the floor constants: (y codes, value before rounding in output LSBs)."""
+    """One training channel through the floor constants: (y codes, value before rounding in output LSBs, whether it
+    took the special regime)."""
     n = x.shape[0]
     shift_d = den.bit_length() - d_bits
     dn = den >> shift_d if shift_d >= 0 else den << -shift_d
@@ -70,7 +68,7 @@ def floor_core(cfg, x, s: int, k_den: int, num: int, e: int, dn: int, g: int, b:
     sign = -1 if g < 0 else 1
     if num == 0:                                                # gamma = 0: y = beta
         y = np.full(n, min(max(round_mode(np.array([b * 2.0 ** bias_sh]), cfg.rounding)[0], lo), hi))
-        return y.astype(np.int64), np.full(n, b * 2.0 ** bias_sh)
+        return y.astype(np.int64), np.full(n, b * 2.0 ** bias_sh), False
     # Am = floor(num 2^(e + SH) / dn) in [2^(m-2), 2^(m-1)): SH from the leading ones, then fixed by one step
     div = dn
     sh = (m - 2) - (num.bit_length() - 1) - e + (div.bit_length() - 1)
@@ -81,7 +79,6 @@ def floor_core(cfg, x, s: int, k_den: int, num: int, e: int, dn: int, g: int, b:
     n_mean = k_den
     q, r = divmod(s, n_mean)                                    # floor(mu), k_den frac(mu)
     if sh < cfg.shift_lo:                                       # special regime: only d = x - q in {0, 1} is unsaturated
-        SPECIAL[0] += n
         ys, unr = np.empty(n, dtype=np.int64), np.empty(n)
         d = x - q
         for k in (0, 1):
@@ -98,7 +95,7 @@ def floor_core(cfg, x, s: int, k_den: int, num: int, e: int, dn: int, g: int, b:
         neg = (d < 0) if sign > 0 else (d > 1)
         ys[(d < 0) | (d > 1)] = np.where(neg[(d < 0) | (d > 1)], lo, hi)
         unr[(d < 0) | (d > 1)] = np.where(neg[(d < 0) | (d > 1)], -np.inf, np.inf)
-        return ys, unr
+        return ys, unr, True
     sh = min(sh, cfg.shift_max)            # a tiny gain: Am has fewer bits, |x - mu| Am / 2^SH_max moves y < 2^-(G+1)
     am = sign * _am(num, e, sh, div)
     half = 0 if cfg.rounding == "floor" else 1 << (sh - 1)
@@ -109,7 +106,7 @@ def floor_core(cfg, x, s: int, k_den: int, num: int, e: int, dn: int, g: int, b:
         tie = np.array([(int(v) & ((1 << sh) - 1)) == 0 for v in acc])
         y = y - (tie & np.array([int(v) & 1 for v in y], dtype=bool))
     unr = np.array([float(Fraction(int(v) - half, 1 << sh)) for v in acc])
-    return np.clip(y.astype(np.int64), lo, hi), unr
+    return np.clip(y.astype(np.int64), lo, hi), unr, False
 
 
 def _am(num, e, sh, dn):
@@ -117,31 +114,37 @@ def _am(num, e, sh, dn):
     return ((num << k) if k >= 0 else (num >> -k)) // dn
 
 
+def _compare(cfg, out: dict, ref, today, floors):
+    """Add one case to `out`: the floor design's channels (y, unrounded, special) and today's golden result against
+    the float reference `ref` (output LSBs), after rounding everywhere and before rounding where ref is in range."""
+    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
+    want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
+    inside = (ref >= lo) & (ref <= hi)
+    for c, (y, unr, special) in enumerate(floors):
+        out["floor_err"] = max(out["floor_err"], int(np.abs(y - want[c]).max()))
+        out["today_err"] = max(out["today_err"], int(np.abs(today.y[c] - want[c]).max()))
+        if inside[c].any():
+            out["floor_unr"] = max(out["floor_unr"], float(np.abs(unr - ref[c])[inside[c]].max()))
+            out["today_unr"] = max(out["today_unr"], float(np.abs(today.unrounded[c] - ref[c])[inside[c]].max()))
+        out["special"] += y.size if special else 0
+    out["values"] += ref.size
+
+
+def _new() -> dict:
+    return dict(values=0, floor_unr=0.0, floor_err=0, today_unr=0.0, today_err=0, special=0)
+
+
 def study(cfg, trials: int, seed: int = 0):
     """(values, floor max before / after rounding, today's max before / after rounding, special-regime values)."""
     rng = np.random.default_rng(seed)
     m, d_bits = mantissa_bits(cfg), den_bits(cfg)
-    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-    out = dict(values=0, floor_unr=0.0, floor_err=0, today_unr=0.0, today_err=0)
-    SPECIAL[0] = 0
+    out = _new()
     for x, g, b in train_cases(cfg, rng, trials):
-        n = x.shape[1]
-        ref = train_out_lsb(cfg, x, g, b)
-        want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
-        inside = (ref >= lo) & (ref <= hi)
-        s, den = _stats_exact(cfg, np.asarray(x).astype(object), channel_params(cfg, n))
+        s, den = _stats_exact(cfg, np.asarray(x).astype(object), channel_params(cfg, x.shape[1]))
         s = centre(cfg, s)                                      # FRN kinds: C = 0, no mean term
-        today = train(cfg, x, g, b)
-        for c in range(x.shape[0]):
-            y, unr = floor_channel(cfg, np.asarray(x[c], dtype=np.int64), int(s[c]), int(den[c]), int(g[c]), int(b[c]),
-                                   m, d_bits)
-            out["floor_err"] = max(out["floor_err"], int(np.abs(y - want[c]).max()))
-            out["today_err"] = max(out["today_err"], int(np.abs(today.y[c] - want[c]).max()))
-            if inside[c].any():
-                out["floor_unr"] = max(out["floor_unr"], float(np.abs(unr - ref[c])[inside[c]].max()))
-                out["today_unr"] = max(out["today_unr"], float(np.abs(today.unrounded[c] - ref[c])[inside[c]].max()))
-        out["values"] += x.size
-    out["special"] = SPECIAL[0]
+        floors = [floor_channel(cfg, np.asarray(x[c], dtype=np.int64), int(s[c]), int(den[c]), int(g[c]), int(b[c]),
+                                m, d_bits) for c in range(x.shape[0])]
+        _compare(cfg, out, train_out_lsb(cfg, x, g, b), train(cfg, x, g, b), floors)
     return out
 
 
@@ -149,24 +152,12 @@ def study_infer(cfg, trials: int, seed: int = 0):
     """The inference path (given mean and scale, hwnorm.numerics.infer_cases) through the floor constants."""
     rng = np.random.default_rng(seed)
     m = mantissa_bits(cfg)
-    lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
-    out = dict(values=0, floor_unr=0.0, floor_err=0, today_unr=0.0, today_err=0)
-    SPECIAL[0] = 0
+    out = _new()
     for x, g, b, mean, scale_m, scale_exp in infer_cases(cfg, rng, trials * 8):
-        ref = infer_out_lsb(cfg, x, g, b, mean, scale_m, scale_exp)
-        want = np.clip(round_mode(ref, cfg.rounding), lo, hi)
-        inside = (ref >= lo) & (ref <= hi)
-        today = infer(cfg, x, g, b, mean, scale_m, scale_exp)
-        for c in range(x.shape[0]):
-            y, unr = floor_infer_channel(cfg, np.asarray(x[c], dtype=np.int64), int(mean[c]), int(scale_m[c]),
-                                         int(scale_exp[c]), int(g[c]), int(b[c]), m)
-            out["floor_err"] = max(out["floor_err"], int(np.abs(y - want[c]).max()))
-            out["today_err"] = max(out["today_err"], int(np.abs(today.y[c] - want[c]).max()))
-            if inside[c].any():
-                out["floor_unr"] = max(out["floor_unr"], float(np.abs(unr - ref[c])[inside[c]].max()))
-                out["today_unr"] = max(out["today_unr"], float(np.abs(today.unrounded[c] - ref[c])[inside[c]].max()))
-        out["values"] += x.size
-    out["special"] = SPECIAL[0]
+        floors = [floor_infer_channel(cfg, np.asarray(x[c], dtype=np.int64), int(mean[c]), int(scale_m[c]),
+                                      int(scale_exp[c]), int(g[c]), int(b[c]), m) for c in range(x.shape[0])]
+        _compare(cfg, out, infer_out_lsb(cfg, x, g, b, mean, scale_m, scale_exp),
+                 infer(cfg, x, g, b, mean, scale_m, scale_exp), floors)
     return out
 
 
