@@ -250,33 +250,52 @@ def grouped_model(which: str):
     return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), norm, nn.ReLU(), nn.Flatten(), nn.Linear(80, 3))
 
 
+def run_backward(m, x):
+    """m (a Sequential, its layer 1 routed) trained one step on golden with backward=True: (session, the layer's input
+    with its hardware x.grad, the layer's dL/dy recomputed in float through the layers after it, on the same tensors)."""
+    seen = {}
+    handle = m[1].register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    with to_hardware(m, backend="golden", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        out = m(x)
+        xin = seen["x"]
+        xin.retain_grad()
+        gy = torch.randn_like(out)
+        (out * gy).sum().backward()
+        z = m[1](xin.detach()).detach().requires_grad_()
+        (m[2:](z) * gy).sum().backward()
+    handle.remove()
+    return hw, xin, z.grad
+
+
+def grad_error_at_16_bits(model, x):
+    """(largest |float - golden| parameter gradient, largest float parameter gradient, session) of one backward of
+    sum(model(x) * ramp), the copy routed to golden at s16 with backward=True."""
+    ramp = torch.linspace(-1, 1, 3)
+    ref = copy.deepcopy(model)
+    (ref(x) * ramp).sum().backward()
+    m = copy.deepcopy(model)
+    with to_hardware(m, backend="golden", fmt="s16", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        (m(x) * ramp).sum().backward()
+    err = max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters()))
+    return err, max(float(p.grad.abs().max()) for p in ref.parameters()), hw
+
+
 @pytest.mark.parametrize("which", sorted(GROUPED))
 def test_grouped_layers_backward_is_the_golden_one_per_group(which):
     """A grouped layer (one datapath channel per group, gamma per value): x.grad is the golden backward of its groups,
     merged back; weight.grad / bias.grad its per-value g x_hat / g summed over the values sharing an entry."""
     from hwnorm.torch.group_nn import affine_view, grouping_of
     m = grouped_model(which)
-    x = torch.randn(3, 2, 4, 5)
-    seen = {}
     norm = m[1]
-    norm.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
-    with to_hardware(m, backend="golden", backward=True, warn_saturation=1.0) as hw:
-        hw.calibrate([x])
-        out = m(x)
-        seen["x"].retain_grad()
-        gy = torch.randn_like(out)
-        (out * gy).sum().backward()
-        st = hw.layers["1"]
-        xin = seen["x"]
-        grouping = grouping_of(norm)
-        split = lambda t: grouping.split(t.detach().to(torch.float64)).numpy()    # noqa: E731
-        wv = affine_view(norm, xin)[0]
-        w = split(wv.detach().expand(xin.shape))
-        # the layer's dL/dy, recomputed through the layers after it (float, the same tensors)
-        y1 = m[1](xin.detach()).detach().requires_grad_()
-        (m[4](m[3](m[2](y1))) * gy).sum().backward()
-        want = get_backend("golden").backward(st.config, st.grad, split(xin), split(y1.grad), w,
-                                              in_scale=st.in_max / st.config.in_fmt.max_int)
+    hw, xin, dy = run_backward(m, torch.randn(3, 2, 4, 5))
+    st = hw.layers["1"]
+    grouping = grouping_of(norm)
+    split = lambda t: grouping.split(t.detach().to(torch.float64)).numpy()    # noqa: E731
+    wv = affine_view(norm, xin)[0]
+    want = get_backend("golden").backward(st.config, st.grad, split(xin), split(dy), split(wv.detach().expand(xin.shape)),
+                                          in_scale=st.in_max / st.config.in_fmt.max_int)
     merge = lambda a: grouping.merge(torch.from_numpy(a), xin.shape)    # noqa: E731
     assert torch.equal(xin.grad.double(), merge(want.dx).to(xin.grad.dtype).double())
     assert torch.allclose(norm.weight.grad.double(), merge(want.dgamma).sum_to_size(wv.shape).reshape(norm.weight.shape),
@@ -287,16 +306,9 @@ def test_grouped_layers_backward_is_the_golden_one_per_group(which):
 def test_grouped_gradients_are_close_to_float_at_16_bits(which):
     """As for batch-norms: every parameter gradient within 1% of the model's largest float gradient at 16 bits."""
     x = torch.randn(3, 2, 4, 5)
-    model = grouped_model(which)
-    ref = copy.deepcopy(model)
-    (ref(x) * torch.linspace(-1, 1, 3)).sum().backward()
-    m = copy.deepcopy(model)
-    with to_hardware(m, backend="golden", fmt="s16", backward=True, warn_saturation=1.0) as hw:
-        hw.calibrate([x])
-        (m(x) * torch.linspace(-1, 1, 3)).sum().backward()
-        assert hw.report()["1"]["backward_values"] == x.numel() * 2 and hw.report()["1"]["saturated_dx"] == 0
-    top = max(float(p.grad.abs().max()) for p in ref.parameters())
-    assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 0.01 * top
+    err, top, hw = grad_error_at_16_bits(grouped_model(which), x)
+    assert hw.report()["1"]["backward_values"] == x.numel() * 2 and hw.report()["1"]["saturated_dx"] == 0
+    assert err <= 0.01 * top
 
 
 FRNS = {"frn": lambda: hn.FilterResponseNorm2d(4), "frn_range": lambda: hn.RangeFRN2d(4, chunks=2),
@@ -318,24 +330,14 @@ def test_frn_backward_is_the_golden_one_with_its_tlu(kind):
     """An FRN layer (one channel per sample and channel, its TLU): x.grad is the golden backward of that call with the
     layer's beta and tau, and weight / bias / tau gradients its per-row results summed over the samples."""
     m = frn_model(kind)
-    x = torch.randn(3, 2, 4, 5)
-    seen = {}
     norm = m[1]
-    norm.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
-    with to_hardware(m, backend="golden", backward=True, warn_saturation=1.0) as hw:
-        hw.calibrate([x])
-        out = m(x)
-        seen["x"].retain_grad()
-        gy = torch.randn_like(out)
-        (out * gy).sum().backward()
-        st, xin = hw.layers["1"], seen["x"]
-        z = m[1](xin.detach()).detach().requires_grad_()
-        (m[3](m[2](z)) * gy).sum().backward()
-        rows = lambda t: t.detach().to(torch.float64).reshape(12, 20).numpy()    # noqa: E731  row n*C + c
-        per = lambda p: np.tile(p.detach().to(torch.float64).numpy(), 3)        # noqa: E731
-        want = get_backend("golden").backward(st.config, st.grad, rows(xin), rows(z.grad), per(norm.weight),
-                                              in_scale=st.in_max / st.config.in_fmt.max_int, beta=per(norm.bias),
-                                              tau=per(norm.tau))
+    hw, xin, dy = run_backward(m, torch.randn(3, 2, 4, 5))
+    st = hw.layers["1"]
+    rows = lambda t: t.detach().to(torch.float64).reshape(12, 20).numpy()    # noqa: E731  row n*C + c
+    per = lambda p: np.tile(p.detach().to(torch.float64).numpy(), 3)        # noqa: E731
+    want = get_backend("golden").backward(st.config, st.grad, rows(xin), rows(dy), per(norm.weight),
+                                          in_scale=st.in_max / st.config.in_fmt.max_int, beta=per(norm.bias),
+                                          tau=per(norm.tau))
     assert torch.equal(xin.grad, torch.from_numpy(want.dx).reshape(xin.shape).to(xin.dtype))
     for p, v in ((norm.weight, want.dgamma), (norm.bias, want.dbeta), (norm.tau, want.dtau)):
         assert torch.allclose(p.grad.double(), torch.from_numpy(v).reshape(3, 4).sum(0), rtol=1e-6, atol=1e-7)
@@ -345,16 +347,8 @@ def test_frn_backward_is_the_golden_one_with_its_tlu(kind):
 @pytest.mark.parametrize("kind", sorted(FRNS))
 def test_frn_gradients_are_close_to_float_at_16_bits(kind):
     """As for batch-norms: every parameter gradient (tau's too) within 1% of the model's largest float gradient."""
-    x = torch.randn(3, 2, 4, 5)
-    model = frn_model(kind)
-    ref = copy.deepcopy(model)
-    (ref(x) * torch.linspace(-1, 1, 3)).sum().backward()
-    m = copy.deepcopy(model)
-    with to_hardware(m, backend="golden", fmt="s16", backward=True, warn_saturation=1.0) as hw:
-        hw.calibrate([x])
-        (m(x) * torch.linspace(-1, 1, 3)).sum().backward()
-    top = max(float(p.grad.abs().max()) for p in ref.parameters())
-    assert max(float((p.grad - q.grad).abs().max()) for p, q in zip(ref.parameters(), m.parameters())) <= 0.01 * top
+    err, top, _ = grad_error_at_16_bits(frn_model(kind), torch.randn(3, 2, 4, 5))
+    assert err <= 0.01 * top
 
 
 @pytest.mark.parametrize("make", [lambda: mlp("topk"), lambda: mlp("semidev"), lambda: grouped_model("GroupNorm"),
