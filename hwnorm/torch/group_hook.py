@@ -21,7 +21,6 @@ from ..elementwise import elementwise_affine, hat_config
 from .backward import attach
 from .group_nn import _dims_allowed, _GroupedNorm, affine_view, check_grouped_input, grouping_of
 from .nn import routed_input_is_empty
-from .warn import warn_first_batch
 
 
 def _reference(module, x, batch_stats: bool):
@@ -95,11 +94,7 @@ def grouped_forward(session, name: str, module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}): a group of {n} values exceeds max_count="
                              f"{cfg.max_count} of the generated datapath: allowed groups of at most max_count values; "
                              f"pass max_count={n} (or more) to to_hardware()")
-        if st.in_max is None and not (batch and module.training and session.in_range == "batch"):
-            warn_first_batch(name, float(np.abs(xg).max()))
-        if st.in_max is None or (batch and module.training and session.in_range == "batch"):
-            st.in_max = float(np.abs(xg).max()) or 1.0
-        in_scale = st.in_max / cfg.in_fmt.max_int
+        in_scale = session.input_scale(name, float(np.abs(xg).max()), batch and module.training)
         ones, zeros = np.ones(groups), np.zeros(groups)
         w, b = _per_element(module, x, grouping)
         if ew:

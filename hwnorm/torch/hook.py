@@ -222,6 +222,17 @@ class HardwareSession:
                 st.affine_config = aff if raised else None
             warn_widened(which, old, new, largest, len(self.layers))
 
+    def input_scale(self, name: str, largest: float, own_range: bool) -> float:
+        """Layer `name`'s in_scale for a call whose largest |x| is `largest`: its calibrated range; with none yet, this
+        first batch's (warned); with in_range='batch' and `own_range` (a training call), each call's own."""
+        st = self.layers[name]
+        batch = own_range and self.in_range == "batch"
+        if st.in_max is None and not batch:
+            warn_first_batch(name, largest)
+        if st.in_max is None or batch:
+            st.in_max = largest or 1.0
+        return st.in_max / st.config.in_fmt.max_int
+
     def record(self, name: str, module, values: int, sat_in: int, sat_out: int, t0: float, out_fmt=None):
         """Count one call of layer `name` and warn (once per layer and cause) about what clipped."""
         st = self.layers[name]
@@ -385,11 +396,7 @@ def _hardware_forward(session: HardwareSession, name: str, module):
                              f"{cfg.chunks}: every chunk holds one value, so sigma_hat is eps alone and every output with "
                              f"x != mean saturates (the float module divides by eps too); use chunks < {n} (e.g. chunks=1) "
                              f"or larger batches")
-        if st.in_max is None and not (train and session.in_range == "batch"):
-            warn_first_batch(name, float(np.abs(xc).max()))
-        if st.in_max is None or (train and session.in_range == "batch"):
-            st.in_max = float(np.abs(xc).max()) or 1.0
-        in_scale = st.in_max / cfg.in_fmt.max_int
+        in_scale = session.input_scale(name, float(np.abs(xc).max()), train)
         w = module.weight.detach() if module.affine else torch.ones(c)
         b = module.bias.detach() if module.affine else torch.zeros(c)
         gamma, beta = w.to(torch.float64).cpu().numpy(), b.to(torch.float64).cpu().numpy()
@@ -473,12 +480,7 @@ def frn_forward(session: HardwareSession, name: str, module):
                              f"output gamma * x / eps, which saturates for all but the inputs below one input LSB (those "
                              f"the input format rounds to 0); allowed chunks < {n} (e.g. chunks=1 for n >= 2), or another "
                              f"FRN kind for 1x1 maps")
-        batch_range = module.training and session.in_range == "batch"
-        if st.in_max is None and not batch_range:
-            warn_first_batch(name, float(np.abs(xg).max()))
-        if st.in_max is None or batch_range:
-            st.in_max = float(np.abs(xg).max()) or 1.0
-        in_scale = st.in_max / cfg.in_fmt.max_int
+        in_scale = session.input_scale(name, float(np.abs(xg).max()), module.training)
 
         def per_row(p, fill):
             v = np.full(c, fill) if p is None else p.detach().to(torch.float64).cpu().numpy()

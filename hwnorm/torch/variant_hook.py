@@ -23,7 +23,6 @@ import torch
 from .nn import check_input, routed_input_is_empty
 from .variants import VARIANTS, _CrossIterationBatchNorm, _DomainSpecificBatchNorm, base_normalize, base_running, \
     base_stats, update_base_running
-from .warn import warn_first_batch
 
 
 def variant_layers(model) -> dict:
@@ -60,17 +59,6 @@ def _domain_forward(session, name, module):
     return forward
 
 
-def _in_range(session, base, x, train: bool):
-    """The base layer's input range, set as the hook sets it (first batch, or each training batch with in_range=batch)."""
-    st = session.layers[base]
-    batch = train and session.in_range == "batch"
-    largest = float(x.detach().abs().max())
-    if st.in_max is None and not batch:
-        warn_first_batch(base, largest)
-    if st.in_max is None or batch:
-        st.in_max = largest or 1.0
-
-
 def _memory_forward(session, name, module):
     base = base_names(name, module)[0]
     st = session.layers[base]
@@ -83,7 +71,7 @@ def _memory_forward(session, name, module):
         st.reached = True
         if routed_input_is_empty(name, module, x, lambda t: check_input(module, t, module.dims)):
             return x.clone()
-        _in_range(session, base, x, module.training)
+        session.input_scale(base, float(x.detach().abs().max()), module.training)
         if module.training:
             measured = session.statistics(base, x)
             mean, sigma = base_stats(module.bn, x)
