@@ -47,6 +47,7 @@ DROPOUT_SCALE_EXTRA = 3      # F = out bits + this: S's fraction bits (its round
 HAT_INT_EXTRA = 4            # integer bits x_hat has beyond out_fmt
 HAT_FRAC_EXTRA = 8           # fraction bits x_hat has beyond out_fmt
 HAT_MAX_BITS = 32
+MANTISSA_MAX = 48            # widest gain mantissa m a configuration may ask for (mantissa_bits)
 
 
 def _check_range(name: str, value, lo, hi):
@@ -161,6 +162,7 @@ class NormConfig:
     dropout: float = 0.0
     overlap: bool = False
     elementwise: bool = False
+    mantissa_bits: int | None = None
 
     def __post_init__(self):
         for name in ("max_count", "chunks", "k", "lanes", "stat_frac_bits"):
@@ -225,6 +227,9 @@ class NormConfig:
                              f"registers of the pending channel carry no TLU threshold or dropout seed yet; allowed "
                              f"overlap=True for the batch-norm kinds without dropout")
         self._check_elementwise()
+        if self.mantissa_bits is not None:
+            object.__setattr__(self, "mantissa_bits", _as_int(self.mantissa_bits))
+            _check_range("mantissa_bits", self.mantissa_bits, self.mantissa_min, MANTISSA_MAX)
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -283,7 +288,9 @@ class NormConfig:
         widths and descriptor are this configuration's."""
         if not self.elementwise:
             return self
-        return dataclasses.replace(self, out_fmt=self.norm_out_fmt, elementwise=False)
+        extra = None if self.mantissa_bits is None else self.mantissa_bits - self.mantissa_min
+        core = dataclasses.replace(self, out_fmt=self.norm_out_fmt, elementwise=False, mantissa_bits=None)
+        return core if extra is None else dataclasses.replace(core, mantissa_bits=core.mantissa_min + extra)
 
     def _check_dropout(self):
         """dropout p in [0, 1): the probability that a training output is zeroed (0: no dropout stage)."""
@@ -636,26 +643,63 @@ class NormConfig:
         2**-(G+1) LSB per unit of A, so a smaller gain needs no larger shift (docs/numerics.md)."""
         return max(self.shift_lo, self.in_fmt.bits + self.guard_bits + 1)
 
-    def _a_bound(self, m_max: int, k_bits: int, sh0_min: int) -> int:
-        """|A| < 2 |M| 2**max(0, tK + SH_lo - SH0) (docs/numerics.md)."""
-        return 2 * m_max << max(0, k_bits + self.shift_lo - sh0_min)
+    # -- the floor-level gain (docs/numerics.md "The normalize constants") ----------------------
+
+    @cached_property
+    def beta_mag_out(self) -> int:
+        """The largest |beta| in output LSBs (beta codes 2**(F_out - F_b), rounded up)."""
+        mag = max(-self.beta_fmt.min_int, self.beta_fmt.max_int)
+        sh = self.norm_out_fmt.frac - self.beta_fmt.frac
+        return mag << sh if sh >= 0 else -(-mag >> -sh)
+
+    @cached_property
+    def mantissa_min(self) -> int:
+        """The narrowest gain mantissa m: the special regime (SH < SH_lo) then starts at a gain G >= 2**(m-1-SH_lo) that
+        saturates every x with |x - mu| >= 1 whatever beta is, and its two-point A (< (2**out_bits + 4) 2**SH_lo) fits
+        m signed bits."""
+        half_span = 1 << (self.norm_out_fmt.bits - 1)
+        return max(self.shift_lo + 2 + self.norm_out_fmt.bits, self.shift_lo + 1 + (half_span + self.beta_mag_out).bit_length())
+
+    @cached_property
+    def gain_bits(self) -> int:
+        """m: the signed width of the gain mantissa A (mantissa_bits, or mantissa_min by default)."""
+        return self.mantissa_min if self.mantissa_bits is None else self.mantissa_bits
+
+    @cached_property
+    def num_bits(self) -> int:
+        """W: the width of the gain's numerator |gamma| n (training) or |gamma| scale_m (inference)."""
+        g = self._gamma_mag
+        return max(g * self.max_count, g * ((1 << (self.recip_bits + 1)) - 1)).bit_length()
+
+    @cached_property
+    def dn_bits(self) -> int:
+        """D: Den's top bits the gain divides by (Den ~ Dn 2**s); the quotient's numerator num 2**(m+D-1-W) needs
+        m + D - 1 >= W."""
+        return max(self.gain_bits + 2, self.num_bits + 1 - self.gain_bits)
+
+    @cached_property
+    def special_shift_max(self) -> int:
+        """J: the special regime's gain 2**(SH_lo - SH) is capped at 2**J: from J on, any x other than floor(mu) (and
+        floor(mu) itself unless mu is on the grid) saturates, so the cap changes no output."""
+        k_max = max(self.max_count, 1 << self.stat_frac_bits)
+        need = (self.beta_mag_out + (1 << (self.norm_out_fmt.bits - 1)) + 3) << self.shift_lo
+        j = 1
+        while (1 << (self.gain_bits - 2 + j)) // k_max < need:
+            j += 1
+        return j
 
     @cached_property
     def a_bits(self) -> int:
-        """Signed width of the per-channel multiplier A of the normalize pass."""
-        q = self.recip_bits
-        inf = self._a_bound(self._gamma_mag << (q + 1), self.stat_frac_bits,
-                            self.inf_shift_base - (self.scale_span[1] - q))
-        train = 0 if self.inference_only else self._a_bound(
-            self._gamma_mag << q, 0, self.den_per_count_log2_min + self.shift_base)
-        return max(inf, train).bit_length() + 1
+        """Signed width of the per-channel multiplier A of the normalize pass: the gain mantissa m."""
+        return self.gain_bits
 
     @cached_property
     def b_bits(self) -> int:
-        """Signed width of the per-channel offset B = bias - floor(A C / K)."""
-        bias = ((-self.beta_fmt.min_int if self.beta_fmt.signed else self.beta_fmt.max_int)
-                << (self.shift_max + self.norm_out_fmt.frac - self.beta_fmt.frac)) + (1 << self.shift_max)
-        return (bias + (self._x_mag << (self.a_bits - 1)) + 1).bit_length() + 1
+        """Signed width of the per-channel offset B = T - q A (T = bias + half - floor(r A / K), q = floor(mu))."""
+        m = self.gain_bits
+        bias = (self.beta_mag_out << self.shift_max) + (1 << self.shift_max) + (1 << (m - 1))
+        special = (self.beta_mag_out + (1 << (self.norm_out_fmt.bits - 1)) + 3) << self.shift_lo
+        return (max(bias, special) + (self._x_mag << (m - 1)) + 1).bit_length() + 1
 
     @cached_property
     def acc_bits(self) -> int:
@@ -665,15 +709,10 @@ class NormConfig:
 
     @cached_property
     def scale_exp_range(self) -> tuple[int, int]:
-        """Allowed inference scale exponents: A stays within a_bits (any small scale is accepted)."""
-        q, mf = self.recip_bits, self.stat_frac_bits
-        lo = -(1 << (constants.SCALE_EXP_BITS - 1))
-        m_max = self._gamma_mag << (q + 1)
-        e = self.scale_span[1] - q
-        while e < (1 << (constants.SCALE_EXP_BITS - 1)) - 1 and \
-                self._a_bound(m_max, mf, self.inf_shift_base - (e + 1)) < 1 << (self.a_bits - 1):
-            e += 1
-        return lo, min(e, (1 << (constants.SCALE_EXP_BITS - 1)) - 1)
+        """Allowed inference scale exponents: every value of the field (a large gain takes the special regime, a small
+        one the clamped shift SH_max)."""
+        top = 1 << (constants.SCALE_EXP_BITS - 1)
+        return -top, top - 1
 
     @property
     def channel_fields(self) -> list[tuple[str, int, bool]]:
@@ -761,7 +800,7 @@ class NormConfig:
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""
         names = ["count_bits", "sum_bits", "precision_bits", "const_frac_bits", "const_bits",
-                 "recip_bits", "den_bits", "shift_base", "shift_lo", "shift_max", "a_bits",
+                 "recip_bits", "den_bits", "shift_lo", "shift_max", "gain_bits", "dn_bits", "special_shift_max", "a_bits",
                  "b_bits", "acc_bits"]
         return {n: getattr(self, n) for n in names}
 

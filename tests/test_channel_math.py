@@ -1,6 +1,6 @@
 """ChannelMath alone in amaranth.sim: a stand-in statistics unit whose outputs the test sets from a few lines of
 NumPy, the training ('mid' for L1, then 'train') and the inference programs, against the golden model's
-per-channel constants (Den, and A, B, SH from golden.channel_constants); the latency ChannelMath.latency_for states."""
+per-channel constants (Den, and A, B, SH and the special regime's flag, sign and q from golden.channel_constants); the latency ChannelMath.latency_for states."""
 import random
 
 import numpy as np
@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from hwnorm.config import NormConfig
 from hwnorm.constants import channel_params
-from hwnorm.golden.bitexact import channel_constants, train
+from hwnorm.golden.bitexact import infer_constants, train, train_constants
 from hwnorm.hdl.channel_math import ChannelMath
 from hwnorm.hdl.statistics import StatisticsUnit
 
@@ -97,7 +97,7 @@ def check_channels(cfg, channels):
                 got["den"] = ctx.get(dut.den)
             else:
                 got["cycles"] = await program(ctx, "infer")
-            got.update(a=ctx.get(dut.a), b=ctx.get(dut.b), sh=ctx.get(dut.sh))
+            got.update({name: ctx.get(getattr(dut, name)) for name in ("a", "b", "sh", "special", "neg", "q_lo", "q_hi")})
             results.append(got)
 
     sim = Simulator(dut)
@@ -107,22 +107,21 @@ def check_channels(cfg, channels):
     return results
 
 
+def _gain(g) -> dict:
+    return {"a": g.a, "b": g.b, "sh": g.sh, "special": int(g.special), "neg": int(g.neg), "q_lo": g.q, "q_hi": g.q + 1}
+
+
 def expected(cfg, x, gamma, beta, inference):
-    """Den (training) and A, B, SH as the golden model forms them."""
+    """Den (training) and the lane constants as the golden model forms them."""
     if inference is not None:
-        k = 1 << cfg.stat_frac_bits
-        a, b, sh = channel_constants(cfg, k, inference["mean"], gamma * inference["scale_m"],
-                                     cfg.inf_shift_base - inference["scale_exp"], beta)
-        return {"a": a, "b": b, "sh": sh}
+        return _gain(infer_constants(cfg, [inference["mean"]], [inference["scale_m"]], [inference["scale_exp"]],
+                                     [gamma], [beta])[0])
     n = len(x)
     res = train(cfg, np.asarray(x)[None, :], [gamma], [beta])
     den = int(res.stats.den[0])
-    lead = den.bit_length() - 1
-    recip = (1 << (lead + cfg.recip_bits)) // den
-    c = 0 if cfg.frn else int(np.sum(x))                              # FRN: no centring
-    a, b, sh = channel_constants(cfg, n, c, gamma * recip, lead + cfg.shift_base, beta)
-    assert (a, sh) == (int(res.mult[0]), int(res.shift[0]))       # the golden model's own normalize pass agrees
-    return {"den": den, "a": a, "b": b, "sh": sh}
+    g = train_constants(cfg, n, res.stats.sum, res.stats.den, [gamma], [beta])[0]
+    assert (g.a, g.sh) == (int(res.mult[0]), int(res.shift[0]))       # the golden model's own normalize pass agrees
+    return {"den": den, **_gain(g)}
 
 
 def channel_set(cfg, rnd):
@@ -133,6 +132,11 @@ def channel_set(cfg, rnd):
         chans.append((x, rnd.randint(g.min_int, g.max_int), rnd.randint(b.min_int, b.max_int), None))
     chans.append(([fmt.max_int] * 5 + [fmt.min_int] * 5, g.max_int, b.min_int, None))     # the widest deviation
     chans.append(([3] * 9, g.min_int, b.max_int, None))                                   # no deviation: eps only
+    chans.append(([3] * 30 + [4], g.max_int, b.min_int, None))                 # a huge gain: the special regime
+    chans.append(([-2] * 20 + [-3], g.min_int, 0, None))                       # the same with gamma < 0
+    chans.append(([fmt.max_int, fmt.min_int] * 8, 1, b.max_int, None))          # the smallest gain: SH clamped
+    chans.append(([1, 2, 3], 0, b.min_int, None))                              # gamma = 0
+    chans.append(([0] * 6, g.max_int, b.max_int, None))                        # all zero: FRN's eps alone
     lo, hi = cfg.scale_exp_range
     for _ in range(3):
         inf = {"mean": rnd.randint(fmt.min_int, fmt.max_int) << cfg.stat_frac_bits,
@@ -141,19 +145,24 @@ def channel_set(cfg, rnd):
     return chans
 
 
-@pytest.mark.parametrize("kind,bits", [("l2", 8), ("range", 8), ("linf", 8), ("l1", 8), ("mad", 8), ("semidev", 8),
-                                       ("l2", 16), ("range", 16), ("frn", 8), ("frn_range", 8), ("frn_l1", 8),
-                                       ("frn_linf", 16)])
-def test_channel_math_forms_den_a_b_sh_as_the_golden_model(kind, bits):
+@pytest.mark.parametrize("kind,bits,max_count", [
+    ("l2", 8, MAX_COUNT), ("range", 8, MAX_COUNT), ("linf", 8, MAX_COUNT), ("l1", 8, MAX_COUNT), ("mad", 8, MAX_COUNT),
+    ("semidev", 8, MAX_COUNT), ("l2", 16, MAX_COUNT), ("range", 16, MAX_COUNT), ("frn", 8, MAX_COUNT),
+    ("frn_range", 8, MAX_COUNT), ("frn_l1", 8, MAX_COUNT), ("frn_linf", 16, MAX_COUNT),
+    ("range", 8, 4096), ("l2", 16, 4096)])            # the default count: the special regime's widest shift J
+def test_channel_math_forms_den_a_b_sh_as_the_golden_model(kind, bits, max_count):
     fmt = {8: "s8.4", 16: "s16.8"}[bits]
-    cfg = NormConfig(kind=kind, lanes=1, max_count=MAX_COUNT, in_fmt=fmt, out_fmt=fmt)
-    rnd = random.Random(f"{kind}{bits}")
+    cfg = NormConfig(kind=kind, lanes=1, max_count=max_count, in_fmt=fmt, out_fmt=fmt)
+    rnd = random.Random(f"{kind}{bits}{max_count}")
     channels = channel_set(cfg, rnd)
+    regimes = set()
     for got, (x, gamma, beta, inference) in zip(check_channels(cfg, channels), channels):
         want = expected(cfg, x, gamma, beta, inference)
+        regimes.add("special" if want["special"] else "clamped" if want["sh"] == cfg.shift_max else "regular")
         assert {k: got[k] for k in want} == want, (len(x), gamma, beta, inference)
         entry = "infer" if inference is not None else "train"
         assert got["cycles"] == ChannelMath.latency_for(cfg, entry)
         if "mid_cycles" in got:
             assert got["mid_cycles"] == ChannelMath.latency_for(cfg, "mid")
             assert got["floor_mean"] == int(np.sum(x)) // len(x)
+    assert regimes == {"special", "clamped", "regular"}, regimes        # the channel set reaches every regime

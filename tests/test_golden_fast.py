@@ -162,7 +162,8 @@ def test_wide_configurations_fall_back_to_python_integers_where_int64_does_not_f
     g, b = params(wide, rng, 2, big=False)
     assert_same(train(wide, x, g, b), train(wide, x, g, b, exact=True))
     mid = NormConfig(kind="l2", in_fmt=FixedFormat(24, 12), out_fmt=FixedFormat(16, 12), gamma_fmt=FixedFormat(16, 12),
-                     beta_fmt=FixedFormat(16, 12), max_count=4096)      # sum of squares 59 bits: int64; x*A + B: not
+                     beta_fmt=FixedFormat(16, 12), max_count=4096,
+                     mantissa_bits=40)         # sum of squares 59 bits: int64; x*A + B with a 40-bit mantissa: not
     assert fast_plan(mid) == {"stats": True, "normalize": False} and mid.acc_bits > INT64_BITS
     for how in ("uniform", "extremes"):
         x = data(mid, rng, 2, 4096, how)

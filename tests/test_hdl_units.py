@@ -79,8 +79,22 @@ def ref_extreme_k(values, k, largest, fmt):
     return (ordered + [neutral] * k)[:k]
 
 
-def ref_normalize(x, a, b, shift, rounding, fmt):
-    """(y, saturated) of y = clamp(round((x*A + B) >> SH)); B already holds the rounding half."""
+def ref_forced(x, force):
+    """The special regime's forced side of x ('hi', 'lo' or None): force = (neg, q) or None (the regular regime);
+    x < q and x > q + 1 saturate, low for gamma > 0 below q."""
+    if force is None:
+        return None
+    neg, q = force
+    below, above = x < q, x > q + 1
+    return "hi" if (below if neg else above) else "lo" if (above if neg else below) else None
+
+
+def ref_normalize(x, a, b, shift, rounding, fmt, force=None):
+    """(y, saturated) of y = clamp(round((x*A + B) >> SH)); B already holds the rounding half; a forced value
+    (ref_forced) saturates on its side."""
+    side = ref_forced(x, force)
+    if side is not None:
+        return (fmt.max_int if side == "hi" else fmt.min_int), True
     acc = x * a + b
     q = acc >> shift
     if rounding == "half_even" and acc & ((1 << shift) - 1) == 0 and q & 1:
@@ -104,9 +118,12 @@ def ref_keep(seed, n, threshold):
     return out
 
 
-def ref_dropout_normalize(x, a, b, shift, rounding, fmt, scale, f, e=4):
+def ref_dropout_normalize(x, a, b, shift, rounding, fmt, scale, f, e=4, force=None):
     """(y, saturated) of a kept value in a dropout build: t = floor(v 2**E), clamped one LSB beyond the output
-    range, z = t * S, one rounding at F + E fraction bits, clamp (docs/numerics.md "Dropout")."""
+    range, z = t * S, one rounding at F + E fraction bits, clamp (docs/numerics.md "Dropout"); forced: saturated."""
+    side = ref_forced(x, force)
+    if side is not None:
+        return (fmt.max_int if side == "hi" else fmt.min_int), True
     acc = x * a + b
     half_t, half_z = (0, 0) if rounding == "floor" else (1 << (e - 1), 1 << (f + e - 1))
     t = min(max((acc >> (shift - e)) - half_t, (fmt.min_int - 1) << e), (fmt.max_int + 1) << e)
@@ -523,9 +540,19 @@ def test_statistics_unit_reports_the_sum_and_its_kinds_statistics(kind):
 
 # -- the normalize pass --------------------------------------------------------------------------------
 
+def set_special(ctx, dut, force):
+    """NormalizeAffine's special-regime inputs for one channel: force = (neg, q), or None (regular)."""
+    neg, q = force or (False, 0)
+    ctx.set(dut.special, force is not None)
+    ctx.set(dut.neg, neg)
+    ctx.set(dut.q_lo, q)
+    ctx.set(dut.q_hi, q + 1)
+
+
 def normalize_channels(cfg, rnd):
-    """(x values, A, B, SH) per channel: typical gains with a mix of saturated outputs, gains that make
-    exact ties, the extreme A, B and SH of the configuration, and A = 0."""
+    """(x values, A, B, SH, force) per channel: typical gains with a mix of saturated outputs, gains that make
+    exact ties, the extreme A, B and SH of the configuration, A = 0, and special-regime channels (force = (neg, q):
+    x = q and q + 1 on the line, the rest forced)."""
     a_lo, a_hi = -(1 << (cfg.a_bits - 1)), (1 << (cfg.a_bits - 1)) - 1
     b_lo, b_hi = -(1 << (cfg.b_bits - 1)), (1 << (cfg.b_bits - 1)) - 1
     fi, fo = cfg.in_fmt, cfg.out_fmt
@@ -540,7 +567,7 @@ def normalize_channels(cfg, rnd):
     channels = []
     for _ in range(3):                  # typical: |gain| up to 2 output LSBs per input LSB
         sh = rnd.randint(cfg.shift_lo, cfg.shift_max)
-        a = rnd.randint(-(2 << sh), 2 << sh)
+        a = rnd.randint(max(a_lo, -(2 << sh)), min(a_hi, 2 << sh))
         b = (rnd.randint(out_mid - 64, out_mid + 64) << sh) + half(sh)
         channels.append((xs(rnd.randint(20, MAX_COUNT)), a, b, sh))
     for _ in range(2):                  # ties: x*A is an odd multiple of 2**(SH-1) for odd x
@@ -551,7 +578,17 @@ def normalize_channels(cfg, rnd):
     channels += [(xs(37), a_lo, b_hi, cfg.shift_lo), (xs(37), a_hi, b_lo, cfg.shift_max),
                  (xs(29), a_hi, b_hi, cfg.shift_lo), (xs(29), a_lo, b_lo, cfg.shift_max),
                  (xs(11), 0, (out_mid << cfg.shift_lo) + half(cfg.shift_lo), cfg.shift_lo),
-                 (xs(1), 1 << cfg.shift_max, half(cfg.shift_max), cfg.shift_max)]    # y = x, clamped
+                 (xs(1), 1 << cfg.shift_lo, half(cfg.shift_lo), cfg.shift_lo)]    # y = x, clamped
+    channels = [c + (None,) for c in channels]
+    lo_sh = cfg.shift_lo
+    acc_lo, acc_hi = (fo.min_int - 2) << lo_sh, (fo.max_int + 2) << lo_sh
+    for neg in (False, True, False):    # the special regime: the line through x = q and q + 1, the rest forced
+        q = rnd.randint(fi.min_int, fi.max_int - 1)
+        acc0, acc1 = sorted(rnd.randint(acc_lo, acc_hi) for _ in range(2))
+        acc0, acc1 = (acc1, acc0) if neg else (acc0, acc1)
+        a = acc1 - acc0
+        near = [v for v in (q - 2, q - 1, q, q + 1, q + 2, q + 3) if fi.min_int <= v <= fi.max_int]
+        channels.append((near * 3 + xs(rnd.randint(8, 40)), a, acc0 - q * a, lo_sh, (neg, q)))
     return channels
 
 
@@ -575,14 +612,14 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
     channels = normalize_channels(cfg, rnd)
     ties = sum(ref_normalize(x, a, b, sh, "floor", cfg.out_fmt)[0] != ref_normalize(x, a, b, sh, "half_even",
                                                                                      cfg.out_fmt)[0]
-               for xs, a, b, sh in channels for x in xs)
+               for xs, a, b, sh, _ in channels for x in xs)
     assert ties > 0, "the channels must hold ties that half_even rounds down"
 
     async def bench(ctx):
         if cfg.dropout_active:
             ctx.set(dut.drop, 0)
             ctx.set(dut.seed, 12345)
-        for index, (xs, a, b, sh) in enumerate(channels):
+        for index, (xs, a, b, sh, force) in enumerate(channels):
             steady = index == 0             # the first channel: always valid and ready (the latency)
             beats = beats_of(xs, lanes)
             fo = cfg.out_fmt
@@ -592,6 +629,7 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
             ctx.set(dut.shift, sh)
+            set_special(ctx, dut, force)
             ctx.set(dut.i.valid, 0)
             ctx.set(dut.clear, 1)
             await ctx.tick()
@@ -619,7 +657,7 @@ def test_normalize_affine_rounds_saturates_and_counts_through_a_back_pressured_p
             ctx.set(dut.o.ready, 0)
             want, sat = [], 0
             for lanes_in, mask in beats:
-                refs = [ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt) for x in lanes_in]
+                refs = [ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt, force) for x in lanes_in]
                 ys = [y if tau is None else max(y, tau) for y, _ in refs]
                 want.append(ys + [0] * (lanes - len(lanes_in)))     # masked lanes: 0
                 sat += sum(s for _, s in refs)
@@ -686,11 +724,12 @@ def test_normalize_affine_with_dropout_zeroes_dropped_values_and_scales_the_kept
     async def bench(ctx):
         dropped = scaled_sat = 0
         ctx.set(dut.drop, 1)
-        for (xs, a, b, sh), seed in zip(channels, seeds):
+        for (xs, a, b, sh, force), seed in zip(channels, seeds):
             beats = beats_of(xs, lanes)
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
             ctx.set(dut.shift, sh)
+            set_special(ctx, dut, force)
             ctx.set(dut.seed, seed)
             ctx.set(dut.i.valid, 0)
             ctx.set(dut.clear, 1)
@@ -719,12 +758,12 @@ def test_normalize_affine_with_dropout_zeroes_dropped_values_and_scales_the_kept
                 row = []
                 for j, x in enumerate(lanes_in):
                     y, s = ref_dropout_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt, cfg.dropout_scale,
-                                                 cfg.dropout_scale_frac)
+                                                 cfg.dropout_scale_frac, force=force)
                     kept = keep[k * lanes + j]
                     row.append(y if kept else 0)
                     sat += s and kept
                     dropped += not kept
-                    plain = ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt)
+                    plain = ref_normalize(x, a, b, sh, cfg.rounding, cfg.out_fmt, force)
                     scaled_sat += kept and s and not plain[1]
                 want.append(row + [0] * (lanes - len(lanes_in)))
             assert got == want, (a, b, sh, seed)

@@ -233,30 +233,68 @@ def deviation_den(cfg: NormConfig, x, s, hp, exact: bool = False) -> np.ndarray:
 
 # -- the normalize pass: y = sat(round((x*A + B) >> SH)) --------------------------------------------
 
-def channel_constants(cfg: NormConfig, k: int, c: int, m: int, sh0: int, beta: int,
-                      unbounded: bool = False) -> tuple[int, int, int]:
-    """The normalize pass's per-channel A, B and SH from the centred form ((x*K - C) * M) >> SH0.
+@dataclass
+class Gain:
+    """One channel's normalize constants: y = sat(round((x*A + B) >> SH)), and in the special regime (a gain so large
+    that only x = q and q + 1 can be inside the output range) x < q and x > q + 1 forced to the saturation their side
+    takes (low when gamma > 0 and x < q)."""
+    a: int
+    b: int
+    sh: int
+    special: bool = False
+    q: int = 0
+    neg: bool = False
 
-    Training: K = n, C = S, M = gamma * R, SH0 = L + shift_base. Inference: K = 2**MF, C = mean,
-    M = gamma * scale_m, SH0 = inf_shift_base - scale_exp. docs/numerics.md derives the bound. `unbounded`: an
-    all-zero FRN channel (C = 0, every x = 0, so y = beta whatever A is), whose A is not bounded by a_bits: kept as
-    the A register keeps it, its low a_bits bits (two's complement)."""
-    if sh0 < cfg.shift_lo:
-        pre, t = cfg.shift_lo - sh0, 0
+
+def channel_constants(cfg: NormConfig, k: int, c: int, num: int, e: int, dn: int, neg: bool, beta: int) -> Gain:
+    """The normalize pass's per-channel constants from the gain G = num 2**e / dn (output LSBs per input LSB; dn in
+    [2**(D-1), 2**D)), the mean C / K and beta (docs/numerics.md "The normalize constants"):
+
+    - the mantissa: Am = floor(num 2**(E+SH) / dn) in [2**(m-2), 2**(m-1)), from one m-bit quotient of num normalized;
+      a shift above SH_max is clamped (Am shifted right), below SH_lo is the special regime (Am 2**min(SH_lo-SH, J));
+    - q, r = divmod(C, K); T = bias + half - floor(r sgn X / K) is the output at x = q (X = Am, or the special one);
+    - regular: A = sgn Am, B = T - q A. Special: the outputs at x = q and q + 1, clamped just beyond the output range,
+      as A and B of a line through them (SH = SH_lo), the lanes forcing the rest."""
+    m, d_bits, lo_sh, hi_sh = cfg.gain_bits, cfg.dn_bits, cfg.shift_lo, cfg.shift_max
+    q, r = divmod(c, k)
+    special = False
+    if num == 0:                                  # gamma = 0 (or a zero inference scale): y = beta
+        x_m, sh = 0, lo_sh
     else:
-        pre, t = 0, max(min(k.bit_length() - 1, sh0 - cfg.shift_lo), sh0 - cfg.shift_max)
-    sh = sh0 + pre - t
-    a = (k * m << pre) >> t                                   # floor, also for negative M
+        k1 = (m - 1) + (d_bits - 1) - (num.bit_length() - 1)
+        x_m, sh = (num << k1) // dn, k1 - e
+        if x_m >> (m - 1):
+            x_m, sh = x_m >> 1, sh - 1
+        if sh > hi_sh:
+            x_m, sh = x_m >> (sh - hi_sh), hi_sh
+        elif sh < lo_sh:
+            special = True
+            x_m, sh = x_m << min(lo_sh - sh, cfg.special_shift_max), lo_sh
+    sgn = -1 if neg else 1
     half = 0 if cfg.rounding == "floor" else 1 << (sh - 1)
-    if unbounded:
-        if c != 0:
-            raise AssertionError("internal: an unbounded A with a mean term")
-        a = ((a + (1 << (cfg.a_bits - 1))) & ((1 << cfg.a_bits) - 1)) - (1 << (cfg.a_bits - 1))
-    b = (beta << (sh + cfg.out_fmt.frac - cfg.beta_fmt.frac)) + half - (a * c) // k
-    if (a.bit_length() >= cfg.a_bits and not unbounded) or b.bit_length() >= cfg.b_bits:
+    t = (beta << (sh + cfg.norm_out_fmt.frac - cfg.beta_fmt.frac)) + half - (sgn * r * x_m) // k
+    if special:
+        lo, hi = (cfg.norm_out_fmt.min_int - 2) << lo_sh, (cfg.norm_out_fmt.max_int + 2) << lo_sh
+        acc0, acc1 = min(max(t, lo), hi), min(max(t + sgn * x_m, lo), hi)
+        a, base = acc1 - acc0, acc0
+    else:
+        a, base = sgn * x_m, t
+    b = base - q * a
+    if a.bit_length() >= cfg.a_bits or b.bit_length() >= cfg.b_bits:
         raise AssertionError(f"internal: A={a} or B={b} exceeds a_bits={cfg.a_bits}/b_bits={cfg.b_bits} "
                              f"({cfg.describe()}): a width bound in NormConfig is wrong")
-    return a, b, sh
+    return Gain(a, b, sh, special, q, neg)
+
+
+def _forced(consts, x):
+    """(force_hi, force_lo) per value: a special-regime channel's x below q or above q + 1 (neg: the other way)."""
+    special = np.array([c.special for c in consts], dtype=bool)[:, None]
+    if not special.any():
+        return None
+    q = np.array([c.q for c in consts], dtype=np.int64)[:, None]
+    neg = np.array([c.neg for c in consts], dtype=bool)[:, None]
+    below, above = special & (x < q), special & (x > q + 1)
+    return np.where(neg, below, above), np.where(neg, above, below)
 
 
 def _unrounded(cfg: NormConfig, acc, shift: np.ndarray) -> np.ndarray:
@@ -266,9 +304,11 @@ def _unrounded(cfg: NormConfig, acc, shift: np.ndarray) -> np.ndarray:
     return np.ldexp((acc - half).astype(np.float64), -sh)
 
 
-def _normalize_exact(cfg: NormConfig, x, a, b, shift: np.ndarray, unrounded: bool):
+def _normalize_exact(cfg: NormConfig, x, a, b, shift: np.ndarray, unrounded: bool, force=None):
     """The normalize pass on Python integers: -> (y, sat, unrounded or None)."""
     acc = x.astype(object) * _col(a) + _col(b)
+    unr = _unrounded(cfg, acc, shift) if unrounded else None
+    acc, unr = _apply_force(cfg, acc, shift, force, unr)
     sh = shift.reshape(-1, 1).astype(object)
     yq = acc >> sh
     if cfg.rounding == "half_even":
@@ -276,14 +316,15 @@ def _normalize_exact(cfg: NormConfig, x, a, b, shift: np.ndarray, unrounded: boo
         yq = yq - (tie & ((yq & 1) == 1)).astype(object)
     lo, hi = cfg.out_fmt.min_int, cfg.out_fmt.max_int
     sat = ((yq < lo) | (yq > hi)).sum(axis=1).astype(np.int64)
-    return np.clip(yq, lo, hi).astype(np.int64), sat, _unrounded(cfg, acc, shift) if unrounded else None
+    return np.clip(yq, lo, hi).astype(np.int64), sat, unr
 
 
-def _normalize_fast(cfg: NormConfig, x: np.ndarray, a, b, shift: np.ndarray, unrounded: bool):
+def _normalize_fast(cfg: NormConfig, x: np.ndarray, a, b, shift: np.ndarray, unrounded: bool, force=None):
     """The normalize pass on int64, in place on one (C, n) buffer (acc_bits fit): -> (y, sat, unrounded or None)."""
     acc = x * np.asarray(a, dtype=np.int64)[:, None]
     acc += np.asarray(b, dtype=np.int64)[:, None]
     unr = _unrounded(cfg, acc, shift) if unrounded else None
+    acc, unr = _apply_force(cfg, acc, shift, force, unr)
     sh = shift[:, None]
     tie = (acc & ((1 << sh) - 1)) == 0 if cfg.rounding == "half_even" else None
     np.right_shift(acc, sh, out=acc)
@@ -296,12 +337,29 @@ def _normalize_fast(cfg: NormConfig, x: np.ndarray, a, b, shift: np.ndarray, unr
 
 
 def _normalize(cfg: NormConfig, x, consts, unrounded: bool, fast: bool):
-    """y = sat(round((x*A + B) >> SH)) with saturations counted: -> (y, sat, A, SH, unrounded)."""
-    a, b = [c[0] for c in consts], [c[1] for c in consts]
-    shift = np.array([c[2] for c in consts], dtype=np.int64)
-    y, sat, unr = (_normalize_fast if fast else _normalize_exact)(cfg, x, a, b, shift, unrounded)
+    """y = sat(round((x*A + B) >> SH)) with saturations counted, a special-regime channel's values beyond q + 1 and
+    below q forced to saturate: -> (y, sat, A, SH, unrounded)."""
+    a, b = [c.a for c in consts], [c.b for c in consts]
+    shift = np.array([c.sh for c in consts], dtype=np.int64)
+    force = _forced(consts, x)
+    y, sat, unr = (_normalize_fast if fast else _normalize_exact)(cfg, x, a, b, shift, unrounded, force)
     mult = np.array(a, dtype=np.int64 if cfg.acc_bits <= INT64_BITS else object)   # dtype from cfg only
     return y, sat, mult, shift, unr
+
+
+def _apply_force(cfg: NormConfig, acc, shift: np.ndarray, force, unr):
+    """A forced value's accumulator: two output LSBs beyond the range on its side (so rounding and the clamp treat it
+    as the hardware's forced saturation, counted once); its value before rounding +-inf."""
+    if force is None:
+        return acc, unr
+    hi_f, lo_f = force
+    sh = shift.reshape(-1, 1)
+    top = np.left_shift(np.full_like(acc, cfg.out_fmt.max_int + 2), sh.astype(acc.dtype))
+    bottom = np.left_shift(np.full_like(acc, cfg.out_fmt.min_int - 2), sh.astype(acc.dtype))
+    acc = np.where(hi_f, top, np.where(lo_f, bottom, acc))
+    if unr is not None:
+        unr = np.where(hi_f, np.inf, np.where(lo_f, -np.inf, unr))
+    return acc, unr
 
 
 def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: bool):
@@ -309,10 +367,11 @@ def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: 
     t = floor((x*A + B - half) / 2**(SH-E)) (E = DROPOUT_FRAC fraction bits), clamped to one LSB beyond the
     output range, z = t * S, y = sat(round(z >> (F + E))) for kept values, 0 for dropped ones; sat counts the
     kept values clamped. -> (y, sat, A, SH, unrounded)."""
-    a, b = [c[0] for c in consts], [c[1] for c in consts]
-    shift = np.array([c[2] for c in consts], dtype=np.int64)
+    a, b = [c.a for c in consts], [c.b for c in consts]
+    shift = np.array([c.sh for c in consts], dtype=np.int64)
     e, f, s_mult = DROPOUT_FRAC, cfg.dropout_scale_frac, cfg.dropout_scale
-    acc = x.astype(object) * _col(a) + _col(b)
+    force = _forced(consts, x)
+    acc, _ = _apply_force(cfg, x.astype(object) * _col(a) + _col(b), shift, force, None)
     low = _col(shift - e)
     floor = cfg.rounding == "floor"
     t = (acc >> low) - (0 if floor else 1 << (e - 1))
@@ -331,26 +390,32 @@ def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: 
     unr = None
     if unrounded:
         unr = np.where(keep, np.array([[float(v) for v in row] for row in z]) * 2.0 ** -fe, 0.0)
+        if force is not None:
+            unr = np.where(keep & force[0], np.inf, np.where(keep & force[1], -np.inf, unr))
     mult = np.array(a, dtype=np.int64 if cfg.acc_bits <= INT64_BITS else object)
     return y, sat, mult, shift, unr
 
 
-def _train_constants(cfg: NormConfig, n: int, s, den, g, b, hp) -> list:
-    """Per channel: R = floor(2**(L+Q) / Den) (L: Den's leading one), then A, B, SH (Python integers);
-    C = S, or 0 for an FRN kind (B = bias: no mean term). frn, frn_l1: a channel whose Den is eps's alone holds
-    only zeros (their deviation of x about 0 is 0 only then), so its A is unobservable and not bounded
-    (NormConfig._frn_den_log2_min, for a descriptor eps down to one field LSB)."""
-    q, out = cfg.recip_bits, []
-    zero_den = None
-    if cfg.frn and cfg.stat_kind in ("l2", "l1"):
-        zero_den = _isqrt(np.array([hp["eps_n"]], dtype=object))[0] if cfg.stat_kind == "l2" else hp["neps"]
+def train_constants(cfg: NormConfig, n: int, s, den, g, b) -> list:
+    """Per channel: Den's top D bits Dn (Den ~ Dn 2**sd), the gain |gamma| n 2**(CF + F_out - F_g - sd) / Dn, then
+    channel_constants with K = n, C = S (0 for an FRN kind: no mean term)."""
+    d_bits, out = cfg.dn_bits, []
+    base = cfg.const_frac_bits + cfg.norm_out_fmt.frac - cfg.gamma_fmt.frac
     for si, dd, gi, bi in zip(centre(cfg, s), den, g, b):
         dd = int(dd)
-        lead = dd.bit_length() - 1
-        recip = (1 << (lead + q)) // dd
-        out.append(channel_constants(cfg, n, int(si), gi * recip, lead + cfg.shift_base, bi,
-                                     unbounded=zero_den is not None and dd == int(zero_den)))
+        sd = dd.bit_length() - d_bits
+        dn = dd >> sd if sd >= 0 else dd << -sd
+        out.append(channel_constants(cfg, n, int(si), abs(gi) * n, base - sd, dn, gi < 0, bi))
     return out
+
+
+def infer_constants(cfg: NormConfig, mean, scale_m, scale_exp, g, b) -> list:
+    """Per channel: the gain |gamma| scale_m 2**(scale_exp + F_out - F_g - F_in) over Dn = 2**(D-1) (the scale is
+    already a mantissa), then channel_constants with K = 2**MF, C = mean."""
+    k, d_bits = 1 << cfg.stat_frac_bits, cfg.dn_bits
+    base = cfg.norm_out_fmt.frac - cfg.gamma_fmt.frac - cfg.in_fmt.frac + d_bits - 1
+    return [channel_constants(cfg, k, mi, abs(gi) * sm, base + e, 1 << (d_bits - 1), gi < 0, bi)
+            for mi, sm, e, gi, bi in zip(mean, scale_m, scale_exp, g, b)]
 
 
 def _check_tau(cfg: NormConfig, tau, channels: int):
@@ -400,7 +465,7 @@ def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exa
     n = x.shape[1]
     hp = channel_params(cfg, n, eps=eps)
     s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
-    consts = _train_constants(cfg, n, s, den, g, b, hp)
+    consts = train_constants(cfg, n, s, den, g, b)
     if cfg.dropout_active:
         y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, keep_mask(cfg, seeds, n), unrounded)
     else:
@@ -442,9 +507,7 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, u
     tau = _check_tau(cfg, tau, x.shape[0])
     c = x.shape[0]
     mean, scale_m, scale_exp = _check_inference(cfg, c, mean, scale_m, scale_exp)
-    k = 1 << cfg.stat_frac_bits
-    consts = [channel_constants(cfg, k, mi, gi * sm, cfg.inf_shift_base - e, bi)
-              for mi, sm, e, gi, bi in zip(mean, scale_m, scale_exp, g, b)]
+    consts = infer_constants(cfg, mean, scale_m, scale_exp, g, b)
     y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,

@@ -1,8 +1,8 @@
 """ChannelMath: all per-channel arithmetic on one shared sequential unit (docs/numerics.md).
 
-Between the passes it turns the channel's statistics into Den (the kind's deviation), the reciprocal
-R = floor(2**(L+Q) / Den), and the normalize pass's A, B and SH; in inference it turns the given
-mean and scale into A, B and SH. Each program is a fixed list of steps on a shift-add multiplier, a
+Between the passes it turns the channel's statistics into Den (the kind's deviation) and the normalize pass's
+constants: an m-bit gain mantissa A from Den's top D bits, its shift SH, and B from floor(mu) and the mean's remainder
+(or the special regime's two-point line); in inference it turns the given mean and scale into the same. Each program is a fixed list of steps on a shift-add multiplier, a
 restoring divider and (L2, semidev) a square root, so its latency is fixed and known (`latency`), and paid once
 per channel, not per value.
 """
@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import MEAN_ABS_KINDS
-from .common import channel_layout, leading_one
+from .common import channel_layout
 from .sequential import ISqrt, SeqDiv, SeqMul
 from .statistics import ExtremeK, StatisticsUnit
 
@@ -45,23 +45,6 @@ class Div:
 
 
 @dataclass
-class Recip:
-    """dst = floor(2**(lead + q) / den), lead = den's leading one: a division whose numerator is a
-    single bit, loaded by a decoder instead of a shifter."""
-    dst: object
-    lead: object
-    den: object
-    q: int
-
-    @property
-    def q_bits(self):
-        return self.q + 1
-
-    def cycles(self):
-        return self.q_bits + 5
-
-
-@dataclass
 class Sqrt:
     """dst = floor(sqrt(w)), w < 2**w_bits."""
     dst: object
@@ -70,6 +53,16 @@ class Sqrt:
 
     def cycles(self):
         return ISqrt.steps_for(self.w_bits) + 3
+
+
+@dataclass
+class Loop:
+    """`count` cycles of the same small register update (a serial shift): `body` assigns, guarded inside."""
+    body: list
+    count: int
+
+    def cycles(self):
+        return self.count
 
 
 @dataclass
@@ -120,6 +113,17 @@ def _abs(v):
     return Mux(v < 0, -v, v)
 
 
+LANE_CONSTANTS = ("a", "b", "sh", "special", "neg", "q_lo", "q_hi")
+
+
+def lane_constants(cfg) -> dict:
+    """The per-channel constants NormalizeAffine reads (docs/numerics.md "The normalize constants"): A, B, SH, and
+    for the special regime its flag, gamma's sign and q = floor(mu) (q_hi = q + 1)."""
+    q_shape = signed(cfg.in_fmt.bits + 2)
+    return {"a": Out(signed(cfg.a_bits)), "b": Out(signed(cfg.b_bits)), "sh": Out(range(cfg.shift_max + 1)),
+            "special": Out(1), "neg": Out(1), "q_lo": Out(q_shape), "q_hi": Out(q_shape)}
+
+
 class ChannelMath(wiring.Component):
     """`start` with `entry` (0: between L1's passes, 1: after the statistics passes, 2: inference);
     `done` pulses when den / a / b / sh (and L1's floor_mean) hold the channel's values.
@@ -135,8 +139,7 @@ class ChannelMath(wiring.Component):
         super().__init__({
             "start": In(1), "entry": In(2), "done": Out(1),
             "chan": In(channel_layout(cfg)),
-            "den": Out(max(1, cfg.den_bits)), "a": Out(signed(cfg.a_bits)), "b": Out(signed(cfg.b_bits)),
-            "sh": Out(range(cfg.shift_max + 1)), "floor_mean": Out(signed(cfg.in_fmt.bits + 1)),
+            "den": Out(max(1, cfg.den_bits)), **lane_constants(cfg), "floor_mean": Out(signed(cfg.in_fmt.bits + 1)),
             "pop_top": Out(1), "pop_bottom": Out(1),
             **({"released": Out(1)} if cfg.overlap else {}),
         })
@@ -159,20 +162,11 @@ class ChannelMath(wiring.Component):
             drain = [Set([])] * max(0, StatisticsUnit.latency_for(cfg) - 2)
             mid = self._mid_program(st)
             progs["mid"] = drain + mid if mid else []
-            # overlap: S copied with the reciprocal's leading one; from then on the statistics unit is free
-            free = [r["s_hold"].eq(st.sum), self.released.eq(1)] if cfg.overlap else []
-            progs["train"] = drain + self._den_program(st) + [
-                Set([r["lead"].eq(leading_one(self._m, self.den, "den_lead"))] + free),
-                Recip(r["recip"], r["lead"], self.den, q),
-                Mul(r["m"], r["recip"], _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
-                Mul(r["km"], r["m"], n, cfg.count_bits),
-                Set([r["sh0"].eq(r["lead"] + cfg.shift_base), r["tk"].eq(leading_one(self._m, n, "count_lead"))]),
-            ] + self._affine_program(None if cfg.frn else r["s_hold"] if cfg.overlap else s, n, train=True)
-        progs["infer"] = [
-            Mul(r["m"], chan.scale_m, _abs(chan.gamma), cfg.gamma_fmt.bits, neg=chan.gamma < 0),
-            Set([r["km"].eq(r["m"] << cfg.stat_frac_bits),
-                 r["sh0"].eq(cfg.inf_shift_base - chan.scale_exp), r["tk"].eq(cfg.stat_frac_bits)]),
-        ] + self._affine_program(chan.mean, None, train=False)
+            # overlap: S copied after the deviation; from then on the statistics unit is free
+            free = [Set([r["s_hold"].eq(st.sum), self.released.eq(1)])] if cfg.overlap else []
+            c = None if cfg.frn else r["s_hold"] if cfg.overlap else s
+            progs["train"] = drain + self._den_program(st) + free + self._gain_program(c, train=True)
+        progs["infer"] = self._gain_program(chan.mean, train=False)
         return progs
 
     def _mid_program(self, st):
@@ -251,37 +245,72 @@ class ChannelMath(wiring.Component):
                 Div(wq, t << (2 * cfg.const_frac_bits), n, cfg.var_bits + 2 * cfg.const_frac_bits),
                 Sqrt(self.den, wq + chan.eps_n, cfg.w_bits)]
 
-    def _affine_program(self, c, n, train: bool):
-        """A = (K M 2**pre) >> t, SH = SH0 + pre - t, B = bias - floor(A C / K) (docs/numerics.md); c None (FRN
-        training: C = 0) leaves B = bias, with no multiply or division."""
-        cfg, r = self.cfg, self._regs
-        sh0, tk, pre, t = r["sh0"], r["tk"], r["pre"], r["tsh"]
-        lo, hi = cfg.shift_lo, cfg.shift_max
-        c_bits = cfg.sum_bits if train else cfg.mean_bits
-        x_mag = max(-cfg.in_fmt.min_int, cfg.in_fmt.max_int)
-        q_bits = cfg.a_bits - 1 + x_mag.bit_length() + 1
-        # t = max(min(sh0 - lo, tk), sh0 - hi) unless sh0 < lo; as three compares side by side (hi > lo),
-        # not a chain of two, so the step is one compare and a mux deep
-        below, over, short = sh0 < lo, sh0 - hi > tk, sh0 - lo < tk
-        shb = Signal(range(cfg.shift_max + cfg.out_fmt.frac - min(cfg.beta_fmt.frac, cfg.out_fmt.frac) + 1),
-                     name="beta_shift")
-        kmp, tcl, bias = r["kmp"], r["tcl"], r["bias"]
-        self._m.d.comb += shb.eq(self.sh + (cfg.out_fmt.frac - cfg.beta_fmt.frac))
-        half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
-        steps = [
-            Set([pre.eq(Mux(below, lo - sh0, 0)),
-                 t.eq(Mux(below, 0, Mux(over, sh0 - hi, Mux(short, sh0 - lo, tk))))]),
-            Set([kmp.eq(r["km"] << pre), tcl.eq(Mux(t > len(kmp), len(kmp), t)), self.sh.eq(sh0 + pre - t)]),
-            Set([self.a.eq(kmp >> tcl), bias.eq((self.chan.beta << shb) + half)]),
-        ]
-        if c is None:
-            return steps + [Set([self.b.eq(bias)])]
-        steps.append(Mul(r["p"], self.a, _abs(c), c_bits, neg=c < 0))
+    def _gain_program(self, c, train: bool):
+        """A, B, SH (and the special regime's flag, sign and q) from the gain G = num 2**E / Dn and the mean C / K, as
+        golden.channel_constants defines them: q, r = divmod(C, K); num = |gamma| K (training) or |gamma| scale_m;
+        num and Den normalized serially; Am = an m-bit quotient; SH clamped to SH_max or the special regime's
+        X = Am 2**j (j <= J) by a serial shift; T = bias + half - floor(r sgn X / K); B = T - q A, one multiply.
+        c None: an FRN kind in training (C = 0)."""
+        cfg, chan, r = self.cfg, self.chan, self._regs
+        n = chan.count
+        ib, cb, mf = cfg.in_fmt.bits, cfg.count_bits, cfg.stat_frac_bits
+        m_bits, d_bits, w_bits, den_w, j_max = cfg.gain_bits, cfg.dn_bits, cfg.num_bits, cfg.den_bits, cfg.special_shift_max
+        q, rem, num, nn, nd, zn, zd = r["q"], r["rem"], r["num"], r["nn"], r["nd"], r["zn"], r["zd"]
+        shr, xm, q1, cnt, spec, zero = r["shr"], r["xm"], r["q1"], r["cnt"], r["spec"], r["zero"]
+        p, w, t, t1, acc0, acc1, afin, cfin = (r[k] for k in ("gp", "gw", "gt", "gt1", "acc0", "acc1", "afin", "cfin"))
+        neg = chan.gamma < 0
+        lo_sh, hi_sh = cfg.shift_lo, cfg.shift_max
+        fo, fg, fi = cfg.norm_out_fmt.frac, cfg.gamma_fmt.frac, cfg.in_fmt.frac
         if train:
-            steps.append(Div(r["quot"], r["p"], n, q_bits))
+            if c is None:
+                head = [Set([q.eq(0), rem.eq(0)])]
+            else:
+                head = [Div(q, c, n, ib + 1),                          # q = floor(S / n)
+                        Mul(rem, q, n, cb, c, neg=1)]                  # r = S - q n
+            head += [Mul(num, _abs(chan.gamma), n, cb),
+                     Set([nd.eq(self.den), nn.eq(num), zn.eq(0), zd.eq(0)])]
+            sh1 = (m_bits - 1 - w_bits - cfg.const_frac_bits - fo + fg + den_w) + zn - zd
         else:
-            steps.append(Set([r["quot"].eq(r["p"] >> cfg.stat_frac_bits)]))
-        steps.append(Set([self.b.eq(bias - r["quot"])]))
+            head = [Set([q.eq(c >> mf), rem.eq(c[:mf])]),
+                    Mul(num, _abs(chan.gamma), chan.scale_m, cfg.recip_bits + 1),
+                    Set([nd.eq(1 << (den_w - 1)), nn.eq(num), zn.eq(0), zd.eq(0)])]
+            sh1 = (m_bits - w_bits - fo + fg + fi) + zn - chan.scale_exp
+        top_d, top_n = nd[den_w - 1], nn[w_bits - 1]
+        dn = nd[den_w - d_bits:] if den_w >= d_bits else nd << (d_bits - den_w)
+        lift = m_bits + d_bits - 1 - w_bits                             # >= 0: NormConfig.dn_bits
+        # the serial normalizations: one bit a cycle, a fixed number of cycles
+        normalize = Loop([(~top_d, [nd.eq(nd << 1), zd.eq(zd + 1)]), (~top_n, [nn.eq(nn << 1), zn.eq(zn + 1)])],
+                         max(den_w, w_bits) if train else w_bits)
+        over, under = shr > hi_sh, shr < lo_sh
+        scale = Loop([(over, [xm.eq(xm >> 1), shr.eq(shr - 1)]),
+                      (spec & under & (cnt < j_max), [xm.eq(xm << 1), shr.eq(shr + 1)]),
+                      (None, [cnt.eq(cnt + 1)])], max(m_bits, j_max))
+        beta_sh = Signal(range(hi_sh + fo - min(cfg.beta_fmt.frac, fo) + 1), name="beta_shift")
+        self._m.d.comb += beta_sh.eq(self.sh + (fo - cfg.beta_fmt.frac))
+        half = 0 if cfg.rounding == "floor" else (Const(1, 1) << self.sh) >> 1
+        out_lo, out_hi = (cfg.norm_out_fmt.min_int - 2) << lo_sh, (cfg.norm_out_fmt.max_int + 2) << lo_sh
+
+        def clamp(v):
+            return Mux(v < out_lo, out_lo, Mux(v > out_hi, out_hi, v))
+
+        steps = head + [
+            normalize,
+            Set([shr.eq(sh1), zero.eq(~top_n)]),
+            Div(q1, nn << lift, dn, m_bits),                            # Am, or 2 Am: one bit too many
+            Set([xm.eq(Mux(zero, 0, Mux(q1[m_bits - 1], q1 >> 1, q1))),
+                 shr.eq(Mux(zero, lo_sh, shr - q1[m_bits - 1])), cnt.eq(0)]),
+            Set([spec.eq(~zero & under)]),
+            scale,
+            Set([self.sh.eq(Mux(spec, lo_sh, Mux(over, hi_sh, shr)))]),
+            Mul(p, xm, rem, cb if train else mf, neg=neg),                # p = sgn r X
+            Div(w, p, n, m_bits + j_max) if train else Set([w.eq(p >> mf)]),   # floor(r sgn X / K)
+            Set([t.eq((chan.beta << beta_sh) + half - w)]),
+            Set([t1.eq(t + Mux(neg, -xm, xm))]),
+            Set([acc0.eq(clamp(t)), acc1.eq(clamp(t1))]),
+            Set([afin.eq(Mux(spec, acc1 - acc0, Mux(neg, -xm, xm))), cfin.eq(Mux(spec, acc0, t))]),
+            Mul(self.b, afin, _abs(q), ib + 1, cfin, neg=q >= 0),        # B = T - q A
+            Set([self.a.eq(afin), self.special.eq(spec), self.neg.eq(neg), self.q_lo.eq(q), self.q_hi.eq(q + 1)]),
+        ]
         return steps
 
     @classmethod
@@ -308,8 +337,6 @@ class ChannelMath(wiring.Component):
     def _build(self, m, st):
         cfg = self.cfg
         self._m = m
-        q = cfg.recip_bits
-        sh_w = max(abs(cfg.shift_base) + cfg.den_bits, cfg.inf_shift_base + 130, cfg.shift_max).bit_length() + 2
         cb, ib, sb = cfg.count_bits, cfg.in_fmt.bits, cfg.sum_bits
         hsum_bits = ib + cfg.k.bit_length() + 2
         t_bits = 2 + {"range": cfg.const_bits + cfg.range_sum_bits + 1, "linf": cb + ib + 2, "l1": cb + sb + 2,
@@ -317,24 +344,28 @@ class ChannelMath(wiring.Component):
                       "l2": cb + max(cfg.sq_sum_bits, 2 * sb),
                       "semidev": cb + max(cfg.sq_sum_bits + cb, 2 * sb + 1) + 2,
                       "cvar": cb + max(hsum_bits, sb) + 2}[cfg.stat_kind]
-        m_bits = cfg.gamma_fmt.bits + q + 3
-        km_bits = m_bits + max(cb, cfg.stat_frac_bits) + 1
-        e_hi = cfg.scale_exp_range[1]
-        pre_max = max(1, cfg.shift_lo - cfg.shift_base, cfg.shift_lo - (cfg.inf_shift_base - e_hi))
+        mb, wb, jm, den_w = cfg.gain_bits, cfg.num_bits, cfg.special_shift_max, max(1, cfg.den_bits)
+        x_bits = mb + jm                                       # X = Am 2**j, j <= J
+        sh_span = max(abs(mb - 1 - wb - cfg.const_frac_bits - cfg.norm_out_fmt.frac + cfg.gamma_fmt.frac + den_w)
+                      + wb + den_w, abs(mb - wb - cfg.norm_out_fmt.frac + cfg.gamma_fmt.frac + cfg.in_fmt.frac) + wb
+                      + (1 << 7), cfg.shift_max + jm) + 2
+        k_bits = max(cb, cfg.stat_frac_bits)
         self._regs = {
             "t": Signal(signed(t_bits), name="t"), "u": Signal(signed(t_bits), name="u"),
-            "lead": Signal(range(max(2, cfg.den_bits)), name="lead"),
-            "recip": Signal(q + 2, name="recip"),
-            "m": Signal(signed(m_bits), name="m"),
-            "km": Signal(signed(km_bits), name="km"),
-            "sh0": Signal(signed(sh_w), name="sh0"), "tk": Signal(range(max(cb, cfg.stat_frac_bits) + 1), name="tk"),
-            "pre": Signal(range(pre_max + 1), name="pre"),
-            "kmp": Signal(signed(km_bits + pre_max), name="km_pre"),
-            "tcl": Signal(range(km_bits + pre_max + 1), name="t_clamped"),
-            "bias": Signal(signed(cfg.b_bits), name="bias"),
-            "tsh": Signal(range(1 << sh_w), name="tsh"),
-            "p": Signal(signed(cfg.a_bits + max(sb, cfg.mean_bits) + 2), name="p"),
-            "quot": Signal(signed(cfg.a_bits + ib + 4), name="quot"),
+            "q": Signal(signed(ib + 2), name="floor_q"), "rem": Signal(signed(k_bits + 1), name="mean_rem"),
+            "num": Signal(signed(wb + 1), name="gain_num"), "nn": Signal(wb, name="num_norm"),
+            "nd": Signal(den_w, name="den_norm"),
+            "zn": Signal(range(wb + 1), name="num_zeros"), "zd": Signal(range(den_w + 1), name="den_zeros"),
+            "shr": Signal(signed(sh_span.bit_length() + 1), name="gain_shift"),
+            "xm": Signal(x_bits, name="gain_x"), "q1": Signal(signed(mb + 2), name="gain_q1"),
+            "cnt": Signal(range(max(mb, jm) + 1), name="scale_count"), "spec": Signal(name="special_r"),
+            "zero": Signal(name="gain_zero"),
+            "gp": Signal(signed(x_bits + k_bits + 2), name="gain_p"), "gw": Signal(signed(x_bits + 2), name="gain_w"),
+            # T and T +- X before the special regime's clamp: up to X 2**J beyond the output range
+            "gt": Signal(signed(max(cfg.b_bits, x_bits + 2) + 2), name="gain_t"),
+            "gt1": Signal(signed(max(cfg.b_bits, x_bits + 2) + 3), name="gain_t1"),
+            "acc0": Signal(signed(cfg.b_bits), name="acc0"), "acc1": Signal(signed(cfg.b_bits), name="acc1"),
+            "afin": Signal(signed(cfg.a_bits), name="a_fin"), "cfin": Signal(signed(cfg.b_bits), name="c_fin"),
             "f2": Signal(signed(ib + 3), name="f2"),
             "hsum": Signal(signed(hsum_bits), name="hsum"),
             "dcount": Signal(signed(cfg.k.bit_length() + 2), name="dcount"),
@@ -353,7 +384,7 @@ class ChannelMath(wiring.Component):
         r = self._regs
         steps = [s for p in progs.values() for s in p]
         muls = [s for s in steps if isinstance(s, Mul)]
-        divs = [s for s in steps if isinstance(s, (Div, Recip))]
+        divs = [s for s in steps if isinstance(s, Div)]
         sqrts = [s for s in steps if isinstance(s, Sqrt)]
 
         def width(v):
@@ -374,8 +405,6 @@ class ChannelMath(wiring.Component):
                 div_num = Signal(signed(max(width(v) for v in nums) + 1), name="div_num")
                 div_mag = Signal(len(div_num), name="div_mag")
                 div_neg = Signal(name="div_neg")
-            if any(isinstance(s, Recip) for s in divs):
-                recip_rem, recip_one = Signal(d_bits, name="recip_rem"), Signal(name="recip_one")
         if sqrts:
             m.submodules.isqrt = root = ISqrt(max(s.w_bits for s in sqrts))
 
@@ -387,8 +416,10 @@ class ChannelMath(wiring.Component):
             another engine step first sets its engine's start flip-flop)."""
             step = progs[name][i]
             return f"{name}_{i}_num" if isinstance(step, Div) else \
-                f"{name}_{i}_go" if isinstance(step, (Mul, Recip, Sqrt)) else f"{name}_{i}"
+                f"{name}_{i}_go" if isinstance(step, (Mul, Sqrt)) else f"{name}_{i}"
 
+        loops = [s.count for s in steps if isinstance(s, Loop)]
+        loop_n = Signal(range(max(loops + [1]) + 1), name="loop_n")
         k = cfg.k
         m.d.sync += [self.pop_top.eq(0), self.pop_bottom.eq(0)]     # high for one cycle, set by a pick's first state
         with m.FSM():
@@ -409,6 +440,18 @@ class ChannelMath(wiring.Component):
                         with m.State(here):
                             m.d.sync += step.assigns
                             m.next = nxt
+                    elif isinstance(step, Loop):        # step.count cycles; the counter is back at 0 after it
+                        with m.State(here):
+                            for cond, assigns in step.body:
+                                if cond is None:
+                                    m.d.sync += assigns
+                                else:
+                                    with m.If(cond):
+                                        m.d.sync += assigns
+                            m.d.sync += loop_n.eq(loop_n + 1)
+                            with m.If(loop_n == step.count - 1):
+                                m.d.sync += loop_n.eq(0)
+                                m.next = nxt
                     elif isinstance(step, TopSum):
                         self._top_sum_states(m, st, here, nxt, f"{name}_{i}", step.wait)
                     elif isinstance(step, Merge):
@@ -434,7 +477,7 @@ class ChannelMath(wiring.Component):
                             m.next = _after_pop(here, step.wait)
                         _wait_states(m, here, step.wait)
                     else:
-                        eng = {Mul: mul, Div: div, Recip: div, Sqrt: root}[type(step)]
+                        eng = {Mul: mul, Div: div, Sqrt: root}[type(step)]
                         # an engine's start comes straight from a flip-flop set the cycle before: its
                         # load enable fans out to every register of the engine
                         if isinstance(step, Div):       # register the numerator, then its magnitude
@@ -447,9 +490,6 @@ class ChannelMath(wiring.Component):
                         else:
                             with m.State(here + "_go"):
                                 m.d.sync += go[eng].eq(1)
-                                if isinstance(step, Recip):     # decode 2**(lead-1) a cycle early, into registers
-                                    m.d.sync += [recip_rem.eq(Mux(step.lead == 0, 0, (Const(1, 1) << step.lead) >> 1)),
-                                                 recip_one.eq(step.lead == 0)]
                                 m.next = here
                         with m.State(here):
                             m.d.sync += go[eng].eq(0)
@@ -461,16 +501,12 @@ class ChannelMath(wiring.Component):
                                              div.lo_init.eq(div_mag[:step.q_bits] << (div.q_bits - step.q_bits)),
                                              div.neg.eq(div_neg), div.den.eq(step.den),
                                              div.steps.eq(step.q_bits)]
-                            elif isinstance(step, Recip):      # 2**(lead+q) = (2**(lead-1) << (q+1)) + [lead = 0] 2**q
-                                m.d.comb += [div.rem_init.eq(recip_rem),
-                                             div.lo_init.eq(Mux(recip_one, 1 << (div.q_bits - 1), 0)),
-                                             div.neg.eq(0), div.den.eq(step.den), div.steps.eq(step.q_bits)]
                             else:
                                 m.d.comb += root.w.eq(step.w)
                             m.next = here + "_wait"
                         with m.State(here + "_wait"):
                             with m.If(eng.done):
-                                result = {Mul: lambda: mul.p, Div: lambda: div.q, Recip: lambda: div.q,
+                                result = {Mul: lambda: mul.p, Div: lambda: div.q,
                                           Sqrt: lambda: root.root}[type(step)]()
                                 m.d.sync += step.dst.eq(result)
                                 m.next = nxt

@@ -20,7 +20,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .channel_math import ChannelMath
+from .channel_math import LANE_CONSTANTS, ChannelMath
 from .common import channel_layout, fmt_shape, lanes_of
 from .elementwise import ElementwiseAffine
 from .normalize import NormalizeAffine
@@ -105,7 +105,7 @@ class NormDatapath(wiring.Component):
         left = Signal(cfg.count_bits)            # values still to come in the current pass
         ov = cfg.overlap
         if ov:      # the channel whose normalize pass is pending, held while ChannelMath serves the next one
-            hold_a, hold_b, hold_sh = Signal.like(cm.a), Signal.like(cm.b), Signal.like(cm.sh)
+            hold_k = {name: Signal.like(getattr(cm, name), name=f"hold_{name}") for name in LANE_CONSTANTS}
             hold_den, hold_sum = Signal.like(cm.den), Signal.like(st.sum)
             hold_count, hold_infer = Signal(cfg.count_bits), Signal()
             pend = Signal()                      # a channel's math started, its normalize pass not yet run
@@ -134,7 +134,7 @@ class NormDatapath(wiring.Component):
         if cfg.kind == "cvar" and not cfg.inference_only:
             m.d.comb += st.pop_top.eq(cm.pop_top)
         # overlap: the normalize pass and the statistics word take the held channel's values
-        a, b, sh = (hold_a, hold_b, hold_sh) if ov else (cm.a, cm.b, cm.sh)
+        lane_k = hold_k if ov else {name: getattr(cm, name) for name in LANE_CONSTANTS}
         # a refused descriptor's word: sum and sat were cleared with the descriptor, den is zeroed as in inference
         zero_den = Signal()
         m.d.comb += zero_den.eq(hold_infer if ov else chan.infer)
@@ -142,7 +142,7 @@ class NormDatapath(wiring.Component):
         self._zero_den = zero_den
         m.d.comb += [
             norm.i.payload.eq(xs), norm.mask.eq(mask),
-            norm.a.eq(a), norm.b.eq(b), norm.shift.eq(sh),
+            *[getattr(norm, "shift" if name == "sh" else name).eq(v) for name, v in lane_k.items()],
             *([norm.tau.eq(chan.tau)] if cfg.frn else []),
             *([] if ew else [self.o.payload.eq(norm.o.payload), self.o.valid.eq(norm.o.valid),
                              norm.o.ready.eq(self.o.ready)]),
@@ -174,7 +174,7 @@ class NormDatapath(wiring.Component):
 
         if ov:
             self._overlap_fsm(m, cm, st, norm, chan, left, beat, drained, take_pass, run_math,
-                              (hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer),
+                              (hold_k, hold_den, hold_sum, hold_count, hold_infer),
                               pend, have_hold, math_busy)
             return m
 
@@ -300,7 +300,7 @@ class NormDatapath(wiring.Component):
         """The FSM of overlap mode: descriptor, statistics passes of channel c (ChannelMath then starts on
         c), the normalize pass of the held channel c-1, its statistics word."""
         cfg = self.cfg
-        hold_a, hold_b, hold_sh, hold_den, hold_sum, hold_count, hold_infer = hold
+        hold_k, hold_den, hold_sum, hold_count, hold_infer = hold
         desc = self.chan.payload
         flush, bad = Signal(), Signal()
         m.d.comb += [flush.eq(desc.count == 0), bad.eq(self._refused(m, desc))]
@@ -310,7 +310,7 @@ class NormDatapath(wiring.Component):
             """Wait for ChannelMath to finish the channel before; take its A, B, SH, Den into the hold
             registers (the held channel's normalize pass comes next), then `then()`."""
             with m.If(~math_busy):
-                m.d.sync += [hold_a.eq(cm.a), hold_b.eq(cm.b), hold_sh.eq(cm.sh), hold_den.eq(cm.den)]
+                m.d.sync += [*[v.eq(getattr(cm, name)) for name, v in hold_k.items()], hold_den.eq(cm.den)]
                 then()
 
         def start(entry):

@@ -1,4 +1,6 @@
-"""The normalize pass, `lanes` values per clock: y = sat(round((x*A + B) >> SH)).
+"""The normalize pass, `lanes` values per clock: y = sat(round((x*A + B) >> SH)), and in the special regime (a gain
+so large that only x = q and q + 1 can land inside the output range: docs/numerics.md) x < q and x > q + 1 forced to
+saturate, two comparators per lane.
 
 One multiply-add per lane; A, B and SH are per channel (channel_math.py), the same in training and
 inference. Pipeline: input register, multiply (partial products of 17-bit slices of A, one 18x18
@@ -53,11 +55,25 @@ class NormalizeAffine(wiring.Component):
             "a": In(signed(cfg.a_bits)),
             "b": In(signed(cfg.b_bits)),
             "shift": In(range(cfg.shift_max + 1)),
+            "special": In(1), "neg": In(1),
+            "q_lo": In(signed(cfg.in_fmt.bits + 2)), "q_hi": In(signed(cfg.in_fmt.bits + 2)),
             "busy": Out(1),
             "sat_count": Out(cfg.count_bits),
             **({"tau": In(fmt_shape(cfg.out_fmt))} if cfg.frn else {}),
             **({"side": In(side), "o_side": Out(side)} if side else {}),
         })
+
+    def _forced(self, m, ce, x, j, depth):
+        """The special regime's forced saturation of lane j (x below q or above q + 1, sides by gamma's sign), from the
+        input register x, registered and carried `depth` stages: -> (force_hi, force_lo) at the last."""
+        below, above = self.special & (x < self.q_lo), self.special & (x > self.q_hi)
+        now = (Mux(self.neg, below, above), Mux(self.neg, above, below))
+        for k in range(depth):
+            regs = (Signal(name=f"force_hi{j}_{k}"), Signal(name=f"force_lo{j}_{k}"))
+            with m.If(~self.clear & ce):
+                m.d.sync += [regs[0].eq(now[0]), regs[1].eq(now[1])]
+            now = regs
+        return now
 
     def elaborate(self, platform):
         if self.cfg.dropout_active:
@@ -87,6 +103,7 @@ class NormalizeAffine(wiring.Component):
             qs = Signal(signed(cfg.acc_bits), name=f"qs{j}")
             tie = Signal(name=f"tie{j}")
             qr = qs - (tie & qs[0]) if cfg.rounding == "half_even" else qs
+            f_hi, f_lo = self._forced(m, ce, x, j, 3)        # beside the shift stage's qs
             with m.If(~self.clear & ce):
                 m.d.sync += [
                     x.eq(self.i.payload[j]),
@@ -94,11 +111,12 @@ class NormalizeAffine(wiring.Component):
                     acc.eq(tree_sum([pp << at for pp, _, at in parts] + [self.b])),
                     qs.eq(acc >> self.shift),
                     q.eq(qr),
-                    over.eq(qr > hi), under.eq(qr < lo),
+                    over.eq(f_hi | (~f_lo & (qr > hi))), under.eq(f_lo | (~f_hi & (qr < lo))),
                 ]
                 clamped = Mux(over, hi, Mux(under, lo, q))
                 if cfg.frn:             # max(clamp(q), tau) = tau when q < tau (lo <= tau <= hi), else clamp(q)
-                    m.d.sync += [low.eq(qr < self.tau), y.eq(Mux(ok[4][j], Mux(low, self.tau, clamped), 0))]
+                    m.d.sync += [low.eq(~f_hi & (f_lo | (qr < self.tau))),
+                                 y.eq(Mux(ok[4][j], Mux(low, self.tau, clamped), 0))]
                 else:
                     m.d.sync += y.eq(Mux(ok[4][j], clamped, 0))
                 if cfg.rounding == "half_even":
@@ -152,13 +170,14 @@ class NormalizeAffine(wiring.Component):
             tv = qs - (0 if floor else 1 << (e - 1))
             zh = z + (0 if floor else 1 << (fe - 1))
             qr = rs - (tie & rs[0]) if cfg.rounding == "half_even" else rs
+            f_hi, f_lo = self._forced(m, ce, x, j, 3)        # beside the shift stage's qs
             with m.If(~self.clear & ce):
                 m.d.sync += [
                     x.eq(self.i.payload[j]),
                     *[pp.eq(x * piece) for pp, piece, _ in parts],
                     acc.eq(tree_sum([pp << at for pp, _, at in parts] + [self.b])),
                     qs.eq(acc >> low),
-                    t.eq(Mux(tv < t_lo, t_lo, Mux(tv > t_hi, t_hi, tv))),
+                    t.eq(Mux(f_hi | (~f_lo & (tv > t_hi)), t_hi, Mux(f_lo | (tv < t_lo), t_lo, tv))),
                     *[zp.eq(piece * mult) for zp, piece, _ in zparts],
                     z.eq(tree_sum([zp << at for zp, _, at in zparts])),
                     rs.eq(zh >> fe),
